@@ -1,0 +1,45 @@
+"""mcscore: fast score-function gradient estimators with honest error bars.
+
+    import numpy as np
+    import mcscore as mc
+
+    q = mc.Normal(loc=np.zeros(3), scale=np.ones(3))
+    res = mc.score_grad(lambda x: (x ** 2).sum(axis=-1), q, n=10**6, rng=0)
+    res.grad["loc"], res.stderr["scale"], res.value
+"""
+__version__ = "0.1.0"
+
+from . import integrands
+from ._config import effective_n_threads, show_config
+from .distributions import (
+    FAMILIES,
+    Bernoulli,
+    Beta,
+    Binomial,
+    Categorical,
+    Dirichlet,
+    Distribution,
+    Exponential,
+    Gamma,
+    Geometric,
+    LogNormal,
+    Multinomial,
+    NegativeBinomial,
+    Normal,
+    Poisson,
+)
+from .estimator import (
+    CALLBACK_SIGNATURES,
+    GradientEstimate,
+    default_block_size,
+    score_grad,
+    score_grad_from_samples,
+)
+
+__all__ = [
+    "Bernoulli", "Beta", "Binomial", "Categorical", "Dirichlet", "Distribution",
+    "Exponential", "FAMILIES", "Gamma", "Geometric", "GradientEstimate", "LogNormal",
+    "Multinomial", "NegativeBinomial", "Normal", "Poisson", "CALLBACK_SIGNATURES",
+    "default_block_size", "effective_n_threads", "integrands", "score_grad",
+    "score_grad_from_samples", "show_config",
+]

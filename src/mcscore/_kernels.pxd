@@ -1,0 +1,132 @@
+# C-level interface of mcscore's kernels, for other Cython code to cimport.
+#
+#     from mcscore._kernels cimport mc_dist, mc_func, mc_draw_block, ...
+#
+# Every entry point is `noexcept nogil`: call it from your own prange loops.
+# Layout conventions (all arrays C-contiguous float64 unless noted):
+#   * a *block* of m draws is stored column-major: xt[c * m + i] is
+#     coordinate c (0 <= c < draw_size) of draw i (0 <= i < m);
+#   * per-stream statistics are one row of `mc_stats_len(dist)` doubles:
+#     [count, sum g, sum g^2, then per score coordinate q the five sums
+#      sum s_q, sum s_q^2, sum g s_q, sum g s_q^2, sum g^2 s_q^2]
+#     where g = f - shift (shift = f at the stream's first draw), or for
+#     per-category families [count, sum g, sum g^2, then per (unit, category)
+#     count, sum g, sum g^2].
+from libc.stdint cimport int64_t
+from numpy.random cimport bitgen_t
+
+cdef extern from "numpy/random/distributions.h":
+    ctypedef struct binomial_t:
+        int has_binomial
+
+# Families (the order of mcscore.distributions.FAMILIES).
+cpdef enum:
+    MC_NORMAL = 0
+    MC_LOGNORMAL = 1
+    MC_EXPONENTIAL = 2
+    MC_GAMMA = 3
+    MC_BETA = 4
+    MC_POISSON = 5
+    MC_BERNOULLI = 6
+    MC_BINOMIAL = 7
+    MC_GEOMETRIC = 8
+    MC_NEGATIVE_BINOMIAL = 9
+    MC_CATEGORICAL = 10
+    MC_MULTINOMIAL = 11
+    MC_DIRICHLET = 12
+
+# Kinds of score term: s = a * t(x) + b, or a * (t(x) - c)^2 + b.
+cpdef enum:
+    SK_AFFINE = 0        # a * x + b
+    SK_LOG_AFFINE = 1    # a * log(x) + b
+    SK_LOG1M_AFFINE = 2  # a * log1p(-x) + b
+    SK_QUAD = 3          # a * (x - c)^2 + b
+    SK_LOG_QUAD = 4      # a * (log(x) - c)^2 + b
+    SK_CATEGORY = 5      # a * [x == category] + b   (per-category families)
+
+# Kinds of fused integrand term (each multiplied by its coefficient).
+cpdef enum:
+    IK_POLY = 0          # sum_k p[k] x_col^k            params: coefficients
+    IK_LINEAR = 1        # sum_c w_c x_c                 params: w (draw_size)
+    IK_QUAD_DIAG = 2     # sum_c w_c (x_c - m_c)^2       params: m, w
+    IK_QUAD_FULL = 3     # (x - m)^T A (x - m)           params: m, A (row-major)
+    IK_SIN = 4           # sum_c w_c sin(x_c)            params: w
+    IK_COS = 5
+    IK_EXP = 6
+    IK_LOG1P = 7
+    IK_INDICATOR = 8     # [lo <= x_col <= hi]           params: lo, hi
+    IK_CALL = 9          # max(x_col - K, 0)             params: K
+    IK_PUT = 10          # max(K - x_col, 0)
+    IK_DIGITAL_CALL = 11 # [x_col > K]
+    IK_DIGITAL_PUT = 12  # [x_col < K]
+
+# Kinds of f.
+cpdef enum:
+    FK_VALUES = 0        # f values are supplied by the caller
+    FK_INTEGRAND = 1     # fused integrand (mc_func.integ)
+    FK_CALLBACK = 2      # C function pointer (mc_func.fptr)
+
+# C callback signatures accepted (mc_func.sig).
+cpdef enum:
+    CB_D_P_N = 0         # double f(double *x, intptr_t d)
+    CB_D_P_N_V = 1       # double f(double *x, intptr_t d, void *user_data)
+    CB_I_P_N_P_V = 2     # int f(double *x, intptr_t d, double *out, void *user_data); 0 = ok
+    CB_D_P_I = 3         # double f(double *x, int d)
+    CB_D_P_I_V = 4       # double f(double *x, int d, void *user_data)
+    CB_I_P_I_P_V = 5     # int f(double *x, int d, double *out, void *user_data)
+
+ctypedef struct mc_dist:
+    int family
+    int per_category         # 1: categorical statistics per (unit, category)
+    Py_ssize_t n_units       # independent units (the batch, flattened)
+    Py_ssize_t n_cat         # categories K (1 for univariate families)
+    Py_ssize_t draw_size     # doubles in one draw
+    const double *p0         # draw parameters per unit (see distributions.py)
+    const double *p1
+    const double *alias_q    # Categorical: alias probabilities, n_units * K
+    const int64_t *alias_i   # Categorical: alias indices, n_units * K
+    Py_ssize_t n_coords      # score coordinates
+    const int64_t *t_start   # terms of coordinate q: t_start[q] .. t_start[q+1]
+    const int *t_kind
+    const int64_t *t_col     # draw coordinate the term reads
+    const double *t_a
+    const double *t_b
+    const double *t_c
+
+ctypedef struct mc_integrand:
+    Py_ssize_t n_terms
+    const int64_t *kind
+    const int64_t *col
+    const int64_t *off       # offset of the term's parameters in params
+    const double *coef
+    const double *params
+    double constant
+
+ctypedef struct mc_func:
+    int kind                 # FK_*
+    const mc_integrand *integ
+    void *fptr
+    int sig                  # CB_*
+    void *user_data
+
+ctypedef struct mc_workspace:
+    double *xt               # draw_size * block_size
+    double *fx               # block_size
+    double *tmp              # block_size
+    double *row              # draw_size (gathered draw for callbacks)
+    int64_t *ibuf            # n_cat (Multinomial counts)
+    binomial_t binom
+
+cdef Py_ssize_t mc_stats_len(const mc_dist *dist) noexcept nogil
+cdef int mc_workspace_init(mc_workspace *ws, const mc_dist *dist, Py_ssize_t block_size) noexcept nogil
+cdef void mc_workspace_free(mc_workspace *ws) noexcept nogil
+cdef void mc_draw_block(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                        mc_workspace *ws) noexcept nogil
+cdef Py_ssize_t mc_eval_block(const mc_func *func, const mc_dist *dist, Py_ssize_t m,
+                              const double *xt, double *fx, mc_workspace *ws) noexcept nogil
+cdef Py_ssize_t mc_accumulate_block(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                                    const double *fx, double shift, double *stats,
+                                    double *tmp) noexcept nogil
+cdef Py_ssize_t mc_run_block(const mc_dist *dist, const mc_func *func, bitgen_t *bg,
+                             Py_ssize_t m, double *stats, double *shift, bint first,
+                             mc_workspace *ws) noexcept nogil

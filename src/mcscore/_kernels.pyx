@@ -1,0 +1,763 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""Typed, GIL-free kernels of mcscore.
+
+One call of the estimator is a set of *streams* (each with its own bit
+generator) that each walk their *blocks* of draws in order.  For every block
+the kernel draws (numpy's C distributions), evaluates f (a fused integrand, a
+C callback, or values the Python layer computed), and accumulates the
+sufficient statistics of the stream.  Threads take whole streams, so the
+result does not depend on the number of threads.
+
+See _kernels.pxd for the C-level API and the memory layouts.
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.math cimport log, log1p, exp, sin, cos, isfinite, fabs
+from libc.stdlib cimport malloc, free, calloc
+from libc.string cimport memset
+from libc.stdint cimport int64_t, intptr_t
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_GetName, PyCapsule_IsValid
+from cpython.exc cimport PyErr_CheckSignals
+from cython.parallel cimport prange, parallel
+from numpy.random cimport bitgen_t
+from numpy.random.c_distributions cimport (
+    random_standard_normal_fill, random_standard_exponential_fill,
+    random_standard_gamma, random_beta, random_poisson, random_binomial,
+    random_geometric, random_negative_binomial, random_multinomial,
+    random_standard_uniform,
+)
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define MC_HAVE_OPENMP 1
+    static int mc_omp_max_threads(void) { return omp_get_max_threads(); }
+    static int mc_omp_thread_num(void) { return omp_get_thread_num(); }
+    static int mc_omp_num_procs(void) { return omp_get_num_procs(); }
+    #else
+    #define MC_HAVE_OPENMP 0
+    static int mc_omp_max_threads(void) { return 1; }
+    static int mc_omp_thread_num(void) { return 0; }
+    static int mc_omp_num_procs(void) { return 1; }
+    #endif
+    typedef double (*mc_cb_d_p_n)(double *, intptr_t);
+    typedef double (*mc_cb_d_p_n_v)(double *, intptr_t, void *);
+    typedef int (*mc_cb_i_p_n_p_v)(double *, intptr_t, double *, void *);
+    typedef double (*mc_cb_d_p_i)(double *, int);
+    typedef double (*mc_cb_d_p_i_v)(double *, int, void *);
+    typedef int (*mc_cb_i_p_i_p_v)(double *, int, double *, void *);
+    """
+    int MC_HAVE_OPENMP
+    int mc_omp_max_threads() noexcept nogil
+    int mc_omp_thread_num() noexcept nogil
+    int mc_omp_num_procs() noexcept nogil
+    ctypedef double (*mc_cb_d_p_n)(double *, intptr_t) noexcept nogil
+    ctypedef double (*mc_cb_d_p_n_v)(double *, intptr_t, void *) noexcept nogil
+    ctypedef int (*mc_cb_i_p_n_p_v)(double *, intptr_t, double *, void *) noexcept nogil
+    ctypedef double (*mc_cb_d_p_i)(double *, int) noexcept nogil
+    ctypedef double (*mc_cb_d_p_i_v)(double *, int, void *) noexcept nogil
+    ctypedef int (*mc_cb_i_p_i_p_v)(double *, int, double *, void *) noexcept nogil
+
+# Error codes reported by the stream drivers (negative draw offsets are
+# never used: an error records the global index of the offending draw).
+cdef enum:
+    ERR_NONE = 0
+    ERR_F_NONFINITE = 1
+    ERR_CALLBACK = 2
+    ERR_INTERRUPT = 3
+    ERR_MEMORY = 4
+
+HAVE_OPENMP = bool(MC_HAVE_OPENMP)
+
+
+def omp_max_threads():
+    """Threads an OpenMP region would use now (honours OMP_NUM_THREADS and
+    threadpoolctl limits); 1 in a serial build."""
+    return mc_omp_max_threads()
+
+
+def omp_num_procs():
+    return mc_omp_num_procs()
+
+
+# ---------------------------------------------------------------------------
+# C-level building blocks (declared in _kernels.pxd)
+# ---------------------------------------------------------------------------
+
+cdef Py_ssize_t mc_stats_len(const mc_dist *dist) noexcept nogil:
+    if dist.per_category:
+        return 3 + 3 * dist.n_units * dist.n_cat
+    return 3 + 5 * dist.n_coords
+
+
+cdef int mc_workspace_init(mc_workspace *ws, const mc_dist *dist,
+                           Py_ssize_t block_size) noexcept nogil:
+    """Allocate the buffers of one worker. Returns 0, or -1 when out of memory."""
+    ws.xt = <double *> malloc(sizeof(double) * dist.draw_size * block_size)
+    ws.fx = <double *> malloc(sizeof(double) * block_size)
+    ws.tmp = <double *> malloc(sizeof(double) * block_size)
+    ws.row = <double *> malloc(sizeof(double) * dist.draw_size)
+    ws.ibuf = <int64_t *> malloc(sizeof(int64_t) * (dist.n_cat + 1))
+    memset(&ws.binom, 0, sizeof(binomial_t))
+    if ws.xt == NULL or ws.fx == NULL or ws.tmp == NULL or ws.row == NULL or ws.ibuf == NULL:
+        mc_workspace_free(ws)
+        return -1
+    return 0
+
+
+cdef void mc_workspace_free(mc_workspace *ws) noexcept nogil:
+    free(ws.xt)
+    free(ws.fx)
+    free(ws.tmp)
+    free(ws.row)
+    free(ws.ibuf)
+    ws.xt = NULL
+    ws.fx = NULL
+    ws.tmp = NULL
+    ws.row = NULL
+    ws.ibuf = NULL
+
+
+cdef void mc_draw_block(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                        mc_workspace *ws) noexcept nogil:
+    """Draw m samples into xt (column-major, see the .pxd).
+
+    Draws are made unit by unit (all m draws of unit 0, then unit 1, ...), so
+    the fill functions write contiguous columns.
+    """
+    cdef Py_ssize_t j, i, k, K = dist.n_cat
+    cdef double *col
+    cdef double a, b, u, scale
+    cdef int64_t idx
+    cdef const double *q
+    cdef const int64_t *al
+    cdef int fam = dist.family
+    for j in range(dist.n_units):
+        a = dist.p0[j]
+        b = dist.p1[j]
+        if fam == MC_NORMAL or fam == MC_LOGNORMAL:
+            col = xt + j * m
+            random_standard_normal_fill(bg, m, col)
+            for i in range(m):
+                col[i] = a + b * col[i]
+            if fam == MC_LOGNORMAL:
+                for i in range(m):
+                    col[i] = exp(col[i])
+        elif fam == MC_EXPONENTIAL:
+            col = xt + j * m
+            random_standard_exponential_fill(bg, m, col)
+            scale = 1.0 / a
+            for i in range(m):
+                col[i] = col[i] * scale
+        elif fam == MC_GAMMA:
+            col = xt + j * m
+            scale = 1.0 / b
+            for i in range(m):
+                col[i] = random_standard_gamma(bg, a) * scale
+        elif fam == MC_BETA:
+            col = xt + j * m
+            for i in range(m):
+                col[i] = random_beta(bg, a, b)
+        elif fam == MC_POISSON:
+            col = xt + j * m
+            for i in range(m):
+                col[i] = <double> random_poisson(bg, a)
+        elif fam == MC_BERNOULLI:
+            col = xt + j * m
+            for i in range(m):
+                col[i] = 1.0 if random_standard_uniform(bg) < a else 0.0
+        elif fam == MC_BINOMIAL:
+            col = xt + j * m
+            for i in range(m):
+                col[i] = <double> random_binomial(bg, a, <int64_t> b, &ws.binom)
+        elif fam == MC_GEOMETRIC:
+            # numpy counts trials up to and including the first success.
+            col = xt + j * m
+            for i in range(m):
+                col[i] = <double> (random_geometric(bg, a) - 1)
+        elif fam == MC_NEGATIVE_BINOMIAL:
+            # successes (prob a) before b failures == numpy's failures before
+            # b successes with success probability 1 - a.
+            col = xt + j * m
+            for i in range(m):
+                col[i] = <double> random_negative_binomial(bg, b, 1.0 - a)
+        elif fam == MC_CATEGORICAL:
+            col = xt + j * m
+            q = dist.alias_q + j * K
+            al = dist.alias_i + j * K
+            for i in range(m):
+                u = random_standard_uniform(bg) * K
+                idx = <int64_t> u
+                if idx >= K:
+                    idx = K - 1
+                if u - idx >= q[idx]:
+                    idx = al[idx]
+                col[i] = <double> idx
+        elif fam == MC_MULTINOMIAL:
+            for i in range(m):
+                random_multinomial(bg, <int64_t> b, ws.ibuf, <double *> (dist.p0 + j * K),
+                                   K, &ws.binom)
+                for k in range(K):
+                    xt[(j * K + k) * m + i] = <double> ws.ibuf[k]
+        elif fam == MC_DIRICHLET:
+            for i in range(m):
+                u = 0.0
+                for k in range(K):
+                    a = random_standard_gamma(bg, dist.p0[j * K + k])
+                    xt[(j * K + k) * m + i] = a
+                    u = u + a
+                for k in range(K):
+                    xt[(j * K + k) * m + i] = xt[(j * K + k) * m + i] / u
+
+
+cdef inline double _integrand_term_scalar(int kind, double x, const double *p) noexcept nogil:
+    if kind == IK_INDICATOR:
+        return 1.0 if (x >= p[0] and x <= p[1]) else 0.0
+    if kind == IK_CALL:
+        return x - p[0] if x > p[0] else 0.0
+    if kind == IK_PUT:
+        return p[0] - x if x < p[0] else 0.0
+    if kind == IK_DIGITAL_CALL:
+        return 1.0 if x > p[0] else 0.0
+    if kind == IK_DIGITAL_PUT:
+        return 1.0 if x < p[0] else 0.0
+    return 0.0
+
+
+cdef void mc_eval_integrand(const mc_integrand *F, Py_ssize_t ds, Py_ssize_t m,
+                            const double *xt, double *fx) noexcept nogil:
+    """fx[i] = F(draw i) for a column-major block."""
+    cdef Py_ssize_t t, i, c, r, k, deg
+    cdef int kind
+    cdef double coef, w, v, acc
+    cdef const double *p
+    cdef const double *x
+    cdef const double *xr
+    for i in range(m):
+        fx[i] = F.constant
+    for t in range(F.n_terms):
+        kind = <int> F.kind[t]
+        coef = F.coef[t]
+        p = F.params + F.off[t]
+        if kind == IK_POLY:
+            deg = <Py_ssize_t> p[0]
+            x = xt + F.col[t] * m
+            for i in range(m):
+                acc = p[1 + deg]
+                for k in range(deg - 1, -1, -1):
+                    acc = acc * x[i] + p[1 + k]
+                fx[i] += coef * acc
+        elif kind == IK_LINEAR:
+            for c in range(ds):
+                w = coef * p[c]
+                if w != 0.0:
+                    x = xt + c * m
+                    for i in range(m):
+                        fx[i] += w * x[i]
+        elif kind == IK_QUAD_DIAG:
+            for c in range(ds):
+                w = coef * p[ds + c]
+                if w != 0.0:
+                    x = xt + c * m
+                    v = p[c]
+                    for i in range(m):
+                        fx[i] += w * (x[i] - v) * (x[i] - v)
+        elif kind == IK_QUAD_FULL:
+            for i in range(m):
+                acc = 0.0
+                for r in range(ds):
+                    v = 0.0
+                    for c in range(ds):
+                        v += p[ds + r * ds + c] * (xt[c * m + i] - p[c])
+                    acc += (xt[r * m + i] - p[r]) * v
+                fx[i] += coef * acc
+        elif kind == IK_SIN or kind == IK_COS or kind == IK_EXP or kind == IK_LOG1P:
+            for c in range(ds):
+                w = coef * p[c]
+                if w == 0.0:
+                    continue
+                x = xt + c * m
+                if kind == IK_SIN:
+                    for i in range(m):
+                        fx[i] += w * sin(x[i])
+                elif kind == IK_COS:
+                    for i in range(m):
+                        fx[i] += w * cos(x[i])
+                elif kind == IK_EXP:
+                    for i in range(m):
+                        fx[i] += w * exp(x[i])
+                else:
+                    for i in range(m):
+                        fx[i] += w * log1p(x[i])
+        else:
+            x = xt + F.col[t] * m
+            for i in range(m):
+                fx[i] += coef * _integrand_term_scalar(kind, x[i], p)
+
+
+cdef Py_ssize_t mc_eval_callback(const mc_func *F, Py_ssize_t ds, Py_ssize_t m,
+                                 const double *xt, double *row, double *fx) noexcept nogil:
+    """Call a C function on each draw.  Returns -1, or the index of the first
+    draw for which the callback signalled an error (non-zero return)."""
+    cdef Py_ssize_t i, c
+    cdef int rc
+    cdef int sig = F.sig
+    for i in range(m):
+        for c in range(ds):
+            row[c] = xt[c * m + i]
+        if sig == CB_D_P_N:
+            fx[i] = (<mc_cb_d_p_n> F.fptr)(row, <intptr_t> ds)
+        elif sig == CB_D_P_N_V:
+            fx[i] = (<mc_cb_d_p_n_v> F.fptr)(row, <intptr_t> ds, F.user_data)
+        elif sig == CB_D_P_I:
+            fx[i] = (<mc_cb_d_p_i> F.fptr)(row, <int> ds)
+        elif sig == CB_D_P_I_V:
+            fx[i] = (<mc_cb_d_p_i_v> F.fptr)(row, <int> ds, F.user_data)
+        elif sig == CB_I_P_N_P_V:
+            rc = (<mc_cb_i_p_n_p_v> F.fptr)(row, <intptr_t> ds, &fx[i], F.user_data)
+            if rc != 0:
+                return i
+        else:
+            rc = (<mc_cb_i_p_i_p_v> F.fptr)(row, <int> ds, &fx[i], F.user_data)
+            if rc != 0:
+                return i
+    return -1
+
+
+cdef Py_ssize_t mc_eval_block(const mc_func *func, const mc_dist *dist, Py_ssize_t m,
+                              const double *xt, double *fx, mc_workspace *ws) noexcept nogil:
+    """Evaluate f on a block.  Returns -1 or the index of a failing draw."""
+    if func.kind == FK_INTEGRAND:
+        mc_eval_integrand(func.integ, dist.draw_size, m, xt, fx)
+        return -1
+    if func.kind == FK_CALLBACK:
+        return mc_eval_callback(func, dist.draw_size, m, xt, ws.row, fx)
+    return -1
+
+
+cdef inline void _score_term(int kind, const double *x, Py_ssize_t m, double a, double b,
+                             double c, double *out) noexcept nogil:
+    """out[i] += score term evaluated at x[i]."""
+    cdef Py_ssize_t i
+    cdef double d
+    if kind == SK_AFFINE:
+        for i in range(m):
+            out[i] += a * x[i] + b
+    elif kind == SK_LOG_AFFINE:
+        for i in range(m):
+            out[i] += a * log(x[i]) + b
+    elif kind == SK_LOG1M_AFFINE:
+        for i in range(m):
+            out[i] += a * log1p(-x[i]) + b
+    elif kind == SK_QUAD:
+        for i in range(m):
+            d = x[i] - c
+            out[i] += a * d * d + b
+    elif kind == SK_LOG_QUAD:
+        for i in range(m):
+            d = log(x[i]) - c
+            out[i] += a * d * d + b
+
+
+cdef Py_ssize_t mc_accumulate_block(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                                    const double *fx, double shift, double *stats,
+                                    double *tmp) noexcept nogil:
+    """Add a block's sufficient statistics to one stream's row `stats`.
+
+    tmp must hold m doubles.  Returns -1, or the index of the first draw
+    whose f value is not finite (nothing is accumulated then).
+    """
+    cdef Py_ssize_t i, q, t, j, K = dist.n_cat
+    cdef double g, s, ss, gss, s1, s2, gs, gs2, g2s2, sg, sg2
+    cdef double *acc
+    cdef const double *xc
+    for i in range(m):
+        if not isfinite(fx[i]):
+            return i
+    sg = 0.0
+    sg2 = 0.0
+    for i in range(m):
+        g = fx[i] - shift
+        sg += g
+        sg2 += g * g
+    stats[0] += m
+    stats[1] += sg
+    stats[2] += sg2
+    if dist.per_category:
+        for j in range(dist.n_units):
+            xc = xt + j * m
+            acc = stats + 3 + 3 * K * j
+            for i in range(m):
+                q = <Py_ssize_t> xc[i]
+                g = fx[i] - shift
+                acc[3 * q] += 1.0
+                acc[3 * q + 1] += g
+                acc[3 * q + 2] += g * g
+        return -1
+    for q in range(dist.n_coords):
+        memset(tmp, 0, sizeof(double) * m)
+        for t in range(dist.t_start[q], dist.t_start[q + 1]):
+            _score_term(dist.t_kind[t], xt + dist.t_col[t] * m, m,
+                        dist.t_a[t], dist.t_b[t], dist.t_c[t], tmp)
+        s1 = 0.0
+        s2 = 0.0
+        gs = 0.0
+        gs2 = 0.0
+        g2s2 = 0.0
+        for i in range(m):
+            s = tmp[i]
+            g = fx[i] - shift
+            ss = s * s
+            gss = g * ss
+            s1 += s
+            s2 += ss
+            gs += g * s
+            gs2 += gss
+            g2s2 += g * gss
+        acc = stats + 3 + 5 * q
+        acc[0] += s1
+        acc[1] += s2
+        acc[2] += gs
+        acc[3] += gs2
+        acc[4] += g2s2
+    return -1
+
+
+cdef Py_ssize_t mc_run_block(const mc_dist *dist, const mc_func *func, bitgen_t *bg,
+                             Py_ssize_t m, double *stats, double *shift, bint first,
+                             mc_workspace *ws) noexcept nogil:
+    """Draw, evaluate and accumulate one block of a stream.
+
+    `first` marks the stream's first block: its first f value becomes the
+    stream's shift.  Returns -1, or the index of the failing draw.
+    """
+    cdef Py_ssize_t bad
+    mc_draw_block(dist, bg, m, ws.xt, ws)
+    bad = mc_eval_block(func, dist, m, ws.xt, ws.fx, ws)
+    if bad >= 0:
+        return bad
+    if first:
+        shift[0] = ws.fx[0] if isfinite(ws.fx[0]) else 0.0
+    return mc_accumulate_block(dist, m, ws.xt, ws.fx, shift[0], stats, ws.tmp)
+
+
+# ---------------------------------------------------------------------------
+# Python-facing objects
+# ---------------------------------------------------------------------------
+
+cdef class KernelDist:
+    """A distribution prepared for the kernels (arrays owned here)."""
+    cdef mc_dist d
+    cdef object _keep
+    cdef readonly Py_ssize_t draw_size, n_coords, n_units, n_cat, stats_len
+    cdef readonly bint per_category
+
+    def __init__(self, int family, bint per_category, Py_ssize_t n_units, Py_ssize_t n_cat,
+                 Py_ssize_t draw_size, p0, p1, alias_q, alias_i, t_start, t_kind, t_col,
+                 t_a, t_b, t_c):
+        cdef double[::1] vp0 = np.array(p0, dtype=np.float64, order='C', copy=True)
+        cdef double[::1] vp1 = np.array(p1, dtype=np.float64, order='C', copy=True)
+        cdef double[::1] vq = np.array(alias_q, dtype=np.float64, order='C', copy=True)
+        cdef int64_t[::1] vi = np.array(alias_i, dtype=np.int64, order='C', copy=True)
+        cdef int64_t[::1] vts = np.array(t_start, dtype=np.int64, order='C', copy=True)
+        cdef int[::1] vtk = np.array(t_kind, dtype=np.intc, order='C', copy=True)
+        cdef int64_t[::1] vtc = np.array(t_col, dtype=np.int64, order='C', copy=True)
+        cdef double[::1] vta = np.array(t_a, dtype=np.float64, order='C', copy=True)
+        cdef double[::1] vtb = np.array(t_b, dtype=np.float64, order='C', copy=True)
+        cdef double[::1] vtcc = np.array(t_c, dtype=np.float64, order='C', copy=True)
+        self._keep = (vp0, vp1, vq, vi, vts, vtk, vtc, vta, vtb, vtcc)
+        self.d.family = family
+        self.d.per_category = per_category
+        self.d.n_units = n_units
+        self.d.n_cat = n_cat
+        self.d.draw_size = draw_size
+        self.d.p0 = &vp0[0] if vp0.shape[0] else NULL
+        self.d.p1 = &vp1[0] if vp1.shape[0] else NULL
+        self.d.alias_q = &vq[0] if vq.shape[0] else NULL
+        self.d.alias_i = &vi[0] if vi.shape[0] else NULL
+        self.d.n_coords = vts.shape[0] - 1
+        self.d.t_start = &vts[0]
+        self.d.t_kind = &vtk[0] if vtk.shape[0] else NULL
+        self.d.t_col = &vtc[0] if vtc.shape[0] else NULL
+        self.d.t_a = &vta[0] if vta.shape[0] else NULL
+        self.d.t_b = &vtb[0] if vtb.shape[0] else NULL
+        self.d.t_c = &vtcc[0] if vtcc.shape[0] else NULL
+        self.draw_size = draw_size
+        self.n_coords = self.d.n_coords
+        self.n_units = n_units
+        self.n_cat = n_cat
+        self.per_category = per_category
+        self.stats_len = mc_stats_len(&self.d)
+
+
+cdef class KernelFunc:
+    """f as the kernels see it: values, a fused integrand, or a C callback."""
+    cdef mc_func f
+    cdef mc_integrand integ
+    cdef object _keep
+    cdef readonly int kind
+
+    def __init__(self, int kind, integrand=None, capsule=None, int sig=0, user_data=None):
+        cdef int64_t[::1] ik, ic, io
+        cdef double[::1] coef, params
+        self.f.kind = kind
+        self.f.integ = NULL
+        self.f.fptr = NULL
+        self.f.user_data = NULL
+        self.f.sig = sig
+        self.kind = kind
+        if kind == FK_INTEGRAND:
+            kinds, cols, offs, coefs, prm, const = integrand
+            ik = np.array(kinds, dtype=np.int64, order='C', copy=True)
+            ic = np.array(cols, dtype=np.int64, order='C', copy=True)
+            io = np.array(offs, dtype=np.int64, order='C', copy=True)
+            coef = np.array(coefs, dtype=np.float64, order='C', copy=True)
+            params = np.array(np.append(prm, 0.0), dtype=np.float64, order='C', copy=True)
+            self._keep = (ik, ic, io, coef, params)
+            self.integ.n_terms = ik.shape[0]
+            self.integ.kind = &ik[0] if ik.shape[0] else NULL
+            self.integ.col = &ic[0] if ic.shape[0] else NULL
+            self.integ.off = &io[0] if io.shape[0] else NULL
+            self.integ.coef = &coef[0] if coef.shape[0] else NULL
+            self.integ.params = &params[0]
+            self.integ.constant = const
+            self.f.integ = &self.integ
+        elif kind == FK_CALLBACK:
+            self._keep = (capsule, user_data)
+            self.f.fptr = PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
+            if user_data is not None:
+                self.f.user_data = PyCapsule_GetPointer(user_data, PyCapsule_GetName(user_data))
+
+
+cdef bitgen_t *_bitgen_ptr(object bit_generator) except NULL:
+    capsule = bit_generator.capsule
+    if not PyCapsule_IsValid(capsule, "BitGenerator"):
+        raise TypeError("not a numpy BitGenerator")
+    return <bitgen_t *> PyCapsule_GetPointer(capsule, "BitGenerator")
+
+
+def draw(KernelDist dist, bit_generator, Py_ssize_t m):
+    """m draws from one bit generator, as an (m, draw_size) C-contiguous array."""
+    cdef bitgen_t *bg = _bitgen_ptr(bit_generator)
+    cdef mc_workspace ws
+    cdef cnp.ndarray[double, ndim=2] xt = np.empty((dist.draw_size, max(m, 1)), dtype=np.float64)
+    cdef double *p = <double *> cnp.PyArray_DATA(xt)
+    if mc_workspace_init(&ws, &dist.d, 1) != 0:
+        raise MemoryError()
+    try:
+        with bit_generator.lock:
+            with nogil:
+                mc_draw_block(&dist.d, bg, m, p, &ws)
+    finally:
+        mc_workspace_free(&ws)
+    return np.ascontiguousarray(xt[:, :m].T)
+
+
+def eval_integrand(KernelFunc func, KernelDist dist, x):
+    """f values of a fused integrand on an (m, draw_size) array of draws."""
+    cdef cnp.ndarray[double, ndim=2] xt = np.ascontiguousarray(
+        np.asarray(x, dtype=np.float64).reshape(-1, dist.draw_size).T)
+    cdef Py_ssize_t m = xt.shape[1]
+    cdef cnp.ndarray[double, ndim=1] fx = np.empty(m, dtype=np.float64)
+    cdef mc_workspace ws
+    if m == 0:
+        return fx
+    if mc_workspace_init(&ws, &dist.d, 1) != 0:
+        raise MemoryError()
+    try:
+        with nogil:
+            mc_eval_block(&func.f, &dist.d, m, <double *> cnp.PyArray_DATA(xt),
+                          <double *> cnp.PyArray_DATA(fx), &ws)
+    finally:
+        mc_workspace_free(&ws)
+    return fx
+
+
+cdef mc_workspace *_workspaces(const mc_dist *dist, int n, Py_ssize_t block_size) except NULL:
+    """One workspace per thread (index = omp thread number)."""
+    cdef int t
+    cdef mc_workspace *wss = <mc_workspace *> calloc(max(n, 1), sizeof(mc_workspace))
+    if wss == NULL:
+        raise MemoryError()
+    for t in range(n):
+        if mc_workspace_init(&wss[t], dist, block_size) != 0:
+            _free_workspaces(wss, t)
+            raise MemoryError("could not allocate the kernels' block buffers")
+    return wss
+
+
+cdef void _free_workspaces(mc_workspace *wss, int n) noexcept:
+    cdef int t
+    if wss == NULL:
+        return
+    for t in range(n):
+        mc_workspace_free(&wss[t])
+    free(wss)
+
+
+def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] streams,
+                int64_t n, int64_t n_streams, int64_t block_size, int n_threads,
+                double[:, ::1] stats, double[::1] shifts):
+    """Run whole streams (fused integrand or C callback) in parallel.
+
+    streams[i] is the index of the i-th stream to run, bitgens[i] its bit
+    generator; its statistics go to stats[i] and its shift to shifts[i].
+    Returns (error code, global index of the failing draw or -1).
+    """
+    cdef Py_ssize_t ns = streams.shape[0]
+    cdef Py_ssize_t si
+    cdef bitgen_t **bgs = <bitgen_t **> malloc(sizeof(bitgen_t *) * max(ns, 1))
+    cdef int64_t *err = <int64_t *> calloc(3, sizeof(int64_t))
+    cdef int64_t nb = (n + block_size - 1) // block_size
+    cdef int64_t b, bad, check_every
+    cdef Py_ssize_t m
+    cdef mc_workspace *wss = NULL
+    cdef mc_workspace *ws
+    if bgs == NULL or err == NULL:
+        free(bgs)
+        free(err)
+        raise MemoryError()
+    err[1] = -1
+    try:
+        for si in range(ns):
+            bgs[si] = _bitgen_ptr(bitgens[si])
+        n_threads = max(1, min(n_threads, max(ns, 1)))
+        wss = _workspaces(&dist.d, n_threads, block_size)
+        check_every = max(1, (1 << 16) // max(1, block_size * dist.draw_size))
+        with nogil, parallel(num_threads=n_threads):
+            ws = &wss[mc_omp_thread_num()]
+            for si in prange(ns, schedule='dynamic'):
+                b = streams[si]
+                while b < nb and err[0] == ERR_NONE:
+                    m = <Py_ssize_t> (block_size if (b + 1) * block_size <= n else n - b * block_size)
+                    bad = mc_run_block(&dist.d, &func.f, bgs[si], m, &stats[si, 0],
+                                       &shifts[si], b == streams[si], ws)
+                    if bad >= 0:
+                        err[0] = ERR_CALLBACK if (func.f.kind == FK_CALLBACK and
+                                                  (func.f.sig == CB_I_P_N_P_V or
+                                                   func.f.sig == CB_I_P_I_P_V) and
+                                                  isfinite(ws.fx[bad])) else ERR_F_NONFINITE
+                        err[1] = b * block_size + bad
+                    b = b + n_streams
+                    if mc_omp_thread_num() == 0:
+                        err[2] += 1
+                        if err[2] % check_every == 0:
+                            with gil:
+                                if PyErr_CheckSignals() != 0:
+                                    err[0] = ERR_INTERRUPT
+        return int(err[0]), int(err[1])
+    finally:
+        _free_workspaces(wss, n_threads)
+        free(bgs)
+        free(err)
+
+
+def draw_round(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
+               int64_t n, int64_t block_size, int n_threads, double[:, ::1] xt):
+    """Draw the given blocks in parallel: block blocks[r] of stream slot
+    slots[r] (bitgens[slots[r]]) into row r of xt (column-major block)."""
+    cdef Py_ssize_t R = blocks.shape[0], r
+    cdef bitgen_t **bgs = <bitgen_t **> malloc(sizeof(bitgen_t *) * max(R, 1))
+    cdef mc_workspace *wss = NULL
+    cdef Py_ssize_t m
+    if bgs == NULL:
+        raise MemoryError()
+    n_threads = max(1, min(n_threads, max(R, 1)))
+    try:
+        for r in range(R):
+            bgs[r] = _bitgen_ptr(bitgens[slots[r]])
+        wss = _workspaces(&dist.d, n_threads, 1)
+        with nogil, parallel(num_threads=n_threads):
+            for r in prange(R, schedule='dynamic'):
+                m = <Py_ssize_t> (block_size if (blocks[r] + 1) * block_size <= n
+                                  else n - blocks[r] * block_size)
+                mc_draw_block(&dist.d, bgs[r], m, &xt[r, 0], &wss[mc_omp_thread_num()])
+    finally:
+        _free_workspaces(wss, n_threads)
+        free(bgs)
+
+
+def accumulate_round(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots, int64_t n,
+                     int64_t block_size, int64_t n_streams, int n_threads,
+                     double[:, ::1] xt, double[:, ::1] fx, double[:, ::1] stats,
+                     double[::1] shifts):
+    """Accumulate drawn blocks with their f values into their streams' rows.
+    Returns the global index of a non-finite f value, or -1."""
+    cdef Py_ssize_t R = blocks.shape[0], r
+    cdef Py_ssize_t m, bad
+    cdef double *tmp
+    cdef int64_t *err = <int64_t *> malloc(sizeof(int64_t))
+    if err == NULL:
+        raise MemoryError()
+    err[0] = -1
+    try:
+        with nogil, parallel(num_threads=n_threads):
+            tmp = <double *> malloc(sizeof(double) * block_size)
+            for r in prange(R, schedule='dynamic'):
+                m = <Py_ssize_t> (block_size if (blocks[r] + 1) * block_size <= n
+                                  else n - blocks[r] * block_size)
+                if blocks[r] < n_streams:
+                    shifts[slots[r]] = fx[r, 0]
+                if tmp == NULL:
+                    err[0] = -2
+                else:
+                    bad = mc_accumulate_block(&dist.d, m, &xt[r, 0], &fx[r, 0],
+                                              shifts[slots[r]], &stats[slots[r], 0], tmp)
+                    if bad >= 0:
+                        err[0] = blocks[r] * block_size + bad
+            free(tmp)
+        if err[0] == -2:
+            raise MemoryError()
+        return int(err[0])
+    finally:
+        free(err)
+
+
+def alias_table(double[:, ::1] probs):
+    """Walker/Vose alias tables for each row of normalised probabilities.
+
+    Returns (q, alias): draw u ~ U[0, K), k = floor(u); keep k when
+    u - k < q[k], else take alias[k].
+    """
+    cdef Py_ssize_t U = probs.shape[0], K = probs.shape[1], j, k, ns, nl, s, l
+    q_arr = np.empty((U, K), dtype=np.float64)
+    a_arr = np.empty((U, K), dtype=np.int64)
+    cdef double[:, ::1] q = q_arr
+    cdef int64_t[:, ::1] al = a_arr
+    cdef int64_t[::1] small = np.empty(K, dtype=np.int64)
+    cdef int64_t[::1] large = np.empty(K, dtype=np.int64)
+    with nogil:
+        for j in range(U):
+            ns = 0
+            nl = 0
+            for k in range(K):
+                q[j, k] = probs[j, k] * K
+                al[j, k] = k
+                if q[j, k] < 1.0:
+                    small[ns] = k
+                    ns = ns + 1
+                else:
+                    large[nl] = k
+                    nl = nl + 1
+            while ns > 0 and nl > 0:
+                ns = ns - 1
+                s = small[ns]
+                l = large[nl - 1]
+                al[j, s] = l
+                q[j, l] = (q[j, l] + q[j, s]) - 1.0
+                if q[j, l] < 1.0:
+                    nl = nl - 1
+                    small[ns] = l
+                    ns = ns + 1
+            # Leftovers are 1 up to rounding: always keep them.
+            while nl > 0:
+                nl = nl - 1
+                q[j, large[nl]] = 2.0
+            while ns > 0:
+                ns = ns - 1
+                q[j, small[ns]] = 2.0
+    return q_arr, a_arr

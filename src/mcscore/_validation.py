@@ -1,0 +1,155 @@
+"""One vocabulary of constraints and one checker for every argument.
+
+Comparisons are written so that NaN fails them (``not (x > 0)``), and every
+message starts with the argument's name.
+"""
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+# constraint name -> (predicate on a float64 array, human description)
+_CONSTRAINTS = {
+    "real": (lambda a: np.isfinite(a), "a finite real number"),
+    "positive": (lambda a: (a > 0) & np.isfinite(a), "> 0 and finite"),
+    "nonnegative": (lambda a: (a >= 0) & np.isfinite(a), ">= 0 and finite"),
+    "unit_interval": (lambda a: (a >= 0) & (a <= 1), "in [0, 1]"),
+    "open_unit_interval": (lambda a: (a > 0) & (a < 1), "in (0, 1)"),
+    "unit_interval_lt1": (lambda a: (a >= 0) & (a < 1), "in [0, 1)"),
+    "unit_interval_gt0": (lambda a: (a > 0) & (a <= 1), "in (0, 1]"),
+    "nonnegative_integer": (
+        lambda a: (a >= 0) & np.isfinite(a) & (a == np.floor(a)) & (a < 2.0**62),
+        "a non-negative integer (< 2**62)",
+    ),
+}
+
+
+def as_real_array(name, value, *, owner=None):
+    """Convert an array-like of real numbers to a float64 array, rejecting
+    booleans, complex numbers, strings, objects and None with a TypeError."""
+    prefix = f"{owner}: " if owner else ""
+    if value is None:
+        raise TypeError(f"{prefix}{name} must be a real number or array of real numbers, got None")
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{prefix}{name} must be a real number or array-like: {exc}") from None
+    kind = arr.dtype.kind
+    if kind == "b":
+        raise TypeError(f"{prefix}{name} must be real numbers, got booleans")
+    if kind == "c":
+        raise TypeError(f"{prefix}{name} must be real numbers, got complex dtype {arr.dtype}")
+    if kind not in "iuf":
+        raise TypeError(f"{prefix}{name} must be real numbers, got dtype {arr.dtype}")
+    return np.array(arr, dtype=np.float64, copy=True)
+
+
+def check(name, arr, constraint, *, owner=None):
+    """Raise ValueError naming `name` unless every element of arr satisfies
+    `constraint`. Returns arr."""
+    pred, desc = _CONSTRAINTS[constraint]
+    with np.errstate(invalid="ignore"):
+        ok = np.asarray(pred(arr), dtype=bool)
+    if not ok.all():
+        bad = np.argwhere(~ok)[0] if arr.ndim else ()
+        val = arr[tuple(bad)] if arr.ndim else arr[()]
+        where = f" at index {tuple(int(i) for i in bad)}" if arr.ndim else ""
+        prefix = f"{owner}: " if owner else ""
+        raise ValueError(f"{prefix}{name} must be {desc} (got {val!r}{where})")
+    arr.setflags(write=False)
+    return arr
+
+
+def param(name, value, constraint, *, owner=None, min_ndim=0):
+    arr = check(name, as_real_array(name, value, owner=owner), constraint, owner=owner)
+    if arr.ndim < min_ndim:
+        prefix = f"{owner}: " if owner else ""
+        raise ValueError(
+            f"{prefix}{name} must have at least {min_ndim} dimension(s) "
+            f"(the last axis holds the categories), got shape {arr.shape}"
+        )
+    return arr
+
+
+def broadcast_shapes(owner, **arrays):
+    try:
+        return np.broadcast_shapes(*(a.shape for a in arrays.values()))
+    except ValueError:
+        shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
+        raise ValueError(f"{owner}: parameter shapes do not broadcast: {shapes}") from None
+
+
+def integer(name, value, *, minimum=None, maximum=None):
+    """A Python/NumPy integer (not bool, not float) within bounds."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        try:
+            if isinstance(value, (bool, np.bool_)):
+                raise TypeError
+            value = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def as_generator(rng, name="rng"):
+    """SPEC 7: None, an int, a SeedSequence or a Generator -> Generator."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or isinstance(rng, np.random.SeedSequence):
+        return np.random.default_rng(rng)
+    if isinstance(rng, (bool, np.bool_)):
+        raise TypeError(f"{name} must be None, an int, a SeedSequence or a Generator, got bool")
+    if isinstance(rng, numbers.Integral):
+        if rng < 0:
+            raise ValueError(f"{name} must be a non-negative int seed, got {rng}")
+        return np.random.default_rng(int(rng))
+    if isinstance(rng, np.random.BitGenerator):
+        return np.random.Generator(rng)
+    raise TypeError(
+        f"{name} must be None, an int, a SeedSequence or a Generator, got {type(rng).__name__}"
+    )
+
+
+def root_seed_sequence(rng, name="rng"):
+    """The SeedSequence a call's streams are spawned from.
+
+    An int or SeedSequence gives the same streams every time; a Generator
+    gives fresh, reproducible streams on each call (it spawns a child);
+    None draws fresh entropy.
+    """
+    if isinstance(rng, np.random.SeedSequence):
+        return rng
+    if rng is None:
+        return np.random.SeedSequence()
+    if isinstance(rng, (bool, np.bool_)):
+        raise TypeError(f"{name} must be None, an int, a SeedSequence or a Generator, got bool")
+    if isinstance(rng, numbers.Integral):
+        if rng < 0:
+            raise ValueError(f"{name} must be a non-negative int seed, got {rng}")
+        return np.random.SeedSequence(int(rng))
+    if isinstance(rng, (np.random.Generator, np.random.BitGenerator)):
+        bg = rng.bit_generator if isinstance(rng, np.random.Generator) else rng
+        ss = getattr(bg, "seed_seq", None)
+        if isinstance(ss, np.random.SeedSequence):
+            return ss.spawn(1)[0]
+        with bg.lock:
+            words = bg.random_raw(4)
+        return np.random.SeedSequence([int(w) for w in words])
+    raise TypeError(
+        f"{name} must be None, an int, a SeedSequence or a Generator, got {type(rng).__name__}"
+    )
+
+
+def stream_seed(root, stream):
+    """Child `stream` of `root`, the same as root.spawn(...)[stream] on a
+    fresh root, without touching root's spawn counter."""
+    return np.random.SeedSequence(
+        root.entropy, spawn_key=tuple(root.spawn_key) + (int(stream),), pool_size=root.pool_size
+    )

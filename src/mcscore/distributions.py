@@ -1,0 +1,852 @@
+"""Exponential-family distributions, named and parameterised as in
+``torch.distributions``.
+
+Each distribution knows how to
+
+* ``sample(n, rng)`` -- ``n`` draws, shape ``(n, *draw_shape)``;
+* ``log_prob(x)`` -- log density / mass, shape ``(m, *batch_shape)``;
+* ``score(x)`` -- per-draw gradients of the log density of the whole draw
+  with respect to each parameter the user passed, a dict of arrays shaped
+  ``(m, *param_shape)``;
+
+and describes itself to the kernels as a table of *score terms*: the score
+with respect to parameter element q is a sum of terms ``a*t(x_c) + b`` (or
+``a*(t(x_c) - c)^2 + b``) over the draw coordinates c that element reaches
+by broadcasting, with t one of x, log x, log(1-x).  The kernels and
+``score()`` evaluate the same table, so they cannot disagree.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special
+
+from . import _kernels as K
+from . import _validation as V
+
+__all__ = [
+    "Distribution",
+    "Normal",
+    "LogNormal",
+    "Exponential",
+    "Gamma",
+    "Beta",
+    "Poisson",
+    "Bernoulli",
+    "Binomial",
+    "Geometric",
+    "NegativeBinomial",
+    "Categorical",
+    "Multinomial",
+    "Dirichlet",
+    "FAMILIES",
+]
+
+
+def _index_map(shape, target):
+    """For every element of `target` (C order), the flat index of the
+    element of an array of `shape` that broadcasting maps onto it."""
+    size = int(np.prod(shape, dtype=np.int64))
+    return np.broadcast_to(np.arange(size, dtype=np.int64).reshape(shape), target).ravel()
+
+
+class Distribution:
+    """Base class: subclasses set the parameters and fill in the hooks."""
+
+    family = None  # kernel family code
+    continuous = True
+    event_ndim = 0  # 1 for Multinomial / Dirichlet (last axis = categories)
+
+    def __init__(self):
+        self._kernel = None
+
+    # -- shapes ---------------------------------------------------------
+    @property
+    def draw_shape(self):
+        """Shape of one draw."""
+        return tuple(self.batch_shape) + tuple(self.event_shape)
+
+    @property
+    def draw_size(self):
+        return int(np.prod(self.draw_shape, dtype=np.int64))
+
+    @property
+    def event_shape(self):
+        return ()
+
+    @property
+    def params(self):
+        """The differentiable parameters, as passed (validated float64)."""
+        return dict(self._params)
+
+    @property
+    def param_names(self):
+        return tuple(self._params)
+
+    def __repr__(self):
+        def fmt(v):
+            return repr(float(v)) if v.ndim == 0 else f"array(shape={v.shape})"
+
+        parts = [f"{k}={fmt(v)}" for k, v in self._all_params().items()]
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def _all_params(self):
+        return dict(self._params)
+
+    # -- kernel description ----------------------------------------------
+    def _kernel_dist(self):
+        if self._kernel is None:
+            self._kernel = self._build_kernel()
+        return self._kernel
+
+    def _terms(self):
+        """[(param name, kind, a, b, c)] with a, b, c arrays of draw_shape
+        (or broadcastable to it)."""
+        raise NotImplementedError
+
+    def _draw_params(self):
+        """(p0, p1) per unit (flattened batch) for the kernels."""
+        raise NotImplementedError
+
+    def _build_kernel(self):
+        ds = self.draw_shape
+        size = self.draw_size
+        coord, col, kind, a, b, c = [], [], [], [], [], []
+        offset = 0
+        self._coord_slices = {}
+        for name, knd, ta, tb, tc in self._terms():
+            pshape = self._params[name].shape
+            psize = int(np.prod(pshape, dtype=np.int64))
+            coord.append(offset + _index_map(pshape, ds))
+            col.append(np.arange(size, dtype=np.int64))
+            kind.append(np.full(size, knd, dtype=np.intc))
+            a.append(np.broadcast_to(ta, ds).ravel())
+            b.append(np.broadcast_to(tb, ds).ravel())
+            c.append(np.broadcast_to(tc, ds).ravel())
+            self._coord_slices[name] = (slice(offset, offset + psize), pshape)
+            offset += psize
+        coord = np.concatenate(coord)
+        order = np.argsort(coord, kind="stable")
+        t_start = np.concatenate([[0], np.cumsum(np.bincount(coord, minlength=offset))])
+        self._table = dict(
+            coord=coord[order],
+            col=np.concatenate(col)[order],
+            kind=np.concatenate(kind)[order],
+            a=np.concatenate(a)[order],
+            b=np.concatenate(b)[order],
+            c=np.concatenate(c)[order],
+            t_start=t_start,
+            n_coords=offset,
+        )
+        p0, p1 = self._draw_params()
+        n_units = int(np.prod(self.batch_shape, dtype=np.int64))
+        return K.KernelDist(
+            self.family, False, n_units, self._n_cat(), size,
+            np.ravel(p0), np.ravel(p1), np.zeros(0), np.zeros(0, np.int64),
+            t_start, self._table["kind"], self._table["col"],
+            self._table["a"], self._table["b"], self._table["c"],
+        )
+
+    def _n_cat(self):
+        return 1
+
+    def _split_coords(self, arr):
+        """Split the last axis (score coordinates) into a dict of param-shaped
+        arrays: (..., n_coords) -> {name: (..., *param_shape)}."""
+        self._kernel_dist()
+        out = {}
+        lead = arr.shape[:-1]
+        for name, (sl, pshape) in self._coord_slices.items():
+            out[name] = arr[..., sl].reshape(lead + tuple(pshape))
+        return out
+
+    # -- public methods ----------------------------------------------------
+    def sample(self, n, rng=None):
+        """``n`` draws as an array of shape ``(n, *draw_shape)``.
+
+        ``rng``: None, an int, a SeedSequence or a Generator (SPEC 7).  A
+        Generator's bit generator is advanced, as NumPy's own methods do.
+        """
+        n = V.integer("n", n, minimum=0)
+        gen = V.as_generator(rng)
+        kd = self._kernel_dist()
+        x = K.draw(kd, gen.bit_generator, n).reshape((n,) + self.draw_shape)
+        return self._to_user_dtype(x)
+
+    def _to_user_dtype(self, x):
+        return x
+
+    def _check_x(self, x):
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"x must be real numbers, got dtype {x.dtype}")
+        x = np.asarray(x, dtype=np.float64)
+        ds = self.draw_shape
+        if x.shape == ds:
+            x = x[None]
+        nd = len(ds)
+        if x.ndim != nd + 1 or x.shape[1:] != ds:
+            raise ValueError(
+                f"x must have shape (m, *draw_shape) = (m, {', '.join(map(str, ds))}"
+                f"{',' if len(ds) == 1 else ''}) for {self!r}, got {x.shape}"
+            )
+        return x
+
+    def score(self, x):
+        """Per-draw scores: {param name: array of shape (m, *param_shape)}, the
+        gradient of log p(x) (summed over the whole draw) w.r.t. each
+        element of each parameter the user passed."""
+        x = self._check_x(x)
+        self._check_differentiable()
+        self._kernel_dist()
+        m = x.shape[0]
+        flat = x.reshape(m, -1)
+        t = self._table
+        vals = np.empty((m, t["col"].size))
+        xc = flat[:, t["col"]]
+        kind = t["kind"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for knd in np.unique(kind):
+                sel = kind == knd
+                v = xc[:, sel]
+                if knd == K.SK_LOG_AFFINE or knd == K.SK_LOG_QUAD:
+                    v = np.log(v)
+                elif knd == K.SK_LOG1M_AFFINE:
+                    v = np.log1p(-v)
+                if knd in (K.SK_QUAD, K.SK_LOG_QUAD):
+                    vals[:, sel] = t["a"][sel] * (v - t["c"][sel]) ** 2 + t["b"][sel]
+                else:
+                    vals[:, sel] = t["a"][sel] * v + t["b"][sel]
+        starts = t["t_start"][:-1]
+        s = np.add.reduceat(vals, starts, axis=1) if vals.shape[1] else vals
+        return self._split_coords(s)
+
+    def log_prob(self, x):
+        """Log density (continuous) or mass (discrete) of each draw, shape
+        ``(m, *batch_shape)``; ``-inf`` outside the support."""
+        x = self._check_x(x)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return self._log_prob(x)
+
+    def _check_differentiable(self):
+        """Raise when a score is undefined at the current parameters."""
+
+    def mean(self):
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------
+# helpers for probs / logits families
+# ---------------------------------------------------------------------------
+
+def _probs_or_logits(owner, probs, logits, *, min_ndim=0, simplex=False):
+    if (probs is None) == (logits is None):
+        raise ValueError(f"{owner}: pass exactly one of probs or logits")
+    if probs is not None:
+        p = V.param("probs", probs, "nonnegative" if simplex else "unit_interval",
+                    owner=owner, min_ndim=min_ndim)
+        if simplex:
+            tot = p.sum(axis=-1)
+            if not (tot > 0).all():
+                raise ValueError(f"{owner}: probs must have a positive sum along the last axis")
+        return "probs", p
+    return "logits", V.param("logits", logits, "real", owner=owner, min_ndim=min_ndim)
+
+
+def _expit_pair(logits):
+    """(p, 1 - p) from logits, each accurate in its own tail."""
+    return special.expit(logits), special.expit(-logits)
+
+
+class _BinaryFamily(Distribution):
+    """Shared plumbing of Bernoulli, Binomial, Geometric, NegativeBinomial."""
+
+    continuous = False
+
+    def _pq(self):
+        name, v = self._which, self._params[self._which]
+        if name == "logits":
+            return _expit_pair(v)
+        return v, 1.0 - v
+
+    @property
+    def probs(self):
+        return self._pq()[0]
+
+    @property
+    def logits(self):
+        p, q = self._pq()
+        return np.log(p) - np.log(q)
+
+    def _check_differentiable(self):
+        if self._which == "probs":
+            p = self._params["probs"]
+            if not ((p > 0) & (p < 1)).all():
+                raise ValueError(
+                    f"{type(self).__name__}: probs must be in (0, 1) to estimate gradients "
+                    "w.r.t. probs (the score is undefined at 0 and 1); pass logits instead"
+                )
+
+
+# ---------------------------------------------------------------------------
+# continuous families
+# ---------------------------------------------------------------------------
+
+class Normal(Distribution):
+    """Normal(loc, scale): density exp(-(x-loc)^2 / (2 scale^2)) / (scale sqrt(2 pi))."""
+
+    family = K.MC_NORMAL
+    _log = False
+
+    def __init__(self, loc, scale):
+        super().__init__()
+        owner = type(self).__name__
+        loc = V.param("loc", loc, "real", owner=owner)
+        scale = V.param("scale", scale, "positive", owner=owner)
+        self.batch_shape = V.broadcast_shapes(owner, loc=loc, scale=scale)
+        self._params = {"loc": loc, "scale": scale}
+
+    @property
+    def loc(self):
+        return self._params["loc"]
+
+    @property
+    def scale(self):
+        return self._params["scale"]
+
+    def _draw_params(self):
+        return (np.broadcast_to(self.loc, self.batch_shape),
+                np.broadcast_to(self.scale, self.batch_shape))
+
+    def _terms(self):
+        mu, s = np.broadcast_arrays(self.loc, self.scale)
+        s2 = s * s
+        aff, quad = (K.SK_LOG_AFFINE, K.SK_LOG_QUAD) if self._log else (K.SK_AFFINE, K.SK_QUAD)
+        return [
+            ("loc", aff, 1.0 / s2, -mu / s2, 0.0),
+            ("scale", quad, 1.0 / (s2 * s), -1.0 / s, mu),
+        ]
+
+    def _log_prob(self, x):
+        z = (x - self.loc) / self.scale
+        return -0.5 * z * z - np.log(self.scale) - 0.5 * math.log(2 * math.pi)
+
+    def mean(self):
+        return np.broadcast_to(self.loc, self.batch_shape).copy()
+
+
+class LogNormal(Normal):
+    """LogNormal(loc, scale): log x ~ Normal(loc, scale)."""
+
+    family = K.MC_LOGNORMAL
+    _log = True
+
+    def _log_prob(self, x):
+        lx = np.log(x)
+        out = super()._log_prob(lx) - lx
+        return np.where(x > 0, out, -np.inf)
+
+    def mean(self):
+        return np.broadcast_to(np.exp(self.loc + 0.5 * self.scale**2), self.batch_shape).copy()
+
+
+class Exponential(Distribution):
+    """Exponential(rate): density rate * exp(-rate x) on x > 0."""
+
+    family = K.MC_EXPONENTIAL
+
+    def __init__(self, rate):
+        super().__init__()
+        rate = V.param("rate", rate, "positive", owner="Exponential")
+        self.batch_shape = rate.shape
+        self._params = {"rate": rate}
+
+    @property
+    def rate(self):
+        return self._params["rate"]
+
+    def _draw_params(self):
+        return self.rate, np.zeros(self.batch_shape)
+
+    def _terms(self):
+        return [("rate", K.SK_AFFINE, -1.0, 1.0 / self.rate, 0.0)]
+
+    def _log_prob(self, x):
+        return np.where(x >= 0, np.log(self.rate) - self.rate * x, -np.inf)
+
+    def mean(self):
+        return 1.0 / self.rate
+
+
+class Gamma(Distribution):
+    """Gamma(concentration, rate): density rate^a x^(a-1) e^(-rate x) / Gamma(a)."""
+
+    family = K.MC_GAMMA
+
+    def __init__(self, concentration, rate):
+        super().__init__()
+        owner = "Gamma"
+        a = V.param("concentration", concentration, "positive", owner=owner)
+        r = V.param("rate", rate, "positive", owner=owner)
+        self.batch_shape = V.broadcast_shapes(owner, concentration=a, rate=r)
+        self._params = {"concentration": a, "rate": r}
+
+    @property
+    def concentration(self):
+        return self._params["concentration"]
+
+    @property
+    def rate(self):
+        return self._params["rate"]
+
+    def _draw_params(self):
+        return (np.broadcast_to(self.concentration, self.batch_shape),
+                np.broadcast_to(self.rate, self.batch_shape))
+
+    def _terms(self):
+        a, r = np.broadcast_arrays(self.concentration, self.rate)
+        return [
+            ("concentration", K.SK_LOG_AFFINE, 1.0, np.log(r) - special.digamma(a), 0.0),
+            ("rate", K.SK_AFFINE, -1.0, a / r, 0.0),
+        ]
+
+    def _log_prob(self, x):
+        a, r = self.concentration, self.rate
+        out = a * np.log(r) + special.xlogy(a - 1, x) - r * x - special.gammaln(a)
+        return np.where(x >= 0, out, -np.inf)
+
+    def mean(self):
+        return np.broadcast_to(self.concentration / self.rate, self.batch_shape).copy()
+
+
+class Beta(Distribution):
+    """Beta(concentration1, concentration0): density x^(c1-1) (1-x)^(c0-1) / B(c1, c0)."""
+
+    family = K.MC_BETA
+
+    def __init__(self, concentration1, concentration0):
+        super().__init__()
+        owner = "Beta"
+        a = V.param("concentration1", concentration1, "positive", owner=owner)
+        b = V.param("concentration0", concentration0, "positive", owner=owner)
+        self.batch_shape = V.broadcast_shapes(owner, concentration1=a, concentration0=b)
+        self._params = {"concentration1": a, "concentration0": b}
+
+    def _draw_params(self):
+        return (np.broadcast_to(self._params["concentration1"], self.batch_shape),
+                np.broadcast_to(self._params["concentration0"], self.batch_shape))
+
+    def _terms(self):
+        a, b = np.broadcast_arrays(self._params["concentration1"], self._params["concentration0"])
+        dab = special.digamma(a + b)
+        return [
+            ("concentration1", K.SK_LOG_AFFINE, 1.0, dab - special.digamma(a), 0.0),
+            ("concentration0", K.SK_LOG1M_AFFINE, 1.0, dab - special.digamma(b), 0.0),
+        ]
+
+    def _log_prob(self, x):
+        a, b = self._params["concentration1"], self._params["concentration0"]
+        out = special.xlogy(a - 1, x) + special.xlog1py(b - 1, -x) - special.betaln(a, b)
+        return np.where((x >= 0) & (x <= 1), out, -np.inf)
+
+    def mean(self):
+        a, b = self._params["concentration1"], self._params["concentration0"]
+        return np.broadcast_to(a / (a + b), self.batch_shape).copy()
+
+
+# ---------------------------------------------------------------------------
+# discrete univariate families
+# ---------------------------------------------------------------------------
+
+def _is_count(x, upper=None):
+    ok = (x >= 0) & (x == np.floor(x))
+    if upper is not None:
+        ok &= x <= upper
+    return ok
+
+
+class Poisson(Distribution):
+    """Poisson(rate): P(k) = rate^k e^(-rate) / k!."""
+
+    family = K.MC_POISSON
+    continuous = False
+
+    def __init__(self, rate):
+        super().__init__()
+        rate = V.param("rate", rate, "positive", owner="Poisson")
+        self.batch_shape = rate.shape
+        self._params = {"rate": rate}
+
+    @property
+    def rate(self):
+        return self._params["rate"]
+
+    def _draw_params(self):
+        return self.rate, np.zeros(self.batch_shape)
+
+    def _terms(self):
+        return [("rate", K.SK_AFFINE, 1.0 / self.rate, -1.0, 0.0)]
+
+    def _log_prob(self, x):
+        out = special.xlogy(x, self.rate) - self.rate - special.gammaln(x + 1)
+        return np.where(_is_count(x), out, -np.inf)
+
+    def mean(self):
+        return self.rate.copy()
+
+
+class Bernoulli(_BinaryFamily):
+    """Bernoulli(probs=None, logits=None): P(1) = probs = sigmoid(logits)."""
+
+    family = K.MC_BERNOULLI
+
+    def __init__(self, probs=None, logits=None):
+        super().__init__()
+        self._which, v = _probs_or_logits("Bernoulli", probs, logits)
+        self.batch_shape = v.shape
+        self._params = {self._which: v}
+
+    def _draw_params(self):
+        return self.probs, np.zeros(self.batch_shape)
+
+    def _terms(self):
+        p, q = self._pq()
+        if self._which == "logits":
+            return [("logits", K.SK_AFFINE, 1.0, -p, 0.0)]
+        return [("probs", K.SK_AFFINE, 1.0 / p + 1.0 / q, -1.0 / q, 0.0)]
+
+    def _log_prob(self, x):
+        p, q = self._pq()
+        out = np.where(x == 1, np.log(p), np.log(q))
+        return np.where((x == 0) | (x == 1), out, -np.inf)
+
+    def mean(self):
+        return self.probs
+
+
+class Binomial(_BinaryFamily):
+    """Binomial(total_count, probs=None, logits=None): successes in
+    total_count trials (total_count is fixed, not differentiated)."""
+
+    family = K.MC_BINOMIAL
+
+    def __init__(self, total_count=1, probs=None, logits=None):
+        super().__init__()
+        owner = "Binomial"
+        self._which, v = _probs_or_logits(owner, probs, logits)
+        n = V.param("total_count", total_count, "nonnegative_integer", owner=owner)
+        self.total_count = n
+        self.batch_shape = V.broadcast_shapes(owner, total_count=n, **{self._which: v})
+        self._params = {self._which: v}
+
+    def _all_params(self):
+        return {"total_count": self.total_count, **self._params}
+
+    def _draw_params(self):
+        return (np.broadcast_to(self.probs, self.batch_shape),
+                np.broadcast_to(self.total_count, self.batch_shape))
+
+    def _terms(self):
+        p, q = self._pq()
+        n = self.total_count
+        if self._which == "logits":
+            return [("logits", K.SK_AFFINE, 1.0, -n * p, 0.0)]
+        return [("probs", K.SK_AFFINE, 1.0 / p + 1.0 / q, -n / q, 0.0)]
+
+    def _log_prob(self, x):
+        p, q = self._pq()
+        n = self.total_count
+        out = (special.gammaln(n + 1) - special.gammaln(x + 1) - special.gammaln(n - x + 1)
+               + special.xlogy(x, p) + special.xlogy(n - x, q))
+        return np.where(_is_count(x, n), out, -np.inf)
+
+    def mean(self):
+        return np.broadcast_to(self.total_count * self.probs, self.batch_shape).copy()
+
+
+class Geometric(_BinaryFamily):
+    """Geometric(probs=None, logits=None): failures before the first success,
+    P(k) = (1 - p)^k p, k = 0, 1, ..."""
+
+    family = K.MC_GEOMETRIC
+
+    def __init__(self, probs=None, logits=None):
+        super().__init__()
+        self._which, v = _probs_or_logits("Geometric", probs, logits)
+        if self._which == "probs":
+            V.check("probs", v, "unit_interval_gt0", owner="Geometric")
+        self.batch_shape = v.shape
+        self._params = {self._which: v}
+
+    def _draw_params(self):
+        return self.probs, np.zeros(self.batch_shape)
+
+    def _terms(self):
+        p, q = self._pq()
+        if self._which == "logits":
+            return [("logits", K.SK_AFFINE, -p, q, 0.0)]
+        return [("probs", K.SK_AFFINE, -1.0 / q, 1.0 / p, 0.0)]
+
+    def _log_prob(self, x):
+        p, q = self._pq()
+        out = special.xlogy(x, q) + np.log(p)
+        return np.where(_is_count(x), out, -np.inf)
+
+    def mean(self):
+        p, q = self._pq()
+        return q / p
+
+
+class NegativeBinomial(_BinaryFamily):
+    """NegativeBinomial(total_count, probs=None, logits=None): successes
+    (probability probs) before total_count failures,
+    P(k) = C(k + r - 1, k) (1 - p)^r p^k."""
+
+    family = K.MC_NEGATIVE_BINOMIAL
+
+    def __init__(self, total_count, probs=None, logits=None):
+        super().__init__()
+        owner = "NegativeBinomial"
+        self._which, v = _probs_or_logits(owner, probs, logits)
+        if self._which == "probs":
+            V.check("probs", v, "unit_interval_lt1", owner=owner)
+        r = V.param("total_count", total_count, "positive", owner=owner)
+        self.total_count = r
+        self.batch_shape = V.broadcast_shapes(owner, total_count=r, **{self._which: v})
+        self._params = {self._which: v}
+
+    def _all_params(self):
+        return {"total_count": self.total_count, **self._params}
+
+    def _draw_params(self):
+        return (np.broadcast_to(self.probs, self.batch_shape),
+                np.broadcast_to(self.total_count, self.batch_shape))
+
+    def _terms(self):
+        p, q = self._pq()
+        r = self.total_count
+        if self._which == "logits":
+            return [("logits", K.SK_AFFINE, q, -r * p, 0.0)]
+        return [("probs", K.SK_AFFINE, 1.0 / p, -r / q, 0.0)]
+
+    def _log_prob(self, x):
+        p, q = self._pq()
+        r = self.total_count
+        out = (special.gammaln(x + r) - special.gammaln(x + 1) - special.gammaln(r)
+               + special.xlogy(r, q) + special.xlogy(x, p))
+        return np.where(_is_count(x), out, -np.inf)
+
+    def mean(self):
+        p, q = self._pq()
+        return np.broadcast_to(self.total_count * p / q, self.batch_shape).copy()
+
+
+# ---------------------------------------------------------------------------
+# categorical families (last axis of the parameter = categories)
+# ---------------------------------------------------------------------------
+
+class _CategoricalBase(Distribution):
+    continuous = False
+
+    def _init_probs(self, owner, probs, logits):
+        self._which, v = _probs_or_logits(owner, probs, logits, min_ndim=1, simplex=True)
+        if v.shape[-1] < 1:
+            raise ValueError(f"{owner}: {self._which} needs at least one category (last axis)")
+        self._params = {self._which: v}
+        return v
+
+    @property
+    def probs(self):
+        """Normalised probabilities, shape (*batch_shape, K)."""
+        v = self._params[self._which]
+        if self._which == "logits":
+            return special.softmax(v, axis=-1)
+        return v / v.sum(axis=-1, keepdims=True)
+
+    @property
+    def logits(self):
+        if self._which == "logits":
+            v = self._params["logits"]
+            return v - special.logsumexp(v, axis=-1, keepdims=True)
+        with np.errstate(divide="ignore"):
+            return np.log(self.probs)
+
+    @property
+    def n_categories(self):
+        return self._params[self._which].shape[-1]
+
+    def _n_cat(self):
+        return self.n_categories
+
+    def _check_differentiable(self):
+        if self._which == "probs" and not (self._params["probs"] > 0).all():
+            raise ValueError(
+                f"{type(self).__name__}: probs must be > 0 to estimate gradients w.r.t. probs "
+                "(a category of probability 0 is never drawn, so its gradient cannot be "
+                "estimated); pass logits, or drop the category"
+            )
+
+    def _category_ab(self, scale):
+        """(a, b) of s = a * [count or indicator] + b per (unit, category);
+        `scale` multiplies b (total_count for Multinomial)."""
+        v = self._params[self._which]
+        if self._which == "logits":
+            return np.ones_like(self.probs), -scale * self.probs
+        with np.errstate(divide="ignore"):
+            return 1.0 / v, -scale / v.sum(axis=-1, keepdims=True) + 0 * v
+
+
+class Categorical(_CategoricalBase):
+    """Categorical(probs=None, logits=None): an index in 0..K-1, the last axis
+    of probs / logits holding the K categories (probs need not sum to 1)."""
+
+    family = K.MC_CATEGORICAL
+
+    def __init__(self, probs=None, logits=None):
+        super().__init__()
+        v = self._init_probs("Categorical", probs, logits)
+        self.batch_shape = v.shape[:-1]
+
+    def _build_kernel(self):
+        kk = self.n_categories
+        units = int(np.prod(self.batch_shape, dtype=np.int64))
+        pr = np.ascontiguousarray(self.probs.reshape(units, kk))
+        q, al = K.alias_table(pr)
+        a, b = self._category_ab(1.0)
+        name = self._which
+        self._coord_slices = {name: (slice(0, units * kk), self._params[name].shape)}
+        self._table = dict(a=np.ravel(a), b=np.ravel(b), n_coords=units * kk)
+        return K.KernelDist(
+            self.family, True, units, kk, units, np.zeros(units), np.zeros(units),
+            q.ravel(), al.ravel(), np.zeros(units * kk + 1, np.int64),
+            np.zeros(0, np.intc), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0),
+        )
+
+    def _to_user_dtype(self, x):
+        return x.astype(np.int64)
+
+    def score(self, x):
+        x = self._check_x(x)
+        self._check_differentiable()
+        self._kernel_dist()
+        m = x.shape[0]
+        kk = self.n_categories
+        flat = x.reshape(m, -1)
+        ind = flat[:, :, None] == np.arange(kk)
+        a = self._table["a"].reshape(-1, kk)
+        b = self._table["b"].reshape(-1, kk)
+        s = a * ind + b
+        return self._split_coords(s.reshape(m, -1))
+
+    def _log_prob(self, x):
+        kk = self.n_categories
+        ok = _is_count(x, kk - 1)
+        idx = np.where(ok, x, 0).astype(np.int64)
+        lp = np.broadcast_to(self.logits, x.shape + (kk,))
+        out = np.take_along_axis(lp, idx[..., None], axis=-1)[..., 0]
+        return np.where(ok, out, -np.inf)
+
+    def mean(self):
+        return (self.probs * np.arange(self.n_categories)).sum(-1)
+
+
+class Multinomial(_CategoricalBase):
+    """Multinomial(total_count, probs=None, logits=None): category counts of
+    total_count draws (total_count fixed, may broadcast with the batch)."""
+
+    family = K.MC_MULTINOMIAL
+    event_ndim = 1
+
+    def __init__(self, total_count=1, probs=None, logits=None):
+        super().__init__()
+        owner = "Multinomial"
+        v = self._init_probs(owner, probs, logits)
+        n = V.param("total_count", total_count, "nonnegative_integer", owner=owner)
+        self.total_count = n
+        try:
+            self.batch_shape = np.broadcast_shapes(v.shape[:-1], n.shape)
+        except ValueError:
+            raise ValueError(
+                f"{owner}: total_count {n.shape} does not broadcast with the batch shape "
+                f"{v.shape[:-1]} of {self._which} {v.shape}"
+            ) from None
+
+    def _all_params(self):
+        return {"total_count": self.total_count, **self._params}
+
+    @property
+    def event_shape(self):
+        return (self.n_categories,)
+
+    def _draw_params(self):
+        pr = np.broadcast_to(self.probs, self.draw_shape)
+        return pr, np.broadcast_to(self.total_count, self.batch_shape)
+
+    def _terms(self):
+        n = self.total_count[..., None]
+        a, b = self._category_ab(n)
+        return [(self._which, K.SK_AFFINE, a, b, 0.0)]
+
+    def _log_prob(self, x):
+        n = self.total_count
+        ok = _is_count(x).all(-1) & (x.sum(-1) == n)
+        lp = np.broadcast_to(self.logits, x.shape)
+        terms = np.where(x > 0, x * lp, 0.0).sum(-1)
+        out = special.gammaln(n + 1) - special.gammaln(x + 1).sum(-1) + terms
+        return np.where(ok, out, -np.inf)
+
+    def mean(self):
+        return self.total_count[..., None] * self.probs
+
+
+class Dirichlet(Distribution):
+    """Dirichlet(concentration): a point of the simplex, the last axis of
+    concentration holding the K categories."""
+
+    family = K.MC_DIRICHLET
+    event_ndim = 1
+
+    def __init__(self, concentration):
+        super().__init__()
+        a = V.param("concentration", concentration, "positive", owner="Dirichlet", min_ndim=1)
+        if a.shape[-1] < 2:
+            raise ValueError("Dirichlet: concentration needs at least 2 categories (last axis)")
+        self.batch_shape = a.shape[:-1]
+        self._params = {"concentration": a}
+
+    @property
+    def concentration(self):
+        return self._params["concentration"]
+
+    @property
+    def event_shape(self):
+        return (self.concentration.shape[-1],)
+
+    def _n_cat(self):
+        return self.concentration.shape[-1]
+
+    def _draw_params(self):
+        return self.concentration, np.zeros(self.batch_shape)
+
+    def _terms(self):
+        a = self.concentration
+        b = special.digamma(a.sum(-1, keepdims=True)) - special.digamma(a)
+        return [("concentration", K.SK_LOG_AFFINE, 1.0, b, 0.0)]
+
+    def _log_prob(self, x):
+        a = self.concentration
+        ok = ((x >= 0) & (x <= 1)).all(-1) & (np.abs(x.sum(-1) - 1) < 1e-8)
+        out = (special.xlogy(a - 1, x).sum(-1) + special.gammaln(a.sum(-1))
+               - special.gammaln(a).sum(-1))
+        return np.where(ok, out, -np.inf)
+
+    def mean(self):
+        a = self.concentration
+        return a / a.sum(-1, keepdims=True)
+
+
+FAMILIES = (
+    Normal, LogNormal, Exponential, Gamma, Beta, Poisson, Bernoulli, Binomial,
+    Geometric, NegativeBinomial, Categorical, Multinomial, Dirichlet,
+)

@@ -1,0 +1,578 @@
+"""The score-function estimator: planning, dispatch to the kernels, and the
+estimator algebra on per-stream sufficient statistics."""
+from __future__ import annotations
+
+import ctypes
+import math
+import numbers
+import re
+
+import numpy as np
+
+from . import _kernels as K
+from . import _validation as V
+from ._config import effective_n_threads
+from .distributions import Distribution
+from .integrands import Integrand
+
+__all__ = ["score_grad", "score_grad_from_samples", "GradientEstimate", "default_block_size"]
+
+DEFAULT_STREAMS = 64
+MIN_BLOCK = 256
+MAX_BLOCK_VALUES = 1 << 16  # draw values held in one block buffer (about 512 KiB)
+BASELINES = (None, "loo", "optimal")
+
+
+# ---------------------------------------------------------------------------
+# result
+# ---------------------------------------------------------------------------
+
+def _fmt(a):
+    a = np.asarray(a)
+    if a.ndim == 0:
+        return f"{float(a):.6g}"
+    return np.array2string(a, precision=5, threshold=8, edgeitems=2, separator=", ")
+
+
+class GradientEstimate:
+    """The result of a gradient estimator.
+
+    Attributes
+    ----------
+    grad : dict[str, ndarray]
+        Estimate of d E[f] / d theta for each parameter the distribution was
+        given, shaped like that parameter.
+    stderr : dict[str, ndarray]
+        Monte Carlo standard errors of ``grad``, same shapes.
+    variance : dict[str, ndarray]
+        Per-draw variance of the averaged terms (``stderr**2 * n``): the
+        figure to compare estimators by.
+    value, value_stderr : float
+        Estimate of E[f] and its standard error.
+    n : int
+        Draws used.
+    baseline : None, float, "loo" or "optimal"
+    method : str
+        Which estimator produced this ("score", ...).
+    """
+
+    def __init__(self, grad, stderr, variance, value, value_stderr, n, *, baseline=None,
+                 method="score", value_variance=None, info=None):
+        self.grad = grad
+        self.stderr = stderr
+        self.variance = variance
+        self.value = float(value)
+        self.value_stderr = float(value_stderr)
+        self.value_variance = (float(value_variance) if value_variance is not None
+                               else self.value_stderr**2 * n)
+        self.n = int(n)
+        self.baseline = baseline
+        self.method = method
+        self.info = dict(info or {})
+
+    def z_scores(self, exact):
+        """(estimate - exact) / stderr for each parameter in ``exact``."""
+        return {k: (self.grad[k] - np.asarray(v)) / self.stderr[k] for k, v in exact.items()}
+
+    def confidence_interval(self, level=0.95):
+        """Normal-approximation intervals {name: (low, high)}."""
+        from scipy.stats import norm
+
+        z = norm.ppf(0.5 + level / 2)
+        return {k: (g - z * self.stderr[k], g + z * self.stderr[k]) for k, g in self.grad.items()}
+
+    def __repr__(self):
+        b = self.baseline if not isinstance(self.baseline, float) else f"{self.baseline:g}"
+        lines = [f"GradientEstimate(method={self.method!r}, n={self.n}, baseline={b!r})"]
+        lines.append(f"  value: {_fmt(self.value)} +/- {_fmt(self.value_stderr)}")
+        for k in self.grad:
+            lines.append(f"  grad[{k!r}]: {_fmt(self.grad[k])}")
+            lines.append(f"  {'stderr':>{len(k) + 6}}: {_fmt(self.stderr[k])}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# planning
+# ---------------------------------------------------------------------------
+
+def default_block_size(n, draw_size, n_streams=DEFAULT_STREAMS):
+    """Block size B as a function of (n, draw size, streams) only.
+
+    Large enough to amortise per-block work, small enough that the streams
+    share the draws (parallelism, cross-fitting) and a block's buffer stays
+    in cache.  It never depends on the thread count.
+    """
+    cap = max(64, MAX_BLOCK_VALUES // max(1, int(draw_size)))
+    cap = 1 << (cap.bit_length() - 1)
+    target = -(-int(n) // int(n_streams))
+    b = 1 << max(MIN_BLOCK.bit_length() - 1, (target - 1).bit_length())
+    return max(1, min(b, cap))
+
+
+class _Plan:
+    def __init__(self, n, draw_size, rng, n_streams, block_size, n_threads):
+        self.n = V.integer("n", n, minimum=2, maximum=2**62)
+        self.n_streams = V.integer("n_streams", n_streams, minimum=1, maximum=2**20)
+        if block_size is None:
+            block_size = default_block_size(self.n, draw_size, self.n_streams)
+        self.block_size = V.integer("block_size", block_size, minimum=1, maximum=2**24)
+        self.n_blocks = -(-self.n // self.block_size)
+        self.used = min(self.n_streams, self.n_blocks)
+        self.root = V.root_seed_sequence(rng)
+        self.threads = effective_n_threads(n_threads, work_items=self.used)
+
+    def bitgens(self, streams):
+        return [np.random.PCG64(V.stream_seed(self.root, s)) for s in streams]
+
+    def block_rows(self, b):
+        return min(self.block_size, self.n - b * self.block_size)
+
+    def info(self):
+        return {"n_streams": self.n_streams, "block_size": self.block_size,
+                "streams_used": self.used, "threads": self.threads,
+                "entropy": self.root.entropy, "spawn_key": tuple(self.root.spawn_key)}
+
+
+# ---------------------------------------------------------------------------
+# f: kinds and checks
+# ---------------------------------------------------------------------------
+
+_PTR_INTS = {"intptr_t", "Py_ssize_t", "ssize_t", "npy_intp", "long long", "int64_t",
+             "longlong"}
+_INT32 = {"int", "int32_t"}
+if ctypes.sizeof(ctypes.c_long) == 8:
+    _PTR_INTS.add("long")
+else:
+    _INT32.add("long")
+
+
+def _norm_type(t):
+    t = t.strip().replace("const ", "")
+    return re.sub(r"\s*\*", " *", t).strip()
+
+
+def _callback_signature(sig):
+    m = re.fullmatch(r"\s*([\w ]+?)\s*\((.*)\)\s*", sig)
+    if not m:
+        return None
+    ret = _norm_type(m.group(1))
+    args = [_norm_type(a) for a in m.group(2).split(",")]
+    if len(args) < 2 or args[0] != "double *":
+        return None
+    width = 8 if args[1] in _PTR_INTS else 4 if args[1] in _INT32 else None
+    if width is None:
+        return None
+    rest = args[2:]
+    if ret == "double" and rest == []:
+        return K.CB_D_P_N if width == 8 else K.CB_D_P_I
+    if ret == "double" and rest == ["void *"]:
+        return K.CB_D_P_N_V if width == 8 else K.CB_D_P_I_V
+    if ret == "int" and rest == ["double *", "void *"]:
+        return K.CB_I_P_N_P_V if width == 8 else K.CB_I_P_I_P_V
+    return None
+
+
+CALLBACK_SIGNATURES = (
+    "double (double *x, intptr_t d)",
+    "double (double *x, intptr_t d, void *user_data)",
+    "int (double *x, intptr_t d, double *out, void *user_data)   (non-zero return = error)",
+    "the same with int d",
+)
+
+
+def _as_lowlevel(f):
+    from scipy import LowLevelCallable
+
+    if isinstance(f, LowLevelCallable):
+        return f
+    # numba @cfunc objects
+    if hasattr(f, "ctypes") and hasattr(f, "address") and hasattr(f, "native_name"):
+        return LowLevelCallable(f.ctypes)
+    if isinstance(f, ctypes._CFuncPtr):
+        return LowLevelCallable(f)
+    return None
+
+
+def _kernel_func(f, dist):
+    """(kind, KernelFunc or None)."""
+    if isinstance(f, Integrand):
+        return "integrand", f._kernel_func(dist.draw_shape)
+    llc = _as_lowlevel(f)
+    if llc is not None:
+        code = _callback_signature(llc.signature)
+        if code is None:
+            raise TypeError(
+                f"f: LowLevelCallable signature {llc.signature!r} is not supported; use one of: "
+                + "; ".join(CALLBACK_SIGNATURES)
+            )
+        return "callback", K.KernelFunc(K.FK_CALLBACK, capsule=llc.function, sig=code,
+                                        user_data=llc.user_data)
+    if callable(f):
+        return "python", None
+    raise TypeError(
+        f"f must be a vectorised Python callable, an mcscore.integrands.Integrand or a "
+        f"scipy.LowLevelCallable, got {type(f).__name__}"
+    )
+
+
+def _describe_draw(x):
+    x = np.asarray(x)
+    return np.array2string(x, precision=6, threshold=6) if x.ndim else repr(x[()])
+
+
+def _check_fx(out, m, first_index, x):
+    """Validate f's output for a chunk of m draws starting at global index
+    first_index; returns a float64 array of shape (m,)."""
+    if out is None:
+        raise TypeError("f returned None; it must return an array of shape (m,) for a batch "
+                        "of m draws")
+    if isinstance(out, (list, tuple)):
+        out = np.asarray(out)
+    if not isinstance(out, np.ndarray):
+        if np.isscalar(out):
+            raise ValueError(f"f returned a scalar for a batch of {m} draws; it must be vectorised "
+                             f"and return shape ({m},)")
+        try:
+            out = np.asarray(out)
+        except Exception:
+            raise TypeError(f"f returned {type(out).__name__}, not an array") from None
+    if out.dtype.kind == "c":
+        raise TypeError(f"f returned complex values (dtype {out.dtype}); it must return reals")
+    if out.dtype.kind not in "biuf":
+        try:
+            out = out.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"f returned dtype {out.dtype}; it must return real numbers") from None
+    if out.shape != (m,):
+        raise ValueError(f"f returned shape {out.shape} instead of ({m},) for a batch of {m} "
+                         f"draws (x of shape {x.shape})")
+    out = np.asarray(out, dtype=np.float64)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"f returned {out[i]} at draw {first_index + i} "
+                         f"(x = {_describe_draw(x[i])}); f must be finite")
+    return out
+
+
+def _call_f(f, x, first_index):
+    try:
+        out = f(x)
+    except Exception as exc:
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"(raised by f on draws {first_index}..{first_index + len(x) - 1} "
+                         f"of the estimator)")
+        raise
+    return _check_fx(out, len(x), first_index, x)
+
+
+# ---------------------------------------------------------------------------
+# running the kernels
+# ---------------------------------------------------------------------------
+
+def _redraw(plan, dist, kd, index):
+    """The draw with global index `index` (for error messages)."""
+    b = index // plan.block_size
+    s = b % plan.n_streams
+    bg = plan.bitgens([s])[0]
+    ds = kd.draw_size
+    xt = np.empty((1, ds * plan.block_size))
+    for bb in range(s, b + 1, plan.n_streams):
+        K.draw_round(kd, [bg], np.array([bb], np.int64), np.array([0], np.int64), plan.n,
+                     plan.block_size, 1, xt)
+    m = plan.block_rows(b)
+    i = index - b * plan.block_size
+    x = xt[0, : ds * m].reshape(ds, m)[:, i]
+    return dist._to_user_dtype(x.reshape(dist.draw_shape))
+
+
+def _run_fused(kf, fkind, dist, kd, plan):
+    streams = np.arange(plan.used, dtype=np.int64)
+    stats = np.zeros((plan.used, kd.stats_len))
+    shifts = np.zeros(plan.used)
+    code, idx = K.run_streams(kd, kf, plan.bitgens(streams), streams, plan.n, plan.n_streams,
+                              plan.block_size, plan.threads, stats, shifts)
+    if code == 3:
+        raise KeyboardInterrupt
+    if code == 4:
+        raise MemoryError("could not allocate the kernels' block buffers")
+    if code in (1, 2):
+        x = _redraw(plan, dist, kd, idx)
+        what = ("the callback signalled an error (non-zero return)" if code == 2
+                else "f returned a non-finite value (nan or inf)")
+        raise ValueError(f"{what} at draw {idx} (x = {_describe_draw(x)})")
+    return stats, shifts
+
+
+def _run_python(f, dist, kd, plan, chunk_size):
+    S, B = plan.n_streams, plan.block_size
+    ds = kd.draw_size
+    if chunk_size is None:
+        chunk_size = max(B, (1 << 18) // max(1, ds))
+    chunk_size = V.integer("chunk_size", chunk_size, minimum=1)
+    R = min(S, plan.n_blocks, max(plan.threads, -(-chunk_size // B)))
+    streams = np.arange(plan.used, dtype=np.int64)
+    bitgens = plan.bitgens(streams)
+    stats = np.zeros((plan.used, kd.stats_len))
+    shifts = np.zeros(plan.used)
+    xt = np.empty((R, ds * B))
+    fx = np.empty((R, B))
+    fx_flat = fx.reshape(-1)
+    draw_shape = dist.draw_shape
+    for r0 in range(0, plan.n_blocks, R):
+        blocks = np.arange(r0, min(plan.n_blocks, r0 + R), dtype=np.int64)
+        slots = blocks % S
+        K.draw_round(kd, bitgens, blocks, slots, plan.n, B, plan.threads, xt)
+        rows = [plan.block_rows(int(b)) for b in blocks]
+        total = sum(rows)
+        x = np.empty((total, ds))
+        for r, m in enumerate(rows):
+            x[r * B: r * B + m] = xt[r, : ds * m].reshape(ds, m).T
+        x = dist._to_user_dtype(x.reshape((total,) + draw_shape))
+        first = int(blocks[0]) * B
+        for c0 in range(0, total, chunk_size):
+            xc = x[c0: c0 + chunk_size]
+            fx_flat[c0: c0 + len(xc)] = _call_f(f, xc, first + c0)
+        bad = K.accumulate_round(kd, blocks, slots, plan.n, B, S, plan.threads, xt, fx, stats,
+                                 shifts)
+        if bad >= 0:  # cannot happen after _check_fx, kept as a guard
+            raise ValueError(f"f returned a non-finite value at draw {bad}")
+    return stats, shifts
+
+
+# ---------------------------------------------------------------------------
+# estimator algebra
+# ---------------------------------------------------------------------------
+
+def _moments(dist, kd, stats, shifts):
+    """Per-stream moments relative to one common shift c0.
+
+    Returns (c0, count[S], G[S], H[S], (Ss, Ss2, Sgs, Sgs2, Sg2s2) each [S, P])
+    with g = f - c0.
+    """
+    count = stats[:, 0]
+    nonempty = count > 0
+    c0 = float(shifts[np.argmax(nonempty)])
+    d = np.where(nonempty, shifts - c0, 0.0)
+    G0 = stats[:, 1]
+    G = G0 + count * d
+    H = stats[:, 2] + 2 * d * G0 + count * d * d
+    d2 = d[:, None]
+    if kd.per_category:
+        P = kd.n_units * kd.n_cat
+        cat = stats[:, 3:].reshape(len(count), P, 3)
+        C, Gk0, Hk0 = cat[..., 0], cat[..., 1], cat[..., 2]
+        Gk = Gk0 + d2 * C
+        Hk = Hk0 + 2 * d2 * Gk0 + d2 * d2 * C
+        a, b = dist._table["a"], dist._table["b"]
+        with np.errstate(invalid="ignore"):
+            A2 = np.where(C > 0, a * a + 2 * a * b, 0.0)
+            Ss = np.where(C > 0, a * C, 0.0) + b * count[:, None]
+            Ss2 = A2 * C + b * b * count[:, None]
+            Sgs = np.where(C > 0, a * Gk, 0.0) + b * G[:, None]
+            Sgs2 = A2 * Gk + b * b * G[:, None]
+            Sg2s2 = A2 * Hk + b * b * H[:, None]
+        return c0, count, G, H, (Ss, Ss2, Sgs, Sgs2, Sg2s2)
+    M = stats[:, 3:].reshape(len(count), kd.n_coords, 5)
+    Ss, Ss2, Sgs0, Sgs20, Sg2s20 = (M[..., i] for i in range(5))
+    Sgs = Sgs0 + d2 * Ss
+    Sgs2 = Sgs20 + d2 * Ss2
+    Sg2s2 = Sg2s20 + 2 * d2 * Sgs20 + d2 * d2 * Ss2
+    return c0, count, G, H, (Ss, Ss2, Sgs, Sgs2, Sg2s2)
+
+
+def _check_baseline(baseline):
+    if baseline is None or (isinstance(baseline, str) and baseline in ("loo", "optimal")):
+        return baseline
+    if isinstance(baseline, numbers.Real) and not isinstance(baseline, (bool, np.bool_)):
+        b = float(baseline)
+        if not np.isfinite(b):
+            raise ValueError(f"baseline must be finite, got {b}")
+        return b
+    raise ValueError(
+        f"baseline must be None, a finite number, 'loo' or 'optimal', got {baseline!r}"
+    )
+
+
+def _algebra(c0, count, G, H, mom, baseline):
+    """Estimate, standard error and per-draw variance for each coordinate."""
+    n = float(count.sum())
+    Ss, Ss2, Sgs, Sgs2, Sg2s2 = mom
+    factor = 1.0
+    if baseline is None:
+        e = c0
+    elif baseline == "loo":
+        e = -G.sum() / n
+        factor = n / (n - 1)
+    elif baseline == "optimal":
+        if np.count_nonzero(count) < 2:
+            raise ValueError(
+                "baseline='optimal' is cross-fitted across streams and needs draws in at "
+                f"least 2 streams; n={int(n)} fills only one block: use a larger n, a smaller "
+                "block_size, or score_grad_from_samples"
+            )
+        tot2 = Sgs2.sum(0)
+        totss = Ss2.sum(0)
+        num = tot2 - Sgs2
+        den = totss - Ss2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e = np.where(den > 0, -num / den, -G.sum() / n)
+    else:
+        e = c0 - baseline
+    sy = (Sgs + e * Ss).sum(0)
+    sy2 = (Sg2s2 + 2 * e * Sgs2 + e * e * Ss2).sum(0)
+    mean = sy / n
+    var = np.maximum(sy2 - n * mean * mean, 0.0) / (n - 1)
+    grad = factor * mean
+    se = factor * np.sqrt(var / n)
+    value = c0 + G.sum() / n
+    vvar = max(H.sum() - G.sum() ** 2 / n, 0.0) / (n - 1)
+    return grad, se, var * factor**2, value, math.sqrt(vvar / n), vvar
+
+
+def _finish(dist, kd, stats, shifts, baseline, plan=None, method="score", extra_info=None):
+    c0, count, G, H, mom = _moments(dist, kd, stats, shifts)
+    if not all(np.isfinite(m).all() for m in mom):
+        raise FloatingPointError(
+            f"the score of {dist!r} overflowed on some draws (a draw at the edge of the "
+            "support, e.g. a Gamma or Beta draw that rounded to 0 or 1 for a tiny "
+            "concentration); the estimate would be NaN"
+        )
+    grad, se, var, value, vse, vvar = _algebra(c0, count, G, H, mom, baseline)
+    info = plan.info() if plan is not None else {}
+    info.update(extra_info or {})
+    return GradientEstimate(
+        dist._split_coords(grad), dist._split_coords(se), dist._split_coords(var),
+        value, vse, int(count.sum()), baseline=baseline, method=method, value_variance=vvar,
+        info=info,
+    )
+
+
+# ---------------------------------------------------------------------------
+# public entry points
+# ---------------------------------------------------------------------------
+
+def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_size=None,
+               n_streams=DEFAULT_STREAMS, block_size=None):
+    """Score-function estimate of grad_theta E_{x ~ dist}[f(x)].
+
+    Parameters
+    ----------
+    f : callable, Integrand or scipy.LowLevelCallable
+        * a vectorised Python callable: ``f(x)`` with ``x`` of shape
+          ``(m, *dist.draw_shape)`` returns shape ``(m,)`` (called chunk by
+          chunk, never once per draw; it receives a fresh copy of the draws);
+        * a built-in integrand from :mod:`mcscore.integrands`, fused into the
+          kernel (no array of draws is ever built: O(1) memory in n);
+        * a ``scipy.LowLevelCallable`` (numba ``cfunc``, ctypes, Cython) with
+          one of the signatures in ``CALLBACK_SIGNATURES``, called from the
+          kernel's threads without the GIL on a pointer to one draw.
+    dist : Distribution
+    n : int >= 2
+        Number of draws.
+    rng : None, int, SeedSequence or Generator (SPEC 7)
+        Seeds the call's streams.  The same int / SeedSequence gives a
+        bit-identical result for any ``n_threads`` and ``chunk_size``.
+    baseline : None, float, "loo" or "optimal"
+        None: plain estimator.  A float b: ``(f - b) * score``.  "loo":
+        leave-one-out (RLOO) baseline, unbiased.  "optimal": per coordinate
+        the variance-minimising constant ``E[f s^2] / E[s^2]``, cross-fitted
+        across streams (each stream's baseline comes from the other
+        streams) so the estimate stays unbiased.
+    n_threads : None or int
+        None = all threads OpenMP would use (OMP_NUM_THREADS and threadpoolctl
+        are honoured), -1 = all, -2 = all but one, 0 is an error.
+    chunk_size : int, optional
+        Draws per call of a Python f (default about 2**18 values).
+    n_streams, block_size : int, optional
+        The draws are cut into blocks of ``block_size`` draws; block b belongs
+        to stream ``b % n_streams``.  The result is a function of (f, dist, n,
+        rng, n_streams, block_size) only.  The default block size is a pure
+        function of n and the draw size (:func:`default_block_size`).
+
+    Returns
+    -------
+    GradientEstimate
+    """
+    if not isinstance(dist, Distribution):
+        raise TypeError(f"dist must be an mcscore distribution, got {type(dist).__name__}")
+    baseline = _check_baseline(baseline)
+    fkind, kf = _kernel_func(f, dist)
+    dist._check_differentiable()
+    kd = dist._kernel_dist()
+    plan = _Plan(n, kd.draw_size, rng, n_streams, block_size, n_threads)
+    if fkind == "python":
+        stats, shifts = _run_python(f, dist, kd, plan, chunk_size)
+    else:
+        stats, shifts = _run_fused(kf, fkind, dist, kd, plan)
+    return _finish(dist, kd, stats, shifts, baseline, plan, extra_info={"f": fkind})
+
+
+def score_grad_from_samples(dist, x, fx, *, baseline=None):
+    """The estimator algebra on draws the caller made.
+
+    Parameters
+    ----------
+    dist : Distribution
+        The distribution x was drawn from.
+    x : array, shape (m, *dist.draw_shape)
+    fx : array, shape (m,)
+        f at each draw (returns, rewards, simulator outputs).
+    baseline : None, float, "loo" or "optimal"
+        As in :func:`score_grad`; "optimal" uses an exact leave-one-out
+        per-coordinate baseline, so it stays unbiased.
+    """
+    if not isinstance(dist, Distribution):
+        raise TypeError(f"dist must be an mcscore distribution, got {type(dist).__name__}")
+    baseline = _check_baseline(baseline)
+    x = dist._check_x(x)
+    m = x.shape[0]
+    if m < 2:
+        raise ValueError(f"x must hold at least 2 draws, got {m}")
+    fx_arr = np.asarray(fx) if fx is not None else None
+    if fx_arr is None or fx_arr.dtype.kind not in "biuf":
+        raise TypeError(f"fx must be an array of real numbers, got "
+                        f"{'None' if fx_arr is None else fx_arr.dtype}")
+    if fx_arr.shape != (m,):
+        raise ValueError(f"fx must have shape ({m},) to match x, got {fx_arr.shape}")
+    fx_arr = fx_arr.astype(np.float64)
+    if not np.isfinite(fx_arr).all():
+        i = int(np.argmax(~np.isfinite(fx_arr)))
+        raise ValueError(f"fx[{i}] = {fx_arr[i]} is not finite")
+    lp = dist.log_prob(x)
+    if not np.isfinite(lp).all():
+        i = int(np.argmax(~np.isfinite(lp.reshape(m, -1)).all(axis=1)))
+        raise ValueError(f"x[{i}] is outside the support of {dist!r}")
+    sc = dist.score(x)
+    names = list(sc)
+    S = np.concatenate([sc[k].reshape(m, -1) for k in names], axis=1)
+    f = fx_arr[:, None]
+    factor = 1.0
+    if baseline is None:
+        y = f * S
+    elif baseline == "loo":
+        y = (f - (fx_arr.sum() - f) / (m - 1)) * S
+    elif baseline == "optimal":
+        s2 = S * S
+        num = (f * s2).sum(0) - f * s2
+        den = s2.sum(0) - s2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b = np.where(den > 0, num / den, (fx_arr.sum() - f) / (m - 1))
+        y = (f - b) * S
+    else:
+        y = (f - baseline) * S
+    grad = factor * y.mean(0)
+    var = y.var(0, ddof=1)
+    se = np.sqrt(var / m)
+    out = {}
+    for part in (grad, se, var):
+        d, o = {}, 0
+        for k in names:
+            size = sc[k][0].size
+            d[k] = part[o: o + size].reshape(sc[k].shape[1:])
+            o += size
+        out[len(out)] = d
+    vvar = float(fx_arr.var(ddof=1))
+    return GradientEstimate(out[0], out[1], out[2], fx_arr.mean(), math.sqrt(vvar / m), m,
+                            baseline=baseline, method="score", value_variance=vvar,
+                            info={"f": "samples"})

@@ -1,0 +1,266 @@
+"""Built-in compiled integrands, fused into the kernels.
+
+An :class:`Integrand` is a weighted sum of terms, each a cheap function of
+one draw; the kernel evaluates it block by block right after drawing, so no
+array of samples is ever built and memory stays O(1) in n.  Integrands add
+and scale like functions::
+
+    import mcscore as mc
+    from mcscore import integrands as I
+
+    f = I.power(2) - 3 * I.sin() + 1.0          # x^2 - 3 sin(x) + 1
+    mc.score_grad(f, mc.Normal(0.5, 2.0), n=10**7, rng=0)
+
+Coordinates: ``coord`` indexes the flattened draw (C order of
+``dist.draw_shape``); for a scalar draw it is 0.  Weights and centres
+broadcast to the draw's shape.  Every integrand is also an ordinary
+vectorised Python callable (``f(x)`` for ``x`` of shape ``(m, *draw_shape)``)
+that evaluates the same function in the same kernel code.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _kernels as K
+from . import _validation as V
+
+__all__ = [
+    "Integrand", "constant", "polynomial", "power", "linear", "quadratic", "sum_of_squares",
+    "sin", "cos", "exp", "log1p", "indicator", "call", "put", "digital_call", "digital_put",
+]
+
+
+class _Term:
+    __slots__ = ("kind", "coord", "params", "coef", "vector")
+
+    def __init__(self, kind, coord=0, params=(), coef=1.0, vector=None):
+        self.kind = kind
+        self.coord = coord
+        self.params = params          # scalars (tuple of float) for one-coordinate terms
+        self.coef = float(coef)
+        self.vector = vector          # per-coordinate arrays (weights, centres, matrix)
+
+    def scaled(self, c):
+        return _Term(self.kind, self.coord, self.params, self.coef * c, self.vector)
+
+
+class Integrand:
+    """A fused integrand: ``constant + sum_t coef_t * term_t(x)``.
+
+    Build one with the functions of this module; combine with ``+``, ``-``
+    and multiplication by a number.
+    """
+
+    def __init__(self, terms=(), constant=0.0, name=None):
+        self._terms = tuple(terms)
+        self._constant = float(constant)
+        self._name = name
+
+    # -- algebra -----------------------------------------------------------
+    def __add__(self, other):
+        if isinstance(other, Integrand):
+            return Integrand(self._terms + other._terms, self._constant + other._constant)
+        if isinstance(other, numbers.Real) and not isinstance(other, bool):
+            return Integrand(self._terms, self._constant + float(other))
+        return NotImplemented
+
+    __radd__ = __add__
+
+    def __neg__(self):
+        return self * -1.0
+
+    def __sub__(self, other):
+        return self + (-other)
+
+    def __rsub__(self, other):
+        return (-self) + other
+
+    def __mul__(self, c):
+        if isinstance(c, numbers.Real) and not isinstance(c, bool):
+            c = float(c)
+            if not np.isfinite(c):
+                raise ValueError(f"an integrand can only be scaled by a finite number, got {c}")
+            return Integrand([t.scaled(c) for t in self._terms], self._constant * c)
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __repr__(self):
+        if self._name and len(self._terms) <= 1:
+            return f"Integrand({self._name})"
+        return f"Integrand({len(self._terms)} terms, constant={self._constant})"
+
+    # -- lowering to the kernel ----------------------------------------------
+    def _lower(self, draw_shape):
+        """(kinds, cols, offsets, coefs, params, constant) for a draw of the
+        given shape; raises ValueError when a term does not fit it."""
+        ds = int(np.prod(draw_shape, dtype=np.int64))
+        kinds, cols, offs, coefs, params = [], [], [], [], []
+        for t in self._terms:
+            if t.kind in (K.IK_POLY, K.IK_INDICATOR, K.IK_CALL, K.IK_PUT,
+                          K.IK_DIGITAL_CALL, K.IK_DIGITAL_PUT):
+                if not 0 <= t.coord < ds:
+                    raise ValueError(
+                        f"integrand coord={t.coord} is out of range for draws of shape "
+                        f"{draw_shape} ({ds} coordinate(s))"
+                    )
+                p = np.asarray(t.params, dtype=np.float64)
+            else:
+                vecs = []
+                for name, v in t.vector:
+                    if name == "A":
+                        v = np.asarray(v, dtype=np.float64)
+                        if v.shape != (ds, ds):
+                            raise ValueError(
+                                f"quadratic: A must have shape ({ds}, {ds}) for draws of shape "
+                                f"{draw_shape}, got {v.shape}"
+                            )
+                        vecs.append(v.ravel())
+                        continue
+                    try:
+                        vecs.append(np.broadcast_to(np.asarray(v, np.float64), draw_shape).ravel())
+                    except ValueError:
+                        raise ValueError(
+                            f"integrand {name} of shape {np.shape(v)} does not broadcast to the "
+                            f"draw shape {draw_shape}"
+                        ) from None
+                p = np.concatenate(vecs) if vecs else np.zeros(0)
+            kinds.append(t.kind)
+            cols.append(t.coord)
+            offs.append(sum(len(q) for q in params))
+            coefs.append(t.coef)
+            params.append(p)
+        flat = np.concatenate(params) if params else np.zeros(0)
+        return (np.array(kinds, np.int64), np.array(cols, np.int64),
+                np.array(offs, np.int64), np.array(coefs, np.float64), flat, self._constant)
+
+    def _kernel_func(self, draw_shape):
+        return K.KernelFunc(K.FK_INTEGRAND, integrand=self._lower(tuple(draw_shape)))
+
+    # -- Python evaluation ---------------------------------------------------
+    def __call__(self, x):
+        """Evaluate on a batch x of shape (m, *draw_shape) (the draw shape is
+        taken as x.shape[1:]); returns shape (m,)."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 0:
+            raise ValueError("x must have a leading batch axis: shape (m, *draw_shape)")
+        draw_shape = x.shape[1:]
+        m = x.shape[0]
+        func = self._kernel_func(draw_shape)
+        from ._kernels import KernelDist
+
+        ds = int(np.prod(draw_shape, dtype=np.int64))
+        dummy = KernelDist(K.MC_NORMAL, False, ds, 1, ds, np.zeros(ds), np.ones(ds),
+                           np.zeros(0), np.zeros(0, np.int64), np.zeros(1, np.int64),
+                           np.zeros(0, np.intc), np.zeros(0, np.int64), np.zeros(0),
+                           np.zeros(0), np.zeros(0))
+        return K.eval_integrand(func, dummy, x.reshape(m, ds))
+
+
+def _real(name, v):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+    v = float(v)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
+
+
+def _coord(coord):
+    return V.integer("coord", coord, minimum=0)
+
+
+def _vec(name, v):
+    arr = V.as_real_array(name, v)
+    V.check(name, arr, "real")
+    return arr
+
+
+def constant(c):
+    """The constant function c."""
+    return Integrand((), _real("c", c), name=f"constant {c}")
+
+
+def polynomial(coeffs, coord=0):
+    """sum_k coeffs[k] * x[coord]**k (Horner; coeffs in increasing degree)."""
+    c = _vec("coeffs", coeffs)
+    if c.ndim != 1 or c.size == 0:
+        raise ValueError(f"coeffs must be a non-empty 1-d sequence, got shape {c.shape}")
+    params = (float(c.size - 1),) + tuple(c.tolist())
+    return Integrand([_Term(K.IK_POLY, _coord(coord), params)], name="polynomial")
+
+
+def power(p, coord=0):
+    """x[coord]**p for an integer p >= 0."""
+    p = V.integer("p", p, minimum=0, maximum=64)
+    return polynomial([0.0] * p + [1.0], coord=coord)
+
+
+def linear(weights=1.0, c=0.0):
+    """sum_j weights_j * x_j + c (weights broadcast to the draw shape)."""
+    w = _vec("weights", weights)
+    return Integrand([_Term(K.IK_LINEAR, vector=[("weights", w)])], _real("c", c), name="linear")
+
+
+def sum_of_squares(center=0.0, weights=1.0):
+    """sum_j weights_j * (x_j - center_j)^2, O(d) per draw."""
+    return Integrand([_Term(K.IK_QUAD_DIAG, vector=[("center", _vec("center", center)),
+                                                    ("weights", _vec("weights", weights))])],
+                     name="sum_of_squares")
+
+
+def quadratic(A, center=0.0):
+    """(x - center)^T A (x - center) for a (d, d) matrix A (d = draw size),
+    O(d^2) per draw; a diagonal A is lowered to the O(d) form."""
+    A = _vec("A", A)
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"A must be a square matrix, got shape {A.shape}")
+    if np.count_nonzero(A - np.diag(np.diag(A))) == 0:
+        return sum_of_squares(center, np.diag(A).copy())
+    return Integrand([_Term(K.IK_QUAD_FULL, vector=[("center", _vec("center", center)), ("A", A)])],
+                     name="quadratic")
+
+
+def _elementwise(kind, label):
+    def make(weights=1.0):
+        return Integrand([_Term(kind, vector=[("weights", _vec("weights", weights))])], name=label)
+
+    make.__name__ = label
+    make.__doc__ = f"sum_j weights_j * {label}(x_j) (weights broadcast to the draw shape)."
+    return make
+
+
+sin = _elementwise(K.IK_SIN, "sin")
+cos = _elementwise(K.IK_COS, "cos")
+exp = _elementwise(K.IK_EXP, "exp")
+log1p = _elementwise(K.IK_LOG1P, "log1p")
+
+
+def indicator(low=-np.inf, high=np.inf, coord=0):
+    """1 when low <= x[coord] <= high, else 0 (infinite bounds allowed)."""
+    lo, hi = float(low), float(high)
+    if np.isnan(lo) or np.isnan(hi):
+        raise ValueError("indicator bounds must not be NaN")
+    if not lo <= hi:
+        raise ValueError(f"indicator needs low <= high, got low={lo}, high={hi}")
+    return Integrand([_Term(K.IK_INDICATOR, _coord(coord), (lo, hi))], name="indicator")
+
+
+def _strike_term(kind, label):
+    def make(strike, coord=0):
+        return Integrand([_Term(kind, _coord(coord), (_real("strike", strike),))], name=label)
+
+    make.__name__ = label
+    return make
+
+
+call = _strike_term(K.IK_CALL, "call")
+call.__doc__ = "max(x[coord] - strike, 0)."
+put = _strike_term(K.IK_PUT, "put")
+put.__doc__ = "max(strike - x[coord], 0)."
+digital_call = _strike_term(K.IK_DIGITAL_CALL, "digital_call")
+digital_call.__doc__ = "1 when x[coord] > strike, else 0 (cash-or-nothing, pays 1)."
+digital_put = _strike_term(K.IK_DIGITAL_PUT, "digital_put")
+digital_put.__doc__ = "1 when x[coord] < strike, else 0."
