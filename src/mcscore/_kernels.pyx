@@ -18,7 +18,13 @@ from libc.stdlib cimport malloc, free, calloc
 from libc.string cimport memset
 from libc.stdint cimport int64_t, intptr_t
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_GetName, PyCapsule_IsValid
-from cpython.exc cimport PyErr_CheckSignals
+
+cdef extern from "Python.h":
+    # Declared without an exception clause on purpose: inside a prange, a
+    # Cython-level exception would only be noticed at the end of the running
+    # iterations (whole streams).  We set a flag instead, leave the exception
+    # pending, and re-raise it once the parallel region is over.
+    int _mc_check_signals "PyErr_CheckSignals" ()
 from cython.parallel cimport prange, parallel
 from numpy.random cimport bitgen_t
 from numpy.random.c_distributions cimport (
@@ -44,6 +50,10 @@ cdef extern from *:
     static int mc_omp_thread_num(void) { return 0; }
     static int mc_omp_num_procs(void) { return 1; }
     #endif
+    /* A flag other threads write: read and write it through volatile so the
+       compiler cannot keep a stale copy in a register across a long loop. */
+    static inline long long mc_flag_get(long long *p) { return *(volatile long long *)p; }
+    static inline void mc_flag_set(long long *p, long long v) { *(volatile long long *)p = v; }
     typedef double (*mc_cb_d_p_n)(double *, intptr_t);
     typedef double (*mc_cb_d_p_n_v)(double *, intptr_t, void *);
     typedef int (*mc_cb_i_p_n_p_v)(double *, intptr_t, double *, void *);
@@ -55,6 +65,8 @@ cdef extern from *:
     int mc_omp_max_threads() noexcept nogil
     int mc_omp_thread_num() noexcept nogil
     int mc_omp_num_procs() noexcept nogil
+    long long mc_flag_get(long long *p) noexcept nogil
+    void mc_flag_set(long long *p, long long v) noexcept nogil
     ctypedef double (*mc_cb_d_p_n)(double *, intptr_t) noexcept nogil
     ctypedef double (*mc_cb_d_p_n_v)(double *, intptr_t, void *) noexcept nogil
     ctypedef int (*mc_cb_i_p_n_p_v)(double *, intptr_t, double *, void *) noexcept nogil
@@ -199,6 +211,8 @@ cdef void mc_draw_block(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double 
                 col[i] = <double> idx
         elif fam == MC_MULTINOMIAL:
             for i in range(m):
+                # numpy stops early once all trials are placed: zero first.
+                memset(ws.ibuf, 0, sizeof(int64_t) * K)
                 random_multinomial(bg, <int64_t> b, ws.ibuf, <double *> (dist.p0 + j * K),
                                    K, &ws.binom)
                 for k in range(K):
@@ -599,6 +613,11 @@ cdef void _free_workspaces(mc_workspace *wss, int n) noexcept:
     free(wss)
 
 
+cdef int _reraise() except -1:
+    """Propagate the exception a signal handler left pending."""
+    return -1
+
+
 def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] streams,
                 int64_t n, int64_t n_streams, int64_t block_size, int n_threads,
                 double[:, ::1] stats, double[::1] shifts):
@@ -611,7 +630,7 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
     cdef Py_ssize_t ns = streams.shape[0]
     cdef Py_ssize_t si
     cdef bitgen_t **bgs = <bitgen_t **> malloc(sizeof(bitgen_t *) * max(ns, 1))
-    cdef int64_t *err = <int64_t *> calloc(3, sizeof(int64_t))
+    cdef long long *err = <long long *> calloc(3, sizeof(long long))
     cdef int64_t nb = (n + block_size - 1) // block_size
     cdef int64_t b, bad, check_every
     cdef Py_ssize_t m
@@ -632,23 +651,26 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
             ws = &wss[mc_omp_thread_num()]
             for si in prange(ns, schedule='dynamic'):
                 b = streams[si]
-                while b < nb and err[0] == ERR_NONE:
+                while b < nb and mc_flag_get(err) == ERR_NONE:
                     m = <Py_ssize_t> (block_size if (b + 1) * block_size <= n else n - b * block_size)
                     bad = mc_run_block(&dist.d, &func.f, bgs[si], m, &stats[si, 0],
                                        &shifts[si], b == streams[si], ws)
                     if bad >= 0:
-                        err[0] = ERR_CALLBACK if (func.f.kind == FK_CALLBACK and
-                                                  (func.f.sig == CB_I_P_N_P_V or
-                                                   func.f.sig == CB_I_P_I_P_V) and
-                                                  isfinite(ws.fx[bad])) else ERR_F_NONFINITE
                         err[1] = b * block_size + bad
+                        mc_flag_set(err, ERR_CALLBACK if (func.f.kind == FK_CALLBACK and
+                                                          (func.f.sig == CB_I_P_N_P_V or
+                                                           func.f.sig == CB_I_P_I_P_V) and
+                                                          isfinite(ws.fx[bad]))
+                                    else ERR_F_NONFINITE)
                     b = b + n_streams
                     if mc_omp_thread_num() == 0:
                         err[2] += 1
                         if err[2] % check_every == 0:
                             with gil:
-                                if PyErr_CheckSignals() != 0:
-                                    err[0] = ERR_INTERRUPT
+                                if _mc_check_signals() != 0:
+                                    mc_flag_set(err, ERR_INTERRUPT)
+        if err[0] == ERR_INTERRUPT:
+            _reraise()
         return int(err[0]), int(err[1])
     finally:
         _free_workspaces(wss, n_threads)

@@ -97,7 +97,8 @@ class Distribution:
     # -- kernel description ----------------------------------------------
     def _kernel_dist(self):
         if self._kernel is None:
-            self._kernel = self._build_kernel()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self._kernel = self._build_kernel()
         return self._kernel
 
     def _terms(self):

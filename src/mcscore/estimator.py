@@ -217,7 +217,9 @@ def _kernel_func(f, dist):
 
 def _describe_draw(x):
     x = np.asarray(x)
-    return np.array2string(x, precision=6, threshold=6) if x.ndim else repr(x[()])
+    if x.ndim == 0:
+        return repr(x.item())
+    return np.array2string(x, precision=6, threshold=6, separator=", ")
 
 
 def _check_fx(out, m, first_index, x):
