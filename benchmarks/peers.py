@@ -28,6 +28,9 @@ Implementation names (not every problem has every name):
                               (instead of Categorical.log_prob, whose backward
                               materialises an n x K gradient)
 
+NOTES[problem][impl] holds cost warnings (e.g. categorical jax_f64 at n=1e6 takes
+~15 GiB and ~17 s per run); check it before running the benchmark-size n.
+
 Floors (time to draw n standard normals only; run() returns None):
     FLOORS["numpy_rng_floor"], FLOORS["jax_rng_floor_f64"], ... (same factory signature)
     numpy_rng_floor(n, seed) is also a plain function.
@@ -86,6 +89,7 @@ __all__ = [
     "PEERS",
     "FLOORS",
     "SKIPPED",
+    "NOTES",
     "HAVE_JAX",
     "HAVE_TORCH",
     "numpy_normal_sq",
@@ -605,6 +609,19 @@ def _build_registry():
 
 
 PEERS = _build_registry()
+
+# Cost warnings measured on the 2-core / 24 GiB machine (one run after warm-up).
+# The integrator may want to skip or cap these at the benchmark n.
+NOTES: dict[str, dict[str, str]] = {
+    "categorical": {
+        "jax_f64": "jax.random.categorical = Gumbel-max over n*K draws: n=1e6 ~17 s/run, "
+        "~25 s compile, ~15 GiB peak RSS",
+        "jax_f32": "as jax_f64 (Gumbel-max): n=1e6 ~24 s/run, ~36 s compile, ~15 GiB peak RSS",
+        "torch_f64": "Categorical.log_prob backward materialises an n x K gradient: n=1e6 "
+        "~6 s/run, ~7.9 GiB peak RSS",
+        "torch_f32": "as torch_f64: n=1e6 ~2 s/run, ~4.2 GiB peak RSS",
+    },
+}
 
 FLOORS = {"numpy_rng_floor": _numpy_floor_factory}
 if HAVE_JAX:

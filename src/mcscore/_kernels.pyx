@@ -17,7 +17,7 @@ from libc.math cimport log, log1p, exp, sin, cos, isfinite, fabs
 from libc.stdlib cimport malloc, free, calloc
 from libc.string cimport memset
 from libc.stdint cimport int64_t, intptr_t
-from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_GetName, PyCapsule_IsValid
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
 
 cdef extern from "Python.h":
     # Declared without an exception clause on purpose: inside a prange, a
@@ -515,7 +515,8 @@ cdef class KernelFunc:
     cdef object _keep
     cdef readonly int kind
 
-    def __init__(self, int kind, integrand=None, capsule=None, int sig=0, user_data=None):
+    def __init__(self, int kind, integrand=None, keep=None, intptr_t fptr=0, int sig=0,
+                 intptr_t user_data=0):
         cdef int64_t[::1] ik, ic, io
         cdef double[::1] coef, params
         self.f.kind = kind
@@ -541,10 +542,12 @@ cdef class KernelFunc:
             self.integ.constant = const
             self.f.integ = &self.integ
         elif kind == FK_CALLBACK:
-            self._keep = (capsule, user_data)
-            self.f.fptr = PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
-            if user_data is not None:
-                self.f.user_data = PyCapsule_GetPointer(user_data, PyCapsule_GetName(user_data))
+            if fptr == 0:
+                raise ValueError("f: the C callback is a NULL function pointer")
+            # `keep` holds the objects that own the function and its data.
+            self._keep = keep
+            self.f.fptr = <void *> fptr
+            self.f.user_data = <void *> user_data
 
 
 cdef bitgen_t *_bitgen_ptr(object bit_generator) except NULL:

@@ -193,6 +193,27 @@ def _as_lowlevel(f):
     return None
 
 
+def _address(obj, what):
+    """Integer address of a capsule, a ctypes pointer/function, or a cffi pointer."""
+    if obj is None:
+        return 0
+    if type(obj).__name__ == "PyCapsule":
+        api = ctypes.pythonapi
+        api.PyCapsule_GetName.restype = ctypes.c_char_p
+        api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        return api.PyCapsule_GetPointer(obj, api.PyCapsule_GetName(obj)) or 0
+    if isinstance(obj, (ctypes._CFuncPtr, ctypes._Pointer, ctypes.c_void_p)):
+        return ctypes.cast(obj, ctypes.c_void_p).value or 0
+    if type(obj).__module__ == "_cffi_backend":
+        import cffi
+
+        return int(cffi.FFI().cast("uintptr_t", obj))
+    raise TypeError(f"f: cannot take the address of the LowLevelCallable's {what} "
+                    f"({type(obj).__name__})")
+
+
 def _kernel_func(f, dist):
     """(kind, KernelFunc or None)."""
     if isinstance(f, Integrand):
@@ -205,8 +226,9 @@ def _kernel_func(f, dist):
                 f"f: LowLevelCallable signature {llc.signature!r} is not supported; use one of: "
                 + "; ".join(CALLBACK_SIGNATURES)
             )
-        return "callback", K.KernelFunc(K.FK_CALLBACK, capsule=llc.function, sig=code,
-                                        user_data=llc.user_data)
+        return "callback", K.KernelFunc(
+            K.FK_CALLBACK, keep=llc, fptr=_address(llc.function, "function"), sig=code,
+            user_data=_address(llc.user_data, "user_data"))
     if callable(f):
         return "python", None
     raise TypeError(
