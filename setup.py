@@ -97,18 +97,31 @@ def _numpy_lib_dirs():
     return [os.path.join(root, "random", "lib"), os.path.join(root, "_core", "lib")]
 
 
-ext = Extension(
-    "mcscore._kernels",
-    sources=["src/mcscore/_kernels.pyx"],
-    include_dirs=[np.get_include()],
-    library_dirs=_numpy_lib_dirs(),
-    libraries=["npyrandom", "npymath"] + ([] if sys.platform == "win32" else ["m"]),
-    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
+def _extension(name):
+    """One extension per src/mcscore/_*.pyx; all link NumPy's C random
+    library (npyrandom) and npymath, statically."""
+    return Extension(
+        f"mcscore.{name}",
+        sources=[f"src/mcscore/{name}.pyx"],
+        include_dirs=[np.get_include()],
+        library_dirs=_numpy_lib_dirs(),
+        libraries=["npyrandom", "npymath"] + ([] if sys.platform == "win32" else ["m"]),
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
+    )
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_NAMES = sorted(
+    f[:-4] for f in os.listdir(os.path.join(_HERE, "src", "mcscore")) if f.endswith(".pyx")
 )
+# _kernels first: the other modules cimport its C-level API (_kernels.pxd).
+_NAMES.sort(key=lambda n: n != "_kernels")
+extensions = [_extension(n) for n in _NAMES]
 
 setup(
     ext_modules=cythonize(
-        [ext],
+        extensions,
+        include_path=["src"],
         compiler_directives={
             "language_level": 3,
             "boundscheck": False,
