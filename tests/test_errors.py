@@ -316,3 +316,26 @@ def test_memory_is_bounded_for_huge_n():
     assert r.n == 10**8
     assert peak < 20 * 2**20  # far below the 800 MB an array of draws would take
     assert abs(r.grad["logits"] - 0.25) < 5 * r.stderr["logits"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="resource module")
+def test_n_1e9_with_a_fused_integrand_runs_in_bounded_memory():
+    # A child process so that its peak RSS is its own.
+    code = textwrap.dedent("""
+        import resource, mcscore as mc
+        from mcscore import integrands as I
+        r = mc.score_grad(I.power(1), mc.Bernoulli(logits=0.0), 10**9, rng=0)
+        z = (r.grad["logits"] - 0.25) / r.stderr["logits"]
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(r.n, z, peak_mb)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    n, z, peak_mb = out.stdout.split()
+    assert int(n) == 10**9
+    assert abs(float(z)) < 5
+    # an array of 1e9 draws would be 8 GB; the run needs the interpreter plus
+    # a few block buffers
+    assert float(peak_mb) < 300, peak_mb
