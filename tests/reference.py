@@ -36,8 +36,9 @@ Public API
 ----------
 log_prob(family, params, x)
 score_fd(family, params, x, h=1e-6)
-expectation(family, params, f)
-exact_grad(family, params, f, h=None, levels=4, return_error=False)
+expectation(family, params, f, points=None, detect_jumps=True)
+exact_grad(family, params, f, h=None, levels=4, return_error=False,
+           points=None, detect_jumps=True)
 gaussian_moment(m), normal_moment(k, loc, scale)
 normal_poly_grad(coeffs, loc, scale)
 normal_poly_score_moments(coeffs, loc, scale, baseline=0.0)
@@ -255,7 +256,9 @@ def _logprob_parsed(fam, v, x):
         p = _cat_probs(v)
         if x.shape != p.shape:
             raise ValueError(f"Multinomial draw must have shape {p.shape}")
-        return float(stats.multinomial.logpmf(x, v["total_count"], p))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return float(stats.multinomial.logpmf(x, v["total_count"], p))
     if fam == "Dirichlet":
         x = np.asarray(x, dtype=float)
         a = v["concentration"]
@@ -364,14 +367,15 @@ def score_fd(family, params, x, h=1e-6):
 # ---------------------------------------------------------------------------
 
 _QUAD_EPSREL = 1e-13
-_TAIL_Q = (1e-300, 1e-200, 1e-120, 1e-70, 1e-40, 1e-25, 1e-16, 1e-10, 1e-6,
-           1e-3, 0.02, 0.1, 0.3)
+_TAIL_Q = (1e-300, 1e-100, 1e-40, 1e-16, 1e-8, 1e-4, 1e-2, 0.1, 0.3)
 
 
 def _breakpoints(dist, lo, hi, extra):
     """Quantiles from 1e-300 to 1 - 1e-300 plus mode / mean, inside (lo, hi)."""
     qs = np.array(_TAIL_Q)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        # boost's beta ppf may complain at 1e-300; these are only breakpoints
+        warnings.simplefilter("ignore", RuntimeWarning)
         pts = np.concatenate([dist.ppf(qs), dist.isf(qs), [dist.median()],
                               np.asarray(extra, float)])
     pts = np.unique(pts[np.isfinite(pts) & (pts > lo) & (pts < hi)])
@@ -382,73 +386,138 @@ def _breakpoints(dist, lo, hi, extra):
     return keep
 
 
-def _segments(dist, f, lo, hi, extra=(), alpha=None):
+def _segments(dist, f, lo, hi, extra=(), log=False):
     """Pieces (integrand, a, b, mass) whose integrals sum to
-    int_lo^hi f(x) pdf(x) dx.
+    int_lo^hi f(x) pdf(x) dx, split at quantiles of dist (and at ``extra``).
 
-    If ``alpha`` is given, lo is finite and pdf(x) ~ (x - lo)^(alpha - 1)
-    there; the first piece then uses x = lo + w t^(1/alpha), t in (0, 1],
-    which turns the power-law factor into a constant (no endpoint
-    singularity left for QUADPACK to extrapolate)."""
+    With ``log=True`` (lo = 0) the pieces are integrals over u = log x of
+    f(e^u) pdf(e^u) e^u: a power-law end x^(alpha - 1) becomes a smooth
+    exponential e^(alpha u), so QUADPACK never has to extrapolate towards an
+    endpoint singularity (its extrapolation silently integrates from 0 when a
+    piece starts at a tiny positive x)."""
     edges = [lo] + _breakpoints(dist, lo, hi, extra) + [hi]
     logpdf = dist.logpdf
     cdf = dist.cdf
 
     def g(x):
-        lp = float(logpdf(x))
-        if lp == -math.inf:
+        w = math.exp(float(logpdf(x)))
+        return 0.0 if w == 0.0 else float(f(x)) * w
+
+    def g_log(u):
+        x = math.exp(u)
+        if x == 0.0 or x == math.inf:
             return 0.0
-        return float(f(x)) * math.exp(lp)
+        w = math.exp(float(logpdf(x)) + u)
+        return 0.0 if w == 0.0 else float(f(x)) * w
 
     out = []
-    for j, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+    for a, b in zip(edges[:-1], edges[1:]):
         mass = float(cdf(b) - cdf(a))
-        if j == 0 and alpha is not None and alpha < 1.0:
-            w = b - a
-            c = math.log(w / alpha)
-
-            def g_sub(t, a=a, w=w, c=c):
-                if t <= 0.0:
-                    return 0.0
-                lt = math.log(t)
-                x = a + w * math.exp(lt / alpha)
-                if x <= a:                  # underflow: negligible mass
-                    return 0.0
-                lp = float(logpdf(x)) + (1.0 / alpha - 1.0) * lt + c
-                if lp == -math.inf:
-                    return 0.0
-                return float(f(x)) * math.exp(lp)
-
-            out.append((g_sub, 0.0, 1.0, mass))
+        if log:
+            la = math.log(a) if a > 0.0 else -math.inf
+            out.append((g_log, la, math.log(b), mass))
         else:
             out.append((g, a, b, mass))
     return out
 
 
-def _quad_expect(fam, v, f):
-    dist = _continuous_dist(fam, v)
+def _support(fam):
     if fam == "Normal":
-        segs = _segments(dist, f, -math.inf, math.inf, [v["loc"]])
+        return -math.inf, math.inf
+    if fam == "Beta":
+        return 0.0, 1.0
+    return 0.0, math.inf
+
+
+def _find_jumps(fam, v, f, n=2401, max_jumps=256):
+    """Locations of jump discontinuities of f, found by scanning f on a grid
+    that is uniform in normal scores (x = F^-1(Phi(t)), |t| <= 9) and
+    bisecting every isolated spike of |f(x_{i+1}) - f(x_i)| down to adjacent
+    floats.  Adaptive Gauss-Kronrod can accept a piece that contains a jump
+    with an error estimate that is far too small (seen: 4e-6 absolute for an
+    indicator), so jumps must be breakpoints.  Steep but smooth features may
+    also be flagged; an extra breakpoint is harmless.  Jumps beyond
+    |t| = 9 sit where the tail mass is < 1e-19 and are ignored."""
+    dist = _continuous_dist(fam, v)
+    lo, hi = _support(fam)
+    t = np.linspace(-9.0, 9.0, n)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        xs = np.concatenate([dist.ppf(special.ndtr(t[t <= 0])),
+                             dist.isf(special.ndtr(-t[t > 0]))])
+    xs = np.unique(xs[np.isfinite(xs) & (xs > lo) & (xs < hi)])
+    if xs.size < 3:
+        return []
+
+    def safe(x):        # the scan reaches far into the tails: f may overflow
+        try:
+            with np.errstate(all="ignore"):
+                return float(f(float(x)))
+        except (ArithmeticError, ValueError):
+            return math.nan
+
+    fv = np.array([safe(x) for x in xs])
+    ok = np.isfinite(fv)
+    xs, fv = xs[ok], fv[ok]
+    if xs.size < 3:
+        return []
+    with np.errstate(all="ignore"):
+        d = np.abs(np.diff(fv))
+        nb = np.maximum(np.r_[d[1:], 0.0], np.r_[0.0, d[:-1]])
+        tiny = 1e-14 * max(float(np.abs(fv).max()), 1e-300)
+        cand = np.nonzero((d > 8.0 * nb) & (d > tiny))[0]
+    if cand.size > max_jumps:           # rough everywhere: no useful split
+        return []
+    out = []
+    for i in cand:
+        a, b = float(xs[i]), float(xs[i + 1])
+        fa, fb = fv[i], fv[i + 1]
+        for _ in range(200):
+            m = a + 0.5 * (b - a)
+            if not a < m < b:
+                break
+            fm = safe(m)
+            if not math.isfinite(fm):
+                break
+            if abs(fm - fa) >= abs(fb - fm):
+                b, fb = m, fm
+            else:
+                a, fa = m, fm
+        out.append(a + 0.5 * (b - a))
+    return out
+
+
+def _quad_expect(fam, v, f, points=None, detect_jumps=True):
+    """E[f] by quadrature; ``points`` are extra breakpoints (x-locations
+    where f jumps or kinks); jumps are also searched for automatically."""
+    dist = _continuous_dist(fam, v)
+    pts = [float(p) for p in (points if points is not None else ())]
+    if detect_jumps:
+        pts += _find_jumps(fam, v, f)
+    if fam == "Normal":
+        segs = _segments(dist, f, -math.inf, math.inf, [v["loc"]] + pts)
     elif fam == "LogNormal":
         m, s = v["loc"], v["scale"]
         segs = _segments(dist, f, 0.0, math.inf,
-                         [math.exp(m - s * s), math.exp(m + s * s / 2)])
+                         [math.exp(m - s * s), math.exp(m + s * s / 2)] + pts,
+                         log=True)
     elif fam == "Exponential":
-        segs = _segments(dist, f, 0.0, math.inf, [1.0 / v["rate"]])
+        segs = _segments(dist, f, 0.0, math.inf, [1.0 / v["rate"]] + pts,
+                         log=True)
     elif fam == "Gamma":
         a, r = v["concentration"], v["rate"]
         segs = _segments(dist, f, 0.0, math.inf,
-                         [max(a - 1.0, 0.0) / r, a / r], alpha=a)
+                         [max(a - 1.0, 0.0) / r, a / r] + pts, log=True)
     elif fam == "Beta":
         # [0, 1/2] directly; [1/2, 1] through the mirror y = 1 - x ~ Beta(b, a)
         # so that the (1 - x)^(b - 1) end is resolved in y, where it is exact.
         a, b = v["concentration1"], v["concentration0"]
-        pts = [a / (a + b)] + ([(a - 1) / (a + b - 2)] if a > 1 and b > 1
-                               else [])
+        pts = pts + [a / (a + b)] + ([(a - 1) / (a + b - 2)]
+                                     if a > 1 and b > 1 else [])
         mirror = stats.beta(a=b, b=a)
-        segs = (_segments(dist, f, 0.0, 0.5, pts, alpha=a)
+        segs = (_segments(dist, f, 0.0, 0.5, pts, log=True)
                 + _segments(mirror, lambda y: f(1.0 - y), 0.0, 0.5,
-                            [1.0 - p for p in pts], alpha=b))
+                            [1.0 - p for p in pts], log=True))
     else:
         raise AssertionError(fam)
     # integrate the bulk first, so that the far-tail pieces can use an
@@ -522,7 +591,7 @@ def _parse_monomials(f):
     return [(float(c), np.asarray(p, float)) for c, p in f]
 
 
-def _dirichlet_expect(v, f):
+def _dirichlet_expect(v, f, points=None, detect_jumps=True):
     a = v["concentration"]
     if callable(f):
         if a.size != 2:
@@ -531,14 +600,14 @@ def _dirichlet_expect(v, f):
                 "for K = 2 (via Beta quadrature); pass {'powers': [...]} or "
                 "[(coef, powers), ...] for K > 2")
         bv = {"concentration1": float(a[0]), "concentration0": float(a[1])}
-        return _quad_expect("Beta", bv,
-                            lambda t: f(np.array([t, 1.0 - t])))
+        return _quad_expect("Beta", bv, lambda t: f(np.array([t, 1.0 - t])),
+                            points, detect_jumps)
     return math.fsum(c * dirichlet_moment(a, p) for c, p in _parse_monomials(f))
 
 
-def _expect_parsed(fam, v, f):
+def _expect_parsed(fam, v, f, points=None, detect_jumps=True):
     if fam in _CONTINUOUS:
-        return _quad_expect(fam, v, f)
+        return _quad_expect(fam, v, f, points, detect_jumps)
     if fam in _DISCRETE_SCALAR:
         return _discrete_expect(fam, v, f)
     if fam == "Categorical":
@@ -554,11 +623,11 @@ def _expect_parsed(fam, v, f):
         return math.fsum(float(f(x.astype(float))) * float(q)
                          for x, q in zip(xs, pm))
     if fam == "Dirichlet":
-        return _dirichlet_expect(v, f)
+        return _dirichlet_expect(v, f, points, detect_jumps)
     raise AssertionError(fam)
 
 
-def expectation(family, params, f):
+def expectation(family, params, f, points=None, detect_jumps=True):
     """E[f(x)] to ~1e-12 relative accuracy (w.r.t. E|f|).
 
     ``f`` is a plain Python function of one draw: a float for the continuous
@@ -566,9 +635,15 @@ def expectation(family, params, f):
     (the category index), a 1-d float array of counts for Multinomial.  For
     Dirichlet, f is ``{"powers": [...]}`` (optionally with "coef"), or a list
     of ``(coef, powers)`` pairs (closed form, any K), or -- only for K = 2 --
-    a function of the 1-d draw (Beta quadrature)."""
+    a function of the 1-d draw (Beta quadrature).
+
+    Continuous families (and Dirichlet K = 2, in terms of x[0]): ``points``
+    are x-locations where f is not smooth, used as quadrature breakpoints.
+    Jumps of f are also located automatically (``detect_jumps``) by scanning
+    f on a grid and bisecting; kinks are harmless for the quadrature.
+    Discrete families ignore both."""
     fam, v = _parse(family, params)
-    return _expect_parsed(fam, v, f)
+    return _expect_parsed(fam, v, f, points, detect_jumps)
 
 
 # ---------------------------------------------------------------------------
@@ -576,7 +651,8 @@ def expectation(family, params, f):
 # ---------------------------------------------------------------------------
 
 
-def exact_grad(family, params, f, h=None, levels=4, return_error=False):
+def exact_grad(family, params, f, h=None, levels=4, return_error=False,
+               points=None, detect_jumps=True):
     """d E[f] / d theta for every differentiable parameter.
 
     Central differences of ``expectation`` at steps h, h/2, ..., h/2^(levels-1)
@@ -586,11 +662,25 @@ def exact_grad(family, params, f, h=None, levels=4, return_error=False):
     quadrature noise (~1e-13) well below the target accuracy (~1e-9
     relative).  ``h`` (absolute) overrides the base step for every
     parameter.  With ``return_error=True`` also returns a dict of error
-    estimates (difference of the last two Richardson diagonals)."""
+    estimates (difference of the last two Richardson diagonals).
+    ``points`` / ``detect_jumps`` as for ``expectation``; the jump search is
+    done once, at the unperturbed parameters, and reused for every step."""
     fam, v = _parse(family, params)
+    pts = [] if points is None else [float(p) for p in points]
+    if detect_jumps and (fam in _CONTINUOUS
+                         or (fam == "Dirichlet" and callable(f))):
+        if fam == "Dirichlet":
+            a = v["concentration"]
+            if a.size == 2:
+                pts += _find_jumps(
+                    "Beta", {"concentration1": float(a[0]),
+                             "concentration0": float(a[1])},
+                    lambda t: f(np.array([t, 1.0 - t])))
+        else:
+            pts += _find_jumps(fam, v, f)
 
     def fun(w):
-        return _expect_parsed(fam, w, f)
+        return _expect_parsed(fam, w, f, pts, False)
 
     grads, errs = {}, {}
     for name in _diff_names(v):
