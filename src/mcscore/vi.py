@@ -45,7 +45,7 @@ from . import _validation as V
 from .distributions import Distribution
 from .estimator import _check_baseline, score_grad_from_samples
 
-__all__ = ["elbo_grad", "fit", "VIResult", "transforms"]
+__all__ = ["elbo_grad", "fit", "VIResult", "transforms", "Adam"]
 
 _POSITIVE = {"scale", "rate", "concentration", "concentration1", "concentration0"}
 
@@ -194,6 +194,37 @@ class VIResult:
                 f"final ELBO ~ {tail.mean():.6g})")
 
 
+class Adam:
+    """Adam (Kingma & Ba 2015) for *ascent* on a dict of arrays.
+
+    ``opt = Adam(params, lr=0.05); params = opt.step(grads)`` moves each
+    array along its bias-corrected first moment over the root of its second
+    moment.  Used by :func:`fit` and :func:`mcscore.rl.reinforce`.
+    """
+
+    def __init__(self, params, *, lr=0.05, betas=(0.9, 0.999), eps=1e-8):
+        self.params = {k: np.array(v, dtype=float) for k, v in params.items()}
+        self.lr, self.b1, self.b2, self.eps = float(lr), float(betas[0]), float(betas[1]), eps
+        self.m1 = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.m2 = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.t = 0
+
+    def step(self, grads):
+        """One ascent step with the gradients ``grads`` (same keys/shapes);
+        returns the updated parameters (new arrays)."""
+        self.t += 1
+        out = {}
+        for k, p in self.params.items():
+            g = np.asarray(grads[k], dtype=float)
+            self.m1[k] = self.b1 * self.m1[k] + (1 - self.b1) * g
+            self.m2[k] = self.b2 * self.m2[k] + (1 - self.b2) * g * g
+            mh = self.m1[k] / (1 - self.b1**self.t)
+            vh = self.m2[k] / (1 - self.b2**self.t)
+            out[k] = p + self.lr * mh / (np.sqrt(vh) + self.eps)
+        self.params = out
+        return dict(out)
+
+
 def _progress(total, enabled, desc):
     """A tqdm bar when tqdm is installed and enabled, else a no-op."""
     if enabled:
@@ -263,8 +294,7 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
     gen = V.as_generator(rng)
     kinds = transforms(q)
     u = {k: _to_unconstrained(kinds[k], v) for k, v in q.params.items()}
-    m1 = {k: np.zeros_like(v) for k, v in u.items()}
-    m2 = {k: np.zeros_like(v) for k, v in u.items()}
+    opt = Adam(u, lr=lr, betas=(b1, b2), eps=eps)
     start_avg = min(steps - 1, int(math.floor(steps * (1 - average))))
     acc = {k: np.zeros_like(v) for k, v in u.items()}
     n_acc = 0
@@ -278,13 +308,7 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
             elbo[t - 1] = res.value
             elbo_se[t - 1] = res.value_stderr
             params = cur.params
-            for k in u:
-                g = res.grad[k] * _jacobian(kinds[k], params[k])
-                m1[k] = b1 * m1[k] + (1 - b1) * g
-                m2[k] = b2 * m2[k] + (1 - b2) * g * g
-                mh = m1[k] / (1 - b1**t)
-                vh = m2[k] / (1 - b2**t)
-                u[k] = u[k] + lr * mh / (np.sqrt(vh) + eps)  # ascent: maximise the ELBO
+            u = opt.step({k: res.grad[k] * _jacobian(kinds[k], params[k]) for k in u})
             cur = _rebuild(q, {k: _from_unconstrained(kinds[k], v) for k, v in u.items()})
             if t - 1 >= start_avg:
                 for k in u:
