@@ -45,3 +45,37 @@ def test_cartpole_without_plot():
 @pytest.mark.parametrize("name", ["bandit", "cartpole"])
 def test_examples_have_docstrings(name):
     assert _load(name).__doc__.strip()
+
+
+def test_demo_applications(tmp_path, capsys):
+    """`python -m mcscore demo finance vi rl figures` on small settings: every
+    Greek within 5 se of its exact value, VI at its exact posterior, the
+    learning curve rising; figures where matplotlib exists."""
+    from mcscore import demo
+    from mcscore.__main__ import main
+
+    rows = demo.run_finance(n=50_000, seed=1, out=lambda *a: None)
+    assert len(rows) == 25 and max(abs(r["z"]) for r in rows) < 5
+    vi_res = demo.run_vi(seed=0, out=lambda *a: None, progress=False)
+    assert max(vi_res["errors"].values()) < 0.02
+    rl_res = demo.run_rl(seed=0, out=lambda *a: None, progress=False)
+    assert rl_res["bandit_p_best"] > 0.9
+    assert rl_res["cartpole"].returns[-5:].mean() > 150
+    folder = tmp_path / "figs"
+    assert main(["demo", "figures", "--figures", str(folder)]) == 0
+    text = capsys.readouterr().out
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in text
+    else:
+        assert str(folder) in text
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "convergence.png", "learning_curves.png", "variance.png"]
+
+
+def test_demo_unknown_part():
+    from mcscore.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["demo", "poker"])
