@@ -161,3 +161,37 @@ def test_errors(kwargs, exc, match):
 def test_reference_not_available():
     with pytest.raises(NotImplementedError):
         fi.reference("asian_call", steps=4, **MKT)
+
+
+def test_ctrl_c_stops_a_long_run():
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    code = textwrap.dedent("""
+        import sys
+        import mcscore as mc
+        kw = dict(spot=100.0, strike=100.0, rate=0.0, vol=0.2, maturity=1.0)
+        mc.finance.greeks("asian_call", n=10**4, steps=4, rng=0, **kw)
+        print("ready", flush=True)
+        try:
+            mc.finance.greeks("asian_call", n=10**13, steps=4, rng=0, **kw)
+        except KeyboardInterrupt:
+            g = mc.finance.greeks("call", n=10**4, rng=0, **kw)
+            print("interrupted", g.n, flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        elapsed = time.perf_counter() - t0
+    finally:
+        p.kill()
+    assert "interrupted 10000" in out, err
+    assert elapsed < 5.0  # generous for a loaded machine; typically well under 1 s
