@@ -158,6 +158,12 @@ def test_errors(kwargs, exc, match):
         fi.greeks(payoff, **args)
 
 
+def test_overflow_is_an_error_not_nan():
+    with pytest.raises(FloatingPointError, match="overflowed"):
+        fi.greeks("call", spot=100.0, strike=100.0, rate=10.0, vol=0.2, maturity=100.0,
+                  n=1000, rng=0)
+
+
 def test_reference_not_available():
     with pytest.raises(NotImplementedError):
         fi.reference("asian_call", steps=4, **MKT)

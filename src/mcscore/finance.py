@@ -21,6 +21,12 @@ With a = sigma sqrt(dt) and W_T = sqrt(dt) sum Z_k the weights are
 from the *mixed* estimator that applies the likelihood ratio to the pathwise
 delta: e^{-rT} dh/dS0 (Z_1 / a - 1) / S0.
 
+Each estimate is the mean of one per-path quantity (the discounted payoff
+times its weight, the -T of rho included per path), so its standard error
+is the sample standard deviation of that quantity over sqrt(n), merged
+exactly from per-stream shifted sums; no estimator combines separately
+averaged sums, so no covariance terms arise.
+
 Every path is simulated inside a fused, parallel Cython kernel
 (``mcscore._finance``) and never stored; the per-stream sums make the result
 bit-identical for any number of threads, as in :func:`mcscore.score_grad`.
@@ -218,6 +224,11 @@ def greeks(payoff, *, spot, strike, rate, vol, maturity, n, steps=1, barrier=Non
     if code == 4:
         raise MemoryError("could not allocate the path kernels' block buffers")
     mean, var, nn = _merge(stats, shifts)
+    if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+        raise FloatingPointError(
+            f"the simulated prices overflowed (spot={spot}, rate={rate}, vol={vol}, "
+            f"maturity={maturity}: S0 exp((rate - vol^2/2) t + vol W_t) leaves the range of "
+            "a double); the estimates would be inf or NaN")
     se = np.sqrt(var / nn)
     alternatives = {}
     for m in METHODS:
