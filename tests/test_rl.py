@@ -114,6 +114,29 @@ def test_reinforce_learns_cartpole():
     assert "ReinforceResult" in repr(run)
 
 
+def _lqr_value(env):
+    """Optimal expected return of Reach1D (finite-horizon LQR, Riccati):
+    max E[-sum (x_{t+1}^2 + c a_t^2)] = -P_0 E[x_0^2] = -P_0 / 3."""
+    P = 0.0
+    for _ in range(env.max_steps):
+        Q = 1.0 + P
+        P = Q * env.action_cost / (env.action_cost + Q * env.dt**2)
+    return -P / 3
+
+
+def test_reinforce_gaussian_policy_reach():
+    env = rl.Reach1D()
+    run = rl.reinforce(env, rl.GaussianPolicy(2, 1), iterations=100, episodes=20, lr=0.1,
+                       rng=0, progress=False)
+    best = _lqr_value(env)
+    assert run.returns[:3].mean() < -5 and run.returns[-10:].mean() > -1.0
+    # no policy beats the LQR optimum: check the learned one on fresh episodes
+    tr = rl.rollout(env, run.policy, 4000, rng=1)
+    tot = tr.total_returns
+    assert tot.mean() < best + 5 * tot.std(ddof=1) / np.sqrt(len(tot))
+    assert run.policy.params["w"][0, 0] < -1.0  # pushes towards the origin
+
+
 def test_errors():
     with pytest.raises(ValueError, match="at least 2 episodes"):
         rl.policy_gradient({"p": np.ones((1, 2))}, np.ones((1, 2)))

@@ -20,8 +20,9 @@ pieces:
   for episode-level returns, ``"optimal"`` (per coordinate, leave-one-out);
   for one-step episodes it is exactly :func:`mcscore.score_grad_from_samples`;
 * :class:`CartPole` (the classic balancing task, vectorised over episodes,
-  no dependency), :func:`rollout` and :func:`reinforce` (a training loop
-  with Adam that returns the learning curve).
+  no dependency) and :class:`Reach1D` (a continuous-action reaching task),
+  :func:`rollout` and :func:`reinforce` (a training loop with Adam that
+  returns the learning curve).
 
     >>> import mcscore as mc
     >>> env = mc.rl.CartPole()
@@ -40,6 +41,7 @@ from .distributions import Categorical, Normal
 from .estimator import GradientEstimate, _check_baseline
 
 __all__ = ["returns_to_go", "SoftmaxPolicy", "GaussianPolicy", "policy_gradient", "CartPole",
+           "Reach1D",
            "Trajectories", "rollout", "reinforce", "ReinforceResult"]
 
 
@@ -336,6 +338,41 @@ class CartPole:
                         th + self.tau * thd, thd + self.tau * thacc], axis=1)
         done = (np.abs(new[:, 0]) > self.x_limit) | (np.abs(new[:, 2]) > self.theta_limit)
         return new, np.ones(len(states)), done
+
+
+class Reach1D:
+    """Reach the origin on a line: a continuous-action task for
+    :class:`GaussianPolicy`.
+
+    State x (start uniform in [-1, 1]); action a (real, clipped to
+    [-max_action, max_action]); x <- x + dt * a; reward -(x^2 + c a^2) per
+    step; ``max_steps`` steps, no early end.  Features (x, 1).
+    """
+
+    n_features = 2
+
+    def __init__(self, max_steps=20, dt=0.2, action_cost=0.01, max_action=5.0):
+        self.max_steps = V.integer("max_steps", max_steps, minimum=1)
+        self.dt = float(V.check("dt", V.as_real_array("dt", dt), "positive"))
+        self.action_cost = float(V.check("action_cost", V.as_real_array(
+            "action_cost", action_cost), "nonnegative"))
+        self.max_action = float(V.check("max_action", V.as_real_array(
+            "max_action", max_action), "positive"))
+
+    def reset(self, n, rng=None):
+        """Initial positions of n episodes, shape (n, 1)."""
+        return V.as_generator(rng).uniform(-1.0, 1.0, size=(V.integer("n", n, minimum=1), 1))
+
+    @staticmethod
+    def features(states):
+        return np.concatenate([states, np.ones(states.shape[:-1] + (1,))], axis=-1)
+
+    def step(self, states, actions):
+        a = np.clip(np.asarray(actions, dtype=float).reshape(states.shape), -self.max_action,
+                    self.max_action)
+        new = states + self.dt * a
+        r = -(new[:, 0] ** 2 + self.action_cost * a[:, 0] ** 2)
+        return new, r, np.zeros(len(states), dtype=bool)
 
 
 class Trajectories:
