@@ -16,6 +16,10 @@ With a = sigma sqrt(dt) and W_T = sqrt(dt) sum Z_k the weights are
     rho    W_T / sigma - T          (the -T is the discount factor's)
     gamma  ((Z_1^2 - 1) / a^2 - Z_1 / a) / S0^2      (second-order LR)
 
+Only the first step's density depends on S0, so the delta and gamma weights
+grow like 1/sqrt(dt) and 1/dt as ``steps`` grows: with many monitoring dates
+prefer ``method="pathwise"`` where it applies.
+
 ``method="pathwise"`` differentiates the payoff along the path instead
 (lower variance, needs a Lipschitz payoff: calls, puts, Asians), with gamma
 from the *mixed* estimator that applies the likelihood ratio to the pathwise
