@@ -69,10 +69,10 @@ def test_threadpoolctl_limits_are_respected():
     assert mc.effective_n_threads() == _kernels.omp_max_threads()
 
 
-def test_demo_runs(capsys):
+def test_demo_runs(capsys, tmp_path):
     from mcscore.__main__ import main
 
-    assert main(["demo", "--n", "20000"]) == 0
+    assert main(["demo", "--n", "20000", "--figures", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for fam in ("Normal", "Gamma", "Poisson", "Bernoulli", "Categorical", "Dirichlet"):
         assert fam in out

@@ -10,6 +10,7 @@
 __version__ = "0.1.0"
 
 from . import integrands
+from . import finance, rl, vi
 from ._config import effective_n_threads, show_config
 from .distributions import (
     FAMILIES,
@@ -40,6 +41,6 @@ __all__ = [
     "Bernoulli", "Beta", "Binomial", "Categorical", "Dirichlet", "Distribution",
     "Exponential", "FAMILIES", "Gamma", "Geometric", "GradientEstimate", "LogNormal",
     "Multinomial", "NegativeBinomial", "Normal", "Poisson", "CALLBACK_SIGNATURES",
-    "default_block_size", "effective_n_threads", "integrands", "score_grad",
+    "default_block_size", "effective_n_threads", "finance", "integrands", "rl", "vi", "score_grad",
     "score_grad_from_samples", "show_config",
 ]

@@ -7,9 +7,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mcscore", description=__doc__)
     sub = parser.add_subparsers(dest="cmd")
     d = sub.add_parser("demo", help="show the estimators at work on built-in defaults")
-    d.add_argument("parts", nargs="*", default=["core"], help="parts to run (default: core)")
+    d.add_argument("parts", nargs="*", default=["all"],
+                   help="parts to run: core, finance, vi, rl, figures, or all (default)")
     d.add_argument("--n", type=int, default=10**6, help="draws per estimate (default 1e6)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--figures", default="mcscore-figures",
+                   help="folder for the figures (default ./mcscore-figures)")
     sub.add_parser("config", help="print the build configuration")
     args = parser.parse_args(argv)
     if args.cmd == "config":
@@ -22,8 +25,10 @@ def main(argv=None):
         return 2
     from . import demo
 
-    known = {"core": demo.run_core}
-    parts = args.parts or ["core"]
+    known = {"core": demo.run_core, "finance": demo.run_finance, "vi": demo.run_vi,
+             "rl": demo.run_rl,
+             "figures": lambda **kw: demo.run_figures(folder=args.figures, **kw)}
+    parts = args.parts or ["all"]
     if parts == ["all"]:
         parts = list(known)
     for p in parts:

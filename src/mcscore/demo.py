@@ -151,3 +151,294 @@ def run_core(n=10**6, seed=0, out=print):
     out("numpy = the same estimator written with numpy.random and array arithmetic "
         "(one thread).")
     return rows
+
+
+# ---------------------------------------------------------------------------
+# applications: finance, variational inference, reinforcement learning
+# ---------------------------------------------------------------------------
+
+_LAST = {}  # results of the parts run in this process, reused by run_figures
+_MKT = dict(spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=1.0)
+
+
+def _bar(iterable, total, desc):
+    """tqdm over iterable when tqdm is installed, else the iterable."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def _np_call_greeks(n, rng):
+    """The call's five likelihood-ratio estimates and standard errors in NumPy."""
+    S, K, r, s, T = (_MKT[k] for k in ("spot", "strike", "rate", "vol", "maturity"))
+    z = rng.standard_normal(n)
+    a = s * np.sqrt(T)
+    h = np.exp(-r * T) * np.maximum(S * np.exp((r - 0.5 * s * s) * T + a * z) - K, 0.0)
+    w = np.stack([np.ones(n), z / (S * a), (z * z - 1) / s - np.sqrt(T) * z,
+                  np.sqrt(T) * z / s - T, ((z * z - 1) / (a * a) - z / a) / (S * S)])
+    y = h * w
+    return y.mean(1), y.std(1, ddof=1) / np.sqrt(n)
+
+
+def run_finance(n=10**6, seed=0, out=print, **_):
+    """Greeks by likelihood ratio (and pathwise / mixed) against exact values."""
+    from . import finance as fi
+
+    out("")
+    out(f"Finance: likelihood-ratio Greeks under GBM (S0=100, K=100, r=5%, vol=20%, T=1), "
+        f"n = {n:,} paths")
+    out("")
+    cases = [
+        ("call", "lr", 1, None, "Black-Scholes"),
+        ("call", "pathwise", 1, None, "Black-Scholes"),
+        ("digital_call", "lr", 1, None, "Black-Scholes"),
+        ("geometric_asian_call", "lr", 12, None, "closed form"),
+        ("up_and_out_call", "lr", 2, 130.0, "quadrature"),
+    ]
+    hdr = (f"{'payoff':<32}{'method':<10}{'greek':<7}{'estimate':>12}{'+/- se':>11}"
+           f"{'exact':>12}{'z':>7}")
+    out(hdr + f"{'time':>9}")
+    out("-" * (len(hdr) + 9))
+    rows = []
+    for payoff, method, steps, barrier, src in _bar(cases, len(cases), "Greeks"):
+        t = time.perf_counter()
+        g = fi.greeks(payoff, n=n, steps=steps, barrier=barrier, rng=seed, method=method, **_MKT)
+        dt = time.perf_counter() - t
+        ref = fi.reference(payoff, steps=steps, barrier=barrier, **_MKT)
+        label = payoff + (f" ({steps} dates)" if steps > 1 else "")
+        for i, k in enumerate(fi.GREEKS):
+            z = (getattr(g, k) - ref[k]) / g.stderr[k]
+            out(f"{label if i == 0 else '':<32}{method if i == 0 else '':<10}{k:<7}"
+                f"{getattr(g, k):>12.5f}{g.stderr[k]:>11.5f}{ref[k]:>12.5f}{z:>7.2f}"
+                + (f"{dt * 1e3:>7.0f}ms" if i == 0 else ""))
+            rows.append(dict(payoff=payoff, method=method, greek=k, estimate=getattr(g, k),
+                             stderr=g.stderr[k], exact=ref[k], z=z, reference=src))
+    rng = np.random.default_rng(seed)
+    t_np, _ = _best_time(lambda: _np_call_greeks(n, rng))
+    t_mc, _ = _best_time(lambda: fi.greeks("call", n=n, rng=seed, **_MKT))
+    out("")
+    out(f"call, likelihood ratio, all five with standard errors: mcscore {t_mc * 1e3:.1f} ms, "
+        f"NumPy (vectorised, one thread) {t_np * 1e3:.1f} ms: {t_np / t_mc:.1f}x")
+    out("exact: Black-Scholes closed forms; geometric Asian: closed form (Greeks by central "
+        "differences of it);")
+    out("up-and-out (barrier 130, monitored at T/2 and T): exact last step + adaptive "
+        "quadrature. Gamma by the")
+    out("second-order likelihood ratio ('lr') or the mixed estimator ('pathwise').")
+    _LAST["finance"] = rows
+    return rows
+
+
+def _blr_problem(seed=3):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(40, 3))
+    X[:, 1] += 0.6 * X[:, 0]
+    sig, tau = 0.7, 1.5
+    y = X @ np.array([0.5, -1.0, 2.0]) + sig * rng.normal(size=40)
+    Lam = X.T @ X / sig**2 + np.eye(3) / tau**2
+    mean = np.linalg.solve(Lam, X.T @ y / sig**2)
+
+    def log_joint(W):
+        r = y[None, :] - W @ X.T
+        return -0.5 * (r * r).sum(1) / sig**2 - 0.5 * (W * W).sum(1) / tau**2
+
+    return log_joint, mean, Lam
+
+
+def run_vi(seed=0, out=print, progress=True, **_):
+    """Black-box VI on two conjugate models against their exact posteriors."""
+    from . import vi
+
+    out("")
+    out("Variational inference: score-function ELBO gradients (leave-one-out baseline), Adam")
+    out("")
+    log_joint, mean, Lam = _blr_problem()
+    mf_sd = 1 / np.sqrt(np.diag(Lam))
+    t = time.perf_counter()
+    res = vi.fit(log_joint, mc.Normal(np.zeros(3), np.ones(3)), steps=1500, n=100, lr=0.05,
+                 rng=seed, progress=progress)
+    dt = time.perf_counter() - t
+    out(f"Bayesian linear regression (40 points, 3 weights, known noise), mean-field Normal q, "
+        f"1500 steps x 100 draws, {dt:.1f} s")
+    out(f"{'':<6}{'q mean':>10}{'exact':>10}{'q sd':>10}{'exact':>10}")
+    for j in range(3):
+        out(f"w[{j}]  {res.q.loc[j]:>10.4f}{mean[j]:>10.4f}{res.q.scale[j]:>10.4f}"
+            f"{mf_sd[j]:>10.4f}")
+    out("  (exact mean-field optimum: the posterior mean and sd 1/sqrt(Lambda_ii))")
+    a0, b0, N, k = 2.0, 3.0, 30, 11
+
+    def lj_beta(x):
+        p = x[:, 0]
+        return (a0 + k - 1) * np.log(p) + (b0 + N - k - 1) * np.log1p(-p)
+
+    t = time.perf_counter()
+    rb = vi.fit(lj_beta, mc.Beta(np.ones(1), np.ones(1)), steps=1200, n=100, lr=0.05,
+                rng=seed + 1, progress=progress)
+    dt = time.perf_counter() - t
+    c1, c0 = rb.q.params["concentration1"][0], rb.q.params["concentration0"][0]
+    out(f"Beta-Bernoulli ({k} successes in {N}, prior Beta({a0:g}, {b0:g})), Beta q, "
+        f"{dt:.1f} s:")
+    out(f"  q = Beta({c1:.4f}, {c0:.4f});  exact posterior Beta({a0 + k:g}, {b0 + N - k:g})")
+    err = dict(blr_mean=float(np.max(np.abs(res.q.loc - mean) / mf_sd)),
+               blr_sd=float(np.max(np.abs(res.q.scale / mf_sd - 1))),
+               beta=float(max(abs(c1 / (a0 + k) - 1), abs(c0 / (b0 + N - k) - 1))))
+    out(f"  largest errors: mean {err['blr_mean']:.2e} sd, sd {err['blr_sd']:.2e} relative; "
+        f"Beta concentrations {err['beta']:.2e} relative")
+    _LAST["vi"] = dict(blr=res, beta=rb, errors=err)
+    return _LAST["vi"]
+
+
+def run_rl(seed=0, out=print, progress=True, **_):
+    """REINFORCE on a bandit and on cart-pole: learning curves."""
+    from . import rl
+    from .vi import Adam
+
+    out("")
+    out("Reinforcement learning: REINFORCE with the leave-one-out baseline, Adam")
+    out("")
+    rng = np.random.default_rng(seed)
+    means = np.array([0.3, 0.5, 0.45, 0.8, 0.6, 0.2, 0.7, 0.35, 0.55, 0.4])
+    logits = np.zeros(len(means))
+    opt = Adam({"logits": logits}, lr=0.1)
+    for _it in range(150):
+        pol = mc.Categorical(logits=logits)
+        arms = pol.sample(64, rng)
+        r = (rng.random(64) < means[arms]).astype(float)
+        logits = opt.step(mc.score_grad_from_samples(pol, arms, r, baseline="loo").grad)["logits"]
+    pb = mc.Categorical(logits=logits).probs
+    out(f"10-armed Bernoulli bandit, 150 iterations x 64 pulls: P(best arm) = "
+        f"{pb[int(np.argmax(means))]:.3f}, expected reward {pb @ means:.3f} (best {means.max()})")
+    t = time.perf_counter()
+    run = rl.reinforce(rl.CartPole(), rl.SoftmaxPolicy(5, 2), iterations=50, episodes=20,
+                       lr=0.1, rng=seed, progress=progress)
+    dt = time.perf_counter() - t
+    out(f"cart-pole (linear softmax policy), 50 iterations x 20 episodes, {dt:.1f} s; "
+        "mean return (max 200):")
+    marks = list(range(0, 50, 5)) + [49]
+    out("  iteration " + "".join(f"{i + 1:>6d}" for i in marks))
+    out("  return    " + "".join(f"{run.returns[i]:>6.0f}" for i in marks))
+    _LAST["rl"] = dict(cartpole=run, bandit_p_best=float(pb[int(np.argmax(means))]))
+    return _LAST["rl"]
+
+
+def run_figures(seed=0, out=print, folder="mcscore-figures", **_):
+    """Figures: convergence with confidence bands, estimator variances,
+    learning curves.  Needs matplotlib; returns the written paths."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        out("")
+        out("figures: matplotlib is not installed (pip install 'mcscore[demo]'); skipped")
+        return []
+    import os
+
+    from . import finance as fi
+
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    out("")
+    # 1. convergence with the 95% band against n
+    ns = np.unique(np.logspace(2, 6, 13).astype(int))
+    q = mc.Normal(0.5, 2.0)
+    core, lr, pw = [], [], []
+    for n in _bar(ns, len(ns), "figures: convergence"):
+        r = mc.score_grad(I.power(2), q, int(n), rng=seed)
+        core.append((r.grad["loc"], r.stderr["loc"]))
+        g = fi.greeks("call", n=int(n), rng=seed, method="pathwise", **_MKT)
+        lr.append(g.alternatives["lr"]["delta"])
+        pw.append((g.delta, g.stderr["delta"]))
+    exact_delta = fi.black_scholes("call", **_MKT)["delta"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, series, exact, title in (
+        (axes[0], [("score_grad", core)], 1.0, "d/dloc E[x^2], x ~ Normal(0.5, 2)"),
+        (axes[1], [("likelihood ratio", lr), ("pathwise", pw)], exact_delta,
+         "Black-Scholes call delta"),
+    ):
+        for label, s in series:
+            est = np.array([e for e, _ in s])
+            se = np.array([v for _, v in s])
+            ax.plot(ns, est, marker="o", ms=3, label=label)
+            ax.fill_between(ns, est - 1.96 * se, est + 1.96 * se, alpha=0.25)
+        ax.axhline(exact, color="k", lw=1, ls="--", label="exact")
+        ax.set_xscale("log")
+        ax.set_xlabel("n (draws / paths)")
+        ax.set_title(title)
+        ax.legend()
+    fig.suptitle("Convergence of the estimate with its 95% confidence band")
+    fig.tight_layout()
+    p = os.path.join(folder, "convergence.png")
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    paths.append(p)
+    # 2. per-draw variance of the estimators
+    g = fi.greeks("call", n=200_000, rng=seed, method="pathwise", **_MKT)
+    greeks_ = ["delta", "vega", "rho", "gamma"]
+    v_lr = [g.alternatives["lr"][k][1] ** 2 * g.n for k in greeks_]
+    v_pw = [g.alternatives["pathwise"][k][1] ** 2 * g.n for k in greeks_]
+    cases_ = cases()[:4]
+    v_base = {b: [] for b in ("none", "loo", "optimal")}
+    labels = []
+    for label, flabel, dist, f, names, exact, _ in cases_:
+        labels.append(f"{label}\n{names[0]}")
+        for b, bb in (("none", None), ("loo", "loo"), ("optimal", "optimal")):
+            r = mc.score_grad(f, dist, 200_000, rng=seed, baseline=bb)
+            v_base[b].append(float(np.ravel(r.variance[names[0]])[0]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    x = np.arange(len(greeks_))
+    axes[0].bar(x - 0.2, v_lr, 0.4, label="likelihood ratio")
+    axes[0].bar(x + 0.2, v_pw, 0.4, label="pathwise / mixed (gamma)")
+    axes[0].set_xticks(x, greeks_)
+    axes[0].set_yscale("log")
+    axes[0].set_title("Call Greeks: per-path variance")
+    axes[0].legend()
+    x = np.arange(len(labels))
+    for i, (b, v) in enumerate(v_base.items()):
+        axes[1].bar(x + (i - 1) * 0.27, v, 0.27, label=f"baseline {b}")
+    axes[1].set_xticks(x, labels, fontsize=7)
+    axes[1].set_yscale("log")
+    axes[1].set_title("Score-function estimator: per-draw variance by baseline")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    p = os.path.join(folder, "variance.png")
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    paths.append(p)
+    # 3. learning curves
+    rl_res = _LAST.get("rl") or run_rl(seed=seed, out=lambda *a: None, progress=False)
+    vi_res = _LAST.get("vi") or run_vi(seed=seed, out=lambda *a: None, progress=False)
+    run = rl_res["cartpole"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    it = np.arange(1, len(run.returns) + 1)
+    axes[0].plot(it, run.returns)
+    axes[0].fill_between(it, run.returns - 2 * run.returns_stderr,
+                         run.returns + 2 * run.returns_stderr, alpha=0.3)
+    axes[0].set_xlabel("iteration")
+    axes[0].set_ylabel("mean episode return")
+    axes[0].set_title("REINFORCE on cart-pole")
+    elbo = vi_res["blr"].elbo
+    log_joint, mean, Lam = _blr_problem()
+    # exact ELBO at the mean-field optimum (mean, sd_i = Lambda_ii^-1/2)
+    best = (log_joint(mean[None])[0] - 0.5 * len(mean)
+            + np.sum(-0.5 * np.log(np.diag(Lam)) + 0.5 * np.log(2 * np.pi * np.e)))
+    w = 25
+    smooth = np.convolve(elbo, np.ones(w) / w, mode="valid")
+    axes[1].plot(np.arange(1, len(elbo) + 1), elbo, alpha=0.3, lw=0.8, label="ELBO estimate")
+    axes[1].plot(np.arange(w, len(elbo) + 1), smooth, label=f"moving average ({w})")
+    axes[1].axhline(best, color="k", ls="--", lw=1, label="exact optimum (mean field)")
+    axes[1].set_ylim(np.percentile(elbo, 5), best + 0.1 * (best - np.percentile(elbo, 5)))
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("Adam step")
+    axes[1].set_title("Black-box VI: Bayesian linear regression")
+    axes[1].legend()
+    fig.tight_layout()
+    p = os.path.join(folder, "learning_curves.png")
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    paths.append(p)
+    out(f"figures written to {os.path.abspath(folder)}/: "
+        + ", ".join(os.path.basename(p) for p in paths))
+    return paths
