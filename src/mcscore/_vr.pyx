@@ -463,6 +463,22 @@ cdef void _scores(Py_ssize_t P, const int64_t *ts, const int *tk, const int64_t 
                     o[i] += (a if x[i] == c else 0.0) + b
 
 
+cdef void _pair_means(double *a, const double *b, Py_ssize_t m) noexcept nogil:
+    """a[i] <- (a[i] + b[i]) / 2 for an antithetic pair's terms, snapped to 0
+    where they cancel to rounding level relative to the block's typical
+    magnitude: a term that is odd under the mirror then gives a feature
+    that is exactly 0, not rounding noise that a fitted coefficient could
+    amplify."""
+    cdef Py_ssize_t i
+    cdef double scale = 0.0, t
+    for i in range(m):
+        scale += fabs(a[i]) + fabs(b[i])
+    scale = 1e-11 * scale / m if m > 0 else 0.0
+    for i in range(m):
+        t = a[i] + b[i]
+        a[i] = 0.0 if fabs(t) <= scale else 0.5 * t
+
+
 def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, double[::1] tb,
               double[::1] tcc, int64_t[::1] blocks, int64_t[::1] slots, int64_t n,
               int64_t block_size, int64_t n_streams, int n_threads, Py_ssize_t ds,
@@ -484,6 +500,7 @@ def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, dou
     cdef double *S2
     cdef double *Z
     cdef double *v
+    cdef double *v2
     cdef double fbar
     cdef int[::1] fail = np.zeros(1, dtype=np.intc)
     if L > MAXL:
@@ -493,7 +510,8 @@ def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, dou
         S2 = <double *> malloc(sizeof(double) * (P * block_size + 1))
         Z = <double *> malloc(sizeof(double) * (P * L * block_size + 1))
         v = <double *> malloc(sizeof(double) * (block_size + 1))
-        if S1 == NULL or S2 == NULL or Z == NULL or v == NULL:
+        v2 = <double *> malloc(sizeof(double) * (block_size + 1))
+        if S1 == NULL or S2 == NULL or Z == NULL or v == NULL or v2 == NULL:
             fail[0] = 1
         else:
             for r in prange(R, schedule='dynamic'):
@@ -531,16 +549,18 @@ def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, dou
                         for l in range(J):
                             if antithetic:
                                 for i in range(m):
-                                    Z[(q * L + l) * m + i] = 0.5 * (
-                                        F[l, base + i] * S1[q * m + i]
-                                        + F2[l, base + i] * S2[q * m + i])
+                                    Z[(q * L + l) * m + i] = F[l, base + i] * S1[q * m + i]
+                                    v2[i] = F2[l, base + i] * S2[q * m + i]
+                                _pair_means(&Z[(q * L + l) * m], v2, m)
                             else:
                                 for i in range(m):
                                     Z[(q * L + l) * m + i] = F[l, base + i] * S1[q * m + i]
                         if add_score:
                             if antithetic:
                                 for i in range(m):
-                                    Z[(q * L + J) * m + i] = 0.5 * (S1[q * m + i] + S2[q * m + i])
+                                    Z[(q * L + J) * m + i] = S1[q * m + i]
+                                    v2[i] = S2[q * m + i]
+                                _pair_means(&Z[(q * L + J) * m], v2, m)
                             else:
                                 for i in range(m):
                                     Z[(q * L + J) * m + i] = S1[q * m + i]
@@ -550,6 +570,7 @@ def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, dou
         free(S2)
         free(Z)
         free(v)
+        free(v2)
     if fail[0]:
         raise MemoryError()
 

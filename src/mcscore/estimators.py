@@ -199,10 +199,16 @@ def _gram_estimate(stats, shifts, P, L, coef, mu=None):
         other = scat.sum(0)[None] - scat
         A = other[..., fit, :][..., :, fit]
         rhs = -np.einsum("spfl,spl->spf", other[..., fit, :], w)
-        F = int(fit.sum())
-        tr = np.trace(A, axis1=-2, axis2=-1)[..., None, None] / F
-        A = A + (1e-12 * tr + 1e-300) * np.eye(F)
-        w[..., fit] = np.linalg.solve(A, rhs[..., None])[..., 0]
+        # standardise the fitted features; a feature with no variance (it
+        # vanishes by symmetry) gets coefficient 0, collinear ones share
+        # through the pseudo-inverse
+        dg = np.sqrt(np.maximum(np.diagonal(A, axis1=-2, axis2=-1), 0.0))
+        live = dg > 0
+        inv = np.where(live, 1.0 / np.where(live, dg, 1.0), 0.0)
+        As = A * inv[..., :, None] * inv[..., None, :]
+        beta = np.einsum("spfk,spk->spf", np.linalg.pinv(As, rcond=1e-10, hermitian=True),
+                         rhs * inv)
+        w[..., fit] = beta * inv
     const = -(w[..., 1:] * mu[None, :, 1:]).sum(-1)
     mean_t = (w * mean_s).sum(-1) + const
     within = np.einsum("spl,splk,spk->sp", w, scat, w)
@@ -984,7 +990,7 @@ class Comparison:
         return ax
 
 
-def compare_estimators(f, dist, n, *, grad_f=None, rng=0, exact=None, temperature=0.5,
+def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, temperature=0.5,
                        rloo_k=4, estimators=None, n_threads=None):
     """Run every applicable estimator on the same problem and compare them.
 
@@ -992,8 +998,9 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=0, exact=None, temperatur
     variate when grad_f is given, antithetic for Normal / LogNormal), RLOO
     with ``rloo_k`` draws per sample, pathwise (continuous families with
     grad_f), and for Bernoulli / Categorical the relaxed estimator (biased),
-    REBAR (with grad_f) and DisARM (Bernoulli).  Every estimator gets the
-    same seed ``rng``.
+    REBAR (with and without a fitted baseline; with grad_f) and DisARM
+    (Bernoulli).  Every estimator gets the same seed (``rng`` is turned into
+    one SeedSequence first), so estimators that draw alike share draws.
 
     Parameters
     ----------
@@ -1016,7 +1023,7 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=0, exact=None, temperatur
     grad_f = _check_callable("grad_f", grad_f, required=False)
     is_cat = isinstance(dist, Categorical)
     fs = (lambda idx: f(_one_hot(idx, dist.n_categories))) if is_cat else f
-    kw = {"rng": rng, "n_threads": n_threads}
+    kw = {"rng": V.root_seed_sequence(rng), "n_threads": n_threads}
     runs = [("score", True, 1, lambda: E.score_grad(fs, dist, n, **kw)),
             ("score+loo", True, 1, lambda: E.score_grad(fs, dist, n, baseline="loo", **kw)),
             ("score+optimal", True, 1,
