@@ -64,7 +64,8 @@ def main(n=100_000):
                                     temperature=0.5, n_threads=1)
         base = cmp["score"]["variance"]
         print(f"\n**{title}** (n = {n})\n")
-        print("| estimator | variance / sample | ratio to REINFORCE | f evals / sample | max abs z |")
+        print("| estimator | variance / sample | ratio to REINFORCE | f evals / sample "
+              "| max abs z |")
         print("|---|---|---|---|---|")
         for r in cmp.rows:
             name = r["name"] + ("" if r["unbiased"] else " (biased)")

@@ -533,3 +533,29 @@ def test_comparison_table_data_and_plot():
     matplotlib.use("Agg")
     ax = cmp.plot()
     assert len(ax.patches) == 2 * len(names)
+
+
+def test_straight_through_value_is_the_discrete_mean():
+    w = np.array([1.0, -2.0, 0.5])
+    p = np.array([0.2, 0.6, 0.9])
+    r = mc.relaxed_grad(lambda b: b @ w, mc.Bernoulli(probs=p), 20_000,
+                        grad_f=lambda b: np.broadcast_to(w, b.shape), temperature=0.5,
+                        straight_through=True, rng=0)
+    assert r.method == "straight-through"
+    assert abs(r.value - w @ p) < 5 * r.value_stderr
+    # the relaxed (not straight-through) value is E[f(z)] = w . E[z], z in (0, 1)
+    rr = mc.relaxed_grad(lambda b: b @ w, mc.Bernoulli(probs=p), 20_000,
+                         grad_f=lambda b: np.broadcast_to(w, b.shape), temperature=0.5, rng=0)
+    rb = [mc.RelaxedBernoulli(0.5, probs=pi) for pi in p]
+    ez = [integrate.quad(lambda y, d=d: y * np.exp(d.log_prob(np.array([y]))[0]), 0, 1,
+                         limit=200)[0] for d in rb]
+    assert abs(rr.value - w @ np.array(ez)) < 5 * rr.value_stderr
+
+
+def test_relaxed_categorical_hard_samples_are_one_hot_with_the_right_frequencies():
+    lg = np.array([0.5, -1.0, 0.0, 1.5])
+    x = mc.RelaxedOneHotCategorical(0.3, logits=lg).sample(40_000, rng=0, hard=True)
+    assert x.shape == (40_000, 4) and np.all(x.sum(-1) == 1.0)
+    pi = special.softmax(lg)
+    freq = x.mean(0)
+    assert np.all(np.abs(freq - pi) < 5 * np.sqrt(pi * (1 - pi) / 40_000))

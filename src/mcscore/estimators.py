@@ -31,7 +31,6 @@ import numbers
 import time
 
 import numpy as np
-from scipy import special
 
 from . import _kernels as K
 from . import _validation as V
@@ -799,8 +798,9 @@ def rebar_grad(f, dist, n, *, grad_f, temperature=0.5, eta="optimal", baseline=N
         n_pilot = min(plan.n, 4096) if n_pilot is None else V.integer("n_pilot", n_pilot,
                                                                        minimum=16)
         root = plan.root
-        pilot_seed = np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + (2**40,),
-                                            pool_size=root.pool_size)
+        # a child key no stream of the main run uses: independent draws
+        pilot_seed = np.random.SeedSequence(root.entropy, pool_size=root.pool_size,
+                                            spawn_key=tuple(root.spawn_key) + (2**40,))
         best = None
         for lam in TEMPERATURE_GRID:
             pp = E._Plan(n_pilot, W, pilot_seed, plan.n_streams, None, n_threads)
