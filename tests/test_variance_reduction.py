@@ -70,12 +70,16 @@ def _exact_cases():
     dmu = {"loc": 1.0, "scale": 0.0}
     fp_mu = float(P.polyval(MU, P.polyder(COEFFS)))
     h = np.array([0.0, fp_mu * SIGMA])  # delta CV: f'(mu) (x - mu)
-    out = {k: {} for k in ("score", "optimal", "delta", "delta+optimal", "pathwise",
-                           "antithetic")}
+    out = {k: {} for k in ("score", "baseline=3", "loo", "optimal", "delta", "delta+optimal",
+                           "pathwise", "antithetic")}
     for name in ("loc", "scale"):
         y = P.polymul(fz, s[name])
         grad = _E(y)
         out["score"][name] = (grad, *_regressed(y, []))
+        out["baseline=3"][name] = (grad, *_regressed(P.polymul(P.polysub(fz, [3.0]), s[name]),
+                                                     []))
+        # leave-one-out: asymptotically the baseline E[f]
+        out["loo"][name] = (grad, *_regressed(P.polymul(P.polysub(fz, [_E(fz)]), s[name]), []))
         out["optimal"][name] = (grad, *_regressed(y, [s[name]]))
         hs = P.polymul(h, s[name])
         assert abs(_E(hs) - fp_mu * dmu[name]) < 1e-12  # the known mean of h s
@@ -101,6 +105,10 @@ def _run(kind, n, rng):
         return mc.score_grad(f_poly, d, n, rng=rng)
     if kind == "optimal":
         return mc.score_grad(f_poly, d, n, rng=rng, baseline="optimal")
+    if kind == "baseline=3":
+        return mc.score_grad(f_poly, d, n, rng=rng, baseline=3.0)
+    if kind == "loo":
+        return mc.score_grad(f_poly, d, n, rng=rng, baseline="loo")
     if kind == "delta":
         return mc.score_grad(f_poly, d, n, rng=rng, control_variates=["delta"], grad_f=g_poly)
     if kind == "delta+optimal":
