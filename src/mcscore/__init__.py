@@ -36,6 +36,16 @@ from .estimator import (
     score_grad,
     score_grad_from_samples,
 )
+from .estimators import (
+    Comparison,
+    compare_estimators,
+    disarm_grad,
+    pathwise_grad,
+    rebar_grad,
+    relaxed_grad,
+    rloo_grad,
+)
+from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical
 
 __all__ = [
     "Bernoulli", "Beta", "Binomial", "Categorical", "Dirichlet", "Distribution",
@@ -43,4 +53,6 @@ __all__ = [
     "Multinomial", "NegativeBinomial", "Normal", "Poisson", "CALLBACK_SIGNATURES",
     "default_block_size", "effective_n_threads", "finance", "integrands", "rl", "vi", "score_grad",
     "score_grad_from_samples", "show_config",
+    "Comparison", "compare_estimators", "disarm_grad", "pathwise_grad", "rebar_grad",
+    "relaxed_grad", "rloo_grad", "RelaxedBernoulli", "RelaxedOneHotCategorical",
 ]

@@ -477,7 +477,8 @@ def _finish(dist, kd, stats, shifts, baseline, plan=None, method="score", extra_
 # ---------------------------------------------------------------------------
 
 def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_size=None,
-               n_streams=DEFAULT_STREAMS, block_size=None):
+               n_streams=DEFAULT_STREAMS, block_size=None, control_variates=None,
+               antithetic=False, grad_f=None):
     """Score-function estimate of grad_theta E_{x ~ dist}[f(x)].
 
     Parameters
@@ -513,6 +514,23 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
         to stream ``b % n_streams``.  The result is a function of (f, dist, n,
         rng, n_streams, block_size) only.  The default block size is a pure
         function of n and the draw size (:func:`default_block_size`).
+    control_variates : list, optional
+        Control variates, each ``"delta"`` (the delta-method / first-order
+        Taylor control variate ``grad_f(mu) . (x - mu)``, mu = E[x]; needs
+        ``grad_f``) or a pair ``(h, grad_mean)``: h a vectorised callable
+        and grad_mean the gradient of E[h] w.r.t. the parameters (a dict
+        ``{name: array}`` or a callable ``dist -> dict``).  The estimator
+        averages ``f s - sum_j beta_j (h_j s - grad E[h_j])`` with per
+        coordinate variance-minimising coefficients beta, cross-fitted
+        across streams (unbiased); with ``baseline="optimal"`` the
+        baseline is fitted jointly with them.
+    antithetic : bool
+        Draw antithetic pairs (x, x') for symmetric families (Normal: x' =
+        2 loc - x; LogNormal: the same for log x) and average each pair's
+        terms; n counts draws (n // 2 pairs).  ``variance`` is then
+        stderr**2 * n (per draw, comparable with the plain estimator).
+    grad_f : callable, optional
+        Vectorised gradient of f (shape of x), for ``"delta"``.
 
     Returns
     -------
@@ -521,6 +539,13 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     if not isinstance(dist, Distribution):
         raise TypeError(f"dist must be an mcscore distribution, got {type(dist).__name__}")
     baseline = _check_baseline(baseline)
+    if control_variates is not None or antithetic is not False:
+        from .estimators import _score_vr
+
+        return _score_vr(f, dist, n, rng=rng, baseline=baseline,
+                         control_variates=control_variates, antithetic=antithetic,
+                         grad_f=grad_f, n_threads=n_threads, chunk_size=chunk_size,
+                         n_streams=n_streams, block_size=block_size)
     fkind, kf = _kernel_func(f, dist)
     dist._check_differentiable()
     kd = dist._kernel_dist()

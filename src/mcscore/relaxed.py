@@ -1,0 +1,149 @@
+"""Continuous relaxations of Bernoulli and Categorical variables (the
+Concrete / Gumbel-softmax distributions of Maddison et al. 2016 and Jang
+et al. 2016), named and parameterised as in ``torch.distributions``.
+
+    RelaxedBernoulli(temperature, probs=None, logits=None)
+        z = sigmoid((logit + log u - log(1 - u)) / temperature), u ~ U(0, 1)
+    RelaxedOneHotCategorical(temperature, probs=None, logits=None)
+        z = softmax((log pi + g) / temperature), g iid Gumbel(0, 1)
+
+As the temperature falls, z concentrates on the vertices {0, 1} / the
+one-hot vectors and its law tends to the discrete one.  Draws are made in
+the kernels of ``mcscore._vr``; :func:`mcscore.relaxed_grad` and
+:func:`mcscore.rebar_grad` use the same constructions.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special
+
+from . import _vr
+from . import _validation as V
+from .distributions import Bernoulli, Categorical
+
+__all__ = ["RelaxedBernoulli", "RelaxedOneHotCategorical"]
+
+
+def _temperature(owner, t):
+    arr = V.param("temperature", t, "positive", owner=owner)
+    if arr.ndim != 0:
+        raise ValueError(f"{owner}: temperature must be a scalar, got shape {arr.shape}")
+    return float(arr)
+
+
+class _Relaxed:
+    _base_cls = None
+    _mode = None
+
+    def __init__(self, temperature, probs=None, logits=None):
+        owner = type(self).__name__
+        self.temperature = _temperature(owner, temperature)
+        self.base = self._base_cls(probs=probs, logits=logits)
+
+    @property
+    def probs(self):
+        return self.base.probs
+
+    @property
+    def logits(self):
+        return self.base.logits
+
+    @property
+    def batch_shape(self):
+        return self.base.batch_shape
+
+    def __repr__(self):
+        return f"{type(self).__name__}(temperature={self.temperature!r}, base={self.base!r})"
+
+    def sample(self, n, rng=None, *, hard=False):
+        """``n`` relaxed draws, shape ``(n, *draw_shape)``; ``hard=True``
+        returns the discrete draws H(z) of the same noise instead.
+
+        ``rng``: None, an int, a SeedSequence or a Generator (SPEC 7)."""
+        from .estimators import _vr_dist
+
+        n = V.integer("n", n, minimum=0)
+        gen = V.as_generator(rng)
+        W = int(np.prod(self.draw_shape, dtype=np.int64))
+        out = np.empty((1, 2 * W * max(n, 1)))
+        prm = np.concatenate([[self.temperature], self._noise_params()])
+        with gen.bit_generator.lock:
+            _vr.prepare_round(_vr_dist(self.base), [gen.bit_generator], np.zeros(1, np.int64),
+                              np.zeros(1, np.int64), n, max(n, 1), 1, self._mode, W, prm, out)
+        k = 1 if hard else 0
+        z = out[0, k * W * n: (k + 1) * W * n].reshape(W, n).T
+        return np.ascontiguousarray(z).reshape((n,) + self.draw_shape)
+
+    def _check(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        ds = self.draw_shape
+        if x.shape == ds:
+            x = x[None]
+        if x.shape[1:] != ds:
+            raise ValueError(f"x must have shape (m, {', '.join(map(str, ds))}) for {self!r}, "
+                             f"got {x.shape}")
+        return x
+
+
+class RelaxedBernoulli(_Relaxed):
+    """RelaxedBernoulli(temperature, probs=None, logits=None): the binary
+    Concrete distribution on (0, 1),
+    z = sigmoid((logits + logistic noise) / temperature)."""
+
+    _base_cls = Bernoulli
+    _mode = _vr.PREP_RELAXED_BERN
+
+    @property
+    def draw_shape(self):
+        return tuple(self.base.batch_shape)
+
+    def _noise_params(self):
+        p, q = self.base._pq()
+        return np.ravel(np.log(p) - np.log(q))
+
+    def log_prob(self, x):
+        """Log density of each coordinate, shape ``(m, *batch_shape)``."""
+        x = self._check(x)
+        t = self.temperature
+        p, q = self.base._pq()
+        th = np.log(p) - np.log(q)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lg = np.log(x) - np.log1p(-x)
+            el = t * lg - th
+            # log logistic density: -|l| - 2 log(1 + exp(-|l|))
+            out = (math.log(t) - np.abs(el) - 2 * np.log1p(np.exp(-np.abs(el)))
+                   - np.log(x) - np.log1p(-x))
+        return np.where((x > 0) & (x < 1), out, -np.inf)
+
+
+class RelaxedOneHotCategorical(_Relaxed):
+    """RelaxedOneHotCategorical(temperature, probs=None, logits=None): the
+    Concrete distribution on the simplex,
+    z = softmax((log pi + Gumbel noise) / temperature)."""
+
+    _base_cls = Categorical
+    _mode = _vr.PREP_RELAXED_CAT
+
+    @property
+    def draw_shape(self):
+        return tuple(self.base.batch_shape) + (self.base.n_categories,)
+
+    def _noise_params(self):
+        return np.ravel(self.base.logits)
+
+    def log_prob(self, x):
+        """Log density on the simplex (w.r.t. Lebesgue measure on the first
+        K - 1 coordinates), shape ``(m, *batch_shape)``."""
+        x = self._check(x)
+        t = self.temperature
+        kk = self.base.n_categories
+        lp = self.base.logits
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lx = np.log(x)
+            a = lp - (t + 1) * lx
+            out = (special.gammaln(kk) + (kk - 1) * math.log(t) + a.sum(-1)
+                   - kk * special.logsumexp(lp - t * lx, axis=-1))
+        ok = (x > 0).all(-1) & (np.abs(x.sum(-1) - 1) < 1e-8)
+        return np.where(ok, out, -np.inf)
