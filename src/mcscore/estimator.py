@@ -310,12 +310,25 @@ def _redraw(plan, dist, kd, index):
     return dist._to_user_dtype(x.reshape(dist.draw_shape))
 
 
-def _run_fused(kf, fkind, dist, kd, plan):
+def _run_fused(kf, fkind, dist, kd, plan, progress=None):
     streams = np.arange(plan.used, dtype=np.int64)
     stats = np.zeros((plan.used, kd.stats_len))
     shifts = np.zeros(plan.used)
-    code, idx = K.run_streams(kd, kf, plan.bitgens(streams), streams, plan.n, plan.n_streams,
-                              plan.block_size, plan.threads, stats, shifts)
+    # With a progress bar the streams run in a few batches (each a multiple
+    # of the thread count, so no thread idles); streams are independent, so
+    # the statistics are the same.
+    for lo, hi in (progress.batches(plan) if progress is not None else [(0, plan.used)]):
+        code, idx = K.run_streams(kd, kf, plan.bitgens(streams[lo:hi]), streams[lo:hi], plan.n,
+                                  plan.n_streams, plan.block_size, plan.threads, stats[lo:hi],
+                                  shifts[lo:hi])
+        _raise_kernel_error(code, idx, plan, dist, kd)
+        if progress is not None:
+            progress.streams_done(streams[lo:hi])
+    return stats, shifts
+
+
+def _raise_kernel_error(code, idx, plan, dist, kd):
+    """Turn run_streams' error code into the exception it stands for."""
     if code == 3:
         raise KeyboardInterrupt
     if code == 4:
@@ -325,10 +338,9 @@ def _run_fused(kf, fkind, dist, kd, plan):
         what = ("the callback signalled an error (non-zero return)" if code == 2
                 else "f returned a non-finite value (nan or inf)")
         raise ValueError(f"{what} at draw {idx} (x = {_describe_draw(x)})")
-    return stats, shifts
 
 
-def _run_python(f, dist, kd, plan, chunk_size):
+def _run_python(f, dist, kd, plan, chunk_size, progress=None):
     S, B = plan.n_streams, plan.block_size
     ds = kd.draw_size
     if chunk_size is None:
@@ -361,6 +373,8 @@ def _run_python(f, dist, kd, plan, chunk_size):
                                  shifts)
         if bad >= 0:  # cannot happen after _check_fx, kept as a guard
             raise ValueError(f"f returned a non-finite value at draw {bad}")
+        if progress is not None:
+            progress.update(len(blocks), total)
     return stats, shifts
 
 
@@ -477,7 +491,7 @@ def _finish(dist, kd, stats, shifts, baseline, plan=None, method="score", extra_
 # ---------------------------------------------------------------------------
 
 def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_size=None,
-               n_streams=DEFAULT_STREAMS, block_size=None):
+               n_streams=DEFAULT_STREAMS, block_size=None, client=None, progress=False):
     """Score-function estimate of grad_theta E_{x ~ dist}[f(x)].
 
     Parameters
@@ -513,6 +527,15 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
         to stream ``b % n_streams``.  The result is a function of (f, dist, n,
         rng, n_streams, block_size) only.  The default block size is a pure
         function of n and the draw size (:func:`default_block_size`).
+    client : dask.distributed.Client, optional
+        Run the streams on the Dask cluster behind ``client`` (see
+        :mod:`mcscore.distributed`): the result is bit-identical to the local
+        run with the same (f, dist, n, rng, n_streams, block_size).  f must
+        be an Integrand or a picklable Python callable.  On a worker,
+        ``n_threads`` is resolved there (Dask workers set OMP_NUM_THREADS=1).
+    progress : bool
+        Show a tqdm progress bar (blocks done, draws per second).  It does
+        not change the result.
 
     Returns
     -------
@@ -525,11 +548,31 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     dist._check_differentiable()
     kd = dist._kernel_dist()
     plan = _Plan(n, kd.draw_size, rng, n_streams, block_size, n_threads)
-    if fkind == "python":
-        stats, shifts = _run_python(f, dist, kd, plan, chunk_size)
-    else:
-        stats, shifts = _run_fused(kf, fkind, dist, kd, plan)
+    bar = _progress_bar(progress, plan)
+    try:
+        if client is not None:
+            from .distributed import run_on_dask
+
+            stats, shifts = run_on_dask(client, f, fkind, dist, kd, plan, n_threads=n_threads,
+                                        chunk_size=chunk_size, progress=bar)
+        elif fkind == "python":
+            stats, shifts = _run_python(f, dist, kd, plan, chunk_size, progress=bar)
+        else:
+            stats, shifts = _run_fused(kf, fkind, dist, kd, plan, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     return _finish(dist, kd, stats, shifts, baseline, plan, extra_info={"f": fkind})
+
+
+def _progress_bar(progress, plan):
+    if progress is False or progress is None:
+        return None
+    if progress is not True:
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    from ._progress import ProgressBar
+
+    return ProgressBar(plan)
 
 
 def score_grad_from_samples(dist, x, fx, *, baseline=None):
