@@ -7,10 +7,12 @@ bar gives the same bits as one without.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-# A fused run with a bar is cut into about this many batches of streams.
-TARGET_BATCHES = 16
+# A fused run with a bar runs its streams in batches of about this duration.
+BATCH_SECONDS = 0.5
 
 
 def stream_draws(plan, streams):
@@ -51,12 +53,25 @@ class ProgressBar:
         self.update(*stream_draws(self.plan, streams))
 
     def batches(self, plan):
-        """Contiguous [lo, hi) ranges of the used streams for a fused run:
-        each a multiple of the thread count (streams hold equal work up to
-        one block, so no thread waits at a batch boundary)."""
+        """Contiguous [lo, hi) ranges of the used streams for a fused run.
+
+        Each batch is a multiple of the thread count (streams hold equal
+        work up to one block, so no thread waits at a batch boundary).  The
+        first batch is one stream per thread; later ones are sized from the
+        time it took so that a batch lasts about BATCH_SECONDS: the bar moves
+        at least that often, and the cost of a batch boundary (a thread team
+        and buffers, about a millisecond) stays well under 1% of the run.
+        """
         t = max(1, plan.threads)
-        size = t * max(1, -(-plan.used // (t * TARGET_BATCHES)))
-        return [(lo, min(plan.used, lo + size)) for lo in range(0, plan.used, size)]
+        lo, size = 0, t
+        while lo < plan.used:
+            hi = min(plan.used, lo + size)
+            t0 = time.perf_counter()
+            yield lo, hi
+            dt = time.perf_counter() - t0
+            groups = BATCH_SECONDS * (hi - lo) / (t * max(dt, 1e-6))
+            size = t * max(1, int(groups))
+            lo = hi
 
     def close(self):
         self._bar.close()
