@@ -7,6 +7,7 @@ from typing import Final
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from typing_extensions import disjoint_base
 
 HAVE_OPENMP: Final[bool]
 
@@ -60,6 +61,7 @@ CB_I_P_I_P_V: Final[int]
 def omp_max_threads() -> int: ...
 def omp_num_procs() -> int: ...
 
+@disjoint_base
 class KernelDist:
     """A distribution prepared for the kernels (arrays owned here)."""
 
@@ -94,6 +96,7 @@ class KernelDist:
         t_c: ArrayLike,
     ) -> None: ...
 
+@disjoint_base
 class KernelFunc:
     """f as the kernels see it: values, a fused integrand, or a C callback."""
 
