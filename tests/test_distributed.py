@@ -96,11 +96,19 @@ def test_task_count_does_not_matter(client):
     _same(local, remote)
 
 
+def _first_time(flag):
+    """True for exactly one caller across processes (atomic create)."""
+    try:
+        os.close(os.open(flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
 def _make_killer(flag, parent_pid):
     def f(x):
         # Kill the worker process the first time f runs on a worker.
-        if os.getpid() != parent_pid and not os.path.exists(flag):
-            open(flag, "w").close()
+        if os.getpid() != parent_pid and _first_time(flag):
             os._exit(1)
         return sum_sq(x)
     return f
@@ -126,9 +134,7 @@ class _KillOnce(distributed.WorkerPlugin):
         self.flag = flag
 
     def transition(self, key, start, finish, **kwargs):
-        if (finish == "executing" and "mcscore-" in str(key)
-                and not os.path.exists(self.flag)):
-            open(self.flag, "w").close()
+        if finish == "executing" and "mcscore-" in str(key) and _first_time(self.flag):
             os._exit(1)
 
 
