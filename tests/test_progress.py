@@ -61,3 +61,25 @@ def test_progress_with_a_c_callback(capsys):
 def test_progress_argument_is_checked():
     with pytest.raises(TypeError, match="progress must be True or False"):
         mc.score_grad(I.power(2), mc.Normal(0.0, 1.0), 100, progress="yes")
+
+
+def test_watch_reads_the_kernel_counts_while_it_runs():
+    import time
+
+    from mcscore._progress import ProgressBar
+
+    plan = _Plan(1000, 1, 0, 4, 100, 1)
+    bar = ProgressBar(plan)
+    stats = np.zeros((plan.used, 8))
+    try:
+        with bar.watch(stats, interval=0.01):
+            stats[:, 0] = [100, 200, 0, 0]  # what the kernel would have written so far
+            deadline = time.monotonic() + 10
+            while bar._bar.n != 300 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert bar._bar.n == 300 and bar.blocks == 3
+            stats[:, 0] = [300, 300, 200, 200]
+        # leaving the block reports the exact totals
+        assert bar._bar.n == 1000 and bar.blocks == 10
+    finally:
+        bar.close()

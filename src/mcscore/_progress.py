@@ -1,18 +1,20 @@
 """Progress bars for long runs (``score_grad(..., progress=True)``).
 
 The bar counts blocks and draws; it is updated between rounds of a Python f,
-between batches of streams of a fused integrand or C callback, and as Dask
+by a thread that reads the kernel's per-stream draw counts while a fused
+integrand or C callback runs (the kernel itself is untouched), and as Dask
 tasks finish.  None of this touches the kernels' arithmetic, so a run with a
 bar gives the same bits as one without.
 """
 from __future__ import annotations
 
-import time
+import contextlib
+import threading
 
 import numpy as np
 
-# A fused run with a bar runs its streams in batches of about this duration.
-BATCH_SECONDS = 0.5
+# How often the bar of a fused run reads the kernel's draw counts.
+WATCH_SECONDS = 0.2
 
 
 def stream_draws(plan, streams):
@@ -52,26 +54,37 @@ class ProgressBar:
     def streams_done(self, streams):
         self.update(*stream_draws(self.plan, streams))
 
-    def batches(self, plan):
-        """Contiguous [lo, hi) ranges of the used streams for a fused run.
+    @contextlib.contextmanager
+    def watch(self, stats, interval=WATCH_SECONDS):
+        """While the body runs (a fused kernel call, GIL released), a
+        thread reads the per-stream draw counts ``stats[:, 0]`` that the
+        kernel keeps anyway and moves the bar.  It only reads: the kernel
+        runs exactly as without a bar."""
+        counts = stats[:, 0]
+        stop = threading.Event()
+        start_blocks, start_draws = self.blocks, self._bar.n
 
-        Each batch is a multiple of the thread count (streams hold equal
-        work up to one block, so no thread waits at a batch boundary).  The
-        first batch is one stream per thread; later ones are sized from the
-        time it took so that a batch lasts about BATCH_SECONDS: the bar moves
-        at least that often, and the cost of a batch boundary (a thread team
-        and buffers, about a millisecond) stays well under 1% of the run.
-        """
-        t = max(1, plan.threads)
-        lo, size = 0, t
-        while lo < plan.used:
-            hi = min(plan.used, lo + size)
-            t0 = time.perf_counter()
-            yield lo, hi
-            dt = time.perf_counter() - t0
-            groups = BATCH_SECONDS * (hi - lo) / (t * max(dt, 1e-6))
-            size = t * max(1, int(groups))
-            lo = hi
+        def show():
+            draws = int(counts.sum())
+            blocks = min(self.plan.n_blocks, draws // self.plan.block_size)
+            self.update(start_blocks + blocks - self.blocks, start_draws + draws - self._bar.n)
+
+        def loop():
+            while not stop.wait(interval):
+                show()
+
+        thread = threading.Thread(target=loop, name="mcscore-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+        draws = int(counts.sum())
+        if draws == self.plan.n:  # finished: exact totals
+            self.update(self.plan.n_blocks - self.blocks, draws - self._bar.n)
+        else:
+            show()
 
     def close(self):
         self._bar.close()

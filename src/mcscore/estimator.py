@@ -2,6 +2,7 @@
 estimator algebra on per-stream sufficient statistics."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import numbers
@@ -314,16 +315,11 @@ def _run_fused(kf, fkind, dist, kd, plan, progress=None):
     streams = np.arange(plan.used, dtype=np.int64)
     stats = np.zeros((plan.used, kd.stats_len))
     shifts = np.zeros(plan.used)
-    # With a progress bar the streams run in a few batches (each a multiple
-    # of the thread count, so no thread idles); streams are independent, so
-    # the statistics are the same.
-    for lo, hi in (progress.batches(plan) if progress is not None else [(0, plan.used)]):
-        code, idx = K.run_streams(kd, kf, plan.bitgens(streams[lo:hi]), streams[lo:hi], plan.n,
-                                  plan.n_streams, plan.block_size, plan.threads, stats[lo:hi],
-                                  shifts[lo:hi])
-        _raise_kernel_error(code, idx, plan, dist, kd)
-        if progress is not None:
-            progress.streams_done(streams[lo:hi])
+    # A progress bar only reads the draw counts the kernel writes (stats[:, 0]).
+    with progress.watch(stats) if progress is not None else contextlib.nullcontext():
+        code, idx = K.run_streams(kd, kf, plan.bitgens(streams), streams, plan.n,
+                                  plan.n_streams, plan.block_size, plan.threads, stats, shifts)
+    _raise_kernel_error(code, idx, plan, dist, kd)
     return stats, shifts
 
 
