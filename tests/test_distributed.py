@@ -75,6 +75,19 @@ def test_python_f_bit_identical(client, dist):
     _same(local, remote)
 
 
+@pytest.mark.parametrize("dist", [
+    mc.Categorical(logits=[[0.1, -0.4, 1.0], [0.0, 0.0, 0.5]]),
+    mc.Multinomial(total_count=5, probs=[0.2, 0.5, 0.3]),
+    mc.Dirichlet(concentration=[0.8, 2.0, 1.5]),
+], ids=["categorical", "multinomial", "dirichlet"])
+def test_fused_bit_identical_multivariate(client, dist):
+    f = I.sum_of_squares() + I.linear(np.arange(dist.draw_size, dtype=float).reshape(
+        dist.draw_shape))
+    kw = dict(rng=3, baseline="optimal", n_streams=10, block_size=611)
+    _same(mc.score_grad(f, dist, 15_000, **kw), mc.score_grad(f, dist, 15_000, client=client,
+                                                               **kw))
+
+
 def test_task_count_does_not_matter(client):
     from mcscore import distributed as D
     from mcscore.estimator import _Plan

@@ -76,7 +76,8 @@ def test_embedded_loop_matches_score_grad(mcembed, baseline):
 
 def test_embedded_loop_other_families(mcembed):
     for q in (mc.Poisson(rate=[2.0, 0.5]), mc.Gamma(concentration=1.5, rate=[1.0, 3.0]),
-              mc.Bernoulli(logits=[0.3, -1.0, 2.0])):
+              mc.Bernoulli(logits=[0.3, -1.0, 2.0]), mc.Categorical(probs=[0.1, 0.6, 0.3]),
+              mc.Dirichlet(concentration=[1.0, 2.0, 0.5])):
         ours = mcembed.score_grad_square_of_sum(q, 20_000, rng=9, n_streams=16,
                                                 block_size=512, n_threads=2)
         ref = mc.score_grad(mcembed.lowlevel_callable(), q, 20_000, rng=9, n_streams=16,

@@ -1,8 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """A small extension that drives mcscore's kernels from its own OpenMP loop.
 
-It estimates grad E[f(x)] for f(x) = (x_1 + ... + x_d)^2, a C function,
-over any univariate mcscore distribution: each stream (its own PCG64 bit
+It estimates grad E[f(x)] for f(x) = (x_1 + ... + x_d)^2, a C function, over
+any mcscore distribution (x is one draw, flattened): each stream (its own PCG64 bit
 generator) walks its blocks with mc_run_block (draw + evaluate f +
 accumulate the stream's sufficient statistics), streams run in parallel in
 this module's prange, and mcscore.embed.estimate turns the statistics into
