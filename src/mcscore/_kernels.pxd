@@ -130,3 +130,10 @@ cdef Py_ssize_t mc_accumulate_block(const mc_dist *dist, Py_ssize_t m, const dou
 cdef Py_ssize_t mc_run_block(const mc_dist *dist, const mc_func *func, bitgen_t *bg,
                              Py_ssize_t m, double *stats, double *shift, bint first,
                              mc_workspace *ws) noexcept nogil
+
+# --- Access from other extensions (appended for embedding) -----------------
+# The C views of the Python-level objects: `mc_kernel_dist_ptr(kd)` for a
+# KernelDist (``mcscore.embed.kernel_dist(dist)``) and `mc_kernel_func_ptr(kf)`
+# for a KernelFunc.  The pointers stay valid while the object is alive.
+cdef const mc_dist *mc_kernel_dist_ptr(object kernel_dist) except NULL
+cdef const mc_func *mc_kernel_func_ptr(object kernel_func) except NULL

@@ -786,3 +786,22 @@ def alias_table(double[:, ::1] probs):
                 ns = ns - 1
                 q[j, small[ns]] = 2.0
     return q_arr, a_arr
+
+
+# ---------------------------------------------------------------------------
+# C views for other extensions (declared at the end of _kernels.pxd)
+# ---------------------------------------------------------------------------
+
+cdef const mc_dist *mc_kernel_dist_ptr(object kernel_dist) except NULL:
+    """The mc_dist of a KernelDist (valid while the KernelDist lives)."""
+    if not isinstance(kernel_dist, KernelDist):
+        raise TypeError(f"expected a KernelDist (mcscore.embed.kernel_dist(dist)), got "
+                        f"{type(kernel_dist).__name__}")
+    return &(<KernelDist> kernel_dist).d
+
+
+cdef const mc_func *mc_kernel_func_ptr(object kernel_func) except NULL:
+    """The mc_func of a KernelFunc (valid while the KernelFunc lives)."""
+    if not isinstance(kernel_func, KernelFunc):
+        raise TypeError(f"expected a KernelFunc, got {type(kernel_func).__name__}")
+    return &(<KernelFunc> kernel_func).f

@@ -94,6 +94,13 @@ class Distribution:
     def _all_params(self):
         return dict(self._params)
 
+    def __getstate__(self):
+        # The prepared kernel (a Cython object holding C pointers) is a cache:
+        # drop it so that distributions pickle (Dask workers rebuild it).
+        state = dict(self.__dict__)
+        state["_kernel"] = None
+        return state
+
     # -- kernel description ----------------------------------------------
     def _kernel_dist(self):
         if self._kernel is None:

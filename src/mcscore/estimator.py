@@ -2,6 +2,7 @@
 estimator algebra on per-stream sufficient statistics."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import numbers
@@ -310,12 +311,20 @@ def _redraw(plan, dist, kd, index):
     return dist._to_user_dtype(x.reshape(dist.draw_shape))
 
 
-def _run_fused(kf, fkind, dist, kd, plan):
+def _run_fused(kf, fkind, dist, kd, plan, progress=None):
     streams = np.arange(plan.used, dtype=np.int64)
     stats = np.zeros((plan.used, kd.stats_len))
     shifts = np.zeros(plan.used)
-    code, idx = K.run_streams(kd, kf, plan.bitgens(streams), streams, plan.n, plan.n_streams,
-                              plan.block_size, plan.threads, stats, shifts)
+    # A progress bar only reads the draw counts the kernel writes (stats[:, 0]).
+    with progress.watch(stats) if progress is not None else contextlib.nullcontext():
+        code, idx = K.run_streams(kd, kf, plan.bitgens(streams), streams, plan.n,
+                                  plan.n_streams, plan.block_size, plan.threads, stats, shifts)
+    _raise_kernel_error(code, idx, plan, dist, kd)
+    return stats, shifts
+
+
+def _raise_kernel_error(code, idx, plan, dist, kd):
+    """Turn run_streams' error code into the exception it stands for."""
     if code == 3:
         raise KeyboardInterrupt
     if code == 4:
@@ -325,10 +334,9 @@ def _run_fused(kf, fkind, dist, kd, plan):
         what = ("the callback signalled an error (non-zero return)" if code == 2
                 else "f returned a non-finite value (nan or inf)")
         raise ValueError(f"{what} at draw {idx} (x = {_describe_draw(x)})")
-    return stats, shifts
 
 
-def _run_python(f, dist, kd, plan, chunk_size):
+def _run_python(f, dist, kd, plan, chunk_size, progress=None):
     S, B = plan.n_streams, plan.block_size
     ds = kd.draw_size
     if chunk_size is None:
@@ -361,6 +369,8 @@ def _run_python(f, dist, kd, plan, chunk_size):
                                  shifts)
         if bad >= 0:  # cannot happen after _check_fx, kept as a guard
             raise ValueError(f"f returned a non-finite value at draw {bad}")
+        if progress is not None:
+            progress.update(len(blocks), total)
     return stats, shifts
 
 
@@ -478,7 +488,7 @@ def _finish(dist, kd, stats, shifts, baseline, plan=None, method="score", extra_
 
 def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_size=None,
                n_streams=DEFAULT_STREAMS, block_size=None, control_variates=None,
-               antithetic=False, grad_f=None):
+               antithetic=False, grad_f=None, client=None, progress=False):
     """Score-function estimate of grad_theta E_{x ~ dist}[f(x)].
 
     Parameters
@@ -531,6 +541,15 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
         stderr**2 * n (per draw, comparable with the plain estimator).
     grad_f : callable, optional
         Vectorised gradient of f (shape of x), for ``"delta"``.
+    client : dask.distributed.Client, optional
+        Run the streams on the Dask cluster behind ``client`` (see
+        :mod:`mcscore.distributed`): the result is bit-identical to the local
+        run with the same (f, dist, n, rng, n_streams, block_size).  f must
+        be an Integrand or a picklable Python callable.  On a worker,
+        ``n_threads`` is resolved there (Dask workers set OMP_NUM_THREADS=1).
+    progress : bool
+        Show a tqdm progress bar (blocks done, draws per second).  It does
+        not change the result.
 
     Returns
     -------
@@ -540,6 +559,9 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
         raise TypeError(f"dist must be an mcscore distribution, got {type(dist).__name__}")
     baseline = _check_baseline(baseline)
     if control_variates is not None or antithetic is not False:
+        if client is not None:
+            raise ValueError("client= (Dask) does not yet support control_variates= or "
+                             "antithetic=; run them locally")
         from .estimators import _score_vr
 
         return _score_vr(f, dist, n, rng=rng, baseline=baseline,
@@ -550,11 +572,31 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     dist._check_differentiable()
     kd = dist._kernel_dist()
     plan = _Plan(n, kd.draw_size, rng, n_streams, block_size, n_threads)
-    if fkind == "python":
-        stats, shifts = _run_python(f, dist, kd, plan, chunk_size)
-    else:
-        stats, shifts = _run_fused(kf, fkind, dist, kd, plan)
+    bar = _progress_bar(progress, plan)
+    try:
+        if client is not None:
+            from .distributed import run_on_dask
+
+            stats, shifts = run_on_dask(client, f, fkind, dist, kd, plan, n_threads=n_threads,
+                                        chunk_size=chunk_size, progress=bar)
+        elif fkind == "python":
+            stats, shifts = _run_python(f, dist, kd, plan, chunk_size, progress=bar)
+        else:
+            stats, shifts = _run_fused(kf, fkind, dist, kd, plan, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     return _finish(dist, kd, stats, shifts, baseline, plan, extra_info={"f": fkind})
+
+
+def _progress_bar(progress, plan):
+    if progress is False or progress is None:
+        return None
+    if progress is not True:
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    from ._progress import ProgressBar
+
+    return ProgressBar(plan)
 
 
 def score_grad_from_samples(dist, x, fx, *, baseline=None):

@@ -1,0 +1,153 @@
+"""Type stubs for the compiled module mcscore._kernels (see _kernels.pyx).
+
+The C-level API for other extensions is in _kernels.pxd; these stubs cover
+what Python sees.
+"""
+from typing import Final
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from typing_extensions import disjoint_base
+
+HAVE_OPENMP: Final[bool]
+
+# families (mcscore.distributions.FAMILIES order)
+MC_NORMAL: Final[int]
+MC_LOGNORMAL: Final[int]
+MC_EXPONENTIAL: Final[int]
+MC_GAMMA: Final[int]
+MC_BETA: Final[int]
+MC_POISSON: Final[int]
+MC_BERNOULLI: Final[int]
+MC_BINOMIAL: Final[int]
+MC_GEOMETRIC: Final[int]
+MC_NEGATIVE_BINOMIAL: Final[int]
+MC_CATEGORICAL: Final[int]
+MC_MULTINOMIAL: Final[int]
+MC_DIRICHLET: Final[int]
+# score terms
+SK_AFFINE: Final[int]
+SK_LOG_AFFINE: Final[int]
+SK_LOG1M_AFFINE: Final[int]
+SK_QUAD: Final[int]
+SK_LOG_QUAD: Final[int]
+SK_CATEGORY: Final[int]
+# fused integrand terms
+IK_POLY: Final[int]
+IK_LINEAR: Final[int]
+IK_QUAD_DIAG: Final[int]
+IK_QUAD_FULL: Final[int]
+IK_SIN: Final[int]
+IK_COS: Final[int]
+IK_EXP: Final[int]
+IK_LOG1P: Final[int]
+IK_INDICATOR: Final[int]
+IK_CALL: Final[int]
+IK_PUT: Final[int]
+IK_DIGITAL_CALL: Final[int]
+IK_DIGITAL_PUT: Final[int]
+# kinds of f
+FK_VALUES: Final[int]
+FK_INTEGRAND: Final[int]
+FK_CALLBACK: Final[int]
+# C callback signatures
+CB_D_P_N: Final[int]
+CB_D_P_N_V: Final[int]
+CB_I_P_N_P_V: Final[int]
+CB_D_P_I: Final[int]
+CB_D_P_I_V: Final[int]
+CB_I_P_I_P_V: Final[int]
+
+def omp_max_threads() -> int: ...
+def omp_num_procs() -> int: ...
+
+@disjoint_base
+class KernelDist:
+    """A distribution prepared for the kernels (arrays owned here)."""
+
+    @property
+    def draw_size(self) -> int: ...
+    @property
+    def n_coords(self) -> int: ...
+    @property
+    def n_units(self) -> int: ...
+    @property
+    def n_cat(self) -> int: ...
+    @property
+    def stats_len(self) -> int: ...
+    @property
+    def per_category(self) -> bool: ...
+    def __init__(
+        self,
+        family: int,
+        per_category: bool,
+        n_units: int,
+        n_cat: int,
+        draw_size: int,
+        p0: ArrayLike,
+        p1: ArrayLike,
+        alias_q: ArrayLike,
+        alias_i: ArrayLike,
+        t_start: ArrayLike,
+        t_kind: ArrayLike,
+        t_col: ArrayLike,
+        t_a: ArrayLike,
+        t_b: ArrayLike,
+        t_c: ArrayLike,
+    ) -> None: ...
+
+@disjoint_base
+class KernelFunc:
+    """f as the kernels see it: values, a fused integrand, or a C callback."""
+
+    @property
+    def kind(self) -> int: ...
+    def __init__(
+        self,
+        kind: int,
+        integrand: tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike, ArrayLike, float]
+        | None = ...,
+        keep: object = ...,
+        fptr: int = ...,
+        sig: int = ...,
+        user_data: int = ...,
+    ) -> None: ...
+
+def draw(dist: KernelDist, bit_generator: np.random.BitGenerator, m: int) -> NDArray[np.float64]: ...
+def eval_integrand(func: KernelFunc, dist: KernelDist, x: ArrayLike) -> NDArray[np.float64]: ...
+def run_streams(
+    dist: KernelDist,
+    func: KernelFunc,
+    bitgens: list[np.random.BitGenerator],
+    streams: NDArray[np.int64],
+    n: int,
+    n_streams: int,
+    block_size: int,
+    n_threads: int,
+    stats: NDArray[np.float64],
+    shifts: NDArray[np.float64],
+) -> tuple[int, int]: ...
+def draw_round(
+    dist: KernelDist,
+    bitgens: list[np.random.BitGenerator],
+    blocks: NDArray[np.int64],
+    slots: NDArray[np.int64],
+    n: int,
+    block_size: int,
+    n_threads: int,
+    xt: NDArray[np.float64],
+) -> None: ...
+def accumulate_round(
+    dist: KernelDist,
+    blocks: NDArray[np.int64],
+    slots: NDArray[np.int64],
+    n: int,
+    block_size: int,
+    n_streams: int,
+    n_threads: int,
+    xt: NDArray[np.float64],
+    fx: NDArray[np.float64],
+    stats: NDArray[np.float64],
+    shifts: NDArray[np.float64],
+) -> int: ...
+def alias_table(probs: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]: ...

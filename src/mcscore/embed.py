@@ -1,0 +1,156 @@
+"""Helpers for code that drives mcscore's kernels from C or Cython.
+
+mcscore's C-level API lives in ``mcscore/_kernels.pxd`` (installed with the
+package).  A Cython extension builds against it with::
+
+    # setup.py
+    import mcscore.embed, numpy
+    Extension(..., include_dirs=[numpy.get_include()])
+    cythonize(..., include_path=[mcscore.embed.get_include()])
+
+    # your .pyx
+    from mcscore._kernels cimport (mc_dist, mc_func, mc_workspace,
+        mc_workspace_init, mc_workspace_free, mc_run_block, mc_stats_len,
+        mc_kernel_dist_ptr, FK_CALLBACK, CB_D_P_N)
+
+and needs no link step against mcscore: Cython imports the C functions from
+the ``mcscore._kernels`` module at import time.  This module gives the
+Python-side pieces around such a loop, so that an embedding code can
+reproduce :func:`mcscore.score_grad` exactly:
+
+* :func:`kernel_dist` -- the prepared distribution whose ``mc_dist`` you get
+  with ``mc_kernel_dist_ptr`` (keep the object alive while you use it);
+* :func:`plan` -- the streams, blocks and per-stream bit generators that
+  ``score_grad`` would use for the same (n, rng, n_streams, block_size);
+* :func:`estimate` -- the estimator algebra on per-stream statistics rows
+  (the ``mc_stats_len`` doubles each stream accumulated and its shift).
+
+See ``examples/embed/`` for a complete extension and the README section
+"Embedding from Cython and C" for the callback signatures.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .distributions import Distribution
+
+__all__ = ["get_include", "kernel_dist", "plan", "estimate", "StreamPlan"]
+
+
+def get_include():
+    """The directory to put on Cython's include path so that
+    ``from mcscore._kernels cimport ...`` finds ``mcscore/_kernels.pxd``."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _check_dist(dist):
+    if not isinstance(dist, Distribution):
+        raise TypeError(f"dist must be an mcscore distribution, got {type(dist).__name__}")
+
+
+def kernel_dist(dist):
+    """The prepared kernel description of ``dist`` (a ``KernelDist``).
+
+    Pass it to ``mc_kernel_dist_ptr`` in Cython to get a ``const mc_dist *``.
+    Its ``draw_size``, ``stats_len``, ``n_coords``, ``per_category`` say how
+    to size buffers.
+    """
+    _check_dist(dist)
+    return dist._kernel_dist()
+
+
+class StreamPlan:
+    """How :func:`mcscore.score_grad` cuts a call into streams and blocks.
+
+    Attributes
+    ----------
+    n, n_streams, block_size, n_blocks : int
+    used : int
+        Streams that hold at least one block (``min(n_streams, n_blocks)``);
+        stream s walks blocks ``s, s + n_streams, s + 2 n_streams, ...`` and
+        its first block is block ``s``.
+    threads : int
+        The thread count ``score_grad`` would use (``n_threads`` resolved).
+    """
+
+    def __init__(self, _plan):
+        self._plan = _plan
+        self.n = _plan.n
+        self.n_streams = _plan.n_streams
+        self.block_size = _plan.block_size
+        self.n_blocks = _plan.n_blocks
+        self.used = _plan.used
+        self.threads = _plan.threads
+
+    def bit_generators(self, streams=None):
+        """PCG64 bit generators of the given streams (default: all used
+        streams), seeded exactly as in ``score_grad``.  Get the ``bitgen_t *``
+        of one with ``PyCapsule_GetPointer(bg.capsule, "BitGenerator")``; use
+        each from one thread at a time."""
+        if streams is None:
+            streams = range(self.used)
+        return self._plan.bitgens([int(s) for s in streams])
+
+    def block_rows(self, b):
+        """Draws in block b (block_size, or fewer for the last block)."""
+        return self._plan.block_rows(int(b))
+
+    def __repr__(self):
+        return (f"StreamPlan(n={self.n}, n_streams={self.n_streams}, "
+                f"block_size={self.block_size}, used={self.used})")
+
+
+def plan(dist, n, *, rng=None, n_streams=None, block_size=None, n_threads=None):
+    """The :class:`StreamPlan` of ``score_grad(f, dist, n, rng=rng, ...)``.
+
+    With an int or SeedSequence ``rng``, statistics accumulated with these
+    bit generators and blocks give, through :func:`estimate`, bit for bit
+    the estimate ``score_grad`` returns for the same f.
+    """
+    from .estimator import DEFAULT_STREAMS, _Plan
+
+    _check_dist(dist)
+    kd = dist._kernel_dist()
+    return StreamPlan(_Plan(n, kd.draw_size, rng, DEFAULT_STREAMS if n_streams is None
+                            else n_streams, block_size, n_threads))
+
+
+def estimate(dist, stats, shifts, *, baseline=None, plan=None):
+    """A :class:`~mcscore.GradientEstimate` from per-stream statistics.
+
+    Parameters
+    ----------
+    dist : Distribution
+        The distribution the statistics were accumulated for.
+    stats : array, shape (streams, stats_len)
+        One row per stream in stream order, laid out as documented in
+        ``_kernels.pxd`` (what ``mc_run_block`` / ``mc_accumulate_block``
+        accumulate).  Rows of unused streams are all zero.
+    shifts : array, shape (streams,)
+        Each stream's shift (f at its first draw; ``mc_run_block`` sets it
+        when called with ``first=True``).
+    baseline : None, float, "loo" or "optimal"
+        As in :func:`mcscore.score_grad`.
+    plan : StreamPlan, optional
+        Only recorded in the result's ``info``.
+    """
+    from .estimator import _check_baseline, _finish
+
+    _check_dist(dist)
+    kd = dist._kernel_dist()
+    stats = np.ascontiguousarray(stats, dtype=np.float64)
+    shifts = np.ascontiguousarray(shifts, dtype=np.float64)
+    if stats.ndim != 2 or stats.shape[1] != kd.stats_len:
+        raise ValueError(f"stats must have shape (streams, {kd.stats_len}) for {dist!r}, got "
+                         f"{stats.shape}")
+    if shifts.shape != (stats.shape[0],):
+        raise ValueError(f"shifts must have shape ({stats.shape[0]},), got {shifts.shape}")
+    if not np.isfinite(stats).all() or not np.isfinite(shifts).all():
+        raise ValueError("stats and shifts must be finite")
+    if not (stats[:, 0] >= 0).all() or stats[:, 0].sum() < 2:
+        raise ValueError("stats[:, 0] (draw counts) must be >= 0 and add up to at least 2")
+    baseline = _check_baseline(baseline)
+    return _finish(dist, kd, stats, shifts, baseline, plan._plan if plan is not None else None,
+                   extra_info={"f": "embedded"})
