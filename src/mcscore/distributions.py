@@ -18,6 +18,7 @@ by broadcasting, with t one of x, log x, log(1-x).  The kernels and
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from scipy import special
@@ -42,6 +43,17 @@ __all__ = [
     "Dirichlet",
     "FAMILIES",
 ]
+
+
+# Guards the lazy build of a distribution's kernel description, so that the
+# first calls from several threads at once see a complete score table.
+_BUILD_LOCK = threading.RLock()
+
+# Largest Poisson rate NumPy's sampler accepts (larger rates overflow int64).
+POISSON_RATE_MAX = float(np.iinfo(np.int64).max - 10 * np.sqrt(np.iinfo(np.int64).max))
+# Smallest Geometric success probability: P(draw >= 2**62) = exp(-1e-16 * 2**62)
+# is then 0 in double precision; smaller ones overflow the int64 draws.
+GEOMETRIC_PROBS_MIN = 1e-16
 
 
 def _index_map(shape, target):
@@ -97,8 +109,10 @@ class Distribution:
     # -- kernel description ----------------------------------------------
     def _kernel_dist(self):
         if self._kernel is None:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                self._kernel = self._build_kernel()
+            with _BUILD_LOCK:
+                if self._kernel is None:  # another thread may have built it meanwhile
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        self._kernel = self._build_kernel()
         return self._kernel
 
     def _terms(self):
@@ -169,14 +183,18 @@ class Distribution:
         ``rng``: None, an int, a SeedSequence or a Generator (SPEC 7).  A
         Generator's bit generator is advanced, as NumPy's own methods do.
         """
-        n = V.integer("n", n, minimum=0)
+        n = V.integer("n", n, minimum=0, maximum=2**62)
         gen = V.as_generator(rng)
         kd = self._kernel_dist()
         x = K.draw(kd, gen.bit_generator, n).reshape((n,) + self.draw_shape)
+        self._check_draws(x)
         return self._to_user_dtype(x)
 
     def _to_user_dtype(self, x):
         return x
+
+    def _check_draws(self, x):
+        """Hook: raise when the kernel produced draws that are not valid."""
 
     def _check_x(self, x):
         x = np.asarray(x)
@@ -202,7 +220,7 @@ class Distribution:
         self._check_differentiable()
         self._kernel_dist()
         m = x.shape[0]
-        flat = x.reshape(m, -1)
+        flat = x.reshape(m, self.draw_size)
         t = self._table
         vals = np.empty((m, t["col"].size))
         xc = flat[:, t["col"]]
@@ -332,6 +350,38 @@ class Normal(Distribution):
     def _log_prob(self, x):
         z = (x - self.loc) / self.scale
         return -0.5 * z * z - np.log(self.scale) - 0.5 * math.log(2 * math.pi)
+
+    # The score is a*t(x) + b with a = 1/scale**2 and a*(t(x) - loc)**2 + b with
+    # a = 1/scale**3: outside this range of scales the coefficients over- or
+    # underflow in double precision.
+    SCALE_RANGE = (1e-100, 1e100)
+    # Draws loc + scale*z must resolve the distribution: scale >= 2**-40 |loc|
+    # keeps about 4000 representable values per standard deviation.
+    RESOLUTION = 2.0**-40
+
+    def _check_differentiable(self):
+        owner = type(self).__name__
+        s, mu = np.broadcast_arrays(self.scale, self.loc)
+        lo, hi = self.SCALE_RANGE
+        bad = ~((s >= lo) & (s <= hi))
+        if bad.any():
+            v = s[bad].flat[0]
+            raise ValueError(
+                f"{owner}: scale must be in [{lo:g}, {hi:g}] to estimate gradients (got {float(v)!r}): "
+                "the score's terms 1/scale**2 and 1/scale**3 over- or underflow in double "
+                "precision beyond; rescale the problem (draw x/c and use f(c*x))"
+            )
+        ref = np.maximum(1.0, np.abs(mu)) if self._log else np.abs(mu)
+        bad = s < self.RESOLUTION * ref
+        if bad.any():
+            i = np.argwhere(bad)[0]
+            what = "log x = loc + scale*z" if self._log else "x = loc + scale*z"
+            raise ValueError(
+                f"{owner}: scale={float(s[tuple(i)])!r} is too small for loc={float(mu[tuple(i)])!r} to estimate "
+                f"gradients: {what} rounds to a few values in double precision (need scale >= "
+                f"2**-40 * {'max(1, |loc|)' if self._log else '|loc|'}); centre the problem "
+                "(draw around 0 and shift x inside f)"
+            )
 
     def mean(self):
         return np.broadcast_to(self.loc, self.batch_shape).copy()
@@ -476,6 +526,9 @@ class Poisson(Distribution):
     def __init__(self, rate):
         super().__init__()
         rate = V.param("rate", rate, "positive", owner="Poisson")
+        if not (rate <= POISSON_RATE_MAX).all():
+            raise ValueError(f"Poisson: rate must be <= {POISSON_RATE_MAX:.6g} (larger rates "
+                             f"overflow the int64 draws), got {float(rate.max())!r}")
         self.batch_shape = rate.shape
         self._params = {"rate": rate}
 
@@ -579,6 +632,13 @@ class Geometric(_BinaryFamily):
             V.check("probs", v, "unit_interval_gt0", owner="Geometric")
         self.batch_shape = v.shape
         self._params = {self._which: v}
+        p = self._pq()[0]
+        if not (p >= GEOMETRIC_PROBS_MIN).all():
+            lim = ("probs must be >= 1e-16" if self._which == "probs"
+                   else f"logits must be >= {math.log(GEOMETRIC_PROBS_MIN):.4f} (probs >= 1e-16)")
+            raise ValueError(f"Geometric: {lim}: smaller success probabilities make draws "
+                             f"(about 1/probs failures) overflow int64, got {self._which} "
+                             f"{float(v[p < GEOMETRIC_PROBS_MIN].flat[0])!r}")
 
     def _draw_params(self):
         return self.probs, np.zeros(self.batch_shape)
@@ -616,6 +676,16 @@ class NegativeBinomial(_BinaryFamily):
         self.total_count = r
         self.batch_shape = V.broadcast_shapes(owner, total_count=r, **{self._which: v})
         self._params = {self._which: v}
+        p, q = self._pq()
+        with np.errstate(divide="ignore", over="ignore"):
+            # a draw is Poisson(Gamma(r) * p/q); Gamma(r) < r + 12 sqrt(r) + 50 always
+            top = (p / q) * (r + 12 * np.sqrt(r) + 50)
+        if not (top <= 2.0**62).all():
+            raise ValueError(
+                f"{owner}: total_count * probs / (1 - probs) is too large (the mean is "
+                f"{np.max(r * p / q):.3g}): draws would overflow int64; need "
+                "probs / (1 - probs) * (total_count + 12 sqrt(total_count) + 50) <= 2**62"
+            )
 
     def _all_params(self):
         return {"total_count": self.total_count, **self._params}
@@ -733,12 +803,12 @@ class Categorical(_CategoricalBase):
         self._kernel_dist()
         m = x.shape[0]
         kk = self.n_categories
-        flat = x.reshape(m, -1)
+        flat = x.reshape(m, self.draw_size)
         ind = flat[:, :, None] == np.arange(kk)
         a = self._table["a"].reshape(-1, kk)
         b = self._table["b"].reshape(-1, kk)
         s = a * ind + b
-        return self._split_coords(s.reshape(m, -1))
+        return self._split_coords(s.reshape(m, a.size))
 
     def _log_prob(self, x):
         kk = self.n_categories
@@ -829,6 +899,14 @@ class Dirichlet(Distribution):
 
     def _draw_params(self):
         return self.concentration, np.zeros(self.batch_shape)
+
+    def _check_draws(self, x):
+        if np.isnan(x).any():
+            raise FloatingPointError(
+                f"{self!r}: some draws are NaN: for tiny concentrations all K gamma variates of "
+                "a draw can underflow to 0 (the kernel normalises 0/0); use larger "
+                "concentrations"
+            )
 
     def _terms(self):
         a = self.concentration
