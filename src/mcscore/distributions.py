@@ -243,10 +243,18 @@ class Distribution:
 
     def log_prob(self, x):
         """Log density (continuous) or mass (discrete) of each draw, shape
-        ``(m, *batch_shape)``; ``-inf`` outside the support."""
+        ``(m, *batch_shape)``; ``-inf`` outside the support (including
+        infinite coordinates), NaN for a draw holding NaN."""
         x = self._check_x(x)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            return self._log_prob(x)
+            out = self._log_prob(x)
+        if not np.isfinite(x).all():
+            # NaN in a draw propagates; an infinite coordinate is outside every support
+            axes = tuple(range(x.ndim - self.event_ndim, x.ndim))
+            nan_in = np.isnan(x).any(axis=axes) if axes else np.isnan(x)
+            inf_in = np.isinf(x).any(axis=axes) if axes else np.isinf(x)
+            out = np.where(nan_in, np.nan, np.where(inf_in, -np.inf, out))
+        return out
 
     def _check_differentiable(self):
         """Raise when a score is undefined at the current parameters."""
