@@ -78,6 +78,9 @@ def show_config(file=None):
         "platform": sys.platform,
     }
     out = file if file is not None else sys.stdout
+    if not hasattr(out, "write"):
+        raise TypeError(f"show_config: file must have a write method (a text stream), "
+                        f"got {type(file).__name__}")
     for k, v in cfg.items():
         print(f"{k:>16}: {v}", file=out)
     return cfg

@@ -461,14 +461,17 @@ def _algebra(c0, count, G, H, mom, baseline):
 
 
 # Mean squares below this are at the edge of the normal double range: the
-# sums of squares behind the standard errors have underflowed.
+# sums of squares behind the standard errors have underflowed.  Estimates
+# below _RESOLUTION are zero at double resolution (e.g. gradients of order
+# e**-700 for logits at +-700) and are returned as they are.
 _TINY_MEAN_SQUARE = 1e-300
+_RESOLUTION = 1e-290
 
 
 def _check_range(dist, grad, var, value, vvar, f_underflow):
     """Raise FloatingPointError instead of returning an estimate or standard
     error that overflowed (inf/NaN) or underflowed (a zero standard error for
-    a non-zero estimate)."""
+    an estimate that is not itself zero at double resolution)."""
     if not (np.isfinite(grad).all() and np.isfinite(var).all() and np.isfinite(value)
             and np.isfinite(vvar)):
         raise FloatingPointError(
@@ -477,7 +480,7 @@ def _check_range(dist, grad, var, value, vvar, f_underflow):
             "or subtract a baseline)"
         )
     with np.errstate(over="ignore"):
-        under = (var + np.square(grad) < _TINY_MEAN_SQUARE) & (grad != 0)
+        under = (var + np.square(grad) < _TINY_MEAN_SQUARE) & (np.abs(grad) > _RESOLUTION)
     if under.any() or f_underflow:
         raise FloatingPointError(
             f"the estimator's sums of squares underflowed for {dist!r}: |f * score| is below "
@@ -505,7 +508,8 @@ def _finish(dist, kd, stats, shifts, baseline, plan=None, method="score", extra_
         grad, se, var, value, vse, vvar = _algebra(c0, count, G, H, mom, baseline)
     n_all = max(1.0, float(count.sum()))
     _check_range(dist, grad, var, value, vvar,
-                 float(H.sum()) / n_all < _TINY_MEAN_SQUARE and float(G.sum()) != 0.0)
+                 float(H.sum()) / n_all < _TINY_MEAN_SQUARE
+                 and abs(float(G.sum())) / n_all > _RESOLUTION)
     info = plan.info() if plan is not None else {}
     info.update(extra_info or {})
     return GradientEstimate(
@@ -634,7 +638,8 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None):
         se = np.sqrt(var / m)
         vvar = float(fx_arr.var(ddof=1))
         g = fx_arr - fx_arr[0]
-        f_underflow = float(np.mean(np.square(g))) < _TINY_MEAN_SQUARE and bool(g.any())
+        f_underflow = (float(np.mean(np.square(g))) < _TINY_MEAN_SQUARE
+                       and abs(float(g.mean())) > _RESOLUTION)
     _check_range(dist, grad, var, float(fx_arr.mean()), vvar, f_underflow)
     out = {}
     for part in (grad, se, var):
