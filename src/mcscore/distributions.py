@@ -518,6 +518,56 @@ class Beta(Distribution):
 # discrete univariate families
 # ---------------------------------------------------------------------------
 
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _stirlerr(n):
+    """log(n!) - [(n + 1/2) log n - n + log(2 pi)/2] for n > 0: the error of
+    Stirling's formula, accurate for every n (series for n > 15)."""
+    n = np.asarray(n, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        small = special.gammaln(n + 1) - (n + 0.5) * np.log(n) + n - _HALF_LOG_2PI
+        nn = n * n
+        big = (1 / 12 - (1 / 360 - (1 / 1260 - (1 / 1680 - 1 / (1188 * nn)) / nn) / nn) / nn) / n
+    return np.where(n > 15, big, small)
+
+
+def _bd0(x, m):
+    """x log(x / m) + m - x, without cancellation when x is close to m
+    (the deviance term of the saddle-point log-pmfs)."""
+    x, m = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(m, np.float64))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = special.xlogy(x, x / m) + m - x
+        near = np.abs(x - m) < 0.1 * (x + m)
+        if near.any():
+            xs, ms = x[near], m[near]
+            v = (xs - ms) / (xs + ms)
+            acc = (xs - ms) * v
+            ej = 2 * xs * v
+            v2 = v * v
+            for j in range(1, 40):
+                ej = ej * v2
+                nxt = acc + ej / (2 * j + 1)
+                if np.array_equal(nxt, acc):
+                    break
+                acc = nxt
+            out = out.copy()
+            out[near] = acc
+    return out
+
+
+def _binomial_log_pmf(x, n, p, q):
+    """log C(n, x) p^x q^(n-x) for real 0 <= x <= n by the saddle-point form
+    (accurate for n up to 2**62; x = 0 and x = n exactly)."""
+    x, n, p, q = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (x, n, p, q)))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        y = n - x
+        inner = (_stirlerr(n) - _stirlerr(x) - _stirlerr(y) - _bd0(x, n * p) - _bd0(y, n * q)
+                 + 0.5 * np.log(n / (2 * math.pi * x * y)))
+        out = np.where(x == 0, special.xlogy(n, q), np.where(y == 0, special.xlogy(n, p), inner))
+    return out
+
+
 def _is_count(x, upper=None):
     ok = (x >= 0) & (x == np.floor(x))
     if upper is not None:
@@ -551,7 +601,9 @@ class Poisson(Distribution):
         return [("rate", K.SK_AFFINE, 1.0 / self.rate, -1.0, 0.0)]
 
     def _log_prob(self, x):
-        out = special.xlogy(x, self.rate) - self.rate - special.gammaln(x + 1)
+        lam = self.rate
+        inner = -_stirlerr(x) - _bd0(x, lam) - 0.5 * np.log(2 * math.pi * x)
+        out = np.where(x == 0, -lam, inner)
         return np.where(_is_count(x), out, -np.inf)
 
     def mean(self):
@@ -619,9 +671,9 @@ class Binomial(_BinaryFamily):
     def _log_prob(self, x):
         p, q = self._pq()
         n = self.total_count
-        out = (special.gammaln(n + 1) - special.gammaln(x + 1) - special.gammaln(n - x + 1)
-               + special.xlogy(x, p) + special.xlogy(n - x, q))
-        return np.where(_is_count(x, n), out, -np.inf)
+        ok = _is_count(x, n)
+        out = _binomial_log_pmf(np.where(ok, x, 0.0), n, p, q)
+        return np.where(ok, out, -np.inf)
 
     def mean(self):
         return np.broadcast_to(self.total_count * self.probs, self.batch_shape).copy()
@@ -712,9 +764,12 @@ class NegativeBinomial(_BinaryFamily):
     def _log_prob(self, x):
         p, q = self._pq()
         r = self.total_count
-        out = (special.gammaln(x + r) - special.gammaln(x + 1) - special.gammaln(r)
-               + special.xlogy(r, q) + special.xlogy(x, p))
-        return np.where(_is_count(x), out, -np.inf)
+        ok = _is_count(x)
+        k = np.where(ok, x, 0.0)
+        # C(k + r - 1, k) q^r p^k = r / (k + r) * [binomial pmf of r in k + r trials, prob q]
+        out = np.log(r / (k + r)) + _binomial_log_pmf(r, k + r, q, p)
+        out = np.where(k == 0, special.xlogy(r, q), out)
+        return np.where(ok, out, -np.inf)
 
     def mean(self):
         p, q = self._pq()
