@@ -367,7 +367,16 @@ def _cb_nan(x, d):
     return float("nan") if x[0] > 2.0 else 1.0
 
 
+@CB_T
+def _cb_mutating(x, d):
+    v = x[0] * x[0]
+    for c in range(d):
+        x[c] = 1e300  # vandalise the draw it was given
+    return v
+
+
 CB = LowLevelCallable(_cb_first_squared, signature="double (double *, intptr_t)")
+CB_MUTATING = LowLevelCallable(_cb_mutating, signature="double (double *, intptr_t)")
 CB_NAN = LowLevelCallable(_cb_nan, signature="double (double *, intptr_t)")
 
 CALL_TABLE = [
@@ -446,6 +455,7 @@ CALL_TABLE = [
     Call("f-integrand-overflow", _sg(I.exp(), dist=mc.Normal(0.0, 300.0)),
          (VE, "non-finite value")),
     Call("f-callback", _sg(CB, n_threads=2), _same_as(_ref_sq())),
+    Call("f-callback-mutates-its-input", _sg(CB_MUTATING, n_threads=2), _same_as(_ref_sq())),
     Call("f-callback-nan", _sg(CB_NAN), (VE, r"non-finite value \(nan or inf\) at draw \d+")),
     Call("f-callback-wrong-signature",
          _sg(LowLevelCallable(_cb_first_squared, signature="double (double)")),
