@@ -4,7 +4,7 @@
 # passes through mcscore's extension (invalid read/write, use of uninitialised
 # memory, invalid free, or a definite leak).  The interpreter and NumPy/SciPy
 # are not ours: their reports are counted but do not fail the run.
-#   tools/valgrind.sh               (about 1-3 minutes)
+#   tools/valgrind.sh [script.py]   (about 30 s; default tools/valgrind_run.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
@@ -17,7 +17,7 @@ export PYTHONPATH="$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=2
 valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite \
     --errors-for-leak-kinds=definite --num-callers=40 --error-exitcode=0 \
-    --log-file="$LOG" "$PY" tools/valgrind_run.py | tee "${LOG%.log}.out"
+    --log-file="$LOG" "$PY" "${1:-tools/valgrind_run.py}" | tee "${LOG%.log}.out"
 "$PY" - "$LOG" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
