@@ -7,6 +7,23 @@ import sys
 from . import _kernels
 from . import _validation as V
 
+# libgomp's thread pool does not survive fork(): a child forked after the
+# parent ran a parallel region can hang in its own first parallel region.  So
+# once this process has asked for more than one thread, any child it forks
+# (and their children) runs the kernels serially.  Results are bit-identical
+# for any thread count, so only speed changes; use the "spawn" or
+# "forkserver" start methods of multiprocessing for parallel workers.
+_STATE = {"pool_used": False, "serial_after_fork": False}
+
+
+def _after_fork_in_child():
+    if _STATE["pool_used"]:
+        _STATE["serial_after_fork"] = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def effective_n_threads(n_threads=None, *, work_items=None):
     """Threads to use for a parallel region.
@@ -15,6 +32,11 @@ def effective_n_threads(n_threads=None, *, work_items=None):
     limits are honoured); a negative count counts from the end (-1 = all,
     -2 = all but one); 0 is an error.  The result is capped at the number of
     work items (streams) so tiny problems do not oversubscribe.
+
+    In a process forked (``os.fork``, multiprocessing's "fork" start method)
+    after its parent used more than one thread, the result is always 1: the
+    OpenMP runtime's threads do not survive fork, and a parallel region there
+    could hang.  Results do not depend on the thread count.
     """
     max_threads = _kernels.omp_max_threads()
     if n_threads is None:
@@ -28,6 +50,10 @@ def effective_n_threads(n_threads=None, *, work_items=None):
             t = max(1, max_threads + 1 + t)
     if work_items is not None:
         t = min(t, max(1, int(work_items)))
+    if _STATE["serial_after_fork"]:
+        return 1
+    if t > 1:
+        _STATE["pool_used"] = True
     return max(1, t)
 
 
@@ -43,6 +69,7 @@ def show_config(file=None):
         "mcscore": __version__,
         "openmp": bool(_kernels.HAVE_OPENMP),
         "threads": effective_n_threads(None),
+        "serial_after_fork": _STATE["serial_after_fork"],
         "processors": _kernels.omp_num_procs(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "numpy": np.__version__,
@@ -51,6 +78,9 @@ def show_config(file=None):
         "platform": sys.platform,
     }
     out = file if file is not None else sys.stdout
+    if not hasattr(out, "write"):
+        raise TypeError(f"show_config: file must have a write method (a text stream), "
+                        f"got {type(file).__name__}")
     for k, v in cfg.items():
         print(f"{k:>16}: {v}", file=out)
     return cfg

@@ -18,6 +18,7 @@ by broadcasting, with t one of x, log x, log(1-x).  The kernels and
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from scipy import special
@@ -42,6 +43,17 @@ __all__ = [
     "Dirichlet",
     "FAMILIES",
 ]
+
+
+# Guards the lazy build of a distribution's kernel description, so that the
+# first calls from several threads at once see a complete score table.
+_BUILD_LOCK = threading.RLock()
+
+# Largest Poisson rate NumPy's sampler accepts (larger rates overflow int64).
+POISSON_RATE_MAX = float(np.iinfo(np.int64).max - 10 * np.sqrt(np.iinfo(np.int64).max))
+# Smallest Geometric success probability: P(draw >= 2**62) = exp(-1e-16 * 2**62)
+# is then 0 in double precision; smaller ones overflow the int64 draws.
+GEOMETRIC_PROBS_MIN = 1e-16
 
 
 def _index_map(shape, target):
@@ -104,8 +116,10 @@ class Distribution:
     # -- kernel description ----------------------------------------------
     def _kernel_dist(self):
         if self._kernel is None:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                self._kernel = self._build_kernel()
+            with _BUILD_LOCK:
+                if self._kernel is None:  # another thread may have built it meanwhile
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        self._kernel = self._build_kernel()
         return self._kernel
 
     def _terms(self):
@@ -176,14 +190,18 @@ class Distribution:
         ``rng``: None, an int, a SeedSequence or a Generator (SPEC 7).  A
         Generator's bit generator is advanced, as NumPy's own methods do.
         """
-        n = V.integer("n", n, minimum=0)
+        n = V.integer("n", n, minimum=0, maximum=2**62)
         gen = V.as_generator(rng)
         kd = self._kernel_dist()
         x = K.draw(kd, gen.bit_generator, n).reshape((n,) + self.draw_shape)
+        self._check_draws(x)
         return self._to_user_dtype(x)
 
     def _to_user_dtype(self, x):
         return x
+
+    def _check_draws(self, x):
+        """Hook: raise when the kernel produced draws that are not valid."""
 
     def _check_x(self, x):
         x = np.asarray(x)
@@ -209,7 +227,7 @@ class Distribution:
         self._check_differentiable()
         self._kernel_dist()
         m = x.shape[0]
-        flat = x.reshape(m, -1)
+        flat = x.reshape(m, self.draw_size)
         t = self._table
         vals = np.empty((m, t["col"].size))
         xc = flat[:, t["col"]]
@@ -232,10 +250,18 @@ class Distribution:
 
     def log_prob(self, x):
         """Log density (continuous) or mass (discrete) of each draw, shape
-        ``(m, *batch_shape)``; ``-inf`` outside the support."""
+        ``(m, *batch_shape)``; ``-inf`` outside the support (including
+        infinite coordinates), NaN for a draw holding NaN."""
         x = self._check_x(x)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            return self._log_prob(x)
+            out = self._log_prob(x)
+        if not np.isfinite(x).all():
+            # NaN in a draw propagates; an infinite coordinate is outside every support
+            axes = tuple(range(x.ndim - self.event_ndim, x.ndim))
+            nan_in = np.isnan(x).any(axis=axes) if axes else np.isnan(x)
+            inf_in = np.isinf(x).any(axis=axes) if axes else np.isinf(x)
+            out = np.where(nan_in, np.nan, np.where(inf_in, -np.inf, out))
+        return out
 
     def _check_differentiable(self):
         """Raise when a score is undefined at the current parameters."""
@@ -339,6 +365,38 @@ class Normal(Distribution):
     def _log_prob(self, x):
         z = (x - self.loc) / self.scale
         return -0.5 * z * z - np.log(self.scale) - 0.5 * math.log(2 * math.pi)
+
+    # The score is a*t(x) + b with a = 1/scale**2 and a*(t(x) - loc)**2 + b with
+    # a = 1/scale**3: outside this range of scales the coefficients over- or
+    # underflow in double precision.
+    SCALE_RANGE = (1e-100, 1e100)
+    # Draws loc + scale*z must resolve the distribution: scale >= 2**-40 |loc|
+    # keeps about 4000 representable values per standard deviation.
+    RESOLUTION = 2.0**-40
+
+    def _check_differentiable(self):
+        owner = type(self).__name__
+        s, mu = np.broadcast_arrays(self.scale, self.loc)
+        lo, hi = self.SCALE_RANGE
+        bad = ~((s >= lo) & (s <= hi))
+        if bad.any():
+            v = s[bad].flat[0]
+            raise ValueError(
+                f"{owner}: scale must be in [{lo:g}, {hi:g}] to estimate gradients (got {float(v)!r}): "
+                "the score's terms 1/scale**2 and 1/scale**3 over- or underflow in double "
+                "precision beyond; rescale the problem (draw x/c and use f(c*x))"
+            )
+        ref = np.maximum(1.0, np.abs(mu)) if self._log else np.abs(mu)
+        bad = s < self.RESOLUTION * ref
+        if bad.any():
+            i = np.argwhere(bad)[0]
+            what = "log x = loc + scale*z" if self._log else "x = loc + scale*z"
+            raise ValueError(
+                f"{owner}: scale={float(s[tuple(i)])!r} is too small for loc={float(mu[tuple(i)])!r} to estimate "
+                f"gradients: {what} rounds to a few values in double precision (need scale >= "
+                f"2**-40 * {'max(1, |loc|)' if self._log else '|loc|'}); centre the problem "
+                "(draw around 0 and shift x inside f)"
+            )
 
     def mean(self):
         return np.broadcast_to(self.loc, self.batch_shape).copy()
@@ -467,6 +525,56 @@ class Beta(Distribution):
 # discrete univariate families
 # ---------------------------------------------------------------------------
 
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _stirlerr(n):
+    """log(n!) - [(n + 1/2) log n - n + log(2 pi)/2] for n > 0: the error of
+    Stirling's formula, accurate for every n (series for n > 15)."""
+    n = np.asarray(n, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        small = special.gammaln(n + 1) - (n + 0.5) * np.log(n) + n - _HALF_LOG_2PI
+        nn = n * n
+        big = (1 / 12 - (1 / 360 - (1 / 1260 - (1 / 1680 - 1 / (1188 * nn)) / nn) / nn) / nn) / n
+    return np.where(n > 15, big, small)
+
+
+def _bd0(x, m):
+    """x log(x / m) + m - x, without cancellation when x is close to m
+    (the deviance term of the saddle-point log-pmfs)."""
+    x, m = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(m, np.float64))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = special.xlogy(x, x / m) + m - x
+        near = np.abs(x - m) < 0.1 * (x + m)
+        if near.any():
+            xs, ms = x[near], m[near]
+            v = (xs - ms) / (xs + ms)
+            acc = (xs - ms) * v
+            ej = 2 * xs * v
+            v2 = v * v
+            for j in range(1, 40):
+                ej = ej * v2
+                nxt = acc + ej / (2 * j + 1)
+                if np.array_equal(nxt, acc):
+                    break
+                acc = nxt
+            out = out.copy()
+            out[near] = acc
+    return out
+
+
+def _binomial_log_pmf(x, n, p, q):
+    """log C(n, x) p^x q^(n-x) for real 0 <= x <= n by the saddle-point form
+    (accurate for n up to 2**62; x = 0 and x = n exactly)."""
+    x, n, p, q = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (x, n, p, q)))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        y = n - x
+        inner = (_stirlerr(n) - _stirlerr(x) - _stirlerr(y) - _bd0(x, n * p) - _bd0(y, n * q)
+                 + 0.5 * np.log(n / (2 * math.pi * x * y)))
+        out = np.where(x == 0, special.xlogy(n, q), np.where(y == 0, special.xlogy(n, p), inner))
+    return out
+
+
 def _is_count(x, upper=None):
     ok = (x >= 0) & (x == np.floor(x))
     if upper is not None:
@@ -483,6 +591,9 @@ class Poisson(Distribution):
     def __init__(self, rate):
         super().__init__()
         rate = V.param("rate", rate, "positive", owner="Poisson")
+        if not (rate <= POISSON_RATE_MAX).all():
+            raise ValueError(f"Poisson: rate must be <= {POISSON_RATE_MAX:.6g} (larger rates "
+                             f"overflow the int64 draws), got {float(rate.max())!r}")
         self.batch_shape = rate.shape
         self._params = {"rate": rate}
 
@@ -497,7 +608,9 @@ class Poisson(Distribution):
         return [("rate", K.SK_AFFINE, 1.0 / self.rate, -1.0, 0.0)]
 
     def _log_prob(self, x):
-        out = special.xlogy(x, self.rate) - self.rate - special.gammaln(x + 1)
+        lam = self.rate
+        inner = -_stirlerr(x) - _bd0(x, lam) - 0.5 * np.log(2 * math.pi * x)
+        out = np.where(x == 0, -lam, inner)
         return np.where(_is_count(x), out, -np.inf)
 
     def mean(self):
@@ -565,9 +678,9 @@ class Binomial(_BinaryFamily):
     def _log_prob(self, x):
         p, q = self._pq()
         n = self.total_count
-        out = (special.gammaln(n + 1) - special.gammaln(x + 1) - special.gammaln(n - x + 1)
-               + special.xlogy(x, p) + special.xlogy(n - x, q))
-        return np.where(_is_count(x, n), out, -np.inf)
+        ok = _is_count(x, n)
+        out = _binomial_log_pmf(np.where(ok, x, 0.0), n, p, q)
+        return np.where(ok, out, -np.inf)
 
     def mean(self):
         return np.broadcast_to(self.total_count * self.probs, self.batch_shape).copy()
@@ -586,6 +699,13 @@ class Geometric(_BinaryFamily):
             V.check("probs", v, "unit_interval_gt0", owner="Geometric")
         self.batch_shape = v.shape
         self._params = {self._which: v}
+        p = self._pq()[0]
+        if not (p >= GEOMETRIC_PROBS_MIN).all():
+            lim = ("probs must be >= 1e-16" if self._which == "probs"
+                   else f"logits must be >= {math.log(GEOMETRIC_PROBS_MIN):.4f} (probs >= 1e-16)")
+            raise ValueError(f"Geometric: {lim}: smaller success probabilities make draws "
+                             f"(about 1/probs failures) overflow int64, got {self._which} "
+                             f"{float(v[p < GEOMETRIC_PROBS_MIN].flat[0])!r}")
 
     def _draw_params(self):
         return self.probs, np.zeros(self.batch_shape)
@@ -623,6 +743,16 @@ class NegativeBinomial(_BinaryFamily):
         self.total_count = r
         self.batch_shape = V.broadcast_shapes(owner, total_count=r, **{self._which: v})
         self._params = {self._which: v}
+        p, q = self._pq()
+        with np.errstate(divide="ignore", over="ignore"):
+            # a draw is Poisson(Gamma(r) * p/q); Gamma(r) < r + 12 sqrt(r) + 50 always
+            top = (p / q) * (r + 12 * np.sqrt(r) + 50)
+        if not (top <= 2.0**62).all():
+            raise ValueError(
+                f"{owner}: total_count * probs / (1 - probs) is too large (the mean is "
+                f"{np.max(r * p / q):.3g}): draws would overflow int64; need "
+                "probs / (1 - probs) * (total_count + 12 sqrt(total_count) + 50) <= 2**62"
+            )
 
     def _all_params(self):
         return {"total_count": self.total_count, **self._params}
@@ -641,9 +771,12 @@ class NegativeBinomial(_BinaryFamily):
     def _log_prob(self, x):
         p, q = self._pq()
         r = self.total_count
-        out = (special.gammaln(x + r) - special.gammaln(x + 1) - special.gammaln(r)
-               + special.xlogy(r, q) + special.xlogy(x, p))
-        return np.where(_is_count(x), out, -np.inf)
+        ok = _is_count(x)
+        k = np.where(ok, x, 0.0)
+        # C(k + r - 1, k) q^r p^k = r / (k + r) * [binomial pmf of r in k + r trials, prob q]
+        out = np.log(r / (k + r)) + _binomial_log_pmf(r, k + r, q, p)
+        out = np.where(k == 0, special.xlogy(r, q), out)
+        return np.where(ok, out, -np.inf)
 
     def mean(self):
         p, q = self._pq()
@@ -740,12 +873,12 @@ class Categorical(_CategoricalBase):
         self._kernel_dist()
         m = x.shape[0]
         kk = self.n_categories
-        flat = x.reshape(m, -1)
+        flat = x.reshape(m, self.draw_size)
         ind = flat[:, :, None] == np.arange(kk)
         a = self._table["a"].reshape(-1, kk)
         b = self._table["b"].reshape(-1, kk)
         s = a * ind + b
-        return self._split_coords(s.reshape(m, -1))
+        return self._split_coords(s.reshape(m, a.size))
 
     def _log_prob(self, x):
         kk = self.n_categories
@@ -836,6 +969,14 @@ class Dirichlet(Distribution):
 
     def _draw_params(self):
         return self.concentration, np.zeros(self.batch_shape)
+
+    def _check_draws(self, x):
+        if np.isnan(x).any():
+            raise FloatingPointError(
+                f"{self!r}: some draws are NaN: for tiny concentrations all K gamma variates of "
+                "a draw can underflow to 0 (the kernel normalises 0/0); use larger "
+                "concentrations"
+            )
 
     def _terms(self):
         a = self.concentration

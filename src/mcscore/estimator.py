@@ -263,6 +263,12 @@ def _check_fx(out, m, first_index, x):
             raise TypeError(f"f returned {type(out).__name__}, not an array") from None
     if out.dtype.kind == "c":
         raise TypeError(f"f returned complex values (dtype {out.dtype}); it must return reals")
+    if out.dtype.kind == "O":
+        bad = [v for v in out.flat
+               if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real)][:1]
+        if bad:
+            raise TypeError(f"f returned an object array holding {type(bad[0]).__name__} "
+                            "values; it must return real numbers")
     if out.dtype.kind not in "biuf":
         try:
             out = out.astype(np.float64)
@@ -464,15 +470,56 @@ def _algebra(c0, count, G, H, mom, baseline):
     return grad, se, var * factor**2, value, math.sqrt(vvar / n), vvar
 
 
+# Mean squares below this are at the edge of the normal double range: the
+# sums of squares behind the standard errors have underflowed.  Estimates
+# below _RESOLUTION are zero at double resolution (e.g. gradients of order
+# e**-700 for logits at +-700) and are returned as they are.
+_TINY_MEAN_SQUARE = 1e-300
+_RESOLUTION = 1e-290
+
+
+def _check_range(dist, grad, var, value, vvar, f_underflow):
+    """Raise FloatingPointError instead of returning an estimate or standard
+    error that overflowed (inf/NaN) or underflowed (a zero standard error for
+    an estimate that is not itself zero at double resolution)."""
+    if not (np.isfinite(grad).all() and np.isfinite(var).all() and np.isfinite(value)
+            and np.isfinite(vvar)):
+        raise FloatingPointError(
+            f"the estimator's sums overflowed for {dist!r}: f or f * score is too large for "
+            f"double precision (E[f] ~ {value:.3g}); rescale f (e.g. divide it by a constant, "
+            "or subtract a baseline)"
+        )
+    with np.errstate(over="ignore"):
+        under = (var + np.square(grad) < _TINY_MEAN_SQUARE) & (np.abs(grad) > _RESOLUTION)
+    if under.any() or f_underflow:
+        raise FloatingPointError(
+            f"the estimator's sums of squares underflowed for {dist!r}: |f * score| is below "
+            "about 1e-150, so the standard errors would be 0; rescale f (multiply it by a "
+            "constant and divide the estimate by it)"
+        )
+
+
 def _finish(dist, kd, stats, shifts, baseline, plan=None, method="score", extra_info=None):
-    c0, count, G, H, mom = _moments(dist, kd, stats, shifts)
-    if not all(np.isfinite(m).all() for m in mom):
+    with np.errstate(over="ignore", invalid="ignore"):
+        c0, count, G, H, mom = _moments(dist, kd, stats, shifts)
+    if not (np.isfinite(mom[0]).all() and np.isfinite(mom[1]).all()):
         raise FloatingPointError(
             f"the score of {dist!r} overflowed on some draws (a draw at the edge of the "
             "support, e.g. a Gamma or Beta draw that rounded to 0 or 1 for a tiny "
-            "concentration); the estimate would be NaN"
+            "concentration, or a NaN draw); the estimate would be NaN"
         )
-    grad, se, var, value, vse, vvar = _algebra(c0, count, G, H, mom, baseline)
+    if not all(np.isfinite(m).all() for m in mom) or not (np.isfinite(G).all()
+                                                          and np.isfinite(H).all()):
+        raise FloatingPointError(
+            f"the estimator's sums overflowed for {dist!r}: f - f(first draw) or f * score is "
+            "too large for double precision; rescale f (e.g. divide it by a constant)"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        grad, se, var, value, vse, vvar = _algebra(c0, count, G, H, mom, baseline)
+    n_all = max(1.0, float(count.sum()))
+    _check_range(dist, grad, var, value, vvar,
+                 float(H.sum()) / n_all < _TINY_MEAN_SQUARE
+                 and abs(float(G.sum())) / n_all > _RESOLUTION)
     info = plan.info() if plan is not None else {}
     info.update(extra_info or {})
     return GradientEstimate(
@@ -652,9 +699,15 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None):
         y = (f - b) * S
     else:
         y = (f - baseline) * S
-    grad = factor * y.mean(0)
-    var = y.var(0, ddof=1)
-    se = np.sqrt(var / m)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        grad = factor * y.mean(0)
+        var = y.var(0, ddof=1)
+        se = np.sqrt(var / m)
+        vvar = float(fx_arr.var(ddof=1))
+        g = fx_arr - fx_arr[0]
+        f_underflow = (float(np.mean(np.square(g))) < _TINY_MEAN_SQUARE
+                       and abs(float(g.mean())) > _RESOLUTION)
+    _check_range(dist, grad, var, float(fx_arr.mean()), vvar, f_underflow)
     out = {}
     for part in (grad, se, var):
         d, o = {}, 0
@@ -663,7 +716,6 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None):
             d[k] = part[o: o + size].reshape(sc[k].shape[1:])
             o += size
         out[len(out)] = d
-    vvar = float(fx_arr.var(ddof=1))
     return GradientEstimate(out[0], out[1], out[2], fx_arr.mean(), math.sqrt(vvar / m), m,
                             baseline=baseline, method="score", value_variance=vvar,
                             info={"f": "samples"})
