@@ -327,7 +327,13 @@ def test_n_1e9_with_a_fused_integrand_runs_in_bounded_memory():
         from mcscore import integrands as I
         r = mc.score_grad(I.power(1), mc.Bernoulli(logits=0.0), 10**9, rng=0)
         z = (r.grad["logits"] - 0.25) / r.stderr["logits"]
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM is this process's own peak; ru_maxrss may include the parent's
+        # resident set inherited at fork.
+        try:
+            with open("/proc/self/status") as fh:
+                peak_mb = [int(l.split()[1]) for l in fh if l.startswith("VmHWM")][0] / 1024
+        except OSError:
+            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(r.n, z, peak_mb)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
