@@ -109,6 +109,22 @@ def default_block_size(n, draw_size, n_streams=DEFAULT_STREAMS):
     return max(1, min(b, cap))
 
 
+class _FixedSeed(np.random.bit_generator.ISeedSequence):
+    """A seed source that costs nothing, for bit generators whose state is
+    set right after construction."""
+
+    def generate_state(self, n_words, dtype=np.uint32):
+        return np.ones(n_words, dtype=dtype)
+
+
+_NO_SEED = _FixedSeed()
+_PCG64_JUMP = 0x9E3779B97F4A7C15F39CC0605CEDC835  # PCG64.jumped's step, (phi - 1) * 2**128
+_MASK128 = (1 << 128) - 1
+# Below this many draw values a call runs on one thread: the work is smaller
+# than the cost of waking a second one.  (Results never depend on threads.)
+SERIAL_VALUES = 1 << 15
+
+
 class _Plan:
     def __init__(self, n, draw_size, rng, n_streams, block_size, n_threads):
         self.n = V.integer("n", n, minimum=2, maximum=2**62)
@@ -119,10 +135,24 @@ class _Plan:
         self.n_blocks = -(-self.n // self.block_size)
         self.used = min(self.n_streams, self.n_blocks)
         self.root = V.root_seed_sequence(rng)
-        self.threads = effective_n_threads(n_threads, work_items=self.used)
+        work = min(self.used, max(1, (self.n * int(draw_size)) // SERIAL_VALUES))
+        self.threads = effective_n_threads(n_threads, work_items=work)
 
     def bitgens(self, streams):
-        return [np.random.PCG64(V.stream_seed(self.root, s)) for s in streams]
+        """The bit generators of the given streams: stream s is the call's
+        root PCG64 (seeded from the root SeedSequence) jumped s times, i.e.
+        ``root.jumped(s)``: advanced by s * (phi - 1) * 2**128 steps, so the
+        streams are far-apart, non-overlapping pieces of one PCG64 sequence
+        and stream s does not depend on how many streams a call uses."""
+        state = np.random.PCG64(self.root).state
+        out = []
+        for s in streams:
+            bg = np.random.PCG64(_NO_SEED)  # cheap: its state is overwritten
+            bg.state = state
+            if s:
+                bg.advance((int(s) * _PCG64_JUMP) & _MASK128)
+            out.append(bg)
+        return out
 
     def block_rows(self, b):
         return min(self.block_size, self.n - b * self.block_size)
@@ -340,13 +370,14 @@ def _run_python(f, dist, kd, plan, chunk_size):
     stats = np.zeros((plan.used, kd.stats_len))
     shifts = np.zeros(plan.used)
     xt = np.empty((R, ds * B))
+    lt = np.empty((R, ds * B)) if kd.has_log_column else None  # LogNormal: log x as drawn
     fx = np.empty((R, B))
     fx_flat = fx.reshape(-1)
     draw_shape = dist.draw_shape
     for r0 in range(0, plan.n_blocks, R):
         blocks = np.arange(r0, min(plan.n_blocks, r0 + R), dtype=np.int64)
         slots = blocks % S
-        K.draw_round(kd, bitgens, blocks, slots, plan.n, B, plan.threads, xt)
+        K.draw_round(kd, bitgens, blocks, slots, plan.n, B, plan.threads, xt, lt)
         rows = [plan.block_rows(int(b)) for b in blocks]
         total = sum(rows)
         x = np.empty((total, ds))
@@ -358,7 +389,7 @@ def _run_python(f, dist, kd, plan, chunk_size):
             xc = x[c0: c0 + chunk_size]
             fx_flat[c0: c0 + len(xc)] = _call_f(f, xc, first + c0)
         bad = K.accumulate_round(kd, blocks, slots, plan.n, B, S, plan.threads, xt, fx, stats,
-                                 shifts)
+                                 shifts, lt)
         if bad >= 0:  # cannot happen after _check_fx, kept as a guard
             raise ValueError(f"f returned a non-finite value at draw {bad}")
     return stats, shifts
@@ -454,8 +485,35 @@ def _algebra(c0, count, G, H, mom, baseline):
     return grad, se, var * factor**2, value, math.sqrt(vvar / n), vvar
 
 
+def _moments_total(kd, stats, shifts):
+    """_moments summed over the streams (a leading axis of length 1), for the
+    baselines that need totals only (None, a number, "loo"): a few array
+    operations instead of one per stream statistic."""
+    count = stats[:, 0]
+    nonempty = count > 0
+    c0 = float(shifts[np.argmax(nonempty)])
+    d = np.where(nonempty, shifts - c0, 0.0)
+    d2 = d * d
+    G0 = stats[:, 1]
+    Gt = G0.sum() + d @ count
+    Ht = stats[:, 2].sum() + 2.0 * (d @ G0) + d2 @ count
+    M = stats[:, 3:]
+    T = M.sum(0).reshape(kd.n_coords, 5)
+    D1 = (d @ M).reshape(kd.n_coords, 5)
+    D2 = (d2 @ M).reshape(kd.n_coords, 5)
+    Ss, Ss2 = T[:, 0], T[:, 1]
+    Sgs = T[:, 2] + D1[:, 0]
+    Sgs2 = T[:, 3] + D1[:, 1]
+    Sg2s2 = T[:, 4] + 2.0 * D1[:, 3] + D2[:, 1]
+    mom = tuple(a[None, :] for a in (Ss, Ss2, Sgs, Sgs2, Sg2s2))
+    return c0, np.array([count.sum()]), np.array([Gt]), np.array([Ht]), mom
+
+
 def _finish(dist, kd, stats, shifts, baseline, plan=None, method="score", extra_info=None):
-    c0, count, G, H, mom = _moments(dist, kd, stats, shifts)
+    if baseline != "optimal" and not kd.per_category:
+        c0, count, G, H, mom = _moments_total(kd, stats, shifts)
+    else:
+        c0, count, G, H, mom = _moments(dist, kd, stats, shifts)
     if not all(np.isfinite(m).all() for m in mom):
         raise FloatingPointError(
             f"the score of {dist!r} overflowed on some draws (a draw at the edge of the "
