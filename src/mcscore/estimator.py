@@ -359,6 +359,11 @@ def _run_fused(kf, fkind, dist, kd, plan):
 
 
 def _run_python(f, dist, kd, plan, chunk_size):
+    """A Python f, round by round: a round is R blocks drawn by the kernels,
+    handed to f in chunks, then accumulated.  With two or more threads the
+    next round is drawn (by threads - 1 kernel threads, in a helper thread)
+    while f runs on the current one; the draws, and so the result, are the
+    same either way."""
     S, B = plan.n_streams, plan.block_size
     ds = kd.draw_size
     if chunk_size is None:
@@ -369,29 +374,56 @@ def _run_python(f, dist, kd, plan, chunk_size):
     bitgens = plan.bitgens(streams)
     stats = np.zeros((plan.used, kd.stats_len))
     shifts = np.zeros(plan.used)
-    xt = np.empty((R, ds * B))
-    lt = np.empty((R, ds * B)) if kd.has_log_column else None  # LogNormal: log x as drawn
+    rounds = [np.arange(r0, min(plan.n_blocks, r0 + R), dtype=np.int64)
+              for r0 in range(0, plan.n_blocks, R)]
+    overlap = plan.threads >= 2 and len(rounds) >= 2
+    nbuf = 2 if overlap else 1
+    draw_threads = plan.threads - 1 if overlap else plan.threads
+    acc_threads = 1 if overlap else plan.threads
+    xts = [np.empty((R, ds * B)) for _ in range(nbuf)]
+    # LogNormal: log x as drawn, so that the score does not recompute it
+    lts = [np.empty((R, ds * B)) if kd.has_log_column else None for _ in range(nbuf)]
     fx = np.empty((R, B))
     fx_flat = fx.reshape(-1)
     draw_shape = dist.draw_shape
-    for r0 in range(0, plan.n_blocks, R):
-        blocks = np.arange(r0, min(plan.n_blocks, r0 + R), dtype=np.int64)
-        slots = blocks % S
-        K.draw_round(kd, bitgens, blocks, slots, plan.n, B, plan.threads, xt, lt)
-        rows = [plan.block_rows(int(b)) for b in blocks]
-        total = sum(rows)
-        x = np.empty((total, ds))
-        for r, m in enumerate(rows):
-            x[r * B: r * B + m] = xt[r, : ds * m].reshape(ds, m).T
-        x = dist._to_user_dtype(x.reshape((total,) + draw_shape))
-        first = int(blocks[0]) * B
-        for c0 in range(0, total, chunk_size):
-            xc = x[c0: c0 + chunk_size]
-            fx_flat[c0: c0 + len(xc)] = _call_f(f, xc, first + c0)
-        bad = K.accumulate_round(kd, blocks, slots, plan.n, B, S, plan.threads, xt, fx, stats,
-                                 shifts, lt)
-        if bad >= 0:  # cannot happen after _check_fx, kept as a guard
-            raise ValueError(f"f returned a non-finite value at draw {bad}")
+
+    def draw(i):
+        blocks = rounds[i]
+        K.draw_round(kd, bitgens, blocks, blocks % S, plan.n, B, draw_threads, xts[i % nbuf],
+                     lts[i % nbuf])
+
+    pool = None
+    if overlap:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcscore-draw")
+    try:
+        draw(0)
+        for i, blocks in enumerate(rounds):
+            nxt = pool.submit(draw, i + 1) if pool is not None and i + 1 < len(rounds) else None
+            xt, lt = xts[i % nbuf], lts[i % nbuf]
+            slots = blocks % S
+            rows = [plan.block_rows(int(b)) for b in blocks]
+            total = sum(rows)
+            x = np.empty((total, ds))
+            for r, m in enumerate(rows):
+                x[r * B: r * B + m] = xt[r, : ds * m].reshape(ds, m).T
+            x = dist._to_user_dtype(x.reshape((total,) + draw_shape))
+            first = int(blocks[0]) * B
+            for c0 in range(0, total, chunk_size):
+                xc = x[c0: c0 + chunk_size]
+                fx_flat[c0: c0 + len(xc)] = _call_f(f, xc, first + c0)
+            bad = K.accumulate_round(kd, blocks, slots, plan.n, B, S, acc_threads, xt, fx,
+                                     stats, shifts, lt)
+            if bad >= 0:  # cannot happen after _check_fx, kept as a guard
+                raise ValueError(f"f returned a non-finite value at draw {bad}")
+            if nxt is not None:
+                nxt.result()
+            elif pool is None and i + 1 < len(rounds):
+                draw(i + 1)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     return stats, shifts
 
 
