@@ -31,7 +31,7 @@ from numpy.random.c_distributions cimport (
     random_standard_normal_fill, random_standard_exponential_fill,
     random_standard_gamma, random_beta, random_poisson, random_binomial,
     random_geometric, random_negative_binomial, random_multinomial,
-    random_standard_uniform,
+    random_standard_uniform, random_standard_uniform_fill,
 )
 
 cnp.import_array()
@@ -162,6 +162,7 @@ cdef extern from *:
     }
 
     /* Index of the first non-finite value of fx[0..cs), or -1. */
+    MC_CLONES
     static Py_ssize_t mc_c_first_nonfinite(const double *fx, Py_ssize_t cs) {
         Py_ssize_t i;
         int bad = 0;
@@ -173,6 +174,7 @@ cdef extern from *:
 
     /* fx[i] += coef * (p[0] + p[1] x + ... + p[deg] x^deg) by Horner's rule,
        element by element (the same operations for every element). */
+    MC_CLONES
     static void mc_c_poly(const double *x, Py_ssize_t cs, const double *p, Py_ssize_t deg,
                           double coef, double *fx) {
         double acc[64];
@@ -184,6 +186,30 @@ cdef extern from *:
                 for (i = 0; i < n; i++) acc[i] = acc[i] * x[i0 + i] + p[k];
             for (i = 0; i < n; i++) fx[i0 + i] += coef * acc[i];
         }
+    }
+    /* Alias-table sampling without branches: col holds m uniforms on
+       input and the drawn categories (as doubles) on output.  Keep k =
+       floor(u K) when u K - k < q[k], else take alias[k]. */
+    MC_CLONES
+    static void mc_c_alias(double *col, Py_ssize_t m, Py_ssize_t K, const double *q,
+                           const int64_t *al) {
+        Py_ssize_t i;
+        double dK = (double)K;
+        for (i = 0; i < m; i++) {
+            double u = col[i] * dK;
+            int64_t k = (int64_t)u;
+            k = k < K ? k : K - 1;
+            int64_t alt = al[k];
+            int64_t keep = -(int64_t)(u - (double)k < q[k]);  /* all ones or 0 */
+            col[i] = (double)((k & keep) | (alt & ~keep));
+        }
+    }
+
+    /* col[i] = a + b * col[i] (elementwise, the same in every clone). */
+    MC_CLONES
+    static void mc_c_affine(double *col, Py_ssize_t m, double a, double b) {
+        Py_ssize_t i;
+        for (i = 0; i < m; i++) col[i] = a + b * col[i];
     }
     """
     int MC_HAVE_OPENMP
@@ -205,6 +231,9 @@ cdef extern from *:
     void mc_c_poly(const double *x, Py_ssize_t cs, const double *p, Py_ssize_t deg,
                    double coef, double *fx) noexcept nogil
     int MC_SKIND_AFFINE, MC_SKIND_QUAD, MC_SKIND_IDENT
+    void mc_c_affine(double *col, Py_ssize_t m, double a, double b) noexcept nogil
+    void mc_c_alias(double *col, Py_ssize_t m, Py_ssize_t K, const double *q,
+                    const int64_t *al) noexcept nogil
 
 # Error codes reported by the stream drivers (negative draw offsets are
 # never used: an error records the global index of the offending draw).
@@ -316,8 +345,7 @@ cdef void mc_draw_chunk(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double 
         if fam == MC_NORMAL:
             col = xt + j * ld
             random_standard_normal_fill(bg, m, col)
-            for i in range(m):
-                col[i] = a + b * col[i]
+            mc_c_affine(col, m, a, b)
         elif fam == MC_LOGNORMAL:
             col = xt + j * ld
             random_standard_normal_fill(bg, m, col)
@@ -372,14 +400,8 @@ cdef void mc_draw_chunk(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double 
             col = xt + j * ld
             q = dist.alias_q + j * K
             al = dist.alias_i + j * K
-            for i in range(m):
-                u = random_standard_uniform(bg) * K
-                idx = <int64_t> u
-                if idx >= K:
-                    idx = K - 1
-                if u - idx >= q[idx]:
-                    idx = al[idx]
-                col[i] = <double> idx
+            random_standard_uniform_fill(bg, m, col)
+            mc_c_alias(col, m, K, q, al)
         elif fam == MC_MULTINOMIAL:
             for i in range(m):
                 # numpy stops early once all trials are placed: zero first.

@@ -517,7 +517,7 @@ def _algebra(c0, count, G, H, mom, baseline):
     return grad, se, var * factor**2, value, math.sqrt(vvar / n), vvar
 
 
-def _moments_total(kd, stats, shifts):
+def _moments_total(dist, kd, stats, shifts):
     """_moments summed over the streams (a leading axis of length 1), for the
     baselines that need totals only (None, a number, "loo"): a few array
     operations instead of one per stream statistic."""
@@ -530,6 +530,25 @@ def _moments_total(kd, stats, shifts):
     Gt = G0.sum() + d @ count
     Ht = stats[:, 2].sum() + 2.0 * (d @ G0) + d2 @ count
     M = stats[:, 3:]
+    if kd.per_category:
+        # per-category sums (count, sum g, sum g^2 of the draws in category k)
+        P = kd.n_units * kd.n_cat
+        C0 = M[:, 0::3]
+        Gk0 = M[:, 1::3]
+        C = C0.sum(0)
+        Gk = Gk0.sum(0) + d @ C0
+        Hk = M[:, 2::3].sum(0) + 2.0 * (d @ Gk0) + d2 @ C0
+        a, b = dist._table["a"], dist._table["b"]
+        hit = C > 0
+        with np.errstate(invalid="ignore"):
+            A2 = np.where(hit, a * a + 2 * a * b, 0.0)
+            Ss = np.where(hit, a * C, 0.0) + b * count.sum()
+            Ss2 = A2 * C + b * b * count.sum()
+            Sgs = np.where(hit, a * Gk, 0.0) + b * Gt
+            Sgs2 = A2 * Gk + b * b * Gt
+            Sg2s2 = A2 * Hk + b * b * Ht
+        mom = tuple(np.reshape(x, (1, P)) for x in (Ss, Ss2, Sgs, Sgs2, Sg2s2))
+        return c0, np.array([count.sum()]), np.array([Gt]), np.array([Ht]), mom
     T = M.sum(0).reshape(kd.n_coords, 5)
     D1 = (d @ M).reshape(kd.n_coords, 5)
     D2 = (d2 @ M).reshape(kd.n_coords, 5)
@@ -542,8 +561,8 @@ def _moments_total(kd, stats, shifts):
 
 
 def _finish(dist, kd, stats, shifts, baseline, plan=None, method="score", extra_info=None):
-    if baseline != "optimal" and not kd.per_category:
-        c0, count, G, H, mom = _moments_total(kd, stats, shifts)
+    if baseline != "optimal":
+        c0, count, G, H, mom = _moments_total(dist, kd, stats, shifts)
     else:
         c0, count, G, H, mom = _moments(dist, kd, stats, shifts)
     if not all(np.isfinite(m).all() for m in mom):
