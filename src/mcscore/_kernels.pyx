@@ -1060,3 +1060,39 @@ def alias_table(double[:, ::1] probs):
                 ns = ns - 1
                 q[j, small[ns]] = 2.0
     return q_arr, a_arr
+
+
+def stream_totals(double[:, ::1] stats, double[::1] shifts, Py_ssize_t n_coords):
+    """Sum per-stream statistics (non-categorical layout) over the streams,
+    re-centred on one common shift c0 (the first non-empty stream's).
+
+    Returns (c0, n, G, H, M) with G = sum (f - c0), H = sum (f - c0)^2 and
+    M of shape (5, n_coords): sums of s, s^2, g s, g s^2, g^2 s^2 with
+    g = f - c0.  One pass in C instead of a dozen small array operations.
+    """
+    cdef Py_ssize_t S = stats.shape[0], s, q, k
+    cdef double c0 = 0.0, d, d2, n = 0.0, G = 0.0, H = 0.0
+    out = np.zeros((5, n_coords))
+    cdef double[:, ::1] M = out
+    cdef double *row
+    for s in range(S):
+        if stats[s, 0] > 0:
+            c0 = shifts[s]
+            break
+    for s in range(S):
+        row = &stats[s, 0]
+        if not row[0] > 0:
+            continue
+        d = shifts[s] - c0
+        d2 = d * d
+        n += row[0]
+        G += row[1] + d * row[0]
+        H += row[2] + 2.0 * d * row[1] + d2 * row[0]
+        for q in range(n_coords):
+            k = 3 + 5 * q
+            M[0, q] += row[k]
+            M[1, q] += row[k + 1]
+            M[2, q] += row[k + 2] + d * row[k]
+            M[3, q] += row[k + 3] + d * row[k + 1]
+            M[4, q] += row[k + 4] + 2.0 * d * row[k + 3] + d2 * row[k + 1]
+    return c0, n, G, H, out

@@ -113,8 +113,14 @@ class _FixedSeed(np.random.bit_generator.ISeedSequence):
     """A seed source that costs nothing, for bit generators whose state is
     set right after construction."""
 
+    _words = {}
+
     def generate_state(self, n_words, dtype=np.uint32):
-        return np.ones(n_words, dtype=dtype)
+        key = (n_words, np.dtype(dtype).str)
+        w = self._words.get(key)
+        if w is None:
+            w = self._words[key] = np.ones(n_words, dtype=dtype)
+        return w
 
 
 _NO_SEED = _FixedSeed()
@@ -521,6 +527,9 @@ def _moments_total(dist, kd, stats, shifts):
     """_moments summed over the streams (a leading axis of length 1), for the
     baselines that need totals only (None, a number, "loo"): a few array
     operations instead of one per stream statistic."""
+    if not kd.per_category:
+        c0, n, Gt, Ht, M = K.stream_totals(stats, shifts, kd.n_coords)
+        return c0, np.array([n]), np.array([Gt]), np.array([Ht]), tuple(M[:, None, :])
     count = stats[:, 0]
     nonempty = count > 0
     c0 = float(shifts[np.argmax(nonempty)])
@@ -549,15 +558,6 @@ def _moments_total(dist, kd, stats, shifts):
             Sg2s2 = A2 * Hk + b * b * Ht
         mom = tuple(np.reshape(x, (1, P)) for x in (Ss, Ss2, Sgs, Sgs2, Sg2s2))
         return c0, np.array([count.sum()]), np.array([Gt]), np.array([Ht]), mom
-    T = M.sum(0).reshape(kd.n_coords, 5)
-    D1 = (d @ M).reshape(kd.n_coords, 5)
-    D2 = (d2 @ M).reshape(kd.n_coords, 5)
-    Ss, Ss2 = T[:, 0], T[:, 1]
-    Sgs = T[:, 2] + D1[:, 0]
-    Sgs2 = T[:, 3] + D1[:, 1]
-    Sg2s2 = T[:, 4] + 2.0 * D1[:, 3] + D2[:, 1]
-    mom = tuple(a[None, :] for a in (Ss, Ss2, Sgs, Sgs2, Sg2s2))
-    return c0, np.array([count.sum()]), np.array([Gt]), np.array([Ht]), mom
 
 
 def _finish(dist, kd, stats, shifts, baseline, plan=None, method="score", extra_info=None):
@@ -565,7 +565,7 @@ def _finish(dist, kd, stats, shifts, baseline, plan=None, method="score", extra_
         c0, count, G, H, mom = _moments_total(dist, kd, stats, shifts)
     else:
         c0, count, G, H, mom = _moments(dist, kd, stats, shifts)
-    if not all(np.isfinite(m).all() for m in mom):
+    if not np.isfinite(np.asarray(mom)).all():
         raise FloatingPointError(
             f"the score of {dist!r} overflowed on some draws (a draw at the edge of the "
             "support, e.g. a Gamma or Beta draw that rounded to 0 or 1 for a tiny "
