@@ -117,6 +117,7 @@ ctypedef struct mc_workspace:
     int64_t *ibuf            # n_cat (Multinomial counts)
     binomial_t binom
     double *lt               # draw_size * block_size (LogNormal log columns)
+    const double *lazy_thr   # NULL, or per unit the log-draw below which x is not needed
 
 cdef Py_ssize_t mc_stats_len(const mc_dist *dist) noexcept nogil
 cdef int mc_workspace_init(mc_workspace *ws, const mc_dist *dist, Py_ssize_t block_size) noexcept nogil

@@ -13,7 +13,7 @@ See _kernels.pxd for the C-level API and the memory layouts.
 """
 import numpy as np
 cimport numpy as cnp
-from libc.math cimport log, log1p, exp, sin, cos, isfinite, fabs
+from libc.math cimport log, log1p, exp, sin, cos, isfinite, fabs, INFINITY
 from libc.stdlib cimport malloc, free, calloc
 from libc.string cimport memset
 from libc.stdint cimport int64_t, intptr_t
@@ -205,6 +205,20 @@ cdef extern from *:
         }
     }
 
+    /* x[i] = exp(y[i]) where y[i] > thr, else 0.0, without branches: the
+       indices above thr are gathered first (idx: m slots), then exp runs
+       on those only. */
+    static void mc_c_exp_above(const double *y, double *x, Py_ssize_t m, double thr,
+                               Py_ssize_t *idx) {
+        Py_ssize_t i, c = 0;
+        for (i = 0; i < m; i++) {
+            x[i] = 0.0;
+            idx[c] = i;
+            c += (y[i] > thr);
+        }
+        for (i = 0; i < c; i++) x[idx[i]] = exp(y[idx[i]]);
+    }
+
     /* col[i] = a + b * col[i] (elementwise, the same in every clone). */
     MC_CLONES
     static void mc_c_affine(double *col, Py_ssize_t m, double a, double b) {
@@ -234,6 +248,8 @@ cdef extern from *:
     void mc_c_affine(double *col, Py_ssize_t m, double a, double b) noexcept nogil
     void mc_c_alias(double *col, Py_ssize_t m, Py_ssize_t K, const double *q,
                     const int64_t *al) noexcept nogil
+    void mc_c_exp_above(const double *y, double *x, Py_ssize_t m, double thr,
+                        Py_ssize_t *idx) noexcept nogil
 
 # Error codes reported by the stream drivers (negative draw offsets are
 # never used: an error records the global index of the offending draw).
@@ -282,6 +298,7 @@ cdef int mc_workspace_init(mc_workspace *ws, const mc_dist *dist,
     ws.row = <double *> malloc(sizeof(double) * dist.draw_size)
     ws.ibuf = <int64_t *> malloc(sizeof(int64_t) * (dist.n_cat + 1))
     ws.lt = <double *> malloc(sizeof(double) * dist.draw_size * block_size)
+    ws.lazy_thr = NULL
     memset(&ws.binom, 0, sizeof(binomial_t))
     if (ws.xt == NULL or ws.fx == NULL or ws.tmp == NULL or ws.row == NULL or ws.ibuf == NULL
             or ws.lt == NULL):
@@ -353,8 +370,13 @@ cdef void mc_draw_chunk(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double 
                 lcol = lt + j * ld
                 for i in range(m):
                     lcol[i] = a + b * col[i]
-                for i in range(m):
-                    col[i] = exp(lcol[i])
+                if ws.lazy_thr != NULL and ws.lazy_thr[j] > -INFINITY:
+                    # fused kernels whose f reads x only through calls and
+                    # digital calls: below the strike x is never looked at
+                    mc_c_exp_above(lcol, col, m, ws.lazy_thr[j], <Py_ssize_t *> ws.tmp)
+                else:
+                    for i in range(m):
+                        col[i] = exp(lcol[i])
             else:
                 for i in range(m):
                     col[i] = exp(a + b * col[i])
@@ -775,6 +797,42 @@ cdef class KernelDist:
         self.has_log_column = mc_has_log_column(&self.d)
 
 
+cdef double *_lazy_thresholds(const mc_dist *dist, const mc_func *func) noexcept nogil:
+    """For LogNormal draws and a fused integrand that reads x only through
+    call / digital-call terms with positive strikes: per unit, the log-draw
+    y below which x = exp(y) is never needed (its terms are 0 for any
+    x <= strike), with a margin far above the rounding of exp and log; -inf
+    where x is needed.  NULL when the shortcut does not apply.  f is the
+    same bit for bit: the terms only compare x with the strike there."""
+    cdef const mc_integrand *F
+    cdef Py_ssize_t t, c, U = dist.n_units
+    cdef int kind
+    cdef double K, lk
+    cdef double *thr
+    if dist.family != MC_LOGNORMAL or func.kind != FK_INTEGRAND or func.integ == NULL:
+        return NULL
+    F = func.integ
+    for t in range(F.n_terms):
+        kind = <int> F.kind[t]
+        if kind != IK_CALL and kind != IK_DIGITAL_CALL:
+            return NULL
+        if not (F.params[F.off[t]] > 0.0) or not isfinite(F.params[F.off[t]]):
+            return NULL
+    thr = <double *> malloc(sizeof(double) * max(U, 1))
+    if thr == NULL:
+        return NULL
+    for c in range(U):
+        thr[c] = INFINITY          # no term reads this unit
+    for t in range(F.n_terms):
+        c = F.col[t]
+        K = F.params[F.off[t]]
+        lk = log(K)
+        lk = lk - 1e-9 * (1.0 + fabs(lk))
+        if lk < thr[c]:
+            thr[c] = lk
+    return thr
+
+
 cdef class KernelFunc:
     """f as the kernels see it: values, a fused integrand, or a C callback."""
     cdef mc_func f
@@ -906,6 +964,7 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
     cdef Py_ssize_t m
     cdef mc_workspace *wss = NULL
     cdef mc_workspace *ws
+    cdef double *lazy = NULL
     if bgs == NULL or err == NULL:
         free(bgs)
         free(err)
@@ -916,6 +975,9 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
             bgs[si] = _bitgen_ptr(bitgens[si])
         n_threads = max(1, min(n_threads, max(ns, 1)))
         wss = _workspaces(&dist.d, n_threads, min(block_size, mc_chunk_len(dist.d.draw_size)))
+        lazy = _lazy_thresholds(&dist.d, &func.f)
+        for si in range(n_threads):
+            wss[si].lazy_thr = lazy
         check_every = max(1, (1 << 16) // max(1, block_size * dist.draw_size))
         with nogil, parallel(num_threads=n_threads):
             ws = &wss[mc_omp_thread_num()]
@@ -943,6 +1005,7 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
             _reraise()
         return int(err[0]), int(err[1])
     finally:
+        free(lazy)
         _free_workspaces(wss, n_threads)
         free(bgs)
         free(err)
