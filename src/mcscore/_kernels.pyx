@@ -36,6 +36,100 @@ from numpy.random.c_distributions cimport (
 
 cnp.import_array()
 
+# NumPy's own float64 loops for log and log1p (vectorised, e.g. AVX-512, with
+# the same result for an element wherever it sits in a buffer), called from
+# the kernels without the GIL on contiguous columns.  Falls back to libm.
+ctypedef void (*mc_ufunc_loop)(char **args, const cnp.npy_intp *dims,
+                               const cnp.npy_intp *steps, void *data) noexcept nogil
+cdef mc_ufunc_loop _np_log_loop = NULL
+cdef mc_ufunc_loop _np_log1p_loop = NULL
+cdef mc_ufunc_loop _np_exp_loop = NULL
+cdef void *_np_log_data = NULL
+cdef void *_np_log1p_data = NULL
+cdef void *_np_exp_data = NULL
+
+
+cdef int _find_dd_loop(cnp.ufunc u, mc_ufunc_loop *fn, void **data) except -1:
+    cdef int i
+    for i in range(u.ntypes):
+        if u.nin == 1 and u.nout == 1 and u.types[2 * i] == cnp.NPY_DOUBLE \
+                and u.types[2 * i + 1] == cnp.NPY_DOUBLE and u.functions[i] != NULL:
+            fn[0] = <mc_ufunc_loop> u.functions[i]
+            data[0] = u.data[i]
+            return 0
+    return 0
+
+
+def _use_numpy_math(bint on=True):
+    """Use NumPy's float64 exp/log/log1p loops in the kernels (True, the
+    default) or libm's scalar functions (False)."""
+    global _np_log_loop, _np_log1p_loop, _np_exp_loop
+    global _np_log_data, _np_log1p_data, _np_exp_data
+    _np_log_loop = NULL
+    _np_log1p_loop = NULL
+    _np_exp_loop = NULL
+    if on:
+        _find_dd_loop(np.log, &_np_log_loop, &_np_log_data)
+        _find_dd_loop(np.log1p, &_np_log1p_loop, &_np_log1p_data)
+        _find_dd_loop(np.exp, &_np_exp_loop, &_np_exp_data)
+
+
+_use_numpy_math(True)
+
+
+cdef void mc_vlog(const double *x, double *out, Py_ssize_t m) noexcept nogil:
+    """out[i] = log(x[i]) for i < m (out may be x)."""
+    cdef char *args[2]
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.npy_intp steps[2]
+    cdef Py_ssize_t i
+    if _np_log_loop != NULL and m > 0:
+        args[0] = <char *> x
+        args[1] = <char *> out
+        dims[0] = m
+        steps[0] = sizeof(double)
+        steps[1] = sizeof(double)
+        _np_log_loop(args, dims, steps, _np_log_data)
+    else:
+        for i in range(m):
+            out[i] = log(x[i])
+
+
+cdef void mc_vexp(const double *x, double *out, Py_ssize_t m) noexcept nogil:
+    """out[i] = exp(x[i]) for i < m (out may be x)."""
+    cdef char *args[2]
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.npy_intp steps[2]
+    cdef Py_ssize_t i
+    if _np_exp_loop != NULL and m > 0:
+        args[0] = <char *> x
+        args[1] = <char *> out
+        dims[0] = m
+        steps[0] = sizeof(double)
+        steps[1] = sizeof(double)
+        _np_exp_loop(args, dims, steps, _np_exp_data)
+    else:
+        for i in range(m):
+            out[i] = exp(x[i])
+
+
+cdef void mc_vlog1p(const double *x, double *out, Py_ssize_t m) noexcept nogil:
+    """out[i] = log1p(x[i]) for i < m (out may be x)."""
+    cdef char *args[2]
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.npy_intp steps[2]
+    cdef Py_ssize_t i
+    if _np_log1p_loop != NULL and m > 0:
+        args[0] = <char *> x
+        args[1] = <char *> out
+        dims[0] = m
+        steps[0] = sizeof(double)
+        steps[1] = sizeof(double)
+        _np_log1p_loop(args, dims, steps, _np_log1p_data)
+    else:
+        for i in range(m):
+            out[i] = log1p(x[i])
+
 cdef extern from *:
     """
     #ifdef _OPENMP
@@ -208,15 +302,21 @@ cdef extern from *:
     /* x[i] = exp(y[i]) where y[i] > thr, else 0.0, without branches: the
        indices above thr are gathered first (idx: m slots), then exp runs
        on those only. */
-    static void mc_c_exp_above(const double *y, double *x, Py_ssize_t m, double thr,
-                               Py_ssize_t *idx) {
+    static Py_ssize_t mc_c_gather_above(const double *y, double *x, Py_ssize_t m,
+                                        double thr, Py_ssize_t *idx, double *yg) {
         Py_ssize_t i, c = 0;
         for (i = 0; i < m; i++) {
             x[i] = 0.0;
             idx[c] = i;
             c += (y[i] > thr);
         }
-        for (i = 0; i < c; i++) x[idx[i]] = exp(y[idx[i]]);
+        for (i = 0; i < c; i++) yg[i] = y[idx[i]];
+        return c;
+    }
+    static void mc_c_scatter(const double *v, Py_ssize_t c, const Py_ssize_t *idx,
+                             double *x) {
+        Py_ssize_t i;
+        for (i = 0; i < c; i++) x[idx[i]] = v[i];
     }
 
     /* col[i] = a + b * col[i] (elementwise, the same in every clone). */
@@ -248,8 +348,10 @@ cdef extern from *:
     void mc_c_affine(double *col, Py_ssize_t m, double a, double b) noexcept nogil
     void mc_c_alias(double *col, Py_ssize_t m, Py_ssize_t K, const double *q,
                     const int64_t *al) noexcept nogil
-    void mc_c_exp_above(const double *y, double *x, Py_ssize_t m, double thr,
-                        Py_ssize_t *idx) noexcept nogil
+    Py_ssize_t mc_c_gather_above(const double *y, double *x, Py_ssize_t m, double thr,
+                                 Py_ssize_t *idx, double *yg) noexcept nogil
+    void mc_c_scatter(const double *v, Py_ssize_t c, const Py_ssize_t *idx,
+                      double *x) noexcept nogil
 
 # Error codes reported by the stream drivers (negative draw offsets are
 # never used: an error records the global index of the offending draw).
@@ -373,13 +475,16 @@ cdef void mc_draw_chunk(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double 
                 if ws.lazy_thr != NULL and ws.lazy_thr[j] > -INFINITY:
                     # fused kernels whose f reads x only through calls and
                     # digital calls: below the strike x is never looked at
-                    mc_c_exp_above(lcol, col, m, ws.lazy_thr[j], <Py_ssize_t *> ws.tmp)
+                    # (ws.tmp and ws.fx are free while drawing)
+                    k = mc_c_gather_above(lcol, col, m, ws.lazy_thr[j],
+                                          <Py_ssize_t *> ws.tmp, ws.fx)
+                    mc_vexp(ws.fx, ws.fx, k)
+                    mc_c_scatter(ws.fx, k, <Py_ssize_t *> ws.tmp, col)
                 else:
-                    for i in range(m):
-                        col[i] = exp(lcol[i])
+                    mc_vexp(lcol, col, m)
             else:
-                for i in range(m):
-                    col[i] = exp(a + b * col[i])
+                mc_c_affine(col, m, a, b)
+                mc_vexp(col, col, m)
         elif fam == MC_EXPONENTIAL:
             col = xt + j * ld
             random_standard_exponential_fill(bg, m, col)
@@ -482,6 +587,7 @@ cdef void mc_eval_integrand(const mc_integrand *F, Py_ssize_t ds, Py_ssize_t m,
     cdef Py_ssize_t t, i, c, r, k, deg
     cdef int kind
     cdef double coef, w, v, acc
+    cdef double lbuf[256]
     cdef const double *p
     cdef const double *x
     cdef const double *xr
@@ -534,8 +640,13 @@ cdef void mc_eval_integrand(const mc_integrand *F, Py_ssize_t ds, Py_ssize_t m,
                     for i in range(m):
                         fx[i] += w * exp(x[i])
                 else:
-                    for i in range(m):
-                        fx[i] += w * log1p(x[i])
+                    i = 0
+                    while i < m:
+                        k = m - i if m - i < 256 else 256
+                        mc_vlog1p(x + i, lbuf, k)
+                        for r in range(k):
+                            fx[i + r] += w * lbuf[r]
+                        i += k
         elif kind == IK_CALL:
             # max(x - K, 0) written so that the loop vectorises: x - K > 0
             # exactly when x > K (gradual underflow), the same value.
@@ -673,8 +784,7 @@ cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py
                           xc, fx, m, shift, a, b, c, acc)
                 continue
             if kind == SK_LOG_AFFINE or kind == SK_LOG_QUAD:
-                for i in range(m):
-                    tmp[i] = log(xc[i])
+                mc_vlog(xc, tmp, m)
                 mc_c_acc5(MC_SKIND_AFFINE if kind == SK_LOG_AFFINE else MC_SKIND_QUAD,
                           tmp, fx, m, shift, a, b, c, acc)
                 continue
