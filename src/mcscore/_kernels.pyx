@@ -319,6 +319,14 @@ cdef extern from *:
         for (i = 0; i < c; i++) x[idx[i]] = v[i];
     }
 
+    /* Claim the next work item: an atomic counter shared by Python threads. */
+    #if defined(_MSC_VER)
+    #include <intrin.h>
+    static long long mc_claim(long long *p) { return _InterlockedExchangeAdd64(p, 1); }
+    #else
+    static long long mc_claim(long long *p) { return __atomic_fetch_add(p, 1, __ATOMIC_RELAXED); }
+    #endif
+
     /* col[i] = a + b * col[i] (elementwise, the same in every clone). */
     MC_CLONES
     static void mc_c_affine(double *col, Py_ssize_t m, double a, double b) {
@@ -346,6 +354,7 @@ cdef extern from *:
                    double coef, double *fx) noexcept nogil
     int MC_SKIND_AFFINE, MC_SKIND_QUAD, MC_SKIND_IDENT
     void mc_c_affine(double *col, Py_ssize_t m, double a, double b) noexcept nogil
+    long long mc_claim(long long *p) noexcept nogil
     void mc_c_alias(double *col, Py_ssize_t m, Py_ssize_t K, const double *q,
                     const int64_t *al) noexcept nogil
     Py_ssize_t mc_c_gather_above(const double *y, double *x, Py_ssize_t m, double thr,
@@ -1148,6 +1157,43 @@ def draw_round(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] 
                                  &wss[mc_omp_thread_num()])
     finally:
         _free_workspaces(wss, n_threads)
+        free(bgs)
+
+
+def draw_round_shared(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
+                      int64_t n, int64_t block_size, double[:, ::1] xt, double[:, ::1] lt,
+                      long long[::1] counter):
+    """Draw the blocks of a round like draw_round, one thread, claiming block
+    after block from counter[0] (start it at 0): several Python threads may
+    run this on the same round at once and share its blocks.  Each block is
+    drawn whole by one thread from its own stream, so the draws do not
+    depend on who drew what.  The blocks of a round must belong to distinct
+    streams."""
+    cdef Py_ssize_t R = blocks.shape[0], r
+    cdef bitgen_t **bgs = <bitgen_t **> malloc(sizeof(bitgen_t *) * max(R, 1))
+    cdef mc_workspace ws
+    cdef Py_ssize_t m
+    cdef bint use_lt = lt is not None and mc_has_log_column(&dist.d)
+    cdef long long *cnt = &counter[0]
+    if bgs == NULL:
+        raise MemoryError()
+    if mc_workspace_init(&ws, &dist.d, 1) != 0:
+        free(bgs)
+        raise MemoryError()
+    try:
+        for r in range(R):
+            bgs[r] = _bitgen_ptr(bitgens[slots[r]])
+        with nogil:
+            while True:
+                r = <Py_ssize_t> mc_claim(cnt)
+                if r >= R:
+                    break
+                m = <Py_ssize_t> (block_size if (blocks[r] + 1) * block_size <= n
+                                  else n - blocks[r] * block_size)
+                mc_draw_block_lt(&dist.d, bgs[r], m, &xt[r, 0], &lt[r, 0] if use_lt else NULL,
+                                 &ws)
+    finally:
+        mc_workspace_free(&ws)
         free(bgs)
 
 

@@ -366,10 +366,11 @@ def _run_fused(kf, fkind, dist, kd, plan):
 
 def _run_python(f, dist, kd, plan, chunk_size):
     """A Python f, round by round: a round is R blocks drawn by the kernels,
-    handed to f in chunks, then accumulated.  With two or more threads the
-    next round is drawn (by threads - 1 kernel threads, in a helper thread)
-    while f runs on the current one; the draws, and so the result, are the
-    same either way."""
+    handed to f in chunks, then accumulated.  With two or more threads,
+    threads - 1 helper threads draw the next round while f runs on the
+    current one, and the calling thread joins them once f is done (blocks
+    are claimed one by one; each is drawn whole from its own stream), so the
+    draws, and the result, are the same either way."""
     S, B = plan.n_streams, plan.block_size
     ds = kd.draw_size
     if chunk_size is None:
@@ -384,7 +385,6 @@ def _run_python(f, dist, kd, plan, chunk_size):
               for r0 in range(0, plan.n_blocks, R)]
     overlap = plan.threads >= 2 and len(rounds) >= 2
     nbuf = 2 if overlap else 1
-    draw_threads = plan.threads - 1 if overlap else plan.threads
     acc_threads = 1 if overlap else plan.threads
     xts = [np.empty((R, ds * B)) for _ in range(nbuf)]
     # LogNormal: log x as drawn, so that the score does not recompute it
@@ -393,20 +393,40 @@ def _run_python(f, dist, kd, plan, chunk_size):
     fx_flat = fx.reshape(-1)
     draw_shape = dist.draw_shape
 
+    counters = [np.zeros(1, dtype=np.longlong) for _ in range(nbuf)]
+
     def draw(i):
         blocks = rounds[i]
-        K.draw_round(kd, bitgens, blocks, blocks % S, plan.n, B, draw_threads, xts[i % nbuf],
-                     lts[i % nbuf])
+        if overlap:  # helpers and the calling thread share the round's blocks
+            K.draw_round_shared(kd, bitgens, blocks, blocks % S, plan.n, B, xts[i % nbuf],
+                                lts[i % nbuf], counters[i % nbuf])
+        else:
+            K.draw_round(kd, bitgens, blocks, blocks % S, plan.n, B, plan.threads,
+                         xts[i % nbuf], lts[i % nbuf])
+
+    def start(i):
+        """Start drawing round i in the helpers (None when there is none)."""
+        if not overlap or i >= len(rounds):
+            return None
+        counters[i % nbuf][0] = 0
+        return [pool.submit(draw, i) for _ in range(plan.threads - 1)]
 
     pool = None
     if overlap:
         from concurrent.futures import ThreadPoolExecutor
 
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcscore-draw")
+        pool = ThreadPoolExecutor(max_workers=plan.threads - 1,
+                                  thread_name_prefix="mcscore-draw")
     try:
-        draw(0)
+        if overlap:
+            futs = start(0)
+            draw(0)
+            for fut in futs:
+                fut.result()
+        else:
+            draw(0)
         for i, blocks in enumerate(rounds):
-            nxt = pool.submit(draw, i + 1) if pool is not None and i + 1 < len(rounds) else None
+            nxt = start(i + 1)
             xt, lt = xts[i % nbuf], lts[i % nbuf]
             slots = blocks % S
             rows = [plan.block_rows(int(b)) for b in blocks]
@@ -424,7 +444,9 @@ def _run_python(f, dist, kd, plan, chunk_size):
             if bad >= 0:  # cannot happen after _check_fx, kept as a guard
                 raise ValueError(f"f returned a non-finite value at draw {bad}")
             if nxt is not None:
-                nxt.result()
+                draw(i + 1)  # f is done: help draw the next round
+                for fut in nxt:
+                    fut.result()
             elif pool is None and i + 1 < len(rounds):
                 draw(i + 1)
     finally:
