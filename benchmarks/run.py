@@ -430,17 +430,20 @@ def plots(out_dir, rows, scal):
         fig.savefig(p, dpi=100)
         plt.close(fig)
         made.append(p)
-    probs = sorted({(r["problem"], r["n"]) for r in rows}, key=lambda k: list(P.PROBLEMS).index(k[0]))
+    probs = sorted({(r["problem"], r["n"]) for r in rows},
+                   key=lambda k: (list(P.PROBLEMS).index(k[0]), k[1]))
     if probs:
         impls = sorted({r["impl"] for r in rows})
         fig, ax = plt.subplots(figsize=(12, 4.5))
         w = 0.8 / len(impls)
+        colors = plt.get_cmap("tab20").colors
         for j, impl in enumerate(impls):
             vals = []
             for prob, n in probs:
                 m = [r for r in rows if r["problem"] == prob and r["n"] == n and r["impl"] == impl]
                 vals.append(m[0].get("ratio_numpy", np.nan) if m else np.nan)
-            ax.bar(np.arange(len(probs)) + j * w, vals, w, label=impl)
+            ax.bar(np.arange(len(probs)) + j * w, vals, w, label=impl,
+                   color=colors[j % len(colors)])
         ax.set_yscale("log")
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(np.arange(len(probs)) + 0.4 - w / 2)
