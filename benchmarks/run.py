@@ -354,6 +354,30 @@ def evaluate_targets(rows, floors, threads, fixed, scal):
     return out
 
 
+def _cpu_idle_fraction(dt=1.0):
+    def snap():
+        with open("/proc/stat") as fh:
+            v = [int(x) for x in fh.readline().split()[1:]]
+        return v[3] + v[4], sum(v)
+    i0, t0 = snap()
+    time.sleep(dt)
+    i1, t1 = snap()
+    return (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_idle(limit, need=3):
+    """Wait until the CPUs were >= 90% idle for `need` seconds in a row (at
+    most `limit` seconds); returns the seconds waited."""
+    t0 = time.perf_counter()
+    ok = 0
+    try:
+        while ok < need and time.perf_counter() - t0 < limit:
+            ok = ok + 1 if _cpu_idle_fraction() >= 0.9 else 0
+    except OSError:  # no /proc/stat
+        pass
+    return time.perf_counter() - t0
+
+
 def _fmt_t(s):
     return f"{s * 1e3:.1f} ms" if s >= 1e-3 else f"{s * 1e6:.0f} us"
 
@@ -467,6 +491,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-peers", action="store_true", help="NumPy only (no JAX / PyTorch)")
     ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                    help="first wait up to SECONDS for 3 s in a row with the CPUs >= 90%% idle "
+                         "(a shared machine)")
     ap.add_argument("--publish", action="store_true",
                     help="also write the markdown to benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
@@ -477,6 +504,9 @@ def main(argv=None):
     def log(msg):
         print(msg, flush=True)
 
+    if args.wait_idle > 0:
+        waited = wait_idle(args.wait_idle)
+        log(f"waited {waited:.0f} s for an idle machine")
     for lib, why in peers.SKIPPED.items():
         log(f"peer {lib} skipped: {why}")
     load_start = os.getloadavg()
