@@ -382,6 +382,33 @@ def _fmt_t(s):
     return f"{s * 1e3:.1f} ms" if s >= 1e-3 else f"{s * 1e6:.0f} us"
 
 
+def summary(rows):
+    """Compact table: per problem and n, mcscore against NumPy and the best
+    JAX and PyTorch variants."""
+    L = ["| problem | n | mcscore | NumPy | ratio | best JAX | best PyTorch |",
+         "|---|---:|---:|---:|---:|---|---|"]
+    keys = sorted({(r["problem"], r["n"]) for r in rows},
+                  key=lambda k: (list(P.PROBLEMS).index(k[0]), k[1]))
+    for prob, n in keys:
+        sel = [r for r in rows if r["problem"] == prob and r["n"] == n]
+        get = {r["impl"]: r for r in sel}
+        if "mcscore" not in get or "numpy_f64" not in get:
+            continue
+        best = {}
+        for fam in ("jax", "torch"):
+            c = [r for r in sel if r["impl"].startswith(fam)]
+            best[fam] = (f"{_fmt_t(min(c, key=lambda r: r['seconds'])['seconds'])} "
+                         f"({min(c, key=lambda r: r['seconds'])['impl']})") if c else "-"
+        me = get["mcscore"]
+        extra = ""
+        if "mcscore_pyf" in get:
+            extra = f"; Python f: {_fmt_t(get['mcscore_pyf']['seconds'])}"
+        L.append(f"| {prob} | {n:g} | {_fmt_t(me['seconds'])}{extra} | "
+                 f"{_fmt_t(get['numpy_f64']['seconds'])} | {me['ratio_numpy']:.3f} | "
+                 f"{best['jax']} | {best['torch']} |")
+    return "\n".join(L)
+
+
 def markdown(meta, rows, floors, fixed, scal, targets):
     L = []
     L.append(f"Machine: {meta['cpu']} ({meta['ncpu']} cores), load average at start "
@@ -391,6 +418,10 @@ def markdown(meta, rows, floors, fixed, scal, targets):
              f"repeats after a warm-up call; float64 unless the name says f32.  "
              f"Ratio = time / NumPy's time at the same n.  |z| = max over coordinates of "
              f"|estimate - exact| / stderr (reported stderr / exact stderr).")
+    L.append("")
+    L.append(summary(rows))
+    L.append("")
+    L.append("All implementations:")
     L.append("")
     L.append("| problem | n | implementation | time | ratio to NumPy | max abs z (own / exact) |")
     L.append("|---|---:|---|---:|---:|---|")
@@ -482,6 +513,15 @@ def plots(out_dir, rows, scal):
     return made
 
 
+def _write_md(args, md):
+    with open(os.path.join(args.out, "results.md"), "w") as fh:
+        fh.write(md + "\n")
+    if args.publish:
+        with open(os.path.join(HERE, "RESULTS.md"), "w") as fh:
+            fh.write("# Benchmark results\n\nWritten by `python benchmarks/run.py --publish`.\n\n")
+            fh.write(md + "\n")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
@@ -496,8 +536,19 @@ def main(argv=None):
                          "(a shared machine)")
     ap.add_argument("--publish", action="store_true",
                     help="also write the markdown to benchmarks/RESULTS.md")
+    ap.add_argument("--report", metavar="JSON",
+                    help="only re-render results.md (and --publish) from a results.json")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    if args.report:
+        with open(args.report) as fh:
+            res = json.load(fh)
+        floors = {int(k): v for k, v in res["rng_floor"].items()}
+        md = markdown(res["meta"], res["rows"], floors, res["fixed_cost"], res["scaling"],
+                      res["targets"])
+        _write_md(args, md)
+        print(md)
+        return 0
     repeats = args.repeats or (3 if args.quick else 7)
     names = args.problems or list(P.PROBLEMS)
 
@@ -554,13 +605,8 @@ def main(argv=None):
     with open(os.path.join(args.out, "results.json"), "w") as fh:
         json.dump(dict(meta=meta, rows=rows, rng_floor={str(k): v for k, v in floors.items()},
                        fixed_cost=fixed, scaling=scal, targets=targets), fh, indent=1)
-    with open(os.path.join(args.out, "results.md"), "w") as fh:
-        fh.write(md + "\n")
+    _write_md(args, md)
     made = plots(args.out, rows, scal)
-    if args.publish:
-        with open(os.path.join(HERE, "RESULTS.md"), "w") as fh:
-            fh.write("# Benchmark results\n\nWritten by `python benchmarks/run.py --publish`.\n\n")
-            fh.write(md + "\n")
     log("")
     log(md)
     log(f"\nwrote {args.out}/results.json, results.md" + "".join(f", {os.path.basename(p)}"
