@@ -165,7 +165,7 @@ cdef extern from *:
     #include <string.h>
     #include <math.h>
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) \
-        && defined(__linux__) && !defined(MC_NO_CLONES)
+        && defined(__linux__) && defined(__GLIBC__) && !defined(MC_NO_CLONES)
     #define MC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
     #else
     #define MC_CLONES
