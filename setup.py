@@ -73,7 +73,7 @@ class BuildExt(build_ext):
         if ctype == "msvc":
             base = ["/O2"]
         else:
-            base = ["-O3", "-fno-math-errno", "-Wno-unreachable-code"]
+            base = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-Wno-unreachable-code"]
         want = os.environ.get("MCSCORE_OPENMP", "1") != "0"
         cflags, ldflags = _openmp_flags(ctype)
         has_omp = want and _probe_openmp(self.compiler, cflags, ldflags)

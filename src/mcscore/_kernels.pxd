@@ -116,6 +116,8 @@ ctypedef struct mc_workspace:
     double *row              # draw_size (gathered draw for callbacks)
     int64_t *ibuf            # n_cat (Multinomial counts)
     binomial_t binom
+    double *lt               # draw_size * block_size (LogNormal log columns)
+    const double *lazy_thr   # NULL, or per unit the log-draw below which x is not needed
 
 cdef Py_ssize_t mc_stats_len(const mc_dist *dist) noexcept nogil
 cdef int mc_workspace_init(mc_workspace *ws, const mc_dist *dist, Py_ssize_t block_size) noexcept nogil
@@ -137,3 +139,19 @@ cdef Py_ssize_t mc_run_block(const mc_dist *dist, const mc_func *func, bitgen_t 
 # for a KernelFunc.  The pointers stay valid while the object is alive.
 cdef const mc_dist *mc_kernel_dist_ptr(object kernel_dist) except NULL
 cdef const mc_func *mc_kernel_func_ptr(object kernel_func) except NULL
+
+# Chunked processing (added): a block is drawn, evaluated and accumulated in
+# chunks of mc_chunk_len(draw_size) draws; lt holds LogNormal's log columns
+# (log x exactly as drawn) or is NULL.
+cdef Py_ssize_t mc_chunk_len(Py_ssize_t draw_size) noexcept nogil
+cdef bint mc_has_log_column(const mc_dist *dist) noexcept nogil
+cdef void mc_draw_chunk(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                        Py_ssize_t ld, double *lt, mc_workspace *ws) noexcept nogil
+cdef void mc_draw_block_lt(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                           double *lt, mc_workspace *ws) noexcept nogil
+cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssize_t ld,
+                         const double *lt, const double *fx, double shift, double *stats,
+                         double *tmp) noexcept nogil
+cdef Py_ssize_t mc_accumulate_block_lt(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                                       const double *lt, const double *fx, double shift,
+                                       double *stats, double *tmp) noexcept nogil

@@ -13,7 +13,7 @@ See _kernels.pxd for the C-level API and the memory layouts.
 """
 import numpy as np
 cimport numpy as cnp
-from libc.math cimport log, log1p, exp, sin, cos, isfinite, fabs
+from libc.math cimport log, log1p, exp, sin, cos, isfinite, fabs, INFINITY
 from libc.stdlib cimport malloc, free, calloc
 from libc.string cimport memset
 from libc.stdint cimport int64_t, intptr_t
@@ -31,10 +31,104 @@ from numpy.random.c_distributions cimport (
     random_standard_normal_fill, random_standard_exponential_fill,
     random_standard_gamma, random_beta, random_poisson, random_binomial,
     random_geometric, random_negative_binomial, random_multinomial,
-    random_standard_uniform,
+    random_standard_uniform, random_standard_uniform_fill,
 )
 
 cnp.import_array()
+
+# NumPy's own float64 loops for log and log1p (vectorised, e.g. AVX-512, with
+# the same result for an element wherever it sits in a buffer), called from
+# the kernels without the GIL on contiguous columns.  Falls back to libm.
+ctypedef void (*mc_ufunc_loop)(char **args, const cnp.npy_intp *dims,
+                               const cnp.npy_intp *steps, void *data) noexcept nogil
+cdef mc_ufunc_loop _np_log_loop = NULL
+cdef mc_ufunc_loop _np_log1p_loop = NULL
+cdef mc_ufunc_loop _np_exp_loop = NULL
+cdef void *_np_log_data = NULL
+cdef void *_np_log1p_data = NULL
+cdef void *_np_exp_data = NULL
+
+
+cdef int _find_dd_loop(cnp.ufunc u, mc_ufunc_loop *fn, void **data) except -1:
+    cdef int i
+    for i in range(u.ntypes):
+        if u.nin == 1 and u.nout == 1 and u.types[2 * i] == cnp.NPY_DOUBLE \
+                and u.types[2 * i + 1] == cnp.NPY_DOUBLE and u.functions[i] != NULL:
+            fn[0] = <mc_ufunc_loop> u.functions[i]
+            data[0] = u.data[i]
+            return 0
+    return 0
+
+
+def _use_numpy_math(bint on=True):
+    """Use NumPy's float64 exp/log/log1p loops in the kernels (True, the
+    default) or libm's scalar functions (False)."""
+    global _np_log_loop, _np_log1p_loop, _np_exp_loop
+    global _np_log_data, _np_log1p_data, _np_exp_data
+    _np_log_loop = NULL
+    _np_log1p_loop = NULL
+    _np_exp_loop = NULL
+    if on:
+        _find_dd_loop(np.log, &_np_log_loop, &_np_log_data)
+        _find_dd_loop(np.log1p, &_np_log1p_loop, &_np_log1p_data)
+        _find_dd_loop(np.exp, &_np_exp_loop, &_np_exp_data)
+
+
+_use_numpy_math(True)
+
+
+cdef void mc_vlog(const double *x, double *out, Py_ssize_t m) noexcept nogil:
+    """out[i] = log(x[i]) for i < m (out may be x)."""
+    cdef char *args[2]
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.npy_intp steps[2]
+    cdef Py_ssize_t i
+    if _np_log_loop != NULL and m > 0:
+        args[0] = <char *> x
+        args[1] = <char *> out
+        dims[0] = m
+        steps[0] = sizeof(double)
+        steps[1] = sizeof(double)
+        _np_log_loop(args, dims, steps, _np_log_data)
+    else:
+        for i in range(m):
+            out[i] = log(x[i])
+
+
+cdef void mc_vexp(const double *x, double *out, Py_ssize_t m) noexcept nogil:
+    """out[i] = exp(x[i]) for i < m (out may be x)."""
+    cdef char *args[2]
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.npy_intp steps[2]
+    cdef Py_ssize_t i
+    if _np_exp_loop != NULL and m > 0:
+        args[0] = <char *> x
+        args[1] = <char *> out
+        dims[0] = m
+        steps[0] = sizeof(double)
+        steps[1] = sizeof(double)
+        _np_exp_loop(args, dims, steps, _np_exp_data)
+    else:
+        for i in range(m):
+            out[i] = exp(x[i])
+
+
+cdef void mc_vlog1p(const double *x, double *out, Py_ssize_t m) noexcept nogil:
+    """out[i] = log1p(x[i]) for i < m (out may be x)."""
+    cdef char *args[2]
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.npy_intp steps[2]
+    cdef Py_ssize_t i
+    if _np_log1p_loop != NULL and m > 0:
+        args[0] = <char *> x
+        args[1] = <char *> out
+        dims[0] = m
+        steps[0] = sizeof(double)
+        steps[1] = sizeof(double)
+        _np_log1p_loop(args, dims, steps, _np_log1p_data)
+    else:
+        for i in range(m):
+            out[i] = log1p(x[i])
 
 cdef extern from *:
     """
@@ -60,6 +154,185 @@ cdef extern from *:
     typedef double (*mc_cb_d_p_i)(double *, int);
     typedef double (*mc_cb_d_p_i_v)(double *, int, void *);
     typedef int (*mc_cb_i_p_i_p_v)(double *, int, double *, void *);
+
+    /* ---- hot loops: sums over one chunk of draws, in 8 fixed lanes ----
+       Draw i of a chunk always goes to lane i % 8 and the lanes are added
+       in one fixed order, so a chunk's sums depend on its values only (not
+       on threads, buffer addresses or the instruction set).  The vector
+       code does lane-wise IEEE operations exactly as the scalar tail does
+       (no FMA contraction: setup.py passes -ffp-contract=off), so every
+       clone below gives the same bits. */
+    #include <string.h>
+    #include <math.h>
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) \
+        && defined(__linux__) && defined(__GLIBC__) && !defined(MC_NO_CLONES)
+    #define MC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+    #else
+    #define MC_CLONES
+    #endif
+    #if defined(__GNUC__) || defined(__clang__)
+    #define MC_VEC 1
+    typedef double mc_v8 __attribute__((vector_size(64)));
+    #define MC_LD(v, p) memcpy(&(v), (p), sizeof(mc_v8))
+    #endif
+    #define MC_SKIND_AFFINE 0
+    #define MC_SKIND_QUAD 3
+    #define MC_SKIND_IDENT (-1)
+
+    static inline double mc_red8(const double *r) {
+        return ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    }
+
+    /* out[0] += sum g, out[1] += sum g^2 with g = fx - shift. */
+    MC_CLONES
+    static void mc_c_gsum(const double *fx, Py_ssize_t cs, double shift, double *out) {
+        double r0[8] = {0}, r1[8] = {0};
+        Py_ssize_t i = 0, l;
+    #ifdef MC_VEC
+        mc_v8 G = {0}, H = {0}, f, g;
+        Py_ssize_t nf = cs & ~(Py_ssize_t)7;
+        for (; i < nf; i += 8) {
+            MC_LD(f, fx + i);
+            g = f - shift;
+            G += g;
+            H += g * g;
+        }
+        memcpy(r0, &G, sizeof G);
+        memcpy(r1, &H, sizeof H);
+    #endif
+        for (; i + 8 <= cs; i += 8)
+            for (l = 0; l < 8; l++) {
+                double g = fx[i + l] - shift;
+                r0[l] += g; r1[l] += g * g;
+            }
+        for (l = 0; i + l < cs; l++) {
+            double g = fx[i + l] - shift;
+            r0[l] += g; r1[l] += g * g;
+        }
+        out[0] += mc_red8(r0);
+        out[1] += mc_red8(r1);
+    }
+
+    /* One score coordinate s(x) = a x + b (kind AFFINE), a (x - c)^2 + b
+       (QUAD) or x (IDENT): acc[0..4] += sums of s, s^2, g s, g s^2, g^2 s^2. */
+    #define MC_S_AFFINE(X) ((X) * a + b)
+    #define MC_S_QUAD(X) (((X) - c) * ((X) - c) * a + b)
+    #define MC_S_IDENT(X) (X)
+    #define MC_ACC5_LOOP(SEXPR)                                               \
+        for (; i + 8 <= cs; i += 8) {                                         \
+            mc_v8 xv, fv, s, g, ss, gss;                                      \
+            MC_LD(xv, x + i); MC_LD(fv, fx + i);                              \
+            s = SEXPR(xv); g = fv - shift; ss = s * s; gss = g * ss;          \
+            A0 += s; A1 += ss; A2 += g * s; A3 += gss; A4 += g * gss;         \
+        }
+    #define MC_ACC5_TAIL(SEXPR)                                               \
+        for (; i < cs; i++) {                                                 \
+            double s = SEXPR(x[i]), g = fx[i] - shift, ss = s * s, gss = g * ss; \
+            l = i & 7;                                                        \
+            r[0][l] += s; r[1][l] += ss; r[2][l] += g * s; r[3][l] += gss;    \
+            r[4][l] += g * gss;                                               \
+        }
+    MC_CLONES
+    static void mc_c_acc5(int kind, const double *x, const double *fx, Py_ssize_t cs,
+                          double shift, double a, double b, double c, double *acc) {
+        double r[5][8];
+        Py_ssize_t i = 0, l, k;
+        memset(r, 0, sizeof r);
+    #ifdef MC_VEC
+        {
+            mc_v8 A0 = {0}, A1 = {0}, A2 = {0}, A3 = {0}, A4 = {0};
+            if (kind == MC_SKIND_AFFINE) { MC_ACC5_LOOP(MC_S_AFFINE) }
+            else if (kind == MC_SKIND_QUAD) { MC_ACC5_LOOP(MC_S_QUAD) }
+            else { MC_ACC5_LOOP(MC_S_IDENT) }
+            memcpy(r[0], &A0, sizeof A0); memcpy(r[1], &A1, sizeof A1);
+            memcpy(r[2], &A2, sizeof A2); memcpy(r[3], &A3, sizeof A3);
+            memcpy(r[4], &A4, sizeof A4);
+        }
+    #endif
+        if (kind == MC_SKIND_AFFINE) { MC_ACC5_TAIL(MC_S_AFFINE) }
+        else if (kind == MC_SKIND_QUAD) { MC_ACC5_TAIL(MC_S_QUAD) }
+        else { MC_ACC5_TAIL(MC_S_IDENT) }
+        for (k = 0; k < 5; k++) acc[k] += mc_red8(r[k]);
+    }
+
+    /* Index of the first non-finite value of fx[0..cs), or -1. */
+    MC_CLONES
+    static Py_ssize_t mc_c_first_nonfinite(const double *fx, Py_ssize_t cs) {
+        Py_ssize_t i;
+        int bad = 0;
+        for (i = 0; i < cs; i++) bad |= !(fx[i] - fx[i] == 0.0);
+        if (!bad) return -1;
+        for (i = 0; i < cs; i++) if (!isfinite(fx[i])) return i;
+        return -1;
+    }
+
+    /* fx[i] += coef * (p[0] + p[1] x + ... + p[deg] x^deg) by Horner's rule,
+       element by element (the same operations for every element). */
+    MC_CLONES
+    static void mc_c_poly(const double *x, Py_ssize_t cs, const double *p, Py_ssize_t deg,
+                          double coef, double *fx) {
+        double acc[64];
+        Py_ssize_t i0, i, k, n;
+        for (i0 = 0; i0 < cs; i0 += 64) {
+            n = cs - i0 < 64 ? cs - i0 : 64;
+            for (i = 0; i < n; i++) acc[i] = p[deg];
+            for (k = deg - 1; k >= 0; k--)
+                for (i = 0; i < n; i++) acc[i] = acc[i] * x[i0 + i] + p[k];
+            for (i = 0; i < n; i++) fx[i0 + i] += coef * acc[i];
+        }
+    }
+    /* Alias-table sampling without branches: col holds m uniforms on
+       input and the drawn categories (as doubles) on output.  Keep k =
+       floor(u K) when u K - k < q[k], else take alias[k]. */
+    MC_CLONES
+    static void mc_c_alias(double *col, Py_ssize_t m, Py_ssize_t K, const double *q,
+                           const int64_t *al) {
+        Py_ssize_t i;
+        double dK = (double)K;
+        for (i = 0; i < m; i++) {
+            double u = col[i] * dK;
+            int64_t k = (int64_t)u;
+            k = k < K ? k : K - 1;
+            int64_t alt = al[k];
+            int64_t keep = -(int64_t)(u - (double)k < q[k]);  /* all ones or 0 */
+            col[i] = (double)((k & keep) | (alt & ~keep));
+        }
+    }
+
+    /* x[i] = exp(y[i]) where y[i] > thr, else 0.0, without branches: the
+       indices above thr are gathered first (idx: m slots), then exp runs
+       on those only. */
+    static Py_ssize_t mc_c_gather_above(const double *y, double *x, Py_ssize_t m,
+                                        double thr, Py_ssize_t *idx, double *yg) {
+        Py_ssize_t i, c = 0;
+        for (i = 0; i < m; i++) {
+            x[i] = 0.0;
+            idx[c] = i;
+            c += (y[i] > thr);
+        }
+        for (i = 0; i < c; i++) yg[i] = y[idx[i]];
+        return c;
+    }
+    static void mc_c_scatter(const double *v, Py_ssize_t c, const Py_ssize_t *idx,
+                             double *x) {
+        Py_ssize_t i;
+        for (i = 0; i < c; i++) x[idx[i]] = v[i];
+    }
+
+    /* Claim the next work item: an atomic counter shared by Python threads. */
+    #if defined(_MSC_VER)
+    #include <intrin.h>
+    static long long mc_claim(long long *p) { return _InterlockedExchangeAdd64(p, 1); }
+    #else
+    static long long mc_claim(long long *p) { return __atomic_fetch_add(p, 1, __ATOMIC_RELAXED); }
+    #endif
+
+    /* col[i] = a + b * col[i] (elementwise, the same in every clone). */
+    MC_CLONES
+    static void mc_c_affine(double *col, Py_ssize_t m, double a, double b) {
+        Py_ssize_t i;
+        for (i = 0; i < m; i++) col[i] = a + b * col[i];
+    }
     """
     int MC_HAVE_OPENMP
     int mc_omp_max_threads() noexcept nogil
@@ -73,6 +346,21 @@ cdef extern from *:
     ctypedef double (*mc_cb_d_p_i)(double *, int) noexcept nogil
     ctypedef double (*mc_cb_d_p_i_v)(double *, int, void *) noexcept nogil
     ctypedef int (*mc_cb_i_p_i_p_v)(double *, int, double *, void *) noexcept nogil
+    void mc_c_gsum(const double *fx, Py_ssize_t cs, double shift, double *out) noexcept nogil
+    void mc_c_acc5(int kind, const double *x, const double *fx, Py_ssize_t cs, double shift,
+                   double a, double b, double c, double *acc) noexcept nogil
+    Py_ssize_t mc_c_first_nonfinite(const double *fx, Py_ssize_t cs) noexcept nogil
+    void mc_c_poly(const double *x, Py_ssize_t cs, const double *p, Py_ssize_t deg,
+                   double coef, double *fx) noexcept nogil
+    int MC_SKIND_AFFINE, MC_SKIND_QUAD, MC_SKIND_IDENT
+    void mc_c_affine(double *col, Py_ssize_t m, double a, double b) noexcept nogil
+    long long mc_claim(long long *p) noexcept nogil
+    void mc_c_alias(double *col, Py_ssize_t m, Py_ssize_t K, const double *q,
+                    const int64_t *al) noexcept nogil
+    Py_ssize_t mc_c_gather_above(const double *y, double *x, Py_ssize_t m, double thr,
+                                 Py_ssize_t *idx, double *yg) noexcept nogil
+    void mc_c_scatter(const double *v, Py_ssize_t c, const Py_ssize_t *idx,
+                      double *x) noexcept nogil
 
 # Error codes reported by the stream drivers (negative draw offsets are
 # never used: an error records the global index of the offending draw).
@@ -82,6 +370,12 @@ cdef enum:
     ERR_CALLBACK = 2
     ERR_INTERRUPT = 3
     ERR_MEMORY = 4
+
+# Chunks: a block is processed (drawn, evaluated, accumulated) in chunks of
+# mc_chunk_len(draw_size) draws, about MC_CHUNK_VALUES doubles.
+cdef enum:
+    MC_CHUNK_VALUES = 4096
+    MC_CHUNK_MAX = 1024
 
 HAVE_OPENMP = bool(MC_HAVE_OPENMP)
 
@@ -114,8 +408,11 @@ cdef int mc_workspace_init(mc_workspace *ws, const mc_dist *dist,
     ws.tmp = <double *> malloc(sizeof(double) * block_size)
     ws.row = <double *> malloc(sizeof(double) * dist.draw_size)
     ws.ibuf = <int64_t *> malloc(sizeof(int64_t) * (dist.n_cat + 1))
+    ws.lt = <double *> malloc(sizeof(double) * dist.draw_size * block_size)
+    ws.lazy_thr = NULL
     memset(&ws.binom, 0, sizeof(binomial_t))
-    if ws.xt == NULL or ws.fx == NULL or ws.tmp == NULL or ws.row == NULL or ws.ibuf == NULL:
+    if (ws.xt == NULL or ws.fx == NULL or ws.tmp == NULL or ws.row == NULL or ws.ibuf == NULL
+            or ws.lt == NULL):
         mc_workspace_free(ws)
         return -1
     return 0
@@ -127,6 +424,8 @@ cdef void mc_workspace_free(mc_workspace *ws) noexcept nogil:
     free(ws.tmp)
     free(ws.row)
     free(ws.ibuf)
+    free(ws.lt)
+    ws.lt = NULL
     ws.xt = NULL
     ws.fx = NULL
     ws.tmp = NULL
@@ -134,15 +433,35 @@ cdef void mc_workspace_free(mc_workspace *ws) noexcept nogil:
     ws.ibuf = NULL
 
 
-cdef void mc_draw_block(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
-                        mc_workspace *ws) noexcept nogil:
-    """Draw m samples into xt (column-major, see the .pxd).
+cdef inline Py_ssize_t mc_chunk_len(Py_ssize_t draw_size) noexcept nogil:
+    """Draws per chunk: blocks are processed in chunks of this many draws
+    (about MC_CHUNK_VALUES doubles, a multiple of 8), a pure function of the
+    draw size, so that a chunk's columns stay in the L1/L2 cache."""
+    cdef Py_ssize_t c = MC_CHUNK_VALUES // (draw_size if draw_size > 0 else 1)
+    c = c - c % 8
+    if c < 8:
+        c = 8
+    if c > MC_CHUNK_MAX:
+        c = MC_CHUNK_MAX
+    return c
 
-    Draws are made unit by unit (all m draws of unit 0, then unit 1, ...), so
-    the fill functions write contiguous columns.
+
+cdef bint mc_has_log_column(const mc_dist *dist) noexcept nogil:
+    """True when the draws come with log x for free (LogNormal): the score
+    then reads it from the log column instead of recomputing log(exp(y))."""
+    return dist.family == MC_LOGNORMAL
+
+
+cdef void mc_draw_chunk(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                        Py_ssize_t ld, double *lt, mc_workspace *ws) noexcept nogil:
+    """Draw m samples into xt, column-major with leading dimension ld:
+    xt[c * ld + i].  Draws are made unit by unit (all m draws of unit 0, then
+    unit 1, ...), so the fill functions write contiguous columns.  For
+    LogNormal, lt (same layout, n_units columns; may be NULL) receives log x.
     """
     cdef Py_ssize_t j, i, k, K = dist.n_cat
     cdef double *col
+    cdef double *lcol
     cdef double a, b, u, scale
     cdef int64_t idx
     cdef const double *q
@@ -151,64 +470,74 @@ cdef void mc_draw_block(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double 
     for j in range(dist.n_units):
         a = dist.p0[j]
         b = dist.p1[j]
-        if fam == MC_NORMAL or fam == MC_LOGNORMAL:
-            col = xt + j * m
+        if fam == MC_NORMAL:
+            col = xt + j * ld
             random_standard_normal_fill(bg, m, col)
-            for i in range(m):
-                col[i] = a + b * col[i]
-            if fam == MC_LOGNORMAL:
+            mc_c_affine(col, m, a, b)
+        elif fam == MC_LOGNORMAL:
+            col = xt + j * ld
+            random_standard_normal_fill(bg, m, col)
+            if lt != NULL:
+                lcol = lt + j * ld
                 for i in range(m):
-                    col[i] = exp(col[i])
+                    lcol[i] = a + b * col[i]
+                if ws.lazy_thr != NULL and ws.lazy_thr[j] > -INFINITY:
+                    # fused kernels whose f reads x only through calls and
+                    # digital calls: below the strike x is never looked at
+                    # (ws.tmp and ws.fx are free while drawing)
+                    k = mc_c_gather_above(lcol, col, m, ws.lazy_thr[j],
+                                          <Py_ssize_t *> ws.tmp, ws.fx)
+                    mc_vexp(ws.fx, ws.fx, k)
+                    mc_c_scatter(ws.fx, k, <Py_ssize_t *> ws.tmp, col)
+                else:
+                    mc_vexp(lcol, col, m)
+            else:
+                mc_c_affine(col, m, a, b)
+                mc_vexp(col, col, m)
         elif fam == MC_EXPONENTIAL:
-            col = xt + j * m
+            col = xt + j * ld
             random_standard_exponential_fill(bg, m, col)
             scale = 1.0 / a
             for i in range(m):
                 col[i] = col[i] * scale
         elif fam == MC_GAMMA:
-            col = xt + j * m
+            col = xt + j * ld
             scale = 1.0 / b
             for i in range(m):
                 col[i] = random_standard_gamma(bg, a) * scale
         elif fam == MC_BETA:
-            col = xt + j * m
+            col = xt + j * ld
             for i in range(m):
                 col[i] = random_beta(bg, a, b)
         elif fam == MC_POISSON:
-            col = xt + j * m
+            col = xt + j * ld
             for i in range(m):
                 col[i] = <double> random_poisson(bg, a)
         elif fam == MC_BERNOULLI:
-            col = xt + j * m
+            col = xt + j * ld
             for i in range(m):
                 col[i] = 1.0 if random_standard_uniform(bg) < a else 0.0
         elif fam == MC_BINOMIAL:
-            col = xt + j * m
+            col = xt + j * ld
             for i in range(m):
                 col[i] = <double> random_binomial(bg, a, <int64_t> b, &ws.binom)
         elif fam == MC_GEOMETRIC:
             # numpy counts trials up to and including the first success.
-            col = xt + j * m
+            col = xt + j * ld
             for i in range(m):
                 col[i] = <double> (random_geometric(bg, a) - 1)
         elif fam == MC_NEGATIVE_BINOMIAL:
             # successes (prob a) before b failures == numpy's failures before
             # b successes with success probability 1 - a.
-            col = xt + j * m
+            col = xt + j * ld
             for i in range(m):
                 col[i] = <double> random_negative_binomial(bg, b, 1.0 - a)
         elif fam == MC_CATEGORICAL:
-            col = xt + j * m
+            col = xt + j * ld
             q = dist.alias_q + j * K
             al = dist.alias_i + j * K
-            for i in range(m):
-                u = random_standard_uniform(bg) * K
-                idx = <int64_t> u
-                if idx >= K:
-                    idx = K - 1
-                if u - idx >= q[idx]:
-                    idx = al[idx]
-                col[i] = <double> idx
+            random_standard_uniform_fill(bg, m, col)
+            mc_c_alias(col, m, K, q, al)
         elif fam == MC_MULTINOMIAL:
             for i in range(m):
                 # numpy stops early once all trials are placed: zero first.
@@ -216,16 +545,35 @@ cdef void mc_draw_block(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double 
                 random_multinomial(bg, <int64_t> b, ws.ibuf, <double *> (dist.p0 + j * K),
                                    K, &ws.binom)
                 for k in range(K):
-                    xt[(j * K + k) * m + i] = <double> ws.ibuf[k]
+                    xt[(j * K + k) * ld + i] = <double> ws.ibuf[k]
         elif fam == MC_DIRICHLET:
             for i in range(m):
                 u = 0.0
                 for k in range(K):
                     a = random_standard_gamma(bg, dist.p0[j * K + k])
-                    xt[(j * K + k) * m + i] = a
+                    xt[(j * K + k) * ld + i] = a
                     u = u + a
                 for k in range(K):
-                    xt[(j * K + k) * m + i] = xt[(j * K + k) * m + i] / u
+                    xt[(j * K + k) * ld + i] = xt[(j * K + k) * ld + i] / u
+
+
+cdef void mc_draw_block_lt(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                           double *lt, mc_workspace *ws) noexcept nogil:
+    """Draw a block of m samples (column-major, leading dimension m) chunk by
+    chunk, exactly as the fused kernels do; lt (or NULL) as in mc_draw_chunk."""
+    cdef Py_ssize_t i0, cs, c = mc_chunk_len(dist.draw_size)
+    i0 = 0
+    while i0 < m:
+        cs = c if m - i0 > c else m - i0
+        mc_draw_chunk(dist, bg, cs, xt + i0, m, (lt + i0) if lt != NULL else NULL, ws)
+        i0 += cs
+
+
+cdef void mc_draw_block(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                        mc_workspace *ws) noexcept nogil:
+    """Draw m samples into xt (column-major, see the .pxd), in the order the
+    kernels use (chunk by chunk, unit by unit within a chunk)."""
+    mc_draw_block_lt(dist, bg, m, xt, NULL, ws)
 
 
 cdef inline double _integrand_term_scalar(int kind, double x, const double *p) noexcept nogil:
@@ -248,6 +596,7 @@ cdef void mc_eval_integrand(const mc_integrand *F, Py_ssize_t ds, Py_ssize_t m,
     cdef Py_ssize_t t, i, c, r, k, deg
     cdef int kind
     cdef double coef, w, v, acc
+    cdef double lbuf[256]
     cdef const double *p
     cdef const double *x
     cdef const double *xr
@@ -259,12 +608,7 @@ cdef void mc_eval_integrand(const mc_integrand *F, Py_ssize_t ds, Py_ssize_t m,
         p = F.params + F.off[t]
         if kind == IK_POLY:
             deg = <Py_ssize_t> p[0]
-            x = xt + F.col[t] * m
-            for i in range(m):
-                acc = p[1 + deg]
-                for k in range(deg - 1, -1, -1):
-                    acc = acc * x[i] + p[1 + k]
-                fx[i] += coef * acc
+            mc_c_poly(xt + F.col[t] * m, m, p + 1, deg, coef, fx)
         elif kind == IK_LINEAR:
             for c in range(ds):
                 w = coef * p[c]
@@ -305,8 +649,27 @@ cdef void mc_eval_integrand(const mc_integrand *F, Py_ssize_t ds, Py_ssize_t m,
                     for i in range(m):
                         fx[i] += w * exp(x[i])
                 else:
-                    for i in range(m):
-                        fx[i] += w * log1p(x[i])
+                    i = 0
+                    while i < m:
+                        k = m - i if m - i < 256 else 256
+                        mc_vlog1p(x + i, lbuf, k)
+                        for r in range(k):
+                            fx[i + r] += w * lbuf[r]
+                        i += k
+        elif kind == IK_CALL:
+            # max(x - K, 0) written so that the loop vectorises: x - K > 0
+            # exactly when x > K (gradual underflow), the same value.
+            x = xt + F.col[t] * m
+            v = p[0]
+            for i in range(m):
+                acc = x[i] - v
+                fx[i] += coef * (acc if acc > 0.0 else 0.0)
+        elif kind == IK_PUT:
+            x = xt + F.col[t] * m
+            v = p[0]
+            for i in range(m):
+                acc = v - x[i]
+                fx[i] += coef * (acc if acc > 0.0 else 0.0)
         else:
             x = xt + F.col[t] * m
             for i in range(m):
@@ -353,28 +716,112 @@ cdef Py_ssize_t mc_eval_block(const mc_func *func, const mc_dist *dist, Py_ssize
     return -1
 
 
-cdef inline void _score_term(int kind, const double *x, Py_ssize_t m, double a, double b,
-                             double c, double *out) noexcept nogil:
-    """out[i] += score term evaluated at x[i]."""
+cdef inline void _score_term(int kind, const double *x, const double *lx, Py_ssize_t m,
+                             double a, double b, double c, double *out) noexcept nogil:
+    """out[i] += score term evaluated at x[i] (lx: log x, or NULL)."""
     cdef Py_ssize_t i
     cdef double d
+    if lx != NULL and (kind == SK_LOG_AFFINE or kind == SK_LOG_QUAD):
+        x = lx
+        kind = SK_AFFINE if kind == SK_LOG_AFFINE else SK_QUAD
     if kind == SK_AFFINE:
         for i in range(m):
-            out[i] += a * x[i] + b
+            out[i] += x[i] * a + b
     elif kind == SK_LOG_AFFINE:
         for i in range(m):
-            out[i] += a * log(x[i]) + b
+            out[i] += log(x[i]) * a + b
     elif kind == SK_LOG1M_AFFINE:
         for i in range(m):
-            out[i] += a * log1p(-x[i]) + b
+            out[i] += log1p(-x[i]) * a + b
     elif kind == SK_QUAD:
         for i in range(m):
             d = x[i] - c
-            out[i] += a * d * d + b
+            out[i] += d * d * a + b
     elif kind == SK_LOG_QUAD:
         for i in range(m):
             d = log(x[i]) - c
-            out[i] += a * d * d + b
+            out[i] += d * d * a + b
+
+
+cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssize_t ld,
+                         const double *lt, const double *fx, double shift, double *stats,
+                         double *tmp) noexcept nogil:
+    """Add the sufficient statistics of one chunk of m draws to a stream's row.
+
+    xt: column-major draws, xt[c * ld + i]; lt: the log column of LogNormal
+    draws (same layout) or NULL; fx: m finite f values; tmp: m doubles.
+    The sums run in 8 fixed lanes (see mc_c_acc5): the result depends on the
+    chunk's values only.
+    """
+    cdef Py_ssize_t i, q, t, t0, t1, j, K = dist.n_cat
+    cdef int kind
+    cdef double g, a, b, c
+    cdef double *acc
+    cdef const double *xc
+    stats[0] += m
+    mc_c_gsum(fx, m, shift, stats + 1)
+    if dist.per_category:
+        for j in range(dist.n_units):
+            xc = xt + j * ld
+            acc = stats + 3 + 3 * K * j
+            for i in range(m):
+                q = <Py_ssize_t> xc[i]
+                g = fx[i] - shift
+                acc[3 * q] += 1.0
+                acc[3 * q + 1] += g
+                acc[3 * q + 2] += g * g
+        return
+    for q in range(dist.n_coords):
+        acc = stats + 3 + 5 * q
+        t0 = dist.t_start[q]
+        t1 = dist.t_start[q + 1]
+        if t1 == t0 + 1:
+            kind = dist.t_kind[t0]
+            a = dist.t_a[t0]
+            b = dist.t_b[t0]
+            c = dist.t_c[t0]
+            xc = xt + dist.t_col[t0] * ld
+            if kind == SK_AFFINE:
+                mc_c_acc5(MC_SKIND_AFFINE, xc, fx, m, shift, a, b, c, acc)
+                continue
+            if kind == SK_QUAD:
+                mc_c_acc5(MC_SKIND_QUAD, xc, fx, m, shift, a, b, c, acc)
+                continue
+            if (kind == SK_LOG_AFFINE or kind == SK_LOG_QUAD) and lt != NULL:
+                xc = lt + dist.t_col[t0] * ld
+                mc_c_acc5(MC_SKIND_AFFINE if kind == SK_LOG_AFFINE else MC_SKIND_QUAD,
+                          xc, fx, m, shift, a, b, c, acc)
+                continue
+            if kind == SK_LOG_AFFINE or kind == SK_LOG_QUAD:
+                mc_vlog(xc, tmp, m)
+                mc_c_acc5(MC_SKIND_AFFINE if kind == SK_LOG_AFFINE else MC_SKIND_QUAD,
+                          tmp, fx, m, shift, a, b, c, acc)
+                continue
+        # several terms (a broadcast parameter) or a log1p term: s in tmp
+        memset(tmp, 0, sizeof(double) * m)
+        for t in range(t0, t1):
+            _score_term(dist.t_kind[t], xt + dist.t_col[t] * ld,
+                        (lt + dist.t_col[t] * ld) if lt != NULL else NULL, m,
+                        dist.t_a[t], dist.t_b[t], dist.t_c[t], tmp)
+        mc_c_acc5(MC_SKIND_IDENT, tmp, fx, m, shift, 0.0, 0.0, 0.0, acc)
+
+
+cdef Py_ssize_t mc_accumulate_block_lt(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                                       const double *lt, const double *fx, double shift,
+                                       double *stats, double *tmp) noexcept nogil:
+    """mc_accumulate_block with the LogNormal log column lt (or NULL): the
+    block is accumulated chunk by chunk, exactly as the fused kernels do."""
+    cdef Py_ssize_t i0, cs, bad, c = mc_chunk_len(dist.draw_size)
+    bad = mc_c_first_nonfinite(fx, m)
+    if bad >= 0:
+        return bad
+    i0 = 0
+    while i0 < m:
+        cs = c if m - i0 > c else m - i0
+        mc_accum_chunk(dist, cs, xt + i0, m, (lt + i0) if lt != NULL else NULL, fx + i0,
+                       shift, stats, tmp)
+        i0 += cs
+    return -1
 
 
 cdef Py_ssize_t mc_accumulate_block(const mc_dist *dist, Py_ssize_t m, const double *xt,
@@ -383,80 +830,40 @@ cdef Py_ssize_t mc_accumulate_block(const mc_dist *dist, Py_ssize_t m, const dou
     """Add a block's sufficient statistics to one stream's row `stats`.
 
     tmp must hold m doubles.  Returns -1, or the index of the first draw
-    whose f value is not finite (nothing is accumulated then).
+    whose f value is not finite (nothing is accumulated then).  (LogNormal
+    scores are computed from log x here; the kernels use the exact log column
+    of their draws, see mc_accumulate_block_lt.)
     """
-    cdef Py_ssize_t i, q, t, j, K = dist.n_cat
-    cdef double g, s, ss, gss, s1, s2, gs, gs2, g2s2, sg, sg2
-    cdef double *acc
-    cdef const double *xc
-    for i in range(m):
-        if not isfinite(fx[i]):
-            return i
-    sg = 0.0
-    sg2 = 0.0
-    for i in range(m):
-        g = fx[i] - shift
-        sg += g
-        sg2 += g * g
-    stats[0] += m
-    stats[1] += sg
-    stats[2] += sg2
-    if dist.per_category:
-        for j in range(dist.n_units):
-            xc = xt + j * m
-            acc = stats + 3 + 3 * K * j
-            for i in range(m):
-                q = <Py_ssize_t> xc[i]
-                g = fx[i] - shift
-                acc[3 * q] += 1.0
-                acc[3 * q + 1] += g
-                acc[3 * q + 2] += g * g
-        return -1
-    for q in range(dist.n_coords):
-        memset(tmp, 0, sizeof(double) * m)
-        for t in range(dist.t_start[q], dist.t_start[q + 1]):
-            _score_term(dist.t_kind[t], xt + dist.t_col[t] * m, m,
-                        dist.t_a[t], dist.t_b[t], dist.t_c[t], tmp)
-        s1 = 0.0
-        s2 = 0.0
-        gs = 0.0
-        gs2 = 0.0
-        g2s2 = 0.0
-        for i in range(m):
-            s = tmp[i]
-            g = fx[i] - shift
-            ss = s * s
-            gss = g * ss
-            s1 += s
-            s2 += ss
-            gs += g * s
-            gs2 += gss
-            g2s2 += g * gss
-        acc = stats + 3 + 5 * q
-        acc[0] += s1
-        acc[1] += s2
-        acc[2] += gs
-        acc[3] += gs2
-        acc[4] += g2s2
-    return -1
+    return mc_accumulate_block_lt(dist, m, xt, NULL, fx, shift, stats, tmp)
 
 
 cdef Py_ssize_t mc_run_block(const mc_dist *dist, const mc_func *func, bitgen_t *bg,
                              Py_ssize_t m, double *stats, double *shift, bint first,
                              mc_workspace *ws) noexcept nogil:
-    """Draw, evaluate and accumulate one block of a stream.
+    """Draw, evaluate and accumulate one block of a stream, chunk by chunk
+    (each chunk's draws stay in cache).
 
     `first` marks the stream's first block: its first f value becomes the
-    stream's shift.  Returns -1, or the index of the failing draw.
+    stream's shift.  Returns -1, or the index of the failing draw; then
+    ws.fx[0] holds the failing f value.
     """
-    cdef Py_ssize_t bad
-    mc_draw_block(dist, bg, m, ws.xt, ws)
-    bad = mc_eval_block(func, dist, m, ws.xt, ws.fx, ws)
-    if bad >= 0:
-        return bad
-    if first:
-        shift[0] = ws.fx[0] if isfinite(ws.fx[0]) else 0.0
-    return mc_accumulate_block(dist, m, ws.xt, ws.fx, shift[0], stats, ws.tmp)
+    cdef Py_ssize_t i0, cs, bad, c = mc_chunk_len(dist.draw_size)
+    cdef double *lt = ws.lt if mc_has_log_column(dist) else NULL
+    i0 = 0
+    while i0 < m:
+        cs = c if m - i0 > c else m - i0
+        mc_draw_chunk(dist, bg, cs, ws.xt, cs, lt, ws)
+        bad = mc_eval_block(func, dist, cs, ws.xt, ws.fx, ws)
+        if bad < 0:
+            bad = mc_c_first_nonfinite(ws.fx, cs)
+        if bad >= 0:
+            ws.fx[0] = ws.fx[bad]
+            return i0 + bad
+        if first and i0 == 0:
+            shift[0] = ws.fx[0]
+        mc_accum_chunk(dist, cs, ws.xt, cs, lt, ws.fx, shift[0], stats, ws.tmp)
+        i0 += cs
+    return -1
 
 
 # ---------------------------------------------------------------------------
@@ -468,7 +875,7 @@ cdef class KernelDist:
     cdef mc_dist d
     cdef object _keep
     cdef readonly Py_ssize_t draw_size, n_coords, n_units, n_cat, stats_len
-    cdef readonly bint per_category
+    cdef readonly bint per_category, has_log_column
 
     def __init__(self, int family, bint per_category, Py_ssize_t n_units, Py_ssize_t n_cat,
                  Py_ssize_t draw_size, p0, p1, alias_q, alias_i, t_start, t_kind, t_col,
@@ -506,6 +913,43 @@ cdef class KernelDist:
         self.n_cat = n_cat
         self.per_category = per_category
         self.stats_len = mc_stats_len(&self.d)
+        self.has_log_column = mc_has_log_column(&self.d)
+
+
+cdef double *_lazy_thresholds(const mc_dist *dist, const mc_func *func) noexcept nogil:
+    """For LogNormal draws and a fused integrand that reads x only through
+    call / digital-call terms with positive strikes: per unit, the log-draw
+    y below which x = exp(y) is never needed (its terms are 0 for any
+    x <= strike), with a margin far above the rounding of exp and log; -inf
+    where x is needed.  NULL when the shortcut does not apply.  f is the
+    same bit for bit: the terms only compare x with the strike there."""
+    cdef const mc_integrand *F
+    cdef Py_ssize_t t, c, U = dist.n_units
+    cdef int kind
+    cdef double K, lk
+    cdef double *thr
+    if dist.family != MC_LOGNORMAL or func.kind != FK_INTEGRAND or func.integ == NULL:
+        return NULL
+    F = func.integ
+    for t in range(F.n_terms):
+        kind = <int> F.kind[t]
+        if kind != IK_CALL and kind != IK_DIGITAL_CALL:
+            return NULL
+        if not (F.params[F.off[t]] > 0.0) or not isfinite(F.params[F.off[t]]):
+            return NULL
+    thr = <double *> malloc(sizeof(double) * max(U, 1))
+    if thr == NULL:
+        return NULL
+    for c in range(U):
+        thr[c] = INFINITY          # no term reads this unit
+    for t in range(F.n_terms):
+        c = F.col[t]
+        K = F.params[F.off[t]]
+        lk = log(K)
+        lk = lk - 1e-9 * (1.0 + fabs(lk))
+        if lk < thr[c]:
+            thr[c] = lk
+    return thr
 
 
 cdef class KernelFunc:
@@ -639,6 +1083,7 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
     cdef Py_ssize_t m
     cdef mc_workspace *wss = NULL
     cdef mc_workspace *ws
+    cdef double *lazy = NULL
     if bgs == NULL or err == NULL:
         free(bgs)
         free(err)
@@ -648,7 +1093,10 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
         for si in range(ns):
             bgs[si] = _bitgen_ptr(bitgens[si])
         n_threads = max(1, min(n_threads, max(ns, 1)))
-        wss = _workspaces(&dist.d, n_threads, block_size)
+        wss = _workspaces(&dist.d, n_threads, min(block_size, mc_chunk_len(dist.d.draw_size)))
+        lazy = _lazy_thresholds(&dist.d, &func.f)
+        for si in range(n_threads):
+            wss[si].lazy_thr = lazy
         check_every = max(1, (1 << 16) // max(1, block_size * dist.draw_size))
         with nogil, parallel(num_threads=n_threads):
             ws = &wss[mc_omp_thread_num()]
@@ -663,7 +1111,7 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
                         mc_flag_set(err, ERR_CALLBACK if (func.f.kind == FK_CALLBACK and
                                                           (func.f.sig == CB_I_P_N_P_V or
                                                            func.f.sig == CB_I_P_I_P_V) and
-                                                          isfinite(ws.fx[bad]))
+                                                          isfinite(ws.fx[0]))
                                     else ERR_F_NONFINITE)
                     b = b + n_streams
                     if mc_omp_thread_num() == 0:
@@ -676,16 +1124,21 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
             _reraise()
         return int(err[0]), int(err[1])
     finally:
+        free(lazy)
         _free_workspaces(wss, n_threads)
         free(bgs)
         free(err)
 
 
 def draw_round(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
-               int64_t n, int64_t block_size, int n_threads, double[:, ::1] xt):
+               int64_t n, int64_t block_size, int n_threads, double[:, ::1] xt,
+               double[:, ::1] lt=None):
     """Draw the given blocks in parallel: block blocks[r] of stream slot
-    slots[r] (bitgens[slots[r]]) into row r of xt (column-major block)."""
+    slots[r] (bitgens[slots[r]]) into row r of xt (column-major block).
+    lt (same shape, optional) receives the log columns of LogNormal draws
+    (see KernelDist.has_log_column); pass it on to accumulate_round."""
     cdef Py_ssize_t R = blocks.shape[0], r
+    cdef bint use_lt = lt is not None and mc_has_log_column(&dist.d)
     cdef bitgen_t **bgs = <bitgen_t **> malloc(sizeof(bitgen_t *) * max(R, 1))
     cdef mc_workspace *wss = NULL
     cdef Py_ssize_t m
@@ -700,19 +1153,58 @@ def draw_round(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] 
             for r in prange(R, schedule='dynamic'):
                 m = <Py_ssize_t> (block_size if (blocks[r] + 1) * block_size <= n
                                   else n - blocks[r] * block_size)
-                mc_draw_block(&dist.d, bgs[r], m, &xt[r, 0], &wss[mc_omp_thread_num()])
+                mc_draw_block_lt(&dist.d, bgs[r], m, &xt[r, 0], &lt[r, 0] if use_lt else NULL,
+                                 &wss[mc_omp_thread_num()])
     finally:
         _free_workspaces(wss, n_threads)
+        free(bgs)
+
+
+def draw_round_shared(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
+                      int64_t n, int64_t block_size, double[:, ::1] xt, double[:, ::1] lt,
+                      long long[::1] counter):
+    """Draw the blocks of a round like draw_round, one thread, claiming block
+    after block from counter[0] (start it at 0): several Python threads may
+    run this on the same round at once and share its blocks.  Each block is
+    drawn whole by one thread from its own stream, so the draws do not
+    depend on who drew what.  The blocks of a round must belong to distinct
+    streams."""
+    cdef Py_ssize_t R = blocks.shape[0], r
+    cdef bitgen_t **bgs = <bitgen_t **> malloc(sizeof(bitgen_t *) * max(R, 1))
+    cdef mc_workspace ws
+    cdef Py_ssize_t m
+    cdef bint use_lt = lt is not None and mc_has_log_column(&dist.d)
+    cdef long long *cnt = &counter[0]
+    if bgs == NULL:
+        raise MemoryError()
+    if mc_workspace_init(&ws, &dist.d, 1) != 0:
+        free(bgs)
+        raise MemoryError()
+    try:
+        for r in range(R):
+            bgs[r] = _bitgen_ptr(bitgens[slots[r]])
+        with nogil:
+            while True:
+                r = <Py_ssize_t> mc_claim(cnt)
+                if r >= R:
+                    break
+                m = <Py_ssize_t> (block_size if (blocks[r] + 1) * block_size <= n
+                                  else n - blocks[r] * block_size)
+                mc_draw_block_lt(&dist.d, bgs[r], m, &xt[r, 0], &lt[r, 0] if use_lt else NULL,
+                                 &ws)
+    finally:
+        mc_workspace_free(&ws)
         free(bgs)
 
 
 def accumulate_round(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots, int64_t n,
                      int64_t block_size, int64_t n_streams, int n_threads,
                      double[:, ::1] xt, double[:, ::1] fx, double[:, ::1] stats,
-                     double[::1] shifts):
+                     double[::1] shifts, double[:, ::1] lt=None):
     """Accumulate drawn blocks with their f values into their streams' rows.
     Returns the global index of a non-finite f value, or -1."""
     cdef Py_ssize_t R = blocks.shape[0], r
+    cdef bint use_lt = lt is not None and mc_has_log_column(&dist.d)
     cdef Py_ssize_t m, bad
     cdef double *tmp
     cdef int64_t *err = <int64_t *> malloc(sizeof(int64_t))
@@ -730,8 +1222,9 @@ def accumulate_round(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots, i
                 if tmp == NULL:
                     err[0] = -2
                 else:
-                    bad = mc_accumulate_block(&dist.d, m, &xt[r, 0], &fx[r, 0],
-                                              shifts[slots[r]], &stats[slots[r], 0], tmp)
+                    bad = mc_accumulate_block_lt(&dist.d, m, &xt[r, 0],
+                                                 &lt[r, 0] if use_lt else NULL, &fx[r, 0],
+                                                 shifts[slots[r]], &stats[slots[r], 0], tmp)
                     if bad >= 0:
                         err[0] = blocks[r] * block_size + bad
             free(tmp)
@@ -805,3 +1298,38 @@ cdef const mc_func *mc_kernel_func_ptr(object kernel_func) except NULL:
     if not isinstance(kernel_func, KernelFunc):
         raise TypeError(f"expected a KernelFunc, got {type(kernel_func).__name__}")
     return &(<KernelFunc> kernel_func).f
+
+def stream_totals(double[:, ::1] stats, double[::1] shifts, Py_ssize_t n_coords):
+    """Sum per-stream statistics (non-categorical layout) over the streams,
+    re-centred on one common shift c0 (the first non-empty stream's).
+
+    Returns (c0, n, G, H, M) with G = sum (f - c0), H = sum (f - c0)^2 and
+    M of shape (5, n_coords): sums of s, s^2, g s, g s^2, g^2 s^2 with
+    g = f - c0.  One pass in C instead of a dozen small array operations.
+    """
+    cdef Py_ssize_t S = stats.shape[0], s, q, k
+    cdef double c0 = 0.0, d, d2, n = 0.0, G = 0.0, H = 0.0
+    out = np.zeros((5, n_coords))
+    cdef double[:, ::1] M = out
+    cdef double *row
+    for s in range(S):
+        if stats[s, 0] > 0:
+            c0 = shifts[s]
+            break
+    for s in range(S):
+        row = &stats[s, 0]
+        if not row[0] > 0:
+            continue
+        d = shifts[s] - c0
+        d2 = d * d
+        n += row[0]
+        G += row[1] + d * row[0]
+        H += row[2] + 2.0 * d * row[1] + d2 * row[0]
+        for q in range(n_coords):
+            k = 3 + 5 * q
+            M[0, q] += row[k]
+            M[1, q] += row[k + 1]
+            M[2, q] += row[k + 2] + d * row[k]
+            M[3, q] += row[k + 3] + d * row[k + 1]
+            M[4, q] += row[k + 4] + 2.0 * d * row[k + 3] + d2 * row[k + 1]
+    return c0, n, G, H, out

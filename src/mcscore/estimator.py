@@ -110,6 +110,28 @@ def default_block_size(n, draw_size, n_streams=DEFAULT_STREAMS):
     return max(1, min(b, cap))
 
 
+class _FixedSeed(np.random.bit_generator.ISeedSequence):
+    """A seed source that costs nothing, for bit generators whose state is
+    set right after construction."""
+
+    _words = {}
+
+    def generate_state(self, n_words, dtype=np.uint32):
+        key = (n_words, np.dtype(dtype).str)
+        w = self._words.get(key)
+        if w is None:
+            w = self._words[key] = np.ones(n_words, dtype=dtype)
+        return w
+
+
+_NO_SEED = _FixedSeed()
+_PCG64_JUMP = 0x9E3779B97F4A7C15F39CC0605CEDC835  # PCG64.jumped's step, (phi - 1) * 2**128
+_MASK128 = (1 << 128) - 1
+# Below this many draw values a call runs on one thread: the work is smaller
+# than the cost of waking a second one.  (Results never depend on threads.)
+SERIAL_VALUES = 1 << 15
+
+
 class _Plan:
     def __init__(self, n, draw_size, rng, n_streams, block_size, n_threads):
         self.n = V.integer("n", n, minimum=2, maximum=2**62)
@@ -120,10 +142,24 @@ class _Plan:
         self.n_blocks = -(-self.n // self.block_size)
         self.used = min(self.n_streams, self.n_blocks)
         self.root = V.root_seed_sequence(rng)
-        self.threads = effective_n_threads(n_threads, work_items=self.used)
+        work = min(self.used, max(1, (self.n * int(draw_size)) // SERIAL_VALUES))
+        self.threads = effective_n_threads(n_threads, work_items=work)
 
     def bitgens(self, streams):
-        return [np.random.PCG64(V.stream_seed(self.root, s)) for s in streams]
+        """The bit generators of the given streams: stream s is the call's
+        root PCG64 (seeded from the root SeedSequence) jumped s times, i.e.
+        ``root.jumped(s)``: advanced by s * (phi - 1) * 2**128 steps, so the
+        streams are far-apart, non-overlapping pieces of one PCG64 sequence
+        and stream s does not depend on how many streams a call uses."""
+        state = np.random.PCG64(self.root).state
+        out = []
+        for s in streams:
+            bg = np.random.PCG64(_NO_SEED)  # cheap: its state is overwritten
+            bg.state = state
+            if s:
+                bg.advance((int(s) * _PCG64_JUMP) & _MASK128)
+            out.append(bg)
+        return out
 
     def block_rows(self, b):
         return min(self.block_size, self.n - b * self.block_size)
@@ -343,6 +379,12 @@ def _raise_kernel_error(code, idx, plan, dist, kd):
 
 
 def _run_python(f, dist, kd, plan, chunk_size, progress=None):
+    """A Python f, round by round: a round is R blocks drawn by the kernels,
+    handed to f in chunks, then accumulated.  With two or more threads,
+    threads - 1 helper threads draw the next round while f runs on the
+    current one, and the calling thread joins them once f is done (blocks
+    are claimed one by one; each is drawn whole from its own stream), so the
+    draws, and the result, are the same either way."""
     S, B = plan.n_streams, plan.block_size
     ds = kd.draw_size
     if chunk_size is None:
@@ -353,30 +395,79 @@ def _run_python(f, dist, kd, plan, chunk_size, progress=None):
     bitgens = plan.bitgens(streams)
     stats = np.zeros((plan.used, kd.stats_len))
     shifts = np.zeros(plan.used)
-    xt = np.empty((R, ds * B))
+    rounds = [np.arange(r0, min(plan.n_blocks, r0 + R), dtype=np.int64)
+              for r0 in range(0, plan.n_blocks, R)]
+    overlap = plan.threads >= 2 and len(rounds) >= 2
+    nbuf = 2 if overlap else 1
+    acc_threads = 1 if overlap else plan.threads
+    xts = [np.empty((R, ds * B)) for _ in range(nbuf)]
+    # LogNormal: log x as drawn, so that the score does not recompute it
+    lts = [np.empty((R, ds * B)) if kd.has_log_column else None for _ in range(nbuf)]
     fx = np.empty((R, B))
     fx_flat = fx.reshape(-1)
     draw_shape = dist.draw_shape
-    for r0 in range(0, plan.n_blocks, R):
-        blocks = np.arange(r0, min(plan.n_blocks, r0 + R), dtype=np.int64)
-        slots = blocks % S
-        K.draw_round(kd, bitgens, blocks, slots, plan.n, B, plan.threads, xt)
-        rows = [plan.block_rows(int(b)) for b in blocks]
-        total = sum(rows)
-        x = np.empty((total, ds))
-        for r, m in enumerate(rows):
-            x[r * B: r * B + m] = xt[r, : ds * m].reshape(ds, m).T
-        x = dist._to_user_dtype(x.reshape((total,) + draw_shape))
-        first = int(blocks[0]) * B
-        for c0 in range(0, total, chunk_size):
-            xc = x[c0: c0 + chunk_size]
-            fx_flat[c0: c0 + len(xc)] = _call_f(f, xc, first + c0)
-        bad = K.accumulate_round(kd, blocks, slots, plan.n, B, S, plan.threads, xt, fx, stats,
-                                 shifts)
-        if bad >= 0:  # cannot happen after _check_fx, kept as a guard
-            raise ValueError(f"f returned a non-finite value at draw {bad}")
-        if progress is not None:
-            progress.update(len(blocks), total)
+
+    counters = [np.zeros(1, dtype=np.longlong) for _ in range(nbuf)]
+
+    def draw(i):
+        blocks = rounds[i]
+        if overlap:  # helpers and the calling thread share the round's blocks
+            K.draw_round_shared(kd, bitgens, blocks, blocks % S, plan.n, B, xts[i % nbuf],
+                                lts[i % nbuf], counters[i % nbuf])
+        else:
+            K.draw_round(kd, bitgens, blocks, blocks % S, plan.n, B, plan.threads,
+                         xts[i % nbuf], lts[i % nbuf])
+
+    def start(i):
+        """Start drawing round i in the helpers (None when there is none)."""
+        if not overlap or i >= len(rounds):
+            return None
+        counters[i % nbuf][0] = 0
+        return [pool.submit(draw, i) for _ in range(plan.threads - 1)]
+
+    pool = None
+    if overlap:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=plan.threads - 1,
+                                  thread_name_prefix="mcscore-draw")
+    try:
+        if overlap:
+            futs = start(0)
+            draw(0)
+            for fut in futs:
+                fut.result()
+        else:
+            draw(0)
+        for i, blocks in enumerate(rounds):
+            nxt = start(i + 1)
+            xt, lt = xts[i % nbuf], lts[i % nbuf]
+            slots = blocks % S
+            rows = [plan.block_rows(int(b)) for b in blocks]
+            total = sum(rows)
+            x = np.empty((total, ds))
+            for r, m in enumerate(rows):
+                x[r * B: r * B + m] = xt[r, : ds * m].reshape(ds, m).T
+            x = dist._to_user_dtype(x.reshape((total,) + draw_shape))
+            first = int(blocks[0]) * B
+            for c0 in range(0, total, chunk_size):
+                xc = x[c0: c0 + chunk_size]
+                fx_flat[c0: c0 + len(xc)] = _call_f(f, xc, first + c0)
+            bad = K.accumulate_round(kd, blocks, slots, plan.n, B, S, acc_threads, xt, fx,
+                                     stats, shifts, lt)
+            if bad >= 0:  # cannot happen after _check_fx, kept as a guard
+                raise ValueError(f"f returned a non-finite value at draw {bad}")
+            if progress is not None:
+                progress.update(len(blocks), total)
+            if nxt is not None:
+                draw(i + 1)  # f is done: help draw the next round
+                for fut in nxt:
+                    fut.result()
+            elif pool is None and i + 1 < len(rounds):
+                draw(i + 1)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     return stats, shifts
 
 
@@ -499,9 +590,49 @@ def _check_range(dist, grad, var, value, vvar, f_underflow):
         )
 
 
+def _moments_total(dist, kd, stats, shifts):
+    """_moments summed over the streams (a leading axis of length 1), for the
+    baselines that need totals only (None, a number, "loo"): a few array
+    operations instead of one per stream statistic."""
+    if not kd.per_category:
+        c0, n, Gt, Ht, M = K.stream_totals(stats, shifts, kd.n_coords)
+        return c0, np.array([n]), np.array([Gt]), np.array([Ht]), tuple(M[:, None, :])
+    count = stats[:, 0]
+    nonempty = count > 0
+    c0 = float(shifts[np.argmax(nonempty)])
+    d = np.where(nonempty, shifts - c0, 0.0)
+    d2 = d * d
+    G0 = stats[:, 1]
+    Gt = G0.sum() + d @ count
+    Ht = stats[:, 2].sum() + 2.0 * (d @ G0) + d2 @ count
+    M = stats[:, 3:]
+    if kd.per_category:
+        # per-category sums (count, sum g, sum g^2 of the draws in category k)
+        P = kd.n_units * kd.n_cat
+        C0 = M[:, 0::3]
+        Gk0 = M[:, 1::3]
+        C = C0.sum(0)
+        Gk = Gk0.sum(0) + d @ C0
+        Hk = M[:, 2::3].sum(0) + 2.0 * (d @ Gk0) + d2 @ C0
+        a, b = dist._table["a"], dist._table["b"]
+        hit = C > 0
+        with np.errstate(invalid="ignore"):
+            A2 = np.where(hit, a * a + 2 * a * b, 0.0)
+            Ss = np.where(hit, a * C, 0.0) + b * count.sum()
+            Ss2 = A2 * C + b * b * count.sum()
+            Sgs = np.where(hit, a * Gk, 0.0) + b * Gt
+            Sgs2 = A2 * Gk + b * b * Gt
+            Sg2s2 = A2 * Hk + b * b * Ht
+        mom = tuple(np.reshape(x, (1, P)) for x in (Ss, Ss2, Sgs, Sgs2, Sg2s2))
+        return c0, np.array([count.sum()]), np.array([Gt]), np.array([Ht]), mom
+
+
 def _finish(dist, kd, stats, shifts, baseline, plan=None, method="score", extra_info=None):
     with np.errstate(over="ignore", invalid="ignore"):
-        c0, count, G, H, mom = _moments(dist, kd, stats, shifts)
+        if baseline != "optimal":
+            c0, count, G, H, mom = _moments_total(dist, kd, stats, shifts)
+        else:
+            c0, count, G, H, mom = _moments(dist, kd, stats, shifts)
     if not (np.isfinite(mom[0]).all() and np.isfinite(mom[1]).all()):
         raise FloatingPointError(
             f"the score of {dist!r} overflowed on some draws (a draw at the edge of the "

@@ -137,7 +137,13 @@ class Integrand:
                 np.array(offs, np.int64), np.array(coefs, np.float64), flat, self._constant)
 
     def _kernel_func(self, draw_shape):
-        return K.KernelFunc(K.FK_INTEGRAND, integrand=self._lower(tuple(draw_shape)))
+        # An Integrand is immutable: lower it once per draw shape.
+        key = tuple(draw_shape)
+        cache = self.__dict__.setdefault("_kf_cache", {})
+        kf = cache.get(key)
+        if kf is None:
+            kf = cache[key] = K.KernelFunc(K.FK_INTEGRAND, integrand=self._lower(key))
+        return kf
 
     # -- Python evaluation ---------------------------------------------------
     def __call__(self, x):
