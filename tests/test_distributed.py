@@ -64,7 +64,8 @@ def test_fused_bit_identical(client, baseline):
     mc.Normal(loc=np.zeros(3), scale=np.ones(3)),
     mc.Categorical(probs=[0.2, 0.3, 0.5]),
     mc.Poisson(rate=[1.5, 4.0]),
-], ids=["normal", "categorical", "poisson"])
+    mc.LogNormal(loc=[0.1, -0.2], scale=0.5),
+], ids=["normal", "categorical", "poisson", "lognormal"])
 def test_python_f_bit_identical(client, dist):
     def f(x):
         return np.asarray(x, dtype=float).reshape(len(x), -1).sum(axis=1) ** 2

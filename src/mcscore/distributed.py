@@ -53,7 +53,9 @@ def default_tasks(client, n_streams_used):
 # ---------------------------------------------------------------------------
 
 def _bitgens(root, streams):
-    return [np.random.PCG64(V.stream_seed(root, int(s))) for s in streams]
+    from .estimator import stream_bit_generators
+
+    return stream_bit_generators(root, [int(s) for s in streams])
 
 
 def _task_fused(dist, f, root, streams, n, n_streams, block_size, n_threads):
@@ -90,6 +92,8 @@ def _task_python(dist, f, root, streams, n, n_streams, block_size, n_threads, ch
     if chunk_size is None:
         chunk_size = max(B, (1 << 18) // max(1, ds))
     xt = np.empty((ns, ds * B))
+    # LogNormal: log x as drawn, exactly as the local driver keeps it
+    lt = np.empty((ns, ds * B)) if kd.has_log_column else None
     fx = np.empty((ns, B))
     for k in range(-(-(nb - int(streams.min())) // S)):
         blocks = streams + k * S
@@ -98,7 +102,7 @@ def _task_python(dist, f, root, streams, n, n_streams, block_size, n_threads, ch
         blocks = np.ascontiguousarray(blocks[keep])
         if len(blocks) == 0:
             break
-        K.draw_round(kd, bitgens, blocks, slots, n, B, threads, xt)
+        K.draw_round(kd, bitgens, blocks, slots, n, B, threads, xt, lt)
         for r, b in enumerate(blocks):
             m = min(B, n - int(b) * B)
             x = xt[r, : ds * m].reshape(ds, m).T
@@ -106,7 +110,8 @@ def _task_python(dist, f, root, streams, n, n_streams, block_size, n_threads, ch
             for c0 in range(0, m, chunk_size):
                 xc = np.array(x[c0: c0 + chunk_size])
                 fx[r, c0: c0 + len(xc)] = _call_f(f, xc, int(b) * B + c0)
-        bad = K.accumulate_round(kd, blocks, slots, n, B, S, threads, xt, fx, stats, shifts)
+        bad = K.accumulate_round(kd, blocks, slots, n, B, S, threads, xt, fx, stats, shifts,
+                                 lt)
         if bad >= 0:  # cannot happen after _call_f's checks, kept as a guard
             raise ValueError(f"f returned a non-finite value at draw {bad}")
     return streams, stats, shifts, 0, -1

@@ -132,6 +132,26 @@ _MASK128 = (1 << 128) - 1
 SERIAL_VALUES = 1 << 15
 
 
+def stream_bit_generators(root, streams):
+    """The bit generators of the given streams of a call seeded by `root`.
+
+    Stream s is the call's root PCG64 (seeded from the root SeedSequence)
+    jumped s times, i.e. ``PCG64(root).jumped(s)``: advanced by
+    s * (phi - 1) * 2**128 steps, so the streams are far-apart,
+    non-overlapping pieces of one PCG64 sequence, and stream s does not
+    depend on how many streams a call uses (a Dask worker rebuilds its
+    streams alone)."""
+    state = np.random.PCG64(root).state
+    out = []
+    for s in streams:
+        bg = np.random.PCG64(_NO_SEED)  # cheap: its state is overwritten
+        bg.state = state
+        if s:
+            bg.advance((int(s) * _PCG64_JUMP) & _MASK128)
+        out.append(bg)
+    return out
+
+
 class _Plan:
     def __init__(self, n, draw_size, rng, n_streams, block_size, n_threads):
         self.n = V.integer("n", n, minimum=2, maximum=2**62)
@@ -146,20 +166,8 @@ class _Plan:
         self.threads = effective_n_threads(n_threads, work_items=work)
 
     def bitgens(self, streams):
-        """The bit generators of the given streams: stream s is the call's
-        root PCG64 (seeded from the root SeedSequence) jumped s times, i.e.
-        ``root.jumped(s)``: advanced by s * (phi - 1) * 2**128 steps, so the
-        streams are far-apart, non-overlapping pieces of one PCG64 sequence
-        and stream s does not depend on how many streams a call uses."""
-        state = np.random.PCG64(self.root).state
-        out = []
-        for s in streams:
-            bg = np.random.PCG64(_NO_SEED)  # cheap: its state is overwritten
-            bg.state = state
-            if s:
-                bg.advance((int(s) * _PCG64_JUMP) & _MASK128)
-            out.append(bg)
-        return out
+        """The bit generators of the given streams (see stream_bit_generators)."""
+        return stream_bit_generators(self.root, streams)
 
     def block_rows(self, b):
         return min(self.block_size, self.n - b * self.block_size)

@@ -136,6 +136,12 @@ class Integrand:
         return (np.array(kinds, np.int64), np.array(cols, np.int64),
                 np.array(offs, np.int64), np.array(coefs, np.float64), flat, self._constant)
 
+    def __getstate__(self):
+        # the lowered kernel function cache holds C pointers: never pickled
+        state = dict(self.__dict__)
+        state.pop("_kf_cache", None)
+        return state
+
     def _kernel_func(self, draw_shape):
         # An Integrand is immutable: lower it once per draw shape.
         key = tuple(draw_shape)
