@@ -136,6 +136,18 @@ def draw_round(
     block_size: int,
     n_threads: int,
     xt: NDArray[np.float64],
+    lt: NDArray[np.float64] | None = ...,
+) -> None: ...
+def draw_round_shared(
+    dist: KernelDist,
+    bitgens: list[np.random.BitGenerator],
+    blocks: NDArray[np.int64],
+    slots: NDArray[np.int64],
+    n: int,
+    block_size: int,
+    xt: NDArray[np.float64],
+    lt: NDArray[np.float64] | None,
+    counter: NDArray[np.longlong],
 ) -> None: ...
 def accumulate_round(
     dist: KernelDist,
@@ -149,5 +161,9 @@ def accumulate_round(
     fx: NDArray[np.float64],
     stats: NDArray[np.float64],
     shifts: NDArray[np.float64],
+    lt: NDArray[np.float64] | None = ...,
 ) -> int: ...
+def stream_totals(
+    stats: NDArray[np.float64], shifts: NDArray[np.float64], n_coords: int
+) -> tuple[float, float, float, float, NDArray[np.float64]]: ...
 def alias_table(probs: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]: ...

@@ -403,9 +403,13 @@ def _run_python(f, dist, kd, plan, chunk_size, progress=None):
     bitgens = plan.bitgens(streams)
     stats = np.zeros((plan.used, kd.stats_len))
     shifts = np.zeros(plan.used)
-    rounds = [np.arange(r0, min(plan.n_blocks, r0 + R), dtype=np.int64)
-              for r0 in range(0, plan.n_blocks, R)]
-    overlap = plan.threads >= 2 and len(rounds) >= 2
+    n_rounds = -(-plan.n_blocks // R)
+
+    def round_blocks(i):
+        """The blocks of round i (made on demand: n may be huge)."""
+        return np.arange(i * R, min(plan.n_blocks, (i + 1) * R), dtype=np.int64)
+
+    overlap = plan.threads >= 2 and n_rounds >= 2
     nbuf = 2 if overlap else 1
     acc_threads = 1 if overlap else plan.threads
     xts = [np.empty((R, ds * B)) for _ in range(nbuf)]
@@ -418,7 +422,7 @@ def _run_python(f, dist, kd, plan, chunk_size, progress=None):
     counters = [np.zeros(1, dtype=np.longlong) for _ in range(nbuf)]
 
     def draw(i):
-        blocks = rounds[i]
+        blocks = round_blocks(i)
         if overlap:  # helpers and the calling thread share the round's blocks
             K.draw_round_shared(kd, bitgens, blocks, blocks % S, plan.n, B, xts[i % nbuf],
                                 lts[i % nbuf], counters[i % nbuf])
@@ -428,7 +432,7 @@ def _run_python(f, dist, kd, plan, chunk_size, progress=None):
 
     def start(i):
         """Start drawing round i in the helpers (None when there is none)."""
-        if not overlap or i >= len(rounds):
+        if not overlap or i >= n_rounds:
             return None
         counters[i % nbuf][0] = 0
         return [pool.submit(draw, i) for _ in range(plan.threads - 1)]
@@ -447,7 +451,8 @@ def _run_python(f, dist, kd, plan, chunk_size, progress=None):
                 fut.result()
         else:
             draw(0)
-        for i, blocks in enumerate(rounds):
+        for i in range(n_rounds):
+            blocks = round_blocks(i)
             nxt = start(i + 1)
             xt, lt = xts[i % nbuf], lts[i % nbuf]
             slots = blocks % S
@@ -471,7 +476,7 @@ def _run_python(f, dist, kd, plan, chunk_size, progress=None):
                 draw(i + 1)  # f is done: help draw the next round
                 for fut in nxt:
                     fut.result()
-            elif pool is None and i + 1 < len(rounds):
+            elif pool is None and i + 1 < n_rounds:
                 draw(i + 1)
     finally:
         if pool is not None:
