@@ -294,3 +294,18 @@ def test_repr_is_readable():
     assert "GradientEstimate" in s and "grad['loc']" in s and "stderr" in s and "value" in s
     ci = r.confidence_interval(0.95)
     assert (ci["loc"][0] < r.grad["loc"]).all()
+
+
+@pytest.mark.parametrize("dist", [mc.Normal([0.5, -1.0], 2.0), mc.Categorical(logits=[0.0, 1.0, -1.0]),
+                                  mc.LogNormal(0.1, 0.5)], ids=repr)
+def test_long_runs_cut_into_epochs_give_the_same_bits(dist, monkeypatch):
+    from mcscore import estimator
+
+    f = I.sin() + I.linear(0.5)
+    ref = mc.score_grad(f, dist, 200_003, rng=9, block_size=500)
+    monkeypatch.setattr(estimator, "EPOCH_VALUES", 700)  # one or two blocks per epoch
+    r = mc.score_grad(f, dist, 200_003, rng=9, block_size=500)
+    for k in ref.grad:
+        assert np.array_equal(r.grad[k], ref.grad[k])
+        assert np.array_equal(r.stderr[k], ref.stderr[k])
+    assert r.value == ref.value

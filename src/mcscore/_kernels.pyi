@@ -126,6 +126,8 @@ def run_streams(
     n_threads: int,
     stats: NDArray[np.float64],
     shifts: NDArray[np.float64],
+    next_block: NDArray[np.int64] | None = ...,
+    max_blocks: int = ...,
 ) -> tuple[int, int]: ...
 def draw_round(
     dist: KernelDist,

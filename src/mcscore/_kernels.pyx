@@ -1067,13 +1067,20 @@ cdef int _reraise() except -1:
 
 def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] streams,
                 int64_t n, int64_t n_streams, int64_t block_size, int n_threads,
-                double[:, ::1] stats, double[::1] shifts):
+                double[:, ::1] stats, double[::1] shifts, int64_t[::1] next_block=None,
+                int64_t max_blocks=0):
     """Run whole streams (fused integrand or C callback) in parallel.
 
     streams[i] is the index of the i-th stream to run, bitgens[i] its bit
     generator; its statistics go to stats[i] and its shift to shifts[i].
+    With next_block (in/out) and max_blocks > 0, stream i resumes at block
+    next_block[i], runs at most max_blocks blocks and records where it
+    stopped, so a long run can be cut into epochs (the caller checks for
+    signals between them; the result does not depend on the cut).
     Returns (error code, global index of the failing draw or -1).
     """
+    cdef bint resume = next_block is not None
+    cdef int64_t done
     cdef Py_ssize_t ns = streams.shape[0]
     cdef Py_ssize_t si
     cdef bitgen_t **bgs = <bitgen_t **> malloc(sizeof(bitgen_t *) * max(ns, 1))
@@ -1101,8 +1108,11 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
         with nogil, parallel(num_threads=n_threads):
             ws = &wss[mc_omp_thread_num()]
             for si in prange(ns, schedule='dynamic'):
-                b = streams[si]
-                while b < nb and mc_flag_get(err) == ERR_NONE:
+                b = next_block[si] if resume else streams[si]
+                done = 0
+                while b < nb and mc_flag_get(err) == ERR_NONE and (max_blocks <= 0 or
+                                                                   done < max_blocks):
+                    done = done + 1
                     m = <Py_ssize_t> (block_size if (b + 1) * block_size <= n else n - b * block_size)
                     bad = mc_run_block(&dist.d, &func.f, bgs[si], m, &stats[si, 0],
                                        &shifts[si], b == streams[si], ws)
@@ -1120,6 +1130,8 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
                             with gil:
                                 if _mc_check_signals() != 0:
                                     mc_flag_set(err, ERR_INTERRUPT)
+                if resume:
+                    next_block[si] = b
         if err[0] == ERR_INTERRUPT:
             _reraise()
         return int(err[0]), int(err[1])

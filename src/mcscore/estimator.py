@@ -19,6 +19,8 @@ from .integrands import Integrand
 __all__ = ["score_grad", "score_grad_from_samples", "GradientEstimate", "default_block_size"]
 
 DEFAULT_STREAMS = 64
+# draw values a stream runs per kernel call of a long fused run (see _run_fused)
+EPOCH_VALUES = 1 << 22
 MIN_BLOCK = 256
 MAX_BLOCK_VALUES = 1 << 16  # draw values held in one block buffer (about 512 KiB)
 BASELINES = (None, "loo", "optimal")
@@ -366,9 +368,22 @@ def _run_fused(kf, fkind, dist, kd, plan, progress=None):
     stats = np.zeros((plan.used, kd.stats_len))
     shifts = np.zeros(plan.used)
     # A progress bar only reads the draw counts the kernel writes (stats[:, 0]).
+    bitgens = plan.bitgens(streams)
+    # Long runs go in epochs of at most EPOCH_VALUES draw values per stream:
+    # the calling thread checks for Ctrl-C between blocks, but once it has no
+    # stream left the other threads would finish theirs unchecked.  Epochs
+    # bound that wait; the result does not depend on them.
+    per_block = plan.block_size * max(1, kd.draw_size)
+    max_blocks = max(1, EPOCH_VALUES // per_block)
+    next_block = streams.copy()
+    nb = plan.n_blocks
     with progress.watch(stats) if progress is not None else contextlib.nullcontext():
-        code, idx = K.run_streams(kd, kf, plan.bitgens(streams), streams, plan.n,
-                                  plan.n_streams, plan.block_size, plan.threads, stats, shifts)
+        while True:
+            code, idx = K.run_streams(kd, kf, bitgens, streams, plan.n, plan.n_streams,
+                                      plan.block_size, plan.threads, stats, shifts,
+                                      next_block, max_blocks)
+            if code != 0 or not (next_block < nb).any():
+                break
     _raise_kernel_error(code, idx, plan, dist, kd)
     return stats, shifts
 
