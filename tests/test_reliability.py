@@ -1089,9 +1089,6 @@ def test_log_prob_at_extreme_parameters_against_exact_values():
                                    -0.5 - np.log(s) - 0.5 * np.log(2 * np.pi), rtol=1e-14)
 
 
-@pytest.mark.xfail(strict=True, reason="kernel: Dirichlet draws normalise 0/0 when all K gamma "
-                   "variates underflow (tiny concentrations); NumPy's Generator.dirichlet "
-                   "switches to a beta stick-breaking method for small alpha")
 def test_dirichlet_tiny_concentrations_draw_valid_points_of_the_simplex():
     x = mc.Dirichlet([1e-3, 1e-3, 1e-3])._kernel_dist()
     from mcscore import _kernels as K
@@ -1099,6 +1096,20 @@ def test_dirichlet_tiny_concentrations_draw_valid_points_of_the_simplex():
     draws = K.draw(x, np.random.PCG64(0), 10_000)
     assert np.isfinite(draws).all()
     np.testing.assert_allclose(draws.sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_dirichlet_small_concentrations_have_the_right_moments_and_gradients():
+    # small concentrations, against the exact mean E[x_k] = a_k / A and
+    # d E[x_0] / d a = ((A - a_0), -a_0, ...) / A^2
+    a = np.array([0.3, 0.2, 0.15])
+    A = a.sum()
+    d = mc.Dirichlet(a)
+    x = d.sample(200_000, rng=3)
+    se = x.std(0, ddof=1) / np.sqrt(len(x))
+    assert np.all(np.abs(x.mean(0) - a / A) < 5 * se)
+    r = mc.score_grad(I.linear([1.0, 0.0, 0.0]), d, 400_000, rng=4, baseline="optimal")
+    exact = np.array([A - a[0], -a[0], -a[0]]) / A**2
+    assert np.all(np.abs(r.grad["concentration"] - exact) < 5 * r.stderr["concentration"])
 
 
 @pytest.mark.slow

@@ -462,7 +462,7 @@ cdef void mc_draw_chunk(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double 
     cdef Py_ssize_t j, i, k, K = dist.n_cat
     cdef double *col
     cdef double *lcol
-    cdef double a, b, u, scale
+    cdef double a, b, u, scale, v
     cdef int64_t idx
     cdef const double *q
     cdef const int64_t *al
@@ -547,14 +547,32 @@ cdef void mc_draw_chunk(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double 
                 for k in range(K):
                     xt[(j * K + k) * ld + i] = <double> ws.ibuf[k]
         elif fam == MC_DIRICHLET:
+            u = 0.0
+            for k in range(K):
+                u = u + dist.p0[j * K + k]
             for i in range(m):
-                u = 0.0
+                a = 0.0
                 for k in range(K):
-                    a = random_standard_gamma(bg, dist.p0[j * K + k])
-                    xt[(j * K + k) * ld + i] = a
-                    u = u + a
-                for k in range(K):
-                    xt[(j * K + k) * ld + i] = xt[(j * K + k) * ld + i] / u
+                    scale = random_standard_gamma(bg, dist.p0[j * K + k])
+                    xt[(j * K + k) * ld + i] = scale
+                    a = a + scale
+                if a > 0.0:
+                    for k in range(K):
+                        xt[(j * K + k) * ld + i] = xt[(j * K + k) * ld + i] / a
+                    continue
+                # Every gamma variate underflowed (tiny concentrations): break
+                # the stick with beta draws instead, as NumPy does for small
+                # concentrations, so the draw is a point of the simplex.
+                b = u           # concentration left after category k
+                scale = 1.0     # length of stick left
+                for k in range(K - 1):
+                    b = b - dist.p0[j * K + k]
+                    if b < dist.p0[j * K + K - 1]:
+                        b = dist.p0[j * K + K - 1]
+                    v = random_beta(bg, dist.p0[j * K + k], b)
+                    xt[(j * K + k) * ld + i] = scale * v
+                    scale = scale * (1.0 - v)
+                xt[(j * K + K - 1) * ld + i] = scale
 
 
 cdef void mc_draw_block_lt(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
