@@ -33,7 +33,11 @@ for so in "$OUT"/lib/mcscore/_*.so; do
 done
 
 LIBASAN="$(${CC:-gcc} -print-file-name=libasan.so)"
-export LD_PRELOAD="$LIBASAN"
+# libstdc++ is preloaded too, so that ASan's interceptor of C++ throws finds
+# the real one (scipy's C++ special functions throw and catch internally;
+# without it such a throw aborts the process)
+LIBSTDCXX="$(${CC:-gcc} -print-file-name=libstdc++.so.6)"
+export LD_PRELOAD="$LIBASAN $LIBSTDCXX"
 # max_allocation_size_mb: the tests that ask for 16 GiB get a MemoryError here too
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:max_allocation_size_mb=4096:print_summary=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
