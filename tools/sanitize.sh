@@ -25,7 +25,7 @@ echo "== building with $SAN into $OUT/lib"
 CC="${CC:-gcc} $SAN -g" MCSCORE_REQUIRE_OPENMP=1 "$PY" setup.py build_ext -b "$OUT/lib" -t "$OUT/tmp" -q >"$OUT/build.log" 2>&1 || {
     cat "$OUT/build.log"; exit 1; }
 # the pure-Python part of the package next to the instrumented extension
-cp src/mcscore/*.py src/mcscore/*.pxd src/mcscore/py.typed "$OUT/lib/mcscore/" 2>/dev/null || true
+cp src/mcscore/*.py src/mcscore/*.pyi src/mcscore/*.pxd src/mcscore/py.typed "$OUT/lib/mcscore/" 2>/dev/null || true
 for so in "$OUT"/lib/mcscore/_*.so; do
     syms="$(nm -D "$so")"
     grep -q __asan_init <<<"$syms" || { echo "$so is not instrumented"; exit 1; }
