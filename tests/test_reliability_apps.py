@@ -120,6 +120,9 @@ def _bad_f_cases(name, m_shape=None):
         "returns-object-None": (lambda x: np.array([None] * len(x)), (TE, f"{name} returned")),
         "returns-nan": (lambda x: _sq(x) + np.nan, (VE, f"{name} returned")),
         "returns-inf": (lambda x: _sq(x) + np.inf, (VE, f"{name} returned")),
+        "returns-bool": (lambda x: _sq(x) > 1.0, "ok"),
+        "returns-float32": (lambda x: _sq(x).astype(np.float32), "ok"),
+        "returns-dict": (lambda x: {"a": 1.0}, (TE, f"{name} returned")),
     }
 
 
@@ -137,6 +140,8 @@ def _bad_grad_cases(name):
         "returns-strings": (lambda x: np.full(np.shape(x), "a"), (TE, f"{name} returned dtype")),
         "returns-nan": (lambda x: _dsq(x) * np.nan, (VE, f"{name} returned a non-finite")),
         "returns-inf": (lambda x: _dsq(x) + np.inf, (VE, f"{name} returned a non-finite")),
+        "returns-bool": (lambda x: _dsq(x) > 0, "ok"),
+        "returns-object": (lambda x: np.array(_dsq(x), dtype=object), (TE, f"{name} returned dtype")),
     }
 
 
@@ -207,6 +212,7 @@ def _common_rows(fname, run, *, grad=True, temperature=False):
         rows += _rows(f"{fname}-temperature", lambda v: run(temperature=v),
                       _positive_cases("temperature"))
     rows += [
+        Call(f"{fname}-n-beyond-2**62", lambda: run(n=2**62 + 1), (VE, "n must be <=")),
         Call(f"{fname}-rng-string", lambda: run(rng="seed"), (TE, "rng")),
         Call(f"{fname}-rng-negative", lambda: run(rng=-1), (VE, "")),
         Call(f"{fname}-rng-generator", lambda: run(rng=np.random.default_rng(1)), _is_estimate),
@@ -423,6 +429,11 @@ CALL_TABLE_APPS += [
     Call("score_grad_vr-grad_f-without-cv",
          lambda: _sgvr(control_variates=None, antithetic=True, grad_f="x"), (TE, "grad_f")),
     Call("score_grad_vr-n-zero", lambda: _sgvr(n=0), (VE, "n must be")),
+    # grad_f is only used by the 'delta' control variate, but a non-callable is an error
+    Call("score_grad-grad_f-not-callable-alone",
+         lambda: mc.score_grad(_sq, NORM, 200, grad_f="x", rng=0), (TE, "grad_f")),
+    Call("score_grad-grad_f-callable-alone",
+         lambda: mc.score_grad(_sq, NORM, 200, grad_f=_dsq, rng=0), _is_estimate),
 ]
 
 
@@ -552,6 +563,10 @@ CALL_TABLE_APPS += [
     Call("greeks-n_threads-zero", lambda: _gk(n_threads=0), (VE, "n_threads")),
     Call("greeks-n_streams-zero", lambda: _gk(n_streams=0), (VE, "n_streams")),
     Call("greeks-block_size-zero", lambda: _gk(block_size=0), (VE, "block_size")),
+    Call("greeks-block_size-huge", lambda: _gk(block_size=2**25), (VE, "block_size must be <=")),
+    Call("greeks-n-beyond-2**62", lambda: _gk(n=2**62 + 1), (VE, "n must be <=")),
+    Call("greeks-n_threads-string", lambda: _gk(n_threads="2"), (TE, "n_threads")),
+    Call("greeks-n_threads-two", lambda: _gk(n_threads=2), _finite_greeks),
     Call("greeks-missing-keyword", lambda: finance.greeks("call", spot=1.0), (TE, "strike")),
     Call("greeks-positional-spot", lambda: finance.greeks("call", 100.0), (TE, "positional")),
     # prices that overflow a double: a clear error, never inf / NaN estimates
@@ -740,6 +755,14 @@ CALL_TABLE_APPS += [
          lambda: SP.score(np.zeros((4, 2)), np.array([0.5, 1, 2, 0])), (VE, "")),
     Call("SoftmaxPolicy-score-wrong-actions-shape",
          lambda: SP.score(np.zeros((4, 2)), np.array([0, 1])), (VE, "")),
+    Call("SoftmaxPolicy-sample-wrong-features", lambda: SP.sample(np.zeros((4, 5)), rng=0),
+         (VE, "features must have a last axis")),
+    Call("SoftmaxPolicy-sample", lambda: SP.sample(np.zeros((4, 2)), rng=0),
+         lambda a: np.testing.assert_equal(a.shape, (4,))),
+    Call("GaussianPolicy-sample-string-features", lambda: GP.sample(np.full((4, 2), "a"), rng=0),
+         (TE, "features")),
+    Call("GaussianPolicy-score", lambda: GP.score(np.zeros((4, 2)), np.zeros((4, 1))),
+         lambda s: np.testing.assert_equal(s["w"].shape, (4, 2, 1))),
     Call("SoftmaxPolicy-with_params-wrong-shape",
          lambda: SP.with_params({"theta": np.zeros((3, 3))}), (VE, "theta")),
     Call("SoftmaxPolicy-with_params-missing",
@@ -896,10 +919,26 @@ RISKY_APPS = {
         "def f(x):\n    c[0] += 1\n    if c[0] == 2: raise OverflowError('stop')\n"
         "    return x * 0.0\n"
         "mc.pathwise_grad(f, mc.Normal(0.0, 1.0), 10**15, grad_f=lambda x: x, rng=0, "
-        "chunk_size=10**4)", "OverflowError"),
+        "chunk_size=10**4)", "OverflowError stop"),
+    **{f"{name}-huge-n-raising-f": (
+        "c = [0]\n"
+        "def f(x):\n    c[0] += 1\n    if c[0] == 2: raise OverflowError('stop')\n"
+        "    return np.asarray(x, float).reshape(len(x), -1).sum(1) * 0.0\n"
+        f"mc.{name}(f, {dist}, 10**15, rng=0, chunk_size=10**4{extra})", "OverflowError")
+       for name, dist, extra in (
+           ("relaxed_grad", "mc.Bernoulli(logits=0.0)", ", grad_f=lambda x: x, temperature=0.5"),
+           ("rebar_grad", "mc.Bernoulli(logits=0.0)", ", grad_f=lambda x: x"),
+           ("disarm_grad", "mc.Bernoulli(logits=0.0)", ""),
+           ("rloo_grad", "mc.Normal(0.0, 1.0)", ""))},
+    "score_grad-cv-huge-n-raising-h": (
+        "c = [0]\n"
+        "def h(x):\n    c[0] += 1\n    if c[0] == 2: raise OverflowError('stop')\n"
+        "    return x\n"
+        "mc.score_grad(lambda x: x * x, mc.Normal(0.0, 1.0), 10**15, rng=0, chunk_size=10**4, "
+        "control_variates=[(h, {'loc': 1.0, 'scale': 0.0})])", "OverflowError stop"),
     "greeks-n-huge-steps-huge": (
         "mc.finance.greeks('asian_call', spot=1.0, strike=1.0, rate=0.0, vol=0.2, maturity=1.0, "
-        "n=10, steps=10**6, block_size=2**24)", ""),
+        "n=10, steps=10**6, block_size=2**24)", "MemoryError"),
     "elbo_grad-n-huge": (
         "mc.vi.elbo_grad(lambda x: -x**2, mc.Normal(0.0, 1.0), 2**40)", "MemoryError"),
     "fit-steps-huge": (

@@ -224,6 +224,7 @@ class GaussianPolicy:
 # the estimator
 # ---------------------------------------------------------------------------
 
+@np.errstate(over="ignore", invalid="ignore")  # an overflow is reported below, clearly
 def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
     """REINFORCE estimate of grad E[return] and its standard error.
 
