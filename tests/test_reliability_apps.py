@@ -924,7 +924,7 @@ RISKY_APPS = {
         "c = [0]\n"
         "def f(x):\n    c[0] += 1\n    if c[0] == 2: raise OverflowError('stop')\n"
         "    return np.asarray(x, float).reshape(len(x), -1).sum(1) * 0.0\n"
-        f"mc.{name}(f, {dist}, 10**15, rng=0, chunk_size=10**4{extra})", "OverflowError")
+        f"mc.{name}(f, {dist}, 10**15, rng=0, chunk_size=10**4{extra})", "OverflowError stop")
        for name, dist, extra in (
            ("relaxed_grad", "mc.Bernoulli(logits=0.0)", ", grad_f=lambda x: x, temperature=0.5"),
            ("rebar_grad", "mc.Bernoulli(logits=0.0)", ", grad_f=lambda x: x"),
