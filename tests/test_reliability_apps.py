@@ -19,7 +19,6 @@ argument) or a checker of the result):
 * ``RISKY_APPS``: huge n / steps / episodes, run in a subprocess with an
   address-space limit: the interpreter must survive with a clear error.
 """
-import math
 import textwrap
 
 import numpy as np
@@ -104,7 +103,7 @@ def _rows(prefix, thunk_of, cases):
     return out
 
 
-def _bad_f_cases(name, m_shape=None):
+def _bad_f_cases(name):
     """f that raises, returns None / a list / the wrong shape / wrong dtype / NaN / inf."""
     return {
         "None-callable": (None, (TE, name)),
@@ -145,13 +144,12 @@ def _bad_grad_cases(name):
     }
 
 
-def _dist_cases(name, ok=None):
-    c = {
+def _dist_cases(name):
+    return {
         "None": (None, (TE, name)),
         "string": ("Normal", (TE, name)),
         "scipy-like": (object(), (TE, name)),
     }
-    return c
 
 
 # ---------------------------------------------------------------------------
@@ -837,11 +835,6 @@ def _rf(**kw):
     return rl.reinforce(a.pop("env"), a.pop("policy"), **a)
 
 
-def _rf_env():
-    env = rl.Reach1D(max_steps=5)
-    return env
-
-
 def _is_reinforce(r):
     assert isinstance(r, rl.ReinforceResult)
     assert np.isfinite(r.returns).all() and np.isfinite(r.grad_norm).all()
@@ -887,7 +880,7 @@ CALL_TABLE_APPS += _rows("CartPole-max_steps", lambda v: rl.CartPole(max_steps=v
 CALL_TABLE_APPS += _rows("Reach1D-max_steps", lambda v: rl.Reach1D(max_steps=v),
                          _n_cases("max_steps", minimum=1))
 CALL_TABLE_APPS += _rows("Reach1D-dt", lambda v: rl.Reach1D(dt=v), _positive_cases("dt"))
-CALL_TABLE_APPS += _rows("rollout-n_episodes", lambda v: rl.rollout(rl.Reach1D(), GP if False else rl.GaussianPolicy(_F_REACH), v, rng=0),
+CALL_TABLE_APPS += _rows("rollout-n_episodes", lambda v: rl.rollout(rl.Reach1D(), rl.GaussianPolicy(_F_REACH), v, rng=0),
                          _n_cases("n_episodes", minimum=1))
 
 
