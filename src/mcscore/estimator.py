@@ -764,6 +764,8 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     if not isinstance(dist, Distribution):
         raise TypeError(f"dist must be an mcscore distribution, got {type(dist).__name__}")
     baseline = _check_baseline(baseline)
+    if grad_f is not None and not callable(grad_f):
+        raise TypeError(f"grad_f must be a vectorised Python callable, got {type(grad_f).__name__}")
     if control_variates is not None or antithetic is not False:
         if client is not None:
             raise ValueError("client= (Dask) does not yet support control_variates= or "

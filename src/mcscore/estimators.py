@@ -122,7 +122,8 @@ def _call_values(fn, x, first, chunk, name="f"):
             out[c0: c0 + len(xc)] = E._call_f(fn, xc, first + c0)
         except (ValueError, TypeError) as exc:
             if name != "f":
-                raise type(exc)(str(exc).replace("f returned", f"{name} returned", 1)) from None
+                msg = str(exc).replace("f returned", f"{name} returned", 1)
+                raise type(exc)(msg.replace("; f must", f"; {name} must", 1)) from None
             raise
     return out
 
@@ -289,7 +290,7 @@ def _flat_coords(dist, grads, what):
     for name, (sl, pshape) in dist._coord_slices.items():
         if name not in grads:
             raise ValueError(f"{what} must give the gradient for every parameter; missing {name!r}")
-        g = V.as_real_array(f"{what}[{name!r}]", grads[name])
+        g = V.check(f"{what}[{name!r}]", V.as_real_array(f"{what}[{name!r}]", grads[name]), "real")
         if g.shape != tuple(pshape):
             try:
                 g = np.broadcast_to(g, pshape)
@@ -358,6 +359,9 @@ def _parse_cvs(dist, control_variates, grad_f):
         return []
     if isinstance(control_variates, (str, tuple)) or callable(control_variates):
         control_variates = [control_variates]
+    if not isinstance(control_variates, (list, tuple)):
+        raise TypeError("control_variates must be 'delta', a pair (h, grad_mean) or a list of "
+                        f"them, got {type(control_variates).__name__}")
     out = []
     for j, cv in enumerate(control_variates):
         where = f"control_variates[{j}]"
@@ -803,7 +807,7 @@ def rebar_grad(f, dist, n, *, grad_f, temperature=0.5, eta="optimal", baseline=N
                                             spawn_key=tuple(root.spawn_key) + (2**40,))
         best = None
         for lam in TEMPERATURE_GRID:
-            pp = E._Plan(n_pilot, W, pilot_seed, plan.n_streams, None, n_threads)
+            pp = E._Plan(n_pilot, W, pilot_seed, plan.n_streams, block_size, n_threads)
             r = _rebar_run(f, grad_f, base, W, kk, th, pr, conv, cv, cvs, lam, eta, pp,
                            chunk_size, add_score)
             score = float(r[2].sum())
@@ -1021,6 +1025,32 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
         raise TypeError(f"dist must be an mcscore distribution, got {type(dist).__name__}")
     f = _check_callable("f", f)
     grad_f = _check_callable("grad_f", grad_f, required=False)
+    temperature = _positive("temperature", temperature)
+    rloo_k = V.integer("rloo_k", rloo_k, minimum=2, maximum=1 << 12)
+    if estimators is not None:
+        if isinstance(estimators, str) or not isinstance(estimators, (list, tuple)):
+            raise TypeError(f"estimators must be a list of estimator names, got "
+                            f"{type(estimators).__name__} {estimators!r}")
+        if not estimators:
+            raise ValueError("estimators must name at least one estimator (or be None: all)")
+    if exact is not None:
+        if not isinstance(exact, dict):
+            raise TypeError(f"exact must be a dict {{parameter name: array}}, got "
+                            f"{type(exact).__name__}")
+        dist._kernel_dist()
+        unknown = set(exact) - set(dist._coord_slices)
+        if unknown:
+            raise ValueError(f"exact: unknown parameter(s) {sorted(unknown)}; {dist!r} has "
+                             f"{list(dist._coord_slices)}")
+        checked = {}
+        for k, v in exact.items():
+            a = V.check(f"exact[{k!r}]", V.as_real_array(f"exact[{k!r}]", v), "real")
+            pshape = tuple(dist._coord_slices[k][1])
+            try:
+                checked[k] = np.broadcast_to(a, pshape)
+            except ValueError:
+                raise ValueError(f"exact[{k!r}] must have shape {pshape}, got {a.shape}") from None
+        exact = checked
     is_cat = isinstance(dist, Categorical)
     fs = (lambda idx: f(_one_hot(idx, dist.n_categories))) if is_cat else f
     kw = {"rng": V.root_seed_sequence(rng), "n_threads": n_threads}

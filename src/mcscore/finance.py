@@ -138,6 +138,8 @@ def _check_inputs(payoff, spot, strike, rate, vol, maturity, steps, barrier):
     if payoff == "up_and_out_call":
         if barrier is None:
             raise ValueError("barrier is required for payoff 'up_and_out_call'")
+        if np.ndim(barrier) != 0:
+            raise TypeError(f"barrier must be a scalar real number, got shape {np.shape(barrier)}")
         barrier = _positive("barrier", barrier)
         if not barrier > spot:
             raise ValueError(f"barrier must be > spot for an up-and-out option (got barrier="
@@ -227,7 +229,8 @@ def greeks(payoff, *, spot, strike, rate, vol, maturity, n, steps=1, barrier=Non
                        plan.threads, stats, shifts)
     if code == 4:
         raise MemoryError("could not allocate the path kernels' block buffers")
-    mean, var, nn = _merge(stats, shifts)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, var, nn = _merge(stats, shifts)
     if not (np.isfinite(mean).all() and np.isfinite(var).all()):
         raise FloatingPointError(
             f"the simulated prices overflowed (spot={spot}, rate={rate}, vol={vol}, "

@@ -77,7 +77,7 @@ class _Relaxed:
         return np.ascontiguousarray(z).reshape((n,) + self.draw_shape)
 
     def _check(self, x):
-        x = np.asarray(x, dtype=np.float64)
+        x = V.as_real_array("x", x)
         ds = self.draw_shape
         if x.shape == ds:
             x = x[None]

@@ -67,9 +67,9 @@ def returns_to_go(rewards, gamma=1.0, mask=None):
     r = V.as_real_array("rewards", rewards)
     if r.ndim < 1:
         raise ValueError("rewards must have a time axis (last), got a scalar")
-    gamma = float(V.check("gamma", V.as_real_array("gamma", gamma), "unit_interval"))
+    gamma = _scalar("gamma", gamma, "unit_interval")
     if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
+        mask = _mask(mask)
         if mask.shape != r.shape:
             raise ValueError(f"mask must have the shape of rewards {r.shape}, got {mask.shape}")
         r = np.where(mask, r, 0.0)
@@ -77,15 +77,36 @@ def returns_to_go(rewards, gamma=1.0, mask=None):
         raise ValueError("rewards must be finite")
     out = np.empty_like(r)
     acc = np.zeros(r.shape[:-1])
-    for t in range(r.shape[-1] - 1, -1, -1):
-        acc = r[..., t] + gamma * acc
-        out[..., t] = acc
+    with np.errstate(over="ignore"):
+        for t in range(r.shape[-1] - 1, -1, -1):
+            acc = r[..., t] + gamma * acc
+            out[..., t] = acc
+    if not np.isfinite(out).all():
+        raise FloatingPointError("the returns-to-go overflowed (sums of rewards beyond the range "
+                                 "of a double)")
     return out
+
+
+def _mask(mask, name="mask"):
+    """A boolean mask: booleans, or integers 0/1."""
+    m = np.asarray(mask)
+    if m.dtype.kind == "b":
+        return m
+    if m.dtype.kind in "iu" and ((m == 0) | (m == 1)).all():
+        return m.astype(bool)
+    raise TypeError(f"{name} must be a boolean array (True while the episode runs), got dtype "
+                    f"{m.dtype}")
 
 
 # ---------------------------------------------------------------------------
 # policies
 # ---------------------------------------------------------------------------
+
+def _scalar(name, v, constraint):
+    from .vi import _scalar as scalar
+
+    return scalar(name, v, constraint)
+
 
 def _features(phi, n_features):
     phi = V.as_real_array("features", phi)
@@ -129,9 +150,21 @@ class SoftmaxPolicy:
         """Per-step scores {"theta": (*batch, n_features, n_actions)}: the
         core's Categorical score w.r.t. the logits, times the features."""
         phi = _features(features, self.n_features)
+        a = np.asarray(actions)
+        if a.shape != phi.shape[:-1]:
+            raise ValueError(f"actions must have shape {phi.shape[:-1]} (features without their "
+                             f"last axis), got {a.shape}")
+        if a.dtype.kind not in "iuf" or (a.size and not (
+                np.isfinite(a).all() and (a == np.round(a)).all() and a.min() >= 0
+                and a.max() < self.n_actions)):
+            raise ValueError(f"actions must be integers in [0, {self.n_actions}), got "
+                             f"{a.dtype} values {a.ravel()[:5]!r}...")
         d = Categorical(logits=phi @ self.params["theta"])
-        s = d.score(np.asarray(actions)[None])["logits"][0]  # (*batch, A)
+        s = d.score(a[None])["logits"][0]  # (*batch, A)
         return {"theta": phi[..., :, None] * s[..., None, :]}
+
+
+LOG_STD_MAX = 230.0  # exp(230) ~ 8e99: the Normal's scale range
 
 
 class GaussianPolicy:
@@ -148,7 +181,14 @@ class GaussianPolicy:
         ls = np.zeros(self.n_actions) if log_std is None else V.as_real_array("log_std", log_std)
         if w.shape != shape:
             raise ValueError(f"w must have shape {shape}, got {w.shape}")
-        ls = np.broadcast_to(ls, (self.n_actions,)).copy()
+        try:
+            ls = np.broadcast_to(ls, (self.n_actions,)).copy()
+        except ValueError:
+            raise ValueError(f"log_std must have shape ({self.n_actions},) or (), got "
+                             f"{ls.shape}") from None
+        if (np.abs(ls) > LOG_STD_MAX).any():
+            raise ValueError(f"log_std must be in [-{LOG_STD_MAX}, {LOG_STD_MAX}] (the scale "
+                             f"exp(log_std) in [1e-100, 1e100]), got {ls!r}")
         self.params = {"w": V.check("w", w, "real").copy(),
                        "log_std": V.check("log_std", ls, "real").copy()}
 
@@ -170,7 +210,11 @@ class GaussianPolicy:
         "log_std": (*batch, n_actions)} from the core's Normal score."""
         phi = _features(features, self.n_features)
         d = self.distribution(phi)
-        s = d.score(np.asarray(actions, dtype=float)[None])
+        a = V.as_real_array("actions", actions)
+        if a.shape != d.batch_shape:
+            raise ValueError(f"actions must have shape {tuple(d.batch_shape)}, got {a.shape}")
+        V.check("actions", a, "real")
+        s = d.score(a[None])
         s_loc, s_scale = s["loc"][0], s["scale"][0]
         return {"w": phi[..., :, None] * s_loc[..., None, :],
                 "log_std": s_scale * np.exp(self.params["log_std"])}
@@ -180,6 +224,7 @@ class GaussianPolicy:
 # the estimator
 # ---------------------------------------------------------------------------
 
+@np.errstate(over="ignore", invalid="ignore")  # an overflow is reported below, clearly
 def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
     """REINFORCE estimate of grad E[return] and its standard error.
 
@@ -215,11 +260,16 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
     E = G.shape[0]
     if E < 2:
         raise ValueError(f"returns must hold at least 2 episodes, got {E}")
+    if not isinstance(scores, dict):
+        raise TypeError(f"scores must be a dict {{parameter name: array (E, T, ...)}}, got "
+                        f"{type(scores).__name__}")
+    if not scores:
+        raise ValueError("scores must hold at least one parameter's scores")
     names = list(scores)
     S = {}
     T = None
     for k in names:
-        s = np.asarray(scores[k], dtype=float)
+        s = V.check(f"scores[{k!r}]", V.as_real_array(f"scores[{k!r}]", scores[k]), "real")
         if s.ndim < 2 or s.shape[0] != E:
             raise ValueError(f"scores[{k!r}] must have shape (E={E}, T, ...), got {s.shape}")
         if T is None:
@@ -230,7 +280,7 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
     if mask is None:
         mask = np.ones((E, T), dtype=bool)
     else:
-        mask = np.asarray(mask, dtype=bool)
+        mask = _mask(mask)
         if mask.shape != (E, T):
             raise ValueError(f"mask must have shape ({E}, {T}), got {mask.shape}")
     flat = np.concatenate(
@@ -273,9 +323,13 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
         else:
             y = (f - baseline) * Ssum
         value_per_episode = G
-    mean = y.mean(0)
-    var = y.var(0, ddof=1)
-    se = np.sqrt(var / E)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = y.mean(0)
+        var = y.var(0, ddof=1)
+        se = np.sqrt(var / E)
+    if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+        raise FloatingPointError("the policy gradient overflowed (returns x scores beyond the "
+                                 "range of a double)")
     out = []
     for part in (mean, se, var):
         d, o = {}, 0
@@ -353,11 +407,9 @@ class Reach1D:
 
     def __init__(self, max_steps=20, dt=0.2, action_cost=0.01, max_action=5.0):
         self.max_steps = V.integer("max_steps", max_steps, minimum=1)
-        self.dt = float(V.check("dt", V.as_real_array("dt", dt), "positive"))
-        self.action_cost = float(V.check("action_cost", V.as_real_array(
-            "action_cost", action_cost), "nonnegative"))
-        self.max_action = float(V.check("max_action", V.as_real_array(
-            "max_action", max_action), "positive"))
+        self.dt = _scalar("dt", dt, "positive")
+        self.action_cost = _scalar("action_cost", action_cost, "nonnegative")
+        self.max_action = _scalar("max_action", max_action, "positive")
 
     def reset(self, n, rng=None):
         """Initial positions of n episodes, shape (n, 1)."""
@@ -450,9 +502,19 @@ def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, b
     """
     from .vi import Adam, _progress
 
-    iterations = V.integer("iterations", iterations, minimum=1)
-    episodes = V.integer("episodes", episodes, minimum=2)
-    lr = float(V.check("lr", V.as_real_array("lr", lr), "positive"))
+    from .vi import _flag
+
+    for name in ("max_steps", "n_features", "reset", "features", "step"):
+        if isinstance(env, type) or not hasattr(env, name):
+            raise TypeError(f"env must be an environment instance (CartPole(), Reach1D(), or an "
+                            f"object with {name}), got {env!r}")
+    if not isinstance(policy, (SoftmaxPolicy, GaussianPolicy)):
+        raise TypeError(f"policy must be a SoftmaxPolicy or GaussianPolicy, got "
+                        f"{type(policy).__name__}")
+    iterations = V.integer("iterations", iterations, minimum=1, maximum=2**40)
+    episodes = V.integer("episodes", episodes, minimum=2, maximum=2**24)
+    lr = _scalar("lr", lr, "positive")
+    progress = _flag("progress", progress)
     gen = V.as_generator(rng)
     opt = Adam(policy.params, lr=lr)
     curve = np.empty(iterations)
@@ -469,7 +531,11 @@ def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, b
             curve[it] = tot.mean()
             curve_se[it] = tot.std(ddof=1) / math.sqrt(episodes)
             gnorm[it] = math.sqrt(sum(float((g * g).sum()) for g in est.grad.values()))
-            policy = policy.with_params(opt.step(est.grad))
+            try:
+                policy = policy.with_params(opt.step(est.grad))
+            except ValueError as exc:
+                raise ValueError(f"reinforce: Adam step {it + 1} (lr={lr}) moved the policy out "
+                                 f"of its parameter range: {exc}; use a smaller lr") from None
             bar.update(1)
             bar.set_postfix_str(f"return {curve[it]:.1f}")
     finally:

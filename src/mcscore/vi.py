@@ -89,6 +89,20 @@ def _jacobian(kind, v):
     return np.ones_like(v)
 
 
+def _scalar(name, v, constraint):
+    """A real scalar satisfying constraint (TypeError for arrays and non-reals)."""
+    a = V.as_real_array(name, v)
+    if a.ndim != 0:
+        raise TypeError(f"{name} must be a scalar real number, got shape {a.shape}")
+    return float(V.check(name, a, constraint))
+
+
+def _flag(name, v):
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
+
+
 def _rebuild(q, params):
     """A distribution of q's family with some parameters replaced."""
     kwargs = dict(q._all_params())
@@ -284,11 +298,15 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
     """
     if not isinstance(q, Distribution):
         raise TypeError(f"q must be an mcscore distribution, got {type(q).__name__}")
-    steps = V.integer("steps", steps, minimum=1)
+    steps = V.integer("steps", steps, minimum=1, maximum=2**40)
     n = V.integer("n", n, minimum=2)
-    lr = float(V.check("lr", V.as_real_array("lr", lr), "positive"))
-    average = float(V.check("average", V.as_real_array("average", average), "unit_interval_lt1"))
-    b1, b2 = (float(b) for b in betas)
+    lr = _scalar("lr", lr, "positive")
+    average = _scalar("average", average, "unit_interval_lt1")
+    eps = _scalar("eps", eps, "positive")
+    progress = _flag("progress", progress)
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    b1, b2 = (_scalar(f"betas[{i}]", b, "real") for i, b in enumerate(betas))
     if not (0 <= b1 < 1 and 0 <= b2 < 1):
         raise ValueError(f"betas must be in [0, 1), got {betas!r}")
     gen = V.as_generator(rng)
@@ -309,7 +327,12 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
             elbo_se[t - 1] = res.value_stderr
             params = cur.params
             u = opt.step({k: res.grad[k] * _jacobian(kinds[k], params[k]) for k in u})
-            cur = _rebuild(q, {k: _from_unconstrained(kinds[k], v) for k, v in u.items()})
+            try:
+                with np.errstate(over="ignore", under="ignore"):
+                    cur = _rebuild(q, {k: _from_unconstrained(kinds[k], v) for k, v in u.items()})
+            except ValueError as exc:
+                raise ValueError(f"fit: Adam step {t} (lr={lr}) moved q out of its parameter "
+                                 f"range: {exc}; use a smaller lr") from None
             if t - 1 >= start_avg:
                 for k in u:
                     acc[k] += u[k]
