@@ -77,56 +77,44 @@ def _use_numpy_math(bint on=True):
 _use_numpy_math(True)
 
 
-cdef void mc_vlog(const double *x, double *out, Py_ssize_t m) noexcept nogil:
-    """out[i] = log(x[i]) for i < m (out may be x)."""
+cdef inline bint _run_dd_loop(mc_ufunc_loop loop, void *data, const double *x, double *out,
+                              Py_ssize_t m) noexcept nogil:
+    """Apply a NumPy float64 -> float64 inner loop to m contiguous values;
+    False when there is no loop (the caller falls back to libm)."""
     cdef char *args[2]
     cdef cnp.npy_intp dims[1]
     cdef cnp.npy_intp steps[2]
+    if loop == NULL or m <= 0:
+        return False
+    args[0] = <char *> x
+    args[1] = <char *> out
+    dims[0] = m
+    steps[0] = sizeof(double)
+    steps[1] = sizeof(double)
+    loop(args, dims, steps, data)
+    return True
+
+
+cdef void mc_vlog(const double *x, double *out, Py_ssize_t m) noexcept nogil:
+    """out[i] = log(x[i]) for i < m (out may be x)."""
     cdef Py_ssize_t i
-    if _np_log_loop != NULL and m > 0:
-        args[0] = <char *> x
-        args[1] = <char *> out
-        dims[0] = m
-        steps[0] = sizeof(double)
-        steps[1] = sizeof(double)
-        _np_log_loop(args, dims, steps, _np_log_data)
-    else:
+    if not _run_dd_loop(_np_log_loop, _np_log_data, x, out, m):
         for i in range(m):
             out[i] = log(x[i])
 
 
 cdef void mc_vexp(const double *x, double *out, Py_ssize_t m) noexcept nogil:
     """out[i] = exp(x[i]) for i < m (out may be x)."""
-    cdef char *args[2]
-    cdef cnp.npy_intp dims[1]
-    cdef cnp.npy_intp steps[2]
     cdef Py_ssize_t i
-    if _np_exp_loop != NULL and m > 0:
-        args[0] = <char *> x
-        args[1] = <char *> out
-        dims[0] = m
-        steps[0] = sizeof(double)
-        steps[1] = sizeof(double)
-        _np_exp_loop(args, dims, steps, _np_exp_data)
-    else:
+    if not _run_dd_loop(_np_exp_loop, _np_exp_data, x, out, m):
         for i in range(m):
             out[i] = exp(x[i])
 
 
 cdef void mc_vlog1p(const double *x, double *out, Py_ssize_t m) noexcept nogil:
     """out[i] = log1p(x[i]) for i < m (out may be x)."""
-    cdef char *args[2]
-    cdef cnp.npy_intp dims[1]
-    cdef cnp.npy_intp steps[2]
     cdef Py_ssize_t i
-    if _np_log1p_loop != NULL and m > 0:
-        args[0] = <char *> x
-        args[1] = <char *> out
-        dims[0] = m
-        steps[0] = sizeof(double)
-        steps[1] = sizeof(double)
-        _np_log1p_loop(args, dims, steps, _np_log1p_data)
-    else:
+    if not _run_dd_loop(_np_log1p_loop, _np_log1p_data, x, out, m):
         for i in range(m):
             out[i] = log1p(x[i])
 
