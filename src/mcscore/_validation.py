@@ -145,11 +145,3 @@ def root_seed_sequence(rng, name="rng"):
     raise TypeError(
         f"{name} must be None, an int, a SeedSequence or a Generator, got {type(rng).__name__}"
     )
-
-
-def stream_seed(root, stream):
-    """Child `stream` of `root`, the same as root.spawn(...)[stream] on a
-    fresh root, without touching root's spawn counter."""
-    return np.random.SeedSequence(
-        root.entropy, spawn_key=tuple(root.spawn_key) + (int(stream),), pool_size=root.pool_size
-    )

@@ -503,6 +503,23 @@ def _run_python(f, dist, kd, plan, chunk_size, progress=None):
 # estimator algebra
 # ---------------------------------------------------------------------------
 
+def _category_moments(dist, C, Gk, Hk, n, G, H):
+    """The five score sums of a per-category family from its per-category
+    sums: C = count, Gk = sum g, Hk = sum g^2 of the draws in category k, and
+    n, G, H the totals over all draws (broadcastable).  With
+    s_k = a_k [x = k] + b_k: s_k^2 = (a_k^2 + 2 a_k b_k) [x = k] + b_k^2."""
+    a, b = dist._table["a"], dist._table["b"]
+    hit = C > 0
+    with np.errstate(invalid="ignore"):
+        A2 = np.where(hit, a * a + 2 * a * b, 0.0)
+        Ss = np.where(hit, a * C, 0.0) + b * n
+        Ss2 = A2 * C + b * b * n
+        Sgs = np.where(hit, a * Gk, 0.0) + b * G
+        Sgs2 = A2 * Gk + b * b * G
+        Sg2s2 = A2 * Hk + b * b * H
+    return Ss, Ss2, Sgs, Sgs2, Sg2s2
+
+
 def _moments(dist, kd, stats, shifts):
     """Per-stream moments relative to one common shift c0.
 
@@ -523,15 +540,8 @@ def _moments(dist, kd, stats, shifts):
         C, Gk0, Hk0 = cat[..., 0], cat[..., 1], cat[..., 2]
         Gk = Gk0 + d2 * C
         Hk = Hk0 + 2 * d2 * Gk0 + d2 * d2 * C
-        a, b = dist._table["a"], dist._table["b"]
-        with np.errstate(invalid="ignore"):
-            A2 = np.where(C > 0, a * a + 2 * a * b, 0.0)
-            Ss = np.where(C > 0, a * C, 0.0) + b * count[:, None]
-            Ss2 = A2 * C + b * b * count[:, None]
-            Sgs = np.where(C > 0, a * Gk, 0.0) + b * G[:, None]
-            Sgs2 = A2 * Gk + b * b * G[:, None]
-            Sg2s2 = A2 * Hk + b * b * H[:, None]
-        return c0, count, G, H, (Ss, Ss2, Sgs, Sgs2, Sg2s2)
+        mom = _category_moments(dist, C, Gk, Hk, count[:, None], G[:, None], H[:, None])
+        return c0, count, G, H, mom
     M = stats[:, 3:].reshape(len(count), kd.n_coords, 5)
     Ss, Ss2, Sgs0, Sgs20, Sg2s20 = (M[..., i] for i in range(5))
     Sgs = Sgs0 + d2 * Ss
@@ -633,26 +643,18 @@ def _moments_total(dist, kd, stats, shifts):
     G0 = stats[:, 1]
     Gt = G0.sum() + d @ count
     Ht = stats[:, 2].sum() + 2.0 * (d @ G0) + d2 @ count
+    # per-category sums (count, sum g, sum g^2 of the draws in category k)
     M = stats[:, 3:]
-    if kd.per_category:
-        # per-category sums (count, sum g, sum g^2 of the draws in category k)
-        P = kd.n_units * kd.n_cat
-        C0 = M[:, 0::3]
-        Gk0 = M[:, 1::3]
-        C = C0.sum(0)
-        Gk = Gk0.sum(0) + d @ C0
-        Hk = M[:, 2::3].sum(0) + 2.0 * (d @ Gk0) + d2 @ C0
-        a, b = dist._table["a"], dist._table["b"]
-        hit = C > 0
-        with np.errstate(invalid="ignore"):
-            A2 = np.where(hit, a * a + 2 * a * b, 0.0)
-            Ss = np.where(hit, a * C, 0.0) + b * count.sum()
-            Ss2 = A2 * C + b * b * count.sum()
-            Sgs = np.where(hit, a * Gk, 0.0) + b * Gt
-            Sgs2 = A2 * Gk + b * b * Gt
-            Sg2s2 = A2 * Hk + b * b * Ht
-        mom = tuple(np.reshape(x, (1, P)) for x in (Ss, Ss2, Sgs, Sgs2, Sg2s2))
-        return c0, np.array([count.sum()]), np.array([Gt]), np.array([Ht]), mom
+    C0 = M[:, 0::3]
+    Gk0 = M[:, 1::3]
+    C = C0.sum(0)
+    Gk = Gk0.sum(0) + d @ C0
+    Hk = M[:, 2::3].sum(0) + 2.0 * (d @ Gk0) + d2 @ C0
+    n = count.sum()
+    mom = _category_moments(dist, C, Gk, Hk, n, Gt, Ht)
+    P = kd.n_units * kd.n_cat
+    return (c0, np.array([n]), np.array([Gt]), np.array([Ht]),
+            tuple(np.reshape(x, (1, P)) for x in mom))
 
 
 def _finish(dist, kd, stats, shifts, baseline, plan=None, method="score", extra_info=None):
