@@ -809,6 +809,28 @@ def _progress_bar(progress, plan):
     return ProgressBar(plan)
 
 
+def _baselined_terms(fx, S, baseline):
+    """Per-sample terms (f_i - b_i) * S_i of the score-function estimator on
+    m independent samples: fx (m,), S (m, P) scores; baseline None, a number,
+    "loo" (b_i = mean of the other f) or "optimal" (per coordinate the exact
+    leave-one-out E[f s^2] / E[s^2]).  Their mean is the unbiased estimate."""
+    m = len(fx)
+    f = fx[:, None]
+    if baseline is None:
+        return f * S
+    loo = (fx.sum() - f) / (m - 1)
+    if baseline == "loo":
+        return (f - loo) * S
+    if baseline == "optimal":
+        s2 = S * S
+        num = (f * s2).sum(0) - f * s2
+        den = s2.sum(0) - s2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b = np.where(den > 0, num / den, loo)
+        return (f - b) * S
+    return (f - baseline) * S
+
+
 def score_grad_from_samples(dist, x, fx, *, baseline=None):
     """The estimator algebra on draws the caller made.
 
@@ -847,23 +869,9 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None):
     sc = dist.score(x)
     names = list(sc)
     S = np.concatenate([sc[k].reshape(m, -1) for k in names], axis=1)
-    f = fx_arr[:, None]
-    factor = 1.0
-    if baseline is None:
-        y = f * S
-    elif baseline == "loo":
-        y = (f - (fx_arr.sum() - f) / (m - 1)) * S
-    elif baseline == "optimal":
-        s2 = S * S
-        num = (f * s2).sum(0) - f * s2
-        den = s2.sum(0) - s2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            b = np.where(den > 0, num / den, (fx_arr.sum() - f) / (m - 1))
-        y = (f - b) * S
-    else:
-        y = (f - baseline) * S
+    y = _baselined_terms(fx_arr, S, baseline)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-        grad = factor * y.mean(0)
+        grad = y.mean(0)
         var = y.var(0, ddof=1)
         se = np.sqrt(var / m)
         vvar = float(fx_arr.var(ddof=1))

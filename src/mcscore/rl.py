@@ -38,7 +38,7 @@ import numpy as np
 
 from . import _validation as V
 from .distributions import Categorical, Normal
-from .estimator import GradientEstimate, _check_baseline
+from .estimator import GradientEstimate, _baselined_terms, _check_baseline
 
 __all__ = ["returns_to_go", "SoftmaxPolicy", "GaussianPolicy", "policy_gradient", "CartPole",
            "Reach1D",
@@ -307,21 +307,7 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
     else:
         if G.shape != (E,):
             raise ValueError(f"returns must have shape ({E},), got {G.shape}")
-        Ssum = flat.sum(1)  # (E, P)
-        f = G[:, None]
-        if baseline is None:
-            y = f * Ssum
-        elif baseline == "loo":
-            y = (f - (G.sum() - f) / (E - 1)) * Ssum
-        elif baseline == "optimal":
-            s2 = Ssum * Ssum
-            num = (f * s2).sum(0) - f * s2
-            den = s2.sum(0) - s2
-            with np.errstate(divide="ignore", invalid="ignore"):
-                b = np.where(den > 0, num / den, (G.sum() - f) / (E - 1))
-            y = (f - b) * Ssum
-        else:
-            y = (f - baseline) * Ssum
+        y = _baselined_terms(G, flat.sum(1), baseline)  # scores summed over steps
         value_per_episode = G
     with np.errstate(over="ignore", invalid="ignore"):
         mean = y.mean(0)
