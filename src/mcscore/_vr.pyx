@@ -347,7 +347,10 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
                         p = exp(prm[1 + j * K + k])
                         e = -log(u2[(j * K + k) * m + i]) / p
                         t = -log(e + eb)
-                        out[3 * W * m + (j * K + k) * m + i] = e / (e + eb)
+                        # a probability that underflowed to 0 (logits +-700):
+                        # e = inf, z~_k = -inf, and e / (e + eb) -> 1
+                        out[3 * W * m + (j * K + k) * m + i] = (e / (e + eb) if isfinite(e)
+                                                                else 1.0)
                     out[2 * W * m + (j * K + k) * m + i] = t
                 _softmax_col(out + 2 * W * m + j * K * m, K, m, i, tau)
     elif mode == PREP_DISARM:
