@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import time
 
 import numpy as np
@@ -417,7 +418,30 @@ def _result(dist, grand, se, var, value, vse, vvar, n, method, plan, info, varia
         baseline=info.get("baseline"), method=method, value_variance=vvar, info=inf)
 
 
-def _new_stats(plan, P, L):
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _new_stats(plan, P, L, what):
+    """Zeroed per-stream statistics, after a check that they and the
+    kernels' per-thread block buffers (about (L + 2) P block_size doubles a
+    thread) fit in the machine's memory: a clear MemoryError naming the size
+    asked for, not a bare one from deep inside a kernel."""
+    per_stream = _vr.gram_width(P, L) + 1 + P * L
+    per_thread = (L + 2) * P * plan.block_size
+    need = 8.0 * (plan.used * per_stream + plan.threads * per_thread)
+    have = _physical_memory()
+    if have is not None and need > have:
+        raise MemoryError(
+            f"{what} with {P} gradient coordinates and {L} feature(s) each needs about "
+            f"{need / 2**30:.3g} GiB ({plan.used} streams x {per_stream} statistics + "
+            f"{plan.threads} thread(s) x {per_thread} block values at block_size="
+            f"{plan.block_size}), more than the machine's {have / 2**30:.3g} GiB; use fewer "
+            "streams (n_streams), a smaller block_size (or n) or, for a Categorical with many "
+            "categories, score_grad without control variates (per-category sums)")
     return (np.zeros((plan.used, _vr.gram_width(P, L))), np.zeros((plan.used, 1 + P * L)))
 
 
@@ -614,7 +638,7 @@ def _score_vr(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_f
     mag = _Mag()
     shift_f = float(baseline) if isinstance(baseline, float) else 0.0
     vd = _vr_dist(dist)
-    stats, shifts = _new_stats(plan, P, L)
+    stats, shifts = _new_stats(plan, P, L, "score_grad with control_variates/antithetic")
     streams = np.arange(plan.used, dtype=np.int64)
     bitgens = plan.bitgens(streams)
     B = plan.block_size
@@ -757,7 +781,7 @@ def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=No
     mode = _vr.PREP_GAMMAS if has_aux else _vr.PREP_DRAW
     vd = _vr_dist(dist)
     B = plan.block_size
-    stats, shifts = _new_stats(plan, P, 1)
+    stats, shifts = _new_stats(plan, P, 1, "pathwise_grad")
     bitgens = plan.bitgens(np.arange(plan.used, dtype=np.int64))
     buf = np.empty((min(plan.n_streams, plan.n_blocks), (3 if has_aux else 1) * ds * B))
     mag = _Mag("grad_f")
@@ -869,7 +893,7 @@ def relaxed_grad(f, dist, n, *, grad_f, temperature=None, straight_through=False
     plan = E._Plan(n, W, rng, n_streams, block_size, n_threads)
     vd = _vr_dist(base)
     B = plan.block_size
-    stats, shifts = _new_stats(plan, W, 1)
+    stats, shifts = _new_stats(plan, W, 1, "relaxed_grad")
     bitgens = plan.bitgens(np.arange(plan.used, dtype=np.int64))
     buf = np.empty((min(plan.n_streams, plan.n_blocks), 2 * W * B))
     prm = np.concatenate([[tau], th])
@@ -914,7 +938,7 @@ def _rebar_run(f, grad_f, base, W, kk, th, pr, conv, cv, cvs, lam, eta, plan, ch
     L = 3
     offsets = _Offsets(plan, 1, carrier=2, mult=[[1.0], [-1.0], [0.0]])
     mag = _Mag()
-    stats, shifts = _new_stats(plan, W, L)
+    stats, shifts = _new_stats(plan, W, L, "rebar_grad")
     bitgens = plan.bitgens(np.arange(plan.used, dtype=np.int64))
     buf = np.empty((min(plan.n_streams, plan.n_blocks), 4 * W * B))
     prm = np.concatenate([[lam], th])
@@ -1044,7 +1068,7 @@ def disarm_grad(f, dist, n, *, rng=None, n_threads=None, chunk_size=None,
     plan = E._Plan(n, W, rng, n_streams, block_size, n_threads)
     vd = _vr_dist(base)
     B = plan.block_size
-    stats, shifts = _new_stats(plan, W, 1)
+    stats, shifts = _new_stats(plan, W, 1, "disarm_grad")
     bitgens = plan.bitgens(np.arange(plan.used, dtype=np.int64))
     buf = np.empty((min(plan.n_streams, plan.n_blocks), 2 * W * B))
     shape = base.draw_shape
@@ -1095,7 +1119,7 @@ def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
     P = len(table[0]) - 1
     vd = _vr_dist(dist)
     B = plan.block_size
-    stats, shifts = _new_stats(plan, P, 1)
+    stats, shifts = _new_stats(plan, P, 1, f"rloo_grad(k={k})")
     bitgens = plan.bitgens(np.arange(plan.used, dtype=np.int64))
     xt = np.empty((min(plan.n_streams, plan.n_blocks), ds * B))
     offsets = _Offsets(plan, 1)
@@ -1134,11 +1158,14 @@ class Comparison:
     work_variance (variance x seconds per sample = stderr^2 x time: lower
     is better at equal cost), z (max |estimate - exact| / stderr when exact
     was given), unbiased (bool) and result (the GradientEstimate).
+    ``notes``: why an applicable estimator was left out (e.g. a cross-fitted
+    one when n fills a single block of draws).
     """
 
-    def __init__(self, rows, exact=None):
+    def __init__(self, rows, exact=None, notes=()):
         self.rows = rows
         self.exact = exact
+        self.notes = list(notes)
 
     def __getitem__(self, name):
         for r in self.rows:
@@ -1153,6 +1180,11 @@ class Comparison:
     def best(self):
         """Name of the unbiased estimator with the lowest work-normalised variance."""
         ok = [r for r in self.rows if r["unbiased"]]
+        if not ok:
+            raise ValueError(
+                f"best() compares unbiased estimators, and none of the rows {self.names} is "
+                "unbiased (the relaxed estimators are biased); compare work_variance yourself "
+                "or run compare_estimators with an unbiased one")
         return min(ok, key=lambda r: r["work_variance"])["name"]
 
     def table(self):
@@ -1174,6 +1206,7 @@ class Comparison:
         out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
         out.append("  ".join("-" * w for w in widths))
         out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]
+        out += [f"note: {n}" for n in self.notes]
         return "\n".join(out)
 
     def __repr__(self):
@@ -1257,6 +1290,12 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
     is_cat = isinstance(dist, Categorical)
     fs = (lambda idx: f(_one_hot(idx, dist.n_categories))) if is_cat else f
     kw = {"rng": V.root_seed_sequence(rng), "n_threads": n_threads}
+    ds = dist._kernel_dist().draw_size
+    # cross-fitted estimators (fitted baselines, control variates, eta) need
+    # draws in two streams: (units, draw size) of their plan
+    fitted = {"score+optimal": (n, ds), "score+delta": (n, ds), "antithetic": (n, ds),
+              "rebar": (n, int(np.size(dist.logits))) if is_cat else (n, ds)}
+    fitted["rebar+optimal"] = fitted["rebar"]
     runs = [("score", True, 1, lambda: E.score_grad(fs, dist, n, **kw)),
             ("score+loo", True, 1, lambda: E.score_grad(fs, dist, n, baseline="loo", **kw)),
             ("score+optimal", True, 1,
@@ -1294,8 +1333,16 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
         if bad:
             raise ValueError(f"estimators: {bad} not applicable here; choose from {known}")
         runs = [r for r in runs if r[0] in wanted]
-    rows = []
+    rows, notes = [], []
     for name, unbiased, evals, run in runs:
+        if name in fitted:
+            units, size = fitted[name]
+            bs = E.default_block_size(units, size)
+            if units <= bs:
+                notes.append(f"{name} left out: its fitted coefficients are cross-fitted "
+                             f"across streams and need draws in two blocks, n > {bs}; "
+                             f"n={n} fills one")
+                continue
         t0 = time.perf_counter()
         res = run()
         dt = time.perf_counter() - t0
@@ -1319,4 +1366,4 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
                 z.append(np.max(zk))
             row["z"] = float(max(z))
         rows.append(row)
-    return Comparison(rows, exact)
+    return Comparison(rows, exact, notes)
