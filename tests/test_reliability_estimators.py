@@ -324,12 +324,14 @@ def test_memory_error_names_the_size(which):
                           control_variates=[(f, {"logits": np.zeros(10**6)})])
 
 
-def test_compare_estimators_with_a_tiny_n_leaves_out_cross_fitted_rows():
+def test_compare_estimators_with_a_tiny_n_says_what_n_it_needs():
+    """Issue 12 item 9: n=2 complained about baseline='optimal' only."""
     d = mc.Normal(0.5, 1.5)
-    c = mc.compare_estimators(lambda x: x**2, d, 2, rng=1, grad_f=lambda x: 2 * x)
-    assert "score+optimal" not in c.names and "score" in c.names
-    assert any("score+optimal" in n and "n > " in n for n in c.notes)
-    assert "note: score+optimal" in c.table()
+    with pytest.raises(ValueError, match=r"'score\+delta'.*'score\+optimal'.*n > 256; n=2"):
+        mc.compare_estimators(lambda x: x**2, d, 2, rng=1, grad_f=lambda x: 2 * x)
+    c = mc.compare_estimators(lambda x: x**2, d, 2, rng=1, grad_f=lambda x: 2 * x,
+                              estimators=["score", "score+loo", "pathwise"])
+    assert c.names == ["score", "score+loo", "pathwise"]
 
 
 def test_best_without_an_unbiased_row_explains():

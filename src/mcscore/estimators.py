@@ -1166,14 +1166,11 @@ class Comparison:
     work_variance (variance x seconds per sample = stderr^2 x time: lower
     is better at equal cost), z (max |estimate - exact| / stderr when exact
     was given), unbiased (bool) and result (the GradientEstimate).
-    ``notes``: why an applicable estimator was left out (e.g. a cross-fitted
-    one when n fills a single block of draws).
     """
 
-    def __init__(self, rows, exact=None, notes=()):
+    def __init__(self, rows, exact=None):
         self.rows = rows
         self.exact = exact
-        self.notes = list(notes)
 
     def __getitem__(self, name):
         for r in self.rows:
@@ -1214,7 +1211,6 @@ class Comparison:
         out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
         out.append("  ".join("-" * w for w in widths))
         out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]
-        out += [f"note: {n}" for n in self.notes]
         return "\n".join(out)
 
     def __repr__(self):
@@ -1341,16 +1337,21 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
         if bad:
             raise ValueError(f"estimators: {bad} not applicable here; choose from {known}")
         runs = [r for r in runs if r[0] in wanted]
-    rows, notes = [], []
-    for name, unbiased, evals, run in runs:
+    n = V.integer("n", n, minimum=2, maximum=2**61)
+    short = {}
+    for name, *_ in runs:
         if name in fitted:
-            units, size = fitted[name]
-            bs = E.default_block_size(units, size)
-            if units <= bs:
-                notes.append(f"{name} left out: its fitted coefficients are cross-fitted "
-                             f"across streams and need draws in two blocks, n > {bs}; "
-                             f"n={n} fills one")
-                continue
+            bs = E.default_block_size(*fitted[name])
+            if fitted[name][0] <= bs:
+                short[name] = bs
+    if short:
+        raise ValueError(
+            f"compare_estimators: {sorted(short)} fit coefficients cross-fitted across streams "
+            f"and need draws in at least 2 streams (two blocks of draws): n > "
+            f"{max(short.values())}; n={n} fills only one block. Use a larger n, or estimators= "
+            "without them")
+    rows = []
+    for name, unbiased, evals, run in runs:
         t0 = time.perf_counter()
         res = run()
         dt = time.perf_counter() - t0
@@ -1374,4 +1375,4 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
                 z.append(np.max(zk))
             row["z"] = float(max(z))
         rows.append(row)
-    return Comparison(rows, exact, notes)
+    return Comparison(rows, exact)
