@@ -339,3 +339,38 @@ def test_best_without_an_unbiased_row_explains():
     c = mc.compare_estimators(g, dist, 500, rng=1, grad_f=gg, estimators=["relaxed(tau=0.5)"])
     with pytest.raises(ValueError, match="none of the rows"):
         c.best()
+
+
+def test_a_control_variate_with_an_offset_is_shifted_too():
+    """A cousin: the control variate's own values carry an offset (h = C + x)."""
+    d = mc.Normal(0.5, 1.5)
+    kw = dict(rng=1, baseline="optimal")
+    a = mc.score_grad(lambda x: x**2, d, 40_000, control_variates=[
+        (lambda x: x, {"loc": 1.0, "scale": 0.0})], **kw)
+    for C in (1e8, 1e12):
+        b = mc.score_grad(lambda x: x**2, d, 40_000, control_variates=[
+            (lambda x, C=C: C + x, {"loc": 1.0, "scale": 0.0})], **kw)
+        for k, exact in (("loc", 1.0), ("scale", 3.0)):
+            assert abs(b.grad[k] - exact) < 5 * b.stderr[k]
+            np.testing.assert_allclose(b.stderr[k], a.stderr[k], rtol=1e-3)
+
+
+def test_offset_results_do_not_depend_on_threads():
+    """The per-stream constants come from each stream's first block: the
+    result is bit-identical for any thread count."""
+    dn, gn, ggn, _ = _normal()
+    db, gb, ggb, _ = _bernoulli()
+    runs = [
+        lambda t: mc.score_grad(lambda x: 1e8 + gn(x), dn, 40_000, rng=1, antithetic=True,
+                                baseline="optimal", n_threads=t),
+        lambda t: mc.score_grad(lambda x: 1e8 + gn(x), dn, 40_000, rng=1, n_threads=t,
+                                control_variates=["delta"], grad_f=ggn),
+        lambda t: mc.rebar_grad(lambda x: 1e8 + gb(x), db, 40_000, grad_f=ggb, rng=1,
+                                n_threads=t),
+        lambda t: mc.rloo_grad(lambda x: 1e8 + gn(x), dn, 10_000, rng=1, n_threads=t),
+    ]
+    for run in runs:
+        a, b = run(1), run(2)
+        for k in a.grad:
+            assert np.array_equal(a.grad[k], b.grad[k])
+            assert np.array_equal(a.stderr[k], b.stderr[k])

@@ -23,6 +23,28 @@ the estimator's per-draw terms and control variates.  Coefficients that are
 fitted (control-variate coefficients, REBAR's eta) are *cross-fitted*: the
 coefficient used on a stream's draws is fitted on the other streams' draws,
 so the estimate stays unbiased.
+
+Every estimator goes through the same guarded algebra (``_estimate``):
+
+* **offsets**: f's values (and a control variate's) are shifted per stream
+  by a constant c before the kernels form the per-draw terms (when f's first
+  value on the stream is more than ``OFFSET_RATIO`` times its spread on that
+  block away from 0; otherwise f is used as it is, so offset-free inputs
+  give the same numbers as before).  A term f * s is accumulated as
+  (f - c) * s next to the score s itself, and c * s is added back exactly in
+  the algebra after rebasing all streams to one constant, as the core does
+  for ``score_grad``: estimates and standard errors stay right for
+  |E f| / sd(f) up to about 1e12.
+* **range**: a stream statistic that is infinite or NaN raises
+  FloatingPointError naming the cause (a score or tangent at an edge draw,
+  or f too large); an estimate or standard error that overflowed or
+  underflowed raises as in ``score_grad`` (never NaN, never a zero standard
+  error for a non-zero estimate).
+* **floor**: a standard error is at least the rounding error of the
+  estimate, 4 eps times the sum over features of |coefficient| x the root
+  mean square of the feature in f's own units (so f's own rounding at an
+  offset counts); it only matters when the terms cancel to rounding level
+  (a control variate equal to f, a one-coordinate REBAR with a baseline).
 """
 from __future__ import annotations
 
