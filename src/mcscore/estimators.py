@@ -197,18 +197,25 @@ _HUGE = 1e150
 
 
 class _Mag:
-    """The largest |value| of f (or grad_f) an estimator saw: error messages
+    """The largest |value| of f and grad_f an estimator saw: error messages
     tell an overflow of f's size from an infinite score at an edge draw."""
 
-    def __init__(self, name="f"):
-        self.name = name
-        self.max = 0.0
+    def __init__(self):
+        self.seen = {}
 
-    def see(self, a):
+    def see(self, a, name="f"):
         if a.size:
             with np.errstate(invalid="ignore"):
-                self.max = max(self.max, float(np.max(np.abs(a))))
+                m = float(np.max(np.abs(a)))
+            self.seen[name] = max(self.seen.get(name, 0.0), m)
         return a
+
+    @property
+    def max(self):
+        return max(self.seen.values(), default=0.0)
+
+    def describe(self):
+        return ", ".join(f"|{k}| reaches {v:.3g}" for k, v in self.seen.items())
 
 
 def _check_stats(dist, stats, shifts, P, L, terms, mag):
@@ -219,7 +226,7 @@ def _check_stats(dist, stats, shifts, P, L, terms, mag):
     W = L + L * (L + 1) // 2
     first = stats[:, 3:].reshape(len(stats), P, W)[..., :L]
     big = mag is not None and mag.max > _HUGE
-    size = f"|{mag.name}| reaches {mag.max:.3g}" if mag is not None else ""
+    size = mag.describe() if mag is not None else ""
     if not (np.isfinite(first).all() and np.isfinite(shifts[:, 1:]).all()):
         if big:
             raise FloatingPointError(
@@ -806,7 +813,7 @@ def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=No
     stats, shifts = _new_stats(plan, P, 1, "pathwise_grad")
     bitgens = plan.bitgens(np.arange(plan.used, dtype=np.int64))
     buf = np.empty((min(plan.n_streams, plan.n_blocks), (3 if has_aux else 1) * ds * B))
-    mag = _Mag("grad_f")
+    mag = _Mag()
     for rd, chunk in _rounds(plan, chunk_size, ds):
         R = len(rd.blocks)
         _vr.prepare_round(vd, bitgens, rd.blocks, rd.slots, plan.n, B, plan.threads, mode, ds,
@@ -820,8 +827,8 @@ def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=No
                 f"concentrations as small as {min(float(np.min(v)) for v in dist._params.values()):.3g}: the draw "
                 "is 0/0 and its reparameterisation gradient undefined; use larger "
                 "concentrations or a score-function estimator")
-        fv = rd.scatter(_call_values(f, x, rd.first, chunk))
-        G = rd.scatter(mag.see(_call_grad(grad_f, x, rd.first, chunk)))
+        fv = rd.scatter(mag.see(_call_values(f, x, rd.first, chunk)))
+        G = rd.scatter(mag.see(_call_grad(grad_f, x, rd.first, chunk), "grad_f"))
         _vr.acc_pathwise(*table, rd.blocks, rd.slots, plan.n, B, plan.n_streams, plan.threads,
                          ds, has_aux, buf[:R], G, fv, stats, shifts)
     grand, se, var, value, vse, vvar, nn, _ = _estimate(
@@ -928,14 +935,14 @@ def relaxed_grad(f, dist, n, *, grad_f, temperature=None, straight_through=False
     buf = np.empty((min(plan.n_streams, plan.n_blocks), 2 * W * B))
     prm = np.concatenate([[tau], th])
     mode = _vr.PREP_RELAXED_BERN if kk == 1 else _vr.PREP_RELAXED_CAT
-    mag = _Mag("grad_f")
+    mag = _Mag()
     for rd, chunk in _rounds(plan, chunk_size, W):
         R = len(rd.blocks)
         _vr.prepare_round(vd, bitgens, rd.blocks, rd.slots, plan.n, B, plan.threads, mode, W,
                           prm, buf)
         x = rd.gather(buf, W, 1 if straight_through else 0).reshape((rd.total,) + shape)
-        fv = rd.scatter(_call_values(f, x, rd.first, chunk))
-        G = rd.scatter(mag.see(_call_grad(grad_f, x, rd.first, chunk)))
+        fv = rd.scatter(mag.see(_call_values(f, x, rd.first, chunk)))
+        G = rd.scatter(mag.see(_call_grad(grad_f, x, rd.first, chunk), "grad_f"))
         _vr.acc_relaxed(rd.blocks, rd.slots, plan.n, B, plan.n_streams, plan.threads, W, kk, tau,
                         conv, cv, cvs, buf[:R], G, fv, stats, shifts)
     grand, se, var, value, vse, vvar, nn, _ = _estimate(
