@@ -229,13 +229,15 @@ EXTREME_CONTINUOUS = [(e, fam) for fam in ("gamma", "beta", "dirichlet")
 def test_tiny_concentrations_give_a_result_or_a_clear_error(est, family):
     dist, g, exact = _tiny(family)
     zero = {k: np.zeros(np.shape(v)) for k, v in exact.items()}
+
+    def grad_g(x):
+        return np.eye(3)[0] * np.ones_like(x) if family == "dirichlet" else np.ones_like(x)
+
     runs = {
         "score": lambda: mc.score_grad(g, dist, N, rng=1),
         "score+optimal": lambda: mc.score_grad(g, dist, N, rng=1, baseline="optimal"),
         "rloo": lambda: mc.rloo_grad(g, dist, N, rng=1),
-        "pathwise": lambda: mc.pathwise_grad(g, dist, N, rng=1,
-                                             grad_f=lambda x: (np.ones_like(x) if family != "dirichlet"
-                                                               else np.eye(3)[0] * np.ones_like(x))),
+        "pathwise": lambda: mc.pathwise_grad(g, dist, N, rng=1, grad_f=grad_g),
         # a control variate with a known mean gradient: h = g, E[h] = E[g]
         "cv-user": lambda: mc.score_grad(g, dist, N, rng=1,
                                          control_variates=[(lambda x: 0.5 * g(x), zero)]),

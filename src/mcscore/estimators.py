@@ -821,12 +821,13 @@ def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=No
         x = rd.gather(buf, ds).reshape((rd.total,) + dist.draw_shape)
         if has_aux and not np.isfinite(x).all():
             i = int(np.argmax(~np.isfinite(x.reshape(rd.total, -1)).all(axis=1)))
+            smallest = min(float(np.min(v)) for v in dist._params.values())
             raise FloatingPointError(
                 f"pathwise_grad draws {type(dist).__name__} variates as normalised Gamma "
                 f"variates, and at draw {rd.first + i} all of them underflowed to 0 for "
-                f"concentrations as small as {min(float(np.min(v)) for v in dist._params.values()):.3g}: the draw "
-                "is 0/0 and its reparameterisation gradient undefined; use larger "
-                "concentrations or a score-function estimator")
+                f"concentrations as small as {smallest:.3g}: the draw is 0/0 and its "
+                "reparameterisation gradient undefined; use larger concentrations or a "
+                "score-function estimator")
         fv = rd.scatter(mag.see(_call_values(f, x, rd.first, chunk)))
         G = rd.scatter(mag.see(_call_grad(grad_f, x, rd.first, chunk), "grad_f"))
         _vr.acc_pathwise(*table, rd.blocks, rd.slots, plan.n, B, plan.n_streams, plan.threads,
