@@ -262,13 +262,16 @@ def _estimate(dist, stats, shifts, P, L, coef, *, mu=None, offsets=None, terms="
 
 
 class _Offsets:
-    """The per-stream constants subtracted from f before its values reach
-    the kernels (see _shift_f), and how they enter the features.
+    """The per-stream constants c[s, row] subtracted from the rows of f's
+    values (f, and each control variate) before they reach the kernels
+    (``shift``), and how they enter the features.
 
     Features of the form f * s are accumulated as (f - c) * s, the constant's
-    part c * s being added back in the algebra: z_l(true) = z_l + D[s, l] *
-    z_carrier, where column `carrier` holds s itself.  `value` is the
-    constant to add back to each stream's values of f (for E[f])."""
+    part c * s being added back in the algebra (_gram_estimate):
+    z_l(true) = z_l + D[s, l] z_carrier with D = c @ mult.T, where column
+    ``carrier`` holds the score s itself.  c[:, 0] is also added back to the
+    values of f behind E[f].  Without ``mult`` the features do not depend on
+    the constants (leave-one-out differences) and only E[f] uses them."""
 
     def __init__(self, plan, rows, carrier=None, mult=None):
         self.c = np.zeros((plan.used, rows))
