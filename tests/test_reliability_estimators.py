@@ -376,3 +376,28 @@ def test_offset_results_do_not_depend_on_threads():
         for k in a.grad:
             assert np.array_equal(a.grad[k], b.grad[k])
             assert np.array_equal(a.stderr[k], b.stderr[k])
+
+
+@pytest.mark.parametrize("est,prob", [("antithetic+optimal", "normal"), ("cv+optimal", "normal"),
+                                      ("rebar", "bernoulli"), ("rebar+optimal", "bernoulli")])
+def test_standard_errors_with_an_offset_are_calibrated_over_seeds(est, prob):
+    """Over 24 seeds, (estimate - exact) / stderr at an offset of 1e12 has
+    mean ~0 and spread ~1: the standard errors are honest, not just finite."""
+    dist, g, gg, exact = PROBLEMS[prob]()
+    ex = _flat(exact)
+    z = []
+    for seed in range(24):
+        kw = dict(rng=100 + seed)
+        f = (lambda x: 1e12 + g(x))
+        if est == "antithetic+optimal":
+            r = mc.score_grad(f, dist, 8000, antithetic=True, baseline="optimal", **kw)
+        elif est == "cv+optimal":
+            r = mc.score_grad(f, dist, 4000, baseline="optimal", control_variates=["delta"],
+                              grad_f=gg, **kw)
+        else:
+            r = mc.rebar_grad(f, dist, 4000, grad_f=gg,
+                              baseline="optimal" if est == "rebar+optimal" else None, **kw)
+        z.append((_flat(r.grad) - ex) / _flat(r.stderr))
+    z = np.array(z)
+    assert (np.abs(z.mean(0)) < 0.8).all(), z.mean(0)
+    assert ((z.std(0) > 0.6) & (z.std(0) < 1.5)).all(), z.std(0)
