@@ -607,22 +607,23 @@ _TINY_MEAN_SQUARE = 1e-300
 _RESOLUTION = 1e-290
 
 
-def _check_range(dist, grad, var, value, vvar, f_underflow):
+def _check_range(dist, grad, var, value, vvar, f_underflow, terms="f * score"):
     """Raise FloatingPointError instead of returning an estimate or standard
     error that overflowed (inf/NaN) or underflowed (a zero standard error for
-    an estimate that is not itself zero at double resolution)."""
+    an estimate that is not itself zero at double resolution).  Every
+    estimator goes through it; `terms` names its per-draw terms."""
     if not (np.isfinite(grad).all() and np.isfinite(var).all() and np.isfinite(value)
             and np.isfinite(vvar)):
         raise FloatingPointError(
-            f"the estimator's sums overflowed for {dist!r}: f or f * score is too large for "
+            f"the estimator's sums overflowed for {dist!r}: f or {terms} is too large for "
             f"double precision (E[f] ~ {value:.3g}); rescale f (e.g. divide it by a constant, "
             "or subtract a baseline)"
         )
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", under="ignore"):
         under = (var + np.square(grad) < _TINY_MEAN_SQUARE) & (np.abs(grad) > _RESOLUTION)
     if under.any() or f_underflow:
         raise FloatingPointError(
-            f"the estimator's sums of squares underflowed for {dist!r}: |f * score| is below "
+            f"the estimator's sums of squares underflowed for {dist!r}: |{terms}| is below "
             "about 1e-150, so the standard errors would be 0; rescale f (multiply it by a "
             "constant and divide the estimate by it)"
         )
