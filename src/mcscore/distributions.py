@@ -193,7 +193,9 @@ class Distribution:
         n = V.integer("n", n, minimum=0, maximum=2**62)
         gen = V.as_generator(rng)
         kd = self._kernel_dist()
-        x = K.draw(kd, gen.bit_generator, n).reshape((n,) + self.draw_shape)
+        with gen.bit_generator.lock:  # threads may share one Generator
+            x = K.draw(kd, gen.bit_generator, n)
+        x = x.reshape((n,) + self.draw_shape)
         self._check_draws(x)
         return self._to_user_dtype(x)
 
