@@ -26,10 +26,23 @@ _CONSTRAINTS = {
 }
 
 
+def reject_masked(name, value, *, owner=None):
+    """Raise TypeError for a NumPy masked array: converting it would use the
+    masked values as they are and silently drop the mask."""
+    if isinstance(value, np.ma.MaskedArray):
+        prefix = f"{owner}: " if owner else ""
+        raise TypeError(
+            f"{prefix}{name} must be a plain array, got a numpy masked array (its mask would "
+            "be dropped silently and the masked values used); pass "
+            f"{name}.filled(value) or the unmasked entries ({name}.compressed())")
+
+
 def as_real_array(name, value, *, owner=None):
     """Convert an array-like of real numbers to a float64 array, rejecting
-    booleans, complex numbers, strings, objects and None with a TypeError."""
+    booleans, complex numbers, strings, objects, masked arrays and None with
+    a TypeError."""
     prefix = f"{owner}: " if owner else ""
+    reject_masked(name, value, owner=owner)
     if value is None:
         raise TypeError(f"{prefix}{name} must be a real number or array of real numbers, got None")
     try:

@@ -69,6 +69,7 @@ class Distribution:
     family = None  # kernel family code
     continuous = True
     event_ndim = 0  # 1 for Multinomial / Dirichlet (last axis = categories)
+    support = "where log_prob is finite"  # in words, for error messages
 
     def __init__(self):
         self._kernel = None
@@ -118,7 +119,7 @@ class Distribution:
         if self._kernel is None:
             with _BUILD_LOCK:
                 if self._kernel is None:  # another thread may have built it meanwhile
-                    with np.errstate(divide="ignore", invalid="ignore"):
+                    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                         self._kernel = self._build_kernel()
         return self._kernel
 
@@ -206,6 +207,7 @@ class Distribution:
         """Hook: raise when the kernel produced draws that are not valid."""
 
     def _check_x(self, x):
+        V.reject_masked("x", x)
         x = np.asarray(x)
         if x.dtype.kind not in "biuf":
             raise TypeError(f"x must be real numbers, got dtype {x.dtype}")
@@ -224,8 +226,33 @@ class Distribution:
     def score(self, x):
         """Per-draw scores: {param name: array of shape (m, *param_shape)}, the
         gradient of log p(x) (summed over the whole draw) w.r.t. each
-        element of each parameter the user passed."""
+        element of each parameter the user passed.
+
+        A draw outside the support (where :meth:`log_prob` is -inf) raises
+        ValueError; a draw holding NaN gives NaN scores."""
         x = self._check_x(x)
+        self._check_support(x)
+        return self._score(x)
+
+    def _check_support(self, x):
+        """Raise ValueError naming the first draw of x outside the support."""
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            lp = self._log_prob(x)
+        m = x.shape[0]
+        out = np.broadcast_to(lp, (m,) + self.batch_shape).reshape(m, -1) == -np.inf
+        out |= np.isinf(x).reshape(m, -1).any(1, keepdims=True)
+        bad = out.any(1)
+        if bad.any():
+            i = int(np.argmax(bad))
+            xi = x[i]
+            shown = repr(xi.item()) if xi.ndim == 0 else np.array2string(
+                xi, precision=6, threshold=6, separator=", ")
+            raise ValueError(f"x[{i}] = {shown} is outside the support of {self!r} "
+                             f"({self.support}): its log_prob is -inf and its score is "
+                             "undefined")
+
+    def _score(self, x):
+        """score() on checked draws x of shape (m, *draw_shape)."""
         self._check_differentiable()
         self._kernel_dist()
         m = x.shape[0]
@@ -283,11 +310,33 @@ def _probs_or_logits(owner, probs, logits, *, min_ndim=0, simplex=False):
         p = V.param("probs", probs, "nonnegative" if simplex else "unit_interval",
                     owner=owner, min_ndim=min_ndim)
         if simplex:
-            tot = p.sum(axis=-1)
+            with np.errstate(over="ignore"):
+                tot = p.sum(axis=-1)
             if not (tot > 0).all():
                 raise ValueError(f"{owner}: probs must have a positive sum along the last axis")
+            if not np.isfinite(tot).all():
+                raise ValueError(
+                    f"{owner}: probs must have a finite sum along the last axis (at most "
+                    f"{_DBL_MAX:.4g}), got a sum that overflows to inf; divide probs by a "
+                    "constant (they need not sum to 1) or pass logits")
         return "probs", p
     return "logits", V.param("logits", logits, "real", owner=owner, min_ndim=min_ndim)
+
+
+_DBL_MAX = float(np.finfo(np.float64).max)
+# Scores with respect to probs hold 1 / probs: below this it overflows.
+_PROBS_SCORE_MIN = 1.0 / _DBL_MAX
+
+
+def _check_probs_score(owner, p, rescalable=False):
+    """Raise unless 1 / p is finite for every p (the scores w.r.t. probs)."""
+    if not (p >= _PROBS_SCORE_MIN).all():
+        raise ValueError(
+            f"{owner}: probs must be >= {_PROBS_SCORE_MIN:.4g} (1 / the largest double) to "
+            f"estimate gradients w.r.t. probs (the score holds 1 / probs, which overflows), got "
+            f"{float(np.min(p))!r}; pass logits instead" + (
+                ", or multiply probs by a constant (they need not sum to 1)" if rescalable
+                else ""))
 
 
 def _expit_pair(logits):
@@ -323,6 +372,7 @@ class _BinaryFamily(Distribution):
                     f"{type(self).__name__}: probs must be in (0, 1) to estimate gradients "
                     "w.r.t. probs (the score is undefined at 0 and 1); pass logits instead"
                 )
+            _check_probs_score(type(self).__name__, p)
 
 
 # ---------------------------------------------------------------------------
@@ -331,6 +381,8 @@ class _BinaryFamily(Distribution):
 
 class Normal(Distribution):
     """Normal(loc, scale): density exp(-(x-loc)^2 / (2 scale^2)) / (scale sqrt(2 pi))."""
+
+    support = "x any real number"
 
     family = K.MC_NORMAL
     _log = False
@@ -407,6 +459,8 @@ class Normal(Distribution):
 class LogNormal(Normal):
     """LogNormal(loc, scale): log x ~ Normal(loc, scale)."""
 
+    support = "x > 0"
+
     family = K.MC_LOGNORMAL
     _log = True
 
@@ -421,6 +475,8 @@ class LogNormal(Normal):
 
 class Exponential(Distribution):
     """Exponential(rate): density rate * exp(-rate x) on x > 0."""
+
+    support = "x >= 0"
 
     family = K.MC_EXPONENTIAL
 
@@ -449,6 +505,8 @@ class Exponential(Distribution):
 
 class Gamma(Distribution):
     """Gamma(concentration, rate): density rate^a x^(a-1) e^(-rate x) / Gamma(a)."""
+
+    support = "x > 0"
 
     family = K.MC_GAMMA
 
@@ -490,6 +548,8 @@ class Gamma(Distribution):
 
 class Beta(Distribution):
     """Beta(concentration1, concentration0): density x^(c1-1) (1-x)^(c0-1) / B(c1, c0)."""
+
+    support = "0 < x < 1"
 
     family = K.MC_BETA
 
@@ -587,6 +647,8 @@ def _is_count(x, upper=None):
 class Poisson(Distribution):
     """Poisson(rate): P(k) = rate^k e^(-rate) / k!."""
 
+    support = "x a non-negative integer"
+
     family = K.MC_POISSON
     continuous = False
 
@@ -622,6 +684,8 @@ class Poisson(Distribution):
 class Bernoulli(_BinaryFamily):
     """Bernoulli(probs=None, logits=None): P(1) = probs = sigmoid(logits)."""
 
+    support = "x 0 or 1"
+
     family = K.MC_BERNOULLI
 
     def __init__(self, probs=None, logits=None):
@@ -651,6 +715,8 @@ class Bernoulli(_BinaryFamily):
 class Binomial(_BinaryFamily):
     """Binomial(total_count, probs=None, logits=None): successes in
     total_count trials (total_count is fixed, not differentiated)."""
+
+    support = "x an integer in 0..total_count"
 
     family = K.MC_BINOMIAL
 
@@ -692,6 +758,8 @@ class Geometric(_BinaryFamily):
     """Geometric(probs=None, logits=None): failures before the first success,
     P(k) = (1 - p)^k p, k = 0, 1, ..."""
 
+    support = "x a non-negative integer"
+
     family = K.MC_GEOMETRIC
 
     def __init__(self, probs=None, logits=None):
@@ -732,6 +800,8 @@ class NegativeBinomial(_BinaryFamily):
     """NegativeBinomial(total_count, probs=None, logits=None): successes
     (probability probs) before total_count failures,
     P(k) = C(k + r - 1, k) (1 - p)^r p^k."""
+
+    support = "x a non-negative integer"
 
     family = K.MC_NEGATIVE_BINOMIAL
 
@@ -829,6 +899,8 @@ class _CategoricalBase(Distribution):
                 "(a category of probability 0 is never drawn, so its gradient cannot be "
                 "estimated); pass logits, or drop the category"
             )
+        if self._which == "probs":
+            _check_probs_score(type(self).__name__, self._params["probs"], rescalable=True)
 
     def _category_ab(self, scale):
         """(a, b) of s = a * [count or indicator] + b per (unit, category);
@@ -843,6 +915,8 @@ class _CategoricalBase(Distribution):
 class Categorical(_CategoricalBase):
     """Categorical(probs=None, logits=None): an index in 0..K-1, the last axis
     of probs / logits holding the K categories (probs need not sum to 1)."""
+
+    support = "x an integer in 0..K-1"
 
     family = K.MC_CATEGORICAL
 
@@ -869,8 +943,7 @@ class Categorical(_CategoricalBase):
     def _to_user_dtype(self, x):
         return x.astype(np.int64)
 
-    def score(self, x):
-        x = self._check_x(x)
+    def _score(self, x):
         self._check_differentiable()
         self._kernel_dist()
         m = x.shape[0]
@@ -897,6 +970,8 @@ class Categorical(_CategoricalBase):
 class Multinomial(_CategoricalBase):
     """Multinomial(total_count, probs=None, logits=None): category counts of
     total_count draws (total_count fixed, may broadcast with the batch)."""
+
+    support = "x non-negative integer counts summing to total_count"
 
     family = K.MC_MULTINOMIAL
     event_ndim = 1
@@ -946,6 +1021,8 @@ class Multinomial(_CategoricalBase):
 class Dirichlet(Distribution):
     """Dirichlet(concentration): a point of the simplex, the last axis of
     concentration holding the K categories."""
+
+    support = "x in [0, 1]^K summing to 1"
 
     family = K.MC_DIRICHLET
     event_ndim = 1

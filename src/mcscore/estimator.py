@@ -78,10 +78,14 @@ class GradientEstimate:
         return {k: (self.grad[k] - np.asarray(v)) / self.stderr[k] for k, v in exact.items()}
 
     def confidence_interval(self, level=0.95):
-        """Normal-approximation intervals {name: (low, high)}."""
+        """Normal-approximation intervals {name: (low, high)}; ``level`` in
+        (0, 1)."""
         from scipy.stats import norm
 
-        z = norm.ppf(0.5 + level / 2)
+        if (isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Real)
+                or not 0 < float(level) < 1):
+            raise ValueError(f"level must be a number in (0, 1) (e.g. 0.95), got {level!r}")
+        z = norm.ppf(0.5 + float(level) / 2)
         return {k: (g - z * self.stderr[k], g + z * self.stderr[k]) for k, g in self.grad.items()}
 
     def __repr__(self):
@@ -291,12 +295,28 @@ def _describe_draw(x):
     return np.array2string(x, precision=6, threshold=6, separator=", ")
 
 
+def _nonfinite_draw_error(x, index):
+    """The error for a non-finite value of f at a draw x that is itself not
+    finite (the sampler's fault, not f's), or None when x is finite."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f" or np.isfinite(x).all():
+        return None
+    return FloatingPointError(
+        f"draw {index} is itself not finite (x = {_describe_draw(x)}), so f could not be "
+        "finite there: the sampler produced it, not f (e.g. a Beta or Dirichlet draw at "
+        "tiny concentrations whose gamma variates all underflowed to 0); use larger "
+        "concentrations")
+
+
 def _check_fx(out, m, first_index, x):
     """Validate f's output for a chunk of m draws starting at global index
     first_index; returns a float64 array of shape (m,)."""
     if out is None:
         raise TypeError("f returned None; it must return an array of shape (m,) for a batch "
                         "of m draws")
+    if isinstance(out, np.ma.MaskedArray):
+        raise TypeError("f returned a numpy masked array; the mask would be dropped silently "
+                        "and the masked values used: return a plain array of real numbers")
     if isinstance(out, (list, tuple)):
         out = np.asarray(out)
     if not isinstance(out, np.ndarray):
@@ -315,7 +335,9 @@ def _check_fx(out, m, first_index, x):
         if bad:
             raise TypeError(f"f returned an object array holding {type(bad[0]).__name__} "
                             "values; it must return real numbers")
-    if out.dtype.kind not in "biuf":
+    if out.dtype.kind not in "biufO":  # datetime64, timedelta64, strings, ...
+        raise TypeError(f"f returned dtype {out.dtype}; it must return real numbers")
+    if out.dtype.kind == "O":
         try:
             out = out.astype(np.float64)
         except (TypeError, ValueError):
@@ -327,6 +349,9 @@ def _check_fx(out, m, first_index, x):
     bad = ~np.isfinite(out)
     if bad.any():
         i = int(np.argmax(bad))
+        err = _nonfinite_draw_error(x[i], first_index + i)
+        if err is not None:
+            raise err
         raise ValueError(f"f returned {out[i]} at draw {first_index + i} "
                          f"(x = {_describe_draw(x[i])}); f must be finite")
     return out
@@ -396,6 +421,9 @@ def _raise_kernel_error(code, idx, plan, dist, kd):
         raise MemoryError("could not allocate the kernels' block buffers")
     if code in (1, 2):
         x = _redraw(plan, dist, kd, idx)
+        err = _nonfinite_draw_error(x, idx) if code == 1 else None
+        if err is not None:
+            raise err
         what = ("the callback signalled an error (non-zero return)" if code == 2
                 else "f returned a non-finite value (nan or inf)")
         raise ValueError(f"{what} at draw {idx} (x = {_describe_draw(x)})")
@@ -852,6 +880,7 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None):
     m = x.shape[0]
     if m < 2:
         raise ValueError(f"x must hold at least 2 draws, got {m}")
+    V.reject_masked("fx", fx)
     fx_arr = np.asarray(fx) if fx is not None else None
     if fx_arr is None or fx_arr.dtype.kind not in "biuf":
         raise TypeError(f"fx must be an array of real numbers, got "
@@ -866,7 +895,7 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None):
     if not np.isfinite(lp).all():
         i = int(np.argmax(~np.isfinite(lp.reshape(m, -1)).all(axis=1)))
         raise ValueError(f"x[{i}] is outside the support of {dist!r}")
-    sc = dist.score(x)
+    sc = dist._score(x)  # the support was checked just above
     names = list(sc)
     S = np.concatenate([sc[k].reshape(m, -1) for k in names], axis=1)
     y = _baselined_terms(fx_arr, S, baseline)
