@@ -197,3 +197,136 @@ def test_threads_sampling_from_one_generator_get_distinct_draws():
     finally:
         sys.setswitchinterval(old)
     assert len(set(out)) == 3200
+
+
+# ===========================================================================
+# 8. probabilities that overflow or whose scores overflow
+# ===========================================================================
+
+@pytest.mark.parametrize("make", [
+    lambda: mc.Categorical(probs=[1e308, 1e308]),
+    lambda: mc.Multinomial(3, probs=[1e308, 1e308]),
+    lambda: mc.Categorical(probs=[[1.0, 2.0], [1e308, 1e308]]),
+])
+def test_probs_whose_sum_overflows_are_rejected(make):
+    with pytest.raises(ValueError, match=r"probs must have a finite sum"):
+        make()
+
+
+def test_large_probs_that_do_not_overflow_still_work():
+    d = mc.Categorical(probs=[1e307, 3e307])
+    np.testing.assert_allclose(d.probs, [0.25, 0.75])
+    x = mc.Multinomial(1000, probs=[1e307, 3e307]).sample(200, rng=0)
+    assert abs(x[:, 0].mean() - 250) < 5 * np.sqrt(1000 * 0.25 * 0.75 / 200)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: mc.Categorical(probs=[1e-320, 1e-320]),
+    lambda: mc.Multinomial(2, probs=[1e-320, 1e-320]),
+    lambda: mc.Bernoulli(probs=1e-320),
+])
+def test_subnormal_probs_name_the_score_overflow_not_gamma_draws(make):
+    d = make()
+    with pytest.raises(ValueError, match=r"probs must be >= 5\.56.*1 / probs") as ei:
+        mc.score_grad(lambda x: np.asarray(x, float).reshape(len(x), -1).sum(1), d, 1000, rng=0)
+    assert "Gamma" not in str(ei.value)
+    d.sample(10, rng=0)  # sampling is still fine
+
+
+# ===========================================================================
+# 9. messages that point at the right cause
+# ===========================================================================
+
+def test_nan_draws_of_the_sampler_are_not_blamed_on_f():
+    # pathwise Beta / Dirichlet draws at concentration 1e-3 can be 0/0 = NaN
+    for d in (mc.Beta(1e-3, 1e-3), mc.Dirichlet([1e-3] * 3)):
+        f = lambda x: x.reshape(len(x), -1)[:, 0]  # noqa: E731
+        with pytest.raises(FloatingPointError, match=r"draw \d+ is itself not finite") as ei:
+            mc.pathwise_grad(f, d, 10000, rng=0, grad_f=lambda x: np.ones_like(x))
+        assert "f must be finite" not in str(ei.value)
+
+
+def test_f_returning_nan_on_a_finite_draw_is_still_blamed_on_f():
+    with pytest.raises(ValueError, match=r"f returned nan at draw \d+ .*f must be finite"):
+        mc.score_grad(lambda x: np.where(x > 1, np.nan, x), mc.Normal(0.0, 1.0), 1000, rng=0)
+
+
+def test_nonfinite_draw_helper_checks_only_the_draw():
+    from mcscore.estimator import _nonfinite_draw_error
+
+    assert _nonfinite_draw_error(np.array([1.0, 2.0]), 3) is None
+    assert _nonfinite_draw_error(np.int64(4), 3) is None
+    err = _nonfinite_draw_error(np.array([np.nan, 0.5]), 7)
+    assert isinstance(err, FloatingPointError) and "draw 7" in str(err)
+
+
+@pytest.mark.parametrize("q", [mc.Beta(1e-3, 1e-3), mc.Gamma(1e-3, 1.0)])
+def test_infinite_q_density_in_elbo_grad_names_q(q):
+    with pytest.raises(FloatingPointError, match=r"log q\(x\) = inf at draw \d+") as ei:
+        mc.vi.elbo_grad(lambda x: -0.5 * x**2, q, 1000, rng=0)
+    assert "fx[" not in str(ei.value)
+
+
+@pytest.mark.parametrize("level", [1.5, 0.0, 1.0, -0.2, float("nan"), True, "0.9"])
+def test_confidence_interval_checks_level(level):
+    r = mc.score_grad(I.power(2), mc.Normal(0.0, 1.0), 1000, rng=0)
+    with pytest.raises(ValueError, match=r"level must be a number in \(0, 1\)"):
+        r.confidence_interval(level)
+
+
+def test_confidence_interval_at_a_valid_level():
+    r = mc.score_grad(I.power(2), mc.Normal(0.0, 1.0), 1000, rng=0)
+    lo, hi = r.confidence_interval(0.9)["loc"]
+    np.testing.assert_allclose(hi - lo, 2 * 1.6448536269514722 * r.stderr["loc"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("d,x,support", [
+    (mc.Poisson(2.0), [-1.0], "non-negative integer"),
+    (mc.Poisson(2.0), [0.5], "non-negative integer"),
+    (mc.Bernoulli(0.3), [2.0], "0 or 1"),
+    (mc.Bernoulli(logits=0.3), [0.5], "0 or 1"),
+    (mc.Categorical(logits=[0.0, 1.0]), [5], r"0\.\.K-1"),
+    (mc.Binomial(3, 0.4), [4], "total_count"),
+    (mc.Exponential(1.0), [-1.0], "x >= 0"),
+    (mc.Multinomial(2, probs=[0.5, 0.5]), [[1, 0]], "summing to total_count"),
+    (mc.Normal(0.0, 1.0), [np.inf], "any real"),
+])
+def test_score_outside_the_support_raises_like_log_prob(d, x, support):
+    assert (d.log_prob(np.asarray(x)) == -np.inf).any()
+    with pytest.raises(ValueError, match=rf"x\[0\] = .* is outside the support .*{support}"):
+        d.score(x)
+
+
+def test_score_inside_the_support_is_unchanged():
+    d = mc.Poisson(2.0)
+    np.testing.assert_allclose(d.score([0, 3])["rate"], [-1.0, 0.5])
+    c = mc.Categorical(logits=[0.0, 0.0])
+    np.testing.assert_allclose(c.score([1])["logits"], [[-0.5, 0.5]])
+
+
+def test_masked_arrays_are_rejected():
+    m = np.ma.masked_array([0.0, 1.0], mask=[False, True])
+    with pytest.raises(TypeError, match=r"Normal: loc must be a plain array.*masked"):
+        mc.Normal(m, 1.0)
+    with pytest.raises(TypeError, match=r"x must be a plain array.*masked"):
+        mc.Normal(0.0, 1.0).score(m)
+    with pytest.raises(TypeError, match=r"x must be a plain array.*masked"):
+        mc.Normal(0.0, 1.0).log_prob(m)
+    x = np.array([0.0, 1.0])
+    with pytest.raises(TypeError, match=r"fx must be a plain array.*masked"):
+        mc.score_grad_from_samples(mc.Normal(0.0, 1.0), x, m)
+    with pytest.raises(TypeError, match=r"f returned a numpy masked array"):
+        mc.score_grad(lambda x: np.ma.masked_array(x, mask=x > 1), mc.Normal(0.0, 1.0), 100,
+                      rng=0)
+
+
+@pytest.mark.parametrize("dtype", ["datetime64[s]", "timedelta64[s]", "U3"])
+def test_f_returning_a_non_real_dtype_is_rejected(dtype):
+    with pytest.raises(TypeError, match=rf"f returned dtype .*; it must return real numbers"):
+        mc.score_grad(lambda x: np.zeros(len(x), dtype=dtype), mc.Normal(0.0, 1.0), 100, rng=0)
+
+
+def test_f_returning_booleans_or_integers_is_still_accepted():
+    r = mc.score_grad(lambda x: x > 0, mc.Normal(0.0, 1.0), 4000, rng=0)
+    exact = 1 / np.sqrt(2 * np.pi)  # d/dloc P(x > 0) = phi(0)
+    assert abs(r.grad["loc"] - exact) < 5 * r.stderr["loc"]
