@@ -236,6 +236,8 @@ class Distribution:
 
     def _check_support(self, x):
         """Raise ValueError naming the first draw of x outside the support."""
+        if x.shape[0] == 0:
+            return
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             lp = self._log_prob(x)
         m = x.shape[0]

@@ -591,8 +591,73 @@ def _check_baseline(baseline):
     )
 
 
-def _algebra(c0, count, G, H, mom, baseline):
-    """Estimate, standard error and per-draw variance for each coordinate."""
+# A category expected fewer than this many times in n draws (n * p_k < 30) is
+# "rare": its sample variance rests on a handful of draws, or none (a category
+# never drawn has a sample variance near 0 whatever f is there), so its
+# standard error is floored (see _rare_floor).
+RARE_EXPECTED_COUNT = 30.0
+
+
+def _rare_floor(dist, kd, stats, shifts, n):
+    """For a per-category family (Categorical) with some category expected
+    fewer than RARE_EXPECTED_COUNT times in the n draws: a function of the
+    centre e (f - baseline = g + e, g = f - c0 as in _moments) giving a floor
+    of the per-draw variance of every score coordinate (0 for the others);
+    else None.
+
+    With s_k = a_k [x = k] + b_k and h = f - baseline, the exact per-draw
+    variance of h s_k is
+        p_k (a_k^2 + 2 a_k b_k) E[h^2 | k] + b_k^2 E[h^2] - (p_k a_k E[h | k] + b_k E[h])^2.
+    The sample variance puts the observed frequency of category k in place of
+    p_k: for a category drawn a few times, or never, it is near 0 whatever f
+    is there.  The floor uses the known p_k with the observed moments of f on
+    category k and overall; for a category never drawn, E[h^2 | k] is
+    bounded by the farthest value f took on the drawn categories (per
+    category its mean +/- its standard deviation, so a random f counts too)
+    and E[h | k] taken as 0."""
+    if not kd.per_category:
+        return None
+    p = np.ravel(dist.probs)
+    rare = n * p < RARE_EXPECTED_COUNT
+    if not rare.any():
+        return None
+    a, b = dist._table["a"], dist._table["b"]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        count = stats[:, 0]
+        d = np.where(count > 0, shifts - shifts[np.argmax(count > 0)], 0.0)
+        cat = stats[:, 3:].reshape(len(count), kd.n_units, kd.n_cat, 3)
+        C = cat[..., 0].sum(0)
+        mg = (cat[..., 1].sum(0) + np.tensordot(d, cat[..., 0], 1)) / C
+        sq = (cat[..., 2].sum(0) + 2 * np.tensordot(d, cat[..., 1], 1)
+              + np.tensordot(d * d, cat[..., 0], 1)) / C
+        sd = np.sqrt(np.maximum(sq - mg * mg, 0.0))
+        seen = C > 0
+        hi = np.where(seen, mg + sd, -np.inf).max(-1, keepdims=True)
+        lo = np.where(seen, mg - sd, np.inf).min(-1, keepdims=True)
+    shape = (kd.n_units, kd.n_cat)
+    lo, hi = (np.broadcast_to(v, shape).ravel() for v in (lo, hi))
+    seen, mg, sq = seen.ravel(), mg.ravel(), sq.ravel()
+    A2 = np.maximum(a * a + 2 * a * b, 0.0)
+
+    def floor(e, M1g, M2g):
+        """e: centre per coordinate (or scalar); M1g, M2g: mean of g and of
+        g^2 over all draws."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            m1 = np.where(seen, mg + e, 0.0)
+            m2 = np.where(seen, sq + 2 * e * mg + e * e,
+                          np.maximum(np.square(lo + e), np.square(hi + e)))
+            M1 = M1g + e
+            M2 = M2g + 2 * e * M1g + e * e
+            v = p * A2 * m2 + b * b * M2 - np.square(p * a * m1 + b * M1)
+        return np.where(rare, v, 0.0)
+
+    floor.n_rare = int(np.count_nonzero(rare))
+    return floor
+
+
+def _algebra(c0, count, G, H, mom, baseline, rare=None):
+    """Estimate, standard error and per-draw variance for each coordinate;
+    `rare` (from _rare_floor) floors the variance of rare categories."""
     n = float(count.sum())
     Ss, Ss2, Sgs, Sgs2, Sg2s2 = mom
     factor = 1.0
@@ -620,6 +685,10 @@ def _algebra(c0, count, G, H, mom, baseline):
     sy2 = (Sg2s2 + 2 * e * Sgs2 + e * e * Ss2).sum(0)
     mean = sy / n
     var = np.maximum(sy2 - n * mean * mean, 0.0) / (n - 1)
+    if rare is not None:
+        # f - baseline = g + e, g = f - c0; e is per stream when cross-fitted
+        e_all = (e * count[:, None]).sum(0) / n if np.ndim(e) == 2 else e
+        var = np.maximum(var, rare(e_all, G.sum() / n, H.sum() / n))
     grad = factor * mean
     se = factor * np.sqrt(var / n)
     value = c0 + G.sum() / n
@@ -703,13 +772,16 @@ def _finish(dist, kd, stats, shifts, baseline, plan=None, method="score", extra_
             f"the estimator's sums overflowed for {dist!r}: f - f(first draw) or f * score is "
             "too large for double precision; rescale f (e.g. divide it by a constant)"
         )
+    rare = _rare_floor(dist, kd, stats, shifts, float(count.sum()))
     with np.errstate(over="ignore", invalid="ignore"):
-        grad, se, var, value, vse, vvar = _algebra(c0, count, G, H, mom, baseline)
+        grad, se, var, value, vse, vvar = _algebra(c0, count, G, H, mom, baseline, rare)
     n_all = max(1.0, float(count.sum()))
     _check_range(dist, grad, var, value, vvar,
                  float(H.sum()) / n_all < _TINY_MEAN_SQUARE
                  and abs(float(G.sum())) / n_all > _RESOLUTION)
     info = plan.info() if plan is not None else {}
+    if rare is not None:
+        info["rare_categories"] = rare.n_rare
     info.update(extra_info or {})
     return GradientEstimate(
         dist._split_coords(grad), dist._split_coords(se), dist._split_coords(var),
