@@ -330,3 +330,70 @@ def test_f_returning_booleans_or_integers_is_still_accepted():
     r = mc.score_grad(lambda x: x > 0, mc.Normal(0.0, 1.0), 4000, rng=0)
     exact = 1 / np.sqrt(2 * np.pi)  # d/dloc P(x > 0) = phi(0)
     assert abs(r.grad["loc"] - exact) < 5 * r.stderr["loc"]
+
+
+# ===========================================================================
+# 10. rarely drawn categories
+# ===========================================================================
+
+def _categorical_case(K=1000, seed=0):
+    logits = np.random.default_rng(seed).normal(0.0, 2.0, K)  # skewed: p spans ~e^16
+    d = mc.Categorical(logits=logits)
+    p = d.probs
+    fk = (np.arange(K) / K) ** 2
+    exact = p * (fk - p @ fk)  # d/dlogits E f, an exact sum over the categories
+    return d, fk, exact
+
+
+@pytest.mark.parametrize("baseline", [None, "loo", "optimal", 0.3])
+def test_rare_categories_have_calibrated_standard_errors(baseline):
+    K = 1000
+    d, fk, exact = _categorical_case(K)
+    z = []
+    for seed in range(3):
+        r = mc.score_grad(I.polynomial([0, 0, 1 / K**2]), d, 10**4, rng=seed, baseline=baseline)
+        assert r.info["rare_categories"] == int(np.count_nonzero(10**4 * d.probs < 30))
+        z.append((r.grad["logits"] - exact) / r.stderr["logits"])
+    z = np.concatenate(z)
+    # a normal z exceeds 3 with probability 0.0027; before, 30% did and max |z| ~ 350
+    assert np.mean(np.abs(z) > 3) < 0.01, np.mean(np.abs(z) > 3)
+    assert np.abs(z).max() < 6, np.abs(z).max()
+
+
+def test_rare_categories_with_a_python_f_and_probs():
+    K = 200
+    probs = np.exp(np.linspace(0.0, -9.0, K))  # need not sum to 1
+    d = mc.Categorical(probs=probs)
+    p = d.probs
+    fk = np.sin(np.arange(K))
+    # d/dprobs_j E f = (f_j - E f) / sum(probs)
+    exact = (fk - p @ fk) / probs.sum()
+    z = []
+    for seed in range(4):
+        r = mc.score_grad(lambda x: np.sin(x), d, 3000, rng=seed)
+        z.append((r.grad["probs"] - exact) / r.stderr["probs"])
+    z = np.concatenate(z)
+    assert np.mean(np.abs(z) > 3) < 0.01 and np.abs(z).max() < 6, (np.mean(np.abs(z) > 3),
+                                                                    np.abs(z).max())
+
+
+def test_well_sampled_categories_keep_their_sample_standard_error():
+    # every category expected >= 30 times: no floor, the plain sample variance
+    d = mc.Categorical(logits=[0.0, 1.0, 2.0])
+    x = d.sample(4000, rng=1)
+    r = mc.score_grad(lambda x: (x - 1.0) ** 2, d, 4000, rng=1, n_streams=1, block_size=4000)
+    s = d.score(x)["logits"]
+    y = ((x - 1.0) ** 2)[:, None] * s
+    assert "rare_categories" not in r.info
+    np.testing.assert_allclose(r.stderr["logits"], y.std(0, ddof=1) / np.sqrt(4000), rtol=1e-9)
+
+
+def test_demo_does_not_print_a_huge_z_for_rare_categories():
+    from mcscore import demo
+
+    lines = []
+    rows = demo.run_core(n=1000, seed=0, out=lines.append)
+    cat = [r for r in rows if r["case"].startswith("Categorical")][0]
+    assert cat["max_abs_z"] < 6, cat["max_abs_z"]
+    assert cat["rare_categories"] > 0
+    assert any("se is a conservative bound" in ln for ln in lines), lines
