@@ -150,12 +150,25 @@ def test_int_and_seed_sequence_seeds_are_unchanged():
 # 6. threads sharing one Generator
 # ===========================================================================
 
+def _in_threads(work, n_threads=8):
+    """Run work() in n_threads threads at once, switching between them as
+    often as the interpreter allows."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        ts = [threading.Thread(target=work) for _ in range(n_threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+
+
 def test_threads_sharing_one_generator_never_get_the_same_streams():
     g = np.random.default_rng(1)
     d = mc.Normal(0.5, 1.5)
     out, lock = [], threading.Lock()
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as possible
 
     def run():
         for _ in range(100):
@@ -163,14 +176,7 @@ def test_threads_sharing_one_generator_never_get_the_same_streams():
             with lock:
                 out.append(v)
 
-    try:
-        ts = [threading.Thread(target=run) for _ in range(8)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    _in_threads(run)
     assert len(out) == 800
     assert len(set(out)) == 800, f"{800 - len(set(out))} duplicates"
 
@@ -179,8 +185,6 @@ def test_threads_sampling_from_one_generator_get_distinct_draws():
     g = np.random.default_rng(2)
     d = mc.Normal(0.0, 1.0)
     out, lock = [], threading.Lock()
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
 
     def run():
         for _ in range(100):
@@ -188,14 +192,7 @@ def test_threads_sampling_from_one_generator_get_distinct_draws():
             with lock:
                 out.extend(x.tolist())
 
-    try:
-        ts = [threading.Thread(target=run) for _ in range(8)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    _in_threads(run)
     assert len(set(out)) == 3200
 
 
