@@ -394,3 +394,17 @@ def test_demo_does_not_print_a_huge_z_for_rare_categories():
     assert cat["max_abs_z"] < 6, cat["max_abs_z"]
     assert cat["rare_categories"] > 0
     assert any("se is a conservative bound" in ln for ln in lines), lines
+
+
+@pytest.mark.parametrize("baseline", [None, "loo", "optimal", 0.3])
+def test_rare_categories_from_samples_have_calibrated_standard_errors(baseline):
+    K = 1000
+    d, fk, exact = _categorical_case(K)
+    z = []
+    for seed in range(3):
+        x = d.sample(10**4, rng=seed)
+        r = mc.score_grad_from_samples(d, x, fk[x], baseline=baseline)
+        z.append((r.grad["logits"] - exact) / r.stderr["logits"])
+    z = np.concatenate(z)
+    assert np.mean(np.abs(z) > 3) < 0.01, np.mean(np.abs(z) > 3)
+    assert np.abs(z).max() < 6, np.abs(z).max()

@@ -931,6 +931,35 @@ def _baselined_terms(fx, S, baseline):
     return (f - baseline) * S
 
 
+def _samples_rare_floor(dist, x, fx, S, baseline):
+    """_rare_floor for score_grad_from_samples: the per-category sums of m
+    Categorical draws x with values fx laid out as one stream of kernel
+    statistics; the floor of each coordinate's per-draw variance of the
+    baselined terms, or None when no category is rare."""
+    kd = dist._kernel_dist()
+    if not kd.per_category:
+        return None
+    m = len(fx)
+    g = fx - fx[0]
+    ind = x.reshape(m, kd.n_units)[:, :, None] == np.arange(kd.n_cat)
+    cat = np.stack([ind.sum(0), np.tensordot(g, ind, 1), np.tensordot(g * g, ind, 1)], -1)
+    stats = np.concatenate([[m, g.sum(), g @ g], cat.ravel()])[None]
+    floor = _rare_floor(dist, kd, stats, fx[:1], float(m))
+    if floor is None:
+        return None
+    factor = 1.0
+    if baseline is None:
+        b = 0.0
+    elif baseline == "loo":  # f_i - mean of the others = (f_i - mean) m / (m - 1)
+        b, factor = fx.mean(), m / (m - 1)
+    elif baseline == "optimal":  # about E[f s^2] / E[s^2] per coordinate
+        s2 = S * S
+        b = np.where(s2.sum(0) > 0, (fx @ s2) / s2.sum(0), fx.mean())
+    else:
+        b = baseline
+    return floor(fx[0] - b, g.mean(), (g @ g) / m) * factor**2
+
+
 def score_grad_from_samples(dist, x, fx, *, baseline=None):
     """The estimator algebra on draws the caller made.
 
@@ -974,6 +1003,9 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None):
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         grad = y.mean(0)
         var = y.var(0, ddof=1)
+        floor = _samples_rare_floor(dist, x, fx_arr, S, baseline)
+        if floor is not None:
+            var = np.maximum(var, floor)
         se = np.sqrt(var / m)
         vvar = float(fx_arr.var(ddof=1))
         g = fx_arr - fx_arr[0]
