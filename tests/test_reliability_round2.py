@@ -408,3 +408,23 @@ def test_rare_categories_from_samples_have_calibrated_standard_errors(baseline):
     z = np.concatenate(z)
     assert np.mean(np.abs(z) > 3) < 0.01, np.mean(np.abs(z) > 3)
     assert np.abs(z).max() < 6, np.abs(z).max()
+
+
+def test_masked_arrays_are_rejected_by_the_applications():
+    from mcscore import finance as fi
+    from mcscore import rl
+
+    m = np.ma.masked_array([[1.0, 2.0]], mask=[[False, True]])
+    with pytest.raises(TypeError, match=r"rewards must be a plain array"):
+        rl.returns_to_go(m)
+    with pytest.raises(TypeError, match=r"mask must be a plain array"):
+        rl.returns_to_go(np.ones((1, 2)), mask=np.ma.masked_array([[1, 1]], mask=[[0, 1]]))
+    pol = rl.SoftmaxPolicy(2, 2)
+    with pytest.raises(TypeError, match=r"actions must be a plain array"):
+        pol.score(np.ones((1, 2, 2)), np.ma.masked_array([[0, 1]], mask=[[0, 1]]))
+    with pytest.raises(TypeError, match=r"spot must be a plain array"):
+        fi.greeks("call", spot=np.ma.masked_array(100.0), strike=105.0, rate=0.03, vol=0.25,
+                  maturity=0.75, n=1000, rng=0)
+    with pytest.raises(TypeError, match=r"log_joint's output must be a plain array"):
+        mc.vi.elbo_grad(lambda x: np.ma.masked_array(-x**2, mask=x > 0), mc.Normal(0.0, 1.0),
+                        100, rng=0)
