@@ -150,9 +150,17 @@ def test_int_and_seed_sequence_seeds_are_unchanged():
 # 6. threads sharing one Generator
 # ===========================================================================
 
-def _in_threads(work, n_threads=8):
-    """Run work() in n_threads threads at once, switching between them as
-    often as the interpreter allows."""
+def _in_threads(call, n_threads=8, calls=100):
+    """Results of call() made `calls` times in each of n_threads threads at
+    once, switching between the threads as often as the interpreter allows."""
+    out, lock = [], threading.Lock()
+
+    def work():
+        for _ in range(calls):
+            v = call()
+            with lock:
+                out.extend(v)
+
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
@@ -163,20 +171,14 @@ def _in_threads(work, n_threads=8):
             t.join()
     finally:
         sys.setswitchinterval(old)
+    return out
 
 
 def test_threads_sharing_one_generator_never_get_the_same_streams():
     g = np.random.default_rng(1)
     d = mc.Normal(0.5, 1.5)
-    out, lock = [], threading.Lock()
-
-    def run():
-        for _ in range(100):
-            v = mc.score_grad(I.power(2), d, 64, rng=g, n_threads=1).grad["loc"].item()
-            with lock:
-                out.append(v)
-
-    _in_threads(run)
+    out = _in_threads(lambda: [mc.score_grad(I.power(2), d, 64, rng=g, n_threads=1)
+                               .grad["loc"].item()])
     assert len(out) == 800
     assert len(set(out)) == 800, f"{800 - len(set(out))} duplicates"
 
@@ -184,16 +186,8 @@ def test_threads_sharing_one_generator_never_get_the_same_streams():
 def test_threads_sampling_from_one_generator_get_distinct_draws():
     g = np.random.default_rng(2)
     d = mc.Normal(0.0, 1.0)
-    out, lock = [], threading.Lock()
-
-    def run():
-        for _ in range(100):
-            x = d.sample(4, rng=g)
-            with lock:
-                out.extend(x.tolist())
-
-    _in_threads(run)
-    assert len(set(out)) == 3200
+    out = _in_threads(lambda: d.sample(4, rng=g).tolist())
+    assert len(out) == 3200 and len(set(out)) == 3200
 
 
 # ===========================================================================
@@ -342,19 +336,29 @@ def _categorical_case(K=1000, seed=0):
     return d, fk, exact
 
 
+def _assert_calibrated(z):
+    # a normal z exceeds 3 with probability 0.0027; before, 30% did and max |z| ~ 350
+    z = np.concatenate(z)
+    assert np.mean(np.abs(z) > 3) < 0.01, np.mean(np.abs(z) > 3)
+    assert np.abs(z).max() < 6, np.abs(z).max()
+
+
 @pytest.mark.parametrize("baseline", [None, "loo", "optimal", 0.3])
-def test_rare_categories_have_calibrated_standard_errors(baseline):
+@pytest.mark.parametrize("entry", ["score_grad", "score_grad_from_samples"])
+def test_rare_categories_have_calibrated_standard_errors(entry, baseline):
     K = 1000
     d, fk, exact = _categorical_case(K)
     z = []
     for seed in range(3):
-        r = mc.score_grad(I.polynomial([0, 0, 1 / K**2]), d, 10**4, rng=seed, baseline=baseline)
-        assert r.info["rare_categories"] == int(np.count_nonzero(10**4 * d.probs < 30))
+        if entry == "score_grad":
+            r = mc.score_grad(I.polynomial([0, 0, 1 / K**2]), d, 10**4, rng=seed,
+                              baseline=baseline)
+            assert r.info["rare_categories"] == int(np.count_nonzero(10**4 * d.probs < 30))
+        else:
+            x = d.sample(10**4, rng=seed)
+            r = mc.score_grad_from_samples(d, x, fk[x], baseline=baseline)
         z.append((r.grad["logits"] - exact) / r.stderr["logits"])
-    z = np.concatenate(z)
-    # a normal z exceeds 3 with probability 0.0027; before, 30% did and max |z| ~ 350
-    assert np.mean(np.abs(z) > 3) < 0.01, np.mean(np.abs(z) > 3)
-    assert np.abs(z).max() < 6, np.abs(z).max()
+    _assert_calibrated(z)
 
 
 def test_rare_categories_with_a_python_f_and_probs():
@@ -369,9 +373,7 @@ def test_rare_categories_with_a_python_f_and_probs():
     for seed in range(4):
         r = mc.score_grad(lambda x: np.sin(x), d, 3000, rng=seed)
         z.append((r.grad["probs"] - exact) / r.stderr["probs"])
-    z = np.concatenate(z)
-    assert np.mean(np.abs(z) > 3) < 0.01 and np.abs(z).max() < 6, (np.mean(np.abs(z) > 3),
-                                                                    np.abs(z).max())
+    _assert_calibrated(z)
 
 
 def test_well_sampled_categories_keep_their_sample_standard_error():
@@ -394,20 +396,6 @@ def test_demo_does_not_print_a_huge_z_for_rare_categories():
     assert cat["max_abs_z"] < 6, cat["max_abs_z"]
     assert cat["rare_categories"] > 0
     assert any("se is a conservative bound" in ln for ln in lines), lines
-
-
-@pytest.mark.parametrize("baseline", [None, "loo", "optimal", 0.3])
-def test_rare_categories_from_samples_have_calibrated_standard_errors(baseline):
-    K = 1000
-    d, fk, exact = _categorical_case(K)
-    z = []
-    for seed in range(3):
-        x = d.sample(10**4, rng=seed)
-        r = mc.score_grad_from_samples(d, x, fk[x], baseline=baseline)
-        z.append((r.grad["logits"] - exact) / r.stderr["logits"])
-    z = np.concatenate(z)
-    assert np.mean(np.abs(z) > 3) < 0.01, np.mean(np.abs(z) > 3)
-    assert np.abs(z).max() < 6, np.abs(z).max()
 
 
 def test_masked_arrays_are_rejected_by_the_applications():

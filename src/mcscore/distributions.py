@@ -239,9 +239,9 @@ class Distribution:
         if x.shape[0] == 0:
             return
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            lp = self._log_prob(x)
+            ok = self._in_support(x)
         m = x.shape[0]
-        out = np.broadcast_to(lp, (m,) + self.batch_shape).reshape(m, -1) == -np.inf
+        out = ~np.broadcast_to(ok, (m,) + self.batch_shape).reshape(m, -1)
         out |= np.isinf(x).reshape(m, -1).any(1, keepdims=True)
         bad = out.any(1)
         if bad.any():
@@ -252,6 +252,11 @@ class Distribution:
             raise ValueError(f"x[{i}] = {shown} is outside the support of {self!r} "
                              f"({self.support}): its log_prob is -inf and its score is "
                              "undefined")
+
+    def _in_support(self, x):
+        """Where log_prob(x) is not -inf, shape (m, *batch_shape) (a family
+        overrides it with a cheaper test of the same set)."""
+        return self._log_prob(x) != -np.inf
 
     def _score(self, x):
         """score() on checked draws x of shape (m, *draw_shape)."""
@@ -418,6 +423,9 @@ class Normal(Distribution):
             ("scale", quad, 1.0 / (s2 * s), -1.0 / s, mu),
         ]
 
+    def _in_support(self, x):
+        return np.ones(x.shape, dtype=bool)  # infinite x is checked by the caller
+
     def _log_prob(self, x):
         z = (x - self.loc) / self.scale
         return -0.5 * z * z - np.log(self.scale) - 0.5 * math.log(2 * math.pi)
@@ -465,6 +473,9 @@ class LogNormal(Normal):
 
     family = K.MC_LOGNORMAL
     _log = True
+
+    def _in_support(self, x):
+        return x > 0
 
     def _log_prob(self, x):
         lx = np.log(x)
@@ -679,6 +690,9 @@ class Poisson(Distribution):
         out = np.where(x == 0, -lam, inner)
         return np.where(_is_count(x), out, -np.inf)
 
+    def _in_support(self, x):
+        return _is_count(x)
+
     def mean(self):
         return self.rate.copy()
 
@@ -709,6 +723,9 @@ class Bernoulli(_BinaryFamily):
         p, q = self._pq()
         out = np.where(x == 1, np.log(p), np.log(q))
         return np.where((x == 0) | (x == 1), out, -np.inf)
+
+    def _in_support(self, x):
+        return (x == 0) | (x == 1)
 
     def mean(self):
         return self.probs
@@ -752,6 +769,9 @@ class Binomial(_BinaryFamily):
         out = _binomial_log_pmf(np.where(ok, x, 0.0), n, p, q)
         return np.where(ok, out, -np.inf)
 
+    def _in_support(self, x):
+        return _is_count(x, self.total_count)
+
     def mean(self):
         return np.broadcast_to(self.total_count * self.probs, self.batch_shape).copy()
 
@@ -787,6 +807,9 @@ class Geometric(_BinaryFamily):
         if self._which == "logits":
             return [("logits", K.SK_AFFINE, -p, q, 0.0)]
         return [("probs", K.SK_AFFINE, -1.0 / q, 1.0 / p, 0.0)]
+
+    def _in_support(self, x):
+        return _is_count(x)
 
     def _log_prob(self, x):
         p, q = self._pq()
@@ -841,6 +864,9 @@ class NegativeBinomial(_BinaryFamily):
         if self._which == "logits":
             return [("logits", K.SK_AFFINE, q, -r * p, 0.0)]
         return [("probs", K.SK_AFFINE, 1.0 / p, -r / q, 0.0)]
+
+    def _in_support(self, x):
+        return _is_count(x)
 
     def _log_prob(self, x):
         p, q = self._pq()
@@ -956,6 +982,9 @@ class Categorical(_CategoricalBase):
         b = self._table["b"].reshape(-1, kk)
         s = a * ind + b
         return self._split_coords(s.reshape(m, a.size))
+
+    def _in_support(self, x):
+        return _is_count(x, self.n_categories - 1)
 
     def _log_prob(self, x):
         kk = self.n_categories
