@@ -519,8 +519,9 @@ cdef void mc_draw_chunk(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double 
                 xt[(j * K + K - 1) * ld + i] = scale
 
 
-cdef bint _draw_block(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
-                      double *lt, mc_workspace *ws, mc_round *rd, int tid) noexcept nogil:
+cdef bint mc_draw_block_polled(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                               double *lt, mc_workspace *ws, mc_round *rd,
+                               int tid) noexcept nogil:
     """mc_draw_block_lt that polls the driver (rd, or NULL) after every chunk;
     True when it stopped early (an interrupt: the draws are then discarded)."""
     cdef Py_ssize_t i0, cs, c = mc_chunk_len(dist.draw_size)
@@ -538,7 +539,7 @@ cdef void mc_draw_block_lt(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, doub
                            double *lt, mc_workspace *ws) noexcept nogil:
     """Draw a block of m samples (column-major, leading dimension m) chunk by
     chunk, exactly as the fused kernels do; lt (or NULL) as in mc_draw_chunk."""
-    _draw_block(dist, bg, m, xt, lt, ws, NULL, 0)
+    mc_draw_block_polled(dist, bg, m, xt, lt, ws, NULL, 0)
 
 
 cdef void mc_draw_block(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
@@ -1034,7 +1035,7 @@ cdef int _cb_draw(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssize_t m
                   int tid) noexcept nogil:
     """A round: draw block b (item r) into row r."""
     cdef _ctx_t *c = <_ctx_t *> ctx
-    return _draw_block(c.dist, rd.bitgens[r], m, c.xt + r * c.ld,
+    return mc_draw_block_polled(c.dist, rd.bitgens[r], m, c.xt + r * c.ld,
                        (c.lt + r * c.ld) if c.lt != NULL else NULL, &c.wss[tid], rd, tid)
 
 
@@ -1078,7 +1079,7 @@ def draw(KernelDist dist, bit_generator, Py_ssize_t m):
     cdef mc_round rd
     cdef _ctx_t c = _context(dist)
     c.xt = <double *> cnp.PyArray_DATA(xt)
-    c.wss = _workspaces(&dist.d, 1, 1)
+    c.wss = mc_workspaces(&dist.d, 1, 1)
     try:
         mc_round_init(&rd, m, 1, max(m, 1), 1, 1, &first, NULL, [bit_generator])
         try:
@@ -1087,7 +1088,7 @@ def draw(KernelDist dist, bit_generator, Py_ssize_t m):
         finally:
             mc_round_free(&rd)
     finally:
-        _free_workspaces(c.wss, 1)
+        mc_workspaces_free(c.wss, 1)
     return np.ascontiguousarray(xt[:, :m].T)
 
 
@@ -1111,7 +1112,8 @@ def eval_integrand(KernelFunc func, KernelDist dist, x):
     return fx
 
 
-cdef mc_workspace *_workspaces(const mc_dist *dist, int n, Py_ssize_t block_size) except NULL:
+cdef mc_workspace *mc_workspaces(const mc_dist *dist, int n,
+                                 Py_ssize_t block_size) except NULL:
     """One workspace per thread (index = omp thread number)."""
     cdef int t
     cdef mc_workspace *wss = <mc_workspace *> calloc(max(n, 1), sizeof(mc_workspace))
@@ -1119,12 +1121,12 @@ cdef mc_workspace *_workspaces(const mc_dist *dist, int n, Py_ssize_t block_size
         raise MemoryError()
     for t in range(n):
         if mc_workspace_init(&wss[t], dist, block_size) != 0:
-            _free_workspaces(wss, t)
+            mc_workspaces_free(wss, t)
             raise MemoryError("could not allocate the kernels' block buffers")
     return wss
 
 
-cdef void _free_workspaces(mc_workspace *wss, int n) noexcept:
+cdef void mc_workspaces_free(mc_workspace *wss, int n) noexcept:
     cdef int t
     if wss == NULL:
         return
@@ -1164,7 +1166,7 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
     rd.next_block = &next_block[0] if next_block is not None and ns else NULL
     nt = mc_round_threads(&rd)
     try:
-        c.wss = _workspaces(&dist.d, nt, min(block_size, mc_chunk_len(dist.d.draw_size)))
+        c.wss = mc_workspaces(&dist.d, nt, min(block_size, mc_chunk_len(dist.d.draw_size)))
         lazy = _lazy_thresholds(&dist.d, &func.f)
         for t in range(nt):
             c.wss[t].lazy_thr = lazy
@@ -1172,7 +1174,7 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
         return code, int(rd.ctl.err[1])
     finally:
         free(lazy)
-        _free_workspaces(c.wss, nt)
+        mc_workspaces_free(c.wss, nt)
         mc_round_free(&rd)
 
 
@@ -1198,10 +1200,10 @@ def draw_round(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] 
         rd.ctl.claim = &counter[0]
     nt = mc_round_threads(&rd)
     try:
-        c.wss = _workspaces(&dist.d, nt, 1)
+        c.wss = mc_workspaces(&dist.d, nt, 1)
         mc_drive(&rd, _cb_draw, &c)
     finally:
-        _free_workspaces(c.wss, nt)
+        mc_workspaces_free(c.wss, nt)
         mc_round_free(&rd)
 
 
