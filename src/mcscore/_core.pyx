@@ -20,6 +20,7 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from cython.parallel cimport parallel
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
+from libc.string cimport memset
 from numpy.random cimport bitgen_t
 
 cdef extern from "Python.h":
@@ -72,25 +73,13 @@ cdef int mc_round_init(mc_round *rd, int64_t n, int64_t n_streams, int64_t block
     bitgens (or None): item i uses bitgens[slots[i]] (bitgens[i] without
     slots).  Free with mc_round_free."""
     cdef Py_ssize_t i
-    rd.n = n
-    rd.n_streams = n_streams
-    rd.block_size = block_size
-    rd.count = count
-    rd.first = first
-    rd.walk = 0
-    rd.max_blocks = 0
-    rd.next_block = NULL
-    rd.slots = slots
-    rd.bitgens = NULL
-    rd.n_threads = n_threads
-    rd.ctl.err[0] = ERR_NONE
+    memset(rd, 0, sizeof(mc_round))      # no walk, no resume, no outside counter
+    rd[0] = mc_round(n=n, n_streams=n_streams, block_size=block_size, count=count,
+                     first=first, slots=slots, n_threads=n_threads)
     rd.ctl.err[1] = -1
     # only the main thread can run Python's signal handlers: elsewhere the
     # checks would cost a GIL round trip for nothing
     rd.ctl.next_check = 0.0 if PyThread_get_thread_ident() == _MAIN_IDENT else 1e300
-    rd.ctl.next_item = 0
-    rd.ctl.finished = 0
-    rd.ctl.claim = NULL
     if bitgens is None:
         return 0
     rd.bitgens = <bitgen_t **> malloc(sizeof(bitgen_t *) * max(count, 1))

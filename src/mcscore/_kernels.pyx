@@ -1058,10 +1058,16 @@ cdef int _cb_accumulate(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssi
     return 0
 
 
-cdef _ctx_t _context(KernelDist dist) noexcept:
+cdef _ctx_t _context(KernelDist dist, double[:, ::1] xt=None,
+                     double[:, ::1] lt=None) noexcept:
+    """A context for dist; xt, lt: the round's draws and log columns."""
     cdef _ctx_t c
     memset(&c, 0, sizeof(_ctx_t))
     c.dist = &dist.d
+    if xt is not None:
+        c.xt = _rows_ptr(xt)
+        c.ld = xt.shape[1]
+        c.lt = _rows_ptr(lt) if mc_has_log_column(&dist.d) else NULL
     return c
 
 
@@ -1189,11 +1195,8 @@ def draw_round(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] 
     (see draw_round_shared)."""
     cdef Py_ssize_t R = blocks.shape[0]
     cdef mc_round rd
-    cdef _ctx_t c = _context(dist)
+    cdef _ctx_t c = _context(dist, xt, lt)
     cdef int nt
-    c.xt = _rows_ptr(xt)
-    c.ld = xt.shape[1]
-    c.lt = _rows_ptr(lt) if mc_has_log_column(&dist.d) else NULL
     mc_round_init(&rd, n, 0, block_size, n_threads, R, &blocks[0] if R else NULL,
                   &slots[0] if R else NULL, bitgens)
     if counter is not None:
@@ -1227,11 +1230,8 @@ def accumulate_round(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots, i
     Returns the global index of a non-finite f value, or -1."""
     cdef Py_ssize_t R = blocks.shape[0]
     cdef mc_round rd
-    cdef _ctx_t c = _context(dist)
+    cdef _ctx_t c = _context(dist, xt, lt)
     cdef int code
-    c.xt = _rows_ptr(xt)
-    c.ld = xt.shape[1]
-    c.lt = _rows_ptr(lt) if mc_has_log_column(&dist.d) else NULL
     c.fx = _rows_ptr(fx)
     c.fld = fx.shape[1]
     c.stats = _rows_ptr(stats)

@@ -446,7 +446,16 @@ cdef void _table(_vr_t *c, int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double
     c.tcc = _vec(tcc)
 
 
-cdef void _stats(_vr_t *c, double[:, ::1] stats, double[:, ::1] shifts) noexcept:
+cdef void _arrays(_vr_t *c, double[:, ::1] x, double[:, ::1] F, double[:, ::1] G,
+                  double[:, ::1] stats, double[:, ::1] shifts, double[:, ::1] x2=None,
+                  double[:, ::1] F2=None, double[:, ::1] G2=None) noexcept:
+    """The round's arrays (None: not used by the kernel)."""
+    c.x = _mat(x, &c.x_ld)
+    c.x2 = _mat(x2, &c.x2_ld)
+    c.F = _mat(F, &c.F_ld)
+    c.F2 = _mat(F2, &c.F2_ld)
+    c.G = _mat(G, &c.G_ld)
+    c.G2 = _mat(G2, &c.G2_ld)
     c.stats = <double *> _mat(stats, &c.stats_ld)
     c.shifts = <double *> _mat(shifts, &c.shifts_ld)
 
@@ -505,7 +514,7 @@ def prepare_round(VrDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] s
     c.dist = &dist.d
     c.W = W
     c.prm = _vec(prm)
-    c.x = _mat(out, &c.x_ld)
+    _arrays(&c, out, None, None, None, None)
     _round(&c, _cb_prepare, bitgens, blocks, slots, n, block_size, 0, n_threads,
            2 * W * block_size + 1)
 
@@ -659,11 +668,7 @@ def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, dou
     c.antithetic = antithetic
     c.add_score = add_score
     c.group = group
-    c.x = _mat(xt, &c.x_ld)
-    c.x2 = _mat(xt2, &c.x2_ld)
-    c.F = _mat(F, &c.F_ld)
-    c.F2 = _mat(F2, &c.F2_ld)
-    _stats(&c, stats, shifts)
+    _arrays(&c, xt, F, None, stats, shifts, xt2, F2)
     _round(&c, _cb_score, None, blocks, slots, n, block_size, n_streams, n_threads,
            2 * (P * B + 1) + (P * c.L * B + 1) + 2 * (B + 1))
 
@@ -743,10 +748,8 @@ def acc_pathwise(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta,
     _table(&c, ts, tk, tc, ta, tb, None)
     c.ds = ds
     c.has_aux = has_aux
-    c.x = _mat(xb, &c.x_ld)
-    c.G = _mat(G, &c.G_ld)
     c.fv = _vec(fv)
-    _stats(&c, stats, shifts)
+    _arrays(&c, xb, None, G, stats, shifts)
     _round(&c, _cb_pathwise, None, blocks, slots, n, block_size, n_streams, n_threads,
            c.P * block_size + 1)
 
@@ -818,10 +821,8 @@ def acc_relaxed(int64_t[::1] blocks, int64_t[::1] slots, int64_t n, int64_t bloc
     c.conv = conv
     c.cv = _vec(cv)
     c.cvs = _vec(cvs)
-    c.x = _mat(zb, &c.x_ld)
-    c.G = _mat(G, &c.G_ld)
     c.fv = _vec(fv)
-    _stats(&c, stats, shifts)
+    _arrays(&c, zb, None, G, stats, shifts)
     _round(&c, _cb_relaxed, None, blocks, slots, n, block_size, n_streams, n_threads,
            W * block_size + 1)
 
@@ -908,11 +909,7 @@ def acc_rebar(int64_t[::1] blocks, int64_t[::1] slots, int64_t n, int64_t block_
     c.cv = _vec(cv)
     c.cvs = _vec(cvs)
     c.add_score = add_score
-    c.x = _mat(buf, &c.x_ld)
-    c.F = _mat(F, &c.F_ld)
-    c.G = _mat(Gz, &c.G_ld)
-    c.G2 = _mat(Gzt, &c.G2_ld)
-    _stats(&c, stats, shifts)
+    _arrays(&c, buf, F, Gz, stats, shifts, None, None, Gzt)
     _round(&c, _cb_rebar, None, blocks, slots, n, block_size, n_streams, n_threads,
            (W * c.L * block_size + 1) + (3 * W * block_size + 1))
 
@@ -954,8 +951,6 @@ def acc_disarm(int64_t[::1] blocks, int64_t[::1] slots, int64_t n, int64_t block
     c.probs = _vec(logits)     # the logits (DisARM has no probabilities)
     c.conv = conv
     c.cv = _vec(cv)
-    c.x = _mat(buf, &c.x_ld)
-    c.F = _mat(F, &c.F_ld)
-    _stats(&c, stats, shifts)
+    _arrays(&c, buf, F, None, stats, shifts)
     _round(&c, _cb_disarm, None, blocks, slots, n, block_size, n_streams, n_threads,
            (W * block_size + 1) + (block_size + 1))
