@@ -74,8 +74,8 @@ cdef int mc_round_init(mc_round *rd, int64_t n, int64_t n_streams, int64_t block
     slots).  Free with mc_round_free."""
     cdef Py_ssize_t i
     memset(rd, 0, sizeof(mc_round))      # no walk, no resume, no outside counter
-    rd[0] = mc_round(n=n, n_streams=n_streams, block_size=block_size, count=count,
-                     first=first, slots=slots, n_threads=n_threads)
+    rd.n, rd.n_streams, rd.block_size = n, n_streams, block_size
+    rd.count, rd.first, rd.slots, rd.n_threads = count, first, slots, n_threads
     rd.ctl.err[1] = -1
     # only the main thread can run Python's signal handlers: elsewhere the
     # checks would cost a GIL round trip for nothing
