@@ -1184,30 +1184,34 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
         mc_round_free(&rd)
 
 
-def draw_round(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
-               int64_t n, int64_t block_size, int n_threads, double[:, ::1] xt,
-               double[:, ::1] lt=None, long long[::1] counter=None):
-    """Draw the given blocks in parallel: block blocks[r] of stream slot
-    slots[r] (bitgens[slots[r]]) into row r of xt (column-major block).
-    lt (same shape, optional) receives the log columns of LogNormal draws
-    (see KernelDist.has_log_column); pass it on to accumulate_round.
-    counter (optional): claim the blocks from counter[0] instead of from 0
-    (see draw_round_shared)."""
+cdef int _draw_blocks(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
+                      int64_t n, int64_t block_size, int n_threads, double[:, ::1] xt,
+                      double[:, ::1] lt, long long *claim) except -1:
+    """draw_round; claim: NULL, or an outside counter to claim the blocks from."""
     cdef Py_ssize_t R = blocks.shape[0]
     cdef mc_round rd
     cdef _ctx_t c = _context(dist, xt, lt)
     cdef int nt
     mc_round_init(&rd, n, 0, block_size, n_threads, R, &blocks[0] if R else NULL,
                   &slots[0] if R else NULL, bitgens)
-    if counter is not None:
-        rd.ctl.claim = &counter[0]
+    rd.ctl.claim = claim
     nt = mc_round_threads(&rd)
     try:
         c.wss = mc_workspaces(&dist.d, nt, 1)
-        mc_drive(&rd, _cb_draw, &c)
+        return mc_drive(&rd, _cb_draw, &c)
     finally:
         mc_workspaces_free(c.wss, nt)
         mc_round_free(&rd)
+
+
+def draw_round(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
+               int64_t n, int64_t block_size, int n_threads, double[:, ::1] xt,
+               double[:, ::1] lt=None):
+    """Draw the given blocks in parallel: block blocks[r] of stream slot
+    slots[r] (bitgens[slots[r]]) into row r of xt (column-major block).
+    lt (same shape, optional) receives the log columns of LogNormal draws
+    (see KernelDist.has_log_column); pass it on to accumulate_round."""
+    _draw_blocks(dist, bitgens, blocks, slots, n, block_size, n_threads, xt, lt, NULL)
 
 
 def draw_round_shared(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
@@ -1219,7 +1223,7 @@ def draw_round_shared(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_
     drawn whole by one thread from its own stream, so the draws do not
     depend on who drew what.  The blocks of a round must belong to distinct
     streams."""
-    draw_round(dist, bitgens, blocks, slots, n, block_size, 1, xt, lt, counter)
+    _draw_blocks(dist, bitgens, blocks, slots, n, block_size, 1, xt, lt, &counter[0])
 
 
 def accumulate_round(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots, int64_t n,
