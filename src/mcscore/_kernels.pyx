@@ -7,7 +7,10 @@ generator) that each walk their *blocks* of draws in order.  For every block
 the kernel draws (numpy's C distributions), evaluates f (a fused integrand, a
 C callback, or values the Python layer computed), and accumulates the
 sufficient statistics of the stream.  Threads take whole streams, so the
-result does not depend on the number of threads.
+result does not depend on the number of threads.  The streams and rounds run
+on the core's driver (_core.pxd: mc_drive with the per-block callbacks
+_cb_fused, _cb_draw and _cb_accumulate below), which also checks for Ctrl-C;
+the block functions poll it after every chunk.
 
 See _kernels.pxd for the C-level API and the memory layouts.
 """
@@ -18,9 +21,9 @@ from libc.stdlib cimport malloc, free, calloc
 from libc.string cimport memset
 from libc.stdint cimport int64_t, intptr_t
 from mcscore._core cimport (
-    MC_HAVE_OPENMP, mc_omp_max_threads, mc_omp_num_procs, mc_flag_get, mc_bitgen_ptr,
-    mc_round, mc_round_init, mc_round_free, mc_round_threads, mc_drive, mc_poll, mc_fail,
-    mc_alloc_doubles, ERR_NONE, ERR_F_NONFINITE, ERR_CALLBACK, ERR_INTERRUPT, ERR_MEMORY,
+    MC_HAVE_OPENMP, mc_omp_max_threads, mc_omp_num_procs, mc_round, mc_round_init,
+    mc_round_free, mc_round_threads, mc_drive, mc_poll, mc_fail, mc_alloc_doubles,
+    ERR_F_NONFINITE, ERR_CALLBACK,
 )
 from numpy.random cimport bitgen_t
 from numpy.random.c_distributions cimport (
