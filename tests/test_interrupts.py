@@ -58,6 +58,11 @@ CASES = {
     "finance.greeks-1e5-steps": (
         "mc.finance.greeks('asian_call', spot=100.0, strike=100.0, rate=0.02, vol=0.2, "
         "maturity=1.0, n=10**12, steps=10**5, rng=0, block_size=2**24, n_threads=2)", 1.5),
+    # variance-reduction kernels: pathwise Beta draws cost a few incomplete
+    # gamma functions each (about 2**24 * 2 us per block without polls)
+    "pathwise_grad-Beta-block-2**24": (
+        "mc.pathwise_grad(lambda x: x, mc.Beta(2.0, 3.0), 10**12, grad_f=np.ones_like, "
+        "rng=0, n_streams=2, block_size=2**24, n_threads=2)", 1.5),
     # one kernel call that draws 2e8 values
     "Distribution.sample-2e8": ("mc.Gamma(2.0, 1.0).sample(2 * 10**8, rng=0)", 1.0),
     # draws with dist.sample (one kernel call), then f and the estimate

@@ -41,12 +41,11 @@ from numpy.random.c_distributions cimport random_standard_uniform_fill, random_s
 from scipy.special.cython_special cimport gammainc, gammaincc, gammaln
 
 from mcscore._core cimport (
-    mc_round, mc_block_fn, mc_round_init, mc_round_free, mc_round_threads, mc_drive,
+    mc_round, mc_block_fn, mc_round_init, mc_round_free, mc_round_threads, mc_drive, mc_poll,
     mc_alloc_doubles,
 )
 from mcscore._kernels cimport (
-    mc_dist, mc_workspace, mc_workspaces, mc_workspaces_free, mc_draw_block,
-    mc_draw_block_polled,
+    mc_dist, mc_workspace, mc_workspaces, mc_workspaces_free, mc_draw_block_polled,
     SK_AFFINE, SK_LOG_AFFINE, SK_LOG1M_AFFINE, SK_QUAD, SK_LOG_QUAD, SK_CATEGORY,
 )
 
@@ -76,6 +75,27 @@ cpdef enum:
 
 cdef enum:
     MAXL = 16
+    POLL_ROWS = 1024       # rows (draws) between two polls of the driver
+
+
+cdef inline bint _stop(mc_round *rd, int tid, Py_ssize_t i) noexcept nogil:
+    """At every POLL_ROWS-th row i: poll the driver (Ctrl-C, or an error
+    elsewhere); True when the run must stop (its results are discarded)."""
+    return (i & (POLL_ROWS - 1)) == POLL_ROWS - 1 and mc_poll(rd, tid)
+
+
+cdef bint _fill_uniform(bitgen_t *bg, Py_ssize_t cnt, double *out, mc_round *rd,
+                        int tid) noexcept nogil:
+    """random_standard_uniform_fill in pieces of POLL_ROWS * 64 values with a
+    poll in between (the same numbers in the same order); True: stopped."""
+    cdef Py_ssize_t i0 = 0, k
+    while i0 < cnt:
+        k = cnt - i0 if cnt - i0 < POLL_ROWS * 64 else POLL_ROWS * 64
+        random_standard_uniform_fill(bg, k, out + i0)
+        i0 += k
+        if i0 < cnt and mc_poll(rd, tid):
+            return True
+    return False
 
 
 cdef class VrDist:
@@ -170,11 +190,13 @@ def gram_width(Py_ssize_t P, Py_ssize_t L):
     return 3 + P * (L + L * (L + 1) // 2)
 
 
-cdef void gram_add(const double *Z, Py_ssize_t P, Py_ssize_t L, Py_ssize_t m,
-                   const double *v, double *stats, double *shifts, bint first) noexcept nogil:
+cdef bint gram_add(const double *Z, Py_ssize_t P, Py_ssize_t L, Py_ssize_t m,
+                   const double *v, double *stats, double *shifts, bint first,
+                   mc_round *rd, int tid) noexcept nogil:
     """Add m draws' features Z[(q * L + l) * m + i] and values v[i] to a
     stream's row.  `first`: the block is the stream's first; its first draw
-    sets the shifts (shifts[0] for v, shifts[1 + q * L + l] for z)."""
+    sets the shifts (shifts[0] for v, shifts[1 + q * L + l] for z).  Polls
+    the driver (rd, thread tid) as it goes: True when it stopped early."""
     cdef Py_ssize_t q, l, k, i, w, W = L + L * (L + 1) // 2
     cdef double d[16]
     cdef double acc[152]
@@ -182,7 +204,7 @@ cdef void gram_add(const double *Z, Py_ssize_t P, Py_ssize_t L, Py_ssize_t m,
     cdef double *row
     cdef const double *zq
     if m <= 0:
-        return
+        return False
     if first:
         shifts[0] = v[0]
         for q in range(P):
@@ -202,6 +224,8 @@ cdef void gram_add(const double *Z, Py_ssize_t P, Py_ssize_t L, Py_ssize_t m,
             acc[w] = 0.0
         zq = Z + q * L * m
         for i in range(m):
+            if _stop(rd, tid, i):
+                return True
             for l in range(L):
                 d[l] = zq[l * m + i] - shifts[1 + q * L + l]
                 acc[l] += d[l]
@@ -213,21 +237,24 @@ cdef void gram_add(const double *Z, Py_ssize_t P, Py_ssize_t L, Py_ssize_t m,
         row = stats + 3 + q * W
         for w in range(W):
             row[w] += acc[w]
+    return False
 
 
 # ---------------------------------------------------------------------------
 # prepare: draw a round of blocks and build the points f is evaluated at
 # ---------------------------------------------------------------------------
 
-cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t m,
+cdef bint _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t m,
                          Py_ssize_t W, const double *prm, double *out, double *scratch,
-                         mc_workspace *ws) noexcept nogil:
+                         mc_workspace *ws, mc_round *rd, int tid) noexcept nogil:
+    """Fill `out` for one block (see the PREP_* modes); polls the driver (rd,
+    thread tid) as it goes: True when it stopped early."""
     cdef Py_ssize_t i, c, j, k, K, U, best
     cdef double tau, t, u, v, p, e, eb, mx, tot, z, vp, a, b, g1, g2, s
     cdef double *u1
     cdef double *u2
     if mode == PREP_DRAW:
-        mc_draw_block(dist, bg, m, out, ws)
+        return mc_draw_block_polled(dist, bg, m, out, NULL, ws, rd, tid)
     elif mode == PREP_GAMMAS:
         K = dist.n_cat
         # Beta (K == 1): draw_size = units, params p0 (c1), p1 (c0).
@@ -237,6 +264,8 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
                 a = dist.p0[j]
                 b = dist.p1[j]
                 for i in range(m):
+                    if _stop(rd, tid, i):
+                        return True
                     g1 = random_standard_gamma(bg, a)
                     g2 = random_standard_gamma(bg, b)
                     s = g1 + g2
@@ -246,6 +275,8 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
                     out[2 * W * m + j * m + i] = -z / s * dgamma_dalpha(g2, b)
             else:
                 for i in range(m):
+                    if _stop(rd, tid, i):
+                        return True
                     s = 0.0
                     for k in range(K):
                         g1 = random_standard_gamma(bg, dist.p0[j * K + k])
@@ -259,9 +290,12 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
                         out[2 * W * m + (j * K + k) * m + i] = 0.0
     elif mode == PREP_RELAXED_BERN:
         tau = prm[0]
-        random_standard_uniform_fill(bg, W * m, scratch)
+        if _fill_uniform(bg, W * m, scratch, rd, tid):
+            return True
         for c in range(W):
             for i in range(m):
+                if _stop(rd, tid, i):
+                    return True
                 t = (prm[1 + c] + _logit(scratch[c * m + i])) / tau
                 out[c * m + i] = _sigmoid(t)
                 out[W * m + c * m + i] = 1.0 if t > 0 else 0.0
@@ -269,9 +303,12 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
         tau = prm[0]
         K = dist.n_cat
         U = W // K
-        random_standard_uniform_fill(bg, W * m, scratch)
+        if _fill_uniform(bg, W * m, scratch, rd, tid):
+            return True
         for j in range(U):
             for i in range(m):
+                if _stop(rd, tid, i):
+                    return True
                 mx = -INFINITY
                 best = 0
                 for k in range(K):
@@ -290,12 +327,15 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
                     out[W * m + (j * K + k) * m + i] = 1.0 if k == best else 0.0
     elif mode == PREP_REBAR_BERN:
         tau = prm[0]
-        random_standard_uniform_fill(bg, 2 * W * m, scratch)
+        if _fill_uniform(bg, 2 * W * m, scratch, rd, tid):
+            return True
         u1 = scratch
         u2 = scratch + W * m
         for c in range(W):
             p = _sigmoid(prm[1 + c])
             for i in range(m):
+                if _stop(rd, tid, i):
+                    return True
                 u = u1[c * m + i]
                 v = u2[c * m + i]
                 t = prm[1 + c] + _logit(u)
@@ -316,11 +356,14 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
         tau = prm[0]
         K = dist.n_cat
         U = W // K
-        random_standard_uniform_fill(bg, 2 * W * m, scratch)
+        if _fill_uniform(bg, 2 * W * m, scratch, rd, tid):
+            return True
         u1 = scratch
         u2 = scratch + W * m
         for j in range(U):
             for i in range(m):
+                if _stop(rd, tid, i):
+                    return True
                 # z = log pi + Gumbel, b = argmax z
                 mx = -INFINITY
                 best = 0
@@ -347,13 +390,17 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
                     out[2 * W * m + (j * K + k) * m + i] = t
                 _softmax_col(out + 2 * W * m + j * K * m, K, m, i, tau)
     elif mode == PREP_DISARM:
-        random_standard_uniform_fill(bg, W * m, scratch)
+        if _fill_uniform(bg, W * m, scratch, rd, tid):
+            return True
         for c in range(W):
             p = _sigmoid(prm[c])
             for i in range(m):
+                if _stop(rd, tid, i):
+                    return True
                 u = scratch[c * m + i]
                 out[c * m + i] = 1.0 if u < p else 0.0
                 out[W * m + c * m + i] = 1.0 if (1.0 - u) < p else 0.0
+    return False
 
 
 cdef inline void _softmax_col(double *col, Py_ssize_t K, Py_ssize_t m, Py_ssize_t i,
@@ -497,11 +544,8 @@ cdef int _cb_prepare(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssize_
                      int tid) noexcept nogil:
     cdef _vr_t *c = <_vr_t *> ctx
     cdef double *out = <double *> c.x + r * c.x_ld
-    if c.mode == PREP_DRAW:
-        return mc_draw_block_polled(c.dist, rd.bitgens[r], m, out, NULL, &c.wss[tid], rd, tid)
-    _prepare_block(c.mode, c.dist, rd.bitgens[r], m, c.W, c.prm, out,
-                   c.buf + tid * c.buf_len, &c.wss[tid])
-    return 0
+    return _prepare_block(c.mode, c.dist, rd.bitgens[r], m, c.W, c.prm, out,
+                          c.buf + tid * c.buf_len, &c.wss[tid], rd, tid)
 
 
 def prepare_round(VrDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
@@ -523,16 +567,20 @@ def prepare_round(VrDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] s
 # features + accumulation, one function per estimator
 # ---------------------------------------------------------------------------
 
-cdef void _scores(Py_ssize_t P, const int64_t *ts, const int *tk, const int64_t *tc,
+cdef bint _scores(Py_ssize_t P, const int64_t *ts, const int *tk, const int64_t *tc,
                   const double *ta, const double *tb, const double *tcc,
-                  const double *xt, Py_ssize_t m, double *out) noexcept nogil:
-    """out[q * m + i] = score coordinate q at draw i (table terms, as the core)."""
+                  const double *xt, Py_ssize_t m, double *out, mc_round *rd,
+                  int tid) noexcept nogil:
+    """out[q * m + i] = score coordinate q at draw i (table terms, as the core).
+    Polls the driver (rd, thread tid) per coordinate: True when it stopped."""
     cdef Py_ssize_t q, t, i
     cdef const double *x
     cdef double a, b, c, d
     cdef int kind
     cdef double *o
     for q in range(P):
+        if mc_poll(rd, tid):
+            return True
         o = out + q * m
         for i in range(m):
             o[i] = 0.0
@@ -562,6 +610,7 @@ cdef void _scores(Py_ssize_t P, const int64_t *ts, const int *tk, const int64_t 
             elif kind == SK_CATEGORY:
                 for i in range(m):
                     o[i] += (a if x[i] == c else 0.0) + b
+    return False
 
 
 cdef void _pair_means(double *a, const double *b, Py_ssize_t m) noexcept nogil:
@@ -598,12 +647,16 @@ cdef int _cb_score(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize_
     cdef double *shifts = c.shifts + rd.slots[r] * c.shifts_ld
     cdef bint first = blk < rd.n_streams
     cdef double fbar
-    _scores(P, c.ts, c.tk, c.tc, c.ta, c.tb, c.tcc, c.x + r * c.x_ld, m, S1)
-    if antithetic:
-        _scores(P, c.ts, c.tk, c.tc, c.ta, c.tb, c.tcc, c.x2 + r * c.x2_ld, m, S2)
+    if _scores(P, c.ts, c.tk, c.tc, c.ta, c.tb, c.tcc, c.x + r * c.x_ld, m, S1, rd, tid):
+        return 1
+    if antithetic and _scores(P, c.ts, c.tk, c.tc, c.ta, c.tb, c.tcc, c.x2 + r * c.x2_ld, m,
+                              S2, rd, tid):
+        return 1
     if group > 1:
         mg = m // group
         for g in range(mg):
+            if _stop(rd, tid, g):
+                return 1
             fbar = 0.0
             for k in range(group):
                 fbar = fbar + F[base + g * group + k]
@@ -615,13 +668,15 @@ cdef int _cb_score(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize_
                     Z[q * mg + g] += ((F[base + g * group + k] - fbar)
                                       * S1[q * m + g * group + k])
                 Z[q * mg + g] = Z[q * mg + g] / (group - 1)
-        gram_add(Z, P, 1, mg, v, stats, shifts, first)
+        return gram_add(Z, P, 1, mg, v, stats, shifts, first, rd, tid)
     else:
         for i in range(m):
             v[i] = F[base + i] if not antithetic else 0.5 * (
                 F[base + i] + F2[base + i])
         for q in range(P):
             for l in range(J):
+                if mc_poll(rd, tid):
+                    return 1
                 if antithetic:
                     for i in range(m):
                         Z[(q * L + l) * m + i] = F[l * fl + base + i] * S1[q * m + i]
@@ -639,8 +694,7 @@ cdef int _cb_score(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize_
                 else:
                     for i in range(m):
                         Z[(q * L + J) * m + i] = S1[q * m + i]
-        gram_add(Z, P, L, m, v, stats, shifts, first)
-    return 0
+        return gram_add(Z, P, L, m, v, stats, shifts, first, rd, tid)
 
 
 def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, double[::1] tb,
@@ -710,6 +764,8 @@ cdef int _cb_pathwise(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssi
     cdef const double *tb = c.tb
     cdef double acc, a0, a1
     for i in range(m):
+        if _stop(rd, tid, i):
+            return 1
         for q in range(P):
             acc = 0.0
             for t in range(ts[q], ts[q + 1]):
@@ -728,9 +784,8 @@ cdef int _cb_pathwise(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssi
                     acc = acc + G[(base + i) * gl + col] * _tangent(
                         tk[t], x[col * m + i], a0, a1, ta[t], tb[t])
             Z[q * m + i] = acc
-    gram_add(Z, P, 1, m, &c.fv[base], c.stats + rd.slots[r] * c.stats_ld,
-             c.shifts + rd.slots[r] * c.shifts_ld, blk < rd.n_streams)
-    return 0
+    return gram_add(Z, P, 1, m, &c.fv[base], c.stats + rd.slots[r] * c.stats_ld,
+                    c.shifts + rd.slots[r] * c.shifts_ld, blk < rd.n_streams, rd, tid)
 
 
 def acc_pathwise(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta,
@@ -786,6 +841,8 @@ cdef int _cb_relaxed(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssiz
     cdef const double *x = c.x + r * c.x_ld
     cdef double z, dot
     for i in range(m):
+        if _stop(rd, tid, i):
+            return 1
         if K == 1:
             for col in range(W):
                 z = x[col * m + i]
@@ -799,9 +856,8 @@ cdef int _cb_relaxed(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssiz
                     Z[(j * K + k) * m + i] = (x[(j * K + k) * m + i]
                                               * (G[(base + i) * gl + j * K + k] - dot) / tau)
         _to_params(Z, m, i, W, K, c.conv, c.cv, c.cvs)
-    gram_add(Z, W, 1, m, &c.fv[base], c.stats + rd.slots[r] * c.stats_ld,
-             c.shifts + rd.slots[r] * c.shifts_ld, blk < rd.n_streams)
-    return 0
+    return gram_add(Z, W, 1, m, &c.fv[base], c.stats + rd.slots[r] * c.stats_ld,
+                    c.shifts + rd.slots[r] * c.shifts_ld, blk < rd.n_streams, rd, tid)
 
 
 def acc_relaxed(int64_t[::1] blocks, int64_t[::1] slots, int64_t n, int64_t block_size,
@@ -844,6 +900,8 @@ cdef int _cb_rebar(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize_
     cdef double sc, sz, szt, a, dot, dott, wsum
     # T: score (0), d f(s(z)) (1), d f(s(z~)) (2), in logit space
     for i in range(m):
+        if _stop(rd, tid, i):
+            return 1
         if K == 1:
             for col in range(W):
                 sz = x[W * m + col * m + i]
@@ -883,9 +941,8 @@ cdef int _cb_rebar(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize_
                                         - T[2 * W * m + col * m + i])
             if add_score:
                 Z[(col * L + 2) * m + i] = sc
-    gram_add(Z, W, L, m, &F[base], c.stats + rd.slots[r] * c.stats_ld,
-             c.shifts + rd.slots[r] * c.shifts_ld, blk < rd.n_streams)
-    return 0
+    return gram_add(Z, W, L, m, &F[base], c.stats + rd.slots[r] * c.stats_ld,
+                    c.shifts + rd.slots[r] * c.shifts_ld, blk < rd.n_streams, rd, tid)
 
 
 def acc_rebar(int64_t[::1] blocks, int64_t[::1] slots, int64_t n, int64_t block_size,
@@ -926,6 +983,8 @@ cdef int _cb_disarm(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize
     cdef const double *x = c.x + r * c.x_ld
     cdef double d, bt
     for i in range(m):
+        if _stop(rd, tid, i):
+            return 1
         d = 0.5 * (F[base + i] - F[fl + base + i])
         v[i] = 0.5 * (F[base + i] + F[fl + base + i])
         for col in range(W):
@@ -935,9 +994,8 @@ cdef int _cb_disarm(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize
             else:
                 Z[col * m + i] = ((-d if bt > 0 else d) * _sigmoid(fabs(logits[col]))
                                   * (c.cv[col] if c.conv == 1 else 1.0))
-    gram_add(Z, W, 1, m, v, c.stats + rd.slots[r] * c.stats_ld,
-             c.shifts + rd.slots[r] * c.shifts_ld, blk < rd.n_streams)
-    return 0
+    return gram_add(Z, W, 1, m, v, c.stats + rd.slots[r] * c.stats_ld,
+                    c.shifts + rd.slots[r] * c.shifts_ld, blk < rd.n_streams, rd, tid)
 
 
 def acc_disarm(int64_t[::1] blocks, int64_t[::1] slots, int64_t n, int64_t block_size,
