@@ -8,16 +8,23 @@ from . import _kernels
 from . import _validation as V
 
 # libgomp's thread pool does not survive fork(): a child forked after the
-# parent ran a parallel region can hang in its own first parallel region.  So
-# once this process has asked for more than one thread, any child it forks
-# (and their children) runs the kernels serially.  Results are bit-identical
-# for any thread count, so only speed changes; use the "spawn" or
-# "forkserver" start methods of multiprocessing for parallel workers.
+# parent ran a parallel region can hang in its own first parallel region.
+# mcscore cannot see every user of that pool: another library loaded in the
+# same process (PyTorch, scikit-learn, ...) shares the one libgomp, and its
+# threads hang a forked child just the same.  So every forked child (and its
+# children) runs the kernels serially, unless the environment variable
+# MCSCORE_THREADS_AFTER_FORK=1 is set in the child (for a parent known never
+# to have run OpenMP threads of any library); even then a child of a parent
+# that ran mcscore's own parallel kernels stays serial.  Results are
+# bit-identical for any thread count, so only speed changes; use the "spawn"
+# or "forkserver" start methods of multiprocessing for parallel workers.
+THREADS_AFTER_FORK_ENV = "MCSCORE_THREADS_AFTER_FORK"
 _STATE = {"pool_used": False, "serial_after_fork": False}
 
 
 def _after_fork_in_child():
-    if _STATE["pool_used"]:
+    opted_in = os.environ.get(THREADS_AFTER_FORK_ENV, "").strip() == "1"
+    if _STATE["pool_used"] or not opted_in:
         _STATE["serial_after_fork"] = True
 
 
@@ -34,9 +41,14 @@ def effective_n_threads(n_threads=None, *, work_items=None):
     work items (streams) so tiny problems do not oversubscribe.
 
     In a process forked (``os.fork``, multiprocessing's "fork" start method)
-    after its parent used more than one thread, the result is always 1: the
-    OpenMP runtime's threads do not survive fork, and a parallel region there
-    could hang.  Results do not depend on the thread count.
+    the result is always 1: the OpenMP runtime's threads do not survive fork,
+    and a parallel region there could hang if the parent ran OpenMP threads,
+    whether mcscore's or another library's sharing libgomp (PyTorch, ...).
+    Set the environment variable ``MCSCORE_THREADS_AFTER_FORK=1`` (read in
+    the child at the fork) to keep threads in a child whose parent never ran
+    any OpenMP thread; a child of a parent that ran mcscore's parallel
+    kernels stays serial regardless.  Results do not depend on the thread
+    count.
     """
     max_threads = _kernels.omp_max_threads()
     if n_threads is None:

@@ -26,10 +26,23 @@ _CONSTRAINTS = {
 }
 
 
+def reject_masked(name, value, *, owner=None):
+    """Raise TypeError for a NumPy masked array: converting it would use the
+    masked values as they are and silently drop the mask."""
+    if isinstance(value, np.ma.MaskedArray):
+        prefix = f"{owner}: " if owner else ""
+        raise TypeError(
+            f"{prefix}{name} must be a plain array, got a numpy masked array (its mask would "
+            "be dropped silently and the masked values used); pass "
+            f"{name}.filled(value) or the unmasked entries ({name}.compressed())")
+
+
 def as_real_array(name, value, *, owner=None):
     """Convert an array-like of real numbers to a float64 array, rejecting
-    booleans, complex numbers, strings, objects and None with a TypeError."""
+    booleans, complex numbers, strings, objects, masked arrays and None with
+    a TypeError."""
     prefix = f"{owner}: " if owner else ""
+    reject_masked(name, value, owner=owner)
     if value is None:
         raise TypeError(f"{prefix}{name} must be a real number or array of real numbers, got None")
     try:
@@ -120,9 +133,13 @@ def as_generator(rng, name="rng"):
 def root_seed_sequence(rng, name="rng"):
     """The SeedSequence a call's streams are spawned from.
 
-    An int or SeedSequence gives the same streams every time; a Generator
-    gives fresh, reproducible streams on each call (it spawns a child);
-    None draws fresh entropy.
+    An int or SeedSequence gives the same streams every time; None draws
+    fresh entropy.  A Generator (or bit generator) gives fresh streams on
+    each call, seeded by 256 bits it produces itself (four raw 64-bit words,
+    drawn under its lock): the result is a function of the generator's state
+    only, so equal states (a saved and restored state, a jumped bit generator)
+    give equal results, and threads sharing one generator get distinct
+    streams.  The generator is advanced, as NumPy's own methods advance it.
     """
     if isinstance(rng, np.random.SeedSequence):
         return rng
@@ -136,9 +153,6 @@ def root_seed_sequence(rng, name="rng"):
         return np.random.SeedSequence(int(rng))
     if isinstance(rng, (np.random.Generator, np.random.BitGenerator)):
         bg = rng.bit_generator if isinstance(rng, np.random.Generator) else rng
-        ss = getattr(bg, "seed_seq", None)
-        if isinstance(ss, np.random.SeedSequence):
-            return ss.spawn(1)[0]
         with bg.lock:
             words = bg.random_raw(4)
         return np.random.SeedSequence([int(w) for w in words])

@@ -20,8 +20,10 @@ f / grad_f:
       [count, sum v, sum v^2,  then per q: sum z_l (L), sum z_l z_k (l <= k)]
 
   with v the f value (for E[f]) and every quantity shifted by its value at
-  the stream's first draw (the shifts are stored separately), so large
-  offsets lose no precision.
+  the stream's first draw (the shifts are stored separately).  An offset of
+  f itself is taken out before the values reach these kernels (f - c per
+  stream, with c * s added back by the estimator algebra), so the terms
+  f * s do not carry it.
 
 The estimator algebra (fixed or cross-fitted coefficients, estimate,
 standard error) is done in Python on these statistics.
@@ -386,7 +388,10 @@ cdef bint _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
                         p = exp(prm[1 + j * K + k])
                         e = -log(u2[(j * K + k) * m + i]) / p
                         t = -log(e + eb)
-                        out[3 * W * m + (j * K + k) * m + i] = e / (e + eb)
+                        # a probability that underflowed to 0 (logits +-700):
+                        # e = inf, z~_k = -inf, and e / (e + eb) -> 1
+                        out[3 * W * m + (j * K + k) * m + i] = (e / (e + eb) if isfinite(e)
+                                                                else 1.0)
                     out[2 * W * m + (j * K + k) * m + i] = t
                 _softmax_col(out + 2 * W * m + j * K * m, K, m, i, tau)
     elif mode == PREP_DISARM:
@@ -618,7 +623,9 @@ cdef void _pair_means(double *a, const double *b, Py_ssize_t m) noexcept nogil:
     where they cancel to rounding level relative to the block's typical
     magnitude: a term that is odd under the mirror then gives a feature
     that is exactly 0, not rounding noise that a fitted coefficient could
-    amplify."""
+    amplify.  The values of f arrive with their offset taken out (see the
+    module docstring), so the block's magnitude is that of f's spread, and a
+    genuine pair mean is never this small relative to it."""
     cdef Py_ssize_t i
     cdef double scale = 0.0, t
     for i in range(m):

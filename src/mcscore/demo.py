@@ -13,6 +13,7 @@ from scipy import integrate, special, stats
 
 import mcscore as mc
 from mcscore._kernels import HAVE_OPENMP
+from mcscore.estimator import RARE_EXPECTED_COUNT
 from mcscore import integrands as I
 
 
@@ -143,8 +144,13 @@ def run_core(n=10**6, seed=0, out=print):
                 f"{est[j]:>11.5f}{se[j]:>10.5f}{exact[j]:>11.5f}{z[j]:>7.2f}"
                 + (f"{t_mc * 1e3:>8.1f}ms{t_np * 1e3:>8.1f}ms{t_np / t_mc:>8.1f}x" if first else ""))
             first = False
+        rare = res.info.get("rare_categories", 0)
         rows.append(dict(case=label, f=flabel, estimate=est, stderr=se, exact=exact,
-                         max_abs_z=float(np.abs(z).max()), t_mcscore=t_mc, t_numpy=t_np))
+                         max_abs_z=float(np.abs(z).max()), t_mcscore=t_mc, t_numpy=t_np,
+                         rare_categories=rare))
+        if rare:
+            out(f"{'':<22}{'':<11}({rare} of {len(est)} categories expected < "
+                f"{RARE_EXPECTED_COUNT:g} times: their se is a conservative bound)")
     out("")
     out("z = (estimate - exact) / se; * = the coordinate with the largest |z| of K. Times: best "
         "of 3, same process;")

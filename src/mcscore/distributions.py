@@ -69,6 +69,7 @@ class Distribution:
     family = None  # kernel family code
     continuous = True
     event_ndim = 0  # 1 for Multinomial / Dirichlet (last axis = categories)
+    support = "where log_prob is finite"  # in words, for error messages
 
     def __init__(self):
         self._kernel = None
@@ -118,7 +119,7 @@ class Distribution:
         if self._kernel is None:
             with _BUILD_LOCK:
                 if self._kernel is None:  # another thread may have built it meanwhile
-                    with np.errstate(divide="ignore", invalid="ignore"):
+                    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                         self._kernel = self._build_kernel()
         return self._kernel
 
@@ -193,7 +194,9 @@ class Distribution:
         n = V.integer("n", n, minimum=0, maximum=2**62)
         gen = V.as_generator(rng)
         kd = self._kernel_dist()
-        x = K.draw(kd, gen.bit_generator, n).reshape((n,) + self.draw_shape)
+        with gen.bit_generator.lock:  # threads may share one Generator
+            x = K.draw(kd, gen.bit_generator, n)
+        x = x.reshape((n,) + self.draw_shape)
         self._check_draws(x)
         return self._to_user_dtype(x)
 
@@ -204,6 +207,7 @@ class Distribution:
         """Hook: raise when the kernel produced draws that are not valid."""
 
     def _check_x(self, x):
+        V.reject_masked("x", x)
         x = np.asarray(x)
         if x.dtype.kind not in "biuf":
             raise TypeError(f"x must be real numbers, got dtype {x.dtype}")
@@ -222,8 +226,40 @@ class Distribution:
     def score(self, x):
         """Per-draw scores: {param name: array of shape (m, *param_shape)}, the
         gradient of log p(x) (summed over the whole draw) w.r.t. each
-        element of each parameter the user passed."""
+        element of each parameter the user passed.
+
+        A draw outside the support (where :meth:`log_prob` is -inf) raises
+        ValueError; a draw holding NaN gives NaN scores."""
         x = self._check_x(x)
+        self._check_support(x)
+        return self._score(x)
+
+    def _check_support(self, x):
+        """Raise ValueError naming the first draw of x outside the support."""
+        if x.shape[0] == 0:
+            return
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            ok = self._in_support(x)
+        m = x.shape[0]
+        out = ~np.broadcast_to(ok, (m,) + self.batch_shape).reshape(m, -1)
+        out |= np.isinf(x).reshape(m, -1).any(1, keepdims=True)
+        bad = out.any(1)
+        if bad.any():
+            i = int(np.argmax(bad))
+            xi = x[i]
+            shown = repr(xi.item()) if xi.ndim == 0 else np.array2string(
+                xi, precision=6, threshold=6, separator=", ")
+            raise ValueError(f"x[{i}] = {shown} is outside the support of {self!r} "
+                             f"({self.support}): its log_prob is -inf and its score is "
+                             "undefined")
+
+    def _in_support(self, x):
+        """Where log_prob(x) is not -inf, shape (m, *batch_shape) (a family
+        overrides it with a cheaper test of the same set)."""
+        return self._log_prob(x) != -np.inf
+
+    def _score(self, x):
+        """score() on checked draws x of shape (m, *draw_shape)."""
         self._check_differentiable()
         self._kernel_dist()
         m = x.shape[0]
@@ -281,11 +317,33 @@ def _probs_or_logits(owner, probs, logits, *, min_ndim=0, simplex=False):
         p = V.param("probs", probs, "nonnegative" if simplex else "unit_interval",
                     owner=owner, min_ndim=min_ndim)
         if simplex:
-            tot = p.sum(axis=-1)
+            with np.errstate(over="ignore"):
+                tot = p.sum(axis=-1)
             if not (tot > 0).all():
                 raise ValueError(f"{owner}: probs must have a positive sum along the last axis")
+            if not np.isfinite(tot).all():
+                raise ValueError(
+                    f"{owner}: probs must have a finite sum along the last axis (at most "
+                    f"{_DBL_MAX:.4g}), got a sum that overflows to inf; divide probs by a "
+                    "constant (they need not sum to 1) or pass logits")
         return "probs", p
     return "logits", V.param("logits", logits, "real", owner=owner, min_ndim=min_ndim)
+
+
+_DBL_MAX = float(np.finfo(np.float64).max)
+# Scores with respect to probs hold 1 / probs: below this it overflows.
+_PROBS_SCORE_MIN = 1.0 / _DBL_MAX
+
+
+def _check_probs_score(owner, p, rescalable=False):
+    """Raise unless 1 / p is finite for every p (the scores w.r.t. probs)."""
+    if not (p >= _PROBS_SCORE_MIN).all():
+        raise ValueError(
+            f"{owner}: probs must be >= {_PROBS_SCORE_MIN:.4g} (1 / the largest double) to "
+            f"estimate gradients w.r.t. probs (the score holds 1 / probs, which overflows), got "
+            f"{float(np.min(p))!r}; pass logits instead" + (
+                ", or multiply probs by a constant (they need not sum to 1)" if rescalable
+                else ""))
 
 
 def _expit_pair(logits):
@@ -321,6 +379,7 @@ class _BinaryFamily(Distribution):
                     f"{type(self).__name__}: probs must be in (0, 1) to estimate gradients "
                     "w.r.t. probs (the score is undefined at 0 and 1); pass logits instead"
                 )
+            _check_probs_score(type(self).__name__, p)
 
 
 # ---------------------------------------------------------------------------
@@ -329,6 +388,8 @@ class _BinaryFamily(Distribution):
 
 class Normal(Distribution):
     """Normal(loc, scale): density exp(-(x-loc)^2 / (2 scale^2)) / (scale sqrt(2 pi))."""
+
+    support = "x any real number"
 
     family = K.MC_NORMAL
     _log = False
@@ -361,6 +422,9 @@ class Normal(Distribution):
             ("loc", aff, 1.0 / s2, -mu / s2, 0.0),
             ("scale", quad, 1.0 / (s2 * s), -1.0 / s, mu),
         ]
+
+    def _in_support(self, x):
+        return np.ones(x.shape, dtype=bool)  # infinite x is checked by the caller
 
     def _log_prob(self, x):
         z = (x - self.loc) / self.scale
@@ -405,8 +469,13 @@ class Normal(Distribution):
 class LogNormal(Normal):
     """LogNormal(loc, scale): log x ~ Normal(loc, scale)."""
 
+    support = "x > 0"
+
     family = K.MC_LOGNORMAL
     _log = True
+
+    def _in_support(self, x):
+        return x > 0
 
     def _log_prob(self, x):
         lx = np.log(x)
@@ -419,6 +488,8 @@ class LogNormal(Normal):
 
 class Exponential(Distribution):
     """Exponential(rate): density rate * exp(-rate x) on x > 0."""
+
+    support = "x >= 0"
 
     family = K.MC_EXPONENTIAL
 
@@ -447,6 +518,8 @@ class Exponential(Distribution):
 
 class Gamma(Distribution):
     """Gamma(concentration, rate): density rate^a x^(a-1) e^(-rate x) / Gamma(a)."""
+
+    support = "x > 0"
 
     family = K.MC_GAMMA
 
@@ -488,6 +561,8 @@ class Gamma(Distribution):
 
 class Beta(Distribution):
     """Beta(concentration1, concentration0): density x^(c1-1) (1-x)^(c0-1) / B(c1, c0)."""
+
+    support = "0 < x < 1"
 
     family = K.MC_BETA
 
@@ -585,6 +660,8 @@ def _is_count(x, upper=None):
 class Poisson(Distribution):
     """Poisson(rate): P(k) = rate^k e^(-rate) / k!."""
 
+    support = "x a non-negative integer"
+
     family = K.MC_POISSON
     continuous = False
 
@@ -613,12 +690,17 @@ class Poisson(Distribution):
         out = np.where(x == 0, -lam, inner)
         return np.where(_is_count(x), out, -np.inf)
 
+    def _in_support(self, x):
+        return _is_count(x)
+
     def mean(self):
         return self.rate.copy()
 
 
 class Bernoulli(_BinaryFamily):
     """Bernoulli(probs=None, logits=None): P(1) = probs = sigmoid(logits)."""
+
+    support = "x 0 or 1"
 
     family = K.MC_BERNOULLI
 
@@ -642,6 +724,9 @@ class Bernoulli(_BinaryFamily):
         out = np.where(x == 1, np.log(p), np.log(q))
         return np.where((x == 0) | (x == 1), out, -np.inf)
 
+    def _in_support(self, x):
+        return (x == 0) | (x == 1)
+
     def mean(self):
         return self.probs
 
@@ -649,6 +734,8 @@ class Bernoulli(_BinaryFamily):
 class Binomial(_BinaryFamily):
     """Binomial(total_count, probs=None, logits=None): successes in
     total_count trials (total_count is fixed, not differentiated)."""
+
+    support = "x an integer in 0..total_count"
 
     family = K.MC_BINOMIAL
 
@@ -682,6 +769,9 @@ class Binomial(_BinaryFamily):
         out = _binomial_log_pmf(np.where(ok, x, 0.0), n, p, q)
         return np.where(ok, out, -np.inf)
 
+    def _in_support(self, x):
+        return _is_count(x, self.total_count)
+
     def mean(self):
         return np.broadcast_to(self.total_count * self.probs, self.batch_shape).copy()
 
@@ -689,6 +779,8 @@ class Binomial(_BinaryFamily):
 class Geometric(_BinaryFamily):
     """Geometric(probs=None, logits=None): failures before the first success,
     P(k) = (1 - p)^k p, k = 0, 1, ..."""
+
+    support = "x a non-negative integer"
 
     family = K.MC_GEOMETRIC
 
@@ -716,6 +808,9 @@ class Geometric(_BinaryFamily):
             return [("logits", K.SK_AFFINE, -p, q, 0.0)]
         return [("probs", K.SK_AFFINE, -1.0 / q, 1.0 / p, 0.0)]
 
+    def _in_support(self, x):
+        return _is_count(x)
+
     def _log_prob(self, x):
         p, q = self._pq()
         out = special.xlogy(x, q) + np.log(p)
@@ -730,6 +825,8 @@ class NegativeBinomial(_BinaryFamily):
     """NegativeBinomial(total_count, probs=None, logits=None): successes
     (probability probs) before total_count failures,
     P(k) = C(k + r - 1, k) (1 - p)^r p^k."""
+
+    support = "x a non-negative integer"
 
     family = K.MC_NEGATIVE_BINOMIAL
 
@@ -767,6 +864,9 @@ class NegativeBinomial(_BinaryFamily):
         if self._which == "logits":
             return [("logits", K.SK_AFFINE, q, -r * p, 0.0)]
         return [("probs", K.SK_AFFINE, 1.0 / p, -r / q, 0.0)]
+
+    def _in_support(self, x):
+        return _is_count(x)
 
     def _log_prob(self, x):
         p, q = self._pq()
@@ -827,6 +927,8 @@ class _CategoricalBase(Distribution):
                 "(a category of probability 0 is never drawn, so its gradient cannot be "
                 "estimated); pass logits, or drop the category"
             )
+        if self._which == "probs":
+            _check_probs_score(type(self).__name__, self._params["probs"], rescalable=True)
 
     def _category_ab(self, scale):
         """(a, b) of s = a * [count or indicator] + b per (unit, category);
@@ -841,6 +943,8 @@ class _CategoricalBase(Distribution):
 class Categorical(_CategoricalBase):
     """Categorical(probs=None, logits=None): an index in 0..K-1, the last axis
     of probs / logits holding the K categories (probs need not sum to 1)."""
+
+    support = "x an integer in 0..K-1"
 
     family = K.MC_CATEGORICAL
 
@@ -867,8 +971,7 @@ class Categorical(_CategoricalBase):
     def _to_user_dtype(self, x):
         return x.astype(np.int64)
 
-    def score(self, x):
-        x = self._check_x(x)
+    def _score(self, x):
         self._check_differentiable()
         self._kernel_dist()
         m = x.shape[0]
@@ -879,6 +982,9 @@ class Categorical(_CategoricalBase):
         b = self._table["b"].reshape(-1, kk)
         s = a * ind + b
         return self._split_coords(s.reshape(m, a.size))
+
+    def _in_support(self, x):
+        return _is_count(x, self.n_categories - 1)
 
     def _log_prob(self, x):
         kk = self.n_categories
@@ -895,6 +1001,8 @@ class Categorical(_CategoricalBase):
 class Multinomial(_CategoricalBase):
     """Multinomial(total_count, probs=None, logits=None): category counts of
     total_count draws (total_count fixed, may broadcast with the batch)."""
+
+    support = "x non-negative integer counts summing to total_count"
 
     family = K.MC_MULTINOMIAL
     event_ndim = 1
@@ -944,6 +1052,8 @@ class Multinomial(_CategoricalBase):
 class Dirichlet(Distribution):
     """Dirichlet(concentration): a point of the simplex, the last axis of
     concentration holding the K categories."""
+
+    support = "x in [0, 1]^K summing to 1"
 
     family = K.MC_DIRICHLET
     event_ndim = 1

@@ -78,10 +78,14 @@ class GradientEstimate:
         return {k: (self.grad[k] - np.asarray(v)) / self.stderr[k] for k, v in exact.items()}
 
     def confidence_interval(self, level=0.95):
-        """Normal-approximation intervals {name: (low, high)}."""
+        """Normal-approximation intervals {name: (low, high)}; ``level`` in
+        (0, 1)."""
         from scipy.stats import norm
 
-        z = norm.ppf(0.5 + level / 2)
+        if (isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Real)
+                or not 0 < float(level) < 1):
+            raise ValueError(f"level must be a number in (0, 1) (e.g. 0.95), got {level!r}")
+        z = norm.ppf(0.5 + float(level) / 2)
         return {k: (g - z * self.stderr[k], g + z * self.stderr[k]) for k, g in self.grad.items()}
 
     def __repr__(self):
@@ -291,12 +295,28 @@ def _describe_draw(x):
     return np.array2string(x, precision=6, threshold=6, separator=", ")
 
 
+def _nonfinite_draw_error(x, index):
+    """The error for a non-finite value of f at a draw x that is itself not
+    finite (the sampler's fault, not f's), or None when x is finite."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f" or np.isfinite(x).all():
+        return None
+    return FloatingPointError(
+        f"draw {index} is itself not finite (x = {_describe_draw(x)}), so f could not be "
+        "finite there: the sampler produced it, not f (e.g. a Beta or Dirichlet draw at "
+        "tiny concentrations whose gamma variates all underflowed to 0); use larger "
+        "concentrations")
+
+
 def _check_fx(out, m, first_index, x):
     """Validate f's output for a chunk of m draws starting at global index
     first_index; returns a float64 array of shape (m,)."""
     if out is None:
         raise TypeError("f returned None; it must return an array of shape (m,) for a batch "
                         "of m draws")
+    if isinstance(out, np.ma.MaskedArray):
+        raise TypeError("f returned a numpy masked array; the mask would be dropped silently "
+                        "and the masked values used: return a plain array of real numbers")
     if isinstance(out, (list, tuple)):
         out = np.asarray(out)
     if not isinstance(out, np.ndarray):
@@ -315,7 +335,9 @@ def _check_fx(out, m, first_index, x):
         if bad:
             raise TypeError(f"f returned an object array holding {type(bad[0]).__name__} "
                             "values; it must return real numbers")
-    if out.dtype.kind not in "biuf":
+    if out.dtype.kind not in "biufO":  # datetime64, timedelta64, strings, ...
+        raise TypeError(f"f returned dtype {out.dtype}; it must return real numbers")
+    if out.dtype.kind == "O":
         try:
             out = out.astype(np.float64)
         except (TypeError, ValueError):
@@ -327,6 +349,9 @@ def _check_fx(out, m, first_index, x):
     bad = ~np.isfinite(out)
     if bad.any():
         i = int(np.argmax(bad))
+        err = _nonfinite_draw_error(x[i], first_index + i)
+        if err is not None:
+            raise err
         raise ValueError(f"f returned {out[i]} at draw {first_index + i} "
                          f"(x = {_describe_draw(x[i])}); f must be finite")
     return out
@@ -396,6 +421,9 @@ def _raise_kernel_error(code, idx, plan, dist, kd):
         raise MemoryError("could not allocate the kernels' block buffers")
     if code in (1, 2):
         x = _redraw(plan, dist, kd, idx)
+        err = _nonfinite_draw_error(x, idx) if code == 1 else None
+        if err is not None:
+            raise err
         what = ("the callback signalled an error (non-zero return)" if code == 2
                 else "f returned a non-finite value (nan or inf)")
         raise ValueError(f"{what} at draw {idx} (x = {_describe_draw(x)})")
@@ -563,8 +591,73 @@ def _check_baseline(baseline):
     )
 
 
-def _algebra(c0, count, G, H, mom, baseline):
-    """Estimate, standard error and per-draw variance for each coordinate."""
+# A category expected fewer than this many times in n draws (n * p_k < 30) is
+# "rare": its sample variance rests on a handful of draws, or none (a category
+# never drawn has a sample variance near 0 whatever f is there), so its
+# standard error is floored (see _rare_floor).
+RARE_EXPECTED_COUNT = 30.0
+
+
+def _rare_floor(dist, kd, stats, shifts, n):
+    """For a per-category family (Categorical) with some category expected
+    fewer than RARE_EXPECTED_COUNT times in the n draws: a function of the
+    centre e (f - baseline = g + e, g = f - c0 as in _moments) giving a floor
+    of the per-draw variance of every score coordinate (0 for the others);
+    else None.
+
+    With s_k = a_k [x = k] + b_k and h = f - baseline, the exact per-draw
+    variance of h s_k is
+        p_k (a_k^2 + 2 a_k b_k) E[h^2 | k] + b_k^2 E[h^2] - (p_k a_k E[h | k] + b_k E[h])^2.
+    The sample variance puts the observed frequency of category k in place of
+    p_k: for a category drawn a few times, or never, it is near 0 whatever f
+    is there.  The floor uses the known p_k with the observed moments of f on
+    category k and overall; for a category never drawn, E[h^2 | k] is
+    bounded by the farthest value f took on the drawn categories (per
+    category its mean +/- its standard deviation, so a random f counts too)
+    and E[h | k] taken as 0."""
+    if not kd.per_category:
+        return None
+    p = np.ravel(dist.probs)
+    rare = n * p < RARE_EXPECTED_COUNT
+    if not rare.any():
+        return None
+    a, b = dist._table["a"], dist._table["b"]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        count = stats[:, 0]
+        d = np.where(count > 0, shifts - shifts[np.argmax(count > 0)], 0.0)
+        cat = stats[:, 3:].reshape(len(count), kd.n_units, kd.n_cat, 3)
+        C = cat[..., 0].sum(0)
+        mg = (cat[..., 1].sum(0) + np.tensordot(d, cat[..., 0], 1)) / C
+        sq = (cat[..., 2].sum(0) + 2 * np.tensordot(d, cat[..., 1], 1)
+              + np.tensordot(d * d, cat[..., 0], 1)) / C
+        sd = np.sqrt(np.maximum(sq - mg * mg, 0.0))
+        seen = C > 0
+        hi = np.where(seen, mg + sd, -np.inf).max(-1, keepdims=True)
+        lo = np.where(seen, mg - sd, np.inf).min(-1, keepdims=True)
+    shape = (kd.n_units, kd.n_cat)
+    lo, hi = (np.broadcast_to(v, shape).ravel() for v in (lo, hi))
+    seen, mg, sq = seen.ravel(), mg.ravel(), sq.ravel()
+    A2 = np.maximum(a * a + 2 * a * b, 0.0)
+
+    def floor(e, M1g, M2g):
+        """e: centre per coordinate (or scalar); M1g, M2g: mean of g and of
+        g^2 over all draws."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            m1 = np.where(seen, mg + e, 0.0)
+            m2 = np.where(seen, sq + 2 * e * mg + e * e,
+                          np.maximum(np.square(lo + e), np.square(hi + e)))
+            M1 = M1g + e
+            M2 = M2g + 2 * e * M1g + e * e
+            v = p * A2 * m2 + b * b * M2 - np.square(p * a * m1 + b * M1)
+        return np.where(rare, v, 0.0)
+
+    floor.n_rare = int(np.count_nonzero(rare))
+    return floor
+
+
+def _algebra(c0, count, G, H, mom, baseline, rare=None):
+    """Estimate, standard error and per-draw variance for each coordinate;
+    `rare` (from _rare_floor) floors the variance of rare categories."""
     n = float(count.sum())
     Ss, Ss2, Sgs, Sgs2, Sg2s2 = mom
     factor = 1.0
@@ -592,6 +685,10 @@ def _algebra(c0, count, G, H, mom, baseline):
     sy2 = (Sg2s2 + 2 * e * Sgs2 + e * e * Ss2).sum(0)
     mean = sy / n
     var = np.maximum(sy2 - n * mean * mean, 0.0) / (n - 1)
+    if rare is not None:
+        # f - baseline = g + e, g = f - c0; e is per stream when cross-fitted
+        e_all = (e * count[:, None]).sum(0) / n if np.ndim(e) == 2 else e
+        var = np.maximum(var, rare(e_all, G.sum() / n, H.sum() / n))
     grad = factor * mean
     se = factor * np.sqrt(var / n)
     value = c0 + G.sum() / n
@@ -607,22 +704,23 @@ _TINY_MEAN_SQUARE = 1e-300
 _RESOLUTION = 1e-290
 
 
-def _check_range(dist, grad, var, value, vvar, f_underflow):
+def _check_range(dist, grad, var, value, vvar, f_underflow, terms="f * score"):
     """Raise FloatingPointError instead of returning an estimate or standard
     error that overflowed (inf/NaN) or underflowed (a zero standard error for
-    an estimate that is not itself zero at double resolution)."""
+    an estimate that is not itself zero at double resolution).  Every
+    estimator goes through it; `terms` names its per-draw terms."""
     if not (np.isfinite(grad).all() and np.isfinite(var).all() and np.isfinite(value)
             and np.isfinite(vvar)):
         raise FloatingPointError(
-            f"the estimator's sums overflowed for {dist!r}: f or f * score is too large for "
+            f"the estimator's sums overflowed for {dist!r}: f or {terms} is too large for "
             f"double precision (E[f] ~ {value:.3g}); rescale f (e.g. divide it by a constant, "
             "or subtract a baseline)"
         )
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", under="ignore"):
         under = (var + np.square(grad) < _TINY_MEAN_SQUARE) & (np.abs(grad) > _RESOLUTION)
     if under.any() or f_underflow:
         raise FloatingPointError(
-            f"the estimator's sums of squares underflowed for {dist!r}: |f * score| is below "
+            f"the estimator's sums of squares underflowed for {dist!r}: |{terms}| is below "
             "about 1e-150, so the standard errors would be 0; rescale f (multiply it by a "
             "constant and divide the estimate by it)"
         )
@@ -675,13 +773,16 @@ def _finish(dist, kd, stats, shifts, baseline, plan=None, method="score", extra_
             f"the estimator's sums overflowed for {dist!r}: f - f(first draw) or f * score is "
             "too large for double precision; rescale f (e.g. divide it by a constant)"
         )
+    rare = _rare_floor(dist, kd, stats, shifts, float(count.sum()))
     with np.errstate(over="ignore", invalid="ignore"):
-        grad, se, var, value, vse, vvar = _algebra(c0, count, G, H, mom, baseline)
+        grad, se, var, value, vse, vvar = _algebra(c0, count, G, H, mom, baseline, rare)
     n_all = max(1.0, float(count.sum()))
     _check_range(dist, grad, var, value, vvar,
                  float(H.sum()) / n_all < _TINY_MEAN_SQUARE
                  and abs(float(G.sum())) / n_all > _RESOLUTION)
     info = plan.info() if plan is not None else {}
+    if rare is not None:
+        info["rare_categories"] = rare.n_rare
     info.update(extra_info or {})
     return GradientEstimate(
         dist._split_coords(grad), dist._split_coords(se), dist._split_coords(var),
@@ -831,6 +932,35 @@ def _baselined_terms(fx, S, baseline):
     return (f - baseline) * S
 
 
+def _samples_rare_floor(dist, x, fx, S, baseline):
+    """_rare_floor for score_grad_from_samples: the per-category sums of m
+    Categorical draws x with values fx laid out as one stream of kernel
+    statistics; the floor of each coordinate's per-draw variance of the
+    baselined terms, or None when no category is rare."""
+    kd = dist._kernel_dist()
+    if not kd.per_category:
+        return None
+    m = len(fx)
+    g = fx - fx[0]
+    ind = x.reshape(m, kd.n_units)[:, :, None] == np.arange(kd.n_cat)
+    cat = np.stack([ind.sum(0), np.tensordot(g, ind, 1), np.tensordot(g * g, ind, 1)], -1)
+    stats = np.concatenate([[m, g.sum(), g @ g], cat.ravel()])[None]
+    floor = _rare_floor(dist, kd, stats, fx[:1], float(m))
+    if floor is None:
+        return None
+    factor = 1.0
+    if baseline is None:
+        b = 0.0
+    elif baseline == "loo":  # f_i - mean of the others = (f_i - mean) m / (m - 1)
+        b, factor = fx.mean(), m / (m - 1)
+    elif baseline == "optimal":  # about E[f s^2] / E[s^2] per coordinate
+        s2 = S * S
+        b = np.where(s2.sum(0) > 0, (fx @ s2) / s2.sum(0), fx.mean())
+    else:
+        b = baseline
+    return floor(fx[0] - b, g.mean(), (g @ g) / m) * factor**2
+
+
 def score_grad_from_samples(dist, x, fx, *, baseline=None):
     """The estimator algebra on draws the caller made.
 
@@ -852,6 +982,7 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None):
     m = x.shape[0]
     if m < 2:
         raise ValueError(f"x must hold at least 2 draws, got {m}")
+    V.reject_masked("fx", fx)
     fx_arr = np.asarray(fx) if fx is not None else None
     if fx_arr is None or fx_arr.dtype.kind not in "biuf":
         raise TypeError(f"fx must be an array of real numbers, got "
@@ -866,13 +997,16 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None):
     if not np.isfinite(lp).all():
         i = int(np.argmax(~np.isfinite(lp.reshape(m, -1)).all(axis=1)))
         raise ValueError(f"x[{i}] is outside the support of {dist!r}")
-    sc = dist.score(x)
+    sc = dist._score(x)  # the support was checked just above
     names = list(sc)
     S = np.concatenate([sc[k].reshape(m, -1) for k in names], axis=1)
     y = _baselined_terms(fx_arr, S, baseline)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         grad = y.mean(0)
         var = y.var(0, ddof=1)
+        floor = _samples_rare_floor(dist, x, fx_arr, S, baseline)
+        if floor is not None:
+            var = np.maximum(var, floor)
         se = np.sqrt(var / m)
         vvar = float(fx_arr.var(ddof=1))
         g = fx_arr - fx_arr[0]

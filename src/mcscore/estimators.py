@@ -23,11 +23,34 @@ the estimator's per-draw terms and control variates.  Coefficients that are
 fitted (control-variate coefficients, REBAR's eta) are *cross-fitted*: the
 coefficient used on a stream's draws is fitted on the other streams' draws,
 so the estimate stays unbiased.
+
+Every estimator goes through the same guarded algebra (``_estimate``):
+
+* **offsets**: f's values (and a control variate's) are shifted per stream
+  by a constant c before the kernels form the per-draw terms (when f's first
+  value on the stream is more than ``OFFSET_RATIO`` times its spread on that
+  block away from 0; otherwise f is used as it is, so offset-free inputs
+  give the same numbers as before).  A term f * s is accumulated as
+  (f - c) * s next to the score s itself, and c * s is added back exactly in
+  the algebra after rebasing all streams to one constant, as the core does
+  for ``score_grad``: estimates and standard errors stay right for
+  |E f| / sd(f) up to about 1e12.
+* **range**: a stream statistic that is infinite or NaN raises
+  FloatingPointError naming the cause (a score or tangent at an edge draw,
+  or f too large); an estimate or standard error that overflowed or
+  underflowed raises as in ``score_grad`` (never NaN, never a zero standard
+  error for a non-zero estimate).
+* **floor**: a standard error is at least the rounding error of the
+  estimate, 4 eps times the sum over features of |coefficient| x the root
+  mean square of the feature in f's own units (so f's own rounding at an
+  offset counts); it only matters when the terms cancel to rounding level
+  (a control variate equal to f, a one-coordinate REBAR with a baseline).
 """
 from __future__ import annotations
 
 import math
 import numbers
+import os
 import time
 
 import numpy as np
@@ -158,7 +181,165 @@ def _call_grad(grad_f, x, first, chunk, name="grad_f"):
 # estimator algebra on Gram statistics
 # ---------------------------------------------------------------------------
 
-def _gram_estimate(stats, shifts, P, L, coef, mu=None):
+# f's values are shifted by a per-stream constant when f's first value on a
+# stream is more than this many times its spread on the stream's first block
+# away from 0 (see _Offsets.shift); below it f is used as it is.
+OFFSET_RATIO = 16.0
+# Standard errors are floored at the rounding error of the estimate: this
+# many units of double rounding times the magnitude of the per-draw terms
+# (sum over features of |coefficient| x root mean square of the feature, in
+# f's own units), so a cancellation to rounding level (a control variate
+# equal to f, a baseline that makes every term equal) does not report a
+# standard error far below the estimate's own rounding error.
+_ROUNDING = 4 * np.finfo(float).eps
+# |f| (or |grad_f|) from which a non-finite per-draw term is blamed on its size
+_HUGE = 1e150
+
+
+class _Mag:
+    """The largest |value| of f and grad_f an estimator saw: error messages
+    tell an overflow of f's size from an infinite score at an edge draw."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def see(self, a, name="f"):
+        if a.size:
+            with np.errstate(invalid="ignore"):
+                m = float(np.max(np.abs(a)))
+            self.seen[name] = max(self.seen.get(name, 0.0), m)
+        return a
+
+    @property
+    def max(self):
+        return max(self.seen.values(), default=0.0)
+
+    def describe(self):
+        return ", ".join(f"|{k}| reaches {v:.3g}" for k, v in self.seen.items())
+
+
+def _check_stats(dist, stats, shifts, P, L, terms, mag):
+    """FloatingPointError naming the cause when a stream's Gram statistics
+    are not finite (before any algebra turns them into a NaN estimate)."""
+    if np.isfinite(stats).all() and np.isfinite(shifts).all():
+        return
+    W = L + L * (L + 1) // 2
+    first = stats[:, 3:].reshape(len(stats), P, W)[..., :L]
+    big = mag is not None and mag.max > _HUGE
+    size = mag.describe() if mag is not None else ""
+    if not (np.isfinite(first).all() and np.isfinite(shifts[:, 1:]).all()):
+        if big:
+            raise FloatingPointError(
+                f"the per-draw terms ({terms}) overflowed for {dist!r}: {size}; rescale f "
+                "(divide it by a constant and multiply the estimate by it)")
+        raise FloatingPointError(
+            f"a per-draw term ({terms}) was infinite or NaN for {dist!r} although "
+            f"{size or 'f is finite'}: a score or reparameterisation tangent overflowed at a "
+            "draw on the edge of the support (e.g. a Gamma, Beta or Dirichlet draw that "
+            "rounded to 0 or 1 for a tiny concentration); the estimate would be NaN")
+    raise FloatingPointError(
+        f"the estimator's sums of squares overflowed for {dist!r}: f or {terms} is too large "
+        f"for double precision ({size or 'f is huge'}), so the standard errors would be "
+        "inf or NaN; rescale f (divide it by a constant and multiply the estimate by it)")
+
+
+def _estimate(dist, stats, shifts, P, L, coef, *, mu=None, offsets=None, terms="f * score",
+              mag=None):
+    """The guarded estimator algebra every estimator goes through:
+    _gram_estimate on the streams' statistics, after a check that they are
+    finite, with the standard errors floored at rounding level, and the
+    core's range check (FloatingPointError rather than an overflowed or
+    underflowed estimate or standard error)."""
+    _check_stats(dist, stats, shifts, P, L, terms, mag)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore", divide="ignore"):
+        grand, se, var, value, vse, vvar, n, w = _gram_estimate(stats, shifts, P, L, coef, mu,
+                                                                offsets)
+        vms = float(stats[:, 2].sum()) / n
+        vm = abs(float(stats[:, 1].sum())) / n
+    E._check_range(dist, grand, var, value, vvar,
+                   vms < E._TINY_MEAN_SQUARE and vm > E._RESOLUTION, terms=terms)
+    return grand, se, var, value, vse, vvar, n, w
+
+
+class _Offsets:
+    """The per-stream constants c[s, row] subtracted from the rows of f's
+    values (f, and each control variate) before they reach the kernels
+    (``shift``), and how they enter the features.
+
+    Features of the form f * s are accumulated as (f - c) * s, the constant's
+    part c * s being added back in the algebra (_gram_estimate):
+    z_l(true) = z_l + D[s, l] z_carrier with D = c @ mult.T, where column
+    ``carrier`` holds the score s itself.  c[:, 0] is also added back to the
+    values of f behind E[f].  Without ``mult`` the features do not depend on
+    the constants (leave-one-out differences) and only E[f] uses them."""
+
+    def __init__(self, plan, rows, carrier=None, mult=None):
+        self.c = np.zeros((plan.used, rows))
+        self.n_streams = plan.n_streams
+        self.carrier = carrier
+        self.mult = mult  # (L, rows): D[s] = mult @ c[s]
+
+    def shift(self, rd, arrays):
+        """Subtract each stream's constants from rows 0..rows-1 of every
+        array (J, R * B) of the round, in place.  A stream's constant for row
+        l is set on its first block: f's first value there when that value
+        is more than OFFSET_RATIO times the block's spread of f away from 0
+        (an offset), else 0 (f is used as it is)."""
+        B = rd.B
+        rows = self.c.shape[1]
+        for r, m in enumerate(rd.rows):
+            s = int(rd.slots[r])
+            sl = slice(r * B, r * B + m)
+            if rd.blocks[r] < self.n_streams:
+                for row in range(rows):
+                    v = arrays[0][row, sl]
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        spread = float(v.max() - v.min())
+                    self.c[s, row] = v[0] if abs(v[0]) > OFFSET_RATIO * spread else 0.0
+            c = self.c[s]
+            if c.any():
+                for a in arrays:
+                    a[:rows, sl] -= c[:, None]
+
+    def dshift(self):
+        return None if self.mult is None else self.c @ np.asarray(self.mult, float).T
+
+
+def _rebase(mean, scat, delta, car):
+    """Features z_l + delta_l z_car (delta (S, L) or (L,)): their per-stream
+    means (S, P, L) and scatter matrices (S, P, L, L)."""
+    d = np.broadcast_to(delta, mean.shape[:1] + mean.shape[-1:])[:, None, :]
+    col = scat[..., :, car]
+    mean = mean + d * mean[..., car:car + 1]
+    scat = (scat + d[..., :, None] * col[..., None, :] + col[..., :, None] * d[..., None, :]
+            + d[..., :, None] * d[..., None, :] * scat[..., car, car][..., None, None])
+    return mean, scat
+
+
+def _fit(scat, coef, fit, S):
+    """Cross-fitted coefficients (S, P, L): the fixed ones from coef, the
+    fitted ones (mask fit) minimising the variance on the other streams."""
+    P, L = coef.shape
+    w = np.broadcast_to(np.nan_to_num(coef, nan=0.0), (S, P, L)).copy()
+    if not fit.any():
+        return w
+    other = scat.sum(0)[None] - scat
+    A = other[..., fit, :][..., :, fit]
+    rhs = -np.einsum("spfl,spl->spf", other[..., fit, :], w)
+    # standardise the fitted features; a feature with no variance (it
+    # vanishes by symmetry) gets coefficient 0, collinear ones share
+    # through the pseudo-inverse
+    dg = np.sqrt(np.maximum(np.diagonal(A, axis1=-2, axis2=-1), 0.0))
+    live = dg > 0
+    inv = np.where(live, 1.0 / np.where(live, dg, 1.0), 0.0)
+    As = A * inv[..., :, None] * inv[..., None, :]
+    beta = np.einsum("spfk,spk->spf", np.linalg.pinv(As, rcond=1e-10, hermitian=True),
+                     rhs * inv)
+    w[..., fit] = beta * inv
+    return w
+
+
+def _gram_estimate(stats, shifts, P, L, coef, mu=None, offsets=None):
     """Estimate of E[t] with t = sum_l w_l z_l - sum_{l>=1} w_l mu_l per
     coordinate, from per-stream Gram statistics of the features z.
 
@@ -167,11 +348,18 @@ def _gram_estimate(stats, shifts, P, L, coef, mu=None):
         used on stream s are fitted on the pooled within-stream scatter of
         the other streams).
     mu : (P, L) known means of the control features (column 0 unused).
+    offsets : _Offsets or None -- the constants taken out of f per stream
+        (added back here exactly: the features are rebased to one common
+        constant, whose part is carried by the carrier column).  A carrier
+        column with a fixed coefficient 0 that no offset uses is left out,
+        so offset-free inputs give the same numbers as without it.
     Returns (mean, se, per-draw variance, value, value se, value variance,
     n, coefficients (S, P, L)).
     """
     count = stats[:, 0]
     keep = count > 0
+    D = offsets.dshift() if offsets is not None else None
+    vshift = offsets.c[:, 0] if offsets is not None else None
     stats, shifts, cnt = stats[keep], shifts[keep], count[keep]
     S = len(cnt)
     n = float(cnt.sum())
@@ -183,46 +371,74 @@ def _gram_estimate(stats, shifts, P, L, coef, mu=None):
     C[..., iu[0], iu[1]] = blk[..., L:]
     C[..., iu[1], iu[0]] = blk[..., L:]
     a = shifts[:, 1:].reshape(S, P, L)
+    coef = np.broadcast_to(np.asarray(coef, dtype=np.float64), (P, L))
+    mu = np.zeros((P, L)) if mu is None else np.broadcast_to(np.asarray(mu, float), (P, L))
+    car = offsets.carrier if offsets is not None else None
+    if D is not None:
+        D = D[keep]
+    if car is not None and not np.any(D) and not np.isnan(coef[0, car]):
+        # the carrier is not needed: drop it (it is the last column)
+        keep_l = [i for i in range(L) if i != car]
+        Ssum = np.ascontiguousarray(Ssum[..., keep_l])
+        C = np.ascontiguousarray(C[..., keep_l, :][..., keep_l])
+        a = np.ascontiguousarray(a[..., keep_l])
+        coef, mu = coef[:, keep_l], mu[:, keep_l]
+        L, car, D = L - 1, None, None
     nn = cnt[:, None, None]
     mean_s = Ssum / nn + a
     scat = C - Ssum[..., :, None] * Ssum[..., None, :] / nn[..., None]
-    coef = np.broadcast_to(np.asarray(coef, dtype=np.float64), (P, L))
-    mu = np.zeros((P, L)) if mu is None else np.broadcast_to(np.asarray(mu, float), (P, L))
     fit = np.isnan(coef[0])
-    w = np.broadcast_to(np.nan_to_num(coef, nan=0.0), (S, P, L)).copy()
-    if fit.any():
-        if S < 2:
-            raise ValueError(
-                "fitted coefficients (control variates, eta) are cross-fitted across streams "
-                f"and need draws in at least 2 streams; n={int(n)} fills only one block: use a "
-                "larger n or a smaller block_size")
-        other = scat.sum(0)[None] - scat
-        A = other[..., fit, :][..., :, fit]
-        rhs = -np.einsum("spfl,spl->spf", other[..., fit, :], w)
-        # standardise the fitted features; a feature with no variance (it
-        # vanishes by symmetry) gets coefficient 0, collinear ones share
-        # through the pseudo-inverse
-        dg = np.sqrt(np.maximum(np.diagonal(A, axis1=-2, axis2=-1), 0.0))
-        live = dg > 0
-        inv = np.where(live, 1.0 / np.where(live, dg, 1.0), 0.0)
-        As = A * inv[..., :, None] * inv[..., None, :]
-        beta = np.einsum("spfk,spk->spf", np.linalg.pinv(As, rcond=1e-10, hermitian=True),
-                         rhs * inv)
-        w[..., fit] = beta * inv
+    if fit.any() and S < 2:
+        raise ValueError(
+            "fitted coefficients (control variates, eta) are cross-fitted across streams "
+            f"and need draws in at least 2 streams; n={int(n)} fills only one block: use a "
+            "larger n or a smaller block_size")
+    D0 = np.zeros(L)
+    if car is None or not np.any(D):
+        w = u = _fit(scat, coef, fit, S)
+    else:
+        # rebase every stream to the first one's constants D0: t = w . z(true)
+        # = u . z' with u = w + (w . D0) e_car
+        D0 = D[0]
+        mean_s, scat = _rebase(mean_s, scat, D - D0, car)
+        if fit[car]:  # the carrier's coefficient is free: fit u directly
+            u = _fit(scat, coef, fit, S)
+            w = u.copy()
+            w[..., car] -= np.einsum("spl,l->sp", u, D0)
+        else:
+            w = _fit(_rebase(mean_s, scat, D0, car)[1], coef, fit, S)
+            u = w.copy()
+            u[..., car] += np.einsum("spl,l->sp", w, D0)
     const = -(w[..., 1:] * mu[None, :, 1:]).sum(-1)
-    mean_t = (w * mean_s).sum(-1) + const
-    within = np.einsum("spl,splk,spk->sp", w, scat, w)
+    mean_t = (u * mean_s).sum(-1) + const
+    within = np.einsum("spl,splk,spk->sp", u, scat, u)
     grand = (cnt[:, None] * mean_t).sum(0) / n
     ss = within.sum(0) + (cnt[:, None] * (mean_t - grand) ** 2).sum(0)
     var = np.maximum(ss, 0.0) / (n - 1)
     se = np.sqrt(var / n)
+    # floating-point floor: the rounding error of the per-draw terms, from
+    # the root mean square of each feature in f's own units (offsets included)
+    rms = np.sqrt(np.maximum(np.diagonal(scat, axis1=-2, axis2=-1), 0.0) / nn + mean_s**2)
+    if car is not None:
+        rms = rms + np.abs(D0) * rms[..., car:car + 1]
+    mag = (np.abs(w) * rms).sum(-1) + np.abs(const)
+    floor = _ROUNDING * ((cnt[:, None] * mag).sum(0) / n)
+    low = floor > se
+    if low.any():
+        se = np.where(low, floor, se)
+        var = np.where(low, floor * floor * n, var)
     # the value E[v]
     vmean_s = stats[:, 1] / cnt + shifts[:, 0]
+    v0 = 0.0
+    if vshift is not None and np.any(vshift):
+        vshift = vshift[keep]
+        v0 = float(vshift[0])
+        vmean_s = vmean_s + (vshift - v0)
     vwithin = np.maximum(stats[:, 2] - stats[:, 1] ** 2 / cnt, 0.0)
     value = float((cnt * vmean_s).sum() / n)
     vss = vwithin.sum() + (cnt * (vmean_s - value) ** 2).sum()
     vvar = max(vss, 0.0) / (n - 1)
-    return grand, se, var, value, math.sqrt(vvar / n), vvar, int(n), w
+    return grand, se, var, value + v0, math.sqrt(vvar / n), vvar, int(n), w
 
 
 def _result(dist, grand, se, var, value, vse, vvar, n, method, plan, info, variance=None):
@@ -234,7 +450,30 @@ def _result(dist, grand, se, var, value, vse, vvar, n, method, plan, info, varia
         baseline=info.get("baseline"), method=method, value_variance=vvar, info=inf)
 
 
-def _new_stats(plan, P, L):
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _new_stats(plan, P, L, what):
+    """Zeroed per-stream statistics, after a check that they and the
+    kernels' per-thread block buffers (about (L + 2) P block_size doubles a
+    thread) fit in the machine's memory: a clear MemoryError naming the size
+    asked for, not a bare one from deep inside a kernel."""
+    per_stream = _vr.gram_width(P, L) + 1 + P * L
+    per_thread = (L + 2) * P * plan.block_size
+    need = 8.0 * (plan.used * per_stream + plan.threads * per_thread)
+    have = _physical_memory()
+    if have is not None and need > have:
+        raise MemoryError(
+            f"{what} with {P} gradient coordinates and {L} feature(s) each needs about "
+            f"{need / 2**30:.3g} GiB ({plan.used} streams x {per_stream} statistics + "
+            f"{plan.threads} thread(s) x {per_thread} block values at block_size="
+            f"{plan.block_size}), more than the machine's {have / 2**30:.3g} GiB; use fewer "
+            "streams (n_streams), a smaller block_size (or n) or, for a Categorical with many "
+            "categories, score_grad without control variates (per-category sums)")
     return (np.zeros((plan.used, _vr.gram_width(P, L))), np.zeros((plan.used, 1 + P * L)))
 
 
@@ -417,17 +656,21 @@ def _score_vr(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_f
     P = len(table[0]) - 1
     J = 1 + len(cvs)
     add_score = baseline == "optimal"
-    L = J + int(add_score)
+    # column J is the score itself: the baseline's feature with "optimal",
+    # and the carrier of the offsets taken out of f and the control variates
+    L = J + 1
     coef = np.full(L, np.nan)
     coef[0] = 1.0
+    if not add_score:
+        coef[J] = 0.0
     mu = np.zeros((P, L))
     for j, (_, gm) in enumerate(cvs):
         mu[:, 1 + j] = gm
-    if add_score:
-        mu[:, J] = 0.0
+    offsets = _Offsets(plan, J, carrier=J, mult=np.eye(L, J))
+    mag = _Mag()
     shift_f = float(baseline) if isinstance(baseline, float) else 0.0
     vd = _vr_dist(dist)
-    stats, shifts = _new_stats(plan, P, L)
+    stats, shifts = _new_stats(plan, P, L, "score_grad with control_variates/antithetic")
     streams = np.arange(plan.used, dtype=np.int64)
     bitgens = plan.bitgens(streams)
     B = plan.block_size
@@ -447,7 +690,7 @@ def _score_vr(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_f
         out[0] -= shift_f
         for j, (h, _) in enumerate(cvs):
             out[1 + j] = _call_values(h, x_user, first, chunk, name=f"control_variates[{j}]")
-        return out
+        return mag.see(out)
 
     for rd, chunk in _rounds(plan, chunk_size, ds):
         R = len(rd.blocks)
@@ -466,15 +709,17 @@ def _score_vr(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_f
             for r, m in enumerate(rd.rows):
                 xt2[r, : ds * m] = xm.reshape(rd.total, ds)[o: o + m].T.ravel()
                 o += m
+        offsets.shift(rd, [F, F2] if antithetic else [F])
         _vr.acc_score(*table, rd.blocks, rd.slots, plan.n, B, plan.n_streams, plan.threads, ds,
-                      xt[:R], xt2[:R], F, F2, bool(antithetic), add_score, 1, stats, shifts)
-    grand, se, var, value, vse, vvar, nn, w = _gram_estimate(stats, shifts, P, L, coef, mu)
+                      xt[:R], xt2[:R], F, F2, bool(antithetic), True, 1, stats, shifts)
+    grand, se, var, value, vse, vvar, nn, w = _estimate(dist, stats, shifts, P, L, coef, mu=mu,
+                                                        offsets=offsets, mag=mag)
     value += shift_f
     n_draws = nn * (2 if antithetic else 1)
     info = {"f": fkind, "baseline": baseline, "antithetic": bool(antithetic),
             "control_variates": len(cvs), "samples": nn}
-    if L > 1:
-        info["coefficients"] = -w[..., 1:].mean(0)
+    if J + add_score > 1:
+        info["coefficients"] = -w[..., 1: J + add_score].mean(0)
     # per-draw variance: se^2 times the draws used (a pair counts as 2)
     est = _result(dist, grand, se, var, value, vse, vvar, n_draws,
                   "score" + ("+antithetic" if antithetic else "") + ("+cv" if cvs else ""),
@@ -568,22 +813,30 @@ def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=No
     mode = _vr.PREP_GAMMAS if has_aux else _vr.PREP_DRAW
     vd = _vr_dist(dist)
     B = plan.block_size
-    stats, shifts = _new_stats(plan, P, 1)
+    stats, shifts = _new_stats(plan, P, 1, "pathwise_grad")
     bitgens = plan.bitgens(np.arange(plan.used, dtype=np.int64))
     buf = np.empty((min(plan.n_streams, plan.n_blocks), (3 if has_aux else 1) * ds * B))
+    mag = _Mag()
     for rd, chunk in _rounds(plan, chunk_size, ds):
         R = len(rd.blocks)
         _vr.prepare_round(vd, bitgens, rd.blocks, rd.slots, plan.n, B, plan.threads, mode, ds,
                           np.zeros(1), buf)
         x = rd.gather(buf, ds).reshape((rd.total,) + dist.draw_shape)
-        fv = rd.scatter(_call_values(f, x, rd.first, chunk))
-        G = rd.scatter(_call_grad(grad_f, x, rd.first, chunk))
+        if has_aux and not np.isfinite(x).all():
+            i = int(np.argmax(~np.isfinite(x.reshape(rd.total, -1)).all(axis=1)))
+            smallest = min(float(np.min(v)) for v in dist._params.values())
+            raise FloatingPointError(
+                f"pathwise_grad draws {type(dist).__name__} variates as normalised Gamma "
+                f"variates, and at draw {rd.first + i} all of them underflowed to 0 for "
+                f"concentrations as small as {smallest:.3g}: the draw is 0/0 and its "
+                "reparameterisation gradient undefined; use larger concentrations or a "
+                "score-function estimator")
+        fv = rd.scatter(mag.see(_call_values(f, x, rd.first, chunk)))
+        G = rd.scatter(mag.see(_call_grad(grad_f, x, rd.first, chunk), "grad_f"))
         _vr.acc_pathwise(*table, rd.blocks, rd.slots, plan.n, B, plan.n_streams, plan.threads,
                          ds, has_aux, buf[:R], G, fv, stats, shifts)
-    grand, se, var, value, vse, vvar, nn, _ = _gram_estimate(stats, shifts, P, 1, [1.0])
-    if not (np.isfinite(grand).all() and np.isfinite(se).all()):
-        raise FloatingPointError("the pathwise estimate overflowed (a draw at the edge of the "
-                                 "support for a tiny concentration)")
+    grand, se, var, value, vse, vvar, nn, _ = _estimate(
+        dist, stats, shifts, P, 1, [1.0], terms="grad_f * dx/dtheta", mag=mag)
     return _result(dist, grand, se, var, value, vse, vvar, nn, "pathwise", plan, {"f": "python"})
 
 
@@ -681,21 +934,23 @@ def relaxed_grad(f, dist, n, *, grad_f, temperature=None, straight_through=False
     plan = E._Plan(n, W, rng, n_streams, block_size, n_threads)
     vd = _vr_dist(base)
     B = plan.block_size
-    stats, shifts = _new_stats(plan, W, 1)
+    stats, shifts = _new_stats(plan, W, 1, "relaxed_grad")
     bitgens = plan.bitgens(np.arange(plan.used, dtype=np.int64))
     buf = np.empty((min(plan.n_streams, plan.n_blocks), 2 * W * B))
     prm = np.concatenate([[tau], th])
     mode = _vr.PREP_RELAXED_BERN if kk == 1 else _vr.PREP_RELAXED_CAT
+    mag = _Mag()
     for rd, chunk in _rounds(plan, chunk_size, W):
         R = len(rd.blocks)
         _vr.prepare_round(vd, bitgens, rd.blocks, rd.slots, plan.n, B, plan.threads, mode, W,
                           prm, buf)
         x = rd.gather(buf, W, 1 if straight_through else 0).reshape((rd.total,) + shape)
-        fv = rd.scatter(_call_values(f, x, rd.first, chunk))
-        G = rd.scatter(_call_grad(grad_f, x, rd.first, chunk))
+        fv = rd.scatter(mag.see(_call_values(f, x, rd.first, chunk)))
+        G = rd.scatter(mag.see(_call_grad(grad_f, x, rd.first, chunk), "grad_f"))
         _vr.acc_relaxed(rd.blocks, rd.slots, plan.n, B, plan.n_streams, plan.threads, W, kk, tau,
                         conv, cv, cvs, buf[:R], G, fv, stats, shifts)
-    grand, se, var, value, vse, vvar, nn, _ = _gram_estimate(stats, shifts, W, 1, [1.0])
+    grand, se, var, value, vse, vvar, nn, _ = _estimate(
+        base, stats, shifts, W, 1, [1.0], terms="grad_f * dz/dtheta", mag=mag)
     return _result(base, grand, se, var, value, vse, vvar, nn,
                    "straight-through" if straight_through else "relaxed", plan,
                    {"f": "python", "temperature": tau})
@@ -719,8 +974,12 @@ def _rebar_run(f, grad_f, base, W, kk, th, pr, conv, cv, cvs, lam, eta, plan, ch
     shape = _relaxed_shape(base)
     vd = _vr_dist(base)
     B = plan.block_size
-    L = 3 if add_score else 2
-    stats, shifts = _new_stats(plan, W, L)
+    # column 2 is the score: the baseline's feature with add_score, and the
+    # carrier of the offset taken out of f (z_0 = f(b) s, z_1 = -f(z~) s + ...)
+    L = 3
+    offsets = _Offsets(plan, 1, carrier=2, mult=[[1.0], [-1.0], [0.0]])
+    mag = _Mag()
+    stats, shifts = _new_stats(plan, W, L, "rebar_grad")
     bitgens = plan.bitgens(np.arange(plan.used, dtype=np.int64))
     buf = np.empty((min(plan.n_streams, plan.n_blocks), 4 * W * B))
     prm = np.concatenate([[lam], th])
@@ -732,12 +991,14 @@ def _rebar_run(f, grad_f, base, W, kk, th, pr, conv, cv, cvs, lam, eta, plan, ch
         F = np.zeros((3, R * B))
         pts = [rd.gather(buf, W, k).reshape((rd.total,) + shape) for k in range(3)]
         for k in range(3):
-            F[k, rd.index] = _call_values(f, pts[k], rd.first, chunk)
+            F[k, rd.index] = mag.see(_call_values(f, pts[k], rd.first, chunk))
         Gz = rd.scatter(_call_grad(grad_f, pts[1], rd.first, chunk))
         Gzt = rd.scatter(_call_grad(grad_f, pts[2], rd.first, chunk))
+        offsets.shift(rd, [F[0:1], F[1:2], F[2:3]])
         _vr.acc_rebar(rd.blocks, rd.slots, plan.n, B, plan.n_streams, plan.threads, W, kk, lam,
-                      pr, conv, cv, cvs, add_score, buf[:R], F, Gz, Gzt, stats, shifts)
-    return _gram_estimate(stats, shifts, W, L, [1.0, eta, np.nan][:L])
+                      pr, conv, cv, cvs, True, buf[:R], F, Gz, Gzt, stats, shifts)
+    return _estimate(base, stats, shifts, W, L, [1.0, eta, np.nan if add_score else 0.0],
+                     offsets=offsets, terms="the REBAR terms", mag=mag)
 
 
 TEMPERATURE_GRID = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -848,21 +1109,23 @@ def disarm_grad(f, dist, n, *, rng=None, n_threads=None, chunk_size=None,
     plan = E._Plan(n, W, rng, n_streams, block_size, n_threads)
     vd = _vr_dist(base)
     B = plan.block_size
-    stats, shifts = _new_stats(plan, W, 1)
+    stats, shifts = _new_stats(plan, W, 1, "disarm_grad")
     bitgens = plan.bitgens(np.arange(plan.used, dtype=np.int64))
     buf = np.empty((min(plan.n_streams, plan.n_blocks), 2 * W * B))
     shape = base.draw_shape
+    mag = _Mag()
     for rd, chunk in _rounds(plan, chunk_size, W):
         R = len(rd.blocks)
         _vr.prepare_round(vd, bitgens, rd.blocks, rd.slots, plan.n, B, plan.threads,
                           _vr.PREP_DISARM, W, th, buf)
         F = np.zeros((2, R * B))
         for k in range(2):
-            F[k, rd.index] = _call_values(f, rd.gather(buf, W, k).reshape((rd.total,) + shape),
-                                          rd.first, chunk)
+            F[k, rd.index] = mag.see(_call_values(
+                f, rd.gather(buf, W, k).reshape((rd.total,) + shape), rd.first, chunk))
         _vr.acc_disarm(rd.blocks, rd.slots, plan.n, B, plan.n_streams, plan.threads, W, th,
                        conv, cv, buf[:R], F, stats, shifts)
-    grand, se, var, value, vse, vvar, nn, _ = _gram_estimate(stats, shifts, W, 1, [1.0])
+    grand, se, var, value, vse, vvar, nn, _ = _estimate(
+        base, stats, shifts, W, 1, [1.0], terms="(f(b) - f(b~)) / 2", mag=mag)
     return _result(base, grand, se, var, value, vse, vvar, nn, "disarm", plan,
                    {"f": "python", "f_evals_per_sample": 2})
 
@@ -897,19 +1160,24 @@ def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
     P = len(table[0]) - 1
     vd = _vr_dist(dist)
     B = plan.block_size
-    stats, shifts = _new_stats(plan, P, 1)
+    stats, shifts = _new_stats(plan, P, 1, f"rloo_grad(k={k})")
     bitgens = plan.bitgens(np.arange(plan.used, dtype=np.int64))
     xt = np.empty((min(plan.n_streams, plan.n_blocks), ds * B))
+    offsets = _Offsets(plan, 1)
+    mag = _Mag()
     for rd, chunk in _rounds(plan, chunk_size, ds):
         R = len(rd.blocks)
         _vr.prepare_round(vd, bitgens, rd.blocks, rd.slots, plan.n, B, plan.threads,
                           _vr.PREP_DRAW, ds, np.zeros(1), xt)
         xu = dist._to_user_dtype(rd.gather(xt, ds).reshape((rd.total,) + dist.draw_shape))
         F = np.zeros((1, R * B))
-        F[0, rd.index] = _call_values(f, xu, rd.first, chunk)
+        F[0, rd.index] = mag.see(_call_values(f, xu, rd.first, chunk))
+        offsets.shift(rd, [F])
         _vr.acc_score(*table, rd.blocks, rd.slots, plan.n, B, plan.n_streams, plan.threads, ds,
                       xt[:R], xt[:R], F, F, False, False, k, stats, shifts)
-    grand, se, var, value, vse, vvar, nn, _ = _gram_estimate(stats, shifts, P, 1, [1.0])
+    grand, se, var, value, vse, vvar, nn, _ = _estimate(
+        dist, stats, shifts, P, 1, [1.0], offsets=offsets, terms="(f - f_loo) * score",
+        mag=mag)
     return _result(dist, grand, se, var, value, vse, vvar, nn,
                    f"rloo(k={k})", plan, {"f": "python", "f_evals_per_sample": k})
 
@@ -950,6 +1218,11 @@ class Comparison:
     def best(self):
         """Name of the unbiased estimator with the lowest work-normalised variance."""
         ok = [r for r in self.rows if r["unbiased"]]
+        if not ok:
+            raise ValueError(
+                f"best() compares unbiased estimators, and none of the rows {self.names} is "
+                "unbiased (the relaxed estimators are biased); compare work_variance yourself "
+                "or run compare_estimators with an unbiased one")
         return min(ok, key=lambda r: r["work_variance"])["name"]
 
     def table(self):
@@ -1054,6 +1327,12 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
     is_cat = isinstance(dist, Categorical)
     fs = (lambda idx: f(_one_hot(idx, dist.n_categories))) if is_cat else f
     kw = {"rng": V.root_seed_sequence(rng), "n_threads": n_threads}
+    ds = dist._kernel_dist().draw_size
+    # cross-fitted estimators (fitted baselines, control variates, eta) need
+    # draws in two streams: (units, draw size) of their plan
+    fitted = {"score+optimal": (n, ds), "score+delta": (n, ds), "antithetic": (n, ds),
+              "rebar": (n, int(np.size(dist.logits))) if is_cat else (n, ds)}
+    fitted["rebar+optimal"] = fitted["rebar"]
     runs = [("score", True, 1, lambda: E.score_grad(fs, dist, n, **kw)),
             ("score+loo", True, 1, lambda: E.score_grad(fs, dist, n, baseline="loo", **kw)),
             ("score+optimal", True, 1,
@@ -1091,6 +1370,19 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
         if bad:
             raise ValueError(f"estimators: {bad} not applicable here; choose from {known}")
         runs = [r for r in runs if r[0] in wanted]
+    n = V.integer("n", n, minimum=2, maximum=2**61)
+    short = {}
+    for name, *_ in runs:
+        if name in fitted:
+            bs = E.default_block_size(*fitted[name])
+            if fitted[name][0] <= bs:
+                short[name] = bs
+    if short:
+        raise ValueError(
+            f"compare_estimators: {sorted(short)} fit coefficients cross-fitted across streams "
+            f"and need draws in at least 2 streams (two blocks of draws): n > "
+            f"{max(short.values())}; n={n} fills only one block. Use a larger n, or estimators= "
+            "without them")
     rows = []
     for name, unbiased, evals, run in runs:
         t0 = time.perf_counter()

@@ -89,6 +89,7 @@ def returns_to_go(rewards, gamma=1.0, mask=None):
 
 def _mask(mask, name="mask"):
     """A boolean mask: booleans, or integers 0/1."""
+    V.reject_masked(name, mask)
     m = np.asarray(mask)
     if m.dtype.kind == "b":
         return m
@@ -150,6 +151,7 @@ class SoftmaxPolicy:
         """Per-step scores {"theta": (*batch, n_features, n_actions)}: the
         core's Categorical score w.r.t. the logits, times the features."""
         phi = _features(features, self.n_features)
+        V.reject_masked("actions", actions)
         a = np.asarray(actions)
         if a.shape != phi.shape[:-1]:
             raise ValueError(f"actions must have shape {phi.shape[:-1]} (features without their "

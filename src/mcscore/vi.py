@@ -111,8 +111,19 @@ def _rebuild(q, params):
 
 
 def _log_q(q, x):
+    """log q(x) per draw; raises when q's own density is not finite at one of
+    its draws (the ELBO's integrand would be infinite there)."""
     lp = q.log_prob(x)
-    return lp.reshape(lp.shape[0], -1).sum(1)
+    out = lp.reshape(lp.shape[0], -1).sum(1)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise FloatingPointError(
+            f"log q(x) = {out[i]} at draw {i} (x = {x[i]!r}) of q = {q!r}: q's density is not "
+            "finite at a draw it made itself (e.g. a Gamma, Beta or Dirichlet draw that "
+            "rounded to the edge of the support for a tiny concentration), so the ELBO's "
+            "integrand log p - log q is infinite; keep q's concentrations away from 0")
+    return out
 
 
 def _call_log_joint(log_joint, x):
@@ -122,6 +133,7 @@ def _call_log_joint(log_joint, x):
         if hasattr(exc, "add_note"):
             exc.add_note("(raised by log_joint on a batch of draws from q)")
         raise
+    V.reject_masked("log_joint's output", out)
     out = np.asarray(out)
     m = x.shape[0]
     if out.dtype.kind not in "biuf":
@@ -170,7 +182,8 @@ def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo"):
     n = V.integer("n", n, minimum=2)
     gen = V.as_generator(rng)
     x = q.sample(n, gen)
-    fx = _call_log_joint(log_joint, x) - _log_q(q, x)
+    lq = _log_q(q, x)  # first: an edge draw of q is q's fault, not log_joint's
+    fx = _call_log_joint(log_joint, x) - lq
     res = score_grad_from_samples(q, x, fx, baseline=baseline)
     res.method = "score (ELBO)"
     return res
