@@ -63,6 +63,11 @@ CASES = {
     "pathwise_grad-Beta-block-2**24": (
         "mc.pathwise_grad(lambda x: x, mc.Beta(2.0, 3.0), 10**12, grad_f=np.ones_like, "
         "rng=0, n_streams=2, block_size=2**24, n_threads=2)", 1.5),
+    # a fused integrand evaluated on the caller's draws: 1e6 draws of 300
+    # coordinates, a full quadratic form (9e10 multiply-adds; the zeros are
+    # never written, so they take no memory)
+    "Integrand.__call__-quadratic-300": (
+        "I.quadratic(np.ones((300, 300)))(np.zeros((10**6, 300)))", 1.0),
     # one kernel call that draws 2e8 values
     "Distribution.sample-2e8": ("mc.Gamma(2.0, 1.0).sample(2 * 10**8, rng=0)", 1.0),
     # draws with dist.sample (one kernel call), then f and the estimate
