@@ -488,14 +488,25 @@ cdef void _fill_gamma(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_
         col[i] = random_standard_gamma(bg, a) * scale
 
 
-cdef void _fill_beta(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
-                     double *xt, Py_ssize_t ld, double *lt, mc_workspace *ws) noexcept nogil:
-    # p = [concentration1, concentration0]
+ctypedef double (*mc_sampler2)(bitgen_t *bg, double p0, double p1) noexcept nogil
+
+
+cdef inline void _fill_sampler2(mc_sampler2 draw, const mc_dist *dist, Py_ssize_t j,
+                                bitgen_t *bg, Py_ssize_t m, double *xt,
+                                Py_ssize_t ld) noexcept nogil:
+    """Fill for a NumPy sampler of two parameters, unit block [p0, p1] (inlined
+    with the sampler known, so the call is direct)."""
     cdef const double *p = mc_unit_params(dist, j)
     cdef double *col = xt + j * ld
     cdef Py_ssize_t i
     for i in range(m):
-        col[i] = random_beta(bg, p[0], p[1])
+        col[i] = draw(bg, p[0], p[1])
+
+
+cdef void _fill_beta(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                     double *xt, Py_ssize_t ld, double *lt, mc_workspace *ws) noexcept nogil:
+    # p = [concentration1, concentration0]
+    _fill_sampler2(random_beta, dist, j, bg, m, xt, ld)
 
 
 cdef void _fill_poisson(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
@@ -615,12 +626,8 @@ cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ss
 
 cdef void _fill_laplace(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
                         double *xt, Py_ssize_t ld, double *lt, mc_workspace *ws) noexcept nogil:
-    # p = [loc, scale]
-    cdef const double *p = mc_unit_params(dist, j)
-    cdef double *col = xt + j * ld
-    cdef Py_ssize_t i
-    for i in range(m):
-        col[i] = random_laplace(bg, p[0], p[1])
+    # p = [loc, scale]: NumPy's sampler (inversion of one uniform per draw)
+    _fill_sampler2(random_laplace, dist, j, bg, m, xt, ld)
 
 
 cdef void _register(int code, const char *name, mc_fill_fn fill, bint log_column=False,
