@@ -137,6 +137,8 @@ ctypedef struct mc_workspace:
 #       family with K coordinates per unit columns j*K .. j*K+K-1), reading the
 #       unit's parameter block mc_unit_params(dist, j); lt (or NULL) is the log
 #       column buffer of families with mc_family.log_column.
+# fill_column: the simple form for a univariate family (one column per unit):
+#       draw m samples into col from the unit's parameter block p.
 # score (optional, NULL for the table-only families): add the values of term t
 #       (an SK_FAMILY term; its column, a, b, c in the table) on m draws of the
 #       chunk xt to out[0..m); it may read every column of the unit and its
@@ -144,12 +146,15 @@ ctypedef struct mc_workspace:
 ctypedef void (*mc_fill_fn)(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
                             double *xt, Py_ssize_t ld, double *lt,
                             mc_workspace *ws) noexcept nogil
+ctypedef void (*mc_column_fill_fn)(const double *p, bitgen_t *bg, Py_ssize_t m,
+                                   double *col) noexcept nogil
 ctypedef void (*mc_score_fn)(const mc_dist *dist, Py_ssize_t t, const double *xt,
                              Py_ssize_t ld, Py_ssize_t m, double *out) noexcept nogil
 
 ctypedef struct mc_family:
     const char *name
-    mc_fill_fn fill
+    mc_fill_fn fill          # or NULL, and then:
+    mc_column_fill_fn fill_column  # the simple form of a univariate family
     mc_score_fn score        # NULL: every term is a table kind
     bint log_column          # the fill also writes log x (LogNormal)
 

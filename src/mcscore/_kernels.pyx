@@ -301,6 +301,31 @@ cdef extern from *:
         for (i = 0; i < c; i++) x[idx[i]] = v[i];
     }
 
+    /* Column fills (mc_column_fill_fn, see _kernels.pxd) of the families
+       whose draw is one call of a NumPy sampler: m draws of one unit into
+       col from the unit's parameter block p. */
+    #define MC_COLUMN_FILL(NAME, EXPR)                                        \
+        static void NAME(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) { \
+            Py_ssize_t i;                                                     \
+            for (i = 0; i < m; i++) col[i] = (EXPR);                          \
+        }
+    /* Beta: p = [concentration1, concentration0] */
+    MC_COLUMN_FILL(mc_fill_beta, random_beta(bg, p[0], p[1]))
+    /* Poisson: p = [rate] */
+    MC_COLUMN_FILL(mc_fill_poisson, (double)random_poisson(bg, p[0]))
+    /* Bernoulli: p = [probs] */
+    MC_COLUMN_FILL(mc_fill_bernoulli, random_standard_uniform(bg) < p[0] ? 1.0 : 0.0)
+    /* Geometric: p = [probs]; numpy counts the trials up to and including
+       the first success, torch the failures before it */
+    MC_COLUMN_FILL(mc_fill_geometric, (double)(random_geometric(bg, p[0]) - 1))
+    /* NegativeBinomial: p = [probs, total_count]; successes (prob p[0])
+       before total_count failures == numpy's failures before total_count
+       successes with success probability 1 - p[0] */
+    MC_COLUMN_FILL(mc_fill_negative_binomial,
+                   (double)random_negative_binomial(bg, p[1], 1.0 - p[0]))
+    /* Laplace: p = [loc, scale]; NumPy inverts one uniform per draw */
+    MC_COLUMN_FILL(mc_fill_laplace, random_laplace(bg, p[0], p[1]))
+
     /* col[i] = a + b * col[i] (elementwise, the same in every clone). */
     MC_CLONES
     static void mc_c_affine(double *col, Py_ssize_t m, double a, double b) {
@@ -324,6 +349,15 @@ cdef extern from *:
                    double coef, double *fx) noexcept nogil
     int MC_SKIND_AFFINE, MC_SKIND_QUAD, MC_SKIND_IDENT
     void mc_c_affine(double *col, Py_ssize_t m, double a, double b) noexcept nogil
+    void mc_fill_beta(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_bernoulli(const double *p, bitgen_t *bg, Py_ssize_t m,
+                           double *col) noexcept nogil
+    void mc_fill_geometric(const double *p, bitgen_t *bg, Py_ssize_t m,
+                           double *col) noexcept nogil
+    void mc_fill_negative_binomial(const double *p, bitgen_t *bg, Py_ssize_t m,
+                                   double *col) noexcept nogil
+    void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_c_alias(double *col, Py_ssize_t m, Py_ssize_t K, const double *q,
                     const int64_t *al) noexcept nogil
     Py_ssize_t mc_c_gather_above(const double *y, double *x, Py_ssize_t m, double thr,
@@ -423,18 +457,37 @@ cdef inline const double *mc_unit_params(const mc_dist *dist, Py_ssize_t j) noex
 
 cdef const mc_family *mc_family_of(int family) noexcept nogil:
     """The family's kernel functions, or NULL for an unknown code."""
-    if family < 0 or family >= MC_N_FAMILIES or _FAMILY_TABLE[family].fill == NULL:
+    if family < 0 or family >= MC_N_FAMILIES or (_FAMILY_TABLE[family].fill == NULL and
+                                                 _FAMILY_TABLE[family].fill_column == NULL):
         return NULL
     return &_FAMILY_TABLE[family]
 
 
-cdef void _fill_normal(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
-                       double *xt, Py_ssize_t ld, double *lt, mc_workspace *ws) noexcept nogil:
+cdef void _register(int code, const char *name, mc_fill_fn fill, bint log_column=False,
+                    mc_score_fn score=NULL) noexcept:
+    """Enter a family in the table: its general fill, whether the fill
+    writes log columns, and its own score kernel (or NULL)."""
+    _FAMILY_TABLE[code].name = name
+    _FAMILY_TABLE[code].fill = fill
+    _FAMILY_TABLE[code].score = score
+    _FAMILY_TABLE[code].log_column = log_column
+
+
+cdef void _register_column(int code, const char *name, mc_column_fill_fn fill_column,
+                           mc_score_fn score=NULL) noexcept:
+    """Enter a univariate family drawn by a column fill."""
+    _register(code, name, NULL, False, score)
+    _FAMILY_TABLE[code].fill_column = fill_column
+
+
+memset(_FAMILY_TABLE, 0, sizeof(_FAMILY_TABLE))
+
+
+cdef void _fill_normal(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil:
     # p = [loc, scale]
-    cdef const double *p = mc_unit_params(dist, j)
-    cdef double *col = xt + j * ld
     random_standard_normal_fill(bg, m, col)
     mc_c_affine(col, m, p[0], p[1])
+
 
 
 cdef void _fill_lognormal(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
@@ -465,104 +518,37 @@ cdef void _fill_lognormal(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ss
         mc_vexp(lcol, col, m)
 
 
-cdef void _fill_exponential(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
-                            double *xt, Py_ssize_t ld, double *lt,
-                            mc_workspace *ws) noexcept nogil:
+
+cdef void _fill_exponential(const double *p, bitgen_t *bg, Py_ssize_t m,
+                            double *col) noexcept nogil:
     # p = [rate]
-    cdef double *col = xt + j * ld
-    cdef double scale = 1.0 / mc_unit_params(dist, j)[0]
+    cdef double scale = 1.0 / p[0]
     cdef Py_ssize_t i
     random_standard_exponential_fill(bg, m, col)
     for i in range(m):
         col[i] = col[i] * scale
 
 
-cdef void _fill_gamma(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
-                      double *xt, Py_ssize_t ld, double *lt, mc_workspace *ws) noexcept nogil:
+
+cdef void _fill_gamma(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil:
     # p = [concentration, rate]
-    cdef const double *p = mc_unit_params(dist, j)
-    cdef double *col = xt + j * ld
     cdef double a = p[0], scale = 1.0 / p[1]
     cdef Py_ssize_t i
     for i in range(m):
         col[i] = random_standard_gamma(bg, a) * scale
 
 
-ctypedef double (*mc_sampler2)(bitgen_t *bg, double p0, double p1) noexcept nogil
-
-
-cdef inline void _fill_sampler2(mc_sampler2 draw, const mc_dist *dist, Py_ssize_t j,
-                                bitgen_t *bg, Py_ssize_t m, double *xt,
-                                Py_ssize_t ld) noexcept nogil:
-    """Fill for a NumPy sampler of two parameters, unit block [p0, p1] (inlined
-    with the sampler known, so the call is direct)."""
-    cdef const double *p = mc_unit_params(dist, j)
-    cdef double *col = xt + j * ld
-    cdef Py_ssize_t i
-    for i in range(m):
-        col[i] = draw(bg, p[0], p[1])
-
-
-cdef void _fill_beta(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
-                     double *xt, Py_ssize_t ld, double *lt, mc_workspace *ws) noexcept nogil:
-    # p = [concentration1, concentration0]
-    _fill_sampler2(random_beta, dist, j, bg, m, xt, ld)
-
-
-cdef void _fill_poisson(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
-                        double *xt, Py_ssize_t ld, double *lt, mc_workspace *ws) noexcept nogil:
-    # p = [rate]
-    cdef double a = mc_unit_params(dist, j)[0]
-    cdef double *col = xt + j * ld
-    cdef Py_ssize_t i
-    for i in range(m):
-        col[i] = <double> random_poisson(bg, a)
-
-
-cdef void _fill_bernoulli(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
-                          double *xt, Py_ssize_t ld, double *lt,
-                          mc_workspace *ws) noexcept nogil:
-    # p = [probs]
-    cdef double a = mc_unit_params(dist, j)[0]
-    cdef double *col = xt + j * ld
-    cdef Py_ssize_t i
-    for i in range(m):
-        col[i] = 1.0 if random_standard_uniform(bg) < a else 0.0
-
 
 cdef void _fill_binomial(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
                          double *xt, Py_ssize_t ld, double *lt,
                          mc_workspace *ws) noexcept nogil:
-    # p = [probs, total_count]
+    # p = [probs, total_count]; ws.binom caches NumPy's per-parameter setup
     cdef const double *p = mc_unit_params(dist, j)
-    cdef double *col = xt + j * ld
+    cdef int64_t n = <int64_t> p[1]
     cdef Py_ssize_t i
     for i in range(m):
-        col[i] = <double> random_binomial(bg, p[0], <int64_t> p[1], &ws.binom)
+        xt[j * ld + i] = <double> random_binomial(bg, p[0], n, &ws.binom)
 
-
-cdef void _fill_geometric(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
-                          double *xt, Py_ssize_t ld, double *lt,
-                          mc_workspace *ws) noexcept nogil:
-    # p = [probs]; numpy counts trials up to and including the first success
-    cdef double a = mc_unit_params(dist, j)[0]
-    cdef double *col = xt + j * ld
-    cdef Py_ssize_t i
-    for i in range(m):
-        col[i] = <double> (random_geometric(bg, a) - 1)
-
-
-cdef void _fill_negative_binomial(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg,
-                                  Py_ssize_t m, double *xt, Py_ssize_t ld, double *lt,
-                                  mc_workspace *ws) noexcept nogil:
-    # p = [probs, total_count]: successes (prob p[0]) before total_count
-    # failures == numpy's failures before total_count successes with success
-    # probability 1 - p[0]
-    cdef const double *p = mc_unit_params(dist, j)
-    cdef double *col = xt + j * ld
-    cdef Py_ssize_t i
-    for i in range(m):
-        col[i] = <double> random_negative_binomial(bg, p[1], 1.0 - p[0])
 
 
 cdef void _fill_categorical(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
@@ -573,6 +559,7 @@ cdef void _fill_categorical(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_
     cdef double *col = xt + j * ld
     random_standard_uniform_fill(bg, m, col)
     mc_c_alias(col, m, K, dist.alias_q + j * K, dist.alias_i + j * K)
+
 
 
 cdef void _fill_multinomial(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
@@ -587,6 +574,7 @@ cdef void _fill_multinomial(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_
         random_multinomial(bg, <int64_t> p[K], ws.ibuf, <double *> p, K, &ws.binom)
         for k in range(K):
             xt[(j * K + k) * ld + i] = <double> ws.ibuf[k]
+
 
 
 cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
@@ -624,35 +612,24 @@ cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ss
         x[(K - 1) * ld + i] = scale
 
 
-cdef void _fill_laplace(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
-                        double *xt, Py_ssize_t ld, double *lt, mc_workspace *ws) noexcept nogil:
-    # p = [loc, scale]: NumPy's sampler (inversion of one uniform per draw)
-    _fill_sampler2(random_laplace, dist, j, bg, m, xt, ld)
 
-
-cdef void _register(int code, const char *name, mc_fill_fn fill, bint log_column=False,
-                    mc_score_fn score=NULL) noexcept:
-    _FAMILY_TABLE[code].name = name
-    _FAMILY_TABLE[code].fill = fill
-    _FAMILY_TABLE[code].score = score
-    _FAMILY_TABLE[code].log_column = log_column
-
-
-memset(_FAMILY_TABLE, 0, sizeof(_FAMILY_TABLE))
-_register(MC_NORMAL, b"Normal", _fill_normal)
+# The family table.  Column fills (the simple form, mc_column_fill_fn):
+_register_column(MC_NORMAL, b"Normal", _fill_normal)
+_register_column(MC_EXPONENTIAL, b"Exponential", _fill_exponential)
+_register_column(MC_GAMMA, b"Gamma", _fill_gamma)
+_register_column(MC_BETA, b"Beta", mc_fill_beta)
+_register_column(MC_POISSON, b"Poisson", mc_fill_poisson)
+_register_column(MC_BERNOULLI, b"Bernoulli", mc_fill_bernoulli)
+_register_column(MC_GEOMETRIC, b"Geometric", mc_fill_geometric)
+_register_column(MC_NEGATIVE_BINOMIAL, b"NegativeBinomial", mc_fill_negative_binomial)
+_register_column(MC_LAPLACE, b"Laplace", mc_fill_laplace)
+# ... and fills of the general form (mc_fill_fn: several columns per unit,
+# log columns, workspace state):
 _register(MC_LOGNORMAL, b"LogNormal", _fill_lognormal, True)
-_register(MC_EXPONENTIAL, b"Exponential", _fill_exponential)
-_register(MC_GAMMA, b"Gamma", _fill_gamma)
-_register(MC_BETA, b"Beta", _fill_beta)
-_register(MC_POISSON, b"Poisson", _fill_poisson)
-_register(MC_BERNOULLI, b"Bernoulli", _fill_bernoulli)
 _register(MC_BINOMIAL, b"Binomial", _fill_binomial)
-_register(MC_GEOMETRIC, b"Geometric", _fill_geometric)
-_register(MC_NEGATIVE_BINOMIAL, b"NegativeBinomial", _fill_negative_binomial)
 _register(MC_CATEGORICAL, b"Categorical", _fill_categorical)
 _register(MC_MULTINOMIAL, b"Multinomial", _fill_multinomial)
 _register(MC_DIRICHLET, b"Dirichlet", _fill_dirichlet)
-_register(MC_LAPLACE, b"Laplace", _fill_laplace)
 
 
 cdef bint mc_has_log_column(const mc_dist *dist) noexcept nogil:
@@ -669,10 +646,13 @@ cdef void mc_draw_chunk(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double 
     unit 1, ...) by the family's fill function, so that fills write
     contiguous columns.  lt (same layout; may be NULL) receives log x for
     families with a log column (LogNormal)."""
-    cdef mc_fill_fn fill = _FAMILY_TABLE[dist.family].fill
+    cdef const mc_family *fam = &_FAMILY_TABLE[dist.family]
     cdef Py_ssize_t j
     for j in range(dist.n_units):
-        fill(dist, j, bg, m, xt, ld, lt, ws)
+        if fam.fill != NULL:
+            fam.fill(dist, j, bg, m, xt, ld, lt, ws)
+        else:
+            fam.fill_column(mc_unit_params(dist, j), bg, m, xt + j * ld)
 
 
 cdef bint mc_draw_block_polled(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
