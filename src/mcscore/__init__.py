@@ -29,21 +29,16 @@ from .distributions import (
     Normal,
     Poisson,
 )
-from .estimator import (
+from .compare import Comparison, compare_estimators
+from .discrete import disarm_grad, rebar_grad, relaxed_grad
+from .pathwise import pathwise_grad
+from .result import GradientEstimate
+from .score import (
     CALLBACK_SIGNATURES,
-    GradientEstimate,
     default_block_size,
+    rloo_grad,
     score_grad,
     score_grad_from_samples,
-)
-from .estimators import (
-    Comparison,
-    compare_estimators,
-    disarm_grad,
-    pathwise_grad,
-    rebar_grad,
-    relaxed_grad,
-    rloo_grad,
 )
 from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical
 

@@ -94,6 +94,42 @@ def broadcast_shapes(owner, **arrays):
         raise ValueError(f"{owner}: parameter shapes do not broadcast: {shapes}") from None
 
 
+def scalar(name, v, constraint):
+    """A real scalar satisfying constraint (TypeError for arrays and non-reals)."""
+    a = as_real_array(name, v)
+    if a.ndim != 0:
+        raise TypeError(f"{name} must be a scalar real number, got shape {a.shape}")
+    return float(check(name, a, constraint))
+
+
+def flag(name, v):
+    """True or False (TypeError otherwise)."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
+
+
+def finite_real(name, v, expected="a real number", show=repr):
+    """A Python real number, finite (TypeError for other types, naming
+    what was `expected` and showing the value with `show`)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be {expected}, got {show(v)}")
+    v = float(v)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
+
+
+def positive_real(name, v):
+    """A Python real number > 0 and finite (TypeError for other types)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a positive real number, got {v!r}")
+    v = float(v)
+    if not (v > 0 and np.isfinite(v)):
+        raise ValueError(f"{name} must be > 0 and finite, got {v}")
+    return v
+
+
 def integer(name, value, *, minimum=None, maximum=None):
     """A Python/NumPy integer (not bool, not float) within bounds."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):

@@ -13,7 +13,7 @@ from scipy import integrate, special, stats
 
 import mcscore as mc
 from mcscore._kernels import HAVE_OPENMP
-from mcscore.estimator import RARE_EXPECTED_COUNT
+from mcscore._algebra import RARE_EXPECTED_COUNT
 from mcscore import integrands as I
 
 

@@ -172,12 +172,7 @@ class Integrand:
 
 
 def _real(name, v):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    v = float(v)
-    if not np.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    return v
+    return V.finite_real(name, v, show=lambda v: type(v).__name__)
 
 
 def _coord(coord):

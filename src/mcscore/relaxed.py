@@ -21,6 +21,7 @@ from scipy import special
 
 from . import _vr
 from . import _validation as V
+from ._engine import _vr_dist
 from .distributions import Bernoulli, Categorical
 
 __all__ = ["RelaxedBernoulli", "RelaxedOneHotCategorical"]
@@ -62,8 +63,6 @@ class _Relaxed:
         returns the discrete draws H(z) of the same noise instead.
 
         ``rng``: None, an int, a SeedSequence or a Generator (SPEC 7)."""
-        from .estimators import _vr_dist
-
         n = V.integer("n", n, minimum=0)
         gen = V.as_generator(rng)
         W = int(np.prod(self.draw_shape, dtype=np.int64))
