@@ -10,29 +10,13 @@ from mcscore import integrands as I
 
 distributed = pytest.importorskip("distributed")
 
-
-@pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                       dashboard_address=None, silence_logs=40)
-    c = distributed.Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
-
-
-def _same(a, b):
-    assert a.n == b.n and a.method == b.method
-    assert a.value == b.value and a.value_stderr == b.value_stderr
-    assert a.grad.keys() == b.grad.keys()
-    for k in a.grad:
-        np.testing.assert_array_equal(a.grad[k], b.grad[k])
-        np.testing.assert_array_equal(a.stderr[k], b.stderr[k])
-        np.testing.assert_array_equal(a.variance[k], b.variance[k])
+# the module-scoped 2-process cluster and the bit-identity check of score_grad's tests
+from test_distributed import _same, client  # noqa: E402, F401
 
 
 def _both(client, run):
     local, remote = run(None), run(client)
+    assert local.method == remote.method
     _same(local, remote)
     return remote
 

@@ -7,8 +7,7 @@
     res = mc.score_grad(lambda x: (x ** 2).sum(axis=-1), q, n=10**6, rng=0)
     res.grad["loc"], res.stderr["scale"], res.value
 """
-__version__ = "0.1.0"
-
+from ._version import __version__  # noqa: F401
 from . import integrands
 from . import finance, rl, vi
 from ._config import effective_n_threads, show_config

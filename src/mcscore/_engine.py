@@ -23,7 +23,7 @@ from ._callables import (  # noqa: F401 - the engine's API
 )
 from ._rounds import (  # noqa: F401 - the engine's API
     DEFAULT_STREAMS, Job, Plan, ScoreJob, check_memory, default_block_size, run_fused, run_job,
-    _score_table, _vr_dist,
+    score_table, vr_dist,
 )
 from ._progress import ProgressBar
 from .distributed import run_job_on_dask, run_on_dask  # noqa: F401 - the engine's API

@@ -167,6 +167,12 @@ def _score_table(dist):
 
 
 
+# the engine's names for the two tables above (kept as they are, under their
+# own names, for the kernel work that changes how _vr receives them)
+vr_dist = _vr_dist
+score_table = _score_table
+
+
 # ---------------------------------------------------------------------------
 # fused runs (Integrand, LowLevelCallable): whole streams in the kernels
 # ---------------------------------------------------------------------------
@@ -341,7 +347,7 @@ class Job:
     def vd(self):
         """The family's draw parameters for the _vr kernels (cached)."""
         if self._vd is None:
-            self._vd = _vr_dist(self.dist)
+            self._vd = vr_dist(self.dist)
         return self._vd
 
     def __getstate__(self):

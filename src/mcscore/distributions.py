@@ -14,6 +14,13 @@ with respect to parameter element q is a sum of terms ``a*t(x_c) + b`` (or
 ``a*(t(x_c) - c)^2 + b``) over the draw coordinates c that element reaches
 by broadcasting, with t one of x, log x, log(1-x).  The kernels and
 ``score()`` evaluate the same table, so they cannot disagree.
+
+A family also declares its optional capabilities (the ``has_*`` flags and
+``mean_tangents``, ``mirror``, ``pathwise_spec``, ``vi_transforms``,
+``relaxation``); estimators ask for one (``require``) and get a clear error
+naming the families that have it.  This module is longer than the others
+(about 1300 lines) on purpose: each family is one class holding all it
+knows, and the families share the base class and helpers above them.
 """
 from __future__ import annotations
 
@@ -62,6 +69,9 @@ def _index_map(shape, target):
     element of an array of `shape` that broadcasting maps onto it."""
     size = int(np.prod(shape, dtype=np.int64))
     return np.broadcast_to(np.arange(size, dtype=np.int64).reshape(shape), target).ravel()
+
+
+index_map = _index_map  # the estimators' name for it
 
 
 # parameters that vi.fit optimises on the log scale

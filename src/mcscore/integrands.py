@@ -161,10 +161,8 @@ class Integrand:
         draw_shape = x.shape[1:]
         m = x.shape[0]
         func = self._kernel_func(draw_shape)
-        from ._kernels import KernelDist
-
         ds = int(np.prod(draw_shape, dtype=np.int64))
-        dummy = KernelDist(K.MC_NORMAL, False, ds, 1, ds, np.zeros(ds), np.ones(ds),
+        dummy = K.KernelDist(K.MC_NORMAL, False, ds, 1, ds, np.zeros(ds), np.ones(ds),
                            np.zeros(0), np.zeros(0, np.int64), np.zeros(1, np.int64),
                            np.zeros(0, np.intc), np.zeros(0, np.int64), np.zeros(0),
                            np.zeros(0), np.zeros(0))

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _engine as E
 from . import _vr
-from .distributions import _index_map
+from .distributions import index_map
 
 __all__ = ["pathwise_grad"]
 
@@ -25,7 +25,7 @@ def _pathwise_table(dist):
     coord, col, kind, ta, tb = [], [], [], [], []
     for name, knd, a, bb in dist.pathwise_spec():
         sl, pshape = dist._coord_slices[name]
-        coord.append(sl.start + _index_map(pshape, ds))
+        coord.append(sl.start + index_map(pshape, ds))
         col.append(np.arange(size))
         kind.append(np.full(size, knd))
         ta.append(np.broadcast_to(np.asarray(a, float), ds).ravel())

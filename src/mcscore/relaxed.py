@@ -21,7 +21,7 @@ from scipy import special
 
 from . import _vr
 from . import _validation as V
-from ._engine import _vr_dist
+from ._engine import vr_dist
 from .distributions import Bernoulli, Categorical
 
 __all__ = ["RelaxedBernoulli", "RelaxedOneHotCategorical"]
@@ -69,7 +69,7 @@ class _Relaxed:
         out = np.empty((1, 2 * W * max(n, 1)))
         prm = np.concatenate([[self.temperature], self._noise_params()])
         with gen.bit_generator.lock:
-            _vr.prepare_round(_vr_dist(self.base), [gen.bit_generator], np.zeros(1, np.int64),
+            _vr.prepare_round(vr_dist(self.base), [gen.bit_generator], np.zeros(1, np.int64),
                               np.zeros(1, np.int64), n, max(n, 1), 1, self._mode, W, prm, out)
         k = 1 if hard else 0
         z = out[0, k * W * n: (k + 1) * W * n].reshape(W, n).T

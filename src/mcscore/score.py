@@ -259,7 +259,7 @@ class RlooJob(E.Job):
     def __init__(self, f, dist, k):
         self.f, self.dist, self.k = f, dist, k
         self.width = dist._kernel_dist().draw_size
-        self.table = E._score_table(dist)
+        self.table = E.score_table(dist)
         self.P = len(self.table[0]) - 1
 
     def buffers(self, R, B):

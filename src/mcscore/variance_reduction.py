@@ -15,7 +15,7 @@ from . import _engine as E
 from . import _kernels as K
 from . import _validation as V
 from . import _vr
-from .distributions import _index_map
+from .distributions import index_map
 
 __all__ = ["score_vr", "flat_coords"]
 
@@ -57,7 +57,7 @@ def _delta_cv(dist, grad_f):
     grads = {}
     for name, t in tang.items():
         pshape = dist._params[name].shape
-        idx = _index_map(pshape, dist.draw_shape)
+        idx = index_map(pshape, dist.draw_shape)
         size = int(np.prod(pshape, dtype=np.int64))
         grads[name] = np.bincount(idx, weights=(g * t).ravel(), minlength=size).reshape(pshape)
     gflat = g.ravel()
@@ -164,7 +164,7 @@ class ScoreVRJob(E.Job):
         self.f, self.fkind, self.dist, self.cvs = f, fkind, dist, cvs
         self.antithetic, self.shift_f = antithetic, shift_f
         self.width = dist._kernel_dist().draw_size
-        self.table = E._score_table(dist)
+        self.table = E.score_table(dist)
         self.P = len(self.table[0]) - 1
         self.offset_rows = J = 1 + len(cvs)
         self.L, self.carrier, self.mult = J + 1, J, np.eye(J + 1, J)
