@@ -114,8 +114,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _NAMES = sorted(
     f[:-4] for f in os.listdir(os.path.join(_HERE, "src", "mcscore")) if f.endswith(".pyx")
 )
-# _kernels first: the other modules cimport its C-level API (_kernels.pxd).
-_NAMES.sort(key=lambda n: n != "_kernels")
+# _core, then _kernels first: the other modules cimport their C-level APIs
+# (_core.pxd: driver, bit generators, OpenMP shim; _kernels.pxd: the kernels).
+_NAMES.sort(key=lambda n: {"_core": 0, "_kernels": 1}.get(n, 2))
 extensions = [_extension(n) for n in _NAMES]
 
 setup(

@@ -6,7 +6,7 @@ Geometric Brownian motion paths are simulated step by step and never
 stored: a path's normals are drawn with numpy's C distributions into a
 per-thread block buffer, the path is walked once, and the discounted payoff
 times each sensitivity weight is added to the per-stream sums.  The stream /
-block layout is the core's (see _kernels.pyx): block b of the call belongs to
+block layout is the core's (_core.pxd, mc_drive): block b of the call belongs to
 stream b % n_streams, each stream walks its blocks in order with its own bit
 generator, threads take whole streams, so the result is bit-identical for
 any thread count.
@@ -34,34 +34,15 @@ with the shift c_q = y_q at the stream's first path (shifts[s, q]).
 """
 import numpy as np
 from libc.math cimport log, exp, sqrt
-from libc.stdlib cimport malloc, free, calloc
+from libc.stdlib cimport free
 from libc.stdint cimport int64_t
-from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
-
-cdef extern from "Python.h":
-    # No exception clause on purpose (see _kernels.pyx): inside a prange the
-    # exception would only surface after the running streams finish.  A flag
-    # is set instead and the pending exception re-raised after the region.
-    int _fin_check_signals "PyErr_CheckSignals" ()
-from cython.parallel cimport prange, parallel
 from numpy.random cimport bitgen_t
 from numpy.random.c_distributions cimport random_standard_normal_fill
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int fin_thread_num(void) { return omp_get_thread_num(); }
-    #else
-    static int fin_thread_num(void) { return 0; }
-    #endif
-    /* A flag written by other threads: always go through memory. */
-    static inline long long fin_flag_get(long long *p) { return *(volatile long long *)p; }
-    static inline void fin_flag_set(long long *p, long long v) { *(volatile long long *)p = v; }
-    """
-    int fin_thread_num() noexcept nogil
-    long long fin_flag_get(long long *p) noexcept nogil
-    void fin_flag_set(long long *p, long long v) noexcept nogil
+from mcscore._core cimport (
+    mc_round, mc_round_init, mc_round_free, mc_round_threads, mc_drive, mc_poll,
+    mc_alloc_doubles,
+)
 
 # payoff codes (mcscore.finance.PAYOFFS, same order)
 cpdef enum:
@@ -77,10 +58,10 @@ cdef enum:
     NQ = 9
 N_QUANTITIES = 9
 
+# Paths are simulated in chunks of about this many normals (at least one
+# path): the calling thread checks for Ctrl-C between chunks.
 cdef enum:
-    ERR_NONE = 0
-    ERR_INTERRUPT = 3
-    ERR_MEMORY = 4
+    PATH_CHUNK_VALUES = 65536
 
 ctypedef struct gbm_t:
     int payoff
@@ -175,68 +156,69 @@ cdef inline void _path(const gbm_t *p, const double *z, double *y) noexcept nogi
         y[8] = 0.0
 
 
-cdef void _block(const gbm_t *p, bitgen_t *bg, Py_ssize_t m, double *zbuf,
-                 double *stats, double *shift, bint first) noexcept nogil:
-    """Simulate m paths (normals into zbuf, IN/OUT scratch) and add them to
-    one stream's statistics (stats: IN/OUT, 1 + 2 NQ; shift: IN/OUT, NQ)."""
-    cdef Py_ssize_t i
+ctypedef struct _paths_t:
+    gbm_t p
+    double *zbuf             # per thread: chunk * steps normals (scratch)
+    Py_ssize_t chunk         # paths per chunk
+    double *stats            # row i at stats + i * (1 + 2 NQ) (IN/OUT)
+    double *shifts           # row i at shifts + i * NQ (IN/OUT)
+
+
+cdef int _block(void *ctx, mc_round *rd, Py_ssize_t si, int64_t b, Py_ssize_t m,
+                int tid) noexcept nogil:
+    """Simulate the m paths of block b of stream item si and add them to its
+    statistics.  The normals are drawn chunk by chunk in the stream's order
+    (the same numbers as one fill of m * steps), and the sums run over the
+    paths in order, so the chunking does not change a bit."""
+    cdef _paths_t *c = <_paths_t *> ctx
+    cdef const gbm_t *p = &c.p
+    cdef double *zbuf = c.zbuf + tid * c.chunk * p.steps
+    cdef double *stats = c.stats + si * (1 + 2 * NQ)
+    cdef double *shift = c.shifts + si * NQ
+    cdef Py_ssize_t i, i0, cs
     cdef int q
     cdef double y[NQ]
     cdef double acc[2 * NQ]
     cdef double d
-    random_standard_normal_fill(bg, m * p.steps, zbuf)
     for q in range(2 * NQ):
         acc[q] = 0.0
-    for i in range(m):
-        _path(p, &zbuf[i * p.steps], y)
-        if first and i == 0:
+    i0 = 0
+    while i0 < m:
+        cs = c.chunk if m - i0 > c.chunk else m - i0
+        random_standard_normal_fill(rd.bitgens[si], cs * p.steps, zbuf)
+        for i in range(cs):
+            _path(p, &zbuf[i * p.steps], y)
+            if b < rd.n_streams and i0 + i == 0:
+                for q in range(NQ):
+                    shift[q] = y[q]
             for q in range(NQ):
-                shift[q] = y[q]
-        for q in range(NQ):
-            d = y[q] - shift[q]
-            acc[2 * q] += d
-            acc[2 * q + 1] += d * d
+                d = y[q] - shift[q]
+                acc[2 * q] += d
+                acc[2 * q + 1] += d * d
+        i0 += cs
+        if i0 < m and mc_poll(rd, tid):
+            return 1
     stats[0] += m
     for q in range(2 * NQ):
         stats[1 + q] += acc[q]
-
-
-cdef bitgen_t *_bitgen(object bit_generator) except NULL:
-    capsule = bit_generator.capsule
-    if not PyCapsule_IsValid(capsule, "BitGenerator"):
-        raise TypeError("not a numpy BitGenerator")
-    return <bitgen_t *> PyCapsule_GetPointer(capsule, "BitGenerator")
-
-
-cdef int _reraise() except -1:
-    """Propagate the exception a signal handler left pending."""
-    return -1
+    return 0
 
 
 def run_paths(int payoff, double spot, double strike, double rate, double vol,
               double maturity, double barrier, int steps, list bitgens,
               int64_t[::1] streams, int64_t n, int64_t n_streams, int64_t block_size,
               int n_threads, double[:, ::1] stats, double[:, ::1] shifts):
-    """Run whole streams of GBM paths in parallel.
+    """Run whole streams of GBM paths in parallel (the core's driver).
 
     streams[i] is the i-th stream to run, bitgens[i] its bit generator;
     its statistics go to stats[i] (1 + 2 NQ) and its shifts to shifts[i]
-    (NQ).  Returns an error code: 0 ok, 4 out of memory (KeyboardInterrupt
-    is re-raised).
+    (NQ).  Returns an error code: 0 ok (MemoryError and KeyboardInterrupt
+    are raised).
     """
-    cdef gbm_t p
+    cdef _paths_t c
+    cdef gbm_t *p = &c.p
     cdef Py_ssize_t ns = streams.shape[0]
-    cdef Py_ssize_t si
-    cdef int64_t nb = (n + block_size - 1) // block_size
-    cdef int64_t b, check_every
-    cdef Py_ssize_t m
-    cdef double *zbuf
-    cdef bitgen_t **bgs = <bitgen_t **> malloc(sizeof(bitgen_t *) * max(ns, 1))
-    cdef long long *err = <long long *> calloc(2, sizeof(long long))
-    if bgs == NULL or err == NULL:
-        free(bgs)
-        free(err)
-        raise MemoryError()
+    cdef mc_round rd
     p.payoff = payoff
     p.steps = steps
     p.s0 = spot
@@ -251,33 +233,17 @@ def run_paths(int payoff, double spot, double strike, double rate, double vol,
     p.a = vol * p.sqdt
     p.disc = exp(-rate * maturity)
     p.log_s0 = log(spot)
+    c.chunk = max(1, min(block_size, PATH_CHUNK_VALUES // max(1, steps)))
+    c.stats = &stats[0, 0] if ns else NULL
+    c.shifts = &shifts[0, 0] if ns else NULL
+    c.zbuf = NULL
+    mc_round_init(&rd, n, n_streams, block_size, n_threads, ns, &streams[0] if ns else NULL,
+                  NULL, bitgens)
+    rd.walk = 1
     try:
-        for si in range(ns):
-            bgs[si] = _bitgen(bitgens[si])
-        n_threads = max(1, min(n_threads, max(ns, 1)))
-        check_every = max(1, (1 << 16) // max(1, block_size * steps))
-        with nogil, parallel(num_threads=n_threads):
-            zbuf = <double *> malloc(sizeof(double) * block_size * steps)
-            if zbuf == NULL:
-                fin_flag_set(err, ERR_MEMORY)
-            for si in prange(ns, schedule='dynamic'):
-                b = streams[si]
-                while b < nb and fin_flag_get(err) == ERR_NONE:
-                    m = <Py_ssize_t> (block_size if (b + 1) * block_size <= n
-                                      else n - b * block_size)
-                    _block(&p, bgs[si], m, zbuf, &stats[si, 0], &shifts[si, 0],
-                           b == streams[si])
-                    b = b + n_streams
-                    if fin_thread_num() == 0:
-                        err[1] += 1
-                        if err[1] % check_every == 0:
-                            with gil:
-                                if _fin_check_signals() != 0:
-                                    fin_flag_set(err, ERR_INTERRUPT)
-            free(zbuf)
-        if err[0] == ERR_INTERRUPT:
-            _reraise()
-        return int(err[0])
+        c.zbuf = mc_alloc_doubles(mc_round_threads(&rd) * c.chunk * steps,
+                                  "the path kernels' block buffers")
+        return mc_drive(&rd, _block, &c)
     finally:
-        free(bgs)
-        free(err)
+        free(c.zbuf)
+        mc_round_free(&rd)

@@ -14,6 +14,7 @@
 #     count, sum g, sum g^2].
 from libc.stdint cimport int64_t
 from numpy.random cimport bitgen_t
+from mcscore._core cimport mc_round
 
 cdef extern from "numpy/random/distributions.h":
     ctypedef struct binomial_t:
@@ -155,3 +156,13 @@ cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py
 cdef Py_ssize_t mc_accumulate_block_lt(const mc_dist *dist, Py_ssize_t m, const double *xt,
                                        const double *lt, const double *fx, double shift,
                                        double *stats, double *tmp) noexcept nogil
+
+# Under the core's driver (mcscore._core.mc_drive, see _core.pxd): draw a block
+# like mc_draw_block_lt, polling the run (rd, thread tid) after every chunk;
+# True when it stopped early (Ctrl-C or an error elsewhere: discard the draws).
+# mc_workspaces: one workspace per thread (n of them; mc_workspaces_free).
+cdef bint mc_draw_block_polled(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                               double *lt, mc_workspace *ws, mc_round *rd,
+                               int tid) noexcept nogil
+cdef mc_workspace *mc_workspaces(const mc_dist *dist, int n, Py_ssize_t block_size) except NULL
+cdef void mc_workspaces_free(mc_workspace *wss, int n) noexcept

@@ -7,7 +7,10 @@ generator) that each walk their *blocks* of draws in order.  For every block
 the kernel draws (numpy's C distributions), evaluates f (a fused integrand, a
 C callback, or values the Python layer computed), and accumulates the
 sufficient statistics of the stream.  Threads take whole streams, so the
-result does not depend on the number of threads.
+result does not depend on the number of threads.  The streams and rounds run
+on the core's driver (_core.pxd: mc_drive with the per-block callbacks
+_cb_fused, _cb_draw and _cb_accumulate below), which also checks for Ctrl-C;
+the block functions poll it after every chunk.
 
 See _kernels.pxd for the C-level API and the memory layouts.
 """
@@ -17,15 +20,11 @@ from libc.math cimport log, log1p, exp, sin, cos, isfinite, fabs, INFINITY
 from libc.stdlib cimport malloc, free, calloc
 from libc.string cimport memset
 from libc.stdint cimport int64_t, intptr_t
-from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
-
-cdef extern from "Python.h":
-    # Declared without an exception clause on purpose: inside a prange, a
-    # Cython-level exception would only be noticed at the end of the running
-    # iterations (whole streams).  We set a flag instead, leave the exception
-    # pending, and re-raise it once the parallel region is over.
-    int _mc_check_signals "PyErr_CheckSignals" ()
-from cython.parallel cimport prange, parallel
+from mcscore._core cimport (
+    MC_HAVE_OPENMP, mc_omp_max_threads, mc_omp_num_procs, mc_round, mc_round_init,
+    mc_round_free, mc_round_threads, mc_drive, mc_poll, mc_fail, mc_alloc_doubles,
+    ERR_F_NONFINITE, ERR_CALLBACK,
+)
 from numpy.random cimport bitgen_t
 from numpy.random.c_distributions cimport (
     random_standard_normal_fill, random_standard_exponential_fill,
@@ -120,22 +119,6 @@ cdef void mc_vlog1p(const double *x, double *out, Py_ssize_t m) noexcept nogil:
 
 cdef extern from *:
     """
-    #ifdef _OPENMP
-    #include <omp.h>
-    #define MC_HAVE_OPENMP 1
-    static int mc_omp_max_threads(void) { return omp_get_max_threads(); }
-    static int mc_omp_thread_num(void) { return omp_get_thread_num(); }
-    static int mc_omp_num_procs(void) { return omp_get_num_procs(); }
-    #else
-    #define MC_HAVE_OPENMP 0
-    static int mc_omp_max_threads(void) { return 1; }
-    static int mc_omp_thread_num(void) { return 0; }
-    static int mc_omp_num_procs(void) { return 1; }
-    #endif
-    /* A flag other threads write: read and write it through volatile so the
-       compiler cannot keep a stale copy in a register across a long loop. */
-    static inline long long mc_flag_get(long long *p) { return *(volatile long long *)p; }
-    static inline void mc_flag_set(long long *p, long long v) { *(volatile long long *)p = v; }
     typedef double (*mc_cb_d_p_n)(double *, intptr_t);
     typedef double (*mc_cb_d_p_n_v)(double *, intptr_t, void *);
     typedef int (*mc_cb_i_p_n_p_v)(double *, intptr_t, double *, void *);
@@ -307,14 +290,6 @@ cdef extern from *:
         for (i = 0; i < c; i++) x[idx[i]] = v[i];
     }
 
-    /* Claim the next work item: an atomic counter shared by Python threads. */
-    #if defined(_MSC_VER)
-    #include <intrin.h>
-    static long long mc_claim(long long *p) { return _InterlockedExchangeAdd64(p, 1); }
-    #else
-    static long long mc_claim(long long *p) { return __atomic_fetch_add(p, 1, __ATOMIC_RELAXED); }
-    #endif
-
     /* col[i] = a + b * col[i] (elementwise, the same in every clone). */
     MC_CLONES
     static void mc_c_affine(double *col, Py_ssize_t m, double a, double b) {
@@ -322,12 +297,6 @@ cdef extern from *:
         for (i = 0; i < m; i++) col[i] = a + b * col[i];
     }
     """
-    int MC_HAVE_OPENMP
-    int mc_omp_max_threads() noexcept nogil
-    int mc_omp_thread_num() noexcept nogil
-    int mc_omp_num_procs() noexcept nogil
-    long long mc_flag_get(long long *p) noexcept nogil
-    void mc_flag_set(long long *p, long long v) noexcept nogil
     ctypedef double (*mc_cb_d_p_n)(double *, intptr_t) noexcept nogil
     ctypedef double (*mc_cb_d_p_n_v)(double *, intptr_t, void *) noexcept nogil
     ctypedef int (*mc_cb_i_p_n_p_v)(double *, intptr_t, double *, void *) noexcept nogil
@@ -342,22 +311,12 @@ cdef extern from *:
                    double coef, double *fx) noexcept nogil
     int MC_SKIND_AFFINE, MC_SKIND_QUAD, MC_SKIND_IDENT
     void mc_c_affine(double *col, Py_ssize_t m, double a, double b) noexcept nogil
-    long long mc_claim(long long *p) noexcept nogil
     void mc_c_alias(double *col, Py_ssize_t m, Py_ssize_t K, const double *q,
                     const int64_t *al) noexcept nogil
     Py_ssize_t mc_c_gather_above(const double *y, double *x, Py_ssize_t m, double thr,
                                  Py_ssize_t *idx, double *yg) noexcept nogil
     void mc_c_scatter(const double *v, Py_ssize_t c, const Py_ssize_t *idx,
                       double *x) noexcept nogil
-
-# Error codes reported by the stream drivers (negative draw offsets are
-# never used: an error records the global index of the offending draw).
-cdef enum:
-    ERR_NONE = 0
-    ERR_F_NONFINITE = 1
-    ERR_CALLBACK = 2
-    ERR_INTERRUPT = 3
-    ERR_MEMORY = 4
 
 # Chunks: a block is processed (drawn, evaluated, accumulated) in chunks of
 # mc_chunk_len(draw_size) draws, about MC_CHUNK_VALUES doubles.
@@ -563,16 +522,27 @@ cdef void mc_draw_chunk(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double 
                 xt[(j * K + K - 1) * ld + i] = scale
 
 
-cdef void mc_draw_block_lt(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
-                           double *lt, mc_workspace *ws) noexcept nogil:
-    """Draw a block of m samples (column-major, leading dimension m) chunk by
-    chunk, exactly as the fused kernels do; lt (or NULL) as in mc_draw_chunk."""
+cdef bint mc_draw_block_polled(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                               double *lt, mc_workspace *ws, mc_round *rd,
+                               int tid) noexcept nogil:
+    """mc_draw_block_lt that polls the driver (rd, or NULL) after every chunk;
+    True when it stopped early (an interrupt: the draws are then discarded)."""
     cdef Py_ssize_t i0, cs, c = mc_chunk_len(dist.draw_size)
     i0 = 0
     while i0 < m:
         cs = c if m - i0 > c else m - i0
         mc_draw_chunk(dist, bg, cs, xt + i0, m, (lt + i0) if lt != NULL else NULL, ws)
         i0 += cs
+        if rd != NULL and i0 < m and mc_poll(rd, tid):
+            return True
+    return False
+
+
+cdef void mc_draw_block_lt(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                           double *lt, mc_workspace *ws) noexcept nogil:
+    """Draw a block of m samples (column-major, leading dimension m) chunk by
+    chunk, exactly as the fused kernels do; lt (or NULL) as in mc_draw_chunk."""
+    mc_draw_block_polled(dist, bg, m, xt, lt, ws, NULL, 0)
 
 
 cdef void mc_draw_block(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
@@ -812,11 +782,17 @@ cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py
         mc_c_acc5(MC_SKIND_IDENT, tmp, fx, m, shift, 0.0, 0.0, 0.0, acc)
 
 
-cdef Py_ssize_t mc_accumulate_block_lt(const mc_dist *dist, Py_ssize_t m, const double *xt,
-                                       const double *lt, const double *fx, double shift,
-                                       double *stats, double *tmp) noexcept nogil:
-    """mc_accumulate_block with the LogNormal log column lt (or NULL): the
-    block is accumulated chunk by chunk, exactly as the fused kernels do."""
+# returned by the block functions below when the driver said stop
+cdef enum:
+    MC_STOPPED = -2
+
+
+cdef Py_ssize_t _accumulate_block(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                                  const double *lt, const double *fx, double shift,
+                                  double *stats, double *tmp, mc_round *rd,
+                                  int tid) noexcept nogil:
+    """mc_accumulate_block_lt that polls the driver (rd, or NULL) after every
+    chunk: -1, the index of a non-finite f value, or MC_STOPPED."""
     cdef Py_ssize_t i0, cs, bad, c = mc_chunk_len(dist.draw_size)
     bad = mc_c_first_nonfinite(fx, m)
     if bad >= 0:
@@ -827,7 +803,17 @@ cdef Py_ssize_t mc_accumulate_block_lt(const mc_dist *dist, Py_ssize_t m, const 
         mc_accum_chunk(dist, cs, xt + i0, m, (lt + i0) if lt != NULL else NULL, fx + i0,
                        shift, stats, tmp)
         i0 += cs
+        if rd != NULL and i0 < m and mc_poll(rd, tid):
+            return MC_STOPPED
     return -1
+
+
+cdef Py_ssize_t mc_accumulate_block_lt(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                                       const double *lt, const double *fx, double shift,
+                                       double *stats, double *tmp) noexcept nogil:
+    """mc_accumulate_block with the LogNormal log column lt (or NULL): the
+    block is accumulated chunk by chunk, exactly as the fused kernels do."""
+    return _accumulate_block(dist, m, xt, lt, fx, shift, stats, tmp, NULL, 0)
 
 
 cdef Py_ssize_t mc_accumulate_block(const mc_dist *dist, Py_ssize_t m, const double *xt,
@@ -843,16 +829,11 @@ cdef Py_ssize_t mc_accumulate_block(const mc_dist *dist, Py_ssize_t m, const dou
     return mc_accumulate_block_lt(dist, m, xt, NULL, fx, shift, stats, tmp)
 
 
-cdef Py_ssize_t mc_run_block(const mc_dist *dist, const mc_func *func, bitgen_t *bg,
-                             Py_ssize_t m, double *stats, double *shift, bint first,
-                             mc_workspace *ws) noexcept nogil:
-    """Draw, evaluate and accumulate one block of a stream, chunk by chunk
-    (each chunk's draws stay in cache).
-
-    `first` marks the stream's first block: its first f value becomes the
-    stream's shift.  Returns -1, or the index of the failing draw; then
-    ws.fx[0] holds the failing f value.
-    """
+cdef Py_ssize_t _run_block(const mc_dist *dist, const mc_func *func, bitgen_t *bg,
+                           Py_ssize_t m, double *stats, double *shift, bint first,
+                           mc_workspace *ws, mc_round *rd, int tid) noexcept nogil:
+    """mc_run_block that polls the driver (rd, or NULL) after every chunk:
+    -1, the index of the failing draw, or MC_STOPPED."""
     cdef Py_ssize_t i0, cs, bad, c = mc_chunk_len(dist.draw_size)
     cdef double *lt = ws.lt if mc_has_log_column(dist) else NULL
     i0 = 0
@@ -869,7 +850,22 @@ cdef Py_ssize_t mc_run_block(const mc_dist *dist, const mc_func *func, bitgen_t 
             shift[0] = ws.fx[0]
         mc_accum_chunk(dist, cs, ws.xt, cs, lt, ws.fx, shift[0], stats, ws.tmp)
         i0 += cs
+        if rd != NULL and i0 < m and mc_poll(rd, tid):
+            return MC_STOPPED
     return -1
+
+
+cdef Py_ssize_t mc_run_block(const mc_dist *dist, const mc_func *func, bitgen_t *bg,
+                             Py_ssize_t m, double *stats, double *shift, bint first,
+                             mc_workspace *ws) noexcept nogil:
+    """Draw, evaluate and accumulate one block of a stream, chunk by chunk
+    (each chunk's draws stay in cache).
+
+    `first` marks the stream's first block: its first f value becomes the
+    stream's shift.  Returns -1, or the index of the failing draw; then
+    ws.fx[0] holds the failing f value.
+    """
+    return _run_block(dist, func, bg, m, stats, shift, first, ws, NULL, 0)
 
 
 # ---------------------------------------------------------------------------
@@ -1000,39 +996,155 @@ cdef class KernelFunc:
             self.f.user_data = <void *> user_data
 
 
-cdef bitgen_t *_bitgen_ptr(object bit_generator) except NULL:
-    capsule = bit_generator.capsule
-    if not PyCapsule_IsValid(capsule, "BitGenerator"):
-        raise TypeError("not a numpy BitGenerator")
-    return <bitgen_t *> PyCapsule_GetPointer(capsule, "BitGenerator")
+# ---------------------------------------------------------------------------
+# Per-block callbacks of the core's driver (mc_drive) and their contexts
+# ---------------------------------------------------------------------------
+
+ctypedef struct _ctx_t:
+    const mc_dist *dist
+    const mc_func *func
+    mc_workspace *wss        # one per thread (index: tid)
+    double *xt               # draw rounds: row r at xt + r * ld (OUT)
+    double *lt               # ... log columns (LogNormal), or NULL
+    const double *fx         # accumulate rounds: f values, row r at fx + r * fld
+    Py_ssize_t ld, fld
+    double *stats            # row of item (or slot) i at stats + i * sld (IN/OUT)
+    Py_ssize_t sld
+    double *shifts           # one per item (or slot) (IN/OUT)
+    double *tmp              # accumulate rounds: tmp_len doubles per thread
+    Py_ssize_t tmp_len
+    double *out              # eval_integrand: the f values (OUT)
+
+
+cdef int _cb_fused(void *ctx, mc_round *rd, Py_ssize_t i, int64_t b, Py_ssize_t m,
+                   int tid) noexcept nogil:
+    """Whole streams: draw, evaluate and accumulate block b of stream item i."""
+    cdef _ctx_t *c = <_ctx_t *> ctx
+    cdef mc_workspace *ws = &c.wss[tid]
+    cdef const mc_func *f = c.func
+    cdef Py_ssize_t bad = _run_block(c.dist, f, rd.bitgens[i], m, c.stats + i * c.sld,
+                                     &c.shifts[i], b < rd.n_streams, ws, rd, tid)
+    if bad == MC_STOPPED:
+        return 1
+    if bad >= 0:
+        mc_fail(rd, ERR_CALLBACK if (f.kind == FK_CALLBACK and (f.sig == CB_I_P_N_P_V or
+                                                               f.sig == CB_I_P_I_P_V)
+                                     and isfinite(ws.fx[0])) else ERR_F_NONFINITE,
+                b * rd.block_size + bad)
+        return 1
+    return 0
+
+
+cdef int _cb_draw(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssize_t m,
+                  int tid) noexcept nogil:
+    """A round: draw block b (item r) into row r."""
+    cdef _ctx_t *c = <_ctx_t *> ctx
+    return mc_draw_block_polled(c.dist, rd.bitgens[r], m, c.xt + r * c.ld,
+                       (c.lt + r * c.ld) if c.lt != NULL else NULL, &c.wss[tid], rd, tid)
+
+
+cdef int _cb_accumulate(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssize_t m,
+                        int tid) noexcept nogil:
+    """A round: accumulate drawn block b (row r) with its f values into its
+    stream's row (slot)."""
+    cdef _ctx_t *c = <_ctx_t *> ctx
+    cdef Py_ssize_t s = rd.slots[r], bad
+    if b < rd.n_streams:
+        c.shifts[s] = c.fx[r * c.fld]
+    bad = _accumulate_block(c.dist, m, c.xt + r * c.ld,
+                            (c.lt + r * c.ld) if c.lt != NULL else NULL, c.fx + r * c.fld,
+                            c.shifts[s], c.stats + s * c.sld, c.tmp + tid * c.tmp_len, rd, tid)
+    if bad == MC_STOPPED:
+        return 1
+    if bad >= 0:
+        mc_fail(rd, ERR_F_NONFINITE, b * rd.block_size + bad)
+        return 1
+    return 0
+
+
+cdef _ctx_t _context(KernelDist dist, double[:, ::1] xt=None,
+                     double[:, ::1] lt=None) noexcept:
+    """A context for dist; xt, lt: the round's draws and log columns."""
+    cdef _ctx_t c
+    memset(&c, 0, sizeof(_ctx_t))
+    c.dist = &dist.d
+    if xt is not None:
+        c.xt = _rows_ptr(xt)
+        c.ld = xt.shape[1]
+        c.lt = _rows_ptr(lt) if mc_has_log_column(&dist.d) else NULL
+    return c
+
+
+cdef double *_rows_ptr(double[:, ::1] a) noexcept:
+    """The data of a (possibly empty) C-contiguous matrix, or NULL."""
+    if a is None or a.shape[0] == 0 or a.shape[1] == 0:
+        return NULL
+    return &a[0, 0]
 
 
 def draw(KernelDist dist, bit_generator, Py_ssize_t m):
     """m draws from one bit generator, as an (m, draw_size) C-contiguous array."""
-    cdef bitgen_t *bg = _bitgen_ptr(bit_generator)
-    cdef mc_workspace ws
     cdef cnp.ndarray[double, ndim=2] xt = np.empty((dist.draw_size, max(m, 1)), dtype=np.float64)
-    cdef double *p = <double *> cnp.PyArray_DATA(xt)
-    if mc_workspace_init(&ws, &dist.d, 1) != 0:
-        raise MemoryError()
+    cdef int64_t first = 0
+    cdef mc_round rd
+    cdef _ctx_t c = _context(dist)
+    c.xt = <double *> cnp.PyArray_DATA(xt)
+    c.wss = mc_workspaces(&dist.d, 1, 1)
     try:
-        with bit_generator.lock:
-            with nogil:
-                mc_draw_block(&dist.d, bg, m, p, &ws)
+        mc_round_init(&rd, m, 1, max(m, 1), 1, 1, &first, NULL, [bit_generator])
+        try:
+            with bit_generator.lock:
+                mc_drive(&rd, _cb_draw, &c)
+        finally:
+            mc_round_free(&rd)
     finally:
-        mc_workspace_free(&ws)
+        mc_workspaces_free(c.wss, 1)
     return np.ascontiguousarray(xt[:, :m].T)
 
 
+cdef int _cb_eval(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssize_t m,
+                  int tid) noexcept nogil:
+    """f on block b of the caller's row-major draws c.xt (rows of draw_size):
+    gathered column-major into c.tmp, evaluated into c.out."""
+    cdef _ctx_t *c = <_ctx_t *> ctx
+    cdef Py_ssize_t ds = c.dist.draw_size, i, k, i0 = b * rd.block_size
+    cdef const double *x = c.xt + i0 * ds
+    cdef double *col = c.tmp + tid * c.tmp_len
+    for k in range(ds):
+        for i in range(m):
+            col[k * m + i] = x[i * ds + k]
+    mc_eval_block(c.func, c.dist, m, col, c.out + i0, &c.wss[tid])
+    return 0
+
+
 def eval_integrand(KernelFunc func, KernelDist dist, x):
-    """f values of a fused integrand on an (m, draw_size) array of draws."""
-    cdef cnp.ndarray[double, ndim=2] xt = np.ascontiguousarray(
-        np.asarray(x, dtype=np.float64).reshape(-1, dist.draw_size).T)
-    cdef Py_ssize_t m = xt.shape[1]
+    """f values of a fused integrand on an (m, draw_size) array of draws
+    (evaluated block by block on the core's driver: Ctrl-C is noticed
+    within a fraction of a second whatever m)."""
+    cdef cnp.ndarray[double, ndim=2] xr = np.ascontiguousarray(
+        np.asarray(x, dtype=np.float64).reshape(-1, dist.draw_size))
+    cdef Py_ssize_t m = xr.shape[0]
     cdef cnp.ndarray[double, ndim=1] fx = np.empty(m, dtype=np.float64)
-    cdef mc_workspace ws
+    cdef mc_round rd
+    cdef _ctx_t c = _context(dist)
+    cdef int64_t bs = max(1, (1 << 16) // max(1, dist.draw_size))
+    cdef int64_t[::1] first = np.arange((m + bs - 1) // bs, dtype=np.int64)
     if m == 0:
         return fx
+    c.func = &func.f
+    c.xt = <double *> cnp.PyArray_DATA(xr)
+    c.out = <double *> cnp.PyArray_DATA(fx)
+    c.tmp_len = bs * max(1, dist.draw_size)
+    mc_round_init(&rd, m, 1, bs, 1, first.shape[0], &first[0], NULL, None)
+    try:
+        c.tmp = mc_alloc_doubles(c.tmp_len, "the integrand's block buffer")
+        c.wss = mc_workspaces(&dist.d, 1, 1)
+        mc_drive(&rd, _cb_eval, &c)
+    finally:
+        free(c.tmp)
+        mc_workspaces_free(c.wss, 1)
+        mc_round_free(&rd)
+    return fx
     if mc_workspace_init(&ws, &dist.d, 1) != 0:
         raise MemoryError()
     try:
@@ -1044,7 +1156,8 @@ def eval_integrand(KernelFunc func, KernelDist dist, x):
     return fx
 
 
-cdef mc_workspace *_workspaces(const mc_dist *dist, int n, Py_ssize_t block_size) except NULL:
+cdef mc_workspace *mc_workspaces(const mc_dist *dist, int n,
+                                 Py_ssize_t block_size) except NULL:
     """One workspace per thread (index = omp thread number)."""
     cdef int t
     cdef mc_workspace *wss = <mc_workspace *> calloc(max(n, 1), sizeof(mc_workspace))
@@ -1052,23 +1165,18 @@ cdef mc_workspace *_workspaces(const mc_dist *dist, int n, Py_ssize_t block_size
         raise MemoryError()
     for t in range(n):
         if mc_workspace_init(&wss[t], dist, block_size) != 0:
-            _free_workspaces(wss, t)
+            mc_workspaces_free(wss, t)
             raise MemoryError("could not allocate the kernels' block buffers")
     return wss
 
 
-cdef void _free_workspaces(mc_workspace *wss, int n) noexcept:
+cdef void mc_workspaces_free(mc_workspace *wss, int n) noexcept:
     cdef int t
     if wss == NULL:
         return
     for t in range(n):
         mc_workspace_free(&wss[t])
     free(wss)
-
-
-cdef int _reraise() except -1:
-    """Propagate the exception a signal handler left pending."""
-    return -1
 
 
 def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] streams,
@@ -1081,71 +1189,57 @@ def run_streams(KernelDist dist, KernelFunc func, list bitgens, int64_t[::1] str
     generator; its statistics go to stats[i] and its shift to shifts[i].
     With next_block (in/out) and max_blocks > 0, stream i resumes at block
     next_block[i], runs at most max_blocks blocks and records where it
-    stopped, so a long run can be cut into epochs (the caller checks for
-    signals between them; the result does not depend on the cut).
+    stopped, so a long run can be cut into epochs (the result does not
+    depend on the cut).  Ctrl-C is noticed within a fraction of a second
+    (KeyboardInterrupt is raised).
     Returns (error code, global index of the failing draw or -1).
     """
-    cdef bint resume = next_block is not None
-    cdef int64_t done
     cdef Py_ssize_t ns = streams.shape[0]
-    cdef Py_ssize_t si
-    cdef bitgen_t **bgs = <bitgen_t **> malloc(sizeof(bitgen_t *) * max(ns, 1))
-    cdef long long *err = <long long *> calloc(3, sizeof(long long))
-    cdef int64_t nb = (n + block_size - 1) // block_size
-    cdef int64_t b, bad, check_every
-    cdef Py_ssize_t m
-    cdef mc_workspace *wss = NULL
-    cdef mc_workspace *ws
+    cdef mc_round rd
+    cdef _ctx_t c = _context(dist)
+    cdef int nt, t, code
     cdef double *lazy = NULL
-    if bgs == NULL or err == NULL:
-        free(bgs)
-        free(err)
-        raise MemoryError()
-    err[1] = -1
+    c.func = &func.f
+    c.stats = _rows_ptr(stats)
+    c.sld = stats.shape[1]
+    c.shifts = &shifts[0] if shifts.shape[0] else NULL
+    mc_round_init(&rd, n, n_streams, block_size, n_threads, ns,
+                  &streams[0] if ns else NULL, NULL, bitgens)
+    rd.walk = 1
+    rd.max_blocks = max_blocks
+    rd.next_block = &next_block[0] if next_block is not None and ns else NULL
+    nt = mc_round_threads(&rd)
     try:
-        for si in range(ns):
-            bgs[si] = _bitgen_ptr(bitgens[si])
-        n_threads = max(1, min(n_threads, max(ns, 1)))
-        wss = _workspaces(&dist.d, n_threads, min(block_size, mc_chunk_len(dist.d.draw_size)))
+        c.wss = mc_workspaces(&dist.d, nt, min(block_size, mc_chunk_len(dist.d.draw_size)))
         lazy = _lazy_thresholds(&dist.d, &func.f)
-        for si in range(n_threads):
-            wss[si].lazy_thr = lazy
-        check_every = max(1, (1 << 16) // max(1, block_size * dist.draw_size))
-        with nogil, parallel(num_threads=n_threads):
-            ws = &wss[mc_omp_thread_num()]
-            for si in prange(ns, schedule='dynamic'):
-                b = next_block[si] if resume else streams[si]
-                done = 0
-                while b < nb and mc_flag_get(err) == ERR_NONE and (max_blocks <= 0 or
-                                                                   done < max_blocks):
-                    done = done + 1
-                    m = <Py_ssize_t> (block_size if (b + 1) * block_size <= n else n - b * block_size)
-                    bad = mc_run_block(&dist.d, &func.f, bgs[si], m, &stats[si, 0],
-                                       &shifts[si], b == streams[si], ws)
-                    if bad >= 0:
-                        err[1] = b * block_size + bad
-                        mc_flag_set(err, ERR_CALLBACK if (func.f.kind == FK_CALLBACK and
-                                                          (func.f.sig == CB_I_P_N_P_V or
-                                                           func.f.sig == CB_I_P_I_P_V) and
-                                                          isfinite(ws.fx[0]))
-                                    else ERR_F_NONFINITE)
-                    b = b + n_streams
-                    if mc_omp_thread_num() == 0:
-                        err[2] += 1
-                        if err[2] % check_every == 0:
-                            with gil:
-                                if _mc_check_signals() != 0:
-                                    mc_flag_set(err, ERR_INTERRUPT)
-                if resume:
-                    next_block[si] = b
-        if err[0] == ERR_INTERRUPT:
-            _reraise()
-        return int(err[0]), int(err[1])
+        for t in range(nt):
+            c.wss[t].lazy_thr = lazy
+        code = mc_drive(&rd, _cb_fused, &c)
+        return code, int(rd.ctl.err[1])
     finally:
         free(lazy)
-        _free_workspaces(wss, n_threads)
-        free(bgs)
-        free(err)
+        mc_workspaces_free(c.wss, nt)
+        mc_round_free(&rd)
+
+
+cdef int _draw_blocks(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
+                      int64_t n, int64_t block_size, int n_threads, double[:, ::1] xt,
+                      double[:, ::1] lt, long long *claim) except -1:
+    """draw_round; claim: NULL, or an outside counter to claim the blocks from."""
+    cdef Py_ssize_t R = blocks.shape[0]
+    cdef mc_round rd
+    cdef _ctx_t c = _context(dist, xt, lt)
+    cdef int nt
+    mc_round_init(&rd, n, 0, block_size, n_threads, R, &blocks[0] if R else NULL,
+                  &slots[0] if R else NULL, bitgens)
+    rd.ctl.claim = claim
+    nt = mc_round_threads(&rd)
+    try:
+        c.wss = mc_workspaces(&dist.d, nt, 1)
+        return mc_drive(&rd, _cb_draw, &c)
+    finally:
+        mc_workspaces_free(c.wss, nt)
+        mc_round_free(&rd)
 
 
 def draw_round(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
@@ -1155,27 +1249,7 @@ def draw_round(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] 
     slots[r] (bitgens[slots[r]]) into row r of xt (column-major block).
     lt (same shape, optional) receives the log columns of LogNormal draws
     (see KernelDist.has_log_column); pass it on to accumulate_round."""
-    cdef Py_ssize_t R = blocks.shape[0], r
-    cdef bint use_lt = lt is not None and mc_has_log_column(&dist.d)
-    cdef bitgen_t **bgs = <bitgen_t **> malloc(sizeof(bitgen_t *) * max(R, 1))
-    cdef mc_workspace *wss = NULL
-    cdef Py_ssize_t m
-    if bgs == NULL:
-        raise MemoryError()
-    n_threads = max(1, min(n_threads, max(R, 1)))
-    try:
-        for r in range(R):
-            bgs[r] = _bitgen_ptr(bitgens[slots[r]])
-        wss = _workspaces(&dist.d, n_threads, 1)
-        with nogil, parallel(num_threads=n_threads):
-            for r in prange(R, schedule='dynamic'):
-                m = <Py_ssize_t> (block_size if (blocks[r] + 1) * block_size <= n
-                                  else n - blocks[r] * block_size)
-                mc_draw_block_lt(&dist.d, bgs[r], m, &xt[r, 0], &lt[r, 0] if use_lt else NULL,
-                                 &wss[mc_omp_thread_num()])
-    finally:
-        _free_workspaces(wss, n_threads)
-        free(bgs)
+    _draw_blocks(dist, bitgens, blocks, slots, n, block_size, n_threads, xt, lt, NULL)
 
 
 def draw_round_shared(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
@@ -1187,32 +1261,7 @@ def draw_round_shared(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_
     drawn whole by one thread from its own stream, so the draws do not
     depend on who drew what.  The blocks of a round must belong to distinct
     streams."""
-    cdef Py_ssize_t R = blocks.shape[0], r
-    cdef bitgen_t **bgs = <bitgen_t **> malloc(sizeof(bitgen_t *) * max(R, 1))
-    cdef mc_workspace ws
-    cdef Py_ssize_t m
-    cdef bint use_lt = lt is not None and mc_has_log_column(&dist.d)
-    cdef long long *cnt = &counter[0]
-    if bgs == NULL:
-        raise MemoryError()
-    if mc_workspace_init(&ws, &dist.d, 1) != 0:
-        free(bgs)
-        raise MemoryError()
-    try:
-        for r in range(R):
-            bgs[r] = _bitgen_ptr(bitgens[slots[r]])
-        with nogil:
-            while True:
-                r = <Py_ssize_t> mc_claim(cnt)
-                if r >= R:
-                    break
-                m = <Py_ssize_t> (block_size if (blocks[r] + 1) * block_size <= n
-                                  else n - blocks[r] * block_size)
-                mc_draw_block_lt(&dist.d, bgs[r], m, &xt[r, 0], &lt[r, 0] if use_lt else NULL,
-                                 &ws)
-    finally:
-        mc_workspace_free(&ws)
-        free(bgs)
+    _draw_blocks(dist, bitgens, blocks, slots, n, block_size, 1, xt, lt, &counter[0])
 
 
 def accumulate_round(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots, int64_t n,
@@ -1221,36 +1270,25 @@ def accumulate_round(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots, i
                      double[::1] shifts, double[:, ::1] lt=None):
     """Accumulate drawn blocks with their f values into their streams' rows.
     Returns the global index of a non-finite f value, or -1."""
-    cdef Py_ssize_t R = blocks.shape[0], r
-    cdef bint use_lt = lt is not None and mc_has_log_column(&dist.d)
-    cdef Py_ssize_t m, bad
-    cdef double *tmp
-    cdef int64_t *err = <int64_t *> malloc(sizeof(int64_t))
-    if err == NULL:
-        raise MemoryError()
-    err[0] = -1
+    cdef Py_ssize_t R = blocks.shape[0]
+    cdef mc_round rd
+    cdef _ctx_t c = _context(dist, xt, lt)
+    cdef int code
+    c.fx = _rows_ptr(fx)
+    c.fld = fx.shape[1]
+    c.stats = _rows_ptr(stats)
+    c.sld = stats.shape[1]
+    c.shifts = &shifts[0] if shifts.shape[0] else NULL
+    mc_round_init(&rd, n, n_streams, block_size, n_threads, R, &blocks[0] if R else NULL,
+                  &slots[0] if R else NULL, None)
+    c.tmp_len = min(block_size, mc_chunk_len(dist.d.draw_size))
     try:
-        with nogil, parallel(num_threads=n_threads):
-            tmp = <double *> malloc(sizeof(double) * block_size)
-            for r in prange(R, schedule='dynamic'):
-                m = <Py_ssize_t> (block_size if (blocks[r] + 1) * block_size <= n
-                                  else n - blocks[r] * block_size)
-                if blocks[r] < n_streams:
-                    shifts[slots[r]] = fx[r, 0]
-                if tmp == NULL:
-                    err[0] = -2
-                else:
-                    bad = mc_accumulate_block_lt(&dist.d, m, &xt[r, 0],
-                                                 &lt[r, 0] if use_lt else NULL, &fx[r, 0],
-                                                 shifts[slots[r]], &stats[slots[r], 0], tmp)
-                    if bad >= 0:
-                        err[0] = blocks[r] * block_size + bad
-            free(tmp)
-        if err[0] == -2:
-            raise MemoryError()
-        return int(err[0])
+        c.tmp = mc_alloc_doubles(mc_round_threads(&rd) * c.tmp_len,
+                                 "the accumulation buffers")
+        code = mc_drive(&rd, _cb_accumulate, &c)
+        return int(rd.ctl.err[1]) if code == ERR_F_NONFINITE else -1
     finally:
-        free(err)
+        free(c.tmp)
 
 
 def alias_table(double[:, ::1] probs):

@@ -38,14 +38,16 @@ from libc.math cimport log, log1p, exp, fabs, isfinite, sqrt, INFINITY
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from libc.stdint cimport int64_t
-from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
-from cython.parallel cimport prange, parallel
 from numpy.random cimport bitgen_t
 from numpy.random.c_distributions cimport random_standard_uniform_fill, random_standard_gamma
 from scipy.special.cython_special cimport gammainc, gammaincc, gammaln
 
+from mcscore._core cimport (
+    mc_round, mc_block_fn, mc_round_init, mc_round_free, mc_round_threads, mc_drive, mc_poll,
+    mc_alloc_doubles,
+)
 from mcscore._kernels cimport (
-    mc_dist, mc_workspace, mc_workspace_init, mc_workspace_free, mc_draw_block,
+    mc_dist, mc_workspace, mc_workspaces, mc_workspaces_free, mc_draw_block_polled,
     SK_AFFINE, SK_LOG_AFFINE, SK_LOG1M_AFFINE, SK_QUAD, SK_LOG_QUAD, SK_CATEGORY,
 )
 
@@ -75,13 +77,27 @@ cpdef enum:
 
 cdef enum:
     MAXL = 16
+    POLL_ROWS = 1024       # rows (draws) between two polls of the driver
 
 
-cdef bitgen_t *_bitgen(object bit_generator) except NULL:
-    capsule = bit_generator.capsule
-    if not PyCapsule_IsValid(capsule, "BitGenerator"):
-        raise TypeError("not a numpy BitGenerator")
-    return <bitgen_t *> PyCapsule_GetPointer(capsule, "BitGenerator")
+cdef inline bint _stop(mc_round *rd, int tid, Py_ssize_t i) noexcept nogil:
+    """At every POLL_ROWS-th row i: poll the driver (Ctrl-C, or an error
+    elsewhere); True when the run must stop (its results are discarded)."""
+    return (i & (POLL_ROWS - 1)) == POLL_ROWS - 1 and mc_poll(rd, tid)
+
+
+cdef bint _fill_uniform(bitgen_t *bg, Py_ssize_t cnt, double *out, mc_round *rd,
+                        int tid) noexcept nogil:
+    """random_standard_uniform_fill in pieces of POLL_ROWS * 64 values with a
+    poll in between (the same numbers in the same order); True: stopped."""
+    cdef Py_ssize_t i0 = 0, k
+    while i0 < cnt:
+        k = cnt - i0 if cnt - i0 < POLL_ROWS * 64 else POLL_ROWS * 64
+        random_standard_uniform_fill(bg, k, out + i0)
+        i0 += k
+        if i0 < cnt and mc_poll(rd, tid):
+            return True
+    return False
 
 
 cdef class VrDist:
@@ -176,11 +192,13 @@ def gram_width(Py_ssize_t P, Py_ssize_t L):
     return 3 + P * (L + L * (L + 1) // 2)
 
 
-cdef void gram_add(const double *Z, Py_ssize_t P, Py_ssize_t L, Py_ssize_t m,
-                   const double *v, double *stats, double *shifts, bint first) noexcept nogil:
+cdef bint gram_add(const double *Z, Py_ssize_t P, Py_ssize_t L, Py_ssize_t m,
+                   const double *v, double *stats, double *shifts, bint first,
+                   mc_round *rd, int tid) noexcept nogil:
     """Add m draws' features Z[(q * L + l) * m + i] and values v[i] to a
     stream's row.  `first`: the block is the stream's first; its first draw
-    sets the shifts (shifts[0] for v, shifts[1 + q * L + l] for z)."""
+    sets the shifts (shifts[0] for v, shifts[1 + q * L + l] for z).  Polls
+    the driver (rd, thread tid) as it goes: True when it stopped early."""
     cdef Py_ssize_t q, l, k, i, w, W = L + L * (L + 1) // 2
     cdef double d[16]
     cdef double acc[152]
@@ -188,7 +206,7 @@ cdef void gram_add(const double *Z, Py_ssize_t P, Py_ssize_t L, Py_ssize_t m,
     cdef double *row
     cdef const double *zq
     if m <= 0:
-        return
+        return False
     if first:
         shifts[0] = v[0]
         for q in range(P):
@@ -208,6 +226,8 @@ cdef void gram_add(const double *Z, Py_ssize_t P, Py_ssize_t L, Py_ssize_t m,
             acc[w] = 0.0
         zq = Z + q * L * m
         for i in range(m):
+            if _stop(rd, tid, i):
+                return True
             for l in range(L):
                 d[l] = zq[l * m + i] - shifts[1 + q * L + l]
                 acc[l] += d[l]
@@ -219,21 +239,24 @@ cdef void gram_add(const double *Z, Py_ssize_t P, Py_ssize_t L, Py_ssize_t m,
         row = stats + 3 + q * W
         for w in range(W):
             row[w] += acc[w]
+    return False
 
 
 # ---------------------------------------------------------------------------
 # prepare: draw a round of blocks and build the points f is evaluated at
 # ---------------------------------------------------------------------------
 
-cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t m,
+cdef bint _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t m,
                          Py_ssize_t W, const double *prm, double *out, double *scratch,
-                         mc_workspace *ws) noexcept nogil:
+                         mc_workspace *ws, mc_round *rd, int tid) noexcept nogil:
+    """Fill `out` for one block (see the PREP_* modes); polls the driver (rd,
+    thread tid) as it goes: True when it stopped early."""
     cdef Py_ssize_t i, c, j, k, K, U, best
     cdef double tau, t, u, v, p, e, eb, mx, tot, z, vp, a, b, g1, g2, s
     cdef double *u1
     cdef double *u2
     if mode == PREP_DRAW:
-        mc_draw_block(dist, bg, m, out, ws)
+        return mc_draw_block_polled(dist, bg, m, out, NULL, ws, rd, tid)
     elif mode == PREP_GAMMAS:
         K = dist.n_cat
         # Beta (K == 1): draw_size = units, params p0 (c1), p1 (c0).
@@ -243,6 +266,8 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
                 a = dist.p0[j]
                 b = dist.p1[j]
                 for i in range(m):
+                    if _stop(rd, tid, i):
+                        return True
                     g1 = random_standard_gamma(bg, a)
                     g2 = random_standard_gamma(bg, b)
                     s = g1 + g2
@@ -252,6 +277,8 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
                     out[2 * W * m + j * m + i] = -z / s * dgamma_dalpha(g2, b)
             else:
                 for i in range(m):
+                    if _stop(rd, tid, i):
+                        return True
                     s = 0.0
                     for k in range(K):
                         g1 = random_standard_gamma(bg, dist.p0[j * K + k])
@@ -265,9 +292,12 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
                         out[2 * W * m + (j * K + k) * m + i] = 0.0
     elif mode == PREP_RELAXED_BERN:
         tau = prm[0]
-        random_standard_uniform_fill(bg, W * m, scratch)
+        if _fill_uniform(bg, W * m, scratch, rd, tid):
+            return True
         for c in range(W):
             for i in range(m):
+                if _stop(rd, tid, i):
+                    return True
                 t = (prm[1 + c] + _logit(scratch[c * m + i])) / tau
                 out[c * m + i] = _sigmoid(t)
                 out[W * m + c * m + i] = 1.0 if t > 0 else 0.0
@@ -275,9 +305,12 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
         tau = prm[0]
         K = dist.n_cat
         U = W // K
-        random_standard_uniform_fill(bg, W * m, scratch)
+        if _fill_uniform(bg, W * m, scratch, rd, tid):
+            return True
         for j in range(U):
             for i in range(m):
+                if _stop(rd, tid, i):
+                    return True
                 mx = -INFINITY
                 best = 0
                 for k in range(K):
@@ -296,12 +329,15 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
                     out[W * m + (j * K + k) * m + i] = 1.0 if k == best else 0.0
     elif mode == PREP_REBAR_BERN:
         tau = prm[0]
-        random_standard_uniform_fill(bg, 2 * W * m, scratch)
+        if _fill_uniform(bg, 2 * W * m, scratch, rd, tid):
+            return True
         u1 = scratch
         u2 = scratch + W * m
         for c in range(W):
             p = _sigmoid(prm[1 + c])
             for i in range(m):
+                if _stop(rd, tid, i):
+                    return True
                 u = u1[c * m + i]
                 v = u2[c * m + i]
                 t = prm[1 + c] + _logit(u)
@@ -322,11 +358,14 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
         tau = prm[0]
         K = dist.n_cat
         U = W // K
-        random_standard_uniform_fill(bg, 2 * W * m, scratch)
+        if _fill_uniform(bg, 2 * W * m, scratch, rd, tid):
+            return True
         u1 = scratch
         u2 = scratch + W * m
         for j in range(U):
             for i in range(m):
+                if _stop(rd, tid, i):
+                    return True
                 # z = log pi + Gumbel, b = argmax z
                 mx = -INFINITY
                 best = 0
@@ -356,13 +395,17 @@ cdef void _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
                     out[2 * W * m + (j * K + k) * m + i] = t
                 _softmax_col(out + 2 * W * m + j * K * m, K, m, i, tau)
     elif mode == PREP_DISARM:
-        random_standard_uniform_fill(bg, W * m, scratch)
+        if _fill_uniform(bg, W * m, scratch, rd, tid):
+            return True
         for c in range(W):
             p = _sigmoid(prm[c])
             for i in range(m):
+                if _stop(rd, tid, i):
+                    return True
                 u = scratch[c * m + i]
                 out[c * m + i] = 1.0 if u < p else 0.0
                 out[W * m + c * m + i] = 1.0 if (1.0 - u) < p else 0.0
+    return False
 
 
 cdef inline void _softmax_col(double *col, Py_ssize_t K, Py_ssize_t m, Py_ssize_t i,
@@ -381,62 +424,168 @@ cdef inline void _softmax_col(double *col, Py_ssize_t K, Py_ssize_t m, Py_ssize_
         col[k * m + i] = col[k * m + i] / tot
 
 
+# ---------------------------------------------------------------------------
+# rounds on the core's driver (mc_drive): one context, one callback per kernel
+# ---------------------------------------------------------------------------
+
+ctypedef struct _vr_t:
+    # round arrays: row r of X at X + r * X_ld (blocks, column-major)
+    const double *x              # xt / xb / zb / buf (prepare: out, written)
+    Py_ssize_t x_ld
+    const double *x2             # xt2 (antithetic pairs)
+    Py_ssize_t x2_ld
+    # values computed in Python, indexed r * B + i: F row l at F + l * F_ld,
+    # grad_f at G + (r * B + i) * G_ld + c
+    const double *F
+    Py_ssize_t F_ld
+    const double *F2
+    Py_ssize_t F2_ld
+    const double *G
+    Py_ssize_t G_ld
+    const double *G2
+    Py_ssize_t G2_ld
+    const double *fv
+    # per-stream rows (slot s) of the Gram statistics and their shifts
+    double *stats
+    Py_ssize_t stats_ld
+    double *shifts
+    Py_ssize_t shifts_ld
+    # the score / tangent table of coordinate q: terms ts[q] .. ts[q + 1]
+    Py_ssize_t P
+    const int64_t *ts
+    const int *tk
+    const int64_t *tc
+    const double *ta
+    const double *tb
+    const double *tcc
+    # the estimator's parameters
+    Py_ssize_t J, L, W, K, ds, group
+    bint antithetic, add_score, has_aux
+    int conv, mode
+    double tau
+    const double *prm
+    const double *probs
+    const double *cv
+    const double *cvs
+    const mc_dist *dist
+    mc_workspace *wss            # prepare: one workspace per thread
+    # per-thread scratch: buf + tid * buf_len doubles
+    double *buf
+    Py_ssize_t buf_len
+
+
+cdef const double *_vec(const double[::1] a) noexcept:
+    return &a[0] if a is not None and a.shape[0] else NULL
+
+
+cdef const double *_mat(const double[:, ::1] a, Py_ssize_t *ld) noexcept:
+    """Data of a C-contiguous matrix (NULL when empty); ld: its row length."""
+    if a is None:
+        ld[0] = 0
+        return NULL
+    ld[0] = a.shape[1]
+    return &a[0, 0] if a.shape[0] and a.shape[1] else NULL
+
+
+cdef void _table(_vr_t *c, int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta,
+                 double[::1] tb, double[::1] tcc) noexcept:
+    c.P = ts.shape[0] - 1
+    c.ts = &ts[0]
+    c.tk = &tk[0] if tk.shape[0] else NULL
+    c.tc = &tc[0] if tc.shape[0] else NULL
+    c.ta = _vec(ta)
+    c.tb = _vec(tb)
+    c.tcc = _vec(tcc)
+
+
+cdef void _arrays(_vr_t *c, double[:, ::1] x, double[:, ::1] F, double[:, ::1] G,
+                  double[:, ::1] stats, double[:, ::1] shifts, double[:, ::1] x2=None,
+                  double[:, ::1] F2=None, double[:, ::1] G2=None) noexcept:
+    """The round's arrays (None: not used by the kernel)."""
+    c.x = _mat(x, &c.x_ld)
+    c.x2 = _mat(x2, &c.x2_ld)
+    c.F = _mat(F, &c.F_ld)
+    c.F2 = _mat(F2, &c.F2_ld)
+    c.G = _mat(G, &c.G_ld)
+    c.G2 = _mat(G2, &c.G2_ld)
+    c.stats = <double *> _mat(stats, &c.stats_ld)
+    c.shifts = <double *> _mat(shifts, &c.shifts_ld)
+
+
+cdef int _round(_vr_t *c, mc_block_fn fn, list bitgens, int64_t[::1] blocks,
+                int64_t[::1] slots, int64_t n, int64_t block_size, int64_t n_streams,
+                int n_threads, Py_ssize_t per_thread) except -1:
+    """Run fn on every block of the round (mc_drive) with per_thread scratch
+    doubles per thread (c.buf) and, for prepare (c.dist set), a workspace
+    per thread."""
+    cdef mc_round rd
+    cdef Py_ssize_t R = blocks.shape[0]
+    cdef int nt
+    mc_round_init(&rd, n, n_streams, block_size, n_threads, R, &blocks[0] if R else NULL,
+                  &slots[0] if R else NULL, bitgens)
+    nt = mc_round_threads(&rd)
+    c.buf = NULL
+    c.wss = NULL
+    c.buf_len = per_thread
+    try:
+        c.buf = mc_alloc_doubles(nt * per_thread, "the estimator's block buffers")
+        if c.dist != NULL:
+            c.wss = mc_workspaces(c.dist, nt, 1)
+        return mc_drive(&rd, fn, c)
+    finally:
+        free(c.buf)
+        if c.wss != NULL:
+            mc_workspaces_free(c.wss, nt)
+        mc_round_free(&rd)
+
+
+cdef _vr_t _context() noexcept:
+    cdef _vr_t c
+    memset(&c, 0, sizeof(_vr_t))
+    return c
+
+
+cdef int _cb_prepare(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssize_t m,
+                     int tid) noexcept nogil:
+    cdef _vr_t *c = <_vr_t *> ctx
+    cdef double *out = <double *> c.x + r * c.x_ld
+    return _prepare_block(c.mode, c.dist, rd.bitgens[r], m, c.W, c.prm, out,
+                          c.buf + tid * c.buf_len, &c.wss[tid], rd, tid)
+
+
 def prepare_round(VrDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
                   int64_t n, int64_t block_size, int n_threads, int mode, Py_ssize_t W,
                   const double[::1] prm, double[:, ::1] out):
     """Draw block blocks[r] of stream slot slots[r] (bitgens[slots[r]]) and
     write what `mode` makes of it into row r of out (IN: dist, prm; OUT: out)."""
-    cdef Py_ssize_t R = blocks.shape[0], r, m
-    cdef bitgen_t **bgs = <bitgen_t **> malloc(sizeof(bitgen_t *) * max(R, 1))
-    cdef const double *pp = &prm[0] if prm.shape[0] else NULL
-    cdef double *scratch
-    cdef mc_workspace *ws
-    cdef int[::1] fail = np.zeros(1, dtype=np.intc)
-    if bgs == NULL:
-        raise MemoryError()
-    n_threads = max(1, min(n_threads, max(R, 1)))
-    try:
-        for r in range(R):
-            bgs[r] = _bitgen(bitgens[slots[r]])
-        with nogil, parallel(num_threads=n_threads):
-            scratch = <double *> malloc(sizeof(double) * (2 * W * block_size + 1))
-            ws = <mc_workspace *> malloc(sizeof(mc_workspace))
-            if scratch == NULL or ws == NULL:
-                fail[0] = 1
-            elif mc_workspace_init(ws, &dist.d, 1) != 0:
-                fail[0] = 1
-            else:
-                for r in prange(R, schedule='dynamic'):
-                    m = <Py_ssize_t> (block_size if (blocks[r] + 1) * block_size <= n
-                                      else n - blocks[r] * block_size)
-                    _prepare_block(mode, &dist.d, bgs[r], m, W, pp, &out[r, 0], scratch, ws)
-                mc_workspace_free(ws)
-            free(scratch)
-            free(ws)
-        if fail[0]:
-            raise MemoryError("could not allocate the kernels' block buffers")
-    finally:
-        free(bgs)
+    cdef _vr_t c = _context()
+    c.mode = mode
+    c.dist = &dist.d
+    c.W = W
+    c.prm = _vec(prm)
+    _arrays(&c, out, None, None, None, None)
+    _round(&c, _cb_prepare, bitgens, blocks, slots, n, block_size, 0, n_threads,
+           2 * W * block_size + 1)
 
 
 # ---------------------------------------------------------------------------
 # features + accumulation, one function per estimator
 # ---------------------------------------------------------------------------
 
-cdef inline Py_ssize_t _rows(int64_t b, int64_t block_size, int64_t n) noexcept nogil:
-    return <Py_ssize_t> (block_size if (b + 1) * block_size <= n else n - b * block_size)
-
-
-cdef void _scores(Py_ssize_t P, const int64_t *ts, const int *tk, const int64_t *tc,
+cdef bint _scores(Py_ssize_t P, const int64_t *ts, const int *tk, const int64_t *tc,
                   const double *ta, const double *tb, const double *tcc,
-                  const double *xt, Py_ssize_t m, double *out) noexcept nogil:
-    """out[q * m + i] = score coordinate q at draw i (table terms, as the core)."""
+                  const double *xt, Py_ssize_t m, double *out, mc_round *rd,
+                  int tid) noexcept nogil:
+    """out[q * m + i] = score coordinate q at draw i (table terms, as the core).
+    Polls the driver (rd, thread tid) per coordinate: True when it stopped."""
     cdef Py_ssize_t q, t, i
     cdef const double *x
     cdef double a, b, c, d
     cdef int kind
     cdef double *o
     for q in range(P):
+        if mc_poll(rd, tid):
+            return True
         o = out + q * m
         for i in range(m):
             o[i] = 0.0
@@ -466,6 +615,7 @@ cdef void _scores(Py_ssize_t P, const int64_t *ts, const int *tk, const int64_t 
             elif kind == SK_CATEGORY:
                 for i in range(m):
                     o[i] += (a if x[i] == c else 0.0) + b
+    return False
 
 
 cdef void _pair_means(double *a, const double *b, Py_ssize_t m) noexcept nogil:
@@ -486,6 +636,74 @@ cdef void _pair_means(double *a, const double *b, Py_ssize_t m) noexcept nogil:
         a[i] = 0.0 if fabs(t) <= scale else 0.5 * t
 
 
+cdef int _cb_score(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize_t m,
+                   int tid) noexcept nogil:
+    cdef _vr_t *c = <_vr_t *> ctx
+    cdef Py_ssize_t P = c.P, J = c.J, L = c.L, B = rd.block_size, group = c.group
+    cdef Py_ssize_t mg, i, q, l, g, k, base = r * B
+    cdef bint antithetic = c.antithetic, add_score = c.add_score
+    cdef double *S1 = c.buf + tid * c.buf_len
+    cdef double *S2 = S1 + (P * B + 1)
+    cdef double *Z = S2 + (P * B + 1)
+    cdef double *v = Z + (P * L * B + 1)
+    cdef double *v2 = v + (B + 1)
+    cdef const double *F = c.F            # F[l, j] is F[l * fl + j]
+    cdef const double *F2 = c.F2
+    cdef Py_ssize_t fl = c.F_ld, fl2 = c.F2_ld
+    cdef double *stats = c.stats + rd.slots[r] * c.stats_ld
+    cdef double *shifts = c.shifts + rd.slots[r] * c.shifts_ld
+    cdef bint first = blk < rd.n_streams
+    cdef double fbar
+    if _scores(P, c.ts, c.tk, c.tc, c.ta, c.tb, c.tcc, c.x + r * c.x_ld, m, S1, rd, tid):
+        return 1
+    if antithetic and _scores(P, c.ts, c.tk, c.tc, c.ta, c.tb, c.tcc, c.x2 + r * c.x2_ld, m,
+                              S2, rd, tid):
+        return 1
+    if group > 1:
+        mg = m // group
+        for g in range(mg):
+            if _stop(rd, tid, g):
+                return 1
+            fbar = 0.0
+            for k in range(group):
+                fbar = fbar + F[base + g * group + k]
+            fbar = fbar / group
+            v[g] = fbar
+            for q in range(P):
+                Z[q * mg + g] = 0.0
+                for k in range(group):
+                    Z[q * mg + g] += ((F[base + g * group + k] - fbar)
+                                      * S1[q * m + g * group + k])
+                Z[q * mg + g] = Z[q * mg + g] / (group - 1)
+        return gram_add(Z, P, 1, mg, v, stats, shifts, first, rd, tid)
+    else:
+        for i in range(m):
+            v[i] = F[base + i] if not antithetic else 0.5 * (
+                F[base + i] + F2[base + i])
+        for q in range(P):
+            for l in range(J):
+                if mc_poll(rd, tid):
+                    return 1
+                if antithetic:
+                    for i in range(m):
+                        Z[(q * L + l) * m + i] = F[l * fl + base + i] * S1[q * m + i]
+                        v2[i] = F2[l * fl2 + base + i] * S2[q * m + i]
+                    _pair_means(&Z[(q * L + l) * m], v2, m)
+                else:
+                    for i in range(m):
+                        Z[(q * L + l) * m + i] = F[l * fl + base + i] * S1[q * m + i]
+            if add_score:
+                if antithetic:
+                    for i in range(m):
+                        Z[(q * L + J) * m + i] = S1[q * m + i]
+                        v2[i] = S2[q * m + i]
+                    _pair_means(&Z[(q * L + J) * m], v2, m)
+                else:
+                    for i in range(m):
+                        Z[(q * L + J) * m + i] = S1[q * m + i]
+        return gram_add(Z, P, L, m, v, stats, shifts, first, rd, tid)
+
+
 def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, double[::1] tb,
               double[::1] tcc, int64_t[::1] blocks, int64_t[::1] slots, int64_t n,
               int64_t block_size, int64_t n_streams, int n_threads, Py_ssize_t ds,
@@ -500,86 +718,20 @@ def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, dou
     `group` consecutive draws, z_0 = 1/(k-1) sum_i (F_0i - mean F_0) s_qi
     (only J = 1, no antithetic).
     """
-    cdef Py_ssize_t P = ts.shape[0] - 1, J = F.shape[0], R = blocks.shape[0]
-    cdef Py_ssize_t L = J + (1 if add_score else 0)
-    cdef Py_ssize_t r, m, mg, i, q, l, g, k, base
-    cdef double *S1
-    cdef double *S2
-    cdef double *Z
-    cdef double *v
-    cdef double *v2
-    cdef double fbar
-    cdef int[::1] fail = np.zeros(1, dtype=np.intc)
-    if L > MAXL:
+    cdef _vr_t c = _context()
+    cdef Py_ssize_t P = ts.shape[0] - 1, B = block_size
+    _table(&c, ts, tk, tc, ta, tb, tcc)
+    c.J = F.shape[0]
+    c.L = c.J + (1 if add_score else 0)
+    if c.L > MAXL:
         raise ValueError(f"at most {MAXL} features per coordinate")
-    with nogil, parallel(num_threads=max(1, min(n_threads, R))):
-        S1 = <double *> malloc(sizeof(double) * (P * block_size + 1))
-        S2 = <double *> malloc(sizeof(double) * (P * block_size + 1))
-        Z = <double *> malloc(sizeof(double) * (P * L * block_size + 1))
-        v = <double *> malloc(sizeof(double) * (block_size + 1))
-        v2 = <double *> malloc(sizeof(double) * (block_size + 1))
-        if S1 == NULL or S2 == NULL or Z == NULL or v == NULL or v2 == NULL:
-            fail[0] = 1
-        else:
-            for r in prange(R, schedule='dynamic'):
-                m = _rows(blocks[r], block_size, n)
-                base = r * block_size
-                _scores(P, &ts[0], &tk[0] if tk.shape[0] else NULL, &tc[0] if tc.shape[0] else NULL,
-                        &ta[0] if ta.shape[0] else NULL, &tb[0] if tb.shape[0] else NULL,
-                        &tcc[0] if tcc.shape[0] else NULL, &xt[r, 0], m, S1)
-                if antithetic:
-                    _scores(P, &ts[0], &tk[0] if tk.shape[0] else NULL,
-                            &tc[0] if tc.shape[0] else NULL, &ta[0] if ta.shape[0] else NULL,
-                            &tb[0] if tb.shape[0] else NULL, &tcc[0] if tcc.shape[0] else NULL,
-                            &xt2[r, 0], m, S2)
-                if group > 1:
-                    mg = m // group
-                    for g in range(mg):
-                        fbar = 0.0
-                        for k in range(group):
-                            fbar = fbar + F[0, base + g * group + k]
-                        fbar = fbar / group
-                        v[g] = fbar
-                        for q in range(P):
-                            Z[q * mg + g] = 0.0
-                            for k in range(group):
-                                Z[q * mg + g] += ((F[0, base + g * group + k] - fbar)
-                                                  * S1[q * m + g * group + k])
-                            Z[q * mg + g] = Z[q * mg + g] / (group - 1)
-                    gram_add(Z, P, 1, mg, v, &stats[slots[r], 0], &shifts[slots[r], 0],
-                             blocks[r] < n_streams)
-                else:
-                    for i in range(m):
-                        v[i] = F[0, base + i] if not antithetic else 0.5 * (
-                            F[0, base + i] + F2[0, base + i])
-                    for q in range(P):
-                        for l in range(J):
-                            if antithetic:
-                                for i in range(m):
-                                    Z[(q * L + l) * m + i] = F[l, base + i] * S1[q * m + i]
-                                    v2[i] = F2[l, base + i] * S2[q * m + i]
-                                _pair_means(&Z[(q * L + l) * m], v2, m)
-                            else:
-                                for i in range(m):
-                                    Z[(q * L + l) * m + i] = F[l, base + i] * S1[q * m + i]
-                        if add_score:
-                            if antithetic:
-                                for i in range(m):
-                                    Z[(q * L + J) * m + i] = S1[q * m + i]
-                                    v2[i] = S2[q * m + i]
-                                _pair_means(&Z[(q * L + J) * m], v2, m)
-                            else:
-                                for i in range(m):
-                                    Z[(q * L + J) * m + i] = S1[q * m + i]
-                    gram_add(Z, P, L, m, v, &stats[slots[r], 0], &shifts[slots[r], 0],
-                             blocks[r] < n_streams)
-        free(S1)
-        free(S2)
-        free(Z)
-        free(v)
-        free(v2)
-    if fail[0]:
-        raise MemoryError()
+    c.ds = ds
+    c.antithetic = antithetic
+    c.add_score = add_score
+    c.group = group
+    _arrays(&c, xt, F, None, stats, shifts, xt2, F2)
+    _round(&c, _cb_score, None, blocks, slots, n, block_size, n_streams, n_threads,
+           2 * (P * B + 1) + (P * c.L * B + 1) + 2 * (B + 1))
 
 
 cdef inline double _tangent(int kind, double x, double aux0, double aux1, double a,
@@ -603,6 +755,46 @@ cdef inline double _tangent(int kind, double x, double aux0, double aux1, double
     return 0.0
 
 
+cdef int _cb_pathwise(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize_t m,
+                      int tid) noexcept nogil:
+    cdef _vr_t *c = <_vr_t *> ctx
+    cdef Py_ssize_t P = c.P, ds = c.ds, gl = c.G_ld
+    cdef Py_ssize_t i, q, t, col, j, k, K, base = r * rd.block_size
+    cdef bint has_aux = c.has_aux
+    cdef double *Z = c.buf + tid * c.buf_len
+    cdef const double *G = c.G            # G[j, col] is G[j * gl + col]
+    cdef const double *x = c.x + r * c.x_ld
+    cdef const int64_t *ts = c.ts
+    cdef const int *tk = c.tk
+    cdef const int64_t *tc = c.tc
+    cdef const double *ta = c.ta
+    cdef const double *tb = c.tb
+    cdef double acc, a0, a1
+    for i in range(m):
+        if _stop(rd, tid, i):
+            return 1
+        for q in range(P):
+            acc = 0.0
+            for t in range(ts[q], ts[q + 1]):
+                col = tc[t]
+                if tk[t] == TK_DIRICHLET:
+                    # a = first column of the unit, b = K
+                    j = <Py_ssize_t> ta[t]
+                    K = <Py_ssize_t> tb[t]
+                    a0 = 0.0
+                    for k in range(K):
+                        a0 = a0 + G[(base + i) * gl + j + k] * x[(j + k) * m + i]
+                    acc = acc + x[ds * m + col * m + i] * (G[(base + i) * gl + col] - a0)
+                else:
+                    a0 = x[ds * m + col * m + i] if has_aux else 0.0
+                    a1 = x[2 * ds * m + col * m + i] if has_aux else 0.0
+                    acc = acc + G[(base + i) * gl + col] * _tangent(
+                        tk[t], x[col * m + i], a0, a1, ta[t], tb[t])
+            Z[q * m + i] = acc
+    return gram_add(Z, P, 1, m, &c.fv[base], c.stats + rd.slots[r] * c.stats_ld,
+                    c.shifts + rd.slots[r] * c.shifts_ld, blk < rd.n_streams, rd, tid)
+
+
 def acc_pathwise(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta,
                  double[::1] tb, int64_t[::1] blocks, int64_t[::1] slots, int64_t n,
                  int64_t block_size, int64_t n_streams, int n_threads, Py_ssize_t ds,
@@ -614,48 +806,14 @@ def acc_pathwise(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta,
     xb rows hold x (ds * m) and, with has_aux, aux0 and aux1 (ds * m each);
     G[r * B + i, c] is grad_f at draw i of block r, fv[r * B + i] is f.
     """
-    cdef Py_ssize_t P = ts.shape[0] - 1, R = blocks.shape[0]
-    cdef Py_ssize_t r, m, i, q, t, c, j, k, K, base
-    cdef double *Z
-    cdef double *gx
-    cdef double acc, a0, a1
-    cdef const double *x
-    cdef int[::1] fail = np.zeros(1, dtype=np.intc)
-    with nogil, parallel(num_threads=max(1, min(n_threads, R))):
-        Z = <double *> malloc(sizeof(double) * (P * block_size + 1))
-        gx = <double *> malloc(sizeof(double) * (ds + 1))
-        if Z == NULL or gx == NULL:
-            fail[0] = 1
-        else:
-            for r in prange(R, schedule='dynamic'):
-                m = _rows(blocks[r], block_size, n)
-                base = r * block_size
-                x = &xb[r, 0]
-                for i in range(m):
-                    for q in range(P):
-                        acc = 0.0
-                        for t in range(ts[q], ts[q + 1]):
-                            c = tc[t]
-                            if tk[t] == TK_DIRICHLET:
-                                # a = first column of the unit, b = K
-                                j = <Py_ssize_t> ta[t]
-                                K = <Py_ssize_t> tb[t]
-                                a0 = 0.0
-                                for k in range(K):
-                                    a0 = a0 + G[base + i, j + k] * x[(j + k) * m + i]
-                                acc = acc + x[ds * m + c * m + i] * (G[base + i, c] - a0)
-                            else:
-                                a0 = x[ds * m + c * m + i] if has_aux else 0.0
-                                a1 = x[2 * ds * m + c * m + i] if has_aux else 0.0
-                                acc = acc + G[base + i, c] * _tangent(
-                                    tk[t], x[c * m + i], a0, a1, ta[t], tb[t])
-                        Z[q * m + i] = acc
-                gram_add(Z, P, 1, m, &fv[base], &stats[slots[r], 0], &shifts[slots[r], 0],
-                         blocks[r] < n_streams)
-        free(Z)
-        free(gx)
-    if fail[0]:
-        raise MemoryError()
+    cdef _vr_t c = _context()
+    _table(&c, ts, tk, tc, ta, tb, None)
+    c.ds = ds
+    c.has_aux = has_aux
+    c.fv = _vec(fv)
+    _arrays(&c, xb, None, G, stats, shifts)
+    _round(&c, _cb_pathwise, None, blocks, slots, n, block_size, n_streams, n_threads,
+           c.P * block_size + 1)
 
 
 cdef inline void _to_params(double *y, Py_ssize_t m, Py_ssize_t i, Py_ssize_t W,
@@ -679,6 +837,36 @@ cdef inline void _to_params(double *y, Py_ssize_t m, Py_ssize_t i, Py_ssize_t W,
                 y[(j * K + k) * m + i] = y[(j * K + k) * m + i] * cv[j * K + k] - s * cvs[j]
 
 
+cdef int _cb_relaxed(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize_t m,
+                     int tid) noexcept nogil:
+    cdef _vr_t *c = <_vr_t *> ctx
+    cdef Py_ssize_t W = c.W, K = c.K, gl = c.G_ld
+    cdef Py_ssize_t i, col, j, k, base = r * rd.block_size
+    cdef double tau = c.tau
+    cdef double *Z = c.buf + tid * c.buf_len
+    cdef const double *G = c.G            # G[j, col] is G[j * gl + col]
+    cdef const double *x = c.x + r * c.x_ld
+    cdef double z, dot
+    for i in range(m):
+        if _stop(rd, tid, i):
+            return 1
+        if K == 1:
+            for col in range(W):
+                z = x[col * m + i]
+                Z[col * m + i] = G[(base + i) * gl + col] * z * (1.0 - z) / tau
+        else:
+            for j in range(W // K):
+                dot = 0.0
+                for k in range(K):
+                    dot = dot + G[(base + i) * gl + j * K + k] * x[(j * K + k) * m + i]
+                for k in range(K):
+                    Z[(j * K + k) * m + i] = (x[(j * K + k) * m + i]
+                                              * (G[(base + i) * gl + j * K + k] - dot) / tau)
+        _to_params(Z, m, i, W, K, c.conv, c.cv, c.cvs)
+    return gram_add(Z, W, 1, m, &c.fv[base], c.stats + rd.slots[r] * c.stats_ld,
+                    c.shifts + rd.slots[r] * c.shifts_ld, blk < rd.n_streams, rd, tid)
+
+
 def acc_relaxed(int64_t[::1] blocks, int64_t[::1] slots, int64_t n, int64_t block_size,
                 int64_t n_streams, int n_threads, Py_ssize_t W, Py_ssize_t K, double tau,
                 int conv, const double[::1] cv, const double[::1] cvs,
@@ -689,39 +877,79 @@ def acc_relaxed(int64_t[::1] blocks, int64_t[::1] slots, int64_t n, int64_t bloc
     d z_k / d logit_j = z_k (delta_kj - z_j) / tau.  zb rows hold the relaxed
     z (W * m); G the gradient of f (at z, or at the hard sample for the
     straight-through variant)."""
-    cdef Py_ssize_t R = blocks.shape[0], r, m, i, c, j, k, base
-    cdef double *Z
-    cdef double z, dot
-    cdef const double *x
-    cdef int[::1] fail = np.zeros(1, dtype=np.intc)
-    with nogil, parallel(num_threads=max(1, min(n_threads, R))):
-        Z = <double *> malloc(sizeof(double) * (W * block_size + 1))
-        if Z == NULL:
-            fail[0] = 1
+    cdef _vr_t c = _context()
+    c.W = W
+    c.K = K
+    c.tau = tau
+    c.conv = conv
+    c.cv = _vec(cv)
+    c.cvs = _vec(cvs)
+    c.fv = _vec(fv)
+    _arrays(&c, zb, None, G, stats, shifts)
+    _round(&c, _cb_relaxed, None, blocks, slots, n, block_size, n_streams, n_threads,
+           W * block_size + 1)
+
+
+cdef int _cb_rebar(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize_t m,
+                   int tid) noexcept nogil:
+    cdef _vr_t *c = <_vr_t *> ctx
+    cdef Py_ssize_t W = c.W, K = c.K, L = c.L, gl = c.G_ld, gl2 = c.G2_ld, fl = c.F_ld
+    cdef Py_ssize_t i, col, j, k, base = r * rd.block_size
+    cdef double lam = c.tau
+    cdef bint add_score = c.add_score
+    cdef double *Z = c.buf + tid * c.buf_len
+    cdef double *T = Z + (W * L * rd.block_size + 1)
+    cdef const double *Gz = c.G           # Gz[j, col] is Gz[j * gl + col]
+    cdef const double *Gzt = c.G2
+    cdef const double *F = c.F            # F[l, j] is F[l * fl + j]
+    cdef const double *probs = c.probs
+    cdef const double *x = c.x + r * c.x_ld
+    cdef double sc, sz, szt, a, dot, dott, wsum
+    # T: score (0), d f(s(z)) (1), d f(s(z~)) (2), in logit space
+    for i in range(m):
+        if _stop(rd, tid, i):
+            return 1
+        if K == 1:
+            for col in range(W):
+                sz = x[W * m + col * m + i]
+                szt = x[2 * W * m + col * m + i]
+                T[col * m + i] = x[col * m + i] - probs[col]
+                T[W * m + col * m + i] = Gz[(base + i) * gl + col] * sz * (1.0 - sz) / lam
+                T[2 * W * m + col * m + i] = (Gzt[(base + i) * gl2 + col] * szt * (1.0 - szt)
+                                              / lam * x[3 * W * m + col * m + i])
         else:
-            for r in prange(R, schedule='dynamic'):
-                m = _rows(blocks[r], block_size, n)
-                base = r * block_size
-                x = &zb[r, 0]
-                for i in range(m):
-                    if K == 1:
-                        for c in range(W):
-                            z = x[c * m + i]
-                            Z[c * m + i] = G[base + i, c] * z * (1.0 - z) / tau
-                    else:
-                        for j in range(W // K):
-                            dot = 0.0
-                            for k in range(K):
-                                dot = dot + G[base + i, j * K + k] * x[(j * K + k) * m + i]
-                            for k in range(K):
-                                Z[(j * K + k) * m + i] = (x[(j * K + k) * m + i]
-                                                          * (G[base + i, j * K + k] - dot) / tau)
-                    _to_params(Z, m, i, W, K, conv, &cv[0], &cvs[0])
-                gram_add(Z, W, 1, m, &fv[base], &stats[slots[r], 0], &shifts[slots[r], 0],
-                         blocks[r] < n_streams)
-        free(Z)
-    if fail[0]:
-        raise MemoryError()
+            for j in range(W // K):
+                dot = 0.0
+                dott = 0.0
+                for k in range(K):
+                    col = j * K + k
+                    dot = dot + Gz[(base + i) * gl + col] * x[W * m + col * m + i]
+                    dott = dott + Gzt[(base + i) * gl2 + col] * x[2 * W * m + col * m + i]
+                wsum = 0.0
+                for k in range(K):
+                    col = j * K + k
+                    T[col * m + i] = x[col * m + i] - probs[col]
+                    T[W * m + col * m + i] = (x[W * m + col * m + i]
+                                              * (Gz[(base + i) * gl + col] - dot) / lam)
+                    a = (x[2 * W * m + col * m + i] * (Gzt[(base + i) * gl2 + col] - dott) / lam
+                         * x[3 * W * m + col * m + i])
+                    T[2 * W * m + col * m + i] = a
+                    wsum = wsum + a
+                for k in range(K):
+                    col = j * K + k
+                    T[2 * W * m + col * m + i] -= probs[col] * wsum
+        _to_params(T, m, i, W, K, c.conv, c.cv, c.cvs)
+        _to_params(T + W * m, m, i, W, K, c.conv, c.cv, c.cvs)
+        _to_params(T + 2 * W * m, m, i, W, K, c.conv, c.cv, c.cvs)
+        for col in range(W):
+            sc = T[col * m + i]
+            Z[(col * L) * m + i] = F[base + i] * sc
+            Z[(col * L + 1) * m + i] = (-F[2 * fl + base + i] * sc + T[W * m + col * m + i]
+                                        - T[2 * W * m + col * m + i])
+            if add_score:
+                Z[(col * L + 2) * m + i] = sc
+    return gram_add(Z, W, L, m, &F[base], c.stats + rd.slots[r] * c.stats_ld,
+                    c.shifts + rd.slots[r] * c.shifts_ld, blk < rd.n_streams, rd, tid)
 
 
 def acc_rebar(int64_t[::1] blocks, int64_t[::1] slots, int64_t n, int64_t block_size,
@@ -735,70 +963,46 @@ def acc_rebar(int64_t[::1] blocks, int64_t[::1] slots, int64_t n, int64_t block_
     add_score, z_2 = s.  buf rows: b | s(z) | s(z~) | tangent factor (W * m
     each); F rows: f(b), f(s(z)), f(s(z~)); Gz, Gzt: grad_f at s(z), s(z~).
     probs: the normalised probabilities (W)."""
-    cdef Py_ssize_t R = blocks.shape[0], r, m, i, c, j, k, base, L
-    cdef double *Z
-    cdef double *T
-    cdef double sc, sz, szt, a, dot, dott, wsum
-    cdef const double *x
-    cdef int[::1] fail = np.zeros(1, dtype=np.intc)
-    L = 3 if add_score else 2
-    with nogil, parallel(num_threads=max(1, min(n_threads, R))):
-        Z = <double *> malloc(sizeof(double) * (W * L * block_size + 1))
-        T = <double *> malloc(sizeof(double) * (3 * W * block_size + 1))
-        if Z == NULL or T == NULL:
-            fail[0] = 1
-        else:
-            for r in prange(R, schedule='dynamic'):
-                m = _rows(blocks[r], block_size, n)
-                base = r * block_size
-                x = &buf[r, 0]
-                # T: score (0), d f(s(z)) (1), d f(s(z~)) (2), in logit space
-                for i in range(m):
-                    if K == 1:
-                        for c in range(W):
-                            sz = x[W * m + c * m + i]
-                            szt = x[2 * W * m + c * m + i]
-                            T[c * m + i] = x[c * m + i] - probs[c]
-                            T[W * m + c * m + i] = Gz[base + i, c] * sz * (1.0 - sz) / lam
-                            T[2 * W * m + c * m + i] = (Gzt[base + i, c] * szt * (1.0 - szt) / lam
-                                                        * x[3 * W * m + c * m + i])
-                    else:
-                        for j in range(W // K):
-                            dot = 0.0
-                            dott = 0.0
-                            for k in range(K):
-                                c = j * K + k
-                                dot = dot + Gz[base + i, c] * x[W * m + c * m + i]
-                                dott = dott + Gzt[base + i, c] * x[2 * W * m + c * m + i]
-                            wsum = 0.0
-                            for k in range(K):
-                                c = j * K + k
-                                T[c * m + i] = x[c * m + i] - probs[c]
-                                T[W * m + c * m + i] = (x[W * m + c * m + i]
-                                                        * (Gz[base + i, c] - dot) / lam)
-                                a = (x[2 * W * m + c * m + i] * (Gzt[base + i, c] - dott) / lam
-                                     * x[3 * W * m + c * m + i])
-                                T[2 * W * m + c * m + i] = a
-                                wsum = wsum + a
-                            for k in range(K):
-                                c = j * K + k
-                                T[2 * W * m + c * m + i] -= probs[c] * wsum
-                    _to_params(T, m, i, W, K, conv, &cv[0], &cvs[0])
-                    _to_params(T + W * m, m, i, W, K, conv, &cv[0], &cvs[0])
-                    _to_params(T + 2 * W * m, m, i, W, K, conv, &cv[0], &cvs[0])
-                    for c in range(W):
-                        sc = T[c * m + i]
-                        Z[(c * L) * m + i] = F[0, base + i] * sc
-                        Z[(c * L + 1) * m + i] = (-F[2, base + i] * sc + T[W * m + c * m + i]
-                                                  - T[2 * W * m + c * m + i])
-                        if add_score:
-                            Z[(c * L + 2) * m + i] = sc
-                gram_add(Z, W, L, m, &F[0, base], &stats[slots[r], 0], &shifts[slots[r], 0],
-                         blocks[r] < n_streams)
-        free(Z)
-        free(T)
-    if fail[0]:
-        raise MemoryError()
+    cdef _vr_t c = _context()
+    c.W = W
+    c.K = K
+    c.L = 3 if add_score else 2
+    c.tau = lam
+    c.probs = _vec(probs)
+    c.conv = conv
+    c.cv = _vec(cv)
+    c.cvs = _vec(cvs)
+    c.add_score = add_score
+    _arrays(&c, buf, F, Gz, stats, shifts, None, None, Gzt)
+    _round(&c, _cb_rebar, None, blocks, slots, n, block_size, n_streams, n_threads,
+           (W * c.L * block_size + 1) + (3 * W * block_size + 1))
+
+
+cdef int _cb_disarm(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize_t m,
+                    int tid) noexcept nogil:
+    cdef _vr_t *c = <_vr_t *> ctx
+    cdef Py_ssize_t W = c.W, fl = c.F_ld
+    cdef Py_ssize_t i, col, base = r * rd.block_size
+    cdef double *Z = c.buf + tid * c.buf_len
+    cdef double *v = Z + (W * rd.block_size + 1)
+    cdef const double *F = c.F            # F[l, j] is F[l * fl + j]
+    cdef const double *logits = c.probs
+    cdef const double *x = c.x + r * c.x_ld
+    cdef double d, bt
+    for i in range(m):
+        if _stop(rd, tid, i):
+            return 1
+        d = 0.5 * (F[base + i] - F[fl + base + i])
+        v[i] = 0.5 * (F[base + i] + F[fl + base + i])
+        for col in range(W):
+            bt = x[W * m + col * m + i]
+            if x[col * m + i] == bt:
+                Z[col * m + i] = 0.0
+            else:
+                Z[col * m + i] = ((-d if bt > 0 else d) * _sigmoid(fabs(logits[col]))
+                                  * (c.cv[col] if c.conv == 1 else 1.0))
+    return gram_add(Z, W, 1, m, v, c.stats + rd.slots[r] * c.stats_ld,
+                    c.shifts + rd.slots[r] * c.shifts_ld, blk < rd.n_streams, rd, tid)
 
 
 def acc_disarm(int64_t[::1] blocks, int64_t[::1] slots, int64_t n, int64_t block_size,
@@ -807,35 +1011,11 @@ def acc_disarm(int64_t[::1] blocks, int64_t[::1] slots, int64_t n, int64_t block
                double[:, ::1] stats, double[:, ::1] shifts):
     """DisARM features: z_c = 1/2 (f(b) - f(b~)) (-1)^b~_c [b_c != b~_c]
     sigma(|logit_c|); value 1/2 (f(b) + f(b~)).  buf rows: b | b~."""
-    cdef Py_ssize_t R = blocks.shape[0], r, m, i, c, base
-    cdef double *Z
-    cdef double *v
-    cdef double d, bt
-    cdef const double *x
-    cdef int[::1] fail = np.zeros(1, dtype=np.intc)
-    with nogil, parallel(num_threads=max(1, min(n_threads, R))):
-        Z = <double *> malloc(sizeof(double) * (W * block_size + 1))
-        v = <double *> malloc(sizeof(double) * (block_size + 1))
-        if Z == NULL or v == NULL:
-            fail[0] = 1
-        else:
-            for r in prange(R, schedule='dynamic'):
-                m = _rows(blocks[r], block_size, n)
-                base = r * block_size
-                x = &buf[r, 0]
-                for i in range(m):
-                    d = 0.5 * (F[0, base + i] - F[1, base + i])
-                    v[i] = 0.5 * (F[0, base + i] + F[1, base + i])
-                    for c in range(W):
-                        bt = x[W * m + c * m + i]
-                        if x[c * m + i] == bt:
-                            Z[c * m + i] = 0.0
-                        else:
-                            Z[c * m + i] = ((-d if bt > 0 else d) * _sigmoid(fabs(logits[c]))
-                                            * (cv[c] if conv == 1 else 1.0))
-                gram_add(Z, W, 1, m, v, &stats[slots[r], 0], &shifts[slots[r], 0],
-                         blocks[r] < n_streams)
-        free(Z)
-        free(v)
-    if fail[0]:
-        raise MemoryError()
+    cdef _vr_t c = _context()
+    c.W = W
+    c.probs = _vec(logits)     # the logits (DisARM has no probabilities)
+    c.conv = conv
+    c.cv = _vec(cv)
+    _arrays(&c, buf, F, None, stats, shifts)
+    _round(&c, _cb_disarm, None, blocks, slots, n, block_size, n_streams, n_threads,
+           (W * block_size + 1) + (block_size + 1))
