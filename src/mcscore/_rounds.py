@@ -2,15 +2,15 @@
 
 Everything here runs the same way in the calling process and on a Dask
 worker (``mcscore.distributed`` sends a group of streams here): the plan
-(streams, blocks, seeding, threads), the lowering of f (a Python callable,
-a fused ``Integrand`` or a ``scipy.LowLevelCallable``), calling a Python f
-chunk by chunk with its checks, and **one loop over rounds of blocks**
+(streams, blocks, seeding, threads), fused runs, and **one loop over rounds
+of blocks**
 (``run_job``) under every estimator: per round the kernels draw, Python
 evaluates f (and grad_f, control variates, ...), and the kernels accumulate
 per-stream sums.  An estimator is a ``Job``: a short declaration of what it
 draws (``draw``), what it evaluates (``evaluate``) and what it accumulates
 (``accumulate``).  The estimator algebra on the sums is in
-``mcscore._algebra``; ``mcscore._engine`` runs a job locally or on Dask.
+``mcscore._algebra``, f's lowering and calls in ``mcscore._callables``;
+``mcscore._engine`` runs a job locally or on Dask.
 """
 from __future__ import annotations
 
@@ -24,19 +24,14 @@ from . import _kernels as K
 from . import _validation as V
 from . import _vr
 from ._algebra import Mag, Offsets
-from ._callables import (  # noqa: F401 - CALLBACK_SIGNATURES: part of the engine's API
-    CALLBACK_SIGNATURES, call_values, describe_draw, lower_f, nonfinite_draw_error,
-)
+from ._callables import call_values, describe_draw, lower_f, nonfinite_draw_error
 from ._config import effective_n_threads
 from .distributions import Categorical
 
 DEFAULT_STREAMS = 64
-
 # draw values a stream runs per kernel call of a long fused run (see run_fused)
 EPOCH_VALUES = 1 << 22
-
 MIN_BLOCK = 256
-
 MAX_BLOCK_VALUES = 1 << 16  # draw values held in one block buffer (about 512 KiB)
 
 
