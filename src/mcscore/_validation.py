@@ -147,18 +147,26 @@ def integer(name, value, *, minimum=None, maximum=None):
     return value
 
 
+def _int_seed(rng, name):
+    """rng as a non-negative int seed, or None when it is not an int."""
+    if isinstance(rng, (bool, np.bool_)):
+        raise TypeError(f"{name} must be None, an int, a SeedSequence or a Generator, got bool")
+    if isinstance(rng, numbers.Integral):
+        if rng < 0:
+            raise ValueError(f"{name} must be a non-negative int seed, got {rng}")
+        return int(rng)
+    return None
+
+
 def as_generator(rng, name="rng"):
     """SPEC 7: None, an int, a SeedSequence or a Generator -> Generator."""
     if isinstance(rng, np.random.Generator):
         return rng
     if rng is None or isinstance(rng, np.random.SeedSequence):
         return np.random.default_rng(rng)
-    if isinstance(rng, (bool, np.bool_)):
-        raise TypeError(f"{name} must be None, an int, a SeedSequence or a Generator, got bool")
-    if isinstance(rng, numbers.Integral):
-        if rng < 0:
-            raise ValueError(f"{name} must be a non-negative int seed, got {rng}")
-        return np.random.default_rng(int(rng))
+    seed = _int_seed(rng, name)
+    if seed is not None:
+        return np.random.default_rng(seed)
     if isinstance(rng, np.random.BitGenerator):
         return np.random.Generator(rng)
     raise TypeError(
@@ -181,12 +189,9 @@ def root_seed_sequence(rng, name="rng"):
         return rng
     if rng is None:
         return np.random.SeedSequence()
-    if isinstance(rng, (bool, np.bool_)):
-        raise TypeError(f"{name} must be None, an int, a SeedSequence or a Generator, got bool")
-    if isinstance(rng, numbers.Integral):
-        if rng < 0:
-            raise ValueError(f"{name} must be a non-negative int seed, got {rng}")
-        return np.random.SeedSequence(int(rng))
+    seed = _int_seed(rng, name)
+    if seed is not None:
+        return np.random.SeedSequence(seed)
     if isinstance(rng, (np.random.Generator, np.random.BitGenerator)):
         bg = rng.bit_generator if isinstance(rng, np.random.Generator) else rng
         with bg.lock:

@@ -334,6 +334,11 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
 # an environment, roll-outs and training
 # ---------------------------------------------------------------------------
 
+def _state_and_one(states):
+    """Policy features of the built-in environments: the state and a constant 1."""
+    return np.concatenate([states, np.ones(states.shape[:-1] + (1,))], axis=-1)
+
+
 class CartPole:
     """The classic cart-pole balancing task (Barto, Sutton & Anderson 1983)
     with the usual constants (pole half-length 0.5 m, force 10 N, 50 Hz Euler
@@ -357,10 +362,7 @@ class CartPole:
         """Initial states of n episodes, uniform in [-0.05, 0.05]^4."""
         return V.as_generator(rng).uniform(-0.05, 0.05, size=(V.integer("n", n, minimum=1), 4))
 
-    @staticmethod
-    def features(states):
-        """Policy features: the state and a constant 1."""
-        return np.concatenate([states, np.ones(states.shape[:-1] + (1,))], axis=-1)
+    features = staticmethod(_state_and_one)
 
     def step(self, states, actions):
         """(next states, rewards, done) for a batch."""
@@ -400,9 +402,7 @@ class Reach1D:
         """Initial positions of n episodes, shape (n, 1)."""
         return V.as_generator(rng).uniform(-1.0, 1.0, size=(V.integer("n", n, minimum=1), 1))
 
-    @staticmethod
-    def features(states):
-        return np.concatenate([states, np.ones(states.shape[:-1] + (1,))], axis=-1)
+    features = staticmethod(_state_and_one)
 
     def step(self, states, actions):
         a = np.clip(np.asarray(actions, dtype=float).reshape(states.shape), -self.max_action,
