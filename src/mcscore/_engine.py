@@ -33,7 +33,10 @@ from .distributions import Distribution
 def run(job, plan, *, chunk_size=None, client=None, n_threads=None):
     """Run `job` on all of the plan's streams, locally or on the Dask
     cluster behind `client` (bit-identical); returns (stats, shifts,
-    Offsets, Mag) in stream order."""
+    Offsets, Mag) in stream order.  A job with Gram statistics (``what``
+    names it) is first checked to fit in memory."""
+    if job.what is not None:
+        check_memory(plan, job.P, job.L, job.what)
     if client is not None:
         return run_job_on_dask(client, job, plan, chunk_size=chunk_size, n_threads=n_threads)
     return run_job(job, plan, chunk_size)

@@ -326,12 +326,14 @@ class Job:
       ``offset_rows`` rows are shifted per stream before accumulating);
     * ``accumulate(rd, buf, values, threads, stats, shifts)``.
 
-    A job pickles (a Dask worker runs it on its streams); what it caches
+    ``what`` names the estimator for the up-front memory check of its Gram
+    statistics.  A job pickles (a Dask worker runs it on its streams); what it caches
     from the kernels (``vd``) is rebuilt where it runs.
     """
 
     width = 1
     P = L = 1
+    what = None  # the estimator's name in a MemoryError (Gram jobs)
     offset_rows = 0
     carrier = None
     mult = None

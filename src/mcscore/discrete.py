@@ -56,10 +56,6 @@ class _DiscreteJob(E.Job):
     def points(self, rd, buf, region):
         return rd.gather(buf, self.width, region).reshape((rd.total,) + self.shape)
 
-    def run(self, plan, chunk_size, client, n_threads, what):
-        E.check_memory(plan, self.P, self.L, what)
-        return E.run(self, plan, chunk_size=chunk_size, client=client, n_threads=n_threads)
-
 
 def relaxed_grad(f, dist, n, *, grad_f, temperature=None, straight_through=False, rng=None,
                  n_threads=None, chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
@@ -106,7 +102,8 @@ def relaxed_grad(f, dist, n, *, grad_f, temperature=None, straight_through=False
     grad_f = E.check_callable("grad_f", grad_f)
     plan = E.Plan(n, W, rng, n_streams, block_size, n_threads)
     job = RelaxedJob(f, grad_f, base, W, kk, tau, th, conv, cv, cvs, straight_through)
-    stats, shifts, _, mag = job.run(plan, chunk_size, client, n_threads, "relaxed_grad")
+    stats, shifts, _, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
+                                  n_threads=n_threads)
     grand, se, var, value, vse, vvar, nn, _ = E.estimate(
         base, stats, shifts, W, 1, [1.0], terms="grad_f * dz/dtheta", mag=mag)
     return E.gradient_estimate(base, grand, se, var, value, vse, vvar, nn,
@@ -117,6 +114,8 @@ def relaxed_grad(f, dist, n, *, grad_f, temperature=None, straight_through=False
 class RelaxedJob(_DiscreteJob):
     """Relaxed draws z (and their hard points b); f and grad_f at z (at b
     with straight-through); the kernel's sums of grad_f . dz/dtheta."""
+
+    what = "relaxed_grad"
 
     def __init__(self, f, grad_f, base, W, kk, tau, th, conv, cv, cvs, straight_through):
         mode = _vr.PREP_RELAXED_BERN if kk == 1 else _vr.PREP_RELAXED_CAT
@@ -153,6 +152,7 @@ class RebarJob(_DiscreteJob):
     # column 2 is the score: the baseline's feature with a fitted baseline,
     # and the carrier of the offset taken out of f (z_0 = f(b) s, z_1 =
     # -f(z~) s + ...)
+    what = "rebar_grad"
     L = 3
     offset_rows = 1
     carrier = 2
@@ -182,7 +182,8 @@ class RebarJob(_DiscreteJob):
 def _rebar_run(f, grad_f, base, W, kk, th, pr, conv, cv, cvs, lam, eta, plan, chunk_size,
                add_score, client, n_threads):
     job = RebarJob(f, grad_f, base, W, kk, lam, th, pr, conv, cv, cvs)
-    stats, shifts, offsets, mag = job.run(plan, chunk_size, client, n_threads, "rebar_grad")
+    stats, shifts, offsets, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
+                                        n_threads=n_threads)
     return E.estimate(base, stats, shifts, W, job.L, [1.0, eta, np.nan if add_score else 0.0],
                       offsets=offsets, terms="the REBAR terms", mag=mag)
 
@@ -298,7 +299,8 @@ def disarm_grad(f, dist, n, *, rng=None, n_threads=None, chunk_size=None,
     f = E.check_callable("f", f)
     plan = E.Plan(n, W, rng, n_streams, block_size, n_threads)
     job = DisarmJob(f, base, W, th, conv, cv)
-    stats, shifts, _, mag = job.run(plan, chunk_size, client, n_threads, "disarm_grad")
+    stats, shifts, _, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
+                                  n_threads=n_threads)
     grand, se, var, value, vse, vvar, nn, _ = E.estimate(
         base, stats, shifts, W, 1, [1.0], terms="(f(b) - f(b~)) / 2", mag=mag)
     return E.gradient_estimate(base, grand, se, var, value, vse, vvar, nn, "disarm",
@@ -308,6 +310,8 @@ def disarm_grad(f, dist, n, *, rng=None, n_threads=None, chunk_size=None,
 class DisarmJob(_DiscreteJob):
     """Antithetic pairs (b, b~) of binary draws; f at both; the kernel's
     sums of the DisARM terms."""
+
+    what = "disarm_grad"
 
     def __init__(self, f, base, W, th, conv, cv):
         super().__init__(f, None, base, W, _vr.PREP_DISARM, th, 2)

@@ -77,7 +77,6 @@ def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=No
     ds = dist._kernel_dist().draw_size
     plan = E.Plan(n, ds, rng, n_streams, block_size, n_threads)
     job = PathwiseJob(f, grad_f, dist)
-    E.check_memory(plan, job.P, 1, "pathwise_grad")
     stats, shifts, _, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
                                   n_threads=n_threads)
     grand, se, var, value, vse, vvar, nn, _ = E.estimate(
@@ -89,6 +88,8 @@ def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=No
 class PathwiseJob(E.Job):
     """Draws of the family (Beta, Dirichlet: with their Gamma variates);
     f and grad_f; the kernel's sums of grad_f . dx/dtheta."""
+
+    what = "pathwise_grad"
 
     def __init__(self, f, grad_f, dist):
         self.f, self.grad_f, self.dist = f, grad_f, dist

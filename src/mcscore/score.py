@@ -240,7 +240,6 @@ def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
     bs = k * max(1, bs // k)
     plan = E.Plan(n * k, ds, rng, n_streams, bs, n_threads)
     job = RlooJob(f, dist, k)
-    E.check_memory(plan, job.P, 1, f"rloo_grad(k={k})")
     stats, shifts, offsets, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
                                         n_threads=n_threads)
     grand, se, var, value, vse, vvar, nn, _ = E.estimate(
@@ -258,6 +257,7 @@ class RlooJob(E.Job):
 
     def __init__(self, f, dist, k):
         self.f, self.dist, self.k = f, dist, k
+        self.what = f"rloo_grad(k={k})"
         self.width = dist._kernel_dist().draw_size
         self.table = E.score_table(dist)
         self.P = len(self.table[0]) - 1

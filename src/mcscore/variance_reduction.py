@@ -135,7 +135,6 @@ def score_vr(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_f,
     mu = np.zeros((P, L))
     for j, (_, gm) in enumerate(cvs):
         mu[:, 1 + j] = gm
-    E.check_memory(plan, P, L, "score_grad with control_variates/antithetic")
     stats, shifts, offsets, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
                                         n_threads=n_threads)
     grand, se, var, value, vse, vvar, nn, w = E.estimate(dist, stats, shifts, P, L, coef, mu=mu,
@@ -168,6 +167,7 @@ class ScoreVRJob(E.Job):
         self.P = len(self.table[0]) - 1
         self.offset_rows = J = 1 + len(cvs)
         self.L, self.carrier, self.mult = J + 1, J, np.eye(J + 1, J)
+        self.what = "score_grad with control_variates/antithetic"
 
     def buffers(self, R, B):
         xt = np.empty((R, self.width * B))
