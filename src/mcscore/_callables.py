@@ -225,10 +225,12 @@ def chunks(rd, m, chunk):
             o += rows
 
 
-def call_values(fn, x, rd, chunk, name="f"):
-    """fn on the draws x of round rd, chunk by chunk, checked (check_fx);
-    `name` is the callable's name in error messages."""
-    out = np.empty(len(x))
+def call_values(fn, x, rd, chunk, name="f", out=None):
+    """fn on the draws x of round rd, chunk by chunk, checked (check_fx),
+    into `out` (a new array by default); `name` is the callable's name in
+    error messages."""
+    if out is None:
+        out = np.empty(len(x))
     for c0, c1, first in chunks(rd, len(x), chunk):
         xc = x[c0:c1]
         try:

@@ -248,7 +248,16 @@ class Round:
         self.rows = [plan.block_rows(int(b)) for b in self.blocks]
         self.total = sum(self.rows)
         self.first = int(self.blocks[0]) * self.B
-        self.index = np.concatenate([r * self.B + np.arange(m) for r, m in enumerate(self.rows)])
+
+    @property
+    def index(self):
+        """Positions r * B + i of the round's draws in (R * B,) arrays."""
+        if self._index is None:
+            self._index = np.concatenate([r * self.B + np.arange(m)
+                                          for r, m in enumerate(self.rows)])
+        return self._index
+
+    _index = None
 
     def draw_index(self, i):
         """The global index of the round's i-th draw (for error messages)."""
@@ -399,7 +408,10 @@ class ScoreJob(Job):
         dist = self.dist
         x = rd.gather(xt, self.width)
         x = dist._to_user_dtype(x.reshape((rd.total,) + dist.draw_shape))
-        fx.reshape(-1)[rd.index] = call_values(self.f, x, rd, chunk)
+        if rd.consecutive:  # the round's draws are the first total slots of fx
+            call_values(self.f, x, rd, chunk, out=fx.reshape(-1)[:rd.total])
+        else:
+            fx.reshape(-1)[rd.index] = call_values(self.f, x, rd, chunk)
         return fx, ()
 
     def accumulate(self, rd, buf, values, threads, stats, shifts):
