@@ -210,31 +210,21 @@ def test_rloo_within_5_standard_errors():
     _assert_within_5se(res)
 
 
-# --- estimators that ask the family for a capability --------------------------
-# They query the capability protocol (mean_tangents, mirror, pathwise_spec,
-# vi_transforms) of the estimators' engine; with estimators that still
-# dispatch on the family's type, Laplace is rejected.
+# --- estimators that ask the family for a capability (mirror, mean tangents,
+# pathwise rows) ------------------------------------------------------------
 
-_needs_engine = pytest.mark.xfail(
-    not hasattr(mc.Distribution, "require"),
-    reason="the estimators do not query the family capability protocol yet", strict=False)
-
-
-@_needs_engine
 @pytest.mark.parametrize("baseline", [None, "optimal"])
 def test_antithetic_within_5_standard_errors(baseline):
     res = mc.score_grad(_f, _dist(), 200_000, rng=16, antithetic=True, baseline=baseline)
     _assert_within_5se(res)
 
 
-@_needs_engine
 def test_delta_control_variate_within_5_standard_errors():
     res = mc.score_grad(_f, _dist(), 200_000, rng=17, control_variates=["delta"],
                         grad_f=_grad_f)
     _assert_within_5se(res)
 
 
-@_needs_engine
 def test_pathwise_within_5_standard_errors():
     res = mc.pathwise_grad(_f, _dist(), 200_000, grad_f=_grad_f, rng=18)
     _assert_within_5se(res)

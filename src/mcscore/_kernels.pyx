@@ -828,7 +828,7 @@ cdef Py_ssize_t mc_eval_block(const mc_func *func, const mc_dist *dist, Py_ssize
 # ---------------------------------------------------------------------------
 # The one score evaluator: every consumer of a score table (the fused
 # accumulators below, _vr's feature kernels, Distribution.score through
-# score_table) computes scores here.
+# eval_scores) computes scores here.
 # ---------------------------------------------------------------------------
 
 cdef inline void _score_term(int kind, const double *x, const double *lx, Py_ssize_t m,
@@ -992,7 +992,7 @@ cdef object mc_set_draw(mc_dist *dist, int family, bint per_category, Py_ssize_t
     return (blocks, vq, vi)
 
 
-def score_table(KernelDist dist, x):
+def eval_scores(KernelDist dist, x):
     """Per-draw scores of every coordinate on an (m, draw_size) array of
     draws, shape (m, n_coords), computed by the kernels' own evaluator
     (column by column on blocks of draws gathered column-major)."""
