@@ -938,7 +938,7 @@ def check_term_kinds(kinds, str owner, family=None):
     if bad.size:
         raise ValueError(
             f"{owner}: unknown score term kind {int(bad.flat[0])} (the evaluator knows "
-            f"{', '.join(f'{v} = {n}' for n, v in sorted((n, v) for v, n in _SK_NAMES.items()))}); "
+            f"{', '.join(f'{n} = {v}' for v, n in sorted(_SK_NAMES.items()))}); "
             "add the kind to the one evaluator (_kernels.pyx) before using it")
     if (k == SK_FAMILY).any():
         fam = mc_family_of(-1 if family is None else family)
