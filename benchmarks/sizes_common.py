@@ -81,6 +81,14 @@ def _batch(fn, number):
     return (time.perf_counter() - t0) / number
 
 
+def restore_threads():
+    """torch.set_num_threads(k) also sets the OpenMP runtime's default team
+    size that mcscore's kernels use (one libgomp in the process): after a
+    one-thread PyTorch variant, put the default back to all cores."""
+    if HAVE_TORCH and torch.get_num_threads() != NCPU:
+        torch.set_num_threads(NCPU)
+
+
 def bench(impls, repeats, min_batch=0.02):
     """impls: {name: fn}; returns ({name: first result}, {name: median s per
     call}, {name: number of calls per batch}).  Round-robin interleaved."""
@@ -92,10 +100,12 @@ def bench(impls, repeats, min_batch=0.02):
         if one < min_batch:  # calibrate on a second (warm) call
             one = max(_batch(fn, 1), 1e-7)
         number[name] = max(1, int(math.ceil(min_batch / one)))
+        restore_threads()
     samples = {name: [] for name in impls}
     for _ in range(repeats):
         for name, fn in impls.items():
             samples[name].append(_batch(fn, number[name]))
+            restore_threads()
     return first, {k: float(np.median(v)) for k, v in samples.items()}, number
 
 
@@ -245,6 +255,9 @@ def peer_impls(n, d, seed, torch_dtypes=("f64", "f32"), jax_dtypes=("f64", "f32"
 # report
 # ---------------------------------------------------------------------------
 
+MC_THREADS = mc.effective_n_threads(None)  # before any peer has run
+
+
 def header(repeats, t_start_load):
     cpu = platform.processor() or platform.machine()
     try:
@@ -254,7 +267,8 @@ def header(repeats, t_start_load):
         pass
     parts = [f"Machine: {cpu} ({NCPU} cores, shared with other users), load average "
              f"{t_start_load:.2f} at start, {os.getloadavg()[0]:.2f} at end",
-             f"mcscore {mc.__version__} threads {mc.effective_n_threads(None)}",
+             f"mcscore {mc.__version__} threads {MC_THREADS} (checked after the run: "
+             f"{mc.effective_n_threads(None)})",
              f"NumPy {np.__version__}, one thread"]
     if HAVE_TORCH:
         parts.append(f"torch {torch.__version__} threads {NCPU} (1 in the _1thread rows)")
