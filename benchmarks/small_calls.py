@@ -90,6 +90,52 @@ def score_grad_table(repeats, log):
     return "\n".join(L), rows
 
 
+def fixed_cost_profile(calls=2000, top=10):
+    """Where the fixed cost goes: cProfile of `calls` fused calls at n = 2
+    (distribution built inside), the functions with the largest own time.
+    Profiling inflates every Python call, so read the shares, not the
+    absolute times."""
+    import cProfile
+    import pstats
+
+    run = C.mc_normal_sumsq(2, D, I.sum_of_squares(), SEED)
+    run()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(calls):
+        run()
+    prof.disable()
+    st = pstats.Stats(prof)
+    total = sum(v[2] for v in st.stats.values())
+    rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:top]
+    L = [f"Where the fixed cost goes (cProfile of {calls} fused calls at n = 2; own time of "
+         "the largest functions, as a share of the profiled total; profiling inflates Python "
+         "calls, so read the shares):",
+         "",
+         "| function | calls per score_grad | share of own time |",
+         "|---|---:|---:|"]
+    for (fname, line, func), (_cc, nc, tt, _ct, _callers) in rows:
+        L.append(f"| `{func}` ({_where(fname, line)}) | {nc / calls:.1f} | {tt / total:.1%} |")
+    # the phases: mcscore's own functions by cumulative time (callees included)
+    src = os.path.join("src", "mcscore")
+    mine = [(k, v) for k, v in st.stats.items()
+            if src in k[0] and k[2] not in ("score_grad", "run")]
+    mine = sorted(mine, key=lambda kv: -kv[1][3])[:top]
+    L += ["", "mcscore's functions by cumulative time (callees included; the phases of a call):",
+          "", "| function | calls per score_grad | share of the total |", "|---|---:|---:|"]
+    for (fname, line, func), (_cc, nc, _tt, ct, _callers) in mine:
+        L.append(f"| `{func}` ({_where(fname, line)}) | {nc / calls:.1f} | {ct / total:.1%} |")
+    return "\n".join(L)
+
+
+def _where(fname, line):
+    if "site-packages" in fname:
+        return f"{fname.split('site-packages' + os.sep, 1)[1]}:{line}"
+    if fname.startswith(C.ROOT):
+        return f"{os.path.relpath(fname, C.ROOT)}:{line}"
+    return "built-in"
+
+
 # ---------------------------------------------------------------------------
 # VI step: q = mean-field Normal(d = 5), target N(mu, sig^2), n = 100
 # ---------------------------------------------------------------------------
@@ -277,6 +323,7 @@ def main(argv=None):
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     md1, rows = score_grad_table(repeats, C.log)
+    md1 += "\n\n" + fixed_cost_profile()
     md2 = vi_table(repeats, args.quick, C.log)
     md3 = rl_table(repeats, args.quick, C.log)
     md = "\n\n".join([C.header(repeats, load0), md1, md2, md3])
