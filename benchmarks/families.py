@@ -240,13 +240,13 @@ def _z(res, exact):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="3 repeats (about 30 s)")
+    ap.add_argument("--quick", action="store_true", help="5 repeats (about 15 s)")
     ap.add_argument("--n", type=float, default=1e6)
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     n = int(args.n)
-    repeats = args.repeats or (3 if args.quick else 7)
+    repeats = args.repeats or (5 if args.quick else 9)
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     L = [f"| family | f | NumPy sampler | mcscore fused | NumPy | ratio | <= {TARGET} | "

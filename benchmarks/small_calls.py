@@ -318,7 +318,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    repeats = args.repeats or (5 if args.quick else 11)
+    repeats = args.repeats or (9 if args.quick else 15)
     C.announce_skipped()
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
