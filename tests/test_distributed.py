@@ -91,7 +91,7 @@ def test_fused_bit_identical_multivariate(client, dist):
 
 def test_task_count_does_not_matter(client):
     from mcscore import distributed as D
-    from mcscore.estimator import _Plan
+    from mcscore._rounds import Plan as _Plan
 
     q = mc.Gamma(concentration=[0.7, 3.0], rate=2.0)
     f = I.linear([1.0, -2.0])
@@ -101,7 +101,7 @@ def test_task_count_does_not_matter(client):
         plan = _Plan(20_000, kd.draw_size, 2, 12, 500, None)
         s, sh = D.run_on_dask(client, f, "integrand", q, kd, plan, n_tasks=tasks)
         ref_plan = _Plan(20_000, kd.draw_size, 2, 12, 500, None)
-        from mcscore.estimator import _run_fused
+        from mcscore._rounds import run_fused as _run_fused
 
         s0, sh0 = _run_fused(f._kernel_func(q.draw_shape), "integrand", q, kd, ref_plan)
         np.testing.assert_array_equal(s, s0)

@@ -299,7 +299,7 @@ def test_repr_is_readable():
 @pytest.mark.parametrize("dist", [mc.Normal([0.5, -1.0], 2.0), mc.Categorical(logits=[0.0, 1.0, -1.0]),
                                   mc.LogNormal(0.1, 0.5)], ids=repr)
 def test_long_runs_cut_into_epochs_give_the_same_bits(dist, monkeypatch):
-    from mcscore import estimator
+    from mcscore import _rounds as estimator
 
     f = I.sin() + I.linear(0.5)
     ref = mc.score_grad(f, dist, 200_003, rng=9, block_size=500)

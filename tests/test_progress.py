@@ -6,7 +6,7 @@ import pytest
 import mcscore as mc
 from mcscore import integrands as I
 from mcscore._progress import stream_draws
-from mcscore.estimator import _Plan
+from mcscore._rounds import Plan as _Plan
 
 pytest.importorskip("tqdm")
 

@@ -250,7 +250,7 @@ def test_f_returning_nan_on_a_finite_draw_is_still_blamed_on_f():
 
 
 def test_nonfinite_draw_helper_checks_only_the_draw():
-    from mcscore.estimator import _nonfinite_draw_error
+    from mcscore._rounds import nonfinite_draw_error as _nonfinite_draw_error
 
     assert _nonfinite_draw_error(np.array([1.0, 2.0]), 3) is None
     assert _nonfinite_draw_error(np.int64(4), 3) is None

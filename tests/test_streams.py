@@ -3,12 +3,12 @@ call's PCG64 jumped s times, independent of how many streams a call uses."""
 import numpy as np
 
 import mcscore as mc
-from mcscore import estimator as E
+from mcscore._rounds import Plan as _Plan
 from mcscore import integrands as I
 
 
 def test_stream_s_is_the_root_pcg64_jumped_s_times():
-    plan = E._Plan(10**6, 1, 123, 64, None, 1)
+    plan = _Plan(10**6, 1, 123, 64, None, 1)
     bgs = plan.bitgens([0, 1, 5, 63])
     for s, bg in zip([0, 1, 5, 63], bgs):
         ref = np.random.PCG64(np.random.SeedSequence(123))
@@ -18,8 +18,8 @@ def test_stream_s_is_the_root_pcg64_jumped_s_times():
 
 def test_a_stream_does_not_depend_on_how_many_streams_are_used():
     # the same block in stream 3 whether the call uses 4 or 64 streams
-    small = E._Plan(4 * 256, 1, 9, 64, 256, 1)
-    large = E._Plan(64 * 256, 1, 9, 64, 256, 1)
+    small = _Plan(4 * 256, 1, 9, 64, 256, 1)
+    large = _Plan(64 * 256, 1, 9, 64, 256, 1)
     assert small.used == 4 and large.used == 64
     a = small.bitgens([3])[0].random_raw(3)
     b = large.bitgens([3])[0].random_raw(3)

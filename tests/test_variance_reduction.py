@@ -8,6 +8,7 @@ from numpy.polynomial import polynomial as P
 from scipy import integrate, special
 
 import mcscore as mc
+import mcscore.estimators  # noqa: F401 - the old path of TEMPERATURE_GRID
 from mcscore import _vr
 
 # ---------------------------------------------------------------------------

@@ -7,8 +7,7 @@
     res = mc.score_grad(lambda x: (x ** 2).sum(axis=-1), q, n=10**6, rng=0)
     res.grad["loc"], res.stderr["scale"], res.value
 """
-__version__ = "0.1.0"
-
+from ._version import __version__  # noqa: F401
 from . import integrands
 from . import finance, rl, vi
 from ._config import effective_n_threads, show_config
@@ -29,21 +28,16 @@ from .distributions import (
     Normal,
     Poisson,
 )
-from .estimator import (
+from .compare import Comparison, compare_estimators
+from .discrete import disarm_grad, rebar_grad, relaxed_grad
+from .pathwise import pathwise_grad
+from .result import GradientEstimate
+from .score import (
     CALLBACK_SIGNATURES,
-    GradientEstimate,
     default_block_size,
+    rloo_grad,
     score_grad,
     score_grad_from_samples,
-)
-from .estimators import (
-    Comparison,
-    compare_estimators,
-    disarm_grad,
-    pathwise_grad,
-    rebar_grad,
-    relaxed_grad,
-    rloo_grad,
 )
 from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical
 

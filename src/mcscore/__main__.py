@@ -8,6 +8,10 @@ import argparse
 import math
 import sys
 
+from . import demo
+from ._config import show_config
+from ._version import __version__
+
 DEMO_PARTS = ("core", "finance", "vi", "rl", "figures")
 
 
@@ -44,8 +48,6 @@ def _seed(text):
 
 
 def build_parser():
-    from . import __version__
-
     parser = argparse.ArgumentParser(
         prog="python -m mcscore",
         description="mcscore: fast score-function gradient estimators with honest error bars.",
@@ -74,15 +76,11 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.cmd == "config":
-        from ._config import show_config
-
         show_config()
         return 0
     if args.cmd != "demo":
         parser.print_help()
         return 2
-    from . import demo
-
     known = {"core": demo.run_core, "finance": demo.run_finance, "vi": demo.run_vi,
              "rl": demo.run_rl,
              "figures": lambda **kw: demo.run_figures(folder=args.figures, **kw)}

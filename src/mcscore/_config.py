@@ -4,8 +4,12 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
+import scipy
+
 from . import _kernels
 from . import _validation as V
+from ._version import __version__
 
 # libgomp's thread pool does not survive fork(): a child forked after the
 # parent ran a parallel region can hang in its own first parallel region.
@@ -72,11 +76,6 @@ def effective_n_threads(n_threads=None, *, work_items=None):
 def show_config(file=None):
     """Print (and return as a dict) how this mcscore was built and how many
     threads it will use."""
-    import numpy as np
-    import scipy
-
-    from . import __version__
-
     cfg = {
         "mcscore": __version__,
         "openmp": bool(_kernels.HAVE_OPENMP),

@@ -88,3 +88,26 @@ class ProgressBar:
 
     def close(self):
         self._bar.close()
+
+
+def simple_bar(total, enabled, desc):
+    """A tqdm bar when tqdm is installed and enabled, else a no-op."""
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+
+            return tqdm(total=total, desc=desc, leave=False)
+        except ImportError:
+            pass
+
+    class _Null:
+        def update(self, k=1):
+            pass
+
+        def set_postfix_str(self, s):
+            pass
+
+        def close(self):
+            pass
+
+    return _Null()

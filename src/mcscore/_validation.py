@@ -94,6 +94,42 @@ def broadcast_shapes(owner, **arrays):
         raise ValueError(f"{owner}: parameter shapes do not broadcast: {shapes}") from None
 
 
+def scalar(name, v, constraint):
+    """A real scalar satisfying constraint (TypeError for arrays and non-reals)."""
+    a = as_real_array(name, v)
+    if a.ndim != 0:
+        raise TypeError(f"{name} must be a scalar real number, got shape {a.shape}")
+    return float(check(name, a, constraint))
+
+
+def flag(name, v):
+    """True or False (TypeError otherwise)."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
+
+
+def finite_real(name, v, expected="a real number", show=repr):
+    """A Python real number, finite (TypeError for other types, naming
+    what was `expected` and showing the value with `show`)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be {expected}, got {show(v)}")
+    v = float(v)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
+
+
+def positive_real(name, v):
+    """A Python real number > 0 and finite (TypeError for other types)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a positive real number, got {v!r}")
+    v = float(v)
+    if not (v > 0 and np.isfinite(v)):
+        raise ValueError(f"{name} must be > 0 and finite, got {v}")
+    return v
+
+
 def integer(name, value, *, minimum=None, maximum=None):
     """A Python/NumPy integer (not bool, not float) within bounds."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
@@ -111,18 +147,26 @@ def integer(name, value, *, minimum=None, maximum=None):
     return value
 
 
+def _int_seed(rng, name):
+    """rng as a non-negative int seed, or None when it is not an int."""
+    if isinstance(rng, (bool, np.bool_)):
+        raise TypeError(f"{name} must be None, an int, a SeedSequence or a Generator, got bool")
+    if isinstance(rng, numbers.Integral):
+        if rng < 0:
+            raise ValueError(f"{name} must be a non-negative int seed, got {rng}")
+        return int(rng)
+    return None
+
+
 def as_generator(rng, name="rng"):
     """SPEC 7: None, an int, a SeedSequence or a Generator -> Generator."""
     if isinstance(rng, np.random.Generator):
         return rng
     if rng is None or isinstance(rng, np.random.SeedSequence):
         return np.random.default_rng(rng)
-    if isinstance(rng, (bool, np.bool_)):
-        raise TypeError(f"{name} must be None, an int, a SeedSequence or a Generator, got bool")
-    if isinstance(rng, numbers.Integral):
-        if rng < 0:
-            raise ValueError(f"{name} must be a non-negative int seed, got {rng}")
-        return np.random.default_rng(int(rng))
+    seed = _int_seed(rng, name)
+    if seed is not None:
+        return np.random.default_rng(seed)
     if isinstance(rng, np.random.BitGenerator):
         return np.random.Generator(rng)
     raise TypeError(
@@ -145,12 +189,9 @@ def root_seed_sequence(rng, name="rng"):
         return rng
     if rng is None:
         return np.random.SeedSequence()
-    if isinstance(rng, (bool, np.bool_)):
-        raise TypeError(f"{name} must be None, an int, a SeedSequence or a Generator, got bool")
-    if isinstance(rng, numbers.Integral):
-        if rng < 0:
-            raise ValueError(f"{name} must be a non-negative int seed, got {rng}")
-        return np.random.SeedSequence(int(rng))
+    seed = _int_seed(rng, name)
+    if seed is not None:
+        return np.random.SeedSequence(seed)
     if isinstance(rng, (np.random.Generator, np.random.BitGenerator)):
         bg = rng.bit_generator if isinstance(rng, np.random.Generator) else rng
         with bg.lock:

@@ -6,15 +6,19 @@ implementation of the same estimate, run in the same process.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 from scipy import integrate, special, stats
 
 import mcscore as mc
-from mcscore._kernels import HAVE_OPENMP
-from mcscore.estimator import RARE_EXPECTED_COUNT
+from mcscore import finance as fi
 from mcscore import integrands as I
+from mcscore import rl, vi
+from mcscore._algebra import RARE_EXPECTED_COUNT
+from mcscore._kernels import HAVE_OPENMP
+from mcscore.vi import Adam
 
 
 def _np_normal_sq(n, rng):
@@ -190,8 +194,6 @@ def _np_call_greeks(n, rng):
 
 def run_finance(n=10**6, seed=0, out=print, **_):
     """Greeks by likelihood ratio (and pathwise / mixed) against exact values."""
-    from . import finance as fi
-
     out("")
     out(f"Finance: likelihood-ratio Greeks under GBM (S0=100, K=100, r=5%, vol=20%, T=1), "
         f"n = {n:,} paths")
@@ -254,8 +256,6 @@ def _blr_problem(seed=3):
 
 def run_vi(seed=0, out=print, progress=True, **_):
     """Black-box VI on two conjugate models against their exact posteriors."""
-    from . import vi
-
     out("")
     out("Variational inference: score-function ELBO gradients (leave-one-out baseline), Adam")
     out("")
@@ -297,9 +297,6 @@ def run_vi(seed=0, out=print, progress=True, **_):
 
 def run_rl(seed=0, out=print, progress=True, **_):
     """REINFORCE on a bandit and on cart-pole: learning curves."""
-    from . import rl
-    from .vi import Adam
-
     out("")
     out("Reinforcement learning: REINFORCE with the leave-one-out baseline, Adam")
     out("")
@@ -340,10 +337,6 @@ def run_figures(seed=0, out=print, folder="mcscore-figures", **_):
         out("")
         out("figures: matplotlib is not installed (pip install 'mcscore[demo]'); skipped")
         return []
-    import os
-
-    from . import finance as fi
-
     os.makedirs(folder, exist_ok=True)
     paths = []
     out("")

@@ -14,6 +14,13 @@ with respect to parameter element q is a sum of terms ``a*t(x_c) + b`` (or
 ``a*(t(x_c) - c)^2 + b``) over the draw coordinates c that element reaches
 by broadcasting, with t one of x, log x, log(1-x).  The kernels and
 ``score()`` evaluate the same table, so they cannot disagree.
+
+A family also declares its optional capabilities (the ``has_*`` flags and
+``mean_tangents``, ``mirror``, ``pathwise_spec``, ``vi_transforms``,
+``relaxation``); estimators ask for one (``require``) and get a clear error
+naming the families that have it.  This module is longer than the others
+(about 1300 lines) on purpose: each family is one class holding all it
+knows, and the families share the base class and helpers above them.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ from scipy import special
 
 from . import _kernels as K
 from . import _validation as V
+from . import _vr
 
 __all__ = [
     "Distribution",
@@ -61,6 +69,13 @@ def _index_map(shape, target):
     element of an array of `shape` that broadcasting maps onto it."""
     size = int(np.prod(shape, dtype=np.int64))
     return np.broadcast_to(np.arange(size, dtype=np.int64).reshape(shape), target).ravel()
+
+
+index_map = _index_map  # the estimators' name for it
+
+
+# parameters that vi.fit optimises on the log scale
+_POSITIVE_PARAMS = {"scale", "rate", "concentration", "concentration1", "concentration0"}
 
 
 class Distribution:
@@ -306,6 +321,69 @@ class Distribution:
         raise NotImplementedError
 
 
+    # -- optional capabilities -------------------------------------------
+    # A family that supports a capability sets the flag and overrides the
+    # method; estimators ask for it (``require``) and get a clear error
+    # naming the families that have it otherwise.
+    has_rsample = False  # pathwise_spec: the reparameterisation table
+    has_mirror = False  # mirror: antithetic partners
+    has_mean_tangents = False  # mean_tangents: the delta control variate
+    has_relaxation = False  # relaxation: Concrete / REBAR parameters
+    has_binary_relaxation = False  # ... of 0/1 draws (DisARM)
+    rsample_through_gammas = False  # pathwise draws normalised Gamma variates (Beta, Dirichlet)
+
+    def relaxed_shape(self):
+        """Shape of one relaxed draw (relaxed_grad, rebar_grad)."""
+        return self.draw_shape
+    # the unconstrained coordinate of a "probs" parameter for vi.fit
+    _probs_transform = "logit"
+
+    def require(self, capability):
+        """Raise the clear error of an estimator that needs `capability`
+        ("rsample", "mirror", "mean_tangents") when this family lacks it."""
+        if getattr(self, "has_" + capability):
+            return
+        name = type(self).__name__
+        having = ", ".join(c.__name__ for c in FAMILIES if getattr(c, "has_" + capability))
+        if capability == "rsample":
+            raise ValueError(f"pathwise_grad supports {having}; got {name}")
+        if capability == "mirror":
+            raise ValueError("antithetic=True needs a family symmetric about a known point "
+                             f"({having}); got {name}")
+        raise ValueError(f"control variate 'delta' is not available for {name}")
+
+    def mean_tangents(self):
+        """{param: d E[x_c] / d param element, an array of draw_shape} for the
+        delta control variate (each draw coordinate's mean differentiated
+        w.r.t. the parameter element it depends on)."""
+        self.require("mean_tangents")
+
+    def mirror(self, x):
+        """The antithetic partner of draws x (symmetric families)."""
+        self.require("mirror")
+
+    def pathwise_spec(self):
+        """[(param name, _vr.TK_* tangent kind, a, b)]: the rows of the
+        reparameterisation table, a and b broadcastable to draw_shape."""
+        self.require("rsample")
+
+    def vi_transforms(self):
+        """{param name: "identity" | "log" | "logit"}: the unconstrained
+        coordinate vi.fit optimises for each parameter."""
+        out = {}
+        for name in self.param_names:
+            if name in _POSITIVE_PARAMS:
+                out[name] = "log"
+            elif name == "probs":
+                out[name] = self._probs_transform
+            else:
+                out[name] = "identity"
+        return out
+
+    def _draw_broadcast(self, v):
+        return np.broadcast_to(np.asarray(v, float), self.draw_shape)
+
+
 # ---------------------------------------------------------------------------
 # helpers for probs / logits families
 # ---------------------------------------------------------------------------
@@ -465,6 +543,21 @@ class Normal(Distribution):
     def mean(self):
         return np.broadcast_to(self.loc, self.batch_shape).copy()
 
+    has_rsample = has_mirror = has_mean_tangents = True
+    rsample_through_gammas = False
+
+    def mean_tangents(self):
+        b = self._draw_broadcast
+        return {"loc": b(1.0), "scale": b(0.0)}
+
+    def mirror(self, x):
+        return 2 * self.loc - x
+
+    def pathwise_spec(self):
+        b = self._draw_broadcast
+        return [("loc", _vr.TK_ONE, 0.0, 0.0),
+                ("scale", _vr.TK_NSCALE, b(self.loc), b(self.scale))]
+
 
 class LogNormal(Normal):
     """LogNormal(loc, scale): log x ~ Normal(loc, scale)."""
@@ -484,6 +577,19 @@ class LogNormal(Normal):
 
     def mean(self):
         return np.broadcast_to(np.exp(self.loc + 0.5 * self.scale**2), self.batch_shape).copy()
+
+    def mean_tangents(self):
+        b = self._draw_broadcast
+        m = np.exp(self.loc + 0.5 * self.scale**2)
+        return {"loc": b(m), "scale": b(self.scale * m)}
+
+    def mirror(self, x):
+        return np.exp(2 * self.loc - np.log(x))
+
+    def pathwise_spec(self):
+        b = self._draw_broadcast
+        return [("loc", _vr.TK_LNLOC, 0.0, 0.0),
+                ("scale", _vr.TK_LNSCALE, b(self.loc), b(self.scale))]
 
 
 class Exponential(Distribution):
@@ -514,6 +620,14 @@ class Exponential(Distribution):
 
     def mean(self):
         return 1.0 / self.rate
+
+    has_rsample = has_mean_tangents = True
+
+    def mean_tangents(self):
+        return {"rate": self._draw_broadcast(-1.0 / self.rate**2)}
+
+    def pathwise_spec(self):
+        return [("rate", _vr.TK_NEG_X_OVER, self._draw_broadcast(self.rate), 0.0)]
 
 
 class Gamma(Distribution):
@@ -558,6 +672,18 @@ class Gamma(Distribution):
     def mean(self):
         return np.broadcast_to(self.concentration / self.rate, self.batch_shape).copy()
 
+    has_rsample = has_mean_tangents = True
+
+    def mean_tangents(self):
+        b = self._draw_broadcast
+        return {"concentration": b(1.0 / self.rate),
+                "rate": b(-self.concentration / self.rate**2)}
+
+    def pathwise_spec(self):
+        b = self._draw_broadcast
+        return [("concentration", _vr.TK_GAMMA_CONC, b(self.concentration), b(self.rate)),
+                ("rate", _vr.TK_NEG_X_OVER, b(self.rate), 0.0)]
+
 
 class Beta(Distribution):
     """Beta(concentration1, concentration0): density x^(c1-1) (1-x)^(c0-1) / B(c1, c0)."""
@@ -594,6 +720,19 @@ class Beta(Distribution):
     def mean(self):
         a, b = self._params["concentration1"], self._params["concentration0"]
         return np.broadcast_to(a / (a + b), self.batch_shape).copy()
+
+    has_rsample = has_mean_tangents = True
+    # pathwise_grad draws Beta variates as normalised Gamma variates
+    rsample_through_gammas = True
+
+    def mean_tangents(self):
+        a1, a0 = self._params["concentration1"], self._params["concentration0"]
+        return {"concentration1": self._draw_broadcast(a0 / (a1 + a0) ** 2),
+                "concentration0": self._draw_broadcast(-a1 / (a1 + a0) ** 2)}
+
+    def pathwise_spec(self):
+        return [("concentration1", _vr.TK_AUX0, 0.0, 0.0),
+                ("concentration0", _vr.TK_AUX1, 0.0, 0.0)]
 
 
 # ---------------------------------------------------------------------------
@@ -696,6 +835,11 @@ class Poisson(Distribution):
     def mean(self):
         return self.rate.copy()
 
+    has_mean_tangents = True
+
+    def mean_tangents(self):
+        return {"rate": self._draw_broadcast(1.0)}
+
 
 class Bernoulli(_BinaryFamily):
     """Bernoulli(probs=None, logits=None): P(1) = probs = sigmoid(logits)."""
@@ -729,6 +873,24 @@ class Bernoulli(_BinaryFamily):
 
     def mean(self):
         return self.probs
+
+    has_mean_tangents = has_relaxation = has_binary_relaxation = True
+
+    def mean_tangents(self):
+        p, q = self._pq()
+        return {self._which: self._draw_broadcast(p * q if self._which == "logits" else 1.0)}
+
+    def relaxation(self):
+        """(units W, categories K (1: binary), logit-space parameters, probs,
+        conversion code, cv, cvs) for the relaxed / REBAR / DisARM kernels:
+        conversion 1 maps a logit gradient to probs with cv = 1 / (p q)."""
+        p, q = self._pq()
+        th = np.ravel(np.log(p) - np.log(q)) if self._which == "probs" else \
+            np.ravel(np.broadcast_to(self._params["logits"], self.batch_shape))
+        pr = np.ravel(p)
+        conv = 1 if self._which == "probs" else 0
+        cv = np.ravel(1.0 / (p * q)) if conv else np.ones(1)
+        return th.size, 1, np.ascontiguousarray(th, float), pr, conv, cv, np.ones(1)
 
 
 class Binomial(_BinaryFamily):
@@ -889,6 +1051,7 @@ class NegativeBinomial(_BinaryFamily):
 
 class _CategoricalBase(Distribution):
     continuous = False
+    _probs_transform = "log"
 
     def _init_probs(self, owner, probs, logits):
         self._which, v = _probs_or_logits(owner, probs, logits, min_ndim=1, simplex=True)
@@ -997,6 +1160,28 @@ class Categorical(_CategoricalBase):
     def mean(self):
         return (self.probs * np.arange(self.n_categories)).sum(-1)
 
+    has_relaxation = True
+
+    def relaxation(self):
+        """As Bernoulli.relaxation, K categories per unit; conversion 2 maps
+        a logit gradient to (unnormalised) probs with cv = 1 / v and
+        cvs = 1 / sum v."""
+        kk = self.n_categories
+        lp = np.ascontiguousarray(self.logits.ravel(), float)
+        pr = np.ascontiguousarray(self.probs.ravel(), float)
+        if self._which == "probs":
+            v = self._params["probs"]
+            cv = np.ravel(1.0 / v)
+            cvs = np.ravel(1.0 / v.sum(-1))
+            conv = 2
+        else:
+            cv, cvs, conv = np.ones(1), np.ones(1), 0
+        return lp.size, kk, lp, pr, conv, np.ascontiguousarray(cv), np.ascontiguousarray(cvs)
+
+    def relaxed_shape(self):
+        """Shape of one relaxed draw (a point of the simplex per unit)."""
+        return self.draw_shape + (self.n_categories,)
+
 
 class Multinomial(_CategoricalBase):
     """Multinomial(total_count, probs=None, logits=None): category counts of
@@ -1103,6 +1288,14 @@ class Dirichlet(Distribution):
     def mean(self):
         a = self.concentration
         return a / a.sum(-1, keepdims=True)
+
+    has_rsample = True
+    rsample_through_gammas = True
+
+    def pathwise_spec(self):
+        kk = self.event_shape[0]
+        cols = np.arange(self.draw_size).reshape(self.draw_shape)
+        return [("concentration", _vr.TK_DIRICHLET, (cols // kk) * kk, float(kk))]
 
 
 FAMILIES = (

@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from .distributions import Distribution
+from . import _engine as E
 
 __all__ = ["get_include", "kernel_dist", "plan", "estimate", "StreamPlan"]
 
@@ -46,8 +46,7 @@ def get_include():
 
 
 def _check_dist(dist):
-    if not isinstance(dist, Distribution):
-        raise TypeError(f"dist must be an mcscore distribution, got {type(dist).__name__}")
+    E.check_distribution(dist)
 
 
 def kernel_dist(dist):
@@ -109,12 +108,10 @@ def plan(dist, n, *, rng=None, n_streams=None, block_size=None, n_threads=None):
     bit generators and blocks give, through :func:`estimate`, bit for bit
     the estimate ``score_grad`` returns for the same f.
     """
-    from .estimator import DEFAULT_STREAMS, _Plan
-
     _check_dist(dist)
     kd = dist._kernel_dist()
-    return StreamPlan(_Plan(n, kd.draw_size, rng, DEFAULT_STREAMS if n_streams is None
-                            else n_streams, block_size, n_threads))
+    return StreamPlan(E.Plan(n, kd.draw_size, rng, E.DEFAULT_STREAMS if n_streams is None
+                             else n_streams, block_size, n_threads))
 
 
 def estimate(dist, stats, shifts, *, baseline=None, plan=None):
@@ -136,8 +133,6 @@ def estimate(dist, stats, shifts, *, baseline=None, plan=None):
     plan : StreamPlan, optional
         Only recorded in the result's ``info``.
     """
-    from .estimator import _check_baseline, _finish
-
     _check_dist(dist)
     kd = dist._kernel_dist()
     stats = np.ascontiguousarray(stats, dtype=np.float64)
@@ -151,6 +146,6 @@ def estimate(dist, stats, shifts, *, baseline=None, plan=None):
         raise ValueError("stats and shifts must be finite")
     if not (stats[:, 0] >= 0).all() or stats[:, 0].sum() < 2:
         raise ValueError("stats[:, 0] (draw counts) must be >= 0 and add up to at least 2")
-    baseline = _check_baseline(baseline)
-    return _finish(dist, kd, stats, shifts, baseline, plan._plan if plan is not None else None,
-                   extra_info={"f": "embedded"})
+    baseline = E.check_baseline(baseline)
+    info = plan._plan.info() if plan is not None else {}
+    return E.finish_score(dist, kd, stats, shifts, baseline, {**info, "f": "embedded"})

@@ -47,9 +47,12 @@ import math
 import numpy as np
 from scipy import integrate, special
 
+from . import _engine as E
 from . import _finance as F
 from . import _validation as V
-from .estimator import DEFAULT_STREAMS, _Plan
+from ._algebra import common_shift, shift_sums
+from ._config import effective_n_threads
+from .distributed import map_streams
 
 __all__ = ["greeks", "Greeks", "black_scholes", "geometric_asian_call", "reference", "PAYOFFS",
            "GREEKS"]
@@ -155,22 +158,35 @@ def _merge(stats, shifts):
     """Per-quantity mean, per-draw variance and n from per-stream sums
     relative to per-stream shifts."""
     count = stats[:, 0]
-    nonempty = count > 0
     n = float(count.sum())
-    first = int(np.argmax(nonempty))
-    c0 = shifts[first]                                   # (NQ,)
-    d = np.where(nonempty[:, None], shifts - c0, 0.0)    # (S, NQ)
-    G0 = stats[:, 1::2]
-    H0 = stats[:, 2::2]
-    G = (G0 + count[:, None] * d).sum(0)
-    H = (H0 + 2 * d * G0 + count[:, None] * d * d).sum(0)
+    c0, d = common_shift(count, shifts)                  # (NQ,), (S, NQ)
+    G, H = shift_sums(d, count[:, None], stats[:, 1::2], stats[:, 2::2])
+    G, H = G.sum(0), H.sum(0)
     mean = c0 + G / n
     var = np.maximum(H - G * G / n, 0.0) / (n - 1)
     return mean, var, n
 
 
+def _paths(inputs, plan, streams, threads):
+    """Simulate the paths of the given streams in the fused kernel; returns
+    (streams, stats rows, shifts, error code)."""
+    streams = np.ascontiguousarray(streams, dtype=np.int64)
+    stats = np.zeros((len(streams), 1 + 2 * F.N_QUANTITIES))
+    shifts = np.zeros((len(streams), F.N_QUANTITIES))
+    code = F.run_paths(*inputs, plan.bitgens(streams), streams, plan.n, plan.n_streams,
+                       plan.block_size, threads, stats, shifts)
+    return streams, stats, shifts, code
+
+
+def _paths_task(inputs, plan, streams, n_threads):
+    """_paths on a Dask worker (threads resolved there)."""
+    return _paths(inputs, plan, streams,
+                  effective_n_threads(n_threads, work_items=len(streams)))
+
+
 def greeks(payoff, *, spot, strike, rate, vol, maturity, n, steps=1, barrier=None, rng=None,
-           method="lr", n_threads=None, n_streams=DEFAULT_STREAMS, block_size=None):
+           method="lr", n_threads=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
+           client=None):
     """Monte Carlo price, delta, vega, rho and gamma of an option under GBM.
 
     Parameters
@@ -219,14 +235,23 @@ def greeks(payoff, *, spot, strike, rate, vol, maturity, n, steps=1, barrier=Non
             f"method='pathwise' does not apply to {payoff!r}: its payoff is discontinuous "
             "(the pathwise derivative is zero almost surely and misses the jump); use "
             "method='lr'")
-    plan = _Plan(n, steps, rng, n_streams, block_size, n_threads)
-    nq = F.N_QUANTITIES
-    streams = np.arange(plan.used, dtype=np.int64)
-    stats = np.zeros((plan.used, 1 + 2 * nq))
-    shifts = np.zeros((plan.used, nq))
-    code = F.run_paths(PAYOFFS.index(payoff), spot, strike, rate, vol, maturity, barrier, steps,
-                       plan.bitgens(streams), streams, plan.n, plan.n_streams, plan.block_size,
-                       plan.threads, stats, shifts)
+    plan = E.Plan(n, steps, rng, n_streams, block_size, n_threads)
+    inputs = (PAYOFFS.index(payoff), spot, strike, rate, vol, maturity, barrier, steps)
+    if client is None:
+        _, stats, shifts, code = _paths(inputs, plan, np.arange(plan.used), plan.threads)
+    else:
+        stats = np.zeros((plan.used, 1 + 2 * F.N_QUANTITIES))
+        shifts = np.zeros((plan.used, F.N_QUANTITIES))
+        codes = []
+
+        def on_result(res):
+            streams, rows, sh, c = res
+            stats[streams], shifts[streams] = rows, sh
+            codes.append(c)
+
+        map_streams(client, plan, _paths_task, (inputs, plan), (n_threads,),
+                    n_threads=n_threads, n_tasks=None, kind="paths", on_result=on_result)
+        code = max(codes, default=0)
     if code == 4:
         raise MemoryError("could not allocate the path kernels' block buffers")
     with np.errstate(over="ignore", invalid="ignore"):

@@ -161,10 +161,8 @@ class Integrand:
         draw_shape = x.shape[1:]
         m = x.shape[0]
         func = self._kernel_func(draw_shape)
-        from ._kernels import KernelDist
-
         ds = int(np.prod(draw_shape, dtype=np.int64))
-        dummy = KernelDist(K.MC_NORMAL, False, ds, 1, ds, np.zeros(ds), np.ones(ds),
+        dummy = K.KernelDist(K.MC_NORMAL, False, ds, 1, ds, np.zeros(ds), np.ones(ds),
                            np.zeros(0), np.zeros(0, np.int64), np.zeros(1, np.int64),
                            np.zeros(0, np.intc), np.zeros(0, np.int64), np.zeros(0),
                            np.zeros(0), np.zeros(0))
@@ -172,12 +170,7 @@ class Integrand:
 
 
 def _real(name, v):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    v = float(v)
-    if not np.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    return v
+    return V.finite_real(name, v, show=lambda v: type(v).__name__)
 
 
 def _coord(coord):

@@ -21,6 +21,7 @@ from scipy import special
 
 from . import _vr
 from . import _validation as V
+from ._engine import vr_dist
 from .distributions import Bernoulli, Categorical
 
 __all__ = ["RelaxedBernoulli", "RelaxedOneHotCategorical"]
@@ -62,15 +63,13 @@ class _Relaxed:
         returns the discrete draws H(z) of the same noise instead.
 
         ``rng``: None, an int, a SeedSequence or a Generator (SPEC 7)."""
-        from .estimators import _vr_dist
-
         n = V.integer("n", n, minimum=0)
         gen = V.as_generator(rng)
         W = int(np.prod(self.draw_shape, dtype=np.int64))
         out = np.empty((1, 2 * W * max(n, 1)))
         prm = np.concatenate([[self.temperature], self._noise_params()])
         with gen.bit_generator.lock:
-            _vr.prepare_round(_vr_dist(self.base), [gen.bit_generator], np.zeros(1, np.int64),
+            _vr.prepare_round(vr_dist(self.base), [gen.bit_generator], np.zeros(1, np.int64),
                               np.zeros(1, np.int64), n, max(n, 1), 1, self._mode, W, prm, out)
         k = 1 if hard else 0
         z = out[0, k * W * n: (k + 1) * W * n].reshape(W, n).T

@@ -38,7 +38,10 @@ import numpy as np
 
 from . import _validation as V
 from .distributions import Categorical, Normal
-from .estimator import GradientEstimate, _baselined_terms, _check_baseline
+from ._algebra import baselined_terms, check_baseline
+from ._progress import simple_bar
+from .result import GradientEstimate
+from .vi import Adam
 
 __all__ = ["returns_to_go", "SoftmaxPolicy", "GaussianPolicy", "policy_gradient", "CartPole",
            "Reach1D",
@@ -67,7 +70,7 @@ def returns_to_go(rewards, gamma=1.0, mask=None):
     r = V.as_real_array("rewards", rewards)
     if r.ndim < 1:
         raise ValueError("rewards must have a time axis (last), got a scalar")
-    gamma = _scalar("gamma", gamma, "unit_interval")
+    gamma = V.scalar("gamma", gamma, "unit_interval")
     if mask is not None:
         mask = _mask(mask)
         if mask.shape != r.shape:
@@ -102,12 +105,6 @@ def _mask(mask, name="mask"):
 # ---------------------------------------------------------------------------
 # policies
 # ---------------------------------------------------------------------------
-
-def _scalar(name, v, constraint):
-    from .vi import _scalar as scalar
-
-    return scalar(name, v, constraint)
-
 
 def _features(phi, n_features):
     phi = V.as_real_array("features", phi)
@@ -253,7 +250,7 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
         ``grad`` / ``stderr`` per parameter (episodes are the independent
         draws: ``n`` = E); ``value`` = mean return of the episodes.
     """
-    baseline = _check_baseline(baseline)
+    baseline = check_baseline(baseline)
     G = V.as_real_array("returns", returns)
     if not np.isfinite(G).all():
         raise ValueError("returns must be finite")
@@ -309,7 +306,7 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
     else:
         if G.shape != (E,):
             raise ValueError(f"returns must have shape ({E},), got {G.shape}")
-        y = _baselined_terms(G, flat.sum(1), baseline)  # scores summed over steps
+        y = baselined_terms(G, flat.sum(1), baseline)  # scores summed over steps
         value_per_episode = G
     with np.errstate(over="ignore", invalid="ignore"):
         mean = y.mean(0)
@@ -337,6 +334,11 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
 # an environment, roll-outs and training
 # ---------------------------------------------------------------------------
 
+def _state_and_one(states):
+    """Policy features of the built-in environments: the state and a constant 1."""
+    return np.concatenate([states, np.ones(states.shape[:-1] + (1,))], axis=-1)
+
+
 class CartPole:
     """The classic cart-pole balancing task (Barto, Sutton & Anderson 1983)
     with the usual constants (pole half-length 0.5 m, force 10 N, 50 Hz Euler
@@ -360,10 +362,7 @@ class CartPole:
         """Initial states of n episodes, uniform in [-0.05, 0.05]^4."""
         return V.as_generator(rng).uniform(-0.05, 0.05, size=(V.integer("n", n, minimum=1), 4))
 
-    @staticmethod
-    def features(states):
-        """Policy features: the state and a constant 1."""
-        return np.concatenate([states, np.ones(states.shape[:-1] + (1,))], axis=-1)
+    features = staticmethod(_state_and_one)
 
     def step(self, states, actions):
         """(next states, rewards, done) for a batch."""
@@ -395,17 +394,15 @@ class Reach1D:
 
     def __init__(self, max_steps=20, dt=0.2, action_cost=0.01, max_action=5.0):
         self.max_steps = V.integer("max_steps", max_steps, minimum=1)
-        self.dt = _scalar("dt", dt, "positive")
-        self.action_cost = _scalar("action_cost", action_cost, "nonnegative")
-        self.max_action = _scalar("max_action", max_action, "positive")
+        self.dt = V.scalar("dt", dt, "positive")
+        self.action_cost = V.scalar("action_cost", action_cost, "nonnegative")
+        self.max_action = V.scalar("max_action", max_action, "positive")
 
     def reset(self, n, rng=None):
         """Initial positions of n episodes, shape (n, 1)."""
         return V.as_generator(rng).uniform(-1.0, 1.0, size=(V.integer("n", n, minimum=1), 1))
 
-    @staticmethod
-    def features(states):
-        return np.concatenate([states, np.ones(states.shape[:-1] + (1,))], axis=-1)
+    features = staticmethod(_state_and_one)
 
     def step(self, states, actions):
         a = np.clip(np.asarray(actions, dtype=float).reshape(states.shape), -self.max_action,
@@ -488,10 +485,6 @@ def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, b
         ``.policy`` and the learning curve ``.returns`` (undiscounted mean
         return of each iteration's episodes).
     """
-    from .vi import Adam, _progress
-
-    from .vi import _flag
-
     for name in ("max_steps", "n_features", "reset", "features", "step"):
         if isinstance(env, type) or not hasattr(env, name):
             raise TypeError(f"env must be an environment instance (CartPole(), Reach1D(), or an "
@@ -501,14 +494,14 @@ def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, b
                         f"{type(policy).__name__}")
     iterations = V.integer("iterations", iterations, minimum=1, maximum=2**40)
     episodes = V.integer("episodes", episodes, minimum=2, maximum=2**24)
-    lr = _scalar("lr", lr, "positive")
-    progress = _flag("progress", progress)
+    lr = V.scalar("lr", lr, "positive")
+    progress = V.flag("progress", progress)
     gen = V.as_generator(rng)
     opt = Adam(policy.params, lr=lr)
     curve = np.empty(iterations)
     curve_se = np.empty(iterations)
     gnorm = np.empty(iterations)
-    bar = _progress(iterations, progress, "REINFORCE")
+    bar = simple_bar(iterations, progress, "REINFORCE")
     try:
         for it in range(iterations):
             tr = rollout(env, policy, episodes, gen)

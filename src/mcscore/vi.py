@@ -42,26 +42,18 @@ import math
 import numpy as np
 
 from . import _validation as V
+from ._algebra import check_baseline
+from ._progress import simple_bar
 from .distributions import Distribution
-from .estimator import _check_baseline, score_grad_from_samples
+from .score import score_grad_from_samples
 
 __all__ = ["elbo_grad", "fit", "VIResult", "transforms", "Adam"]
 
-_POSITIVE = {"scale", "rate", "concentration", "concentration1", "concentration0"}
-
-
 def transforms(q):
     """{param name: "identity" | "log" | "logit"}: the unconstrained
-    coordinates :func:`fit` optimises for each of q's parameters."""
-    out = {}
-    for name in q.param_names:
-        if name in _POSITIVE:
-            out[name] = "log"
-        elif name == "probs":
-            out[name] = "log" if q.event_ndim or type(q).__name__ == "Categorical" else "logit"
-        else:
-            out[name] = "identity"
-    return out
+    coordinates :func:`fit` optimises for each of q's parameters (the
+    family's ``vi_transforms``)."""
+    return q.vi_transforms()
 
 
 def _to_unconstrained(kind, v):
@@ -87,20 +79,6 @@ def _jacobian(kind, v):
     if kind == "logit":
         return v * (1.0 - v)
     return np.ones_like(v)
-
-
-def _scalar(name, v, constraint):
-    """A real scalar satisfying constraint (TypeError for arrays and non-reals)."""
-    a = V.as_real_array(name, v)
-    if a.ndim != 0:
-        raise TypeError(f"{name} must be a scalar real number, got shape {a.shape}")
-    return float(V.check(name, a, constraint))
-
-
-def _flag(name, v):
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {v!r}")
-    return bool(v)
 
 
 def _rebuild(q, params):
@@ -178,7 +156,7 @@ def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo"):
         raise TypeError(f"q must be an mcscore distribution, got {type(q).__name__}")
     if not callable(log_joint):
         raise TypeError(f"log_joint must be callable, got {type(log_joint).__name__}")
-    baseline = _check_baseline(baseline)
+    baseline = check_baseline(baseline)
     n = V.integer("n", n, minimum=2)
     gen = V.as_generator(rng)
     x = q.sample(n, gen)
@@ -252,29 +230,6 @@ class Adam:
         return dict(out)
 
 
-def _progress(total, enabled, desc):
-    """A tqdm bar when tqdm is installed and enabled, else a no-op."""
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-
-            return tqdm(total=total, desc=desc, leave=False)
-        except ImportError:
-            pass
-
-    class _Null:
-        def update(self, k=1):
-            pass
-
-        def set_postfix_str(self, s):
-            pass
-
-        def close(self):
-            pass
-
-    return _Null()
-
-
 def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
         baseline="loo", betas=(0.9, 0.999), eps=1e-8, average=0.5):
     """Fit q to the posterior by maximising the ELBO (black-box VI).
@@ -313,13 +268,13 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
         raise TypeError(f"q must be an mcscore distribution, got {type(q).__name__}")
     steps = V.integer("steps", steps, minimum=1, maximum=2**40)
     n = V.integer("n", n, minimum=2)
-    lr = _scalar("lr", lr, "positive")
-    average = _scalar("average", average, "unit_interval_lt1")
-    eps = _scalar("eps", eps, "positive")
-    progress = _flag("progress", progress)
+    lr = V.scalar("lr", lr, "positive")
+    average = V.scalar("average", average, "unit_interval_lt1")
+    eps = V.scalar("eps", eps, "positive")
+    progress = V.flag("progress", progress)
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    b1, b2 = (_scalar(f"betas[{i}]", b, "real") for i, b in enumerate(betas))
+    b1, b2 = (V.scalar(f"betas[{i}]", b, "real") for i, b in enumerate(betas))
     if not (0 <= b1 < 1 and 0 <= b2 < 1):
         raise ValueError(f"betas must be in [0, 1), got {betas!r}")
     gen = V.as_generator(rng)
@@ -331,7 +286,7 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
     n_acc = 0
     elbo = np.empty(steps)
     elbo_se = np.empty(steps)
-    bar = _progress(steps, progress, "VI (Adam)")
+    bar = simple_bar(steps, progress, "VI (Adam)")
     cur = q
     try:
         for t in range(1, steps + 1):

@@ -1,0 +1,619 @@
+"""The estimator algebra on per-stream sums, shared by every estimator.
+
+The kernels leave, per stream, sums of the per-draw quantities relative to
+a per-stream shift (f's first value on the stream, or the constants taken
+out of f by ``Offsets``).  This module merges them exactly (one common
+shift, ``common_shift`` / ``shift_sums``), turns them into estimates and
+standard errors (the score-function baselines of ``score_moments`` /
+``baseline_algebra``; the Gram algebra of control variates, REBAR's eta and
+the other estimators' features in ``gram_estimate``), and applies one set
+of range checks to every result (``check_range``, ``check_stats``, the
+rounding floor and the rare-category floor).  It knows nothing of drawing
+or of f.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import _kernels as K
+from .result import GradientEstimate
+
+__all__ = [
+    "RARE_EXPECTED_COUNT", "OFFSET_RATIO", "TINY_MEAN_SQUARE", "RESOLUTION", "Mag", "Offsets",
+    "baselined_terms", "check_baseline", "check_range", "common_shift", "estimate",
+    "finish_score", "gradient_estimate", "gram_estimate", "rare_floor", "shift_sums",
+]
+
+
+def check_baseline(baseline):
+    if baseline is None or (isinstance(baseline, str) and baseline in ("loo", "optimal")):
+        return baseline
+    if isinstance(baseline, numbers.Real) and not isinstance(baseline, (bool, np.bool_)):
+        b = float(baseline)
+        if not np.isfinite(b):
+            raise ValueError(f"baseline must be finite, got {b}")
+        return b
+    raise ValueError(
+        f"baseline must be None, a finite number, 'loo' or 'optimal', got {baseline!r}"
+    )
+
+
+
+# ---------------------------------------------------------------------------
+# merging shifted per-stream sums
+# ---------------------------------------------------------------------------
+
+def common_shift(count, shifts):
+    """(c0, d): the shift of the first stream that holds draws, and each
+    stream's shift relative to it (0 for a stream without draws); `shifts`
+    may have trailing axes (one shift per quantity)."""
+    nonempty = count > 0
+    first = int(np.argmax(nonempty))
+    c0 = shifts[first]
+    mask = nonempty.reshape(nonempty.shape + (1,) * (np.ndim(shifts) - 1))
+    return c0, np.where(mask, shifts - c0, 0.0)
+
+
+def _dot(d, X):
+    """sum_s d[s] X[s] (matmul for a matrix, as the callers always did)."""
+    return d @ X if X.ndim <= 2 else np.tensordot(d, X, 1)
+
+
+def shift_sums(d, C, G0, H0=None, *, total=False, squared=False):
+    """Sums over C draws of g + d (and of (g + d)^2) from the sums G0 of g
+    (and H0 of g^2): the merge of per-stream sums taken relative to
+    different shifts.  `total` sums over the streams (axis 0) by dot
+    products; `squared` forms d^2 before multiplying by C (the order the
+    per-category and Gram sums use; C * d * d otherwise), so each caller
+    keeps its rounding bit for bit."""
+    if total:
+        G = G0.sum(0) + _dot(d, C)
+        if H0 is None:
+            return G
+        return G, H0.sum(0) + 2.0 * _dot(d, G0) + _dot(d * d, C)
+    G = G0 + d * C
+    if H0 is None:
+        return G
+    return G, H0 + 2 * d * G0 + (d * d * C if squared else C * d * d)
+
+
+# ---------------------------------------------------------------------------
+# score-function moments and baselines
+# ---------------------------------------------------------------------------
+
+def category_moments(dist, C, Gk, Hk, n, G, H):
+    """The five score sums of a per-category family from its per-category
+    sums: C = count, Gk = sum g, Hk = sum g^2 of the draws in category k, and
+    n, G, H the totals over all draws (broadcastable).  With
+    s_k = a_k [x = k] + b_k: s_k^2 = (a_k^2 + 2 a_k b_k) [x = k] + b_k^2."""
+    a, b = dist._table["a"], dist._table["b"]
+    hit = C > 0
+    with np.errstate(invalid="ignore"):
+        A2 = np.where(hit, a * a + 2 * a * b, 0.0)
+        Ss = np.where(hit, a * C, 0.0) + b * n
+        Ss2 = A2 * C + b * b * n
+        Sgs = np.where(hit, a * Gk, 0.0) + b * G
+        Sgs2 = A2 * Gk + b * b * G
+        Sg2s2 = A2 * Hk + b * b * H
+    return Ss, Ss2, Sgs, Sgs2, Sg2s2
+
+
+def score_moments(dist, kd, stats, shifts):
+    """Per-stream moments relative to one common shift c0.
+
+    Returns (c0, count[S], G[S], H[S], (Ss, Ss2, Sgs, Sgs2, Sg2s2) each [S, P])
+    with g = f - c0.
+    """
+    count = stats[:, 0]
+    c0, d = common_shift(count, shifts)
+    G, H = shift_sums(d, count, stats[:, 1], stats[:, 2])
+    d2 = d[:, None]
+    if kd.per_category:
+        P = kd.n_units * kd.n_cat
+        cat = stats[:, 3:].reshape(len(count), P, 3)
+        C = cat[..., 0]
+        Gk, Hk = shift_sums(d2, C, cat[..., 1], cat[..., 2], squared=True)
+        mom = category_moments(dist, C, Gk, Hk, count[:, None], G[:, None], H[:, None])
+        return float(c0), count, G, H, mom
+    M = stats[:, 3:].reshape(len(count), kd.n_coords, 5)
+    Ss, Ss2, Sgs0, Sgs20, Sg2s20 = (M[..., i] for i in range(5))
+    Sgs = shift_sums(d2, Ss, Sgs0)
+    Sgs2, Sg2s2 = shift_sums(d2, Ss2, Sgs20, Sg2s20, squared=True)
+    return float(c0), count, G, H, (Ss, Ss2, Sgs, Sgs2, Sg2s2)
+
+
+def moments_total(dist, kd, stats, shifts):
+    """score_moments summed over the streams (a leading axis of length 1),
+    for the baselines that need totals only (None, a number, "loo"): a few
+    array operations instead of one per stream statistic."""
+    if not kd.per_category:
+        c0, n, Gt, Ht, M = K.stream_totals(stats, shifts, kd.n_coords)
+        return c0, np.array([n]), np.array([Gt]), np.array([Ht]), tuple(M[:, None, :])
+    count = stats[:, 0]
+    c0, d = common_shift(count, shifts)
+    Gt, Ht = shift_sums(d, count, stats[:, 1], stats[:, 2], total=True)
+    # per-category sums (count, sum g, sum g^2 of the draws in category k)
+    M = stats[:, 3:]
+    C0 = M[:, 0::3]
+    Gk, Hk = shift_sums(d, C0, M[:, 1::3], M[:, 2::3], total=True)
+    n = count.sum()
+    mom = category_moments(dist, C0.sum(0), Gk, Hk, n, Gt, Ht)
+    P = kd.n_units * kd.n_cat
+    return (float(c0), np.array([n]), np.array([Gt]), np.array([Ht]),
+            tuple(np.reshape(x, (1, P)) for x in mom))
+
+
+# A category expected fewer than this many times in n draws (n * p_k < 30) is
+# "rare": its sample variance rests on a handful of draws, or none (a category
+# never drawn has a sample variance near 0 whatever f is there), so its
+# standard error is floored (see rare_floor).
+RARE_EXPECTED_COUNT = 30.0
+
+
+def rare_floor(dist, kd, stats, shifts, n):
+    """For a per-category family (Categorical) with some category expected
+    fewer than RARE_EXPECTED_COUNT times in the n draws: a function of the
+    centre e (f - baseline = g + e, g = f - c0 as in score_moments) giving a floor
+    of the per-draw variance of every score coordinate (0 for the others);
+    else None.
+
+    With s_k = a_k [x = k] + b_k and h = f - baseline, the exact per-draw
+    variance of h s_k is
+        p_k (a_k^2 + 2 a_k b_k) E[h^2 | k] + b_k^2 E[h^2] - (p_k a_k E[h | k] + b_k E[h])^2.
+    The sample variance puts the observed frequency of category k in place of
+    p_k: for a category drawn a few times, or never, it is near 0 whatever f
+    is there.  The floor uses the known p_k with the observed moments of f on
+    category k and overall; for a category never drawn, E[h^2 | k] is
+    bounded by the farthest value f took on the drawn categories (per
+    category its mean +/- its standard deviation, so a random f counts too)
+    and E[h | k] taken as 0."""
+    if not kd.per_category:
+        return None
+    p = np.ravel(dist.probs)
+    rare = n * p < RARE_EXPECTED_COUNT
+    if not rare.any():
+        return None
+    a, b = dist._table["a"], dist._table["b"]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        count = stats[:, 0]
+        d = common_shift(count, shifts)[1]
+        cat = stats[:, 3:].reshape(len(count), kd.n_units, kd.n_cat, 3)
+        C = cat[..., 0].sum(0)
+        mg, sq = shift_sums(d, cat[..., 0], cat[..., 1], cat[..., 2], total=True)
+        mg, sq = mg / C, sq / C
+        sd = np.sqrt(np.maximum(sq - mg * mg, 0.0))
+        seen = C > 0
+        hi = np.where(seen, mg + sd, -np.inf).max(-1, keepdims=True)
+        lo = np.where(seen, mg - sd, np.inf).min(-1, keepdims=True)
+    shape = (kd.n_units, kd.n_cat)
+    lo, hi = (np.broadcast_to(v, shape).ravel() for v in (lo, hi))
+    seen, mg, sq = seen.ravel(), mg.ravel(), sq.ravel()
+    A2 = np.maximum(a * a + 2 * a * b, 0.0)
+
+    def floor(e, M1g, M2g):
+        """e: centre per coordinate (or scalar); M1g, M2g: mean of g and of
+        g^2 over all draws."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            m1 = np.where(seen, mg + e, 0.0)
+            m2 = np.where(seen, sq + 2 * e * mg + e * e,
+                          np.maximum(np.square(lo + e), np.square(hi + e)))
+            M1 = M1g + e
+            M2 = M2g + 2 * e * M1g + e * e
+            v = p * A2 * m2 + b * b * M2 - np.square(p * a * m1 + b * M1)
+        return np.where(rare, v, 0.0)
+
+    floor.n_rare = int(np.count_nonzero(rare))
+    return floor
+
+
+def baseline_algebra(c0, count, G, H, mom, baseline, rare=None):
+    """Estimate, standard error and per-draw variance for each coordinate;
+    `rare` (from rare_floor) floors the variance of rare categories."""
+    n = float(count.sum())
+    Ss, Ss2, Sgs, Sgs2, Sg2s2 = mom
+    factor = 1.0
+    if baseline is None:
+        e = c0
+    elif baseline == "loo":
+        e = -G.sum() / n
+        factor = n / (n - 1)
+    elif baseline == "optimal":
+        if np.count_nonzero(count) < 2:
+            raise ValueError(
+                "baseline='optimal' is cross-fitted across streams and needs draws in at "
+                f"least 2 streams; n={int(n)} fills only one block: use a larger n, a smaller "
+                "block_size, or score_grad_from_samples"
+            )
+        tot2 = Sgs2.sum(0)
+        totss = Ss2.sum(0)
+        num = tot2 - Sgs2
+        den = totss - Ss2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e = np.where(den > 0, -num / den, -G.sum() / n)
+    else:
+        e = c0 - baseline
+    sy = (Sgs + e * Ss).sum(0)
+    sy2 = (Sg2s2 + 2 * e * Sgs2 + e * e * Ss2).sum(0)
+    mean = sy / n
+    var = np.maximum(sy2 - n * mean * mean, 0.0) / (n - 1)
+    if rare is not None:
+        # f - baseline = g + e, g = f - c0; e is per stream when cross-fitted
+        e_all = (e * count[:, None]).sum(0) / n if np.ndim(e) == 2 else e
+        var = np.maximum(var, rare(e_all, G.sum() / n, H.sum() / n))
+    grad = factor * mean
+    se = factor * np.sqrt(var / n)
+    value = c0 + G.sum() / n
+    vvar = max(H.sum() - G.sum() ** 2 / n, 0.0) / (n - 1)
+    return grad, se, var * factor**2, value, math.sqrt(vvar / n), vvar
+
+
+# Mean squares below this are at the edge of the normal double range: the
+# sums of squares behind the standard errors have underflowed.  Estimates
+# below RESOLUTION are zero at double resolution (e.g. gradients of order
+# e**-700 for logits at +-700) and are returned as they are.
+TINY_MEAN_SQUARE = 1e-300
+
+
+RESOLUTION = 1e-290
+
+
+def check_range(dist, grad, var, value, vvar, f_underflow, terms="f * score"):
+    """Raise FloatingPointError instead of returning an estimate or standard
+    error that overflowed (inf/NaN) or underflowed (a zero standard error for
+    an estimate that is not itself zero at double resolution).  Every
+    estimator goes through it; `terms` names its per-draw terms."""
+    if not (np.isfinite(grad).all() and np.isfinite(var).all() and np.isfinite(value)
+            and np.isfinite(vvar)):
+        raise FloatingPointError(
+            f"the estimator's sums overflowed for {dist!r}: f or {terms} is too large for "
+            f"double precision (E[f] ~ {value:.3g}); rescale f (e.g. divide it by a constant, "
+            "or subtract a baseline)"
+        )
+    with np.errstate(over="ignore", under="ignore"):
+        under = (var + np.square(grad) < TINY_MEAN_SQUARE) & (np.abs(grad) > RESOLUTION)
+    if under.any() or f_underflow:
+        raise FloatingPointError(
+            f"the estimator's sums of squares underflowed for {dist!r}: |{terms}| is below "
+            "about 1e-150, so the standard errors would be 0; rescale f (multiply it by a "
+            "constant and divide the estimate by it)"
+        )
+
+
+def finish_score(dist, kd, stats, shifts, baseline, info):
+    """The score-function estimate (with `baseline`) from the core kernels'
+    per-stream statistics, range-checked; `info` goes into the result."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if baseline != "optimal":
+            c0, count, G, H, mom = moments_total(dist, kd, stats, shifts)
+        else:
+            c0, count, G, H, mom = score_moments(dist, kd, stats, shifts)
+    if not (np.isfinite(mom[0]).all() and np.isfinite(mom[1]).all()):
+        raise FloatingPointError(
+            f"the score of {dist!r} overflowed on some draws (a draw at the edge of the "
+            "support, e.g. a Gamma or Beta draw that rounded to 0 or 1 for a tiny "
+            "concentration, or a NaN draw); the estimate would be NaN"
+        )
+    if not all(np.isfinite(m).all() for m in mom) or not (np.isfinite(G).all()
+                                                          and np.isfinite(H).all()):
+        raise FloatingPointError(
+            f"the estimator's sums overflowed for {dist!r}: f - f(first draw) or f * score is "
+            "too large for double precision; rescale f (e.g. divide it by a constant)"
+        )
+    rare = rare_floor(dist, kd, stats, shifts, float(count.sum()))
+    with np.errstate(over="ignore", invalid="ignore"):
+        grad, se, var, value, vse, vvar = baseline_algebra(c0, count, G, H, mom, baseline, rare)
+    n_all = max(1.0, float(count.sum()))
+    check_range(dist, grad, var, value, vvar,
+                 float(H.sum()) / n_all < TINY_MEAN_SQUARE
+                 and abs(float(G.sum())) / n_all > RESOLUTION)
+    info = dict(info)
+    if rare is not None:
+        info["rare_categories"] = rare.n_rare
+    return GradientEstimate(
+        dist._split_coords(grad), dist._split_coords(se), dist._split_coords(var),
+        value, vse, int(count.sum()), baseline=baseline, method="score", value_variance=vvar,
+        info=info,
+    )
+
+
+def baselined_terms(fx, S, baseline):
+    """Per-sample terms (f_i - b_i) * S_i of the score-function estimator on
+    m independent samples: fx (m,), S (m, P) scores; baseline None, a number,
+    "loo" (b_i = mean of the other f) or "optimal" (per coordinate the exact
+    leave-one-out E[f s^2] / E[s^2]).  Their mean is the unbiased estimate."""
+    m = len(fx)
+    f = fx[:, None]
+    if baseline is None:
+        return f * S
+    loo = (fx.sum() - f) / (m - 1)
+    if baseline == "loo":
+        return (f - loo) * S
+    if baseline == "optimal":
+        s2 = S * S
+        num = (f * s2).sum(0) - f * s2
+        den = s2.sum(0) - s2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b = np.where(den > 0, num / den, loo)
+        return (f - b) * S
+    return (f - baseline) * S
+
+
+
+# ---------------------------------------------------------------------------
+# Gram algebra: control variates, fitted coefficients, offsets
+# ---------------------------------------------------------------------------
+
+# f's values are shifted by a per-stream constant when f's first value on a
+# stream is more than this many times its spread on the stream's first block
+# away from 0 (see Offsets.shift); below it f is used as it is.
+OFFSET_RATIO = 16.0
+
+
+# Standard errors are floored at the rounding error of the estimate: this
+# many units of double rounding times the magnitude of the per-draw terms
+# (sum over features of |coefficient| x root mean square of the feature, in
+# f's own units), so a cancellation to rounding level (a control variate
+# equal to f, a baseline that makes every term equal) does not report a
+# standard error far below the estimate's own rounding error.
+_ROUNDING = 4 * np.finfo(float).eps
+
+
+# |f| (or |grad_f|) from which a non-finite per-draw term is blamed on its size
+_HUGE = 1e150
+
+
+class Mag:
+    """The largest |value| of f and grad_f an estimator saw: error messages
+    tell an overflow of f's size from an infinite score at an edge draw."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def see(self, a, name="f"):
+        if a.size:
+            with np.errstate(invalid="ignore"):
+                m = float(np.max(np.abs(a)))
+            self.seen[name] = max(self.seen.get(name, 0.0), m)
+        return a
+
+    @property
+    def max(self):
+        return max(self.seen.values(), default=0.0)
+
+    def describe(self):
+        return ", ".join(f"|{k}| reaches {v:.3g}" for k, v in self.seen.items())
+
+
+def check_stats(dist, stats, shifts, P, L, terms, mag):
+    """FloatingPointError naming the cause when a stream's Gram statistics
+    are not finite (before any algebra turns them into a NaN estimate)."""
+    if np.isfinite(stats).all() and np.isfinite(shifts).all():
+        return
+    W = L + L * (L + 1) // 2
+    first = stats[:, 3:].reshape(len(stats), P, W)[..., :L]
+    big = mag is not None and mag.max > _HUGE
+    size = mag.describe() if mag is not None else ""
+    if not (np.isfinite(first).all() and np.isfinite(shifts[:, 1:]).all()):
+        if big:
+            raise FloatingPointError(
+                f"the per-draw terms ({terms}) overflowed for {dist!r}: {size}; rescale f "
+                "(divide it by a constant and multiply the estimate by it)")
+        raise FloatingPointError(
+            f"a per-draw term ({terms}) was infinite or NaN for {dist!r} although "
+            f"{size or 'f is finite'}: a score or reparameterisation tangent overflowed at a "
+            "draw on the edge of the support (e.g. a Gamma, Beta or Dirichlet draw that "
+            "rounded to 0 or 1 for a tiny concentration); the estimate would be NaN")
+    raise FloatingPointError(
+        f"the estimator's sums of squares overflowed for {dist!r}: f or {terms} is too large "
+        f"for double precision ({size or 'f is huge'}), so the standard errors would be "
+        "inf or NaN; rescale f (divide it by a constant and multiply the estimate by it)")
+
+
+def estimate(dist, stats, shifts, P, L, coef, *, mu=None, offsets=None, terms="f * score",
+              mag=None):
+    """The guarded estimator algebra every estimator goes through:
+    gram_estimate on the streams' statistics, after a check that they are
+    finite, with the standard errors floored at rounding level, and the
+    core's range check (FloatingPointError rather than an overflowed or
+    underflowed estimate or standard error)."""
+    check_stats(dist, stats, shifts, P, L, terms, mag)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore", divide="ignore"):
+        grand, se, var, value, vse, vvar, n, w = gram_estimate(stats, shifts, P, L, coef, mu,
+                                                                offsets)
+        vms = float(stats[:, 2].sum()) / n
+        vm = abs(float(stats[:, 1].sum())) / n
+    check_range(dist, grand, var, value, vvar,
+                   vms < TINY_MEAN_SQUARE and vm > RESOLUTION, terms=terms)
+    return grand, se, var, value, vse, vvar, n, w
+
+
+class Offsets:
+    """The per-stream constants c[s, row] subtracted from the rows of f's
+    values (f, and each control variate) before they reach the kernels
+    (``shift``), and how they enter the features.
+
+    Features of the form f * s are accumulated as (f - c) * s, the constant's
+    part c * s being added back in the algebra (gram_estimate):
+    z_l(true) = z_l + D[s, l] z_carrier with D = c @ mult.T, where column
+    ``carrier`` holds the score s itself.  c[:, 0] is also added back to the
+    values of f behind E[f].  Without ``mult`` the features do not depend on
+    the constants (leave-one-out differences) and only E[f] uses them."""
+
+    def __init__(self, streams, n_streams, rows, carrier=None, mult=None):
+        self.c = np.zeros((streams, rows))  # streams: rows of stats this run holds
+        self.n_streams = n_streams
+        self.carrier = carrier
+        self.mult = mult  # (L, rows): D[s] = mult @ c[s]
+
+    def shift(self, rd, arrays):
+        """Subtract each stream's constants from rows 0..rows-1 of every
+        array (J, R * B) of the round, in place.  A stream's constant for row
+        l is set on its first block: f's first value there when that value
+        is more than OFFSET_RATIO times the block's spread of f away from 0
+        (an offset), else 0 (f is used as it is)."""
+        B = rd.B
+        rows = self.c.shape[1]
+        for r, m in enumerate(rd.rows):
+            s = int(rd.slots[r])
+            sl = slice(r * B, r * B + m)
+            if rd.blocks[r] < self.n_streams:
+                for row in range(rows):
+                    v = arrays[0][row, sl]
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        spread = float(v.max() - v.min())
+                    self.c[s, row] = v[0] if abs(v[0]) > OFFSET_RATIO * spread else 0.0
+            c = self.c[s]
+            if c.any():
+                for a in arrays:
+                    a[:rows, sl] -= c[:, None]
+
+    def dshift(self):
+        return None if self.mult is None else self.c @ np.asarray(self.mult, float).T
+
+
+def _rebase(mean, scat, delta, car):
+    """Features z_l + delta_l z_car (delta (S, L) or (L,)): their per-stream
+    means (S, P, L) and scatter matrices (S, P, L, L)."""
+    d = np.broadcast_to(delta, mean.shape[:1] + mean.shape[-1:])[:, None, :]
+    col = scat[..., :, car]
+    mean = mean + d * mean[..., car:car + 1]
+    scat = (scat + d[..., :, None] * col[..., None, :] + col[..., :, None] * d[..., None, :]
+            + d[..., :, None] * d[..., None, :] * scat[..., car, car][..., None, None])
+    return mean, scat
+
+
+def _fit(scat, coef, fit, S):
+    """Cross-fitted coefficients (S, P, L): the fixed ones from coef, the
+    fitted ones (mask fit) minimising the variance on the other streams."""
+    P, L = coef.shape
+    w = np.broadcast_to(np.nan_to_num(coef, nan=0.0), (S, P, L)).copy()
+    if not fit.any():
+        return w
+    other = scat.sum(0)[None] - scat
+    A = other[..., fit, :][..., :, fit]
+    rhs = -np.einsum("spfl,spl->spf", other[..., fit, :], w)
+    # standardise the fitted features; a feature with no variance (it
+    # vanishes by symmetry) gets coefficient 0, collinear ones share
+    # through the pseudo-inverse
+    dg = np.sqrt(np.maximum(np.diagonal(A, axis1=-2, axis2=-1), 0.0))
+    live = dg > 0
+    inv = np.where(live, 1.0 / np.where(live, dg, 1.0), 0.0)
+    As = A * inv[..., :, None] * inv[..., None, :]
+    beta = np.einsum("spfk,spk->spf", np.linalg.pinv(As, rcond=1e-10, hermitian=True),
+                     rhs * inv)
+    w[..., fit] = beta * inv
+    return w
+
+
+def gram_estimate(stats, shifts, P, L, coef, mu=None, offsets=None):
+    """Estimate of E[t] with t = sum_l w_l z_l - sum_{l>=1} w_l mu_l per
+    coordinate, from per-stream Gram statistics of the features z.
+
+    coef : (L,) or (P, L) -- w_0 = 1; a number is a fixed coefficient, NaN
+        a fitted one (variance-minimising, cross-fitted: the coefficients
+        used on stream s are fitted on the pooled within-stream scatter of
+        the other streams).
+    mu : (P, L) known means of the control features (column 0 unused).
+    offsets : Offsets or None -- the constants taken out of f per stream
+        (added back here exactly: the features are rebased to one common
+        constant, whose part is carried by the carrier column).  A carrier
+        column with a fixed coefficient 0 that no offset uses is left out,
+        so offset-free inputs give the same numbers as without it.
+    Returns (mean, se, per-draw variance, value, value se, value variance,
+    n, coefficients (S, P, L)).
+    """
+    count = stats[:, 0]
+    keep = count > 0
+    D = offsets.dshift() if offsets is not None else None
+    vshift = offsets.c[:, 0] if offsets is not None else None
+    stats, shifts, cnt = stats[keep], shifts[keep], count[keep]
+    S = len(cnt)
+    n = float(cnt.sum())
+    W = L + L * (L + 1) // 2
+    blk = stats[:, 3:].reshape(S, P, W)
+    Ssum = blk[..., :L]
+    iu = np.triu_indices(L)
+    C = np.zeros((S, P, L, L))
+    C[..., iu[0], iu[1]] = blk[..., L:]
+    C[..., iu[1], iu[0]] = blk[..., L:]
+    a = shifts[:, 1:].reshape(S, P, L)
+    coef = np.broadcast_to(np.asarray(coef, dtype=np.float64), (P, L))
+    mu = np.zeros((P, L)) if mu is None else np.broadcast_to(np.asarray(mu, float), (P, L))
+    car = offsets.carrier if offsets is not None else None
+    if D is not None:
+        D = D[keep]
+    if car is not None and not np.any(D) and not np.isnan(coef[0, car]):
+        # the carrier is not needed: drop it (it is the last column)
+        keep_l = [i for i in range(L) if i != car]
+        Ssum = np.ascontiguousarray(Ssum[..., keep_l])
+        C = np.ascontiguousarray(C[..., keep_l, :][..., keep_l])
+        a = np.ascontiguousarray(a[..., keep_l])
+        coef, mu = coef[:, keep_l], mu[:, keep_l]
+        L, car, D = L - 1, None, None
+    nn = cnt[:, None, None]
+    mean_s = Ssum / nn + a
+    scat = C - Ssum[..., :, None] * Ssum[..., None, :] / nn[..., None]
+    fit = np.isnan(coef[0])
+    if fit.any() and S < 2:
+        raise ValueError(
+            "fitted coefficients (control variates, eta) are cross-fitted across streams "
+            f"and need draws in at least 2 streams; n={int(n)} fills only one block: use a "
+            "larger n or a smaller block_size")
+    D0 = np.zeros(L)
+    if car is None or not np.any(D):
+        w = u = _fit(scat, coef, fit, S)
+    else:
+        # rebase every stream to the first one's constants D0: t = w . z(true)
+        # = u . z' with u = w + (w . D0) e_car
+        D0 = D[0]
+        mean_s, scat = _rebase(mean_s, scat, D - D0, car)
+        if fit[car]:  # the carrier's coefficient is free: fit u directly
+            u = _fit(scat, coef, fit, S)
+            w = u.copy()
+            w[..., car] -= np.einsum("spl,l->sp", u, D0)
+        else:
+            w = _fit(_rebase(mean_s, scat, D0, car)[1], coef, fit, S)
+            u = w.copy()
+            u[..., car] += np.einsum("spl,l->sp", w, D0)
+    const = -(w[..., 1:] * mu[None, :, 1:]).sum(-1)
+    mean_t = (u * mean_s).sum(-1) + const
+    within = np.einsum("spl,splk,spk->sp", u, scat, u)
+    grand = (cnt[:, None] * mean_t).sum(0) / n
+    ss = within.sum(0) + (cnt[:, None] * (mean_t - grand) ** 2).sum(0)
+    var = np.maximum(ss, 0.0) / (n - 1)
+    se = np.sqrt(var / n)
+    # floating-point floor: the rounding error of the per-draw terms, from
+    # the root mean square of each feature in f's own units (offsets included)
+    rms = np.sqrt(np.maximum(np.diagonal(scat, axis1=-2, axis2=-1), 0.0) / nn + mean_s**2)
+    if car is not None:
+        rms = rms + np.abs(D0) * rms[..., car:car + 1]
+    mag = (np.abs(w) * rms).sum(-1) + np.abs(const)
+    floor = _ROUNDING * ((cnt[:, None] * mag).sum(0) / n)
+    low = floor > se
+    if low.any():
+        se = np.where(low, floor, se)
+        var = np.where(low, floor * floor * n, var)
+    # the value E[v]
+    vmean_s = stats[:, 1] / cnt + shifts[:, 0]
+    v0 = 0.0
+    if vshift is not None and np.any(vshift):
+        vshift = vshift[keep]
+        v0 = float(vshift[0])
+        vmean_s = vmean_s + (vshift - v0)
+    vwithin = np.maximum(stats[:, 2] - stats[:, 1] ** 2 / cnt, 0.0)
+    value = float((cnt * vmean_s).sum() / n)
+    vss = vwithin.sum() + (cnt * (vmean_s - value) ** 2).sum()
+    vvar = max(vss, 0.0) / (n - 1)
+    return grand, se, var, value + v0, math.sqrt(vvar / n), vvar, int(n), w
+
+
+
+def gradient_estimate(dist, grand, se, var, value, vse, vvar, n, method, info, variance=None):
+    """The GradientEstimate of a Gram-algebra estimator (split per parameter)."""
+    return GradientEstimate(
+        dist._split_coords(grand), dist._split_coords(se),
+        dist._split_coords(var if variance is None else variance), value, vse, n,
+        baseline=info.get("baseline"), method=method, value_variance=vvar, info=info)

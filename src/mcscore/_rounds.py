@@ -1,0 +1,527 @@
+"""The Python engine's lower half: what runs where the draws are made.
+
+Everything here runs the same way in the calling process and on a Dask
+worker (``mcscore.distributed`` sends a group of streams here): the plan
+(streams, blocks, seeding, threads), fused runs, and **one loop over rounds
+of blocks**
+(``run_job``) under every estimator: per round the kernels draw, Python
+evaluates f (and grad_f, control variates, ...), and the kernels accumulate
+per-stream sums.  An estimator is a ``Job``: a short declaration of what it
+draws (``draw``), what it evaluates (``evaluate``) and what it accumulates
+(``accumulate``).  The estimator algebra on the sums is in
+``mcscore._algebra``, f's lowering and calls in ``mcscore._callables``;
+``mcscore._engine`` runs a job locally or on Dask.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import _kernels as K
+from . import _validation as V
+from . import _vr
+from ._algebra import Mag, Offsets
+from ._callables import call_values, describe_draw, lower_f, nonfinite_draw_error
+from ._config import effective_n_threads
+from .distributions import Categorical
+
+DEFAULT_STREAMS = 64
+# draw values a stream runs per kernel call of a long fused run (see run_fused)
+EPOCH_VALUES = 1 << 22
+MIN_BLOCK = 256
+MAX_BLOCK_VALUES = 1 << 16  # draw values held in one block buffer (about 512 KiB)
+
+
+
+# ---------------------------------------------------------------------------
+# the plan: streams, blocks, seeding, threads
+# ---------------------------------------------------------------------------
+
+def default_block_size(n, draw_size, n_streams=DEFAULT_STREAMS):
+    """Block size B as a function of (n, draw size, streams) only.
+
+    Large enough to amortise per-block work, small enough that the streams
+    share the draws (parallelism, cross-fitting) and a block's buffer stays
+    in cache.  It never depends on the thread count.
+    """
+    cap = max(64, MAX_BLOCK_VALUES // max(1, int(draw_size)))
+    cap = 1 << (cap.bit_length() - 1)
+    target = -(-int(n) // int(n_streams))
+    b = 1 << max(MIN_BLOCK.bit_length() - 1, (target - 1).bit_length())
+    return max(1, min(b, cap))
+
+
+class _FixedSeed(np.random.bit_generator.ISeedSequence):
+    """A seed source that costs nothing, for bit generators whose state is
+    set right after construction."""
+
+    _words = {}
+
+    def generate_state(self, n_words, dtype=np.uint32):
+        key = (n_words, np.dtype(dtype).str)
+        w = self._words.get(key)
+        if w is None:
+            w = self._words[key] = np.ones(n_words, dtype=dtype)
+        return w
+
+
+
+_NO_SEED = _FixedSeed()
+
+_PCG64_JUMP = 0x9E3779B97F4A7C15F39CC0605CEDC835  # PCG64.jumped's step, (phi - 1) * 2**128
+
+_MASK128 = (1 << 128) - 1
+
+# Below this many draw values a call runs on one thread: the work is smaller
+# than the cost of waking a second one.  (Results never depend on threads.)
+SERIAL_VALUES = 1 << 15
+
+
+
+def stream_bit_generators(root, streams):
+    """The bit generators of the given streams of a call seeded by `root`.
+
+    Stream s is the call's root PCG64 (seeded from the root SeedSequence)
+    jumped s times, i.e. ``PCG64(root).jumped(s)``: advanced by
+    s * (phi - 1) * 2**128 steps, so the streams are far-apart,
+    non-overlapping pieces of one PCG64 sequence, and stream s does not
+    depend on how many streams a call uses (a Dask worker rebuilds its
+    streams alone)."""
+    state = np.random.PCG64(root).state
+    out = []
+    for s in streams:
+        bg = np.random.PCG64(_NO_SEED)  # cheap: its state is overwritten
+        bg.state = state
+        if s:
+            bg.advance((int(s) * _PCG64_JUMP) & _MASK128)
+        out.append(bg)
+    return out
+
+
+class Plan:
+    def __init__(self, n, draw_size, rng, n_streams, block_size, n_threads):
+        self.n = V.integer("n", n, minimum=2, maximum=2**62)
+        self.n_streams = V.integer("n_streams", n_streams, minimum=1, maximum=2**20)
+        if block_size is None:
+            block_size = default_block_size(self.n, draw_size, self.n_streams)
+        self.block_size = V.integer("block_size", block_size, minimum=1, maximum=2**24)
+        self.n_blocks = -(-self.n // self.block_size)
+        self.used = min(self.n_streams, self.n_blocks)
+        self.root = V.root_seed_sequence(rng)
+        work = min(self.used, max(1, (self.n * int(draw_size)) // SERIAL_VALUES))
+        self.threads = effective_n_threads(n_threads, work_items=work)
+
+    def bitgens(self, streams):
+        """The bit generators of the given streams (see stream_bit_generators)."""
+        return stream_bit_generators(self.root, streams)
+
+    def block_rows(self, b):
+        return min(self.block_size, self.n - b * self.block_size)
+
+    def info(self):
+        return {"n_streams": self.n_streams, "block_size": self.block_size,
+                "streams_used": self.used, "threads": self.threads,
+                "entropy": self.root.entropy, "spawn_key": tuple(self.root.spawn_key)}
+
+
+
+# ---------------------------------------------------------------------------
+# the kernels' tables of a family
+# ---------------------------------------------------------------------------
+
+def _vr_dist(dist):
+    """The core's draw parameters of `dist` as a _vr.VrDist."""
+    units = int(np.prod(dist.batch_shape, dtype=np.int64))
+    if isinstance(dist, Categorical):
+        kk = dist.n_categories
+        q, al = K.alias_table(np.ascontiguousarray(dist.probs.reshape(units, kk)))
+        return _vr.VrDist(dist.family, units, kk, units, np.zeros(units), np.zeros(units),
+                          q.ravel(), al.ravel())
+    p0, p1 = dist._draw_params()
+    return _vr.VrDist(dist.family, units, dist._n_cat(), dist.draw_size, np.ravel(p0),
+                      np.ravel(p1), np.zeros(0), np.zeros(0, np.int64))
+
+
+def _score_table(dist):
+    """(t_start, kind, col, a, b, c) of the per-coordinate score terms."""
+    dist._kernel_dist()
+    t = dist._table
+    if isinstance(dist, Categorical):
+        kk = dist.n_categories
+        P = t["n_coords"]
+        q = np.arange(P)
+        return (np.arange(P + 1, dtype=np.int64), np.full(P, K.SK_CATEGORY, np.intc),
+                (q // kk).astype(np.int64), np.ascontiguousarray(t["a"], float),
+                np.ascontiguousarray(t["b"], float), (q % kk).astype(float))
+    return (np.ascontiguousarray(t["t_start"], np.int64), np.ascontiguousarray(t["kind"], np.intc),
+            np.ascontiguousarray(t["col"], np.int64), np.ascontiguousarray(t["a"], float),
+            np.ascontiguousarray(t["b"], float), np.ascontiguousarray(t["c"], float))
+
+
+
+# the engine's names for the two tables above (kept as they are, under their
+# own names, for the kernel work that changes how _vr receives them)
+vr_dist = _vr_dist
+score_table = _score_table
+
+
+# ---------------------------------------------------------------------------
+# fused runs (Integrand, LowLevelCallable): whole streams in the kernels
+# ---------------------------------------------------------------------------
+
+def redraw(plan, dist, kd, index):
+    """The draw with global index `index` (for error messages)."""
+    b = index // plan.block_size
+    s = b % plan.n_streams
+    bg = plan.bitgens([s])[0]
+    ds = kd.draw_size
+    xt = np.empty((1, ds * plan.block_size))
+    for bb in range(s, b + 1, plan.n_streams):
+        K.draw_round(kd, [bg], np.array([bb], np.int64), np.array([0], np.int64), plan.n,
+                     plan.block_size, 1, xt)
+    m = plan.block_rows(b)
+    i = index - b * plan.block_size
+    x = xt[0, : ds * m].reshape(ds, m)[:, i]
+    return dist._to_user_dtype(x.reshape(dist.draw_shape))
+
+
+def run_fused(kf, fkind, dist, kd, plan, progress=None):
+    streams = np.arange(plan.used, dtype=np.int64)
+    stats = np.zeros((plan.used, kd.stats_len))
+    shifts = np.zeros(plan.used)
+    # A progress bar only reads the draw counts the kernel writes (stats[:, 0]).
+    bitgens = plan.bitgens(streams)
+    # Long runs go in epochs of at most EPOCH_VALUES draw values per stream:
+    # the calling thread checks for Ctrl-C between blocks, but once it has no
+    # stream left the other threads would finish theirs unchecked.  Epochs
+    # bound that wait; the result does not depend on them.
+    per_block = plan.block_size * max(1, kd.draw_size)
+    max_blocks = max(1, EPOCH_VALUES // per_block)
+    next_block = streams.copy()
+    nb = plan.n_blocks
+    with progress.watch(stats) if progress is not None else contextlib.nullcontext():
+        while True:
+            code, idx = K.run_streams(kd, kf, bitgens, streams, plan.n, plan.n_streams,
+                                      plan.block_size, plan.threads, stats, shifts,
+                                      next_block, max_blocks)
+            if code != 0 or not (next_block < nb).any():
+                break
+    raise_kernel_error(code, idx, plan, dist, kd)
+    return stats, shifts
+
+
+def raise_kernel_error(code, idx, plan, dist, kd):
+    """Turn run_streams' error code into the exception it stands for."""
+    if code == 3:
+        raise KeyboardInterrupt
+    if code == 4:
+        raise MemoryError("could not allocate the kernels' block buffers")
+    if code in (1, 2):
+        x = redraw(plan, dist, kd, idx)
+        err = nonfinite_draw_error(x, idx) if code == 1 else None
+        if err is not None:
+            raise err
+        what = ("the callback signalled an error (non-zero return)" if code == 2
+                else "f returned a non-finite value (nan or inf)")
+        raise ValueError(f"{what} at draw {idx} (x = {describe_draw(x)})")
+
+
+
+# ---------------------------------------------------------------------------
+# rounds of blocks and jobs
+# ---------------------------------------------------------------------------
+
+class Round:
+    """One round of blocks: indices, the rows of statistics (slots) they
+    accumulate into, row counts and gather/scatter helpers."""
+
+    def __init__(self, plan, blocks, slots, consecutive):
+        self.B = plan.block_size
+        self.blocks = blocks
+        self.slots = slots
+        self.consecutive = consecutive  # blocks r0, r0 + 1, ... (local runs)
+        self.n = plan.n
+        self.n_streams = plan.n_streams
+        self.rows = [plan.block_rows(int(b)) for b in self.blocks]
+        self.total = sum(self.rows)
+        self.first = int(self.blocks[0]) * self.B
+
+    @property
+    def index(self):
+        """Positions r * B + i of the round's draws in (R * B,) arrays."""
+        if self._index is None:
+            self._index = np.concatenate([r * self.B + np.arange(m)
+                                          for r, m in enumerate(self.rows)])
+        return self._index
+
+    _index = None
+
+    def draw_index(self, i):
+        """The global index of the round's i-th draw (for error messages)."""
+        r = int(np.searchsorted(np.cumsum(self.rows), i, side="right"))
+        return int(self.blocks[r]) * self.B + i - sum(self.rows[:r])
+
+    def gather(self, buf, W, region=0):
+        """(total, W) array of region `region` (W * m doubles) of each block."""
+        out = np.empty((self.total, W))
+        o = 0
+        for r, m in enumerate(self.rows):
+            out[o: o + m] = buf[r, region * W * m: (region + 1) * W * m].reshape(W, m).T
+            o += m
+        return out
+
+    def scatter(self, values, width=None):
+        """Values of the round's draws (total,) or (total, W) -> padded
+        (R * B,) / (R * B, W) arrays indexed by r * B + i."""
+        R = len(self.blocks)
+        if values.ndim == 1:
+            out = np.zeros(R * self.B)
+        else:
+            out = np.zeros((R * self.B, values.shape[1]))
+        out[self.index] = values
+        return out
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(plan, P, L, what):
+    """A clear MemoryError naming the size asked for, not a bare one from
+    deep inside a kernel, when the per-stream statistics and the kernels'
+    per-thread block buffers (about (L + 2) P block_size doubles a thread)
+    do not fit in the machine's memory."""
+    per_stream = _vr.gram_width(P, L) + 1 + P * L
+    per_thread = (L + 2) * P * plan.block_size
+    need = 8.0 * (plan.used * per_stream + plan.threads * per_thread)
+    have = _physical_memory()
+    if have is not None and need > have:
+        raise MemoryError(
+            f"{what} with {P} gradient coordinates and {L} feature(s) each needs about "
+            f"{need / 2**30:.3g} GiB ({plan.used} streams x {per_stream} statistics + "
+            f"{plan.threads} thread(s) x {per_thread} block values at block_size="
+            f"{plan.block_size}), more than the machine's {have / 2**30:.3g} GiB; use fewer "
+            "streams (n_streams), a smaller block_size (or n) or, for a Categorical with many "
+            "categories, score_grad without control variates (per-category sums)")
+
+
+def chunk_size_for(chunk_size, B, width):
+    """Draws per call of a Python f: by default about 2**18 draw values."""
+    if chunk_size is None:
+        chunk_size = max(B, (1 << 18) // max(1, width))
+    return V.integer("chunk_size", chunk_size, minimum=1)
+
+
+class Job:
+    """What an estimator draws, evaluates and accumulates, round by round.
+
+    A subclass sets ``dist``, ``width`` (draw values per unit of the plan)
+    and, for the Gram kernels of ``mcscore._vr``, ``P`` gradient
+    coordinates and ``L`` features per coordinate; ``offset_rows``,
+    ``carrier`` and ``mult`` declare the rows of f's values that are
+    shifted per stream (see ``mcscore._algebra.Offsets``).  It implements:
+
+    * ``buffers(R, B)``: the round's buffers (R blocks of B draws);
+    * ``draw(rd, bitgens, threads, buf, shared=False)``: draw round rd in
+      the kernels (``shared``: helper threads share its blocks);
+    * ``evaluate(rd, buf, chunk, mag)``: call f (and grad_f, ...) on chunks
+      of the round's draws; returns (values, arrays whose first
+      ``offset_rows`` rows are shifted per stream before accumulating);
+    * ``accumulate(rd, buf, values, threads, stats, shifts)``.
+
+    ``what`` names the estimator for the up-front memory check of its Gram
+    statistics.  A job pickles (a Dask worker runs it on its streams); what it caches
+    from the kernels (``vd``) is rebuilt where it runs.
+    """
+
+    width = 1
+    P = L = 1
+    what = None  # the estimator's name in a MemoryError (Gram jobs)
+    offset_rows = 0
+    carrier = None
+    mult = None
+    shared_draw = False
+    _vd = None
+
+    @property
+    def vd(self):
+        """The family's draw parameters for the _vr kernels (cached)."""
+        if self._vd is None:
+            self._vd = vr_dist(self.dist)
+        return self._vd
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_vd", None)
+        return state
+
+    def new_stats(self, streams):
+        return (np.zeros((streams, _vr.gram_width(self.P, self.L))),
+                np.zeros((streams, 1 + self.P * self.L)))
+
+    def prepare(self, rd, bitgens, threads, buf, mode, prm):
+        """The common draw of the _vr jobs: kernels' mode `mode` with
+        parameters `prm` into buf."""
+        _vr.prepare_round(self.vd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, mode,
+                          self.width, prm, buf)
+
+
+class ScoreJob(Job):
+    """score_grad with a Python f on the core kernels (per-stream
+    statistics of mcscore._kernels; per-category sums for a Categorical).
+    Its rounds can be drawn by helper threads while f runs on the previous
+    one (``shared_draw``)."""
+
+    shared_draw = True
+
+    def __init__(self, f, dist):
+        self.f = f
+        self.dist = dist
+        self.width = dist._kernel_dist().draw_size
+
+    def new_stats(self, streams):
+        return np.zeros((streams, self.dist._kernel_dist().stats_len)), np.zeros(streams)
+
+    def buffers(self, R, B):
+        kd = self.dist._kernel_dist()
+        ds = kd.draw_size
+        # LogNormal: log x as drawn, so that the score does not recompute it
+        return (np.empty((R, ds * B)), np.empty((R, ds * B)) if kd.has_log_column else None,
+                np.empty((R, B)), np.zeros(1, dtype=np.longlong))
+
+    def draw(self, rd, bitgens, threads, buf, shared=False):
+        xt, lt, _, counter = buf
+        kd = self.dist._kernel_dist()
+        if shared:  # helpers and the calling thread claim the round's blocks one by one
+            K.draw_round_shared(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, xt, lt, counter)
+        else:
+            K.draw_round(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt)
+
+    def evaluate(self, rd, buf, chunk, mag):
+        xt, _, fx, _ = buf
+        dist = self.dist
+        x = rd.gather(xt, self.width)
+        x = dist._to_user_dtype(x.reshape((rd.total,) + dist.draw_shape))
+        if rd.consecutive:  # the round's draws are the first total slots of fx
+            call_values(self.f, x, rd, chunk, out=fx.reshape(-1)[:rd.total])
+        else:
+            fx.reshape(-1)[rd.index] = call_values(self.f, x, rd, chunk)
+        return fx, ()
+
+    def accumulate(self, rd, buf, values, threads, stats, shifts):
+        xt, lt, fx, _ = buf
+        bad = K.accumulate_round(self.dist._kernel_dist(), rd.blocks, rd.slots, rd.n, rd.B,
+                                 rd.n_streams, threads, xt, fx, stats, shifts, lt)
+        if bad >= 0:  # cannot happen after check_fx, kept as a guard
+            raise ValueError(f"f returned a non-finite value at draw {bad}")
+
+
+def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=None):
+    """The loop over rounds of blocks under every estimator.
+
+    Locally (``streams`` None) a round is R consecutive blocks (enough for
+    the threads and for a chunk of f); on a Dask worker, the blocks of the
+    given streams, one per stream (each stream still walks its blocks in
+    order, so the sums, and the result, are the same).  With two or more
+    threads and a job whose rounds can be shared, threads - 1 helper
+    threads draw the next round while f runs on the current one.  Returns
+    (stats, shifts, Offsets, Mag) of the streams."""
+    local = streams is None
+    if local:
+        streams = np.arange(plan.used, dtype=np.int64)
+        threads = plan.threads
+    ns = len(streams)
+    S, B, nb = plan.n_streams, plan.block_size, plan.n_blocks
+    chunk = chunk_size_for(chunk_size, B, job.width)
+    if local:
+        R = min(S, nb, max(threads, -(-chunk // B)))
+        n_rounds = -(-nb // R)
+    else:
+        R = ns
+        n_rounds = -(-(nb - int(streams.min())) // S)
+
+    def round_(i):
+        if local:
+            blocks = np.arange(i * R, min(nb, (i + 1) * R), dtype=np.int64)
+            return Round(plan, blocks, blocks % S, True)
+        blocks = streams + i * S
+        keep = blocks < nb
+        return Round(plan, np.ascontiguousarray(blocks[keep]),
+                     np.flatnonzero(keep).astype(np.int64), False)
+
+    overlap = job.shared_draw and local and threads >= 2 and n_rounds >= 2
+    bufs = [job.buffers(R, B) for _ in range(2 if overlap else 1)]
+    acc_threads = 1 if overlap else threads
+    stats, shifts = job.new_stats(ns)
+    offsets = Offsets(ns, S, job.offset_rows, job.carrier, job.mult)
+    mag = Mag()
+    bitgens = plan.bitgens(streams)
+    pool = (ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="mcscore-draw")
+            if overlap else None)
+
+    def start(rd, buf):
+        """Start drawing round rd in the helpers (None when there is none)."""
+        if rd is None or pool is None:
+            return None
+        buf[-1][0] = 0
+        return [pool.submit(job.draw, rd, bitgens, threads, buf, True)
+                for _ in range(threads - 1)]
+
+    try:
+        rd = round_(0)
+        futs = start(rd, bufs[0])
+        job.draw(rd, bitgens, threads, bufs[0], overlap)
+        for fut in futs or ():
+            fut.result()
+        for i in range(n_rounds):
+            buf = bufs[i % len(bufs)]
+            nxt = round_(i + 1) if i + 1 < n_rounds else None
+            nbuf = bufs[(i + 1) % len(bufs)]
+            futs = start(nxt, nbuf)
+            values, shifted = job.evaluate(rd, buf, chunk, mag)
+            if len(shifted):
+                offsets.shift(rd, shifted)
+            job.accumulate(rd, buf, values, acc_threads, stats, shifts)
+            if progress is not None:
+                progress.update(len(rd.blocks), rd.total)
+            if nxt is not None:  # f is done: (help) draw the next round
+                job.draw(nxt, bitgens, threads, nbuf, overlap)
+                for fut in futs or ():
+                    fut.result()
+            rd = nxt
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    return stats, shifts, offsets, mag
+
+
+# ---------------------------------------------------------------------------
+# what a Dask worker runs (see mcscore.distributed)
+# ---------------------------------------------------------------------------
+
+def task_fused(dist, f, root, streams, n, n_streams, block_size, n_threads):
+    """Run whole streams with a fused integrand; returns
+    (streams, stats rows, shifts, error code, failing draw index)."""
+    kd = dist._kernel_dist()
+    _, kf = lower_f(f, dist)
+    streams = np.ascontiguousarray(streams, dtype=np.int64)
+    stats = np.zeros((len(streams), kd.stats_len))
+    shifts = np.zeros(len(streams))
+    threads = effective_n_threads(n_threads, work_items=len(streams))
+    code, idx = K.run_streams(kd, kf, stream_bit_generators(root, [int(s) for s in streams]),
+                              streams, n, n_streams, block_size, threads, stats, shifts)
+    return streams, stats, shifts, code, idx
+
+
+def task_job(job, plan, streams, chunk_size, n_threads):
+    """Run a job on whole streams (round k holds block ``s + k * n_streams``
+    of each stream s); returns (streams, stats rows, shifts, Offsets, Mag)."""
+    streams = np.ascontiguousarray(streams, dtype=np.int64)
+    threads = effective_n_threads(n_threads, work_items=len(streams))
+    return (streams,) + run_job(job, plan, chunk_size, streams=streams, threads=threads)

@@ -1,0 +1,238 @@
+"""All applicable estimators on one problem: :func:`compare_estimators`
+and its result, :class:`Comparison`.  Which estimators apply is asked of
+the family (its capabilities: mirror, mean tangents, rsample,
+relaxation)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import _engine as E
+from . import _validation as V
+from .discrete import disarm_grad, rebar_grad, relaxed_grad
+from .pathwise import pathwise_grad
+from .score import rloo_grad, score_grad
+
+__all__ = ["compare_estimators", "Comparison"]
+
+
+def _one_hot(idx, kk):
+    return (np.asarray(idx)[..., None] == np.arange(kk)).astype(np.float64)
+
+
+class Comparison:
+    """The result of :func:`compare_estimators`.
+
+    ``rows``: one dict per estimator with keys name, estimate (dict),
+    stderr (dict), variance (per-sample variance summed over the gradient's
+    coordinates), f_evals (f evaluations per sample), time (seconds),
+    work_variance (variance x seconds per sample = stderr^2 x time: lower
+    is better at equal cost), z (max |estimate - exact| / stderr when exact
+    was given), unbiased (bool) and result (the GradientEstimate).
+    """
+
+    def __init__(self, rows, exact=None):
+        self.rows = rows
+        self.exact = exact
+
+    def __getitem__(self, name):
+        for r in self.rows:
+            if r["name"] == name:
+                return r
+        raise KeyError(name)
+
+    @property
+    def names(self):
+        return [r["name"] for r in self.rows]
+
+    def best(self):
+        """Name of the unbiased estimator with the lowest work-normalised variance."""
+        ok = [r for r in self.rows if r["unbiased"]]
+        if not ok:
+            raise ValueError(
+                f"best() compares unbiased estimators, and none of the rows {self.names} is "
+                "unbiased (the relaxed estimators are biased); compare work_variance yourself "
+                "or run compare_estimators with an unbiased one")
+        return min(ok, key=lambda r: r["work_variance"])["name"]
+
+    def table(self):
+        head = ["estimator", "grad[0]", "stderr[0]", "variance", "f/sample", "time s",
+                "var x time"]
+        if self.exact is not None:
+            head.append("max|z|")
+        lines = []
+        for r in self.rows:
+            g = np.concatenate([np.ravel(v) for v in r["estimate"].values()])
+            s = np.concatenate([np.ravel(v) for v in r["stderr"].values()])
+            cells = [r["name"] + ("" if r["unbiased"] else " (biased)"), f"{g[0]:.5g}",
+                     f"{s[0]:.3g}", f"{r['variance']:.4g}", f"{r['f_evals']:g}",
+                     f"{r['time']:.3f}", f"{r['work_variance']:.3g}"]
+            if self.exact is not None:
+                cells.append(f"{r['z']:.2f}")
+            lines.append(cells)
+        widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(head)]
+        out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+        out.append("  ".join("-" * w for w in widths))
+        out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]
+        return "\n".join(out)
+
+    def __repr__(self):
+        return self.table()
+
+    def plot(self, ax=None):
+        """Bar chart of the per-sample and work-normalised variances (log
+        scale); needs matplotlib.  Returns the axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(7, 3.5))
+        names = self.names
+        x = np.arange(len(names))
+        ax.bar(x - 0.2, [r["variance"] for r in self.rows], 0.4, label="variance per sample")
+        ax.bar(x + 0.2, [r["work_variance"] for r in self.rows], 0.4, label="variance x time")
+        ax.set_yscale("log")
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.legend()
+        ax.figure.tight_layout()
+        return ax
+
+
+def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, temperature=0.5,
+                       rloo_k=4, estimators=None, n_threads=None):
+    """Run every applicable estimator on the same problem and compare them.
+
+    Score function (plain, "loo" and "optimal" baselines, delta control
+    variate when grad_f is given, antithetic for Normal / LogNormal), RLOO
+    with ``rloo_k`` draws per sample, pathwise (continuous families with
+    grad_f), and for Bernoulli / Categorical the relaxed estimator (biased),
+    REBAR (with and without a fitted baseline; with grad_f) and DisARM
+    (Bernoulli).  Every estimator gets the same seed (``rng`` is turned into
+    one SeedSequence first), so estimators that draw alike share draws.
+
+    Parameters
+    ----------
+    f : vectorised callable.  For Categorical f takes one-hot encodings
+        ``(m, *batch_shape, K)`` (so the relaxed estimators can evaluate it
+        on the simplex); the score estimators get it composed with one_hot.
+    dist : mcscore distribution
+    n : int, samples per estimator
+    grad_f : vectorised gradient of f, optional
+    exact : optional {param: array}, the true gradient (adds a z column)
+    estimators : optional list of names to run (default: all applicable)
+
+    Returns
+    -------
+    Comparison: a readable table (``repr``), ``rows`` as data, ``plot()``.
+    """
+    E.check_distribution(dist)
+    f = E.check_callable("f", f)
+    grad_f = E.check_callable("grad_f", grad_f, required=False)
+    temperature = V.positive_real("temperature", temperature)
+    rloo_k = V.integer("rloo_k", rloo_k, minimum=2, maximum=1 << 12)
+    if estimators is not None:
+        if isinstance(estimators, str) or not isinstance(estimators, (list, tuple)):
+            raise TypeError(f"estimators must be a list of estimator names, got "
+                            f"{type(estimators).__name__} {estimators!r}")
+        if not estimators:
+            raise ValueError("estimators must name at least one estimator (or be None: all)")
+    if exact is not None:
+        if not isinstance(exact, dict):
+            raise TypeError(f"exact must be a dict {{parameter name: array}}, got "
+                            f"{type(exact).__name__}")
+        dist._kernel_dist()
+        unknown = set(exact) - set(dist._coord_slices)
+        if unknown:
+            raise ValueError(f"exact: unknown parameter(s) {sorted(unknown)}; {dist!r} has "
+                             f"{list(dist._coord_slices)}")
+        checked = {}
+        for k, v in exact.items():
+            a = V.check(f"exact[{k!r}]", V.as_real_array(f"exact[{k!r}]", v), "real")
+            pshape = tuple(dist._coord_slices[k][1])
+            try:
+                checked[k] = np.broadcast_to(a, pshape)
+            except ValueError:
+                raise ValueError(f"exact[{k!r}] must have shape {pshape}, got {a.shape}") from None
+        exact = checked
+    # draws are category indices whose relaxed points are one-hot vectors
+    is_cat = dist.has_relaxation and dist.relaxed_shape() != dist.draw_shape
+    fs = (lambda idx: f(_one_hot(idx, dist.n_categories))) if is_cat else f
+    kw = {"rng": V.root_seed_sequence(rng), "n_threads": n_threads}
+    ds = dist._kernel_dist().draw_size
+    # cross-fitted estimators (fitted baselines, control variates, eta) need
+    # draws in two streams: (units, draw size) of their plan
+    fitted = {"score+optimal": (n, ds), "score+delta": (n, ds), "antithetic": (n, ds),
+              "rebar": (n, int(np.size(dist.logits))) if is_cat else (n, ds)}
+    fitted["rebar+optimal"] = fitted["rebar"]
+    runs = [("score", True, 1, lambda: score_grad(fs, dist, n, **kw)),
+            ("score+loo", True, 1, lambda: score_grad(fs, dist, n, baseline="loo", **kw)),
+            ("score+optimal", True, 1,
+             lambda: score_grad(fs, dist, n, baseline="optimal", **kw))]
+    if grad_f is not None and not is_cat and dist.has_mean_tangents:
+        runs.append(("score+delta", True, 1, lambda: score_grad(
+            fs, dist, n, baseline="optimal", control_variates=["delta"], grad_f=grad_f, **kw)))
+    if dist.has_mirror:
+        runs.append(("antithetic", True, 1, lambda: score_grad(
+            fs, dist, 2 * n, antithetic=True, baseline="optimal", **kw)))
+    runs.append((f"rloo(k={rloo_k})", True, rloo_k,
+                 lambda: rloo_grad(fs, dist, n, k=rloo_k, **kw)))
+    if grad_f is not None and dist.has_rsample:
+        runs.append(("pathwise", True, 1, lambda: pathwise_grad(f, dist, n, grad_f=grad_f,
+                                                                 **kw)))
+    if dist.has_relaxation:
+        if grad_f is not None:
+            runs.append((f"relaxed(tau={temperature:g})", False, 1, lambda: relaxed_grad(
+                f, dist, n, grad_f=grad_f, temperature=temperature, **kw)))
+            runs.append(("rebar", True, 3, lambda: rebar_grad(
+                f, dist, n, grad_f=grad_f, temperature=temperature, **kw)))
+            runs.append(("rebar+optimal", True, 3, lambda: rebar_grad(
+                f, dist, n, grad_f=grad_f, temperature=temperature, baseline="optimal", **kw)))
+        if dist.has_binary_relaxation:
+            runs.append(("disarm", True, 2, lambda: disarm_grad(f, dist, n, **kw)))
+    if estimators is not None:
+        wanted = list(estimators)
+        known = [r[0] for r in runs]
+        bad = [w for w in wanted if w not in known]
+        if bad:
+            raise ValueError(f"estimators: {bad} not applicable here; choose from {known}")
+        runs = [r for r in runs if r[0] in wanted]
+    n = V.integer("n", n, minimum=2, maximum=2**61)
+    short = {}
+    for name, *_ in runs:
+        if name in fitted:
+            bs = E.default_block_size(*fitted[name])
+            if fitted[name][0] <= bs:
+                short[name] = bs
+    if short:
+        raise ValueError(
+            f"compare_estimators: {sorted(short)} fit coefficients cross-fitted across streams "
+            f"and need draws in at least 2 streams (two blocks of draws): n > "
+            f"{max(short.values())}; n={n} fills only one block. Use a larger n, or estimators= "
+            "without them")
+    rows = []
+    for name, unbiased, evals, run in runs:
+        t0 = time.perf_counter()
+        res = run()
+        dt = time.perf_counter() - t0
+        var = float(sum(np.sum(v) for v in res.variance.values()))
+        samples = res.info.get("samples", res.n)
+        if name == "antithetic":  # a sample is a pair: 2 f evaluations
+            var = float(sum(np.sum(s**2) for s in res.stderr.values())) * samples
+            evals = 2
+        se2 = float(sum(np.sum(s**2) for s in res.stderr.values()))
+        row = {"name": name, "estimate": res.grad, "stderr": res.stderr, "variance": var,
+               "f_evals": evals, "time": dt, "work_variance": se2 * dt, "unbiased": unbiased,
+               "result": res}
+        if exact is not None:
+            z = []
+            for k, v in exact.items():
+                err = np.abs(res.grad[k] - np.asarray(v, float))
+                se = res.stderr[k]
+                tiny = 1e-12 * (1.0 + np.abs(np.asarray(v, float)))
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    zk = np.where(se > 0, err / se, np.where(err <= tiny, 0.0, np.inf))
+                z.append(np.max(zk))
+            row["z"] = float(max(z))
+        rows.append(row)
+    return Comparison(rows, exact)
+

@@ -1,0 +1,328 @@
+"""Estimators for discrete families (Bernoulli, Categorical):
+:func:`relaxed_grad` (Gumbel-softmax / Concrete, biased), :func:`rebar_grad`
+(REBAR, unbiased, with the relaxed control variate) and :func:`disarm_grad`
+(DisARM for Bernoulli, needs only f).
+
+A family that has a relaxation declares it (``has_relaxation`` and
+``relaxation()``: its logit-space parameters, see ``mcscore.distributions``);
+per round the ``_vr`` kernels draw the discrete and relaxed points, the
+engine calls f and grad_f on them, and the kernels accumulate the
+estimator's per-draw terms.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _engine as E
+from . import _validation as V
+from . import _vr
+from .distributions import FAMILIES
+from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical
+
+__all__ = ["relaxed_grad", "rebar_grad", "disarm_grad", "TEMPERATURE_GRID"]
+
+
+def _discrete_setup(dist, what, capability="has_relaxation"):
+    """(the discrete family, W, K, logit-space parameters, normalised
+    probs, conv, cv, cvs): the family's relaxation (a relaxed distribution
+    stands for its discrete base)."""
+    if isinstance(dist, (RelaxedBernoulli, RelaxedOneHotCategorical)):
+        dist = dist.base
+    E.check_distribution(dist)
+    if not getattr(dist, capability):
+        names = ", ".join(c.__name__ for c in FAMILIES if getattr(c, capability))
+        raise ValueError(f"{what} supports {names}; got {type(dist).__name__}")
+    dist._check_differentiable()
+    dist._kernel_dist()
+    return (dist,) + dist.relaxation()
+
+
+class _DiscreteJob(E.Job):
+    """The draws of the discrete estimators: the _vr kernels' `mode` with
+    parameters `prm` into `regions` regions of W values per draw."""
+
+    def __init__(self, f, grad_f, base, W, mode, prm, regions):
+        self.f, self.grad_f, self.dist = f, grad_f, base
+        self.width = self.P = W
+        self.mode, self.prm, self.regions = mode, prm, regions
+        self.shape = base.relaxed_shape()
+
+    def buffers(self, R, B):
+        return np.empty((R, self.regions * self.width * B))
+
+    def draw(self, rd, bitgens, threads, buf, shared=False):
+        self.prepare(rd, bitgens, threads, buf, self.mode, self.prm)
+
+    def points(self, rd, buf, region):
+        return rd.gather(buf, self.width, region).reshape((rd.total,) + self.shape)
+
+
+def relaxed_grad(f, dist, n, *, grad_f, temperature=None, straight_through=False, rng=None,
+                 n_threads=None, chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
+                 client=None):
+    """Gumbel-softmax / Concrete estimate for Bernoulli and Categorical.
+
+    The discrete draw is replaced by a continuous relaxation at
+    ``temperature`` tau (Bernoulli: z = sigmoid((logit + logistic noise) /
+    tau); Categorical: z = softmax((log pi + Gumbel noise) / tau)), and the
+    estimate is the pathwise gradient ``grad_f(z) . dz/dtheta``.  It
+    estimates the gradient of E[f(z)] under the relaxation, **not** of
+    E[f(b)]: it is biased, and the bias shrinks as tau -> 0 (while the
+    variance grows).  With ``straight_through=True`` f and grad_f are
+    evaluated at the hard sample b = H(z) (Bernoulli) / one_hot(argmax z),
+    and the relaxed Jacobian is used in the backward pass (also biased).
+
+    Parameters
+    ----------
+    f, grad_f : callables on relaxed points: x of shape ``(m, *batch_shape)``
+        for Bernoulli and ``(m, *batch_shape, K)`` (points of the simplex /
+        one-hot vectors) for Categorical; f returns ``(m,)``, grad_f the
+        shape of x.
+    dist : Bernoulli, Categorical, RelaxedBernoulli or RelaxedOneHotCategorical
+    n : int >= 2
+    temperature : float > 0 (taken from a relaxed distribution when omitted)
+    straight_through : bool
+    rng, n_threads, chunk_size, n_streams, block_size, client : as in ``score_grad``
+        (``client``: on Dask, bit-identical to the local run).
+
+    Returns
+    -------
+    GradientEstimate (method "relaxed"); ``value`` estimates E[f(z)] (E[f(b)]
+    with straight_through).
+    """
+    if temperature is None and isinstance(dist, (RelaxedBernoulli, RelaxedOneHotCategorical)):
+        temperature = dist.temperature
+    if temperature is None:
+        raise TypeError("relaxed_grad needs temperature= (or a relaxed distribution)")
+    tau = V.positive_real("temperature", temperature)
+    if not isinstance(straight_through, (bool, np.bool_)):
+        raise TypeError(f"straight_through must be True or False, got {straight_through!r}")
+    base, W, kk, th, pr, conv, cv, cvs = _discrete_setup(dist, "relaxed_grad")
+    f = E.check_callable("f", f)
+    grad_f = E.check_callable("grad_f", grad_f)
+    plan = E.Plan(n, W, rng, n_streams, block_size, n_threads)
+    job = RelaxedJob(f, grad_f, base, W, kk, tau, th, conv, cv, cvs, straight_through)
+    stats, shifts, _, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
+                                  n_threads=n_threads)
+    grand, se, var, value, vse, vvar, nn, _ = E.estimate(
+        base, stats, shifts, W, 1, [1.0], terms="grad_f * dz/dtheta", mag=mag)
+    return E.gradient_estimate(base, grand, se, var, value, vse, vvar, nn,
+                               "straight-through" if straight_through else "relaxed",
+                               {**plan.info(), "f": "python", "temperature": tau})
+
+
+class RelaxedJob(_DiscreteJob):
+    """Relaxed draws z (and their hard points b); f and grad_f at z (at b
+    with straight-through); the kernel's sums of grad_f . dz/dtheta."""
+
+    what = "relaxed_grad"
+
+    def __init__(self, f, grad_f, base, W, kk, tau, th, conv, cv, cvs, straight_through):
+        mode = _vr.PREP_RELAXED_BERN if kk == 1 else _vr.PREP_RELAXED_CAT
+        super().__init__(f, grad_f, base, W, mode, np.concatenate([[tau], th]), 2)
+        self.kk, self.tau, self.conv, self.cv, self.cvs = kk, tau, conv, cv, cvs
+        self.straight_through = straight_through
+
+    def evaluate(self, rd, buf, chunk, mag):
+        x = self.points(rd, buf, 1 if self.straight_through else 0)
+        fv = rd.scatter(mag.see(E.call_values(self.f, x, rd, chunk)))
+        G = rd.scatter(mag.see(E.call_grad(self.grad_f, x, rd, chunk), "grad_f"))
+        return (fv, G), ()
+
+    def accumulate(self, rd, buf, values, threads, stats, shifts):
+        fv, G = values
+        _vr.acc_relaxed(rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads, self.width,
+                        self.kk, self.tau, self.conv, self.cv, self.cvs, buf[:len(rd.blocks)],
+                        G, fv, stats, shifts)
+
+
+def _check_eta(eta):
+    if isinstance(eta, str):
+        if eta != "optimal":
+            raise ValueError(f"eta must be a number or 'optimal', got {eta!r}")
+        return np.nan
+    return V.finite_real("eta", eta, "a real number or 'optimal'")
+
+
+class RebarJob(_DiscreteJob):
+    """REBAR: per draw the discrete b, the relaxed z and the conditional
+    relaxation z~; f at all three (shifted per stream), grad_f at z and z~;
+    the kernel's Gram sums of f(b) s, the relaxed control variate and s."""
+
+    # column 2 is the score: the baseline's feature with a fitted baseline,
+    # and the carrier of the offset taken out of f (z_0 = f(b) s, z_1 =
+    # -f(z~) s + ...)
+    what = "rebar_grad"
+    L = 3
+    offset_rows = 1
+    carrier = 2
+    mult = ((1.0,), (-1.0,), (0.0,))
+
+    def __init__(self, f, grad_f, base, W, kk, lam, th, pr, conv, cv, cvs):
+        mode = _vr.PREP_REBAR_BERN if kk == 1 else _vr.PREP_REBAR_CAT
+        super().__init__(f, grad_f, base, W, mode, np.concatenate([[lam], th]), 4)
+        self.kk, self.lam, self.pr, self.conv, self.cv, self.cvs = kk, lam, pr, conv, cv, cvs
+
+    def evaluate(self, rd, buf, chunk, mag):
+        F = np.zeros((3, len(rd.blocks) * rd.B))
+        pts = [self.points(rd, buf, k) for k in range(3)]
+        for k in range(3):
+            F[k, rd.index] = mag.see(E.call_values(self.f, pts[k], rd, chunk))
+        Gz = rd.scatter(E.call_grad(self.grad_f, pts[1], rd, chunk))
+        Gzt = rd.scatter(E.call_grad(self.grad_f, pts[2], rd, chunk))
+        return (F, Gz, Gzt), [F[0:1], F[1:2], F[2:3]]
+
+    def accumulate(self, rd, buf, values, threads, stats, shifts):
+        F, Gz, Gzt = values
+        _vr.acc_rebar(rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads, self.width,
+                      self.kk, self.lam, self.pr, self.conv, self.cv, self.cvs, True,
+                      buf[:len(rd.blocks)], F, Gz, Gzt, stats, shifts)
+
+
+def _rebar_run(f, grad_f, base, W, kk, th, pr, conv, cv, cvs, lam, eta, plan, chunk_size,
+               add_score, client, n_threads):
+    job = RebarJob(f, grad_f, base, W, kk, lam, th, pr, conv, cv, cvs)
+    stats, shifts, offsets, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
+                                        n_threads=n_threads)
+    return E.estimate(base, stats, shifts, W, job.L, [1.0, eta, np.nan if add_score else 0.0],
+                      offsets=offsets, terms="the REBAR terms", mag=mag)
+
+
+TEMPERATURE_GRID = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)
+
+
+def rebar_grad(f, dist, n, *, grad_f, temperature=0.5, eta="optimal", baseline=None, rng=None,
+               n_pilot=None, n_threads=None, chunk_size=None, n_streams=E.DEFAULT_STREAMS,
+               block_size=None, client=None):
+    """REBAR (Tucker et al. 2017): unbiased, low-variance gradients for
+    Bernoulli (any batch of independent coordinates) and Categorical.
+
+    Per draw (u, v uniform): z = logit-space relaxation with b = H(z) the
+    discrete sample, z~ ~ p(z | b) its conditional relaxation, sigma_tau the
+    tempered sigmoid / softmax, and
+
+        g = f(b) s(b) + eta [ -f(sigma(z~)) s(b) + d/dtheta f(sigma(z))
+                              - d/dtheta f(sigma(z~)) ]
+
+    with s the score of b.  The bracket has mean zero for every eta and
+    temperature, so g is unbiased.
+
+    Parameters
+    ----------
+    f, grad_f : callables on points x of shape ``(m, *batch_shape)``
+        (Bernoulli: 0/1 and relaxed values in (0, 1)) or ``(m, *batch_shape,
+        K)`` (Categorical: one-hot vectors and points of the simplex); f must
+        accept both the discrete and the relaxed points.
+    dist : Bernoulli or Categorical (probs or logits)
+    n : int >= 2
+    temperature : float > 0 or "auto"
+        "auto" picks the temperature from a grid (``TEMPERATURE_GRID``) by
+        the measured per-draw variance of a pilot run of ``n_pilot`` draws
+        (default min(n, 4096)) on streams independent of the main run, so
+        the estimate stays unbiased.
+    eta : float or "optimal"
+        "optimal" (default): per coordinate the variance-minimising eta,
+        cross-fitted across streams (unbiased).
+    baseline : None or "optimal"
+        "optimal" also subtracts a constant baseline from f(b) in the score
+        term, fitted jointly with eta (cross-fitted, unbiased).  The relaxed
+        control variate alone removes little variance when f(b) has a large
+        mean relative to its spread (the one-coordinate toy problem); the
+        baseline takes that part.
+    rng, n_threads, chunk_size, n_streams, block_size, client : as in ``score_grad``
+        (``client``: on Dask, bit-identical to the local run).
+
+    Returns
+    -------
+    GradientEstimate (method "rebar"); ``info["eta"]`` holds the mean fitted
+    eta per coordinate and ``info["temperature"]`` the temperature used.
+    Each draw costs 3 evaluations of f and 2 of grad_f.
+    """
+    base, W, kk, th, pr, conv, cv, cvs = _discrete_setup(dist, "rebar_grad")
+    f = E.check_callable("f", f)
+    grad_f = E.check_callable("grad_f", grad_f)
+    eta = _check_eta(eta)
+    if baseline not in (None, "optimal"):
+        raise ValueError(f"baseline must be None or 'optimal' for rebar_grad, got {baseline!r}")
+    add_score = baseline == "optimal"
+    plan = E.Plan(n, W, rng, n_streams, block_size, n_threads)
+    info = {"f": "python", "baseline": baseline}
+    if isinstance(temperature, str) and temperature == "auto":
+        n_pilot = min(plan.n, 4096) if n_pilot is None else V.integer("n_pilot", n_pilot,
+                                                                       minimum=16)
+        root = plan.root
+        # a child key no stream of the main run uses: independent draws
+        pilot_seed = np.random.SeedSequence(root.entropy, pool_size=root.pool_size,
+                                            spawn_key=tuple(root.spawn_key) + (2**40,))
+        best = None
+        for lam in TEMPERATURE_GRID:
+            pp = E.Plan(n_pilot, W, pilot_seed, plan.n_streams, block_size, n_threads)
+            r = _rebar_run(f, grad_f, base, W, kk, th, pr, conv, cv, cvs, lam, eta, pp,
+                           chunk_size, add_score, client, n_threads)
+            score = float(r[2].sum())
+            if best is None or score < best[0]:
+                best = (score, lam)
+        lam = best[1]
+    else:
+        lam = V.positive_real("temperature", temperature)
+    grand, se, var, value, vse, vvar, nn, w = _rebar_run(
+        f, grad_f, base, W, kk, th, pr, conv, cv, cvs, lam, eta, plan, chunk_size, add_score,
+        client, n_threads)
+    info.update({"temperature": lam, "eta": base._split_coords(w[..., 1].mean(0))})
+    return E.gradient_estimate(base, grand, se, var, value, vse, vvar, nn, "rebar",
+                               {**plan.info(), **info})
+
+
+def disarm_grad(f, dist, n, *, rng=None, n_threads=None, chunk_size=None,
+                n_streams=E.DEFAULT_STREAMS, block_size=None, client=None):
+    """DisARM (Dong, Mnih & Tucker 2020) for Bernoulli: unbiased, needs only
+    f (no gradient, no relaxation).
+
+    Each sample is an antithetic pair b = [u < p], b~ = [1 - u < p] (u
+    uniform per coordinate) and
+
+        g_c = 1/2 (f(b) - f(b~)) (-1)^{b~_c} [b_c != b~_c] sigmoid(|logit_c|)
+
+    (times d logit / d p for probs).  ``n`` is the number of pairs: f is
+    evaluated 2n times.
+
+    Parameters
+    ----------
+    f : callable, ``f(b)`` with b of shape ``(m, *batch_shape)`` (0/1 floats)
+    dist : Bernoulli
+    rng, n_threads, chunk_size, n_streams, block_size, client : as in ``score_grad``
+        (``client``: on Dask, bit-identical to the local run).
+    """
+    E.check_distribution(dist)
+    base, W, kk, th, pr, conv, cv, cvs = _discrete_setup(dist, "disarm_grad",
+                                                         "has_binary_relaxation")
+    f = E.check_callable("f", f)
+    plan = E.Plan(n, W, rng, n_streams, block_size, n_threads)
+    job = DisarmJob(f, base, W, th, conv, cv)
+    stats, shifts, _, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
+                                  n_threads=n_threads)
+    grand, se, var, value, vse, vvar, nn, _ = E.estimate(
+        base, stats, shifts, W, 1, [1.0], terms="(f(b) - f(b~)) / 2", mag=mag)
+    return E.gradient_estimate(base, grand, se, var, value, vse, vvar, nn, "disarm",
+                               {**plan.info(), "f": "python", "f_evals_per_sample": 2})
+
+
+class DisarmJob(_DiscreteJob):
+    """Antithetic pairs (b, b~) of binary draws; f at both; the kernel's
+    sums of the DisARM terms."""
+
+    what = "disarm_grad"
+
+    def __init__(self, f, base, W, th, conv, cv):
+        super().__init__(f, None, base, W, _vr.PREP_DISARM, th, 2)
+        self.th, self.conv, self.cv = th, conv, cv
+
+    def evaluate(self, rd, buf, chunk, mag):
+        F = np.zeros((2, len(rd.blocks) * rd.B))
+        for k in range(2):
+            F[k, rd.index] = mag.see(E.call_values(self.f, self.points(rd, buf, k), rd, chunk))
+        return F, ()
+
+    def accumulate(self, rd, buf, F, threads, stats, shifts):
+        _vr.acc_disarm(rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads, self.width,
+                       self.th, self.conv, self.cv, buf[:len(rd.blocks)], F, stats, shifts)
