@@ -4,13 +4,16 @@ n, peak memory and the fixed cost of a call.
 
     python benchmarks/run.py [--quick] [--problems P ...] [--out DIR]
                              [--repeats R] [--no-peers] [--no-scaling] [--publish]
+                             [--sizes | --sizes-only]
 
 Every implementation's gradient is checked against the exact value of
 ``problems.py`` (max |z| over coordinates, with the implementation's own
 standard error and with the exact one); the run fails (exit 1) when any
 |z| > 5.  Results go to DIR (default benchmarks/results/): results.json,
 results.md, and plots when matplotlib is installed.  ``--publish`` also
-copies results.md to benchmarks/RESULTS.md.
+copies results.md to benchmarks/RESULTS.md.  ``--sizes`` also runs the
+"sizes users run" tables (small_calls.py, families.py, many_coords.py, each
+in its own process, with --quick passed on), ``--sizes-only`` only those.
 """
 from __future__ import annotations
 
@@ -513,6 +516,22 @@ def plots(out_dir, rows, scal):
     return made
 
 
+SIZES_SCRIPTS = ("small_calls.py", "families.py", "many_coords.py")
+
+
+def run_sizes(args):
+    """The small-call, per-family and many-coordinate tables, one process
+    each (a clean thread state); returns the worst exit status."""
+    rc = 0
+    for script in SIZES_SCRIPTS:
+        cmd = [sys.executable, os.path.join(HERE, script), "--out", args.out]
+        if args.quick:
+            cmd.append("--quick")
+        print(f"\n=== {script}", flush=True)
+        rc = max(rc, subprocess.run(cmd).returncode)
+    return rc
+
+
 def _write_md(args, md):
     with open(os.path.join(args.out, "results.md"), "w") as fh:
         fh.write(md + "\n")
@@ -538,8 +557,14 @@ def main(argv=None):
                     help="also write the markdown to benchmarks/RESULTS.md")
     ap.add_argument("--report", metavar="JSON",
                     help="only re-render results.md (and --publish) from a results.json")
+    ap.add_argument("--sizes", action="store_true",
+                    help="also run small_calls.py, families.py and many_coords.py")
+    ap.add_argument("--sizes-only", action="store_true",
+                    help="only run small_calls.py, families.py and many_coords.py")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    if args.sizes_only:
+        return run_sizes(args)
     if args.report:
         with open(args.report) as fh:
             res = json.load(fh)
@@ -614,11 +639,12 @@ def main(argv=None):
     bad = [r for r in rows if r["z_exact"] > Z_MAX
            or (not r.get("z_own_unreliable") and r["z_own"] > Z_MAX)]
     bad += [s for s in scal if s["z"] > Z_MAX]
+    rc = run_sizes(args) if args.sizes else 0
     if bad:
         for r in bad:
             log(f"ACCURACY FAILURE: {r}")
         return 1
-    return 0
+    return rc
 
 
 if __name__ == "__main__":
