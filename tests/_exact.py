@@ -197,6 +197,10 @@ FAMILIES = {
     "Multinomial": Family(
         "Multinomial", lambda p, fx: mc.Multinomial(fx["total_count"], **p), _mult_lp,
         _mult_mom, fixed=("total_count",), event_ndim=1),
+    "Laplace": Family(
+        "Laplace", lambda p, fx: mc.Laplace(**p),
+        lambda p, fx, x: stats.laplace.logpdf(x, p["loc"], p["scale"]),
+        lambda p, fx: (lambda mu, s: (mu, 2 * s * s))(*_bcast(p["loc"], p["scale"]))),
     "Dirichlet": Family("Dirichlet", lambda p, fx: mc.Dirichlet(**p), _dir_lp, _dir_mom,
                         event_ndim=1),
 }

@@ -21,6 +21,7 @@ DISTS = {
     "Categorical": mc.Categorical(logits=[0.0, 1.0, -1.0]),
     "Multinomial": mc.Multinomial(4, probs=[0.2, 0.5, 0.3]),
     "Dirichlet": mc.Dirichlet([1.5, 0.7, 2.0]),
+    "Laplace": mc.Laplace([0.5, -1.0], [1.0, 2.0]),
 }
 
 
@@ -87,7 +88,7 @@ def test_vi_transforms_map_the_parameter_range(name):
 @pytest.mark.parametrize("capability, message", [
     ("mean_tangents", "control variate 'delta' is not available for"),
     ("mirror", r"antithetic=True needs a family symmetric about a known point \(Normal, "
-               r"LogNormal\); got"),
+               r"LogNormal, Laplace\); got"),
     ("rsample", "pathwise_grad supports Normal, LogNormal, Exponential, Gamma, Beta"),
 ])
 def test_a_missing_capability_is_a_clear_error(capability, message):

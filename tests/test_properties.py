@@ -70,8 +70,8 @@ def family_params(draw, name):
     """(params, fixed) of valid, moderate parameters for one family."""
     b = draw(BATCHES)
     sh = lambda: draw(_shape_of(b))  # noqa: E731
-    if name in ("Normal", "LogNormal"):
-        hi = 2.5 if name == "Normal" else 0.6
+    if name in ("Normal", "LogNormal", "Laplace"):
+        hi = 0.6 if name == "LogNormal" else 2.5
         return {"loc": draw(_arr(sh(), -2.0, 2.0)), "scale": draw(_arr(sh(), 0.3, hi))}, {}
     if name == "Exponential":
         return {"rate": draw(_arr(b, 0.3, 3.0))}, {}

@@ -22,6 +22,7 @@ from .distributions import (
     Exponential,
     Gamma,
     Geometric,
+    Laplace,
     LogNormal,
     Multinomial,
     NegativeBinomial,
@@ -43,7 +44,7 @@ from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical
 
 __all__ = [
     "Bernoulli", "Beta", "Binomial", "Categorical", "Dirichlet", "Distribution",
-    "Exponential", "FAMILIES", "Gamma", "Geometric", "GradientEstimate", "LogNormal",
+    "Exponential", "FAMILIES", "Gamma", "Geometric", "GradientEstimate", "Laplace", "LogNormal",
     "Multinomial", "NegativeBinomial", "Normal", "Poisson", "CALLBACK_SIGNATURES",
     "default_block_size", "effective_n_threads", "finance", "integrands", "rl", "vi", "score_grad",
     "score_grad_from_samples", "show_config",

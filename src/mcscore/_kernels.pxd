@@ -20,7 +20,9 @@ cdef extern from "numpy/random/distributions.h":
     ctypedef struct binomial_t:
         int has_binomial
 
-# Families (the order of mcscore.distributions.FAMILIES).
+# Families (the order of mcscore.distributions.FAMILIES).  A family's kernel
+# functions (its fill function, and optionally its own score kernel) are
+# registered under its code in the family table (mc_family_of, _kernels.pyx).
 cpdef enum:
     MC_NORMAL = 0
     MC_LOGNORMAL = 1
@@ -35,15 +37,24 @@ cpdef enum:
     MC_CATEGORICAL = 10
     MC_MULTINOMIAL = 11
     MC_DIRICHLET = 12
+    MC_LAPLACE = 13
+    MC_N_FAMILIES = 14
 
-# Kinds of score term: s = a * t(x) + b, or a * (t(x) - c)^2 + b.
+# Kinds of score term.  The score of parameter element q is the sum of its
+# terms, each reading one draw coordinate x (the term's column) with
+# constants a, b, c.  One evaluator (mc_score_col / mc_score_coord) computes
+# every kind; a table holding any other kind is rejected when it is built.
 cpdef enum:
     SK_AFFINE = 0        # a * x + b
     SK_LOG_AFFINE = 1    # a * log(x) + b
     SK_LOG1M_AFFINE = 2  # a * log1p(-x) + b
     SK_QUAD = 3          # a * (x - c)^2 + b
     SK_LOG_QUAD = 4      # a * (log(x) - c)^2 + b
-    SK_CATEGORY = 5      # a * [x == category] + b   (per-category families)
+    SK_CATEGORY = 5      # a * [x == c] + b    (per-category families)
+    SK_SIGN = 6          # a * sign(x - c) + b (sign(0) = 0)
+    SK_ABS = 7           # a * |x - c| + b
+    SK_FAMILY = 8        # computed by the family's own score kernel (mc_family.score)
+    SK_N_KINDS = 9
 
 # Kinds of fused integrand term (each multiplied by its coefficient).
 cpdef enum:
@@ -77,18 +88,18 @@ cpdef enum:
     CB_I_P_I_P_V = 5     # int f(double *x, int d, double *out, void *user_data)
 
 ctypedef struct mc_dist:
-    int family
+    int family               # MC_* code: index into the family table
     int per_category         # 1: categorical statistics per (unit, category)
     Py_ssize_t n_units       # independent units (the batch, flattened)
     Py_ssize_t n_cat         # categories K (1 for univariate families)
     Py_ssize_t draw_size     # doubles in one draw
-    const double *p0         # draw parameters per unit (see distributions.py)
-    const double *p1
+    const double *prm        # draw parameters: unit j's block at prm + j * prm_len
+    Py_ssize_t prm_len       # doubles per unit (any length: e.g. loc and a d x d factor)
     const double *alias_q    # Categorical: alias probabilities, n_units * K
     const int64_t *alias_i   # Categorical: alias indices, n_units * K
-    Py_ssize_t n_coords      # score coordinates
+    Py_ssize_t n_coords      # score coordinates (parameter elements)
     const int64_t *t_start   # terms of coordinate q: t_start[q] .. t_start[q+1]
-    const int *t_kind
+    const int *t_kind        # SK_*
     const int64_t *t_col     # draw coordinate the term reads
     const double *t_a
     const double *t_b
@@ -119,6 +130,60 @@ ctypedef struct mc_workspace:
     binomial_t binom
     double *lt               # draw_size * block_size (LogNormal log columns)
     const double *lazy_thr   # NULL, or per unit the log-draw below which x is not needed
+
+# A family's kernel functions (see docs/design.md, "Adding a family").
+# fill: draw m samples of unit j into its columns of the chunk xt (column-major,
+#       leading dimension ld: unit j of a univariate family is column j, of a
+#       family with K coordinates per unit columns j*K .. j*K+K-1), reading the
+#       unit's parameter block mc_unit_params(dist, j); lt (or NULL) is the log
+#       column buffer of families with mc_family.log_column.
+# fill_column: the simple form for a univariate family (one column per unit):
+#       draw m samples into col from the unit's parameter block p.
+# score (optional, NULL for the table-only families): add the values of term t
+#       (an SK_FAMILY term; its column, a, b, c in the table) on m draws of the
+#       chunk xt to out[0..m); it may read every column of the unit and its
+#       parameter block (a matrix-parameter family's solve goes here).
+ctypedef void (*mc_fill_fn)(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                            double *xt, Py_ssize_t ld, double *lt,
+                            mc_workspace *ws) noexcept nogil
+ctypedef void (*mc_column_fill_fn)(const double *p, bitgen_t *bg, Py_ssize_t m,
+                                   double *col) noexcept nogil
+ctypedef void (*mc_score_fn)(const mc_dist *dist, Py_ssize_t t, const double *xt,
+                             Py_ssize_t ld, Py_ssize_t m, double *out) noexcept nogil
+
+ctypedef struct mc_family:
+    const char *name
+    mc_fill_fn fill          # or NULL, and then:
+    mc_column_fill_fn fill_column  # the simple form of a univariate family
+    mc_score_fn score        # NULL: every term is a table kind
+    bint log_column          # the fill also writes log x (LogNormal)
+
+cdef const mc_family *mc_family_of(int family) noexcept nogil
+cdef const double *mc_unit_params(const mc_dist *dist, Py_ssize_t j) noexcept nogil
+
+# The one score evaluator.  mc_score_col returns a column p and a reduced form
+# (*kind: MC_SKIND_AFFINE, MC_SKIND_QUAD or MC_SKIND_IDENT; abc = a, b, c) such
+# that the score of coordinate q at draw i is  p[i]*a + b,  (p[i]-c)*(p[i]-c)*a + b
+# or p[i]: single affine / quadratic terms are not materialised, so the fused
+# accumulators apply them inside their sums.  tmp (m doubles) may be used.
+# mc_score_coord writes the score of coordinate q into out (m doubles).
+# xt: chunk of m draws, leading dimension ld; lt: its log columns or NULL.
+cdef const double *mc_score_col(const mc_dist *dist, Py_ssize_t q, const double *xt,
+                                Py_ssize_t ld, const double *lt, Py_ssize_t m, double *tmp,
+                                int *kind, double *abc) noexcept nogil
+cdef void mc_score_coord(const mc_dist *dist, Py_ssize_t q, const double *xt, Py_ssize_t ld,
+                         const double *lt, Py_ssize_t m, double *out) noexcept nogil
+# Point dist's score table at the arrays of a table (t_start of n_coords + 1
+# entries); raises ValueError naming `owner` and the kind for a kind the
+# evaluator does not know (or an SK_FAMILY term of a family without a score
+# kernel).  Returns the arrays to keep alive.
+cdef object mc_set_terms(mc_dist *dist, t_start, t_kind, t_col, t_a, t_b, t_c, str owner)
+# Fill dist's draw fields (family, units, parameter blocks, alias tables);
+# p0, p1: per-unit parameters (each n_units * k values, k >= 0), packed
+# unit by unit into the blocks [p0 of unit j, p1 of unit j].  Raises
+# ValueError for an unknown family code.  Returns the arrays to keep alive.
+cdef object mc_set_draw(mc_dist *dist, int family, bint per_category, Py_ssize_t n_units,
+                        Py_ssize_t n_cat, Py_ssize_t draw_size, p0, p1, alias_q, alias_i)
 
 cdef Py_ssize_t mc_stats_len(const mc_dist *dist) noexcept nogil
 cdef int mc_workspace_init(mc_workspace *ws, const mc_dist *dist, Py_ssize_t block_size) noexcept nogil

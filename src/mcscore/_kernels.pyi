@@ -25,13 +25,19 @@ MC_NEGATIVE_BINOMIAL: Final[int]
 MC_CATEGORICAL: Final[int]
 MC_MULTINOMIAL: Final[int]
 MC_DIRICHLET: Final[int]
-# score terms
+MC_LAPLACE: Final[int]
+MC_N_FAMILIES: Final[int]
+# score term kinds (the one evaluator; any other kind is rejected)
 SK_AFFINE: Final[int]
 SK_LOG_AFFINE: Final[int]
 SK_LOG1M_AFFINE: Final[int]
 SK_QUAD: Final[int]
 SK_LOG_QUAD: Final[int]
 SK_CATEGORY: Final[int]
+SK_SIGN: Final[int]
+SK_ABS: Final[int]
+SK_FAMILY: Final[int]
+SK_N_KINDS: Final[int]
 # fused integrand terms
 IK_POLY: Final[int]
 IK_LINEAR: Final[int]
@@ -114,6 +120,8 @@ class KernelFunc:
     ) -> None: ...
 
 def draw(dist: KernelDist, bit_generator: np.random.BitGenerator, m: int) -> NDArray[np.float64]: ...
+def eval_scores(dist: KernelDist, x: ArrayLike) -> NDArray[np.float64]: ...
+def check_term_kinds(kinds: ArrayLike, owner: str, family: int | None = ...) -> None: ...
 def eval_integrand(func: KernelFunc, dist: KernelDist, x: ArrayLike) -> NDArray[np.float64]: ...
 def run_streams(
     dist: KernelDist,

@@ -30,7 +30,7 @@ from numpy.random.c_distributions cimport (
     random_standard_normal_fill, random_standard_exponential_fill,
     random_standard_gamma, random_beta, random_poisson, random_binomial,
     random_geometric, random_negative_binomial, random_multinomial,
-    random_standard_uniform, random_standard_uniform_fill,
+    random_standard_uniform, random_standard_uniform_fill, random_laplace,
 )
 
 cnp.import_array()
@@ -226,6 +226,17 @@ cdef extern from *:
         for (k = 0; k < 5; k++) acc[k] += mc_red8(r[k]);
     }
 
+    /* out[i] = the score in reduced form (see mc_score_col): p[i] * a + b
+       (AFFINE), (p[i] - c)^2 * a + b (QUAD) or p[i] (IDENT), by the same
+       expressions as mc_c_acc5 (out may be p). */
+    static void mc_c_apply(int kind, const double *p, Py_ssize_t m, double a, double b,
+                           double c, double *out) {
+        Py_ssize_t i;
+        if (kind == MC_SKIND_AFFINE) { for (i = 0; i < m; i++) out[i] = MC_S_AFFINE(p[i]); }
+        else if (kind == MC_SKIND_QUAD) { for (i = 0; i < m; i++) out[i] = MC_S_QUAD(p[i]); }
+        else if (out != p) memcpy(out, p, sizeof(double) * m);
+    }
+
     /* Index of the first non-finite value of fx[0..cs), or -1. */
     MC_CLONES
     static Py_ssize_t mc_c_first_nonfinite(const double *fx, Py_ssize_t cs) {
@@ -290,6 +301,31 @@ cdef extern from *:
         for (i = 0; i < c; i++) x[idx[i]] = v[i];
     }
 
+    /* Column fills (mc_column_fill_fn, see _kernels.pxd) of the families
+       whose draw is one call of a NumPy sampler: m draws of one unit into
+       col from the unit's parameter block p. */
+    #define MC_COLUMN_FILL(NAME, EXPR)                                        \
+        static void NAME(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) { \
+            Py_ssize_t i;                                                     \
+            for (i = 0; i < m; i++) col[i] = (EXPR);                          \
+        }
+    /* Beta: p = [concentration1, concentration0] */
+    MC_COLUMN_FILL(mc_fill_beta, random_beta(bg, p[0], p[1]))
+    /* Poisson: p = [rate] */
+    MC_COLUMN_FILL(mc_fill_poisson, (double)random_poisson(bg, p[0]))
+    /* Bernoulli: p = [probs] */
+    MC_COLUMN_FILL(mc_fill_bernoulli, random_standard_uniform(bg) < p[0] ? 1.0 : 0.0)
+    /* Geometric: p = [probs]; numpy counts the trials up to and including
+       the first success, torch the failures before it */
+    MC_COLUMN_FILL(mc_fill_geometric, (double)(random_geometric(bg, p[0]) - 1))
+    /* NegativeBinomial: p = [probs, total_count]; successes (prob p[0])
+       before total_count failures == numpy's failures before total_count
+       successes with success probability 1 - p[0] */
+    MC_COLUMN_FILL(mc_fill_negative_binomial,
+                   (double)random_negative_binomial(bg, p[1], 1.0 - p[0]))
+    /* Laplace: p = [loc, scale]; NumPy inverts one uniform per draw */
+    MC_COLUMN_FILL(mc_fill_laplace, random_laplace(bg, p[0], p[1]))
+
     /* col[i] = a + b * col[i] (elementwise, the same in every clone). */
     MC_CLONES
     static void mc_c_affine(double *col, Py_ssize_t m, double a, double b) {
@@ -306,11 +342,22 @@ cdef extern from *:
     void mc_c_gsum(const double *fx, Py_ssize_t cs, double shift, double *out) noexcept nogil
     void mc_c_acc5(int kind, const double *x, const double *fx, Py_ssize_t cs, double shift,
                    double a, double b, double c, double *acc) noexcept nogil
+    void mc_c_apply(int kind, const double *p, Py_ssize_t m, double a, double b, double c,
+                    double *out) noexcept nogil
     Py_ssize_t mc_c_first_nonfinite(const double *fx, Py_ssize_t cs) noexcept nogil
     void mc_c_poly(const double *x, Py_ssize_t cs, const double *p, Py_ssize_t deg,
                    double coef, double *fx) noexcept nogil
     int MC_SKIND_AFFINE, MC_SKIND_QUAD, MC_SKIND_IDENT
     void mc_c_affine(double *col, Py_ssize_t m, double a, double b) noexcept nogil
+    void mc_fill_beta(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_bernoulli(const double *p, bitgen_t *bg, Py_ssize_t m,
+                           double *col) noexcept nogil
+    void mc_fill_geometric(const double *p, bitgen_t *bg, Py_ssize_t m,
+                           double *col) noexcept nogil
+    void mc_fill_negative_binomial(const double *p, bitgen_t *bg, Py_ssize_t m,
+                                   double *col) noexcept nogil
+    void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_c_alias(double *col, Py_ssize_t m, Py_ssize_t K, const double *q,
                     const int64_t *al) noexcept nogil
     Py_ssize_t mc_c_gather_above(const double *y, double *x, Py_ssize_t m, double thr,
@@ -393,133 +440,219 @@ cdef inline Py_ssize_t mc_chunk_len(Py_ssize_t draw_size) noexcept nogil:
     return c
 
 
+# ---------------------------------------------------------------------------
+# The family table: one fill function (and optionally a score kernel) per
+# family code.  A fill draws m samples of unit j into its columns of a chunk
+# (see mc_fill_fn in _kernels.pxd); its parameters are the unit's block
+# p = mc_unit_params(dist, j) (dist.prm_len doubles, laid out by the
+# family's _draw_params in distributions.py).
+# ---------------------------------------------------------------------------
+
+cdef mc_family _FAMILY_TABLE[MC_N_FAMILIES]
+
+
+cdef inline const double *mc_unit_params(const mc_dist *dist, Py_ssize_t j) noexcept nogil:
+    return dist.prm + j * dist.prm_len
+
+
+cdef const mc_family *mc_family_of(int family) noexcept nogil:
+    """The family's kernel functions, or NULL for an unknown code."""
+    if family < 0 or family >= MC_N_FAMILIES or (_FAMILY_TABLE[family].fill == NULL and
+                                                 _FAMILY_TABLE[family].fill_column == NULL):
+        return NULL
+    return &_FAMILY_TABLE[family]
+
+
+cdef void _register(int code, const char *name, mc_fill_fn fill, bint log_column=False,
+                    mc_score_fn score=NULL) noexcept:
+    """Enter a family in the table: its general fill, whether the fill
+    writes log columns, and its own score kernel (or NULL)."""
+    _FAMILY_TABLE[code].name = name
+    _FAMILY_TABLE[code].fill = fill
+    _FAMILY_TABLE[code].score = score
+    _FAMILY_TABLE[code].log_column = log_column
+
+
+cdef void _register_column(int code, const char *name, mc_column_fill_fn fill_column,
+                           mc_score_fn score=NULL) noexcept:
+    """Enter a univariate family drawn by a column fill."""
+    _register(code, name, NULL, False, score)
+    _FAMILY_TABLE[code].fill_column = fill_column
+
+
+memset(_FAMILY_TABLE, 0, sizeof(_FAMILY_TABLE))
+
+
+cdef void _fill_normal(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil:
+    # p = [loc, scale]
+    random_standard_normal_fill(bg, m, col)
+    mc_c_affine(col, m, p[0], p[1])
+
+
+
+cdef void _fill_lognormal(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                          double *xt, Py_ssize_t ld, double *lt,
+                          mc_workspace *ws) noexcept nogil:
+    # p = [loc, scale] of log x; lt (or NULL) receives log x exactly as drawn
+    cdef const double *p = mc_unit_params(dist, j)
+    cdef double *col = xt + j * ld
+    cdef double *lcol
+    cdef double a = p[0], b = p[1]
+    cdef Py_ssize_t i, k
+    random_standard_normal_fill(bg, m, col)
+    if lt == NULL:
+        mc_c_affine(col, m, a, b)
+        mc_vexp(col, col, m)
+        return
+    lcol = lt + j * ld
+    for i in range(m):
+        lcol[i] = a + b * col[i]
+    if ws.lazy_thr != NULL and ws.lazy_thr[j] > -INFINITY:
+        # fused kernels whose f reads x only through calls and digital
+        # calls: below the strike x is never looked at (ws.tmp and ws.fx
+        # are free while drawing)
+        k = mc_c_gather_above(lcol, col, m, ws.lazy_thr[j], <Py_ssize_t *> ws.tmp, ws.fx)
+        mc_vexp(ws.fx, ws.fx, k)
+        mc_c_scatter(ws.fx, k, <Py_ssize_t *> ws.tmp, col)
+    else:
+        mc_vexp(lcol, col, m)
+
+
+
+cdef void _fill_exponential(const double *p, bitgen_t *bg, Py_ssize_t m,
+                            double *col) noexcept nogil:
+    # p = [rate]
+    cdef double scale = 1.0 / p[0]
+    cdef Py_ssize_t i
+    random_standard_exponential_fill(bg, m, col)
+    for i in range(m):
+        col[i] = col[i] * scale
+
+
+
+cdef void _fill_gamma(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil:
+    # p = [concentration, rate]
+    cdef double a = p[0], scale = 1.0 / p[1]
+    cdef Py_ssize_t i
+    for i in range(m):
+        col[i] = random_standard_gamma(bg, a) * scale
+
+
+
+cdef void _fill_binomial(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                         double *xt, Py_ssize_t ld, double *lt,
+                         mc_workspace *ws) noexcept nogil:
+    # p = [probs, total_count]; ws.binom caches NumPy's per-parameter setup
+    cdef const double *p = mc_unit_params(dist, j)
+    cdef int64_t n = <int64_t> p[1]
+    cdef Py_ssize_t i
+    for i in range(m):
+        xt[j * ld + i] = <double> random_binomial(bg, p[0], n, &ws.binom)
+
+
+
+cdef void _fill_categorical(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                            double *xt, Py_ssize_t ld, double *lt,
+                            mc_workspace *ws) noexcept nogil:
+    # the unit's alias table (dist.alias_q / alias_i); one uniform per draw
+    cdef Py_ssize_t K = dist.n_cat
+    cdef double *col = xt + j * ld
+    random_standard_uniform_fill(bg, m, col)
+    mc_c_alias(col, m, K, dist.alias_q + j * K, dist.alias_i + j * K)
+
+
+
+cdef void _fill_multinomial(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                            double *xt, Py_ssize_t ld, double *lt,
+                            mc_workspace *ws) noexcept nogil:
+    # p = [probs (K), total_count]; columns j*K .. j*K+K-1
+    cdef const double *p = mc_unit_params(dist, j)
+    cdef Py_ssize_t i, k, K = dist.n_cat
+    for i in range(m):
+        # numpy stops early once all trials are placed: zero first.
+        memset(ws.ibuf, 0, sizeof(int64_t) * K)
+        random_multinomial(bg, <int64_t> p[K], ws.ibuf, <double *> p, K, &ws.binom)
+        for k in range(K):
+            xt[(j * K + k) * ld + i] = <double> ws.ibuf[k]
+
+
+
+cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                          double *xt, Py_ssize_t ld, double *lt,
+                          mc_workspace *ws) noexcept nogil:
+    # p = [concentration (K), unused]; columns j*K .. j*K+K-1
+    cdef const double *p = mc_unit_params(dist, j)
+    cdef Py_ssize_t i, k, K = dist.n_cat
+    cdef double a, b, u = 0.0, scale, v
+    cdef double *x = xt + j * K * ld
+    for k in range(K):
+        u = u + p[k]
+    for i in range(m):
+        a = 0.0
+        for k in range(K):
+            scale = random_standard_gamma(bg, p[k])
+            x[k * ld + i] = scale
+            a = a + scale
+        if a > 0.0:
+            for k in range(K):
+                x[k * ld + i] = x[k * ld + i] / a
+            continue
+        # Every gamma variate underflowed (tiny concentrations): break the
+        # stick with beta draws instead, as NumPy does for small
+        # concentrations, so the draw is a point of the simplex.
+        b = u           # concentration left after category k
+        scale = 1.0     # length of stick left
+        for k in range(K - 1):
+            b = b - p[k]
+            if b < p[K - 1]:
+                b = p[K - 1]
+            v = random_beta(bg, p[k], b)
+            x[k * ld + i] = scale * v
+            scale = scale * (1.0 - v)
+        x[(K - 1) * ld + i] = scale
+
+
+
+# The family table.  Column fills (the simple form, mc_column_fill_fn):
+_register_column(MC_NORMAL, b"Normal", _fill_normal)
+_register_column(MC_EXPONENTIAL, b"Exponential", _fill_exponential)
+_register_column(MC_GAMMA, b"Gamma", _fill_gamma)
+_register_column(MC_BETA, b"Beta", mc_fill_beta)
+_register_column(MC_POISSON, b"Poisson", mc_fill_poisson)
+_register_column(MC_BERNOULLI, b"Bernoulli", mc_fill_bernoulli)
+_register_column(MC_GEOMETRIC, b"Geometric", mc_fill_geometric)
+_register_column(MC_NEGATIVE_BINOMIAL, b"NegativeBinomial", mc_fill_negative_binomial)
+_register_column(MC_LAPLACE, b"Laplace", mc_fill_laplace)
+# ... and fills of the general form (mc_fill_fn: several columns per unit,
+# log columns, workspace state):
+_register(MC_LOGNORMAL, b"LogNormal", _fill_lognormal, True)
+_register(MC_BINOMIAL, b"Binomial", _fill_binomial)
+_register(MC_CATEGORICAL, b"Categorical", _fill_categorical)
+_register(MC_MULTINOMIAL, b"Multinomial", _fill_multinomial)
+_register(MC_DIRICHLET, b"Dirichlet", _fill_dirichlet)
+
+
 cdef bint mc_has_log_column(const mc_dist *dist) noexcept nogil:
     """True when the draws come with log x for free (LogNormal): the score
     then reads it from the log column instead of recomputing log(exp(y))."""
-    return dist.family == MC_LOGNORMAL
+    cdef const mc_family *fam = mc_family_of(dist.family)
+    return fam != NULL and fam.log_column
 
 
 cdef void mc_draw_chunk(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
                         Py_ssize_t ld, double *lt, mc_workspace *ws) noexcept nogil:
     """Draw m samples into xt, column-major with leading dimension ld:
     xt[c * ld + i].  Draws are made unit by unit (all m draws of unit 0, then
-    unit 1, ...), so the fill functions write contiguous columns.  For
-    LogNormal, lt (same layout, n_units columns; may be NULL) receives log x.
-    """
-    cdef Py_ssize_t j, i, k, K = dist.n_cat
-    cdef double *col
-    cdef double *lcol
-    cdef double a, b, u, scale, v
-    cdef int64_t idx
-    cdef const double *q
-    cdef const int64_t *al
-    cdef int fam = dist.family
+    unit 1, ...) by the family's fill function, so that fills write
+    contiguous columns.  lt (same layout; may be NULL) receives log x for
+    families with a log column (LogNormal)."""
+    cdef const mc_family *fam = &_FAMILY_TABLE[dist.family]
+    cdef Py_ssize_t j
     for j in range(dist.n_units):
-        a = dist.p0[j]
-        b = dist.p1[j]
-        if fam == MC_NORMAL:
-            col = xt + j * ld
-            random_standard_normal_fill(bg, m, col)
-            mc_c_affine(col, m, a, b)
-        elif fam == MC_LOGNORMAL:
-            col = xt + j * ld
-            random_standard_normal_fill(bg, m, col)
-            if lt != NULL:
-                lcol = lt + j * ld
-                for i in range(m):
-                    lcol[i] = a + b * col[i]
-                if ws.lazy_thr != NULL and ws.lazy_thr[j] > -INFINITY:
-                    # fused kernels whose f reads x only through calls and
-                    # digital calls: below the strike x is never looked at
-                    # (ws.tmp and ws.fx are free while drawing)
-                    k = mc_c_gather_above(lcol, col, m, ws.lazy_thr[j],
-                                          <Py_ssize_t *> ws.tmp, ws.fx)
-                    mc_vexp(ws.fx, ws.fx, k)
-                    mc_c_scatter(ws.fx, k, <Py_ssize_t *> ws.tmp, col)
-                else:
-                    mc_vexp(lcol, col, m)
-            else:
-                mc_c_affine(col, m, a, b)
-                mc_vexp(col, col, m)
-        elif fam == MC_EXPONENTIAL:
-            col = xt + j * ld
-            random_standard_exponential_fill(bg, m, col)
-            scale = 1.0 / a
-            for i in range(m):
-                col[i] = col[i] * scale
-        elif fam == MC_GAMMA:
-            col = xt + j * ld
-            scale = 1.0 / b
-            for i in range(m):
-                col[i] = random_standard_gamma(bg, a) * scale
-        elif fam == MC_BETA:
-            col = xt + j * ld
-            for i in range(m):
-                col[i] = random_beta(bg, a, b)
-        elif fam == MC_POISSON:
-            col = xt + j * ld
-            for i in range(m):
-                col[i] = <double> random_poisson(bg, a)
-        elif fam == MC_BERNOULLI:
-            col = xt + j * ld
-            for i in range(m):
-                col[i] = 1.0 if random_standard_uniform(bg) < a else 0.0
-        elif fam == MC_BINOMIAL:
-            col = xt + j * ld
-            for i in range(m):
-                col[i] = <double> random_binomial(bg, a, <int64_t> b, &ws.binom)
-        elif fam == MC_GEOMETRIC:
-            # numpy counts trials up to and including the first success.
-            col = xt + j * ld
-            for i in range(m):
-                col[i] = <double> (random_geometric(bg, a) - 1)
-        elif fam == MC_NEGATIVE_BINOMIAL:
-            # successes (prob a) before b failures == numpy's failures before
-            # b successes with success probability 1 - a.
-            col = xt + j * ld
-            for i in range(m):
-                col[i] = <double> random_negative_binomial(bg, b, 1.0 - a)
-        elif fam == MC_CATEGORICAL:
-            col = xt + j * ld
-            q = dist.alias_q + j * K
-            al = dist.alias_i + j * K
-            random_standard_uniform_fill(bg, m, col)
-            mc_c_alias(col, m, K, q, al)
-        elif fam == MC_MULTINOMIAL:
-            for i in range(m):
-                # numpy stops early once all trials are placed: zero first.
-                memset(ws.ibuf, 0, sizeof(int64_t) * K)
-                random_multinomial(bg, <int64_t> b, ws.ibuf, <double *> (dist.p0 + j * K),
-                                   K, &ws.binom)
-                for k in range(K):
-                    xt[(j * K + k) * ld + i] = <double> ws.ibuf[k]
-        elif fam == MC_DIRICHLET:
-            u = 0.0
-            for k in range(K):
-                u = u + dist.p0[j * K + k]
-            for i in range(m):
-                a = 0.0
-                for k in range(K):
-                    scale = random_standard_gamma(bg, dist.p0[j * K + k])
-                    xt[(j * K + k) * ld + i] = scale
-                    a = a + scale
-                if a > 0.0:
-                    for k in range(K):
-                        xt[(j * K + k) * ld + i] = xt[(j * K + k) * ld + i] / a
-                    continue
-                # Every gamma variate underflowed (tiny concentrations): break
-                # the stick with beta draws instead, as NumPy does for small
-                # concentrations, so the draw is a point of the simplex.
-                b = u           # concentration left after category k
-                scale = 1.0     # length of stick left
-                for k in range(K - 1):
-                    b = b - dist.p0[j * K + k]
-                    if b < dist.p0[j * K + K - 1]:
-                        b = dist.p0[j * K + K - 1]
-                    v = random_beta(bg, dist.p0[j * K + k], b)
-                    xt[(j * K + k) * ld + i] = scale * v
-                    scale = scale * (1.0 - v)
-                xt[(j * K + K - 1) * ld + i] = scale
+        if fam.fill != NULL:
+            fam.fill(dist, j, bg, m, xt, ld, lt, ws)
+        else:
+            fam.fill_column(mc_unit_params(dist, j), bg, m, xt + j * ld)
 
 
 cdef bint mc_draw_block_polled(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
@@ -692,9 +825,15 @@ cdef Py_ssize_t mc_eval_block(const mc_func *func, const mc_dist *dist, Py_ssize
     return -1
 
 
+# ---------------------------------------------------------------------------
+# The one score evaluator: every consumer of a score table (the fused
+# accumulators below, _vr's feature kernels, Distribution.score through
+# eval_scores) computes scores here.
+# ---------------------------------------------------------------------------
+
 cdef inline void _score_term(int kind, const double *x, const double *lx, Py_ssize_t m,
                              double a, double b, double c, double *out) noexcept nogil:
-    """out[i] += score term evaluated at x[i] (lx: log x, or NULL)."""
+    """out[i] += term of a table kind (not SK_FAMILY) at x[i] (lx: log x, or NULL)."""
     cdef Py_ssize_t i
     cdef double d
     if lx != NULL and (kind == SK_LOG_AFFINE or kind == SK_LOG_QUAD):
@@ -717,6 +856,170 @@ cdef inline void _score_term(int kind, const double *x, const double *lx, Py_ssi
         for i in range(m):
             d = log(x[i]) - c
             out[i] += d * d * a + b
+    elif kind == SK_CATEGORY:
+        for i in range(m):
+            out[i] += (a if x[i] == c else 0.0) + b
+    elif kind == SK_SIGN:
+        for i in range(m):
+            d = x[i] - c
+            out[i] += ((d > 0.0) - (d < 0.0) + (d - d)) * a + b
+    elif kind == SK_ABS:
+        for i in range(m):
+            out[i] += fabs(x[i] - c) * a + b
+
+
+cdef const double *mc_score_col(const mc_dist *dist, Py_ssize_t q, const double *xt,
+                                Py_ssize_t ld, const double *lt, Py_ssize_t m, double *tmp,
+                                int *kind, double *abc) noexcept nogil:
+    """The score of coordinate q on a chunk, in reduced form (see _kernels.pxd):
+    a single affine or quadratic term (in x, or in log x: from the log
+    column lt when there is one, else NumPy's log loop into tmp) is returned
+    as its column and (a, b, c); anything else is summed term by term into
+    tmp (kind MC_SKIND_IDENT)."""
+    cdef Py_ssize_t t, t0 = dist.t_start[q], t1 = dist.t_start[q + 1]
+    cdef int k
+    cdef const double *xc
+    cdef const mc_family *fam
+    if t1 == t0 + 1:
+        k = dist.t_kind[t0]
+        abc[0] = dist.t_a[t0]
+        abc[1] = dist.t_b[t0]
+        abc[2] = dist.t_c[t0]
+        xc = xt + dist.t_col[t0] * ld
+        if k == SK_AFFINE or k == SK_QUAD:
+            kind[0] = MC_SKIND_AFFINE if k == SK_AFFINE else MC_SKIND_QUAD
+            return xc
+        if k == SK_LOG_AFFINE or k == SK_LOG_QUAD:
+            kind[0] = MC_SKIND_AFFINE if k == SK_LOG_AFFINE else MC_SKIND_QUAD
+            if lt != NULL:
+                return lt + dist.t_col[t0] * ld
+            mc_vlog(xc, tmp, m)
+            return tmp
+    # several terms (a broadcast parameter), or another kind: s in tmp
+    kind[0] = MC_SKIND_IDENT
+    abc[0] = 0.0
+    abc[1] = 0.0
+    abc[2] = 0.0
+    memset(tmp, 0, sizeof(double) * m)
+    for t in range(t0, t1):
+        k = dist.t_kind[t]
+        if k == SK_FAMILY:
+            fam = mc_family_of(dist.family)
+            fam.score(dist, t, xt, ld, m, tmp)
+        else:
+            _score_term(k, xt + dist.t_col[t] * ld,
+                        (lt + dist.t_col[t] * ld) if lt != NULL else NULL, m,
+                        dist.t_a[t], dist.t_b[t], dist.t_c[t], tmp)
+    return tmp
+
+
+cdef void mc_score_coord(const mc_dist *dist, Py_ssize_t q, const double *xt, Py_ssize_t ld,
+                         const double *lt, Py_ssize_t m, double *out) noexcept nogil:
+    """out[i] = score of coordinate q at draw i of the chunk (m doubles)."""
+    cdef int kind
+    cdef double abc[3]
+    cdef const double *p = mc_score_col(dist, q, xt, ld, lt, m, out, &kind, abc)
+    mc_c_apply(kind, p, m, abc[0], abc[1], abc[2], out)
+
+
+_SK_NAMES = {SK_AFFINE: "SK_AFFINE", SK_LOG_AFFINE: "SK_LOG_AFFINE",
+             SK_LOG1M_AFFINE: "SK_LOG1M_AFFINE", SK_QUAD: "SK_QUAD",
+             SK_LOG_QUAD: "SK_LOG_QUAD", SK_CATEGORY: "SK_CATEGORY", SK_SIGN: "SK_SIGN",
+             SK_ABS: "SK_ABS", SK_FAMILY: "SK_FAMILY"}
+
+
+def check_term_kinds(kinds, str owner, family=None):
+    """Raise ValueError naming `owner` and the first kind of the score table
+    `kinds` that the evaluator does not know (an SK_FAMILY term needs a
+    family, given by its code, with its own score kernel)."""
+    cdef const mc_family *fam
+    k = np.asarray(kinds)
+    bad = k[(k < 0) | (k >= SK_N_KINDS)]
+    if bad.size:
+        raise ValueError(
+            f"{owner}: unknown score term kind {int(bad.flat[0])} (the evaluator knows "
+            f"{', '.join(f'{n} = {v}' for v, n in sorted(_SK_NAMES.items()))}); "
+            "add the kind to the one evaluator (_kernels.pyx) before using it")
+    if (k == SK_FAMILY).any():
+        fam = mc_family_of(-1 if family is None else family)
+        if fam == NULL or fam.score == NULL:
+            raise ValueError(
+                f"{owner}: an SK_FAMILY score term needs the family's own score kernel "
+                "(mc_family.score), and " + ("this table has no family" if fam == NULL
+                                             else "the family registers none"))
+
+
+cdef object mc_set_terms(mc_dist *dist, t_start, t_kind, t_col, t_a, t_b, t_c, str owner):
+    cdef int64_t[::1] vts = np.array(t_start, dtype=np.int64, order='C', copy=True).ravel()
+    cdef int[::1] vtk = np.array(t_kind, dtype=np.intc, order='C', copy=True).ravel()
+    cdef int64_t[::1] vtc = np.array(t_col, dtype=np.int64, order='C', copy=True).ravel()
+    cdef double[::1] vta = np.array(t_a, dtype=np.float64, order='C', copy=True).ravel()
+    cdef double[::1] vtb = np.array(t_b, dtype=np.float64, order='C', copy=True).ravel()
+    cdef double[::1] vtcc = np.array(t_c, dtype=np.float64, order='C', copy=True).ravel()
+    check_term_kinds(vtk, owner, dist.family)
+    if vts.shape[0] < 1:
+        raise ValueError(f"{owner}: the score table's t_start needs n_coords + 1 entries")
+    dist.n_coords = vts.shape[0] - 1
+    dist.t_start = &vts[0]
+    dist.t_kind = &vtk[0] if vtk.shape[0] else NULL
+    dist.t_col = &vtc[0] if vtc.shape[0] else NULL
+    dist.t_a = &vta[0] if vta.shape[0] else NULL
+    dist.t_b = &vtb[0] if vtb.shape[0] else NULL
+    dist.t_c = &vtcc[0] if vtcc.shape[0] else NULL
+    return (vts, vtk, vtc, vta, vtb, vtcc)
+
+
+cdef object mc_set_draw(mc_dist *dist, int family, bint per_category, Py_ssize_t n_units,
+                        Py_ssize_t n_cat, Py_ssize_t draw_size, p0, p1, alias_q, alias_i):
+    if mc_family_of(family) == NULL:
+        raise ValueError(f"unknown family code {family} (known: 0..{MC_N_FAMILIES - 1}, see "
+                         "mcscore.distributions.FAMILIES)")
+    cdef double[:, ::1] blocks = np.zeros((0, 0))
+    if n_units > 0:
+        blocks = np.ascontiguousarray(np.concatenate(
+            [np.asarray(p, dtype=np.float64).reshape(n_units, -1) for p in (p0, p1)], axis=1))
+    cdef double[::1] vq = np.array(alias_q, dtype=np.float64, order='C', copy=True).ravel()
+    cdef int64_t[::1] vi = np.array(alias_i, dtype=np.int64, order='C', copy=True).ravel()
+    dist.family = family
+    dist.per_category = per_category
+    dist.n_units = n_units
+    dist.n_cat = n_cat
+    dist.draw_size = draw_size
+    dist.prm_len = blocks.shape[1]
+    dist.prm = &blocks[0, 0] if blocks.shape[0] and blocks.shape[1] else NULL
+    dist.alias_q = &vq[0] if vq.shape[0] else NULL
+    dist.alias_i = &vi[0] if vi.shape[0] else NULL
+    return (blocks, vq, vi)
+
+
+def eval_scores(KernelDist dist, x):
+    """Per-draw scores of every coordinate on an (m, draw_size) array of
+    draws, shape (m, n_coords), computed by the kernels' own evaluator
+    (column by column on blocks of draws gathered column-major)."""
+    cdef cnp.ndarray[double, ndim=2] xr = np.ascontiguousarray(
+        np.asarray(x, dtype=np.float64).reshape(-1, dist.draw_size))
+    cdef Py_ssize_t m = xr.shape[0], ds = dist.draw_size, nq = dist.d.n_coords
+    cdef Py_ssize_t bs = max(1, mc_chunk_len(ds)), i0, cs, i, k, q
+    out_arr = np.empty((nq, m), dtype=np.float64)
+    cdef double[:, ::1] out = out_arr
+    cdef double[::1] col = np.empty(max(1, bs * ds), dtype=np.float64)
+    cdef double[::1] tmp = np.empty(max(1, bs), dtype=np.float64)
+    cdef const double *xp = <const double *> cnp.PyArray_DATA(xr)
+    if m == 0 or nq == 0:
+        return out_arr.T.copy()
+    with nogil:
+        i0 = 0
+        while i0 < m:
+            cs = bs if m - i0 > bs else m - i0
+            for k in range(ds):
+                for i in range(cs):
+                    col[k * cs + i] = xp[(i0 + i) * ds + k]
+            for q in range(nq):
+                mc_score_coord(&dist.d, q, &col[0], cs, NULL, cs, &tmp[0])
+                for i in range(cs):
+                    out[q, i0 + i] = tmp[i]
+            i0 += cs
+    return np.ascontiguousarray(out_arr.T)
 
 
 cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssize_t ld,
@@ -729,9 +1032,10 @@ cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py
     The sums run in 8 fixed lanes (see mc_c_acc5): the result depends on the
     chunk's values only.
     """
-    cdef Py_ssize_t i, q, t, t0, t1, j, K = dist.n_cat
+    cdef Py_ssize_t i, q, j, K = dist.n_cat
     cdef int kind
-    cdef double g, a, b, c
+    cdef double g
+    cdef double abc[3]
     cdef double *acc
     cdef const double *xc
     stats[0] += m
@@ -748,38 +1052,8 @@ cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py
                 acc[3 * q + 2] += g * g
         return
     for q in range(dist.n_coords):
-        acc = stats + 3 + 5 * q
-        t0 = dist.t_start[q]
-        t1 = dist.t_start[q + 1]
-        if t1 == t0 + 1:
-            kind = dist.t_kind[t0]
-            a = dist.t_a[t0]
-            b = dist.t_b[t0]
-            c = dist.t_c[t0]
-            xc = xt + dist.t_col[t0] * ld
-            if kind == SK_AFFINE:
-                mc_c_acc5(MC_SKIND_AFFINE, xc, fx, m, shift, a, b, c, acc)
-                continue
-            if kind == SK_QUAD:
-                mc_c_acc5(MC_SKIND_QUAD, xc, fx, m, shift, a, b, c, acc)
-                continue
-            if (kind == SK_LOG_AFFINE or kind == SK_LOG_QUAD) and lt != NULL:
-                xc = lt + dist.t_col[t0] * ld
-                mc_c_acc5(MC_SKIND_AFFINE if kind == SK_LOG_AFFINE else MC_SKIND_QUAD,
-                          xc, fx, m, shift, a, b, c, acc)
-                continue
-            if kind == SK_LOG_AFFINE or kind == SK_LOG_QUAD:
-                mc_vlog(xc, tmp, m)
-                mc_c_acc5(MC_SKIND_AFFINE if kind == SK_LOG_AFFINE else MC_SKIND_QUAD,
-                          tmp, fx, m, shift, a, b, c, acc)
-                continue
-        # several terms (a broadcast parameter) or a log1p term: s in tmp
-        memset(tmp, 0, sizeof(double) * m)
-        for t in range(t0, t1):
-            _score_term(dist.t_kind[t], xt + dist.t_col[t] * ld,
-                        (lt + dist.t_col[t] * ld) if lt != NULL else NULL, m,
-                        dist.t_a[t], dist.t_b[t], dist.t_c[t], tmp)
-        mc_c_acc5(MC_SKIND_IDENT, tmp, fx, m, shift, 0.0, 0.0, 0.0, acc)
+        xc = mc_score_col(dist, q, xt, ld, lt, m, tmp, &kind, abc)
+        mc_c_acc5(kind, xc, fx, m, shift, abc[0], abc[1], abc[2], stats + 3 + 5 * q)
 
 
 # returned by the block functions below when the driver said stop
@@ -882,33 +1156,12 @@ cdef class KernelDist:
     def __init__(self, int family, bint per_category, Py_ssize_t n_units, Py_ssize_t n_cat,
                  Py_ssize_t draw_size, p0, p1, alias_q, alias_i, t_start, t_kind, t_col,
                  t_a, t_b, t_c):
-        cdef double[::1] vp0 = np.array(p0, dtype=np.float64, order='C', copy=True)
-        cdef double[::1] vp1 = np.array(p1, dtype=np.float64, order='C', copy=True)
-        cdef double[::1] vq = np.array(alias_q, dtype=np.float64, order='C', copy=True)
-        cdef int64_t[::1] vi = np.array(alias_i, dtype=np.int64, order='C', copy=True)
-        cdef int64_t[::1] vts = np.array(t_start, dtype=np.int64, order='C', copy=True)
-        cdef int[::1] vtk = np.array(t_kind, dtype=np.intc, order='C', copy=True)
-        cdef int64_t[::1] vtc = np.array(t_col, dtype=np.int64, order='C', copy=True)
-        cdef double[::1] vta = np.array(t_a, dtype=np.float64, order='C', copy=True)
-        cdef double[::1] vtb = np.array(t_b, dtype=np.float64, order='C', copy=True)
-        cdef double[::1] vtcc = np.array(t_c, dtype=np.float64, order='C', copy=True)
-        self._keep = (vp0, vp1, vq, vi, vts, vtk, vtc, vta, vtb, vtcc)
-        self.d.family = family
-        self.d.per_category = per_category
-        self.d.n_units = n_units
-        self.d.n_cat = n_cat
-        self.d.draw_size = draw_size
-        self.d.p0 = &vp0[0] if vp0.shape[0] else NULL
-        self.d.p1 = &vp1[0] if vp1.shape[0] else NULL
-        self.d.alias_q = &vq[0] if vq.shape[0] else NULL
-        self.d.alias_i = &vi[0] if vi.shape[0] else NULL
-        self.d.n_coords = vts.shape[0] - 1
-        self.d.t_start = &vts[0]
-        self.d.t_kind = &vtk[0] if vtk.shape[0] else NULL
-        self.d.t_col = &vtc[0] if vtc.shape[0] else NULL
-        self.d.t_a = &vta[0] if vta.shape[0] else NULL
-        self.d.t_b = &vtb[0] if vtb.shape[0] else NULL
-        self.d.t_c = &vtcc[0] if vtcc.shape[0] else NULL
+        memset(&self.d, 0, sizeof(mc_dist))
+        keep = mc_set_draw(&self.d, family, per_category, n_units, n_cat, draw_size, p0, p1,
+                           alias_q, alias_i)
+        self._keep = keep + mc_set_terms(
+            &self.d, t_start, t_kind, t_col, t_a, t_b, t_c,
+            mc_family_of(family).name.decode() + "'s score table")
         self.draw_size = draw_size
         self.n_coords = self.d.n_coords
         self.n_units = n_units

@@ -48,7 +48,7 @@ from mcscore._core cimport (
 )
 from mcscore._kernels cimport (
     mc_dist, mc_workspace, mc_workspaces, mc_workspaces_free, mc_draw_block_polled,
-    SK_AFFINE, SK_LOG_AFFINE, SK_LOG1M_AFFINE, SK_QUAD, SK_LOG_QUAD, SK_CATEGORY,
+    mc_score_coord, mc_set_terms, mc_set_draw, mc_unit_params,
 )
 
 cnp.import_array()
@@ -111,23 +111,11 @@ cdef class VrDist:
 
     def __init__(self, int family, Py_ssize_t n_units, Py_ssize_t n_cat, Py_ssize_t draw_size,
                  p0, p1, alias_q, alias_i):
-        cdef double[::1] vp0 = np.array(p0, dtype=np.float64, order='C', copy=True).ravel()
-        cdef double[::1] vp1 = np.array(p1, dtype=np.float64, order='C', copy=True).ravel()
-        cdef double[::1] vq = np.array(alias_q, dtype=np.float64, order='C', copy=True).ravel()
-        cdef int64_t[::1] vi = np.array(alias_i, dtype=np.int64, order='C', copy=True).ravel()
-        self._keep = (vp0, vp1, vq, vi)
         memset(&self.d, 0, sizeof(mc_dist))
+        self._keep = mc_set_draw(&self.d, family, False, n_units, n_cat, draw_size, p0, p1,
+                                 alias_q, alias_i)
         self.zero[0] = 0
         self.zero[1] = 0
-        self.d.family = family
-        self.d.per_category = 0
-        self.d.n_units = n_units
-        self.d.n_cat = n_cat
-        self.d.draw_size = draw_size
-        self.d.p0 = &vp0[0] if vp0.shape[0] else NULL
-        self.d.p1 = &vp1[0] if vp1.shape[0] else NULL
-        self.d.alias_q = &vq[0] if vq.shape[0] else NULL
-        self.d.alias_i = &vi[0] if vi.shape[0] else NULL
         self.d.n_coords = 0
         self.d.t_start = &self.zero[0]
         self.draw_size = draw_size
@@ -255,16 +243,18 @@ cdef bint _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
     cdef double tau, t, u, v, p, e, eb, mx, tot, z, vp, a, b, g1, g2, s
     cdef double *u1
     cdef double *u2
+    cdef const double *pj
     if mode == PREP_DRAW:
         return mc_draw_block_polled(dist, bg, m, out, NULL, ws, rd, tid)
     elif mode == PREP_GAMMAS:
         K = dist.n_cat
-        # Beta (K == 1): draw_size = units, params p0 (c1), p1 (c0).
-        # Dirichlet: draw_size = units * K, params p0 (units * K).
+        # Beta (K == 1): draw_size = units, unit block [c1, c0].
+        # Dirichlet: draw_size = units * K, unit block [concentration (K), 0].
         for j in range(dist.n_units):
+            pj = mc_unit_params(dist, j)
             if K == 1:
-                a = dist.p0[j]
-                b = dist.p1[j]
+                a = pj[0]
+                b = pj[1]
                 for i in range(m):
                     if _stop(rd, tid, i):
                         return True
@@ -281,14 +271,14 @@ cdef bint _prepare_block(int mode, const mc_dist *dist, bitgen_t *bg, Py_ssize_t
                         return True
                     s = 0.0
                     for k in range(K):
-                        g1 = random_standard_gamma(bg, dist.p0[j * K + k])
+                        g1 = random_standard_gamma(bg, pj[k])
                         out[(j * K + k) * m + i] = g1
                         s = s + g1
                     for k in range(K):
                         g1 = out[(j * K + k) * m + i]
                         out[(j * K + k) * m + i] = g1 / s
                         out[W * m + (j * K + k) * m + i] = (
-                            dgamma_dalpha(g1, dist.p0[j * K + k]) / s)
+                            dgamma_dalpha(g1, pj[k]) / s)
                         out[2 * W * m + (j * K + k) * m + i] = 0.0
     elif mode == PREP_RELAXED_BERN:
         tau = prm[0]
@@ -450,7 +440,9 @@ ctypedef struct _vr_t:
     Py_ssize_t stats_ld
     double *shifts
     Py_ssize_t shifts_ld
-    # the score / tangent table of coordinate q: terms ts[q] .. ts[q + 1]
+    # the score table (acc_score; family -1: no SK_FAMILY terms)
+    mc_dist tab
+    # the tangent table of coordinate q: terms ts[q] .. ts[q + 1]
     Py_ssize_t P
     const int64_t *ts
     const int *tk
@@ -572,49 +564,16 @@ def prepare_round(VrDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] s
 # features + accumulation, one function per estimator
 # ---------------------------------------------------------------------------
 
-cdef bint _scores(Py_ssize_t P, const int64_t *ts, const int *tk, const int64_t *tc,
-                  const double *ta, const double *tb, const double *tcc,
-                  const double *xt, Py_ssize_t m, double *out, mc_round *rd,
-                  int tid) noexcept nogil:
-    """out[q * m + i] = score coordinate q at draw i (table terms, as the core).
-    Polls the driver (rd, thread tid) per coordinate: True when it stopped."""
-    cdef Py_ssize_t q, t, i
-    cdef const double *x
-    cdef double a, b, c, d
-    cdef int kind
-    cdef double *o
-    for q in range(P):
+cdef bint _scores(const mc_dist *tab, const double *xt, Py_ssize_t m, double *out,
+                  mc_round *rd, int tid) noexcept nogil:
+    """out[q * m + i] = score coordinate q at draw i, by the core's one score
+    evaluator (mc_score_coord).  Polls the driver (rd, thread tid) per
+    coordinate: True when it stopped."""
+    cdef Py_ssize_t q
+    for q in range(tab.n_coords):
         if mc_poll(rd, tid):
             return True
-        o = out + q * m
-        for i in range(m):
-            o[i] = 0.0
-        for t in range(ts[q], ts[q + 1]):
-            kind = tk[t]
-            x = xt + tc[t] * m
-            a = ta[t]
-            b = tb[t]
-            c = tcc[t]
-            if kind == SK_AFFINE:
-                for i in range(m):
-                    o[i] += a * x[i] + b
-            elif kind == SK_LOG_AFFINE:
-                for i in range(m):
-                    o[i] += a * log(x[i]) + b
-            elif kind == SK_LOG1M_AFFINE:
-                for i in range(m):
-                    o[i] += a * log1p(-x[i]) + b
-            elif kind == SK_QUAD:
-                for i in range(m):
-                    d = x[i] - c
-                    o[i] += a * d * d + b
-            elif kind == SK_LOG_QUAD:
-                for i in range(m):
-                    d = log(x[i]) - c
-                    o[i] += a * d * d + b
-            elif kind == SK_CATEGORY:
-                for i in range(m):
-                    o[i] += (a if x[i] == c else 0.0) + b
+        mc_score_coord(tab, q, xt, m, NULL, m, out + q * m)
     return False
 
 
@@ -654,10 +613,9 @@ cdef int _cb_score(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize_
     cdef double *shifts = c.shifts + rd.slots[r] * c.shifts_ld
     cdef bint first = blk < rd.n_streams
     cdef double fbar
-    if _scores(P, c.ts, c.tk, c.tc, c.ta, c.tb, c.tcc, c.x + r * c.x_ld, m, S1, rd, tid):
+    if _scores(&c.tab, c.x + r * c.x_ld, m, S1, rd, tid):
         return 1
-    if antithetic and _scores(P, c.ts, c.tk, c.tc, c.ta, c.tb, c.tcc, c.x2 + r * c.x2_ld, m,
-                              S2, rd, tid):
+    if antithetic and _scores(&c.tab, c.x2 + r * c.x2_ld, m, S2, rd, tid):
         return 1
     if group > 1:
         mg = m // group
@@ -720,7 +678,9 @@ def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, dou
     """
     cdef _vr_t c = _context()
     cdef Py_ssize_t P = ts.shape[0] - 1, B = block_size
-    _table(&c, ts, tk, tc, ta, tb, tcc)
+    c.tab.family = -1
+    keep = mc_set_terms(&c.tab, ts, tk, tc, ta, tb, tcc, "acc_score's score table")
+    c.P = P
     c.J = F.shape[0]
     c.L = c.J + (1 if add_score else 0)
     if c.L > MAXL:

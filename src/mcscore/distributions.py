@@ -10,10 +10,16 @@ Each distribution knows how to
   ``(m, *param_shape)``;
 
 and describes itself to the kernels as a table of *score terms*: the score
-with respect to parameter element q is a sum of terms ``a*t(x_c) + b`` (or
-``a*(t(x_c) - c)^2 + b``) over the draw coordinates c that element reaches
-by broadcasting, with t one of x, log x, log(1-x).  The kernels and
-``score()`` evaluate the same table, so they cannot disagree.
+with respect to parameter element q is a sum of terms, each reading one draw
+coordinate c (``a*t(x_c) + b``, ``a*(t(x_c) - c0)^2 + b`` with t one of x,
+log x, log(1-x), ``a*sign(x_c - c0) + b``, ``a*|x_c - c0| + b``, ...: the
+``SK_*`` kinds of ``_kernels.pxd``).  The terms are an explicit list of
+(parameter element, draw coordinate) pairs: by default the coordinates the
+element reaches by broadcasting, or any list a family gives (a matrix
+parameter).  One evaluator in the kernels computes every score, and
+``score()`` calls it too, so they cannot disagree.  A family draws with its
+fill function in ``_kernels.pyx`` (registered under its ``family`` code);
+see docs/design.md, "Adding a family".
 
 A family also declares its optional capabilities (the ``has_*`` flags and
 ``mean_tangents``, ``mirror``, ``pathwise_spec``, ``vi_transforms``,
@@ -49,6 +55,7 @@ __all__ = [
     "Categorical",
     "Multinomial",
     "Dirichlet",
+    "Laplace",
     "FAMILIES",
 ]
 
@@ -139,51 +146,80 @@ class Distribution:
         return self._kernel
 
     def _terms(self):
-        """[(param name, kind, a, b, c)] with a, b, c arrays of draw_shape
-        (or broadcastable to it)."""
+        """The score terms, rows of one of two forms:
+
+        * ``(param name, kind, a, b, c)``: every element of the parameter
+          reaches the draw coordinates it broadcasts onto, a term per pair;
+          a, b, c are arrays of draw_shape (or broadcastable to it);
+        * ``(param name, kind, a, b, c, elem, col)``: an explicit term list,
+          a term per entry: flat element ``elem[i]`` of the parameter reads
+          draw coordinate ``col[i]`` (flat index into draw_shape) with
+          constants a[i], b[i], c[i] (broadcastable to elem's shape), for
+          maps that are not broadcasting (a matrix parameter).
+
+        kind is an ``SK_*`` code of ``_kernels.pxd``; a parameter may appear
+        in several rows (its terms are summed)."""
         raise NotImplementedError
 
     def _draw_params(self):
-        """(p0, p1) per unit (flattened batch) for the kernels."""
+        """(p0, p1): the parameters of each unit (the flattened batch) for
+        its fill function, each of n_units * k values (k >= 0 per unit);
+        the kernels pack them into one block per unit, [p0 of the unit, p1
+        of the unit] (a family may put everything in p0 and pass an empty
+        p1)."""
         raise NotImplementedError
 
+    def _term_rows(self):
+        """_terms() as (name, kind, elem, col, a, b, c) with flat arrays."""
+        ds, size = self.draw_shape, self.draw_size
+        owner = type(self).__name__
+        for row in self._terms():
+            name, knd, ta, tb, tc = row[:5]
+            K.check_term_kinds([knd], f"{owner}'s score term for {name!r}", self.family)
+            if len(row) == 7:
+                elem = np.asarray(row[5], dtype=np.int64).ravel()
+                col = np.asarray(row[6], dtype=np.int64).ravel()
+                shape = elem.shape
+                psize = self._params[name].size
+                if col.shape != shape or (elem.size and not (
+                        (elem.min() >= 0) & (elem.max() < psize) & (col.min() >= 0)
+                        & (col.max() < size))):
+                    raise ValueError(f"{owner}'s score terms for {name!r}: elem and col must "
+                                     f"be equally long, elem in [0, {psize}) and col in "
+                                     f"[0, {size})")
+            else:
+                elem = _index_map(self._params[name].shape, ds)
+                col = np.arange(size, dtype=np.int64)
+                shape = ds
+            yield (name, knd, elem, col, np.broadcast_to(ta, shape).ravel(),
+                   np.broadcast_to(tb, shape).ravel(), np.broadcast_to(tc, shape).ravel())
+
     def _build_kernel(self):
-        ds = self.draw_shape
-        size = self.draw_size
-        coord, col, kind, a, b, c = [], [], [], [], [], []
-        offset = 0
+        rows = list(self._term_rows())
         self._coord_slices = {}
-        for name, knd, ta, tb, tc in self._terms():
-            pshape = self._params[name].shape
-            psize = int(np.prod(pshape, dtype=np.int64))
-            coord.append(offset + _index_map(pshape, ds))
-            col.append(np.arange(size, dtype=np.int64))
-            kind.append(np.full(size, knd, dtype=np.intc))
-            a.append(np.broadcast_to(ta, ds).ravel())
-            b.append(np.broadcast_to(tb, ds).ravel())
-            c.append(np.broadcast_to(tc, ds).ravel())
-            self._coord_slices[name] = (slice(offset, offset + psize), pshape)
-            offset += psize
-        coord = np.concatenate(coord)
+        offset = 0
+        for name, *_ in rows:
+            if name not in self._coord_slices:
+                pshape = self._params[name].shape
+                psize = int(np.prod(pshape, dtype=np.int64))
+                self._coord_slices[name] = (slice(offset, offset + psize), pshape)
+                offset += psize
+        cat = lambda k: np.concatenate([r[k] for r in rows])  # noqa: E731
+        coord = np.concatenate([self._coord_slices[r[0]][0].start + r[2] for r in rows])
         order = np.argsort(coord, kind="stable")
+        kind = np.concatenate([np.full(r[2].size, r[1], dtype=np.intc) for r in rows])
         t_start = np.concatenate([[0], np.cumsum(np.bincount(coord, minlength=offset))])
         self._table = dict(
-            coord=coord[order],
-            col=np.concatenate(col)[order],
-            kind=np.concatenate(kind)[order],
-            a=np.concatenate(a)[order],
-            b=np.concatenate(b)[order],
-            c=np.concatenate(c)[order],
-            t_start=t_start,
-            n_coords=offset,
+            coord=coord[order], col=cat(3)[order], kind=kind[order], a=cat(4)[order],
+            b=cat(5)[order], c=cat(6)[order], t_start=t_start, n_coords=offset,
         )
         p0, p1 = self._draw_params()
         n_units = int(np.prod(self.batch_shape, dtype=np.int64))
+        t = self._table
         return K.KernelDist(
-            self.family, False, n_units, self._n_cat(), size,
+            self.family, False, n_units, self._n_cat(), self.draw_size,
             np.ravel(p0), np.ravel(p1), np.zeros(0), np.zeros(0, np.int64),
-            t_start, self._table["kind"], self._table["col"],
-            self._table["a"], self._table["b"], self._table["c"],
+            t["t_start"], t["kind"], t["col"], t["a"], t["b"], t["c"],
         )
 
     def _n_cat(self):
@@ -274,29 +310,13 @@ class Distribution:
         return self._log_prob(x) != -np.inf
 
     def _score(self, x):
-        """score() on checked draws x of shape (m, *draw_shape)."""
+        """score() on checked draws x of shape (m, *draw_shape), by the
+        kernels' score evaluator (_kernels.eval_scores)."""
         self._check_differentiable()
-        self._kernel_dist()
+        kd = self._kernel_dist()
         m = x.shape[0]
-        flat = x.reshape(m, self.draw_size)
-        t = self._table
-        vals = np.empty((m, t["col"].size))
-        xc = flat[:, t["col"]]
-        kind = t["kind"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            for knd in np.unique(kind):
-                sel = kind == knd
-                v = xc[:, sel]
-                if knd == K.SK_LOG_AFFINE or knd == K.SK_LOG_QUAD:
-                    v = np.log(v)
-                elif knd == K.SK_LOG1M_AFFINE:
-                    v = np.log1p(-v)
-                if knd in (K.SK_QUAD, K.SK_LOG_QUAD):
-                    vals[:, sel] = t["a"][sel] * (v - t["c"][sel]) ** 2 + t["b"][sel]
-                else:
-                    vals[:, sel] = t["a"][sel] * v + t["b"][sel]
-        starts = t["t_start"][:-1]
-        s = np.add.reduceat(vals, starts, axis=1) if vals.shape[1] else vals
+            s = K.eval_scores(kd, x.reshape(m, self.draw_size))
         return self._split_coords(s)
 
     def log_prob(self, x):
@@ -464,13 +484,11 @@ class _BinaryFamily(Distribution):
 # continuous families
 # ---------------------------------------------------------------------------
 
-class Normal(Distribution):
-    """Normal(loc, scale): density exp(-(x-loc)^2 / (2 scale^2)) / (scale sqrt(2 pi))."""
+class _LocScale(Distribution):
+    """Shared plumbing of the location-scale families (loc real, scale > 0,
+    unit blocks [loc, scale])."""
 
     support = "x any real number"
-
-    family = K.MC_NORMAL
-    _log = False
 
     def __init__(self, loc, scale):
         super().__init__()
@@ -492,6 +510,16 @@ class Normal(Distribution):
         return (np.broadcast_to(self.loc, self.batch_shape),
                 np.broadcast_to(self.scale, self.batch_shape))
 
+    def _in_support(self, x):
+        return np.ones(x.shape, dtype=bool)  # infinite x is checked by the caller
+
+
+class Normal(_LocScale):
+    """Normal(loc, scale): density exp(-(x-loc)^2 / (2 scale^2)) / (scale sqrt(2 pi))."""
+
+    family = K.MC_NORMAL
+    _log = False
+
     def _terms(self):
         mu, s = np.broadcast_arrays(self.loc, self.scale)
         s2 = s * s
@@ -500,9 +528,6 @@ class Normal(Distribution):
             ("loc", aff, 1.0 / s2, -mu / s2, 0.0),
             ("scale", quad, 1.0 / (s2 * s), -1.0 / s, mu),
         ]
-
-    def _in_support(self, x):
-        return np.ones(x.shape, dtype=bool)  # infinite x is checked by the caller
 
     def _log_prob(self, x):
         z = (x - self.loc) / self.scale
@@ -1125,26 +1150,18 @@ class Categorical(_CategoricalBase):
         name = self._which
         self._coord_slices = {name: (slice(0, units * kk), self._params[name].shape)}
         self._table = dict(a=np.ravel(a), b=np.ravel(b), n_coords=units * kk)
+        # the kernels accumulate per-category counts; the table (coordinate
+        # (unit, k): a * [x_unit == k] + b) serves score() and the features
+        qq = np.arange(units * kk)
         return K.KernelDist(
             self.family, True, units, kk, units, np.zeros(units), np.zeros(units),
-            q.ravel(), al.ravel(), np.zeros(units * kk + 1, np.int64),
-            np.zeros(0, np.intc), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0),
+            q.ravel(), al.ravel(), np.arange(units * kk + 1, dtype=np.int64),
+            np.full(units * kk, K.SK_CATEGORY, np.intc), qq // kk, np.ravel(a), np.ravel(b),
+            (qq % kk).astype(float),
         )
 
     def _to_user_dtype(self, x):
         return x.astype(np.int64)
-
-    def _score(self, x):
-        self._check_differentiable()
-        self._kernel_dist()
-        m = x.shape[0]
-        kk = self.n_categories
-        flat = x.reshape(m, self.draw_size)
-        ind = flat[:, :, None] == np.arange(kk)
-        a = self._table["a"].reshape(-1, kk)
-        b = self._table["b"].reshape(-1, kk)
-        s = a * ind + b
-        return self._split_coords(s.reshape(m, a.size))
 
     def _in_support(self, x):
         return _is_count(x, self.n_categories - 1)
@@ -1298,7 +1315,93 @@ class Dirichlet(Distribution):
         return [("concentration", _vr.TK_DIRICHLET, (cols // kk) * kk, float(kk))]
 
 
+# ---------------------------------------------------------------------------
+# added by the recipe of docs/design.md ("Adding a family")
+# ---------------------------------------------------------------------------
+
+class Laplace(_LocScale):
+    """Laplace(loc, scale): density exp(-|x - loc| / scale) / (2 scale).
+
+    Drawn by NumPy's C sampler (``random_laplace``: inversion of one
+    uniform).  The score is ``sign(x - loc) / scale`` w.r.t. loc (0 at
+    x = loc, as torch's autograd gives) and ``-1/scale + |x - loc| / scale**2``
+    w.r.t. scale."""
+
+    family = K.MC_LAPLACE
+    has_mirror = True
+    has_rsample = True
+    has_mean_tangents = True
+
+    # The score holds 1/scale**2: beyond this range of scales it over- or
+    # underflows in double precision.
+    SCALE_RANGE = (1e-150, 1e150)
+
+    def _terms(self):
+        mu, s = np.broadcast_arrays(self.loc, self.scale)
+        return [
+            ("loc", K.SK_SIGN, 1.0 / s, 0.0, mu),
+            ("scale", K.SK_ABS, 1.0 / (s * s), -1.0 / s, mu),
+        ]
+
+    def _log_prob(self, x):
+        return -np.abs(x - self.loc) / self.scale - np.log(2.0 * self.scale)
+
+    def _check_differentiable(self):
+        lo, hi = self.SCALE_RANGE
+        s = np.asarray(self.scale)
+        if not ((s >= lo) & (s <= hi)).all():
+            raise ValueError(
+                f"Laplace: scale must be in [{lo:g}, {hi:g}] to estimate gradients (got "
+                f"{float(s[~((s >= lo) & (s <= hi))].flat[0])!r}): the score's term "
+                "1/scale**2 over- or underflows in double precision beyond; rescale the "
+                "problem (draw x/c and use f(c*x))")
+
+    def mean(self):
+        return np.broadcast_to(self.loc, self.batch_shape).copy()
+
+    def variance(self):
+        return np.broadcast_to(2.0 * self.scale**2, self.batch_shape).copy()
+
+    def stddev(self):
+        return np.sqrt(self.variance())
+
+    def entropy(self):
+        return np.broadcast_to(1.0 + np.log(2.0 * self.scale), self.batch_shape).copy()
+
+    def cdf(self, value):
+        """P(X <= value), broadcasting value against the batch shape."""
+        z = (np.asarray(value, dtype=np.float64) - self.loc) / self.scale
+        return 0.5 - 0.5 * np.sign(z) * np.expm1(-np.abs(z))
+
+    def icdf(self, value):
+        """The quantile function (value in [0, 1]); the inverse of cdf."""
+        u = V.param("value", value, "unit_interval", owner="Laplace.icdf")
+        t = u - 0.5
+        with np.errstate(divide="ignore"):
+            return self.loc - self.scale * np.sign(t) * np.log1p(-2.0 * np.abs(t))
+
+    # -- capabilities (the estimators' protocol) --------------------------
+    def mean_tangents(self):
+        """{param: d E[x_c] / d param, arrays of draw_shape}: E[x] = loc."""
+        ds = self.draw_shape
+        return {"loc": np.ones(ds), "scale": np.zeros(ds)}
+
+    def mirror(self, x):
+        """Antithetic partner: the reflection 2 loc - x (Laplace is symmetric)."""
+        return 2.0 * self.loc - x
+
+    def pathwise_spec(self):
+        """x = loc + scale * eps: dx/dloc = 1, dx/dscale = (x - loc) / scale."""
+        b = lambda v: np.broadcast_to(np.asarray(v, float), self.draw_shape)  # noqa: E731
+        return [("loc", _vr.TK_ONE, 0.0, 0.0),
+                ("scale", _vr.TK_NSCALE, b(self.loc), b(self.scale))]
+
+    def vi_transforms(self):
+        """The unconstrained coordinates vi.fit optimises: loc as is, log scale."""
+        return {"loc": "identity", "scale": "log"}
+
+
 FAMILIES = (
     Normal, LogNormal, Exponential, Gamma, Beta, Poisson, Bernoulli, Binomial,
-    Geometric, NegativeBinomial, Categorical, Multinomial, Dirichlet,
+    Geometric, NegativeBinomial, Categorical, Multinomial, Dirichlet, Laplace,
 )
