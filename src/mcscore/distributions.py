@@ -86,15 +86,49 @@ _POSITIVE_PARAMS = {"scale", "rate", "concentration", "concentration1", "concent
 
 
 class Distribution:
-    """Base class: subclasses set the parameters and fill in the hooks."""
+    """Base class: a family declares its parameters and fills in the hooks.
+
+    ``arg_constraints`` (ordered, as in ``torch.distributions``) maps each
+    differentiable parameter to its constraint, a word of the validation
+    vocabulary (``"real"``, ``"positive"``, ...).  A family whose
+    parameters are all declared there calls ``super().__init__(name=value,
+    ...)``: the base class validates each (in declaration order), broadcasts
+    them to ``batch_shape``, stores them in ``_params`` and provides a
+    read-only property per parameter and the default ``_draw_params``.
+    Parameters that are fixed, not differentiated (``total_count``), are
+    declared in ``fixed_params`` ({name: constraint}); ``repr`` shows them."""
 
     family = None  # kernel family code
     continuous = True
     event_ndim = 0  # 1 for Multinomial / Dirichlet (last axis = categories)
     support = "where log_prob is finite"  # in words, for error messages
+    arg_constraints = {}  # {parameter name: constraint}, in signature order
+    fixed_params = {}  # {name: constraint} of fixed (not differentiated) parameters
 
-    def __init__(self):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in cls.arg_constraints:
+            if not hasattr(cls, name):
+                setattr(cls, name, property(
+                    lambda self, name=name: self._params[name],
+                    doc=f"The parameter {name!r} (validated float64, as passed)."))
+
+    def __init__(self, **params):
         self._kernel = None
+        if not params:
+            return  # the family sets its parameters itself
+        owner = type(self).__name__
+        checked = {name: V.param(name, params[name], constraint, owner=owner,
+                                 min_ndim=self.event_ndim)
+                   for name, constraint in self.arg_constraints.items()}
+        self._check_params(**checked)
+        shapes = {k: v[..., 0] if self.event_ndim else v for k, v in checked.items()}
+        self.batch_shape = V.broadcast_shapes(owner, **shapes)
+        self._params = checked
+
+    def _check_params(self, **params):
+        """Hook: further checks of the validated parameters (raise ValueError);
+        the probs / logits families call it without arguments, once set."""
 
     # -- shapes ---------------------------------------------------------
     @property
@@ -127,7 +161,7 @@ class Distribution:
         return f"{type(self).__name__}({', '.join(parts)})"
 
     def _all_params(self):
-        return dict(self._params)
+        return {**{k: getattr(self, k) for k in self.fixed_params}, **self._params}
 
     def __getstate__(self):
         # The prepared kernel (a Cython object holding C pointers) is a cache:
@@ -166,8 +200,14 @@ class Distribution:
         its fill function, each of n_units * k values (k >= 0 per unit);
         the kernels pack them into one block per unit, [p0 of the unit, p1
         of the unit] (a family may put everything in p0 and pass an empty
-        p1)."""
-        raise NotImplementedError
+        p1).  By default the declared parameters in order, each broadcast
+        to the batch (with its event axes), the second zeros when there is
+        one parameter."""
+        out = [np.broadcast_to(v, self.batch_shape + v.shape[v.ndim - self.event_ndim:])
+               for v in self._params.values()]
+        if len(out) == 1:
+            out.append(np.zeros(self.batch_shape))
+        return tuple(out)
 
     def _term_rows(self):
         """_terms() as (name, kind, elem, col, a, b, c) with flat arrays."""
@@ -450,9 +490,30 @@ def _expit_pair(logits):
 
 
 class _BinaryFamily(Distribution):
-    """Shared plumbing of Bernoulli, Binomial, Geometric, NegativeBinomial."""
+    """Shared plumbing of Bernoulli, Binomial, Geometric, NegativeBinomial:
+    one differentiable parameter, probs or logits (exactly one passed), and
+    the fixed parameters of ``fixed_params`` ({name: constraint})."""
 
     continuous = False
+    probs_constraint = None  # a narrower constraint on probs than [0, 1]
+
+    def __init__(self, probs=None, logits=None, **fixed):
+        super().__init__()
+        owner = type(self).__name__
+        self._which, v = _probs_or_logits(owner, probs, logits)
+        if self._which == "probs" and self.probs_constraint is not None:
+            V.check("probs", v, self.probs_constraint, owner=owner)
+        for name, constraint in self.fixed_params.items():
+            setattr(self, name, V.param(name, fixed[name], constraint, owner=owner))
+        shapes = {name: getattr(self, name) for name in self.fixed_params}
+        self.batch_shape = V.broadcast_shapes(owner, **shapes, **{self._which: v})
+        self._params = {self._which: v}
+        self._check_params()
+
+    def _draw_params(self):
+        """[probs of the unit, total_count of the unit (0 without one)]."""
+        return (np.broadcast_to(self.probs, self.batch_shape),
+                np.broadcast_to(getattr(self, "total_count", 0.0), self.batch_shape))
 
     def _pq(self):
         name, v = self._which, self._params[self._which]
@@ -489,26 +550,10 @@ class _LocScale(Distribution):
     unit blocks [loc, scale])."""
 
     support = "x any real number"
+    arg_constraints = {"loc": "real", "scale": "positive"}
 
     def __init__(self, loc, scale):
-        super().__init__()
-        owner = type(self).__name__
-        loc = V.param("loc", loc, "real", owner=owner)
-        scale = V.param("scale", scale, "positive", owner=owner)
-        self.batch_shape = V.broadcast_shapes(owner, loc=loc, scale=scale)
-        self._params = {"loc": loc, "scale": scale}
-
-    @property
-    def loc(self):
-        return self._params["loc"]
-
-    @property
-    def scale(self):
-        return self._params["scale"]
-
-    def _draw_params(self):
-        return (np.broadcast_to(self.loc, self.batch_shape),
-                np.broadcast_to(self.scale, self.batch_shape))
+        super().__init__(loc=loc, scale=scale)
 
     def _in_support(self, x):
         return np.ones(x.shape, dtype=bool)  # infinite x is checked by the caller
@@ -623,19 +668,10 @@ class Exponential(Distribution):
     support = "x >= 0"
 
     family = K.MC_EXPONENTIAL
+    arg_constraints = {"rate": "positive"}
 
     def __init__(self, rate):
-        super().__init__()
-        rate = V.param("rate", rate, "positive", owner="Exponential")
-        self.batch_shape = rate.shape
-        self._params = {"rate": rate}
-
-    @property
-    def rate(self):
-        return self._params["rate"]
-
-    def _draw_params(self):
-        return self.rate, np.zeros(self.batch_shape)
+        super().__init__(rate=rate)
 
     def _terms(self):
         return [("rate", K.SK_AFFINE, -1.0, 1.0 / self.rate, 0.0)]
@@ -661,26 +697,10 @@ class Gamma(Distribution):
     support = "x > 0"
 
     family = K.MC_GAMMA
+    arg_constraints = {"concentration": "positive", "rate": "positive"}
 
     def __init__(self, concentration, rate):
-        super().__init__()
-        owner = "Gamma"
-        a = V.param("concentration", concentration, "positive", owner=owner)
-        r = V.param("rate", rate, "positive", owner=owner)
-        self.batch_shape = V.broadcast_shapes(owner, concentration=a, rate=r)
-        self._params = {"concentration": a, "rate": r}
-
-    @property
-    def concentration(self):
-        return self._params["concentration"]
-
-    @property
-    def rate(self):
-        return self._params["rate"]
-
-    def _draw_params(self):
-        return (np.broadcast_to(self.concentration, self.batch_shape),
-                np.broadcast_to(self.rate, self.batch_shape))
+        super().__init__(concentration=concentration, rate=rate)
 
     def _terms(self):
         a, r = np.broadcast_arrays(self.concentration, self.rate)
@@ -716,18 +736,10 @@ class Beta(Distribution):
     support = "0 < x < 1"
 
     family = K.MC_BETA
+    arg_constraints = {"concentration1": "positive", "concentration0": "positive"}
 
     def __init__(self, concentration1, concentration0):
-        super().__init__()
-        owner = "Beta"
-        a = V.param("concentration1", concentration1, "positive", owner=owner)
-        b = V.param("concentration0", concentration0, "positive", owner=owner)
-        self.batch_shape = V.broadcast_shapes(owner, concentration1=a, concentration0=b)
-        self._params = {"concentration1": a, "concentration0": b}
-
-    def _draw_params(self):
-        return (np.broadcast_to(self._params["concentration1"], self.batch_shape),
-                np.broadcast_to(self._params["concentration0"], self.batch_shape))
+        super().__init__(concentration1=concentration1, concentration0=concentration0)
 
     def _terms(self):
         a, b = np.broadcast_arrays(self._params["concentration1"], self._params["concentration0"])
@@ -828,22 +840,15 @@ class Poisson(Distribution):
 
     family = K.MC_POISSON
     continuous = False
+    arg_constraints = {"rate": "positive"}
 
     def __init__(self, rate):
-        super().__init__()
-        rate = V.param("rate", rate, "positive", owner="Poisson")
+        super().__init__(rate=rate)
+
+    def _check_params(self, rate):
         if not (rate <= POISSON_RATE_MAX).all():
             raise ValueError(f"Poisson: rate must be <= {POISSON_RATE_MAX:.6g} (larger rates "
                              f"overflow the int64 draws), got {float(rate.max())!r}")
-        self.batch_shape = rate.shape
-        self._params = {"rate": rate}
-
-    @property
-    def rate(self):
-        return self._params["rate"]
-
-    def _draw_params(self):
-        return self.rate, np.zeros(self.batch_shape)
 
     def _terms(self):
         return [("rate", K.SK_AFFINE, 1.0 / self.rate, -1.0, 0.0)]
@@ -872,15 +877,6 @@ class Bernoulli(_BinaryFamily):
     support = "x 0 or 1"
 
     family = K.MC_BERNOULLI
-
-    def __init__(self, probs=None, logits=None):
-        super().__init__()
-        self._which, v = _probs_or_logits("Bernoulli", probs, logits)
-        self.batch_shape = v.shape
-        self._params = {self._which: v}
-
-    def _draw_params(self):
-        return self.probs, np.zeros(self.batch_shape)
 
     def _terms(self):
         p, q = self._pq()
@@ -925,22 +921,10 @@ class Binomial(_BinaryFamily):
     support = "x an integer in 0..total_count"
 
     family = K.MC_BINOMIAL
+    fixed_params = {"total_count": "nonnegative_integer"}
 
     def __init__(self, total_count=1, probs=None, logits=None):
-        super().__init__()
-        owner = "Binomial"
-        self._which, v = _probs_or_logits(owner, probs, logits)
-        n = V.param("total_count", total_count, "nonnegative_integer", owner=owner)
-        self.total_count = n
-        self.batch_shape = V.broadcast_shapes(owner, total_count=n, **{self._which: v})
-        self._params = {self._which: v}
-
-    def _all_params(self):
-        return {"total_count": self.total_count, **self._params}
-
-    def _draw_params(self):
-        return (np.broadcast_to(self.probs, self.batch_shape),
-                np.broadcast_to(self.total_count, self.batch_shape))
+        super().__init__(probs, logits, total_count=total_count)
 
     def _terms(self):
         p, q = self._pq()
@@ -970,14 +954,10 @@ class Geometric(_BinaryFamily):
     support = "x a non-negative integer"
 
     family = K.MC_GEOMETRIC
+    probs_constraint = "unit_interval_gt0"
 
-    def __init__(self, probs=None, logits=None):
-        super().__init__()
-        self._which, v = _probs_or_logits("Geometric", probs, logits)
-        if self._which == "probs":
-            V.check("probs", v, "unit_interval_gt0", owner="Geometric")
-        self.batch_shape = v.shape
-        self._params = {self._which: v}
+    def _check_params(self):
+        v = self._params[self._which]
         p = self._pq()[0]
         if not (p >= GEOMETRIC_PROBS_MIN).all():
             lim = ("probs must be >= 1e-16" if self._which == "probs"
@@ -985,9 +965,6 @@ class Geometric(_BinaryFamily):
             raise ValueError(f"Geometric: {lim}: smaller success probabilities make draws "
                              f"(about 1/probs failures) overflow int64, got {self._which} "
                              f"{float(v[p < GEOMETRIC_PROBS_MIN].flat[0])!r}")
-
-    def _draw_params(self):
-        return self.probs, np.zeros(self.batch_shape)
 
     def _terms(self):
         p, q = self._pq()
@@ -1016,17 +993,14 @@ class NegativeBinomial(_BinaryFamily):
     support = "x a non-negative integer"
 
     family = K.MC_NEGATIVE_BINOMIAL
+    fixed_params = {"total_count": "positive"}
+    probs_constraint = "unit_interval_lt1"
 
     def __init__(self, total_count, probs=None, logits=None):
-        super().__init__()
-        owner = "NegativeBinomial"
-        self._which, v = _probs_or_logits(owner, probs, logits)
-        if self._which == "probs":
-            V.check("probs", v, "unit_interval_lt1", owner=owner)
-        r = V.param("total_count", total_count, "positive", owner=owner)
-        self.total_count = r
-        self.batch_shape = V.broadcast_shapes(owner, total_count=r, **{self._which: v})
-        self._params = {self._which: v}
+        super().__init__(probs, logits, total_count=total_count)
+
+    def _check_params(self):
+        owner, r = "NegativeBinomial", self.total_count
         p, q = self._pq()
         with np.errstate(divide="ignore", over="ignore"):
             # a draw is Poisson(Gamma(r) * p/q); Gamma(r) < r + 12 sqrt(r) + 50 always
@@ -1037,13 +1011,6 @@ class NegativeBinomial(_BinaryFamily):
                 f"{np.max(r * p / q):.3g}): draws would overflow int64; need "
                 "probs / (1 - probs) * (total_count + 12 sqrt(total_count) + 50) <= 2**62"
             )
-
-    def _all_params(self):
-        return {"total_count": self.total_count, **self._params}
-
-    def _draw_params(self):
-        return (np.broadcast_to(self.probs, self.batch_shape),
-                np.broadcast_to(self.total_count, self.batch_shape))
 
     def _terms(self):
         p, q = self._pq()
@@ -1207,13 +1174,14 @@ class Multinomial(_CategoricalBase):
     support = "x non-negative integer counts summing to total_count"
 
     family = K.MC_MULTINOMIAL
+    fixed_params = {"total_count": "nonnegative_integer"}
     event_ndim = 1
 
     def __init__(self, total_count=1, probs=None, logits=None):
         super().__init__()
         owner = "Multinomial"
         v = self._init_probs(owner, probs, logits)
-        n = V.param("total_count", total_count, "nonnegative_integer", owner=owner)
+        n = V.param("total_count", total_count, self.fixed_params["total_count"], owner=owner)
         self.total_count = n
         try:
             self.batch_shape = np.broadcast_shapes(v.shape[:-1], n.shape)
@@ -1222,9 +1190,6 @@ class Multinomial(_CategoricalBase):
                 f"{owner}: total_count {n.shape} does not broadcast with the batch shape "
                 f"{v.shape[:-1]} of {self._which} {v.shape}"
             ) from None
-
-    def _all_params(self):
-        return {"total_count": self.total_count, **self._params}
 
     @property
     def event_shape(self):
@@ -1259,18 +1224,14 @@ class Dirichlet(Distribution):
 
     family = K.MC_DIRICHLET
     event_ndim = 1
+    arg_constraints = {"concentration": "positive"}
 
     def __init__(self, concentration):
-        super().__init__()
-        a = V.param("concentration", concentration, "positive", owner="Dirichlet", min_ndim=1)
-        if a.shape[-1] < 2:
-            raise ValueError("Dirichlet: concentration needs at least 2 categories (last axis)")
-        self.batch_shape = a.shape[:-1]
-        self._params = {"concentration": a}
+        super().__init__(concentration=concentration)
 
-    @property
-    def concentration(self):
-        return self._params["concentration"]
+    def _check_params(self, concentration):
+        if concentration.shape[-1] < 2:
+            raise ValueError("Dirichlet: concentration needs at least 2 categories (last axis)")
 
     @property
     def event_shape(self):
@@ -1278,9 +1239,6 @@ class Dirichlet(Distribution):
 
     def _n_cat(self):
         return self.concentration.shape[-1]
-
-    def _draw_params(self):
-        return self.concentration, np.zeros(self.batch_shape)
 
     def _check_draws(self, x):
         if np.isnan(x).any():
