@@ -269,31 +269,6 @@ cdef extern from *:
         for (i = 0; i < c; i++) x[idx[i]] = v[i];
     }
 
-    /* Column fills (mc_column_fill_fn, see _kernels.pxd) of the families
-       whose draw is one call of a NumPy sampler: m draws of one unit into
-       col from the unit's parameter block p. */
-    #define MC_COLUMN_FILL(NAME, EXPR)                                        \
-        static void NAME(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) { \
-            Py_ssize_t i;                                                     \
-            for (i = 0; i < m; i++) col[i] = (EXPR);                          \
-        }
-    /* Beta: p = [concentration1, concentration0] */
-    MC_COLUMN_FILL(mc_fill_beta, random_beta(bg, p[0], p[1]))
-    /* Poisson: p = [rate] */
-    MC_COLUMN_FILL(mc_fill_poisson, (double)random_poisson(bg, p[0]))
-    /* Bernoulli: p = [probs] */
-    MC_COLUMN_FILL(mc_fill_bernoulli, random_standard_uniform(bg) < p[0] ? 1.0 : 0.0)
-    /* Geometric: p = [probs]; numpy counts the trials up to and including
-       the first success, torch the failures before it */
-    MC_COLUMN_FILL(mc_fill_geometric, (double)(random_geometric(bg, p[0]) - 1))
-    /* NegativeBinomial: p = [probs, total_count]; successes (prob p[0])
-       before total_count failures == numpy's failures before total_count
-       successes with success probability 1 - p[0] */
-    MC_COLUMN_FILL(mc_fill_negative_binomial,
-                   (double)random_negative_binomial(bg, p[1], 1.0 - p[0]))
-    /* Laplace: p = [loc, scale]; NumPy inverts one uniform per draw */
-    MC_COLUMN_FILL(mc_fill_laplace, random_laplace(bg, p[0], p[1]))
-
     /* col[i] = a + b * col[i] (elementwise, the same in every clone). */
     MC_CLONES
     static void mc_c_affine(double *col, Py_ssize_t m, double a, double b) {
@@ -317,15 +292,6 @@ cdef extern from *:
                    double coef, double *fx) noexcept nogil
     int MC_SKIND_AFFINE, MC_SKIND_QUAD, MC_SKIND_IDENT
     void mc_c_affine(double *col, Py_ssize_t m, double a, double b) noexcept nogil
-    void mc_fill_beta(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
-    void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
-    void mc_fill_bernoulli(const double *p, bitgen_t *bg, Py_ssize_t m,
-                           double *col) noexcept nogil
-    void mc_fill_geometric(const double *p, bitgen_t *bg, Py_ssize_t m,
-                           double *col) noexcept nogil
-    void mc_fill_negative_binomial(const double *p, bitgen_t *bg, Py_ssize_t m,
-                                   double *col) noexcept nogil
-    void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_c_alias(double *col, Py_ssize_t m, Py_ssize_t K, const double *q,
                     const int64_t *al) noexcept nogil
     Py_ssize_t mc_c_gather_above(const double *y, double *x, Py_ssize_t m, double thr,
