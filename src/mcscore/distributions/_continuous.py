@@ -27,6 +27,15 @@ class _LocScale(Distribution):
     def __init__(self, loc, scale):
         super().__init__(loc=loc, scale=scale)
 
+    # the pathwise tangent kinds of loc and scale: x = loc + scale * eps (the
+    # default, dx/dloc = 1 and dx/dscale = (x - loc) / scale), or its exp
+    pathwise_tangents = (_vr.TK_ONE, _vr.TK_NSCALE)
+
+    def pathwise_spec(self):
+        b = self._draw_broadcast
+        return [("loc", self.pathwise_tangents[0], 0.0, 0.0),
+                ("scale", self.pathwise_tangents[1], b(self.loc), b(self.scale))]
+
     def _in_support(self, x):
         return np.ones(x.shape, dtype=bool)  # infinite x is checked by the caller
 
@@ -95,11 +104,6 @@ class Normal(_LocScale):
     def mirror(self, x):
         return 2 * self.loc - x
 
-    def pathwise_spec(self):
-        b = self._draw_broadcast
-        return [("loc", _vr.TK_ONE, 0.0, 0.0),
-                ("scale", _vr.TK_NSCALE, b(self.loc), b(self.scale))]
-
 
 class LogNormal(Normal):
     """LogNormal(loc, scale): log x ~ Normal(loc, scale)."""
@@ -108,6 +112,7 @@ class LogNormal(Normal):
 
     family = K.MC_LOGNORMAL
     _log = True
+    pathwise_tangents = (_vr.TK_LNLOC, _vr.TK_LNSCALE)
 
     def _in_support(self, x):
         return x > 0
@@ -127,11 +132,6 @@ class LogNormal(Normal):
 
     def mirror(self, x):
         return np.exp(2 * self.loc - np.log(x))
-
-    def pathwise_spec(self):
-        b = self._draw_broadcast
-        return [("loc", _vr.TK_LNLOC, 0.0, 0.0),
-                ("scale", _vr.TK_LNSCALE, b(self.loc), b(self.scale))]
 
 
 class Exponential(Distribution):
@@ -214,7 +214,7 @@ class Beta(Distribution):
         super().__init__(concentration1=concentration1, concentration0=concentration0)
 
     def _terms(self):
-        a, b = np.broadcast_arrays(self._params["concentration1"], self._params["concentration0"])
+        a, b = np.broadcast_arrays(self.concentration1, self.concentration0)
         dab = special.digamma(a + b)
         return [
             ("concentration1", K.SK_LOG_AFFINE, 1.0, dab - special.digamma(a), 0.0),
@@ -222,12 +222,12 @@ class Beta(Distribution):
         ]
 
     def _log_prob(self, x):
-        a, b = self._params["concentration1"], self._params["concentration0"]
+        a, b = self.concentration1, self.concentration0
         out = special.xlogy(a - 1, x) + special.xlog1py(b - 1, -x) - special.betaln(a, b)
         return np.where((x >= 0) & (x <= 1), out, -np.inf)
 
     def mean(self):
-        a, b = self._params["concentration1"], self._params["concentration0"]
+        a, b = self.concentration1, self.concentration0
         return np.broadcast_to(a / (a + b), self.batch_shape).copy()
 
     has_rsample = has_mean_tangents = True
@@ -235,7 +235,7 @@ class Beta(Distribution):
     rsample_through_gammas = True
 
     def mean_tangents(self):
-        a1, a0 = self._params["concentration1"], self._params["concentration0"]
+        a1, a0 = self.concentration1, self.concentration0
         return {"concentration1": self._draw_broadcast(a0 / (a1 + a0) ** 2),
                 "concentration0": self._draw_broadcast(-a1 / (a1 + a0) ** 2)}
 
@@ -318,12 +318,6 @@ class Laplace(_LocScale):
     def mirror(self, x):
         """Antithetic partner: the reflection 2 loc - x (Laplace is symmetric)."""
         return 2.0 * self.loc - x
-
-    def pathwise_spec(self):
-        """x = loc + scale * eps: dx/dloc = 1, dx/dscale = (x - loc) / scale."""
-        b = lambda v: np.broadcast_to(np.asarray(v, float), self.draw_shape)  # noqa: E731
-        return [("loc", _vr.TK_ONE, 0.0, 0.0),
-                ("scale", _vr.TK_NSCALE, b(self.loc), b(self.scale))]
 
     def vi_transforms(self):
         """The unconstrained coordinates vi.fit optimises: loc as is, log scale."""
