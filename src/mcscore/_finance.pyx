@@ -156,6 +156,21 @@ cdef inline void _path(const gbm_t *p, const double *z, double *y) noexcept nogi
         y[8] = 0.0
 
 
+cdef inline void _add(const double *y, double *shift, double *acc, Py_ssize_t nq,
+                      bint set_shift) noexcept nogil:
+    """Add one path's nq quantities to the shifted sums acc (sum, sum of
+    squares per quantity), first setting the shifts to them if set_shift."""
+    cdef Py_ssize_t q
+    cdef double d
+    if set_shift:
+        for q in range(nq):
+            shift[q] = y[q]
+    for q in range(nq):
+        d = y[q] - shift[q]
+        acc[2 * q] += d
+        acc[2 * q + 1] += d * d
+
+
 ctypedef struct _paths_t:
     gbm_t p
     double *zbuf             # per thread: chunk * steps normals (scratch)
@@ -179,7 +194,6 @@ cdef int _block(void *ctx, mc_round *rd, Py_ssize_t si, int64_t b, Py_ssize_t m,
     cdef int q
     cdef double y[NQ]
     cdef double acc[2 * NQ]
-    cdef double d
     for q in range(2 * NQ):
         acc[q] = 0.0
     i0 = 0
@@ -188,13 +202,7 @@ cdef int _block(void *ctx, mc_round *rd, Py_ssize_t si, int64_t b, Py_ssize_t m,
         random_standard_normal_fill(rd.bitgens[si], cs * p.steps, zbuf)
         for i in range(cs):
             _path(p, &zbuf[i * p.steps], y)
-            if b < rd.n_streams and i0 + i == 0:
-                for q in range(NQ):
-                    shift[q] = y[q]
-            for q in range(NQ):
-                d = y[q] - shift[q]
-                acc[2 * q] += d
-                acc[2 * q + 1] += d * d
+            _add(y, shift, acc, NQ, b < rd.n_streams and i0 + i == 0)
         i0 += cs
         if i0 < m and mc_poll(rd, tid):
             return 1
@@ -447,13 +455,7 @@ def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] wei
                             v = v - 2.0 * pd[i] / s0[i]
                         y[1 + nw + g] = 0.5 * v
                         g += 1
-            if set_shift and p == 0:
-                for q in range(nq):
-                    shift[q] = y[q]
-            for q in range(nq):
-                v = y[q] - shift[q]
-                acc[2 * q] += v
-                acc[2 * q + 1] += v * v
+            _add(&y[0], &shift[0], &acc[0], nq, set_shift and p == 0)
     stats[0] += m
     for q in range(2 * nq):
         stats[1 + q] += acc[q]

@@ -93,9 +93,15 @@ class Greeks:
         The plan (streams, block size, threads, seed) and the inputs.
     """
 
+    _names = GREEKS
+
+    @staticmethod
+    def _value(v):
+        return float(v)
+
     def __init__(self, values, stderr, variance, method, estimators, alternatives, n, info):
-        for k in GREEKS:
-            setattr(self, k, float(values[k]))
+        for k in self._names:
+            setattr(self, k, self._value(values[k]))
         self.stderr = dict(stderr)
         self.variance = dict(variance)
         self.method = method
@@ -106,7 +112,7 @@ class Greeks:
 
     def as_dict(self):
         """{greek: estimate}."""
-        return {k: getattr(self, k) for k in GREEKS}
+        return {k: getattr(self, k) for k in self._names}
 
     def z_scores(self, exact):
         """(estimate - exact) / stderr for each greek in ``exact``."""
@@ -493,7 +499,7 @@ def _builtin(name, strike, barrier):
     return Payoff(lambda p: np.maximum(avg(p) - K, 0.0), grad, name=name, assets=1)
 
 
-class PathGreeks:
+class PathGreeks(Greeks):
     """Price and Greeks of a payoff of paths, with standard errors.
 
     Attributes
@@ -507,19 +513,11 @@ class PathGreeks:
         (theta is -dV/dT).
     """
 
-    def __init__(self, values, stderr, variance, method, estimators, alternatives, n, info):
-        for k in PATH_GREEKS:
-            setattr(self, k, values[k])
-        self.stderr, self.variance = dict(stderr), dict(variance)
-        self.method = method
-        self.estimators = dict(estimators)
-        self.alternatives = alternatives
-        self.n = int(n)
-        self.info = dict(info)
+    _names = PATH_GREEKS
 
-    def as_dict(self):
-        """{greek: estimate}."""
-        return {k: getattr(self, k) for k in PATH_GREEKS}
+    @staticmethod
+    def _value(v):
+        return v
 
     def z_scores(self, exact):
         """(estimate - exact) / stderr for each greek in ``exact`` (arrays
