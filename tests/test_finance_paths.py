@@ -432,3 +432,20 @@ def test_factories_reject_bad_weights():
         fi.basket_call(100.0, [])
     with pytest.raises(ValueError, match="weights of basket_call"):
         fi.basket_call(100.0, [1.0, np.nan])
+
+
+def test_desk_example_quick(capsys):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "examples", "desk.py")
+    spec = importlib.util.spec_from_file_location("example_desk", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--quick"])
+    assert abs(out["z"]) < TOL
+    g = out["worst_of"]
+    assert g.price > 0 and g.gamma.shape == (3, 3)
+    assert np.all(np.isfinite(g.gamma)) and np.all(g.stderr["gamma"] > 0)
+    assert "exchange option" in capsys.readouterr().out
