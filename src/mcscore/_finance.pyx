@@ -404,7 +404,7 @@ def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] wei
                      double disc, double maturity, double rate, const double[::1] s0,
                      const double[::1] drift, const double[::1] sigma,
                      const double[:, :, ::1] paths, grad, double[::1] stats,
-                     double[::1] shift, bint set_shift):
+                     double[::1] shift, bint set_shift, bint gbm=True):
     """Add the m paths' quantities to one stream's shifted sums.
 
     Quantities per path: the discounted payoff, then the NW likelihood-ratio
@@ -413,6 +413,10 @@ def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] wei
     estimators in the same layout (gamma by the mixed estimator,
     symmetrised).  stats = [count, sum (y - c), sum (y - c)^2, ...]; the
     shift c is set from the first path when set_shift.
+
+    gbm=False: another model of one asset with S proportional to S0 along
+    every path (Heston): weights are [delta, gamma] and the pathwise
+    quantities [delta, gamma mixed] (drift and sigma are not used).
     """
     cdef Py_ssize_t d = s0.shape[0], nw = weights.shape[1], steps = paths.shape[1] - 1
     cdef Py_ssize_t nq = shift.shape[0], p, q, i, j, k, g
@@ -428,7 +432,14 @@ def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] wei
             y[0] = hd
             for q in range(nw):
                 y[1 + q] = hd * weights[p, q]
-            if pw:
+            if pw and not gbm:
+                pd[0] = 0.0
+                for k in range(steps + 1):
+                    pd[0] += G[p, k, 0] * paths[p, k, 0]
+                pd[0] = disc * pd[0] / s0[0]
+                y[1 + nw] = pd[0]
+                y[2 + nw] = pd[0] * (weights[p, 0] - 1.0 / s0[0])
+            elif pw:
                 dr = 0.0
                 dT = 0.0
                 for i in range(d):
@@ -459,3 +470,46 @@ def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] wei
     stats[0] += m
     for q in range(2 * nq):
         stats[1 + q] += acc[q]
+
+
+# ---------------------------------------------------------------------------
+# Heston paths (log-Euler for S, Euler with full truncation for v):
+#
+#   v+ = max(v_k, 0)
+#   log S_{k+1} = log S_k + (r - q - v+/2) dt + sqrt(v+ dt) Z1
+#   v_{k+1}     = v_k + kappa (theta - v+) dt + xi sqrt(v+ dt) (rho Z1 + sqrt(1 - rho^2) Z2)
+#
+# Only the first step's density depends on S0, and there v0 > 0 is known,
+# so the likelihood-ratio weights are the Gaussian scores of that step:
+# with a = sqrt(v0 dt), s = sqrt(1 - rho^2), e = Z1 - rho Z2 / s,
+#   delta  e / (S0 a),    gamma  (e^2 - 1/s^2 - a e) / (a S0)^2.
+# ---------------------------------------------------------------------------
+
+def heston_block(PathStream stream, Py_ssize_t m, int steps, double maturity, double rate,
+                 double dividend, double s0, double v0, double kappa, double theta, double xi,
+                 double rho, double[:, :, ::1] paths, double[:, ::1] weights):
+    """Simulate m Heston paths (2 normals a step: Z1, Z2) into paths[:m, :, 0]
+    and their delta / gamma likelihood-ratio weights into weights[:m]."""
+    cdef Py_ssize_t p, k
+    cdef double dt = maturity / steps, sq = sqrt(maturity / steps)
+    cdef double s = sqrt(1.0 - rho * rho), a = sqrt(v0 * maturity / steps)
+    cdef double logs, v, vp, rv, z1, z2, e
+    cdef double *z
+    with nogil:
+        random_standard_normal_fill(stream.bg, m * steps * 2, &stream.z[0])
+        for p in range(m):
+            z = &stream.z[p * steps * 2]
+            logs = log(s0)
+            v = v0
+            paths[p, 0, 0] = s0
+            for k in range(steps):
+                z1 = z[2 * k]
+                z2 = z[2 * k + 1]
+                vp = v if v > 0.0 else 0.0
+                rv = sqrt(vp) * sq
+                logs = logs + (rate - dividend - 0.5 * vp) * dt + rv * z1
+                v = v + kappa * (theta - vp) * dt + xi * rv * (rho * z1 + s * z2)
+                paths[p, k + 1, 0] = exp(logs)
+            e = z[0] - rho * z[1] / s
+            weights[p, 0] = e / (s0 * a)
+            weights[p, 1] = (e * e - 1.0 / (s * s) - a * e) / (a * a * s0 * s0)
