@@ -192,7 +192,8 @@ def _paths_task(inputs, plan, streams, n_threads):
                   effective_n_threads(n_threads, work_items=len(streams)))
 
 
-def greeks(payoff, *, spot, strike=None, rate, vol=None, maturity, n, steps=1, barrier=None,
+def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=None, steps=1,
+           barrier=None,
            rng=None, method="lr", n_threads=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
            client=None, dividend=None, correlation=None, payoff_grad=None, model=None):
     """Monte Carlo price, delta, vega, rho and gamma of an option under GBM.
@@ -295,17 +296,21 @@ def greeks(payoff, *, spot, strike=None, rate, vol=None, maturity, n, steps=1, b
     callback runs on one thread (``n_threads`` is not used); the result
     depends on (inputs, n, rng, n_streams, block_size) only.
     """
-    if not isinstance(payoff, str) or any(v is not None for v in (dividend, correlation,
-                                                                   payoff_grad, model)):
+    path = not isinstance(payoff, str) or any(v is not None for v in (dividend, correlation,
+                                                                       payoff_grad, model))
+    given = dict(strike=strike, rate=rate, vol=vol, maturity=maturity)
+    needed = ("strike", "rate", "vol", "maturity") if not path else (
+        ("rate", "maturity") if model is not None else ("rate", "vol", "maturity"))
+    missing = [k for k in needed if given[k] is None]
+    if missing:
+        raise TypeError("greeks() missing required keyword argument(s): "
+                        + ", ".join(map(repr, missing)))
+    if path:
         return _greeks_paths(payoff, spot=spot, strike=strike, rate=rate, vol=vol,
                              maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,
                              method=method, n_streams=n_streams, block_size=block_size,
                              client=client, dividend=dividend, correlation=correlation,
                              payoff_grad=payoff_grad, model=model)
-    if vol is None:
-        raise ValueError("vol is required (the volatility of each asset)")
-    if strike is None and payoff in PAYOFFS:
-        raise ValueError(f"strike is required for payoff {payoff!r}")
     spot, strike, rate, vol, maturity, steps, barrier = _check_inputs(
         payoff, spot, strike, rate, vol, maturity, steps, barrier)
     if not isinstance(method, str) or method not in METHODS:
@@ -477,7 +482,8 @@ def _builtin(name, strike, barrier):
         raise ValueError(f"payoff must be one of {', '.join(map(repr, PAYOFFS))}, a callable, "
                          f"a Payoff or a scipy.LowLevelCallable, got {name!r}")
     if strike is None:
-        raise ValueError(f"strike is required for payoff {name!r}")
+        raise TypeError(f"greeks() missing required keyword argument 'strike' (for payoff "
+                        f"{name!r})")
     if name == "up_and_out_call":
         raise ValueError("payoff 'up_and_out_call' takes no dividend, correlation or "
                          "payoff_grad; pass the barrier condition in a payoff function")
@@ -625,8 +631,9 @@ def _lower_payoff(payoff, strike, barrier, d):
         return "python", payoff.fn, payoff.grad, payoff.name
     if callable(payoff):
         return "python", payoff, None, getattr(payoff, "__name__", "payoff")
-    raise TypeError("payoff must be a built-in name, a vectorised callable of the paths, a "
-                    f"Payoff or a scipy.LowLevelCallable, got {type(payoff).__name__}")
+    raise ValueError(f"payoff must be one of {', '.join(map(repr, PAYOFFS))}, a vectorised "
+                     "callable of the paths, a Payoff or a scipy.LowLevelCallable, got "
+                     f"{payoff!r}")
 
 
 class Heston:
@@ -749,8 +756,6 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
     if d < 1:
         raise ValueError("spot must hold at least one asset")
     if model is None:
-        if vol is None:
-            raise ValueError("vol is required (the volatility of each asset)")
         sig = np.broadcast_to(np.atleast_1d(_per_asset("vol", vol, d)), (d,)).copy()
     elif vol is not None or correlation is not None:
         raise ValueError("vol and correlation do not apply to a Heston model (its variance "
