@@ -1,4 +1,13 @@
-"""Likelihood-ratio sensitivities of options under geometric Brownian motion.
+"""Likelihood-ratio sensitivities of options: built-in payoffs of one asset,
+any payoff of the paths of several correlated assets, the Heston model.
+
+The seven built-in payoffs (``PAYOFFS``) of one asset run in one fused
+kernel, described first below.  A payoff of whole paths (a vectorised Python
+function, a C callback or a :class:`Payoff`) on one or several correlated
+geometric Brownian motions with dividend yields, or on a :class:`Heston`
+model, runs in the path engine described in :func:`greeks` ("Any payoff,
+several assets"): paths and weights are simulated and summed in Cython,
+the payoff is evaluated on whole blocks of paths.
 
 The price of a derivative is E[e^{-rT} h(S)] over paths of
 
