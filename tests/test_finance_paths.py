@@ -522,3 +522,95 @@ def test_heston_parameter_errors(kwargs, match):
     p.update(kwargs)
     with pytest.raises(ValueError, match=match):
         fi.Heston(**p)
+
+
+# ---------------------------------------------------------------------------
+# one-factor diffusions by Euler steps
+# ---------------------------------------------------------------------------
+
+BS1 = dict(spot=100.0, strike=105.0, rate=0.03, vol=0.25, maturity=0.75)
+
+
+def _bs_diffusion_exact():
+    ref = fi.black_scholes("call", **BS1)
+    # theta "r" moves the drift only (the discount uses rate): rho + T price
+    return dict(price=ref["price"], delta=ref["delta"], gamma=ref["gamma"], sigma=ref["vega"],
+                r=ref["rho"] + BS1["maturity"] * ref["price"])
+
+
+def _bs_call(p):
+    return np.maximum(p[:, -1, 0] - BS1["strike"], 0.0)
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_log_diffusion_gbm_is_black_scholes(steps):
+    """GBM written as a diffusion of log S: Euler in log S is exact, so the
+    sums of per-step Gaussian scores give the Black-Scholes Greeks."""
+    m = fi.Diffusion(lambda t, x, r, sigma: r - 0.5 * sigma * sigma,
+                     lambda t, x, r, sigma: sigma, dict(r=0.03, sigma=0.25), log=True)
+    g = fi.greeks(_bs_call, spot=100.0, rate=0.03, maturity=0.75, model=m, steps=steps, n=N,
+                  rng=41)
+    _close(g, _bs_diffusion_exact())
+    assert set(g.as_dict()) == {"price", "delta", "gamma", "r", "sigma"}
+
+
+def test_euler_diffusion_of_s_against_black_scholes():
+    """GBM as a diffusion of S itself (Euler, 50 steps: weak bias O(dt),
+    below the Monte Carlo error here)."""
+    m = fi.Diffusion(lambda t, s, r, sigma: r * s, lambda t, s, r, sigma: sigma * np.abs(s),
+                     dict(r=0.03, sigma=0.25))
+    g = fi.greeks(_bs_call, spot=100.0, rate=0.03, maturity=0.75, model=m, steps=50, n=N,
+                  rng=42)
+    _close(g, _bs_diffusion_exact())
+
+
+def test_local_vol_against_bump_and_revalue():
+    """A local volatility sigma(t, S) = s0 + s1 (S/100 - 1)^2 (no closed form):
+    LR delta, gamma and parameter Greeks against central bumps of the price
+    with common random numbers (the same seed: the same normals)."""
+    def model(**p):
+        return fi.Diffusion(lambda t, x, s0, s1: 0.03 - 0.5 * (s0 + s1 * (np.exp(x) / 100 - 1) ** 2) ** 2,
+                            lambda t, x, s0, s1: s0 + s1 * (np.exp(x) / 100 - 1) ** 2,
+                            dict(dict(s0=0.2, s1=0.5), **p), log=True)
+
+    kw = dict(rate=0.03, maturity=0.75, steps=8, rng=43)
+    g = fi.greeks(_bs_call, spot=100.0, model=model(), n=N, **kw)
+
+    def price(spot=100.0, **p):
+        return fi.greeks(_bs_call, spot=spot, model=model(**p), n=N, **kw).price
+
+    h = 0.5
+    bump = dict(delta=(price(100 + h) - price(100 - h)) / (2 * h),
+                gamma=(price(100 + 4 * h) - 2 * g.price + price(100 - 4 * h)) / (4 * h) ** 2,
+                s0=(price(s0=0.201) - price(s0=0.199)) / 0.002,
+                s1=(price(s1=0.51) - price(s1=0.49)) / 0.02)
+    # the bumps' own noise (common random numbers) is far below the LR errors
+    _close(g, bump)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(model=fi.Diffusion(lambda t, s: 0.0 * s, lambda t, s: s - 100.0)), ValueError,
+     "diffusion.*must be finite and > 0"),
+    (dict(model=fi.Diffusion(lambda t, s: s[:2], lambda t, s: 0.2 * s)), ValueError,
+     "drift returned shape"),
+    (dict(method="pathwise", payoff_grad=lambda p: np.ones(p.shape)), ValueError,
+     "not supported for a Diffusion"),
+    (dict(dividend=0.01), ValueError, "dividend does not apply"),
+])
+def test_diffusion_errors(kwargs, exc, match):
+    args = dict(spot=100.0, rate=0.03, maturity=0.75, n=1000, rng=0, steps=2,
+                model=fi.Diffusion(lambda t, s: 0.03 * s, lambda t, s: 0.2 * s))
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        fi.greeks(_bs_call, **args)
+
+
+@pytest.mark.parametrize("args, exc, match", [
+    ((1.0, lambda t, x: x), TypeError, "drift must be callable"),
+    ((lambda t, x: x, lambda t, x: x, {"delta": 1.0}), ValueError, "params names"),
+    ((lambda t, x: x, lambda t, x: x, {"k": [1.0, 2.0]}), TypeError, "must be a scalar"),
+    ((lambda t, x: x, lambda t, x: x, {"k": np.nan}), ValueError, "k must be"),
+])
+def test_diffusion_constructor_errors(args, exc, match):
+    with pytest.raises(exc, match=match):
+        fi.Diffusion(*args)

@@ -513,3 +513,11 @@ def heston_block(PathStream stream, Py_ssize_t m, int steps, double maturity, do
             e = z[0] - rho * z[1] / s
             weights[p, 0] = e / (s0 * a)
             weights[p, 1] = (e * e - 1.0 / (s * s) - a * e) / (a * a * s0 * s0)
+
+
+def normals(PathStream stream, Py_ssize_t count):
+    """The stream's next `count` standard normals (a view of its buffer,
+    overwritten by the next call)."""
+    with nogil:
+        random_standard_normal_fill(stream.bg, count, &stream.z[0])
+    return np.asarray(stream.z[:count])
