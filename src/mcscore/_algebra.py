@@ -282,9 +282,55 @@ def check_range(dist, grad, var, value, vvar, f_underflow, terms="f * score"):
         )
 
 
+def _finish_totals(dist, kd, stats, shifts, baseline, info):
+    """finish_score for a family without per-category sums and a baseline
+    that needs the totals only (None, a number, "loo"): the arithmetic of
+    moments_total and baseline_algebra, operation for operation, on 1-d
+    arrays and scalars (the totals' length-1 stream axis dropped: its sums
+    are exact copies, since the kernels' totals start from +0.0), with the
+    range checks done by one cheap test first.  Small calls spend most of
+    their time in array overhead here.  Returns None when a sum is not
+    finite (finish_score then raises the error naming the cause)."""
+    c0, n, Gt, Ht, M = K.stream_totals(stats, shifts, kd.n_coords)
+    if not (math.isfinite(Gt) and math.isfinite(Ht) and math.isfinite(M.sum())):
+        return None
+    G, H = np.float64(Gt), np.float64(Ht)
+    Ss, Ss2, Sgs, Sgs2, Sg2s2 = M
+    factor = 1.0
+    if baseline is None:
+        e = c0
+    elif baseline == "loo":
+        e = -G / n
+        factor = n / (n - 1)
+    else:
+        e = c0 - baseline
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = (Sgs + e * Ss) / n
+        var = np.maximum((Sg2s2 + 2 * e * Sgs2 + e * e * Ss2) - n * mean * mean, 0.0) / (n - 1)
+        grad = factor * mean
+        se = factor * np.sqrt(var / n)
+        value = c0 + G / n
+        vvar = max(H - G ** 2 / n, 0.0) / (n - 1)
+        var = var * factor**2
+        q = var + grad * grad
+    n_all = max(1.0, n)
+    f_underflow = float(H) / n_all < TINY_MEAN_SQUARE and abs(float(G)) / n_all > RESOLUTION
+    if f_underflow or not (math.isfinite(value) and math.isfinite(vvar) and q.min() >= TINY_MEAN_SQUARE
+                           and q.max() < math.inf):
+        check_range(dist, grad, var, value, vvar, f_underflow)
+    split = dist._split_coords
+    return GradientEstimate(split(grad), split(se), split(var), value, math.sqrt(vvar / n),
+                            int(n), baseline=baseline, method="score", value_variance=vvar,
+                            info=info)
+
+
 def finish_score(dist, kd, stats, shifts, baseline, info):
     """The score-function estimate (with `baseline`) from the core kernels'
     per-stream statistics, range-checked; `info` goes into the result."""
+    if not kd.per_category and baseline != "optimal":
+        out = _finish_totals(dist, kd, stats, shifts, baseline, info)
+        if out is not None:
+            return out
     with np.errstate(over="ignore", invalid="ignore"):
         if baseline != "optimal":
             c0, count, G, H, mom = moments_total(dist, kd, stats, shifts)
