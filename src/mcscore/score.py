@@ -101,7 +101,7 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
                         grad_f=grad_f, n_threads=n_threads, chunk_size=chunk_size,
                         n_streams=n_streams, block_size=block_size, client=client)
     fkind, kf = E.lower_f(f, dist)
-    dist._check_differentiable()
+    E.check_differentiable(dist)
     kd = dist._kernel_dist()
     plan = E.Plan(n, kd.draw_size, rng, n_streams, block_size, n_threads)
     bar = E.progress_bar(progress, plan)
@@ -234,7 +234,7 @@ def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
     f = E.check_callable("f", f)
     k = V.integer("k", k, minimum=2, maximum=1 << 12)
     n = V.integer("n", n, minimum=2, maximum=2**62 // k)
-    dist._check_differentiable()
+    E.check_differentiable(dist)
     ds = dist._kernel_dist().draw_size
     bs = E.default_block_size(n * k, ds, V.integer("n_streams", n_streams, minimum=1))
     bs = k * max(1, bs // k)
