@@ -282,6 +282,34 @@ def check_range(dist, grad, var, value, vvar, f_underflow, terms="f * score"):
         )
 
 
+# Below this magnitude of the score sums, the shift and f's sums, the
+# arithmetic of _totals_algebra cannot overflow (products stay below 1e120,
+# n * mean**2 below 1e260 for n <= 2**62), so it runs without an errstate
+# context (which doubles the cost of every small array operation).
+_SAFE_MAGNITUDE = 1e60
+
+
+def _totals_algebra(Ss, Ss2, Sgs, Sgs2, Sg2s2, c0, n, G, H, baseline):
+    """baseline_algebra on the totals (1-d arrays, scalars), operation for
+    operation; also returns var + grad**2 for the range check."""
+    factor = 1.0
+    if baseline is None:
+        e = c0
+    elif baseline == "loo":
+        e = -G / n
+        factor = n / (n - 1)
+    else:
+        e = c0 - baseline
+    mean = (Sgs + e * Ss) / n
+    var = np.maximum((Sg2s2 + 2 * e * Sgs2 + e * e * Ss2) - n * mean * mean, 0.0) / (n - 1)
+    grad = factor * mean
+    se = factor * np.sqrt(var / n)
+    value = c0 + G / n
+    vvar = max(H - G ** 2 / n, 0.0) / (n - 1)
+    var = var * factor**2
+    return grad, se, var, value, vvar, var + grad * grad
+
+
 def _finish_totals(dist, kd, stats, shifts, baseline, info):
     """finish_score for a family without per-category sums and a baseline
     that needs the totals only (None, a number, "loo"): the arithmetic of
@@ -292,31 +320,21 @@ def _finish_totals(dist, kd, stats, shifts, baseline, info):
     their time in array overhead here.  Returns None when a sum is not
     finite (finish_score then raises the error naming the cause)."""
     c0, n, Gt, Ht, M = K.stream_totals(stats, shifts, kd.n_coords)
-    if not (math.isfinite(Gt) and math.isfinite(Ht) and math.isfinite(M.sum())):
+    big = float(np.abs(M).max()) if M.size else 0.0
+    if not (math.isfinite(Gt) and math.isfinite(Ht) and math.isfinite(big)):
         return None
     G, H = np.float64(Gt), np.float64(Ht)
-    Ss, Ss2, Sgs, Sgs2, Sg2s2 = M
-    factor = 1.0
-    if baseline is None:
-        e = c0
-    elif baseline == "loo":
-        e = -G / n
-        factor = n / (n - 1)
+    args = (*M, c0, n, G, H, baseline)
+    if max(big, abs(c0), abs(Gt), abs(Ht), abs(c0 - baseline) if isinstance(baseline, float)
+           else 0.0) <= _SAFE_MAGNITUDE:
+        grad, se, var, value, vvar, q = _totals_algebra(*args)
     else:
-        e = c0 - baseline
-    with np.errstate(over="ignore", invalid="ignore"):
-        mean = (Sgs + e * Ss) / n
-        var = np.maximum((Sg2s2 + 2 * e * Sgs2 + e * e * Ss2) - n * mean * mean, 0.0) / (n - 1)
-        grad = factor * mean
-        se = factor * np.sqrt(var / n)
-        value = c0 + G / n
-        vvar = max(H - G ** 2 / n, 0.0) / (n - 1)
-        var = var * factor**2
-        q = var + grad * grad
+        with np.errstate(over="ignore", invalid="ignore"):
+            grad, se, var, value, vvar, q = _totals_algebra(*args)
     n_all = max(1.0, n)
     f_underflow = float(H) / n_all < TINY_MEAN_SQUARE and abs(float(G)) / n_all > RESOLUTION
-    if f_underflow or not (math.isfinite(value) and math.isfinite(vvar) and q.min() >= TINY_MEAN_SQUARE
-                           and q.max() < math.inf):
+    if f_underflow or not (math.isfinite(value) and math.isfinite(vvar)
+                           and q.min() >= TINY_MEAN_SQUARE and q.max() < math.inf):
         check_range(dist, grad, var, value, vvar, f_underflow)
     split = dist._split_coords
     return GradientEstimate(split(grad), split(se), split(var), value, math.sqrt(vvar / n),

@@ -89,14 +89,20 @@ _ROOT_STATES = {}
 _ROOT_STATES_MAX = 256
 
 
-def _root_generator(root):
-    """PCG64(root), from the cached state when root's entropy is an int."""
-    if type(root.entropy) is not int:
+_POOL_SIZE = np.random.SeedSequence(0).pool_size  # of SeedSequence(int)
+
+
+def _root_generator(root, seed=None):
+    """PCG64(root), from the cached state when root's entropy is an int.
+    With root None, the root is SeedSequence(seed) (an int seed), built only
+    when its state is not cached."""
+    if root is not None and type(root.entropy) is not int:
         return np.random.PCG64(root)
-    key = (root.entropy, tuple(root.spawn_key), root.pool_size)
+    key = ((seed, (), _POOL_SIZE) if root is None
+           else (root.entropy, tuple(root.spawn_key), root.pool_size))
     state = _ROOT_STATES.get(key)
     if state is None:
-        bg = np.random.PCG64(root)
+        bg = np.random.PCG64(root if root is not None else np.random.SeedSequence(seed))
         if len(_ROOT_STATES) >= _ROOT_STATES_MAX:
             _ROOT_STATES.clear()
         _ROOT_STATES[key] = bg.state
@@ -106,7 +112,7 @@ def _root_generator(root):
     return bg
 
 
-def stream_bit_generators(root, streams):
+def stream_bit_generators(root, streams, seed=None):
     """The bit generators of the given streams of a call seeded by `root`.
 
     Stream s is the call's root PCG64 (seeded from the root SeedSequence)
@@ -114,8 +120,8 @@ def stream_bit_generators(root, streams):
     s * (phi - 1) * 2**128 steps, so the streams are far-apart,
     non-overlapping pieces of one PCG64 sequence, and stream s does not
     depend on how many streams a call uses (a Dask worker rebuilds its
-    streams alone)."""
-    first = _root_generator(root)
+    streams alone).  root None stands for SeedSequence(seed), seed an int."""
+    first = _root_generator(root, seed)
     state = None
     out = []
     for s in streams:
@@ -161,13 +167,23 @@ class Plan:
                     _PLAN_SHAPES.clear()
                 _PLAN_SHAPES[key] = shape
         self.n, self.n_streams, self.block_size, self.n_blocks, self.used = shape
-        self.root = V.root_seed_sequence(rng)
+        if type(rng) is int and rng >= 0:  # SeedSequence(rng), built when needed
+            self._seed, self._root = rng, None
+        else:
+            self._seed, self._root = None, V.root_seed_sequence(rng)
         work = min(self.used, max(1, (self.n * int(draw_size)) // SERIAL_VALUES))
         self.threads = effective_n_threads(n_threads, work_items=work)
 
+    @property
+    def root(self):
+        """The SeedSequence the call's streams come from."""
+        if self._root is None:
+            self._root = np.random.SeedSequence(self._seed)
+        return self._root
+
     def bitgens(self, streams):
         """The bit generators of the given streams (see stream_bit_generators)."""
-        return stream_bit_generators(self.root, streams)
+        return stream_bit_generators(self._root, streams, self._seed)
 
     def block_rows(self, b):
         return min(self.block_size, self.n - b * self.block_size)
@@ -175,7 +191,8 @@ class Plan:
     def info(self):
         return {"n_streams": self.n_streams, "block_size": self.block_size,
                 "streams_used": self.used, "threads": self.threads,
-                "entropy": self.root.entropy, "spawn_key": tuple(self.root.spawn_key)}
+                "entropy": self._seed if self._root is None else self._root.entropy,
+                "spawn_key": () if self._root is None else tuple(self._root.spawn_key)}
 
 
 
