@@ -162,6 +162,13 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None):
         As in :func:`score_grad`; "optimal" uses an exact leave-one-out
         per-coordinate baseline, so it stays unbiased.
     """
+    return samples_estimate(dist, x, fx, baseline, in_support=False)
+
+
+def samples_estimate(dist, x, fx, baseline, in_support):
+    """score_grad_from_samples; ``in_support=True`` when the caller has
+    already found every log_prob of x finite (vi.elbo_grad: log q at q's own
+    draws), which skips computing it a second time."""
     E.check_distribution(dist)
     baseline = E.check_baseline(baseline)
     x = dist._check_x(x)
@@ -179,8 +186,8 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None):
     if not np.isfinite(fx_arr).all():
         i = int(np.argmax(~np.isfinite(fx_arr)))
         raise ValueError(f"fx[{i}] = {fx_arr[i]} is not finite")
-    lp = dist.log_prob(x)
-    if not np.isfinite(lp).all():
+    lp = None if in_support else dist.log_prob(x)
+    if lp is not None and not np.isfinite(lp).all():
         i = int(np.argmax(~np.isfinite(lp.reshape(m, -1)).all(axis=1)))
         raise ValueError(f"x[{i}] is outside the support of {dist!r}")
     sc = dist._score(x)  # the support was checked just above
