@@ -302,11 +302,14 @@ def _totals_algebra(Ss, Ss2, Sgs, Sgs2, Sg2s2, c0, n, G, H, baseline):
         e = c0 - baseline
     mean = (Sgs + e * Ss) / n
     var = np.maximum((Sg2s2 + 2 * e * Sgs2 + e * e * Ss2) - n * mean * mean, 0.0) / (n - 1)
-    grad = factor * mean
-    se = factor * np.sqrt(var / n)
+    if factor == 1.0:  # 1.0 * x is x: the multiplications are skipped
+        grad, se = mean, np.sqrt(var / n)
+    else:
+        grad = factor * mean
+        se = factor * np.sqrt(var / n)
+        var = var * factor**2
     value = c0 + G / n
     vvar = max(H - G ** 2 / n, 0.0) / (n - 1)
-    var = var * factor**2
     return grad, se, var, value, vvar, var + grad * grad
 
 
@@ -320,21 +323,23 @@ def _finish_totals(dist, kd, stats, shifts, baseline, info):
     their time in array overhead here.  Returns None when a sum is not
     finite (finish_score then raises the error naming the cause)."""
     c0, n, Gt, Ht, M = K.stream_totals(stats, shifts, kd.n_coords)
-    big = float(np.abs(M).max()) if M.size else 0.0
+    big = float(np.maximum.reduce(np.abs(M), axis=None)) if M.size else 0.0
     if not (math.isfinite(Gt) and math.isfinite(Ht) and math.isfinite(big)):
         return None
     G, H = np.float64(Gt), np.float64(Ht)
     args = (*M, c0, n, G, H, baseline)
-    if max(big, abs(c0), abs(Gt), abs(Ht), abs(c0 - baseline) if isinstance(baseline, float)
-           else 0.0) <= _SAFE_MAGNITUDE:
+    safe = max(big, abs(c0), abs(Gt), abs(Ht), abs(c0 - baseline) if isinstance(baseline, float)
+               else 0.0) <= _SAFE_MAGNITUDE
+    if safe:  # finite inputs that cannot overflow: every output is finite
         grad, se, var, value, vvar, q = _totals_algebra(*args)
     else:
         with np.errstate(over="ignore", invalid="ignore"):
             grad, se, var, value, vvar, q = _totals_algebra(*args)
     n_all = max(1.0, n)
     f_underflow = float(H) / n_all < TINY_MEAN_SQUARE and abs(float(G)) / n_all > RESOLUTION
-    if f_underflow or not (math.isfinite(value) and math.isfinite(vvar)
-                           and q.min() >= TINY_MEAN_SQUARE and q.max() < math.inf):
+    if f_underflow or not q.size or not (np.minimum.reduce(q) >= TINY_MEAN_SQUARE and (
+            safe or (math.isfinite(value) and math.isfinite(vvar)
+                     and np.maximum.reduce(q) < math.inf))):
         check_range(dist, grad, var, value, vvar, f_underflow)
     split = dist._split_coords
     return GradientEstimate(split(grad), split(se), split(var), value, math.sqrt(vvar / n),

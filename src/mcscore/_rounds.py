@@ -542,7 +542,7 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
     stats, shifts = job.new_stats(ns)
     offsets = Offsets(ns, S, job.offset_rows, job.carrier, job.mult)
     mag = Mag()
-    bitgens = plan.bitgens(streams)
+    bitgens = plan.bitgens(streams.tolist())
     pool = (ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="mcscore-draw")
             if overlap else None)
 
