@@ -261,7 +261,7 @@ def run_fused(kf, fkind, dist, kd, plan, progress=None):
     stats = np.zeros((plan.used, kd.stats_len))
     shifts = np.zeros(plan.used)
     # A progress bar only reads the draw counts the kernel writes (stats[:, 0]).
-    bitgens = plan.bitgens(streams)
+    bitgens = plan.bitgens(streams.tolist())
     # Long runs go in epochs of at most EPOCH_VALUES draw values per stream:
     # the calling thread checks for Ctrl-C between blocks, but once it has no
     # stream left the other threads would finish theirs unchecked.  Epochs
