@@ -282,9 +282,78 @@ def check_range(dist, grad, var, value, vvar, f_underflow, terms="f * score"):
         )
 
 
+# Below this magnitude of the score sums, the shift and f's sums, the
+# arithmetic of _totals_algebra cannot overflow (products stay below 1e120,
+# n * mean**2 below 1e260 for n <= 2**62), so it runs without an errstate
+# context (which doubles the cost of every small array operation).
+_SAFE_MAGNITUDE = 1e60
+
+
+def _totals_algebra(Ss, Ss2, Sgs, Sgs2, Sg2s2, c0, n, G, H, baseline):
+    """baseline_algebra on the totals (1-d arrays, scalars), operation for
+    operation; also returns var + grad**2 for the range check."""
+    factor = 1.0
+    if baseline is None:
+        e = c0
+    elif baseline == "loo":
+        e = -G / n
+        factor = n / (n - 1)
+    else:
+        e = c0 - baseline
+    mean = (Sgs + e * Ss) / n
+    var = np.maximum((Sg2s2 + 2 * e * Sgs2 + e * e * Ss2) - n * mean * mean, 0.0) / (n - 1)
+    if factor == 1.0:  # 1.0 * x is x: the multiplications are skipped
+        grad, se = mean, np.sqrt(var / n)
+    else:
+        grad = factor * mean
+        se = factor * np.sqrt(var / n)
+        var = var * factor**2
+    value = c0 + G / n
+    vvar = max(H - G ** 2 / n, 0.0) / (n - 1)
+    return grad, se, var, value, vvar, var + grad * grad
+
+
+def _finish_totals(dist, kd, stats, shifts, baseline, info):
+    """finish_score for a family without per-category sums and a baseline
+    that needs the totals only (None, a number, "loo"): the arithmetic of
+    moments_total and baseline_algebra, operation for operation, on 1-d
+    arrays and scalars (the totals' length-1 stream axis dropped: its sums
+    are exact copies, since the kernels' totals start from +0.0), with the
+    range checks done by one cheap test first.  Small calls spend most of
+    their time in array overhead here.  Returns None when a sum is not
+    finite (finish_score then raises the error naming the cause)."""
+    c0, n, Gt, Ht, M = K.stream_totals(stats, shifts, kd.n_coords)
+    big = float(np.maximum.reduce(np.abs(M), axis=None)) if M.size else 0.0
+    if not (math.isfinite(Gt) and math.isfinite(Ht) and math.isfinite(big)):
+        return None
+    G, H = np.float64(Gt), np.float64(Ht)
+    args = (*M, c0, n, G, H, baseline)
+    safe = max(big, abs(c0), abs(Gt), abs(Ht), abs(c0 - baseline) if isinstance(baseline, float)
+               else 0.0) <= _SAFE_MAGNITUDE
+    if safe:  # finite inputs that cannot overflow: every output is finite
+        grad, se, var, value, vvar, q = _totals_algebra(*args)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            grad, se, var, value, vvar, q = _totals_algebra(*args)
+    n_all = max(1.0, n)
+    f_underflow = float(H) / n_all < TINY_MEAN_SQUARE and abs(float(G)) / n_all > RESOLUTION
+    if f_underflow or not q.size or not (np.minimum.reduce(q) >= TINY_MEAN_SQUARE and (
+            safe or (math.isfinite(value) and math.isfinite(vvar)
+                     and np.maximum.reduce(q) < math.inf))):
+        check_range(dist, grad, var, value, vvar, f_underflow)
+    split = dist._split_coords
+    return GradientEstimate(split(grad), split(se), split(var), value, math.sqrt(vvar / n),
+                            int(n), baseline=baseline, method="score", value_variance=vvar,
+                            info=info)
+
+
 def finish_score(dist, kd, stats, shifts, baseline, info):
     """The score-function estimate (with `baseline`) from the core kernels'
     per-stream statistics, range-checked; `info` goes into the result."""
+    if not kd.per_category and baseline != "optimal":
+        out = _finish_totals(dist, kd, stats, shifts, baseline, info)
+        if out is not None:
+            return out
     with np.errstate(over="ignore", invalid="ignore"):
         if baseline != "optimal":
             c0, count, G, H, mom = moments_total(dist, kd, stats, shifts)

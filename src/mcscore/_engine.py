@@ -14,6 +14,8 @@ module gathers the names the estimators use and chooses where a job runs.
 """
 from __future__ import annotations
 
+import weakref
+
 from ._algebra import (  # noqa: F401 - the engine's API
     RESOLUTION, TINY_MEAN_SQUARE, baselined_terms, check_baseline, check_range, estimate,
     finish_score, gradient_estimate, rare_floor,
@@ -55,3 +57,22 @@ def check_distribution(dist, name="dist"):
     """TypeError unless dist is an mcscore distribution."""
     if not isinstance(dist, Distribution):
         raise TypeError(f"{name} must be an mcscore distribution, got {type(dist).__name__}")
+
+
+# Distributions whose parameters passed _check_differentiable.  A
+# distribution's parameters are validated, read-only arrays fixed at
+# construction (its kernel description is cached on the same ground), so the
+# check is done once per object; a changed parameter is a new object.
+_DIFFERENTIABLE = weakref.WeakSet()
+
+
+def check_differentiable(dist):
+    """dist._check_differentiable(), once per distribution object."""
+    try:
+        if dist in _DIFFERENTIABLE:
+            return
+    except TypeError:  # an unhashable distribution: check every time
+        dist._check_differentiable()
+        return
+    dist._check_differentiable()
+    _DIFFERENTIABLE.add(dist)

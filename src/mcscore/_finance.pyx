@@ -156,6 +156,21 @@ cdef inline void _path(const gbm_t *p, const double *z, double *y) noexcept nogi
         y[8] = 0.0
 
 
+cdef inline void _add(const double *y, double *shift, double *acc, Py_ssize_t nq,
+                      bint set_shift) noexcept nogil:
+    """Add one path's nq quantities to the shifted sums acc (sum, sum of
+    squares per quantity), first setting the shifts to them if set_shift."""
+    cdef Py_ssize_t q
+    cdef double d
+    if set_shift:
+        for q in range(nq):
+            shift[q] = y[q]
+    for q in range(nq):
+        d = y[q] - shift[q]
+        acc[2 * q] += d
+        acc[2 * q + 1] += d * d
+
+
 ctypedef struct _paths_t:
     gbm_t p
     double *zbuf             # per thread: chunk * steps normals (scratch)
@@ -179,7 +194,6 @@ cdef int _block(void *ctx, mc_round *rd, Py_ssize_t si, int64_t b, Py_ssize_t m,
     cdef int q
     cdef double y[NQ]
     cdef double acc[2 * NQ]
-    cdef double d
     for q in range(2 * NQ):
         acc[q] = 0.0
     i0 = 0
@@ -188,13 +202,7 @@ cdef int _block(void *ctx, mc_round *rd, Py_ssize_t si, int64_t b, Py_ssize_t m,
         random_standard_normal_fill(rd.bitgens[si], cs * p.steps, zbuf)
         for i in range(cs):
             _path(p, &zbuf[i * p.steps], y)
-            if b < rd.n_streams and i0 + i == 0:
-                for q in range(NQ):
-                    shift[q] = y[q]
-            for q in range(NQ):
-                d = y[q] - shift[q]
-                acc[2 * q] += d
-                acc[2 * q + 1] += d * d
+            _add(y, shift, acc, NQ, b < rd.n_streams and i0 + i == 0)
         i0 += cs
         if i0 < m and mc_poll(rd, tid):
             return 1
@@ -247,3 +255,269 @@ def run_paths(int payoff, double spot, double strike, double rate, double vol,
     finally:
         free(c.zbuf)
         mc_round_free(&rd)
+
+
+# ---------------------------------------------------------------------------
+# Correlated GBM paths for a payoff given by the caller (a Python function or
+# a C callback): blocks of paths are simulated into an array, the payoff is
+# evaluated on the whole block, and the per-path likelihood-ratio weights and
+# pathwise quantities are formed and summed here.
+#
+# Per path, with X_k = L Z_k (C = L L^T the correlation), xi_k = C^-1 X_k =
+# L^-T Z_k, a_i = sigma_i sqrt(dt), mu_i = r - q_i - sigma_i^2/2, the weights
+# (row layout of `weights`, d assets, NW = 2 d + 2 + d (d + 1) / 2):
+#
+#   [0, d)        delta_i   xi_1i / (S0_i a_i)
+#   [d, 2d)       vega_i    sum_k (X_ki xi_ki - 1) / sigma_i - sqrt(dt) xi_ki
+#   2d            rho       sqrt(dt) sum_k sum_i xi_ki / sigma_i - T
+#   2d + 1        theta     -(sum_k (|Z_k|^2 - d) / (2T)
+#                             + sqrt(dt)/T sum_k sum_i mu_i xi_ki / sigma_i - r)
+#   2d + 2 + ...  gamma_ij  (xi_1i xi_1j - Cinv_ij - [i=j] a_i xi_1i)
+#                           / (a_i a_j S0_i S0_j),   i <= j, row by row
+# ---------------------------------------------------------------------------
+
+from mcscore._core cimport mc_bitgen_ptr
+
+ctypedef double (*cb_d_p_n)(double *, Py_ssize_t) noexcept nogil
+ctypedef double (*cb_d_p_n_v)(double *, Py_ssize_t, void *) noexcept nogil
+ctypedef int (*cb_i_p_n_p_v)(double *, Py_ssize_t, double *, void *) noexcept nogil
+ctypedef double (*cb_d_p_i)(double *, int) noexcept nogil
+ctypedef double (*cb_d_p_i_v)(double *, int, void *) noexcept nogil
+ctypedef int (*cb_i_p_i_p_v)(double *, int, double *, void *) noexcept nogil
+
+
+def n_weights(int d):
+    """Likelihood-ratio weights per path for d assets."""
+    return 2 * d + 2 + d * (d + 1) // 2
+
+
+cdef class PathStream:
+    """One stream's bit generator and its normals buffer."""
+    cdef object bit_generator
+    cdef bitgen_t *bg
+    cdef double[::1] z
+
+    def __init__(self, bit_generator, Py_ssize_t size):
+        self.bit_generator = bit_generator
+        self.bg = mc_bitgen_ptr(bit_generator)
+        self.z = np.empty(max(size, 1))
+
+
+def gbm_block(PathStream stream, Py_ssize_t m, int steps, double maturity, double rate,
+              const double[::1] s0, const double[::1] drift, const double[::1] sigma,
+              const double[:, ::1] chol, const double[:, ::1] cinv,
+              double[:, :, ::1] paths, double[:, ::1] weights):
+    """Simulate m correlated GBM paths (the stream's next m * steps * d
+    normals, path by path, step by step, asset by asset) into paths[:m] and
+    their likelihood-ratio weights into weights[:m]."""
+    cdef Py_ssize_t d = s0.shape[0], p, i, j, k, g
+    cdef double dt = maturity / steps, sq = sqrt(dt), acc, tz, tm, rs
+    cdef double *z
+    cdef double[::1] x = np.empty(d), xi = np.empty(d), xi1 = np.empty(d), logs = np.empty(d)
+    cdef double[::1] vs = np.empty(d), a = np.empty(d), lg0 = np.empty(d)
+    for i in range(d):
+        a[i] = sigma[i] * sq
+        lg0[i] = log(s0[i])
+    with nogil:
+        random_standard_normal_fill(stream.bg, m * steps * d, &stream.z[0])
+        for p in range(m):
+            z = &stream.z[p * steps * d]
+            tz = 0.0
+            tm = 0.0
+            rs = 0.0
+            for i in range(d):
+                logs[i] = lg0[i]
+                paths[p, 0, i] = s0[i]
+                vs[i] = 0.0
+            for k in range(steps):
+                for i in range(d):
+                    acc = 0.0
+                    for j in range(i + 1):
+                        acc = acc + chol[i, j] * z[k * d + j]
+                    x[i] = acc
+                    tz = tz + z[k * d + i] * z[k * d + i]
+                i = d - 1
+                while i >= 0:
+                    acc = z[k * d + i]
+                    for j in range(i + 1, d):
+                        acc = acc - chol[j, i] * xi[j]
+                    xi[i] = acc / chol[i, i]
+                    i -= 1
+                for i in range(d):
+                    logs[i] = logs[i] + drift[i] * dt + a[i] * x[i]
+                    paths[p, k + 1, i] = exp(logs[i])
+                    vs[i] = vs[i] + (x[i] * xi[i] - 1.0) / sigma[i] - sq * xi[i]
+                    rs = rs + xi[i] / sigma[i]
+                    tm = tm + drift[i] * xi[i] / sigma[i]
+                    if k == 0:
+                        xi1[i] = xi[i]
+                tz = tz - d
+            for i in range(d):
+                weights[p, i] = xi1[i] / (s0[i] * a[i])
+                weights[p, d + i] = vs[i]
+            weights[p, 2 * d] = sq * rs - maturity
+            weights[p, 2 * d + 1] = -(tz / (2.0 * maturity) + sq * tm / maturity - rate)
+            g = 2 * d + 2
+            for i in range(d):
+                for j in range(i, d):
+                    acc = xi1[i] * xi1[j] - cinv[i, j]
+                    if i == j:
+                        acc = acc - a[i] * xi1[i]
+                    weights[p, g] = acc / (a[i] * a[j] * s0[i] * s0[j])
+                    g += 1
+
+
+def callback_block(size_t fptr, int sig, size_t user_data, const double[:, :, ::1] paths,
+                   Py_ssize_t m, double[::1] h):
+    """h[p] = payoff(paths[p]) by a C callback on the flattened path (time
+    major, (steps + 1) * d doubles).  Returns -1, or the first path whose
+    callback reported an error (non-zero return)."""
+    cdef Py_ssize_t p, L = paths.shape[1] * paths.shape[2]
+    cdef double *x
+    cdef double out
+    cdef int rc = 0
+    cdef Py_ssize_t bad = -1
+    with nogil:
+        for p in range(m):
+            x = <double *> &paths[p, 0, 0]
+            out = 0.0
+            if sig == 0:
+                out = (<cb_d_p_n> fptr)(x, L)
+            elif sig == 1:
+                out = (<cb_d_p_n_v> fptr)(x, L, <void *> user_data)
+            elif sig == 2:
+                rc = (<cb_i_p_n_p_v> fptr)(x, L, &out, <void *> user_data)
+            elif sig == 3:
+                out = (<cb_d_p_i> fptr)(x, <int> L)
+            elif sig == 4:
+                out = (<cb_d_p_i_v> fptr)(x, <int> L, <void *> user_data)
+            else:
+                rc = (<cb_i_p_i_p_v> fptr)(x, <int> L, &out, <void *> user_data)
+            if rc != 0:
+                bad = p
+                break
+            h[p] = out
+    return bad
+
+
+def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] weights,
+                     double disc, double maturity, double rate, const double[::1] s0,
+                     const double[::1] drift, const double[::1] sigma,
+                     const double[:, :, ::1] paths, grad, double[::1] stats,
+                     double[::1] shift, bint set_shift, bint gbm=True):
+    """Add the m paths' quantities to one stream's shifted sums.
+
+    Quantities per path: the discounted payoff, then the NW likelihood-ratio
+    estimators (discounted payoff times each weight), then, when `grad`
+    (dh/dS along the path, shape of paths) is given, the NW pathwise
+    estimators in the same layout (gamma by the mixed estimator,
+    symmetrised).  stats = [count, sum (y - c), sum (y - c)^2, ...]; the
+    shift c is set from the first path when set_shift.
+
+    gbm=False: another model of one asset with S proportional to S0 along
+    every path (Heston): weights are [delta, gamma] and the pathwise
+    quantities [delta, gamma mixed] (drift and sigma are not used).
+    """
+    cdef Py_ssize_t d = s0.shape[0], nw = weights.shape[1], steps = paths.shape[1] - 1
+    cdef Py_ssize_t nq = shift.shape[0], p, q, i, j, k, g
+    cdef bint pw = grad is not None
+    cdef const double[:, :, ::1] G
+    cdef double[::1] y = np.empty(nq), acc = np.zeros(2 * nq), pd = np.empty(d)
+    cdef double hd, dt = maturity / steps, t, gs, w, dr, dT, v
+    if pw:
+        G = grad
+    with nogil:
+        for p in range(m):
+            hd = disc * h[p]
+            y[0] = hd
+            for q in range(nw):
+                y[1 + q] = hd * weights[p, q]
+            if pw and not gbm:
+                pd[0] = 0.0
+                for k in range(steps + 1):
+                    pd[0] += G[p, k, 0] * paths[p, k, 0]
+                pd[0] = disc * pd[0] / s0[0]
+                y[1 + nw] = pd[0]
+                y[2 + nw] = pd[0] * (weights[p, 0] - 1.0 / s0[0])
+            elif pw:
+                dr = 0.0
+                dT = 0.0
+                for i in range(d):
+                    pd[i] = 0.0
+                    v = 0.0
+                    for k in range(steps + 1):
+                        t = k * dt
+                        gs = G[p, k, i] * paths[p, k, i]
+                        w = (log(paths[p, k, i] / s0[i]) - drift[i] * t) / sigma[i]
+                        pd[i] += gs
+                        v += gs * (w - sigma[i] * t)
+                        dr += gs * t
+                        dT += gs * (drift[i] * t + 0.5 * sigma[i] * w)
+                    pd[i] = disc * pd[i] / s0[i]
+                    y[1 + nw + i] = pd[i]
+                    y[1 + nw + d + i] = disc * v
+                y[1 + nw + 2 * d] = disc * dr - maturity * hd
+                y[1 + nw + 2 * d + 1] = -(disc * dT / maturity - rate * hd)
+                g = 2 * d + 2
+                for i in range(d):
+                    for j in range(i, d):
+                        v = pd[j] * weights[p, i] + pd[i] * weights[p, j]
+                        if i == j:
+                            v = v - 2.0 * pd[i] / s0[i]
+                        y[1 + nw + g] = 0.5 * v
+                        g += 1
+            _add(&y[0], &shift[0], &acc[0], nq, set_shift and p == 0)
+    stats[0] += m
+    for q in range(2 * nq):
+        stats[1 + q] += acc[q]
+
+
+# ---------------------------------------------------------------------------
+# Heston paths (log-Euler for S, Euler with full truncation for v):
+#
+#   v+ = max(v_k, 0)
+#   log S_{k+1} = log S_k + (r - q - v+/2) dt + sqrt(v+ dt) Z1
+#   v_{k+1}     = v_k + kappa (theta - v+) dt + xi sqrt(v+ dt) (rho Z1 + sqrt(1 - rho^2) Z2)
+#
+# Only the first step's density depends on S0, and there v0 > 0 is known,
+# so the likelihood-ratio weights are the Gaussian scores of that step:
+# with a = sqrt(v0 dt), s = sqrt(1 - rho^2), e = Z1 - rho Z2 / s,
+#   delta  e / (S0 a),    gamma  (e^2 - 1/s^2 - a e) / (a S0)^2.
+# ---------------------------------------------------------------------------
+
+def heston_block(PathStream stream, Py_ssize_t m, int steps, double maturity, double rate,
+                 double dividend, double s0, double v0, double kappa, double theta, double xi,
+                 double rho, double[:, :, ::1] paths, double[:, ::1] weights):
+    """Simulate m Heston paths (2 normals a step: Z1, Z2) into paths[:m, :, 0]
+    and their delta / gamma likelihood-ratio weights into weights[:m]."""
+    cdef Py_ssize_t p, k
+    cdef double dt = maturity / steps, sq = sqrt(maturity / steps)
+    cdef double s = sqrt(1.0 - rho * rho), a = sqrt(v0 * maturity / steps)
+    cdef double logs, v, vp, rv, z1, z2, e
+    cdef double *z
+    with nogil:
+        random_standard_normal_fill(stream.bg, m * steps * 2, &stream.z[0])
+        for p in range(m):
+            z = &stream.z[p * steps * 2]
+            logs = log(s0)
+            v = v0
+            paths[p, 0, 0] = s0
+            for k in range(steps):
+                z1 = z[2 * k]
+                z2 = z[2 * k + 1]
+                vp = v if v > 0.0 else 0.0
+                rv = sqrt(vp) * sq
+                logs = logs + (rate - dividend - 0.5 * vp) * dt + rv * z1
+                v = v + kappa * (theta - vp) * dt + xi * rv * (rho * z1 + s * z2)
+                paths[p, k + 1, 0] = exp(logs)
+            e = z[0] - rho * z[1] / s
+            weights[p, 0] = e / (s0 * a)
+            weights[p, 1] = (e * e - 1.0 / (s * s) - a * e) / (a * a * s0 * s0)
+
+
+def normals(PathStream stream, Py_ssize_t count):
+    """The stream's next `count` standard normals (a view of its buffer,
+    overwritten by the next call)."""
+    with nogil:
+        random_standard_normal_fill(stream.bg, count, &stream.z[0])
+    return np.asarray(stream.z[:count])

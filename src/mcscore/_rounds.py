@@ -81,7 +81,38 @@ SERIAL_VALUES = 1 << 15
 
 
 
-def stream_bit_generators(root, streams):
+# The root PCG64 state of a SeedSequence with an int entropy (an int seed,
+# SeedSequence(int, spawn_key=...)), by (entropy, spawn_key, pool_size): a
+# function of those only, and a third of a small call's seeding cost (the
+# SeedSequence's generate_state).  A few hundred entries at most.
+_ROOT_STATES = {}
+_ROOT_STATES_MAX = 256
+
+
+_POOL_SIZE = np.random.SeedSequence(0).pool_size  # of SeedSequence(int)
+
+
+def _root_generator(root, seed=None):
+    """PCG64(root), from the cached state when root's entropy is an int.
+    With root None, the root is SeedSequence(seed) (an int seed), built only
+    when its state is not cached."""
+    if root is not None and type(root.entropy) is not int:
+        return np.random.PCG64(root)
+    key = ((seed, (), _POOL_SIZE) if root is None
+           else (root.entropy, tuple(root.spawn_key), root.pool_size))
+    state = _ROOT_STATES.get(key)
+    if state is None:
+        bg = np.random.PCG64(root if root is not None else np.random.SeedSequence(seed))
+        if len(_ROOT_STATES) >= _ROOT_STATES_MAX:
+            _ROOT_STATES.clear()
+        _ROOT_STATES[key] = bg.state
+        return bg
+    bg = np.random.PCG64(_NO_SEED)
+    bg.state = state
+    return bg
+
+
+def stream_bit_generators(root, streams, seed=None):
     """The bit generators of the given streams of a call seeded by `root`.
 
     Stream s is the call's root PCG64 (seeded from the root SeedSequence)
@@ -89,10 +120,17 @@ def stream_bit_generators(root, streams):
     s * (phi - 1) * 2**128 steps, so the streams are far-apart,
     non-overlapping pieces of one PCG64 sequence, and stream s does not
     depend on how many streams a call uses (a Dask worker rebuilds its
-    streams alone)."""
-    state = np.random.PCG64(root).state
+    streams alone).  root None stands for SeedSequence(seed), seed an int."""
+    first = _root_generator(root, seed)
+    state = None
     out = []
     for s in streams:
+        if not s and first is not None:  # stream 0 is the root generator itself
+            out.append(first)
+            first = None
+            continue
+        if state is None:
+            state = (first if first is not None else out[0]).state
         bg = np.random.PCG64(_NO_SEED)  # cheap: its state is overwritten
         bg.state = state
         if s:
@@ -101,22 +139,51 @@ def stream_bit_generators(root, streams):
     return out
 
 
+def _plan_shape(n, draw_size, n_streams, block_size):
+    """(n, n_streams, block_size, n_blocks, streams used), validated."""
+    n = V.integer("n", n, minimum=2, maximum=2**62)
+    n_streams = V.integer("n_streams", n_streams, minimum=1, maximum=2**20)
+    if block_size is None:
+        block_size = default_block_size(n, draw_size, n_streams)
+    block_size = V.integer("block_size", block_size, minimum=1, maximum=2**24)
+    n_blocks = -(-n // block_size)
+    return n, n_streams, block_size, n_blocks, min(n_streams, n_blocks)
+
+
+# Plan shapes by (n, draw_size, n_streams, block_size) of Python ints (the
+# validation and block-size arithmetic of a call repeated in a loop).
+_PLAN_SHAPES = {}
+
+
 class Plan:
     def __init__(self, n, draw_size, rng, n_streams, block_size, n_threads):
-        self.n = V.integer("n", n, minimum=2, maximum=2**62)
-        self.n_streams = V.integer("n_streams", n_streams, minimum=1, maximum=2**20)
-        if block_size is None:
-            block_size = default_block_size(self.n, draw_size, self.n_streams)
-        self.block_size = V.integer("block_size", block_size, minimum=1, maximum=2**24)
-        self.n_blocks = -(-self.n // self.block_size)
-        self.used = min(self.n_streams, self.n_blocks)
-        self.root = V.root_seed_sequence(rng)
+        key = (n, draw_size, n_streams, block_size)
+        shape = (_PLAN_SHAPES.get(key) if type(n) is int and type(n_streams) is int
+                 and type(draw_size) is int and type(block_size) in (int, type(None)) else None)
+        if shape is None:
+            shape = _plan_shape(n, draw_size, n_streams, block_size)
+            if type(n) is int and type(n_streams) is int and type(draw_size) is int:
+                if len(_PLAN_SHAPES) >= 1024:
+                    _PLAN_SHAPES.clear()
+                _PLAN_SHAPES[key] = shape
+        self.n, self.n_streams, self.block_size, self.n_blocks, self.used = shape
+        if type(rng) is int and rng >= 0:  # SeedSequence(rng), built when needed
+            self._seed, self._root = rng, None
+        else:
+            self._seed, self._root = None, V.root_seed_sequence(rng)
         work = min(self.used, max(1, (self.n * int(draw_size)) // SERIAL_VALUES))
         self.threads = effective_n_threads(n_threads, work_items=work)
 
+    @property
+    def root(self):
+        """The SeedSequence the call's streams come from."""
+        if self._root is None:
+            self._root = np.random.SeedSequence(self._seed)
+        return self._root
+
     def bitgens(self, streams):
         """The bit generators of the given streams (see stream_bit_generators)."""
-        return stream_bit_generators(self.root, streams)
+        return stream_bit_generators(self._root, streams, self._seed)
 
     def block_rows(self, b):
         return min(self.block_size, self.n - b * self.block_size)
@@ -124,7 +191,8 @@ class Plan:
     def info(self):
         return {"n_streams": self.n_streams, "block_size": self.block_size,
                 "streams_used": self.used, "threads": self.threads,
-                "entropy": self.root.entropy, "spawn_key": tuple(self.root.spawn_key)}
+                "entropy": self._seed if self._root is None else self._root.entropy,
+                "spawn_key": () if self._root is None else tuple(self._root.spawn_key)}
 
 
 
@@ -193,7 +261,7 @@ def run_fused(kf, fkind, dist, kd, plan, progress=None):
     stats = np.zeros((plan.used, kd.stats_len))
     shifts = np.zeros(plan.used)
     # A progress bar only reads the draw counts the kernel writes (stats[:, 0]).
-    bitgens = plan.bitgens(streams)
+    bitgens = plan.bitgens(streams.tolist())
     # Long runs go in epochs of at most EPOCH_VALUES draw values per stream:
     # the calling thread checks for Ctrl-C between blocks, but once it has no
     # stream left the other threads would finish theirs unchecked.  Epochs
@@ -245,7 +313,8 @@ class Round:
         self.consecutive = consecutive  # blocks r0, r0 + 1, ... (local runs)
         self.n = plan.n
         self.n_streams = plan.n_streams
-        self.rows = [plan.block_rows(int(b)) for b in self.blocks]
+        n, B = plan.n, self.B
+        self.rows = [min(B, n - b * B) for b in blocks.tolist()]
         self.total = sum(self.rows)
         self.first = int(self.blocks[0]) * self.B
 
@@ -267,8 +336,20 @@ class Round:
     def gather(self, buf, W, region=0):
         """(total, W) array of region `region` (W * m doubles) of each block."""
         out = np.empty((self.total, W))
+        rows, B = self.rows, self.B
+        R = len(rows)
+        full = R if rows[-1] == B else R - 1
+        if self.total == full * B + (rows[-1] if full < R else 0):
+            # every block but maybe the last is full: one transposing copy for them
+            if full:
+                out[:full * B].reshape(full, B, W)[...] = buf[
+                    :full, region * W * B:(region + 1) * W * B].reshape(full, W, B).transpose(0, 2, 1)
+            if full < R:
+                m = rows[-1]
+                out[full * B:] = buf[R - 1, region * W * m:(region + 1) * W * m].reshape(W, m).T
+            return out
         o = 0
-        for r, m in enumerate(self.rows):
+        for r, m in enumerate(rows):
             out[o: o + m] = buf[r, region * W * m: (region + 1) * W * m].reshape(W, m).T
             o += m
         return out
@@ -461,7 +542,7 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
     stats, shifts = job.new_stats(ns)
     offsets = Offsets(ns, S, job.offset_rows, job.carrier, job.mult)
     mag = Mag()
-    bitgens = plan.bitgens(streams)
+    bitgens = plan.bitgens(streams.tolist())
     pool = (ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="mcscore-draw")
             if overlap else None)
 

@@ -132,7 +132,10 @@ def positive_real(name, v):
 
 def integer(name, value, *, minimum=None, maximum=None):
     """A Python/NumPy integer (not bool, not float) within bounds."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if type(value) is int:  # the common case, checked first (bool is not int here)
+        if (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
+            return value
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         try:
             if isinstance(value, (bool, np.bool_)):
                 raise TypeError
@@ -149,6 +152,8 @@ def integer(name, value, *, minimum=None, maximum=None):
 
 def _int_seed(rng, name):
     """rng as a non-negative int seed, or None when it is not an int."""
+    if type(rng) is int and rng >= 0:
+        return rng
     if isinstance(rng, (bool, np.bool_)):
         raise TypeError(f"{name} must be None, an int, a SeedSequence or a Generator, got bool")
     if isinstance(rng, numbers.Integral):

@@ -101,7 +101,7 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
                         grad_f=grad_f, n_threads=n_threads, chunk_size=chunk_size,
                         n_streams=n_streams, block_size=block_size, client=client)
     fkind, kf = E.lower_f(f, dist)
-    dist._check_differentiable()
+    E.check_differentiable(dist)
     kd = dist._kernel_dist()
     plan = E.Plan(n, kd.draw_size, rng, n_streams, block_size, n_threads)
     bar = E.progress_bar(progress, plan)
@@ -162,6 +162,13 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None):
         As in :func:`score_grad`; "optimal" uses an exact leave-one-out
         per-coordinate baseline, so it stays unbiased.
     """
+    return samples_estimate(dist, x, fx, baseline, in_support=False)
+
+
+def samples_estimate(dist, x, fx, baseline, in_support):
+    """score_grad_from_samples; ``in_support=True`` when the caller has
+    already found every log_prob of x finite (vi.elbo_grad: log q at q's own
+    draws), which skips computing it a second time."""
     E.check_distribution(dist)
     baseline = E.check_baseline(baseline)
     x = dist._check_x(x)
@@ -179,8 +186,8 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None):
     if not np.isfinite(fx_arr).all():
         i = int(np.argmax(~np.isfinite(fx_arr)))
         raise ValueError(f"fx[{i}] = {fx_arr[i]} is not finite")
-    lp = dist.log_prob(x)
-    if not np.isfinite(lp).all():
+    lp = None if in_support else dist.log_prob(x)
+    if lp is not None and not np.isfinite(lp).all():
         i = int(np.argmax(~np.isfinite(lp.reshape(m, -1)).all(axis=1)))
         raise ValueError(f"x[{i}] is outside the support of {dist!r}")
     sc = dist._score(x)  # the support was checked just above
@@ -234,7 +241,7 @@ def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
     f = E.check_callable("f", f)
     k = V.integer("k", k, minimum=2, maximum=1 << 12)
     n = V.integer("n", n, minimum=2, maximum=2**62 // k)
-    dist._check_differentiable()
+    E.check_differentiable(dist)
     ds = dist._kernel_dist().draw_size
     bs = E.default_block_size(n * k, ds, V.integer("n_streams", n_streams, minimum=1))
     bs = k * max(1, bs // k)

@@ -45,7 +45,7 @@ from . import _validation as V
 from ._algebra import check_baseline
 from ._progress import simple_bar
 from .distributions import Distribution
-from .score import score_grad_from_samples
+from .score import samples_estimate
 
 __all__ = ["elbo_grad", "fit", "VIResult", "transforms", "Adam"]
 
@@ -162,7 +162,8 @@ def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo"):
     x = q.sample(n, gen)
     lq = _log_q(q, x)  # first: an edge draw of q is q's fault, not log_joint's
     fx = _call_log_joint(log_joint, x) - lq
-    res = score_grad_from_samples(q, x, fx, baseline=baseline)
+    # log q is finite at every draw (checked just above): x is in q's support
+    res = samples_estimate(q, x, fx, baseline, in_support=True)
     res.method = "score (ELBO)"
     return res
 
