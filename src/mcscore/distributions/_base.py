@@ -16,7 +16,6 @@ from .. import _validation as V
 _BUILD_LOCK = threading.RLock()
 
 
-
 def _index_map(shape, target):
     """For every element of `target` (C order), the flat index of the
     element of an array of `shape` that broadcasting maps onto it."""
