@@ -26,6 +26,7 @@ CC="${CC:-gcc} $SAN -g" MCSCORE_REQUIRE_OPENMP=1 "$PY" setup.py build_ext -b "$O
     cat "$OUT/build.log"; exit 1; }
 # the pure-Python part of the package next to the instrumented extension
 cp src/mcscore/*.py src/mcscore/*.pyi src/mcscore/*.pxd src/mcscore/py.typed "$OUT/lib/mcscore/" 2>/dev/null || true
+cp -r src/mcscore/finance "$OUT/lib/mcscore/"
 # every extension instrumented; the core (_core: the one module with parallel
 # regions, the stream driver) built with OpenMP
 ls "$OUT"/lib/mcscore/_core*.so >/dev/null 2>&1 || { echo "no _core extension built"; exit 1; }
