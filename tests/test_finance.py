@@ -5,6 +5,7 @@ import pytest
 
 import mcscore as mc
 from mcscore import finance as fi
+from mcscore.finance.closed_forms import _fd_greeks
 
 MKT = dict(spot=100.0, strike=105.0, rate=0.03, vol=0.25, maturity=0.75)
 N = 400_000
@@ -46,7 +47,7 @@ def test_black_scholes_closed_form_identities():
     assert dc["price"] + dp["price"] == pytest.approx(D, rel=1e-12)
     # finite differences of the closed-form price agree with the analytic Greeks
     for kind, exact in (("call", c), ("digital_call", dc)):
-        fd = fi._fd_greeks(lambda S, s, r: fi.black_scholes(
+        fd = _fd_greeks(lambda S, s, r: fi.black_scholes(
             kind, spot=S, strike=MKT["strike"], rate=r, vol=s, maturity=MKT["maturity"]
         )["price"], MKT["spot"], MKT["vol"], MKT["rate"])
         for k in fi.GREEKS:

@@ -26,7 +26,7 @@ CC="${CC:-gcc} $SAN -g" MCSCORE_REQUIRE_OPENMP=1 "$PY" setup.py build_ext -b "$O
     cat "$OUT/build.log"; exit 1; }
 # the pure-Python part of the package next to the instrumented extension
 cp src/mcscore/*.py src/mcscore/*.pyi src/mcscore/*.pxd src/mcscore/py.typed "$OUT/lib/mcscore/" 2>/dev/null || true
-# and its subpackages (mcscore.distributions)
+# and its subpackages (mcscore.distributions, mcscore.finance)
 for pkg in src/mcscore/*/__init__.py; do
     sub="$(basename "$(dirname "$pkg")")"
     mkdir -p "$OUT/lib/mcscore/$sub"

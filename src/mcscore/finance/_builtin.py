@@ -1,0 +1,210 @@
+"""The seven built-in payoffs of one asset under Black-Scholes, in one fused,
+parallel kernel (``mcscore._finance.run_paths``), and :func:`greeks`, the
+entry point that sends any other payoff to the path engine."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _engine as E
+from .. import _finance as F
+from .._config import effective_n_threads
+from ..distributed import map_streams
+from ._common import GREEKS, Greeks, METHODS, PAYOFFS, _PATHWISE_OK, _ROWS, _check_inputs, _merge
+from ._paths import _greeks_paths
+
+
+def _paths(inputs, plan, streams, threads):
+    """Simulate the paths of the given streams in the fused kernel; returns
+    (streams, stats rows, shifts, error code)."""
+    streams = np.ascontiguousarray(streams, dtype=np.int64)
+    stats = np.zeros((len(streams), 1 + 2 * F.N_QUANTITIES))
+    shifts = np.zeros((len(streams), F.N_QUANTITIES))
+    code = F.run_paths(*inputs, plan.bitgens(streams), streams, plan.n, plan.n_streams,
+                       plan.block_size, threads, stats, shifts)
+    return streams, stats, shifts, code
+
+
+def _paths_task(inputs, plan, streams, n_threads):
+    """_paths on a Dask worker (threads resolved there)."""
+    return _paths(inputs, plan, streams,
+                  effective_n_threads(n_threads, work_items=len(streams)))
+
+
+def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=None, steps=1,
+           barrier=None,
+           rng=None, method="lr", n_threads=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
+           client=None, dividend=None, correlation=None, payoff_grad=None, model=None):
+    """Monte Carlo price, delta, vega, rho and gamma of an option under GBM.
+
+    ``payoff`` may also be a function of the simulated paths (or a C
+    callback), on one asset or several: see "Any payoff, several assets"
+    below.
+
+    Parameters
+    ----------
+    payoff : str, callable, Payoff or scipy.LowLevelCallable
+        A built-in name: ``"call"``, ``"put"`` (on S_T), ``"digital_call"``, ``"digital_put"``
+        (cash-or-nothing, pays 1 when S_T > K, resp. < K),
+        ``"asian_call"`` (on the arithmetic average of S at the ``steps``
+        dates T/steps, 2T/steps, ..., T), ``"geometric_asian_call"`` (on their
+        geometric average), ``"up_and_out_call"`` (a call that dies when S
+        reaches ``barrier`` at one of the ``steps`` monitoring dates).
+    spot, strike, vol, maturity : float > 0
+    rate : float
+        Continuously compounded risk-free rate (also the drift).
+    n : int >= 2
+        Paths.
+    steps : int >= 1
+        Time steps (= monitoring / averaging dates).
+    barrier : float > spot
+        Only for ``"up_and_out_call"``.
+    rng : None, int, SeedSequence or Generator
+        Seeds the call's streams (as in :func:`mcscore.score_grad`).
+    method : "lr" or "pathwise"
+        "lr": every Greek by the likelihood ratio (gamma by the second-order
+        likelihood ratio).  "pathwise": delta, vega and rho by pathwise
+        differentiation and gamma by the mixed estimator (likelihood ratio of
+        the pathwise delta); only for payoffs that are Lipschitz in the path
+        (call, put, asian_call, geometric_asian_call).
+    n_threads, n_streams, block_size
+        As in :func:`mcscore.score_grad`; the result depends on (inputs, n,
+        rng, n_streams, block_size) only, never on the thread count.
+
+    dividend, correlation, payoff_grad
+        See below (not for the built-in names).
+    model : None, Heston or Diffusion
+        None: geometric Brownian motion(s) with ``vol``.  A :class:`Heston`
+        model (one asset, no ``vol``): price, delta and gamma (a
+        :class:`SpotGreeks`).  A :class:`Diffusion` (one asset, Euler steps,
+        likelihood ratio only): price, delta, gamma and one Greek per model
+        parameter, named after it.
+
+    Returns
+    -------
+    Greeks
+        ``.price``, ``.delta``, ``.vega``, ``.rho``, ``.gamma`` and
+        ``.stderr[name]``; ``.alternatives`` holds the other method's
+        estimates from the same paths.  (A :class:`PathGreeks`, with theta
+        as well, for a payoff function.)
+
+    Any payoff, several assets
+    --------------------------
+    ``payoff`` a vectorised Python function ``payoff(paths) -> (m,)`` of a
+    block of m simulated paths, ``paths[p, k, i]`` = S_i(t_k) for
+    t_k = k T / steps, k = 0..steps (k = 0 is the spot), i the asset: shape
+    ``(m, steps + 1, assets)`` (the last axis has length 1 for one asset;
+    the array is read-only and reused between calls).  It is called block by
+    block, never per path.  Or a ``scipy.LowLevelCallable`` with one of the
+    signatures of :func:`mcscore.score_grad` (``CALLBACK_SIGNATURES``),
+    called per path on the path flattened time-major, ``x[k * assets + i]``,
+    ``d = (steps + 1) * assets``.  Or a :class:`Payoff` (the factories
+    :func:`basket_call`, :func:`spread_call`, :func:`best_of_call`, ...),
+    which carries its own derivative.
+
+    spot, vol, dividend: a scalar (one asset) or one value per asset (a
+    scalar vol or dividend is used for every asset); dividend is the
+    continuous yield q_i (default 0).  correlation: the assets' (assets x
+    assets) correlation matrix C, symmetric positive definite with unit
+    diagonal (default identity).  The model, with C = L L^T and Z_k iid
+    standard normal vectors, X_k = L Z_k,
+
+        log S_i(t_k) = log S_i(t_{k-1}) + mu_i dt + a_i X_ki,
+        mu_i = r - q_i - sigma_i^2 / 2,   a_i = sigma_i sqrt(dt).
+
+    Each increment is Gaussian, N(mu dt, dt diag(sigma) C diag(sigma)), and
+    the likelihood-ratio weights are the Gaussian scores of the increments
+    (Glasserman 2003, ch. 7), with xi_k = C^{-1} X_k = L^{-T} Z_k:
+
+        delta_i    xi_1i / (S0_i a_i)
+        gamma_ij   (xi_1i xi_1j - (C^{-1})_ij - [i = j] a_i xi_1i) / (a_i a_j S0_i S0_j)
+        vega_i     sum_k (X_ki xi_ki - 1) / sigma_i - sqrt(dt) xi_ki
+        rho        sqrt(dt) sum_k sum_i xi_ki / sigma_i - T
+        theta      -(sum_k (|Z_k|^2 - assets) / (2T)
+                     + (sqrt(dt) / T) sum_k sum_i mu_i xi_ki / sigma_i - r)
+
+    each multiplying the discounted payoff (theta = -dV/dT with ``steps``
+    fixed, the dates moving with T; rho and theta include the discount
+    factor's -T and +r).  Cross-gammas are ``gamma[i, j]``.
+
+    ``method="pathwise"`` needs the payoff's derivative along the path,
+    ``payoff_grad(paths) -> dh/dS`` of the shape of paths (or a
+    :class:`Payoff` that has one); then dS_i(t_k)/dS0_i = S_i(t_k)/S0_i,
+    dS/dsigma_i = S (W_i(t_k) - sigma_i t_k), dS/dr = S t_k,
+    dS/dT = S (mu_i t_k + sigma_i W_i(t_k) / 2) / T, and gamma is the mixed
+    estimator E[delta_j^pw (score_i - [i = j] / S0_j)], symmetrised.
+    Without a derivative, pathwise is refused.  A payoff function or
+    callback runs on one thread (``n_threads`` is not used); the result
+    depends on (inputs, n, rng, n_streams, block_size) only.
+    """
+    path = not isinstance(payoff, str) or any(v is not None for v in (dividend, correlation,
+                                                                       payoff_grad, model))
+    given = dict(strike=strike, rate=rate, vol=vol, maturity=maturity)
+    needed = ("strike", "rate", "vol", "maturity") if not path else (
+        ("rate", "maturity") if model is not None else ("rate", "vol", "maturity"))
+    missing = [k for k in needed if given[k] is None]
+    if missing:
+        raise TypeError("greeks() missing required keyword argument(s): "
+                        + ", ".join(map(repr, missing)))
+    if path:
+        return _greeks_paths(payoff, spot=spot, strike=strike, rate=rate, vol=vol,
+                             maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,
+                             method=method, n_streams=n_streams, block_size=block_size,
+                             client=client, dividend=dividend, correlation=correlation,
+                             payoff_grad=payoff_grad, model=model)
+    spot, strike, rate, vol, maturity, steps, barrier = _check_inputs(
+        payoff, spot, strike, rate, vol, maturity, steps, barrier)
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be 'lr' or 'pathwise', got {method!r}")
+    if method == "pathwise" and payoff not in _PATHWISE_OK:
+        raise ValueError(
+            f"method='pathwise' does not apply to {payoff!r}: its payoff is discontinuous "
+            "(the pathwise derivative is zero almost surely and misses the jump); use "
+            "method='lr'")
+    plan = E.Plan(n, steps, rng, n_streams, block_size, n_threads)
+    inputs = (PAYOFFS.index(payoff), spot, strike, rate, vol, maturity, barrier, steps)
+    if client is None:
+        _, stats, shifts, code = _paths(inputs, plan, np.arange(plan.used), plan.threads)
+    else:
+        stats = np.zeros((plan.used, 1 + 2 * F.N_QUANTITIES))
+        shifts = np.zeros((plan.used, F.N_QUANTITIES))
+        codes = []
+
+        def on_result(res):
+            streams, rows, sh, c = res
+            stats[streams], shifts[streams] = rows, sh
+            codes.append(c)
+
+        map_streams(client, plan, _paths_task, (inputs, plan), (n_threads,),
+                    n_threads=n_threads, n_tasks=None, kind="paths", on_result=on_result)
+        code = max(codes, default=0)
+    if code == 4:
+        raise MemoryError("could not allocate the path kernels' block buffers")
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, var, nn = _merge(stats, shifts)
+    if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+        raise FloatingPointError(
+            f"the simulated prices overflowed (spot={spot}, rate={rate}, vol={vol}, "
+            f"maturity={maturity}: S0 exp((rate - vol^2/2) t + vol W_t) leaves the range of "
+            "a double); the estimates would be inf or NaN")
+    se = np.sqrt(var / nn)
+    alternatives = {}
+    for m in METHODS:
+        if m == "pathwise" and payoff not in _PATHWISE_OK:
+            continue
+        alternatives[m] = {g: (float(mean[r]), float(se[r])) for g, r in zip(GREEKS, _ROWS[m])}
+    rows = _ROWS[method]
+    values = {g: mean[r] for g, r in zip(GREEKS, rows)}
+    stderr = {g: float(se[r]) for g, r in zip(GREEKS, rows)}
+    variance = {g: float(var[r]) for g, r in zip(GREEKS, rows)}
+    if method == "lr":
+        est = {"price": "plain", "delta": "likelihood ratio", "vega": "likelihood ratio",
+               "rho": "likelihood ratio", "gamma": "second-order likelihood ratio"}
+    else:
+        est = {"price": "plain", "delta": "pathwise", "vega": "pathwise", "rho": "pathwise",
+               "gamma": "mixed (LR of the pathwise delta)"}
+    info = plan.info()
+    info.update(payoff=payoff, spot=spot, strike=strike, rate=rate, vol=vol, maturity=maturity,
+                steps=steps, barrier=None if math.isinf(barrier) else barrier)
+    return Greeks(values, stderr, variance, method, est, alternatives, int(nn), info)

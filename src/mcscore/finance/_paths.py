@@ -1,0 +1,493 @@
+"""The path engine of :func:`mcscore.finance.greeks`: any payoff of the paths
+of several correlated geometric Brownian motions, of a :class:`Heston`
+model or of any one-factor :class:`Diffusion`; paths and likelihood-ratio
+weights are simulated and summed in Cython, the payoff is evaluated on whole
+blocks of paths."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _callables as C
+from .. import _engine as E
+from .. import _finance as F
+from .. import _validation as V
+from ._common import Greeks, METHODS, PAYOFFS, _merge, _positive
+from .payoffs import PATH_GREEKS, Payoff, _builtin
+
+
+class PathGreeks(Greeks):
+    """Price and Greeks of a payoff of paths, with standard errors.
+
+    Attributes
+    ----------
+    price, rho, theta : float
+    delta, vega : float (one asset given as a scalar spot) or (assets,) array
+    gamma : float, or (assets, assets) array (cross-gammas off the diagonal)
+    stderr, variance : dict[str, float or array]
+        Standard error and per-path variance of each, same shapes.
+    method, estimators, alternatives, n, info : as in :class:`Greeks`
+        (theta is -dV/dT).
+    """
+
+    _names = PATH_GREEKS
+
+    @staticmethod
+    def _value(v):
+        return v
+
+    def z_scores(self, exact):
+        """(estimate - exact) / stderr for each greek in ``exact`` (arrays
+        for per-asset Greeks)."""
+        return {k: (np.asarray(getattr(self, k)) - np.asarray(v, float)) / self.stderr[k]
+                for k, v in exact.items()}
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}(payoff={self.info.get('payoff')!r}, method={self.method!r}, "
+                 f"n={self.n})"]
+        def fmt(v, digits):
+            return np.array2string(np.asarray(v), formatter={
+                "float_kind": lambda x: f"{x:.{digits}g}"})
+
+        for k in self._names:
+            lines.append(f"  {k:<6} {fmt(getattr(self, k), 6)} +/- {fmt(self.stderr[k], 3)}"
+                         f"   [{self.estimators[k]}]")
+        return "\n".join(lines)
+
+
+def _per_asset(name, v, d, positive=True, default=None):
+    if v is None:
+        v = default
+    a = V.as_real_array(name, v)
+    if a.ndim > 1 or (a.ndim == 1 and d is not None and a.size != d):
+        want = "a scalar" if d is None else f"a scalar or {d} values (one per asset)"
+        raise ValueError(f"{name} must be {want}, got shape {a.shape}")
+    a = np.asarray(V.check(name, a, "positive" if positive else "real"), dtype=float)
+    return a
+
+
+def _correlation(correlation, d):
+    if correlation is None:
+        return np.eye(d)
+    c = np.array(V.as_real_array("correlation", correlation), dtype=float)
+    if c.shape != (d, d):
+        raise ValueError(f"correlation must be a {d} x {d} matrix (one row per asset), got "
+                         f"shape {c.shape}")
+    if not np.isfinite(c).all():
+        raise ValueError("correlation must be finite")
+    if not np.allclose(c, c.T, rtol=0.0, atol=1e-12):
+        raise ValueError("correlation must be symmetric")
+    if not np.allclose(np.diag(c), 1.0, rtol=0.0, atol=1e-12):
+        raise ValueError(f"correlation must have a unit diagonal, got {np.diag(c)}")
+    c = 0.5 * (c + c.T)
+    np.fill_diagonal(c, 1.0)
+    try:
+        L = np.linalg.cholesky(c)
+    except np.linalg.LinAlgError:
+        L = None
+    if L is None or np.min(np.diag(L)) < 1e-8:
+        raise ValueError("correlation must be positive definite (its Cholesky factor failed "
+                         "or is singular: the assets must not be perfectly correlated)")
+    return c
+
+
+def _check_array(out, what, shape, first):
+    if isinstance(out, np.ma.MaskedArray):
+        raise TypeError(f"{what} returned a masked array; return a plain array of reals")
+    try:
+        a = np.asarray(out)
+    except Exception:
+        raise TypeError(f"{what} returned {type(out).__name__}, not an array") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{what} returned dtype {a.dtype}; it must return real numbers")
+    if a.shape != shape:
+        raise ValueError(f"{what} returned shape {a.shape} instead of {shape} for a block of "
+                         f"{shape[0]} paths")
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        i = np.unravel_index(int(np.argmax(bad)), a.shape)
+        raise ValueError(f"{what} returned {a[i]} for path {first + i[0]}; it must be finite")
+    return a
+
+
+def _lower_payoff(payoff, strike, barrier, d):
+    """(kind, payoff callable or callback tuple, grad or None, name)."""
+    if isinstance(payoff, str):
+        payoff = _builtin(payoff, strike, barrier)
+    elif barrier is not None:
+        raise ValueError("barrier applies only to the built-in 'up_and_out_call'")
+    llc = C._as_lowlevel(payoff)
+    if llc is not None:
+        code = C._callback_signature(llc.signature)
+        if code is None:
+            raise TypeError(f"payoff: LowLevelCallable signature {llc.signature!r} is not "
+                            "supported; use one of: " + "; ".join(C.CALLBACK_SIGNATURES))
+        cb = (C._address(llc.function, "function"), int(code),
+              C._address(llc.user_data, "user_data"), llc)
+        return "callback", cb, None, "LowLevelCallable"
+    if isinstance(payoff, Payoff):
+        if payoff.assets is not None and payoff.assets != d:
+            raise ValueError(f"payoff {payoff.name!r} is for {payoff.assets} asset(s), but "
+                             f"spot gives {d}")
+        return "python", payoff.fn, payoff.grad, payoff.name
+    if callable(payoff):
+        return "python", payoff, None, getattr(payoff, "__name__", "payoff")
+    raise ValueError(f"payoff must be one of {', '.join(map(repr, PAYOFFS))}, a vectorised "
+                     "callable of the paths, a Payoff or a scipy.LowLevelCallable, got "
+                     f"{payoff!r}")
+
+
+class Heston:
+    """The Heston model for :func:`greeks` (``model=Heston(...)``):
+
+        dS = (r - q) S dt + sqrt(v) S dW1,
+        dv = kappa (theta - v) dt + xi sqrt(v) dW2,   d<W1, W2> = rho dt,
+
+    simulated by log-Euler steps for S and Euler steps with full truncation
+    for v (v+ = max(v, 0) in drift and diffusion).  Only the first step's
+    density depends on S0 (and there v0 > 0 is known), so the likelihood-
+    ratio delta and gamma weights are that step's Gaussian scores: with
+    a = sqrt(v0 dt), e = Z1 - rho Z2 / sqrt(1 - rho^2),
+
+        delta  e / (S0 a),      gamma  (e^2 - 1/(1 - rho^2) - a e) / (a S0)^2;
+
+    pathwise, dS(t)/dS0 = S(t)/S0 on every path.  Greeks with respect to the
+    model's parameters are not formed (a truncated step with v+ = 0 has no
+    density).  Estimates carry the scheme's discretisation bias, O(dt).
+    """
+
+    def __init__(self, *, v0, kappa, theta, xi, rho):
+        for name, v in (("v0", v0), ("kappa", kappa), ("theta", theta), ("xi", xi)):
+            if np.ndim(v) != 0:
+                raise TypeError(f"Heston: {name} must be a scalar, got shape {np.shape(v)}")
+        self.v0 = _positive("v0", v0)
+        self.kappa = _positive("kappa", kappa)
+        self.theta = _positive("theta", theta)
+        self.xi = _positive("xi", xi)
+        if np.ndim(rho) != 0:
+            raise TypeError(f"Heston: rho must be a scalar, got shape {np.shape(rho)}")
+        rho = float(V.check("rho", V.as_real_array("rho", rho), "real"))
+        if not -1.0 < rho < 1.0:
+            raise ValueError(f"Heston: rho must be in (-1, 1), got {rho}")
+        self.rho = rho
+
+    def __repr__(self):
+        return (f"Heston(v0={self.v0}, kappa={self.kappa}, theta={self.theta}, xi={self.xi}, "
+                f"rho={self.rho})")
+
+
+class Diffusion:
+    """A one-factor diffusion for :func:`greeks` (``model=Diffusion(...)``):
+
+        dX = drift(t, x, **params) dt + diffusion(t, x, **params) dW,
+
+    X = S (``log=False``) or X = log S (``log=True``), simulated by Euler
+    steps X_{k+1} = X_k + a_k dt + b_k sqrt(dt) Z_k (a_k, b_k the functions
+    at (t_k, X_k)).  drift and diffusion are vectorised over x (an (m,) array
+    of states) and must return (m,) arrays (or scalars), diffusion > 0.
+
+    Each step is Gaussian given the past, so the likelihood-ratio weight of
+    a model parameter theta is a sum over steps of Gaussian scores
+    (Glasserman 2003, 7.3):
+
+        sum_k Z_k sqrt(dt) (da_k/dtheta) / b_k + (Z_k^2 - 1) (db_k/dtheta) / b_k,
+
+    and delta and gamma come from the first step's density
+    N(x0 + a(x0) dt, b(x0)^2 dt): score s = Z m' / (b sqrt(dt))
+    + (Z^2 - 1) b'/b with m' = 1 + a' dt, and the second-order weight
+    s^2 + ds/dx0 (chained to S0 = e^{x0} when log).  The derivatives in
+    theta and x0 are central differences of the given functions (relative
+    step 1e-5; 1e-3 for the second derivatives in x0): their error, ~1e-9
+    relative, is far below Monte Carlo's.  A path whose diffusion is not
+    > 0 or not finite is an error (use log=True, or truncate in the
+    functions as Heston's full truncation does).
+    """
+
+    _RESERVED = frozenset(PATH_GREEKS) | {"n", "info", "method", "stderr", "variance",
+                                          "estimators", "alternatives"}
+
+    def __init__(self, drift, diffusion, params=None, *, log=False):
+        if not callable(drift):
+            raise TypeError(f"Diffusion: drift must be callable, got {type(drift).__name__}")
+        if not callable(diffusion):
+            raise TypeError(f"Diffusion: diffusion must be callable, got "
+                            f"{type(diffusion).__name__}")
+        params = {} if params is None else dict(params)
+        for k, v in params.items():
+            if not isinstance(k, str) or not k.isidentifier() or k in self._RESERVED:
+                raise ValueError(f"Diffusion: params names must be identifiers other than "
+                                 f"{sorted(self._RESERVED)}, got {k!r}")
+            if np.ndim(v) != 0:
+                raise TypeError(f"Diffusion: params[{k!r}] must be a scalar, got shape "
+                                f"{np.shape(v)}")
+            params[k] = float(V.check(k, V.as_real_array(k, v), "real"))
+        self.drift, self.diffusion, self.params, self.log = drift, diffusion, params, bool(log)
+
+    def __repr__(self):
+        return f"Diffusion(params={self.params}, log={self.log})"
+
+    def _eval(self, fn, what, t, x, params):
+        m = len(x)
+        out = np.asarray(fn(t, x, **params), dtype=np.float64)
+        if out.shape not in ((), (m,)):
+            raise ValueError(f"Diffusion: {what} returned shape {out.shape} for {m} states")
+        out = np.broadcast_to(out, (m,))
+        if not np.isfinite(out).all() or (what == "diffusion" and not (out > 0).all()):
+            i = int(np.argmax(~np.isfinite(out) | ((out <= 0) if what == "diffusion" else False)))
+            raise ValueError(f"Diffusion: {what}({t}, {x[i]}) = {out[i]}; it must be finite"
+                             + (" and > 0" if what == "diffusion" else ""))
+        return out
+
+    def _ab(self, t, x, params=None):
+        params = self.params if params is None else params
+        return (self._eval(self.drift, "drift", t, x, params),
+                self._eval(self.diffusion, "diffusion", t, x, params))
+
+    def _dtheta(self, t, x, name):
+        v = self.params[name]
+        h = 1e-5 * max(1.0, abs(v))
+        up = dict(self.params, **{name: v + h})
+        dn = dict(self.params, **{name: v - h})
+        (au, bu), (ad, bd) = self._ab(t, x, up), self._ab(t, x, dn)
+        return (au - ad) / (2 * h), (bu - bd) / (2 * h)
+
+    def simulate(self, z, m, steps, maturity, s0, paths, wts):
+        """Euler paths from the normals z (m, steps) into paths[:m, :, 0]
+        and the weights [delta, gamma, params...] into wts[:m]."""
+        dt = maturity / steps
+        sq = math.sqrt(dt)
+        x0 = math.log(s0) if self.log else s0
+        # first step's density in x0: derivatives by central differences
+        hx = 1e-5 * max(1.0, abs(x0))
+        h2 = 1e-3 * max(1.0, abs(x0))
+        pts = np.array([x0 - h2, x0 - hx, x0, x0 + hx, x0 + h2])
+        a, b = self._ab(0.0, pts)
+        a1, b1 = (a[3] - a[1]) / (2 * hx), (b[3] - b[1]) / (2 * hx)
+        a2, b2 = (a[4] - 2 * a[2] + a[0]) / h2 ** 2, (b[4] - 2 * b[2] + b[0]) / h2 ** 2
+        bb = b[2]
+        z1 = z[:, 0]
+        mp = 1.0 + a1 * dt
+        score = z1 * mp / (bb * sq) + (z1 * z1 - 1.0) * b1 / bb
+        dz = -mp / (bb * sq) - z1 * b1 / bb
+        dscore = (dz * mp / (bb * sq) + z1 * (a2 * dt / (bb * sq) - mp * b1 / (bb * bb * sq))
+                  + 2.0 * z1 * dz * b1 / bb + (z1 * z1 - 1.0) * (b2 / bb - (b1 / bb) ** 2))
+        if self.log:
+            wts[:m, 0] = score / s0
+            wts[:m, 1] = (score * score + dscore - score) / (s0 * s0)
+        else:
+            wts[:m, 0] = score
+            wts[:m, 1] = score * score + dscore
+        names = list(self.params)
+        wts[:m, 2:] = 0.0
+        x = np.full(m, x0)
+        paths[:m, 0, 0] = s0
+        for k in range(steps):
+            t = k * dt
+            a, b = self._ab(t, x)
+            zk = z[:, k]
+            for j, name in enumerate(names):
+                da, db = self._dtheta(t, x, name)
+                wts[:m, 2 + j] += zk * sq * da / b + (zk * zk - 1.0) * db / b
+            x = x + a * dt + b * sq * zk
+            paths[:m, k + 1, 0] = np.exp(x) if self.log else x
+
+
+class SpotGreeks(PathGreeks):
+    """Price, delta and gamma of a payoff under a model other than GBM (see
+    :class:`PathGreeks`; floats)."""
+
+    _names = ("price", "delta", "gamma")
+
+    def __init__(self, *args, names=None, **kwargs):
+        if names is not None:
+            self._names = tuple(names)     # with a Diffusion's parameters
+        super().__init__(*args, **kwargs)
+
+
+def _run_blocks(plan, chunk, shape, normals, nq, simulate, payoff, grad, accumulate):
+    """Stream by stream, block by block, chunk by chunk: simulate paths
+    (in the kernels), evaluate the payoff (and its gradient) on the whole
+    chunk, accumulate; returns (mean, var, n) of the nq quantities."""
+    kind, fn = payoff
+    paths = np.empty((chunk,) + shape)
+    h = np.empty(chunk)
+    stats = np.zeros((plan.used, 1 + 2 * nq))
+    shifts = np.zeros((plan.used, nq))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for s, bg in enumerate(plan.bitgens(np.arange(plan.used))):
+            stream = F.PathStream(bg, chunk * normals)
+            first = True
+            for b in range(s, plan.n_blocks, plan.n_streams):
+                rows, done = plan.block_rows(b), 0
+                while done < rows:
+                    m = min(chunk, rows - done)
+                    at = b * plan.block_size + done
+                    simulate(stream, m, paths)
+                    if not np.isfinite(paths[:m, -1]).all():
+                        raise FloatingPointError(
+                            "the simulated prices overflowed (S leaves the range of a "
+                            "double): the estimates would be inf or NaN")
+                    view = paths[:m]
+                    view.flags.writeable = False       # the payoff only reads it
+                    if kind == "callback":
+                        bad = F.callback_block(fn[0], fn[1], fn[2], paths, m, h)
+                        if bad >= 0:
+                            raise ValueError(f"payoff (a LowLevelCallable) reported an "
+                                             f"error at path {at + bad}")
+                        hv = _check_array(h[:m], "payoff", (m,), at)
+                    else:
+                        hv = _check_array(fn(view), "payoff", (m,), at)
+                    gv = None if grad is None else _check_array(
+                        grad(view), "payoff_grad", (m,) + shape, at)
+                    accumulate(m, hv, paths, gv, stats[s], shifts[s], first)
+                    first = False
+                    done += m
+        mean, var, nn = _merge(stats, shifts)
+    if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+        raise FloatingPointError("the estimates are not finite (the payoff or the weights "
+                                 "overflowed)")
+    return mean, var, nn
+
+
+def _estimators(method, names):
+    if method == "lr":
+        est = dict.fromkeys(names[1:], "likelihood ratio")
+        est["gamma"] = "second-order likelihood ratio"
+    else:
+        est = dict.fromkeys(names[1:], "pathwise")
+        est["gamma"] = "mixed (LR of the pathwise delta)"
+    est["price"] = "plain"
+    return est
+
+
+def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng, method,
+                  n_streams, block_size, client, dividend, correlation, payoff_grad,
+                  model=None):
+    """greeks() for a payoff of paths (see its docstring)."""
+    if client is not None:
+        raise ValueError("client (Dask) is not supported for a payoff function; run locally")
+    if model is not None and not isinstance(model, (Heston, Diffusion)):
+        raise TypeError(f"model must be None (geometric Brownian motion), a finance.Heston or "
+                        f"a finance.Diffusion, got {type(model).__name__}")
+    if np.ndim(spot) > 1 or (model is not None and np.ndim(spot) != 0):
+        raise ValueError(f"spot must be a scalar or one value per asset (a scalar for "
+                         f"model={model!r}), got shape {np.shape(spot)}")
+    scalar = np.ndim(spot) == 0
+    s0 = np.atleast_1d(_per_asset("spot", spot, None))
+    d = s0.size
+    if d < 1:
+        raise ValueError("spot must hold at least one asset")
+    if model is None:
+        sig = np.broadcast_to(np.atleast_1d(_per_asset("vol", vol, d)), (d,)).copy()
+    elif vol is not None or correlation is not None:
+        raise ValueError(f"vol and correlation do not apply to model={model!r} (its "
+                         "volatility is the model's)")
+    q = np.broadcast_to(np.atleast_1d(_per_asset("dividend", dividend, d, positive=False,
+                                                 default=0.0)), (d,)).copy()
+    for name, v in (("rate", rate), ("maturity", maturity)):
+        if np.ndim(v) != 0:
+            raise TypeError(f"{name} must be a scalar real number, got shape {np.shape(v)}")
+    rate = float(V.check("rate", V.as_real_array("rate", rate), "real"))
+    maturity = _positive("maturity", maturity)
+    steps = V.integer("steps", steps, minimum=1, maximum=10**6)
+    corr = _correlation(correlation, d) if model is None else None
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be 'lr' or 'pathwise', got {method!r}")
+    kind, fn, grad, name = _lower_payoff(payoff, strike, barrier, d)
+    if payoff_grad is not None:
+        if not callable(payoff_grad):
+            raise TypeError(f"payoff_grad must be callable, got {type(payoff_grad).__name__}")
+        grad = payoff_grad
+    if isinstance(model, Diffusion) and (method == "pathwise" or grad is not None):
+        raise ValueError("method='pathwise' and payoff_grad are not supported for a "
+                         "Diffusion model (likelihood ratio only); use method='lr' without "
+                         "payoff_grad")
+    if isinstance(model, Diffusion) and dividend is not None:
+        raise ValueError("dividend does not apply to a Diffusion model: put the yield in its "
+                         "drift")
+    if method == "pathwise" and grad is None:
+        raise ValueError(
+            f"method='pathwise' needs the payoff's derivative along the path: pass "
+            f"payoff_grad(paths) -> dh/dS (shape of paths) or a Payoff with grad; payoff "
+            f"{name!r} has none (for a discontinuous payoff use method='lr')")
+
+    disc = math.exp(-rate * maturity)
+    normals = steps * (d if model is None else 1 if isinstance(model, Diffusion) else 2)
+    plan = E.Plan(n, normals, rng, n_streams, block_size, 1)
+    chunk = max(1, min(plan.block_size, (1 << 18) // ((steps + 1) * max(d, 2))))
+    if model is None:
+        chol = np.linalg.cholesky(corr)
+        cinv = np.linalg.inv(corr)
+        cinv = 0.5 * (cinv + cinv.T)
+        drift = rate - q - 0.5 * sig * sig
+        nw = F.n_weights(d)
+        wts = np.empty((chunk, nw))
+
+        def simulate(stream, m, paths):
+            F.gbm_block(stream, m, steps, maturity, rate, s0, drift, sig, chol, cinv, paths,
+                        wts)
+
+        def accumulate(m, hv, paths, gv, st, sh, first):
+            F.accumulate_block(m, hv, wts, disc, maturity, rate, s0, drift, sig, paths, gv, st,
+                               sh, first)
+        names = PATH_GREEKS
+    else:
+        sp, qq = float(s0[0]), float(q[0])
+        names = SpotGreeks._names
+        if isinstance(model, Diffusion):
+            names += tuple(model.params)
+        nw = len(names) - 1
+        wts = np.empty((chunk, nw))
+        if isinstance(model, Diffusion):
+            def simulate(stream, m, paths):
+                z = F.normals(stream, m * steps).reshape(m, steps)
+                model.simulate(z, m, steps, maturity, sp, paths, wts)
+        else:
+            def simulate(stream, m, paths):
+                F.heston_block(stream, m, steps, maturity, rate, qq, sp, model.v0, model.kappa,
+                               model.theta, model.xi, model.rho, paths, wts)
+
+        def accumulate(m, hv, paths, gv, st, sh, first):
+            F.accumulate_block(m, hv, wts, disc, maturity, rate, s0, q, q, paths, gv, st, sh,
+                               first, False)
+    nq = 1 + nw * (2 if grad is not None else 1)
+    mean, var, nn = _run_blocks(plan, chunk, (steps + 1, d), normals, nq, simulate, (kind, fn),
+                                grad, accumulate)
+    se = np.sqrt(var / nn)
+    iu = np.triu_indices(d)
+
+    def unpack(x, off):
+        if model is not None:
+            return {k: float(x[0] if k == "price" else x[off + i - 1])
+                    for i, k in enumerate(names)}
+        g = np.empty((d, d))
+        g[iu] = x[off + 2 * d + 2:off + nw]
+        g.T[iu] = g[iu]
+        out = {"price": x[0], "delta": x[off:off + d].copy(), "vega": x[off + d:off + 2 * d].copy(),
+               "rho": float(x[off + 2 * d]), "theta": float(x[off + 2 * d + 1]), "gamma": g}
+        if scalar:
+            out = {k: float(np.ravel(v)[0]) for k, v in out.items()}
+        else:
+            out["price"] = float(out["price"])
+        return out
+
+    alternatives = {}
+    for mth, off in (("lr", 1), ("pathwise", 1 + nw)):
+        if mth == "pathwise" and grad is None:
+            continue
+        e, ee = unpack(mean, off), unpack(se, off)
+        alternatives[mth] = {k: (e[k], ee[k]) for k in names}
+    off = 1 if method == "lr" else 1 + nw
+    values, stderr, variance = unpack(mean, off), unpack(se, off), unpack(var, off)
+    info = plan.info()
+    info.update(threads=1, payoff=name, spot=s0 if not scalar else float(s0[0]), strike=strike,
+                rate=rate, dividend=q, maturity=maturity, steps=steps, assets=d, model=model)
+    if model is None:
+        info.update(vol=sig, correlation=corr)
+    est = _estimators(method, names)
+    if model is None:
+        return PathGreeks(values, stderr, variance, method, est, alternatives, int(nn), info)
+    return SpotGreeks(values, stderr, variance, method, est, alternatives, int(nn), info,
+                      names=names)

@@ -1,0 +1,155 @@
+"""Payoffs of whole paths for :func:`mcscore.finance.greeks`: the
+:class:`Payoff` object (a function of the paths and, optionally, its
+derivative) and factories for baskets, spreads, exchange, best-of and
+worst-of options."""
+from __future__ import annotations
+
+
+import numpy as np
+
+from .. import _validation as V
+from ._common import PAYOFFS, _positive
+
+
+# ---------------------------------------------------------------------------
+# any payoff, several assets
+# ---------------------------------------------------------------------------
+
+PATH_GREEKS = ("price", "delta", "gamma", "vega", "rho", "theta")
+
+
+class Payoff:
+    """A payoff of simulated paths for :func:`greeks`, with its derivative.
+
+    ``fn(paths) -> (m,)`` and, optionally, ``grad(paths) -> dh/dS`` of the
+    shape of paths, ``(m, steps + 1, assets)``; ``assets`` (if not None) is
+    the number of assets it needs.
+    """
+
+    def __init__(self, fn, grad=None, *, name=None, assets=None):
+        if not callable(fn):
+            raise TypeError(f"Payoff: fn must be callable, got {type(fn).__name__}")
+        if grad is not None and not callable(grad):
+            raise TypeError(f"Payoff: grad must be callable or None, got {type(grad).__name__}")
+        self.fn, self.grad, self.assets = fn, grad, assets
+        self.name = name or getattr(fn, "__name__", "payoff")
+
+    def __call__(self, paths):
+        return self.fn(paths)
+
+    def __repr__(self):
+        return f"Payoff({self.name!r})"
+
+
+def _terminal(name, assets, value, slope):
+    """A Payoff of the terminal values S(T) only: value(ST) -> (m,),
+    slope(ST) -> (m, assets) its gradient."""
+    def fn(paths):
+        return value(paths[:, -1, :])
+
+    def grad(paths):
+        g = np.zeros(paths.shape)
+        g[:, -1, :] = slope(paths[:, -1, :])
+        return g
+
+    return Payoff(fn, grad, name=name, assets=assets)
+
+
+def _weights(weights, what):
+    w = V.as_real_array("weights", weights)
+    if w.ndim != 1 or w.size < 1 or not np.isfinite(w).all():
+        raise ValueError(f"weights of {what} must be a non-empty 1-D array of finite numbers, "
+                         f"got {weights!r}")
+    return w
+
+
+def basket_call(strike, weights):
+    """(sum_i w_i S_i(T) - K)^+ on len(weights) assets."""
+    w = _weights(weights, "basket_call")
+    return _terminal("basket_call", w.size, lambda s: np.maximum(s @ w - strike, 0.0),
+                     lambda s: (s @ w > strike)[:, None] * w)
+
+
+def basket_put(strike, weights):
+    """(K - sum_i w_i S_i(T))^+ on len(weights) assets."""
+    w = _weights(weights, "basket_put")
+    return _terminal("basket_put", w.size, lambda s: np.maximum(strike - s @ w, 0.0),
+                     lambda s: -(s @ w < strike)[:, None] * w)
+
+
+def geometric_basket_call(strike, weights):
+    """(prod_i S_i(T)^{w_i} - K)^+ (weights summing to 1 make it lognormal)."""
+    w = _weights(weights, "geometric_basket_call")
+
+    def g(s):
+        return np.exp(np.log(s) @ w)
+
+    return _terminal("geometric_basket_call", w.size, lambda s: np.maximum(g(s) - strike, 0.0),
+                     lambda s: ((g(s) > strike) * g(s))[:, None] * w / s)
+
+
+def spread_call(strike, *, name="spread_call"):
+    """(S_1(T) - S_2(T) - K)^+ on two assets."""
+    return _terminal(name, 2, lambda s: np.maximum(s[:, 0] - s[:, 1] - strike, 0.0),
+                     lambda s: (s[:, 0] - s[:, 1] > strike)[:, None] * np.array([1.0, -1.0]))
+
+
+def exchange():
+    """(S_1(T) - S_2(T))^+: Margrabe's option to exchange asset 2 for asset 1."""
+    return spread_call(0.0, name="exchange")
+
+
+def _extreme_call(name, pick):
+    def make(strike):
+        def slope(s):
+            g = np.zeros(s.shape)
+            i = pick(s)
+            r = np.arange(len(s))
+            g[r, i] = s[r, i] > strike
+            return g
+
+        return _terminal(name, None, lambda s: np.maximum(s[np.arange(len(s)), pick(s)] - strike,
+                                                           0.0), slope)
+    return make
+
+
+best_of_call = _extreme_call("best_of_call", lambda s: np.argmax(s, axis=1))
+best_of_call.__doc__ = "(max_i S_i(T) - K)^+."
+worst_of_call = _extreme_call("worst_of_call", lambda s: np.argmin(s, axis=1))
+worst_of_call.__doc__ = "(min_i S_i(T) - K)^+."
+
+
+def _builtin(name, strike, barrier):
+    """The built-in single-asset payoffs as Payoff objects (for dividends)."""
+    if not isinstance(name, str) or name not in PAYOFFS:
+        raise ValueError(f"payoff must be one of {', '.join(map(repr, PAYOFFS))}, a callable, "
+                         f"a Payoff or a scipy.LowLevelCallable, got {name!r}")
+    if strike is None:
+        raise TypeError(f"greeks() missing required keyword argument 'strike' (for payoff "
+                        f"{name!r})")
+    if name == "up_and_out_call":
+        raise ValueError("payoff 'up_and_out_call' takes no dividend, correlation or "
+                         "payoff_grad; pass the barrier condition in a payoff function")
+    K = _positive("strike", strike)
+    one = np.ones(1)
+    if name == "call":
+        return basket_call(K, one)
+    if name == "put":
+        return basket_put(K, one)
+    if name in ("digital_call", "digital_put"):
+        sign = 1.0 if name == "digital_call" else -1.0
+        return Payoff(lambda p: (sign * (p[:, -1, 0] - K) > 0).astype(float), name=name)
+
+    def avg(p):
+        x = p[:, 1:, 0]
+        return x.mean(1) if name == "asian_call" else np.exp(np.log(x).mean(1))
+
+    def grad(p):
+        a = avg(p)
+        g = np.zeros(p.shape)
+        steps = p.shape[1] - 1
+        d = 1.0 / steps if name == "asian_call" else a[:, None] / (steps * p[:, 1:, 0])
+        g[:, 1:, 0] = (a > K)[:, None] * d
+        return g
+
+    return Payoff(lambda p: np.maximum(avg(p) - K, 0.0), grad, name=name, assets=1)
