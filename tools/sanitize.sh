@@ -26,7 +26,12 @@ CC="${CC:-gcc} $SAN -g" MCSCORE_REQUIRE_OPENMP=1 "$PY" setup.py build_ext -b "$O
     cat "$OUT/build.log"; exit 1; }
 # the pure-Python part of the package next to the instrumented extension
 cp src/mcscore/*.py src/mcscore/*.pyi src/mcscore/*.pxd src/mcscore/py.typed "$OUT/lib/mcscore/" 2>/dev/null || true
-cp -r src/mcscore/finance "$OUT/lib/mcscore/"
+# and its subpackages (mcscore.distributions, mcscore.finance)
+for pkg in src/mcscore/*/__init__.py; do
+    sub="$(basename "$(dirname "$pkg")")"
+    mkdir -p "$OUT/lib/mcscore/$sub"
+    cp "src/mcscore/$sub"/*.py "$OUT/lib/mcscore/$sub/"
+done
 # every extension instrumented; the core (_core: the one module with parallel
 # regions, the stream driver) built with OpenMP
 ls "$OUT"/lib/mcscore/_core*.so >/dev/null 2>&1 || { echo "no _core extension built"; exit 1; }

@@ -123,55 +123,31 @@ def draw(dist: KernelDist, bit_generator: np.random.BitGenerator, m: int) -> NDA
 def eval_scores(dist: KernelDist, x: ArrayLike) -> NDArray[np.float64]: ...
 def check_term_kinds(kinds: ArrayLike, owner: str, family: int | None = ...) -> None: ...
 def eval_integrand(func: KernelFunc, dist: KernelDist, x: ArrayLike) -> NDArray[np.float64]: ...
+# the arrays of a round of blocks (see _kernels.pyx, "rounds of blocks"):
+# one line per role, so that the shared arguments read at a glance
+_F64 = NDArray[np.float64]
+_I64 = NDArray[np.int64]
+_BitGens = list[np.random.BitGenerator]
+
 def run_streams(
-    dist: KernelDist,
-    func: KernelFunc,
-    bitgens: list[np.random.BitGenerator],
-    streams: NDArray[np.int64],
-    n: int,
-    n_streams: int,
-    block_size: int,
-    n_threads: int,
-    stats: NDArray[np.float64],
-    shifts: NDArray[np.float64],
-    next_block: NDArray[np.int64] | None = ...,
-    max_blocks: int = ...,
+    dist: KernelDist, func: KernelFunc, bitgens: _BitGens, streams: _I64,
+    n: int, n_streams: int, block_size: int, n_threads: int,
+    stats: _F64, shifts: _F64, next_block: _I64 | None = ..., max_blocks: int = ...,
 ) -> tuple[int, int]: ...
 def draw_round(
-    dist: KernelDist,
-    bitgens: list[np.random.BitGenerator],
-    blocks: NDArray[np.int64],
-    slots: NDArray[np.int64],
-    n: int,
-    block_size: int,
-    n_threads: int,
-    xt: NDArray[np.float64],
-    lt: NDArray[np.float64] | None = ...,
+    dist: KernelDist, bitgens: _BitGens, blocks: _I64, slots: _I64,
+    n: int, block_size: int, n_threads: int,
+    xt: _F64, lt: _F64 | None = ...,
 ) -> None: ...
 def draw_round_shared(
-    dist: KernelDist,
-    bitgens: list[np.random.BitGenerator],
-    blocks: NDArray[np.int64],
-    slots: NDArray[np.int64],
-    n: int,
-    block_size: int,
-    xt: NDArray[np.float64],
-    lt: NDArray[np.float64] | None,
-    counter: NDArray[np.longlong],
+    dist: KernelDist, bitgens: _BitGens, blocks: _I64, slots: _I64,
+    n: int, block_size: int,
+    xt: _F64, lt: _F64 | None, counter: NDArray[np.longlong],
 ) -> None: ...
 def accumulate_round(
-    dist: KernelDist,
-    blocks: NDArray[np.int64],
-    slots: NDArray[np.int64],
-    n: int,
-    block_size: int,
-    n_streams: int,
-    n_threads: int,
-    xt: NDArray[np.float64],
-    fx: NDArray[np.float64],
-    stats: NDArray[np.float64],
-    shifts: NDArray[np.float64],
-    lt: NDArray[np.float64] | None = ...,
+    dist: KernelDist, blocks: _I64, slots: _I64,
+    n: int, block_size: int, n_streams: int, n_threads: int,
+    xt: _F64, fx: _F64, stats: _F64, shifts: _F64, lt: _F64 | None = ...,
 ) -> int: ...
 def stream_totals(
     stats: NDArray[np.float64], shifts: NDArray[np.float64], n_coords: int

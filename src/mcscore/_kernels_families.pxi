@@ -1,0 +1,285 @@
+# Included by _kernels.pyx: the family table (one fill function per family
+# code), the draw of a chunk and of a block.  A new family adds its fill
+# function and its registration here (docs/design.md, "Adding a family").
+
+# ---------------------------------------------------------------------------
+# The family table: one fill function (and optionally a score kernel) per
+# family code.  A fill draws m samples of unit j into its columns of a chunk
+# (see mc_fill_fn in _kernels.pxd); its parameters are the unit's block
+# p = mc_unit_params(dist, j) (dist.prm_len doubles, laid out by the
+# family's _draw_params in mcscore.distributions).
+# ---------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    /* Column fills (mc_column_fill_fn, see _kernels.pxd) of the families
+       whose draw is one call of a NumPy sampler: m draws of one unit into
+       col from the unit's parameter block p. */
+    #define MC_COLUMN_FILL(NAME, EXPR)                                        \
+        static void NAME(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) { \
+            Py_ssize_t i;                                                     \
+            for (i = 0; i < m; i++) col[i] = (EXPR);                          \
+        }
+    /* Beta: p = [concentration1, concentration0] */
+    MC_COLUMN_FILL(mc_fill_beta, random_beta(bg, p[0], p[1]))
+    /* Poisson: p = [rate] */
+    MC_COLUMN_FILL(mc_fill_poisson, (double)random_poisson(bg, p[0]))
+    /* Bernoulli: p = [probs] */
+    MC_COLUMN_FILL(mc_fill_bernoulli, random_standard_uniform(bg) < p[0] ? 1.0 : 0.0)
+    /* Geometric: p = [probs]; numpy counts the trials up to and including
+       the first success, torch the failures before it */
+    MC_COLUMN_FILL(mc_fill_geometric, (double)(random_geometric(bg, p[0]) - 1))
+    /* NegativeBinomial: p = [probs, total_count]; successes (prob p[0])
+       before total_count failures == numpy's failures before total_count
+       successes with success probability 1 - p[0] */
+    MC_COLUMN_FILL(mc_fill_negative_binomial,
+                   (double)random_negative_binomial(bg, p[1], 1.0 - p[0]))
+    /* Laplace: p = [loc, scale]; NumPy inverts one uniform per draw */
+    MC_COLUMN_FILL(mc_fill_laplace, random_laplace(bg, p[0], p[1]))
+    """
+    void mc_fill_beta(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_bernoulli(const double *p, bitgen_t *bg, Py_ssize_t m,
+                           double *col) noexcept nogil
+    void mc_fill_geometric(const double *p, bitgen_t *bg, Py_ssize_t m,
+                           double *col) noexcept nogil
+    void mc_fill_negative_binomial(const double *p, bitgen_t *bg, Py_ssize_t m,
+                                   double *col) noexcept nogil
+    void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+
+
+cdef mc_family _FAMILY_TABLE[MC_N_FAMILIES]
+
+
+cdef inline const double *mc_unit_params(const mc_dist *dist, Py_ssize_t j) noexcept nogil:
+    return dist.prm + j * dist.prm_len
+
+
+cdef const mc_family *mc_family_of(int family) noexcept nogil:
+    """The family's kernel functions, or NULL for an unknown code."""
+    if family < 0 or family >= MC_N_FAMILIES or (_FAMILY_TABLE[family].fill == NULL and
+                                                 _FAMILY_TABLE[family].fill_column == NULL):
+        return NULL
+    return &_FAMILY_TABLE[family]
+
+
+cdef void _register(int code, const char *name, mc_fill_fn fill, bint log_column=False,
+                    mc_score_fn score=NULL) noexcept:
+    """Enter a family in the table: its general fill, whether the fill
+    writes log columns, and its own score kernel (or NULL)."""
+    _FAMILY_TABLE[code].name = name
+    _FAMILY_TABLE[code].fill = fill
+    _FAMILY_TABLE[code].score = score
+    _FAMILY_TABLE[code].log_column = log_column
+
+
+cdef void _register_column(int code, const char *name, mc_column_fill_fn fill_column,
+                           mc_score_fn score=NULL) noexcept:
+    """Enter a univariate family drawn by a column fill."""
+    _register(code, name, NULL, False, score)
+    _FAMILY_TABLE[code].fill_column = fill_column
+
+
+memset(_FAMILY_TABLE, 0, sizeof(_FAMILY_TABLE))
+
+
+cdef void _fill_normal(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil:
+    # p = [loc, scale]
+    random_standard_normal_fill(bg, m, col)
+    mc_c_affine(col, m, p[0], p[1])
+
+
+
+cdef void _fill_lognormal(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                          double *xt, Py_ssize_t ld, double *lt,
+                          mc_workspace *ws) noexcept nogil:
+    # p = [loc, scale] of log x; lt (or NULL) receives log x exactly as drawn
+    cdef const double *p = mc_unit_params(dist, j)
+    cdef double *col = xt + j * ld
+    cdef double *lcol
+    cdef double a = p[0], b = p[1]
+    cdef Py_ssize_t i, k
+    random_standard_normal_fill(bg, m, col)
+    if lt == NULL:
+        mc_c_affine(col, m, a, b)
+        mc_vexp(col, col, m)
+        return
+    lcol = lt + j * ld
+    for i in range(m):
+        lcol[i] = a + b * col[i]
+    if ws.lazy_thr != NULL and ws.lazy_thr[j] > -INFINITY:
+        # fused kernels whose f reads x only through calls and digital
+        # calls: below the strike x is never looked at (ws.tmp and ws.fx
+        # are free while drawing)
+        k = mc_c_gather_above(lcol, col, m, ws.lazy_thr[j], <Py_ssize_t *> ws.tmp, ws.fx)
+        mc_vexp(ws.fx, ws.fx, k)
+        mc_c_scatter(ws.fx, k, <Py_ssize_t *> ws.tmp, col)
+    else:
+        mc_vexp(lcol, col, m)
+
+
+
+cdef void _fill_exponential(const double *p, bitgen_t *bg, Py_ssize_t m,
+                            double *col) noexcept nogil:
+    # p = [rate]
+    cdef double scale = 1.0 / p[0]
+    cdef Py_ssize_t i
+    random_standard_exponential_fill(bg, m, col)
+    for i in range(m):
+        col[i] = col[i] * scale
+
+
+
+cdef void _fill_gamma(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil:
+    # p = [concentration, rate]
+    cdef double a = p[0], scale = 1.0 / p[1]
+    cdef Py_ssize_t i
+    for i in range(m):
+        col[i] = random_standard_gamma(bg, a) * scale
+
+
+
+cdef void _fill_binomial(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                         double *xt, Py_ssize_t ld, double *lt,
+                         mc_workspace *ws) noexcept nogil:
+    # p = [probs, total_count]; ws.binom caches NumPy's per-parameter setup
+    cdef const double *p = mc_unit_params(dist, j)
+    cdef int64_t n = <int64_t> p[1]
+    cdef Py_ssize_t i
+    for i in range(m):
+        xt[j * ld + i] = <double> random_binomial(bg, p[0], n, &ws.binom)
+
+
+
+cdef void _fill_categorical(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                            double *xt, Py_ssize_t ld, double *lt,
+                            mc_workspace *ws) noexcept nogil:
+    # the unit's alias table (dist.alias_q / alias_i); one uniform per draw
+    cdef Py_ssize_t K = dist.n_cat
+    cdef double *col = xt + j * ld
+    random_standard_uniform_fill(bg, m, col)
+    mc_c_alias(col, m, K, dist.alias_q + j * K, dist.alias_i + j * K)
+
+
+
+cdef void _fill_multinomial(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                            double *xt, Py_ssize_t ld, double *lt,
+                            mc_workspace *ws) noexcept nogil:
+    # p = [probs (K), total_count]; columns j*K .. j*K+K-1
+    cdef const double *p = mc_unit_params(dist, j)
+    cdef Py_ssize_t i, k, K = dist.n_cat
+    for i in range(m):
+        # numpy stops early once all trials are placed: zero first.
+        memset(ws.ibuf, 0, sizeof(int64_t) * K)
+        random_multinomial(bg, <int64_t> p[K], ws.ibuf, <double *> p, K, &ws.binom)
+        for k in range(K):
+            xt[(j * K + k) * ld + i] = <double> ws.ibuf[k]
+
+
+
+cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                          double *xt, Py_ssize_t ld, double *lt,
+                          mc_workspace *ws) noexcept nogil:
+    # p = [concentration (K), unused]; columns j*K .. j*K+K-1
+    cdef const double *p = mc_unit_params(dist, j)
+    cdef Py_ssize_t i, k, K = dist.n_cat
+    cdef double a, b, u = 0.0, scale, v
+    cdef double *x = xt + j * K * ld
+    for k in range(K):
+        u = u + p[k]
+    for i in range(m):
+        a = 0.0
+        for k in range(K):
+            scale = random_standard_gamma(bg, p[k])
+            x[k * ld + i] = scale
+            a = a + scale
+        if a > 0.0:
+            for k in range(K):
+                x[k * ld + i] = x[k * ld + i] / a
+            continue
+        # Every gamma variate underflowed (tiny concentrations): break the
+        # stick with beta draws instead, as NumPy does for small
+        # concentrations, so the draw is a point of the simplex.
+        b = u           # concentration left after category k
+        scale = 1.0     # length of stick left
+        for k in range(K - 1):
+            b = b - p[k]
+            if b < p[K - 1]:
+                b = p[K - 1]
+            v = random_beta(bg, p[k], b)
+            x[k * ld + i] = scale * v
+            scale = scale * (1.0 - v)
+        x[(K - 1) * ld + i] = scale
+
+
+
+# The family table.  Column fills (the simple form, mc_column_fill_fn):
+_register_column(MC_NORMAL, b"Normal", _fill_normal)
+_register_column(MC_EXPONENTIAL, b"Exponential", _fill_exponential)
+_register_column(MC_GAMMA, b"Gamma", _fill_gamma)
+_register_column(MC_BETA, b"Beta", mc_fill_beta)
+_register_column(MC_POISSON, b"Poisson", mc_fill_poisson)
+_register_column(MC_BERNOULLI, b"Bernoulli", mc_fill_bernoulli)
+_register_column(MC_GEOMETRIC, b"Geometric", mc_fill_geometric)
+_register_column(MC_NEGATIVE_BINOMIAL, b"NegativeBinomial", mc_fill_negative_binomial)
+_register_column(MC_LAPLACE, b"Laplace", mc_fill_laplace)
+# ... and fills of the general form (mc_fill_fn: several columns per unit,
+# log columns, workspace state):
+_register(MC_LOGNORMAL, b"LogNormal", _fill_lognormal, True)
+_register(MC_BINOMIAL, b"Binomial", _fill_binomial)
+_register(MC_CATEGORICAL, b"Categorical", _fill_categorical)
+_register(MC_MULTINOMIAL, b"Multinomial", _fill_multinomial)
+_register(MC_DIRICHLET, b"Dirichlet", _fill_dirichlet)
+
+
+cdef bint mc_has_log_column(const mc_dist *dist) noexcept nogil:
+    """True when the draws come with log x for free (LogNormal): the score
+    then reads it from the log column instead of recomputing log(exp(y))."""
+    cdef const mc_family *fam = mc_family_of(dist.family)
+    return fam != NULL and fam.log_column
+
+
+cdef void mc_draw_chunk(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                        Py_ssize_t ld, double *lt, mc_workspace *ws) noexcept nogil:
+    """Draw m samples into xt, column-major with leading dimension ld:
+    xt[c * ld + i].  Draws are made unit by unit (all m draws of unit 0, then
+    unit 1, ...) by the family's fill function, so that fills write
+    contiguous columns.  lt (same layout; may be NULL) receives log x for
+    families with a log column (LogNormal)."""
+    cdef const mc_family *fam = &_FAMILY_TABLE[dist.family]
+    cdef Py_ssize_t j
+    for j in range(dist.n_units):
+        if fam.fill != NULL:
+            fam.fill(dist, j, bg, m, xt, ld, lt, ws)
+        else:
+            fam.fill_column(mc_unit_params(dist, j), bg, m, xt + j * ld)
+
+
+cdef bint mc_draw_block_polled(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                               double *lt, mc_workspace *ws, mc_round *rd,
+                               int tid) noexcept nogil:
+    """mc_draw_block_lt that polls the driver (rd, or NULL) after every chunk;
+    True when it stopped early (an interrupt: the draws are then discarded)."""
+    cdef Py_ssize_t i0, cs, c = mc_chunk_len(dist.draw_size)
+    i0 = 0
+    while i0 < m:
+        cs = c if m - i0 > c else m - i0
+        mc_draw_chunk(dist, bg, cs, xt + i0, m, (lt + i0) if lt != NULL else NULL, ws)
+        i0 += cs
+        if rd != NULL and i0 < m and mc_poll(rd, tid):
+            return True
+    return False
+
+
+cdef void mc_draw_block_lt(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                           double *lt, mc_workspace *ws) noexcept nogil:
+    """Draw a block of m samples (column-major, leading dimension m) chunk by
+    chunk, exactly as the fused kernels do; lt (or NULL) as in mc_draw_chunk."""
+    mc_draw_block_polled(dist, bg, m, xt, lt, ws, NULL, 0)
+
+
+cdef void mc_draw_block(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,
+                        mc_workspace *ws) noexcept nogil:
+    """Draw m samples into xt (column-major, see the .pxd), in the order the
+    kernels use (chunk by chunk, unit by unit within a chunk)."""
+    mc_draw_block_lt(dist, bg, m, xt, NULL, ws)

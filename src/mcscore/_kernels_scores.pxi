@@ -1,0 +1,319 @@
+# Included by _kernels.pyx: the one score evaluator (every score of every
+# family is computed here), the checks and setup of a score table, and the
+# fused accumulation of a block's sufficient statistics.
+
+# ---------------------------------------------------------------------------
+# The one score evaluator: every consumer of a score table (the fused
+# accumulators below, _vr's feature kernels, Distribution.score through
+# eval_scores) computes scores here.
+# ---------------------------------------------------------------------------
+
+cdef inline void _score_term(int kind, const double *x, const double *lx, Py_ssize_t m,
+                             double a, double b, double c, double *out) noexcept nogil:
+    """out[i] += term of a table kind (not SK_FAMILY) at x[i] (lx: log x, or NULL)."""
+    cdef Py_ssize_t i
+    cdef double d
+    if lx != NULL and (kind == SK_LOG_AFFINE or kind == SK_LOG_QUAD):
+        x = lx
+        kind = SK_AFFINE if kind == SK_LOG_AFFINE else SK_QUAD
+    if kind == SK_AFFINE:
+        for i in range(m):
+            out[i] += x[i] * a + b
+    elif kind == SK_LOG_AFFINE:
+        for i in range(m):
+            out[i] += log(x[i]) * a + b
+    elif kind == SK_LOG1M_AFFINE:
+        for i in range(m):
+            out[i] += log1p(-x[i]) * a + b
+    elif kind == SK_QUAD:
+        for i in range(m):
+            d = x[i] - c
+            out[i] += d * d * a + b
+    elif kind == SK_LOG_QUAD:
+        for i in range(m):
+            d = log(x[i]) - c
+            out[i] += d * d * a + b
+    elif kind == SK_CATEGORY:
+        for i in range(m):
+            out[i] += (a if x[i] == c else 0.0) + b
+    elif kind == SK_SIGN:
+        for i in range(m):
+            d = x[i] - c
+            out[i] += ((d > 0.0) - (d < 0.0) + (d - d)) * a + b
+    elif kind == SK_ABS:
+        for i in range(m):
+            out[i] += fabs(x[i] - c) * a + b
+
+
+cdef const double *mc_score_col(const mc_dist *dist, Py_ssize_t q, const double *xt,
+                                Py_ssize_t ld, const double *lt, Py_ssize_t m, double *tmp,
+                                int *kind, double *abc) noexcept nogil:
+    """The score of coordinate q on a chunk, in reduced form (see _kernels.pxd):
+    a single affine or quadratic term (in x, or in log x: from the log
+    column lt when there is one, else NumPy's log loop into tmp) is returned
+    as its column and (a, b, c); anything else is summed term by term into
+    tmp (kind MC_SKIND_IDENT)."""
+    cdef Py_ssize_t t, t0 = dist.t_start[q], t1 = dist.t_start[q + 1]
+    cdef int k
+    cdef const double *xc
+    cdef const mc_family *fam
+    if t1 == t0 + 1:
+        k = dist.t_kind[t0]
+        abc[0] = dist.t_a[t0]
+        abc[1] = dist.t_b[t0]
+        abc[2] = dist.t_c[t0]
+        xc = xt + dist.t_col[t0] * ld
+        if k == SK_AFFINE or k == SK_QUAD:
+            kind[0] = MC_SKIND_AFFINE if k == SK_AFFINE else MC_SKIND_QUAD
+            return xc
+        if k == SK_LOG_AFFINE or k == SK_LOG_QUAD:
+            kind[0] = MC_SKIND_AFFINE if k == SK_LOG_AFFINE else MC_SKIND_QUAD
+            if lt != NULL:
+                return lt + dist.t_col[t0] * ld
+            mc_vlog(xc, tmp, m)
+            return tmp
+    # several terms (a broadcast parameter), or another kind: s in tmp
+    kind[0] = MC_SKIND_IDENT
+    abc[0] = 0.0
+    abc[1] = 0.0
+    abc[2] = 0.0
+    memset(tmp, 0, sizeof(double) * m)
+    for t in range(t0, t1):
+        k = dist.t_kind[t]
+        if k == SK_FAMILY:
+            fam = mc_family_of(dist.family)
+            fam.score(dist, t, xt, ld, m, tmp)
+        else:
+            _score_term(k, xt + dist.t_col[t] * ld,
+                        (lt + dist.t_col[t] * ld) if lt != NULL else NULL, m,
+                        dist.t_a[t], dist.t_b[t], dist.t_c[t], tmp)
+    return tmp
+
+
+cdef void mc_score_coord(const mc_dist *dist, Py_ssize_t q, const double *xt, Py_ssize_t ld,
+                         const double *lt, Py_ssize_t m, double *out) noexcept nogil:
+    """out[i] = score of coordinate q at draw i of the chunk (m doubles)."""
+    cdef int kind
+    cdef double abc[3]
+    cdef const double *p = mc_score_col(dist, q, xt, ld, lt, m, out, &kind, abc)
+    mc_c_apply(kind, p, m, abc[0], abc[1], abc[2], out)
+
+
+_SK_NAMES = {SK_AFFINE: "SK_AFFINE", SK_LOG_AFFINE: "SK_LOG_AFFINE",
+             SK_LOG1M_AFFINE: "SK_LOG1M_AFFINE", SK_QUAD: "SK_QUAD",
+             SK_LOG_QUAD: "SK_LOG_QUAD", SK_CATEGORY: "SK_CATEGORY", SK_SIGN: "SK_SIGN",
+             SK_ABS: "SK_ABS", SK_FAMILY: "SK_FAMILY"}
+
+
+def check_term_kinds(kinds, str owner, family=None):
+    """Raise ValueError naming `owner` and the first kind of the score table
+    `kinds` that the evaluator does not know (an SK_FAMILY term needs a
+    family, given by its code, with its own score kernel)."""
+    cdef const mc_family *fam
+    k = np.asarray(kinds)
+    bad = k[(k < 0) | (k >= SK_N_KINDS)]
+    if bad.size:
+        raise ValueError(
+            f"{owner}: unknown score term kind {int(bad.flat[0])} (the evaluator knows "
+            f"{', '.join(f'{n} = {v}' for v, n in sorted(_SK_NAMES.items()))}); "
+            "add the kind to the one evaluator (_kernels.pyx) before using it")
+    if (k == SK_FAMILY).any():
+        fam = mc_family_of(-1 if family is None else family)
+        if fam == NULL or fam.score == NULL:
+            raise ValueError(
+                f"{owner}: an SK_FAMILY score term needs the family's own score kernel "
+                "(mc_family.score), and " + ("this table has no family" if fam == NULL
+                                             else "the family registers none"))
+
+
+cdef object mc_set_terms(mc_dist *dist, t_start, t_kind, t_col, t_a, t_b, t_c, str owner):
+    cdef int64_t[::1] vts = np.array(t_start, dtype=np.int64, order='C', copy=True).ravel()
+    cdef int[::1] vtk = np.array(t_kind, dtype=np.intc, order='C', copy=True).ravel()
+    cdef int64_t[::1] vtc = np.array(t_col, dtype=np.int64, order='C', copy=True).ravel()
+    cdef double[::1] vta = np.array(t_a, dtype=np.float64, order='C', copy=True).ravel()
+    cdef double[::1] vtb = np.array(t_b, dtype=np.float64, order='C', copy=True).ravel()
+    cdef double[::1] vtcc = np.array(t_c, dtype=np.float64, order='C', copy=True).ravel()
+    check_term_kinds(vtk, owner, dist.family)
+    if vts.shape[0] < 1:
+        raise ValueError(f"{owner}: the score table's t_start needs n_coords + 1 entries")
+    dist.n_coords = vts.shape[0] - 1
+    dist.t_start = &vts[0]
+    dist.t_kind = &vtk[0] if vtk.shape[0] else NULL
+    dist.t_col = &vtc[0] if vtc.shape[0] else NULL
+    dist.t_a = &vta[0] if vta.shape[0] else NULL
+    dist.t_b = &vtb[0] if vtb.shape[0] else NULL
+    dist.t_c = &vtcc[0] if vtcc.shape[0] else NULL
+    return (vts, vtk, vtc, vta, vtb, vtcc)
+
+
+cdef object mc_set_draw(mc_dist *dist, int family, bint per_category, Py_ssize_t n_units,
+                        Py_ssize_t n_cat, Py_ssize_t draw_size, p0, p1, alias_q, alias_i):
+    if mc_family_of(family) == NULL:
+        raise ValueError(f"unknown family code {family} (known: 0..{MC_N_FAMILIES - 1}, see "
+                         "mcscore.distributions.FAMILIES)")
+    cdef double[:, ::1] blocks = np.zeros((0, 0))
+    if n_units > 0:
+        blocks = np.ascontiguousarray(np.concatenate(
+            [np.asarray(p, dtype=np.float64).reshape(n_units, -1) for p in (p0, p1)], axis=1))
+    cdef double[::1] vq = np.array(alias_q, dtype=np.float64, order='C', copy=True).ravel()
+    cdef int64_t[::1] vi = np.array(alias_i, dtype=np.int64, order='C', copy=True).ravel()
+    dist.family = family
+    dist.per_category = per_category
+    dist.n_units = n_units
+    dist.n_cat = n_cat
+    dist.draw_size = draw_size
+    dist.prm_len = blocks.shape[1]
+    dist.prm = &blocks[0, 0] if blocks.shape[0] and blocks.shape[1] else NULL
+    dist.alias_q = &vq[0] if vq.shape[0] else NULL
+    dist.alias_i = &vi[0] if vi.shape[0] else NULL
+    return (blocks, vq, vi)
+
+
+def eval_scores(KernelDist dist, x):
+    """Per-draw scores of every coordinate on an (m, draw_size) array of
+    draws, shape (m, n_coords), computed by the kernels' own evaluator
+    (column by column on blocks of draws gathered column-major)."""
+    cdef cnp.ndarray[double, ndim=2] xr = np.ascontiguousarray(
+        np.asarray(x, dtype=np.float64).reshape(-1, dist.draw_size))
+    cdef Py_ssize_t m = xr.shape[0], ds = dist.draw_size, nq = dist.d.n_coords
+    cdef Py_ssize_t bs = max(1, mc_chunk_len(ds)), i0, cs, i, k, q
+    out_arr = np.empty((nq, m), dtype=np.float64)
+    cdef double[:, ::1] out = out_arr
+    cdef double[::1] col = np.empty(max(1, bs * ds), dtype=np.float64)
+    cdef double[::1] tmp = np.empty(max(1, bs), dtype=np.float64)
+    cdef const double *xp = <const double *> cnp.PyArray_DATA(xr)
+    if m == 0 or nq == 0:
+        return out_arr.T.copy()
+    with nogil:
+        i0 = 0
+        while i0 < m:
+            cs = bs if m - i0 > bs else m - i0
+            for k in range(ds):
+                for i in range(cs):
+                    col[k * cs + i] = xp[(i0 + i) * ds + k]
+            for q in range(nq):
+                mc_score_coord(&dist.d, q, &col[0], cs, NULL, cs, &tmp[0])
+                for i in range(cs):
+                    out[q, i0 + i] = tmp[i]
+            i0 += cs
+    return np.ascontiguousarray(out_arr.T)
+
+
+cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssize_t ld,
+                         const double *lt, const double *fx, double shift, double *stats,
+                         double *tmp) noexcept nogil:
+    """Add the sufficient statistics of one chunk of m draws to a stream's row.
+
+    xt: column-major draws, xt[c * ld + i]; lt: the log column of LogNormal
+    draws (same layout) or NULL; fx: m finite f values; tmp: m doubles.
+    The sums run in 8 fixed lanes (see mc_c_acc5): the result depends on the
+    chunk's values only.
+    """
+    cdef Py_ssize_t i, q, j, K = dist.n_cat
+    cdef int kind
+    cdef double g
+    cdef double abc[3]
+    cdef double *acc
+    cdef const double *xc
+    stats[0] += m
+    mc_c_gsum(fx, m, shift, stats + 1)
+    if dist.per_category:
+        for j in range(dist.n_units):
+            xc = xt + j * ld
+            acc = stats + 3 + 3 * K * j
+            for i in range(m):
+                q = <Py_ssize_t> xc[i]
+                g = fx[i] - shift
+                acc[3 * q] += 1.0
+                acc[3 * q + 1] += g
+                acc[3 * q + 2] += g * g
+        return
+    for q in range(dist.n_coords):
+        xc = mc_score_col(dist, q, xt, ld, lt, m, tmp, &kind, abc)
+        mc_c_acc5(kind, xc, fx, m, shift, abc[0], abc[1], abc[2], stats + 3 + 5 * q)
+
+
+# returned by the block functions below when the driver said stop
+cdef enum:
+    MC_STOPPED = -2
+
+
+cdef Py_ssize_t _accumulate_block(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                                  const double *lt, const double *fx, double shift,
+                                  double *stats, double *tmp, mc_round *rd,
+                                  int tid) noexcept nogil:
+    """mc_accumulate_block_lt that polls the driver (rd, or NULL) after every
+    chunk: -1, the index of a non-finite f value, or MC_STOPPED."""
+    cdef Py_ssize_t i0, cs, bad, c = mc_chunk_len(dist.draw_size)
+    bad = mc_c_first_nonfinite(fx, m)
+    if bad >= 0:
+        return bad
+    i0 = 0
+    while i0 < m:
+        cs = c if m - i0 > c else m - i0
+        mc_accum_chunk(dist, cs, xt + i0, m, (lt + i0) if lt != NULL else NULL, fx + i0,
+                       shift, stats, tmp)
+        i0 += cs
+        if rd != NULL and i0 < m and mc_poll(rd, tid):
+            return MC_STOPPED
+    return -1
+
+
+cdef Py_ssize_t mc_accumulate_block_lt(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                                       const double *lt, const double *fx, double shift,
+                                       double *stats, double *tmp) noexcept nogil:
+    """mc_accumulate_block with the LogNormal log column lt (or NULL): the
+    block is accumulated chunk by chunk, exactly as the fused kernels do."""
+    return _accumulate_block(dist, m, xt, lt, fx, shift, stats, tmp, NULL, 0)
+
+
+cdef Py_ssize_t mc_accumulate_block(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                                    const double *fx, double shift, double *stats,
+                                    double *tmp) noexcept nogil:
+    """Add a block's sufficient statistics to one stream's row `stats`.
+
+    tmp must hold m doubles.  Returns -1, or the index of the first draw
+    whose f value is not finite (nothing is accumulated then).  (LogNormal
+    scores are computed from log x here; the kernels use the exact log column
+    of their draws, see mc_accumulate_block_lt.)
+    """
+    return mc_accumulate_block_lt(dist, m, xt, NULL, fx, shift, stats, tmp)
+
+
+cdef Py_ssize_t _run_block(const mc_dist *dist, const mc_func *func, bitgen_t *bg,
+                           Py_ssize_t m, double *stats, double *shift, bint first,
+                           mc_workspace *ws, mc_round *rd, int tid) noexcept nogil:
+    """mc_run_block that polls the driver (rd, or NULL) after every chunk:
+    -1, the index of the failing draw, or MC_STOPPED."""
+    cdef Py_ssize_t i0, cs, bad, c = mc_chunk_len(dist.draw_size)
+    cdef double *lt = ws.lt if mc_has_log_column(dist) else NULL
+    i0 = 0
+    while i0 < m:
+        cs = c if m - i0 > c else m - i0
+        mc_draw_chunk(dist, bg, cs, ws.xt, cs, lt, ws)
+        bad = mc_eval_block(func, dist, cs, ws.xt, ws.fx, ws)
+        if bad < 0:
+            bad = mc_c_first_nonfinite(ws.fx, cs)
+        if bad >= 0:
+            ws.fx[0] = ws.fx[bad]
+            return i0 + bad
+        if first and i0 == 0:
+            shift[0] = ws.fx[0]
+        mc_accum_chunk(dist, cs, ws.xt, cs, lt, ws.fx, shift[0], stats, ws.tmp)
+        i0 += cs
+        if rd != NULL and i0 < m and mc_poll(rd, tid):
+            return MC_STOPPED
+    return -1
+
+
+cdef Py_ssize_t mc_run_block(const mc_dist *dist, const mc_func *func, bitgen_t *bg,
+                             Py_ssize_t m, double *stats, double *shift, bint first,
+                             mc_workspace *ws) noexcept nogil:
+    """Draw, evaluate and accumulate one block of a stream, chunk by chunk
+    (each chunk's draws stay in cache).
+
+    `first` marks the stream's first block: its first f value becomes the
+    stream's shift.  Returns -1, or the index of the failing draw; then
+    ws.fx[0] holds the failing f value.
+    """
+    return _run_block(dist, func, bg, m, stats, shift, first, ws, NULL, 0)

@@ -1,0 +1,400 @@
+"""The base class of every family (Distribution: the declared parameters,
+the kernel description from the score terms, sample / log_prob / score, the
+optional capabilities) and the helpers the families share."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from .. import _kernels as K
+from .. import _validation as V
+
+
+# Guards the lazy build of a distribution's kernel description, so that the
+# first calls from several threads at once see a complete score table.
+_BUILD_LOCK = threading.RLock()
+
+
+def _index_map(shape, target):
+    """For every element of `target` (C order), the flat index of the
+    element of an array of `shape` that broadcasting maps onto it."""
+    size = int(np.prod(shape, dtype=np.int64))
+    return np.broadcast_to(np.arange(size, dtype=np.int64).reshape(shape), target).ravel()
+
+
+index_map = _index_map  # the estimators' name for it
+
+
+# The families in their public order (mcscore.distributions.FAMILIES), set by
+# register_families when the package is imported: require() names them.
+_FAMILIES = ()
+
+
+def register_families(families):
+    """Set the families require() lists in its errors (the package's FAMILIES)."""
+    global _FAMILIES
+    _FAMILIES = tuple(families)
+
+
+# parameters that vi.fit optimises on the log scale
+_POSITIVE_PARAMS = {"scale", "rate", "concentration", "concentration1", "concentration0"}
+
+
+class Distribution:
+    """Base class: a family declares its parameters and fills in the hooks.
+
+    ``arg_constraints`` (ordered, as in ``torch.distributions``) maps each
+    differentiable parameter to its constraint, a word of the validation
+    vocabulary (``"real"``, ``"positive"``, ...).  A family whose
+    parameters are all declared there calls ``super().__init__(name=value,
+    ...)``: the base class validates each (in declaration order), broadcasts
+    them to ``batch_shape``, stores them in ``_params`` and provides a
+    read-only property per parameter and the default ``_draw_params``.
+    Parameters that are fixed, not differentiated (``total_count``), are
+    declared in ``fixed_params`` ({name: constraint}); ``repr`` shows them."""
+
+    family = None  # kernel family code
+    continuous = True
+    event_ndim = 0  # 1 for Multinomial / Dirichlet (last axis = categories)
+    support = "where log_prob is finite"  # in words, for error messages
+    arg_constraints = {}  # {parameter name: constraint}, in signature order
+    fixed_params = {}  # {name: constraint} of fixed (not differentiated) parameters
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in cls.arg_constraints:
+            if not hasattr(cls, name):
+                setattr(cls, name, property(
+                    lambda self, name=name: self._params[name],
+                    doc=f"The parameter {name!r} (validated float64, as passed)."))
+
+    def __init__(self, **params):
+        self._kernel = None
+        if not params:
+            return  # the family sets its parameters itself
+        owner = type(self).__name__
+        checked = {name: V.param(name, params[name], constraint, owner=owner,
+                                 min_ndim=self.event_ndim)
+                   for name, constraint in self.arg_constraints.items()}
+        self._check_params(**checked)
+        shapes = {k: v[..., 0] if self.event_ndim else v for k, v in checked.items()}
+        self.batch_shape = V.broadcast_shapes(owner, **shapes)
+        self._params = checked
+
+    def _check_params(self, **params):
+        """Hook: further checks of the validated parameters (raise ValueError);
+        the probs / logits families call it without arguments, once set."""
+
+    # -- shapes ---------------------------------------------------------
+    @property
+    def draw_shape(self):
+        """Shape of one draw."""
+        return tuple(self.batch_shape) + tuple(self.event_shape)
+
+    @property
+    def draw_size(self):
+        return int(np.prod(self.draw_shape, dtype=np.int64))
+
+    @property
+    def event_shape(self):
+        return ()
+
+    @property
+    def params(self):
+        """The differentiable parameters, as passed (validated float64)."""
+        return dict(self._params)
+
+    @property
+    def param_names(self):
+        return tuple(self._params)
+
+    def __repr__(self):
+        def fmt(v):
+            return repr(float(v)) if v.ndim == 0 else f"array(shape={v.shape})"
+
+        parts = [f"{k}={fmt(v)}" for k, v in self._all_params().items()]
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def _all_params(self):
+        return {**{k: getattr(self, k) for k in self.fixed_params}, **self._params}
+
+    def __getstate__(self):
+        # The prepared kernel (a Cython object holding C pointers) is a cache:
+        # drop it so that distributions pickle (Dask workers rebuild it).
+        state = dict(self.__dict__)
+        state["_kernel"] = None
+        return state
+
+    # -- kernel description ----------------------------------------------
+    def _kernel_dist(self):
+        if self._kernel is None:
+            with _BUILD_LOCK:
+                if self._kernel is None:  # another thread may have built it meanwhile
+                    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                        self._kernel = self._build_kernel()
+        return self._kernel
+
+    def _terms(self):
+        """The score terms, rows of one of two forms:
+
+        * ``(param name, kind, a, b, c)``: every element of the parameter
+          reaches the draw coordinates it broadcasts onto, a term per pair;
+          a, b, c are arrays of draw_shape (or broadcastable to it);
+        * ``(param name, kind, a, b, c, elem, col)``: an explicit term list,
+          a term per entry: flat element ``elem[i]`` of the parameter reads
+          draw coordinate ``col[i]`` (flat index into draw_shape) with
+          constants a[i], b[i], c[i] (broadcastable to elem's shape), for
+          maps that are not broadcasting (a matrix parameter).
+
+        kind is an ``SK_*`` code of ``_kernels.pxd``; a parameter may appear
+        in several rows (its terms are summed)."""
+        raise NotImplementedError
+
+    def _draw_params(self):
+        """(p0, p1): the parameters of each unit (the flattened batch) for
+        its fill function, each of n_units * k values (k >= 0 per unit);
+        the kernels pack them into one block per unit, [p0 of the unit, p1
+        of the unit] (a family may put everything in p0 and pass an empty
+        p1).  By default the declared parameters in order, each broadcast
+        to the batch (with its event axes), the second zeros when there is
+        one parameter."""
+        out = [np.broadcast_to(v, self.batch_shape + v.shape[v.ndim - self.event_ndim:])
+               for v in self._params.values()]
+        if len(out) == 1:
+            out.append(np.zeros(self.batch_shape))
+        return tuple(out)
+
+    def _term_rows(self):
+        """_terms() as (name, kind, elem, col, a, b, c) with flat arrays."""
+        ds, size = self.draw_shape, self.draw_size
+        owner = type(self).__name__
+        for row in self._terms():
+            name, knd, ta, tb, tc = row[:5]
+            K.check_term_kinds([knd], f"{owner}'s score term for {name!r}", self.family)
+            if len(row) == 7:
+                elem = np.asarray(row[5], dtype=np.int64).ravel()
+                col = np.asarray(row[6], dtype=np.int64).ravel()
+                shape = elem.shape
+                psize = self._params[name].size
+                if col.shape != shape or (elem.size and not (
+                        (elem.min() >= 0) & (elem.max() < psize) & (col.min() >= 0)
+                        & (col.max() < size))):
+                    raise ValueError(f"{owner}'s score terms for {name!r}: elem and col must "
+                                     f"be equally long, elem in [0, {psize}) and col in "
+                                     f"[0, {size})")
+            else:
+                elem = _index_map(self._params[name].shape, ds)
+                col = np.arange(size, dtype=np.int64)
+                shape = ds
+            yield (name, knd, elem, col, np.broadcast_to(ta, shape).ravel(),
+                   np.broadcast_to(tb, shape).ravel(), np.broadcast_to(tc, shape).ravel())
+
+    def _build_kernel(self):
+        rows = list(self._term_rows())
+        self._coord_slices = {}
+        offset = 0
+        for name, *_ in rows:
+            if name not in self._coord_slices:
+                pshape = self._params[name].shape
+                psize = int(np.prod(pshape, dtype=np.int64))
+                self._coord_slices[name] = (slice(offset, offset + psize), pshape)
+                offset += psize
+        cat = lambda k: np.concatenate([r[k] for r in rows])  # noqa: E731
+        coord = np.concatenate([self._coord_slices[r[0]][0].start + r[2] for r in rows])
+        order = np.argsort(coord, kind="stable")
+        kind = np.concatenate([np.full(r[2].size, r[1], dtype=np.intc) for r in rows])
+        t_start = np.concatenate([[0], np.cumsum(np.bincount(coord, minlength=offset))])
+        self._table = dict(
+            coord=coord[order], col=cat(3)[order], kind=kind[order], a=cat(4)[order],
+            b=cat(5)[order], c=cat(6)[order], t_start=t_start, n_coords=offset,
+        )
+        p0, p1 = self._draw_params()
+        n_units = int(np.prod(self.batch_shape, dtype=np.int64))
+        t = self._table
+        return K.KernelDist(
+            self.family, False, n_units, self._n_cat(), self.draw_size,
+            np.ravel(p0), np.ravel(p1), np.zeros(0), np.zeros(0, np.int64),
+            t["t_start"], t["kind"], t["col"], t["a"], t["b"], t["c"],
+        )
+
+    def _n_cat(self):
+        return 1
+
+    def _split_coords(self, arr):
+        """Split the last axis (score coordinates) into a dict of param-shaped
+        arrays: (..., n_coords) -> {name: (..., *param_shape)}."""
+        self._kernel_dist()
+        out = {}
+        lead = arr.shape[:-1]
+        for name, (sl, pshape) in self._coord_slices.items():
+            out[name] = arr[..., sl].reshape(lead + tuple(pshape))
+        return out
+
+    # -- public methods ----------------------------------------------------
+    def sample(self, n, rng=None):
+        """``n`` draws as an array of shape ``(n, *draw_shape)``.
+
+        ``rng``: None, an int, a SeedSequence or a Generator (SPEC 7).  A
+        Generator's bit generator is advanced, as NumPy's own methods do.
+        """
+        n = V.integer("n", n, minimum=0, maximum=2**62)
+        gen = V.as_generator(rng)
+        kd = self._kernel_dist()
+        with gen.bit_generator.lock:  # threads may share one Generator
+            x = K.draw(kd, gen.bit_generator, n)
+        x = x.reshape((n,) + self.draw_shape)
+        self._check_draws(x)
+        return self._to_user_dtype(x)
+
+    def _to_user_dtype(self, x):
+        return x
+
+    def _check_draws(self, x):
+        """Hook: raise when the kernel produced draws that are not valid."""
+
+    def _check_x(self, x):
+        V.reject_masked("x", x)
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"x must be real numbers, got dtype {x.dtype}")
+        x = np.asarray(x, dtype=np.float64)
+        ds = self.draw_shape
+        if x.shape == ds:
+            x = x[None]
+        nd = len(ds)
+        if x.ndim != nd + 1 or x.shape[1:] != ds:
+            raise ValueError(
+                f"x must have shape (m, *draw_shape) = (m, {', '.join(map(str, ds))}"
+                f"{',' if len(ds) == 1 else ''}) for {self!r}, got {x.shape}"
+            )
+        return x
+
+    def score(self, x):
+        """Per-draw scores: {param name: array of shape (m, *param_shape)}, the
+        gradient of log p(x) (summed over the whole draw) w.r.t. each
+        element of each parameter the user passed.
+
+        A draw outside the support (where :meth:`log_prob` is -inf) raises
+        ValueError; a draw holding NaN gives NaN scores."""
+        x = self._check_x(x)
+        self._check_support(x)
+        return self._score(x)
+
+    def _check_support(self, x):
+        """Raise ValueError naming the first draw of x outside the support."""
+        if x.shape[0] == 0:
+            return
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            ok = self._in_support(x)
+        m = x.shape[0]
+        out = ~np.broadcast_to(ok, (m,) + self.batch_shape).reshape(m, -1)
+        out |= np.isinf(x).reshape(m, -1).any(1, keepdims=True)
+        bad = out.any(1)
+        if bad.any():
+            i = int(np.argmax(bad))
+            xi = x[i]
+            shown = repr(xi.item()) if xi.ndim == 0 else np.array2string(
+                xi, precision=6, threshold=6, separator=", ")
+            raise ValueError(f"x[{i}] = {shown} is outside the support of {self!r} "
+                             f"({self.support}): its log_prob is -inf and its score is "
+                             "undefined")
+
+    def _in_support(self, x):
+        """Where log_prob(x) is not -inf, shape (m, *batch_shape) (a family
+        overrides it with a cheaper test of the same set)."""
+        return self._log_prob(x) != -np.inf
+
+    def _score(self, x):
+        """score() on checked draws x of shape (m, *draw_shape), by the
+        kernels' score evaluator (_kernels.eval_scores)."""
+        self._check_differentiable()
+        kd = self._kernel_dist()
+        m = x.shape[0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = K.eval_scores(kd, x.reshape(m, self.draw_size))
+        return self._split_coords(s)
+
+    def log_prob(self, x):
+        """Log density (continuous) or mass (discrete) of each draw, shape
+        ``(m, *batch_shape)``; ``-inf`` outside the support (including
+        infinite coordinates), NaN for a draw holding NaN."""
+        x = self._check_x(x)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            out = self._log_prob(x)
+        if not np.isfinite(x).all():
+            # NaN in a draw propagates; an infinite coordinate is outside every support
+            axes = tuple(range(x.ndim - self.event_ndim, x.ndim))
+            nan_in = np.isnan(x).any(axis=axes) if axes else np.isnan(x)
+            inf_in = np.isinf(x).any(axis=axes) if axes else np.isinf(x)
+            out = np.where(nan_in, np.nan, np.where(inf_in, -np.inf, out))
+        return out
+
+    def _check_differentiable(self):
+        """Raise when a score is undefined at the current parameters."""
+
+    def mean(self):
+        raise NotImplementedError
+
+
+    # -- optional capabilities -------------------------------------------
+    # A family that supports a capability sets the flag and overrides the
+    # method; estimators ask for it (``require``) and get a clear error
+    # naming the families that have it otherwise.
+    has_rsample = False  # pathwise_spec: the reparameterisation table
+    has_mirror = False  # mirror: antithetic partners
+    has_mean_tangents = False  # mean_tangents: the delta control variate
+    has_relaxation = False  # relaxation: Concrete / REBAR parameters
+    has_binary_relaxation = False  # ... of 0/1 draws (DisARM)
+    rsample_through_gammas = False  # pathwise draws normalised Gamma variates (Beta, Dirichlet)
+
+    def relaxed_shape(self):
+        """Shape of one relaxed draw (relaxed_grad, rebar_grad)."""
+        return self.draw_shape
+    # the unconstrained coordinate of a "probs" parameter for vi.fit
+    _probs_transform = "logit"
+
+    def require(self, capability):
+        """Raise the clear error of an estimator that needs `capability`
+        ("rsample", "mirror", "mean_tangents") when this family lacks it."""
+        if getattr(self, "has_" + capability):
+            return
+        name = type(self).__name__
+        having = ", ".join(c.__name__ for c in _FAMILIES if getattr(c, "has_" + capability))
+        if capability == "rsample":
+            raise ValueError(f"pathwise_grad supports {having}; got {name}")
+        if capability == "mirror":
+            raise ValueError("antithetic=True needs a family symmetric about a known point "
+                             f"({having}); got {name}")
+        raise ValueError(f"control variate 'delta' is not available for {name}")
+
+    def mean_tangents(self):
+        """{param: d E[x_c] / d param element, an array of draw_shape} for the
+        delta control variate (each draw coordinate's mean differentiated
+        w.r.t. the parameter element it depends on)."""
+        self.require("mean_tangents")
+
+    def mirror(self, x):
+        """The antithetic partner of draws x (symmetric families)."""
+        self.require("mirror")
+
+    def pathwise_spec(self):
+        """[(param name, _vr.TK_* tangent kind, a, b)]: the rows of the
+        reparameterisation table, a and b broadcastable to draw_shape."""
+        self.require("rsample")
+
+    def vi_transforms(self):
+        """{param name: "identity" | "log" | "logit"}: the unconstrained
+        coordinate vi.fit optimises for each parameter."""
+        out = {}
+        for name in self.param_names:
+            if name in _POSITIVE_PARAMS:
+                out[name] = "log"
+            elif name == "probs":
+                out[name] = self._probs_transform
+            else:
+                out[name] = "identity"
+        return out
+
+    def _draw_broadcast(self, v):
+        return np.broadcast_to(np.asarray(v, float), self.draw_shape)

@@ -1,0 +1,248 @@
+"""The families over K categories (the last axis of the parameter):
+Categorical, Multinomial and Dirichlet."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import special
+
+from .. import _kernels as K
+from .. import _validation as V
+from .. import _vr
+from ._base import Distribution
+from ._discrete import _check_probs_score, _is_count, _probs_or_logits
+
+
+# ---------------------------------------------------------------------------
+# categorical families (last axis of the parameter = categories)
+# ---------------------------------------------------------------------------
+
+class _CategoricalBase(Distribution):
+    continuous = False
+    _probs_transform = "log"
+
+    def _init_probs(self, owner, probs, logits):
+        self._which, v = _probs_or_logits(owner, probs, logits, min_ndim=1, simplex=True)
+        if v.shape[-1] < 1:
+            raise ValueError(f"{owner}: {self._which} needs at least one category (last axis)")
+        self._params = {self._which: v}
+        return v
+
+    @property
+    def probs(self):
+        """Normalised probabilities, shape (*batch_shape, K)."""
+        v = self._params[self._which]
+        if self._which == "logits":
+            return special.softmax(v, axis=-1)
+        return v / v.sum(axis=-1, keepdims=True)
+
+    @property
+    def logits(self):
+        if self._which == "logits":
+            v = self._params["logits"]
+            return v - special.logsumexp(v, axis=-1, keepdims=True)
+        with np.errstate(divide="ignore"):
+            return np.log(self.probs)
+
+    @property
+    def n_categories(self):
+        return self._params[self._which].shape[-1]
+
+    def _n_cat(self):
+        return self.n_categories
+
+    def _check_differentiable(self):
+        if self._which == "probs" and not (self._params["probs"] > 0).all():
+            raise ValueError(
+                f"{type(self).__name__}: probs must be > 0 to estimate gradients w.r.t. probs "
+                "(a category of probability 0 is never drawn, so its gradient cannot be "
+                "estimated); pass logits, or drop the category"
+            )
+        if self._which == "probs":
+            _check_probs_score(type(self).__name__, self._params["probs"], rescalable=True)
+
+    def _category_ab(self, scale):
+        """(a, b) of s = a * [count or indicator] + b per (unit, category);
+        `scale` multiplies b (total_count for Multinomial)."""
+        v = self._params[self._which]
+        if self._which == "logits":
+            return np.ones_like(self.probs), -scale * self.probs
+        with np.errstate(divide="ignore"):
+            return 1.0 / v, -scale / v.sum(axis=-1, keepdims=True) + 0 * v
+
+
+class Categorical(_CategoricalBase):
+    """Categorical(probs=None, logits=None): an index in 0..K-1, the last axis
+    of probs / logits holding the K categories (probs need not sum to 1)."""
+
+    support = "x an integer in 0..K-1"
+
+    family = K.MC_CATEGORICAL
+
+    def __init__(self, probs=None, logits=None):
+        super().__init__()
+        v = self._init_probs("Categorical", probs, logits)
+        self.batch_shape = v.shape[:-1]
+
+    def _build_kernel(self):
+        kk = self.n_categories
+        units = int(np.prod(self.batch_shape, dtype=np.int64))
+        pr = np.ascontiguousarray(self.probs.reshape(units, kk))
+        q, al = K.alias_table(pr)
+        a, b = self._category_ab(1.0)
+        name = self._which
+        self._coord_slices = {name: (slice(0, units * kk), self._params[name].shape)}
+        self._table = dict(a=np.ravel(a), b=np.ravel(b), n_coords=units * kk)
+        # the kernels accumulate per-category counts; the table (coordinate
+        # (unit, k): a * [x_unit == k] + b) serves score() and the features
+        qq = np.arange(units * kk)
+        return K.KernelDist(
+            self.family, True, units, kk, units, np.zeros(units), np.zeros(units),
+            q.ravel(), al.ravel(), np.arange(units * kk + 1, dtype=np.int64),
+            np.full(units * kk, K.SK_CATEGORY, np.intc), qq // kk, np.ravel(a), np.ravel(b),
+            (qq % kk).astype(float),
+        )
+
+    def _to_user_dtype(self, x):
+        return x.astype(np.int64)
+
+    def _in_support(self, x):
+        return _is_count(x, self.n_categories - 1)
+
+    def _log_prob(self, x):
+        kk = self.n_categories
+        ok = _is_count(x, kk - 1)
+        idx = np.where(ok, x, 0).astype(np.int64)
+        lp = np.broadcast_to(self.logits, x.shape + (kk,))
+        out = np.take_along_axis(lp, idx[..., None], axis=-1)[..., 0]
+        return np.where(ok, out, -np.inf)
+
+    def mean(self):
+        return (self.probs * np.arange(self.n_categories)).sum(-1)
+
+    has_relaxation = True
+
+    def relaxation(self):
+        """As Bernoulli.relaxation, K categories per unit; conversion 2 maps
+        a logit gradient to (unnormalised) probs with cv = 1 / v and
+        cvs = 1 / sum v."""
+        kk = self.n_categories
+        lp = np.ascontiguousarray(self.logits.ravel(), float)
+        pr = np.ascontiguousarray(self.probs.ravel(), float)
+        if self._which == "probs":
+            v = self._params["probs"]
+            cv = np.ravel(1.0 / v)
+            cvs = np.ravel(1.0 / v.sum(-1))
+            conv = 2
+        else:
+            cv, cvs, conv = np.ones(1), np.ones(1), 0
+        return lp.size, kk, lp, pr, conv, np.ascontiguousarray(cv), np.ascontiguousarray(cvs)
+
+    def relaxed_shape(self):
+        """Shape of one relaxed draw (a point of the simplex per unit)."""
+        return self.draw_shape + (self.n_categories,)
+
+
+class Multinomial(_CategoricalBase):
+    """Multinomial(total_count, probs=None, logits=None): category counts of
+    total_count draws (total_count fixed, may broadcast with the batch)."""
+
+    support = "x non-negative integer counts summing to total_count"
+
+    family = K.MC_MULTINOMIAL
+    fixed_params = {"total_count": "nonnegative_integer"}
+    event_ndim = 1
+
+    def __init__(self, total_count=1, probs=None, logits=None):
+        super().__init__()
+        owner = "Multinomial"
+        v = self._init_probs(owner, probs, logits)
+        n = V.param("total_count", total_count, self.fixed_params["total_count"], owner=owner)
+        self.total_count = n
+        try:
+            self.batch_shape = np.broadcast_shapes(v.shape[:-1], n.shape)
+        except ValueError:
+            raise ValueError(
+                f"{owner}: total_count {n.shape} does not broadcast with the batch shape "
+                f"{v.shape[:-1]} of {self._which} {v.shape}"
+            ) from None
+
+    @property
+    def event_shape(self):
+        return (self.n_categories,)
+
+    def _draw_params(self):
+        pr = np.broadcast_to(self.probs, self.draw_shape)
+        return pr, np.broadcast_to(self.total_count, self.batch_shape)
+
+    def _terms(self):
+        n = self.total_count[..., None]
+        a, b = self._category_ab(n)
+        return [(self._which, K.SK_AFFINE, a, b, 0.0)]
+
+    def _log_prob(self, x):
+        n = self.total_count
+        ok = _is_count(x).all(-1) & (x.sum(-1) == n)
+        lp = np.broadcast_to(self.logits, x.shape)
+        terms = np.where(x > 0, x * lp, 0.0).sum(-1)
+        out = special.gammaln(n + 1) - special.gammaln(x + 1).sum(-1) + terms
+        return np.where(ok, out, -np.inf)
+
+    def mean(self):
+        return self.total_count[..., None] * self.probs
+
+
+class Dirichlet(Distribution):
+    """Dirichlet(concentration): a point of the simplex, the last axis of
+    concentration holding the K categories."""
+
+    support = "x in [0, 1]^K summing to 1"
+
+    family = K.MC_DIRICHLET
+    event_ndim = 1
+    arg_constraints = {"concentration": "positive"}
+
+    def __init__(self, concentration):
+        super().__init__(concentration=concentration)
+
+    def _check_params(self, concentration):
+        if concentration.shape[-1] < 2:
+            raise ValueError("Dirichlet: concentration needs at least 2 categories (last axis)")
+
+    @property
+    def event_shape(self):
+        return (self.concentration.shape[-1],)
+
+    def _n_cat(self):
+        return self.concentration.shape[-1]
+
+    def _check_draws(self, x):
+        if np.isnan(x).any():
+            raise FloatingPointError(
+                f"{self!r}: some draws are NaN: for tiny concentrations all K gamma variates of "
+                "a draw can underflow to 0 (the kernel normalises 0/0); use larger "
+                "concentrations"
+            )
+
+    def _terms(self):
+        a = self.concentration
+        b = special.digamma(a.sum(-1, keepdims=True)) - special.digamma(a)
+        return [("concentration", K.SK_LOG_AFFINE, 1.0, b, 0.0)]
+
+    def _log_prob(self, x):
+        a = self.concentration
+        ok = ((x >= 0) & (x <= 1)).all(-1) & (np.abs(x.sum(-1) - 1) < 1e-8)
+        out = (special.xlogy(a - 1, x).sum(-1) + special.gammaln(a.sum(-1))
+               - special.gammaln(a).sum(-1))
+        return np.where(ok, out, -np.inf)
+
+    def mean(self):
+        a = self.concentration
+        return a / a.sum(-1, keepdims=True)
+
+    has_rsample = True
+    rsample_through_gammas = True
+
+    def pathwise_spec(self):
+        kk = self.event_shape[0]
+        cols = np.arange(self.draw_size).reshape(self.draw_shape)
+        return [("concentration", _vr.TK_DIRICHLET, (cols // kk) * kk, float(kk))]

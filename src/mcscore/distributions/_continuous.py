@@ -1,0 +1,324 @@
+"""The continuous univariate families: the location-scale families
+(Normal, LogNormal, Laplace), Exponential, Gamma and Beta."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special
+
+from .. import _kernels as K
+from .. import _validation as V
+from .. import _vr
+from ._base import Distribution
+
+
+# ---------------------------------------------------------------------------
+# continuous families
+# ---------------------------------------------------------------------------
+
+class _LocScale(Distribution):
+    """Shared plumbing of the location-scale families (loc real, scale > 0,
+    unit blocks [loc, scale])."""
+
+    support = "x any real number"
+    arg_constraints = {"loc": "real", "scale": "positive"}
+
+    def __init__(self, loc, scale):
+        super().__init__(loc=loc, scale=scale)
+
+    # the pathwise tangent kinds of loc and scale: x = loc + scale * eps (the
+    # default, dx/dloc = 1 and dx/dscale = (x - loc) / scale), or its exp
+    pathwise_tangents = (_vr.TK_ONE, _vr.TK_NSCALE)
+
+    def pathwise_spec(self):
+        b = self._draw_broadcast
+        return [("loc", self.pathwise_tangents[0], 0.0, 0.0),
+                ("scale", self.pathwise_tangents[1], b(self.loc), b(self.scale))]
+
+    def _in_support(self, x):
+        return np.ones(x.shape, dtype=bool)  # infinite x is checked by the caller
+
+
+class Normal(_LocScale):
+    """Normal(loc, scale): density exp(-(x-loc)^2 / (2 scale^2)) / (scale sqrt(2 pi))."""
+
+    family = K.MC_NORMAL
+    _log = False
+
+    def _terms(self):
+        mu, s = np.broadcast_arrays(self.loc, self.scale)
+        s2 = s * s
+        aff, quad = (K.SK_LOG_AFFINE, K.SK_LOG_QUAD) if self._log else (K.SK_AFFINE, K.SK_QUAD)
+        return [
+            ("loc", aff, 1.0 / s2, -mu / s2, 0.0),
+            ("scale", quad, 1.0 / (s2 * s), -1.0 / s, mu),
+        ]
+
+    def _log_prob(self, x):
+        z = (x - self.loc) / self.scale
+        return -0.5 * z * z - np.log(self.scale) - 0.5 * math.log(2 * math.pi)
+
+    # The score is a*t(x) + b with a = 1/scale**2 and a*(t(x) - loc)**2 + b with
+    # a = 1/scale**3: outside this range of scales the coefficients over- or
+    # underflow in double precision.
+    SCALE_RANGE = (1e-100, 1e100)
+    # Draws loc + scale*z must resolve the distribution: scale >= 2**-40 |loc|
+    # keeps about 4000 representable values per standard deviation.
+    RESOLUTION = 2.0**-40
+
+    def _check_differentiable(self):
+        owner = type(self).__name__
+        s, mu = np.broadcast_arrays(self.scale, self.loc)
+        lo, hi = self.SCALE_RANGE
+        bad = ~((s >= lo) & (s <= hi))
+        if bad.any():
+            v = s[bad].flat[0]
+            raise ValueError(
+                f"{owner}: scale must be in [{lo:g}, {hi:g}] to estimate gradients (got {float(v)!r}): "
+                "the score's terms 1/scale**2 and 1/scale**3 over- or underflow in double "
+                "precision beyond; rescale the problem (draw x/c and use f(c*x))"
+            )
+        ref = np.maximum(1.0, np.abs(mu)) if self._log else np.abs(mu)
+        bad = s < self.RESOLUTION * ref
+        if bad.any():
+            i = np.argwhere(bad)[0]
+            what = "log x = loc + scale*z" if self._log else "x = loc + scale*z"
+            raise ValueError(
+                f"{owner}: scale={float(s[tuple(i)])!r} is too small for loc={float(mu[tuple(i)])!r} to estimate "
+                f"gradients: {what} rounds to a few values in double precision (need scale >= "
+                f"2**-40 * {'max(1, |loc|)' if self._log else '|loc|'}); centre the problem "
+                "(draw around 0 and shift x inside f)"
+            )
+
+    def mean(self):
+        return np.broadcast_to(self.loc, self.batch_shape).copy()
+
+    has_rsample = has_mirror = has_mean_tangents = True
+    rsample_through_gammas = False
+
+    def mean_tangents(self):
+        b = self._draw_broadcast
+        return {"loc": b(1.0), "scale": b(0.0)}
+
+    def mirror(self, x):
+        return 2 * self.loc - x
+
+
+class LogNormal(Normal):
+    """LogNormal(loc, scale): log x ~ Normal(loc, scale)."""
+
+    support = "x > 0"
+
+    family = K.MC_LOGNORMAL
+    _log = True
+    pathwise_tangents = (_vr.TK_LNLOC, _vr.TK_LNSCALE)
+
+    def _in_support(self, x):
+        return x > 0
+
+    def _log_prob(self, x):
+        lx = np.log(x)
+        out = super()._log_prob(lx) - lx
+        return np.where(x > 0, out, -np.inf)
+
+    def mean(self):
+        return np.broadcast_to(np.exp(self.loc + 0.5 * self.scale**2), self.batch_shape).copy()
+
+    def mean_tangents(self):
+        b = self._draw_broadcast
+        m = np.exp(self.loc + 0.5 * self.scale**2)
+        return {"loc": b(m), "scale": b(self.scale * m)}
+
+    def mirror(self, x):
+        return np.exp(2 * self.loc - np.log(x))
+
+
+class Exponential(Distribution):
+    """Exponential(rate): density rate * exp(-rate x) on x > 0."""
+
+    support = "x >= 0"
+
+    family = K.MC_EXPONENTIAL
+    arg_constraints = {"rate": "positive"}
+
+    def __init__(self, rate):
+        super().__init__(rate=rate)
+
+    def _terms(self):
+        return [("rate", K.SK_AFFINE, -1.0, 1.0 / self.rate, 0.0)]
+
+    def _log_prob(self, x):
+        return np.where(x >= 0, np.log(self.rate) - self.rate * x, -np.inf)
+
+    def mean(self):
+        return 1.0 / self.rate
+
+    has_rsample = has_mean_tangents = True
+
+    def mean_tangents(self):
+        return {"rate": self._draw_broadcast(-1.0 / self.rate**2)}
+
+    def pathwise_spec(self):
+        return [("rate", _vr.TK_NEG_X_OVER, self._draw_broadcast(self.rate), 0.0)]
+
+
+class Gamma(Distribution):
+    """Gamma(concentration, rate): density rate^a x^(a-1) e^(-rate x) / Gamma(a)."""
+
+    support = "x > 0"
+
+    family = K.MC_GAMMA
+    arg_constraints = {"concentration": "positive", "rate": "positive"}
+
+    def __init__(self, concentration, rate):
+        super().__init__(concentration=concentration, rate=rate)
+
+    def _terms(self):
+        a, r = np.broadcast_arrays(self.concentration, self.rate)
+        return [
+            ("concentration", K.SK_LOG_AFFINE, 1.0, np.log(r) - special.digamma(a), 0.0),
+            ("rate", K.SK_AFFINE, -1.0, a / r, 0.0),
+        ]
+
+    def _log_prob(self, x):
+        a, r = self.concentration, self.rate
+        out = a * np.log(r) + special.xlogy(a - 1, x) - r * x - special.gammaln(a)
+        return np.where(x >= 0, out, -np.inf)
+
+    def mean(self):
+        return np.broadcast_to(self.concentration / self.rate, self.batch_shape).copy()
+
+    has_rsample = has_mean_tangents = True
+
+    def mean_tangents(self):
+        b = self._draw_broadcast
+        return {"concentration": b(1.0 / self.rate),
+                "rate": b(-self.concentration / self.rate**2)}
+
+    def pathwise_spec(self):
+        b = self._draw_broadcast
+        return [("concentration", _vr.TK_GAMMA_CONC, b(self.concentration), b(self.rate)),
+                ("rate", _vr.TK_NEG_X_OVER, b(self.rate), 0.0)]
+
+
+class Beta(Distribution):
+    """Beta(concentration1, concentration0): density x^(c1-1) (1-x)^(c0-1) / B(c1, c0)."""
+
+    support = "0 < x < 1"
+
+    family = K.MC_BETA
+    arg_constraints = {"concentration1": "positive", "concentration0": "positive"}
+
+    def __init__(self, concentration1, concentration0):
+        super().__init__(concentration1=concentration1, concentration0=concentration0)
+
+    def _terms(self):
+        a, b = np.broadcast_arrays(self.concentration1, self.concentration0)
+        dab = special.digamma(a + b)
+        return [
+            ("concentration1", K.SK_LOG_AFFINE, 1.0, dab - special.digamma(a), 0.0),
+            ("concentration0", K.SK_LOG1M_AFFINE, 1.0, dab - special.digamma(b), 0.0),
+        ]
+
+    def _log_prob(self, x):
+        a, b = self.concentration1, self.concentration0
+        out = special.xlogy(a - 1, x) + special.xlog1py(b - 1, -x) - special.betaln(a, b)
+        return np.where((x >= 0) & (x <= 1), out, -np.inf)
+
+    def mean(self):
+        a, b = self.concentration1, self.concentration0
+        return np.broadcast_to(a / (a + b), self.batch_shape).copy()
+
+    has_rsample = has_mean_tangents = True
+    # pathwise_grad draws Beta variates as normalised Gamma variates
+    rsample_through_gammas = True
+
+    def mean_tangents(self):
+        a1, a0 = self.concentration1, self.concentration0
+        return {"concentration1": self._draw_broadcast(a0 / (a1 + a0) ** 2),
+                "concentration0": self._draw_broadcast(-a1 / (a1 + a0) ** 2)}
+
+    def pathwise_spec(self):
+        return [("concentration1", _vr.TK_AUX0, 0.0, 0.0),
+                ("concentration0", _vr.TK_AUX1, 0.0, 0.0)]
+
+
+# ---------------------------------------------------------------------------
+# added by the recipe of docs/design.md ("Adding a family")
+# ---------------------------------------------------------------------------
+
+class Laplace(_LocScale):
+    """Laplace(loc, scale): density exp(-|x - loc| / scale) / (2 scale).
+
+    Drawn by NumPy's C sampler (``random_laplace``: inversion of one
+    uniform).  The score is ``sign(x - loc) / scale`` w.r.t. loc (0 at
+    x = loc, as torch's autograd gives) and ``-1/scale + |x - loc| / scale**2``
+    w.r.t. scale."""
+
+    family = K.MC_LAPLACE
+    has_mirror = True
+    has_rsample = True
+    has_mean_tangents = True
+
+    # The score holds 1/scale**2: beyond this range of scales it over- or
+    # underflows in double precision.
+    SCALE_RANGE = (1e-150, 1e150)
+
+    def _terms(self):
+        mu, s = np.broadcast_arrays(self.loc, self.scale)
+        return [
+            ("loc", K.SK_SIGN, 1.0 / s, 0.0, mu),
+            ("scale", K.SK_ABS, 1.0 / (s * s), -1.0 / s, mu),
+        ]
+
+    def _log_prob(self, x):
+        return -np.abs(x - self.loc) / self.scale - np.log(2.0 * self.scale)
+
+    def _check_differentiable(self):
+        lo, hi = self.SCALE_RANGE
+        s = np.asarray(self.scale)
+        if not ((s >= lo) & (s <= hi)).all():
+            raise ValueError(
+                f"Laplace: scale must be in [{lo:g}, {hi:g}] to estimate gradients (got "
+                f"{float(s[~((s >= lo) & (s <= hi))].flat[0])!r}): the score's term "
+                "1/scale**2 over- or underflows in double precision beyond; rescale the "
+                "problem (draw x/c and use f(c*x))")
+
+    def mean(self):
+        return np.broadcast_to(self.loc, self.batch_shape).copy()
+
+    def variance(self):
+        return np.broadcast_to(2.0 * self.scale**2, self.batch_shape).copy()
+
+    def stddev(self):
+        return np.sqrt(self.variance())
+
+    def entropy(self):
+        return np.broadcast_to(1.0 + np.log(2.0 * self.scale), self.batch_shape).copy()
+
+    def cdf(self, value):
+        """P(X <= value), broadcasting value against the batch shape."""
+        z = (np.asarray(value, dtype=np.float64) - self.loc) / self.scale
+        return 0.5 - 0.5 * np.sign(z) * np.expm1(-np.abs(z))
+
+    def icdf(self, value):
+        """The quantile function (value in [0, 1]); the inverse of cdf."""
+        u = V.param("value", value, "unit_interval", owner="Laplace.icdf")
+        t = u - 0.5
+        with np.errstate(divide="ignore"):
+            return self.loc - self.scale * np.sign(t) * np.log1p(-2.0 * np.abs(t))
+
+    # -- capabilities (the estimators' protocol) --------------------------
+    def mean_tangents(self):
+        """{param: d E[x_c] / d param, arrays of draw_shape}: E[x] = loc."""
+        ds = self.draw_shape
+        return {"loc": np.ones(ds), "scale": np.zeros(ds)}
+
+    def mirror(self, x):
+        """Antithetic partner: the reflection 2 loc - x (Laplace is symmetric)."""
+        return 2.0 * self.loc - x
+
+    def vi_transforms(self):
+        """The unconstrained coordinates vi.fit optimises: loc as is, log scale."""
+        return {"loc": "identity", "scale": "log"}

@@ -1,0 +1,381 @@
+"""The discrete univariate families: Poisson and the probs / logits
+families (Bernoulli, Binomial, Geometric, NegativeBinomial), with the
+helpers for probs / logits parameters and the accurate log-pmfs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special
+
+from .. import _kernels as K
+from .. import _validation as V
+from ._base import Distribution
+
+# Largest Poisson rate NumPy's sampler accepts (larger rates overflow int64).
+POISSON_RATE_MAX = float(np.iinfo(np.int64).max - 10 * np.sqrt(np.iinfo(np.int64).max))
+# Smallest Geometric success probability: P(draw >= 2**62) = exp(-1e-16 * 2**62)
+# is then 0 in double precision; smaller ones overflow the int64 draws.
+GEOMETRIC_PROBS_MIN = 1e-16
+
+
+# ---------------------------------------------------------------------------
+# helpers for probs / logits families
+# ---------------------------------------------------------------------------
+
+def _probs_or_logits(owner, probs, logits, *, min_ndim=0, simplex=False):
+    if (probs is None) == (logits is None):
+        raise ValueError(f"{owner}: pass exactly one of probs or logits")
+    if probs is not None:
+        p = V.param("probs", probs, "nonnegative" if simplex else "unit_interval",
+                    owner=owner, min_ndim=min_ndim)
+        if simplex:
+            with np.errstate(over="ignore"):
+                tot = p.sum(axis=-1)
+            if not (tot > 0).all():
+                raise ValueError(f"{owner}: probs must have a positive sum along the last axis")
+            if not np.isfinite(tot).all():
+                raise ValueError(
+                    f"{owner}: probs must have a finite sum along the last axis (at most "
+                    f"{_DBL_MAX:.4g}), got a sum that overflows to inf; divide probs by a "
+                    "constant (they need not sum to 1) or pass logits")
+        return "probs", p
+    return "logits", V.param("logits", logits, "real", owner=owner, min_ndim=min_ndim)
+
+
+_DBL_MAX = float(np.finfo(np.float64).max)
+# Scores with respect to probs hold 1 / probs: below this it overflows.
+_PROBS_SCORE_MIN = 1.0 / _DBL_MAX
+
+
+def _check_probs_score(owner, p, rescalable=False):
+    """Raise unless 1 / p is finite for every p (the scores w.r.t. probs)."""
+    if not (p >= _PROBS_SCORE_MIN).all():
+        raise ValueError(
+            f"{owner}: probs must be >= {_PROBS_SCORE_MIN:.4g} (1 / the largest double) to "
+            f"estimate gradients w.r.t. probs (the score holds 1 / probs, which overflows), got "
+            f"{float(np.min(p))!r}; pass logits instead" + (
+                ", or multiply probs by a constant (they need not sum to 1)" if rescalable
+                else ""))
+
+
+def _expit_pair(logits):
+    """(p, 1 - p) from logits, each accurate in its own tail."""
+    return special.expit(logits), special.expit(-logits)
+
+
+class _BinaryFamily(Distribution):
+    """Shared plumbing of Bernoulli, Binomial, Geometric, NegativeBinomial:
+    one differentiable parameter, probs or logits (exactly one passed), and
+    the fixed parameters of ``fixed_params`` ({name: constraint})."""
+
+    continuous = False
+    probs_constraint = None  # a narrower constraint on probs than [0, 1]
+
+    def __init__(self, probs=None, logits=None, **fixed):
+        super().__init__()
+        owner = type(self).__name__
+        self._which, v = _probs_or_logits(owner, probs, logits)
+        if self._which == "probs" and self.probs_constraint is not None:
+            V.check("probs", v, self.probs_constraint, owner=owner)
+        for name, constraint in self.fixed_params.items():
+            setattr(self, name, V.param(name, fixed[name], constraint, owner=owner))
+        shapes = {name: getattr(self, name) for name in self.fixed_params}
+        self.batch_shape = V.broadcast_shapes(owner, **shapes, **{self._which: v})
+        self._params = {self._which: v}
+        self._check_params()
+
+    def _draw_params(self):
+        """[probs of the unit, total_count of the unit (0 without one)]."""
+        return (np.broadcast_to(self.probs, self.batch_shape),
+                np.broadcast_to(getattr(self, "total_count", 0.0), self.batch_shape))
+
+    def _pq(self):
+        name, v = self._which, self._params[self._which]
+        if name == "logits":
+            return _expit_pair(v)
+        return v, 1.0 - v
+
+    @property
+    def probs(self):
+        return self._pq()[0]
+
+    @property
+    def logits(self):
+        p, q = self._pq()
+        return np.log(p) - np.log(q)
+
+    def _check_differentiable(self):
+        if self._which == "probs":
+            p = self._params["probs"]
+            if not ((p > 0) & (p < 1)).all():
+                raise ValueError(
+                    f"{type(self).__name__}: probs must be in (0, 1) to estimate gradients "
+                    "w.r.t. probs (the score is undefined at 0 and 1); pass logits instead"
+                )
+            _check_probs_score(type(self).__name__, p)
+
+
+# ---------------------------------------------------------------------------
+# discrete univariate families
+# ---------------------------------------------------------------------------
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _stirlerr(n):
+    """log(n!) - [(n + 1/2) log n - n + log(2 pi)/2] for n > 0: the error of
+    Stirling's formula, accurate for every n (series for n > 15)."""
+    n = np.asarray(n, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        small = special.gammaln(n + 1) - (n + 0.5) * np.log(n) + n - _HALF_LOG_2PI
+        nn = n * n
+        big = (1 / 12 - (1 / 360 - (1 / 1260 - (1 / 1680 - 1 / (1188 * nn)) / nn) / nn) / nn) / n
+    return np.where(n > 15, big, small)
+
+
+def _bd0(x, m):
+    """x log(x / m) + m - x, without cancellation when x is close to m
+    (the deviance term of the saddle-point log-pmfs)."""
+    x, m = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(m, np.float64))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = special.xlogy(x, x / m) + m - x
+        near = np.abs(x - m) < 0.1 * (x + m)
+        if near.any():
+            xs, ms = x[near], m[near]
+            v = (xs - ms) / (xs + ms)
+            acc = (xs - ms) * v
+            ej = 2 * xs * v
+            v2 = v * v
+            for j in range(1, 40):
+                ej = ej * v2
+                nxt = acc + ej / (2 * j + 1)
+                if np.array_equal(nxt, acc):
+                    break
+                acc = nxt
+            out = out.copy()
+            out[near] = acc
+    return out
+
+
+def _binomial_log_pmf(x, n, p, q):
+    """log C(n, x) p^x q^(n-x) for real 0 <= x <= n by the saddle-point form
+    (accurate for n up to 2**62; x = 0 and x = n exactly)."""
+    x, n, p, q = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (x, n, p, q)))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        y = n - x
+        inner = (_stirlerr(n) - _stirlerr(x) - _stirlerr(y) - _bd0(x, n * p) - _bd0(y, n * q)
+                 + 0.5 * np.log(n / (2 * math.pi * x * y)))
+        out = np.where(x == 0, special.xlogy(n, q), np.where(y == 0, special.xlogy(n, p), inner))
+    return out
+
+
+def _is_count(x, upper=None):
+    ok = (x >= 0) & (x == np.floor(x))
+    if upper is not None:
+        ok &= x <= upper
+    return ok
+
+
+class Poisson(Distribution):
+    """Poisson(rate): P(k) = rate^k e^(-rate) / k!."""
+
+    support = "x a non-negative integer"
+
+    family = K.MC_POISSON
+    continuous = False
+    arg_constraints = {"rate": "positive"}
+
+    def __init__(self, rate):
+        super().__init__(rate=rate)
+
+    def _check_params(self, rate):
+        if not (rate <= POISSON_RATE_MAX).all():
+            raise ValueError(f"Poisson: rate must be <= {POISSON_RATE_MAX:.6g} (larger rates "
+                             f"overflow the int64 draws), got {float(rate.max())!r}")
+
+    def _terms(self):
+        return [("rate", K.SK_AFFINE, 1.0 / self.rate, -1.0, 0.0)]
+
+    def _log_prob(self, x):
+        lam = self.rate
+        inner = -_stirlerr(x) - _bd0(x, lam) - 0.5 * np.log(2 * math.pi * x)
+        out = np.where(x == 0, -lam, inner)
+        return np.where(_is_count(x), out, -np.inf)
+
+    def _in_support(self, x):
+        return _is_count(x)
+
+    def mean(self):
+        return self.rate.copy()
+
+    has_mean_tangents = True
+
+    def mean_tangents(self):
+        return {"rate": self._draw_broadcast(1.0)}
+
+
+class Bernoulli(_BinaryFamily):
+    """Bernoulli(probs=None, logits=None): P(1) = probs = sigmoid(logits)."""
+
+    support = "x 0 or 1"
+
+    family = K.MC_BERNOULLI
+
+    def _terms(self):
+        p, q = self._pq()
+        if self._which == "logits":
+            return [("logits", K.SK_AFFINE, 1.0, -p, 0.0)]
+        return [("probs", K.SK_AFFINE, 1.0 / p + 1.0 / q, -1.0 / q, 0.0)]
+
+    def _log_prob(self, x):
+        p, q = self._pq()
+        out = np.where(x == 1, np.log(p), np.log(q))
+        return np.where((x == 0) | (x == 1), out, -np.inf)
+
+    def _in_support(self, x):
+        return (x == 0) | (x == 1)
+
+    def mean(self):
+        return self.probs
+
+    has_mean_tangents = has_relaxation = has_binary_relaxation = True
+
+    def mean_tangents(self):
+        p, q = self._pq()
+        return {self._which: self._draw_broadcast(p * q if self._which == "logits" else 1.0)}
+
+    def relaxation(self):
+        """(units W, categories K (1: binary), logit-space parameters, probs,
+        conversion code, cv, cvs) for the relaxed / REBAR / DisARM kernels:
+        conversion 1 maps a logit gradient to probs with cv = 1 / (p q)."""
+        p, q = self._pq()
+        th = np.ravel(np.log(p) - np.log(q)) if self._which == "probs" else \
+            np.ravel(np.broadcast_to(self._params["logits"], self.batch_shape))
+        pr = np.ravel(p)
+        conv = 1 if self._which == "probs" else 0
+        cv = np.ravel(1.0 / (p * q)) if conv else np.ones(1)
+        return th.size, 1, np.ascontiguousarray(th, float), pr, conv, cv, np.ones(1)
+
+
+class Binomial(_BinaryFamily):
+    """Binomial(total_count, probs=None, logits=None): successes in
+    total_count trials (total_count is fixed, not differentiated)."""
+
+    support = "x an integer in 0..total_count"
+
+    family = K.MC_BINOMIAL
+    fixed_params = {"total_count": "nonnegative_integer"}
+
+    def __init__(self, total_count=1, probs=None, logits=None):
+        super().__init__(probs, logits, total_count=total_count)
+
+    def _terms(self):
+        p, q = self._pq()
+        n = self.total_count
+        if self._which == "logits":
+            return [("logits", K.SK_AFFINE, 1.0, -n * p, 0.0)]
+        return [("probs", K.SK_AFFINE, 1.0 / p + 1.0 / q, -n / q, 0.0)]
+
+    def _log_prob(self, x):
+        p, q = self._pq()
+        n = self.total_count
+        ok = _is_count(x, n)
+        out = _binomial_log_pmf(np.where(ok, x, 0.0), n, p, q)
+        return np.where(ok, out, -np.inf)
+
+    def _in_support(self, x):
+        return _is_count(x, self.total_count)
+
+    def mean(self):
+        return np.broadcast_to(self.total_count * self.probs, self.batch_shape).copy()
+
+
+class Geometric(_BinaryFamily):
+    """Geometric(probs=None, logits=None): failures before the first success,
+    P(k) = (1 - p)^k p, k = 0, 1, ..."""
+
+    support = "x a non-negative integer"
+
+    family = K.MC_GEOMETRIC
+    probs_constraint = "unit_interval_gt0"
+
+    def _check_params(self):
+        v = self._params[self._which]
+        p = self._pq()[0]
+        if not (p >= GEOMETRIC_PROBS_MIN).all():
+            lim = ("probs must be >= 1e-16" if self._which == "probs"
+                   else f"logits must be >= {math.log(GEOMETRIC_PROBS_MIN):.4f} (probs >= 1e-16)")
+            raise ValueError(f"Geometric: {lim}: smaller success probabilities make draws "
+                             f"(about 1/probs failures) overflow int64, got {self._which} "
+                             f"{float(v[p < GEOMETRIC_PROBS_MIN].flat[0])!r}")
+
+    def _terms(self):
+        p, q = self._pq()
+        if self._which == "logits":
+            return [("logits", K.SK_AFFINE, -p, q, 0.0)]
+        return [("probs", K.SK_AFFINE, -1.0 / q, 1.0 / p, 0.0)]
+
+    def _in_support(self, x):
+        return _is_count(x)
+
+    def _log_prob(self, x):
+        p, q = self._pq()
+        out = special.xlogy(x, q) + np.log(p)
+        return np.where(_is_count(x), out, -np.inf)
+
+    def mean(self):
+        p, q = self._pq()
+        return q / p
+
+
+class NegativeBinomial(_BinaryFamily):
+    """NegativeBinomial(total_count, probs=None, logits=None): successes
+    (probability probs) before total_count failures,
+    P(k) = C(k + r - 1, k) (1 - p)^r p^k."""
+
+    support = "x a non-negative integer"
+
+    family = K.MC_NEGATIVE_BINOMIAL
+    fixed_params = {"total_count": "positive"}
+    probs_constraint = "unit_interval_lt1"
+
+    def __init__(self, total_count, probs=None, logits=None):
+        super().__init__(probs, logits, total_count=total_count)
+
+    def _check_params(self):
+        owner, r = "NegativeBinomial", self.total_count
+        p, q = self._pq()
+        with np.errstate(divide="ignore", over="ignore"):
+            # a draw is Poisson(Gamma(r) * p/q); Gamma(r) < r + 12 sqrt(r) + 50 always
+            top = (p / q) * (r + 12 * np.sqrt(r) + 50)
+        if not (top <= 2.0**62).all():
+            raise ValueError(
+                f"{owner}: total_count * probs / (1 - probs) is too large (the mean is "
+                f"{np.max(r * p / q):.3g}): draws would overflow int64; need "
+                "probs / (1 - probs) * (total_count + 12 sqrt(total_count) + 50) <= 2**62"
+            )
+
+    def _terms(self):
+        p, q = self._pq()
+        r = self.total_count
+        if self._which == "logits":
+            return [("logits", K.SK_AFFINE, q, -r * p, 0.0)]
+        return [("probs", K.SK_AFFINE, 1.0 / p, -r / q, 0.0)]
+
+    def _in_support(self, x):
+        return _is_count(x)
+
+    def _log_prob(self, x):
+        p, q = self._pq()
+        r = self.total_count
+        ok = _is_count(x)
+        k = np.where(ok, x, 0.0)
+        # C(k + r - 1, k) q^r p^k = r / (k + r) * [binomial pmf of r in k + r trials, prob q]
+        out = np.log(r / (k + r)) + _binomial_log_pmf(r, k + r, q, p)
+        out = np.where(k == 0, special.xlogy(r, q), out)
+        return np.where(ok, out, -np.inf)
+
+    def mean(self):
+        p, q = self._pq()
+        return np.broadcast_to(self.total_count * p / q, self.batch_shape).copy()
