@@ -333,9 +333,10 @@ class Round:
         r = int(np.searchsorted(np.cumsum(self.rows), i, side="right"))
         return int(self.blocks[r]) * self.B + i - sum(self.rows[:r])
 
-    def gather(self, buf, W, region=0):
-        """(total, W) array of region `region` (W * m doubles) of each block."""
-        out = np.empty((self.total, W))
+    def gather(self, buf, W, region=0, out=None):
+        """(total, W) array of region `region` (W * m doubles) of each block
+        (into the first `total` rows of `out` when given)."""
+        out = np.empty((self.total, W)) if out is None else out[:self.total]
         rows, B = self.rows, self.B
         R = len(rows)
         full = R if rows[-1] == B else R - 1
@@ -440,7 +441,34 @@ class Job:
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_vd", None)
+        state.pop("_gathered", None)
+        state.pop("_padded", None)
         return state
+
+    def padded(self, key, rows, rd):
+        """A zeroed (rows, R * B) array (values at rd.index, zeros in the
+        padding), shared by the rounds of this call like `gathered`."""
+        cache = self.__dict__.setdefault("_padded", {})
+        shape = (rows, len(rd.blocks) * rd.B)
+        out = cache.get(key)
+        if out is None or out.shape != shape:
+            out = cache[key] = np.zeros(shape)
+        else:
+            out.fill(0.0)
+        return out
+
+    def gathered(self, rd, buf, W, region=0):
+        """rd.gather(buf, W, region) into a buffer that the rounds of this
+        call share (one per region): f and grad_f receive a copy of the
+        draws that they may change, reused for the next chunk.  Allocating
+        it once per call instead of once per round keeps the C heap from
+        being trimmed and refaulted every round (a page fault per 4 KiB:
+        ~40% of a Python-f call at n = 1e6 with glibc's default trimming)."""
+        cache = self.__dict__.setdefault("_gathered", {})
+        out = cache.get(region)
+        if out is None or out.shape[0] < rd.total or out.shape[1] != W:
+            out = cache[region] = np.empty((len(rd.blocks) * rd.B, W))
+        return rd.gather(buf, W, region, out)
 
     def new_stats(self, streams):
         return (np.zeros((streams, _vr.gram_width(self.P, self.L))),
@@ -487,7 +515,7 @@ class ScoreJob(Job):
     def evaluate(self, rd, buf, chunk, mag):
         xt, _, fx, _ = buf
         dist = self.dist
-        x = rd.gather(xt, self.width)
+        x = self.gathered(rd, xt, self.width)
         x = dist._to_user_dtype(x.reshape((rd.total,) + dist.draw_shape))
         if rd.consecutive:  # the round's draws are the first total slots of fx
             call_values(self.f, x, rd, chunk, out=fx.reshape(-1)[:rd.total])

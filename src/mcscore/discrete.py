@@ -54,7 +54,7 @@ class _DiscreteJob(E.Job):
         self.prepare(rd, bitgens, threads, buf, self.mode, self.prm)
 
     def points(self, rd, buf, region):
-        return rd.gather(buf, self.width, region).reshape((rd.total,) + self.shape)
+        return self.gathered(rd, buf, self.width, region).reshape((rd.total,) + self.shape)
 
 
 def relaxed_grad(f, dist, n, *, grad_f, temperature=None, straight_through=False, rng=None,
@@ -164,7 +164,7 @@ class RebarJob(_DiscreteJob):
         self.kk, self.lam, self.pr, self.conv, self.cv, self.cvs = kk, lam, pr, conv, cv, cvs
 
     def evaluate(self, rd, buf, chunk, mag):
-        F = np.zeros((3, len(rd.blocks) * rd.B))
+        F = self.padded("F", 3, rd)
         pts = [self.points(rd, buf, k) for k in range(3)]
         for k in range(3):
             F[k, rd.index] = mag.see(E.call_values(self.f, pts[k], rd, chunk))
@@ -318,7 +318,7 @@ class DisarmJob(_DiscreteJob):
         self.th, self.conv, self.cv = th, conv, cv
 
     def evaluate(self, rd, buf, chunk, mag):
-        F = np.zeros((2, len(rd.blocks) * rd.B))
+        F = self.padded("F", 2, rd)
         for k in range(2):
             F[k, rd.index] = mag.see(E.call_values(self.f, self.points(rd, buf, k), rd, chunk))
         return F, ()

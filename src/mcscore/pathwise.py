@@ -107,7 +107,7 @@ class PathwiseJob(E.Job):
 
     def evaluate(self, rd, buf, chunk, mag):
         dist = self.dist
-        x = rd.gather(buf, self.width).reshape((rd.total,) + dist.draw_shape)
+        x = self.gathered(rd, buf, self.width).reshape((rd.total,) + dist.draw_shape)
         if self.has_aux and not np.isfinite(x).all():
             i = int(np.argmax(~np.isfinite(x.reshape(rd.total, -1)).all(axis=1)))
             smallest = min(float(np.min(v)) for v in dist._params.values())

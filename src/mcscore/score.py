@@ -32,7 +32,9 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     f : callable, Integrand or scipy.LowLevelCallable
         * a vectorised Python callable: ``f(x)`` with ``x`` of shape
           ``(m, *dist.draw_shape)`` returns shape ``(m,)`` (called chunk by
-          chunk, never once per draw; it receives a fresh copy of the draws);
+          chunk, never once per draw; it receives a copy of the draws that it
+          may change, whose memory is reused for the next chunk: copy ``x``
+          if f keeps it);
         * a built-in integrand from :mod:`mcscore.integrands`, fused into the
           kernel (no array of draws is ever built: O(1) memory in n);
         * a ``scipy.LowLevelCallable`` (numba ``cfunc``, ctypes, Cython) with
@@ -277,9 +279,9 @@ class RlooJob(E.Job):
 
     def evaluate(self, rd, xt, chunk, mag):
         dist = self.dist
-        xu = dist._to_user_dtype(rd.gather(xt, self.width).reshape((rd.total,) +
+        xu = dist._to_user_dtype(self.gathered(rd, xt, self.width).reshape((rd.total,) +
                                                                   dist.draw_shape))
-        F = np.zeros((1, len(rd.blocks) * rd.B))
+        F = self.padded("F", 1, rd)
         F[0, rd.index] = mag.see(E.call_values(self.f, xu, rd, chunk))
         return F, [F]
 

@@ -203,14 +203,14 @@ class ScoreVRJob(E.Job):
     def evaluate(self, rd, buf, chunk, mag):
         xt, xt2 = buf
         ds, dist = self.width, self.dist
-        xf = rd.gather(xt, ds)
+        xf = self.gathered(rd, xt, ds)
         xu = dist._to_user_dtype(xf.reshape((rd.total,) + dist.draw_shape))
-        F = np.zeros((self.offset_rows, len(rd.blocks) * rd.B))
+        F = self.padded("F", self.offset_rows, rd)
         F[:, rd.index] = self._values(rd, xu, xf, chunk, mag)
         if not self.antithetic:
             return (F, F), [F]
         xm = dist.mirror(xu)
-        F2 = np.zeros_like(F)
+        F2 = self.padded("F2", self.offset_rows, rd)
         F2[:, rd.index] = self._values(rd, xm, xm.reshape(rd.total, ds), chunk, mag)
         o = 0
         for r, m in enumerate(rd.rows):
