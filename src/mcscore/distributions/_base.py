@@ -169,7 +169,11 @@ class Distribution:
                    for name, constraint in self.arg_constraints.items()}
         self._check_params(**checked)
         shapes = {k: v[..., 0] if self.event_ndim else v for k, v in checked.items()}
-        self.batch_shape = V.broadcast_shapes(owner, **shapes)
+        first = next(iter(shapes.values())).shape if shapes else ()
+        if all(v.shape == first for v in shapes.values()):
+            self.batch_shape = first  # equal shapes (the common case) broadcast to themselves
+        else:
+            self.batch_shape = V.broadcast_shapes(owner, **shapes)
         self._params = checked
 
     def _check_params(self, **params):
@@ -249,8 +253,10 @@ class Distribution:
         p1).  By default the declared parameters in order, each broadcast
         to the batch (with its event axes), the second zeros when there is
         one parameter."""
-        out = [np.broadcast_to(v, self.batch_shape + v.shape[v.ndim - self.event_ndim:])
-               for v in self._params.values()]
+        out = []
+        for v in self._params.values():
+            shape = self.batch_shape + v.shape[v.ndim - self.event_ndim:]
+            out.append(v if v.shape == shape else np.broadcast_to(v, shape))
         if len(out) == 1:
             out.append(np.zeros(self.batch_shape))
         return tuple(out)
