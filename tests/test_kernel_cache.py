@@ -150,3 +150,26 @@ def test_tables_are_the_distributions_own():
         assert q1._table[key].flags.writeable
         assert not np.shares_memory(q1._table[key], q2._table[key])
     assert not np.array_equal(q1._table["b"], q2._table["b"])
+
+
+class _ExplicitNormal(mc.Normal):
+    """Normal whose score terms are given as explicit term lists (elem, col):
+    the uncached build, which must agree with the broadcast rows."""
+
+    def _terms(self):
+        size = self.draw_size
+        elem = np.arange(size)
+        return [row + (elem, elem) for row in super()._terms()]
+
+
+def test_explicit_term_lists_take_the_uncached_build():
+    x = np.random.default_rng(4).normal(size=(40, 6))
+    B.clear_kernel_cache()
+    for loc in (np.zeros(6), np.linspace(-1, 1, 6)):
+        scale = np.linspace(0.5, 2.0, 6)
+        want = mc.Normal(loc, scale).score(x)
+        got = _ExplicitNormal(loc, scale).score(x)
+        for k in want:
+            assert np.array_equal(want[k], got[k]), k
+    # only the broadcast rows' structure was cached
+    assert all(key[0] is mc.Normal for key in B._STRUCTURES)
