@@ -26,6 +26,96 @@ def _index_map(shape, target):
 index_map = _index_map  # the estimators' name for it
 
 
+# The score-table structure of a kernel description depends only on the
+# family, the shapes and the kinds of its terms: the coordinate of each
+# term, the draw coordinate it reads (col), its kind, where each
+# coordinate's terms start (t_start) and the permutation putting the terms in
+# coordinate order.  It is built once per key and shared (read-only) by
+# every distribution of that key, so that a distribution built anew each
+# step (a training loop) only computes its coefficients a, b, c.  Written
+# under _BUILD_LOCK; cleared when it grows past _STRUCTURES_MAX keys.
+_STRUCTURES = {}
+_STRUCTURES_MAX = 512
+_NO_ALIAS_Q = np.zeros(0)
+_NO_ALIAS_I = np.zeros(0, np.int64)
+_NO_ALIAS_Q.setflags(write=False)
+_NO_ALIAS_I.setflags(write=False)
+
+
+def clear_kernel_cache():
+    """Forget the cached score-table structures (they are rebuilt on use)."""
+    with _BUILD_LOCK:
+        _STRUCTURES.clear()
+
+
+def _readonly(arr):
+    arr.setflags(write=False)
+    return arr
+
+
+class _TermStructure:
+    """The shape-only part of the score table of `dist` for its _terms()
+    rows `rows`."""
+
+    def __init__(self, dist, rows):
+        term_rows = list(dist._term_rows(rows))
+        coord_slices = {}
+        offset = 0
+        for name, *_ in term_rows:
+            if name not in coord_slices:
+                pshape = dist._params[name].shape
+                psize = int(np.prod(pshape, dtype=np.int64))
+                coord_slices[name] = (slice(offset, offset + psize), pshape)
+                offset += psize
+        coord = np.concatenate([coord_slices[r[0]][0].start + r[2] for r in term_rows])
+        order = np.argsort(coord, kind="stable")
+        kind = np.concatenate([np.full(r[2].size, r[1], dtype=np.intc) for r in term_rows])
+        col = np.concatenate([r[3] for r in term_rows])
+        self.t_start = _readonly(np.concatenate(
+            [[0], np.cumsum(np.bincount(coord, minlength=offset))]))
+        self.coord, self.col, self.kind = (_readonly(v[order]) for v in (coord, col, kind))
+        # None when the terms are in coordinate order already (the common case)
+        self.order = None if np.array_equal(order, np.arange(order.size)) else order
+        self.coord_slices = coord_slices
+        self.n_coords = offset
+        self.n_units = int(np.prod(dist.batch_shape, dtype=np.int64))
+        # where each row's terms go in the unsorted table, and their shape
+        ds = tuple(dist.draw_shape)
+        bounds = np.cumsum([0] + [r[2].size for r in term_rows])
+        self.segments = [(int(bounds[i]), int(bounds[i + 1]), ds if len(row) == 5 else (r[2].size,))
+                         for i, (row, r) in enumerate(zip(rows, term_rows))]
+        self.n_terms = int(bounds[-1])
+
+    def coefficients(self, rows):
+        """(a, b, c) of the table for the _terms() rows `rows` (each
+        broadcast to its terms, in the table's order)."""
+        buf = np.empty((3, self.n_terms))
+        for (start, stop, shape), row in zip(self.segments, rows):
+            for k in range(3):
+                buf[k, start:stop].reshape(shape)[...] = row[2 + k]
+        if self.order is not None:
+            buf = buf[:, self.order]
+        return buf[0], buf[1], buf[2]
+
+
+def _structure(dist, rows):
+    """The cached _TermStructure of `dist` for its _terms() rows, or None
+    when a row is an explicit term list (its maps may depend on values)."""
+    if any(len(r) != 5 for r in rows):
+        return None
+    params = dist._params
+    key = (type(dist), dist.family, tuple(dist.batch_shape), tuple(dist.draw_shape),
+           tuple((r[0], r[1], params[r[0]].shape) for r in rows))
+    st = _STRUCTURES.get(key)
+    if st is None:
+        st = _TermStructure(dist, rows)
+        with _BUILD_LOCK:
+            if len(_STRUCTURES) >= _STRUCTURES_MAX:
+                _STRUCTURES.clear()
+            _STRUCTURES[key] = st
+    return st
+
+
 # The families in their public order (mcscore.distributions.FAMILIES), set by
 # register_families when the package is imported: require() names them.
 _FAMILIES = ()
@@ -79,7 +169,11 @@ class Distribution:
                    for name, constraint in self.arg_constraints.items()}
         self._check_params(**checked)
         shapes = {k: v[..., 0] if self.event_ndim else v for k, v in checked.items()}
-        self.batch_shape = V.broadcast_shapes(owner, **shapes)
+        first = next(iter(shapes.values())).shape if shapes else ()
+        if all(v.shape == first for v in shapes.values()):
+            self.batch_shape = first  # equal shapes (the common case) broadcast to themselves
+        else:
+            self.batch_shape = V.broadcast_shapes(owner, **shapes)
         self._params = checked
 
     def _check_params(self, **params):
@@ -159,17 +253,20 @@ class Distribution:
         p1).  By default the declared parameters in order, each broadcast
         to the batch (with its event axes), the second zeros when there is
         one parameter."""
-        out = [np.broadcast_to(v, self.batch_shape + v.shape[v.ndim - self.event_ndim:])
-               for v in self._params.values()]
+        out = []
+        for v in self._params.values():
+            shape = self.batch_shape + v.shape[v.ndim - self.event_ndim:]
+            out.append(v if v.shape == shape else np.broadcast_to(v, shape))
         if len(out) == 1:
             out.append(np.zeros(self.batch_shape))
         return tuple(out)
 
-    def _term_rows(self):
-        """_terms() as (name, kind, elem, col, a, b, c) with flat arrays."""
+    def _term_rows(self, rows=None):
+        """_terms() (or the given rows of it) as (name, kind, elem, col, a,
+        b, c) with flat arrays."""
         ds, size = self.draw_shape, self.draw_size
         owner = type(self).__name__
-        for row in self._terms():
+        for row in (self._terms() if rows is None else rows):
             name, knd, ta, tb, tc = row[:5]
             K.check_term_kinds([knd], f"{owner}'s score term for {name!r}", self.family)
             if len(row) == 7:
@@ -191,31 +288,22 @@ class Distribution:
                    np.broadcast_to(tb, shape).ravel(), np.broadcast_to(tc, shape).ravel())
 
     def _build_kernel(self):
-        rows = list(self._term_rows())
-        self._coord_slices = {}
-        offset = 0
-        for name, *_ in rows:
-            if name not in self._coord_slices:
-                pshape = self._params[name].shape
-                psize = int(np.prod(pshape, dtype=np.int64))
-                self._coord_slices[name] = (slice(offset, offset + psize), pshape)
-                offset += psize
-        cat = lambda k: np.concatenate([r[k] for r in rows])  # noqa: E731
-        coord = np.concatenate([self._coord_slices[r[0]][0].start + r[2] for r in rows])
-        order = np.argsort(coord, kind="stable")
-        kind = np.concatenate([np.full(r[2].size, r[1], dtype=np.intc) for r in rows])
-        t_start = np.concatenate([[0], np.cumsum(np.bincount(coord, minlength=offset))])
-        self._table = dict(
-            coord=coord[order], col=cat(3)[order], kind=kind[order], a=cat(4)[order],
-            b=cat(5)[order], c=cat(6)[order], t_start=t_start, n_coords=offset,
-        )
-        p0, p1 = self._draw_params()
-        n_units = int(np.prod(self.batch_shape, dtype=np.int64))
+        rows = list(self._terms())
+        st = _structure(self, rows)
+        if st is None:  # explicit term lists: the general (uncached) build
+            st = _TermStructure(self, rows)
+        self._coord_slices = dict(st.coord_slices)
+        a, b, c = st.coefficients(rows)
+        # the distribution's own copies of the shared (read-only) structure:
+        # the Cython consumers of _table take writable buffers
+        self._table = dict(coord=st.coord.copy(), col=st.col.copy(), kind=st.kind.copy(),
+                           a=a, b=b, c=c, t_start=st.t_start.copy(), n_coords=st.n_coords)
         t = self._table
+        p0, p1 = self._draw_params()
         return K.KernelDist(
-            self.family, False, n_units, self._n_cat(), self.draw_size,
-            np.ravel(p0), np.ravel(p1), np.zeros(0), np.zeros(0, np.int64),
-            t["t_start"], t["kind"], t["col"], t["a"], t["b"], t["c"],
+            self.family, False, st.n_units, self._n_cat(), self.draw_size,
+            np.ravel(p0), np.ravel(p1), _NO_ALIAS_Q, _NO_ALIAS_I,
+            t["t_start"], t["kind"], t["col"], a, b, c,
         )
 
     def _n_cat(self):
