@@ -282,7 +282,10 @@ class RlooJob(E.Job):
         xu = dist._to_user_dtype(self.gathered(rd, xt, self.width).reshape((rd.total,) +
                                                                   dist.draw_shape))
         F = self.padded("F", 1, rd)
-        F[0, rd.index] = mag.see(E.call_values(self.f, xu, rd, chunk))
+        if rd.consecutive:  # the round's draws are the first total slots of F
+            mag.see(E.call_values(self.f, xu, rd, chunk, out=F[0, :rd.total]))
+        else:
+            F[0, rd.index] = mag.see(E.call_values(self.f, xu, rd, chunk))
         return F, [F]
 
     def accumulate(self, rd, xt, F, threads, stats, shifts):
