@@ -202,11 +202,42 @@ def _dirichlet():
             {"concentration": ex})
 
 
+def _half_normal():
+    s = 1.5
+
+    def est(n, rng):
+        x = np.abs(rng.normal(0.0, s, n))
+        return {"scale": x * x * ((x * x / (s * s) - 1.0) / s)}
+    return (mc.HalfNormal(s), I.power(2), "x^2", "abs(rng.normal)", est, {"scale": 2 * s})
+
+
+def _chi2():
+    k = 3.5
+    c = -0.5 * (math.log(2.0) + special.digamma(0.5 * k))
+
+    def est(n, rng):
+        x = rng.chisquare(k, n)
+        return {"df": x * x * (0.5 * np.log(x) + c)}
+    return (mc.Chi2(k), I.power(2), "x^2", "rng.chisquare", est, {"df": 2 * k + 2})
+
+
+def _inverse_gamma():
+    a, b = 4.5, 1.5
+    c = math.log(b) - special.digamma(a)
+
+    def est(n, rng):
+        x = b / rng.standard_gamma(a, n)
+        return {"concentration": x * (c - np.log(x)), "rate": x * (a / b - 1.0 / x)}
+    return (mc.InverseGamma(a, b), I.power(1), "x", "rate / rng.standard_gamma", est,
+            {"concentration": -b / (a - 1) ** 2, "rate": 1.0 / (a - 1)})
+
+
 SPECS = {
     "Normal": _normal, "LogNormal": _lognormal, "Exponential": _exponential, "Gamma": _gamma,
     "Beta": _beta, "Poisson": _poisson, "Bernoulli": _bernoulli, "Binomial": _binomial,
     "Geometric": _geometric, "NegativeBinomial": _negative_binomial,
     "Categorical": _categorical, "Multinomial": _multinomial, "Dirichlet": _dirichlet,
+    "HalfNormal": _half_normal, "Chi2": _chi2, "InverseGamma": _inverse_gamma,
 }
 
 

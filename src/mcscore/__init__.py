@@ -17,11 +17,14 @@ from .distributions import (
     Beta,
     Binomial,
     Categorical,
+    Chi2,
     Dirichlet,
     Distribution,
     Exponential,
     Gamma,
     Geometric,
+    HalfNormal,
+    InverseGamma,
     Laplace,
     LogNormal,
     Multinomial,
@@ -43,8 +46,9 @@ from .score import (
 from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical
 
 __all__ = [
-    "Bernoulli", "Beta", "Binomial", "Categorical", "Dirichlet", "Distribution",
-    "Exponential", "FAMILIES", "Gamma", "Geometric", "GradientEstimate", "Laplace", "LogNormal",
+    "Bernoulli", "Beta", "Binomial", "Categorical", "Chi2", "Dirichlet", "Distribution",
+    "Exponential", "FAMILIES", "Gamma", "Geometric", "GradientEstimate", "HalfNormal",
+    "InverseGamma", "Laplace", "LogNormal",
     "Multinomial", "NegativeBinomial", "Normal", "Poisson", "CALLBACK_SIGNATURES",
     "default_block_size", "effective_n_threads", "finance", "integrands", "rl", "vi", "score_grad",
     "score_grad_from_samples", "show_config",

@@ -38,7 +38,10 @@ cpdef enum:
     MC_MULTINOMIAL = 11
     MC_DIRICHLET = 12
     MC_LAPLACE = 13
-    MC_N_FAMILIES = 14
+    MC_HALF_NORMAL = 14
+    MC_CHI2 = 15
+    MC_INVERSE_GAMMA = 16
+    MC_N_FAMILIES = 17
 
 # Kinds of score term.  The score of parameter element q is the sum of its
 # terms, each reading one draw coordinate x (the term's column) with
@@ -54,7 +57,8 @@ cpdef enum:
     SK_SIGN = 6          # a * sign(x - c) + b (sign(0) = 0)
     SK_ABS = 7           # a * |x - c| + b
     SK_FAMILY = 8        # computed by the family's own score kernel (mc_family.score)
-    SK_N_KINDS = 9
+    SK_RECIP = 9         # a / (x - c) + b       (InverseGamma rate)
+    SK_N_KINDS = 10
 
 # Kinds of fused integrand term (each multiplied by its coefficient).
 cpdef enum:

@@ -43,6 +43,9 @@ cdef inline void _score_term(int kind, const double *x, const double *lx, Py_ssi
     elif kind == SK_ABS:
         for i in range(m):
             out[i] += fabs(x[i] - c) * a + b
+    elif kind == SK_RECIP:
+        for i in range(m):
+            out[i] += a / (x[i] - c) + b
 
 
 cdef const double *mc_score_col(const mc_dist *dist, Py_ssize_t q, const double *xt,
@@ -102,7 +105,8 @@ cdef void mc_score_coord(const mc_dist *dist, Py_ssize_t q, const double *xt, Py
 _SK_NAMES = {SK_AFFINE: "SK_AFFINE", SK_LOG_AFFINE: "SK_LOG_AFFINE",
              SK_LOG1M_AFFINE: "SK_LOG1M_AFFINE", SK_QUAD: "SK_QUAD",
              SK_LOG_QUAD: "SK_LOG_QUAD", SK_CATEGORY: "SK_CATEGORY", SK_SIGN: "SK_SIGN",
-             SK_ABS: "SK_ABS", SK_FAMILY: "SK_FAMILY"}
+             SK_ABS: "SK_ABS", SK_FAMILY: "SK_FAMILY",
+             SK_RECIP: "SK_RECIP"}
 
 
 def check_term_kinds(kinds, str owner, family=None):
