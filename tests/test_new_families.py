@@ -1,4 +1,4 @@
-"""HalfNormal, Chi2 and InverseGamma, added by the recipe of docs/design.md:
+"""HalfNormal, Chi2, InverseGamma, Gumbel and Weibull, added by the recipe of docs/design.md:
 draws, densities, scores and the estimators, against scipy and closed forms.
 
 Every family is tested with f(x) = sum_c (x_c + x_c^2), whose expectation and
@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import special, stats
 
 import mcscore as mc
 from mcscore import _kernels as K
@@ -49,6 +49,23 @@ def _inverse_gamma_exact(a, r):
     }
 
 
+def _gumbel_exact(mu, s):
+    # E[x] = mu + g s, Var x = pi^2 s^2 / 6
+    g = np.euler_gamma
+    m = mu + g * s
+    return (m + m * m + math.pi**2 * s * s / 6).sum(), {
+        "loc": 1 + 2 * m, "scale": g + 2 * m * g + math.pi**2 * s / 3}
+
+
+def _weibull_exact(lam, k):
+    # E[x^j] = lam^j Gamma(1 + j/k)
+    g1, g2 = special.gamma(1 + 1 / k), special.gamma(1 + 2 / k)
+    dg1 = -g1 * special.digamma(1 + 1 / k) / k**2
+    dg2 = -2 * g2 * special.digamma(1 + 2 / k) / k**2
+    return (lam * g1 + lam * lam * g2).sum(), {
+        "scale": g1 + 2 * lam * g2, "concentration": lam * dg1 + lam * lam * dg2}
+
+
 # name: (params, constructor, scipy frozen-law maker, exact(params))
 SPECS = {
     "HalfNormal": ({"scale": np.array([0.7, 2.0])}, mc.HalfNormal,
@@ -59,7 +76,13 @@ SPECS = {
                      mc.InverseGamma,
                      lambda p: stats.invgamma(p["concentration"], scale=p["rate"]),
                      _inverse_gamma_exact),
+    "Gumbel": ({"loc": np.array([0.5, -1.0]), "scale": np.array([1.5, 0.6])}, mc.Gumbel,
+               lambda p: stats.gumbel_r(p["loc"], p["scale"]), _gumbel_exact),
+    "Weibull": ({"scale": np.array([1.5, 0.8]), "concentration": np.array([0.9, 2.5])},
+                mc.Weibull, lambda p: stats.weibull_min(p["concentration"], scale=p["scale"]),
+                _weibull_exact),
 }
+REAL = {"Gumbel"}  # families whose support is the whole line
 NAMES = list(SPECS)
 
 
@@ -112,7 +135,8 @@ def test_log_prob_matches_scipy_with_broadcasting(name):
     x = rng.uniform(0.01, 6.0, size=(7,) + d.batch_shape)
     want = SPECS[name][2]({k: np.broadcast_to(v, d.batch_shape) for k, v in p.items()}).logpdf(x)
     np.testing.assert_allclose(d.log_prob(x), want, rtol=1e-12, atol=1e-12)
-    assert np.all(d.log_prob(-x) == -np.inf)
+    if name not in REAL:
+        assert np.all(d.log_prob(-x) == -np.inf)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -143,6 +167,15 @@ def test_score_closed_forms():
                                rtol=1e-14)
     s = mc.InverseGamma(3.0, 2.0).score(np.array([0.5, 4.0]))["rate"]
     np.testing.assert_allclose(s, [1.5 - 2.0, 1.5 - 0.25], rtol=1e-15)
+    s = mc.Gumbel(1.0, 2.0).score(np.array([1.0, 3.0]))
+    # z = 0: d/dloc = (1 - 1) / 2, d/dscale = -1/2; z = 1: (1 - e^-1) / 2, (1 - e^-1 - 1) / 2
+    np.testing.assert_allclose(s["loc"], [0.0, (1 - math.exp(-1)) / 2], rtol=1e-15, atol=0)
+    np.testing.assert_allclose(s["scale"], [-0.5, -math.exp(-1) / 2], rtol=1e-15)
+    s = mc.Weibull(2.0, 3.0).score(np.array([2.0, 4.0]))
+    # L = log(x / 2): d/dscale = (3/2) expm1(3 L), d/dk = 1/3 - L expm1(3 L)
+    np.testing.assert_allclose(s["scale"], [0.0, 1.5 * 7], rtol=1e-15, atol=0)
+    np.testing.assert_allclose(s["concentration"], [1 / 3, 1 / 3 - math.log(2) * 7],
+                               rtol=1e-14)
 
 
 def test_reciprocal_term_kind_in_the_evaluator():
@@ -157,11 +190,12 @@ def test_reciprocal_term_kind_in_the_evaluator():
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_parameters_and_draws_are_clear_errors(name):
     p = SPECS[name][0]
-    first = next(iter(p))
+    first = "scale" if name in REAL else next(iter(p))
     with pytest.raises(ValueError, match=first):
         _dist(name, {**p, first: -p[first]})
-    with pytest.raises(ValueError, match="outside the support"):
-        _dist(name).score(np.array([[-1.0, 1.0]]))
+    if name not in REAL:
+        with pytest.raises(ValueError, match="outside the support"):
+            _dist(name).score(np.array([[-1.0, 1.0]]))
     with pytest.raises(ValueError, match="outside the support"):
         _dist(name).score(np.array([[np.inf, 1.0]]))
 
@@ -179,8 +213,8 @@ def test_declarations_and_capabilities(name):
     cls = type(d)
     assert cls in mc.FAMILIES and name in mc.__all__ and getattr(mc, name) is cls
     assert mc.FAMILIES.index(cls) == d.family
-    assert not d.has_mirror  # none of the three is symmetric
-    assert d.vi_transforms() == {k: "log" for k in SPECS[name][0]}
+    assert not d.has_mirror  # none of them is symmetric
+    assert d.vi_transforms() == {k: "identity" if k == "loc" else "log" for k in SPECS[name][0]}
     assert mc.vi.transforms(d) == d.vi_transforms()
     if d.has_mean_tangents:
         t = d.mean_tangents()
@@ -190,7 +224,7 @@ def test_declarations_and_capabilities(name):
             dn = _dist(name, {**SPECS[name][0], k: v - h}).mean()
             np.testing.assert_allclose(t[k], (up - dn) / (2 * h), rtol=1e-7)
     assert d.has_mean_tangents == (name != "InverseGamma")
-    assert d.has_rsample == (name == "HalfNormal")
+    assert d.has_rsample == (name in ("HalfNormal", "Gumbel"))
     if not d.has_rsample:
         with pytest.raises(ValueError, match="HalfNormal"):
             mc.pathwise_grad(_f, d, 100, grad_f=_grad_f, rng=0)
@@ -254,16 +288,31 @@ def test_rloo_within_5_standard_errors(name):
     _assert_within_5se(name, mc.rloo_grad(_f, _dist(name), 200_000, rng=15))
 
 
-@pytest.mark.parametrize("name", ["HalfNormal", "Chi2"])
+@pytest.mark.parametrize("name", ["HalfNormal", "Chi2", "Gumbel", "Weibull"])
 def test_delta_control_variate_within_5_standard_errors(name):
     res = mc.score_grad(_f, _dist(name), 200_000, rng=17, control_variates=["delta"],
                         grad_f=_grad_f)
     _assert_within_5se(name, res)
 
 
-def test_half_normal_pathwise_within_5_standard_errors():
-    d = _dist("HalfNormal")
+@pytest.mark.parametrize("name", ["HalfNormal", "Gumbel"])
+def test_pathwise_within_5_standard_errors(name):
+    d = _dist(name)
     rows = d.pathwise_spec()
-    assert [r[:2] for r in rows] == [("scale", _vr.TK_NSCALE)]
+    assert rows[-1][:2] == ("scale", _vr.TK_NSCALE)
     res = mc.pathwise_grad(_f, d, 200_000, grad_f=_grad_f, rng=18)
-    _assert_within_5se("HalfNormal", res)
+    _assert_within_5se(name, res)
+
+
+def test_exponential_term_kinds_in_the_evaluator():
+    """SK_EXPM1, SK_XEXPM1 and their log forms against NumPy, through the
+    kernels' table of a LogNormal draw (positive x)."""
+    x = np.array([[0.5], [2.0], [7.0]])
+    kinds = [K.SK_EXPM1, K.SK_XEXPM1, K.SK_LOG_EXPM1, K.SK_LOG_XEXPM1]
+    kd = K.KernelDist(K.MC_LOGNORMAL, False, 1, 1, 1, [0.0], [1.0], [], np.zeros(0, np.int64),
+                      [0, 1, 2, 3, 4], kinds, [0, 0, 0, 0], [-0.7] * 4, [1.3] * 4, [0.4] * 4)
+    got = K.eval_scores(kd, x)
+    v, lv = x[:, 0] - 0.4, np.log(x[:, 0]) - 0.4
+    want = np.stack([1.3 * np.expm1(-0.7 * v), 1.3 * v * np.expm1(-0.7 * v),
+                     1.3 * np.expm1(-0.7 * lv), 1.3 * lv * np.expm1(-0.7 * lv)], axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-14)

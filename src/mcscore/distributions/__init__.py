@@ -30,7 +30,7 @@ naming the families that have it.
 Each family is one class holding all it knows; the package holds them by
 group: ``_base`` (Distribution, the shared machinery), ``_continuous``
 (Normal, LogNormal, Exponential, Gamma, Beta, Laplace, HalfNormal, Chi2,
-InverseGamma), ``_discrete``
+InverseGamma, Gumbel, Weibull), ``_discrete``
 (Poisson, Bernoulli, Binomial, Geometric, NegativeBinomial) and
 ``_categorical`` (Categorical, Multinomial, Dirichlet).  Every public name
 is imported from here (``mcscore.distributions.Normal``), and the classes
@@ -39,7 +39,8 @@ say they live here, so that pickles and reprs name this module.
 from ._base import Distribution, index_map, register_families
 from ._categorical import Categorical, Dirichlet, Multinomial
 from ._continuous import (
-    Beta, Chi2, Exponential, Gamma, HalfNormal, InverseGamma, Laplace, LogNormal, Normal,
+    Beta, Chi2, Exponential, Gamma, Gumbel, HalfNormal, InverseGamma, Laplace, LogNormal,
+    Normal, Weibull,
 )
 from ._discrete import (
     GEOMETRIC_PROBS_MIN, POISSON_RATE_MAX, Bernoulli, Binomial, Geometric,
@@ -65,13 +66,15 @@ __all__ = [
     "HalfNormal",
     "Chi2",
     "InverseGamma",
+    "Gumbel",
+    "Weibull",
     "FAMILIES",
 ]
 
 FAMILIES = (
     Normal, LogNormal, Exponential, Gamma, Beta, Poisson, Bernoulli, Binomial,
     Geometric, NegativeBinomial, Categorical, Multinomial, Dirichlet, Laplace,
-    HalfNormal, Chi2, InverseGamma,
+    HalfNormal, Chi2, InverseGamma, Gumbel, Weibull,
 )
 register_families(FAMILIES)
 

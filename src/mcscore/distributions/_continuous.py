@@ -480,3 +480,112 @@ class InverseGamma(Distribution):
 
     def vi_transforms(self):
         return {"concentration": "log", "rate": "log"}
+
+
+class Gumbel(_LocScale):
+    """Gumbel(loc, scale): density exp(-(z + exp(-z))) / scale with
+    z = (x - loc) / scale.
+
+    Drawn by NumPy's C sampler (``random_gumbel``: inversion of one uniform).
+    The score is ``-expm1(-z) / scale`` w.r.t. loc and
+    ``(-z expm1(-z) - 1) / scale`` w.r.t. scale (the exponential term kinds
+    ``SK_EXPM1``, ``SK_XEXPM1``)."""
+
+    family = K.MC_GUMBEL
+    has_rsample = has_mean_tangents = True
+
+    # the score holds 1/scale**2
+    SCALE_RANGE = (1e-150, 1e150)
+
+    def _terms(self):
+        mu, s = np.broadcast_arrays(self.loc, self.scale)
+        r = -1.0 / s
+        return [
+            ("loc", K.SK_EXPM1, r, r, mu),
+            ("scale", K.SK_XEXPM1, r, r / s, mu),
+            ("scale", K.SK_AFFINE, 0.0, r, 0.0),
+        ]
+
+    def _log_prob(self, x):
+        z = (x - self.loc) / self.scale
+        return -(z + np.exp(-z)) - np.log(self.scale)
+
+    def _check_differentiable(self):
+        _scale_range_check("Gumbel", "scale", self.scale, self.SCALE_RANGE,
+                           "the score's term 1/scale**2 over- or underflows in double "
+                           "precision beyond; rescale the problem (draw x/c and use f(c*x))")
+
+    def mean(self):
+        return np.broadcast_to(self.loc + np.euler_gamma * self.scale, self.batch_shape).copy()
+
+    def variance(self):
+        return np.broadcast_to(math.pi**2 / 6.0 * self.scale**2, self.batch_shape).copy()
+
+    def mean_tangents(self):
+        """E[x] = loc + gamma scale (gamma: Euler's constant)."""
+        b = self._draw_broadcast
+        return {"loc": b(1.0), "scale": b(np.euler_gamma)}
+
+    def vi_transforms(self):
+        return {"loc": "identity", "scale": "log"}
+
+
+class Weibull(Distribution):
+    """Weibull(scale, concentration), as in torch: density
+    (k / scale) (x / scale)^(k-1) exp(-(x / scale)^k) on x > 0, k the
+    concentration.
+
+    Drawn as scale times NumPy's standard Weibull variate (``random_weibull``).
+    With L = log(x / scale) the score is ``(k / scale) expm1(k L)`` w.r.t. the
+    scale and ``1/k - L expm1(k L)`` w.r.t. k (the term kinds ``SK_LOG_EXPM1``,
+    ``SK_LOG_XEXPM1``)."""
+
+    support = "x > 0"
+
+    family = K.MC_WEIBULL
+    arg_constraints = {"scale": "positive", "concentration": "positive"}
+
+    def __init__(self, scale, concentration):
+        super().__init__(scale=scale, concentration=concentration)
+
+    def _terms(self):
+        lam, k = np.broadcast_arrays(self.scale, self.concentration)
+        ll = np.log(lam)
+        return [
+            ("scale", K.SK_LOG_EXPM1, k, k / lam, ll),
+            ("concentration", K.SK_LOG_XEXPM1, k, -1.0, ll),
+            ("concentration", K.SK_AFFINE, 0.0, 1.0 / k, 0.0),
+        ]
+
+    def _in_support(self, x):
+        return x > 0
+
+    def _log_prob(self, x):
+        lam, k = self.scale, self.concentration
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lz = np.log(x) - np.log(lam)
+            out = np.log(k) - np.log(lam) + (k - 1) * lz - np.exp(k * lz)
+        return np.where(x > 0, out, -np.inf)
+
+    def _moment_factor(self, j):
+        return special.gamma(1.0 + j / self.concentration)
+
+    def mean(self):
+        return np.broadcast_to(self.scale * self._moment_factor(1), self.batch_shape).copy()
+
+    def variance(self):
+        g1, g2 = self._moment_factor(1), self._moment_factor(2)
+        return np.broadcast_to(self.scale**2 * (g2 - g1 * g1), self.batch_shape).copy()
+
+    has_mean_tangents = True
+
+    def mean_tangents(self):
+        """E[x] = scale Gamma(1 + 1/k)."""
+        k = self.concentration
+        g1 = self._moment_factor(1)
+        b = self._draw_broadcast
+        return {"scale": b(g1),
+                "concentration": b(-self.scale * g1 * special.digamma(1.0 + 1.0 / k) / k**2)}
+
+    def vi_transforms(self):
+        return {"scale": "log", "concentration": "log"}
