@@ -202,11 +202,68 @@ def _dirichlet():
             {"concentration": ex})
 
 
+def _half_normal():
+    s = 1.5
+
+    def est(n, rng):
+        x = np.abs(rng.normal(0.0, s, n))
+        return {"scale": x * x * ((x * x / (s * s) - 1.0) / s)}
+    return (mc.HalfNormal(s), I.power(2), "x^2", "abs(rng.normal)", est, {"scale": 2 * s})
+
+
+def _chi2():
+    k = 3.5
+    c = -0.5 * (math.log(2.0) + special.digamma(0.5 * k))
+
+    def est(n, rng):
+        x = rng.chisquare(k, n)
+        return {"df": x * x * (0.5 * np.log(x) + c)}
+    return (mc.Chi2(k), I.power(2), "x^2", "rng.chisquare", est, {"df": 2 * k + 2})
+
+
+def _inverse_gamma():
+    a, b = 4.5, 1.5
+    c = math.log(b) - special.digamma(a)
+
+    def est(n, rng):
+        x = b / rng.standard_gamma(a, n)
+        return {"concentration": x * (c - np.log(x)), "rate": x * (a / b - 1.0 / x)}
+    return (mc.InverseGamma(a, b), I.power(1), "x", "rate / rng.standard_gamma", est,
+            {"concentration": -b / (a - 1) ** 2, "rate": 1.0 / (a - 1)})
+
+
+def _gumbel():
+    m, s = 0.5, 1.5
+
+    def est(n, rng):
+        x = rng.gumbel(m, s, n)
+        z = (x - m) / s
+        u = -np.expm1(-z)
+        return {"loc": x * (u / s), "scale": x * ((z * u - 1.0) / s)}
+    return (mc.Gumbel(m, s), I.power(1), "x", "rng.gumbel", est,
+            {"loc": 1.0, "scale": np.euler_gamma})
+
+
+def _weibull():
+    lam, k = 1.5, 2.5
+    g1 = special.gamma(1.0 + 1.0 / k)
+
+    def est(n, rng):
+        x = lam * rng.weibull(k, n)
+        L = np.log(x / lam)
+        w1 = np.expm1(k * L)
+        return {"scale": x * (k / lam * w1), "concentration": x * (1.0 / k - L * w1)}
+    return (mc.Weibull(lam, k), I.power(1), "x", "scale * rng.weibull", est,
+            {"scale": g1, "concentration": -lam * g1 * special.digamma(1.0 + 1.0 / k) / k**2})
+
+
 SPECS = {
     "Normal": _normal, "LogNormal": _lognormal, "Exponential": _exponential, "Gamma": _gamma,
     "Beta": _beta, "Poisson": _poisson, "Bernoulli": _bernoulli, "Binomial": _binomial,
     "Geometric": _geometric, "NegativeBinomial": _negative_binomial,
     "Categorical": _categorical, "Multinomial": _multinomial, "Dirichlet": _dirichlet,
+    "HalfNormal": _half_normal, "Chi2": _chi2, "InverseGamma": _inverse_gamma,
+    "Gumbel": _gumbel, "Weibull": _weibull,
 }
 
 

@@ -22,6 +22,11 @@ DISTS = {
     "Multinomial": mc.Multinomial(4, probs=[0.2, 0.5, 0.3]),
     "Dirichlet": mc.Dirichlet([1.5, 0.7, 2.0]),
     "Laplace": mc.Laplace([0.5, -1.0], [1.0, 2.0]),
+    "HalfNormal": mc.HalfNormal([0.7, 2.0]),
+    "Chi2": mc.Chi2([0.8, 3.5]),
+    "InverseGamma": mc.InverseGamma([5.5, 7.0], [1.5, 2.0]),
+    "Gumbel": mc.Gumbel([0.5, -1.0], [1.5, 0.6]),
+    "Weibull": mc.Weibull([1.5, 0.8], [0.9, 2.5]),
 }
 
 

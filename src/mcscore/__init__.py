@@ -17,17 +17,22 @@ from .distributions import (
     Beta,
     Binomial,
     Categorical,
+    Chi2,
     Dirichlet,
     Distribution,
     Exponential,
     Gamma,
     Geometric,
+    Gumbel,
+    HalfNormal,
+    InverseGamma,
     Laplace,
     LogNormal,
     Multinomial,
     NegativeBinomial,
     Normal,
     Poisson,
+    Weibull,
 )
 from .compare import Comparison, compare_estimators
 from .discrete import disarm_grad, rebar_grad, relaxed_grad
@@ -43,9 +48,10 @@ from .score import (
 from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical
 
 __all__ = [
-    "Bernoulli", "Beta", "Binomial", "Categorical", "Dirichlet", "Distribution",
-    "Exponential", "FAMILIES", "Gamma", "Geometric", "GradientEstimate", "Laplace", "LogNormal",
-    "Multinomial", "NegativeBinomial", "Normal", "Poisson", "CALLBACK_SIGNATURES",
+    "Bernoulli", "Beta", "Binomial", "Categorical", "Chi2", "Dirichlet", "Distribution",
+    "Exponential", "FAMILIES", "Gamma", "Geometric", "GradientEstimate", "Gumbel", "HalfNormal",
+    "InverseGamma", "Laplace", "LogNormal",
+    "Multinomial", "NegativeBinomial", "Normal", "Poisson", "Weibull", "CALLBACK_SIGNATURES",
     "default_block_size", "effective_n_threads", "finance", "integrands", "rl", "vi", "score_grad",
     "score_grad_from_samples", "show_config",
     "Comparison", "compare_estimators", "disarm_grad", "pathwise_grad", "rebar_grad",

@@ -38,7 +38,12 @@ cpdef enum:
     MC_MULTINOMIAL = 11
     MC_DIRICHLET = 12
     MC_LAPLACE = 13
-    MC_N_FAMILIES = 14
+    MC_HALF_NORMAL = 14
+    MC_CHI2 = 15
+    MC_INVERSE_GAMMA = 16
+    MC_GUMBEL = 17
+    MC_WEIBULL = 18
+    MC_N_FAMILIES = 19
 
 # Kinds of score term.  The score of parameter element q is the sum of its
 # terms, each reading one draw coordinate x (the term's column) with
@@ -54,7 +59,13 @@ cpdef enum:
     SK_SIGN = 6          # a * sign(x - c) + b (sign(0) = 0)
     SK_ABS = 7           # a * |x - c| + b
     SK_FAMILY = 8        # computed by the family's own score kernel (mc_family.score)
-    SK_N_KINDS = 9
+    SK_RECIP = 9         # a / (x - c) + b       (InverseGamma rate)
+    # the exponential kinds: b scales the term, a is the rate inside expm1
+    SK_EXPM1 = 10        # b * expm1(a * (x - c))                      (Gumbel)
+    SK_XEXPM1 = 11       # b * (x - c) * expm1(a * (x - c))            (Gumbel scale)
+    SK_LOG_EXPM1 = 12    # b * expm1(a * (log(x) - c))                 (Weibull scale)
+    SK_LOG_XEXPM1 = 13   # b * (log(x) - c) * expm1(a * (log(x) - c))  (Weibull concentration)
+    SK_N_KINDS = 14
 
 # Kinds of fused integrand term (each multiplied by its coefficient).
 cpdef enum:

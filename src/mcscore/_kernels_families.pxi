@@ -36,6 +36,16 @@ cdef extern from *:
                    (double)random_negative_binomial(bg, p[1], 1.0 - p[0]))
     /* Laplace: p = [loc, scale]; NumPy inverts one uniform per draw */
     MC_COLUMN_FILL(mc_fill_laplace, random_laplace(bg, p[0], p[1]))
+    /* HalfNormal: p = [scale]; |scale * z| of one standard normal per draw */
+    MC_COLUMN_FILL(mc_fill_half_normal, fabs(p[0] * random_standard_normal(bg)))
+    /* Chi2: p = [df]; NumPy draws 2 * Gamma(df / 2, 1) */
+    MC_COLUMN_FILL(mc_fill_chi2, random_chisquare(bg, p[0]))
+    /* InverseGamma: p = [concentration, rate]; rate / Gamma(concentration, 1) */
+    MC_COLUMN_FILL(mc_fill_inverse_gamma, p[1] / random_standard_gamma(bg, p[0]))
+    /* Gumbel: p = [loc, scale]; NumPy inverts one uniform per draw */
+    MC_COLUMN_FILL(mc_fill_gumbel, random_gumbel(bg, p[0], p[1]))
+    /* Weibull: p = [scale, concentration]; scale * NumPy's standard Weibull */
+    MC_COLUMN_FILL(mc_fill_weibull, p[0] * random_weibull(bg, p[1]))
     """
     void mc_fill_beta(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
@@ -46,6 +56,13 @@ cdef extern from *:
     void mc_fill_negative_binomial(const double *p, bitgen_t *bg, Py_ssize_t m,
                                    double *col) noexcept nogil
     void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_half_normal(const double *p, bitgen_t *bg, Py_ssize_t m,
+                             double *col) noexcept nogil
+    void mc_fill_chi2(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_inverse_gamma(const double *p, bitgen_t *bg, Py_ssize_t m,
+                               double *col) noexcept nogil
+    void mc_fill_gumbel(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_weibull(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
 
 
 cdef mc_family _FAMILY_TABLE[MC_N_FAMILIES]
@@ -223,6 +240,11 @@ _register_column(MC_BERNOULLI, b"Bernoulli", mc_fill_bernoulli)
 _register_column(MC_GEOMETRIC, b"Geometric", mc_fill_geometric)
 _register_column(MC_NEGATIVE_BINOMIAL, b"NegativeBinomial", mc_fill_negative_binomial)
 _register_column(MC_LAPLACE, b"Laplace", mc_fill_laplace)
+_register_column(MC_HALF_NORMAL, b"HalfNormal", mc_fill_half_normal)
+_register_column(MC_CHI2, b"Chi2", mc_fill_chi2)
+_register_column(MC_INVERSE_GAMMA, b"InverseGamma", mc_fill_inverse_gamma)
+_register_column(MC_GUMBEL, b"Gumbel", mc_fill_gumbel)
+_register_column(MC_WEIBULL, b"Weibull", mc_fill_weibull)
 # ... and fills of the general form (mc_fill_fn: several columns per unit,
 # log columns, workspace state):
 _register(MC_LOGNORMAL, b"LogNormal", _fill_lognormal, True)

@@ -2,6 +2,8 @@
 # family is computed here), the checks and setup of a score table, and the
 # fused accumulation of a block's sufficient statistics.
 
+from libc.math cimport expm1
+
 # ---------------------------------------------------------------------------
 # The one score evaluator: every consumer of a score table (the fused
 # accumulators below, _vr's feature kernels, Distribution.score through
@@ -43,6 +45,17 @@ cdef inline void _score_term(int kind, const double *x, const double *lx, Py_ssi
     elif kind == SK_ABS:
         for i in range(m):
             out[i] += fabs(x[i] - c) * a + b
+    elif kind == SK_RECIP:
+        for i in range(m):
+            out[i] += a / (x[i] - c) + b
+    elif kind == SK_EXPM1 or kind == SK_XEXPM1:
+        for i in range(m):
+            d = x[i] - c
+            out[i] += b * (d if kind == SK_XEXPM1 else 1.0) * expm1(a * d)
+    elif kind == SK_LOG_EXPM1 or kind == SK_LOG_XEXPM1:
+        for i in range(m):
+            d = (lx[i] if lx != NULL else log(x[i])) - c
+            out[i] += b * (d if kind == SK_LOG_XEXPM1 else 1.0) * expm1(a * d)
 
 
 cdef const double *mc_score_col(const mc_dist *dist, Py_ssize_t q, const double *xt,
@@ -102,7 +115,9 @@ cdef void mc_score_coord(const mc_dist *dist, Py_ssize_t q, const double *xt, Py
 _SK_NAMES = {SK_AFFINE: "SK_AFFINE", SK_LOG_AFFINE: "SK_LOG_AFFINE",
              SK_LOG1M_AFFINE: "SK_LOG1M_AFFINE", SK_QUAD: "SK_QUAD",
              SK_LOG_QUAD: "SK_LOG_QUAD", SK_CATEGORY: "SK_CATEGORY", SK_SIGN: "SK_SIGN",
-             SK_ABS: "SK_ABS", SK_FAMILY: "SK_FAMILY"}
+             SK_ABS: "SK_ABS", SK_FAMILY: "SK_FAMILY",
+             SK_RECIP: "SK_RECIP", SK_EXPM1: "SK_EXPM1", SK_XEXPM1: "SK_XEXPM1",
+             SK_LOG_EXPM1: "SK_LOG_EXPM1", SK_LOG_XEXPM1: "SK_LOG_XEXPM1"}
 
 
 def check_term_kinds(kinds, str owner, family=None):

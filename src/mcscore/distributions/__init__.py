@@ -29,7 +29,8 @@ naming the families that have it.
 
 Each family is one class holding all it knows; the package holds them by
 group: ``_base`` (Distribution, the shared machinery), ``_continuous``
-(Normal, LogNormal, Exponential, Gamma, Beta, Laplace), ``_discrete``
+(Normal, LogNormal, Exponential, Gamma, Beta, Laplace, HalfNormal, Chi2,
+InverseGamma, Gumbel, Weibull), ``_discrete``
 (Poisson, Bernoulli, Binomial, Geometric, NegativeBinomial) and
 ``_categorical`` (Categorical, Multinomial, Dirichlet).  Every public name
 is imported from here (``mcscore.distributions.Normal``), and the classes
@@ -37,7 +38,10 @@ say they live here, so that pickles and reprs name this module.
 """
 from ._base import Distribution, index_map, register_families
 from ._categorical import Categorical, Dirichlet, Multinomial
-from ._continuous import Beta, Exponential, Gamma, Laplace, LogNormal, Normal
+from ._continuous import (
+    Beta, Chi2, Exponential, Gamma, Gumbel, HalfNormal, InverseGamma, Laplace, LogNormal,
+    Normal, Weibull,
+)
 from ._discrete import (
     GEOMETRIC_PROBS_MIN, POISSON_RATE_MAX, Bernoulli, Binomial, Geometric,
     NegativeBinomial, Poisson,
@@ -59,12 +63,18 @@ __all__ = [
     "Multinomial",
     "Dirichlet",
     "Laplace",
+    "HalfNormal",
+    "Chi2",
+    "InverseGamma",
+    "Gumbel",
+    "Weibull",
     "FAMILIES",
 ]
 
 FAMILIES = (
     Normal, LogNormal, Exponential, Gamma, Beta, Poisson, Bernoulli, Binomial,
     Geometric, NegativeBinomial, Categorical, Multinomial, Dirichlet, Laplace,
+    HalfNormal, Chi2, InverseGamma, Gumbel, Weibull,
 )
 register_families(FAMILIES)
 

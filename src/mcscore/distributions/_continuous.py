@@ -322,3 +322,270 @@ class Laplace(_LocScale):
     def vi_transforms(self):
         """The unconstrained coordinates vi.fit optimises: loc as is, log scale."""
         return {"loc": "identity", "scale": "log"}
+
+
+def _scale_range_check(owner, name, v, bounds, why):
+    """Raise the clear error of a parameter outside the range in which its
+    score terms are representable in double precision."""
+    lo, hi = bounds
+    v = np.asarray(v, dtype=np.float64)
+    bad = ~((v >= lo) & (v <= hi))
+    if bad.any():
+        raise ValueError(f"{owner}: {name} must be in [{lo:g}, {hi:g}] to estimate gradients "
+                         f"(got {float(v[bad].flat[0])!r}): {why}")
+
+
+class HalfNormal(Distribution):
+    """HalfNormal(scale): |z| for z ~ Normal(0, scale); density
+    sqrt(2 / pi) / scale * exp(-x^2 / (2 scale^2)) on x >= 0.
+
+    Drawn as |scale * z| with NumPy's C normal sampler, one per draw.  The
+    score ``-1/scale + x**2 / scale**3`` is one quadratic term."""
+
+    support = "x >= 0"
+
+    family = K.MC_HALF_NORMAL
+    arg_constraints = {"scale": "positive"}
+
+    def __init__(self, scale):
+        super().__init__(scale=scale)
+
+    # the score holds 1/scale**3
+    SCALE_RANGE = (1e-100, 1e100)
+
+    def _terms(self):
+        s = np.asarray(self.scale, dtype=np.float64)
+        return [("scale", K.SK_QUAD, 1.0 / (s * s * s), -1.0 / s, 0.0)]
+
+    def _in_support(self, x):
+        return x >= 0
+
+    def _log_prob(self, x):
+        z = x / self.scale
+        out = -0.5 * z * z - np.log(self.scale) + 0.5 * math.log(2.0 / math.pi)
+        return np.where(x >= 0, out, -np.inf)
+
+    def _check_differentiable(self):
+        _scale_range_check("HalfNormal", "scale", self.scale, self.SCALE_RANGE,
+                           "the score's term 1/scale**3 over- or underflows in double "
+                           "precision beyond; rescale the problem (draw x/c and use f(c*x))")
+
+    def mean(self):
+        return np.broadcast_to(self.scale * math.sqrt(2.0 / math.pi), self.batch_shape).copy()
+
+    def variance(self):
+        return np.broadcast_to(self.scale**2 * (1.0 - 2.0 / math.pi), self.batch_shape).copy()
+
+    has_rsample = has_mean_tangents = True
+
+    def mean_tangents(self):
+        """d E[x] / d scale = sqrt(2 / pi)."""
+        return {"scale": self._draw_broadcast(math.sqrt(2.0 / math.pi))}
+
+    def pathwise_spec(self):
+        """x = scale |eps|: dx/dscale = x / scale (the Normal scale tangent at loc 0)."""
+        return [("scale", _vr.TK_NSCALE, 0.0, self._draw_broadcast(self.scale))]
+
+    def vi_transforms(self):
+        return {"scale": "log"}
+
+
+class Chi2(Distribution):
+    """Chi2(df): Gamma(df / 2, rate 1/2), as in torch; density
+    x^(df/2 - 1) e^(-x/2) / (2^(df/2) Gamma(df/2)) on x > 0.
+
+    Drawn by NumPy's C sampler (``random_chisquare``).  The score w.r.t. df
+    is log-affine: ``(log x - log 2 - digamma(df / 2)) / 2``."""
+
+    support = "x > 0"
+
+    family = K.MC_CHI2
+    arg_constraints = {"df": "positive"}
+
+    def __init__(self, df):
+        super().__init__(df=df)
+
+    def _terms(self):
+        k = np.asarray(self.df, dtype=np.float64)
+        return [("df", K.SK_LOG_AFFINE, 0.5, -0.5 * (math.log(2.0) + special.digamma(0.5 * k)),
+                 0.0)]
+
+    def _in_support(self, x):
+        return x >= 0
+
+    def _log_prob(self, x):
+        h = 0.5 * self.df
+        out = special.xlogy(h - 1, x) - 0.5 * x - h * math.log(2.0) - special.gammaln(h)
+        return np.where(x >= 0, out, -np.inf)
+
+    def mean(self):
+        return np.broadcast_to(self.df, self.batch_shape).astype(np.float64)
+
+    def variance(self):
+        return np.broadcast_to(2.0 * self.df, self.batch_shape).astype(np.float64)
+
+    has_mean_tangents = True
+
+    def mean_tangents(self):
+        """d E[x] / d df = 1."""
+        return {"df": self._draw_broadcast(1.0)}
+
+    def vi_transforms(self):
+        return {"df": "log"}
+
+
+class InverseGamma(Distribution):
+    """InverseGamma(concentration, rate): 1 / x ~ Gamma(concentration, rate),
+    as in torch; density rate^a x^(-a-1) e^(-rate/x) / Gamma(a) on x > 0.
+
+    Drawn as rate / g with g from NumPy's C standard-gamma sampler.  The
+    score is ``log(rate) - digamma(a) - log x`` w.r.t. the concentration a
+    and ``a / rate - 1 / x`` w.r.t. the rate (the reciprocal term kind
+    ``SK_RECIP``)."""
+
+    arg_constraints = {"concentration": "positive", "rate": "positive"}
+    family = K.MC_INVERSE_GAMMA
+    support = "x > 0"
+
+    def __init__(self, concentration, rate):
+        super().__init__(concentration=concentration, rate=rate)
+
+    def _terms(self):
+        a, r = np.broadcast_arrays(self.concentration, self.rate)
+        dlog = np.log(r) - special.digamma(a)  # log rate - digamma(a)
+        return [("concentration", K.SK_LOG_AFFINE, -1.0, dlog, 0.0),
+                ("rate", K.SK_RECIP, -1.0, a / r, 0.0)]
+
+    def _in_support(self, x):
+        return x > 0
+
+    def _log_prob(self, x):
+        a, r = self.concentration, self.rate
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = a * np.log(r) - special.gammaln(a) - (a + 1) * np.log(x) - r / x
+        return np.where(x > 0, out, -np.inf)
+
+    def mean(self):
+        """rate / (concentration - 1), infinite for concentration <= 1."""
+        a, r = np.broadcast_arrays(self.concentration, self.rate)
+        with np.errstate(divide="ignore"):
+            return np.where(a > 1, r / np.where(a > 1, a - 1, 1.0), np.inf)
+
+    def variance(self):
+        """rate^2 / ((a - 1)^2 (a - 2)), infinite for concentration <= 2."""
+        a, r = np.broadcast_arrays(self.concentration, self.rate)
+        ok = a > 2
+        a1 = np.where(ok, a, 3.0)
+        return np.where(ok, r * r / ((a1 - 1) ** 2 * (a1 - 2)), np.inf)
+
+    def vi_transforms(self):
+        return {"concentration": "log", "rate": "log"}
+
+
+class Gumbel(_LocScale):
+    """Gumbel(loc, scale): density exp(-(z + exp(-z))) / scale with
+    z = (x - loc) / scale.
+
+    Drawn by NumPy's C sampler (``random_gumbel``: inversion of one uniform).
+    The score is ``-expm1(-z) / scale`` w.r.t. loc and
+    ``(-z expm1(-z) - 1) / scale`` w.r.t. scale (the exponential term kinds
+    ``SK_EXPM1``, ``SK_XEXPM1``)."""
+
+    family = K.MC_GUMBEL
+    has_rsample = has_mean_tangents = True
+
+    # the score holds 1/scale**2
+    SCALE_RANGE = (1e-150, 1e150)
+
+    def _terms(self):
+        mu, s = np.broadcast_arrays(self.loc, self.scale)
+        r = -1.0 / s
+        return [
+            ("loc", K.SK_EXPM1, r, r, mu),
+            ("scale", K.SK_XEXPM1, r, r / s, mu),
+            ("scale", K.SK_AFFINE, 0.0, r, 0.0),
+        ]
+
+    def _log_prob(self, x):
+        z = (x - self.loc) / self.scale
+        return -(z + np.exp(-z)) - np.log(self.scale)
+
+    def _check_differentiable(self):
+        _scale_range_check("Gumbel", "scale", self.scale, self.SCALE_RANGE,
+                           "the score's term 1/scale**2 over- or underflows in double "
+                           "precision beyond; rescale the problem (draw x/c and use f(c*x))")
+
+    def mean(self):
+        return np.broadcast_to(self.loc + np.euler_gamma * self.scale, self.batch_shape).copy()
+
+    def variance(self):
+        return np.broadcast_to(math.pi**2 / 6.0 * self.scale**2, self.batch_shape).copy()
+
+    def mean_tangents(self):
+        """E[x] = loc + gamma scale (gamma: Euler's constant)."""
+        b = self._draw_broadcast
+        return {"loc": b(1.0), "scale": b(np.euler_gamma)}
+
+    def vi_transforms(self):
+        return {"loc": "identity", "scale": "log"}
+
+
+class Weibull(Distribution):
+    """Weibull(scale, concentration), as in torch: density
+    (k / scale) (x / scale)^(k-1) exp(-(x / scale)^k) on x > 0, k the
+    concentration.
+
+    Drawn as scale times NumPy's standard Weibull variate (``random_weibull``).
+    With L = log(x / scale) the score is ``(k / scale) expm1(k L)`` w.r.t. the
+    scale and ``1/k - L expm1(k L)`` w.r.t. k (the term kinds ``SK_LOG_EXPM1``,
+    ``SK_LOG_XEXPM1``)."""
+
+    support = "x > 0"
+
+    family = K.MC_WEIBULL
+    arg_constraints = {"scale": "positive", "concentration": "positive"}
+
+    def __init__(self, scale, concentration):
+        super().__init__(scale=scale, concentration=concentration)
+
+    def _terms(self):
+        lam, k = np.broadcast_arrays(self.scale, self.concentration)
+        ll = np.log(lam)
+        return [
+            ("scale", K.SK_LOG_EXPM1, k, k / lam, ll),
+            ("concentration", K.SK_LOG_XEXPM1, k, -1.0, ll),
+            ("concentration", K.SK_AFFINE, 0.0, 1.0 / k, 0.0),
+        ]
+
+    def _in_support(self, x):
+        return x > 0
+
+    def _log_prob(self, x):
+        lam, k = self.scale, self.concentration
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lz = np.log(x) - np.log(lam)
+            out = np.log(k) - np.log(lam) + (k - 1) * lz - np.exp(k * lz)
+        return np.where(x > 0, out, -np.inf)
+
+    def _moment_factor(self, j):
+        return special.gamma(1.0 + j / self.concentration)
+
+    def mean(self):
+        return np.broadcast_to(self.scale * self._moment_factor(1), self.batch_shape).copy()
+
+    def variance(self):
+        g1, g2 = self._moment_factor(1), self._moment_factor(2)
+        return np.broadcast_to(self.scale**2 * (g2 - g1 * g1), self.batch_shape).copy()
+
+    has_mean_tangents = True
+
+    def mean_tangents(self):
+        """E[x] = scale Gamma(1 + 1/k)."""
+        k = self.concentration
+        g1 = self._moment_factor(1)
+        b = self._draw_broadcast
+        return {"scale": b(g1),
+                "concentration": b(-self.scale * g1 * special.digamma(1.0 + 1.0 / k) / k**2)}
+
+    def vi_transforms(self):
+        return {"scale": "log", "concentration": "log"}
