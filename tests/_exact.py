@@ -252,3 +252,17 @@ def poisson_log_pmf_at_mode(lam):
     """log P(X = lam) for X ~ Poisson(lam), lam a large integer: exactly
     -stirling_error(lam) - log(2 pi lam) / 2 (the other terms cancel)."""
     return -stirling_error(lam) - 0.5 * np.log(2 * np.pi * lam)
+
+
+def assert_same_estimate(a, b):
+    """Two GradientEstimates equal bit for bit (values, standard errors,
+    variances, draw counts and the signs of zeros)."""
+    assert a.n == b.n and a.value == b.value and a.value_stderr == b.value_stderr
+    assert a.value_variance == b.value_variance
+    for part in ("grad", "stderr", "variance"):
+        pa, pb = getattr(a, part), getattr(b, part)
+        assert pa.keys() == pb.keys()
+        for k in pa:
+            assert pa[k].shape == pb[k].shape
+            assert np.array_equal(pa[k], pb[k]), (part, k)
+            assert np.array_equal(np.signbit(pa[k]), np.signbit(pb[k])), (part, k)

@@ -10,6 +10,7 @@ import mcscore as mc
 from mcscore import _algebra as A
 from mcscore import _engine as E
 from mcscore import _rounds as R
+from _exact import assert_same_estimate
 
 
 def f_sq(x):
@@ -24,18 +25,6 @@ def _normal(loc, scale):
 def _exact_sq(loc, scale):
     """d/dloc, d/dscale of E[sum x^2] = sum loc^2 + scale^2."""
     return {"loc": 2 * np.asarray(loc, float), "scale": 2 * np.asarray(scale, float)}
-
-
-def _same(a, b):
-    assert a.n == b.n and a.value == b.value and a.value_stderr == b.value_stderr
-    assert a.value_variance == b.value_variance
-    for part in ("grad", "stderr", "variance"):
-        pa, pb = getattr(a, part), getattr(b, part)
-        assert pa.keys() == pb.keys()
-        for k in pa:
-            assert pa[k].shape == pb[k].shape
-            assert np.array_equal(pa[k], pb[k]), (part, k)
-            assert np.array_equal(np.signbit(pa[k]), np.signbit(pb[k])), (part, k)
 
 
 def _clear_caches():
@@ -53,7 +42,7 @@ def test_changed_parameter_after_cached_call_gives_new_result(n):
     r2 = mc.score_grad(f_sq, _normal(loc2, scale2), n, rng=3)  # seed, plan cached
     _clear_caches()
     fresh = mc.score_grad(f_sq, _normal(loc2, scale2), n, rng=3)
-    _same(r2, fresh)
+    assert_same_estimate(r2, fresh)
     assert not np.array_equal(r1.grad["loc"], r2.grad["loc"])
     if n >= 1000:  # against the exact gradient, within 5 standard errors
         for r, (loc, scale) in ((r1, (loc1, scale1)), (r2, (loc2, scale2))):
@@ -83,7 +72,7 @@ def test_plan_cache_keeps_the_argument_checks():
     with pytest.raises(ValueError, match="rng must be a non-negative int seed"):
         mc.score_grad(f_sq, d, 100, rng=-1)
     # numpy integers are accepted and give the Python int's result
-    _same(mc.score_grad(f_sq, d, np.int64(100), rng=np.int64(5), n_streams=np.int32(64)),
+    assert_same_estimate(mc.score_grad(f_sq, d, np.int64(100), rng=np.int64(5), n_streams=np.int32(64)),
           mc.score_grad(f_sq, d, 100, rng=5))
 
 
@@ -91,7 +80,7 @@ def test_int_seed_equals_its_seed_sequence_and_info():
     d = _normal([0.1, 0.2], [1.0, 0.5])
     a = mc.score_grad(f_sq, d, 1000, rng=11)
     b = mc.score_grad(f_sq, d, 1000, rng=np.random.SeedSequence(11))
-    _same(a, b)
+    assert_same_estimate(a, b)
     assert a.info["entropy"] == 11 and a.info["spawn_key"] == ()
     assert b.info["entropy"] == 11 and b.info["spawn_key"] == ()
     # spawned children with the same entropy are other streams
@@ -106,7 +95,7 @@ def test_root_state_cache_overflow_and_streams():
         mc.score_grad(f_sq, d, 100, rng=s)
     assert len(R._ROOT_STATES) <= R._ROOT_STATES_MAX
     for s, r in first.items():
-        _same(r, mc.score_grad(f_sq, d, 3000, rng=s))
+        assert_same_estimate(r, mc.score_grad(f_sq, d, 3000, rng=s))
     # every stream's generator is PCG64(root) jumped s times
     root = np.random.SeedSequence(7)
     gens = R.stream_bit_generators(None, [3, 0, 1], seed=7)
@@ -143,7 +132,7 @@ def test_caches_are_thread_safe():
         t.join()
     assert not errors
     for a, b in zip(serial, out):
-        _same(a, b)
+        assert_same_estimate(a, b)
 
 
 def _gather_loop(rd, buf, W, region=0):
@@ -204,14 +193,14 @@ def test_f_output_checks_on_the_fast_path():
     # float32 and integer outputs are converted, as before
     r32 = mc.score_grad(lambda x: f_sq(x).astype(np.float32), d, 100, rng=0)
     r64 = mc.score_grad(lambda x: f_sq(x).astype(np.float32).astype(np.float64), d, 100, rng=0)
-    _same(r32, r64)
+    assert_same_estimate(r32, r64)
     # f receives a fresh copy: writing into x does not change the estimate
     def scribble(x):
         v = f_sq(x)
         x[...] = 0.0
         return v
 
-    _same(mc.score_grad(scribble, d, 1000, rng=2), mc.score_grad(f_sq, d, 1000, rng=2))
+    assert_same_estimate(mc.score_grad(scribble, d, 1000, rng=2), mc.score_grad(f_sq, d, 1000, rng=2))
 
 
 def test_vi_elbo_grad_matches_samples_estimator():
@@ -224,4 +213,4 @@ def test_vi_elbo_grad_matches_samples_estimator():
     x = q.sample(200, np.random.default_rng(4))
     lq = q.log_prob(x).sum(1)
     ref = mc.score_grad_from_samples(q, x, log_joint(x) - lq, baseline="loo")
-    _same(res, ref)
+    assert_same_estimate(res, ref)
