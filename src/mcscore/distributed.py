@@ -65,7 +65,11 @@ def map_streams(client, plan, task, head, tail, *, n_threads, n_tasks, kind, on_
     if n_tasks is None:
         n_tasks = default_tasks(client, plan.used)
     n_tasks = V.integer("n_tasks", n_tasks, minimum=1)
-    groups = [g for g in np.array_split(np.arange(plan.used, dtype=np.int64), n_tasks) if len(g)]
+    # Python ints, not arrays: an array unpickled on a worker may be a view
+    # into a message frame with no 8-byte alignment, which the kernels'
+    # int64 reads require; each task builds its own aligned array.
+    groups = [g.tolist() for g in np.array_split(np.arange(plan.used, dtype=np.int64), n_tasks)
+              if len(g)]
     token = uuid.uuid4().hex
     futures = [client.submit(task, *head, g, *tail, key=f"mcscore-{kind}-{token}-{i}",
                              pure=False)
