@@ -164,7 +164,9 @@ def test_bad_input(torch, mct):
 
 def test_batched_policy_gradient(torch, mct):
     """batch_ndims=1: one expectation per state; the loss weights them,
-    backward applies each state's weight to its own gradient."""
+    backward applies each state's weight to its own gradient (checked per
+    logit against the exact gradient within 5 of its standard errors), and
+    autograd carries it on to the network's weights."""
     from mcscore._bridge import score_grad_has_batch_ndims
     if not score_grad_has_batch_ndims():
         pytest.skip("score_grad has no batch_ndims parameter yet (batched expectations are "
@@ -172,6 +174,7 @@ def test_batched_policy_gradient(torch, mct):
     Xn, Rn = _problem(1)
     X = torch.tensor(Xn)
     Rt = torch.tensor(Rn)
+    torch.manual_seed(1)
     net = torch.nn.Linear(F, A).double()
     wts = torch.linspace(0.5, 2.0, S, dtype=torch.float64)
     rows = np.arange(S)
@@ -179,14 +182,20 @@ def test_batched_policy_gradient(torch, mct):
     def f(actions):  # (m, S) -> (m, S): each state's own reward
         return Rn[rows, actions]
 
-    value, res = mct.expectation(f, "Categorical", N, logits=net(X), rng=5, batch_ndims=1,
+    logits = net(X)
+    logits.retain_grad()
+    value, res = mct.expectation(f, "Categorical", N, logits=logits, rng=5, batch_ndims=1,
                                  return_result=True)
     assert value.shape == (S,)
+    ev = (torch.softmax(logits.detach(), -1) * Rt).sum(1).numpy()
+    assert np.all(np.abs(value.detach().numpy() - ev) < 5 * np.asarray(res.value_stderr))
     (value * wts).sum().backward()
-    got = torch.cat([p.grad.reshape(-1) for p in net.parameters()]).numpy()
-    ex = ((torch.softmax(net(X), -1) * Rt).sum(1) * wts).sum()
-    exact = torch.cat([g.reshape(-1) for g in torch.autograd.grad(ex, list(net.parameters()))])
-    J = _flat_jacobian(torch, net, X) * np.repeat(wts.numpy(), A)[:, None]
-    lin = res.linear(J.T)
-    z = (got - exact.numpy()) / lin.stderr
+    lg = logits.detach().requires_grad_()
+    exact = torch.autograd.grad(((torch.softmax(lg, -1) * Rt).sum(1) * wts).sum(), lg)[0]
+    se = res.stderr["logits"] * wts.numpy()[:, None]
+    z = (logits.grad.numpy() - exact.numpy()) / se
     assert np.all(np.abs(z) < 5), z
+    # autograd's chain rule from the logits to the weights
+    J = _flat_jacobian(torch, net, X)
+    got = torch.cat([p.grad.reshape(-1) for p in net.parameters()]).numpy()
+    np.testing.assert_allclose(got, J.T @ logits.grad.numpy().ravel(), rtol=1e-10, atol=1e-14)

@@ -209,16 +209,17 @@ def rare_floor(dist, kd, stats, shifts, n):
     return floor
 
 
-def baseline_centre(c0, count, G, mom, baseline):
+def baseline_centre(c0, Gt, count, mom, baseline):
     """(e, factor) of a baseline: the per-draw terms are factor * (g + e) * s
-    with g = f - c0 (e per stream and coordinate for "optimal")."""
+    with g = f - c0 and Gt the sum of g over all draws (e per stream and
+    coordinate for "optimal")."""
     n = float(count.sum())
     Ss, Ss2, Sgs, Sgs2, _ = mom
     factor = 1.0
     if baseline is None:
         e = c0
     elif baseline == "loo":
-        e = -G.sum() / n
+        e = -Gt / n
         factor = n / (n - 1)
     elif baseline == "optimal":
         if np.count_nonzero(count) < 2:
@@ -232,7 +233,7 @@ def baseline_centre(c0, count, G, mom, baseline):
         num = tot2 - Sgs2
         den = totss - Ss2
         with np.errstate(divide="ignore", invalid="ignore"):
-            e = np.where(den > 0, -num / den, -G.sum() / n)
+            e = np.where(den > 0, -num / den, -Gt / n)
     else:
         e = c0 - baseline
     return e, factor
@@ -244,7 +245,7 @@ def score_stream_means(dist, kd, stats, shifts, baseline):
     covariance takes the correlations from (computed when first asked)."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         c0, count, G, H, mom = score_moments(dist, kd, stats, shifts)
-        e, factor = baseline_centre(c0, count, G, mom, baseline)
+        e, factor = baseline_centre(c0, G.sum(), count, mom, baseline)
         Ss, Sgs = mom[0], mom[2]
         means = factor * (Sgs + e * Ss) / np.maximum(count, 1.0)[:, None]
     return count, means
@@ -255,7 +256,7 @@ def baseline_algebra(c0, count, G, H, mom, baseline, rare=None):
     `rare` (from rare_floor) floors the variance of rare categories."""
     n = float(count.sum())
     Ss, Ss2, Sgs, Sgs2, Sg2s2 = mom
-    e, factor = baseline_centre(c0, count, G, mom, baseline)
+    e, factor = baseline_centre(c0, G.sum(), count, mom, baseline)
     sy = (Sgs + e * Ss).sum(0)
     sy2 = (Sg2s2 + 2 * e * Sgs2 + e * e * Ss2).sum(0)
     mean = sy / n
