@@ -134,6 +134,17 @@ def test_score_cov_calibrated(baseline):
     assert np.all(np.abs(z) < 5)
 
 
+def test_fused_integrand_cov_calibrated():
+    """A fused integrand (no Python f: the kernels' own sums), f = x^2:
+    exact per-draw covariance by quadrature."""
+    from mcscore import integrands as I
+    d = mc.Normal(MU, SIGMA)
+    grads, covs = _repeat(lambda seed: mc.score_grad(I.power(2), d, N, rng=seed,
+                                                     block_size=BLOCK))
+    exact, _ = _moment_cov(lambda z: (MU + SIGMA * z)[:, None] ** 2 * _scores(z))
+    _check_calibrated(grads, covs, exact / N, "fused x^2")
+
+
 def test_pathwise_cov_calibrated():
     d = mc.Normal(MU, SIGMA)
     grads, covs = _repeat(lambda seed: mc.pathwise_grad(f_poly, d, N, grad_f=df_poly, rng=seed,

@@ -125,6 +125,25 @@ def test_grad_and_value_float64(jax, mcj):
         config.update("jax_enable_x64", prev)
 
 
+def test_vmap_over_keys(jax, mcj):
+    """vmap over a batch of keys: one host call per key, each its own
+    draws (the same as the unbatched call with that key)."""
+    jnp = jax.numpy
+    loc = jnp.array(0.5, jnp.float32)
+
+    def value(key):
+        return mcj.expectation(lambda x: x * x, "Normal", 2000, loc=loc, scale=1.0, rng=key)
+
+    keys = jax.random.split(jax.random.key(4), 3)
+    vs = jax.jit(jax.vmap(value))(keys)
+    assert vs.shape == (3,) and len(set(np.asarray(vs).tolist())) == 3
+    np.testing.assert_allclose(np.asarray(vs), [float(value(k)) for k in keys], rtol=1e-6)
+    gs = jax.vmap(jax.grad(lambda l, k: mcj.expectation(lambda x: x * x, "Normal", 2000,
+                                                        loc=l, scale=1.0, rng=k)),
+                  in_axes=(None, 0))(loc, keys)
+    assert gs.shape == (3,)
+
+
 def test_bad_rng(jax, mcj):
     with pytest.raises(TypeError, match="PRNG key"):
         mcj.expectation(lambda x: x, "Normal", 100, loc=jax.numpy.zeros(()), scale=1.0,

@@ -9,6 +9,7 @@ batch element with ``batch_ndims``).
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import numbers
 
@@ -17,7 +18,18 @@ import numpy as np
 from .distributions import FAMILIES, Distribution
 from .score import score_grad
 
-__all__ = ["BridgeCall", "resolve_family"]
+__all__ = ["BridgeCall", "require", "resolve_family"]
+
+
+def require(module, bridge, extra, note=""):
+    """Import the framework `module` for the bridge `bridge`, or raise an
+    ImportError naming the optional extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{bridge} needs {module}, which is not installed: install the optional extra "
+            f"with  pip install \"mcscore[{extra}]\"{note}") from exc
 
 _BY_NAME = {cls.__name__: cls for cls in FAMILIES}
 

@@ -39,18 +39,12 @@ Requires the optional dependency JAX (``pip install "mcscore[jax]"``).
 """
 from __future__ import annotations
 
-try:
-    import jax as _jax
-    import jax.numpy as _jnp
-except ImportError as exc:  # pragma: no cover - exercised without jax
-    raise ImportError(
-        "mcscore.jax needs JAX, which is not installed: install the optional extra with  "
-        "pip install \"mcscore[jax]\""
-    ) from exc
-
 import numpy as np
 
-from ._bridge import BridgeCall
+from ._bridge import BridgeCall, require
+
+_jax = require("jax", "mcscore.jax", "jax")
+_jnp = require("jax.numpy", "mcscore.jax", "jax")
 
 __all__ = ["expectation"]
 

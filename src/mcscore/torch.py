@@ -27,17 +27,11 @@ Requires the optional dependency PyTorch (``pip install "mcscore[torch]"``).
 """
 from __future__ import annotations
 
-try:
-    import torch as _torch
-except ImportError as exc:  # pragma: no cover - exercised without torch
-    raise ImportError(
-        "mcscore.torch needs PyTorch, which is not installed: install the optional extra "
-        "with  pip install \"mcscore[torch]\"  (it pins a CPU build, torch==2.13.0)"
-    ) from exc
-
 import numpy as np
 
-from ._bridge import BridgeCall
+from ._bridge import BridgeCall, require
+
+_torch = require("torch", "mcscore.torch", "torch", "  (it pins a CPU build, torch==2.13.0)")
 
 __all__ = ["expectation"]
 
