@@ -9,6 +9,7 @@ batch element with ``batch_ndims``).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import numbers
@@ -53,6 +54,7 @@ def resolve_family(family):
     return family
 
 
+@functools.lru_cache(maxsize=None)
 def score_grad_has_batch_ndims():
     """Whether this mcscore's score_grad takes batch_ndims."""
     return "batch_ndims" in inspect.signature(score_grad).parameters

@@ -65,7 +65,7 @@ def _seed_words(rng):
         key = rng if _jax.dtypes.issubdtype(rng.dtype, _jax.dtypes.prng_key) else (
             _jax.random.wrap_key_data(rng))
         return _jax.random.bits(key, (4,), _jnp.uint32), None
-    if isinstance(rng, (_jax.Array, _jax.core.Tracer)):
+    if isinstance(rng, _jax.Array):
         raise TypeError("rng must be a JAX PRNG key (jax.random.key / PRNGKey), an int, a "
                         f"NumPy Generator or None, got a JAX array of dtype {rng.dtype}")
     return _jnp.zeros(4, _jnp.uint32), rng
@@ -88,7 +88,7 @@ def expectation(f, family, n, *, rng=None, baseline=None, batch_ndims=0, return_
     arrays = {}
     constants = {}
     for k, v in params.items():
-        if isinstance(v, (_jax.Array, _jax.core.Tracer)) and _jnp.issubdtype(
+        if isinstance(v, _jax.Array) and _jnp.issubdtype(
                 v.dtype, _jnp.floating):
             arrays[k] = v
         else:
