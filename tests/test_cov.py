@@ -286,3 +286,21 @@ def test_estimates_unchanged_by_cov():
     for k in a.grad:
         assert np.array_equal(a.grad[k], b.grad[k])
         assert np.array_equal(a.stderr[k], b.stderr[k])
+
+
+def test_dask_cov_matches_local():
+    """On Dask the per-stream sums, and so the covariance, are those of the
+    local run, bit for bit (score with the optimal baseline, and rloo)."""
+    distributed = pytest.importorskip("dask.distributed")
+    d = mc.Normal(np.array([0.5, -1.0]), np.array([1.0, 2.0]))
+
+    def f(x):
+        return (x**2).sum(1) + x[:, 0]
+
+    with distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=2,
+                                  dashboard_address=None, silence_logs=40) as cluster, \
+            distributed.Client(cluster) as client:
+        for run in (lambda **kw: mc.score_grad(f, d, 20000, rng=3, baseline="optimal", **kw),
+                    lambda **kw: mc.rloo_grad(f, d, 5000, rng=3, **kw)):
+            local, remote = run(), run(client=client)
+            assert np.array_equal(local.cov, remote.cov)
