@@ -55,7 +55,9 @@ class GradientEstimate:
     nothing per draw) and is computed when first asked for: ``linear(J)`` in
     O(k S P) without the P x P matrix, ``cov`` in O(S P^2).  It has S - 1
     degrees of freedom (``info["streams_used"] - 1``: 63 with the default 64
-    streams once n fills them; more with ``n_streams=``), so its diagonal
+    streams once n fills them, i.e. n >= 64 blocks of at least 256 draws;
+    below that pass a smaller ``block_size``, e.g. n // 64, and for more
+    ``n_streams=``), so its diagonal
     agrees with ``stderr**2`` (taken from the per-draw sums of squares, n - 1
     degrees of freedom) to about sqrt(2 / (S - 1)) relative (18% at S = 64)
     rather than exactly; in exchange every linear map is consistent (a
