@@ -147,6 +147,9 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args(argv)
     n, batch, repeats = (100, 16, 3) if args.quick else (args.n, args.batch, args.repeats)
+    from mcscore._bridge import score_grad_has_batch_ndims
+    if args.batched and not score_grad_has_batch_ndims():
+        sys.exit("--batched needs score_grad(..., batch_ndims=...), which this mcscore lacks")
     rows = []
     for name, fn in (("torch", torch_rows), ("jax", jax_rows)):
         try:

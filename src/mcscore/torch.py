@@ -21,7 +21,9 @@ Standard errors: ``expectation(..., return_result=True)`` returns
 :class:`~mcscore.GradientEstimate` (``value_stderr``, ``stderr``,
 ``cov``, ``linear``): the error bar of a network weight's gradient is
 ``result.linear(J)`` with J the Jacobian of the parameters w.r.t. the
-weights (the chain rule).
+weights (the chain rule).  The covariance is taken across the call's
+streams; at a small n pass ``options={"block_size": n // 64}`` so that n
+fills 64 of them (see :class:`~mcscore.GradientEstimate`).
 
 Requires the optional dependency PyTorch (``pip install "mcscore[torch]"``).
 """
