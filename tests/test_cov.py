@@ -298,7 +298,7 @@ def test_dask_cov_matches_local():
         return (x**2).sum(1) + x[:, 0]
 
     with distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=2,
-                                  dashboard_address=None, silence_logs=40) as cluster, \
+                                  dashboard_address=":0", silence_logs=40) as cluster, \
             distributed.Client(cluster) as client:
         for run in (lambda **kw: mc.score_grad(f, d, 20000, rng=3, baseline="optimal", **kw),
                     lambda **kw: mc.rloo_grad(f, d, 5000, rng=3, **kw)):
