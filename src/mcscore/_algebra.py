@@ -24,7 +24,8 @@ from .result import GradientEstimate
 __all__ = [
     "RARE_EXPECTED_COUNT", "OFFSET_RATIO", "TINY_MEAN_SQUARE", "RESOLUTION", "Mag", "Offsets",
     "baselined_terms", "check_baseline", "check_range", "common_shift", "estimate",
-    "finish_score", "gradient_estimate", "gram_estimate", "rare_floor", "shift_sums",
+    "finish_batched", "finish_score", "gradient_estimate", "gram_estimate", "rare_floor",
+    "shift_sums",
 ]
 
 
@@ -153,7 +154,7 @@ def moments_total(dist, kd, stats, shifts):
 RARE_EXPECTED_COUNT = 30.0
 
 
-def rare_floor(dist, kd, stats, shifts, n):
+def rare_floor(dist, kd, stats, shifts, n, unit_shift=None, cat=None):
     """For a per-category family (Categorical) with some category expected
     fewer than RARE_EXPECTED_COUNT times in the n draws: a function of the
     centre e (f - baseline = g + e, g = f - c0 as in score_moments) giving a floor
@@ -169,7 +170,11 @@ def rare_floor(dist, kd, stats, shifts, n):
     category k and overall; for a category never drawn, E[h^2 | k] is
     bounded by the farthest value f took on the drawn categories (per
     category its mean +/- its standard deviation, so a random f counts too)
-    and E[h | k] taken as 0."""
+    and E[h | k] taken as 0.
+
+    Batched expectations pass ``cat`` (the per-category sums, (S, units, K,
+    3)) and ``unit_shift`` (S, units: each unit's stream shift relative to
+    the common one); the floor then takes per-coordinate centres and means."""
     if not kd.per_category:
         return None
     p = np.ravel(dist.probs)
@@ -179,10 +184,14 @@ def rare_floor(dist, kd, stats, shifts, n):
     a, b = dist._table["a"], dist._table["b"]
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         count = stats[:, 0]
-        d = common_shift(count, shifts)[1]
-        cat = stats[:, 3:].reshape(len(count), kd.n_units, kd.n_cat, 3)
+        if unit_shift is None:
+            d = common_shift(count, shifts)[1]
+            cat = stats[:, 3:].reshape(len(count), kd.n_units, kd.n_cat, 3)
+            mg, sq = shift_sums(d, cat[..., 0], cat[..., 1], cat[..., 2], total=True)
+        else:
+            mg, sq = (v.sum(0) for v in shift_sums(unit_shift[..., None], cat[..., 0],
+                                                   cat[..., 1], cat[..., 2], squared=True))
         C = cat[..., 0].sum(0)
-        mg, sq = shift_sums(d, cat[..., 0], cat[..., 1], cat[..., 2], total=True)
         mg, sq = mg / C, sq / C
         sd = np.sqrt(np.maximum(sq - mg * mg, 0.0))
         seen = C > 0
@@ -209,16 +218,22 @@ def rare_floor(dist, kd, stats, shifts, n):
     return floor
 
 
-def baseline_algebra(c0, count, G, H, mom, baseline, rare=None):
+def baseline_algebra(c0, count, G, H, mom, baseline, rare=None, qcol=None):
     """Estimate, standard error and per-draw variance for each coordinate;
-    `rare` (from rare_floor) floors the variance of rare categories."""
+    `rare` (from rare_floor) floors the variance of rare categories.
+    Batched expectations: c0 (nf,), G and H (S, nf) per f column and qcol
+    the column of each coordinate; the value is then per column."""
     n = float(count.sum())
     Ss, Ss2, Sgs, Sgs2, Sg2s2 = mom
+    if qcol is None:
+        Gt, Ht, cq = G.sum(), H.sum(), c0
+    else:
+        Gt, Ht, cq = G.sum(0)[qcol], H.sum(0)[qcol], c0[qcol]
     factor = 1.0
     if baseline is None:
-        e = c0
+        e = cq
     elif baseline == "loo":
-        e = -G.sum() / n
+        e = -Gt / n
         factor = n / (n - 1)
     elif baseline == "optimal":
         if np.count_nonzero(count) < 2:
@@ -232,9 +247,9 @@ def baseline_algebra(c0, count, G, H, mom, baseline, rare=None):
         num = tot2 - Sgs2
         den = totss - Ss2
         with np.errstate(divide="ignore", invalid="ignore"):
-            e = np.where(den > 0, -num / den, -G.sum() / n)
+            e = np.where(den > 0, -num / den, -Gt / n)
     else:
-        e = c0 - baseline
+        e = cq - baseline
     sy = (Sgs + e * Ss).sum(0)
     sy2 = (Sg2s2 + 2 * e * Sgs2 + e * e * Ss2).sum(0)
     mean = sy / n
@@ -242,12 +257,27 @@ def baseline_algebra(c0, count, G, H, mom, baseline, rare=None):
     if rare is not None:
         # f - baseline = g + e, g = f - c0; e is per stream when cross-fitted
         e_all = (e * count[:, None]).sum(0) / n if np.ndim(e) == 2 else e
-        var = np.maximum(var, rare(e_all, G.sum() / n, H.sum() / n))
+        var = np.maximum(var, rare(e_all, Gt / n, Ht / n))
     grad = factor * mean
     se = factor * np.sqrt(var / n)
+    if qcol is not None:
+        return (grad, se, var * factor**2) + column_values(count, None, G, H, c0=c0)
     value = c0 + G.sum() / n
     vvar = max(H.sum() - G.sum() ** 2 / n, 0.0) / (n - 1)
     return grad, se, var * factor**2, value, math.sqrt(vvar / n), vvar
+
+
+def column_values(count, shifts, G, H, c0=None):
+    """(value, value se, value variance) of each of the nf columns of f
+    from per-stream sums G, H (S, nf) of f - shift; shifts (S, nf), or
+    c0 (the common shift they are already relative to)."""
+    if c0 is None:
+        c0, d = common_shift(count, shifts)
+        G, H = shift_sums(d, count[:, None], G, H)
+    n = float(count.sum())
+    Gt = G.sum(0)
+    vvar = np.maximum(H.sum(0) - Gt ** 2 / n, 0.0) / (n - 1)
+    return c0 + Gt / n, np.sqrt(vvar / n), vvar
 
 
 # Mean squares below this are at the edge of the normal double range: the
@@ -359,6 +389,16 @@ def finish_score(dist, kd, stats, shifts, baseline, info):
             c0, count, G, H, mom = moments_total(dist, kd, stats, shifts)
         else:
             c0, count, G, H, mom = score_moments(dist, kd, stats, shifts)
+    return _finish_moments(dist, c0, count, G, H, mom, baseline, info,
+                           lambda: rare_floor(dist, kd, stats, shifts, float(count.sum())))
+
+
+def _finish_moments(dist, c0, count, G, H, mom, baseline, info, rare_fn, qcol=None,
+                    bshape=None):
+    """finish_score from the merged moments: the checks, the baseline
+    algebra, the range check and the result; rare_fn() gives the rare
+    category floor.  Batched expectations: qcol (the f column of each
+    coordinate) and bshape (the value's shape)."""
     if not (np.isfinite(mom[0]).all() and np.isfinite(mom[1]).all()):
         raise FloatingPointError(
             f"the score of {dist!r} overflowed on some draws (a draw at the edge of the "
@@ -371,13 +411,20 @@ def finish_score(dist, kd, stats, shifts, baseline, info):
             f"the estimator's sums overflowed for {dist!r}: f - f(first draw) or f * score is "
             "too large for double precision; rescale f (e.g. divide it by a constant)"
         )
-    rare = rare_floor(dist, kd, stats, shifts, float(count.sum()))
+    rare = rare_fn()
     with np.errstate(over="ignore", invalid="ignore"):
-        grad, se, var, value, vse, vvar = baseline_algebra(c0, count, G, H, mom, baseline, rare)
+        grad, se, var, value, vse, vvar = baseline_algebra(c0, count, G, H, mom, baseline, rare,
+                                                           qcol)
     n_all = max(1.0, float(count.sum()))
-    check_range(dist, grad, var, value, vvar,
-                 float(H.sum()) / n_all < TINY_MEAN_SQUARE
-                 and abs(float(G.sum())) / n_all > RESOLUTION)
+    if qcol is None:
+        check_range(dist, grad, var, value, vvar,
+                     float(H.sum()) / n_all < TINY_MEAN_SQUARE
+                     and abs(float(G.sum())) / n_all > RESOLUTION)
+    else:
+        check_range(dist, grad, var, float(np.abs(value).max()), float(vvar.max()),
+                    bool(((H.sum(0) / n_all < TINY_MEAN_SQUARE)
+                          & (np.abs(G.sum(0)) / n_all > RESOLUTION)).any()))
+        value, vse, vvar = (np.reshape(v, bshape) for v in (value, vse, vvar))
     info = dict(info)
     if rare is not None:
         info["rare_categories"] = rare.n_rare
@@ -388,16 +435,54 @@ def finish_score(dist, kd, stats, shifts, baseline, info):
     )
 
 
+def finish_batched(dist, kd, stats, shifts, baseline, fcol, bshape, info):
+    """finish_score for batched expectations (K.accumulate_round_batched's
+    rows: [count, (sum g_k, sum g_k^2) per column k, then the per-coordinate
+    or per-category sums], shifts (S, nf)): every baseline within each
+    batch element; value, value_stderr of shape bshape."""
+    nf = shifts.shape[1]
+    count = stats[:, 0]
+    S = len(count)
+    with np.errstate(over="ignore", invalid="ignore"):
+        c0, d = common_shift(count, shifts)
+        G, H = shift_sums(d, count[:, None], stats[:, 1:1 + 2 * nf:2], stats[:, 2:2 + 2 * nf:2])
+        rest = stats[:, 1 + 2 * nf:]
+        if kd.per_category:
+            K_ = kd.n_cat
+            cat = rest.reshape(S, kd.n_units, K_, 3)
+            du = d[:, fcol]
+            Gk, Hk = shift_sums(du[..., None], cat[..., 0], cat[..., 1], cat[..., 2], squared=True)
+            qcol = np.repeat(fcol, K_)
+            P = kd.n_units * K_
+            mom = category_moments(dist, cat[..., 0].reshape(S, P), Gk.reshape(S, P),
+                                   Hk.reshape(S, P), count[:, None], G[:, qcol], H[:, qcol])
+
+            def rare_fn():
+                return rare_floor(dist, kd, stats, shifts, float(count.sum()), du, cat)
+        else:
+            qcol = fcol
+            M = rest.reshape(S, kd.n_coords, 5)
+            Ss, Ss2, Sgs0, Sgs20, Sg2s20 = (M[..., i] for i in range(5))
+            dq = d[:, qcol]
+            Sgs = shift_sums(dq, Ss, Sgs0)
+            Sgs2, Sg2s2 = shift_sums(dq, Ss2, Sgs20, Sg2s20, squared=True)
+            mom = (Ss, Ss2, Sgs, Sgs2, Sg2s2)
+
+            def rare_fn():
+                return None
+    return _finish_moments(dist, c0, count, G, H, mom, baseline, info, rare_fn, qcol, bshape)
+
+
 def baselined_terms(fx, S, baseline):
     """Per-sample terms (f_i - b_i) * S_i of the score-function estimator on
-    m independent samples: fx (m,), S (m, P) scores; baseline None, a number,
+    m independent samples: fx (m,) or (m, P), S (m, P) scores; baseline None, a number,
     "loo" (b_i = mean of the other f) or "optimal" (per coordinate the exact
     leave-one-out E[f s^2] / E[s^2]).  Their mean is the unbiased estimate."""
     m = len(fx)
-    f = fx[:, None]
+    f = fx[:, None] if fx.ndim == 1 else fx  # batched: fx (m, P), each coordinate's own f
     if baseline is None:
         return f * S
-    loo = (fx.sum() - f) / (m - 1)
+    loo = (fx.sum(0) - f) / (m - 1)
     if baseline == "loo":
         return (f - loo) * S
     if baseline == "optimal":

@@ -24,7 +24,7 @@ from . import _kernels as K
 from . import _validation as V
 from . import _vr
 from ._algebra import Mag, Offsets
-from ._callables import call_values, describe_draw, lower_f, nonfinite_draw_error
+from ._callables import call_values, chunks, describe_draw, lower_f, nonfinite_draw_error
 from ._config import effective_n_threads
 from .distributions import Categorical
 
@@ -635,3 +635,138 @@ def task_job(job, plan, streams, chunk_size, n_threads):
     streams = np.ascontiguousarray(streams, dtype=np.int64)
     threads = effective_n_threads(n_threads, work_items=len(streams))
     return (streams,) + run_job(job, plan, chunk_size, streams=streams, threads=threads)
+
+
+# ---------------------------------------------------------------------------
+# batched expectations: the first k batch dimensions index independent
+# expectations, f returns one column per batch element
+# ---------------------------------------------------------------------------
+
+def check_batch_ndims(batch_ndims, dist):
+    """batch_ndims validated against dist's batch rank (0 <= k <= rank)."""
+    k = V.integer("batch_ndims", batch_ndims, minimum=0, maximum=1 << 16)
+    rank = len(dist.batch_shape)
+    if k > rank:
+        raise ValueError(
+            f"batch_ndims={k} is larger than the batch rank of {dist!r} (batch_shape "
+            f"{tuple(dist.batch_shape)}, rank {rank}): the first batch_ndims dimensions of the "
+            "batch shape index the independent expectations")
+    return k
+
+
+def batch_columns(dist, k):
+    """For batch_ndims=k: the f column (flat batch element of
+    dist.batch_shape[:k]) of each score coordinate (of each unit for a
+    per-category family).  A parameter element whose terms reach several
+    batch elements (a parameter shared across the batch) is an error."""
+    kd = dist._kernel_dist()
+    nf = int(np.prod(dist.batch_shape[:k], dtype=np.int64))
+    if kd.per_category:
+        return np.arange(kd.n_units, dtype=np.int64) // max(1, kd.n_units // nf)
+    ts, _, col = score_table(dist)[:3]
+    elem = col // max(1, dist.draw_size // nf)
+    P = len(ts) - 1
+    has = np.diff(ts) > 0
+    out = np.zeros(P, dtype=np.int64)
+    if has.any():
+        starts = ts[:-1][has]
+        lo = np.minimum.reduceat(elem, starts)
+        hi = np.maximum.reduceat(elem, starts)
+        out[has] = lo
+        if (lo != hi).any():
+            q = int(np.flatnonzero(has)[np.argmax(lo != hi)])
+            name = next(nm for nm, (sl, _) in dist._coord_slices.items()
+                        if sl.start <= q < sl.stop)
+            shape = tuple(dist.batch_shape[:k])
+            pv = dist._params[name]
+            full = tuple(dist.batch_shape) + pv.shape[pv.ndim - dist.event_ndim:]
+            raise ValueError(
+                f"with batch_ndims={k}, every parameter element must belong to one batch "
+                f"element, but {type(dist).__name__}'s {name!r} of shape "
+                f"{dist._params[name].shape} is shared by the batch elements of "
+                f"batch_shape[:{k}] = {shape}: pass it with the batch dimensions (e.g. "
+                f"np.broadcast_to({name}, {full})) to get one gradient per batch element")
+    return out
+
+
+def coord_columns(dist, k):
+    """batch_columns per score coordinate (a per-category family's units
+    repeated over their categories)."""
+    cols = batch_columns(dist, k)
+    kd = dist._kernel_dist()
+    return np.repeat(cols, kd.n_cat) if kd.per_category else cols
+
+
+def call_batched(f, x, rd, chunk, bshape, out):
+    """f on chunks of the round's draws x, each returning (m, *bshape)
+    finite reals (checked, with an error naming the expected shape),
+    written into out (total, nf)."""
+    k = len(bshape)
+    for c0, c1, first in chunks(rd, len(x), chunk):
+        xc = x[c0:c1]
+        try:
+            v = f(xc)
+        except Exception as exc:
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"(raised by f on draws {first}..{first + len(xc) - 1} "
+                             f"of the estimator)")
+            raise
+        want = (c1 - c0,) + tuple(bshape)
+        if isinstance(v, np.ma.MaskedArray):
+            raise TypeError("f returned a numpy masked array; return a plain array of reals")
+        got = np.shape(v) if v is not None else None
+        if got != want:
+            raise ValueError(
+                f"with batch_ndims={k}, f must return shape (m, *batch_shape) = {want} for a "
+                f"batch of {c1 - c0} draws (x of shape {xc.shape}), got "
+                f"{'None' if got is None else got}")
+        v = np.asarray(v)
+        if v.dtype.kind not in "biuf":
+            raise TypeError(f"f returned dtype {v.dtype}; it must return real numbers")
+        v = v.reshape(c1 - c0, -1)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            i, j = np.unravel_index(int(np.argmax(bad)), v.shape)
+            raise ValueError(
+                f"f returned {v[i, j]} at draw {first + i}, batch element "
+                f"{np.unravel_index(j, bshape)}; f must be finite")
+        out[c0:c1] = v
+    return out
+
+
+class BatchedScoreJob(ScoreJob):
+    """score_grad with batch_ndims=k: the draws of ScoreJob, f's nf columns
+    (one per batch element), accumulated in the kernels with each score
+    coordinate's own column (K.accumulate_round_batched)."""
+
+    def __init__(self, f, dist, k):
+        super().__init__(f, dist)
+        self.bshape = tuple(dist.batch_shape[:k])
+        self.nf = int(np.prod(self.bshape, dtype=np.int64))
+        self.fcol = batch_columns(dist, k)
+
+    def new_stats(self, streams):
+        kd = self.dist._kernel_dist()
+        return np.zeros((streams, kd.stats_len - 2 + 2 * self.nf)), np.zeros((streams, self.nf))
+
+    def buffers(self, R, B):
+        xt, lt, _, counter = super().buffers(R, B)
+        return xt, lt, np.zeros((R, self.nf * B)), counter
+
+    def evaluate(self, rd, buf, chunk, mag):
+        xt, _, fx, _ = buf
+        dist = self.dist
+        x = self.gathered(rd, xt, self.width)
+        x = dist._to_user_dtype(x.reshape((rd.total,) + dist.draw_shape))
+        v = call_batched(self.f, x, rd, chunk, self.bshape, np.empty((rd.total, self.nf)))
+        cols = fx.reshape(len(rd.blocks), self.nf, rd.B)
+        o = 0
+        for r, m in enumerate(rd.rows):
+            cols[r, :, :m] = v[o:o + m].T
+            o += m
+        return fx, ()
+
+    def accumulate(self, rd, buf, values, threads, stats, shifts):
+        xt, lt, fx, _ = buf
+        K.accumulate_round_batched(self.dist._kernel_dist(), rd.blocks, rd.slots, rd.n, rd.B,
+                                   rd.n_streams, threads, xt, fx, self.fcol, stats, shifts, lt)

@@ -24,7 +24,7 @@ DEFAULT_STREAMS = E.DEFAULT_STREAMS
 
 def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_size=None,
                n_streams=DEFAULT_STREAMS, block_size=None, control_variates=None,
-               antithetic=False, grad_f=None, client=None, progress=False):
+               antithetic=False, grad_f=None, client=None, progress=False, batch_ndims=0):
     """Score-function estimate of grad_theta E_{x ~ dist}[f(x)].
 
     Parameters
@@ -88,6 +88,20 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     progress : bool
         Show a tqdm progress bar (blocks done, draws per second).  It does
         not change the result.
+    batch_ndims : int >= 0
+        Batched expectations: the first ``batch_ndims`` dimensions of
+        ``dist.batch_shape`` (``batch_shape[:batch_ndims]``, the *batch*)
+        index independent expectations, one per data point or state.  f is
+        a Python callable returning shape ``(m, *batch)``: column b is the
+        integrand of batch element b, and each parameter element's gradient
+        uses only its own batch element's column (every baseline within
+        each batch element), so the estimate is that of separate calls per
+        batch element with the same n, at the cost of one.  ``value`` and
+        ``value_stderr`` then have the batch's shape.  Every parameter
+        element must belong to one batch element (pass shared parameters
+        broadcast to the batch).  Fused integrands, C callbacks, control
+        variates and antithetic pairs compute one value per draw and are
+        refused.  0 (the default): one expectation over the whole draw.
 
     Returns
     -------
@@ -95,6 +109,14 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     """
     E.check_distribution(dist)
     baseline = E.check_baseline(baseline)
+    if not (type(batch_ndims) is int and batch_ndims == 0):
+        k = E.check_batch_ndims(batch_ndims, dist)
+        if k:
+            return _score_batched(f, dist, n, k, rng=rng, baseline=baseline,
+                                  n_threads=n_threads, chunk_size=chunk_size,
+                                  n_streams=n_streams, block_size=block_size,
+                                  control_variates=control_variates, antithetic=antithetic,
+                                  client=client, progress=progress)
     if grad_f is not None and not callable(grad_f):
         raise TypeError(f"grad_f must be a vectorised Python callable, got {type(grad_f).__name__}")
     if control_variates is not None or antithetic is not False:
@@ -119,6 +141,39 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
         if bar is not None:
             bar.close()
     return E.finish_score(dist, kd, stats, shifts, baseline, {**plan.info(), "f": fkind})
+
+
+def _refuse_batched(what, k):
+    raise ValueError(
+        f"batch_ndims={k} needs a Python f returning one value per batch element, shape "
+        f"(m, *batch_shape); {what} compute one value per draw: use a Python f, or "
+        "batch_ndims=0")
+
+
+def _score_batched(f, dist, n, k, *, rng, baseline, n_threads, chunk_size, n_streams,
+                   block_size, control_variates, antithetic, client, progress):
+    """score_grad with batch_ndims=k > 0 (see score_grad)."""
+    if control_variates is not None or antithetic is not False:
+        _refuse_batched("control variates and antithetic pairs", k)
+    fkind, _ = E.lower_f(f, dist)
+    if fkind != "python":
+        _refuse_batched("fused integrands and C callbacks", k)
+    E.check_differentiable(dist)
+    job = E.BatchedScoreJob(f, dist, k)
+    kd = dist._kernel_dist()
+    plan = E.Plan(n, kd.draw_size, rng, n_streams, block_size, n_threads)
+    bar = E.progress_bar(progress, plan)
+    try:
+        if client is not None:
+            stats, shifts = E.run(job, plan, chunk_size=chunk_size, client=client,
+                                  n_threads=n_threads)[:2]
+        else:
+            stats, shifts = E.run_job(job, plan, chunk_size, progress=bar)[:2]
+    finally:
+        if bar is not None:
+            bar.close()
+    return E.finish_batched(dist, kd, stats, shifts, baseline, job.fcol, job.bshape,
+                            {**plan.info(), "f": fkind, "batch_ndims": k})
 
 
 def _samples_rare_floor(dist, x, fx, S, baseline):
@@ -150,7 +205,7 @@ def _samples_rare_floor(dist, x, fx, S, baseline):
     return floor(fx[0] - b, g.mean(), (g @ g) / m) * factor**2
 
 
-def score_grad_from_samples(dist, x, fx, *, baseline=None):
+def score_grad_from_samples(dist, x, fx, *, baseline=None, batch_ndims=0):
     """The estimator algebra on draws the caller made.
 
     Parameters
@@ -158,21 +213,29 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None):
     dist : Distribution
         The distribution x was drawn from.
     x : array, shape (m, *dist.draw_shape)
-    fx : array, shape (m,)
+    fx : array, shape (m,), or (m, *dist.batch_shape[:batch_ndims])
         f at each draw (returns, rewards, simulator outputs).
     baseline : None, float, "loo" or "optimal"
         As in :func:`score_grad`; "optimal" uses an exact leave-one-out
         per-coordinate baseline, so it stays unbiased.
+    batch_ndims : int >= 0
+        As in :func:`score_grad`: fx holds one column per batch element and
+        each parameter element's gradient uses its own (every baseline
+        within each batch element); ``value`` has the batch's shape.  (The
+        rare-category floor of the standard errors applies to
+        ``batch_ndims=0`` only.)
     """
-    return samples_estimate(dist, x, fx, baseline, in_support=False)
+    return samples_estimate(dist, x, fx, baseline, in_support=False, batch_ndims=batch_ndims)
 
 
-def samples_estimate(dist, x, fx, baseline, in_support):
+def samples_estimate(dist, x, fx, baseline, in_support, batch_ndims=0):
     """score_grad_from_samples; ``in_support=True`` when the caller has
     already found every log_prob of x finite (vi.elbo_grad: log q at q's own
     draws), which skips computing it a second time."""
     E.check_distribution(dist)
     baseline = E.check_baseline(baseline)
+    k = 0 if type(batch_ndims) is int and batch_ndims == 0 else E.check_batch_ndims(
+        batch_ndims, dist)
     x = dist._check_x(x)
     m = x.shape[0]
     if m < 2:
@@ -182,11 +245,15 @@ def samples_estimate(dist, x, fx, baseline, in_support):
     if fx_arr is None or fx_arr.dtype.kind not in "biuf":
         raise TypeError(f"fx must be an array of real numbers, got "
                         f"{'None' if fx_arr is None else fx_arr.dtype}")
-    if fx_arr.shape != (m,):
-        raise ValueError(f"fx must have shape ({m},) to match x, got {fx_arr.shape}")
+    want = (m,) + tuple(dist.batch_shape[:k])
+    if fx_arr.shape != want:
+        raise ValueError(f"fx must have shape {want} to match x"
+                         + (f" (m, *batch_shape) with batch_ndims={k}" if k else "")
+                         + f", got {fx_arr.shape}")
     fx_arr = fx_arr.astype(np.float64)
     if not np.isfinite(fx_arr).all():
-        i = int(np.argmax(~np.isfinite(fx_arr)))
+        i = np.unravel_index(int(np.argmax(~np.isfinite(fx_arr))), fx_arr.shape)
+        i = i[0] if len(i) == 1 else i
         raise ValueError(f"fx[{i}] = {fx_arr[i]} is not finite")
     lp = None if in_support else dist.log_prob(x)
     if lp is not None and not np.isfinite(lp).all():
@@ -194,7 +261,9 @@ def samples_estimate(dist, x, fx, baseline, in_support):
         raise ValueError(f"x[{i}] is outside the support of {dist!r}")
     sc = dist._score(x)  # the support was checked just above
     names = list(sc)
-    S = np.concatenate([sc[k].reshape(m, -1) for k in names], axis=1)
+    S = np.concatenate([sc[nm].reshape(m, -1) for nm in names], axis=1)
+    if k:
+        return _samples_batched(dist, fx_arr.reshape(m, -1), S, baseline, k)
     y = E.baselined_terms(fx_arr, S, baseline)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         grad = y.mean(0)
@@ -211,14 +280,38 @@ def samples_estimate(dist, x, fx, baseline, in_support):
     out = {}
     for part in (grad, se, var):
         d, o = {}, 0
-        for k in names:
-            size = sc[k][0].size
-            d[k] = part[o: o + size].reshape(sc[k].shape[1:])
+        for nm in names:
+            size = sc[nm][0].size
+            d[nm] = part[o: o + size].reshape(sc[nm].shape[1:])
             o += size
         out[len(out)] = d
     return GradientEstimate(out[0], out[1], out[2], fx_arr.mean(), math.sqrt(vvar / m), m,
                             baseline=baseline, method="score", value_variance=vvar,
                             info={"f": "samples"})
+
+
+def _samples_batched(dist, F, S, baseline, k):
+    """score_grad_from_samples with batch_ndims=k: F (m, nf) one column
+    per batch element, S (m, P) the scores; coordinate q uses its batch
+    element's column."""
+    m = len(F)
+    y = E.baselined_terms(F[:, E.coord_columns(dist, k)], S, baseline)
+    bshape = tuple(dist.batch_shape[:k])
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        grad = y.mean(0)
+        var = y.var(0, ddof=1)
+        se = np.sqrt(var / m)
+        vvar = F.var(0, ddof=1)
+        g = F - F[0]
+        f_underflow = bool(((np.mean(np.square(g), 0) < E.TINY_MEAN_SQUARE)
+                            & (np.abs(g.mean(0)) > E.RESOLUTION)).any())
+    value = F.mean(0)
+    E.check_range(dist, grad, var, float(np.abs(value).max()), float(vvar.max()), f_underflow)
+    split = dist._split_coords
+    return GradientEstimate(split(grad), split(se), split(var), value.reshape(bshape),
+                            np.sqrt(vvar / m).reshape(bshape), m, baseline=baseline,
+                            method="score", value_variance=vvar.reshape(bshape),
+                            info={"f": "samples", "batch_ndims": k})
 
 
 
