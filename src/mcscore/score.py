@@ -316,7 +316,7 @@ def _samples_batched(dist, F, S, baseline, k):
 
 
 def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
-              n_streams=E.DEFAULT_STREAMS, client=None):
+              n_streams=E.DEFAULT_STREAMS, client=None, batch_ndims=0):
     """Leave-one-out score estimator with ``k`` draws per sample (RLOO):
 
         g = 1/k sum_i (f(x_i) - 1/(k-1) sum_{j != i} f(x_j)) s(x_i)
@@ -331,9 +331,15 @@ def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
     k : int >= 2
     client : dask.distributed.Client, optional
         Run on Dask, bit-identical to the local run (as in ``score_grad``).
+    batch_ndims : int >= 0
+        Batched expectations (as in ``score_grad``): f returns ``(m,
+        *batch)`` and each coordinate's leave-one-out groups use its own
+        batch element's column; ``value`` has the batch's shape.
     """
     E.check_distribution(dist)
     f = E.check_callable("f", f)
+    bk = 0 if type(batch_ndims) is int and batch_ndims == 0 else E.check_batch_ndims(
+        batch_ndims, dist)
     k = V.integer("k", k, minimum=2, maximum=1 << 12)
     n = V.integer("n", n, minimum=2, maximum=2**62 // k)
     E.check_differentiable(dist)
@@ -341,14 +347,16 @@ def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
     bs = E.default_block_size(n * k, ds, V.integer("n_streams", n_streams, minimum=1))
     bs = k * max(1, bs // k)
     plan = E.Plan(n * k, ds, rng, n_streams, bs, n_threads)
-    job = RlooJob(f, dist, k)
+    job = RlooJob(f, dist, k) if not bk else BatchedRlooJob(f, dist, k, bk)
     stats, shifts, offsets, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
                                         n_threads=n_threads)
+    info = {**plan.info(), "f": "python", "f_evals_per_sample": k}
+    if bk:
+        return job.finish(stats, shifts, offsets, mag, {**info, "batch_ndims": bk})
     grand, se, var, value, vse, vvar, nn, _ = E.estimate(
         dist, stats, shifts, job.P, 1, [1.0], offsets=offsets, terms="(f - f_loo) * score",
         mag=mag)
-    return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, f"rloo(k={k})",
-                               {**plan.info(), "f": "python", "f_evals_per_sample": k})
+    return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, f"rloo(k={k})", info)
 
 
 class RlooJob(E.Job):
@@ -385,3 +393,60 @@ class RlooJob(E.Job):
         R = len(rd.blocks)
         _vr.acc_score(*self.table, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
                       self.width, xt[:R], xt[:R], F, F, False, False, self.k, stats, shifts)
+
+
+class BatchedRlooJob(RlooJob):
+    """rloo_grad with batch_ndims=bk: f's nf columns, coordinate q's
+    leave-one-out groups on its own column (acc_score's frow).  The stream
+    rows are the Gram statistics followed by, per column, its shift (f's
+    first value on the stream), sum g and sum g^2 (the values)."""
+
+    offset_rows = 0  # leave-one-out differences do not depend on a constant
+
+    def __init__(self, f, dist, k, bk):
+        super().__init__(f, dist, k)
+        self.bshape = tuple(dist.batch_shape[:bk])
+        self.nf = int(np.prod(self.bshape, dtype=np.int64))
+        self.qcol = E.coord_columns(dist, bk)
+        self.gw = _vr.gram_width(self.P, 1)
+
+    def new_stats(self, streams):
+        stats, shifts = super().new_stats(streams)
+        return np.concatenate([stats, np.zeros((streams, 3 * self.nf))], axis=1), shifts
+
+    def evaluate(self, rd, xt, chunk, mag):
+        dist = self.dist
+        xu = dist._to_user_dtype(self.gathered(rd, xt, self.width).reshape((rd.total,) +
+                                                                  dist.draw_shape))
+        F = self.padded("F", self.nf, rd)
+        v = mag.see(E.call_batched(self.f, xu, rd, chunk, self.bshape,
+                                   np.empty((rd.total, self.nf))))
+        F[:, rd.index] = v.T
+        return F, ()
+
+    def accumulate(self, rd, xt, F, threads, stats, shifts):
+        R, gw, nf, B = len(rd.blocks), self.gw, self.nf, rd.B
+        gram = np.ascontiguousarray(stats[:, :gw])
+        _vr.acc_score(*self.table, rd.blocks, rd.slots, rd.n, B, rd.n_streams, threads,
+                      self.width, xt[:R], xt[:R], F, F, False, False, self.k, gram, shifts,
+                      self.qcol)
+        stats[:, :gw] = gram
+        for r, m in enumerate(rd.rows):
+            row = stats[rd.slots[r], gw:]
+            if rd.blocks[r] < rd.n_streams:
+                row[:nf] = F[:, r * B]
+            g = F[:, r * B:r * B + m] - row[:nf, None]
+            row[nf:2 * nf] += g.sum(1)
+            row[2 * nf:] += (g * g).sum(1)
+
+    def finish(self, stats, shifts, offsets, mag, info):
+        gw, nf = self.gw, self.nf
+        dist = self.dist
+        grand, se, var, _, _, _, nn, _ = E.estimate(
+            dist, np.ascontiguousarray(stats[:, :gw]), shifts, self.P, 1, [1.0],
+            terms="(f - f_loo) * score", mag=mag)
+        value, vse, vvar = (np.reshape(v, self.bshape) for v in E.column_values(
+            stats[:, 0] * self.k, stats[:, gw:gw + nf], stats[:, gw + nf:gw + 2 * nf],
+            stats[:, gw + 2 * nf:]))
+        return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn,
+                                   f"rloo(k={self.k})", info)
