@@ -24,7 +24,7 @@ from .result import GradientEstimate
 __all__ = [
     "RARE_EXPECTED_COUNT", "OFFSET_RATIO", "TINY_MEAN_SQUARE", "RESOLUTION", "Mag", "Offsets",
     "baselined_terms", "check_baseline", "check_range", "common_shift", "estimate",
-    "finish_batched", "finish_score", "gradient_estimate", "gram_estimate", "rare_floor",
+    "finish_batched", "finish_joint", "finish_score", "gradient_estimate", "gram_estimate", "rare_floor",
     "shift_sums",
 ]
 
@@ -440,6 +440,14 @@ def finish_batched(dist, kd, stats, shifts, baseline, fcol, bshape, info):
     rows: [count, (sum g_k, sum g_k^2) per column k, then the per-coordinate
     or per-category sums], shifts (S, nf)): every baseline within each
     batch element; value, value_stderr of shape bshape."""
+    c0, count, G, H, mom, qcol, rare_fn = batched_moments(dist, kd, stats, shifts, fcol)
+    return _finish_moments(dist, c0, count, G, H, mom, baseline, info, rare_fn, qcol, bshape)
+
+
+def batched_moments(dist, kd, stats, shifts, fcol):
+    """The merged moments of batched rows (see finish_batched): (c0 (nf,),
+    count, G, H (S, nf), the five score sums (S, P), each coordinate's
+    column, the rare-category floor's maker)."""
     nf = shifts.shape[1]
     count = stats[:, 0]
     S = len(count)
@@ -470,7 +478,48 @@ def finish_batched(dist, kd, stats, shifts, baseline, fcol, bshape, info):
 
             def rare_fn():
                 return None
-    return _finish_moments(dist, c0, count, G, H, mom, baseline, info, rare_fn, qcol, bshape)
+    return c0, count, G, H, mom, qcol, rare_fn
+
+
+def finish_joint(dist, parts, stats, shifts, baseline, info, bshape=None):
+    """finish_score for a Joint: parts = [(component, its KernelDist, its
+    f column of each coordinate or unit (batched) or None)], stats rows
+    [head, then each component's own sums] (head: count, sum g, sum g^2, or
+    the batched columns); the components' moments side by side, one
+    baseline algebra."""
+    head = 3 if bshape is None else 1 + 2 * shifts.shape[1]
+    moms, qcols, floors = [], [], []
+    off = head
+    for comp, kd, fcol in parts:
+        w = kd.stats_len - 3
+        st = np.concatenate([stats[:, :head], stats[:, off:off + w]], axis=1)
+        off += w
+        with np.errstate(over="ignore", invalid="ignore"):
+            if bshape is None:
+                c0, count, G, H, mom = score_moments(comp, kd, st, shifts)
+                floors.append(rare_floor(comp, kd, st, shifts, float(count.sum())))
+            else:
+                c0, count, G, H, mom, qcol, rare_fn = batched_moments(comp, kd, st, shifts, fcol)
+                qcols.append(qcol)
+                floors.append(rare_fn())
+        moms.append(mom)
+    sizes = [m[0].shape[-1] for m in moms]
+    mom = tuple(np.concatenate([m[i] for m in moms], axis=-1) for i in range(5))
+    rare = None
+    if any(fl is not None for fl in floors):
+        def rare(e, M1g, M2g):
+            out, o = [], 0
+            for fl, size in zip(floors, sizes):
+                sl = slice(o, o + size)
+                o += size
+                if fl is None:
+                    out.append(np.zeros(size))
+                else:
+                    out.append(fl(*(v[sl] if np.ndim(v) else v for v in (e, M1g, M2g))))
+            return np.concatenate(out)
+        rare.n_rare = sum(fl.n_rare for fl in floors if fl is not None)
+    return _finish_moments(dist, c0, count, G, H, mom, baseline, info, lambda: rare,
+                           np.concatenate(qcols) if qcols else None, bshape)
 
 
 def baselined_terms(fx, S, baseline):

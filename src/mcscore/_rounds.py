@@ -215,6 +215,8 @@ def _vr_dist(dist):
 
 def _score_table(dist):
     """(t_start, kind, col, a, b, c) of the per-coordinate score terms."""
+    if is_joint(dist):
+        return joint_score_table(dist)
     dist._kernel_dist()
     t = dist._table
     if isinstance(dist, Categorical):
@@ -770,3 +772,153 @@ class BatchedScoreJob(ScoreJob):
         xt, lt, fx, _ = buf
         K.accumulate_round_batched(self.dist._kernel_dist(), rd.blocks, rd.slots, rd.n, rd.B,
                                    rd.n_streams, threads, xt, fx, self.fcol, stats, shifts, lt)
+
+
+# ---------------------------------------------------------------------------
+# Joint distributions: the components drawn one after the other per block,
+# their blocks laid side by side (the flat layout of distributions.Joint)
+# ---------------------------------------------------------------------------
+
+def is_joint(dist):
+    """True for a distributions.Joint (asked by capability, not class)."""
+    return getattr(dist, "joint_components", None) is not None
+
+
+def joint_score_table(dist):
+    """The components' score tables side by side: coordinates in component
+    order, each term's column moved to the component's columns of the
+    flat layout."""
+    parts = [(_score_table(c), dist.offsets[n]) for n, c in dist.joint_components.items()]
+    ts = [np.zeros(1, np.int64)]
+    for (t, *_), _o in parts:
+        ts.append(t[1:] + ts[-1][-1])
+    return (np.concatenate(ts), np.concatenate([p[1] for p, _ in parts]).astype(np.intc),
+            np.concatenate([p[2] + o for p, o in parts]).astype(np.int64),
+            *(np.concatenate([p[i] for p, _ in parts]).astype(float) for i in (3, 4, 5)))
+
+
+def _flat_dist(ds):
+    """A KernelDist of ds draw values with no score terms: the carrier of a
+    fused integrand or C callback evaluated on flat draws (eval_integrand)."""
+    return K.KernelDist(K.MC_NORMAL, False, ds, 1, ds, np.zeros(ds), np.ones(ds), np.zeros(0),
+                        np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.intc),
+                        np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
+
+
+class JointF:
+    """A Python f of a Joint: called on flat draws (the engine's layout),
+    it calls f on the dict of component draws."""
+
+    def __init__(self, f, dist):
+        self.f, self.dist = f, dist
+
+    def __call__(self, x):
+        return self.f(self.dist.unflatten(x))
+
+
+def joint_draw(dist, rd, bitgens, threads, bufs, out):
+    """Draw round rd of every component (one after the other from each
+    stream's bit generator) into its buffer of bufs ((xt, lt) per
+    component), then lay the blocks side by side into out (R, ds * B) when
+    out is given."""
+    comps = list(dist.joint_components.values())
+    for c, (xt, lt) in zip(comps, bufs):
+        K.draw_round(c._kernel_dist(), bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt)
+    if out is not None:
+        for r, m in enumerate(rd.rows):
+            o = 0
+            for c, (xt, _) in zip(comps, bufs):
+                w = c.draw_size * m
+                out[r, o:o + w] = xt[r, :w]
+                o += w
+
+
+class JointScoreJob(Job):
+    """score_grad on a Joint: every component drawn in the kernels, f (a
+    Python f on the dict of draws, or a fused integrand / C callback on the
+    flat draw, evaluated in the kernels) once per draw, and each component's
+    score sums accumulated with the same f values (batched: f's columns)."""
+
+    def __init__(self, f, dist, fkind="python", kf=None, k=0):
+        self.f = JointF(f, dist) if fkind == "python" else f
+        self.fkind, self.kf = fkind, kf
+        self.dist = dist
+        self.comps = list(dist.joint_components.values())
+        self.width = dist.draw_size
+        self.k = k
+        self.bshape = tuple(dist.batch_shape[:k])
+        self.nf = int(np.prod(self.bshape, dtype=np.int64)) if k else 1
+        self.fcols = [batch_columns(c, k) for c in self.comps] if k else None
+        self.head = 1 + 2 * self.nf if k else 3
+        self.rest = [c._kernel_dist().stats_len - 3 for c in self.comps]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["kf"] = None  # rebuilt by lower_f where the job runs (Integrand)
+        return state
+
+    def new_stats(self, streams):
+        return (np.zeros((streams, self.head + sum(self.rest))),
+                np.zeros((streams, self.nf)) if self.k else np.zeros(streams))
+
+    def buffers(self, R, B):
+        bufs = []
+        for c in self.comps:
+            kd = c._kernel_dist()
+            bufs.append((np.empty((R, kd.draw_size * B)),
+                         np.empty((R, kd.draw_size * B)) if kd.has_log_column else None))
+        return bufs, np.empty((R, self.nf * B))
+
+    def draw(self, rd, bitgens, threads, buf, shared=False):
+        joint_draw(self.dist, rd, bitgens, threads, buf[0], None)
+
+    def evaluate(self, rd, buf, chunk, mag):
+        bufs, fx = buf
+        cache = self.__dict__.setdefault("_gathered", {})
+        x = cache.get("x")
+        if x is None or x.shape[0] < rd.total:
+            x = cache["x"] = np.empty((len(rd.blocks) * rd.B, self.width))
+        x = x[:rd.total]
+        o = 0
+        for c, (xt, _) in zip(self.comps, bufs):
+            rd.gather(xt, c.draw_size, 0, x[:, o:o + c.draw_size])
+            o += c.draw_size
+        if self.k:
+            v = call_batched(self.f, x, rd, chunk, self.bshape, np.empty((rd.total, self.nf)))
+        elif self.fkind == "python":
+            v = call_values(self.f, x, rd, chunk)
+        else:
+            if self.kf is None:
+                self.kf = lower_f(self.f, self.dist)[1]
+            v = K.eval_integrand(self.kf, _flat_dist(self.width), x)
+            bad = ~np.isfinite(v)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(f"f returned {v[i]} at draw {rd.draw_index(i)} (x = "
+                                 f"{describe_draw(x[i])}); f must be finite")
+        cols = fx.reshape(len(rd.blocks), self.nf, rd.B)
+        v = v.reshape(rd.total, self.nf)
+        o = 0
+        for r, m in enumerate(rd.rows):
+            cols[r, :, :m] = v[o:o + m].T
+            o += m
+        return fx, ()
+
+    def accumulate(self, rd, buf, values, threads, stats, shifts):
+        bufs, fx = buf
+        h = self.head
+        off = h
+        head = stats[:, :h]
+        for i, (c, (xt, lt)) in enumerate(zip(self.comps, bufs)):
+            w = self.rest[i]
+            part = np.concatenate([head, stats[:, off:off + w]], axis=1)
+            kd = c._kernel_dist()
+            if self.k:
+                K.accumulate_round_batched(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams,
+                                           threads, xt, fx, self.fcols[i], part, shifts, lt)
+            else:
+                K.accumulate_round(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
+                                   xt, fx, part, shifts, lt)
+            stats[:, off:off + w] = part[:, h:]
+            off += w
+        stats[:, :h] = part[:, :h]

@@ -109,14 +109,19 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     """
     E.check_distribution(dist)
     baseline = E.check_baseline(baseline)
+    k = 0
     if not (type(batch_ndims) is int and batch_ndims == 0):
         k = E.check_batch_ndims(batch_ndims, dist)
-        if k:
-            return _score_batched(f, dist, n, k, rng=rng, baseline=baseline,
-                                  n_threads=n_threads, chunk_size=chunk_size,
-                                  n_streams=n_streams, block_size=block_size,
-                                  control_variates=control_variates, antithetic=antithetic,
-                                  client=client, progress=progress)
+    if E.is_joint(dist):
+        return _score_joint(f, dist, n, k, rng=rng, baseline=baseline, n_threads=n_threads,
+                            chunk_size=chunk_size, n_streams=n_streams, block_size=block_size,
+                            control_variates=control_variates, antithetic=antithetic,
+                            client=client, progress=progress)
+    if k:
+        return _score_batched(f, dist, n, k, rng=rng, baseline=baseline, n_threads=n_threads,
+                              chunk_size=chunk_size, n_streams=n_streams, block_size=block_size,
+                              control_variates=control_variates, antithetic=antithetic,
+                              client=client, progress=progress)
     if grad_f is not None and not callable(grad_f):
         raise TypeError(f"grad_f must be a vectorised Python callable, got {type(grad_f).__name__}")
     if control_variates is not None or antithetic is not False:
@@ -162,18 +167,44 @@ def _score_batched(f, dist, n, k, *, rng, baseline, n_threads, chunk_size, n_str
     job = E.BatchedScoreJob(f, dist, k)
     kd = dist._kernel_dist()
     plan = E.Plan(n, kd.draw_size, rng, n_streams, block_size, n_threads)
+    stats, shifts = _run_local_or_dask(job, plan, chunk_size, client, n_threads, progress)
+    return E.finish_batched(dist, kd, stats, shifts, baseline, job.fcol, job.bshape,
+                            {**plan.info(), "f": fkind, "batch_ndims": k})
+
+
+def _run_local_or_dask(job, plan, chunk_size, client, n_threads, progress):
+    """(stats, shifts) of a job run locally (with a progress bar) or on Dask."""
     bar = E.progress_bar(progress, plan)
     try:
         if client is not None:
-            stats, shifts = E.run(job, plan, chunk_size=chunk_size, client=client,
-                                  n_threads=n_threads)[:2]
-        else:
-            stats, shifts = E.run_job(job, plan, chunk_size, progress=bar)[:2]
+            return E.run(job, plan, chunk_size=chunk_size, client=client,
+                         n_threads=n_threads)[:2]
+        return E.run_job(job, plan, chunk_size, progress=bar)[:2]
     finally:
         if bar is not None:
             bar.close()
-    return E.finish_batched(dist, kd, stats, shifts, baseline, job.fcol, job.bshape,
-                            {**plan.info(), "f": fkind, "batch_ndims": k})
+
+
+def _score_joint(f, dist, n, k, *, rng, baseline, n_threads, chunk_size, n_streams,
+                 block_size, control_variates, antithetic, client, progress):
+    """score_grad on a Joint (see distributions.Joint): f on the dict of
+    component draws (or a fused integrand / C callback on the flat draw),
+    every component's score sums with the same f values."""
+    if control_variates is not None or antithetic is not False:
+        raise ValueError(
+            "control variates and antithetic pairs of score_grad take one family, not a "
+            "Joint; use a baseline (e.g. baseline='optimal') or rloo_grad")
+    fkind, kf = E.lower_f(f, dist)
+    if k and fkind != "python":
+        _refuse_batched("fused integrands and C callbacks", k)
+    E.check_differentiable(dist)
+    job = E.JointScoreJob(f, dist, fkind, kf, k)
+    plan = E.Plan(n, dist.draw_size, rng, n_streams, block_size, n_threads)
+    stats, shifts = _run_local_or_dask(job, plan, chunk_size, client, n_threads, progress)
+    parts = [(c, c._kernel_dist(), fc) for c, fc in zip(job.comps, job.fcols or
+                                                         [None] * len(job.comps))]
+    info = {**plan.info(), "f": fkind, **({"batch_ndims": k} if k else {})}
+    return E.finish_joint(dist, parts, stats, shifts, baseline, info, job.bshape if k else None)
 
 
 def _samples_rare_floor(dist, x, fx, S, baseline):
@@ -181,6 +212,8 @@ def _samples_rare_floor(dist, x, fx, S, baseline):
     Categorical draws x with values fx laid out as one stream of kernel
     statistics; the floor of each coordinate's per-draw variance of the
     baselined terms, or None when no category is rare."""
+    if E.is_joint(dist):
+        return None  # the floor is per family; a Joint's components go without it
     kd = dist._kernel_dist()
     if not kd.per_category:
         return None
