@@ -479,7 +479,18 @@ class Job:
 
     def prepare(self, rd, bitgens, threads, buf, mode, prm):
         """The common draw of the _vr jobs: kernels' mode `mode` with
-        parameters `prm` into buf."""
+        parameters `prm` into buf (a Joint: its components' plain draws,
+        laid side by side)."""
+        if is_joint(self.dist):
+            if mode != _vr.PREP_DRAW:
+                raise ValueError(f"{self.what or 'this estimator'} draws one family, not a Joint")
+            cache = self.__dict__.setdefault("_padded", {})
+            key = ("joint", len(rd.blocks), rd.B)
+            if key not in cache:
+                cache[key] = [(np.empty((len(rd.blocks), c.draw_size * rd.B)),
+                               None) for c in self.dist.joint_components.values()]
+            joint_draw(self.dist, rd, bitgens, threads, cache[key], buf)
+            return
         _vr.prepare_round(self.vd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, mode,
                           self.width, prm, buf)
 
@@ -693,7 +704,10 @@ def batch_columns(dist, k):
 
 def coord_columns(dist, k):
     """batch_columns per score coordinate (a per-category family's units
-    repeated over their categories)."""
+    repeated over their categories; a Joint's components one after the
+    other)."""
+    if is_joint(dist):
+        return np.concatenate([coord_columns(c, k) for c in dist.joint_components.values()])
     cols = batch_columns(dist, k)
     kd = dist._kernel_dist()
     return np.repeat(cols, kd.n_cat) if kd.per_category else cols
@@ -761,7 +775,7 @@ class BatchedScoreJob(ScoreJob):
         x = self.gathered(rd, xt, self.width)
         x = dist._to_user_dtype(x.reshape((rd.total,) + dist.draw_shape))
         v = call_batched(self.f, x, rd, chunk, self.bshape, np.empty((rd.total, self.nf)))
-        cols = fx.reshape(len(rd.blocks), self.nf, rd.B)
+        cols = fx[:len(rd.blocks)].reshape(len(rd.blocks), self.nf, rd.B)
         o = 0
         for r, m in enumerate(rd.rows):
             cols[r, :, :m] = v[o:o + m].T
@@ -896,7 +910,7 @@ class JointScoreJob(Job):
                 i = int(np.argmax(bad))
                 raise ValueError(f"f returned {v[i]} at draw {rd.draw_index(i)} (x = "
                                  f"{describe_draw(x[i])}); f must be finite")
-        cols = fx.reshape(len(rd.blocks), self.nf, rd.B)
+        cols = fx[:len(rd.blocks)].reshape(len(rd.blocks), self.nf, rd.B)
         v = v.reshape(rd.total, self.nf)
         o = 0
         for r, m in enumerate(rd.rows):

@@ -376,7 +376,9 @@ def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
     k = V.integer("k", k, minimum=2, maximum=1 << 12)
     n = V.integer("n", n, minimum=2, maximum=2**62 // k)
     E.check_differentiable(dist)
-    ds = dist._kernel_dist().draw_size
+    if E.is_joint(dist):
+        f = E.JointF(f, dist)  # f receives the dict of component draws
+    ds = dist.draw_size
     bs = E.default_block_size(n * k, ds, V.integer("n_streams", n_streams, minimum=1))
     bs = k * max(1, bs // k)
     plan = E.Plan(n * k, ds, rng, n_streams, bs, n_threads)
@@ -401,7 +403,7 @@ class RlooJob(E.Job):
     def __init__(self, f, dist, k):
         self.f, self.dist, self.k = f, dist, k
         self.what = f"rloo_grad(k={k})"
-        self.width = dist._kernel_dist().draw_size
+        self.width = dist.draw_size
         self.table = E.score_table(dist)
         self.P = len(self.table[0]) - 1
 
