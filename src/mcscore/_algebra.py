@@ -189,8 +189,8 @@ def rare_floor(dist, kd, stats, shifts, n, unit_shift=None, cat=None):
             cat = stats[:, 3:].reshape(len(count), kd.n_units, kd.n_cat, 3)
             mg, sq = shift_sums(d, cat[..., 0], cat[..., 1], cat[..., 2], total=True)
         else:
-            mg, sq = (v.sum(0) for v in shift_sums(unit_shift[..., None], cat[..., 0],
-                                                   cat[..., 1], cat[..., 2], squared=True))
+            mg, sq = (v[0] for v in _stream_total(unit_shift[..., None], cat[..., 0],
+                                                  cat[..., 1], cat[..., 2]))
         C = cat[..., 0].sum(0)
         mg, sq = mg / C, sq / C
         sd = np.sqrt(np.maximum(sq - mg * mg, 0.0))
@@ -440,30 +440,51 @@ def finish_batched(dist, kd, stats, shifts, baseline, fcol, bshape, info):
     rows: [count, (sum g_k, sum g_k^2) per column k, then the per-coordinate
     or per-category sums], shifts (S, nf)): every baseline within each
     batch element; value, value_stderr of shape bshape."""
-    c0, count, G, H, mom, qcol, rare_fn = batched_moments(dist, kd, stats, shifts, fcol)
+    c0, count, G, H, mom, qcol, rare_fn = batched_moments(dist, kd, stats, shifts, fcol,
+                                                          total=baseline != "optimal")
     return _finish_moments(dist, c0, count, G, H, mom, baseline, info, rare_fn, qcol, bshape)
 
 
-def batched_moments(dist, kd, stats, shifts, fcol):
+def _stream_total(d, C, G0, H0=None):
+    """shift_sums summed over the streams (axis 0) by contractions: sum_s
+    (G0 + d C) (and sum_s (H0 + 2 d G0 + d^2 C)), d (S, ...) broadcast
+    against C (S, ...); a leading axis of length 1 is kept."""
+    def dot(a, b):
+        return np.einsum("s...,s...->...", *np.broadcast_arrays(a, b))[None]
+    G = G0.sum(0, keepdims=True) + dot(d, C)
+    if H0 is None:
+        return G
+    return G, H0.sum(0, keepdims=True) + 2 * dot(d, G0) + dot(d * d, C)
+
+
+def batched_moments(dist, kd, stats, shifts, fcol, total=False):
     """The merged moments of batched rows (see finish_batched): (c0 (nf,),
     count, G, H (S, nf), the five score sums (S, P), each coordinate's
-    column, the rare-category floor's maker)."""
+    column, the rare-category floor's maker).  total: the sums over the
+    streams only (a leading axis of length 1), for the baselines that need
+    no per-stream sums (all but "optimal")."""
     nf = shifts.shape[1]
     count = stats[:, 0]
     S = len(count)
+    merge = _stream_total if total else shift_sums
     with np.errstate(over="ignore", invalid="ignore"):
         c0, d = common_shift(count, shifts)
-        G, H = shift_sums(d, count[:, None], stats[:, 1:1 + 2 * nf:2], stats[:, 2:2 + 2 * nf:2])
+        C1 = count[:, None]
+        G, H = merge(d, C1, stats[:, 1:1 + 2 * nf:2], stats[:, 2:2 + 2 * nf:2])
         rest = stats[:, 1 + 2 * nf:]
+        n_out = np.array([count.sum()]) if total else count
         if kd.per_category:
             K_ = kd.n_cat
             cat = rest.reshape(S, kd.n_units, K_, 3)
             du = d[:, fcol]
-            Gk, Hk = shift_sums(du[..., None], cat[..., 0], cat[..., 1], cat[..., 2], squared=True)
+            C = cat[..., 0]
+            Gk, Hk = (merge(du[..., None], C, cat[..., 1], cat[..., 2]) if total else
+                      shift_sums(du[..., None], C, cat[..., 1], cat[..., 2], squared=True))
             qcol = np.repeat(fcol, K_)
             P = kd.n_units * K_
-            mom = category_moments(dist, cat[..., 0].reshape(S, P), Gk.reshape(S, P),
-                                   Hk.reshape(S, P), count[:, None], G[:, qcol], H[:, qcol])
+            Cm = C.sum(0, keepdims=True) if total else C
+            mom = category_moments(dist, Cm.reshape(-1, P), Gk.reshape(-1, P),
+                                   Hk.reshape(-1, P), n_out[:, None], G[:, qcol], H[:, qcol])
 
             def rare_fn():
                 return rare_floor(dist, kd, stats, shifts, float(count.sum()), du, cat)
@@ -472,13 +493,18 @@ def batched_moments(dist, kd, stats, shifts, fcol):
             M = rest.reshape(S, kd.n_coords, 5)
             Ss, Ss2, Sgs0, Sgs20, Sg2s20 = (M[..., i] for i in range(5))
             dq = d[:, qcol]
-            Sgs = shift_sums(dq, Ss, Sgs0)
-            Sgs2, Sg2s2 = shift_sums(dq, Ss2, Sgs20, Sg2s20, squared=True)
+            if total:
+                Sgs = merge(dq, Ss, Sgs0)
+                Sgs2, Sg2s2 = merge(dq, Ss2, Sgs20, Sg2s20)
+                Ss, Ss2 = Ss.sum(0, keepdims=True), Ss2.sum(0, keepdims=True)
+            else:
+                Sgs = shift_sums(dq, Ss, Sgs0)
+                Sgs2, Sg2s2 = shift_sums(dq, Ss2, Sgs20, Sg2s20, squared=True)
             mom = (Ss, Ss2, Sgs, Sgs2, Sg2s2)
 
             def rare_fn():
                 return None
-    return c0, count, G, H, mom, qcol, rare_fn
+    return c0, n_out, G, H, mom, qcol, rare_fn
 
 
 def finish_joint(dist, parts, stats, shifts, baseline, info, bshape=None):
@@ -499,7 +525,8 @@ def finish_joint(dist, parts, stats, shifts, baseline, info, bshape=None):
                 c0, count, G, H, mom = score_moments(comp, kd, st, shifts)
                 floors.append(rare_floor(comp, kd, st, shifts, float(count.sum())))
             else:
-                c0, count, G, H, mom, qcol, rare_fn = batched_moments(comp, kd, st, shifts, fcol)
+                c0, count, G, H, mom, qcol, rare_fn = batched_moments(
+                    comp, kd, st, shifts, fcol, total=baseline != "optimal")
                 qcols.append(qcol)
                 floors.append(rare_fn())
         moms.append(mom)

@@ -750,6 +750,21 @@ def call_batched(f, x, rd, chunk, bshape, out):
     return out
 
 
+def scatter_columns(rd, v, fx):
+    """f's values v (total, nf) of round rd -> fx (R, nf * B): column k of
+    block r at fx[r, k * B: k * B + m] (the batched accumulators' layout)."""
+    R, nf, B = len(rd.blocks), v.shape[1], rd.B
+    cols = fx[:R].reshape(R, nf, B)
+    full = rd.total // B if rd.rows[-1] < B else R
+    if full and rd.total >= full * B and all(m == B for m in rd.rows[:full]):
+        cols[:full] = v[:full * B].reshape(full, B, nf).transpose(0, 2, 1)
+    o = full * B
+    for r in range(full, R):
+        m = rd.rows[r]
+        cols[r, :, :m] = v[o:o + m].T
+        o += m
+
+
 class BatchedScoreJob(ScoreJob):
     """score_grad with batch_ndims=k: the draws of ScoreJob, f's nf columns
     (one per batch element), accumulated in the kernels with each score
@@ -774,12 +789,11 @@ class BatchedScoreJob(ScoreJob):
         dist = self.dist
         x = self.gathered(rd, xt, self.width)
         x = dist._to_user_dtype(x.reshape((rd.total,) + dist.draw_shape))
-        v = call_batched(self.f, x, rd, chunk, self.bshape, np.empty((rd.total, self.nf)))
-        cols = fx[:len(rd.blocks)].reshape(len(rd.blocks), self.nf, rd.B)
-        o = 0
-        for r, m in enumerate(rd.rows):
-            cols[r, :, :m] = v[o:o + m].T
-            o += m
+        out = self.__dict__.setdefault("_padded", {}).get("v")
+        if out is None or out.shape[0] < rd.total:
+            out = self._padded["v"] = np.empty((len(rd.blocks) * rd.B, self.nf))
+        v = call_batched(self.f, x, rd, chunk, self.bshape, out[:rd.total])
+        scatter_columns(rd, v, fx)
         return fx, ()
 
     def accumulate(self, rd, buf, values, threads, stats, shifts):
@@ -910,12 +924,7 @@ class JointScoreJob(Job):
                 i = int(np.argmax(bad))
                 raise ValueError(f"f returned {v[i]} at draw {rd.draw_index(i)} (x = "
                                  f"{describe_draw(x[i])}); f must be finite")
-        cols = fx[:len(rd.blocks)].reshape(len(rd.blocks), self.nf, rd.B)
-        v = v.reshape(rd.total, self.nf)
-        o = 0
-        for r, m in enumerate(rd.rows):
-            cols[r, :, :m] = v[o:o + m].T
-            o += m
+        scatter_columns(rd, v.reshape(rd.total, self.nf), fx)
         return fx, ()
 
     def accumulate(self, rd, buf, values, threads, stats, shifts):
