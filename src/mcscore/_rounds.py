@@ -482,14 +482,7 @@ class Job:
         parameters `prm` into buf (a Joint: its components' plain draws,
         laid side by side)."""
         if is_joint(self.dist):
-            if mode != _vr.PREP_DRAW:
-                raise ValueError(f"{self.what or 'this estimator'} draws one family, not a Joint")
-            cache = self.__dict__.setdefault("_padded", {})
-            key = ("joint", len(rd.blocks), rd.B)
-            if key not in cache:
-                cache[key] = [(np.empty((len(rd.blocks), c.draw_size * rd.B)),
-                               None) for c in self.dist.joint_components.values()]
-            joint_draw(self.dist, rd, bitgens, threads, cache[key], buf)
+            joint_prepare(self, rd, bitgens, threads, buf, mode, prm)
             return
         _vr.prepare_round(self.vd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, mode,
                           self.width, prm, buf)
@@ -812,17 +805,23 @@ def is_joint(dist):
     return getattr(dist, "joint_components", None) is not None
 
 
-def joint_score_table(dist):
-    """The components' score tables side by side: coordinates in component
-    order, each term's column moved to the component's columns of the
-    flat layout."""
-    parts = [(_score_table(c), dist.offsets[n]) for n, c in dist.joint_components.items()]
+def joint_tables(dist, table):
+    """The components' tables (t_start, kind, col, float columns...) of
+    table(component) side by side: coordinates in component order, each
+    term's column moved to the component's columns of the flat layout."""
+    parts = [(table(c), dist.offsets[n]) for n, c in dist.joint_components.items()]
     ts = [np.zeros(1, np.int64)]
     for (t, *_), _o in parts:
         ts.append(t[1:] + ts[-1][-1])
     return (np.concatenate(ts), np.concatenate([p[1] for p, _ in parts]).astype(np.intc),
             np.concatenate([p[2] + o for p, o in parts]).astype(np.int64),
-            *(np.concatenate([p[i] for p, _ in parts]).astype(float) for i in (3, 4, 5)))
+            *(np.ascontiguousarray(np.concatenate([p[i] for p, _ in parts]), float)
+              for i in range(3, len(parts[0][0]))))
+
+
+def joint_score_table(dist):
+    """The score table of a Joint (see joint_tables)."""
+    return joint_tables(dist, _score_table)
 
 
 def _flat_dist(ds):
@@ -844,6 +843,37 @@ class JointF:
         return self.f(self.dist.unflatten(x))
 
 
+class JointGrad(JointF):
+    """A Python grad_f of a Joint: f's gradient as a dict {name: array shaped
+    like that component's draws}, returned flat (m, draw_size)."""
+
+    def __call__(self, x):
+        g = self.f(self.dist.unflatten(x))
+        if not isinstance(g, dict):
+            raise TypeError(f"grad_f must return a dict {{component name: array}} for a Joint, "
+                            f"got {type(g).__name__}")
+        try:
+            return self.dist.flatten(g)
+        except ValueError as exc:
+            raise ValueError(f"grad_f returned {exc}".replace("returned x ", "returned ", 1)
+                             ) from None
+
+
+def carrier_dist(dist):
+    """The KernelDist a fused integrand or C callback is evaluated with on
+    dist's flat draws (eval_integrand): the family's own, or a Joint's
+    flat carrier."""
+    return _flat_dist(dist.draw_size) if is_joint(dist) else dist._kernel_dist()
+
+
+def wrap_joint(dist, fn):
+    """fn wrapped to receive a Joint's dict of draws (a Python callable
+    only; a fused integrand or C callback reads the flat draw)."""
+    if fn is None or not is_joint(dist) or lower_f(fn, dist)[0] != "python":
+        return fn
+    return JointF(fn, dist)
+
+
 def joint_draw(dist, rd, bitgens, threads, bufs, out):
     """Draw round rd of every component (one after the other from each
     stream's bit generator) into its buffer of bufs ((xt, lt) per
@@ -859,6 +889,34 @@ def joint_draw(dist, rd, bitgens, threads, bufs, out):
                 w = c.draw_size * m
                 out[r, o:o + w] = xt[r, :w]
                 o += w
+
+
+def joint_prepare(job, rd, bitgens, threads, buf, mode, prm):
+    """Job.prepare for a Joint: each component drawn (mode PREP_DRAW, or
+    PREP_GAMMAS for the components drawn through Gamma variates: x and its
+    two auxiliary regions) one after the other, its regions laid side by
+    side into buf (region k of the flat layout at k * draw_size * m)."""
+    if mode not in (_vr.PREP_DRAW, _vr.PREP_GAMMAS):
+        raise ValueError(f"{job.what or 'this estimator'} draws one family, not a Joint")
+    cache = job.__dict__.setdefault("_padded", {})
+    comps = list(job.dist.joint_components.values())
+    R, B = len(rd.blocks), rd.B
+    regions = 3 if mode == _vr.PREP_GAMMAS else 1
+    key = ("joint", R, B, regions)
+    if key not in cache:
+        cache[key] = [(vr_dist(c), np.zeros((R, regions * c.draw_size * B))) for c in comps]
+    ds = job.dist.draw_size
+    for c, (vd, cb) in zip(comps, cache[key]):
+        cm = mode if c.rsample_through_gammas else _vr.PREP_DRAW
+        _vr.prepare_round(vd, bitgens, rd.blocks, rd.slots, rd.n, B, threads, cm, c.draw_size,
+                          prm, cb)
+    for r, m in enumerate(rd.rows):
+        o = 0
+        for c, (_, cb) in zip(comps, cache[key]):
+            w = c.draw_size
+            for k in range(regions if c.rsample_through_gammas else 1):
+                buf[r, (k * ds + o) * m:(k * ds + o + w) * m] = cb[r, k * w * m:(k + 1) * w * m]
+            o += w
 
 
 class JointScoreJob(Job):

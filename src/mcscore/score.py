@@ -112,18 +112,18 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     k = 0
     if not (type(batch_ndims) is int and batch_ndims == 0):
         k = E.check_batch_ndims(batch_ndims, dist)
-    if E.is_joint(dist):
+    if grad_f is not None and not callable(grad_f):
+        raise TypeError(f"grad_f must be a vectorised Python callable, got {type(grad_f).__name__}")
+    if k and (control_variates is not None or antithetic is not False):
+        _refuse_batched("control variates and antithetic pairs", k)
+    if E.is_joint(dist) and control_variates is None and antithetic is False:
         return _score_joint(f, dist, n, k, rng=rng, baseline=baseline, n_threads=n_threads,
                             chunk_size=chunk_size, n_streams=n_streams, block_size=block_size,
-                            control_variates=control_variates, antithetic=antithetic,
                             client=client, progress=progress)
     if k:
         return _score_batched(f, dist, n, k, rng=rng, baseline=baseline, n_threads=n_threads,
                               chunk_size=chunk_size, n_streams=n_streams, block_size=block_size,
-                              control_variates=control_variates, antithetic=antithetic,
                               client=client, progress=progress)
-    if grad_f is not None and not callable(grad_f):
-        raise TypeError(f"grad_f must be a vectorised Python callable, got {type(grad_f).__name__}")
     if control_variates is not None or antithetic is not False:
         return score_vr(f, dist, n, rng=rng, baseline=baseline,
                         control_variates=control_variates, antithetic=antithetic,
@@ -156,10 +156,8 @@ def _refuse_batched(what, k):
 
 
 def _score_batched(f, dist, n, k, *, rng, baseline, n_threads, chunk_size, n_streams,
-                   block_size, control_variates, antithetic, client, progress):
+                   block_size, client, progress):
     """score_grad with batch_ndims=k > 0 (see score_grad)."""
-    if control_variates is not None or antithetic is not False:
-        _refuse_batched("control variates and antithetic pairs", k)
     fkind, _ = E.lower_f(f, dist)
     if fkind != "python":
         _refuse_batched("fused integrands and C callbacks", k)
@@ -186,14 +184,10 @@ def _run_local_or_dask(job, plan, chunk_size, client, n_threads, progress):
 
 
 def _score_joint(f, dist, n, k, *, rng, baseline, n_threads, chunk_size, n_streams,
-                 block_size, control_variates, antithetic, client, progress):
+                 block_size, client, progress):
     """score_grad on a Joint (see distributions.Joint): f on the dict of
     component draws (or a fused integrand / C callback on the flat draw),
     every component's score sums with the same f values."""
-    if control_variates is not None or antithetic is not False:
-        raise ValueError(
-            "control variates and antithetic pairs of score_grad take one family, not a "
-            "Joint; use a baseline (e.g. baseline='optimal') or rloo_grad")
     fkind, kf = E.lower_f(f, dist)
     if k and fkind != "python":
         _refuse_batched("fused integrands and C callbacks", k)

@@ -252,6 +252,24 @@ class Joint(Distribution):
                 for k, v in c.vi_transforms().items()}
 
     @property
+    def has_mirror(self):
+        return all(c.has_mirror for c in self._components.values())
+
+    @property
+    def has_mean_tangents(self):
+        return all(c.has_mean_tangents for c in self._components.values())
+
+    def mirror(self, x):
+        """Antithetic partners, component by component (a dict, or the flat
+        layout)."""
+        self.require("mirror")
+        if isinstance(x, Mapping):
+            return JointDraws((n, c.mirror(x[n])) for n, c in self._components.items())
+        x = np.asarray(x, dtype=float)
+        return np.concatenate([c.mirror(xc).reshape(len(x), -1) for _, c, xc in self._parts(x)],
+                              axis=1)
+
+    @property
     def has_rsample(self):
         return all(c.has_rsample for c in self._components.values())
 
@@ -269,15 +287,3 @@ class Joint(Distribution):
                                      f"{exc}") from None
         if not getattr(self, "has_" + capability):
             super().require(capability)
-
-    def pathwise_spec(self):
-        """The components' reparameterisation rows on the flat layout:
-        (dotted name, tangent kind, a, b) with a, b of the joint draw shape
-        (zero outside the component's columns)."""
-        self.require("rsample")
-        rows = []
-        for n, c in self._components.items():
-            o = self.offsets[n]
-            for name, knd, a, b in c.pathwise_spec():
-                rows.append((f"{n}.{name}", knd, o, c, a, b))
-        return rows
