@@ -141,7 +141,8 @@ class Joint(Distribution):
     def _kernel_dist(self):
         raise TypeError(
             "a Joint has no single kernel description: this estimator takes one family; "
-            "score_grad, score_grad_from_samples, rloo_grad and vi.fit take a Joint")
+            "score_grad (every baseline, control variates, antithetic pairs), "
+            "score_grad_from_samples, rloo_grad, pathwise_grad and vi.fit take a Joint")
 
     def _check_differentiable(self):
         for c in self._components.values():
