@@ -24,7 +24,9 @@ from . import _kernels as K
 from . import _validation as V
 from . import _vr
 from ._algebra import Mag, Offsets
-from ._callables import call_values, chunks, describe_draw, lower_f, nonfinite_draw_error
+from ._callables import (
+    call_raw, call_values, chunks, describe_draw, lower_f, nonfinite_draw_error,
+)
 from ._config import effective_n_threads
 from .distributions import Categorical
 
@@ -713,13 +715,7 @@ def call_batched(f, x, rd, chunk, bshape, out):
     k = len(bshape)
     for c0, c1, first in chunks(rd, len(x), chunk):
         xc = x[c0:c1]
-        try:
-            v = f(xc)
-        except Exception as exc:
-            if hasattr(exc, "add_note"):
-                exc.add_note(f"(raised by f on draws {first}..{first + len(xc) - 1} "
-                             f"of the estimator)")
-            raise
+        v = call_raw(f, xc, first)
         want = (c1 - c0,) + tuple(bshape)
         if isinstance(v, np.ma.MaskedArray):
             raise TypeError("f returned a numpy masked array; return a plain array of reals")

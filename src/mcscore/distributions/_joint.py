@@ -39,6 +39,12 @@ def _mean(obj, what):
     return v() if callable(v) else v
 
 
+def _every(flag):
+    """A capability a Joint has when every component has it."""
+    return property(lambda self: all(getattr(c, flag) for c in self._components.values()),
+                    doc=f"True when every component has {flag}.")
+
+
 class Joint(Distribution):
     """A product of named, independent distributions of any families.
 
@@ -252,13 +258,9 @@ class Joint(Distribution):
         return {f"{n}.{k}": v for n, c in self._components.items()
                 for k, v in c.vi_transforms().items()}
 
-    @property
-    def has_mirror(self):
-        return all(c.has_mirror for c in self._components.values())
-
-    @property
-    def has_mean_tangents(self):
-        return all(c.has_mean_tangents for c in self._components.values())
+    has_mirror = _every("has_mirror")
+    has_mean_tangents = _every("has_mean_tangents")
+    has_rsample = _every("has_rsample")
 
     def mirror(self, x):
         """Antithetic partners, component by component (a dict, or the flat
@@ -269,10 +271,6 @@ class Joint(Distribution):
         x = np.asarray(x, dtype=float)
         return np.concatenate([c.mirror(xc).reshape(len(x), -1) for _, c, xc in self._parts(x)],
                               axis=1)
-
-    @property
-    def has_rsample(self):
-        return all(c.has_rsample for c in self._components.values())
 
     @property
     def rsample_through_gammas(self):
