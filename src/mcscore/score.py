@@ -41,6 +41,10 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
           one of the signatures in ``CALLBACK_SIGNATURES``, called from the
           kernel's threads without the GIL on a pointer to one draw.
     dist : Distribution
+        Any family, or a :class:`mcscore.Joint` of named components: a Python
+        f then receives a dict {name: (m, *component.draw_shape)}, a fused
+        integrand or C callback the draw flattened component by component
+        (see Joint), and the gradients are keyed "name.param".
     n : int >= 2
         Number of draws.
     rng : None, int, SeedSequence or Generator (SPEC 7)
@@ -239,7 +243,7 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None, batch_ndims=0):
     ----------
     dist : Distribution
         The distribution x was drawn from.
-    x : array, shape (m, *dist.draw_shape)
+    x : array, shape (m, *dist.draw_shape); for a Joint, a dict of component draws
     fx : array, shape (m,), or (m, *dist.batch_shape[:batch_ndims])
         f at each draw (returns, rewards, simulator outputs).
     baseline : None, float, "loo" or "optimal"
