@@ -708,10 +708,10 @@ def coord_columns(dist, k):
     return np.repeat(cols, kd.n_cat) if kd.per_category else cols
 
 
-def call_batched(f, x, rd, chunk, bshape, out):
+def call_batched(f, x, rd, chunk, bshape, sink):
     """f on chunks of the round's draws x, each returning (m, *bshape)
-    finite reals (checked, with an error naming the expected shape),
-    written into out (total, nf)."""
+    finite reals (checked, with an error naming the expected shape), handed
+    to sink(c0, v) as v (m, nf) for the round's draws c0 .. c0 + m - 1."""
     k = len(bshape)
     for c0, c1, first in chunks(rd, len(x), chunk):
         xc = x[c0:c1]
@@ -735,23 +735,24 @@ def call_batched(f, x, rd, chunk, bshape, out):
             raise ValueError(
                 f"f returned {v[i, j]} at draw {first + i}, batch element "
                 f"{np.unravel_index(j, bshape)}; f must be finite")
-        out[c0:c1] = v
-    return out
+        sink(c0, v)
 
 
-def scatter_columns(rd, v, fx):
-    """f's values v (total, nf) of round rd -> fx (R, nf * B): column k of
-    block r at fx[r, k * B: k * B + m] (the batched accumulators' layout)."""
+def scatter_columns(rd, v, fx, start=0):
+    """f's values v (m, nf) of the round's draws start .. start + m - 1 ->
+    fx (R, nf * B): column k of block r at fx[r, k * B: k * B + rows]
+    (the batched accumulators' layout)."""
     R, nf, B = len(rd.blocks), v.shape[1], rd.B
     cols = fx[:R].reshape(R, nf, B)
-    full = rd.total // B if rd.rows[-1] < B else R
-    if full and rd.total >= full * B and all(m == B for m in rd.rows[:full]):
-        cols[:full] = v[:full * B].reshape(full, B, nf).transpose(0, 2, 1)
-    o = full * B
-    for r in range(full, R):
-        m = rd.rows[r]
-        cols[r, :, :m] = v[o:o + m].T
+    stop = start + len(v)
+    o = 0
+    for r, m in enumerate(rd.rows):
+        lo, hi = max(start, o), min(stop, o + m)
+        if lo < hi:
+            cols[r, :, lo - o:hi - o] = v[lo - start:hi - start].T
         o += m
+        if o >= stop:
+            break
 
 
 class BatchedScoreJob(ScoreJob):
@@ -778,11 +779,8 @@ class BatchedScoreJob(ScoreJob):
         dist = self.dist
         x = self.gathered(rd, xt, self.width)
         x = dist._to_user_dtype(x.reshape((rd.total,) + dist.draw_shape))
-        out = self.__dict__.setdefault("_padded", {}).get("v")
-        if out is None or out.shape[0] < rd.total:
-            out = self._padded["v"] = np.empty((len(rd.blocks) * rd.B, self.nf))
-        v = call_batched(self.f, x, rd, chunk, self.bshape, out[:rd.total])
-        scatter_columns(rd, v, fx)
+        call_batched(self.f, x, rd, chunk, self.bshape,
+                     lambda c0, v: scatter_columns(rd, v, fx, c0))
         return fx, ()
 
     def accumulate(self, rd, buf, values, threads, stats, shifts):
@@ -966,8 +964,10 @@ class JointScoreJob(Job):
             rd.gather(xt, c.draw_size, 0, x[:, o:o + c.draw_size])
             o += c.draw_size
         if self.k:
-            v = call_batched(self.f, x, rd, chunk, self.bshape, np.empty((rd.total, self.nf)))
-        elif self.fkind == "python":
+            call_batched(self.f, x, rd, chunk, self.bshape,
+                         lambda c0, v: scatter_columns(rd, v, fx, c0))
+            return fx, ()
+        if self.fkind == "python":
             v = call_values(self.f, x, rd, chunk)
         else:
             if self.kf is None:
@@ -978,7 +978,7 @@ class JointScoreJob(Job):
                 i = int(np.argmax(bad))
                 raise ValueError(f"f returned {v[i]} at draw {rd.draw_index(i)} (x = "
                                  f"{describe_draw(x[i])}); f must be finite")
-        scatter_columns(rd, v.reshape(rd.total, self.nf), fx)
+        scatter_columns(rd, v.reshape(rd.total, 1), fx)
         return fx, ()
 
     def accumulate(self, rd, buf, values, threads, stats, shifts):

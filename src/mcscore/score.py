@@ -452,9 +452,12 @@ class BatchedRlooJob(RlooJob):
         xu = dist._to_user_dtype(self.gathered(rd, xt, self.width).reshape((rd.total,) +
                                                                   dist.draw_shape))
         F = self.padded("F", self.nf, rd)
-        v = mag.see(E.call_batched(self.f, xu, rd, chunk, self.bshape,
-                                   np.empty((rd.total, self.nf))))
-        F[:, rd.index] = v.T
+        index = rd.index
+
+        def sink(c0, v):
+            F[:, index[c0:c0 + len(v)]] = mag.see(v).T
+
+        E.call_batched(self.f, xu, rd, chunk, self.bshape, sink)
         return F, ()
 
     def accumulate(self, rd, xt, F, threads, stats, shifts):
