@@ -760,11 +760,32 @@ class BatchedScoreJob(ScoreJob):
     (one per batch element), accumulated in the kernels with each score
     coordinate's own column (K.accumulate_round_batched)."""
 
-    def __init__(self, f, dist, k):
+    def __init__(self, f, dist, k, fkind="python"):
         super().__init__(f, dist)
+        self.k, self.fkind = k, fkind
         self.bshape = tuple(dist.batch_shape[:k])
         self.nf = int(np.prod(self.bshape, dtype=np.int64))
         self.fcol = batch_columns(dist, k)
+
+    def element_func(self):
+        """A fused integrand / C callback lowered for one batch element's
+        draw (shape draw_shape[k:]), and the carrier of its flat draws."""
+        shape = tuple(self.dist.draw_shape[self.k:])
+        kf = (self.f._kernel_func(shape) if self.fkind == "integrand"
+              else lower_f(self.f, self.dist)[1])
+        return kf, _flat_dist(int(np.prod(shape, dtype=np.int64)))
+
+    def fused_values(self, rd, x):
+        """The fused f on each batch element's draw: (total, nf), in the kernels."""
+        kf, carrier = self.element_func()
+        v = K.eval_integrand(kf, carrier, x.reshape(rd.total * self.nf, -1))
+        v = v.reshape(rd.total, self.nf)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            i, j = np.unravel_index(int(np.argmax(bad)), v.shape)
+            raise ValueError(f"f returned {v[i, j]} at draw {rd.draw_index(i)}, batch element "
+                             f"{np.unravel_index(j, self.bshape)}; f must be finite")
+        return v
 
     def new_stats(self, streams):
         kd = self.dist._kernel_dist()
@@ -778,6 +799,9 @@ class BatchedScoreJob(ScoreJob):
         xt, _, fx, _ = buf
         dist = self.dist
         x = self.gathered(rd, xt, self.width)
+        if self.fkind != "python":
+            scatter_columns(rd, self.fused_values(rd, x), fx)
+            return fx, ()
         x = dist._to_user_dtype(x.reshape((rd.total,) + dist.draw_shape))
         call_batched(self.f, x, rd, chunk, self.bshape,
                      lambda c0, v: scatter_columns(rd, v, fx, c0))

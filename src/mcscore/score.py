@@ -103,8 +103,10 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
         batch element with the same n, at the cost of one.  ``value`` and
         ``value_stderr`` then have the batch's shape.  Every parameter
         element must belong to one batch element (pass shared parameters
-        broadcast to the batch).  Fused integrands, C callbacks, control
-        variates and antithetic pairs compute one value per draw and are
+        broadcast to the batch).  A fused integrand or C callback applies
+        to each batch element's own draw (shape ``dist.draw_shape[k:]``, a
+        callback's ``d`` is its size) and is evaluated in the kernels
+        (not with a Joint).  Control variates and antithetic pairs are
         refused.  0 (the default): one expectation over the whole draw.
 
     Returns
@@ -163,10 +165,10 @@ def _score_batched(f, dist, n, k, *, rng, baseline, n_threads, chunk_size, n_str
                    block_size, client, progress):
     """score_grad with batch_ndims=k > 0 (see score_grad)."""
     fkind, _ = E.lower_f(f, dist)
-    if fkind != "python":
-        _refuse_batched("fused integrands and C callbacks", k)
     E.check_differentiable(dist)
-    job = E.BatchedScoreJob(f, dist, k)
+    job = E.BatchedScoreJob(f, dist, k, fkind)
+    if fkind != "python":
+        job.element_func()  # lowered once here: an error shows before any draw
     kd = dist._kernel_dist()
     plan = E.Plan(n, kd.draw_size, rng, n_streams, block_size, n_threads)
     stats, shifts = _run_local_or_dask(job, plan, chunk_size, client, n_threads, progress)
@@ -194,7 +196,7 @@ def _score_joint(f, dist, n, k, *, rng, baseline, n_threads, chunk_size, n_strea
     every component's score sums with the same f values."""
     fkind, kf = E.lower_f(f, dist)
     if k and fkind != "python":
-        _refuse_batched("fused integrands and C callbacks", k)
+        _refuse_batched("with a Joint, fused integrands and C callbacks", k)
     E.check_differentiable(dist)
     job = E.JointScoreJob(f, dist, fkind, kf, k)
     plan = E.Plan(n, dist.draw_size, rng, n_streams, block_size, n_threads)
