@@ -34,9 +34,10 @@ class JointDraws(dict):
 
 
 def _mean(obj, what):
-    """obj.<what> whether it is a method or a property."""
+    """obj.<what> whether it is a method or a property (an array, which may
+    itself be callable for backward compatibility: not called)."""
     v = getattr(obj, what)
-    return v() if callable(v) else v
+    return np.asarray(v) if isinstance(v, np.ndarray) or not callable(v) else v()
 
 
 def _every(flag):
