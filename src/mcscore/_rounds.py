@@ -1006,20 +1006,26 @@ class JointScoreJob(Job):
         return fx, ()
 
     def accumulate(self, rd, buf, values, threads, stats, shifts):
+        """Each component's kernel on the round's rows [head | its own sums]
+        (contiguous copies of the round's streams only, so the copying is
+        proportional to the round's work), the same f values and shifts."""
         bufs, fx = buf
-        h = self.head
+        h, slots = self.head, rd.slots
+        local = np.arange(len(slots), dtype=np.int64)
+        head = stats[slots, :h]
+        sh = np.ascontiguousarray(shifts[slots])
         off = h
-        head = stats[:, :h]
         for i, (c, (xt, lt)) in enumerate(zip(self.comps, bufs)):
             w = self.rest[i]
-            part = np.concatenate([head, stats[:, off:off + w]], axis=1)
+            part = np.concatenate([head, stats[slots, off:off + w]], axis=1)
             kd = c._kernel_dist()
             if self.k:
-                K.accumulate_round_batched(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams,
-                                           threads, xt, fx, self.fcols[i], part, shifts, lt)
+                K.accumulate_round_batched(kd, rd.blocks, local, rd.n, rd.B, rd.n_streams,
+                                           threads, xt, fx, self.fcols[i], part, sh, lt)
             else:
-                K.accumulate_round(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
-                                   xt, fx, part, shifts, lt)
-            stats[:, off:off + w] = part[:, h:]
+                K.accumulate_round(kd, rd.blocks, local, rd.n, rd.B, rd.n_streams, threads,
+                                   xt, fx, part, sh, lt)
+            stats[slots, off:off + w] = part[:, h:]
             off += w
-        stats[:, :h] = part[:, :h]
+        stats[slots, :h] = part[:, :h]
+        shifts[slots] = sh
