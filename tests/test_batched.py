@@ -190,6 +190,14 @@ def test_rloo_grad_batched():
     one = mc.rloo_grad(lambda x: np.sin(x[:, 0]), mc.Normal(d.loc[:1], d.scale[:1]), 10_000,
                        k=4, rng=21)
     assert 0.85 < res.stderr["loc"][0] / one.stderr["loc"][0] < 1.15
+    # a per-category family (the score table's category terms, each unit's own column)
+    g = np.random.default_rng(35)
+    logits, R = g.normal(size=(6, 4)), g.normal(size=(6, 4))
+    res = mc.rloo_grad(lambda a: R[np.arange(6), a], mc.Categorical(logits=logits), 20_000,
+                       rng=36, batch_ndims=1)
+    p = softmax(logits, axis=1)
+    _z_ok(res, {"logits": p * (R - (p * R).sum(1, keepdims=True))})
+    assert np.all(np.abs(res.value - (p * R).sum(1)) < 5 * res.value_stderr)
 
 
 @pytest.mark.parametrize("baseline", BASELINES)
