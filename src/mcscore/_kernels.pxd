@@ -43,7 +43,9 @@ cpdef enum:
     MC_INVERSE_GAMMA = 16
     MC_GUMBEL = 17
     MC_WEIBULL = 18
-    MC_N_FAMILIES = 19
+    MC_MULTIVARIATE_NORMAL = 19
+    MC_LOWRANK_MULTIVARIATE_NORMAL = 20
+    MC_N_FAMILIES = 21
 
 # Kinds of score term.  The score of parameter element q is the sum of its
 # terms, each reading one draw coordinate x (the term's column) with

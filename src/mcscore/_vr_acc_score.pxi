@@ -109,7 +109,7 @@ def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, dou
               int64_t block_size, int64_t n_streams, int n_threads, Py_ssize_t ds,
               double[:, ::1] xt, double[:, ::1] xt2, double[:, ::1] F, double[:, ::1] F2,
               bint antithetic, bint add_score, Py_ssize_t group,
-              double[:, ::1] stats, double[:, ::1] shifts):
+              double[:, ::1] stats, double[:, ::1] shifts, kd=None):
     """Score-function features: per coordinate q, z_l = F_l * s_q (l < J) and,
     with add_score, z_J = s_q (the baseline's control variate).
 
@@ -117,10 +117,21 @@ def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, dou
     features are the pair's averages.  group > 1: leave-one-out groups of
     `group` consecutive draws, z_0 = 1/(k-1) sum_i (F_0i - mean F_0) s_qi
     (only J = 1, no antithetic).
+
+    kd: the family's KernelDist, for a table with SK_FAMILY terms (a
+    family's own score kernel reads the family code and parameter blocks).
     """
     cdef _vr_t c = _context()
     cdef Py_ssize_t P = ts.shape[0] - 1, B = block_size
     c.tab.family = -1
+    cdef const mc_dist *src
+    if kd is not None:
+        src = mc_kernel_dist_ptr(kd)
+        c.tab.family = src.family
+        c.tab.n_units = src.n_units
+        c.tab.draw_size = src.draw_size
+        c.tab.prm = src.prm
+        c.tab.prm_len = src.prm_len
     keep = mc_set_terms(&c.tab, ts, tk, tc, ta, tb, tcc, "acc_score's score table")
     c.P = P
     c.J = F.shape[0]

@@ -291,4 +291,5 @@ class RlooJob(E.Job):
     def accumulate(self, rd, xt, F, threads, stats, shifts):
         R = len(rd.blocks)
         _vr.acc_score(*self.table, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
-                      self.width, xt[:R], xt[:R], F, F, False, False, self.k, stats, shifts)
+                      self.width, xt[:R], xt[:R], F, F, False, False, self.k, stats, shifts,
+                      kd=self.dist._kernel_dist())

@@ -42,6 +42,7 @@ from ._continuous import (
     Beta, Chi2, Exponential, Gamma, Gumbel, HalfNormal, InverseGamma, Laplace, LogNormal,
     Normal, Weibull,
 )
+from ._multivariate import LowRankMultivariateNormal, MultivariateNormal
 from ._discrete import (
     GEOMETRIC_PROBS_MIN, POISSON_RATE_MAX, Bernoulli, Binomial, Geometric,
     NegativeBinomial, Poisson,
@@ -68,13 +69,16 @@ __all__ = [
     "InverseGamma",
     "Gumbel",
     "Weibull",
+    "MultivariateNormal",
+    "LowRankMultivariateNormal",
     "FAMILIES",
 ]
 
 FAMILIES = (
     Normal, LogNormal, Exponential, Gamma, Beta, Poisson, Bernoulli, Binomial,
     Geometric, NegativeBinomial, Categorical, Multinomial, Dirichlet, Laplace,
-    HalfNormal, Chi2, InverseGamma, Gumbel, Weibull,
+    HalfNormal, Chi2, InverseGamma, Gumbel, Weibull, MultivariateNormal,
+    LowRankMultivariateNormal,
 )
 register_families(FAMILIES)
 

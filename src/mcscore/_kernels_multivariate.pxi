@@ -1,0 +1,196 @@
+# Included by _kernels.pyx: the Gaussian vector families
+# (MultivariateNormal, LowRankMultivariateNormal): their fills and their own
+# score kernels (SK_FAMILY terms), entered in the family table.
+#
+# A unit (one element of the flattened batch of loc) is one d-vector draw in
+# columns j*d .. j*d+d-1 of a chunk.  Its parameter block (written by the
+# family's _draw_params in distributions/_multivariate.py) is
+#
+#   MultivariateNormal:  [d, loc (d), L (d*d), P (d*d), Linv (d*d), Sigma (d*d)]
+#   LowRank:             [d, r, loc (d), W (d*r), sqrt(D) (d), P (d*d), M = P W (d*r)]
+#
+# row-major matrices; L the lower Cholesky factor of the covariance Sigma,
+# P = Sigma^-1 and Linv = L^-1, computed once per distribution in Python
+# (never per draw).  With r = x - loc, z = Linv r (the standard normal noise
+# of the draw) and w = P r = Linv^T z, the score terms are
+#
+#   a = MV_LOC   (i):     w_i                                 (loc)
+#   a = MV_TRIL  (i, j):  w_i z_j - [i == j] / L_ii           (scale_tril)
+#   a = MV_COV   (i, j):  (w_i w_j - P_ij) / 2                (covariance_matrix)
+#   a = MV_PREC  (i, j):  (Sigma_ij - r_i r_j) / 2            (precision_matrix)
+#   a = MV_FACTOR(i, k):  w_i (M^T r)_k - M_ik                (cov_factor)
+#   a = MV_DIAG  (i):     (w_i^2 - P_ii) / 2                  (cov_diag)
+#
+# with (b, c) = (i, j) and the term's column the unit's coordinate i.  Each
+# term is O(d) per draw, computed in sub-chunks of MV_SUB draws with unit
+# stride over the draws.
+
+from numpy.random.c_distributions cimport random_standard_normal
+
+cdef enum:
+    MV_LOC = 0
+    MV_TRIL = 1
+    MV_COV = 2
+    MV_PREC = 3
+    MV_FACTOR = 4
+    MV_DIAG = 5
+    MV_SUB = 64
+
+
+cdef void _fill_mvn(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                    double *xt, Py_ssize_t ld, double *lt,
+                    mc_workspace *ws) noexcept nogil:
+    # x = loc + L z: z drawn draw by draw (d normals each, so the stream is
+    # consumed the same way however a block is cut into chunks), then the
+    # triangular product in place, column by column from the last (x_c
+    # needs z_k for k <= c only), unit stride over the draws.
+    cdef const double *p = mc_unit_params(dist, j)
+    cdef Py_ssize_t d = <Py_ssize_t> p[0], i, c, k
+    cdef const double *loc = p + 1
+    cdef const double *L = p + 1 + d
+    cdef double *x = xt + j * d * ld
+    cdef double *xc
+    cdef const double *xk
+    cdef double lck, lcc, mu
+    for i in range(m):
+        for c in range(d):
+            x[c * ld + i] = random_standard_normal(bg)
+    for c in range(d - 1, -1, -1):
+        xc = x + c * ld
+        lcc = L[c * d + c]
+        mu = loc[c]
+        for i in range(m):
+            xc[i] = mu + lcc * xc[i]
+        for k in range(c):
+            lck = L[c * d + k]
+            if lck == 0.0:
+                continue
+            xk = x + k * ld
+            for i in range(m):
+                xc[i] += lck * xk[i]
+
+
+cdef void _fill_lowrank_mvn(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                            double *xt, Py_ssize_t ld, double *lt,
+                            mc_workspace *ws) noexcept nogil:
+    # x = loc + sqrt(D) e + W u: per draw d normals e, then r normals u
+    # (O(d r) per draw, no d x d matrix)
+    cdef const double *p = mc_unit_params(dist, j)
+    cdef Py_ssize_t d = <Py_ssize_t> p[0], r = <Py_ssize_t> p[1], i, a, k
+    cdef const double *loc = p + 2
+    cdef const double *W = loc + d
+    cdef const double *sd = W + d * r
+    cdef double *x = xt + j * d * ld
+    cdef double u
+    for i in range(m):
+        for a in range(d):
+            x[a * ld + i] = loc[a] + sd[a] * random_standard_normal(bg)
+        for k in range(r):
+            u = random_standard_normal(bg)
+            for a in range(d):
+                x[a * ld + i] += W[a * r + k] * u
+
+
+cdef inline void _mv_form(const double *row, Py_ssize_t stride, Py_ssize_t d, const double *loc,
+                          const double *x, Py_ssize_t ld, Py_ssize_t i0, Py_ssize_t mm,
+                          double *out) noexcept nogil:
+    """out[i] = sum_{k < d} row[k * stride] (x_k[i0 + i] - loc_k) for i < mm
+    (a row or column of a matrix times r = x - loc, on a sub-chunk)."""
+    cdef Py_ssize_t i, k
+    cdef double a, mu
+    cdef const double *xk
+    for i in range(mm):
+        out[i] = 0.0
+    for k in range(d):
+        a = row[k * stride]
+        if a == 0.0:
+            continue
+        mu = loc[k]
+        xk = x + k * ld + i0
+        for i in range(mm):
+            out[i] += a * (xk[i] - mu)
+
+
+cdef void _score_mvn(const mc_dist *dist, Py_ssize_t t, const double *xt, Py_ssize_t ld,
+                     Py_ssize_t m, double *out) noexcept nogil:
+    cdef const double *p0 = mc_unit_params(dist, 0)
+    cdef Py_ssize_t d = <Py_ssize_t> p0[0]
+    cdef Py_ssize_t unit = dist.t_col[t] // d
+    cdef const double *p = mc_unit_params(dist, unit)
+    cdef int typ = <int> dist.t_a[t]
+    cdef Py_ssize_t ii = <Py_ssize_t> dist.t_b[t], jj = <Py_ssize_t> dist.t_c[t]
+    cdef const double *loc = p + 1
+    cdef const double *L = loc + d
+    cdef const double *P = L + d * d
+    cdef const double *Li = P + d * d
+    cdef const double *Sg = Li + d * d
+    cdef const double *x = xt + unit * d * ld
+    cdef double u[MV_SUB]
+    cdef double v[MV_SUB]
+    cdef double cst
+    cdef Py_ssize_t i0, mm, i
+    cdef Py_ssize_t nsub = (m + MV_SUB - 1) // MV_SUB, sb
+    for sb in range(nsub):
+        i0 = sb * MV_SUB
+        mm = m - i0 if m - i0 < MV_SUB else MV_SUB
+        if typ == MV_LOC:
+            _mv_form(P + ii * d, 1, d, loc, x, ld, i0, mm, u)
+            for i in range(mm):
+                out[i0 + i] += u[i]
+        elif typ == MV_TRIL:
+            _mv_form(P + ii * d, 1, d, loc, x, ld, i0, mm, u)
+            _mv_form(Li + jj * d, 1, jj + 1, loc, x, ld, i0, mm, v)
+            cst = 1.0 / L[ii * d + ii] if ii == jj else 0.0
+            for i in range(mm):
+                out[i0 + i] += u[i] * v[i] - cst
+        elif typ == MV_COV:
+            _mv_form(P + ii * d, 1, d, loc, x, ld, i0, mm, u)
+            _mv_form(P + jj * d, 1, d, loc, x, ld, i0, mm, v)
+            cst = P[ii * d + jj]
+            for i in range(mm):
+                out[i0 + i] += 0.5 * (u[i] * v[i] - cst)
+        elif typ == MV_PREC:
+            cst = Sg[ii * d + jj]
+            for i in range(mm):
+                out[i0 + i] += 0.5 * (cst - (x[ii * ld + i0 + i] - loc[ii])
+                                      * (x[jj * ld + i0 + i] - loc[jj]))
+
+
+cdef void _score_lowrank_mvn(const mc_dist *dist, Py_ssize_t t, const double *xt,
+                             Py_ssize_t ld, Py_ssize_t m, double *out) noexcept nogil:
+    cdef const double *p0 = mc_unit_params(dist, 0)
+    cdef Py_ssize_t d = <Py_ssize_t> p0[0], r = <Py_ssize_t> p0[1]
+    cdef Py_ssize_t unit = dist.t_col[t] // d
+    cdef const double *p = mc_unit_params(dist, unit)
+    cdef int typ = <int> dist.t_a[t]
+    cdef Py_ssize_t ii = <Py_ssize_t> dist.t_b[t], kk = <Py_ssize_t> dist.t_c[t]
+    cdef const double *loc = p + 2
+    cdef const double *P = loc + d + d * r + d
+    cdef const double *M = P + d * d
+    cdef const double *x = xt + unit * d * ld
+    cdef double u[MV_SUB]
+    cdef double v[MV_SUB]
+    cdef double cst
+    cdef Py_ssize_t i0, mm, i
+    cdef Py_ssize_t nsub = (m + MV_SUB - 1) // MV_SUB, sb
+    for sb in range(nsub):
+        i0 = sb * MV_SUB
+        mm = m - i0 if m - i0 < MV_SUB else MV_SUB
+        _mv_form(P + ii * d, 1, d, loc, x, ld, i0, mm, u)
+        if typ == MV_LOC:
+            for i in range(mm):
+                out[i0 + i] += u[i]
+        elif typ == MV_DIAG:
+            cst = P[ii * d + ii]
+            for i in range(mm):
+                out[i0 + i] += 0.5 * (u[i] * u[i] - cst)
+        elif typ == MV_FACTOR:
+            _mv_form(M + kk, r, d, loc, x, ld, i0, mm, v)  # (M^T r)_k
+            cst = M[ii * r + kk]
+            for i in range(mm):
+                out[i0 + i] += u[i] * v[i] - cst
+
+
+_register(MC_MULTIVARIATE_NORMAL, b"MultivariateNormal", _fill_mvn, False, _score_mvn)
+_register(MC_LOWRANK_MULTIVARIATE_NORMAL, b"LowRankMultivariateNormal", _fill_lowrank_mvn,
+          False, _score_lowrank_mvn)
