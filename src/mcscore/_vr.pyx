@@ -80,6 +80,8 @@ cpdef enum:
     TK_AUX0 = 6            # aux0[c]                    (Beta concentration1)
     TK_AUX1 = 7            # aux1[c]                    (Beta concentration0)
     TK_DIRICHLET = 8       # aux0[c] (g_c - sum_k g_k x_k over the unit); a = unit, b = K
+    TK_MVN_NOISE = 9       # eps_j = (L^-1 (x - loc))_j of the unit; a = j, b = the unit's
+                           # first column; prm = [d, L^-1 (d*d), loc of every unit] (MVN scale_tril)
 
 cdef enum:
     MAXL = 16

@@ -172,7 +172,7 @@ cdef int _cb_pathwise(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssi
                       int tid) noexcept nogil:
     cdef _vr_t *c = <_vr_t *> ctx
     cdef Py_ssize_t P = c.P, ds = c.ds, gl = c.G_ld
-    cdef Py_ssize_t i, q, t, col, j, k, K, base = r * rd.block_size
+    cdef Py_ssize_t i, q, t, col, j, k, K, k0, base = r * rd.block_size
     cdef bint has_aux = c.has_aux
     cdef double *Z = c.buf + tid * c.buf_len
     cdef const double *G = c.G            # G[j, col] is G[j * gl + col]
@@ -198,6 +198,16 @@ cdef int _cb_pathwise(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssi
                     for k in range(K):
                         a0 = a0 + G[(base + i) * gl + j + k] * x[(j + k) * m + i]
                     acc = acc + x[ds * m + col * m + i] * (G[(base + i) * gl + col] - a0)
+                elif tk[t] == TK_MVN_NOISE:
+                    # dx_i / dL_ij = eps_j, recovered from x by row j of L^-1
+                    j = <Py_ssize_t> ta[t]
+                    k0 = <Py_ssize_t> tb[t]
+                    K = <Py_ssize_t> c.prm[0]
+                    a0 = 0.0
+                    for k in range(j + 1):
+                        a0 = a0 + c.prm[1 + j * K + k] * (x[(k0 + k) * m + i]
+                                                          - c.prm[1 + K * K + k0 + k])
+                    acc = acc + G[(base + i) * gl + col] * a0
                 else:
                     a0 = x[ds * m + col * m + i] if has_aux else 0.0
                     a1 = x[2 * ds * m + col * m + i] if has_aux else 0.0
@@ -212,18 +222,22 @@ def acc_pathwise(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta,
                  double[::1] tb, int64_t[::1] blocks, int64_t[::1] slots, int64_t n,
                  int64_t block_size, int64_t n_streams, int n_threads, Py_ssize_t ds,
                  bint has_aux, double[:, ::1] xb, double[:, ::1] G, double[::1] fv,
-                 double[:, ::1] stats, double[:, ::1] shifts):
+                 double[:, ::1] stats, double[:, ::1] shifts, double[::1] prm=None):
     """Pathwise features z_q = sum over the terms t of q of
     grad_f[col_t] * dx_col / dtheta_q (tangent kind tk[t]).
 
     xb rows hold x (ds * m) and, with has_aux, aux0 and aux1 (ds * m each);
     G[r * B + i, c] is grad_f at draw i of block r, fv[r * B + i] is f.
+    prm: the parameters of the tangent kinds that read them (TK_MVN_NOISE).
     """
     cdef _vr_t c = _context()
     _table(&c, ts, tk, tc, ta, tb, None)
     c.ds = ds
     c.has_aux = has_aux
     c.fv = _vec(fv)
+    c.prm = _vec(prm)
+    if (np.asarray(tk) == TK_MVN_NOISE).any() and c.prm == NULL:
+        raise ValueError("acc_pathwise: TK_MVN_NOISE tangents need prm")
     _arrays(&c, xb, None, G, stats, shifts)
     _round(&c, _cb_pathwise, None, blocks, slots, n, block_size, n_streams, n_threads,
            c.P * block_size + 1)

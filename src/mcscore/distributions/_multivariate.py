@@ -198,6 +198,7 @@ class MultivariateNormal(_Gaussian):
     arg_constraints = {"loc": "real_vector", "covariance_matrix": "positive_definite",
                        "precision_matrix": "positive_definite",
                        "scale_tril": "lower_cholesky"}
+    has_rsample = True  # through scale_tril (pathwise_spec)
     def __init__(self, loc, covariance_matrix=None, precision_matrix=None, scale_tril=None):
         self._kernel = None
         owner = type(self).__name__
@@ -286,6 +287,30 @@ class MultivariateNormal(_Gaussian):
                              "factor (unconstrained: the lower triangle with a log diagonal); "
                              f"build q with scale_tril= instead of {self._given}=")
         return {"loc": "identity", "scale_tril": "tril_log_diag"}
+
+    def _require_tril(self, what):
+        if self._given != "scale_tril":
+            raise ValueError(f"{what} differentiates a MultivariateNormal through its Cholesky "
+                             f"factor; build it with scale_tril= instead of {self._given}= "
+                             "(or use score_grad, which supports every parameterisation)")
+
+    def pathwise_spec(self):
+        """x = loc + L eps: dx_c/dloc_c = 1 (TK_ONE) and dx_i/dL_ij = eps_j,
+        the draw's own noise recovered from x by row j of L^-1
+        (TK_MVN_NOISE, an explicit term list: a = j, b = the unit's first
+        column; parameters in pathwise_params)."""
+        self._require_tril("pathwise_grad")
+        U, d = self._n_units(), self._d
+        ii, jj = np.tril_indices(d)
+        units = np.repeat(np.arange(U, dtype=np.int64), ii.size)
+        return [("loc", _vr.TK_ONE, 0.0, 0.0),
+                ("scale_tril", _vr.TK_MVN_NOISE, np.tile(jj, U).astype(float),
+                 (units * d).astype(float), np.tile(ii * d + jj, U), units * d + np.tile(ii, U))]
+
+    def pathwise_params(self):
+        """[d, L^-1 (row-major), loc of every unit] for TK_MVN_NOISE."""
+        return np.concatenate([[float(self._d)], self._Li.ravel(),
+                               self._draw_broadcast_loc().ravel()])
 
 
 class LowRankMultivariateNormal(_Gaussian):
