@@ -82,7 +82,7 @@ def _cholesky(owner, name, a):
     if asym > 1e-10 * scale:
         i, j = np.unravel_index(int(np.argmax(np.abs(a - a.T))), a.shape)
         raise ValueError(f"{owner}: {name} must be symmetric: entries [{i}, {j}] = "
-                         f"{a[i, j]!r} and [{j}, {i}] = {a[j, i]!r} differ")
+                         f"{float(a[i, j])!r} and [{j}, {i}] = {float(a[j, i])!r} differ")
     try:
         L = np.linalg.cholesky(0.5 * (a + a.T))
     except np.linalg.LinAlgError:
@@ -100,12 +100,12 @@ def _check_tril(owner, L):
     if (upper != 0).any():
         i, j = np.argwhere(upper != 0)[0]
         raise ValueError(f"{owner}: scale_tril must be lower triangular: entry [{i}, {j}] "
-                         f"above the diagonal is {L[i, j]!r}, not 0")
+                         f"above the diagonal is {float(L[i, j])!r}, not 0")
     diag = np.diag(L)
     if not (diag > 0).all():
         i = int(np.argmax(~(diag > 0)))
         raise ValueError(f"{owner}: scale_tril must have a positive diagonal (a Cholesky "
-                         f"factor): scale_tril[{i}, {i}] = {diag[i]!r}")
+                         f"factor): scale_tril[{i}, {i}] = {float(diag[i])!r}")
     return L
 
 
