@@ -463,3 +463,20 @@ def test_lowrank_errors_and_bad_draws():
         make("scale_tril").score(np.zeros((4, 2)))
     with pytest.raises(ValueError, match="x must have shape"):
         make("scale_tril").log_prob(np.zeros((4, 2)))
+
+
+def test_full_covariance_example_quick(capsys):
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "examples", "vi_full_covariance.py")
+    spec = importlib.util.spec_from_file_location("example_vi_full_covariance", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--quick"])
+    post, full, mf = out["posterior"], out["full"], out["mean_field"]
+    assert post["corr"] < -0.5
+    assert abs(full["corr"] - post["corr"]) < 0.05
+    assert np.all(np.abs(full["sd"] / post["sd"] - 1) < 0.1)
+    assert np.all(mf["sd"] < 0.7 * post["sd"])  # mean-field understates the spread
+    assert "mean-field q" in capsys.readouterr().out
