@@ -35,13 +35,18 @@ def problem(d, seed=0):
     return mu, L, A, b, exact
 
 
-def _fsums(F, W, Z, n):
-    """grad and se of the summands f_i w_i (loc) and f_i w_i z_i^T (tril)
-    from n x d arrays, by BLAS: sum_i f w z^T and sum_i f^2 (w o w)(z o z)^T."""
+def _fsums(F, W, Z, n, L):
+    """grad and se of the summands f_i w_i (loc) and f_i (w_i z_i^T - diag(1 / L_jj))
+    (tril) from n x d arrays, by BLAS: sums of f w z^T, f^2 w z^T and
+    f^2 (w o w)(z o z)^T."""
+    c = np.diag(1.0 / np.diag(L))
+    F2 = F * F
     gl = F @ W / n
-    sl = np.sqrt(np.maximum((F * F) @ (W * W) / n - gl * gl, 0) / (n - 1))
-    gL = (W * F[:, None]).T @ Z / n
-    sL = np.sqrt(np.maximum((W * W * (F * F)[:, None]).T @ (Z * Z) / n - gL * gL, 0) / (n - 1))
+    sl = np.sqrt(np.maximum(F2 @ (W * W) / n - gl * gl, 0) / (n - 1))
+    gL = (W * F[:, None]).T @ Z / n - F.mean() * c
+    m2 = ((W * W * F2[:, None]).T @ (Z * Z) - 2 * c * ((W * F2[:, None]).T @ Z)
+          + c * c * F2.sum()) / n
+    sL = np.sqrt(np.maximum(m2 - gL * gL, 0) / (n - 1))
     return {"loc": gl, "scale_tril": np.tril(gL)}, {"loc": sl, "scale_tril": np.tril(sL)}
 
 
@@ -55,7 +60,7 @@ def numpy_impl(mu, L, A, b, n, seed):
         F = np.einsum("ni,ij,nj->n", x, A, x) + x @ b
         Z = solve_triangular(L, (x - mu).T, lower=True).T     # z = L^-1 (x - mu)
         Wm = solve_triangular(L, Z.T, lower=True, trans="T").T  # w = L^-T z
-        return _fsums(F, Wm, Z, n)
+        return _fsums(F, Wm, Z, n, L)
     return run
 
 
@@ -74,7 +79,7 @@ def torch_impl(mu, L, A, b, n, seed, dtype):
         with torch.no_grad():  # standard errors from the analytic per-draw score
             Z = torch.linalg.solve_triangular(tril, (x - loc).T, upper=False).T
             Wm = torch.linalg.solve_triangular(tril.T, Z.T, upper=True).T
-            _, se = _fsums(F.double().numpy(), Wm.double().numpy(), Z.double().numpy(), n)
+            _, se = _fsums(F.double().numpy(), Wm.double().numpy(), Z.double().numpy(), n, L)
         return {"loc": loc.grad.double().numpy(),
                 "scale_tril": np.tril(tril.grad.double().numpy())}, se
     return run
@@ -105,7 +110,7 @@ def jax_impl(mu, L, A, b, n, seed):
 
     def run():
         (gl, gL), F, Wm, Z = jax.block_until_ready(step(key, *args))
-        _, se = _fsums(np.asarray(F), np.asarray(Wm), np.asarray(Z), n)
+        _, se = _fsums(np.asarray(F), np.asarray(Wm), np.asarray(Z), n, L)
         return {"loc": np.asarray(gl), "scale_tril": np.tril(np.asarray(gL))}, se
     return run
 
