@@ -26,6 +26,33 @@
 # stride over the draws.
 
 from numpy.random.c_distributions cimport random_standard_normal
+from libc.string cimport memcpy
+from scipy.linalg.cython_blas cimport dgemm, dtrsm
+
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    /* A per-thread scratch buffer of at least n doubles for the BLAS
+       accumulation of a chunk (grown as needed, kept for the thread's
+       life: one allocation per thread, not one per chunk); NULL when out
+       of memory (the caller then falls back to the per-coordinate path). */
+    static double *mc_mv_scratch(size_t n) {
+    #if defined(_MSC_VER)
+        static __declspec(thread) double *buf = NULL;
+        static __declspec(thread) size_t cap = 0;
+    #else
+        static __thread double *buf = NULL;
+        static __thread size_t cap = 0;
+    #endif
+        if (n > cap) {
+            free(buf);
+            buf = (double *)malloc(n * sizeof(double));
+            cap = buf ? n : 0;
+        }
+        return buf;
+    }
+    """
+    double *mc_mv_scratch(size_t n) noexcept nogil
 
 cdef enum:
     MV_LOC = 0
@@ -191,6 +218,122 @@ cdef void _score_lowrank_mvn(const mc_dist *dist, Py_ssize_t t, const double *xt
                 out[i0 + i] += u[i] * v[i] - cst
 
 
+cdef bint _accum_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssize_t ld,
+                     const double *fx, double shift, double *stats) noexcept nogil:
+    """The five sums of every coordinate of a chunk at once, by BLAS (one
+    unit; False otherwise, or when out of memory: the per-coordinate path
+    then runs).  Every matrix coordinate's score is bilinear,
+    s_ij = u_i v_j - c_ij, with (u, v, c) = (w, z, [i == j] / L_ii) for
+    scale_tril, (w, w / 2, P_ij / 2) for a covariance and (r, -r / 2,
+    -Sigma_ij / 2) for a precision matrix (r = x - loc, z = L^-1 r by one
+    triangular solve, w = L^-T z by another).  With the m x d matrices U, V
+    of a chunk and g = f - shift, T = [U, g U, g^2 U]^T V and
+    Q = [U o U, g U o U, g^2 U o U]^T (V o V) (two dgemm calls) give
+    sum s = T0 - m c, sum s^2 = Q0 - 2 c T0 + m c^2, sum g s = T1 - c sum g,
+    sum g s^2 = Q1 - 2 c T1 + c^2 sum g, sum g^2 s^2 = Q2 - 2 c T2 + c^2 sum g^2:
+    O(d^2) per draw instead of O(d) per draw and coordinate."""
+    cdef const double *p = mc_unit_params(dist, 0)
+    cdef Py_ssize_t d = <Py_ssize_t> p[0], i, j, n, k
+    if dist.n_units != 1 or dist.n_coords != d + d * d or m < 1:
+        return False
+    cdef int typ = <int> dist.t_a[dist.t_start[d]]
+    cdef const double *loc = p + 1
+    cdef const double *L = loc + d
+    cdef const double *P = L + d * d
+    cdef const double *Sg = P + 2 * d * d
+    cdef Py_ssize_t md = m * d
+    cdef double *R = mc_mv_scratch(<size_t> (9 * md + 6 * d * d + m))
+    if R == NULL:
+        return False
+    cdef double *Z = R + md         # z = L^-1 r (rows), then V
+    cdef double *Wm = Z + md        # w = L^-T z
+    cdef double *A = Wm + md        # [U, g U, g^2 U], m x 3d
+    cdef double *V2 = A + 3 * md    # V o V (A is reused for the squares)
+    cdef double *T = V2 + md        # 3d x d
+    cdef double *Q = T + 3 * d * d  # 3d x d
+    cdef double *g = Q + 3 * d * d  # m
+    cdef const double *U
+    cdef const double *Vv
+    cdef double *V
+    cdef double G1 = 0.0, G2 = 0.0, c, t0, t1, t2, s, one = 1.0, zero = 0.0, vs
+    cdef int im = <int> m, idd = <int> d, i3 = <int> (3 * d)
+    cdef char side = b'R', up = b'U', nt = b'N', tr = b'T', nd = b'N'
+    for n in range(m):
+        g[n] = fx[n] - shift
+        G1 += g[n]
+        G2 += g[n] * g[n]
+    for k in range(d):
+        for n in range(m):
+            R[k * m + n] = xt[k * ld + n] - loc[k]
+    # the unit block holds L row-major, i.e. L^T column-major (upper)
+    memcpy(Z, R, md * sizeof(double))
+    dtrsm(&side, &up, &nt, &nd, &im, &idd, &one, <double *> L, &idd, Z, &im)   # Z L^T = R
+    memcpy(Wm, Z, md * sizeof(double))
+    dtrsm(&side, &up, &tr, &nd, &im, &idd, &one, <double *> L, &idd, Wm, &im)  # W L = Z
+    # loc: s = w_i
+    for i in range(d):
+        t0 = 0.0
+        t1 = 0.0
+        t2 = 0.0
+        s = 0.0
+        c = 0.0
+        for n in range(m):
+            vs = Wm[i * m + n]
+            t0 += vs
+            t1 += vs * vs
+            t2 += g[n] * vs
+            s += g[n] * vs * vs
+            c += g[n] * g[n] * vs * vs
+        stats[5 * i] += t0
+        stats[5 * i + 1] += t1
+        stats[5 * i + 2] += t2
+        stats[5 * i + 3] += s
+        stats[5 * i + 4] += c
+    if typ == MV_TRIL:
+        U, V, vs = Wm, Z, 1.0
+    elif typ == MV_COV:
+        U, V, vs = Wm, Wm, 0.5
+    else:
+        U, V, vs = R, R, -0.5
+    if vs != 1.0:  # V scaled into Z's buffer (free now)
+        for n in range(md):
+            Z[n] = vs * V[n]
+        V = Z
+    for k in range(d):
+        for n in range(m):
+            A[k * m + n] = U[k * m + n]
+            A[(d + k) * m + n] = g[n] * U[k * m + n]
+            A[(2 * d + k) * m + n] = g[n] * g[n] * U[k * m + n]
+    dgemm(&tr, &nt, &i3, &idd, &im, &one, A, &im, V, &im, &zero, T, &i3)
+    for n in range(md):
+        A[n] = A[n] * U[n]
+        A[md + n] = A[md + n] * U[n]
+        A[2 * md + n] = A[2 * md + n] * U[n]
+        V2[n] = V[n] * V[n]
+    dgemm(&tr, &nt, &i3, &idd, &im, &one, A, &im, V2, &im, &zero, Q, &i3)
+    for i in range(d):
+        for j in range(d):
+            if typ == MV_TRIL:
+                if j > i:
+                    continue
+                c = 1.0 / L[i * d + i] if i == j else 0.0
+            elif typ == MV_COV:
+                c = 0.5 * P[i * d + j]
+            else:
+                c = -0.5 * Sg[i * d + j]
+            t0 = T[i + j * 3 * d]
+            t1 = T[d + i + j * 3 * d]
+            t2 = T[2 * d + i + j * 3 * d]
+            k = 5 * (d + i * d + j)
+            stats[k] += t0 - m * c
+            stats[k + 1] += Q[i + j * 3 * d] - 2.0 * c * t0 + m * c * c
+            stats[k + 2] += t1 - c * G1
+            stats[k + 3] += Q[d + i + j * 3 * d] - 2.0 * c * t1 + c * c * G1
+            stats[k + 4] += Q[2 * d + i + j * 3 * d] - 2.0 * c * t2 + c * c * G2
+    return True
+
+
 _register(MC_MULTIVARIATE_NORMAL, b"MultivariateNormal", _fill_mvn, False, _score_mvn)
+_FAMILY_TABLE[MC_MULTIVARIATE_NORMAL].accum = _accum_mvn
 _register(MC_LOWRANK_MULTIVARIATE_NORMAL, b"LowRankMultivariateNormal", _fill_lowrank_mvn,
           False, _score_lowrank_mvn)

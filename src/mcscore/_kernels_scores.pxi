@@ -230,6 +230,7 @@ cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py
     cdef double abc[3]
     cdef double *acc
     cdef const double *xc
+    cdef const mc_family *fam
     stats[0] += m
     mc_c_gsum(fx, m, shift, stats + 1)
     if dist.per_category:
@@ -243,6 +244,9 @@ cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py
                 acc[3 * q + 1] += g
                 acc[3 * q + 2] += g * g
         return
+    fam = mc_family_of(dist.family)
+    if fam != NULL and fam.accum != NULL and fam.accum(dist, m, xt, ld, fx, shift, stats + 3):
+        return  # a vector family's statistics of every coordinate at once
     for q in range(dist.n_coords):
         xc = mc_score_col(dist, q, xt, ld, lt, m, tmp, &kind, abc)
         mc_c_acc5(kind, xc, fx, m, shift, abc[0], abc[1], abc[2], stats + 3 + 5 * q)
