@@ -482,7 +482,7 @@ def test_full_covariance_example_quick(capsys):
     assert "mean-field q" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", sorted(MATRIX))
+@pytest.mark.parametrize("name", ALL)
 def test_blas_accumulation_equals_the_per_coordinate_scores(name):
     """score_grad accumulates a MultivariateNormal's statistics by BLAS
     (bilinear sums per chunk); score_grad_from_samples evaluates each

@@ -7,7 +7,8 @@
 # family's _draw_params in distributions/_multivariate.py) is
 #
 #   MultivariateNormal:  [d, loc (d), L (d*d), P (d*d), Linv (d*d), Sigma (d*d)]
-#   LowRank:             [d, r, loc (d), W (d*r), sqrt(D) (d), P (d*d), M = P W (d*r)]
+#   LowRank:             [d, r, loc (d), W (d*r), sqrt(D) (d), P (d*d), M = P W (d*r),
+#                         T = Lc^-1 W^T D^-1 (r*d)]
 #
 # row-major matrices; L the lower Cholesky factor of the covariance Sigma,
 # P = Sigma^-1 and Linv = L^-1, computed once per distribution in Python
@@ -218,6 +219,94 @@ cdef void _score_lowrank_mvn(const mc_dist *dist, Py_ssize_t t, const double *xt
                 out[i0 + i] += u[i] * v[i] - cst
 
 
+cdef void _column_stats(const double *s, const double *g, Py_ssize_t m,
+                        double *st) noexcept nogil:
+    """Add the five sums of one coordinate's scores s (m draws) to st."""
+    cdef Py_ssize_t n
+    cdef double v, a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0, a4 = 0.0
+    for n in range(m):
+        v = s[n]
+        a0 += v
+        a1 += v * v
+        a2 += g[n] * v
+        a3 += g[n] * v * v
+        a4 += g[n] * g[n] * v * v
+    st[0] += a0
+    st[1] += a1
+    st[2] += a2
+    st[3] += a3
+    st[4] += a4
+
+
+cdef void _bilinear_stats(const double *U, const double *V, Py_ssize_t m, Py_ssize_t p,
+                          Py_ssize_t q, const double *g, double G1, double G2,
+                          const double *C, bint lower, double *A, double *V2, double *T,
+                          double *Q, double *st) noexcept nogil:
+    """Add the five sums of the scores s_ij = u_i v_j - C_ij (i < p, j < q;
+    with `lower`, j <= i only) of m draws to st (coordinate (i, j) at
+    st + 5 (i q + j)).  U (m x p), V (m x q) column-major; C row-major;
+    scratch A (3 m p), V2 (m q), T and Q (3 p q).  Two dgemm calls:
+    T = [U, g U, g^2 U]^T V and Q = [U o U, g U o U, g^2 U o U]^T (V o V), then
+    sum s = T0 - m c, sum s^2 = Q0 - 2 c T0 + m c^2, sum g s = T1 - c sum g,
+    sum g s^2 = Q1 - 2 c T1 + c^2 sum g, sum g^2 s^2 = Q2 - 2 c T2 + c^2 sum g^2."""
+    cdef Py_ssize_t i, j, k, n, mp = m * p
+    cdef int im = <int> m, iq = <int> q, i3 = <int> (3 * p)
+    cdef char nt = b'N', tr = b'T'
+    cdef double one = 1.0, zero = 0.0, c, t0, t1, t2
+    cdef double *st_ij
+    for k in range(p):
+        for n in range(m):
+            A[k * m + n] = U[k * m + n]
+            A[(p + k) * m + n] = g[n] * U[k * m + n]
+            A[(2 * p + k) * m + n] = g[n] * g[n] * U[k * m + n]
+    dgemm(&tr, &nt, &i3, &iq, &im, &one, A, &im, <double *> V, &im, &zero, T, &i3)
+    for n in range(mp):
+        A[n] = A[n] * U[n]
+        A[mp + n] = A[mp + n] * U[n]
+        A[2 * mp + n] = A[2 * mp + n] * U[n]
+    for n in range(m * q):
+        V2[n] = V[n] * V[n]
+    dgemm(&tr, &nt, &i3, &iq, &im, &one, A, &im, V2, &im, &zero, Q, &i3)
+    for i in range(p):
+        for j in range(q):
+            if lower and j > i:
+                continue
+            c = C[i * q + j]
+            t0 = T[i + j * 3 * p]
+            t1 = T[p + i + j * 3 * p]
+            t2 = T[2 * p + i + j * 3 * p]
+            st_ij = st + 5 * (i * q + j)
+            st_ij[0] += t0 - m * c
+            st_ij[1] += Q[i + j * 3 * p] - 2.0 * c * t0 + m * c * c
+            st_ij[2] += t1 - c * G1
+            st_ij[3] += Q[p + i + j * 3 * p] - 2.0 * c * t1 + c * c * G1
+            st_ij[4] += Q[2 * p + i + j * 3 * p] - 2.0 * c * t2 + c * c * G2
+
+
+cdef double *_residuals(const mc_dist *dist, const double *loc, Py_ssize_t d, Py_ssize_t m,
+                        const double *xt, Py_ssize_t ld, const double *fx, double shift,
+                        size_t extra, double *G) noexcept nogil:
+    """The scratch of a chunk's accumulation: [R (m x d) = x - loc, g (m) =
+    f - shift, then `extra` doubles]; G = (sum g, sum g^2).  NULL when out of
+    memory."""
+    cdef double *R = mc_mv_scratch(<size_t> (m * d + m) + extra)
+    cdef double *g
+    cdef Py_ssize_t k, n
+    if R == NULL:
+        return NULL
+    g = R + m * d
+    G[0] = 0.0
+    G[1] = 0.0
+    for n in range(m):
+        g[n] = fx[n] - shift
+        G[0] += g[n]
+        G[1] += g[n] * g[n]
+    for k in range(d):
+        for n in range(m):
+            R[k * m + n] = xt[k * ld + n] - loc[k]
+    return R
+
+
 cdef bint _accum_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssize_t ld,
                      const double *fx, double shift, double *stats) noexcept nogil:
     """The five sums of every coordinate of a chunk at once, by BLAS (one
@@ -226,14 +315,10 @@ cdef bint _accum_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssi
     s_ij = u_i v_j - c_ij, with (u, v, c) = (w, z, [i == j] / L_ii) for
     scale_tril, (w, w / 2, P_ij / 2) for a covariance and (r, -r / 2,
     -Sigma_ij / 2) for a precision matrix (r = x - loc, z = L^-1 r by one
-    triangular solve, w = L^-T z by another).  With the m x d matrices U, V
-    of a chunk and g = f - shift, T = [U, g U, g^2 U]^T V and
-    Q = [U o U, g U o U, g^2 U o U]^T (V o V) (two dgemm calls) give
-    sum s = T0 - m c, sum s^2 = Q0 - 2 c T0 + m c^2, sum g s = T1 - c sum g,
-    sum g s^2 = Q1 - 2 c T1 + c^2 sum g, sum g^2 s^2 = Q2 - 2 c T2 + c^2 sum g^2:
-    O(d^2) per draw instead of O(d) per draw and coordinate."""
+    triangular solve, w = L^-T z by another): _bilinear_stats, O(d^2) per
+    draw instead of O(d) per draw and coordinate."""
     cdef const double *p = mc_unit_params(dist, 0)
-    cdef Py_ssize_t d = <Py_ssize_t> p[0], i, j, n, k
+    cdef Py_ssize_t d = <Py_ssize_t> p[0], i, j, n
     if dist.n_units != 1 or dist.n_coords != d + d * d or m < 1:
         return False
     cdef int typ = <int> dist.t_a[dist.t_start[d]]
@@ -242,53 +327,39 @@ cdef bint _accum_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssi
     cdef const double *P = L + d * d
     cdef const double *Sg = P + 2 * d * d
     cdef Py_ssize_t md = m * d
-    cdef double *R = mc_mv_scratch(<size_t> (9 * md + 6 * d * d + m))
+    cdef double G[2]
+    cdef double *R = _residuals(dist, loc, d, m, xt, ld, fx, shift,
+                                <size_t> (7 * md + 7 * d * d), G)
     if R == NULL:
         return False
-    cdef double *Z = R + md         # z = L^-1 r (rows), then V
+    cdef double *g = R + md
+    cdef double *Z = g + m          # z = L^-1 r (rows), then V
     cdef double *Wm = Z + md        # w = L^-T z
-    cdef double *A = Wm + md        # [U, g U, g^2 U], m x 3d
-    cdef double *V2 = A + 3 * md    # V o V (A is reused for the squares)
-    cdef double *T = V2 + md        # 3d x d
-    cdef double *Q = T + 3 * d * d  # 3d x d
-    cdef double *g = Q + 3 * d * d  # m
+    cdef double *A = Wm + md        # 3 m d
+    cdef double *V2 = A + 3 * md    # m d
+    cdef double *T = V2 + md        # 3 d d
+    cdef double *Q = T + 3 * d * d  # 3 d d
+    cdef double *C = Q + 3 * d * d  # d d
     cdef const double *U
-    cdef const double *Vv
-    cdef double *V
-    cdef double G1 = 0.0, G2 = 0.0, c, t0, t1, t2, s, one = 1.0, zero = 0.0, vs
-    cdef int im = <int> m, idd = <int> d, i3 = <int> (3 * d)
+    cdef const double *V
+    cdef double one = 1.0, vs
+    cdef int im = <int> m, idd = <int> d
     cdef char side = b'R', up = b'U', nt = b'N', tr = b'T', nd = b'N'
-    for n in range(m):
-        g[n] = fx[n] - shift
-        G1 += g[n]
-        G2 += g[n] * g[n]
-    for k in range(d):
-        for n in range(m):
-            R[k * m + n] = xt[k * ld + n] - loc[k]
     # the unit block holds L row-major, i.e. L^T column-major (upper)
     memcpy(Z, R, md * sizeof(double))
     dtrsm(&side, &up, &nt, &nd, &im, &idd, &one, <double *> L, &idd, Z, &im)   # Z L^T = R
     memcpy(Wm, Z, md * sizeof(double))
     dtrsm(&side, &up, &tr, &nd, &im, &idd, &one, <double *> L, &idd, Wm, &im)  # W L = Z
-    # loc: s = w_i
+    for i in range(d):  # loc: s = w_i
+        _column_stats(Wm + i * m, g, m, stats + 5 * i)
     for i in range(d):
-        t0 = 0.0
-        t1 = 0.0
-        t2 = 0.0
-        s = 0.0
-        c = 0.0
-        for n in range(m):
-            vs = Wm[i * m + n]
-            t0 += vs
-            t1 += vs * vs
-            t2 += g[n] * vs
-            s += g[n] * vs * vs
-            c += g[n] * g[n] * vs * vs
-        stats[5 * i] += t0
-        stats[5 * i + 1] += t1
-        stats[5 * i + 2] += t2
-        stats[5 * i + 3] += s
-        stats[5 * i + 4] += c
+        for j in range(d):
+            if typ == MV_TRIL:
+                C[i * d + j] = 1.0 / L[i * d + i] if i == j else 0.0
+            elif typ == MV_COV:
+                C[i * d + j] = 0.5 * P[i * d + j]
+            else:
+                C[i * d + j] = -0.5 * Sg[i * d + j]
     if typ == MV_TRIL:
         U, V, vs = Wm, Z, 1.0
     elif typ == MV_COV:
@@ -299,37 +370,61 @@ cdef bint _accum_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssi
         for n in range(md):
             Z[n] = vs * V[n]
         V = Z
-    for k in range(d):
+    _bilinear_stats(U, V, m, d, d, g, G[0], G[1], C, typ == MV_TRIL, A, V2, T, Q,
+                    stats + 5 * d)
+    return True
+
+
+cdef bint _accum_lowrank_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                             Py_ssize_t ld, const double *fx, double shift,
+                             double *stats) noexcept nogil:
+    """LowRank's statistics of a chunk by BLAS in O(d r) per draw (one unit):
+    w = Sigma^-1 r by Woodbury, w = r / D - T^T (T r) with T = Lc^-1 W^T D^-1
+    (Lc the Cholesky factor of the capacitance I + W^T D^-1 W); cov_factor's
+    scores are bilinear, s_ak = w_a (M^T r)_k - M_ak (M = Sigma^-1 W), and
+    cov_diag's are (w_a^2 - P_aa) / 2."""
+    cdef const double *p = mc_unit_params(dist, 0)
+    cdef Py_ssize_t d = <Py_ssize_t> p[0], r = <Py_ssize_t> p[1], a, n
+    if dist.n_units != 1 or dist.n_coords != 2 * d + d * r or m < 1:
+        return False
+    cdef const double *loc = p + 2
+    cdef const double *sd = loc + d + d * r
+    cdef const double *P = sd + d
+    cdef const double *M = P + d * d
+    cdef const double *Tm = M + d * r
+    cdef Py_ssize_t md = m * d, mr = m * r
+    cdef double G[2]
+    cdef double *R = _residuals(dist, loc, d, m, xt, ld, fx, shift,
+                                <size_t> (5 * md + 3 * mr + 6 * d * r), G)
+    if R == NULL:
+        return False
+    cdef double *g = R + md
+    cdef double *Wm = g + m        # m d
+    cdef double *A = Wm + md       # 3 m d
+    cdef double *S = A + 3 * md    # m d: cov_diag's scores, one column at a time
+    cdef double *RT = S + md       # m r
+    cdef double *V = RT + mr       # m r
+    cdef double *V2 = V + mr       # m r
+    cdef double *T = V2 + mr       # 3 d r
+    cdef double *Q = T + 3 * d * r  # 3 d r
+    cdef double one = 1.0, zero = 0.0, mone = -1.0, pa
+    cdef int im = <int> m, idd = <int> d, ir = <int> r
+    cdef char nt = b'N', tr = b'T'
+    for a in range(d):
+        pa = 1.0 / (sd[a] * sd[a])
         for n in range(m):
-            A[k * m + n] = U[k * m + n]
-            A[(d + k) * m + n] = g[n] * U[k * m + n]
-            A[(2 * d + k) * m + n] = g[n] * g[n] * U[k * m + n]
-    dgemm(&tr, &nt, &i3, &idd, &im, &one, A, &im, V, &im, &zero, T, &i3)
-    for n in range(md):
-        A[n] = A[n] * U[n]
-        A[md + n] = A[md + n] * U[n]
-        A[2 * md + n] = A[2 * md + n] * U[n]
-        V2[n] = V[n] * V[n]
-    dgemm(&tr, &nt, &i3, &idd, &im, &one, A, &im, V2, &im, &zero, Q, &i3)
-    for i in range(d):
-        for j in range(d):
-            if typ == MV_TRIL:
-                if j > i:
-                    continue
-                c = 1.0 / L[i * d + i] if i == j else 0.0
-            elif typ == MV_COV:
-                c = 0.5 * P[i * d + j]
-            else:
-                c = -0.5 * Sg[i * d + j]
-            t0 = T[i + j * 3 * d]
-            t1 = T[d + i + j * 3 * d]
-            t2 = T[2 * d + i + j * 3 * d]
-            k = 5 * (d + i * d + j)
-            stats[k] += t0 - m * c
-            stats[k + 1] += Q[i + j * 3 * d] - 2.0 * c * t0 + m * c * c
-            stats[k + 2] += t1 - c * G1
-            stats[k + 3] += Q[d + i + j * 3 * d] - 2.0 * c * t1 + c * c * G1
-            stats[k + 4] += Q[2 * d + i + j * 3 * d] - 2.0 * c * t2 + c * c * G2
+            Wm[a * m + n] = R[a * m + n] * pa
+    # Tm is T (r x d) row-major = T^T column-major (d x r, ld d); M likewise (r x d, ld r)
+    dgemm(&nt, &nt, &im, &ir, &idd, &one, R, &im, <double *> Tm, &idd, &zero, RT, &im)
+    dgemm(&nt, &tr, &im, &idd, &ir, &mone, RT, &im, <double *> Tm, &idd, &one, Wm, &im)
+    dgemm(&nt, &tr, &im, &ir, &idd, &one, R, &im, <double *> M, &ir, &zero, V, &im)
+    for a in range(d):  # loc: s = w_a; cov_diag: s = (w_a^2 - P_aa) / 2
+        _column_stats(Wm + a * m, g, m, stats + 5 * a)
+        pa = P[a * d + a]
+        for n in range(m):
+            S[n] = 0.5 * (Wm[a * m + n] * Wm[a * m + n] - pa)
+        _column_stats(S, g, m, stats + 5 * (d + d * r + a))
+    _bilinear_stats(Wm, V, m, d, r, g, G[0], G[1], M, False, A, V2, T, Q, stats + 5 * d)
     return True
 
 
@@ -337,3 +432,4 @@ _register(MC_MULTIVARIATE_NORMAL, b"MultivariateNormal", _fill_mvn, False, _scor
 _FAMILY_TABLE[MC_MULTIVARIATE_NORMAL].accum = _accum_mvn
 _register(MC_LOWRANK_MULTIVARIATE_NORMAL, b"LowRankMultivariateNormal", _fill_lowrank_mvn,
           False, _score_lowrank_mvn)
+_FAMILY_TABLE[MC_LOWRANK_MULTIVARIATE_NORMAL].accum = _accum_lowrank_mvn

@@ -393,7 +393,8 @@ class LowRankMultivariateNormal(_Gaussian):
         d, r = self._d, self._r
         loc = self._draw_broadcast_loc()
         M = self._P @ self._W
-        mats = np.concatenate([self._W.ravel(), np.sqrt(self._D), self._P.ravel(), M.ravel()])
+        mats = np.concatenate([self._W.ravel(), np.sqrt(self._D), self._P.ravel(), M.ravel(),
+                               self._T.ravel()])
         U = loc.shape[0]
         p0 = np.concatenate([np.tile([float(d), float(r)], (U, 1)), loc,
                              np.broadcast_to(mats, (U, mats.size))], axis=1)
