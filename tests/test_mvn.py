@@ -200,25 +200,31 @@ def test_lowrank_log_prob_and_scores_match_scipy(g, r):
         np.testing.assert_allclose(sc[name], fd, atol=2e-5 * (1 + np.abs(fd).max()))
 
 
-def test_scores_match_torch_autograd():
+@settings(max_examples=15, deadline=None)
+@given(gaussians(), st.sampled_from(ALL), st.integers(1, 3))
+def test_scores_match_torch_autograd(g, name, r):
     torch = pytest.importorskip("torch")
-    x = make("scale_tril").sample(5, rng=4)
-    xt = torch.tensor(x)
-    for name in ALL:
-        q = make(name)
-        if name == "lowrank":
-            params = {"loc": MU, "cov_factor": W, "cov_diag": DIAG}
-            build = torch.distributions.LowRankMultivariateNormal
-        else:
-            params = {"loc": MU, name: MATRIX[name]}
-            build = torch.distributions.MultivariateNormal
-        sc = q.score(x)
-        for i in range(len(x)):
-            tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-            build(**tp).log_prob(xt[i]).backward()
-            for k, v in tp.items():
-                np.testing.assert_allclose(sc[k][i], v.grad.numpy(), rtol=1e-8, atol=1e-10,
-                                           err_msg=f"{name}: {k}")
+    d, mu, sigma, rng = g
+    if name == "lowrank":
+        params = {"loc": mu, "cov_factor": rng.normal(size=(d, r)),
+                  "cov_diag": rng.uniform(0.3, 2.0, size=d)}
+        q = mc.LowRankMultivariateNormal(**params)
+        build = torch.distributions.LowRankMultivariateNormal
+    else:
+        mats = {"scale_tril": np.linalg.cholesky(sigma), "covariance_matrix": sigma,
+                "precision_matrix": np.linalg.inv(sigma)}
+        params = {"loc": mu, name: mats[name]}
+        q = mc.MultivariateNormal(**params)
+        build = torch.distributions.MultivariateNormal
+    x = q.sample(4, rng=rng)
+    sc = q.score(x)
+    for i in range(len(x)):
+        tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+        build(**tp).log_prob(torch.tensor(x[i])).backward()
+        for k, v in tp.items():
+            tg = v.grad.numpy()
+            np.testing.assert_allclose(sc[k][i], tg, rtol=1e-7, atol=1e-9 * (1 + np.abs(tg).max()),
+                                       err_msg=f"{name}: {k}")
 
 
 def test_sample_moments_mean_variance_and_batch():
