@@ -172,6 +172,12 @@ ctypedef bint (*mc_accum_fn)(const mc_dist *dist, Py_ssize_t m, const double *xt
                              Py_ssize_t ld, const double *fx, double shift,
                              double *stats) noexcept nogil
 
+# scores (optional): write the scores of every coordinate of a chunk,
+#       out[q * m + i] (n_coords * m doubles); False when it does not apply
+#       (then the per-coordinate evaluator runs).
+ctypedef bint (*mc_scores_fn)(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                              Py_ssize_t ld, double *out) noexcept nogil
+
 ctypedef struct mc_family:
     const char *name
     mc_fill_fn fill          # or NULL, and then:
@@ -179,6 +185,7 @@ ctypedef struct mc_family:
     mc_score_fn score        # NULL: every term is a table kind
     bint log_column          # the fill also writes log x (LogNormal)
     mc_accum_fn accum        # NULL: statistics coordinate by coordinate
+    mc_scores_fn scores      # NULL: scores coordinate by coordinate
 
 cdef const mc_family *mc_family_of(int family) noexcept nogil
 cdef const double *mc_unit_params(const mc_dist *dist, Py_ssize_t j) noexcept nogil

@@ -283,40 +283,55 @@ cdef void _bilinear_stats(const double *U, const double *V, Py_ssize_t m, Py_ssi
             st_ij[4] += Q[2 * p + i + j * 3 * p] - 2.0 * c * t2 + c * c * G2
 
 
-cdef double *_residuals(const mc_dist *dist, const double *loc, Py_ssize_t d, Py_ssize_t m,
-                        const double *xt, Py_ssize_t ld, const double *fx, double shift,
-                        size_t extra, double *G) noexcept nogil:
-    """The scratch of a chunk's accumulation: [R (m x d) = x - loc, g (m) =
-    f - shift, then `extra` doubles]; G = (sum g, sum g^2).  NULL when out of
-    memory."""
+cdef struct _mv_parts:
+    # the bilinear form of a chunk's scores (see _mvn_parts, _lowrank_parts):
+    # loc's scores are the columns of W (m x d); the matrix coordinate (i, j)
+    # (i < p, j < q; with `lower` only j <= i) scores u_i v_j - C_ij; g holds
+    # f - shift (when f was given), G its sum and sum of squares; `free`
+    # points at the scratch left for the caller
+    Py_ssize_t d, p, q
+    bint lower
+    const double *W
+    const double *U
+    const double *V
+    const double *C
+    double *g
+    double G[2]
+    double *free
+
+
+cdef double *_residuals(const double *loc, Py_ssize_t d, Py_ssize_t m, const double *xt,
+                        Py_ssize_t ld, const double *fx, double shift, size_t extra,
+                        _mv_parts *pt) noexcept nogil:
+    """The scratch of a chunk: [R (m x d) = x - loc, g (m) = f - shift (fx
+    may be NULL), then `extra` doubles]; NULL when out of memory."""
     cdef double *R = mc_mv_scratch(<size_t> (m * d + m) + extra)
-    cdef double *g
     cdef Py_ssize_t k, n
     if R == NULL:
         return NULL
-    g = R + m * d
-    G[0] = 0.0
-    G[1] = 0.0
-    for n in range(m):
-        g[n] = fx[n] - shift
-        G[0] += g[n]
-        G[1] += g[n] * g[n]
+    pt.g = R + m * d
+    pt.G[0] = 0.0
+    pt.G[1] = 0.0
+    if fx != NULL:
+        for n in range(m):
+            pt.g[n] = fx[n] - shift
+            pt.G[0] += pt.g[n]
+            pt.G[1] += pt.g[n] * pt.g[n]
     for k in range(d):
         for n in range(m):
             R[k * m + n] = xt[k * ld + n] - loc[k]
     return R
 
 
-cdef bint _accum_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssize_t ld,
-                     const double *fx, double shift, double *stats) noexcept nogil:
-    """The five sums of every coordinate of a chunk at once, by BLAS (one
-    unit; False otherwise, or when out of memory: the per-coordinate path
-    then runs).  Every matrix coordinate's score is bilinear,
-    s_ij = u_i v_j - c_ij, with (u, v, c) = (w, z, [i == j] / L_ii) for
+cdef bint _mvn_parts(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssize_t ld,
+                     const double *fx, double shift, size_t extra,
+                     _mv_parts *pt) noexcept nogil:
+    """MultivariateNormal's bilinear form of a chunk (one unit; False
+    otherwise, or when out of memory).  Every matrix coordinate's score is
+    s_ij = u_i v_j - c_ij with (u, v, c) = (w, z, [i == j] / L_ii) for
     scale_tril, (w, w / 2, P_ij / 2) for a covariance and (r, -r / 2,
-    -Sigma_ij / 2) for a precision matrix (r = x - loc, z = L^-1 r by one
-    triangular solve, w = L^-T z by another): _bilinear_stats, O(d^2) per
-    draw instead of O(d) per draw and coordinate."""
+    -Sigma_ij / 2) for a precision matrix: r = x - loc, z = L^-1 r by one
+    triangular solve (dtrsm) and w = L^-T z by another, O(d^2) per draw."""
     cdef const double *p = mc_unit_params(dist, 0)
     cdef Py_ssize_t d = <Py_ssize_t> p[0], i, j, n
     if dist.n_units != 1 or dist.n_coords != d + d * d or m < 1:
@@ -327,21 +342,13 @@ cdef bint _accum_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssi
     cdef const double *P = L + d * d
     cdef const double *Sg = P + 2 * d * d
     cdef Py_ssize_t md = m * d
-    cdef double G[2]
-    cdef double *R = _residuals(dist, loc, d, m, xt, ld, fx, shift,
-                                <size_t> (7 * md + 7 * d * d), G)
+    cdef double *R = _residuals(loc, d, m, xt, ld, fx, shift, <size_t> (2 * md + d * d) + extra,
+                                pt)
     if R == NULL:
         return False
-    cdef double *g = R + md
-    cdef double *Z = g + m          # z = L^-1 r (rows), then V
-    cdef double *Wm = Z + md        # w = L^-T z
-    cdef double *A = Wm + md        # 3 m d
-    cdef double *V2 = A + 3 * md    # m d
-    cdef double *T = V2 + md        # 3 d d
-    cdef double *Q = T + 3 * d * d  # 3 d d
-    cdef double *C = Q + 3 * d * d  # d d
-    cdef const double *U
-    cdef const double *V
+    cdef double *Z = pt.g + m      # z = L^-1 r (rows), then V
+    cdef double *Wm = Z + md       # w = L^-T z
+    cdef double *C = Wm + md       # d x d
     cdef double one = 1.0, vs
     cdef int im = <int> m, idd = <int> d
     cdef char side = b'R', up = b'U', nt = b'N', tr = b'T', nd = b'N'
@@ -350,8 +357,6 @@ cdef bint _accum_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssi
     dtrsm(&side, &up, &nt, &nd, &im, &idd, &one, <double *> L, &idd, Z, &im)   # Z L^T = R
     memcpy(Wm, Z, md * sizeof(double))
     dtrsm(&side, &up, &tr, &nd, &im, &idd, &one, <double *> L, &idd, Wm, &im)  # W L = Z
-    for i in range(d):  # loc: s = w_i
-        _column_stats(Wm + i * m, g, m, stats + 5 * i)
     for i in range(d):
         for j in range(d):
             if typ == MV_TRIL:
@@ -360,53 +365,42 @@ cdef bint _accum_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssi
                 C[i * d + j] = 0.5 * P[i * d + j]
             else:
                 C[i * d + j] = -0.5 * Sg[i * d + j]
+    pt.d, pt.p, pt.q, pt.lower = d, d, d, typ == MV_TRIL
+    pt.W, pt.C, pt.free = Wm, C, C + d * d
     if typ == MV_TRIL:
-        U, V, vs = Wm, Z, 1.0
-    elif typ == MV_COV:
-        U, V, vs = Wm, Wm, 0.5
-    else:
-        U, V, vs = R, R, -0.5
-    if vs != 1.0:  # V scaled into Z's buffer (free now)
-        for n in range(md):
-            Z[n] = vs * V[n]
-        V = Z
-    _bilinear_stats(U, V, m, d, d, g, G[0], G[1], C, typ == MV_TRIL, A, V2, T, Q,
-                    stats + 5 * d)
+        pt.U, pt.V = Wm, Z
+        return True
+    pt.U = Wm if typ == MV_COV else R
+    vs = 0.5 if typ == MV_COV else -0.5
+    for n in range(md):  # V scaled into Z's buffer (free now)
+        Z[n] = vs * pt.U[n]
+    pt.V = Z
     return True
 
 
-cdef bint _accum_lowrank_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt,
-                             Py_ssize_t ld, const double *fx, double shift,
-                             double *stats) noexcept nogil:
-    """LowRank's statistics of a chunk by BLAS in O(d r) per draw (one unit):
-    w = Sigma^-1 r by Woodbury, w = r / D - T^T (T r) with T = Lc^-1 W^T D^-1
-    (Lc the Cholesky factor of the capacitance I + W^T D^-1 W); cov_factor's
-    scores are bilinear, s_ak = w_a (M^T r)_k - M_ak (M = Sigma^-1 W), and
-    cov_diag's are (w_a^2 - P_aa) / 2."""
+cdef bint _lowrank_parts(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssize_t ld,
+                         const double *fx, double shift, size_t extra,
+                         _mv_parts *pt) noexcept nogil:
+    """LowRankMultivariateNormal's bilinear form of a chunk in O(d r) per
+    draw (one unit): w = Sigma^-1 r by Woodbury, w = r / D - T^T (T r) with
+    T = Lc^-1 W^T D^-1 (Lc the Cholesky factor of the capacitance I + W^T
+    D^-1 W); cov_factor's scores s_ak = w_a (M^T r)_k - M_ak (M = Sigma^-1 W).
+    (cov_diag's, (w_a^2 - P_aa) / 2, are the caller's.)"""
     cdef const double *p = mc_unit_params(dist, 0)
     cdef Py_ssize_t d = <Py_ssize_t> p[0], r = <Py_ssize_t> p[1], a, n
     if dist.n_units != 1 or dist.n_coords != 2 * d + d * r or m < 1:
         return False
     cdef const double *loc = p + 2
     cdef const double *sd = loc + d + d * r
-    cdef const double *P = sd + d
-    cdef const double *M = P + d * d
+    cdef const double *M = sd + d + d * d
     cdef const double *Tm = M + d * r
     cdef Py_ssize_t md = m * d, mr = m * r
-    cdef double G[2]
-    cdef double *R = _residuals(dist, loc, d, m, xt, ld, fx, shift,
-                                <size_t> (5 * md + 3 * mr + 6 * d * r), G)
+    cdef double *R = _residuals(loc, d, m, xt, ld, fx, shift, <size_t> (md + 2 * mr) + extra, pt)
     if R == NULL:
         return False
-    cdef double *g = R + md
-    cdef double *Wm = g + m        # m d
-    cdef double *A = Wm + md       # 3 m d
-    cdef double *S = A + 3 * md    # m d: cov_diag's scores, one column at a time
-    cdef double *RT = S + md       # m r
+    cdef double *Wm = pt.g + m     # m d
+    cdef double *RT = Wm + md      # m r
     cdef double *V = RT + mr       # m r
-    cdef double *V2 = V + mr       # m r
-    cdef double *T = V2 + mr       # 3 d r
-    cdef double *Q = T + 3 * d * r  # 3 d r
     cdef double one = 1.0, zero = 0.0, mone = -1.0, pa
     cdef int im = <int> m, idd = <int> d, ir = <int> r
     cdef char nt = b'N', tr = b'T'
@@ -418,18 +412,115 @@ cdef bint _accum_lowrank_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt
     dgemm(&nt, &nt, &im, &ir, &idd, &one, R, &im, <double *> Tm, &idd, &zero, RT, &im)
     dgemm(&nt, &tr, &im, &idd, &ir, &mone, RT, &im, <double *> Tm, &idd, &one, Wm, &im)
     dgemm(&nt, &tr, &im, &ir, &idd, &one, R, &im, <double *> M, &ir, &zero, V, &im)
+    pt.d, pt.p, pt.q, pt.lower = d, d, r, False
+    pt.W, pt.U, pt.V, pt.C, pt.free = Wm, Wm, V, M, V + mr
+    return True
+
+
+cdef inline double _diag_score(const double *w, double pa) noexcept nogil:
+    return 0.5 * (w[0] * w[0] - pa)
+
+
+cdef bint _accum_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssize_t ld,
+                     const double *fx, double shift, double *stats) noexcept nogil:
+    """The five sums of every coordinate of a chunk at once, by BLAS
+    (mc_family.accum): loc's columns, then the matrix's bilinear sums
+    (_bilinear_stats): O(d^2) per draw instead of O(d) per draw and
+    coordinate.  False when _mvn_parts does not apply."""
+    cdef _mv_parts pt
+    cdef Py_ssize_t i, d, md
+    if not _mvn_parts(dist, m, xt, ld, fx, shift,
+                      <size_t> (4 * m * dist.draw_size + 6 * dist.draw_size * dist.draw_size),
+                      &pt):
+        return False
+    d = pt.d
+    md = m * d
+    for i in range(d):  # loc: s = w_i
+        _column_stats(pt.W + i * m, pt.g, m, stats + 5 * i)
+    _bilinear_stats(pt.U, pt.V, m, d, d, pt.g, pt.G[0], pt.G[1], pt.C, pt.lower, pt.free,
+                    pt.free + 3 * md, pt.free + 4 * md, pt.free + 4 * md + 3 * d * d,
+                    stats + 5 * d)
+    return True
+
+
+cdef bint _accum_lowrank_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                             Py_ssize_t ld, const double *fx, double shift,
+                             double *stats) noexcept nogil:
+    """LowRank's statistics of a chunk by BLAS in O(d r) per draw
+    (mc_family.accum; see _lowrank_parts)."""
+    cdef _mv_parts pt
+    cdef const double *p = mc_unit_params(dist, 0)
+    cdef Py_ssize_t d = <Py_ssize_t> p[0], r = <Py_ssize_t> p[1], a, n
+    cdef const double *P = p + 2 + 2 * d + d * r
+    if not _lowrank_parts(dist, m, xt, ld, fx, shift,
+                          <size_t> (3 * m * d + m + m * r + 6 * d * r), &pt):
+        return False
+    cdef double *A = pt.free        # 3 m d
+    cdef double *S = A + 3 * m * d  # m: cov_diag's scores, one column at a time
+    cdef double *V2 = S + m         # m r
+    cdef double *T = V2 + m * r     # 3 d r
     for a in range(d):  # loc: s = w_a; cov_diag: s = (w_a^2 - P_aa) / 2
-        _column_stats(Wm + a * m, g, m, stats + 5 * a)
-        pa = P[a * d + a]
+        _column_stats(pt.W + a * m, pt.g, m, stats + 5 * a)
         for n in range(m):
-            S[n] = 0.5 * (Wm[a * m + n] * Wm[a * m + n] - pa)
-        _column_stats(S, g, m, stats + 5 * (d + d * r + a))
-    _bilinear_stats(Wm, V, m, d, r, g, G[0], G[1], M, False, A, V2, T, Q, stats + 5 * d)
+            S[n] = _diag_score(pt.W + a * m + n, P[a * d + a])
+        _column_stats(S, pt.g, m, stats + 5 * (d + d * r + a))
+    _bilinear_stats(pt.U, pt.V, m, d, r, pt.g, pt.G[0], pt.G[1], pt.C, False, A, V2, T,
+                    T + 3 * d * r, stats + 5 * d)
+    return True
+
+
+cdef void _bilinear_scores(const _mv_parts *pt, Py_ssize_t m, double *out) noexcept nogil:
+    """out[(i q + j) m + n] = u_i v_j - C_ij at draw n (0 above the diagonal
+    of a `lower` form)."""
+    cdef Py_ssize_t i, j, n
+    cdef double c
+    cdef const double *ui
+    cdef const double *vj
+    cdef double *o
+    for i in range(pt.p):
+        ui = pt.U + i * m
+        for j in range(pt.q):
+            o = out + (i * pt.q + j) * m
+            if pt.lower and j > i:
+                memset(o, 0, m * sizeof(double))
+                continue
+            c = pt.C[i * pt.q + j]
+            vj = pt.V + j * m
+            for n in range(m):
+                o[n] = ui[n] * vj[n] - c
+
+
+cdef bint _scores_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssize_t ld,
+                      double *out) noexcept nogil:
+    """Every coordinate's scores of a chunk (mc_family.scores): out[q m + n]."""
+    cdef _mv_parts pt
+    if not _mvn_parts(dist, m, xt, ld, NULL, 0.0, 0, &pt):
+        return False
+    memcpy(out, pt.W, m * pt.d * sizeof(double))
+    _bilinear_scores(&pt, m, out + m * pt.d)
+    return True
+
+
+cdef bint _scores_lowrank_mvn(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                              Py_ssize_t ld, double *out) noexcept nogil:
+    cdef _mv_parts pt
+    cdef const double *p = mc_unit_params(dist, 0)
+    cdef Py_ssize_t d = <Py_ssize_t> p[0], r = <Py_ssize_t> p[1], a, n
+    cdef const double *P = p + 2 + 2 * d + d * r
+    if not _lowrank_parts(dist, m, xt, ld, NULL, 0.0, 0, &pt):
+        return False
+    memcpy(out, pt.W, m * d * sizeof(double))
+    _bilinear_scores(&pt, m, out + m * d)
+    for a in range(d):
+        for n in range(m):
+            out[(d + d * r + a) * m + n] = _diag_score(pt.W + a * m + n, P[a * d + a])
     return True
 
 
 _register(MC_MULTIVARIATE_NORMAL, b"MultivariateNormal", _fill_mvn, False, _score_mvn)
 _FAMILY_TABLE[MC_MULTIVARIATE_NORMAL].accum = _accum_mvn
+_FAMILY_TABLE[MC_MULTIVARIATE_NORMAL].scores = _scores_mvn
 _register(MC_LOWRANK_MULTIVARIATE_NORMAL, b"LowRankMultivariateNormal", _fill_lowrank_mvn,
           False, _score_lowrank_mvn)
 _FAMILY_TABLE[MC_LOWRANK_MULTIVARIATE_NORMAL].accum = _accum_lowrank_mvn
+_FAMILY_TABLE[MC_LOWRANK_MULTIVARIATE_NORMAL].scores = _scores_lowrank_mvn

@@ -199,6 +199,9 @@ def eval_scores(KernelDist dist, x):
     cdef const double *xp = <const double *> cnp.PyArray_DATA(xr)
     if m == 0 or nq == 0:
         return out_arr.T.copy()
+    cdef const mc_family *fam = mc_family_of(dist.d.family)
+    cdef bint block = fam != NULL and fam.scores != NULL
+    cdef double[::1] sc = np.empty(max(1, bs * nq) if block else 1, dtype=np.float64)
     with nogil:
         i0 = 0
         while i0 < m:
@@ -206,6 +209,13 @@ def eval_scores(KernelDist dist, x):
             for k in range(ds):
                 for i in range(cs):
                     col[k * cs + i] = xp[(i0 + i) * ds + k]
+            if block and fam.scores(&dist.d, cs, &col[0], cs, &sc[0]):
+                # a vector family's scores of every coordinate at once
+                for q in range(nq):
+                    for i in range(cs):
+                        out[q, i0 + i] = sc[q * cs + i]
+                i0 += cs
+                continue
             for q in range(nq):
                 mc_score_coord(&dist.d, q, &col[0], cs, NULL, cs, &tmp[0])
                 for i in range(cs):

@@ -55,6 +55,7 @@ from mcscore._core cimport (
 from mcscore._kernels cimport (
     mc_dist, mc_workspace, mc_workspaces, mc_workspaces_free, mc_draw_block_polled,
     mc_score_coord, mc_set_terms, mc_set_draw, mc_unit_params, mc_kernel_dist_ptr,
+    mc_family, mc_family_of,
 )
 
 cnp.import_array()

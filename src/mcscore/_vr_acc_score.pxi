@@ -12,6 +12,9 @@ cdef bint _scores(const mc_dist *tab, const double *xt, Py_ssize_t m, double *ou
     evaluator (mc_score_coord).  Polls the driver (rd, thread tid) per
     coordinate: True when it stopped."""
     cdef Py_ssize_t q
+    cdef const mc_family *fam = mc_family_of(tab.family)
+    if fam != NULL and fam.scores != NULL and fam.scores(tab, m, xt, m, out):
+        return mc_poll(rd, tid)  # a vector family's scores of every coordinate at once
     for q in range(tab.n_coords):
         if mc_poll(rd, tid):
             return True
