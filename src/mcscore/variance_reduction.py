@@ -52,7 +52,7 @@ def _delta_cv(dist, grad_f):
     if grad_f is None:
         raise TypeError("control variate 'delta' needs grad_f (the gradient of f)")
     tang = dist.mean_tangents()
-    mu = np.broadcast_to(np.asarray(dist.mean(), float), dist.draw_shape)
+    mu = np.broadcast_to(np.asarray(dist.mean, float), dist.draw_shape)
     g = E.call_grad(grad_f, mu[None].copy(), None, 1).reshape(dist.draw_shape)
     grads = {}
     for name, t in tang.items():

@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import special
+from scipy import special, stats
 
 from .. import _kernels as K
 from .. import _validation as V
-from ._base import Distribution
+from ._base import NONNEGATIVE_INTEGER, Distribution, Support
 
 # Largest Poisson rate NumPy's sampler accepts (larger rates overflow int64).
 POISSON_RATE_MAX = float(np.iinfo(np.int64).max - 10 * np.sqrt(np.iinfo(np.int64).max))
@@ -170,6 +170,16 @@ def _binomial_log_pmf(x, n, p, q):
     return out
 
 
+def _sum_entropy(frozen, upper):
+    """The entropy -sum p log p of a count distribution (a frozen scipy
+    distribution of the batch shape), summed over 0 .. max(upper) (the mass
+    beyond is below rounding for the tails given by the callers)."""
+    top = int(np.max(np.ceil(upper))) if np.size(upper) else 0
+    k = np.arange(top + 1, dtype=np.float64).reshape((-1,) + (1,) * np.ndim(upper))
+    lp = frozen.logpmf(k)
+    return -np.where(np.isfinite(lp), np.exp(lp) * lp, 0.0).sum(0)
+
+
 def _is_count(x, upper=None):
     ok = (x >= 0) & (x == np.floor(x))
     if upper is not None:
@@ -180,7 +190,7 @@ def _is_count(x, upper=None):
 class Poisson(Distribution):
     """Poisson(rate): P(k) = rate^k e^(-rate) / k!."""
 
-    support = "x a non-negative integer"
+    support = NONNEGATIVE_INTEGER
 
     family = K.MC_POISSON
     continuous = False
@@ -206,8 +216,14 @@ class Poisson(Distribution):
     def _in_support(self, x):
         return _is_count(x)
 
-    def mean(self):
-        return self.rate.copy()
+    def _mean(self):
+        return self.rate
+
+    def _variance(self):
+        return self.rate
+
+    def _entropy(self):
+        return _sum_entropy(stats.poisson(self.rate), self.rate + 12 * np.sqrt(self.rate) + 50)
 
     has_mean_tangents = True
 
@@ -218,7 +234,7 @@ class Poisson(Distribution):
 class Bernoulli(_BinaryFamily):
     """Bernoulli(probs=None, logits=None): P(1) = probs = sigmoid(logits)."""
 
-    support = "x 0 or 1"
+    support = Support("x 0 or 1", "boolean", 0, 1)
 
     family = K.MC_BERNOULLI
 
@@ -236,8 +252,16 @@ class Bernoulli(_BinaryFamily):
     def _in_support(self, x):
         return (x == 0) | (x == 1)
 
-    def mean(self):
+    def _mean(self):
         return self.probs
+
+    def _variance(self):
+        p, q = self._pq()
+        return p * q
+
+    def _entropy(self):
+        p, q = self._pq()
+        return special.entr(p) + special.entr(q)
 
     has_mean_tangents = has_relaxation = has_binary_relaxation = True
 
@@ -262,7 +286,10 @@ class Binomial(_BinaryFamily):
     """Binomial(total_count, probs=None, logits=None): successes in
     total_count trials (total_count is fixed, not differentiated)."""
 
-    support = "x an integer in 0..total_count"
+    @property
+    def support(self):
+        return Support("x an integer in 0..total_count", "integer_interval", 0,
+                       self.total_count)
 
     family = K.MC_BINOMIAL
     fixed_params = {"total_count": "nonnegative_integer"}
@@ -287,15 +314,24 @@ class Binomial(_BinaryFamily):
     def _in_support(self, x):
         return _is_count(x, self.total_count)
 
-    def mean(self):
-        return np.broadcast_to(self.total_count * self.probs, self.batch_shape).copy()
+    def _mean(self):
+        return self.total_count * self.probs
+
+    def _variance(self):
+        p, q = self._pq()
+        return self.total_count * p * q
+
+    def _entropy(self):
+        p, q = self._pq()
+        n = np.broadcast_to(self.total_count, self.batch_shape)
+        return _sum_entropy(stats.binom(n, p), n)
 
 
 class Geometric(_BinaryFamily):
     """Geometric(probs=None, logits=None): failures before the first success,
     P(k) = (1 - p)^k p, k = 0, 1, ..."""
 
-    support = "x a non-negative integer"
+    support = NONNEGATIVE_INTEGER
 
     family = K.MC_GEOMETRIC
     probs_constraint = "unit_interval_gt0"
@@ -324,9 +360,17 @@ class Geometric(_BinaryFamily):
         out = special.xlogy(x, q) + np.log(p)
         return np.where(_is_count(x), out, -np.inf)
 
-    def mean(self):
+    def _mean(self):
         p, q = self._pq()
         return q / p
+
+    def _variance(self):
+        p, q = self._pq()
+        return q / (p * p)
+
+    def _entropy(self):
+        p, q = self._pq()
+        return (special.entr(p) + special.entr(q)) / p
 
 
 class NegativeBinomial(_BinaryFamily):
@@ -334,7 +378,7 @@ class NegativeBinomial(_BinaryFamily):
     (probability probs) before total_count failures,
     P(k) = C(k + r - 1, k) (1 - p)^r p^k."""
 
-    support = "x a non-negative integer"
+    support = NONNEGATIVE_INTEGER
 
     family = K.MC_NEGATIVE_BINOMIAL
     fixed_params = {"total_count": "positive"}
@@ -376,6 +420,16 @@ class NegativeBinomial(_BinaryFamily):
         out = np.where(k == 0, special.xlogy(r, q), out)
         return np.where(ok, out, -np.inf)
 
-    def mean(self):
+    def _mean(self):
         p, q = self._pq()
-        return np.broadcast_to(self.total_count * p / q, self.batch_shape).copy()
+        return self.total_count * p / q
+
+    def _variance(self):
+        p, q = self._pq()
+        return self.total_count * p / (q * q)
+
+    def _entropy(self):
+        p, q = self._pq()
+        r = np.broadcast_to(self.total_count, self.batch_shape)
+        m = r * p / q
+        return _sum_entropy(stats.nbinom(r, q), m + 12 * np.sqrt(m / q) + 50)
