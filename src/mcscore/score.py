@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from . import _boundary as B
 from . import _engine as E
 from . import _validation as V
 from . import _vr
@@ -97,6 +98,17 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     baseline = E.check_baseline(baseline)
     if grad_f is not None and not callable(grad_f):
         raise TypeError(f"grad_f must be a vectorised Python callable, got {type(grad_f).__name__}")
+    # -- a support that moves with the parameters (Uniform): the family's
+    # boundary term (mcscore._boundary; docs/design.md "Boundary terms")
+    if getattr(dist, "has_boundary", False):
+        if control_variates is not None:
+            B.refuse(dist, "score_grad with control_variates",
+                     "the control-variate kernels accumulate scores only")
+        return B.boundary_score_grad(
+            f, dist, n, rng=rng, baseline=baseline, antithetic=antithetic,
+            n_threads=n_threads, chunk_size=chunk_size, n_streams=n_streams,
+            block_size=block_size, client=client, progress=progress)
+    # -- end of the boundary-term hook
     if control_variates is not None or antithetic is not False:
         return score_vr(f, dist, n, rng=rng, baseline=baseline,
                         control_variates=control_variates, antithetic=antithetic,
@@ -173,6 +185,7 @@ def samples_estimate(dist, x, fx, baseline, in_support):
     draws), which skips computing it a second time."""
     E.check_distribution(dist)
     baseline = E.check_baseline(baseline)
+    B.refuse(dist, "score_grad_from_samples", "only f's values at the draws are given")
     x = dist._check_x(x)
     m = x.shape[0]
     if m < 2:
@@ -240,6 +253,7 @@ def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
         Run on Dask, bit-identical to the local run (as in ``score_grad``).
     """
     E.check_distribution(dist)
+    B.refuse(dist, "rloo_grad", "its leave-one-out kernel accumulates scores only")
     f = E.check_callable("f", f)
     k = V.integer("k", k, minimum=2, maximum=1 << 12)
     n = V.integer("n", n, minimum=2, maximum=2**62 // k)
