@@ -564,6 +564,11 @@ class Distribution:
     def _entropy(self):
         raise NotImplementedError(f"{type(self).__name__} has no entropy")
 
+    @property
+    def _param_event_ndim(self):
+        """Trailing axes of a parameter that are not batch axes (the categories)."""
+        return self.event_ndim
+
     def _constructor_args(self):
         """The keyword arguments that rebuild this distribution (expand)."""
         return self._all_params()
@@ -581,10 +586,10 @@ class Distribution:
             raise ValueError(f"{type(self).__name__}.expand: batch shape {tuple(self.batch_shape)}"
                              f" does not broadcast to {shape}") from None
         kw = {}
+        pe = self._param_event_ndim
         for name, v in self._constructor_args().items():
             v = np.asarray(v)
-            ev = v.shape[v.ndim - self.event_ndim:] if (
-                self.event_ndim and name not in self.fixed_params) else ()
+            ev = v.shape[v.ndim - pe:] if (pe and name not in self.fixed_params) else ()
             kw[name] = np.array(np.broadcast_to(v, shape + ev))
         return type(self)(**kw)
 

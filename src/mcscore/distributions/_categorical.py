@@ -19,6 +19,7 @@ from ._discrete import _check_probs_score, _is_count, _probs_or_logits
 class _CategoricalBase(Distribution):
     continuous = False
     _probs_transform = "log"
+    _param_event_ndim = 1  # probs / logits: the last axis holds the categories
 
     def _init_probs(self, owner, probs, logits):
         self._which, v = _probs_or_logits(owner, probs, logits, min_ndim=1, simplex=True)
