@@ -369,40 +369,52 @@ def _scale_range_check(owner, name, v, bounds, why):
                          f"(got {float(v[bad].flat[0])!r}): {why}")
 
 
-class HalfNormal(Distribution):
+class _HalfScale(Distribution):
+    """Shared plumbing of the folded families with one scale (HalfNormal,
+    HalfCauchy): support x >= 0, the scale's range check (the score holds
+    1/scale**SCALE_POWER) and vi's log scale."""
+
+    support = NONNEGATIVE
+    arg_constraints = {"scale": "positive"}
+    SCALE_POWER = 2
+
+    def __init__(self, scale):
+        super().__init__(scale=scale)
+
+    def _in_support(self, x):
+        return x >= 0
+
+    def _check_differentiable(self):
+        _scale_range_check(type(self).__name__, "scale", self.scale, self.SCALE_RANGE,
+                           f"the score's term 1/scale**{self.SCALE_POWER} over- or underflows "
+                           "in double precision beyond; rescale the problem (draw x/c and use "
+                           "f(c*x))")
+
+    def vi_transforms(self):
+        return {"scale": "log"}
+
+
+class HalfNormal(_HalfScale):
     """HalfNormal(scale): |z| for z ~ Normal(0, scale); density
     sqrt(2 / pi) / scale * exp(-x^2 / (2 scale^2)) on x >= 0.
 
     Drawn as |scale * z| with NumPy's C normal sampler, one per draw.  The
     score ``-1/scale + x**2 / scale**3`` is one quadratic term."""
 
-    support = NONNEGATIVE
-
     family = K.MC_HALF_NORMAL
-    arg_constraints = {"scale": "positive"}
-
-    def __init__(self, scale):
-        super().__init__(scale=scale)
 
     # the score holds 1/scale**3
     SCALE_RANGE = (1e-100, 1e100)
+    SCALE_POWER = 3
 
     def _terms(self):
         s = np.asarray(self.scale, dtype=np.float64)
         return [("scale", K.SK_QUAD, 1.0 / (s * s * s), -1.0 / s, 0.0)]
 
-    def _in_support(self, x):
-        return x >= 0
-
     def _log_prob(self, x):
         z = x / self.scale
         out = -0.5 * z * z - np.log(self.scale) + 0.5 * math.log(2.0 / math.pi)
         return np.where(x >= 0, out, -np.inf)
-
-    def _check_differentiable(self):
-        _scale_range_check("HalfNormal", "scale", self.scale, self.SCALE_RANGE,
-                           "the score's term 1/scale**3 over- or underflows in double "
-                           "precision beyond; rescale the problem (draw x/c and use f(c*x))")
 
     def _mean(self):
         return self.scale * math.sqrt(2.0 / math.pi)
@@ -422,9 +434,6 @@ class HalfNormal(Distribution):
     def pathwise_spec(self):
         """x = scale |eps|: dx/dscale = x / scale (the Normal scale tangent at loc 0)."""
         return [("scale", _vr.TK_NSCALE, 0.0, self._draw_broadcast(self.scale))]
-
-    def vi_transforms(self):
-        return {"scale": "log"}
 
 
 class Chi2(Distribution):
@@ -898,7 +907,7 @@ class StudentT(_Rational):
         return {"df": "log", "loc": "identity", "scale": "log"}
 
 
-class HalfCauchy(Distribution):
+class HalfCauchy(_HalfScale):
     """HalfCauchy(scale): |c| for c ~ Cauchy(0, scale); density
     2 / (pi scale (1 + (x/scale)^2)) on x >= 0.
 
@@ -906,13 +915,7 @@ class HalfCauchy(Distribution):
     ``1/scale - (2/scale) / (1 + (x/scale)^2)``; mean and variance are
     infinite, as in torch."""
 
-    support = NONNEGATIVE
-
     family = K.MC_HALF_CAUCHY
-    arg_constraints = {"scale": "positive"}
-
-    def __init__(self, scale):
-        super().__init__(scale=scale)
 
     SCALE_RANGE = (1e-150, 1e150)
 
@@ -921,18 +924,10 @@ class HalfCauchy(Distribution):
         return [("scale", K.SK_INV_1P_SQ, -2.0 / s, 1.0 / (s * s), 0.0),
                 ("scale", K.SK_AFFINE, 0.0, 1.0 / s, 0.0)]
 
-    def _in_support(self, x):
-        return x >= 0
-
     def _log_prob(self, x):
         z = x / self.scale
         out = math.log(2.0 / math.pi) - np.log(self.scale) - np.log1p(z * z)
         return np.where(x >= 0, out, -np.inf)
-
-    def _check_differentiable(self):
-        _scale_range_check("HalfCauchy", "scale", self.scale, self.SCALE_RANGE,
-                           "the score's term 1/scale**2 over- or underflows in double "
-                           "precision beyond; rescale the problem (draw x/c and use f(c*x))")
 
     def _mean(self):
         return np.full(self.batch_shape, np.inf)
@@ -948,9 +943,6 @@ class HalfCauchy(Distribution):
     def pathwise_spec(self):
         """x = scale |c|: dx/dscale = x / scale."""
         return [("scale", _vr.TK_NSCALE, 0.0, self._draw_broadcast(self.scale))]
-
-    def vi_transforms(self):
-        return {"scale": "log"}
 
 
 def bessel_ratio(kappa):
