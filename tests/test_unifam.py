@@ -356,6 +356,37 @@ def test_pathwise_within_5_se(name):
     _check(name, mc.pathwise_grad(_f(name), _dist(name), N, rng=13, grad_f=_grad_f(name)))
 
 
+OLD_PATHWISE = {
+    "Chi2": (lambda p: mc.Chi2(*p), lambda p: stats.chi2(p[0]), [2.5], ["df"]),
+    "InverseGamma": (lambda p: mc.InverseGamma(*p), lambda p: stats.invgamma(p[0], scale=p[1]),
+                     [3.5, 2.0], ["concentration", "rate"]),
+    "Weibull": (lambda p: mc.Weibull(*p), lambda p: stats.weibull_min(p[1], scale=p[0]),
+                [1.5, 2.2], ["scale", "concentration"]),
+}
+
+
+@pytest.mark.parametrize("name", list(OLD_PATHWISE))
+def test_pathwise_of_chi2_inverse_gamma_weibull_within_5_se(name):
+    """The reparameterisations added to the earlier families (implicit
+    Gamma derivatives for Chi2 and InverseGamma, the closed form for
+    Weibull) against central differences of quadratures."""
+    make, ref, p, names = OLD_PATHWISE[name]
+
+    def expect(q):
+        r = ref(q)
+        return integrate.quad(lambda x: _g(x) * r.pdf(x), 0, r.ppf(1 - 1e-13), limit=500,
+                              epsabs=1e-13, epsrel=1e-12)[0]
+
+    res = mc.pathwise_grad(_g, make(p), 100_000, rng=21, grad_f=_dg)
+    for i, k in enumerate(names):
+        up, dn = list(p), list(p)
+        up[i] += 1e-5
+        dn[i] -= 1e-5
+        exact = (expect(up) - expect(dn)) / 2e-5
+        assert abs(res.grad[k] - exact) < 5 * res.stderr[k], (k, res.grad[k], exact)
+        assert res.stderr[k] > 0
+
+
 def test_one_hot_categorical_estimators_within_5_se():
     w = np.array([1.0, -2.0, 0.5, 3.0])
 

@@ -80,6 +80,8 @@ cpdef enum:
     TK_AUX0 = 6            # aux0[c]                    (Beta concentration1)
     TK_AUX1 = 7            # aux1[c]                    (Beta concentration0)
     TK_DIRICHLET = 8       # aux0[c] (g_c - sum_k g_k x_k over the unit); a = unit, b = K
+    TK_CHI2_DF = 9         # dz/dalpha(z = x / 2, a)    (Chi2 df; a = df / 2)
+    TK_INVGAMMA_CONC = 10  # -(x^2 / b) dz/dalpha(z = b / x, a)  (InverseGamma; b = rate)
 
 cdef enum:
     MAXL = 16

@@ -474,11 +474,16 @@ class Chi2(Distribution):
         h = 0.5 * self.df
         return h + math.log(2.0) + special.gammaln(h) + (1.0 - h) * special.digamma(h)
 
-    has_mean_tangents = True
+    has_mean_tangents = has_rsample = True
 
     def mean_tangents(self):
         """d E[x] / d df = 1."""
         return {"df": self._draw_broadcast(1.0)}
+
+    def pathwise_spec(self):
+        """x = 2 g, g ~ Gamma(df / 2, 1): dx/ddf = dg/dalpha at alpha = df / 2
+        (implicit reparameterisation of the Gamma draw)."""
+        return [("df", _vr.TK_CHI2_DF, self._draw_broadcast(0.5 * self.df), 0.0)]
 
     def vi_transforms(self):
         return {"df": "log"}
@@ -505,6 +510,15 @@ class InverseGamma(Distribution):
         dlog = np.log(r) - special.digamma(a)  # log rate - digamma(a)
         return [("concentration", K.SK_LOG_AFFINE, -1.0, dlog, 0.0),
                 ("rate", K.SK_RECIP, -1.0, a / r, 0.0)]
+
+    has_rsample = True
+
+    def pathwise_spec(self):
+        """x = rate / g, g ~ Gamma(a, 1): dx/drate = x / rate and dx/da =
+        -(x^2 / rate) dg/da at g = rate / x (implicit reparameterisation)."""
+        b = self._draw_broadcast
+        return [("concentration", _vr.TK_INVGAMMA_CONC, b(self.concentration), b(self.rate)),
+                ("rate", _vr.TK_NSCALE, 0.0, b(self.rate))]
 
     def _in_support(self, x):
         return x > 0
@@ -638,7 +652,15 @@ class Weibull(Distribution):
         k = self.concentration
         return np.euler_gamma * (1.0 - 1.0 / k) + np.log(self.scale / k) + 1.0
 
-    has_mean_tangents = True
+    has_mean_tangents = has_rsample = True
+
+    def pathwise_spec(self):
+        """x = scale e^(1/k), e ~ Exponential(1): dx/dscale = x / scale and
+        dx/dk = -(x / k) log(x / scale) (the LogNormal scale tangent
+        x (log x - a) / b with a = log scale, b = -k)."""
+        b = self._draw_broadcast
+        return [("scale", _vr.TK_NSCALE, 0.0, b(self.scale)),
+                ("concentration", _vr.TK_LNSCALE, b(np.log(self.scale)), b(-self.concentration))]
 
     def mean_tangents(self):
         """E[x] = scale Gamma(1 + 1/k)."""
