@@ -180,3 +180,61 @@ def test_old_method_calls_still_work_with_a_deprecation_warning(name):
         y = d.mean + 1.0
         assert type(y) is np.ndarray and not callable(y)
         assert float(np.sum(d.variance)) > 0
+
+
+# ---------------------------------------------------------------------------
+# scores of every family against torch's autograd, over random parameters
+# ---------------------------------------------------------------------------
+
+def _perturbed(name, u):
+    """The family's example parameters moved by u in [0.6, 1.6]: probs to
+    probs**u, every other differentiable parameter times u (each keeps its
+    constraint: Uniform's high stays above low)."""
+    _, _, kw = CASES[name]
+    out = {}
+    for k, v in kw.items():
+        v = np.asarray(v, float)
+        if k == "total_count":
+            out[k] = kw[k]
+        elif k == "probs":
+            out[k] = v**u
+        else:
+            out[k] = v * u
+    return out
+
+
+def _build_mc(name, kw):
+    cls = getattr(mc, CASES[name][1])
+    if name in ("Binomial", "NegativeBinomial", "Multinomial"):
+        return cls(kw["total_count"], **{k: v for k, v in kw.items() if k != "total_count"})
+    if name == "StudentT":
+        return cls(kw["df"], kw["loc"], kw["scale"])
+    return cls(**kw)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_scores_equal_torch_autograd_for_every_family(name):
+    torch = pytest.importorskip("torch")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=15, deadline=None, derandomize=True)
+    @given(st.floats(0.6, 1.6), st.integers(0, 2**31))
+    def check(u, seed):
+        kw = _perturbed(name, u)
+        d = _build_mc(name, kw)
+        x = d.sample(6, rng=seed)
+        s = d.score(x)
+        for i in range(len(x)):
+            tk = {k: (torch.tensor(v, dtype=torch.float64, requires_grad=k != "total_count")
+                      if k != "total_count" or name != "Multinomial" else v)
+                  for k, v in kw.items()}
+            t = getattr(torch.distributions, CASES[name][1])(**tk)
+            xi = torch.tensor(x[i])
+            t.log_prob(xi).sum().backward()
+            for k in d.param_names:
+                g = tk[k].grad.numpy()
+                tol = 1e-6 if (name, k) == ("VonMises", "concentration") else 1e-9
+                np.testing.assert_allclose(s[k][i], g, rtol=tol, atol=tol, err_msg=k)
+
+    check()

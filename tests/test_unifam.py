@@ -528,3 +528,24 @@ def test_draws_outside_the_support_are_errors():
             d.score(np.array([bad]))
     oh = mc.OneHotCategorical(probs=[0.5, 0.5])
     assert oh.log_prob(np.array([[1.0, 1.0]]))[0] == -np.inf
+
+
+def _sum_sq(x):
+    return (x * x).reshape(len(x), -1).sum(1)
+
+
+def test_dask_runs_are_bit_identical_to_local_runs():
+    """Uniform's boundary job and the new families on a Dask cluster (f
+    must pickle: a module-level function)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
+                                  dashboard_address=None, silence_logs=40) as cluster, \
+            distributed.Client(cluster) as client:
+        for d, kw in [(mc.Uniform([0.0, 1.0], [1.0, 3.0]), {}),
+                      (mc.Uniform(-1.0, 2.0), {"antithetic": True}),
+                      (mc.StudentT(4.0, 0.5, 2.0), {"baseline": "optimal"}),
+                      (mc.VonMises(0.3, 2.0), {}),
+                      (mc.OneHotCategorical(logits=[0.0, 1.0, 2.0]), {})]:
+            a = mc.score_grad(_sum_sq, d, 20_000, rng=3, client=client, **kw)
+            b = mc.score_grad(_sum_sq, d, 20_000, rng=3, **kw)
+            assert_same_estimate(a, b)
