@@ -549,3 +549,29 @@ def test_dask_runs_are_bit_identical_to_local_runs():
             a = mc.score_grad(_sum_sq, d, 20_000, rng=3, client=client, **kw)
             b = mc.score_grad(_sum_sq, d, 20_000, rng=3, **kw)
             assert_same_estimate(a, b)
+
+
+def test_one_hot_categorical_draw_frequencies():
+    """A chi-square test of the category frequencies, per batch element,
+    with a category of probability 0 never drawn."""
+    probs = np.array([[0.1, 0.0, 0.6, 0.3], [0.25, 0.25, 0.25, 0.25]])
+    x = mc.OneHotCategorical(probs=probs).sample(40_000, rng=8)
+    counts = x.sum(0)
+    assert counts[0, 1] == 0
+    for b in range(2):
+        keep = probs[b] > 0
+        assert stats.chisquare(counts[b, keep], 40_000 * probs[b, keep]).pvalue > 1e-3
+
+
+def test_one_hot_categorical_standard_errors_are_calibrated():
+    w = np.array([1.0, -2.0, 0.5])
+    logits = np.array([0.3, -1.0, 0.5])
+    d = mc.OneHotCategorical(logits=logits)
+    p = d.probs
+    exact = p * (w - p @ w)
+    R = 60
+    z2 = []
+    for r in range(R):
+        res = mc.score_grad(lambda x: x @ w, d, 2000, rng=500 + r, baseline="optimal")
+        z2.append(((res.grad["logits"] - exact) / res.stderr["logits"]) ** 2)
+    assert abs(np.mean(z2) - 1.0) < 5 * math.sqrt(2.0 / R), np.mean(z2)
