@@ -515,6 +515,12 @@ def test_bad_parameters_are_clear_errors(call, match):
         call()
 
 
+def test_uniform_too_narrow_for_gradients_is_a_clear_error():
+    d = mc.Uniform(0.0, 1e-310)
+    with pytest.raises(ValueError, match="high - low must be at least"):
+        mc.score_grad(lambda x: x, d, 100)
+
+
 def test_studentt_pathwise_refused_clearly():
     with pytest.raises(ValueError, match="no exact reparameterisation in df"):
         mc.pathwise_grad(lambda x: x, mc.StudentT(3.0), 100, grad_f=lambda x: np.ones_like(x))

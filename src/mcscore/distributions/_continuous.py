@@ -714,6 +714,16 @@ class Uniform(Distribution):
     def _width(self):
         return self.high - self.low
 
+    def _check_differentiable(self):
+        w = np.asarray(self._width())
+        with np.errstate(divide="ignore", over="ignore"):
+            bad = ~np.isfinite(1.0 / w)
+        if bad.any():
+            raise ValueError(
+                f"Uniform: high - low must be at least {1 / np.finfo(float).max:.4g} to "
+                f"estimate gradients (got {float(w[bad].flat[0])!r}): the score 1/(high - low) "
+                "overflows; rescale the problem (draw x/c and use f(c*x))")
+
     def _terms(self):
         w = self._width()
         return [("low", K.SK_AFFINE, 0.0, 1.0 / w, 0.0),
