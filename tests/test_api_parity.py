@@ -238,3 +238,21 @@ def test_scores_equal_torch_autograd_for_every_family(name):
                 np.testing.assert_allclose(s[k][i], g, rtol=tol, atol=tol, err_msg=k)
 
     check()
+
+
+def test_entropy_of_wide_count_distributions():
+    """Heavy right tails and large means (where scipy's generic sum stops
+    early): long explicit sums and the Poisson asymptotic series."""
+    nb = mc.NegativeBinomial(0.5, probs=[0.999]).entropy()
+    k = np.arange(0, 400_000)
+    lp = stats.nbinom(0.5, 0.001).logpmf(k)
+    np.testing.assert_allclose(nb, -(np.exp(lp) * lp).sum(), rtol=1e-12)
+    # the Poisson sum (rate <= 1e4) against the asymptotic series (O(rate**-4))
+    lam = 5e3
+    series = (0.5 * np.log(2 * np.pi * np.e * lam) - 1 / (12 * lam) - 1 / (24 * lam**2)
+              - 19 / (360 * lam**3))
+    np.testing.assert_allclose(mc.Poisson(lam).entropy(), series, rtol=1e-11)
+    np.testing.assert_allclose(mc.Poisson(1e18).entropy(), 0.5 * np.log(2 * np.pi * np.e * 1e18),
+                               rtol=1e-15)
+    with pytest.raises(NotImplementedError, match="too wide"):
+        mc.Binomial(10**18, probs=0.5).entropy()

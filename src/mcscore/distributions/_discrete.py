@@ -170,12 +170,27 @@ def _binomial_log_pmf(x, n, p, q):
     return out
 
 
-def _sum_entropy(frozen, upper):
+# Most values the entropy of a count family sums over.
+_ENTROPY_TERMS_MAX = 1 << 23
+
+
+def _sum_entropy(owner, frozen, mean, var):
     """The entropy -sum p log p of a count distribution (a frozen scipy
-    distribution of the batch shape), summed over 0 .. max(upper) (the mass
-    beyond is below rounding for the tails given by the callers)."""
-    top = int(np.max(np.ceil(upper))) if np.size(upper) else 0
-    k = np.arange(top + 1, dtype=np.float64).reshape((-1,) + (1,) * np.ndim(upper))
+    distribution of the batch shape), summed over mean +- (12 sd + 50),
+    the upper end moved out until the mass beyond is below 1e-18."""
+    mean, var = np.broadcast_arrays(np.asarray(mean, float), np.asarray(var, float))
+    if mean.size == 0:
+        return np.zeros(mean.shape)
+    half = 12.0 * np.sqrt(var) + 50.0
+    lo = max(0.0, float(np.floor(np.min(mean - half))))
+    hi = float(np.ceil(np.max(mean + half)))
+    while hi - lo <= _ENTROPY_TERMS_MAX and np.max(frozen.sf(hi)) > 1e-18:
+        hi = lo + 2.0 * (hi - lo)  # a heavy right tail (NegativeBinomial, probs near 1)
+    if hi - lo > _ENTROPY_TERMS_MAX:
+        raise NotImplementedError(
+            f"{owner}.entropy: the sum over the support would take {hi - lo:.3g} terms (more "
+            f"than {_ENTROPY_TERMS_MAX}); the distribution is too wide for an exact sum")
+    k = np.arange(lo, hi + 1.0).reshape((-1,) + (1,) * mean.ndim)
     lp = frozen.logpmf(k)
     return -np.where(np.isfinite(lp), np.exp(lp) * lp, 0.0).sum(0)
 
@@ -223,7 +238,15 @@ class Poisson(Distribution):
         return self.rate
 
     def _entropy(self):
-        return _sum_entropy(stats.poisson(self.rate), self.rate + 12 * np.sqrt(self.rate) + 50)
+        lam = np.asarray(self.rate, dtype=np.float64)
+        big = lam > 1e4
+        # above 1e4 the asymptotic series (next term O(rate**-4)): the log-pmfs
+        # of the sum lose about rate * 1e-16 each there
+        lb = np.where(big, lam, 1e4)
+        series = (0.5 * np.log(2 * math.pi * math.e * lb) - 1 / (12 * lb) - 1 / (24 * lb**2)
+                  - 19 / (360 * lb**3))
+        small = np.where(big, 1.0, lam)
+        return np.where(big, series, _sum_entropy("Poisson", stats.poisson(small), small, small))
 
     has_mean_tangents = True
 
@@ -324,7 +347,7 @@ class Binomial(_BinaryFamily):
     def _entropy(self):
         p, q = self._pq()
         n = np.broadcast_to(self.total_count, self.batch_shape)
-        return _sum_entropy(stats.binom(n, p), n)
+        return _sum_entropy("Binomial", stats.binom(n, p), n * p, n * p * q)
 
 
 class Geometric(_BinaryFamily):
@@ -432,4 +455,4 @@ class NegativeBinomial(_BinaryFamily):
         p, q = self._pq()
         r = np.broadcast_to(self.total_count, self.batch_shape)
         m = r * p / q
-        return _sum_entropy(stats.nbinom(r, q), m + 12 * np.sqrt(m / q) + 50)
+        return _sum_entropy("NegativeBinomial", stats.nbinom(r, q), m, m / q)
