@@ -581,3 +581,24 @@ def test_one_hot_categorical_standard_errors_are_calibrated():
         res = mc.score_grad(lambda x: x @ w, d, 2000, rng=500 + r, baseline="optimal")
         z2.append(((res.grad["logits"] - exact) / res.stderr["logits"]) ** 2)
     assert abs(np.mean(z2) - 1.0) < 5 * math.sqrt(2.0 / R), np.mean(z2)
+
+
+def test_control_variates_within_5_se():
+    """(h, grad E[h]) control variates with a known mean: h(x) = x for
+    StudentT (E[x] = loc), h(x) = cos(x - loc0) for VonMises (E = cos(loc -
+    loc0) I1/I0), both fitted jointly with the optimal baseline."""
+    d = _dist("StudentT")
+    cv = (lambda x: x.sum(1), {"df": np.zeros(2), "loc": np.ones(2), "scale": np.zeros(2)})
+    res = mc.score_grad(_f("StudentT"), d, N, rng=31, baseline="optimal", control_variates=[cv])
+    _check("StudentT", res)
+    loc, kappa = CASES["VonMises"][1]["loc"], CASES["VonMises"][1]["concentration"]
+    A = bessel_ratio(kappa)
+    dA = 1.0 - A / kappa - A * A  # d/dkappa I1/I0
+
+    def h(x):
+        return np.cos(x).sum(1)
+
+    grad_h = {"loc": -np.sin(loc) * A, "concentration": np.cos(loc) * dA}
+    res = mc.score_grad(_f("VonMises"), _dist("VonMises"), N, rng=32, baseline="optimal",
+                        control_variates=[(h, grad_h)])
+    _check("VonMises", res)
