@@ -42,6 +42,10 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
           one of the signatures in ``CALLBACK_SIGNATURES``, called from the
           kernel's threads without the GIL on a pointer to one draw.
     dist : Distribution
+        A family whose support moves with its parameters (Uniform) gets the
+        boundary term added draw by draw (f at the draw with one coordinate
+        pinned to low or high: 2 extra evaluations of f per draw coordinate
+        per draw); it needs a Python f and refuses control variates.
     n : int >= 2
         Number of draws.
     rng : None, int, SeedSequence or Generator (SPEC 7)
