@@ -60,14 +60,17 @@ def boundary_score_grad(f, dist, n, *, rng, baseline, antithetic, n_threads, chu
     else:
         stats, shifts, _, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
                                       n_threads=n_threads)
-    grand, se, var, value, vse, vvar, nn, _ = E.estimate(
-        dist, stats, shifts, job.P, 1, [1.0], terms="f * score + boundary term", mag=mag)
+    est = E.estimate(dist, stats, shifts, job.P, 1, [1.0], terms="f * score + boundary term",
+                     mag=mag)
+    grand, se, var, value, vse, vvar, nn, _ = est
+    # the batch-means covariance, where the engine's estimate carries it
+    extra = {"batch": est.batch} if hasattr(est, "batch") else {}
     n_draws = nn * (2 if antithetic else 1)
     info = {**plan.info(), "f": fkind, "baseline": baseline, "antithetic": bool(antithetic),
             "boundary_term": True, "f_evals_per_draw": 1 + 2 * kd.draw_size}
     est = E.gradient_estimate(dist, grand, se, var, value, vse, vvar, n_draws,
                               "score+boundary" + ("+antithetic" if antithetic else ""), info,
-                              variance=se**2 * n_draws)
+                              variance=se**2 * n_draws, **extra)
     est.value_variance = est.value_stderr**2 * n_draws
     return est
 
