@@ -102,7 +102,7 @@ def test_sample_log_prob_score_mean_entropy():
     back = J.unflatten(flat)
     for k in x:
         np.testing.assert_array_equal(back[k], x[k])
-    m = J.mean()
+    m = J.mean
     np.testing.assert_allclose(m["w"], LOC)
     L = mc.Joint(a=mc.Laplace(np.zeros(2), np.array([1.0, 2.0])), b=mc.Laplace(0.0, 3.0))
     np.testing.assert_allclose(L.entropy(), 3 + np.log(2 * 1) + np.log(2 * 2) + np.log(2 * 3))

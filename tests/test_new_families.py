@@ -224,7 +224,8 @@ def test_declarations_and_capabilities(name):
             dn = _dist(name, {**SPECS[name][0], k: v - h}).mean()
             np.testing.assert_allclose(t[k], (up - dn) / (2 * h), rtol=1e-7)
     assert d.has_mean_tangents == (name != "InverseGamma")
-    assert d.has_rsample == (name in ("HalfNormal", "Gumbel"))
+    # issue 13 added pathwise_grad for Chi2, InverseGamma and Weibull (tests/test_unifam.py)
+    assert d.has_rsample == (name in ("HalfNormal", "Gumbel", "Chi2", "InverseGamma", "Weibull"))
     if not d.has_rsample:
         with pytest.raises(ValueError, match="HalfNormal"):
             mc.pathwise_grad(_f, d, 100, grad_f=_grad_f, rng=0)

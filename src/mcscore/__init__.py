@@ -37,6 +37,9 @@ from .distributions import (
     Poisson,
     Weibull,
 )
+from .distributions import (  # issue 13's families
+    Cauchy, HalfCauchy, OneHotCategorical, StudentT, Uniform, VonMises,
+)
 from .compare import Comparison, compare_estimators
 from .discrete import disarm_grad, rebar_grad, relaxed_grad
 from .pathwise import pathwise_grad
@@ -60,4 +63,5 @@ __all__ = [
     "score_grad_from_samples", "show_config",
     "Comparison", "compare_estimators", "disarm_grad", "pathwise_grad", "rebar_grad",
     "relaxed_grad", "rloo_grad", "RelaxedBernoulli", "RelaxedOneHotCategorical",
+    "Uniform", "StudentT", "Cauchy", "HalfCauchy", "VonMises", "OneHotCategorical",
 ]

@@ -45,7 +45,13 @@ cpdef enum:
     MC_WEIBULL = 18
     MC_MULTIVARIATE_NORMAL = 19
     MC_LOWRANK_MULTIVARIATE_NORMAL = 20
-    MC_N_FAMILIES = 21
+    MC_UNIFORM = 21
+    MC_STUDENT_T = 22
+    MC_CAUCHY = 23
+    MC_HALF_CAUCHY = 24
+    MC_VON_MISES = 25
+    MC_ONE_HOT_CATEGORICAL = 26
+    MC_N_FAMILIES = 27
 
 # Kinds of score term.  The score of parameter element q is the sum of its
 # terms, each reading one draw coordinate x (the term's column) with
@@ -67,7 +73,14 @@ cpdef enum:
     SK_XEXPM1 = 11       # b * (x - c) * expm1(a * (x - c))            (Gumbel scale)
     SK_LOG_EXPM1 = 12    # b * expm1(a * (log(x) - c))                 (Weibull scale)
     SK_LOG_XEXPM1 = 13   # b * (log(x) - c) * expm1(a * (log(x) - c))  (Weibull concentration)
-    SK_N_KINDS = 14
+    # the rational kinds of the Cauchy / Student-t scores, d = x - c
+    SK_RATIO_SQ = 14     # a * d / (1 + b * d^2)                       (StudentT, Cauchy loc)
+    SK_INV_1P_SQ = 15    # a / (1 + b * d^2)                           (their scale, df)
+    SK_LOG1P_SQ = 16     # a * log1p(b * d^2)                          (StudentT df)
+    # the circular kinds (VonMises)
+    SK_SIN = 17          # a * sin(x - c) + b                          (VonMises loc)
+    SK_COS = 18          # a * cos(x - c) + b                          (VonMises concentration)
+    SK_N_KINDS = 19
 
 # Kinds of fused integrand term (each multiplied by its coefficient).
 cpdef enum:

@@ -42,6 +42,7 @@ from numpy.random.c_distributions cimport (
     random_standard_gamma, random_beta, random_poisson, random_binomial,
     random_geometric, random_negative_binomial, random_multinomial,
     random_standard_uniform, random_standard_uniform_fill, random_laplace,
+    random_standard_cauchy, random_standard_t, random_vonmises,
 )
 
 cnp.import_array()

@@ -46,6 +46,26 @@ cdef extern from *:
     MC_COLUMN_FILL(mc_fill_gumbel, random_gumbel(bg, p[0], p[1]))
     /* Weibull: p = [scale, concentration]; scale * NumPy's standard Weibull */
     MC_COLUMN_FILL(mc_fill_weibull, p[0] * random_weibull(bg, p[1]))
+    /* Uniform: p = [low, high]; low + (high - low) u, one uniform per draw */
+    MC_COLUMN_FILL(mc_fill_uniform, p[0] + (p[1] - p[0]) * random_standard_uniform(bg))
+    /* StudentT: p = [df, loc, scale]; NumPy's standard t (a normal over the
+       root of an independent chi-square / df) */
+    MC_COLUMN_FILL(mc_fill_student_t, p[1] + p[2] * random_standard_t(bg, p[0]))
+    /* Cauchy: p = [loc, scale]; NumPy's standard Cauchy (a ratio of normals) */
+    MC_COLUMN_FILL(mc_fill_cauchy, p[0] + p[1] * random_standard_cauchy(bg))
+    /* HalfCauchy: p = [scale]; |scale * c| of one standard Cauchy per draw */
+    MC_COLUMN_FILL(mc_fill_half_cauchy, fabs(p[0] * random_standard_cauchy(bg)))
+    /* VonMises: p = [loc, concentration]; NumPy's Best-Fisher rejection
+       sampler (a uniform angle below concentration 1e-8, a wrapped normal
+       above 1e6), its result in [-pi, pi] mapped onto [-pi, pi) */
+    #define MC_PI 3.141592653589793238462643383279502884
+    static double mc_von_mises_draw(bitgen_t *bg, double loc, double kappa) {
+        double r = random_vonmises(bg, loc, kappa);
+        if (r >= MC_PI) r -= 2.0 * MC_PI;
+        if (r < -MC_PI) r += 2.0 * MC_PI;
+        return r;
+    }
+    MC_COLUMN_FILL(mc_fill_von_mises, mc_von_mises_draw(bg, p[0], p[1]))
     """
     void mc_fill_beta(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
@@ -63,6 +83,14 @@ cdef extern from *:
                                double *col) noexcept nogil
     void mc_fill_gumbel(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_weibull(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_uniform(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_student_t(const double *p, bitgen_t *bg, Py_ssize_t m,
+                           double *col) noexcept nogil
+    void mc_fill_cauchy(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_half_cauchy(const double *p, bitgen_t *bg, Py_ssize_t m,
+                             double *col) noexcept nogil
+    void mc_fill_von_mises(const double *p, bitgen_t *bg, Py_ssize_t m,
+                           double *col) noexcept nogil
 
 
 cdef mc_family _FAMILY_TABLE[MC_N_FAMILIES]
@@ -230,6 +258,33 @@ cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ss
 
 
 
+cdef void _fill_one_hot_categorical(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg,
+                                    Py_ssize_t m, double *xt, Py_ssize_t ld, double *lt,
+                                    mc_workspace *ws) noexcept nogil:
+    # p = [probs (K, normalised), unused]; columns j*K .. j*K+K-1 receive a
+    # one-hot vector per draw: the category is found by inverting the CDF at
+    # one uniform (categories of probability 0 are never chosen)
+    cdef const double *p = mc_unit_params(dist, j)
+    cdef Py_ssize_t i, k, last = 0, K = dist.n_cat
+    cdef double *x = xt + j * K * ld
+    cdef double u, c
+    for k in range(K):
+        if p[k] > 0.0:
+            last = k
+        memset(x + k * ld, 0, sizeof(double) * m)
+    for i in range(m):
+        u = random_standard_uniform(bg)
+        c = 0.0
+        k = 0
+        while k < last:
+            c = c + p[k]
+            if u < c:
+                break
+            k = k + 1
+        x[k * ld + i] = 1.0
+
+
+
 # The family table.  Column fills (the simple form, mc_column_fill_fn):
 _register_column(MC_NORMAL, b"Normal", _fill_normal)
 _register_column(MC_EXPONENTIAL, b"Exponential", _fill_exponential)
@@ -245,6 +300,11 @@ _register_column(MC_CHI2, b"Chi2", mc_fill_chi2)
 _register_column(MC_INVERSE_GAMMA, b"InverseGamma", mc_fill_inverse_gamma)
 _register_column(MC_GUMBEL, b"Gumbel", mc_fill_gumbel)
 _register_column(MC_WEIBULL, b"Weibull", mc_fill_weibull)
+_register_column(MC_UNIFORM, b"Uniform", mc_fill_uniform)
+_register_column(MC_STUDENT_T, b"StudentT", mc_fill_student_t)
+_register_column(MC_CAUCHY, b"Cauchy", mc_fill_cauchy)
+_register_column(MC_HALF_CAUCHY, b"HalfCauchy", mc_fill_half_cauchy)
+_register_column(MC_VON_MISES, b"VonMises", mc_fill_von_mises)
 # ... and fills of the general form (mc_fill_fn: several columns per unit,
 # log columns, workspace state):
 _register(MC_LOGNORMAL, b"LogNormal", _fill_lognormal, True)
@@ -252,6 +312,7 @@ _register(MC_BINOMIAL, b"Binomial", _fill_binomial)
 _register(MC_CATEGORICAL, b"Categorical", _fill_categorical)
 _register(MC_MULTINOMIAL, b"Multinomial", _fill_multinomial)
 _register(MC_DIRICHLET, b"Dirichlet", _fill_dirichlet)
+_register(MC_ONE_HOT_CATEGORICAL, b"OneHotCategorical", _fill_one_hot_categorical)
 
 
 cdef bint mc_has_log_column(const mc_dist *dist) noexcept nogil:

@@ -56,6 +56,24 @@ cdef inline void _score_term(int kind, const double *x, const double *lx, Py_ssi
         for i in range(m):
             d = (lx[i] if lx != NULL else log(x[i])) - c
             out[i] += b * (d if kind == SK_LOG_XEXPM1 else 1.0) * expm1(a * d)
+    elif kind == SK_RATIO_SQ:
+        for i in range(m):
+            d = x[i] - c
+            out[i] += a * d / (1.0 + b * d * d)
+    elif kind == SK_INV_1P_SQ:
+        for i in range(m):
+            d = x[i] - c
+            out[i] += a / (1.0 + b * d * d)
+    elif kind == SK_LOG1P_SQ:
+        for i in range(m):
+            d = x[i] - c
+            out[i] += a * log1p(b * d * d)
+    elif kind == SK_SIN:
+        for i in range(m):
+            out[i] += a * sin(x[i] - c) + b
+    elif kind == SK_COS:
+        for i in range(m):
+            out[i] += a * cos(x[i] - c) + b
 
 
 cdef const double *mc_score_col(const mc_dist *dist, Py_ssize_t q, const double *xt,
@@ -117,7 +135,9 @@ _SK_NAMES = {SK_AFFINE: "SK_AFFINE", SK_LOG_AFFINE: "SK_LOG_AFFINE",
              SK_LOG_QUAD: "SK_LOG_QUAD", SK_CATEGORY: "SK_CATEGORY", SK_SIGN: "SK_SIGN",
              SK_ABS: "SK_ABS", SK_FAMILY: "SK_FAMILY",
              SK_RECIP: "SK_RECIP", SK_EXPM1: "SK_EXPM1", SK_XEXPM1: "SK_XEXPM1",
-             SK_LOG_EXPM1: "SK_LOG_EXPM1", SK_LOG_XEXPM1: "SK_LOG_XEXPM1"}
+             SK_LOG_EXPM1: "SK_LOG_EXPM1", SK_LOG_XEXPM1: "SK_LOG_XEXPM1",
+             SK_RATIO_SQ: "SK_RATIO_SQ", SK_INV_1P_SQ: "SK_INV_1P_SQ",
+             SK_LOG1P_SQ: "SK_LOG1P_SQ", SK_SIN: "SK_SIN", SK_COS: "SK_COS"}
 
 
 def check_term_kinds(kinds, str owner, family=None):

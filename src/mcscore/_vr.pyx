@@ -83,6 +83,8 @@ cpdef enum:
     TK_DIRICHLET = 8       # aux0[c] (g_c - sum_k g_k x_k over the unit); a = unit, b = K
     TK_MVN_NOISE = 9       # eps_j = (L^-1 (x - loc))_j of the unit; a = j, b = the unit's
                            # first column; prm = [d, L^-1 (d*d), loc of every unit] (MVN scale_tril)
+    TK_CHI2_DF = 10        # dz/dalpha(z = x / 2, a)    (Chi2 df; a = df / 2)
+    TK_INVGAMMA_CONC = 11  # -(x^2 / b) dz/dalpha(z = b / x, a)  (InverseGamma; b = rate)
 
 cdef enum:
     MAXL = 16

@@ -184,6 +184,10 @@ cdef inline double _tangent(int kind, double x, double aux0, double aux1, double
         return aux0
     if kind == TK_AUX1:
         return aux1
+    if kind == TK_CHI2_DF:
+        return dgamma_dalpha(0.5 * x, a)
+    if kind == TK_INVGAMMA_CONC:
+        return -(x * x / b) * dgamma_dalpha(b / x, a)
     return 0.0
 
 

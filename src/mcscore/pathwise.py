@@ -66,7 +66,9 @@ def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=No
     f : callable
         Vectorised f, ``f(x)`` with x of shape ``(m, *dist.draw_shape)``
         returns ``(m,)``; used for ``value`` (E[f]).
-    dist : Normal, LogNormal, Exponential, Gamma, Beta or Dirichlet
+    dist : a family with ``has_rsample`` (Normal, LogNormal, Exponential,
+        Gamma, Beta, Dirichlet, Laplace, HalfNormal, Chi2, InverseGamma,
+        Gumbel, Weibull, Uniform, Cauchy, HalfCauchy)
     n : int >= 2
     grad_f : callable
         Vectorised gradient of f: returns the shape of x.

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from . import _boundary as B
 from . import _engine as E
 from . import _validation as V
 from . import _vr
@@ -45,6 +46,10 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
         f then receives a dict {name: (m, *component.draw_shape)}, a fused
         integrand or C callback the draw flattened component by component
         (see Joint), and the gradients are keyed "name.param".
+        A family whose support moves with its parameters (Uniform) gets the
+        boundary term added draw by draw (f at the draw with one coordinate
+        pinned to low or high: 2 extra evaluations of f per draw coordinate
+        per draw); it needs a Python f and refuses control variates.
     n : int >= 2
         Number of draws.
     rng : None, int, SeedSequence or Generator (SPEC 7)
@@ -122,6 +127,18 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
         raise TypeError(f"grad_f must be a vectorised Python callable, got {type(grad_f).__name__}")
     if k and (control_variates is not None or antithetic is not False):
         _refuse_batched("control variates and antithetic pairs", k)
+    # -- a support that moves with the parameters (Uniform): the family's
+    # boundary term (mcscore._boundary; docs/design.md "Boundary terms")
+    B.refuse_inside(dist, k)
+    if getattr(dist, "has_boundary", False):
+        if control_variates is not None:
+            B.refuse(dist, "score_grad with control_variates",
+                     "the control-variate kernels accumulate scores only")
+        return B.boundary_score_grad(
+            f, dist, n, rng=rng, baseline=baseline, antithetic=antithetic,
+            n_threads=n_threads, chunk_size=chunk_size, n_streams=n_streams,
+            block_size=block_size, client=client, progress=progress)
+    # -- end of the boundary-term hook
     if E.is_joint(dist) and control_variates is None and antithetic is False:
         return _score_joint(f, dist, n, k, rng=rng, baseline=baseline, n_threads=n_threads,
                             chunk_size=chunk_size, n_streams=n_streams, block_size=block_size,
@@ -269,6 +286,8 @@ def samples_estimate(dist, x, fx, baseline, in_support, batch_ndims=0):
     baseline = E.check_baseline(baseline)
     k = 0 if type(batch_ndims) is int and batch_ndims == 0 else E.check_batch_ndims(
         batch_ndims, dist)
+    B.refuse(dist, "score_grad_from_samples", "only f's values at the draws are given")
+    B.refuse_inside(dist, 0)
     x = dist._check_x(x)
     m = x.shape[0]
     if m < 2:
@@ -370,6 +389,8 @@ def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
         batch element's column; ``value`` has the batch's shape.
     """
     E.check_distribution(dist)
+    B.refuse(dist, "rloo_grad", "its leave-one-out kernel accumulates scores only")
+    B.refuse_inside(dist, 0)
     f = E.check_callable("f", f)
     bk = 0 if type(batch_ndims) is int and batch_ndims == 0 else E.check_batch_ndims(
         batch_ndims, dist)

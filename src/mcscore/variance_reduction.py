@@ -56,7 +56,7 @@ def _delta_cv(dist, grad_f):
     # a Joint: its components' means and tangents, side by side in the flat layout
     parts = ([(n + ".", c, dist.offsets[n]) for n, c in dist.joint_components.items()]
              if E.is_joint(dist) else [("", dist, 0)])
-    mu = np.concatenate([np.broadcast_to(np.asarray(c.mean(), float), c.draw_shape).ravel()
+    mu = np.concatenate([np.broadcast_to(np.asarray(c.mean, float), c.draw_shape).ravel()
                          for _, c, _ in parts]).reshape(dist.draw_shape)
     if E.is_joint(dist):
         grad_f = E.JointGrad(grad_f, dist)

@@ -30,17 +30,18 @@ naming the families that have it.
 Each family is one class holding all it knows; the package holds them by
 group: ``_base`` (Distribution, the shared machinery), ``_continuous``
 (Normal, LogNormal, Exponential, Gamma, Beta, Laplace, HalfNormal, Chi2,
-InverseGamma, Gumbel, Weibull), ``_discrete``
+InverseGamma, Gumbel, Weibull, Uniform, StudentT, Cauchy, HalfCauchy, VonMises),
+``_discrete``
 (Poisson, Bernoulli, Binomial, Geometric, NegativeBinomial) and
-``_categorical`` (Categorical, Multinomial, Dirichlet).  Every public name
+``_categorical`` (Categorical, Multinomial, Dirichlet, OneHotCategorical).  Every public name
 is imported from here (``mcscore.distributions.Normal``), and the classes
 say they live here, so that pickles and reprs name this module.
 """
-from ._base import Distribution, index_map, register_families
-from ._categorical import Categorical, Dirichlet, Multinomial
+from ._base import Distribution, Support, index_map, register_families
+from ._categorical import Categorical, Dirichlet, Multinomial, OneHotCategorical
 from ._continuous import (
-    Beta, Chi2, Exponential, Gamma, Gumbel, HalfNormal, InverseGamma, Laplace, LogNormal,
-    Normal, Weibull,
+    Beta, Cauchy, Chi2, Exponential, Gamma, Gumbel, HalfCauchy, HalfNormal, InverseGamma,
+    Laplace, LogNormal, Normal, StudentT, Uniform, VonMises, Weibull,
 )
 from ._joint import Joint, JointDraws
 from ._multivariate import LowRankMultivariateNormal, MultivariateNormal
@@ -72,6 +73,13 @@ __all__ = [
     "Weibull",
     "MultivariateNormal",
     "LowRankMultivariateNormal",
+    "Uniform",
+    "StudentT",
+    "Cauchy",
+    "HalfCauchy",
+    "VonMises",
+    "OneHotCategorical",
+    "Support",
     "FAMILIES",
     "Joint",
     "JointDraws",
@@ -81,7 +89,8 @@ FAMILIES = (
     Normal, LogNormal, Exponential, Gamma, Beta, Poisson, Bernoulli, Binomial,
     Geometric, NegativeBinomial, Categorical, Multinomial, Dirichlet, Laplace,
     HalfNormal, Chi2, InverseGamma, Gumbel, Weibull, MultivariateNormal,
-    LowRankMultivariateNormal,
+    LowRankMultivariateNormal, Uniform, StudentT, Cauchy, HalfCauchy, VonMises,
+    OneHotCategorical,
 )
 register_families(FAMILIES)
 

@@ -3,7 +3,9 @@ the kernel description from the score terms, sample / log_prob / score, the
 optional capabilities) and the helpers the families share."""
 from __future__ import annotations
 
+import math
 import threading
+import warnings
 
 import numpy as np
 
@@ -127,6 +129,105 @@ def register_families(families):
     _FAMILIES = tuple(families)
 
 
+# ---------------------------------------------------------------------------
+# torch-style API: supports as readable constraint objects, and the
+# properties mean / variance / stddev (methods before: still callable)
+# ---------------------------------------------------------------------------
+
+class Support(str):
+    """A family's support: its readable description (a ``str``, e.g.
+    ``"x > 0"``, used in error messages) that is also a constraint object
+    like torch's: ``name`` (torch's constraint name: ``"real"``,
+    ``"positive"``, ``"nonnegative"``, ``"unit_interval"``, ``"interval"``,
+    ``"half_open_interval"``, ``"nonnegative_integer"``, ``"boolean"``, ``"real_vector"``,
+    ``"integer_interval"``, ``"simplex"``, ``"one_hot"``, ``"multinomial"``),
+    ``lower_bound`` / ``upper_bound`` (numbers or arrays; None where there is
+    none), ``is_discrete``, ``event_dim`` and ``check(x)``: a boolean array,
+    True where x is in the support (over the event's last axis for
+    event_dim 1)."""
+
+    def __new__(cls, text, name, lower=None, upper=None, event_dim=0):
+        self = str.__new__(cls, text)
+        self.name, self.lower_bound, self.upper_bound = name, lower, upper
+        self.event_dim = event_dim
+        return self
+
+    def __reduce__(self):
+        return (Support, (str(self), self.name, self.lower_bound, self.upper_bound,
+                          self.event_dim))
+
+    @property
+    def is_discrete(self):
+        return self.name in ("nonnegative_integer", "boolean", "integer_interval", "one_hot",
+                             "multinomial")
+
+    def __repr__(self):
+        return f"Support({self.name}: {str(self)!r})"
+
+    def check(self, x):
+        """True where x lies in the support."""
+        x = np.asarray(x, dtype=np.float64)
+        lo, hi, name = self.lower_bound, self.upper_bound, self.name
+        with np.errstate(invalid="ignore"):
+            integer = x == np.floor(x)
+            if name == "real":
+                return np.isfinite(x)
+            if name == "real_vector":
+                return np.isfinite(x).all(-1)
+            if name == "positive":
+                return (x > 0) & (x < np.inf)
+            if name in ("nonnegative", "nonnegative_integer"):
+                ok = (x >= 0) & (x < np.inf)
+                return ok & integer if name == "nonnegative_integer" else ok
+            if name == "boolean":
+                return (x == 0) | (x == 1)
+            if name in ("unit_interval", "interval", "integer_interval"):
+                ok = (x >= lo) & (x <= hi)
+                return ok & integer if name == "integer_interval" else ok
+            if name == "half_open_interval":
+                return (x >= lo) & (x < hi)
+            if name == "simplex":
+                return ((x >= 0) & (x <= 1)).all(-1) & (np.abs(x.sum(-1) - 1) < 1e-6)
+            if name == "one_hot":
+                return ((x == 0) | (x == 1)).all(-1) & (x.sum(-1) == 1)
+            if name == "multinomial":
+                return ((x >= 0) & integer).all(-1) & (x.sum(-1) == hi)
+        raise ValueError(f"unknown support {name!r}")
+
+
+REAL = Support("x any real number", "real")
+POSITIVE = Support("x > 0", "positive", 0.0, None)
+NONNEGATIVE = Support("x >= 0", "nonnegative", 0.0, None)
+NONNEGATIVE_INTEGER = Support("x a non-negative integer", "nonnegative_integer", 0, None)
+
+
+class _CallableArray(np.ndarray):
+    """The value of a property that was a method (``mean``, ``variance``,
+    ``stddev``): an array that may still be called, ``dist.mean()``, which
+    returns the same values with a DeprecationWarning.  Arithmetic on it
+    gives plain arrays."""
+
+    def __call__(self):
+        warnings.warn(f"{self._mc_name}() is deprecated: {self._mc_name} is a property, as in "
+                      f"torch.distributions; use dist.{self._mc_name} without the call",
+                      DeprecationWarning, stacklevel=2)
+        return np.array(self, dtype=np.float64)
+
+    def __array_finalize__(self, obj):
+        self._mc_name = getattr(obj, "_mc_name", "mean")
+
+    def __array_wrap__(self, arr, context=None, return_scalar=False):
+        arr = arr.view(np.ndarray)
+        return arr[()] if return_scalar else arr
+
+
+def _property_value(values, shape, name):
+    out = np.array(np.broadcast_to(np.asarray(values, dtype=np.float64), shape)).view(
+        _CallableArray)
+    out._mc_name = name
+    return out
+
+
 # parameters that vi.fit optimises on the log scale
 _POSITIVE_PARAMS = {"scale", "rate", "concentration", "concentration1", "concentration0"}
 
@@ -147,7 +248,8 @@ class Distribution:
     family = None  # kernel family code
     continuous = True
     event_ndim = 0  # 1 for Multinomial / Dirichlet (last axis = categories)
-    support = "where log_prob is finite"  # in words, for error messages
+    # in words (for error messages), and a constraint object (a Support)
+    support = "where log_prob is finite"
     arg_constraints = {}  # {parameter name: constraint}, in signature order
     fixed_params = {}  # {name: constraint} of fixed (not differentiated) parameters
 
@@ -325,12 +427,18 @@ class Distribution:
         return out
 
     # -- public methods ----------------------------------------------------
-    def sample(self, n, rng=None):
-        """``n`` draws as an array of shape ``(n, *draw_shape)``.
+    def sample(self, n=(), rng=None):
+        """Draws as an array of shape ``(n, *draw_shape)``; ``n`` may also be
+        a tuple (torch's ``sample_shape``): shape ``(*n, *draw_shape)``, and
+        ``()`` (the default) gives one draw of ``draw_shape``.
 
         ``rng``: None, an int, a SeedSequence or a Generator (SPEC 7).  A
         Generator's bit generator is advanced, as NumPy's own methods do.
         """
+        if isinstance(n, (tuple, list)):
+            shape = tuple(V.integer("sample_shape", v, minimum=0, maximum=2**62) for v in n)
+            total = math.prod(shape)
+            return self.sample(total, rng).reshape(shape + self.draw_shape)
         n = V.integer("n", n, minimum=0, maximum=2**62)
         gen = V.as_generator(rng)
         kd = self._kernel_dist()
@@ -426,8 +534,71 @@ class Distribution:
     def _check_differentiable(self):
         """Raise when a score is undefined at the current parameters."""
 
+    # -- moments, entropy, expand (torch's API) ----------------------------
+    # A family computes them in _mean / _variance / _entropy (values that
+    # broadcast to the draw shape, the batch shape for the entropy); the
+    # public names are properties (entropy() a method), as in torch.
+    @property
     def mean(self):
-        raise NotImplementedError
+        """E[x], an array of ``draw_shape`` (NaN where it does not exist,
+        inf where it is infinite).  A property, as in torch; calling it,
+        ``dist.mean()``, still works with a DeprecationWarning."""
+        return _property_value(self._mean(), self.draw_shape, "mean")
+
+    @property
+    def variance(self):
+        """Var[x] per draw coordinate, an array of ``draw_shape`` (a property)."""
+        return _property_value(self._variance(), self.draw_shape, "variance")
+
+    @property
+    def stddev(self):
+        """The standard deviation, sqrt(variance) (a property)."""
+        with np.errstate(invalid="ignore"):
+            return _property_value(np.sqrt(self._variance()), self.draw_shape, "stddev")
+
+    def entropy(self):
+        """The differential entropy (continuous) or entropy (discrete) of
+        each distribution of the batch, in nats, shape ``batch_shape``."""
+        return np.array(np.broadcast_to(np.asarray(self._entropy(), dtype=np.float64),
+                                        self.batch_shape))
+
+    def _mean(self):
+        raise NotImplementedError(f"{type(self).__name__} has no mean")
+
+    def _variance(self):
+        raise NotImplementedError(f"{type(self).__name__} has no variance")
+
+    def _entropy(self):
+        raise NotImplementedError(f"{type(self).__name__} has no entropy")
+
+    @property
+    def _param_event_ndim(self):
+        """Trailing axes of a parameter that are not batch axes (the categories)."""
+        return self.event_ndim
+
+    def _constructor_args(self):
+        """The keyword arguments that rebuild this distribution (expand)."""
+        return self._all_params()
+
+    def expand(self, batch_shape):
+        """A new distribution of the same family with batch shape
+        ``batch_shape`` (the parameters broadcast to it; the current batch
+        shape must broadcast to it), as torch's ``expand``."""
+        shape = (batch_shape,) if isinstance(batch_shape, (int, np.integer)) else tuple(
+            int(v) for v in batch_shape)
+        try:
+            if np.broadcast_shapes(tuple(self.batch_shape), shape) != shape:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{type(self).__name__}.expand: batch shape {tuple(self.batch_shape)}"
+                             f" does not broadcast to {shape}") from None
+        kw = {}
+        pe = self._param_event_ndim
+        for name, v in self._constructor_args().items():
+            v = np.asarray(v)
+            ev = v.shape[v.ndim - pe:] if (pe and name not in self.fixed_params) else ()
+            kw[name] = np.array(np.broadcast_to(v, shape + ev))
+        return type(self)(**kw)
 
 
     # -- optional capabilities -------------------------------------------

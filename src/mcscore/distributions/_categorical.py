@@ -3,12 +3,12 @@ Categorical, Multinomial and Dirichlet."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import special
+from scipy import special, stats
 
 from .. import _kernels as K
 from .. import _validation as V
 from .. import _vr
-from ._base import Distribution
+from ._base import Distribution, Support
 from ._discrete import _check_probs_score, _is_count, _probs_or_logits
 
 
@@ -19,6 +19,7 @@ from ._discrete import _check_probs_score, _is_count, _probs_or_logits
 class _CategoricalBase(Distribution):
     continuous = False
     _probs_transform = "log"
+    _param_event_ndim = 1  # probs / logits: the last axis holds the categories
 
     def _init_probs(self, owner, probs, logits):
         self._which, v = _probs_or_logits(owner, probs, logits, min_ndim=1, simplex=True)
@@ -74,7 +75,9 @@ class Categorical(_CategoricalBase):
     """Categorical(probs=None, logits=None): an index in 0..K-1, the last axis
     of probs / logits holding the K categories (probs need not sum to 1)."""
 
-    support = "x an integer in 0..K-1"
+    @property
+    def support(self):
+        return Support("x an integer in 0..K-1", "integer_interval", 0, self.n_categories - 1)
 
     family = K.MC_CATEGORICAL
 
@@ -116,8 +119,16 @@ class Categorical(_CategoricalBase):
         out = np.take_along_axis(lp, idx[..., None], axis=-1)[..., 0]
         return np.where(ok, out, -np.inf)
 
-    def mean(self):
+    def _mean(self):
+        """sum_k k p_k (torch gives NaN: kept from before, an index's mean)."""
         return (self.probs * np.arange(self.n_categories)).sum(-1)
+
+    def _variance(self):
+        k = np.arange(self.n_categories)
+        return (self.probs * k * k).sum(-1) - self._mean() ** 2
+
+    def _entropy(self):
+        return special.entr(self.probs).sum(-1)
 
     has_relaxation = True
 
@@ -146,7 +157,10 @@ class Multinomial(_CategoricalBase):
     """Multinomial(total_count, probs=None, logits=None): category counts of
     total_count draws (total_count fixed, may broadcast with the batch)."""
 
-    support = "x non-negative integer counts summing to total_count"
+    @property
+    def support(self):
+        return Support("x non-negative integer counts summing to total_count", "multinomial",
+                       0, self.total_count, event_dim=1)
 
     family = K.MC_MULTINOMIAL
     fixed_params = {"total_count": "nonnegative_integer"}
@@ -187,15 +201,27 @@ class Multinomial(_CategoricalBase):
         out = special.gammaln(n + 1) - special.gammaln(x + 1).sum(-1) + terms
         return np.where(ok, out, -np.inf)
 
-    def mean(self):
+    def _mean(self):
         return self.total_count[..., None] * self.probs
+
+    def _variance(self):
+        p = self.probs
+        return self.total_count[..., None] * p * (1.0 - p)
+
+    def _entropy(self):
+        n = np.broadcast_to(self.total_count, self.batch_shape)
+        p = np.broadcast_to(self.probs, self.draw_shape)
+        out = np.empty(self.batch_shape)
+        for i in np.ndindex(*self.batch_shape):
+            out[i] = stats.multinomial(int(n[i]), p[i]).entropy() if n[i] > 0 else 0.0
+        return out
 
 
 class Dirichlet(Distribution):
     """Dirichlet(concentration): a point of the simplex, the last axis of
     concentration holding the K categories."""
 
-    support = "x in [0, 1]^K summing to 1"
+    support = Support("x in [0, 1]^K summing to 1", "simplex", 0.0, 1.0, event_dim=1)
 
     family = K.MC_DIRICHLET
     event_ndim = 1
@@ -235,9 +261,21 @@ class Dirichlet(Distribution):
                - special.gammaln(a).sum(-1))
         return np.where(ok, out, -np.inf)
 
-    def mean(self):
+    def _mean(self):
         a = self.concentration
         return a / a.sum(-1, keepdims=True)
+
+    def _variance(self):
+        a = self.concentration
+        a0 = a.sum(-1, keepdims=True)
+        return a * (a0 - a) / (a0 * a0 * (a0 + 1.0))
+
+    def _entropy(self):
+        a = self.concentration
+        a0 = a.sum(-1)
+        kk = a.shape[-1]
+        return (special.gammaln(a).sum(-1) - special.gammaln(a0) + (a0 - kk) * special.digamma(a0)
+                - ((a - 1.0) * special.digamma(a)).sum(-1))
 
     has_rsample = True
     rsample_through_gammas = True
@@ -246,3 +284,55 @@ class Dirichlet(Distribution):
         kk = self.event_shape[0]
         cols = np.arange(self.draw_size).reshape(self.draw_shape)
         return [("concentration", _vr.TK_DIRICHLET, (cols // kk) * kk, float(kk))]
+
+
+class OneHotCategorical(_CategoricalBase):
+    """OneHotCategorical(probs=None, logits=None): as torch, a one-hot
+    vector of event_shape (K,) per draw (the Categorical index as an
+    indicator vector), the last axis of probs / logits holding the K
+    categories (probs need not sum to 1).
+
+    Drawn by inverting the cumulative probabilities at one uniform per draw
+    (O(K)).  The score is ``x_k - p_k`` w.r.t. logits_k and ``x_k / v_k -
+    1 / sum v`` w.r.t. unnormalised probs v (the Multinomial's with one
+    trial)."""
+
+    support = Support("x a one-hot vector of length K", "one_hot", 0, 1, event_dim=1)
+
+    family = K.MC_ONE_HOT_CATEGORICAL
+    event_ndim = 1
+
+    def __init__(self, probs=None, logits=None):
+        super().__init__()
+        v = self._init_probs("OneHotCategorical", probs, logits)
+        self.batch_shape = v.shape[:-1]
+
+    @property
+    def event_shape(self):
+        return (self.n_categories,)
+
+    def _draw_params(self):
+        return np.broadcast_to(self.probs, self.draw_shape), np.zeros(self.batch_shape)
+
+    def _terms(self):
+        a, b = self._category_ab(1.0)
+        return [(self._which, K.SK_AFFINE, a, b, 0.0)]
+
+    def _in_support(self, x):
+        return ((x == 0) | (x == 1)).all(-1) & (x.sum(-1) == 1)
+
+    def _log_prob(self, x):
+        ok = self._in_support(x)
+        lp = np.broadcast_to(self.logits, x.shape)
+        out = np.where(x == 1, lp, 0.0).sum(-1)
+        return np.where(ok, out, -np.inf)
+
+    def _mean(self):
+        return self.probs
+
+    def _variance(self):
+        p = self.probs
+        return p * (1.0 - p)
+
+    def _entropy(self):
+        return special.entr(self.probs).sum(-1)

@@ -10,7 +10,9 @@ from scipy import special
 from .. import _kernels as K
 from .. import _validation as V
 from .. import _vr
-from ._base import Distribution
+from ._base import (
+    NONNEGATIVE, POSITIVE, REAL, Distribution, Support, _index_map,
+)
 
 
 # ---------------------------------------------------------------------------
@@ -21,7 +23,7 @@ class _LocScale(Distribution):
     """Shared plumbing of the location-scale families (loc real, scale > 0,
     unit blocks [loc, scale])."""
 
-    support = "x any real number"
+    support = REAL
     arg_constraints = {"loc": "real", "scale": "positive"}
 
     def __init__(self, loc, scale):
@@ -91,8 +93,14 @@ class Normal(_LocScale):
                 "(draw around 0 and shift x inside f)"
             )
 
-    def mean(self):
-        return np.broadcast_to(self.loc, self.batch_shape).copy()
+    def _mean(self):
+        return self.loc
+
+    def _variance(self):
+        return self.scale**2
+
+    def _entropy(self):
+        return 0.5 + 0.5 * math.log(2 * math.pi) + np.log(self.scale)
 
     has_rsample = has_mirror = has_mean_tangents = True
     rsample_through_gammas = False
@@ -108,7 +116,7 @@ class Normal(_LocScale):
 class LogNormal(Normal):
     """LogNormal(loc, scale): log x ~ Normal(loc, scale)."""
 
-    support = "x > 0"
+    support = POSITIVE
 
     family = K.MC_LOGNORMAL
     _log = True
@@ -122,8 +130,15 @@ class LogNormal(Normal):
         out = super()._log_prob(lx) - lx
         return np.where(x > 0, out, -np.inf)
 
-    def mean(self):
-        return np.broadcast_to(np.exp(self.loc + 0.5 * self.scale**2), self.batch_shape).copy()
+    def _mean(self):
+        return np.exp(self.loc + 0.5 * self.scale**2)
+
+    def _variance(self):
+        s2 = self.scale**2
+        return np.expm1(s2) * np.exp(2 * self.loc + s2)
+
+    def _entropy(self):
+        return super()._entropy() + self.loc
 
     def mean_tangents(self):
         b = self._draw_broadcast
@@ -137,7 +152,7 @@ class LogNormal(Normal):
 class Exponential(Distribution):
     """Exponential(rate): density rate * exp(-rate x) on x > 0."""
 
-    support = "x >= 0"
+    support = NONNEGATIVE
 
     family = K.MC_EXPONENTIAL
     arg_constraints = {"rate": "positive"}
@@ -151,8 +166,14 @@ class Exponential(Distribution):
     def _log_prob(self, x):
         return np.where(x >= 0, np.log(self.rate) - self.rate * x, -np.inf)
 
-    def mean(self):
+    def _mean(self):
         return 1.0 / self.rate
+
+    def _variance(self):
+        return self.rate**-2.0
+
+    def _entropy(self):
+        return 1.0 - np.log(self.rate)
 
     has_rsample = has_mean_tangents = True
 
@@ -166,7 +187,7 @@ class Exponential(Distribution):
 class Gamma(Distribution):
     """Gamma(concentration, rate): density rate^a x^(a-1) e^(-rate x) / Gamma(a)."""
 
-    support = "x > 0"
+    support = POSITIVE
 
     family = K.MC_GAMMA
     arg_constraints = {"concentration": "positive", "rate": "positive"}
@@ -186,8 +207,15 @@ class Gamma(Distribution):
         out = a * np.log(r) + special.xlogy(a - 1, x) - r * x - special.gammaln(a)
         return np.where(x >= 0, out, -np.inf)
 
-    def mean(self):
-        return np.broadcast_to(self.concentration / self.rate, self.batch_shape).copy()
+    def _mean(self):
+        return self.concentration / self.rate
+
+    def _variance(self):
+        return self.concentration / self.rate**2
+
+    def _entropy(self):
+        a = self.concentration
+        return a - np.log(self.rate) + special.gammaln(a) + (1.0 - a) * special.digamma(a)
 
     has_rsample = has_mean_tangents = True
 
@@ -205,7 +233,7 @@ class Gamma(Distribution):
 class Beta(Distribution):
     """Beta(concentration1, concentration0): density x^(c1-1) (1-x)^(c0-1) / B(c1, c0)."""
 
-    support = "0 < x < 1"
+    support = Support("0 < x < 1", "unit_interval", 0.0, 1.0)
 
     family = K.MC_BETA
     arg_constraints = {"concentration1": "positive", "concentration0": "positive"}
@@ -226,9 +254,18 @@ class Beta(Distribution):
         out = special.xlogy(a - 1, x) + special.xlog1py(b - 1, -x) - special.betaln(a, b)
         return np.where((x >= 0) & (x <= 1), out, -np.inf)
 
-    def mean(self):
+    def _mean(self):
         a, b = self.concentration1, self.concentration0
-        return np.broadcast_to(a / (a + b), self.batch_shape).copy()
+        return a / (a + b)
+
+    def _variance(self):
+        a, b = self.concentration1, self.concentration0
+        return a * b / ((a + b) ** 2 * (a + b + 1.0))
+
+    def _entropy(self):
+        a, b = self.concentration1, self.concentration0
+        return (special.betaln(a, b) - (a - 1) * special.digamma(a) - (b - 1) * special.digamma(b)
+                + (a + b - 2) * special.digamma(a + b))
 
     has_rsample = has_mean_tangents = True
     # pathwise_grad draws Beta variates as normalised Gamma variates
@@ -285,17 +322,14 @@ class Laplace(_LocScale):
                 "1/scale**2 over- or underflows in double precision beyond; rescale the "
                 "problem (draw x/c and use f(c*x))")
 
-    def mean(self):
-        return np.broadcast_to(self.loc, self.batch_shape).copy()
+    def _mean(self):
+        return self.loc
 
-    def variance(self):
-        return np.broadcast_to(2.0 * self.scale**2, self.batch_shape).copy()
+    def _variance(self):
+        return 2.0 * self.scale**2
 
-    def stddev(self):
-        return np.sqrt(self.variance())
-
-    def entropy(self):
-        return np.broadcast_to(1.0 + np.log(2.0 * self.scale), self.batch_shape).copy()
+    def _entropy(self):
+        return 1.0 + np.log(2.0 * self.scale)
 
     def cdf(self, value):
         """P(X <= value), broadcasting value against the batch shape."""
@@ -335,46 +369,61 @@ def _scale_range_check(owner, name, v, bounds, why):
                          f"(got {float(v[bad].flat[0])!r}): {why}")
 
 
-class HalfNormal(Distribution):
+class _HalfScale(Distribution):
+    """Shared plumbing of the folded families with one scale (HalfNormal,
+    HalfCauchy): support x >= 0, the scale's range check (the score holds
+    1/scale**SCALE_POWER) and vi's log scale."""
+
+    support = NONNEGATIVE
+    arg_constraints = {"scale": "positive"}
+    SCALE_POWER = 2
+
+    def __init__(self, scale):
+        super().__init__(scale=scale)
+
+    def _in_support(self, x):
+        return x >= 0
+
+    def _check_differentiable(self):
+        _scale_range_check(type(self).__name__, "scale", self.scale, self.SCALE_RANGE,
+                           f"the score's term 1/scale**{self.SCALE_POWER} over- or underflows "
+                           "in double precision beyond; rescale the problem (draw x/c and use "
+                           "f(c*x))")
+
+    def vi_transforms(self):
+        return {"scale": "log"}
+
+
+class HalfNormal(_HalfScale):
     """HalfNormal(scale): |z| for z ~ Normal(0, scale); density
     sqrt(2 / pi) / scale * exp(-x^2 / (2 scale^2)) on x >= 0.
 
     Drawn as |scale * z| with NumPy's C normal sampler, one per draw.  The
     score ``-1/scale + x**2 / scale**3`` is one quadratic term."""
 
-    support = "x >= 0"
-
     family = K.MC_HALF_NORMAL
-    arg_constraints = {"scale": "positive"}
-
-    def __init__(self, scale):
-        super().__init__(scale=scale)
 
     # the score holds 1/scale**3
     SCALE_RANGE = (1e-100, 1e100)
+    SCALE_POWER = 3
 
     def _terms(self):
         s = np.asarray(self.scale, dtype=np.float64)
         return [("scale", K.SK_QUAD, 1.0 / (s * s * s), -1.0 / s, 0.0)]
-
-    def _in_support(self, x):
-        return x >= 0
 
     def _log_prob(self, x):
         z = x / self.scale
         out = -0.5 * z * z - np.log(self.scale) + 0.5 * math.log(2.0 / math.pi)
         return np.where(x >= 0, out, -np.inf)
 
-    def _check_differentiable(self):
-        _scale_range_check("HalfNormal", "scale", self.scale, self.SCALE_RANGE,
-                           "the score's term 1/scale**3 over- or underflows in double "
-                           "precision beyond; rescale the problem (draw x/c and use f(c*x))")
+    def _mean(self):
+        return self.scale * math.sqrt(2.0 / math.pi)
 
-    def mean(self):
-        return np.broadcast_to(self.scale * math.sqrt(2.0 / math.pi), self.batch_shape).copy()
+    def _variance(self):
+        return self.scale**2 * (1.0 - 2.0 / math.pi)
 
-    def variance(self):
-        return np.broadcast_to(self.scale**2 * (1.0 - 2.0 / math.pi), self.batch_shape).copy()
+    def _entropy(self):
+        return 0.5 * np.log(0.5 * math.pi * self.scale**2) + 0.5
 
     has_rsample = has_mean_tangents = True
 
@@ -386,9 +435,6 @@ class HalfNormal(Distribution):
         """x = scale |eps|: dx/dscale = x / scale (the Normal scale tangent at loc 0)."""
         return [("scale", _vr.TK_NSCALE, 0.0, self._draw_broadcast(self.scale))]
 
-    def vi_transforms(self):
-        return {"scale": "log"}
-
 
 class Chi2(Distribution):
     """Chi2(df): Gamma(df / 2, rate 1/2), as in torch; density
@@ -397,7 +443,7 @@ class Chi2(Distribution):
     Drawn by NumPy's C sampler (``random_chisquare``).  The score w.r.t. df
     is log-affine: ``(log x - log 2 - digamma(df / 2)) / 2``."""
 
-    support = "x > 0"
+    support = POSITIVE
 
     family = K.MC_CHI2
     arg_constraints = {"df": "positive"}
@@ -418,17 +464,26 @@ class Chi2(Distribution):
         out = special.xlogy(h - 1, x) - 0.5 * x - h * math.log(2.0) - special.gammaln(h)
         return np.where(x >= 0, out, -np.inf)
 
-    def mean(self):
-        return np.broadcast_to(self.df, self.batch_shape).astype(np.float64)
+    def _mean(self):
+        return self.df
 
-    def variance(self):
-        return np.broadcast_to(2.0 * self.df, self.batch_shape).astype(np.float64)
+    def _variance(self):
+        return 2.0 * self.df
 
-    has_mean_tangents = True
+    def _entropy(self):
+        h = 0.5 * self.df
+        return h + math.log(2.0) + special.gammaln(h) + (1.0 - h) * special.digamma(h)
+
+    has_mean_tangents = has_rsample = True
 
     def mean_tangents(self):
         """d E[x] / d df = 1."""
         return {"df": self._draw_broadcast(1.0)}
+
+    def pathwise_spec(self):
+        """x = 2 g, g ~ Gamma(df / 2, 1): dx/ddf = dg/dalpha at alpha = df / 2
+        (implicit reparameterisation of the Gamma draw)."""
+        return [("df", _vr.TK_CHI2_DF, self._draw_broadcast(0.5 * self.df), 0.0)]
 
     def vi_transforms(self):
         return {"df": "log"}
@@ -445,7 +500,7 @@ class InverseGamma(Distribution):
 
     arg_constraints = {"concentration": "positive", "rate": "positive"}
     family = K.MC_INVERSE_GAMMA
-    support = "x > 0"
+    support = POSITIVE
 
     def __init__(self, concentration, rate):
         super().__init__(concentration=concentration, rate=rate)
@@ -456,6 +511,15 @@ class InverseGamma(Distribution):
         return [("concentration", K.SK_LOG_AFFINE, -1.0, dlog, 0.0),
                 ("rate", K.SK_RECIP, -1.0, a / r, 0.0)]
 
+    has_rsample = True
+
+    def pathwise_spec(self):
+        """x = rate / g, g ~ Gamma(a, 1): dx/drate = x / rate and dx/da =
+        -(x^2 / rate) dg/da at g = rate / x (implicit reparameterisation)."""
+        b = self._draw_broadcast
+        return [("concentration", _vr.TK_INVGAMMA_CONC, b(self.concentration), b(self.rate)),
+                ("rate", _vr.TK_NSCALE, 0.0, b(self.rate))]
+
     def _in_support(self, x):
         return x > 0
 
@@ -465,13 +529,17 @@ class InverseGamma(Distribution):
             out = a * np.log(r) - special.gammaln(a) - (a + 1) * np.log(x) - r / x
         return np.where(x > 0, out, -np.inf)
 
-    def mean(self):
+    def _entropy(self):
+        a = self.concentration
+        return a + np.log(self.rate) + special.gammaln(a) - (1.0 + a) * special.digamma(a)
+
+    def _mean(self):
         """rate / (concentration - 1), infinite for concentration <= 1."""
         a, r = np.broadcast_arrays(self.concentration, self.rate)
         with np.errstate(divide="ignore"):
             return np.where(a > 1, r / np.where(a > 1, a - 1, 1.0), np.inf)
 
-    def variance(self):
+    def _variance(self):
         """rate^2 / ((a - 1)^2 (a - 2)), infinite for concentration <= 2."""
         a, r = np.broadcast_arrays(self.concentration, self.rate)
         ok = a > 2
@@ -515,11 +583,14 @@ class Gumbel(_LocScale):
                            "the score's term 1/scale**2 over- or underflows in double "
                            "precision beyond; rescale the problem (draw x/c and use f(c*x))")
 
-    def mean(self):
-        return np.broadcast_to(self.loc + np.euler_gamma * self.scale, self.batch_shape).copy()
+    def _mean(self):
+        return self.loc + np.euler_gamma * self.scale
 
-    def variance(self):
-        return np.broadcast_to(math.pi**2 / 6.0 * self.scale**2, self.batch_shape).copy()
+    def _variance(self):
+        return math.pi**2 / 6.0 * self.scale**2
+
+    def _entropy(self):
+        return np.log(self.scale) + np.euler_gamma + 1.0
 
     def mean_tangents(self):
         """E[x] = loc + gamma scale (gamma: Euler's constant)."""
@@ -540,7 +611,7 @@ class Weibull(Distribution):
     scale and ``1/k - L expm1(k L)`` w.r.t. k (the term kinds ``SK_LOG_EXPM1``,
     ``SK_LOG_XEXPM1``)."""
 
-    support = "x > 0"
+    support = POSITIVE
 
     family = K.MC_WEIBULL
     arg_constraints = {"scale": "positive", "concentration": "positive"}
@@ -570,14 +641,26 @@ class Weibull(Distribution):
     def _moment_factor(self, j):
         return special.gamma(1.0 + j / self.concentration)
 
-    def mean(self):
-        return np.broadcast_to(self.scale * self._moment_factor(1), self.batch_shape).copy()
+    def _mean(self):
+        return self.scale * self._moment_factor(1)
 
-    def variance(self):
+    def _variance(self):
         g1, g2 = self._moment_factor(1), self._moment_factor(2)
-        return np.broadcast_to(self.scale**2 * (g2 - g1 * g1), self.batch_shape).copy()
+        return self.scale**2 * (g2 - g1 * g1)
 
-    has_mean_tangents = True
+    def _entropy(self):
+        k = self.concentration
+        return np.euler_gamma * (1.0 - 1.0 / k) + np.log(self.scale / k) + 1.0
+
+    has_mean_tangents = has_rsample = True
+
+    def pathwise_spec(self):
+        """x = scale e^(1/k), e ~ Exponential(1): dx/dscale = x / scale and
+        dx/dk = -(x / k) log(x / scale) (the LogNormal scale tangent
+        x (log x - a) / b with a = log scale, b = -k)."""
+        b = self._draw_broadcast
+        return [("scale", _vr.TK_NSCALE, 0.0, b(self.scale)),
+                ("concentration", _vr.TK_LNSCALE, b(np.log(self.scale)), b(-self.concentration))]
 
     def mean_tangents(self):
         """E[x] = scale Gamma(1 + 1/k)."""
@@ -589,3 +672,376 @@ class Weibull(Distribution):
 
     def vi_transforms(self):
         return {"scale": "log", "concentration": "log"}
+
+
+# ---------------------------------------------------------------------------
+# issue 13: Uniform, StudentT, Cauchy, HalfCauchy, VonMises
+# ---------------------------------------------------------------------------
+
+class Uniform(Distribution):
+    """Uniform(low, high): density 1 / (high - low) on [low, high), as in torch.
+
+    Drawn as low + (high - low) u with one standard uniform per draw.  The
+    support moves with both parameters, so the score alone does not give
+    the gradient of E[f]: ``score_grad`` adds the boundary term (f at the
+    draw with a coordinate pinned to its bound, see :meth:`boundary_terms`);
+    the estimators that cannot evaluate f at pinned draws refuse Uniform
+    and name ``pathwise_grad`` (x = low + (high - low) u)."""
+
+    family = K.MC_UNIFORM
+    arg_constraints = {"low": "real", "high": "real"}
+
+    def __init__(self, low, high):
+        super().__init__(low=low, high=high)
+
+    def _check_params(self, low, high):
+        with np.errstate(invalid="ignore", over="ignore"):
+            width = high - low
+        bad = ~(width > 0)
+        if bad.any():
+            lo, hi = np.broadcast_arrays(low, high)
+            i = np.argwhere(np.broadcast_to(bad, lo.shape))[0]
+            raise ValueError(f"Uniform: high must be > low (got low={float(lo[tuple(i)])!r}, "
+                             f"high={float(hi[tuple(i)])!r})")
+        if not np.isfinite(width).all():
+            raise ValueError("Uniform: high - low must be finite (it overflows to inf)")
+
+    @property
+    def support(self):
+        """[low, high) (torch's interval constraint; its check is closed)."""
+        return Support("low <= x < high", "interval", self.low, self.high)
+
+    def _width(self):
+        return self.high - self.low
+
+    def _check_differentiable(self):
+        w = np.asarray(self._width())
+        with np.errstate(divide="ignore", over="ignore"):
+            bad = ~np.isfinite(1.0 / w)
+        if bad.any():
+            raise ValueError(
+                f"Uniform: high - low must be at least {1 / np.finfo(float).max:.4g} to "
+                f"estimate gradients (got {float(w[bad].flat[0])!r}): the score 1/(high - low) "
+                "overflows; rescale the problem (draw x/c and use f(c*x))")
+
+    def _terms(self):
+        w = self._width()
+        return [("low", K.SK_AFFINE, 0.0, 1.0 / w, 0.0),
+                ("high", K.SK_AFFINE, 0.0, -1.0 / w, 0.0)]
+
+    def _in_support(self, x):
+        return (x >= self.low) & (x <= self.high)
+
+    def _log_prob(self, x):
+        lp = np.broadcast_to(-np.log(self._width()), np.broadcast_shapes(x.shape, self.batch_shape))
+        return np.where((x >= self.low) & (x <= self.high), lp, -np.inf)
+
+    def _mean(self):
+        return 0.5 * (self.low + self.high)
+
+    def _variance(self):
+        return self._width() ** 2 / 12.0
+
+    def _entropy(self):
+        return np.log(self._width())
+
+    has_rsample = has_mirror = True
+
+    def mirror(self, x):
+        """Antithetic partner: the reflection low + high - x."""
+        return self.low + self.high - x
+
+    def pathwise_spec(self):
+        """x = low + (high - low) u: dx/dlow = (high - x) / (high - low) and
+        dx/dhigh = (x - low) / (high - low), both the scale tangent
+        (x - a) / b."""
+        b = self._draw_broadcast
+        return [("low", _vr.TK_NSCALE, b(self.high), b(self.low - self.high)),
+                ("high", _vr.TK_NSCALE, b(self.low), b(self.high - self.low))]
+
+    # -- the boundary term (a parameter-dependent support) -------------
+    has_boundary = True
+
+    def boundary_terms(self, f, x):
+        """The boundary part of each draw's gradient term: ``(m, n_coords)``,
+        in the score's coordinate order.
+
+        For a product of uniforms, d/dlow_j E[f] = E[f(x) - f(x with x_j =
+        low_j)] / (high_j - low_j) and d/dhigh_j E[f] = E[f(x with x_j =
+        high_j) - f(x)] / (high_j - low_j).  The score (1 / (high_j - low_j)
+        w.r.t. low_j, its negative w.r.t. high_j) gives the f(x) parts; this
+        gives the pinned parts, -f(x with x_j = low_j) / (high_j - low_j)
+        and +f(x with x_j = high_j) / (high_j - low_j), summed over the
+        draw coordinates a broadcast parameter element reaches.  ``f`` is
+        called on the m draws with one coordinate pinned, twice per draw
+        coordinate: 2 * draw_size extra evaluations of f per draw.
+
+        The score is constant on the support and the pinned parts of f = 1
+        cancel it, so any baseline b cancels exactly from score + boundary:
+        every baseline gives the same unbiased estimate."""
+        m = x.shape[0]
+        ds, size = self.draw_shape, self.draw_size
+        xf = x.reshape(m, size)
+        lo = np.broadcast_to(self.low, ds).ravel()
+        hi = np.broadcast_to(self.high, ds).ravel()
+        w = hi - lo
+        parts = []
+        for name, bound, sign in (("low", lo, -1.0), ("high", hi, 1.0)):
+            per = np.empty((m, size))
+            for j in range(size):
+                xp = xf.copy()
+                xp[:, j] = bound[j]
+                per[:, j] = sign * np.asarray(f(xp.reshape((m,) + ds)), dtype=np.float64) / w[j]
+            psize = self._params[name].size
+            emap = _index_map(self._params[name].shape, ds)
+            out = np.zeros((m, psize))
+            for j in range(size):
+                out[:, emap[j]] += per[:, j]
+            parts.append(out)
+        return np.concatenate(parts, axis=1)
+
+    def vi_transforms(self):
+        return {"low": "identity", "high": "identity"}
+
+
+class _Rational(_LocScale):
+    """Location-scale families whose score is rational in d = x - loc
+    (Cauchy, StudentT): the kinds SK_RATIO_SQ, SK_INV_1P_SQ."""
+
+    has_rsample = has_mirror = True
+    # the score holds 1 / scale**2
+    SCALE_RANGE = (1e-150, 1e150)
+
+    def _check_differentiable(self):
+        _scale_range_check(type(self).__name__, "scale", self.scale, self.SCALE_RANGE,
+                           "the score's term 1/scale**2 over- or underflows in double "
+                           "precision beyond; rescale the problem (draw x/c and use f(c*x))")
+
+    def mirror(self, x):
+        """Antithetic partner: the reflection 2 loc - x (a symmetric family)."""
+        return 2.0 * self.loc - x
+
+    def _loc_scale_terms(self, nu):
+        """The loc and scale rows for degrees of freedom nu (Cauchy: 1)."""
+        mu, s = self.loc, self.scale
+        inv = 1.0 / (nu * s * s)
+        return [("loc", K.SK_RATIO_SQ, (nu + 1.0) * inv, inv, mu),
+                ("scale", K.SK_INV_1P_SQ, -(nu + 1.0) / s, inv, mu),
+                ("scale", K.SK_AFFINE, 0.0, nu / s, 0.0)]
+
+    def vi_transforms(self):
+        return {"loc": "identity", "scale": "log"}
+
+
+class Cauchy(_Rational):
+    """Cauchy(loc, scale): density 1 / (pi scale (1 + z^2)), z = (x - loc) / scale.
+
+    Drawn as loc + scale c with NumPy's standard Cauchy sampler.  With
+    u = z^2 the score is ``(2 / scale^2) d / (1 + u)`` w.r.t. loc and
+    ``1/scale - (2/scale) / (1 + u)`` w.r.t. scale.  It has no mean: the
+    ``mean`` is NaN and the ``variance`` infinite, as in torch."""
+
+    family = K.MC_CAUCHY
+
+    def _terms(self):
+        return self._loc_scale_terms(1.0)
+
+    def _log_prob(self, x):
+        z = (x - self.loc) / self.scale
+        return -math.log(math.pi) - np.log(self.scale) - np.log1p(z * z)
+
+    def _mean(self):
+        return np.full(self.batch_shape, np.nan)
+
+    def _variance(self):
+        return np.full(self.batch_shape, np.inf)
+
+    def _entropy(self):
+        return np.log(4.0 * math.pi * self.scale)
+
+
+class StudentT(_Rational):
+    """StudentT(df, loc=0, scale=1): density
+    Gamma((df+1)/2) / (Gamma(df/2) sqrt(df pi) scale) (1 + z^2/df)^(-(df+1)/2).
+
+    Drawn as loc + scale t with NumPy's standard-t sampler (a normal over
+    the root of an independent chi-square / df).  With d = x - loc and
+    u = d^2 / (df scale^2) the score is ``(df+1)/(df scale^2) d / (1 + u)``
+    w.r.t. loc, ``df/scale - ((df+1)/scale) / (1 + u)`` w.r.t. scale and
+    ``(digamma((df+1)/2) - digamma(df/2) + 1 - log1p(u)) / 2
+    - ((df+1)/(2 df)) / (1 + u)`` w.r.t. df.
+
+    ``pathwise_grad`` refuses StudentT: the reparameterisation through df
+    (an implicit derivative of the t CDF in df) is not available exactly."""
+
+    family = K.MC_STUDENT_T
+    arg_constraints = {"df": "positive", "loc": "real", "scale": "positive"}
+
+    def __init__(self, df, loc=0.0, scale=1.0):
+        Distribution.__init__(self, df=df, loc=loc, scale=scale)
+
+    has_rsample = False
+
+    def _draw_params(self):
+        """Unit blocks [df, loc, scale]."""
+        b = [np.broadcast_to(v, self.batch_shape) for v in (self.df, self.loc, self.scale)]
+        return np.stack(b[:2], axis=-1), b[2]
+
+    def require(self, capability):
+        try:
+            return super().require(capability)
+        except ValueError as e:
+            if capability != "rsample":
+                raise
+            raise ValueError(
+                f"{e}: StudentT's draw has no exact reparameterisation in df here (x = loc + "
+                "scale z / sqrt(chi2_df / df) needs the implicit derivative of the chi-square "
+                "draw); use score_grad (every baseline, antithetic=True) for the gradient "
+                "w.r.t. df, loc and scale") from None
+
+    def pathwise_spec(self):
+        self.require("rsample")
+
+    def _terms(self):
+        nu, mu, s = np.broadcast_arrays(self.df, self.loc, self.scale)
+        inv = 1.0 / (nu * s * s)
+        const = 0.5 * (special.digamma(0.5 * (nu + 1.0)) - special.digamma(0.5 * nu)) + 0.5
+        return self._loc_scale_terms(nu) + [
+            ("df", K.SK_LOG1P_SQ, -0.5, inv, mu),
+            ("df", K.SK_INV_1P_SQ, -(nu + 1.0) / (2.0 * nu), inv, mu),
+            ("df", K.SK_AFFINE, 0.0, const, 0.0),
+        ]
+
+    def _log_prob(self, x):
+        nu = self.df
+        z = (x - self.loc) / self.scale
+        return (special.gammaln(0.5 * (nu + 1.0)) - special.gammaln(0.5 * nu)
+                - 0.5 * np.log(nu * math.pi) - np.log(self.scale)
+                - 0.5 * (nu + 1.0) * np.log1p(z * z / nu))
+
+    def _mean(self):
+        nu, mu = np.broadcast_arrays(self.df, self.loc)
+        return np.where(nu > 1, mu, np.nan)
+
+    def _variance(self):
+        nu, s = np.broadcast_arrays(self.df, self.scale)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = s * s * nu / (nu - 2.0)
+        return np.where(nu > 2, v, np.where(nu > 1, np.inf, np.nan))
+
+    def _entropy(self):
+        nu = self.df
+        h = 0.5 * (nu + 1.0)
+        return (np.log(self.scale) + h * (special.digamma(h) - special.digamma(0.5 * nu))
+                + 0.5 * np.log(nu) + special.betaln(0.5 * nu, 0.5))
+
+    def vi_transforms(self):
+        return {"df": "log", "loc": "identity", "scale": "log"}
+
+
+class HalfCauchy(_HalfScale):
+    """HalfCauchy(scale): |c| for c ~ Cauchy(0, scale); density
+    2 / (pi scale (1 + (x/scale)^2)) on x >= 0.
+
+    Drawn as |scale c| with NumPy's standard Cauchy sampler.  The score is
+    ``1/scale - (2/scale) / (1 + (x/scale)^2)``; mean and variance are
+    infinite, as in torch."""
+
+    family = K.MC_HALF_CAUCHY
+
+    SCALE_RANGE = (1e-150, 1e150)
+
+    def _terms(self):
+        s = np.asarray(self.scale, dtype=np.float64)
+        return [("scale", K.SK_INV_1P_SQ, -2.0 / s, 1.0 / (s * s), 0.0),
+                ("scale", K.SK_AFFINE, 0.0, 1.0 / s, 0.0)]
+
+    def _log_prob(self, x):
+        z = x / self.scale
+        out = math.log(2.0 / math.pi) - np.log(self.scale) - np.log1p(z * z)
+        return np.where(x >= 0, out, -np.inf)
+
+    def _mean(self):
+        return np.full(self.batch_shape, np.inf)
+
+    def _variance(self):
+        return np.full(self.batch_shape, np.inf)
+
+    def _entropy(self):
+        return np.log(2.0 * math.pi * self.scale)
+
+    has_rsample = True
+
+    def pathwise_spec(self):
+        """x = scale |c|: dx/dscale = x / scale."""
+        return [("scale", _vr.TK_NSCALE, 0.0, self._draw_broadcast(self.scale))]
+
+
+def bessel_ratio(kappa):
+    """I1(kappa) / I0(kappa), accurate for every kappa >= 0: the ratio of
+    the exponentially scaled Bessel functions (no overflow for large kappa,
+    kappa / 2 to full precision for small kappa)."""
+    k = np.asarray(kappa, dtype=np.float64)
+    return special.i1e(k) / special.i0e(k)
+
+
+def _wrap_angle(x):
+    """x mapped onto [-pi, pi)."""
+    return np.mod(x + math.pi, 2.0 * math.pi) - math.pi
+
+
+class VonMises(Distribution):
+    """VonMises(loc, concentration): the circular normal on [-pi, pi),
+    density exp(kappa cos(x - loc)) / (2 pi I0(kappa)), kappa the
+    concentration (>= 0; 0 is the uniform angle).
+
+    Drawn by NumPy's C sampler (Best and Fisher's rejection method; below
+    kappa = 1e-8 a uniform angle, above 1e6 a wrapped normal, both within
+    rounding of the density there), mapped onto [-pi, pi).  The score is
+    ``kappa sin(x - loc)`` w.r.t. loc and ``cos(x - loc) - I1(kappa) /
+    I0(kappa)`` w.r.t. the concentration, the Bessel ratio computed from the
+    exponentially scaled I0, I1 (:func:`bessel_ratio`), accurate for small
+    and large kappa; the normaliser is log(2 pi i0e(kappa)) + kappa."""
+
+    support = Support("x in [-pi, pi)", "half_open_interval", -math.pi, math.pi)
+
+    family = K.MC_VON_MISES
+    arg_constraints = {"loc": "real", "concentration": "nonnegative"}
+
+    def __init__(self, loc, concentration):
+        super().__init__(loc=loc, concentration=concentration)
+
+    def _terms(self):
+        mu, k = np.broadcast_arrays(self.loc, self.concentration)
+        return [("loc", K.SK_SIN, k, 0.0, mu),
+                ("concentration", K.SK_COS, 1.0, -bessel_ratio(k), mu)]
+
+    def _in_support(self, x):
+        return (x >= -math.pi) & (x < math.pi)
+
+    def _log_prob(self, x):
+        k = self.concentration
+        out = k * (np.cos(x - self.loc) - 1.0) - np.log(2.0 * math.pi * special.i0e(k))
+        return np.where((x >= -math.pi) & (x < math.pi), out, -np.inf)
+
+    def _mean(self):
+        """loc (as torch: the circular mean, loc itself, not wrapped)."""
+        return np.broadcast_to(self.loc, self.batch_shape).astype(np.float64)
+
+    def _variance(self):
+        """The circular variance 1 - I1(kappa) / I0(kappa), as torch."""
+        return np.broadcast_to(1.0 - bessel_ratio(self.concentration), self.batch_shape).copy()
+
+    def _entropy(self):
+        k = self.concentration
+        return np.broadcast_to(-k * bessel_ratio(k) + k + np.log(2.0 * math.pi * special.i0e(k)),
+                               self.batch_shape).copy()
+
+    has_mirror = True
+
+    def mirror(self, x):
+        """Antithetic partner: the reflection 2 loc - x about loc, wrapped onto [-pi, pi)."""
+        return _wrap_angle(2.0 * self.loc - x)
+
+    def vi_transforms(self):
+        return {"loc": "identity", "concentration": "log"}

@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import special
+from scipy import special, stats
 
 from .. import _kernels as K
 from .. import _validation as V
-from ._base import Distribution
+from ._base import NONNEGATIVE_INTEGER, Distribution, Support
 
 # Largest Poisson rate NumPy's sampler accepts (larger rates overflow int64).
 POISSON_RATE_MAX = float(np.iinfo(np.int64).max - 10 * np.sqrt(np.iinfo(np.int64).max))
@@ -170,6 +170,31 @@ def _binomial_log_pmf(x, n, p, q):
     return out
 
 
+# Most values the entropy of a count family sums over.
+_ENTROPY_TERMS_MAX = 1 << 23
+
+
+def _sum_entropy(owner, frozen, mean, var):
+    """The entropy -sum p log p of a count distribution (a frozen scipy
+    distribution of the batch shape), summed over mean +- (12 sd + 50),
+    the upper end moved out until the mass beyond is below 1e-18."""
+    mean, var = np.broadcast_arrays(np.asarray(mean, float), np.asarray(var, float))
+    if mean.size == 0:
+        return np.zeros(mean.shape)
+    half = 12.0 * np.sqrt(var) + 50.0
+    lo = max(0.0, float(np.floor(np.min(mean - half))))
+    hi = float(np.ceil(np.max(mean + half)))
+    while hi - lo <= _ENTROPY_TERMS_MAX and np.max(frozen.sf(hi)) > 1e-18:
+        hi = lo + 2.0 * (hi - lo)  # a heavy right tail (NegativeBinomial, probs near 1)
+    if hi - lo > _ENTROPY_TERMS_MAX:
+        raise NotImplementedError(
+            f"{owner}.entropy: the sum over the support would take {hi - lo:.3g} terms (more "
+            f"than {_ENTROPY_TERMS_MAX}); the distribution is too wide for an exact sum")
+    k = np.arange(lo, hi + 1.0).reshape((-1,) + (1,) * mean.ndim)
+    lp = frozen.logpmf(k)
+    return -np.where(np.isfinite(lp), np.exp(lp) * lp, 0.0).sum(0)
+
+
 def _is_count(x, upper=None):
     ok = (x >= 0) & (x == np.floor(x))
     if upper is not None:
@@ -180,7 +205,7 @@ def _is_count(x, upper=None):
 class Poisson(Distribution):
     """Poisson(rate): P(k) = rate^k e^(-rate) / k!."""
 
-    support = "x a non-negative integer"
+    support = NONNEGATIVE_INTEGER
 
     family = K.MC_POISSON
     continuous = False
@@ -206,8 +231,22 @@ class Poisson(Distribution):
     def _in_support(self, x):
         return _is_count(x)
 
-    def mean(self):
-        return self.rate.copy()
+    def _mean(self):
+        return self.rate
+
+    def _variance(self):
+        return self.rate
+
+    def _entropy(self):
+        lam = np.asarray(self.rate, dtype=np.float64)
+        big = lam > 1e4
+        # above 1e4 the asymptotic series (next term O(rate**-4)): the log-pmfs
+        # of the sum lose about rate * 1e-16 each there
+        lb = np.where(big, lam, 1e4)
+        series = (0.5 * np.log(2 * math.pi * math.e * lb) - 1 / (12 * lb) - 1 / (24 * lb**2)
+                  - 19 / (360 * lb**3))
+        small = np.where(big, 1.0, lam)
+        return np.where(big, series, _sum_entropy("Poisson", stats.poisson(small), small, small))
 
     has_mean_tangents = True
 
@@ -218,7 +257,7 @@ class Poisson(Distribution):
 class Bernoulli(_BinaryFamily):
     """Bernoulli(probs=None, logits=None): P(1) = probs = sigmoid(logits)."""
 
-    support = "x 0 or 1"
+    support = Support("x 0 or 1", "boolean", 0, 1)
 
     family = K.MC_BERNOULLI
 
@@ -236,8 +275,16 @@ class Bernoulli(_BinaryFamily):
     def _in_support(self, x):
         return (x == 0) | (x == 1)
 
-    def mean(self):
+    def _mean(self):
         return self.probs
+
+    def _variance(self):
+        p, q = self._pq()
+        return p * q
+
+    def _entropy(self):
+        p, q = self._pq()
+        return special.entr(p) + special.entr(q)
 
     has_mean_tangents = has_relaxation = has_binary_relaxation = True
 
@@ -262,7 +309,10 @@ class Binomial(_BinaryFamily):
     """Binomial(total_count, probs=None, logits=None): successes in
     total_count trials (total_count is fixed, not differentiated)."""
 
-    support = "x an integer in 0..total_count"
+    @property
+    def support(self):
+        return Support("x an integer in 0..total_count", "integer_interval", 0,
+                       self.total_count)
 
     family = K.MC_BINOMIAL
     fixed_params = {"total_count": "nonnegative_integer"}
@@ -287,15 +337,24 @@ class Binomial(_BinaryFamily):
     def _in_support(self, x):
         return _is_count(x, self.total_count)
 
-    def mean(self):
-        return np.broadcast_to(self.total_count * self.probs, self.batch_shape).copy()
+    def _mean(self):
+        return self.total_count * self.probs
+
+    def _variance(self):
+        p, q = self._pq()
+        return self.total_count * p * q
+
+    def _entropy(self):
+        p, q = self._pq()
+        n = np.broadcast_to(self.total_count, self.batch_shape)
+        return _sum_entropy("Binomial", stats.binom(n, p), n * p, n * p * q)
 
 
 class Geometric(_BinaryFamily):
     """Geometric(probs=None, logits=None): failures before the first success,
     P(k) = (1 - p)^k p, k = 0, 1, ..."""
 
-    support = "x a non-negative integer"
+    support = NONNEGATIVE_INTEGER
 
     family = K.MC_GEOMETRIC
     probs_constraint = "unit_interval_gt0"
@@ -324,9 +383,17 @@ class Geometric(_BinaryFamily):
         out = special.xlogy(x, q) + np.log(p)
         return np.where(_is_count(x), out, -np.inf)
 
-    def mean(self):
+    def _mean(self):
         p, q = self._pq()
         return q / p
+
+    def _variance(self):
+        p, q = self._pq()
+        return q / (p * p)
+
+    def _entropy(self):
+        p, q = self._pq()
+        return (special.entr(p) + special.entr(q)) / p
 
 
 class NegativeBinomial(_BinaryFamily):
@@ -334,7 +401,7 @@ class NegativeBinomial(_BinaryFamily):
     (probability probs) before total_count failures,
     P(k) = C(k + r - 1, k) (1 - p)^r p^k."""
 
-    support = "x a non-negative integer"
+    support = NONNEGATIVE_INTEGER
 
     family = K.MC_NEGATIVE_BINOMIAL
     fixed_params = {"total_count": "positive"}
@@ -376,6 +443,16 @@ class NegativeBinomial(_BinaryFamily):
         out = np.where(k == 0, special.xlogy(r, q), out)
         return np.where(ok, out, -np.inf)
 
-    def mean(self):
+    def _mean(self):
         p, q = self._pq()
-        return np.broadcast_to(self.total_count * p / q, self.batch_shape).copy()
+        return self.total_count * p / q
+
+    def _variance(self):
+        p, q = self._pq()
+        return self.total_count * p / (q * q)
+
+    def _entropy(self):
+        p, q = self._pq()
+        r = np.broadcast_to(self.total_count, self.batch_shape)
+        m = r * p / q
+        return _sum_entropy("NegativeBinomial", stats.nbinom(r, q), m, m / q)

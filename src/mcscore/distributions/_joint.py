@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import warnings
+
 import numpy as np
 
 from ._base import Distribution
@@ -38,6 +40,16 @@ def _mean(obj, what):
     itself be callable for backward compatibility: not called)."""
     v = getattr(obj, what)
     return np.asarray(v) if isinstance(v, np.ndarray) or not callable(v) else v()
+
+
+class _CallableDict(dict):
+    """Joint.mean's value: a dict that may still be called (the old method),
+    returning itself with a DeprecationWarning."""
+
+    def __call__(self):
+        warnings.warn("mean() is deprecated: mean is a property, as in torch.distributions; "
+                      "use q.mean without the call", DeprecationWarning, stacklevel=2)
+        return dict(self)
 
 
 def _every(flag):
@@ -241,9 +253,11 @@ class Joint(Distribution):
             o += max((sl.stop for sl, _ in c._coord_slices.values()), default=0)
         return out
 
+    @property
     def mean(self):
-        """{name: the component's mean}."""
-        return {n: _mean(c, "mean") for n, c in self._components.items()}
+        """{name: the component's mean} (a property, as for every family;
+        calling it, ``q.mean()``, still works with a DeprecationWarning)."""
+        return _CallableDict({n: _mean(c, "mean") for n, c in self._components.items()})
 
     def entropy(self):
         """Sum of the components' entropies, shape batch_shape (every

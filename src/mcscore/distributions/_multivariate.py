@@ -38,7 +38,7 @@ from scipy.linalg import blas, lapack
 from .. import _kernels as K
 from .. import _validation as V
 from .. import _vr
-from ._base import Distribution
+from ._base import Distribution, Support
 
 # term types of the family score kernels (_kernels_multivariate.pxi)
 _MV_LOC, _MV_TRIL, _MV_COV, _MV_PREC, _MV_FACTOR, _MV_DIAG = range(6)
@@ -120,7 +120,23 @@ class _Gaussian(Distribution):
     """Shared plumbing of the two Gaussian vector families."""
 
     event_ndim = 1
-    support = "x any real vector"
+    support = Support("x any real vector", "real_vector", event_dim=1)
+
+    def expand(self, batch_shape):
+        """A new distribution with batch shape ``batch_shape``: loc broadcast
+        to ``batch_shape + (d,)``; the matrix (or factor and diagonal), shared
+        by the batch, is kept."""
+        shape = (batch_shape,) if isinstance(batch_shape, (int, np.integer)) else tuple(
+            int(v) for v in batch_shape)
+        try:
+            if np.broadcast_shapes(tuple(self.batch_shape), shape) != shape:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{type(self).__name__}.expand: batch shape {tuple(self.batch_shape)}"
+                             f" does not broadcast to {shape}") from None
+        kw = dict(self._constructor_args())
+        kw["loc"] = np.array(np.broadcast_to(np.asarray(self.loc), shape + (self._d,)))
+        return type(self)(**kw)
     has_mirror = True
 
     @property
@@ -150,16 +166,13 @@ class _Gaussian(Distribution):
     def _draw_broadcast_loc(self):
         return np.broadcast_to(self.loc, self.batch_shape + (self._d,)).reshape(-1, self._d)
 
-    def mean(self):
-        """E[x], shape draw_shape."""
-        return np.broadcast_to(self.loc, self.draw_shape).copy()
+    # moments for the base class's mean / variance / stddev properties
+    def _mean(self):
+        return self.loc
 
-    def variance(self):
-        """Var[x_c] (the covariance's diagonal), shape draw_shape."""
-        return np.broadcast_to(np.diag(self.covariance_matrix), self.draw_shape).copy()
-
-    def stddev(self):
-        return np.sqrt(self.variance())
+    def _variance(self):
+        """Var[x_c]: the covariance's diagonal."""
+        return np.diag(self.covariance_matrix)
 
     def mirror(self, x):
         """The antithetic partner 2 loc - x (the family is symmetric about loc)."""
@@ -176,11 +189,9 @@ class _Gaussian(Distribution):
     def _logdet_half(self):
         return float(np.sum(np.log(np.diag(self._L))))
 
-    def entropy(self):
-        """Differential entropy, shape batch_shape."""
-        d = self._d
-        h = 0.5 * d * (1.0 + math.log(2 * math.pi)) + self._logdet_half()
-        return np.full(self.batch_shape, h)
+    def _entropy(self):
+        """Differential entropy (the same for every batch element)."""
+        return 0.5 * self._d * (1.0 + math.log(2 * math.pi)) + self._logdet_half()
 
 
 class MultivariateNormal(_Gaussian):
