@@ -514,7 +514,7 @@ class cosine:
         self.final = V.scalar("final", final, "nonnegative")
 
     def __call__(self, t):
-        frac = min(max(t - 1, 0), self.steps) / self.steps
+        frac = min(max(t - 1, 0), self.steps - 1) / max(self.steps - 1, 1)
         return self.final + 0.5 * (self.lr - self.final) * (1.0 + math.cos(math.pi * frac))
 
     def __repr__(self):
@@ -540,11 +540,11 @@ def _lr_at(lr, t):
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.floating,
                                                               np.integer)):
         raise TypeError(f"the lr schedule returned {v!r} at step {t}; it must return a "
-                        "positive number")
+                        "real number >= 0")
     v = float(v)
-    if not (v > 0 and math.isfinite(v)):
+    if not (v >= 0 and math.isfinite(v)):
         raise ValueError(f"the lr schedule returned {v} at step {t}; it must return a "
-                         "positive finite step size")
+                         "finite step size >= 0")
     return v
 
 
@@ -652,7 +652,7 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
         Draws per step.
     lr : float > 0, or a callable of the step t = 1, 2, ...
         Adam step size (in the unconstrained coordinates), or a schedule
-        returning it (:func:`inverse_time`, :func:`cosine`, any callable).
+        returning it (a finite number >= 0) (:func:`inverse_time`, :func:`cosine`, any callable).
     rng : None, int, SeedSequence or Generator
     progress : bool
         Show a tqdm progress bar when tqdm is installed.
