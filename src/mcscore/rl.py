@@ -511,7 +511,7 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo", features=None
                              "returns-to-go use 'loo' or 'value'")
         Gm = np.where(mask, G, 0.0)
         b = _per_step_baseline(baseline, G, mask, features)
-        y = np.einsum("etp,et->ep", flat, np.where(mask, Gm - b, 0.0))
+        y = np.einsum("etp,et->ep", flat, Gm - b)
         value_per_episode = Gm[:, 0]
     else:
         if G.shape != (E,):
@@ -529,6 +529,12 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo", features=None
         y = y + _flat({k: Bn[k] for k in names}, mask, E, T).sum(1)
     if _is_array_baseline(baseline):
         baseline = "array"
+    return _estimate(y, {k: S[k].shape[2:] for k in names}, value_per_episode, baseline, T)
+
+
+def _estimate(y, shapes, value_per_episode, baseline, T):
+    """The GradientEstimate from the per-episode terms y (E, P)."""
+    E = y.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):
         mean = y.mean(0)
         var = y.var(0, ddof=1)
@@ -539,8 +545,7 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo", features=None
     out = []
     for part in (mean, se, var):
         d, o = {}, 0
-        for k in names:
-            shp = S[k].shape[2:]
+        for k, shp in shapes.items():
             size = int(np.prod(shp, dtype=np.int64))
             d[k] = part[o:o + size].reshape(shp)
             o += size
@@ -610,7 +615,7 @@ class TorchPolicy:
             self.log_std = None
 
     def _tensor(self, a):
-        return self._torch.as_tensor(np.ascontiguousarray(a), dtype=self.dtype)
+        return self._torch.as_tensor(np.require(a, requirements=["C", "W"]), dtype=self.dtype)
 
     def _outputs(self, features):
         phi = V.check("features", V.as_real_array("features", features), "real")
@@ -653,8 +658,8 @@ class TorchPolicy:
         return self.distribution(features).sample(1, rng)[0]
 
     def _functional(self):
-        """(parameter dict, log pi(a | s) and entropy of one step as functions
-        of it)."""
+        """(parameter dict, log pi(a | s) and entropy of a batch of rows as
+        functions of it: phi (M, F), actions (M, K) one-hot or (M, K) real)."""
         torch = self._torch
         module = self.module
         names = [k for k, _ in module.named_parameters()]
@@ -663,27 +668,32 @@ class TorchPolicy:
             theta["log_std"] = self.log_std.detach()
 
         def head(th, phi):
-            net = {k: th[k] for k in names}
-            return torch.func.functional_call(module, net, (phi[None],))[0]
+            return torch.func.functional_call(module, {k: th[k] for k in names}, (phi,))
 
         if self.kind == "categorical":
-            def logp(th, phi, a):
-                return torch.log_softmax(head(th, phi), -1)[a.long()]
+            def logp(th, phi, onehot):
+                return (torch.log_softmax(head(th, phi), -1) * onehot).sum(-1)
 
             def ent(th, phi):
                 lp = torch.log_softmax(head(th, phi), -1)
-                return -(lp.exp() * lp).sum()
+                return -(lp.exp() * lp).sum(-1)
         else:
+            half_log_2pi = 0.5 * math.log(2 * math.pi)
+
             def logp(th, phi, a):
                 ls = th["log_std"]
                 z = (a - head(th, phi)) / ls.exp()
-                return (-0.5 * z * z - ls).sum() - 0.5 * math.log(2 * math.pi) * a.numel()
+                return (-0.5 * z * z - ls - half_log_2pi).sum(-1)
 
             def ent(th, phi):
-                return (th["log_std"] + 0.5 * math.log(2 * math.pi * math.e)).sum()
+                h = (th["log_std"] + 0.5 * math.log(2 * math.pi * math.e)).sum()
+                return h.expand(phi.shape[0])
         return theta, logp, ent
 
-    def _per_step(self, fn, batch, theta, *tensors):
+    def _vmapped(self, fn, theta, batch, *tensors):
+        """torch.func.vmap of torch.func.grad of fn(theta, *rows) over the
+        first axis of tensors, in chunks; NumPy float64 of shape batch + the
+        parameter's shape."""
         torch = self._torch
         g = torch.func.vmap(torch.func.grad(fn), in_dims=(None,) + (0,) * len(tensors))
         M = tensors[0].shape[0]
@@ -695,27 +705,65 @@ class TorchPolicy:
         return {k: (np.concatenate(v) if v else np.zeros((0,) + tuple(theta[k].shape)))
                 .reshape(batch + tuple(theta[k].shape)) for k, v in parts.items()}
 
-    def score(self, features, actions):
+    def _rows(self, features, actions):
+        """Checked features and actions as tensors (M, F) and (M, K)."""
         phi = V.check("features", V.as_real_array("features", features), "real")
         batch = phi.shape[:-1]
+        flat = phi.reshape(-1, phi.shape[-1])
         a = np.asarray(actions)
-        want = batch if self.kind == "categorical" else batch + (self.n_actions,)
-        if a.shape != want:
-            raise ValueError(f"actions must have shape {want}, got {a.shape}")
+        if self.kind == "categorical":
+            if a.shape != batch:
+                raise ValueError(f"actions must have shape {batch}, got {a.shape}")
+            K = self._outputs(flat[:1])[1].shape[-1]
+            if a.size and (a.dtype.kind not in "iuf" or not np.isfinite(a).all()
+                           or (a != np.round(a)).any() or a.min() < 0 or a.max() >= K):
+                raise ValueError(f"actions must be integers in [0, {K})")
+            a = np.eye(K)[a.reshape(-1).astype(np.int64)]
+        else:
+            if a.shape != batch + (self.n_actions,):
+                raise ValueError(f"actions must have shape {batch + (self.n_actions,)}, got "
+                                 f"{a.shape}")
+            a = V.check("actions", V.as_real_array("actions", a), "real").reshape(
+                -1, self.n_actions)
+        return batch, self._tensor(flat), self._tensor(a)
+
+    def score(self, features, actions):
+        batch, phi, a = self._rows(features, actions)
         theta, logp, _ = self._functional()
-        ta = self._tensor(a.reshape((-1,) + want[len(batch):]))
-        return self._per_step(logp, batch, theta, self._tensor(phi.reshape(-1, phi.shape[-1])),
-                              ta)
+        return self._vmapped(lambda th, p, x: logp(th, p[None], x[None])[0], theta, batch,
+                             phi, a)
 
     def entropy(self, features):
         phi = V.check("features", V.as_real_array("features", features), "real")
         batch = phi.shape[:-1]
-        H = self.distribution(phi)
-        h = _entropy_of(H)
+        h = _entropy_of(self.distribution(phi))
         if self.kind == "gaussian":
             h = h.sum(-1)
         theta, _, ent = self._functional()
-        return h, self._per_step(ent, batch, theta, self._tensor(phi.reshape(-1, phi.shape[-1])))
+        return h, self._vmapped(lambda th, p: ent(th, p[None])[0], theta, batch,
+                                self._tensor(phi.reshape(-1, phi.shape[-1])))
+
+    def episode_grads(self, features, actions, weights, entropy_weights=None):
+        """Per episode, the gradient of the surrogate sum_t weights[e, t] log
+        pi(a_t | s_t) (+ entropy_weights[e, t] H(pi(. | s_t))): one
+        vectorised autograd pass over the episodes instead of a score per
+        step.  features (E, T, F), actions (E, T[, n_actions]), weights
+        (E, T); returns {name: (E, *param_shape)}."""
+        torch = self._torch
+        phi = V.as_real_array("features", features)
+        E, T = phi.shape[:2]
+        batch, ph, a = self._rows(features, actions)
+        w = self._tensor(np.asarray(weights, dtype=float).reshape(E, T))
+        ew = self._tensor(np.zeros((E, T)) if entropy_weights is None
+                          else np.asarray(entropy_weights, dtype=float).reshape(E, T))
+        theta, logp, ent = self._functional()
+
+        def surrogate(th, p, x, we, ewe):
+            out = (we * logp(th, p, x)).sum()
+            return out + (ewe * ent(th, p)).sum() if entropy_weights is not None else out
+
+        return self._vmapped(surrogate, theta, (E,), ph.reshape(E, T, -1),
+                             a.reshape(E, T, -1), w, ew)
 
 
 def _entropy_of(d):
@@ -1026,6 +1074,34 @@ def _reinforce_baseline(baseline):
     return baseline
 
 
+def _iteration_gradient(policy, tr, G, gamma, baseline, gae_lambda, entropy_coef):
+    """One iteration's policy gradient: baselined returns-to-go (or GAE
+    advantages), the entropy bonus, and the policy's ``episode_grads`` when
+    it has one (one autograd pass), else its per-step scores."""
+    if gae_lambda is not None:
+        vals = value_baseline(tr.features, G, tr.mask)
+        G, baseline = gae(tr.rewards, vals, tr.mask, gamma=gamma, lam=gae_lambda), None
+    episode_grads = getattr(policy, "episode_grads", None)
+    if episode_grads is None:
+        sc = policy.score(tr.features, tr.actions)
+        bonus = None
+        if entropy_coef > 0:
+            _, dH = policy.entropy(tr.features)
+            bonus = {k: entropy_coef * np.asarray(v, dtype=float) for k, v in dH.items()}
+        return policy_gradient(sc, G, mask=tr.mask, baseline=baseline, features=tr.features,
+                               bonus=bonus)
+    mask = tr.mask
+    E, T = mask.shape
+    b = _per_step_baseline(baseline, G, mask, tr.features)
+    w = np.where(mask, G - b, 0.0)
+    terms = episode_grads(tr.features, tr.actions, w,
+                          entropy_coef * mask if entropy_coef > 0 else None)
+    y = np.concatenate([np.asarray(v, dtype=float).reshape(E, -1) for v in terms.values()],
+                       axis=1)
+    return _estimate(y, {k: np.shape(v)[1:] for k, v in terms.items()},
+                     np.where(mask, G, 0.0)[:, 0], baseline, T)
+
+
 def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, baseline="loo",
               gae_lambda=None, entropy_coef=0.0, rng=None, progress=True):
     """Train ``policy`` on ``env`` with REINFORCE and Adam.
@@ -1081,18 +1157,7 @@ def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, b
         for it in range(iterations):
             tr = rollout(env, policy, episodes, gen)
             G = returns_to_go(tr.rewards, gamma, tr.mask)
-            sc = policy.score(tr.features, tr.actions)
-            bonus = None
-            if entropy_coef > 0:
-                _, dH = policy.entropy(tr.features)
-                bonus = {k: entropy_coef * np.asarray(v, dtype=float) for k, v in dH.items()}
-            if gae_lambda is not None:
-                vals = value_baseline(tr.features, G, tr.mask)
-                adv = gae(tr.rewards, vals, tr.mask, gamma=gamma, lam=gae_lambda)
-                est = policy_gradient(sc, adv, mask=tr.mask, baseline=None, bonus=bonus)
-            else:
-                est = policy_gradient(sc, G, mask=tr.mask, baseline=baseline,
-                                      features=tr.features, bonus=bonus)
+            est = _iteration_gradient(policy, tr, G, gamma, baseline, gae_lambda, entropy_coef)
             tot = tr.total_returns
             curve[it] = tot.mean()
             curve_se[it] = tot.std(ddof=1) / math.sqrt(episodes)
