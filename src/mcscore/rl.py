@@ -291,17 +291,19 @@ def _value_design(features, mask):
     """The regressors of the linear value function: the step features, a
     constant, and powers of the fraction of the horizon left."""
     E, T = mask.shape
-    tau = 1.0 - np.arange(T) / T
-    poly = np.stack([np.ones(T), tau, tau * tau, tau**3], axis=1)  # (T, 4)
+    u = 2.0 * (1.0 - np.arange(T) / T) - 1.0  # tau mapped to [-1, 1]
+    # 1, tau, tau^2, tau^3 spanned by Legendre polynomials (better conditioned)
+    poly = np.stack([np.ones(T), u, 1.5 * u * u - 0.5, 2.5 * u**3 - 1.5 * u], axis=1)
     return np.concatenate([features, np.broadcast_to(poly, (E, T, 4))], axis=2)
 
 
-def value_baseline(features, returns, mask=None, *, ridge=1e-8):
+def value_baseline(features, returns, mask=None, *, ridge=1e-10):
     """Per-state baselines b_{i,t} = V_{-i}(s_{i,t}, t) from a linear value
     function fitted by least squares on the *other* episodes.
 
     V(s, t) = w . (phi(s), 1, tau, tau^2, tau^3) with tau = 1 - t / T the
-    fraction of the horizon left; w minimises the squared error to the
+    fraction of the horizon left (as Legendre polynomials of 2 tau - 1, the
+    same span, better conditioned); w minimises the squared error to the
     returns-to-go over the running steps of every episode but i (exact
     leave-one-episode-out: the normal equations downdated by episode i's
     rows), plus ``ridge`` times the mean diagonal of the normal matrix (a
