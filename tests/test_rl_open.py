@@ -269,6 +269,28 @@ def test_value_baseline_reduces_variance_against_loo(bandit_batch):
     assert val.variance["theta"].sum() < 0.9 * loo.variance["theta"].sum()
 
 
+def test_value_baseline_with_history_reduces_cartpole_variance():
+    """Cart-pole, the uniform policy, batches of 16 episodes: the per-state
+    value baseline fed the earlier batches (as reinforce runs it) has a
+    smaller gradient variance than "loo" (measured, averaged over 40
+    batches after 10 to warm the history; README: about 0.66 of it)."""
+    env = rl.CartPole()
+    pol = rl.SoftmaxPolicy(5, 2)
+    gen = np.random.default_rng(9)
+    hist = rl.LinearValue(0.8)
+    v = {"loo": [], "value": []}
+    for rep in range(50):
+        tr = rl.rollout(env, pol, 16, rng=gen)
+        G = rl.returns_to_go(tr.rewards, 1.0, tr.mask)
+        sc = pol.score(tr.features, tr.actions)
+        b = rl.value_baseline(tr.features, G, tr.mask, history=hist)
+        if rep >= 10:
+            v["loo"].append(rl.policy_gradient(sc, G, mask=tr.mask).variance["theta"].sum())
+            v["value"].append(rl.policy_gradient(sc, G, mask=tr.mask,
+                                                 baseline=b).variance["theta"].sum())
+    assert np.mean(v["value"]) < 0.85 * np.mean(v["loo"])
+
+
 def test_value_baseline_leaves_the_episode_out():
     rng = np.random.default_rng(0)
     E, T, F = 12, 5, 3
@@ -284,7 +306,7 @@ def test_value_baseline_leaves_the_episode_out():
     assert not np.allclose(b2[1], b[1])
     assert (b[3, 2:] == 0).all()
     # the fit on the other episodes, by lstsq, for episode 5
-    X = np.concatenate([phi, np.broadcast_to(np.stack(
+    X = np.concatenate([phi, phi**2, np.broadcast_to(np.stack(
         [np.ones(T), 1 - np.arange(T) / T, (1 - np.arange(T) / T) ** 2,
          (1 - np.arange(T) / T) ** 3], 1), (E, T, 4))], axis=2)
     keep = mask.copy()

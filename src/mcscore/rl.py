@@ -55,8 +55,8 @@ from the seed; a ``step(states, actions)`` without it keeps working.
 **Baselines and advantages.**  Any baseline that does not use episode i's
 own actions leaves the estimate unbiased: "loo" uses the other episodes'
 returns at the same step; "value" a linear least-squares regression of the
-returns-to-go on the state features and the fraction of the horizon left
-(1, tau, tau^2, tau^3), fitted on the *other* episodes (exact
+returns-to-go on the state features, their squares and the fraction of the
+horizon left (1, tau, tau^2, tau^3), fitted on the *other* episodes (exact
 leave-one-episode-out by downdating the normal equations), so it varies
 with the state as well as the time.  :func:`gae` gives the generalised
 advantages of Schulman et al. (2016) from such a value function: lambda = 1
@@ -86,7 +86,7 @@ from .result import GradientEstimate
 from .vi import Adam, _check_lr, _lr_at
 
 __all__ = ["returns_to_go", "SoftmaxPolicy", "GaussianPolicy", "TorchPolicy", "policy_gradient",
-           "value_baseline", "gae", "CartPole", "Reach1D", "GymEnv",
+           "value_baseline", "LinearValue", "gae", "CartPole", "Reach1D", "GymEnv",
            "Trajectories", "rollout", "reinforce", "ReinforceResult"]
 
 
@@ -288,21 +288,23 @@ class GaussianPolicy:
 # ---------------------------------------------------------------------------
 
 def _value_design(features, mask):
-    """The regressors of the linear value function: the step features, a
-    constant, and powers of the fraction of the horizon left."""
+    """The regressors of the linear value function: the step features, their
+    squares, a constant, and powers of the fraction of the horizon left."""
     E, T = mask.shape
     u = 2.0 * (1.0 - np.arange(T) / T) - 1.0  # tau mapped to [-1, 1]
     # 1, tau, tau^2, tau^3 spanned by Legendre polynomials (better conditioned)
     poly = np.stack([np.ones(T), u, 1.5 * u * u - 0.5, 2.5 * u**3 - 1.5 * u], axis=1)
-    return np.concatenate([features, np.broadcast_to(poly, (E, T, 4))], axis=2)
+    return np.concatenate([features, features * features, np.broadcast_to(poly, (E, T, 4))],
+                          axis=2)
 
 
-def value_baseline(features, returns, mask=None, *, ridge=1e-10):
+def value_baseline(features, returns, mask=None, *, ridge=1e-10, history=None):
     """Per-state baselines b_{i,t} = V_{-i}(s_{i,t}, t) from a linear value
     function fitted by least squares on the *other* episodes.
 
-    V(s, t) = w . (phi(s), 1, tau, tau^2, tau^3) with tau = 1 - t / T the
-    fraction of the horizon left (as Legendre polynomials of 2 tau - 1, the
+    V(s, t) = w . (phi(s), phi(s)^2, 1, tau, tau^2, tau^3) (the squares
+    elementwise: a value symmetric in the state, as cart-pole's, is then
+    within reach) with tau = 1 - t / T the fraction of the horizon left (as Legendre polynomials of 2 tau - 1, the
     same span, better conditioned); w minimises the squared error to the
     returns-to-go over the running steps of every episode but i (exact
     leave-one-episode-out: the normal equations downdated by episode i's
@@ -316,6 +318,11 @@ def value_baseline(features, returns, mask=None, *, ridge=1e-10):
     returns : array (E, T)
         Returns-to-go.
     mask : bool array (E, T), optional
+    history : LinearValue, optional
+        Normal equations of earlier, independent batches (earlier
+        iterations of :func:`reinforce`), added to every fit; the history is
+        then updated with this batch.  More data for the fit, at the price
+        of returns from earlier policies.
 
     Returns
     -------
@@ -337,6 +344,12 @@ def value_baseline(features, returns, mask=None, *, ridge=1e-10):
     A_e = np.einsum("etp,etq->epq", X, X)
     c_e = np.einsum("etp,et->ep", X, y)
     A, c = A_e.sum(0), c_e.sum(0)
+    if history is not None:
+        if not isinstance(history, LinearValue):
+            raise TypeError(f"history must be a LinearValue, got {type(history).__name__}")
+        A0, c0 = history.sums(A.shape[0])
+        history.update(A, c)
+        A, c = A + A0, c + c0
     P = A.shape[0]
     lam = ridge * max(float(np.trace(A)) / P, 1e-300)
     out = np.empty((E, T))
@@ -344,6 +357,33 @@ def value_baseline(features, returns, mask=None, *, ridge=1e-10):
         w = np.linalg.solve(A - A_e[e] + lam * np.eye(P), c - c_e[e])
         out[e] = X[e] @ w
     return np.where(mask, out, 0.0)
+
+
+class LinearValue:
+    """The normal equations (X'X, X'G) of :func:`value_baseline`'s
+    regression accumulated over batches, each earlier batch's weight
+    multiplied by ``decay`` per batch (so the fit follows a changing
+    policy).  :func:`reinforce` keeps one for ``baseline="value"`` and GAE.
+    """
+
+    def __init__(self, decay=0.8):
+        self.decay = V.scalar("decay", decay, "unit_interval")
+        self.A = self.c = None
+
+    def sums(self, P):
+        if self.A is None or self.A.shape[0] != P:
+            return np.zeros((P, P)), np.zeros(P)
+        return self.A, self.c
+
+    def update(self, A, c):
+        if self.A is None or self.A.shape != A.shape:
+            self.A, self.c = A.copy(), c.copy()
+        else:
+            self.A = self.decay * self.A + A
+            self.c = self.decay * self.c + c
+
+
+
 
 
 def gae(rewards, values, mask=None, *, gamma=1.0, lam=0.95):
@@ -1076,13 +1116,15 @@ def _reinforce_baseline(baseline):
     return baseline
 
 
-def _iteration_gradient(policy, tr, G, gamma, baseline, gae_lambda, entropy_coef):
+def _iteration_gradient(policy, tr, G, gamma, baseline, gae_lambda, entropy_coef, history):
     """One iteration's policy gradient: baselined returns-to-go (or GAE
     advantages), the entropy bonus, and the policy's ``episode_grads`` when
     it has one (one autograd pass), else its per-step scores."""
     if gae_lambda is not None:
-        vals = value_baseline(tr.features, G, tr.mask)
+        vals = value_baseline(tr.features, G, tr.mask, history=history)
         G, baseline = gae(tr.rewards, vals, tr.mask, gamma=gamma, lam=gae_lambda), None
+    elif isinstance(baseline, str) and baseline == "value":
+        baseline = value_baseline(tr.features, G, tr.mask, history=history)
     episode_grads = getattr(policy, "episode_grads", None)
     if episode_grads is None:
         sc = policy.score(tr.features, tr.actions)
@@ -1121,6 +1163,9 @@ def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, b
     lr : float > 0, or a schedule (a callable of the iteration 1, 2, ...)
     gamma : float in [0, 1]
     baseline : None, float, "loo" or "value"
+        "value": :func:`value_baseline`, its regression also fed the
+        earlier iterations' episodes (a :class:`LinearValue` history with
+        decay 0.8 per iteration).
     gae_lambda : float in [0, 1], optional
         Use generalised advantages (:func:`gae`) with the leave-one-out
         value function of ``"value"`` instead of baselined returns-to-go
@@ -1151,6 +1196,7 @@ def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, b
     progress = V.flag("progress", progress)
     gen = V.as_generator(rng)
     opt = Adam(policy.params, lr=lr if not callable(lr) else 1.0)
+    history = LinearValue(decay=0.8)
     curve = np.empty(iterations)
     curve_se = np.empty(iterations)
     gnorm = np.empty(iterations)
@@ -1159,7 +1205,8 @@ def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, b
         for it in range(iterations):
             tr = rollout(env, policy, episodes, gen)
             G = returns_to_go(tr.rewards, gamma, tr.mask)
-            est = _iteration_gradient(policy, tr, G, gamma, baseline, gae_lambda, entropy_coef)
+            est = _iteration_gradient(policy, tr, G, gamma, baseline, gae_lambda, entropy_coef,
+                                      history)
             tot = tr.total_returns
             curve[it] = tot.mean()
             curve_se[it] = tot.std(ddof=1) / math.sqrt(episodes)
