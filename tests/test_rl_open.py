@@ -536,3 +536,26 @@ def test_torch_policy_without_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match="TorchPolicy needs PyTorch"):
         rl.TorchPolicy(object())
+
+
+# ---------------------------------------------------------------------------
+# the example
+# ---------------------------------------------------------------------------
+
+def test_cartpole_torch_example_quick(capsys):
+    import importlib.util
+    import os
+
+    torch = pytest.importorskip("torch")
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "examples", "cartpole_torch.py")
+    spec = importlib.util.spec_from_file_location("example_cartpole_torch", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    threads = torch.get_num_threads()
+    try:
+        out = mod.main(["--quick"])
+    finally:
+        torch.set_num_threads(threads)
+    assert out["returns"][-3:].mean() > out["returns"][:3].mean()
+    assert "trained network on 100 fresh episodes" in capsys.readouterr().out
