@@ -10,26 +10,18 @@ from scipy import optimize
 import mcscore as mc
 from mcscore import vi
 
+from test_vi import _gaussian_model as _vi_gaussian_model
+
 
 def _gaussian_model(seed=0):
-    """Independent Normal-Normal models in 3 coordinates: prior N(0, s0^2),
-    y_ij ~ N(mu_j, 1); log_joint = sum_j -0.5 a_j x_j^2 + b_j x_j + const."""
-    rng = np.random.default_rng(seed)
-    ns = np.array([5, 20, 50])
-    ys = [rng.normal(m, 1.0, k) for m, k in zip([1.0, -2.0, 0.5], ns)]
-    s0 = 2.0
-    sums = np.array([y.sum() for y in ys])
-    sumsq = np.array([(y * y).sum() for y in ys])
-    a = 1 / s0**2 + ns
-    b = sums
-
-    def log_joint(x):
-        return (-0.5 * x * x / s0**2 - 0.5 * (sumsq - 2 * x * sums + ns * x * x)).sum(1)
+    """tests/test_vi.py's independent Normal-Normal models in 3 coordinates,
+    log_joint = sum_j -0.5 a_j x_j^2 + b_j x_j + const, with the gradient in x."""
+    log_joint, a, b, const = _vi_gaussian_model(seed)
 
     def grad_log_joint(x):
         return -a * x + b
 
-    return log_joint, grad_log_joint, a, b, -0.5 * sumsq.sum()
+    return log_joint, grad_log_joint, a, b, const
 
 
 def _exact_elbo(a, b, c, m, s):

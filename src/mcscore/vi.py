@@ -192,13 +192,18 @@ def _shape_of(x):
     return str(x.shape)
 
 
-def _call_log_joint(log_joint, x, *args, name="log_joint"):
+def _call_user(fn, x, args, name):
+    """fn(x, *args), with a note naming it on any exception it raises."""
     try:
-        out = log_joint(x, *args)
+        return fn(x, *args)
     except Exception as exc:
         if hasattr(exc, "add_note"):
             exc.add_note(f"(raised by {name} on a batch of draws from q)")
         raise
+
+
+def _call_log_joint(log_joint, x, *args, name="log_joint"):
+    out = _call_user(log_joint, x, args, name)
     V.reject_masked(f"{name}'s output", out)
     out = np.asarray(out)
     m = _n_draws(x)
@@ -217,12 +222,7 @@ def _call_log_joint(log_joint, x, *args, name="log_joint"):
 
 
 def _call_grad(grad, x, *args, name="grad_log_joint"):
-    try:
-        out = grad(x, *args)
-    except Exception as exc:
-        if hasattr(exc, "add_note"):
-            exc.add_note(f"(raised by {name} on a batch of draws from q)")
-        raise
+    out = _call_user(grad, x, args, name)
     out = V.as_real_array(f"{name}'s output", out)
     if out.shape != x.shape:
         raise ValueError(f"{name} returned shape {out.shape}; it must return the gradient of "
