@@ -43,7 +43,12 @@ pieces:
   :func:`reinforce` updates them with Adam;
 * optionally ``entropy(features)`` -> ``(H, dH)``: the entropy of the action
   distribution at each step, shape ``batch``, and its gradient
-  ``{name: array (*batch, *param_shape)}`` (needed for an entropy bonus).
+  ``{name: array (*batch, *param_shape)}`` (needed for an entropy bonus);
+* optionally ``episode_grads(features, actions, weights, entropy_weights)``
+  -> ``{name: array (E, *param_shape)}``: per episode, sum_t weights[e, t]
+  grad log pi(a_t | s_t) (+ entropy_weights[e, t] grad H), for features
+  (E, T, F); :func:`reinforce` uses it instead of the per-step scores when
+  present (:class:`TorchPolicy`: one autograd pass of that surrogate).
 
 **Environments.**  ``reset(n, rng)`` -> states (n, ...), ``features(states)``
 -> (n, n_features), ``step(states, actions[, rng])`` -> (next states,
