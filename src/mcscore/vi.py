@@ -167,11 +167,12 @@ def _check_q(q):
 
 
 def _replace(q, params):
-    """q with some parameters replaced: the family's rebuild, or the object's
-    own ``with_params`` (a Joint)."""
-    if isinstance(q, Distribution):
-        return _rebuild(q, params)
-    return q.with_params(params)
+    """q with some parameters replaced: the object's own ``with_params`` when
+    it has one (a Joint), else the family's rebuild."""
+    with_params = getattr(q, "with_params", None)
+    if callable(with_params):
+        return with_params(params)
+    return _rebuild(q, params)
 
 
 def _n_draws(x):
