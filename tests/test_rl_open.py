@@ -156,6 +156,24 @@ def test_torch_policy_one_step_bandit_exact_gradient():
         assert np.abs(z).max() < 5, (name, z)
 
 
+def test_torch_gaussian_policy_trains_like_gaussian_policy():
+    """A zero-initialised bias-free float64 linear module is GaussianPolicy:
+    reinforce (episode_grads, mcscore's Adam, the same draws) follows the
+    same learning curve on Reach1D, to rounding."""
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Linear(2, 1, bias=False).double()
+    torch.nn.init.zeros_(net.weight)
+    env = rl.Reach1D()
+    kw = dict(iterations=30, episodes=20, lr=0.1, rng=0, progress=False)
+    run = rl.reinforce(env, rl.TorchPolicy(net, "gaussian"), **kw)
+    ref = rl.reinforce(env, rl.GaussianPolicy(2, 1), **kw)
+    np.testing.assert_allclose(run.returns, ref.returns, rtol=1e-9)
+    np.testing.assert_allclose(net.weight.detach().numpy().T, ref.policy.params["w"], rtol=1e-9)
+    np.testing.assert_allclose(run.policy.params["log_std"], ref.policy.params["log_std"],
+                               rtol=1e-9)
+    assert run.returns[-5:].mean() > run.returns[:3].mean() + 5
+
+
 # ---------------------------------------------------------------------------
 # the rollout fix
 # ---------------------------------------------------------------------------
