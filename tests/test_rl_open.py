@@ -549,6 +549,25 @@ def test_policy_protocol_errors():
         rl.policy_gradient({"p": np.ones((2, 3))}, np.ones((2, 3)), baseline=np.ones(4))
 
 
+@pytest.mark.parametrize("kw, exc, match", [
+    ({"entropy_coef": -0.1}, ValueError, "entropy_coef must be"),
+    ({"gae_lambda": 1.5}, ValueError, "gae_lambda must be"),
+    ({"baseline": np.ones(3)}, ValueError, "baseline"),
+    ({"lr": lambda t: float("nan")}, ValueError, "lr schedule returned nan at step 1"),
+])
+def test_reinforce_argument_errors(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        rl.reinforce(rl.CartPole(max_steps=5), rl.SoftmaxPolicy(5, 2), iterations=2, episodes=2,
+                     rng=0, progress=False, **kw)
+
+
+def test_reinforce_lr_schedule():
+    kw = dict(iterations=5, episodes=4, rng=0, progress=False)
+    a = rl.reinforce(rl.CartPole(max_steps=20), rl.SoftmaxPolicy(5, 2), lr=0.1, **kw)
+    b = rl.reinforce(rl.CartPole(max_steps=20), rl.SoftmaxPolicy(5, 2), lr=lambda t: 0.1, **kw)
+    np.testing.assert_array_equal(a.policy.params["theta"], b.policy.params["theta"])
+
+
 def test_torch_policy_without_torch(monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, "torch", None)

@@ -71,7 +71,7 @@ def test_pathwise_entropy_closed_form_when_the_family_has_it():
     assert res.value == pytest.approx(np.sum(1 + np.log(2 * np.array([0.7, 2.0]))), rel=1e-12)
 
 
-@pytest.mark.parametrize("estimator", ["score", "pathwise"])
+@pytest.mark.parametrize("estimator", ["score", "pathwise", "mixed"])
 def test_fit_estimators_reach_exact_posterior(estimator):
     lj, glj, a, b, _ = _gaussian_model()
     post_mean, post_sd = b / a, 1 / np.sqrt(a)
