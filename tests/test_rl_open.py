@@ -596,3 +596,14 @@ def test_cartpole_torch_example_quick(capsys):
         torch.set_num_threads(threads)
     assert out["returns"][-3:].mean() > out["returns"][:3].mean()
     assert "trained network on 100 fresh episodes" in capsys.readouterr().out
+
+
+def test_policy_gradient_covariance(bandit_batch):
+    """The estimate's covariance is the per-episode sample covariance: its
+    diagonal is stderr^2, with every baseline and through episode_grads."""
+    env, pol, tr, G, _ = bandit_batch
+    sc = pol.score(tr.features, tr.actions)
+    for b in ("loo", "value", None):
+        est = rl.policy_gradient(sc, G, mask=tr.mask, baseline=b, features=tr.features)
+        np.testing.assert_allclose(np.diag(est.cov), est.stderr["theta"].ravel() ** 2,
+                                   rtol=1e-10)

@@ -301,6 +301,18 @@ def test_fit_with_mc_joint():
     res = vi.fit(log_joint, q, steps=1200, n=100, lr=0.05, rng=1, progress=False)
     loc = np.concatenate([res.q.params["u.loc"], res.q.params["v.loc"]])
     assert np.all(np.abs(loc - b / a) < 0.02 / np.sqrt(a))
+    # the pathwise estimator, grad_log_joint returning a dict like the draws
+    m, s = np.array([0.3, -1.0, 0.2]), np.array([0.8, 0.5, 0.3])
+    qm = mc.Joint(u=mc.Normal(m[:2], s[:2]), v=mc.Normal(m[2:], s[2:]))
+
+    def grad(x):
+        return {"u": -a[:2] * x["u"] + b[:2], "v": -a[2:] * x["v"] + b[2:]}
+
+    exact = {"u.loc": (-a * m + b)[:2], "v.loc": (-a * m + b)[2:],
+             "u.scale": (-a * s + 1 / s)[:2], "v.scale": (-a * s + 1 / s)[2:]}
+    for est in ("score", "pathwise", "mixed"):
+        g = vi.elbo_grad(log_joint, qm, 20_000, rng=2, estimator=est, grad_log_joint=grad)
+        assert max(np.abs(v).max() for v in g.z_scores(exact).values()) < 5, est
 
 
 @pytest.mark.parametrize("kw, exc, match", [
@@ -326,3 +338,30 @@ def test_errors(kw, exc, match):
 
     with pytest.raises(exc, match=match):
         vi.fit(lj if sub else (lambda x: lj(x)), q, steps=3, n=10, rng=0, progress=False, **kw)
+
+
+def test_estimates_carry_their_covariance():
+    """Every ELBO gradient estimate has a covariance (res.cov, res.linear):
+    the score one's is the per-draw sample covariance (its diagonal is
+    stderr^2 exactly); the pathwise and mixed ones add the independent
+    parts' covariances (the pathwise part by batch means over streams, so
+    its diagonal agrees with stderr^2 only within that estimate's error)."""
+    lj, glj, *_ = _gaussian_model()
+    q = mc.Normal(M0, S0)
+    for est in vi.ESTIMATORS:
+        res = vi.elbo_grad(lj, q, 20_000, rng=3, estimator=est, grad_log_joint=glj)
+        C = res.cov
+        se2 = np.concatenate([res.stderr[k] ** 2 for k in res.grad])
+        assert C.shape == (6, 6) and np.allclose(C, C.T)
+        assert np.linalg.eigvalsh(C).min() > -1e-12 * np.abs(C).max()
+        if est == "score":
+            np.testing.assert_allclose(np.diag(C), se2, rtol=1e-10)
+        else:
+            assert np.all((np.diag(C) > 0.5 * se2) & (np.diag(C) < 2 * se2)), (est, np.diag(C),
+                                                                                se2)
+    # the duck-typed Joint-like q too
+    log_joint, a, b = _joint_model()
+    qm = PairQ(mc.Normal(M0[:2], S0[:2]), mc.Normal(M0[2:], S0[2:]))
+    g = vi.elbo_grad(log_joint, qm, 2000, rng=2)
+    np.testing.assert_allclose(np.diag(g.cov), np.concatenate(
+        [g.stderr[k] ** 2 for k in g.grad]), rtol=1e-10)

@@ -87,7 +87,7 @@ from . import _validation as V
 from .distributions import Categorical, Normal
 from ._algebra import baselined_terms, check_baseline
 from ._progress import simple_bar
-from .result import GradientEstimate
+from .result import GradientEstimate, terms_cov
 from .vi import Adam, _check_lr, _lr_at
 
 __all__ = ["returns_to_go", "SoftmaxPolicy", "GaussianPolicy", "TorchPolicy", "policy_gradient",
@@ -600,7 +600,7 @@ def _estimate(y, shapes, value_per_episode, baseline, T):
     vvar = float(value_per_episode.var(ddof=1))
     return GradientEstimate(out[0], out[1], out[2], float(value_per_episode.mean()),
                             math.sqrt(vvar / E), E, baseline=baseline, method="reinforce",
-                            value_variance=vvar, info={"steps": T})
+                            value_variance=vvar, info={"steps": T}, cov=terms_cov(y))
 
 
 # ---------------------------------------------------------------------------

@@ -86,7 +86,7 @@ from . import _validation as V
 from ._algebra import baselined_terms, check_baseline
 from ._progress import simple_bar
 from .distributions import Distribution
-from .result import GradientEstimate
+from .result import GradientEstimate, terms_cov
 from .score import samples_estimate
 
 __all__ = ["elbo_grad", "fit", "VIResult", "transforms", "Adam", "inverse_time", "cosine",
@@ -222,8 +222,7 @@ def _call_log_joint(log_joint, x, *args, name="log_joint"):
     return out
 
 
-def _call_grad(grad, x, *args, name="grad_log_joint"):
-    out = _call_user(grad, x, args, name)
+def _check_grad(out, x, name):
     out = V.as_real_array(f"{name}'s output", out)
     if out.shape != x.shape:
         raise ValueError(f"{name} returned shape {out.shape}; it must return the gradient of "
@@ -231,6 +230,25 @@ def _call_grad(grad, x, *args, name="grad_log_joint"):
     if not np.isfinite(out).all():
         raise ValueError(f"{name} returned a value that is not finite")
     return out
+
+
+def _call_grad(grad, x, *args, name="grad_log_joint"):
+    """The gradient in x: an array like x, or for dict draws (a Joint) a dict
+    of arrays keyed and shaped like them."""
+    out = _call_user(grad, x, args, name)
+    if not isinstance(x, dict):
+        return _check_grad(out, x, name)
+    if not isinstance(out, dict) or set(out) != set(x):
+        raise TypeError(f"{name} must return a dict of gradients keyed like the draws "
+                        f"{list(x)}, got {type(out).__name__}")
+    return {k: _check_grad(out[k], x[k], f"{name}[{k!r}]") for k in x}
+
+
+def _scaled_sum(c, a, b=None):
+    """c * a (+ b), for arrays or dicts of arrays (a Joint's gradients)."""
+    if isinstance(a, dict):
+        return {k: c * a[k] + (0.0 if b is None else b[k]) for k in a}
+    return c * a + (0.0 if b is None else b)
 
 
 class _Objective:
@@ -279,10 +297,9 @@ class _Objective:
     def gradient(self, x, idx):
         if idx is None:
             return _call_grad(self.grad, x)
-        out = (self.N / self.B) * _call_grad(self.grad, x, idx)
-        if self.grad_prior is not None:
-            out = out + _call_grad(self.grad_prior, x, name="grad_log_prior")
-        return out
+        prior = None if self.grad_prior is None else _call_grad(self.grad_prior, x,
+                                                                  name="grad_log_prior")
+        return _scaled_sum(self.N / self.B, _call_grad(self.grad, x, idx), prior)
 
 
 def _split(vec, shapes):
@@ -311,7 +328,8 @@ def _estimate_from_scores(q, x, fx, baseline, method):
     se = np.sqrt(var / m)
     return GradientEstimate(_split(grad, shapes), _split(se, shapes), _split(var, shapes),
                             float(fx.mean()), math.sqrt(vvar / m), m, baseline=baseline,
-                            method=method, value_variance=vvar, info={"f": "samples"})
+                            method=method, value_variance=vvar, info={"f": "samples"},
+                            cov=terms_cov(y))
 
 
 def _score_part(obj, idx, q, n, gen, baseline):
@@ -330,8 +348,8 @@ def _score_part(obj, idx, q, n, gen, baseline):
 def _has_entropy(q):
     try:
         h = q.entropy()
-    except (AttributeError, NotImplementedError):
-        return False
+    except (AttributeError, NotImplementedError, TypeError, ValueError):
+        return False  # no closed form (a Joint: a component without one)
     return np.isfinite(np.asarray(h, dtype=float)).all()
 
 
@@ -357,14 +375,15 @@ def _entropy_part(q, n, gen):
                 g[i] = (side[0] - side[1]) / (2 * h)
             grad[k] = g / _jacobian(kinds[k], v)
         zero = {k: np.zeros(np.shape(v)) for k, v in params.items()}
-        return float(np.sum(q.entropy())), grad, zero, 0.0
+        P = sum(int(np.size(v)) for v in params.values())
+        return float(np.sum(q.entropy())), grad, zero, 0.0, np.zeros((P, P))
     x = q.sample(n, gen)
     lq = _log_q(q, x)
     if isinstance(q, Distribution) and not isinstance(x, dict):
         res = samples_estimate(q, x, -lq, "loo", in_support=True)
     else:
         res = _estimate_from_scores(q, x, -lq, "loo", "score")
-    return res.value, res.grad, res.variance, res.value_variance
+    return res.value, res.grad, res.variance, res.value_variance, res.cov
 
 
 def _pathwise_part(obj, idx, q, n, gen):
@@ -379,14 +398,29 @@ def _pathwise_part(obj, idx, q, n, gen):
                         "with respect to x (same arguments, returns the shape of x)")
     pw = pathwise_grad(lambda x: obj.value(x, idx), q, n,
                        grad_f=lambda x: obj.gradient(x, idx), rng=gen)
-    H, dH, vH, vvH = _entropy_part(q, n, gen)
+    H, dH, vH, vvH, cH = _entropy_part(q, n, gen)
     grad = {k: pw.grad[k] + dH[k] for k in pw.grad}
     var = {k: pw.variance[k] + vH[k] for k in pw.grad}
     se = {k: np.sqrt(v / n) for k, v in var.items()}
     vvar = pw.value_variance + vvH
+    # the two parts use independent draws: their covariances add
     return GradientEstimate(grad, se, var, pw.value + H, math.sqrt(vvar / n), n, baseline=None,
                             method="pathwise (ELBO)", value_variance=vvar,
-                            info={"entropy": "closed form" if vvH == 0.0 else "score"})
+                            info={"entropy": "closed form" if vvH == 0.0 else "score"},
+                            cov=_sum_cov(_cov_or_none(pw), cH))
+
+
+def _cov_or_none(res):
+    """res.cov, or None when it cannot be taken (a pathwise estimate whose
+    n fills a single stream block: its covariance is by batch means)."""
+    try:
+        return res.cov
+    except ValueError:
+        return None
+
+
+def _sum_cov(a, b):
+    return None if a is None or b is None else a + b
 
 
 def _mixed(sf, pw, weights):
@@ -404,9 +438,13 @@ def _mixed(sf, pw, weights):
         if sf.value_stderr + pw.value_stderr > 0 else 0.5
     value = vw * sf.value + (1 - vw) * pw.value
     vse = math.sqrt(vw * vw * sf.value_stderr ** 2 + (1 - vw) ** 2 * pw.value_stderr ** 2)
+    wv = np.concatenate([np.ravel(weights[k]) for k in sf.grad])
+    c_sf, c_pw = _cov_or_none(sf), _cov_or_none(pw)
+    cov = None if c_sf is None or c_pw is None else (
+        wv[:, None] * c_sf * wv[None, :] + (1 - wv)[:, None] * c_pw * (1 - wv)[None, :])
     return GradientEstimate(grad, se, var, value, vse, sf.n + pw.n, baseline=sf.baseline,
                             method="mixed (ELBO)",
-                            info={"weights": weights, "plugin_weights": own})
+                            info={"weights": weights, "plugin_weights": own}, cov=cov)
 
 
 def _mix_weights(sf, pw):
