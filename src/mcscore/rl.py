@@ -5,7 +5,7 @@ Williams (1992): for a policy pi(a | s; theta) and episodes tau,
     grad_theta E[R(tau)] = E[ sum_t grad log pi(a_t | s_t; theta) (G_t - b_t) ]
 
 with G_t the (discounted) return-to-go from step t and b_t any baseline that
-does not depend on the episode's own actions.  This module supplies the
+does not depend on the episode's own action a_t.  This module supplies the
 pieces:
 
 * :class:`SoftmaxPolicy` (Categorical over actions, logits linear in the
@@ -13,16 +13,62 @@ pieces:
   in the features, state-independent log standard deviation).  Their
   per-step scores come from the core's ``Categorical.score`` /
   ``Normal.score``, carried to the policy weights by the chain rule;
-* :func:`returns_to_go` with discount;
+  :class:`TorchPolicy` wraps a PyTorch module (torch imported on use);
+* :func:`returns_to_go` with discount, :func:`value_baseline` (a learned
+  linear value function) and :func:`gae` (generalised advantage estimation);
 * :func:`policy_gradient`: the estimate and its standard error across
-  episodes (independent draws), with the core's baselines: ``None``, a
-  constant, ``"loo"`` (leave-one-out across episodes, per time step) and,
-  for episode-level returns, ``"optimal"`` (per coordinate, leave-one-out);
-  for one-step episodes it is exactly :func:`mcscore.score_grad_from_samples`;
+  episodes (independent draws), with the baselines ``None``, a constant,
+  ``"loo"`` (leave-one-out across episodes, per time step), ``"value"``
+  (per state: a linear value function, fitted leaving the episode out),
+  an array of per-step baselines and, for episode-level returns,
+  ``"optimal"`` (per coordinate, leave-one-out); for one-step episodes it is
+  exactly :func:`mcscore.score_grad_from_samples`;
 * :class:`CartPole` (the classic balancing task, vectorised over episodes,
   no dependency) and :class:`Reach1D` (a continuous-action reaching task),
-  :func:`rollout` and :func:`reinforce` (a training loop with Adam that
-  returns the learning curve).
+  both optionally stochastic; :class:`GymEnv` (any Gymnasium-style
+  environment); :func:`rollout` and :func:`reinforce` (a training loop with
+  Adam that returns the learning curve).
+
+**The policy protocol.**  :func:`rollout`, :func:`reinforce` and
+:func:`policy_gradient` take any object with
+
+* ``sample(features, rng)`` -> actions for features of shape
+  ``(*batch, F)``: shape ``batch`` (discrete actions, integers) or
+  ``(*batch, *action_shape)`` (continuous); ``rng`` is a NumPy Generator;
+* ``score(features, actions)`` -> ``{name: array (*batch, *param_shape)}``:
+  the gradient of log pi(action | state) at each step with respect to each
+  parameter;
+* ``params`` -> ``{name: array}`` and ``with_params(params)`` -> the policy
+  with those parameters (a new object, or the same one updated in place);
+  :func:`reinforce` updates them with Adam;
+* optionally ``entropy(features)`` -> ``(H, dH)``: the entropy of the action
+  distribution at each step, shape ``batch``, and its gradient
+  ``{name: array (*batch, *param_shape)}`` (needed for an entropy bonus);
+* optionally ``episode_grads(features, actions, weights, entropy_weights)``
+  -> ``{name: array (E, *param_shape)}``: per episode, sum_t weights[e, t]
+  grad log pi(a_t | s_t) (+ entropy_weights[e, t] grad H), for features
+  (E, T, F); :func:`reinforce` uses it instead of the per-step scores when
+  present (:class:`TorchPolicy`: one autograd pass of that surrogate).
+
+**Environments.**  ``reset(n, rng)`` -> states (n, ...), ``features(states)``
+-> (n, n_features), ``step(states, actions[, rng])`` -> (next states,
+rewards (n,), done (n,)), ``max_steps`` and ``n_features``.  A ``step``
+that takes an ``rng`` argument receives the roll-out's Generator (the same
+one the policy samples with), so a stochastic environment is reproducible
+from the seed; a ``step(states, actions)`` without it keeps working.
+
+**Baselines and advantages.**  Any baseline that does not use episode i's
+own actions leaves the estimate unbiased: "loo" uses the other episodes'
+returns at the same step; "value" a linear least-squares regression of the
+returns-to-go on the state features, their squares and the fraction of the
+horizon left (1, tau, tau^2, tau^3), fitted on the *other* episodes (exact
+leave-one-episode-out by downdating the normal equations), so it varies
+with the state as well as the time.  :func:`gae` gives the generalised
+advantages of Schulman et al. (2016) from such a value function: lambda = 1
+is exactly returns-to-go minus the value baseline (unbiased); lambda < 1
+trades bias for variance.  An entropy bonus ``entropy_coef * sum_t grad
+H(pi(. | s_t))`` (the direct gradient at the visited states, as in A3C) is
+added to each episode's term.
 
     >>> import mcscore as mc
     >>> env = mc.rl.CartPole()
@@ -32,6 +78,7 @@ pieces:
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -41,10 +88,10 @@ from .distributions import Categorical, Normal
 from ._algebra import baselined_terms, check_baseline
 from ._progress import simple_bar
 from .result import GradientEstimate, terms_cov
-from .vi import Adam
+from .vi import Adam, _check_lr, _lr_at
 
-__all__ = ["returns_to_go", "SoftmaxPolicy", "GaussianPolicy", "policy_gradient", "CartPole",
-           "Reach1D",
+__all__ = ["returns_to_go", "SoftmaxPolicy", "GaussianPolicy", "TorchPolicy", "policy_gradient",
+           "value_baseline", "LinearValue", "gae", "CartPole", "Reach1D", "GymEnv",
            "Trajectories", "rollout", "reinforce", "ReinforceResult"]
 
 
@@ -162,6 +209,18 @@ class SoftmaxPolicy:
         s = d.score(a[None])["logits"][0]  # (*batch, A)
         return {"theta": phi[..., :, None] * s[..., None, :]}
 
+    def entropy(self, features):
+        """(H, dH): the entropy of the action distribution at each state,
+        shape features.shape[:-1], and its gradient {"theta": (*batch,
+        n_features, n_actions)} (dH/dlogit_k = -p_k (log p_k + H))."""
+        phi = _features(features, self.n_features)
+        z = phi @ self.params["theta"]
+        lp = z - np.logaddexp.reduce(z, axis=-1, keepdims=True)
+        p = np.exp(lp)
+        H = -(p * lp).sum(-1)
+        dz = -p * (lp + H[..., None])
+        return H, {"theta": phi[..., :, None] * dz[..., None, :]}
+
 
 LOG_STD_MAX = 230.0  # exp(230) ~ 8e99: the Normal's scale range
 
@@ -218,13 +277,224 @@ class GaussianPolicy:
         return {"w": phi[..., :, None] * s_loc[..., None, :],
                 "log_std": s_scale * np.exp(self.params["log_std"])}
 
+    def entropy(self, features):
+        """(H, dH): the entropy sum_k (log_std_k + log(2 pi e) / 2) at each
+        state, and its gradient (w: 0, log_std: 1)."""
+        phi = _features(features, self.n_features)
+        batch = phi.shape[:-1]
+        ls = self.params["log_std"]
+        H = np.full(batch, float((ls + 0.5 * math.log(2 * math.pi * math.e)).sum()))
+        return H, {"w": np.zeros(batch + self.params["w"].shape),
+                   "log_std": np.ones(batch + ls.shape)}
+
+
+# ---------------------------------------------------------------------------
+# value functions and advantages
+# ---------------------------------------------------------------------------
+
+def _value_design(features, mask):
+    """The regressors of the linear value function: the step features, their
+    squares, a constant, and powers of the fraction of the horizon left."""
+    E, T = mask.shape
+    u = 2.0 * (1.0 - np.arange(T) / T) - 1.0  # tau mapped to [-1, 1]
+    # 1, tau, tau^2, tau^3 spanned by Legendre polynomials (better conditioned)
+    poly = np.stack([np.ones(T), u, 1.5 * u * u - 0.5, 2.5 * u**3 - 1.5 * u], axis=1)
+    return np.concatenate([features, features * features, np.broadcast_to(poly, (E, T, 4))],
+                          axis=2)
+
+
+def value_baseline(features, returns, mask=None, *, ridge=1e-10, history=None):
+    """Per-state baselines b_{i,t} = V_{-i}(s_{i,t}, t) from a linear value
+    function fitted by least squares on the *other* episodes.
+
+    V(s, t) = w . (phi(s), phi(s)^2, 1, tau, tau^2, tau^3) (the squares
+    elementwise: a value symmetric in the state, as cart-pole's, is then
+    within reach) with tau = 1 - t / T the fraction of the horizon left (as Legendre polynomials of 2 tau - 1, the
+    same span, better conditioned); w minimises the squared error to the
+    returns-to-go over the running steps of every episode but i (exact
+    leave-one-episode-out: the normal equations downdated by episode i's
+    rows), plus ``ridge`` times the mean diagonal of the normal matrix (a
+    guard against collinear features).  b_{i,t} does not depend on episode
+    i's actions, so the policy gradient stays unbiased.
+
+    Parameters
+    ----------
+    features : array (E, T, F)
+    returns : array (E, T)
+        Returns-to-go.
+    mask : bool array (E, T), optional
+    history : LinearValue, optional
+        Normal equations of earlier, independent batches (earlier
+        iterations of :func:`reinforce`), added to every fit; the history is
+        then updated with this batch.  More data for the fit, at the price
+        of returns from earlier policies.
+
+    Returns
+    -------
+    ndarray (E, T): the baselines (0 after an episode ended).
+    """
+    phi = V.check("features", V.as_real_array("features", features), "real")
+    G = V.as_real_array("returns", returns)
+    if G.ndim != 2 or phi.ndim != 3 or phi.shape[:2] != G.shape:
+        raise ValueError(f"features must have shape (E, T, F) and returns (E, T) with the same "
+                         f"E and T, got {phi.shape} and {G.shape}")
+    E, T = G.shape
+    if E < 2:
+        raise ValueError(f"value_baseline needs at least 2 episodes, got {E}")
+    mask = np.ones((E, T), dtype=bool) if mask is None else _mask(mask)
+    if mask.shape != (E, T):
+        raise ValueError(f"mask must have shape ({E}, {T}), got {mask.shape}")
+    X = _value_design(phi, mask) * mask[..., None]
+    y = np.where(mask, G, 0.0)
+    A_e = np.einsum("etp,etq->epq", X, X)
+    c_e = np.einsum("etp,et->ep", X, y)
+    A, c = A_e.sum(0), c_e.sum(0)
+    if history is not None:
+        if not isinstance(history, LinearValue):
+            raise TypeError(f"history must be a LinearValue, got {type(history).__name__}")
+        A0, c0 = history.sums(A.shape[0])
+        history.update(A, c)
+        A, c = A + A0, c + c0
+    P = A.shape[0]
+    lam = ridge * max(float(np.trace(A)) / P, 1e-300)
+    out = np.empty((E, T))
+    for e in range(E):
+        w = np.linalg.solve(A - A_e[e] + lam * np.eye(P), c - c_e[e])
+        out[e] = X[e] @ w
+    return np.where(mask, out, 0.0)
+
+
+class LinearValue:
+    """The normal equations (X'X, X'G) of :func:`value_baseline`'s
+    regression accumulated over batches, each earlier batch's weight
+    multiplied by ``decay`` per batch (so the fit follows a changing
+    policy).  :func:`reinforce` keeps one for ``baseline="value"`` and GAE.
+    """
+
+    def __init__(self, decay=0.8):
+        self.decay = V.scalar("decay", decay, "unit_interval")
+        self.A = self.c = None
+
+    def sums(self, P):
+        if self.A is None or self.A.shape[0] != P:
+            return np.zeros((P, P)), np.zeros(P)
+        return self.A, self.c
+
+    def update(self, A, c):
+        if self.A is None or self.A.shape != A.shape:
+            self.A, self.c = A.copy(), c.copy()
+        else:
+            self.A = self.decay * self.A + A
+            self.c = self.decay * self.c + c
+
+
+
+
+
+def gae(rewards, values, mask=None, *, gamma=1.0, lam=0.95):
+    """Generalised advantage estimates (Schulman et al. 2016):
+
+        delta_t = r_t + gamma V_{t+1} - V_t,   A_t = sum_k (gamma lam)^k delta_{t+k},
+
+    with V = 0 after an episode ends (and after the last step T).  lam = 1
+    gives exactly G_t - V_t (returns-to-go minus the value baseline).
+
+    Parameters
+    ----------
+    rewards, values : arrays (E, T)
+    mask : bool array (E, T), optional
+    gamma, lam : float in [0, 1]
+
+    Returns
+    -------
+    ndarray (E, T)
+    """
+    r = V.as_real_array("rewards", rewards)
+    v = V.as_real_array("values", values)
+    if r.ndim != 2 or v.shape != r.shape:
+        raise ValueError(f"rewards and values must have the same shape (E, T), got {r.shape} "
+                         f"and {v.shape}")
+    gamma = V.scalar("gamma", gamma, "unit_interval")
+    lam = V.scalar("lam", lam, "unit_interval")
+    mask = np.ones(r.shape, dtype=bool) if mask is None else _mask(mask)
+    if mask.shape != r.shape:
+        raise ValueError(f"mask must have the shape of rewards {r.shape}, got {mask.shape}")
+    r, v = np.where(mask, r, 0.0), np.where(mask, v, 0.0)
+    if not (np.isfinite(r).all() and np.isfinite(v).all()):
+        raise ValueError("rewards and values must be finite")
+    nxt = np.concatenate([v[:, 1:], np.zeros((r.shape[0], 1))], axis=1)
+    delta = r + gamma * nxt - v
+    out = np.empty_like(r)
+    acc = np.zeros(r.shape[0])
+    for t in range(r.shape[1] - 1, -1, -1):
+        acc = delta[:, t] + gamma * lam * acc
+        out[:, t] = acc
+    return np.where(mask, out, 0.0)
+
 
 # ---------------------------------------------------------------------------
 # the estimator
 # ---------------------------------------------------------------------------
 
+def _is_array_baseline(baseline):
+    return isinstance(baseline, (np.ndarray, list, tuple))
+
+
+def _per_step_baseline(baseline, G, mask, features):
+    """The (E, T) baselines b of returns-to-go G: None, a number, "loo",
+    "value" or an array of per-step baselines ((E, T) or (T,))."""
+    E, T = G.shape
+    Gm = np.where(mask, G, 0.0)
+    if baseline is None:
+        return np.zeros_like(Gm)
+    if isinstance(baseline, str) and baseline == "value":
+        if features is None:
+            raise ValueError("baseline='value' needs the step features: pass features= "
+                             "(shape (E, T, F))")
+        return value_baseline(features, G, mask)
+    if _is_array_baseline(baseline):
+        b = V.as_real_array("baseline", baseline)
+        if b.shape not in ((E, T), (T,)):
+            raise ValueError(f"an array baseline must have shape ({E}, {T}) or ({T},) (per "
+                             f"episode and step, or per step), got {b.shape}")
+        if not np.isfinite(b).all():
+            raise ValueError("baseline must be finite")
+        return np.broadcast_to(b, (E, T))
+    if baseline == "loo":
+        cnt = mask.sum(0)[None, :] - mask
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(cnt > 0, (Gm.sum(0)[None, :] - Gm) / cnt, 0.0)
+    return np.full_like(Gm, baseline)
+
+
+def _check_scores(scores, E, what="scores"):
+    if not isinstance(scores, dict):
+        raise TypeError(f"{what} must be a dict {{parameter name: array (E, T, ...)}}, got "
+                        f"{type(scores).__name__}")
+    if not scores:
+        raise ValueError(f"{what} must hold at least one parameter's scores")
+    S = {}
+    T = None
+    for k in scores:
+        s = V.check(f"{what}[{k!r}]", V.as_real_array(f"{what}[{k!r}]", scores[k]), "real")
+        if s.ndim < 2 or s.shape[0] != E:
+            raise ValueError(f"{what}[{k!r}] must have shape (E={E}, T, ...), got {s.shape}")
+        if T is None:
+            T = s.shape[1]
+        elif s.shape[1] != T:
+            raise ValueError(f"{what} have different numbers of steps: {T} and {s.shape[1]}")
+        S[k] = s
+    return S, T
+
+
+def _flat(S, mask, E, T):
+    return np.concatenate(
+        [(S[k] * mask.reshape(E, T, *([1] * (S[k].ndim - 2)))).reshape(E, T, -1) for k in S],
+        axis=2)  # (E, T, P)
+
+
 @np.errstate(over="ignore", invalid="ignore")  # an overflow is reported below, clearly
-def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
+def policy_gradient(scores, returns, *, mask=None, baseline="loo", features=None, bonus=None):
     """REINFORCE estimate of grad E[return] and its standard error.
 
     Parameters
@@ -233,16 +503,26 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
         Per-step scores of the policy, each of shape (E, T, *param_shape)
         (E episodes, T steps), e.g. ``policy.score(features, actions)``.
     returns : array, shape (E, T) or (E,)
-        (E, T): the returns-to-go G_t (:func:`returns_to_go`), weighting
-        each step's score; (E,): one return per episode, weighting the
-        episode's summed score (the plain estimator, higher variance).
+        (E, T): the returns-to-go G_t (:func:`returns_to_go`) or advantages
+        (:func:`gae`, with ``baseline=None``), weighting each step's score;
+        (E,): one return per episode, weighting the episode's summed score
+        (the plain estimator, higher variance).
     mask : bool array (E, T), optional
         False after an episode ended (those steps are ignored).
-    baseline : None, float, "loo" or "optimal"
+    baseline : None, float, "loo", "value", array, or "optimal"
         "loo": b_{i,t} = the mean of G_t over the *other* episodes still
         running at t (unbiased: it does not depend on episode i).
+        "value" (needs ``features``): per state, :func:`value_baseline`.
+        An array of shape (E, T) or (T,): per-step baselines (the caller
+        keeps them independent of each episode's own actions).
         "optimal" (episode returns only): per coordinate
         sum_{j != i} G_j S_j^2 / sum_{j != i} S_j^2, leave-one-out.
+    features : array (E, T, F), optional
+        The step features, for ``baseline="value"``.
+    bonus : dict[str, array], optional
+        Per-step terms added to each episode's gradient term (shape like
+        ``scores``, masked the same way), e.g. an entropy bonus
+        ``entropy_coef * dH``.
 
     Returns
     -------
@@ -250,7 +530,8 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
         ``grad`` / ``stderr`` per parameter (episodes are the independent
         draws: ``n`` = E); ``value`` = mean return of the episodes.
     """
-    baseline = check_baseline(baseline)
+    if not (_is_array_baseline(baseline) or (isinstance(baseline, str) and baseline == "value")):
+        baseline = check_baseline(baseline)
     G = V.as_real_array("returns", returns)
     if not np.isfinite(G).all():
         raise ValueError("returns must be finite")
@@ -259,55 +540,48 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
     E = G.shape[0]
     if E < 2:
         raise ValueError(f"returns must hold at least 2 episodes, got {E}")
-    if not isinstance(scores, dict):
-        raise TypeError(f"scores must be a dict {{parameter name: array (E, T, ...)}}, got "
-                        f"{type(scores).__name__}")
-    if not scores:
-        raise ValueError("scores must hold at least one parameter's scores")
-    names = list(scores)
-    S = {}
-    T = None
-    for k in names:
-        s = V.check(f"scores[{k!r}]", V.as_real_array(f"scores[{k!r}]", scores[k]), "real")
-        if s.ndim < 2 or s.shape[0] != E:
-            raise ValueError(f"scores[{k!r}] must have shape (E={E}, T, ...), got {s.shape}")
-        if T is None:
-            T = s.shape[1]
-        elif s.shape[1] != T:
-            raise ValueError(f"scores have different numbers of steps: {T} and {s.shape[1]}")
-        S[k] = s
+    S, T = _check_scores(scores, E)
+    names = list(S)
     if mask is None:
         mask = np.ones((E, T), dtype=bool)
     else:
         mask = _mask(mask)
         if mask.shape != (E, T):
             raise ValueError(f"mask must have shape ({E}, {T}), got {mask.shape}")
-    flat = np.concatenate(
-        [(S[k] * mask.reshape(E, T, *([1] * (S[k].ndim - 2)))).reshape(E, T, -1)
-         for k in names], axis=2)  # (E, T, P)
+    flat = _flat(S, mask, E, T)
     if G.ndim == 2:
         if G.shape != (E, T):
             raise ValueError(f"returns must have shape ({E}, {T}) to match the scores, got "
                              f"{G.shape}")
-        if baseline == "optimal":
+        if isinstance(baseline, str) and baseline == "optimal":
             raise ValueError("baseline='optimal' needs episode returns of shape (E,); with "
-                             "returns-to-go use 'loo'")
+                             "returns-to-go use 'loo' or 'value'")
         Gm = np.where(mask, G, 0.0)
-        if baseline is None:
-            b = np.zeros_like(Gm)
-        elif baseline == "loo":
-            cnt = mask.sum(0)[None, :] - mask
-            with np.errstate(divide="ignore", invalid="ignore"):
-                b = np.where(cnt > 0, (Gm.sum(0)[None, :] - Gm) / cnt, 0.0)
-        else:
-            b = np.full_like(Gm, baseline)
+        b = _per_step_baseline(baseline, G, mask, features)
         y = np.einsum("etp,et->ep", flat, Gm - b)
         value_per_episode = Gm[:, 0]
     else:
         if G.shape != (E,):
             raise ValueError(f"returns must have shape ({E},), got {G.shape}")
+        if _is_array_baseline(baseline) or baseline == "value":
+            raise ValueError("per-step baselines (an array or 'value') need returns-to-go of "
+                             "shape (E, T)")
         y = baselined_terms(G, flat.sum(1), baseline)  # scores summed over steps
         value_per_episode = G
+    if bonus is not None:
+        Bn, Tb = _check_scores(bonus, E, "bonus")
+        if Tb != T or any(Bn[k].shape != S.get(k, np.empty(0)).shape for k in Bn) \
+                or set(Bn) != set(S):
+            raise ValueError("bonus must have the keys and shapes of scores")
+        y = y + _flat({k: Bn[k] for k in names}, mask, E, T).sum(1)
+    if _is_array_baseline(baseline):
+        baseline = "array"
+    return _estimate(y, {k: S[k].shape[2:] for k in names}, value_per_episode, baseline, T)
+
+
+def _estimate(y, shapes, value_per_episode, baseline, T):
+    """The GradientEstimate from the per-episode terms y (E, P)."""
+    E = y.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):
         mean = y.mean(0)
         var = y.var(0, ddof=1)
@@ -318,8 +592,7 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
     out = []
     for part in (mean, se, var):
         d, o = {}, 0
-        for k in names:
-            shp = S[k].shape[2:]
+        for k, shp in shapes.items():
             size = int(np.prod(shp, dtype=np.int64))
             d[k] = part[o:o + size].reshape(shp)
             o += size
@@ -328,6 +601,224 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
     return GradientEstimate(out[0], out[1], out[2], float(value_per_episode.mean()),
                             math.sqrt(vvar / E), E, baseline=baseline, method="reinforce",
                             value_variance=vvar, info={"steps": T}, cov=terms_cov(y))
+
+
+# ---------------------------------------------------------------------------
+# a PyTorch policy
+# ---------------------------------------------------------------------------
+
+def _import_torch():
+    try:
+        import torch
+        import torch.func  # noqa: F401
+    except ImportError:
+        raise ImportError("mcscore.rl.TorchPolicy needs PyTorch (pip install torch); the "
+                          "NumPy policies (SoftmaxPolicy, GaussianPolicy) and any object with "
+                          "the policy protocol work without it") from None
+    return torch
+
+
+class TorchPolicy:
+    """A PyTorch module as a policy (the policy protocol of this module).
+
+    ``module`` maps features ``(M, F)`` (a tensor of the module's dtype) to
+    ``(M, n_actions)``: the logits of a Categorical (``kind="categorical"``)
+    or the mean of a Normal (``kind="gaussian"``, with a state-independent
+    log standard deviation ``log_std``, a parameter of the adapter).
+
+    * Actions are drawn by mcscore (``Categorical`` / ``Normal`` on the
+      module's outputs) from the roll-out's Generator: reproducible.
+    * ``score`` is torch autograd per step: ``torch.func.vmap`` of
+      ``torch.func.grad`` of log pi(a | s) over the steps (in chunks of
+      ``chunk`` steps, so memory stays at chunk x the parameter count);
+      ``entropy`` likewise for the entropy bonus.
+    * ``params`` are NumPy float64 copies of the module's parameters (named
+      as in ``module.named_parameters()``, plus ``"log_std"``);
+      ``with_params`` writes new values into the module *in place* (no
+      grad) and returns this adapter, so :func:`reinforce` trains the
+      module itself with mcscore's Adam.
+    """
+
+    def __init__(self, module, kind="categorical", *, n_actions=None, log_std=0.0, chunk=4096):
+        torch = _import_torch()
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        if kind not in ("categorical", "gaussian"):
+            raise ValueError(f"kind must be 'categorical' or 'gaussian', got {kind!r}")
+        self.module, self.kind = module, kind
+        self.chunk = V.integer("chunk", chunk, minimum=1)
+        self._torch = torch
+        ps = dict(module.named_parameters())
+        if not ps:
+            raise ValueError("module has no parameters to train")
+        self.dtype = next(iter(ps.values())).dtype
+        if kind == "gaussian":
+            self.n_actions = V.integer("n_actions", 1 if n_actions is None else n_actions,
+                                       minimum=1)
+            ls = np.broadcast_to(np.asarray(log_std, dtype=float), (self.n_actions,))
+            self.log_std = torch.tensor(ls, dtype=self.dtype)
+        else:
+            self.n_actions = n_actions
+            self.log_std = None
+
+    def _tensor(self, a):
+        return self._torch.as_tensor(np.require(a, requirements=["C", "W"]), dtype=self.dtype)
+
+    def _outputs(self, features):
+        phi = V.check("features", V.as_real_array("features", features), "real")
+        with self._torch.no_grad():
+            out = self.module(self._tensor(phi.reshape(-1, phi.shape[-1])))
+        return phi, out.double().numpy().reshape(phi.shape[:-1] + (-1,))
+
+    @property
+    def params(self):
+        out = {k: p.detach().cpu().double().numpy().copy()
+               for k, p in self.module.named_parameters()}
+        if self.log_std is not None:
+            out["log_std"] = self.log_std.double().numpy().copy()
+        return out
+
+    def with_params(self, params):
+        torch = self._torch
+        with torch.no_grad():
+            for k, p in self.module.named_parameters():
+                v = np.asarray(params[k], dtype=float)
+                if v.shape != tuple(p.shape):
+                    raise ValueError(f"params[{k!r}] must have shape {tuple(p.shape)}, got "
+                                     f"{v.shape}")
+                p.copy_(torch.as_tensor(v, dtype=p.dtype))
+            if self.log_std is not None:
+                self.log_std = torch.as_tensor(
+                    np.asarray(params["log_std"], dtype=float), dtype=self.dtype).clone()
+        return self
+
+    def distribution(self, features):
+        """The action distribution at each state (an mcscore Categorical or
+        Normal with batch shape features.shape[:-1])."""
+        _, out = self._outputs(features)
+        if self.kind == "categorical":
+            return Categorical(logits=out)
+        std = np.exp(self.log_std.double().numpy())
+        return Normal(out, np.broadcast_to(std, out.shape))
+
+    def sample(self, features, rng=None):
+        return self.distribution(features).sample(1, rng)[0]
+
+    def _functional(self):
+        """(parameter dict, log pi(a | s) and entropy of a batch of rows as
+        functions of it: phi (M, F), actions (M, K) one-hot or (M, K) real)."""
+        torch = self._torch
+        module = self.module
+        names = [k for k, _ in module.named_parameters()]
+        theta = {k: p.detach() for k, p in module.named_parameters()}
+        if self.log_std is not None:
+            theta["log_std"] = self.log_std.detach()
+
+        def head(th, phi):
+            return torch.func.functional_call(module, {k: th[k] for k in names}, (phi,))
+
+        if self.kind == "categorical":
+            def logp(th, phi, onehot):
+                return (torch.log_softmax(head(th, phi), -1) * onehot).sum(-1)
+
+            def ent(th, phi):
+                lp = torch.log_softmax(head(th, phi), -1)
+                return -(lp.exp() * lp).sum(-1)
+        else:
+            half_log_2pi = 0.5 * math.log(2 * math.pi)
+
+            def logp(th, phi, a):
+                ls = th["log_std"]
+                z = (a - head(th, phi)) / ls.exp()
+                return (-0.5 * z * z - ls - half_log_2pi).sum(-1)
+
+            def ent(th, phi):
+                h = (th["log_std"] + 0.5 * math.log(2 * math.pi * math.e)).sum()
+                return h.expand(phi.shape[0])
+        return theta, logp, ent
+
+    def _vmapped(self, fn, theta, batch, *tensors):
+        """torch.func.vmap of torch.func.grad of fn(theta, *rows) over the
+        first axis of tensors, in chunks; NumPy float64 of shape batch + the
+        parameter's shape."""
+        torch = self._torch
+        g = torch.func.vmap(torch.func.grad(fn), in_dims=(None,) + (0,) * len(tensors))
+        M = tensors[0].shape[0]
+        parts = {k: [] for k in theta}
+        for lo in range(0, M, self.chunk):
+            out = g(theta, *(t[lo:lo + self.chunk] for t in tensors))
+            for k in theta:
+                parts[k].append(out[k].double().numpy())
+        return {k: (np.concatenate(v) if v else np.zeros((0,) + tuple(theta[k].shape)))
+                .reshape(batch + tuple(theta[k].shape)) for k, v in parts.items()}
+
+    def _rows(self, features, actions):
+        """Checked features and actions as tensors (M, F) and (M, K)."""
+        phi = V.check("features", V.as_real_array("features", features), "real")
+        batch = phi.shape[:-1]
+        flat = phi.reshape(-1, phi.shape[-1])
+        a = np.asarray(actions)
+        if self.kind == "categorical":
+            if a.shape != batch:
+                raise ValueError(f"actions must have shape {batch}, got {a.shape}")
+            K = self._outputs(flat[:1])[1].shape[-1]
+            if a.size and (a.dtype.kind not in "iuf" or not np.isfinite(a).all()
+                           or (a != np.round(a)).any() or a.min() < 0 or a.max() >= K):
+                raise ValueError(f"actions must be integers in [0, {K})")
+            a = np.eye(K)[a.reshape(-1).astype(np.int64)]
+        else:
+            if a.shape != batch + (self.n_actions,):
+                raise ValueError(f"actions must have shape {batch + (self.n_actions,)}, got "
+                                 f"{a.shape}")
+            a = V.check("actions", V.as_real_array("actions", a), "real").reshape(
+                -1, self.n_actions)
+        return batch, self._tensor(flat), self._tensor(a)
+
+    def score(self, features, actions):
+        batch, phi, a = self._rows(features, actions)
+        theta, logp, _ = self._functional()
+        return self._vmapped(lambda th, p, x: logp(th, p[None], x[None])[0], theta, batch,
+                             phi, a)
+
+    def entropy(self, features):
+        phi = V.check("features", V.as_real_array("features", features), "real")
+        batch = phi.shape[:-1]
+        h = _entropy_of(self.distribution(phi))
+        if self.kind == "gaussian":
+            h = h.sum(-1)
+        theta, _, ent = self._functional()
+        return h, self._vmapped(lambda th, p: ent(th, p[None])[0], theta, batch,
+                                self._tensor(phi.reshape(-1, phi.shape[-1])))
+
+    def episode_grads(self, features, actions, weights, entropy_weights=None):
+        """Per episode, the gradient of the surrogate sum_t weights[e, t] log
+        pi(a_t | s_t) (+ entropy_weights[e, t] H(pi(. | s_t))): one
+        vectorised autograd pass over the episodes instead of a score per
+        step.  features (E, T, F), actions (E, T[, n_actions]), weights
+        (E, T); returns {name: (E, *param_shape)}."""
+        torch = self._torch
+        phi = V.as_real_array("features", features)
+        E, T = phi.shape[:2]
+        batch, ph, a = self._rows(features, actions)
+        w = self._tensor(np.asarray(weights, dtype=float).reshape(E, T))
+        ew = self._tensor(np.zeros((E, T)) if entropy_weights is None
+                          else np.asarray(entropy_weights, dtype=float).reshape(E, T))
+        theta, logp, ent = self._functional()
+
+        def surrogate(th, p, x, we, ewe):
+            out = (we * logp(th, p, x)).sum()
+            return out + (ewe * ent(th, p)).sum() if entropy_weights is not None else out
+
+        return self._vmapped(surrogate, theta, (E,), ph.reshape(E, T, -1),
+                             a.reshape(E, T, -1), w, ew)
+
+
+def _entropy_of(d):
+    """Entropy of an mcscore Categorical or Normal, per batch element."""
+    if isinstance(d, Categorical):
+        lp = d.logits - np.logaddexp.reduce(d.logits, axis=-1, keepdims=True)
+        return -(np.exp(lp) * lp).sum(-1)
+    return np.log(d.scale) + 0.5 * math.log(2 * math.pi * math.e)
 
 
 # ---------------------------------------------------------------------------
@@ -346,14 +837,18 @@ class CartPole:
 
     State (x, x_dot, theta, theta_dot); actions 0 (push left) and 1 (push
     right); reward 1 for every step taken; an episode ends when |x| > 2.4,
-    |theta| > 12 degrees or after ``max_steps`` steps.
+    |theta| > 12 degrees or after ``max_steps`` steps.  ``force_noise`` > 0
+    makes it stochastic: the applied force is ``force * (1 + force_noise *
+    N(0, 1))``, drawn from the ``rng`` that :func:`rollout` passes to
+    ``step`` (0, the default, is the deterministic classic task).
     """
 
     n_actions = 2
     n_features = 5  # the state and a constant
 
-    def __init__(self, max_steps=200):
+    def __init__(self, max_steps=200, force_noise=0.0):
         self.max_steps = V.integer("max_steps", max_steps, minimum=1)
+        self.force_noise = V.scalar("force_noise", force_noise, "nonnegative")
         self.gravity, self.m_cart, self.m_pole, self.half_len = 9.8, 1.0, 0.1, 0.5
         self.force, self.tau = 10.0, 0.02
         self.x_limit, self.theta_limit = 2.4, 12 * 2 * math.pi / 360
@@ -364,10 +859,13 @@ class CartPole:
 
     features = staticmethod(_state_and_one)
 
-    def step(self, states, actions):
-        """(next states, rewards, done) for a batch."""
+    def step(self, states, actions, rng=None):
+        """(next states, rewards, done) for a batch; ``rng`` draws the force
+        noise (needed only when ``force_noise`` > 0)."""
         x, xd, th, thd = states.T
         f = np.where(np.asarray(actions) == 1, self.force, -self.force)
+        if self.force_noise > 0:
+            f = f * (1.0 + self.force_noise * V.as_generator(rng).standard_normal(len(states)))
         total = self.m_cart + self.m_pole
         pml = self.m_pole * self.half_len
         c, s = np.cos(th), np.sin(th)
@@ -386,17 +884,19 @@ class Reach1D:
     :class:`GaussianPolicy`.
 
     State x (start uniform in [-1, 1]); action a (real, clipped to
-    [-max_action, max_action]); x <- x + dt * a; reward -(x^2 + c a^2) per
-    step; ``max_steps`` steps, no early end.  Features (x, 1).
+    [-max_action, max_action]); x <- x + dt * a (+ noise * sqrt(dt) * N(0, 1)
+    when ``noise`` > 0, from the rng passed to ``step``); reward -(x^2 + c
+    a^2) per step; ``max_steps`` steps, no early end.  Features (x, 1).
     """
 
     n_features = 2
 
-    def __init__(self, max_steps=20, dt=0.2, action_cost=0.01, max_action=5.0):
+    def __init__(self, max_steps=20, dt=0.2, action_cost=0.01, max_action=5.0, noise=0.0):
         self.max_steps = V.integer("max_steps", max_steps, minimum=1)
         self.dt = V.scalar("dt", dt, "positive")
         self.action_cost = V.scalar("action_cost", action_cost, "nonnegative")
         self.max_action = V.scalar("max_action", max_action, "positive")
+        self.noise = V.scalar("noise", noise, "nonnegative")
 
     def reset(self, n, rng=None):
         """Initial positions of n episodes, shape (n, 1)."""
@@ -404,18 +904,125 @@ class Reach1D:
 
     features = staticmethod(_state_and_one)
 
-    def step(self, states, actions):
+    def step(self, states, actions, rng=None):
         a = np.clip(np.asarray(actions, dtype=float).reshape(states.shape), -self.max_action,
                     self.max_action)
         new = states + self.dt * a
+        if self.noise > 0:
+            new = new + self.noise * math.sqrt(self.dt) * V.as_generator(rng).standard_normal(
+                states.shape)
         r = -(new[:, 0] ** 2 + self.action_cost * a[:, 0] ** 2)
         return new, r, np.zeros(len(states), dtype=bool)
 
 
+class GymEnv:
+    """A Gymnasium-style environment as an mcscore environment.
+
+    ``make`` is a callable returning a new environment with the Gymnasium
+    API -- ``reset(seed=int)`` -> ``(observation, info)`` and
+    ``step(action)`` -> ``(observation, reward, terminated, truncated,
+    info)`` -- or a Gymnasium id such as ``"CartPole-v1"`` (gymnasium is
+    imported then, and only then).  :func:`rollout` runs ``n`` copies in
+    lock-step: ``reset(n, rng)`` seeds each copy from the roll-out's
+    Generator (reproducible); ``step`` steps every copy whose episode still
+    runs; an episode ends when it is terminated *or* truncated (a truncated
+    episode's return is not bootstrapped: include the time in the features,
+    or use a value baseline, which has it).
+
+    Parameters
+    ----------
+    make : callable or str
+    max_steps : int, optional
+        The horizon T of the roll-outs; default the environment's
+        ``spec.max_episode_steps`` (required when it has none).
+    features : callable, optional
+        ``features(observations (n, ...))`` -> (n, F); default the flattened
+        observation and a constant 1.
+    """
+
+    def __init__(self, make, *, max_steps=None, features=None):
+        if isinstance(make, str):
+            try:
+                import gymnasium
+            except ImportError:
+                raise ImportError(f"GymEnv({make!r}) needs gymnasium (pip install gymnasium); "
+                                  "or pass a callable that builds the environment") from None
+            env_id = make
+            make = lambda: gymnasium.make(env_id)  # noqa: E731
+        if not callable(make):
+            raise TypeError(f"make must be a callable returning an environment or a Gymnasium "
+                            f"id, got {type(make).__name__}")
+        self.make = make
+        probe = make()
+        for name in ("reset", "step"):
+            if not callable(getattr(probe, name, None)):
+                raise TypeError(f"make() must return an environment with reset and step, got "
+                                f"{type(probe).__name__}")
+        if max_steps is None:
+            max_steps = getattr(getattr(probe, "spec", None), "max_episode_steps", None)
+            if max_steps is None:
+                raise ValueError("max_steps is needed: the environment has no "
+                                 "spec.max_episode_steps")
+        self.max_steps = V.integer("max_steps", max_steps, minimum=1)
+        self._features = features
+        obs, _ = probe.reset(seed=0)
+        self.n_features = int(self.features(np.asarray(obs, dtype=float)[None]).shape[-1])
+        self.obs_shape = np.shape(obs)
+        self._envs = [probe]
+        self._done = np.zeros(0, dtype=bool)
+
+    def features(self, states):
+        s = np.asarray(states, dtype=float)
+        if self._features is not None:
+            return np.asarray(self._features(s), dtype=float)
+        return _state_and_one(s.reshape(len(s), -1))
+
+    def reset(self, n, rng=None):
+        n = V.integer("n", n, minimum=1)
+        gen = V.as_generator(rng)
+        while len(self._envs) < n:
+            self._envs.append(self.make())
+        seeds = gen.integers(0, 2**31 - 1, size=n)
+        obs = [env.reset(seed=int(s))[0] for env, s in zip(self._envs, seeds)]
+        self._done = np.zeros(n, dtype=bool)
+        return np.stack([np.asarray(o, dtype=float) for o in obs])
+
+    def step(self, states, actions, rng=None):
+        n = len(states)
+        if n != len(self._done):
+            raise ValueError(f"GymEnv.step got {n} states after reset({len(self._done)})")
+        new = np.array(states, dtype=float, copy=True)
+        rewards = np.zeros(n)
+        acts = np.asarray(actions)
+        for i in np.flatnonzero(~self._done):
+            a = acts[i]
+            a = int(a) if acts.dtype.kind in "iub" else a
+            obs, r, terminated, truncated, _ = self._envs[i].step(a)
+            new[i] = np.asarray(obs, dtype=float)
+            rewards[i] = float(r)
+            self._done[i] = bool(terminated) or bool(truncated)
+        return new, rewards, self._done.copy()
+
+
+def _step_takes_rng(env):
+    """Whether env.step accepts the roll-out's Generator (a parameter named
+    rng, or a third positional parameter)."""
+    try:
+        sig = inspect.signature(env.step)
+    except (TypeError, ValueError):
+        return False
+    ps = list(sig.parameters.values())
+    if any(p.name == "rng" for p in ps) or any(p.kind == p.VAR_POSITIONAL for p in ps):
+        return True
+    pos = [p for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(pos) >= 3
+
+
 class Trajectories:
     """A batch of episodes padded to T steps: ``features`` (E, T, F),
-    ``actions`` (E, T), ``rewards`` (E, T), ``mask`` (E, T) (True while
-    running), ``lengths`` (E,)."""
+    ``actions`` (E, T) for discrete actions or (E, T, *action_shape),
+    ``rewards`` (E, T), ``mask`` (E, T) (True while running), ``lengths``
+    (E,)."""
 
     def __init__(self, features, actions, rewards, mask):
         self.features, self.actions, self.rewards, self.mask = features, actions, rewards, mask
@@ -426,17 +1033,39 @@ class Trajectories:
         return np.where(self.mask, self.rewards, 0.0).sum(1)
 
 
+_POLICY_PROTOCOL = ("sample", "score", "params", "with_params")
+
+
+def _check_policy(policy):
+    if isinstance(policy, type) or not all(hasattr(policy, a) for a in _POLICY_PROTOCOL):
+        raise TypeError(f"policy must provide the policy protocol ({', '.join(_POLICY_PROTOCOL)}"
+                        f"; e.g. SoftmaxPolicy, GaussianPolicy, TorchPolicy), got "
+                        f"{type(policy).__name__}")
+    return policy
+
+
+def _check_env(env):
+    for name in ("max_steps", "n_features", "reset", "features", "step"):
+        if isinstance(env, type) or not hasattr(env, name):
+            raise TypeError(f"env must be an environment instance (CartPole(), Reach1D(), "
+                            f"GymEnv(...), or an object with {name}), got {env!r}")
+
+
 def rollout(env, policy, n_episodes, rng=None):
     """Run ``n_episodes`` episodes of ``env`` with ``policy`` in lock-step
-    (one vectorised policy call per time step)."""
+    (one vectorised policy call per time step).  ``env.step`` receives the
+    same Generator when it takes an ``rng``.  Actions are stored as the
+    policy returns them: (E, T) for one discrete action per step (its
+    integer dtype), (E, T, *action_shape) otherwise."""
+    _check_policy(policy)
     gen = V.as_generator(rng)
     E = V.integer("n_episodes", n_episodes, minimum=1)
     T = env.max_steps
+    with_rng = _step_takes_rng(env)
     state = env.reset(E, gen)
     F = env.n_features
     feats = np.zeros((E, T, F))
-    acts = np.zeros((E, T), dtype=np.int64) if isinstance(policy, SoftmaxPolicy) else \
-        np.zeros((E, T, policy.n_actions))
+    acts = None
     rews = np.zeros((E, T))
     mask = np.zeros((E, T), dtype=bool)
     alive = np.ones(E, dtype=bool)
@@ -444,14 +1073,25 @@ def rollout(env, policy, n_episodes, rng=None):
         if not alive.any():
             break
         phi = env.features(state)
-        a = policy.sample(phi, gen)
-        nxt, r, done = env.step(state, a)
+        a = np.asarray(policy.sample(phi, gen))
+        if a.ndim < 1 or a.shape[0] != E:
+            raise ValueError(f"policy.sample returned shape {a.shape} for features of shape "
+                             f"{np.shape(phi)}; it must return one action per episode (first "
+                             f"axis {E})")
+        if acts is None:
+            acts = np.zeros((E, T) + a.shape[1:], dtype=a.dtype)
+        elif a.shape[1:] != acts.shape[2:]:
+            raise ValueError(f"policy.sample returned actions of shape {a.shape[1:]} at step "
+                             f"{t}, {acts.shape[2:]} before")
+        nxt, r, done = env.step(state, a, gen) if with_rng else env.step(state, a)
         feats[:, t] = phi
         acts[:, t] = a
         rews[:, t] = np.where(alive, r, 0.0)
         mask[:, t] = alive
-        alive = alive & ~done
+        alive = alive & ~np.asarray(done, dtype=bool)
         state = nxt
+    if acts is None:
+        acts = np.zeros((E, T), dtype=np.int64)
     return Trajectories(feats, acts, rews, mask)
 
 
@@ -471,13 +1111,73 @@ class ReinforceResult:
                 f"{self.returns[:k].mean():.4g}, last {k}: {self.returns[-k:].mean():.4g})")
 
 
+def _reinforce_baseline(baseline):
+    if isinstance(baseline, str) and baseline == "value":
+        return baseline
+    baseline = check_baseline(baseline)
+    if isinstance(baseline, str) and baseline == "optimal":
+        raise ValueError("baseline='optimal' needs episode returns; reinforce uses "
+                         "returns-to-go: use 'loo' or 'value'")
+    return baseline
+
+
+def _iteration_gradient(policy, tr, G, gamma, baseline, gae_lambda, entropy_coef, history):
+    """One iteration's policy gradient: baselined returns-to-go (or GAE
+    advantages), the entropy bonus, and the policy's ``episode_grads`` when
+    it has one (one autograd pass), else its per-step scores."""
+    if gae_lambda is not None:
+        vals = value_baseline(tr.features, G, tr.mask, history=history)
+        G, baseline = gae(tr.rewards, vals, tr.mask, gamma=gamma, lam=gae_lambda), None
+    elif isinstance(baseline, str) and baseline == "value":
+        baseline = value_baseline(tr.features, G, tr.mask, history=history)
+    episode_grads = getattr(policy, "episode_grads", None)
+    if episode_grads is None:
+        sc = policy.score(tr.features, tr.actions)
+        bonus = None
+        if entropy_coef > 0:
+            _, dH = policy.entropy(tr.features)
+            bonus = {k: entropy_coef * np.asarray(v, dtype=float) for k, v in dH.items()}
+        return policy_gradient(sc, G, mask=tr.mask, baseline=baseline, features=tr.features,
+                               bonus=bonus)
+    mask = tr.mask
+    E, T = mask.shape
+    b = _per_step_baseline(baseline, G, mask, tr.features)
+    w = np.where(mask, G - b, 0.0)
+    terms = episode_grads(tr.features, tr.actions, w,
+                          entropy_coef * mask if entropy_coef > 0 else None)
+    y = np.concatenate([np.asarray(v, dtype=float).reshape(E, -1) for v in terms.values()],
+                       axis=1)
+    return _estimate(y, {k: np.shape(v)[1:] for k, v in terms.items()},
+                     np.where(mask, G, 0.0)[:, 0], baseline, T)
+
+
 def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, baseline="loo",
-              rng=None, progress=True):
+              gae_lambda=None, entropy_coef=0.0, rng=None, progress=True):
     """Train ``policy`` on ``env`` with REINFORCE and Adam.
 
     Each iteration rolls out ``episodes`` episodes, forms the returns-to-go
     (discount ``gamma``), the policy gradient with the ``baseline``
-    (:func:`policy_gradient`), and takes an Adam ascent step of size ``lr``.
+    (:func:`policy_gradient`), and takes an Adam ascent step of size ``lr``
+    on ``policy.params`` (``policy.with_params`` gives the next policy).
+
+    Parameters
+    ----------
+    env : an environment (see the module notes)
+    policy : any object with the policy protocol (see the module notes)
+    iterations, episodes : int
+    lr : float > 0, or a schedule (a callable of the iteration 1, 2, ...)
+    gamma : float in [0, 1]
+    baseline : None, float, "loo" or "value"
+        "value": :func:`value_baseline`, its regression also fed the
+        earlier iterations' episodes (a :class:`LinearValue` history with
+        decay 0.8 per iteration).
+    gae_lambda : float in [0, 1], optional
+        Use generalised advantages (:func:`gae`) with the leave-one-out
+        value function of ``"value"`` instead of baselined returns-to-go
+        (``baseline`` is then ignored).
+    entropy_coef : float >= 0
+        Weight of the entropy bonus (needs ``policy.entropy``).
+    rng, progress
 
     Returns
     -------
@@ -485,19 +1185,23 @@ def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, b
         ``.policy`` and the learning curve ``.returns`` (undiscounted mean
         return of each iteration's episodes).
     """
-    for name in ("max_steps", "n_features", "reset", "features", "step"):
-        if isinstance(env, type) or not hasattr(env, name):
-            raise TypeError(f"env must be an environment instance (CartPole(), Reach1D(), or an "
-                            f"object with {name}), got {env!r}")
-    if not isinstance(policy, (SoftmaxPolicy, GaussianPolicy)):
-        raise TypeError(f"policy must be a SoftmaxPolicy or GaussianPolicy, got "
-                        f"{type(policy).__name__}")
+    _check_env(env)
+    _check_policy(policy)
     iterations = V.integer("iterations", iterations, minimum=1, maximum=2**40)
     episodes = V.integer("episodes", episodes, minimum=2, maximum=2**24)
-    lr = V.scalar("lr", lr, "positive")
+    lr = _check_lr(lr)
+    gamma = V.scalar("gamma", gamma, "unit_interval")
+    baseline = _reinforce_baseline(baseline)
+    if gae_lambda is not None:
+        gae_lambda = V.scalar("gae_lambda", gae_lambda, "unit_interval")
+    entropy_coef = V.scalar("entropy_coef", entropy_coef, "nonnegative")
+    if entropy_coef > 0 and not callable(getattr(policy, "entropy", None)):
+        raise TypeError(f"entropy_coef > 0 needs policy.entropy(features) -> (H, dH); "
+                        f"{type(policy).__name__} has none")
     progress = V.flag("progress", progress)
     gen = V.as_generator(rng)
-    opt = Adam(policy.params, lr=lr)
+    opt = Adam(policy.params, lr=lr if not callable(lr) else 1.0)
+    history = LinearValue(decay=0.8)
     curve = np.empty(iterations)
     curve_se = np.empty(iterations)
     gnorm = np.empty(iterations)
@@ -506,17 +1210,18 @@ def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, b
         for it in range(iterations):
             tr = rollout(env, policy, episodes, gen)
             G = returns_to_go(tr.rewards, gamma, tr.mask)
-            sc = policy.score(tr.features, tr.actions)
-            est = policy_gradient(sc, G, mask=tr.mask, baseline=baseline)
+            est = _iteration_gradient(policy, tr, G, gamma, baseline, gae_lambda, entropy_coef,
+                                      history)
             tot = tr.total_returns
             curve[it] = tot.mean()
             curve_se[it] = tot.std(ddof=1) / math.sqrt(episodes)
             gnorm[it] = math.sqrt(sum(float((g * g).sum()) for g in est.grad.values()))
+            lr_it = _lr_at(lr, it + 1)
             try:
-                policy = policy.with_params(opt.step(est.grad))
+                policy = policy.with_params(opt.step(est.grad, lr_it))
             except ValueError as exc:
-                raise ValueError(f"reinforce: Adam step {it + 1} (lr={lr}) moved the policy out "
-                                 f"of its parameter range: {exc}; use a smaller lr") from None
+                raise ValueError(f"reinforce: Adam step {it + 1} (lr={lr_it}) moved the policy "
+                                 f"out of its parameter range: {exc}; use a smaller lr") from None
             bar.update(1)
             bar.set_postfix_str(f"return {curve[it]:.1f}")
     finally:

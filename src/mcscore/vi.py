@@ -1,13 +1,14 @@
-"""Black-box variational inference with the score-function gradient.
+"""Black-box variational inference with the score-function and pathwise
+gradients.
 
 Given an unnormalised log joint density log p(x, data) (a Python function,
-vectorised over draws) and a variational family q(x; theta) (any mcscore
-distribution), the evidence lower bound
+vectorised over draws) and a variational family q(x; theta), the evidence
+lower bound
 
     ELBO(theta) = E_q[log p(x, data) - log q(x; theta)]
 
-has the gradient (Ranganath, Gerrish & Blei, "Black Box Variational
-Inference", AISTATS 2014)
+has the score-function gradient (Ranganath, Gerrish & Blei, "Black Box
+Variational Inference", AISTATS 2014)
 
     grad ELBO = E_q[(log p(x, data) - log q(x; theta)) grad log q(x; theta)]
 
@@ -17,14 +18,53 @@ with f = log p - log q, and inherits its baselines ("loo" is the default:
 the leave-one-out baseline that keeps the estimate unbiased and removes most
 of its variance).
 
+**Which q.**  Any mcscore family that declares ``vi_transforms`` (every
+built-in one), and any object with the same capabilities -- ``sample(n,
+rng)``, ``log_prob(x)``, ``score(x)``, ``params``, ``vi_transforms()`` and
+``with_params(params)`` (a new q with some parameters replaced) -- such as a
+``Joint`` of families: its draws may be a dict of arrays keyed by component
+(``log_joint`` then receives that dict) and its parameters are keyed
+``"component.param"``.
+
+**Estimators** (``estimator=``):
+
+* ``"score"`` (default): the score-function gradient above, with a baseline.
+* ``"pathwise"``: for a reparameterisable q (``has_rsample``: Normal,
+  LogNormal, Exponential, Gamma, Beta, Dirichlet, ...), the gradient of
+  E_q[log p] by the reparameterisation x = g(theta, eps)
+  (:func:`mcscore.pathwise_grad`, needs ``grad_log_joint``: the gradient of
+  log p with respect to x) plus the gradient of q's entropy H(q): exact when
+  the family has a closed-form ``entropy()`` (differentiated by central
+  differences in the unconstrained coordinates, an O(h^2) ~ 1e-10 relative
+  error), otherwise the score-function estimate E[-log q grad log q] from n
+  further draws (leave-one-out baseline).
+* ``"mixed"``: both on independent draws (n each), combined per coordinate
+  as ``w * score + (1 - w) * pathwise`` with the inverse-variance weight
+  ``w = v_pw / (v_score + v_pw)``.  :func:`fit` takes the weights from the
+  previous step's variances (so each step's gradient stays unbiased);
+  :func:`elbo_grad` uses this call's own variances (plug-in weights: a bias
+  of order 1/n, far below the standard error).
+
+**Data subsampling.**  With ``data_size=N`` and ``batch_size=B``,
+``log_joint(x, idx)`` is the log-likelihood of the minibatch of data indices
+``idx`` (B distinct indices drawn uniformly each step) and ``log_prior(x)``
+the log prior: log p(x, data) is estimated by
+``log_prior(x) + N / B * log_joint(x, idx)``, unbiased for every x, so the
+ELBO gradient stays unbiased (the minibatch is shared by the step's n draws;
+the reported standard errors are conditional on it).
+
 :func:`fit` maximises the ELBO with Adam on *unconstrained* parameters:
 positive parameters (scale, rate, concentration, ...) are optimised on the
 log scale, probabilities on the logit scale (Categorical / Multinomial probs
 on the log scale), real ones (loc, logits) as they are.  The gradient is
-carried to those coordinates by the chain rule.  The returned distribution
-is the Polyak-Ruppert average (in the unconstrained coordinates) of the
-iterates of the last ``average`` fraction of the steps, which removes most
-of the noise a constant step size leaves.
+carried to those coordinates by the chain rule.  The step size ``lr`` is a
+number or a schedule: any callable of the step t = 1, 2, ... returning the
+step size (:func:`inverse_time` and :func:`cosine` are standard ones).  The
+returned distribution is the Polyak-Ruppert average (in the unconstrained
+coordinates) of the iterates of the last ``average`` fraction of the steps,
+which removes most of the noise a constant step size leaves.  A step so
+large that it leaves q where its gradient cannot be estimated raises a
+ValueError saying so (use a smaller lr or a decaying schedule).
 
     >>> import numpy as np, mcscore as mc
     >>> y = np.array([0.8, 1.3, 0.4])
@@ -38,16 +78,21 @@ of the noise a constant step size leaves.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
 from . import _validation as V
-from ._algebra import check_baseline
+from ._algebra import baselined_terms, check_baseline
 from ._progress import simple_bar
 from .distributions import Distribution
+from .result import GradientEstimate, terms_cov
 from .score import samples_estimate
 
-__all__ = ["elbo_grad", "fit", "VIResult", "transforms", "Adam"]
+__all__ = ["elbo_grad", "fit", "VIResult", "transforms", "Adam", "inverse_time", "cosine",
+           "ESTIMATORS"]
+
+ESTIMATORS = ("score", "pathwise", "mixed")
 
 def transforms(q):
     """{param name: "identity" | "log" | "logit" | "tril_log_diag"}: the
@@ -119,46 +164,362 @@ def _log_q(q, x):
     return out
 
 
-def _call_log_joint(log_joint, x):
+# ---------------------------------------------------------------------------
+# q: a family or any object with the same capabilities (a Joint)
+# ---------------------------------------------------------------------------
+
+_Q_CAPABILITIES = ("sample", "log_prob", "score", "params", "vi_transforms", "with_params")
+
+
+def _check_q(q):
+    if isinstance(q, Distribution):
+        return q
+    if isinstance(q, type) or not all(hasattr(q, a) for a in _Q_CAPABILITIES):
+        raise TypeError(f"q must be an mcscore distribution (or an object with "
+                        f"{', '.join(_Q_CAPABILITIES)}, such as a Joint), got "
+                        f"{type(q).__name__}")
+    return q
+
+
+def _replace(q, params):
+    """q with some parameters replaced: the object's own ``with_params`` when
+    it has one (a Joint), else the family's rebuild."""
+    with_params = getattr(q, "with_params", None)
+    if callable(with_params):
+        return with_params(params)
+    return _rebuild(q, params)
+
+
+def _n_draws(x):
+    if isinstance(x, dict):
+        return len(next(iter(x.values())))
+    return x.shape[0]
+
+
+def _draw(x, i):
+    if isinstance(x, dict):
+        return {k: v[i] for k, v in x.items()}
+    return x[i]
+
+
+def _shape_of(x):
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k!r}: {np.shape(v)}" for k, v in x.items()) + "}"
+    return str(x.shape)
+
+
+def _call_user(fn, x, args, name):
+    """fn(x, *args), with a note naming it on any exception it raises."""
     try:
-        out = log_joint(x)
+        return fn(x, *args)
     except Exception as exc:
         if hasattr(exc, "add_note"):
-            exc.add_note("(raised by log_joint on a batch of draws from q)")
+            exc.add_note(f"(raised by {name} on a batch of draws from q)")
         raise
-    V.reject_masked("log_joint's output", out)
+
+
+def _call_log_joint(log_joint, x, *args, name="log_joint"):
+    out = _call_user(log_joint, x, args, name)
+    V.reject_masked(f"{name}'s output", out)
     out = np.asarray(out)
-    m = x.shape[0]
+    m = _n_draws(x)
     if out.dtype.kind not in "biuf":
-        raise TypeError(f"log_joint returned dtype {out.dtype}; it must return real numbers")
+        raise TypeError(f"{name} returned dtype {out.dtype}; it must return real numbers")
     if out.shape != (m,):
-        raise ValueError(f"log_joint returned shape {out.shape} instead of ({m},) for a batch "
-                         f"of {m} draws (x of shape {x.shape}); it must be vectorised")
+        raise ValueError(f"{name} returned shape {out.shape} instead of ({m},) for a batch "
+                         f"of {m} draws (x of shape {_shape_of(x)}); it must be vectorised")
     out = out.astype(np.float64)
     bad = ~np.isfinite(out)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"log_joint returned {out[i]} at draw {i} (x = {x[i]!r}); it must be "
-                         "finite on the support of q")
+        raise ValueError(f"{name} returned {out[i]} at draw {i} (x = {_draw(x, i)!r}); it must "
+                         "be finite on the support of q")
     return out
 
 
-def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo"):
-    """Score-function estimate of the ELBO and of its gradient w.r.t. q's
-    parameters.
+def _check_grad(out, x, name):
+    out = V.as_real_array(f"{name}'s output", out)
+    if out.shape != x.shape:
+        raise ValueError(f"{name} returned shape {out.shape}; it must return the gradient of "
+                         f"log p with respect to x, the shape of x {x.shape}")
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name} returned a value that is not finite")
+    return out
+
+
+def _call_grad(grad, x, *args, name="grad_log_joint"):
+    """The gradient in x: an array like x, or for dict draws (a Joint) a dict
+    of arrays keyed and shaped like them."""
+    out = _call_user(grad, x, args, name)
+    if not isinstance(x, dict):
+        return _check_grad(out, x, name)
+    if not isinstance(out, dict) or set(out) != set(x):
+        raise TypeError(f"{name} must return a dict of gradients keyed like the draws "
+                        f"{list(x)}, got {type(out).__name__}")
+    return {k: _check_grad(out[k], x[k], f"{name}[{k!r}]") for k in x}
+
+
+def _scaled_sum(c, a, b=None):
+    """c * a (+ b), for arrays or dicts of arrays (a Joint's gradients)."""
+    if isinstance(a, dict):
+        return {k: c * a[k] + (0.0 if b is None else b[k]) for k in a}
+    return c * a + (0.0 if b is None else b)
+
+
+class _Objective:
+    """log p(x, data) of one step: the full log joint, or (data subsampling)
+    log_prior(x) + N/B * log_lik(x, idx) for a minibatch idx; and its
+    gradient in x for the pathwise estimator."""
+
+    def __init__(self, log_joint, grad_log_joint, data_size, batch_size, log_prior,
+                 grad_log_prior):
+        if not callable(log_joint):
+            raise TypeError(f"log_joint must be callable, got {type(log_joint).__name__}")
+        for name, g in (("grad_log_joint", grad_log_joint), ("log_prior", log_prior),
+                        ("grad_log_prior", grad_log_prior)):
+            if g is not None and not callable(g):
+                raise TypeError(f"{name} must be callable or None, got {type(g).__name__}")
+        self.log_joint, self.grad = log_joint, grad_log_joint
+        self.log_prior, self.grad_prior = log_prior, grad_log_prior
+        if data_size is None:
+            if batch_size is not None or log_prior is not None or grad_log_prior is not None:
+                raise ValueError("batch_size, log_prior and grad_log_prior go with data "
+                                 "subsampling: pass data_size=N (the number of data points)")
+            self.N = self.B = None
+            return
+        self.N = V.integer("data_size", data_size, minimum=1, maximum=2**62)
+        self.B = self.N if batch_size is None else V.integer(
+            "batch_size", batch_size, minimum=1, maximum=self.N)
+        if grad_log_joint is not None and log_prior is not None and grad_log_prior is None:
+            raise TypeError("grad_log_prior is needed with log_prior for the pathwise "
+                            "estimator (the gradient of log_prior with respect to x)")
+
+    def minibatch(self, gen):
+        if self.N is None:
+            return None
+        if self.B == self.N:
+            return np.arange(self.N)
+        return np.sort(gen.choice(self.N, self.B, replace=False))
+
+    def value(self, x, idx):
+        if idx is None:
+            return _call_log_joint(self.log_joint, x)
+        out = (self.N / self.B) * _call_log_joint(self.log_joint, x, idx)
+        if self.log_prior is not None:
+            out = out + _call_log_joint(self.log_prior, x, name="log_prior")
+        return out
+
+    def gradient(self, x, idx):
+        if idx is None:
+            return _call_grad(self.grad, x)
+        prior = None if self.grad_prior is None else _call_grad(self.grad_prior, x,
+                                                                  name="grad_log_prior")
+        return _scaled_sum(self.N / self.B, _call_grad(self.grad, x, idx), prior)
+
+
+def _split(vec, shapes):
+    out, o = {}, 0
+    for k, shp in shapes.items():
+        size = int(np.prod(shp, dtype=np.int64))
+        out[k] = vec[o:o + size].reshape(shp)
+        o += size
+    return out
+
+
+def _estimate_from_scores(q, x, fx, baseline, method):
+    """The score-function estimate from q's own ``score`` (any q with the
+    capabilities, e.g. a Joint whose draws are a dict)."""
+    m = len(fx)
+    sc = q.score(x)
+    shapes = {k: np.shape(v)[1:] for k, v in sc.items()}
+    S = np.concatenate([np.asarray(v, dtype=float).reshape(m, -1) for v in sc.values()], axis=1)
+    y = baselined_terms(fx, S, baseline)
+    with np.errstate(over="ignore", invalid="ignore"):
+        grad, var = y.mean(0), y.var(0, ddof=1)
+        vvar = float(fx.var(ddof=1))
+    if not (np.isfinite(grad).all() and np.isfinite(var).all() and np.isfinite(vvar)):
+        raise FloatingPointError("the ELBO gradient overflowed ((log p - log q) x score beyond "
+                                 "the range of a double)")
+    se = np.sqrt(var / m)
+    return GradientEstimate(_split(grad, shapes), _split(se, shapes), _split(var, shapes),
+                            float(fx.mean()), math.sqrt(vvar / m), m, baseline=baseline,
+                            method=method, value_variance=vvar, info={"f": "samples"},
+                            cov=terms_cov(y))
+
+
+def _score_part(obj, idx, q, n, gen, baseline):
+    x = q.sample(n, gen)
+    lq = _log_q(q, x)  # first: an edge draw of q is q's fault, not log_joint's
+    fx = obj.value(x, idx) - lq
+    if isinstance(q, Distribution) and not isinstance(x, dict):
+        # log q is finite at every draw (checked just above): x is in q's support
+        res = samples_estimate(q, x, fx, baseline, in_support=True)
+    else:
+        res = _estimate_from_scores(q, x, fx, baseline, "score")
+    res.method = "score (ELBO)"
+    return res
+
+
+def _has_entropy(q):
+    try:
+        h = q.entropy()
+    except (AttributeError, NotImplementedError, TypeError, ValueError):
+        return False  # no closed form (a Joint: a component without one)
+    return np.isfinite(np.asarray(h, dtype=float)).all()
+
+
+def _entropy_part(q, n, gen):
+    """H(q) and its gradient (value, grad, variance of the gradient's terms
+    per draw, value variance): closed form when q has ``entropy()``, else the
+    score-function estimate E[-log q grad log q] on n draws."""
+    if _has_entropy(q):
+        kinds = transforms(q)
+        params = q.params
+        grad = {}
+        for k, v in params.items():
+            u = _to_unconstrained(kinds[k], v)
+            g = np.empty(u.shape)
+            for i in np.ndindex(u.shape):
+                h = 1e-5 * max(1.0, abs(float(u[i])))
+                side = []
+                for s in (h, -h):
+                    w = u.copy()
+                    w[i] += s
+                    side.append(float(np.sum(_replace(q, {k: _from_unconstrained(kinds[k], w)})
+                                             .entropy())))
+                g[i] = (side[0] - side[1]) / (2 * h)
+            grad[k] = g / _jacobian(kinds[k], v)
+        zero = {k: np.zeros(np.shape(v)) for k, v in params.items()}
+        P = sum(int(np.size(v)) for v in params.values())
+        return float(np.sum(q.entropy())), grad, zero, 0.0, np.zeros((P, P))
+    x = q.sample(n, gen)
+    lq = _log_q(q, x)
+    if isinstance(q, Distribution) and not isinstance(x, dict):
+        res = samples_estimate(q, x, -lq, "loo", in_support=True)
+    else:
+        res = _estimate_from_scores(q, x, -lq, "loo", "score")
+    return res.value, res.grad, res.variance, res.value_variance, res.cov
+
+
+def _pathwise_part(obj, idx, q, n, gen):
+    from .pathwise import pathwise_grad
+
+    if not (isinstance(q, Distribution) and q.has_rsample):
+        raise ValueError(f"estimator='pathwise' needs a reparameterisable q (a family with "
+                         f"has_rsample, e.g. Normal, LogNormal, Gamma, Beta); got "
+                         f"{type(q).__name__}: use estimator='score'")
+    if obj.grad is None:
+        raise TypeError("estimator='pathwise' needs grad_log_joint: the gradient of log_joint "
+                        "with respect to x (same arguments, returns the shape of x)")
+    pw = pathwise_grad(lambda x: obj.value(x, idx), q, n,
+                       grad_f=lambda x: obj.gradient(x, idx), rng=gen)
+    H, dH, vH, vvH, cH = _entropy_part(q, n, gen)
+    grad = {k: pw.grad[k] + dH[k] for k in pw.grad}
+    var = {k: pw.variance[k] + vH[k] for k in pw.grad}
+    se = {k: np.sqrt(v / n) for k, v in var.items()}
+    vvar = pw.value_variance + vvH
+    # the two parts use independent draws: their covariances add
+    return GradientEstimate(grad, se, var, pw.value + H, math.sqrt(vvar / n), n, baseline=None,
+                            method="pathwise (ELBO)", value_variance=vvar,
+                            info={"entropy": "closed form" if vvH == 0.0 else "score"},
+                            cov=_sum_cov(_cov_or_none(pw), cH))
+
+
+def _cov_or_none(res):
+    """res.cov, or None when it cannot be taken (a pathwise estimate whose
+    n fills a single stream block: its covariance is by batch means)."""
+    try:
+        return res.cov
+    except ValueError:
+        return None
+
+
+def _sum_cov(a, b):
+    return None if a is None or b is None else a + b
+
+
+def _mixed(sf, pw, weights):
+    """w * score + (1 - w) * pathwise per coordinate (independent draws)."""
+    own = _mix_weights(sf, pw)
+    if weights is None:
+        weights = own
+    grad, se, var = {}, {}, {}
+    for k in sf.grad:
+        w = weights[k]
+        grad[k] = w * sf.grad[k] + (1 - w) * pw.grad[k]
+        var[k] = w * w * sf.variance[k] + (1 - w) ** 2 * pw.variance[k]
+        se[k] = np.sqrt(w * w * sf.stderr[k] ** 2 + (1 - w) ** 2 * pw.stderr[k] ** 2)
+    vw = pw.value_stderr ** 2 / (sf.value_stderr ** 2 + pw.value_stderr ** 2) \
+        if sf.value_stderr + pw.value_stderr > 0 else 0.5
+    value = vw * sf.value + (1 - vw) * pw.value
+    vse = math.sqrt(vw * vw * sf.value_stderr ** 2 + (1 - vw) ** 2 * pw.value_stderr ** 2)
+    wv = np.concatenate([np.ravel(weights[k]) for k in sf.grad])
+    c_sf, c_pw = _cov_or_none(sf), _cov_or_none(pw)
+    cov = None if c_sf is None or c_pw is None else (
+        wv[:, None] * c_sf * wv[None, :] + (1 - wv)[:, None] * c_pw * (1 - wv)[None, :])
+    return GradientEstimate(grad, se, var, value, vse, sf.n + pw.n, baseline=sf.baseline,
+                            method="mixed (ELBO)",
+                            info={"weights": weights, "plugin_weights": own}, cov=cov)
+
+
+def _mix_weights(sf, pw):
+    """Inverse-variance weights of the score estimate, per coordinate."""
+    out = {}
+    for k in sf.grad:
+        a, b = sf.stderr[k] ** 2, pw.stderr[k] ** 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[k] = np.where(a + b > 0, b / (a + b), 0.5)
+    return out
+
+
+def _elbo_grad(obj, q, n, gen, baseline, estimator, weights=None):
+    idx = obj.minibatch(gen)
+    if estimator == "score":
+        return _score_part(obj, idx, q, n, gen, baseline)
+    if estimator == "pathwise":
+        return _pathwise_part(obj, idx, q, n, gen)
+    pw = _pathwise_part(obj, idx, q, n, gen)
+    sf = _score_part(obj, idx, q, n, gen, baseline)
+    return _mixed(sf, pw, weights)
+
+
+def _check_estimator(estimator):
+    if not isinstance(estimator, str) or estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got "
+                         f"{estimator!r}")
+    return estimator
+
+
+def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo", estimator="score",
+              grad_log_joint=None, data_size=None, batch_size=None, log_prior=None,
+              grad_log_prior=None):
+    """Estimate of the ELBO and of its gradient w.r.t. q's parameters.
 
     Parameters
     ----------
     log_joint : callable
-        ``log_joint(x)`` for ``x`` of shape ``(n, *q.draw_shape)`` returns
-        shape ``(n,)``: log p(x, data) up to a constant.
-    q : Distribution
-        The variational distribution (any mcscore family).
+        ``log_joint(x)`` for ``x`` of shape ``(n, *q.draw_shape)`` (a dict of
+        such arrays for a Joint q) returns shape ``(n,)``: log p(x, data) up
+        to a constant.  With ``data_size``: ``log_joint(x, idx)``, the
+        log-likelihood of the data points ``idx`` (see the module notes).
+    q : Distribution, or an object with the same capabilities (a Joint)
+        The variational distribution.
     n : int >= 2
-        Draws from q.
+        Draws from q (per estimator: ``"mixed"`` uses 2n).
     rng : None, int, SeedSequence or Generator
     baseline : None, float, "loo" or "optimal"
-        As in :func:`mcscore.score_grad_from_samples` (default "loo").
+        As in :func:`mcscore.score_grad_from_samples` (default "loo"); for
+        the score-function estimator.
+    estimator : "score", "pathwise" or "mixed"
+        See the module notes.
+    grad_log_joint : callable, optional
+        The gradient of log_joint with respect to x (same arguments, returns
+        the shape of x); needed by "pathwise" and "mixed".
+    data_size, batch_size : int, optional
+        Data subsampling: N data points, minibatches of B (default N).
+    log_prior, grad_log_prior : callable, optional
+        With data subsampling: log p(x) (vectorised, shape (n,)) and its
+        gradient in x.
 
     Returns
     -------
@@ -167,20 +528,78 @@ def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo"):
         and its standard error; ``grad[name]`` / ``stderr[name]``: its
         gradient with respect to each parameter q was given.
     """
-    if not isinstance(q, Distribution):
-        raise TypeError(f"q must be an mcscore distribution, got {type(q).__name__}")
-    if not callable(log_joint):
-        raise TypeError(f"log_joint must be callable, got {type(log_joint).__name__}")
+    q = _check_q(q)
+    obj = _Objective(log_joint, grad_log_joint, data_size, batch_size, log_prior,
+                     grad_log_prior)
     baseline = check_baseline(baseline)
+    estimator = _check_estimator(estimator)
     n = V.integer("n", n, minimum=2)
     gen = V.as_generator(rng)
-    x = q.sample(n, gen)
-    lq = _log_q(q, x)  # first: an edge draw of q is q's fault, not log_joint's
-    fx = _call_log_joint(log_joint, x) - lq
-    # log q is finite at every draw (checked just above): x is in q's support
-    res = samples_estimate(q, x, fx, baseline, in_support=True)
-    res.method = "score (ELBO)"
-    return res
+    return _elbo_grad(obj, q, n, gen, baseline, estimator)
+
+
+# ---------------------------------------------------------------------------
+# step-size schedules
+# ---------------------------------------------------------------------------
+
+class inverse_time:
+    """The step size ``lr / (1 + t / scale) ** power`` at step t = 1, 2, ...
+    (Robbins-Monro for 0.5 < power <= 1)."""
+
+    def __init__(self, lr, scale=100.0, power=1.0):
+        self.lr = V.scalar("lr", lr, "positive")
+        self.scale = V.scalar("scale", scale, "positive")
+        self.power = V.scalar("power", power, "positive")
+
+    def __call__(self, t):
+        return self.lr / (1.0 + t / self.scale) ** self.power
+
+    def __repr__(self):
+        return f"inverse_time(lr={self.lr:g}, scale={self.scale:g}, power={self.power:g})"
+
+
+class cosine:
+    """Cosine annealing from ``lr`` at step 1 to ``final`` at step ``steps``
+    (``final`` afterwards)."""
+
+    def __init__(self, lr, steps, final=0.0):
+        self.lr = V.scalar("lr", lr, "positive")
+        self.steps = V.integer("steps", steps, minimum=1)
+        self.final = V.scalar("final", final, "nonnegative")
+
+    def __call__(self, t):
+        frac = min(max(t - 1, 0), self.steps - 1) / max(self.steps - 1, 1)
+        return self.final + 0.5 * (self.lr - self.final) * (1.0 + math.cos(math.pi * frac))
+
+    def __repr__(self):
+        return f"cosine(lr={self.lr:g}, steps={self.steps}, final={self.final:g})"
+
+
+def _check_lr(lr):
+    """A positive number, or a schedule (a callable of the step)."""
+    if callable(lr) and not isinstance(lr, numbers.Real):
+        return lr
+    return V.scalar("lr", lr, "positive")
+
+
+def _lr_at(lr, t):
+    if not callable(lr):
+        return lr
+    try:
+        v = lr(t)
+    except Exception as exc:
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"(raised by the lr schedule at step {t})")
+        raise
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.floating,
+                                                              np.integer)):
+        raise TypeError(f"the lr schedule returned {v!r} at step {t}; it must return a "
+                        "real number >= 0")
+    v = float(v)
+    if not (v >= 0 and math.isfinite(v)):
+        raise ValueError(f"the lr schedule returned {v} at step {t}; it must return a "
+                         "finite step size >= 0")
+    return v
 
 
 class VIResult:
@@ -193,14 +612,19 @@ class VIResult:
     q_last : Distribution
         The last iterate.
     elbo : ndarray, shape (steps,)
-        The ELBO estimate at each step (at that step's parameters).
+        The ELBO estimate at each step (at that step's parameters; with data
+        subsampling, on that step's minibatch).
     elbo_stderr : ndarray, shape (steps,)
     steps, n : int
     transforms : dict[str, str]
         The unconstrained coordinate of each parameter.
+    estimator : str
+    lr : ndarray, shape (steps,)
+        The step size of each step.
     """
 
-    def __init__(self, q, q_last, elbo, elbo_stderr, steps, n, transforms):
+    def __init__(self, q, q_last, elbo, elbo_stderr, steps, n, transforms, estimator="score",
+                 lr=None):
         self.q = q
         self.q_last = q_last
         self.elbo = elbo
@@ -208,6 +632,8 @@ class VIResult:
         self.steps = steps
         self.n = n
         self.transforms = transforms
+        self.estimator = estimator
+        self.lr = lr
 
     def __repr__(self):
         tail = self.elbo[-max(1, len(self.elbo) // 10):]
@@ -220,7 +646,8 @@ class Adam:
 
     ``opt = Adam(params, lr=0.05); params = opt.step(grads)`` moves each
     array along its bias-corrected first moment over the root of its second
-    moment.  Used by :func:`fit` and :func:`mcscore.rl.reinforce`.
+    moment; ``opt.step(grads, lr=...)`` overrides the step size for that step
+    (a schedule).  Used by :func:`fit` and :func:`mcscore.rl.reinforce`.
     """
 
     def __init__(self, params, *, lr=0.05, betas=(0.9, 0.999), eps=1e-8):
@@ -230,9 +657,10 @@ class Adam:
         self.m2 = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.t = 0
 
-    def step(self, grads):
+    def step(self, grads, lr=None):
         """One ascent step with the gradients ``grads`` (same keys/shapes);
         returns the updated parameters (new arrays)."""
+        lr = self.lr if lr is None else float(lr)
         self.t += 1
         out = {}
         for k, p in self.params.items():
@@ -241,31 +669,44 @@ class Adam:
             self.m2[k] = self.b2 * self.m2[k] + (1 - self.b2) * g * g
             mh = self.m1[k] / (1 - self.b1**self.t)
             vh = self.m2[k] / (1 - self.b2**self.t)
-            out[k] = p + self.lr * mh / (np.sqrt(vh) + self.eps)
+            out[k] = p + lr * mh / (np.sqrt(vh) + self.eps)
         self.params = out
         return dict(out)
 
 
+def _step_too_large(t, lr, exc):
+    # the family's own reason, without its advice (which is for other callers)
+    reason = str(exc).split("; ")[0]
+    return ValueError(
+        f"fit: Adam step {t} (lr={lr:g}) was too large: it moved q to parameters where its "
+        f"ELBO gradient cannot be estimated ({reason}); use a smaller lr or a decaying "
+        "schedule (vi.inverse_time, vi.cosine)")
+
+
 def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
-        baseline="loo", betas=(0.9, 0.999), eps=1e-8, average=0.5):
+        baseline="loo", betas=(0.9, 0.999), eps=1e-8, average=0.5, estimator="score",
+        grad_log_joint=None, data_size=None, batch_size=None, log_prior=None,
+        grad_log_prior=None):
     """Fit q to the posterior by maximising the ELBO (black-box VI).
 
-    Each step draws ``n`` points from the current q, forms the
-    score-function ELBO gradient (:func:`elbo_grad`), and takes an Adam step
+    Each step draws ``n`` points from the current q, forms the ELBO
+    gradient (:func:`elbo_grad` with ``estimator``), and takes an Adam step
     (Kingma & Ba 2015) on q's unconstrained parameters (see
     :func:`transforms`); the next q is a new distribution of the same family.
 
     Parameters
     ----------
     log_joint : callable
-        Vectorised log p(x, data), as in :func:`elbo_grad`.
-    q : Distribution
+        Vectorised log p(x, data), as in :func:`elbo_grad`; with
+        ``data_size``, ``log_joint(x, idx)`` is the minibatch log-likelihood.
+    q : Distribution, or an object with the same capabilities (a Joint)
         Initial variational distribution.
     steps : int >= 1
     n : int >= 2
         Draws per step.
-    lr : float > 0
-        Adam step size (in the unconstrained coordinates).
+    lr : float > 0, or a callable of the step t = 1, 2, ...
+        Adam step size (in the unconstrained coordinates), or a schedule
+        returning it (a finite number >= 0) (:func:`inverse_time`, :func:`cosine`, any callable).
     rng : None, int, SeedSequence or Generator
     progress : bool
         Show a tqdm progress bar when tqdm is installed.
@@ -274,20 +715,25 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
     average : float in [0, 1)
         Fraction of the last steps whose iterates are averaged into the
         returned ``q`` (0: the last iterate).
+    estimator, grad_log_joint, data_size, batch_size, log_prior, grad_log_prior
+        As in :func:`elbo_grad` (the minibatch is drawn afresh each step).
 
     Returns
     -------
     VIResult
         ``.q`` (fitted), ``.elbo`` (history), ...
     """
-    if not isinstance(q, Distribution):
-        raise TypeError(f"q must be an mcscore distribution, got {type(q).__name__}")
+    q = _check_q(q)
+    obj = _Objective(log_joint, grad_log_joint, data_size, batch_size, log_prior,
+                     grad_log_prior)
     steps = V.integer("steps", steps, minimum=1, maximum=2**40)
     n = V.integer("n", n, minimum=2)
-    lr = V.scalar("lr", lr, "positive")
+    lr = _check_lr(lr)
     average = V.scalar("average", average, "unit_interval_lt1")
     eps = V.scalar("eps", eps, "positive")
     progress = V.flag("progress", progress)
+    baseline = check_baseline(baseline)
+    estimator = _check_estimator(estimator)
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     b1, b2 = (V.scalar(f"betas[{i}]", b, "real") for i, b in enumerate(betas))
@@ -296,27 +742,34 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
     gen = V.as_generator(rng)
     kinds = transforms(q)
     u = {k: _to_unconstrained(kinds[k], v) for k, v in q.params.items()}
-    opt = Adam(u, lr=lr, betas=(b1, b2), eps=eps)
+    opt = Adam(u, lr=lr if not callable(lr) else 1.0, betas=(b1, b2), eps=eps)
     start_avg = min(steps - 1, int(math.floor(steps * (1 - average))))
     acc = {k: np.zeros_like(v) for k, v in u.items()}
     n_acc = 0
     elbo = np.empty(steps)
     elbo_se = np.empty(steps)
+    lrs = np.empty(steps)
+    weights = None  # "mixed": the previous step's inverse-variance weights
     bar = simple_bar(steps, progress, "VI (Adam)")
     cur = q
     try:
         for t in range(1, steps + 1):
-            res = elbo_grad(log_joint, cur, n, rng=gen, baseline=baseline)
+            res = _elbo_grad(obj, cur, n, gen, baseline, estimator, weights)
+            if estimator == "mixed":
+                weights = res.info["plugin_weights"]
             elbo[t - 1] = res.value
             elbo_se[t - 1] = res.value_stderr
+            lrs[t - 1] = lr_t = _lr_at(lr, t)
             params = cur.params
-            u = opt.step({k: res.grad[k] * _jacobian(kinds[k], params[k]) for k in u})
+            u = opt.step({k: res.grad[k] * _jacobian(kinds[k], params[k]) for k in u}, lr_t)
             try:
                 with np.errstate(over="ignore", under="ignore"):
-                    cur = _rebuild(q, {k: _from_unconstrained(kinds[k], v) for k, v in u.items()})
+                    cur = _replace(q, {k: _from_unconstrained(kinds[k], v) for k, v in u.items()})
+                    check = getattr(cur, "_check_differentiable", None)
+                    if check is not None:
+                        check()
             except ValueError as exc:
-                raise ValueError(f"fit: Adam step {t} (lr={lr}) moved q out of its parameter "
-                                 f"range: {exc}; use a smaller lr") from None
+                raise _step_too_large(t, lr_t, exc) from None
             if t - 1 >= start_avg:
                 for k in u:
                     acc[k] += u[k]
@@ -326,7 +779,6 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
                 bar.set_postfix_str(f"ELBO {elbo[max(0, t - 50):t].mean():.4g}")
     finally:
         bar.close()
-    q_avg = _rebuild(q, {k: _from_unconstrained(kinds[k], acc[k] / n_acc) for k in u})
-    return VIResult(q_avg, cur, elbo, elbo_se, steps, n, kinds)
-
+    q_avg = _replace(q, {k: _from_unconstrained(kinds[k], acc[k] / n_acc) for k in u})
+    return VIResult(q_avg, cur, elbo, elbo_se, steps, n, kinds, estimator, lrs)
 
