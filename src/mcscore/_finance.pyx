@@ -265,7 +265,7 @@ def run_paths(int payoff, double spot, double strike, double rate, double vol,
 #
 # Per path, with X_k = L Z_k (C = L L^T the correlation), xi_k = C^-1 X_k =
 # L^-T Z_k, a_i = sigma_i sqrt(dt), mu_i = r - q_i - sigma_i^2/2, the weights
-# (row layout of `weights`, d assets, NW = 2 d + 2 + d (d + 1) / 2):
+# (row layout of `weights`, d assets, NW = 3 d + 2 + d (d + 1) / 2):
 #
 #   [0, d)        delta_i   xi_1i / (S0_i a_i)
 #   [d, 2d)       vega_i    sum_k (X_ki xi_ki - 1) / sigma_i - sqrt(dt) xi_ki
@@ -274,6 +274,11 @@ def run_paths(int payoff, double spot, double strike, double rate, double vol,
 #                             + sqrt(dt)/T sum_k sum_i mu_i xi_ki / sigma_i - r)
 #   2d + 2 + ...  gamma_ij  (xi_1i xi_1j - Cinv_ij - [i=j] a_i xi_1i)
 #                           / (a_i a_j S0_i S0_j),   i <= j, row by row
+#   NW - d + i    dividend_i  -sqrt(dt) sum_k xi_ki / sigma_i   (dV/dq_i)
+#
+# For a grid of expiries T_e = k_e dt on the time grid, the weights of
+# expiry e are the same formulas with the sums over k <= k_e and T = T_e
+# (the law of the first k_e steps is the k_e-step model with maturity T_e).
 # ---------------------------------------------------------------------------
 
 from mcscore._core cimport mc_bitgen_ptr
@@ -288,7 +293,7 @@ ctypedef int (*cb_i_p_i_p_v)(double *, int, double *, void *) noexcept nogil
 
 def n_weights(int d):
     """Likelihood-ratio weights per path for d assets."""
-    return 2 * d + 2 + d * (d + 1) // 2
+    return 3 * d + 2 + d * (d + 1) // 2
 
 
 cdef class PathStream:
@@ -306,15 +311,19 @@ cdef class PathStream:
 def gbm_block(PathStream stream, Py_ssize_t m, int steps, double maturity, double rate,
               const double[::1] s0, const double[::1] drift, const double[::1] sigma,
               const double[:, ::1] chol, const double[:, ::1] cinv,
-              double[:, :, ::1] paths, double[:, ::1] weights):
+              const int64_t[::1] expiries, double[:, :, ::1] paths,
+              double[:, :, ::1] weights):
     """Simulate m correlated GBM paths (the stream's next m * steps * d
     normals, path by path, step by step, asset by asset) into paths[:m] and
-    their likelihood-ratio weights into weights[:m]."""
-    cdef Py_ssize_t d = s0.shape[0], p, i, j, k, g
-    cdef double dt = maturity / steps, sq = sqrt(dt), acc, tz, tm, rs
+    their likelihood-ratio weights for expiry e (after expiries[e] steps,
+    increasing, the last <= steps) into weights[e, :m]."""
+    cdef Py_ssize_t d = s0.shape[0], p, i, j, k, g, e, ne = expiries.shape[0]
+    cdef Py_ssize_t nw = weights.shape[2]
+    cdef double dt = maturity / steps, sq = sqrt(dt), acc, tz, tm, rs, T
     cdef double *z
+    cdef double *w
     cdef double[::1] x = np.empty(d), xi = np.empty(d), xi1 = np.empty(d), logs = np.empty(d)
-    cdef double[::1] vs = np.empty(d), a = np.empty(d), lg0 = np.empty(d)
+    cdef double[::1] vs = np.empty(d), a = np.empty(d), lg0 = np.empty(d), ds = np.empty(d)
     for i in range(d):
         a[i] = sigma[i] * sq
         lg0[i] = log(s0[i])
@@ -325,10 +334,12 @@ def gbm_block(PathStream stream, Py_ssize_t m, int steps, double maturity, doubl
             tz = 0.0
             tm = 0.0
             rs = 0.0
+            e = 0
             for i in range(d):
                 logs[i] = lg0[i]
                 paths[p, 0, i] = s0[i]
                 vs[i] = 0.0
+                ds[i] = 0.0
             for k in range(steps):
                 for i in range(d):
                     acc = 0.0
@@ -348,23 +359,29 @@ def gbm_block(PathStream stream, Py_ssize_t m, int steps, double maturity, doubl
                     paths[p, k + 1, i] = exp(logs[i])
                     vs[i] = vs[i] + (x[i] * xi[i] - 1.0) / sigma[i] - sq * xi[i]
                     rs = rs + xi[i] / sigma[i]
+                    ds[i] = ds[i] + xi[i] / sigma[i]
                     tm = tm + drift[i] * xi[i] / sigma[i]
                     if k == 0:
                         xi1[i] = xi[i]
                 tz = tz - d
-            for i in range(d):
-                weights[p, i] = xi1[i] / (s0[i] * a[i])
-                weights[p, d + i] = vs[i]
-            weights[p, 2 * d] = sq * rs - maturity
-            weights[p, 2 * d + 1] = -(tz / (2.0 * maturity) + sq * tm / maturity - rate)
-            g = 2 * d + 2
-            for i in range(d):
-                for j in range(i, d):
-                    acc = xi1[i] * xi1[j] - cinv[i, j]
-                    if i == j:
-                        acc = acc - a[i] * xi1[i]
-                    weights[p, g] = acc / (a[i] * a[j] * s0[i] * s0[j])
-                    g += 1
+                while e < ne and expiries[e] == k + 1:
+                    T = maturity if k + 1 == steps else (k + 1) * dt
+                    w = &weights[e, p, 0]
+                    for i in range(d):
+                        w[i] = xi1[i] / (s0[i] * a[i])
+                        w[d + i] = vs[i]
+                        w[nw - d + i] = -sq * ds[i]
+                    w[2 * d] = sq * rs - T
+                    w[2 * d + 1] = -(tz / (2.0 * T) + sq * tm / T - rate)
+                    g = 2 * d + 2
+                    for i in range(d):
+                        for j in range(i, d):
+                            acc = xi1[i] * xi1[j] - cinv[i, j]
+                            if i == j:
+                                acc = acc - a[i] * xi1[i]
+                            w[g] = acc / (a[i] * a[j] * s0[i] * s0[j])
+                            g += 1
+                    e += 1
 
 
 def callback_block(size_t fptr, int sig, size_t user_data, const double[:, :, ::1] paths,
@@ -404,7 +421,8 @@ def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] wei
                      double disc, double maturity, double rate, const double[::1] s0,
                      const double[::1] drift, const double[::1] sigma,
                      const double[:, :, ::1] paths, grad, double[::1] stats,
-                     double[::1] shift, bint set_shift, bint gbm=True):
+                     double[::1] shift, bint set_shift, bint gbm=True, double dt=0.0,
+                     Py_ssize_t kmax=-1):
     """Add the m paths' quantities to one stream's shifted sums.
 
     Quantities per path: the discounted payoff, then the NW likelihood-ratio
@@ -417,13 +435,20 @@ def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] wei
     gbm=False: another model of one asset with S proportional to S0 along
     every path (Heston): weights are [delta, gamma] and the pathwise
     quantities [delta, gamma mixed] (drift and sigma are not used).
+
+    An expiry before the end of the grid: maturity is its time T_e, dt the
+    grid's step and kmax = T_e / dt its step (the pathwise sums stop there).
     """
     cdef Py_ssize_t d = s0.shape[0], nw = weights.shape[1], steps = paths.shape[1] - 1
     cdef Py_ssize_t nq = shift.shape[0], p, q, i, j, k, g
     cdef bint pw = grad is not None
     cdef const double[:, :, ::1] G
     cdef double[::1] y = np.empty(nq), acc = np.zeros(2 * nq), pd = np.empty(d)
-    cdef double hd, dt = maturity / steps, t, gs, w, dr, dT, v
+    cdef double t, gs, w, dr, dT, v, dq, hd
+    if dt <= 0.0:
+        dt = maturity / steps
+    if kmax < 0 or kmax > steps:
+        kmax = steps
     if pw:
         G = grad
     with nogil:
@@ -445,7 +470,8 @@ def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] wei
                 for i in range(d):
                     pd[i] = 0.0
                     v = 0.0
-                    for k in range(steps + 1):
+                    dq = 0.0
+                    for k in range(kmax + 1):
                         t = k * dt
                         gs = G[p, k, i] * paths[p, k, i]
                         w = (log(paths[p, k, i] / s0[i]) - drift[i] * t) / sigma[i]
@@ -453,9 +479,11 @@ def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] wei
                         v += gs * (w - sigma[i] * t)
                         dr += gs * t
                         dT += gs * (drift[i] * t + 0.5 * sigma[i] * w)
+                        dq -= gs * t
                     pd[i] = disc * pd[i] / s0[i]
                     y[1 + nw + i] = pd[i]
                     y[1 + nw + d + i] = disc * v
+                    y[1 + nw + nw - d + i] = disc * dq
                 y[1 + nw + 2 * d] = disc * dr - maturity * hd
                 y[1 + nw + 2 * d + 1] = -(disc * dT / maturity - rate * hd)
                 g = 2 * d + 2

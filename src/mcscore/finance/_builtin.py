@@ -35,7 +35,8 @@ def _paths_task(inputs, plan, streams, n_threads):
 def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=None, steps=1,
            barrier=None,
            rng=None, method="lr", n_threads=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
-           client=None, dividend=None, correlation=None, payoff_grad=None, model=None):
+           client=None, dividend=None, correlation=None, payoff_grad=None, model=None,
+           expiries=None, strikes=None):
     """Monte Carlo price, delta, vega, rho and gamma of an option under GBM.
 
     ``payoff`` may also be a function of the simulated paths (or a C
@@ -138,8 +139,18 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
     callback runs on one thread (``n_threads`` is not used); the result
     depends on (inputs, n, rng, n_streams, block_size) only.
     """
-    path = not isinstance(payoff, str) or any(v is not None for v in (dividend, correlation,
-                                                                       payoff_grad, model))
+    if strikes is not None:
+        if not isinstance(payoff, str):
+            raise ValueError("strikes (a strike grid) applies to the built-in payoff names; a "
+                             "payoff function declares its grid with Payoff(fn, grid=...)")
+        if strike is not None:
+            raise ValueError("give strike (one strike) or strikes (a grid), not both")
+        if np.ndim(strikes) != 1 or np.size(strikes) < 1:
+            raise ValueError(f"strikes must be a non-empty 1-D array of strikes, got shape "
+                             f"{np.shape(strikes)}")
+        strike = strikes
+    path = (not isinstance(payoff, str) or strikes is not None
+            or any(v is not None for v in (dividend, correlation, payoff_grad, model, expiries)))
     given = dict(strike=strike, rate=rate, vol=vol, maturity=maturity)
     needed = ("strike", "rate", "vol", "maturity") if not path else (
         ("rate", "maturity") if model is not None else ("rate", "vol", "maturity"))
@@ -152,7 +163,7 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
                              maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,
                              method=method, n_streams=n_streams, block_size=block_size,
                              client=client, dividend=dividend, correlation=correlation,
-                             payoff_grad=payoff_grad, model=model)
+                             payoff_grad=payoff_grad, model=model, expiries=expiries)
     spot, strike, rate, vol, maturity, steps, barrier = _check_inputs(
         payoff, spot, strike, rate, vol, maturity, steps, barrier)
     if not isinstance(method, str) or method not in METHODS:

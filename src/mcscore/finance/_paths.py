@@ -92,6 +92,23 @@ def _correlation(correlation, d):
     return c
 
 
+def _expiries(expiries, maturity, steps):
+    """Expiry times on the time grid t_k = k T / steps -> (sorted distinct
+    steps k, the step of each given expiry, same shape)."""
+    t = np.asarray(V.as_real_array("expiries", expiries), dtype=float)
+    if t.size < 1 or not np.isfinite(t).all():
+        raise ValueError(f"expiries must be a non-empty array of finite times, got {expiries!r}")
+    dt = maturity / steps
+    k = np.rint(t / dt)
+    off = np.abs(k * dt - t) > 1e-9 * maturity
+    if off.any() or k.min() < 1 or k.max() > steps:
+        bad = t.ravel()[int(np.argmax(off.ravel() | (k.ravel() < 1) | (k.ravel() > steps)))]
+        raise ValueError(f"expiries must lie on the time grid k * maturity / steps, k = 1.."
+                         f"{steps} (maturity={maturity}, steps={steps}); got {bad}")
+    k = k.astype(np.int64)
+    return np.unique(k), k
+
+
 def _check_array(out, what, shape, first):
     if isinstance(out, np.ma.MaskedArray):
         raise TypeError(f"{what} returned a masked array; return a plain array of reals")
@@ -112,10 +129,10 @@ def _check_array(out, what, shape, first):
     return a
 
 
-def _lower_payoff(payoff, strike, barrier, d):
-    """(kind, payoff callable or callback tuple, grad or None, name)."""
+def _lower_payoff(payoff, strike, barrier, d, ksteps=None):
+    """(kind, payoff callable or callback tuple, grad or None, name, grid)."""
     if isinstance(payoff, str):
-        payoff = _builtin(payoff, strike, barrier)
+        payoff = _builtin(payoff, strike, barrier, ksteps)
     elif barrier is not None:
         raise ValueError("barrier applies only to the built-in 'up_and_out_call'")
     llc = C._as_lowlevel(payoff)
@@ -126,14 +143,14 @@ def _lower_payoff(payoff, strike, barrier, d):
                             "supported; use one of: " + "; ".join(C.CALLBACK_SIGNATURES))
         cb = (C._address(llc.function, "function"), int(code),
               C._address(llc.user_data, "user_data"), llc)
-        return "callback", cb, None, "LowLevelCallable"
+        return "callback", cb, None, "LowLevelCallable", None
     if isinstance(payoff, Payoff):
         if payoff.assets is not None and payoff.assets != d:
             raise ValueError(f"payoff {payoff.name!r} is for {payoff.assets} asset(s), but "
                              f"spot gives {d}")
-        return "python", payoff.fn, payoff.grad, payoff.name
+        return "python", payoff.fn, payoff.grad, payoff.name, payoff.grid
     if callable(payoff):
-        return "python", payoff, None, getattr(payoff, "__name__", "payoff")
+        return "python", payoff, None, getattr(payoff, "__name__", "payoff"), None
     raise ValueError(f"payoff must be one of {', '.join(map(repr, PAYOFFS))}, a vectorised "
                      "callable of the paths, a Payoff or a scipy.LowLevelCallable, got "
                      f"{payoff!r}")
@@ -306,15 +323,17 @@ class SpotGreeks(PathGreeks):
         super().__init__(*args, **kwargs)
 
 
-def _run_blocks(plan, chunk, shape, normals, nq, simulate, payoff, grad, accumulate):
+def _run_blocks(plan, chunk, shape, normals, nq, grid, simulate, payoff, grad, accumulate):
     """Stream by stream, block by block, chunk by chunk: simulate paths
     (in the kernels), evaluate the payoff (and its gradient) on the whole
-    chunk, accumulate; returns (mean, var, n) of the nq quantities."""
+    chunk, accumulate each of its grid's columns; returns (mean, var, n) of
+    the nq quantities per column, (columns, nq) arrays."""
     kind, fn = payoff
+    ncols = math.prod(grid)
     paths = np.empty((chunk,) + shape)
     h = np.empty(chunk)
-    stats = np.zeros((plan.used, 1 + 2 * nq))
-    shifts = np.zeros((plan.used, nq))
+    stats = np.zeros((plan.used, ncols, 1 + 2 * nq))
+    shifts = np.zeros((plan.used, ncols, nq))
     with np.errstate(over="ignore", invalid="ignore"):
         for s, bg in enumerate(plan.bitgens(np.arange(plan.used))):
             stream = F.PathStream(bg, chunk * normals)
@@ -338,13 +357,25 @@ def _run_blocks(plan, chunk, shape, normals, nq, simulate, payoff, grad, accumul
                                              f"error at path {at + bad}")
                         hv = _check_array(h[:m], "payoff", (m,), at)
                     else:
-                        hv = _check_array(fn(view), "payoff", (m,), at)
+                        hv = _check_array(fn(view), "payoff", (m,) + grid, at)
                     gv = None if grad is None else _check_array(
-                        grad(view), "payoff_grad", (m,) + shape, at)
-                    accumulate(m, hv, paths, gv, stats[s], shifts[s], first)
+                        grad(view), "payoff_grad", (m,) + grid + shape, at)
+                    if ncols == 1:
+                        accumulate(m, hv.reshape(m), paths, gv if gv is None else
+                                   gv.reshape((m,) + shape), stats[s, 0], shifts[s, 0], first, 0)
+                    else:
+                        hv = hv.reshape(m, ncols)
+                        gv = None if gv is None else gv.reshape((m, ncols) + shape)
+                        for c in range(ncols):
+                            accumulate(m, np.ascontiguousarray(hv[:, c]), paths,
+                                       None if gv is None else np.ascontiguousarray(gv[:, c]),
+                                       stats[s, c], shifts[s, c], first, c)
                     first = False
                     done += m
-        mean, var, nn = _merge(stats, shifts)
+        out = [_merge(stats[:, c], shifts[:, c]) for c in range(ncols)]
+    mean = np.array([o[0] for o in out])
+    var = np.array([o[1] for o in out])
+    nn = out[0][2]
     if not (np.isfinite(mean).all() and np.isfinite(var).all()):
         raise FloatingPointError("the estimates are not finite (the payoff or the weights "
                                  "overflowed)")
@@ -364,7 +395,7 @@ def _estimators(method, names):
 
 def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng, method,
                   n_streams, block_size, client, dividend, correlation, payoff_grad,
-                  model=None):
+                  model=None, expiries=None):
     """greeks() for a payoff of paths (see its docstring)."""
     if client is not None:
         raise ValueError("client (Dask) is not supported for a payoff function; run locally")
@@ -395,7 +426,31 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
     corr = _correlation(correlation, d) if model is None else None
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be 'lr' or 'pathwise', got {method!r}")
-    kind, fn, grad, name = _lower_payoff(payoff, strike, barrier, d)
+    ksteps, kgiven = None, None
+    if expiries is not None:
+        if model is not None:
+            raise ValueError(f"expiries apply to geometric Brownian motion only, not to "
+                             f"model={model!r}; run one maturity at a time")
+        ksteps, kgiven = _expiries(expiries, maturity, steps)
+    kind, fn, grad, name, grid = _lower_payoff(
+        payoff, strike, barrier, d, None if kgiven is None else kgiven.ravel().tolist())
+    if grid is None:
+        grid = () if kgiven is None else kgiven.shape
+    if kind == "callback" and grid != ():
+        raise ValueError("a LowLevelCallable payoff returns one value per path: expiries (a "
+                         "grid of payoffs) need a Python payoff returning (m,) + grid")
+    if kgiven is None:
+        col_steps = np.full(grid, steps, dtype=np.int64)
+    elif isinstance(payoff, str):                       # built-in grid: (expiries, strikes)
+        col_steps = np.broadcast_to(kgiven.reshape(kgiven.shape + (1,) * (len(grid) - 1)),
+                                    grid)
+    else:
+        try:
+            col_steps = np.broadcast_to(kgiven, grid)
+        except ValueError:
+            raise ValueError(f"expiries of shape {kgiven.shape} do not broadcast to the "
+                             f"payoff's grid {grid}") from None
+    col_steps = col_steps.ravel()
     if payoff_grad is not None:
         if not callable(payoff_grad):
             raise TypeError(f"payoff_grad must be callable, got {type(payoff_grad).__name__}")
@@ -413,25 +468,32 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
             f"payoff_grad(paths) -> dh/dS (shape of paths) or a Payoff with grad; payoff "
             f"{name!r} has none (for a discontinuous payoff use method='lr')")
 
-    disc = math.exp(-rate * maturity)
+    ncols = math.prod(grid)
     normals = steps * (d if model is None else 1 if isinstance(model, Diffusion) else 2)
     plan = E.Plan(n, normals, rng, n_streams, block_size, 1)
-    chunk = max(1, min(plan.block_size, (1 << 18) // ((steps + 1) * max(d, 2))))
+    per_path = (steps + 1) * max(d, 2) * (ncols if grad is not None else 1)
+    chunk = max(1, min(plan.block_size, (1 << 18) // per_path))
+    dt = maturity / steps
+    # per column: its expiry's index among the distinct ones, time, discount
+    uniq = np.array([steps], dtype=np.int64) if ksteps is None else ksteps
+    col_e = np.searchsorted(uniq, col_steps)
+    col_T = [maturity if k == steps else k * dt for k in col_steps]
+    col_disc = [math.exp(-rate * T) for T in col_T]
     if model is None:
         chol = np.linalg.cholesky(corr)
         cinv = np.linalg.inv(corr)
         cinv = 0.5 * (cinv + cinv.T)
         drift = rate - q - 0.5 * sig * sig
         nw = F.n_weights(d)
-        wts = np.empty((chunk, nw))
+        wts = np.empty((len(uniq), chunk, nw))
 
         def simulate(stream, m, paths):
-            F.gbm_block(stream, m, steps, maturity, rate, s0, drift, sig, chol, cinv, paths,
-                        wts)
+            F.gbm_block(stream, m, steps, maturity, rate, s0, drift, sig, chol, cinv, uniq,
+                        paths, wts)
 
-        def accumulate(m, hv, paths, gv, st, sh, first):
-            F.accumulate_block(m, hv, wts, disc, maturity, rate, s0, drift, sig, paths, gv, st,
-                               sh, first)
+        def accumulate(m, hv, paths, gv, st, sh, first, c):
+            F.accumulate_block(m, hv, wts[col_e[c]], col_disc[c], col_T[c], rate, s0, drift,
+                               sig, paths, gv, st, sh, first, True, dt, int(col_steps[c]))
         names = PATH_GREEKS
     else:
         sp, qq = float(s0[0]), float(q[0])
@@ -449,29 +511,31 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
                 F.heston_block(stream, m, steps, maturity, rate, qq, sp, model.v0, model.kappa,
                                model.theta, model.xi, model.rho, paths, wts)
 
-        def accumulate(m, hv, paths, gv, st, sh, first):
-            F.accumulate_block(m, hv, wts, disc, maturity, rate, s0, q, q, paths, gv, st, sh,
-                               first, False)
+        def accumulate(m, hv, paths, gv, st, sh, first, c):
+            F.accumulate_block(m, hv, wts, col_disc[c], maturity, rate, s0, q, q, paths, gv, st,
+                               sh, first, False)
     nq = 1 + nw * (2 if grad is not None else 1)
-    mean, var, nn = _run_blocks(plan, chunk, (steps + 1, d), normals, nq, simulate, (kind, fn),
-                                grad, accumulate)
+    mean, var, nn = _run_blocks(plan, chunk, (steps + 1, d), normals, nq, grid, simulate,
+                                (kind, fn), grad, accumulate)
     se = np.sqrt(var / nn)
     iu = np.triu_indices(d)
+    G = d * (d + 1) // 2
 
     def unpack(x, off):
+        """{greek: estimate} from the (columns, nq) array x, grid axes first."""
         if model is not None:
-            return {k: float(x[0] if k == "price" else x[off + i - 1])
-                    for i, k in enumerate(names)}
-        g = np.empty((d, d))
-        g[iu] = x[off + 2 * d + 2:off + nw]
-        g.T[iu] = g[iu]
-        out = {"price": x[0], "delta": x[off:off + d].copy(), "vega": x[off + d:off + 2 * d].copy(),
-               "rho": float(x[off + 2 * d]), "theta": float(x[off + 2 * d + 1]), "gamma": g}
-        if scalar:
-            out = {k: float(np.ravel(v)[0]) for k, v in out.items()}
+            out = {k: x[:, 0 if k == "price" else off + i - 1] for i, k in enumerate(names)}
         else:
-            out["price"] = float(out["price"])
-        return out
+            g = np.empty((ncols, d, d))
+            g[:, iu[0], iu[1]] = x[:, off + 2 * d + 2:off + 2 * d + 2 + G]
+            g[:, iu[1], iu[0]] = g[:, iu[0], iu[1]]
+            out = {"price": x[:, 0], "delta": x[:, off:off + d], "vega": x[:, off + d:off + 2 * d],
+                   "rho": x[:, off + 2 * d], "theta": x[:, off + 2 * d + 1], "gamma": g,
+                   "dividend": x[:, off + nw - d:off + nw]}
+            if scalar:
+                out = {k: v.reshape(ncols) for k, v in out.items()}
+        out = {k: v.reshape(grid + v.shape[1:]).copy() for k, v in out.items()}
+        return {k: float(v) if v.ndim == 0 else v for k, v in out.items()}
 
     alternatives = {}
     for mth, off in (("lr", 1), ("pathwise", 1 + nw)):
@@ -483,7 +547,8 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
     values, stderr, variance = unpack(mean, off), unpack(se, off), unpack(var, off)
     info = plan.info()
     info.update(threads=1, payoff=name, spot=s0 if not scalar else float(s0[0]), strike=strike,
-                rate=rate, dividend=q, maturity=maturity, steps=steps, assets=d, model=model)
+                rate=rate, dividend=q, maturity=maturity, steps=steps, assets=d, model=model,
+                grid=grid, expiries=None if kgiven is None else kgiven * dt)
     if model is None:
         info.update(vol=sig, correlation=corr)
     est = _estimators(method, names)
