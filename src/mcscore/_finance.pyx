@@ -41,7 +41,7 @@ from numpy.random.c_distributions cimport random_standard_normal_fill
 
 from mcscore._core cimport (
     mc_round, mc_round_init, mc_round_free, mc_round_threads, mc_drive, mc_poll,
-    mc_alloc_doubles,
+    mc_alloc_doubles, mc_block_fn,
 )
 
 # payoff codes (mcscore.finance.PAYOFFS, same order)
@@ -308,82 +308,6 @@ cdef class PathStream:
         self.z = np.empty(max(size, 1))
 
 
-def gbm_block(PathStream stream, Py_ssize_t m, int steps, double maturity, double rate,
-              const double[::1] s0, const double[::1] drift, const double[::1] sigma,
-              const double[:, ::1] chol, const double[:, ::1] cinv,
-              const int64_t[::1] expiries, double[:, :, ::1] paths,
-              double[:, :, ::1] weights):
-    """Simulate m correlated GBM paths (the stream's next m * steps * d
-    normals, path by path, step by step, asset by asset) into paths[:m] and
-    their likelihood-ratio weights for expiry e (after expiries[e] steps,
-    increasing, the last <= steps) into weights[e, :m]."""
-    cdef Py_ssize_t d = s0.shape[0], p, i, j, k, g, e, ne = expiries.shape[0]
-    cdef Py_ssize_t nw = weights.shape[2]
-    cdef double dt = maturity / steps, sq = sqrt(dt), acc, tz, tm, rs, T
-    cdef double *z
-    cdef double *w
-    cdef double[::1] x = np.empty(d), xi = np.empty(d), xi1 = np.empty(d), logs = np.empty(d)
-    cdef double[::1] vs = np.empty(d), a = np.empty(d), lg0 = np.empty(d), ds = np.empty(d)
-    for i in range(d):
-        a[i] = sigma[i] * sq
-        lg0[i] = log(s0[i])
-    with nogil:
-        random_standard_normal_fill(stream.bg, m * steps * d, &stream.z[0])
-        for p in range(m):
-            z = &stream.z[p * steps * d]
-            tz = 0.0
-            tm = 0.0
-            rs = 0.0
-            e = 0
-            for i in range(d):
-                logs[i] = lg0[i]
-                paths[p, 0, i] = s0[i]
-                vs[i] = 0.0
-                ds[i] = 0.0
-            for k in range(steps):
-                for i in range(d):
-                    acc = 0.0
-                    for j in range(i + 1):
-                        acc = acc + chol[i, j] * z[k * d + j]
-                    x[i] = acc
-                    tz = tz + z[k * d + i] * z[k * d + i]
-                i = d - 1
-                while i >= 0:
-                    acc = z[k * d + i]
-                    for j in range(i + 1, d):
-                        acc = acc - chol[j, i] * xi[j]
-                    xi[i] = acc / chol[i, i]
-                    i -= 1
-                for i in range(d):
-                    logs[i] = logs[i] + drift[i] * dt + a[i] * x[i]
-                    paths[p, k + 1, i] = exp(logs[i])
-                    vs[i] = vs[i] + (x[i] * xi[i] - 1.0) / sigma[i] - sq * xi[i]
-                    rs = rs + xi[i] / sigma[i]
-                    ds[i] = ds[i] + xi[i] / sigma[i]
-                    tm = tm + drift[i] * xi[i] / sigma[i]
-                    if k == 0:
-                        xi1[i] = xi[i]
-                tz = tz - d
-                while e < ne and expiries[e] == k + 1:
-                    T = maturity if k + 1 == steps else (k + 1) * dt
-                    w = &weights[e, p, 0]
-                    for i in range(d):
-                        w[i] = xi1[i] / (s0[i] * a[i])
-                        w[d + i] = vs[i]
-                        w[nw - d + i] = -sq * ds[i]
-                    w[2 * d] = sq * rs - T
-                    w[2 * d + 1] = -(tz / (2.0 * T) + sq * tm / T - rate)
-                    g = 2 * d + 2
-                    for i in range(d):
-                        for j in range(i, d):
-                            acc = xi1[i] * xi1[j] - cinv[i, j]
-                            if i == j:
-                                acc = acc - a[i] * xi1[i]
-                            w[g] = acc / (a[i] * a[j] * s0[i] * s0[j])
-                            g += 1
-                    e += 1
-
-
 def callback_block(size_t fptr, int sig, size_t user_data, const double[:, :, ::1] paths,
                    Py_ssize_t m, double[::1] h):
     """h[p] = payoff(paths[p]) by a C callback on the flattened path (time
@@ -440,11 +364,11 @@ def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] wei
     grid's step and kmax = T_e / dt its step (the pathwise sums stop there).
     """
     cdef Py_ssize_t d = s0.shape[0], nw = weights.shape[1], steps = paths.shape[1] - 1
-    cdef Py_ssize_t nq = shift.shape[0], p, q, i, j, k, g
+    cdef Py_ssize_t nq = shift.shape[0], p, q, k
     cdef bint pw = grad is not None
     cdef const double[:, :, ::1] G
     cdef double[::1] y = np.empty(nq), acc = np.zeros(2 * nq), pd = np.empty(d)
-    cdef double t, gs, w, dr, dT, v, dq, hd
+    cdef double hd
     if dt <= 0.0:
         dt = maturity / steps
     if kmax < 0 or kmax > steps:
@@ -465,35 +389,9 @@ def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] wei
                 y[1 + nw] = pd[0]
                 y[2 + nw] = pd[0] * (weights[p, 0] - 1.0 / s0[0])
             elif pw:
-                dr = 0.0
-                dT = 0.0
-                for i in range(d):
-                    pd[i] = 0.0
-                    v = 0.0
-                    dq = 0.0
-                    for k in range(kmax + 1):
-                        t = k * dt
-                        gs = G[p, k, i] * paths[p, k, i]
-                        w = (log(paths[p, k, i] / s0[i]) - drift[i] * t) / sigma[i]
-                        pd[i] += gs
-                        v += gs * (w - sigma[i] * t)
-                        dr += gs * t
-                        dT += gs * (drift[i] * t + 0.5 * sigma[i] * w)
-                        dq -= gs * t
-                    pd[i] = disc * pd[i] / s0[i]
-                    y[1 + nw + i] = pd[i]
-                    y[1 + nw + d + i] = disc * v
-                    y[1 + nw + nw - d + i] = disc * dq
-                y[1 + nw + 2 * d] = disc * dr - maturity * hd
-                y[1 + nw + 2 * d + 1] = -(disc * dT / maturity - rate * hd)
-                g = 2 * d + 2
-                for i in range(d):
-                    for j in range(i, d):
-                        v = pd[j] * weights[p, i] + pd[i] * weights[p, j]
-                        if i == j:
-                            v = v - 2.0 * pd[i] / s0[i]
-                        y[1 + nw + g] = 0.5 * v
-                        g += 1
+                _pathwise_gbm(d, nw, &G[p, 0, 0], &paths[p, 0, 0], &weights[p, 0], hd, disc,
+                              maturity, dt, kmax, rate, &s0[0], &drift[0], &sigma[0], &pd[0],
+                              &y[1 + nw])
             _add(&y[0], &shift[0], &acc[0], nq, set_shift and p == 0)
     stats[0] += m
     for q in range(2 * nq):
@@ -549,3 +447,314 @@ def normals(PathStream stream, Py_ssize_t count):
     with nogil:
         random_standard_normal_fill(stream.bg, count, &stream.z[0])
     return np.asarray(stream.z[:count])
+
+
+# ---------------------------------------------------------------------------
+# The parallel path engine for payoffs of correlated GBM paths.
+#
+# A call runs in rounds of R consecutive blocks (R <= n_streams, so the
+# blocks of a round belong to distinct streams).  In a round the core's
+# driver simulates the R blocks in parallel (item i: block first[i] of stream
+# slots[i], with that stream's bit generator, into paths[i] and weights[i]),
+# the caller evaluates the payoff on all of the round's paths at once, and
+# the driver adds each block's quantities to its stream's shifted sums in
+# parallel.  A stream's blocks are simulated and summed in order whatever the
+# thread count, so the result is bit-identical for any n_threads.
+# ---------------------------------------------------------------------------
+
+ctypedef struct gbmg_t:
+    Py_ssize_t d, steps, ne, nw, bs, path_len, ncols, nq
+    bint sparse              # S only at the expiries (the payoff reads no other date)
+    double maturity, rate, dt, sq
+    const double *s0
+    const double *lg0
+    const double *drift
+    const double *sigma
+    const double *isig      # 1 / sigma
+    const double *mdt       # drift * dt
+    const double *ms        # drift / sigma
+    const double *a
+    const double *chol
+    const double *cinv
+    const int64_t *expiries
+    double *paths            # item i at paths + i * bs * path_len
+    double *weights          # item i, path p, expiry e at ((i * bs + p) * ne + e) * nw
+    double *scratch          # per thread: bs * steps * d normals, then 8 d doubles
+    Py_ssize_t scratch_len
+    # accumulation
+    const double *h          # (rows of the round, ncols), rows of item i from row0[i]
+    const double *grad       # NULL, or (rows, ncols, path_len)
+    const int64_t *row0
+    const int64_t *col_e
+    const int64_t *col_k
+    const double *col_T
+    const double *col_disc
+    double *stats            # stream s, column c: stats + (s * ncols + c) * (1 + 2 nq)
+    double *shifts           # stream s, column c: shifts + (s * ncols + c) * nq
+
+
+cdef inline void _gbm_weights(const gbmg_t *g, double *w, const double *xi1, const double *vs,
+                              const double *ds, double rs, double tz, double tm,
+                              double T) noexcept nogil:
+    """The nw likelihood-ratio weights of one path at one expiry (layout in
+    the comment above n_weights: delta, vega, rho, theta, gamma (i <= j),
+    dividend)."""
+    cdef Py_ssize_t d = g.d, i, j, k = 2 * g.d + 2
+    cdef double acc
+    for i in range(d):
+        w[i] = xi1[i] / (g.s0[i] * g.a[i])
+        w[d + i] = vs[i]
+        w[g.nw - d + i] = -g.sq * ds[i]
+    w[2 * d] = g.sq * rs - T
+    w[2 * d + 1] = -(tz / (2.0 * T) + g.sq * tm / T - g.rate)
+    for i in range(d):
+        for j in range(i, d):
+            acc = xi1[i] * xi1[j] - g.cinv[i * d + j]
+            if i == j:
+                acc = acc - g.a[i] * xi1[i]
+            w[k] = acc / (g.a[i] * g.a[j] * g.s0[i] * g.s0[j])
+            k += 1
+
+
+cdef inline void _gbm_path(const gbmg_t *g, const double *z, double *path, double *wts,
+                           double *tmp) noexcept nogil:
+    """One path from its steps * d normals z: S at every date into path
+    ((steps + 1) * d, time major) and its weights at each expiry into wts
+    (ne * nw).  tmp: 6 d doubles of scratch."""
+    cdef Py_ssize_t d = g.d, i, j, k, e = 0
+    cdef double *x = tmp
+    cdef double *xi = tmp + d
+    cdef double *xi1 = tmp + 2 * d
+    cdef double *vs = tmp + 3 * d
+    cdef double *ds = tmp + 4 * d
+    cdef double *logs = tmp + 5 * d
+    cdef double tz = 0.0, tm = 0.0, rs = 0.0, acc, T, u
+    cdef bint store
+    for i in range(d):
+        logs[i] = g.lg0[i]
+        path[i] = g.s0[i]
+        vs[i] = 0.0
+        ds[i] = 0.0
+    for k in range(g.steps):
+        for i in range(d):
+            acc = 0.0
+            for j in range(i + 1):
+                acc = acc + g.chol[i * d + j] * z[k * d + j]
+            x[i] = acc
+            tz = tz + z[k * d + i] * z[k * d + i]
+        i = d - 1
+        while i >= 0:
+            acc = z[k * d + i]
+            for j in range(i + 1, d):
+                acc = acc - g.chol[j * d + i] * xi[j]
+            xi[i] = acc / g.chol[i * d + i]
+            i -= 1
+        store = not g.sparse or (e < g.ne and g.expiries[e] == k + 1)
+        for i in range(d):
+            logs[i] = logs[i] + g.mdt[i] + g.a[i] * x[i]
+            if store:
+                path[(k + 1) * d + i] = exp(logs[i])
+            u = xi[i] * g.isig[i]
+            vs[i] = vs[i] + (x[i] * xi[i] - 1.0) * g.isig[i] - g.sq * xi[i]
+            rs = rs + u
+            ds[i] = ds[i] + u
+            tm = tm + g.ms[i] * xi[i]
+            if k == 0:
+                xi1[i] = xi[i]
+        tz = tz - d
+        while e < g.ne and g.expiries[e] == k + 1:
+            T = g.maturity if k + 1 == g.steps else (k + 1) * g.dt
+            _gbm_weights(g, wts + e * g.nw, xi1, vs, ds, rs, tz, tm, T)
+            e += 1
+
+
+cdef int _sim_block(void *ctx, mc_round *rd, Py_ssize_t item, int64_t b, Py_ssize_t m,
+                    int tid) noexcept nogil:
+    cdef gbmg_t *g = <gbmg_t *> ctx
+    cdef double *z = g.scratch + tid * g.scratch_len
+    cdef double *tmp = z + g.bs * g.steps * g.d
+    cdef Py_ssize_t p, nz = g.steps * g.d
+    random_standard_normal_fill(rd.bitgens[item], m * nz, z)
+    for p in range(m):
+        _gbm_path(g, z + p * nz, g.paths + (item * g.bs + p) * g.path_len,
+                  g.weights + (item * g.bs + p) * g.ne * g.nw, tmp)
+    return 0
+
+
+cdef inline void _pathwise_gbm(Py_ssize_t d, Py_ssize_t nw, const double *G, const double *path,
+                               const double *w, double hd, double disc, double T, double dt,
+                               Py_ssize_t kmax, double rate, const double *s0,
+                               const double *drift, const double *sigma, double *pd,
+                               double *y) noexcept nogil:
+    """The nw pathwise quantities of one path (layout of the weights) into
+    y, from dh/dS along the path G ((steps + 1) * d, time major) and the
+    likelihood-ratio weights w (for the mixed gamma).  pd: d doubles."""
+    cdef Py_ssize_t i, j, k, q
+    cdef double t, gs, wk, v, dq, dr = 0.0, dT = 0.0
+    for i in range(d):
+        pd[i] = 0.0
+        v = 0.0
+        dq = 0.0
+        for k in range(kmax + 1):
+            if G[k * d + i] == 0.0:
+                continue                 # (the path may hold no value there)
+            t = k * dt
+            gs = G[k * d + i] * path[k * d + i]
+            wk = (log(path[k * d + i] / s0[i]) - drift[i] * t) / sigma[i]
+            pd[i] += gs
+            v += gs * (wk - sigma[i] * t)
+            dr += gs * t
+            dT += gs * (drift[i] * t + 0.5 * sigma[i] * wk)
+            dq -= gs * t
+        pd[i] = disc * pd[i] / s0[i]
+        y[i] = pd[i]
+        y[d + i] = disc * v
+        y[nw - d + i] = disc * dq
+    y[2 * d] = disc * dr - T * hd
+    y[2 * d + 1] = -(disc * dT / T - rate * hd)
+    q = 2 * d + 2
+    for i in range(d):
+        for j in range(i, d):
+            v = pd[j] * w[i] + pd[i] * w[j]
+            if i == j:
+                v = v - 2.0 * pd[i] / s0[i]
+            y[q] = 0.5 * v
+            q += 1
+
+
+cdef int _acc_block(void *ctx, mc_round *rd, Py_ssize_t item, int64_t b, Py_ssize_t m,
+                    int tid) noexcept nogil:
+    cdef gbmg_t *g = <gbmg_t *> ctx
+    cdef Py_ssize_t s = rd.slots[item], nq = g.nq, nw = g.nw, p, c, q, r
+    cdef double *y = g.scratch + tid * g.scratch_len
+    cdef double *pd = y + nq
+    cdef double *acc = pd + g.d
+    cdef double *st
+    cdef const double *w
+    cdef double hd
+    for c in range(g.ncols):
+        for q in range(2 * nq):
+            acc[q] = 0.0
+        for p in range(m):
+            r = g.row0[item] + p
+            hd = g.col_disc[c] * g.h[r * g.ncols + c]
+            w = g.weights + ((item * g.bs + p) * g.ne + g.col_e[c]) * nw
+            y[0] = hd
+            for q in range(nw):
+                y[1 + q] = hd * w[q]
+            if g.grad != NULL:
+                _pathwise_gbm(g.d, nw, g.grad + (r * g.ncols + c) * g.path_len,
+                              g.paths + (item * g.bs + p) * g.path_len, w, hd, g.col_disc[c],
+                              g.col_T[c], g.dt, g.col_k[c], g.rate, g.s0, g.drift, g.sigma,
+                              pd, y + 1 + nw)
+            _add(y, g.shifts + (s * g.ncols + c) * nq, acc, nq, b < rd.n_streams and p == 0)
+        st = g.stats + (s * g.ncols + c) * (1 + 2 * nq)
+        st[0] += m
+        for q in range(2 * nq):
+            st[1 + q] += acc[q]
+    return 0
+
+
+cdef class GbmEngine:
+    """The parallel GBM path engine of one call (see the comment above):
+    buffers for a round of R blocks, the model, the grid's columns."""
+    cdef gbmg_t g
+    cdef object keep            # the arrays the pointers in g point into
+    cdef list bitgens
+    cdef int64_t n, n_streams, block_size
+    cdef int n_threads
+    cdef public object paths    # (R * bs, steps + 1, d)
+    cdef public object weights  # (R * bs, ne, nw)
+    cdef public object stats    # (streams, ncols, 1 + 2 nq)
+    cdef public object shifts   # (streams, ncols, nq)
+
+    def __init__(self, list bitgens, int64_t n, int64_t n_streams, int64_t block_size,
+                 Py_ssize_t rounds, int n_threads, int steps, double maturity, double rate,
+                 s0, drift, sigma, chol, cinv, expiries, col_e, col_k, col_T, col_disc,
+                 Py_ssize_t nq, bint sparse=False):
+        cdef gbmg_t *g = &self.g
+        cdef Py_ssize_t d = len(s0), ne = len(expiries), ncols = len(col_e)
+        cdef double[::1] v
+        cdef int64_t[::1] iv
+        def own(x, dtype=np.float64):          # writable, contiguous, owned
+            return np.array(x, dtype=dtype, order="C", copy=True)
+        s0, sigma = own(s0), own(sigma)
+        drift = own(drift)
+        arrs = dict(s0=s0, lg0=np.log(s0), drift=drift, sigma=sigma, isig=1.0 / sigma,
+                    mdt=drift * (maturity / steps), ms=drift / sigma,
+                    a=sigma * sqrt(maturity / steps), chol=own(chol), cinv=own(cinv),
+                    expiries=own(expiries, np.int64), col_e=own(col_e, np.int64),
+                    col_k=own(col_k, np.int64), col_T=own(col_T), col_disc=own(col_disc))
+        self.bitgens, self.n, self.n_streams, self.block_size = bitgens, n, n_streams, block_size
+        self.n_threads = n_threads
+        g.d, g.steps, g.ne, g.nw, g.bs = d, steps, ne, n_weights(d), block_size
+        g.path_len, g.ncols, g.nq, g.sparse = (steps + 1) * d, ncols, nq, sparse
+        g.maturity, g.rate, g.dt, g.sq = maturity, rate, maturity / steps, sqrt(maturity / steps)
+        # sparse: the dates not written stay NaN (a payoff reading them fails loudly)
+        self.paths = np.full((rounds * block_size, steps + 1, d), np.nan)
+        self.weights = np.empty((rounds * block_size, ne, g.nw))
+        self.stats = np.zeros((len(bitgens), ncols, 1 + 2 * nq))
+        self.shifts = np.zeros((len(bitgens), ncols, nq))
+        g.scratch_len = max(block_size * steps * d + 6 * d, 3 * nq + d)
+        threads = max(1, min(n_threads, rounds))
+        scratch = np.empty(threads * g.scratch_len)
+        arrs.update(paths=self.paths, weights=self.weights, stats=self.stats,
+                    shifts=self.shifts, scratch=scratch)
+        self.keep = arrs
+
+        v = arrs["s0"];        g.s0 = &v[0]
+        v = arrs["lg0"];       g.lg0 = &v[0]
+        v = arrs["drift"];     g.drift = &v[0]
+        v = arrs["sigma"];     g.sigma = &v[0]
+        v = arrs["isig"];      g.isig = &v[0]
+        v = arrs["mdt"];       g.mdt = &v[0]
+        v = arrs["ms"];        g.ms = &v[0]
+        v = arrs["a"];         g.a = &v[0]
+        v = arrs["chol"].reshape(-1);  g.chol = &v[0]
+        v = arrs["cinv"].reshape(-1);  g.cinv = &v[0]
+        iv = arrs["expiries"]; g.expiries = &iv[0]
+        iv = arrs["col_e"];    g.col_e = &iv[0]
+        iv = arrs["col_k"];    g.col_k = &iv[0]
+        v = arrs["col_T"];     g.col_T = &v[0]
+        v = arrs["col_disc"];  g.col_disc = &v[0]
+        v = self.paths.reshape(-1);    g.paths = &v[0]
+        v = self.weights.reshape(-1);  g.weights = &v[0]
+        v = self.stats.reshape(-1);    g.stats = &v[0]
+        v = self.shifts.reshape(-1);   g.shifts = &v[0]
+        v = scratch;           g.scratch = &v[0]
+
+    cdef int _drive(self, int64_t[::1] blocks, mc_block_fn fn) except -1:
+        cdef mc_round rd
+        cdef Py_ssize_t count = blocks.shape[0]
+        cdef int64_t[::1] slots = np.asarray(blocks) % self.n_streams
+        cdef int code
+        mc_round_init(&rd, self.n, self.n_streams, self.block_size, self.n_threads, count,
+                      &blocks[0], &slots[0], self.bitgens)
+        try:
+            code = mc_drive(&rd, fn, &self.g)
+        finally:
+            mc_round_free(&rd)
+        return code
+
+    def simulate(self, int64_t[::1] blocks):
+        """Simulate the round's blocks (consecutive, at most n_streams) into
+        paths (rows in block order) and weights."""
+        self._drive(blocks, _sim_block)
+
+    def accumulate(self, int64_t[::1] blocks, const double[:, ::1] h, grad):
+        """Add the round's quantities to its streams' sums: h (rows, ncols)
+        the payoffs, grad None or (rows, ncols * (steps + 1) * d)."""
+        cdef const double[:, ::1] G
+        cdef int64_t[::1] row0 = np.arange(blocks.shape[0], dtype=np.int64) * self.block_size
+        self.g.h = &h[0, 0]
+        self.g.row0 = &row0[0]
+        self.g.grad = NULL
+        if grad is not None:
+            G = grad
+            self.g.grad = &G[0, 0]
+        try:
+            self._drive(blocks, _acc_block)
+        finally:
+            self.g.h = NULL
+            self.g.grad = NULL
+            self.g.row0 = NULL

@@ -163,7 +163,8 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
                              maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,
                              method=method, n_streams=n_streams, block_size=block_size,
                              client=client, dividend=dividend, correlation=correlation,
-                             payoff_grad=payoff_grad, model=model, expiries=expiries)
+                             payoff_grad=payoff_grad, model=model, expiries=expiries,
+                             n_threads=n_threads)
     spot, strike, rate, vol, maturity, steps, barrier = _check_inputs(
         payoff, spot, strike, rate, vol, maturity, steps, barrier)
     if not isinstance(method, str) or method not in METHODS:

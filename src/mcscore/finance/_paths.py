@@ -130,7 +130,8 @@ def _check_array(out, what, shape, first):
 
 
 def _lower_payoff(payoff, strike, barrier, d, ksteps=None):
-    """(kind, payoff callable or callback tuple, grad or None, name, grid)."""
+    """(kind, payoff callable or callback tuple, grad or None, name, grid,
+    terminal)."""
     if isinstance(payoff, str):
         payoff = _builtin(payoff, strike, barrier, ksteps)
     elif barrier is not None:
@@ -143,14 +144,14 @@ def _lower_payoff(payoff, strike, barrier, d, ksteps=None):
                             "supported; use one of: " + "; ".join(C.CALLBACK_SIGNATURES))
         cb = (C._address(llc.function, "function"), int(code),
               C._address(llc.user_data, "user_data"), llc)
-        return "callback", cb, None, "LowLevelCallable", None
+        return "callback", cb, None, "LowLevelCallable", None, False
     if isinstance(payoff, Payoff):
         if payoff.assets is not None and payoff.assets != d:
             raise ValueError(f"payoff {payoff.name!r} is for {payoff.assets} asset(s), but "
                              f"spot gives {d}")
-        return "python", payoff.fn, payoff.grad, payoff.name, payoff.grid
+        return "python", payoff.fn, payoff.grad, payoff.name, payoff.grid, payoff.terminal
     if callable(payoff):
-        return "python", payoff, None, getattr(payoff, "__name__", "payoff"), None
+        return "python", payoff, None, getattr(payoff, "__name__", "payoff"), None, False
     raise ValueError(f"payoff must be one of {', '.join(map(repr, PAYOFFS))}, a vectorised "
                      "callable of the paths, a Payoff or a scipy.LowLevelCallable, got "
                      f"{payoff!r}")
@@ -323,11 +324,44 @@ class SpotGreeks(PathGreeks):
         super().__init__(*args, **kwargs)
 
 
+def _evaluate(kind, fn, grad, paths, m, grid, shape, at, h, dates=-1):
+    """The payoff (and its gradient) on the first m paths of the buffer
+    paths: (hv (m,) + grid, gv or None), checked (S finite at `dates`)."""
+    if not np.isfinite(paths[:m, dates]).all():
+        raise FloatingPointError("the simulated prices overflowed (S leaves the range of a "
+                                 "double): the estimates would be inf or NaN")
+    view = paths[:m]
+    view.flags.writeable = False       # the payoff only reads it
+    if kind == "callback":
+        bad = F.callback_block(fn[0], fn[1], fn[2], paths, m, h)
+        if bad >= 0:
+            raise ValueError(f"payoff (a LowLevelCallable) reported an error at path "
+                             f"{at + bad}")
+        hv = _check_array(h[:m], "payoff", (m,), at)
+    else:
+        hv = _check_array(fn(view), "payoff", (m,) + grid, at)
+    gv = None if grad is None else _check_array(grad(view), "payoff_grad",
+                                                (m,) + grid + shape, at)
+    return hv, gv
+
+
+def _finish(stats, shifts):
+    """(mean, var, n) per column from per-stream sums (streams, columns, .)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = [_merge(stats[:, c], shifts[:, c]) for c in range(stats.shape[1])]
+    mean = np.array([o[0] for o in out])
+    var = np.array([o[1] for o in out])
+    if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+        raise FloatingPointError("the estimates are not finite (the payoff or the weights "
+                                 "overflowed)")
+    return mean, var, out[0][2]
+
+
 def _run_blocks(plan, chunk, shape, normals, nq, grid, simulate, payoff, grad, accumulate):
-    """Stream by stream, block by block, chunk by chunk: simulate paths
-    (in the kernels), evaluate the payoff (and its gradient) on the whole
-    chunk, accumulate each of its grid's columns; returns (mean, var, n) of
-    the nq quantities per column, (columns, nq) arrays."""
+    """A model's paths (serial): stream by stream, block by block, chunk by
+    chunk: simulate paths, evaluate the payoff (and its gradient) on the
+    whole chunk, accumulate each of its grid's columns; returns (mean, var,
+    n) of the nq quantities per column, (columns, nq) arrays."""
     kind, fn = payoff
     ncols = math.prod(grid)
     paths = np.empty((chunk,) + shape)
@@ -344,42 +378,47 @@ def _run_blocks(plan, chunk, shape, normals, nq, grid, simulate, payoff, grad, a
                     m = min(chunk, rows - done)
                     at = b * plan.block_size + done
                     simulate(stream, m, paths)
-                    if not np.isfinite(paths[:m, -1]).all():
-                        raise FloatingPointError(
-                            "the simulated prices overflowed (S leaves the range of a "
-                            "double): the estimates would be inf or NaN")
-                    view = paths[:m]
-                    view.flags.writeable = False       # the payoff only reads it
-                    if kind == "callback":
-                        bad = F.callback_block(fn[0], fn[1], fn[2], paths, m, h)
-                        if bad >= 0:
-                            raise ValueError(f"payoff (a LowLevelCallable) reported an "
-                                             f"error at path {at + bad}")
-                        hv = _check_array(h[:m], "payoff", (m,), at)
-                    else:
-                        hv = _check_array(fn(view), "payoff", (m,) + grid, at)
-                    gv = None if grad is None else _check_array(
-                        grad(view), "payoff_grad", (m,) + grid + shape, at)
-                    if ncols == 1:
-                        accumulate(m, hv.reshape(m), paths, gv if gv is None else
-                                   gv.reshape((m,) + shape), stats[s, 0], shifts[s, 0], first, 0)
-                    else:
-                        hv = hv.reshape(m, ncols)
-                        gv = None if gv is None else gv.reshape((m, ncols) + shape)
-                        for c in range(ncols):
-                            accumulate(m, np.ascontiguousarray(hv[:, c]), paths,
-                                       None if gv is None else np.ascontiguousarray(gv[:, c]),
-                                       stats[s, c], shifts[s, c], first, c)
+                    hv, gv = _evaluate(kind, fn, grad, paths, m, grid, shape, at, h)
+                    hv = hv.reshape(m, ncols)
+                    gv = None if gv is None else gv.reshape((m, ncols) + shape)
+                    for c in range(ncols):
+                        accumulate(m, np.ascontiguousarray(hv[:, c]), paths,
+                                   None if gv is None else np.ascontiguousarray(gv[:, c]),
+                                   stats[s, c], shifts[s, c], first, c)
                     first = False
                     done += m
-        out = [_merge(stats[:, c], shifts[:, c]) for c in range(ncols)]
-    mean = np.array([o[0] for o in out])
-    var = np.array([o[1] for o in out])
-    nn = out[0][2]
-    if not (np.isfinite(mean).all() and np.isfinite(var).all()):
-        raise FloatingPointError("the estimates are not finite (the payoff or the weights "
-                                 "overflowed)")
-    return mean, var, nn
+    return _finish(stats, shifts)
+
+
+# doubles of paths (and payoff gradients) a round of the GBM engine holds
+_ROUND_VALUES = 1 << 21
+
+
+def _run_gbm(plan, model, cols, nq, grid, payoff, grad, terminal):
+    """Correlated GBM paths in the parallel engine (_finance.GbmEngine), in
+    rounds of consecutive blocks: simulate (parallel), the payoff on the
+    round's paths, accumulate (parallel)."""
+    kind, fn = payoff
+    steps, maturity, rate, s0, drift, sig, chol, cinv, uniq = model
+    d, ncols, bs = s0.size, math.prod(grid), plan.block_size
+    shape = (steps + 1, d)
+    per_block = bs * (steps + 1) * d * (1 + (ncols if grad is not None else 0))
+    R = max(1, min(plan.used, _ROUND_VALUES // per_block))
+    sparse = terminal and kind != "callback"
+    dates = uniq if sparse else -1
+    eng = F.GbmEngine(list(plan.bitgens(np.arange(plan.used))), plan.n, plan.n_streams, bs, R,
+                      plan.threads, steps, maturity, rate, s0, drift, sig, chol, cinv, uniq,
+                      *cols, nq, sparse)
+    h = np.empty(R * bs)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, plan.n_blocks, R):
+            blocks = np.arange(start, min(start + R, plan.n_blocks), dtype=np.int64)
+            eng.simulate(blocks)
+            m = (len(blocks) - 1) * bs + plan.block_rows(int(blocks[-1]))
+            hv, gv = _evaluate(kind, fn, grad, eng.paths, m, grid, shape, start * bs, h, dates)
+            eng.accumulate(blocks, hv.reshape(m, ncols),
+                           None if gv is None else gv.reshape(m, -1))
+    return _finish(eng.stats, eng.shifts)
 
 
 def _estimators(method, names):
@@ -395,7 +434,7 @@ def _estimators(method, names):
 
 def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng, method,
                   n_streams, block_size, client, dividend, correlation, payoff_grad,
-                  model=None, expiries=None):
+                  model=None, expiries=None, n_threads=None):
     """greeks() for a payoff of paths (see its docstring)."""
     if client is not None:
         raise ValueError("client (Dask) is not supported for a payoff function; run locally")
@@ -432,7 +471,7 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
             raise ValueError(f"expiries apply to geometric Brownian motion only, not to "
                              f"model={model!r}; run one maturity at a time")
         ksteps, kgiven = _expiries(expiries, maturity, steps)
-    kind, fn, grad, name, grid = _lower_payoff(
+    kind, fn, grad, name, grid, terminal = _lower_payoff(
         payoff, strike, barrier, d, None if kgiven is None else kgiven.ravel().tolist())
     if grid is None:
         grid = () if kgiven is None else kgiven.shape
@@ -470,11 +509,9 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
 
     ncols = math.prod(grid)
     normals = steps * (d if model is None else 1 if isinstance(model, Diffusion) else 2)
-    plan = E.Plan(n, normals, rng, n_streams, block_size, 1)
-    per_path = (steps + 1) * max(d, 2) * (ncols if grad is not None else 1)
-    chunk = max(1, min(plan.block_size, (1 << 18) // per_path))
+    plan = E.Plan(n, normals, rng, n_streams, block_size, n_threads if model is None else 1)
     dt = maturity / steps
-    # per column: its expiry's index among the distinct ones, time, discount
+    # per column: its expiry's index among the distinct ones, step, time, discount
     uniq = np.array([steps], dtype=np.int64) if ksteps is None else ksteps
     col_e = np.searchsorted(uniq, col_steps)
     col_T = [maturity if k == steps else k * dt for k in col_steps]
@@ -485,22 +522,19 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
         cinv = 0.5 * (cinv + cinv.T)
         drift = rate - q - 0.5 * sig * sig
         nw = F.n_weights(d)
-        wts = np.empty((len(uniq), chunk, nw))
-
-        def simulate(stream, m, paths):
-            F.gbm_block(stream, m, steps, maturity, rate, s0, drift, sig, chol, cinv, uniq,
-                        paths, wts)
-
-        def accumulate(m, hv, paths, gv, st, sh, first, c):
-            F.accumulate_block(m, hv, wts[col_e[c]], col_disc[c], col_T[c], rate, s0, drift,
-                               sig, paths, gv, st, sh, first, True, dt, int(col_steps[c]))
         names = PATH_GREEKS
+        nq = 1 + nw * (2 if grad is not None else 1)
+        mean, var, nn = _run_gbm(plan, (steps, maturity, rate, s0, drift, sig, chol, cinv, uniq),
+                                 (col_e, col_steps, col_T, col_disc), nq, grid, (kind, fn), grad,
+                                 terminal and payoff_grad is None)
     else:
         sp, qq = float(s0[0]), float(q[0])
         names = SpotGreeks._names
         if isinstance(model, Diffusion):
             names += tuple(model.params)
         nw = len(names) - 1
+        per_path = (steps + 1) * 2 * (ncols if grad is not None else 1)
+        chunk = max(1, min(plan.block_size, (1 << 18) // per_path))
         wts = np.empty((chunk, nw))
         if isinstance(model, Diffusion):
             def simulate(stream, m, paths):
@@ -514,9 +548,9 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
         def accumulate(m, hv, paths, gv, st, sh, first, c):
             F.accumulate_block(m, hv, wts, col_disc[c], maturity, rate, s0, q, q, paths, gv, st,
                                sh, first, False)
-    nq = 1 + nw * (2 if grad is not None else 1)
-    mean, var, nn = _run_blocks(plan, chunk, (steps + 1, d), normals, nq, grid, simulate,
-                                (kind, fn), grad, accumulate)
+        nq = 1 + nw * (2 if grad is not None else 1)
+        mean, var, nn = _run_blocks(plan, chunk, (steps + 1, d), normals, nq, grid, simulate,
+                                    (kind, fn), grad, accumulate)
     se = np.sqrt(var / nn)
     iu = np.triu_indices(d)
     G = d * (d + 1) // 2
@@ -546,7 +580,7 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
     off = 1 if method == "lr" else 1 + nw
     values, stderr, variance = unpack(mean, off), unpack(se, off), unpack(var, off)
     info = plan.info()
-    info.update(threads=1, payoff=name, spot=s0 if not scalar else float(s0[0]), strike=strike,
+    info.update(threads=plan.threads if model is None else 1, payoff=name, spot=s0 if not scalar else float(s0[0]), strike=strike,
                 rate=rate, dividend=q, maturity=maturity, steps=steps, assets=d, model=model,
                 grid=grid, expiries=None if kgiven is None else kgiven * dt)
     if model is None:
