@@ -13,6 +13,8 @@ from .. import _callables as C
 from .. import _engine as E
 from .. import _finance as F
 from .. import _validation as V
+from .._config import effective_n_threads
+from ..distributed import map_streams
 from ._common import Greeks, METHODS, PAYOFFS, _merge, _positive
 from .payoffs import PATH_GREEKS, Payoff, _builtin
 
@@ -125,7 +127,8 @@ def _check_array(out, what, shape, first):
     bad = ~np.isfinite(a)
     if bad.any():
         i = np.unravel_index(int(np.argmax(bad)), a.shape)
-        raise ValueError(f"{what} returned {a[i]} for path {first + i[0]}; it must be finite")
+        path = first(int(i[0])) if callable(first) else first + i[0]
+        raise ValueError(f"{what} returned {a[i]} for path {path}; it must be finite")
     return a
 
 
@@ -394,31 +397,63 @@ def _run_blocks(plan, chunk, shape, normals, nq, grid, simulate, payoff, grad, a
 _ROUND_VALUES = 1 << 21
 
 
-def _run_gbm(plan, model, cols, nq, grid, payoff, grad, terminal):
+def _run_gbm(plan, model, cols, nq, grid, payoff, grad, terminal, streams=None, threads=None):
     """Correlated GBM paths in the parallel engine (_finance.GbmEngine), in
-    rounds of consecutive blocks: simulate (parallel), the payoff on the
-    round's paths, accumulate (parallel)."""
+    rounds of consecutive blocks of the given streams (default: all):
+    simulate (parallel), the payoff on the round's paths, accumulate
+    (parallel).  Returns the per-stream sums (stats, shifts) of those
+    streams."""
     kind, fn = payoff
     steps, maturity, rate, s0, drift, sig, chol, cinv, uniq = model
     d, ncols, bs = s0.size, math.prod(grid), plan.block_size
+    streams = np.arange(plan.used) if streams is None else np.asarray(streams, dtype=np.int64)
+    blocks = np.concatenate([np.arange(s, plan.n_blocks, plan.n_streams, dtype=np.int64)
+                             for s in streams])
+    blocks.sort()
     shape = (steps + 1, d)
     per_block = bs * (steps + 1) * d * (1 + (ncols if grad is not None else 0))
-    R = max(1, min(plan.used, _ROUND_VALUES // per_block))
+    R = max(1, min(len(streams), _ROUND_VALUES // per_block))
     sparse = terminal and kind != "callback"
     dates = uniq if sparse else -1
     eng = F.GbmEngine(list(plan.bitgens(np.arange(plan.used))), plan.n, plan.n_streams, bs, R,
-                      plan.threads, steps, maturity, rate, s0, drift, sig, chol, cinv, uniq,
-                      *cols, nq, sparse)
+                      plan.threads if threads is None else threads, steps, maturity, rate, s0,
+                      drift, sig, chol, cinv, uniq, *cols, nq, sparse)
     h = np.empty(R * bs)
     with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, plan.n_blocks, R):
-            blocks = np.arange(start, min(start + R, plan.n_blocks), dtype=np.int64)
-            eng.simulate(blocks)
-            m = (len(blocks) - 1) * bs + plan.block_rows(int(blocks[-1]))
-            hv, gv = _evaluate(kind, fn, grad, eng.paths, m, grid, shape, start * bs, h, dates)
-            eng.accumulate(blocks, hv.reshape(m, ncols),
-                           None if gv is None else gv.reshape(m, -1))
-    return _finish(eng.stats, eng.shifts)
+        for start in range(0, len(blocks), R):
+            rnd = blocks[start:start + R]
+            eng.simulate(rnd)
+            m = (len(rnd) - 1) * bs + plan.block_rows(int(rnd[-1]))
+            hv, gv = _evaluate(kind, fn, grad, eng.paths, m, grid, shape,
+                               lambda r, rnd=rnd: int(rnd[r // bs]) * bs + r % bs, h, dates)
+            eng.accumulate(rnd, hv.reshape(m, ncols), None if gv is None else gv.reshape(m, -1))
+    return eng.stats[streams], eng.shifts[streams]
+
+
+def _gbm_task(plan, model, cols, nq, grid, payoff, grad, terminal, streams, n_threads):
+    """_run_gbm for a group of streams on a Dask worker (threads resolved
+    there): (streams, stats, shifts)."""
+    stats, shifts = _run_gbm(plan, model, cols, nq, grid, payoff, grad, terminal, streams,
+                             effective_n_threads(n_threads, work_items=len(streams)))
+    return streams, stats, shifts
+
+
+def _run_gbm_dask(client, n_threads, plan, *head):
+    """The streams in groups on Dask workers (mcscore.distributed), merged
+    into the same per-stream sums as a local run: the same estimates to the
+    bit."""
+    nq, grid = head[2], head[3]
+    ncols = math.prod(grid)
+    stats = np.zeros((plan.used, ncols, 1 + 2 * nq))
+    shifts = np.zeros((plan.used, ncols, nq))
+
+    def on_result(res):
+        st, rows, sh = res
+        stats[st], shifts[st] = rows, sh
+
+    map_streams(client, plan, _gbm_task, (plan,) + head, (n_threads,), n_threads=n_threads,
+                n_tasks=None, kind="finance-paths", on_result=on_result)
+    return stats, shifts
 
 
 def _estimators(method, names):
@@ -436,8 +471,12 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
                   n_streams, block_size, client, dividend, correlation, payoff_grad,
                   model=None, expiries=None, n_threads=None):
     """greeks() for a payoff of paths (see its docstring)."""
-    if client is not None:
-        raise ValueError("client (Dask) is not supported for a payoff function; run locally")
+    if client is not None and not (hasattr(client, "submit") and hasattr(client, "nthreads")):
+        raise ValueError(f"client must be a dask.distributed.Client, got "
+                         f"{type(client).__name__}")
+    if client is not None and model is not None:
+        raise ValueError(f"client (Dask) runs geometric Brownian motion paths only, not "
+                         f"model={model!r}; run it locally (client=None)")
     if model is not None and not isinstance(model, (Heston, Diffusion)):
         raise TypeError(f"model must be None (geometric Brownian motion), a finance.Heston or "
                         f"a finance.Diffusion, got {type(model).__name__}")
@@ -475,6 +514,10 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
         payoff, strike, barrier, d, None if kgiven is None else kgiven.ravel().tolist())
     if grid is None:
         grid = () if kgiven is None else kgiven.shape
+    if kind == "callback" and client is not None:
+        raise ValueError("client: a scipy.LowLevelCallable payoff is a function pointer into "
+                         "this process and cannot be sent to Dask workers; use a picklable "
+                         "Python payoff with client=, or run the callback locally")
     if kind == "callback" and grid != ():
         raise ValueError("a LowLevelCallable payoff returns one value per path: expiries (a "
                          "grid of payoffs) need a Python payoff returning (m,) + grid")
@@ -524,9 +567,13 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
         nw = F.n_weights(d)
         names = PATH_GREEKS
         nq = 1 + nw * (2 if grad is not None else 1)
-        mean, var, nn = _run_gbm(plan, (steps, maturity, rate, s0, drift, sig, chol, cinv, uniq),
-                                 (col_e, col_steps, col_T, col_disc), nq, grid, (kind, fn), grad,
-                                 terminal and payoff_grad is None)
+        run = (plan, (steps, maturity, rate, s0, drift, sig, chol, cinv, uniq),
+               (col_e, col_steps, col_T, col_disc), nq, grid, (kind, fn), grad,
+               terminal and payoff_grad is None)
+        if client is None:
+            mean, var, nn = _finish(*_run_gbm(*run))
+        else:
+            mean, var, nn = _finish(*_run_gbm_dask(client, n_threads, *run))
     else:
         sp, qq = float(s0[0]), float(q[0])
         names = SpotGreeks._names
