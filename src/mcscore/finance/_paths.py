@@ -111,6 +111,11 @@ def _expiries(expiries, maturity, steps):
     return np.unique(k), k
 
 
+def _path_index(first, row):
+    """The call's index of the buffer's row: first + row, or first(row)."""
+    return first(int(row)) if callable(first) else first + int(row)
+
+
 def _check_array(out, what, shape, first):
     if isinstance(out, np.ma.MaskedArray):
         raise TypeError(f"{what} returned a masked array; return a plain array of reals")
@@ -127,8 +132,8 @@ def _check_array(out, what, shape, first):
     bad = ~np.isfinite(a)
     if bad.any():
         i = np.unravel_index(int(np.argmax(bad)), a.shape)
-        path = first(int(i[0])) if callable(first) else first + i[0]
-        raise ValueError(f"{what} returned {a[i]} for path {path}; it must be finite")
+        raise ValueError(f"{what} returned {a[i]} for path {_path_index(first, i[0])}; it "
+                         "must be finite")
     return a
 
 
@@ -339,7 +344,7 @@ def _evaluate(kind, fn, grad, paths, m, grid, shape, at, h, dates=-1):
         bad = F.callback_block(fn[0], fn[1], fn[2], paths, m, h)
         if bad >= 0:
             raise ValueError(f"payoff (a LowLevelCallable) reported an error at path "
-                             f"{at + bad}")
+                             f"{_path_index(at, bad)}")
         hv = _check_array(h[:m], "payoff", (m,), at)
     else:
         hv = _check_array(fn(view), "payoff", (m,) + grid, at)
