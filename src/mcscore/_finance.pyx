@@ -388,6 +388,8 @@ def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] wei
                 pd[0] = disc * pd[0] / s0[0]
                 y[1 + nw] = pd[0]
                 y[2 + nw] = pd[0] * (weights[p, 0] - 1.0 / s0[0])
+                for q in range(2, nw):          # the model's parameters: likelihood ratio
+                    y[1 + nw + q] = y[1 + q]
             elif pw:
                 _pathwise_gbm(d, nw, &G[p, 0, 0], &paths[p, 0, 0], &weights[p, 0], hd, disc,
                               maturity, dt, kmax, rate, &s0[0], &drift[0], &sigma[0], &pd[0],
@@ -415,11 +417,17 @@ def heston_block(PathStream stream, Py_ssize_t m, int steps, double maturity, do
                  double dividend, double s0, double v0, double kappa, double theta, double xi,
                  double rho, double[:, :, ::1] paths, double[:, ::1] weights):
     """Simulate m Heston paths (2 normals a step: Z1, Z2) into paths[:m, :, 0]
-    and their delta / gamma likelihood-ratio weights into weights[:m]."""
-    cdef Py_ssize_t p, k
+    and their likelihood-ratio weights into weights[:m]: delta, gamma, and,
+    when weights has 7 columns, the sensitivities to v0, kappa, theta, xi,
+    rho (see _paths.Heston: per-step Gaussian scores, with the states'
+    derivatives carried through the truncated steps)."""
+    cdef Py_ssize_t p, k, j
     cdef double dt = maturity / steps, sq = sqrt(maturity / steps)
     cdef double s = sqrt(1.0 - rho * rho), a = sqrt(v0 * maturity / steps)
-    cdef double logs, v, vp, rv, z1, z2, e
+    cdef double logs, v, vp, rv, z1, z2, e, u1, u2, sv
+    cdef double D[5]
+    cdef double W[5]
+    cdef bint params = weights.shape[1] >= 7
     cdef double *z
     with nogil:
         random_standard_normal_fill(stream.bg, m * steps * 2, &stream.z[0])
@@ -428,17 +436,37 @@ def heston_block(PathStream stream, Py_ssize_t m, int steps, double maturity, do
             logs = log(s0)
             v = v0
             paths[p, 0, 0] = s0
+            for j in range(5):
+                D[j] = 0.0
+                W[j] = 0.0
+            D[0] = 1.0
             for k in range(steps):
                 z1 = z[2 * k]
                 z2 = z[2 * k + 1]
                 vp = v if v > 0.0 else 0.0
                 rv = sqrt(vp) * sq
+                if params and vp > 0.0:
+                    u1 = z1 - rho * z2 / s
+                    u2 = z2 / (xi * s)
+                    sv = (-0.5 * dt * u1 - kappa * dt * u2) / rv + (z1 * z1 + z2 * z2 - 2.0) / (
+                        2.0 * vp)
+                    W[0] += sv * D[0]
+                    W[1] += u2 / rv * (theta - vp) * dt + sv * D[1]
+                    W[2] += u2 / rv * kappa * dt + sv * D[2]
+                    W[3] += rho * u1 * u2 + xi * u2 * u2 - 1.0 / xi + sv * D[3]
+                    W[4] += xi * u1 * u2 + rho / (s * s) + sv * D[4]
+                elif params:            # a truncated step: v moves by kappa theta dt
+                    D[1] += theta * dt
+                    D[2] += kappa * dt
                 logs = logs + (rate - dividend - 0.5 * vp) * dt + rv * z1
                 v = v + kappa * (theta - vp) * dt + xi * rv * (rho * z1 + s * z2)
                 paths[p, k + 1, 0] = exp(logs)
             e = z[0] - rho * z[1] / s
             weights[p, 0] = e / (s0 * a)
             weights[p, 1] = (e * e - 1.0 / (s * s) - a * e) / (a * a * s0 * s0)
+            if params:
+                for j in range(5):
+                    weights[p, 2 + j] = W[j]
 
 
 def normals(PathStream stream, Py_ssize_t count):

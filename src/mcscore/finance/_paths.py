@@ -179,12 +179,32 @@ class Heston:
 
         delta  e / (S0 a),      gamma  (e^2 - 1/(1 - rho^2) - a e) / (a S0)^2;
 
-    pathwise, dS(t)/dS0 = S(t)/S0 on every path.  Greeks with respect to the
-    model's parameters are not formed (a truncated step with v+ = 0 has no
-    density).  Estimates carry the scheme's discretisation bias, O(dt).
+    pathwise, dS(t)/dS0 = S(t)/S0 on every path.
+
+    ``param_greeks=True``: also the sensitivities to the model's parameters,
+    named ``v0``, ``kappa``, ``theta``, ``xi``, ``rho`` (likelihood ratio;
+    with ``method="pathwise"`` these stay likelihood ratio).  A step with
+    v+ > 0 is Gaussian given the past, increments y = (d log S, dv) with
+    mean m = ((r - q - v+/2) dt, kappa (theta - v+) dt) and covariance
+    v+ dt A, A = [[1, xi rho], [xi rho, xi^2]]; with u = (Z1 - rho Z2 / s,
+    Z2 / (xi s)) and e = u / sqrt(v+ dt) its scores are
+
+        kappa  e2 (theta - v+) dt          theta  e2 kappa dt
+        xi     rho u1 u2 + xi u2^2 - 1/xi  rho    xi u1 u2 + rho / s^2
+        state  -e1 dt/2 - e2 kappa dt + (Z1^2 + Z2^2 - 2) / (2 v+)
+
+    Given the increments, the state v_k depends on v0 (dv_k/dv0 = 1) and,
+    through the truncated steps (v+ = 0: v moves by kappa theta dt, no
+    density), on kappa and theta (pathwise: dv/dkappa += theta dt, dv/dtheta
+    += kappa dt).  Each parameter's weight is the sum over the Gaussian steps
+    of its score plus the state's score times dv_k/dparameter.  Their
+    variance is finite when 2 kappa theta / xi^2 > 2 (the 1/v+ terms).
+    Estimates carry the scheme's discretisation bias, O(dt).
     """
 
-    def __init__(self, *, v0, kappa, theta, xi, rho):
+    PARAMS = ("v0", "kappa", "theta", "xi", "rho")
+
+    def __init__(self, *, v0, kappa, theta, xi, rho, param_greeks=False):
         for name, v in (("v0", v0), ("kappa", kappa), ("theta", theta), ("xi", xi)):
             if np.ndim(v) != 0:
                 raise TypeError(f"Heston: {name} must be a scalar, got shape {np.shape(v)}")
@@ -198,10 +218,11 @@ class Heston:
         if not -1.0 < rho < 1.0:
             raise ValueError(f"Heston: rho must be in (-1, 1), got {rho}")
         self.rho = rho
+        self.param_greeks = bool(param_greeks)
 
     def __repr__(self):
         return (f"Heston(v0={self.v0}, kappa={self.kappa}, theta={self.theta}, xi={self.xi}, "
-                f"rho={self.rho})")
+                f"rho={self.rho}" + (", param_greeks=True)" if self.param_greeks else ")"))
 
 
 class Diffusion:
@@ -584,6 +605,8 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
         names = SpotGreeks._names
         if isinstance(model, Diffusion):
             names += tuple(model.params)
+        elif model.param_greeks:
+            names += Heston.PARAMS
         nw = len(names) - 1
         per_path = (steps + 1) * 2 * (ncols if grad is not None else 1)
         chunk = max(1, min(plan.block_size, (1 << 18) // per_path))
@@ -638,6 +661,8 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
     if model is None:
         info.update(vol=sig, correlation=corr)
     est = _estimators(method, names)
+    if isinstance(model, Heston) and model.param_greeks:
+        est.update(dict.fromkeys(Heston.PARAMS, "likelihood ratio"))
     if model is None:
         return PathGreeks(values, stderr, variance, method, est, alternatives, int(nn), info)
     return SpotGreeks(values, stderr, variance, method, est, alternatives, int(nn), info,
