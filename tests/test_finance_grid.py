@@ -367,3 +367,35 @@ def test_dask_path_payoff_bit_identical_to_local():
         assert np.array_equal(local.stderr[name], remote.stderr[name]), name
     with pytest.raises(ValueError, match="client must be a dask.distributed.Client"):
         fi.greeks(pay, client=object(), **kw)
+
+
+# ---------------------------------------------------------------------------
+# the examples
+# ---------------------------------------------------------------------------
+
+def _example(name):
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "examples", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.__doc__.strip()
+    return mod
+
+
+def test_finance_desk_example_quick(capsys):
+    out = _example("finance_desk").main(["--quick"])
+    assert np.all(np.abs(out["z"]) < TOL)
+    g = out["strip"]
+    assert g.price.shape == (5,) and g.gamma.shape == (5, 2, 2) and g.dividend.shape == (5, 2)
+    assert np.all(np.diff(g.price) < 0)                    # higher strike, cheaper
+    assert "Asian basket call" in capsys.readouterr().out
+
+
+def test_finance_local_vol_example_quick(capsys):
+    out = _example("finance_local_vol").main(["--quick"])
+    assert all(abs(z) < TOL for z in out["z"].values())
+    assert set(out["greeks"].as_dict()) == {"price", "delta", "gamma", "base", "skew"}
+    assert "local vol" in capsys.readouterr().out
