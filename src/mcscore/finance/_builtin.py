@@ -74,11 +74,14 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         rng, n_streams, block_size) only, never on the thread count.
 
     dividend, correlation, payoff_grad
-        See below (not for the built-in names).
+        See below (a built-in name with any of them runs in the path engine).
+    expiries, strikes
+        A grid in one pass: see "A grid in one pass" below.
     model : None, Heston or Diffusion
         None: geometric Brownian motion(s) with ``vol``.  A :class:`Heston`
         model (one asset, no ``vol``): price, delta and gamma (a
-        :class:`SpotGreeks`).  A :class:`Diffusion` (one asset, Euler steps,
+        :class:`SpotGreeks`), and with ``Heston(..., param_greeks=True)``
+        the sensitivities to v0, kappa, theta, xi and rho.  A :class:`Diffusion` (one asset, Euler steps,
         likelihood ratio only): price, delta, gamma and one Greek per model
         parameter, named after it.
 
@@ -88,7 +91,7 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         ``.price``, ``.delta``, ``.vega``, ``.rho``, ``.gamma`` and
         ``.stderr[name]``; ``.alternatives`` holds the other method's
         estimates from the same paths.  (A :class:`PathGreeks`, with theta
-        as well, for a payoff function.)
+        and the dividend sensitivity as well, for the path engine.)
 
     Any payoff, several assets
     --------------------------
@@ -135,9 +138,34 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
     dS/dsigma_i = S (W_i(t_k) - sigma_i t_k), dS/dr = S t_k,
     dS/dT = S (mu_i t_k + sigma_i W_i(t_k) / 2) / T, and gamma is the mixed
     estimator E[delta_j^pw (score_i - [i = j] / S0_j)], symmetrised.
-    Without a derivative, pathwise is refused.  A payoff function or
-    callback runs on one thread (``n_threads`` is not used); the result
-    depends on (inputs, n, rng, n_streams, block_size) only.
+    Without a derivative, pathwise is refused.  The dividend sensitivity
+    ``dividend`` (dV/dq_i) has the likelihood-ratio weight
+    -sqrt(dt) sum_k xi_ki / sigma_i and pathwise dS_i(t)/dq_i = -t S_i(t).
+
+    GBM paths are simulated and summed in parallel (``n_threads``), in
+    rounds of consecutive blocks, the payoff called once per round; the
+    result depends on (inputs, n, rng, n_streams, block_size) only, never on
+    the thread count, and ``client`` (Dask) runs groups of streams on the
+    workers with the same result (a picklable payoff; not for a
+    LowLevelCallable or a model).  Heston and Diffusion paths run on one
+    thread, locally.
+
+    A grid in one pass
+    ------------------
+    Payoffs priced on the same paths: a :class:`Payoff` declaring
+    ``grid=shape`` returns ``(m,) + shape`` (and its gradient ``(m,) +
+    shape + (steps + 1, assets)``); or give ``expiries``, an array of times
+    on the time grid (k maturity / steps, k = 1..steps), and a payoff
+    function returning ``(m,) + expiries.shape``.  Column j of a grid
+    expires at ``expiries`` broadcast to the grid (default: maturity): it is
+    discounted at that date and its weights are the sums over the steps up
+    to it (rho and theta at that maturity, the dates k dt moving with it),
+    so the payoff of column j must read the paths only up to its expiry.
+    Every Greek of the result has the grid's shape in front (price
+    ``shape``, delta ``shape + (assets,)``, gamma ``shape + (assets,
+    assets)``).  Built-in names: ``strikes`` (a 1-D array, instead of
+    ``strike``) and/or ``expiries`` (1-D) give the grid (expiries, strikes);
+    "asian_call" at an expiry averages the dates up to it.
     """
     if strikes is not None:
         if not isinstance(payoff, str):
