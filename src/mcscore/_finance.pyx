@@ -342,58 +342,24 @@ def callback_block(size_t fptr, int sig, size_t user_data, const double[:, :, ::
 
 
 def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] weights,
-                     double disc, double maturity, double rate, const double[::1] s0,
-                     const double[::1] drift, const double[::1] sigma,
-                     const double[:, :, ::1] paths, grad, double[::1] stats,
-                     double[::1] shift, bint set_shift, bint gbm=True, double dt=0.0,
-                     Py_ssize_t kmax=-1):
-    """Add the m paths' quantities to one stream's shifted sums.
+                     double disc, double[::1] stats, double[::1] shift, bint set_shift):
+    """Add the m paths' quantities to one stream's shifted sums (the serial
+    engine of a Diffusion model).
 
     Quantities per path: the discounted payoff, then the NW likelihood-ratio
-    estimators (discounted payoff times each weight), then, when `grad`
-    (dh/dS along the path, shape of paths) is given, the NW pathwise
-    estimators in the same layout (gamma by the mixed estimator,
-    symmetrised).  stats = [count, sum (y - c), sum (y - c)^2, ...]; the
-    shift c is set from the first path when set_shift.
-
-    gbm=False: another model of one asset with S proportional to S0 along
-    every path (Heston): weights are [delta, gamma] and the pathwise
-    quantities [delta, gamma mixed] (drift and sigma are not used).
-
-    An expiry before the end of the grid: maturity is its time T_e, dt the
-    grid's step and kmax = T_e / dt its step (the pathwise sums stop there).
+    estimators (discounted payoff times each weight).  stats = [count,
+    sum (y - c), sum (y - c)^2, ...]; the shift c is set from the first path
+    when set_shift.
     """
-    cdef Py_ssize_t d = s0.shape[0], nw = weights.shape[1], steps = paths.shape[1] - 1
-    cdef Py_ssize_t nq = shift.shape[0], p, q, k
-    cdef bint pw = grad is not None
-    cdef const double[:, :, ::1] G
-    cdef double[::1] y = np.empty(nq), acc = np.zeros(2 * nq), pd = np.empty(d)
+    cdef Py_ssize_t nw = weights.shape[1], nq = shift.shape[0], p, q
+    cdef double[::1] y = np.empty(nq), acc = np.zeros(2 * nq)
     cdef double hd
-    if dt <= 0.0:
-        dt = maturity / steps
-    if kmax < 0 or kmax > steps:
-        kmax = steps
-    if pw:
-        G = grad
     with nogil:
         for p in range(m):
             hd = disc * h[p]
             y[0] = hd
             for q in range(nw):
                 y[1 + q] = hd * weights[p, q]
-            if pw and not gbm:
-                pd[0] = 0.0
-                for k in range(steps + 1):
-                    pd[0] += G[p, k, 0] * paths[p, k, 0]
-                pd[0] = disc * pd[0] / s0[0]
-                y[1 + nw] = pd[0]
-                y[2 + nw] = pd[0] * (weights[p, 0] - 1.0 / s0[0])
-                for q in range(2, nw):          # the model's parameters: likelihood ratio
-                    y[1 + nw + q] = y[1 + q]
-            elif pw:
-                _pathwise_gbm(d, nw, &G[p, 0, 0], &paths[p, 0, 0], &weights[p, 0], hd, disc,
-                              maturity, dt, kmax, rate, &s0[0], &drift[0], &sigma[0], &pd[0],
-                              &y[1 + nw])
             _add(&y[0], &shift[0], &acc[0], nq, set_shift and p == 0)
     stats[0] += m
     for q in range(2 * nq):
@@ -413,60 +379,74 @@ def accumulate_block(Py_ssize_t m, const double[::1] h, const double[:, ::1] wei
 #   delta  e / (S0 a),    gamma  (e^2 - 1/s^2 - a e) / (a S0)^2.
 # ---------------------------------------------------------------------------
 
-def heston_block(PathStream stream, Py_ssize_t m, int steps, double maturity, double rate,
-                 double dividend, double s0, double v0, double kappa, double theta, double xi,
-                 double rho, double[:, :, ::1] paths, double[:, ::1] weights):
-    """Simulate m Heston paths (2 normals a step: Z1, Z2) into paths[:m, :, 0]
-    and their likelihood-ratio weights into weights[:m]: delta, gamma, and,
-    when weights has 7 columns, the sensitivities to v0, kappa, theta, xi,
-    rho (see _paths.Heston: per-step Gaussian scores, with the states'
-    derivatives carried through the truncated steps)."""
-    cdef Py_ssize_t p, k, j
+ctypedef struct heston_t:
+    double v0, kappa, theta, xi, rho, q
+
+
+cdef void _heston_path(const heston_t *hp, Py_ssize_t steps, double maturity, double rate,
+                       double s0, const double *z, double *path, double *w,
+                       Py_ssize_t nw) noexcept nogil:
+    """One Heston path from its 2 * steps normals (Z1, Z2 per step) into
+    path (steps + 1) and its likelihood-ratio weights into w: delta, gamma,
+    and, when nw >= 7, the sensitivities to v0, kappa, theta, xi, rho (see
+    _paths.Heston: per-step Gaussian scores, with the state's derivatives
+    carried through the truncated steps)."""
+    cdef Py_ssize_t k, j
+    cdef double kappa = hp.kappa, theta = hp.theta, xi = hp.xi, rho = hp.rho
     cdef double dt = maturity / steps, sq = sqrt(maturity / steps)
-    cdef double s = sqrt(1.0 - rho * rho), a = sqrt(v0 * maturity / steps)
-    cdef double logs, v, vp, rv, z1, z2, e, u1, u2, sv
+    cdef double s = sqrt(1.0 - rho * rho), a = sqrt(hp.v0 * maturity / steps)
+    cdef double logs = log(s0), v = hp.v0, vp, rv, z1, z2, e, u1, u2, sv
     cdef double D[5]
     cdef double W[5]
-    cdef bint params = weights.shape[1] >= 7
-    cdef double *z
-    with nogil:
-        random_standard_normal_fill(stream.bg, m * steps * 2, &stream.z[0])
-        for p in range(m):
-            z = &stream.z[p * steps * 2]
-            logs = log(s0)
-            v = v0
-            paths[p, 0, 0] = s0
-            for j in range(5):
-                D[j] = 0.0
-                W[j] = 0.0
-            D[0] = 1.0
-            for k in range(steps):
-                z1 = z[2 * k]
-                z2 = z[2 * k + 1]
-                vp = v if v > 0.0 else 0.0
-                rv = sqrt(vp) * sq
-                if params and vp > 0.0:
-                    u1 = z1 - rho * z2 / s
-                    u2 = z2 / (xi * s)
-                    sv = (-0.5 * dt * u1 - kappa * dt * u2) / rv + (z1 * z1 + z2 * z2 - 2.0) / (
-                        2.0 * vp)
-                    W[0] += sv * D[0]
-                    W[1] += u2 / rv * (theta - vp) * dt + sv * D[1]
-                    W[2] += u2 / rv * kappa * dt + sv * D[2]
-                    W[3] += rho * u1 * u2 + xi * u2 * u2 - 1.0 / xi + sv * D[3]
-                    W[4] += xi * u1 * u2 + rho / (s * s) + sv * D[4]
-                elif params:            # a truncated step: v moves by kappa theta dt
-                    D[1] += theta * dt
-                    D[2] += kappa * dt
-                logs = logs + (rate - dividend - 0.5 * vp) * dt + rv * z1
-                v = v + kappa * (theta - vp) * dt + xi * rv * (rho * z1 + s * z2)
-                paths[p, k + 1, 0] = exp(logs)
-            e = z[0] - rho * z[1] / s
-            weights[p, 0] = e / (s0 * a)
-            weights[p, 1] = (e * e - 1.0 / (s * s) - a * e) / (a * a * s0 * s0)
-            if params:
-                for j in range(5):
-                    weights[p, 2 + j] = W[j]
+    cdef bint params = nw >= 7
+    path[0] = s0
+    for j in range(5):
+        D[j] = 0.0
+        W[j] = 0.0
+    D[0] = 1.0
+    for k in range(steps):
+        z1 = z[2 * k]
+        z2 = z[2 * k + 1]
+        vp = v if v > 0.0 else 0.0
+        rv = sqrt(vp) * sq
+        if params and vp > 0.0:
+            u1 = z1 - rho * z2 / s
+            u2 = z2 / (xi * s)
+            sv = (-0.5 * dt * u1 - kappa * dt * u2) / rv + (z1 * z1 + z2 * z2 - 2.0) / (2.0 * vp)
+            W[0] += sv * D[0]
+            W[1] += u2 / rv * (theta - vp) * dt + sv * D[1]
+            W[2] += u2 / rv * kappa * dt + sv * D[2]
+            W[3] += rho * u1 * u2 + xi * u2 * u2 - 1.0 / xi + sv * D[3]
+            W[4] += xi * u1 * u2 + rho / (s * s) + sv * D[4]
+        elif params:            # a truncated step: v moves by kappa theta dt
+            D[1] += theta * dt
+            D[2] += kappa * dt
+        logs = logs + (rate - hp.q - 0.5 * vp) * dt + rv * z1
+        v = v + kappa * (theta - vp) * dt + xi * rv * (rho * z1 + s * z2)
+        path[k + 1] = exp(logs)
+    e = z[0] - rho * z[1] / s
+    w[0] = e / (s0 * a)
+    w[1] = (e * e - 1.0 / (s * s) - a * e) / (a * a * s0 * s0)
+    if params:
+        for j in range(5):
+            w[2 + j] = W[j]
+
+
+cdef inline void _pathwise_spot(Py_ssize_t steps, Py_ssize_t nw, const double *G,
+                                const double *path, const double *w, const double *ylr,
+                                double disc, double s0, double *y) noexcept nogil:
+    """Pathwise quantities of a one-asset model with S proportional to S0
+    on every path (Heston): delta, the mixed gamma, and the likelihood
+    ratio's values (ylr) for the model's parameters."""
+    cdef Py_ssize_t k, q
+    cdef double pd = 0.0
+    for k in range(steps + 1):
+        pd += G[k] * path[k]
+    pd = disc * pd / s0
+    y[0] = pd
+    y[1] = pd * (w[0] - 1.0 / s0)
+    for q in range(2, nw):
+        y[q] = ylr[q]
 
 
 def normals(PathStream stream, Py_ssize_t count):
@@ -493,6 +473,8 @@ def normals(PathStream stream, Py_ssize_t count):
 ctypedef struct gbmg_t:
     Py_ssize_t d, steps, ne, nw, bs, path_len, ncols, nq
     bint sparse              # S only at the expiries (the payoff reads no other date)
+    bint heston              # the model: Heston (one asset, 2 normals a step), else GBM
+    heston_t hp
     double maturity, rate, dt, sq
     const double *s0
     const double *lg0
@@ -600,12 +582,17 @@ cdef int _sim_block(void *ctx, mc_round *rd, Py_ssize_t item, int64_t b, Py_ssiz
                     int tid) noexcept nogil:
     cdef gbmg_t *g = <gbmg_t *> ctx
     cdef double *z = g.scratch + tid * g.scratch_len
-    cdef double *tmp = z + g.bs * g.steps * g.d
-    cdef Py_ssize_t p, nz = g.steps * g.d
+    cdef double *tmp = z + g.bs * g.steps * (2 if g.heston else g.d)
+    cdef Py_ssize_t p, nz = g.steps * (2 if g.heston else g.d)
     random_standard_normal_fill(rd.bitgens[item], m * nz, z)
     for p in range(m):
-        _gbm_path(g, z + p * nz, g.paths + (item * g.bs + p) * g.path_len,
-                  g.weights + (item * g.bs + p) * g.ne * g.nw, tmp)
+        if g.heston:
+            _heston_path(&g.hp, g.steps, g.maturity, g.rate, g.s0[0], z + p * nz,
+                         g.paths + (item * g.bs + p) * g.path_len,
+                         g.weights + (item * g.bs + p) * g.nw, g.nw)
+        else:
+            _gbm_path(g, z + p * nz, g.paths + (item * g.bs + p) * g.path_len,
+                      g.weights + (item * g.bs + p) * g.ne * g.nw, tmp)
     return 0
 
 
@@ -670,7 +657,11 @@ cdef int _acc_block(void *ctx, mc_round *rd, Py_ssize_t item, int64_t b, Py_ssiz
             y[0] = hd
             for q in range(nw):
                 y[1 + q] = hd * w[q]
-            if g.grad != NULL:
+            if g.grad != NULL and g.heston:
+                _pathwise_spot(g.steps, nw, g.grad + (r * g.ncols + c) * g.path_len,
+                               g.paths + (item * g.bs + p) * g.path_len, w, y + 1, g.col_disc[c],
+                               g.s0[0], y + 1 + nw)
+            elif g.grad != NULL:
                 _pathwise_gbm(g.d, nw, g.grad + (r * g.ncols + c) * g.path_len,
                               g.paths + (item * g.bs + p) * g.path_len, w, hd, g.col_disc[c],
                               g.col_T[c], g.dt, g.col_k[c], g.rate, g.s0, g.drift, g.sigma,
@@ -699,7 +690,7 @@ cdef class GbmEngine:
     def __init__(self, list bitgens, int64_t n, int64_t n_streams, int64_t block_size,
                  Py_ssize_t rounds, int n_threads, int steps, double maturity, double rate,
                  s0, drift, sigma, chol, cinv, expiries, col_e, col_k, col_T, col_disc,
-                 Py_ssize_t nq, bint sparse=False):
+                 Py_ssize_t nq, bint sparse=False, heston=None, Py_ssize_t nw=-1):
         cdef gbmg_t *g = &self.g
         cdef Py_ssize_t d = len(s0), ne = len(expiries), ncols = len(col_e)
         cdef double[::1] v
@@ -715,7 +706,10 @@ cdef class GbmEngine:
                     col_k=own(col_k, np.int64), col_T=own(col_T), col_disc=own(col_disc))
         self.bitgens, self.n, self.n_streams, self.block_size = bitgens, n, n_streams, block_size
         self.n_threads = n_threads
-        g.d, g.steps, g.ne, g.nw, g.bs = d, steps, ne, n_weights(d), block_size
+        g.d, g.steps, g.ne, g.nw, g.bs = d, steps, ne, n_weights(d) if nw < 0 else nw, block_size
+        g.heston = heston is not None
+        if g.heston:                 # (v0, kappa, theta, xi, rho, dividend)
+            g.hp.v0, g.hp.kappa, g.hp.theta, g.hp.xi, g.hp.rho, g.hp.q = heston
         g.path_len, g.ncols, g.nq, g.sparse = (steps + 1) * d, ncols, nq, sparse
         g.maturity, g.rate, g.dt, g.sq = maturity, rate, maturity / steps, sqrt(maturity / steps)
         # sparse: the dates not written stay NaN (a payoff reading them fails loudly)
@@ -723,7 +717,7 @@ cdef class GbmEngine:
         self.weights = np.empty((rounds * block_size, ne, g.nw))
         self.stats = np.zeros((len(bitgens), ncols, 1 + 2 * nq))
         self.shifts = np.zeros((len(bitgens), ncols, nq))
-        g.scratch_len = max(block_size * steps * d + 6 * d, 3 * nq + d)
+        g.scratch_len = max(block_size * steps * max(d, 2) + 6 * d, 3 * nq + d)
         threads = max(1, min(n_threads, rounds))
         scratch = np.empty(threads * g.scratch_len)
         arrs.update(paths=self.paths, weights=self.weights, stats=self.stats,

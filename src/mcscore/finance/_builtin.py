@@ -147,8 +147,8 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
     result depends on (inputs, n, rng, n_streams, block_size) only, never on
     the thread count, and ``client`` (Dask) runs groups of streams on the
     workers with the same result (a picklable payoff; not for a
-    LowLevelCallable or a model).  Heston and Diffusion paths run on one
-    thread, locally.
+    LowLevelCallable).  Heston paths run in the same parallel engine;
+    Diffusion paths (Python drift and diffusion) run on one thread, locally.
 
     A grid in one pass
     ------------------

@@ -424,26 +424,27 @@ _ROUND_VALUES = 1 << 21
 
 
 def _run_gbm(plan, model, cols, nq, grid, payoff, grad, terminal, streams=None, threads=None):
-    """Correlated GBM paths in the parallel engine (_finance.GbmEngine), in
-    rounds of consecutive blocks of the given streams (default: all):
-    simulate (parallel), the payoff on the round's paths, accumulate
-    (parallel).  Returns the per-stream sums (stats, shifts) of those
-    streams."""
+    """Correlated GBM (or Heston) paths in the parallel engine
+    (_finance.GbmEngine), in rounds of consecutive blocks of the given
+    streams (default: all): simulate (parallel), the payoff on the round's
+    paths, accumulate (parallel).  Returns the per-stream sums (stats,
+    shifts) of those streams."""
     kind, fn = payoff
-    steps, maturity, rate, s0, drift, sig, chol, cinv, uniq = model
+    steps, maturity, rate, s0, drift, sig, chol, cinv, uniq, heston, nw = model
     d, ncols, bs = s0.size, math.prod(grid), plan.block_size
     streams = np.arange(plan.used) if streams is None else np.asarray(streams, dtype=np.int64)
     blocks = np.concatenate([np.arange(s, plan.n_blocks, plan.n_streams, dtype=np.int64)
                              for s in streams])
     blocks.sort()
     shape = (steps + 1, d)
-    per_block = bs * (steps + 1) * d * (1 + (ncols if grad is not None else 0))
+    per_block = bs * ((steps + 1) * d * (1 + (ncols if grad is not None else 0))
+                      + len(uniq) * nw)
     R = max(1, min(len(streams), _ROUND_VALUES // per_block))
-    sparse = terminal and kind != "callback"
+    sparse = terminal and kind != "callback" and heston is None
     dates = uniq if sparse else -1
     eng = F.GbmEngine(list(plan.bitgens(np.arange(plan.used))), plan.n, plan.n_streams, bs, R,
                       plan.threads if threads is None else threads, steps, maturity, rate, s0,
-                      drift, sig, chol, cinv, uniq, *cols, nq, sparse)
+                      drift, sig, chol, cinv, uniq, *cols, nq, sparse, heston, nw)
     h = np.empty(R * bs)
     with np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, len(blocks), R):
@@ -500,8 +501,8 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
     if client is not None and not (hasattr(client, "submit") and hasattr(client, "nthreads")):
         raise ValueError(f"client must be a dask.distributed.Client, got "
                          f"{type(client).__name__}")
-    if client is not None and model is not None:
-        raise ValueError(f"client (Dask) runs geometric Brownian motion paths only, not "
+    if client is not None and isinstance(model, Diffusion):
+        raise ValueError(f"client (Dask) runs geometric Brownian motion and Heston paths, not "
                          f"model={model!r}; run it locally (client=None)")
     if model is not None and not isinstance(model, (Heston, Diffusion)):
         raise TypeError(f"model must be None (geometric Brownian motion), a finance.Heston or "
@@ -578,7 +579,8 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
 
     ncols = math.prod(grid)
     normals = steps * (d if model is None else 1 if isinstance(model, Diffusion) else 2)
-    plan = E.Plan(n, normals, rng, n_streams, block_size, n_threads if model is None else 1)
+    plan = E.Plan(n, normals, rng, n_streams, block_size,
+                  1 if isinstance(model, Diffusion) else n_threads)
     dt = maturity / steps
     # per column: its expiry's index among the distinct ones, step, time, discount
     uniq = np.array([steps], dtype=np.int64) if ksteps is None else ksteps
@@ -592,37 +594,35 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
         drift = rate - q - 0.5 * sig * sig
         nw = F.n_weights(d)
         names = PATH_GREEKS
+        engine = (steps, maturity, rate, s0, drift, sig, chol, cinv, uniq, None, nw)
+    elif isinstance(model, Heston):
+        names = SpotGreeks._names + (Heston.PARAMS if model.param_greeks else ())
+        nw = len(names) - 1
+        engine = (steps, maturity, rate, s0, np.zeros(1), np.ones(1), np.eye(1), np.eye(1),
+                  uniq, (model.v0, model.kappa, model.theta, model.xi, model.rho, float(q[0])),
+                  nw)
+    if model is None or isinstance(model, Heston):
         nq = 1 + nw * (2 if grad is not None else 1)
-        run = (plan, (steps, maturity, rate, s0, drift, sig, chol, cinv, uniq),
-               (col_e, col_steps, col_T, col_disc), nq, grid, (kind, fn), grad,
+        run = (plan, engine, (col_e, col_steps, col_T, col_disc), nq, grid, (kind, fn), grad,
                terminal and payoff_grad is None)
         if client is None:
             mean, var, nn = _finish(*_run_gbm(*run))
         else:
             mean, var, nn = _finish(*_run_gbm_dask(client, n_threads, *run))
     else:
-        sp, qq = float(s0[0]), float(q[0])
-        names = SpotGreeks._names
-        if isinstance(model, Diffusion):
-            names += tuple(model.params)
-        elif model.param_greeks:
-            names += Heston.PARAMS
+        sp = float(s0[0])
+        names = SpotGreeks._names + tuple(model.params)
         nw = len(names) - 1
         per_path = (steps + 1) * 2 * (ncols if grad is not None else 1)
         chunk = max(1, min(plan.block_size, (1 << 18) // per_path))
         wts = np.empty((chunk, nw))
-        if isinstance(model, Diffusion):
-            def simulate(stream, m, paths):
-                z = F.normals(stream, m * steps).reshape(m, steps)
-                model.simulate(z, m, steps, maturity, sp, paths, wts)
-        else:
-            def simulate(stream, m, paths):
-                F.heston_block(stream, m, steps, maturity, rate, qq, sp, model.v0, model.kappa,
-                               model.theta, model.xi, model.rho, paths, wts)
+
+        def simulate(stream, m, paths):
+            z = F.normals(stream, m * steps).reshape(m, steps)
+            model.simulate(z, m, steps, maturity, sp, paths, wts)
 
         def accumulate(m, hv, paths, gv, st, sh, first, c):
-            F.accumulate_block(m, hv, wts, col_disc[c], maturity, rate, s0, q, q, paths, gv, st,
-                               sh, first, False)
+            F.accumulate_block(m, hv, wts, col_disc[c], st, sh, first)
         nq = 1 + nw * (2 if grad is not None else 1)
         mean, var, nn = _run_blocks(plan, chunk, (steps + 1, d), normals, nq, grid, simulate,
                                     (kind, fn), grad, accumulate)
@@ -655,7 +655,7 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
     off = 1 if method == "lr" else 1 + nw
     values, stderr, variance = unpack(mean, off), unpack(se, off), unpack(var, off)
     info = plan.info()
-    info.update(threads=plan.threads if model is None else 1, payoff=name, spot=s0 if not scalar else float(s0[0]), strike=strike,
+    info.update(threads=plan.threads, payoff=name, spot=s0 if not scalar else float(s0[0]), strike=strike,
                 rate=rate, dividend=q, maturity=maturity, steps=steps, assets=d, model=model,
                 grid=grid, expiries=None if kgiven is None else kgiven * dt)
     if model is None:
