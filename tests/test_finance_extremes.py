@@ -332,3 +332,43 @@ def test_up_and_out_price_function_far_barrier_regression():
         fi.black_scholes("call", spot=100.0, strike=100.0, rate=0.05, vol=0.2,
                          maturity=1.0)["price"], rel=1e-10)
     assert np.isfinite(_up_and_out_price(100.0, 100.0, 0.05, 0.2, 1.0, 2, 100.0 + 1e-9))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(strike=0.0), "strike must be > 0"), (dict(spot=0.0), "spot must be > 0"),
+    (dict(vol=math.inf), "vol must be > 0 and finite"),
+    (dict(maturity=math.inf), "maturity must be > 0 and finite"),
+    (dict(rate=math.nan), "rate must be a finite"),
+])
+def test_inputs_outside_the_domain_are_refused_clearly(kw, match):
+    args = dict(spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=1.0)
+    args.update(kw)
+    for kind in KINDS:
+        with pytest.raises(ValueError, match=match):
+            fi.black_scholes(kind, **args)
+
+
+@pytest.mark.parametrize("T", [1e6, 1e300])
+def test_long_maturity_limits(T):
+    """T -> inf at r > 0: the call tends to S (the strike is discounted
+    away and d1 -> inf), the put and the digitals to 0."""
+    for kind, lim in (("call", 100.0), ("put", 0.0), ("digital_call", 0.0),
+                      ("digital_put", 0.0)):
+        bs = fi.black_scholes(kind, spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=T)
+        _finite_dict(bs)
+        assert bs["price"] == pytest.approx(lim, rel=1e-12, abs=1e-300), (kind, bs)
+
+
+def test_no_warnings_or_nan_over_a_log_grid_of_extremes():
+    """Every combination of extreme inputs gives a NaN-free dict (no
+    exception, no floating-point warning)."""
+    import warnings
+    vals = dict(spot=(1e-300, 1.0, 1e300), strike=(1e-300, 1.0, 1e300),
+                rate=(-800.0, -1e-12, 0.0, 50.0, 800.0), vol=(1e-300, 1e-8, 1.0, 1e8),
+                maturity=(1e-300, 1e-6, 1.0, 1e6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for combo in itertools.product(*vals.values()):
+            kw = dict(zip(vals, combo))
+            for kind in KINDS:
+                _finite_dict(fi.black_scholes(kind, **kw))
