@@ -485,6 +485,7 @@ ctypedef struct gbmg_t:
     const double *ms        # drift / sigma
     const double *a
     const double *chol
+    const double *idiag     # 1 / chol[i, i]
     const double *cinv
     const int64_t *expiries
     double *paths            # item i at paths + i * bs * path_len
@@ -557,7 +558,7 @@ cdef inline void _gbm_path(const gbmg_t *g, const double *z, double *path, doubl
             acc = z[k * d + i]
             for j in range(i + 1, d):
                 acc = acc - g.chol[j * d + i] * xi[j]
-            xi[i] = acc / g.chol[i * d + i]
+            xi[i] = acc * g.idiag[i]
             i -= 1
         store = not g.sparse or (e < g.ne and g.expiries[e] == k + 1)
         for i in range(d):
@@ -598,11 +599,12 @@ cdef int _sim_block(void *ctx, mc_round *rd, Py_ssize_t item, int64_t b, Py_ssiz
 
 cdef inline void _pathwise_gbm(Py_ssize_t d, Py_ssize_t nw, const double *G, const double *path,
                                const double *w, double hd, double disc, double T, double dt,
-                               Py_ssize_t kmax, double rate, const double *s0,
+                               Py_ssize_t kfrom, Py_ssize_t kmax, double rate, const double *s0,
                                const double *drift, const double *sigma, double *pd,
                                double *y) noexcept nogil:
     """The nw pathwise quantities of one path (layout of the weights) into
-    y, from dh/dS along the path G ((steps + 1) * d, time major) and the
+    y, from dh/dS along the path G ((steps + 1) * d, time major) at the
+    dates kfrom..kmax (a terminal payoff: its expiry only) and the
     likelihood-ratio weights w (for the mixed gamma).  pd: d doubles."""
     cdef Py_ssize_t i, j, k, q
     cdef double t, gs, wk, v, dq, dr = 0.0, dT = 0.0
@@ -610,7 +612,7 @@ cdef inline void _pathwise_gbm(Py_ssize_t d, Py_ssize_t nw, const double *G, con
         pd[i] = 0.0
         v = 0.0
         dq = 0.0
-        for k in range(kmax + 1):
+        for k in range(kfrom, kmax + 1):
             if G[k * d + i] == 0.0:
                 continue                 # (the path may hold no value there)
             t = k * dt
@@ -664,8 +666,8 @@ cdef int _acc_block(void *ctx, mc_round *rd, Py_ssize_t item, int64_t b, Py_ssiz
             elif g.grad != NULL:
                 _pathwise_gbm(g.d, nw, g.grad + (r * g.ncols + c) * g.path_len,
                               g.paths + (item * g.bs + p) * g.path_len, w, hd, g.col_disc[c],
-                              g.col_T[c], g.dt, g.col_k[c], g.rate, g.s0, g.drift, g.sigma,
-                              pd, y + 1 + nw)
+                              g.col_T[c], g.dt, g.col_k[c] if g.sparse else 0, g.col_k[c],
+                              g.rate, g.s0, g.drift, g.sigma, pd, y + 1 + nw)
             _add(y, g.shifts + (s * g.ncols + c) * nq, acc, nq, b < rd.n_streams and p == 0)
         st = g.stats + (s * g.ncols + c) * (1 + 2 * nq)
         st[0] += m
@@ -701,7 +703,8 @@ cdef class GbmEngine:
         drift = own(drift)
         arrs = dict(s0=s0, lg0=np.log(s0), drift=drift, sigma=sigma, isig=1.0 / sigma,
                     mdt=drift * (maturity / steps), ms=drift / sigma,
-                    a=sigma * sqrt(maturity / steps), chol=own(chol), cinv=own(cinv),
+                    a=sigma * sqrt(maturity / steps), chol=own(chol),
+                    idiag=1.0 / np.diag(chol), cinv=own(cinv),
                     expiries=own(expiries, np.int64), col_e=own(col_e, np.int64),
                     col_k=own(col_k, np.int64), col_T=own(col_T), col_disc=own(col_disc))
         self.bitgens, self.n, self.n_streams, self.block_size = bitgens, n, n_streams, block_size
@@ -733,6 +736,7 @@ cdef class GbmEngine:
         v = arrs["ms"];        g.ms = &v[0]
         v = arrs["a"];         g.a = &v[0]
         v = arrs["chol"].reshape(-1);  g.chol = &v[0]
+        v = arrs["idiag"];     g.idiag = &v[0]
         v = arrs["cinv"].reshape(-1);  g.cinv = &v[0]
         iv = arrs["expiries"]; g.expiries = &iv[0]
         iv = arrs["col_e"];    g.col_e = &iv[0]

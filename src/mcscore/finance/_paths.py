@@ -129,6 +129,8 @@ def _check_array(out, what, shape, first):
         raise ValueError(f"{what} returned shape {a.shape} instead of {shape} for a block of "
                          f"{shape[0]} paths")
     a = np.ascontiguousarray(a, dtype=np.float64)
+    if np.isfinite(a.sum()):                 # all finite (the common case, one pass)
+        return a
     bad = ~np.isfinite(a)
     if bad.any():
         i = np.unravel_index(int(np.argmax(bad)), a.shape)
