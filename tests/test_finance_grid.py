@@ -358,13 +358,22 @@ def test_dask_path_payoff_bit_identical_to_local():
               block_size=700, **TWO)
     pay = fi.Payoff(_spread_grid, grid=(2,), assets=2)
     local = fi.greeks(pay, **kw)
+    hkw = dict(spot=100.0, rate=0.03, maturity=1.0, steps=5, n=10_001, rng=20, n_streams=6,
+               block_size=900, method="pathwise",
+               model=fi.Heston(v0=0.04, kappa=3.0, theta=0.05, xi=0.25, rho=-0.6,
+                               param_greeks=True))
+    heston = fi.greeks(fi.basket_call(100.0, [1.0]), **hkw)
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                   dashboard_address=None, silence_logs=40) as cluster, \
             distributed.Client(cluster) as client:
         remote = fi.greeks(pay, client=client, **kw)
+        heston_remote = fi.greeks(fi.basket_call(100.0, [1.0]), client=client, **hkw)
     for name in fi.PATH_GREEKS:
         assert np.array_equal(getattr(local, name), getattr(remote, name)), name
         assert np.array_equal(local.stderr[name], remote.stderr[name]), name
+    for name in heston.as_dict():
+        assert getattr(heston, name) == getattr(heston_remote, name), name
+        assert heston.stderr[name] == heston_remote.stderr[name], name
     with pytest.raises(ValueError, match="client must be a dask.distributed.Client"):
         fi.greeks(pay, client=object(), **kw)
 
@@ -399,3 +408,18 @@ def test_finance_local_vol_example_quick(capsys):
     assert all(abs(z) < TOL for z in out["z"].values())
     assert set(out["greeks"].as_dict()) == {"price", "delta", "gamma", "base", "skew"}
     assert "local vol" in capsys.readouterr().out
+
+
+def test_benchmark_script_tiny():
+    """benchmarks/finance_desk.py at a tiny size: it runs, and the NumPy
+    peer and mcscore agree with the bump-and-revalue reference (it raises
+    otherwise)."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "benchmarks", "finance_desk.py")
+    spec = importlib.util.spec_from_file_location("bench_finance_desk", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ratio = mod.main(["--n", "20000", "--repeats", "1"])
+    assert ratio > 0
