@@ -74,7 +74,9 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         rng, n_streams, block_size) only, never on the thread count.
 
     dividend, correlation, payoff_grad
-        See below (a built-in name with any of them runs in the path engine).
+        See below.  A built-in name with any of them (``dividend=0.0``
+        included) runs in the path engine and also gets theta and the
+        dividend sensitivity (a :class:`PathGreeks`).
     expiries, strikes
         A grid in one pass: see "A grid in one pass" below.
     model : None, Heston or Diffusion
