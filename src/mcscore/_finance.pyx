@@ -385,13 +385,20 @@ ctypedef struct heston_t:
 
 cdef void _heston_path(const heston_t *hp, Py_ssize_t steps, double maturity, double rate,
                        double s0, const double *z, double *path, double *w,
-                       Py_ssize_t nw) noexcept nogil:
+                       Py_ssize_t nw, double *J) noexcept nogil:
     """One Heston path from its 2 * steps normals (Z1, Z2 per step) into
     path (steps + 1) and its likelihood-ratio weights into w: delta, gamma,
     and, when nw >= 7, the sensitivities to v0, kappa, theta, xi, rho (see
     _paths.Heston: per-step Gaussian scores, with the state's derivatives
-    carried through the truncated steps)."""
+    carried through the truncated steps).
+
+    J (or NULL): the pathwise tangents d log S(t_k) / d(v0, kappa, theta,
+    xi, rho), (steps + 1) * 5, propagated through the scheme (a truncated
+    step moves v by kappa theta dt and log S by (r - q) dt)."""
     cdef Py_ssize_t k, j
+    cdef double T[5]
+    cdef double Tv[5]
+    cdef double sqv, dsq, cz, dv
     cdef double kappa = hp.kappa, theta = hp.theta, xi = hp.xi, rho = hp.rho
     cdef double dt = maturity / steps, sq = sqrt(maturity / steps)
     cdef double s = sqrt(1.0 - rho * rho), a = sqrt(hp.v0 * maturity / steps)
@@ -404,11 +411,31 @@ cdef void _heston_path(const heston_t *hp, Py_ssize_t steps, double maturity, do
         D[j] = 0.0
         W[j] = 0.0
     D[0] = 1.0
+    if J != NULL:
+        for j in range(5):
+            T[j] = 0.0          # d log S
+            Tv[j] = 0.0         # d v
+            J[j] = 0.0
+        Tv[0] = 1.0
     for k in range(steps):
         z1 = z[2 * k]
         z2 = z[2 * k + 1]
         vp = v if v > 0.0 else 0.0
         rv = sqrt(vp) * sq
+        if J != NULL:
+            cz = rho * z1 + s * z2
+            sqv = sqrt(vp)
+            for j in range(5):
+                dv = Tv[j] if vp > 0.0 else 0.0            # d v+
+                dsq = 0.5 * dv / sqv if vp > 0.0 else 0.0  # d sqrt(v+)
+                T[j] += -0.5 * dt * dv + sq * z1 * dsq
+                Tv[j] += -kappa * dt * dv + xi * sq * cz * dsq
+            Tv[1] += (theta - vp) * dt
+            Tv[2] += kappa * dt
+            Tv[3] += rv * cz
+            Tv[4] += xi * rv * (z1 - rho / s * z2)
+            for j in range(5):
+                J[(k + 1) * 5 + j] = T[j]
         if params and vp > 0.0:
             u1 = z1 - rho * z2 / s
             u2 = z2 / (xi * s)
@@ -434,19 +461,29 @@ cdef void _heston_path(const heston_t *hp, Py_ssize_t steps, double maturity, do
 
 cdef inline void _pathwise_spot(Py_ssize_t steps, Py_ssize_t nw, const double *G,
                                 const double *path, const double *w, const double *ylr,
-                                double disc, double s0, double *y) noexcept nogil:
+                                double disc, double s0, const double *J,
+                                double *y) noexcept nogil:
     """Pathwise quantities of a one-asset model with S proportional to S0
-    on every path (Heston): delta, the mixed gamma, and the likelihood
-    ratio's values (ylr) for the model's parameters."""
-    cdef Py_ssize_t k, q
-    cdef double pd = 0.0
+    on every path (Heston): delta, the mixed gamma, and for the model's
+    parameters the pathwise derivatives from the tangents J ((steps + 1) x
+    (nw - 2), d log S(t_k) / d parameter), or, without J, the likelihood
+    ratio's values ylr."""
+    cdef Py_ssize_t k, q, np_ = nw - 2
+    cdef double pd = 0.0, gs
+    for q in range(2, nw):
+        y[q] = 0.0 if J != NULL else ylr[q]
     for k in range(steps + 1):
-        pd += G[k] * path[k]
+        gs = G[k] * path[k]
+        pd += gs
+        if J != NULL and gs != 0.0:
+            for q in range(np_):
+                y[2 + q] += gs * J[k * np_ + q]
     pd = disc * pd / s0
     y[0] = pd
     y[1] = pd * (w[0] - 1.0 / s0)
-    for q in range(2, nw):
-        y[q] = ylr[q]
+    if J != NULL:
+        for q in range(2, nw):
+            y[q] = disc * y[q]
 
 
 def normals(PathStream stream, Py_ssize_t count):
@@ -490,6 +527,7 @@ ctypedef struct gbmg_t:
     const int64_t *expiries
     double *paths            # item i at paths + i * bs * path_len
     double *weights          # item i, path p, expiry e at ((i * bs + p) * ne + e) * nw
+    double *tangents         # NULL, or Heston's d log S / d parameters per path
     double *scratch          # per thread: bs * steps * d normals, then 8 d doubles
     Py_ssize_t scratch_len
     # accumulation
@@ -590,7 +628,9 @@ cdef int _sim_block(void *ctx, mc_round *rd, Py_ssize_t item, int64_t b, Py_ssiz
         if g.heston:
             _heston_path(&g.hp, g.steps, g.maturity, g.rate, g.s0[0], z + p * nz,
                          g.paths + (item * g.bs + p) * g.path_len,
-                         g.weights + (item * g.bs + p) * g.nw, g.nw)
+                         g.weights + (item * g.bs + p) * g.nw, g.nw,
+                         NULL if g.tangents == NULL else
+                         g.tangents + (item * g.bs + p) * g.path_len * 5)
         else:
             _gbm_path(g, z + p * nz, g.paths + (item * g.bs + p) * g.path_len,
                       g.weights + (item * g.bs + p) * g.ne * g.nw, tmp)
@@ -662,7 +702,8 @@ cdef int _acc_block(void *ctx, mc_round *rd, Py_ssize_t item, int64_t b, Py_ssiz
             if g.grad != NULL and g.heston:
                 _pathwise_spot(g.steps, nw, g.grad + (r * g.ncols + c) * g.path_len,
                                g.paths + (item * g.bs + p) * g.path_len, w, y + 1, g.col_disc[c],
-                               g.s0[0], y + 1 + nw)
+                               g.s0[0], NULL if g.tangents == NULL else
+                               g.tangents + (item * g.bs + p) * g.path_len * 5, y + 1 + nw)
             elif g.grad != NULL:
                 _pathwise_gbm(g.d, nw, g.grad + (r * g.ncols + c) * g.path_len,
                               g.paths + (item * g.bs + p) * g.path_len, w, hd, g.col_disc[c],
@@ -692,7 +733,8 @@ cdef class GbmEngine:
     def __init__(self, list bitgens, int64_t n, int64_t n_streams, int64_t block_size,
                  Py_ssize_t rounds, int n_threads, int steps, double maturity, double rate,
                  s0, drift, sigma, chol, cinv, expiries, col_e, col_k, col_T, col_disc,
-                 Py_ssize_t nq, bint sparse=False, heston=None, Py_ssize_t nw=-1):
+                 Py_ssize_t nq, bint sparse=False, heston=None, Py_ssize_t nw=-1,
+                 bint tangents=False):
         cdef gbmg_t *g = &self.g
         cdef Py_ssize_t d = len(s0), ne = len(expiries), ncols = len(col_e)
         cdef double[::1] v
@@ -748,6 +790,12 @@ cdef class GbmEngine:
         v = self.stats.reshape(-1);    g.stats = &v[0]
         v = self.shifts.reshape(-1);   g.shifts = &v[0]
         v = scratch;           g.scratch = &v[0]
+        g.tangents = NULL
+        if tangents:                 # Heston's parameter tangents, 5 per date and path
+            tang = np.zeros(rounds * block_size * (steps + 1) * 5)
+            arrs["tangents"] = tang
+            v = tang
+            g.tangents = &v[0]
 
     cdef int _drive(self, int64_t[::1] blocks, mc_block_fn fn) except -1:
         cdef mc_round rd

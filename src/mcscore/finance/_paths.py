@@ -184,8 +184,11 @@ class Heston:
     pathwise, dS(t)/dS0 = S(t)/S0 on every path.
 
     ``param_greeks=True``: also the sensitivities to the model's parameters,
-    named ``v0``, ``kappa``, ``theta``, ``xi``, ``rho`` (likelihood ratio;
-    with ``method="pathwise"`` these stay likelihood ratio).  A step with
+    named ``v0``, ``kappa``, ``theta``, ``xi``, ``rho``: by likelihood ratio,
+    or with ``method="pathwise"`` (a payoff with a derivative) pathwise,
+    d log S(t_k)/dparameter propagated through the scheme (through
+    sqrt(v+), whose derivative grows like 1/sqrt(v+) near 0; a truncated
+    step moves v by kappa theta dt).  A step with
     v+ > 0 is Gaussian given the past, increments y = (d log S, dv) with
     mean m = ((r - q - v+/2) dt, kappa (theta - v+) dt) and covariance
     v+ dt A, A = [[1, xi rho], [xi rho, xi^2]]; with u = (Z1 - rho Z2 / s,
@@ -439,14 +442,15 @@ def _run_gbm(plan, model, cols, nq, grid, payoff, grad, terminal, streams=None, 
                              for s in streams])
     blocks.sort()
     shape = (steps + 1, d)
+    tangents = heston is not None and nw >= 7 and grad is not None
     per_block = bs * ((steps + 1) * d * (1 + (ncols if grad is not None else 0))
-                      + len(uniq) * nw)
+                      + len(uniq) * nw + (5 * (steps + 1) if tangents else 0))
     R = max(1, min(len(streams), _ROUND_VALUES // per_block))
     sparse = terminal and kind != "callback" and heston is None
     dates = uniq if sparse else -1
     eng = F.GbmEngine(list(plan.bitgens(np.arange(plan.used))), plan.n, plan.n_streams, bs, R,
                       plan.threads if threads is None else threads, steps, maturity, rate, s0,
-                      drift, sig, chol, cinv, uniq, *cols, nq, sparse, heston, nw)
+                      drift, sig, chol, cinv, uniq, *cols, nq, sparse, heston, nw, tangents)
     h = np.empty(R * bs)
     with np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, len(blocks), R):
@@ -663,8 +667,7 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
     if model is None:
         info.update(vol=sig, correlation=corr)
     est = _estimators(method, names)
-    if isinstance(model, Heston) and model.param_greeks:
-        est.update(dict.fromkeys(Heston.PARAMS, "likelihood ratio"))
+
     if model is None:
         return PathGreeks(values, stderr, variance, method, est, alternatives, int(nn), info)
     return SpotGreeks(values, stderr, variance, method, est, alternatives, int(nn), info,
