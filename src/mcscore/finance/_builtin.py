@@ -35,7 +35,8 @@ def _paths_task(inputs, plan, streams, n_threads):
 def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=None, steps=1,
            barrier=None,
            rng=None, method="lr", n_threads=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
-           client=None, dividend=None, correlation=None, payoff_grad=None, model=None):
+           client=None, dividend=None, correlation=None, payoff_grad=None, model=None,
+           expiries=None, strikes=None):
     """Monte Carlo price, delta, vega, rho and gamma of an option under GBM.
 
     ``payoff`` may also be a function of the simulated paths (or a C
@@ -73,11 +74,16 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         rng, n_streams, block_size) only, never on the thread count.
 
     dividend, correlation, payoff_grad
-        See below (not for the built-in names).
+        See below.  A built-in name with any of them (``dividend=0.0``
+        included) runs in the path engine and also gets theta and the
+        dividend sensitivity (a :class:`PathGreeks`).
+    expiries, strikes
+        A grid in one pass: see "A grid in one pass" below.
     model : None, Heston or Diffusion
         None: geometric Brownian motion(s) with ``vol``.  A :class:`Heston`
         model (one asset, no ``vol``): price, delta and gamma (a
-        :class:`SpotGreeks`).  A :class:`Diffusion` (one asset, Euler steps,
+        :class:`SpotGreeks`), and with ``Heston(..., param_greeks=True)``
+        the sensitivities to v0, kappa, theta, xi and rho.  A :class:`Diffusion` (one asset, Euler steps,
         likelihood ratio only): price, delta, gamma and one Greek per model
         parameter, named after it.
 
@@ -87,7 +93,7 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         ``.price``, ``.delta``, ``.vega``, ``.rho``, ``.gamma`` and
         ``.stderr[name]``; ``.alternatives`` holds the other method's
         estimates from the same paths.  (A :class:`PathGreeks`, with theta
-        as well, for a payoff function.)
+        and the dividend sensitivity as well, for the path engine.)
 
     Any payoff, several assets
     --------------------------
@@ -134,12 +140,47 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
     dS/dsigma_i = S (W_i(t_k) - sigma_i t_k), dS/dr = S t_k,
     dS/dT = S (mu_i t_k + sigma_i W_i(t_k) / 2) / T, and gamma is the mixed
     estimator E[delta_j^pw (score_i - [i = j] / S0_j)], symmetrised.
-    Without a derivative, pathwise is refused.  A payoff function or
-    callback runs on one thread (``n_threads`` is not used); the result
-    depends on (inputs, n, rng, n_streams, block_size) only.
+    Without a derivative, pathwise is refused.  The dividend sensitivity
+    ``dividend`` (dV/dq_i) has the likelihood-ratio weight
+    -sqrt(dt) sum_k xi_ki / sigma_i and pathwise dS_i(t)/dq_i = -t S_i(t).
+
+    GBM paths are simulated and summed in parallel (``n_threads``), in
+    rounds of consecutive blocks, the payoff called once per round; the
+    result depends on (inputs, n, rng, n_streams, block_size) only, never on
+    the thread count, and ``client`` (Dask) runs groups of streams on the
+    workers with the same result (a picklable payoff; not for a
+    LowLevelCallable).  Heston paths run in the same parallel engine;
+    Diffusion paths (Python drift and diffusion) run on one thread, locally.
+
+    A grid in one pass
+    ------------------
+    Payoffs priced on the same paths: a :class:`Payoff` declaring
+    ``grid=shape`` returns ``(m,) + shape`` (and its gradient ``(m,) +
+    shape + (steps + 1, assets)``); or give ``expiries``, an array of times
+    on the time grid (k maturity / steps, k = 1..steps), and a payoff
+    function returning ``(m,) + expiries.shape``.  Column j of a grid
+    expires at ``expiries`` broadcast to the grid (default: maturity): it is
+    discounted at that date and its weights are the sums over the steps up
+    to it (rho and theta at that maturity, the dates k dt moving with it),
+    so the payoff of column j must read the paths only up to its expiry.
+    Every Greek of the result has the grid's shape in front (price
+    ``shape``, delta ``shape + (assets,)``, gamma ``shape + (assets,
+    assets)``).  Built-in names: ``strikes`` (a 1-D array, instead of
+    ``strike``) and/or ``expiries`` (1-D) give the grid (expiries, strikes);
+    "asian_call" at an expiry averages the dates up to it.
     """
-    path = not isinstance(payoff, str) or any(v is not None for v in (dividend, correlation,
-                                                                       payoff_grad, model))
+    if strikes is not None:
+        if not isinstance(payoff, str):
+            raise ValueError("strikes (a strike grid) applies to the built-in payoff names; a "
+                             "payoff function declares its grid with Payoff(fn, grid=...)")
+        if strike is not None:
+            raise ValueError("give strike (one strike) or strikes (a grid), not both")
+        if np.ndim(strikes) != 1 or np.size(strikes) < 1:
+            raise ValueError(f"strikes must be a non-empty 1-D array of strikes, got shape "
+                             f"{np.shape(strikes)}")
+        strike = strikes
+    path = (not isinstance(payoff, str) or strikes is not None
+            or any(v is not None for v in (dividend, correlation, payoff_grad, model, expiries)))
     given = dict(strike=strike, rate=rate, vol=vol, maturity=maturity)
     needed = ("strike", "rate", "vol", "maturity") if not path else (
         ("rate", "maturity") if model is not None else ("rate", "vol", "maturity"))
@@ -152,7 +193,8 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
                              maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,
                              method=method, n_streams=n_streams, block_size=block_size,
                              client=client, dividend=dividend, correlation=correlation,
-                             payoff_grad=payoff_grad, model=model)
+                             payoff_grad=payoff_grad, model=model, expiries=expiries,
+                             n_threads=n_threads)
     spot, strike, rate, vol, maturity, steps, barrier = _check_inputs(
         payoff, spot, strike, rate, vol, maturity, steps, barrier)
     if not isinstance(method, str) or method not in METHODS:

@@ -13,6 +13,8 @@ from .. import _callables as C
 from .. import _engine as E
 from .. import _finance as F
 from .. import _validation as V
+from .._config import effective_n_threads
+from ..distributed import map_streams
 from ._common import Greeks, METHODS, PAYOFFS, _merge, _positive
 from .payoffs import PATH_GREEKS, Payoff, _builtin
 
@@ -92,6 +94,28 @@ def _correlation(correlation, d):
     return c
 
 
+def _expiries(expiries, maturity, steps):
+    """Expiry times on the time grid t_k = k T / steps -> (sorted distinct
+    steps k, the step of each given expiry, same shape)."""
+    t = np.asarray(V.as_real_array("expiries", expiries), dtype=float)
+    if t.size < 1 or not np.isfinite(t).all():
+        raise ValueError(f"expiries must be a non-empty array of finite times, got {expiries!r}")
+    dt = maturity / steps
+    k = np.rint(t / dt)
+    off = np.abs(k * dt - t) > 1e-9 * maturity
+    if off.any() or k.min() < 1 or k.max() > steps:
+        bad = t.ravel()[int(np.argmax(off.ravel() | (k.ravel() < 1) | (k.ravel() > steps)))]
+        raise ValueError(f"expiries must lie on the time grid k * maturity / steps, k = 1.."
+                         f"{steps} (maturity={maturity}, steps={steps}); got {bad}")
+    k = k.astype(np.int64)
+    return np.unique(k), k
+
+
+def _path_index(first, row):
+    """The call's index of the buffer's row: first + row, or first(row)."""
+    return first(int(row)) if callable(first) else first + int(row)
+
+
 def _check_array(out, what, shape, first):
     if isinstance(out, np.ma.MaskedArray):
         raise TypeError(f"{what} returned a masked array; return a plain array of reals")
@@ -105,17 +129,21 @@ def _check_array(out, what, shape, first):
         raise ValueError(f"{what} returned shape {a.shape} instead of {shape} for a block of "
                          f"{shape[0]} paths")
     a = np.ascontiguousarray(a, dtype=np.float64)
+    if np.isfinite(a.sum()):                 # all finite (the common case, one pass)
+        return a
     bad = ~np.isfinite(a)
     if bad.any():
         i = np.unravel_index(int(np.argmax(bad)), a.shape)
-        raise ValueError(f"{what} returned {a[i]} for path {first + i[0]}; it must be finite")
+        raise ValueError(f"{what} returned {a[i]} for path {_path_index(first, i[0])}; it "
+                         "must be finite")
     return a
 
 
-def _lower_payoff(payoff, strike, barrier, d):
-    """(kind, payoff callable or callback tuple, grad or None, name)."""
+def _lower_payoff(payoff, strike, barrier, d, ksteps=None):
+    """(kind, payoff callable or callback tuple, grad or None, name, grid,
+    terminal)."""
     if isinstance(payoff, str):
-        payoff = _builtin(payoff, strike, barrier)
+        payoff = _builtin(payoff, strike, barrier, ksteps)
     elif barrier is not None:
         raise ValueError("barrier applies only to the built-in 'up_and_out_call'")
     llc = C._as_lowlevel(payoff)
@@ -126,14 +154,14 @@ def _lower_payoff(payoff, strike, barrier, d):
                             "supported; use one of: " + "; ".join(C.CALLBACK_SIGNATURES))
         cb = (C._address(llc.function, "function"), int(code),
               C._address(llc.user_data, "user_data"), llc)
-        return "callback", cb, None, "LowLevelCallable"
+        return "callback", cb, None, "LowLevelCallable", None, False
     if isinstance(payoff, Payoff):
         if payoff.assets is not None and payoff.assets != d:
             raise ValueError(f"payoff {payoff.name!r} is for {payoff.assets} asset(s), but "
                              f"spot gives {d}")
-        return "python", payoff.fn, payoff.grad, payoff.name
+        return "python", payoff.fn, payoff.grad, payoff.name, payoff.grid, payoff.terminal
     if callable(payoff):
-        return "python", payoff, None, getattr(payoff, "__name__", "payoff")
+        return "python", payoff, None, getattr(payoff, "__name__", "payoff"), None, False
     raise ValueError(f"payoff must be one of {', '.join(map(repr, PAYOFFS))}, a vectorised "
                      "callable of the paths, a Payoff or a scipy.LowLevelCallable, got "
                      f"{payoff!r}")
@@ -153,12 +181,35 @@ class Heston:
 
         delta  e / (S0 a),      gamma  (e^2 - 1/(1 - rho^2) - a e) / (a S0)^2;
 
-    pathwise, dS(t)/dS0 = S(t)/S0 on every path.  Greeks with respect to the
-    model's parameters are not formed (a truncated step with v+ = 0 has no
-    density).  Estimates carry the scheme's discretisation bias, O(dt).
+    pathwise, dS(t)/dS0 = S(t)/S0 on every path.
+
+    ``param_greeks=True``: also the sensitivities to the model's parameters,
+    named ``v0``, ``kappa``, ``theta``, ``xi``, ``rho``: by likelihood ratio,
+    or with ``method="pathwise"`` (a payoff with a derivative) pathwise,
+    d log S(t_k)/dparameter propagated through the scheme (through
+    sqrt(v+), whose derivative grows like 1/sqrt(v+) near 0; a truncated
+    step moves v by kappa theta dt).  A step with
+    v+ > 0 is Gaussian given the past, increments y = (d log S, dv) with
+    mean m = ((r - q - v+/2) dt, kappa (theta - v+) dt) and covariance
+    v+ dt A, A = [[1, xi rho], [xi rho, xi^2]]; with u = (Z1 - rho Z2 / s,
+    Z2 / (xi s)) and e = u / sqrt(v+ dt) its scores are
+
+        kappa  e2 (theta - v+) dt          theta  e2 kappa dt
+        xi     rho u1 u2 + xi u2^2 - 1/xi  rho    xi u1 u2 + rho / s^2
+        state  -e1 dt/2 - e2 kappa dt + (Z1^2 + Z2^2 - 2) / (2 v+)
+
+    Given the increments, the state v_k depends on v0 (dv_k/dv0 = 1) and,
+    through the truncated steps (v+ = 0: v moves by kappa theta dt, no
+    density), on kappa and theta (pathwise: dv/dkappa += theta dt, dv/dtheta
+    += kappa dt).  Each parameter's weight is the sum over the Gaussian steps
+    of its score plus the state's score times dv_k/dparameter.  Their
+    variance is finite when 2 kappa theta / xi^2 > 2 (the 1/v+ terms).
+    Estimates carry the scheme's discretisation bias, O(dt).
     """
 
-    def __init__(self, *, v0, kappa, theta, xi, rho):
+    PARAMS = ("v0", "kappa", "theta", "xi", "rho")
+
+    def __init__(self, *, v0, kappa, theta, xi, rho, param_greeks=False):
         for name, v in (("v0", v0), ("kappa", kappa), ("theta", theta), ("xi", xi)):
             if np.ndim(v) != 0:
                 raise TypeError(f"Heston: {name} must be a scalar, got shape {np.shape(v)}")
@@ -172,10 +223,11 @@ class Heston:
         if not -1.0 < rho < 1.0:
             raise ValueError(f"Heston: rho must be in (-1, 1), got {rho}")
         self.rho = rho
+        self.param_greeks = bool(param_greeks)
 
     def __repr__(self):
         return (f"Heston(v0={self.v0}, kappa={self.kappa}, theta={self.theta}, xi={self.xi}, "
-                f"rho={self.rho})")
+                f"rho={self.rho}" + (", param_greeks=True)" if self.param_greeks else ")"))
 
 
 class Diffusion:
@@ -306,15 +358,50 @@ class SpotGreeks(PathGreeks):
         super().__init__(*args, **kwargs)
 
 
-def _run_blocks(plan, chunk, shape, normals, nq, simulate, payoff, grad, accumulate):
-    """Stream by stream, block by block, chunk by chunk: simulate paths
-    (in the kernels), evaluate the payoff (and its gradient) on the whole
-    chunk, accumulate; returns (mean, var, n) of the nq quantities."""
+def _evaluate(kind, fn, grad, paths, m, grid, shape, at, h, dates=-1):
+    """The payoff (and its gradient) on the first m paths of the buffer
+    paths: (hv (m,) + grid, gv or None), checked (S finite at `dates`)."""
+    if not np.isfinite(paths[:m, dates]).all():
+        raise FloatingPointError("the simulated prices overflowed (S leaves the range of a "
+                                 "double): the estimates would be inf or NaN")
+    view = paths[:m]
+    view.flags.writeable = False       # the payoff only reads it
+    if kind == "callback":
+        bad = F.callback_block(fn[0], fn[1], fn[2], paths, m, h)
+        if bad >= 0:
+            raise ValueError(f"payoff (a LowLevelCallable) reported an error at path "
+                             f"{_path_index(at, bad)}")
+        hv = _check_array(h[:m], "payoff", (m,), at)
+    else:
+        hv = _check_array(fn(view), "payoff", (m,) + grid, at)
+    gv = None if grad is None else _check_array(grad(view), "payoff_grad",
+                                                (m,) + grid + shape, at)
+    return hv, gv
+
+
+def _finish(stats, shifts):
+    """(mean, var, n) per column from per-stream sums (streams, columns, .)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = [_merge(stats[:, c], shifts[:, c]) for c in range(stats.shape[1])]
+    mean = np.array([o[0] for o in out])
+    var = np.array([o[1] for o in out])
+    if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+        raise FloatingPointError("the estimates are not finite (the payoff or the weights "
+                                 "overflowed)")
+    return mean, var, out[0][2]
+
+
+def _run_blocks(plan, chunk, shape, normals, nq, grid, simulate, payoff, grad, accumulate):
+    """A model's paths (serial): stream by stream, block by block, chunk by
+    chunk: simulate paths, evaluate the payoff (and its gradient) on the
+    whole chunk, accumulate each of its grid's columns; returns (mean, var,
+    n) of the nq quantities per column, (columns, nq) arrays."""
     kind, fn = payoff
+    ncols = math.prod(grid)
     paths = np.empty((chunk,) + shape)
     h = np.empty(chunk)
-    stats = np.zeros((plan.used, 1 + 2 * nq))
-    shifts = np.zeros((plan.used, nq))
+    stats = np.zeros((plan.used, ncols, 1 + 2 * nq))
+    shifts = np.zeros((plan.used, ncols, nq))
     with np.errstate(over="ignore", invalid="ignore"):
         for s, bg in enumerate(plan.bitgens(np.arange(plan.used))):
             stream = F.PathStream(bg, chunk * normals)
@@ -325,30 +412,81 @@ def _run_blocks(plan, chunk, shape, normals, nq, simulate, payoff, grad, accumul
                     m = min(chunk, rows - done)
                     at = b * plan.block_size + done
                     simulate(stream, m, paths)
-                    if not np.isfinite(paths[:m, -1]).all():
-                        raise FloatingPointError(
-                            "the simulated prices overflowed (S leaves the range of a "
-                            "double): the estimates would be inf or NaN")
-                    view = paths[:m]
-                    view.flags.writeable = False       # the payoff only reads it
-                    if kind == "callback":
-                        bad = F.callback_block(fn[0], fn[1], fn[2], paths, m, h)
-                        if bad >= 0:
-                            raise ValueError(f"payoff (a LowLevelCallable) reported an "
-                                             f"error at path {at + bad}")
-                        hv = _check_array(h[:m], "payoff", (m,), at)
-                    else:
-                        hv = _check_array(fn(view), "payoff", (m,), at)
-                    gv = None if grad is None else _check_array(
-                        grad(view), "payoff_grad", (m,) + shape, at)
-                    accumulate(m, hv, paths, gv, stats[s], shifts[s], first)
+                    hv, gv = _evaluate(kind, fn, grad, paths, m, grid, shape, at, h)
+                    hv = hv.reshape(m, ncols)
+                    gv = None if gv is None else gv.reshape((m, ncols) + shape)
+                    for c in range(ncols):
+                        accumulate(m, np.ascontiguousarray(hv[:, c]), paths,
+                                   None if gv is None else np.ascontiguousarray(gv[:, c]),
+                                   stats[s, c], shifts[s, c], first, c)
                     first = False
                     done += m
-        mean, var, nn = _merge(stats, shifts)
-    if not (np.isfinite(mean).all() and np.isfinite(var).all()):
-        raise FloatingPointError("the estimates are not finite (the payoff or the weights "
-                                 "overflowed)")
-    return mean, var, nn
+    return _finish(stats, shifts)
+
+
+# doubles of paths (and payoff gradients) a round of the GBM engine holds
+_ROUND_VALUES = 1 << 21
+
+
+def _run_gbm(plan, model, cols, nq, grid, payoff, grad, terminal, streams=None, threads=None):
+    """Correlated GBM (or Heston) paths in the parallel engine
+    (_finance.GbmEngine), in rounds of consecutive blocks of the given
+    streams (default: all): simulate (parallel), the payoff on the round's
+    paths, accumulate (parallel).  Returns the per-stream sums (stats,
+    shifts) of those streams."""
+    kind, fn = payoff
+    steps, maturity, rate, s0, drift, sig, chol, cinv, uniq, heston, nw = model
+    d, ncols, bs = s0.size, math.prod(grid), plan.block_size
+    streams = np.arange(plan.used) if streams is None else np.asarray(streams, dtype=np.int64)
+    blocks = np.concatenate([np.arange(s, plan.n_blocks, plan.n_streams, dtype=np.int64)
+                             for s in streams])
+    blocks.sort()
+    shape = (steps + 1, d)
+    tangents = heston is not None and nw >= 7 and grad is not None
+    per_block = bs * ((steps + 1) * d * (1 + (ncols if grad is not None else 0))
+                      + len(uniq) * nw + (5 * (steps + 1) if tangents else 0))
+    R = max(1, min(len(streams), _ROUND_VALUES // per_block))
+    sparse = terminal and kind != "callback" and heston is None
+    dates = uniq if sparse else -1
+    eng = F.GbmEngine(list(plan.bitgens(np.arange(plan.used))), plan.n, plan.n_streams, bs, R,
+                      plan.threads if threads is None else threads, steps, maturity, rate, s0,
+                      drift, sig, chol, cinv, uniq, *cols, nq, sparse, heston, nw, tangents)
+    h = np.empty(R * bs)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, len(blocks), R):
+            rnd = blocks[start:start + R]
+            eng.simulate(rnd)
+            m = (len(rnd) - 1) * bs + plan.block_rows(int(rnd[-1]))
+            hv, gv = _evaluate(kind, fn, grad, eng.paths, m, grid, shape,
+                               lambda r, rnd=rnd: int(rnd[r // bs]) * bs + r % bs, h, dates)
+            eng.accumulate(rnd, hv.reshape(m, ncols), None if gv is None else gv.reshape(m, -1))
+    return eng.stats[streams], eng.shifts[streams]
+
+
+def _gbm_task(plan, model, cols, nq, grid, payoff, grad, terminal, streams, n_threads):
+    """_run_gbm for a group of streams on a Dask worker (threads resolved
+    there): (streams, stats, shifts)."""
+    stats, shifts = _run_gbm(plan, model, cols, nq, grid, payoff, grad, terminal, streams,
+                             effective_n_threads(n_threads, work_items=len(streams)))
+    return streams, stats, shifts
+
+
+def _run_gbm_dask(client, n_threads, plan, *head):
+    """The streams in groups on Dask workers (mcscore.distributed), merged
+    into the same per-stream sums as a local run: the same estimates to the
+    bit."""
+    nq, grid = head[2], head[3]
+    ncols = math.prod(grid)
+    stats = np.zeros((plan.used, ncols, 1 + 2 * nq))
+    shifts = np.zeros((plan.used, ncols, nq))
+
+    def on_result(res):
+        st, rows, sh = res
+        stats[st], shifts[st] = rows, sh
+
+    map_streams(client, plan, _gbm_task, (plan,) + head, (n_threads,), n_threads=n_threads,
+                n_tasks=None, kind="finance-paths", on_result=on_result)
+    return stats, shifts
 
 
 def _estimators(method, names):
@@ -364,10 +502,14 @@ def _estimators(method, names):
 
 def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng, method,
                   n_streams, block_size, client, dividend, correlation, payoff_grad,
-                  model=None):
+                  model=None, expiries=None, n_threads=None):
     """greeks() for a payoff of paths (see its docstring)."""
-    if client is not None:
-        raise ValueError("client (Dask) is not supported for a payoff function; run locally")
+    if client is not None and not (hasattr(client, "submit") and hasattr(client, "nthreads")):
+        raise ValueError(f"client must be a dask.distributed.Client, got "
+                         f"{type(client).__name__}")
+    if client is not None and isinstance(model, Diffusion):
+        raise ValueError(f"client (Dask) runs geometric Brownian motion and Heston paths, not "
+                         f"model={model!r}; run it locally (client=None)")
     if model is not None and not isinstance(model, (Heston, Diffusion)):
         raise TypeError(f"model must be None (geometric Brownian motion), a finance.Heston or "
                         f"a finance.Diffusion, got {type(model).__name__}")
@@ -395,7 +537,35 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
     corr = _correlation(correlation, d) if model is None else None
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be 'lr' or 'pathwise', got {method!r}")
-    kind, fn, grad, name = _lower_payoff(payoff, strike, barrier, d)
+    ksteps, kgiven = None, None
+    if expiries is not None:
+        if model is not None:
+            raise ValueError(f"expiries apply to geometric Brownian motion only, not to "
+                             f"model={model!r}; run one maturity at a time")
+        ksteps, kgiven = _expiries(expiries, maturity, steps)
+    kind, fn, grad, name, grid, terminal = _lower_payoff(
+        payoff, strike, barrier, d, None if kgiven is None else kgiven.ravel().tolist())
+    if grid is None:
+        grid = () if kgiven is None else kgiven.shape
+    if kind == "callback" and client is not None:
+        raise ValueError("client: a scipy.LowLevelCallable payoff is a function pointer into "
+                         "this process and cannot be sent to Dask workers; use a picklable "
+                         "Python payoff with client=, or run the callback locally")
+    if kind == "callback" and grid != ():
+        raise ValueError("a LowLevelCallable payoff returns one value per path: expiries (a "
+                         "grid of payoffs) need a Python payoff returning (m,) + grid")
+    if kgiven is None:
+        col_steps = np.full(grid, steps, dtype=np.int64)
+    elif isinstance(payoff, str):                       # built-in grid: (expiries, strikes)
+        col_steps = np.broadcast_to(kgiven.reshape(kgiven.shape + (1,) * (len(grid) - 1)),
+                                    grid)
+    else:
+        try:
+            col_steps = np.broadcast_to(kgiven, grid)
+        except ValueError:
+            raise ValueError(f"expiries of shape {kgiven.shape} do not broadcast to the "
+                             f"payoff's grid {grid}") from None
+    col_steps = col_steps.ravel()
     if payoff_grad is not None:
         if not callable(payoff_grad):
             raise TypeError(f"payoff_grad must be callable, got {type(payoff_grad).__name__}")
@@ -413,65 +583,74 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
             f"payoff_grad(paths) -> dh/dS (shape of paths) or a Payoff with grad; payoff "
             f"{name!r} has none (for a discontinuous payoff use method='lr')")
 
-    disc = math.exp(-rate * maturity)
+    ncols = math.prod(grid)
     normals = steps * (d if model is None else 1 if isinstance(model, Diffusion) else 2)
-    plan = E.Plan(n, normals, rng, n_streams, block_size, 1)
-    chunk = max(1, min(plan.block_size, (1 << 18) // ((steps + 1) * max(d, 2))))
+    plan = E.Plan(n, normals, rng, n_streams, block_size,
+                  1 if isinstance(model, Diffusion) else n_threads)
+    dt = maturity / steps
+    # per column: its expiry's index among the distinct ones, step, time, discount
+    uniq = np.array([steps], dtype=np.int64) if ksteps is None else ksteps
+    col_e = np.searchsorted(uniq, col_steps)
+    col_T = [maturity if k == steps else k * dt for k in col_steps]
+    col_disc = [math.exp(-rate * T) for T in col_T]
     if model is None:
         chol = np.linalg.cholesky(corr)
         cinv = np.linalg.inv(corr)
         cinv = 0.5 * (cinv + cinv.T)
         drift = rate - q - 0.5 * sig * sig
         nw = F.n_weights(d)
+        names = PATH_GREEKS
+        engine = (steps, maturity, rate, s0, drift, sig, chol, cinv, uniq, None, nw)
+    elif isinstance(model, Heston):
+        names = SpotGreeks._names + (Heston.PARAMS if model.param_greeks else ())
+        nw = len(names) - 1
+        engine = (steps, maturity, rate, s0, np.zeros(1), np.ones(1), np.eye(1), np.eye(1),
+                  uniq, (model.v0, model.kappa, model.theta, model.xi, model.rho, float(q[0])),
+                  nw)
+    if model is None or isinstance(model, Heston):
+        nq = 1 + nw * (2 if grad is not None else 1)
+        run = (plan, engine, (col_e, col_steps, col_T, col_disc), nq, grid, (kind, fn), grad,
+               terminal and payoff_grad is None)
+        if client is None:
+            mean, var, nn = _finish(*_run_gbm(*run))
+        else:
+            mean, var, nn = _finish(*_run_gbm_dask(client, n_threads, *run))
+    else:
+        sp = float(s0[0])
+        names = SpotGreeks._names + tuple(model.params)
+        nw = len(names) - 1
+        per_path = (steps + 1) * 2 * (ncols if grad is not None else 1)
+        chunk = max(1, min(plan.block_size, (1 << 18) // per_path))
         wts = np.empty((chunk, nw))
 
         def simulate(stream, m, paths):
-            F.gbm_block(stream, m, steps, maturity, rate, s0, drift, sig, chol, cinv, paths,
-                        wts)
+            z = F.normals(stream, m * steps).reshape(m, steps)
+            model.simulate(z, m, steps, maturity, sp, paths, wts)
 
-        def accumulate(m, hv, paths, gv, st, sh, first):
-            F.accumulate_block(m, hv, wts, disc, maturity, rate, s0, drift, sig, paths, gv, st,
-                               sh, first)
-        names = PATH_GREEKS
-    else:
-        sp, qq = float(s0[0]), float(q[0])
-        names = SpotGreeks._names
-        if isinstance(model, Diffusion):
-            names += tuple(model.params)
-        nw = len(names) - 1
-        wts = np.empty((chunk, nw))
-        if isinstance(model, Diffusion):
-            def simulate(stream, m, paths):
-                z = F.normals(stream, m * steps).reshape(m, steps)
-                model.simulate(z, m, steps, maturity, sp, paths, wts)
-        else:
-            def simulate(stream, m, paths):
-                F.heston_block(stream, m, steps, maturity, rate, qq, sp, model.v0, model.kappa,
-                               model.theta, model.xi, model.rho, paths, wts)
-
-        def accumulate(m, hv, paths, gv, st, sh, first):
-            F.accumulate_block(m, hv, wts, disc, maturity, rate, s0, q, q, paths, gv, st, sh,
-                               first, False)
-    nq = 1 + nw * (2 if grad is not None else 1)
-    mean, var, nn = _run_blocks(plan, chunk, (steps + 1, d), normals, nq, simulate, (kind, fn),
-                                grad, accumulate)
+        def accumulate(m, hv, paths, gv, st, sh, first, c):
+            F.accumulate_block(m, hv, wts, col_disc[c], st, sh, first)
+        nq = 1 + nw * (2 if grad is not None else 1)
+        mean, var, nn = _run_blocks(plan, chunk, (steps + 1, d), normals, nq, grid, simulate,
+                                    (kind, fn), grad, accumulate)
     se = np.sqrt(var / nn)
     iu = np.triu_indices(d)
+    G = d * (d + 1) // 2
 
     def unpack(x, off):
+        """{greek: estimate} from the (columns, nq) array x, grid axes first."""
         if model is not None:
-            return {k: float(x[0] if k == "price" else x[off + i - 1])
-                    for i, k in enumerate(names)}
-        g = np.empty((d, d))
-        g[iu] = x[off + 2 * d + 2:off + nw]
-        g.T[iu] = g[iu]
-        out = {"price": x[0], "delta": x[off:off + d].copy(), "vega": x[off + d:off + 2 * d].copy(),
-               "rho": float(x[off + 2 * d]), "theta": float(x[off + 2 * d + 1]), "gamma": g}
-        if scalar:
-            out = {k: float(np.ravel(v)[0]) for k, v in out.items()}
+            out = {k: x[:, 0 if k == "price" else off + i - 1] for i, k in enumerate(names)}
         else:
-            out["price"] = float(out["price"])
-        return out
+            g = np.empty((ncols, d, d))
+            g[:, iu[0], iu[1]] = x[:, off + 2 * d + 2:off + 2 * d + 2 + G]
+            g[:, iu[1], iu[0]] = g[:, iu[0], iu[1]]
+            out = {"price": x[:, 0], "delta": x[:, off:off + d], "vega": x[:, off + d:off + 2 * d],
+                   "rho": x[:, off + 2 * d], "theta": x[:, off + 2 * d + 1], "gamma": g,
+                   "dividend": x[:, off + nw - d:off + nw]}
+            if scalar:
+                out = {k: v.reshape(ncols) for k, v in out.items()}
+        out = {k: v.reshape(grid + v.shape[1:]).copy() for k, v in out.items()}
+        return {k: float(v) if v.ndim == 0 else v for k, v in out.items()}
 
     alternatives = {}
     for mth, off in (("lr", 1), ("pathwise", 1 + nw)):
@@ -482,11 +661,13 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
     off = 1 if method == "lr" else 1 + nw
     values, stderr, variance = unpack(mean, off), unpack(se, off), unpack(var, off)
     info = plan.info()
-    info.update(threads=1, payoff=name, spot=s0 if not scalar else float(s0[0]), strike=strike,
-                rate=rate, dividend=q, maturity=maturity, steps=steps, assets=d, model=model)
+    info.update(threads=plan.threads, payoff=name, spot=s0 if not scalar else float(s0[0]), strike=strike,
+                rate=rate, dividend=q, maturity=maturity, steps=steps, assets=d, model=model,
+                grid=grid, expiries=None if kgiven is None else kgiven * dt)
     if model is None:
         info.update(vol=sig, correlation=corr)
     est = _estimators(method, names)
+
     if model is None:
         return PathGreeks(values, stderr, variance, method, est, alternatives, int(nn), info)
     return SpotGreeks(values, stderr, variance, method, est, alternatives, int(nn), info,

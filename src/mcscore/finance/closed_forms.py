@@ -17,12 +17,71 @@ from ._paths import Heston
 # exact answers
 # ---------------------------------------------------------------------------
 
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _e(*logs):
+    """exp(sum of logs) where a factor 0 (a log of -inf) wins over any
+    infinite factor (in every use below a Gaussian tail beats the
+    exponential it multiplies), and an overflow is inf (the correctly
+    rounded value of a number beyond the range of a double)."""
+    if any(l == -math.inf for l in logs):
+        return 0.0
+    t = math.fsum(logs) if all(math.isfinite(l) for l in logs) else sum(logs)
+    return math.inf if t > 709.78 else math.exp(t)
+
+
+def _phi_times(logc, d, mult=1.0):
+    """phi(d) * mult * exp(logc), 0 when d is infinite (phi(d) |d|^k -> 0)."""
+    if not math.isfinite(d) or mult == 0.0:
+        return 0.0
+    return math.copysign(_e(logc, -0.5 * d * d - _LOG_SQRT_2PI, math.log(abs(mult))), mult)
+
+
+def _d12(x, lv):
+    """Black's d1, d2 for log-moneyness x = log(F/K) and log total standard
+    deviation lv, without overflow or 0 * inf: x / v is formed in logs."""
+    v = _e(lv)
+    if x == 0.0:
+        xv = 0.0
+    elif math.isinf(x):
+        xv = x
+    else:
+        xv = math.copysign(_e(math.log(abs(x)) - lv), x)
+    return xv + 0.5 * v, xv - 0.5 * v
+
+
+def _log_ratio(a, b):
+    """log(a / b) for a, b > 0, exact to rounding when a / b is in range."""
+    r = a / b
+    return math.log(r) if 0.0 < r < math.inf else math.log(a) - math.log(b)
+
+
+def _logN(d):
+    return float(special.log_ndtr(d))
+
+
+def _disc(K, lD, d):
+    """K e^{lD} N(d): directly where e^{lD} is in range (full precision),
+    in logarithms where it is not."""
+    if lD < 700.0:
+        return K * math.exp(lD) * float(special.ndtr(d))
+    return _e(math.log(K), lD, _logN(d))
+
+
 def black_scholes(payoff, *, spot, strike, rate, vol, maturity):
     """Black-Scholes price and Greeks in closed form.
 
     ``payoff``: "call", "put", "digital_call" or "digital_put" (cash-or-
     nothing, pays 1).  Returns ``{"price", "delta", "vega", "rho", "gamma"}``
     (vega and rho per unit of vol / rate).
+
+    Every input that passes the checks gets its value: the formulas are
+    evaluated in logarithms (the discount factor, forward and x / (vol
+    sqrt(T)) are never formed where they would overflow), so vol -> 0 gives
+    the deterministic limit, vol -> inf the limit S (call), huge rates the
+    right value, and a value beyond the range of a double is inf (e.g. a put
+    at rate = -800: K e^{800 T}).
     """
     if payoff not in ("call", "put", "digital_call", "digital_put"):
         raise ValueError(f"payoff must be 'call', 'put', 'digital_call' or 'digital_put' for "
@@ -30,43 +89,70 @@ def black_scholes(payoff, *, spot, strike, rate, vol, maturity):
     spot, strike, rate, vol, maturity, _, _ = _check_inputs(
         payoff, spot, strike, rate, vol, maturity, 1, None)
     S, K, r, s, T = spot, strike, rate, vol, maturity
-    sq = s * math.sqrt(T)
-    d1 = (math.log(S / K) + (r + 0.5 * s * s) * T) / sq
-    d2 = d1 - sq
-    D = math.exp(-r * T)
-    N, phi = special.ndtr, lambda x: math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    lS, lK, lT, ls = math.log(S), math.log(K), math.log(T), math.log(s)
+    rT = r * T
+    lD = -rT                                   # log discount factor
+    lv = ls + 0.5 * lT                         # log(vol sqrt(T))
+    x = _log_ratio(S, K) + rT                  # log(F / K)
+    if math.isnan(x):                          # log(S/K) + r T = inf - inf: r T dominates
+        x = rT
+    d1, d2 = _d12(x, lv)
+    N = lambda d: float(special.ndtr(d))       # noqa: E731
     if payoff in ("call", "put"):
-        gamma = phi(d1) / (S * sq)
-        vega = S * phi(d1) * math.sqrt(T)
+        gamma = _phi_times(-lS - lv, d1)
+        vega = _phi_times(lS + 0.5 * lT, d1)
         if payoff == "call":
-            return dict(price=S * N(d1) - K * D * N(d2), delta=N(d1), vega=vega,
-                        rho=K * T * D * N(d2), gamma=gamma)
-        return dict(price=K * D * N(-d2) - S * N(-d1), delta=N(d1) - 1.0, vega=vega,
-                    rho=-K * T * D * N(-d2), gamma=gamma)
-    price = D * N(d2)
-    delta = D * phi(d2) / (S * sq)
-    gamma = -D * phi(d2) * d1 / (S * S * s * s * T)
-    vega = -D * phi(d2) * d1 / s
-    rho = -T * price + D * phi(d2) * math.sqrt(T) / s
-    if payoff == "digital_call":
-        return dict(price=price, delta=delta, vega=vega, rho=rho, gamma=gamma)
-    return dict(price=D - price, delta=-delta, vega=-vega, rho=-T * D - rho, gamma=-gamma)
+            kd = _disc(K, lD, d2)
+            return dict(price=max(S * N(d1) - kd, 0.0), delta=N(d1), vega=vega, rho=T * kd,
+                        gamma=gamma)
+        kd = _disc(K, lD, -d2)
+        return dict(price=max(kd - S * N(-d1), 0.0), delta=-N(-d1), vega=vega, rho=-T * kd,
+                    gamma=gamma)
+    sign = 1.0 if payoff == "digital_call" else -1.0
+    price = _disc(1.0, lD, sign * d2)
+    delta = _phi_times(lD - lS - lv, d2)
+    gamma = -_phi_times(lD - 2 * lS - 2 * lv, d2, d1)
+    vega = -_phi_times(lD - ls, d2, d1)
+    x_rho = _phi_times(lD + 0.5 * lT - ls, d2)
+    rho = -T * price + sign * x_rho
+    return dict(price=price, delta=sign * delta, vega=sign * vega, rho=rho,
+                gamma=sign * gamma)
 
 
-def geometric_asian_call(*, spot, strike, rate, vol, maturity, steps):
+def geometric_asian_call(*, spot, strike, rate, vol, maturity, steps, greeks=False):
     """Closed-form price of a discretely monitored geometric-average Asian
     call (average over the ``steps`` dates T/steps, ..., T): the geometric
     average is lognormal with log-mean log S0 + (r - sigma^2/2) dt (m+1)/2 and
-    log-variance sigma^2 dt (m+1)(2m+1)/(6m)."""
+    log-variance sigma^2 dt (m+1)(2m+1)/(6m).
+
+    ``greeks=True``: a dict of the price and its exact derivatives (delta,
+    vega, rho, gamma) instead of the price, evaluated in logarithms like
+    :func:`black_scholes`."""
     spot, strike, rate, vol, maturity, steps, _ = _check_inputs(
         "geometric_asian_call", spot, strike, rate, vol, maturity, steps, None)
-    m = steps
-    dt = maturity / m
-    nu = math.log(spot) + (rate - 0.5 * vol * vol) * dt * (m + 1) / 2
-    v = vol * math.sqrt(dt * (m + 1) * (2 * m + 1) / (6 * m))
-    d2 = (nu - math.log(strike)) / v
-    return math.exp(-rate * maturity) * (math.exp(nu + 0.5 * v * v) * special.ndtr(d2 + v)
-                                         - strike * special.ndtr(d2))
+    m, S, K, r, s, T = steps, spot, strike, rate, vol, maturity
+    dt = T / m
+    u = dt * (m + 1) / 2                       # d nu / d r
+    c2 = dt * (m + 1) * (2 * m + 1) / (6 * m)  # v = s sqrt(c2)
+    lv = math.log(s) + 0.5 * math.log(c2)
+    v = _e(lv)
+    # the average's forward G = S exp(a), a = (r - s^2/2) u + v^2/2
+    a = r * u + 0.5 * s * s * (c2 - u)
+    lD, lS, lK = -r * T, math.log(S), math.log(K)
+    x = _log_ratio(S, K) + a                   # log(G / K)
+    d1, d2 = _d12(x, lv)
+    lG = lS + a
+    price = max(_disc(S, lD + a, d1) - _disc(K, lD, d2), 0.0)
+    if not greeks:
+        return price
+    # dG/dS = G/S, dG/ds = G s (c2 - u), dG/dr = G u, dv/ds = v/s
+    delta = _e(lD, a, _logN(d1))
+    gamma = _phi_times(lD + 2 * a - lG - lv, d1)
+    dGs = s * (c2 - u)
+    vega = (math.copysign(_e(lD, lG, _logN(d1), math.log(abs(dGs))), dGs) if dGs else 0.0)
+    vega += _phi_times(lD + lG + lv - math.log(s), d1)
+    rho = -T * price + _e(lD, lG, _logN(d1), math.log(u))
+    return dict(price=price, delta=delta, vega=vega, rho=rho, gamma=gamma)
 
 
 def _up_and_out_price(spot, strike, rate, vol, maturity, steps, barrier):
@@ -79,7 +165,9 @@ def _up_and_out_price(spot, strike, rate, vol, maturity, steps, barrier):
 
     def last_step(s):
         # E[(S' - K) 1{K < S' < H} | S = s], S' = s exp(mu + a Z)
-        if s >= H or K >= H:
+        # (a knock-out at the first date is the quadrature's upper limit;
+        # the spot itself is not monitored)
+        if K >= H:
             return 0.0
         lo = (math.log(K / s) - mu) / a
         hi = (math.log(H / s) - mu) / a
@@ -95,7 +183,16 @@ def _up_and_out_price(spot, strike, rate, vol, maturity, steps, barrier):
         return math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) * last_step(
             spot * math.exp(mu + a * z))
 
-    val = integrate.quad(integrand, -12.0, zmax, epsabs=1e-14, epsrel=1e-13, limit=200)[0]
+    # the integrand's mass: the strike part phi(z) near 0, the asset part
+    # phi(z) S e^{a z} near z = a; beyond 12 standard deviations it is below
+    # 1e-32 of the price (a window reaching to a huge zmax would miss it)
+    lo, hi = min(0.0, a) - 12.0, min(zmax, max(0.0, a) + 12.0)
+    if not hi > lo:
+        return 0.0
+    pts = [p for p in (0.0, a) if lo < p < hi]
+    val = integrate.quad(integrand, lo, hi, points=pts or None, epsabs=1e-15 * spot,
+                         epsrel=1e-13,
+                         limit=400)[0]
     return D * val
 
 
@@ -155,32 +252,66 @@ def heston_call(*, spot, strike, rate, maturity, model, dividend=0.0):
                 delta=math.exp(-q * T) * p1, gamma=gamma)
 
 
-def _fd_greeks(price, spot, vol, rate):
-    """Central finite differences of an exact price function price(S, sigma, r)."""
-    hs, hv, hr = 1e-3 * spot, 1e-4, 1e-4
+def _fd_greeks(price, spot, vol, rate, maturity=1.0, what="the price"):
+    """Central finite differences of an exact price function price(S, sigma,
+    r), with steps on each input's own scale (S sigma sqrt(T) for the spot,
+    sigma for the vol, the smaller of 1/T and sigma/sqrt(T) for the rate),
+    each checked against the same difference at half the step: a Greek whose
+    two differences disagree beyond 1e-6 of its scale is refused."""
+    sq = vol * math.sqrt(maturity)
+    ss = spot * min(1.0, sq)
+    hs, hv, hr = 2e-3 * ss, 1e-3 * vol, 1e-3 * min(1.0 / maturity, sq / maturity)
+    hg = 1e-2 * ss
     p0 = price(spot, vol, rate)
-    up, dn = price(spot + hs, vol, rate), price(spot - hs, vol, rate)
-    hg = 5e-3 * spot
-    gup, gdn = price(spot + hg, vol, rate), price(spot - hg, vol, rate)
-    return dict(
-        price=p0,
-        delta=(up - dn) / (2 * hs),
-        vega=(price(spot, vol + hv, rate) - price(spot, vol - hv, rate)) / (2 * hv),
-        rho=(price(spot, vol, rate + hr) - price(spot, vol, rate - hr)) / (2 * hr),
-        gamma=(gup - 2 * p0 + gdn) / (hg * hg),
-    )
+
+    def d1(f, h):
+        return (f(h) - f(-h)) / (2 * h)
+
+    def d2(f, h):
+        return (f(h) - 2 * p0 + f(-h)) / (h * h)
+
+    out = dict(price=p0)
+    # the quadrature's relative error (~1e-13) amplified by the difference
+    # and each Greek's natural scale (price over the input's scale)
+    size = abs(p0) + 1e-300
+    noise = 1e-12 * size
+    for name, diff, f, h, floor in (
+            ("delta", d1, lambda e: price(spot + e, vol, rate), hs,
+             max(noise / hs, 1e-5 * size / ss)),
+            ("vega", d1, lambda e: price(spot, vol + e, rate), hv,
+             max(noise / hv, 1e-5 * size / vol)),
+            ("rho", d1, lambda e: price(spot, vol, rate + e), hr,
+             max(noise / hr, 1e-8 * size / hr)),
+            ("gamma", d2, lambda e: price(spot + e, vol, rate), hg,
+             max(4 * noise / hg ** 2, 1e-5 * size / ss ** 2))):
+        a, b = diff(f, h), diff(f, h / 2)
+        # truncation error ~ h^2: b's is ~ (a - b) / 3; Richardson's value
+        # b + (b - a) / 3 is of higher order
+        if not (math.isfinite(a) and math.isfinite(b)) or abs(a - b) > max(1e-3 * abs(b),
+                                                                               floor):
+            raise NotImplementedError(
+                f"no accurate reference for the {name} of {what} at spot={spot}, vol={vol}, "
+                f"rate={rate}, maturity={maturity}: its finite differences do not converge "
+                f"({a} vs {b} at half the step)")
+        out[name] = b + (b - a) / 3.0
+    return out
 
 
 def reference(payoff, *, spot, strike, rate, vol, maturity, steps=1, barrier=None):
     """Exact (or quadrature-accurate) price and Greeks where they are known.
 
     * call, put, digitals: Black-Scholes in closed form (any ``steps``: the
-      terminal value does not depend on the time grid);
-    * geometric_asian_call: the closed form of :func:`geometric_asian_call`,
-      Greeks by central differences of it;
+      terminal value does not depend on the time grid), right at every
+      input (see :func:`black_scholes`);
+    * geometric_asian_call: the closed form of :func:`geometric_asian_call`
+      and its exact derivatives;
     * up_and_out_call with ``steps`` 1 or 2: exact conditional expectation
       of the last step and adaptive quadrature over the first, Greeks by
-      central differences (errors well below 1e-6).
+      central differences on each input's scale, checked against half the
+      step and extrapolated (Richardson; errors well below 1e-6 of each
+      Greek's scale);
+      refused (NotImplementedError) where the quadrature or the differences
+      cannot be trusted: vol sqrt(T / steps) outside [1e-3, 10].
 
     Raises NotImplementedError otherwise (arithmetic Asian, barrier with
     more than 2 dates).
@@ -191,9 +322,16 @@ def reference(payoff, *, spot, strike, rate, vol, maturity, steps=1, barrier=Non
         return black_scholes(payoff, spot=spot, strike=strike, rate=rate, vol=vol,
                              maturity=maturity)
     if payoff == "geometric_asian_call":
-        return _fd_greeks(lambda S, s, r: geometric_asian_call(
-            spot=S, strike=strike, rate=r, vol=s, maturity=maturity, steps=steps), spot, vol, rate)
+        return geometric_asian_call(spot=spot, strike=strike, rate=rate, vol=vol,
+                                    maturity=maturity, steps=steps, greeks=True)
     if payoff == "up_and_out_call" and steps <= 2:
+        a = vol * math.sqrt(maturity / steps)
+        if not 1e-3 <= a <= 10.0 or not abs(rate) * maturity <= 700.0:
+            raise NotImplementedError(
+                f"no accurate reference for 'up_and_out_call' at vol * sqrt(maturity / steps) "
+                f"= {a:g} (needs [1e-3, 10]) and rate * maturity = {rate * maturity:g} (needs "
+                f"|.| <= 700)")
         return _fd_greeks(lambda S, s, r: _up_and_out_price(S, strike, r, s, maturity, steps,
-                                                            barrier), spot, vol, rate)
+                                                            barrier), spot, vol, rate, maturity,
+                          "'up_and_out_call'")
     raise NotImplementedError(f"no exact reference for {payoff!r} with steps={steps}")

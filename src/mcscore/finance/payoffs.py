@@ -4,6 +4,7 @@ derivative) and factories for baskets, spreads, exchange, best-of and
 worst-of options."""
 from __future__ import annotations
 
+import operator
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from ._common import PAYOFFS, _positive
 # any payoff, several assets
 # ---------------------------------------------------------------------------
 
-PATH_GREEKS = ("price", "delta", "gamma", "vega", "rho", "theta")
+PATH_GREEKS = ("price", "delta", "gamma", "vega", "rho", "theta", "dividend")
 
 
 class Payoff:
@@ -24,14 +25,33 @@ class Payoff:
     ``fn(paths) -> (m,)`` and, optionally, ``grad(paths) -> dh/dS`` of the
     shape of paths, ``(m, steps + 1, assets)``; ``assets`` (if not None) is
     the number of assets it needs.
+
+    ``grid``: a tuple, the shape of a grid of payoffs priced on the same
+    paths (strikes, expiries, ...): then ``fn(paths) -> (m,) + grid`` and
+    ``grad(paths) -> (m,) + grid + (steps + 1, assets)``, and every Greek
+    of the result has the grid's shape in front.
+
+    ``terminal=True`` promises that fn and grad read the paths only at the
+    last date (with ``expiries``, only at the expiry dates): the engine then
+    does not form S at the other dates (they hold NaN), which saves most
+    of the work of a European payoff on a fine time grid.
     """
 
-    def __init__(self, fn, grad=None, *, name=None, assets=None):
+    def __init__(self, fn, grad=None, *, name=None, assets=None, grid=None, terminal=False):
         if not callable(fn):
             raise TypeError(f"Payoff: fn must be callable, got {type(fn).__name__}")
         if grad is not None and not callable(grad):
             raise TypeError(f"Payoff: grad must be callable or None, got {type(grad).__name__}")
-        self.fn, self.grad, self.assets = fn, grad, assets
+        if grid is not None:
+            try:
+                grid = tuple(int(operator.index(k)) for k in np.atleast_1d(grid))
+            except TypeError:
+                grid = None
+            if grid is None or not grid or min(grid) < 1:
+                raise ValueError("Payoff: grid must be a tuple of positive ints (the shape of "
+                                 "the payoffs per path)")
+        self.fn, self.grad, self.assets, self.grid = fn, grad, assets, grid
+        self.terminal = bool(terminal)
         self.name = name or getattr(fn, "__name__", "payoff")
 
     def __call__(self, paths):
@@ -52,7 +72,7 @@ def _terminal(name, assets, value, slope):
         g[:, -1, :] = slope(paths[:, -1, :])
         return g
 
-    return Payoff(fn, grad, name=name, assets=assets)
+    return Payoff(fn, grad, name=name, assets=assets, terminal=True)
 
 
 def _weights(weights, what):
@@ -119,18 +139,87 @@ worst_of_call = _extreme_call("worst_of_call", lambda s: np.argmin(s, axis=1))
 worst_of_call.__doc__ = "(min_i S_i(T) - K)^+."
 
 
-def _builtin(name, strike, barrier):
-    """The built-in single-asset payoffs as Payoff objects (for dividends)."""
+def _builtin(name, strike, barrier, ksteps=None):
+    """The built-in single-asset payoffs as Payoff objects (for dividends,
+    strike grids and expiry grids).  ``strike`` a scalar or a 1-D array of
+    strikes; ``ksteps`` None (expiry at the end of the grid) or a 1-D array
+    of expiry steps.  The grid is (expiries, strikes), the axes present."""
     if not isinstance(name, str) or name not in PAYOFFS:
         raise ValueError(f"payoff must be one of {', '.join(map(repr, PAYOFFS))}, a callable, "
                          f"a Payoff or a scipy.LowLevelCallable, got {name!r}")
     if strike is None:
         raise TypeError(f"greeks() missing required keyword argument 'strike' (for payoff "
                         f"{name!r})")
+    if np.ndim(strike) > 1 or np.size(strike) < 1:
+        raise ValueError(f"strike must be a scalar or a 1-D array of strikes, got shape "
+                         f"{np.shape(strike)}")
+    if np.ndim(strike) == 0 and ksteps is None and name != "up_and_out_call":
+        return _builtin_one(name, _positive("strike", strike))
+    K = np.atleast_1d(np.asarray(V.check("strike", V.as_real_array("strike", strike),
+                                         "positive"), dtype=float))
     if name == "up_and_out_call":
-        raise ValueError("payoff 'up_and_out_call' takes no dividend, correlation or "
-                         "payoff_grad; pass the barrier condition in a payoff function")
-    K = _positive("strike", strike)
+        if barrier is None:
+            raise ValueError("barrier is required for payoff 'up_and_out_call'")
+        if np.ndim(barrier) != 0:
+            raise TypeError(f"barrier must be a scalar real number, got shape "
+                            f"{np.shape(barrier)}")
+        H = _positive("barrier", barrier)
+    elif barrier is not None:
+        raise ValueError(f"barrier applies only to 'up_and_out_call', not to {name!r}")
+    grid = (() if ksteps is None else (len(ksteps),)) + (() if np.ndim(strike) == 0
+                                                         else (K.size,))
+
+    def under(p):
+        """(m, E) the underlying value at each expiry."""
+        ks = [p.shape[1] - 1] if ksteps is None else ksteps
+        x = p[:, :, 0]
+        if name in ("asian_call", "geometric_asian_call"):
+            c = np.cumsum(x[:, 1:] if name == "asian_call" else np.log(x[:, 1:]), axis=1)
+            a = np.stack([c[:, k - 1] / k for k in ks], axis=1)
+            return a if name == "asian_call" else np.exp(a)
+        u = x[:, ks]
+        if name == "up_and_out_call":
+            top = np.maximum.accumulate(x[:, 1:], axis=1)
+            u = np.where(np.stack([top[:, k - 1] for k in ks], axis=1) < H, u, 0.0)
+        return u
+
+    def value(u):
+        if name in ("put", "digital_put"):
+            x = K - u[:, :, None]
+        else:
+            x = u[:, :, None] - K
+        if name.startswith("digital"):
+            return (x > 0).astype(float)
+        if name == "up_and_out_call":
+            return np.where(u[:, :, None] > 0, np.maximum(x, 0.0), 0.0)
+        return np.maximum(x, 0.0)
+
+    def fn(p):
+        return value(under(p)).reshape((len(p),) + grid)
+
+    def grad(p):
+        m, n1 = p.shape[0], p.shape[1]
+        ks = [n1 - 1] if ksteps is None else ksteps
+        u = under(p)
+        g = np.zeros((m, len(ks), K.size, n1, 1))
+        sign = -1.0 if name == "put" else 1.0
+        on = (sign * (u[:, :, None] - K) > 0).astype(float)       # (m, E, K)
+        for e, k in enumerate(ks):
+            if name in ("call", "put"):
+                g[:, e, :, k, 0] = sign * on[:, e]
+            else:
+                slope = (np.full((m, k), 1.0 / k) if name == "asian_call"
+                         else u[:, e, None] / (k * p[:, 1:k + 1, 0]))   # (m, k)
+                g[:, e, :, 1:k + 1, 0] = on[:, e, :, None] * slope[:, None, :]
+        return g.reshape((m,) + grid + (n1, 1))
+
+    lipschitz = name in ("call", "put", "asian_call", "geometric_asian_call")
+    return Payoff(fn, grad if lipschitz else None, name=name, assets=1, grid=grid or None,
+                  terminal=name in ("call", "put", "digital_call", "digital_put"))
+
+
+def _builtin_one(name, K):
+    """One built-in payoff at one strike, expiring at the end of the grid."""
     one = np.ones(1)
     if name == "call":
         return basket_call(K, one)
@@ -138,7 +227,8 @@ def _builtin(name, strike, barrier):
         return basket_put(K, one)
     if name in ("digital_call", "digital_put"):
         sign = 1.0 if name == "digital_call" else -1.0
-        return Payoff(lambda p: (sign * (p[:, -1, 0] - K) > 0).astype(float), name=name)
+        return Payoff(lambda p: (sign * (p[:, -1, 0] - K) > 0).astype(float), name=name,
+                      terminal=True)
 
     def avg(p):
         x = p[:, 1:, 0]
