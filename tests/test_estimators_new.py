@@ -312,3 +312,79 @@ def test_compare_covers_the_new_estimators():
     cmp = mc.compare_estimators(onehot, dc, 20000, rng=1)
     for name in ("mvd", "unordered-set(k=2)", "sum-and-sample(k=2)", "enumeration", "relax"):
         assert name in cmp.names
+
+
+# ---------------------------------------------------------------------------
+# Dask: every new estimator through mcscore.distributed, bit for bit
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                       dashboard_address=None, silence_logs=40)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def _sq(x):
+    return (np.asarray(x, float).reshape(len(x), -1) ** 2).sum(1)
+
+
+def _sq_offset(x):
+    return 1e6 + _sq(x)
+
+
+def _dsq(x):
+    return 2 * np.asarray(x, float)
+
+
+def _lin_value(z, phi):
+    return phi[0] + (z.reshape(len(z), -1) * phi[1:]).sum(1)
+
+
+def _lin_grad_z(z, phi):
+    return np.broadcast_to(phi[1:].reshape(z.shape[1:]), z.shape).copy()
+
+
+def _lin_grad_phi(z, phi):
+    return np.concatenate([np.ones((len(z), 1)), z.reshape(len(z), -1)], 1)
+
+
+def _cat_onehot(z):
+    return z @ FV
+
+
+KW = dict(rng=3, n_streams=12, block_size=250)
+
+
+def test_dask_bit_identical(client):
+    q = mc.Normal([0.5, -1.0], [1.0, 2.0])
+    b = mc.Bernoulli(logits=[0.3, -1.0])
+    d = mc.Categorical(logits=LG)
+    sur = mc.NumpySurrogate(_lin_value, _lin_grad_z, _lin_grad_phi, np.array([0.1, 0.2, -0.3]))
+    runs = {
+        "mvd": lambda c: mc.mvd_grad(_sq, q, 3000, value=True, client=c, **KW),
+        "mvd-uncoupled": lambda c: mc.mvd_grad(_sq_offset, q, 3000, value=True, coupling=False,
+                                               client=c, **KW),
+        "mvd-cat": lambda c: mc.mvd_grad(fcat, d, 3000, value=True, client=c, **KW),
+        "relax": lambda c: mc.relax_grad(_sq, b, 3000, surrogate=sur, train_steps=0, client=c,
+                                         **KW),
+        "pathwise_cv": lambda c: mc.pathwise_cv_grad(_sq, q, 3000, grad_f=_dsq,
+                                                     control_variates=["delta"], client=c, **KW),
+        "delta2": lambda c: mc.score_grad(_sq_offset, q, 3000, grad_f=_dsq,
+                                          control_variates=["delta2"], client=c, **KW),
+        "context": lambda c: mc.score_grad(_sq, q, 3000, baseline=ContextBaseline(), client=c,
+                                           **KW),
+        "unordered-set": lambda c: mc.unordered_set_grad(fcat, d, 3000, k=3, client=c, **KW),
+        "sum-and-sample": lambda c: mc.sum_and_sample_grad(fcat, d, 3000, k=2, client=c, **KW),
+    }
+    for name, run in runs.items():
+        local, remote = run(None), run(client)
+        assert_same_estimate(local, remote)
+        assert local.method == remote.method
+    # and right on the cluster
+    r = mc.mvd_grad(_sq, q, 6000, client=client, **KW)
+    _within(r, {"loc": 2 * q.loc, "scale": 2 * q.scale})
