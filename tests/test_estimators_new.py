@@ -293,7 +293,7 @@ def test_compare_covers_the_new_estimators():
         assert name in cmp.names
         assert cmp[name]["z"] < 5
     assert cmp["mvd"]["f_evals"] == 4
-    assert cmp["mvd"]["variance_per_eval"] < cmp["score"]["variance_per_eval"]
+    assert cmp["mvd"]["eval_variance"] < cmp["score"]["eval_variance"]
     t = 0.45
     th = np.linspace(-1.5, 1.5, 4)
     d = mc.Bernoulli(logits=th)

@@ -33,8 +33,9 @@ class Comparison:
 
     ``rows``: one dict per estimator with keys name, estimate (dict),
     stderr (dict), variance (per-sample variance summed over the gradient's
-    coordinates), f_evals (f evaluations per sample), variance_per_eval
-    (variance / f_evals: the variance at equal cost in f), time (seconds),
+    coordinates), f_evals (f evaluations per sample), eval_variance
+    (variance x f_evals: the variance at equal cost in f evaluations, i.e.
+    stderr^2 x the f evaluations spent; lower is better), time (seconds),
     work_variance (variance x seconds per sample = stderr^2 x time: lower
     is better at equal cost), z (max |estimate - exact| / stderr when exact
     was given), unbiased (bool) and result (the GradientEstimate).
@@ -65,7 +66,7 @@ class Comparison:
         return min(ok, key=lambda r: r["work_variance"])["name"]
 
     def table(self):
-        head = ["estimator", "grad[0]", "stderr[0]", "variance", "f/sample", "var/f eval",
+        head = ["estimator", "grad[0]", "stderr[0]", "variance", "f/sample", "var x f/sample",
                 "time s", "var x time"]
         if self.exact is not None:
             head.append("max|z|")
@@ -75,7 +76,7 @@ class Comparison:
             s = np.concatenate([np.ravel(v) for v in r["stderr"].values()])
             cells = [r["name"] + ("" if r["unbiased"] else " (biased)"), f"{g[0]:.5g}",
                      f"{s[0]:.3g}", f"{r['variance']:.4g}", f"{r['f_evals']:g}",
-                     f"{r['variance_per_eval']:.4g}", f"{r['time']:.3f}",
+                     f"{r['eval_variance']:.4g}", f"{r['time']:.3f}",
                      f"{r['work_variance']:.3g}"]
             if self.exact is not None:
                 cells.append(f"{r['z']:.2f}")
@@ -241,7 +242,7 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
             evals = 2
         se2 = float(sum(np.sum(s**2) for s in res.stderr.values()))
         row = {"name": name, "estimate": res.grad, "stderr": res.stderr, "variance": var,
-               "f_evals": evals, "variance_per_eval": var / evals, "time": dt,
+               "f_evals": evals, "eval_variance": var * evals, "time": dt,
                "work_variance": se2 * dt, "unbiased": unbiased,
                "result": res}
         if exact is not None:
