@@ -285,15 +285,6 @@ class MvdJob(FeatureJob):
         self.L = 1
         self.width = max(1, len(self.q))
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("fam", None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.fam = _family(self.dist)
-
     def sample(self, gen, m):
         fam = self.fam
         mat = {"x": fam.base(gen, m)}

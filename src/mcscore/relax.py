@@ -369,15 +369,6 @@ class RelaxJob(FeatureJob):
         self.P = self.rx.P
         self.width = self.rx.P
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("rx", None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.rx = _Relax(self.dist)
-
     def sample(self, gen, m):
         mat = self.rx.sample(gen, m)
         if self.rx.cat:
