@@ -93,13 +93,13 @@ class FeatureJob(E.Job):
 def run_features(job, dist, n, *, rng, n_streams, block_size, n_threads, chunk_size, client,
                  coef=(1.0,), mu=None, terms="the per-draw terms"):
     """Plan, run (locally or on Dask) and finish a FeatureJob: returns
-    (estimate tuple of ``_engine.estimate``, plan)."""
+    (estimate tuple of ``_engine.estimate``, plan, Mag)."""
     plan = E.Plan(n, job.width, rng, n_streams, block_size, n_threads)
     stats, shifts, offsets, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
                                         n_threads=n_threads)
     est = E.estimate(dist, stats, shifts, job.P, job.L, np.asarray(coef, float), mu=mu,
                      offsets=offsets if job.offset_rows else None, terms=terms, mag=mag)
-    return est, plan
+    return est, plan, mag
 
 
 def gram_width(P, L):

@@ -136,7 +136,7 @@ class ContextBaseline:
         E.check_differentiable(dist)
         job = ContextJob(f, self.fn or _f_at(f), dist)
         n = V.integer("n", n, minimum=2, maximum=2**62)
-        est, plan = run_features(job, dist, n, rng=rng, n_streams=n_streams,
+        est, plan, mag = run_features(job, dist, n, rng=rng, n_streams=n_streams,
                                  block_size=block_size, n_threads=n_threads,
                                  chunk_size=chunk_size, client=client,
                                  terms="(f - b_c) * score")

@@ -76,6 +76,8 @@ MVD_FAMILIES = ("Normal", "LogNormal", "Exponential", "Gamma (rate)", "Poisson",
                 "Categorical")
 
 _SQRT2 = math.sqrt(2.0)
+_CANCEL = "c (|f(x+)| + |f(x-)|)"
+_ROUNDING = 4 * np.finfo(float).eps
 
 
 def _b(dist, v):
@@ -315,8 +317,10 @@ class MvdJob(FeatureJob):
             c = int(self.col[t])
             xp[:, c] = mat["plus"][:, t]
             xm[:, c] = mat["minus"][:, t]
-            d = self._f(xp, rd, chunk, mag) - self._f(xm, rd, chunk, mag)
-            Z[:, self.q[t], 0] += self.c[t] * d
+            fp, fm = self._f(xp, rd, chunk, mag), self._f(xm, rd, chunk, mag)
+            Z[:, self.q[t], 0] += self.c[t] * (fp - fm)
+            # the difference's rounding error is relative to |f|, not to it
+            mag.see(abs(self.c[t]) * (np.abs(fp) + np.abs(fm)), _CANCEL)
             xp[:, c] = x[:, c]
             xm[:, c] = x2[:, c]
         return v, Z
@@ -373,10 +377,17 @@ def mvd_grad(f, dist, n, *, coupling=True, wrt=None, value=False, rng=None, n_th
     E.check_differentiable(dist)
     job = MvdJob(f, dist, set(wrt), bool(coupling), bool(value))
     n = V.integer("n", n, minimum=2, maximum=2**62)
-    est, plan = run_features(job, dist, n, rng=rng, n_streams=n_streams, block_size=block_size,
+    est, plan, mag = run_features(job, dist, n, rng=rng, n_streams=n_streams, block_size=block_size,
                              n_threads=n_threads, chunk_size=chunk_size, client=client,
                              terms="c * (f(x+) - f(x-))")
     grand, se, var, value_, vse, vvar, nn, _ = est
+    # standard errors floored at the rounding error of c (f(x+) - f(x-)),
+    # which cancels when f(x+) and f(x-) are close (an exact estimator)
+    floor = _ROUNDING * mag.seen.get(_CANCEL, 0.0)
+    low = se < floor
+    if low.any():
+        se = np.where(low, floor, se)
+        var = np.where(low, floor * floor * nn, var)
     evals = 2 * len(job.q) + (1 if value else 0)
     info = {**plan.info(), "f": "python", "coupling": bool(coupling),
             "f_evals_per_sample": evals, "f_evals": evals * nn}

@@ -271,7 +271,7 @@ def pathwise_cv_grad(f, dist, n, *, grad_f, control_variates, rng=None, n_thread
         mu[:, 1 + j] = gm
         if beta is not None:
             coef[:, 1 + j] = -beta
-    est, plan = run_features(job, dist, n, rng=rng, n_streams=n_streams, block_size=block_size,
+    est, plan, mag = run_features(job, dist, n, rng=rng, n_streams=n_streams, block_size=block_size,
                              n_threads=n_threads, chunk_size=chunk_size, client=client, coef=coef,
                              mu=mu, terms="grad_f * dx/dtheta")
     grand, se, var, value, vse, vvar, nn, w = est

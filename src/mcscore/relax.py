@@ -458,7 +458,7 @@ def relax_grad(f, dist, n, *, surrogate, train_steps=1, train_batch=256, rng=Non
     train_steps = V.integer("train_steps", train_steps, minimum=0)
     job = RelaxJob(f, dist, surrogate.frozen())
     n = V.integer("n", n, minimum=2, maximum=2**62)
-    est, plan = run_features(job, job.rx.dist, n, rng=rng, n_streams=n_streams,
+    est, plan, mag = run_features(job, job.rx.dist, n, rng=rng, n_streams=n_streams,
                              block_size=block_size, n_threads=n_threads, chunk_size=chunk_size,
                              client=client, terms="the RELAX terms")
     grand, se, var, value, vse, vvar, nn, _ = est

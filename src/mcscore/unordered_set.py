@@ -146,7 +146,7 @@ def _run(f, dist, n, k, baseline, method, what, rng, n_threads, chunk_size, n_st
         raise TypeError(f"baseline must be True or False, got {baseline!r}")
     job = _SetJob(f, dist, k, pi, conv, bool(baseline), method)
     n = V.integer("n", n, minimum=2, maximum=2**62)
-    est, plan = run_features(job, dist, n, rng=rng, n_streams=n_streams, block_size=block_size,
+    est, plan, mag = run_features(job, dist, n, rng=rng, n_streams=n_streams, block_size=block_size,
                              n_threads=n_threads, chunk_size=chunk_size, client=client,
                              terms=f"the {method} terms")
     grand, se, var, value, vse, vvar, nn, _ = est

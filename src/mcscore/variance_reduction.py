@@ -58,10 +58,10 @@ def _per_param(dist, tang, weights):
     return grads
 
 
-def _expansion_point(dist, grad_f):
+def _expansion_point(dist, grad_f, name="delta"):
     """(mu = E[x], grad_f(mu)) of the Taylor control variates."""
     if grad_f is None:
-        raise TypeError("control variates 'delta' and 'delta2' need grad_f (the gradient of f)")
+        raise TypeError(f"control variate {name!r} needs grad_f (the gradient of f)")
     tang = dist.mean_tangents()
     mu = np.broadcast_to(np.asarray(dist.mean(), float), dist.draw_shape)
     g = E.call_grad(grad_f, mu[None].copy(), None, 1).reshape(dist.draw_shape)
@@ -132,7 +132,7 @@ def _delta2_cv(dist, grad_f, hess):
     grad_f) or the user's (an array (D, D) or a callable mu -> array).  For
     independent coordinates d E[h] / d theta = g . d mu / d theta + 1/2
     sum_c H_cc d Var[x_c] / d theta (the expansion point held fixed)."""
-    tang, mu, g = _expansion_point(dist, grad_f)
+    tang, mu, g = _expansion_point(dist, grad_f, "delta2")
     vt = variance_tangents(dist)
     D = mu.size
     if hess is None:
@@ -188,10 +188,8 @@ def _parse_cvs(dist, control_variates, grad_f):
                                  "the built-in ones are 'delta' and 'delta2' (need grad_f)")
             h, grads = _delta_cv(dist, grad_f) if cv == "delta" else _delta2_cv(dist, grad_f,
                                                                                 None)
-        elif isinstance(cv, tuple) and len(cv) == 2 and isinstance(cv[0], str):
-            if cv[0] != "delta2":
-                raise ValueError(f"{where}: ({cv[0]!r}, H) is not a control variate; the one "
-                                 "with a user Hessian is ('delta2', H)")
+        elif isinstance(cv, tuple) and len(cv) == 2 and isinstance(cv[0], str) and \
+                cv[0] == "delta2":
             h, grads = _delta2_cv(dist, grad_f, cv[1])
         elif isinstance(cv, tuple) and len(cv) in (2, 3):
             h, grads = cv[:2]
@@ -201,6 +199,11 @@ def _parse_cvs(dist, control_variates, grad_f):
             if callable(grads):
                 grads = grads(dist)
             if len(cv) == 3:
+                names = list(dist._coord_slices)
+                if not isinstance(grads, dict) or set(grads) != set(names):
+                    raise TypeError(
+                        f"{where}: a triple (h, grad_mean, coefficient) needs grad_mean as a "
+                        f"dict with the gradient for every parameter {names}, got {grads!r}")
                 beta = _fixed_coefficient(dist, cv[2], where)
         else:
             raise TypeError(f"{where} must be 'delta', 'delta2', ('delta2', H), a pair (h, "
