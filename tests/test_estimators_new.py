@@ -239,15 +239,44 @@ def test_set_estimators_variance_falls_with_k():
     assert v[0] > v[1] > v[2]
 
 
-def test_set_calibration():
-    d = mc.Categorical(logits=LG)
-    e = mc.enumerate_grad(fcat, d).grad["logits"]
+CALIBRATION = [
+    ("unordered-set", lambda i: mc.unordered_set_grad(fcat, mc.Categorical(logits=LG), 400,
+                                                      k=2, rng=i),
+     lambda: mc.enumerate_grad(fcat, mc.Categorical(logits=LG)).grad),
+    ("sum-and-sample", lambda i: mc.sum_and_sample_grad(fcat, mc.Categorical(logits=LG), 400,
+                                                        k=3, rng=i),
+     lambda: mc.enumerate_grad(fcat, mc.Categorical(logits=LG)).grad),
+    ("delta2", lambda i: mc.score_grad(cubic, mc.Normal(MU, SD), 2000, rng=i, grad_f=dcubic,
+                                       control_variates=["delta2"], block_size=200),
+     lambda: CUBIC_EXACT),
+    ("fixed-coefficient", lambda i: mc.score_grad(
+        cubic, mc.Normal(MU, SD), 400, rng=i,
+        control_variates=[(lambda x: x**3, {"loc": 3 * MU**2 + 3 * SD**2, "scale": 6 * MU * SD},
+                           0.5)]),
+     lambda: CUBIC_EXACT),
+    ("pathwise-cv", lambda i: mc.pathwise_cv_grad(cubic, mc.Normal(MU, SD), 2000, rng=i,
+                                                  grad_f=dcubic, control_variates=["delta"],
+                                                  block_size=200),
+     lambda: CUBIC_EXACT),
+    ("context", lambda i: mc.score_grad(lambda x: (x**2).sum(1),
+                                        mc.Normal([0.5, -1.0], [1.0, 2.0]), 400, rng=i,
+                                        baseline=ContextBaseline()),
+     lambda: {"loc": np.array([1.0, -2.0]), "scale": np.array([2.0, 4.0])}),
+]
+
+
+@pytest.mark.parametrize("name,run,exact", CALIBRATION, ids=[c[0] for c in CALIBRATION])
+def test_calibration(name, run, exact):
+    """mean z^2 over R repeats within 5 sqrt(2/R) of 1 (the mean over a
+    repeat's coordinates first: its variance is at most 2 / R)."""
+    ex = exact()
     R = 100
-    z2 = [((mc.unordered_set_grad(fcat, d, 300, k=2, rng=i).grad["logits"] - e) /
-           mc.unordered_set_grad(fcat, d, 300, k=2, rng=i).stderr["logits"]) ** 2
-          for i in range(R)]
-    # K correlated coordinates: the tolerance of one (5 sqrt(2 / R)) times sqrt(K)
-    assert abs(np.mean(z2) - 1) < 5 * math.sqrt(2 / R) * math.sqrt(KC) / 2
+    z2 = []
+    for i in range(R):
+        r = run(1000 + i)
+        z2.append(np.mean(np.concatenate([np.ravel((r.grad[k] - v) / r.stderr[k]) ** 2
+                                          for k, v in ex.items()])))
+    assert abs(np.mean(z2) - 1) < 5 * math.sqrt(2 / R), np.mean(z2)
 
 
 def test_set_errors():
