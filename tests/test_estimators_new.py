@@ -417,3 +417,38 @@ def test_dask_bit_identical(client):
     # and right on the cluster
     r = mc.mvd_grad(_sq, q, 6000, client=client, **KW)
     _within(r, {"loc": 2 * q.loc, "scale": 2 * q.scale})
+
+
+def test_bad_input_names_the_argument():
+    q = mc.Normal(MU, SD)
+    b = mc.Bernoulli(logits=[0.3, -1.0])
+    with pytest.raises(ValueError, match="Hessian"):
+        mc.score_grad(cubic, q, 1000, grad_f=dcubic, control_variates=[("delta2", np.eye(3))])
+    with pytest.raises(TypeError, match="'delta2' needs grad_f"):
+        mc.score_grad(cubic, q, 1000, control_variates=["delta2"])
+    with pytest.raises(ValueError, match="variance tangents"):
+        mc.score_grad(lambda x: x.sum(1), mc.Beta([2.0], [3.0]), 1000,
+                      grad_f=lambda x: np.ones_like(x), control_variates=["delta2"])
+    with pytest.raises(TypeError, match="control_variates"):
+        mc.pathwise_cv_grad(cubic, q, 1000, grad_f=dcubic, control_variates=[3])
+    with pytest.raises(TypeError, match="fn must"):
+        ContextBaseline(3)
+    ma = MovingAverageBaseline()
+    with pytest.raises(ValueError, match="finite"):
+        ma.update(np.nan)
+    with pytest.raises(TypeError, match="debias"):
+        MovingAverageBaseline(debias=1)
+    with pytest.raises(ValueError, match="phi"):
+        mc.NumpySurrogate(_lin_value, _lin_grad_z, _lin_grad_phi, [np.nan])
+    bad = mc.NumpySurrogate(lambda z, phi: np.full(len(z), np.nan), _lin_grad_z, _lin_grad_phi,
+                            np.zeros(3))
+    with pytest.raises(ValueError, match="the surrogate returned nan"):
+        mc.relax_grad(lambda x: x.sum(1), b, 1000, surrogate=bad)
+    with pytest.raises(ValueError, match="f_bound"):
+        mc.enumerate_grad(lambda x: x.sum(1), mc.Poisson([1.0]), f_bound=-1.0, tol=1e-6)
+    with pytest.raises(ValueError, match="target_se"):
+        mc.enumeration_advice(lambda x: x.sum(1), b, 0.0)
+    with pytest.raises(ValueError, match="f returned"):
+        mc.mvd_grad(lambda x: np.full(len(x), np.inf), q, 1000)
+    with pytest.raises(ValueError, match="f returned shape"):
+        mc.unordered_set_grad(lambda k: np.zeros((len(k), 2)), mc.Categorical(logits=LG), 100)

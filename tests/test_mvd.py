@@ -10,7 +10,7 @@ from scipy import integrate, special, stats
 
 import mcscore as mc
 from mcscore.enumeration import enumerate_grad
-from mcscore.measure_valued import mvd_grad
+from mcscore.measure_valued import _family, mvd_grad
 
 from _exact import assert_same_estimate
 
@@ -183,3 +183,64 @@ def test_errors():
         mvd_grad(ident, mc.Normal(0.0, 1.0), 1)
     r = mvd_grad(ident, mc.Normal(0.0, 1.0), 100, rng=0)
     assert math.isnan(r.value)
+
+
+@pytest.mark.parametrize("g", [np.sin, lambda t: t**2, lambda t: np.exp(-t)],
+                         ids=["sin", "square", "expneg"])
+def test_decompositions_by_quadrature(g):
+    """c (E_{p+} g - E_{p-} g) = d/dtheta E g for each family's parts, by
+    quadrature / exact sums against a central difference of E g."""
+    def dnum(fun, th, h=1e-5):
+        return (fun(th + h) - fun(th - h)) / (2 * h)
+
+    def quad(pdf):
+        return integrate.quad(lambda t: g(t) * pdf(t), 0, np.inf, limit=200)[0]
+
+    lam = 1.7
+    # Exponential(rate): (1 / rate) (Exp(rate) - Gamma(2, rate))
+    lhs = (quad(lambda t: stats.expon.pdf(t, scale=1 / lam))
+           - quad(lambda t: stats.gamma.pdf(t, 2, scale=1 / lam))) / lam
+    rhs = dnum(lambda r: quad(lambda t: stats.expon.pdf(t, scale=1 / r)), lam)
+    assert abs(lhs - rhs) < 1e-7
+    # Gamma rate: (a / rate) (Gamma(a, rate) - Gamma(a + 1, rate))
+    a = 2.3
+    lhs = a / lam * (quad(lambda t: stats.gamma.pdf(t, a, scale=1 / lam))
+                     - quad(lambda t: stats.gamma.pdf(t, a + 1, scale=1 / lam)))
+    rhs = dnum(lambda r: quad(lambda t: stats.gamma.pdf(t, a, scale=1 / r)), lam)
+    assert abs(lhs - rhs) < 1e-7
+    # Poisson: E g(N + 1) - E g(N)
+    k = np.arange(200)
+    pois = lambda r: float((g(k.astype(float)) * stats.poisson.pmf(k, r)).sum())
+    lhs = float(((g(k + 1.0) - g(k.astype(float))) * stats.poisson.pmf(k, lam)).sum())
+    assert abs(lhs - dnum(pois, lam)) < 1e-7
+    # Categorical logits: pi_j (1 - pi_j) (g(j) - E[g | != j])
+    lg = np.array([0.2, -0.4, 1.1, 0.0])
+    gv = g(np.arange(4.0))
+    for j in range(4):
+        pi = special.softmax(lg)
+        rest = np.delete(pi, j) / (1 - pi[j])
+        lhs = pi[j] * (1 - pi[j]) * (gv[j] - rest @ np.delete(gv, j))
+        e = np.eye(4)[j]
+        assert abs(lhs - dnum(lambda t: special.softmax(lg + t * e) @ gv, 0.0)) < 1e-8
+        # unnormalised probs v: (1 - pi_j) / sum v (the same split)
+        v = np.exp(lg)
+        lhs = (1 - pi[j]) / v.sum() * (gv[j] - rest @ np.delete(gv, j))
+        assert abs(lhs - dnum(lambda t: (v + t * e) @ gv / (v + t * e).sum(), 0.0)) < 1e-8
+    # the samplers: the coupled parts have the laws of the table
+    rng = np.random.default_rng(1)
+    fam = mvd_pairs(mc.Gamma(a, lam), "rate", rng)
+    assert stats.kstest(fam[0], stats.gamma(a, scale=1 / lam).cdf).pvalue > 1e-3
+    assert stats.kstest(fam[1], stats.gamma(a + 1, scale=1 / lam).cdf).pvalue > 1e-3
+    fam = mvd_pairs(mc.Exponential(lam), "rate", rng)
+    assert stats.kstest(fam[1], stats.gamma(2, scale=1 / lam).cdf).pvalue > 1e-3
+    fam = mvd_pairs(mc.Normal(0.5, 2.0), "loc", rng)
+    assert stats.kstest((fam[0] - 0.5) / 2.0, stats.rayleigh.cdf).pvalue > 1e-3
+    fam = mvd_pairs(mc.Normal(0.5, 2.0), "scale", rng)
+    assert stats.kstest((fam[1] - 0.5) / 2.0, stats.norm.cdf).pvalue > 1e-3
+    assert stats.kstest(np.abs(fam[0] - 0.5) / 2.0, stats.maxwell.cdf).pvalue > 1e-3
+
+
+def mvd_pairs(dist, name, rng, m=20000):
+    """The (x+, x-) draws of a parameter's decomposition, coupled."""
+    xp, xm = _family(dist).pair(rng, m, name, True)
+    return xp[:, 0], xm[:, 0]
