@@ -18,8 +18,6 @@ enumeration row).
 import os
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(__file__))
 
 import mcscore as mc  # noqa: E402

@@ -47,13 +47,13 @@ def cos_(x):
 
 
 LAM = np.array([2.0, 3.5])
+M2, S2 = np.array([0.3, -1.0]), np.array([0.5, 1.2])
 A, B = np.array([2.0, 0.7]), np.array([1.0, 3.0])
 
 DELTA2 = [
     ("normal", lambda: mc.Normal(MU, SD), cubic, dcubic, CUBIC_EXACT),
-    ("normal-sin", lambda: mc.Normal([0.3, -1.0], [0.5, 1.2]), sin_sum, cos_,
-     {"loc": np.cos([0.3, -1.0]) * np.exp(-np.array([0.5, 1.2]) ** 2 / 2),
-      "scale": -np.array([0.5, 1.2]) * np.sin([0.3, -1.0]) * np.exp(-np.array([0.5, 1.2]) ** 2 / 2)}),
+    ("normal-sin", lambda: mc.Normal(M2, S2), sin_sum, cos_,
+     {"loc": np.cos(M2) * np.exp(-S2**2 / 2), "scale": -S2 * np.sin(M2) * np.exp(-S2**2 / 2)}),
     # E sin(N) = Im exp(lam (e^i - 1)): d/dlam = Im((e^i - 1) exp(lam (e^i - 1)))
     ("poisson", lambda: mc.Poisson(LAM), sin_sum, cos_,
      {"rate": np.imag((np.exp(1j) - 1) * np.exp(LAM * (np.exp(1j) - 1)))}),

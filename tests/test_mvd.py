@@ -158,7 +158,8 @@ def test_parts_are_densities():
     for g in (np.sin, lambda t: t**3, lambda t: np.exp(-t * t)):
         # loc: c = 1/sqrt(2 pi) (sigma = 1): c (E g(R) - E g(-R)) = d/dmu E g(mu + z) at 0
         ray = lambda t: t * np.exp(-t * t / 2)
-        lhs = integrate.quad(lambda t: (g(t) - g(-t)) * ray(t), 0, np.inf)[0] / math.sqrt(2 * math.pi)
+        lhs = (integrate.quad(lambda t: (g(t) - g(-t)) * ray(t), 0, np.inf)[0]
+               / math.sqrt(2 * math.pi))
         rhs = integrate.quad(lambda t: g(t) * t * stats.norm.pdf(t), -np.inf, np.inf)[0]
         assert abs(lhs - rhs) < 1e-8
         # scale: c = 1: E g(M) - E g(Z) = E g(Z) (Z^2 - 1)

@@ -50,7 +50,7 @@ def linear_surrogate(D):
     sig = special.expit
     return NumpySurrogate(
         lambda z, phi: phi[0] + (sig(z.reshape(len(z), -1)) * phi[1:]).sum(1),
-        lambda z, phi: (sig(z) * (1 - sig(z))).reshape(len(z), -1).__mul__(phi[1:]).reshape(z.shape),
+        lambda z, phi: ((sig(z) * (1 - sig(z))).reshape(len(z), -1) * phi[1:]).reshape(z.shape),
         lambda z, phi: np.concatenate([np.ones((len(z), 1)), sig(z.reshape(len(z), -1))], 1),
         np.zeros(D + 1), lr=0.05)
 

@@ -15,23 +15,22 @@ of p-; the other coordinates come from one draw of the distribution.  With
 from; with ``coupling=False`` they (and the other coordinates) are drawn
 independently.
 
-The decompositions (z = (x - loc) / scale for Normal):
+The decompositions, per family and parameter: c_theta; p+; p- (the
+coupled draw of p- in brackets):
 
-============  =========  ===================  ====================================  ======================================
-family        parameter  c_theta              p+                                    p-  (coupled draw)
-============  =========  ===================  ====================================  ======================================
-Normal        loc        1 / (scale sqrt(2pi)) loc + scale R, R ~ Rayleigh(1)        loc - scale R  (the same R)
-                                              (= Weibull(2, sqrt 2))
-Normal        scale      1 / scale            loc + scale M, M double-sided Maxwell  loc + scale M U, U ~ U(0, 1): M U ~ N(0, 1)
-LogNormal     loc/scale  as Normal, on log x
-Exponential   rate       1 / rate             Exp(rate) = E1 / rate                 Gamma(2, rate) = (E1 + E2) / rate
-Gamma         rate       concentration / rate Gamma(a, rate) = G / rate             Gamma(a + 1, rate) = (G + E) / rate
-Poisson       rate       1                    N + 1, N ~ Poisson(rate)              N
-Bernoulli     probs      1                    1                                     0
-Bernoulli     logits     p (1 - p)            1                                     0
-Categorical   logits_j   pi_j (1 - pi_j)      j                                     a draw of pi conditioned on != j
-Categorical   probs_j    (1 - pi_j) / sum(v)  j                                     a draw of pi conditioned on != j
-============  =========  ===================  ====================================  ======================================
+* Normal loc: 1 / (scale sqrt(2 pi)); loc + scale R with R ~ Rayleigh(1)
+  (= Weibull(2, sqrt 2)); loc - scale R (the same R).
+* Normal scale: 1 / scale; loc + scale M with M double-sided Maxwell;
+  Normal(loc, scale) (loc + scale M U, U ~ U(0, 1): M U ~ N(0, 1)).
+* LogNormal loc, scale: as Normal, on log x.
+* Exponential rate: 1 / rate; Exp(rate) = E1 / rate; Gamma(2, rate)
+  ((E1 + E2) / rate).
+* Gamma rate: concentration / rate; Gamma(a, rate) = G / rate;
+  Gamma(a + 1, rate) ((G + E) / rate).
+* Poisson rate: 1; N + 1 with N ~ Poisson(rate); Poisson(rate) (N).
+* Bernoulli probs: 1; 1; 0.  Bernoulli logits: p (1 - p); 1; 0.
+* Categorical logits_j: pi_j (1 - pi_j); j; pi conditioned on != j.
+  Categorical (unnormalised) probs_j: (1 - pi_j) / sum(v); j; the same.
 
 Derivations (the weights are the Hahn-Jordan decomposition where noted):
 
