@@ -190,3 +190,29 @@ def test_torch_surrogate():
     trained = [relax_grad(cat_f, d, 3000, surrogate=s, rng=i, train_steps=0) for i in range(3)]
     _check_mean(trained, exact)
     assert losses[-5:].mean() < losses[:3].mean()
+
+
+def test_batched_shapes():
+    """Two Categorical units (f on one-hot (m, 2, 3)) and a (2, 2) batch of
+    Bernoullis: unbiased against enumeration."""
+    lg = np.random.default_rng(1).normal(size=(2, 3))
+    d = mc.Categorical(logits=lg)
+    w = np.arange(3.0)
+
+    def f(z):
+        return np.sin(z[:, 0] @ w) + (z[:, 1] @ w) ** 2 + z[:, 0, 0] * z[:, 1, 2]
+
+    def g(z):
+        a = np.cos(z[:, 0] @ w)[:, None] * w + np.eye(3)[0] * z[:, 1, 2:3]
+        b = 2 * (z[:, 1] @ w)[:, None] * w + np.eye(3)[2] * z[:, 0, 0:1]
+        return np.stack([a, b], 1)
+
+    exact = mc.enumerate_grad(lambda k: f(np.eye(3)[k]), d).grad
+    s = RebarSurrogate(f, g, categorical=True)
+    _check_mean([relax_grad(f, d, 20000, surrogate=s, rng=1, train_steps=0)], exact)
+    b = mc.Bernoulli(logits=np.array([[0.3, -1.0], [2.0, 0.1]]))
+    fb = lambda x: np.exp(x.reshape(len(x), -1) @ np.arange(1, 5.0) / 4)  # noqa: E731
+    s = linear_surrogate(4)
+    train_surrogate(fb, b, s, steps=50, rng=0)
+    _check_mean([relax_grad(fb, b, 20000, surrogate=s, rng=2, train_steps=0)],
+                mc.enumerate_grad(fb, b).grad)
