@@ -104,18 +104,14 @@ def bs_from_lognormal(res, p):
     """Delta and vega from the gradient w.r.t. the LogNormal's (loc, scale).
 
     loc = log S0 + (r - sigma^2/2) T and scale = sigma sqrt(T), so
-    d/dS0 = d/dloc / S0 and d/dsigma = d/dloc * (-sigma T) + d/dscale * sqrt(T).
-    The vega's standard error is bounded by |a| se_loc + |b| se_scale (the
-    estimator does not report the covariance of the two coordinates): a
-    conservative error bar; the exact-error check in check_all() is tight.
+    d/dS0 = d/dloc / S0 and d/dsigma = d/dloc * (-sigma T) + d/dscale * sqrt(T):
+    a linear map of the gradient, whose standard errors ``res.linear`` gives
+    from the estimate's covariance of (loc, scale).
     """
     S0, sig, T = p["S0"], p["sigma"], p["T"]
-    gl, gs = float(res.grad["loc"]), float(res.grad["scale"])
-    sl, ss = float(res.stderr["loc"]), float(res.stderr["scale"])
-    a, b = -sig * T, math.sqrt(T)
-    grad = np.array([gl / S0, a * gl + b * gs])
-    se = np.array([sl / S0, abs(a) * sl + abs(b) * ss])
-    return grad, se
+    J = np.array([[1.0 / S0, 0.0], [-sig * T, math.sqrt(T)]])  # rows: delta, vega
+    lin = res.linear(J)
+    return np.asarray(lin.estimate, float), np.asarray(lin.stderr, float)
 
 
 def _mc_bs_delta(n_threads=None):

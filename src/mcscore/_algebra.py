@@ -23,7 +23,7 @@ from .result import GradientEstimate
 
 __all__ = [
     "RARE_EXPECTED_COUNT", "OFFSET_RATIO", "TINY_MEAN_SQUARE", "RESOLUTION", "Mag", "Offsets",
-    "baselined_terms", "check_baseline", "check_range", "common_shift", "estimate",
+    "GramEstimate", "baselined_terms", "check_baseline", "check_range", "common_shift", "estimate",
     "finish_score", "gradient_estimate", "gram_estimate", "rare_floor", "shift_sums",
 ]
 
@@ -209,16 +209,17 @@ def rare_floor(dist, kd, stats, shifts, n):
     return floor
 
 
-def baseline_algebra(c0, count, G, H, mom, baseline, rare=None):
-    """Estimate, standard error and per-draw variance for each coordinate;
-    `rare` (from rare_floor) floors the variance of rare categories."""
+def baseline_centre(c0, Gt, count, mom, baseline):
+    """(e, factor) of a baseline: the per-draw terms are factor * (g + e) * s
+    with g = f - c0 and Gt the sum of g over all draws (e per stream and
+    coordinate for "optimal")."""
     n = float(count.sum())
-    Ss, Ss2, Sgs, Sgs2, Sg2s2 = mom
+    Ss, Ss2, Sgs, Sgs2, _ = mom
     factor = 1.0
     if baseline is None:
         e = c0
     elif baseline == "loo":
-        e = -G.sum() / n
+        e = -Gt / n
         factor = n / (n - 1)
     elif baseline == "optimal":
         if np.count_nonzero(count) < 2:
@@ -232,9 +233,30 @@ def baseline_algebra(c0, count, G, H, mom, baseline, rare=None):
         num = tot2 - Sgs2
         den = totss - Ss2
         with np.errstate(divide="ignore", invalid="ignore"):
-            e = np.where(den > 0, -num / den, -G.sum() / n)
+            e = np.where(den > 0, -num / den, -Gt / n)
     else:
         e = c0 - baseline
+    return e, factor
+
+
+def score_stream_means(dist, kd, stats, shifts, baseline):
+    """(count (S,), per-stream means (S, P) of the per-draw terms) of the
+    score estimator with `baseline`: what GradientEstimate's batch-means
+    covariance takes the correlations from (computed when first asked)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        c0, count, G, H, mom = score_moments(dist, kd, stats, shifts)
+        e, factor = baseline_centre(c0, G.sum(), count, mom, baseline)
+        Ss, Sgs = mom[0], mom[2]
+        means = factor * (Sgs + e * Ss) / np.maximum(count, 1.0)[:, None]
+    return count, means
+
+
+def baseline_algebra(c0, count, G, H, mom, baseline, rare=None):
+    """Estimate, standard error and per-draw variance for each coordinate;
+    `rare` (from rare_floor) floors the variance of rare categories."""
+    n = float(count.sum())
+    Ss, Ss2, Sgs, Sgs2, Sg2s2 = mom
+    e, factor = baseline_centre(c0, G.sum(), count, mom, baseline)
     sy = (Sgs + e * Ss).sum(0)
     sy2 = (Sg2s2 + 2 * e * Sgs2 + e * e * Ss2).sum(0)
     mean = sy / n
@@ -313,6 +335,20 @@ def _totals_algebra(Ss, Ss2, Sgs, Sgs2, Sg2s2, c0, n, G, H, baseline):
     return grad, se, var, value, vvar, var + grad * grad
 
 
+class _ScoreBatch:
+    """score_stream_means of a call, computed when first called (the
+    per-stream statistics are kept, S rows, nothing per draw)."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, dist, kd, stats, shifts, baseline):
+        # copies: embedded callers may reuse their statistics arrays
+        self.args = (dist, kd, np.array(stats), np.array(shifts), baseline)
+
+    def __call__(self):
+        return score_stream_means(*self.args)
+
+
 def _finish_totals(dist, kd, stats, shifts, baseline, info):
     """finish_score for a family without per-category sums and a baseline
     that needs the totals only (None, a number, "loo"): the arithmetic of
@@ -344,7 +380,7 @@ def _finish_totals(dist, kd, stats, shifts, baseline, info):
     split = dist._split_coords
     return GradientEstimate(split(grad), split(se), split(var), value, math.sqrt(vvar / n),
                             int(n), baseline=baseline, method="score", value_variance=vvar,
-                            info=info)
+                            info=info, batch=_ScoreBatch(dist, kd, stats, shifts, baseline))
 
 
 def finish_score(dist, kd, stats, shifts, baseline, info):
@@ -384,7 +420,7 @@ def finish_score(dist, kd, stats, shifts, baseline, info):
     return GradientEstimate(
         dist._split_coords(grad), dist._split_coords(se), dist._split_coords(var),
         value, vse, int(count.sum()), baseline=baseline, method="score", value_variance=vvar,
-        info=info,
+        info=info, batch=_ScoreBatch(dist, kd, stats, shifts, baseline),
     )
 
 
@@ -489,13 +525,13 @@ def estimate(dist, stats, shifts, P, L, coef, *, mu=None, offsets=None, terms="f
     underflowed estimate or standard error)."""
     check_stats(dist, stats, shifts, P, L, terms, mag)
     with np.errstate(over="ignore", invalid="ignore", under="ignore", divide="ignore"):
-        grand, se, var, value, vse, vvar, n, w = gram_estimate(stats, shifts, P, L, coef, mu,
-                                                                offsets)
+        out = gram_estimate(stats, shifts, P, L, coef, mu, offsets)
+        grand, se, var, value, vse, vvar, n, w = out
         vms = float(stats[:, 2].sum()) / n
         vm = abs(float(stats[:, 1].sum())) / n
     check_range(dist, grand, var, value, vvar,
                    vms < TINY_MEAN_SQUARE and vm > RESOLUTION, terms=terms)
-    return grand, se, var, value, vse, vvar, n, w
+    return out
 
 
 class Offsets:
@@ -576,6 +612,21 @@ def _fit(scat, coef, fit, S):
     return w
 
 
+class GramEstimate(tuple):
+    """gram_estimate's 8-tuple (it unpacks as before) with ``batch``: the
+    streams' draw counts (S,) and per-stream means (S, P) of the estimator's
+    per-draw terms, from which GradientEstimate takes the correlations of
+    its batch-means covariance (pass ``batch=est.batch`` to
+    gradient_estimate)."""
+
+    batch = None
+
+    def __new__(cls, values, batch):
+        self = super().__new__(cls, values)
+        self.batch = batch
+        return self
+
+
 def gram_estimate(stats, shifts, P, L, coef, mu=None, offsets=None):
     """Estimate of E[t] with t = sum_l w_l z_l - sum_{l>=1} w_l mu_l per
     coordinate, from per-stream Gram statistics of the features z.
@@ -591,7 +642,8 @@ def gram_estimate(stats, shifts, P, L, coef, mu=None, offsets=None):
         column with a fixed coefficient 0 that no offset uses is left out,
         so offset-free inputs give the same numbers as without it.
     Returns (mean, se, per-draw variance, value, value se, value variance,
-    n, coefficients (S, P, L)).
+    n, coefficients (S, P, L)) as a GramEstimate (its ``batch``: the
+    streams' counts and per-stream means of t).
     """
     count = stats[:, 0]
     keep = count > 0
@@ -675,13 +727,17 @@ def gram_estimate(stats, shifts, P, L, coef, mu=None, offsets=None):
     value = float((cnt * vmean_s).sum() / n)
     vss = vwithin.sum() + (cnt * (vmean_s - value) ** 2).sum()
     vvar = max(vss, 0.0) / (n - 1)
-    return grand, se, var, value + v0, math.sqrt(vvar / n), vvar, int(n), w
+    return GramEstimate((grand, se, var, value + v0, math.sqrt(vvar / n), vvar, int(n), w),
+                        (cnt, mean_t))
 
 
 
-def gradient_estimate(dist, grand, se, var, value, vse, vvar, n, method, info, variance=None):
-    """The GradientEstimate of a Gram-algebra estimator (split per parameter)."""
+def gradient_estimate(dist, grand, se, var, value, vse, vvar, n, method, info, variance=None,
+                      batch=None):
+    """The GradientEstimate of a Gram-algebra estimator (split per parameter);
+    `batch` (GramEstimate.batch) gives it its covariance."""
     return GradientEstimate(
         dist._split_coords(grand), dist._split_coords(se),
         dist._split_coords(var if variance is None else variance), value, vse, n,
-        baseline=info.get("baseline"), method=method, value_variance=vvar, info=info)
+        baseline=info.get("baseline"), method=method, value_variance=vvar, info=info,
+        batch=batch)

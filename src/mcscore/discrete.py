@@ -105,11 +105,12 @@ def relaxed_grad(f, dist, n, *, grad_f, temperature=None, straight_through=False
     job = RelaxedJob(f, grad_f, base, W, kk, tau, th, conv, cv, cvs, straight_through)
     stats, shifts, _, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
                                   n_threads=n_threads)
-    grand, se, var, value, vse, vvar, nn, _ = E.estimate(
+    grand, se, var, value, vse, vvar, nn, _ = est = E.estimate(
         base, stats, shifts, W, 1, [1.0], terms="grad_f * dz/dtheta", mag=mag)
     return E.gradient_estimate(base, grand, se, var, value, vse, vvar, nn,
                                "straight-through" if straight_through else "relaxed",
-                               {**plan.info(), "f": "python", "temperature": tau})
+                               {**plan.info(), "f": "python", "temperature": tau},
+                               batch=est.batch)
 
 
 class RelaxedJob(_DiscreteJob):
@@ -277,12 +278,12 @@ def rebar_grad(f, dist, n, *, grad_f, temperature=0.5, eta="optimal", baseline=N
         lam = best[1]
     else:
         lam = V.positive_real("temperature", temperature)
-    grand, se, var, value, vse, vvar, nn, w = _rebar_run(
+    grand, se, var, value, vse, vvar, nn, w = est = _rebar_run(
         f, grad_f, base, W, kk, th, pr, conv, cv, cvs, lam, eta, plan, chunk_size, add_score,
         client, n_threads)
     info.update({"temperature": lam, "eta": base._split_coords(w[..., 1].mean(0))})
     return E.gradient_estimate(base, grand, se, var, value, vse, vvar, nn, "rebar",
-                               {**plan.info(), **info})
+                               {**plan.info(), **info}, batch=est.batch)
 
 
 def disarm_grad(f, dist, n, *, rng=None, n_threads=None, chunk_size=None,
@@ -313,10 +314,11 @@ def disarm_grad(f, dist, n, *, rng=None, n_threads=None, chunk_size=None,
     job = DisarmJob(f, base, W, th, conv, cv)
     stats, shifts, _, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
                                   n_threads=n_threads)
-    grand, se, var, value, vse, vvar, nn, _ = E.estimate(
+    grand, se, var, value, vse, vvar, nn, _ = est = E.estimate(
         base, stats, shifts, W, 1, [1.0], terms="(f(b) - f(b~)) / 2", mag=mag)
     return E.gradient_estimate(base, grand, se, var, value, vse, vvar, nn, "disarm",
-                               {**plan.info(), "f": "python", "f_evals_per_sample": 2})
+                               {**plan.info(), "f": "python", "f_evals_per_sample": 2},
+                               batch=est.batch)
 
 
 class DisarmJob(_DiscreteJob):

@@ -81,10 +81,10 @@ def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=No
     job = PathwiseJob(f, grad_f, dist)
     stats, shifts, _, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
                                   n_threads=n_threads)
-    grand, se, var, value, vse, vvar, nn, _ = E.estimate(
+    grand, se, var, value, vse, vvar, nn, _ = est = E.estimate(
         dist, stats, shifts, job.P, 1, [1.0], terms="grad_f * dx/dtheta", mag=mag)
     return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, "pathwise",
-                               {**plan.info(), "f": "python"})
+                               {**plan.info(), "f": "python"}, batch=est.batch)
 
 
 class PathwiseJob(E.Job):

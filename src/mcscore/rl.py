@@ -40,7 +40,7 @@ from . import _validation as V
 from .distributions import Categorical, Normal
 from ._algebra import baselined_terms, check_baseline
 from ._progress import simple_bar
-from .result import GradientEstimate
+from .result import GradientEstimate, terms_cov
 from .vi import Adam
 
 __all__ = ["returns_to_go", "SoftmaxPolicy", "GaussianPolicy", "policy_gradient", "CartPole",
@@ -327,7 +327,7 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo"):
     vvar = float(value_per_episode.var(ddof=1))
     return GradientEstimate(out[0], out[1], out[2], float(value_per_episode.mean()),
                             math.sqrt(vvar / E), E, baseline=baseline, method="reinforce",
-                            value_variance=vvar, info={"steps": T})
+                            value_variance=vvar, info={"steps": T}, cov=terms_cov(y))
 
 
 # ---------------------------------------------------------------------------

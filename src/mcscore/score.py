@@ -11,7 +11,7 @@ import numpy as np
 from . import _engine as E
 from . import _validation as V
 from . import _vr
-from .result import GradientEstimate
+from .result import GradientEstimate, terms_cov
 from .variance_reduction import score_vr
 
 __all__ = ["score_grad", "score_grad_from_samples", "rloo_grad", "GradientEstimate",
@@ -226,7 +226,7 @@ def samples_estimate(dist, x, fx, baseline, in_support):
         out[len(out)] = d
     return GradientEstimate(out[0], out[1], out[2], fx_arr.mean(), math.sqrt(vvar / m), m,
                             baseline=baseline, method="score", value_variance=vvar,
-                            info={"f": "samples"})
+                            info={"f": "samples"}, cov=terms_cov(y))
 
 
 
@@ -259,11 +259,12 @@ def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
     job = RlooJob(f, dist, k)
     stats, shifts, offsets, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
                                         n_threads=n_threads)
-    grand, se, var, value, vse, vvar, nn, _ = E.estimate(
+    grand, se, var, value, vse, vvar, nn, _ = est = E.estimate(
         dist, stats, shifts, job.P, 1, [1.0], offsets=offsets, terms="(f - f_loo) * score",
         mag=mag)
     return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, f"rloo(k={k})",
-                               {**plan.info(), "f": "python", "f_evals_per_sample": k})
+                               {**plan.info(), "f": "python", "f_evals_per_sample": k},
+                               batch=est.batch)
 
 
 class RlooJob(E.Job):

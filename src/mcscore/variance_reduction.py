@@ -253,8 +253,8 @@ def score_vr(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_f,
             coef[:, 1 + j] = -beta
     stats, shifts, offsets, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
                                         n_threads=n_threads)
-    grand, se, var, value, vse, vvar, nn, w = E.estimate(dist, stats, shifts, P, L, coef, mu=mu,
-                                                         offsets=offsets, mag=mag)
+    grand, se, var, value, vse, vvar, nn, w = gram = E.estimate(
+        dist, stats, shifts, P, L, coef, mu=mu, offsets=offsets, mag=mag)
     value += shift_f
     n_draws = nn * (2 if antithetic else 1)
     info = {**plan.info(), "f": fkind, "baseline": baseline, "antithetic": bool(antithetic),
@@ -265,7 +265,7 @@ def score_vr(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_f,
     est = E.gradient_estimate(
         dist, grand, se, var, value, vse, vvar, n_draws,
         "score" + ("+antithetic" if antithetic else "") + ("+cv" if cvs else ""), info,
-        variance=se**2 * n_draws)
+        variance=se**2 * n_draws, batch=gram.batch)
     est.value_variance = est.value_stderr**2 * n_draws
     return est
 
