@@ -452,3 +452,26 @@ def test_bad_input_names_the_argument():
         mc.mvd_grad(lambda x: np.full(len(x), np.inf), q, 1000)
     with pytest.raises(ValueError, match="f returned shape"):
         mc.unordered_set_grad(lambda k: np.zeros((len(k), 2)), mc.Categorical(logits=LG), 100)
+
+
+def test_covariance_by_batch_means():
+    """The new estimators give GradientEstimate.cov (batch means over the
+    streams, as every engine estimator): P x P, symmetric, its diagonal
+    close to stderr^2 (a variance from about 40 batch means: within a
+    factor 3)."""
+    q = mc.Normal([0.5, -1.0], [1.0, 2.0])
+    d = mc.Categorical(logits=LG)
+    sur = mc.NumpySurrogate(_lin_value, _lin_grad_z, _lin_grad_phi, np.array([0.1, 0.2, -0.3]))
+    runs = [mc.mvd_grad(_sq, q, 20000, rng=1), mc.mvd_grad(_sq, q, 20000, rng=1, wrt=["scale"]),
+            mc.relax_grad(_sq, mc.Bernoulli(logits=[0.3, -1.0]), 20000, surrogate=sur,
+                          train_steps=0, rng=1),
+            mc.pathwise_cv_grad(_sq, q, 20000, grad_f=_dsq, control_variates=["delta"], rng=1),
+            mc.score_grad(_sq, q, 20000, baseline=ContextBaseline(), rng=1),
+            mc.unordered_set_grad(fcat, d, 20000, k=2, rng=1)]
+    for r in runs:
+        se2 = np.concatenate([np.ravel(v) for v in r.stderr.values()]) ** 2
+        C = r.cov
+        assert C.shape == (len(se2), len(se2))
+        np.testing.assert_allclose(C, C.T)
+        ratio = np.diag(C) / se2
+        assert np.all((ratio > 1 / 3) & (ratio < 3)), (r.method, ratio)

@@ -144,7 +144,7 @@ class ContextBaseline:
         info = {**plan.info(), "f": "python", "baseline": "context",
                 "f_evals_per_sample": 1 + dist.draw_size}
         return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, "score",
-                                   info)
+                                   info, batch=est.batch)
 
     def __repr__(self):
         return f"ContextBaseline({'f' if self.fn is None else self.fn!r})"

@@ -390,8 +390,15 @@ def mvd_grad(f, dist, n, *, coupling=True, wrt=None, value=False, rng=None, n_th
     evals = 2 * len(job.q) + (1 if value else 0)
     info = {**plan.info(), "f": "python", "coupling": bool(coupling),
             "f_evals_per_sample": evals, "f_evals": evals * nn}
+    keep = np.zeros(job.P, bool)
+    for k in wrt:
+        keep[dist._coord_slices[k][0]] = True
+    batch = est.batch
+    if not keep.all() and batch is not None:  # the covariance of the coordinates kept
+        count, means = batch() if callable(batch) else batch
+        batch = (count, np.asarray(means).reshape(len(count), -1)[:, keep])
     res = E.gradient_estimate(dist, grand, se, var, value_, vse, vvar, nn,
-                              "mvd" if coupling else "mvd(uncoupled)", info)
+                              "mvd" if coupling else "mvd(uncoupled)", info, batch=batch)
     for d in (res.grad, res.stderr, res.variance):
         for k in [k for k in d if k not in wrt]:
             del d[k]

@@ -277,4 +277,5 @@ def pathwise_cv_grad(f, dist, n, *, grad_f, control_variates, rng=None, n_thread
     grand, se, var, value, vse, vvar, nn, w = est
     info = {**plan.info(), "f": "python", "control_variates": len(cvs),
             "coefficients": -w[..., 1:].mean(0)}
-    return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, "pathwise+cv", info)
+    return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, "pathwise+cv", info,
+                               batch=est.batch)

@@ -465,7 +465,8 @@ def relax_grad(f, dist, n, *, surrogate, train_steps=1, train_batch=256, rng=Non
     losses = (train_surrogate(f, dist, surrogate, steps=train_steps, batch=train_batch,
                               rng=_child_seed(plan.root, 2**41)) if train_steps else np.zeros(0))
     info = {**plan.info(), "f": "python", "f_evals_per_sample": 1, "train_loss": losses}
-    return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, "relax", info)
+    return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, "relax", info,
+                               batch=est.batch)
 
 
 def tune_rebar(f, dist, *, grad_f, temperature=0.5, eta=1.0, steps=200, batch=256, lr=0.02,

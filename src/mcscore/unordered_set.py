@@ -152,7 +152,8 @@ def _run(f, dist, n, k, baseline, method, what, rng, n_threads, chunk_size, n_st
     grand, se, var, value, vse, vvar, nn, _ = est
     info = {**plan.info(), "f": "python", "k": k, "f_evals_per_sample": k}
     name = f"{'unordered-set' if method == 'unordered' else 'sum-and-sample'}(k={k})"
-    return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, name, info)
+    return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, name, info,
+                               batch=est.batch)
 
 
 def unordered_set_grad(f, dist, n, *, k=2, baseline=True, rng=None, n_threads=None,
