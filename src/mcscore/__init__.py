@@ -52,6 +52,12 @@ from .score import (
     score_grad_from_samples,
 )
 from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical
+from .baselines import ContextBaseline, MovingAverageBaseline
+from .enumeration import enumerate_grad, enumeration_advice
+from .measure_valued import mvd_grad
+from .pathwise import pathwise_cv_grad
+from .relax import NumpySurrogate, RebarSurrogate, TorchSurrogate, relax_grad, tune_rebar
+from .unordered_set import sum_and_sample_grad, unordered_set_grad
 
 __all__ = [
     "Bernoulli", "Beta", "Binomial", "Categorical", "Chi2", "Dirichlet", "Distribution",
@@ -64,4 +70,7 @@ __all__ = [
     "Comparison", "compare_estimators", "disarm_grad", "pathwise_grad", "rebar_grad",
     "relaxed_grad", "rloo_grad", "RelaxedBernoulli", "RelaxedOneHotCategorical",
     "Uniform", "StudentT", "Cauchy", "HalfCauchy", "VonMises", "OneHotCategorical",
+    "ContextBaseline", "MovingAverageBaseline", "enumerate_grad", "enumeration_advice",
+    "mvd_grad", "pathwise_cv_grad", "NumpySurrogate", "RebarSurrogate", "TorchSurrogate",
+    "relax_grad", "tune_rebar", "sum_and_sample_grad", "unordered_set_grad",
 ]

@@ -10,9 +10,16 @@ import numpy as np
 
 from . import _engine as E
 from . import _validation as V
+from .baselines import ContextBaseline
 from .discrete import disarm_grad, rebar_grad, relaxed_grad
-from .pathwise import pathwise_grad
+from .distributions import Bernoulli, Binomial, Categorical
+from .enumeration import enumerate_grad, support_size
+from .measure_valued import mvd_grad
+from .pathwise import pathwise_cv_grad, pathwise_grad
+from .relax import NumpySurrogate, RebarSurrogate, relax_grad, train_surrogate
 from .score import rloo_grad, score_grad
+from .unordered_set import sum_and_sample_grad, unordered_set_grad
+from .variance_reduction import variance_tangents
 
 __all__ = ["compare_estimators", "Comparison"]
 
@@ -26,7 +33,9 @@ class Comparison:
 
     ``rows``: one dict per estimator with keys name, estimate (dict),
     stderr (dict), variance (per-sample variance summed over the gradient's
-    coordinates), f_evals (f evaluations per sample), time (seconds),
+    coordinates), f_evals (f evaluations per sample), eval_variance
+    (variance x f_evals: the variance at equal cost in f evaluations, i.e.
+    stderr^2 x the f evaluations spent; lower is better), time (seconds),
     work_variance (variance x seconds per sample = stderr^2 x time: lower
     is better at equal cost), z (max |estimate - exact| / stderr when exact
     was given), unbiased (bool) and result (the GradientEstimate).
@@ -57,8 +66,8 @@ class Comparison:
         return min(ok, key=lambda r: r["work_variance"])["name"]
 
     def table(self):
-        head = ["estimator", "grad[0]", "stderr[0]", "variance", "f/sample", "time s",
-                "var x time"]
+        head = ["estimator", "grad[0]", "stderr[0]", "variance", "f/sample", "var x f/sample",
+                "time s", "var x time"]
         if self.exact is not None:
             head.append("max|z|")
         lines = []
@@ -67,7 +76,8 @@ class Comparison:
             s = np.concatenate([np.ravel(v) for v in r["stderr"].values()])
             cells = [r["name"] + ("" if r["unbiased"] else " (biased)"), f"{g[0]:.5g}",
                      f"{s[0]:.3g}", f"{r['variance']:.4g}", f"{r['f_evals']:g}",
-                     f"{r['time']:.3f}", f"{r['work_variance']:.3g}"]
+                     f"{r['eval_variance']:.4g}", f"{r['time']:.3f}",
+                     f"{r['work_variance']:.3g}"]
             if self.exact is not None:
                 cells.append(f"{r['z']:.2f}")
             lines.append(cells)
@@ -107,8 +117,17 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
     with ``rloo_k`` draws per sample, pathwise (continuous families with
     grad_f), and for Bernoulli / Categorical the relaxed estimator (biased),
     REBAR (with and without a fitted baseline; with grad_f) and DisARM
-    (Bernoulli).  Every estimator gets the same seed (``rng`` is turned into
-    one SeedSequence first), so estimators that draw alike share draws.
+    (Bernoulli); and the measure-valued estimator with and without coupling
+    (``mvd_grad``: Normal, LogNormal, Exponential, Poisson, Bernoulli,
+    Categorical), the second-order delta method (``"delta2"``, with grad_f),
+    the pathwise estimator with the delta control variate, the
+    per-coordinate context baseline (``ContextBaseline``), RELAX (Bernoulli,
+    Categorical: REBAR's surrogate tuned on the variance with grad_f, else a
+    linear surrogate, trained on independent draws first), the unordered set
+    and sum-and-sample estimators (k = 2, one Categorical variable) and exact
+    enumeration (finite supports up to 4096 points; its variance is 0).
+    Every estimator gets the same seed (``rng`` is turned into one
+    SeedSequence first), so estimators that draw alike share draws.
 
     Parameters
     ----------
@@ -189,6 +208,7 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
                 f, dist, n, grad_f=grad_f, temperature=temperature, baseline="optimal", **kw)))
         if dist.has_binary_relaxation:
             runs.append(("disarm", True, 2, lambda: disarm_grad(f, dist, n, **kw)))
+    runs += _new_runs(f, fs, dist, n, grad_f, is_cat, kw, fitted)
     if estimators is not None:
         wanted = list(estimators)
         known = [r[0] for r in runs]
@@ -214,6 +234,7 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
         t0 = time.perf_counter()
         res = run()
         dt = time.perf_counter() - t0
+        evals = res.info.get("f_evals_per_sample", evals)
         var = float(sum(np.sum(v) for v in res.variance.values()))
         samples = res.info.get("samples", res.n)
         if name == "antithetic":  # a sample is a pair: 2 f evaluations
@@ -221,7 +242,8 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
             evals = 2
         se2 = float(sum(np.sum(s**2) for s in res.stderr.values()))
         row = {"name": name, "estimate": res.grad, "stderr": res.stderr, "variance": var,
-               "f_evals": evals, "time": dt, "work_variance": se2 * dt, "unbiased": unbiased,
+               "f_evals": evals, "eval_variance": var * evals, "time": dt,
+               "work_variance": se2 * dt, "unbiased": unbiased,
                "result": res}
         if exact is not None:
             z = []
@@ -236,3 +258,75 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
         rows.append(row)
     return Comparison(rows, exact)
 
+
+
+ENUMERATION_LIMIT = 4096
+
+
+def _linear_surrogate(D):
+    """c(z) = phi_0 + sum_c phi_c sigmoid(z_c), phi = 0 at the start."""
+    def sig(z):
+        return 1.0 / (1.0 + np.exp(-z.reshape(len(z), -1)))
+
+    return NumpySurrogate(
+        lambda z, phi: phi[0] + sig(z) @ phi[1:],
+        lambda z, phi: (sig(z) * (1 - sig(z)) * phi[1:]).reshape(z.shape),
+        lambda z, phi: np.concatenate([np.ones((len(z), 1)), sig(z)], 1),
+        np.zeros(D + 1), lr=0.05)
+
+
+def _relax_run(f, grad_f, dist, n, is_cat, kw):
+    """RELAX with its surrogate trained first on independent draws (a child
+    of the seed): REBAR's (with grad_f) or a linear one."""
+    K = dist.n_categories if is_cat else 1
+    s = (RebarSurrogate(f, grad_f, categorical=is_cat) if grad_f is not None
+         else _linear_surrogate(dist.draw_size * K))
+    root = kw["rng"]
+    child = np.random.SeedSequence(root.entropy, pool_size=root.pool_size,
+                                   spawn_key=tuple(root.spawn_key) + (2**42,))
+    train_surrogate(f, dist, s, steps=100, batch=256, rng=child)
+    return relax_grad(f, dist, n, surrogate=s, train_steps=0, **kw)
+
+
+def _new_runs(f, fs, dist, n, grad_f, is_cat, kw, fitted):
+    """The rows of the measure-valued, second-order delta, pathwise control
+    variate, context baseline, RELAX, set and enumeration estimators that
+    apply to dist."""
+    runs = []
+    ds = dist._kernel_dist().draw_size
+    mvd_ok = type(dist).__name__ in ("Normal", "LogNormal", "Exponential", "Poisson",
+                                     "Bernoulli", "Categorical")
+    if mvd_ok:
+        runs.append(("mvd", True, 2, lambda: mvd_grad(fs, dist, n, **kw)))
+        runs.append(("mvd(uncoupled)", True, 2,
+                     lambda: mvd_grad(fs, dist, n, coupling=False, **kw)))
+    if grad_f is not None and not is_cat and dist.has_mean_tangents:
+        try:
+            variance_tangents(dist)
+        except ValueError:
+            pass
+        else:
+            fitted["score+delta2"] = (n, ds)
+            runs.append(("score+delta2", True, 1, lambda: score_grad(
+                fs, dist, n, baseline="optimal", control_variates=["delta2"], grad_f=grad_f,
+                **kw)))
+    if grad_f is not None and dist.has_rsample and not dist.rsample_through_gammas:
+        fitted["pathwise+cv"] = (n, ds)
+        runs.append(("pathwise+cv", True, 1, lambda: pathwise_cv_grad(
+            f, dist, n, grad_f=grad_f, control_variates=["delta"], **kw)))
+    t_start = E.score_table(dist)[0]
+    if (np.diff(t_start) == 1).all():
+        runs.append(("score+context", True, 1 + ds, lambda: score_grad(
+            fs, dist, n, baseline=ContextBaseline(), **kw)))
+    if type(dist) in (Bernoulli, Categorical):
+        runs.append(("relax", True, 1, lambda: _relax_run(f, grad_f, dist, n, is_cat, kw)))
+    if type(dist) is Categorical and dist.batch_shape == () and dist.n_categories >= 2:
+        runs.append(("unordered-set(k=2)", True, 2,
+                     lambda: unordered_set_grad(fs, dist, n, k=2, **kw)))
+        runs.append(("sum-and-sample(k=2)", True, 2,
+                     lambda: sum_and_sample_grad(fs, dist, n, k=2, **kw)))
+    if type(dist) in (Bernoulli, Categorical, Binomial):
+        size = support_size(dist, ENUMERATION_LIMIT)
+        if size <= ENUMERATION_LIMIT:
+            runs.append(("enumeration", True, size, lambda: enumerate_grad(fs, dist)))
+    return runs

@@ -17,6 +17,7 @@ from . import _engine as E
 from . import _validation as V
 from . import _vr
 from .distributions import FAMILIES
+from .relax import tune_rebar
 from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical
 
 __all__ = ["relaxed_grad", "rebar_grad", "disarm_grad", "TEMPERATURE_GRID"]
@@ -216,11 +217,13 @@ def rebar_grad(f, dist, n, *, grad_f, temperature=0.5, eta="optimal", baseline=N
         accept both the discrete and the relaxed points.
     dist : Bernoulli or Categorical (probs or logits)
     n : int >= 2
-    temperature : float > 0 or "auto"
+    temperature : float > 0, "auto" or "gradient"
         "auto" picks the temperature from a grid (``TEMPERATURE_GRID``) by
         the measured per-draw variance of a pilot run of ``n_pilot`` draws
         (default min(n, 4096)) on streams independent of the main run, so
-        the estimate stays unbiased.
+        the estimate stays unbiased.  "gradient" tunes it by gradient
+        descent on the variance (``mcscore.relax.tune_rebar``, from 0.5, on
+        the same independent pilot draws in batches of 256).
     eta : float or "optimal"
         "optimal" (default): per coordinate the variance-minimising eta,
         cross-fitted across streams (unbiased).
@@ -248,13 +251,22 @@ def rebar_grad(f, dist, n, *, grad_f, temperature=0.5, eta="optimal", baseline=N
     add_score = baseline == "optimal"
     plan = E.Plan(n, W, rng, n_streams, block_size, n_threads)
     info = {"f": "python", "baseline": baseline}
-    if isinstance(temperature, str) and temperature == "auto":
+    if isinstance(temperature, str) and temperature in ("auto", "gradient"):
         n_pilot = min(plan.n, 4096) if n_pilot is None else V.integer("n_pilot", n_pilot,
                                                                        minimum=16)
         root = plan.root
         # a child key no stream of the main run uses: independent draws
         pilot_seed = np.random.SeedSequence(root.entropy, pool_size=root.pool_size,
                                             spawn_key=tuple(root.spawn_key) + (2**40,))
+    if isinstance(temperature, str) and temperature == "gradient":
+        # gradient descent on the variance (REBAR paper): n_pilot draws in
+        # batches of 256 on the independent pilot seed
+        steps = max(1, n_pilot // 256)
+        tuned = tune_rebar(f, base, grad_f=grad_f, steps=steps, batch=min(256, n_pilot),
+                           rng=pilot_seed)
+        lam = tuned["temperature"]
+        info["tuning_loss"] = tuned["loss"]
+    elif isinstance(temperature, str) and temperature == "auto":
         best = None
         for lam in TEMPERATURE_GRID:
             pp = E.Plan(n_pilot, W, pilot_seed, plan.n_streams, block_size, n_threads)

@@ -11,9 +11,11 @@ import numpy as np
 
 from . import _engine as E
 from . import _vr
+from . import variance_reduction as VR
+from ._features import FeatureJob, run_features
 from .distributions import index_map
 
-__all__ = ["pathwise_grad"]
+__all__ = ["pathwise_grad", "pathwise_cv_grad"]
 
 
 def _pathwise_table(dist):
@@ -143,3 +145,155 @@ class PathwiseJob(E.Job):
         _vr.acc_pathwise(*self.table, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
                          self.width, self.has_aux, buf[:len(rd.blocks)], G, fv, stats, shifts,
                          self.prm)
+
+
+# ---------------------------------------------------------------------------
+# control variates for the pathwise estimator
+# ---------------------------------------------------------------------------
+
+def _tangents(table, x):
+    """dx_col / dtheta of every term of the reparameterisation table at the
+    draws x (m, D), by the kernels' tangent formulas (families drawn
+    without auxiliary Gamma variates)."""
+    _, kind, col, ta, tb = table
+    xc = x[:, col]
+    out = np.empty_like(xc)
+    for k in np.unique(kind):
+        sel = kind == k
+        xs, a, b = xc[:, sel], ta[sel], tb[sel]
+        if k == _vr.TK_ONE:
+            out[:, sel] = 1.0
+        elif k == _vr.TK_NSCALE:
+            out[:, sel] = (xs - a) / b
+        elif k == _vr.TK_LNLOC:
+            out[:, sel] = xs
+        elif k == _vr.TK_LNSCALE:
+            out[:, sel] = xs * (np.log(xs) - a) / b
+        elif k == _vr.TK_NEG_X_OVER:
+            out[:, sel] = -xs / a
+        elif k == _vr.TK_GAMMA_CONC:
+            out[:, sel] = _vr.dgamma_dalpha_array(xs * b, a) / b
+        else:
+            raise ValueError("pathwise_cv_grad supports the families reparameterised without "
+                             "auxiliary Gamma variates (not Beta, Dirichlet)")
+    return out
+
+
+def _parse_pathwise_cvs(dist, control_variates, grad_f):
+    """[(grad_h, flat d E[h] / d theta, fixed coefficient or None)]: 'delta'
+    (h = grad_f(mu) . (x - mu), grad_h constant), or pairs / triples
+    (grad_h, grad_mean[, coefficient])."""
+    if isinstance(control_variates, (str, tuple)) or callable(control_variates):
+        control_variates = [control_variates]
+    if not isinstance(control_variates, (list, tuple)) or not control_variates:
+        raise TypeError("control_variates must be 'delta', a pair (grad_h, grad_mean), a triple "
+                        "(grad_h, grad_mean, coefficient) or a non-empty list of them")
+    out = []
+    for j, cv in enumerate(control_variates):
+        where = f"control_variates[{j}]"
+        beta = None
+        if isinstance(cv, str) and cv == "delta":
+            tang, _, g = VR._expansion_point(dist, grad_f)
+            grads = VR._per_param(dist, tang, g)
+            gh = (lambda g: lambda x: np.broadcast_to(g, x.shape))(g)
+        elif isinstance(cv, tuple) and len(cv) in (2, 3) and callable(cv[0]):
+            gh, grads = cv[:2]
+            if callable(grads):
+                grads = grads(dist)
+            if len(cv) == 3:
+                beta = VR._fixed_coefficient(dist, cv[2], where)
+        else:
+            raise TypeError(f"{where} must be 'delta', a pair (grad_h, grad_mean) or a triple "
+                            "(grad_h, grad_mean, coefficient): grad_h the vectorised gradient "
+                            "of the control variate h, grad_mean the gradient of E[h] as a "
+                            "dict {parameter name: array} (or a callable dist -> dict)")
+        out.append((gh, VR.flat_coords(dist, grads, f"{where} grad_mean"), beta))
+    if len(out) > 14:
+        raise ValueError("at most 14 control variates")
+    return out
+
+
+class PathwiseCVJob(PathwiseJob):
+    """pathwise_grad's draws; per coordinate q the features grad_f . dx/dq
+    and grad_h_j . dx/dq of each control variate, summed per stream in
+    NumPy (``mcscore._features``)."""
+
+    what = None
+    accumulate = FeatureJob.accumulate
+
+    def __init__(self, f, grad_f, dist, cvs):
+        super().__init__(f, grad_f, dist)
+        if self.has_aux:
+            raise ValueError("pathwise_grad's control variates support the families "
+                             "reparameterised without auxiliary Gamma variates (not "
+                             f"{type(dist).__name__})")
+        self.cvs = cvs
+        self.L = 1 + len(cvs)
+
+    def evaluate(self, rd, buf, chunk, mag):
+        dist = self.dist
+        x = self.gathered(rd, buf, self.width).reshape((rd.total,) + dist.draw_shape)
+        m = rd.total
+        v = mag.see(E.call_values(self.f, x, rd, chunk))
+        T = _tangents(self.table, x.reshape(m, -1))
+        t_start, _, col = self.table[:3]
+        coord = np.repeat(np.arange(self.P), np.diff(t_start))
+        Z = np.zeros((m, self.P, self.L))
+        grads = [self.grad_f] + [gh for gh, *_ in self.cvs]
+        for l, gfun in enumerate(grads):
+            name = "grad_f" if l == 0 else f"control_variates[{l - 1}] grad_h"
+            G = mag.see(E.call_grad(gfun, x, rd, chunk, name=name), "grad_f")
+            np.add.at(Z[:, :, l], (slice(None), coord), G[:, col] * T)
+        return (v, Z), ()
+
+
+def pathwise_cv_grad(f, dist, n, *, grad_f, control_variates, rng=None, n_threads=None,
+                     chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
+                     client=None):
+    """The pathwise estimator with control variates: averages
+
+        grad_f(x) . dx/dtheta - sum_j beta_j (grad_h_j(x) . dx/dtheta - grad E[h_j])
+
+    per coordinate, with beta_j fitted to minimise the variance and
+    cross-fitted across streams (unbiased), or fixed (a triple's third
+    entry).  The draws are pathwise_grad's (the same seed gives the same
+    draws).
+
+    Parameters
+    ----------
+    control_variates : list of
+        * ``"delta"``: h(x) = grad_f(mu) . (x - mu), mu = E[x] (its
+          pathwise term is grad_f(mu) . dx/dtheta);
+        * ``(grad_h, grad_mean)``: grad_h the vectorised gradient of h (the
+          shape of x), grad_mean d E[h] / d theta as ``{param: array}`` (or a
+          callable dist -> dict);
+        * ``(grad_h, grad_mean, coefficient)``: a fixed coefficient (a number
+          or ``{param: array}``), not fitted.
+    Other parameters as in :func:`pathwise_grad`.
+
+    Returns
+    -------
+    GradientEstimate (method "pathwise+cv"); ``info["coefficients"]`` holds the
+    coefficients used (averaged over streams).
+    """
+    E.check_distribution(dist)
+    dist.require("rsample")
+    f = E.check_callable("f", f)
+    grad_f = E.check_callable("grad_f", grad_f)
+    cvs = _parse_pathwise_cvs(dist, control_variates, grad_f)
+    job = PathwiseCVJob(f, grad_f, dist, cvs)
+    coef = np.full((job.P, job.L), np.nan)
+    coef[:, 0] = 1.0
+    mu = np.zeros((job.P, job.L))
+    for j, (_, gm, beta) in enumerate(cvs):
+        mu[:, 1 + j] = gm
+        if beta is not None:
+            coef[:, 1 + j] = -beta
+    est, plan, mag = run_features(job, dist, n, rng=rng, n_streams=n_streams, block_size=block_size,
+                             n_threads=n_threads, chunk_size=chunk_size, client=client, coef=coef,
+                             mu=mu, terms="grad_f * dx/dtheta")
+    grand, se, var, value, vse, vvar, nn, w = est
+    info = {**plan.info(), "f": "python", "control_variates": len(cvs),
+            "coefficients": -w[..., 1:].mean(0)}
+    return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, "pathwise+cv", info,
+                               batch=est.batch)

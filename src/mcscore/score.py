@@ -55,12 +55,14 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     rng : None, int, SeedSequence or Generator (SPEC 7)
         Seeds the call's streams.  The same int / SeedSequence gives a
         bit-identical result for any ``n_threads`` and ``chunk_size``.
-    baseline : None, float, "loo" or "optimal"
+    baseline : None, float, "loo", "optimal" or a baseline object
         None: plain estimator.  A float b: ``(f - b) * score``.  "loo":
         leave-one-out (RLOO) baseline, unbiased.  "optimal": per coordinate
         the variance-minimising constant ``E[f s^2] / E[s^2]``, cross-fitted
         across streams (each stream's baseline comes from the other
-        streams) so the estimate stays unbiased.
+        streams) so the estimate stays unbiased.  An object with a
+        ``score_grad`` method (``mcscore.baselines.MovingAverageBaseline``,
+        ``ContextBaseline``) runs the call itself.
     n_threads : None or int
         None = all threads OpenMP would use (OMP_NUM_THREADS and threadpoolctl
         are honoured), -1 = all, -2 = all but one, 0 is an error.
@@ -119,6 +121,12 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     GradientEstimate
     """
     E.check_distribution(dist)
+    if hasattr(baseline, "score_grad"):  # a baseline object (mcscore.baselines)
+        return baseline.score_grad(f, dist, n, rng=rng, n_threads=n_threads,
+                                   chunk_size=chunk_size, n_streams=n_streams,
+                                   block_size=block_size, control_variates=control_variates,
+                                   antithetic=antithetic, grad_f=grad_f, client=client,
+                                   progress=progress)
     baseline = E.check_baseline(baseline)
     k = 0
     if not (type(batch_ndims) is int and batch_ndims == 0):

@@ -46,6 +46,29 @@ def flat_coords(dist, grads, what):
     return out
 
 
+def _per_param(dist, tang, weights):
+    """{param: sum over the draw coordinates c it reaches of weights[c] *
+    tang[param][c]} (a tangent per draw coordinate -> the parameter's shape)."""
+    grads = {}
+    for name, t in tang.items():
+        pshape = dist._params[name].shape
+        idx = index_map(pshape, dist.draw_shape)
+        size = int(np.prod(pshape, dtype=np.int64))
+        grads[name] = np.bincount(idx, weights=(weights * np.asarray(t, float)).ravel(),
+                                  minlength=size).reshape(pshape)
+    return grads
+
+
+def _expansion_point(dist, grad_f, name="delta"):
+    """(mu = E[x], grad_f(mu)) of the Taylor control variates."""
+    if grad_f is None:
+        raise TypeError(f"control variate {name!r} needs grad_f (the gradient of f)")
+    tang = dist.mean_tangents()
+    mu = np.broadcast_to(np.asarray(dist.mean, float), dist.draw_shape)
+    g = E.call_grad(grad_f, mu[None].copy(), None, 1).reshape(dist.draw_shape)
+    return tang, mu, g
+
+
 def _delta_cv(dist, grad_f):
     """The delta-method (first-order Taylor) control variate
     h(x) = grad_f(mu) . (x - mu), mu = E[x]; returns (h, d E[h] / d theta)
@@ -64,12 +87,8 @@ def _delta_cv(dist, grad_f):
     grads = {}
     for prefix, c, off in parts:
         gc = g.ravel()[off:off + c.draw_size].reshape(c.draw_shape)
-        for name, t in c.mean_tangents().items():
-            pshape = c._params[name].shape
-            idx = index_map(pshape, c.draw_shape)
-            size = int(np.prod(pshape, dtype=np.int64))
-            grads[prefix + name] = np.bincount(idx, weights=(gc * t).ravel(),
-                                               minlength=size).reshape(pshape)
+        for name, v in _per_param(c, c.mean_tangents(), gc).items():
+            grads[prefix + name] = v
     gflat = g.ravel()
     muflat = mu.ravel()
 
@@ -80,43 +99,147 @@ def _delta_cv(dist, grad_f):
 
 
 def _cv_kinds(control_variates):
-    """'delta' or 'pair' for each control variate (as _parse_cvs lists them)."""
+    """'delta' (a built-in one: 'delta', 'delta2', ('delta2', H): h takes the
+    flat draw) or 'pair' (the user's h) for each control variate, in
+    _parse_cvs's order."""
     if control_variates is None:
         return []
     if isinstance(control_variates, (str, tuple)) or callable(control_variates):
         control_variates = [control_variates]
-    return ["delta" if isinstance(cv, str) else "pair" for cv in control_variates]
+    return ["delta" if isinstance(cv, str) or (isinstance(cv, tuple) and cv
+                                                and isinstance(cv[0], str)) else "pair"
+            for cv in control_variates]
+
+
+def variance_tangents(dist):
+    """{param: d Var[x_c] / d param} per draw coordinate c, for the families
+    whose coordinates are independent (the second-order delta method)."""
+    b = dist._draw_broadcast
+    fam = type(dist).__name__
+    if fam == "Normal":
+        return {"loc": b(0.0), "scale": b(2 * dist.scale)}
+    if fam == "LogNormal":
+        mu, s = dist.loc, dist.scale
+        var = np.expm1(s * s) * np.exp(2 * mu + s * s)
+        return {"loc": b(2 * var), "scale": b(2 * s * np.exp(2 * mu + 2 * s * s) + 2 * s * var)}
+    if fam == "Laplace":
+        return {"loc": b(0.0), "scale": b(4 * dist.scale)}
+    if fam == "Exponential":
+        return {"rate": b(-2 / dist.rate**3)}
+    if fam == "Gamma":
+        a, r = dist.concentration, dist.rate
+        return {"concentration": b(1 / r**2), "rate": b(-2 * a / r**3)}
+    if fam == "Poisson":
+        return {"rate": b(1.0)}
+    if fam == "Bernoulli":
+        p, q = dist._pq()
+        dv = (q - p) * (p * q if dist._which == "logits" else 1.0)
+        return {dist._which: b(dv)}
+    raise ValueError("control variate 'delta2' needs the variance tangents of the family: "
+                     "Normal, LogNormal, Laplace, Exponential, Gamma, Poisson, Bernoulli; got "
+                     f"{fam}")
+
+
+def _hessian_at(grad_f, mu):
+    """The Hessian of f at mu by central differences of grad_f (one call
+    on 2 D points), symmetrised.  The control variate built on it is exact
+    whatever its error: its mean gradient is computed for the H it uses."""
+    D = mu.size
+    h = 1e-5 * np.maximum(1.0, np.abs(mu.ravel()))
+    pts = np.repeat(mu.reshape(1, D), 2 * D, 0)
+    pts[np.arange(D), np.arange(D)] += h
+    pts[D + np.arange(D), np.arange(D)] -= h
+    g = E.call_grad(grad_f, pts.reshape((2 * D,) + mu.shape), None, 2 * D)
+    H = (g[:D] - g[D:]) / (2 * h[:, None])
+    return 0.5 * (H + H.T)
+
+
+def _delta2_cv(dist, grad_f, hess):
+    """The second-order delta method: h(x) = g . (x - mu) + 1/2 (x - mu)' H
+    (x - mu), g = grad_f(mu), H the Hessian of f at mu (by differences of
+    grad_f) or the user's (an array (D, D) or a callable mu -> array).  For
+    independent coordinates d E[h] / d theta = g . d mu / d theta + 1/2
+    sum_c H_cc d Var[x_c] / d theta (the expansion point held fixed)."""
+    tang, mu, g = _expansion_point(dist, grad_f, "delta2")
+    vt = variance_tangents(dist)
+    D = mu.size
+    if hess is None:
+        H = _hessian_at(grad_f, mu)
+    else:
+        H = hess(mu.copy()) if callable(hess) else hess
+        H = V.as_real_array("control variate 'delta2' Hessian", H)
+        if H.shape != (D, D) or not np.isfinite(H).all():
+            raise ValueError(f"control variate 'delta2': the Hessian must be a finite ({D}, {D}) "
+                             f"array (draw size {D}), got shape {H.shape}")
+    g1 = _per_param(dist, tang, g)
+    g2 = _per_param(dist, vt, 0.5 * np.diag(H).reshape(dist.draw_shape))
+    grads = {k: g1[k] + g2[k] for k in g1}
+    gflat, muflat = g.ravel(), mu.ravel()
+
+    def h(x):
+        d = np.asarray(x, float).reshape(len(x), -1) - muflat
+        return d @ gflat + 0.5 * np.einsum("mi,ij,mj->m", d, H, d)
+
+    return h, grads
+
+
+def _fixed_coefficient(dist, beta, where):
+    """A control variate's fixed coefficient: a number, or per gradient
+    coordinate a dict {param: array}; returns a flat vector."""
+    if isinstance(beta, dict):
+        return flat_coords(dist, beta, f"{where} coefficient")
+    b = V.as_real_array(f"{where} coefficient", beta)
+    if b.ndim != 0 or not np.isfinite(b):
+        raise ValueError(f"{where}: the fixed coefficient must be a finite number or a dict "
+                         f"{{parameter name: array}}, got {beta!r}")
+    dist._kernel_dist()
+    return np.full(dist._table["n_coords"], float(b))
 
 
 def _parse_cvs(dist, control_variates, grad_f):
-    """[(h, flat d E[h] / d theta)]."""
+    """[(h, flat d E[h] / d theta, flat fixed coefficient or None)]."""
     if control_variates is None:
         return []
     if isinstance(control_variates, (str, tuple)) or callable(control_variates):
         control_variates = [control_variates]
     if not isinstance(control_variates, (list, tuple)):
-        raise TypeError("control_variates must be 'delta', a pair (h, grad_mean) or a list of "
-                        f"them, got {type(control_variates).__name__}")
+        raise TypeError("control_variates must be 'delta', 'delta2', a pair (h, grad_mean), a "
+                        "triple (h, grad_mean, coefficient) or a list of them, got "
+                        f"{type(control_variates).__name__}")
     out = []
     for j, cv in enumerate(control_variates):
         where = f"control_variates[{j}]"
+        beta = None
         if isinstance(cv, str):
-            if cv != "delta":
+            if cv not in ("delta", "delta2"):
                 raise ValueError(f"{where}: unknown built-in control variate {cv!r}; "
-                                 "the built-in one is 'delta' (needs grad_f)")
-            h, grads = _delta_cv(dist, grad_f)
-        elif isinstance(cv, tuple) and len(cv) == 2:
-            h, grads = cv
+                                 "the built-in ones are 'delta' and 'delta2' (need grad_f)")
+            h, grads = _delta_cv(dist, grad_f) if cv == "delta" else _delta2_cv(dist, grad_f,
+                                                                                None)
+        elif isinstance(cv, tuple) and len(cv) == 2 and isinstance(cv[0], str) and \
+                cv[0] == "delta2":
+            h, grads = _delta2_cv(dist, grad_f, cv[1])
+        elif isinstance(cv, tuple) and len(cv) in (2, 3):
+            h, grads = cv[:2]
             if not callable(h):
                 raise TypeError(f"{where}: h must be a vectorised callable, got "
                                 f"{type(h).__name__}")
             if callable(grads):
                 grads = grads(dist)
+            if len(cv) == 3:
+                names = list(dist._coord_slices)
+                if not isinstance(grads, dict) or set(grads) != set(names):
+                    raise TypeError(
+                        f"{where}: a triple (h, grad_mean, coefficient) needs grad_mean as a "
+                        f"dict with the gradient for every parameter {names}, got {grads!r}")
+                beta = _fixed_coefficient(dist, cv[2], where)
         else:
-            raise TypeError(f"{where} must be 'delta' or a pair (h, grad_mean) with h a "
-                            "vectorised callable and grad_mean the gradient of E[h] as a dict "
-                            "{parameter name: array} (or a callable dist -> dict)")
-        out.append((h, flat_coords(dist, grads, f"{where} grad_mean")))
+            raise TypeError(f"{where} must be 'delta', 'delta2', ('delta2', H), a pair (h, "
+                            "grad_mean) or a triple (h, grad_mean, coefficient) with h a "
+                            "vectorised callable, grad_mean the gradient of E[h] as a dict "
+                            "{parameter name: array} (or a callable dist -> dict) and a fixed "
+                            "coefficient (a number or a dict; not fitted)")
+        out.append((h, flat_coords(dist, grads, f"{where} grad_mean"), beta))
     if len(out) > 14:
         raise ValueError("at most 14 control variates")
     return out
@@ -138,8 +261,8 @@ def score_vr(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_f,
     cvs = _parse_cvs(dist, control_variates, grad_f)
     if E.is_joint(dist):  # f and each h take the dict of component draws
         f = E.wrap_joint(dist, f)
-        cvs = [(h if j == "delta" else E.JointF(h, dist), gm)
-               for (h, gm), j in zip(cvs, _cv_kinds(control_variates))]
+        cvs = [(h if j == "delta" else E.JointF(h, dist), gm, beta)
+               for (h, gm, beta), j in zip(cvs, _cv_kinds(control_variates))]
     n = V.integer("n", n, minimum=4 if antithetic else 2, maximum=2**62)
     units = n // 2 if antithetic else n
     plan = E.Plan(units, dist.draw_size, rng, n_streams, block_size, n_threads)
@@ -150,13 +273,15 @@ def score_vr(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_f,
     # column J is the score itself: the baseline's feature with "optimal",
     # and the carrier of the offsets taken out of f and the control variates
     L = J + 1
-    coef = np.full(L, np.nan)
-    coef[0] = 1.0
+    coef = np.full((P, L), np.nan)
+    coef[:, 0] = 1.0
     if not add_score:
-        coef[J] = 0.0
+        coef[:, J] = 0.0
     mu = np.zeros((P, L))
-    for j, (_, gm) in enumerate(cvs):
+    for j, (_, gm, beta) in enumerate(cvs):
         mu[:, 1 + j] = gm
+        if beta is not None:  # a fixed coefficient: f s - beta (h s - grad E[h])
+            coef[:, 1 + j] = -beta
     stats, shifts, offsets, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
                                         n_threads=n_threads)
     grand, se, var, value, vse, vvar, nn, w = gram = E.estimate(
@@ -211,7 +336,7 @@ class ScoreVRJob(E.Job):
                 raise ValueError(f"f returned {out[0][i]} at draw {rd.draw_index(i)}; f must "
                                  "be finite")
         out[0] -= self.shift_f
-        for j, (h, _) in enumerate(self.cvs):
+        for j, (h, *_) in enumerate(self.cvs):
             out[1 + j] = E.call_values(h, x_user, rd, chunk, name=f"control_variates[{j}]")
         return mag.see(out)
 

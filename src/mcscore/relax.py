@@ -1,0 +1,481 @@
+"""RELAX (Grathwohl et al. 2018): a learned control variate for Bernoulli
+and Categorical, :func:`relax_grad`; surrogates (:class:`NumpySurrogate`,
+:class:`RebarSurrogate`, :class:`TorchSurrogate`), their online training
+on the estimator's variance (:func:`train_surrogate`), and the
+gradient-based tuning of REBAR's temperature and scale
+(:func:`tune_rebar`).
+
+In logit space (Bernoulli: z = logit + logistic noise, b = [z > 0];
+Categorical: z = log pi + Gumbel noise, b = argmax z), with z~ a draw of z
+given b (the conditional relaxation of REBAR) and c_phi a differentiable
+surrogate of f on z,
+
+    g = (f(b) - c_phi(z~)) d log p(b) / d theta + d c_phi(z) / d theta
+        - d c_phi(z~) / d theta
+
+(the derivatives of c through the reparameterised z(theta) and
+z~(theta)).  The last two terms have the mean of c_phi(z~) times the score,
+so g is unbiased for every phi.  phi is trained to minimise E[|g|^2] (the
+estimator's variance plus a constant): after each call's estimate (with phi
+frozen, so the call's result is a function of its seed and is the same for
+any n_threads and on Dask), one or more gradient steps on phi use a
+training batch drawn from a child of the call's seed; the next call uses
+the updated phi (online training in an optimisation loop).
+
+The Jacobians, per draw (Categorical, raw logits l, pi = softmax(l)):
+
+    dz_k / dl_j = [k = j] - pi_j
+    z~_b = -log(-log v_b),  z~_k = -log(-log v_k / pi_k - log v_b)  (k != b)
+    dz~_k / dl_j = w_k ([k = j] - pi_j),  w_k = -log v_k / (pi_k A_k), w_b = 0,
+    A_k = -log v_k / pi_k - log v_b;
+
+(Bernoulli, logit l, p = sigmoid(l)): dz/dl = 1; z~ = l + logit(u'),
+u' = 1 - p + v p (b = 1) or v (1 - p) (b = 0), dz~/dl = 1 + (du'/dp) p (1 - p)
+/ (u' (1 - u')).  probs are reached by the chain rule (d/dp = d/dl / (p q)
+for Bernoulli, d/dv_j = d/dl_j / v_j for unnormalised Categorical probs).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from scipy import special
+
+from . import _engine as E
+from . import _validation as V
+from ._features import FeatureJob, run_features
+from .distributions import Bernoulli, Categorical
+
+__all__ = ["relax_grad", "NumpySurrogate", "RebarSurrogate", "TorchSurrogate",
+           "train_surrogate", "tune_rebar"]
+
+
+# ---------------------------------------------------------------------------
+# the relaxation: draws, Jacobians and the estimator's terms
+# ---------------------------------------------------------------------------
+
+class _Relax:
+    """The logit-space relaxation of a Bernoulli / Categorical."""
+
+    def __init__(self, dist):
+        E.check_distribution(dist)
+        if type(dist) not in (Bernoulli, Categorical):
+            raise ValueError(f"relax_grad supports Bernoulli and Categorical; got "
+                             f"{type(dist).__name__}")
+        E.check_differentiable(dist)
+        dist._kernel_dist()
+        self.dist = dist
+        self.cat = isinstance(dist, Categorical)
+        if self.cat:
+            self.K = dist.n_categories
+            self.U = dist.draw_size
+            self.pi = dist.probs.reshape(self.U, self.K)
+            self.logpi = np.log(self.pi)
+            self.zshape = dist.draw_shape + (self.K,)
+            v = dist._params[dist._which].reshape(self.U, self.K)
+            self.conv = 1.0 / v if dist._which == "probs" else None
+        else:
+            p, q = dist._pq()
+            self.U, self.K = dist.draw_size, 1
+            self.p = np.broadcast_to(p, dist.draw_shape).ravel()
+            self.q = np.broadcast_to(q, dist.draw_shape).ravel()
+            self.lg = np.log(self.p) - np.log(self.q)
+            self.zshape = dist.draw_shape
+            self.conv = 1.0 / (self.p * self.q) if dist._which == "probs" else None
+        self.P = self.U * self.K
+
+    def sample(self, gen, m):
+        """z, z~, the discrete points, the score (m, P) in logit space and
+        the Jacobian weights of z~."""
+        U, K = self.U, self.K
+        u = gen.random((m, U, K) if self.cat else (m, U))
+        v = gen.random((m, U, K) if self.cat else (m, U))
+        if self.cat:
+            g = -np.log(-np.log(u))
+            z = self.logpi + g
+            b = z.argmax(-1)
+            hot = (np.arange(K) == b[..., None]).astype(float)
+            lv = np.log(v)
+            lvb = np.take_along_axis(lv, b[..., None], -1)
+            A = -lv / self.pi - lvb
+            zt = np.where(hot > 0, -np.log(-lvb), -np.log(A))
+            w = np.where(hot > 0, 0.0, -lv / (self.pi * A))
+            return {"z": z, "zt": zt, "b": hot, "score": (hot - self.pi).reshape(m, -1),
+                    "w": w}
+        z = self.lg + special.logit(u)
+        b = (z > 0).astype(float)
+        p, q = self.p, self.q
+        up = np.where(b > 0, q + v * p, v * q)
+        dup = np.where(b > 0, v - 1.0, -v)
+        zt = self.lg + special.logit(up)
+        w = 1.0 + dup * p * q / (up * (1.0 - up))
+        return {"z": z, "zt": zt, "b": b, "score": b - p, "w": w}
+
+    def terms(self, mat, fb, ct, gz, gzt, sumk):
+        """The RELAX terms (m, P) in logit space from f(b), c(z~) and the
+        surrogate's input gradients at z and z~ (NumPy or torch arrays;
+        sumk sums the last axis keeping it)."""
+        m = len(fb)
+        score = mat["score"]
+        if self.cat:
+            pi, w = mat["pi"], mat["w"]
+            gz = gz.reshape(m, self.U, self.K)
+            gzt = gzt.reshape(m, self.U, self.K) * w
+            d = (gz - pi * sumk(gz)) - (gzt - pi * sumk(gzt))
+            d = d.reshape(m, self.P)
+        else:
+            d = gz.reshape(m, self.P) - gzt.reshape(m, self.P) * mat["w"]
+        return (fb - ct).reshape(m, 1) * score + d
+
+    def to_params(self, g):
+        """Logit-space terms -> the distribution's parameterisation."""
+        if self.conv is None:
+            return g
+        return g * self.conv.reshape(1, -1)
+
+    def points(self, mat):
+        """The discrete points in the form f takes: 0/1 (m, *batch) for
+        Bernoulli, one-hot (m, *batch, K) for Categorical."""
+        m = len(mat["b"])
+        return mat["b"].reshape((m,) + self.zshape)
+
+
+def _npsum(a):
+    return a.sum(-1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------
+# surrogates
+# ---------------------------------------------------------------------------
+
+class _Adam:
+    def __init__(self, lr):
+        self.lr, self.t, self.m, self.v = lr, 0, 0.0, 0.0
+
+    def step(self, phi, g):
+        self.t += 1
+        self.m = 0.9 * self.m + 0.1 * g
+        self.v = 0.999 * self.v + 0.001 * g * g
+        mh = self.m / (1 - 0.9**self.t)
+        vh = self.v / (1 - 0.999**self.t)
+        return phi - self.lr * mh / (np.sqrt(vh) + 1e-8)
+
+
+class NumpySurrogate:
+    """A user-supplied differentiable surrogate c_phi(z) as NumPy callables.
+
+    Parameters
+    ----------
+    value : ``value(z, phi) -> (m,)``, z of shape ``(m, *batch_shape)``
+        (Bernoulli) or ``(m, *batch_shape, K)`` (Categorical), in logit space.
+    grad_z : ``grad_z(z, phi) -> z.shape``, d c / d z.
+    grad_phi : ``grad_phi(z, phi) -> (m, len(phi))``, d c / d phi.
+    phi : initial parameters (1-d array).
+    lr : Adam's step size for the training on the variance.
+    fd_step : relative step of the central differences of grad_z in phi
+        (the mixed derivative d^2 c / dz dphi that the variance's gradient
+        needs; the estimator stays unbiased whatever they give).
+    """
+
+    def __init__(self, value, grad_z, grad_phi, phi, *, lr=0.01, fd_step=1e-5):
+        self.value_fn = E.check_callable("value", value)
+        self.grad_z_fn = E.check_callable("grad_z", grad_z)
+        self.grad_phi_fn = E.check_callable("grad_phi", grad_phi)
+        phi = V.as_real_array("phi", phi).astype(float).ravel()
+        if not np.isfinite(phi).all():
+            raise ValueError("phi must be finite")
+        self.phi = phi
+        self.lr = V.positive_real("lr", lr)
+        self.fd_step = V.positive_real("fd_step", fd_step)
+        self._opt = _Adam(self.lr)
+
+    def value(self, z):
+        return np.asarray(self.value_fn(z, self.phi), float)
+
+    def grad(self, z):
+        return np.asarray(self.grad_z_fn(z, self.phi), float)
+
+    def step(self, rx, mat, fb):
+        """One Adam step on mean |g|^2 over the batch; returns that loss."""
+        z, zt = mat["z"], mat["zt"]
+        m = len(fb)
+        ct = self.value(zt)
+        g = rx.terms(mat, fb, ct, self.grad(z), self.grad(zt), _npsum)
+        dct = np.asarray(self.grad_phi_fn(zt, self.phi), float).reshape(m, -1)
+        grad = np.empty_like(self.phi)
+        score = mat["score"]
+        for k in range(self.phi.size):
+            h = self.fd_step * max(1.0, abs(self.phi[k]))
+            e = np.zeros_like(self.phi)
+            e[k] = h
+            dz = (np.asarray(self.grad_z_fn(z, self.phi + e), float)
+                  - np.asarray(self.grad_z_fn(z, self.phi - e), float)) / (2 * h)
+            dzt = (np.asarray(self.grad_z_fn(zt, self.phi + e), float)
+                   - np.asarray(self.grad_z_fn(zt, self.phi - e), float)) / (2 * h)
+            # d g / d phi_k: -dc(z~)/dphi_k s + the input-gradient terms' derivative
+            dg = rx.terms(mat, np.zeros(m), np.zeros(m), dz, dzt, _npsum)
+            dg = dg - dct[:, k:k + 1] * score
+            grad[k] = 2 * float((g * dg).sum(1).mean())
+        self.phi = self._opt.step(self.phi, grad)
+        return float((g * g).sum(1).mean())
+
+    def frozen(self):
+        """A copy with the current phi, for an estimate."""
+        c = copy.copy(self)
+        c.phi = self.phi.copy()
+        return c
+
+
+def _sig(t):
+    return special.expit(t)
+
+
+class RebarSurrogate(NumpySurrogate):
+    """REBAR's control variate c(z) = eta f(sigma(z / temperature))
+    (Bernoulli) or eta f(softmax(z / temperature)) (Categorical), with
+    phi = (log temperature, eta) trained on the variance by gradient (as in
+    the REBAR paper).  f and grad_f take relaxed points (see rebar_grad)."""
+
+    def __init__(self, f, grad_f, *, temperature=0.5, eta=1.0, categorical=None, lr=0.02):
+        self.f = E.check_callable("f", f)
+        self.grad_f = E.check_callable("grad_f", grad_f)
+        self.categorical = categorical
+        phi = np.array([np.log(V.positive_real("temperature", temperature)),
+                        float(V.as_real_array("eta", eta))])
+        super().__init__(self._value, self._grad_z, self._grad_phi, phi, lr=lr)
+
+    @property
+    def temperature(self):
+        return float(np.exp(self.phi[0]))
+
+    @property
+    def eta(self):
+        return float(self.phi[1])
+
+    def _relaxed(self, z, phi):
+        t = z / np.exp(phi[0])
+        if self.categorical:
+            return special.softmax(t, axis=-1), t
+        return _sig(t), t
+
+    def _value(self, z, phi):
+        y, _ = self._relaxed(z, phi)
+        return phi[1] * np.asarray(self.f(y), float)
+
+    def _dy(self, y, t, g):
+        """(d c / d t) for c = f(y(t)): the Jacobian of sigmoid / softmax
+        applied to grad_f."""
+        if self.categorical:
+            return y * (g - (y * g).sum(-1, keepdims=True))
+        return y * (1 - y) * g
+
+    def _grad_z(self, z, phi):
+        y, t = self._relaxed(z, phi)
+        g = np.asarray(self.grad_f(y), float)
+        return phi[1] * self._dy(y, t, g) / np.exp(phi[0])
+
+    def _grad_phi(self, z, phi):
+        y, t = self._relaxed(z, phi)
+        m = len(z)
+        fy = np.asarray(self.f(y), float)
+        g = np.asarray(self.grad_f(y), float)
+        dlog = (self._dy(y, t, g) * -t).reshape(m, -1).sum(1)  # dt/dlog(temp) = -t
+        return np.stack([phi[1] * dlog, fy], 1)
+
+
+class TorchSurrogate:
+    """A small neural network surrogate c_phi(z) in PyTorch (imported when
+    the object is made), trained by autograd on the variance.
+
+    Parameters
+    ----------
+    input_size : int, the number of values of one z (batch size x K).
+    module : torch.nn.Module, optional; default an MLP input_size -> hidden ->
+        hidden -> 1 with tanh, its last layer zeroed (c = 0 at the start).
+    hidden : int; lr : Adam's step size; seed : torch's seed for the
+        default module's initialisation.
+    """
+
+    def __init__(self, input_size, *, module=None, hidden=32, lr=0.01, seed=0):
+        import torch
+
+        self.input_size = V.integer("input_size", input_size, minimum=1)
+        if module is None:
+            gen = torch.Generator().manual_seed(int(seed))
+            lin = [torch.nn.Linear(self.input_size, hidden), torch.nn.Linear(hidden, hidden),
+                   torch.nn.Linear(hidden, 1)]
+            with torch.no_grad():
+                for layer in lin[:2]:
+                    layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen)
+                                       / np.sqrt(layer.weight.shape[1]))
+                    layer.bias.zero_()
+                lin[2].weight.zero_()
+                lin[2].bias.zero_()
+            module = torch.nn.Sequential(lin[0], torch.nn.Tanh(), lin[1], torch.nn.Tanh(),
+                                         lin[2])
+        self.module = module.double()
+        self.lr = V.positive_real("lr", lr)
+        self._opt = torch.optim.Adam(self.module.parameters(), lr=self.lr)
+
+    def _c(self, zt):
+        return self.module(zt.reshape(len(zt), -1)).reshape(-1)
+
+    def value(self, z):
+        import torch
+
+        with torch.no_grad():
+            return self._c(torch.as_tensor(np.asarray(z, float))).numpy().copy()
+
+    def grad(self, z):
+        import torch
+
+        zt = torch.as_tensor(np.asarray(z, float)).clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(self._c(zt).sum(), zt)
+        return g.numpy().copy()
+
+    def step(self, rx, mat, fb):
+        import torch
+
+        T = {k: torch.as_tensor(np.array(v, float)) for k, v in mat.items()}
+        z = T["z"].clone().requires_grad_(True)
+        zt = T["zt"].clone().requires_grad_(True)
+        ct = self._c(zt)
+        (gz,) = torch.autograd.grad(self._c(z).sum(), z, create_graph=True)
+        (gzt,) = torch.autograd.grad(ct.sum(), zt, create_graph=True)
+        g = rx.terms(T, torch.as_tensor(fb), ct, gz, gzt, lambda a: a.sum(-1, keepdim=True))
+        loss = (g * g).sum(1).mean()
+        self._opt.zero_grad()
+        loss.backward()
+        self._opt.step()
+        return float(loss.detach())
+
+    def frozen(self):
+        return copy.deepcopy(self)
+
+
+# ---------------------------------------------------------------------------
+# the estimator and the training
+# ---------------------------------------------------------------------------
+
+class RelaxJob(FeatureJob):
+    """The relaxation's draws; f at b, the (frozen) surrogate at z~ and its
+    input gradients at z and z~; features the RELAX terms."""
+
+    L = 1
+
+    def __init__(self, f, dist, surrogate):
+        self.f, self.dist, self.surrogate = f, dist, surrogate
+        self.rx = _Relax(dist)
+        self.P = self.rx.P
+        self.width = self.rx.P
+
+    def sample(self, gen, m):
+        mat = self.rx.sample(gen, m)
+        if self.rx.cat:
+            mat["pi"] = np.broadcast_to(self.rx.pi, (m,) + self.rx.pi.shape)
+        return mat
+
+    def features(self, mat, rd, chunk, mag):
+        rx, s = self.rx, self.surrogate
+        m = len(mat["z"])
+        zs = (m,) + rx.zshape
+        fb = mag.see(E.call_values(self.f, rx.points(mat), rd, chunk))
+        z, zt = mat["z"].reshape(zs), mat["zt"].reshape(zs)
+        ct = E.call_values(s.value, zt, rd, chunk, name="the surrogate")
+        gz = E.call_grad(s.grad, z, rd, chunk, name="the surrogate's grad")
+        gzt = E.call_grad(s.grad, zt, rd, chunk, name="the surrogate's grad")
+        g = rx.to_params(rx.terms(mat, fb, ct, gz, gzt, _npsum))
+        return fb, g[:, :, None]
+
+
+def _train_batch(rx, f, gen, m):
+    mat = rx.sample(gen, m)
+    if rx.cat:
+        mat["pi"] = np.broadcast_to(rx.pi, (m,) + rx.pi.shape)
+    zs = (m,) + rx.zshape
+    fb = E.call_values(f, rx.points(mat), None, m)
+    mat = dict(mat, z=mat["z"].reshape(zs), zt=mat["zt"].reshape(zs))
+    return mat, fb
+
+
+def _child_seed(rng, key):
+    root = V.root_seed_sequence(rng)
+    return np.random.SeedSequence(root.entropy, pool_size=root.pool_size,
+                                  spawn_key=tuple(root.spawn_key) + (key,))
+
+
+def train_surrogate(f, dist, surrogate, *, steps=100, batch=256, rng=None):
+    """``steps`` gradient steps of the surrogate on the RELAX estimator's
+    mean |g|^2 (the variance plus a constant), each on a fresh batch of
+    ``batch`` draws from ``rng``; returns the losses."""
+    E.check_distribution(dist)
+    rx = _Relax(dist)
+    f = E.check_callable("f", f)
+    steps = V.integer("steps", steps, minimum=1)
+    batch = V.integer("batch", batch, minimum=2)
+    gen = np.random.Generator(np.random.PCG64(V.root_seed_sequence(rng)))
+    losses = []
+    for _ in range(steps):
+        mat, fb = _train_batch(rx, f, gen, batch)
+        losses.append(surrogate.step(rx, mat, fb))
+    return np.array(losses)
+
+
+def _check_surrogate(s):
+    for name in ("value", "grad", "step", "frozen"):
+        if not callable(getattr(s, name, None)):
+            raise TypeError("surrogate must be a NumpySurrogate, RebarSurrogate or "
+                            f"TorchSurrogate (or have value, grad, step and frozen); got "
+                            f"{type(s).__name__}")
+
+
+def relax_grad(f, dist, n, *, surrogate, train_steps=1, train_batch=256, rng=None,
+               n_threads=None, chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
+               client=None):
+    """RELAX estimate of grad_theta E[f(b)], b ~ Bernoulli / Categorical.
+
+    Parameters
+    ----------
+    f : callable on discrete points: 0/1 of shape ``(m, *batch_shape)``
+        (Bernoulli) or one-hot vectors ``(m, *batch_shape, K)`` (Categorical).
+    dist : Bernoulli or Categorical (probs or logits)
+    surrogate : NumpySurrogate, RebarSurrogate or TorchSurrogate
+        Frozen for this call's estimate (a copy runs on the streams, also on
+        Dask); then trained in place by ``train_steps`` steps on batches of
+        ``train_batch`` draws from a child of ``rng``'s seed (0: no
+        training), so successive calls train it online.
+    rng, n_threads, chunk_size, n_streams, block_size, client : as in
+        ``score_grad`` (bit-identical for any n_threads and on Dask).
+
+    Returns
+    -------
+    GradientEstimate (method "relax"); ``info["train_loss"]`` the training
+    losses of this call (mean |g|^2 per step).  Per sample: 1 f evaluation,
+    1 surrogate evaluation and 2 surrogate gradients.
+    """
+    f = E.check_callable("f", f)
+    _check_surrogate(surrogate)
+    train_steps = V.integer("train_steps", train_steps, minimum=0)
+    job = RelaxJob(f, dist, surrogate.frozen())
+    n = V.integer("n", n, minimum=2, maximum=2**62)
+    est, plan, mag = run_features(job, job.rx.dist, n, rng=rng, n_streams=n_streams,
+                             block_size=block_size, n_threads=n_threads, chunk_size=chunk_size,
+                             client=client, terms="the RELAX terms")
+    grand, se, var, value, vse, vvar, nn, _ = est
+    losses = (train_surrogate(f, dist, surrogate, steps=train_steps, batch=train_batch,
+                              rng=_child_seed(plan.root, 2**41)) if train_steps else np.zeros(0))
+    info = {**plan.info(), "f": "python", "f_evals_per_sample": 1, "train_loss": losses}
+    return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, "relax", info,
+                               batch=est.batch)
+
+
+def tune_rebar(f, dist, *, grad_f, temperature=0.5, eta=1.0, steps=200, batch=256, lr=0.02,
+               rng=None):
+    """REBAR's temperature and scale (eta) tuned by gradient descent on the
+    estimator's variance (as in the REBAR paper): the RELAX training of a
+    RebarSurrogate.  Returns {"temperature", "eta", "loss"} (the loss per
+    step: mean |g|^2 over the batch)."""
+    rx = _Relax(dist)
+    s = RebarSurrogate(f, grad_f, temperature=temperature, eta=eta, categorical=rx.cat, lr=lr)
+    losses = train_surrogate(f, dist, s, steps=steps, batch=batch, rng=rng)
+    return {"temperature": s.temperature, "eta": s.eta, "loss": losses}
