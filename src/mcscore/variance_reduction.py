@@ -227,6 +227,8 @@ def _parse_cvs(dist, control_variates, grad_f):
             if callable(grads):
                 grads = grads(dist)
             if len(cv) == 3:
+                if not E.is_joint(dist):
+                    dist._kernel_dist()  # the coordinate layout (_coord_slices)
                 names = list(dist._coord_slices)
                 if not isinstance(grads, dict) or set(grads) != set(names):
                     raise TypeError(
