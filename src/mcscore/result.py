@@ -35,7 +35,13 @@ class GradientEstimate:
     baseline : None, float, "loo" or "optimal"
     method : str
         Which estimator produced this ("score", ...).
+    sampler : "mc" or "sobol"
+        "sobol": randomised quasi-Monte Carlo, ``n_randomizations``
+        independent randomisations (stderr from their spread).
     """
+
+    sampler = "mc"
+    n_randomizations = None
 
     def __init__(self, grad, stderr, variance, value, value_stderr, n, *, baseline=None,
                  method="score", value_variance=None, info=None):

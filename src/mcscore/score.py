@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from . import _engine as E
+from . import _qmc
 from . import _validation as V
 from . import _vr
 from .result import GradientEstimate
@@ -24,7 +25,8 @@ DEFAULT_STREAMS = E.DEFAULT_STREAMS
 
 def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_size=None,
                n_streams=DEFAULT_STREAMS, block_size=None, control_variates=None,
-               antithetic=False, grad_f=None, client=None, progress=False):
+               antithetic=False, grad_f=None, client=None, progress=False, sampler="mc",
+               n_randomizations=None):
     """Score-function estimate of grad_theta E_{x ~ dist}[f(x)].
 
     Parameters
@@ -88,6 +90,21 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     progress : bool
         Show a tqdm progress bar (blocks done, draws per second).  It does
         not change the result.
+    sampler : "mc" or "sobol"
+        "sobol": randomised quasi-Monte Carlo, draws by inversion of
+        scrambled Sobol' points (see :mod:`mcscore._qmc` and the README):
+        ``n`` draws in total, ``n_randomizations`` (default 16) independent
+        randomisations of ``n // n_randomizations`` points each (a power of
+        two, else a warning); the estimate is the mean of the
+        randomisations' estimates and ``stderr`` comes from their spread.
+        Baselines and control-variate coefficients are fitted across
+        randomisations (leave one randomisation out); ``chunk_size``,
+        ``n_streams``, ``block_size`` and ``progress`` do not apply.  The
+        result has ``sampler == "sobol"`` and ``n_randomizations``;
+        ``variance`` is ``stderr**2 * n``, the per-draw variance plain Monte
+        Carlo would need for the same error bar.
+    n_randomizations : int >= 2, optional
+        Only with sampler="sobol".
 
     Returns
     -------
@@ -97,6 +114,12 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     baseline = E.check_baseline(baseline)
     if grad_f is not None and not callable(grad_f):
         raise TypeError(f"grad_f must be a vectorised Python callable, got {type(grad_f).__name__}")
+    if _qmc.check_sampler(sampler) == "sobol":
+        return _qmc.score_grad(f, dist, n, rng=rng, baseline=baseline,
+                               control_variates=control_variates, antithetic=antithetic,
+                               grad_f=grad_f, n_threads=n_threads,
+                               n_randomizations=n_randomizations, client=client)
+    _qmc.check_mc_only(sampler, n_randomizations)
     if control_variates is not None or antithetic is not False:
         return score_vr(f, dist, n, rng=rng, baseline=baseline,
                         control_variates=control_variates, antithetic=antithetic,

@@ -104,6 +104,22 @@ class Normal(_LocScale):
     def mirror(self, x):
         return 2 * self.loc - x
 
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value), value broadcast against the batch shape."""
+        x = np.asarray(value, dtype=np.float64)
+        if not self._log:
+            return special.ndtr((x - self.loc) / self.scale)
+        with np.errstate(divide="ignore"):
+            lx = np.log(np.maximum(x, 0.0))
+        return special.ndtr((lx - self.loc) / self.scale)
+
+    def icdf(self, value):
+        """The quantile function loc + scale ndtri(value) (exp of it for
+        LogNormal), value in [0, 1]."""
+        z = self.loc + self.scale * special.ndtri(self._unit_value(value))
+        return np.exp(z) if self._log else z
+
 
 class LogNormal(Normal):
     """LogNormal(loc, scale): log x ~ Normal(loc, scale)."""
@@ -162,6 +178,16 @@ class Exponential(Distribution):
     def pathwise_spec(self):
         return [("rate", _vr.TK_NEG_X_OVER, self._draw_broadcast(self.rate), 0.0)]
 
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value) = 1 - exp(-rate value) for value >= 0."""
+        x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
+        return -np.expm1(-self.rate * x)
+
+    def icdf(self, value):
+        """The quantile function -log(1 - value) / rate."""
+        return -np.log1p(-self._unit_value(value)) / self.rate
+
 
 class Gamma(Distribution):
     """Gamma(concentration, rate): density rate^a x^(a-1) e^(-rate x) / Gamma(a)."""
@@ -200,6 +226,16 @@ class Gamma(Distribution):
         b = self._draw_broadcast
         return [("concentration", _vr.TK_GAMMA_CONC, b(self.concentration), b(self.rate)),
                 ("rate", _vr.TK_NEG_X_OVER, b(self.rate), 0.0)]
+
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value): the regularised lower incomplete gamma function."""
+        x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
+        return special.gammainc(self.concentration, self.rate * x)
+
+    def icdf(self, value):
+        """The quantile function, by scipy.special.gammaincinv."""
+        return special.gammaincinv(self.concentration, self._unit_value(value)) / self.rate
 
 
 class Beta(Distribution):
@@ -242,6 +278,17 @@ class Beta(Distribution):
     def pathwise_spec(self):
         return [("concentration1", _vr.TK_AUX0, 0.0, 0.0),
                 ("concentration0", _vr.TK_AUX1, 0.0, 0.0)]
+
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value): the regularised incomplete beta function."""
+        x = np.clip(np.asarray(value, dtype=np.float64), 0.0, 1.0)
+        return special.betainc(self.concentration1, self.concentration0, x)
+
+    def icdf(self, value):
+        """The quantile function, by scipy.special.betaincinv."""
+        return special.betaincinv(self.concentration1, self.concentration0,
+                                  self._unit_value(value))
 
 
 # ---------------------------------------------------------------------------
@@ -389,6 +436,16 @@ class HalfNormal(Distribution):
     def vi_transforms(self):
         return {"scale": "log"}
 
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value) = erf(value / (scale sqrt 2)) for value >= 0."""
+        x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
+        return special.erf(x / (self.scale * math.sqrt(2.0)))
+
+    def icdf(self, value):
+        """The quantile function scale sqrt(2) erfinv(value)."""
+        return self.scale * math.sqrt(2.0) * special.erfinv(self._unit_value(value))
+
 
 class Chi2(Distribution):
     """Chi2(df): Gamma(df / 2, rate 1/2), as in torch; density
@@ -432,6 +489,16 @@ class Chi2(Distribution):
 
     def vi_transforms(self):
         return {"df": "log"}
+
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value): Gamma(df / 2, rate 1/2)'s cdf."""
+        x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
+        return special.gammainc(0.5 * self.df, 0.5 * x)
+
+    def icdf(self, value):
+        """The quantile function 2 gammaincinv(df / 2, value)."""
+        return 2.0 * special.gammaincinv(0.5 * self.df, self._unit_value(value))
 
 
 class InverseGamma(Distribution):
@@ -481,6 +548,19 @@ class InverseGamma(Distribution):
     def vi_transforms(self):
         return {"concentration": "log", "rate": "log"}
 
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value) = Q(concentration, rate / value) for value > 0."""
+        x = np.asarray(value, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            t = np.where(x > 0, self.rate / np.maximum(x, 0.0), np.inf)
+        return special.gammaincc(self.concentration, t)
+
+    def icdf(self, value):
+        """The quantile function rate / gammainccinv(concentration, value)."""
+        with np.errstate(divide="ignore"):
+            return self.rate / special.gammainccinv(self.concentration, self._unit_value(value))
+
 
 class Gumbel(_LocScale):
     """Gumbel(loc, scale): density exp(-(z + exp(-z))) / scale with
@@ -528,6 +608,18 @@ class Gumbel(_LocScale):
 
     def vi_transforms(self):
         return {"loc": "identity", "scale": "log"}
+
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value) = exp(-exp(-(value - loc) / scale))."""
+        z = (np.asarray(value, dtype=np.float64) - self.loc) / self.scale
+        with np.errstate(over="ignore"):
+            return np.exp(-np.exp(-z))
+
+    def icdf(self, value):
+        """The quantile function loc - scale log(-log(value))."""
+        with np.errstate(divide="ignore"):
+            return self.loc - self.scale * np.log(-np.log(self._unit_value(value)))
 
 
 class Weibull(Distribution):
@@ -589,3 +681,13 @@ class Weibull(Distribution):
 
     def vi_transforms(self):
         return {"scale": "log", "concentration": "log"}
+
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value) = 1 - exp(-(value / scale)^concentration), value >= 0."""
+        x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
+        return -np.expm1(-(x / self.scale) ** self.concentration)
+
+    def icdf(self, value):
+        """The quantile function scale (-log(1 - value))^(1 / concentration)."""
+        return self.scale * (-np.log1p(-self._unit_value(value))) ** (1.0 / self.concentration)
