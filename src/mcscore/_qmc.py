@@ -344,3 +344,29 @@ def pathwise_grad(f, dist, n, *, grad_f, rng, n_threads, n_randomizations, clien
     info = _plan_info(root, R, m, n_threads)
     info["f"] = "python"
     return _result(dist, rows[:, 1:] / m, rows[:, 0] / m, R * m, R, m, "pathwise", None, info)
+
+
+# ---------------------------------------------------------------------------
+# variational inference
+# ---------------------------------------------------------------------------
+
+class _ElboIntegrand:
+    """f = log p(x, data) - log q(x) (log q first: an edge draw of q is q's
+    fault, not log_joint's)."""
+
+    def __init__(self, log_joint, q, log_q, call_log_joint):
+        self.log_joint, self.q = log_joint, q
+        self.log_q, self.call_log_joint = log_q, call_log_joint
+
+    def __call__(self, x):
+        lq = self.log_q(self.q, x)
+        return self.call_log_joint(self.log_joint, x) - lq
+
+
+def elbo_grad(log_joint, q, n, *, rng, baseline, n_randomizations, log_q, call_log_joint):
+    """vi.elbo_grad(..., sampler="sobol"): the score estimator of the ELBO
+    on scrambled Sobol' draws of q."""
+    f = _ElboIntegrand(log_joint, q, log_q, call_log_joint)
+    return score_grad(f, q, n, rng=rng, baseline=baseline, control_variates=None,
+                      antithetic=False, grad_f=None, n_threads=1,
+                      n_randomizations=n_randomizations, method="score (ELBO)")

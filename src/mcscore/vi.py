@@ -41,6 +41,7 @@ import math
 
 import numpy as np
 
+from . import _qmc
 from . import _validation as V
 from ._algebra import check_baseline
 from ._progress import simple_bar
@@ -128,7 +129,8 @@ def _call_log_joint(log_joint, x):
     return out
 
 
-def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo"):
+def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo", sampler="mc",
+              n_randomizations=None):
     """Score-function estimate of the ELBO and of its gradient w.r.t. q's
     parameters.
 
@@ -144,6 +146,10 @@ def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo"):
     rng : None, int, SeedSequence or Generator
     baseline : None, float, "loo" or "optimal"
         As in :func:`mcscore.score_grad_from_samples` (default "loo").
+    sampler, n_randomizations
+        As in :func:`mcscore.score_grad`: "sobol" draws q by inversion of
+        scrambled Sobol' points (randomised quasi-Monte Carlo; "loo" is then
+        the mean of the other randomisations).
 
     Returns
     -------
@@ -158,6 +164,11 @@ def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo"):
         raise TypeError(f"log_joint must be callable, got {type(log_joint).__name__}")
     baseline = check_baseline(baseline)
     n = V.integer("n", n, minimum=2)
+    if _qmc.check_sampler(sampler) == "sobol":
+        return _qmc.elbo_grad(log_joint, q, n, rng=rng, baseline=baseline,
+                              n_randomizations=n_randomizations, log_q=_log_q,
+                              call_log_joint=_call_log_joint)
+    _qmc.check_mc_only(sampler, n_randomizations)
     gen = V.as_generator(rng)
     x = q.sample(n, gen)
     lq = _log_q(q, x)  # first: an edge draw of q is q's fault, not log_joint's
@@ -232,7 +243,8 @@ class Adam:
 
 
 def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
-        baseline="loo", betas=(0.9, 0.999), eps=1e-8, average=0.5):
+        baseline="loo", betas=(0.9, 0.999), eps=1e-8, average=0.5, sampler="mc",
+        n_randomizations=None):
     """Fit q to the posterior by maximising the ELBO (black-box VI).
 
     Each step draws ``n`` points from the current q, forms the
@@ -259,6 +271,9 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
     average : float in [0, 1)
         Fraction of the last steps whose iterates are averaged into the
         returned ``q`` (0: the last iterate).
+    sampler, n_randomizations
+        As in :func:`elbo_grad` ("sobol": each step's gradient from freshly
+        scrambled Sobol' points, n draws in total per step).
 
     Returns
     -------
@@ -278,6 +293,7 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
     b1, b2 = (V.scalar(f"betas[{i}]", b, "real") for i, b in enumerate(betas))
     if not (0 <= b1 < 1 and 0 <= b2 < 1):
         raise ValueError(f"betas must be in [0, 1), got {betas!r}")
+    _qmc.check_sampler(sampler)
     gen = V.as_generator(rng)
     kinds = transforms(q)
     u = {k: _to_unconstrained(kinds[k], v) for k, v in q.params.items()}
@@ -291,7 +307,8 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
     cur = q
     try:
         for t in range(1, steps + 1):
-            res = elbo_grad(log_joint, cur, n, rng=gen, baseline=baseline)
+            res = elbo_grad(log_joint, cur, n, rng=gen, baseline=baseline, sampler=sampler,
+                            n_randomizations=n_randomizations)
             elbo[t - 1] = res.value
             elbo_se[t - 1] = res.value_stderr
             params = cur.params
