@@ -352,9 +352,11 @@ class Laplace(_LocScale):
     def icdf(self, value):
         """The quantile function (value in [0, 1]); the inverse of cdf."""
         u = V.param("value", value, "unit_interval", owner="Laplace.icdf")
-        t = u - 0.5
-        with np.errstate(divide="ignore"):
-            return self.loc - self.scale * np.sign(t) * np.log1p(-2.0 * np.abs(t))
+        # log(2 u) below the median and -log(2 (1 - u)) above: exact in both tails
+        with np.errstate(divide="ignore", invalid="ignore"):
+            low = np.log(2.0 * np.minimum(u, 0.5))
+            high = -np.log(2.0 * np.minimum(1.0 - u, 0.5))
+        return self.loc + self.scale * np.where(u < 0.5, low, high)
 
     # -- capabilities (the estimators' protocol) --------------------------
     def mean_tangents(self):
@@ -443,8 +445,11 @@ class HalfNormal(Distribution):
         return special.erf(x / (self.scale * math.sqrt(2.0)))
 
     def icdf(self, value):
-        """The quantile function scale sqrt(2) erfinv(value)."""
-        return self.scale * math.sqrt(2.0) * special.erfinv(self._unit_value(value))
+        """The quantile function scale sqrt(2) erfinv(value) (erfcinv(1 -
+        value) above the median: exact in the upper tail)."""
+        u = self._unit_value(value)
+        z = np.where(u < 0.5, special.erfinv(u), special.erfcinv(1.0 - u))
+        return self.scale * math.sqrt(2.0) * z
 
 
 class Chi2(Distribution):
