@@ -407,3 +407,13 @@ def test_lowlevelcallable_is_refused():
     llc = LowLevelCallable(fn, signature="double (int, double *)")
     with pytest.raises(TypeError, match="LowLevelCallable"):
         mc.score_grad(llc, D.Normal(0.0, 1.0), 64, sampler="sobol")
+
+
+def test_categorical_icdf_per_unit_tables():
+    p = np.array([[0.1, 0.6, 0.3], [0.5, 0.25, 0.25]])
+    d = D.Categorical(probs=p)
+    u = np.random.default_rng(0).random((50, 2))
+    k = d.icdf(u)
+    for i in range(2):
+        ref = stats.rv_discrete(values=([0, 1, 2], p[i]))
+        np.testing.assert_array_equal(k[:, i], ref.ppf(u[:, i]))

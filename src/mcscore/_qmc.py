@@ -96,16 +96,17 @@ def seeds(rng, R):
                                          pool_size=root.pool_size) for r in range(R)]
 
 
-def points(d, m, seed):
+def points(d, m, seed, width=1):
     """Yield (first index, u) over the m points of one scrambled Sobol'
-    sequence in d dimensions, in chunks of a power of two of points."""
+    sequence in d dimensions, in chunks of a power of two of points (about
+    _CHUNK_VALUES values of d or `width` per point, the larger)."""
     from scipy.stats import qmc
 
     if d > MAX_DIM:
         raise ValueError(f"sampler='sobol' supports draws of at most {MAX_DIM} uniforms "
                          f"(scipy's Sobol' direction numbers); this one needs {d}")
     eng = qmc.Sobol(d, scramble=True, bits=_BITS, rng=np.random.default_rng(seed))
-    chunk = 1 << max(0, (max(1, _CHUNK_VALUES // d)).bit_length() - 1)
+    chunk = 1 << max(0, (max(1, _CHUNK_VALUES // max(d, width))).bit_length() - 1)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*balance properties", category=UserWarning)
         for start in range(0, m, chunk):
@@ -158,7 +159,7 @@ class _ScoreWork:
         P = kd_coords(dist)
         J = len(self.hs)
         acc = np.zeros(1 + (2 + J) * P)
-        for start, u in points(dist._qmc_dim(), self.m, self.seeds[r]):
+        for start, u in points(dist._qmc_dim(), self.m, self.seeds[r], (2 + J) * P):
             x = dist._qmc_draws(u)
             for xx in ((x, dist.mirror(x)) if self.antithetic else (x,)):
                 S = _scores(dist, kd, xx)
@@ -306,7 +307,7 @@ class _PathwiseWork:
         t_start, kind, col, ta, tb = self.table
         P = len(t_start) - 1
         acc = np.zeros(1 + P)
-        for start, u in points(dist._qmc_dim(), self.m, self.seeds[r]):
+        for start, u in points(dist._qmc_dim(), self.m, self.seeds[r], 2 * len(kind)):
             x = dist._qmc_draws(u)
             c = len(x)
             fx = call_f(self.f, x, start)

@@ -162,7 +162,16 @@ class Categorical(_CategoricalBase):
         """The smallest category k with cdf(k) >= value: the number of
         entries of the cumulative table below value."""
         u = self._unit_value(value)
-        k = (u[..., None] > self._cumulative()).sum(-1)
+        c = self._cumulative()
+        shape = np.broadcast_shapes(u.shape, c.shape[:-1])
+        u = np.broadcast_to(u, shape)
+        c = np.broadcast_to(c, shape + c.shape[-1:]).reshape(-1, c.shape[-1])
+        if len(c) and (c == c[0]).all():  # one table (the common case): one search
+            k = np.searchsorted(c[0], u, side="left")
+        else:
+            k = np.empty(shape, np.int64)
+            for i, (ui, ci) in enumerate(zip(u.reshape(-1), c)):
+                k.reshape(-1)[i] = np.searchsorted(ci, ui, side="left")
         return np.minimum(k, self.n_categories - 1).astype(np.float64)
 
 

@@ -127,7 +127,7 @@ class _GreeksWork:
         payoff, s0, strike, rate, sigma, T, barrier, steps = self.inputs
         order = bridge_order(steps)
         acc = np.zeros(9)
-        for _, u in Q.points(steps, self.m, self.seeds[r]):
+        for _, u in Q.points(steps, self.m, self.seeds[r], 4 * steps + 12):
             y = path_quantities(payoff, special.ndtri(u), s0, strike, rate, sigma, T, barrier,
                                 order)
             acc += y.sum(0)
