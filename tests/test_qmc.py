@@ -306,6 +306,11 @@ def test_bit_identical_for_any_thread_count():
             for t in (1, 2, 3, None)]
     for r in runs[1:]:
         _same(runs[0], r)
+    fused = [mc.score_grad(mc.integrands.sum_of_squares(), d, 16 * 128, n_threads=t, **kw)
+             for t in (1, 2, 3)]
+    assert fused[1].info["threads"] == 2
+    for r in fused[1:]:
+        _same(fused[0], r)
     p = [mc.pathwise_grad(lambda x: np.cos(x).sum(1), d, 16 * 128, grad_f=lambda x: -np.sin(x),
                           rng=1, sampler="sobol", n_threads=t) for t in (1, 2)]
     _same(*p)

@@ -36,6 +36,7 @@ from . import _kernels as K
 from . import _validation as V
 from ._callables import call_f, call_grad, lower_f
 from ._config import effective_n_threads
+from .integrands import Integrand
 from .result import GradientEstimate
 
 __all__ = ["SAMPLERS", "DEFAULT_RANDOMIZATIONS", "QMCWarning", "score_grad", "pathwise_grad",
@@ -115,12 +116,15 @@ def points(d, m, seed, width=1):
             yield start, u
 
 
-def run(work, R, n_threads, client=None):
-    """work(r) for r in 0..R-1, in randomisation order: one array each."""
+def run(work, R, n_threads, client=None, parallel=True):
+    """work(r) for r in 0..R-1, in randomisation order: one array each.
+    Threads take whole randomisations when `parallel` (the work calls no
+    user Python code, which is called from one thread, as in the Monte Carlo
+    engine)."""
     if client is not None:
         futures = client.map(_run_one, [work] * R, list(range(R)), pure=False)
         return np.stack(client.gather(futures))
-    threads = effective_n_threads(n_threads, work_items=R)
+    threads = effective_n_threads(n_threads, work_items=R) if parallel else 1
     if threads <= 1:
         return np.stack([work(r) for r in range(R)])
     with ThreadPoolExecutor(max_workers=threads) as ex:
@@ -219,9 +223,9 @@ def _result(dist, est, values, n_total, R, m, method, baseline, info):
     return res
 
 
-def _plan_info(root, R, m, n_threads):
+def _plan_info(root, R, m, n_threads, parallel=True):
     return {"entropy": root.entropy, "spawn_key": tuple(root.spawn_key),
-            "threads": effective_n_threads(n_threads, work_items=R)}
+            "threads": effective_n_threads(n_threads, work_items=R) if parallel else 1}
 
 
 def check_python_f(f, dist, name="f"):
@@ -248,7 +252,8 @@ def score_grad(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_
     R, m = split(n, n_randomizations, 2 if antithetic else 1)
     root, sd = seeds(rng, R)
     work = _ScoreWork(f, dist, m, sd, [h for h, _ in cvs], bool(antithetic))
-    rows = run(work, R, n_threads, client)
+    pure = isinstance(f, Integrand) and not cvs
+    rows = run(work, R, n_threads, client, parallel=pure)
     draws = m * (2 if antithetic else 1)
     P = kd_coords(dist)
     fbar = rows[:, 0] / draws
@@ -266,8 +271,8 @@ def score_grad(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_
         controls.append(rows[:, 1 + (2 + j) * P:1 + (3 + j) * P] / draws - gm)
     if controls:
         g = crossfit(g, np.stack(controls, axis=-1))
-    info = _plan_info(root, R, m, n_threads)
-    info.update(f="python", antithetic=bool(antithetic), control_variates=len(cvs))
+    info = _plan_info(root, R, m, n_threads, pure)
+    info.update(f="integrand" if isinstance(f, Integrand) else "python", antithetic=bool(antithetic), control_variates=len(cvs))
     return _result(dist, g, fbar, R * draws, R, m, method, baseline, info)
 
 
@@ -341,8 +346,9 @@ def pathwise_grad(f, dist, n, *, grad_f, rng, n_threads, n_randomizations, clien
     dist._qmc_dim()
     R, m = split(n, n_randomizations)
     root, sd = seeds(rng, R)
-    rows = run(_PathwiseWork(f, grad_f, dist, m, sd, table), R, n_threads, client)
-    info = _plan_info(root, R, m, n_threads)
+    rows = run(_PathwiseWork(f, grad_f, dist, m, sd, table), R, n_threads, client,
+               parallel=False)
+    info = _plan_info(root, R, m, n_threads, False)
     info["f"] = "python"
     return _result(dist, rows[:, 1:] / m, rows[:, 0] / m, R * m, R, m, "pathwise", None, info)
 
