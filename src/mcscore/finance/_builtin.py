@@ -77,11 +77,14 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
     dividend, correlation, payoff_grad
         See below (not for the built-in names).
     sampler : "mc" or "sobol"
-        "sobol" (built-in payoffs): randomised quasi-Monte Carlo, the paths
-        from scrambled Sobol' points by the Brownian bridge (the first
-        dimensions give W(T), then ever finer midpoints); ``n`` paths in
+        "sobol": randomised quasi-Monte Carlo, the paths from scrambled
+        Sobol' points by the Brownian bridge (the first dimensions give
+        W(T), then ever finer midpoints; with several assets, each level of
+        the bridge for every asset before the next level); ``n`` paths in
         total over ``n_randomizations`` (default 16) independent
         scramblings, stderr from their spread (see mcscore.score_grad).
+        Built-in payoffs and payoffs of paths under geometric Brownian
+        motion (not Heston / Diffusion models, nor C callbacks).
     n_randomizations : int >= 2, optional
         Only with sampler="sobol".
     model : None, Heston or Diffusion
@@ -161,7 +164,8 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         return _qmc.greeks(payoff, spot=spot, strike=strike, rate=rate, vol=vol,
                            maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,
                            method=method, n_threads=n_threads, client=client,
-                           n_randomizations=n_randomizations, path=path)
+                           n_randomizations=n_randomizations, path=path, dividend=dividend,
+                           correlation=correlation, payoff_grad=payoff_grad, model=model)
     _qmc.Q.check_mc_only(sampler, n_randomizations)
     if path:
         return _greeks_paths(payoff, spot=spot, strike=strike, rate=rate, vol=vol,

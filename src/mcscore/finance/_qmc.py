@@ -24,6 +24,8 @@ import numpy as np
 from scipy import special
 
 from .. import _qmc as Q
+from .. import _validation as V
+from ._paths import _check_array
 from ._common import GREEKS, METHODS, PAYOFFS, Greeks, _PATHWISE_OK, _ROWS, _check_inputs
 
 
@@ -143,12 +145,16 @@ _ESTIMATORS = {
 
 
 def greeks(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng, method,
-           n_threads, client, n_randomizations, path):
-    """greeks(..., sampler="sobol") for a built-in payoff."""
+           n_threads, client, n_randomizations, path, **path_args):
+    """greeks(..., sampler="sobol"): a built-in payoff of one asset, or (path
+    True) a payoff of paths."""
     if path:
-        raise ValueError("sampler='sobol' supports the built-in payoffs "
-                         f"({', '.join(PAYOFFS)}) under Black-Scholes; for a payoff function, "
-                         "several assets or a model use sampler='mc'")
+        if client is not None:
+            raise ValueError("client (Dask) is not supported for a payoff function; run "
+                             "locally")
+        return greeks_paths(payoff, spot=spot, strike=strike, rate=rate, vol=vol,
+                            maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,
+                            method=method, n_randomizations=n_randomizations, **path_args)
     spot, strike, rate, vol, maturity, steps, barrier = _check_inputs(
         payoff, spot, strike, rate, vol, maturity, steps, barrier)
     if not isinstance(method, str) or method not in METHODS:
@@ -178,6 +184,150 @@ def greeks(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng,
                  {g: float(se[r]) for g, r in zip(GREEKS, rows)},
                  {g: float(se[r] ** 2 * R * m) for g, r in zip(GREEKS, rows)}, method,
                  dict(zip(GREEKS, _ESTIMATORS[method])), alternatives, R * m, info)
+    out.sampler = "sobol"
+    out.n_randomizations = R
+    return out
+
+
+# ---------------------------------------------------------------------------
+# a payoff of paths: several correlated geometric Brownian motions
+# ---------------------------------------------------------------------------
+
+class _PathWork:
+    """One randomisation of the path engine: sums of the per-path
+    quantities (price; delta, vega, rho, theta, gamma by the likelihood
+    ratio; the same by pathwise differentiation when the payoff has a
+    gradient) over its paths, each asset's Brownian motion built by the
+    bridge (bridge level by level, all assets at each level)."""
+
+    def __init__(self, fn, grad, model, m, seeds):
+        self.fn, self.grad, self.model, self.m, self.seeds = fn, grad, model, m, seeds
+
+    def __call__(self, r):
+        s0, sig, q, rate, T, steps, corr = self.model
+        d = s0.size
+        dt = T / steps
+        order = bridge_order(steps)
+        L = np.linalg.cholesky(corr)
+        Linv = np.linalg.inv(L)
+        cinv = Linv.T @ Linv
+        mu = rate - q - 0.5 * sig * sig
+        a = sig * math.sqrt(dt)
+        t = dt * np.arange(steps + 1)
+        disc = math.exp(-rate * T)
+        iu = np.triu_indices(d)
+        acc = None
+        for start, u in Q.points(steps * d, self.m, self.seeds[r], 6 * steps * d + d * d):
+            mm = len(u)
+            z = special.ndtri(u).reshape(mm, steps, d)
+            B = np.stack([bridge(z[:, :, i], dt, order) for i in range(d)], axis=-1)
+            Z = np.diff(B, axis=1) / math.sqrt(dt)                 # (m, K, d) iid N(0, 1)
+            X, xi = Z @ L.T, Z @ Linv                              # X_k = L Z_k, xi_k = C^-1 X_k
+            W = np.concatenate([np.zeros((mm, 1, d)), math.sqrt(dt) * np.cumsum(X, 1)], 1)
+            with np.errstate(over="ignore"):
+                paths = s0 * np.exp(mu * t[:, None] + sig * W)
+            if not np.isfinite(paths).all():
+                raise FloatingPointError("the simulated prices overflowed (S leaves the range "
+                                         "of a double): the estimates would be inf or NaN")
+            paths.flags.writeable = False
+            h = disc * _check_array(self.fn(paths), "payoff", (mm,), start)
+            x1 = xi[:, 0, :]
+            g_lr = ((x1[:, :, None] * x1[:, None, :] - cinv
+                     - np.diag(a)[None] * x1[:, :, None] * np.eye(d))
+                    / np.outer(a * s0, a * s0))[:, iu[0], iu[1]]
+            lr = np.concatenate([
+                x1 / (s0 * a),
+                ((X * xi - 1).sum(1)) / sig - math.sqrt(dt) * xi.sum(1),
+                (math.sqrt(dt) * (xi / sig).sum((1, 2)) - T)[:, None],
+                -((Z * Z).sum((1, 2)) - steps * d)[:, None] / (2 * T)
+                - (math.sqrt(dt) / T) * (xi * (mu / sig)).sum((1, 2))[:, None] + rate,
+                g_lr], axis=1) * h[:, None]
+            cols = [h[:, None], lr]
+            if self.grad is not None:
+                G = _check_array(self.grad(paths), "payoff_grad", paths.shape, start) * disc
+                GS = G * paths
+                delta = GS.sum(1) / s0
+                score = x1 / (s0 * a)
+                mix = delta[:, None, :] * (score[:, :, None] - np.diag(1 / s0)[None])
+                mix = 0.5 * (mix + np.swapaxes(mix, 1, 2))
+                cols.append(np.concatenate([
+                    delta, (GS * (W - sig * t[:, None])).sum(1),
+                    ((GS * t[:, None]).sum((1, 2)) - T * h)[:, None],
+                    -((GS * (mu * t[:, None] + 0.5 * sig * W)).sum((1, 2)) / T
+                      - rate * h)[:, None],
+                    mix[:, iu[0], iu[1]]], axis=1))
+            y = np.concatenate(cols, axis=1).sum(0)
+            acc = y if acc is None else acc + y
+        return acc
+
+
+def greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng, method,
+                 n_randomizations, dividend, correlation, payoff_grad, model):
+    """greeks(..., sampler="sobol") for a payoff of the paths of one or
+    several correlated geometric Brownian motions (see greeks)."""
+    from ._paths import (PathGreeks, _correlation, _estimators, _lower_payoff, _per_asset)
+    from .payoffs import PATH_GREEKS
+
+    if model is not None:
+        raise ValueError("sampler='sobol' supports geometric Brownian motions (model=None); "
+                         f"use sampler='mc' for model={model!r}")
+    if np.ndim(spot) > 1:
+        raise ValueError(f"spot must be a scalar or one value per asset, got shape "
+                         f"{np.shape(spot)}")
+    s0 = np.atleast_1d(_per_asset("spot", spot, None))
+    d = s0.size
+    sig = np.broadcast_to(np.atleast_1d(_per_asset("vol", vol, d)), (d,)).copy()
+    q = np.broadcast_to(np.atleast_1d(_per_asset("dividend", dividend, d, positive=False,
+                                                 default=0.0)), (d,)).copy()
+    if np.ndim(rate) != 0 or np.ndim(maturity) != 0:
+        raise TypeError("rate and maturity must be scalar real numbers")
+    rate = float(_per_asset("rate", rate, None, positive=False))
+    maturity = float(_per_asset("maturity", maturity, None))
+    steps = V.integer("steps", steps, minimum=1, maximum=10**6)
+    corr = _correlation(correlation, d)
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be 'lr' or 'pathwise', got {method!r}")
+    kind, fn, grad, name = _lower_payoff(payoff, strike, barrier, d)
+    if kind == "callback":
+        raise TypeError("sampler='sobol' calls the payoff on blocks of paths from Python: pass "
+                        "a vectorised callable or a Payoff, not a scipy.LowLevelCallable")
+    grad = payoff_grad if payoff_grad is not None else grad
+    if grad is not None and not callable(grad):
+        raise TypeError(f"payoff_grad must be callable, got {type(grad).__name__}")
+    if method == "pathwise" and grad is None:
+        raise ValueError(f"method='pathwise' needs the payoff's derivative along the path "
+                         f"(payoff_grad); payoff {name!r} has none")
+    R, m = Q.split(n, n_randomizations)
+    root, sd = Q.seeds(rng, R)
+    work = _PathWork(fn, grad, (s0, sig, q, rate, maturity, steps, corr), m, sd)
+    per = Q.run(work, R, 1, None, parallel=False) / m
+    mean = per.mean(0)
+    se = per.std(0, ddof=1) / math.sqrt(R)
+    nw = (per.shape[1] - 1) // (2 if grad is not None else 1)
+    iu = np.triu_indices(d)
+    scalar = np.ndim(spot) == 0
+
+    def unpack(x, off):
+        g = np.empty((d, d))
+        g[iu] = x[off + 2 * d + 2:off + nw]
+        g.T[iu] = g[iu]
+        out = {"price": float(x[0]), "delta": x[off:off + d].copy(),
+               "vega": x[off + d:off + 2 * d].copy(), "rho": float(x[off + 2 * d]),
+               "theta": float(x[off + 2 * d + 1]), "gamma": g}
+        return {k: float(np.ravel(v)[0]) for k, v in out.items()} if scalar else out
+
+    alternatives = {mth: {k: (unpack(mean, off)[k], unpack(se, off)[k]) for k in PATH_GREEKS}
+                    for mth, off in (("lr", 1), ("pathwise", 1 + nw))
+                    if mth == "lr" or grad is not None}
+    off = 1 if method == "lr" else 1 + nw
+    var = {k: np.asarray(v) ** 2 * R * m for k, v in unpack(se, off).items()}
+    info = {"entropy": root.entropy, "spawn_key": tuple(root.spawn_key), "sampler": "sobol",
+            "n_randomizations": R, "points_per_randomization": m, "threads": 1,
+            "payoff": name, "spot": float(s0[0]) if scalar else s0, "strike": strike,
+            "rate": rate, "dividend": q, "maturity": maturity, "steps": steps, "assets": d,
+            "vol": sig, "correlation": corr, "construction": "brownian bridge"}
+    out = PathGreeks(unpack(mean, off), unpack(se, off), var, method,
+                     _estimators(method, PATH_GREEKS), alternatives, R * m, info)
     out.sampler = "sobol"
     out.n_randomizations = R
     return out
