@@ -168,13 +168,13 @@ class _ScoreWork:
             for xx in ((x, dist.mirror(x)) if self.antithetic else (x,)):
                 S = _scores(dist, kd, xx)
                 xu = dist._to_user_dtype(xx)
-                fx = call_f(self.f, xu, start)
-                acc[0] += fx.sum()
-                acc[1:1 + P] += fx @ S
-                acc[1 + P:1 + 2 * P] += S.sum(0)
+                rows = np.empty((2 + J, len(xx)))
+                rows[0] = call_f(self.f, xu, start)
+                rows[1] = 1.0
                 for j, h in enumerate(self.hs):
-                    hv = call_f(h, xu, start)
-                    acc[1 + (2 + j) * P:1 + (3 + j) * P] += hv @ S
+                    rows[2 + j] = call_f(h, xu, start)
+                acc[0] += rows[0].sum()
+                acc[1:] += (rows @ S).ravel()  # f s, s, h_j s
         return acc
 
 
@@ -322,11 +322,11 @@ class _PathwiseWork:
             for k in np.unique(kind):
                 sel = kind == k
                 T[:, sel] = _tangents(int(k), xf[:, col[sel]], ta[sel], tb[sel])
-            terms = G[:, col] * T
+            per_term = np.einsum("ij,ij->j", G[:, col], T)  # sum over the chunk's draws
             acc[0] += fx.sum()
             nz = np.diff(t_start) > 0
             sums = np.zeros(P)
-            sums[nz] = np.add.reduceat(terms.sum(0), t_start[:-1][nz])
+            sums[nz] = np.add.reduceat(per_term, t_start[:-1][nz])
             acc[1:] += sums
         return acc
 
