@@ -93,7 +93,7 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     sampler : "mc" or "sobol"
         "sobol": randomised quasi-Monte Carlo, draws by inversion of
         scrambled Sobol' points (see :mod:`mcscore._qmc` and the README):
-        ``n`` draws in total, ``n_randomizations`` (default 16) independent
+        ``n`` draws in total, ``n_randomizations`` (default 32) independent
         randomisations of ``n // n_randomizations`` points each (a power of
         two, else a warning); the estimate is the mean of the
         randomisations' estimates and ``stderr`` comes from their spread.

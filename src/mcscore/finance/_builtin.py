@@ -81,7 +81,7 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         Sobol' points by the Brownian bridge (the first dimensions give
         W(T), then ever finer midpoints; with several assets, each level of
         the bridge for every asset before the next level); ``n`` paths in
-        total over ``n_randomizations`` (default 16) independent
+        total over ``n_randomizations`` (default 32) independent
         scramblings, stderr from their spread (see mcscore.score_grad).
         Built-in payoffs and payoffs of paths under geometric Brownian
         motion (not Heston / Diffusion models, nor C callbacks).

@@ -132,7 +132,7 @@ class _GreeksWork:
         for _, u in Q.points(steps, self.m, self.seeds[r], 4 * steps + 12):
             y = path_quantities(payoff, special.ndtri(u), s0, strike, rate, sigma, T, barrier,
                                 order)
-            acc += y.sum(0)
+            acc += np.ones(len(y)) @ y
         return acc
 
 
@@ -256,7 +256,7 @@ class _PathWork:
                     -((GS * (mu * t[:, None] + 0.5 * sig * W)).sum((1, 2)) / T
                       - rate * h)[:, None],
                     mix[:, iu[0], iu[1]]], axis=1))
-            y = np.concatenate(cols, axis=1).sum(0)
+            y = np.ones(mm) @ np.concatenate(cols, axis=1)
             acc = y if acc is None else acc + y
         return acc
 
