@@ -11,7 +11,7 @@ from scipy import special, stats
 
 import mcscore as mc
 from mcscore import distributions as D
-from mcscore._qmc import QMCWarning
+from mcscore import QMCWarning
 from mcscore.finance import _qmc as FQ
 from mcscore.finance.closed_forms import black_scholes, geometric_asian_call
 

@@ -46,6 +46,7 @@ from .score import (
     score_grad_from_samples,
 )
 from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical
+from ._qmc import QMCWarning
 
 __all__ = [
     "Bernoulli", "Beta", "Binomial", "Categorical", "Chi2", "Dirichlet", "Distribution",
@@ -56,4 +57,5 @@ __all__ = [
     "score_grad_from_samples", "show_config",
     "Comparison", "compare_estimators", "disarm_grad", "pathwise_grad", "rebar_grad",
     "relaxed_grad", "rloo_grad", "RelaxedBernoulli", "RelaxedOneHotCategorical",
+    "QMCWarning",
 ]

@@ -117,7 +117,11 @@ def points(d, m, seed, width=1):
                          f"(scipy's Sobol' direction numbers); this one needs {d}")
     bits = _BITS_SMALL if m <= _SMALL_M else _BITS
     half = 2.0 ** -(bits + 1)
-    eng = qmc.Sobol(d, scramble=True, bits=bits, rng=np.random.default_rng(seed))
+    gen = np.random.default_rng(seed)
+    try:
+        eng = qmc.Sobol(d, scramble=True, bits=bits, rng=gen)
+    except TypeError:  # scipy < 1.15 names it seed
+        eng = qmc.Sobol(d, scramble=True, bits=bits, seed=gen)
     chunk = 1 << max(0, (max(1, _CHUNK_VALUES // max(d, width))).bit_length() - 1)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*balance properties", category=UserWarning)
@@ -283,7 +287,8 @@ def score_grad(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_
     if controls:
         g = crossfit(g, np.stack(controls, axis=-1))
     info = _plan_info(root, R, m, n_threads, pure)
-    info.update(f="integrand" if isinstance(f, Integrand) else "python", antithetic=bool(antithetic), control_variates=len(cvs))
+    info.update(f="integrand" if isinstance(f, Integrand) else "python",
+                antithetic=bool(antithetic), control_variates=len(cvs))
     return _result(dist, g, fbar, R * draws, R, m, method, baseline, info)
 
 
