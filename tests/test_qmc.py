@@ -469,3 +469,8 @@ def test_categorical_icdf_per_unit_tables():
     for i in range(2):
         ref = stats.rv_discrete(values=([0, 1, 2], p[i]))
         np.testing.assert_array_equal(k[:, i], ref.ppf(u[:, i]))
+
+
+def test_n_threads_is_checked():
+    with pytest.raises(ValueError, match="n_threads"):
+        mc.score_grad(lambda x: x**2, D.Normal(0.0, 1.0), 64, sampler="sobol", n_threads=0)

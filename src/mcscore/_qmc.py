@@ -139,8 +139,8 @@ def run(work, R, n_threads, client=None, parallel=True):
     if client is not None:
         futures = client.map(_run_one, [work] * R, list(range(R)), pure=False)
         return np.stack(client.gather(futures))
-    threads = effective_n_threads(n_threads, work_items=R) if parallel else 1
-    if threads <= 1:
+    threads = effective_n_threads(n_threads, work_items=R)  # validates n_threads too
+    if threads <= 1 or not parallel:
         return np.stack([work(r) for r in range(R)])
     with ThreadPoolExecutor(max_workers=threads) as ex:
         return np.stack(list(ex.map(work, range(R))))
