@@ -255,7 +255,8 @@ def test_greeks_sobol_black_scholes(payoff, method):
     ex = black_scholes(payoff, **BS)
     z = g.z_scores({k: ex[k] for k in ("price", "delta", "vega", "rho", "gamma")})
     assert all(abs(v) < 5 for v in z.values()), z
-    assert g.sampler == "sobol"
+    assert g.sampler == "sobol" and g.n_randomizations == 32
+    assert mc.finance.greeks(payoff, n=64, rng=0, **BS).sampler == "mc"
 
 
 @pytest.mark.parametrize("method", ["lr", "pathwise"])
