@@ -475,3 +475,12 @@ def test_categorical_icdf_per_unit_tables():
 def test_n_threads_is_checked():
     with pytest.raises(ValueError, match="n_threads"):
         mc.score_grad(lambda x: x**2, D.Normal(0.0, 1.0), 64, sampler="sobol", n_threads=0)
+
+
+def test_no_scipy_balance_warning_across_chunks():
+    """Several chunks per randomisation (scipy warns at 3 * 2**k points
+    drawn): no warning reaches the caller."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mc.score_grad(lambda x: x**2, D.Normal(0.0, 1.0), 2 * 2**19, rng=0, sampler="sobol",
+                      n_randomizations=2)

@@ -27,6 +27,7 @@ order, so the result is bit-identical for any ``n_threads`` and on Dask.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -57,6 +58,7 @@ MAX_DIM = 21201  # scipy's Sobol' direction numbers
 _BITS_SMALL, _BITS = 32, 52
 _SMALL_M = 1 << 14
 _CHUNK_VALUES = 1 << 18  # uniforms per chunk (a power of two of points)
+_WARNINGS_LOCK = threading.Lock()
 
 
 class QMCWarning(UserWarning):
@@ -123,12 +125,17 @@ def points(d, m, seed, width=1):
     except TypeError:  # scipy < 1.15 names it seed
         eng = qmc.Sobol(d, scramble=True, bits=bits, seed=gen)
     chunk = 1 << max(0, (max(1, _CHUNK_VALUES // max(d, width))).bit_length() - 1)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*balance properties", category=UserWarning)
-        for start in range(0, m, chunk):
+    for start in range(0, m, chunk):
+        # scipy warns when the points drawn so far are not a power of two
+        # (3 chunks, say); the balance of the whole sequence is split()'s
+        # concern.  catch_warnings swaps process-wide state: one thread at a
+        # time, and only around the call.
+        with _WARNINGS_LOCK, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*balance properties",
+                                    category=UserWarning)
             u = eng.random(min(chunk, m - start))
-            u += half
-            yield start, u
+        u += half
+        yield start, u
 
 
 def run(work, R, n_threads, client=None, parallel=True):
