@@ -484,3 +484,9 @@ def test_no_scipy_balance_warning_across_chunks():
         warnings.simplefilter("error")
         mc.score_grad(lambda x: x**2, D.Normal(0.0, 1.0), 2 * 2**19, rng=0, sampler="sobol",
                       n_randomizations=2)
+
+
+def test_has_icdf_is_a_class_flag():
+    assert D.Normal.has_icdf is True and D.Dirichlet.has_icdf is True
+    assert D.Distribution.has_icdf is False
+    assert all(c.has_icdf for c in D.FAMILIES)

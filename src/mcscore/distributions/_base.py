@@ -127,6 +127,17 @@ def register_families(families):
     _FAMILIES = tuple(families)
 
 
+class _ClassFlag:
+    """A capability flag computed from the class (has_icdf), read on the
+    class or on an instance."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __get__(self, obj, cls):
+        return self.fn(cls)
+
+
 # parameters that vi.fit optimises on the log scale
 _POSITIVE_PARAMS = {"scale", "rate", "concentration", "concentration1", "concentration0"}
 
@@ -505,12 +516,10 @@ class Distribution:
         in [0, 1] broadcast against the batch shape."""
         raise NotImplementedError(f"{type(self).__name__} has no inverse cdf (icdf)")
 
-    @property
-    def has_icdf(self):
-        """Whether the family draws by inversion (icdf, or a construction of
-        its own for quasi-Monte Carlo)."""
-        cls = type(self)
-        return cls.icdf is not Distribution.icdf or cls._qmc_draws is not Distribution._qmc_draws
+    # whether the family draws by inversion (icdf, or a construction of its
+    # own): a flag like the other has_* ones, read on the class or an instance
+    has_icdf = _ClassFlag(lambda cls: cls.icdf is not Distribution.icdf
+                          or cls._qmc_draws is not Distribution._qmc_draws)
 
     def _unit_value(self, value):
         """icdf's argument, checked to lie in [0, 1]."""
@@ -519,9 +528,7 @@ class Distribution:
     def _qmc_dim(self):
         """Uniforms per draw for quasi-Monte Carlo draws by inversion."""
         if not self.has_icdf:
-            having = ", ".join(c.__name__ for c in _FAMILIES
-                               if c.icdf is not Distribution.icdf
-                               or c._qmc_draws is not Distribution._qmc_draws)
+            having = ", ".join(c.__name__ for c in _FAMILIES if c.has_icdf)
             raise ValueError(
                 f"sampler='sobol' draws by inversion of the cdf and {type(self).__name__} has "
                 f"no inverse cdf (icdf) nor a construction from uniforms; families that have "
