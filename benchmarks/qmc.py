@@ -12,7 +12,7 @@ Two parts:
    independent seeds, for plain Monte Carlo ("mc") and Sobol' ("sobol") at
    the same total number of draws n = 32 randomisations x m points, m a power
    of two.  The variance ratio at the largest n (plain MC's mean squared
-   error over Sobol''s) and the mean reported relative standard error are
+   error over Sobol's) and the mean reported relative standard error are
    printed too (the latter checks that the RQMC error bars are honest).
 2. **Time to a relative standard error of 1e-3** (||stderr|| / ||g_exact||):
    for each method a pilot run gives the time and the relative standard
