@@ -354,6 +354,60 @@ class _PathwiseWork:
         return acc
 
 
+class _GammaPathwiseWork:
+    """Beta and Dirichlet (pathwise through Gamma variates): each unit's
+    Gamma(concentration_k, 1) variates are quantiles of their own uniforms
+    (Beta: two per coordinate, Dirichlet: one per category) and x = G / S,
+    S their sum; with the implicit Gamma tangents dG_j/dalpha_j,
+    sum_c df/dx_c dx_c/dalpha_j = dG_j/dalpha_j (df/dx_j - sum_c df/dx_c x_c) / S
+    (Beta: the pair (x, 1 - x) with df/d(1 - x) = 0)."""
+
+    def __init__(self, f, grad_f, dist, m, seeds):
+        self.f, self.grad_f, self.dist, self.m, self.seeds = f, grad_f, dist, m, seeds
+
+    def __call__(self, r):
+        from scipy import special
+
+        from . import _vr
+        from .distributions import index_map
+
+        dist = self.dist
+        ds = dist.draw_shape
+        beta = dist.event_ndim == 0
+        names = list(dist._coord_slices)
+        if beta:
+            a = np.stack([np.broadcast_to(dist._params[k], ds) for k in names], axis=-1)
+        else:
+            a = np.broadcast_to(dist._params[names[0]], ds)
+        acc = np.zeros(1 + kd_coords(dist))
+        for start, u in points(a.size, self.m, self.seeds[r], 4 * a.size):
+            c = len(u)
+            g = special.gammaincinv(a, u.reshape((c,) + a.shape))
+            s = g.sum(-1, keepdims=True)
+            with np.errstate(invalid="ignore"):
+                xg = g / s
+            if not np.isfinite(xg).all():
+                raise FloatingPointError(
+                    f"pathwise_grad(sampler='sobol') draws {type(dist).__name__} variates as "
+                    "normalised Gamma quantiles and all of a unit's underflowed to 0 for "
+                    f"concentrations as small as {float(a.min()):.3g}; use larger "
+                    "concentrations or score_grad")
+            x = xg[..., 0] if beta else xg
+            fx = call_f(self.f, x, start)
+            gf = call_grad(self.grad_f, x, None, c).reshape((c,) + ds)
+            if beta:
+                gf = np.stack([gf, np.zeros_like(gf)], axis=-1)
+            dg = _vr.dgamma_dalpha_array(g, a)
+            term = (dg / s * (gf - (gf * xg).sum(-1, keepdims=True))).sum(0)
+            acc[0] += fx.sum()
+            for i, name in enumerate(names):
+                sl, pshape = dist._coord_slices[name]
+                t = term[..., i] if beta else term
+                acc[1 + sl.start:1 + sl.stop] += np.bincount(
+                    index_map(pshape, ds), weights=t.ravel(), minlength=sl.stop - sl.start)
+        return acc
+
+
 def pathwise_grad(f, dist, n, *, grad_f, rng, n_threads, n_randomizations, client=None):
     """pathwise_grad(..., sampler="sobol"): see mcscore.pathwise_grad."""
     from . import _vr
@@ -362,15 +416,16 @@ def pathwise_grad(f, dist, n, *, grad_f, rng, n_threads, n_randomizations, clien
     table = _pathwise_table(dist)
     bad = set(table[1].tolist()) - {_vr.TK_ONE, _vr.TK_NSCALE, _vr.TK_LNLOC, _vr.TK_LNSCALE,
                                     _vr.TK_NEG_X_OVER, _vr.TK_GAMMA_CONC}
-    if bad:
+    if bad and not dist.rsample_through_gammas:
         raise ValueError(f"pathwise_grad(sampler='sobol') does not support {type(dist).__name__}:"
-                         " its reparameterisation goes through auxiliary Gamma variates, not "
-                         "through the inverse cdf; use sampler='mc' or score_grad")
+                         " its reparameterisation tangents are not those of an inverse cdf; "
+                         "use sampler='mc' or score_grad")
     dist._qmc_dim()
     R, m = split(n, n_randomizations)
     root, sd = seeds(rng, R)
-    rows = run(_PathwiseWork(f, grad_f, dist, m, sd, table), R, n_threads, client,
-               parallel=False)
+    work = (_GammaPathwiseWork(f, grad_f, dist, m, sd) if dist.rsample_through_gammas
+            else _PathwiseWork(f, grad_f, dist, m, sd, table))
+    rows = run(work, R, n_threads, client, parallel=False)
     info = _plan_info(root, R, m, n_threads, False)
     info["f"] = "python"
     return _result(dist, rows[:, 1:] / m, rows[:, 0] / m, R * m, R, m, "pathwise", None, info)

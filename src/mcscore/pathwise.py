@@ -69,8 +69,8 @@ def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=No
         Run on Dask, bit-identical to the local run (as in ``score_grad``).
     sampler, n_randomizations
         As in :func:`mcscore.score_grad`: "sobol" draws by inversion of
-        scrambled Sobol' points (families reparameterised through their
-        inverse cdf: not Beta and Dirichlet).
+        scrambled Sobol' points (Beta and Dirichlet as normalised Gamma
+        quantiles).
 
     Returns
     -------
