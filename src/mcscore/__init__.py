@@ -58,6 +58,7 @@ from .measure_valued import mvd_grad
 from .pathwise import pathwise_cv_grad
 from .relax import NumpySurrogate, RebarSurrogate, TorchSurrogate, relax_grad, tune_rebar
 from .unordered_set import sum_and_sample_grad, unordered_set_grad
+from ._qmc import QMCWarning
 
 __all__ = [
     "Bernoulli", "Beta", "Binomial", "Categorical", "Chi2", "Dirichlet", "Distribution",
@@ -73,4 +74,5 @@ __all__ = [
     "ContextBaseline", "MovingAverageBaseline", "enumerate_grad", "enumeration_advice",
     "mvd_grad", "pathwise_cv_grad", "NumpySurrogate", "RebarSurrogate", "TorchSurrogate",
     "relax_grad", "tune_rebar", "sum_and_sample_grad", "unordered_set_grad",
+    "QMCWarning",
 ]

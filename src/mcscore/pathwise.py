@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _engine as E
+from . import _qmc
 from . import _vr
 from . import variance_reduction as VR
 from ._features import FeatureJob, run_features
@@ -54,7 +55,8 @@ def _pathwise_table(dist):
 
 
 def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=None,
-                  n_streams=E.DEFAULT_STREAMS, block_size=None, client=None):
+                  n_streams=E.DEFAULT_STREAMS, block_size=None, client=None, sampler="mc",
+                  n_randomizations=None):
     """Pathwise (reparameterisation) estimate of grad_theta E_{x ~ dist}[f(x)].
 
     x = g(theta, eps) with base noise eps, and the estimate averages
@@ -80,6 +82,10 @@ def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=No
         ``score_grad`` with the same seed and plan.
     client : dask.distributed.Client, optional
         Run on Dask, bit-identical to the local run (as in ``score_grad``).
+    sampler, n_randomizations
+        As in :func:`mcscore.score_grad`: "sobol" draws by inversion of
+        scrambled Sobol' points (Beta and Dirichlet as normalised Gamma
+        quantiles).
 
     Returns
     -------
@@ -89,6 +95,10 @@ def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=No
     dist.require("rsample")
     f = E.check_callable("f", f)
     grad_f = E.check_callable("grad_f", grad_f)
+    if _qmc.check_sampler(sampler) == "sobol":
+        return _qmc.pathwise_grad(f, dist, n, grad_f=grad_f, rng=rng, n_threads=n_threads,
+                                  n_randomizations=n_randomizations, client=client)
+    _qmc.check_mc_only(sampler, n_randomizations)
     if E.is_joint(dist):  # f and grad_f take (and grad_f returns) dicts of component draws
         f, grad_f = E.JointF(f, dist), E.JointGrad(grad_f, dist)
     ds = dist.draw_size

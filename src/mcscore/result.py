@@ -65,7 +65,13 @@ class GradientEstimate:
     contrast that cancels exactly has standard error 0).  Estimators on
     samples held in memory (``score_grad_from_samples``, ``rl.reinforce``)
     give the sample covariance of their per-sample terms (O(m P^2) once).
+    sampler : "mc" or "sobol"
+        "sobol": randomised quasi-Monte Carlo, ``n_randomizations``
+        independent randomisations (stderr from their spread).
     """
+
+    sampler = "mc"
+    n_randomizations = None
 
     def __init__(self, grad, stderr, variance, value, value_stderr, n, *, baseline=None,
                  method="score", value_variance=None, info=None, cov=None, batch=None):

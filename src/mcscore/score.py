@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _boundary as B
 from . import _engine as E
+from . import _qmc
 from . import _validation as V
 from . import _vr
 from .result import GradientEstimate, terms_cov
@@ -25,7 +26,8 @@ DEFAULT_STREAMS = E.DEFAULT_STREAMS
 
 def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_size=None,
                n_streams=DEFAULT_STREAMS, block_size=None, control_variates=None,
-               antithetic=False, grad_f=None, client=None, progress=False, batch_ndims=0):
+               antithetic=False, grad_f=None, client=None, progress=False, batch_ndims=0,
+               sampler="mc", n_randomizations=None):
     """Score-function estimate of grad_theta E_{x ~ dist}[f(x)].
 
     Parameters
@@ -115,6 +117,21 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
         callback's ``d`` is its size) and is evaluated in the kernels
         (not with a Joint).  Control variates and antithetic pairs are
         refused.  0 (the default): one expectation over the whole draw.
+    sampler : "mc" or "sobol"
+        "sobol": randomised quasi-Monte Carlo, draws by inversion of
+        scrambled Sobol' points (see :mod:`mcscore._qmc` and the README):
+        ``n`` draws in total, ``n_randomizations`` (default 32) independent
+        randomisations of ``n // n_randomizations`` points each (a power of
+        two, else a warning); the estimate is the mean of the
+        randomisations' estimates and ``stderr`` comes from their spread.
+        Baselines and control-variate coefficients are fitted across
+        randomisations (leave one randomisation out); ``chunk_size``,
+        ``n_streams``, ``block_size`` and ``progress`` do not apply.  The
+        result has ``sampler == "sobol"`` and ``n_randomizations``;
+        ``variance`` is ``stderr**2 * n``, the per-draw variance plain Monte
+        Carlo would need for the same error bar.
+    n_randomizations : int >= 2, optional
+        Only with sampler="sobol".
 
     Returns
     -------
@@ -133,6 +150,14 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
         k = E.check_batch_ndims(batch_ndims, dist)
     if grad_f is not None and not callable(grad_f):
         raise TypeError(f"grad_f must be a vectorised Python callable, got {type(grad_f).__name__}")
+    if _qmc.check_sampler(sampler) == "sobol":
+        if k:
+            _refuse_batched("sampler='sobol'", k)
+        return _qmc.score_grad(f, dist, n, rng=rng, baseline=baseline,
+                               control_variates=control_variates, antithetic=antithetic,
+                               grad_f=grad_f, n_threads=n_threads,
+                               n_randomizations=n_randomizations, client=client)
+    _qmc.check_mc_only(sampler, n_randomizations)
     if k and (control_variates is not None or antithetic is not False):
         _refuse_batched("control variates and antithetic pairs", k)
     # -- a support that moves with the parameters (Uniform): the family's

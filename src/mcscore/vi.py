@@ -82,6 +82,7 @@ import numbers
 
 import numpy as np
 
+from . import _qmc
 from . import _validation as V
 from ._algebra import baselined_terms, check_baseline
 from ._progress import simple_bar
@@ -472,7 +473,24 @@ def _mix_weights(sf, pw):
     return out
 
 
-def _elbo_grad(obj, q, n, gen, baseline, estimator, weights=None):
+def _check_sampler(sampler, n_randomizations, estimator, obj):
+    """sampler="sobol" (randomised quasi-Monte Carlo) goes with the score
+    estimator on the full log joint."""
+    if _qmc.check_sampler(sampler) == "mc":
+        _qmc.check_mc_only(sampler, n_randomizations)
+    elif estimator != "score" or obj.N is not None:
+        raise ValueError("sampler='sobol' supports estimator='score' without data subsampling "
+                         f"(got estimator={estimator!r}"
+                         f"{', data_size=' + str(obj.N) if obj.N is not None else ''})")
+    return sampler
+
+
+def _elbo_grad(obj, q, n, gen, baseline, estimator, weights=None, sampler="mc",
+               n_randomizations=None):
+    if sampler == "sobol":
+        return _qmc.elbo_grad(obj.log_joint, q, n, rng=gen, baseline=baseline,
+                              n_randomizations=n_randomizations, log_q=_log_q,
+                              call_log_joint=_call_log_joint)
     idx = obj.minibatch(gen)
     if estimator == "score":
         return _score_part(obj, idx, q, n, gen, baseline)
@@ -492,7 +510,7 @@ def _check_estimator(estimator):
 
 def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo", estimator="score",
               grad_log_joint=None, data_size=None, batch_size=None, log_prior=None,
-              grad_log_prior=None):
+              grad_log_prior=None, sampler="mc", n_randomizations=None):
     """Estimate of the ELBO and of its gradient w.r.t. q's parameters.
 
     Parameters
@@ -520,6 +538,11 @@ def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo", estimator="score",
     log_prior, grad_log_prior : callable, optional
         With data subsampling: log p(x) (vectorised, shape (n,)) and its
         gradient in x.
+    sampler, n_randomizations
+        As in :func:`mcscore.score_grad`: "sobol" draws q by inversion of
+        scrambled Sobol' points (randomised quasi-Monte Carlo; "loo" is then
+        the mean of the other randomisations); with estimator="score" and
+        no data subsampling.
 
     Returns
     -------
@@ -533,9 +556,11 @@ def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo", estimator="score",
                      grad_log_prior)
     baseline = check_baseline(baseline)
     estimator = _check_estimator(estimator)
+    sampler = _check_sampler(sampler, n_randomizations, estimator, obj)
     n = V.integer("n", n, minimum=2)
     gen = V.as_generator(rng)
-    return _elbo_grad(obj, q, n, gen, baseline, estimator)
+    return _elbo_grad(obj, q, n, gen, baseline, estimator, sampler=sampler,
+                      n_randomizations=n_randomizations)
 
 
 # ---------------------------------------------------------------------------
@@ -686,7 +711,7 @@ def _step_too_large(t, lr, exc):
 def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
         baseline="loo", betas=(0.9, 0.999), eps=1e-8, average=0.5, estimator="score",
         grad_log_joint=None, data_size=None, batch_size=None, log_prior=None,
-        grad_log_prior=None):
+        grad_log_prior=None, sampler="mc", n_randomizations=None):
     """Fit q to the posterior by maximising the ELBO (black-box VI).
 
     Each step draws ``n`` points from the current q, forms the ELBO
@@ -718,6 +743,9 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
     estimator, grad_log_joint, data_size, batch_size, log_prior, grad_log_prior
         As in :func:`elbo_grad` (the minibatch is drawn afresh each step).
 
+    sampler, n_randomizations
+        As in :func:`elbo_grad` ("sobol": each step's gradient from freshly
+        scrambled Sobol' points, n draws in total per step).
     Returns
     -------
     VIResult
@@ -734,6 +762,7 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
     progress = V.flag("progress", progress)
     baseline = check_baseline(baseline)
     estimator = _check_estimator(estimator)
+    sampler = _check_sampler(sampler, n_randomizations, estimator, obj)
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     b1, b2 = (V.scalar(f"betas[{i}]", b, "real") for i, b in enumerate(betas))
@@ -754,7 +783,8 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
     cur = q
     try:
         for t in range(1, steps + 1):
-            res = _elbo_grad(obj, cur, n, gen, baseline, estimator, weights)
+            res = _elbo_grad(obj, cur, n, gen, baseline, estimator, weights, sampler,
+                             n_randomizations)
             if estimator == "mixed":
                 weights = res.info["plugin_weights"]
             elbo[t - 1] = res.value

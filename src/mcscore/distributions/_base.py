@@ -227,6 +227,16 @@ def _property_value(values, shape, name):
     out._mc_name = name
     return out
 
+class _ClassFlag:
+    """A capability flag computed from the class (has_icdf), read on the
+    class or on an instance."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __get__(self, obj, cls):
+        return self.fn(cls)
+
 
 # parameters that vi.fit optimises on the log scale
 _POSITIVE_PARAMS = {"scale", "rate", "concentration", "concentration1", "concentration0"}
@@ -662,3 +672,45 @@ class Distribution:
 
     def _draw_broadcast(self, v):
         return np.broadcast_to(np.asarray(v, float), self.draw_shape)
+
+    # -- cdf / icdf: draws by inversion (sampler="sobol") -----------------
+    # A family with a quantile function defines ``icdf(value)`` (and
+    # ``cdf(value)``), torch's semantics: value broadcasts against the batch
+    # shape.  The quasi-Monte Carlo driver (mcscore._qmc) turns uniforms into
+    # draws through ``_qmc_draws``: by default icdf of one uniform per draw
+    # coordinate; a multivariate family overrides ``_qmc_dim`` and
+    # ``_qmc_draws`` with a construction of its own.  A family without either
+    # gets the clear error of ``_qmc_dim``.
+    def cdf(self, value):
+        """P(X <= value) (families that have a closed form or an accurate
+        special function)."""
+        raise NotImplementedError(f"{type(self).__name__} has no cdf")
+
+    def icdf(self, value):
+        """The quantile function: the smallest x with cdf(x) >= value, value
+        in [0, 1] broadcast against the batch shape."""
+        raise NotImplementedError(f"{type(self).__name__} has no inverse cdf (icdf)")
+
+    # whether the family draws by inversion (icdf, or a construction of its
+    # own): a flag like the other has_* ones, read on the class or an instance
+    has_icdf = _ClassFlag(lambda cls: cls.icdf is not Distribution.icdf
+                          or cls._qmc_draws is not Distribution._qmc_draws)
+
+    def _unit_value(self, value):
+        """icdf's argument, checked to lie in [0, 1]."""
+        return V.param("value", value, "unit_interval", owner=f"{type(self).__name__}.icdf")
+
+    def _qmc_dim(self):
+        """Uniforms per draw for quasi-Monte Carlo draws by inversion."""
+        if not self.has_icdf:
+            having = ", ".join(c.__name__ for c in _FAMILIES if c.has_icdf)
+            raise ValueError(
+                f"sampler='sobol' draws by inversion of the cdf and {type(self).__name__} has "
+                f"no inverse cdf (icdf) nor a construction from uniforms; families that have "
+                f"one: {having}. Use sampler='mc' for {type(self).__name__}")
+        return self.draw_size
+
+    def _qmc_draws(self, u):
+        """Draws (kernel representation, shape (m, *draw_shape)) from
+        uniforms u of shape (m, _qmc_dim()) in (0, 1)."""
+        return np.asarray(self.icdf(u.reshape((len(u),) + self.draw_shape)), dtype=np.float64)

@@ -152,6 +152,39 @@ class Categorical(_CategoricalBase):
         """Shape of one relaxed draw (a point of the simplex per unit)."""
         return self.draw_shape + (self.n_categories,)
 
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def _cumulative(self):
+        """The cumulative table of the probabilities, last entry exactly 1."""
+        c = np.cumsum(self.probs, axis=-1)
+        c[..., -1] = 1.0
+        return c
+
+    def cdf(self, value):
+        """P(X <= value), value broadcast against the batch shape."""
+        x = np.floor(np.asarray(value, dtype=np.float64))
+        c = self._cumulative()
+        k = np.clip(x, 0, self.n_categories - 1).astype(np.int64)
+        shape = np.broadcast_shapes(k.shape, c.shape[:-1])
+        out = np.take_along_axis(np.broadcast_to(c, shape + c.shape[-1:]),
+                                 np.broadcast_to(k, shape)[..., None], axis=-1)[..., 0]
+        return np.where(x < 0, 0.0, out)
+
+    def icdf(self, value):
+        """The smallest category k with cdf(k) >= value: the number of
+        entries of the cumulative table below value."""
+        u = self._unit_value(value)
+        c = self._cumulative()
+        shape = np.broadcast_shapes(u.shape, c.shape[:-1])
+        u = np.broadcast_to(u, shape)
+        c = np.broadcast_to(c, shape + c.shape[-1:]).reshape(-1, c.shape[-1])
+        if len(c) and (c == c[0]).all():  # one table (the common case): one search
+            k = np.searchsorted(c[0], u, side="left")
+        else:
+            k = np.empty(shape, np.int64)
+            for i, (ui, ci) in enumerate(zip(u.reshape(-1), c)):
+                k.reshape(-1)[i] = np.searchsorted(ci, ui, side="left")
+        return np.minimum(k, self.n_categories - 1).astype(np.float64)
+
 
 class Multinomial(_CategoricalBase):
     """Multinomial(total_count, probs=None, logits=None): category counts of
@@ -214,6 +247,30 @@ class Multinomial(_CategoricalBase):
         out = np.empty(self.batch_shape)
         for i in np.ndindex(*self.batch_shape):
             out[i] = stats.multinomial(int(n[i]), p[i]).entropy() if n[i] > 0 else 0.0
+        return out
+
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    # Multinomial counts from uniforms by conditional binomials: with K
+    # categories, K - 1 uniforms per unit; count k is the Binomial(remaining
+    # trials, p_k / (p_k + ... + p_{K-1})) quantile of its uniform and the
+    # last category takes the remaining trials.
+    def _qmc_dim(self):
+        return int(np.prod(self.batch_shape, dtype=np.int64)) * (self.n_categories - 1)
+
+    def _qmc_draws(self, u):
+        from scipy import stats
+        kk, m = self.n_categories, len(u)
+        u = u.reshape((m,) + tuple(self.batch_shape) + (kk - 1,))
+        p = np.broadcast_to(self.probs, tuple(self.batch_shape) + (kk,))
+        tail = np.cumsum(p[..., ::-1], axis=-1)[..., ::-1]  # p_k + ... + p_{K-1}
+        left = np.broadcast_to(self.total_count, (m,) + tuple(self.batch_shape)).astype(float)
+        out = np.empty((m,) + tuple(self.batch_shape) + (kk,))
+        for k in range(kk - 1):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pk = np.clip(np.where(tail[..., k] > 0, p[..., k] / tail[..., k], 0.0), 0.0, 1.0)
+            out[..., k] = np.maximum(stats.binom.ppf(u[..., k], left, pk), 0.0)
+            left = left - out[..., k]
+        out[..., kk - 1] = left
         return out
 
 
@@ -285,6 +342,14 @@ class Dirichlet(Distribution):
         cols = np.arange(self.draw_size).reshape(self.draw_shape)
         return [("concentration", _vr.TK_DIRICHLET, (cols // kk) * kk, float(kk))]
 
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    # Dirichlet draws from uniforms: K Gamma(concentration_k, 1) quantiles
+    # per unit (scipy.special.gammaincinv), normalised by their sum.
+    def _qmc_draws(self, u):
+        m = len(u)
+        g = special.gammaincinv(self.concentration, u.reshape((m,) + self.draw_shape))
+        with np.errstate(invalid="ignore"):
+            return g / g.sum(axis=-1, keepdims=True)
 
 class OneHotCategorical(_CategoricalBase):
     """OneHotCategorical(probs=None, logits=None): as torch, a one-hot

@@ -112,6 +112,22 @@ class Normal(_LocScale):
     def mirror(self, x):
         return 2 * self.loc - x
 
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value), value broadcast against the batch shape."""
+        x = np.asarray(value, dtype=np.float64)
+        if not self._log:
+            return special.ndtr((x - self.loc) / self.scale)
+        with np.errstate(divide="ignore"):
+            lx = np.log(np.maximum(x, 0.0))
+        return special.ndtr((lx - self.loc) / self.scale)
+
+    def icdf(self, value):
+        """The quantile function loc + scale ndtri(value) (exp of it for
+        LogNormal), value in [0, 1]."""
+        z = self.loc + self.scale * special.ndtri(self._unit_value(value))
+        return np.exp(z) if self._log else z
+
 
 class LogNormal(Normal):
     """LogNormal(loc, scale): log x ~ Normal(loc, scale)."""
@@ -183,6 +199,16 @@ class Exponential(Distribution):
     def pathwise_spec(self):
         return [("rate", _vr.TK_NEG_X_OVER, self._draw_broadcast(self.rate), 0.0)]
 
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value) = 1 - exp(-rate value) for value >= 0."""
+        x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
+        return -np.expm1(-self.rate * x)
+
+    def icdf(self, value):
+        """The quantile function -log(1 - value) / rate."""
+        return -np.log1p(-self._unit_value(value)) / self.rate
+
 
 class Gamma(Distribution):
     """Gamma(concentration, rate): density rate^a x^(a-1) e^(-rate x) / Gamma(a)."""
@@ -228,6 +254,16 @@ class Gamma(Distribution):
         b = self._draw_broadcast
         return [("concentration", _vr.TK_GAMMA_CONC, b(self.concentration), b(self.rate)),
                 ("rate", _vr.TK_NEG_X_OVER, b(self.rate), 0.0)]
+
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value): the regularised lower incomplete gamma function."""
+        x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
+        return special.gammainc(self.concentration, self.rate * x)
+
+    def icdf(self, value):
+        """The quantile function, by scipy.special.gammaincinv."""
+        return special.gammaincinv(self.concentration, self._unit_value(value)) / self.rate
 
 
 class Beta(Distribution):
@@ -279,6 +315,17 @@ class Beta(Distribution):
     def pathwise_spec(self):
         return [("concentration1", _vr.TK_AUX0, 0.0, 0.0),
                 ("concentration0", _vr.TK_AUX1, 0.0, 0.0)]
+
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value): the regularised incomplete beta function."""
+        x = np.clip(np.asarray(value, dtype=np.float64), 0.0, 1.0)
+        return special.betainc(self.concentration1, self.concentration0, x)
+
+    def icdf(self, value):
+        """The quantile function, by scipy.special.betaincinv."""
+        return special.betaincinv(self.concentration1, self.concentration0,
+                                  self._unit_value(value))
 
 
 # ---------------------------------------------------------------------------
@@ -339,9 +386,11 @@ class Laplace(_LocScale):
     def icdf(self, value):
         """The quantile function (value in [0, 1]); the inverse of cdf."""
         u = V.param("value", value, "unit_interval", owner="Laplace.icdf")
-        t = u - 0.5
-        with np.errstate(divide="ignore"):
-            return self.loc - self.scale * np.sign(t) * np.log1p(-2.0 * np.abs(t))
+        # log(2 u) below the median and -log(2 (1 - u)) above: exact in both tails
+        with np.errstate(divide="ignore", invalid="ignore"):
+            low = np.log(2.0 * np.minimum(u, 0.5))
+            high = -np.log(2.0 * np.minimum(1.0 - u, 0.5))
+        return self.loc + self.scale * np.where(u < 0.5, low, high)
 
     # -- capabilities (the estimators' protocol) --------------------------
     def mean_tangents(self):
@@ -435,6 +484,19 @@ class HalfNormal(_HalfScale):
         """x = scale |eps|: dx/dscale = x / scale (the Normal scale tangent at loc 0)."""
         return [("scale", _vr.TK_NSCALE, 0.0, self._draw_broadcast(self.scale))]
 
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value) = erf(value / (scale sqrt 2)) for value >= 0."""
+        x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
+        return special.erf(x / (self.scale * math.sqrt(2.0)))
+
+    def icdf(self, value):
+        """The quantile function scale sqrt(2) erfinv(value) (erfcinv(1 -
+        value) above the median: exact in the upper tail)."""
+        u = self._unit_value(value)
+        z = np.where(u < 0.5, special.erfinv(u), special.erfcinv(1.0 - u))
+        return self.scale * math.sqrt(2.0) * z
+
 
 class Chi2(Distribution):
     """Chi2(df): Gamma(df / 2, rate 1/2), as in torch; density
@@ -487,6 +549,16 @@ class Chi2(Distribution):
 
     def vi_transforms(self):
         return {"df": "log"}
+
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value): Gamma(df / 2, rate 1/2)'s cdf."""
+        x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
+        return special.gammainc(0.5 * self.df, 0.5 * x)
+
+    def icdf(self, value):
+        """The quantile function 2 gammaincinv(df / 2, value)."""
+        return 2.0 * special.gammaincinv(0.5 * self.df, self._unit_value(value))
 
 
 class InverseGamma(Distribution):
@@ -549,6 +621,19 @@ class InverseGamma(Distribution):
     def vi_transforms(self):
         return {"concentration": "log", "rate": "log"}
 
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value) = Q(concentration, rate / value) for value > 0."""
+        x = np.asarray(value, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            t = np.where(x > 0, self.rate / np.maximum(x, 0.0), np.inf)
+        return special.gammaincc(self.concentration, t)
+
+    def icdf(self, value):
+        """The quantile function rate / gammainccinv(concentration, value)."""
+        with np.errstate(divide="ignore"):
+            return self.rate / special.gammainccinv(self.concentration, self._unit_value(value))
+
 
 class Gumbel(_LocScale):
     """Gumbel(loc, scale): density exp(-(z + exp(-z))) / scale with
@@ -599,6 +684,18 @@ class Gumbel(_LocScale):
 
     def vi_transforms(self):
         return {"loc": "identity", "scale": "log"}
+
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value) = exp(-exp(-(value - loc) / scale))."""
+        z = (np.asarray(value, dtype=np.float64) - self.loc) / self.scale
+        with np.errstate(over="ignore"):
+            return np.exp(-np.exp(-z))
+
+    def icdf(self, value):
+        """The quantile function loc - scale log(-log(value))."""
+        with np.errstate(divide="ignore"):
+            return self.loc - self.scale * np.log(-np.log(self._unit_value(value)))
 
 
 class Weibull(Distribution):
@@ -673,6 +770,15 @@ class Weibull(Distribution):
     def vi_transforms(self):
         return {"scale": "log", "concentration": "log"}
 
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value) = 1 - exp(-(value / scale)^concentration), value >= 0."""
+        x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
+        return -np.expm1(-(x / self.scale) ** self.concentration)
+
+    def icdf(self, value):
+        """The quantile function scale (-log(1 - value))^(1 / concentration)."""
+        return self.scale * (-np.log1p(-self._unit_value(value))) ** (1.0 / self.concentration)
 
 # ---------------------------------------------------------------------------
 # issue 13: Uniform, StudentT, Cauchy, HalfCauchy, VonMises

@@ -253,6 +253,18 @@ class Poisson(Distribution):
     def mean_tangents(self):
         return {"rate": self._draw_broadcast(1.0)}
 
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value), value broadcast against the batch shape."""
+        from scipy import stats
+        x = np.floor(np.asarray(value, dtype=np.float64))
+        return stats.poisson.cdf(x, self.rate)
+
+    def icdf(self, value):
+        """The smallest count k with cdf(k) >= value (scipy.stats.poisson.ppf)."""
+        from scipy import stats
+        return np.maximum(stats.poisson.ppf(self._unit_value(value), self.rate), 0.0)
+
 
 class Bernoulli(_BinaryFamily):
     """Bernoulli(probs=None, logits=None): P(1) = probs = sigmoid(logits)."""
@@ -304,6 +316,17 @@ class Bernoulli(_BinaryFamily):
         cv = np.ravel(1.0 / (p * q)) if conv else np.ones(1)
         return th.size, 1, np.ascontiguousarray(th, float), pr, conv, cv, np.ones(1)
 
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value): 0 below 0, 1 - probs on [0, 1), 1 from 1 on."""
+        x = np.asarray(value, dtype=np.float64)
+        q = self._pq()[1]
+        return np.where(x < 0, 0.0, np.where(x < 1, q, 1.0))
+
+    def icdf(self, value):
+        """1 where value > 1 - probs, else 0."""
+        return (self._unit_value(value) > self._pq()[1]).astype(np.float64)
+
 
 class Binomial(_BinaryFamily):
     """Binomial(total_count, probs=None, logits=None): successes in
@@ -348,6 +371,19 @@ class Binomial(_BinaryFamily):
         p, q = self._pq()
         n = np.broadcast_to(self.total_count, self.batch_shape)
         return _sum_entropy("Binomial", stats.binom(n, p), n * p, n * p * q)
+
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value), value broadcast against the batch shape."""
+        from scipy import stats
+        x = np.floor(np.asarray(value, dtype=np.float64))
+        return stats.binom.cdf(x, self.total_count, self.probs)
+
+    def icdf(self, value):
+        """The smallest count k with cdf(k) >= value (scipy.stats.binom.ppf)."""
+        from scipy import stats
+        u = self._unit_value(value)
+        return np.maximum(stats.binom.ppf(u, self.total_count, self.probs), 0.0)
 
 
 class Geometric(_BinaryFamily):
@@ -394,6 +430,19 @@ class Geometric(_BinaryFamily):
     def _entropy(self):
         p, q = self._pq()
         return (special.entr(p) + special.entr(q)) / p
+
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value) = 1 - (1 - probs)^(floor(value) + 1) for value >= 0."""
+        from scipy import stats
+        x = np.floor(np.asarray(value, dtype=np.float64))
+        return stats.geom.cdf(x + 1.0, self.probs)
+
+    def icdf(self, value):
+        """The smallest count k with cdf(k) >= value (scipy.stats.geom.ppf,
+        whose support starts at 1, less one)."""
+        from scipy import stats
+        return np.maximum(stats.geom.ppf(self._unit_value(value), self.probs) - 1.0, 0.0)
 
 
 class NegativeBinomial(_BinaryFamily):
@@ -456,3 +505,17 @@ class NegativeBinomial(_BinaryFamily):
         r = np.broadcast_to(self.total_count, self.batch_shape)
         m = r * p / q
         return _sum_entropy("NegativeBinomial", stats.nbinom(r, q), m, m / q)
+
+    # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
+    def cdf(self, value):
+        """P(X <= value); scipy's nbinom counts the failures (probability
+        1 - probs there) before total_count successes: our successes."""
+        from scipy import stats
+        x = np.floor(np.asarray(value, dtype=np.float64))
+        return stats.nbinom.cdf(x, self.total_count, self._pq()[1])
+
+    def icdf(self, value):
+        """The smallest count k with cdf(k) >= value (scipy.stats.nbinom.ppf)."""
+        from scipy import stats
+        u = self._unit_value(value)
+        return np.maximum(stats.nbinom.ppf(u, self.total_count, self._pq()[1]), 0.0)

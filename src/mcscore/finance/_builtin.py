@@ -13,6 +13,7 @@ from .._config import effective_n_threads
 from ..distributed import map_streams
 from ._common import GREEKS, Greeks, METHODS, PAYOFFS, _PATHWISE_OK, _ROWS, _check_inputs, _merge
 from ._paths import _greeks_paths
+from . import _qmc
 
 
 def _paths(inputs, plan, streams, threads):
@@ -36,7 +37,7 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
            barrier=None,
            rng=None, method="lr", n_threads=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
            client=None, dividend=None, correlation=None, payoff_grad=None, model=None,
-           expiries=None, strikes=None):
+           expiries=None, strikes=None, sampler="mc", n_randomizations=None):
     """Monte Carlo price, delta, vega, rho and gamma of an option under GBM.
 
     ``payoff`` may also be a function of the simulated paths (or a C
@@ -79,6 +80,18 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         dividend sensitivity (a :class:`PathGreeks`).
     expiries, strikes
         A grid in one pass: see "A grid in one pass" below.
+        See below (not for the built-in names).
+    sampler : "mc" or "sobol"
+        "sobol": randomised quasi-Monte Carlo, the paths from scrambled
+        Sobol' points by the Brownian bridge (the first dimensions give
+        W(T), then ever finer midpoints; with several assets, each level of
+        the bridge for every asset before the next level); ``n`` paths in
+        total over ``n_randomizations`` (default 32) independent
+        scramblings, stderr from their spread (see mcscore.score_grad).
+        Built-in payoffs and payoffs of paths under geometric Brownian
+        motion (not Heston / Diffusion models, nor C callbacks).
+    n_randomizations : int >= 2, optional
+        Only with sampler="sobol".
     model : None, Heston or Diffusion
         None: geometric Brownian motion(s) with ``vol``.  A :class:`Heston`
         model (one asset, no ``vol``): price, delta and gamma (a
@@ -188,6 +201,16 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
     if missing:
         raise TypeError("greeks() missing required keyword argument(s): "
                         + ", ".join(map(repr, missing)))
+    if _qmc.Q.check_sampler(sampler) == "sobol":
+        if strikes is not None or expiries is not None:
+            raise ValueError("sampler='sobol' prices one strike at one maturity; use "
+                             "sampler='mc' for a grid of strikes or expiries in one pass")
+        return _qmc.greeks(payoff, spot=spot, strike=strike, rate=rate, vol=vol,
+                           maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,
+                           method=method, n_threads=n_threads, client=client,
+                           n_randomizations=n_randomizations, path=path, dividend=dividend,
+                           correlation=correlation, payoff_grad=payoff_grad, model=model)
+    _qmc.Q.check_mc_only(sampler, n_randomizations)
     if path:
         return _greeks_paths(payoff, spot=spot, strike=strike, rate=rate, vol=vol,
                              maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,

@@ -46,6 +46,8 @@ class Greeks:
     """
 
     _names = GREEKS
+    sampler = "mc"  # "sobol": randomised quasi-Monte Carlo (finance/_qmc.py)
+    n_randomizations = None
 
     @staticmethod
     def _value(v):

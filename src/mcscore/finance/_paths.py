@@ -167,6 +167,13 @@ def _lower_payoff(payoff, strike, barrier, d, ksteps=None):
                      f"{payoff!r}")
 
 
+
+class SobolPathGreeks(PathGreeks):
+    """The PathGreeks of sampler="sobol" (finance/_qmc.py): every Greek of
+    sampler="mc" but the dividend sensitivity."""
+
+    _names = tuple(k for k in PATH_GREEKS if k != "dividend")
+
 class Heston:
     """The Heston model for :func:`greeks` (``model=Heston(...)``):
 

@@ -1,0 +1,340 @@
+"""Randomised quasi-Monte Carlo Greeks (``greeks(..., sampler="sobol")``)
+for the built-in payoffs of one asset under Black-Scholes.
+
+Each path takes ``steps`` coordinates of a scrambled Sobol' point, turned
+into standard normals by the inverse normal cdf, and the Brownian path is
+built from them by the Brownian bridge (Glasserman 2003, section 3.1): the
+first coordinate gives W(T), the next ones the midpoints of ever finer
+intervals (breadth first), so that the first Sobol' dimensions, the
+best-equidistributed ones, carry most of the variance of the payoff.  The
+increments Z_k = (W(t_k) - W(t_{k-1})) / sqrt(dt) are iid standard normal
+for each point, so the likelihood-ratio weights (functions of Z) and the
+pathwise derivatives (functions of W) are those of the Monte Carlo kernel
+(``mcscore._finance``), evaluated here on whole blocks of paths with NumPy.
+
+The estimate of each Greek is the mean over ``n_randomizations``
+independent scramblings, its standard error their spread (see
+:mod:`mcscore._qmc`).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special
+
+from .. import _qmc as Q
+from .. import _validation as V
+from ._paths import _check_array
+from ._common import GREEKS, METHODS, PAYOFFS, Greeks, _PATHWISE_OK, _ROWS, _check_inputs
+
+
+def bridge_order(steps):
+    """The Brownian bridge of dates 1..steps (date 0 is W = 0): a list of
+    (k, left, right) in Sobol' dimension order, W(t_k) drawn given W at the
+    dates left and right (right None: k = steps, drawn from W(0) = 0)."""
+    out = [(steps, 0, None)]
+    queue = [(0, steps)]
+    while queue:
+        nxt = []
+        for lo, hi in queue:
+            if hi - lo < 2:
+                continue
+            mid = (lo + hi) // 2
+            out.append((mid, lo, hi))
+            nxt += [(lo, mid), (mid, hi)]
+        queue = nxt
+    return out
+
+
+def bridge(z, dt, order):
+    """Brownian paths W (m, steps + 1) at the dates k dt from standard
+    normals z (m, steps) by the bridge `order`."""
+    m, steps = z.shape
+    W = np.zeros((m, steps + 1))
+    for j, (k, lo, hi) in enumerate(order):
+        if hi is None:
+            W[:, k] = math.sqrt(k * dt) * z[:, j]
+        else:
+            a, b = k - lo, hi - k
+            W[:, k] = (b * W[:, lo] + a * W[:, hi]) / (a + b) \
+                + math.sqrt(dt * a * b / (a + b)) * z[:, j]
+    return W
+
+
+def path_quantities(payoff, z, s0, strike, rate, sigma, T, barrier, order):
+    """The nine discounted quantities of the fused kernel (price, the four
+    likelihood-ratio Greeks, the four pathwise ones), per path: (m, 9)."""
+    m, K = z.shape
+    dt = T / K
+    sqdt, a = math.sqrt(dt), sigma * math.sqrt(dt)
+    disc = math.exp(-rate * T)
+    W = bridge(z, dt, order)
+    Z = np.diff(W, axis=1) / sqdt
+    t = dt * np.arange(1, K + 1)
+    logs = math.log(s0) + (rate - 0.5 * sigma * sigma) * t + sigma * W[:, 1:]
+    w, sz2, z1 = W[:, K], (Z * Z).sum(1), Z[:, 0]
+    st = np.exp(logs[:, -1])
+    zero = np.zeros(m)
+    pathwise = payoff in _PATHWISE_OK
+    if payoff in ("call", "up_and_out_call", "put"):
+        sign = -1.0 if payoff == "put" else 1.0
+        ind = (sign * (st - strike) > 0).astype(float)
+        h = ind * sign * (st - strike)
+        if payoff == "up_and_out_call":
+            h = h * (np.exp(logs) < barrier).all(1)
+        u = sign * ind * st
+        d_sig = u * (w - sigma * T)
+        d_r = u * T
+    elif payoff in ("digital_call", "digital_put"):
+        h = ((st > strike) if payoff == "digital_call" else (st < strike)).astype(float)
+        u = d_sig = d_r = zero
+    elif payoff == "asian_call":
+        S = np.exp(logs)
+        avg = S.mean(1)
+        ind = (avg > strike).astype(float)
+        h, u = ind * (avg - strike), ind * avg
+        d_sig = ind * (S * (W[:, 1:] - sigma * t)).mean(1)
+        d_r = ind * (S * t).mean(1)
+    else:  # geometric_asian_call
+        g = np.exp(logs.mean(1))
+        ind = (g > strike).astype(float)
+        h, u = ind * (g - strike), ind * g
+        d_sig = u * (W[:, 1:] - sigma * t).mean(1)
+        d_r = u * dt * (K + 1) * 0.5
+    h = disc * h
+    y = np.empty((m, 9))
+    y[:, 0] = h
+    y[:, 1] = h * z1 / (s0 * a)
+    y[:, 2] = h * ((sz2 - K) / sigma - w)
+    y[:, 3] = h * (w / sigma - T)
+    y[:, 4] = h * ((z1 * z1 - 1.0) / (a * a) - z1 / a) / (s0 * s0)
+    if pathwise:
+        y[:, 5] = disc * u / s0
+        y[:, 6] = disc * d_sig
+        y[:, 7] = disc * d_r - T * h
+        y[:, 8] = disc * u * (z1 / a - 1.0) / (s0 * s0)
+    else:
+        y[:, 5:] = 0.0
+    return y
+
+
+class _GreeksWork:
+    """One randomisation: the sums of the nine quantities over its paths."""
+
+    def __init__(self, inputs, m, seeds):
+        self.inputs, self.m, self.seeds = inputs, m, seeds
+
+    def __call__(self, r):
+        payoff, s0, strike, rate, sigma, T, barrier, steps = self.inputs
+        order = bridge_order(steps)
+        acc = np.zeros(9)
+        for _, u in Q.points(steps, self.m, self.seeds[r], 4 * steps + 12):
+            y = path_quantities(payoff, special.ndtri(u), s0, strike, rate, sigma, T, barrier,
+                                order)
+            acc += np.ones(len(y)) @ y
+        return acc
+
+
+_ESTIMATORS = {
+    "lr": ("plain", "likelihood ratio", "likelihood ratio", "likelihood ratio",
+           "second-order likelihood ratio"),
+    "pathwise": ("plain", "pathwise", "pathwise", "pathwise",
+                 "mixed (LR of the pathwise delta)"),
+}
+
+
+def greeks(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng, method,
+           n_threads, client, n_randomizations, path, **path_args):
+    """greeks(..., sampler="sobol"): a built-in payoff of one asset, or (path
+    True) a payoff of paths."""
+    if path:
+        if client is not None:
+            raise ValueError("client (Dask) is not supported for a payoff function; run "
+                             "locally")
+        return greeks_paths(payoff, spot=spot, strike=strike, rate=rate, vol=vol,
+                            maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,
+                            method=method, n_randomizations=n_randomizations, **path_args)
+    spot, strike, rate, vol, maturity, steps, barrier = _check_inputs(
+        payoff, spot, strike, rate, vol, maturity, steps, barrier)
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be 'lr' or 'pathwise', got {method!r}")
+    if method == "pathwise" and payoff not in _PATHWISE_OK:
+        raise ValueError(f"method='pathwise' does not apply to the discontinuous payoff "
+                         f"{payoff!r}; use method='lr'")
+    R, m = Q.split(n, n_randomizations)
+    root, sd = Q.seeds(rng, R)
+    inputs = (payoff, spot, strike, rate, vol, maturity, barrier, steps)
+    per = Q.run(_GreeksWork(inputs, m, sd), R, n_threads, client) / m
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = per.mean(0)
+        se = per.std(0, ddof=1) / math.sqrt(R)
+    if not (np.isfinite(mean).all() and np.isfinite(se).all()):
+        raise FloatingPointError(f"the simulated prices overflowed (spot={spot}, vol={vol}, "
+                                 f"maturity={maturity}): the estimates would be inf or NaN")
+    alternatives = {mth: {g: (float(mean[r]), float(se[r])) for g, r in zip(GREEKS, _ROWS[mth])}
+                    for mth in METHODS if mth == "lr" or payoff in _PATHWISE_OK}
+    rows = _ROWS[method]
+    info = {"entropy": root.entropy, "spawn_key": tuple(root.spawn_key), "sampler": "sobol",
+            "n_randomizations": R, "points_per_randomization": m, "payoff": payoff,
+            "spot": spot, "strike": strike, "rate": rate, "vol": vol, "maturity": maturity,
+            "steps": steps, "barrier": None if math.isinf(barrier) else barrier,
+            "construction": "brownian bridge"}
+    out = Greeks({g: mean[r] for g, r in zip(GREEKS, rows)},
+                 {g: float(se[r]) for g, r in zip(GREEKS, rows)},
+                 {g: float(se[r] ** 2 * R * m) for g, r in zip(GREEKS, rows)}, method,
+                 dict(zip(GREEKS, _ESTIMATORS[method])), alternatives, R * m, info)
+    out.sampler = "sobol"
+    out.n_randomizations = R
+    return out
+
+
+# ---------------------------------------------------------------------------
+# a payoff of paths: several correlated geometric Brownian motions
+# ---------------------------------------------------------------------------
+
+class _PathWork:
+    """One randomisation of the path engine: sums of the per-path
+    quantities (price; delta, vega, rho, theta, gamma by the likelihood
+    ratio; the same by pathwise differentiation when the payoff has a
+    gradient) over its paths, each asset's Brownian motion built by the
+    bridge (bridge level by level, all assets at each level)."""
+
+    def __init__(self, fn, grad, model, m, seeds):
+        self.fn, self.grad, self.model, self.m, self.seeds = fn, grad, model, m, seeds
+
+    def __call__(self, r):
+        s0, sig, q, rate, T, steps, corr = self.model
+        d = s0.size
+        dt = T / steps
+        order = bridge_order(steps)
+        L = np.linalg.cholesky(corr)
+        Linv = np.linalg.inv(L)
+        cinv = Linv.T @ Linv
+        mu = rate - q - 0.5 * sig * sig
+        a = sig * math.sqrt(dt)
+        t = dt * np.arange(steps + 1)
+        disc = math.exp(-rate * T)
+        iu = np.triu_indices(d)
+        acc = None
+        for start, u in Q.points(steps * d, self.m, self.seeds[r], 6 * steps * d + d * d):
+            mm = len(u)
+            z = special.ndtri(u).reshape(mm, steps, d)
+            B = np.stack([bridge(z[:, :, i], dt, order) for i in range(d)], axis=-1)
+            Z = np.diff(B, axis=1) / math.sqrt(dt)                 # (m, K, d) iid N(0, 1)
+            X, xi = Z @ L.T, Z @ Linv                              # X_k = L Z_k, xi_k = C^-1 X_k
+            W = np.concatenate([np.zeros((mm, 1, d)), math.sqrt(dt) * np.cumsum(X, 1)], 1)
+            with np.errstate(over="ignore"):
+                paths = s0 * np.exp(mu * t[:, None] + sig * W)
+            if not np.isfinite(paths).all():
+                raise FloatingPointError("the simulated prices overflowed (S leaves the range "
+                                         "of a double): the estimates would be inf or NaN")
+            paths.flags.writeable = False
+            h = disc * _check_array(self.fn(paths), "payoff", (mm,), start)
+            x1 = xi[:, 0, :]
+            g_lr = ((x1[:, :, None] * x1[:, None, :] - cinv
+                     - np.diag(a)[None] * x1[:, :, None] * np.eye(d))
+                    / np.outer(a * s0, a * s0))[:, iu[0], iu[1]]
+            lr = np.concatenate([
+                x1 / (s0 * a),
+                ((X * xi - 1).sum(1)) / sig - math.sqrt(dt) * xi.sum(1),
+                (math.sqrt(dt) * (xi / sig).sum((1, 2)) - T)[:, None],
+                -((Z * Z).sum((1, 2)) - steps * d)[:, None] / (2 * T)
+                - (math.sqrt(dt) / T) * (xi * (mu / sig)).sum((1, 2))[:, None] + rate,
+                g_lr], axis=1) * h[:, None]
+            cols = [h[:, None], lr]
+            if self.grad is not None:
+                G = _check_array(self.grad(paths), "payoff_grad", paths.shape, start) * disc
+                GS = G * paths
+                delta = GS.sum(1) / s0
+                score = x1 / (s0 * a)
+                mix = delta[:, None, :] * (score[:, :, None] - np.diag(1 / s0)[None])
+                mix = 0.5 * (mix + np.swapaxes(mix, 1, 2))
+                cols.append(np.concatenate([
+                    delta, (GS * (W - sig * t[:, None])).sum(1),
+                    ((GS * t[:, None]).sum((1, 2)) - T * h)[:, None],
+                    -((GS * (mu * t[:, None] + 0.5 * sig * W)).sum((1, 2)) / T
+                      - rate * h)[:, None],
+                    mix[:, iu[0], iu[1]]], axis=1))
+            y = np.ones(mm) @ np.concatenate(cols, axis=1)
+            acc = y if acc is None else acc + y
+        return acc
+
+
+def greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng, method,
+                 n_randomizations, dividend, correlation, payoff_grad, model):
+    """greeks(..., sampler="sobol") for a payoff of the paths of one or
+    several correlated geometric Brownian motions (see greeks)."""
+    from ._paths import (SobolPathGreeks, _correlation, _estimators, _lower_payoff,
+                         _per_asset)
+    from .payoffs import PATH_GREEKS
+
+    if model is not None:
+        raise ValueError("sampler='sobol' supports geometric Brownian motions (model=None); "
+                         f"use sampler='mc' for model={model!r}")
+    if np.ndim(spot) > 1:
+        raise ValueError(f"spot must be a scalar or one value per asset, got shape "
+                         f"{np.shape(spot)}")
+    s0 = np.atleast_1d(_per_asset("spot", spot, None))
+    d = s0.size
+    sig = np.broadcast_to(np.atleast_1d(_per_asset("vol", vol, d)), (d,)).copy()
+    q = np.broadcast_to(np.atleast_1d(_per_asset("dividend", dividend, d, positive=False,
+                                                 default=0.0)), (d,)).copy()
+    if np.ndim(rate) != 0 or np.ndim(maturity) != 0:
+        raise TypeError("rate and maturity must be scalar real numbers")
+    rate = float(_per_asset("rate", rate, None, positive=False))
+    maturity = float(_per_asset("maturity", maturity, None))
+    steps = V.integer("steps", steps, minimum=1, maximum=10**6)
+    corr = _correlation(correlation, d)
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be 'lr' or 'pathwise', got {method!r}")
+    kind, fn, grad, name, grid, _ = _lower_payoff(payoff, strike, barrier, d)
+    if grid is not None:
+        raise ValueError(f"sampler='sobol' takes one payoff value per path; payoff {name!r} "
+                         "declares a grid: use sampler='mc' for a grid in one pass")
+    if kind == "callback":
+        raise TypeError("sampler='sobol' calls the payoff on blocks of paths from Python: pass "
+                        "a vectorised callable or a Payoff, not a scipy.LowLevelCallable")
+    grad = payoff_grad if payoff_grad is not None else grad
+    if grad is not None and not callable(grad):
+        raise TypeError(f"payoff_grad must be callable, got {type(grad).__name__}")
+    if method == "pathwise" and grad is None:
+        raise ValueError(f"method='pathwise' needs the payoff's derivative along the path "
+                         f"(payoff_grad); payoff {name!r} has none")
+    R, m = Q.split(n, n_randomizations)
+    root, sd = Q.seeds(rng, R)
+    work = _PathWork(fn, grad, (s0, sig, q, rate, maturity, steps, corr), m, sd)
+    per = Q.run(work, R, 1, None, parallel=False) / m
+    mean = per.mean(0)
+    se = per.std(0, ddof=1) / math.sqrt(R)
+    nw = (per.shape[1] - 1) // (2 if grad is not None else 1)
+    iu = np.triu_indices(d)
+    scalar = np.ndim(spot) == 0
+
+    def unpack(x, off):
+        g = np.empty((d, d))
+        g[iu] = x[off + 2 * d + 2:off + nw]
+        g.T[iu] = g[iu]
+        out = {"price": float(x[0]), "delta": x[off:off + d].copy(),
+               "vega": x[off + d:off + 2 * d].copy(), "rho": float(x[off + 2 * d]),
+               "theta": float(x[off + 2 * d + 1]), "gamma": g}
+        return {k: float(np.ravel(v)[0]) for k, v in out.items()} if scalar else out
+
+    # the Sobol' path work gives price, delta, gamma, vega, rho and theta (not
+    # the dividend sensitivity of sampler="mc")
+    names = tuple(k for k in PATH_GREEKS if k != "dividend")
+    alternatives = {mth: {k: (unpack(mean, off)[k], unpack(se, off)[k]) for k in names}
+                    for mth, off in (("lr", 1), ("pathwise", 1 + nw))
+                    if mth == "lr" or grad is not None}
+    off = 1 if method == "lr" else 1 + nw
+    var = {k: np.asarray(v) ** 2 * R * m for k, v in unpack(se, off).items()}
+    info = {"entropy": root.entropy, "spawn_key": tuple(root.spawn_key), "sampler": "sobol",
+            "n_randomizations": R, "points_per_randomization": m, "threads": 1,
+            "payoff": name, "spot": float(s0[0]) if scalar else s0, "strike": strike,
+            "rate": rate, "dividend": q, "maturity": maturity, "steps": steps, "assets": d,
+            "vol": sig, "correlation": corr, "construction": "brownian bridge"}
+    out = SobolPathGreeks(unpack(mean, off), unpack(se, off), var, method,
+                     _estimators(method, names), alternatives, R * m, info)
+    out.sampler = "sobol"
+    out.n_randomizations = R
+    return out
