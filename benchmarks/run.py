@@ -460,7 +460,21 @@ def markdown(meta, rows, floors, fixed, scal, targets):
     return "\n".join(L)
 
 
-def plots(out_dir, rows, scal):
+def _impl_order(name):
+    """Series order in the plots: mcscore's variants, then NumPy, JAX, PyTorch."""
+    for rank, prefix in enumerate(("mcscore", "numpy", "jax", "torch")):
+        if name.startswith(prefix):
+            return (rank, name)
+    return (9, name)
+
+
+def machine_line(meta):
+    """'<cpu>, <k> cores; mcscore <t> threads' for figure subtitles."""
+    return (f"{meta.get('cpu', '?')}, {meta.get('ncpu', '?')} cores; "
+            f"mcscore {meta.get('mc_threads', '?')} threads, one run")
+
+
+def plots(out_dir, rows, scal, meta):
     try:
         import matplotlib
 
@@ -469,16 +483,24 @@ def plots(out_dir, rows, scal):
     except Exception:
         return []
     made = []
+    where = machine_line(meta)
     if scal:
-        fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+        fig, ax = plt.subplots(1, 2, figsize=(11, 4.4))
         n = np.array([s["n"] for s in scal], float)
         t = np.array([s["seconds"] for s in scal])
-        ax[0].loglog(n, t, "o-", label="mcscore P1 (fused)")
-        ax[0].loglog(n, t[-1] * n / n[-1], "k--", lw=0.8, label="linear in n")
-        ax[0].set_xlabel("n"), ax[0].set_ylabel("seconds"), ax[0].legend()
-        ax[1].semilogx(n, [s["rss_kib"] / 1024 for s in scal], "o-")
-        ax[1].set_xlabel("n"), ax[1].set_ylabel("peak RSS (MiB)")
+        ax[0].loglog(n, t, "o-", label="mcscore, P1 fused (x^2 under a Normal)")
+        ax[0].loglog(n, t[-1] * n / n[-1], "k--", lw=0.8, label="linear in n (reference)")
+        ax[0].set_xlabel("n (draws, log scale)")
+        ax[0].set_ylabel("wall time (seconds, log scale)")
+        ax[0].set_title("Time against n (lower is better)", fontsize=10)
+        ax[0].legend(fontsize=8, loc="upper left")
+        ax[1].semilogx(n, [s["rss_kib"] / 1024 for s in scal], "o-", label="peak resident memory")
+        ax[1].set_xlabel("n (draws, log scale)")
+        ax[1].set_ylabel("peak RSS (MiB)")
+        ax[1].set_title("Memory against n: flat means streaming (lower is better)", fontsize=10)
         ax[1].set_ylim(bottom=0)
+        ax[1].legend(fontsize=8, loc="lower right")
+        fig.suptitle(f"Scaling of one call. {where}", fontsize=10)
         fig.tight_layout()
         p = os.path.join(out_dir, "scaling.png")
         fig.savefig(p, dpi=100)
@@ -487,23 +509,30 @@ def plots(out_dir, rows, scal):
     probs = sorted({(r["problem"], r["n"]) for r in rows},
                    key=lambda k: (list(P.PROBLEMS).index(k[0]), k[1]))
     if probs:
-        impls = sorted({r["impl"] for r in rows})
-        fig, ax = plt.subplots(figsize=(12, 4.5))
+        impls = sorted({r["impl"] for r in rows}, key=_impl_order)
+        fig, ax = plt.subplots(figsize=(13, 5.2))
         w = 0.8 / len(impls)
-        colors = plt.get_cmap("tab20").colors
+        # one colour family per library, shades for its variants
+        fams = {0: "Blues", 1: "Greys", 2: "Oranges", 3: "Greens", 9: "Purples"}
+        shades = {}
+        for impl in impls:
+            shades.setdefault(_impl_order(impl)[0], []).append(impl)
+        color = {impl: plt.get_cmap(fams[k])(0.85 - 0.45 * i / max(len(v) - 1, 1))
+                 for k, v in shades.items() for i, impl in enumerate(v)}
         for j, impl in enumerate(impls):
             vals = []
             for prob, n in probs:
                 m = [r for r in rows if r["problem"] == prob and r["n"] == n and r["impl"] == impl]
                 vals.append(m[0].get("ratio_numpy", np.nan) if m else np.nan)
-            ax.bar(np.arange(len(probs)) + j * w, vals, w, label=impl,
-                   color=colors[j % len(colors)])
+            ax.bar(np.arange(len(probs)) + j * w, vals, w, label=impl, color=color[impl])
         ax.set_yscale("log")
-        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhline(1.0, color="k", lw=0.8, label="NumPy (= 1)")
         ax.set_xticks(np.arange(len(probs)) + 0.4 - w / 2)
         ax.set_xticklabels([f"{p}\nn={n:g}" for p, n in probs], fontsize=8)
-        ax.set_ylabel("time / NumPy time")
-        ax.legend(fontsize=7, ncol=4)
+        ax.set_xlabel("problem and number of draws")
+        ax.set_ylabel("wall time / NumPy's wall time (log scale)")
+        ax.set_title(f"Time relative to NumPy's estimator, lower is better. {where}", fontsize=10)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
         p = os.path.join(out_dir, "ratios.png")
         fig.savefig(p, dpi=100)
@@ -627,7 +656,7 @@ def main(argv=None):
         json.dump(dict(meta=meta, rows=rows, rng_floor={str(k): v for k, v in floors.items()},
                        fixed_cost=fixed, scaling=scal, targets=targets), fh, indent=1)
     _write_md(args, md)
-    made = plots(args.out, rows, scal)
+    made = plots(args.out, rows, scal, meta)
     log("")
     log(md)
     log(f"\nwrote {args.out}/results.json, results.md" + "".join(f", {os.path.basename(p)}"

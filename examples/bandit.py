@@ -1,4 +1,5 @@
-"""A multi-armed Bernoulli bandit solved by REINFORCE.
+"""A multi-armed Bernoulli bandit solved by REINFORCE
+==================================================
 
 The policy is a Categorical over the arms with free logits; each iteration
 pulls a batch of arms, and ``mcscore.score_grad_from_samples`` turns the
@@ -17,7 +18,7 @@ import mcscore as mc
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     p.add_argument("--quick", action="store_true", help="short run (CI)")
     p.add_argument("--arms", type=int, default=10)
     p.add_argument("--batch", type=int, default=64, help="pulls per iteration")
@@ -52,4 +53,5 @@ def main(argv=None):
 
 if __name__ == "__main__":
     out = main()
-    sys.exit(0 if out["p_best"] > 0.5 else 1)
+    if not (out["p_best"] > 0.5):
+        sys.exit(1)  # the goal was not reached (a plain return keeps the docs gallery running)

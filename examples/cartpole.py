@@ -1,4 +1,5 @@
-"""Cart-pole balancing learned by REINFORCE (linear softmax policy).
+"""Cart-pole balancing learned by REINFORCE (linear softmax policy)
+================================================================
 
 Self-contained: the environment is ``mcscore.rl.CartPole`` (the classic
 equations, vectorised over episodes).  Each iteration rolls out a batch of
@@ -46,7 +47,7 @@ def plot_curve(returns, stderr, path, title="REINFORCE on cart-pole"):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     p.add_argument("--quick", action="store_true", help="short run (CI)")
     p.add_argument("--episodes", type=int, default=20, help="episodes per iteration")
     p.add_argument("--lr", type=float, default=0.1)
@@ -72,4 +73,5 @@ def main(argv=None):
 
 if __name__ == "__main__":
     out = main()
-    sys.exit(0 if out["returns"][-5:].mean() > out["returns"][:5].mean() else 1)
+    if not (out["returns"][-5:].mean() > out["returns"][:5].mean()):
+        sys.exit(1)  # the goal was not reached (a plain return keeps the docs gallery running)

@@ -1,4 +1,5 @@
-"""A desk's exotic: Greeks of a knock-out worst-of on three correlated stocks.
+"""A desk's exotic: Greeks of a knock-out worst-of on three correlated stocks
+==========================================================================
 
 The payoff is a plain vectorised function of the simulated paths (shape
 ``(m, steps + 1, assets)``): a call on the worst performer that dies when the
@@ -45,7 +46,7 @@ def margrabe(s1, s2, v1, v2, rho, q1, q2, t):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     p.add_argument("--quick", action="store_true", help="short run (CI)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

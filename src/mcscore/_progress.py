@@ -1,4 +1,8 @@
-"""Progress bars for long runs (``score_grad(..., progress=True)``).
+"""Progress bars for long runs (``progress=True`` on every estimator and loop).
+
+The same everywhere: ``progress=False`` is the default; ``progress=True``
+shows a tqdm bar when tqdm is installed and otherwise prints a plain progress
+line to stderr about once a second (never an ImportError, never silence).
 
 The bar counts blocks and draws; it is updated between rounds of a Python f,
 by a thread that reads the kernel's per-stream draw counts while a fused
@@ -9,7 +13,9 @@ bar gives the same bits as one without.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
+import time
 
 import numpy as np
 
@@ -28,18 +34,62 @@ def stream_draws(plan, streams):
     return int(blocks.sum()), int(draws.sum())
 
 
+class TextBar:
+    """The bar used when tqdm is not installed: one line on stderr at most
+    every `interval` seconds and a last one at close, with the same methods
+    as the tqdm bar that the estimators use (update, set_postfix_str,
+    close, n).  progress=True therefore behaves the same everywhere: a bar
+    with tqdm, these lines without it, never an error and never silence."""
+
+    def __init__(self, total, desc, unit="it", interval=1.0, stream=None):
+        self.total, self.desc, self.unit, self.interval = int(total), desc, unit, interval
+        self.stream = stream if stream is not None else sys.stderr
+        self.n = 0
+        self.postfix = ""
+        self._t0 = self._last = time.monotonic()
+        self._closed = False
+
+    def _line(self):
+        dt = max(time.monotonic() - self._t0, 1e-9)
+        pct = 100.0 * self.n / self.total if self.total else 100.0
+        extra = f", {self.postfix}" if self.postfix else ""
+        return (f"{self.desc}: {pct:5.1f}% ({self.n:,}/{self.total:,} {self.unit}s, "
+                f"{self.n / dt:,.0f} {self.unit}/s{extra})")
+
+    def update(self, k=1):
+        self.n += int(k)
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            print(self._line(), file=self.stream, flush=True)
+
+    def set_postfix_str(self, s, refresh=True):
+        self.postfix = str(s)
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            print(self._line(), file=self.stream, flush=True)
+
+
+def make_bar(total, desc, unit="it", **tqdm_options):
+    """A tqdm bar when tqdm is installed, else a TextBar."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return TextBar(total, desc, unit)
+    return tqdm(total=total, desc=desc, unit=unit, **tqdm_options)
+
+
 class ProgressBar:
-    """A tqdm bar over the draws of one estimator call."""
+    """A bar over the draws of one estimator call (tqdm, or TextBar without
+    it)."""
 
     def __init__(self, plan):
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise ImportError("progress=True needs tqdm: pip install tqdm") from None
         self.plan = plan
         self.blocks = 0
-        self._bar = tqdm(total=plan.n, unit="draw", unit_scale=True, desc="mcscore",
-                         smoothing=0.1, dynamic_ncols=True)
+        self._bar = make_bar(plan.n, "mcscore", unit="draw", unit_scale=True, smoothing=0.1,
+                             dynamic_ncols=True)
         self._bar.set_postfix_str(self._postfix(), refresh=False)
 
     def _postfix(self):
@@ -91,14 +141,10 @@ class ProgressBar:
 
 
 def simple_bar(total, enabled, desc):
-    """A tqdm bar when tqdm is installed and enabled, else a no-op."""
+    """A bar over `total` iterations when enabled (tqdm, or TextBar without
+    it), else a no-op with the same methods."""
     if enabled:
-        try:
-            from tqdm.auto import tqdm
-
-            return tqdm(total=total, desc=desc, leave=False)
-        except ImportError:
-            pass
+        return make_bar(total, desc, leave=False)
 
     class _Null:
         def update(self, k=1):

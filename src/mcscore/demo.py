@@ -119,16 +119,51 @@ def _best_time(fn, repeats=3):
     return best, out
 
 
+def expected_max_abs_z(k):
+    """Median of the largest |z| among k independent standard normal z's:
+    the m with (2 Phi(m) - 1)^k = 1/2."""
+    return float(special.ndtri(0.5 * (1.0 + 0.5 ** (1.0 / k))))
+
+
+def z_summary(z):
+    """One line on k z-scores: the share within 3, the largest |z|, and the
+    largest |z| that k independent N(0, 1) draws give (its median)."""
+    a = np.abs(np.asarray(z, dtype=float))
+    k = a.size
+    return (f"all {k}: {np.mean(a < 3):.1%} within |z| < 3 (expected 99.7%), "
+            f"max |z| {a.max():.2f} (expected max of {k}: ~{expected_max_abs_z(k):.1f})")
+
+
+def format_table(table, left=3, notes=None, gap=2):
+    """Lines of an aligned text table: table[0] is the header, the first `left`
+    columns are left-aligned and the rest right-aligned; each column is as wide
+    as its widest cell, so any width of number stays aligned. notes maps a row
+    index to lines printed (indented) under that row."""
+    widths = [max(len(str(r[c])) for r in table) for c in range(len(table[0]))]
+
+    def fmt(r):
+        cells = [str(v).ljust(w) if c < left else str(v).rjust(w)
+                 for c, (v, w) in enumerate(zip(r, widths))]
+        return (" " * gap).join(cells).rstrip()
+
+    head = fmt(table[0])
+    lines = [head, "-" * len(head)]
+    indent = " " * (sum(widths[:left]) + gap * left)
+    for i, r in enumerate(table[1:], start=1):
+        lines.append(fmt(r))
+        lines += [indent + t for t in (notes or {}).get(i, [])]
+    return lines
+
+
 def run_core(n=10**6, seed=0, out=print):
     """The core table. Returns a list of row dicts."""
     rows = []
     out(f"mcscore {mc.__version__} | score-function gradients, n = {n:,} draws, "
         f"{mc.effective_n_threads()} thread(s), OpenMP {'on' if HAVE_OPENMP else 'off'}")
     out("")
-    hdr = (f"{'distribution':<22}{'f':<11}{'parameter':<16}{'estimate':>11}{'+/- se':>10}"
-           f"{'exact':>11}{'z':>7}{'mcscore':>10}{'numpy':>10}{'speed-up':>9}")
-    out(hdr)
-    out("-" * len(hdr))
+    table = [["distribution", "f", "parameter", "estimate", "+/- se", "exact", "z",
+              "mcscore", "numpy", "speed-up"]]
+    notes = {}     # row index -> lines printed under that row
     for label, flabel, dist, f, names, exact, np_impl in cases():
         t_mc, res = _best_time(lambda: mc.score_grad(f, dist, n, rng=seed))
         rng = np.random.default_rng(seed)
@@ -144,20 +179,29 @@ def run_core(n=10**6, seed=0, out=print):
                 pname = f"{names[0]}[{j}]*"
             elif len(names) == 1 and len(est) > 1:
                 pname = f"{names[0]}[{j}]"
-            out(f"{label if first else '':<22}{flabel if first else '':<11}{pname:<16}"
-                f"{est[j]:>11.5f}{se[j]:>10.5f}{exact[j]:>11.5f}{z[j]:>7.2f}"
-                + (f"{t_mc * 1e3:>8.1f}ms{t_np * 1e3:>8.1f}ms{t_np / t_mc:>8.1f}x" if first else ""))
+            times = ([f"{t_mc * 1e3:.1f}ms", f"{t_np * 1e3:.1f}ms", f"{t_np / t_mc:.1f}x"]
+                     if first else ["", "", ""])
+            table.append([label if first else "", flabel if first else "", pname,
+                          f"{est[j]:.5f}", f"{se[j]:.5f}", f"{exact[j]:.5f}", f"{z[j]:.2f}"]
+                         + times)
             first = False
         rare = res.info.get("rare_categories", 0)
         rows.append(dict(case=label, f=flabel, estimate=est, stderr=se, exact=exact,
                          max_abs_z=float(np.abs(z).max()), t_mcscore=t_mc, t_numpy=t_np,
                          rare_categories=rare))
+        lines = []
+        if len(est) > 3:
+            lines.append(z_summary(z))
         if rare:
-            out(f"{'':<22}{'':<11}({rare} of {len(est)} categories expected < "
-                f"{RARE_EXPECTED_COUNT:g} times: their se is a conservative bound)")
+            lines.append(f"({rare} of {len(est)} categories expected < "
+                         f"{RARE_EXPECTED_COUNT:g} times: their se is a conservative bound)")
+        if lines:
+            notes[len(table) - 1] = lines
+    for line in format_table(table, left=3, notes=notes):
+        out(line)
     out("")
-    out("z = (estimate - exact) / se; * = the coordinate with the largest |z| of K. Times: best "
-        "of 3, same process;")
+    out("z = (estimate - exact) / se; * = the coordinate with the largest |z| of K (the line "
+        "under it: all K). Times: best of 3, same process;")
     out("numpy = the same estimator written with numpy.random and array arithmetic "
         "(one thread).")
     return rows
@@ -351,7 +395,7 @@ def run_figures(seed=0, out=print, folder="mcscore-figures", **_):
         lr.append(g.alternatives["lr"]["delta"])
         pw.append((g.delta, g.stderr["delta"]))
     exact_delta = fi.black_scholes("call", **_MKT)["delta"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     for ax, series, exact, title in (
         (axes[0], [("score_grad", core)], 1.0, "d/dloc E[x^2], x ~ Normal(0.5, 2)"),
         (axes[1], [("likelihood ratio", lr), ("pathwise", pw)], exact_delta,
@@ -360,14 +404,16 @@ def run_figures(seed=0, out=print, folder="mcscore-figures", **_):
         for label, s in series:
             est = np.array([e for e, _ in s])
             se = np.array([v for _, v in s])
-            ax.plot(ns, est, marker="o", ms=3, label=label)
-            ax.fill_between(ns, est - 1.96 * se, est + 1.96 * se, alpha=0.25)
-        ax.axhline(exact, color="k", lw=1, ls="--", label="exact")
+            line, = ax.plot(ns, est, marker="o", ms=3, label=f"{label}: estimate")
+            ax.fill_between(ns, est - 1.96 * se, est + 1.96 * se, alpha=0.25,
+                            color=line.get_color(), label=f"{label}: +/- 1.96 se (95%)")
+        ax.axhline(exact, color="k", lw=1, ls="--", label="exact value")
         ax.set_xscale("log")
-        ax.set_xlabel("n (draws / paths)")
-        ax.set_title(title)
-        ax.legend()
-    fig.suptitle("Convergence of the estimate with its 95% confidence band")
+        ax.set_xlabel("n (draws or paths, log scale)")
+        ax.set_ylabel("gradient estimate")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    fig.suptitle("Convergence of the estimate: the band is +/- 1.96 standard errors (95%)")
     fig.tight_layout()
     p = os.path.join(folder, "convergence.png")
     fig.savefig(p, dpi=120)
@@ -386,21 +432,27 @@ def run_figures(seed=0, out=print, folder="mcscore-figures", **_):
         for b, bb in (("none", None), ("loo", "loo"), ("optimal", "optimal")):
             r = mc.score_grad(f, dist, 200_000, rng=seed, baseline=bb)
             v_base[b].append(float(np.ravel(r.variance[names[0]])[0]))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     x = np.arange(len(greeks_))
     axes[0].bar(x - 0.2, v_lr, 0.4, label="likelihood ratio")
-    axes[0].bar(x + 0.2, v_pw, 0.4, label="pathwise / mixed (gamma)")
+    axes[0].bar(x + 0.2, v_pw, 0.4, label="pathwise (mixed for gamma)")
     axes[0].set_xticks(x, greeks_)
     axes[0].set_yscale("log")
-    axes[0].set_title("Call Greeks: per-path variance")
-    axes[0].legend()
+    axes[0].set_xlabel("Greek of a Black-Scholes call")
+    axes[0].set_ylabel("variance per path (n x se^2, log scale)")
+    axes[0].set_title("Call Greeks (lower is better)", fontsize=10)
+    axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                   frameon=False)
     x = np.arange(len(labels))
     for i, (b, v) in enumerate(v_base.items()):
         axes[1].bar(x + (i - 1) * 0.27, v, 0.27, label=f"baseline {b}")
     axes[1].set_xticks(x, labels, fontsize=7)
     axes[1].set_yscale("log")
-    axes[1].set_title("Score-function estimator: per-draw variance by baseline")
-    axes[1].legend(fontsize=8)
+    axes[1].set_ylabel("variance per draw (n x se^2, log scale)")
+    axes[1].set_title("Score-function gradient by baseline (lower is better)", fontsize=10)
+    axes[1].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3,
+                   frameon=False)
+    fig.suptitle("Variance of one draw's contribution: the standard error is sqrt(variance / n)")
     fig.tight_layout()
     p = os.path.join(folder, "variance.png")
     fig.savefig(p, dpi=120)
@@ -410,29 +462,40 @@ def run_figures(seed=0, out=print, folder="mcscore-figures", **_):
     rl_res = _LAST.get("rl") or run_rl(seed=seed, out=lambda *a: None, progress=False)
     vi_res = _LAST.get("vi") or run_vi(seed=seed, out=lambda *a: None, progress=False)
     run = rl_res["cartpole"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     it = np.arange(1, len(run.returns) + 1)
-    axes[0].plot(it, run.returns)
+    axes[0].plot(it, run.returns, label="mean return of the iteration's episodes")
     axes[0].fill_between(it, run.returns - 2 * run.returns_stderr,
-                         run.returns + 2 * run.returns_stderr, alpha=0.3)
-    axes[0].set_xlabel("iteration")
-    axes[0].set_ylabel("mean episode return")
-    axes[0].set_title("REINFORCE on cart-pole")
+                         run.returns + 2 * run.returns_stderr, alpha=0.3,
+                         label="+/- 2 standard errors")
+    axes[0].axhline(200, color="k", ls=":", lw=1, label="maximum (200 steps)")
+    axes[0].set_ylim(0, 215)
+    axes[0].set_xlabel("iteration (one policy-gradient step)")
+    axes[0].set_ylabel("episode return (steps balanced)")
+    axes[0].set_title("REINFORCE on cart-pole", fontsize=10)
+    axes[0].legend(fontsize=8, loc="lower right")
     elbo = vi_res["blr"].elbo
     log_joint, mean, Lam = _blr_problem()
     # exact ELBO at the mean-field optimum (mean, sd_i = Lambda_ii^-1/2)
     best = (log_joint(mean[None])[0] - 0.5 * len(mean)
             + np.sum(-0.5 * np.log(np.diag(Lam)) + 0.5 * np.log(2 * np.pi * np.e)))
+    # The whole run on one axis: the gap to the exact optimum on a symmetric
+    # log scale (linear within 0.1 nats, where Monte Carlo noise lives).
     w = 25
-    smooth = np.convolve(elbo, np.ones(w) / w, mode="valid")
-    axes[1].plot(np.arange(1, len(elbo) + 1), elbo, alpha=0.3, lw=0.8, label="ELBO estimate")
-    axes[1].plot(np.arange(w, len(elbo) + 1), smooth, label=f"moving average ({w})")
-    axes[1].axhline(best, color="k", ls="--", lw=1, label="exact optimum (mean field)")
-    axes[1].set_ylim(np.percentile(elbo, 5), best + 0.1 * (best - np.percentile(elbo, 5)))
+    gap = best - np.asarray(elbo)
+    smooth = np.convolve(gap, np.ones(w) / w, mode="valid")
+    steps_ = np.arange(1, len(elbo) + 1)
+    axes[1].plot(steps_, gap, alpha=0.3, lw=0.8, label="one step's ELBO estimate")
+    axes[1].plot(np.arange(w, len(elbo) + 1), smooth, label=f"moving average over {w} steps")
+    axes[1].axhline(0.0, color="k", ls="--", lw=1, label="exact mean-field optimum")
+    axes[1].set_yscale("symlog", linthresh=0.1)
     axes[1].set_xscale("log")
-    axes[1].set_xlabel("Adam step")
-    axes[1].set_title("Black-box VI: Bayesian linear regression")
-    axes[1].legend()
+    axes[1].set_xlim(1, len(elbo))
+    axes[1].set_ylim(min(1.5 * float(gap.min()), -0.1), 2.0 * max(float(gap.max()), 0.1))
+    axes[1].set_xlabel("Adam step (log scale)")
+    axes[1].set_ylabel("optimal ELBO minus ELBO (nats, symlog)")
+    axes[1].set_title("Black-box VI: Bayesian linear regression (whole run)", fontsize=10)
+    axes[1].legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     p = os.path.join(folder, "learning_curves.png")
     fig.savefig(p, dpi=120)
