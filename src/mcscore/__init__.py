@@ -37,6 +37,7 @@ from .distributions import (
 from .compare import Comparison, compare_estimators
 from .discrete import disarm_grad, rebar_grad, relaxed_grad
 from .pathwise import pathwise_grad
+from .prepared import Estimator
 from .result import GradientEstimate
 from .score import (
     CALLBACK_SIGNATURES,
@@ -49,7 +50,7 @@ from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical
 
 __all__ = [
     "Bernoulli", "Beta", "Binomial", "Categorical", "Chi2", "Dirichlet", "Distribution",
-    "Exponential", "FAMILIES", "Gamma", "Geometric", "GradientEstimate", "Gumbel", "HalfNormal",
+    "Estimator", "Exponential", "FAMILIES", "Gamma", "Geometric", "GradientEstimate", "Gumbel", "HalfNormal",
     "InverseGamma", "Laplace", "LogNormal",
     "Multinomial", "NegativeBinomial", "Normal", "Poisson", "Weibull", "CALLBACK_SIGNATURES",
     "default_block_size", "effective_n_threads", "finance", "integrands", "rl", "vi", "score_grad",

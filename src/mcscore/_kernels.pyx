@@ -157,6 +157,44 @@ cdef class KernelDist:
         self.stats_len = mc_stats_len(&self.d)
         self.has_log_column = mc_has_log_column(&self.d)
 
+    def renewed(self, p0, p1, t_a, t_b, t_c):
+        """A KernelDist of the same family, shapes and score-term structure
+        (t_start, kinds, columns shared with this one, which never writes
+        them) with new unit parameters p0, p1 and term coefficients a, b, c
+        (the lengths of this one's): what the constructor builds from the
+        same arguments, without re-validating the structure.  Not for
+        per-category (Categorical) kernels, whose alias tables it keeps."""
+        cdef KernelDist out = KernelDist.__new__(KernelDist)
+        cdef Py_ssize_t U = self.d.n_units, L = self.d.prm_len, T = self.d.t_start[self.d.n_coords]
+        cdef double[:, ::1] blocks = np.zeros((0, 0))
+        cdef double[::1] va, vb, vc
+        if self.per_category:
+            raise ValueError("renewed: a per-category kernel keeps its alias tables")
+        if U > 0:
+            blocks = np.concatenate([np.asarray(p, dtype=np.float64).reshape(U, -1)
+                                     for p in (p0, p1)], axis=1)
+            if blocks.shape[1] != L:
+                raise ValueError(f"renewed: {blocks.shape[1]} parameters per unit, expected {L}")
+        va = np.array(t_a, dtype=np.float64, order='C', copy=True).ravel()
+        vb = np.array(t_b, dtype=np.float64, order='C', copy=True).ravel()
+        vc = np.array(t_c, dtype=np.float64, order='C', copy=True).ravel()
+        if va.shape[0] != T or vb.shape[0] != T or vc.shape[0] != T:
+            raise ValueError(f"renewed: the score table has {T} terms")
+        out.d = self.d
+        out.d.prm = &blocks[0, 0] if blocks.shape[0] and blocks.shape[1] else NULL
+        out.d.t_a = &va[0] if T else NULL
+        out.d.t_b = &vb[0] if T else NULL
+        out.d.t_c = &vc[0] if T else NULL
+        out._keep = (self._keep, blocks, va, vb, vc)
+        out.draw_size = self.draw_size
+        out.n_coords = self.n_coords
+        out.n_units = self.n_units
+        out.n_cat = self.n_cat
+        out.per_category = self.per_category
+        out.stats_len = self.stats_len
+        out.has_log_column = self.has_log_column
+        return out
+
 
 cdef double *_lazy_thresholds(const mc_dist *dist, const mc_func *func) noexcept nogil:
     """For LogNormal draws and a fused integrand that reads x only through
