@@ -22,13 +22,6 @@ cdef extern from *:
         }
     /* Beta: p = [concentration1, concentration0] */
     MC_COLUMN_FILL(mc_fill_beta, random_beta(bg, p[0], p[1]))
-    /* Poisson: p = [rate] */
-    MC_COLUMN_FILL(mc_fill_poisson, (double)random_poisson(bg, p[0]))
-    /* Bernoulli: p = [probs] */
-    MC_COLUMN_FILL(mc_fill_bernoulli, random_standard_uniform(bg) < p[0] ? 1.0 : 0.0)
-    /* Geometric: p = [probs]; numpy counts the trials up to and including
-       the first success, torch the failures before it */
-    MC_COLUMN_FILL(mc_fill_geometric, (double)(random_geometric(bg, p[0]) - 1))
     /* NegativeBinomial: p = [probs, total_count]; successes (prob p[0])
        before total_count failures == numpy's failures before total_count
        successes with success probability 1 - p[0] */
@@ -48,11 +41,6 @@ cdef extern from *:
     MC_COLUMN_FILL(mc_fill_weibull, p[0] * random_weibull(bg, p[1]))
     """
     void mc_fill_beta(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
-    void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
-    void mc_fill_bernoulli(const double *p, bitgen_t *bg, Py_ssize_t m,
-                           double *col) noexcept nogil
-    void mc_fill_geometric(const double *p, bitgen_t *bg, Py_ssize_t m,
-                           double *col) noexcept nogil
     void mc_fill_negative_binomial(const double *p, bitgen_t *bg, Py_ssize_t m,
                                    double *col) noexcept nogil
     void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
@@ -63,6 +51,90 @@ cdef extern from *:
                                double *col) noexcept nogil
     void mc_fill_gumbel(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_weibull(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+
+
+cdef extern from *:
+    """
+    /* Column fills that give NumPy's draws bit for bit (the same uniforms
+       or exponentials in the same order, the same arithmetic on them) with
+       the per-column work done once per column instead of once per draw,
+       and the uniforms made by NumPy's fill loops. */
+    static inline double mc_next_double(bitgen_t *bg) {
+        return bg->next_double(bg->state);
+    }
+
+    /* Bernoulli: p = [probs]; x = (u < p) for one uniform u per draw, as
+       NumPy's random() < p; compared branch-free in a second pass (an
+       unpredictable branch per draw cost more than the draw). */
+    static void mc_fill_bernoulli(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        const double pr = p[0];
+        random_standard_uniform_fill(bg, m, col);
+        for (i = 0; i < m; i++) col[i] = (double)(col[i] < pr);
+    }
+
+    /* Poisson: p = [rate]; NumPy's random_poisson: rate >= 10 by its
+       PTRS, 0 at rate 0, below by multiplying uniforms until the product
+       falls to exp(-rate) (computed here once per column, not per draw). */
+    static void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        const double lam = p[0];
+        double enlam, prod;
+        int64_t x;
+        if (lam >= 10 || lam == 0) {
+            for (i = 0; i < m; i++) col[i] = (double)random_poisson(bg, lam);
+            return;
+        }
+        enlam = exp(-lam);
+        for (i = 0; i < m; i++) {
+            x = 0;
+            prod = 1.0;
+            for (;;) {
+                prod *= mc_next_double(bg);
+                if (!(prod > enlam)) break;
+                x += 1;
+            }
+            col[i] = (double)x;
+        }
+    }
+
+    /* Geometric: p = [probs]; numpy counts the trials up to and including
+       the first success, torch the failures before it.  NumPy's
+       random_geometric: for p >= 1/3 a search on one uniform per draw, below
+       the inversion ceil(-E / log1p(-p)) of one standard exponential E
+       (log1p(-p) once per column here). */
+    static void mc_fill_geometric(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        const double pr = p[0], q = 1.0 - pr;
+        double u, sum, prod, z, l;
+        int64_t x;
+        if (pr >= 0.333333333333333333333333) {
+            random_standard_uniform_fill(bg, m, col);
+            for (i = 0; i < m; i++) {
+                u = col[i];
+                x = 1;
+                sum = prod = pr;
+                while (u > sum) {
+                    prod *= q;
+                    sum += prod;
+                    x++;
+                }
+                col[i] = (double)(x - 1);
+            }
+            return;
+        }
+        l = log1p(-pr);
+        random_standard_exponential_fill(bg, m, col);
+        for (i = 0; i < m; i++) {
+            z = ceil(-col[i] / l);
+            x = z >= 9.223372036854776e+18 ? INT64_MAX : (int64_t)z;
+            col[i] = (double)(x - 1);
+        }
+    }
+    """
+    void mc_fill_bernoulli(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_geometric(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
 
 
 cdef mc_family _FAMILY_TABLE[MC_N_FAMILIES]
