@@ -40,3 +40,21 @@ def test_several_units_draw_each_column_from_the_stream():
     g = np.random.default_rng(5)
     np.testing.assert_array_equal(x[:, 0], g.poisson(2.0, 100))
     np.testing.assert_array_equal(x[:, 1], g.poisson(30.0, 100))
+
+
+@pytest.mark.parametrize("a", [0.3, 1.0, 1.0000001, 2.5, 40.0])
+def test_gamma_is_numpys(a):
+    x = mc.Gamma(a, 2.0).sample(N, rng=np.random.default_rng(6))
+    np.testing.assert_array_equal(x, np.random.default_rng(6).standard_gamma(a, N) * (1.0 / 2.0))
+
+
+@pytest.mark.parametrize("a,b", [(2.0, 3.0), (0.5, 0.7), (0.5, 3.0), (1.0, 1.0), (7.0, 0.2)])
+def test_beta_is_numpys(a, b):
+    x = mc.Beta(a, b).sample(N, rng=np.random.default_rng(7))
+    np.testing.assert_array_equal(x, np.random.default_rng(7).beta(a, b, N))
+
+
+@pytest.mark.parametrize("r,p", [(4.0, 0.4), (0.5, 0.9), (1.0, 0.2), (30.0, 0.7)])
+def test_negative_binomial_is_numpys(r, p):
+    x = mc.NegativeBinomial(r, probs=p).sample(N, rng=np.random.default_rng(8))
+    np.testing.assert_array_equal(x, np.random.default_rng(8).negative_binomial(r, 1 - p, N))

@@ -21,12 +21,9 @@ cdef extern from *:
             for (i = 0; i < m; i++) col[i] = (EXPR);                          \
         }
     /* Beta: p = [concentration1, concentration0] */
-    MC_COLUMN_FILL(mc_fill_beta, random_beta(bg, p[0], p[1]))
     /* NegativeBinomial: p = [probs, total_count]; successes (prob p[0])
        before total_count failures == numpy's failures before total_count
        successes with success probability 1 - p[0] */
-    MC_COLUMN_FILL(mc_fill_negative_binomial,
-                   (double)random_negative_binomial(bg, p[1], 1.0 - p[0]))
     /* Laplace: p = [loc, scale]; NumPy inverts one uniform per draw */
     MC_COLUMN_FILL(mc_fill_laplace, random_laplace(bg, p[0], p[1]))
     /* HalfNormal: p = [scale]; |scale * z| of one standard normal per draw */
@@ -40,9 +37,6 @@ cdef extern from *:
     /* Weibull: p = [scale, concentration]; scale * NumPy's standard Weibull */
     MC_COLUMN_FILL(mc_fill_weibull, p[0] * random_weibull(bg, p[1]))
     """
-    void mc_fill_beta(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
-    void mc_fill_negative_binomial(const double *p, bitgen_t *bg, Py_ssize_t m,
-                                   double *col) noexcept nogil
     void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_half_normal(const double *p, bitgen_t *bg, Py_ssize_t m,
                              double *col) noexcept nogil
@@ -179,7 +173,84 @@ cdef extern from *:
             col[i] = (double)(flip ? n - x : x);
         }
     }
+
+    /* Gamma(shape, 1) draws as NumPy's random_standard_gamma makes them,
+       bit for bit, with the constants of its shape > 1 method (Marsaglia
+       and Tsang's, one normal and one uniform per try) computed once per
+       column: b = shape - 1/3, c = 1 / sqrt(9 b).  Other shapes go to
+       NumPy's function. */
+    typedef struct { double shape, b, c; int mt; } mc_gamma_t;
+
+    static inline void mc_gamma_init(mc_gamma_t *g, double shape) {
+        g->shape = shape;
+        g->mt = shape > 1.0;
+        g->b = shape - 1. / 3.;
+        g->c = g->mt ? 1. / sqrt(9 * g->b) : 0.0;
+    }
+
+    static inline double mc_gamma_draw(bitgen_t *bg, const mc_gamma_t *g) {
+        double x, v, u;
+        if (!g->mt) return random_standard_gamma(bg, g->shape);
+        for (;;) {
+            do {
+                x = random_standard_normal(bg);
+                v = 1.0 + g->c * x;
+            } while (v <= 0.0);
+            v = v * v * v;
+            u = mc_next_double(bg);
+            if (u < 1.0 - 0.0331 * (x * x) * (x * x)) return g->b * v;
+            if (log(u) < 0.5 * x * x + g->b * (1. - v + log(v))) return g->b * v;
+        }
+    }
+
+    /* Gamma: p = [concentration, rate] */
+    static void mc_fill_gamma(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        const double scale = 1.0 / p[1];
+        mc_gamma_t g;
+        mc_gamma_init(&g, p[0]);
+        for (i = 0; i < m; i++) col[i] = mc_gamma_draw(bg, &g) * scale;
+    }
+
+    /* Beta: p = [concentration1, concentration0]; NumPy's random_beta:
+       Johnk's method when both are <= 1, else Ga / (Ga + Gb) of two
+       gammas drawn in that order */
+    static void mc_fill_beta(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        double ga, gb;
+        mc_gamma_t a, b;
+        if (p[0] <= 1.0 && p[1] <= 1.0) {
+            for (i = 0; i < m; i++) col[i] = random_beta(bg, p[0], p[1]);
+            return;
+        }
+        mc_gamma_init(&a, p[0]);
+        mc_gamma_init(&b, p[1]);
+        for (i = 0; i < m; i++) {
+            ga = mc_gamma_draw(bg, &a);
+            gb = mc_gamma_draw(bg, &b);
+            col[i] = ga / (ga + gb);
+        }
+    }
+
+    /* NegativeBinomial: p = [probs, total_count]; successes (prob p[0])
+       before total_count failures == NumPy's failures before total_count
+       successes with success probability 1 - p[0]: NumPy's
+       random_negative_binomial, a Poisson of rate scale * Gamma(total_count)
+       with scale = (1 - q) / q, q = 1 - p[0] */
+    static void mc_fill_negative_binomial(const double *p, bitgen_t *bg, Py_ssize_t m,
+                                          double *col) {
+        Py_ssize_t i;
+        const double q = 1.0 - p[0], scale = (1 - q) / q;
+        mc_gamma_t g;
+        mc_gamma_init(&g, p[1]);
+        for (i = 0; i < m; i++)
+            col[i] = (double)random_poisson(bg, scale * mc_gamma_draw(bg, &g));
+    }
     """
+    void mc_fill_gamma(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_beta(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_negative_binomial(const double *p, bitgen_t *bg, Py_ssize_t m,
+                                   double *col) noexcept nogil
     void mc_binomial_column(bitgen_t *bg, double p, int64_t n, Py_ssize_t m, double *col,
                             binomial_t *b) noexcept nogil
     void mc_fill_bernoulli(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
@@ -269,15 +340,6 @@ cdef void _fill_exponential(const double *p, bitgen_t *bg, Py_ssize_t m,
 
 
 
-cdef void _fill_gamma(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil:
-    # p = [concentration, rate]
-    cdef double a = p[0], scale = 1.0 / p[1]
-    cdef Py_ssize_t i
-    for i in range(m):
-        col[i] = random_standard_gamma(bg, a) * scale
-
-
-
 cdef void _fill_binomial(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
                          double *xt, Py_ssize_t ld, double *lt,
                          mc_workspace *ws) noexcept nogil:
@@ -352,7 +414,7 @@ cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ss
 # The family table.  Column fills (the simple form, mc_column_fill_fn):
 _register_column(MC_NORMAL, b"Normal", _fill_normal)
 _register_column(MC_EXPONENTIAL, b"Exponential", _fill_exponential)
-_register_column(MC_GAMMA, b"Gamma", _fill_gamma)
+_register_column(MC_GAMMA, b"Gamma", mc_fill_gamma)
 _register_column(MC_BETA, b"Beta", mc_fill_beta)
 _register_column(MC_POISSON, b"Poisson", mc_fill_poisson)
 _register_column(MC_BERNOULLI, b"Bernoulli", mc_fill_bernoulli)
