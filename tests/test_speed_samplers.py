@@ -58,3 +58,12 @@ def test_beta_is_numpys(a, b):
 def test_negative_binomial_is_numpys(r, p):
     x = mc.NegativeBinomial(r, probs=p).sample(N, rng=np.random.default_rng(8))
     np.testing.assert_array_equal(x, np.random.default_rng(8).negative_binomial(r, 1 - p, N))
+
+
+@pytest.mark.parametrize("n,p", [(10, [0.1, 0.2, 0.3, 0.2, 0.2]), (1, [0.5, 0.5]), (0, [0.3, 0.7]),
+                                 (64, [0.6, 0.1, 0.3]), (65, [0.6, 0.1, 0.3]),
+                                 (40, [1e-9, 0.999999998, 1e-9]), (7, [0.05] * 20)])
+def test_multinomial_is_numpys(n, p):
+    p = np.asarray(p) / np.sum(p)
+    x = mc.Multinomial(n, probs=p).sample(500, rng=np.random.default_rng(9))  # one chunk
+    np.testing.assert_array_equal(x, np.random.default_rng(9).multinomial(n, p, 500))

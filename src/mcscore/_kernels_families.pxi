@@ -126,52 +126,123 @@ cdef extern from *:
         }
     }
 
-    /* Binomial draws of one column (count n, probability p): NumPy's
-       random_binomial bit for bit.  Where NumPy inverts (min(p, 1 - p) * n
-       <= 30) the probabilities it walks are tabulated once per column
-       (the same products and quotients, in the same order) instead of
-       recomputed, with a division, at every step of every draw; elsewhere
-       NumPy's own BTPE, with its setup cached in b. */
+    /* Binomial(n, p) as NumPy's random_binomial draws it, bit for bit.
+       Where NumPy inverts (min(p, 1 - p) * n <= 30) the probabilities it
+       walks are tabulated once (the same products and quotients, in the
+       same order) instead of recomputed, with a division, at every step of
+       every draw; elsewhere (tab == NULL) NumPy's own function. */
     #define MC_BINOM_TABLE 128
+    typedef struct { double *tab; int64_t n, bound; int flip; } mc_binom_t;
+
+    /* t->tab must hold MC_BINOM_TABLE doubles (or be NULL: no table) */
+    static void mc_binom_init(mc_binom_t *t, double p, int64_t n) {
+        double pp, q, npq;
+        int64_t k;
+        t->n = n;
+        t->bound = 0;
+        t->flip = !(p <= 0.5);
+        if (n == 0 || p == 0.0f) {          /* NumPy: 0 */
+            if (t->tab != NULL) t->tab[0] = INFINITY;
+            return;
+        }
+        pp = t->flip ? 1.0 - p : p;
+        q = 1.0 - pp;
+        npq = n * pp;
+        if (t->tab == NULL || !(npq <= 30.0)) {
+            t->tab = NULL;
+            return;
+        }
+        t->bound = (int64_t)fmin((double)n, npq + 10.0 * sqrt(npq * q + 1));
+        if (t->bound >= MC_BINOM_TABLE) {
+            t->tab = NULL;
+            return;
+        }
+        t->tab[0] = exp(n * log(q));
+        for (k = 1; k <= t->bound; k++)
+            t->tab[k] = ((n - k + 1) * pp * t->tab[k - 1]) / (k * q);
+    }
+
+    static inline int64_t mc_binom_draw(bitgen_t *bg, const mc_binom_t *t, double p,
+                                        binomial_t *b) {
+        int64_t x = 0;
+        double u;
+        if (t->tab == NULL) return random_binomial(bg, p, t->n, b);
+        if (t->n == 0 || p == 0.0f) return 0;
+        u = mc_next_double(bg);
+        while (u > t->tab[x]) {
+            if (x + 1 > t->bound) {
+                x = 0;
+                u = mc_next_double(bg);
+                continue;
+            }
+            u -= t->tab[x];
+            x++;
+        }
+        return t->flip ? t->n - x : x;
+    }
+
     static void mc_binomial_column(bitgen_t *bg, double p, int64_t n, Py_ssize_t m,
                                    double *col, binomial_t *b) {
         Py_ssize_t i;
-        double pp, q, tab[MC_BINOM_TABLE], u, npq;
-        int64_t x, bound, k;
-        int flip;
-        if (n == 0 || p == 0.0f) {
-            for (i = 0; i < m; i++) col[i] = 0.0;
-            return;
+        double tab[MC_BINOM_TABLE];
+        mc_binom_t t;
+        t.tab = tab;
+        mc_binom_init(&t, p, n);
+        for (i = 0; i < m; i++) col[i] = (double)mc_binom_draw(bg, &t, p, b);
+    }
+
+    /* Multinomial(n, p) draws of one unit (K categories) into x[k * ld + i]
+       as NumPy's random_multinomial makes them, bit for bit: category j
+       takes Binomial(left, p_j / (1 - p_0 - ... - p_{j-1})) of the trials
+       left, until none is left.  For n <= MC_MULTI_MAX_N the binomials'
+       tables are built for each (category, trials left) when first needed
+       (one chunk of draws needs few of them).  Returns -1 when out of
+       memory. */
+    #define MC_MULTI_MAX_N 64
+    static void mc_multinomial_unit(bitgen_t *bg, int64_t n, const double *pix, Py_ssize_t K,
+                                    Py_ssize_t m, double *x, Py_ssize_t ld, int64_t *ibuf,
+                                    binomial_t *b) {
+        Py_ssize_t i, j, k;
+        double rem = 1.0, *pj = NULL, *tabs = NULL;
+        mc_binom_t *ts = NULL, *t;
+        int64_t dn, v;
+        if (n >= 0 && n <= MC_MULTI_MAX_N && K >= 2) {
+            pj = (double *)malloc(sizeof(double) * K);
+            ts = (mc_binom_t *)calloc((size_t)(K - 1) * (n + 1), sizeof(mc_binom_t));
+            tabs = (double *)malloc(sizeof(double) * (size_t)(K - 1) * (n + 1) * (n + 1));
         }
-        flip = !(p <= 0.5);
-        pp = flip ? 1.0 - p : p;
-        if (!(pp * n <= 30.0)) {
-            for (i = 0; i < m; i++) col[i] = (double)random_binomial(bg, p, n, b);
-            return;
-        }
-        q = 1.0 - pp;
-        npq = n * pp;
-        bound = (int64_t)fmin((double)n, npq + 10.0 * sqrt(npq * q + 1));
-        if (bound >= MC_BINOM_TABLE) {
-            for (i = 0; i < m; i++) col[i] = (double)random_binomial(bg, p, n, b);
-            return;
-        }
-        tab[0] = exp(n * log(q));
-        for (k = 1; k <= bound; k++) tab[k] = ((n - k + 1) * pp * tab[k - 1]) / (k * q);
-        for (i = 0; i < m; i++) {
-            x = 0;
-            u = mc_next_double(bg);
-            while (u > tab[x]) {
-                if (x + 1 > bound) {
-                    x = 0;
-                    u = mc_next_double(bg);
-                    continue;
-                }
-                u -= tab[x];
-                x++;
+        if (pj == NULL || ts == NULL || tabs == NULL) {  /* NumPy's loop as it is */
+            free(pj); free(ts); free(tabs);
+            for (i = 0; i < m; i++) {
+                memset(ibuf, 0, sizeof(int64_t) * K);
+                random_multinomial(bg, n, ibuf, (double *)pix, K, b);
+                for (k = 0; k < K; k++) x[k * ld + i] = (double)ibuf[k];
             }
-            col[i] = (double)(flip ? n - x : x);
+            return;
         }
+        for (j = 0; j < K - 1; j++) {   /* the conditional probabilities, as NumPy's loop */
+            pj[j] = pix[j] / rem;
+            rem -= pix[j];
+        }
+        for (i = 0; i < m; i++) {
+            for (k = 0; k < K; k++) x[k * ld + i] = 0.0;
+            dn = n;
+            for (j = 0; j < K - 1; j++) {
+                t = &ts[j * (n + 1) + dn];
+                if (t->n != dn || (t->tab == NULL && t->bound != -1)) {
+                    /* first use: a table of bound + 1 <= dn + 1 <= n + 1 values */
+                    t->tab = tabs + (j * (n + 1) + dn) * (n + 1);
+                    mc_binom_init(t, pj[j], dn);
+                    if (t->tab == NULL) t->bound = -1;  /* set up: NumPy's own draw */
+                }
+                v = mc_binom_draw(bg, t, pj[j], b);
+                x[j * ld + i] = (double)v;
+                dn -= v;
+                if (dn <= 0) break;
+            }
+            if (dn > 0) x[(K - 1) * ld + i] = (double)dn;
+        }
+        free(pj); free(ts); free(tabs);
     }
 
     /* Gamma(shape, 1) draws as NumPy's random_standard_gamma makes them,
@@ -253,6 +324,9 @@ cdef extern from *:
                                    double *col) noexcept nogil
     void mc_binomial_column(bitgen_t *bg, double p, int64_t n, Py_ssize_t m, double *col,
                             binomial_t *b) noexcept nogil
+    void mc_multinomial_unit(bitgen_t *bg, int64_t n, const double *pix, Py_ssize_t K,
+                             Py_ssize_t m, double *x, Py_ssize_t ld, int64_t *ibuf,
+                             binomial_t *b) noexcept nogil
     void mc_fill_bernoulli(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_geometric(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
@@ -365,13 +439,8 @@ cdef void _fill_multinomial(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_
                             mc_workspace *ws) noexcept nogil:
     # p = [probs (K), total_count]; columns j*K .. j*K+K-1
     cdef const double *p = mc_unit_params(dist, j)
-    cdef Py_ssize_t i, k, K = dist.n_cat
-    for i in range(m):
-        # numpy stops early once all trials are placed: zero first.
-        memset(ws.ibuf, 0, sizeof(int64_t) * K)
-        random_multinomial(bg, <int64_t> p[K], ws.ibuf, <double *> p, K, &ws.binom)
-        for k in range(K):
-            xt[(j * K + k) * ld + i] = <double> ws.ibuf[k]
+    cdef Py_ssize_t K = dist.n_cat
+    mc_multinomial_unit(bg, <int64_t> p[K], p, K, m, xt + j * K * ld, ld, ws.ibuf, &ws.binom)
 
 
 
