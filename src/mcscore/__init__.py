@@ -26,6 +26,7 @@ from .distributions import (
     Gumbel,
     HalfNormal,
     InverseGamma,
+    Joint,
     Laplace,
     LogNormal,
     Multinomial,
@@ -50,8 +51,8 @@ from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical
 
 __all__ = [
     "Bernoulli", "Beta", "Binomial", "Categorical", "Chi2", "Dirichlet", "Distribution",
-    "Estimator", "Exponential", "FAMILIES", "Gamma", "Geometric", "GradientEstimate", "Gumbel", "HalfNormal",
-    "InverseGamma", "Laplace", "LogNormal",
+    "Estimator", "Exponential", "FAMILIES", "Gamma", "Geometric", "GradientEstimate", "Gumbel",
+    "HalfNormal", "InverseGamma", "Joint", "Laplace", "LogNormal",
     "Multinomial", "NegativeBinomial", "Normal", "Poisson", "Weibull", "CALLBACK_SIGNATURES",
     "default_block_size", "effective_n_threads", "finance", "integrands", "rl", "vi", "score_grad",
     "score_grad_from_samples", "show_config",

@@ -24,7 +24,8 @@ from .result import GradientEstimate
 __all__ = [
     "RARE_EXPECTED_COUNT", "OFFSET_RATIO", "TINY_MEAN_SQUARE", "RESOLUTION", "Mag", "Offsets",
     "GramEstimate", "baselined_terms", "check_baseline", "check_range", "common_shift", "estimate",
-    "finish_score", "gradient_estimate", "gram_estimate", "rare_floor", "shift_sums",
+    "finish_batched", "finish_joint", "finish_score", "gradient_estimate", "gram_estimate",
+    "rare_floor", "shift_sums",
 ]
 
 
@@ -153,7 +154,7 @@ def moments_total(dist, kd, stats, shifts):
 RARE_EXPECTED_COUNT = 30.0
 
 
-def rare_floor(dist, kd, stats, shifts, n):
+def rare_floor(dist, kd, stats, shifts, n, unit_shift=None, cat=None):
     """For a per-category family (Categorical) with some category expected
     fewer than RARE_EXPECTED_COUNT times in the n draws: a function of the
     centre e (f - baseline = g + e, g = f - c0 as in score_moments) giving a floor
@@ -169,7 +170,11 @@ def rare_floor(dist, kd, stats, shifts, n):
     category k and overall; for a category never drawn, E[h^2 | k] is
     bounded by the farthest value f took on the drawn categories (per
     category its mean +/- its standard deviation, so a random f counts too)
-    and E[h | k] taken as 0."""
+    and E[h | k] taken as 0.
+
+    Batched expectations pass ``cat`` (the per-category sums, (S, units, K,
+    3)) and ``unit_shift`` (S, units: each unit's stream shift relative to
+    the common one); the floor then takes per-coordinate centres and means."""
     if not kd.per_category:
         return None
     p = np.ravel(dist.probs)
@@ -179,10 +184,14 @@ def rare_floor(dist, kd, stats, shifts, n):
     a, b = dist._table["a"], dist._table["b"]
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         count = stats[:, 0]
-        d = common_shift(count, shifts)[1]
-        cat = stats[:, 3:].reshape(len(count), kd.n_units, kd.n_cat, 3)
+        if unit_shift is None:
+            d = common_shift(count, shifts)[1]
+            cat = stats[:, 3:].reshape(len(count), kd.n_units, kd.n_cat, 3)
+            mg, sq = shift_sums(d, cat[..., 0], cat[..., 1], cat[..., 2], total=True)
+        else:
+            mg, sq = (v[0] for v in _stream_total(unit_shift[..., None], cat[..., 0],
+                                                  cat[..., 1], cat[..., 2]))
         C = cat[..., 0].sum(0)
-        mg, sq = shift_sums(d, cat[..., 0], cat[..., 1], cat[..., 2], total=True)
         mg, sq = mg / C, sq / C
         sd = np.sqrt(np.maximum(sq - mg * mg, 0.0))
         seen = C > 0
@@ -209,15 +218,16 @@ def rare_floor(dist, kd, stats, shifts, n):
     return floor
 
 
-def baseline_centre(c0, Gt, count, mom, baseline):
+def baseline_centre(cq, Gt, count, mom, baseline):
     """(e, factor) of a baseline: the per-draw terms are factor * (g + e) * s
-    with g = f - c0 and Gt the sum of g over all draws (e per stream and
-    coordinate for "optimal")."""
+    with g = f - c0, cq the c0 of each coordinate's f column and Gt the sum of
+    g over all draws (per coordinate for batched expectations; e per stream
+    and coordinate for "optimal")."""
     n = float(count.sum())
     Ss, Ss2, Sgs, Sgs2, _ = mom
     factor = 1.0
     if baseline is None:
-        e = c0
+        e = cq
     elif baseline == "loo":
         e = -Gt / n
         factor = n / (n - 1)
@@ -235,7 +245,7 @@ def baseline_centre(c0, Gt, count, mom, baseline):
         with np.errstate(divide="ignore", invalid="ignore"):
             e = np.where(den > 0, -num / den, -Gt / n)
     else:
-        e = c0 - baseline
+        e = cq - baseline
     return e, factor
 
 
@@ -251,12 +261,18 @@ def score_stream_means(dist, kd, stats, shifts, baseline):
     return count, means
 
 
-def baseline_algebra(c0, count, G, H, mom, baseline, rare=None):
+def baseline_algebra(c0, count, G, H, mom, baseline, rare=None, qcol=None):
     """Estimate, standard error and per-draw variance for each coordinate;
-    `rare` (from rare_floor) floors the variance of rare categories."""
+    `rare` (from rare_floor) floors the variance of rare categories.
+    Batched expectations: c0 (nf,), G and H (S, nf) per f column and qcol
+    the column of each coordinate; the value is then per column."""
     n = float(count.sum())
     Ss, Ss2, Sgs, Sgs2, Sg2s2 = mom
-    e, factor = baseline_centre(c0, G.sum(), count, mom, baseline)
+    if qcol is None:
+        Gt, Ht, cq = G.sum(), H.sum(), c0
+    else:
+        Gt, Ht, cq = G.sum(0)[qcol], H.sum(0)[qcol], c0[qcol]
+    e, factor = baseline_centre(cq, Gt, count, mom, baseline)
     sy = (Sgs + e * Ss).sum(0)
     sy2 = (Sg2s2 + 2 * e * Sgs2 + e * e * Ss2).sum(0)
     mean = sy / n
@@ -264,12 +280,27 @@ def baseline_algebra(c0, count, G, H, mom, baseline, rare=None):
     if rare is not None:
         # f - baseline = g + e, g = f - c0; e is per stream when cross-fitted
         e_all = (e * count[:, None]).sum(0) / n if np.ndim(e) == 2 else e
-        var = np.maximum(var, rare(e_all, G.sum() / n, H.sum() / n))
+        var = np.maximum(var, rare(e_all, Gt / n, Ht / n))
     grad = factor * mean
     se = factor * np.sqrt(var / n)
+    if qcol is not None:
+        return (grad, se, var * factor**2) + column_values(count, None, G, H, c0=c0)
     value = c0 + G.sum() / n
     vvar = max(H.sum() - G.sum() ** 2 / n, 0.0) / (n - 1)
     return grad, se, var * factor**2, value, math.sqrt(vvar / n), vvar
+
+
+def column_values(count, shifts, G, H, c0=None):
+    """(value, value se, value variance) of each of the nf columns of f
+    from per-stream sums G, H (S, nf) of f - shift; shifts (S, nf), or
+    c0 (the common shift they are already relative to)."""
+    if c0 is None:
+        c0, d = common_shift(count, shifts)
+        G, H = shift_sums(d, count[:, None], G, H)
+    n = float(count.sum())
+    Gt = G.sum(0)
+    vvar = np.maximum(H.sum(0) - Gt ** 2 / n, 0.0) / (n - 1)
+    return c0 + Gt / n, np.sqrt(vvar / n), vvar
 
 
 # Mean squares below this are at the edge of the normal double range: the
@@ -335,6 +366,29 @@ def _totals_algebra(Ss, Ss2, Sgs, Sgs2, Sg2s2, c0, n, G, H, baseline):
     return grad, se, var, value, vvar, var + grad * grad
 
 
+class _MomentsBatch:
+    """Per-stream means of the score terms of a batched or Joint call, for the
+    batch-means covariance: moments() gives the per-stream moments (c0,
+    count, G, H, mom, qcol) of the call's copied statistics, and the
+    baseline's centre is the one baseline_algebra used."""
+
+    __slots__ = ("moments", "baseline")
+
+    def __init__(self, moments, baseline):
+        self.moments, self.baseline = moments, baseline
+
+    def __call__(self):
+        c0, count, G, H, mom, qcol = self.moments()
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if qcol is None:
+                Gt, cq = G.sum(), c0
+            else:
+                Gt, cq = G.sum(0)[qcol], c0[qcol]
+            e, factor = baseline_centre(cq, Gt, count, mom, self.baseline)
+            means = factor * (mom[2] + e * mom[0]) / np.maximum(count, 1.0)[:, None]
+        return count, means
+
+
 class _ScoreBatch:
     """score_stream_means of a call, computed when first called (the
     per-stream statistics are kept, S rows, nothing per draw)."""
@@ -395,6 +449,18 @@ def finish_score(dist, kd, stats, shifts, baseline, info):
             c0, count, G, H, mom = moments_total(dist, kd, stats, shifts)
         else:
             c0, count, G, H, mom = score_moments(dist, kd, stats, shifts)
+    return _finish_moments(dist, c0, count, G, H, mom, baseline, info,
+                           lambda: rare_floor(dist, kd, stats, shifts, float(count.sum())),
+                           batch=_ScoreBatch(dist, kd, stats, shifts, baseline))
+
+
+def _finish_moments(dist, c0, count, G, H, mom, baseline, info, rare_fn, qcol=None,
+                    bshape=None, batch=None):
+    """finish_score from the merged moments: the checks, the baseline
+    algebra, the range check and the result; rare_fn() gives the rare
+    category floor.  Batched expectations: qcol (the f column of each
+    coordinate) and bshape (the value's shape).  batch: the per-stream
+    means for the result's covariance (_ScoreBatch or _MomentsBatch)."""
     if not (np.isfinite(mom[0]).all() and np.isfinite(mom[1]).all()):
         raise FloatingPointError(
             f"the score of {dist!r} overflowed on some draws (a draw at the edge of the "
@@ -407,33 +473,170 @@ def finish_score(dist, kd, stats, shifts, baseline, info):
             f"the estimator's sums overflowed for {dist!r}: f - f(first draw) or f * score is "
             "too large for double precision; rescale f (e.g. divide it by a constant)"
         )
-    rare = rare_floor(dist, kd, stats, shifts, float(count.sum()))
+    rare = rare_fn()
     with np.errstate(over="ignore", invalid="ignore"):
-        grad, se, var, value, vse, vvar = baseline_algebra(c0, count, G, H, mom, baseline, rare)
+        grad, se, var, value, vse, vvar = baseline_algebra(c0, count, G, H, mom, baseline, rare,
+                                                           qcol)
     n_all = max(1.0, float(count.sum()))
-    check_range(dist, grad, var, value, vvar,
-                 float(H.sum()) / n_all < TINY_MEAN_SQUARE
-                 and abs(float(G.sum())) / n_all > RESOLUTION)
+    if qcol is None:
+        check_range(dist, grad, var, value, vvar,
+                     float(H.sum()) / n_all < TINY_MEAN_SQUARE
+                     and abs(float(G.sum())) / n_all > RESOLUTION)
+    else:
+        check_range(dist, grad, var, float(np.abs(value).max()), float(vvar.max()),
+                    bool(((H.sum(0) / n_all < TINY_MEAN_SQUARE)
+                          & (np.abs(G.sum(0)) / n_all > RESOLUTION)).any()))
+        value, vse, vvar = (np.reshape(v, bshape) for v in (value, vse, vvar))
     info = dict(info)
     if rare is not None:
         info["rare_categories"] = rare.n_rare
     return GradientEstimate(
         dist._split_coords(grad), dist._split_coords(se), dist._split_coords(var),
         value, vse, int(count.sum()), baseline=baseline, method="score", value_variance=vvar,
-        info=info, batch=_ScoreBatch(dist, kd, stats, shifts, baseline),
+        info=info, batch=batch,
     )
+
+
+def finish_batched(dist, kd, stats, shifts, baseline, fcol, bshape, info):
+    """finish_score for batched expectations (K.accumulate_round_batched's
+    rows: [count, (sum g_k, sum g_k^2) per column k, then the per-coordinate
+    or per-category sums], shifts (S, nf)): every baseline within each
+    batch element; value, value_stderr of shape bshape."""
+    c0, count, G, H, mom, qcol, rare_fn = batched_moments(dist, kd, stats, shifts, fcol,
+                                                          total=baseline != "optimal")
+    st, sh = np.array(stats), np.array(shifts)  # copies: callers may reuse theirs
+    batch = _MomentsBatch(lambda: batched_moments(dist, kd, st, sh, fcol)[:6], baseline)
+    return _finish_moments(dist, c0, count, G, H, mom, baseline, info, rare_fn, qcol, bshape,
+                           batch=batch)
+
+
+def _stream_total(d, C, G0, H0=None):
+    """shift_sums summed over the streams (axis 0) by contractions: sum_s
+    (G0 + d C) (and sum_s (H0 + 2 d G0 + d^2 C)), d (S, ...) broadcast
+    against C (S, ...); a leading axis of length 1 is kept."""
+    def dot(a, b):
+        return np.einsum("s...,s...->...", *np.broadcast_arrays(a, b))[None]
+    G = G0.sum(0, keepdims=True) + dot(d, C)
+    if H0 is None:
+        return G
+    return G, H0.sum(0, keepdims=True) + 2 * dot(d, G0) + dot(d * d, C)
+
+
+def batched_moments(dist, kd, stats, shifts, fcol, total=False):
+    """The merged moments of batched rows (see finish_batched): (c0 (nf,),
+    count, G, H (S, nf), the five score sums (S, P), each coordinate's
+    column, the rare-category floor's maker).  total: the sums over the
+    streams only (a leading axis of length 1), for the baselines that need
+    no per-stream sums (all but "optimal")."""
+    nf = shifts.shape[1]
+    count = stats[:, 0]
+    S = len(count)
+    merge = _stream_total if total else shift_sums
+    with np.errstate(over="ignore", invalid="ignore"):
+        c0, d = common_shift(count, shifts)
+        C1 = count[:, None]
+        G, H = merge(d, C1, stats[:, 1:1 + 2 * nf:2], stats[:, 2:2 + 2 * nf:2])
+        rest = stats[:, 1 + 2 * nf:]
+        n_out = np.array([count.sum()]) if total else count
+        if kd.per_category:
+            K_ = kd.n_cat
+            cat = rest.reshape(S, kd.n_units, K_, 3)
+            du = d[:, fcol]
+            C = cat[..., 0]
+            Gk, Hk = (merge(du[..., None], C, cat[..., 1], cat[..., 2]) if total else
+                      shift_sums(du[..., None], C, cat[..., 1], cat[..., 2], squared=True))
+            qcol = np.repeat(fcol, K_)
+            P = kd.n_units * K_
+            Cm = C.sum(0, keepdims=True) if total else C
+            mom = category_moments(dist, Cm.reshape(-1, P), Gk.reshape(-1, P),
+                                   Hk.reshape(-1, P), n_out[:, None], G[:, qcol], H[:, qcol])
+
+            def rare_fn():
+                return rare_floor(dist, kd, stats, shifts, float(count.sum()), du, cat)
+        else:
+            qcol = fcol
+            M = rest.reshape(S, kd.n_coords, 5)
+            Ss, Ss2, Sgs0, Sgs20, Sg2s20 = (M[..., i] for i in range(5))
+            dq = d[:, qcol]
+            if total:
+                Sgs = merge(dq, Ss, Sgs0)
+                Sgs2, Sg2s2 = merge(dq, Ss2, Sgs20, Sg2s20)
+                Ss, Ss2 = Ss.sum(0, keepdims=True), Ss2.sum(0, keepdims=True)
+            else:
+                Sgs = shift_sums(dq, Ss, Sgs0)
+                Sgs2, Sg2s2 = shift_sums(dq, Ss2, Sgs20, Sg2s20, squared=True)
+            mom = (Ss, Ss2, Sgs, Sgs2, Sg2s2)
+
+            def rare_fn():
+                return None
+    return c0, n_out, G, H, mom, qcol, rare_fn
+
+
+def _joint_moments(dist, parts, stats, shifts, bshape, total):
+    """The components' moments side by side (see finish_joint): (c0, count,
+    G, H, mom, qcol or None, the components' rare floors, their sizes);
+    total: sums over the streams only (batched, baselines without
+    per-stream sums)."""
+    head = 3 if bshape is None else 1 + 2 * shifts.shape[1]
+    moms, qcols, floors = [], [], []
+    off = head
+    for comp, kd, fcol in parts:
+        w = kd.stats_len - 3
+        st = np.concatenate([stats[:, :head], stats[:, off:off + w]], axis=1)
+        off += w
+        with np.errstate(over="ignore", invalid="ignore"):
+            if bshape is None:
+                c0, count, G, H, mom = score_moments(comp, kd, st, shifts)
+                floors.append(rare_floor(comp, kd, st, shifts, float(count.sum())))
+            else:
+                c0, count, G, H, mom, qcol, rare_fn = batched_moments(
+                    comp, kd, st, shifts, fcol, total=total)
+                qcols.append(qcol)
+                floors.append(rare_fn())
+        moms.append(mom)
+    sizes = [m[0].shape[-1] for m in moms]
+    mom = tuple(np.concatenate([m[i] for m in moms], axis=-1) for i in range(5))
+    return c0, count, G, H, mom, np.concatenate(qcols) if qcols else None, floors, sizes
+
+
+def finish_joint(dist, parts, stats, shifts, baseline, info, bshape=None):
+    """finish_score for a Joint: parts = [(component, its KernelDist, its
+    f column of each coordinate or unit (batched) or None)], stats rows
+    [head, then each component's own sums] (head: count, sum g, sum g^2, or
+    the batched columns); the components' moments side by side, one
+    baseline algebra."""
+    c0, count, G, H, mom, qcol, floors, sizes = _joint_moments(
+        dist, parts, stats, shifts, bshape, total=baseline != "optimal")
+    rare = None
+    if any(fl is not None for fl in floors):
+        def rare(e, M1g, M2g):
+            out, o = [], 0
+            for fl, size in zip(floors, sizes):
+                sl = slice(o, o + size)
+                o += size
+                if fl is None:
+                    out.append(np.zeros(size))
+                else:
+                    out.append(fl(*(v[sl] if np.ndim(v) else v for v in (e, M1g, M2g))))
+            return np.concatenate(out)
+        rare.n_rare = sum(fl.n_rare for fl in floors if fl is not None)
+    st, sh = np.array(stats), np.array(shifts)  # copies: callers may reuse theirs
+    batch = _MomentsBatch(lambda: _joint_moments(dist, parts, st, sh, bshape, False)[:6],
+                          baseline)
+    return _finish_moments(dist, c0, count, G, H, mom, baseline, info, lambda: rare, qcol,
+                           bshape, batch=batch)
 
 
 def baselined_terms(fx, S, baseline):
     """Per-sample terms (f_i - b_i) * S_i of the score-function estimator on
-    m independent samples: fx (m,), S (m, P) scores; baseline None, a number,
+    m independent samples: fx (m,) or (m, P), S (m, P) scores; baseline None, a number,
     "loo" (b_i = mean of the other f) or "optimal" (per coordinate the exact
     leave-one-out E[f s^2] / E[s^2]).  Their mean is the unbiased estimate."""
     m = len(fx)
-    f = fx[:, None]
+    f = fx[:, None] if fx.ndim == 1 else fx  # batched: fx (m, P), each coordinate's own f
     if baseline is None:
         return f * S
-    loo = (fx.sum() - f) / (m - 1)
+    loo = (fx.sum(0) - f) / (m - 1)
     if baseline == "loo":
         return (f - loo) * S
     if baseline == "optimal":

@@ -202,15 +202,19 @@ def check_fx(out, m, first_index, x):
     return out
 
 
-def call_f(f, x, first_index):
+def call_raw(f, x, first_index):
+    """f(x), an exception noted with the draws it was raised on."""
     try:
-        out = f(x)
+        return f(x)
     except Exception as exc:
         if hasattr(exc, "add_note"):
             exc.add_note(f"(raised by f on draws {first_index}..{first_index + len(x) - 1} "
                          f"of the estimator)")
         raise
-    return check_fx(out, len(x), first_index, x)
+
+
+def call_f(f, x, first_index):
+    return check_fx(call_raw(f, x, first_index), len(x), first_index, x)
 
 
 def chunks(rd, m, chunk):

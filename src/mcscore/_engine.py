@@ -17,15 +17,17 @@ from __future__ import annotations
 import weakref
 
 from ._algebra import (  # noqa: F401 - the engine's API
-    RESOLUTION, TINY_MEAN_SQUARE, baselined_terms, check_baseline, check_range, estimate,
-    finish_score, gradient_estimate, rare_floor,
+    RESOLUTION, TINY_MEAN_SQUARE, baselined_terms, check_baseline, check_range, column_values,
+    estimate, finish_batched, finish_joint, finish_score, gradient_estimate, rare_floor,
 )
 from ._callables import (  # noqa: F401 - the engine's API
     CALLBACK_SIGNATURES, call_grad, call_values, check_callable, lower_f,
 )
 from ._rounds import (  # noqa: F401 - the engine's API
-    DEFAULT_STREAMS, Job, Plan, ScoreJob, check_memory, default_block_size, run_fused, run_job,
-    score_table, vr_dist,
+    DEFAULT_STREAMS, BatchedScoreJob, Job, JointF, JointGrad, JointScoreJob, Plan, ScoreJob,
+    batch_columns, call_batched, carrier_dist, check_batch_ndims, check_memory, coord_columns,
+    default_block_size, is_joint, joint_draw, joint_tables, run_fused, run_job, score_table,
+    vr_dist, wrap_joint,
 )
 from ._progress import ProgressBar
 from .distributed import run_job_on_dask, run_on_dask  # noqa: F401 - the engine's API

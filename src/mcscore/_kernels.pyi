@@ -159,6 +159,11 @@ def accumulate_round(
     n: int, block_size: int, n_streams: int, n_threads: int,
     xt: _F64, fx: _F64, stats: _F64, shifts: _F64, lt: _F64 | None = ...,
 ) -> int: ...
+def accumulate_round_batched(
+    dist: KernelDist, blocks: _I64, slots: _I64,
+    n: int, block_size: int, n_streams: int, n_threads: int,
+    xt: _F64, fx: _F64, fcol: _I64, stats: _F64, shifts: _F64, lt: _F64 | None = ...,
+) -> None: ...
 def stream_totals(
     stats: NDArray[np.float64], shifts: NDArray[np.float64], n_coords: int
 ) -> tuple[float, float, float, float, NDArray[np.float64]]: ...

@@ -292,6 +292,8 @@ ctypedef struct _ctx_t:
     double *tmp              # accumulate rounds: tmp_len doubles per thread
     Py_ssize_t tmp_len
     double *out              # eval_integrand: the f values (OUT)
+    const int64_t *fcol      # batched accumulate rounds: f column of each coordinate
+    Py_ssize_t nf            # ... (per unit for per-category families), nf columns
 
 
 cdef int _cb_fused(void *ctx, mc_round *rd, Py_ssize_t i, int64_t b, Py_ssize_t m,
@@ -565,6 +567,73 @@ def accumulate_round(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots, i
                                  "the accumulation buffers")
         code = mc_drive(&rd, _cb_accumulate, &c)
         return int(rd.ctl.err[1]) if code == ERR_F_NONFINITE else -1
+    finally:
+        free(c.tmp)
+
+
+cdef int _cb_accumulate_batched(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b,
+                                Py_ssize_t m, int tid) noexcept nogil:
+    """A batched round: accumulate drawn block b (row r) with its nf columns
+    of f values (column k of the block at fx + r * fld + k * block_size) into
+    its stream's row; polls the driver after every chunk."""
+    cdef _ctx_t *c = <_ctx_t *> ctx
+    cdef Py_ssize_t s = rd.slots[r], k, i0, cs, B = rd.block_size
+    cdef Py_ssize_t ch = mc_chunk_len(c.dist.draw_size)
+    cdef const double *fx = c.fx + r * c.fld
+    cdef const double *xt = c.xt + r * c.ld
+    cdef const double *lt = (c.lt + r * c.ld) if c.lt != NULL else NULL
+    cdef double *sh = c.shifts + s * c.nf
+    if b < rd.n_streams:
+        for k in range(c.nf):
+            sh[k] = fx[k * B]
+    i0 = 0
+    while i0 < m:
+        cs = ch if m - i0 > ch else m - i0
+        mc_accum_chunk_batched(c.dist, cs, xt + i0, m, (lt + i0) if lt != NULL else NULL,
+                               fx + i0, B, c.nf, c.fcol, sh, c.stats + s * c.sld,
+                               c.tmp + tid * c.tmp_len)
+        i0 += cs
+        if i0 < m and mc_poll(rd, tid):
+            return 1
+    return 0
+
+
+def accumulate_round_batched(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots,
+                             int64_t n, int64_t block_size, int64_t n_streams, int n_threads,
+                             double[:, ::1] xt, double[:, ::1] fx, int64_t[::1] fcol,
+                             double[:, ::1] stats, double[:, ::1] shifts,
+                             double[:, ::1] lt=None):
+    """accumulate_round for batched expectations: f has nf = shifts.shape[1]
+    columns (one per batch element), row r of fx holding column k of block r
+    at [k * block_size, k * block_size + m); score coordinate q (unit q of a
+    per-category family) is accumulated with column fcol[q].  The stream rows
+    are [count, (sum g_k, sum g_k^2) for each column k, then the per
+    coordinate (or per category) sums with g = f_fcol[q] - its shift], the
+    shifts (nf per stream) f's first values on the stream.  f must be finite
+    (checked by the caller)."""
+    cdef Py_ssize_t R = blocks.shape[0], nf = shifts.shape[1]
+    cdef Py_ssize_t want = dist.d.n_units if dist.d.per_category else dist.d.n_coords
+    cdef mc_round rd
+    cdef _ctx_t c = _context(dist, xt, lt)
+    if fcol.shape[0] != want or (want and (np.min(fcol) < 0 or np.max(fcol) >= nf)):
+        raise ValueError(f"fcol must hold {want} column indices in [0, {nf})")
+    if stats.shape[1] != dist.stats_len - 2 + 2 * nf or fx.shape[1] < nf * block_size:
+        raise ValueError("stats rows or f values of the wrong length for a batched round")
+    if R == 0:
+        return
+    c.fx = _rows_ptr(fx)
+    c.fld = fx.shape[1]
+    c.stats = _rows_ptr(stats)
+    c.sld = stats.shape[1]
+    c.shifts = _rows_ptr(shifts)
+    c.fcol = &fcol[0] if fcol.shape[0] else NULL
+    c.nf = nf
+    mc_round_init(&rd, n, n_streams, block_size, n_threads, R, &blocks[0], &slots[0], None)
+    c.tmp_len = min(block_size, mc_chunk_len(dist.d.draw_size))
+    try:
+        c.tmp = mc_alloc_doubles(mc_round_threads(&rd) * c.tmp_len,
+                                 "the accumulation buffers")
+        mc_drive(&rd, _cb_accumulate_batched, &c)
     finally:
         free(c.tmp)
 

@@ -248,6 +248,45 @@ cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py
         mc_c_acc5(kind, xc, fx, m, shift, abc[0], abc[1], abc[2], stats + 3 + 5 * q)
 
 
+cdef void mc_accum_chunk_batched(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                                 Py_ssize_t ld, const double *lt, const double *fx,
+                                 Py_ssize_t fld, Py_ssize_t nf, const int64_t *fcol,
+                                 const double *shift, double *stats,
+                                 double *tmp) noexcept nogil:
+    """mc_accum_chunk for batched expectations: f has nf columns (column k at
+    fx + k * fld, shift[k]); coordinate q (unit q of a per-category family)
+    is accumulated with column fcol[q].  Row layout: [count, (sum g_k, sum
+    g_k^2) per column, then the per-coordinate (per-category) sums]."""
+    cdef Py_ssize_t i, q, j, k, K = dist.n_cat
+    cdef int kind
+    cdef double g, sh
+    cdef double abc[3]
+    cdef double *acc
+    cdef double *base = stats + 1 + 2 * nf
+    cdef const double *xc
+    cdef const double *fc
+    stats[0] += m
+    for k in range(nf):
+        mc_c_gsum(fx + k * fld, m, shift[k], stats + 1 + 2 * k)
+    if dist.per_category:
+        for j in range(dist.n_units):
+            xc = xt + j * ld
+            fc = fx + fcol[j] * fld
+            sh = shift[fcol[j]]
+            acc = base + 3 * K * j
+            for i in range(m):
+                q = <Py_ssize_t> xc[i]
+                g = fc[i] - sh
+                acc[3 * q] += 1.0
+                acc[3 * q + 1] += g
+                acc[3 * q + 2] += g * g
+        return
+    for q in range(dist.n_coords):
+        xc = mc_score_col(dist, q, xt, ld, lt, m, tmp, &kind, abc)
+        mc_c_acc5(kind, xc, fx + fcol[q] * fld, m, shift[fcol[q]], abc[0], abc[1], abc[2],
+                  base + 5 * q)
+
+
 # returned by the block functions below when the driver said stop
 cdef enum:
     MC_STOPPED = -2

@@ -24,7 +24,9 @@ from . import _kernels as K
 from . import _validation as V
 from . import _vr
 from ._algebra import Mag, Offsets
-from ._callables import call_values, describe_draw, lower_f, nonfinite_draw_error
+from ._callables import (
+    call_raw, call_values, chunks, describe_draw, lower_f, nonfinite_draw_error,
+)
 from ._config import effective_n_threads
 from .distributions import Categorical
 
@@ -215,6 +217,8 @@ def _vr_dist(dist):
 
 def _score_table(dist):
     """(t_start, kind, col, a, b, c) of the per-coordinate score terms."""
+    if is_joint(dist):
+        return joint_score_table(dist)
     dist._kernel_dist()
     t = dist._table
     if isinstance(dist, Categorical):
@@ -477,7 +481,11 @@ class Job:
 
     def prepare(self, rd, bitgens, threads, buf, mode, prm):
         """The common draw of the _vr jobs: kernels' mode `mode` with
-        parameters `prm` into buf."""
+        parameters `prm` into buf (a Joint: its components' plain draws,
+        laid side by side)."""
+        if is_joint(self.dist):
+            joint_prepare(self, rd, bitgens, threads, buf, mode, prm)
+            return
         _vr.prepare_round(self.vd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, mode,
                           self.width, prm, buf)
 
@@ -635,3 +643,389 @@ def task_job(job, plan, streams, chunk_size, n_threads):
     streams = np.ascontiguousarray(streams, dtype=np.int64)
     threads = effective_n_threads(n_threads, work_items=len(streams))
     return (streams,) + run_job(job, plan, chunk_size, streams=streams, threads=threads)
+
+
+# ---------------------------------------------------------------------------
+# batched expectations: the first k batch dimensions index independent
+# expectations, f returns one column per batch element
+# ---------------------------------------------------------------------------
+
+def check_batch_ndims(batch_ndims, dist):
+    """batch_ndims validated against dist's batch rank (0 <= k <= rank)."""
+    k = V.integer("batch_ndims", batch_ndims, minimum=0, maximum=1 << 16)
+    rank = len(dist.batch_shape)
+    if k > rank:
+        raise ValueError(
+            f"batch_ndims={k} is larger than the batch rank of {dist!r} (batch_shape "
+            f"{tuple(dist.batch_shape)}, rank {rank}): the first batch_ndims dimensions of the "
+            "batch shape index the independent expectations")
+    return k
+
+
+def batch_columns(dist, k):
+    """For batch_ndims=k: the f column (flat batch element of
+    dist.batch_shape[:k]) of each score coordinate (of each unit for a
+    per-category family).  A parameter element whose terms reach several
+    batch elements (a parameter shared across the batch) is an error."""
+    kd = dist._kernel_dist()
+    nf = int(np.prod(dist.batch_shape[:k], dtype=np.int64))
+    if kd.per_category:
+        return np.arange(kd.n_units, dtype=np.int64) // max(1, kd.n_units // nf)
+    ts, _, col = score_table(dist)[:3]
+    elem = col // max(1, dist.draw_size // nf)
+    P = len(ts) - 1
+    has = np.diff(ts) > 0
+    out = np.zeros(P, dtype=np.int64)
+    if has.any():
+        starts = ts[:-1][has]
+        lo = np.minimum.reduceat(elem, starts)
+        hi = np.maximum.reduceat(elem, starts)
+        out[has] = lo
+        if (lo != hi).any():
+            q = int(np.flatnonzero(has)[np.argmax(lo != hi)])
+            name = next(nm for nm, (sl, _) in dist._coord_slices.items()
+                        if sl.start <= q < sl.stop)
+            shape = tuple(dist.batch_shape[:k])
+            pv = dist._params[name]
+            full = tuple(dist.batch_shape) + pv.shape[pv.ndim - dist.event_ndim:]
+            raise ValueError(
+                f"with batch_ndims={k}, every parameter element must belong to one batch "
+                f"element, but {type(dist).__name__}'s {name!r} of shape "
+                f"{dist._params[name].shape} is shared by the batch elements of "
+                f"batch_shape[:{k}] = {shape}: pass it with the batch dimensions (e.g. "
+                f"np.broadcast_to({name}, {full})) to get one gradient per batch element")
+    return out
+
+
+def coord_columns(dist, k):
+    """batch_columns per score coordinate (a per-category family's units
+    repeated over their categories; a Joint's components one after the
+    other)."""
+    if is_joint(dist):
+        return np.concatenate([coord_columns(c, k) for c in dist.joint_components.values()])
+    cols = batch_columns(dist, k)
+    kd = dist._kernel_dist()
+    return np.repeat(cols, kd.n_cat) if kd.per_category else cols
+
+
+def call_batched(f, x, rd, chunk, bshape, sink):
+    """f on chunks of the round's draws x, each returning (m, *bshape)
+    finite reals (checked, with an error naming the expected shape), handed
+    to sink(c0, v) as v (m, nf) for the round's draws c0 .. c0 + m - 1."""
+    k = len(bshape)
+    for c0, c1, first in chunks(rd, len(x), chunk):
+        xc = x[c0:c1]
+        v = call_raw(f, xc, first)
+        want = (c1 - c0,) + tuple(bshape)
+        if isinstance(v, np.ma.MaskedArray):
+            raise TypeError("f returned a numpy masked array; return a plain array of reals")
+        got = np.shape(v) if v is not None else None
+        if got != want:
+            raise ValueError(
+                f"with batch_ndims={k}, f must return shape (m, *batch_shape) = {want} for a "
+                f"batch of {c1 - c0} draws (x of shape {xc.shape}), got "
+                f"{'None' if got is None else got}")
+        v = np.asarray(v)
+        if v.dtype.kind not in "biuf":
+            raise TypeError(f"f returned dtype {v.dtype}; it must return real numbers")
+        v = v.reshape(c1 - c0, -1)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            i, j = np.unravel_index(int(np.argmax(bad)), v.shape)
+            raise ValueError(
+                f"f returned {v[i, j]} at draw {first + i}, batch element "
+                f"{np.unravel_index(j, bshape)}; f must be finite")
+        sink(c0, v)
+
+
+def scatter_columns(rd, v, fx, start=0):
+    """f's values v (m, nf) of the round's draws start .. start + m - 1 ->
+    fx (R, nf * B): column k of block r at fx[r, k * B: k * B + rows]
+    (the batched accumulators' layout)."""
+    R, nf, B = len(rd.blocks), v.shape[1], rd.B
+    cols = fx[:R].reshape(R, nf, B)
+    stop = start + len(v)
+    o = 0
+    for r, m in enumerate(rd.rows):
+        lo, hi = max(start, o), min(stop, o + m)
+        if lo < hi:
+            cols[r, :, lo - o:hi - o] = v[lo - start:hi - start].T
+        o += m
+        if o >= stop:
+            break
+
+
+class BatchedScoreJob(ScoreJob):
+    """score_grad with batch_ndims=k: the draws of ScoreJob, f's nf columns
+    (one per batch element), accumulated in the kernels with each score
+    coordinate's own column (K.accumulate_round_batched)."""
+
+    def __init__(self, f, dist, k, fkind="python"):
+        super().__init__(f, dist)
+        self.k, self.fkind = k, fkind
+        self.bshape = tuple(dist.batch_shape[:k])
+        self.nf = int(np.prod(self.bshape, dtype=np.int64))
+        self.fcol = batch_columns(dist, k)
+
+    def element_func(self):
+        """A fused integrand / C callback lowered for one batch element's
+        draw (shape draw_shape[k:]), and the carrier of its flat draws."""
+        shape = tuple(self.dist.draw_shape[self.k:])
+        kf = (self.f._kernel_func(shape) if self.fkind == "integrand"
+              else lower_f(self.f, self.dist)[1])
+        return kf, _flat_dist(int(np.prod(shape, dtype=np.int64)))
+
+    def fused_values(self, rd, x):
+        """The fused f on each batch element's draw: (total, nf), in the kernels."""
+        kf, carrier = self.element_func()
+        v = K.eval_integrand(kf, carrier, x.reshape(rd.total * self.nf, -1))
+        v = v.reshape(rd.total, self.nf)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            i, j = np.unravel_index(int(np.argmax(bad)), v.shape)
+            raise ValueError(f"f returned {v[i, j]} at draw {rd.draw_index(i)}, batch element "
+                             f"{np.unravel_index(j, self.bshape)}; f must be finite")
+        return v
+
+    def new_stats(self, streams):
+        kd = self.dist._kernel_dist()
+        return np.zeros((streams, kd.stats_len - 2 + 2 * self.nf)), np.zeros((streams, self.nf))
+
+    def buffers(self, R, B):
+        xt, lt, _, counter = super().buffers(R, B)
+        return xt, lt, np.zeros((R, self.nf * B)), counter
+
+    def evaluate(self, rd, buf, chunk, mag):
+        xt, _, fx, _ = buf
+        dist = self.dist
+        x = self.gathered(rd, xt, self.width)
+        if self.fkind != "python":
+            scatter_columns(rd, self.fused_values(rd, x), fx)
+            return fx, ()
+        x = dist._to_user_dtype(x.reshape((rd.total,) + dist.draw_shape))
+        call_batched(self.f, x, rd, chunk, self.bshape,
+                     lambda c0, v: scatter_columns(rd, v, fx, c0))
+        return fx, ()
+
+    def accumulate(self, rd, buf, values, threads, stats, shifts):
+        xt, lt, fx, _ = buf
+        K.accumulate_round_batched(self.dist._kernel_dist(), rd.blocks, rd.slots, rd.n, rd.B,
+                                   rd.n_streams, threads, xt, fx, self.fcol, stats, shifts, lt)
+
+
+# ---------------------------------------------------------------------------
+# Joint distributions: the components drawn one after the other per block,
+# their blocks laid side by side (the flat layout of distributions.Joint)
+# ---------------------------------------------------------------------------
+
+def is_joint(dist):
+    """True for a distributions.Joint (asked by capability, not class)."""
+    return getattr(dist, "joint_components", None) is not None
+
+
+def joint_tables(dist, table):
+    """The components' tables (t_start, kind, col, float columns...) of
+    table(component) side by side: coordinates in component order, each
+    term's column moved to the component's columns of the flat layout."""
+    parts = [(table(c), dist.offsets[n]) for n, c in dist.joint_components.items()]
+    ts = [np.zeros(1, np.int64)]
+    for (t, *_), _o in parts:
+        ts.append(t[1:] + ts[-1][-1])
+    return (np.concatenate(ts), np.concatenate([p[1] for p, _ in parts]).astype(np.intc),
+            np.concatenate([p[2] + o for p, o in parts]).astype(np.int64),
+            *(np.ascontiguousarray(np.concatenate([p[i] for p, _ in parts]), float)
+              for i in range(3, len(parts[0][0]))))
+
+
+def joint_score_table(dist):
+    """The score table of a Joint (see joint_tables)."""
+    return joint_tables(dist, _score_table)
+
+
+def _flat_dist(ds):
+    """A KernelDist of ds draw values with no score terms: the carrier of a
+    fused integrand or C callback evaluated on flat draws (eval_integrand)."""
+    return K.KernelDist(K.MC_NORMAL, False, ds, 1, ds, np.zeros(ds), np.ones(ds), np.zeros(0),
+                        np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.intc),
+                        np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
+
+
+class JointF:
+    """A Python f of a Joint: called on flat draws (the engine's layout),
+    it calls f on the dict of component draws."""
+
+    def __init__(self, f, dist):
+        self.f, self.dist = f, dist
+
+    def __call__(self, x):
+        return self.f(self.dist.unflatten(x))
+
+
+class JointGrad(JointF):
+    """A Python grad_f of a Joint: f's gradient as a dict {name: array shaped
+    like that component's draws}, returned flat (m, draw_size)."""
+
+    def __call__(self, x):
+        g = self.f(self.dist.unflatten(x))
+        if not isinstance(g, dict):
+            raise TypeError(f"grad_f must return a dict {{component name: array}} for a Joint, "
+                            f"got {type(g).__name__}")
+        try:
+            return self.dist.flatten(g)
+        except ValueError as exc:
+            raise ValueError(f"grad_f returned {exc}".replace("returned x ", "returned ", 1)
+                             ) from None
+
+
+def carrier_dist(dist):
+    """The KernelDist a fused integrand or C callback is evaluated with on
+    dist's flat draws (eval_integrand): the family's own, or a Joint's
+    flat carrier."""
+    return _flat_dist(dist.draw_size) if is_joint(dist) else dist._kernel_dist()
+
+
+def wrap_joint(dist, fn):
+    """fn wrapped to receive a Joint's dict of draws (a Python callable
+    only; a fused integrand or C callback reads the flat draw)."""
+    if fn is None or not is_joint(dist) or lower_f(fn, dist)[0] != "python":
+        return fn
+    return JointF(fn, dist)
+
+
+def joint_draw(dist, rd, bitgens, threads, bufs, out):
+    """Draw round rd of every component (one after the other from each
+    stream's bit generator) into its buffer of bufs ((xt, lt) per
+    component), then lay the blocks side by side into out (R, ds * B) when
+    out is given."""
+    comps = list(dist.joint_components.values())
+    for c, (xt, lt) in zip(comps, bufs):
+        K.draw_round(c._kernel_dist(), bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt)
+    if out is not None:
+        for r, m in enumerate(rd.rows):
+            o = 0
+            for c, (xt, _) in zip(comps, bufs):
+                w = c.draw_size * m
+                out[r, o:o + w] = xt[r, :w]
+                o += w
+
+
+def joint_prepare(job, rd, bitgens, threads, buf, mode, prm):
+    """Job.prepare for a Joint: each component drawn (mode PREP_DRAW, or
+    PREP_GAMMAS for the components drawn through Gamma variates: x and its
+    two auxiliary regions) one after the other, its regions laid side by
+    side into buf (region k of the flat layout at k * draw_size * m)."""
+    if mode not in (_vr.PREP_DRAW, _vr.PREP_GAMMAS):
+        raise ValueError(f"{job.what or 'this estimator'} draws one family, not a Joint")
+    cache = job.__dict__.setdefault("_padded", {})
+    comps = list(job.dist.joint_components.values())
+    R, B = len(rd.blocks), rd.B
+    regions = 3 if mode == _vr.PREP_GAMMAS else 1
+    key = ("joint", R, B, regions)
+    if key not in cache:
+        cache[key] = [(vr_dist(c), np.zeros((R, regions * c.draw_size * B))) for c in comps]
+    ds = job.dist.draw_size
+    for c, (vd, cb) in zip(comps, cache[key]):
+        cm = mode if c.rsample_through_gammas else _vr.PREP_DRAW
+        _vr.prepare_round(vd, bitgens, rd.blocks, rd.slots, rd.n, B, threads, cm, c.draw_size,
+                          prm, cb)
+    for r, m in enumerate(rd.rows):
+        o = 0
+        for c, (_, cb) in zip(comps, cache[key]):
+            w = c.draw_size
+            for k in range(regions if c.rsample_through_gammas else 1):
+                buf[r, (k * ds + o) * m:(k * ds + o + w) * m] = cb[r, k * w * m:(k + 1) * w * m]
+            o += w
+
+
+class JointScoreJob(Job):
+    """score_grad on a Joint: every component drawn in the kernels, f (a
+    Python f on the dict of draws, or a fused integrand / C callback on the
+    flat draw, evaluated in the kernels) once per draw, and each component's
+    score sums accumulated with the same f values (batched: f's columns)."""
+
+    def __init__(self, f, dist, fkind="python", kf=None, k=0):
+        self.f = JointF(f, dist) if fkind == "python" else f
+        self.fkind, self.kf = fkind, kf
+        self.dist = dist
+        self.comps = list(dist.joint_components.values())
+        self.width = dist.draw_size
+        self.k = k
+        self.bshape = tuple(dist.batch_shape[:k])
+        self.nf = int(np.prod(self.bshape, dtype=np.int64)) if k else 1
+        self.fcols = [batch_columns(c, k) for c in self.comps] if k else None
+        self.head = 1 + 2 * self.nf if k else 3
+        self.rest = [c._kernel_dist().stats_len - 3 for c in self.comps]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["kf"] = None  # rebuilt by lower_f where the job runs (Integrand)
+        return state
+
+    def new_stats(self, streams):
+        return (np.zeros((streams, self.head + sum(self.rest))),
+                np.zeros((streams, self.nf)) if self.k else np.zeros(streams))
+
+    def buffers(self, R, B):
+        bufs = []
+        for c in self.comps:
+            kd = c._kernel_dist()
+            bufs.append((np.empty((R, kd.draw_size * B)),
+                         np.empty((R, kd.draw_size * B)) if kd.has_log_column else None))
+        return bufs, np.empty((R, self.nf * B))
+
+    def draw(self, rd, bitgens, threads, buf, shared=False):
+        joint_draw(self.dist, rd, bitgens, threads, buf[0], None)
+
+    def evaluate(self, rd, buf, chunk, mag):
+        bufs, fx = buf
+        cache = self.__dict__.setdefault("_gathered", {})
+        x = cache.get("x")
+        if x is None or x.shape[0] < rd.total:
+            x = cache["x"] = np.empty((len(rd.blocks) * rd.B, self.width))
+        x = x[:rd.total]
+        o = 0
+        for c, (xt, _) in zip(self.comps, bufs):
+            rd.gather(xt, c.draw_size, 0, x[:, o:o + c.draw_size])
+            o += c.draw_size
+        if self.k:
+            call_batched(self.f, x, rd, chunk, self.bshape,
+                         lambda c0, v: scatter_columns(rd, v, fx, c0))
+            return fx, ()
+        if self.fkind == "python":
+            v = call_values(self.f, x, rd, chunk)
+        else:
+            if self.kf is None:
+                self.kf = lower_f(self.f, self.dist)[1]
+            v = K.eval_integrand(self.kf, _flat_dist(self.width), x)
+            bad = ~np.isfinite(v)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(f"f returned {v[i]} at draw {rd.draw_index(i)} (x = "
+                                 f"{describe_draw(x[i])}); f must be finite")
+        scatter_columns(rd, v.reshape(rd.total, 1), fx)
+        return fx, ()
+
+    def accumulate(self, rd, buf, values, threads, stats, shifts):
+        """Each component's kernel on the round's rows [head | its own sums]
+        (contiguous copies of the round's streams only, so the copying is
+        proportional to the round's work), the same f values and shifts."""
+        bufs, fx = buf
+        h, slots = self.head, rd.slots
+        local = np.arange(len(slots), dtype=np.int64)
+        head = stats[slots, :h]
+        sh = np.ascontiguousarray(shifts[slots])
+        off = h
+        for i, (c, (xt, lt)) in enumerate(zip(self.comps, bufs)):
+            w = self.rest[i]
+            part = np.concatenate([head, stats[slots, off:off + w]], axis=1)
+            kd = c._kernel_dist()
+            if self.k:
+                K.accumulate_round_batched(kd, rd.blocks, local, rd.n, rd.B, rd.n_streams,
+                                           threads, xt, fx, self.fcols[i], part, sh, lt)
+            else:
+                K.accumulate_round(kd, rd.blocks, local, rd.n, rd.B, rd.n_streams, threads,
+                                   xt, fx, part, sh, lt)
+            stats[slots, off:off + w] = part[:, h:]
+            off += w
+        stats[slots, :h] = part[:, :h]
+        shifts[slots] = sh

@@ -277,6 +277,7 @@ ctypedef struct _vr_t:
     const double *tcc
     # the estimator's parameters
     Py_ssize_t J, L, W, K, ds, group
+    const int64_t *frow          # acc_score groups: F row of coordinate q (NULL: row 0)
     bint antithetic, add_score, has_aux
     int conv, mode
     double tau

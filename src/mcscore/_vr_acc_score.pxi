@@ -55,6 +55,7 @@ cdef int _cb_score(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize_
     cdef double *shifts = c.shifts + rd.slots[r] * c.shifts_ld
     cdef bint first = blk < rd.n_streams
     cdef double fbar
+    cdef const double *Fq
     if _scores(&c.tab, c.x + r * c.x_ld, m, S1, rd, tid):
         return 1
     if antithetic and _scores(&c.tab, c.x2 + r * c.x2_ld, m, S2, rd, tid):
@@ -71,8 +72,16 @@ cdef int _cb_score(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssize_
             v[g] = fbar
             for q in range(P):
                 Z[q * mg + g] = 0.0
+                if c.frow != NULL:  # batched: coordinate q's own column of f
+                    Fq = F + c.frow[q] * fl
+                    fbar = 0.0
+                    for k in range(group):
+                        fbar = fbar + Fq[base + g * group + k]
+                    fbar = fbar / group
+                else:
+                    Fq = F
                 for k in range(group):
-                    Z[q * mg + g] += ((F[base + g * group + k] - fbar)
+                    Z[q * mg + g] += ((Fq[base + g * group + k] - fbar)
                                       * S1[q * m + g * group + k])
                 Z[q * mg + g] = Z[q * mg + g] / (group - 1)
         return gram_add(Z, P, 1, mg, v, stats, shifts, first, rd, tid)
@@ -109,21 +118,22 @@ def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, dou
               int64_t block_size, int64_t n_streams, int n_threads, Py_ssize_t ds,
               double[:, ::1] xt, double[:, ::1] xt2, double[:, ::1] F, double[:, ::1] F2,
               bint antithetic, bint add_score, Py_ssize_t group,
-              double[:, ::1] stats, double[:, ::1] shifts):
+              double[:, ::1] stats, double[:, ::1] shifts, int64_t[::1] frow=None):
     """Score-function features: per coordinate q, z_l = F_l * s_q (l < J) and,
     with add_score, z_J = s_q (the baseline's control variate).
 
     antithetic: each draw i is paired with the draw xt2 (values F2); the
     features are the pair's averages.  group > 1: leave-one-out groups of
     `group` consecutive draws, z_0 = 1/(k-1) sum_i (F_0i - mean F_0) s_qi
-    (only J = 1, no antithetic).
+    (only J = 1, no antithetic); with frow (batched expectations), coordinate
+    q's groups use row frow[q] of F (the value feature stays row 0's mean).
     """
     cdef _vr_t c = _context()
     cdef Py_ssize_t P = ts.shape[0] - 1, B = block_size
     c.tab.family = -1
     keep = mc_set_terms(&c.tab, ts, tk, tc, ta, tb, tcc, "acc_score's score table")
     c.P = P
-    c.J = F.shape[0]
+    c.J = F.shape[0] if frow is None else 1
     c.L = c.J + (1 if add_score else 0)
     if c.L > MAXL:
         raise ValueError(f"at most {MAXL} features per coordinate")
@@ -131,6 +141,11 @@ def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, dou
     c.antithetic = antithetic
     c.add_score = add_score
     c.group = group
+    if frow is not None:
+        if group < 2 or frow.shape[0] != P or (P and (np.min(frow) < 0
+                                                     or np.max(frow) >= F.shape[0])):
+            raise ValueError(f"frow must hold {P} rows of F in [0, {F.shape[0]}) (groups only)")
+        c.frow = &frow[0] if P else NULL
     _arrays(&c, xt, F, None, stats, shifts, xt2, F2)
     _round(&c, _cb_score, None, blocks, slots, n, block_size, n_streams, n_threads,
            2 * (P * B + 1) + (P * c.L * B + 1) + 2 * (B + 1))

@@ -18,7 +18,10 @@ __all__ = ["pathwise_grad"]
 
 def _pathwise_table(dist):
     """The reparameterisation table (t_start, kind, col, a, b) of the
-    family's pathwise_spec, ordered by gradient coordinate."""
+    family's pathwise_spec, ordered by gradient coordinate (a Joint: its
+    components' tables side by side)."""
+    if E.is_joint(dist):
+        return E.joint_tables(dist, _pathwise_table)
     ds = dist.draw_shape
     size = dist.draw_size
     dist._kernel_dist()
@@ -74,7 +77,9 @@ def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=No
     dist.require("rsample")
     f = E.check_callable("f", f)
     grad_f = E.check_callable("grad_f", grad_f)
-    ds = dist._kernel_dist().draw_size
+    if E.is_joint(dist):  # f and grad_f take (and grad_f returns) dicts of component draws
+        f, grad_f = E.JointF(f, dist), E.JointGrad(grad_f, dist)
+    ds = dist.draw_size
     plan = E.Plan(n, ds, rng, n_streams, block_size, n_threads)
     job = PathwiseJob(f, grad_f, dist)
     stats, shifts, _, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
@@ -93,7 +98,7 @@ class PathwiseJob(E.Job):
 
     def __init__(self, f, grad_f, dist):
         self.f, self.grad_f, self.dist = f, grad_f, dist
-        self.width = dist._kernel_dist().draw_size
+        self.width = dist.draw_size
         self.table = _pathwise_table(dist)
         self.P = len(self.table[0]) - 1
         self.has_aux = dist.rsample_through_gammas

@@ -29,7 +29,8 @@ class GradientEstimate:
         Per-draw variance of the averaged terms (``stderr**2 * n``): the
         figure to compare estimators by.
     value, value_stderr : float
-        Estimate of E[f] and its standard error.
+        Estimate of E[f] and its standard error (arrays of the batch shape
+        for batched expectations, ``batch_ndims > 0``).
     n : int
         Draws used.
     baseline : None, float, "loo" or "optimal"
@@ -71,9 +72,11 @@ class GradientEstimate:
         self.grad = grad
         self.stderr = stderr
         self.variance = variance
-        self.value = float(value)
-        self.value_stderr = float(value_stderr)
-        self.value_variance = (float(value_variance) if value_variance is not None
+        # batched expectations (batch_ndims > 0): arrays of the batch shape
+        real = float if np.ndim(value) == 0 else (lambda v: np.asarray(v, dtype=np.float64))
+        self.value = real(value)
+        self.value_stderr = real(value_stderr)
+        self.value_variance = (real(value_variance) if value_variance is not None
                                else self.value_stderr**2 * n)
         self.n = int(n)
         self.baseline = baseline

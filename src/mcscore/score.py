@@ -24,7 +24,7 @@ DEFAULT_STREAMS = E.DEFAULT_STREAMS
 
 def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_size=None,
                n_streams=DEFAULT_STREAMS, block_size=None, control_variates=None,
-               antithetic=False, grad_f=None, client=None, progress=False):
+               antithetic=False, grad_f=None, client=None, progress=False, batch_ndims=0):
     """Score-function estimate of grad_theta E_{x ~ dist}[f(x)].
 
     Parameters
@@ -41,6 +41,10 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
           one of the signatures in ``CALLBACK_SIGNATURES``, called from the
           kernel's threads without the GIL on a pointer to one draw.
     dist : Distribution
+        Any family, or a :class:`mcscore.Joint` of named components: a Python
+        f then receives a dict {name: (m, *component.draw_shape)}, a fused
+        integrand or C callback the draw flattened component by component
+        (see Joint), and the gradients are keyed "name.param".
     n : int >= 2
         Number of draws.
     rng : None, int, SeedSequence or Generator (SPEC 7)
@@ -88,6 +92,22 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     progress : bool
         Show a tqdm progress bar (blocks done, draws per second).  It does
         not change the result.
+    batch_ndims : int >= 0
+        Batched expectations: the first ``batch_ndims`` dimensions of
+        ``dist.batch_shape`` (``batch_shape[:batch_ndims]``, the *batch*)
+        index independent expectations, one per data point or state.  f is
+        a Python callable returning shape ``(m, *batch)``: column b is the
+        integrand of batch element b, and each parameter element's gradient
+        uses only its own batch element's column (every baseline within
+        each batch element), so the estimate is that of separate calls per
+        batch element with the same n, at the cost of one.  ``value`` and
+        ``value_stderr`` then have the batch's shape.  Every parameter
+        element must belong to one batch element (pass shared parameters
+        broadcast to the batch).  A fused integrand or C callback applies
+        to each batch element's own draw (shape ``dist.draw_shape[k:]``, a
+        callback's ``d`` is its size) and is evaluated in the kernels
+        (not with a Joint).  Control variates and antithetic pairs are
+        refused.  0 (the default): one expectation over the whole draw.
 
     Returns
     -------
@@ -95,8 +115,21 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     """
     E.check_distribution(dist)
     baseline = E.check_baseline(baseline)
+    k = 0
+    if not (type(batch_ndims) is int and batch_ndims == 0):
+        k = E.check_batch_ndims(batch_ndims, dist)
     if grad_f is not None and not callable(grad_f):
         raise TypeError(f"grad_f must be a vectorised Python callable, got {type(grad_f).__name__}")
+    if k and (control_variates is not None or antithetic is not False):
+        _refuse_batched("control variates and antithetic pairs", k)
+    if E.is_joint(dist) and control_variates is None and antithetic is False:
+        return _score_joint(f, dist, n, k, rng=rng, baseline=baseline, n_threads=n_threads,
+                            chunk_size=chunk_size, n_streams=n_streams, block_size=block_size,
+                            client=client, progress=progress)
+    if k:
+        return _score_batched(f, dist, n, k, rng=rng, baseline=baseline, n_threads=n_threads,
+                              chunk_size=chunk_size, n_streams=n_streams, block_size=block_size,
+                              client=client, progress=progress)
     if control_variates is not None or antithetic is not False:
         return score_vr(f, dist, n, rng=rng, baseline=baseline,
                         control_variates=control_variates, antithetic=antithetic,
@@ -121,11 +154,66 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     return E.finish_score(dist, kd, stats, shifts, baseline, {**plan.info(), "f": fkind})
 
 
+def _refuse_batched(what, k):
+    raise ValueError(
+        f"batch_ndims={k} needs a Python f returning one value per batch element, shape "
+        f"(m, *batch_shape); {what} compute one value per draw: use a Python f, or "
+        "batch_ndims=0")
+
+
+def _score_batched(f, dist, n, k, *, rng, baseline, n_threads, chunk_size, n_streams,
+                   block_size, client, progress):
+    """score_grad with batch_ndims=k > 0 (see score_grad)."""
+    fkind, _ = E.lower_f(f, dist)
+    E.check_differentiable(dist)
+    job = E.BatchedScoreJob(f, dist, k, fkind)
+    if fkind != "python":
+        job.element_func()  # lowered once here: an error shows before any draw
+    kd = dist._kernel_dist()
+    plan = E.Plan(n, kd.draw_size, rng, n_streams, block_size, n_threads)
+    stats, shifts = _run_local_or_dask(job, plan, chunk_size, client, n_threads, progress)
+    return E.finish_batched(dist, kd, stats, shifts, baseline, job.fcol, job.bshape,
+                            {**plan.info(), "f": fkind, "batch_ndims": k})
+
+
+def _run_local_or_dask(job, plan, chunk_size, client, n_threads, progress):
+    """(stats, shifts) of a job run locally (with a progress bar) or on Dask."""
+    bar = E.progress_bar(progress, plan)
+    try:
+        if client is not None:
+            return E.run(job, plan, chunk_size=chunk_size, client=client,
+                         n_threads=n_threads)[:2]
+        return E.run_job(job, plan, chunk_size, progress=bar)[:2]
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _score_joint(f, dist, n, k, *, rng, baseline, n_threads, chunk_size, n_streams,
+                 block_size, client, progress):
+    """score_grad on a Joint (see distributions.Joint): f on the dict of
+    component draws (or a fused integrand / C callback on the flat draw),
+    every component's score sums with the same f values."""
+    fkind, kf = E.lower_f(f, dist)
+    if k and fkind != "python":
+        _refuse_batched("with a Joint, fused integrands and C callbacks", k)
+    E.check_differentiable(dist)
+    job = E.JointScoreJob(f, dist, fkind, kf, k)
+    plan = E.Plan(n, dist.draw_size, rng, n_streams, block_size, n_threads)
+    stats, shifts = _run_local_or_dask(job, plan, chunk_size, client, n_threads, progress)
+    parts = [(c, c._kernel_dist(), fc) for c, fc in zip(job.comps, job.fcols or
+                                                         [None] * len(job.comps))]
+    info = {**plan.info(), "f": fkind, **({"batch_ndims": k} if k else {})}
+    return E.finish_joint(dist, parts, stats, shifts, baseline, info, job.bshape if k else None)
+
+
 def _samples_rare_floor(dist, x, fx, S, baseline):
     """rare_floor for score_grad_from_samples: the per-category sums of m
     Categorical draws x with values fx laid out as one stream of kernel
     statistics; the floor of each coordinate's per-draw variance of the
     baselined terms, or None when no category is rare."""
+    if E.is_joint(dist):
+        return None  # the floor is per family; a Joint's components go without it
     kd = dist._kernel_dist()
     if not kd.per_category:
         return None
@@ -150,29 +238,37 @@ def _samples_rare_floor(dist, x, fx, S, baseline):
     return floor(fx[0] - b, g.mean(), (g @ g) / m) * factor**2
 
 
-def score_grad_from_samples(dist, x, fx, *, baseline=None):
+def score_grad_from_samples(dist, x, fx, *, baseline=None, batch_ndims=0):
     """The estimator algebra on draws the caller made.
 
     Parameters
     ----------
     dist : Distribution
         The distribution x was drawn from.
-    x : array, shape (m, *dist.draw_shape)
-    fx : array, shape (m,)
+    x : array, shape (m, *dist.draw_shape); for a Joint, a dict of component draws
+    fx : array, shape (m,), or (m, *dist.batch_shape[:batch_ndims])
         f at each draw (returns, rewards, simulator outputs).
     baseline : None, float, "loo" or "optimal"
         As in :func:`score_grad`; "optimal" uses an exact leave-one-out
         per-coordinate baseline, so it stays unbiased.
+    batch_ndims : int >= 0
+        As in :func:`score_grad`: fx holds one column per batch element and
+        each parameter element's gradient uses its own (every baseline
+        within each batch element); ``value`` has the batch's shape.  (The
+        rare-category floor of the standard errors applies to
+        ``batch_ndims=0`` only.)
     """
-    return samples_estimate(dist, x, fx, baseline, in_support=False)
+    return samples_estimate(dist, x, fx, baseline, in_support=False, batch_ndims=batch_ndims)
 
 
-def samples_estimate(dist, x, fx, baseline, in_support):
+def samples_estimate(dist, x, fx, baseline, in_support, batch_ndims=0):
     """score_grad_from_samples; ``in_support=True`` when the caller has
     already found every log_prob of x finite (vi.elbo_grad: log q at q's own
     draws), which skips computing it a second time."""
     E.check_distribution(dist)
     baseline = E.check_baseline(baseline)
+    k = 0 if type(batch_ndims) is int and batch_ndims == 0 else E.check_batch_ndims(
+        batch_ndims, dist)
     x = dist._check_x(x)
     m = x.shape[0]
     if m < 2:
@@ -182,11 +278,15 @@ def samples_estimate(dist, x, fx, baseline, in_support):
     if fx_arr is None or fx_arr.dtype.kind not in "biuf":
         raise TypeError(f"fx must be an array of real numbers, got "
                         f"{'None' if fx_arr is None else fx_arr.dtype}")
-    if fx_arr.shape != (m,):
-        raise ValueError(f"fx must have shape ({m},) to match x, got {fx_arr.shape}")
+    want = (m,) + tuple(dist.batch_shape[:k])
+    if fx_arr.shape != want:
+        raise ValueError(f"fx must have shape {want} to match x"
+                         + (f" (m, *batch_shape) with batch_ndims={k}" if k else "")
+                         + f", got {fx_arr.shape}")
     fx_arr = fx_arr.astype(np.float64)
     if not np.isfinite(fx_arr).all():
-        i = int(np.argmax(~np.isfinite(fx_arr)))
+        i = np.unravel_index(int(np.argmax(~np.isfinite(fx_arr))), fx_arr.shape)
+        i = i[0] if len(i) == 1 else i
         raise ValueError(f"fx[{i}] = {fx_arr[i]} is not finite")
     lp = None if in_support else dist.log_prob(x)
     if lp is not None and not np.isfinite(lp).all():
@@ -194,7 +294,9 @@ def samples_estimate(dist, x, fx, baseline, in_support):
         raise ValueError(f"x[{i}] is outside the support of {dist!r}")
     sc = dist._score(x)  # the support was checked just above
     names = list(sc)
-    S = np.concatenate([sc[k].reshape(m, -1) for k in names], axis=1)
+    S = np.concatenate([sc[nm].reshape(m, -1) for nm in names], axis=1)
+    if k:
+        return _samples_batched(dist, fx_arr.reshape(m, -1), S, baseline, k)
     y = E.baselined_terms(fx_arr, S, baseline)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         grad = y.mean(0)
@@ -211,9 +313,9 @@ def samples_estimate(dist, x, fx, baseline, in_support):
     out = {}
     for part in (grad, se, var):
         d, o = {}, 0
-        for k in names:
-            size = sc[k][0].size
-            d[k] = part[o: o + size].reshape(sc[k].shape[1:])
+        for nm in names:
+            size = sc[nm][0].size
+            d[nm] = part[o: o + size].reshape(sc[nm].shape[1:])
             o += size
         out[len(out)] = d
     return GradientEstimate(out[0], out[1], out[2], fx_arr.mean(), math.sqrt(vvar / m), m,
@@ -221,9 +323,33 @@ def samples_estimate(dist, x, fx, baseline, in_support):
                             info={"f": "samples"}, cov=terms_cov(y))
 
 
+def _samples_batched(dist, F, S, baseline, k):
+    """score_grad_from_samples with batch_ndims=k: F (m, nf) one column
+    per batch element, S (m, P) the scores; coordinate q uses its batch
+    element's column."""
+    m = len(F)
+    y = E.baselined_terms(F[:, E.coord_columns(dist, k)], S, baseline)
+    bshape = tuple(dist.batch_shape[:k])
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        grad = y.mean(0)
+        var = y.var(0, ddof=1)
+        se = np.sqrt(var / m)
+        vvar = F.var(0, ddof=1)
+        g = F - F[0]
+        f_underflow = bool(((np.mean(np.square(g), 0) < E.TINY_MEAN_SQUARE)
+                            & (np.abs(g.mean(0)) > E.RESOLUTION)).any())
+    value = F.mean(0)
+    E.check_range(dist, grad, var, float(np.abs(value).max()), float(vvar.max()), f_underflow)
+    split = dist._split_coords
+    return GradientEstimate(split(grad), split(se), split(var), value.reshape(bshape),
+                            np.sqrt(vvar / m).reshape(bshape), m, baseline=baseline,
+                            method="score", value_variance=vvar.reshape(bshape),
+                            info={"f": "samples", "batch_ndims": k})
+
+
 
 def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
-              n_streams=E.DEFAULT_STREAMS, client=None):
+              n_streams=E.DEFAULT_STREAMS, client=None, batch_ndims=0):
     """Leave-one-out score estimator with ``k`` draws per sample (RLOO):
 
         g = 1/k sum_i (f(x_i) - 1/(k-1) sum_{j != i} f(x_j)) s(x_i)
@@ -238,24 +364,34 @@ def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
     k : int >= 2
     client : dask.distributed.Client, optional
         Run on Dask, bit-identical to the local run (as in ``score_grad``).
+    batch_ndims : int >= 0
+        Batched expectations (as in ``score_grad``): f returns ``(m,
+        *batch)`` and each coordinate's leave-one-out groups use its own
+        batch element's column; ``value`` has the batch's shape.
     """
     E.check_distribution(dist)
     f = E.check_callable("f", f)
+    bk = 0 if type(batch_ndims) is int and batch_ndims == 0 else E.check_batch_ndims(
+        batch_ndims, dist)
     k = V.integer("k", k, minimum=2, maximum=1 << 12)
     n = V.integer("n", n, minimum=2, maximum=2**62 // k)
     E.check_differentiable(dist)
-    ds = dist._kernel_dist().draw_size
+    if E.is_joint(dist):
+        f = E.JointF(f, dist)  # f receives the dict of component draws
+    ds = dist.draw_size
     bs = E.default_block_size(n * k, ds, V.integer("n_streams", n_streams, minimum=1))
     bs = k * max(1, bs // k)
     plan = E.Plan(n * k, ds, rng, n_streams, bs, n_threads)
-    job = RlooJob(f, dist, k)
+    job = RlooJob(f, dist, k) if not bk else BatchedRlooJob(f, dist, k, bk)
     stats, shifts, offsets, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
                                         n_threads=n_threads)
+    info = {**plan.info(), "f": "python", "f_evals_per_sample": k}
+    if bk:
+        return job.finish(stats, shifts, offsets, mag, {**info, "batch_ndims": bk})
     grand, se, var, value, vse, vvar, nn, _ = est = E.estimate(
         dist, stats, shifts, job.P, 1, [1.0], offsets=offsets, terms="(f - f_loo) * score",
         mag=mag)
-    return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, f"rloo(k={k})",
-                               {**plan.info(), "f": "python", "f_evals_per_sample": k},
+    return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, f"rloo(k={k})", info,
                                batch=est.batch)
 
 
@@ -268,7 +404,7 @@ class RlooJob(E.Job):
     def __init__(self, f, dist, k):
         self.f, self.dist, self.k = f, dist, k
         self.what = f"rloo_grad(k={k})"
-        self.width = dist._kernel_dist().draw_size
+        self.width = dist.draw_size
         self.table = E.score_table(dist)
         self.P = len(self.table[0]) - 1
 
@@ -293,3 +429,63 @@ class RlooJob(E.Job):
         R = len(rd.blocks)
         _vr.acc_score(*self.table, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
                       self.width, xt[:R], xt[:R], F, F, False, False, self.k, stats, shifts)
+
+
+class BatchedRlooJob(RlooJob):
+    """rloo_grad with batch_ndims=bk: f's nf columns, coordinate q's
+    leave-one-out groups on its own column (acc_score's frow).  The stream
+    rows are the Gram statistics followed by, per column, its shift (f's
+    first value on the stream), sum g and sum g^2 (the values)."""
+
+    offset_rows = 0  # leave-one-out differences do not depend on a constant
+
+    def __init__(self, f, dist, k, bk):
+        super().__init__(f, dist, k)
+        self.bshape = tuple(dist.batch_shape[:bk])
+        self.nf = int(np.prod(self.bshape, dtype=np.int64))
+        self.qcol = E.coord_columns(dist, bk)
+        self.gw = _vr.gram_width(self.P, 1)
+
+    def new_stats(self, streams):
+        stats, shifts = super().new_stats(streams)
+        return np.concatenate([stats, np.zeros((streams, 3 * self.nf))], axis=1), shifts
+
+    def evaluate(self, rd, xt, chunk, mag):
+        dist = self.dist
+        xu = dist._to_user_dtype(self.gathered(rd, xt, self.width).reshape((rd.total,) +
+                                                                  dist.draw_shape))
+        F = self.padded("F", self.nf, rd)
+        index = rd.index
+
+        def sink(c0, v):
+            F[:, index[c0:c0 + len(v)]] = mag.see(v).T
+
+        E.call_batched(self.f, xu, rd, chunk, self.bshape, sink)
+        return F, ()
+
+    def accumulate(self, rd, xt, F, threads, stats, shifts):
+        R, gw, nf, B = len(rd.blocks), self.gw, self.nf, rd.B
+        gram = np.ascontiguousarray(stats[:, :gw])
+        _vr.acc_score(*self.table, rd.blocks, rd.slots, rd.n, B, rd.n_streams, threads,
+                      self.width, xt[:R], xt[:R], F, F, False, False, self.k, gram, shifts,
+                      self.qcol)
+        stats[:, :gw] = gram
+        for r, m in enumerate(rd.rows):
+            row = stats[rd.slots[r], gw:]
+            if rd.blocks[r] < rd.n_streams:
+                row[:nf] = F[:, r * B]
+            g = F[:, r * B:r * B + m] - row[:nf, None]
+            row[nf:2 * nf] += g.sum(1)
+            row[2 * nf:] += (g * g).sum(1)
+
+    def finish(self, stats, shifts, offsets, mag, info):
+        gw, nf = self.gw, self.nf
+        dist = self.dist
+        grand, se, var, _, _, _, nn, _ = E.estimate(
+            dist, np.ascontiguousarray(stats[:, :gw]), shifts, self.P, 1, [1.0],
+            terms="(f - f_loo) * score", mag=mag)
+        value, vse, vvar = (np.reshape(v, self.bshape) for v in E.column_values(
+            stats[:, 0] * self.k, stats[:, gw:gw + nf], stats[:, gw + nf:gw + 2 * nf],
+            stats[:, gw + 2 * nf:]))
+        return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn,
+                                   f"rloo(k={self.k})", info)

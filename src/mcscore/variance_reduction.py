@@ -22,7 +22,8 @@ __all__ = ["score_vr", "flat_coords"]
 
 def flat_coords(dist, grads, what):
     """A {param: array} dict -> the flat coordinate vector (score order)."""
-    dist._kernel_dist()
+    if not E.is_joint(dist):
+        dist._kernel_dist()
     if not isinstance(grads, dict):
         raise TypeError(f"{what} must be a dict {{parameter name: array}}, got "
                         f"{type(grads).__name__}")
@@ -51,15 +52,24 @@ def _delta_cv(dist, grad_f):
     with the expansion point held fixed."""
     if grad_f is None:
         raise TypeError("control variate 'delta' needs grad_f (the gradient of f)")
-    tang = dist.mean_tangents()
-    mu = np.broadcast_to(np.asarray(dist.mean(), float), dist.draw_shape)
+    dist.require("mean_tangents")
+    # a Joint: its components' means and tangents, side by side in the flat layout
+    parts = ([(n + ".", c, dist.offsets[n]) for n, c in dist.joint_components.items()]
+             if E.is_joint(dist) else [("", dist, 0)])
+    mu = np.concatenate([np.broadcast_to(np.asarray(c.mean(), float), c.draw_shape).ravel()
+                         for _, c, _ in parts]).reshape(dist.draw_shape)
+    if E.is_joint(dist):
+        grad_f = E.JointGrad(grad_f, dist)
     g = E.call_grad(grad_f, mu[None].copy(), None, 1).reshape(dist.draw_shape)
     grads = {}
-    for name, t in tang.items():
-        pshape = dist._params[name].shape
-        idx = index_map(pshape, dist.draw_shape)
-        size = int(np.prod(pshape, dtype=np.int64))
-        grads[name] = np.bincount(idx, weights=(g * t).ravel(), minlength=size).reshape(pshape)
+    for prefix, c, off in parts:
+        gc = g.ravel()[off:off + c.draw_size].reshape(c.draw_shape)
+        for name, t in c.mean_tangents().items():
+            pshape = c._params[name].shape
+            idx = index_map(pshape, c.draw_shape)
+            size = int(np.prod(pshape, dtype=np.int64))
+            grads[prefix + name] = np.bincount(idx, weights=(gc * t).ravel(),
+                                               minlength=size).reshape(pshape)
     gflat = g.ravel()
     muflat = mu.ravel()
 
@@ -67,6 +77,15 @@ def _delta_cv(dist, grad_f):
         return (np.asarray(x, float).reshape(len(x), -1) - muflat) @ gflat
 
     return h, grads
+
+
+def _cv_kinds(control_variates):
+    """'delta' or 'pair' for each control variate (as _parse_cvs lists them)."""
+    if control_variates is None:
+        return []
+    if isinstance(control_variates, (str, tuple)) or callable(control_variates):
+        control_variates = [control_variates]
+    return ["delta" if isinstance(cv, str) else "pair" for cv in control_variates]
 
 
 def _parse_cvs(dist, control_variates, grad_f):
@@ -116,11 +135,14 @@ def score_vr(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_f,
     grad_f = E.check_callable("grad_f", grad_f, required=False)
     fkind, _ = E.lower_f(f, dist)
     dist._check_differentiable()
-    kd = dist._kernel_dist()
     cvs = _parse_cvs(dist, control_variates, grad_f)
+    if E.is_joint(dist):  # f and each h take the dict of component draws
+        f = E.wrap_joint(dist, f)
+        cvs = [(h if j == "delta" else E.JointF(h, dist), gm)
+               for (h, gm), j in zip(cvs, _cv_kinds(control_variates))]
     n = V.integer("n", n, minimum=4 if antithetic else 2, maximum=2**62)
     units = n // 2 if antithetic else n
-    plan = E.Plan(units, kd.draw_size, rng, n_streams, block_size, n_threads)
+    plan = E.Plan(units, dist.draw_size, rng, n_streams, block_size, n_threads)
     shift_f = float(baseline) if isinstance(baseline, float) else 0.0
     job = ScoreVRJob(f, fkind, dist, cvs, antithetic, shift_f)
     P, J = job.P, job.offset_rows
@@ -162,7 +184,7 @@ class ScoreVRJob(E.Job):
     def __init__(self, f, fkind, dist, cvs, antithetic, shift_f):
         self.f, self.fkind, self.dist, self.cvs = f, fkind, dist, cvs
         self.antithetic, self.shift_f = antithetic, shift_f
-        self.width = dist._kernel_dist().draw_size
+        self.width = dist.draw_size
         self.table = E.score_table(dist)
         self.P = len(self.table[0]) - 1
         self.offset_rows = J = 1 + len(cvs)
@@ -183,7 +205,7 @@ class ScoreVRJob(E.Job):
         else:
             if self._kf is None:
                 self._kf = E.lower_f(self.f, self.dist)[1]
-            out[0] = K.eval_integrand(self._kf, self.dist._kernel_dist(), xflat)
+            out[0] = K.eval_integrand(self._kf, E.carrier_dist(self.dist), xflat)
             if not np.isfinite(out[0]).all():
                 i = int(np.argmax(~np.isfinite(out[0])))
                 raise ValueError(f"f returned {out[0][i]} at draw {rd.draw_index(i)}; f must "

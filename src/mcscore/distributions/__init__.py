@@ -42,6 +42,7 @@ from ._continuous import (
     Beta, Chi2, Exponential, Gamma, Gumbel, HalfNormal, InverseGamma, Laplace, LogNormal,
     Normal, Weibull,
 )
+from ._joint import Joint, JointDraws
 from ._discrete import (
     GEOMETRIC_PROBS_MIN, POISSON_RATE_MAX, Bernoulli, Binomial, Geometric,
     NegativeBinomial, Poisson,
@@ -69,6 +70,8 @@ __all__ = [
     "Gumbel",
     "Weibull",
     "FAMILIES",
+    "Joint",
+    "JointDraws",
 ]
 
 FAMILIES = (
@@ -81,3 +84,4 @@ register_families(FAMILIES)
 for _cls in (Distribution,) + FAMILIES:
     _cls.__module__ = __name__
 del _cls
+Joint.__module__ = JointDraws.__module__ = __name__

@@ -1,0 +1,289 @@
+"""Joint: a product of named, independent component distributions.
+
+``Joint(z=Bernoulli(logits=...), w=Normal(...))`` (or ``Joint({"z": ...,
+"w": ...})``) draws every component independently.  Its parameters are the
+components' parameters under dotted names, ``"z.logits"``, ``"w.loc"``, ...
+(a flat dict: ``params``, ``score``, a result's ``grad`` / ``stderr`` and
+``vi_transforms`` use these keys).  A draw is a dict of arrays keyed by
+component name, each shaped ``(m, *component.draw_shape)``.
+
+Inside the engine a block of joint draws is the components' blocks one
+after the other (the order of ``names``, the order the components were
+given): draw coordinate ``offsets[name] + c`` is coordinate c (flat, C
+order) of that component's draw.  A fused integrand or a C callback sees
+that flat draw.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ._base import Distribution
+
+__all__ = ["Joint", "JointDraws"]
+
+
+class JointDraws(dict):
+    """Joint draws: a dict {component name: array (m, *draw_shape)}, with
+    ``shape == (m,)`` (m draws) like an array of draws."""
+
+    @property
+    def shape(self):
+        return (len(next(iter(self.values()))),) if self else (0,)
+
+
+def _mean(obj, what):
+    """obj.<what> whether it is a method or a property (an array, which may
+    itself be callable for backward compatibility: not called)."""
+    v = getattr(obj, what)
+    return np.asarray(v) if isinstance(v, np.ndarray) or not callable(v) else v()
+
+
+def _every(flag):
+    """A capability a Joint has when every component has it."""
+    return property(lambda self: all(getattr(c, flag) for c in self._components.values()),
+                    doc=f"True when every component has {flag}.")
+
+
+class Joint(Distribution):
+    """A product of named, independent distributions of any families.
+
+    ``Joint(z=Bernoulli(...), w=Normal(...))`` or ``Joint({"z": ..., "w":
+    ...})``: names are Python identifiers (without dots), components
+    mcscore distributions (not themselves Joint).  Keyword arguments with a
+    dot, ``"w.loc"=array``, replace one parameter of a component (how
+    ``vi.fit`` rebuilds q with new parameters).
+
+    ``batch_shape`` is the longest common prefix of the components' batch
+    shapes: with ``batch_ndims=k`` every component's first k batch
+    dimensions index the same independent expectations.
+    """
+
+    continuous = False
+
+    def __init__(self, components=None, /, **kwargs):
+        Distribution.__init__(self)
+        items = {}
+        if components is not None:
+            if not isinstance(components, Mapping):
+                raise TypeError("Joint takes its components as a dict {name: distribution} or "
+                                f"as keyword arguments, got {type(components).__name__}")
+            items.update(components)
+        overrides = {}
+        for key, value in kwargs.items():
+            if "." in key:
+                overrides[key] = value
+            elif key in items:
+                raise ValueError(f"Joint: component name {key!r} given twice (in the dict and "
+                                 "as a keyword argument)")
+            else:
+                items[key] = value
+        if not items:
+            raise ValueError("Joint needs at least one component, e.g. Joint(z=Bernoulli(...), "
+                             "w=Normal(...))")
+        for name, comp in items.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(f"Joint: component names must be Python identifiers without "
+                                 f"dots, got {name!r}")
+            if isinstance(comp, Joint) or not isinstance(comp, Distribution):
+                raise TypeError(f"Joint: component {name!r} must be an mcscore distribution of a "
+                                f"family (not a Joint), got {type(comp).__name__}")
+        for key, value in overrides.items():
+            name, param = key.split(".", 1)
+            comp = items.get(name)
+            if comp is None or param not in comp._all_params():
+                raise ValueError(
+                    f"Joint: {key!r} names no parameter of a component (components "
+                    f"{list(items)}; e.g. {name}.{next(iter(comp._all_params()), '?')})"
+                    if comp is not None else
+                    f"Joint: {key!r} names no component (components {list(items)})")
+            items[name] = type(comp)(**{**comp._all_params(), param: value})
+        self._components = items
+        shapes = [tuple(c.batch_shape) for c in items.values()]
+        common = []
+        for dims in zip(*shapes):
+            if any(d != dims[0] for d in dims):
+                break
+            common.append(dims[0])
+        self.batch_shape = tuple(common)
+        self._params = {f"{n}.{p}": v for n, c in items.items() for p, v in c._params.items()}
+        sizes = [c.draw_size for c in items.values()]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self.offsets = {n: int(o) for n, o in zip(items, starts[:-1])}
+        self._size = int(starts[-1])
+
+    # -- structure ---------------------------------------------------------
+    @property
+    def names(self):
+        """The component names, in order (the order of the flat layout)."""
+        return tuple(self._components)
+
+    @property
+    def components(self):
+        """{name: component distribution} (a copy)."""
+        return dict(self._components)
+
+    def __getitem__(self, name):
+        return self._components[name]
+
+    joint_components = components  # the engine's test for a Joint
+
+    @property
+    def draw_shape(self):
+        """The engine's flat layout of one draw: (sum of the components'
+        draw sizes,)."""
+        return (self._size,)
+
+    @property
+    def draw_size(self):
+        return self._size
+
+    def __repr__(self):
+        return f"Joint({', '.join(f'{n}={c!r}' for n, c in self._components.items())})"
+
+    def _all_params(self):
+        return dict(self._components)
+
+    def _kernel_dist(self):
+        raise TypeError(
+            "a Joint has no single kernel description: this estimator takes one family; "
+            "score_grad (every baseline, control variates, antithetic pairs), "
+            "score_grad_from_samples, rloo_grad, pathwise_grad and vi.fit take a Joint")
+
+    def _check_differentiable(self):
+        for c in self._components.values():
+            c._check_differentiable()
+
+    # -- draws ---------------------------------------------------------------
+    def unflatten(self, x):
+        """Flat draws (m, draw_size) -> JointDraws {name: (m, *draw_shape)}."""
+        m = x.shape[0]
+        return JointDraws((n, c._to_user_dtype(
+            x[:, self.offsets[n]:self.offsets[n] + c.draw_size].reshape((m,) + c.draw_shape)))
+            for n, c in self._components.items())
+
+    def flatten(self, x):
+        """JointDraws / dict {name: (m, *draw_shape)} -> flat float64 (m, draw_size)."""
+        return self._check_x(x)
+
+    def sample(self, n, rng=None):
+        """``n`` draws: a JointDraws dict {name: (n, *component.draw_shape)},
+        the components drawn one after the other from ``rng``."""
+        from .. import _validation as V
+
+        gen = V.as_generator(rng)
+        return JointDraws((name, c.sample(n, gen)) for name, c in self._components.items())
+
+    def _check_x(self, x):
+        if isinstance(x, Mapping):
+            if set(x) != set(self._components):
+                raise ValueError(f"x must be a dict with the components {list(self.names)} of "
+                                 f"the Joint, got keys {list(x)}")
+            parts = [c._check_x(x[n]) for n, c in self._components.items()]
+            ms = {p.shape[0] for p in parts}
+            if len(ms) != 1:
+                raise ValueError("x's components must hold the same number of draws, got "
+                                 + ", ".join(f"{n}: {p.shape[0]}" for n, p in zip(self.names,
+                                                                                 parts)))
+            m = ms.pop()
+            return np.concatenate([p.reshape(m, -1) for p in parts], axis=1)
+        return super()._check_x(x)
+
+    def _parts(self, x):
+        """(name, component, its flat columns reshaped) of checked flat x."""
+        m = x.shape[0]
+        for n, c in self._components.items():
+            o = self.offsets[n]
+            yield n, c, x[:, o:o + c.draw_size].reshape((m,) + c.draw_shape)
+
+    def _reduce(self, lp):
+        """A component's (m, *its batch) per-draw values summed to (m, *batch_shape)."""
+        extra = tuple(range(1 + len(self.batch_shape), lp.ndim))
+        return lp.sum(axis=extra) if extra else lp
+
+    def log_prob(self, x):
+        """Sum of the components' log densities / masses, shape (m, *batch_shape)."""
+        x = self._check_x(x)
+        return sum(self._reduce(c.log_prob(xc)) for _, c, xc in self._parts(x))
+
+    def _log_prob(self, x):
+        return self.log_prob(x)
+
+    def score(self, x):
+        """{"name.param": (m, *param_shape)}: each component's score of its
+        own draws (the other components' parameters do not enter)."""
+        x = self._check_x(x)
+        return {f"{n}.{k}": v for n, c, xc in self._parts(x) for k, v in c.score(xc).items()}
+
+    def _score(self, x):
+        return {f"{n}.{k}": v for n, c, xc in self._parts(x) for k, v in c._score(xc).items()}
+
+    def _split_coords(self, arr):
+        out, o = {}, 0
+        for n, c in self._components.items():
+            c._kernel_dist()
+            size = sum(sl.stop - sl.start for sl, _ in c._coord_slices.values())
+            out.update({f"{n}.{k}": v for k, v in c._split_coords(arr[..., o:o + size]).items()})
+            o += size
+        return out
+
+    @property
+    def _coord_slices(self):
+        out, o = {}, 0
+        for n, c in self._components.items():
+            c._kernel_dist()
+            for k, (sl, shape) in c._coord_slices.items():
+                out[f"{n}.{k}"] = (slice(o + sl.start, o + sl.stop), shape)
+            o += max((sl.stop for sl, _ in c._coord_slices.values()), default=0)
+        return out
+
+    def mean(self):
+        """{name: the component's mean}."""
+        return {n: _mean(c, "mean") for n, c in self._components.items()}
+
+    def entropy(self):
+        """Sum of the components' entropies, shape batch_shape (every
+        component must have ``entropy``)."""
+        total = 0.0
+        for n, c in self._components.items():
+            if not hasattr(c, "entropy"):
+                raise ValueError(f"Joint.entropy: component {n!r} ({type(c).__name__}) has no "
+                                 "entropy")
+            h = np.asarray(_mean(c, "entropy"), dtype=float)
+            total = total + h.sum(axis=tuple(range(len(self.batch_shape), h.ndim)))
+        return total
+
+    # -- capabilities -----------------------------------------------------
+    def vi_transforms(self):
+        return {f"{n}.{k}": v for n, c in self._components.items()
+                for k, v in c.vi_transforms().items()}
+
+    has_mirror = _every("has_mirror")
+    has_mean_tangents = _every("has_mean_tangents")
+    has_rsample = _every("has_rsample")
+
+    def mirror(self, x):
+        """Antithetic partners, component by component (a dict, or the flat
+        layout)."""
+        self.require("mirror")
+        if isinstance(x, Mapping):
+            return JointDraws((n, c.mirror(x[n])) for n, c in self._components.items())
+        x = np.asarray(x, dtype=float)
+        return np.concatenate([c.mirror(xc).reshape(len(x), -1) for _, c, xc in self._parts(x)],
+                              axis=1)
+
+    @property
+    def rsample_through_gammas(self):
+        return any(c.rsample_through_gammas for c in self._components.values())
+
+    def require(self, capability):
+        for n, c in self._components.items():
+            if not getattr(c, "has_" + capability):
+                try:
+                    c.require(capability)
+                except ValueError as exc:
+                    raise ValueError(f"Joint component {n!r} ({type(c).__name__}): "
+                                     f"{exc}") from None
+        if not getattr(self, "has_" + capability):
+            super().require(capability)
