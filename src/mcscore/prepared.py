@@ -30,6 +30,7 @@ from . import _validation as V
 from ._rounds import Round, chunk_size_for
 from .distributions import Distribution
 from .distributions._base import _structure
+from .score import score_grad
 
 __all__ = ["Estimator"]
 
@@ -44,6 +45,9 @@ class Estimator:
     n : int >= 2
     baseline, rng, n_threads, chunk_size, n_streams, block_size :
         as in ``score_grad`` (fixed for the estimator's lifetime).
+    batch_ndims : int
+        As in ``score_grad``; batched calls (and Joint distributions) run
+        ``score_grad`` itself at every call.
     **fixed : parameters of the family passed at every call (e.g. a
         Binomial's ``total_count``).
 
@@ -52,7 +56,8 @@ class Estimator:
     """
 
     def __init__(self, family, f, n, *, baseline=None, rng=None, n_threads=None,
-                 chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None, **fixed):
+                 chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None, batch_ndims=0,
+                 **fixed):
         if not (isinstance(family, type) and issubclass(family, Distribution)):
             raise TypeError(f"family must be an mcscore distribution class (e.g. mc.Normal), "
                             f"got {family!r}")
@@ -67,6 +72,8 @@ class Estimator:
         self.chunk_size = None if chunk_size is None else V.integer("chunk_size", chunk_size,
                                                                      minimum=1)
         self.fixed = dict(fixed)
+        self.batch_ndims = batch_ndims
+        self._rng_arg = rng
         # rng: an int or SeedSequence seeds every call alike (its SeedSequence
         # is built once); a Generator is read at every call
         if isinstance(rng, (np.random.Generator, np.random.BitGenerator)) or rng is None:
@@ -152,6 +159,11 @@ class Estimator:
                                 f"{type(dist).__name__}")
         else:
             dist = self.family(**self.fixed, **params) if self.fixed else self.family(**params)
+        if not (type(self.batch_ndims) is int and self.batch_ndims == 0) or E.is_joint(dist):
+            return score_grad(self.f, dist, self.n, rng=self._rng_arg, baseline=self.baseline,
+                              n_threads=self.n_threads, chunk_size=self.chunk_size,
+                              n_streams=self.n_streams, block_size=self.block_size,
+                              batch_ndims=self.batch_ndims)
         E.check_differentiable(dist)
         kd = self._kernel_of(dist)
         if self._shape != (kd.draw_size, tuple(dist.draw_shape), kd.stats_len):
