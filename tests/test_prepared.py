@@ -173,3 +173,18 @@ def test_batched_and_joint_calls_are_score_grads():
 
     est = mc.Estimator(mc.Joint, f, 4000, rng=3)
     _same(est(J), mc.score_grad(f, J, 4000, rng=3))
+
+
+def test_totals_algebra_squares_as_the_library_pow():
+    """G ** 2 of a NumPy float64 is the C library's pow(G, 2), which for some
+    G differs in the last bit from G * G (the value here)."""
+    from mcscore import _algebra as A
+    from mcscore import _kernels as K
+    G, H, n, c0 = 12821.979972563387, 139222.03663746666, 5003.0, 1.3092974268256818
+    assert G * G != np.float64(G) ** 2  # the case this test is about
+    M = np.zeros((5, 1))
+    for bl, mode in ((None, 0), ("loo", 1)):
+        ref = A.baseline_algebra(c0, np.array([n]), np.array([G]), np.array([H]),
+                                 tuple(m[None] for m in M), bl)
+        got = K.totals_algebra(M, c0, n, G, H, mode)
+        assert got[4] == ref[5] and got[3] == ref[3]

@@ -738,6 +738,18 @@ def stream_totals(double[:, ::1] stats, double[::1] shifts, Py_ssize_t n_coords)
     return c0, n, G, H, out
 
 
+cdef extern from *:
+    """
+    /* pow through the C library, as Python's float ** and NumPy's scalar
+       ** call it: the exponent is read at run time, so the compiler cannot
+       turn pow(x, 2.0) into x * x (which differs from the library's pow in
+       the last bit for some x). */
+    static volatile double mc_pow_two = 2.0;
+    static double mc_square_libm(double x) { return pow(x, mc_pow_two); }
+    """
+    double mc_square_libm(double x) noexcept nogil
+
+
 def totals_algebra(double[:, ::1] M, double c0, double n, double G, double H, int mode,
                    double b=0.0):
     """The score estimate from stream_totals' sums (M of shape (5, P): sums
@@ -763,7 +775,7 @@ def totals_algebra(double[:, ::1] M, double c0, double n, double G, double H, in
         factor = n / (n - 1)
     else:
         e = c0 - b
-    f2 = pow(factor, 2.0)
+    f2 = mc_square_libm(factor)  # factor**2 of a Python float
     for k in range(P):
         mean = (M[2, k] + e * M[0, k]) / n
         v = ((M[4, k] + (2 * e) * M[3, k]) + (e * e) * M[1, k]) - (n * mean) * mean
@@ -779,7 +791,7 @@ def totals_algebra(double[:, ::1] M, double c0, double n, double G, double H, in
             se[k] = factor * sqrt(v / n)
             var[k] = v * f2
         q[k] = var[k] + grad[k] * grad[k]
-    v = H - pow(G, 2.0) / n
+    v = H - mc_square_libm(G) / n  # G ** 2 of a NumPy float64
     if 0.0 > v:  # max(v, 0.0) keeps v unless 0.0 is larger (NaN stays NaN)
         v = 0.0
     return grad_a, se_a, var_a, c0 + G / n, v / (n - 1), q_a
