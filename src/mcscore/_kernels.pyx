@@ -149,13 +149,15 @@ cdef class KernelDist:
         self._keep = keep + mc_set_terms(
             &self.d, t_start, t_kind, t_col, t_a, t_b, t_c,
             mc_family_of(family).name.decode() + "'s score table")
-        self.draw_size = draw_size
-        self.n_coords = self.d.n_coords
-        self.n_units = n_units
-        self.n_cat = n_cat
-        self.per_category = per_category
-        self.stats_len = mc_stats_len(&self.d)
-        self.has_log_column = mc_has_log_column(&self.d)
+        self._set_views()
+
+    cdef void _set_views(self):
+        """The Python-visible sizes, read from the C description."""
+        cdef mc_dist *d = &self.d
+        self.draw_size, self.n_coords, self.n_units, self.n_cat = (
+            d.draw_size, d.n_coords, d.n_units, d.n_cat)
+        self.per_category, self.stats_len = d.per_category, mc_stats_len(d)
+        self.has_log_column = mc_has_log_column(d)
 
     def renewed(self, p0, p1, t_a, t_b, t_c):
         """A KernelDist of the same family, shapes and score-term structure
@@ -186,13 +188,7 @@ cdef class KernelDist:
         out.d.t_b = &vb[0] if T else NULL
         out.d.t_c = &vc[0] if T else NULL
         out._keep = (self._keep, blocks, va, vb, vc)
-        out.draw_size = self.draw_size
-        out.n_coords = self.n_coords
-        out.n_units = self.n_units
-        out.n_cat = self.n_cat
-        out.per_category = self.per_category
-        out.stats_len = self.stats_len
-        out.has_log_column = self.has_log_column
+        out._set_views()
         return out
 
 
