@@ -27,6 +27,9 @@ DISTS = {
     "InverseGamma": mc.InverseGamma([5.5, 7.0], [1.5, 2.0]),
     "Gumbel": mc.Gumbel([0.5, -1.0], [1.5, 0.6]),
     "Weibull": mc.Weibull([1.5, 0.8], [0.9, 2.5]),
+    "MultivariateNormal": mc.MultivariateNormal([0.5, -1.0], scale_tril=[[1.0, 0.0], [0.3, 2.0]]),
+    "LowRankMultivariateNormal": mc.LowRankMultivariateNormal([0.5, -1.0], [[1.0], [0.5]],
+                                                              [0.3, 0.7]),
 }
 
 
@@ -69,10 +72,12 @@ def test_pathwise_spec_covers_every_parameter(name):
     d = DISTS[name]
     rows = d.pathwise_spec()
     assert sorted(r[0] for r in rows) == sorted(d.param_names)
-    for _, kind, a, b in rows:
+    for _, kind, a, b, *explicit in rows:
         assert isinstance(int(kind), int)
-        np.broadcast_to(a, d.draw_shape)
-        np.broadcast_to(b, d.draw_shape)
+        # a row is broadcast onto the draw, or an explicit term list (elem, col)
+        shape = np.shape(explicit[0]) if explicit else d.draw_shape
+        np.broadcast_to(a, shape)
+        np.broadcast_to(b, shape)
 
 
 @pytest.mark.parametrize("name", list(DISTS))
@@ -86,6 +91,8 @@ def test_vi_transforms_map_the_parameter_range(name):
             assert (v > 0).all()
         elif kind == "logit":
             assert ((v > 0) & (v < 1)).all()
+        elif kind == "tril_log_diag":  # a Cholesky factor
+            assert (np.triu(v, 1) == 0).all() and (np.diagonal(v, 0, -2, -1) > 0).all()
         else:
             assert kind == "identity"
 
@@ -93,7 +100,7 @@ def test_vi_transforms_map_the_parameter_range(name):
 @pytest.mark.parametrize("capability, message", [
     ("mean_tangents", "control variate 'delta' is not available for"),
     ("mirror", r"antithetic=True needs a family symmetric about a known point \(Normal, "
-               r"LogNormal, Laplace\); got"),
+               r"LogNormal, Laplace, MultivariateNormal, LowRankMultivariateNormal\); got"),
     ("rsample", "pathwise_grad supports Normal, LogNormal, Exponential, Gamma, Beta"),
 ])
 def test_a_missing_capability_is_a_clear_error(capability, message):

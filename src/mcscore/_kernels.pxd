@@ -43,7 +43,9 @@ cpdef enum:
     MC_INVERSE_GAMMA = 16
     MC_GUMBEL = 17
     MC_WEIBULL = 18
-    MC_N_FAMILIES = 19
+    MC_MULTIVARIATE_NORMAL = 19
+    MC_LOWRANK_MULTIVARIATE_NORMAL = 20
+    MC_N_FAMILIES = 21
 
 # Kinds of score term.  The score of parameter element q is the sum of its
 # terms, each reading one draw coordinate x (the term's column) with
@@ -162,12 +164,28 @@ ctypedef void (*mc_column_fill_fn)(const double *p, bitgen_t *bg, Py_ssize_t m,
 ctypedef void (*mc_score_fn)(const mc_dist *dist, Py_ssize_t t, const double *xt,
                              Py_ssize_t ld, Py_ssize_t m, double *out) noexcept nogil
 
+# accum (optional, NULL for most families): add the score statistics of a
+#       chunk (the five sums of every coordinate, stats + 3 of a stream's row)
+#       for all coordinates at once (a vector family: by BLAS); returns False
+#       when it does not apply (then the per-coordinate evaluator runs).
+ctypedef bint (*mc_accum_fn)(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                             Py_ssize_t ld, const double *fx, double shift,
+                             double *stats) noexcept nogil
+
+# scores (optional): write the scores of every coordinate of a chunk,
+#       out[q * m + i] (n_coords * m doubles); False when it does not apply
+#       (then the per-coordinate evaluator runs).
+ctypedef bint (*mc_scores_fn)(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                              Py_ssize_t ld, double *out) noexcept nogil
+
 ctypedef struct mc_family:
     const char *name
     mc_fill_fn fill          # or NULL, and then:
     mc_column_fill_fn fill_column  # the simple form of a univariate family
     mc_score_fn score        # NULL: every term is a table kind
     bint log_column          # the fill also writes log x (LogNormal)
+    mc_accum_fn accum        # NULL: statistics coordinate by coordinate
+    mc_scores_fn scores      # NULL: scores coordinate by coordinate
 
 cdef const mc_family *mc_family_of(int family) noexcept nogil
 cdef const double *mc_unit_params(const mc_dist *dist, Py_ssize_t j) noexcept nogil

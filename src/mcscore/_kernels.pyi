@@ -31,6 +31,8 @@ MC_CHI2: Final[int]
 MC_INVERSE_GAMMA: Final[int]
 MC_GUMBEL: Final[int]
 MC_WEIBULL: Final[int]
+MC_MULTIVARIATE_NORMAL: Final[int]
+MC_LOWRANK_MULTIVARIATE_NORMAL: Final[int]
 MC_N_FAMILIES: Final[int]
 # score term kinds (the one evaluator; any other kind is rejected)
 SK_AFFINE: Final[int]

@@ -125,6 +125,8 @@ cdef inline Py_ssize_t mc_chunk_len(Py_ssize_t draw_size) noexcept nogil:
 
 include "_kernels_families.pxi"
 
+include "_kernels_multivariate.pxi"
+
 include "_kernels_integrands.pxi"
 
 include "_kernels_scores.pxi"

@@ -199,6 +199,9 @@ def eval_scores(KernelDist dist, x):
     cdef const double *xp = <const double *> cnp.PyArray_DATA(xr)
     if m == 0 or nq == 0:
         return out_arr.T.copy()
+    cdef const mc_family *fam = mc_family_of(dist.d.family)
+    cdef bint block = fam != NULL and fam.scores != NULL
+    cdef double[::1] sc = np.empty(max(1, bs * nq) if block else 1, dtype=np.float64)
     with nogil:
         i0 = 0
         while i0 < m:
@@ -206,6 +209,13 @@ def eval_scores(KernelDist dist, x):
             for k in range(ds):
                 for i in range(cs):
                     col[k * cs + i] = xp[(i0 + i) * ds + k]
+            if block and fam.scores(&dist.d, cs, &col[0], cs, &sc[0]):
+                # a vector family's scores of every coordinate at once
+                for q in range(nq):
+                    for i in range(cs):
+                        out[q, i0 + i] = sc[q * cs + i]
+                i0 += cs
+                continue
             for q in range(nq):
                 mc_score_coord(&dist.d, q, &col[0], cs, NULL, cs, &tmp[0])
                 for i in range(cs):
@@ -230,6 +240,7 @@ cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py
     cdef double abc[3]
     cdef double *acc
     cdef const double *xc
+    cdef const mc_family *fam
     stats[0] += m
     mc_c_gsum(fx, m, shift, stats + 1)
     if dist.per_category:
@@ -243,6 +254,9 @@ cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py
                 acc[3 * q + 1] += g
                 acc[3 * q + 2] += g * g
         return
+    fam = mc_family_of(dist.family)
+    if fam != NULL and fam.accum != NULL and fam.accum(dist, m, xt, ld, fx, shift, stats + 3):
+        return  # a vector family's statistics of every coordinate at once
     for q in range(dist.n_coords):
         xc = mc_score_col(dist, q, xt, ld, lt, m, tmp, &kind, abc)
         mc_c_acc5(kind, xc, fx, m, shift, abc[0], abc[1], abc[2], stats + 3 + 5 * q)

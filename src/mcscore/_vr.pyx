@@ -54,7 +54,8 @@ from mcscore._core cimport (
 )
 from mcscore._kernels cimport (
     mc_dist, mc_workspace, mc_workspaces, mc_workspaces_free, mc_draw_block_polled,
-    mc_score_coord, mc_set_terms, mc_set_draw, mc_unit_params,
+    mc_score_coord, mc_set_terms, mc_set_draw, mc_unit_params, mc_kernel_dist_ptr,
+    mc_family, mc_family_of,
 )
 
 cnp.import_array()
@@ -80,6 +81,8 @@ cpdef enum:
     TK_AUX0 = 6            # aux0[c]                    (Beta concentration1)
     TK_AUX1 = 7            # aux1[c]                    (Beta concentration0)
     TK_DIRICHLET = 8       # aux0[c] (g_c - sum_k g_k x_k over the unit); a = unit, b = K
+    TK_MVN_NOISE = 9       # eps_j = (L^-1 (x - loc))_j of the unit; a = j, b = the unit's
+                           # first column; prm = [d, L^-1 (d*d), loc of every unit] (MVN scale_tril)
 
 cdef enum:
     MAXL = 16

@@ -12,6 +12,9 @@ cdef bint _scores(const mc_dist *tab, const double *xt, Py_ssize_t m, double *ou
     evaluator (mc_score_coord).  Polls the driver (rd, thread tid) per
     coordinate: True when it stopped."""
     cdef Py_ssize_t q
+    cdef const mc_family *fam = mc_family_of(tab.family)
+    if fam != NULL and fam.scores != NULL and fam.scores(tab, m, xt, m, out):
+        return mc_poll(rd, tid)  # a vector family's scores of every coordinate at once
     for q in range(tab.n_coords):
         if mc_poll(rd, tid):
             return True
@@ -118,7 +121,8 @@ def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, dou
               int64_t block_size, int64_t n_streams, int n_threads, Py_ssize_t ds,
               double[:, ::1] xt, double[:, ::1] xt2, double[:, ::1] F, double[:, ::1] F2,
               bint antithetic, bint add_score, Py_ssize_t group,
-              double[:, ::1] stats, double[:, ::1] shifts, int64_t[::1] frow=None):
+              double[:, ::1] stats, double[:, ::1] shifts, int64_t[::1] frow=None,
+              kd=None):
     """Score-function features: per coordinate q, z_l = F_l * s_q (l < J) and,
     with add_score, z_J = s_q (the baseline's control variate).
 
@@ -127,10 +131,21 @@ def acc_score(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta, dou
     `group` consecutive draws, z_0 = 1/(k-1) sum_i (F_0i - mean F_0) s_qi
     (only J = 1, no antithetic); with frow (batched expectations), coordinate
     q's groups use row frow[q] of F (the value feature stays row 0's mean).
+
+    kd: the family's KernelDist, for a table with SK_FAMILY terms (a
+    family's own score kernel reads the family code and parameter blocks).
     """
     cdef _vr_t c = _context()
     cdef Py_ssize_t P = ts.shape[0] - 1, B = block_size
     c.tab.family = -1
+    cdef const mc_dist *src
+    if kd is not None:
+        src = mc_kernel_dist_ptr(kd)
+        c.tab.family = src.family
+        c.tab.n_units = src.n_units
+        c.tab.draw_size = src.draw_size
+        c.tab.prm = src.prm
+        c.tab.prm_len = src.prm_len
     keep = mc_set_terms(&c.tab, ts, tk, tc, ta, tb, tcc, "acc_score's score table")
     c.P = P
     c.J = F.shape[0] if frow is None else 1
@@ -176,7 +191,7 @@ cdef int _cb_pathwise(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssi
                       int tid) noexcept nogil:
     cdef _vr_t *c = <_vr_t *> ctx
     cdef Py_ssize_t P = c.P, ds = c.ds, gl = c.G_ld
-    cdef Py_ssize_t i, q, t, col, j, k, K, base = r * rd.block_size
+    cdef Py_ssize_t i, q, t, col, j, k, K, k0, base = r * rd.block_size
     cdef bint has_aux = c.has_aux
     cdef double *Z = c.buf + tid * c.buf_len
     cdef const double *G = c.G            # G[j, col] is G[j * gl + col]
@@ -202,6 +217,16 @@ cdef int _cb_pathwise(void *ctx, mc_round *rd, Py_ssize_t r, int64_t blk, Py_ssi
                     for k in range(K):
                         a0 = a0 + G[(base + i) * gl + j + k] * x[(j + k) * m + i]
                     acc = acc + x[ds * m + col * m + i] * (G[(base + i) * gl + col] - a0)
+                elif tk[t] == TK_MVN_NOISE:
+                    # dx_i / dL_ij = eps_j, recovered from x by row j of L^-1
+                    j = <Py_ssize_t> ta[t]
+                    k0 = <Py_ssize_t> tb[t]
+                    K = <Py_ssize_t> c.prm[0]
+                    a0 = 0.0
+                    for k in range(j + 1):
+                        a0 = a0 + c.prm[1 + j * K + k] * (x[(k0 + k) * m + i]
+                                                          - c.prm[1 + K * K + k0 + k])
+                    acc = acc + G[(base + i) * gl + col] * a0
                 else:
                     a0 = x[ds * m + col * m + i] if has_aux else 0.0
                     a1 = x[2 * ds * m + col * m + i] if has_aux else 0.0
@@ -216,18 +241,22 @@ def acc_pathwise(int64_t[::1] ts, int[::1] tk, int64_t[::1] tc, double[::1] ta,
                  double[::1] tb, int64_t[::1] blocks, int64_t[::1] slots, int64_t n,
                  int64_t block_size, int64_t n_streams, int n_threads, Py_ssize_t ds,
                  bint has_aux, double[:, ::1] xb, double[:, ::1] G, double[::1] fv,
-                 double[:, ::1] stats, double[:, ::1] shifts):
+                 double[:, ::1] stats, double[:, ::1] shifts, double[::1] prm=None):
     """Pathwise features z_q = sum over the terms t of q of
     grad_f[col_t] * dx_col / dtheta_q (tangent kind tk[t]).
 
     xb rows hold x (ds * m) and, with has_aux, aux0 and aux1 (ds * m each);
     G[r * B + i, c] is grad_f at draw i of block r, fv[r * B + i] is f.
+    prm: the parameters of the tangent kinds that read them (TK_MVN_NOISE).
     """
     cdef _vr_t c = _context()
     _table(&c, ts, tk, tc, ta, tb, None)
     c.ds = ds
     c.has_aux = has_aux
     c.fv = _vec(fv)
+    c.prm = _vec(prm)
+    if (np.asarray(tk) == TK_MVN_NOISE).any() and c.prm == NULL:
+        raise ValueError("acc_pathwise: TK_MVN_NOISE tangents need prm")
     _arrays(&c, xb, None, G, stats, shifts)
     _round(&c, _cb_pathwise, None, blocks, slots, n, block_size, n_streams, n_threads,
            c.P * block_size + 1)

@@ -26,13 +26,21 @@ def _pathwise_table(dist):
     size = dist.draw_size
     dist._kernel_dist()
     coord, col, kind, ta, tb = [], [], [], [], []
-    for name, knd, a, bb in dist.pathwise_spec():
+    for row in dist.pathwise_spec():
+        name, knd, a, bb = row[:4]
         sl, pshape = dist._coord_slices[name]
-        coord.append(sl.start + index_map(pshape, ds))
-        col.append(np.arange(size))
-        kind.append(np.full(size, knd))
-        ta.append(np.broadcast_to(np.asarray(a, float), ds).ravel())
-        tb.append(np.broadcast_to(np.asarray(bb, float), ds).ravel())
+        if len(row) == 6:  # an explicit term list: element elem[i] reaches column col[i]
+            elem, cc = (np.asarray(v, np.int64).ravel() for v in row[4:])
+            shape = elem.shape
+            coord.append(sl.start + elem)
+            col.append(cc)
+        else:
+            shape = ds
+            coord.append(sl.start + index_map(pshape, ds))
+            col.append(np.arange(size))
+        kind.append(np.full(int(np.prod(shape)), knd))
+        ta.append(np.broadcast_to(np.asarray(a, float), shape).ravel())
+        tb.append(np.broadcast_to(np.asarray(bb, float), shape).ravel())
     coord = np.concatenate(coord)
     order = np.argsort(coord, kind="stable")
     P = sum(sl.stop - sl.start for sl, _ in dist._coord_slices.values())
@@ -102,6 +110,8 @@ class PathwiseJob(E.Job):
         self.table = _pathwise_table(dist)
         self.P = len(self.table[0]) - 1
         self.has_aux = dist.rsample_through_gammas
+        # the parameters of tangent kinds that read them (MultivariateNormal)
+        self.prm = getattr(dist, "pathwise_params", lambda: None)()
 
     def buffers(self, R, B):
         return np.empty((R, (3 if self.has_aux else 1) * self.width * B))
@@ -129,4 +139,5 @@ class PathwiseJob(E.Job):
     def accumulate(self, rd, buf, values, threads, stats, shifts):
         fv, G = values
         _vr.acc_pathwise(*self.table, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
-                         self.width, self.has_aux, buf[:len(rd.blocks)], G, fv, stats, shifts)
+                         self.width, self.has_aux, buf[:len(rd.blocks)], G, fv, stats, shifts,
+                         self.prm)

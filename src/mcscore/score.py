@@ -428,7 +428,8 @@ class RlooJob(E.Job):
     def accumulate(self, rd, xt, F, threads, stats, shifts):
         R = len(rd.blocks)
         _vr.acc_score(*self.table, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
-                      self.width, xt[:R], xt[:R], F, F, False, False, self.k, stats, shifts)
+                      self.width, xt[:R], xt[:R], F, F, False, False, self.k, stats, shifts,
+                      kd=self.dist._table_kernel_dist())
 
 
 class BatchedRlooJob(RlooJob):
@@ -465,10 +466,11 @@ class BatchedRlooJob(RlooJob):
 
     def accumulate(self, rd, xt, F, threads, stats, shifts):
         R, gw, nf, B = len(rd.blocks), self.gw, self.nf, rd.B
+        dist = self.dist
         gram = np.ascontiguousarray(stats[:, :gw])
         _vr.acc_score(*self.table, rd.blocks, rd.slots, rd.n, B, rd.n_streams, threads,
                       self.width, xt[:R], xt[:R], F, F, False, False, self.k, gram, shifts,
-                      self.qcol)
+                      self.qcol, kd=dist._table_kernel_dist())
         stats[:, :gw] = gram
         for r, m in enumerate(rd.rows):
             row = stats[rd.slots[r], gw:]

@@ -245,4 +245,4 @@ class ScoreVRJob(E.Job):
         (xt, xt2), (F, F2) = buf, values
         _vr.acc_score(*self.table, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
                       self.width, xt[:R], xt2[:R], F, F2, bool(self.antithetic), True, 1, stats,
-                      shifts)
+                      shifts, kd=self.dist._table_kernel_dist())

@@ -50,10 +50,18 @@ from .score import samples_estimate
 __all__ = ["elbo_grad", "fit", "VIResult", "transforms", "Adam"]
 
 def transforms(q):
-    """{param name: "identity" | "log" | "logit"}: the unconstrained
-    coordinates :func:`fit` optimises for each of q's parameters (the
-    family's ``vi_transforms``)."""
+    """{param name: "identity" | "log" | "logit" | "tril_log_diag"}: the
+    unconstrained coordinates :func:`fit` optimises for each of q's
+    parameters (the family's ``vi_transforms``).  "tril_log_diag" is a
+    Cholesky factor (MultivariateNormal's scale_tril): its entries below the
+    diagonal as they are, the log of its diagonal, the zeros above the
+    diagonal fixed (their gradient is 0)."""
     return q.vi_transforms()
+
+
+def _diag_mask(v):
+    """True on the diagonal of the last two axes of v."""
+    return np.eye(v.shape[-1], dtype=bool)
 
 
 def _to_unconstrained(kind, v):
@@ -61,6 +69,8 @@ def _to_unconstrained(kind, v):
         return np.log(v)
     if kind == "logit":
         return np.log(v) - np.log1p(-v)
+    if kind == "tril_log_diag":
+        return np.where(_diag_mask(v), np.log(np.where(_diag_mask(v), v, 1.0)), np.tril(v))
     return np.array(v, dtype=float)
 
 
@@ -69,15 +79,20 @@ def _from_unconstrained(kind, u):
         return np.exp(u)
     if kind == "logit":
         return 1.0 / (1.0 + np.exp(-u))
+    if kind == "tril_log_diag":
+        return np.where(_diag_mask(u), np.exp(np.where(_diag_mask(u), u, 0.0)), np.tril(u))
     return np.array(u, dtype=float)
 
 
 def _jacobian(kind, v):
-    """d(param)/d(unconstrained) at the parameter value v."""
+    """d(param)/d(unconstrained) at the parameter value v (elementwise: each
+    transform maps every entry by itself)."""
     if kind == "log":
         return v
     if kind == "logit":
         return v * (1.0 - v)
+    if kind == "tril_log_diag":
+        return np.where(_diag_mask(v), v, np.tril(np.ones_like(v), -1))
     return np.ones_like(v)
 
 

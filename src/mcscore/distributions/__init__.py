@@ -43,6 +43,7 @@ from ._continuous import (
     Normal, Weibull,
 )
 from ._joint import Joint, JointDraws
+from ._multivariate import LowRankMultivariateNormal, MultivariateNormal
 from ._discrete import (
     GEOMETRIC_PROBS_MIN, POISSON_RATE_MAX, Bernoulli, Binomial, Geometric,
     NegativeBinomial, Poisson,
@@ -69,6 +70,8 @@ __all__ = [
     "InverseGamma",
     "Gumbel",
     "Weibull",
+    "MultivariateNormal",
+    "LowRankMultivariateNormal",
     "FAMILIES",
     "Joint",
     "JointDraws",
@@ -77,7 +80,8 @@ __all__ = [
 FAMILIES = (
     Normal, LogNormal, Exponential, Gamma, Beta, Poisson, Bernoulli, Binomial,
     Geometric, NegativeBinomial, Categorical, Multinomial, Dirichlet, Laplace,
-    HalfNormal, Chi2, InverseGamma, Gumbel, Weibull,
+    HalfNormal, Chi2, InverseGamma, Gumbel, Weibull, MultivariateNormal,
+    LowRankMultivariateNormal,
 )
 register_families(FAMILIES)
 

@@ -221,6 +221,11 @@ class Distribution:
         return state
 
     # -- kernel description ----------------------------------------------
+    def _table_kernel_dist(self):
+        """The KernelDist the variance-reduction kernels read for SK_FAMILY
+        terms of the score table (a Joint has none: None)."""
+        return self._kernel_dist()
+
     def _kernel_dist(self):
         if self._kernel is None:
             with _BUILD_LOCK:

@@ -145,6 +145,9 @@ class Joint(Distribution):
     def _all_params(self):
         return dict(self._components)
 
+    def _table_kernel_dist(self):
+        return None
+
     def _kernel_dist(self):
         raise TypeError(
             "a Joint has no single kernel description: this estimator takes one family; "
