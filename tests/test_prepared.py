@@ -188,3 +188,13 @@ def test_totals_algebra_squares_as_the_library_pow():
                                  tuple(m[None] for m in M), bl)
         got = K.totals_algebra(M, c0, n, G, H, mode)
         assert got[4] == ref[5] and got[3] == ref[3]
+
+
+def test_multivariate_normal_matches_score_grad():
+    est = mc.Estimator(mc.MultivariateNormal, _sumsq, 2000, rng=4, baseline="loo")
+    for k in range(3):
+        loc = np.array([0.5, -1.0, 0.2]) * k
+        cov = np.array([[2.0, 0.3, 0.0], [0.3, 1.0, 0.1], [0.0, 0.1, 0.5]]) * (1 + k)
+        _same(est(loc=loc, covariance_matrix=cov),
+              mc.score_grad(_sumsq, mc.MultivariateNormal(loc, covariance_matrix=cov), 2000,
+                            rng=4, baseline="loo"))
