@@ -6,7 +6,9 @@ Tables (written to DIR/small_calls.md, default benchmarks/results/):
 
 1. ``score_grad`` at n = 100, 1000, 10000, Normal with d = 5 coordinates,
    f = sum of squares: mcscore with a Python f and fused
-   (``I.sum_of_squares()``), the hand-written NumPy estimator, a PyTorch
+   (``I.sum_of_squares()``), each also through the prepared estimator
+   ``mc.Estimator(mc.Normal, f, n, rng=...)`` called with the step's
+   parameters (the same bits), the hand-written NumPy estimator, a PyTorch
    surrogate-loss step (float64, float32) and JAX (jit of grad of the
    surrogate, float64, float32); time per call, ratio to NumPy, and |z| of
    the gradient against the exact one (exact standard error).
@@ -50,6 +52,9 @@ def score_grad_table(repeats, log):
         factories = {
             "mcscore, Python f": lambda: C.mc_normal_sumsq(n, D, _pyf, SEED),
             "mcscore, fused": lambda: C.mc_normal_sumsq(n, D, I.sum_of_squares(), SEED),
+            "mcscore Estimator, Python f": lambda: C.mc_prepared_normal_sumsq(n, D, _pyf, SEED),
+            "mcscore Estimator, fused": lambda: C.mc_prepared_normal_sumsq(
+                n, D, I.sum_of_squares(), SEED),
             "NumPy by hand": lambda: C.numpy_normal_sumsq(n, D, SEED),
         }
         if n != 2:

@@ -43,6 +43,7 @@ from .distributions import (  # issue 13's families
 from .compare import Comparison, compare_estimators
 from .discrete import disarm_grad, rebar_grad, relaxed_grad
 from .pathwise import pathwise_grad
+from .prepared import Estimator
 from .result import GradientEstimate
 from .score import (
     CALLBACK_SIGNATURES,
@@ -62,8 +63,8 @@ from ._qmc import QMCWarning
 
 __all__ = [
     "Bernoulli", "Beta", "Binomial", "Categorical", "Chi2", "Dirichlet", "Distribution",
-    "Exponential", "FAMILIES", "Gamma", "Geometric", "GradientEstimate", "Gumbel", "HalfNormal",
-    "InverseGamma", "Joint", "Laplace", "LogNormal",
+    "Estimator", "Exponential", "FAMILIES", "Gamma", "Geometric", "GradientEstimate", "Gumbel",
+    "HalfNormal", "InverseGamma", "Joint", "Laplace", "LogNormal",
     "Multinomial", "NegativeBinomial", "Normal", "Poisson", "Weibull", "CALLBACK_SIGNATURES",
     "MultivariateNormal", "LowRankMultivariateNormal",
     "default_block_size", "effective_n_threads", "finance", "integrands", "rl", "vi", "score_grad",

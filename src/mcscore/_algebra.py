@@ -336,34 +336,10 @@ def check_range(dist, grad, var, value, vvar, f_underflow, terms="f * score"):
 
 
 # Below this magnitude of the score sums, the shift and f's sums, the
-# arithmetic of _totals_algebra cannot overflow (products stay below 1e120,
-# n * mean**2 below 1e260 for n <= 2**62), so it runs without an errstate
-# context (which doubles the cost of every small array operation).
+# totals' algebra (_finish_totals) cannot overflow (products stay below
+# 1e120, n * mean**2 below 1e260 for n <= 2**62): every output is finite and
+# the range checks need only their cheap test.
 _SAFE_MAGNITUDE = 1e60
-
-
-def _totals_algebra(Ss, Ss2, Sgs, Sgs2, Sg2s2, c0, n, G, H, baseline):
-    """baseline_algebra on the totals (1-d arrays, scalars), operation for
-    operation; also returns var + grad**2 for the range check."""
-    factor = 1.0
-    if baseline is None:
-        e = c0
-    elif baseline == "loo":
-        e = -G / n
-        factor = n / (n - 1)
-    else:
-        e = c0 - baseline
-    mean = (Sgs + e * Ss) / n
-    var = np.maximum((Sg2s2 + 2 * e * Sgs2 + e * e * Ss2) - n * mean * mean, 0.0) / (n - 1)
-    if factor == 1.0:  # 1.0 * x is x: the multiplications are skipped
-        grad, se = mean, np.sqrt(var / n)
-    else:
-        grad = factor * mean
-        se = factor * np.sqrt(var / n)
-        var = var * factor**2
-    value = c0 + G / n
-    vvar = max(H - G ** 2 / n, 0.0) / (n - 1)
-    return grad, se, var, value, vvar, var + grad * grad
 
 
 class _MomentsBatch:
@@ -416,17 +392,14 @@ def _finish_totals(dist, kd, stats, shifts, baseline, info):
     big = float(np.maximum.reduce(np.abs(M), axis=None)) if M.size else 0.0
     if not (math.isfinite(Gt) and math.isfinite(Ht) and math.isfinite(big)):
         return None
-    G, H = np.float64(Gt), np.float64(Ht)
-    args = (*M, c0, n, G, H, baseline)
     safe = max(big, abs(c0), abs(Gt), abs(Ht), abs(c0 - baseline) if isinstance(baseline, float)
                else 0.0) <= _SAFE_MAGNITUDE
-    if safe:  # finite inputs that cannot overflow: every output is finite
-        grad, se, var, value, vvar, q = _totals_algebra(*args)
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):
-            grad, se, var, value, vvar, q = _totals_algebra(*args)
+    # baseline_algebra on the totals, operation for operation, in one C pass
+    mode, b = ((0, 0.0) if baseline is None else (1, 0.0) if baseline == "loo"
+               else (2, baseline))
+    grad, se, var, value, vvar, q = K.totals_algebra(M, c0, n, Gt, Ht, mode, b)
     n_all = max(1.0, n)
-    f_underflow = float(H) / n_all < TINY_MEAN_SQUARE and abs(float(G)) / n_all > RESOLUTION
+    f_underflow = Ht / n_all < TINY_MEAN_SQUARE and abs(Gt) / n_all > RESOLUTION
     if f_underflow or not q.size or not (np.minimum.reduce(q) >= TINY_MEAN_SQUARE and (
             safe or (math.isfinite(value) and math.isfinite(vvar)
                      and np.maximum.reduce(q) < math.inf))):

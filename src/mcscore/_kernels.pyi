@@ -3,7 +3,7 @@
 The C-level API for other extensions is in _kernels.pxd; these stubs cover
 what Python sees.
 """
-from typing import Final
+from typing import Any, Final, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -124,6 +124,9 @@ class KernelDist:
         t_b: ArrayLike,
         t_c: ArrayLike,
     ) -> None: ...
+    def renewed(
+        self, p0: ArrayLike, p1: ArrayLike, t_a: ArrayLike, t_b: ArrayLike, t_c: ArrayLike
+    ) -> KernelDist: ...
 
 @disjoint_base
 class KernelFunc:
@@ -181,3 +184,10 @@ def stream_totals(
     stats: NDArray[np.float64], shifts: NDArray[np.float64], n_coords: int
 ) -> tuple[float, float, float, float, NDArray[np.float64]]: ...
 def alias_table(probs: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]: ...
+def totals_algebra(
+    M: NDArray[np.float64], c0: float, n: float, G: float, H: float, mode: int, b: float = ...
+) -> tuple[
+    NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], float, float,
+    NDArray[np.float64],
+]: ...
+def pcg64_seed_state(entropy: int | Sequence[int]) -> dict[str, Any]: ...

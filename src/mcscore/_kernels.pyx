@@ -27,10 +27,10 @@ joined with Cython's ``include`` as numpy.random does:
 """
 import numpy as np
 cimport numpy as cnp
-from libc.math cimport log, log1p, exp, sin, cos, isfinite, fabs, INFINITY
+from libc.math cimport log, log1p, exp, sin, cos, isfinite, fabs, INFINITY, sqrt, pow
 from libc.stdlib cimport malloc, free, calloc
 from libc.string cimport memset
-from libc.stdint cimport int64_t, intptr_t
+from libc.stdint cimport int64_t, intptr_t, uint32_t, uint64_t
 from mcscore._core cimport (
     MC_HAVE_OPENMP, mc_omp_max_threads, mc_omp_num_procs, mc_round, mc_round_init,
     mc_round_free, mc_round_threads, mc_drive, mc_poll, mc_fail, mc_alloc_doubles,
@@ -152,13 +152,47 @@ cdef class KernelDist:
         self._keep = keep + mc_set_terms(
             &self.d, t_start, t_kind, t_col, t_a, t_b, t_c,
             mc_family_of(family).name.decode() + "'s score table")
-        self.draw_size = draw_size
-        self.n_coords = self.d.n_coords
-        self.n_units = n_units
-        self.n_cat = n_cat
-        self.per_category = per_category
-        self.stats_len = mc_stats_len(&self.d)
-        self.has_log_column = mc_has_log_column(&self.d)
+        self._set_views()
+
+    cdef void _set_views(self):
+        """The Python-visible sizes, read from the C description."""
+        cdef mc_dist *d = &self.d
+        self.draw_size, self.n_coords, self.n_units, self.n_cat = (
+            d.draw_size, d.n_coords, d.n_units, d.n_cat)
+        self.per_category, self.stats_len = d.per_category, mc_stats_len(d)
+        self.has_log_column = mc_has_log_column(d)
+
+    def renewed(self, p0, p1, t_a, t_b, t_c):
+        """A KernelDist of the same family, shapes and score-term structure
+        (t_start, kinds, columns shared with this one, which never writes
+        them) with new unit parameters p0, p1 and term coefficients a, b, c
+        (the lengths of this one's): what the constructor builds from the
+        same arguments, without re-validating the structure.  Not for
+        per-category (Categorical) kernels, whose alias tables it keeps."""
+        cdef KernelDist out = KernelDist.__new__(KernelDist)
+        cdef Py_ssize_t U = self.d.n_units, L = self.d.prm_len, T = self.d.t_start[self.d.n_coords]
+        cdef double[:, ::1] blocks = np.zeros((0, 0))
+        cdef double[::1] va, vb, vc
+        if self.per_category:
+            raise ValueError("renewed: a per-category kernel keeps its alias tables")
+        if U > 0:
+            blocks = np.concatenate([np.asarray(p, dtype=np.float64).reshape(U, -1)
+                                     for p in (p0, p1)], axis=1)
+            if blocks.shape[1] != L:
+                raise ValueError(f"renewed: {blocks.shape[1]} parameters per unit, expected {L}")
+        va = np.array(t_a, dtype=np.float64, order='C', copy=True).ravel()
+        vb = np.array(t_b, dtype=np.float64, order='C', copy=True).ravel()
+        vc = np.array(t_c, dtype=np.float64, order='C', copy=True).ravel()
+        if va.shape[0] != T or vb.shape[0] != T or vc.shape[0] != T:
+            raise ValueError(f"renewed: the score table has {T} terms")
+        out.d = self.d
+        out.d.prm = &blocks[0, 0] if blocks.shape[0] and blocks.shape[1] else NULL
+        out.d.t_a = &va[0] if T else NULL
+        out.d.t_b = &vb[0] if T else NULL
+        out.d.t_c = &vc[0] if T else NULL
+        out._keep = (self._keep, blocks, va, vb, vc)
+        out._set_views()
+        return out
 
 
 cdef double *_lazy_thresholds(const mc_dist *dist, const mc_func *func) noexcept nogil:
@@ -701,3 +735,146 @@ def stream_totals(double[:, ::1] stats, double[::1] shifts, Py_ssize_t n_coords)
             M[3, q] += row[k + 3] + d * row[k + 1]
             M[4, q] += row[k + 4] + 2.0 * d * row[k + 3] + d2 * row[k + 1]
     return c0, n, G, H, out
+
+
+cdef extern from *:
+    """
+    /* pow through the C library, as Python's float ** and NumPy's scalar
+       ** call it: the exponent is read at run time, so the compiler cannot
+       turn pow(x, 2.0) into x * x (which differs from the library's pow in
+       the last bit for some x). */
+    static volatile double mc_pow_two = 2.0;
+    static double mc_square_libm(double x) { return pow(x, mc_pow_two); }
+    """
+    double mc_square_libm(double x) noexcept nogil
+
+
+def totals_algebra(double[:, ::1] M, double c0, double n, double G, double H, int mode,
+                   double b=0.0):
+    """The score estimate from stream_totals' sums (M of shape (5, P): sums
+    of s, s^2, g s, g s^2, g^2 s^2 with g = f - c0; n draws, G = sum g,
+    H = sum g^2) with the baseline `mode`: 0 none, 1 leave-one-out, 2 the
+    constant b.  Returns (grad, se, var, value, vvar, var + grad**2): the
+    arithmetic of mcscore._algebra.baseline_algebra on one row of totals,
+    operation for operation in IEEE double (the same bits), in one pass
+    instead of a dozen small array operations."""
+    cdef Py_ssize_t P = M.shape[1], k
+    cdef double e, factor = 1.0, f2, mean, v
+    grad_a = np.empty(P)
+    se_a = np.empty(P)
+    var_a = np.empty(P)
+    q_a = np.empty(P)
+    cdef double[::1] grad = grad_a, se = se_a, var = var_a, q = q_a
+    if M.shape[0] != 5:
+        raise ValueError("totals_algebra: M must have 5 rows")
+    if mode == 0:
+        e = c0
+    elif mode == 1:
+        e = -G / n
+        factor = n / (n - 1)
+    else:
+        e = c0 - b
+    f2 = mc_square_libm(factor)  # factor**2 of a Python float
+    for k in range(P):
+        mean = (M[2, k] + e * M[0, k]) / n
+        v = ((M[4, k] + (2 * e) * M[3, k]) + (e * e) * M[1, k]) - (n * mean) * mean
+        if not (v > 0.0 or v != v):  # np.maximum(v, 0.0): NaN stays NaN
+            v = 0.0
+        v = v / (n - 1)
+        if factor == 1.0:
+            grad[k] = mean
+            se[k] = sqrt(v / n)
+            var[k] = v
+        else:
+            grad[k] = factor * mean
+            se[k] = factor * sqrt(v / n)
+            var[k] = v * f2
+        q[k] = var[k] + grad[k] * grad[k]
+    v = H - mc_square_libm(G) / n  # G ** 2 of a NumPy float64
+    if 0.0 > v:  # max(v, 0.0) keeps v unless 0.0 is larger (NaN stays NaN)
+        v = 0.0
+    return grad_a, se_a, var_a, c0 + G / n, v / (n - 1), q_a
+
+
+cdef extern from *:
+    """
+    /* NumPy's SeedSequence (pool of 4 32-bit words) and its generate_state,
+       the seeding of a PCG64 from it, in C: the same words as
+       numpy.random.SeedSequence(entropy).generate_state(4, np.uint64). */
+    #define MC_SS_INIT_A 0x43b0d7e5U
+    #define MC_SS_MULT_A 0x931e8875U
+    #define MC_SS_INIT_B 0x8b51f9ddU
+    #define MC_SS_MULT_B 0x58f38dedU
+    #define MC_SS_MIX_L 0xca01f9ddU
+    #define MC_SS_MIX_R 0x4973f715U
+
+    static inline uint32_t mc_ss_hashmix(uint32_t v, uint32_t *h) {
+        v ^= *h;
+        *h *= MC_SS_MULT_A;
+        v *= *h;
+        v ^= v >> 16;
+        return v;
+    }
+
+    static inline uint32_t mc_ss_mix(uint32_t x, uint32_t y) {
+        uint32_t r = MC_SS_MIX_L * x - MC_SS_MIX_R * y;
+        r ^= r >> 16;
+        return r;
+    }
+
+    /* ent: the assembled entropy (n 32-bit words); out: 8 words */
+    static void mc_ss_state(const uint32_t *ent, Py_ssize_t n, uint32_t *out) {
+        uint32_t pool[4], h = MC_SS_INIT_A, d;
+        Py_ssize_t i, j;
+        for (i = 0; i < 4; i++) pool[i] = mc_ss_hashmix(i < n ? ent[i] : 0U, &h);
+        for (i = 0; i < 4; i++)
+            for (j = 0; j < 4; j++)
+                if (i != j) pool[j] = mc_ss_mix(pool[j], mc_ss_hashmix(pool[i], &h));
+        for (i = 4; i < n; i++)
+            for (j = 0; j < 4; j++) pool[j] = mc_ss_mix(pool[j], mc_ss_hashmix(ent[i], &h));
+        h = MC_SS_INIT_B;
+        for (i = 0; i < 8; i++) {
+            d = pool[i % 4];
+            d ^= h;
+            h *= MC_SS_MULT_B;
+            d *= h;
+            d ^= d >> 16;
+            out[i] = d;
+        }
+    }
+    """
+    void mc_ss_state(const uint32_t *ent, Py_ssize_t n, uint32_t *out) noexcept nogil
+
+
+_PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645
+_M128 = (1 << 128) - 1
+
+
+def pcg64_seed_state(entropy):
+    """The state dict of numpy.random.PCG64(numpy.random.SeedSequence(entropy))
+    (entropy: a non-negative int or a sequence of them, no spawn key), in a
+    few microseconds instead of the SeedSequence's tens."""
+    cdef uint32_t[::1] ent
+    cdef uint32_t out[8]
+    words = []
+    for v in ([entropy] if isinstance(entropy, int) else entropy):
+        v = int(v)
+        if v < 0:
+            raise ValueError("entropy must be non-negative")
+        if v == 0:
+            words.append(0)
+        while v > 0:
+            words.append(v & 0xFFFFFFFF)
+            v >>= 32
+    ent = np.array(words, dtype=np.uint32) if words else np.zeros(1, dtype=np.uint32)
+    mc_ss_state(&ent[0], len(words), out)
+    s0 = out[0] | (<uint64_t> out[1] << 32)
+    s1 = out[2] | (<uint64_t> out[3] << 32)
+    i0 = out[4] | (<uint64_t> out[5] << 32)
+    i1 = out[6] | (<uint64_t> out[7] << 32)
+    initstate = (int(s0) << 64) | int(s1)
+    inc = (((int(i0) << 64) | int(i1)) << 1 | 1) & _M128
+    state = (inc + initstate) & _M128                # state 0, one step: inc
+    state = (state * _PCG_MULT + inc) & _M128        # and a second step
+    return {"bit_generator": "PCG64", "state": {"state": state, "inc": inc},
+            "has_uint32": 0, "uinteger": 0}

@@ -21,19 +21,9 @@ cdef extern from *:
             for (i = 0; i < m; i++) col[i] = (EXPR);                          \
         }
     /* Beta: p = [concentration1, concentration0] */
-    MC_COLUMN_FILL(mc_fill_beta, random_beta(bg, p[0], p[1]))
-    /* Poisson: p = [rate] */
-    MC_COLUMN_FILL(mc_fill_poisson, (double)random_poisson(bg, p[0]))
-    /* Bernoulli: p = [probs] */
-    MC_COLUMN_FILL(mc_fill_bernoulli, random_standard_uniform(bg) < p[0] ? 1.0 : 0.0)
-    /* Geometric: p = [probs]; numpy counts the trials up to and including
-       the first success, torch the failures before it */
-    MC_COLUMN_FILL(mc_fill_geometric, (double)(random_geometric(bg, p[0]) - 1))
     /* NegativeBinomial: p = [probs, total_count]; successes (prob p[0])
        before total_count failures == numpy's failures before total_count
        successes with success probability 1 - p[0] */
-    MC_COLUMN_FILL(mc_fill_negative_binomial,
-                   (double)random_negative_binomial(bg, p[1], 1.0 - p[0]))
     /* Laplace: p = [loc, scale]; NumPy inverts one uniform per draw */
     MC_COLUMN_FILL(mc_fill_laplace, random_laplace(bg, p[0], p[1]))
     /* HalfNormal: p = [scale]; |scale * z| of one standard normal per draw */
@@ -67,14 +57,6 @@ cdef extern from *:
     }
     MC_COLUMN_FILL(mc_fill_von_mises, mc_von_mises_draw(bg, p[0], p[1]))
     """
-    void mc_fill_beta(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
-    void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
-    void mc_fill_bernoulli(const double *p, bitgen_t *bg, Py_ssize_t m,
-                           double *col) noexcept nogil
-    void mc_fill_geometric(const double *p, bitgen_t *bg, Py_ssize_t m,
-                           double *col) noexcept nogil
-    void mc_fill_negative_binomial(const double *p, bitgen_t *bg, Py_ssize_t m,
-                                   double *col) noexcept nogil
     void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_half_normal(const double *p, bitgen_t *bg, Py_ssize_t m,
                              double *col) noexcept nogil
@@ -91,6 +73,291 @@ cdef extern from *:
                              double *col) noexcept nogil
     void mc_fill_von_mises(const double *p, bitgen_t *bg, Py_ssize_t m,
                            double *col) noexcept nogil
+
+
+cdef extern from *:
+    """
+    /* Column fills that give NumPy's draws bit for bit (the same uniforms
+       or exponentials in the same order, the same arithmetic on them) with
+       the per-column work done once per column instead of once per draw,
+       and the uniforms made by NumPy's fill loops. */
+    static inline double mc_next_double(bitgen_t *bg) {
+        return bg->next_double(bg->state);
+    }
+
+    /* Bernoulli: p = [probs]; x = (u < p) for one uniform u per draw, as
+       NumPy's random() < p; compared branch-free in a second pass (an
+       unpredictable branch per draw cost more than the draw). */
+    static void mc_fill_bernoulli(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        const double pr = p[0];
+        random_standard_uniform_fill(bg, m, col);
+        for (i = 0; i < m; i++) col[i] = (double)(col[i] < pr);
+    }
+
+    /* Poisson: p = [rate]; NumPy's random_poisson: rate >= 10 by its
+       PTRS, 0 at rate 0, below by multiplying uniforms until the product
+       falls to exp(-rate) (computed here once per column, not per draw). */
+    static void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        const double lam = p[0];
+        double enlam, prod;
+        int64_t x;
+        if (lam >= 10 || lam == 0) {
+            for (i = 0; i < m; i++) col[i] = (double)random_poisson(bg, lam);
+            return;
+        }
+        enlam = exp(-lam);
+        for (i = 0; i < m; i++) {
+            x = 0;
+            prod = 1.0;
+            for (;;) {
+                prod *= mc_next_double(bg);
+                if (!(prod > enlam)) break;
+                x += 1;
+            }
+            col[i] = (double)x;
+        }
+    }
+
+    /* Geometric: p = [probs]; numpy counts the trials up to and including
+       the first success, torch the failures before it.  NumPy's
+       random_geometric: for p >= 1/3 a search on one uniform per draw, below
+       the inversion ceil(-E / log1p(-p)) of one standard exponential E
+       (log1p(-p) once per column here). */
+    static void mc_fill_geometric(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        const double pr = p[0], q = 1.0 - pr;
+        double u, sum, prod, z, l;
+        int64_t x;
+        if (pr >= 0.333333333333333333333333) {
+            random_standard_uniform_fill(bg, m, col);
+            for (i = 0; i < m; i++) {
+                u = col[i];
+                x = 1;
+                sum = prod = pr;
+                while (u > sum) {
+                    prod *= q;
+                    sum += prod;
+                    x++;
+                }
+                col[i] = (double)(x - 1);
+            }
+            return;
+        }
+        l = log1p(-pr);
+        random_standard_exponential_fill(bg, m, col);
+        for (i = 0; i < m; i++) {
+            z = ceil(-col[i] / l);
+            x = z >= 9.223372036854776e+18 ? INT64_MAX : (int64_t)z;
+            col[i] = (double)(x - 1);
+        }
+    }
+
+    /* Binomial(n, p) as NumPy's random_binomial draws it, bit for bit.
+       Where NumPy inverts (min(p, 1 - p) * n <= 30) the probabilities it
+       walks are tabulated once (the same products and quotients, in the
+       same order) instead of recomputed, with a division, at every step of
+       every draw; elsewhere (tab == NULL) NumPy's own function. */
+    #define MC_BINOM_TABLE 128
+    typedef struct { double *tab; int64_t n, bound; int flip; } mc_binom_t;
+
+    /* t->tab must hold MC_BINOM_TABLE doubles (or be NULL: no table) */
+    static void mc_binom_init(mc_binom_t *t, double p, int64_t n) {
+        double pp, q, npq;
+        int64_t k;
+        t->n = n;
+        t->bound = 0;
+        t->flip = !(p <= 0.5);
+        if (n == 0 || p == 0.0f) {          /* NumPy: 0 */
+            if (t->tab != NULL) t->tab[0] = INFINITY;
+            return;
+        }
+        pp = t->flip ? 1.0 - p : p;
+        q = 1.0 - pp;
+        npq = n * pp;
+        if (t->tab == NULL || !(npq <= 30.0)) {
+            t->tab = NULL;
+            return;
+        }
+        t->bound = (int64_t)fmin((double)n, npq + 10.0 * sqrt(npq * q + 1));
+        if (t->bound >= MC_BINOM_TABLE) {
+            t->tab = NULL;
+            return;
+        }
+        t->tab[0] = exp(n * log(q));
+        for (k = 1; k <= t->bound; k++)
+            t->tab[k] = ((n - k + 1) * pp * t->tab[k - 1]) / (k * q);
+    }
+
+    static inline int64_t mc_binom_draw(bitgen_t *bg, const mc_binom_t *t, double p,
+                                        binomial_t *b) {
+        int64_t x = 0;
+        double u;
+        if (t->tab == NULL) return random_binomial(bg, p, t->n, b);
+        if (t->n == 0 || p == 0.0f) return 0;
+        u = mc_next_double(bg);
+        while (u > t->tab[x]) {
+            if (x + 1 > t->bound) {
+                x = 0;
+                u = mc_next_double(bg);
+                continue;
+            }
+            u -= t->tab[x];
+            x++;
+        }
+        return t->flip ? t->n - x : x;
+    }
+
+    static void mc_binomial_column(bitgen_t *bg, double p, int64_t n, Py_ssize_t m,
+                                   double *col, binomial_t *b) {
+        Py_ssize_t i;
+        double tab[MC_BINOM_TABLE];
+        mc_binom_t t;
+        t.tab = tab;
+        mc_binom_init(&t, p, n);
+        for (i = 0; i < m; i++) col[i] = (double)mc_binom_draw(bg, &t, p, b);
+    }
+
+    /* Multinomial(n, p) draws of one unit (K categories) into x[k * ld + i]
+       as NumPy's random_multinomial makes them, bit for bit: category j
+       takes Binomial(left, p_j / (1 - p_0 - ... - p_{j-1})) of the trials
+       left, until none is left.  For n <= MC_MULTI_MAX_N the binomials'
+       tables are built for each (category, trials left) when first needed
+       (one chunk of draws needs few of them).  Returns -1 when out of
+       memory. */
+    #define MC_MULTI_MAX_N 64
+    static void mc_multinomial_unit(bitgen_t *bg, int64_t n, const double *pix, Py_ssize_t K,
+                                    Py_ssize_t m, double *x, Py_ssize_t ld, int64_t *ibuf,
+                                    binomial_t *b) {
+        Py_ssize_t i, j, k;
+        double rem = 1.0, *pj = NULL, *tabs = NULL;
+        mc_binom_t *ts = NULL, *t;
+        int64_t dn, v;
+        if (n >= 0 && n <= MC_MULTI_MAX_N && K >= 2) {
+            pj = (double *)malloc(sizeof(double) * K);
+            ts = (mc_binom_t *)calloc((size_t)(K - 1) * (n + 1), sizeof(mc_binom_t));
+            tabs = (double *)malloc(sizeof(double) * (size_t)(K - 1) * (n + 1) * (n + 1));
+        }
+        if (pj == NULL || ts == NULL || tabs == NULL) {  /* NumPy's loop as it is */
+            free(pj); free(ts); free(tabs);
+            for (i = 0; i < m; i++) {
+                memset(ibuf, 0, sizeof(int64_t) * K);
+                random_multinomial(bg, n, ibuf, (double *)pix, K, b);
+                for (k = 0; k < K; k++) x[k * ld + i] = (double)ibuf[k];
+            }
+            return;
+        }
+        for (j = 0; j < K - 1; j++) {   /* the conditional probabilities, as NumPy's loop */
+            pj[j] = pix[j] / rem;
+            rem -= pix[j];
+        }
+        for (i = 0; i < m; i++) {
+            for (k = 0; k < K; k++) x[k * ld + i] = 0.0;
+            dn = n;
+            for (j = 0; j < K - 1; j++) {
+                t = &ts[j * (n + 1) + dn];
+                if (t->n != dn || (t->tab == NULL && t->bound != -1)) {
+                    /* first use: a table of bound + 1 <= dn + 1 <= n + 1 values */
+                    t->tab = tabs + (j * (n + 1) + dn) * (n + 1);
+                    mc_binom_init(t, pj[j], dn);
+                    if (t->tab == NULL) t->bound = -1;  /* set up: NumPy's own draw */
+                }
+                v = mc_binom_draw(bg, t, pj[j], b);
+                x[j * ld + i] = (double)v;
+                dn -= v;
+                if (dn <= 0) break;
+            }
+            if (dn > 0) x[(K - 1) * ld + i] = (double)dn;
+        }
+        free(pj); free(ts); free(tabs);
+    }
+
+    /* Gamma(shape, 1) draws as NumPy's random_standard_gamma makes them,
+       bit for bit, with the constants of its shape > 1 method (Marsaglia
+       and Tsang's, one normal and one uniform per try) computed once per
+       column: b = shape - 1/3, c = 1 / sqrt(9 b).  Other shapes go to
+       NumPy's function. */
+    typedef struct { double shape, b, c; int mt; } mc_gamma_t;
+
+    static inline void mc_gamma_init(mc_gamma_t *g, double shape) {
+        g->shape = shape;
+        g->mt = shape > 1.0;
+        g->b = shape - 1. / 3.;
+        g->c = g->mt ? 1. / sqrt(9 * g->b) : 0.0;
+    }
+
+    static inline double mc_gamma_draw(bitgen_t *bg, const mc_gamma_t *g) {
+        double x, v, u;
+        if (!g->mt) return random_standard_gamma(bg, g->shape);
+        for (;;) {
+            do {
+                x = random_standard_normal(bg);
+                v = 1.0 + g->c * x;
+            } while (v <= 0.0);
+            v = v * v * v;
+            u = mc_next_double(bg);
+            if (u < 1.0 - 0.0331 * (x * x) * (x * x)) return g->b * v;
+            if (log(u) < 0.5 * x * x + g->b * (1. - v + log(v))) return g->b * v;
+        }
+    }
+
+    /* Gamma: p = [concentration, rate] */
+    static void mc_fill_gamma(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        const double scale = 1.0 / p[1];
+        mc_gamma_t g;
+        mc_gamma_init(&g, p[0]);
+        for (i = 0; i < m; i++) col[i] = mc_gamma_draw(bg, &g) * scale;
+    }
+
+    /* Beta: p = [concentration1, concentration0]; NumPy's random_beta:
+       Johnk's method when both are <= 1, else Ga / (Ga + Gb) of two
+       gammas drawn in that order */
+    static void mc_fill_beta(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        double ga, gb;
+        mc_gamma_t a, b;
+        if (p[0] <= 1.0 && p[1] <= 1.0) {
+            for (i = 0; i < m; i++) col[i] = random_beta(bg, p[0], p[1]);
+            return;
+        }
+        mc_gamma_init(&a, p[0]);
+        mc_gamma_init(&b, p[1]);
+        for (i = 0; i < m; i++) {
+            ga = mc_gamma_draw(bg, &a);
+            gb = mc_gamma_draw(bg, &b);
+            col[i] = ga / (ga + gb);
+        }
+    }
+
+    /* NegativeBinomial: p = [probs, total_count]; successes (prob p[0])
+       before total_count failures == NumPy's failures before total_count
+       successes with success probability 1 - p[0]: NumPy's
+       random_negative_binomial, a Poisson of rate scale * Gamma(total_count)
+       with scale = (1 - q) / q, q = 1 - p[0] */
+    static void mc_fill_negative_binomial(const double *p, bitgen_t *bg, Py_ssize_t m,
+                                          double *col) {
+        Py_ssize_t i;
+        const double q = 1.0 - p[0], scale = (1 - q) / q;
+        mc_gamma_t g;
+        mc_gamma_init(&g, p[1]);
+        for (i = 0; i < m; i++)
+            col[i] = (double)random_poisson(bg, scale * mc_gamma_draw(bg, &g));
+    }
+    """
+    void mc_fill_gamma(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_beta(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_negative_binomial(const double *p, bitgen_t *bg, Py_ssize_t m,
+                                   double *col) noexcept nogil
+    void mc_binomial_column(bitgen_t *bg, double p, int64_t n, Py_ssize_t m, double *col,
+                            binomial_t *b) noexcept nogil
+    void mc_multinomial_unit(bitgen_t *bg, int64_t n, const double *pix, Py_ssize_t K,
+                             Py_ssize_t m, double *x, Py_ssize_t ld, int64_t *ibuf,
+                             binomial_t *b) noexcept nogil
+    void mc_fill_bernoulli(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_geometric(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
 
 
 cdef mc_family _FAMILY_TABLE[MC_N_FAMILIES]
@@ -175,24 +442,12 @@ cdef void _fill_exponential(const double *p, bitgen_t *bg, Py_ssize_t m,
 
 
 
-cdef void _fill_gamma(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil:
-    # p = [concentration, rate]
-    cdef double a = p[0], scale = 1.0 / p[1]
-    cdef Py_ssize_t i
-    for i in range(m):
-        col[i] = random_standard_gamma(bg, a) * scale
-
-
-
 cdef void _fill_binomial(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
                          double *xt, Py_ssize_t ld, double *lt,
                          mc_workspace *ws) noexcept nogil:
     # p = [probs, total_count]; ws.binom caches NumPy's per-parameter setup
     cdef const double *p = mc_unit_params(dist, j)
-    cdef int64_t n = <int64_t> p[1]
-    cdef Py_ssize_t i
-    for i in range(m):
-        xt[j * ld + i] = <double> random_binomial(bg, p[0], n, &ws.binom)
+    mc_binomial_column(bg, p[0], <int64_t> p[1], m, xt + j * ld, &ws.binom)
 
 
 
@@ -212,13 +467,8 @@ cdef void _fill_multinomial(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_
                             mc_workspace *ws) noexcept nogil:
     # p = [probs (K), total_count]; columns j*K .. j*K+K-1
     cdef const double *p = mc_unit_params(dist, j)
-    cdef Py_ssize_t i, k, K = dist.n_cat
-    for i in range(m):
-        # numpy stops early once all trials are placed: zero first.
-        memset(ws.ibuf, 0, sizeof(int64_t) * K)
-        random_multinomial(bg, <int64_t> p[K], ws.ibuf, <double *> p, K, &ws.binom)
-        for k in range(K):
-            xt[(j * K + k) * ld + i] = <double> ws.ibuf[k]
+    cdef Py_ssize_t K = dist.n_cat
+    mc_multinomial_unit(bg, <int64_t> p[K], p, K, m, xt + j * K * ld, ld, ws.ibuf, &ws.binom)
 
 
 
@@ -288,7 +538,7 @@ cdef void _fill_one_hot_categorical(const mc_dist *dist, Py_ssize_t j, bitgen_t 
 # The family table.  Column fills (the simple form, mc_column_fill_fn):
 _register_column(MC_NORMAL, b"Normal", _fill_normal)
 _register_column(MC_EXPONENTIAL, b"Exponential", _fill_exponential)
-_register_column(MC_GAMMA, b"Gamma", _fill_gamma)
+_register_column(MC_GAMMA, b"Gamma", mc_fill_gamma)
 _register_column(MC_BETA, b"Beta", mc_fill_beta)
 _register_column(MC_POISSON, b"Poisson", mc_fill_poisson)
 _register_column(MC_BERNOULLI, b"Bernoulli", mc_fill_bernoulli)

@@ -96,19 +96,29 @@ _POOL_SIZE = np.random.SeedSequence(0).pool_size  # of SeedSequence(int)
 
 def _root_generator(root, seed=None):
     """PCG64(root), from the cached state when root's entropy is an int.
-    With root None, the root is SeedSequence(seed) (an int seed), built only
-    when its state is not cached."""
+    With root None, the root is SeedSequence(seed) (an int seed, or the list
+    of words a Generator drew), never built: its PCG64 state is computed by
+    K.pcg64_seed_state (cached for int seeds)."""
     if root is not None and type(root.entropy) is not int:
         return np.random.PCG64(root)
+    if root is None and type(seed) is not int:
+        # the entropy a Generator drew (a list of words): a new root every
+        # call, seeded in C (K.pcg64_seed_state: the state PCG64(
+        # SeedSequence(seed)) has, without building the SeedSequence)
+        bg = np.random.PCG64(_NO_SEED)
+        bg.state = K.pcg64_seed_state(seed)
+        return bg
     key = ((seed, (), _POOL_SIZE) if root is None
            else (root.entropy, tuple(root.spawn_key), root.pool_size))
     state = _ROOT_STATES.get(key)
     if state is None:
-        bg = np.random.PCG64(root if root is not None else np.random.SeedSequence(seed))
+        if root is None or (not root.spawn_key and root.pool_size == _POOL_SIZE):
+            state = K.pcg64_seed_state(seed if root is None else root.entropy)
+        else:
+            state = np.random.PCG64(root).state
         if len(_ROOT_STATES) >= _ROOT_STATES_MAX:
             _ROOT_STATES.clear()
-        _ROOT_STATES[key] = bg.state
-        return bg
+        _ROOT_STATES[key] = state
     bg = np.random.PCG64(_NO_SEED)
     bg.state = state
     return bg
@@ -122,7 +132,8 @@ def stream_bit_generators(root, streams, seed=None):
     s * (phi - 1) * 2**128 steps, so the streams are far-apart,
     non-overlapping pieces of one PCG64 sequence, and stream s does not
     depend on how many streams a call uses (a Dask worker rebuilds its
-    streams alone).  root None stands for SeedSequence(seed), seed an int."""
+    streams alone).  root None stands for SeedSequence(seed), seed an int
+    or a list of ints (the entropy a Generator drew)."""
     first = _root_generator(root, seed)
     state = None
     out = []
@@ -171,6 +182,13 @@ class Plan:
         self.n, self.n_streams, self.block_size, self.n_blocks, self.used = shape
         if type(rng) is int and rng >= 0:  # SeedSequence(rng), built when needed
             self._seed, self._root = rng, None
+        elif isinstance(rng, (np.random.Generator, np.random.BitGenerator)):
+            # V.root_seed_sequence's entropy (four raw words of the
+            # generator), its SeedSequence built only when needed
+            bg = rng.bit_generator if isinstance(rng, np.random.Generator) else rng
+            with bg.lock:
+                words = bg.random_raw(4)
+            self._seed, self._root = [int(w) for w in words], None
         else:
             self._seed, self._root = None, V.root_seed_sequence(rng)
         work = min(self.used, max(1, (self.n * int(draw_size)) // SERIAL_VALUES))
