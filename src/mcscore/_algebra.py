@@ -225,28 +225,30 @@ def baseline_centre(cq, Gt, count, mom, baseline):
     and coordinate for "optimal")."""
     n = float(count.sum())
     Ss, Ss2, Sgs, Sgs2, _ = mom
-    factor = 1.0
+    if baseline != "optimal":
+        return simple_centre(cq, Gt, n, baseline)
+    if np.count_nonzero(count) < 2:
+        raise ValueError(
+            "baseline='optimal' is cross-fitted across streams and needs draws in at "
+            f"least 2 streams; n={int(n)} fills only one block: use a larger n, a smaller "
+            "block_size, or score_grad_from_samples"
+        )
+    num = Sgs2.sum(0) - Sgs2
+    den = Ss2.sum(0) - Ss2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = np.where(den > 0, -num / den, -Gt / n)
+    return e, 1.0
+
+
+def simple_centre(c, G, n, baseline):
+    """(e, factor) of the baselines that need the totals only: None (e = c,
+    the shift), "loo" (e = -G / n, factor n / (n - 1)) or a number b
+    (e = c - b); see baseline_centre."""
     if baseline is None:
-        e = cq
-    elif baseline == "loo":
-        e = -Gt / n
-        factor = n / (n - 1)
-    elif baseline == "optimal":
-        if np.count_nonzero(count) < 2:
-            raise ValueError(
-                "baseline='optimal' is cross-fitted across streams and needs draws in at "
-                f"least 2 streams; n={int(n)} fills only one block: use a larger n, a smaller "
-                "block_size, or score_grad_from_samples"
-            )
-        tot2 = Sgs2.sum(0)
-        totss = Ss2.sum(0)
-        num = tot2 - Sgs2
-        den = totss - Ss2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            e = np.where(den > 0, -num / den, -Gt / n)
-    else:
-        e = cq - baseline
-    return e, factor
+        return c, 1.0
+    if baseline == "loo":
+        return -G / n, n / (n - 1)
+    return c - baseline, 1.0
 
 
 def score_stream_means(dist, kd, stats, shifts, baseline):
@@ -345,14 +347,7 @@ _SAFE_MAGNITUDE = 1e60
 def _totals_algebra(Ss, Ss2, Sgs, Sgs2, Sg2s2, c0, n, G, H, baseline):
     """baseline_algebra on the totals (1-d arrays, scalars), operation for
     operation; also returns var + grad**2 for the range check."""
-    factor = 1.0
-    if baseline is None:
-        e = c0
-    elif baseline == "loo":
-        e = -G / n
-        factor = n / (n - 1)
-    else:
-        e = c0 - baseline
+    e, factor = simple_centre(c0, G, n, baseline)
     mean = (Sgs + e * Ss) / n
     var = np.maximum((Sg2s2 + 2 * e * Sgs2 + e * e * Ss2) - n * mean * mean, 0.0) / (n - 1)
     if factor == 1.0:  # 1.0 * x is x: the multiplications are skipped
