@@ -62,3 +62,49 @@ def test_disabled_bar_is_silent(capsys):
     bar.set_postfix_str("a")
     bar.close()
     assert capsys.readouterr() == ("", "")
+
+
+def _signature_default(fn, name="progress"):
+    import inspect
+
+    return inspect.signature(fn).parameters[name].default
+
+
+def test_every_progress_option_defaults_to_false():
+    from mcscore import finance, rl, vi
+
+    for fn in (mc.score_grad, vi.fit, rl.reinforce, finance.greeks):
+        assert _signature_default(fn) is False, fn.__qualname__
+
+
+def test_vi_fit_and_reinforce_without_tqdm_print_lines(no_tqdm, capsys):
+    from mcscore import rl, vi
+
+    q = mc.Normal(np.zeros(2), np.ones(2))
+    a = vi.fit(lambda x: -0.5 * (x ** 2).sum(-1), q, steps=5, n=20, rng=0, progress=True)
+    err = capsys.readouterr().err
+    assert "VI (Adam): 100.0% (5/5 its" in err
+    b = vi.fit(lambda x: -0.5 * (x ** 2).sum(-1), q, steps=5, n=20, rng=0)
+    np.testing.assert_array_equal(a.elbo, b.elbo)
+    rl.reinforce(rl.CartPole(), rl.SoftmaxPolicy(5, 2), iterations=2, episodes=4, rng=0,
+                 progress=True)
+    assert "REINFORCE: 100.0% (2/2 its" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("payoff", ["call", "path"])
+def test_greeks_accepts_progress_and_keeps_the_bits(no_tqdm, capsys, payoff):
+    from mcscore import finance
+
+    kw = dict(spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=1.0, n=20_000, rng=3)
+    if payoff == "path":
+        p = finance.Payoff(lambda s: np.maximum(s[:, -1, 0] - 100.0, 0.0))
+        kw.update(steps=4)
+    else:
+        p = "call"
+    a = finance.greeks(p, progress=True, **kw)
+    err = capsys.readouterr().err
+    assert "greeks: 100.0% (20,000/20,000 its" in err
+    b = finance.greeks(p, **kw)
+    assert a.price == b.price and a.delta == b.delta and a.stderr == b.stderr
+    with pytest.raises(TypeError, match="progress"):
+        finance.greeks(p, progress="yes", **kw)

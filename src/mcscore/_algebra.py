@@ -225,28 +225,30 @@ def baseline_centre(cq, Gt, count, mom, baseline):
     and coordinate for "optimal")."""
     n = float(count.sum())
     Ss, Ss2, Sgs, Sgs2, _ = mom
-    factor = 1.0
+    if baseline != "optimal":
+        return simple_centre(cq, Gt, n, baseline)
+    if np.count_nonzero(count) < 2:
+        raise ValueError(
+            "baseline='optimal' is cross-fitted across streams and needs draws in at "
+            f"least 2 streams; n={int(n)} fills only one block: use a larger n, a smaller "
+            "block_size, or score_grad_from_samples"
+        )
+    num = Sgs2.sum(0) - Sgs2
+    den = Ss2.sum(0) - Ss2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = np.where(den > 0, -num / den, -Gt / n)
+    return e, 1.0
+
+
+def simple_centre(c, G, n, baseline):
+    """(e, factor) of the baselines that need the totals only: None (e = c,
+    the shift), "loo" (e = -G / n, factor n / (n - 1)) or a number b
+    (e = c - b); see baseline_centre."""
     if baseline is None:
-        e = cq
-    elif baseline == "loo":
-        e = -Gt / n
-        factor = n / (n - 1)
-    elif baseline == "optimal":
-        if np.count_nonzero(count) < 2:
-            raise ValueError(
-                "baseline='optimal' is cross-fitted across streams and needs draws in at "
-                f"least 2 streams; n={int(n)} fills only one block: use a larger n, a smaller "
-                "block_size, or score_grad_from_samples"
-            )
-        tot2 = Sgs2.sum(0)
-        totss = Ss2.sum(0)
-        num = tot2 - Sgs2
-        den = totss - Ss2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            e = np.where(den > 0, -num / den, -Gt / n)
-    else:
-        e = cq - baseline
-    return e, factor
+        return c, 1.0
+    if baseline == "loo":
+        return -G / n, n / (n - 1)
+    return c - baseline, 1.0
 
 
 def score_stream_means(dist, kd, stats, shifts, baseline):

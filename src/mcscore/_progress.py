@@ -13,6 +13,7 @@ bar gives the same bits as one without.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import sys
 import threading
 import time
@@ -157,3 +158,36 @@ def simple_bar(total, enabled, desc):
             pass
 
     return _Null()
+
+
+# A loop deep inside an estimator (the finance path engine's rounds) moves
+# the bar of the call that runs it without threading the bar through every
+# signature: the call makes its bar current, the loop advances it.
+_CURRENT = contextvars.ContextVar("mcscore_progress_bar", default=None)
+
+
+@contextlib.contextmanager
+def current(bar):
+    """Make `bar` the bar that advance() moves while the body runs; close it
+    at the end."""
+    token = _CURRENT.set(bar)
+    try:
+        yield bar
+    finally:
+        _CURRENT.reset(token)
+        bar.close()
+
+
+def advance(k):
+    """Move the current bar (if any) by k units."""
+    bar = _CURRENT.get()
+    if bar is not None:
+        bar.update(int(k))
+
+
+def done(total):
+    """Move the current bar (if any) to `total` (a call that finished
+    without intermediate steps, e.g. one kernel call)."""
+    bar = _CURRENT.get()
+    if bar is not None:
+        bar.update(max(0, int(total) - int(getattr(bar, "n", 0))))

@@ -369,6 +369,17 @@ def run_rl(seed=0, out=print, progress=True, **_):
     return _LAST["rl"]
 
 
+def _save(fig, folder, name):
+    """Lay out, write folder/name (PNG, 120 dpi) and close the figure; its path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    p = os.path.join(folder, name)
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return p
+
+
 def run_figures(seed=0, out=print, folder="mcscore-figures", **_):
     """Figures: convergence with confidence bands, estimator variances,
     learning curves.  Needs matplotlib; returns the written paths."""
@@ -414,11 +425,7 @@ def run_figures(seed=0, out=print, folder="mcscore-figures", **_):
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     fig.suptitle("Convergence of the estimate: the band is +/- 1.96 standard errors (95%)")
-    fig.tight_layout()
-    p = os.path.join(folder, "convergence.png")
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    paths.append(p)
+    paths.append(_save(fig, folder, "convergence.png"))
     # 2. per-draw variance of the estimators
     g = fi.greeks("call", n=200_000, rng=seed, method="pathwise", **_MKT)
     greeks_ = ["delta", "vega", "rho", "gamma"]
@@ -453,11 +460,7 @@ def run_figures(seed=0, out=print, folder="mcscore-figures", **_):
     axes[1].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3,
                    frameon=False)
     fig.suptitle("Variance of one draw's contribution: the standard error is sqrt(variance / n)")
-    fig.tight_layout()
-    p = os.path.join(folder, "variance.png")
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    paths.append(p)
+    paths.append(_save(fig, folder, "variance.png"))
     # 3. learning curves
     rl_res = _LAST.get("rl") or run_rl(seed=seed, out=lambda *a: None, progress=False)
     vi_res = _LAST.get("vi") or run_vi(seed=seed, out=lambda *a: None, progress=False)
@@ -496,11 +499,7 @@ def run_figures(seed=0, out=print, folder="mcscore-figures", **_):
     axes[1].set_ylabel("optimal ELBO minus ELBO (nats, symlog)")
     axes[1].set_title("Black-box VI: Bayesian linear regression (whole run)", fontsize=10)
     axes[1].legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    p = os.path.join(folder, "learning_curves.png")
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    paths.append(p)
+    paths.append(_save(fig, folder, "learning_curves.png"))
     out(f"figures written to {os.path.abspath(folder)}/: "
         + ", ".join(os.path.basename(p) for p in paths))
     return paths

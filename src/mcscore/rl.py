@@ -1152,7 +1152,7 @@ def _iteration_gradient(policy, tr, G, gamma, baseline, gae_lambda, entropy_coef
 
 
 def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, baseline="loo",
-              gae_lambda=None, entropy_coef=0.0, rng=None, progress=True):
+              gae_lambda=None, entropy_coef=0.0, rng=None, progress=False):
     """Train ``policy`` on ``env`` with REINFORCE and Adam.
 
     Each iteration rolls out ``episodes`` episodes, forms the returns-to-go

@@ -708,7 +708,7 @@ def _step_too_large(t, lr, exc):
         "schedule (vi.inverse_time, vi.cosine)")
 
 
-def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
+def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=False,
         baseline="loo", betas=(0.9, 0.999), eps=1e-8, average=0.5, estimator="score",
         grad_log_joint=None, data_size=None, batch_size=None, log_prior=None,
         grad_log_prior=None, sampler="mc", n_randomizations=None):
@@ -734,7 +734,9 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
         returning it (a finite number >= 0) (:func:`inverse_time`, :func:`cosine`, any callable).
     rng : None, int, SeedSequence or Generator
     progress : bool
-        Show a tqdm progress bar when tqdm is installed.
+        Show a progress bar over the steps (tqdm when installed, plain lines
+        on stderr otherwise), as every estimator's ``progress``.  Default
+        False.
     baseline : None, float, "loo" or "optimal"
     betas, eps : Adam's moment decays and denominator guard.
     average : float in [0, 1)

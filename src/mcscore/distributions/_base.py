@@ -590,10 +590,9 @@ class Distribution:
         """The keyword arguments that rebuild this distribution (expand)."""
         return self._all_params()
 
-    def expand(self, batch_shape):
-        """A new distribution of the same family with batch shape
-        ``batch_shape`` (the parameters broadcast to it; the current batch
-        shape must broadcast to it), as torch's ``expand``."""
+    def _expand_shape(self, batch_shape):
+        """expand's target batch shape as a tuple, checked: the current batch
+        shape must broadcast to it."""
         shape = (batch_shape,) if isinstance(batch_shape, (int, np.integer)) else tuple(
             int(v) for v in batch_shape)
         try:
@@ -602,6 +601,13 @@ class Distribution:
         except ValueError:
             raise ValueError(f"{type(self).__name__}.expand: batch shape {tuple(self.batch_shape)}"
                              f" does not broadcast to {shape}") from None
+        return shape
+
+    def expand(self, batch_shape):
+        """A new distribution of the same family with batch shape
+        ``batch_shape`` (the parameters broadcast to it; the current batch
+        shape must broadcast to it), as torch's ``expand``."""
+        shape = self._expand_shape(batch_shape)
         kw = {}
         pe = self._param_event_ndim
         for name, v in self._constructor_args().items():

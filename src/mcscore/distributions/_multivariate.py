@@ -126,14 +126,7 @@ class _Gaussian(Distribution):
         """A new distribution with batch shape ``batch_shape``: loc broadcast
         to ``batch_shape + (d,)``; the matrix (or factor and diagonal), shared
         by the batch, is kept."""
-        shape = (batch_shape,) if isinstance(batch_shape, (int, np.integer)) else tuple(
-            int(v) for v in batch_shape)
-        try:
-            if np.broadcast_shapes(tuple(self.batch_shape), shape) != shape:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"{type(self).__name__}.expand: batch shape {tuple(self.batch_shape)}"
-                             f" does not broadcast to {shape}") from None
+        shape = self._expand_shape(batch_shape)
         kw = dict(self._constructor_args())
         kw["loc"] = np.array(np.broadcast_to(np.asarray(self.loc), shape + (self._d,)))
         return type(self)(**kw)

@@ -9,7 +9,9 @@ import numpy as np
 
 from .. import _engine as E
 from .. import _finance as F
+from .. import _validation as V
 from .._config import effective_n_threads
+from .._progress import current, done, simple_bar
 from ..distributed import map_streams
 from ._common import GREEKS, Greeks, METHODS, PAYOFFS, _PATHWISE_OK, _ROWS, _check_inputs, _merge
 from ._paths import _greeks_paths
@@ -37,7 +39,7 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
            barrier=None,
            rng=None, method="lr", n_threads=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
            client=None, dividend=None, correlation=None, payoff_grad=None, model=None,
-           expiries=None, strikes=None, sampler="mc", n_randomizations=None):
+           expiries=None, strikes=None, sampler="mc", n_randomizations=None, progress=False):
     """Monte Carlo price, delta, vega, rho and gamma of an option under GBM.
 
     ``payoff`` may also be a function of the simulated paths (or a C
@@ -92,6 +94,10 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         motion (not Heston / Diffusion models, nor C callbacks).
     n_randomizations : int >= 2, optional
         Only with sampler="sobol".
+    progress : bool
+        Show a progress bar over the paths (tqdm when installed, plain
+        lines on stderr otherwise), as every estimator's ``progress``; the
+        bar does not change the results.  Default False.
     model : None, Heston or Diffusion
         None: geometric Brownian motion(s) with ``vol``.  A :class:`Heston`
         model (one asset, no ``vol``): price, delta and gamma (a
@@ -182,6 +188,14 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
     ``strike``) and/or ``expiries`` (1-D) give the grid (expiries, strikes);
     "asian_call" at an expiry averages the dates up to it.
     """
+    if progress is not False:  # run under a bar that the path engine's rounds move
+        kw = {k: v for k, v in locals().items() if k not in ("payoff", "progress")}
+        if V.flag("progress", progress):
+            with current(simple_bar(max(int(n) if isinstance(n, (int, np.integer)) else 0, 0),
+                                    True, "greeks")):
+                out = greeks(payoff, progress=False, **kw)
+                done(out.n)
+            return out
     if strikes is not None:
         if not isinstance(payoff, str):
             raise ValueError("strikes (a strike grid) applies to the built-in payoff names; a "

@@ -14,6 +14,7 @@ from .. import _engine as E
 from .. import _finance as F
 from .. import _validation as V
 from .._config import effective_n_threads
+from .._progress import advance
 from ..distributed import map_streams
 from ._common import Greeks, METHODS, PAYOFFS, _merge, _positive
 from .payoffs import PATH_GREEKS, Payoff, _builtin
@@ -428,6 +429,7 @@ def _run_blocks(plan, chunk, shape, normals, nq, grid, simulate, payoff, grad, a
                                    stats[s, c], shifts[s, c], first, c)
                     first = False
                     done += m
+                    advance(m)
     return _finish(stats, shifts)
 
 
@@ -467,6 +469,7 @@ def _run_gbm(plan, model, cols, nq, grid, payoff, grad, terminal, streams=None, 
             hv, gv = _evaluate(kind, fn, grad, eng.paths, m, grid, shape,
                                lambda r, rnd=rnd: int(rnd[r // bs]) * bs + r % bs, h, dates)
             eng.accumulate(rnd, hv.reshape(m, ncols), None if gv is None else gv.reshape(m, -1))
+            advance(m)
     return eng.stats[streams], eng.shifts[streams]
 
 
