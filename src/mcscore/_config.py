@@ -1,6 +1,7 @@
 """Build configuration and the one function that decides thread counts."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -95,3 +96,27 @@ def show_config(file=None):
     for k, v in cfg.items():
         print(f"{k:>16}: {v}", file=out)
     return cfg
+
+
+# -- BLAS inside mcscore's threads -------------------------------------------
+# The vector families (MultivariateNormal, LowRankMultivariateNormal) call
+# BLAS (scipy.linalg.cython_blas) on each chunk from inside mcscore's own
+# OpenMP threads.  A multithreaded OpenBLAS would then start its own pool
+# under each of them: on 2 cores, 6 to 10 times the CPU time, spent
+# spinning.  While the kernels run, BLAS is limited to one thread (by
+# threadpoolctl, which restores the previous limit afterwards); f itself
+# runs outside that window with the user's BLAS settings.
+_BLAS_CONTROLLER = None
+
+
+def blas_single_threaded(dist):
+    """A context in which BLAS runs on one thread when `dist` is a family
+    whose kernels call BLAS (``kernel_blas``), else a no-op context."""
+    global _BLAS_CONTROLLER
+    if not getattr(dist, "kernel_blas", False):
+        return contextlib.nullcontext()
+    if _BLAS_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")

@@ -27,7 +27,7 @@ from ._algebra import Mag, Offsets
 from ._callables import (
     call_raw, call_values, chunks, describe_draw, lower_f, nonfinite_draw_error,
 )
-from ._config import effective_n_threads
+from ._config import blas_single_threaded, effective_n_threads
 from .distributions import Categorical
 
 DEFAULT_STREAMS = 64
@@ -293,7 +293,8 @@ def run_fused(kf, fkind, dist, kd, plan, progress=None):
     max_blocks = max(1, EPOCH_VALUES // per_block)
     next_block = streams.copy()
     nb = plan.n_blocks
-    with progress.watch(stats) if progress is not None else contextlib.nullcontext():
+    with progress.watch(stats) if progress is not None else contextlib.nullcontext(), \
+            blas_single_threaded(dist):
         while True:
             code, idx = K.run_streams(kd, kf, bitgens, streams, plan.n, plan.n_streams,
                                       plan.block_size, plan.threads, stats, shifts,
@@ -623,7 +624,8 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
             values, shifted = job.evaluate(rd, buf, chunk, mag)
             if len(shifted):
                 offsets.shift(rd, shifted)
-            job.accumulate(rd, buf, values, acc_threads, stats, shifts)
+            with blas_single_threaded(getattr(job, "dist", None)):
+                job.accumulate(rd, buf, values, acc_threads, stats, shifts)
             if progress is not None:
                 progress.update(len(rd.blocks), rd.total)
             if nxt is not None:  # f is done: (help) draw the next round

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import _engine as E
 from . import _validation as V
+from ._config import blas_single_threaded
 from ._rounds import Round, chunk_size_for
 from .distributions import Distribution
 from .distributions._base import _structure
@@ -188,5 +189,6 @@ class Estimator:
         bitgens = plan.bitgens(self._stream_list)
         job.draw(rd, bitgens, plan.threads, buf)
         values, _ = job.evaluate(rd, buf, self._chunk, None)
-        job.accumulate(rd, buf, values, plan.threads, stats, shifts)
+        with blas_single_threaded(dist):
+            job.accumulate(rd, buf, values, plan.threads, stats, shifts)
         return stats, shifts

@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+from .._config import blas_single_threaded
 from .. import _kernels as K
 from .. import _validation as V
 
@@ -523,7 +524,8 @@ class Distribution:
         kd = self._kernel_dist()
         m = x.shape[0]
         with np.errstate(divide="ignore", invalid="ignore"):
-            s = K.eval_scores(kd, x.reshape(m, self.draw_size))
+            with blas_single_threaded(self):
+                s = K.eval_scores(kd, x.reshape(m, self.draw_size))
         return self._split_coords(s)
 
     def log_prob(self, x):

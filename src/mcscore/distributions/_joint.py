@@ -142,6 +142,12 @@ class Joint(Distribution):
     joint_components = components  # the engine's test for a Joint
 
     @property
+    def kernel_blas(self):
+        """True when a component's kernels call BLAS (see
+        _config.blas_single_threaded)."""
+        return any(getattr(c, "kernel_blas", False) for c in self._components.values())
+
+    @property
     def draw_shape(self):
         """The engine's flat layout of one draw: (sum of the components'
         draw sizes,)."""

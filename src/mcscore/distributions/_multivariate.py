@@ -119,6 +119,8 @@ def _tril_inverse(L):
 class _Gaussian(Distribution):
     """Shared plumbing of the two Gaussian vector families."""
 
+    kernel_blas = True  # the kernels call BLAS per chunk (_config.blas_single_threaded)
+
     event_ndim = 1
     support = Support("x any real vector", "real_vector", event_dim=1)
 
