@@ -518,3 +518,446 @@ def test_round3_table_covers_its_names():
 def test_round3_ids_are_unique():
     ids = [c.id for c in CALL_TABLE_NEW]
     assert len(ids) == len(set(ids)), [i for i in ids if ids.count(i) > 1]
+
+
+# ===========================================================================
+# the applications' new parts: vi, rl, finance; the torch / jax bridges
+# ===========================================================================
+
+Q = mc.Normal(0.0, 1.0)
+
+
+def _lj(x):
+    x = np.asarray(x, float)
+    return -0.5 * (x - 1.0) ** 2
+
+
+def _glj(x):
+    return -(np.asarray(x, float) - 1.0)
+
+
+def _is_vi_estimate(r):
+    _is_estimate(r)
+    assert np.isfinite(r.value)
+
+
+_eg = _call(vi.elbo_grad, dict(log_joint=_lj, q=Q, n=64, rng=0), positional=("log_joint", "q", "n"))
+_fit = _call(vi.fit, dict(log_joint=_lj, q=Q, steps=3, n=16, rng=0, progress=False),
+             positional=("log_joint", "q"))
+DATA = np.linspace(-1.0, 3.0, 40)
+
+
+def _lj_data(x, idx):
+    x = np.asarray(x, float)
+    return -0.5 * ((x[:, None] - DATA[np.asarray(idx)][None, :]) ** 2).sum(1)
+
+
+def _lp(x):
+    return -0.5 * np.asarray(x, float) ** 2
+
+
+_sub = _call(vi.elbo_grad, dict(log_joint=_lj_data, q=Q, n=64, rng=0, data_size=40, batch_size=8,
+                                log_prior=_lp), positional=("log_joint", "q", "n"))
+
+CALL_TABLE_NEW += _rows("elbo_grad-estimator", lambda v: _eg(estimator=v, grad_log_joint=_glj), {
+    "unknown": ("reinforce", (VE, "estimator")),
+    "upper": ("SCORE", (VE, "estimator")),
+    "None": (None, ((TE, VE), "estimator")),
+    "number": (1, ((TE, VE), "estimator")),
+    "pathwise": ("pathwise", _is_vi_estimate),
+    "mixed": ("mixed", _is_vi_estimate),
+})
+CALL_TABLE_NEW += [
+    Call("elbo_grad-pathwise-without-grad_log_joint", lambda: _eg(estimator="pathwise"),
+         (TE, "grad_log_joint")),
+    Call("elbo_grad-pathwise-q-bernoulli",
+         lambda: _eg(estimator="pathwise", grad_log_joint=_glj, q=mc.Bernoulli(logits=0.0)),
+         (VE, "pathwise")),
+]
+CALL_TABLE_NEW += _rows("elbo_grad-grad_log_joint",
+                        lambda v: _eg(estimator="pathwise", grad_log_joint=v),
+                        {k: (v, _is_vi_estimate if e == "ok" else (e[0], "grad_log_joint"))
+                         for k, (v, e) in _bad_grad_cases("grad_log_joint").items()
+                         if k not in ("returns-bool", "raises")})
+CALL_TABLE_NEW += _rows("elbo_grad-data_size", lambda v: _sub(data_size=v),
+                        {**_n_cases("data_size", minimum=1),
+                         "None": (None, (VE, "data_size")),  # batch_size needs it
+                         "below-batch_size": (4, (VE, "batch_size"))})
+CALL_TABLE_NEW += _rows("elbo_grad-batch_size", lambda v: _sub(batch_size=v), {
+    **_n_cases("batch_size", minimum=1), "None": (None, _is_vi_estimate)})
+CALL_TABLE_NEW += _rows("elbo_grad-log_prior", lambda v: _sub(log_prior=v),
+                        {k: (v, _is_vi_estimate if e == "ok" else (e[0], "log_prior"))
+                         for k, (v, e) in _bad_f_cases("log_prior").items()
+                         if k not in ("None-callable", "raises")})
+CALL_TABLE_NEW += [
+    Call("elbo_grad-subsampled", lambda: _sub(), _is_vi_estimate),
+    Call("elbo_grad-batch_size-without-data_size", lambda: _eg(batch_size=8),
+         ((TE, VE), "data_size")),
+    Call("elbo_grad-subsampled-log_joint-returns-nan",
+         lambda: _sub(log_joint=lambda x, idx: _lj_data(x, idx) * np.nan), (VE, "log_joint")),
+    Call("elbo_grad-subsampled-log_joint-one-argument", lambda: _sub(log_joint=_lj),
+         (TE, "positional argument")),
+    Call("elbo_grad-sampler-unknown", lambda: _eg(sampler="halton"), (VE, "sampler")),
+    Call("elbo_grad-sobol", lambda: _eg(sampler="sobol", n=64), _is_vi_estimate),
+    Call("elbo_grad-n_randomizations-zero", lambda: _eg(sampler="sobol", n_randomizations=0),
+         (VE, "n_randomizations")),
+    Call("elbo_grad-sobol-with-pathwise",
+         lambda: _eg(sampler="sobol", estimator="pathwise", grad_log_joint=_glj),
+         ((VE, TE), "sampler")),
+]
+CALL_TABLE_NEW += _rows("fit-estimator", lambda v: _fit(estimator=v, grad_log_joint=_glj), {
+    "unknown": ("reinforce", (VE, "estimator")),
+    "None": (None, ((TE, VE), "estimator")),
+    "pathwise": ("pathwise", _ok),
+})
+CALL_TABLE_NEW += _rows("fit-lr-schedule", lambda v: _fit(lr=v), {
+    "returns-nan": (lambda t: np.nan, (VE, "lr")),
+    "returns-negative": (lambda t: -1.0, (VE, "lr")),
+    "returns-string": (lambda t: "0.1", (TE, "lr")),
+    "returns-None": (lambda t: None, (TE, "lr")),
+    "raises": (lambda t: {}["k"], (KeyError, "k")),
+    "inverse_time": (vi.inverse_time(0.1), _ok),
+    "cosine": (vi.cosine(0.1, 3), _ok),
+})
+CALL_TABLE_NEW += _rows("inverse_time-lr", lambda v: vi.inverse_time(v),
+                        {k: v for k, v in _positive_cases("lr").items()
+                         if k not in ("empty", "vector", "object")})
+CALL_TABLE_NEW += _rows("inverse_time-scale", lambda v: vi.inverse_time(0.1, scale=v),
+                        {k: v for k, v in _positive_cases("scale").items()
+                         if k not in ("empty", "vector", "object")})
+CALL_TABLE_NEW += [
+    Call("inverse_time-power-nan", lambda: vi.inverse_time(0.1, power=np.nan), (VE, "power")),
+    Call("inverse_time-power-negative", lambda: vi.inverse_time(0.1, power=-1.0), (VE, "power")),
+    Call("inverse_time-power-string", lambda: vi.inverse_time(0.1, power="1"), (TE, "power")),
+    Call("inverse_time-t-zero", lambda: vi.inverse_time(0.1)(0), _ok),
+]
+CALL_TABLE_NEW += _rows("cosine-lr", lambda v: vi.cosine(v, 10),
+                        {k: v for k, v in _positive_cases("lr").items()
+                         if k not in ("empty", "vector", "object")})
+CALL_TABLE_NEW += _rows("cosine-steps", lambda v: vi.cosine(0.1, v), _n_cases("steps", 1))
+CALL_TABLE_NEW += [
+    Call("cosine-final-nan", lambda: vi.cosine(0.1, 10, final=np.nan), (VE, "final")),
+    Call("cosine-final-negative", lambda: vi.cosine(0.1, 10, final=-1.0), (VE, "final")),
+    Call("cosine-final-string", lambda: vi.cosine(0.1, 10, final="0"), (TE, "final")),
+    Call("cosine-after-the-end", lambda: vi.cosine(0.1, 10, final=0.01)(50),
+         lambda r: np.testing.assert_allclose(r, 0.01)),
+]
+
+# ---- rl ----------------------------------------------------------------------------
+R = np.array([[1.0, 0.0, 2.0], [0.5, 1.0, 0.0]])
+V3 = np.array([[0.5, 0.2, 1.0], [0.1, 0.3, 0.0]])
+CALL_TABLE_NEW += _rows("gae-rewards", lambda v: rl.gae(v, V3), {
+    "nan": (R * np.nan, (VE, "rewards")),
+    "inf": (R + np.inf, (VE, "rewards")),
+    "string": (R.astype(str), (TE, "rewards")),
+    "None": (None, (TE, "rewards")),
+    "1d": (R[0], (VE, "rewards")),
+    "wrong-shape": (R[:, :2], (VE, "shape")),
+    "complex": (R + 0j, (TE, "rewards")),
+})
+CALL_TABLE_NEW += _rows("gae-values", lambda v: rl.gae(R, v), {
+    "nan": (V3 * np.nan, (VE, "values")),
+    "string": (V3.astype(str), (TE, "values")),
+    "None": (None, (TE, "values")),
+    "wrong-shape": (V3[:1], (VE, "shape")),
+})
+CALL_TABLE_NEW += _rows("gae-gamma", lambda v: rl.gae(R, V3, gamma=v), {
+    "nan": (np.nan, (VE, "gamma")), "above-one": (1.5, (VE, "gamma")),
+    "negative": (-0.1, (VE, "gamma")), "string": ("1", (TE, "gamma")),
+    "None": (None, (TE, "gamma")),
+})
+CALL_TABLE_NEW += _rows("gae-lam", lambda v: rl.gae(R, V3, lam=v), {
+    "nan": (np.nan, (VE, "lam")), "above-one": (1.5, (VE, "lam")),
+    "negative": (-0.1, (VE, "lam")), "string": ("1", (TE, "lam")),
+    "one": (1.0, lambda r: np.testing.assert_allclose(r, rl.returns_to_go(R) - V3)),
+})
+CALL_TABLE_NEW += _rows("gae-mask", lambda v: rl.gae(R, V3, mask=v), {
+    "float": (np.ones_like(R), (TE, "mask")),
+    "wrong-shape": (np.ones((2, 2), bool), (VE, "mask")),
+})
+FEAT = np.random.default_rng(0).normal(size=(6, 4, 2))
+RET = rl.returns_to_go(np.random.default_rng(1).normal(size=(6, 4)))
+CALL_TABLE_NEW += _rows("value_baseline-features", lambda v: rl.value_baseline(v, RET), {
+    "nan": (FEAT * np.nan, (VE, "features")),
+    "string": (FEAT.astype(str), (TE, "features")),
+    "2d": (FEAT[:, :, 0], (VE, "features")),
+    "wrong-shape": (FEAT[:5], (VE, "shape")),
+    "None": (None, (TE, "features")),
+})
+CALL_TABLE_NEW += _rows("value_baseline-returns", lambda v: rl.value_baseline(FEAT, v), {
+    "nan": (RET * np.nan, (VE, "returns")),
+    "inf": (RET + np.inf, (VE, "returns")),
+    "wrong-shape": (RET[:, :3], (VE, "shape")),
+})
+CALL_TABLE_NEW += _rows("value_baseline-ridge", lambda v: rl.value_baseline(FEAT, RET, ridge=v), {
+    "nan": (np.nan, (VE, "ridge")), "negative": (-1.0, (VE, "ridge")),
+    "string": ("0", (TE, "ridge")), "inf": (np.inf, (VE, "ridge")),
+})
+CALL_TABLE_NEW += [
+    Call("value_baseline-one-episode", lambda: rl.value_baseline(FEAT[:1], RET[:1]),
+         (VE, "episodes")),
+    Call("value_baseline-history-wrong-type",
+         lambda: rl.value_baseline(FEAT, RET, history={"a": 1}), (TE, "history")),
+    Call("value_baseline-with-history",
+         lambda: rl.value_baseline(FEAT, RET, history=rl.LinearValue()),
+         lambda r: np.testing.assert_equal(np.isfinite(r).all(), True)),
+]
+CALL_TABLE_NEW += _rows("LinearValue-decay", lambda v: rl.LinearValue(v), {
+    "nan": (np.nan, (VE, "decay")), "above-one": (1.5, (VE, "decay")),
+    "negative": (-0.5, (VE, "decay")), "string": ("0.8", (TE, "decay")),
+    "None": (None, (TE, "decay")),
+})
+
+
+def _rf(**kw):
+    a = dict(env=rl.CartPole(max_steps=10), policy=rl.SoftmaxPolicy(5, 2), iterations=2,
+             episodes=4, rng=0, progress=False)
+    a.update(kw)
+    return rl.reinforce(a.pop("env"), a.pop("policy"), **a)
+
+
+CALL_TABLE_NEW += _rows("reinforce-gae_lambda", lambda v: _rf(gae_lambda=v), {
+    "nan": (np.nan, (VE, "gae_lambda")), "above-one": (1.5, (VE, "gae_lambda")),
+    "negative": (-0.5, (VE, "gae_lambda")), "string": ("0.9", (TE, "gae_lambda")),
+    "ok": (0.9, _ok),
+})
+CALL_TABLE_NEW += _rows("reinforce-entropy_coef", lambda v: _rf(entropy_coef=v), {
+    "nan": (np.nan, (VE, "entropy_coef")), "inf": (np.inf, (VE, "entropy_coef")),
+    "string": ("0.1", (TE, "entropy_coef")), "ok": (0.01, _ok),
+})
+CALL_TABLE_NEW += [
+    Call("reinforce-baseline-value", lambda: _rf(baseline="value"), _ok),
+    Call("reinforce-baseline-unknown", lambda: _rf(baseline="critic"), (VE, "baseline")),
+]
+
+
+class _FakeGym:
+    """The Gymnasium API on a 1-d random walk (no gymnasium needed)."""
+
+    class spec:
+        max_episode_steps = 5
+
+    def __init__(self, reward=1.0, obs=None):
+        self.reward, self.obs, self.s = reward, obs, 0.0
+
+    def reset(self, seed=None):
+        self.s = 0.0
+        return np.array([self.s]), {}
+
+    def step(self, action):
+        self.s += 1.0 if int(action) == 1 else -1.0
+        obs = np.array([self.s]) if self.obs is None else self.obs
+        return obs, self.reward, abs(self.s) > 3, False, {}
+
+
+def _gym_rf(make, **kw):
+    env = rl.GymEnv(make, **kw)
+    return rl.reinforce(env, rl.SoftmaxPolicy(env.n_features, 2), iterations=1, episodes=3,
+                        rng=0, progress=False)
+
+
+CALL_TABLE_NEW += [
+    Call("GymEnv-make-None", lambda: rl.GymEnv(None), (TE, "make")),
+    Call("GymEnv-make-number", lambda: rl.GymEnv(3), (TE, "make")),
+    Call("GymEnv-max_steps-zero", lambda: rl.GymEnv(_FakeGym, max_steps=0), (VE, "max_steps")),
+    Call("GymEnv-max_steps-float", lambda: rl.GymEnv(_FakeGym, max_steps=2.5),
+         (TE, "max_steps")),
+    Call("GymEnv-features-not-callable", lambda: rl.GymEnv(_FakeGym, features=3),
+         (TE, "features")),
+    Call("GymEnv-ok", lambda: _gym_rf(_FakeGym), _ok),
+    Call("GymEnv-make-returns-object", lambda: _gym_rf(lambda: object()),
+         ((TE, AttributeError), "reset|make")),
+    Call("GymEnv-reward-nan", lambda: _gym_rf(lambda: _FakeGym(reward=np.nan)),
+         (VE, "reward")),
+    Call("GymEnv-reward-string", lambda: _gym_rf(lambda: _FakeGym(reward="1")),
+         (TE, "reward")),
+    Call("GymEnv-observation-nan", lambda: _gym_rf(lambda: _FakeGym(obs=np.array([np.nan]))),
+         (VE, "non-finite observation")),
+    Call("GymEnv-observation-wrong-size",
+         lambda: _gym_rf(lambda: _FakeGym(obs=np.array([1.0, 2.0]))),
+         (VE, "observation of shape")),
+]
+
+
+def _linear(a, b):
+    torch = pytest.importorskip("torch")
+    return torch.nn.Linear(a, b, dtype=torch.float64)
+
+
+def _torch_policy(**kw):
+    torch = pytest.importorskip("torch")
+    a = dict(module=torch.nn.Linear(5, 2, dtype=torch.float64))
+    a.update(kw)
+    return rl.TorchPolicy(a.pop("module"), **a)
+
+
+CALL_TABLE_NEW += [
+    Call("TorchPolicy-module-None", lambda: _torch_policy(module=None), (TE, "module")),
+    Call("TorchPolicy-module-function", lambda: _torch_policy(module=lambda x: x),
+         (TE, "module")),
+    Call("TorchPolicy-kind-unknown", lambda: _torch_policy(kind="beta"), (VE, "kind")),
+    Call("TorchPolicy-log_std-nan", lambda: _torch_policy(kind="gaussian", log_std=np.nan),
+         (VE, "log_std")),
+    Call("TorchPolicy-chunk-zero", lambda: _torch_policy(chunk=0), (VE, "chunk")),
+    Call("TorchPolicy-n_actions-zero", lambda: _torch_policy(n_actions=0), (VE, "n_actions")),
+    Call("TorchPolicy-reinforce", lambda: _rf(policy=_torch_policy()), _ok),
+    Call("TorchPolicy-wrong-output-width",
+         lambda: _rf(policy=_torch_policy(module=_linear(5, 3), n_actions=2)),
+         (VE, "n_actions|shape|output")),
+]
+
+# ---- finance -------------------------------------------------------------------------
+GK = dict(spot=100.0, rate=0.05, vol=0.2, maturity=1.0, n=256, rng=0)
+
+
+def _gk(payoff="call", **kw):
+    a = dict(GK)
+    a.update(kw)
+    if "strikes" not in a and "strike" not in a:
+        a["strike"] = 100.0
+    return finance.greeks(payoff, **a)
+
+
+def _grid_ok(r):
+    assert np.isfinite(np.asarray(r.values["delta"] if isinstance(r.values, dict)
+                                  else getattr(r, "delta"))).all()
+
+
+CALL_TABLE_NEW += _rows("greeks-strikes", lambda v: _gk(strikes=v), {
+    "nan": (np.array([90.0, np.nan]), (VE, "strike")),
+    "inf": (np.array([90.0, np.inf]), (VE, "strike")),
+    "negative": (np.array([90.0, -1.0]), (VE, "strike")),
+    "empty": (np.zeros(0), (VE, "strikes")),
+    "2d": (np.ones((2, 2)) * 100.0, (VE, "strikes")),
+    "scalar": (100.0, (VE, "strikes")),
+    "string": (np.array(["90"]), (TE, "strike")),
+    "object": (np.array([90.0], dtype=object), ((TE, VE), "strike")),
+    "ok": (np.array([90.0, 100.0, 110.0]), _ok),
+})
+CALL_TABLE_NEW += [
+    Call("greeks-strikes-and-strike", lambda: _gk(strike=100.0, strikes=[90.0, 110.0]),
+         (VE, "not both")),
+    Call("greeks-strikes-custom-payoff",
+         lambda: _gk(payoff=finance.Payoff(lambda s: np.maximum(s[..., -1, 0] - 100.0, 0.0)),
+                     strikes=[90.0, 110.0]), (VE, "strikes")),
+    Call("greeks-strikes-with-sobol", lambda: _gk(strikes=[90.0, 110.0], sampler="sobol"),
+         (VE, "sampler")),
+]
+CALL_TABLE_NEW += _rows("greeks-expiries", lambda v: _gk(expiries=v, steps=4), {
+    "nan": (np.array([0.5, np.nan]), (VE, "expiries")),
+    "negative": (np.array([-0.5, 1.0]), (VE, "expiries")),
+    "zero": (np.array([0.0, 1.0]), (VE, "expiries")),
+    "beyond-maturity": (np.array([0.5, 2.0]), (VE, "expiries")),
+    "empty": (np.zeros(0), (VE, "expiries")),
+    "string": (np.array(["1"]), (TE, "expiries")),
+    "ok": (np.array([0.5, 1.0]), _ok),
+})
+HESTON = dict(v0=0.04, kappa=1.5, theta=0.04, xi=0.5, rho=-0.7)
+
+
+def _heston(**kw):
+    a = dict(HESTON)
+    a.update(kw)
+    return finance.Heston(**a)
+
+
+CALL_TABLE_NEW += [
+    Call("Heston-rho-above-one", lambda: _heston(rho=1.5), (VE, "rho")),
+    Call("Heston-rho-nan", lambda: _heston(rho=np.nan), (VE, "rho")),
+    Call("Heston-v0-negative", lambda: _heston(v0=-0.1), (VE, "v0")),
+    Call("Heston-kappa-zero", lambda: _heston(kappa=0.0), (VE, "kappa")),
+    Call("Heston-theta-inf", lambda: _heston(theta=np.inf), (VE, "theta")),
+    Call("Heston-xi-string", lambda: _heston(xi="0.5"), (TE, "xi")),
+    Call("Heston-param_greeks-string", lambda: _heston(param_greeks="yes"), (TE, "param_greeks")),
+    Call("Heston-param_greeks",
+         lambda: _gk(model=_heston(param_greeks=True), steps=8, vol=None), _ok),
+    Call("Heston-missing-argument", lambda: finance.Heston(v0=0.04), (TE, "")),
+]
+CALL_TABLE_NEW += _rows("greeks-sampler", lambda v: _gk(sampler=v), {
+    "unknown": ("halton", (VE, "sampler")),
+    "None": (None, ((TE, VE), "sampler")),
+    "sobol": ("sobol", _ok),
+})
+CALL_TABLE_NEW += _rows("greeks-n_randomizations",
+                        lambda v: _gk(sampler="sobol", n_randomizations=v), {
+    **_n_cases("n_randomizations"), "None": (None, _ok)})
+CALL_TABLE_NEW += [
+    Call("greeks-n_randomizations-without-sobol", lambda: _gk(n_randomizations=8),
+         ((VE, TE), "n_randomizations")),
+]
+
+# ---- the torch and jax bridges ------------------------------------------------------------
+
+
+def _torch_exp(**kw):
+    torch = pytest.importorskip("torch")
+    from mcscore import torch as mt
+
+    a = dict(f=_sq, family="Normal", n=256, rng=0,
+             loc=torch.tensor(0.5, dtype=torch.float64, requires_grad=True), scale=1.5)
+    a.update(kw)
+    return mt.expectation(a.pop("f"), a.pop("family"), a.pop("n"), **a)
+
+
+def _jax_exp(**kw):
+    pytest.importorskip("jax")
+    import jax.numpy as jnp
+    from mcscore import jax as mj
+
+    a = dict(f=_sq, family="Normal", n=256, rng=0, loc=jnp.asarray(0.5), scale=1.5)
+    a.update(kw)
+    return mj.expectation(a.pop("f"), a.pop("family"), a.pop("n"), **a)
+
+
+def _bridge_value(r):
+    assert np.isfinite(float(r))
+
+
+for _name, _run in (("torch.expectation", _torch_exp), ("jax.expectation", _jax_exp)):
+    CALL_TABLE_NEW += _rows(f"{_name}-n", lambda v, run=_run: run(n=v), _n_cases("n"))
+    CALL_TABLE_NEW += _rows(f"{_name}-f", lambda v, run=_run: run(f=v),
+                            {k: (v, _bridge_value if e == "ok" else e)
+                             for k, (v, e) in _bad_f_cases("f").items()})
+    CALL_TABLE_NEW += [
+        Call(f"{_name}-family-unknown", lambda run=_run: run(family="Gauss"), (VE, "family")),
+        Call(f"{_name}-family-number", lambda run=_run: run(family=3), (TE, "family")),
+        Call(f"{_name}-family-instance", lambda run=_run: run(family=NORM), (TE, "family")),
+        Call(f"{_name}-param-unknown", lambda run=_run: run(mu=1.0), (TE, "mu")),
+        Call(f"{_name}-param-nan", lambda run=_run: run(scale=np.nan), (VE, "scale")),
+        Call(f"{_name}-rng-string", lambda run=_run: run(rng="x"), (TE, "rng")),
+        Call(f"{_name}-baseline-unknown", lambda run=_run: run(baseline="best"), (VE, "baseline")),
+        Call(f"{_name}-batch_ndims-negative", lambda run=_run: run(batch_ndims=-1),
+             (VE, "batch_ndims")),
+        Call(f"{_name}-options-unknown", lambda run=_run: run(options={"speed": 2}),
+             (TE, "speed")),
+        Call(f"{_name}-options-not-dict", lambda run=_run: run(options=3), (TE, "options")),
+        Call(f"{_name}-return_result-string", lambda run=_run: run(return_result="yes"),
+             (TE, "return_result")),
+        Call(f"{_name}-ok", lambda run=_run: run(), _bridge_value),
+    ]
+CALL_TABLE_NEW += [
+    Call("torch.expectation-param-complex",
+         lambda: _torch_exp(loc=pytest.importorskip("torch").tensor(0.5 + 1j)), (TE, "loc")),
+]
+
+NEW_MODULE_HEADS = {"elbo_grad", "fit", "inverse_time", "cosine", "gae", "value_baseline",
+                    "LinearValue", "reinforce", "GymEnv", "TorchPolicy", "greeks", "Heston",
+                    "torch.expectation", "jax.expectation"}
+
+
+def test_round3_apps_rows_cover_the_new_module_parts():
+    heads = {c.id.split("-")[0] for c in CALL_TABLE_NEW}
+    assert NEW_MODULE_HEADS <= heads, NEW_MODULE_HEADS - heads
+
+
+@pytest.mark.parametrize("estimator", ["pathwise", "mixed"])
+def test_elbo_pathwise_and_mixed_with_a_scalar_q(estimator):
+    # q = Normal(mu, s) with scalar parameters (these estimators crashed on
+    # a 0-d parameter); log p = -(x - 1)^2 / 2: ELBO = -((mu - 1)^2 + s^2) / 2
+    # + log s + const, so d/dmu = 1 - mu and d/ds = 1/s - s.
+    mu, s = 0.3, 0.7
+    r = vi.elbo_grad(_lj, mc.Normal(mu, s), 20_000, rng=0, estimator=estimator,
+                     grad_log_joint=_glj)
+    assert abs(r.grad["loc"] - (1 - mu)) <= 5 * r.stderr["loc"] + 1e-12
+    assert abs(r.grad["scale"] - (1 / s - s)) <= 5 * r.stderr["scale"] + 1e-12
+    assert r.stderr["loc"] < 0.05 and r.stderr["scale"] < 0.05

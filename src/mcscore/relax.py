@@ -322,7 +322,10 @@ class TorchSurrogate:
         import torch
 
         self.input_size = V.integer("input_size", input_size, minimum=1)
+        if module is not None and not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         if module is None:
+            hidden = V.integer("hidden", hidden, minimum=1)
             gen = torch.Generator().manual_seed(int(seed))
             lin = [torch.nn.Linear(self.input_size, hidden), torch.nn.Linear(hidden, hidden),
                    torch.nn.Linear(hidden, 1)]

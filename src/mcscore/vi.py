@@ -378,7 +378,7 @@ def _entropy_part(q, n, gen):
         params = q.params
         grad = {}
         for k, v in params.items():
-            u = _to_unconstrained(kinds[k], v)
+            u = np.array(_to_unconstrained(kinds[k], v), dtype=float)  # 0-d: an array too
             g = np.empty(u.shape)
             for i in np.ndindex(u.shape):
                 h = 1e-5 * max(1.0, abs(float(u[i])))

@@ -230,7 +230,7 @@ class Heston:
         if not -1.0 < rho < 1.0:
             raise ValueError(f"Heston: rho must be in (-1, 1), got {rho}")
         self.rho = rho
-        self.param_greeks = bool(param_greeks)
+        self.param_greeks = V.flag("param_greeks", param_greeks)
 
     def __repr__(self):
         return (f"Heston(v0={self.v0}, kappa={self.kappa}, theta={self.theta}, xi={self.xi}, "
