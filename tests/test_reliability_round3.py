@@ -961,3 +961,155 @@ def test_elbo_pathwise_and_mixed_with_a_scalar_q(estimator):
     assert abs(r.grad["loc"] - (1 - mu)) <= 5 * r.stderr["loc"] + 1e-12
     assert abs(r.grad["scale"] - (1 / s - s)) <= 5 * r.stderr["scale"] + 1e-12
     assert r.stderr["loc"] < 0.05 and r.stderr["scale"] < 0.05
+
+
+# ---- the rest of the applications' public names ----------------------------------------
+BS = dict(spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=1.0)
+
+
+def _bs(**kw):
+    a = dict(BS)
+    a.update(kw)
+    return finance.black_scholes(a.pop("payoff", "call"), **a)
+
+
+def _ref(**kw):
+    a = dict(BS, steps=4)
+    a.update(kw)
+    return finance.reference(a.pop("payoff", "call"), **a)
+
+
+def _hc(**kw):
+    a = dict(spot=100.0, strike=100.0, rate=0.05, maturity=1.0, model=_heston())
+    a.update(kw)
+    return finance.heston_call(**a)
+
+
+def _finite_value(r):
+    v = r if np.ndim(r) == 0 and not isinstance(r, dict) else (
+        r["price"] if isinstance(r, dict) and "price" in r else next(iter(np.atleast_1d(r))))
+    assert np.isfinite(float(np.asarray(v).ravel()[0] if np.ndim(v) else v))
+
+
+for _fname, _fn in (("black_scholes", _bs), ("reference", _ref), ("heston_call", _hc)):
+    for _arg in ("spot", "strike", "rate", "maturity") + (("vol",) if _fname != "heston_call"
+                                                         else ()):
+        CALL_TABLE_NEW += _rows(f"{_fname}-{_arg}", lambda v, fn=_fn, arg=_arg: fn(**{arg: v}), {
+            "nan": (np.nan, (VE, _arg)),
+            "inf": (np.inf, (VE, _arg)),
+            "string": ("1", (TE, _arg)),
+            "None": (None, (TE, _arg)),
+        })
+    CALL_TABLE_NEW += [Call(f"{_fname}-ok", lambda fn=_fn: fn(), _ok)]
+CALL_TABLE_NEW += [
+    Call("black_scholes-payoff-unknown", lambda: _bs(payoff="butterfly"), (VE, "payoff")),
+    Call("black_scholes-vol-zero", lambda: _bs(vol=0.0), (VE, "vol")),
+    Call("reference-steps-zero", lambda: _ref(steps=0), (VE, "steps")),
+    Call("heston_call-model-None", lambda: _hc(model=None), (TE, "model")),
+    Call("heston_call-dividend-nan", lambda: _hc(dividend=np.nan), (VE, "dividend")),
+    Call("geometric_asian_call-steps-zero", lambda: finance.geometric_asian_call(
+        **BS, steps=0), (VE, "steps")),
+    Call("geometric_asian_call-vol-nan", lambda: finance.geometric_asian_call(
+        **{**BS, "vol": np.nan}, steps=4), (VE, "vol")),
+    Call("geometric_asian_call-greeks-string", lambda: finance.geometric_asian_call(
+        **BS, steps=4, greeks="yes"), (TE, "greeks")),
+]
+_W2 = [0.5, 0.5]
+for _pname, _make in (("basket_call", lambda k, w=_W2: finance.basket_call(k, w)),
+                      ("basket_put", lambda k, w=_W2: finance.basket_put(k, w)),
+                      ("geometric_basket_call",
+                       lambda k, w=_W2: finance.geometric_basket_call(k, w)),
+                      ("spread_call", lambda k, w=None: finance.spread_call(k)),
+                      ("best_of_call", lambda k, w=None: finance.best_of_call(k)),
+                      ("worst_of_call", lambda k, w=None: finance.worst_of_call(k))):
+    CALL_TABLE_NEW += _rows(f"{_pname}-strike", lambda v, mk=_make: mk(v), {
+        "nan": (np.nan, (VE, "strike")),
+        "inf": (np.inf, (VE, "strike")),
+        "string": ("1", (TE, "strike")),
+        "None": (None, (TE, "strike")),
+    })
+    if _pname.startswith(("basket", "geometric")):
+        CALL_TABLE_NEW += _rows(f"{_pname}-weights", lambda v, mk=_make: mk(100.0, v), {
+            "nan": ([0.5, np.nan], (VE, "weights")),
+            "empty": ([], (VE, "weights")),
+            "2d": ([[0.5, 0.5]], (VE, "weights")),
+            "string": (["a", "b"], (TE, "weights")),
+        })
+CALL_TABLE_NEW += [
+    Call("exchange-ok", lambda: finance.exchange(), _ok),
+    Call("basket_call-in-greeks", lambda: finance.greeks(
+        finance.basket_call(100.0, _W2), spot=[100.0, 100.0], rate=0.05, vol=[0.2, 0.3],
+        maturity=1.0, correlation=[[1.0, 0.5], [0.5, 1.0]], n=256, rng=0), _ok),
+    Call("basket_call-wrong-asset-count", lambda: finance.greeks(
+        finance.basket_call(100.0, [0.3, 0.3, 0.4]), spot=[100.0, 100.0], rate=0.05,
+        vol=[0.2, 0.3], maturity=1.0, correlation=[[1.0, 0.5], [0.5, 1.0]], n=256, rng=0),
+         (VE, "asset")),
+]
+_EURO = finance.Payoff(lambda s: np.maximum(s[:, -1, 0] - 100.0, 0.0), name="euro")
+CALL_TABLE_NEW += [
+    Call("Payoff-fn-None", lambda: finance.Payoff(None), (TE, "fn")),
+    Call("Payoff-grad-string", lambda: finance.Payoff(lambda s: s[:, -1, 0], grad="g"),
+         (TE, "grad")),
+    Call("Payoff-assets-zero", lambda: finance.Payoff(lambda s: s[:, -1, 0], assets=0),
+         (VE, "assets")),
+    Call("Payoff-grid-string", lambda: finance.Payoff(lambda s: s[:, -1, 0], grid="a"),
+         (VE, "grid")),
+    Call("Payoff-grid-zero", lambda: finance.Payoff(lambda s: s[:, -1, 0], grid=(0,)),
+         (VE, "grid")),
+    Call("Payoff-terminal-string", lambda: finance.Payoff(lambda s: s[:, -1, 0],
+                                                          terminal="yes"), (TE, "terminal")),
+    Call("Payoff-fn-returns-nan", lambda: _gk(payoff=finance.Payoff(
+        lambda s: s[:, -1, 0] * np.nan)), (VE, "returned")),
+    Call("Payoff-fn-wrong-shape", lambda: _gk(payoff=finance.Payoff(
+        lambda s: s[:, -1, :])), (VE, "shape")),
+    Call("Diffusion-drift-None", lambda: finance.Diffusion(None, lambda t, x: 0.2 * x),
+         (TE, "drift")),
+    Call("Diffusion-diffusion-string", lambda: finance.Diffusion(lambda t, x: 0.05 * x, "b"),
+         (TE, "diffusion")),
+    Call("Diffusion-params-not-dict", lambda: finance.Diffusion(
+        lambda t, x: 0.05 * x, lambda t, x: 0.2 * x, params=[1.0]), (TE, "params")),
+    Call("Diffusion-params-nan", lambda: finance.Diffusion(
+        lambda t, x, a: a * x, lambda t, x, a: 0.2 * x, params={"a": np.nan}), (VE, "a")),
+    Call("Diffusion-negative-diffusion", lambda: _gk(payoff=_EURO, model=finance.Diffusion(
+        lambda t, x: 0.05 * x, lambda t, x: -0.2 * x), vol=None, steps=4),
+         (VE, "diffusion")),
+    Call("Diffusion-drift-returns-nan", lambda: _gk(payoff=_EURO, model=finance.Diffusion(
+        lambda t, x: x * np.nan, lambda t, x: 0.2 * x), vol=None, steps=4), (VE, "drift")),
+    Call("Diffusion-ok", lambda: _gk(payoff=_EURO, model=finance.Diffusion(
+        lambda t, x: 0.05 * x, lambda t, x: 0.2 * x), vol=None, steps=4), _ok),
+]
+CALL_TABLE_NEW += [
+    Call("Adam-params-not-dict", lambda: vi.Adam([1.0]), (TE, "params")),
+    Call("Adam-params-nan", lambda: vi.Adam({"a": np.nan}), (VE, "params")),
+    Call("Adam-lr-zero", lambda: vi.Adam({"a": 1.0}, lr=0.0), (VE, "lr")),
+    Call("Adam-betas-above-one", lambda: vi.Adam({"a": 1.0}, betas=(0.9, 1.5)), (VE, "betas")),
+    Call("Adam-eps-nan", lambda: vi.Adam({"a": 1.0}, eps=np.nan), (VE, "eps")),
+    Call("Adam-step-grads-nan", lambda: vi.Adam({"a": np.ones(2)}).step({"a": np.array(
+        [1.0, np.nan])}), (VE, "grad")),
+    Call("Adam-step-grads-missing-key", lambda: vi.Adam({"a": np.ones(2)}).step({"b": 1.0}),
+         ((KeyError, VE), "a")),
+    Call("Adam-step-grads-wrong-shape", lambda: vi.Adam({"a": np.ones(2)}).step(
+        {"a": np.ones(3)}), (VE, "shape")),
+    Call("transforms-q-None", lambda: vi.transforms(None), (TE, "q")),
+    Call("transforms-ok", lambda: vi.transforms(Q), lambda r: np.testing.assert_equal(
+        sorted(r), ["loc", "scale"])),
+    Call("Trajectories-from-rollout", lambda: rl.rollout(rl.CartPole(max_steps=5),
+                                                        rl.SoftmaxPolicy(5, 2), 3, rng=0),
+         lambda r: np.testing.assert_equal(r.features.shape[:2], r.mask.shape)),
+    Call("rollout-n_episodes-zero", lambda: rl.rollout(rl.CartPole(max_steps=5),
+                                                      rl.SoftmaxPolicy(5, 2), 0, rng=0),
+         (VE, "n_episodes|n must")),
+]
+
+# outputs and constants: nothing to call with bad input
+MODULE_NAMES_WITHOUT_ROWS = {"ESTIMATORS", "VIResult", "ReinforceResult", "GREEKS", "Greeks",
+                             "METHODS", "PATH_GREEKS", "PAYOFFS", "PathGreeks", "SpotGreeks"}
+
+
+def test_round3_tables_cover_the_modules_public_names():
+    from test_reliability_apps import CALL_TABLE_APPS
+
+    heads = {c.id.split("-")[0] for c in CALL_TABLE_APPS + CALL_TABLE_NEW}
+    for m in (vi, rl, finance):
+        missing = set(m.__all__) - heads - MODULE_NAMES_WITHOUT_ROWS
+        assert not missing, (m.__name__, sorted(missing))

@@ -273,6 +273,9 @@ class Diffusion:
         if not callable(diffusion):
             raise TypeError(f"Diffusion: diffusion must be callable, got "
                             f"{type(diffusion).__name__}")
+        if params is not None and not isinstance(params, dict):
+            raise TypeError(f"Diffusion: params must be a dict {{name: number}}, got "
+                            f"{type(params).__name__}")
         params = {} if params is None else dict(params)
         for k, v in params.items():
             if not isinstance(k, str) or not k.isidentifier() or k in self._RESERVED:
