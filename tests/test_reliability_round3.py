@@ -1113,3 +1113,52 @@ def test_round3_tables_cover_the_modules_public_names():
     for m in (vi, rl, finance):
         missing = set(m.__all__) - heads - MODULE_NAMES_WITHOUT_ROWS
         assert not missing, (m.__name__, sorted(missing))
+
+
+# ---- score_grad's other paths get every estimator's rows too ---------------------------
+NB = mc.Normal([0.5, -0.2], [1.5, 1.5])
+
+
+def _sq_rows(x):
+    return np.asarray(x, float) ** 2
+
+
+_sg_sobol = _call(mc.score_grad, dict(f=_sq, dist=NB, n=256, rng=0, sampler="sobol"))
+_sg_batched = _call(mc.score_grad, dict(f=_sq_rows, dist=NB, n=256, rng=0, batch_ndims=1))
+_sg_joint = _call(mc.score_grad, dict(f=lambda x: x["z"] + x["w"] ** 2, dist=JOINT, n=256,
+                                      rng=0))
+_sg_ctx = _call(mc.score_grad, dict(f=_sq, dist=NB, n=256, rng=0,
+                                    baseline=mc.ContextBaseline()))
+_sg_ma = _call(mc.score_grad, dict(f=_sq, dist=NB, n=256, rng=0,
+                                   baseline=mc.MovingAverageBaseline(initial=4.0)))
+for _name, _run, _kw in (("score_grad_sobol", _sg_sobol, {}),
+                         ("score_grad_batched", _sg_batched, dict(f=False)),
+                         ("score_grad_joint", _sg_joint, dict(f=False)),
+                         ("score_grad_ContextBaseline", _sg_ctx, {}),
+                         ("score_grad_MovingAverageBaseline", _sg_ma, {})):
+    CALL_TABLE_NEW += _estimator_rows(_name, _run, **_kw)
+# f of a batched call returns (m, *batch); f of a Joint takes a dict of draws
+_BAD_F_OUT = {
+    "returns-None": (lambda y: None, (TE, "f|None")),
+    "returns-nan": (lambda y: y * np.nan, (VE, "f returned")),
+    "returns-inf": (lambda y: y + np.inf, (VE, "f returned")),
+    "returns-complex": (lambda y: y + 1j, (TE, "f returned")),
+    "returns-strings": (lambda y: np.full(np.shape(y), "a"), (TE, "f returned")),
+    "returns-object-None": (lambda y: np.full(np.shape(y), None), (TE, "f returned")),
+    "returns-wrong-shape": (lambda y: np.stack([y, y]), (VE, "shape")),
+    "returns-scalar": (lambda y: 1.0, (VE, "shape|scalar")),
+    "returns-float32": (lambda y: np.asarray(y, np.float32), _is_estimate),
+    "raises": (lambda y: {}["k"], (KeyError, "k")),
+}
+# (a batched f returning None is a ValueError naming the shape it must have: test_batched.py)
+CALL_TABLE_NEW += _rows("score_grad_batched-f", lambda v: _sg_batched(f=lambda x: v(x ** 2)),
+                        {**_BAD_F_OUT, "returns-None": (lambda y: None, (VE, "got None"))})
+CALL_TABLE_NEW += _rows("score_grad_joint-f",
+                        lambda v: _sg_joint(f=lambda x: v(x["z"] + x["w"] ** 2)), _BAD_F_OUT)
+CALL_TABLE_NEW += [
+    Call("score_grad_sobol-progress-string", lambda: _sg_sobol(progress="yes"), (TE, "progress")),
+    Call("greeks-sobol-n_streams-zero", lambda: _gk(sampler="sobol", n_streams=0),
+         (VE, "n_streams")),
+    Call("greeks-sobol-block_size-float", lambda: _gk(sampler="sobol", block_size=2.5),
+         (TE, "block_size")),
+]

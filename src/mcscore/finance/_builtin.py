@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import _engine as E
 from .. import _finance as F
+from .. import _validation as V
 from .._config import effective_n_threads
 from ..distributed import map_streams
 from ._common import GREEKS, Greeks, METHODS, PAYOFFS, _PATHWISE_OK, _ROWS, _check_inputs, _merge
@@ -205,6 +206,7 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         if strikes is not None or expiries is not None:
             raise ValueError("sampler='sobol' prices one strike at one maturity; use "
                              "sampler='mc' for a grid of strikes or expiries in one pass")
+        V.engine_sizes(None, n_streams, block_size)
         return _qmc.greeks(payoff, spot=spot, strike=strike, rate=rate, vol=vol,
                            maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,
                            method=method, n_threads=n_threads, client=client,
