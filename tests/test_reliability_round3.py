@@ -1162,3 +1162,63 @@ CALL_TABLE_NEW += [
     Call("greeks-sobol-block_size-float", lambda: _gk(sampler="sobol", block_size=2.5),
          (TE, "block_size")),
 ]
+
+
+SOBOL_INTERRUPT = """
+import time
+import mcscore as mc
+from mcscore import integrands as I
+mc.score_grad(I.power(2), mc.Normal(0.0, 1.0), 1024, rng=0, sampler="sobol", n_threads=2)
+print("ready", flush=True)
+try:
+    mc.score_grad(I.power(2), mc.Normal(0.0, 1.0), 2**62, rng=0, sampler="sobol", n_threads=2)
+except KeyboardInterrupt:
+    print("interrupted", repr(time.time()), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="POSIX signals")
+def test_sigint_stops_a_parallel_sobol_call_within_a_second():
+    # The threads of a sampler='sobol' call on an integrand each ran a whole
+    # randomisation: after Ctrl-C the call waited for them (for ever with a
+    # huge n).  They now stop at their next chunk of points.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.path.dirname(os.path.dirname(mc.__file__))
+    p = subprocess.Popen([sys.executable, "-c", SOBOL_INTERRUPT], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=e)
+    try:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        time.sleep(1.0)
+        sent = time.time()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    line = [w for w in out.splitlines() if w.startswith("interrupted")]
+    assert line, out + err[-2000:]
+    assert float(line[0].split()[1]) - sent < 1.0
+
+
+CALL_TABLE_NEW += [
+    Call("enumerate_grad-max_support-huge-40-coordinates",
+         lambda: mc.enumerate_grad(_sq, mc.Bernoulli(logits=np.zeros(40)), max_support=2**62),
+         (MemoryError, "")),
+]
+
+
+def test_enumerate_more_than_32_coordinates_against_the_exact_sum():
+    # numpy's meshgrid stops at 32 arrays: enumerate_grad raised "this
+    # function only supports up to 32 dimensions" for 33 coordinates even
+    # when their support is small.  E[x^2] = n p (1 - p) + n^2 p^2.
+    n = np.array([0] * 31 + [1, 2])
+    p = 0.3
+    r = mc.enumerate_grad(lambda x: (x * x).sum(-1) * 1.0,
+                          mc.Binomial(total_count=n, probs=np.full(33, p)))
+    assert abs(r.value - (n * p * (1 - p) + n * n * p * p).sum()) < 1e-12
+    np.testing.assert_allclose(r.grad["probs"], n * (1 - 2 * p) + 2 * n * n * p, atol=1e-12)
