@@ -25,8 +25,8 @@ import mcscore as mc
 from mcscore import finance, rl, vi
 
 from test_reliability import Call
-from test_reliability_apps import (_bad_f_cases, _bad_grad_cases, _dist_cases, _n_cases,
-                                   _positive_cases, _rows)
+from test_reliability_apps import (_bad_f_cases, _bad_grad_cases, _dist_cases, _dsq, _n_cases,
+                                   _positive_cases, _rows, _sq)
 
 VE, TE = ValueError, TypeError
 FPE = FloatingPointError
@@ -37,15 +37,8 @@ CAT = mc.Categorical(logits=[0.0, 1.0, -1.0])
 CAT4 = mc.Categorical(logits=[0.0, 1.0, -1.0, 0.5])
 
 
-def _sq(x):
-    return (np.asarray(x, float) ** 2).reshape(len(x), -1).sum(1)
-
-
-def _dsq(x):
-    return 2.0 * np.asarray(x, float)
-
-
 def _is_estimate(r):
+    # (mvd_grad's value is NaN unless value=True: the gradient is checked)
     assert isinstance(r, mc.GradientEstimate)
     for k in r.grad:
         assert np.isfinite(r.grad[k]).all() and np.isfinite(r.stderr[k]).all(), k
