@@ -16,6 +16,7 @@ import numbers
 
 import numpy as np
 
+from . import _validation as V
 from .distributions import FAMILIES, Distribution
 from .score import score_grad
 
@@ -72,7 +73,9 @@ class BridgeCall:
             raise TypeError(f"f must be a callable taking NumPy draws, got {type(f).__name__}")
         self.f = f
         self.family = resolve_family(family)
-        self.n = n
+        # checked here, before the framework runs the call (in JAX, inside a
+        # host callback whose errors would come back wrapped)
+        self.n = V.integer("n", n, minimum=2, maximum=2**62)
         self.baseline = baseline
         if isinstance(batch_ndims, (bool, np.bool_)) or not isinstance(
                 batch_ndims, numbers.Integral) or batch_ndims < 0:
@@ -82,7 +85,14 @@ class BridgeCall:
             raise NotImplementedError(
                 f"batch_ndims={self.batch_ndims}: this version of mcscore.score_grad has no "
                 "batch_ndims parameter (batched expectations); use batch_ndims=0")
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"options must be a dict of score_grad keyword arguments, got "
+                            f"{type(options).__name__}")
         options = dict(options or {})
+        unknown = set(options) - set(inspect.signature(score_grad).parameters)
+        if unknown:
+            raise TypeError(f"options has keys that are not score_grad arguments: "
+                            f"{sorted(unknown)}")
         clash = {"rng", "baseline", "batch_ndims"} & set(options)
         if clash:
             raise TypeError(f"options must not repeat {sorted(clash)}: pass them as arguments")

@@ -125,7 +125,10 @@ def points(d, m, seed, width=1):
     except TypeError:  # scipy < 1.15 names it seed
         eng = qmc.Sobol(d, scramble=True, bits=bits, seed=gen)
     chunk = 1 << max(0, (max(1, _CHUNK_VALUES // max(d, width))).bit_length() - 1)
+    stop = getattr(_RUN, "stop", None)
     for start in range(0, m, chunk):
+        if stop is not None and stop.is_set():
+            raise _Stopped
         # scipy warns when the points drawn so far are not a power of two
         # (3 chunks, say); the balance of the whole sequence is split()'s
         # concern.  catch_warnings swaps process-wide state: one thread at a
@@ -149,8 +152,29 @@ def run(work, R, n_threads, client=None, parallel=True):
     threads = effective_n_threads(n_threads, work_items=R)  # validates n_threads too
     if threads <= 1 or not parallel:
         return np.stack([work(r) for r in range(R)])
-    with ThreadPoolExecutor(max_workers=threads) as ex:
-        return np.stack(list(ex.map(work, range(R))))
+    stop = threading.Event()
+
+    def task(r):
+        _RUN.stop = stop  # read by points(): a worker stops at its next chunk
+        return work(r)
+
+    ex = ThreadPoolExecutor(max_workers=threads)
+    try:
+        return np.stack(list(ex.map(task, range(R))))
+    except BaseException:
+        # an error or a KeyboardInterrupt in the caller: the other workers
+        # stop at their next chunk instead of finishing their randomisations
+        stop.set()
+        raise
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+class _Stopped(Exception):
+    """A worker told to stop (its result is not used)."""
+
+
+_RUN = threading.local()
 
 
 def _run_one(work, r):

@@ -153,6 +153,17 @@ def integer(name, value, *, minimum=None, maximum=None):
     return value
 
 
+def engine_sizes(chunk_size=None, n_streams=64, block_size=None):
+    """chunk_size, n_streams and block_size checked with the engine's
+    constraints, for a path that has no use for them (quasi-Monte Carlo):
+    a bad value is an error there too, never silently ignored."""
+    if chunk_size is not None:
+        integer("chunk_size", chunk_size, minimum=1)
+    integer("n_streams", n_streams, minimum=1, maximum=2**20)
+    if block_size is not None:
+        integer("block_size", block_size, minimum=1, maximum=2**24)
+
+
 def _int_seed(rng, name):
     """rng as a non-negative int seed, or None when it is not an int."""
     if type(rng) is int and rng >= 0:

@@ -74,8 +74,17 @@ def support_size(dist, limit=MAX_SUPPORT):
 def _grid(supports):
     """(N, D) array of every combination of the coordinates' supports,
     the last coordinate varying fastest."""
-    mesh = np.meshgrid(*supports, indexing="ij")
-    return np.stack([m.ravel() for m in mesh], 1)
+    if len(supports) <= 32:  # numpy's limit on the dimensions of an array
+        mesh = np.meshgrid(*supports, indexing="ij")
+        return np.stack([m.ravel() for m in mesh], 1)
+    sizes = [len(s) for s in supports]
+    n = math.prod(sizes)
+    out = np.empty((n, len(supports)), dtype=np.result_type(*supports))
+    inner = n
+    for c, s in enumerate(supports):
+        inner //= sizes[c]
+        out[:, c] = np.tile(np.repeat(s, inner), n // (sizes[c] * inner))
+    return out
 
 
 def _coord_probs(dist, supports):

@@ -42,6 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._bridge import BridgeCall, require
+from ._validation import flag
 
 _jax = require("jax", "mcscore.jax", "jax")
 _jnp = require("jax.numpy", "mcscore.jax", "jax")
@@ -93,6 +94,7 @@ def expectation(f, family, n, *, rng=None, baseline=None, batch_ndims=0, return_
             arrays[k] = v
         else:
             constants[k] = np.asarray(v) if isinstance(v, _jax.Array) else v
+    return_result = flag("return_result", return_result)
     call = BridgeCall(f, family, n, baseline, batch_ndims, options, list(arrays), constants)
     ts = tuple(arrays.values())
     dtype = _jnp.result_type(*ts)
@@ -107,7 +109,16 @@ def expectation(f, family, n, *, rng=None, baseline=None, batch_ndims=0, return_
     out_shapes = (sds(vshape), sds(vshape), tuple(sds(s) for s in shapes),
                   tuple(sds(s) for s in shapes)) + ((sds((P, P)),) if cov else ())
 
+    errors = []
+
     def host(w, *xs):
+        try:
+            return host_body(w, *xs)
+        except Exception as exc:  # kept: JAX hands back a wrapped copy
+            errors.append(exc)
+            raise
+
+    def host_body(w, *xs):
         seed = np.random.SeedSequence([int(v) for v in np.asarray(w)]) if host_rng is None \
             else host_rng
         res = call.run([np.asarray(x, dtype=np.float64) for x in xs], seed)
@@ -146,5 +157,10 @@ def expectation(f, family, n, *, rng=None, baseline=None, batch_ndims=0, return_
                            for g in grads)
 
     run.defvjp(fwd, bwd)
-    value, aux = run(words, ts)
+    try:
+        value, aux = run(words, ts)
+    except Exception:
+        if errors:  # an eager call: raise mcscore's own error, not JAX's wrapper
+            raise errors[-1] from None
+        raise
     return (value, aux) if return_result else value

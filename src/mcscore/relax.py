@@ -181,10 +181,10 @@ class NumpySurrogate:
         self.value_fn = E.check_callable("value", value)
         self.grad_z_fn = E.check_callable("grad_z", grad_z)
         self.grad_phi_fn = E.check_callable("grad_phi", grad_phi)
-        phi = V.as_real_array("phi", phi).astype(float).ravel()
-        if not np.isfinite(phi).all():
-            raise ValueError("phi must be finite")
-        self.phi = phi
+        phi = V.check("phi", V.as_real_array("phi", phi), "real")
+        if phi.ndim > 1:
+            raise ValueError(f"phi must be a 1-d array, got shape {phi.shape}")
+        self.phi = phi.ravel().copy()
         self.lr = V.positive_real("lr", lr)
         self.fd_step = V.positive_real("fd_step", fd_step)
         self._opt = _Adam(self.lr)
@@ -195,29 +195,45 @@ class NumpySurrogate:
     def grad(self, z):
         return np.asarray(self.grad_z_fn(z, self.phi), float)
 
+    def _value_at(self, z, phi):
+        return E.call_values(lambda zz: self.value_fn(zz, phi), z, None, len(z), name="value")
+
+    def _grad_at(self, z, phi):
+        g = E.call_grad(lambda zz: self.grad_z_fn(zz, phi), z, None, len(z), name="grad_z")
+        return g.reshape(np.shape(z))
+
     def step(self, rx, mat, fb):
         """One Adam step on mean |g|^2 over the batch; returns that loss."""
         z, zt = mat["z"], mat["zt"]
         m = len(fb)
-        ct = self.value(zt)
-        g = rx.terms(mat, fb, ct, self.grad(z), self.grad(zt), _npsum)
-        dct = np.asarray(self.grad_phi_fn(zt, self.phi), float).reshape(m, -1)
+        ct = self._value_at(zt, self.phi)
+        g = rx.terms(mat, fb, ct, self._grad_at(z, self.phi), self._grad_at(zt, self.phi), _npsum)
+        dct = V.check("grad_phi's result", V.as_real_array("grad_phi's result",
+                                                          self.grad_phi_fn(zt, self.phi)), "real")
+        if dct.size != m * self.phi.size:
+            raise ValueError(f"grad_phi returned shape {dct.shape} instead of "
+                             f"({m}, {self.phi.size}) (draws, len(phi))")
+        dct = dct.reshape(m, -1)
         grad = np.empty_like(self.phi)
         score = mat["score"]
         for k in range(self.phi.size):
             h = self.fd_step * max(1.0, abs(self.phi[k]))
             e = np.zeros_like(self.phi)
             e[k] = h
-            dz = (np.asarray(self.grad_z_fn(z, self.phi + e), float)
-                  - np.asarray(self.grad_z_fn(z, self.phi - e), float)) / (2 * h)
-            dzt = (np.asarray(self.grad_z_fn(zt, self.phi + e), float)
-                   - np.asarray(self.grad_z_fn(zt, self.phi - e), float)) / (2 * h)
+            dz = (self._grad_at(z, self.phi + e) - self._grad_at(z, self.phi - e)) / (2 * h)
+            dzt = (self._grad_at(zt, self.phi + e) - self._grad_at(zt, self.phi - e)) / (2 * h)
             # d g / d phi_k: -dc(z~)/dphi_k s + the input-gradient terms' derivative
             dg = rx.terms(mat, np.zeros(m), np.zeros(m), dz, dzt, _npsum)
             dg = dg - dct[:, k:k + 1] * score
             grad[k] = 2 * float((g * dg).sum(1).mean())
-        self.phi = self._opt.step(self.phi, grad)
-        return float((g * g).sum(1).mean())
+        phi = self._opt.step(self.phi, grad)
+        loss = float((g * g).sum(1).mean())
+        if not (np.isfinite(phi).all() and np.isfinite(loss)):
+            raise FloatingPointError(
+                f"the surrogate's training step overflowed (loss {loss}, phi {phi}): scale f "
+                f"down or lower lr (now {self.lr})")
+        self.phi = phi
+        return loss
 
     def frozen(self):
         """A copy with the current phi, for an estimate."""
@@ -241,7 +257,7 @@ class RebarSurrogate(NumpySurrogate):
         self.grad_f = E.check_callable("grad_f", grad_f)
         self.categorical = categorical
         phi = np.array([np.log(V.positive_real("temperature", temperature)),
-                        float(V.as_real_array("eta", eta))])
+                        V.scalar("eta", eta, "real")])
         super().__init__(self._value, self._grad_z, self._grad_phi, phi, lr=lr)
 
     @property
@@ -258,9 +274,15 @@ class RebarSurrogate(NumpySurrogate):
             return special.softmax(t, axis=-1), t
         return _sig(t), t
 
+    def _f(self, y):
+        return E.call_values(self.f, y, None, len(y))
+
+    def _grad_f(self, y):
+        return E.call_grad(self.grad_f, y, None, len(y)).reshape(y.shape)
+
     def _value(self, z, phi):
         y, _ = self._relaxed(z, phi)
-        return phi[1] * np.asarray(self.f(y), float)
+        return phi[1] * self._f(y)
 
     def _dy(self, y, t, g):
         """(d c / d t) for c = f(y(t)): the Jacobian of sigmoid / softmax
@@ -271,14 +293,14 @@ class RebarSurrogate(NumpySurrogate):
 
     def _grad_z(self, z, phi):
         y, t = self._relaxed(z, phi)
-        g = np.asarray(self.grad_f(y), float)
+        g = self._grad_f(y)
         return phi[1] * self._dy(y, t, g) / np.exp(phi[0])
 
     def _grad_phi(self, z, phi):
         y, t = self._relaxed(z, phi)
         m = len(z)
-        fy = np.asarray(self.f(y), float)
-        g = np.asarray(self.grad_f(y), float)
+        fy = self._f(y)
+        g = self._grad_f(y)
         dlog = (self._dy(y, t, g) * -t).reshape(m, -1).sum(1)  # dt/dlog(temp) = -t
         return np.stack([phi[1] * dlog, fy], 1)
 
@@ -300,7 +322,10 @@ class TorchSurrogate:
         import torch
 
         self.input_size = V.integer("input_size", input_size, minimum=1)
+        if module is not None and not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         if module is None:
+            hidden = V.integer("hidden", hidden, minimum=1)
             gen = torch.Generator().manual_seed(int(seed))
             lin = [torch.nn.Linear(self.input_size, hidden), torch.nn.Linear(hidden, hidden),
                    torch.nn.Linear(hidden, 1)]
@@ -456,6 +481,7 @@ def relax_grad(f, dist, n, *, surrogate, train_steps=1, train_batch=256, rng=Non
     f = E.check_callable("f", f)
     _check_surrogate(surrogate)
     train_steps = V.integer("train_steps", train_steps, minimum=0)
+    train_batch = V.integer("train_batch", train_batch, minimum=2)
     job = RelaxJob(f, dist, surrogate.frozen())
     n = V.integer("n", n, minimum=2, maximum=2**62)
     est, plan, mag = run_features(job, job.rx.dist, n, rng=rng, n_streams=n_streams,

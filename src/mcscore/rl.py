@@ -334,7 +334,8 @@ def value_baseline(features, returns, mask=None, *, ridge=1e-10, history=None):
     ndarray (E, T): the baselines (0 after an episode ended).
     """
     phi = V.check("features", V.as_real_array("features", features), "real")
-    G = V.as_real_array("returns", returns)
+    G = V.check("returns", V.as_real_array("returns", returns), "real")
+    ridge = V.scalar("ridge", ridge, "nonnegative")
     if G.ndim != 2 or phi.ndim != 3 or phi.shape[:2] != G.shape:
         raise ValueError(f"features must have shape (E, T, F) and returns (E, T) with the same "
                          f"E and T, got {phi.shape} and {G.shape}")
@@ -652,10 +653,12 @@ class TorchPolicy:
         if not ps:
             raise ValueError("module has no parameters to train")
         self.dtype = next(iter(ps.values())).dtype
+        if n_actions is not None:
+            n_actions = V.integer("n_actions", n_actions, minimum=1)
         if kind == "gaussian":
-            self.n_actions = V.integer("n_actions", 1 if n_actions is None else n_actions,
-                                       minimum=1)
-            ls = np.broadcast_to(np.asarray(log_std, dtype=float), (self.n_actions,))
+            self.n_actions = 1 if n_actions is None else n_actions
+            ls = np.broadcast_to(V.check("log_std", V.as_real_array("log_std", log_std), "real"),
+                                 (self.n_actions,))
             self.log_std = torch.tensor(ls, dtype=self.dtype)
         else:
             self.n_actions = n_actions
@@ -668,6 +671,9 @@ class TorchPolicy:
         phi = V.check("features", V.as_real_array("features", features), "real")
         with self._torch.no_grad():
             out = self.module(self._tensor(phi.reshape(-1, phi.shape[-1])))
+        if self.n_actions is not None and out.shape[-1] != self.n_actions:
+            raise ValueError(f"module returned {out.shape[-1]} outputs per state, but "
+                             f"n_actions={self.n_actions}")
         return phi, out.double().numpy().reshape(phi.shape[:-1] + (-1,))
 
     @property
@@ -964,6 +970,9 @@ class GymEnv:
                 raise ValueError("max_steps is needed: the environment has no "
                                  "spec.max_episode_steps")
         self.max_steps = V.integer("max_steps", max_steps, minimum=1)
+        if features is not None and not callable(features):
+            raise TypeError(f"features must be a callable (observations -> (n, F)), got "
+                            f"{type(features).__name__}")
         self._features = features
         obs, _ = probe.reset(seed=0)
         self.n_features = int(self.features(np.asarray(obs, dtype=float)[None]).shape[-1])
@@ -985,7 +994,17 @@ class GymEnv:
         seeds = gen.integers(0, 2**31 - 1, size=n)
         obs = [env.reset(seed=int(s))[0] for env, s in zip(self._envs, seeds)]
         self._done = np.zeros(n, dtype=bool)
-        return np.stack([np.asarray(o, dtype=float) for o in obs])
+        return np.stack([self._observation(o) for o in obs])
+
+    def _observation(self, obs):
+        """An observation as floats, checked: the shape of the first one, finite."""
+        o = np.asarray(obs, dtype=float)
+        if o.shape != self.obs_shape:
+            raise ValueError(f"GymEnv: the environment returned an observation of shape "
+                             f"{o.shape}, its first had shape {self.obs_shape}")
+        if not np.isfinite(o).all():
+            raise ValueError(f"GymEnv: the environment returned a non-finite observation {o}")
+        return o
 
     def step(self, states, actions, rng=None):
         n = len(states)
@@ -998,7 +1017,10 @@ class GymEnv:
             a = acts[i]
             a = int(a) if acts.dtype.kind in "iub" else a
             obs, r, terminated, truncated, _ = self._envs[i].step(a)
-            new[i] = np.asarray(obs, dtype=float)
+            new[i] = self._observation(obs)
+            if isinstance(r, (str, bytes)):
+                raise TypeError(f"GymEnv: the environment's step returned the reward {r!r}; "
+                                "a reward must be a real number")
             rewards[i] = float(r)
             self._done[i] = bool(terminated) or bool(truncated)
         return new, rewards, self._done.copy()

@@ -153,6 +153,9 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     if _qmc.check_sampler(sampler) == "sobol":
         if k:
             _refuse_batched("sampler='sobol'", k)
+        V.engine_sizes(chunk_size, n_streams, block_size)
+        if progress is not None:
+            V.flag("progress", progress)
         return _qmc.score_grad(f, dist, n, rng=rng, baseline=baseline,
                                control_variates=control_variates, antithetic=antithetic,
                                grad_f=grad_f, n_threads=n_threads,

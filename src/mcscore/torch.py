@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._bridge import BridgeCall, require
+from ._validation import flag
 
 _torch = require("torch", "mcscore.torch", "torch", "  (it pins a CPU build, torch==2.13.0)")
 
@@ -135,6 +136,7 @@ def expectation(f, family, n, *, rng=None, baseline=None, batch_ndims=0, return_
                 continue
             v = v.detach().cpu().numpy()  # an integer tensor: a constant (not differentiable)
         constants[k] = v
+    return_result = flag("return_result", return_result)
     call = BridgeCall(f, family, n, baseline, batch_ndims, options, list(tensors), constants)
     box = []
     value = _Expectation.apply(call, rng, box, *tensors.values())

@@ -102,6 +102,8 @@ def transforms(q):
     Cholesky factor (MultivariateNormal's scale_tril): its entries below the
     diagonal as they are, the log of its diagonal, the zeros above the
     diagonal fixed (their gradient is 0)."""
+    if not callable(getattr(q, "vi_transforms", None)):
+        raise TypeError(f"q must be an mcscore distribution, got {type(q).__name__}")
     return q.vi_transforms()
 
 
@@ -378,7 +380,7 @@ def _entropy_part(q, n, gen):
         params = q.params
         grad = {}
         for k, v in params.items():
-            u = _to_unconstrained(kinds[k], v)
+            u = np.array(_to_unconstrained(kinds[k], v), dtype=float)  # 0-d: an array too
             g = np.empty(u.shape)
             for i in np.ndindex(u.shape):
                 h = 1e-5 * max(1.0, abs(float(u[i])))
@@ -666,6 +668,16 @@ class VIResult:
                 f"final ELBO ~ {tail.mean():.6g})")
 
 
+def _check_betas(betas):
+    """Adam's moment decays (beta1, beta2), each in [0, 1)."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    b1, b2 = (V.scalar(f"betas[{i}]", b, "real") for i, b in enumerate(betas))
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        raise ValueError(f"betas must be in [0, 1), got {betas!r}")
+    return b1, b2
+
+
 class Adam:
     """Adam (Kingma & Ba 2015) for *ascent* on a dict of arrays.
 
@@ -676,7 +688,13 @@ class Adam:
     """
 
     def __init__(self, params, *, lr=0.05, betas=(0.9, 0.999), eps=1e-8):
-        self.params = {k: np.array(v, dtype=float) for k, v in params.items()}
+        if not isinstance(params, dict):
+            raise TypeError(f"params must be a dict {{name: array}}, got {type(params).__name__}")
+        self.params = {k: np.array(V.check(f"params[{k!r}]", V.as_real_array(
+            f"params[{k!r}]", v), "real"), dtype=float) for k, v in params.items()}
+        lr = V.positive_real("lr", lr)
+        betas = _check_betas(betas)
+        eps = V.positive_real("eps", eps)
         self.lr, self.b1, self.b2, self.eps = float(lr), float(betas[0]), float(betas[1]), eps
         self.m1 = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.m2 = {k: np.zeros_like(v) for k, v in self.params.items()}
@@ -689,7 +707,12 @@ class Adam:
         self.t += 1
         out = {}
         for k, p in self.params.items():
-            g = np.asarray(grads[k], dtype=float)
+            if k not in grads:
+                raise ValueError(f"grads has no entry {k!r} (the parameters are "
+                                 f"{sorted(self.params)})")
+            g = V.check(f"grads[{k!r}]", V.as_real_array(f"grads[{k!r}]", grads[k]), "real")
+            if g.shape != p.shape:
+                raise ValueError(f"grads[{k!r}] has shape {g.shape}, the parameter {p.shape}")
             self.m1[k] = self.b1 * self.m1[k] + (1 - self.b1) * g
             self.m2[k] = self.b2 * self.m2[k] + (1 - self.b2) * g * g
             mh = self.m1[k] / (1 - self.b1**self.t)
@@ -765,11 +788,7 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=False,
     baseline = check_baseline(baseline)
     estimator = _check_estimator(estimator)
     sampler = _check_sampler(sampler, n_randomizations, estimator, obj)
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    b1, b2 = (V.scalar(f"betas[{i}]", b, "real") for i, b in enumerate(betas))
-    if not (0 <= b1 < 1 and 0 <= b2 < 1):
-        raise ValueError(f"betas must be in [0, 1), got {betas!r}")
+    b1, b2 = _check_betas(betas)
     gen = V.as_generator(rng)
     kinds = transforms(q)
     u = {k: _to_unconstrained(kinds[k], v) for k, v in q.params.items()}

@@ -219,6 +219,7 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         if strikes is not None or expiries is not None:
             raise ValueError("sampler='sobol' prices one strike at one maturity; use "
                              "sampler='mc' for a grid of strikes or expiries in one pass")
+        V.engine_sizes(None, n_streams, block_size)
         return _qmc.greeks(payoff, spot=spot, strike=strike, rate=rate, vol=vol,
                            maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,
                            method=method, n_threads=n_threads, client=client,

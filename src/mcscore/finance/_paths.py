@@ -231,7 +231,7 @@ class Heston:
         if not -1.0 < rho < 1.0:
             raise ValueError(f"Heston: rho must be in (-1, 1), got {rho}")
         self.rho = rho
-        self.param_greeks = bool(param_greeks)
+        self.param_greeks = V.flag("param_greeks", param_greeks)
 
     def __repr__(self):
         return (f"Heston(v0={self.v0}, kappa={self.kappa}, theta={self.theta}, xi={self.xi}, "
@@ -274,6 +274,9 @@ class Diffusion:
         if not callable(diffusion):
             raise TypeError(f"Diffusion: diffusion must be callable, got "
                             f"{type(diffusion).__name__}")
+        if params is not None and not isinstance(params, dict):
+            raise TypeError(f"Diffusion: params must be a dict {{name: number}}, got "
+                            f"{type(params).__name__}")
         params = {} if params is None else dict(params)
         for k, v in params.items():
             if not isinstance(k, str) or not k.isidentifier() or k in self._RESERVED:

@@ -130,6 +130,7 @@ def geometric_asian_call(*, spot, strike, rate, vol, maturity, steps, greeks=Fal
     :func:`black_scholes`."""
     spot, strike, rate, vol, maturity, steps, _ = _check_inputs(
         "geometric_asian_call", spot, strike, rate, vol, maturity, steps, None)
+    greeks = V.flag("greeks", greeks)
     m, S, K, r, s, T = steps, spot, strike, rate, vol, maturity
     dt = T / m
     u = dt * (m + 1) / 2                       # d nu / d r

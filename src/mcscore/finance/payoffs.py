@@ -50,8 +50,10 @@ class Payoff:
             if grid is None or not grid or min(grid) < 1:
                 raise ValueError("Payoff: grid must be a tuple of positive ints (the shape of "
                                  "the payoffs per path)")
+        if assets is not None:
+            assets = V.integer("assets", assets, minimum=1)
         self.fn, self.grad, self.assets, self.grid = fn, grad, assets, grid
-        self.terminal = bool(terminal)
+        self.terminal = V.flag("terminal", terminal)
         self.name = name or getattr(fn, "__name__", "payoff")
 
     def __call__(self, paths):
@@ -85,6 +87,7 @@ def _weights(weights, what):
 
 def basket_call(strike, weights):
     """(sum_i w_i S_i(T) - K)^+ on len(weights) assets."""
+    strike = V.finite_real("strike", strike)
     w = _weights(weights, "basket_call")
     return _terminal("basket_call", w.size, lambda s: np.maximum(s @ w - strike, 0.0),
                      lambda s: (s @ w > strike)[:, None] * w)
@@ -92,6 +95,7 @@ def basket_call(strike, weights):
 
 def basket_put(strike, weights):
     """(K - sum_i w_i S_i(T))^+ on len(weights) assets."""
+    strike = V.finite_real("strike", strike)
     w = _weights(weights, "basket_put")
     return _terminal("basket_put", w.size, lambda s: np.maximum(strike - s @ w, 0.0),
                      lambda s: -(s @ w < strike)[:, None] * w)
@@ -99,6 +103,7 @@ def basket_put(strike, weights):
 
 def geometric_basket_call(strike, weights):
     """(prod_i S_i(T)^{w_i} - K)^+ (weights summing to 1 make it lognormal)."""
+    strike = V.finite_real("strike", strike)
     w = _weights(weights, "geometric_basket_call")
 
     def g(s):
@@ -110,6 +115,7 @@ def geometric_basket_call(strike, weights):
 
 def spread_call(strike, *, name="spread_call"):
     """(S_1(T) - S_2(T) - K)^+ on two assets."""
+    strike = V.finite_real("strike", strike)
     return _terminal(name, 2, lambda s: np.maximum(s[:, 0] - s[:, 1] - strike, 0.0),
                      lambda s: (s[:, 0] - s[:, 1] > strike)[:, None] * np.array([1.0, -1.0]))
 
@@ -121,6 +127,8 @@ def exchange():
 
 def _extreme_call(name, pick):
     def make(strike):
+        strike = V.finite_real("strike", strike)
+
         def slope(s):
             g = np.zeros(s.shape)
             i = pick(s)
