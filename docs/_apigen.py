@@ -8,6 +8,13 @@ import importlib
 import inspect
 from pathlib import Path
 
+from sphinx.ext.autodoc.mock import mock
+
+# The optional bridges import their framework at import time; the reference
+# is generated without PyTorch or JAX installed (conf.py mocks the same
+# modules for autodoc).
+MOCKED = ["torch", "jax", "jaxlib"]
+
 # (module, title, blurb): the order of the reference.
 SECTIONS = [
     ("mcscore", "Estimators, distributions and results",
@@ -28,7 +35,8 @@ SKIP_TOP = {"finance", "integrands", "rl", "vi", "FAMILIES", "CALLBACK_SIGNATURE
 
 def _public(modname):
     try:
-        mod = importlib.import_module(modname)
+        with mock(MOCKED):
+            mod = importlib.import_module(modname)
     except ImportError:
         return None
     names = getattr(mod, "__all__", None)

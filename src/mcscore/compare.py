@@ -37,7 +37,7 @@ class Comparison:
     (variance x f_evals: the variance at equal cost in f evaluations, i.e.
     stderr^2 x the f evaluations spent; lower is better), time (seconds),
     work_variance (variance x seconds per sample = stderr^2 x time: lower
-    is better at equal cost), z (max |estimate - exact| / stderr when exact
+    is better at equal cost), z (``max |estimate - exact| / stderr`` when exact
     was given), unbiased (bool) and result (the GradientEstimate).
     """
 

@@ -148,7 +148,7 @@ def enumerate_grad(f, dist, *, f_bound=None, tol=None, max_support=MAX_SUPPORT,
         the product of the coordinates'), or Poisson, Geometric with
         ``f_bound`` and ``tol``.
     f_bound, tol : float, optional
-        For Poisson / Geometric: |f| <= f_bound everywhere; the supports are
+        For Poisson / Geometric: ``|f| <= f_bound`` everywhere; the supports are
         truncated where the exact bound on the rest is below tol.
     max_support : int
         Refuse (ValueError) supports larger than this.

@@ -73,7 +73,7 @@ def _seed_words(rng):
 
 def expectation(f, family, n, *, rng=None, baseline=None, batch_ndims=0, return_result=False,
                 cov=False, options=None, **params):
-    """Differentiable Monte Carlo estimate of E_{x ~ family(**params)}[f(x)].
+    """Differentiable Monte Carlo estimate of ``E_{x ~ family(**params)}[f(x)]``.
 
     Parameters are those of :func:`mcscore.torch.expectation`, with JAX
     arrays (or tracers) for the differentiated parameters (numbers and

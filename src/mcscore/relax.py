@@ -196,7 +196,7 @@ class NumpySurrogate:
         return np.asarray(self.grad_z_fn(z, self.phi), float)
 
     def step(self, rx, mat, fb):
-        """One Adam step on mean |g|^2 over the batch; returns that loss."""
+        """One Adam step on mean ``|g|^2`` over the batch; returns that loss."""
         z, zt = mat["z"], mat["zt"]
         m = len(fb)
         ct = self.value(zt)
@@ -406,7 +406,7 @@ def _child_seed(rng, key):
 
 def train_surrogate(f, dist, surrogate, *, steps=100, batch=256, rng=None):
     """``steps`` gradient steps of the surrogate on the RELAX estimator's
-    mean |g|^2 (the variance plus a constant), each on a fresh batch of
+    mean ``|g|^2`` (the variance plus a constant), each on a fresh batch of
     ``batch`` draws from ``rng``; returns the losses."""
     E.check_distribution(dist)
     rx = _Relax(dist)
@@ -450,7 +450,7 @@ def relax_grad(f, dist, n, *, surrogate, train_steps=1, train_batch=256, rng=Non
     Returns
     -------
     GradientEstimate (method "relax"); ``info["train_loss"]`` the training
-    losses of this call (mean |g|^2 per step).  Per sample: 1 f evaluation,
+    losses of this call (mean ``|g|^2`` per step).  Per sample: 1 f evaluation,
     1 surrogate evaluation and 2 surrogate gradients.
     """
     f = E.check_callable("f", f)
@@ -474,7 +474,7 @@ def tune_rebar(f, dist, *, grad_f, temperature=0.5, eta=1.0, steps=200, batch=25
     """REBAR's temperature and scale (eta) tuned by gradient descent on the
     estimator's variance (as in the REBAR paper): the RELAX training of a
     RebarSurrogate.  Returns {"temperature", "eta", "loss"} (the loss per
-    step: mean |g|^2 over the batch)."""
+    step: mean ``|g|^2`` over the batch)."""
     rx = _Relax(dist)
     s = RebarSurrogate(f, grad_f, temperature=temperature, eta=eta, categorical=rx.cat, lr=lr)
     losses = train_surrogate(f, dist, s, steps=steps, batch=batch, rng=rng)

@@ -40,10 +40,13 @@ class GradientEstimate:
         Estimated covariance matrix of the flattened gradient (see
         :meth:`coordinates` for the order of its rows); :meth:`linear` gives
         the estimate and standard error of a linear map of the gradient.
+    sampler : "mc" or "sobol"
+        "sobol": randomised quasi-Monte Carlo, ``n_randomizations``
+        independent randomisations (stderr from their spread).
 
-    Covariance
-    ----------
-    The P coordinates are the parameters of ``grad`` in its key order, each
+    Notes
+    -----
+    **Covariance.** The P coordinates are the parameters of ``grad`` in its key order, each
     raveled in C order (``coordinates()`` names them, e.g. ``"loc[0]"``).
     The engine's estimators (every baseline of ``score_grad``,
     ``rloo_grad``, ``pathwise_grad``, control variates and antithetic pairs,
@@ -65,9 +68,6 @@ class GradientEstimate:
     contrast that cancels exactly has standard error 0).  Estimators on
     samples held in memory (``score_grad_from_samples``, ``rl.reinforce``)
     give the sample covariance of their per-sample terms (O(m P^2) once).
-    sampler : "mc" or "sobol"
-        "sobol": randomised quasi-Monte Carlo, ``n_randomizations``
-        independent randomisations (stderr from their spread).
     """
 
     sampler = "mc"
@@ -206,6 +206,7 @@ class GradientEstimate:
         J : (k, P) or (P,) array over the coordinates of ``coordinates()``,
             or a dict {name: array shaped like grad[name]} (missing names
             count as 0) for one linear functional.
+
         Returns a :class:`LinearEstimate` (scalars for a (P,) array or a
         dict, (k,) arrays and a (k, k) covariance for a (k, P) matrix).
         The batch-means covariance is applied as a factor, O(k S P), without

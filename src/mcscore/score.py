@@ -45,7 +45,7 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
           kernel's threads without the GIL on a pointer to one draw.
     dist : Distribution
         Any family, or a :class:`mcscore.Joint` of named components: a Python
-        f then receives a dict {name: (m, *component.draw_shape)}, a fused
+        f then receives a dict ``{name: (m, *component.draw_shape)}``, a fused
         integrand or C callback the draw flattened component by component
         (see Joint), and the gradients are keyed "name.param".
         A family whose support moves with its parameters (Uniform) gets the
@@ -295,8 +295,8 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None, batch_ndims=0):
     ----------
     dist : Distribution
         The distribution x was drawn from.
-    x : array, shape (m, *dist.draw_shape); for a Joint, a dict of component draws
-    fx : array, shape (m,), or (m, *dist.batch_shape[:batch_ndims])
+    x : array, shape ``(m, *dist.draw_shape)``; for a Joint, a dict of component draws
+    fx : array, shape ``(m,)`` or ``(m, *dist.batch_shape[:batch_ndims])``
         f at each draw (returns, rewards, simulator outputs).
     baseline : None, float, "loo" or "optimal"
         As in :func:`score_grad`; "optimal" uses an exact leave-one-out

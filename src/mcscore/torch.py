@@ -76,7 +76,7 @@ class _Expectation(_torch.autograd.Function):
 
 def expectation(f, family, n, *, rng=None, baseline=None, batch_ndims=0, return_result=False,
                 options=None, **params):
-    """Differentiable Monte Carlo estimate of E_{x ~ family(**params)}[f(x)].
+    """Differentiable Monte Carlo estimate of ``E_{x ~ family(**params)}[f(x)]``.
 
     Parameters
     ----------

@@ -482,7 +482,7 @@ class Distribution:
         return x
 
     def score(self, x):
-        """Per-draw scores: {param name: array of shape (m, *param_shape)}, the
+        """Per-draw scores: ``{param name: array of shape (m, *param_shape)}``, the
         gradient of log p(x) (summed over the whole draw) w.r.t. each
         element of each parameter the user passed.
 

@@ -30,7 +30,7 @@ class _CategoricalBase(Distribution):
 
     @property
     def probs(self):
-        """Normalised probabilities, shape (*batch_shape, K)."""
+        """Normalised probabilities, shape ``(*batch_shape, K)``."""
         v = self._params[self._which]
         if self._which == "logits":
             return special.softmax(v, axis=-1)
