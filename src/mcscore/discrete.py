@@ -292,9 +292,9 @@ def disarm_grad(f, dist, n, *, rng=None, n_threads=None, chunk_size=None,
     f (no gradient, no relaxation).
 
     Each sample is an antithetic pair b = [u < p], b~ = [1 - u < p] (u
-    uniform per coordinate) and
+    uniform per coordinate) and ::
 
-        g_c = 1/2 (f(b) - f(b~)) (-1)^{b~_c} [b_c != b~_c] sigmoid(\|logit_c\|)
+        g_c = 1/2 (f(b) - f(b~)) (-1)^{b~_c} [b_c != b~_c] sigmoid(|logit_c|)
 
     (times d logit / d p for probs).  ``n`` is the number of pairs: f is
     evaluated 2n times.

@@ -238,9 +238,9 @@ class Heston:
 
 
 class Diffusion:
-    """A one-factor diffusion for :func:`greeks` (``model=Diffusion(...)``):
+    """A one-factor diffusion for :func:`greeks` (``model=Diffusion(...)``)::
 
-        dX = drift(t, x, \**params) dt + diffusion(t, x, \**params) dW,
+        dX = drift(t, x, **params) dt + diffusion(t, x, **params) dW,
 
     X = S (``log=False``) or X = log S (``log=True``), simulated by Euler
     steps X_{k+1} = X_k + a_k dt + b_k sqrt(dt) Z_k (a_k, b_k the functions
