@@ -158,6 +158,22 @@ def enumerate_grad(f, dist, *, f_bound=None, tol=None, max_support=MAX_SUPPORT,
     GradientEstimate (method "enumeration"); ``stderr`` is 0 (the bound on the
     truncation error for Poisson / Geometric is in ``info["truncation_bound"]``),
     ``n`` and ``info["f_evals"]`` the number of support points.
+
+    Raises
+    ------
+    ValueError
+        A family other than those above, a support larger than
+        ``max_support``, Poisson / Geometric without ``f_bound`` and ``tol``,
+        or f returning the wrong shape or a non-finite value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Bernoulli(probs=np.array([0.2, 0.7]))
+    >>> res = mc.enumerate_grad(lambda b: b.prod(axis=-1), q)    # E[b0 b1] = p0 p1
+    >>> bool(np.allclose(res.grad["probs"], [0.7, 0.2]))
+    True
     """
     _check_family(dist, "enumerate_grad")
     f = E.check_callable("f", f)

@@ -356,6 +356,21 @@ def mvd_grad(f, dist, n, *, coupling=True, wrt=None, value=False, rng=None, n_th
     -------
     GradientEstimate (method "mvd" / "mvd(uncoupled)"); ``variance`` is per
     sample; ``info["f_evals_per_sample"]`` is the f evaluations per sample.
+
+    Raises
+    ------
+    ValueError
+        A family without a measure-valued derivative here (the list above),
+        an unknown ``wrt``, or f returning the wrong shape or a non-finite
+        value.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Poisson(rate=3.0)
+    >>> res = mc.mvd_grad(lambda x: x ** 2, q, 1000, rng=0)   # d (rate + rate^2) / d rate = 7
+    >>> bool(abs(res.grad["rate"] - 7.0) < 5 * res.stderr["rate"])
+    True
     """
     E.check_distribution(dist)
     f = E.check_callable("f", f)
