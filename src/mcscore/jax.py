@@ -84,6 +84,29 @@ def expectation(f, family, n, *, rng=None, baseline=None, batch_ndims=0, return_
     Returns the value, shape () (the batch's with ``batch_ndims``), dtype
     the promotion of the differentiated parameters' dtypes (float32 unless
     JAX's x64 mode is on); ``(value, aux)`` with ``return_result=True``.
+
+    Raises
+    ------
+    ImportError
+        When the module is imported without JAX installed (with the command
+        that installs it).
+    ValueError
+        An unknown ``family``, or any argument ``score_grad`` refuses (the
+        same messages).
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import mcscore.jax as mcj
+    >>> def p2(logits, key):                               # P(x = 2), differentiable in logits
+    ...     return mcj.expectation(lambda x: (x == 2).astype(float), "Categorical", 1000,
+    ...                            logits=logits, rng=key)
+    >>> g = jax.grad(p2)(jnp.zeros(3), jax.random.key(0))  # exact: (-1, -1, 2) / 9
+    >>> g.shape
+    (3,)
+    >>> bool(abs(float(g[2]) - 2 / 9) < 0.05)
+    True
     """
     arrays = {}
     constants = {}

@@ -1184,6 +1184,26 @@ def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, b
     ReinforceResult
         ``.policy`` and the learning curve ``.returns`` (undiscounted mean
         return of each iteration's episodes).
+
+    Raises
+    ------
+    TypeError
+        ``policy`` without the policy protocol, or ``env`` without the
+        environment protocol.
+    ValueError
+        An option outside its range (``iterations`` < 1, ``episodes`` < 2,
+        an unknown ``baseline``, ...).
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> env = mc.rl.CartPole()
+    >>> pol = mc.rl.SoftmaxPolicy(n_features=env.n_features, n_actions=env.n_actions)
+    >>> run = mc.rl.reinforce(env, pol, iterations=30, episodes=20, rng=0, progress=False)
+    >>> run.returns.shape
+    (30,)
+    >>> bool(run.returns[-5:].mean() > run.returns[:5].mean())    # it learns
+    True
     """
     _check_env(env)
     _check_policy(policy)

@@ -750,6 +750,33 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
     -------
     VIResult
         ``.q`` (fitted), ``.elbo`` (history), ...
+
+    Raises
+    ------
+    TypeError
+        ``log_joint`` not callable, or ``q`` not an mcscore distribution (or
+        Joint).
+    ValueError
+        An option outside its range (``steps`` < 1, ``lr`` <= 0, an unknown
+        ``estimator``, ...), ``log_joint`` returning the wrong shape or a
+        non-finite value on the support of ``q``, or a run whose ELBO
+        diverges.
+
+    Examples
+    --------
+    A Normal mean with a N(0, 1) prior and three observations y_i ~ N(mu, 1):
+    the exact posterior is N(sum(y) / 4, 1/4).
+
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> y = np.array([0.8, 1.3, 0.4])
+    >>> def log_joint(x):
+    ...     mu = x[:, 0]
+    ...     return -0.5 * mu ** 2 - 0.5 * ((y[None, :] - mu[:, None]) ** 2).sum(axis=1)
+    >>> res = mc.vi.fit(log_joint, mc.Normal(np.zeros(1), np.ones(1)), steps=500, n=100,
+    ...                 lr=0.05, rng=0, progress=False)
+    >>> bool(abs(res.q.loc[0] - y.sum() / 4) < 0.05), bool(abs(res.q.scale[0] - 0.5) < 0.05)
+    (True, True)
     """
     q = _check_q(q)
     obj = _Objective(log_joint, grad_log_joint, data_size, batch_size, log_prior,

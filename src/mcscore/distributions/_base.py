@@ -253,7 +253,22 @@ class Distribution:
     them to ``batch_shape``, stores them in ``_params`` and provides a
     read-only property per parameter and the default ``_draw_params``.
     Parameters that are fixed, not differentiated (``total_count``), are
-    declared in ``fixed_params`` ({name: constraint}); ``repr`` shows them."""
+    declared in ``fixed_params`` ({name: constraint}); ``repr`` shows them.
+
+    Examples
+    --------
+    Every family has the same interface (``sample``, ``log_prob``,
+    ``score``, ``mean``, ``variance``, ...):
+
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Normal(loc=0.0, scale=np.array([1.0, 2.0]))
+    >>> x = q.sample(5, rng=0)
+    >>> x.shape, q.log_prob(x).shape
+    ((5, 2), (5, 2))
+    >>> {name: s.shape for name, s in q.score(x).items()}   # a broadcast scalar: one entry
+    {'loc': (5,), 'scale': (5, 2)}
+    """
 
     family = None  # kernel family code
     continuous = True

@@ -43,7 +43,29 @@ class _LocScale(Distribution):
 
 
 class Normal(_LocScale):
-    """Normal(loc, scale): density exp(-(x-loc)^2 / (2 scale^2)) / (scale sqrt(2 pi))."""
+    """Normal(loc, scale): density exp(-(x-loc)^2 / (2 scale^2)) / (scale sqrt(2 pi)).
+
+    Parameters
+    ----------
+    loc : float or array_like
+        Mean (any real).
+    scale : float or array_like
+        Standard deviation (> 0); broadcast with ``loc`` to ``batch_shape``.
+
+    Raises
+    ------
+    ValueError
+        A non-finite ``loc`` or a ``scale`` that is not positive and finite.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Normal(loc=1.0, scale=2.0)
+    >>> q.sample(4, rng=0).shape
+    (4,)
+    >>> float(q.mean), float(q.variance)
+    (1.0, 4.0)
+    """
 
     family = K.MC_NORMAL
     _log = False

@@ -108,6 +108,17 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         estimates from the same paths.  (A :class:`PathGreeks`, with theta
         and the dividend sensitivity as well, for the path engine.)
 
+    Raises
+    ------
+    TypeError
+        A required market input missing (``vol``, ``rate``, ...) or ``n``
+        not an integer.
+    ValueError
+        An unknown payoff name, an input outside its range (``vol`` <= 0,
+        ...), ``method="pathwise"`` for a discontinuous payoff or without
+        a payoff derivative, or a payoff returning the wrong shape or
+        non-finite values.
+
     Notes
     -----
     **Any payoff, several assets.**
@@ -181,6 +192,17 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
     assets)``).  Built-in names: ``strikes`` (a 1-D array, instead of
     ``strike``) and/or ``expiries`` (1-D) give the grid (expiries, strikes);
     "asian_call" at an expiry averages the dates up to it.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> market = dict(spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=1.0)
+    >>> g = mc.finance.greeks("call", n=10_000, rng=0, **market)
+    >>> exact = mc.finance.black_scholes("call", **market)
+    >>> bool(abs(g.delta - exact["delta"]) < 5 * g.stderr["delta"])
+    True
+    >>> sorted(g.stderr)[:3]
+    ['delta', 'gamma', 'price']
     """
     if strikes is not None:
         if not isinstance(payoff, str):
