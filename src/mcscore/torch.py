@@ -29,11 +29,13 @@ Requires the optional dependency PyTorch (``pip install "mcscore[torch]"``).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._bridge import BridgeCall, require
 
-_torch = require("torch", "mcscore.torch", "torch", "  (it pins a CPU build, torch==2.13.0)")
+_torch: Any = require("torch", "mcscore.torch", "torch", "  (it pins a CPU build, torch==2.13.0)")
 
 __all__ = ["expectation"]
 

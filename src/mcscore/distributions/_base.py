@@ -36,7 +36,7 @@ index_map = _index_map  # the estimators' name for it
 # every distribution of that key, so that a distribution built anew each
 # step (a training loop) only computes its coefficients a, b, c.  Written
 # under _BUILD_LOCK; cleared when it grows past _STRUCTURES_MAX keys.
-_STRUCTURES = {}
+_STRUCTURES: dict = {}
 _STRUCTURES_MAX = 512
 _NO_ALIAS_Q = np.zeros(0)
 _NO_ALIAS_I = np.zeros(0, np.int64)
@@ -270,13 +270,13 @@ class Distribution:
     {'loc': (5,), 'scale': (5, 2)}
     """
 
-    family = None  # kernel family code
+    family: int | None = None  # kernel family code
     continuous = True
     event_ndim = 0  # 1 for Multinomial / Dirichlet (last axis = categories)
     # in words (for error messages), and a constraint object (a Support)
     support = "where log_prob is finite"
-    arg_constraints = {}  # {parameter name: constraint}, in signature order
-    fixed_params = {}  # {name: constraint} of fixed (not differentiated) parameters
+    arg_constraints: dict[str, str] = {}  # {parameter name: constraint}, in signature order
+    fixed_params: dict[str, str] = {}  # {name: constraint} of fixed (not differentiated) parameters
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

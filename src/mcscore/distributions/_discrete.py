@@ -70,7 +70,7 @@ class _BinaryFamily(Distribution):
     the fixed parameters of ``fixed_params`` ({name: constraint})."""
 
     continuous = False
-    probs_constraint = None  # a narrower constraint on probs than [0, 1]
+    probs_constraint: str | None = None  # a narrower constraint on probs than [0, 1]
 
     def __init__(self, probs=None, logits=None, **fixed):
         super().__init__()

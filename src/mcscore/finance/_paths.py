@@ -33,7 +33,7 @@ class PathGreeks(Greeks):
         (theta is -dV/dT).
     """
 
-    _names = PATH_GREEKS
+    _names: tuple[str, ...] = PATH_GREEKS
 
     @staticmethod
     def _value(v):
