@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+# A float for one expectation, an array of the batch's shape for batched ones.
+Real = Union[float, NDArray[np.float64]]
 
 __all__ = ["GradientEstimate", "LinearEstimate"]
 
 
-def _fmt(a):
+def _fmt(a: ArrayLike) -> str:
     a = np.asarray(a)
     if a.ndim == 0:
         return f"{float(a):.6g}"
@@ -84,16 +90,21 @@ class GradientEstimate:
     True
     """
 
-    sampler = "mc"
-    n_randomizations = None
+    sampler: str = "mc"
+    n_randomizations: int | None = None
 
-    def __init__(self, grad, stderr, variance, value, value_stderr, n, *, baseline=None,
-                 method="score", value_variance=None, info=None, cov=None, batch=None):
+    def __init__(self, grad: dict[str, Any], stderr: dict[str, Any],
+                 variance: dict[str, Any], value: ArrayLike, value_stderr: ArrayLike,
+                 n: int, *, baseline: Any = None, method: str = "score",
+                 value_variance: ArrayLike | None = None,
+                 info: Mapping[str, Any] | None = None, cov: ArrayLike | None = None,
+                 batch: Any = None) -> None:
         self.grad = grad
         self.stderr = stderr
         self.variance = variance
         # batched expectations (batch_ndims > 0): arrays of the batch shape
-        real = float if np.ndim(value) == 0 else (lambda v: np.asarray(v, dtype=np.float64))
+        real: Callable[[Any], Real] = (
+            float if np.ndim(value) == 0 else (lambda v: np.asarray(v, dtype=np.float64)))
         self.value = real(value)
         self.value_stderr = real(value_stderr)
         self.value_variance = (real(value_variance) if value_variance is not None
@@ -106,17 +117,18 @@ class GradientEstimate:
         # per-stream means (count (S,), means (S, P)) -- or a callable giving
         # them when first needed -- whose correlations the batch-means
         # covariance takes (see the class docstring)
-        self._cov_matrix = None if cov is None else np.asarray(cov, dtype=np.float64)
+        self._cov_matrix: NDArray[np.float64] | None = (
+            None if cov is None else np.asarray(cov, dtype=np.float64))
         self._batch = batch
-        self._factor = None
+        self._factor: NDArray[np.float64] | None = None
 
     # -- covariance ---------------------------------------------------------
-    def coordinates(self):
+    def coordinates(self) -> list[str]:
         """Names of the P coordinates of the flattened gradient, in the
         order of ``cov``'s rows: each parameter of ``grad`` in key order,
         raveled in C order (``"loc"`` for a scalar, ``"scale[2]"``,
         ``"logits[1, 0]"``)."""
-        out = []
+        out: list[str] = []
         for k, g in self.grad.items():
             g = np.asarray(g)
             if g.ndim == 0:
@@ -125,15 +137,15 @@ class GradientEstimate:
                 out.extend(f"{k}[{', '.join(map(str, i))}]" for i in np.ndindex(g.shape))
         return out
 
-    def _flat(self, d):
+    def _flat(self, d: Mapping[str, Any]) -> NDArray[np.float64]:
         return np.concatenate([np.ravel(np.asarray(d[k], dtype=np.float64)) for k in self.grad])
 
     @property
-    def n_coords(self):
+    def n_coords(self) -> int:
         """P, the number of coordinates of the flattened gradient."""
         return sum(int(np.size(g)) for g in self.grad.values())
 
-    def _cov_factor(self):
+    def _cov_factor(self) -> NDArray[np.float64]:
         """F (S, P) with cov = F.T @ F: the streams' deviations from the
         grand mean, sqrt(count_s) (mean_s - grand) / sqrt((S - 1) n)."""
         if self._factor is None:
@@ -156,31 +168,33 @@ class GradientEstimate:
             self._batch = None
         return self._factor
 
-    def _has_cov(self):
+    def _has_cov(self) -> bool:
         return self._cov_matrix is not None or self._batch is not None or (
             self._factor is not None)
 
-    def _no_cov(self):
+    def _no_cov(self) -> ValueError:
         return ValueError(
             f"this GradientEstimate (method={self.method!r}) carries no covariance: it was "
             "built without the per-stream or per-sample terms the covariance is taken from")
 
     @property
-    def cov(self):
+    def cov(self) -> NDArray[np.float64]:
         """Estimated covariance matrix (P, P) of the flattened gradient (row
         order: ``coordinates()``; see the class docstring for how it is
         taken)."""
         if self._cov_matrix is not None:
-            return self._cov_matrix.copy()
+            copy: NDArray[np.float64] = self._cov_matrix.copy()
+            return copy
         if not self._has_cov():
             se = self._flat(self.stderr)
             if se.size == 1:
                 return np.array([[se[0] ** 2]])
             raise self._no_cov()
         F = self._cov_factor()
-        return F.T @ F
+        out: NDArray[np.float64] = F.T @ F
+        return out
 
-    def _functionals(self, J):
+    def _functionals(self, J: Any) -> tuple[NDArray[np.float64], bool]:
         """J as a (k, P) matrix and whether it was one functional."""
         P = self.n_coords
         if isinstance(J, dict):
@@ -213,7 +227,7 @@ class GradientEstimate:
             raise ValueError("J must be finite")
         return A, single
 
-    def linear(self, J):
+    def linear(self, J: ArrayLike | Mapping[str, ArrayLike]) -> LinearEstimate:
         """Estimate, standard error and covariance of ``J @ grad``: a chain
         rule, a sum or a contrast of the gradient's coordinates.
 
@@ -266,7 +280,7 @@ class GradientEstimate:
             return LinearEstimate(float(est[0]), float(sd[0]), C)
         return LinearEstimate(est, sd, C)
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         if callable(state.get("_batch")):  # materialise a lazy source before pickling
             try:
@@ -276,11 +290,11 @@ class GradientEstimate:
             state["_batch"] = None
         return state
 
-    def z_scores(self, exact):
+    def z_scores(self, exact: Mapping[str, ArrayLike]) -> dict[str, Any]:
         """(estimate - exact) / stderr for each parameter in ``exact``."""
         return {k: (self.grad[k] - np.asarray(v)) / self.stderr[k] for k, v in exact.items()}
 
-    def confidence_interval(self, level=0.95):
+    def confidence_interval(self, level: float = 0.95) -> dict[str, tuple[Any, Any]]:
         """Normal-approximation intervals {name: (low, high)}; ``level`` in
         (0, 1)."""
         from scipy.stats import norm
@@ -291,7 +305,7 @@ class GradientEstimate:
         z = norm.ppf(0.5 + float(level) / 2)
         return {k: (g - z * self.stderr[k], g + z * self.stderr[k]) for k, g in self.grad.items()}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         b = self.baseline if not isinstance(self.baseline, float) else f"{self.baseline:g}"
         lines = [f"GradientEstimate(method={self.method!r}, n={self.n}, baseline={b!r})"]
         lines.append(f"  value: {_fmt(self.value)} +/- {_fmt(self.value_stderr)}")
@@ -302,14 +316,15 @@ class GradientEstimate:
 
 
 
-def terms_cov(y):
+def terms_cov(y: ArrayLike) -> NDArray[np.float64]:
     """The sample covariance matrix (P, P) of the mean of m per-sample
     terms y (m, P)."""
     y = np.asarray(y, dtype=np.float64)
     m = len(y)
     with np.errstate(over="ignore", invalid="ignore"):
         z = y - y.mean(0)
-        return (z.T @ z) / ((m - 1) * m)
+        out: NDArray[np.float64] = (z.T @ z) / ((m - 1) * m)
+        return out
 
 
 class LinearEstimate:
@@ -317,13 +332,13 @@ class LinearEstimate:
     ``stderr`` (scalars for one functional, (k,) arrays otherwise) and
     ``cov`` ((k, k), always 2-d)."""
 
-    def __init__(self, estimate, stderr, cov):
+    def __init__(self, estimate: Real, stderr: Real, cov: NDArray[np.float64]) -> None:
         self.estimate = estimate
         self.stderr = stderr
         self.cov = cov
 
-    def __iter__(self):  # est, se = res.linear(J)
+    def __iter__(self) -> Iterator[Real]:  # est, se = res.linear(J)
         return iter((self.estimate, self.stderr))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"LinearEstimate(estimate={_fmt(self.estimate)}, stderr={_fmt(self.stderr)})"
