@@ -28,7 +28,13 @@ SECTIONS = [
     ("mcscore.embed", "Embedding", "Build flags for code that embeds the kernels."),
     ("mcscore.torch", "PyTorch bridge", "Differentiable expectations for torch models."),
     ("mcscore.jax", "JAX bridge", "Differentiable expectations for JAX models."),
+    ("mcscore.result", "Linear maps of a gradient estimate",
+     "What :meth:`GradientEstimate.linear <mcscore.GradientEstimate.linear>` returns."),
 ]
+
+# Modules whose reference lists only some of their public names (the rest is
+# documented under the top-level namespace already).
+ONLY = {"mcscore.result": ["LinearEstimate"]}
 
 SKIP_TOP = {"finance", "integrands", "rl", "vi", "FAMILIES", "CALLBACK_SIGNATURES"}
 
@@ -39,7 +45,7 @@ def _public(modname):
             mod = importlib.import_module(modname)
     except ImportError:
         return None
-    names = getattr(mod, "__all__", None)
+    names = ONLY.get(modname, getattr(mod, "__all__", None))
     if names is None:
         names = [n for n, v in vars(mod).items()
                  if not n.startswith("_") and getattr(v, "__module__", "").startswith(modname)
