@@ -303,6 +303,25 @@ def pathwise_cv_grad(f, dist, n, *, grad_f, control_variates, rng=None, n_thread
     -------
     GradientEstimate (method "pathwise+cv"); ``info["coefficients"]`` holds the
     coefficients used (averaged over streams).
+
+    Raises
+    ------
+    TypeError
+        A control variate that is not ``"delta"``, a pair or a triple.
+    ValueError
+        As :func:`pathwise_grad` (a family without a reparameterisation, f or
+        grad_f of the wrong shape or non-finite).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Normal(loc=1.0, scale=2.0)
+    >>> f, grad_f = (lambda x: x ** 2 + np.sin(x)), (lambda x: 2 * x + np.cos(x))
+    >>> res = mc.pathwise_cv_grad(f, q, 1000, grad_f=grad_f, control_variates=["delta"], rng=0)
+    >>> exact = 2.0 + np.exp(-2.0) * np.cos(1.0)        # d E[f] / d loc
+    >>> bool(abs(res.grad["loc"] - exact) < 5 * res.stderr["loc"])
+    True
     """
     E.check_distribution(dist)
     dist.require("rsample")

@@ -175,6 +175,23 @@ def unordered_set_grad(f, dist, n, *, k=2, baseline=True, rng=None, n_threads=No
     -------
     GradientEstimate (method "unordered-set(k=...)"); ``value`` estimates
     E[f] by sum_s p(s) R(S, s) f(s).
+
+    Raises
+    ------
+    ValueError
+        Not one Categorical variable (batch shape ()), ``k`` outside
+        1..min(K, 7), or f returning the wrong shape or a non-finite value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Categorical(probs=[0.5, 0.3, 0.2])
+    >>> f = lambda x: (x == 2).astype(float)          # d P(x = 2) / d probs = (-0.2, -0.2, 0.8)
+    >>> res = mc.unordered_set_grad(f, q, 1000, k=2, rng=0)
+    >>> exact = np.array([-0.2, -0.2, 0.8])
+    >>> bool(np.all(np.abs(res.grad["probs"] - exact) < 5 * res.stderr["probs"]))
+    True
     """
     return _run(f, dist, n, k, baseline, "unordered", "unordered_set_grad", rng, n_threads,
                 chunk_size, n_streams, block_size, client)
@@ -184,6 +201,37 @@ def sum_and_sample_grad(f, dist, n, *, k=2, rng=None, n_threads=None, chunk_size
                         n_streams=E.DEFAULT_STREAMS, block_size=None, client=None):
     """Stochastic sum-and-sample for one Categorical: the k - 1 most
     probable categories summed exactly and one draw from the rest per
-    sample (k f evaluations)."""
+    sample (k f evaluations).
+
+    Parameters
+    ----------
+    f : vectorised callable on category indices (shape (m,)), as in
+        ``score_grad``; evaluated k times per sample.
+    dist : Categorical with batch shape ()
+    n : int, samples
+    k : int >= 1, categories per sample (k - 1 summed, one drawn)
+    rng, n_threads, chunk_size, n_streams, block_size, client : as in ``score_grad``
+
+    Returns
+    -------
+    GradientEstimate
+
+    Raises
+    ------
+    ValueError
+        Not one Categorical variable (batch shape ()), ``k`` < 1, or f
+        returning the wrong shape or a non-finite value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Categorical(probs=[0.5, 0.3, 0.2])
+    >>> f = lambda x: (x == 2).astype(float)          # d P(x = 2) / d probs = (-0.2, -0.2, 0.8)
+    >>> res = mc.sum_and_sample_grad(f, q, 1000, k=2, rng=0)
+    >>> exact = np.array([-0.2, -0.2, 0.8])
+    >>> bool(np.all(np.abs(res.grad["probs"] - exact) < 5 * res.stderr["probs"]))
+    True
+    """
     return _run(f, dist, n, k, False, "sum-and-sample", "sum_and_sample_grad", rng, n_threads,
                 chunk_size, n_streams, block_size, client)
