@@ -109,7 +109,7 @@ class Comparison:
 
 
 def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, temperature=0.5,
-                       rloo_k=4, estimators=None, n_threads=None):
+                       rloo_k=4, estimators=None, n_threads=None) -> Comparison:
     """Run every applicable estimator on the same problem and compare them.
 
     Score function (plain, "loo" and "optimal" baselines, delta control

@@ -19,6 +19,7 @@ from . import _vr
 from .distributions import FAMILIES
 from .relax import tune_rebar
 from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical
+from .result import GradientEstimate
 
 __all__ = ["relaxed_grad", "rebar_grad", "disarm_grad", "TEMPERATURE_GRID"]
 
@@ -60,7 +61,7 @@ class _DiscreteJob(E.Job):
 
 def relaxed_grad(f, dist, n, *, grad_f, temperature=None, straight_through=False, rng=None,
                  n_threads=None, chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
-                 client=None):
+                 client=None) -> GradientEstimate:
     """Gumbel-softmax / Concrete estimate for Bernoulli and Categorical.
 
     The discrete draw is replaced by a continuous relaxation at
@@ -277,10 +278,13 @@ def rebar_grad(f, dist, n, *, grad_f, temperature=0.5, eta="optimal", baseline=N
     --------
     >>> import numpy as np
     >>> import mcscore as mc
-    >>> q = mc.Bernoulli(probs=np.array([0.3, 0.6]))
-    >>> f = lambda b: ((b - 0.45) ** 2).sum(axis=-1)     # d E[f] / d p = 0.1 per coordinate
-    >>> res = mc.rebar_grad(f, q, 1000, grad_f=lambda b: 2 * (b - 0.45), rng=0)
-    >>> bool(np.all(np.abs(res.grad["probs"] - 0.1) < 5 * res.stderr["probs"]))
+    >>> logits = np.array([-0.5, 0.5])
+    >>> res = mc.rebar_grad(lambda b: b.sum(axis=-1) ** 2, mc.Bernoulli(logits=logits), 1000,
+    ...                     grad_f=lambda b: 2 * b.sum(axis=-1, keepdims=True) * np.ones_like(b),
+    ...                     rng=0)
+    >>> p = 1 / (1 + np.exp(-logits))                 # E[(b0 + b1)^2] = p0 + p1 + 2 p0 p1
+    >>> exact = p * (1 - p) * (1 + 2 * p[::-1])
+    >>> bool(np.all(np.abs(res.grad["logits"] - exact) < 5 * res.stderr["logits"]))
     True
     """
     base, W, kk, th, pr, conv, cv, cvs = _discrete_setup(dist, "rebar_grad")
@@ -328,7 +332,7 @@ def rebar_grad(f, dist, n, *, grad_f, temperature=0.5, eta="optimal", baseline=N
 
 
 def disarm_grad(f, dist, n, *, rng=None, n_threads=None, chunk_size=None,
-                n_streams=E.DEFAULT_STREAMS, block_size=None, client=None):
+                n_streams=E.DEFAULT_STREAMS, block_size=None, client=None) -> GradientEstimate:
     """DisARM (Dong, Mnih & Tucker 2020) for Bernoulli: unbiased, needs only
     f (no gradient, no relaxation).
 

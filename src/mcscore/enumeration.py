@@ -23,6 +23,7 @@ Without f_bound and tol they are refused.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +138,7 @@ def _truncate(dist, f_bound, tol, limit):
 
 
 def enumerate_grad(f, dist, *, f_bound=None, tol=None, max_support=MAX_SUPPORT,
-                   chunk_size=1 << 16):
+                   chunk_size=1 << 16) -> GradientEstimate:
     """The exact gradient of E_{x ~ dist}[f(x)] by enumerating the support.
 
     Parameters
@@ -181,7 +182,7 @@ def enumerate_grad(f, dist, *, f_bound=None, tol=None, max_support=MAX_SUPPORT,
     chunk = V.integer("chunk_size", chunk_size, minimum=1)
     dist._kernel_dist()
     E.check_differentiable(dist)
-    info = {"f": "python"}
+    info: dict[str, Any] = {"f": "python"}
     if isinstance(dist, _COUNTABLE):
         sup, bound = _truncate(dist, f_bound, tol, limit)
         info["truncation_bound"] = dist._split_coords(bound)

@@ -88,11 +88,11 @@ def expectation(f, family, n, *, rng=None, baseline=None, batch_ndims=0, return_
     Raises
     ------
     ImportError
-        When the module is imported without JAX installed (with the command
-        that installs it).
+        On ``import mcscore.jax`` where JAX is missing; the message says
+        how to install it.
     ValueError
-        An unknown ``family``, or any argument ``score_grad`` refuses (the
-        same messages).
+        A ``family`` that is not an mcscore family name or class, or an
+        argument that ``score_grad`` refuses (with its message).
 
     Examples
     --------

@@ -68,6 +68,7 @@ from . import _validation as V
 from ._features import FeatureJob, run_features
 from .distributions import (Bernoulli, Categorical, Exponential, Gamma, LogNormal, Normal,
                             Poisson, index_map)
+from .result import GradientEstimate
 
 __all__ = ["mvd_grad", "MVD_FAMILIES"]
 
@@ -326,7 +327,7 @@ class MvdJob(FeatureJob):
 
 
 def mvd_grad(f, dist, n, *, coupling=True, wrt=None, value=False, rng=None, n_threads=None,
-             chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None, client=None):
+             chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None, client=None) -> GradientEstimate:
     """Measure-valued (weak-derivative) estimate of grad_theta E_{x ~ dist}[f(x)].
 
     Parameters

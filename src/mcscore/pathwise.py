@@ -15,6 +15,7 @@ from . import _vr
 from . import variance_reduction as VR
 from ._features import FeatureJob, run_features
 from .distributions import index_map
+from .result import GradientEstimate
 
 __all__ = ["pathwise_grad", "pathwise_cv_grad"]
 
@@ -56,7 +57,7 @@ def _pathwise_table(dist):
 
 def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=None,
                   n_streams=E.DEFAULT_STREAMS, block_size=None, client=None, sampler="mc",
-                  n_randomizations=None):
+                  n_randomizations=None) -> GradientEstimate:
     """Pathwise (reparameterisation) estimate of grad_theta E_{x ~ dist}[f(x)].
 
     x = g(theta, eps) with base noise eps, and the estimate averages
@@ -277,7 +278,7 @@ class PathwiseCVJob(PathwiseJob):
 
 def pathwise_cv_grad(f, dist, n, *, grad_f, control_variates, rng=None, n_threads=None,
                      chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
-                     client=None):
+                     client=None) -> GradientEstimate:
     """The pathwise estimator with control variates: averages
 
         grad_f(x) . dx/dtheta - sum_j beta_j (grad_h_j(x) . dx/dtheta - grad E[h_j])

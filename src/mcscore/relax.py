@@ -45,6 +45,7 @@ from . import _engine as E
 from . import _validation as V
 from ._features import FeatureJob, run_features
 from .distributions import Bernoulli, Categorical
+from .result import GradientEstimate
 
 __all__ = ["relax_grad", "NumpySurrogate", "RebarSurrogate", "TorchSurrogate",
            "train_surrogate", "tune_rebar"]
@@ -431,7 +432,7 @@ def _check_surrogate(s):
 
 def relax_grad(f, dist, n, *, surrogate, train_steps=1, train_batch=256, rng=None,
                n_threads=None, chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
-               client=None):
+               client=None) -> GradientEstimate:
     """RELAX estimate of grad_theta E[f(b)], b ~ Bernoulli / Categorical.
 
     Parameters

@@ -494,7 +494,7 @@ def _flat(S, mask, E, T):
 
 
 @np.errstate(over="ignore", invalid="ignore")  # an overflow is reported below, clearly
-def policy_gradient(scores, returns, *, mask=None, baseline="loo", features=None, bonus=None):
+def policy_gradient(scores, returns, *, mask=None, baseline="loo", features=None, bonus=None) -> GradientEstimate:
     """REINFORCE estimate of grad E[return] and its standard error.
 
     Parameters
@@ -1152,7 +1152,7 @@ def _iteration_gradient(policy, tr, G, gamma, baseline, gae_lambda, entropy_coef
 
 
 def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, baseline="loo",
-              gae_lambda=None, entropy_coef=0.0, rng=None, progress=True):
+              gae_lambda=None, entropy_coef=0.0, rng=None, progress=True) -> ReinforceResult:
     """Train ``policy`` on ``env`` with REINFORCE and Adam.
 
     Each iteration rolls out ``episodes`` episodes, forms the returns-to-go

@@ -510,7 +510,7 @@ def _check_estimator(estimator):
 
 def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo", estimator="score",
               grad_log_joint=None, data_size=None, batch_size=None, log_prior=None,
-              grad_log_prior=None, sampler="mc", n_randomizations=None):
+              grad_log_prior=None, sampler="mc", n_randomizations=None) -> GradientEstimate:
     """Estimate of the ELBO and of its gradient w.r.t. q's parameters.
 
     Parameters
@@ -711,7 +711,7 @@ def _step_too_large(t, lr, exc):
 def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=True,
         baseline="loo", betas=(0.9, 0.999), eps=1e-8, average=0.5, estimator="score",
         grad_log_joint=None, data_size=None, batch_size=None, log_prior=None,
-        grad_log_prior=None, sampler="mc", n_randomizations=None):
+        grad_log_prior=None, sampler="mc", n_randomizations=None) -> VIResult:
     """Fit q to the posterior by maximising the ELBO (black-box VI).
 
     Each step draws ``n`` points from the current q, forms the ELBO

@@ -69,7 +69,7 @@ def _disc(K, lD, d):
     return _e(math.log(K), lD, _logN(d))
 
 
-def black_scholes(payoff, *, spot, strike, rate, vol, maturity):
+def black_scholes(payoff, *, spot, strike, rate, vol, maturity) -> dict[str, float]:
     """Black-Scholes price and Greeks in closed form.
 
     ``payoff``: "call", "put", "digital_call" or "digital_put" (cash-or-
