@@ -119,7 +119,8 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
         refused.  0 (the default): one expectation over the whole draw.
     sampler : "mc" or "sobol"
         "sobol": randomised quasi-Monte Carlo, draws by inversion of
-        scrambled Sobol' points (see :mod:`mcscore._qmc` and the README):
+        scrambled Sobol' points (see :mod:`mcscore._qmc` and the user guide's
+        quasi-Monte Carlo page):
         ``n`` draws in total, ``n_randomizations`` (default 32) independent
         randomisations of ``n // n_randomizations`` points each (a power of
         two, else a warning); the estimate is the mean of the
