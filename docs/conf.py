@@ -57,6 +57,7 @@ sphinx_gallery_conf = {
     "filename_pattern": r".*\.py$",
     "ignore_pattern": r"(setup\.py|__init__\.py|/_[^/]*\.py)$",
     "reset_argv": "_sg.argv",
+    "image_scrapers": ("matplotlib", "_sg.written_figures"),
     "download_all_examples": False,
     "remove_config_comments": True,
     "within_subsection_order": "FileNameSortKey",
