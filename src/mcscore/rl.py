@@ -165,6 +165,16 @@ class SoftmaxPolicy:
 
     ``params = {"theta": (n_features, n_actions)}`` (zeros by default: the
     uniform policy).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> pol = mc.rl.SoftmaxPolicy(n_features=4, n_actions=2)
+    >>> s = np.ones((5, 4))                        # 5 states' features
+    >>> a = pol.sample(s, np.random.default_rng(0))
+    >>> a.shape, pol.score(s, a)["theta"].shape
+    ((5,), (5, 4, 2))
     """
 
     def __init__(self, n_features, n_actions, theta=None):

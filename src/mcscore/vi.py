@@ -673,6 +673,17 @@ class Adam:
     array along its bias-corrected first moment over the root of its second
     moment; ``opt.step(grads, lr=...)`` overrides the step size for that step
     (a schedule).  Used by :func:`fit` and :func:`mcscore.rl.reinforce`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> params = {"x": np.array([0.0])}
+    >>> opt = mc.vi.Adam(params, lr=0.1)
+    >>> for _ in range(200):                       # ascend -(x - 3)^2
+    ...     params = opt.step({"x": -2 * (params["x"] - 3.0)})
+    >>> bool(abs(params["x"][0] - 3.0) < 0.05)
+    True
     """
 
     def __init__(self, params, *, lr=0.05, betas=(0.9, 0.999), eps=1e-8):
