@@ -8,6 +8,13 @@ import importlib
 import inspect
 from pathlib import Path
 
+from sphinx.ext.autodoc.mock import mock
+
+# The optional bridges import their framework at import time; the reference
+# is generated without PyTorch or JAX installed (conf.py mocks the same
+# modules for autodoc).
+MOCKED = ["torch", "jax", "jaxlib"]
+
 # (module, title, blurb): the order of the reference.
 SECTIONS = [
     ("mcscore", "Estimators, distributions and results",
@@ -21,17 +28,24 @@ SECTIONS = [
     ("mcscore.embed", "Embedding", "Build flags for code that embeds the kernels."),
     ("mcscore.torch", "PyTorch bridge", "Differentiable expectations for torch models."),
     ("mcscore.jax", "JAX bridge", "Differentiable expectations for JAX models."),
+    ("mcscore.result", "Linear maps of a gradient estimate",
+     "What :meth:`GradientEstimate.linear <mcscore.GradientEstimate.linear>` returns."),
 ]
+
+# Modules whose reference lists only some of their public names (the rest is
+# documented under the top-level namespace already).
+ONLY = {"mcscore.result": ["LinearEstimate"]}
 
 SKIP_TOP = {"finance", "integrands", "rl", "vi", "FAMILIES", "CALLBACK_SIGNATURES"}
 
 
 def _public(modname):
     try:
-        mod = importlib.import_module(modname)
+        with mock(MOCKED):
+            mod = importlib.import_module(modname)
     except ImportError:
         return None
-    names = getattr(mod, "__all__", None)
+    names = ONLY.get(modname, getattr(mod, "__all__", None))
     if names is None:
         names = [n for n, v in vars(mod).items()
                  if not n.startswith("_") and getattr(v, "__module__", "").startswith(modname)

@@ -6,7 +6,6 @@ The gallery runs every script in ``examples/`` with ``--quick`` unless
 package's ``__all__`` lists, so a new public name appears without editing
 this directory.
 """
-import os
 import sys
 from pathlib import Path
 
@@ -43,26 +42,22 @@ autosummary_generate = True
 autodoc_default_options = {"members": True, "inherited-members": False}
 # The optional bridges import their framework at import time; the API pages
 # are built without PyTorch or JAX installed.
-autodoc_mock_imports = ["torch", "jax", "jaxlib"]
+autodoc_mock_imports = list(_apigen.MOCKED)
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 
 # The gallery: the scripts in examples/, each run once (quick mode unless
 # MCSCORE_DOCS_FULL=1), their printed output and figures captured.
-_QUICK = os.environ.get("MCSCORE_DOCS_FULL", "0") != "1"
-
-
-def _argv(script_file, script_vars):
-    return ["--quick"] if _QUICK else []
-
+# (_sg.argv: a name, not a function object, so the configuration pickles.)
 
 sphinx_gallery_conf = {
     "examples_dirs": str(HERE.parent / "examples"),
     "gallery_dirs": "auto_examples",
     "filename_pattern": r".*\.py$",
     "ignore_pattern": r"(setup\.py|__init__\.py|/_[^/]*\.py)$",
-    "reset_argv": _argv,
+    "reset_argv": "_sg.argv",
+    "image_scrapers": ("matplotlib", "_sg.written_figures"),
     "download_all_examples": False,
     "remove_config_comments": True,
     "within_subsection_order": "FileNameSortKey",

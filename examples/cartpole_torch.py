@@ -1,4 +1,5 @@
-"""Cart-pole balancing learned by REINFORCE with a PyTorch policy network.
+"""Cart-pole balancing learned by REINFORCE with a PyTorch policy network
+======================================================================
 
 The environment is ``mcscore.rl.CartPole``; the policy a small torch network
 (state features -> 16 tanh units -> 2 logits) wrapped by
@@ -21,7 +22,7 @@ import mcscore as mc
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     p.add_argument("--quick", action="store_true", help="short run (CI)")
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--episodes", type=int, default=16, help="episodes per iteration")
@@ -56,4 +57,5 @@ def main(argv=None):
 
 if __name__ == "__main__":
     out = main()
-    sys.exit(0 if out is None or out["returns"][-5:].mean() > out["returns"][:5].mean() else 1)
+    if not (out is None or out["returns"][-5:].mean() > out["returns"][:5].mean()):
+        sys.exit(1)  # the goal was not reached (a plain return keeps the docs gallery running)

@@ -1,5 +1,5 @@
-"""A desk's strike strip: every Greek of an Asian basket on two correlated
-stocks at five strikes, from one set of paths.
+"""A desk's strike strip: every Greek of an Asian basket at five strikes
+=====================================================================
 
 The payoff is a plain vectorised function of the simulated paths
 ``paths[p, k, i]`` (path p, date k = 0..steps, asset i) that returns one
@@ -53,7 +53,7 @@ def bs_call(S, K, r, q, s, T):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     p.add_argument("--quick", action="store_true", help="short run (CI)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

@@ -1,4 +1,5 @@
-"""Local volatility: Greeks of a digital under a skewed sigma(t, S).
+"""Local volatility: Greeks of a digital under a skewed sigma(t, S)
+================================================================
 
 The model is a one-factor diffusion of log S given by its drift and
 diffusion functions (``finance.Diffusion``), simulated by Euler steps:
@@ -40,7 +41,7 @@ def digital(paths):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     p.add_argument("--quick", action="store_true", help="short run (CI)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

@@ -1,5 +1,5 @@
-"""Bayesian logistic regression by black-box VI: a full-covariance Gaussian
-q beside the mean-field one.
+"""Bayesian logistic regression by black-box VI: full-covariance and mean-field q
+==============================================================================
 
 With a correlated design the posterior of the coefficients is correlated.
 A mean-field q (independent Normals) cannot represent the correlation and
@@ -42,7 +42,7 @@ def _summary(cov):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     p.add_argument("--quick", action="store_true", help="short run (CI)")
     p.add_argument("--obs", type=int, default=200, help="observations")
     p.add_argument("--rho", type=float, default=0.9, help="correlation of the two covariates")

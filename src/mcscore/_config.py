@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from typing import IO, Any
 
 import numpy as np
 import scipy
@@ -24,10 +25,10 @@ from ._version import __version__
 # bit-identical for any thread count, so only speed changes; use the "spawn"
 # or "forkserver" start methods of multiprocessing for parallel workers.
 THREADS_AFTER_FORK_ENV = "MCSCORE_THREADS_AFTER_FORK"
-_STATE = {"pool_used": False, "serial_after_fork": False}
+_STATE: dict[str, bool] = {"pool_used": False, "serial_after_fork": False}
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     opted_in = os.environ.get(THREADS_AFTER_FORK_ENV, "").strip() == "1"
     if _STATE["pool_used"] or not opted_in:
         _STATE["serial_after_fork"] = True
@@ -37,7 +38,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def effective_n_threads(n_threads=None, *, work_items=None):
+def effective_n_threads(n_threads: int | None = None, *, work_items: int | None = None) -> int:
     """Threads to use for a parallel region.
 
     None: all threads OpenMP would use now (OMP_NUM_THREADS and threadpoolctl
@@ -74,7 +75,7 @@ def effective_n_threads(n_threads=None, *, work_items=None):
     return max(1, t)
 
 
-def show_config(file=None):
+def show_config(file: IO[str] | None = None) -> dict[str, Any]:
     """Print (and return as a dict) how this mcscore was built and how many
     threads it will use."""
     cfg = {

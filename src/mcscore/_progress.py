@@ -17,14 +17,17 @@ import contextvars
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from typing import IO, Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 # How often the bar of a fused run reads the kernel's draw counts.
 WATCH_SECONDS = 0.2
 
 
-def stream_draws(plan, streams):
+def stream_draws(plan: Any, streams: ArrayLike) -> tuple[int, int]:
     """(blocks, draws) that the given streams of a plan hold."""
     streams = np.asarray(streams, dtype=np.int64)
     nb, S, B = plan.n_blocks, plan.n_streams, plan.block_size
@@ -42,7 +45,8 @@ class TextBar:
     close, n).  progress=True therefore behaves the same everywhere: a bar
     with tqdm, these lines without it, never an error and never silence."""
 
-    def __init__(self, total, desc, unit="it", interval=1.0, stream=None):
+    def __init__(self, total: int, desc: str, unit: str = "it", interval: float = 1.0,
+                 stream: IO[str] | None = None) -> None:
         self.total, self.desc, self.unit, self.interval = int(total), desc, unit, interval
         self.stream = stream if stream is not None else sys.stderr
         self.n = 0
@@ -50,30 +54,30 @@ class TextBar:
         self._t0 = self._last = time.monotonic()
         self._closed = False
 
-    def _line(self):
+    def _line(self) -> str:
         dt = max(time.monotonic() - self._t0, 1e-9)
         pct = 100.0 * self.n / self.total if self.total else 100.0
         extra = f", {self.postfix}" if self.postfix else ""
         return (f"{self.desc}: {pct:5.1f}% ({self.n:,}/{self.total:,} {self.unit}s, "
                 f"{self.n / dt:,.0f} {self.unit}/s{extra})")
 
-    def update(self, k=1):
+    def update(self, k: int = 1) -> None:
         self.n += int(k)
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
             print(self._line(), file=self.stream, flush=True)
 
-    def set_postfix_str(self, s, refresh=True):
+    def set_postfix_str(self, s: object, refresh: bool = True) -> None:
         self.postfix = str(s)
 
-    def close(self):
+    def close(self) -> None:
         if not self._closed:
             self._closed = True
             print(self._line(), file=self.stream, flush=True)
 
 
-def make_bar(total, desc, unit="it", **tqdm_options):
+def make_bar(total: int, desc: str, unit: str = "it", **tqdm_options: Any) -> Any:
     """A tqdm bar when tqdm is installed, else a TextBar."""
     try:
         from tqdm.auto import tqdm
@@ -86,27 +90,27 @@ class ProgressBar:
     """A bar over the draws of one estimator call (tqdm, or TextBar without
     it)."""
 
-    def __init__(self, plan):
+    def __init__(self, plan: Any) -> None:
         self.plan = plan
         self.blocks = 0
         self._bar = make_bar(plan.n, "mcscore", unit="draw", unit_scale=True, smoothing=0.1,
                              dynamic_ncols=True)
         self._bar.set_postfix_str(self._postfix(), refresh=False)
 
-    def _postfix(self):
+    def _postfix(self) -> str:
         return f"blocks {self.blocks}/{self.plan.n_blocks}"
 
-    def update(self, blocks, draws):
+    def update(self, blocks: int, draws: int) -> None:
         """Record that `blocks` more blocks holding `draws` draws are done."""
         self.blocks += int(blocks)
         self._bar.set_postfix_str(self._postfix(), refresh=False)
         self._bar.update(int(draws))
 
-    def streams_done(self, streams):
+    def streams_done(self, streams: ArrayLike) -> None:
         self.update(*stream_draws(self.plan, streams))
 
     @contextlib.contextmanager
-    def watch(self, stats, interval=WATCH_SECONDS):
+    def watch(self, stats: NDArray[Any], interval: float = WATCH_SECONDS) -> Iterator[None]:
         """While the body runs (a fused kernel call, GIL released), a
         thread reads the per-stream draw counts ``stats[:, 0]`` that the
         kernel keeps anyway and moves the bar.  It only reads: the kernel
@@ -115,12 +119,12 @@ class ProgressBar:
         stop = threading.Event()
         start_blocks, start_draws = self.blocks, self._bar.n
 
-        def show():
+        def show() -> None:
             draws = int(counts.sum())
             blocks = min(self.plan.n_blocks, draws // self.plan.block_size)
             self.update(start_blocks + blocks - self.blocks, start_draws + draws - self._bar.n)
 
-        def loop():
+        def loop() -> None:
             while not stop.wait(interval):
                 show()
 
@@ -137,24 +141,24 @@ class ProgressBar:
         else:
             show()
 
-    def close(self):
+    def close(self) -> None:
         self._bar.close()
 
 
-def simple_bar(total, enabled, desc):
+def simple_bar(total: int, enabled: bool, desc: str) -> Any:
     """A bar over `total` iterations when enabled (tqdm, or TextBar without
     it), else a no-op with the same methods."""
     if enabled:
         return make_bar(total, desc, leave=False)
 
     class _Null:
-        def update(self, k=1):
+        def update(self, k: int = 1) -> None:
             pass
 
-        def set_postfix_str(self, s):
+        def set_postfix_str(self, s: object) -> None:
             pass
 
-        def close(self):
+        def close(self) -> None:
             pass
 
     return _Null()

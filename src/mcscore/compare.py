@@ -37,7 +37,7 @@ class Comparison:
     (variance x f_evals: the variance at equal cost in f evaluations, i.e.
     stderr^2 x the f evaluations spent; lower is better), time (seconds),
     work_variance (variance x seconds per sample = stderr^2 x time: lower
-    is better at equal cost), z (max |estimate - exact| / stderr when exact
+    is better at equal cost), z (``max |estimate - exact| / stderr`` when exact
     was given), unbiased (bool) and result (the GradientEstimate).
     """
 
@@ -109,7 +109,7 @@ class Comparison:
 
 
 def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, temperature=0.5,
-                       rloo_k=4, estimators=None, n_threads=None):
+                       rloo_k=4, estimators=None, n_threads=None) -> Comparison:
     """Run every applicable estimator on the same problem and compare them.
 
     Score function (plain, "loo" and "optimal" baselines, delta control
@@ -143,6 +143,25 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
     Returns
     -------
     Comparison: a readable table (``repr``), ``rows`` as data, ``plot()``.
+
+    Raises
+    ------
+    ValueError
+        An unknown name in ``estimators``, or one that does not apply to
+        ``dist``; the errors of the estimators themselves (see each).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Bernoulli(probs=np.array([0.3, 0.6]))
+    >>> cmp = mc.compare_estimators(lambda b: ((b - 0.45) ** 2).sum(axis=-1), q, 1000, rng=0,
+    ...                             exact={"probs": np.array([0.1, 0.1])})
+    >>> [r["name"] for r in cmp.rows][:3]
+    ['score', 'score+loo', 'score+optimal']
+    >>> all(abs(r["z"]) < 5 for r in cmp.rows if r["unbiased"])
+    True
+    >>> print(cmp)          # doctest: +SKIP
     """
     E.check_distribution(dist)
     f = E.check_callable("f", f)

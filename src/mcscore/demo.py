@@ -211,7 +211,7 @@ def run_core(n=10**6, seed=0, out=print):
 # applications: finance, variational inference, reinforcement learning
 # ---------------------------------------------------------------------------
 
-_LAST = {}  # results of the parts run in this process, reused by run_figures
+_LAST: dict = {}  # results of the parts run in this process, reused by run_figures
 _MKT = dict(spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=1.0)
 
 

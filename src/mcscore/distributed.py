@@ -52,8 +52,8 @@ def default_tasks(client, n_streams_used):
 
 
 def map_streams(client, plan, task, head, tail, *, n_threads, n_tasks, kind, on_result):
-    """Submit task(*head, group, *tail) for groups of the plan's streams and
-    call on_result(result) for each as it completes."""
+    """Submit ``task(*head, group, *tail)`` for groups of the plan's streams and
+    call ``on_result(result)`` for each as it completes."""
     if not (hasattr(client, "submit") and hasattr(client, "nthreads")):
         raise TypeError(f"client must be a dask.distributed.Client, got {type(client).__name__}")
     try:

@@ -25,8 +25,9 @@ reproduce :func:`mcscore.score_grad` exactly:
 * :func:`estimate` -- the estimator algebra on per-stream statistics rows
   (the ``mc_stats_len`` doubles each stream accumulated and its shift).
 
-See ``examples/embed/`` for a complete extension and the README section
-"Embedding from Cython and C" for the callback signatures.
+See ``examples/embed/`` for a complete extension and the section
+"Embedding from Cython and C" of the user guide (``docs/guide/embedding.md``)
+for the callback signatures.
 """
 from __future__ import annotations
 

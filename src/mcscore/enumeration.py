@@ -23,6 +23,7 @@ Without f_bound and tol they are refused.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -146,7 +147,7 @@ def _truncate(dist, f_bound, tol, limit):
 
 
 def enumerate_grad(f, dist, *, f_bound=None, tol=None, max_support=MAX_SUPPORT,
-                   chunk_size=1 << 16):
+                   chunk_size=1 << 16) -> GradientEstimate:
     """The exact gradient of E_{x ~ dist}[f(x)] by enumerating the support.
 
     Parameters
@@ -157,7 +158,7 @@ def enumerate_grad(f, dist, *, f_bound=None, tol=None, max_support=MAX_SUPPORT,
         the product of the coordinates'), or Poisson, Geometric with
         ``f_bound`` and ``tol``.
     f_bound, tol : float, optional
-        For Poisson / Geometric: |f| <= f_bound everywhere; the supports are
+        For Poisson / Geometric: ``|f| <= f_bound`` everywhere; the supports are
         truncated where the exact bound on the rest is below tol.
     max_support : int
         Refuse (ValueError) supports larger than this.
@@ -167,6 +168,22 @@ def enumerate_grad(f, dist, *, f_bound=None, tol=None, max_support=MAX_SUPPORT,
     GradientEstimate (method "enumeration"); ``stderr`` is 0 (the bound on the
     truncation error for Poisson / Geometric is in ``info["truncation_bound"]``),
     ``n`` and ``info["f_evals"]`` the number of support points.
+
+    Raises
+    ------
+    ValueError
+        A family other than those above, a support larger than
+        ``max_support``, Poisson / Geometric without ``f_bound`` and ``tol``,
+        or f returning the wrong shape or a non-finite value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Bernoulli(probs=np.array([0.2, 0.7]))
+    >>> res = mc.enumerate_grad(lambda b: b.prod(axis=-1), q)    # E[b0 b1] = p0 p1
+    >>> bool(np.allclose(res.grad["probs"], [0.7, 0.2]))
+    True
     """
     _check_family(dist, "enumerate_grad")
     f = E.check_callable("f", f)
@@ -174,7 +191,7 @@ def enumerate_grad(f, dist, *, f_bound=None, tol=None, max_support=MAX_SUPPORT,
     chunk = V.integer("chunk_size", chunk_size, minimum=1)
     dist._kernel_dist()
     E.check_differentiable(dist)
-    info = {"f": "python"}
+    info: dict[str, Any] = {"f": "python"}
     if isinstance(dist, _COUNTABLE):
         sup, bound = _truncate(dist, f_bound, tol, limit)
         info["truncation_bound"] = dist._split_coords(bound)

@@ -74,7 +74,7 @@ def _seed_words(rng):
 
 def expectation(f, family, n, *, rng=None, baseline=None, batch_ndims=0, return_result=False,
                 cov=False, options=None, **params):
-    """Differentiable Monte Carlo estimate of E_{x ~ family(**params)}[f(x)].
+    """Differentiable Monte Carlo estimate of ``E_{x ~ family(**params)}[f(x)]``.
 
     Parameters are those of :func:`mcscore.torch.expectation`, with JAX
     arrays (or tracers) for the differentiated parameters (numbers and
@@ -85,6 +85,29 @@ def expectation(f, family, n, *, rng=None, baseline=None, batch_ndims=0, return_
     Returns the value, shape () (the batch's with ``batch_ndims``), dtype
     the promotion of the differentiated parameters' dtypes (float32 unless
     JAX's x64 mode is on); ``(value, aux)`` with ``return_result=True``.
+
+    Raises
+    ------
+    ImportError
+        On ``import mcscore.jax`` where JAX is missing; the message says
+        how to install it.
+    ValueError
+        A ``family`` that is not an mcscore family name or class, or an
+        argument that ``score_grad`` refuses (with its message).
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import mcscore.jax as mcj
+    >>> def p2(logits, key):                               # P(x = 2), differentiable in logits
+    ...     return mcj.expectation(lambda x: (x == 2).astype(float), "Categorical", 1000,
+    ...                            logits=logits, rng=key)
+    >>> g = jax.grad(p2)(jnp.zeros(3), jax.random.key(0))  # exact: (-1, -1, 2) / 9
+    >>> g.shape
+    (3,)
+    >>> bool(abs(float(g[2]) - 2 / 9) < 0.05)
+    True
     """
     arrays = {}
     constants = {}

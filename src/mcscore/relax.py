@@ -45,6 +45,7 @@ from . import _engine as E
 from . import _validation as V
 from ._features import FeatureJob, run_features
 from .distributions import Bernoulli, Categorical
+from .result import GradientEstimate
 
 __all__ = ["relax_grad", "NumpySurrogate", "RebarSurrogate", "TorchSurrogate",
            "train_surrogate", "tune_rebar"]
@@ -203,7 +204,7 @@ class NumpySurrogate:
         return g.reshape(np.shape(z))
 
     def step(self, rx, mat, fb):
-        """One Adam step on mean |g|^2 over the batch; returns that loss."""
+        """One Adam step on mean ``|g|^2`` over the batch; returns that loss."""
         z, zt = mat["z"], mat["zt"]
         m = len(fb)
         ct = self._value_at(zt, self.phi)
@@ -431,7 +432,7 @@ def _child_seed(rng, key):
 
 def train_surrogate(f, dist, surrogate, *, steps=100, batch=256, rng=None):
     """``steps`` gradient steps of the surrogate on the RELAX estimator's
-    mean |g|^2 (the variance plus a constant), each on a fresh batch of
+    mean ``|g|^2`` (the variance plus a constant), each on a fresh batch of
     ``batch`` draws from ``rng``; returns the losses."""
     E.check_distribution(dist)
     rx = _Relax(dist)
@@ -456,7 +457,7 @@ def _check_surrogate(s):
 
 def relax_grad(f, dist, n, *, surrogate, train_steps=1, train_batch=256, rng=None,
                n_threads=None, chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
-               client=None):
+               client=None) -> GradientEstimate:
     """RELAX estimate of grad_theta E[f(b)], b ~ Bernoulli / Categorical.
 
     Parameters
@@ -475,8 +476,32 @@ def relax_grad(f, dist, n, *, surrogate, train_steps=1, train_batch=256, rng=Non
     Returns
     -------
     GradientEstimate (method "relax"); ``info["train_loss"]`` the training
-    losses of this call (mean |g|^2 per step).  Per sample: 1 f evaluation,
+    losses of this call (mean ``|g|^2`` per step).  Per sample: 1 f evaluation,
     1 surrogate evaluation and 2 surrogate gradients.
+
+    Raises
+    ------
+    TypeError
+        ``surrogate`` missing or not one of the surrogate classes.
+    ValueError
+        A family other than Bernoulli / Categorical, or f or the surrogate
+        returning the wrong shape or non-finite values.
+
+    Examples
+    --------
+    A linear surrogate ``c(z) = phi z.sum()`` (any differentiable surrogate
+    keeps the estimate unbiased; a good one lowers its variance):
+
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Bernoulli(probs=np.array([0.3, 0.6]))
+    >>> f = lambda b: ((b - 0.45) ** 2).sum(axis=-1)     # d E[f] / d p = 0.1 per coordinate
+    >>> sur = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),
+    ...                         lambda z, phi: np.broadcast_to(phi[0], z.shape),
+    ...                         lambda z, phi: z.sum(axis=-1)[:, None], phi=np.zeros(1))
+    >>> res = mc.relax_grad(f, q, 1000, surrogate=sur, rng=0)
+    >>> bool(np.all(np.abs(res.grad["probs"] - 0.1) < 5 * res.stderr["probs"]))
+    True
     """
     f = E.check_callable("f", f)
     _check_surrogate(surrogate)
@@ -500,7 +525,7 @@ def tune_rebar(f, dist, *, grad_f, temperature=0.5, eta=1.0, steps=200, batch=25
     """REBAR's temperature and scale (eta) tuned by gradient descent on the
     estimator's variance (as in the REBAR paper): the RELAX training of a
     RebarSurrogate.  Returns {"temperature", "eta", "loss"} (the loss per
-    step: mean |g|^2 over the batch)."""
+    step: mean ``|g|^2`` over the batch)."""
     rx = _Relax(dist)
     s = RebarSurrogate(f, grad_f, temperature=temperature, eta=eta, categorical=rx.cat, lr=lr)
     losses = train_surrogate(f, dist, s, steps=steps, batch=batch, rng=rng)

@@ -35,8 +35,8 @@ def _temperature(owner, t):
 
 
 class _Relaxed:
-    _base_cls = None
-    _mode = None
+    _base_cls: type | None = None
+    _mode: int | None = None
 
     def __init__(self, temperature, probs=None, logits=None):
         owner = type(self).__name__

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+# A float for one expectation, an array of the batch's shape for batched ones.
+Real = Union[float, NDArray[np.float64]]
 
 __all__ = ["GradientEstimate", "LinearEstimate"]
 
 
-def _fmt(a):
+def _fmt(a: ArrayLike) -> str:
     a = np.asarray(a)
     if a.ndim == 0:
         return f"{float(a):.6g}"
@@ -40,10 +46,13 @@ class GradientEstimate:
         Estimated covariance matrix of the flattened gradient (see
         :meth:`coordinates` for the order of its rows); :meth:`linear` gives
         the estimate and standard error of a linear map of the gradient.
+    sampler : "mc" or "sobol"
+        "sobol": randomised quasi-Monte Carlo, ``n_randomizations``
+        independent randomisations (stderr from their spread).
 
-    Covariance
-    ----------
-    The P coordinates are the parameters of ``grad`` in its key order, each
+    Notes
+    -----
+    **Covariance.** The P coordinates are the parameters of ``grad`` in its key order, each
     raveled in C order (``coordinates()`` names them, e.g. ``"loc[0]"``).
     The engine's estimators (every baseline of ``score_grad``,
     ``rloo_grad``, ``pathwise_grad``, control variates and antithetic pairs,
@@ -65,21 +74,37 @@ class GradientEstimate:
     contrast that cancels exactly has standard error 0).  Estimators on
     samples held in memory (``score_grad_from_samples``, ``rl.reinforce``)
     give the sample covariance of their per-sample terms (O(m P^2) once).
-    sampler : "mc" or "sobol"
-        "sobol": randomised quasi-Monte Carlo, ``n_randomizations``
-        independent randomisations (stderr from their spread).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Normal(loc=np.zeros(2), scale=np.ones(2))
+    >>> res = mc.score_grad(lambda x: x.sum(axis=-1), q, 10_000, rng=0)
+    >>> res.coordinates()
+    ['loc[0]', 'loc[1]', 'scale[0]', 'scale[1]']
+    >>> res.cov.shape
+    (4, 4)
+    >>> z = (res.grad["loc"] - 1.0) / res.stderr["loc"]     # exact: d E[x0 + x1] / d loc = 1
+    >>> bool(np.all(np.abs(z) < 5))
+    True
     """
 
-    sampler = "mc"
-    n_randomizations = None
+    sampler: str = "mc"
+    n_randomizations: int | None = None
 
-    def __init__(self, grad, stderr, variance, value, value_stderr, n, *, baseline=None,
-                 method="score", value_variance=None, info=None, cov=None, batch=None):
+    def __init__(self, grad: dict[str, Any], stderr: dict[str, Any],
+                 variance: dict[str, Any], value: ArrayLike, value_stderr: ArrayLike,
+                 n: int, *, baseline: Any = None, method: str = "score",
+                 value_variance: ArrayLike | None = None,
+                 info: Mapping[str, Any] | None = None, cov: ArrayLike | None = None,
+                 batch: Any = None) -> None:
         self.grad = grad
         self.stderr = stderr
         self.variance = variance
         # batched expectations (batch_ndims > 0): arrays of the batch shape
-        real = float if np.ndim(value) == 0 else (lambda v: np.asarray(v, dtype=np.float64))
+        real: Callable[[Any], Real] = (
+            float if np.ndim(value) == 0 else (lambda v: np.asarray(v, dtype=np.float64)))
         self.value = real(value)
         self.value_stderr = real(value_stderr)
         self.value_variance = (real(value_variance) if value_variance is not None
@@ -92,17 +117,18 @@ class GradientEstimate:
         # per-stream means (count (S,), means (S, P)) -- or a callable giving
         # them when first needed -- whose correlations the batch-means
         # covariance takes (see the class docstring)
-        self._cov_matrix = None if cov is None else np.asarray(cov, dtype=np.float64)
+        self._cov_matrix: NDArray[np.float64] | None = (
+            None if cov is None else np.asarray(cov, dtype=np.float64))
         self._batch = batch
-        self._factor = None
+        self._factor: NDArray[np.float64] | None = None
 
     # -- covariance ---------------------------------------------------------
-    def coordinates(self):
+    def coordinates(self) -> list[str]:
         """Names of the P coordinates of the flattened gradient, in the
         order of ``cov``'s rows: each parameter of ``grad`` in key order,
         raveled in C order (``"loc"`` for a scalar, ``"scale[2]"``,
         ``"logits[1, 0]"``)."""
-        out = []
+        out: list[str] = []
         for k, g in self.grad.items():
             g = np.asarray(g)
             if g.ndim == 0:
@@ -111,15 +137,15 @@ class GradientEstimate:
                 out.extend(f"{k}[{', '.join(map(str, i))}]" for i in np.ndindex(g.shape))
         return out
 
-    def _flat(self, d):
+    def _flat(self, d: Mapping[str, Any]) -> NDArray[np.float64]:
         return np.concatenate([np.ravel(np.asarray(d[k], dtype=np.float64)) for k in self.grad])
 
     @property
-    def n_coords(self):
+    def n_coords(self) -> int:
         """P, the number of coordinates of the flattened gradient."""
         return sum(int(np.size(g)) for g in self.grad.values())
 
-    def _cov_factor(self):
+    def _cov_factor(self) -> NDArray[np.float64]:
         """F (S, P) with cov = F.T @ F: the streams' deviations from the
         grand mean, sqrt(count_s) (mean_s - grand) / sqrt((S - 1) n)."""
         if self._factor is None:
@@ -142,31 +168,33 @@ class GradientEstimate:
             self._batch = None
         return self._factor
 
-    def _has_cov(self):
+    def _has_cov(self) -> bool:
         return self._cov_matrix is not None or self._batch is not None or (
             self._factor is not None)
 
-    def _no_cov(self):
+    def _no_cov(self) -> ValueError:
         return ValueError(
             f"this GradientEstimate (method={self.method!r}) carries no covariance: it was "
             "built without the per-stream or per-sample terms the covariance is taken from")
 
     @property
-    def cov(self):
+    def cov(self) -> NDArray[np.float64]:
         """Estimated covariance matrix (P, P) of the flattened gradient (row
         order: ``coordinates()``; see the class docstring for how it is
         taken)."""
         if self._cov_matrix is not None:
-            return self._cov_matrix.copy()
+            copy: NDArray[np.float64] = self._cov_matrix.copy()
+            return copy
         if not self._has_cov():
             se = self._flat(self.stderr)
             if se.size == 1:
                 return np.array([[se[0] ** 2]])
             raise self._no_cov()
         F = self._cov_factor()
-        return F.T @ F
+        out: NDArray[np.float64] = F.T @ F
+        return out
 
-    def _functionals(self, J):
+    def _functionals(self, J: Any) -> tuple[NDArray[np.float64], bool]:
         """J as a (k, P) matrix and whether it was one functional."""
         P = self.n_coords
         if isinstance(J, dict):
@@ -199,17 +227,46 @@ class GradientEstimate:
             raise ValueError("J must be finite")
         return A, single
 
-    def linear(self, J):
+    def linear(self, J: ArrayLike | Mapping[str, ArrayLike]) -> LinearEstimate:
         """Estimate, standard error and covariance of ``J @ grad``: a chain
         rule, a sum or a contrast of the gradient's coordinates.
 
-        J : (k, P) or (P,) array over the coordinates of ``coordinates()``,
-            or a dict {name: array shaped like grad[name]} (missing names
-            count as 0) for one linear functional.
-        Returns a :class:`LinearEstimate` (scalars for a (P,) array or a
-        dict, (k,) arrays and a (k, k) covariance for a (k, P) matrix).
         The batch-means covariance is applied as a factor, O(k S P), without
-        forming the P x P matrix."""
+        forming the P x P matrix.
+
+        Parameters
+        ----------
+        J : array of shape (k, P) or (P,), or dict
+            Rows over the coordinates of :meth:`coordinates`, or a dict
+            ``{name: array shaped like grad[name]}`` (missing names count
+            as 0) for one linear functional.
+
+        Returns
+        -------
+        LinearEstimate
+            ``estimate`` and ``stderr`` (scalars for a (P,) array or a
+            dict, (k,) arrays for a (k, P) matrix) and ``cov`` (k, k).
+
+        Raises
+        ------
+        ValueError
+            ``J`` of the wrong shape (the message gives P), an unknown
+            name in the dict, or non-finite entries.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> res = mc.score_grad(lambda x: x[:, 0] - x[:, 1], mc.Normal(loc=np.ones(2), scale=0.5),
+        ...                     10_000, rng=0)
+        >>> res.coordinates()                         # a broadcast scalar scale: one coordinate
+        ['loc[0]', 'loc[1]', 'scale']
+        >>> contrast = res.linear({"loc": np.array([1.0, -1.0])})   # exact: 1 - (-1) = 2
+        >>> bool(abs(contrast.estimate - 2.0) < 5 * contrast.stderr)
+        True
+        >>> res.linear(np.eye(3)).cov.shape
+        (3, 3)
+        """
         A, single = self._functionals(J)
         est = A @ self._flat(self.grad)
         if self._cov_matrix is not None:
@@ -225,7 +282,7 @@ class GradientEstimate:
             return LinearEstimate(float(est[0]), float(sd[0]), C)
         return LinearEstimate(est, sd, C)
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         if callable(state.get("_batch")):  # materialise a lazy source before pickling
             try:
@@ -235,13 +292,31 @@ class GradientEstimate:
             state["_batch"] = None
         return state
 
-    def z_scores(self, exact):
-        """(estimate - exact) / stderr for each parameter in ``exact``."""
+    def z_scores(self, exact: Mapping[str, ArrayLike]) -> dict[str, Any]:
+        """(estimate - exact) / stderr for each parameter in ``exact``.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> res = mc.score_grad(lambda x: x ** 2, mc.Normal(loc=1.0, scale=1.0), 10_000, rng=0)
+        >>> z = res.z_scores({"loc": 2.0, "scale": 2.0})       # exact: 2 loc, 2 scale
+        >>> all(abs(v) < 5 for v in z.values())
+        True
+        """
         return {k: (self.grad[k] - np.asarray(v)) / self.stderr[k] for k, v in exact.items()}
 
-    def confidence_interval(self, level=0.95):
+    def confidence_interval(self, level: float = 0.95) -> dict[str, tuple[Any, Any]]:
         """Normal-approximation intervals {name: (low, high)}; ``level`` in
-        (0, 1)."""
+        (0, 1).
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> res = mc.score_grad(lambda x: x ** 2, mc.Normal(loc=1.0, scale=1.0), 10_000, rng=0)
+        >>> lo, hi = res.confidence_interval(0.99)["loc"]     # d E[x^2] / d loc = 2 loc = 2
+        >>> bool(lo < 2.0 < hi)
+        True
+        """
         from scipy.stats import norm
 
         if (isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Real)
@@ -250,7 +325,7 @@ class GradientEstimate:
         z = norm.ppf(0.5 + float(level) / 2)
         return {k: (g - z * self.stderr[k], g + z * self.stderr[k]) for k, g in self.grad.items()}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         b = self.baseline if not isinstance(self.baseline, float) else f"{self.baseline:g}"
         lines = [f"GradientEstimate(method={self.method!r}, n={self.n}, baseline={b!r})"]
         lines.append(f"  value: {_fmt(self.value)} +/- {_fmt(self.value_stderr)}")
@@ -261,14 +336,15 @@ class GradientEstimate:
 
 
 
-def terms_cov(y):
+def terms_cov(y: ArrayLike) -> NDArray[np.float64]:
     """The sample covariance matrix (P, P) of the mean of m per-sample
     terms y (m, P)."""
     y = np.asarray(y, dtype=np.float64)
     m = len(y)
     with np.errstate(over="ignore", invalid="ignore"):
         z = y - y.mean(0)
-        return (z.T @ z) / ((m - 1) * m)
+        out: NDArray[np.float64] = (z.T @ z) / ((m - 1) * m)
+        return out
 
 
 class LinearEstimate:
@@ -276,13 +352,13 @@ class LinearEstimate:
     ``stderr`` (scalars for one functional, (k,) arrays otherwise) and
     ``cov`` ((k, k), always 2-d)."""
 
-    def __init__(self, estimate, stderr, cov):
+    def __init__(self, estimate: Real, stderr: Real, cov: NDArray[np.float64]) -> None:
         self.estimate = estimate
         self.stderr = stderr
         self.cov = cov
 
-    def __iter__(self):  # est, se = res.linear(J)
+    def __iter__(self) -> Iterator[Real]:  # est, se = res.linear(J)
         return iter((self.estimate, self.stderr))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"LinearEstimate(estimate={_fmt(self.estimate)}, stderr={_fmt(self.stderr)})"

@@ -165,6 +165,16 @@ class SoftmaxPolicy:
 
     ``params = {"theta": (n_features, n_actions)}`` (zeros by default: the
     uniform policy).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> pol = mc.rl.SoftmaxPolicy(n_features=4, n_actions=2)
+    >>> s = np.ones((5, 4))                        # 5 states' features
+    >>> a = pol.sample(s, np.random.default_rng(0))
+    >>> a.shape, pol.score(s, a)["theta"].shape
+    ((5,), (5, 4, 2))
     """
 
     def __init__(self, n_features, n_actions, theta=None):
@@ -192,7 +202,7 @@ class SoftmaxPolicy:
         return d.sample(1, rng)[0]
 
     def score(self, features, actions):
-        """Per-step scores {"theta": (*batch, n_features, n_actions)}: the
+        """Per-step scores ``{"theta": (*batch, n_features, n_actions)}``: the
         core's Categorical score w.r.t. the logits, times the features."""
         phi = _features(features, self.n_features)
         V.reject_masked("actions", actions)
@@ -211,8 +221,8 @@ class SoftmaxPolicy:
 
     def entropy(self, features):
         """(H, dH): the entropy of the action distribution at each state,
-        shape features.shape[:-1], and its gradient {"theta": (*batch,
-        n_features, n_actions)} (dH/dlogit_k = -p_k (log p_k + H))."""
+        shape features.shape[:-1], and its gradient ``{"theta": (*batch,
+        n_features, n_actions)}`` (dH/dlogit_k = -p_k (log p_k + H))."""
         phi = _features(features, self.n_features)
         z = phi @ self.params["theta"]
         lp = z - np.logaddexp.reduce(z, axis=-1, keepdims=True)
@@ -264,8 +274,8 @@ class GaussianPolicy:
         return self.distribution(features).sample(1, rng)[0]
 
     def score(self, features, actions):
-        """Per-step scores {"w": (*batch, n_features, n_actions),
-        "log_std": (*batch, n_actions)} from the core's Normal score."""
+        """Per-step scores ``{"w": (*batch, n_features, n_actions),
+        "log_std": (*batch, n_actions)}`` from the core's Normal score."""
         phi = _features(features, self.n_features)
         d = self.distribution(phi)
         a = V.as_real_array("actions", actions)
@@ -495,13 +505,13 @@ def _flat(S, mask, E, T):
 
 
 @np.errstate(over="ignore", invalid="ignore")  # an overflow is reported below, clearly
-def policy_gradient(scores, returns, *, mask=None, baseline="loo", features=None, bonus=None):
+def policy_gradient(scores, returns, *, mask=None, baseline="loo", features=None, bonus=None) -> GradientEstimate:
     """REINFORCE estimate of grad E[return] and its standard error.
 
     Parameters
     ----------
     scores : dict[str, array]
-        Per-step scores of the policy, each of shape (E, T, *param_shape)
+        Per-step scores of the policy, each of shape ``(E, T, *param_shape)``
         (E episodes, T steps), e.g. ``policy.score(features, actions)``.
     returns : array, shape (E, T) or (E,)
         (E, T): the returns-to-go G_t (:func:`returns_to_go`) or advantages
@@ -801,7 +811,7 @@ class TorchPolicy:
         pi(a_t | s_t) (+ entropy_weights[e, t] H(pi(. | s_t))): one
         vectorised autograd pass over the episodes instead of a score per
         step.  features (E, T, F), actions (E, T[, n_actions]), weights
-        (E, T); returns {name: (E, *param_shape)}."""
+        (E, T); returns ``{name: (E, *param_shape)}``."""
         torch = self._torch
         phi = V.as_real_array("features", features)
         E, T = phi.shape[:2]
@@ -842,8 +852,8 @@ class CartPole:
     steps), vectorised over a batch of episodes.
 
     State (x, x_dot, theta, theta_dot); actions 0 (push left) and 1 (push
-    right); reward 1 for every step taken; an episode ends when |x| > 2.4,
-    |theta| > 12 degrees or after ``max_steps`` steps.  ``force_noise`` > 0
+    right); reward 1 for every step taken; an episode ends when ``|x| > 2.4``,
+    ``|theta| > 12`` degrees or after ``max_steps`` steps.  ``force_noise`` > 0
     makes it stochastic: the applied force is ``force * (1 + force_noise *
     N(0, 1))``, drawn from the ``rng`` that :func:`rollout` passes to
     ``step`` (0, the default, is the deterministic classic task).
@@ -1042,7 +1052,7 @@ def _step_takes_rng(env):
 
 class Trajectories:
     """A batch of episodes padded to T steps: ``features`` (E, T, F),
-    ``actions`` (E, T) for discrete actions or (E, T, *action_shape),
+    ``actions`` (E, T) for discrete actions or ``(E, T, *action_shape)``,
     ``rewards`` (E, T), ``mask`` (E, T) (True while running), ``lengths``
     (E,)."""
 
@@ -1078,7 +1088,7 @@ def rollout(env, policy, n_episodes, rng=None):
     (one vectorised policy call per time step).  ``env.step`` receives the
     same Generator when it takes an ``rng``.  Actions are stored as the
     policy returns them: (E, T) for one discrete action per step (its
-    integer dtype), (E, T, *action_shape) otherwise."""
+    integer dtype), ``(E, T, *action_shape)`` otherwise."""
     _check_policy(policy)
     gen = V.as_generator(rng)
     E = V.integer("n_episodes", n_episodes, minimum=1)
@@ -1174,7 +1184,7 @@ def _iteration_gradient(policy, tr, G, gamma, baseline, gae_lambda, entropy_coef
 
 
 def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, baseline="loo",
-              gae_lambda=None, entropy_coef=0.0, rng=None, progress=False):
+              gae_lambda=None, entropy_coef=0.0, rng=None, progress=False) -> ReinforceResult:
     """Train ``policy`` on ``env`` with REINFORCE and Adam.
 
     Each iteration rolls out ``episodes`` episodes, forms the returns-to-go
@@ -1206,6 +1216,26 @@ def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, b
     ReinforceResult
         ``.policy`` and the learning curve ``.returns`` (undiscounted mean
         return of each iteration's episodes).
+
+    Raises
+    ------
+    TypeError
+        ``policy`` without the policy protocol, or ``env`` without the
+        environment protocol.
+    ValueError
+        An option outside its range (``iterations`` < 1, ``episodes`` < 2,
+        an unknown ``baseline``, ...).
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> env = mc.rl.CartPole()
+    >>> pol = mc.rl.SoftmaxPolicy(n_features=env.n_features, n_actions=env.n_actions)
+    >>> run = mc.rl.reinforce(env, pol, iterations=30, episodes=20, rng=0, progress=False)
+    >>> run.returns.shape
+    (30,)
+    >>> bool(run.returns[-5:].mean() > run.returns[:5].mean())    # it learns
+    True
     """
     _check_env(env)
     _check_policy(policy)

@@ -45,7 +45,7 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
           kernel's threads without the GIL on a pointer to one draw.
     dist : Distribution
         Any family, or a :class:`mcscore.Joint` of named components: a Python
-        f then receives a dict {name: (m, *component.draw_shape)}, a fused
+        f then receives a dict ``{name: (m, *component.draw_shape)}``, a fused
         integrand or C callback the draw flattened component by component
         (see Joint), and the gradients are keyed "name.param".
         A family whose support moves with its parameters (Uniform) gets the
@@ -119,7 +119,8 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
         refused.  0 (the default): one expectation over the whole draw.
     sampler : "mc" or "sobol"
         "sobol": randomised quasi-Monte Carlo, draws by inversion of
-        scrambled Sobol' points (see :mod:`mcscore._qmc` and the README):
+        scrambled Sobol' points (see :mod:`mcscore._qmc` and the user guide's
+        quasi-Monte Carlo page):
         ``n`` draws in total, ``n_randomizations`` (default 32) independent
         randomisations of ``n // n_randomizations`` points each (a power of
         two, else a warning); the estimate is the mean of the
@@ -136,6 +137,28 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     Returns
     -------
     GradientEstimate
+
+    Raises
+    ------
+    TypeError
+        ``f``, ``dist`` or an option of the wrong type (e.g. ``n`` not an
+        integer, ``dist`` not an mcscore distribution); the message names it.
+    ValueError
+        An argument outside its constraint (``n`` < 2, an unknown
+        ``baseline``, ...), or f returning the wrong shape or a non-finite
+        value (the message gives the draw).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Normal(loc=np.zeros(3), scale=np.ones(3))
+    >>> res = mc.score_grad(lambda x: (x ** 2).sum(axis=-1), q, n=10_000, rng=0)
+    >>> res.grad["loc"].shape, res.stderr["scale"].shape
+    ((3,), (3,))
+    >>> z = (res.grad["scale"] - 2.0) / res.stderr["scale"]   # exact: d E[x^2] / d scale = 2 scale
+    >>> bool(np.all(np.abs(z) < 5))
+    True
     """
     E.check_distribution(dist)
     if hasattr(baseline, "score_grad"):  # a baseline object (mcscore.baselines)
@@ -298,8 +321,8 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None, batch_ndims=0):
     ----------
     dist : Distribution
         The distribution x was drawn from.
-    x : array, shape (m, *dist.draw_shape); for a Joint, a dict of component draws
-    fx : array, shape (m,), or (m, *dist.batch_shape[:batch_ndims])
+    x : array, shape ``(m, *dist.draw_shape)``; for a Joint, a dict of component draws
+    fx : array, shape ``(m,)`` or ``(m, *dist.batch_shape[:batch_ndims])``
         f at each draw (returns, rewards, simulator outputs).
     baseline : None, float, "loo" or "optimal"
         As in :func:`score_grad`; "optimal" uses an exact leave-one-out
@@ -310,6 +333,34 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None, batch_ndims=0):
         within each batch element); ``value`` has the batch's shape.  (The
         rare-category floor of the standard errors applies to
         ``batch_ndims=0`` only.)
+
+    Returns
+    -------
+    GradientEstimate
+        ``grad``, ``stderr`` and ``variance`` per parameter, ``value`` (the
+        mean of ``fx``) and its standard error; ``n`` is the number of draws.
+
+    Raises
+    ------
+    TypeError
+        ``dist`` not an mcscore distribution.
+    ValueError
+        ``x`` or ``fx`` of the wrong shape, a non-finite ``fx``, a draw
+        outside the support, an unknown ``baseline``, or fewer than 2 draws.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Bernoulli(probs=np.array([0.2, 0.7]))
+    >>> x = q.sample(1000, rng=0)
+    >>> fx = x.sum(axis=-1)                       # one reward per draw
+    >>> res = mc.score_grad_from_samples(q, x, fx, baseline="loo")
+    >>> res.grad["probs"].shape
+    (2,)
+    >>> z = (res.grad["probs"] - 1.0) / res.stderr["probs"]   # exact: d E[x0 + x1] / dp = 1
+    >>> bool(np.all(np.abs(z) < 5))
+    True
     """
     return samples_estimate(dist, x, fx, baseline, in_support=False, batch_ndims=batch_ndims)
 
@@ -423,6 +474,30 @@ def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
         Batched expectations (as in ``score_grad``): f returns ``(m,
         *batch)`` and each coordinate's leave-one-out groups use its own
         batch element's column; ``value`` has the batch's shape.
+
+    Returns
+    -------
+    GradientEstimate
+        Method ``"rloo"``: ``grad`` and ``stderr`` per parameter, ``value``;
+        ``n`` samples of ``k`` draws each.
+
+    Raises
+    ------
+    TypeError
+        ``f``, ``dist`` or an option of the wrong type.
+    ValueError
+        ``k`` < 2, ``n`` < 2, or f returning the wrong shape or a non-finite
+        value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Categorical(logits=np.zeros(3))
+    >>> res = mc.rloo_grad(lambda x: (x == 2).astype(float), q, 1000, k=4, rng=0)
+    >>> exact = np.array([-1.0, -1.0, 2.0]) / 9           # d P(x = 2) / d logits
+    >>> bool(np.all(np.abs(res.grad["logits"] - exact) < 5 * res.stderr["logits"]))
+    True
     """
     E.check_distribution(dist)
     B.refuse(dist, "rloo_grad", "its leave-one-out kernel accumulates scores only")

@@ -29,12 +29,14 @@ Requires the optional dependency PyTorch (``pip install "mcscore[torch]"``).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._bridge import BridgeCall, require
 from ._validation import flag
 
-_torch = require("torch", "mcscore.torch", "torch", "  (it pins a CPU build, torch==2.13.0)")
+_torch: Any = require("torch", "mcscore.torch", "torch", "  (it pins a CPU build, torch==2.13.0)")
 
 __all__ = ["expectation"]
 
@@ -77,7 +79,7 @@ class _Expectation(_torch.autograd.Function):
 
 def expectation(f, family, n, *, rng=None, baseline=None, batch_ndims=0, return_result=False,
                 options=None, **params):
-    """Differentiable Monte Carlo estimate of E_{x ~ family(**params)}[f(x)].
+    """Differentiable Monte Carlo estimate of ``E_{x ~ family(**params)}[f(x)]``.
 
     Parameters
     ----------
@@ -119,11 +121,39 @@ def expectation(f, family, n, *, rng=None, baseline=None, batch_ndims=0, return_
         Shape () (the batch's shape with ``batch_ndims``), on the device of
         the first tensor parameter, dtype the promotion of the tensor
         parameters' dtypes (at least float32).
-    (value, result) with ``return_result=True``.
+    result : GradientEstimate
+        Only with ``return_result=True``, which returns ``(value, result)``.
 
+    Notes
+    -----
     Cost: the parameters' copy to the CPU and back, plus one ``score_grad``
     call; f runs once per draw, in chunks.  Higher-order gradients are not
     supported (the backward pass is not itself differentiable).
+
+    Raises
+    ------
+    ImportError
+        When the module is imported without PyTorch installed (with the command
+        that installs it).
+    ValueError
+        An unknown ``family``, or any argument ``score_grad`` refuses (the
+        same messages).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> import mcscore.torch as mct
+    >>> logits = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    >>> p2 = lambda x: (x == 2).astype(float)              # E[f] = P(x = 2)
+    >>> value, res = mct.expectation(p2, "Categorical", 1000, logits=logits, rng=0,
+    ...                              return_result=True)
+    >>> value.backward()                                   # logits.grad: d P(x = 2) / d logits
+    >>> logits.grad.shape
+    torch.Size([3])
+    >>> exact = np.array([-1.0, -1.0, 2.0]) / 9
+    >>> bool(np.all(np.abs(logits.grad.numpy() - exact) < 5 * res.stderr["logits"]))
+    True
     """
     tensors = {}
     constants = {}

@@ -512,7 +512,7 @@ def _check_estimator(estimator):
 
 def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo", estimator="score",
               grad_log_joint=None, data_size=None, batch_size=None, log_prior=None,
-              grad_log_prior=None, sampler="mc", n_randomizations=None):
+              grad_log_prior=None, sampler="mc", n_randomizations=None) -> GradientEstimate:
     """Estimate of the ELBO and of its gradient w.r.t. q's parameters.
 
     Parameters
@@ -685,6 +685,17 @@ class Adam:
     array along its bias-corrected first moment over the root of its second
     moment; ``opt.step(grads, lr=...)`` overrides the step size for that step
     (a schedule).  Used by :func:`fit` and :func:`mcscore.rl.reinforce`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> params = {"x": np.array([0.0])}
+    >>> opt = mc.vi.Adam(params, lr=0.1)
+    >>> for _ in range(200):                       # ascend -(x - 3)^2
+    ...     params = opt.step({"x": -2 * (params["x"] - 3.0)})
+    >>> bool(abs(params["x"][0] - 3.0) < 0.05)
+    True
     """
 
     def __init__(self, params, *, lr=0.05, betas=(0.9, 0.999), eps=1e-8):
@@ -734,7 +745,7 @@ def _step_too_large(t, lr, exc):
 def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=False,
         baseline="loo", betas=(0.9, 0.999), eps=1e-8, average=0.5, estimator="score",
         grad_log_joint=None, data_size=None, batch_size=None, log_prior=None,
-        grad_log_prior=None, sampler="mc", n_randomizations=None):
+        grad_log_prior=None, sampler="mc", n_randomizations=None) -> VIResult:
     """Fit q to the posterior by maximising the ELBO (black-box VI).
 
     Each step draws ``n`` points from the current q, forms the ELBO
@@ -775,6 +786,33 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=False,
     -------
     VIResult
         ``.q`` (fitted), ``.elbo`` (history), ...
+
+    Raises
+    ------
+    TypeError
+        ``log_joint`` not callable, or ``q`` not an mcscore distribution (or
+        Joint).
+    ValueError
+        An option outside its range (``steps`` < 1, ``lr`` <= 0, an unknown
+        ``estimator``, ...), ``log_joint`` returning the wrong shape or a
+        non-finite value on the support of ``q``, or a run whose ELBO
+        diverges.
+
+    Examples
+    --------
+    A Normal mean with a N(0, 1) prior and three observations y_i ~ N(mu, 1):
+    the exact posterior is N(sum(y) / 4, 1/4).
+
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> y = np.array([0.8, 1.3, 0.4])
+    >>> def log_joint(x):
+    ...     mu = x[:, 0]
+    ...     return -0.5 * mu ** 2 - 0.5 * ((y[None, :] - mu[:, None]) ** 2).sum(axis=1)
+    >>> res = mc.vi.fit(log_joint, mc.Normal(np.zeros(1), np.ones(1)), steps=500, n=100,
+    ...                 lr=0.05, rng=0, progress=False)
+    >>> bool(abs(res.q.loc[0] - y.sum() / 4) < 0.05), bool(abs(res.q.scale[0] - 0.5) < 0.05)
+    (True, True)
     """
     q = _check_q(q)
     obj = _Objective(log_joint, grad_log_joint, data_size, batch_size, log_prior,

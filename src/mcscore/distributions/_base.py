@@ -37,7 +37,7 @@ index_map = _index_map  # the estimators' name for it
 # every distribution of that key, so that a distribution built anew each
 # step (a training loop) only computes its coefficients a, b, c.  Written
 # under _BUILD_LOCK; cleared when it grows past _STRUCTURES_MAX keys.
-_STRUCTURES = {}
+_STRUCTURES: dict = {}
 _STRUCTURES_MAX = 512
 _NO_ALIAS_Q = np.zeros(0)
 _NO_ALIAS_I = np.zeros(0, np.int64)
@@ -254,15 +254,30 @@ class Distribution:
     them to ``batch_shape``, stores them in ``_params`` and provides a
     read-only property per parameter and the default ``_draw_params``.
     Parameters that are fixed, not differentiated (``total_count``), are
-    declared in ``fixed_params`` ({name: constraint}); ``repr`` shows them."""
+    declared in ``fixed_params`` ({name: constraint}); ``repr`` shows them.
 
-    family = None  # kernel family code
+    Examples
+    --------
+    Every family has the same interface (``sample``, ``log_prob``,
+    ``score``, ``mean``, ``variance``, ...):
+
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Normal(loc=0.0, scale=np.array([1.0, 2.0]))
+    >>> x = q.sample(5, rng=0)
+    >>> x.shape, q.log_prob(x).shape
+    ((5, 2), (5, 2))
+    >>> {name: s.shape for name, s in q.score(x).items()}   # a broadcast scalar: one entry
+    {'loc': (5,), 'scale': (5, 2)}
+    """
+
+    family: int | None = None  # kernel family code
     continuous = True
     event_ndim = 0  # 1 for Multinomial / Dirichlet (last axis = categories)
     # in words (for error messages), and a constraint object (a Support)
     support = "where log_prob is finite"
-    arg_constraints = {}  # {parameter name: constraint}, in signature order
-    fixed_params = {}  # {name: constraint} of fixed (not differentiated) parameters
+    arg_constraints: dict[str, str] = {}  # {parameter name: constraint}, in signature order
+    fixed_params: dict[str, str] = {}  # {name: constraint} of fixed (not differentiated) parameters
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -483,7 +498,7 @@ class Distribution:
         return x
 
     def score(self, x):
-        """Per-draw scores: {param name: array of shape (m, *param_shape)}, the
+        """Per-draw scores: ``{param name: array of shape (m, *param_shape)}``, the
         gradient of log p(x) (summed over the whole draw) w.r.t. each
         element of each parameter the user passed.
 

@@ -30,7 +30,7 @@ class _CategoricalBase(Distribution):
 
     @property
     def probs(self):
-        """Normalised probabilities, shape (*batch_shape, K)."""
+        """Normalised probabilities, shape ``(*batch_shape, K)``."""
         v = self._params[self._which]
         if self._which == "logits":
             return special.softmax(v, axis=-1)
@@ -73,7 +73,32 @@ class _CategoricalBase(Distribution):
 
 class Categorical(_CategoricalBase):
     """Categorical(probs=None, logits=None): an index in 0..K-1, the last axis
-    of probs / logits holding the K categories (probs need not sum to 1)."""
+    of probs / logits holding the K categories (probs need not sum to 1).
+
+    Parameters
+    ----------
+    probs : array_like, optional
+        Non-negative weights of the K categories on the last axis.
+    logits : array_like, optional
+        Unnormalised log-probabilities; give exactly one of ``probs`` and
+        ``logits`` (the gradient is taken with respect to the one given).
+
+    Raises
+    ------
+    ValueError
+        Both or neither of ``probs`` and ``logits``, fewer than 2 categories,
+        negative or non-finite probabilities, or non-finite logits.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Categorical(probs=[0.2, 0.3, 0.5])
+    >>> x = q.sample(1000, rng=0)
+    >>> x.shape, bool(x.min() >= 0 and x.max() <= 2)
+    ((1000,), True)
+    >>> q.score(x[:5])["probs"].shape
+    (5, 3)
+    """
 
     @property
     def support(self):

@@ -43,7 +43,29 @@ class _LocScale(Distribution):
 
 
 class Normal(_LocScale):
-    """Normal(loc, scale): density exp(-(x-loc)^2 / (2 scale^2)) / (scale sqrt(2 pi))."""
+    """Normal(loc, scale): density exp(-(x-loc)^2 / (2 scale^2)) / (scale sqrt(2 pi)).
+
+    Parameters
+    ----------
+    loc : float or array_like
+        Mean (any real).
+    scale : float or array_like
+        Standard deviation (> 0); broadcast with ``loc`` to ``batch_shape``.
+
+    Raises
+    ------
+    ValueError
+        A non-finite ``loc`` or a ``scale`` that is not positive and finite.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Normal(loc=1.0, scale=2.0)
+    >>> q.sample(4, rng=0).shape
+    (4,)
+    >>> float(q.mean), float(q.variance)
+    (1.0, 4.0)
+    """
 
     family = K.MC_NORMAL
     _log = False
@@ -333,7 +355,7 @@ class Beta(Distribution):
 # ---------------------------------------------------------------------------
 
 class Laplace(_LocScale):
-    """Laplace(loc, scale): density exp(-|x - loc| / scale) / (2 scale).
+    """Laplace(loc, scale): density ``exp(-|x - loc| / scale) / (2 scale)``.
 
     Drawn by NumPy's C sampler (``random_laplace``: inversion of one
     uniform).  The score is ``sign(x - loc) / scale`` w.r.t. loc (0 at
@@ -444,10 +466,10 @@ class _HalfScale(Distribution):
 
 
 class HalfNormal(_HalfScale):
-    """HalfNormal(scale): |z| for z ~ Normal(0, scale); density
-    sqrt(2 / pi) / scale * exp(-x^2 / (2 scale^2)) on x >= 0.
+    """HalfNormal(scale): ``|z|`` for z ~ Normal(0, scale); density
+    ``sqrt(2 / pi) / scale * exp(-x^2 / (2 scale^2))`` on x >= 0.
 
-    Drawn as |scale * z| with NumPy's C normal sampler, one per draw.  The
+    Drawn as ``|scale * z|`` with NumPy's C normal sampler, one per draw.  The
     score ``-1/scale + x**2 / scale**3`` is one quadratic term."""
 
     family = K.MC_HALF_NORMAL
@@ -481,7 +503,7 @@ class HalfNormal(_HalfScale):
         return {"scale": self._draw_broadcast(math.sqrt(2.0 / math.pi))}
 
     def pathwise_spec(self):
-        """x = scale |eps|: dx/dscale = x / scale (the Normal scale tangent at loc 0)."""
+        """``x = scale |eps|``: dx/dscale = x / scale (the Normal scale tangent at loc 0)."""
         return [("scale", _vr.TK_NSCALE, 0.0, self._draw_broadcast(self.scale))]
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
@@ -1046,10 +1068,10 @@ class StudentT(_Rational):
 
 
 class HalfCauchy(_HalfScale):
-    """HalfCauchy(scale): |c| for c ~ Cauchy(0, scale); density
-    2 / (pi scale (1 + (x/scale)^2)) on x >= 0.
+    """HalfCauchy(scale): ``|c|`` for c ~ Cauchy(0, scale); density
+    ``2 / (pi scale (1 + (x/scale)^2))`` on x >= 0.
 
-    Drawn as |scale c| with NumPy's standard Cauchy sampler.  The score is
+    Drawn as ``|scale c|`` with NumPy's standard Cauchy sampler.  The score is
     ``1/scale - (2/scale) / (1 + (x/scale)^2)``; mean and variance are
     infinite, as in torch."""
 
@@ -1079,7 +1101,7 @@ class HalfCauchy(_HalfScale):
     has_rsample = True
 
     def pathwise_spec(self):
-        """x = scale |c|: dx/dscale = x / scale."""
+        """``x = scale |c|``: dx/dscale = x / scale."""
         return [("scale", _vr.TK_NSCALE, 0.0, self._draw_broadcast(self.scale))]
 
 

@@ -70,7 +70,7 @@ class _BinaryFamily(Distribution):
     the fixed parameters of ``fixed_params`` ({name: constraint})."""
 
     continuous = False
-    probs_constraint = None  # a narrower constraint on probs than [0, 1]
+    probs_constraint: str | None = None  # a narrower constraint on probs than [0, 1]
 
     def __init__(self, probs=None, logits=None, **fixed):
         super().__init__()
@@ -267,7 +267,30 @@ class Poisson(Distribution):
 
 
 class Bernoulli(_BinaryFamily):
-    """Bernoulli(probs=None, logits=None): P(1) = probs = sigmoid(logits)."""
+    """Bernoulli(probs=None, logits=None): P(1) = probs = sigmoid(logits).
+
+    Parameters
+    ----------
+    probs : float or array_like, optional
+        P(1), in [0, 1].
+    logits : float or array_like, optional
+        ``log(p / (1 - p))``; give exactly one of ``probs`` and ``logits``.
+
+    Raises
+    ------
+    ValueError
+        Both or neither of ``probs`` and ``logits``, or a value outside its
+        range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Bernoulli(logits=np.zeros(3))
+    >>> b = q.sample(2, rng=0)
+    >>> b.shape, sorted(np.unique(b).tolist()) in ([0.0], [1.0], [0.0, 1.0])
+    ((2, 3), True)
+    """
 
     support = Support("x 0 or 1", "boolean", 0, 1)
 

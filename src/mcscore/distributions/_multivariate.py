@@ -201,7 +201,29 @@ class MultivariateNormal(_Gaussian):
     that was given: for ``scale_tril`` a (d, d) array with zeros above the
     diagonal; for ``covariance_matrix`` / ``precision_matrix`` the symmetric
     gradient (see the module docstring of ``distributions._multivariate``:
-    the convention of torch's autograd)."""
+    the convention of torch's autograd).
+
+    Raises
+    ------
+    ValueError
+        Not exactly one of the three matrices, a matrix whose shape does not
+        match ``loc``'s last axis, or one that is not positive definite (a
+        non-positive diagonal of ``scale_tril``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> L = np.array([[1.0, 0.0], [0.5, 2.0]])
+    >>> q = mc.MultivariateNormal(np.zeros(2), scale_tril=L)
+    >>> q.sample(1000, rng=0).shape
+    (1000, 2)
+    >>> res = mc.score_grad(lambda x: x[:, 0] * x[:, 1], q, 10_000, rng=0)  # E = L00 L10
+    >>> res.grad["scale_tril"].shape
+    (2, 2)
+    >>> bool(abs(res.grad["scale_tril"][1, 0] - 1.0) < 5 * res.stderr["scale_tril"][1, 0])
+    True
+    """
 
     family = K.MC_MULTIVARIATE_NORMAL
     arg_constraints = {"loc": "real_vector", "covariance_matrix": "positive_definite",

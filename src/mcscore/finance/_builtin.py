@@ -114,8 +114,20 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         estimates from the same paths.  (A :class:`PathGreeks`, with theta
         and the dividend sensitivity as well, for the path engine.)
 
-    Any payoff, several assets
-    --------------------------
+    Raises
+    ------
+    TypeError
+        A required market input missing (``vol``, ``rate``, ...) or ``n``
+        not an integer.
+    ValueError
+        An unknown payoff name, an input outside its range (``vol`` <= 0,
+        ...), ``method="pathwise"`` for a discontinuous payoff or without
+        a payoff derivative, or a payoff returning the wrong shape or
+        non-finite values.
+
+    Notes
+    -----
+    **Any payoff, several assets.**
     ``payoff`` a vectorised Python function ``payoff(paths) -> (m,)`` of a
     block of m simulated paths, ``paths[p, k, i]`` = S_i(t_k) for
     t_k = k T / steps, k = 0..steps (k = 0 is the spot), i the asset: shape
@@ -133,14 +145,14 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
     continuous yield q_i (default 0).  correlation: the assets' (assets x
     assets) correlation matrix C, symmetric positive definite with unit
     diagonal (default identity).  The model, with C = L L^T and Z_k iid
-    standard normal vectors, X_k = L Z_k,
+    standard normal vectors, X_k = L Z_k,::
 
         log S_i(t_k) = log S_i(t_{k-1}) + mu_i dt + a_i X_ki,
         mu_i = r - q_i - sigma_i^2 / 2,   a_i = sigma_i sqrt(dt).
 
     Each increment is Gaussian, N(mu dt, dt diag(sigma) C diag(sigma)), and
     the likelihood-ratio weights are the Gaussian scores of the increments
-    (Glasserman 2003, ch. 7), with xi_k = C^{-1} X_k = L^{-T} Z_k:
+    (Glasserman 2003, ch. 7), with xi_k = C^{-1} X_k = L^{-T} Z_k::
 
         delta_i    xi_1i / (S0_i a_i)
         gamma_ij   (xi_1i xi_1j - (C^{-1})_ij - [i = j] a_i xi_1i) / (a_i a_j S0_i S0_j)
@@ -171,8 +183,7 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
     LowLevelCallable).  Heston paths run in the same parallel engine;
     Diffusion paths (Python drift and diffusion) run on one thread, locally.
 
-    A grid in one pass
-    ------------------
+    **A grid in one pass.**
     Payoffs priced on the same paths: a :class:`Payoff` declaring
     ``grid=shape`` returns ``(m,) + shape`` (and its gradient ``(m,) +
     shape + (steps + 1, assets)``); or give ``expiries``, an array of times
@@ -187,6 +198,17 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
     assets)``).  Built-in names: ``strikes`` (a 1-D array, instead of
     ``strike``) and/or ``expiries`` (1-D) give the grid (expiries, strikes);
     "asian_call" at an expiry averages the dates up to it.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> market = dict(spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=1.0)
+    >>> g = mc.finance.greeks("call", n=10_000, rng=0, **market)
+    >>> exact = mc.finance.black_scholes("call", **market)
+    >>> bool(abs(g.delta - exact["delta"]) < 5 * g.stderr["delta"])
+    True
+    >>> sorted(g.stderr)[:3]
+    ['delta', 'gamma', 'price']
     """
     if progress is not False:  # run under a bar that the path engine's rounds move
         kw = {k: v for k, v in locals().items() if k not in ("payoff", "progress")}

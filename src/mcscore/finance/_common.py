@@ -45,7 +45,7 @@ class Greeks:
         The plan (streams, block size, threads, seed) and the inputs.
     """
 
-    _names = GREEKS
+    _names: tuple[str, ...] = GREEKS
     sampler = "mc"  # "sobol": randomised quasi-Monte Carlo (finance/_qmc.py)
     n_randomizations = None
 

@@ -34,7 +34,7 @@ class PathGreeks(Greeks):
         (theta is -dV/dT).
     """
 
-    _names = PATH_GREEKS
+    _names: tuple[str, ...] = PATH_GREEKS
 
     @staticmethod
     def _value(v):
@@ -239,7 +239,7 @@ class Heston:
 
 
 class Diffusion:
-    """A one-factor diffusion for :func:`greeks` (``model=Diffusion(...)``):
+    """A one-factor diffusion for :func:`greeks` (``model=Diffusion(...)``)::
 
         dX = drift(t, x, **params) dt + diffusion(t, x, **params) dW,
 

@@ -69,7 +69,7 @@ def _disc(K, lD, d):
     return _e(math.log(K), lD, _logN(d))
 
 
-def black_scholes(payoff, *, spot, strike, rate, vol, maturity):
+def black_scholes(payoff, *, spot, strike, rate, vol, maturity) -> dict[str, float]:
     """Black-Scholes price and Greeks in closed form.
 
     ``payoff``: "call", "put", "digital_call" or "digital_put" (cash-or-
@@ -82,6 +82,20 @@ def black_scholes(payoff, *, spot, strike, rate, vol, maturity):
     the deterministic limit, vol -> inf the limit S (call), huge rates the
     right value, and a value beyond the range of a double is inf (e.g. a put
     at rate = -800: K e^{800 T}).
+
+    Raises
+    ------
+    ValueError
+        An unknown payoff, or an input outside its range (``vol`` <= 0,
+        ...).
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> bs = mc.finance.black_scholes("call", spot=100.0, strike=100.0, rate=0.05, vol=0.2,
+    ...                               maturity=1.0)
+    >>> round(bs["price"], 4), round(bs["delta"], 4)
+    (10.4506, 0.6368)
     """
     if payoff not in ("call", "put", "digital_call", "digital_put"):
         raise ValueError(f"payoff must be 'call', 'put', 'digital_call' or 'digital_put' for "
