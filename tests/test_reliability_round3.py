@@ -116,7 +116,23 @@ def _rlx(**kw):
     return mc.relax_grad(a.pop("f"), a.pop("dist"), a.pop("n"), **a)
 
 
+def _est(f=_sq, dist=NORM, n=200, rng=0, **kw):
+    """mc.Estimator prepared for dist's family, called on dist."""
+    family = type(dist) if isinstance(dist, mc.Distribution) else dist
+    return mc.Estimator(family, f, n, rng=rng, **kw)(dist)
+
+
 CALL_TABLE_NEW = []
+CALL_TABLE_NEW += _estimator_rows("Estimator", _est)
+CALL_TABLE_NEW += [
+    Call("Estimator-params-nan", lambda: mc.Estimator(mc.Normal, _sq, 200, rng=0)(
+        loc=np.nan, scale=1.0), (VE, "loc")),
+    Call("Estimator-params-unknown", lambda: mc.Estimator(mc.Normal, _sq, 200, rng=0)(
+        mu=0.0, scale=1.0), (TE, "mu")),
+    Call("Estimator-baseline-unknown", lambda: mc.Estimator(mc.Normal, _sq, 200, rng=0,
+                                                            baseline="mean"), (VE, "baseline")),
+    Call("Estimator-family-not-a-family", lambda: mc.Estimator(len, _sq, 200), (TE, "family")),
+]
 CALL_TABLE_NEW += _estimator_rows("mvd_grad", _mvd)
 CALL_TABLE_NEW += [
     Call("mvd_grad-coupling-string", lambda: _mvd(coupling="yes"), (TE, "coupling")),
