@@ -506,7 +506,7 @@ ROUND3_COVERED = {
     "LowRankMultivariateNormal", "ContextBaseline", "MovingAverageBaseline", "enumerate_grad",
     "enumeration_advice", "mvd_grad", "pathwise_cv_grad", "relax_grad", "tune_rebar",
     "sum_and_sample_grad", "unordered_set_grad", "NumpySurrogate", "RebarSurrogate",
-    "TorchSurrogate", "QMCWarning",
+    "TorchSurrogate", "QMCWarning", "Estimator",
 }
 
 
