@@ -107,10 +107,10 @@ def show_config(file: IO[str] | None = None) -> dict[str, Any]:
 # spinning.  While the kernels run, BLAS is limited to one thread (by
 # threadpoolctl, which restores the previous limit afterwards); f itself
 # runs outside that window with the user's BLAS settings.
-_BLAS_CONTROLLER = None
+_BLAS_CONTROLLER: Any = None
 
 
-def blas_single_threaded(dist):
+def blas_single_threaded(dist: object) -> contextlib.AbstractContextManager[Any]:
     """A context in which BLAS runs on one thread when `dist` is a family
     whose kernels call BLAS (``kernel_blas``), else a no-op context."""
     global _BLAS_CONTROLLER
@@ -120,4 +120,6 @@ def blas_single_threaded(dist):
         from threadpoolctl import ThreadpoolController
 
         _BLAS_CONTROLLER = ThreadpoolController()
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+    limit: contextlib.AbstractContextManager[Any] = _BLAS_CONTROLLER.limit(limits=1,
+                                                                           user_api="blas")
+    return limit

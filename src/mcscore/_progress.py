@@ -167,11 +167,12 @@ def simple_bar(total: int, enabled: bool, desc: str) -> Any:
 # A loop deep inside an estimator (the finance path engine's rounds) moves
 # the bar of the call that runs it without threading the bar through every
 # signature: the call makes its bar current, the loop advances it.
-_CURRENT = contextvars.ContextVar("mcscore_progress_bar", default=None)
+_CURRENT: contextvars.ContextVar[Any] = contextvars.ContextVar("mcscore_progress_bar",
+                                                               default=None)
 
 
 @contextlib.contextmanager
-def current(bar):
+def current(bar: Any) -> Iterator[Any]:
     """Make `bar` the bar that advance() moves while the body runs; close it
     at the end."""
     token = _CURRENT.set(bar)
@@ -182,14 +183,14 @@ def current(bar):
         bar.close()
 
 
-def advance(k):
+def advance(k: int) -> None:
     """Move the current bar (if any) by k units."""
     bar = _CURRENT.get()
     if bar is not None:
         bar.update(int(k))
 
 
-def done(total):
+def done(total: int) -> None:
     """Move the current bar (if any) to `total` (a call that finished
     without intermediate steps, e.g. one kernel call)."""
     bar = _CURRENT.get()
