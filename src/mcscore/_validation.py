@@ -219,3 +219,14 @@ def root_seed_sequence(rng, name="rng"):
     raise TypeError(
         f"{name} must be None, an int, a SeedSequence or a Generator, got {type(rng).__name__}"
     )
+
+
+def shaped_finite(arr, shape, shape_error, finite_error):
+    """arr (an ndarray) itself when it has `shape` and only finite values;
+    else ValueError with `shape_error` or `finite_error` (the caller's
+    messages, naming what returned the array)."""
+    if arr.shape != shape:
+        raise ValueError(shape_error)
+    if not np.isfinite(arr).all():
+        raise ValueError(finite_error)
+    return arr

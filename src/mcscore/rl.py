@@ -1009,12 +1009,11 @@ class GymEnv:
     def _observation(self, obs):
         """An observation as floats, checked: the shape of the first one, finite."""
         o = np.asarray(obs, dtype=float)
-        if o.shape != self.obs_shape:
-            raise ValueError(f"GymEnv: the environment returned an observation of shape "
-                             f"{o.shape}, its first had shape {self.obs_shape}")
-        if not np.isfinite(o).all():
-            raise ValueError(f"GymEnv: the environment returned a non-finite observation {o}")
-        return o
+        return V.shaped_finite(
+            o, self.obs_shape,
+            f"GymEnv: the environment returned an observation of shape {o.shape}, its first "
+            f"had shape {self.obs_shape}",
+            f"GymEnv: the environment returned a non-finite observation {o}")
 
     def step(self, states, actions, rng=None):
         n = len(states)

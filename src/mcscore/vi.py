@@ -242,12 +242,11 @@ def _call_log_joint(log_joint, x, *args, name="log_joint"):
 
 def _check_grad(out, x, name):
     out = V.as_real_array(f"{name}'s output", out)
-    if out.shape != x.shape:
-        raise ValueError(f"{name} returned shape {out.shape}; it must return the gradient of "
-                         f"log p with respect to x, the shape of x {x.shape}")
-    if not np.isfinite(out).all():
-        raise ValueError(f"{name} returned a value that is not finite")
-    return out
+    return V.shaped_finite(
+        out, x.shape,
+        f"{name} returned shape {out.shape}; it must return the gradient of log p with "
+        f"respect to x, the shape of x {x.shape}",
+        f"{name} returned a value that is not finite")
 
 
 def _call_grad(grad, x, *args, name="grad_log_joint"):
