@@ -7,11 +7,11 @@ rule (J^T cov J, cov returned beside the value).
 """
 from __future__ import annotations
 
-import importlib
-import sys
 
 import numpy as np
 import pytest
+
+from _bridges import assert_missing_framework_names_the_extra
 
 S, F, A = 24, 5, 3
 N = 50000
@@ -25,22 +25,7 @@ def _problem(seed=0):
 
 
 def test_missing_jax_names_the_extra(monkeypatch):
-    # the framework's import fails (not sys.modules["jax"] = None: SciPy's
-    # array-API helpers read sys.modules["torch"] and break on None)
-    import mcscore._bridge as bridge
-
-    real = bridge.importlib.import_module
-
-    def no_jax(module, *args):
-        if module.split(".")[0] == "jax":
-            raise ImportError(f"No module named {module!r}")
-        return real(module, *args)
-
-    monkeypatch.setattr(bridge.importlib, "import_module", no_jax)
-    monkeypatch.delitem(sys.modules, "mcscore.jax", raising=False)
-    with pytest.raises(ImportError, match=r"mcscore\[jax\]"):
-        importlib.import_module("mcscore.jax")
-    monkeypatch.delitem(sys.modules, "mcscore.jax", raising=False)
+    assert_missing_framework_names_the_extra(monkeypatch, "jax")
 
 
 @pytest.fixture

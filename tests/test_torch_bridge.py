@@ -10,11 +10,11 @@ its covariance J^T cov J (``result.linear(J.T)``).
 """
 from __future__ import annotations
 
-import importlib
-import sys
 
 import numpy as np
 import pytest
+
+from _bridges import assert_missing_framework_names_the_extra
 
 S, F, A, H = 24, 5, 3, 6  # states, features, actions, hidden units
 N = 20000
@@ -38,22 +38,7 @@ def reward_fn(R):
 
 def test_missing_torch_names_the_extra(monkeypatch):
     """Without torch, importing mcscore.torch says which extra to install."""
-    # the framework's import fails (not sys.modules["torch"] = None: SciPy's
-    # array-API helpers read sys.modules["torch"] and break on None)
-    import mcscore._bridge as bridge
-
-    real = bridge.importlib.import_module
-
-    def no_torch(module, *args):
-        if module.split(".")[0] == "torch":
-            raise ImportError(f"No module named {module!r}")
-        return real(module, *args)
-
-    monkeypatch.setattr(bridge.importlib, "import_module", no_torch)
-    monkeypatch.delitem(sys.modules, "mcscore.torch", raising=False)
-    with pytest.raises(ImportError, match=r"mcscore\[torch\]"):
-        importlib.import_module("mcscore.torch")
-    monkeypatch.delitem(sys.modules, "mcscore.torch", raising=False)
+    assert_missing_framework_names_the_extra(monkeypatch, "torch")
 
 
 @pytest.fixture
