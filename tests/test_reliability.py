@@ -1220,28 +1220,35 @@ except KeyboardInterrupt:
 """
 
 
-@pytest.mark.skipif(not POSIX, reason="POSIX signals")
-@pytest.mark.parametrize("kind", ["integrand", "callback", "python", "slow-python"])
-def test_sigint_raises_keyboardinterrupt_within_a_second(kind):
-    if kind == "callback":
-        pytest.importorskip("numba")
-    code = INTERRUPT_SCRIPT.replace("KIND", repr(kind))
-    e = dict(os.environ)
+def interrupt_script(code, settle, timeout):
+    """Run `code` in a fresh interpreter (this checkout's mcscore), wait for
+    its "ready" line and `settle` seconds, send SIGINT; returns (the time the
+    signal was sent, the script's output lines starting "interrupted")."""
     import mcscore
 
+    e = dict(os.environ)
     e["PYTHONPATH"] = os.path.dirname(os.path.dirname(mcscore.__file__))
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=e)
     try:
         assert p.stdout.readline().strip() == "ready", p.stderr.read()
-        time.sleep(0.7)
+        time.sleep(settle)
         sent = time.time()
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=60)
+        out, err = p.communicate(timeout=timeout)
     finally:
         p.kill()
     line = [w for w in out.splitlines() if w.startswith("interrupted")]
     assert line, out + err[-2000:]
+    return sent, line
+
+
+@pytest.mark.skipif(not POSIX, reason="POSIX signals")
+@pytest.mark.parametrize("kind", ["integrand", "callback", "python", "slow-python"])
+def test_sigint_raises_keyboardinterrupt_within_a_second(kind):
+    if kind == "callback":
+        pytest.importorskip("numba")
+    sent, line = interrupt_script(INTERRUPT_SCRIPT.replace("KIND", repr(kind)), 0.7, 60)
     _, caught, n = line[0].split()
     assert n == "10000"  # the next call works
     latency = float(caught) - sent

@@ -1187,25 +1187,9 @@ def test_sigint_stops_a_parallel_sobol_call_within_a_second():
     # randomisation: after Ctrl-C the call waited for them (for ever with a
     # huge n).  They now stop at their next chunk of points.
     import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from test_reliability import interrupt_script
 
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.path.dirname(os.path.dirname(mc.__file__))
-    p = subprocess.Popen([sys.executable, "-c", SOBOL_INTERRUPT], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=e)
-    try:
-        assert p.stdout.readline().strip() == "ready", p.stderr.read()
-        time.sleep(1.0)
-        sent = time.time()
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=30)
-    finally:
-        p.kill()
-    line = [w for w in out.splitlines() if w.startswith("interrupted")]
-    assert line, out + err[-2000:]
+    sent, line = interrupt_script(SOBOL_INTERRUPT, 1.0, 30)
     assert float(line[0].split()[1]) - sent < 1.0
 
 
