@@ -249,12 +249,34 @@ def _ref_1d(name, p):
     return CONT[name]["ref"](p)
 
 
+def _char_fn_at_one(name, pj):
+    """E[exp(i x)] of one coordinate in closed form, where the family has one
+    (Cauchy, StudentT through the modified Bessel function K, VonMises
+    through I1 / I0); None otherwise."""
+    if name == "Cauchy":
+        return np.exp(1j * pj["loc"] - pj["scale"])
+    if name == "StudentT":
+        nu, s = pj["df"], math.sqrt(pj["df"]) * pj["scale"]
+        phi = s ** (nu / 2) * special.kv(nu / 2, s) / (special.gamma(nu / 2) * 2 ** (nu / 2 - 1))
+        return np.exp(1j * pj["loc"]) * phi
+    if name == "VonMises":
+        k = pj["concentration"]
+        return np.exp(1j * pj["loc"]) * special.ive(1, k) / special.ive(0, k)
+    return None
+
+
 def _expectation(name, p, g):
-    """E[sum_j g(x_j)] by quadrature of scipy's density, coordinate by coordinate."""
+    """E[sum_j g(x_j)] coordinate by coordinate: for g = sin + cos / 2 from the
+    characteristic function where it has a closed form, otherwise by
+    quadrature of scipy's density."""
     n = len(next(iter(p.values())))
     tot = 0.0
     for j in range(n):
         pj = {k: float(v[j]) for k, v in p.items()}
+        cf = _char_fn_at_one(name, pj) if g is _g else None
+        if cf is not None:
+            tot += cf.imag + 0.5 * cf.real
+            continue
         ref = _ref_1d(name, pj)
         if name == "VonMises":
             lo, hi = -math.pi, math.pi
