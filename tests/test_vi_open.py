@@ -160,6 +160,7 @@ def _mean_field_optimum(X, y, tau, nodes):
     return r.x[:d], np.exp(r.x[d:])
 
 
+@pytest.mark.slow  # 8000 steps of NumPy code: CI runs it, the sanitizer build skips it
 def test_subsampled_fit_reaches_logistic_mean_field_optimum():
     X, y, tau = _logistic_problem()
     N, d = X.shape
