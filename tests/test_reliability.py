@@ -266,6 +266,8 @@ OVERRIDES = {
                       ("LowRankMultivariateNormal", "cov_diag"))
        for label in ("None", "list", "noncontig_readonly")},
     ("LowRankMultivariateNormal", "cov_factor", "None"): TE,
+    # cov_factor @ cov_factor.T is not representable (1e600): log_prob was -inf
+    ("LowRankMultivariateNormal", "cov_factor", "huge"): VE,
     ("LowRankMultivariateNormal", "cov_diag", "None"): TE,
 }
 

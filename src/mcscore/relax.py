@@ -155,11 +155,13 @@ class _Adam:
 
     def step(self, phi, g):
         self.t += 1
-        self.m = 0.9 * self.m + 0.1 * g
-        self.v = 0.999 * self.v + 0.001 * g * g
-        mh = self.m / (1 - 0.9**self.t)
-        vh = self.v / (1 - 0.999**self.t)
-        return phi - self.lr * mh / (np.sqrt(vh) + 1e-8)
+        # an overflow here is reported by the caller's finiteness check
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.m = 0.9 * self.m + 0.1 * g
+            self.v = 0.999 * self.v + 0.001 * g * g
+            mh = self.m / (1 - 0.9**self.t)
+            vh = self.v / (1 - 0.999**self.t)
+            return phi - self.lr * mh / (np.sqrt(vh) + 1e-8)
 
 
 class NumpySurrogate:
@@ -225,10 +227,13 @@ class NumpySurrogate:
             dzt = (self._grad_at(zt, self.phi + e) - self._grad_at(zt, self.phi - e)) / (2 * h)
             # d g / d phi_k: -dc(z~)/dphi_k s + the input-gradient terms' derivative
             dg = rx.terms(mat, np.zeros(m), np.zeros(m), dz, dzt, _npsum)
-            dg = dg - dct[:, k:k + 1] * score
-            grad[k] = 2 * float((g * dg).sum(1).mean())
+            # a diverging surrogate overflows here; the finiteness check below reports it
+            with np.errstate(over="ignore", invalid="ignore"):
+                dg = dg - dct[:, k:k + 1] * score
+                grad[k] = 2 * float((g * dg).sum(1).mean())
         phi = self._opt.step(self.phi, grad)
-        loss = float((g * g).sum(1).mean())
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss = float((g * g).sum(1).mean())
         if not (np.isfinite(phi).all() and np.isfinite(loss)):
             raise FloatingPointError(
                 f"the surrogate's training step overflowed (loss {loss}, phi {phi}): scale f "

@@ -489,9 +489,11 @@ class NegativeBinomial(_BinaryFamily):
             # a draw is Poisson(Gamma(r) * p/q); Gamma(r) < r + 12 sqrt(r) + 50 always
             top = (p / q) * (r + 12 * np.sqrt(r) + 50)
         if not (top <= 2.0**62).all():
+            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+                mean = np.max(r * p / q)
             raise ValueError(
                 f"{owner}: total_count * probs / (1 - probs) is too large (the mean is "
-                f"{np.max(r * p / q):.3g}): draws would overflow int64; need "
+                f"{mean:.3g}): draws would overflow int64; need "
                 "probs / (1 - probs) * (total_count + 12 sqrt(total_count) + 50) <= 2**62"
             )
 

@@ -373,8 +373,12 @@ class LowRankMultivariateNormal(_Gaussian):
         W = np.array(W, dtype=np.float64)
         r = W.shape[1]
         # Woodbury: Sigma^-1 = D^-1 - D^-1 W C^-1 W^T D^-1, C = I + W^T D^-1 W
-        Wd = W / D[:, None]
-        C = np.eye(r) + W.T @ Wd
+        with np.errstate(over="ignore", invalid="ignore"):
+            Wd = W / D[:, None]
+            C = np.eye(r) + W.T @ Wd
+        if not (np.isfinite(Wd).all() and np.isfinite(C).all()):
+            raise ValueError(f"{owner}: cov_factor / cov_diag too large: the covariance "
+                             f"cov_factor @ cov_factor.T + diag(cov_diag) overflows float64")
         Lc = np.linalg.cholesky(C)
         T = _tril_inverse(Lc) @ Wd.T  # (r, d): Lc^-1 W^T D^-1
         P = np.diag(1.0 / D) - T.T @ T
