@@ -108,14 +108,14 @@ def _assert_within_5se(name, res):
 def test_sample_moments_within_5_standard_errors(name):
     d = _dist(name)
     law = SPECS[name][2](SPECS[name][0])
-    np.testing.assert_allclose(d.mean(), law.mean(), rtol=1e-12)
-    np.testing.assert_allclose(d.variance(), law.var(), rtol=1e-12)
+    np.testing.assert_allclose(d.mean, law.mean(), rtol=1e-12)
+    np.testing.assert_allclose(d.variance, law.var(), rtol=1e-12)
     x = d.sample(200_000, rng=1)
     assert x.shape == (200_000, 2)
     n = x.shape[0]
-    assert np.all(np.abs(x.mean(0) - d.mean()) < 5 * x.std(0) / np.sqrt(n))
-    dev2 = (x - d.mean()) ** 2
-    assert np.all(np.abs(dev2.mean(0) - d.variance()) < 5 * dev2.std(0) / np.sqrt(n))
+    assert np.all(np.abs(x.mean(0) - d.mean) < 5 * x.std(0) / np.sqrt(n))
+    dev2 = (x - d.mean) ** 2
+    assert np.all(np.abs(dev2.mean(0) - d.variance) < 5 * dev2.std(0) / np.sqrt(n))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -220,8 +220,8 @@ def test_declarations_and_capabilities(name):
         t = d.mean_tangents()
         h = 1e-6
         for k, v in SPECS[name][0].items():
-            up = _dist(name, {**SPECS[name][0], k: v + h}).mean()
-            dn = _dist(name, {**SPECS[name][0], k: v - h}).mean()
+            up = _dist(name, {**SPECS[name][0], k: v + h}).mean
+            dn = _dist(name, {**SPECS[name][0], k: v - h}).mean
             np.testing.assert_allclose(t[k], (up - dn) / (2 * h), rtol=1e-7)
     assert d.has_mean_tangents == (name != "InverseGamma")
     # issue 13 added pathwise_grad for Chi2, InverseGamma and Weibull (tests/test_unifam.py)
@@ -233,9 +233,9 @@ def test_declarations_and_capabilities(name):
 
 def test_inverse_gamma_moments_are_infinite_where_they_do_not_exist():
     d = mc.InverseGamma(np.array([0.5, 1.5, 2.5]), 2.0)
-    np.testing.assert_array_equal(d.mean(), [np.inf, 4.0, 2.0 / 1.5])
-    np.testing.assert_array_equal(d.variance()[:2], [np.inf, np.inf])
-    np.testing.assert_allclose(d.variance()[2], 4.0 / (1.5**2 * 0.5))
+    np.testing.assert_array_equal(d.mean, [np.inf, 4.0, 2.0 / 1.5])
+    np.testing.assert_array_equal(d.variance[:2], [np.inf, np.inf])
+    np.testing.assert_allclose(d.variance[2], 4.0 / (1.5**2 * 0.5))
 
 
 # --- score_grad ---------------------------------------------------------------

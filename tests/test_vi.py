@@ -96,7 +96,7 @@ def test_fit_beta_bernoulli_exact_posterior():
     assert c1 == pytest.approx(a0 + k, rel=0.01)
     assert c0 == pytest.approx(b0 + N - k, rel=0.01)
     post_mean = (a0 + k) / (a0 + b0 + N)
-    assert res.q.mean()[0] == pytest.approx(post_mean, rel=1e-3)
+    assert res.q.mean[0] == pytest.approx(post_mean, rel=1e-3)
 
 
 def test_fit_progress_bar_and_reproducible():
