@@ -39,7 +39,8 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
            barrier=None,
            rng=None, method="lr", n_threads=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
            client=None, dividend=None, correlation=None, payoff_grad=None, model=None,
-           expiries=None, strikes=None, sampler="mc", n_randomizations=None, progress=False):
+           expiries=None, strikes=None, sampler="mc", n_randomizations=None, progress=False,
+           preintegrate=False):
     """Monte Carlo price, delta, vega, rho and gamma of an option under GBM.
 
     ``payoff`` may also be a function of the simulated paths (or a C
@@ -246,8 +247,11 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
                            maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,
                            method=method, n_threads=n_threads, client=client,
                            n_randomizations=n_randomizations, path=path, dividend=dividend,
-                           correlation=correlation, payoff_grad=payoff_grad, model=model)
+                           correlation=correlation, payoff_grad=payoff_grad, model=model,
+                           preintegrate=preintegrate)
     _qmc.Q.check_mc_only(sampler, n_randomizations)
+    if V.flag("preintegrate", preintegrate):
+        raise ValueError("preintegrate=True applies only to sampler='sobol'")
     if path:
         return _greeks_paths(payoff, spot=spot, strike=strike, rate=rate, vol=vol,
                              maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,

@@ -119,18 +119,137 @@ def path_quantities(payoff, z, s0, strike, rate, sigma, T, barrier, order):
     return y
 
 
+def _normal_moments(lo, hi, b):
+    """(I0, I1, I2): int_lo^hi z^j e^{b z - b^2/2} phi(z) dz, j = 0, 1, 2, i.e.
+    the moments of N(b, 1) over [lo, hi] (bounds may be infinite)."""
+    c, d = lo - b, hi - b
+    with np.errstate(invalid="ignore"):
+        # the difference of the tails on the side where it does not cancel
+        p = np.where(c > 0, special.ndtr(-c) - special.ndtr(-d), special.ndtr(d) - special.ndtr(c))
+        pc, pd = np.exp(-0.5 * c * c) / _SQRT2PI, np.exp(-0.5 * d * d) / _SQRT2PI
+        cpc = np.where(np.isfinite(c), c * pc, 0.0)
+        dpd = np.where(np.isfinite(d), d * pd, 0.0)
+    y1 = pc - pd                      # int y phi(y) over [c, d]
+    y2 = cpc - dpd + p                # int y^2 phi(y)
+    return p, y1 + b * p, y2 + 2 * b * y1 + b * b * p
+
+
+_SQRT2PI = math.sqrt(2 * math.pi)
+
+
+def _asian_root(logc, b, log_k):
+    """The z where the average of exp(logc_k + b_k z) equals exp(log_k)
+    (m,): Newton's method on the convex, increasing log-sum-exp, started at
+    the geometric average's root (to the right of it, the arithmetic average
+    being the larger), so the iterates decrease monotonically to it."""
+    z = (log_k - logc.mean(1)) / b.mean()
+    for _ in range(100):
+        x = logc + b * z[:, None]
+        top = x.max(1, keepdims=True)
+        e = np.exp(x - top)
+        s = e.sum(1)
+        f = top[:, 0] + np.log(s / b.size) - log_k
+        step = f / ((e * b).sum(1) / s)
+        z = z - step
+        if not np.abs(step).max(initial=0.0) > 1e-13 * (1.0 + np.abs(z).max(initial=0.0)):
+            break
+    return z
+
+
+def preintegrated_quantities(payoff, z, s0, strike, rate, sigma, T, barrier, order):
+    """The nine quantities of path_quantities, each integrated exactly over
+    W(T) given the other Brownian bridge coordinates (preintegration).
+
+    With the bridge, W(t_k) = (t_k / sqrt(T)) z_1 + B_k, B the bridge pinned
+    at W(T) = 0 built from the other coordinates; so S_k = c_k e^{b_k z_1}
+    (b_k = sigma t_k / sqrt(T)), the payoff is non-zero on an interval of
+    z_1 (the strike's and the barrier's roots, the arithmetic average's by
+    Newton's method), and every likelihood-ratio weight is a polynomial of
+    degree <= 2 in z_1 (Z_k = z_1 / sqrt(steps) + e_k, sum Z_k^2 =
+    z_1^2 + sum e_k^2), every pathwise derivative a sum of S_k times one of
+    degree <= 1.  The integrals against the normal density are moments of
+    shifted normals over the interval: closed forms.  The quantities become
+    smooth functions of the other coordinates (no kink, no jump), which is
+    what scrambled Sobol' points integrate fast.  z[:, 0] is not used."""
+    m, K = z.shape
+    dt = T / K
+    sqT, sqdt, a = math.sqrt(T), math.sqrt(dt), sigma * math.sqrt(dt)
+    disc = math.exp(-rate * T)
+    z = z.copy()
+    z[:, 0] = 0.0
+    B = bridge(z, dt, order)                           # (m, K + 1), B[:, K] = 0
+    e = np.diff(B, axis=1) / sqdt                      # Z_k = gam z_1 + e_k
+    B = B[:, 1:]
+    gam = 1.0 / math.sqrt(K)
+    e1, e2 = e[:, 0], (e * e).sum(1)
+    t = dt * np.arange(1, K + 1)
+    beta = t / sqT                                     # dW(t_k) / dz_1
+    b = sigma * beta
+    logc = math.log(s0) + (rate - 0.5 * sigma * sigma) * t + sigma * B
+    log_k = math.log(strike)
+    inf = np.full(m, np.inf)
+    # exponential terms s_j exp(la_j + b_j z) of the payoff (pathwise: of u),
+    # with the pathwise vega's (nu_j + beta_j z) and rho's tau_j; the
+    # payoff's constant term const
+    if payoff in ("call", "put", "up_and_out_call", "digital_call", "digital_put"):
+        zs = (log_k - logc[:, -1]) / b[-1]
+        la, bj, sgn = logc[:, -1:], b[-1:], np.array([-1.0 if payoff == "put" else 1.0])
+        nu, bet, tau = np.full((m, 1), -sigma * T), beta[-1:], t[-1:]
+        lo, hi = (-inf, zs) if payoff.endswith("put") else (zs, inf)
+        if payoff == "up_and_out_call":
+            hi = np.maximum(((math.log(barrier) - logc) / b).min(1), zs)
+        if payoff.startswith("digital"):  # no exponential term: the payoff is 1
+            la, bj, sgn, nu, bet, tau = la[:, :0], bj[:0], sgn[:0], nu[:, :0], bet[:0], tau[:0]
+            const = 1.0
+        else:
+            const = -sgn[0] * strike
+    elif payoff == "asian_call":
+        la, bj, sgn = logc - math.log(K), b, np.ones(K)
+        nu, bet, tau = B - sigma * t, beta, t
+        lo, hi, const = _asian_root(logc, b, log_k), inf, -strike
+    else:  # geometric_asian_call
+        la, bj, sgn = logc.mean(1, keepdims=True), b.mean(keepdims=True), np.ones(1)
+        nu = B.mean(1, keepdims=True) - sigma * t.mean()
+        bet, tau = beta.mean(keepdims=True), t.mean(keepdims=True)
+        lo, hi, const = (log_k - la[:, 0]) / bj[0], inf, -strike
+    lo2, hi2 = lo[:, None], hi[:, None]
+    M0, M1, M2 = _normal_moments(lo2, hi2, bj)        # (m, J) each
+    with np.errstate(over="ignore", invalid="ignore"):
+        E = sgn * np.exp(la + 0.5 * bj * bj)           # (m, J)
+        N0, N1, N2 = _normal_moments(lo, hi, 0.0)
+        U0, U1 = (E * M0).sum(1), (E * M1).sum(1)
+        H0, H1, H2 = U0 + const * N0, U1 + const * N1, (E * M2).sum(1) + const * N2
+        y = np.empty((m, 9))
+        y[:, 0] = H0
+        y[:, 1] = (e1 * H0 + gam * H1) / (s0 * a)
+        y[:, 2] = (e2 - K) / sigma * H0 - sqT * H1 + H2 / sigma
+        y[:, 3] = sqT / sigma * H1 - T * H0
+        y[:, 4] = (((e1 * e1 - 1) / (a * a) - e1 / a) * H0 + (2 * gam * e1 / (a * a) - gam / a) * H1
+                   + gam * gam / (a * a) * H2) / (s0 * s0)
+        if payoff in _PATHWISE_OK:
+            y[:, 5] = U0 / s0
+            y[:, 6] = (E * (nu * M0 + bet * M1)).sum(1)
+            y[:, 7] = (E * tau * M0).sum(1) - T * H0
+            y[:, 8] = ((e1 / a - 1.0) * U0 + gam / a * U1) / (s0 * s0)
+        else:
+            y[:, 5:] = 0.0
+        y *= disc
+    return y
+
+
 class _GreeksWork:
     """One randomisation: the sums of the nine quantities over its paths."""
 
-    def __init__(self, inputs, m, seeds):
+    def __init__(self, inputs, m, seeds, preintegrate=False):
         self.inputs, self.m, self.seeds = inputs, m, seeds
+        self.quantities = preintegrated_quantities if preintegrate else path_quantities
 
     def __call__(self, r):
         payoff, s0, strike, rate, sigma, T, barrier, steps = self.inputs
         order = bridge_order(steps)
         acc = np.zeros(9)
         for _, u in Q.points(steps, self.m, self.seeds[r], 4 * steps + 12):
-            y = path_quantities(payoff, special.ndtri(u), s0, strike, rate, sigma, T, barrier,
+            y = self.quantities(payoff, special.ndtri(u), s0, strike, rate, sigma, T, barrier,
                                 order)
             acc += np.ones(len(y)) @ y
         return acc
@@ -145,9 +264,14 @@ _ESTIMATORS = {
 
 
 def greeks(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng, method,
-           n_threads, client, n_randomizations, path, **path_args):
+           n_threads, client, n_randomizations, path, preintegrate=False, **path_args):
     """greeks(..., sampler="sobol"): a built-in payoff of one asset, or (path
     True) a payoff of paths."""
+    preintegrate = V.flag("preintegrate", preintegrate)
+    if preintegrate and path:
+        raise ValueError("preintegrate=True applies to the built-in payoff names of one asset "
+                         "(without dividend, correlation, payoff_grad or model); a payoff of "
+                         "paths has no known interval of W(T) to integrate over")
     if path:
         if client is not None:
             raise ValueError("client (Dask) is not supported for a payoff function; run "
@@ -165,7 +289,7 @@ def greeks(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng,
     R, m = Q.split(n, n_randomizations)
     root, sd = Q.seeds(rng, R)
     inputs = (payoff, spot, strike, rate, vol, maturity, barrier, steps)
-    per = Q.run(_GreeksWork(inputs, m, sd), R, n_threads, client) / m
+    per = Q.run(_GreeksWork(inputs, m, sd, preintegrate), R, n_threads, client) / m
     with np.errstate(over="ignore", invalid="ignore"):
         mean = per.mean(0)
         se = per.std(0, ddof=1) / math.sqrt(R)
@@ -179,7 +303,7 @@ def greeks(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng,
             "n_randomizations": R, "points_per_randomization": m, "payoff": payoff,
             "spot": spot, "strike": strike, "rate": rate, "vol": vol, "maturity": maturity,
             "steps": steps, "barrier": None if math.isinf(barrier) else barrier,
-            "construction": "brownian bridge"}
+            "construction": "brownian bridge", "preintegrate": preintegrate}
     out = Greeks({g: mean[r] for g, r in zip(GREEKS, rows)},
                  {g: float(se[r]) for g, r in zip(GREEKS, rows)},
                  {g: float(se[r] ** 2 * R * m) for g, r in zip(GREEKS, rows)}, method,
