@@ -142,6 +142,52 @@ def test_asian_root_is_the_average_strike_crossing():
         np.testing.assert_allclose(avg, math.exp(log_k), rtol=1e-12)
 
 
+# -- the points of preintegrate=True --------------------------------------------
+
+@pytest.mark.parametrize("d,k", [(12, 5), (2, 8), (5, 11)])
+def test_scrambled_points_are_a_net(d, k):
+    """2^k scrambled points: one in each interval of length 2^-k of every
+    coordinate, one in each elementary box 2^-a x 2^-(k-a) of the first two
+    (scrambling keeps the (0, k, 2)-net); chunks give the same points;
+    every point in (0, 1); different seeds, different points."""
+    m = 2**k
+    dirs, shift = FQ.scrambled_directions(d, m, np.random.default_rng(k))
+    u = FQ.sobol_block(dirs, shift, 0, m)
+    assert u.shape == (m, d) and (u > 0).all() and (u < 1).all()
+    for j in range(d):
+        assert len(np.unique(np.floor(u[:, j] * m))) == m
+    for a in range(k + 1):
+        cells = np.floor(u[:, 0] * 2**a) * 2**(k - a) + np.floor(u[:, 1] * 2**(k - a))
+        assert len(np.unique(cells)) == m
+    parts = [FQ.sobol_block(dirs, shift, s, m // 4) for s in range(0, m, m // 4)]
+    assert np.array_equal(np.concatenate(parts), u)
+    other = FQ.sobol_block(*FQ.scrambled_directions(d, m, np.random.default_rng(k + 1)), 0, m)
+    assert not np.array_equal(other, u)
+
+
+def test_scrambled_points_uniform_marginals():
+    """Each point of a randomisation is uniform: the first point over 4000
+    scramblings, a Kolmogorov-Smirnov test per coordinate."""
+    from scipy import stats
+
+    first = np.array([FQ.sobol_block(*FQ.scrambled_directions(3, 8, np.random.default_rng(s)),
+                                     5, 1)[0] for s in range(4000)])
+    for j in range(3):
+        assert stats.kstest(first[:, j], "uniform").pvalue > 1e-3
+
+
+@pytest.mark.parametrize("m", [16, 4096, 16384])
+def test_randomisation_sums_do_not_depend_on_grouping(m):
+    """The randomisations are worked in groups fixed by n and R (several per
+    group at small m, chunks of one at large m): randomisation r's sums are
+    the same whatever R is."""
+    inputs = ("asian_call", 100.0, 100.0, 0.05, 0.2, 1.0, math.inf, 12)
+    _, sd = FQ.Q.seeds(4, 7)
+    a = FQ._run_preintegrated(inputs, 7, m, sd, 1, None)
+    b = FQ._run_preintegrated(inputs, 3, m, sd[:3], 2, None)
+    assert np.array_equal(a[:3], b)
+
+
 # -- reproducibility and errors -----------------------------------------------
 
 @pytest.mark.parametrize("method", ["lr", "pathwise"])

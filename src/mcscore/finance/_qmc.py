@@ -18,6 +18,7 @@ independent scramblings, its standard error their spread (see
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -240,19 +241,119 @@ def preintegrated_quantities(payoff, z, s0, strike, rate, sigma, T, barrier, ord
 class _GreeksWork:
     """One randomisation: the sums of the nine quantities over its paths."""
 
-    def __init__(self, inputs, m, seeds, preintegrate=False):
+    def __init__(self, inputs, m, seeds):
         self.inputs, self.m, self.seeds = inputs, m, seeds
-        self.quantities = preintegrated_quantities if preintegrate else path_quantities
 
     def __call__(self, r):
         payoff, s0, strike, rate, sigma, T, barrier, steps = self.inputs
         order = bridge_order(steps)
         acc = np.zeros(9)
         for _, u in Q.points(steps, self.m, self.seeds[r], 4 * steps + 12):
-            y = self.quantities(payoff, special.ndtri(u), s0, strike, rate, sigma, T, barrier,
+            y = path_quantities(payoff, special.ndtri(u), s0, strike, rate, sigma, T, barrier,
                                 order)
             acc += np.ones(len(y)) @ y
         return acc
+
+
+# ---------------------------------------------------------------------------
+# the points of preintegrate=True: scrambled Sobol' points made here, for
+# many randomisations at once
+# ---------------------------------------------------------------------------
+
+_SOBOL_BITS = 52
+_U64 = np.uint64
+
+
+@functools.lru_cache(maxsize=64)
+def _direction_numbers(d):
+    """scipy's (Joe-Kuo) Sobol' direction numbers of d dimensions, 52 bits,
+    (d, 52) integers, v_j's leading bit at 2^(51 - j)."""
+    from scipy.stats import qmc
+
+    sv = np.array(qmc.Sobol(d, scramble=False, bits=_SOBOL_BITS)._sv, dtype=_U64)
+    sv.flags.writeable = False
+    return sv
+
+
+def _parity(x):
+    for k in (32, 16, 8, 4, 2, 1):
+        x = x ^ (x >> _U64(k))
+    return x & _U64(1)
+
+
+def scrambled_directions(d, m, gen):
+    """The first ceil(log2 m) direction numbers of each of d dimensions under
+    a random linear matrix scrambling (a lower-triangular bit matrix with a
+    unit diagonal, most significant bit first: each bit of a coordinate is
+    flipped by a random parity of the bits above it), and a random digital
+    shift, both drawn from the Generator gen: ((d, J), (d,)) integers."""
+    B = _SOBOL_BITS
+    J = max(1, (m - 1).bit_length())
+    V = _direction_numbers(d)[:, :J]
+    words = gen.integers(0, 1 << B, size=(d, B), dtype=_U64)   # row of bit position p
+    shift = gen.integers(0, 1 << B, size=d, dtype=_U64)
+    p = np.arange(B, dtype=_U64)
+    bit = _U64(1) << p
+    above = _U64((1 << B) - 1) & ~((bit << _U64(1)) - _U64(1))  # positions > p
+    rows = (words & above) | bit                                # (d, B)
+    out = _parity(rows[:, :, None] & V[:, None, :]) << p[None, :, None]   # (d, B, J)
+    return np.bitwise_or.reduce(out, axis=1), shift
+
+
+def sobol_block(dirs, shift, start, count):
+    """Points start..start + count - 1 (Gray-code order, as scipy's) of the
+    scrambled sequence: (count, d) in (0, 1), each on the grid
+    (k + 1/2) 2^-52."""
+    i = np.arange(start, start + count, dtype=_U64)
+    g = i ^ (i >> _U64(1))
+    x = np.repeat(shift[None, :], count, axis=0)
+    for j in range(dirs.shape[1]):
+        on = ((g >> _U64(j)) & _U64(1)).astype(bool)
+        x[on] ^= dirs[:, j]
+    return (x.astype(np.float64) + 0.5) * 2.0 ** -_SOBOL_BITS
+
+
+# points of one block of the preintegrated work (all its randomisations)
+_PREINT_POINTS = 1 << 13
+
+
+class _PreintegratedWork:
+    """preintegrate=True: a fixed group of randomisations (``group`` of
+    them; the groups depend on n and n_randomizations only), their points
+    from scrambled_directions / sobol_block, the quantities of all their
+    paths computed together, chunk by chunk, and summed per randomisation
+    (each randomisation's sums do not depend on the group it is in)."""
+
+    def __init__(self, inputs, m, seeds, group):
+        self.inputs, self.m, self.seeds, self.group = inputs, m, seeds, group
+
+    def __call__(self, gi):
+        payoff, s0, strike, rate, sigma, T, barrier, steps = self.inputs
+        order = bridge_order(steps)
+        rs = range(gi * self.group, min(len(self.seeds), (gi + 1) * self.group))
+        dirs = [scrambled_directions(steps, self.m, np.random.default_rng(self.seeds[r]))
+                for r in rs]
+        acc = np.zeros((self.group, 9))
+        chunk = min(self.m, max(1, _PREINT_POINTS // self.group))
+        stop = getattr(Q._RUN, "stop", None)
+        for start in range(0, self.m, chunk):
+            if stop is not None and stop.is_set():
+                raise Q._Stopped
+            c = min(chunk, self.m - start)
+            u = np.concatenate([sobol_block(v, sh, start, c) for v, sh in dirs])
+            y = preintegrated_quantities(payoff, special.ndtri(u), s0, strike, rate, sigma, T,
+                                         barrier, order)
+            for k in range(len(rs)):
+                acc[k] += y[k * c:(k + 1) * c].sum(0)
+        return acc
+
+
+def _run_preintegrated(inputs, R, m, sd, n_threads, client):
+    """(R, 9) sums of the preintegrated quantities per randomisation."""
+    group = max(1, min(R, _PREINT_POINTS // m))
+    n_groups = -(-R // group)
+    sums = Q.run(_PreintegratedWork(inputs, m, sd, group), n_groups, n_threads, client)
+    return sums.reshape(n_groups * group, 9)[:R]
 
 
 _ESTIMATORS = {
@@ -289,7 +390,10 @@ def greeks(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng,
     R, m = Q.split(n, n_randomizations)
     root, sd = Q.seeds(rng, R)
     inputs = (payoff, spot, strike, rate, vol, maturity, barrier, steps)
-    per = Q.run(_GreeksWork(inputs, m, sd, preintegrate), R, n_threads, client) / m
+    if preintegrate:
+        per = _run_preintegrated(inputs, R, m, sd, n_threads, client) / m
+    else:
+        per = Q.run(_GreeksWork(inputs, m, sd), R, n_threads, client) / m
     with np.errstate(over="ignore", invalid="ignore"):
         mean = per.mean(0)
         se = per.std(0, ddof=1) / math.sqrt(R)
