@@ -95,6 +95,29 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         motion (not Heston / Diffusion models, nor C callbacks).
     n_randomizations : int >= 2, optional
         Only with sampler="sobol".
+    preintegrate : bool
+        Only with sampler="sobol" and a built-in name (default False).  Each
+        path's quantities are integrated exactly over W(T) given the other
+        Brownian bridge coordinates: with the bridge, every S(t_k) is
+        c_k exp(b_k z) in the first coordinate z (W(T) = sqrt(T) z), the
+        payoff is non-zero on an interval of z (the strike's root; for
+        "asian_call" the arithmetic average's, by Newton's method; the
+        barrier's for "up_and_out_call"), and every weight is a polynomial
+        of degree <= 2 in z, so the integral over z is a sum of moments of
+        shifted normals over that interval, in closed form.  What is left
+        for the Sobol' points is a smooth function of the other
+        coordinates: no kink, no jump, so the error falls far faster (a
+        12-date Asian call's pathwise delta: about 70 x smaller stderr than
+        plain Sobol' at 32 x 4096 paths).  Every Greek of both methods keeps
+        its estimator; the estimate stays unbiased in each randomisation,
+        the stderr comes from the spread of the randomisations as always.
+        A quantity depending on W(T) alone (one date, or the price of a
+        call at any number of dates) comes out exact to rounding, with a
+        stderr of about 0.  The points are scrambled Sobol' points made in
+        mcscore (scipy's direction numbers, a random linear matrix
+        scrambling and digital shift, 52 bits), several randomisations
+        worked together: bit-identical for any ``n_threads``, but not the
+        points of ``preintegrate=False``.
     progress : bool
         Show a progress bar over the paths (tqdm when installed, plain
         lines on stderr otherwise), as every estimator's ``progress``; the
