@@ -151,7 +151,7 @@ def test_scrambled_points_are_a_net(d, k):
     (scrambling keeps the (0, k, 2)-net); chunks give the same points;
     every point in (0, 1); different seeds, different points."""
     m = 2**k
-    dirs, shift = FQ.scrambled_directions(d, m, np.random.default_rng(k))
+    dirs, shift = FQ.scrambled_directions(d, m, [np.random.default_rng(k)])
     u = FQ.sobol_block(dirs, shift, 0, m)
     assert u.shape == (m, d) and (u > 0).all() and (u < 1).all()
     for j in range(d):
@@ -161,8 +161,12 @@ def test_scrambled_points_are_a_net(d, k):
         assert len(np.unique(cells)) == m
     parts = [FQ.sobol_block(dirs, shift, s, m // 4) for s in range(0, m, m // 4)]
     assert np.array_equal(np.concatenate(parts), u)
-    other = FQ.sobol_block(*FQ.scrambled_directions(d, m, np.random.default_rng(k + 1)), 0, m)
+    other = FQ.sobol_block(*FQ.scrambled_directions(d, m, [np.random.default_rng(k + 1)]), 0, m)
     assert not np.array_equal(other, u)
+    # several scramblings at once: each is the one made alone
+    both = FQ.sobol_block(*FQ.scrambled_directions(
+        d, m, [np.random.default_rng(k), np.random.default_rng(k + 1)]), 0, m)
+    assert np.array_equal(both, np.concatenate([u, other]))
 
 
 def test_scrambled_points_uniform_marginals():
@@ -170,8 +174,8 @@ def test_scrambled_points_uniform_marginals():
     scramblings, a Kolmogorov-Smirnov test per coordinate."""
     from scipy import stats
 
-    first = np.array([FQ.sobol_block(*FQ.scrambled_directions(3, 8, np.random.default_rng(s)),
-                                     5, 1)[0] for s in range(4000)])
+    gens = [np.random.default_rng(s) for s in range(4000)]
+    first = FQ.sobol_block(*FQ.scrambled_directions(3, 8, gens), 5, 1)
     for j in range(3):
         assert stats.kstest(first[:, j], "uniform").pvalue > 1e-3
 

@@ -288,41 +288,39 @@ def _direction_numbers(d):
 
 
 def _parity(x):
-    for k in (32, 16, 8, 4, 2, 1):
-        x = x ^ (x >> _U64(k))
-    return x & _U64(1)
+    return np.bitwise_count(x).astype(_U64) & _U64(1)
 
 
-def scrambled_directions(d, m, gen):
+def scrambled_directions(d, m, gens):
     """The first ceil(log2 m) direction numbers of each of d dimensions under
     a random linear matrix scrambling (a lower-triangular bit matrix with a
     unit diagonal, most significant bit first: each bit of a coordinate is
     flipped by a random parity of the bits above it), and a random digital
-    shift, both drawn from the Generator gen: ((d, J), (d,)) integers."""
+    shift, one scrambling per Generator of gens (one draw from each):
+    ((G, d, J), (G, d)) integers."""
     B = _SOBOL_BITS
     J = max(1, (m - 1).bit_length())
     V = _direction_numbers(d)[:, :J]
-    words = gen.integers(0, 1 << B, size=(d, B), dtype=_U64)   # row of bit position p
-    shift = gen.integers(0, 1 << B, size=d, dtype=_U64)
+    draws = np.stack([g.integers(0, 1 << B, size=(d, B + 1), dtype=_U64) for g in gens])
+    words, shift = draws[:, :, :B], draws[:, :, B]              # row of bit position p
     p = np.arange(B, dtype=_U64)
     bit = _U64(1) << p
     above = _U64((1 << B) - 1) & ~((bit << _U64(1)) - _U64(1))  # positions > p
-    rows = (words & above) | bit                                # (d, B)
-    out = _parity(rows[:, :, None] & V[:, None, :]) << p[None, :, None]   # (d, B, J)
-    return np.bitwise_or.reduce(out, axis=1), shift
+    rows = (words & above) | bit                                # (G, d, B)
+    out = _parity(rows[..., None] & V[:, None, :]) << p[:, None]   # (G, d, B, J)
+    return np.bitwise_or.reduce(out, axis=2), shift
 
 
 def sobol_block(dirs, shift, start, count):
     """Points start..start + count - 1 (Gray-code order, as scipy's) of the
-    scrambled sequence: (count, d) in (0, 1), each on the grid
-    (k + 1/2) 2^-52."""
+    G scrambled sequences of scrambled_directions: (G * count, d), sequence
+    by sequence, in (0, 1), each on the grid (k + 1/2) 2^-52."""
     i = np.arange(start, start + count, dtype=_U64)
     g = i ^ (i >> _U64(1))
-    x = np.repeat(shift[None, :], count, axis=0)
-    for j in range(dirs.shape[1]):
-        on = ((g >> _U64(j)) & _U64(1)).astype(bool)
-        x[on] ^= dirs[:, j]
-    return (x.astype(np.float64) + 0.5) * 2.0 ** -_SOBOL_BITS
+    x = np.repeat(shift[:, None, :], count, axis=1)             # (G, count, d)
+    for j in range(dirs.shape[2]):
+        x ^= ((g >> _U64(j)) & _U64(1))[None, :, None] * dirs[:, None, :, j]
+    return (x.reshape(-1, x.shape[2]).astype(np.float64) + 0.5) * 2.0 ** -_SOBOL_BITS
 
 
 # points of one block of the preintegrated work (all its randomisations)
@@ -343,8 +341,8 @@ class _PreintegratedWork:
         payoff, s0, strike, rate, sigma, T, barrier, steps = self.inputs
         order = bridge_order(steps)
         rs = range(gi * self.group, min(len(self.seeds), (gi + 1) * self.group))
-        dirs = [scrambled_directions(steps, self.m, np.random.default_rng(self.seeds[r]))
-                for r in rs]
+        dirs, shift = scrambled_directions(
+            steps, self.m, [np.random.default_rng(self.seeds[r]) for r in rs])
         acc = np.zeros((self.group, 9))
         chunk = min(self.m, max(1, _PREINT_POINTS // self.group))
         stop = getattr(Q._RUN, "stop", None)
@@ -352,11 +350,12 @@ class _PreintegratedWork:
             if stop is not None and stop.is_set():
                 raise Q._Stopped
             c = min(chunk, self.m - start)
-            u = np.concatenate([sobol_block(v, sh, start, c) for v, sh in dirs])
+            u = sobol_block(dirs, shift, start, c)
             y = preintegrated_quantities(payoff, special.ndtri(u), s0, strike, rate, sigma, T,
                                          barrier, order)
-            for k in range(len(rs)):
-                acc[k] += y[k * c:(k + 1) * c].sum(0)
+            # each randomisation's c rows summed in order (np.add.reduceat),
+            # whatever the group
+            acc[:len(rs)] += np.add.reduceat(y, np.arange(0, len(rs) * c, c), axis=0)
         return acc
 
 
