@@ -205,6 +205,18 @@ def test_bit_identical_any_thread_count(method):
     assert runs[0].alternatives == runs[1].alternatives
 
 
+def test_dask_bit_identical():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        kw = dict(n=32 * 512, steps=12, rng=8, method="pathwise", sampler="sobol",
+                  preintegrate=True, **MARKET)
+        a = mc.finance.greeks("asian_call", **kw)
+        b = mc.finance.greeks("asian_call", client=client, **kw)
+        assert a.alternatives == b.alternatives
+
+
 def test_default_is_unchanged():
     kw = dict(n=32 * 64, steps=12, rng=3, method="pathwise", sampler="sobol", **MARKET)
     a = mc.finance.greeks("asian_call", **kw)
