@@ -18,8 +18,8 @@ independent scramblings, its standard error their spread (see
 
 ``preintegrate=True`` (built-in payoffs): each path's quantities are
 integrated exactly over the first bridge coordinate (W(T)) given the others
-(:func:`preintegrated_quantities`; "preintegration" or conditional sampling:
-Griebel, Kuo and Sloan, Math. Comp. 2013 and 2017: conditional Monte Carlo), which
+(:func:`preintegrated_quantities`; "preintegration", a conditional Monte Carlo:
+Griebel, Kuo and Sloan, Math. Comp. 2013 and 2017), which
 leaves smooth integrands for the Sobol' points.  Its points are made here
 (:func:`scrambled_directions`, :func:`sobol_block`), several randomisations
 per block, which removes most of the fixed cost of a small run.  The
