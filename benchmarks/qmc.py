@@ -1,6 +1,9 @@
 """Time to accuracy: randomised quasi-Monte Carlo (``sampler="sobol"``)
 against Monte Carlo, on the five problems of ``problems.py`` plus a d = 10
-smooth VI-style gradient and the delta of a 12-date Asian call.
+smooth VI-style gradient and the delta of a 12-date Asian call
+("asian_delta": arithmetic average, its reference the preintegrated Sobol'
+estimate at 32 x 2^15 paths, relative stderr ~1e-6; "geo_asian_delta": the
+geometric average, exact in closed form).
 
     python benchmarks/qmc.py [--quick] [--no-timing] [--peers] [--reps N]
                              [--problems P ...] [--out DIR]
@@ -15,18 +18,20 @@ Two parts:
    error over Sobol's) and the mean reported relative standard error are
    printed too (the latter checks that the RQMC error bars are honest).
 2. **Time to a relative standard error of 1e-3** (||stderr|| / ||g_exact||):
-   for each method a pilot run gives the time and the relative standard
-   error at a small n; the n that reaches 1e-3 follows from the error's
-   rate (n^-1/2 for Monte Carlo, the fitted RMSE slope for Sobol'); the
-   method is then run at that n (and timed, best of 3) when it is at most
-   ``--cap`` draws, else the time is extrapolated linearly from the pilot
-   (marked "~").  Methods: mcscore MC ("mc"), mcscore MC with its best
-   variance reduction ("mc_vr": optimal baseline with the delta control
-   variate, pathwise where it applies), mcscore Sobol' ("sobol", and
-   "sobol_pw" where a pathwise form exists) and, with ``--peers``, the best
-   JAX and PyTorch implementations (benchmarks/peers.py for the five
-   problems, reparameterised autograd here for the last two; each is
-   imported only when installed).
+   every method, peers included, is timed alike (best of ``--repeats``) at
+   the smallest n = 32 x 2^k that reaches 1e-3: a pilot at 32 x 2^12 (2^8
+   with --quick) predicts n from the error's rate (n^-1/2 for Monte Carlo,
+   the fitted RMSE slope for Sobol'), then n is doubled while the run
+   misses 1e-3 and halved while the halved run still reaches it.  Beyond
+   ``--cap`` draws the time is extrapolated linearly (marked "~").
+   Methods: mcscore MC ("mc"), mcscore MC with its best variance reduction
+   ("mc_vr": optimal baseline with the delta control variate, pathwise
+   where it applies), mcscore Sobol' ("sobol", and "sobol_pw" where a
+   pathwise form exists; "sobol_pi" for the Asians: pathwise with
+   ``preintegrate=True``) and, with ``--peers``, the best JAX and PyTorch
+   implementations (benchmarks/peers.py for the five problems,
+   reparameterised autograd here for the last three, on the same average as
+   mcscore; each is imported only when installed).
 
 Results go to DIR (default benchmarks/results/): qmc.json, qmc.md and
 qmc.png (RMSE curves and time-to-accuracy bars).  Timings are meaningful only
@@ -35,6 +40,7 @@ on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -194,6 +200,17 @@ def _vi_d10():
     }
 
 
+@functools.lru_cache(maxsize=None)
+def asian_reference_delta():
+    """Delta of the 12-date arithmetic-average Asian call: the preintegrated
+    Sobol' pathwise estimate at 32 x 2^15 paths (relative stderr ~1e-6, far
+    below the errors measured against it; tests/test_qmc_asian.py checks the
+    method against plain Sobol' and closed forms)."""
+    g = mc.finance.greeks("asian_call", n=R * 2**15, steps=ASIAN_STEPS, rng=20261130,
+                          method="pathwise", sampler="sobol", preintegrate=True, **ASIAN)
+    return g.delta
+
+
 def asian_exact_delta():
     """Delta of the 12-date geometric-average Asian call, from its closed form
     (the geometric average is lognormal and proportional to S0)."""
@@ -206,24 +223,34 @@ def asian_exact_delta():
     return math.exp(-r * T) * math.exp(nu + 0.5 * v * v) * special.ndtr(d2 + v) / S0
 
 
-def _asian_delta():
+def _asian(payoff, exact):
     def greeks(method, **opt):
         def run(n, s):
-            g = mc.finance.greeks("geometric_asian_call", n=n, steps=ASIAN_STEPS, rng=s,
-                                  method=method, **ASIAN, **opt)
+            g = mc.finance.greeks(payoff, n=n, steps=ASIAN_STEPS, rng=s, method=method,
+                                  **ASIAN, **opt)
             return np.array([g.delta]), np.array([g.stderr["delta"]])
         return run
 
-    return np.array([asian_exact_delta()]), ASIAN_STEPS, {
+    return np.array([exact]), ASIAN_STEPS, {
         "mc": greeks("lr"), "mc_vr": greeks("pathwise"),
         "sobol": greeks("lr", sampler="sobol"), "sobol_pw": greeks("pathwise", sampler="sobol"),
+        "sobol_pi": greeks("pathwise", sampler="sobol", preintegrate=True),
     }
+
+
+def _asian_delta():
+    return _asian("asian_call", asian_reference_delta())
+
+
+def _geo_asian_delta():
+    return _asian("geometric_asian_call", asian_exact_delta())
 
 
 CASES = {
     "normal_sq": (_normal_sq, 16), "diag_gauss_quad": (_diag_gauss_quad, 12),
     "categorical": (_categorical, 11), "gamma_shape": (_gamma_shape, 16),
     "bs_delta": (_bs_delta, 16), "vi_d10": (_vi_d10, 14), "asian_delta": (_asian_delta, 14),
+    "geo_asian_delta": (_geo_asian_delta, 14),
 }
 
 
@@ -252,23 +279,27 @@ def _torch_peers():
             return per.mean(0), per.std(0, ddof=1) / math.sqrt(n)
         return run
 
-    def asian(n, seed):
-        S0, K, r, sig, T = (ASIAN[k] for k in ("spot", "strike", "rate", "vol", "maturity"))
+    def asian(geometric):
+        def factory(n, seed):
+            S0, K, r, sig, T = (ASIAN[k] for k in ("spot", "strike", "rate", "vol",
+                                                   "maturity"))
 
-        def run():
-            g = torch.Generator().manual_seed(seed)
-            dt = T / ASIAN_STEPS
-            z = torch.randn(n, ASIAN_STEPS, generator=g)
-            s0 = torch.full((n,), S0, requires_grad=True)
-            logs = torch.log(s0)[:, None] + torch.cumsum(
-                (r - 0.5 * sig * sig) * dt + sig * math.sqrt(dt) * z, 1)
-            pay = math.exp(-r * T) * torch.clamp(torch.exp(logs.mean(1)) - K, min=0.0)
-            (gs,) = torch.autograd.grad(pay.sum(), s0)
-            gs = gs.numpy()
-            return np.array([gs.mean()]), np.array([gs.std(ddof=1) / math.sqrt(n)])
-        return run
+            def run():
+                g = torch.Generator().manual_seed(seed)
+                dt = T / ASIAN_STEPS
+                z = torch.randn(n, ASIAN_STEPS, generator=g)
+                s0 = torch.full((n,), S0, requires_grad=True)
+                logs = torch.log(s0)[:, None] + torch.cumsum(
+                    (r - 0.5 * sig * sig) * dt + sig * math.sqrt(dt) * z, 1)
+                avg = torch.exp(logs.mean(1)) if geometric else torch.exp(logs).mean(1)
+                pay = math.exp(-r * T) * torch.clamp(avg - K, min=0.0)
+                (gs,) = torch.autograd.grad(pay.sum(), s0)
+                gs = gs.numpy()
+                return np.array([gs.mean()]), np.array([gs.std(ddof=1) / math.sqrt(n)])
+            return run
+        return factory
 
-    return {"vi_d10": vi, "asian_delta": asian}
+    return {"vi_d10": vi, "asian_delta": asian(False), "geo_asian_delta": asian(True)}
 
 
 def _jax_peers():
@@ -295,26 +326,30 @@ def _jax_peers():
         jax.block_until_ready(go(key))
         return lambda: tuple(np.asarray(v) for v in go(key))
 
-    def asian(n, seed):
-        S0, K, r, sig, T = (ASIAN[k] for k in ("spot", "strike", "rate", "vol", "maturity"))
-        dt = T / ASIAN_STEPS
+    def asian(geometric):
+        def factory(n, seed):
+            S0, K, r, sig, T = (ASIAN[k] for k in ("spot", "strike", "rate", "vol",
+                                                   "maturity"))
+            dt = T / ASIAN_STEPS
 
-        def pay_sum(s0, z):
-            logs = jnp.log(s0)[:, None] + jnp.cumsum(
-                (r - 0.5 * sig * sig) * dt + sig * math.sqrt(dt) * z, 1)
-            return (math.exp(-r * T) * jnp.maximum(jnp.exp(logs.mean(1)) - K, 0.0)).sum()
+            def pay_sum(s0, z):
+                logs = jnp.log(s0)[:, None] + jnp.cumsum(
+                    (r - 0.5 * sig * sig) * dt + sig * math.sqrt(dt) * z, 1)
+                avg = jnp.exp(logs.mean(1)) if geometric else jnp.exp(logs).mean(1)
+                return (math.exp(-r * T) * jnp.maximum(avg - K, 0.0)).sum()
 
-        @jax.jit
-        def go(key):
-            z = jax.random.normal(key, (n, ASIAN_STEPS))
-            gs = jax.grad(pay_sum)(jnp.full((n,), S0), z)
-            return gs.mean()[None], (gs.std(ddof=1) / jnp.sqrt(n))[None]
+            @jax.jit
+            def go(key):
+                z = jax.random.normal(key, (n, ASIAN_STEPS))
+                gs = jax.grad(pay_sum)(jnp.full((n,), S0), z)
+                return gs.mean()[None], (gs.std(ddof=1) / jnp.sqrt(n))[None]
 
-        key = jax.random.key(seed)
-        jax.block_until_ready(go(key))
-        return lambda: tuple(np.asarray(v) for v in go(key))
+            key = jax.random.key(seed)
+            jax.block_until_ready(go(key))
+            return lambda: tuple(np.asarray(v) for v in go(key))
+        return factory
 
-    return {"vi_d10": vi, "asian_delta": asian}
+    return {"vi_d10": vi, "asian_delta": asian(False), "geo_asian_delta": asian(True)}
 
 
 def peer_factories(name):
@@ -364,23 +399,40 @@ def rmse_ladder(run, exact, log2s, reps):
 
 
 def time_to_target(run_factory, exact, rate, n0, cap, repeats):
-    """(seconds, n, measured relative stderr, extrapolated?) to reach TARGET:
-    the n predicted from the pilot at n0 and the error's rate (n^-rate),
-    refined by up to three runs; the time is extrapolated linearly from the
-    last run when the n needed exceeds cap."""
+    """(seconds, n, measured relative stderr, extrapolated?) at the smallest
+    n = R * 2^k (k >= 1) whose run reaches TARGET, the same search for every
+    method: the pilot at n0 predicts n by the error's rate (n^-rate), then n
+    doubles while the run misses TARGET and halves while the halved run
+    still reaches it.  Where the n needed exceeds cap the time is
+    extrapolated linearly from the largest run."""
     norm = float(np.linalg.norm(exact))
-    n = n0
-    for _ in range(4):
+
+    def measure(n):
         t, (_, se) = _best_time(run_factory(n), repeats)
-        rel = float(np.linalg.norm(se)) / norm
-        if rel <= TARGET:
-            return t, n, rel, False
+        return t, float(np.linalg.norm(se)) / norm
+
+    def extrapolated(n, t, rel):
         need = n * (rel / TARGET) ** (1.0 / rate)
-        nxt = R * 2 ** math.ceil(math.log2(max(need, 2 * n) / R))
-        if nxt > cap:
-            return t * need / n, int(need), float("nan"), True
-        n = nxt
-    return t * need / n, int(need), float("nan"), True
+        return t * need / n, int(need), float("nan"), True
+
+    t, rel = measure(n0)
+    need = n0 * (rel / TARGET) ** (1.0 / rate)
+    n = R * 2 ** max(1, math.ceil(math.log2(max(need, 2 * R) / R)))
+    if n > cap:
+        return extrapolated(n0, t, rel)
+    if n != n0:
+        t, rel = measure(n)
+    while rel > TARGET:
+        if 2 * n > cap:
+            return extrapolated(n, t, rel)
+        n *= 2
+        t, rel = measure(n)
+    while n >= 4 * R:
+        t2, rel2 = measure(n // 2)
+        if rel2 > TARGET:
+            break
+        n, t, rel = n // 2, t2, rel2
+    return t, n, rel, False
 
 
 def main(argv=None):

@@ -39,7 +39,8 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
            barrier=None,
            rng=None, method="lr", n_threads=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
            client=None, dividend=None, correlation=None, payoff_grad=None, model=None,
-           expiries=None, strikes=None, sampler="mc", n_randomizations=None, progress=False):
+           expiries=None, strikes=None, sampler="mc", n_randomizations=None, progress=False,
+           preintegrate=False):
     """Monte Carlo price, delta, vega, rho and gamma of an option under GBM.
 
     ``payoff`` may also be a function of the simulated paths (or a C
@@ -94,6 +95,29 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         motion (not Heston / Diffusion models, nor C callbacks).
     n_randomizations : int >= 2, optional
         Only with sampler="sobol".
+    preintegrate : bool
+        Only with sampler="sobol" and a built-in name (default False).  Each
+        path's quantities are integrated exactly over W(T) given the other
+        Brownian bridge coordinates: with the bridge, every S(t_k) is
+        c_k exp(b_k z) in the first coordinate z (W(T) = sqrt(T) z), the
+        payoff is non-zero on an interval of z (the strike's root; for
+        "asian_call" the arithmetic average's, by Newton's method; the
+        barrier's for "up_and_out_call"), and every weight is a polynomial
+        of degree <= 2 in z, so the integral over z is a sum of moments of
+        shifted normals over that interval, in closed form.  What is left
+        for the Sobol' points is a smooth function of the other
+        coordinates: no kink, no jump, so the error falls far faster (a
+        12-date Asian call's pathwise delta: about 100 x smaller stderr than
+        plain Sobol' at 32 x 4096 paths).  Every Greek of both methods keeps
+        its estimator; the estimate stays unbiased in each randomisation,
+        the stderr comes from the spread of the randomisations as always.
+        A quantity depending on W(T) alone (one date, or the price of a
+        call at any number of dates) comes out exact to rounding, with a
+        stderr of about 0.  The points are scrambled Sobol' points made in
+        mcscore (scipy's direction numbers, a random linear matrix
+        scrambling and digital shift, 52 bits), several randomisations
+        worked together: bit-identical for any ``n_threads``, but not the
+        points of ``preintegrate=False``.
     progress : bool
         Show a progress bar over the paths (tqdm when installed, plain
         lines on stderr otherwise), as every estimator's ``progress``; the
@@ -246,8 +270,11 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
                            maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,
                            method=method, n_threads=n_threads, client=client,
                            n_randomizations=n_randomizations, path=path, dividend=dividend,
-                           correlation=correlation, payoff_grad=payoff_grad, model=model)
+                           correlation=correlation, payoff_grad=payoff_grad, model=model,
+                           preintegrate=preintegrate)
     _qmc.Q.check_mc_only(sampler, n_randomizations)
+    if V.flag("preintegrate", preintegrate):
+        raise ValueError("preintegrate=True applies only to sampler='sobol'")
     if path:
         return _greeks_paths(payoff, spot=spot, strike=strike, rate=rate, vol=vol,
                              maturity=maturity, n=n, steps=steps, barrier=barrier, rng=rng,
