@@ -235,3 +235,28 @@ def test_errors():
                           **MARKET)
     with pytest.raises(ValueError, match="does not apply to the discontinuous"):
         _greeks("digital_call", 1024, 0, "pathwise")
+
+
+def test_direction_numbers_checked_against_scipys_points(monkeypatch):
+    """The direction numbers come from scipy's private attribute; they are
+    checked against scipy's own first points, and a scipy without them is an
+    error that names the way out, never other points."""
+    from scipy.stats import qmc
+
+    from mcscore.finance import _qmc as fq
+
+    fq._direction_numbers.cache_clear()
+    v = fq._direction_numbers(5)
+    pts = qmc.Sobol(5, scramble=False, bits=52).random(64) * 2.0**52
+    assert np.array_equal(fq._gray_points(v, 64), pts.astype(np.uint64))
+
+    class NoDirections(qmc.Sobol):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            del self._sv
+
+    monkeypatch.setattr(qmc, "Sobol", NoDirections)
+    fq._direction_numbers.cache_clear()
+    with pytest.raises(RuntimeError, match="preintegrate=False"):
+        fq._direction_numbers(5)
+    fq._direction_numbers.cache_clear()

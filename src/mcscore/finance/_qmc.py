@@ -282,9 +282,31 @@ def _direction_numbers(d):
     (d, 52) integers, v_j's leading bit at 2^(51 - j)."""
     from scipy.stats import qmc
 
-    sv = np.array(qmc.Sobol(d, scramble=False, bits=_SOBOL_BITS)._sv, dtype=_U64)
+    sampler = qmc.Sobol(d, scramble=False, bits=_SOBOL_BITS)
+    # scipy keeps the direction numbers in a private attribute (its public
+    # fast_forward does not take 52-bit samplers); checked against scipy's own
+    # first 2^8 points, so that a change in scipy is an error, not other points
+    sv = getattr(sampler, "_sv", None)
+    sv = None if sv is None else np.array(sv, dtype=_U64)
+    if sv is None or sv.shape != (d, _SOBOL_BITS) or not np.array_equal(
+            _gray_points(sv[:, :8], 256), np.asarray(sampler.random(256) * 2.0**_SOBOL_BITS,
+                                                     dtype=_U64)):
+        import scipy
+        raise RuntimeError(
+            f"preintegrate=True: cannot read the Sobol' direction numbers of scipy "
+            f"{scipy.__version__} (scipy.stats.qmc.Sobol changed); use preintegrate=False")
     sv.flags.writeable = False
     return sv
+
+
+def _gray_points(v, m):
+    """The first m unscrambled points (m, d) of direction numbers v (d, J),
+    2^J >= m, in scipy's Gray-code order."""
+    out = np.zeros((m, v.shape[0]), dtype=_U64)
+    for i in range(1, m):
+        low = (~(i - 1) & i).bit_length() - 1  # the lowest zero bit of i - 1
+        out[i] = out[i - 1] ^ v[:, low]
+    return out
 
 
 def _parity(x):
