@@ -1,0 +1,261 @@
+# Included by _kernels.pyx (after the driver callbacks): the kernels of
+# batched expectations with a Python f (score_grad with batch_ndims > 0).
+#
+# The draws of a round are handed to f in its own layout, (m, draw_size) rows
+# (in the user's dtype: int64 for a Categorical), by one transposing pass
+# (gather_round); f's values come back as rows (m, nf), one column per batch
+# element, and are accumulated from that layout (accumulate_rows_batched):
+# no transposed copy of f's values.  The sums are those of
+# accumulate_round_batched operation for operation (the same chunks, lanes
+# and order per accumulator), so the results are bit-identical to it, for
+# any thread count: a block is processed by one thread, into its stream's
+# row only.
+
+cdef extern from *:
+    double mc_red8(const double *r) noexcept nogil   # _kernels_vmath.pxi's lane sum
+
+
+ctypedef struct _bctx_t:
+    const mc_dist *dist
+    const double *xt         # the round's draws: block r at xt + r * ld (column-major)
+    const double *lt         # ... log columns (LogNormal), or NULL
+    Py_ssize_t ld
+    const Py_ssize_t *off    # the round's row of block r's first draw
+    const double **rowp      # gather_round: NULL; accumulate: f's row of round row i
+    void *out                # gather_round: the (total, draw_size) output rows
+    int out_int              # ... 1: int64, 0: double
+    double *stats
+    Py_ssize_t sld
+    double *shifts           # nf per stream slot
+    const int64_t *fcol
+    Py_ssize_t nf
+    double *tmp              # per thread: tmp_len doubles
+    Py_ssize_t tmp_len
+
+
+# columns of the transposing copy per tile (a tile's source lines stay in L1)
+cdef enum:
+    MC_GATHER_TILE = 256
+
+
+cdef int _cb_gather(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssize_t m,
+                    int tid) noexcept nogil:
+    """Block b (row r of the round's draws, draw_size columns of m values)
+    into the output rows off[r] .. off[r] + m - 1."""
+    cdef _bctx_t *c = <_bctx_t *> ctx
+    cdef Py_ssize_t ds = c.dist.draw_size, i, k, k0, k1
+    cdef const double *x = c.xt + r * c.ld
+    cdef double *od
+    cdef int64_t *oi
+    k0 = 0
+    while k0 < ds:
+        k1 = ds if ds - k0 < MC_GATHER_TILE else k0 + MC_GATHER_TILE
+        if c.out_int:
+            for i in range(m):
+                oi = (<int64_t *> c.out) + (c.off[r] + i) * ds
+                for k in range(k0, k1):
+                    oi[k] = <int64_t> x[k * m + i]
+        else:
+            for i in range(m):
+                od = (<double *> c.out) + (c.off[r] + i) * ds
+                for k in range(k0, k1):
+                    od[k] = x[k * m + i]
+        k0 = k1
+        if k1 < ds and mc_poll(rd, tid):
+            return 1
+    return 0
+
+
+cdef Py_ssize_t[::1] _row_offsets(int64_t[::1] blocks, int64_t n, int64_t block_size):
+    """The round's row of each block's first draw (blocks laid one after the other)."""
+    cdef Py_ssize_t R = blocks.shape[0], r, o = 0
+    cdef Py_ssize_t[::1] off = np.empty(max(R, 1), dtype=np.intp)
+    for r in range(R):
+        off[r] = o
+        o += min(block_size, n - blocks[r] * block_size)
+    return off
+
+
+def gather_round(KernelDist dist, int64_t[::1] blocks, int64_t n, int64_t block_size,
+                 int n_threads, double[:, ::1] xt, out):
+    """The drawn blocks of a round (row r of xt: block blocks[r], column-major,
+    as draw_round writes it) as rows: out[o + i] = draw i of block r, o the
+    rows of the blocks before it.  out: a C-contiguous (>= total, draw_size)
+    float64 or int64 array (int64: the draws converted as astype does)."""
+    cdef Py_ssize_t R = blocks.shape[0]
+    cdef Py_ssize_t[::1] off = _row_offsets(blocks, n, block_size)
+    cdef cnp.ndarray o = out
+    cdef mc_round rd
+    cdef _bctx_t c
+    if o.ndim != 2 or not o.flags.c_contiguous or o.shape[1] != dist.draw_size or \
+            o.dtype not in (np.float64, np.int64):
+        raise ValueError("out must be a C-contiguous float64 or int64 array of draw_size columns")
+    if R == 0:
+        return
+    if o.shape[0] < off[R - 1] + min(block_size, n - blocks[R - 1] * block_size):
+        raise ValueError("out has fewer rows than the round's draws")
+    memset(&c, 0, sizeof(_bctx_t))
+    c.dist = &dist.d
+    c.xt = _rows_ptr(xt)
+    c.ld = xt.shape[1]
+    c.off = &off[0]
+    c.out = cnp.PyArray_DATA(o)
+    c.out_int = o.dtype == np.int64
+    mc_round_init(&rd, n, 0, block_size, n_threads, R, &blocks[0], NULL, None)
+    try:
+        mc_drive(&rd, _cb_gather, &c)
+    finally:
+        mc_round_free(&rd)
+
+
+cdef void _category_rows_chunk(const mc_dist *dist, Py_ssize_t cs, const double *xt,
+                               Py_ssize_t ld, const double **rows, Py_ssize_t nf,
+                               const int64_t *fcol, const double *sh, double *stats,
+                               double *tmp) noexcept nogil:
+    """mc_accum_chunk_batched of a per-category family on a chunk of f's rows
+    (rows[i]: the nf values of draw i), the same sums bit for bit: f's column
+    sums in 8 lanes (draw i in lane i % 8, lanes from +0.0, reduced by
+    mc_red8, as mc_c_gsum), and each (unit, category) sum in draw order.
+    Draw by draw over the units, so that consecutive updates go to
+    different accumulators.  tmp: 17 nf doubles."""
+    cdef Py_ssize_t i, j, k, l, q, K = dist.n_cat, U = dist.n_units
+    cdef double g
+    cdef double *lg = tmp             # lane sums of g: lane l of column k at l * nf + k
+    cdef double *lh = tmp + 8 * nf    # ... of g^2
+    cdef double *gr = tmp + 16 * nf   # g of the current draw, per column
+    cdef double *base = stats + 1 + 2 * nf
+    cdef double *acc
+    cdef double r[8]
+    cdef double *rl
+    cdef const double *row
+    memset(tmp, 0, sizeof(double) * 16 * nf)
+    stats[0] += cs
+    for i in range(cs):
+        row = rows[i]
+        l = (i & 7) * nf
+        for k in range(nf):
+            g = row[k] - sh[k]
+            gr[k] = g
+            lg[l + k] += g
+            lh[l + k] += g * g
+        for j in range(U):
+            q = <Py_ssize_t> xt[j * ld + i]
+            g = gr[fcol[j]]
+            acc = base + 3 * (K * j + q)
+            acc[0] += 1.0
+            acc[1] += g
+            acc[2] += g * g
+    for k in range(nf):
+        for l in range(8):
+            r[l] = lg[l * nf + k]
+        stats[1 + 2 * k] += mc_red8(r)
+        for l in range(8):
+            r[l] = lh[l * nf + k]
+        stats[2 + 2 * k] += mc_red8(r)
+
+
+cdef int _cb_accumulate_rows(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b,
+                             Py_ssize_t m, int tid) noexcept nogil:
+    """_cb_accumulate_batched on f's rows: each chunk's nf columns copied
+    from the rows (c.rowp) into the thread's buffer, then the same chunk
+    function (mc_accum_chunk_batched) on them."""
+    cdef _bctx_t *c = <_bctx_t *> ctx
+    cdef Py_ssize_t s = rd.slots[r], k, i, i0, cs, nf = c.nf
+    cdef Py_ssize_t ch = mc_chunk_len(c.dist.draw_size)
+    cdef const double **rows = c.rowp + c.off[r]
+    cdef const double *xt = c.xt + r * c.ld
+    cdef const double *lt = (c.lt + r * c.ld) if c.lt != NULL else NULL
+    cdef double *sh = c.shifts + s * nf
+    cdef double *cols = c.tmp + tid * c.tmp_len
+    cdef double *work = cols + nf * ch
+    cdef const double *row
+    if b < rd.n_streams:
+        for k in range(nf):
+            sh[k] = rows[0][k]
+    i0 = 0
+    while i0 < m:
+        cs = ch if m - i0 > ch else m - i0
+        if c.dist.per_category:
+            _category_rows_chunk(c.dist, cs, xt + i0, m, rows + i0, nf, c.fcol, sh,
+                                 c.stats + s * c.sld, cols)
+            i0 += cs
+            if i0 < m and mc_poll(rd, tid):
+                return 1
+            continue
+        for i in range(cs):
+            row = rows[i0 + i]
+            for k in range(nf):
+                cols[k * cs + i] = row[k]
+        mc_accum_chunk_batched(c.dist, cs, xt + i0, m, (lt + i0) if lt != NULL else NULL,
+                               cols, cs, nf, c.fcol, sh, c.stats + s * c.sld, work)
+        i0 += cs
+        if i0 < m and mc_poll(rd, tid):
+            return 1
+    return 0
+
+
+def accumulate_rows_batched(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots,
+                            int64_t n, int64_t block_size, int64_t n_streams, int n_threads,
+                            double[:, ::1] xt, list pieces, int64_t[::1] fcol,
+                            double[:, ::1] stats, double[:, ::1] shifts,
+                            double[:, ::1] lt=None):
+    """accumulate_round_batched with f's values as rows: `pieces`, a list of
+    C-contiguous float64 (m_p, nf) arrays, hold the f values of the round's
+    draws in order (the blocks one after the other, as gather_round lays
+    them out).  Same statistics, bit for bit."""
+    cdef Py_ssize_t R = blocks.shape[0], nf = shifts.shape[1], total, i, p, o
+    cdef Py_ssize_t want = dist.d.n_units if dist.d.per_category else dist.d.n_coords
+    cdef Py_ssize_t[::1] off = _row_offsets(blocks, n, block_size)
+    cdef const double **rowp = NULL
+    cdef cnp.ndarray a
+    cdef mc_round rd
+    cdef _bctx_t c
+    if fcol.shape[0] != want or (want and (np.min(fcol) < 0 or np.max(fcol) >= nf)):
+        raise ValueError(f"fcol must hold {want} column indices in [0, {nf})")
+    if stats.shape[1] != dist.stats_len - 2 + 2 * nf:
+        raise ValueError("stats rows of the wrong length for a batched round")
+    if R == 0:
+        return
+    total = off[R - 1] + min(block_size, n - blocks[R - 1] * block_size)
+    for a in pieces:
+        if a.ndim != 2 or a.dtype != np.float64 or not a.flags.c_contiguous or \
+                a.shape[1] != nf:
+            raise ValueError(f"f's values must be C-contiguous float64 arrays of {nf} columns")
+    if sum(len(a) for a in pieces) != total:
+        raise ValueError("f's values do not hold one row per draw of the round")
+    memset(&c, 0, sizeof(_bctx_t))
+    c.dist = &dist.d
+    c.xt = _rows_ptr(xt)
+    c.ld = xt.shape[1]
+    c.lt = _rows_ptr(lt) if mc_has_log_column(&dist.d) else NULL
+    c.off = &off[0]
+    c.stats = _rows_ptr(stats)
+    c.sld = stats.shape[1]
+    c.shifts = _rows_ptr(shifts)
+    c.fcol = &fcol[0] if fcol.shape[0] else NULL
+    c.nf = nf
+    c.tmp_len = max((nf + 1) * min(block_size, mc_chunk_len(dist.d.draw_size)), 17 * nf)
+    mc_round_init(&rd, n, n_streams, block_size, n_threads, R, &blocks[0], &slots[0], None)
+    try:
+        rowp = <const double **> malloc(max(total, 1) * sizeof(double *))
+        if rowp == NULL:
+            raise MemoryError()
+        o = 0
+        for a in pieces:
+            for i in range(a.shape[0]):
+                rowp[o + i] = (<const double *> cnp.PyArray_DATA(a)) + i * nf
+            o += a.shape[0]
+        c.rowp = rowp
+        c.tmp = mc_alloc_doubles(mc_round_threads(&rd) * c.tmp_len, "the accumulation buffers")
+        mc_drive(&rd, _cb_accumulate_rows, &c)
+    finally:
+        free(c.tmp)
+        free(rowp)
+        mc_round_free(&rd)
+
+
+def first_nonfinite(double[:, ::1] v):
+    """The flat index of the first non-finite value of v (C order), or -1."""
+    if v.shape[0] == 0 or v.shape[1] == 0:
+        return -1
+    return mc_c_first_nonfinite(&v[0, 0], v.shape[0] * v.shape[1])
