@@ -259,3 +259,83 @@ def first_nonfinite(double[:, ::1] v):
     if v.shape[0] == 0 or v.shape[1] == 0:
         return -1
     return mc_c_first_nonfinite(&v[0, 0], v.shape[0] * v.shape[1])
+
+
+def batched_category_totals(double[:, ::1] stats, double[:, ::1] shifts, int64_t[::1] fcol,
+                            Py_ssize_t n_units, Py_ssize_t n_cat):
+    """The stream merge of batched per-category rows (accumulate_rows_batched's
+    layout) summed over the streams, as mcscore._algebra.batched_moments does
+    it with total=True, operation for operation: the common shift c0 (nf,)
+    and, with d = each stream's shift minus c0 (0 for a stream without draws),
+    G = sum_s G0 + sum_s d C, H = (sum_s H0 + 2 sum_s d G0) + sum_s d^2 C
+    per f column, and the same per (unit, category) with the unit's column;
+    each sum over s in stream order (from the first stream for a plain
+    sum, from +0.0 for a sum of products, as add.reduce and einsum run
+    them).  Returns (c0, d, G, H, Ck, Gk, Hk), per category (units, K)."""
+    cdef Py_ssize_t S = stats.shape[0], nf = shifts.shape[1], P = n_units * n_cat
+    cdef Py_ssize_t s, k, j, q, first = 0
+    cdef double dv, p
+    if shifts.shape[0] != S or fcol.shape[0] != n_units or S == 0 or \
+            stats.shape[1] != 1 + 2 * nf + 3 * P:
+        raise ValueError("stats, shifts and fcol of inconsistent shapes")
+    if n_units and (np.min(fcol) < 0 or np.max(fcol) >= nf):
+        raise ValueError(f"fcol must hold column indices in [0, {nf})")
+    for s in range(S):
+        if stats[s, 0] > 0:
+            first = s
+            break
+    c0_a = np.empty(nf)
+    d_a = np.empty((S, nf))
+    out = np.zeros((8, max(nf, P)))
+    cdef double[::1] c0 = c0_a
+    cdef double[:, ::1] d = d_a
+    cdef double[:, ::1] o = out
+    cdef const double *row
+    with nogil:
+        for k in range(nf):
+            c0[k] = shifts[first, k]
+        for s in range(S):
+            for k in range(nf):
+                d[s, k] = shifts[s, k] - c0[k] if stats[s, 0] > 0 else 0.0
+        # rows 0..4 of o: sum G0, sum H0, sum d C, sum d G0, sum d^2 C per column
+        for k in range(nf):
+            o[0, k] = stats[0, 1 + 2 * k]
+            o[1, k] = stats[0, 2 + 2 * k]
+        for s in range(S):
+            for k in range(nf):
+                dv = d[s, k]
+                if s:
+                    o[0, k] += stats[s, 1 + 2 * k]
+                    o[1, k] += stats[s, 2 + 2 * k]
+                o[2, k] = o[2, k] + dv * stats[s, 0]
+                o[3, k] = o[3, k] + dv * stats[s, 1 + 2 * k]
+                p = dv * dv
+                o[4, k] = o[4, k] + p * stats[s, 0]
+    G = out[0, :nf] + out[2, :nf]
+    H = out[1, :nf] + 2 * out[3, :nf] + out[4, :nf]
+    out[:] = 0.0
+    with nogil:
+        # rows 0..5: sum C, sum Gk0, sum Hk0, sum du C, sum du Gk0, sum du^2 C
+        row = &stats[0, 1 + 2 * nf]
+        for q in range(P):
+            o[0, q] = row[3 * q]
+            o[1, q] = row[3 * q + 1]
+            o[2, q] = row[3 * q + 2]
+        for s in range(S):
+            row = &stats[s, 1 + 2 * nf]
+            for j in range(n_units):
+                dv = d[s, fcol[j]]
+                p = dv * dv
+                for q in range(j * n_cat, (j + 1) * n_cat):
+                    if s:
+                        o[0, q] += row[3 * q]
+                        o[1, q] += row[3 * q + 1]
+                        o[2, q] += row[3 * q + 2]
+                    o[3, q] = o[3, q] + dv * row[3 * q]
+                    o[4, q] = o[4, q] + dv * row[3 * q + 1]
+                    o[5, q] = o[5, q] + p * row[3 * q]
+    shape = (n_units, n_cat)
+    Ck = out[0, :P].reshape(shape).copy()
+    Gk = (out[1, :P] + out[3, :P]).reshape(shape)
+    Hk = (out[2, :P] + 2 * out[4, :P] + out[5, :P]).reshape(shape)
+    return c0_a, d_a, G, H, Ck, Gk, Hk
