@@ -11,6 +11,9 @@
 # any thread count: a block is processed by one thread, into its stream's
 # row only.
 
+from libc.stdint cimport int32_t
+
+
 cdef extern from *:
     double mc_red8(const double *r) noexcept nogil   # _kernels_vmath.pxi's lane sum
 
@@ -31,11 +34,13 @@ ctypedef struct _bctx_t:
     Py_ssize_t nf
     double *tmp              # per thread: tmp_len doubles
     Py_ssize_t tmp_len
+    int32_t *cats            # a Categorical drawn as rows: its categories, (total, units)
 
 
 # columns of the transposing copy per tile (a tile's source lines stay in L1)
 cdef enum:
     MC_GATHER_TILE = 256
+    MC_UNIT_TILE = 64
 
 
 cdef int _cb_gather(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssize_t m,
@@ -109,7 +114,8 @@ def gather_round(KernelDist dist, int64_t[::1] blocks, int64_t n, int64_t block_
 
 
 cdef void _category_rows_chunk(const mc_dist *dist, Py_ssize_t cs, const double *xt,
-                               Py_ssize_t ld, const double **rows, Py_ssize_t nf,
+                               Py_ssize_t ld, const int32_t *cr, const double **rows,
+                               Py_ssize_t nf,
                                const int64_t *fcol, const double *sh, double *stats,
                                double *tmp) noexcept nogil:
     """mc_accum_chunk_batched of a per-category family on a chunk of f's rows
@@ -117,34 +123,44 @@ cdef void _category_rows_chunk(const mc_dist *dist, Py_ssize_t cs, const double 
     sums in 8 lanes (draw i in lane i % 8, lanes from +0.0, reduced by
     mc_red8, as mc_c_gsum), and each (unit, category) sum in draw order.
     Draw by draw over the units, so that consecutive updates go to
-    different accumulators.  tmp: 17 nf doubles."""
-    cdef Py_ssize_t i, j, k, l, q, K = dist.n_cat, U = dist.n_units
+    different accumulators.  The categories: cr[i * units + j] (rows, from
+    draw_categorical_rows) or, with cr NULL, xt[j * ld + i].  tmp: (16 + cs)
+    nf doubles."""
+    cdef Py_ssize_t i, j, j0, j1, k, l, q, K = dist.n_cat, U = dist.n_units
     cdef double g
     cdef double *lg = tmp             # lane sums of g: lane l of column k at l * nf + k
     cdef double *lh = tmp + 8 * nf    # ... of g^2
-    cdef double *gr = tmp + 16 * nf   # g of the current draw, per column
+    cdef double *gm = tmp + 16 * nf   # g of draw i, column k at i * nf + k
     cdef double *base = stats + 1 + 2 * nf
     cdef double *acc
     cdef double r[8]
-    cdef double *rl
     cdef const double *row
+    cdef const double *gi
     memset(tmp, 0, sizeof(double) * 16 * nf)
     stats[0] += cs
     for i in range(cs):
         row = rows[i]
+        gi = gm + i * nf
         l = (i & 7) * nf
         for k in range(nf):
             g = row[k] - sh[k]
-            gr[k] = g
+            gm[i * nf + k] = g
             lg[l + k] += g
             lh[l + k] += g * g
-        for j in range(U):
-            q = <Py_ssize_t> xt[j * ld + i]
-            g = gr[fcol[j]]
-            acc = base + 3 * (K * j + q)
-            acc[0] += 1.0
-            acc[1] += g
-            acc[2] += g * g
+    # the units in tiles whose accumulators and draws stay in L1
+    j0 = 0
+    while j0 < U:
+        j1 = U if U - j0 < MC_UNIT_TILE else j0 + MC_UNIT_TILE
+        for i in range(cs):
+            gi = gm + i * nf
+            for j in range(j0, j1):
+                q = cr[i * U + j] if cr != NULL else <Py_ssize_t> xt[j * ld + i]
+                g = gi[fcol[j]]
+                acc = base + 3 * (K * j + q)
+                acc[0] += 1.0
+                acc[1] += g
+                acc[2] += g * g
+        j0 = j1
     for k in range(nf):
         for l in range(8):
             r[l] = lg[l * nf + k]
@@ -167,7 +183,7 @@ cdef int _cb_accumulate_rows(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b,
     cdef const double *lt = (c.lt + r * c.ld) if c.lt != NULL else NULL
     cdef double *sh = c.shifts + s * nf
     cdef double *cols = c.tmp + tid * c.tmp_len
-    cdef double *work = cols + nf * ch
+    cdef double *work = cols + nf * (ch if ch < rd.block_size else rd.block_size)
     cdef const double *row
     if b < rd.n_streams:
         for k in range(nf):
@@ -176,7 +192,9 @@ cdef int _cb_accumulate_rows(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b,
     while i0 < m:
         cs = ch if m - i0 > ch else m - i0
         if c.dist.per_category:
-            _category_rows_chunk(c.dist, cs, xt + i0, m, rows + i0, nf, c.fcol, sh,
+            _category_rows_chunk(c.dist, cs, xt + i0, m,
+                                 (c.cats + (c.off[r] + i0) * c.dist.n_units)
+                                 if c.cats != NULL else NULL, rows + i0, nf, c.fcol, sh,
                                  c.stats + s * c.sld, cols)
             i0 += cs
             if i0 < m and mc_poll(rd, tid):
@@ -198,11 +216,12 @@ def accumulate_rows_batched(KernelDist dist, int64_t[::1] blocks, int64_t[::1] s
                             int64_t n, int64_t block_size, int64_t n_streams, int n_threads,
                             double[:, ::1] xt, list pieces, int64_t[::1] fcol,
                             double[:, ::1] stats, double[:, ::1] shifts,
-                            double[:, ::1] lt=None):
+                            double[:, ::1] lt=None, int32_t[:, ::1] cats=None):
     """accumulate_round_batched with f's values as rows: `pieces`, a list of
     C-contiguous float64 (m_p, nf) arrays, hold the f values of the round's
     draws in order (the blocks one after the other, as gather_round lays
-    them out).  Same statistics, bit for bit."""
+    them out).  Same statistics, bit for bit.  A Categorical drawn by
+    draw_categorical_rows passes its categories `cats` (xt is then unused)."""
     cdef Py_ssize_t R = blocks.shape[0], nf = shifts.shape[1], total, i, p, o
     cdef Py_ssize_t want = dist.d.n_units if dist.d.per_category else dist.d.n_coords
     cdef Py_ssize_t[::1] off = _row_offsets(blocks, n, block_size)
@@ -225,16 +244,21 @@ def accumulate_rows_batched(KernelDist dist, int64_t[::1] blocks, int64_t[::1] s
         raise ValueError("f's values do not hold one row per draw of the round")
     memset(&c, 0, sizeof(_bctx_t))
     c.dist = &dist.d
-    c.xt = _rows_ptr(xt)
-    c.ld = xt.shape[1]
-    c.lt = _rows_ptr(lt) if mc_has_log_column(&dist.d) else NULL
+    if cats is not None:
+        if not dist.d.per_category or cats.shape[0] < total or cats.shape[1] != dist.d.n_units:
+            raise ValueError("cats must hold a per-category family's categories, (total, units)")
+        c.cats = &cats[0, 0]
+    else:
+        c.xt = _rows_ptr(xt)
+        c.ld = xt.shape[1]
+        c.lt = _rows_ptr(lt) if mc_has_log_column(&dist.d) else NULL
     c.off = &off[0]
     c.stats = _rows_ptr(stats)
     c.sld = stats.shape[1]
     c.shifts = _rows_ptr(shifts)
     c.fcol = &fcol[0] if fcol.shape[0] else NULL
     c.nf = nf
-    c.tmp_len = max((nf + 1) * min(block_size, mc_chunk_len(dist.d.draw_size)), 17 * nf)
+    c.tmp_len = (nf + 16) * (min(block_size, mc_chunk_len(dist.d.draw_size)) + 16)
     mc_round_init(&rd, n, n_streams, block_size, n_threads, R, &blocks[0], &slots[0], None)
     try:
         rowp = <const double **> malloc(max(total, 1) * sizeof(double *))
@@ -339,3 +363,73 @@ def batched_category_totals(double[:, ::1] stats, double[:, ::1] shifts, int64_t
     Gk = (out[1, :P] + out[3, :P]).reshape(shape)
     Hk = (out[2, :P] + 2 * out[4, :P] + out[5, :P]).reshape(shape)
     return c0_a, d_a, G, H, Ck, Gk, Hk
+
+
+cdef int _cb_draw_rows(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssize_t m,
+                       int tid) noexcept nogil:
+    """Block b of a Categorical (row r of the round) drawn exactly as
+    mc_draw_block_polled draws it (chunk by chunk, unit by unit: the
+    uniforms, then the alias table), its categories written as rows
+    off[r] + i of f's int64 draws (c.out) and of c.cats."""
+    cdef _bctx_t *c = <_bctx_t *> ctx
+    cdef const mc_dist *dist = c.dist
+    cdef Py_ssize_t U = dist.n_units, K = dist.n_cat, i, j, i0, cs
+    cdef Py_ssize_t ch = mc_chunk_len(dist.draw_size)
+    cdef double *col = c.tmp + tid * c.tmp_len
+    cdef bitgen_t *bg = rd.bitgens[r]
+    cdef int64_t *xo = (<int64_t *> c.out) + c.off[r] * U
+    cdef int32_t *co = c.cats + c.off[r] * U
+    cdef int64_t q
+    i0 = 0
+    while i0 < m:
+        cs = ch if m - i0 > ch else m - i0
+        for j in range(U):
+            random_standard_uniform_fill(bg, cs, col)
+            mc_c_alias(col, cs, K, dist.alias_q + j * K, dist.alias_i + j * K)
+            for i in range(cs):
+                q = <int64_t> col[i]
+                xo[(i0 + i) * U + j] = q
+                co[(i0 + i) * U + j] = <int32_t> q
+        i0 += cs
+        if i0 < m and mc_poll(rd, tid):
+            return 1
+    return 0
+
+
+def draw_categorical_rows(KernelDist dist, list bitgens, int64_t[::1] blocks,
+                          int64_t[::1] slots, int64_t n, int64_t block_size, int n_threads,
+                          int64_t[:, ::1] x, int32_t[:, ::1] cats, long long[::1] counter=None):
+    """draw_round (or, with counter, draw_round_shared) for a Categorical,
+    into rows instead of column-major blocks: the same draws (the same
+    uniforms of each stream, the same alias table), block r's draw i at
+    row off + i (the blocks one after the other) of x (int64, f's draws)
+    and of cats (int32, the categories the accumulation reads)."""
+    cdef Py_ssize_t R = blocks.shape[0], total
+    cdef Py_ssize_t[::1] off = _row_offsets(blocks, n, block_size)
+    cdef mc_round rd
+    cdef _bctx_t c
+    cdef int nt
+    if dist.d.family != MC_CATEGORICAL or dist.d.alias_q == NULL:
+        raise ValueError("draw_categorical_rows draws a Categorical")
+    if R == 0:
+        return
+    total = off[R - 1] + min(block_size, n - blocks[R - 1] * block_size)
+    if x.shape[0] < total or cats.shape[0] < total or x.shape[1] != dist.d.n_units or \
+            cats.shape[1] != dist.d.n_units:
+        raise ValueError("x and cats must have a row per draw of the round and a column per unit")
+    memset(&c, 0, sizeof(_bctx_t))
+    c.dist = &dist.d
+    c.off = &off[0]
+    c.out = &x[0, 0]
+    c.cats = &cats[0, 0]
+    c.tmp_len = mc_chunk_len(dist.d.draw_size)
+    mc_round_init(&rd, n, 0, block_size, 1 if counter is not None else n_threads, R,
+                  &blocks[0], &slots[0], bitgens)
+    rd.ctl.claim = &counter[0] if counter is not None else NULL
+    nt = mc_round_threads(&rd)
+    try:
+        c.tmp = mc_alloc_doubles(nt * c.tmp_len, "the draw buffers")
+        mc_drive(&rd, _cb_draw_rows, &c)
+    finally:
+        free(c.tmp)
+        mc_round_free(&rd)

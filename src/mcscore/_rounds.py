@@ -795,6 +795,10 @@ class BatchedScoreJob(ScoreJob):
         self.bshape = tuple(dist.batch_shape[:k])
         self.nf = int(np.prod(self.bshape, dtype=np.int64))
         self.fcol = batch_columns(dist, k)
+        # a Categorical with a Python f is drawn straight into f's layout
+        # (K.draw_categorical_rows: the same draws), its categories kept as
+        # int32 rows for the accumulation
+        self.rows = fkind == "python" and isinstance(dist, Categorical)
 
     def element_func(self):
         """A fused integrand / C callback lowered for one batch element's
@@ -821,8 +825,20 @@ class BatchedScoreJob(ScoreJob):
         return np.zeros((streams, kd.stats_len - 2 + 2 * self.nf)), np.zeros((streams, self.nf))
 
     def buffers(self, R, B):
+        if self.rows:  # (f's int64 draws, the categories) as rows
+            U = self.dist._kernel_dist().n_units
+            return (np.empty((R * B, U), np.int64), np.empty((R * B, U), np.int32), None,
+                    np.zeros(1, dtype=np.longlong))
         xt, lt, _, counter = super().buffers(R, B)
         return xt, lt, np.zeros((R, self.nf * B)), counter
+
+    def draw(self, rd, bitgens, threads, buf, shared=False):
+        if not self.rows:
+            super().draw(rd, bitgens, threads, buf, shared)
+            return
+        x, cats, _, counter = buf
+        K.draw_categorical_rows(self.dist._kernel_dist(), bitgens, rd.blocks, rd.slots, rd.n,
+                                rd.B, threads, x, cats, counter if shared else None)
 
     def user_draws(self, rd, xt):
         """The round's draws in f's layout (total, *draw_shape) and dtype, by
@@ -855,7 +871,10 @@ class BatchedScoreJob(ScoreJob):
         if self.fkind != "python":
             scatter_columns(rd, self.fused_values(rd, self.gathered(rd, xt, self.width)), fx)
             return fx, ()
-        x = self.user_draws(rd, xt)
+        if self.rows:
+            x = xt[:rd.total].reshape((rd.total,) + self.dist.draw_shape)
+        else:
+            x = self.user_draws(rd, xt)
         pieces, rows = [], None
         for c0, v in batched_values(self.f, x, rd, chunk, self.bshape):
             if pieces:  # several chunks: f may reuse the array it returns
@@ -879,7 +898,11 @@ class BatchedScoreJob(ScoreJob):
     def accumulate(self, rd, buf, values, threads, stats, shifts):
         xt, lt, fx, _ = buf
         kd = self.dist._kernel_dist()
-        if isinstance(values, list):  # f's rows (a Python f)
+        if self.rows:  # f's rows and the categories as rows
+            K.accumulate_rows_batched(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams,
+                                      threads, None, values, self.fcol, stats, shifts,
+                                      cats=lt)
+        elif isinstance(values, list):  # f's rows (a Python f)
             K.accumulate_rows_batched(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams,
                                       threads, xt, values, self.fcol, stats, shifts, lt)
         else:
