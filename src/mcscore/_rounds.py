@@ -800,6 +800,15 @@ class BatchedScoreJob(ScoreJob):
         # int32 rows for the accumulation
         self.rows = fkind == "python" and isinstance(dist, Categorical)
 
+    def default_chunk(self, plan):
+        """The default chunk_size of a batched call: the draws of one local
+        round (run_job's R blocks for the default chunk_size_for), so that f
+        is called once per round and its values are accumulated as f
+        returned them, without a copy."""
+        B = plan.block_size
+        c = chunk_size_for(None, B, self.width)
+        return min(plan.n_streams, plan.n_blocks, max(plan.threads, -(-c // B))) * B
+
     def element_func(self):
         """A fused integrand / C callback lowered for one batch element's
         draw (shape draw_shape[k:]), and the carrier of its flat draws."""
