@@ -884,17 +884,15 @@ class BatchedScoreJob(ScoreJob):
             x = xt[:rd.total].reshape((rd.total,) + self.dist.draw_shape)
         else:
             x = self.user_draws(rd, xt)
-        pieces, rows = [], None
+        if sum(1 for _ in chunks(rd, rd.total, chunk)) == 1:
+            # one call of f: its values are read before f is called again
+            return [v for _, v in batched_values(self.f, x, rd, chunk, self.bshape)], ()
+        # several calls: f may reuse the array it returns, so each chunk's
+        # values are copied before the next call
+        rows = self._round_rows(rd)
         for c0, v in batched_values(self.f, x, rd, chunk, self.bshape):
-            if pieces:  # several chunks: f may reuse the array it returns
-                if rows is None:
-                    rows = self._round_rows(rd)
-                    rows[:len(pieces[0])] = pieces[0]
-                    pieces = [rows]
-                rows[c0:c0 + len(v)] = v
-            else:
-                pieces.append(v)
-        return (pieces if rows is None else [rows[:rd.total]]), ()
+            rows[c0:c0 + len(v)] = v
+        return [rows[:rd.total]], ()
 
     def _round_rows(self, rd):
         """A (R * B, nf) buffer of f's rows that the rounds of this call share."""
