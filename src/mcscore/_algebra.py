@@ -154,7 +154,7 @@ def moments_total(dist, kd, stats, shifts):
 RARE_EXPECTED_COUNT = 30.0
 
 
-def rare_floor(dist, kd, stats, shifts, n, unit_shift=None, cat=None):
+def rare_floor(dist, kd, stats, shifts, n, unit_shift=None, cat=None, totals=None):
     """For a per-category family (Categorical) with some category expected
     fewer than RARE_EXPECTED_COUNT times in the n draws: a function of the
     centre e (f - baseline = g + e, g = f - c0 as in score_moments) giving a floor
@@ -174,7 +174,9 @@ def rare_floor(dist, kd, stats, shifts, n, unit_shift=None, cat=None):
 
     Batched expectations pass ``cat`` (the per-category sums, (S, units, K,
     3)) and ``unit_shift`` (S, units: each unit's stream shift relative to
-    the common one); the floor then takes per-coordinate centres and means."""
+    the common one); the floor then takes per-coordinate centres and means;
+    ``totals`` (their stream totals (sum g, sum g^2, count) per category,
+    when the caller has merged them already) spares the merge."""
     if not kd.per_category:
         return None
     p = np.ravel(dist.probs)
@@ -188,10 +190,12 @@ def rare_floor(dist, kd, stats, shifts, n, unit_shift=None, cat=None):
             d = common_shift(count, shifts)[1]
             cat = stats[:, 3:].reshape(len(count), kd.n_units, kd.n_cat, 3)
             mg, sq = shift_sums(d, cat[..., 0], cat[..., 1], cat[..., 2], total=True)
-        else:
+        elif totals is None:
             mg, sq = (v[0] for v in _stream_total(unit_shift[..., None], cat[..., 0],
                                                   cat[..., 1], cat[..., 2]))
-        C = cat[..., 0].sum(0)
+        else:
+            mg, sq = totals[0], totals[1]
+        C = cat[..., 0].sum(0) if totals is None else totals[2]
         mg, sq = mg / C, sq / C
         sd = np.sqrt(np.maximum(sq - mg * mg, 0.0))
         seen = C > 0
@@ -506,6 +510,8 @@ def batched_moments(dist, kd, stats, shifts, fcol, total=False):
     nf = shifts.shape[1]
     count = stats[:, 0]
     S = len(count)
+    if total and kd.per_category and nf >= 2:
+        return _category_totals(dist, kd, stats, shifts, fcol)
     merge = _stream_total if total else shift_sums
     with np.errstate(over="ignore", invalid="ignore"):
         c0, d = common_shift(count, shifts)
@@ -544,6 +550,32 @@ def batched_moments(dist, kd, stats, shifts, fcol, total=False):
 
             def rare_fn():
                 return None
+    return c0, n_out, G, H, mom, qcol, rare_fn
+
+
+def _category_totals(dist, kd, stats, shifts, fcol):
+    """batched_moments(total=True) of a per-category family, its stream merge
+    in one kernel pass (K.batched_category_totals: the same sums in the same
+    order as _stream_total's, bit for bit, when f has two or more columns:
+    with one column, NumPy sums over the streams in another order); the rare
+    floor reuses the merged per-category sums."""
+    count = stats[:, 0]
+    K_ = kd.n_cat
+    st = np.ascontiguousarray(stats)
+    c0, d, G, H, Ck, Gk, Hk = K.batched_category_totals(
+        st, np.ascontiguousarray(shifts), np.ascontiguousarray(fcol, np.int64), kd.n_units, K_)
+    G, H = G[None], H[None]
+    n_out = np.array([count.sum()])
+    qcol = np.repeat(fcol, K_)
+    P = kd.n_units * K_
+    with np.errstate(over="ignore", invalid="ignore"):
+        mom = category_moments(dist, Ck.reshape(-1, P), Gk.reshape(-1, P), Hk.reshape(-1, P),
+                               n_out[:, None], G[:, qcol], H[:, qcol])
+
+    def rare_fn():
+        cat = st[:, 1 + 2 * shifts.shape[1]:].reshape(len(count), kd.n_units, K_, 3)
+        return rare_floor(dist, kd, stats, shifts, float(count.sum()), d[:, fcol], cat,
+                          totals=(Gk, Hk, Ck))
     return c0, n_out, G, H, mom, qcol, rare_fn
 
 

@@ -180,6 +180,25 @@ def accumulate_round_batched(
     n: int, block_size: int, n_streams: int, n_threads: int,
     xt: _F64, fx: _F64, fcol: _I64, stats: _F64, shifts: _F64, lt: _F64 | None = ...,
 ) -> None: ...
+def gather_round(
+    dist: KernelDist, blocks: _I64, n: int, block_size: int, n_threads: int,
+    xt: _F64, out: NDArray[np.float64] | NDArray[np.int64],
+) -> None: ...
+def accumulate_rows_batched(
+    dist: KernelDist, blocks: _I64, slots: _I64,
+    n: int, block_size: int, n_streams: int, n_threads: int,
+    xt: _F64 | None, pieces: list[NDArray[np.float64]], fcol: _I64, stats: _F64,
+    shifts: _F64, lt: _F64 | None = ..., cats: NDArray[np.int32] | None = ...,
+) -> None: ...
+def first_nonfinite(v: _F64) -> int: ...
+def batched_category_totals(
+    stats: _F64, shifts: _F64, fcol: _I64, n_units: int, n_cat: int,
+) -> tuple[_F64, _F64, _F64, _F64, _F64, _F64, _F64]: ...
+def draw_categorical_rows(
+    dist: KernelDist, bitgens: list[Any], blocks: _I64, slots: _I64,
+    n: int, block_size: int, n_threads: int, x: NDArray[np.int64], cats: NDArray[np.int32],
+    counter: NDArray[np.longlong] | None = ...,
+) -> None: ...
 def stream_totals(
     stats: NDArray[np.float64], shifts: NDArray[np.float64], n_coords: int
 ) -> tuple[float, float, float, float, NDArray[np.float64]]: ...

@@ -637,6 +637,9 @@ def accumulate_round_batched(KernelDist dist, int64_t[::1] blocks, int64_t[::1] 
         free(c.tmp)
 
 
+include "_kernels_batched.pxi"
+
+
 def alias_table(double[:, ::1] probs):
     """Walker/Vose alias tables for each row of normalised probabilities.
 

@@ -728,10 +728,11 @@ def coord_columns(dist, k):
     return np.repeat(cols, kd.n_cat) if kd.per_category else cols
 
 
-def call_batched(f, x, rd, chunk, bshape, sink):
+def batched_values(f, x, rd, chunk, bshape):
     """f on chunks of the round's draws x, each returning (m, *bshape)
-    finite reals (checked, with an error naming the expected shape), handed
-    to sink(c0, v) as v (m, nf) for the round's draws c0 .. c0 + m - 1."""
+    finite reals (checked, with an error naming the expected shape),
+    yielded as (c0, v): v the (m, nf) C-contiguous float64 values of the
+    round's draws c0 .. c0 + m - 1."""
     k = len(bshape)
     for c0, c1, first in chunks(rd, len(x), chunk):
         xc = x[c0:c1]
@@ -748,13 +749,21 @@ def call_batched(f, x, rd, chunk, bshape, sink):
         v = np.asarray(v)
         if v.dtype.kind not in "biuf":
             raise TypeError(f"f returned dtype {v.dtype}; it must return real numbers")
-        v = v.reshape(c1 - c0, -1)
-        bad = ~np.isfinite(v)
-        if bad.any():
-            i, j = np.unravel_index(int(np.argmax(bad)), v.shape)
+        v = np.ascontiguousarray(v.reshape(c1 - c0, -1), dtype=np.float64)
+        bad = K.first_nonfinite(v)
+        if bad >= 0:
+            i, j = divmod(bad, v.shape[1])
             raise ValueError(
                 f"f returned {v[i, j]} at draw {first + i}, batch element "
                 f"{np.unravel_index(j, bshape)}; f must be finite")
+        yield c0, v
+
+
+def call_batched(f, x, rd, chunk, bshape, sink):
+    """f on chunks of the round's draws x, each returning (m, *bshape)
+    finite reals (checked, with an error naming the expected shape), handed
+    to sink(c0, v) as v (m, nf) for the round's draws c0 .. c0 + m - 1."""
+    for c0, v in batched_values(f, x, rd, chunk, bshape):
         sink(c0, v)
 
 
@@ -786,6 +795,19 @@ class BatchedScoreJob(ScoreJob):
         self.bshape = tuple(dist.batch_shape[:k])
         self.nf = int(np.prod(self.bshape, dtype=np.int64))
         self.fcol = batch_columns(dist, k)
+        # a Categorical with a Python f is drawn straight into f's layout
+        # (K.draw_categorical_rows: the same draws), its categories kept as
+        # int32 rows for the accumulation
+        self.rows = fkind == "python" and isinstance(dist, Categorical)
+
+    def default_chunk(self, plan):
+        """The default chunk_size of a batched call: the draws of one local
+        round (run_job's R blocks for the default chunk_size_for), so that f
+        is called once per round and its values are accumulated as f
+        returned them, without a copy."""
+        B = plan.block_size
+        c = chunk_size_for(None, B, self.width)
+        return min(plan.n_streams, plan.n_blocks, max(plan.threads, -(-c // B))) * B
 
     def element_func(self):
         """A fused integrand / C callback lowered for one batch element's
@@ -812,25 +834,87 @@ class BatchedScoreJob(ScoreJob):
         return np.zeros((streams, kd.stats_len - 2 + 2 * self.nf)), np.zeros((streams, self.nf))
 
     def buffers(self, R, B):
+        if self.rows:  # (f's int64 draws, the categories) as rows
+            U = self.dist._kernel_dist().n_units
+            return (np.empty((R * B, U), np.int64), np.empty((R * B, U), np.int32), None,
+                    np.zeros(1, dtype=np.longlong))
         xt, lt, _, counter = super().buffers(R, B)
         return xt, lt, np.zeros((R, self.nf * B)), counter
 
-    def evaluate(self, rd, buf, chunk, mag):
-        xt, _, fx, _ = buf
+    def draw(self, rd, bitgens, threads, buf, shared=False):
+        if not self.rows:
+            super().draw(rd, bitgens, threads, buf, shared)
+            return
+        x, cats, _, counter = buf
+        K.draw_categorical_rows(self.dist._kernel_dist(), bitgens, rd.blocks, rd.slots, rd.n,
+                                rd.B, threads, x, cats, counter if shared else None)
+
+    def user_draws(self, rd, xt):
+        """The round's draws in f's layout (total, *draw_shape) and dtype, by
+        one transposing pass in the kernels (K.gather_round).  Float draws
+        go to a buffer the rounds of the call share (like `gathered`);
+        integer draws (a Categorical's) to a new array, as astype gave."""
         dist = self.dist
-        x = self.gathered(rd, xt, self.width)
+        dtype = self.__dict__.get("_user_dtype")
+        if dtype is None:
+            dtype = self._user_dtype = dist._to_user_dtype(np.zeros(1)).dtype
+        if dtype == np.float64:
+            cache = self.__dict__.setdefault("_gathered", {})
+            out = cache.get("rows")
+            if out is None or out.shape[0] < rd.total:
+                out = cache["rows"] = np.empty((len(rd.blocks) * rd.B, self.width))
+            out = out[:rd.total]
+        elif dtype == np.int64:
+            out = np.empty((rd.total, self.width), np.int64)
+        else:  # a family with another user dtype: the general path
+            x = self.gathered(rd, xt, self.width)
+            return dist._to_user_dtype(x.reshape((rd.total,) + dist.draw_shape))
+        K.gather_round(dist._kernel_dist(), rd.blocks, rd.n, rd.B, 1, xt, out)
+        return out.reshape((rd.total,) + dist.draw_shape)
+
+    def evaluate(self, rd, buf, chunk, mag):
+        """f's values of the round: fx (fused f, transposed into the batched
+        accumulators' layout) or, for a Python f, the list of f's (m, nf)
+        row arrays (K.accumulate_rows_batched reads them as they are)."""
+        xt, _, fx, _ = buf
         if self.fkind != "python":
-            scatter_columns(rd, self.fused_values(rd, x), fx)
+            scatter_columns(rd, self.fused_values(rd, self.gathered(rd, xt, self.width)), fx)
             return fx, ()
-        x = dist._to_user_dtype(x.reshape((rd.total,) + dist.draw_shape))
-        call_batched(self.f, x, rd, chunk, self.bshape,
-                     lambda c0, v: scatter_columns(rd, v, fx, c0))
-        return fx, ()
+        if self.rows:
+            x = xt[:rd.total].reshape((rd.total,) + self.dist.draw_shape)
+        else:
+            x = self.user_draws(rd, xt)
+        if sum(1 for _ in chunks(rd, rd.total, chunk)) == 1:
+            # one call of f: its values are read before f is called again
+            return [v for _, v in batched_values(self.f, x, rd, chunk, self.bshape)], ()
+        # several calls: f may reuse the array it returns, so each chunk's
+        # values are copied before the next call
+        rows = self._round_rows(rd)
+        for c0, v in batched_values(self.f, x, rd, chunk, self.bshape):
+            rows[c0:c0 + len(v)] = v
+        return [rows[:rd.total]], ()
+
+    def _round_rows(self, rd):
+        """A (R * B, nf) buffer of f's rows that the rounds of this call share."""
+        cache = self.__dict__.setdefault("_gathered", {})
+        out = cache.get("f rows")
+        if out is None or out.shape[0] < rd.total:
+            out = cache["f rows"] = np.empty((len(rd.blocks) * rd.B, self.nf))
+        return out
 
     def accumulate(self, rd, buf, values, threads, stats, shifts):
         xt, lt, fx, _ = buf
-        K.accumulate_round_batched(self.dist._kernel_dist(), rd.blocks, rd.slots, rd.n, rd.B,
-                                   rd.n_streams, threads, xt, fx, self.fcol, stats, shifts, lt)
+        kd = self.dist._kernel_dist()
+        if self.rows:  # f's rows and the categories as rows
+            K.accumulate_rows_batched(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams,
+                                      threads, None, values, self.fcol, stats, shifts,
+                                      cats=lt)
+        elif isinstance(values, list):  # f's rows (a Python f)
+            K.accumulate_rows_batched(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams,
+                                      threads, xt, values, self.fcol, stats, shifts, lt)
+        else:
+            K.accumulate_round_batched(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams,
+                                       threads, xt, fx, self.fcol, stats, shifts, lt)
 
 
 # ---------------------------------------------------------------------------

@@ -247,6 +247,8 @@ def _score_batched(f, dist, n, k, *, rng, baseline, n_threads, chunk_size, n_str
         job.element_func()  # lowered once here: an error shows before any draw
     kd = dist._kernel_dist()
     plan = E.Plan(n, kd.draw_size, rng, n_streams, block_size, n_threads)
+    if chunk_size is None:  # one call of f per round (see BatchedScoreJob.default_chunk)
+        chunk_size = job.default_chunk(plan)
     stats, shifts = _run_local_or_dask(job, plan, chunk_size, client, n_threads, progress)
     return E.finish_batched(dist, kd, stats, shifts, baseline, job.fcol, job.bshape,
                             {**plan.info(), "f": fkind, "batch_ndims": k})
