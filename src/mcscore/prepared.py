@@ -38,7 +38,7 @@ from ._rounds import (
 )
 from .distributions import Distribution
 from .distributions._base import _structure
-from .score import score_grad
+from . import score as _score
 
 __all__ = ["Estimator"]
 
@@ -91,6 +91,7 @@ class Estimator:
         else:
             self._rng = V.root_seed_sequence(rng)
         self._fkind = None
+        self._kernels = KernelTemplates(8)
 
     def __repr__(self):
         return (f"Estimator({self.family.__name__}, n={self.n}, baseline={self.baseline!r}, "
@@ -112,40 +113,6 @@ class Estimator:
             prep.fix_streams(plan)
         return prep
 
-    def _kernel_of(self, dist):
-        """dist._kernel_dist(), built from the previous call's kernel when
-        the score-term structure is the same: only the unit parameters and
-        the terms' coefficients are new (what Distribution._build_kernel
-        computes from them, value for value)."""
-        tpl = self._template
-        if tpl is None or dist._kernel is not None:
-            return self._remember(dist, dist._kernel_dist())
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            rows = dist._terms()
-            if _structure(dist, rows) is not tpl[0]:
-                return self._remember(dist, dist._kernel_dist())
-            a, b, c = tpl[0].coefficients(rows)
-            p0, p1 = dist._draw_params()
-        kd = tpl[1].renewed(np.ravel(p0), np.ravel(p1), a, b, c)
-        dist._table = dict(tpl[2], a=a, b=b, c=c)
-        dist._coord_slices = tpl[3]
-        dist._kernel = kd
-        return kd
-
-    def _remember(self, dist, kd):
-        """Keep dist's kernel as the template of the next calls' when the
-        family builds it with the shared, cached term structure."""
-        self._template = None
-        if (type(dist)._build_kernel is Distribution._build_kernel and not kd.per_category
-                and getattr(dist, "_table", None) is not None):
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                st = _structure(dist, dist._terms())
-            if st is not None:
-                self._template = (st, kd, dict(dist._table), dict(dist._coord_slices))
-        return kd
-
-    _template = None
-
     # -- a call -------------------------------------------------------------
     def __call__(self, *dist, **params):
         if dist:
@@ -161,7 +128,7 @@ class Estimator:
             dist = self.family(**self.fixed, **params) if self.fixed else self.family(**params)
             fresh = True
         if not (type(self.batch_ndims) is int and self.batch_ndims == 0) or E.is_joint(dist):
-            return score_grad(self.f, dist, self.n, rng=self._rng_arg, baseline=self.baseline,
+            return _score.score_grad(self.f, dist, self.n, rng=self._rng_arg, baseline=self.baseline,
                               n_threads=self.n_threads, chunk_size=self.chunk_size,
                               n_streams=self.n_streams, block_size=self.block_size,
                               batch_ndims=self.batch_ndims)
@@ -169,21 +136,26 @@ class Estimator:
             dist._check_differentiable()
         else:
             E.check_differentiable(dist)
-        kd = self._kernel_of(dist)
+        kd = self._kernels.kernel(dist)
         prep = self._prep
-        if prep is None or prep.key != (kd.draw_size, tuple(dist.draw_shape), kd.stats_len):
+        if prep is None or prep.key != shape_key(dist, kd):
             prep = self._prepare(dist, kd)
         return prep.run(dist, kd, self._rng, self.baseline)
 
     _prep = None
 
 
+def shape_key(dist, kd):
+    """What a Prepared depends on besides f and the options: the draw's
+    size and shape, the statistics' length and the kernel's log column."""
+    return (kd.draw_size, tuple(dist.draw_shape), kd.stats_len, kd.has_log_column)
+
+
 class Prepared:
     """A score_grad call's part that depends on the draw shape and the
     options only, for small calls repeated with new parameter values (an
     Estimator's, or score_grad's own cache of them): the lowered f, the
-    plan's shape, the streams, the split of the coordinates, and for a
-    Python f whose blocks fit in one round, the round and its buffers.
+    plan's shape, the streams, and for a Python f whose blocks fit in one round, the round and its buffers.
 
     ``run(dist, kd, rng, baseline)`` is score_grad's estimate for a
     distribution of this shape (dist checked, kd its kernel), bit for bit:
@@ -192,9 +164,9 @@ class Prepared:
     def __init__(self, f, dist, kd, n, n_streams, block_size, n_threads, chunk_size):
         self.fkind, self.kf = E.lower_f(f, dist)
         self.f = f
-        self.key = (kd.draw_size, tuple(dist.draw_shape), kd.stats_len)
+        self.key = shape_key(dist, kd)
         self.n_threads, self.chunk_size = n_threads, chunk_size
-        plan = E.Plan(n, kd.draw_size, 0, n_streams, block_size, n_threads)
+        plan = E.Plan(n, kd.draw_size, 0, n_streams, block_size, 1)  # threads: at each call
         self.shape = (n, kd.draw_size, n_streams, block_size)
         self.used, self.stats_len = plan.used, kd.stats_len
         self.streams = np.arange(plan.used, dtype=np.int64)
@@ -207,8 +179,6 @@ class Prepared:
         self.max_blocks = max(1, EPOCH_VALUES // (plan.block_size * max(1, kd.draw_size)))
         self.n_blocks = plan.n_blocks
         self.states = None  # the streams' bit generator states, when fixed
-        self.coords = [(name, sl, tuple(pshape)) for name, (sl, pshape)
-                       in dist._coord_slices.items()]
         self.round = None
         if self.fkind == "python":
             chunk = chunk_size_for(chunk_size, plan.block_size, kd.draw_size)
@@ -231,10 +201,6 @@ class Prepared:
         self.states = [bg.state for bg in plan.bitgens(self.stream_list)]
         info = plan.info()
         self.seed_info = {"entropy": info["entropy"], "spawn_key": info["spawn_key"]}
-
-    def split(self, arr):
-        """dist._split_coords(arr) for a distribution of this shape."""
-        return {name: arr[sl].reshape(shape) for name, sl, shape in self.coords}
 
     def run(self, dist, kd, rng, baseline):
         if self.states is not None:
@@ -262,7 +228,7 @@ class Prepared:
                 plan = self._plan(rng)
             stats, shifts = E.run_job(E.ScoreJob(self.f, dist), plan, self.chunk_size)[:2]
         info["f"] = self.fkind
-        return A.finish_score_owned(dist, kd, stats, shifts, baseline, info, self.split)
+        return A.finish_score_owned(dist, kd, stats, shifts, baseline, info, dist._split_coords)
 
     def _plan(self, rng):
         return E.Plan(self.shape[0], self.shape[1], rng, self.shape[2], self.shape[3],
@@ -297,3 +263,75 @@ class Prepared:
                                      xt, fx, stats, shifts, lt)
         if bad >= 0:  # cannot happen after check_fx, kept as a guard
             raise ValueError(f"f returned a non-finite value at draw {bad}")
+
+
+class KernelTemplates:
+    """dist._kernel_dist() for distributions built anew at every step: when
+    a previous distribution of the same score-term structure (family, shapes,
+    term kinds) gave its kernel, the new one is that kernel renewed with the
+    new unit parameters and terms' coefficients (what
+    Distribution._build_kernel computes from them, value for value), and the
+    distribution gets the table and coordinate slices _build_kernel would
+    set.  Holds at most `size` structures (cleared when full)."""
+
+    def __init__(self, size):
+        self.size = size
+        self.templates = {}  # structure -> (kernel, table, coordinate slices)
+
+    def kernel(self, dist):
+        if (dist._kernel is not None or not self.templates
+                or type(dist)._build_kernel is not Distribution._build_kernel):
+            return self._remember(dist, dist._kernel_dist())
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            rows = dist._terms()
+            st = _structure(dist, rows)
+            tpl = self.templates.get(st) if st is not None else None
+            if tpl is None:
+                return self._remember(dist, dist._kernel_dist())
+            a, b, c = st.coefficients(rows)
+            p0, p1 = dist._draw_params()
+        kd = tpl[0].renewed(np.ravel(p0), np.ravel(p1), a, b, c)
+        dist._table = dict(tpl[1], a=a, b=b, c=c)
+        dist._coord_slices = tpl[2]
+        dist._kernel = kd
+        return kd
+
+    def _remember(self, dist, kd):
+        """Keep dist's kernel as the template of its structure when the
+        family builds it with the shared, cached term structure."""
+        if (type(dist)._build_kernel is Distribution._build_kernel and not kd.per_category
+                and getattr(dist, "_table", None) is not None):
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                st = _structure(dist, dist._terms())
+            if st is not None and st not in self.templates:
+                if len(self.templates) >= self.size:
+                    self.templates.clear()
+                self.templates[st] = (kd, dict(dist._table), dict(dist._coord_slices))
+        return kd
+
+
+# score_grad's small calls: the kernels' templates and the Prepared of the
+# last few (f, shape, options), so that a loop calling score_grad with a new
+# distribution at every step skips the same per-shape work an Estimator
+# skips.  A Prepared in use is taken out of the cache (threads calling at
+# once each get their own buffers).
+_TEMPLATES = KernelTemplates(64)
+_PREPARED = {}
+_PREPARED_MAX = 32
+
+
+def score_small(f, dist, n, rng, baseline, n_threads, chunk_size, n_streams, block_size):
+    """score_grad's plain local estimate (no progress bar, no Dask) of a
+    checked, differentiable distribution with a lowered f: the same result,
+    bit for bit, through the caches above."""
+    kd = _TEMPLATES.kernel(dist)
+    key = (id(f), type(dist), shape_key(dist, kd), n, n_streams, block_size, n_threads,
+           chunk_size)
+    prep = _PREPARED.pop(key, None)
+    if prep is None or prep.f is not f:
+        prep = Prepared(f, dist, kd, n, n_streams, block_size, n_threads, chunk_size)
+    out = prep.run(dist, kd, rng, baseline)
+    if len(_PREPARED) >= _PREPARED_MAX:
+        _PREPARED.clear()
+    _PREPARED[key] = prep
+    return out
