@@ -34,7 +34,7 @@ from . import _validation as V
 from ._callables import call_values
 from ._config import blas_single_threaded, effective_n_threads
 from ._rounds import (
-    _NO_SEED, EPOCH_VALUES, SERIAL_VALUES, Round, chunk_size_for, raise_kernel_error,
+    EPOCH_VALUES, SERIAL_VALUES, Round, chunk_size_for, raise_kernel_error,
 )
 from .distributions import Distribution
 from .distributions._base import _structure
@@ -198,18 +198,17 @@ class Prepared:
     def fix_streams(self, plan):
         """Keep the states of the plan's stream bit generators: the same at
         every call of an rng that is an int or a SeedSequence."""
-        self.states = [bg.state for bg in plan.bitgens(self.stream_list)]
+        self.bitgens = plan.bitgens(self.stream_list)
+        self.states = [bg.state for bg in self.bitgens]
         info = plan.info()
         self.seed_info = {"entropy": info["entropy"], "spawn_key": info["spawn_key"]}
 
     def run(self, dist, kd, rng, baseline):
         if self.states is not None:
             threads = effective_n_threads(self.n_threads, work_items=self.work)
-            bitgens = []
-            for st in self.states:
-                bg = np.random.PCG64(_NO_SEED)
+            bitgens = self.bitgens
+            for bg, st in zip(bitgens, self.states):  # rewound to the streams' starts
                 bg.state = st
-                bitgens.append(bg)
             info = {**self.info0, "threads": threads, **self.seed_info}
             plan = None
         else:
@@ -228,7 +227,23 @@ class Prepared:
                 plan = self._plan(rng)
             stats, shifts = E.run_job(E.ScoreJob(self.f, dist), plan, self.chunk_size)[:2]
         info["f"] = self.fkind
-        return A.finish_score_owned(dist, kd, stats, shifts, baseline, info, dist._split_coords)
+        return A.finish_score_owned(dist, kd, stats, shifts, baseline, info, self._splitter(dist))
+
+    def _splitter(self, dist):
+        """dist._split_coords, as a precomputed list of (name, slice, shape)
+        while dist shares its coordinate slices with the previous call's
+        (a kernel renewed from the same template)."""
+        cs = dist._coord_slices
+        if cs is not self._slices:
+            self._slices = cs
+            self._coords = [(name, sl, tuple(shape)) for name, (sl, shape) in cs.items()]
+        coords = self._coords
+
+        def split(arr):
+            return {name: arr[sl].reshape(shape) for name, sl, shape in coords}
+        return split
+
+    _slices = None
 
     def _plan(self, rng):
         return E.Plan(self.shape[0], self.shape[1], rng, self.shape[2], self.shape[3],
