@@ -31,7 +31,7 @@ from . import _algebra as A
 from . import _engine as E
 from . import _kernels as K
 from . import _validation as V
-from ._callables import call_values
+from ._callables import call_f, call_values
 from ._config import blas_single_threaded, effective_n_threads
 from ._rounds import (
     EPOCH_VALUES, SERIAL_VALUES, Round, chunk_size_for, raise_kernel_error,
@@ -272,7 +272,10 @@ class Prepared:
         K.draw_round(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt)
         x = rd.gather(xt, kd.draw_size, 0, self.xbuf)
         x = dist._to_user_dtype(x.reshape(self.xshape))
-        call_values(self.f, x, rd, self.chunk, out=self.fx)
+        if rd.total <= self.chunk:  # call_values' one chunk
+            self.fx[:] = call_f(self.f, x, rd.first)
+        else:
+            call_values(self.f, x, rd, self.chunk, out=self.fx)
         with blas_single_threaded(dist) if self.blas else contextlib.nullcontext():
             bad = K.accumulate_round(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
                                      xt, fx, stats, shifts, lt)
