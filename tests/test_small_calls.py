@@ -364,3 +364,17 @@ def test_small_path_threads_and_generators():
         for _ in range(2):
             assert_same_estimate(est(**p), _engine_reference(f_sq, mc.Normal(**p), n, g2, None))
         assert g1.bit_generator.state == g2.bit_generator.state
+
+
+def test_prepared_cache_holds_small_buffers_only():
+    """score_grad keeps the Prepared of a call whose one-round buffers are
+    small; a large one-round call (50,000 draws of 5 values) is not kept."""
+    PR._PREPARED.clear()
+    d = _normal(np.zeros(5), np.ones(5))
+    for n, kept in ((1000, True), (50_000, False)):
+        def f(x):
+            return f_sq(x)
+        res = mc.score_grad(f, d, n, rng=1)
+        assert any(p.f is f for p in PR._PREPARED.values()) == kept
+        assert_same_estimate(res, _engine_reference(f, _normal(np.zeros(5), np.ones(5)), n, 1,
+                                                    None))

@@ -180,6 +180,7 @@ class Prepared:
         self.n_blocks = plan.n_blocks
         self.states = None  # the streams' bit generator states, when fixed
         self.round = None
+        self.held_values = 0  # the largest buffer's doubles
         if self.fkind == "python":
             chunk = chunk_size_for(chunk_size, plan.block_size, kd.draw_size)
             nb = plan.n_blocks
@@ -194,6 +195,7 @@ class Prepared:
                 self.xbuf = np.empty((nb * plan.block_size, kd.draw_size))
                 self.fx = self.bufs[2].reshape(-1)[:rd.total]
                 self.xshape = (rd.total,) + tuple(dist.draw_shape)
+                self.held_values = self.xbuf.size
 
     def fix_streams(self, plan):
         """Keep the states of the plan's stream bit generators: the same at
@@ -336,6 +338,7 @@ class KernelTemplates:
 _TEMPLATES = KernelTemplates(64)
 _PREPARED = {}
 _PREPARED_MAX = 32
+_HELD_VALUES_MAX = 1 << 16  # doubles per buffer of a cached Prepared (512 KiB)
 
 
 def score_small(f, dist, n, rng, baseline, n_threads, chunk_size, n_streams, block_size):
@@ -349,7 +352,8 @@ def score_small(f, dist, n, rng, baseline, n_threads, chunk_size, n_streams, blo
     if prep is None or prep.f is not f:
         prep = Prepared(f, dist, kd, n, n_streams, block_size, n_threads, chunk_size)
     out = prep.run(dist, kd, rng, baseline)
-    if len(_PREPARED) >= _PREPARED_MAX:
-        _PREPARED.clear()
-    _PREPARED[key] = prep
+    if prep.held_values <= _HELD_VALUES_MAX:  # small buffers only: the cache stays small
+        if len(_PREPARED) >= _PREPARED_MAX:
+            _PREPARED.clear()
+        _PREPARED[key] = prep
     return out
