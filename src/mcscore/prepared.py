@@ -33,9 +33,8 @@ from . import _kernels as K
 from . import _validation as V
 from ._callables import call_f, call_values
 from ._config import blas_single_threaded, effective_n_threads
-from ._rounds import (
-    EPOCH_VALUES, SERIAL_VALUES, Round, chunk_size_for, raise_kernel_error,
-)
+from . import _rounds as R
+from ._rounds import Round, chunk_size_for, raise_kernel_error
 from .distributions import Distribution
 from .distributions._base import _structure
 from . import score as _score
@@ -171,12 +170,11 @@ class Prepared:
         self.used, self.stats_len = plan.used, kd.stats_len
         self.streams = np.arange(plan.used, dtype=np.int64)
         self.stream_list = self.streams.tolist()
-        # Plan's thread count: the work items it is capped at
-        self.work = min(plan.used, max(1, (plan.n * kd.draw_size) // SERIAL_VALUES))
+        self.values = plan.n * kd.draw_size  # Plan's thread count is capped by them
         self.info0 = {"n_streams": plan.n_streams, "block_size": plan.block_size,
                       "streams_used": plan.used}
         self.blas = getattr(dist, "kernel_blas", False)
-        self.max_blocks = max(1, EPOCH_VALUES // (plan.block_size * max(1, kd.draw_size)))
+        self.per_block = plan.block_size * max(1, kd.draw_size)
         self.n_blocks = plan.n_blocks
         self.states = None  # the streams' bit generator states, when fixed
         self.round = None
@@ -207,7 +205,8 @@ class Prepared:
 
     def run(self, dist, kd, rng, baseline):
         if self.states is not None:
-            threads = effective_n_threads(self.n_threads, work_items=self.work)
+            work = min(self.used, max(1, self.values // R.SERIAL_VALUES))
+            threads = effective_n_threads(self.n_threads, work_items=work)
             bitgens = self.bitgens
             for bg, st in zip(bitgens, self.states):  # rewound to the streams' starts
                 bg.state = st
@@ -255,7 +254,8 @@ class Prepared:
         """run_fused on these streams."""
         n, S, B = self.shape[0], self.shape[2], self.info0["block_size"]
         next_block = self.streams.copy()
-        nb, kf, streams, mb = self.n_blocks, self.kf, self.streams, self.max_blocks
+        nb, kf, streams = self.n_blocks, self.kf, self.streams
+        mb = max(1, R.EPOCH_VALUES // self.per_block)  # run_fused's epochs
         with blas_single_threaded(dist) if self.blas else contextlib.nullcontext():
             while True:
                 code, idx = K.run_streams(kd, kf, bitgens, streams, n, S, B, threads, stats,
