@@ -95,15 +95,16 @@ def score_grad_table(repeats, log):
     return "\n".join(L), rows
 
 
-def fixed_cost_profile(calls=2000, top=10):
+def fixed_cost_profile(calls=2000, top=10, prepared=False):
     """Where the fixed cost goes: cProfile of `calls` fused calls at n = 2
-    (distribution built inside), the functions with the largest own time.
-    Profiling inflates every Python call, so read the shares, not the
-    absolute times."""
+    (distribution built inside; `prepared`: through mc.Estimator), the
+    functions with the largest own time.  Profiling inflates every Python
+    call, so read the shares, not the absolute times."""
     import cProfile
     import pstats
 
-    run = C.mc_normal_sumsq(2, D, I.sum_of_squares(), SEED)
+    run = (C.mc_prepared_normal_sumsq if prepared else C.mc_normal_sumsq)(
+        2, D, I.sum_of_squares(), SEED)
     run()
     prof = cProfile.Profile()
     prof.enable()
@@ -113,7 +114,8 @@ def fixed_cost_profile(calls=2000, top=10):
     st = pstats.Stats(prof)
     total = sum(v[2] for v in st.stats.values())
     rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:top]
-    L = [f"Where the fixed cost goes (cProfile of {calls} fused calls at n = 2; own time of "
+    what = "prepared (mc.Estimator) " if prepared else ""
+    L = [f"Where the fixed cost goes (cProfile of {calls} {what}fused calls at n = 2; own time of "
          "the largest functions, as a share of the profiled total; profiling inflates Python "
          "calls, so read the shares):",
          "",
@@ -124,7 +126,7 @@ def fixed_cost_profile(calls=2000, top=10):
     # the phases: mcscore's own functions by cumulative time (callees included)
     src = os.path.join("src", "mcscore")
     mine = [(k, v) for k, v in st.stats.items()
-            if src in k[0] and k[2] not in ("score_grad", "run")]
+            if src in k[0] and k[2] not in ("score_grad", "run", "__call__")]
     mine = sorted(mine, key=lambda kv: -kv[1][3])[:top]
     L += ["", "mcscore's functions by cumulative time (callees included; the phases of a call):",
           "", "| function | calls per score_grad | share of the total |", "|---|---:|---:|"]
@@ -331,7 +333,7 @@ def main(argv=None):
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     md1, rows = score_grad_table(repeats, C.log)
-    md1 += "\n\n" + fixed_cost_profile()
+    md1 += "\n\n" + fixed_cost_profile() + "\n\n" + fixed_cost_profile(prepared=True)
     md2 = vi_table(repeats, args.quick, C.log)
     md3 = rl_table(repeats, args.quick, C.log)
     md = "\n\n".join([C.header(repeats, load0), md1, md2, md3])

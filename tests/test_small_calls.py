@@ -214,3 +214,167 @@ def test_vi_elbo_grad_matches_samples_estimator():
     lq = q.log_prob(x).sum(1)
     ref = mc.score_grad_from_samples(q, x, log_joint(x) - lq, baseline="loo")
     assert_same_estimate(res, ref)
+
+
+# ---------------------------------------------------------------------------
+# the prepared small-call path (mcscore.prepared: Prepared, KernelTemplates,
+# score_grad's cache of them) against the engine's general composition
+# ---------------------------------------------------------------------------
+
+from mcscore import integrands as I  # noqa: E402
+from mcscore import prepared as PR  # noqa: E402
+
+_FAMILIES = [
+    (mc.Normal, [dict(loc=np.linspace(-1, 1, 4), scale=np.linspace(0.5, 1.5, 4)),
+                 dict(loc=np.linspace(-2, 0, 4), scale=np.linspace(0.7, 1.1, 4))]),
+    (mc.Gamma, [dict(concentration=[2.0, 3.0], rate=1.5), dict(concentration=[0.7, 5.0], rate=0.5)]),
+    (mc.Bernoulli, [dict(probs=[0.3, 0.6, 0.9]), dict(probs=[0.5, 0.1, 0.2])]),
+    (mc.Categorical, [dict(probs=[0.2, 0.3, 0.5]), dict(logits=[0.6, 0.3, -2.1])]),
+    (mc.Dirichlet, [dict(concentration=[1.0, 2.0, 3.0]), dict(concentration=[0.5, 0.5, 4.0])]),
+    (mc.MultivariateNormal, [
+        dict(loc=np.array([0.5, -1.0]), covariance_matrix=np.array([[2.0, 0.3], [0.3, 1.0]])),
+        dict(loc=np.array([0.1, 1.0]), covariance_matrix=np.array([[1.0, -0.2], [-0.2, 0.7]]))]),
+]
+
+
+def _engine_reference(f, dist, n, rng, baseline, block_size=None):
+    """score_grad's estimate by the engine's general pieces (a kernel built
+    from scratch, run_job / run_fused, finish_score)."""
+    fkind, kf = E.lower_f(f, dist)
+    kd = dist._kernel_dist()
+    plan = E.Plan(n, kd.draw_size, rng, E.DEFAULT_STREAMS, block_size, 1)
+    if fkind == "python":
+        stats, shifts = E.run_job(E.ScoreJob(f, dist), plan)[:2]
+    else:
+        stats, shifts = E.run_fused(kf, fkind, dist, kd, plan)
+    return E.finish_score(dist, kd, stats, shifts, baseline, {**plan.info(), "f": fkind})
+
+
+@pytest.mark.parametrize("family,steps", _FAMILIES, ids=[f.__name__ for f, _ in _FAMILIES])
+@pytest.mark.parametrize("baseline", [None, 0.5, "loo", "optimal"])
+@pytest.mark.parametrize("fused", [False, True])
+def test_small_path_equals_the_general_engine(family, steps, baseline, fused):
+    f = I.sum_of_squares() if fused else f_sq
+    est = {}
+    for n in (2, 100, 1000, 5003):
+        bs = 16 if baseline == "optimal" else None  # cross-fitting: 2 streams or more
+        est[n] = mc.Estimator(family, f, n, rng=9, baseline=baseline, block_size=bs,
+                              n_threads=1)
+        for params in steps + steps[:1] + steps:  # the caches see changes and returns
+            fresh = family(**params)
+            try:
+                ref = _engine_reference(f, fresh, n, 9, baseline, bs)
+            except ValueError as exc:  # e.g. "optimal" with draws in one stream only
+                for call in (lambda: mc.score_grad(f, family(**params), n, rng=9,
+                                                   baseline=baseline, block_size=bs),
+                             lambda: est[n](**params)):
+                    with pytest.raises(ValueError) as got:
+                        call()
+                    assert str(got.value) == str(exc)
+                continue
+            for res in (mc.score_grad(f, family(**params), n, rng=9, baseline=baseline,
+                                      block_size=bs, n_threads=1), est[n](**params)):
+                assert_same_estimate(res, ref)
+                assert res.info == ref.info
+                if ref.info["streams_used"] > 1:
+                    assert np.array_equal(res.cov, ref.cov)
+
+
+def test_coordinate_layout_changes_at_the_same_draw_shape():
+    """Normal(loc (4,), scale ()) and Normal(loc (), scale (4,)): the same
+    draw shape and number of coordinates, another split of the gradient."""
+    est = mc.Estimator(mc.Normal, f_sq, 300, rng=2, baseline="loo")
+    steps = [dict(loc=np.linspace(-1, 1, 4), scale=0.8), dict(loc=0.3, scale=np.linspace(.5, 1.5, 4)),
+             dict(loc=np.linspace(-1, 1, 4), scale=0.8)]
+    for p in steps:
+        ref = _engine_reference(f_sq, mc.Normal(**p), 300, 2, "loo")
+        for res in (est(**p), mc.score_grad(f_sq, mc.Normal(**p), 300, rng=2, baseline="loo")):
+            assert_same_estimate(res, ref)
+            assert res.grad["loc"].shape == np.shape(p["loc"])
+            assert res.grad["scale"].shape == np.shape(p["scale"])
+
+
+def test_a_new_f_is_used_even_where_an_old_one_lived():
+    """score_grad's cache is keyed on f's identity: a new f (which may reuse
+    a dead one's id) is lowered and called, never the old one."""
+    d = _normal([0.2, -0.1], [1.0, 0.5])
+    for c in range(6):
+        def f(x, c=c):
+            return f_sq(x) + c
+        res = mc.score_grad(f, d, 200, rng=1)
+        ref = _engine_reference(f, _normal([0.2, -0.1], [1.0, 0.5]), 200, 1, None)
+        assert_same_estimate(res, ref)
+        del f
+    for g in (I.sum_of_squares(), I.linear(2.0), I.sum_of_squares()):
+        assert_same_estimate(mc.score_grad(g, d, 200, rng=1),
+                             _engine_reference(g, _normal([0.2, -0.1], [1.0, 0.5]), 200, 1, None))
+
+
+def test_prepared_cache_is_bounded_and_keeps_results():
+    d = _normal([0.3], [1.1])
+    fs = [(lambda x, c=c: f_sq(x) * (1.0 + c)) for c in range(PR._PREPARED_MAX + 10)]
+    first = [mc.score_grad(f, d, 100, rng=3) for f in fs]
+    assert len(PR._PREPARED) <= PR._PREPARED_MAX
+    for f, r in zip(fs, first):
+        assert_same_estimate(r, mc.score_grad(f, d, 100, rng=3))
+
+
+def test_guards_on_the_small_path():
+    """Parameters, differentiability and f are checked at every call, with
+    the messages of the general path."""
+    est = mc.Estimator(mc.Normal, f_sq, 100, rng=1)
+    est(loc=np.zeros(2), scale=np.ones(2))
+    mc.score_grad(f_sq, _normal([0.0, 0.0], [1.0, 1.0]), 100, rng=1)
+    for p, msg in ((dict(loc=np.array([0.0, np.nan]), scale=1.0), "loc must be a finite"),
+                   (dict(loc=0.0, scale=np.array([1.0, -1.0])), "scale must be > 0"),
+                   (dict(loc=0.0, scale=1e-200), "scale must be in"),
+                   (dict(loc=1e6, scale=1e-9), "too small for loc")):
+        with pytest.raises(ValueError, match=msg):
+            est(**p)
+        with pytest.raises(ValueError, match=msg):
+            mc.score_grad(f_sq, mc.Normal(**p), 100, rng=1)
+
+    def nan_at_7(x):
+        v = f_sq(x)
+        v[7] = np.nan
+        return v
+
+    for call in (lambda f: mc.Estimator(mc.Normal, f, 100, rng=1)(loc=np.zeros(2), scale=1.0),
+                 lambda f: mc.score_grad(f, mc.Normal(np.zeros(2), 1.0), 100, rng=1)):
+        with pytest.raises(ValueError, match="f returned nan at draw 7"):
+            call(nan_at_7)
+        with pytest.raises(ValueError, match=r"f returned shape \(100, 2\) instead of \(100,\)"):
+            call(lambda x: np.zeros((len(x), 2)))
+    with pytest.raises(ValueError, match="n_threads must be a positive or negative integer"):
+        mc.score_grad(f_sq, mc.Normal(0.0, 1.0), 100, rng=1, n_threads=0)
+    with pytest.raises(TypeError, match="rng must be"):
+        mc.score_grad(f_sq, mc.Normal(0.0, 1.0), 100, rng="seed")
+
+
+def test_small_path_threads_and_generators():
+    """n_threads 1 and 2 give the same bits (with the thread count in info);
+    a Generator is advanced as by the general path."""
+    p = dict(loc=np.linspace(-1, 1, 5), scale=np.linspace(0.5, 1.5, 5))
+    for n in (2, 100, 1000, 20_000):
+        a = mc.score_grad(f_sq, mc.Normal(**p), n, rng=4, n_threads=1)
+        b = mc.score_grad(f_sq, mc.Normal(**p), n, rng=4, n_threads=2)
+        assert_same_estimate(a, b)
+        g1, g2 = np.random.default_rng(8), np.random.default_rng(8)
+        est = mc.Estimator(mc.Normal, f_sq, n, rng=g1)
+        for _ in range(2):
+            assert_same_estimate(est(**p), _engine_reference(f_sq, mc.Normal(**p), n, g2, None))
+        assert g1.bit_generator.state == g2.bit_generator.state
+
+
+def test_prepared_cache_holds_small_buffers_only():
+    """score_grad keeps the Prepared of a call whose one-round buffers are
+    small; a large one-round call (50,000 draws of 5 values) is not kept."""
+    PR._PREPARED.clear()
+    d = _normal(np.zeros(5), np.ones(5))
+    for n, kept in ((1000, True), (50_000, False)):
+        def f(x):
+            return f_sq(x)
+        res = mc.score_grad(f, d, n, rng=1)
+        assert any(p.f is f for p in PR._PREPARED.values()) == kept
+        assert_same_estimate(res, _engine_reference(f, _normal(np.zeros(5), np.ones(5)), n, 1,
+                                                    None))

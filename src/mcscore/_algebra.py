@@ -385,7 +385,7 @@ class _ScoreBatch:
         return score_stream_means(*self.args)
 
 
-def _finish_totals(dist, kd, stats, shifts, baseline, info):
+def _finish_totals(dist, kd, stats, shifts, baseline, info, split=None, owned=False):
     """finish_score for a family without per-category sums and a baseline
     that needs the totals only (None, a number, "loo"): the arithmetic of
     moments_total and baseline_algebra, operation for operation, on 1-d
@@ -393,7 +393,12 @@ def _finish_totals(dist, kd, stats, shifts, baseline, info):
     are exact copies, since the kernels' totals start from +0.0), with the
     range checks done by one cheap test first.  Small calls spend most of
     their time in array overhead here.  Returns None when a sum is not
-    finite (finish_score then raises the error naming the cause)."""
+    finite (finish_score then raises the error naming the cause).
+
+    split: dist._split_coords, or an equivalent precomputed for the shape
+    (a prepared call); owned: stats and shifts are the caller's to give
+    away (fresh arrays no one writes again), kept by the result's
+    covariance without a copy, and info a dict of the caller's own."""
     c0, n, Gt, Ht, M = K.stream_totals(stats, shifts, kd.n_coords)
     big = float(np.maximum.reduce(np.abs(M), axis=None)) if M.size else 0.0
     if not (math.isfinite(Gt) and math.isfinite(Ht) and math.isfinite(big)):
@@ -410,10 +415,27 @@ def _finish_totals(dist, kd, stats, shifts, baseline, info):
             safe or (math.isfinite(value) and math.isfinite(vvar)
                      and np.maximum.reduce(q) < math.inf))):
         check_range(dist, grad, var, value, vvar, f_underflow)
+    if owned:
+        batch = _ScoreBatch.__new__(_ScoreBatch)
+        batch.args = (dist, kd, stats, shifts, baseline)
+        return GradientEstimate._of_score(split(grad), split(se), split(var), value,
+                                          math.sqrt(vvar / n), int(n), baseline, vvar, info,
+                                          batch)
     split = dist._split_coords
     return GradientEstimate(split(grad), split(se), split(var), value, math.sqrt(vvar / n),
                             int(n), baseline=baseline, method="score", value_variance=vvar,
                             info=info, batch=_ScoreBatch(dist, kd, stats, shifts, baseline))
+
+
+def finish_score_owned(dist, kd, stats, shifts, baseline, info, split):
+    """finish_score for a caller that gives its statistics away (see
+    _finish_totals' owned) with dist's coordinates split by `split`; the
+    same result, bit for bit."""
+    if not kd.per_category and baseline != "optimal":
+        out = _finish_totals(dist, kd, stats, shifts, baseline, info, split, True)
+        if out is not None:
+            return out
+    return finish_score(dist, kd, stats, shifts, baseline, info)
 
 
 def finish_score(dist, kd, stats, shifts, baseline, info):

@@ -23,15 +23,21 @@ streams at every call, seeded from the generator, exactly as successive
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
+from . import _algebra as A
 from . import _engine as E
+from . import _kernels as K
 from . import _validation as V
-from ._config import blas_single_threaded
-from ._rounds import Round, chunk_size_for
+from ._callables import call_f, call_values
+from ._config import blas_single_threaded, effective_n_threads
+from . import _rounds as R
+from ._rounds import Round, chunk_size_for, raise_kernel_error
 from .distributions import Distribution
 from .distributions._base import _structure
-from .score import score_grad
+from . import score as _score
 
 __all__ = ["Estimator"]
 
@@ -83,8 +89,8 @@ class Estimator:
             self._rng = rng  # Plan's cached path for int seeds
         else:
             self._rng = V.root_seed_sequence(rng)
-        self._shape = None  # (draw_size, draw_shape) the prepared state is for
         self._fkind = None
+        self._kernels = KernelTemplates(8)
 
     def __repr__(self):
         return (f"Estimator({self.family.__name__}, n={self.n}, baseline={self.baseline!r}, "
@@ -92,61 +98,19 @@ class Estimator:
 
     # -- per-shape preparation ------------------------------------------
     def _prepare(self, dist, kd):
-        """The lowered f and, for a Python f run in one round, the round and
-        its buffers: everything that depends on the draw shape only."""
-        fkind, kf = E.lower_f(self.f, dist)
-        self._fkind, self._kf = fkind, kf
-        self._shape = (kd.draw_size, tuple(dist.draw_shape), kd.stats_len)
-        plan = E.Plan(self.n, kd.draw_size, 0, self.n_streams, self.block_size, self.n_threads)
-        self._streams = np.arange(plan.used, dtype=np.int64)
-        self._stream_list = self._streams.tolist()
-        self._round = None
-        if fkind == "python":
-            chunk = chunk_size_for(self.chunk_size, plan.block_size, kd.draw_size)
-            nb = plan.n_blocks
-            # run_job's round holds min(n_streams, n_blocks, max(threads,
-            # chunk / block_size)) blocks: all of them, whatever the threads,
-            # when n_blocks <= min(n_streams, chunk / block_size)
-            if nb <= min(plan.n_streams, -(-chunk // plan.block_size)):
-                blocks = np.arange(nb, dtype=np.int64)
-                self._round = Round(plan, blocks, blocks % plan.n_streams, True)
-                self._chunk = chunk
-                self._job = E.ScoreJob(self.f, dist)
-                self._bufs = self._job.buffers(nb, plan.block_size)
-
-    def _kernel_of(self, dist):
-        """dist._kernel_dist(), built from the previous call's kernel when
-        the score-term structure is the same: only the unit parameters and
-        the terms' coefficients are new (what Distribution._build_kernel
-        computes from them, value for value)."""
-        tpl = self._template
-        if tpl is None or dist._kernel is not None:
-            return self._remember(dist, dist._kernel_dist())
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            rows = dist._terms()
-            if _structure(dist, rows) is not tpl[0]:
-                return self._remember(dist, dist._kernel_dist())
-            a, b, c = tpl[0].coefficients(rows)
-            p0, p1 = dist._draw_params()
-        kd = tpl[1].renewed(np.ravel(p0), np.ravel(p1), a, b, c)
-        dist._table = dict(tpl[2], a=a, b=b, c=c)
-        dist._coord_slices = tpl[3]
-        dist._kernel = kd
-        return kd
-
-    def _remember(self, dist, kd):
-        """Keep dist's kernel as the template of the next calls' when the
-        family builds it with the shared, cached term structure."""
-        self._template = None
-        if (type(dist)._build_kernel is Distribution._build_kernel and not kd.per_category
-                and getattr(dist, "_table", None) is not None):
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                st = _structure(dist, dist._terms())
-            if st is not None:
-                self._template = (st, kd, dict(dist._table), dict(dist._coord_slices))
-        return kd
-
-    _template = None
+        """Everything that depends on the draw shape only: the lowered f, the
+        plan's shape, the streams (their bit generators' states when the rng
+        gives the same streams at every call), the coordinates' split and,
+        for a Python f run in one round, the round and its buffers."""
+        self._prep = prep = Prepared(self.f, dist, kd, self.n, self.n_streams, self.block_size,
+                                     self.n_threads, self.chunk_size)
+        self._fkind = prep.fkind
+        if self._rng is not None and not isinstance(
+                self._rng, (np.random.Generator, np.random.BitGenerator)):
+            plan = E.Plan(self.n, kd.draw_size, self._rng, self.n_streams, self.block_size,
+                          self.n_threads)
+            prep.fix_streams(plan)
+        return prep
 
     # -- a call -------------------------------------------------------------
     def __call__(self, *dist, **params):
@@ -158,37 +122,238 @@ class Estimator:
             if type(dist) is not self.family:
                 raise TypeError(f"expected a {self.family.__name__} distribution, got "
                                 f"{type(dist).__name__}")
+            fresh = False
         else:
             dist = self.family(**self.fixed, **params) if self.fixed else self.family(**params)
+            fresh = True
         if not (type(self.batch_ndims) is int and self.batch_ndims == 0) or E.is_joint(dist):
-            return score_grad(self.f, dist, self.n, rng=self._rng_arg, baseline=self.baseline,
+            return _score.score_grad(self.f, dist, self.n, rng=self._rng_arg, baseline=self.baseline,
                               n_threads=self.n_threads, chunk_size=self.chunk_size,
                               n_streams=self.n_streams, block_size=self.block_size,
                               batch_ndims=self.batch_ndims)
-        E.check_differentiable(dist)
-        kd = self._kernel_of(dist)
-        if self._shape != (kd.draw_size, tuple(dist.draw_shape), kd.stats_len):
-            self._prepare(dist, kd)
-        plan = E.Plan(self.n, kd.draw_size, self._rng, self.n_streams, self.block_size,
-                      self.n_threads)
-        fkind = self._fkind
-        if fkind != "python":
-            stats, shifts = E.run_fused(self._kf, fkind, dist, kd, plan)
-        elif self._round is not None:
-            stats, shifts = self._run_one_round(dist, plan)
+        if fresh:  # a new object: checked once here, never seen again
+            dist._check_differentiable()
         else:
-            stats, shifts = E.run_job(E.ScoreJob(self.f, dist), plan, self.chunk_size)[:2]
-        return E.finish_score(dist, kd, stats, shifts, self.baseline, {**plan.info(), "f": fkind})
+            E.check_differentiable(dist)
+        kd = self._kernels.kernel(dist)
+        prep = self._prep
+        if prep is None or prep.key != shape_key(dist, kd):
+            prep = self._prepare(dist, kd)
+        return prep.run(dist, kd, self._rng, self.baseline)
 
-    def _run_one_round(self, dist, plan):
+    _prep = None
+
+
+def shape_key(dist, kd):
+    """What a Prepared depends on besides f and the options: the draw's
+    size and shape, the statistics' length and the kernel's log column."""
+    return (kd.draw_size, tuple(dist.draw_shape), kd.stats_len, kd.has_log_column)
+
+
+class Prepared:
+    """A score_grad call's part that depends on the draw shape and the
+    options only, for small calls repeated with new parameter values (an
+    Estimator's, or score_grad's own cache of them): the lowered f, the
+    plan's shape, the streams, and for a Python f whose blocks fit in one round, the round and its buffers.
+
+    ``run(dist, kd, rng, baseline)`` is score_grad's estimate for a
+    distribution of this shape (dist checked, kd its kernel), bit for bit:
+    the same streams, kernels, checks and result."""
+
+    def __init__(self, f, dist, kd, n, n_streams, block_size, n_threads, chunk_size):
+        self.fkind, self.kf = E.lower_f(f, dist)
+        self.f = f
+        self.key = shape_key(dist, kd)
+        self.n_threads, self.chunk_size = n_threads, chunk_size
+        plan = E.Plan(n, kd.draw_size, 0, n_streams, block_size, 1)  # threads: at each call
+        self.shape = (n, kd.draw_size, n_streams, block_size)
+        self.used, self.stats_len = plan.used, kd.stats_len
+        self.streams = np.arange(plan.used, dtype=np.int64)
+        self.stream_list = self.streams.tolist()
+        self.values = plan.n * kd.draw_size  # Plan's thread count is capped by them
+        self.info0 = {"n_streams": plan.n_streams, "block_size": plan.block_size,
+                      "streams_used": plan.used}
+        self.blas = getattr(dist, "kernel_blas", False)
+        self.per_block = plan.block_size * max(1, kd.draw_size)
+        self.n_blocks = plan.n_blocks
+        self.states = None  # the streams' bit generator states, when fixed
+        self.round = None
+        self.held_values = 0  # the largest buffer's doubles
+        if self.fkind == "python":
+            chunk = chunk_size_for(chunk_size, plan.block_size, kd.draw_size)
+            nb = plan.n_blocks
+            # run_job's round holds min(n_streams, n_blocks, max(threads,
+            # chunk / block_size)) blocks: all of them, whatever the threads,
+            # when n_blocks <= min(n_streams, chunk / block_size)
+            if nb <= min(plan.n_streams, -(-chunk // plan.block_size)):
+                blocks = np.arange(nb, dtype=np.int64)
+                self.round = rd = Round(plan, blocks, blocks % plan.n_streams, True)
+                self.chunk = chunk
+                self.bufs = E.ScoreJob(f, dist).buffers(nb, plan.block_size)
+                self.xbuf = np.empty((nb * plan.block_size, kd.draw_size))
+                self.fx = self.bufs[2].reshape(-1)[:rd.total]
+                self.xshape = (rd.total,) + tuple(dist.draw_shape)
+                self.held_values = self.xbuf.size
+
+    def fix_streams(self, plan):
+        """Keep the states of the plan's stream bit generators: the same at
+        every call of an rng that is an int or a SeedSequence."""
+        self.bitgens = plan.bitgens(self.stream_list)
+        self.states = [bg.state for bg in self.bitgens]
+        info = plan.info()
+        self.seed_info = {"entropy": info["entropy"], "spawn_key": info["spawn_key"]}
+
+    def run(self, dist, kd, rng, baseline):
+        if self.states is not None:
+            work = min(self.used, max(1, self.values // R.SERIAL_VALUES))
+            threads = effective_n_threads(self.n_threads, work_items=work)
+            bitgens = self.bitgens
+            for bg, st in zip(bitgens, self.states):  # rewound to the streams' starts
+                bg.state = st
+            info = {**self.info0, "threads": threads, **self.seed_info}
+            plan = None
+        else:
+            plan = self._plan(rng)
+            threads = plan.threads
+            bitgens = plan.bitgens(self.stream_list)
+            info = plan.info()
+        stats = np.zeros((self.used, self.stats_len))
+        shifts = np.zeros(self.used)
+        if self.fkind != "python":
+            self._fused(dist, kd, bitgens, threads, stats, shifts, plan, rng)
+        elif self.round is not None:
+            self._one_round(dist, kd, bitgens, threads, stats, shifts)
+        else:
+            if plan is None:
+                plan = self._plan(rng)
+            stats, shifts = E.run_job(E.ScoreJob(self.f, dist), plan, self.chunk_size)[:2]
+        info["f"] = self.fkind
+        return A.finish_score_owned(dist, kd, stats, shifts, baseline, info, self._splitter(dist))
+
+    def _splitter(self, dist):
+        """dist._split_coords, as a precomputed list of (name, slice, shape)
+        while dist shares its coordinate slices with the previous call's
+        (a kernel renewed from the same template)."""
+        cs = dist._coord_slices
+        if cs is not self._slices:
+            self._slices = cs
+            self._coords = [(name, sl, tuple(shape)) for name, (sl, shape) in cs.items()]
+        coords = self._coords
+
+        def split(arr):
+            return {name: arr[sl].reshape(shape) for name, sl, shape in coords}
+        return split
+
+    _slices = None
+
+    def _plan(self, rng):
+        return E.Plan(self.shape[0], self.shape[1], rng, self.shape[2], self.shape[3],
+                      self.n_threads)
+
+    def _fused(self, dist, kd, bitgens, threads, stats, shifts, plan, rng):
+        """run_fused on these streams."""
+        n, S, B = self.shape[0], self.shape[2], self.info0["block_size"]
+        next_block = self.streams.copy()
+        nb, kf, streams = self.n_blocks, self.kf, self.streams
+        mb = max(1, R.EPOCH_VALUES // self.per_block)  # run_fused's epochs
+        with blas_single_threaded(dist) if self.blas else contextlib.nullcontext():
+            while True:
+                code, idx = K.run_streams(kd, kf, bitgens, streams, n, S, B, threads, stats,
+                                          shifts, next_block, mb)
+                if code != 0 or not (next_block < nb).any():
+                    break
+        if code != 0:
+            raise_kernel_error(code, idx, plan if plan is not None else self._plan(rng), dist,
+                               kd)
+
+    def _one_round(self, dist, kd, bitgens, threads, stats, shifts):
         """run_job for a plan whose blocks all fit in one round (no helper
         threads: there is no next round to draw while f runs)."""
-        job, rd, buf = self._job, self._round, self._bufs
-        job.dist = dist
-        stats, shifts = job.new_stats(plan.used)
-        bitgens = plan.bitgens(self._stream_list)
-        job.draw(rd, bitgens, plan.threads, buf)
-        values, _ = job.evaluate(rd, buf, self._chunk, None)
-        with blas_single_threaded(dist):
-            job.accumulate(rd, buf, values, plan.threads, stats, shifts)
-        return stats, shifts
+        rd = self.round
+        xt, lt, fx, _ = self.bufs
+        K.draw_round(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt)
+        x = rd.gather(xt, kd.draw_size, 0, self.xbuf)
+        x = dist._to_user_dtype(x.reshape(self.xshape))
+        if rd.total <= self.chunk:  # call_values' one chunk
+            self.fx[:] = call_f(self.f, x, rd.first)
+        else:
+            call_values(self.f, x, rd, self.chunk, out=self.fx)
+        with blas_single_threaded(dist) if self.blas else contextlib.nullcontext():
+            bad = K.accumulate_round(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
+                                     xt, fx, stats, shifts, lt)
+        if bad >= 0:  # cannot happen after check_fx, kept as a guard
+            raise ValueError(f"f returned a non-finite value at draw {bad}")
+
+
+class KernelTemplates:
+    """dist._kernel_dist() for distributions built anew at every step: when
+    a previous distribution of the same score-term structure (family, shapes,
+    term kinds) gave its kernel, the new one is that kernel renewed with the
+    new unit parameters and terms' coefficients (what
+    Distribution._build_kernel computes from them, value for value), and the
+    distribution gets the table and coordinate slices _build_kernel would
+    set.  Holds at most `size` structures (cleared when full)."""
+
+    def __init__(self, size):
+        self.size = size
+        self.templates = {}  # structure -> (kernel, table, coordinate slices)
+
+    def kernel(self, dist):
+        if (dist._kernel is not None or not self.templates
+                or type(dist)._build_kernel is not Distribution._build_kernel):
+            return self._remember(dist, dist._kernel_dist())
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            rows = dist._terms()
+            st = _structure(dist, rows)
+            tpl = self.templates.get(st) if st is not None else None
+            if tpl is None:
+                return self._remember(dist, dist._kernel_dist())
+            a, b, c = st.coefficients(rows)
+            p0, p1 = dist._draw_params()
+        kd = tpl[0].renewed(np.ravel(p0), np.ravel(p1), a, b, c)
+        dist._table = dict(tpl[1], a=a, b=b, c=c)
+        dist._coord_slices = tpl[2]
+        dist._kernel = kd
+        return kd
+
+    def _remember(self, dist, kd):
+        """Keep dist's kernel as the template of its structure when the
+        family builds it with the shared, cached term structure."""
+        if (type(dist)._build_kernel is Distribution._build_kernel and not kd.per_category
+                and getattr(dist, "_table", None) is not None):
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                st = _structure(dist, dist._terms())
+            if st is not None and st not in self.templates:
+                if len(self.templates) >= self.size:
+                    self.templates.clear()
+                self.templates[st] = (kd, dict(dist._table), dict(dist._coord_slices))
+        return kd
+
+
+# score_grad's small calls: the kernels' templates and the Prepared of the
+# last few (f, shape, options), so that a loop calling score_grad with a new
+# distribution at every step skips the same per-shape work an Estimator
+# skips.  A Prepared in use is taken out of the cache (threads calling at
+# once each get their own buffers).
+_TEMPLATES = KernelTemplates(64)
+_PREPARED = {}
+_PREPARED_MAX = 32
+_HELD_VALUES_MAX = 1 << 16  # doubles per buffer of a cached Prepared (512 KiB)
+
+
+def score_small(f, dist, n, rng, baseline, n_threads, chunk_size, n_streams, block_size):
+    """score_grad's plain local estimate (no progress bar, no Dask) of a
+    checked, differentiable distribution with a lowered f: the same result,
+    bit for bit, through the caches above."""
+    kd = _TEMPLATES.kernel(dist)
+    key = (id(f), type(dist), shape_key(dist, kd), n, n_streams, block_size, n_threads,
+           chunk_size)
+    prep = _PREPARED.pop(key, None)
+    if prep is None or prep.f is not f:
+        prep = Prepared(f, dist, kd, n, n_streams, block_size, n_threads, chunk_size)
+    out = prep.run(dist, kd, rng, baseline)
+    if prep.held_values <= _HELD_VALUES_MAX:  # small buffers only: the cache stays small
+        if len(_PREPARED) >= _PREPARED_MAX:
+            _PREPARED.clear()
+        _PREPARED[key] = prep
+    return out

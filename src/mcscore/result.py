@@ -122,6 +122,22 @@ class GradientEstimate:
         self._batch = batch
         self._factor: NDArray[np.float64] | None = None
 
+    @classmethod
+    def _of_score(cls, grad: dict[str, Any], stderr: dict[str, Any], variance: dict[str, Any],
+                  value: float, value_stderr: float, n: int, baseline: Any,
+                  value_variance: float, info: dict[str, Any], batch: Any) -> GradientEstimate:
+        """The estimate __init__ builds from these arguments (method "score",
+        one expectation: Python floats for value, value_stderr and
+        value_variance, a Python int n, an info dict of the caller's own),
+        without the conversions those make unnecessary: the small calls'
+        result."""
+        self = cls.__new__(cls)
+        self.grad, self.stderr, self.variance = grad, stderr, variance
+        self.value, self.value_stderr, self.value_variance = value, value_stderr, value_variance
+        self.n, self.baseline, self.method, self.info = n, baseline, "score", info
+        self._cov_matrix, self._batch, self._factor = None, batch, None
+        return self
+
     # -- covariance ---------------------------------------------------------
     def coordinates(self) -> list[str]:
         """Names of the P coordinates of the flattened gradient, in the

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _boundary as B
 from . import _engine as E
+from . import prepared as _prepared
 from . import _qmc
 from . import _validation as V
 from . import _vr
@@ -213,6 +214,13 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
                         n_streams=n_streams, block_size=block_size, client=client)
     fkind, kf = E.lower_f(f, dist)
     E.check_differentiable(dist)
+    if (client is None and progress is False and type(n) is int and type(n_streams) is int
+            and (block_size is None or type(block_size) is int)
+            and (n_threads is None or type(n_threads) is int)
+            and (chunk_size is None or (type(chunk_size) is int and chunk_size >= 1))):
+        # the common small call, through the caches of a prepared one (the same bits)
+        return _prepared.score_small(f, dist, n, rng, baseline, n_threads, chunk_size,
+                                     n_streams, block_size)
     kd = dist._kernel_dist()
     plan = E.Plan(n, kd.draw_size, rng, n_streams, block_size, n_threads)
     bar = E.progress_bar(progress, plan)
