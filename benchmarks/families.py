@@ -308,16 +308,19 @@ def _student_t():
 
 def _cauchy():
     m, s = 0.5, 1.5
-    e = math.exp(-s)
+    t = 1.0
+    z = (t - m) / s
+    # P(x <= t) = 1/2 + atan(z) / pi: d/dloc = -1 / (pi s (1 + z^2)), d/dscale = z d/dloc
 
     def est(n, rng):
         x = m + s * rng.standard_cauchy(n)
         d = x - m
         r = 1.0 / (1.0 + (d / s) ** 2)
-        f = np.cos(x)
+        f = (x <= t).astype(np.float64)
         return {"loc": f * (2.0 / (s * s) * d * r), "scale": f * ((1.0 - 2.0 * r) / s)}
-    return (mc.Cauchy(m, s), I.cos(), "cos x", "loc + scale * rng.standard_cauchy", est,
-            {"loc": -math.sin(m) * e, "scale": -math.cos(m) * e})
+    g = -1.0 / (math.pi * s * (1.0 + z * z))
+    return (mc.Cauchy(m, s), I.indicator(high=t), "[x <= 1]",
+            "loc + scale * rng.standard_cauchy", est, {"loc": g, "scale": z * g})
 
 
 def _half_cauchy():

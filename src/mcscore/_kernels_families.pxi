@@ -594,9 +594,14 @@ cdef void _fill_one_hot_categorical(const mc_dist *dist, Py_ssize_t j, bitgen_t 
     for k in range(K):
         if p[k] > 0.0:
             last = k
+    # one uniform per draw, in draw order: made by NumPy's fill loop into
+    # the last column before the columns are cleared draw by draw
+    random_standard_uniform_fill(bg, m, x + (K - 1) * ld)
+    for k in range(K - 1):
         memset(x + k * ld, 0, sizeof(double) * m)
     for i in range(m):
-        u = random_standard_uniform(bg)
+        u = x[(K - 1) * ld + i]
+        x[(K - 1) * ld + i] = 0.0
         c = 0.0
         k = 0
         while k < last:
