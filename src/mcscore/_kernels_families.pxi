@@ -586,29 +586,38 @@ cdef void _fill_one_hot_categorical(const mc_dist *dist, Py_ssize_t j, bitgen_t 
                                     mc_workspace *ws) noexcept nogil:
     # p = [probs (K, normalised), unused]; columns j*K .. j*K+K-1 receive a
     # one-hot vector per draw: the category is found by inverting the CDF at
-    # one uniform (categories of probability 0 are never chosen)
+    # one uniform u (categories of probability 0 are never chosen), the
+    # first k < last with u < c_k = p_0 + ... + p_k (summed in that order),
+    # else last.  The c_k never decrease, so that k is the count of the
+    # k < last with u >= c_k: counted without branches, one category at a
+    # time over the column of draws.
     cdef const double *p = mc_unit_params(dist, j)
     cdef Py_ssize_t i, k, last = 0, K = dist.n_cat
     cdef double *x = xt + j * K * ld
-    cdef double u, c
+    cdef double *u = x + (K - 1) * ld
+    cdef double *cnt = x
+    cdef double c
     for k in range(K):
         if p[k] > 0.0:
             last = k
-    # one uniform per draw, in draw order: made by NumPy's fill loop into
-    # the last column before the columns are cleared draw by draw
-    random_standard_uniform_fill(bg, m, x + (K - 1) * ld)
-    for k in range(K - 1):
+    # one uniform per draw, in draw order, by NumPy's fill loop
+    random_standard_uniform_fill(bg, m, u)
+    if K == 1:
+        for i in range(m):
+            u[i] = 1.0
+        return
+    memset(cnt, 0, sizeof(double) * m)
+    c = 0.0
+    for k in range(last):
+        c = c + p[k]
+        for i in range(m):
+            cnt[i] += <double> (u[i] >= c)
+    for k in range(1, K - 1):
         memset(x + k * ld, 0, sizeof(double) * m)
     for i in range(m):
-        u = x[(K - 1) * ld + i]
-        x[(K - 1) * ld + i] = 0.0
-        c = 0.0
-        k = 0
-        while k < last:
-            c = c + p[k]
-            if u < c:
-                break
-            k = k + 1
+        k = <Py_ssize_t> cnt[i]
+        cnt[i] = 0.0
+        u[i] = 0.0
         x[k * ld + i] = 1.0
 
 
