@@ -408,20 +408,17 @@ cdef Py_ssize_t mc_run_block(const mc_dist *dist, const mc_func *func, bitgen_t 
 
 
 # ---------------------------------------------------------------------------
-# A fused accumulator (mc_family.accum) for score tables whose coordinates
+# A score accumulator (mc_family.accum) for score tables whose coordinates
 # share a transcendental: Gumbel's loc and scale scores both hold
-# expm1(a (x - c)), Weibull's both expm1(a (log x - c)).  It computes every
-# coordinate's score exactly as mc_score_col does (the same terms, in the
-# same order, by the same functions) and sums it into the same 8 lanes as
-# mc_c_acc5, so the statistics are the same bits, with each shared
-# expm1 (and log) computed once per draw instead of once per coordinate,
-# and the draws read in one pass over sub-blocks instead of one per term.
+# expm1(a (x - c)), Weibull's both expm1(a (log x - c)).  Each coordinate's
+# score is computed exactly as mc_score_col computes it (the same terms, in
+# the same order, by the same functions) and summed by mc_c_acc5, so the
+# statistics are the same bits, with each shared d = x - c (or log x - c)
+# and expm1(a d) computed once per draw instead of once per coordinate.
 # ---------------------------------------------------------------------------
 
 cdef enum:
-    _SH_BLOCK = 256     # draws per sub-block (a multiple of 8)
-    _SH_MEMO = 8        # shared columns kept per sub-block
-    _SH_MAX_COORDS = 16
+    _SH_MEMO = 8        # shared columns kept per chunk
 
 
 cdef inline bint _sh_kind(int k) noexcept nogil:
@@ -432,108 +429,80 @@ cdef bint mc_accum_shared_expm1(const mc_dist *dist, Py_ssize_t m, const double 
                                 Py_ssize_t ld, const double *fx, double shift,
                                 double *stats) noexcept nogil:
     """Add the five score sums of every coordinate of a chunk to stats (the
-    per-coordinate part of a stream's row); False (nothing done) for a table
-    of more than _SH_MAX_COORDS coordinates (the caller then goes coordinate
-    by coordinate)."""
-    cdef Py_ssize_t nq = dist.n_coords, q, t, i, i0, nb, l, k, slot, nm
-    cdef double r[_SH_MAX_COORDS * 40]
-    cdef double sb[_SH_BLOCK]
-    cdef double eb[_SH_MEMO * _SH_BLOCK]
-    cdef double db[_SH_MEMO * _SH_BLOCK]
-    cdef double scratch_e[_SH_BLOCK]
-    cdef double scratch_d[_SH_BLOCK]
+    per-coordinate part of a stream's row); False (nothing done) when out
+    of memory (the caller then goes coordinate by coordinate)."""
+    cdef Py_ssize_t nq = dist.n_coords, q, t, i, k, slot, nm = 0, ns = 0
+    cdef int kind
+    cdef bint islog
+    cdef double a, b, c, tb
+    cdef double abc[3]
+    cdef const double *xc
+    cdef const double *y
+    cdef double *buf
+    cdef double *sb
+    cdef double *e
+    cdef double *d
     cdef Py_ssize_t mcol[_SH_MEMO]
     cdef double ma[_SH_MEMO]
     cdef double mcc[_SH_MEMO]
     cdef bint mlog[_SH_MEMO]
-    cdef int kind
-    cdef bint islog
-    cdef double a, b, c, s, g, ss, gss, tb
-    cdef double abc[3]
-    cdef const double *xc
-    cdef const double *y
-    cdef double *e
-    cdef double *d
-    cdef double *rq
-    if nq > _SH_MAX_COORDS:
+    if m <= 0:
+        return True
+    for t in range(dist.t_start[nq]):
+        ns += _sh_kind(dist.t_kind[t])
+    ns = (ns if ns < _SH_MEMO else _SH_MEMO) + 1  # memo slots, and one scratch slot
+    buf = <double *> malloc(sizeof(double) * m * (1 + 2 * ns))
+    if buf == NULL:
         return False
-    memset(r, 0, sizeof(double) * 40 * nq)
-    i0 = 0
-    while i0 < m:
-        nb = _SH_BLOCK if m - i0 > _SH_BLOCK else m - i0
-        nm = 0
-        for q in range(nq):
-            if dist.t_start[q + 1] == dist.t_start[q] + 1 and not _sh_kind(
-                    dist.t_kind[dist.t_start[q]]):
-                # one term: mc_score_col's reduced forms (NumPy's log loop
-                # for the log kinds), else the evaluator's term into sb
-                t = dist.t_start[q]
-                xc = xt + dist.t_col[t] * ld + i0
-                y = mc_score_col(dist, q, xt + i0, ld, NULL, nb, sb, &kind, abc)
-                mc_c_apply(kind, y, nb, abc[0], abc[1], abc[2], sb)
-            else:
-                memset(sb, 0, sizeof(double) * nb)
-                for t in range(dist.t_start[q], dist.t_start[q + 1]):
-                    kind = dist.t_kind[t]
-                    xc = xt + dist.t_col[t] * ld + i0
-                    a = dist.t_a[t]
-                    b = dist.t_b[t]
-                    c = dist.t_c[t]
-                    if not _sh_kind(kind):
-                        _score_term(kind, xc, NULL, nb, a, b, c, sb)
-                        continue
-                    islog = kind == SK_LOG_EXPM1 or kind == SK_LOG_XEXPM1
-                    slot = -1
-                    for k in range(nm):
-                        if (mcol[k] == dist.t_col[t] and ma[k] == a and mcc[k] == c
-                                and mlog[k] == islog):
-                            slot = k
-                            break
-                    if slot >= 0:
-                        e = eb + slot * _SH_BLOCK
-                        d = db + slot * _SH_BLOCK
-                    else:
-                        if nm < _SH_MEMO:
-                            e = eb + nm * _SH_BLOCK
-                            d = db + nm * _SH_BLOCK
-                            mcol[nm] = dist.t_col[t]
-                            ma[nm] = a
-                            mcc[nm] = c
-                            mlog[nm] = islog
-                            nm += 1
-                        else:
-                            e = scratch_e
-                            d = scratch_d
-                        # the evaluator's d and expm1(a d) (_score_term)
-                        for i in range(nb):
-                            d[i] = (log(xc[i]) if islog else xc[i]) - c
-                            e[i] = expm1(a * d[i])
-                    if kind == SK_XEXPM1 or kind == SK_LOG_XEXPM1:
-                        for i in range(nb):
-                            sb[i] += b * d[i] * e[i]
-                    else:
-                        tb = b * 1.0
-                        for i in range(nb):
-                            sb[i] += tb * e[i]
-            # mc_c_acc5's lanes: draw i0 + i goes to lane i % 8 (i0 % 8 == 0)
-            rq = r + 40 * q
-            for i in range(nb):
-                s = sb[i]
-                g = fx[i0 + i] - shift
-                ss = s * s
-                gss = g * ss
-                l = i & 7
-                rq[l] += s
-                rq[8 + l] += ss
-                rq[16 + l] += g * s
-                rq[24 + l] += gss
-                rq[32 + l] += g * gss
-        i0 += nb
+    sb = buf
     for q in range(nq):
-        for k in range(5):
-            rq = r + 40 * q + 8 * k
-            stats[5 * q + k] += ((rq[0] + rq[1]) + (rq[2] + rq[3])) + ((rq[4] + rq[5]) +
-                                                                        (rq[6] + rq[7]))
+        if dist.t_start[q + 1] == dist.t_start[q] + 1 and not _sh_kind(
+                dist.t_kind[dist.t_start[q]]):
+            # one term of another kind: mc_accum_chunk's own path
+            y = mc_score_col(dist, q, xt, ld, NULL, m, sb, &kind, abc)
+            mc_c_acc5(kind, y, fx, m, shift, abc[0], abc[1], abc[2], stats + 5 * q)
+            continue
+        memset(sb, 0, sizeof(double) * m)
+        for t in range(dist.t_start[q], dist.t_start[q + 1]):
+            kind = dist.t_kind[t]
+            xc = xt + dist.t_col[t] * ld
+            a = dist.t_a[t]
+            b = dist.t_b[t]
+            c = dist.t_c[t]
+            if not _sh_kind(kind):
+                _score_term(kind, xc, NULL, m, a, b, c, sb)
+                continue
+            islog = kind == SK_LOG_EXPM1 or kind == SK_LOG_XEXPM1
+            slot = -1
+            for k in range(nm):
+                if mcol[k] == dist.t_col[t] and ma[k] == a and mcc[k] == c and mlog[k] == islog:
+                    slot = k
+                    break
+            if slot < 0:
+                slot = nm if nm < ns - 1 else ns - 1  # a new memo slot, or the scratch one
+                if slot == nm:
+                    mcol[nm] = dist.t_col[t]
+                    ma[nm] = a
+                    mcc[nm] = c
+                    mlog[nm] = islog
+                    nm += 1
+                d = buf + m * (1 + 2 * slot)
+                e = d + m
+                # the evaluator's d and expm1(a d) (_score_term)
+                for i in range(m):
+                    d[i] = (log(xc[i]) if islog else xc[i]) - c
+                    e[i] = expm1(a * d[i])
+            d = buf + m * (1 + 2 * slot)
+            e = d + m
+            if kind == SK_XEXPM1 or kind == SK_LOG_XEXPM1:
+                for i in range(m):
+                    sb[i] += b * d[i] * e[i]
+            else:
+                tb = b * 1.0
+                for i in range(m):
+                    sb[i] += tb * e[i]
+        mc_c_acc5(MC_SKIND_IDENT, sb, fx, m, shift, 0.0, 0.0, 0.0, stats + 5 * q)
+    free(buf)
     return True
 
 
