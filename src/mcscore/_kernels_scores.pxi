@@ -479,8 +479,9 @@ cdef bint mc_accum_shared_expm1(const mc_dist *dist, Py_ssize_t m, const double 
                     slot = k
                     break
             if slot < 0:
-                slot = nm if nm < ns - 1 else ns - 1  # a new memo slot, or the scratch one
-                if slot == nm:
+                slot = ns - 1  # the scratch slot, unless a memo slot is free
+                if nm < ns - 1:
+                    slot = nm
                     mcol[nm] = dist.t_col[t]
                     ma[nm] = a
                     mcc[nm] = c
