@@ -9,7 +9,9 @@ integrand against the idiomatic NumPy estimator: NumPy's own sampler
 (Bernoulli by comparing uniforms, Categorical by ``rng.choice``), the analytic
 score, multiply, mean and standard error, one thread.  Both gradients are
 checked against the exact one from the closed-form E f (|z| with each
-implementation's own standard error).  Writes DIR/families.md (default
+implementation's own standard error).  Uniform takes a vectorised Python f
+(a fused f is refused for a support that moves with the parameters); the
+multivariate normals have their own benchmark (mvn.py).  Writes DIR/families.md (default
 benchmarks/results/).
 """
 from __future__ import annotations
