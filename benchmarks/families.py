@@ -9,7 +9,9 @@ integrand against the idiomatic NumPy estimator: NumPy's own sampler
 (Bernoulli by comparing uniforms, Categorical by ``rng.choice``), the analytic
 score, multiply, mean and standard error, one thread.  Both gradients are
 checked against the exact one from the closed-form E f (|z| with each
-implementation's own standard error).  Writes DIR/families.md (default
+implementation's own standard error).  Uniform takes a vectorised Python f
+(a fused f is refused for a support that moves with the parameters); the
+multivariate normals have their own benchmark (mvn.py).  Writes DIR/families.md (default
 benchmarks/results/).
 """
 from __future__ import annotations
@@ -257,14 +259,119 @@ def _weibull():
             {"scale": g1, "concentration": -lam * g1 * special.digamma(1.0 + 1.0 / k) / k**2})
 
 
+def _laplace():
+    m, s = 0.5, 1.5
+
+    def est(n, rng):
+        x = rng.laplace(m, s, n)
+        d = x - m
+        f = x * x
+        return {"loc": f * (np.sign(d) / s), "scale": f * ((np.abs(d) / s - 1.0) / s)}
+    return (mc.Laplace(m, s), I.power(2), "x^2", "rng.laplace", est,
+            {"loc": 2 * m, "scale": 4 * s})
+
+
+def _square(x):
+    return x * x
+
+
+def _uniform():
+    lo, hi = 0.5, 2.0
+    w = hi - lo
+
+    def est(n, rng):
+        # the support moves with both parameters: the score (-+1/w) plus the
+        # boundary term f(bound) / w, per draw (f - f(lo)) / w and (f(hi) - f) / w
+        x = rng.uniform(lo, hi, n)
+        f = x * x
+        return {"low": (f - lo * lo) / w, "high": (hi * hi - f) / w}
+    # a fused f is refused (the boundary term needs f at pinned draws): a
+    # vectorised Python f, the one way score_grad takes Uniform
+    return (mc.Uniform(lo, hi), _square, "x^2 (Python f)", "rng.uniform", est,
+            {"low": (hi + 2 * lo) / 3, "high": (2 * hi + lo) / 3})
+
+
+def _student_t():
+    nu, m, s = 6.0, 0.5, 1.5
+    c = 0.5 * (special.digamma(0.5 * (nu + 1)) - special.digamma(0.5 * nu)) + 0.5
+
+    def est(n, rng):
+        x = m + s * rng.standard_t(nu, n)
+        d = x - m
+        u = d * d / (nu * s * s)
+        r = 1.0 / (1.0 + u)
+        f = x * x
+        return {"df": f * (c - 0.5 * np.log1p(u) - (nu + 1) / (2 * nu) * r),
+                "loc": f * ((nu + 1) / (nu * s * s) * d * r),
+                "scale": f * (nu / s - (nu + 1) / s * r)}
+    return (mc.StudentT(nu, m, s), I.power(2), "x^2", "loc + scale * rng.standard_t", est,
+            {"df": -2 * s * s / (nu - 2) ** 2, "loc": 2 * m, "scale": 2 * s * nu / (nu - 2)})
+
+
+def _cauchy():
+    m, s = 0.5, 1.5
+    t = 1.0
+    z = (t - m) / s
+    # P(x <= t) = 1/2 + atan(z) / pi: d/dloc = -1 / (pi s (1 + z^2)), d/dscale = z d/dloc
+
+    def est(n, rng):
+        x = m + s * rng.standard_cauchy(n)
+        d = x - m
+        r = 1.0 / (1.0 + (d / s) ** 2)
+        f = (x <= t).astype(np.float64)
+        return {"loc": f * (2.0 / (s * s) * d * r), "scale": f * ((1.0 - 2.0 * r) / s)}
+    g = -1.0 / (math.pi * s * (1.0 + z * z))
+    return (mc.Cauchy(m, s), I.indicator(high=t), "[x <= 1]",
+            "loc + scale * rng.standard_cauchy", est, {"loc": g, "scale": z * g})
+
+
+def _half_cauchy():
+    s = 1.5
+
+    def est(n, rng):
+        x = np.abs(s * rng.standard_cauchy(n))
+        f = (x <= 1.0).astype(np.float64)
+        return {"scale": f * ((1.0 - 2.0 / (1.0 + (x / s) ** 2)) / s)}
+    return (mc.HalfCauchy(s), I.indicator(high=1.0), "[x <= 1]", "abs(rng.standard_cauchy)",
+            est, {"scale": -2.0 / (math.pi * (s * s + 1.0))})
+
+
+def _von_mises():
+    m, k = 0.5, 2.0
+    A = special.i1e(k) / special.i0e(k)
+
+    def est(n, rng):
+        x = rng.vonmises(m, k, n)
+        f = np.cos(x)
+        return {"loc": f * (k * np.sin(x - m)), "concentration": f * (np.cos(x - m) - A)}
+    return (mc.VonMises(m, k), I.cos(), "cos x", "rng.vonmises", est,
+            {"loc": -A * math.sin(m), "concentration": (1.0 - A / k - A * A) * math.cos(m)})
+
+
+def _one_hot_categorical():
+    K = 10
+    logits = np.linspace(-1.0, 1.0, K)
+    p = _softmax(logits)
+    w = np.arange(K, dtype=np.float64) ** 2
+    cat = _categorical()[4]  # the same estimator: f = w_k at category k
+    return (mc.OneHotCategorical(logits=logits), I.linear(w), "sum_k k^2 x_k",
+            "rng.choice(K, p=p)", cat, {"logits": p * (w - p @ w)})
+
+
 SPECS = {
     "Normal": _normal, "LogNormal": _lognormal, "Exponential": _exponential, "Gamma": _gamma,
     "Beta": _beta, "Poisson": _poisson, "Bernoulli": _bernoulli, "Binomial": _binomial,
     "Geometric": _geometric, "NegativeBinomial": _negative_binomial,
     "Categorical": _categorical, "Multinomial": _multinomial, "Dirichlet": _dirichlet,
     "HalfNormal": _half_normal, "Chi2": _chi2, "InverseGamma": _inverse_gamma,
-    "Gumbel": _gumbel, "Weibull": _weibull,
+    "Gumbel": _gumbel, "Weibull": _weibull, "Laplace": _laplace, "Uniform": _uniform,
+    "StudentT": _student_t, "Cauchy": _cauchy, "HalfCauchy": _half_cauchy,
+    "VonMises": _von_mises, "OneHotCategorical": _one_hot_categorical,
 }
+
+# families with a benchmark of their own (their rows here would only repeat it)
+OWN_BENCHMARK = {"MultivariateNormal": "benchmarks/mvn.py",
+                 "LowRankMultivariateNormal": "benchmarks/mvn.py"}
 
 
 def _numpy_run(est, n):
@@ -312,6 +419,9 @@ def main(argv=None):
     bad = []
     for fam in mc.FAMILIES:
         name = fam.__name__
+        if name in OWN_BENCHMARK:
+            L.append(f"| {name} | - | - | - | - | - | see {OWN_BENCHMARK[name]} | - | - |")
+            continue
         if name not in SPECS:
             C.log(f"  {name}: no benchmark entry yet (add one to SPECS in families.py)")
             L.append(f"| {name} | - | - | - | - | - | no benchmark entry yet | - | - |")

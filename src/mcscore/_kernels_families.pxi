@@ -26,25 +26,10 @@ cdef extern from *:
        successes with success probability 1 - p[0] */
     /* Laplace: p = [loc, scale]; NumPy inverts one uniform per draw */
     MC_COLUMN_FILL(mc_fill_laplace, random_laplace(bg, p[0], p[1]))
-    /* HalfNormal: p = [scale]; |scale * z| of one standard normal per draw */
-    MC_COLUMN_FILL(mc_fill_half_normal, fabs(p[0] * random_standard_normal(bg)))
-    /* Chi2: p = [df]; NumPy draws 2 * Gamma(df / 2, 1) */
-    MC_COLUMN_FILL(mc_fill_chi2, random_chisquare(bg, p[0]))
-    /* InverseGamma: p = [concentration, rate]; rate / Gamma(concentration, 1) */
-    MC_COLUMN_FILL(mc_fill_inverse_gamma, p[1] / random_standard_gamma(bg, p[0]))
     /* Gumbel: p = [loc, scale]; NumPy inverts one uniform per draw */
     MC_COLUMN_FILL(mc_fill_gumbel, random_gumbel(bg, p[0], p[1]))
-    /* Weibull: p = [scale, concentration]; scale * NumPy's standard Weibull */
-    MC_COLUMN_FILL(mc_fill_weibull, p[0] * random_weibull(bg, p[1]))
     /* Uniform: p = [low, high]; low + (high - low) u, one uniform per draw */
     MC_COLUMN_FILL(mc_fill_uniform, p[0] + (p[1] - p[0]) * random_standard_uniform(bg))
-    /* StudentT: p = [df, loc, scale]; NumPy's standard t (a normal over the
-       root of an independent chi-square / df) */
-    MC_COLUMN_FILL(mc_fill_student_t, p[1] + p[2] * random_standard_t(bg, p[0]))
-    /* Cauchy: p = [loc, scale]; NumPy's standard Cauchy (a ratio of normals) */
-    MC_COLUMN_FILL(mc_fill_cauchy, p[0] + p[1] * random_standard_cauchy(bg))
-    /* HalfCauchy: p = [scale]; |scale * c| of one standard Cauchy per draw */
-    MC_COLUMN_FILL(mc_fill_half_cauchy, fabs(p[0] * random_standard_cauchy(bg)))
     /* VonMises: p = [loc, concentration]; NumPy's Best-Fisher rejection
        sampler (a uniform angle below concentration 1e-8, a wrapped normal
        above 1e6), its result in [-pi, pi] mapped onto [-pi, pi) */
@@ -58,19 +43,8 @@ cdef extern from *:
     MC_COLUMN_FILL(mc_fill_von_mises, mc_von_mises_draw(bg, p[0], p[1]))
     """
     void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
-    void mc_fill_half_normal(const double *p, bitgen_t *bg, Py_ssize_t m,
-                             double *col) noexcept nogil
-    void mc_fill_chi2(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
-    void mc_fill_inverse_gamma(const double *p, bitgen_t *bg, Py_ssize_t m,
-                               double *col) noexcept nogil
     void mc_fill_gumbel(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
-    void mc_fill_weibull(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_uniform(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
-    void mc_fill_student_t(const double *p, bitgen_t *bg, Py_ssize_t m,
-                           double *col) noexcept nogil
-    void mc_fill_cauchy(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
-    void mc_fill_half_cauchy(const double *p, bitgen_t *bg, Py_ssize_t m,
-                             double *col) noexcept nogil
     void mc_fill_von_mises(const double *p, bitgen_t *bg, Py_ssize_t m,
                            double *col) noexcept nogil
 
@@ -345,7 +319,106 @@ cdef extern from *:
         for (i = 0; i < m; i++)
             col[i] = (double)random_poisson(bg, scale * mc_gamma_draw(bg, &g));
     }
+    /* The families drawn from standard normals, gammas or exponentials,
+       bit for bit as NumPy's samplers (the same variates in the same order,
+       the same arithmetic on them): the normals and exponentials come from
+       NumPy's fill loops, the gammas from mc_gamma_draw (constants once per
+       column), the rest elementwise. */
+
+    /* HalfNormal: p = [scale]; |scale * z| of one standard normal per draw */
+    static void mc_fill_half_normal(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        const double s = p[0];
+        random_standard_normal_fill(bg, m, col);
+        for (i = 0; i < m; i++) col[i] = fabs(s * col[i]);
+    }
+
+    /* Chi2: p = [df]; NumPy's random_chisquare, 2 * Gamma(df / 2, 1) */
+    static void mc_fill_chi2(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        mc_gamma_t g;
+        mc_gamma_init(&g, p[0] / 2.0);
+        for (i = 0; i < m; i++) col[i] = 2.0 * mc_gamma_draw(bg, &g);
+    }
+
+    /* InverseGamma: p = [concentration, rate]; rate / Gamma(concentration, 1) */
+    static void mc_fill_inverse_gamma(const double *p, bitgen_t *bg, Py_ssize_t m,
+                                      double *col) {
+        Py_ssize_t i;
+        const double rate = p[1];
+        mc_gamma_t g;
+        mc_gamma_init(&g, p[0]);
+        for (i = 0; i < m; i++) col[i] = rate / mc_gamma_draw(bg, &g);
+    }
+
+    /* Weibull: p = [scale, concentration]; scale * NumPy's random_weibull,
+       pow(E, 1 / k) of one standard exponential E (0, drawing nothing, at
+       k = 0) */
+    static void mc_fill_weibull(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        const double lam = p[0], k = p[1], ik = 1. / k;
+        if (k == 0.0) {
+            for (i = 0; i < m; i++) col[i] = lam * 0.0;
+            return;
+        }
+        random_standard_exponential_fill(bg, m, col);
+        for (i = 0; i < m; i++) col[i] = lam * pow(col[i], ik);
+    }
+
+    /* StudentT: p = [df, loc, scale]; NumPy's random_standard_t, a normal
+       num then a Gamma(df / 2) denom, sqrt(df / 2) num / sqrt(denom) */
+    static void mc_fill_student_t(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        const double df = p[0], loc = p[1], s = p[2], r = sqrt(df / 2);
+        double num, denom;
+        mc_gamma_t g;
+        mc_gamma_init(&g, df / 2);
+        for (i = 0; i < m; i++) {
+            num = random_standard_normal(bg);
+            denom = mc_gamma_draw(bg, &g);
+            col[i] = loc + s * (r * num / sqrt(denom));
+        }
+    }
+
+    /* Cauchy and HalfCauchy: NumPy's random_standard_cauchy, the ratio
+       z0 / z1 of two standard normals drawn in that order: pairs of
+       normals made by NumPy's fill loop, MC_CAUCHY_BLOCK at a time */
+    #define MC_CAUCHY_BLOCK 256
+    static void mc_standard_cauchy_fill(bitgen_t *bg, Py_ssize_t m, double *col, double loc,
+                                        double s, int half) {
+        double z[2 * MC_CAUCHY_BLOCK];
+        Py_ssize_t i0, i, b;
+        for (i0 = 0; i0 < m; i0 += MC_CAUCHY_BLOCK) {
+            b = m - i0 < MC_CAUCHY_BLOCK ? m - i0 : MC_CAUCHY_BLOCK;
+            random_standard_normal_fill(bg, 2 * b, z);
+            if (half)
+                for (i = 0; i < b; i++) col[i0 + i] = fabs(s * (z[2 * i] / z[2 * i + 1]));
+            else
+                for (i = 0; i < b; i++) col[i0 + i] = loc + s * (z[2 * i] / z[2 * i + 1]);
+        }
+    }
+
+    /* Cauchy: p = [loc, scale]; loc + scale c */
+    static void mc_fill_cauchy(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        mc_standard_cauchy_fill(bg, m, col, p[0], p[1], 0);
+    }
+
+    /* HalfCauchy: p = [scale]; |scale c| */
+    static void mc_fill_half_cauchy(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        mc_standard_cauchy_fill(bg, m, col, 0.0, p[0], 1);
+    }
     """
+    void mc_fill_half_normal(const double *p, bitgen_t *bg, Py_ssize_t m,
+                             double *col) noexcept nogil
+    void mc_fill_chi2(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_inverse_gamma(const double *p, bitgen_t *bg, Py_ssize_t m,
+                               double *col) noexcept nogil
+    void mc_fill_weibull(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_student_t(const double *p, bitgen_t *bg, Py_ssize_t m,
+                           double *col) noexcept nogil
+    void mc_fill_cauchy(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_fill_half_cauchy(const double *p, bitgen_t *bg, Py_ssize_t m,
+                             double *col) noexcept nogil
     void mc_fill_gamma(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_beta(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_negative_binomial(const double *p, bitgen_t *bg, Py_ssize_t m,
@@ -513,24 +586,38 @@ cdef void _fill_one_hot_categorical(const mc_dist *dist, Py_ssize_t j, bitgen_t 
                                     mc_workspace *ws) noexcept nogil:
     # p = [probs (K, normalised), unused]; columns j*K .. j*K+K-1 receive a
     # one-hot vector per draw: the category is found by inverting the CDF at
-    # one uniform (categories of probability 0 are never chosen)
+    # one uniform u (categories of probability 0 are never chosen), the
+    # first k < last with u < c_k = p_0 + ... + p_k (summed in that order),
+    # else last.  The c_k never decrease, so that k is the count of the
+    # k < last with u >= c_k: counted without branches, one category at a
+    # time over the column of draws.
     cdef const double *p = mc_unit_params(dist, j)
     cdef Py_ssize_t i, k, last = 0, K = dist.n_cat
     cdef double *x = xt + j * K * ld
-    cdef double u, c
+    cdef double *u = x + (K - 1) * ld
+    cdef double *cnt = x
+    cdef double c
     for k in range(K):
         if p[k] > 0.0:
             last = k
+    # one uniform per draw, in draw order, by NumPy's fill loop
+    random_standard_uniform_fill(bg, m, u)
+    if K == 1:
+        for i in range(m):
+            u[i] = 1.0
+        return
+    memset(cnt, 0, sizeof(double) * m)
+    c = 0.0
+    for k in range(last):
+        c = c + p[k]
+        for i in range(m):
+            cnt[i] += <double> (u[i] >= c)
+    for k in range(1, K - 1):
         memset(x + k * ld, 0, sizeof(double) * m)
     for i in range(m):
-        u = random_standard_uniform(bg)
-        c = 0.0
-        k = 0
-        while k < last:
-            c = c + p[k]
-            if u < c:
-                break
-            k = k + 1
+        k = <Py_ssize_t> cnt[i]
+        cnt[i] = 0.0
+        u[i] = 0.0
         x[k * ld + i] = 1.0
 
 

@@ -405,3 +405,107 @@ cdef Py_ssize_t mc_run_block(const mc_dist *dist, const mc_func *func, bitgen_t 
     ws.fx[0] holds the failing f value.
     """
     return _run_block(dist, func, bg, m, stats, shift, first, ws, NULL, 0)
+
+
+# ---------------------------------------------------------------------------
+# A score accumulator (mc_family.accum) for score tables whose coordinates
+# share a transcendental: Gumbel's loc and scale scores both hold
+# expm1(a (x - c)), Weibull's both expm1(a (log x - c)).  Each coordinate's
+# score is computed exactly as mc_score_col computes it (the same terms, in
+# the same order, by the same functions) and summed by mc_c_acc5, so the
+# statistics are the same bits, with each shared d = x - c (or log x - c)
+# and expm1(a d) computed once per draw instead of once per coordinate.
+# ---------------------------------------------------------------------------
+
+cdef enum:
+    _SH_MEMO = 8        # shared columns kept per chunk
+
+
+cdef inline bint _sh_kind(int k) noexcept nogil:
+    return k == SK_EXPM1 or k == SK_XEXPM1 or k == SK_LOG_EXPM1 or k == SK_LOG_XEXPM1
+
+
+cdef bint mc_accum_shared_expm1(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                                Py_ssize_t ld, const double *fx, double shift,
+                                double *stats) noexcept nogil:
+    """Add the five score sums of every coordinate of a chunk to stats (the
+    per-coordinate part of a stream's row); False (nothing done) when out
+    of memory (the caller then goes coordinate by coordinate)."""
+    cdef Py_ssize_t nq = dist.n_coords, q, t, i, k, slot, nm = 0, ns = 0
+    cdef int kind
+    cdef bint islog
+    cdef double a, b, c, tb
+    cdef double abc[3]
+    cdef const double *xc
+    cdef const double *y
+    cdef double *buf
+    cdef double *sb
+    cdef double *e
+    cdef double *d
+    cdef Py_ssize_t mcol[_SH_MEMO]
+    cdef double ma[_SH_MEMO]
+    cdef double mcc[_SH_MEMO]
+    cdef bint mlog[_SH_MEMO]
+    if m <= 0:
+        return True
+    for t in range(dist.t_start[nq]):
+        ns += _sh_kind(dist.t_kind[t])
+    ns = (ns if ns < _SH_MEMO else _SH_MEMO) + 1  # memo slots, and one scratch slot
+    buf = <double *> malloc(sizeof(double) * m * (1 + 2 * ns))
+    if buf == NULL:
+        return False
+    sb = buf
+    for q in range(nq):
+        if dist.t_start[q + 1] == dist.t_start[q] + 1 and not _sh_kind(
+                dist.t_kind[dist.t_start[q]]):
+            # one term of another kind: mc_accum_chunk's own path
+            y = mc_score_col(dist, q, xt, ld, NULL, m, sb, &kind, abc)
+            mc_c_acc5(kind, y, fx, m, shift, abc[0], abc[1], abc[2], stats + 5 * q)
+            continue
+        memset(sb, 0, sizeof(double) * m)
+        for t in range(dist.t_start[q], dist.t_start[q + 1]):
+            kind = dist.t_kind[t]
+            xc = xt + dist.t_col[t] * ld
+            a = dist.t_a[t]
+            b = dist.t_b[t]
+            c = dist.t_c[t]
+            if not _sh_kind(kind):
+                _score_term(kind, xc, NULL, m, a, b, c, sb)
+                continue
+            islog = kind == SK_LOG_EXPM1 or kind == SK_LOG_XEXPM1
+            slot = -1
+            for k in range(nm):
+                if mcol[k] == dist.t_col[t] and ma[k] == a and mcc[k] == c and mlog[k] == islog:
+                    slot = k
+                    break
+            if slot < 0:
+                slot = ns - 1  # the scratch slot, unless a memo slot is free
+                if nm < ns - 1:
+                    slot = nm
+                    mcol[nm] = dist.t_col[t]
+                    ma[nm] = a
+                    mcc[nm] = c
+                    mlog[nm] = islog
+                    nm += 1
+                d = buf + m * (1 + 2 * slot)
+                e = d + m
+                # the evaluator's d and expm1(a d) (_score_term)
+                for i in range(m):
+                    d[i] = (log(xc[i]) if islog else xc[i]) - c
+                    e[i] = expm1(a * d[i])
+            d = buf + m * (1 + 2 * slot)
+            e = d + m
+            if kind == SK_XEXPM1 or kind == SK_LOG_XEXPM1:
+                for i in range(m):
+                    sb[i] += b * d[i] * e[i]
+            else:
+                tb = b * 1.0
+                for i in range(m):
+                    sb[i] += tb * e[i]
+        mc_c_acc5(MC_SKIND_IDENT, sb, fx, m, shift, 0.0, 0.0, 0.0, stats + 5 * q)
+    free(buf)
+    return True
+
+
+_FAMILY_TABLE[MC_GUMBEL].accum = mc_accum_shared_expm1
+_FAMILY_TABLE[MC_WEIBULL].accum = mc_accum_shared_expm1
