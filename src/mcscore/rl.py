@@ -83,6 +83,7 @@ import math
 
 import numpy as np
 
+from . import _kernels
 from . import _validation as V
 from .distributions import Categorical, Normal
 from ._algebra import baselined_terms, check_baseline
@@ -125,12 +126,22 @@ def returns_to_go(rewards, gamma=1.0, mask=None):
         r = np.where(mask, r, 0.0)
     if not np.isfinite(r).all():
         raise ValueError("rewards must be finite")
-    out = np.empty_like(r)
-    acc = np.zeros(r.shape[:-1])
+    out = np.zeros_like(r)
+    T = r.shape[-1]
+    # the returns of the steps after the last non-zero reward are 0 (the
+    # padding after every episode ended): the recursion starts there
+    nz = np.flatnonzero(r.reshape(-1, T).any(0)) if r.size else ()
+    last = int(nz[-1]) + 1 if len(nz) else 0
     with np.errstate(over="ignore"):
-        for t in range(r.shape[-1] - 1, -1, -1):
-            acc = r[..., t] + gamma * acc
-            out[..., t] = acc
+        if gamma == 1.0 and r.dtype == np.float64:
+            # the same sums, r_t + G_{t+1}, from the end (+ 0.0: a -0.0 reward
+            # at the end gives +0.0, as r + gamma * 0 does)
+            out[..., :last] = np.flip(np.cumsum(np.flip(r[..., :last] + 0.0, -1), -1), -1)
+        else:
+            acc = np.zeros(r.shape[:-1])
+            for t in range(last - 1, -1, -1):
+                acc = r[..., t] + gamma * acc
+                out[..., t] = acc
     if not np.isfinite(out).all():
         raise FloatingPointError("the returns-to-go overflowed (sums of rewards beyond the range "
                                  "of a double)")
@@ -197,13 +208,18 @@ class SoftmaxPolicy:
         return Categorical(logits=phi @ self.params["theta"])
 
     def sample(self, features, rng=None):
-        """Actions, shape features.shape[:-1]."""
-        d = self.distribution(features)
-        return d.sample(1, rng)[0]
+        """Actions, shape features.shape[:-1]: the draws of
+        ``self.distribution(features).sample(1, rng)[0]``, bit for bit (one
+        uniform per state, in order, through the same alias tables), by
+        NumPy on every state at once."""
+        probs = self.distribution(features).probs
+        return _alias_draw(probs, V.as_generator(rng))
 
     def score(self, features, actions):
         """Per-step scores ``{"theta": (*batch, n_features, n_actions)}``: the
-        core's Categorical score w.r.t. the logits, times the features."""
+        Categorical score w.r.t. the logits (one-hot action minus the
+        probabilities, as the core's ``Categorical.score``), times the
+        features."""
         phi = _features(features, self.n_features)
         V.reject_masked("actions", actions)
         a = np.asarray(actions)
@@ -215,8 +231,8 @@ class SoftmaxPolicy:
                 and a.max() < self.n_actions)):
             raise ValueError(f"actions must be integers in [0, {self.n_actions}), got "
                              f"{a.dtype} values {a.ravel()[:5]!r}...")
-        d = Categorical(logits=phi @ self.params["theta"])
-        s = d.score(a[None])["logits"][0]  # (*batch, A)
+        probs = Categorical(logits=phi @ self.params["theta"]).probs
+        s = (a[..., None] == np.arange(self.n_actions)) - probs  # (*batch, A)
         return {"theta": phi[..., :, None] * s[..., None, :]}
 
     def entropy(self, features):
@@ -230,6 +246,21 @@ class SoftmaxPolicy:
         H = -(p * lp).sum(-1)
         dz = -p * (lp + H[..., None])
         return H, {"theta": phi[..., :, None] * dz[..., None, :]}
+
+
+def _alias_draw(probs, gen):
+    """One draw of each Categorical of probabilities ``probs`` (*batch, K)
+    (normalised rows), as the core's kernel draws it: per row, in C order,
+    one uniform u of the generator, k = floor(u K), kept when u K - k is
+    below the row's alias probability of k, else its alias."""
+    K_ = probs.shape[-1]
+    P = np.ascontiguousarray(probs.reshape(-1, K_), dtype=np.float64)
+    q, alias = _kernels.alias_table(P)
+    rows = np.arange(len(P))
+    uk = gen.random(len(P)) * K_
+    k = np.minimum(uk.astype(np.int64), K_ - 1)
+    out = np.where(uk - k < q[rows, k], k, alias[rows, k])
+    return out.reshape(probs.shape[:-1])
 
 
 LOG_STD_MAX = 230.0  # exp(230) ~ 8e99: the Normal's scale range
