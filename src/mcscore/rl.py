@@ -82,6 +82,7 @@ import inspect
 import math
 
 import numpy as np
+from scipy import special
 
 from . import _kernels
 from . import _validation as V
@@ -212,7 +213,8 @@ class SoftmaxPolicy:
         ``self.distribution(features).sample(1, rng)[0]``, bit for bit (one
         uniform per state, in order, through the same alias tables), by
         NumPy on every state at once."""
-        probs = self.distribution(features).probs
+        phi = _features(features, self.n_features)
+        probs = _softmax_probs(phi @ self.params["theta"])
         return _alias_draw(probs, V.as_generator(rng))
 
     def score(self, features, actions):
@@ -231,9 +233,12 @@ class SoftmaxPolicy:
                 and a.max() < self.n_actions)):
             raise ValueError(f"actions must be integers in [0, {self.n_actions}), got "
                              f"{a.dtype} values {a.ravel()[:5]!r}...")
-        probs = Categorical(logits=phi @ self.params["theta"]).probs
+        probs = _softmax_probs(phi @ self.params["theta"])
         s = (a[..., None] == np.arange(self.n_actions)) - probs  # (*batch, A)
-        return {"theta": phi[..., :, None] * s[..., None, :]}
+        out = np.empty(phi.shape + (self.n_actions,), dtype=np.result_type(phi, s))
+        for k in range(self.n_actions):  # phi[..., :, None] * s[..., None, :], column by column
+            np.multiply(phi, s[..., k:k + 1], out=out[..., k])
+        return {"theta": out}
 
     def entropy(self, features):
         """(H, dH): the entropy of the action distribution at each state,
@@ -246,6 +251,19 @@ class SoftmaxPolicy:
         H = -(p * lp).sum(-1)
         dz = -p * (lp + H[..., None])
         return H, {"theta": phi[..., :, None] * dz[..., None, :]}
+
+
+def _softmax_probs(z):
+    """``Categorical(logits=z).probs`` (its checks and numbers): the softmax
+    of z over the last axis, by SciPy's arithmetic (shift by the maximum,
+    exp, divide by the sum), for two actions in NumPy column by column
+    (the same numbers without the slow reduction over a length-2 axis)."""
+    if not math.isfinite(z.sum()):  # non-finite logits: the family's own error
+        return Categorical(logits=z).probs
+    if z.shape[-1] != 2:
+        return special.softmax(z, axis=-1)
+    e = np.exp(z - np.maximum(z[..., 0], z[..., 1])[..., None])
+    return e / (e[..., 0] + e[..., 1])[..., None]
 
 
 def _alias_draw(probs, gen):
@@ -877,6 +895,9 @@ def _state_and_one(states):
     return np.concatenate([states, np.ones(states.shape[:-1] + (1,))], axis=-1)
 
 
+_CARTPOLE_RATES = np.array([1, 1, 3, 3])  # the state's columns xd, xd, thd, thd
+
+
 class CartPole:
     """The classic cart-pole balancing task (Barto, Sutton & Anderson 1983)
     with the usual constants (pole half-length 0.5 m, force 10 N, 50 Hz Euler
@@ -920,9 +941,13 @@ class CartPole:
         thacc = (self.gravity * s - c * temp) / (
             self.half_len * (4.0 / 3.0 - self.m_pole * c * c / total))
         xacc = temp - pml * thacc * c / total
-        new = np.stack([x + self.tau * xd, xd + self.tau * xacc,
-                        th + self.tau * thd, thd + self.tau * thacc], axis=1)
-        done = (np.abs(new[:, 0]) > self.x_limit) | (np.abs(new[:, 2]) > self.theta_limit)
+        # (x, xd, th, thd) + tau * (xd, xacc, thd, thacc), every column at once
+        rate = states[:, _CARTPOLE_RATES]
+        rate[:, 1] = xacc
+        rate[:, 3] = thacc
+        new = states + self.tau * rate
+        dist = np.abs(new[:, ::2])
+        done = (dist[:, 0] > self.x_limit) | (dist[:, 1] > self.theta_limit)
         return new, np.ones(len(states)), done
 
 
@@ -1148,13 +1173,13 @@ def rollout(env, policy, n_episodes, rng=None):
         nxt, r, done = env.step(state, a, gen) if with_rng else env.step(state, a)
         feats[:, t] = phi
         acts[:, t] = a
-        rews[:, t] = np.where(alive, r, 0.0)
+        rews[:, t] = r  # the ended episodes' rewards are zeroed below, all at once
         mask[:, t] = alive
         alive = alive & ~np.asarray(done, dtype=bool)
         state = nxt
     if acts is None:
         acts = np.zeros((E, T), dtype=np.int64)
-    return Trajectories(feats, acts, rews, mask)
+    return Trajectories(feats, acts, np.where(mask, rews, 0.0), mask)
 
 
 class ReinforceResult:
