@@ -274,10 +274,12 @@ def _alias_draw(probs, gen):
     K_ = probs.shape[-1]
     P = np.ascontiguousarray(probs.reshape(-1, K_), dtype=np.float64)
     q, alias = _kernels.alias_table(P)
-    rows = np.arange(len(P))
-    uk = gen.random(len(P)) * K_
-    k = np.minimum(uk.astype(np.int64), K_ - 1)
-    out = np.where(uk - k < q[rows, k], k, alias[rows, k])
+    uk = gen.random(len(P))
+    uk *= K_
+    k = uk.astype(np.int64)
+    np.minimum(k, K_ - 1, out=k)
+    at = k + np.arange(0, k.size * K_, K_)  # flat index of (row, k)
+    out = np.where(uk - k < q.take(at), k, alias.take(at))
     return out.reshape(probs.shape[:-1])
 
 
@@ -892,7 +894,9 @@ def _entropy_of(d):
 
 def _state_and_one(states):
     """Policy features of the built-in environments: the state and a constant 1."""
-    return np.concatenate([states, np.ones(states.shape[:-1] + (1,))], axis=-1)
+    out = np.ones(states.shape[:-1] + (states.shape[-1] + 1,))
+    out[..., :-1] = states
+    return out
 
 
 _CARTPOLE_RATES = np.array([1, 1, 3, 3])  # the state's columns xd, xd, thd, thd

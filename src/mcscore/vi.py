@@ -89,6 +89,7 @@ from ._algebra import RESOLUTION, TINY_MEAN_SQUARE, baselined_terms, check_basel
 from ._config import blas_single_threaded
 from ._progress import simple_bar
 from .distributions import Distribution
+from .distributions._base import _structure
 from .result import GradientEstimate, terms_cov
 from .score import samples_estimate
 
@@ -373,6 +374,31 @@ class _ScoreStep:
         self.obj, self.n, self.baseline = obj, n, baseline
         self.draw_size = q.draw_size
         self.names = dict(q._coord_slices)  # {name: (slice, shape)} of the score columns
+        # the first q's kernel, renewed for the next qs when their score
+        # terms share its (cached) structure
+        self.structure = None
+        if type(q)._build_kernel is Distribution._build_kernel:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                self.structure = _structure(q, q._terms())
+            self.kernel, self.table = q._kernel, dict(q._table)
+
+    def _kernel(self, q):
+        """q's kernel: KernelDist.renewed of the first q's with q's unit
+        parameters and score coefficients (the numbers the full build gives)
+        when q's terms have the first q's structure, else the full build."""
+        st = self.structure
+        if st is None or q._kernel is not None:
+            return q._kernel_dist()
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            rows = q._terms()
+            if _structure(q, rows) is not st:
+                return q._kernel_dist()
+            a, b, c = st.coefficients(rows)
+            p0, p1 = q._draw_params()
+        q._table = dict(self.table, a=a, b=b, c=c)
+        q._coord_slices = self.names
+        q._kernel = self.kernel.renewed(np.ravel(p0), np.ravel(p1), a, b, c)
+        return q._kernel
 
     @classmethod
     def for_fit(cls, q, obj, n, baseline, estimator, sampler):
@@ -393,6 +419,7 @@ class _ScoreStep:
     def __call__(self, q, gen):
         obj, n = self.obj, self.n
         idx = obj.minibatch(gen)
+        kd = self._kernel(q)
         x = q.sample(n, gen)
         xf = np.asarray(x, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -406,7 +433,7 @@ class _ScoreStep:
             return res.value, res.value_stderr, res.grad
         with np.errstate(divide="ignore", invalid="ignore"):
             with blas_single_threaded(q):
-                S = K.eval_scores(q._kernel_dist(), xf.reshape(n, self.draw_size))
+                S = K.eval_scores(kd, xf.reshape(n, self.draw_size))
         y = baselined_terms(fx, S, self.baseline)
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):
             # y.mean(0), y.var(0, ddof=1), fx.mean() and fx.var(ddof=1) as
