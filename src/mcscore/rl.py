@@ -258,7 +258,7 @@ def _softmax_probs(z):
     of z over the last axis, by SciPy's arithmetic (shift by the maximum,
     exp, divide by the sum), for two actions in NumPy column by column
     (the same numbers without the slow reduction over a length-2 axis)."""
-    if not math.isfinite(z.sum()):  # non-finite logits: the family's own error
+    if not math.isfinite(np.add.reduce(z, axis=None)):  # non-finite logits: the family's error
         return Categorical(logits=z).probs
     if z.shape[-1] != 2:
         return special.softmax(z, axis=-1)
@@ -550,9 +550,8 @@ def _check_scores(scores, E, what="scores"):
 
 
 def _flat(S, mask, E, T):
-    return np.concatenate(
-        [(S[k] * mask.reshape(E, T, *([1] * (S[k].ndim - 2)))).reshape(E, T, -1) for k in S],
-        axis=2)  # (E, T, P)
+    parts = [(S[k] * mask.reshape(E, T, *([1] * (S[k].ndim - 2)))).reshape(E, T, -1) for k in S]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)  # (E, T, P)
 
 
 @np.errstate(over="ignore", invalid="ignore")  # an overflow is reported below, clearly
