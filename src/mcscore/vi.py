@@ -373,6 +373,7 @@ class _ScoreStep:
     def __init__(self, q, obj, n, baseline):
         self.obj, self.n, self.baseline = obj, n, baseline
         self.draw_size = q.draw_size
+        self.shape = (n,) + tuple(q.draw_shape)
         self.names = dict(q._coord_slices)  # {name: (slice, shape)} of the score columns
         # the first q's kernel, renewed for the next qs when their score
         # terms share its (cached) structure
@@ -417,18 +418,22 @@ class _ScoreStep:
         return cls(q, obj, n, baseline)
 
     def __call__(self, q, gen):
-        obj, n = self.obj, self.n
+        obj, n, add = self.obj, self.n, np.add.reduce
         idx = obj.minibatch(gen)
         kd = self._kernel(q)
-        x = q.sample(n, gen)
+        with gen.bit_generator.lock:  # q.sample(n, gen), its arguments known good
+            x = K.draw(kd, gen.bit_generator, n)
+        x = x.reshape(self.shape)
+        q._check_draws(x)
+        x = q._to_user_dtype(x)
         xf = np.asarray(x, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            lq = q._log_prob(xf).reshape(n, -1).sum(1)
-            ok = math.isfinite(lq.sum() + xf.sum())
+            lq = add(q._log_prob(xf).reshape(n, -1), 1)
+            ok = math.isfinite(add(lq) + add(xf, None))
         if not ok:  # an infinite draw or density: the full check and its message
             lq = _log_q(q, x)
         fx = obj.value(x, idx) - lq
-        if not math.isfinite(fx.sum()):  # fx not finite (or its sum beyond the doubles)
+        if not math.isfinite(add(fx)):  # fx not finite (or its sum beyond the doubles)
             res = samples_estimate(q, x, fx, self.baseline, in_support=True)
             return res.value, res.value_stderr, res.grad
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -438,16 +443,20 @@ class _ScoreStep:
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):
             # y.mean(0), y.var(0, ddof=1), fx.mean() and fx.var(ddof=1) as
             # NumPy computes them (the same sums and divisions)
-            grad = y.sum(0) / n
+            grad = add(y, 0) / n
             z = y - grad
-            var = (z * z).sum(0) / (n - 1)
-            value = fx.sum() / n
+            var = add(z * z, 0) / (n - 1)
+            value = add(fx) / n
             zf = fx - value
-            vvar = float((zf * zf).sum() / (n - 1))
+            vvar = float(add(zf * zf) / (n - 1))
             g = fx - fx[0]
-            f_underflow = (float((g * g).sum()) / n < TINY_MEAN_SQUARE
-                           and abs(float(g.sum()) / n) > RESOLUTION)
-        check_range(q, grad, var, float(value), vvar, f_underflow)
+            f_underflow = (float(add(g * g)) / n < TINY_MEAN_SQUARE
+                           and abs(float(add(g)) / n) > RESOLUTION)
+            # the common case of check_range's tests, in two reductions
+            fine = (math.isfinite(add(grad) + add(var) + value + vvar) and not f_underflow
+                    and (not var.size or np.minimum.reduce(var + grad * grad) >= TINY_MEAN_SQUARE))
+        if not fine:
+            check_range(q, grad, var, float(value), vvar, f_underflow)
         return value, math.sqrt(vvar / n), {k: grad[sl].reshape(shp)
                                              for k, (sl, shp) in self.names.items()}
 
