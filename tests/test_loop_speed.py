@@ -262,3 +262,16 @@ def test_reinforce_learns_cartpole_with_the_fast_paths():
     se = math.sqrt((res.returns_stderr[:5] ** 2).sum() / 25
                    + (res.returns_stderr[-5:] ** 2).sum() / 25)
     assert last.mean() - first.mean() > 5 * se
+
+
+def test_gaussian_policy_draws_the_core_normal_draws():
+    rng = np.random.default_rng(4)
+    for batch, n_actions in (((20,), 1), ((3, 5), 2), ((0,), 1)):
+        pol = rl.GaussianPolicy(3, n_actions, w=rng.normal(size=(3, n_actions)) * 5,
+                                log_std=rng.normal(size=n_actions))
+        phi = rng.normal(size=batch + (3,))
+        g1, g2 = np.random.default_rng(9), np.random.default_rng(9)
+        for _ in range(4):
+            core = pol.distribution(phi).sample(1, g1)[0]
+            assert np.array_equal(pol.sample(phi, g2), core)
+        assert g1.random() == g2.random()

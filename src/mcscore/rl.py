@@ -321,8 +321,12 @@ class GaussianPolicy:
         return Normal(mean, np.broadcast_to(np.exp(self.params["log_std"]), mean.shape))
 
     def sample(self, features, rng=None):
-        """Actions, shape features.shape[:-1] + (n_actions,)."""
-        return self.distribution(features).sample(1, rng)[0]
+        """Actions, shape features.shape[:-1] + (n_actions,): the draws of
+        ``self.distribution(features).sample(1, rng)[0]``, bit for bit (a
+        standard normal z per state and action, in order, and mean + std *
+        z), without building the distribution's kernel."""
+        d = self.distribution(features)
+        return d.loc + d.scale * V.as_generator(rng).standard_normal(d.batch_shape)
 
     def score(self, features, actions):
         """Per-step scores ``{"w": (*batch, n_features, n_actions),
