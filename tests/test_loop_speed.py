@@ -275,3 +275,13 @@ def test_gaussian_policy_draws_the_core_normal_draws():
             core = pol.distribution(phi).sample(1, g1)[0]
             assert np.array_equal(pol.sample(phi, g2), core)
         assert g1.random() == g2.random()
+
+
+def test_cartpole_step_of_float32_states_is_the_classic_step():
+    env = rl.CartPole()
+    states = np.random.default_rng(6).normal(size=(30, 4)).astype(np.float32)
+    actions = np.arange(30) % 2
+    new, _, done = env.step(states, actions)
+    ref_new, ref_done = _cartpole_reference(env, states, actions)
+    assert new.dtype == ref_new.dtype and np.array_equal(new, ref_new)
+    assert np.array_equal(done, ref_done)

@@ -948,11 +948,15 @@ class CartPole:
         thacc = (self.gravity * s - c * temp) / (
             self.half_len * (4.0 / 3.0 - self.m_pole * c * c / total))
         xacc = temp - pml * thacc * c / total
-        # (x, xd, th, thd) + tau * (xd, xacc, thd, thacc), every column at once
-        rate = states[:, _CARTPOLE_RATES]
-        rate[:, 1] = xacc
-        rate[:, 3] = thacc
-        new = states + self.tau * rate
+        if states.dtype == np.float64:
+            # (x, xd, th, thd) + tau * (xd, xacc, thd, thacc), every column at once
+            rate = states[:, _CARTPOLE_RATES]
+            rate[:, 1] = xacc
+            rate[:, 3] = thacc
+            new = states + self.tau * rate
+        else:  # column by column, each with its own dtype promotion
+            new = np.stack([x + self.tau * xd, xd + self.tau * xacc,
+                            th + self.tau * thd, thd + self.tau * thacc], axis=1)
         dist = np.abs(new[:, ::2])
         done = (dist[:, 0] > self.x_limit) | (dist[:, 1] > self.theta_limit)
         return new, np.ones(len(states)), done
