@@ -285,3 +285,16 @@ def test_cartpole_step_of_float32_states_is_the_classic_step():
     ref_new, ref_done = _cartpole_reference(env, states, actions)
     assert new.dtype == ref_new.dtype and np.array_equal(new, ref_new)
     assert np.array_equal(done, ref_done)
+
+
+def test_softmax_policy_of_float32_features_and_weights_is_the_core_categorical():
+    rng = np.random.default_rng(8)
+    theta = rng.normal(size=(4, 2)).astype(np.float32)
+    pol = rl.SoftmaxPolicy(4, 2, theta)
+    phi = rng.normal(size=(25, 4)).astype(np.float32)
+    g1, g2 = np.random.default_rng(1), np.random.default_rng(1)
+    z = phi @ pol.params["theta"]
+    assert np.array_equal(pol.sample(phi, g2), Categorical(logits=z).sample(1, g1)[0])
+    acts = rng.integers(0, 2, size=25)
+    core = Categorical(logits=z).score(acts[None])["logits"][0]
+    assert np.array_equal(pol.score(phi, acts)["theta"], phi[..., :, None] * core[..., None, :])

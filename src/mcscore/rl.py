@@ -258,6 +258,7 @@ def _softmax_probs(z):
     of z over the last axis, by SciPy's arithmetic (shift by the maximum,
     exp, divide by the sum), for two actions in NumPy column by column
     (the same numbers without the slow reduction over a length-2 axis)."""
+    z = np.asarray(z, dtype=np.float64)  # the family's parameters are float64
     if not math.isfinite(np.add.reduce(z, axis=None)):  # non-finite logits: the family's error
         return Categorical(logits=z).probs
     if z.shape[-1] != 2:
