@@ -298,3 +298,18 @@ def test_softmax_policy_of_float32_features_and_weights_is_the_core_categorical(
     acts = rng.integers(0, 2, size=25)
     core = Categorical(logits=z).score(acts[None])["logits"][0]
     assert np.array_equal(pol.score(phi, acts)["theta"], phi[..., :, None] * core[..., None, :])
+
+
+@pytest.mark.parametrize("kind", ["categorical", "gaussian"])
+def test_torch_policy_draws_the_core_draws(kind):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = torch.nn.Linear(4, 3, dtype=torch.float64)
+    pol = rl.TorchPolicy(module, kind, n_actions=3, log_std=[0.1, -0.5, 1.0])
+    phi = np.random.default_rng(2).normal(size=(7, 4))
+    g1, g2 = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(3):
+        core = pol.distribution(phi).sample(1, g1)[0]
+        mine = pol.sample(phi, g2)
+        assert mine.dtype == core.dtype and np.array_equal(mine, core)
+    assert g1.random() == g2.random()

@@ -253,6 +253,13 @@ class SoftmaxPolicy:
         return H, {"theta": phi[..., :, None] * dz[..., None, :]}
 
 
+def _normal_draw(d, gen):
+    """One draw of the Normal d, as its kernel draws it: a standard normal z
+    per unit of the batch, in order, and loc + scale * z (the kernels build
+    with -ffp-contract=off: no fused multiply-add)."""
+    return d.loc + d.scale * gen.standard_normal(d.batch_shape)
+
+
 def _softmax_probs(z):
     """``Categorical(logits=z).probs`` (its checks and numbers): the softmax
     of z over the last axis, by SciPy's arithmetic (shift by the maximum,
@@ -326,8 +333,7 @@ class GaussianPolicy:
         ``self.distribution(features).sample(1, rng)[0]``, bit for bit (a
         standard normal z per state and action, in order, and mean + std *
         z), without building the distribution's kernel."""
-        d = self.distribution(features)
-        return d.loc + d.scale * V.as_generator(rng).standard_normal(d.batch_shape)
+        return _normal_draw(self.distribution(features), V.as_generator(rng))
 
     def score(self, features, actions):
         """Per-step scores ``{"w": (*batch, n_features, n_actions),
@@ -773,7 +779,10 @@ class TorchPolicy:
         return Normal(out, np.broadcast_to(std, out.shape))
 
     def sample(self, features, rng=None):
-        return self.distribution(features).sample(1, rng)[0]
+        """The draws of ``self.distribution(features).sample(1, rng)[0]``,
+        bit for bit, without building the distribution's kernel."""
+        d, gen = self.distribution(features), V.as_generator(rng)
+        return _alias_draw(d.probs, gen) if self.kind == "categorical" else _normal_draw(d, gen)
 
     def _functional(self):
         """(parameter dict, log pi(a | s) and entropy of a batch of rows as
