@@ -225,7 +225,7 @@ def vi_table(repeats, quick, log):
     L = [f"VI step (n = {n} draws, d = {D} mean-field Normal, Gaussian target, leave-one-out "
          f"baseline, Adam lr 0.05; {steps} steps per run, time per step; distance = max_j "
          f"|q loc_j - mu_j| / sigma_j after the run, the same for every implementation up to "
-         "Monte Carlo noise):",
+         "Monte Carlo noise; issue 17's target: vi.fit at most 0.5 x the best PyTorch step):",
          "",
          "| implementation | per step | ratio to the best PyTorch | ratio to NumPy | distance |",
          "|---|---:|---:|---:|---:|"]
@@ -305,7 +305,8 @@ def rl_table(repeats, quick, log):
     L = [f"REINFORCE iteration (CartPole, linear softmax policy, {episodes} episodes in "
          f"lock-step, returns-to-go, leave-one-out baseline, Adam lr 0.05; {iters} iterations "
          "per run; episode lengths differ between the two by their random draws, so the "
-         "per-environment-step time is the fairer ratio):",
+         "per-environment-step time is the fairer ratio; both step the same CartPole; issue "
+         "17's target: rl.reinforce at most 0.5 x the best PyTorch per environment step):",
          "",
          "| implementation | per iteration | env steps per iteration | per env step | "
          "ratio to the best PyTorch (per env step) |",

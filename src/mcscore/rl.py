@@ -82,7 +82,9 @@ import inspect
 import math
 
 import numpy as np
+from scipy import special
 
+from . import _kernels
 from . import _validation as V
 from .distributions import Categorical, Normal
 from ._algebra import baselined_terms, check_baseline
@@ -125,12 +127,22 @@ def returns_to_go(rewards, gamma=1.0, mask=None):
         r = np.where(mask, r, 0.0)
     if not np.isfinite(r).all():
         raise ValueError("rewards must be finite")
-    out = np.empty_like(r)
-    acc = np.zeros(r.shape[:-1])
+    out = np.zeros_like(r)
+    T = r.shape[-1]
+    # the returns of the steps after the last non-zero reward are 0 (the
+    # padding after every episode ended): the recursion starts there
+    nz = np.flatnonzero(r.reshape(-1, T).any(0)) if r.size else ()
+    last = int(nz[-1]) + 1 if len(nz) else 0
     with np.errstate(over="ignore"):
-        for t in range(r.shape[-1] - 1, -1, -1):
-            acc = r[..., t] + gamma * acc
-            out[..., t] = acc
+        if gamma == 1.0 and r.dtype == np.float64:
+            # the same sums, r_t + G_{t+1}, from the end (+ 0.0: a -0.0 reward
+            # at the end gives +0.0, as r + gamma * 0 does)
+            out[..., :last] = np.flip(np.cumsum(np.flip(r[..., :last] + 0.0, -1), -1), -1)
+        else:
+            acc = np.zeros(r.shape[:-1])
+            for t in range(last - 1, -1, -1):
+                acc = r[..., t] + gamma * acc
+                out[..., t] = acc
     if not np.isfinite(out).all():
         raise FloatingPointError("the returns-to-go overflowed (sums of rewards beyond the range "
                                  "of a double)")
@@ -197,13 +209,19 @@ class SoftmaxPolicy:
         return Categorical(logits=phi @ self.params["theta"])
 
     def sample(self, features, rng=None):
-        """Actions, shape features.shape[:-1]."""
-        d = self.distribution(features)
-        return d.sample(1, rng)[0]
+        """Actions, shape features.shape[:-1]: the draws of
+        ``self.distribution(features).sample(1, rng)[0]``, bit for bit (one
+        uniform per state, in order, through the same alias tables), by
+        NumPy on every state at once."""
+        phi = _features(features, self.n_features)
+        probs = _softmax_probs(phi @ self.params["theta"])
+        return _alias_draw(probs, V.as_generator(rng))
 
     def score(self, features, actions):
         """Per-step scores ``{"theta": (*batch, n_features, n_actions)}``: the
-        core's Categorical score w.r.t. the logits, times the features."""
+        Categorical score w.r.t. the logits (one-hot action minus the
+        probabilities, as the core's ``Categorical.score``), times the
+        features."""
         phi = _features(features, self.n_features)
         V.reject_masked("actions", actions)
         a = np.asarray(actions)
@@ -215,9 +233,12 @@ class SoftmaxPolicy:
                 and a.max() < self.n_actions)):
             raise ValueError(f"actions must be integers in [0, {self.n_actions}), got "
                              f"{a.dtype} values {a.ravel()[:5]!r}...")
-        d = Categorical(logits=phi @ self.params["theta"])
-        s = d.score(a[None])["logits"][0]  # (*batch, A)
-        return {"theta": phi[..., :, None] * s[..., None, :]}
+        probs = _softmax_probs(phi @ self.params["theta"])
+        s = (a[..., None] == np.arange(self.n_actions)) - probs  # (*batch, A)
+        out = np.empty(phi.shape + (self.n_actions,), dtype=np.result_type(phi, s))
+        for k in range(self.n_actions):  # phi[..., :, None] * s[..., None, :], column by column
+            np.multiply(phi, s[..., k:k + 1], out=out[..., k])
+        return {"theta": out}
 
     def entropy(self, features):
         """(H, dH): the entropy of the action distribution at each state,
@@ -230,6 +251,44 @@ class SoftmaxPolicy:
         H = -(p * lp).sum(-1)
         dz = -p * (lp + H[..., None])
         return H, {"theta": phi[..., :, None] * dz[..., None, :]}
+
+
+def _normal_draw(d, gen):
+    """One draw of the Normal d, as its kernel draws it: a standard normal z
+    per unit of the batch, in order, and loc + scale * z (the kernels build
+    with -ffp-contract=off: no fused multiply-add)."""
+    return d.loc + d.scale * gen.standard_normal(d.batch_shape)
+
+
+def _softmax_probs(z):
+    """``Categorical(logits=z).probs`` (its checks and numbers): the softmax
+    of z over the last axis, by SciPy's arithmetic (shift by the maximum,
+    exp, divide by the sum), for two actions in NumPy column by column
+    (the same numbers without the slow reduction over a length-2 axis)."""
+    z = np.asarray(z, dtype=np.float64)  # the family's parameters are float64
+    if not math.isfinite(np.add.reduce(z, axis=None)):  # non-finite logits: the family's error
+        return Categorical(logits=z).probs
+    if z.shape[-1] != 2:
+        return special.softmax(z, axis=-1)
+    e = np.exp(z - np.maximum(z[..., 0], z[..., 1])[..., None])
+    return e / (e[..., 0] + e[..., 1])[..., None]
+
+
+def _alias_draw(probs, gen):
+    """One draw of each Categorical of probabilities ``probs`` (*batch, K)
+    (normalised rows), as the core's kernel draws it: per row, in C order,
+    one uniform u of the generator, k = floor(u K), kept when u K - k is
+    below the row's alias probability of k, else its alias."""
+    K_ = probs.shape[-1]
+    P = np.ascontiguousarray(probs.reshape(-1, K_), dtype=np.float64)
+    q, alias = _kernels.alias_table(P)
+    uk = gen.random(len(P))
+    uk *= K_
+    k = uk.astype(np.int64)
+    np.minimum(k, K_ - 1, out=k)
+    at = k + np.arange(0, k.size * K_, K_)  # flat index of (row, k)
+    out = np.where(uk - k < q.take(at), k, alias.take(at))
+    return out.reshape(probs.shape[:-1])
 
 
 LOG_STD_MAX = 230.0  # exp(230) ~ 8e99: the Normal's scale range
@@ -270,8 +329,11 @@ class GaussianPolicy:
         return Normal(mean, np.broadcast_to(np.exp(self.params["log_std"]), mean.shape))
 
     def sample(self, features, rng=None):
-        """Actions, shape features.shape[:-1] + (n_actions,)."""
-        return self.distribution(features).sample(1, rng)[0]
+        """Actions, shape features.shape[:-1] + (n_actions,): the draws of
+        ``self.distribution(features).sample(1, rng)[0]``, bit for bit (a
+        standard normal z per state and action, in order, and mean + std *
+        z), without building the distribution's kernel."""
+        return _normal_draw(self.distribution(features), V.as_generator(rng))
 
     def score(self, features, actions):
         """Per-step scores ``{"w": (*batch, n_features, n_actions),
@@ -499,9 +561,8 @@ def _check_scores(scores, E, what="scores"):
 
 
 def _flat(S, mask, E, T):
-    return np.concatenate(
-        [(S[k] * mask.reshape(E, T, *([1] * (S[k].ndim - 2)))).reshape(E, T, -1) for k in S],
-        axis=2)  # (E, T, P)
+    parts = [(S[k] * mask.reshape(E, T, *([1] * (S[k].ndim - 2)))).reshape(E, T, -1) for k in S]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)  # (E, T, P)
 
 
 @np.errstate(over="ignore", invalid="ignore")  # an overflow is reported below, clearly
@@ -718,7 +779,10 @@ class TorchPolicy:
         return Normal(out, np.broadcast_to(std, out.shape))
 
     def sample(self, features, rng=None):
-        return self.distribution(features).sample(1, rng)[0]
+        """The draws of ``self.distribution(features).sample(1, rng)[0]``,
+        bit for bit, without building the distribution's kernel."""
+        d, gen = self.distribution(features), V.as_generator(rng)
+        return _alias_draw(d.probs, gen) if self.kind == "categorical" else _normal_draw(d, gen)
 
     def _functional(self):
         """(parameter dict, log pi(a | s) and entropy of a batch of rows as
@@ -843,7 +907,12 @@ def _entropy_of(d):
 
 def _state_and_one(states):
     """Policy features of the built-in environments: the state and a constant 1."""
-    return np.concatenate([states, np.ones(states.shape[:-1] + (1,))], axis=-1)
+    out = np.ones(states.shape[:-1] + (states.shape[-1] + 1,))
+    out[..., :-1] = states
+    return out
+
+
+_CARTPOLE_RATES = np.array([1, 1, 3, 3])  # the state's columns xd, xd, thd, thd
 
 
 class CartPole:
@@ -889,9 +958,17 @@ class CartPole:
         thacc = (self.gravity * s - c * temp) / (
             self.half_len * (4.0 / 3.0 - self.m_pole * c * c / total))
         xacc = temp - pml * thacc * c / total
-        new = np.stack([x + self.tau * xd, xd + self.tau * xacc,
-                        th + self.tau * thd, thd + self.tau * thacc], axis=1)
-        done = (np.abs(new[:, 0]) > self.x_limit) | (np.abs(new[:, 2]) > self.theta_limit)
+        if states.dtype == np.float64:
+            # (x, xd, th, thd) + tau * (xd, xacc, thd, thacc), every column at once
+            rate = states[:, _CARTPOLE_RATES]
+            rate[:, 1] = xacc
+            rate[:, 3] = thacc
+            new = states + self.tau * rate
+        else:  # column by column, each with its own dtype promotion
+            new = np.stack([x + self.tau * xd, xd + self.tau * xacc,
+                            th + self.tau * thd, thd + self.tau * thacc], axis=1)
+        dist = np.abs(new[:, ::2])
+        done = (dist[:, 0] > self.x_limit) | (dist[:, 1] > self.theta_limit)
         return new, np.ones(len(states)), done
 
 
@@ -1117,13 +1194,13 @@ def rollout(env, policy, n_episodes, rng=None):
         nxt, r, done = env.step(state, a, gen) if with_rng else env.step(state, a)
         feats[:, t] = phi
         acts[:, t] = a
-        rews[:, t] = np.where(alive, r, 0.0)
+        rews[:, t] = r  # the ended episodes' rewards are zeroed below, all at once
         mask[:, t] = alive
         alive = alive & ~np.asarray(done, dtype=bool)
         state = nxt
     if acts is None:
         acts = np.zeros((E, T), dtype=np.int64)
-    return Trajectories(feats, acts, rews, mask)
+    return Trajectories(feats, acts, np.where(mask, rews, 0.0), mask)
 
 
 class ReinforceResult:

@@ -84,9 +84,12 @@ import numpy as np
 
 from . import _qmc
 from . import _validation as V
-from ._algebra import baselined_terms, check_baseline
+from . import _kernels as K
+from ._algebra import RESOLUTION, TINY_MEAN_SQUARE, baselined_terms, check_baseline, check_range
+from ._config import blas_single_threaded
 from ._progress import simple_bar
 from .distributions import Distribution
+from .distributions._base import _structure
 from .result import GradientEstimate, terms_cov
 from .score import samples_estimate
 
@@ -320,12 +323,7 @@ class _Objective:
 
 
 def _split(vec, shapes):
-    out, o = {}, 0
-    for k, shp in shapes.items():
-        size = int(np.prod(shp, dtype=np.int64))
-        out[k] = vec[o:o + size].reshape(shp)
-        o += size
-    return out
+    return _Layout(shapes).split(vec)
 
 
 def _estimate_from_scores(q, x, fx, baseline, method):
@@ -360,6 +358,107 @@ def _score_part(obj, idx, q, n, gen, baseline):
         res = _estimate_from_scores(q, x, fx, baseline, "score")
     res.method = "score (ELBO)"
     return res
+
+
+class _ScoreStep:
+    """The score-function ELBO gradient of :func:`fit`'s steps after the
+    first, prepared once: what the first step validated and cannot change
+    between steps (the family, its support, the baseline, the shapes) is
+    not checked again.  A call gives (value, value stderr, {param: grad}),
+    the numbers ``_score_part`` gives for the same q and generator, bit for
+    bit; every guard a step can fail (q's density at its own draws,
+    log_joint's output, overflow and underflow of the sums) stays, by a
+    cheap test that falls back to the full path when it does not pass."""
+
+    def __init__(self, q, obj, n, baseline):
+        self.obj, self.n, self.baseline = obj, n, baseline
+        self.draw_size = q.draw_size
+        self.shape = (n,) + tuple(q.draw_shape)
+        self.names = dict(q._coord_slices)  # {name: (slice, shape)} of the score columns
+        # the first q's kernel, renewed for the next qs when their score
+        # terms share its (cached) structure
+        self.structure = None
+        if type(q)._build_kernel is Distribution._build_kernel:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                self.structure = _structure(q, q._terms())
+            self.kernel, self.table = q._kernel, dict(q._table)
+
+    def _kernel(self, q):
+        """q's kernel: KernelDist.renewed of the first q's with q's unit
+        parameters and score coefficients (the numbers the full build gives)
+        when q's terms have the first q's structure, else the full build."""
+        st = self.structure
+        if st is None or q._kernel is not None:
+            return q._kernel_dist()
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            rows = q._terms()
+            if _structure(q, rows) is not st:
+                return q._kernel_dist()
+            a, b, c = st.coefficients(rows)
+            p0, p1 = q._draw_params()
+        q._table = dict(self.table, a=a, b=b, c=c)
+        q._coord_slices = self.names
+        q._kernel = self.kernel.renewed(np.ravel(p0), np.ravel(p1), a, b, c)
+        return q._kernel
+
+    @classmethod
+    def for_fit(cls, q, obj, n, baseline, estimator, sampler):
+        """The prepared step for q's family, or None where fit takes the
+        full path at every step (another estimator or sampler, a Joint, a
+        family that overrides the base class's sampling, density or score,
+        one with a boundary term or a per-category kernel)."""
+        base = Distribution
+        if (estimator != "score" or sampler != "mc" or not isinstance(q, base)
+                or getattr(q, "joint_components", None) is not None
+                or getattr(q, "has_boundary", False) or q._kernel is None
+                or q._kernel.per_category or getattr(q, "_coord_slices", None) is None
+                or any(getattr(type(q), m) is not getattr(base, m)
+                       for m in ("sample", "log_prob", "_score", "_check_x", "score"))):
+            return None
+        return cls(q, obj, n, baseline)
+
+    def __call__(self, q, gen):
+        obj, n, add = self.obj, self.n, np.add.reduce
+        idx = obj.minibatch(gen)
+        kd = self._kernel(q)
+        with gen.bit_generator.lock:  # q.sample(n, gen), its arguments known good
+            x = K.draw(kd, gen.bit_generator, n)
+        x = x.reshape(self.shape)
+        q._check_draws(x)
+        x = q._to_user_dtype(x)
+        xf = np.asarray(x, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            lq = add(q._log_prob(xf).reshape(n, -1), 1)
+            ok = math.isfinite(add(lq) + add(xf, None))
+        if not ok:  # an infinite draw or density: the full check and its message
+            lq = _log_q(q, x)
+        fx = obj.value(x, idx) - lq
+        if not math.isfinite(add(fx)):  # fx not finite (or its sum beyond the doubles)
+            res = samples_estimate(q, x, fx, self.baseline, in_support=True)
+            return res.value, res.value_stderr, res.grad
+        with np.errstate(divide="ignore", invalid="ignore"):
+            with blas_single_threaded(q):
+                S = K.eval_scores(kd, xf.reshape(n, self.draw_size))
+        y = baselined_terms(fx, S, self.baseline)
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            # y.mean(0), y.var(0, ddof=1), fx.mean() and fx.var(ddof=1) as
+            # NumPy computes them (the same sums and divisions)
+            grad = add(y, 0) / n
+            z = y - grad
+            var = add(z * z, 0) / (n - 1)
+            value = add(fx) / n
+            zf = fx - value
+            vvar = float(add(zf * zf) / (n - 1))
+            g = fx - fx[0]
+            f_underflow = (float(add(g * g)) / n < TINY_MEAN_SQUARE
+                           and abs(float(add(g)) / n) > RESOLUTION)
+            # the common case of check_range's tests, in two reductions
+            fine = (math.isfinite(add(grad) + add(var) + value + vvar) and not f_underflow
+                    and (not var.size or np.minimum.reduce(var + grad * grad) >= TINY_MEAN_SQUARE))
+        if not fine:
+            check_range(q, grad, var, float(value), vvar, f_underflow)
+        return value, math.sqrt(vvar / n), {k: grad[sl].reshape(shp)
+                                             for k, (sl, shp) in self.names.items()}
 
 
 def _has_entropy(q):
@@ -700,36 +799,85 @@ class Adam:
     def __init__(self, params, *, lr=0.05, betas=(0.9, 0.999), eps=1e-8):
         if not isinstance(params, dict):
             raise TypeError(f"params must be a dict {{name: array}}, got {type(params).__name__}")
-        self.params = {k: np.array(V.check(f"params[{k!r}]", V.as_real_array(
+        params = {k: np.array(V.check(f"params[{k!r}]", V.as_real_array(
             f"params[{k!r}]", v), "real"), dtype=float) for k, v in params.items()}
         lr = V.positive_real("lr", lr)
         betas = _check_betas(betas)
         eps = V.positive_real("eps", eps)
         self.lr, self.b1, self.b2, self.eps = float(lr), float(betas[0]), float(betas[1]), eps
-        self.m1 = {k: np.zeros_like(v) for k, v in self.params.items()}
-        self.m2 = {k: np.zeros_like(v) for k, v in self.params.items()}
+        # the parameters and moments of every array in one flat vector each
+        # (the update is elementwise: the same numbers as array by array)
+        self._layout = _Layout({k: v.shape for k, v in params.items()})
+        self._p = self._layout.flat(params)
+        self._m1 = np.zeros_like(self._p)
+        self._m2 = np.zeros_like(self._p)
         self.t = 0
+
+    @property
+    def params(self):
+        """The current parameters {name: array}."""
+        return self._layout.split(self._p)
+
+    @property
+    def m1(self):
+        return self._layout.split(self._m1)
+
+    @property
+    def m2(self):
+        return self._layout.split(self._m2)
 
     def step(self, grads, lr=None):
         """One ascent step with the gradients ``grads`` (same keys/shapes);
         returns the updated parameters (new arrays)."""
-        lr = self.lr if lr is None else float(lr)
         self.t += 1
-        out = {}
-        for k, p in self.params.items():
+        checked = []
+        for k, shape in self._layout.shapes.items():
             if k not in grads:
                 raise ValueError(f"grads has no entry {k!r} (the parameters are "
-                                 f"{sorted(self.params)})")
+                                 f"{sorted(self._layout.shapes)})")
             g = V.check(f"grads[{k!r}]", V.as_real_array(f"grads[{k!r}]", grads[k]), "real")
-            if g.shape != p.shape:
-                raise ValueError(f"grads[{k!r}] has shape {g.shape}, the parameter {p.shape}")
-            self.m1[k] = self.b1 * self.m1[k] + (1 - self.b1) * g
-            self.m2[k] = self.b2 * self.m2[k] + (1 - self.b2) * g * g
-            mh = self.m1[k] / (1 - self.b1**self.t)
-            vh = self.m2[k] / (1 - self.b2**self.t)
-            out[k] = p + lr * mh / (np.sqrt(vh) + self.eps)
-        self.params = out
-        return dict(out)
+            if g.shape != shape:
+                raise ValueError(f"grads[{k!r}] has shape {g.shape}, the parameter {shape}")
+            checked.append(g.ravel())
+        self._update(np.concatenate(checked) if checked else np.zeros(0), lr)
+        return self._layout.split(self._p)
+
+    def _step_flat(self, g, lr):
+        """step() with the gradient as one flat vector in the parameters'
+        order, already checked finite; returns the new flat parameters."""
+        self.t += 1
+        self._update(g, lr)
+        return self._p
+
+    def _update(self, g, lr):
+        lr = self.lr if lr is None else float(lr)
+        b1, b2 = self.b1, self.b2
+        self._m1 = b1 * self._m1 + (1 - b1) * g
+        self._m2 = b2 * self._m2 + (1 - b2) * g * g
+        mh = self._m1 / (1 - b1**self.t)
+        vh = self._m2 / (1 - b2**self.t)
+        self._p = self._p + lr * mh / (np.sqrt(vh) + self.eps)
+
+
+class _Layout:
+    """Arrays of the shapes {name: shape} as one flat float vector (in the
+    dict's order) and back."""
+
+    def __init__(self, shapes):
+        self.shapes = {k: tuple(shp) for k, shp in shapes.items()}
+        self.slices, o = {}, 0
+        for k, shp in self.shapes.items():
+            size = int(np.prod(shp, dtype=np.int64))
+            self.slices[k] = slice(o, o + size)
+            o += size
+        self.size = o
+
+    def flat(self, arrays):
+        return np.concatenate([np.ravel(np.asarray(arrays[k], dtype=float))
+                               for k in self.shapes]) if self.shapes else np.zeros(0)
+
+    def split(self, vec):
+        return {k: vec[self.slices[k]].reshape(shp) for k, shp in self.shapes.items()}
 
 
 def _step_too_large(t, lr, exc):
@@ -830,8 +978,9 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=False,
     kinds = transforms(q)
     u = {k: _to_unconstrained(kinds[k], v) for k, v in q.params.items()}
     opt = Adam(u, lr=lr if not callable(lr) else 1.0, betas=(b1, b2), eps=eps)
+    layout = opt._layout
     start_avg = min(steps - 1, int(math.floor(steps * (1 - average))))
-    acc = {k: np.zeros_like(v) for k, v in u.items()}
+    acc = np.zeros(layout.size)
     n_acc = 0
     elbo = np.empty(steps)
     elbo_se = np.empty(steps)
@@ -839,34 +988,48 @@ def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=False,
     weights = None  # "mixed": the previous step's inverse-variance weights
     bar = simple_bar(steps, progress, "VI (Adam)")
     cur = q
+    prepared = None  # the score step prepared by the first step
     try:
         for t in range(1, steps + 1):
-            res = _elbo_grad(obj, cur, n, gen, baseline, estimator, weights, sampler,
-                             n_randomizations)
-            if estimator == "mixed":
-                weights = res.info["plugin_weights"]
-            elbo[t - 1] = res.value
-            elbo_se[t - 1] = res.value_stderr
+            if prepared is not None:
+                value, value_se, grad = prepared(cur, gen)
+            else:
+                res = _elbo_grad(obj, cur, n, gen, baseline, estimator, weights, sampler,
+                                 n_randomizations)
+                if estimator == "mixed":
+                    weights = res.info["plugin_weights"]
+                value, value_se, grad = res.value, res.value_stderr, res.grad
+                if t == 1:
+                    prepared = _ScoreStep.for_fit(q, obj, n, baseline, estimator, sampler)
+            elbo[t - 1] = value
+            elbo_se[t - 1] = value_se
             lrs[t - 1] = lr_t = _lr_at(lr, t)
             params = cur.params
-            u = opt.step({k: res.grad[k] * _jacobian(kinds[k], params[k]) for k in u}, lr_t)
+            g = {k: grad[k] * _jacobian(kinds[k], params[k]) for k in layout.shapes}
+            gf = layout.flat(g)
+            if math.isfinite(gf.sum()):
+                uf = opt._step_flat(gf, lr_t)
+            else:  # the optimiser's own check names the gradient that is not finite
+                opt.step(g, lr_t)
+                uf = opt._p
             try:
                 with np.errstate(over="ignore", under="ignore"):
-                    cur = _replace(q, {k: _from_unconstrained(kinds[k], v) for k, v in u.items()})
+                    cur = _replace(q, {k: _from_unconstrained(kinds[k], v)
+                                       for k, v in layout.split(uf).items()})
                     check = getattr(cur, "_check_differentiable", None)
                     if check is not None:
                         check()
             except ValueError as exc:
                 raise _step_too_large(t, lr_t, exc) from None
             if t - 1 >= start_avg:
-                for k in u:
-                    acc[k] += u[k]
+                acc += uf
                 n_acc += 1
             bar.update(1)
             if t % 50 == 0:
                 bar.set_postfix_str(f"ELBO {elbo[max(0, t - 50):t].mean():.4g}")
     finally:
         bar.close()
-    q_avg = _replace(q, {k: _from_unconstrained(kinds[k], acc[k] / n_acc) for k in u})
+    q_avg = _replace(q, {k: _from_unconstrained(kinds[k], v)
+                         for k, v in layout.split(acc / n_acc).items()})
     return VIResult(q_avg, cur, elbo, elbo_se, steps, n, kinds, estimator, lrs)
 
