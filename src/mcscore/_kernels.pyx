@@ -14,7 +14,7 @@ the block functions poll it after every chunk.
 
 See _kernels.pxd for the C-level API and the memory layouts.
 
-The module is one extension (one C file) written in five files by concern,
+The module is one extension (one C file) written in six files by concern,
 joined with Cython's ``include`` as numpy.random does:
 
 * ``_kernels.pyx`` (this file): imports, chunk sizes, workspaces, the
@@ -23,7 +23,9 @@ joined with Cython's ``include`` as numpy.random does:
 * ``_kernels_vmath.pxi``: NumPy's vector log/exp loops and the C hot loops;
 * ``_kernels_families.pxi``: the family table, one fill function per family;
 * ``_kernels_integrands.pxi``: fused integrands and C callbacks (f);
-* ``_kernels_scores.pxi``: the one score evaluator and block accumulation.
+* ``_kernels_scores.pxi``: the one score evaluator and block accumulation;
+* ``_kernels_normal.pxi``: the inline PCG64 standard normal fill (NumPy's
+  values bit for bit) that the Normal family's fill uses.
 """
 import numpy as np
 cimport numpy as cnp
@@ -131,6 +133,8 @@ include "_kernels_multivariate.pxi"
 include "_kernels_integrands.pxi"
 
 include "_kernels_scores.pxi"
+
+include "_kernels_normal.pxi"
 
 # ---------------------------------------------------------------------------
 # Python-facing objects
