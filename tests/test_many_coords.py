@@ -95,3 +95,41 @@ def test_many_coordinates_gradient_against_exact(f):
     for name, exact in (("loc", 2 * loc), ("scale", 2 * scale)):
         z = (r.grad[name] - exact) / r.stderr[name]
         assert np.all(np.abs(z) < 5), (name, np.abs(z).max())
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_draws_f_keeps_are_not_reused(n_threads):
+    # the round buffers serve the next call only when f kept nothing of x
+    # (within a call x is reused from round to round, as documented: one
+    # round here)
+    loc, scale = np.linspace(-1, 1, 5), np.linspace(0.5, 1.5, 5)
+    kept, copies = [], []
+
+    def keep(x):
+        kept.append(x)
+        kept.append(x[:7])
+        copies.append(x.copy())
+        return (x * x).sum(axis=1)
+    first = mc.score_grad(keep, mc.Normal(loc, scale), 20_000, rng=5, n_threads=n_threads)
+    for _ in range(3):
+        again = mc.score_grad(_pyf, mc.Normal(loc, scale), 20_000, rng=6, n_threads=n_threads)
+    for k, c in zip(kept[::2], copies):
+        assert np.array_equal(k, c)
+    assert np.array_equal(kept[1], copies[0][:7])
+    # and a call whose buffers come back from the pool gives the same bits
+    repeat = mc.score_grad(_pyf, mc.Normal(loc, scale), 20_000, rng=5, n_threads=n_threads)
+    assert np.array_equal(_result_bits(first), _result_bits(repeat))
+    assert not np.array_equal(_result_bits(again), _result_bits(repeat))
+
+
+def test_rows_reach_f_as_one_c_contiguous_float64_array():
+    seen = []
+
+    def f(x):
+        seen.append((x.shape, x.dtype, x.flags.c_contiguous))
+        return (x * x).sum(axis=1)
+    d, n = 50, 20_000
+    mc.score_grad(f, mc.Normal(np.zeros(d), np.ones(d)), n, rng=1)
+    assert all(s[1] == np.float64 and s[2] and s[0][1] == d for s in seen)
+    assert sum(s[0][0] for s in seen) == n
+    assert max(s[0][0] for s in seen) >= 5000  # f is called on large chunks

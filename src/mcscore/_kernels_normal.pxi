@@ -83,6 +83,21 @@ cdef extern from *:
     /* the next_uint64 of NumPy's PCG64 (set once the checks passed) */
     static void *mc_pcg_fn = NULL;
 
+    /* out[i * d + k] = xt[k * m + i]: a drawn block (column-major, m draws
+       of d values) laid out one draw per row, in tiles that stay in cache */
+    static void mc_c_to_rows(const double *xt, Py_ssize_t m, Py_ssize_t d, double *out) {
+        Py_ssize_t i0, k0, i, k, i1, k1;
+        for (i0 = 0; i0 < m; i0 += 64) {
+            i1 = m - i0 < 64 ? m : i0 + 64;
+            for (k0 = 0; k0 < d; k0 += 16) {
+                k1 = d - k0 < 16 ? d : k0 + 16;
+                for (i = i0; i < i1; i++)
+                    for (k = k0; k < k1; k++)
+                        out[i * d + k] = xt[k * m + i];
+            }
+        }
+    }
+
     /* m standard normals into out from bg: NumPy's values bit for bit */
     static void mc_std_normal_fill(bitgen_t *bg, Py_ssize_t m, double *out) {
     #if MC_HAVE_U128
@@ -133,6 +148,7 @@ cdef extern from *:
     uint64_t mc_pcg_next(bitgen_t *bg) noexcept nogil
     void *mc_pcg_fn
     void mc_std_normal_fill(bitgen_t *bg, Py_ssize_t m, double *out) noexcept nogil
+    void mc_c_to_rows(const double *xt, Py_ssize_t m, Py_ssize_t d, double *out) noexcept nogil
 
 
 cdef bint _zig_leaves(bitgen_t *probe, int idx, uint64_t rabs) noexcept:
