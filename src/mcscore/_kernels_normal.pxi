@@ -38,8 +38,10 @@ cdef extern from *:
     #include <string.h>
     #if defined(__GNUC__) || defined(__clang__)
     #define MC_UNLIKELY(c) __builtin_expect(!!(c), 0)
+    #define MC_LIKELY(c) __builtin_expect(!!(c), 1)
     #else
     #define MC_UNLIKELY(c) (c)
+    #define MC_LIKELY(c) (c)
     #endif
 
     /* the layer constants read off NumPy (_zig_probe) */
@@ -98,37 +100,72 @@ cdef extern from *:
         }
     }
 
-    /* m standard normals into out from bg: NumPy's values bit for bit */
+    #if MC_HAVE_U128
+    /* The common case of NumPy's ziggurat on the word of PCG64 state t:
+       stores +-rabs * w[idx] in *x; false when the draw leaves it. */
+    static inline int mc_zig_common(mc_u128 t, double *x) {
+        uint64_t r = mc_pcg_out(t), rabs, bits;
+        unsigned idx = (unsigned)(r & 0xff);
+        double v;
+        r >>= 8;
+        rabs = (r >> 1) & 0x000fffffffffffffULL;
+        v = (double)rabs * mc_zig_w[idx];
+        /* v = -v when the sign bit is set, without a branch (IEEE negation
+           flips the sign bit only) */
+        memcpy(&bits, &v, sizeof bits);
+        bits ^= (r & 1) << 63;
+        memcpy(x, &bits, sizeof bits);
+        return rabs < mc_zig_k[idx];
+    }
+
+    /* One draw from the stream at state *s (the words w of bg): the common
+       case inline, else NumPy's own draw from *s; *s is the state after. */
+    static inline double mc_zig_one(bitgen_t *bg, mc_u128 *w, mc_u128 *s) {
+        double x;
+        mc_u128 t = *s * MC_PCG_MULT + w[1];
+        if (MC_UNLIKELY(!mc_zig_common(t, &x))) {
+            w[0] = *s;
+            x = random_standard_normal(bg);
+            t = w[0];
+        }
+        *s = t;
+        return x;
+    }
+    #endif
+
+    /* m standard normals into out from bg: NumPy's values bit for bit.  The
+       words are made two at a time by two interleaved LCG chains (states
+       i + 1 and i + 2 advance by the two-step multiplier and increment), so
+       that the two 128-bit products of a pair do not wait on each other;
+       a pair in which a draw leaves the common case is redone one draw at a
+       time. */
     static void mc_std_normal_fill(bitgen_t *bg, Py_ssize_t m, double *out) {
     #if MC_HAVE_U128
         if (mc_pcg_fn != NULL && (void *)bg->next_uint64 == mc_pcg_fn) {
             mc_u128 *w = mc_pcg_words(bg);
-            mc_u128 s = w[0], inc = w[1], prev;
-            Py_ssize_t i;
-            for (i = 0; i < m; i++) {
-                uint64_t r, rabs, bits;
-                unsigned idx;
-                double x;
-                prev = s;
-                s = s * MC_PCG_MULT + inc;
-                r = mc_pcg_out(s);
-                idx = (unsigned)(r & 0xff);
-                r >>= 8;
-                rabs = (r >> 1) & 0x000fffffffffffffULL;
-                x = (double)rabs * mc_zig_w[idx];
-                /* x = -x when the sign bit is set, without a branch (IEEE
-                   negation flips the sign bit only) */
-                memcpy(&bits, &x, sizeof bits);
-                bits ^= (r & 1) << 63;
-                memcpy(&x, &bits, sizeof x);
-                out[i] = x;
-                if (MC_UNLIKELY(rabs >= mc_zig_k[idx])) {
-                    /* NumPy's own draw from the state before this word */
-                    w[0] = prev;
-                    out[i] = random_standard_normal(bg);
-                    s = w[0];
+            mc_u128 s = w[0], inc = w[1];
+            mc_u128 a2 = MC_PCG_MULT * MC_PCG_MULT, c2 = (MC_PCG_MULT + 1) * inc;
+            mc_u128 t1 = s * MC_PCG_MULT + inc, t2 = t1 * MC_PCG_MULT + inc;
+            Py_ssize_t i = 0;
+            double x1, x2;
+            while (i + 2 <= m) {
+                int ok1 = mc_zig_common(t1, &x1), ok2 = mc_zig_common(t2, &x2);
+                if (MC_LIKELY(ok1 & ok2)) {
+                    out[i] = x1;
+                    out[i + 1] = x2;
+                    s = t2;
+                    t1 = t1 * a2 + c2;
+                    t2 = t2 * a2 + c2;
+                } else {  /* this pair one draw at a time, then the chains anew */
+                    out[i] = mc_zig_one(bg, w, &s);
+                    out[i + 1] = mc_zig_one(bg, w, &s);
+                    t1 = s * MC_PCG_MULT + inc;
+                    t2 = t1 * MC_PCG_MULT + inc;
                 }
+                i += 2;
             }
+            if (i < m)
+                out[i] = mc_zig_one(bg, w, &s);
             w[0] = s;
             return;
         }
