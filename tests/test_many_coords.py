@@ -133,3 +133,38 @@ def test_rows_reach_f_as_one_c_contiguous_float64_array():
     assert all(s[1] == np.float64 and s[2] and s[0][1] == d for s in seen)
     assert sum(s[0][0] for s in seen) == n
     assert max(s[0][0] for s in seen) >= 5000  # f is called on large chunks
+
+
+def _flat_normal(d):
+    from mcscore import _rounds as R
+    dist = mc.Normal(np.linspace(-1, 1, d), np.linspace(0.5, 1.5, d))
+    return dist._kernel_dist(), R
+
+
+@pytest.mark.parametrize("d", [1, 5, 17, 300])
+@pytest.mark.parametrize("shared", [False, True])
+def test_draw_round_rows_is_draw_round_transposed(d, shared):
+    # blocks of a Dask-like round (not consecutive, the partial last block
+    # in the middle), laid out at the given row offsets
+    kd, R = _flat_normal(d)
+    n, B, S = 1000, 96, 4
+    blocks = np.array([2, 10, 6], dtype=np.int64)   # block 10 holds 40 draws
+    slots = np.arange(3, dtype=np.int64)
+    m = [min(B, n - b * B) for b in blocks]
+    off = np.array([0, m[0], m[0] + m[1]], dtype=np.int64)
+    root = np.random.SeedSequence(3)
+    xt_ref = np.empty((3, d * B))
+    K.draw_round(kd, R.stream_bit_generators(root, [2, 2, 2]), blocks, slots, n, B, 1, xt_ref)
+    xt = np.empty((3, d * B))
+    rows = np.full((sum(m) + 5, d), np.nan)
+    counter = np.zeros(1, dtype=np.longlong) if shared else None
+    K.draw_round_rows(kd, R.stream_bit_generators(root, [2, 2, 2]), blocks, slots, n, B, 2,
+                      xt, None, rows, off, counter)
+    for r in range(3):
+        assert np.array_equal(_bits(xt[r, :d * m[r]]), _bits(xt_ref[r, :d * m[r]]))
+        want = xt_ref[r, :d * m[r]].reshape(d, m[r]).T
+        assert np.array_equal(_bits(rows[off[r]:off[r] + m[r]]), _bits(want))
+    assert np.isnan(rows[sum(m):]).all()  # nothing written past the round
+    with pytest.raises(ValueError, match="rows holds"):
+        K.draw_round_rows(kd, R.stream_bit_generators(root, [2, 2, 2]), blocks, slots, n, B,
+                          1, xt, None, rows[:10], off)
