@@ -2,6 +2,7 @@
 coordinates, f = sum of squares, at n = 1e4, 1e5 (and 1e6 with --full).
 
     python benchmarks/many_coords.py [--quick | --full] [--repeats R] [--out DIR]
+                                     [--ds 5,50,1000] [--ns 1e4,1e5]
 
 Implementations: mcscore fused (``I.sum_of_squares()``) and with the Python f
 ``(x * x).sum(1)``, the hand-written NumPy estimator (one thread), PyTorch's
@@ -13,7 +14,9 @@ the best JAX variant of the same row (target: faster than both, fused and
 with a Python f).  Sizes whose n x d array would be too big or too slow for
 the mode (n d > 1e7 with --quick, > 1e8 otherwise) run mcscore fused only
 (O(1) memory) and are marked.  Writes DIR/many_coords.md (default
-benchmarks/results/).
+benchmarks/results/).  --ds / --ns run chosen sizes only (e.g. one row while
+profiling).  The header says whether mcscore draws its Normals with the
+inline PCG64 fill (NumPy's values bit for bit) or NumPy's own.
 """
 from __future__ import annotations
 
@@ -33,6 +36,14 @@ SEED = 20240601
 DS = (5, 50, 1000)
 
 
+def _inline_fill():
+    try:
+        from mcscore import _kernels
+        return bool(getattr(_kernels, "NORMAL_FILL_INLINE", False))
+    except ImportError:
+        return False
+
+
 def _pyf(x):
     return (x * x).sum(axis=1)
 
@@ -45,9 +56,14 @@ def main(argv=None):
     g.add_argument("--full", action="store_true", help="also n = 1e6")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--ds", default=None, help="comma-separated coordinate counts")
+    ap.add_argument("--ns", default=None, help="comma-separated sample sizes (1e4 style ok)")
     args = ap.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 5)
     ns = (10**4, 10**5) + ((10**6,) if args.full else ())
+    if args.ns:
+        ns = tuple(int(float(v)) for v in args.ns.split(","))
+    ds = tuple(int(v) for v in args.ds.split(",")) if args.ds else DS
     cap = 10**7 if args.quick else 10**8
     C.announce_skipped()
     load0 = os.getloadavg()[0]
@@ -56,7 +72,7 @@ def main(argv=None):
          "fused / best peer | Python f / best peer | max abs z (all) |",
          "|---:|---:|---:|---:|---:|---|---|---:|---:|---:|"]
     bad = []
-    for d in DS:
+    for d in ds:
         exact, sd = C.normal_sumsq_exact(d)
         for n in ns:
             factories = {"fused": lambda: C.mc_normal_sumsq(n, d, I.sum_of_squares(), SEED)}
@@ -93,7 +109,9 @@ def main(argv=None):
     head = (C.header(repeats, load0) + "  Normal(linspace(-1, 1, d), linspace(0.5, 1.5, d)), "
             "f = sum_j x_j^2; the PyTorch and JAX steps return the gradient only (surrogate "
             "loss), mcscore and NumPy also the standard error.  A ratio < 1 means mcscore is "
-            "faster than the best peer of the row; '-': not run at that size.")
+            "faster than the best peer of the row; '-': not run at that size.  mcscore's Normal "
+            f"draws: {'inline PCG64 fill' if _inline_fill() else 'NumPy fill'} (the same "
+            "values bit for bit).")
     md = head + "\n\n" + "\n".join(L) + f"\n\n({time.perf_counter() - t0:.0f} s in all.)"
     C.write("many_coords.md", md, args.out)
     for d, n, k in bad:

@@ -10,6 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 from typing_extensions import disjoint_base
 
 HAVE_OPENMP: Final[bool]
+NORMAL_FILL_INLINE: Final[bool]
 
 # families (mcscore.distributions.FAMILIES order)
 MC_NORMAL: Final[int]
@@ -165,6 +166,13 @@ def draw_round(
     n: int, block_size: int, n_threads: int,
     xt: _F64, lt: _F64 | None = ...,
 ) -> None: ...
+def draw_round_rows(
+    dist: KernelDist, bitgens: _BitGens, blocks: _I64, slots: _I64,
+    n: int, block_size: int, n_threads: int,
+    xt: _F64, lt: _F64 | None, rows: _F64, row_off: _I64,
+    counter: NDArray[np.longlong] | None = ...,
+) -> None: ...
+def std_normal_fill(bit_generator: np.random.BitGenerator, m: int) -> _F64: ...
 def draw_round_shared(
     dist: KernelDist, bitgens: _BitGens, blocks: _I64, slots: _I64,
     n: int, block_size: int,

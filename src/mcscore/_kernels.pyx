@@ -14,7 +14,7 @@ the block functions poll it after every chunk.
 
 See _kernels.pxd for the C-level API and the memory layouts.
 
-The module is one extension (one C file) written in five files by concern,
+The module is one extension (one C file) written in six files by concern,
 joined with Cython's ``include`` as numpy.random does:
 
 * ``_kernels.pyx`` (this file): imports, chunk sizes, workspaces, the
@@ -23,7 +23,10 @@ joined with Cython's ``include`` as numpy.random does:
 * ``_kernels_vmath.pxi``: NumPy's vector log/exp loops and the C hot loops;
 * ``_kernels_families.pxi``: the family table, one fill function per family;
 * ``_kernels_integrands.pxi``: fused integrands and C callbacks (f);
-* ``_kernels_scores.pxi``: the one score evaluator and block accumulation.
+* ``_kernels_scores.pxi``: the one score evaluator and block accumulation;
+* ``_kernels_normal.pxi``: the inline PCG64 standard normal fill (NumPy's
+  values bit for bit) that the Normal family's fill uses, and the row
+  layout of drawn blocks for a Python f (draw_round_rows).
 """
 import numpy as np
 cimport numpy as cnp
@@ -131,6 +134,8 @@ include "_kernels_multivariate.pxi"
 include "_kernels_integrands.pxi"
 
 include "_kernels_scores.pxi"
+
+include "_kernels_normal.pxi"
 
 # ---------------------------------------------------------------------------
 # Python-facing objects
@@ -293,6 +298,8 @@ ctypedef struct _ctx_t:
     double *out              # eval_integrand: the f values (OUT)
     const int64_t *fcol      # batched accumulate rounds: f column of each coordinate
     Py_ssize_t nf            # ... (per unit for per-category families), nf columns
+    double *rows             # draw rounds to rows: the round's draws, (total, draw_size)
+    const int64_t *row_off   # ... first row of item r (OUT)
 
 
 cdef int _cb_fused(void *ctx, mc_round *rd, Py_ssize_t i, int64_t b, Py_ssize_t m,
@@ -529,6 +536,56 @@ def draw_round(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] 
     lt (same shape, optional) receives the log columns of LogNormal draws
     (see KernelDist.has_log_column); pass it on to accumulate_round."""
     _draw_blocks(dist, bitgens, blocks, slots, n, block_size, n_threads, xt, lt, NULL)
+
+
+cdef int _cb_draw_rows(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssize_t m,
+                       int tid) noexcept nogil:
+    """A round: draw block b (item r) into row r, and lay it out row-major
+    (one draw per row) at row row_off[r] of c.rows while it is in cache."""
+    cdef _ctx_t *c = <_ctx_t *> ctx
+    cdef double *xt = c.xt + r * c.ld
+    if mc_draw_block_polled(c.dist, rd.bitgens[r], m, xt,
+                            (c.lt + r * c.ld) if c.lt != NULL else NULL, &c.wss[tid], rd, tid):
+        return 1
+    mc_c_to_rows(xt, m, c.dist.draw_size, c.rows + c.row_off[r] * c.dist.draw_size)
+    return 0
+
+
+def draw_round_rows(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
+                    int64_t n, int64_t block_size, int n_threads, double[:, ::1] xt,
+                    double[:, ::1] lt, double[:, ::1] rows, int64_t[::1] row_off,
+                    long long[::1] counter=None):
+    """draw_round (or, with counter, draw_round_shared: one thread claiming
+    blocks from counter[0]) that also writes each drawn block, row-major,
+    into rows[row_off[r]: row_off[r] + m] (rows: (total, draw_size)): the
+    round's draws as a Python f receives them, laid out by the threads that
+    draw, from the block just drawn, instead of a transposing copy of the
+    whole round afterwards.  xt and lt receive the block as draw_round
+    writes it (the accumulation reads them)."""
+    cdef Py_ssize_t R = blocks.shape[0], r, total = 0
+    cdef mc_round rd
+    cdef _ctx_t c = _context(dist, xt, lt)
+    cdef int nt
+    if row_off.shape[0] != R or rows.shape[1] != dist.draw_size:
+        raise ValueError("draw_round_rows: one row offset per block and rows of draw_size")
+    for r in range(R):
+        total = max(total, row_off[r] + min(block_size, n - blocks[r] * block_size))
+        if row_off[r] < 0:
+            raise ValueError("draw_round_rows: negative row offset")
+    if total > rows.shape[0]:
+        raise ValueError(f"draw_round_rows: rows holds {rows.shape[0]} draws, the round {total}")
+    c.rows = _rows_ptr(rows)
+    c.row_off = &row_off[0] if R else NULL
+    mc_round_init(&rd, n, 0, block_size, 1 if counter is not None else n_threads, R,
+                  &blocks[0] if R else NULL, &slots[0] if R else NULL, bitgens)
+    rd.ctl.claim = &counter[0] if counter is not None else NULL
+    nt = mc_round_threads(&rd)
+    try:
+        c.wss = mc_workspaces(&dist.d, nt, 1)
+        mc_drive(&rd, _cb_draw_rows, &c)
+    finally:
+        mc_workspaces_free(c.wss, nt)
+        mc_round_free(&rd)
 
 
 def draw_round_shared(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,

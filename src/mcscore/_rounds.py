@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -467,6 +469,7 @@ class Job:
         state.pop("_vd", None)
         state.pop("_gathered", None)
         state.pop("_padded", None)
+        state.pop("_rows", None)
         return state
 
     def padded(self, key, rows, rd):
@@ -509,6 +512,44 @@ class Job:
                           self.width, prm, buf)
 
 
+class _BufferPool:
+    """Round buffers of the Python-f score path kept from one call to the
+    next (up to max_bytes, the most recently returned first): a new call of
+    the same shape draws into memory that is already mapped, instead of
+    faulting in fresh pages (about a page fault per 4 KiB drawn) and
+    unmapping them when it returns.  Thread-safe; an array is returned to
+    the pool only when nothing else holds it (f may keep x or a view)."""
+
+    def __init__(self, max_bytes=1 << 25):
+        self.max_bytes = max_bytes
+        self._free = []  # (shape, array), oldest first
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def take(self, shape):
+        with self._lock:
+            for i in range(len(self._free) - 1, -1, -1):
+                if self._free[i][0] == shape:
+                    a = self._free.pop(i)[1]
+                    self._bytes -= a.nbytes
+                    return a
+        return np.empty(shape)
+
+    def give(self, a, owners=0):
+        """Keep a for a later take(); `owners`: references to a that the
+        caller holds besides its argument (a held anywhere else is left)."""
+        if sys.getrefcount(a) > 2 + owners or a.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            self._free.append((a.shape, a))
+            self._bytes += a.nbytes
+            while self._bytes > self.max_bytes:
+                self._bytes -= self._free.pop(0)[1].nbytes
+
+
+_POOL = _BufferPool()
+
+
 class ScoreJob(Job):
     """score_grad with a Python f on the core kernels (per-stream
     statistics of mcscore._kernels; per-category sums for a Categorical).
@@ -529,21 +570,53 @@ class ScoreJob(Job):
         kd = self.dist._kernel_dist()
         ds = kd.draw_size
         # LogNormal: log x as drawn, so that the score does not recompute it
-        return (np.empty((R, ds * B)), np.empty((R, ds * B)) if kd.has_log_column else None,
+        return (_POOL.take((R, ds * B)), np.empty((R, ds * B)) if kd.has_log_column else None,
                 np.empty((R, B)), np.zeros(1, dtype=np.longlong))
+
+    def release(self, bufs):
+        """run_job is done with bufs: their draw buffers, and the rows f saw
+        unless f kept them, go back to the pool for the next call."""
+        rows = self.__dict__.pop("_rows", {})
+        while rows:
+            _POOL.give(rows.popitem()[1][0])
+        for buf in bufs:
+            _POOL.give(buf[0], owners=1)  # held by buf
 
     def draw(self, rd, bitgens, threads, buf, shared=False):
         xt, lt, _, counter = buf
         kd = self.dist._kernel_dist()
-        if shared:  # helpers and the calling thread claim the round's blocks one by one
+        if type(self) is ScoreJob:  # f's rows laid out by the drawing threads
+            rows, off = self.row_buffer(rd, xt)
+            K.draw_round_rows(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt,
+                              rows, off, counter if shared else None)
+        elif shared:  # helpers and the calling thread claim the round's blocks one by one
             K.draw_round_shared(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, xt, lt, counter)
         else:
             K.draw_round(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt)
 
+    def row_buffer(self, rd, xt):
+        """The (R * B, width) array that round rd's draws are laid out in,
+        one draw per row (K.draw_round_rows), and each block's first row:
+        one per round buffer xt (the next round is drawn while f runs on
+        this one), allocated once per call (see Job.gathered)."""
+        cache = self.__dict__.setdefault("_rows", {})
+        rows = cache.get(id(xt))
+        if rows is None or rows[0].shape[0] < rd.total:
+            rows = cache[id(xt)] = (_POOL.take((len(rd.blocks) * rd.B, self.width)), xt)
+        off = np.zeros(len(rd.rows), dtype=np.int64)
+        np.cumsum(rd.rows[:-1], out=off[1:])
+        return rows[0], off
+
+    def drawn_rows(self, rd, xt):
+        """Round rd's draws (total, width), as draw() laid them out."""
+        if type(self) is ScoreJob:
+            return self._rows[id(xt)][0][:rd.total]
+        return self.gathered(rd, xt, self.width)
+
     def evaluate(self, rd, buf, chunk, mag):
         xt, _, fx, _ = buf
         dist = self.dist
-        x = self.gathered(rd, xt, self.width)
+        x = self.drawn_rows(rd, xt)
         x = dist._to_user_dtype(x.reshape((rd.total,) + dist.draw_shape))
         if rd.consecutive:  # the round's draws are the first total slots of fx
             call_values(self.f, x, rd, chunk, out=fx.reshape(-1)[:rd.total])
@@ -636,6 +709,8 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
+        if hasattr(job, "release"):  # its buffers may serve the next call
+            job.release(bufs)
     return stats, shifts, offsets, mag
 
 
