@@ -20,8 +20,10 @@ that evaluates the same function in the same kernel code.
 from __future__ import annotations
 
 import numbers
+from typing import Any, Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _kernels as K
 from . import _validation as V
@@ -49,11 +51,41 @@ class _Term:
 class Integrand:
     """A fused integrand: ``constant + sum_t coef_t * term_t(x)``.
 
-    Build one with the functions of this module; combine with ``+``, ``-``
-    and multiplication by a number.
+    Build one with the functions of this module (:func:`power`,
+    :func:`sin`, :func:`call`, ...); combine with ``+``, ``-`` and
+    multiplication by a finite number.  Pass it as ``f`` to
+    :func:`~mcscore.score_grad` and the other estimators: the kernel then
+    evaluates it right after each draw, with no Python call per block.
+
+    Parameters
+    ----------
+    terms : sequence of term objects, optional
+        The terms built by this module's functions (not constructed by hand).
+    constant : float, default 0.0
+        The constant added to the sum of the terms.
+    name : str or None, optional
+        A label shown in the ``repr`` of a one-term integrand.
+
+    Raises
+    ------
+    ValueError
+        When scaled by a non-finite number (``inf * f``), or, at evaluation,
+        when a term does not fit the draw shape (a ``coord`` out of range,
+        weights that do not broadcast, a matrix of the wrong shape).
+    TypeError
+        When ``constant`` is not a real number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mcscore import integrands as I
+    >>> f = I.power(2) - 3 * I.sin() + 1.0          # x^2 - 3 sin(x) + 1
+    >>> x = np.array([[0.0], [1.0]])
+    >>> np.allclose(f(x), x[:, 0] ** 2 - 3 * np.sin(x[:, 0]) + 1)
+    True
     """
 
-    def __init__(self, terms=(), constant=0.0, name=None):
+    def __init__(self, terms: Any = (), constant: float = 0.0, name: str | None = None) -> None:
         self._terms = tuple(terms)
         self._constant = float(constant)
         self._name = name
@@ -152,9 +184,32 @@ class Integrand:
         return kf
 
     # -- Python evaluation ---------------------------------------------------
-    def __call__(self, x):
-        """Evaluate on a batch x of shape (m, *draw_shape) (the draw shape is
-        taken as x.shape[1:]); returns shape (m,)."""
+    def __call__(self, x: npt.ArrayLike) -> np.ndarray:
+        """Evaluate on a batch of draws, by the same code the kernels run.
+
+        Parameters
+        ----------
+        x : array_like, shape ``(m, *draw_shape)``
+            ``m`` draws; the draw shape is taken as ``x.shape[1:]``.
+
+        Returns
+        -------
+        numpy.ndarray, shape (m,)
+            The integrand at each draw.
+
+        Raises
+        ------
+        ValueError
+            When ``x`` is a scalar (no batch axis) or a term does not fit the
+            draw shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mcscore import integrands as I
+        >>> I.linear([1.0, 2.0], c=1.0)(np.array([[1.0, 1.0], [0.0, 3.0]]))
+        array([4., 7.])
+        """
         x = np.asarray(x, dtype=np.float64)
         if x.ndim == 0:
             raise ValueError("x must have a leading batch axis: shape (m, *draw_shape)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -256,6 +257,24 @@ class Distribution:
     Parameters that are fixed, not differentiated (``total_count``), are
     declared in ``fixed_params`` ({name: constraint}); ``repr`` shows them.
 
+    Parameters
+    ----------
+    **params : array_like
+        One value per name of ``arg_constraints`` (a family passes them
+        through from its own signature).  They broadcast together to the
+        ``batch_shape``; a family with ``event_ndim = 1`` keeps the last
+        axis (the categories) out of the broadcast.
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, complex, strings,
+        None, a masked array).
+    ValueError
+        A parameter outside its constraint (the message names it, the
+        constraint and the first offending index), or parameters whose
+        shapes do not broadcast.
+
     Examples
     --------
     Every family has the same interface (``sample``, ``log_prob``,
@@ -453,13 +472,39 @@ class Distribution:
         return out
 
     # -- public methods ----------------------------------------------------
-    def sample(self, n=(), rng=None):
-        """Draws as an array of shape ``(n, *draw_shape)``; ``n`` may also be
-        a tuple (torch's ``sample_shape``): shape ``(*n, *draw_shape)``, and
-        ``()`` (the default) gives one draw of ``draw_shape``.
+    def sample(self, n: Any = (), rng: Any = None) -> np.ndarray:
+        """Draw from the distribution (by the compiled samplers).
 
-        ``rng``: None, an int, a SeedSequence or a Generator (SPEC 7).  A
-        Generator's bit generator is advanced, as NumPy's own methods do.
+        Parameters
+        ----------
+        n : int or tuple of int, default ()
+            The number of draws: an int gives shape ``(n, *draw_shape)``; a
+            tuple (torch's ``sample_shape``) gives ``(*n, *draw_shape)``;
+            ``()`` gives one draw of ``draw_shape``.
+        rng : None, int, numpy.random.SeedSequence or numpy.random.Generator
+            The randomness (SPEC 7).  A Generator's bit generator is
+            advanced, as NumPy's own methods do.
+
+        Returns
+        -------
+        numpy.ndarray
+            The draws, float64 (the counts of the discrete families are
+            whole numbers; Categorical gives int64 indices).
+
+        Raises
+        ------
+        ValueError
+            ``n`` negative or not an integer (the message names ``n``).
+        TypeError
+            ``rng`` of another type.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Normal(loc=[0.0, 1.0], scale=1.0).sample(4, rng=0).shape
+        (4, 2)
+        >>> mc.Poisson(rate=3.0).sample((2, 3), rng=0).shape
+        (2, 3)
         """
         if isinstance(n, (tuple, list)):
             shape = tuple(V.integer("sample_shape", v, minimum=0, maximum=2**62) for v in n)
@@ -497,13 +542,37 @@ class Distribution:
             )
         return x
 
-    def score(self, x):
-        """Per-draw scores: ``{param name: array of shape (m, *param_shape)}``, the
-        gradient of log p(x) (summed over the whole draw) w.r.t. each
-        element of each parameter the user passed.
+    def score(self, x: Any) -> dict[str, np.ndarray]:
+        """Per-draw scores: the gradient of log p(x) (summed over the whole
+        draw) with respect to each element of each parameter as passed.
 
-        A draw outside the support (where :meth:`log_prob` is -inf) raises
-        ValueError; a draw holding NaN gives NaN scores."""
+        Parameters
+        ----------
+        x : array_like, shape ``(m, *draw_shape)``
+            ``m`` draws (a leading batch axis is required).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{param name: array of shape (m, *param_shape)}``; a parameter
+            passed as a scalar and broadcast over the batch has shape ``(m,)``.
+            A draw holding NaN gives NaN scores.
+
+        Raises
+        ------
+        ValueError
+            ``x`` of the wrong shape, or a draw outside the support (where
+            :meth:`log_prob` is -inf); the message names the first such draw.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Normal(loc=1.0, scale=2.0)
+        >>> s = q.score(np.array([3.0]))      # d log p / d loc = (x - loc) / scale^2
+        >>> float(s["loc"][0]), float(s["scale"][0])
+        (0.5, 0.0)
+        """
         x = self._check_x(x)
         self._check_support(x)
         return self._score(x)
@@ -543,10 +612,35 @@ class Distribution:
                 s = K.eval_scores(kd, x.reshape(m, self.draw_size))
         return self._split_coords(s)
 
-    def log_prob(self, x):
-        """Log density (continuous) or mass (discrete) of each draw, shape
-        ``(m, *batch_shape)``; ``-inf`` outside the support (including
-        infinite coordinates), NaN for a draw holding NaN."""
+    def log_prob(self, x: Any) -> np.ndarray:
+        """Log density (continuous) or log mass (discrete) of each draw.
+
+        Parameters
+        ----------
+        x : array_like, shape ``(m, *draw_shape)``
+            ``m`` draws.
+
+        Returns
+        -------
+        numpy.ndarray, shape ``(m, *batch_shape)``
+            ``-inf`` outside the support (infinite coordinates included),
+            NaN for a draw holding NaN.
+
+        Raises
+        ------
+        ValueError
+            ``x`` whose trailing axes are not ``draw_shape``.
+        TypeError
+            ``x`` that is not real numbers.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> lp = mc.Normal(loc=0.0, scale=1.0).log_prob(np.array([0.0, np.inf]))
+        >>> bool(np.isclose(lp[0], -0.5 * np.log(2 * np.pi))), float(lp[1])
+        (True, -inf)
+        """
         x = self._check_x(x)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             out = self._log_prob(x)
@@ -583,9 +677,27 @@ class Distribution:
         with np.errstate(invalid="ignore"):
             return _property_value(np.sqrt(self._variance()), self.draw_shape, "stddev")
 
-    def entropy(self):
+    def entropy(self) -> np.ndarray:
         """The differential entropy (continuous) or entropy (discrete) of
-        each distribution of the batch, in nats, shape ``batch_shape``."""
+        each distribution of the batch, in nats.
+
+        Returns
+        -------
+        numpy.ndarray, shape ``batch_shape``
+
+        Raises
+        ------
+        NotImplementedError
+            For a family without a closed-form entropy.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> h = mc.Normal(loc=0.0, scale=[1.0, 2.0]).entropy()
+        >>> np.allclose(h, 0.5 * np.log(2 * np.pi * np.e * np.array([1.0, 4.0])))
+        True
+        """
         return np.array(np.broadcast_to(np.asarray(self._entropy(), dtype=np.float64),
                                         self.batch_shape))
 
@@ -620,10 +732,33 @@ class Distribution:
                              f" does not broadcast to {shape}") from None
         return shape
 
-    def expand(self, batch_shape):
-        """A new distribution of the same family with batch shape
-        ``batch_shape`` (the parameters broadcast to it; the current batch
-        shape must broadcast to it), as torch's ``expand``."""
+    def expand(self, batch_shape: Any) -> "Distribution":
+        """A new distribution of the same family with a larger batch shape,
+        as torch's ``expand``.
+
+        Parameters
+        ----------
+        batch_shape : int or tuple of int
+            The new batch shape; the current batch shape must broadcast to it.
+
+        Returns
+        -------
+        Distribution
+            The same family, every parameter broadcast to ``batch_shape``
+            (and copied: gradients are then per element).
+
+        Raises
+        ------
+        ValueError
+            When the current batch shape does not broadcast to ``batch_shape``.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Gamma(concentration=2.0, rate=1.0).expand((3,))
+        >>> q.batch_shape, q.concentration.shape
+        ((3,), (3,))
+        """
         shape = self._expand_shape(batch_shape)
         kw = {}
         pe = self._param_event_ndim
@@ -645,15 +780,52 @@ class Distribution:
     has_binary_relaxation = False  # ... of 0/1 draws (DisARM)
     rsample_through_gammas = False  # pathwise draws normalised Gamma variates (Beta, Dirichlet)
 
-    def relaxed_shape(self):
-        """Shape of one relaxed draw (relaxed_grad, rebar_grad)."""
+    def relaxed_shape(self) -> tuple[int, ...]:
+        """Shape of one relaxed draw (relaxed_grad, rebar_grad).
+
+        Returns
+        -------
+        tuple of int
+            ``draw_shape``; a Categorical's relaxed draw adds the category axis.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Bernoulli(probs=[0.2, 0.7]).relaxed_shape()
+        (2,)
+        """
         return self.draw_shape
     # the unconstrained coordinate of a "probs" parameter for vi.fit
     _probs_transform = "logit"
 
-    def require(self, capability):
-        """Raise the clear error of an estimator that needs `capability`
-        ("rsample", "mirror", "mean_tangents") when this family lacks it."""
+    def require(self, capability: str) -> None:
+        """Raise the clear error of an estimator that needs a capability this
+        family lacks.
+
+        Parameters
+        ----------
+        capability : {"rsample", "mirror", "mean_tangents", "relaxation", ...}
+            The name of a ``has_*`` flag without its prefix.
+
+        Returns
+        -------
+        None
+            When the family has the capability.
+
+        Raises
+        ------
+        ValueError
+            When it does not; the message lists the families that have it.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Normal(0.0, 1.0).require("rsample")
+        >>> mc.Poisson(2.0).require("rsample")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: pathwise_grad supports ...; got Poisson
+        """
         if getattr(self, "has_" + capability):
             return
         name = type(self).__name__
@@ -665,24 +837,94 @@ class Distribution:
                              f"({having}); got {name}")
         raise ValueError(f"control variate 'delta' is not available for {name}")
 
-    def mean_tangents(self):
-        """{param: d E[x_c] / d param element, an array of draw_shape} for the
-        delta control variate (each draw coordinate's mean differentiated
-        w.r.t. the parameter element it depends on)."""
+    def mean_tangents(self) -> Any:
+        """The derivative of each draw coordinate's mean with respect to the
+        parameter element it depends on (the ``'delta'`` control variate).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{param: array of draw_shape}``.
+
+        Raises
+        ------
+        ValueError
+            For a family without them (``has_mean_tangents`` is False).
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> t = mc.Exponential(rate=2.0).mean_tangents()     # E[x] = 1 / rate
+        >>> float(t["rate"])
+        -0.25
+        """
         self.require("mean_tangents")
 
-    def mirror(self, x):
-        """The antithetic partner of draws x (symmetric families)."""
+    def mirror(self, x: Any) -> Any:
+        """The antithetic partner of draws ``x`` (``antithetic=True``), for
+        the families symmetric about a known point.
+
+        Parameters
+        ----------
+        x : array_like, shape ``(m, *draw_shape)``
+            Draws of this distribution.
+
+        Returns
+        -------
+        numpy.ndarray
+            Draws of the same distribution, same shape (e.g. ``2 loc - x``).
+
+        Raises
+        ------
+        ValueError
+            For a family without a mirror (``has_mirror`` is False).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> mc.Normal(loc=1.0, scale=1.0).mirror(np.array([0.5, 3.0]))
+        array([ 1.5, -1. ])
+        """
         self.require("mirror")
 
-    def pathwise_spec(self):
-        """[(param name, _vr.TK_* tangent kind, a, b)]: the rows of the
-        reparameterisation table, a and b broadcastable to draw_shape."""
+    def pathwise_spec(self) -> Any:
+        """The rows of the reparameterisation table that
+        :func:`~mcscore.pathwise_grad` reads.
+
+        Returns
+        -------
+        list of tuple
+            ``[(param name, tangent kind, a, b)]``: the kind is a
+            ``mcscore._vr.TK_*`` code, ``a`` and ``b`` broadcast to ``draw_shape``.
+
+        Raises
+        ------
+        ValueError
+            For a family without a reparameterisation (``has_rsample`` is False).
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> [row[0] for row in mc.Normal(0.0, 1.0).pathwise_spec()]
+        ['loc', 'scale']
+        """
         self.require("rsample")
 
-    def vi_transforms(self):
-        """{param name: "identity" | "log" | "logit"}: the unconstrained
-        coordinate vi.fit optimises for each parameter."""
+    def vi_transforms(self) -> dict[str, str]:
+        """The unconstrained coordinate :func:`mcscore.vi.fit` optimises for
+        each parameter.
+
+        Returns
+        -------
+        dict of str to {"identity", "log", "logit"}
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Normal(0.0, 1.0).vi_transforms()
+        {'loc': 'identity', 'scale': 'log'}
+        """
         out = {}
         for name in self.param_names:
             if name in _POSITIVE_PARAMS:
@@ -704,14 +946,60 @@ class Distribution:
     # coordinate; a multivariate family overrides ``_qmc_dim`` and
     # ``_qmc_draws`` with a construction of its own.  A family without either
     # gets the clear error of ``_qmc_dim``.
-    def cdf(self, value):
-        """P(X <= value) (families that have a closed form or an accurate
-        special function)."""
+    def cdf(self, value: Any) -> Any:
+        """The cumulative distribution function P(X <= value), for the
+        families that have a closed form or an accurate special function.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape`` (torch's semantics).
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        NotImplementedError
+            For a family without a cdf.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> float(mc.Normal(loc=1.0, scale=2.0).cdf(1.0))
+        0.5
+        """
         raise NotImplementedError(f"{type(self).__name__} has no cdf")
 
-    def icdf(self, value):
-        """The quantile function: the smallest x with cdf(x) >= value, value
-        in [0, 1] broadcast against the batch shape."""
+    def icdf(self, value: Any) -> Any:
+        """The quantile function: the smallest x with ``cdf(x) >= value``
+        (draws by inversion, ``sampler="sobol"``).
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The quantiles, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+        NotImplementedError
+            For a family without a quantile function.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> round(float(mc.Normal(loc=1.0, scale=2.0).icdf(0.5)), 12)
+        1.0
+        """
         raise NotImplementedError(f"{type(self).__name__} has no inverse cdf (icdf)")
 
     # whether the family draws by inversion (icdf, or a construction of its
