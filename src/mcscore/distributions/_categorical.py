@@ -160,7 +160,23 @@ class Categorical(_CategoricalBase):
     def relaxation(self):
         """As Bernoulli.relaxation, K categories per unit; conversion 2 maps
         a logit gradient to (unnormalised) probs with cv = 1 / v and
-        cvs = 1 / sum v."""
+        cvs = 1 / sum v.
+
+        Returns
+        -------
+        tuple
+            ``(W, K, theta, probs, conversion, cv, cvs)``: the sizes W and K
+            of the kernels' layout (K = 1: binary), the logit-space parameters and the
+            normalised probabilities, then the code and factors that convert
+            a logit gradient to the parameter as passed.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> W, K, theta, probs = mc.Categorical(probs=[0.2, 0.3, 0.5]).relaxation()[:4]
+        >>> K, probs.tolist()
+        (3, [0.2, 0.3, 0.5])
+        """
         kk = self.n_categories
         lp = np.ascontiguousarray(self.logits.ravel(), float)
         pr = np.ascontiguousarray(self.probs.ravel(), float)
@@ -174,7 +190,19 @@ class Categorical(_CategoricalBase):
         return lp.size, kk, lp, pr, conv, np.ascontiguousarray(cv), np.ascontiguousarray(cvs)
 
     def relaxed_shape(self):
-        """Shape of one relaxed draw (a point of the simplex per unit)."""
+        """Shape of one relaxed draw (a point of the simplex per unit).
+
+        Returns
+        -------
+        tuple of int
+            The shape of one relaxed draw.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Categorical(probs=[0.2, 0.3, 0.5]).relaxed_shape()
+        (3,)
+        """
         return self.draw_shape + (self.n_categories,)
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
@@ -185,7 +213,31 @@ class Categorical(_CategoricalBase):
         return c
 
     def cdf(self, value):
-        """P(X <= value), value broadcast against the batch shape."""
+        """P(X <= value), value broadcast against the batch shape.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Categorical(probs=[0.2, 0.3, 0.5])
+        >>> round(float(q.cdf(1)), 6)
+        0.5
+        """
         x = np.floor(np.asarray(value, dtype=np.float64))
         c = self._cumulative()
         k = np.clip(x, 0, self.n_categories - 1).astype(np.int64)
@@ -196,7 +248,31 @@ class Categorical(_CategoricalBase):
 
     def icdf(self, value):
         """The smallest category k with cdf(k) >= value: the number of
-        entries of the cumulative table below value."""
+        entries of the cumulative table below value.
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Categorical(probs=[0.2, 0.3, 0.5])
+        >>> k = q.icdf(0.5)
+        >>> bool(q.cdf(k) >= 0.5), bool(q.cdf(k - 1) < 0.5)
+        (True, True)
+        """
         u = self._unit_value(value)
         c = self._cumulative()
         shape = np.broadcast_shapes(u.shape, c.shape[:-1])
@@ -213,7 +289,33 @@ class Categorical(_CategoricalBase):
 
 class Multinomial(_CategoricalBase):
     """Multinomial(total_count, probs=None, logits=None): category counts of
-    total_count draws (total_count fixed, may broadcast with the batch)."""
+    total_count draws (total_count fixed, may broadcast with the batch).
+
+    Parameters
+    ----------
+    total_count : int or array_like of int, default 1
+        The number of draws (>= 0; fixed, may broadcast with the batch).
+    probs : array_like, optional
+        Non-negative weights of the K categories on the last axis (need not sum to 1).
+    logits : array_like, optional
+        Unnormalised log-probabilities; give exactly one of ``probs`` and ``logits``.
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or non-finite probabilities, or a ``total_count`` that is not a non-negative integer, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Multinomial(total_count=5, probs=[0.2, 0.8])
+    >>> x = q.sample(3, rng=0)
+    >>> x.shape, x.sum(axis=-1).tolist()
+    ((3, 2), [5.0, 5.0, 5.0])
+    """
 
     @property
     def support(self):
@@ -301,7 +403,30 @@ class Multinomial(_CategoricalBase):
 
 class Dirichlet(Distribution):
     """Dirichlet(concentration): a point of the simplex, the last axis of
-    concentration holding the K categories."""
+    concentration holding the K categories.
+
+    Parameters
+    ----------
+    concentration : array_like
+        Positive concentrations, the last axis holding the K categories (K >= 2).
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A concentration that is not positive and finite, or fewer than 2 categories, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Dirichlet(concentration=[1.0, 2.0, 5.0])
+    >>> x = q.sample(4, rng=0)
+    >>> x.shape, bool(np.allclose(x.sum(axis=-1), 1.0))
+    ((4, 3), True)
+    """
 
     support = Support("x in [0, 1]^K summing to 1", "simplex", 0.0, 1.0, event_dim=1)
 
@@ -385,7 +510,30 @@ class OneHotCategorical(_CategoricalBase):
     Drawn by inverting the cumulative probabilities at one uniform per draw
     (O(K)).  The score is ``x_k - p_k`` w.r.t. logits_k and ``x_k / v_k -
     1 / sum v`` w.r.t. unnormalised probs v (the Multinomial's with one
-    trial)."""
+    trial).
+
+    Parameters
+    ----------
+    probs : array_like, optional
+        Non-negative weights of the K categories on the last axis (need not sum to 1).
+    logits : array_like, optional
+        Unnormalised log-probabilities; give exactly one of ``probs`` and ``logits``.
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or non-finite probabilities, or non-finite logits, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> x = mc.OneHotCategorical(probs=[0.1, 0.9]).sample(3, rng=0)
+    >>> x.shape, x.sum(axis=-1).tolist()
+    ((3, 2), [1.0, 1.0, 1.0])
+    """
 
     support = Support("x a one-hot vector of length K", "one_hot", 0, 1, event_dim=1)
 

@@ -136,7 +136,31 @@ class Normal(_LocScale):
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value):
-        """P(X <= value), value broadcast against the batch shape."""
+        """P(X <= value), value broadcast against the batch shape.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Normal(loc=1.0, scale=2.0)
+        >>> round(float(q.cdf(1.0)), 6)
+        0.5
+        """
         x = np.asarray(value, dtype=np.float64)
         if not self._log:
             return special.ndtr((x - self.loc) / self.scale)
@@ -146,13 +170,61 @@ class Normal(_LocScale):
 
     def icdf(self, value):
         """The quantile function loc + scale ndtri(value) (exp of it for
-        LogNormal), value in [0, 1]."""
+        LogNormal), value in [0, 1].
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The quantiles, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Normal(loc=1.0, scale=2.0)
+        >>> bool(np.isclose(q.cdf(q.icdf(0.3)), 0.3))
+        True
+        """
         z = self.loc + self.scale * special.ndtri(self._unit_value(value))
         return np.exp(z) if self._log else z
 
 
 class LogNormal(Normal):
-    """LogNormal(loc, scale): log x ~ Normal(loc, scale)."""
+    """LogNormal(loc, scale): log x ~ Normal(loc, scale).
+
+    Parameters
+    ----------
+    loc : float or array_like
+        Mean of log x (any finite real).
+    scale : float or array_like
+        Standard deviation of log x (> 0); broadcast with ``loc``.
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.LogNormal(loc=0.0, scale=0.5)
+    >>> bool(np.isclose(q.mean, np.exp(0.125)))
+    True
+    """
 
     support = POSITIVE
 
@@ -188,7 +260,28 @@ class LogNormal(Normal):
 
 
 class Exponential(Distribution):
-    """Exponential(rate): density rate * exp(-rate x) on x > 0."""
+    """Exponential(rate): density rate * exp(-rate x) on x > 0.
+
+    Parameters
+    ----------
+    rate : float or array_like
+        The rate (> 0); the mean is 1 / rate.
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A ``rate`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Exponential(rate=[1.0, 4.0])
+    >>> q.mean.tolist(), q.sample(3, rng=0).shape
+    ([1.0, 0.25], (3, 2))
+    """
 
     support = NONNEGATIVE
 
@@ -223,17 +316,88 @@ class Exponential(Distribution):
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value):
-        """P(X <= value) = 1 - exp(-rate value) for value >= 0."""
+        """P(X <= value) = 1 - exp(-rate value) for value >= 0.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Exponential(rate=2.0)
+        >>> round(float(q.cdf(0.5)), 6)
+        0.632121
+        """
         x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
         return -np.expm1(-self.rate * x)
 
     def icdf(self, value):
-        """The quantile function -log(1 - value) / rate."""
+        """The quantile function -log(1 - value) / rate.
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The quantiles, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Exponential(rate=2.0)
+        >>> bool(np.isclose(q.cdf(q.icdf(0.3)), 0.3))
+        True
+        """
         return -np.log1p(-self._unit_value(value)) / self.rate
 
 
 class Gamma(Distribution):
-    """Gamma(concentration, rate): density rate^a x^(a-1) e^(-rate x) / Gamma(a)."""
+    """Gamma(concentration, rate): density rate^a x^(a-1) e^(-rate x) / Gamma(a).
+
+    Parameters
+    ----------
+    concentration : float or array_like
+        The shape a (> 0).
+    rate : float or array_like
+        The rate (> 0; the scale is 1 / rate); broadcast with the concentration.
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A parameter that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Gamma(concentration=3.0, rate=2.0)
+    >>> float(q.mean), float(q.variance)
+    (1.5, 0.75)
+    """
 
     support = POSITIVE
 
@@ -279,17 +443,88 @@ class Gamma(Distribution):
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value):
-        """P(X <= value): the regularised lower incomplete gamma function."""
+        """P(X <= value): the regularised lower incomplete gamma function.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Gamma(concentration=2.0, rate=1.0)
+        >>> round(float(q.cdf(2.0)), 6)
+        0.593994
+        """
         x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
         return special.gammainc(self.concentration, self.rate * x)
 
     def icdf(self, value):
-        """The quantile function, by scipy.special.gammaincinv."""
+        """The quantile function, by scipy.special.gammaincinv.
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The quantiles, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Gamma(concentration=2.0, rate=1.0)
+        >>> bool(np.isclose(q.cdf(q.icdf(0.3)), 0.3))
+        True
+        """
         return special.gammaincinv(self.concentration, self._unit_value(value)) / self.rate
 
 
 class Beta(Distribution):
-    """Beta(concentration1, concentration0): density x^(c1-1) (1-x)^(c0-1) / B(c1, c0)."""
+    """Beta(concentration1, concentration0): density x^(c1-1) (1-x)^(c0-1) / B(c1, c0).
+
+    Parameters
+    ----------
+    concentration1 : float or array_like
+        c1 (> 0), the exponent of x.
+    concentration0 : float or array_like
+        c0 (> 0), the exponent of 1 - x.
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A parameter that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Beta(concentration1=2.0, concentration0=6.0)
+    >>> float(q.mean)
+    0.25
+    """
 
     support = Support("0 < x < 1", "unit_interval", 0.0, 1.0)
 
@@ -340,12 +575,60 @@ class Beta(Distribution):
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value):
-        """P(X <= value): the regularised incomplete beta function."""
+        """P(X <= value): the regularised incomplete beta function.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Beta(concentration1=2.0, concentration0=3.0)
+        >>> round(float(q.cdf(0.4)), 6)
+        0.5248
+        """
         x = np.clip(np.asarray(value, dtype=np.float64), 0.0, 1.0)
         return special.betainc(self.concentration1, self.concentration0, x)
 
     def icdf(self, value):
-        """The quantile function, by scipy.special.betaincinv."""
+        """The quantile function, by scipy.special.betaincinv.
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The quantiles, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Beta(concentration1=2.0, concentration0=3.0)
+        >>> bool(np.isclose(q.cdf(q.icdf(0.3)), 0.3))
+        True
+        """
         return special.betaincinv(self.concentration1, self.concentration0,
                                   self._unit_value(value))
 
@@ -360,7 +643,30 @@ class Laplace(_LocScale):
     Drawn by NumPy's C sampler (``random_laplace``: inversion of one
     uniform).  The score is ``sign(x - loc) / scale`` w.r.t. loc (0 at
     x = loc, as torch's autograd gives) and ``-1/scale + |x - loc| / scale**2``
-    w.r.t. scale."""
+    w.r.t. scale.
+
+    Parameters
+    ----------
+    loc : float or array_like
+        The location (median; any finite real).
+    scale : float or array_like
+        The scale (> 0); the variance is 2 scale^2.
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Laplace(loc=1.0, scale=2.0)
+    >>> float(q.mean), float(q.variance)
+    (1.0, 8.0)
+    """
 
     family = K.MC_LAPLACE
     has_mirror = True
@@ -401,12 +707,60 @@ class Laplace(_LocScale):
         return 1.0 + np.log(2.0 * self.scale)
 
     def cdf(self, value):
-        """P(X <= value), broadcasting value against the batch shape."""
+        """P(X <= value), broadcasting value against the batch shape.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Laplace(loc=0.0, scale=1.0)
+        >>> round(float(q.cdf(0.0)), 6)
+        0.5
+        """
         z = (np.asarray(value, dtype=np.float64) - self.loc) / self.scale
         return 0.5 - 0.5 * np.sign(z) * np.expm1(-np.abs(z))
 
     def icdf(self, value):
-        """The quantile function (value in [0, 1]); the inverse of cdf."""
+        """The quantile function (value in [0, 1]); the inverse of cdf.
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The quantiles, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Laplace(loc=0.0, scale=1.0)
+        >>> bool(np.isclose(q.cdf(q.icdf(0.3)), 0.3))
+        True
+        """
         u = V.param("value", value, "unit_interval", owner="Laplace.icdf")
         # log(2 u) below the median and -log(2 (1 - u)) above: exact in both tails
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -416,16 +770,63 @@ class Laplace(_LocScale):
 
     # -- capabilities (the estimators' protocol) --------------------------
     def mean_tangents(self):
-        """{param: d E[x_c] / d param, arrays of draw_shape}: E[x] = loc."""
+        """{param: d E[x_c] / d param, arrays of draw_shape}: E[x] = loc.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{param: d E[x_c] / d param, an array of draw_shape}``.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Laplace(loc=0.0, scale=1.0).mean_tangents()
+        {'loc': array(1.), 'scale': array(0.)}
+        """
         ds = self.draw_shape
         return {"loc": np.ones(ds), "scale": np.zeros(ds)}
 
     def mirror(self, x):
-        """Antithetic partner: the reflection 2 loc - x (Laplace is symmetric)."""
+        """Antithetic partner: the reflection 2 loc - x (Laplace is symmetric).
+
+        Parameters
+        ----------
+        x : array_like, shape ``(m, *draw_shape)``
+            Draws of this distribution.
+
+        Returns
+        -------
+        numpy.ndarray
+            The antithetic partners, same shape, with the same distribution.
+
+        Raises
+        ------
+        ValueError
+            ``x`` that does not broadcast against the parameters.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> mc.Laplace(loc=0.0, scale=1.0).mirror(np.array([0.25, 1.5]))
+        array([-0.25, -1.5 ])
+        """
         return 2.0 * self.loc - x
 
     def vi_transforms(self):
-        """The unconstrained coordinates vi.fit optimises: loc as is, log scale."""
+        """The unconstrained coordinates vi.fit optimises: loc as is, log scale.
+
+        Returns
+        -------
+        dict of str to {"identity", "log", "logit"}
+            The unconstrained coordinate of each parameter.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Laplace(loc=0.0, scale=1.0).vi_transforms()
+        {'loc': 'identity', 'scale': 'log'}
+        """
         return {"loc": "identity", "scale": "log"}
 
 
@@ -470,7 +871,29 @@ class HalfNormal(_HalfScale):
     ``sqrt(2 / pi) / scale * exp(-x^2 / (2 scale^2))`` on x >= 0.
 
     Drawn as ``|scale * z|`` with NumPy's C normal sampler, one per draw.  The
-    score ``-1/scale + x**2 / scale**3`` is one quadratic term."""
+    score ``-1/scale + x**2 / scale**3`` is one quadratic term.
+
+    Parameters
+    ----------
+    scale : float or array_like
+        The scale of the underlying normal (> 0).
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.HalfNormal(scale=2.0)
+    >>> bool(np.isclose(q.mean, 2.0 * np.sqrt(2 / np.pi)))
+    True
+    """
 
     family = K.MC_HALF_NORMAL
 
@@ -499,22 +922,94 @@ class HalfNormal(_HalfScale):
     has_rsample = has_mean_tangents = True
 
     def mean_tangents(self):
-        """d E[x] / d scale = sqrt(2 / pi)."""
+        """d E[x] / d scale = sqrt(2 / pi).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{param: d E[x_c] / d param, an array of draw_shape}``.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.HalfNormal(scale=1.0).mean_tangents()
+        {'scale': array(0.79788456)}
+        """
         return {"scale": self._draw_broadcast(math.sqrt(2.0 / math.pi))}
 
     def pathwise_spec(self):
-        """``x = scale |eps|``: dx/dscale = x / scale (the Normal scale tangent at loc 0)."""
+        """``x = scale |eps|``: dx/dscale = x / scale (the Normal scale tangent at loc 0).
+
+        Returns
+        -------
+        list of tuple
+            ``[(param name, tangent kind, a, b)]``, the rows of the reparameterisation table.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.HalfNormal(scale=1.0).pathwise_spec()
+        [('scale', 1, 0.0, array(1.))]
+        """
         return [("scale", _vr.TK_NSCALE, 0.0, self._draw_broadcast(self.scale))]
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value):
-        """P(X <= value) = erf(value / (scale sqrt 2)) for value >= 0."""
+        """P(X <= value) = erf(value / (scale sqrt 2)) for value >= 0.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.HalfNormal(scale=1.0)
+        >>> round(float(q.cdf(1.0)), 6)
+        0.682689
+        """
         x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
         return special.erf(x / (self.scale * math.sqrt(2.0)))
 
     def icdf(self, value):
         """The quantile function scale sqrt(2) erfinv(value) (erfcinv(1 -
-        value) above the median: exact in the upper tail)."""
+        value) above the median: exact in the upper tail).
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The quantiles, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.HalfNormal(scale=1.0)
+        >>> bool(np.isclose(q.cdf(q.icdf(0.3)), 0.3))
+        True
+        """
         u = self._unit_value(value)
         z = np.where(u < 0.5, special.erfinv(u), special.erfcinv(1.0 - u))
         return self.scale * math.sqrt(2.0) * z
@@ -525,7 +1020,28 @@ class Chi2(Distribution):
     x^(df/2 - 1) e^(-x/2) / (2^(df/2) Gamma(df/2)) on x > 0.
 
     Drawn by NumPy's C sampler (``random_chisquare``).  The score w.r.t. df
-    is log-affine: ``(log x - log 2 - digamma(df / 2)) / 2``."""
+    is log-affine: ``(log x - log 2 - digamma(df / 2)) / 2``.
+
+    Parameters
+    ----------
+    df : float or array_like
+        The degrees of freedom (> 0, need not be an integer).
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A ``df`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Chi2(df=3.0)
+    >>> float(q.mean), float(q.variance)
+    (3.0, 6.0)
+    """
 
     support = POSITIVE
 
@@ -561,12 +1077,36 @@ class Chi2(Distribution):
     has_mean_tangents = has_rsample = True
 
     def mean_tangents(self):
-        """d E[x] / d df = 1."""
+        """d E[x] / d df = 1.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{param: d E[x_c] / d param, an array of draw_shape}``.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Chi2(df=3.0).mean_tangents()
+        {'df': array(1.)}
+        """
         return {"df": self._draw_broadcast(1.0)}
 
     def pathwise_spec(self):
         """x = 2 g, g ~ Gamma(df / 2, 1): dx/ddf = dg/dalpha at alpha = df / 2
-        (implicit reparameterisation of the Gamma draw)."""
+        (implicit reparameterisation of the Gamma draw).
+
+        Returns
+        -------
+        list of tuple
+            ``[(param name, tangent kind, a, b)]``, the rows of the reparameterisation table.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Chi2(df=3.0).pathwise_spec()
+        [('df', 10, array(1.5), 0.0)]
+        """
         return [("df", _vr.TK_CHI2_DF, self._draw_broadcast(0.5 * self.df), 0.0)]
 
     def vi_transforms(self):
@@ -574,12 +1114,60 @@ class Chi2(Distribution):
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value):
-        """P(X <= value): Gamma(df / 2, rate 1/2)'s cdf."""
+        """P(X <= value): Gamma(df / 2, rate 1/2)'s cdf.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Chi2(df=3.0)
+        >>> round(float(q.cdf(3.0)), 6)
+        0.608375
+        """
         x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
         return special.gammainc(0.5 * self.df, 0.5 * x)
 
     def icdf(self, value):
-        """The quantile function 2 gammaincinv(df / 2, value)."""
+        """The quantile function 2 gammaincinv(df / 2, value).
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The quantiles, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Chi2(df=3.0)
+        >>> bool(np.isclose(q.cdf(q.icdf(0.3)), 0.3))
+        True
+        """
         return 2.0 * special.gammaincinv(0.5 * self.df, self._unit_value(value))
 
 
@@ -590,7 +1178,30 @@ class InverseGamma(Distribution):
     Drawn as rate / g with g from NumPy's C standard-gamma sampler.  The
     score is ``log(rate) - digamma(a) - log x`` w.r.t. the concentration a
     and ``a / rate - 1 / x`` w.r.t. the rate (the reciprocal term kind
-    ``SK_RECIP``)."""
+    ``SK_RECIP``).
+
+    Parameters
+    ----------
+    concentration : float or array_like
+        The shape a (> 0).
+    rate : float or array_like
+        The rate of the Gamma of 1 / x (> 0).
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A parameter that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.InverseGamma(concentration=3.0, rate=4.0)
+    >>> float(q.mean)                     # rate / (a - 1)
+    2.0
+    """
 
     arg_constraints = {"concentration": "positive", "rate": "positive"}
     family = K.MC_INVERSE_GAMMA
@@ -609,7 +1220,19 @@ class InverseGamma(Distribution):
 
     def pathwise_spec(self):
         """x = rate / g, g ~ Gamma(a, 1): dx/drate = x / rate and dx/da =
-        -(x^2 / rate) dg/da at g = rate / x (implicit reparameterisation)."""
+        -(x^2 / rate) dg/da at g = rate / x (implicit reparameterisation).
+
+        Returns
+        -------
+        list of tuple
+            ``[(param name, tangent kind, a, b)]``, the rows of the reparameterisation table.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.InverseGamma(concentration=3.0, rate=2.0).pathwise_spec()
+        [('concentration', 11, array(3.), array(2.)), ('rate', 1, 0.0, array(2.))]
+        """
         b = self._draw_broadcast
         return [("concentration", _vr.TK_INVGAMMA_CONC, b(self.concentration), b(self.rate)),
                 ("rate", _vr.TK_NSCALE, 0.0, b(self.rate))]
@@ -645,14 +1268,62 @@ class InverseGamma(Distribution):
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value):
-        """P(X <= value) = Q(concentration, rate / value) for value > 0."""
+        """P(X <= value) = Q(concentration, rate / value) for value > 0.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.InverseGamma(concentration=3.0, rate=2.0)
+        >>> round(float(q.cdf(1.0)), 6)
+        0.676676
+        """
         x = np.asarray(value, dtype=np.float64)
         with np.errstate(divide="ignore"):
             t = np.where(x > 0, self.rate / np.maximum(x, 0.0), np.inf)
         return special.gammaincc(self.concentration, t)
 
     def icdf(self, value):
-        """The quantile function rate / gammainccinv(concentration, value)."""
+        """The quantile function rate / gammainccinv(concentration, value).
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The quantiles, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.InverseGamma(concentration=3.0, rate=2.0)
+        >>> bool(np.isclose(q.cdf(q.icdf(0.3)), 0.3))
+        True
+        """
         with np.errstate(divide="ignore"):
             return self.rate / special.gammainccinv(self.concentration, self._unit_value(value))
 
@@ -664,7 +1335,31 @@ class Gumbel(_LocScale):
     Drawn by NumPy's C sampler (``random_gumbel``: inversion of one uniform).
     The score is ``-expm1(-z) / scale`` w.r.t. loc and
     ``(-z expm1(-z) - 1) / scale`` w.r.t. scale (the exponential term kinds
-    ``SK_EXPM1``, ``SK_XEXPM1``)."""
+    ``SK_EXPM1``, ``SK_XEXPM1``).
+
+    Parameters
+    ----------
+    loc : float or array_like
+        The location (mode; any finite real).
+    scale : float or array_like
+        The scale (> 0).
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Gumbel(loc=0.0, scale=1.0)
+    >>> bool(np.isclose(q.mean, np.euler_gamma))
+    True
+    """
 
     family = K.MC_GUMBEL
     has_rsample = has_mean_tangents = True
@@ -700,7 +1395,19 @@ class Gumbel(_LocScale):
         return np.log(self.scale) + np.euler_gamma + 1.0
 
     def mean_tangents(self):
-        """E[x] = loc + gamma scale (gamma: Euler's constant)."""
+        """E[x] = loc + gamma scale (gamma: Euler's constant).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{param: d E[x_c] / d param, an array of draw_shape}``.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Gumbel(loc=0.0, scale=1.0).mean_tangents()
+        {'loc': array(1.), 'scale': array(0.57721566)}
+        """
         b = self._draw_broadcast
         return {"loc": b(1.0), "scale": b(np.euler_gamma)}
 
@@ -709,13 +1416,61 @@ class Gumbel(_LocScale):
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value):
-        """P(X <= value) = exp(-exp(-(value - loc) / scale))."""
+        """P(X <= value) = exp(-exp(-(value - loc) / scale)).
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Gumbel(loc=0.0, scale=1.0)
+        >>> round(float(q.cdf(0.0)), 6)
+        0.367879
+        """
         z = (np.asarray(value, dtype=np.float64) - self.loc) / self.scale
         with np.errstate(over="ignore"):
             return np.exp(-np.exp(-z))
 
     def icdf(self, value):
-        """The quantile function loc - scale log(-log(value))."""
+        """The quantile function loc - scale log(-log(value)).
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The quantiles, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Gumbel(loc=0.0, scale=1.0)
+        >>> bool(np.isclose(q.cdf(q.icdf(0.3)), 0.3))
+        True
+        """
         with np.errstate(divide="ignore"):
             return self.loc - self.scale * np.log(-np.log(self._unit_value(value)))
 
@@ -728,7 +1483,30 @@ class Weibull(Distribution):
     Drawn as scale times NumPy's standard Weibull variate (``random_weibull``).
     With L = log(x / scale) the score is ``(k / scale) expm1(k L)`` w.r.t. the
     scale and ``1/k - L expm1(k L)`` w.r.t. k (the term kinds ``SK_LOG_EXPM1``,
-    ``SK_LOG_XEXPM1``)."""
+    ``SK_LOG_XEXPM1``).
+
+    Parameters
+    ----------
+    scale : float or array_like
+        The scale (> 0).
+    concentration : float or array_like
+        The shape k (> 0).
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A parameter that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Weibull(scale=2.0, concentration=1.0)   # k = 1: Exponential(rate 1/2)
+    >>> round(float(q.mean), 12)
+    2.0
+    """
 
     support = POSITIVE
 
@@ -776,13 +1554,37 @@ class Weibull(Distribution):
     def pathwise_spec(self):
         """x = scale e^(1/k), e ~ Exponential(1): dx/dscale = x / scale and
         dx/dk = -(x / k) log(x / scale) (the LogNormal scale tangent
-        x (log x - a) / b with a = log scale, b = -k)."""
+        x (log x - a) / b with a = log scale, b = -k).
+
+        Returns
+        -------
+        list of tuple
+            ``[(param name, tangent kind, a, b)]``, the rows of the reparameterisation table.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Weibull(scale=1.0, concentration=2.0).pathwise_spec()
+        [('scale', 1, 0.0, array(1.)), ('concentration', 3, array(0.), array(-2.))]
+        """
         b = self._draw_broadcast
         return [("scale", _vr.TK_NSCALE, 0.0, b(self.scale)),
                 ("concentration", _vr.TK_LNSCALE, b(np.log(self.scale)), b(-self.concentration))]
 
     def mean_tangents(self):
-        """E[x] = scale Gamma(1 + 1/k)."""
+        """E[x] = scale Gamma(1 + 1/k).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{param: d E[x_c] / d param, an array of draw_shape}``.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Weibull(scale=1.0, concentration=2.0).mean_tangents()
+        {'scale': array(0.88622693), 'concentration': array(-0.0080846)}
+        """
         k = self.concentration
         g1 = self._moment_factor(1)
         b = self._draw_broadcast
@@ -794,12 +1596,60 @@ class Weibull(Distribution):
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value):
-        """P(X <= value) = 1 - exp(-(value / scale)^concentration), value >= 0."""
+        """P(X <= value) = 1 - exp(-(value / scale)^concentration), value >= 0.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Weibull(scale=1.0, concentration=2.0)
+        >>> round(float(q.cdf(1.0)), 6)
+        0.632121
+        """
         x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
         return -np.expm1(-(x / self.scale) ** self.concentration)
 
     def icdf(self, value):
-        """The quantile function scale (-log(1 - value))^(1 / concentration)."""
+        """The quantile function scale (-log(1 - value))^(1 / concentration).
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The quantiles, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Weibull(scale=1.0, concentration=2.0)
+        >>> bool(np.isclose(q.cdf(q.icdf(0.3)), 0.3))
+        True
+        """
         return self.scale * (-np.log1p(-self._unit_value(value))) ** (1.0 / self.concentration)
 
 # ---------------------------------------------------------------------------
@@ -814,7 +1664,30 @@ class Uniform(Distribution):
     the gradient of E[f]: ``score_grad`` adds the boundary term (f at the
     draw with a coordinate pinned to its bound, see :meth:`boundary_terms`);
     the estimators that cannot evaluate f at pinned draws refuse Uniform
-    and name ``pathwise_grad`` (x = low + (high - low) u)."""
+    and name ``pathwise_grad`` (x = low + (high - low) u).
+
+    Parameters
+    ----------
+    low : float or array_like
+        The lower bound (finite).
+    high : float or array_like
+        The upper bound (finite, > low); broadcast with ``low``.
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        Non-finite bounds or ``high <= low``, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Uniform(low=1.0, high=3.0)
+    >>> float(q.mean), float(q.variance) == 4.0 / 12
+    (2.0, True)
+    """
 
     family = K.MC_UNIFORM
     arg_constraints = {"low": "real", "high": "real"}
@@ -876,13 +1749,48 @@ class Uniform(Distribution):
     has_rsample = has_mirror = True
 
     def mirror(self, x):
-        """Antithetic partner: the reflection low + high - x."""
+        """Antithetic partner: the reflection low + high - x.
+
+        Parameters
+        ----------
+        x : array_like, shape ``(m, *draw_shape)``
+            Draws of this distribution.
+
+        Returns
+        -------
+        numpy.ndarray
+            The antithetic partners, same shape, with the same distribution.
+
+        Raises
+        ------
+        ValueError
+            ``x`` that does not broadcast against the parameters.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> mc.Uniform(low=0.0, high=2.0).mirror(np.array([0.25, 1.5]))
+        array([1.75, 0.5 ])
+        """
         return self.low + self.high - x
 
     def pathwise_spec(self):
         """x = low + (high - low) u: dx/dlow = (high - x) / (high - low) and
         dx/dhigh = (x - low) / (high - low), both the scale tangent
-        (x - a) / b."""
+        (x - a) / b.
+
+        Returns
+        -------
+        list of tuple
+            ``[(param name, tangent kind, a, b)]``, the rows of the reparameterisation table.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Uniform(low=0.0, high=2.0).pathwise_spec()
+        [('low', 1, array(2.), array(-2.)), ('high', 1, array(0.), array(2.))]
+        """
         b = self._draw_broadcast
         return [("low", _vr.TK_NSCALE, b(self.high), b(self.low - self.high)),
                 ("high", _vr.TK_NSCALE, b(self.low), b(self.high - self.low))]
@@ -967,7 +1875,31 @@ class Cauchy(_Rational):
     Drawn as loc + scale c with NumPy's standard Cauchy sampler.  With
     u = z^2 the score is ``(2 / scale^2) d / (1 + u)`` w.r.t. loc and
     ``1/scale - (2/scale) / (1 + u)`` w.r.t. scale.  It has no mean: the
-    ``mean`` is NaN and the ``variance`` infinite, as in torch."""
+    ``mean`` is NaN and the ``variance`` infinite, as in torch.
+
+    Parameters
+    ----------
+    loc : float or array_like
+        The location (median; finite).
+    scale : float or array_like
+        The scale (> 0).
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Cauchy(loc=0.0, scale=1.0)
+    >>> bool(np.isnan(q.mean)), float(q.variance)
+    (True, inf)
+    """
 
     family = K.MC_CAUCHY
 
@@ -1000,7 +1932,32 @@ class StudentT(_Rational):
     - ((df+1)/(2 df)) / (1 + u)`` w.r.t. df.
 
     ``pathwise_grad`` refuses StudentT: the reparameterisation through df
-    (an implicit derivative of the t CDF in df) is not available exactly."""
+    (an implicit derivative of the t CDF in df) is not available exactly.
+
+    Parameters
+    ----------
+    df : float or array_like
+        The degrees of freedom (> 0).
+    loc : float or array_like, default 0.0
+        The location (finite).
+    scale : float or array_like, default 1.0
+        The scale (> 0).
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A non-finite ``loc``, or a ``df`` or ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.StudentT(df=5.0, loc=1.0, scale=2.0)
+    >>> float(q.mean), float(q.variance)     # scale^2 df / (df - 2)
+    (1.0, 6.666666666666667)
+    """
 
     family = K.MC_STUDENT_T
     arg_constraints = {"df": "positive", "loc": "real", "scale": "positive"}
@@ -1073,7 +2030,29 @@ class HalfCauchy(_HalfScale):
 
     Drawn as ``|scale c|`` with NumPy's standard Cauchy sampler.  The score is
     ``1/scale - (2/scale) / (1 + (x/scale)^2)``; mean and variance are
-    infinite, as in torch."""
+    infinite, as in torch.
+
+    Parameters
+    ----------
+    scale : float or array_like
+        The scale (> 0).
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.HalfCauchy(scale=2.0)
+    >>> x = q.sample(5, rng=0)
+    >>> x.shape, bool((x >= 0).all())
+    ((5,), True)
+    """
 
     family = K.MC_HALF_CAUCHY
 
@@ -1101,7 +2080,19 @@ class HalfCauchy(_HalfScale):
     has_rsample = True
 
     def pathwise_spec(self):
-        """``x = scale |c|``: dx/dscale = x / scale."""
+        """``x = scale |c|``: dx/dscale = x / scale.
+
+        Returns
+        -------
+        list of tuple
+            ``[(param name, tangent kind, a, b)]``, the rows of the reparameterisation table.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.HalfCauchy(scale=1.0).pathwise_spec()
+        [('scale', 1, 0.0, array(1.))]
+        """
         return [("scale", _vr.TK_NSCALE, 0.0, self._draw_broadcast(self.scale))]
 
 
@@ -1129,7 +2120,31 @@ class VonMises(Distribution):
     ``kappa sin(x - loc)`` w.r.t. loc and ``cos(x - loc) - I1(kappa) /
     I0(kappa)`` w.r.t. the concentration, the Bessel ratio computed from the
     exponentially scaled I0, I1 (:func:`bessel_ratio`), accurate for small
-    and large kappa; the normaliser is log(2 pi i0e(kappa)) + kappa."""
+    and large kappa; the normaliser is log(2 pi i0e(kappa)) + kappa.
+
+    Parameters
+    ----------
+    loc : float or array_like
+        The mean direction (finite; any real, taken modulo 2 pi).
+    concentration : float or array_like
+        kappa (>= 0; 0 is the uniform angle).
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A non-finite ``loc`` or a negative or non-finite concentration, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> x = mc.VonMises(loc=0.0, concentration=4.0).sample(1000, rng=0)
+    >>> bool(((x >= -np.pi) & (x < np.pi)).all())
+    True
+    """
 
     support = Support("x in [-pi, pi)", "half_open_interval", -math.pi, math.pi)
 
@@ -1168,7 +2183,30 @@ class VonMises(Distribution):
     has_mirror = True
 
     def mirror(self, x):
-        """Antithetic partner: the reflection 2 loc - x about loc, wrapped onto [-pi, pi)."""
+        """Antithetic partner: the reflection 2 loc - x about loc, wrapped onto [-pi, pi).
+
+        Parameters
+        ----------
+        x : array_like, shape ``(m, *draw_shape)``
+            Draws of this distribution.
+
+        Returns
+        -------
+        numpy.ndarray
+            The antithetic partners, same shape, with the same distribution.
+
+        Raises
+        ------
+        ValueError
+            ``x`` that does not broadcast against the parameters.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> mc.VonMises(loc=0.5, concentration=2.0).mirror(np.array([0.0, 1.0]))
+        array([1., 0.])
+        """
         return _wrap_angle(2.0 * self.loc - x)
 
     def vi_transforms(self):

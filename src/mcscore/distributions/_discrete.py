@@ -203,7 +203,29 @@ def _is_count(x, upper=None):
 
 
 class Poisson(Distribution):
-    """Poisson(rate): P(k) = rate^k e^(-rate) / k!."""
+    """Poisson(rate): P(k) = rate^k e^(-rate) / k!.
+
+    Parameters
+    ----------
+    rate : float or array_like
+        The mean (> 0).
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A ``rate`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Poisson(rate=3.0)
+    >>> bool(np.isclose(q.log_prob(np.array([0.0]))[0], -3.0))
+    True
+    """
 
     support = NONNEGATIVE_INTEGER
 
@@ -255,13 +277,61 @@ class Poisson(Distribution):
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value):
-        """P(X <= value), value broadcast against the batch shape."""
+        """P(X <= value), value broadcast against the batch shape.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Poisson(rate=2.0)
+        >>> round(float(q.cdf(2)), 6)
+        0.676676
+        """
         from scipy import stats
         x = np.floor(np.asarray(value, dtype=np.float64))
         return stats.poisson.cdf(x, self.rate)
 
     def icdf(self, value):
-        """The smallest count k with cdf(k) >= value (scipy.stats.poisson.ppf)."""
+        """The smallest count k with cdf(k) >= value (scipy.stats.poisson.ppf).
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Poisson(rate=2.0)
+        >>> k = q.icdf(0.5)
+        >>> bool(q.cdf(k) >= 0.5), bool(q.cdf(k - 1) < 0.5)
+        (True, True)
+        """
         from scipy import stats
         return np.maximum(stats.poisson.ppf(self._unit_value(value), self.rate), 0.0)
 
@@ -330,7 +400,23 @@ class Bernoulli(_BinaryFamily):
     def relaxation(self):
         """(units W, categories K (1: binary), logit-space parameters, probs,
         conversion code, cv, cvs) for the relaxed / REBAR / DisARM kernels:
-        conversion 1 maps a logit gradient to probs with cv = 1 / (p q)."""
+        conversion 1 maps a logit gradient to probs with cv = 1 / (p q).
+
+        Returns
+        -------
+        tuple
+            ``(W, K, theta, probs, conversion, cv, cvs)``: the sizes W and K
+            of the kernels' layout (K = 1: binary), the logit-space parameters and the
+            normalised probabilities, then the code and factors that convert
+            a logit gradient to the parameter as passed.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> W, K, theta, probs = mc.Bernoulli(probs=0.3).relaxation()[:4]
+        >>> K, probs.tolist()
+        (1, [0.3])
+        """
         p, q = self._pq()
         th = np.ravel(np.log(p) - np.log(q)) if self._which == "probs" else \
             np.ravel(np.broadcast_to(self._params["logits"], self.batch_shape))
@@ -341,19 +427,92 @@ class Bernoulli(_BinaryFamily):
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value):
-        """P(X <= value): 0 below 0, 1 - probs on [0, 1), 1 from 1 on."""
+        """P(X <= value): 0 below 0, 1 - probs on [0, 1), 1 from 1 on.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Bernoulli(probs=0.3)
+        >>> round(float(q.cdf(0)), 6)
+        0.7
+        """
         x = np.asarray(value, dtype=np.float64)
         q = self._pq()[1]
         return np.where(x < 0, 0.0, np.where(x < 1, q, 1.0))
 
     def icdf(self, value):
-        """1 where value > 1 - probs, else 0."""
+        """1 where value > 1 - probs, else 0.
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Bernoulli(probs=0.3)
+        >>> k = q.icdf(0.5)
+        >>> bool(q.cdf(k) >= 0.5), bool(q.cdf(k - 1) < 0.5)
+        (True, True)
+        """
         return (self._unit_value(value) > self._pq()[1]).astype(np.float64)
 
 
 class Binomial(_BinaryFamily):
     """Binomial(total_count, probs=None, logits=None): successes in
-    total_count trials (total_count is fixed, not differentiated)."""
+    total_count trials (total_count is fixed, not differentiated).
+
+    Parameters
+    ----------
+    total_count : int or array_like of int, default 1
+        The number of trials (>= 0; fixed, not differentiated).
+    probs : float or array_like, optional
+        The success probability, in [0, 1].
+    logits : float or array_like, optional
+        ``log(p / (1 - p))``; give exactly one of ``probs`` and ``logits``.
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not a non-negative integer, or a probability outside [0, 1], or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Binomial(total_count=10, probs=0.3)
+    >>> float(q.mean), round(float(q.variance), 12)
+    (3.0, 2.1)
+    """
 
     @property
     def support(self):
@@ -397,13 +556,61 @@ class Binomial(_BinaryFamily):
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value):
-        """P(X <= value), value broadcast against the batch shape."""
+        """P(X <= value), value broadcast against the batch shape.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Binomial(total_count=5, probs=0.4)
+        >>> round(float(q.cdf(2)), 6)
+        0.68256
+        """
         from scipy import stats
         x = np.floor(np.asarray(value, dtype=np.float64))
         return stats.binom.cdf(x, self.total_count, self.probs)
 
     def icdf(self, value):
-        """The smallest count k with cdf(k) >= value (scipy.stats.binom.ppf)."""
+        """The smallest count k with cdf(k) >= value (scipy.stats.binom.ppf).
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Binomial(total_count=5, probs=0.4)
+        >>> k = q.icdf(0.5)
+        >>> bool(q.cdf(k) >= 0.5), bool(q.cdf(k - 1) < 0.5)
+        (True, True)
+        """
         from scipy import stats
         u = self._unit_value(value)
         return np.maximum(stats.binom.ppf(u, self.total_count, self.probs), 0.0)
@@ -411,7 +618,32 @@ class Binomial(_BinaryFamily):
 
 class Geometric(_BinaryFamily):
     """Geometric(probs=None, logits=None): failures before the first success,
-    P(k) = (1 - p)^k p, k = 0, 1, ..."""
+    P(k) = (1 - p)^k p, k = 0, 1, ...
+
+    Parameters
+    ----------
+    probs : float or array_like, optional
+        The success probability p, in (0, 1].
+    logits : float or array_like, optional
+        ``log(p / (1 - p))``; give exactly one of ``probs`` and ``logits``.
+    **fixed :
+        Reserved for :meth:`expand` (no further parameters are accepted).
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        Both or neither of ``probs`` and ``logits``, or a probability outside (0, 1], or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Geometric(probs=0.25)
+    >>> float(q.mean)
+    3.0
+    """
 
     support = NONNEGATIVE_INTEGER
 
@@ -456,14 +688,62 @@ class Geometric(_BinaryFamily):
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value):
-        """P(X <= value) = 1 - (1 - probs)^(floor(value) + 1) for value >= 0."""
+        """P(X <= value) = 1 - (1 - probs)^(floor(value) + 1) for value >= 0.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Geometric(probs=0.5)
+        >>> round(float(q.cdf(1)), 6)
+        0.75
+        """
         from scipy import stats
         x = np.floor(np.asarray(value, dtype=np.float64))
         return stats.geom.cdf(x + 1.0, self.probs)
 
     def icdf(self, value):
         """The smallest count k with cdf(k) >= value (scipy.stats.geom.ppf,
-        whose support starts at 1, less one)."""
+        whose support starts at 1, less one).
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Geometric(probs=0.5)
+        >>> k = q.icdf(0.5)
+        >>> bool(q.cdf(k) >= 0.5), bool(q.cdf(k - 1) < 0.5)
+        (True, True)
+        """
         from scipy import stats
         return np.maximum(stats.geom.ppf(self._unit_value(value), self.probs) - 1.0, 0.0)
 
@@ -471,7 +751,32 @@ class Geometric(_BinaryFamily):
 class NegativeBinomial(_BinaryFamily):
     """NegativeBinomial(total_count, probs=None, logits=None): successes
     (probability probs) before total_count failures,
-    P(k) = C(k + r - 1, k) (1 - p)^r p^k."""
+    P(k) = C(k + r - 1, k) (1 - p)^r p^k.
+
+    Parameters
+    ----------
+    total_count : float or array_like
+        r, the number of failures (> 0, real; fixed, not differentiated).
+    probs : float or array_like, optional
+        The success probability p, in [0, 1).
+    logits : float or array_like, optional
+        ``log(p / (1 - p))``; give exactly one of ``probs`` and ``logits``.
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not positive, or a probability outside its range, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.NegativeBinomial(total_count=4.0, probs=0.5)
+    >>> float(q.mean)
+    4.0
+    """
 
     support = NONNEGATIVE_INTEGER
 
@@ -532,13 +837,61 @@ class NegativeBinomial(_BinaryFamily):
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value):
         """P(X <= value); scipy's nbinom counts the failures (probability
-        1 - probs there) before total_count successes: our successes."""
+        1 - probs there) before total_count successes: our successes.
+
+        Parameters
+        ----------
+        value : array_like
+            Points, broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            P(X <= value), the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.NegativeBinomial(total_count=3.0, probs=0.5)
+        >>> round(float(q.cdf(2)), 6)
+        0.5
+        """
         from scipy import stats
         x = np.floor(np.asarray(value, dtype=np.float64))
         return stats.nbinom.cdf(x, self.total_count, self._pq()[1])
 
     def icdf(self, value):
-        """The smallest count k with cdf(k) >= value (scipy.stats.nbinom.ppf)."""
+        """The smallest count k with cdf(k) >= value (scipy.stats.nbinom.ppf).
+
+        Parameters
+        ----------
+        value : array_like
+            Probabilities in [0, 1], broadcast against ``batch_shape``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the batch.
+
+        Raises
+        ------
+        ValueError
+            A value outside [0, 1] or NaN (the message names ``value``).
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.NegativeBinomial(total_count=3.0, probs=0.5)
+        >>> k = q.icdf(0.5)
+        >>> bool(q.cdf(k) >= 0.5), bool(q.cdf(k - 1) < 0.5)
+        (True, True)
+        """
         from scipy import stats
         u = self._unit_value(value)
         return np.maximum(stats.nbinom.ppf(u, self.total_count, self._pq()[1]), 0.0)

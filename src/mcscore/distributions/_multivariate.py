@@ -350,7 +350,33 @@ class LowRankMultivariateNormal(_Gaussian):
     mean loc and covariance W W^T + diag(D), W = cov_factor of shape (d, r),
     D = cov_diag of shape (d,), positive.  Draws cost O(d r): x = loc + W u +
     sqrt(D) e.  Gradients w.r.t. loc, cov_factor ((d, r)) and cov_diag ((d,)),
-    plain partial derivatives."""
+    plain partial derivatives.
+
+    Parameters
+    ----------
+    loc : array_like, shape (d,)
+        The mean (finite).
+    cov_factor : array_like, shape (d, r)
+        W of the covariance W W^T + diag(D) (finite).
+    cov_diag : array_like, shape (d,)
+        D, positive.
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not real numbers (booleans, strings, None).
+    ValueError
+        A ``cov_factor`` or ``cov_diag`` of the wrong shape, non-finite values or a non-positive ``cov_diag``, or parameters whose shapes do not broadcast; the message
+        names the parameter and the first offending index.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.LowRankMultivariateNormal(np.zeros(3), np.ones((3, 1)), np.ones(3))
+    >>> q.sample(2, rng=0).shape, bool(np.allclose(q.variance, 2.0))
+    ((2, 3), True)
+    """
 
     family = K.MC_LOWRANK_MULTIVARIATE_NORMAL
     arg_constraints = {"loc": "real_vector", "cov_factor": "real", "cov_diag": "positive"}
