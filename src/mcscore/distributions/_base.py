@@ -146,7 +146,33 @@ class Support(str):
     ``lower_bound`` / ``upper_bound`` (numbers or arrays; None where there is
     none), ``is_discrete``, ``event_dim`` and ``check(x)``: a boolean array,
     True where x is in the support (over the event's last axis for
-    event_dim 1)."""
+    event_dim 1).
+
+    Parameters
+    ----------
+    text : str
+        The readable description.
+    name : str
+        torch's constraint name (one of the list above).
+    lower, upper : float, array_like or None, optional
+        The bounds (None where there is none).
+    event_dim : int, default 0
+        1 when the constraint is over the last axis (simplex, one-hot, ...).
+
+    Raises
+    ------
+    ValueError
+        From :meth:`check`, for a constraint name it does not know.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> s = mc.Gamma(2.0, 1.0).support
+    >>> str(s), s.name, s.lower_bound, s.is_discrete
+    ('x > 0', 'positive', 0.0, False)
+    >>> s.check([-1.0, 0.5]).tolist()
+    [False, True]
+    """
 
     def __new__(cls, text, name, lower=None, upper=None, event_dim=0):
         self = str.__new__(cls, text)
@@ -167,7 +193,30 @@ class Support(str):
         return f"Support({self.name}: {str(self)!r})"
 
     def check(self, x):
-        """True where x lies in the support."""
+        """True where x lies in the support.
+
+        Parameters
+        ----------
+        x : array_like
+            Values (for ``event_dim`` 1 the last axis is the event).
+
+        Returns
+        -------
+        numpy.ndarray of bool
+            True where ``x`` is in the support (shape of ``x``, without the last
+            axis when ``event_dim`` is 1).
+
+        Raises
+        ------
+        ValueError
+            A constraint name this method does not know.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Poisson(2.0).support.check([0.0, 1.5, 3.0]).tolist()
+        [True, False, True]
+        """
         x = np.asarray(x, dtype=np.float64)
         lo, hi, name = self.lower_bound, self.upper_bound, self.name
         with np.errstate(invalid="ignore"):

@@ -1814,7 +1814,35 @@ class Uniform(Distribution):
 
         The score is constant on the support and the pinned parts of f = 1
         cancel it, so any baseline b cancels exactly from score + boundary:
-        every baseline gives the same unbiased estimate."""
+        every baseline gives the same unbiased estimate.
+
+        Parameters
+        ----------
+        f : callable
+            The integrand, ``f(x)`` for draws of shape ``(m, *draw_shape)``
+            returning shape ``(m,)``.
+        x : numpy.ndarray, shape ``(m, *draw_shape)``
+            Draws of this distribution.
+
+        Returns
+        -------
+        numpy.ndarray, shape ``(m, n_coords)``
+            The pinned parts of each draw's gradient term.
+
+        Raises
+        ------
+        ValueError
+            When ``f`` returns values of the wrong shape or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Uniform(low=0.0, high=2.0)
+        >>> q.boundary_terms(lambda x: x, np.array([0.5, 1.5]))    # -low / 2, +high / 2
+        array([[0., 1.],
+               [0., 1.]])
+        """
         m = x.shape[0]
         ds, size = self.draw_shape, self.draw_size
         xf = x.reshape(m, size)

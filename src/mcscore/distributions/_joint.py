@@ -28,7 +28,15 @@ __all__ = ["Joint", "JointDraws"]
 
 class JointDraws(dict):
     """Joint draws: a dict ``{component name: array (m, *draw_shape)}``, with
-    ``shape == (m,)`` (m draws) like an array of draws."""
+    ``shape == (m,)`` (m draws) like an array of draws.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> x = mc.Joint(a=mc.Normal(0.0, 1.0), b=mc.Poisson(2.0)).sample(5, rng=0)
+    >>> type(x).__name__, x.shape, sorted(x)
+    ('JointDraws', (5,), ['a', 'b'])
+    """
 
     @property
     def shape(self):
@@ -70,6 +78,14 @@ class Joint(Distribution):
     ``batch_shape`` is the longest common prefix of the components' batch
     shapes: with ``batch_ndims=k`` every component's first k batch
     dimensions index the same independent expectations.
+
+    Parameters
+    ----------
+    components : dict of str to Distribution, optional (positional only)
+        The components by name.
+    **kwargs : Distribution or array_like
+        More components by name, or ``"name.param"=value`` to replace one
+        parameter of a component.
 
     Raises
     ------
@@ -200,19 +216,99 @@ class Joint(Distribution):
 
     # -- draws ---------------------------------------------------------------
     def unflatten(self, x):
-        """Flat draws ``(m, draw_size)`` -> JointDraws ``{name: (m, *draw_shape)}``."""
+        """Flat draws ``(m, draw_size)`` -> JointDraws ``{name: (m, *draw_shape)}``.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, shape ``(m, draw_size)``
+            Draws in the engine's flat layout (the components side by side, in
+            the order of ``names``).
+
+        Returns
+        -------
+        JointDraws
+            ``{name: array of shape (m, *component.draw_shape)}``.
+
+        Raises
+        ------
+        ValueError
+            ``x`` with fewer than ``draw_size`` columns.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Joint(z=mc.Bernoulli(probs=0.3), w=mc.Normal(loc=np.zeros(2), scale=1.0))
+        >>> d = q.unflatten(np.array([[1.0, 0.5, -0.5]]))
+        >>> d["z"].tolist(), d["w"].tolist()
+        ([1.0], [[0.5, -0.5]])
+        """
         m = x.shape[0]
         return JointDraws((n, c._to_user_dtype(
             x[:, self.offsets[n]:self.offsets[n] + c.draw_size].reshape((m,) + c.draw_shape)))
             for n, c in self._components.items())
 
     def flatten(self, x):
-        """JointDraws / dict ``{name: (m, *draw_shape)}`` -> flat float64 ``(m, draw_size)``."""
+        """JointDraws / dict ``{name: (m, *draw_shape)}`` -> flat float64 ``(m, draw_size)``.
+
+        Parameters
+        ----------
+        x : dict of str to array_like
+            ``{name: array of shape (m, *component.draw_shape)}``, one entry per
+            component (a JointDraws, or a plain dict).
+
+        Returns
+        -------
+        numpy.ndarray, shape ``(m, draw_size)``
+            float64, the components side by side in the order of ``names``.
+
+        Raises
+        ------
+        ValueError
+            Keys that are not exactly the component names, components holding
+            different numbers of draws, or a component's draws of the wrong shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Joint(z=mc.Bernoulli(probs=0.3), w=mc.Normal(loc=np.zeros(2), scale=1.0))
+        >>> q.flatten({"z": np.array([1.0]), "w": np.array([[0.5, -0.5]])})
+        array([[ 1. ,  0.5, -0.5]])
+        """
         return self._check_x(x)
 
     def sample(self, n, rng=None):
         """``n`` draws: a JointDraws dict ``{name: (n, *component.draw_shape)}``,
-        the components drawn one after the other from ``rng``."""
+        the components drawn one after the other from ``rng``.
+
+        Parameters
+        ----------
+        n : int
+            The number of draws (>= 0).
+        rng : None, int, numpy.random.SeedSequence or numpy.random.Generator
+            The randomness (SPEC 7); the components draw one after the other
+            from one Generator.
+
+        Returns
+        -------
+        JointDraws
+            ``{name: array of shape (n, *component.draw_shape)}``.
+
+        Raises
+        ------
+        ValueError
+            ``n`` negative or not an integer.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Joint(z=mc.Bernoulli(probs=0.3), w=mc.Normal(loc=np.zeros(2), scale=1.0))
+        >>> x = q.sample(3, rng=0)
+        >>> x["z"].shape, x["w"].shape
+        ((3,), (3, 2))
+        """
         from .. import _validation as V
 
         gen = V.as_generator(rng)
@@ -246,7 +342,35 @@ class Joint(Distribution):
         return lp.sum(axis=extra) if extra else lp
 
     def log_prob(self, x):
-        """Sum of the components' log densities / masses, shape ``(m, *batch_shape)``."""
+        """Sum of the components' log densities / masses, shape ``(m, *batch_shape)``.
+
+        Parameters
+        ----------
+        x : dict of str to array_like, or array_like of shape ``(m, draw_size)``
+            Joint draws (a dict keyed by component name) or the flat layout.
+
+        Returns
+        -------
+        numpy.ndarray, shape ``(m, *batch_shape)``
+            The sum of the components' log densities / masses (each summed over
+            its batch axes beyond the Joint's ``batch_shape``).
+
+        Raises
+        ------
+        ValueError
+            Keys that are not the component names or draws of the wrong shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Joint(z=mc.Bernoulli(probs=0.3), w=mc.Normal(loc=np.zeros(2), scale=1.0))
+        >>> x = q.sample(4, rng=0)
+        >>> lp = q.log_prob(x)
+        >>> bool(np.allclose(lp, mc.Bernoulli(probs=0.3).log_prob(x["z"])
+        ...                  + mc.Normal(np.zeros(2), 1.0).log_prob(x["w"]).sum(axis=-1)))
+        True
+        """
         x = self._check_x(x)
         return sum(self._reduce(c.log_prob(xc)) for _, c, xc in self._parts(x))
 
@@ -255,7 +379,33 @@ class Joint(Distribution):
 
     def score(self, x):
         """``{"name.param": (m, *param_shape)}``: each component's score of its
-        own draws (the other components' parameters do not enter)."""
+        own draws (the other components' parameters do not enter).
+
+        Parameters
+        ----------
+        x : dict of str to array_like, or array_like of shape ``(m, draw_size)``
+            Joint draws.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{"name.param": array of shape (m, *param_shape)}``: each
+            component's score of its own draws.
+
+        Raises
+        ------
+        ValueError
+            Keys that are not the component names, draws of the wrong shape or
+            outside a component's support.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Joint(z=mc.Bernoulli(probs=0.3), w=mc.Normal(loc=np.zeros(2), scale=1.0))
+        >>> sorted(q.score(q.sample(4, rng=0)))
+        ['w.loc', 'w.scale', 'z.probs']
+        """
         x = self._check_x(x)
         return {f"{n}.{k}": v for n, c, xc in self._parts(x) for k, v in c.score(xc).items()}
 
@@ -289,7 +439,26 @@ class Joint(Distribution):
 
     def entropy(self):
         """Sum of the components' entropies, shape batch_shape (every
-        component must have ``entropy``)."""
+        component must have ``entropy``).
+
+        Returns
+        -------
+        numpy.ndarray, shape ``batch_shape``
+            The sum of the components' entropies (in nats).
+
+        Raises
+        ------
+        ValueError
+            A component without an entropy.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Joint(a=mc.Normal(0.0, 1.0), b=mc.Normal(0.0, 2.0))
+        >>> bool(np.isclose(q.entropy(), mc.Normal(0.0, 1.0).entropy() + mc.Normal(0.0, 2.0).entropy()))
+        True
+        """
         total = 0.0
         for n, c in self._components.items():
             if not hasattr(c, "entropy"):
@@ -310,7 +479,32 @@ class Joint(Distribution):
 
     def mirror(self, x):
         """Antithetic partners, component by component (a dict, or the flat
-        layout)."""
+        layout).
+
+        Parameters
+        ----------
+        x : dict of str to array_like, or array_like of shape ``(m, draw_size)``
+            Joint draws.
+
+        Returns
+        -------
+        JointDraws or numpy.ndarray
+            The partners, in the form of ``x``.
+
+        Raises
+        ------
+        ValueError
+            When a component has no mirror (the message names it).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.Joint(a=mc.Normal(1.0, 1.0), b=mc.Laplace(0.0, 1.0))
+        >>> m = q.mirror({"a": np.array([0.0]), "b": np.array([2.0])})
+        >>> m["a"].tolist(), m["b"].tolist()
+        ([2.0], [-2.0])
+        """
         self.require("mirror")
         if isinstance(x, Mapping):
             return JointDraws((n, c.mirror(x[n])) for n, c in self._components.items())

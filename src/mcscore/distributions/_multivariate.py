@@ -203,6 +203,18 @@ class MultivariateNormal(_Gaussian):
     gradient (see the module docstring of ``distributions._multivariate``:
     the convention of torch's autograd).
 
+    Parameters
+    ----------
+    loc : array_like, shape (..., d)
+        The mean (finite), d >= 1.
+    covariance_matrix : array_like, shape (d, d), optional
+        Sigma, symmetric positive definite.
+    precision_matrix : array_like, shape (d, d), optional
+        Sigma^-1, symmetric positive definite.
+    scale_tril : array_like, shape (d, d), optional
+        L, lower triangular with a positive diagonal.  Give exactly one of
+        the three matrices.
+
     Raises
     ------
     ValueError
@@ -330,7 +342,28 @@ class MultivariateNormal(_Gaussian):
         """x = loc + L eps: dx_c/dloc_c = 1 (TK_ONE) and dx_i/dL_ij = eps_j,
         the draw's own noise recovered from x by row j of L^-1
         (TK_MVN_NOISE, an explicit term list: a = j, b = the unit's first
-        column; parameters in pathwise_params)."""
+        column; parameters in pathwise_params).
+
+        Returns
+        -------
+        list of tuple
+            The rows of the reparameterisation table, ``(param name, tangent
+            kind, a, b)``.
+
+        Raises
+        ------
+        ValueError
+            When the matrix was not given as ``scale_tril`` (pathwise_grad
+            differentiates through L).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.MultivariateNormal(np.zeros(2), scale_tril=np.eye(2))
+        >>> [row[0] for row in q.pathwise_spec()][:1]
+        ['loc']
+        """
         self._require_tril("pathwise_grad")
         U, d = self._n_units(), self._d
         ii, jj = np.tril_indices(d)
@@ -340,7 +373,22 @@ class MultivariateNormal(_Gaussian):
                  (units * d).astype(float), np.tile(ii * d + jj, U), units * d + np.tile(ii, U))]
 
     def pathwise_params(self):
-        """[d, L^-1 (row-major), loc of every unit] for TK_MVN_NOISE."""
+        """[d, L^-1 (row-major), loc of every unit] for TK_MVN_NOISE.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[d, L^-1 (row-major), loc of every unit]``, float64.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.MultivariateNormal(np.zeros(2), scale_tril=2 * np.eye(2))
+        >>> p = q.pathwise_params()
+        >>> int(p[0]), p[1:5].reshape(2, 2).tolist() == [[0.5, 0.0], [0.0, 0.5]]
+        (2, True)
+        """
         return np.concatenate([[float(self._d)], self._Li.ravel(),
                                self._draw_broadcast_loc().ravel()])
 
