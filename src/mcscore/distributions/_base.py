@@ -122,7 +122,7 @@ def _structure(dist, rows):
 
 # The families in their public order (mcscore.distributions.FAMILIES), set by
 # register_families when the package is imported: require() names them.
-_FAMILIES = ()
+_FAMILIES: tuple[Any, ...] = ()
 
 
 def register_families(families):
@@ -346,6 +346,7 @@ class Distribution:
     support = "where log_prob is finite"
     arg_constraints: dict[str, str] = {}  # {parameter name: constraint}, in signature order
     fixed_params: dict[str, str] = {}  # {name: constraint} of fixed (not differentiated) parameters
+    _log_prob: Any  # the family's log density hook: (m, *draw_shape) -> (m, *batch_shape)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
