@@ -63,7 +63,34 @@ def _finite_support(dist):
 def support_size(dist, limit=MAX_SUPPORT):
     """Number of support points of a finite-support distribution (the
     product over its coordinates); a number above `limit` is returned as
-    limit + 1."""
+    limit + 1.
+
+    Parameters
+    ----------
+    dist : Bernoulli, Categorical or Binomial
+        A finite-support distribution.
+    limit : int, default 2**20
+        The cap.
+
+    Returns
+    -------
+    int
+        The number of support points, or ``limit + 1`` when above ``limit``.
+
+    Raises
+    ------
+    AttributeError
+        For a family without a finite support (no ``total_count``).
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> from mcscore.enumeration import support_size
+    >>> support_size(mc.Binomial(total_count=[3, 4], probs=0.5))
+    20
+    >>> support_size(mc.Bernoulli(probs=[0.5] * 30), limit=1000)
+    1001
+    """
     size = 1
     for s in _finite_support(dist):
         size *= len(s)
@@ -234,6 +261,41 @@ def enumeration_advice(f, dist, target_se, *, pilot=2000, rng=None, max_support=
     (``rng`` seeds it).  Returns a dict: ``support_size``, ``sample_evals``
     (estimated), ``pilot_variance`` and ``cheaper`` ("enumerate" or
     "sample").
+
+    Parameters
+    ----------
+    f : callable
+        The integrand, as in :func:`~mcscore.score_grad`.
+    dist : Bernoulli, Categorical or Binomial
+        The distribution.
+    target_se : float
+        The standard error wanted on every gradient coordinate (> 0).
+    pilot : int, default 2000
+        Draws of the pilot run (>= 4).
+    rng : None, int, SeedSequence or Generator
+        Seeds the pilot run.
+    max_support : int, default 2**20
+        Support sizes above it are reported as ``max_support + 1``.
+
+    Returns
+    -------
+    dict
+        ``support_size``, ``sample_evals``, ``pilot_variance`` and ``cheaper``.
+
+    Raises
+    ------
+    ValueError
+        Another family (Poisson and Geometric included: their enumeration is
+        truncated), a ``target_se`` that is not positive, or a ``pilot`` below 4.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Bernoulli(probs=np.full(3, 0.3))
+    >>> adv = mc.enumeration_advice(lambda x: x.sum(axis=-1), q, target_se=1e-3, rng=0)
+    >>> adv["support_size"], adv["cheaper"]
+    (8, 'enumerate')
     """
     _check_family(dist, "enumeration_advice")
     target = V.positive_real("target_se", target_se)
