@@ -54,6 +54,25 @@ class Estimator:
 
     Calling the estimator, ``est(**params)`` or ``est(dist)``, returns the
     :class:`GradientEstimate` of ``score_grad(f, dist, n, ...)``.
+
+    Raises
+    ------
+    TypeError
+        ``family`` that is not a distribution class, or ``f`` not callable.
+    ValueError
+        ``n`` below 2 or another argument outside its range (as
+        ``score_grad``); at a call, parameters the family rejects.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> est = mc.Estimator(mc.Normal, lambda x: x ** 2, 10_000, rng=0)
+    >>> for loc in (0.5, 1.0):
+    ...     res = est(loc=loc, scale=1.0)
+    ...     print(bool(abs(res.grad["loc"] - 2 * loc) < 5 * res.stderr["loc"]))
+    True
+    True
     """
 
     def __init__(self, family, f, n, *, baseline=None, rng=None, n_threads=None,
