@@ -176,6 +176,25 @@ class NumpySurrogate:
     fd_step : relative step of the central differences of grad_z in phi
         (the mixed derivative d^2 c / dz dphi that the variance's gradient
         needs; the estimator stays unbiased whatever they give).
+
+    Raises
+    ------
+    TypeError
+        A callable argument that is not callable.
+    ValueError
+        ``phi`` not 1-d or not finite, ``lr`` or ``fd_step`` not positive.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
+    ...                       lambda z, phi: np.full(z.shape, phi[0]),
+    ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
+    >>> q = mc.Bernoulli(probs=np.full(3, 0.3))
+    >>> res = mc.relax_grad(lambda b: b.sum(axis=-1), q, 2000, surrogate=s, rng=0)
+    >>> bool(np.all(np.abs(res.grad["probs"] - 1.0) < 5 * res.stderr["probs"]))
+    True
     """
 
     def __init__(self, value, grad_z, grad_phi, phi, *, lr=0.01, fd_step=1e-5):
@@ -191,9 +210,61 @@ class NumpySurrogate:
         self._opt = _Adam(self.lr)
 
     def value(self, z):
+        """The surrogate c_phi(z) at the current phi.
+
+        Parameters
+        ----------
+        z : array_like
+            Logit-space points ``(m, *batch_shape)`` (or with the category axis).
+
+        Returns
+        -------
+        numpy.ndarray, shape (m,)
+
+        Raises
+        ------
+        TypeError
+            From the user's ``value`` for inputs it does not accept.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
+        ...                       lambda z, phi: np.full(z.shape, phi[0]),
+        ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
+        >>> s.value(np.ones((2, 3)))
+        array([1.5, 1.5])
+        """
         return np.asarray(self.value_fn(z, self.phi), float)
 
     def grad(self, z):
+        """d c_phi / d z at the current phi.
+
+        Parameters
+        ----------
+        z : array_like
+            Logit-space points.
+
+        Returns
+        -------
+        numpy.ndarray, the shape of z
+
+        Raises
+        ------
+        TypeError
+            From the user's ``grad_z`` for inputs it does not accept.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
+        ...                       lambda z, phi: np.full(z.shape, phi[0]),
+        ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
+        >>> s.grad(np.ones((1, 3)))
+        array([[0.5, 0.5, 0.5]])
+        """
         return np.asarray(self.grad_z_fn(z, self.phi), float)
 
     def _value_at(self, z, phi):
@@ -204,7 +275,41 @@ class NumpySurrogate:
         return g.reshape(np.shape(z))
 
     def step(self, rx, mat, fb):
-        """One Adam step on mean ``|g|^2`` over the batch; returns that loss."""
+        """One Adam step on mean ``|g|^2`` over the batch; returns that loss.
+
+        Parameters
+        ----------
+        rx : object
+            The estimator's relaxation (internal: :func:`train_surrogate` passes it).
+        mat : dict of str to numpy.ndarray
+            The batch's draws z, z~ and scores.
+        fb : numpy.ndarray, shape (m,)
+            f at the batch's discrete draws.
+
+        Returns
+        -------
+        float
+            The batch's mean ``|g|^2`` before the step.
+
+        Raises
+        ------
+        ValueError
+            ``grad_phi`` returning the wrong shape.
+        FloatingPointError
+            A step that overflows (scale f down or lower ``lr``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
+        ...                       lambda z, phi: np.full(z.shape, phi[0]),
+        ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
+        >>> q = mc.Bernoulli(probs=np.full(3, 0.3))
+        >>> losses = mc.relax.train_surrogate(lambda b: b.sum(axis=-1), q, s, steps=3, batch=64, rng=0)
+        >>> losses.shape
+        (3,)
+        """
         z, zt = mat["z"], mat["zt"]
         m = len(fb)
         ct = self._value_at(zt, self.phi)
@@ -237,7 +342,25 @@ class NumpySurrogate:
         return loss
 
     def frozen(self):
-        """A copy with the current phi, for an estimate."""
+        """A copy with the current phi, for an estimate.
+
+        Returns
+        -------
+        NumpySurrogate
+            A shallow copy with its own ``phi`` (training the original leaves it unchanged).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
+        ...                       lambda z, phi: np.full(z.shape, phi[0]),
+        ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
+        >>> c = s.frozen()
+        >>> s.phi[0] = 2.0
+        >>> float(c.phi[0])
+        0.5
+        """
         c = copy.copy(self)
         c.phi = self.phi.copy()
         return c
@@ -251,7 +374,35 @@ class RebarSurrogate(NumpySurrogate):
     """REBAR's control variate c(z) = eta f(sigma(z / temperature))
     (Bernoulli) or eta f(softmax(z / temperature)) (Categorical), with
     phi = (log temperature, eta) trained on the variance by gradient (as in
-    the REBAR paper).  f and grad_f take relaxed points (see rebar_grad)."""
+    the REBAR paper).  f and grad_f take relaxed points (see rebar_grad).
+
+    Parameters
+    ----------
+    f, grad_f : callable
+        f at relaxed points and its gradient.
+    temperature : float, default 0.5
+        The initial temperature (> 0).
+    eta : float, default 1.0
+        The initial scale (finite).
+    categorical : bool, optional
+        True for a Categorical (softmax relaxation), else Bernoulli.
+    lr : float, default 0.02
+        Adam's step size (> 0).
+
+    Raises
+    ------
+    TypeError
+        ``f`` or ``grad_f`` not callable.
+    ValueError
+        A temperature that is not positive, a non-finite eta.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> s = mc.RebarSurrogate(lambda y: y.sum(axis=-1), lambda y: 0 * y + 1.0, temperature=0.25)
+    >>> s.temperature, s.eta
+    (0.25, 1.0)
+    """
 
     def __init__(self, f, grad_f, *, temperature=0.5, eta=1.0, categorical=None, lr=0.02):
         self.f = E.check_callable("f", f)
@@ -317,6 +468,25 @@ class TorchSurrogate:
         hidden -> 1 with tanh, its last layer zeroed (c = 0 at the start).
     hidden : int; lr : Adam's step size; seed : torch's seed for the
         default module's initialisation.
+
+    Raises
+    ------
+    ImportError
+        Without PyTorch.
+    TypeError
+        ``module`` not a ``torch.nn.Module``.
+    ValueError
+        ``input_size`` or ``hidden`` below 1, ``lr`` not positive.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pytest
+    >>> torch = pytest.importorskip("torch")
+    >>> import mcscore as mc
+    >>> s = mc.TorchSurrogate(input_size=3)
+    >>> s.value(np.zeros((4, 3))).tolist()              # the last layer starts at 0
+    [0.0, 0.0, 0.0, 0.0]
     """
 
     def __init__(self, input_size, *, module=None, hidden=32, lr=0.01, seed=0):
@@ -347,12 +517,64 @@ class TorchSurrogate:
         return self.module(zt.reshape(len(zt), -1)).reshape(-1)
 
     def value(self, z):
+        """The network's c(z), without gradient.
+
+        Parameters
+        ----------
+        z : array_like
+            Logit-space points ``(m, ...)`` with ``input_size`` values per point.
+
+        Returns
+        -------
+        numpy.ndarray, shape (m,)
+
+        Raises
+        ------
+        RuntimeError
+            From torch, for points of another size.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc
+        >>> s = mc.TorchSurrogate(input_size=3)
+        >>> s.value(np.ones((2, 3))).shape
+        (2,)
+        """
         import torch
 
         with torch.no_grad():
             return self._c(torch.as_tensor(np.asarray(z, float))).numpy().copy()
 
     def grad(self, z):
+        """d c / d z by autograd.
+
+        Parameters
+        ----------
+        z : array_like
+            Logit-space points.
+
+        Returns
+        -------
+        numpy.ndarray, the shape of z
+
+        Raises
+        ------
+        RuntimeError
+            From torch, for points of another size.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc
+        >>> s = mc.TorchSurrogate(input_size=3)
+        >>> s.grad(np.ones((2, 3))).shape
+        (2, 3)
+        """
         import torch
 
         zt = torch.as_tensor(np.asarray(z, float)).clone().requires_grad_(True)
@@ -360,6 +582,39 @@ class TorchSurrogate:
         return g.numpy().copy()
 
     def step(self, rx, mat, fb):
+        """One Adam step of the module on the batch's mean ``|g|^2``.
+
+        Parameters
+        ----------
+        rx : object
+            The estimator's relaxation (internal: :func:`train_surrogate` passes it).
+        mat : dict of str to numpy.ndarray
+            The batch's draws z, z~ and scores.
+        fb : numpy.ndarray, shape (m,)
+            f at the batch's discrete draws.
+
+        Returns
+        -------
+        float
+            The batch's mean ``|g|^2`` before the step.
+
+        Raises
+        ------
+        RuntimeError
+            From torch, for a module that does not accept the batch's shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc
+        >>> s = mc.TorchSurrogate(input_size=3)
+        >>> q = mc.Bernoulli(probs=np.full(3, 0.3))
+        >>> losses = mc.relax.train_surrogate(lambda b: b.sum(axis=-1), q, s, steps=3, batch=64, rng=0)
+        >>> losses.shape
+        (3,)
+        """
         import torch
 
         T = {k: torch.as_tensor(np.array(v, float)) for k, v in mat.items()}
@@ -376,6 +631,22 @@ class TorchSurrogate:
         return float(loss.detach())
 
     def frozen(self):
+        """A deep copy (module included) for an estimate.
+
+        Returns
+        -------
+        TorchSurrogate
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc
+        >>> s = mc.TorchSurrogate(input_size=3)
+        >>> s.frozen() is not s
+        True
+        """
         return copy.deepcopy(self)
 
 
@@ -433,7 +704,45 @@ def _child_seed(rng, key):
 def train_surrogate(f, dist, surrogate, *, steps=100, batch=256, rng=None):
     """``steps`` gradient steps of the surrogate on the RELAX estimator's
     mean ``|g|^2`` (the variance plus a constant), each on a fresh batch of
-    ``batch`` draws from ``rng``; returns the losses."""
+    ``batch`` draws from ``rng``; returns the losses.
+
+    Parameters
+    ----------
+    f : callable
+        f of the discrete draws, as in :func:`relax_grad`.
+    dist : Bernoulli or Categorical
+        The distribution.
+    surrogate : NumpySurrogate, RebarSurrogate or TorchSurrogate
+        Trained in place.
+    steps : int, default 100
+        Gradient steps (>= 1).
+    batch : int, default 256
+        Draws per step (>= 2).
+    rng : None, int, SeedSequence or Generator
+        The randomness.
+
+    Returns
+    -------
+    numpy.ndarray, shape (steps,)
+        The loss of each step.
+
+    Raises
+    ------
+    TypeError
+        ``f`` not callable.
+    ValueError
+        Another family, ``steps`` or ``batch`` out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> f = lambda b: ((b - 0.45) ** 2).sum(axis=-1)
+    >>> s = mc.RebarSurrogate(f, lambda y: 2 * (y - 0.45))
+    >>> losses = mc.relax.train_surrogate(f, mc.Bernoulli(probs=np.full(2, 0.3)), s, steps=5, rng=0)
+    >>> losses.shape, bool(np.isfinite(losses).all())
+    ((5,), True)
+    """
     E.check_distribution(dist)
     rx = _Relax(dist)
     f = E.check_callable("f", f)
@@ -525,7 +834,49 @@ def tune_rebar(f, dist, *, grad_f, temperature=0.5, eta=1.0, steps=200, batch=25
     """REBAR's temperature and scale (eta) tuned by gradient descent on the
     estimator's variance (as in the REBAR paper): the RELAX training of a
     RebarSurrogate.  Returns {"temperature", "eta", "loss"} (the loss per
-    step: mean ``|g|^2`` over the batch)."""
+    step: mean ``|g|^2`` over the batch).
+
+    Parameters
+    ----------
+    f : callable
+        f of the (relaxed) draws, as in :func:`~mcscore.rebar_grad`.
+    dist : Bernoulli or Categorical
+        The distribution.
+    grad_f : callable
+        The gradient of f at relaxed points.
+    temperature, eta : float
+        The starting point (temperature > 0).
+    steps : int, default 200
+        Gradient steps (>= 1).
+    batch : int, default 256
+        Draws per step (>= 2).
+    lr : float, default 0.02
+        Adam's step size (> 0).
+    rng : None, int, SeedSequence or Generator
+        The randomness.
+
+    Returns
+    -------
+    dict
+        ``{"temperature": float, "eta": float, "loss": numpy.ndarray (steps,)}``.
+
+    Raises
+    ------
+    TypeError
+        ``f`` or ``grad_f`` not callable.
+    ValueError
+        Another family, or an argument outside its range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> f = lambda b: ((b - 0.45) ** 2).sum(axis=-1)
+    >>> tuned = mc.tune_rebar(f, mc.Bernoulli(probs=np.full(2, 0.3)), grad_f=lambda y: 2 * (y - 0.45),
+    ...                       steps=20, rng=0)
+    >>> sorted(tuned), tuned["loss"].shape
+    (['eta', 'loss', 'temperature'], (20,))
+    """
     rx = _Relax(dist)
     s = RebarSurrogate(f, grad_f, temperature=temperature, eta=eta, categorical=rx.cat, lr=lr)
     losses = train_surrogate(f, dist, s, steps=steps, batch=batch, rng=rng)
