@@ -36,6 +36,29 @@ class Payoff:
     does not form S at the other dates (they hold NaN), which saves most
     of the work of a European payoff on a fine time grid.
 
+    Parameters
+    ----------
+    fn : callable
+        ``fn(paths) -> (m,)`` (or ``(m,) + grid``).
+    grad : callable, optional
+        ``grad(paths) -> dh/dS`` (pathwise Greeks need it).
+    name : str, optional
+        The label (default ``fn.__name__``).
+    assets : int, optional
+        The number of assets it needs (>= 1).
+    grid : tuple of int, optional
+        The shape of a grid of payoffs per path.
+    terminal : bool, default False
+        fn and grad read the paths only at the last date (or the expiries).
+
+    Raises
+    ------
+    TypeError
+        ``fn`` not callable, ``grad`` neither callable nor None, ``terminal``
+        not a bool.
+    ValueError
+        A grid that is not a tuple of positive ints, ``assets`` < 1.
+
     Examples
     --------
     A European call written as a path payoff (``terminal=True``: it reads
@@ -103,6 +126,23 @@ def _weights(weights, what):
 def basket_call(strike, weights):
     """(sum_i w_i S_i(T) - K)^+ on len(weights) assets.
 
+    Parameters
+    ----------
+    strike : float
+        K (finite).
+    weights : array_like, shape (assets,)
+        Finite weights, one per asset.
+
+    Returns
+    -------
+    Payoff
+        A terminal payoff with its derivative.
+
+    Raises
+    ------
+    ValueError
+        A non-finite strike, or weights that are empty, not 1-d or not finite.
+
     Examples
     --------
     >>> import mcscore as mc
@@ -119,7 +159,35 @@ def basket_call(strike, weights):
 
 
 def basket_put(strike, weights):
-    """(K - sum_i w_i S_i(T))^+ on len(weights) assets."""
+    """(K - sum_i w_i S_i(T))^+ on len(weights) assets.
+
+    Parameters
+    ----------
+    strike : float
+        K (finite).
+    weights : array_like, shape (assets,)
+        Finite weights, one per asset.
+
+    Returns
+    -------
+    Payoff
+        A terminal payoff with its derivative (``grad``).
+
+    Raises
+    ------
+    ValueError
+        A non-finite strike, or weights that are empty, not 1-d or not finite.
+    TypeError
+        A strike that is not a real number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> paths = np.array([[[100.0, 100.0], [110.0, 90.0]]])      # one path, 1 step, 2 assets
+    >>> mc.finance.basket_put(105.0, [0.5, 0.5])(paths)
+    array([5.])
+    """
     strike = V.finite_real("strike", strike)
     w = _weights(weights, "basket_put")
     return _terminal("basket_put", w.size, lambda s: np.maximum(strike - s @ w, 0.0),
@@ -127,7 +195,36 @@ def basket_put(strike, weights):
 
 
 def geometric_basket_call(strike, weights):
-    """(prod_i S_i(T)^{w_i} - K)^+ (weights summing to 1 make it lognormal)."""
+    """(prod_i S_i(T)^{w_i} - K)^+ (weights summing to 1 make it lognormal).
+
+    Parameters
+    ----------
+    strike : float
+        K (finite).
+    weights : array_like, shape (assets,)
+        Finite weights, one per asset.
+
+    Returns
+    -------
+    Payoff
+        A terminal payoff with its derivative (``grad``).
+
+    Raises
+    ------
+    ValueError
+        A non-finite strike, or weights that are empty, not 1-d or not finite.
+    TypeError
+        A strike that is not a real number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> paths = np.array([[[100.0, 100.0], [110.0, 90.0]]])      # one path, 1 step, 2 assets
+    >>> pay = mc.finance.geometric_basket_call(90.0, [0.5, 0.5])
+    >>> bool(np.isclose(pay(paths)[0], np.sqrt(110.0 * 90.0) - 90.0))
+    True
+    """
     strike = V.finite_real("strike", strike)
     w = _weights(weights, "geometric_basket_call")
 
@@ -139,15 +236,81 @@ def geometric_basket_call(strike, weights):
 
 
 def spread_call(strike, *, name="spread_call"):
-    """(S_1(T) - S_2(T) - K)^+ on two assets."""
+    """(S_1(T) - S_2(T) - K)^+ on two assets.
+
+    Parameters
+    ----------
+    strike : float
+        K (finite; 0 is the exchange option).
+    name : str, default "spread_call"
+        The payoff's label.
+
+    Returns
+    -------
+    Payoff
+        A terminal payoff with its derivative (``grad``).
+
+    Raises
+    ------
+    ValueError
+        A non-finite strike.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> paths = np.array([[[100.0, 100.0], [110.0, 90.0]]])      # one path, 1 step, 2 assets
+    >>> mc.finance.spread_call(5.0)(paths)
+    array([15.])
+    """
     strike = V.finite_real("strike", strike)
     return _terminal(name, 2, lambda s: np.maximum(s[:, 0] - s[:, 1] - strike, 0.0),
                      lambda s: (s[:, 0] - s[:, 1] > strike)[:, None] * np.array([1.0, -1.0]))
 
 
 def exchange():
-    """(S_1(T) - S_2(T))^+: Margrabe's option to exchange asset 2 for asset 1."""
+    """(S_1(T) - S_2(T))^+: Margrabe's option to exchange asset 2 for asset 1.
+
+    Returns
+    -------
+    Payoff
+        ``spread_call(0.0)`` named ``"exchange"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> mc.finance.exchange()(np.array([[[100.0, 100.0], [90.0, 95.0]]]))
+    array([0.])
+    """
     return spread_call(0.0, name="exchange")
+
+
+_EXTREME_DOC = """{summary}
+
+    Parameters
+    ----------
+    strike : float
+        K (finite).
+
+    Returns
+    -------
+    Payoff
+        A terminal payoff with its derivative, on any number of assets.
+
+    Raises
+    ------
+    ValueError
+        A non-finite strike.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> paths = np.array([[[100.0, 100.0], [110.0, 90.0]]])      # one path, 1 step, 2 assets
+    >>> mc.finance.{name}(95.0)(paths)
+    {out}
+    """
 
 
 def _extreme_call(name, pick):
@@ -167,9 +330,11 @@ def _extreme_call(name, pick):
 
 
 best_of_call = _extreme_call("best_of_call", lambda s: np.argmax(s, axis=1))
-best_of_call.__doc__ = "(max_i S_i(T) - K)^+."
+best_of_call.__doc__ = _EXTREME_DOC.format(summary="(max_i S_i(T) - K)^+.", name="best_of_call",
+                                           out="array([15.])")
 worst_of_call = _extreme_call("worst_of_call", lambda s: np.argmin(s, axis=1))
-worst_of_call.__doc__ = "(min_i S_i(T) - K)^+."
+worst_of_call.__doc__ = _EXTREME_DOC.format(summary="(min_i S_i(T) - K)^+.",
+                                            name="worst_of_call", out="array([0.])")
 
 
 def _builtin(name, strike, barrier, ksteps=None):
