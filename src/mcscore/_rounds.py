@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -520,7 +521,7 @@ class Job:
             out = cache[region] = np.empty((len(rd.blocks) * rd.B, W))
         return rd.gather(buf, W, region, out)
 
-    def new_stats(self, streams):
+    def new_stats(self, streams: int) -> Any:
         return (np.zeros((streams, _vr.gram_width(self.P, self.L))),
                 np.zeros((streams, 1 + self.P * self.L)))
 

@@ -22,11 +22,14 @@ object as ``baseline=``; ``score_grad`` hands the call to the object's
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from . import _engine as E
 from . import _validation as V
 from ._features import FeatureJob, run_features
+from .distributions import Distribution
 from .result import GradientEstimate
 from .score import score_grad
 
@@ -69,7 +72,7 @@ class MovingAverageBaseline:
     (3, True)
     """
 
-    def __init__(self, decay=0.9, *, debias=True, initial=0.0):
+    def __init__(self, decay: float = 0.9, *, debias: bool = True, initial: float = 0.0) -> None:
         d = V.as_real_array("decay", decay)
         if d.ndim != 0 or not (0.0 <= float(d) < 1.0):
             raise ValueError(f"decay must be a number in [0, 1), got {decay!r}")
@@ -83,17 +86,17 @@ class MovingAverageBaseline:
         self._avg = 0.0
 
     @property
-    def value(self):
+    def value(self) -> float:
         if self.steps == 0:
             return self.initial
         if not self.debias:
             return self._avg
         return self._avg / (1.0 - self.decay ** self.steps)
 
-    def __float__(self):
+    def __float__(self) -> float:
         return float(self.value)
 
-    def update(self, x):
+    def update(self, x: GradientEstimate | float) -> MovingAverageBaseline:
         """Fold one more value of E[f] (a GradientEstimate or a number) in.
 
         Parameters
@@ -128,7 +131,7 @@ class MovingAverageBaseline:
         self.steps += 1
         return self
 
-    def score_grad(self, f, dist, n, **kwargs):
+    def score_grad(self, f: Any, dist: Distribution, n: int, **kwargs: Any) -> GradientEstimate:
         """score_grad with the current baseline, then the update.
 
         Parameters
@@ -168,7 +171,7 @@ class MovingAverageBaseline:
         self.update(res)
         return res
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"MovingAverageBaseline(decay={self.decay}, debias={self.debias}, "
                 f"value={self.value:.6g}, steps={self.steps})")
 
@@ -209,12 +212,14 @@ class ContextBaseline:
     True
     """
 
-    def __init__(self, fn=None):
+    def __init__(self, fn: Callable[..., Any] | None = None) -> None:
         self.fn = E.check_callable("fn", fn, required=False)
 
-    def score_grad(self, f, dist, n, *, rng=None, n_threads=None, chunk_size=None,
-                   n_streams=E.DEFAULT_STREAMS, block_size=None, client=None,
-                   control_variates=None, antithetic=False, grad_f=None, progress=False):
+    def score_grad(self, f: Callable[..., Any], dist: Distribution, n: int, *, rng: Any = None,
+                   n_threads: int | None = None, chunk_size: int | None = None,
+                   n_streams: int = E.DEFAULT_STREAMS, block_size: int | None = None,
+                   client: Any = None, control_variates: Any = None, antithetic: bool = False,
+                   grad_f: Any = None, progress: Any = False) -> GradientEstimate:
         """score_grad with this object's per-coordinate baselines (called by
         ``score_grad(..., baseline=obj)``).
 
@@ -270,11 +275,11 @@ class ContextBaseline:
         return E.gradient_estimate(dist, grand, se, var, value, vse, vvar, nn, "score",
                                    info, batch=est.batch)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"ContextBaseline({'f' if self.fn is None else self.fn!r})"
 
 
-def _f_at(f):
+def _f_at(f: Callable[..., Any]) -> Callable[..., Any]:
     return lambda x, c: f(x)
 
 
@@ -284,7 +289,7 @@ class ContextJob(FeatureJob):
 
     L = 1
 
-    def __init__(self, f, fn, dist):
+    def __init__(self, f: Any, fn: Any, dist: Distribution) -> None:
         self.f, self.fn, self.dist = f, fn, dist
         t_start, _, col = E.score_table(dist)[:3]
         if not (np.diff(t_start) == 1).all():
@@ -296,12 +301,12 @@ class ContextJob(FeatureJob):
         self.P = len(self.col)
         self.width = dist.draw_size
 
-    def sample(self, gen, m):
+    def sample(self, gen: np.random.Generator, m: int) -> dict[str, np.ndarray]:
         d = self.dist
         return {"x": d.sample(m, rng=gen).reshape(m, -1).astype(float),
                 "x2": d.sample(m, rng=gen).reshape(m, -1).astype(float)}
 
-    def features(self, mat, rd, chunk, mag):
+    def features(self, mat: Any, rd: Any, chunk: Any, mag: Any) -> Any:
         d = self.dist
         x, x2 = mat["x"], mat["x2"]
         m = len(x)

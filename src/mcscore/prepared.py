@@ -23,6 +23,8 @@ streams at every call, seeded from the generator, exactly as successive
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from . import _engine as E
@@ -31,6 +33,7 @@ from ._config import blas_single_threaded
 from ._rounds import Round, chunk_size_for
 from .distributions import Distribution
 from .distributions._base import _structure
+from .result import GradientEstimate
 from .score import score_grad
 
 __all__ = ["Estimator"]
@@ -75,9 +78,10 @@ class Estimator:
     True
     """
 
-    def __init__(self, family, f, n, *, baseline=None, rng=None, n_threads=None,
-                 chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None, batch_ndims=0,
-                 **fixed):
+    def __init__(self, family: type[Distribution], f: Any, n: int, *, baseline: Any = None,
+                 rng: Any = None, n_threads: int | None = None, chunk_size: int | None = None,
+                 n_streams: int = E.DEFAULT_STREAMS, block_size: int | None = None,
+                 batch_ndims: int = 0, **fixed: Any) -> None:
         if not (isinstance(family, type) and issubclass(family, Distribution)):
             raise TypeError(f"family must be an mcscore distribution class (e.g. mc.Normal), "
                             f"got {family!r}")
@@ -105,12 +109,12 @@ class Estimator:
         self._shape = None  # (draw_size, draw_shape) the prepared state is for
         self._fkind = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Estimator({self.family.__name__}, n={self.n}, baseline={self.baseline!r}, "
                 f"f={self._fkind or 'not yet lowered'})")
 
     # -- per-shape preparation ------------------------------------------
-    def _prepare(self, dist, kd):
+    def _prepare(self, dist: Any, kd: Any) -> Any:
         """The lowered f and, for a Python f run in one round, the round and
         its buffers: everything that depends on the draw shape only."""
         fkind, kf = E.lower_f(self.f, dist)
@@ -133,7 +137,7 @@ class Estimator:
                 self._job = E.ScoreJob(self.f, dist)
                 self._bufs = self._job.buffers(nb, plan.block_size)
 
-    def _kernel_of(self, dist):
+    def _kernel_of(self, dist: Any) -> Any:
         """dist._kernel_dist(), built from the previous call's kernel when
         the score-term structure is the same: only the unit parameters and
         the terms' coefficients are new (what Distribution._build_kernel
@@ -153,7 +157,7 @@ class Estimator:
         dist._kernel = kd
         return kd
 
-    def _remember(self, dist, kd):
+    def _remember(self, dist: Any, kd: Any) -> Any:
         """Keep dist's kernel as the template of the next calls' when the
         family builds it with the shared, cached term structure."""
         self._template = None
@@ -168,7 +172,7 @@ class Estimator:
     _template = None
 
     # -- a call -------------------------------------------------------------
-    def __call__(self, *dist, **params):
+    def __call__(self, *dist: Any, **params: Any) -> GradientEstimate:
         if dist:
             if len(dist) != 1 or params:
                 raise TypeError("call the estimator with the family's parameters as keywords "
@@ -199,7 +203,7 @@ class Estimator:
             stats, shifts = E.run_job(E.ScoreJob(self.f, dist), plan, self.chunk_size)[:2]
         return E.finish_score(dist, kd, stats, shifts, self.baseline, {**plan.info(), "f": fkind})
 
-    def _run_one_round(self, dist, plan):
+    def _run_one_round(self, dist: Any, plan: Any) -> tuple[Any, Any]:
         """run_job for a plan whose blocks all fit in one round (no helper
         threads: there is no next round to draw while f runs)."""
         job, rd, buf = self._job, self._round, self._bufs

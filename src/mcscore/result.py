@@ -348,7 +348,8 @@ class GradientEstimate:
         Returns
         -------
         dict of str to numpy.ndarray or float
-            The z-score of each parameter given (|z| > 5 is a red flag).
+            The z-score of each parameter given (an absolute value above 5
+            is a red flag).
 
         Raises
         ------
