@@ -628,7 +628,8 @@ class BatchedRlooJob(RlooJob):
             row[nf:2 * nf] += g.sum(1)
             row[2 * nf:] += (g * g).sum(1)
 
-    def finish(self, stats: Any, shifts: Any, offsets: Any, mag: Any, info: Any) -> GradientEstimate:
+    def finish(self, stats: Any, shifts: Any, offsets: Any, mag: Any,
+               info: Any) -> GradientEstimate:
         gw, nf = self.gw, self.nf
         dist = self.dist
         grand, se, var, _, _, _, nn, _ = E.estimate(

@@ -294,7 +294,9 @@ def score_vr(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_f,
         The distribution.
     n : int
         Draws (>= 2; >= 4 with antithetic pairs).
-    rng, baseline, control_variates, antithetic, grad_f, n_threads, chunk_size, n_streams, block_size, client
+    rng, baseline, control_variates, antithetic, grad_f, client
+        As in :func:`~mcscore.score_grad`.
+    n_threads, chunk_size, n_streams, block_size
         As in :func:`~mcscore.score_grad`.
 
     Returns

@@ -37,7 +37,8 @@ InverseGamma, Gumbel, Weibull, Uniform, StudentT, Cauchy, HalfCauchy, VonMises),
 is imported from here (``mcscore.distributions.Normal``), and the classes
 say they live here, so that pickles and reprs name this module.
 """
-from ._base import Distribution, Support, index_map, register_families
+from ._base import Distribution, Support, register_families
+from ._base import index_map as index_map  # re-exported for the estimators
 from ._categorical import Categorical, Dirichlet, Multinomial, OneHotCategorical
 from ._continuous import (
     Beta, Cauchy, Chi2, Exponential, Gamma, Gumbel, HalfCauchy, HalfNormal, InverseGamma,

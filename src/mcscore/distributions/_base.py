@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from .. import _validation as V
 _BUILD_LOCK = threading.RLock()
 
 
-def _index_map(shape, target):
+def _index_map(shape: Any, target: Any) -> Any:
     """For every element of `target` (C order), the flat index of the
     element of an array of `shape` that broadcasting maps onto it."""
     size = int(np.prod(shape, dtype=np.int64))
@@ -38,7 +38,7 @@ index_map = _index_map  # the estimators' name for it
 # every distribution of that key, so that a distribution built anew each
 # step (a training loop) only computes its coefficients a, b, c.  Written
 # under _BUILD_LOCK; cleared when it grows past _STRUCTURES_MAX keys.
-_STRUCTURES: dict = {}
+_STRUCTURES: dict[Any, Any] = {}
 _STRUCTURES_MAX = 512
 _NO_ALIAS_Q = np.zeros(0)
 _NO_ALIAS_I = np.zeros(0, np.int64)
@@ -46,13 +46,13 @@ _NO_ALIAS_Q.setflags(write=False)
 _NO_ALIAS_I.setflags(write=False)
 
 
-def clear_kernel_cache():
+def clear_kernel_cache() -> Any:
     """Forget the cached score-table structures (they are rebuilt on use)."""
     with _BUILD_LOCK:
         _STRUCTURES.clear()
 
 
-def _readonly(arr):
+def _readonly(arr: Any) -> Any:
     arr.setflags(write=False)
     return arr
 
@@ -61,7 +61,7 @@ class _TermStructure:
     """The shape-only part of the score table of `dist` for its _terms()
     rows `rows`."""
 
-    def __init__(self, dist, rows):
+    def __init__(self, dist: Any, rows: Any) -> None:
         term_rows = list(dist._term_rows(rows))
         coord_slices = {}
         offset = 0
@@ -90,7 +90,7 @@ class _TermStructure:
                          for i, (row, r) in enumerate(zip(rows, term_rows))]
         self.n_terms = int(bounds[-1])
 
-    def coefficients(self, rows):
+    def coefficients(self, rows: Any) -> Any:
         """(a, b, c) of the table for the _terms() rows `rows` (each
         broadcast to its terms, in the table's order)."""
         buf = np.empty((3, self.n_terms))
@@ -102,7 +102,7 @@ class _TermStructure:
         return buf[0], buf[1], buf[2]
 
 
-def _structure(dist, rows):
+def _structure(dist: Any, rows: Any) -> Any:
     """The cached _TermStructure of `dist` for its _terms() rows, or None
     when a row is an explicit term list (its maps may depend on values)."""
     if any(len(r) != 5 for r in rows):
@@ -125,7 +125,7 @@ def _structure(dist, rows):
 _FAMILIES: tuple[Any, ...] = ()
 
 
-def register_families(families):
+def register_families(families: Any) -> Any:
     """Set the families require() lists in its errors (the package's FAMILIES)."""
     global _FAMILIES
     _FAMILIES = tuple(families)
@@ -174,25 +174,31 @@ class Support(str):
     [False, True]
     """
 
-    def __new__(cls, text, name, lower=None, upper=None, event_dim=0):
+    name: str
+    lower_bound: Any
+    upper_bound: Any
+    event_dim: int
+
+    def __new__(cls, text: Any, name: Any, lower: Any = None, upper: Any = None,
+                event_dim: Any = 0) -> Any:
         self = str.__new__(cls, text)
         self.name, self.lower_bound, self.upper_bound = name, lower, upper
         self.event_dim = event_dim
         return self
 
-    def __reduce__(self):
+    def __reduce__(self) -> Any:
         return (Support, (str(self), self.name, self.lower_bound, self.upper_bound,
                           self.event_dim))
 
     @property
-    def is_discrete(self):
+    def is_discrete(self) -> Any:
         return self.name in ("nonnegative_integer", "boolean", "integer_interval", "one_hot",
                              "multinomial")
 
-    def __repr__(self):
+    def __repr__(self) -> Any:
         return f"Support({self.name}: {str(self)!r})"
 
-    def check(self, x):
+    def check(self, x: Any) -> Any:
         """True where x lies in the support.
 
         Parameters
@@ -258,21 +264,21 @@ class _CallableArray(np.ndarray):
     returns the same values with a DeprecationWarning.  Arithmetic on it
     gives plain arrays."""
 
-    def __call__(self):
+    def __call__(self) -> Any:
         warnings.warn(f"{self._mc_name}() is deprecated: {self._mc_name} is a property, as in "
                       f"torch.distributions; use dist.{self._mc_name} without the call",
                       DeprecationWarning, stacklevel=2)
         return np.array(self, dtype=np.float64)
 
-    def __array_finalize__(self, obj):
+    def __array_finalize__(self, obj: Any) -> Any:
         self._mc_name = getattr(obj, "_mc_name", "mean")
 
-    def __array_wrap__(self, arr, context=None, return_scalar=False):
+    def __array_wrap__(self, arr: Any, context: Any = None, return_scalar: Any = False) -> Any:
         arr = arr.view(np.ndarray)
         return arr[()] if return_scalar else arr
 
 
-def _property_value(values, shape, name):
+def _property_value(values: Any, shape: Any, name: Any) -> Any:
     out = np.array(np.broadcast_to(np.asarray(values, dtype=np.float64), shape)).view(
         _CallableArray)
     out._mc_name = name
@@ -282,10 +288,10 @@ class _ClassFlag:
     """A capability flag computed from the class (has_icdf), read on the
     class or on an instance."""
 
-    def __init__(self, fn):
+    def __init__(self, fn: Any) -> None:
         self.fn = fn
 
-    def __get__(self, obj, cls):
+    def __get__(self, obj: Any, cls: Any) -> Any:
         return self.fn(cls)
 
 
@@ -348,7 +354,11 @@ class Distribution:
     fixed_params: dict[str, str] = {}  # {name: constraint} of fixed (not differentiated) parameters
     _log_prob: Any  # the family's log density hook: (m, *draw_shape) -> (m, *batch_shape)
 
-    def __init_subclass__(cls, **kwargs):
+    if TYPE_CHECKING:
+        # the parameters are properties made per family (__init_subclass__)
+        def __getattr__(self, name: str) -> Any: ...
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for name in cls.arg_constraints:
             if not hasattr(cls, name):
@@ -356,7 +366,7 @@ class Distribution:
                     lambda self, name=name: self._params[name],
                     doc=f"The parameter {name!r} (validated float64, as passed)."))
 
-    def __init__(self, **params):
+    def __init__(self, **params: Any) -> None:
         self._kernel = None
         if not params:
             return  # the family sets its parameters itself
@@ -373,44 +383,44 @@ class Distribution:
             self.batch_shape = V.broadcast_shapes(owner, **shapes)
         self._params = checked
 
-    def _check_params(self, **params):
+    def _check_params(self, **params: Any) -> Any:
         """Hook: further checks of the validated parameters (raise ValueError);
         the probs / logits families call it without arguments, once set."""
 
     # -- shapes ---------------------------------------------------------
     @property
-    def draw_shape(self):
+    def draw_shape(self) -> Any:
         """Shape of one draw."""
         return tuple(self.batch_shape) + tuple(self.event_shape)
 
     @property
-    def draw_size(self):
+    def draw_size(self) -> Any:
         return int(np.prod(self.draw_shape, dtype=np.int64))
 
     @property
-    def event_shape(self):
+    def event_shape(self) -> Any:
         return ()
 
     @property
-    def params(self):
+    def params(self) -> Any:
         """The differentiable parameters, as passed (validated float64)."""
         return dict(self._params)
 
     @property
-    def param_names(self):
+    def param_names(self) -> Any:
         return tuple(self._params)
 
-    def __repr__(self):
-        def fmt(v):
+    def __repr__(self) -> Any:
+        def fmt(v: Any) -> Any:
             return repr(float(v)) if v.ndim == 0 else f"array(shape={v.shape})"
 
         parts = [f"{k}={fmt(v)}" for k, v in self._all_params().items()]
         return f"{type(self).__name__}({', '.join(parts)})"
 
-    def _all_params(self):
+    def _all_params(self) -> Any:
         return {**{k: getattr(self, k) for k in self.fixed_params}, **self._params}
 
-    def __getstate__(self):
+    def __getstate__(self) -> Any:
         # The prepared kernel (a Cython object holding C pointers) is a cache:
         # drop it so that distributions pickle (Dask workers rebuild it).
         state = dict(self.__dict__)
@@ -418,12 +428,12 @@ class Distribution:
         return state
 
     # -- kernel description ----------------------------------------------
-    def _table_kernel_dist(self):
+    def _table_kernel_dist(self) -> Any:
         """The KernelDist the variance-reduction kernels read for SK_FAMILY
         terms of the score table (a Joint has none: None)."""
         return self._kernel_dist()
 
-    def _kernel_dist(self):
+    def _kernel_dist(self) -> Any:
         if self._kernel is None:
             with _BUILD_LOCK:
                 if self._kernel is None:  # another thread may have built it meanwhile
@@ -431,7 +441,7 @@ class Distribution:
                         self._kernel = self._build_kernel()
         return self._kernel
 
-    def _terms(self):
+    def _terms(self) -> Any:
         """The score terms, rows of one of two forms:
 
         * ``(param name, kind, a, b, c)``: every element of the parameter
@@ -447,7 +457,7 @@ class Distribution:
         in several rows (its terms are summed)."""
         raise NotImplementedError
 
-    def _draw_params(self):
+    def _draw_params(self) -> Any:
         """(p0, p1): the parameters of each unit (the flattened batch) for
         its fill function, each of n_units * k values (k >= 0 per unit);
         the kernels pack them into one block per unit, [p0 of the unit, p1
@@ -463,7 +473,7 @@ class Distribution:
             out.append(np.zeros(self.batch_shape))
         return tuple(out)
 
-    def _term_rows(self, rows=None):
+    def _term_rows(self, rows: Any = None) -> Any:
         """_terms() (or the given rows of it) as (name, kind, elem, col, a,
         b, c) with flat arrays."""
         ds, size = self.draw_shape, self.draw_size
@@ -489,7 +499,7 @@ class Distribution:
             yield (name, knd, elem, col, np.broadcast_to(ta, shape).ravel(),
                    np.broadcast_to(tb, shape).ravel(), np.broadcast_to(tc, shape).ravel())
 
-    def _build_kernel(self):
+    def _build_kernel(self) -> Any:
         rows = list(self._terms())
         st = _structure(self, rows)
         if st is None:  # explicit term lists: the general (uncached) build
@@ -508,10 +518,10 @@ class Distribution:
             t["t_start"], t["kind"], t["col"], a, b, c,
         )
 
-    def _n_cat(self):
+    def _n_cat(self) -> Any:
         return 1
 
-    def _split_coords(self, arr):
+    def _split_coords(self, arr: Any) -> Any:
         """Split the last axis (score coordinates) into a dict of param-shaped
         arrays: (..., n_coords) -> {name: (..., *param_shape)}."""
         self._kernel_dist()
@@ -569,13 +579,13 @@ class Distribution:
         self._check_draws(x)
         return self._to_user_dtype(x)
 
-    def _to_user_dtype(self, x):
+    def _to_user_dtype(self, x: Any) -> Any:
         return x
 
-    def _check_draws(self, x):
+    def _check_draws(self, x: Any) -> Any:
         """Hook: raise when the kernel produced draws that are not valid."""
 
-    def _check_x(self, x):
+    def _check_x(self, x: Any) -> Any:
         V.reject_masked("x", x)
         x = np.asarray(x)
         if x.dtype.kind not in "biuf":
@@ -627,7 +637,7 @@ class Distribution:
         self._check_support(x)
         return self._score(x)
 
-    def _check_support(self, x):
+    def _check_support(self, x: Any) -> Any:
         """Raise ValueError naming the first draw of x outside the support."""
         if x.shape[0] == 0:
             return
@@ -646,12 +656,12 @@ class Distribution:
                              f"({self.support}): its log_prob is -inf and its score is "
                              "undefined")
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         """Where log_prob(x) is not -inf, shape (m, *batch_shape) (a family
         overrides it with a cheaper test of the same set)."""
         return self._log_prob(x) != -np.inf
 
-    def _score(self, x):
+    def _score(self, x: Any) -> Any:
         """score() on checked draws x of shape (m, *draw_shape), by the
         kernels' score evaluator (_kernels.eval_scores)."""
         self._check_differentiable()
@@ -702,7 +712,7 @@ class Distribution:
             out = np.where(nan_in, np.nan, np.where(inf_in, -np.inf, out))
         return out
 
-    def _check_differentiable(self):
+    def _check_differentiable(self) -> Any:
         """Raise when a score is undefined at the current parameters."""
 
     # -- moments, entropy, expand (torch's API) ----------------------------
@@ -710,19 +720,19 @@ class Distribution:
     # broadcast to the draw shape, the batch shape for the entropy); the
     # public names are properties (entropy() a method), as in torch.
     @property
-    def mean(self):
+    def mean(self) -> Any:
         """E[x], an array of ``draw_shape`` (NaN where it does not exist,
         inf where it is infinite).  A property, as in torch; calling it,
         ``dist.mean()``, still works with a DeprecationWarning."""
         return _property_value(self._mean(), self.draw_shape, "mean")
 
     @property
-    def variance(self):
+    def variance(self) -> Any:
         """Var[x] per draw coordinate, an array of ``draw_shape`` (a property)."""
         return _property_value(self._variance(), self.draw_shape, "variance")
 
     @property
-    def stddev(self):
+    def stddev(self) -> Any:
         """The standard deviation, sqrt(variance) (a property)."""
         with np.errstate(invalid="ignore"):
             return _property_value(np.sqrt(self._variance()), self.draw_shape, "stddev")
@@ -751,25 +761,25 @@ class Distribution:
         return np.array(np.broadcast_to(np.asarray(self._entropy(), dtype=np.float64),
                                         self.batch_shape))
 
-    def _mean(self):
+    def _mean(self) -> Any:
         raise NotImplementedError(f"{type(self).__name__} has no mean")
 
-    def _variance(self):
+    def _variance(self) -> Any:
         raise NotImplementedError(f"{type(self).__name__} has no variance")
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         raise NotImplementedError(f"{type(self).__name__} has no entropy")
 
     @property
-    def _param_event_ndim(self):
+    def _param_event_ndim(self) -> Any:
         """Trailing axes of a parameter that are not batch axes (the categories)."""
         return self.event_ndim
 
-    def _constructor_args(self):
+    def _constructor_args(self) -> Any:
         """The keyword arguments that rebuild this distribution (expand)."""
         return self._all_params()
 
-    def _expand_shape(self, batch_shape):
+    def _expand_shape(self, batch_shape: Any) -> Any:
         """expand's target batch shape as a tuple, checked: the current batch
         shape must broadcast to it."""
         shape = (batch_shape,) if isinstance(batch_shape, (int, np.integer)) else tuple(
@@ -985,7 +995,7 @@ class Distribution:
                 out[name] = "identity"
         return out
 
-    def _draw_broadcast(self, v):
+    def _draw_broadcast(self, v: Any) -> Any:
         return np.broadcast_to(np.asarray(v, float), self.draw_shape)
 
     # -- cdf / icdf: draws by inversion (sampler="sobol") -----------------
@@ -1057,11 +1067,11 @@ class Distribution:
     has_icdf = _ClassFlag(lambda cls: cls.icdf is not Distribution.icdf
                           or cls._qmc_draws is not Distribution._qmc_draws)
 
-    def _unit_value(self, value):
+    def _unit_value(self, value: Any) -> Any:
         """icdf's argument, checked to lie in [0, 1]."""
         return V.param("value", value, "unit_interval", owner=f"{type(self).__name__}.icdf")
 
-    def _qmc_dim(self):
+    def _qmc_dim(self) -> Any:
         """Uniforms per draw for quasi-Monte Carlo draws by inversion."""
         if not self.has_icdf:
             having = ", ".join(c.__name__ for c in _FAMILIES if c.has_icdf)
@@ -1071,7 +1081,7 @@ class Distribution:
                 f"one: {having}. Use sampler='mc' for {type(self).__name__}")
         return self.draw_size
 
-    def _qmc_draws(self, u):
+    def _qmc_draws(self, u: Any) -> Any:
         """Draws (kernel representation, shape (m, *draw_shape)) from
         uniforms u of shape (m, _qmc_dim()) in (0, 1)."""
         return np.asarray(self.icdf(u.reshape((len(u),) + self.draw_shape)), dtype=np.float64)

@@ -2,6 +2,8 @@
 (Normal, LogNormal, Laplace), Exponential, Gamma and Beta."""
 from __future__ import annotations
 
+from typing import Any
+
 import math
 
 import numpy as np
@@ -26,19 +28,19 @@ class _LocScale(Distribution):
     support = REAL
     arg_constraints = {"loc": "real", "scale": "positive"}
 
-    def __init__(self, loc, scale):
+    def __init__(self, loc: Any, scale: Any) -> None:
         super().__init__(loc=loc, scale=scale)
 
     # the pathwise tangent kinds of loc and scale: x = loc + scale * eps (the
     # default, dx/dloc = 1 and dx/dscale = (x - loc) / scale), or its exp
     pathwise_tangents = (_vr.TK_ONE, _vr.TK_NSCALE)
 
-    def pathwise_spec(self):
+    def pathwise_spec(self) -> Any:
         b = self._draw_broadcast
         return [("loc", self.pathwise_tangents[0], 0.0, 0.0),
                 ("scale", self.pathwise_tangents[1], b(self.loc), b(self.scale))]
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return np.ones(x.shape, dtype=bool)  # infinite x is checked by the caller
 
 
@@ -70,7 +72,7 @@ class Normal(_LocScale):
     family = K.MC_NORMAL
     _log = False
 
-    def _terms(self):
+    def _terms(self) -> Any:
         mu, s = np.broadcast_arrays(self.loc, self.scale)
         s2 = s * s
         aff, quad = (K.SK_LOG_AFFINE, K.SK_LOG_QUAD) if self._log else (K.SK_AFFINE, K.SK_QUAD)
@@ -79,7 +81,7 @@ class Normal(_LocScale):
             ("scale", quad, 1.0 / (s2 * s), -1.0 / s, mu),
         ]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         z = (x - self.loc) / self.scale
         return -0.5 * z * z - np.log(self.scale) - 0.5 * math.log(2 * math.pi)
 
@@ -91,7 +93,7 @@ class Normal(_LocScale):
     # keeps about 4000 representable values per standard deviation.
     RESOLUTION = 2.0**-40
 
-    def _check_differentiable(self):
+    def _check_differentiable(self) -> Any:
         owner = type(self).__name__
         s, mu = np.broadcast_arrays(self.scale, self.loc)
         lo, hi = self.SCALE_RANGE
@@ -115,27 +117,27 @@ class Normal(_LocScale):
                 "(draw around 0 and shift x inside f)"
             )
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.loc
 
-    def _variance(self):
+    def _variance(self) -> Any:
         return self.scale**2
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         return 0.5 + 0.5 * math.log(2 * math.pi) + np.log(self.scale)
 
     has_rsample = has_mirror = has_mean_tangents = True
     rsample_through_gammas = False
 
-    def mean_tangents(self):
+    def mean_tangents(self) -> Any:
         b = self._draw_broadcast
         return {"loc": b(1.0), "scale": b(0.0)}
 
-    def mirror(self, x):
+    def mirror(self, x: Any) -> Any:
         return 2 * self.loc - x
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value), value broadcast against the batch shape.
 
         Parameters
@@ -168,7 +170,7 @@ class Normal(_LocScale):
             lx = np.log(np.maximum(x, 0.0))
         return special.ndtr((lx - self.loc) / self.scale)
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The quantile function loc + scale ndtri(value) (exp of it for
         LogNormal), value in [0, 1].
 
@@ -214,7 +216,8 @@ class LogNormal(Normal):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose
+        shapes do not broadcast; the message
         names the parameter and the first offending index.
 
     Examples
@@ -232,30 +235,30 @@ class LogNormal(Normal):
     _log = True
     pathwise_tangents = (_vr.TK_LNLOC, _vr.TK_LNSCALE)
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return x > 0
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         lx = np.log(x)
         out = super()._log_prob(lx) - lx
         return np.where(x > 0, out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return np.exp(self.loc + 0.5 * self.scale**2)
 
-    def _variance(self):
+    def _variance(self) -> Any:
         s2 = self.scale**2
         return np.expm1(s2) * np.exp(2 * self.loc + s2)
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         return super()._entropy() + self.loc
 
-    def mean_tangents(self):
+    def mean_tangents(self) -> Any:
         b = self._draw_broadcast
         m = np.exp(self.loc + 0.5 * self.scale**2)
         return {"loc": b(m), "scale": b(self.scale * m)}
 
-    def mirror(self, x):
+    def mirror(self, x: Any) -> Any:
         return np.exp(2 * self.loc - np.log(x))
 
 
@@ -272,7 +275,8 @@ class Exponential(Distribution):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A ``rate`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        A ``rate`` that is not positive and finite, or parameters whose shapes do not broadcast;
+        the message
         names the parameter and the first offending index.
 
     Examples
@@ -288,34 +292,34 @@ class Exponential(Distribution):
     family = K.MC_EXPONENTIAL
     arg_constraints = {"rate": "positive"}
 
-    def __init__(self, rate):
+    def __init__(self, rate: Any) -> None:
         super().__init__(rate=rate)
 
-    def _terms(self):
+    def _terms(self) -> Any:
         return [("rate", K.SK_AFFINE, -1.0, 1.0 / self.rate, 0.0)]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         return np.where(x >= 0, np.log(self.rate) - self.rate * x, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return 1.0 / self.rate
 
-    def _variance(self):
+    def _variance(self) -> Any:
         return self.rate**-2.0
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         return 1.0 - np.log(self.rate)
 
     has_rsample = has_mean_tangents = True
 
-    def mean_tangents(self):
+    def mean_tangents(self) -> Any:
         return {"rate": self._draw_broadcast(-1.0 / self.rate**2)}
 
-    def pathwise_spec(self):
+    def pathwise_spec(self) -> Any:
         return [("rate", _vr.TK_NEG_X_OVER, self._draw_broadcast(self.rate), 0.0)]
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value) = 1 - exp(-rate value) for value >= 0.
 
         Parameters
@@ -344,7 +348,7 @@ class Exponential(Distribution):
         x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
         return -np.expm1(-self.rate * x)
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The quantile function -log(1 - value) / rate.
 
         Parameters
@@ -388,7 +392,8 @@ class Gamma(Distribution):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A parameter that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        A parameter that is not positive and finite, or parameters whose shapes do not broadcast;
+        the message
         names the parameter and the first offending index.
 
     Examples
@@ -404,45 +409,45 @@ class Gamma(Distribution):
     family = K.MC_GAMMA
     arg_constraints = {"concentration": "positive", "rate": "positive"}
 
-    def __init__(self, concentration, rate):
+    def __init__(self, concentration: Any, rate: Any) -> None:
         super().__init__(concentration=concentration, rate=rate)
 
-    def _terms(self):
+    def _terms(self) -> Any:
         a, r = np.broadcast_arrays(self.concentration, self.rate)
         return [
             ("concentration", K.SK_LOG_AFFINE, 1.0, np.log(r) - special.digamma(a), 0.0),
             ("rate", K.SK_AFFINE, -1.0, a / r, 0.0),
         ]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         a, r = self.concentration, self.rate
         out = a * np.log(r) + special.xlogy(a - 1, x) - r * x - special.gammaln(a)
         return np.where(x >= 0, out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.concentration / self.rate
 
-    def _variance(self):
+    def _variance(self) -> Any:
         return self.concentration / self.rate**2
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         a = self.concentration
         return a - np.log(self.rate) + special.gammaln(a) + (1.0 - a) * special.digamma(a)
 
     has_rsample = has_mean_tangents = True
 
-    def mean_tangents(self):
+    def mean_tangents(self) -> Any:
         b = self._draw_broadcast
         return {"concentration": b(1.0 / self.rate),
                 "rate": b(-self.concentration / self.rate**2)}
 
-    def pathwise_spec(self):
+    def pathwise_spec(self) -> Any:
         b = self._draw_broadcast
         return [("concentration", _vr.TK_GAMMA_CONC, b(self.concentration), b(self.rate)),
                 ("rate", _vr.TK_NEG_X_OVER, b(self.rate), 0.0)]
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value): the regularised lower incomplete gamma function.
 
         Parameters
@@ -471,7 +476,7 @@ class Gamma(Distribution):
         x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
         return special.gammainc(self.concentration, self.rate * x)
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The quantile function, by scipy.special.gammaincinv.
 
         Parameters
@@ -515,7 +520,8 @@ class Beta(Distribution):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A parameter that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        A parameter that is not positive and finite, or parameters whose shapes do not broadcast;
+        the message
         names the parameter and the first offending index.
 
     Examples
@@ -531,10 +537,10 @@ class Beta(Distribution):
     family = K.MC_BETA
     arg_constraints = {"concentration1": "positive", "concentration0": "positive"}
 
-    def __init__(self, concentration1, concentration0):
+    def __init__(self, concentration1: Any, concentration0: Any) -> None:
         super().__init__(concentration1=concentration1, concentration0=concentration0)
 
-    def _terms(self):
+    def _terms(self) -> Any:
         a, b = np.broadcast_arrays(self.concentration1, self.concentration0)
         dab = special.digamma(a + b)
         return [
@@ -542,20 +548,20 @@ class Beta(Distribution):
             ("concentration0", K.SK_LOG1M_AFFINE, 1.0, dab - special.digamma(b), 0.0),
         ]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         a, b = self.concentration1, self.concentration0
         out = special.xlogy(a - 1, x) + special.xlog1py(b - 1, -x) - special.betaln(a, b)
         return np.where((x >= 0) & (x <= 1), out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         a, b = self.concentration1, self.concentration0
         return a / (a + b)
 
-    def _variance(self):
+    def _variance(self) -> Any:
         a, b = self.concentration1, self.concentration0
         return a * b / ((a + b) ** 2 * (a + b + 1.0))
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         a, b = self.concentration1, self.concentration0
         return (special.betaln(a, b) - (a - 1) * special.digamma(a) - (b - 1) * special.digamma(b)
                 + (a + b - 2) * special.digamma(a + b))
@@ -564,17 +570,17 @@ class Beta(Distribution):
     # pathwise_grad draws Beta variates as normalised Gamma variates
     rsample_through_gammas = True
 
-    def mean_tangents(self):
+    def mean_tangents(self) -> Any:
         a1, a0 = self.concentration1, self.concentration0
         return {"concentration1": self._draw_broadcast(a0 / (a1 + a0) ** 2),
                 "concentration0": self._draw_broadcast(-a1 / (a1 + a0) ** 2)}
 
-    def pathwise_spec(self):
+    def pathwise_spec(self) -> Any:
         return [("concentration1", _vr.TK_AUX0, 0.0, 0.0),
                 ("concentration0", _vr.TK_AUX1, 0.0, 0.0)]
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value): the regularised incomplete beta function.
 
         Parameters
@@ -603,7 +609,7 @@ class Beta(Distribution):
         x = np.clip(np.asarray(value, dtype=np.float64), 0.0, 1.0)
         return special.betainc(self.concentration1, self.concentration0, x)
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The quantile function, by scipy.special.betaincinv.
 
         Parameters
@@ -657,7 +663,8 @@ class Laplace(_LocScale):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose
+        shapes do not broadcast; the message
         names the parameter and the first offending index.
 
     Examples
@@ -677,17 +684,17 @@ class Laplace(_LocScale):
     # underflows in double precision.
     SCALE_RANGE = (1e-150, 1e150)
 
-    def _terms(self):
+    def _terms(self) -> Any:
         mu, s = np.broadcast_arrays(self.loc, self.scale)
         return [
             ("loc", K.SK_SIGN, 1.0 / s, 0.0, mu),
             ("scale", K.SK_ABS, 1.0 / (s * s), -1.0 / s, mu),
         ]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         return -np.abs(x - self.loc) / self.scale - np.log(2.0 * self.scale)
 
-    def _check_differentiable(self):
+    def _check_differentiable(self) -> Any:
         lo, hi = self.SCALE_RANGE
         s = np.asarray(self.scale)
         if not ((s >= lo) & (s <= hi)).all():
@@ -697,16 +704,16 @@ class Laplace(_LocScale):
                 "1/scale**2 over- or underflows in double precision beyond; rescale the "
                 "problem (draw x/c and use f(c*x))")
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.loc
 
-    def _variance(self):
+    def _variance(self) -> Any:
         return 2.0 * self.scale**2
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         return 1.0 + np.log(2.0 * self.scale)
 
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value), broadcasting value against the batch shape.
 
         Parameters
@@ -735,7 +742,7 @@ class Laplace(_LocScale):
         z = (np.asarray(value, dtype=np.float64) - self.loc) / self.scale
         return 0.5 - 0.5 * np.sign(z) * np.expm1(-np.abs(z))
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The quantile function (value in [0, 1]); the inverse of cdf.
 
         Parameters
@@ -769,7 +776,7 @@ class Laplace(_LocScale):
         return self.loc + self.scale * np.where(u < 0.5, low, high)
 
     # -- capabilities (the estimators' protocol) --------------------------
-    def mean_tangents(self):
+    def mean_tangents(self) -> Any:
         """{param: d E[x_c] / d param, arrays of draw_shape}: E[x] = loc.
 
         Returns
@@ -786,7 +793,7 @@ class Laplace(_LocScale):
         ds = self.draw_shape
         return {"loc": np.ones(ds), "scale": np.zeros(ds)}
 
-    def mirror(self, x):
+    def mirror(self, x: Any) -> Any:
         """Antithetic partner: the reflection 2 loc - x (Laplace is symmetric).
 
         Parameters
@@ -813,7 +820,7 @@ class Laplace(_LocScale):
         """
         return 2.0 * self.loc - x
 
-    def vi_transforms(self):
+    def vi_transforms(self) -> Any:
         """The unconstrained coordinates vi.fit optimises: loc as is, log scale.
 
         Returns
@@ -830,7 +837,7 @@ class Laplace(_LocScale):
         return {"loc": "identity", "scale": "log"}
 
 
-def _scale_range_check(owner, name, v, bounds, why):
+def _scale_range_check(owner: Any, name: Any, v: Any, bounds: Any, why: Any) -> Any:
     """Raise the clear error of a parameter outside the range in which its
     score terms are representable in double precision."""
     lo, hi = bounds
@@ -850,19 +857,19 @@ class _HalfScale(Distribution):
     arg_constraints = {"scale": "positive"}
     SCALE_POWER = 2
 
-    def __init__(self, scale):
+    def __init__(self, scale: Any) -> None:
         super().__init__(scale=scale)
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return x >= 0
 
-    def _check_differentiable(self):
+    def _check_differentiable(self) -> Any:
         _scale_range_check(type(self).__name__, "scale", self.scale, self.SCALE_RANGE,
                            f"the score's term 1/scale**{self.SCALE_POWER} over- or underflows "
                            "in double precision beyond; rescale the problem (draw x/c and use "
                            "f(c*x))")
 
-    def vi_transforms(self):
+    def vi_transforms(self) -> Any:
         return {"scale": "log"}
 
 
@@ -883,7 +890,8 @@ class HalfNormal(_HalfScale):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        A ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast;
+        the message
         names the parameter and the first offending index.
 
     Examples
@@ -901,27 +909,27 @@ class HalfNormal(_HalfScale):
     SCALE_RANGE = (1e-100, 1e100)
     SCALE_POWER = 3
 
-    def _terms(self):
+    def _terms(self) -> Any:
         s = np.asarray(self.scale, dtype=np.float64)
         return [("scale", K.SK_QUAD, 1.0 / (s * s * s), -1.0 / s, 0.0)]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         z = x / self.scale
         out = -0.5 * z * z - np.log(self.scale) + 0.5 * math.log(2.0 / math.pi)
         return np.where(x >= 0, out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.scale * math.sqrt(2.0 / math.pi)
 
-    def _variance(self):
+    def _variance(self) -> Any:
         return self.scale**2 * (1.0 - 2.0 / math.pi)
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         return 0.5 * np.log(0.5 * math.pi * self.scale**2) + 0.5
 
     has_rsample = has_mean_tangents = True
 
-    def mean_tangents(self):
+    def mean_tangents(self) -> Any:
         """d E[x] / d scale = sqrt(2 / pi).
 
         Returns
@@ -937,7 +945,7 @@ class HalfNormal(_HalfScale):
         """
         return {"scale": self._draw_broadcast(math.sqrt(2.0 / math.pi))}
 
-    def pathwise_spec(self):
+    def pathwise_spec(self) -> Any:
         """``x = scale |eps|``: dx/dscale = x / scale (the Normal scale tangent at loc 0).
 
         Returns
@@ -954,7 +962,7 @@ class HalfNormal(_HalfScale):
         return [("scale", _vr.TK_NSCALE, 0.0, self._draw_broadcast(self.scale))]
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value) = erf(value / (scale sqrt 2)) for value >= 0.
 
         Parameters
@@ -983,7 +991,7 @@ class HalfNormal(_HalfScale):
         x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
         return special.erf(x / (self.scale * math.sqrt(2.0)))
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The quantile function scale sqrt(2) erfinv(value) (erfcinv(1 -
         value) above the median: exact in the upper tail).
 
@@ -1032,7 +1040,8 @@ class Chi2(Distribution):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A ``df`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        A ``df`` that is not positive and finite, or parameters whose shapes do not broadcast; the
+        message
         names the parameter and the first offending index.
 
     Examples
@@ -1048,35 +1057,35 @@ class Chi2(Distribution):
     family = K.MC_CHI2
     arg_constraints = {"df": "positive"}
 
-    def __init__(self, df):
+    def __init__(self, df: Any) -> None:
         super().__init__(df=df)
 
-    def _terms(self):
+    def _terms(self) -> Any:
         k = np.asarray(self.df, dtype=np.float64)
         return [("df", K.SK_LOG_AFFINE, 0.5, -0.5 * (math.log(2.0) + special.digamma(0.5 * k)),
                  0.0)]
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return x >= 0
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         h = 0.5 * self.df
         out = special.xlogy(h - 1, x) - 0.5 * x - h * math.log(2.0) - special.gammaln(h)
         return np.where(x >= 0, out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.df
 
-    def _variance(self):
+    def _variance(self) -> Any:
         return 2.0 * self.df
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         h = 0.5 * self.df
         return h + math.log(2.0) + special.gammaln(h) + (1.0 - h) * special.digamma(h)
 
     has_mean_tangents = has_rsample = True
 
-    def mean_tangents(self):
+    def mean_tangents(self) -> Any:
         """d E[x] / d df = 1.
 
         Returns
@@ -1092,7 +1101,7 @@ class Chi2(Distribution):
         """
         return {"df": self._draw_broadcast(1.0)}
 
-    def pathwise_spec(self):
+    def pathwise_spec(self) -> Any:
         """x = 2 g, g ~ Gamma(df / 2, 1): dx/ddf = dg/dalpha at alpha = df / 2
         (implicit reparameterisation of the Gamma draw).
 
@@ -1109,11 +1118,11 @@ class Chi2(Distribution):
         """
         return [("df", _vr.TK_CHI2_DF, self._draw_broadcast(0.5 * self.df), 0.0)]
 
-    def vi_transforms(self):
+    def vi_transforms(self) -> Any:
         return {"df": "log"}
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value): Gamma(df / 2, rate 1/2)'s cdf.
 
         Parameters
@@ -1142,7 +1151,7 @@ class Chi2(Distribution):
         x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
         return special.gammainc(0.5 * self.df, 0.5 * x)
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The quantile function 2 gammaincinv(df / 2, value).
 
         Parameters
@@ -1192,7 +1201,8 @@ class InverseGamma(Distribution):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A parameter that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        A parameter that is not positive and finite, or parameters whose shapes do not broadcast;
+        the message
         names the parameter and the first offending index.
 
     Examples
@@ -1207,10 +1217,10 @@ class InverseGamma(Distribution):
     family = K.MC_INVERSE_GAMMA
     support = POSITIVE
 
-    def __init__(self, concentration, rate):
+    def __init__(self, concentration: Any, rate: Any) -> None:
         super().__init__(concentration=concentration, rate=rate)
 
-    def _terms(self):
+    def _terms(self) -> Any:
         a, r = np.broadcast_arrays(self.concentration, self.rate)
         dlog = np.log(r) - special.digamma(a)  # log rate - digamma(a)
         return [("concentration", K.SK_LOG_AFFINE, -1.0, dlog, 0.0),
@@ -1218,7 +1228,7 @@ class InverseGamma(Distribution):
 
     has_rsample = True
 
-    def pathwise_spec(self):
+    def pathwise_spec(self) -> Any:
         """x = rate / g, g ~ Gamma(a, 1): dx/drate = x / rate and dx/da =
         -(x^2 / rate) dg/da at g = rate / x (implicit reparameterisation).
 
@@ -1237,37 +1247,37 @@ class InverseGamma(Distribution):
         return [("concentration", _vr.TK_INVGAMMA_CONC, b(self.concentration), b(self.rate)),
                 ("rate", _vr.TK_NSCALE, 0.0, b(self.rate))]
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return x > 0
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         a, r = self.concentration, self.rate
         with np.errstate(divide="ignore", invalid="ignore"):
             out = a * np.log(r) - special.gammaln(a) - (a + 1) * np.log(x) - r / x
         return np.where(x > 0, out, -np.inf)
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         a = self.concentration
         return a + np.log(self.rate) + special.gammaln(a) - (1.0 + a) * special.digamma(a)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         """rate / (concentration - 1), infinite for concentration <= 1."""
         a, r = np.broadcast_arrays(self.concentration, self.rate)
         with np.errstate(divide="ignore"):
             return np.where(a > 1, r / np.where(a > 1, a - 1, 1.0), np.inf)
 
-    def _variance(self):
+    def _variance(self) -> Any:
         """rate^2 / ((a - 1)^2 (a - 2)), infinite for concentration <= 2."""
         a, r = np.broadcast_arrays(self.concentration, self.rate)
         ok = a > 2
         a1 = np.where(ok, a, 3.0)
         return np.where(ok, r * r / ((a1 - 1) ** 2 * (a1 - 2)), np.inf)
 
-    def vi_transforms(self):
+    def vi_transforms(self) -> Any:
         return {"concentration": "log", "rate": "log"}
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value) = Q(concentration, rate / value) for value > 0.
 
         Parameters
@@ -1298,7 +1308,7 @@ class InverseGamma(Distribution):
             t = np.where(x > 0, self.rate / np.maximum(x, 0.0), np.inf)
         return special.gammaincc(self.concentration, t)
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The quantile function rate / gammainccinv(concentration, value).
 
         Parameters
@@ -1349,7 +1359,8 @@ class Gumbel(_LocScale):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose
+        shapes do not broadcast; the message
         names the parameter and the first offending index.
 
     Examples
@@ -1367,7 +1378,7 @@ class Gumbel(_LocScale):
     # the score holds 1/scale**2
     SCALE_RANGE = (1e-150, 1e150)
 
-    def _terms(self):
+    def _terms(self) -> Any:
         mu, s = np.broadcast_arrays(self.loc, self.scale)
         r = -1.0 / s
         return [
@@ -1376,25 +1387,25 @@ class Gumbel(_LocScale):
             ("scale", K.SK_AFFINE, 0.0, r, 0.0),
         ]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         z = (x - self.loc) / self.scale
         return -(z + np.exp(-z)) - np.log(self.scale)
 
-    def _check_differentiable(self):
+    def _check_differentiable(self) -> Any:
         _scale_range_check("Gumbel", "scale", self.scale, self.SCALE_RANGE,
                            "the score's term 1/scale**2 over- or underflows in double "
                            "precision beyond; rescale the problem (draw x/c and use f(c*x))")
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.loc + np.euler_gamma * self.scale
 
-    def _variance(self):
+    def _variance(self) -> Any:
         return math.pi**2 / 6.0 * self.scale**2
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         return np.log(self.scale) + np.euler_gamma + 1.0
 
-    def mean_tangents(self):
+    def mean_tangents(self) -> Any:
         """E[x] = loc + gamma scale (gamma: Euler's constant).
 
         Returns
@@ -1411,11 +1422,11 @@ class Gumbel(_LocScale):
         b = self._draw_broadcast
         return {"loc": b(1.0), "scale": b(np.euler_gamma)}
 
-    def vi_transforms(self):
+    def vi_transforms(self) -> Any:
         return {"loc": "identity", "scale": "log"}
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value) = exp(-exp(-(value - loc) / scale)).
 
         Parameters
@@ -1445,7 +1456,7 @@ class Gumbel(_LocScale):
         with np.errstate(over="ignore"):
             return np.exp(-np.exp(-z))
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The quantile function loc - scale log(-log(value)).
 
         Parameters
@@ -1497,7 +1508,8 @@ class Weibull(Distribution):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A parameter that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        A parameter that is not positive and finite, or parameters whose shapes do not broadcast;
+        the message
         names the parameter and the first offending index.
 
     Examples
@@ -1513,10 +1525,10 @@ class Weibull(Distribution):
     family = K.MC_WEIBULL
     arg_constraints = {"scale": "positive", "concentration": "positive"}
 
-    def __init__(self, scale, concentration):
+    def __init__(self, scale: Any, concentration: Any) -> None:
         super().__init__(scale=scale, concentration=concentration)
 
-    def _terms(self):
+    def _terms(self) -> Any:
         lam, k = np.broadcast_arrays(self.scale, self.concentration)
         ll = np.log(lam)
         return [
@@ -1525,33 +1537,33 @@ class Weibull(Distribution):
             ("concentration", K.SK_AFFINE, 0.0, 1.0 / k, 0.0),
         ]
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return x > 0
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         lam, k = self.scale, self.concentration
         with np.errstate(divide="ignore", invalid="ignore"):
             lz = np.log(x) - np.log(lam)
             out = np.log(k) - np.log(lam) + (k - 1) * lz - np.exp(k * lz)
         return np.where(x > 0, out, -np.inf)
 
-    def _moment_factor(self, j):
+    def _moment_factor(self, j: Any) -> Any:
         return special.gamma(1.0 + j / self.concentration)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.scale * self._moment_factor(1)
 
-    def _variance(self):
+    def _variance(self) -> Any:
         g1, g2 = self._moment_factor(1), self._moment_factor(2)
         return self.scale**2 * (g2 - g1 * g1)
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         k = self.concentration
         return np.euler_gamma * (1.0 - 1.0 / k) + np.log(self.scale / k) + 1.0
 
     has_mean_tangents = has_rsample = True
 
-    def pathwise_spec(self):
+    def pathwise_spec(self) -> Any:
         """x = scale e^(1/k), e ~ Exponential(1): dx/dscale = x / scale and
         dx/dk = -(x / k) log(x / scale) (the LogNormal scale tangent
         x (log x - a) / b with a = log scale, b = -k).
@@ -1571,7 +1583,7 @@ class Weibull(Distribution):
         return [("scale", _vr.TK_NSCALE, 0.0, b(self.scale)),
                 ("concentration", _vr.TK_LNSCALE, b(np.log(self.scale)), b(-self.concentration))]
 
-    def mean_tangents(self):
+    def mean_tangents(self) -> Any:
         """E[x] = scale Gamma(1 + 1/k).
 
         Returns
@@ -1591,11 +1603,11 @@ class Weibull(Distribution):
         return {"scale": b(g1),
                 "concentration": b(-self.scale * g1 * special.digamma(1.0 + 1.0 / k) / k**2)}
 
-    def vi_transforms(self):
+    def vi_transforms(self) -> Any:
         return {"scale": "log", "concentration": "log"}
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value) = 1 - exp(-(value / scale)^concentration), value >= 0.
 
         Parameters
@@ -1624,7 +1636,7 @@ class Weibull(Distribution):
         x = np.maximum(np.asarray(value, dtype=np.float64), 0.0)
         return -np.expm1(-(x / self.scale) ** self.concentration)
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The quantile function scale (-log(1 - value))^(1 / concentration).
 
         Parameters
@@ -1678,7 +1690,8 @@ class Uniform(Distribution):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        Non-finite bounds or ``high <= low``, or parameters whose shapes do not broadcast; the message
+        Non-finite bounds or ``high <= low``, or parameters whose shapes do not broadcast; the
+        message
         names the parameter and the first offending index.
 
     Examples
@@ -1692,10 +1705,10 @@ class Uniform(Distribution):
     family = K.MC_UNIFORM
     arg_constraints = {"low": "real", "high": "real"}
 
-    def __init__(self, low, high):
+    def __init__(self, low: Any, high: Any) -> None:
         super().__init__(low=low, high=high)
 
-    def _check_params(self, low, high):
+    def _check_params(self, low: Any, high: Any) -> Any:
         with np.errstate(invalid="ignore", over="ignore"):
             width = high - low
         bad = ~(width > 0)
@@ -1708,14 +1721,14 @@ class Uniform(Distribution):
             raise ValueError("Uniform: high - low must be finite (it overflows to inf)")
 
     @property
-    def support(self):
+    def support(self) -> Any:
         """[low, high) (torch's interval constraint; its check is closed)."""
         return Support("low <= x < high", "interval", self.low, self.high)
 
-    def _width(self):
+    def _width(self) -> Any:
         return self.high - self.low
 
-    def _check_differentiable(self):
+    def _check_differentiable(self) -> Any:
         w = np.asarray(self._width())
         with np.errstate(divide="ignore", over="ignore"):
             bad = ~np.isfinite(1.0 / w)
@@ -1725,30 +1738,30 @@ class Uniform(Distribution):
                 f"estimate gradients (got {float(w[bad].flat[0])!r}): the score 1/(high - low) "
                 "overflows; rescale the problem (draw x/c and use f(c*x))")
 
-    def _terms(self):
+    def _terms(self) -> Any:
         w = self._width()
         return [("low", K.SK_AFFINE, 0.0, 1.0 / w, 0.0),
                 ("high", K.SK_AFFINE, 0.0, -1.0 / w, 0.0)]
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return (x >= self.low) & (x <= self.high)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         lp = np.broadcast_to(-np.log(self._width()), np.broadcast_shapes(x.shape, self.batch_shape))
         return np.where((x >= self.low) & (x <= self.high), lp, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return 0.5 * (self.low + self.high)
 
-    def _variance(self):
+    def _variance(self) -> Any:
         return self._width() ** 2 / 12.0
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         return np.log(self._width())
 
     has_rsample = has_mirror = True
 
-    def mirror(self, x):
+    def mirror(self, x: Any) -> Any:
         """Antithetic partner: the reflection low + high - x.
 
         Parameters
@@ -1775,7 +1788,7 @@ class Uniform(Distribution):
         """
         return self.low + self.high - x
 
-    def pathwise_spec(self):
+    def pathwise_spec(self) -> Any:
         """x = low + (high - low) u: dx/dlow = (high - x) / (high - low) and
         dx/dhigh = (x - low) / (high - low), both the scale tangent
         (x - a) / b.
@@ -1798,7 +1811,7 @@ class Uniform(Distribution):
     # -- the boundary term (a parameter-dependent support) -------------
     has_boundary = True
 
-    def boundary_terms(self, f, x):
+    def boundary_terms(self, f: Any, x: Any) -> Any:
         """The boundary part of each draw's gradient term: ``(m, n_coords)``,
         in the score's coordinate order.
 
@@ -1864,7 +1877,7 @@ class Uniform(Distribution):
             parts.append(out)
         return np.concatenate(parts, axis=1)
 
-    def vi_transforms(self):
+    def vi_transforms(self) -> Any:
         return {"low": "identity", "high": "identity"}
 
 
@@ -1876,16 +1889,16 @@ class _Rational(_LocScale):
     # the score holds 1 / scale**2
     SCALE_RANGE = (1e-150, 1e150)
 
-    def _check_differentiable(self):
+    def _check_differentiable(self) -> Any:
         _scale_range_check(type(self).__name__, "scale", self.scale, self.SCALE_RANGE,
                            "the score's term 1/scale**2 over- or underflows in double "
                            "precision beyond; rescale the problem (draw x/c and use f(c*x))")
 
-    def mirror(self, x):
+    def mirror(self, x: Any) -> Any:
         """Antithetic partner: the reflection 2 loc - x (a symmetric family)."""
         return 2.0 * self.loc - x
 
-    def _loc_scale_terms(self, nu):
+    def _loc_scale_terms(self, nu: Any) -> Any:
         """The loc and scale rows for degrees of freedom nu (Cauchy: 1)."""
         mu, s = self.loc, self.scale
         inv = 1.0 / (nu * s * s)
@@ -1893,7 +1906,7 @@ class _Rational(_LocScale):
                 ("scale", K.SK_INV_1P_SQ, -(nu + 1.0) / s, inv, mu),
                 ("scale", K.SK_AFFINE, 0.0, nu / s, 0.0)]
 
-    def vi_transforms(self):
+    def vi_transforms(self) -> Any:
         return {"loc": "identity", "scale": "log"}
 
 
@@ -1917,7 +1930,8 @@ class Cauchy(_Rational):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose
+        shapes do not broadcast; the message
         names the parameter and the first offending index.
 
     Examples
@@ -1931,20 +1945,20 @@ class Cauchy(_Rational):
 
     family = K.MC_CAUCHY
 
-    def _terms(self):
+    def _terms(self) -> Any:
         return self._loc_scale_terms(1.0)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         z = (x - self.loc) / self.scale
         return -math.log(math.pi) - np.log(self.scale) - np.log1p(z * z)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return np.full(self.batch_shape, np.nan)
 
-    def _variance(self):
+    def _variance(self) -> Any:
         return np.full(self.batch_shape, np.inf)
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         return np.log(4.0 * math.pi * self.scale)
 
 
@@ -1976,7 +1990,8 @@ class StudentT(_Rational):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A non-finite ``loc``, or a ``df`` or ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        A non-finite ``loc``, or a ``df`` or ``scale`` that is not positive and finite, or
+        parameters whose shapes do not broadcast; the message
         names the parameter and the first offending index.
 
     Examples
@@ -1990,17 +2005,17 @@ class StudentT(_Rational):
     family = K.MC_STUDENT_T
     arg_constraints = {"df": "positive", "loc": "real", "scale": "positive"}
 
-    def __init__(self, df, loc=0.0, scale=1.0):
+    def __init__(self, df: Any, loc: Any = 0.0, scale: Any = 1.0) -> None:
         Distribution.__init__(self, df=df, loc=loc, scale=scale)
 
     has_rsample = False
 
-    def _draw_params(self):
+    def _draw_params(self) -> Any:
         """Unit blocks [df, loc, scale]."""
         b = [np.broadcast_to(v, self.batch_shape) for v in (self.df, self.loc, self.scale)]
         return np.stack(b[:2], axis=-1), b[2]
 
-    def require(self, capability):
+    def require(self, capability: Any) -> Any:
         try:
             return super().require(capability)
         except ValueError as e:
@@ -2012,10 +2027,10 @@ class StudentT(_Rational):
                 "draw); use score_grad (every baseline, antithetic=True) for the gradient "
                 "w.r.t. df, loc and scale") from None
 
-    def pathwise_spec(self):
+    def pathwise_spec(self) -> Any:
         self.require("rsample")
 
-    def _terms(self):
+    def _terms(self) -> Any:
         nu, mu, s = np.broadcast_arrays(self.df, self.loc, self.scale)
         inv = 1.0 / (nu * s * s)
         const = 0.5 * (special.digamma(0.5 * (nu + 1.0)) - special.digamma(0.5 * nu)) + 0.5
@@ -2025,30 +2040,30 @@ class StudentT(_Rational):
             ("df", K.SK_AFFINE, 0.0, const, 0.0),
         ]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         nu = self.df
         z = (x - self.loc) / self.scale
         return (special.gammaln(0.5 * (nu + 1.0)) - special.gammaln(0.5 * nu)
                 - 0.5 * np.log(nu * math.pi) - np.log(self.scale)
                 - 0.5 * (nu + 1.0) * np.log1p(z * z / nu))
 
-    def _mean(self):
+    def _mean(self) -> Any:
         nu, mu = np.broadcast_arrays(self.df, self.loc)
         return np.where(nu > 1, mu, np.nan)
 
-    def _variance(self):
+    def _variance(self) -> Any:
         nu, s = np.broadcast_arrays(self.df, self.scale)
         with np.errstate(divide="ignore", invalid="ignore"):
             v = s * s * nu / (nu - 2.0)
         return np.where(nu > 2, v, np.where(nu > 1, np.inf, np.nan))
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         nu = self.df
         h = 0.5 * (nu + 1.0)
         return (np.log(self.scale) + h * (special.digamma(h) - special.digamma(0.5 * nu))
                 + 0.5 * np.log(nu) + special.betaln(0.5 * nu, 0.5))
 
-    def vi_transforms(self):
+    def vi_transforms(self) -> Any:
         return {"df": "log", "loc": "identity", "scale": "log"}
 
 
@@ -2070,7 +2085,8 @@ class HalfCauchy(_HalfScale):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        A ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast;
+        the message
         names the parameter and the first offending index.
 
     Examples
@@ -2086,28 +2102,28 @@ class HalfCauchy(_HalfScale):
 
     SCALE_RANGE = (1e-150, 1e150)
 
-    def _terms(self):
+    def _terms(self) -> Any:
         s = np.asarray(self.scale, dtype=np.float64)
         return [("scale", K.SK_INV_1P_SQ, -2.0 / s, 1.0 / (s * s), 0.0),
                 ("scale", K.SK_AFFINE, 0.0, 1.0 / s, 0.0)]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         z = x / self.scale
         out = math.log(2.0 / math.pi) - np.log(self.scale) - np.log1p(z * z)
         return np.where(x >= 0, out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return np.full(self.batch_shape, np.inf)
 
-    def _variance(self):
+    def _variance(self) -> Any:
         return np.full(self.batch_shape, np.inf)
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         return np.log(2.0 * math.pi * self.scale)
 
     has_rsample = True
 
-    def pathwise_spec(self):
+    def pathwise_spec(self) -> Any:
         """``x = scale |c|``: dx/dscale = x / scale.
 
         Returns
@@ -2124,7 +2140,7 @@ class HalfCauchy(_HalfScale):
         return [("scale", _vr.TK_NSCALE, 0.0, self._draw_broadcast(self.scale))]
 
 
-def bessel_ratio(kappa):
+def bessel_ratio(kappa: Any) -> Any:
     """I1(kappa) / I0(kappa), accurate for every kappa >= 0: the ratio of
     the exponentially scaled Bessel functions (no overflow for large kappa,
     kappa / 2 to full precision for small kappa)."""
@@ -2132,7 +2148,7 @@ def bessel_ratio(kappa):
     return special.i1e(k) / special.i0e(k)
 
 
-def _wrap_angle(x):
+def _wrap_angle(x: Any) -> Any:
     """x mapped onto [-pi, pi)."""
     return np.mod(x + math.pi, 2.0 * math.pi) - math.pi
 
@@ -2162,7 +2178,8 @@ class VonMises(Distribution):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A non-finite ``loc`` or a negative or non-finite concentration, or parameters whose shapes do not broadcast; the message
+        A non-finite ``loc`` or a negative or non-finite concentration, or parameters whose shapes
+        do not broadcast; the message
         names the parameter and the first offending index.
 
     Examples
@@ -2179,38 +2196,38 @@ class VonMises(Distribution):
     family = K.MC_VON_MISES
     arg_constraints = {"loc": "real", "concentration": "nonnegative"}
 
-    def __init__(self, loc, concentration):
+    def __init__(self, loc: Any, concentration: Any) -> None:
         super().__init__(loc=loc, concentration=concentration)
 
-    def _terms(self):
+    def _terms(self) -> Any:
         mu, k = np.broadcast_arrays(self.loc, self.concentration)
         return [("loc", K.SK_SIN, k, 0.0, mu),
                 ("concentration", K.SK_COS, 1.0, -bessel_ratio(k), mu)]
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return (x >= -math.pi) & (x < math.pi)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         k = self.concentration
         out = k * (np.cos(x - self.loc) - 1.0) - np.log(2.0 * math.pi * special.i0e(k))
         return np.where((x >= -math.pi) & (x < math.pi), out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         """loc (as torch: the circular mean, loc itself, not wrapped)."""
         return np.broadcast_to(self.loc, self.batch_shape).astype(np.float64)
 
-    def _variance(self):
+    def _variance(self) -> Any:
         """The circular variance 1 - I1(kappa) / I0(kappa), as torch."""
         return np.broadcast_to(1.0 - bessel_ratio(self.concentration), self.batch_shape).copy()
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         k = self.concentration
         return np.broadcast_to(-k * bessel_ratio(k) + k + np.log(2.0 * math.pi * special.i0e(k)),
                                self.batch_shape).copy()
 
     has_mirror = True
 
-    def mirror(self, x):
+    def mirror(self, x: Any) -> Any:
         """Antithetic partner: the reflection 2 loc - x about loc, wrapped onto [-pi, pi).
 
         Parameters
@@ -2237,5 +2254,5 @@ class VonMises(Distribution):
         """
         return _wrap_angle(2.0 * self.loc - x)
 
-    def vi_transforms(self):
+    def vi_transforms(self) -> Any:
         return {"loc": "identity", "concentration": "log"}

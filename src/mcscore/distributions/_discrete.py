@@ -3,6 +3,8 @@ families (Bernoulli, Binomial, Geometric, NegativeBinomial), with the
 helpers for probs / logits parameters and the accurate log-pmfs."""
 from __future__ import annotations
 
+from typing import Any
+
 import math
 
 import numpy as np
@@ -23,7 +25,8 @@ GEOMETRIC_PROBS_MIN = 1e-16
 # helpers for probs / logits families
 # ---------------------------------------------------------------------------
 
-def _probs_or_logits(owner, probs, logits, *, min_ndim=0, simplex=False):
+def _probs_or_logits(owner: Any, probs: Any, logits: Any, *, min_ndim: Any = 0,
+                     simplex: Any = False) -> Any:
     if (probs is None) == (logits is None):
         raise ValueError(f"{owner}: pass exactly one of probs or logits")
     if probs is not None:
@@ -48,7 +51,7 @@ _DBL_MAX = float(np.finfo(np.float64).max)
 _PROBS_SCORE_MIN = 1.0 / _DBL_MAX
 
 
-def _check_probs_score(owner, p, rescalable=False):
+def _check_probs_score(owner: Any, p: Any, rescalable: Any = False) -> Any:
     """Raise unless 1 / p is finite for every p (the scores w.r.t. probs)."""
     if not (p >= _PROBS_SCORE_MIN).all():
         raise ValueError(
@@ -59,7 +62,7 @@ def _check_probs_score(owner, p, rescalable=False):
                 else ""))
 
 
-def _expit_pair(logits):
+def _expit_pair(logits: Any) -> Any:
     """(p, 1 - p) from logits, each accurate in its own tail."""
     return special.expit(logits), special.expit(-logits)
 
@@ -72,7 +75,7 @@ class _BinaryFamily(Distribution):
     continuous = False
     probs_constraint: str | None = None  # a narrower constraint on probs than [0, 1]
 
-    def __init__(self, probs=None, logits=None, **fixed):
+    def __init__(self, probs: Any = None, logits: Any = None, **fixed: Any) -> None:
         super().__init__()
         owner = type(self).__name__
         self._which, v = _probs_or_logits(owner, probs, logits)
@@ -85,27 +88,27 @@ class _BinaryFamily(Distribution):
         self._params = {self._which: v}
         self._check_params()
 
-    def _draw_params(self):
+    def _draw_params(self) -> Any:
         """[probs of the unit, total_count of the unit (0 without one)]."""
         return (np.broadcast_to(self.probs, self.batch_shape),
                 np.broadcast_to(getattr(self, "total_count", 0.0), self.batch_shape))
 
-    def _pq(self):
+    def _pq(self) -> Any:
         name, v = self._which, self._params[self._which]
         if name == "logits":
             return _expit_pair(v)
         return v, 1.0 - v
 
     @property
-    def probs(self):
+    def probs(self) -> Any:
         return self._pq()[0]
 
     @property
-    def logits(self):
+    def logits(self) -> Any:
         p, q = self._pq()
         return np.log(p) - np.log(q)
 
-    def _check_differentiable(self):
+    def _check_differentiable(self) -> Any:
         if self._which == "probs":
             p = self._params["probs"]
             if not ((p > 0) & (p < 1)).all():
@@ -123,7 +126,7 @@ class _BinaryFamily(Distribution):
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def _stirlerr(n):
+def _stirlerr(n: Any) -> Any:
     """log(n!) - [(n + 1/2) log n - n + log(2 pi)/2] for n > 0: the error of
     Stirling's formula, accurate for every n (series for n > 15)."""
     n = np.asarray(n, dtype=np.float64)
@@ -134,7 +137,7 @@ def _stirlerr(n):
     return np.where(n > 15, big, small)
 
 
-def _bd0(x, m):
+def _bd0(x: Any, m: Any) -> Any:
     """x log(x / m) + m - x, without cancellation when x is close to m
     (the deviance term of the saddle-point log-pmfs)."""
     x, m = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(m, np.float64))
@@ -158,7 +161,7 @@ def _bd0(x, m):
     return out
 
 
-def _binomial_log_pmf(x, n, p, q):
+def _binomial_log_pmf(x: Any, n: Any, p: Any, q: Any) -> Any:
     """log C(n, x) p^x q^(n-x) for real 0 <= x <= n by the saddle-point form
     (accurate for n up to 2**62; x = 0 and x = n exactly)."""
     x, n, p, q = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (x, n, p, q)))
@@ -174,7 +177,7 @@ def _binomial_log_pmf(x, n, p, q):
 _ENTROPY_TERMS_MAX = 1 << 23
 
 
-def _sum_entropy(owner, frozen, mean, var):
+def _sum_entropy(owner: Any, frozen: Any, mean: Any, var: Any) -> Any:
     """The entropy -sum p log p of a count distribution (a frozen scipy
     distribution of the batch shape), summed over mean +- (12 sd + 50),
     the upper end moved out until the mass beyond is below 1e-18."""
@@ -195,7 +198,7 @@ def _sum_entropy(owner, frozen, mean, var):
     return -np.where(np.isfinite(lp), np.exp(lp) * lp, 0.0).sum(0)
 
 
-def _is_count(x, upper=None):
+def _is_count(x: Any, upper: Any = None) -> Any:
     ok = (x >= 0) & (x == np.floor(x))
     if upper is not None:
         ok &= x <= upper
@@ -215,7 +218,8 @@ class Poisson(Distribution):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A ``rate`` that is not positive and finite, or parameters whose shapes do not broadcast; the message
+        A ``rate`` that is not positive and finite, or parameters whose shapes do not broadcast;
+        the message
         names the parameter and the first offending index.
 
     Examples
@@ -233,33 +237,33 @@ class Poisson(Distribution):
     continuous = False
     arg_constraints = {"rate": "positive"}
 
-    def __init__(self, rate):
+    def __init__(self, rate: Any) -> None:
         super().__init__(rate=rate)
 
-    def _check_params(self, rate):
+    def _check_params(self, rate: Any) -> Any:
         if not (rate <= POISSON_RATE_MAX).all():
             raise ValueError(f"Poisson: rate must be <= {POISSON_RATE_MAX:.6g} (larger rates "
                              f"overflow the int64 draws), got {float(rate.max())!r}")
 
-    def _terms(self):
+    def _terms(self) -> Any:
         return [("rate", K.SK_AFFINE, 1.0 / self.rate, -1.0, 0.0)]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         lam = self.rate
         inner = -_stirlerr(x) - _bd0(x, lam) - 0.5 * np.log(2 * math.pi * x)
         out = np.where(x == 0, -lam, inner)
         return np.where(_is_count(x), out, -np.inf)
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return _is_count(x)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.rate
 
-    def _variance(self):
+    def _variance(self) -> Any:
         return self.rate
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         lam = np.asarray(self.rate, dtype=np.float64)
         big = lam > 1e4
         # above 1e4 the asymptotic series (next term O(rate**-4)): the log-pmfs
@@ -272,11 +276,11 @@ class Poisson(Distribution):
 
     has_mean_tangents = True
 
-    def mean_tangents(self):
+    def mean_tangents(self) -> Any:
         return {"rate": self._draw_broadcast(1.0)}
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value), value broadcast against the batch shape.
 
         Parameters
@@ -306,7 +310,7 @@ class Poisson(Distribution):
         x = np.floor(np.asarray(value, dtype=np.float64))
         return stats.poisson.cdf(x, self.rate)
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The smallest count k with cdf(k) >= value (scipy.stats.poisson.ppf).
 
         Parameters
@@ -317,7 +321,8 @@ class Poisson(Distribution):
         Returns
         -------
         numpy.ndarray
-            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the batch.
+            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the
+            batch.
 
         Raises
         ------
@@ -366,38 +371,38 @@ class Bernoulli(_BinaryFamily):
 
     family = K.MC_BERNOULLI
 
-    def _terms(self):
+    def _terms(self) -> Any:
         p, q = self._pq()
         if self._which == "logits":
             return [("logits", K.SK_AFFINE, 1.0, -p, 0.0)]
         return [("probs", K.SK_AFFINE, 1.0 / p + 1.0 / q, -1.0 / q, 0.0)]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         p, q = self._pq()
         out = np.where(x == 1, np.log(p), np.log(q))
         return np.where((x == 0) | (x == 1), out, -np.inf)
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return (x == 0) | (x == 1)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.probs
 
-    def _variance(self):
+    def _variance(self) -> Any:
         p, q = self._pq()
         return p * q
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         p, q = self._pq()
         return special.entr(p) + special.entr(q)
 
     has_mean_tangents = has_relaxation = has_binary_relaxation = True
 
-    def mean_tangents(self):
+    def mean_tangents(self) -> Any:
         p, q = self._pq()
         return {self._which: self._draw_broadcast(p * q if self._which == "logits" else 1.0)}
 
-    def relaxation(self):
+    def relaxation(self) -> Any:
         """(units W, categories K (1: binary), logit-space parameters, probs,
         conversion code, cv, cvs) for the relaxed / REBAR / DisARM kernels:
         conversion 1 maps a logit gradient to probs with cv = 1 / (p q).
@@ -426,7 +431,7 @@ class Bernoulli(_BinaryFamily):
         return th.size, 1, np.ascontiguousarray(th, float), pr, conv, cv, np.ones(1)
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value): 0 below 0, 1 - probs on [0, 1), 1 from 1 on.
 
         Parameters
@@ -456,7 +461,7 @@ class Bernoulli(_BinaryFamily):
         q = self._pq()[1]
         return np.where(x < 0, 0.0, np.where(x < 1, q, 1.0))
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """1 where value > 1 - probs, else 0.
 
         Parameters
@@ -467,7 +472,8 @@ class Bernoulli(_BinaryFamily):
         Returns
         -------
         numpy.ndarray
-            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the batch.
+            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the
+            batch.
 
         Raises
         ------
@@ -503,7 +509,9 @@ class Binomial(_BinaryFamily):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not a non-negative integer, or a probability outside [0, 1], or parameters whose shapes do not broadcast; the message
+        Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not a non-negative
+        integer, or a probability outside [0, 1], or parameters whose shapes do not broadcast; the
+        message
         names the parameter and the first offending index.
 
     Examples
@@ -515,47 +523,47 @@ class Binomial(_BinaryFamily):
     """
 
     @property
-    def support(self):
+    def support(self) -> Any:
         return Support("x an integer in 0..total_count", "integer_interval", 0,
                        self.total_count)
 
     family = K.MC_BINOMIAL
     fixed_params = {"total_count": "nonnegative_integer"}
 
-    def __init__(self, total_count=1, probs=None, logits=None):
+    def __init__(self, total_count: Any = 1, probs: Any = None, logits: Any = None) -> None:
         super().__init__(probs, logits, total_count=total_count)
 
-    def _terms(self):
+    def _terms(self) -> Any:
         p, q = self._pq()
         n = self.total_count
         if self._which == "logits":
             return [("logits", K.SK_AFFINE, 1.0, -n * p, 0.0)]
         return [("probs", K.SK_AFFINE, 1.0 / p + 1.0 / q, -n / q, 0.0)]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         p, q = self._pq()
         n = self.total_count
         ok = _is_count(x, n)
         out = _binomial_log_pmf(np.where(ok, x, 0.0), n, p, q)
         return np.where(ok, out, -np.inf)
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return _is_count(x, self.total_count)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.total_count * self.probs
 
-    def _variance(self):
+    def _variance(self) -> Any:
         p, q = self._pq()
         return self.total_count * p * q
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         p, q = self._pq()
         n = np.broadcast_to(self.total_count, self.batch_shape)
         return _sum_entropy("Binomial", stats.binom(n, p), n * p, n * p * q)
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value), value broadcast against the batch shape.
 
         Parameters
@@ -585,7 +593,7 @@ class Binomial(_BinaryFamily):
         x = np.floor(np.asarray(value, dtype=np.float64))
         return stats.binom.cdf(x, self.total_count, self.probs)
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The smallest count k with cdf(k) >= value (scipy.stats.binom.ppf).
 
         Parameters
@@ -596,7 +604,8 @@ class Binomial(_BinaryFamily):
         Returns
         -------
         numpy.ndarray
-            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the batch.
+            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the
+            batch.
 
         Raises
         ------
@@ -634,7 +643,8 @@ class Geometric(_BinaryFamily):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        Both or neither of ``probs`` and ``logits``, or a probability outside (0, 1], or parameters whose shapes do not broadcast; the message
+        Both or neither of ``probs`` and ``logits``, or a probability outside (0, 1], or parameters
+        whose shapes do not broadcast; the message
         names the parameter and the first offending index.
 
     Examples
@@ -650,7 +660,7 @@ class Geometric(_BinaryFamily):
     family = K.MC_GEOMETRIC
     probs_constraint = "unit_interval_gt0"
 
-    def _check_params(self):
+    def _check_params(self) -> Any:
         v = self._params[self._which]
         p = self._pq()[0]
         if not (p >= GEOMETRIC_PROBS_MIN).all():
@@ -660,34 +670,34 @@ class Geometric(_BinaryFamily):
                              f"(about 1/probs failures) overflow int64, got {self._which} "
                              f"{float(v[p < GEOMETRIC_PROBS_MIN].flat[0])!r}")
 
-    def _terms(self):
+    def _terms(self) -> Any:
         p, q = self._pq()
         if self._which == "logits":
             return [("logits", K.SK_AFFINE, -p, q, 0.0)]
         return [("probs", K.SK_AFFINE, -1.0 / q, 1.0 / p, 0.0)]
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return _is_count(x)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         p, q = self._pq()
         out = special.xlogy(x, q) + np.log(p)
         return np.where(_is_count(x), out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         p, q = self._pq()
         return q / p
 
-    def _variance(self):
+    def _variance(self) -> Any:
         p, q = self._pq()
         return q / (p * p)
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         p, q = self._pq()
         return (special.entr(p) + special.entr(q)) / p
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value) = 1 - (1 - probs)^(floor(value) + 1) for value >= 0.
 
         Parameters
@@ -717,7 +727,7 @@ class Geometric(_BinaryFamily):
         x = np.floor(np.asarray(value, dtype=np.float64))
         return stats.geom.cdf(x + 1.0, self.probs)
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The smallest count k with cdf(k) >= value (scipy.stats.geom.ppf,
         whose support starts at 1, less one).
 
@@ -729,7 +739,8 @@ class Geometric(_BinaryFamily):
         Returns
         -------
         numpy.ndarray
-            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the batch.
+            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the
+            batch.
 
         Raises
         ------
@@ -767,7 +778,8 @@ class NegativeBinomial(_BinaryFamily):
     TypeError
         A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not positive, or a probability outside its range, or parameters whose shapes do not broadcast; the message
+        Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not positive, or a
+        probability outside its range, or parameters whose shapes do not broadcast; the message
         names the parameter and the first offending index.
 
     Examples
@@ -784,10 +796,10 @@ class NegativeBinomial(_BinaryFamily):
     fixed_params = {"total_count": "positive"}
     probs_constraint = "unit_interval_lt1"
 
-    def __init__(self, total_count, probs=None, logits=None):
+    def __init__(self, total_count: Any, probs: Any = None, logits: Any = None) -> None:
         super().__init__(probs, logits, total_count=total_count)
 
-    def _check_params(self):
+    def _check_params(self) -> Any:
         owner, r = "NegativeBinomial", self.total_count
         p, q = self._pq()
         with np.errstate(divide="ignore", over="ignore"):
@@ -800,17 +812,17 @@ class NegativeBinomial(_BinaryFamily):
                 "probs / (1 - probs) * (total_count + 12 sqrt(total_count) + 50) <= 2**62"
             )
 
-    def _terms(self):
+    def _terms(self) -> Any:
         p, q = self._pq()
         r = self.total_count
         if self._which == "logits":
             return [("logits", K.SK_AFFINE, q, -r * p, 0.0)]
         return [("probs", K.SK_AFFINE, 1.0 / p, -r / q, 0.0)]
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return _is_count(x)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         p, q = self._pq()
         r = self.total_count
         ok = _is_count(x)
@@ -820,22 +832,22 @@ class NegativeBinomial(_BinaryFamily):
         out = np.where(k == 0, special.xlogy(r, q), out)
         return np.where(ok, out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         p, q = self._pq()
         return self.total_count * p / q
 
-    def _variance(self):
+    def _variance(self) -> Any:
         p, q = self._pq()
         return self.total_count * p / (q * q)
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         p, q = self._pq()
         r = np.broadcast_to(self.total_count, self.batch_shape)
         m = r * p / q
         return _sum_entropy("NegativeBinomial", stats.nbinom(r, q), m, m / q)
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value); scipy's nbinom counts the failures (probability
         1 - probs there) before total_count successes: our successes.
 
@@ -866,7 +878,7 @@ class NegativeBinomial(_BinaryFamily):
         x = np.floor(np.asarray(value, dtype=np.float64))
         return stats.nbinom.cdf(x, self.total_count, self._pq()[1])
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The smallest count k with cdf(k) >= value (scipy.stats.nbinom.ppf).
 
         Parameters
@@ -877,7 +889,8 @@ class NegativeBinomial(_BinaryFamily):
         Returns
         -------
         numpy.ndarray
-            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the batch.
+            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the
+            batch.
 
         Raises
         ------

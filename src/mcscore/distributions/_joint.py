@@ -15,6 +15,8 @@ that flat draw.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Mapping
 
 import warnings
@@ -26,7 +28,7 @@ from ._base import Distribution
 __all__ = ["Joint", "JointDraws"]
 
 
-class JointDraws(dict):
+class JointDraws(dict[str, Any]):
     """Joint draws: a dict ``{component name: array (m, *draw_shape)}``, with
     ``shape == (m,)`` (m draws) like an array of draws.
 
@@ -39,28 +41,28 @@ class JointDraws(dict):
     """
 
     @property
-    def shape(self):
+    def shape(self) -> Any:
         return (len(next(iter(self.values()))),) if self else (0,)
 
 
-def _mean(obj, what):
+def _mean(obj: Any, what: Any) -> Any:
     """obj.<what> whether it is a method or a property (an array, which may
     itself be callable for backward compatibility: not called)."""
     v = getattr(obj, what)
     return np.asarray(v) if isinstance(v, np.ndarray) or not callable(v) else v()
 
 
-class _CallableDict(dict):
+class _CallableDict(dict[str, Any]):
     """Joint.mean's value: a dict that may still be called (the old method),
     returning itself with a DeprecationWarning."""
 
-    def __call__(self):
+    def __call__(self) -> Any:
         warnings.warn("mean() is deprecated: mean is a property, as in torch.distributions; "
                       "use q.mean without the call", DeprecationWarning, stacklevel=2)
         return dict(self)
 
 
-def _every(flag):
+def _every(flag: Any) -> Any:
     """A capability a Joint has when every component has it."""
     return property(lambda self: all(getattr(c, flag) for c in self._components.values()),
                     doc=f"True when every component has {flag}.")
@@ -112,7 +114,7 @@ class Joint(Distribution):
 
     continuous = False
 
-    def __init__(self, components=None, /, **kwargs):
+    def __init__(self, components: Any = None, /, **kwargs: Any) -> None:
         Distribution.__init__(self)
         items = {}
         if components is not None:
@@ -165,57 +167,57 @@ class Joint(Distribution):
 
     # -- structure ---------------------------------------------------------
     @property
-    def names(self):
+    def names(self) -> Any:
         """The component names, in order (the order of the flat layout)."""
         return tuple(self._components)
 
     @property
-    def components(self):
+    def components(self) -> Any:
         """{name: component distribution} (a copy)."""
         return dict(self._components)
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: Any) -> Any:
         return self._components[name]
 
     joint_components = components  # the engine's test for a Joint
 
     @property
-    def kernel_blas(self):
+    def kernel_blas(self) -> Any:
         """True when a component's kernels call BLAS (see
         _config.blas_single_threaded)."""
         return any(getattr(c, "kernel_blas", False) for c in self._components.values())
 
     @property
-    def draw_shape(self):
+    def draw_shape(self) -> Any:
         """The engine's flat layout of one draw: (sum of the components'
         draw sizes,)."""
         return (self._size,)
 
     @property
-    def draw_size(self):
+    def draw_size(self) -> Any:
         return self._size
 
-    def __repr__(self):
+    def __repr__(self) -> Any:
         return f"Joint({', '.join(f'{n}={c!r}' for n, c in self._components.items())})"
 
-    def _all_params(self):
+    def _all_params(self) -> Any:
         return dict(self._components)
 
-    def _table_kernel_dist(self):
+    def _table_kernel_dist(self) -> Any:
         return None
 
-    def _kernel_dist(self):
+    def _kernel_dist(self) -> Any:
         raise TypeError(
             "a Joint has no single kernel description: this estimator takes one family; "
             "score_grad (every baseline, control variates, antithetic pairs), "
             "score_grad_from_samples, rloo_grad, pathwise_grad and vi.fit take a Joint")
 
-    def _check_differentiable(self):
+    def _check_differentiable(self) -> Any:
         for c in self._components.values():
             c._check_differentiable()
 
     # -- draws ---------------------------------------------------------------
-    def unflatten(self, x):
+    def unflatten(self, x: Any) -> Any:
         """Flat draws ``(m, draw_size)`` -> JointDraws ``{name: (m, *draw_shape)}``.
 
         Parameters
@@ -248,7 +250,7 @@ class Joint(Distribution):
             x[:, self.offsets[n]:self.offsets[n] + c.draw_size].reshape((m,) + c.draw_shape)))
             for n, c in self._components.items())
 
-    def flatten(self, x):
+    def flatten(self, x: Any) -> Any:
         """JointDraws / dict ``{name: (m, *draw_shape)}`` -> flat float64 ``(m, draw_size)``.
 
         Parameters
@@ -278,7 +280,7 @@ class Joint(Distribution):
         """
         return self._check_x(x)
 
-    def sample(self, n, rng=None):
+    def sample(self, n: Any, rng: Any = None) -> Any:
         """``n`` draws: a JointDraws dict ``{name: (n, *component.draw_shape)}``,
         the components drawn one after the other from ``rng``.
 
@@ -314,7 +316,7 @@ class Joint(Distribution):
         gen = V.as_generator(rng)
         return JointDraws((name, c.sample(n, gen)) for name, c in self._components.items())
 
-    def _check_x(self, x):
+    def _check_x(self, x: Any) -> Any:
         if isinstance(x, Mapping):
             if set(x) != set(self._components):
                 raise ValueError(f"x must be a dict with the components {list(self.names)} of "
@@ -329,19 +331,19 @@ class Joint(Distribution):
             return np.concatenate([p.reshape(m, -1) for p in parts], axis=1)
         return super()._check_x(x)
 
-    def _parts(self, x):
+    def _parts(self, x: Any) -> Any:
         """(name, component, its flat columns reshaped) of checked flat x."""
         m = x.shape[0]
         for n, c in self._components.items():
             o = self.offsets[n]
             yield n, c, x[:, o:o + c.draw_size].reshape((m,) + c.draw_shape)
 
-    def _reduce(self, lp):
+    def _reduce(self, lp: Any) -> Any:
         """A component's ``(m, *its batch)`` per-draw values summed to ``(m, *batch_shape)``."""
         extra = tuple(range(1 + len(self.batch_shape), lp.ndim))
         return lp.sum(axis=extra) if extra else lp
 
-    def log_prob(self, x):
+    def log_prob(self, x: Any) -> Any:
         """Sum of the components' log densities / masses, shape ``(m, *batch_shape)``.
 
         Parameters
@@ -374,10 +376,10 @@ class Joint(Distribution):
         x = self._check_x(x)
         return sum(self._reduce(c.log_prob(xc)) for _, c, xc in self._parts(x))
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         return self.log_prob(x)
 
-    def score(self, x):
+    def score(self, x: Any) -> Any:
         """``{"name.param": (m, *param_shape)}``: each component's score of its
         own draws (the other components' parameters do not enter).
 
@@ -409,10 +411,10 @@ class Joint(Distribution):
         x = self._check_x(x)
         return {f"{n}.{k}": v for n, c, xc in self._parts(x) for k, v in c.score(xc).items()}
 
-    def _score(self, x):
+    def _score(self, x: Any) -> Any:
         return {f"{n}.{k}": v for n, c, xc in self._parts(x) for k, v in c._score(xc).items()}
 
-    def _split_coords(self, arr):
+    def _split_coords(self, arr: Any) -> Any:
         out, o = {}, 0
         for n, c in self._components.items():
             c._kernel_dist()
@@ -422,7 +424,7 @@ class Joint(Distribution):
         return out
 
     @property
-    def _coord_slices(self):
+    def _coord_slices(self) -> Any:
         out, o = {}, 0
         for n, c in self._components.items():
             c._kernel_dist()
@@ -432,12 +434,12 @@ class Joint(Distribution):
         return out
 
     @property
-    def mean(self):
+    def mean(self) -> Any:
         """{name: the component's mean} (a property, as for every family;
         calling it, ``q.mean()``, still works with a DeprecationWarning)."""
         return _CallableDict({n: _mean(c, "mean") for n, c in self._components.items()})
 
-    def entropy(self):
+    def entropy(self) -> Any:
         """Sum of the components' entropies, shape batch_shape (every
         component must have ``entropy``).
 
@@ -469,7 +471,7 @@ class Joint(Distribution):
         return total
 
     # -- capabilities -----------------------------------------------------
-    def vi_transforms(self):
+    def vi_transforms(self) -> Any:
         return {f"{n}.{k}": v for n, c in self._components.items()
                 for k, v in c.vi_transforms().items()}
 
@@ -477,7 +479,7 @@ class Joint(Distribution):
     has_mean_tangents = _every("has_mean_tangents")
     has_rsample = _every("has_rsample")
 
-    def mirror(self, x):
+    def mirror(self, x: Any) -> Any:
         """Antithetic partners, component by component (a dict, or the flat
         layout).
 
@@ -513,10 +515,10 @@ class Joint(Distribution):
                               axis=1)
 
     @property
-    def rsample_through_gammas(self):
+    def rsample_through_gammas(self) -> Any:
         return any(c.rsample_through_gammas for c in self._components.values())
 
-    def require(self, capability):
+    def require(self, capability: Any) -> Any:
         for n, c in self._components.items():
             if not getattr(c, "has_" + capability):
                 try:
