@@ -31,6 +31,8 @@ for the callback signatures.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import os
 
 import numpy as np
@@ -40,7 +42,7 @@ from . import _engine as E
 __all__ = ["get_include", "kernel_dist", "plan", "estimate", "StreamPlan"]
 
 
-def get_include():
+def get_include() -> Any:
     """The directory to put on Cython's include path so that
     ``from mcscore._kernels cimport ...`` finds ``mcscore/_kernels.pxd``.
 
@@ -59,11 +61,11 @@ def get_include():
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _check_dist(dist):
+def _check_dist(dist: Any) -> Any:
     E.check_distribution(dist)
 
 
-def kernel_dist(dist):
+def kernel_dist(dist: Any) -> Any:
     """The prepared kernel description of ``dist`` (a ``KernelDist``).
 
     Pass it to ``mc_kernel_dist_ptr`` in Cython to get a ``const mc_dist *``.
@@ -129,7 +131,7 @@ class StreamPlan:
     (True, True)
     """
 
-    def __init__(self, _plan):
+    def __init__(self, _plan: Any) -> None:
         self._plan = _plan
         self.n = _plan.n
         self.n_streams = _plan.n_streams
@@ -138,7 +140,7 @@ class StreamPlan:
         self.used = _plan.used
         self.threads = _plan.threads
 
-    def bit_generators(self, streams=None):
+    def bit_generators(self, streams: Any = None) -> Any:
         """PCG64 bit generators of the given streams (default: all used
         streams), seeded exactly as in ``score_grad``.  Get the ``bitgen_t *``
         of one with ``PyCapsule_GetPointer(bg.capsule, "BitGenerator")``; use
@@ -170,7 +172,7 @@ class StreamPlan:
             streams = range(self.used)
         return self._plan.bitgens([int(s) for s in streams])
 
-    def block_rows(self, b):
+    def block_rows(self, b: Any) -> Any:
         """Draws in block b (block_size, or fewer for the last block).
 
         Parameters
@@ -196,12 +198,13 @@ class StreamPlan:
         """
         return self._plan.block_rows(int(b))
 
-    def __repr__(self):
+    def __repr__(self) -> Any:
         return (f"StreamPlan(n={self.n}, n_streams={self.n_streams}, "
                 f"block_size={self.block_size}, used={self.used})")
 
 
-def plan(dist, n, *, rng=None, n_streams=None, block_size=None, n_threads=None):
+def plan(dist: Any, n: Any, *, rng: Any = None, n_streams: Any = None, block_size: Any = None,
+         n_threads: Any = None) -> Any:
     """The :class:`StreamPlan` of ``score_grad(f, dist, n, rng=rng, ...)``.
 
     With an int or SeedSequence ``rng``, statistics accumulated with these
@@ -243,7 +246,7 @@ def plan(dist, n, *, rng=None, n_streams=None, block_size=None, n_threads=None):
                              else n_streams, block_size, n_threads))
 
 
-def estimate(dist, stats, shifts, *, baseline=None, plan=None):
+def estimate(dist: Any, stats: Any, shifts: Any, *, baseline: Any = None, plan: Any = None) -> Any:
     """A :class:`~mcscore.GradientEstimate` from per-stream statistics.
 
     Parameters

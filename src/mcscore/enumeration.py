@@ -41,7 +41,7 @@ _FINITE = (Bernoulli, Categorical, Binomial)
 _COUNTABLE = (Poisson, Geometric)
 
 
-def _check_family(dist, what):
+def _check_family(dist: Any, what: Any) -> Any:
     E.check_distribution(dist)
     if type(dist) not in _FINITE + _COUNTABLE:
         raise ValueError(f"{what} supports Bernoulli, Categorical, Binomial (finite supports) and "
@@ -49,7 +49,7 @@ def _check_family(dist, what):
                          f"{type(dist).__name__}")
 
 
-def _finite_support(dist):
+def _finite_support(dist: Any) -> Any:
     """Per draw coordinate, its support values (a list of arrays)."""
     D = dist.draw_size
     if isinstance(dist, Categorical):
@@ -60,7 +60,7 @@ def _finite_support(dist):
     return [np.arange(int(k) + 1, dtype=float) for k in n]
 
 
-def support_size(dist, limit=MAX_SUPPORT):
+def support_size(dist: Any, limit: Any = MAX_SUPPORT) -> Any:
     """Number of support points of a finite-support distribution (the
     product over its coordinates); a number above `limit` is returned as
     limit + 1.
@@ -99,7 +99,7 @@ def support_size(dist, limit=MAX_SUPPORT):
     return size
 
 
-def _grid(supports):
+def _grid(supports: Any) -> Any:
     """(N, D) array of every combination of the coordinates' supports,
     the last coordinate varying fastest."""
     if len(supports) <= 32:  # numpy's limit on the dimensions of an array
@@ -115,7 +115,7 @@ def _grid(supports):
     return out
 
 
-def _coord_probs(dist, supports):
+def _coord_probs(dist: Any, supports: Any) -> Any:
     """Per coordinate, the probabilities of its support values (marginals of
     the product)."""
     out = []
@@ -127,7 +127,7 @@ def _coord_probs(dist, supports):
     return out
 
 
-def _truncate(dist, f_bound, tol, limit):
+def _truncate(dist: Any, f_bound: Any, tol: Any, limit: Any) -> Any:
     """Supports [0..K_c] of a Poisson / Geometric product with the exact
     error bound below tol; returns (supports, bound per coordinate)."""
     if f_bound is None or tol is None:
@@ -173,8 +173,9 @@ def _truncate(dist, f_bound, tol, limit):
         Kc = np.ceil(Kc * 1.5 + 1).astype(np.int64)
 
 
-def enumerate_grad(f, dist, *, f_bound=None, tol=None, max_support=MAX_SUPPORT,
-                   chunk_size=1 << 16) -> GradientEstimate:
+def enumerate_grad(f: Any, dist: Any, *, f_bound: Any = None, tol: Any = None,
+                   max_support: Any = MAX_SUPPORT,
+                   chunk_size: Any = 1 << 16) -> GradientEstimate:
     """The exact gradient of E_{x ~ dist}[f(x)] by enumerating the support.
 
     Parameters
@@ -250,7 +251,8 @@ def enumerate_grad(f, dist, *, f_bound=None, tol=None, max_support=MAX_SUPPORT,
                             value_variance=0.0, info=info)
 
 
-def enumeration_advice(f, dist, target_se, *, pilot=2000, rng=None, max_support=MAX_SUPPORT):
+def enumeration_advice(f: Any, dist: Any, target_se: Any, *, pilot: Any = 2000, rng: Any = None,
+                       max_support: Any = MAX_SUPPORT) -> Any:
     """Whether enumerating the support is cheaper than sampling to a
     standard error ``target_se`` (on every gradient coordinate).
 

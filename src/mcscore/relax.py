@@ -36,6 +36,8 @@ for Bernoulli, d/dv_j = d/dl_j / v_j for unnormalised Categorical probs).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import copy
 
 import numpy as np
@@ -58,7 +60,7 @@ __all__ = ["relax_grad", "NumpySurrogate", "RebarSurrogate", "TorchSurrogate",
 class _Relax:
     """The logit-space relaxation of a Bernoulli / Categorical."""
 
-    def __init__(self, dist):
+    def __init__(self, dist: Any) -> None:
         E.check_distribution(dist)
         if type(dist) not in (Bernoulli, Categorical):
             raise ValueError(f"relax_grad supports Bernoulli and Categorical; got "
@@ -85,7 +87,7 @@ class _Relax:
             self.conv = 1.0 / (self.p * self.q) if dist._which == "probs" else None
         self.P = self.U * self.K
 
-    def sample(self, gen, m):
+    def sample(self, gen: Any, m: Any) -> Any:
         """z, z~, the discrete points, the score (m, P) in logit space and
         the Jacobian weights of z~."""
         U, K = self.U, self.K
@@ -112,7 +114,7 @@ class _Relax:
         w = 1.0 + dup * p * q / (up * (1.0 - up))
         return {"z": z, "zt": zt, "b": b, "score": b - p, "w": w}
 
-    def terms(self, mat, fb, ct, gz, gzt, sumk):
+    def terms(self, mat: Any, fb: Any, ct: Any, gz: Any, gzt: Any, sumk: Any) -> Any:
         """The RELAX terms (m, P) in logit space from f(b), c(z~) and the
         surrogate's input gradients at z and z~ (NumPy or torch arrays;
         sumk sums the last axis keeping it)."""
@@ -128,20 +130,20 @@ class _Relax:
             d = gz.reshape(m, self.P) - gzt.reshape(m, self.P) * mat["w"]
         return (fb - ct).reshape(m, 1) * score + d
 
-    def to_params(self, g):
+    def to_params(self, g: Any) -> Any:
         """Logit-space terms -> the distribution's parameterisation."""
         if self.conv is None:
             return g
         return g * self.conv.reshape(1, -1)
 
-    def points(self, mat):
+    def points(self, mat: Any) -> Any:
         """The discrete points in the form f takes: 0/1 (m, *batch) for
         Bernoulli, one-hot (m, *batch, K) for Categorical."""
         m = len(mat["b"])
         return mat["b"].reshape((m,) + self.zshape)
 
 
-def _npsum(a):
+def _npsum(a: Any) -> Any:
     return a.sum(-1, keepdims=True)
 
 
@@ -150,10 +152,10 @@ def _npsum(a):
 # ---------------------------------------------------------------------------
 
 class _Adam:
-    def __init__(self, lr):
+    def __init__(self, lr: Any) -> None:
         self.lr, self.t, self.m, self.v = lr, 0, 0.0, 0.0
 
-    def step(self, phi, g):
+    def step(self, phi: Any, g: Any) -> Any:
         self.t += 1
         self.m = 0.9 * self.m + 0.1 * g
         self.v = 0.999 * self.v + 0.001 * g * g
@@ -197,7 +199,8 @@ class NumpySurrogate:
     True
     """
 
-    def __init__(self, value, grad_z, grad_phi, phi, *, lr=0.01, fd_step=1e-5):
+    def __init__(self, value: Any, grad_z: Any, grad_phi: Any, phi: Any, *, lr: Any = 0.01,
+                 fd_step: Any = 1e-5) -> None:
         self.value_fn = E.check_callable("value", value)
         self.grad_z_fn = E.check_callable("grad_z", grad_z)
         self.grad_phi_fn = E.check_callable("grad_phi", grad_phi)
@@ -209,7 +212,7 @@ class NumpySurrogate:
         self.fd_step = V.positive_real("fd_step", fd_step)
         self._opt = _Adam(self.lr)
 
-    def value(self, z):
+    def value(self, z: Any) -> Any:
         """The surrogate c_phi(z) at the current phi.
 
         Parameters
@@ -238,7 +241,7 @@ class NumpySurrogate:
         """
         return np.asarray(self.value_fn(z, self.phi), float)
 
-    def grad(self, z):
+    def grad(self, z: Any) -> Any:
         """d c_phi / d z at the current phi.
 
         Parameters
@@ -267,14 +270,14 @@ class NumpySurrogate:
         """
         return np.asarray(self.grad_z_fn(z, self.phi), float)
 
-    def _value_at(self, z, phi):
+    def _value_at(self, z: Any, phi: Any) -> Any:
         return E.call_values(lambda zz: self.value_fn(zz, phi), z, None, len(z), name="value")
 
-    def _grad_at(self, z, phi):
+    def _grad_at(self, z: Any, phi: Any) -> Any:
         g = E.call_grad(lambda zz: self.grad_z_fn(zz, phi), z, None, len(z), name="grad_z")
         return g.reshape(np.shape(z))
 
-    def step(self, rx, mat, fb):
+    def step(self, rx: Any, mat: Any, fb: Any) -> Any:
         """One Adam step on mean ``|g|^2`` over the batch; returns that loss.
 
         Parameters
@@ -341,7 +344,7 @@ class NumpySurrogate:
         self.phi = phi
         return loss
 
-    def frozen(self):
+    def frozen(self) -> Any:
         """A copy with the current phi, for an estimate.
 
         Returns
@@ -366,7 +369,7 @@ class NumpySurrogate:
         return c
 
 
-def _sig(t):
+def _sig(t: Any) -> Any:
     return special.expit(t)
 
 
@@ -404,7 +407,8 @@ class RebarSurrogate(NumpySurrogate):
     (0.25, 1.0)
     """
 
-    def __init__(self, f, grad_f, *, temperature=0.5, eta=1.0, categorical=None, lr=0.02):
+    def __init__(self, f: Any, grad_f: Any, *, temperature: Any = 0.5, eta: Any = 1.0,
+                 categorical: Any = None, lr: Any = 0.02) -> None:
         self.f = E.check_callable("f", f)
         self.grad_f = E.check_callable("grad_f", grad_f)
         self.categorical = categorical
@@ -413,42 +417,42 @@ class RebarSurrogate(NumpySurrogate):
         super().__init__(self._value, self._grad_z, self._grad_phi, phi, lr=lr)
 
     @property
-    def temperature(self):
+    def temperature(self) -> Any:
         return float(np.exp(self.phi[0]))
 
     @property
-    def eta(self):
+    def eta(self) -> Any:
         return float(self.phi[1])
 
-    def _relaxed(self, z, phi):
+    def _relaxed(self, z: Any, phi: Any) -> Any:
         t = z / np.exp(phi[0])
         if self.categorical:
             return special.softmax(t, axis=-1), t
         return _sig(t), t
 
-    def _f(self, y):
+    def _f(self, y: Any) -> Any:
         return E.call_values(self.f, y, None, len(y))
 
-    def _grad_f(self, y):
+    def _grad_f(self, y: Any) -> Any:
         return E.call_grad(self.grad_f, y, None, len(y)).reshape(y.shape)
 
-    def _value(self, z, phi):
+    def _value(self, z: Any, phi: Any) -> Any:
         y, _ = self._relaxed(z, phi)
         return phi[1] * self._f(y)
 
-    def _dy(self, y, t, g):
+    def _dy(self, y: Any, t: Any, g: Any) -> Any:
         """(d c / d t) for c = f(y(t)): the Jacobian of sigmoid / softmax
         applied to grad_f."""
         if self.categorical:
             return y * (g - (y * g).sum(-1, keepdims=True))
         return y * (1 - y) * g
 
-    def _grad_z(self, z, phi):
+    def _grad_z(self, z: Any, phi: Any) -> Any:
         y, t = self._relaxed(z, phi)
         g = self._grad_f(y)
         return phi[1] * self._dy(y, t, g) / np.exp(phi[0])
 
-    def _grad_phi(self, z, phi):
+    def _grad_phi(self, z: Any, phi: Any) -> Any:
         y, t = self._relaxed(z, phi)
         m = len(z)
         fy = self._f(y)
@@ -489,7 +493,8 @@ class TorchSurrogate:
     [0.0, 0.0, 0.0, 0.0]
     """
 
-    def __init__(self, input_size, *, module=None, hidden=32, lr=0.01, seed=0):
+    def __init__(self, input_size: Any, *, module: Any = None, hidden: Any = 32, lr: Any = 0.01,
+                 seed: Any = 0) -> None:
         import torch
 
         self.input_size = V.integer("input_size", input_size, minimum=1)
@@ -513,10 +518,10 @@ class TorchSurrogate:
         self.lr = V.positive_real("lr", lr)
         self._opt = torch.optim.Adam(self.module.parameters(), lr=self.lr)
 
-    def _c(self, zt):
+    def _c(self, zt: Any) -> Any:
         return self.module(zt.reshape(len(zt), -1)).reshape(-1)
 
-    def value(self, z):
+    def value(self, z: Any) -> Any:
         """The network's c(z), without gradient.
 
         Parameters
@@ -548,7 +553,7 @@ class TorchSurrogate:
         with torch.no_grad():
             return self._c(torch.as_tensor(np.asarray(z, float))).numpy().copy()
 
-    def grad(self, z):
+    def grad(self, z: Any) -> Any:
         """d c / d z by autograd.
 
         Parameters
@@ -581,7 +586,7 @@ class TorchSurrogate:
         (g,) = torch.autograd.grad(self._c(zt).sum(), zt)
         return g.numpy().copy()
 
-    def step(self, rx, mat, fb):
+    def step(self, rx: Any, mat: Any, fb: Any) -> Any:
         """One Adam step of the module on the batch's mean ``|g|^2``.
 
         Parameters
@@ -630,7 +635,7 @@ class TorchSurrogate:
         self._opt.step()
         return float(loss.detach())
 
-    def frozen(self):
+    def frozen(self) -> Any:
         """A deep copy (module included) for an estimate.
 
         Returns
@@ -660,19 +665,19 @@ class RelaxJob(FeatureJob):
 
     L = 1
 
-    def __init__(self, f, dist, surrogate):
+    def __init__(self, f: Any, dist: Any, surrogate: Any) -> None:
         self.f, self.dist, self.surrogate = f, dist, surrogate
         self.rx = _Relax(dist)
         self.P = self.rx.P
         self.width = self.rx.P
 
-    def sample(self, gen, m):
+    def sample(self, gen: Any, m: Any) -> Any:
         mat = self.rx.sample(gen, m)
         if self.rx.cat:
             mat["pi"] = np.broadcast_to(self.rx.pi, (m,) + self.rx.pi.shape)
         return mat
 
-    def features(self, mat, rd, chunk, mag):
+    def features(self, mat: Any, rd: Any, chunk: Any, mag: Any) -> Any:
         rx, s = self.rx, self.surrogate
         m = len(mat["z"])
         zs = (m,) + rx.zshape
@@ -685,7 +690,7 @@ class RelaxJob(FeatureJob):
         return fb, g[:, :, None]
 
 
-def _train_batch(rx, f, gen, m):
+def _train_batch(rx: Any, f: Any, gen: Any, m: Any) -> Any:
     mat = rx.sample(gen, m)
     if rx.cat:
         mat["pi"] = np.broadcast_to(rx.pi, (m,) + rx.pi.shape)
@@ -695,13 +700,14 @@ def _train_batch(rx, f, gen, m):
     return mat, fb
 
 
-def _child_seed(rng, key):
+def _child_seed(rng: Any, key: Any) -> Any:
     root = V.root_seed_sequence(rng)
     return np.random.SeedSequence(root.entropy, pool_size=root.pool_size,
                                   spawn_key=tuple(root.spawn_key) + (key,))
 
 
-def train_surrogate(f, dist, surrogate, *, steps=100, batch=256, rng=None):
+def train_surrogate(f: Any, dist: Any, surrogate: Any, *, steps: Any = 100, batch: Any = 256,
+                    rng: Any = None) -> Any:
     """``steps`` gradient steps of the surrogate on the RELAX estimator's
     mean ``|g|^2`` (the variance plus a constant), each on a fresh batch of
     ``batch`` draws from ``rng``; returns the losses.
@@ -756,7 +762,7 @@ def train_surrogate(f, dist, surrogate, *, steps=100, batch=256, rng=None):
     return np.array(losses)
 
 
-def _check_surrogate(s):
+def _check_surrogate(s: Any) -> Any:
     for name in ("value", "grad", "step", "frozen"):
         if not callable(getattr(s, name, None)):
             raise TypeError("surrogate must be a NumpySurrogate, RebarSurrogate or "
@@ -764,9 +770,11 @@ def _check_surrogate(s):
                             f"{type(s).__name__}")
 
 
-def relax_grad(f, dist, n, *, surrogate, train_steps=1, train_batch=256, rng=None,
-               n_threads=None, chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
-               client=None) -> GradientEstimate:
+def relax_grad(f: Any, dist: Any, n: Any, *, surrogate: Any, train_steps: Any = 1,
+               train_batch: Any = 256, rng: Any = None,
+               n_threads: Any = None, chunk_size: Any = None, n_streams: Any = E.DEFAULT_STREAMS,
+               block_size: Any = None,
+               client: Any = None) -> GradientEstimate:
     """RELAX estimate of grad_theta E[f(b)], b ~ Bernoulli / Categorical.
 
     Parameters
@@ -829,8 +837,9 @@ def relax_grad(f, dist, n, *, surrogate, train_steps=1, train_batch=256, rng=Non
                                batch=est.batch)
 
 
-def tune_rebar(f, dist, *, grad_f, temperature=0.5, eta=1.0, steps=200, batch=256, lr=0.02,
-               rng=None):
+def tune_rebar(f: Any, dist: Any, *, grad_f: Any, temperature: Any = 0.5, eta: Any = 1.0,
+               steps: Any = 200, batch: Any = 256, lr: Any = 0.02,
+               rng: Any = None) -> Any:
     """REBAR's temperature and scale (eta) tuned by gradient descent on the
     estimator's variance (as in the REBAR paper): the RELAX training of a
     RebarSurrogate.  Returns {"temperature", "eta", "loss"} (the loss per

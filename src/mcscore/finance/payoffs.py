@@ -4,6 +4,8 @@ derivative) and factories for baskets, spreads, exchange, best-of and
 worst-of options."""
 from __future__ import annotations
 
+from typing import Any
+
 import operator
 
 import numpy as np
@@ -75,7 +77,8 @@ class Payoff:
     True
     """
 
-    def __init__(self, fn, grad=None, *, name=None, assets=None, grid=None, terminal=False):
+    def __init__(self, fn: Any, grad: Any = None, *, name: Any = None, assets: Any = None,
+                 grid: Any = None, terminal: Any = False) -> None:
         if not callable(fn):
             raise TypeError(f"Payoff: fn must be callable, got {type(fn).__name__}")
         if grad is not None and not callable(grad):
@@ -94,20 +97,20 @@ class Payoff:
         self.terminal = V.flag("terminal", terminal)
         self.name = name or getattr(fn, "__name__", "payoff")
 
-    def __call__(self, paths):
+    def __call__(self, paths: Any) -> Any:
         return self.fn(paths)
 
-    def __repr__(self):
+    def __repr__(self) -> Any:
         return f"Payoff({self.name!r})"
 
 
-def _terminal(name, assets, value, slope):
+def _terminal(name: Any, assets: Any, value: Any, slope: Any) -> Any:
     """A Payoff of the terminal values S(T) only: value(ST) -> (m,),
     slope(ST) -> (m, assets) its gradient."""
-    def fn(paths):
+    def fn(paths: Any) -> Any:
         return value(paths[:, -1, :])
 
-    def grad(paths):
+    def grad(paths: Any) -> Any:
         g = np.zeros(paths.shape)
         g[:, -1, :] = slope(paths[:, -1, :])
         return g
@@ -115,7 +118,7 @@ def _terminal(name, assets, value, slope):
     return Payoff(fn, grad, name=name, assets=assets, terminal=True)
 
 
-def _weights(weights, what):
+def _weights(weights: Any, what: Any) -> Any:
     w = V.as_real_array("weights", weights)
     if w.ndim != 1 or w.size < 1 or not np.isfinite(w).all():
         raise ValueError(f"weights of {what} must be a non-empty 1-D array of finite numbers, "
@@ -123,7 +126,7 @@ def _weights(weights, what):
     return w
 
 
-def basket_call(strike, weights):
+def basket_call(strike: Any, weights: Any) -> Any:
     """(sum_i w_i S_i(T) - K)^+ on len(weights) assets.
 
     Parameters
@@ -158,7 +161,7 @@ def basket_call(strike, weights):
                      lambda s: (s @ w > strike)[:, None] * w)
 
 
-def basket_put(strike, weights):
+def basket_put(strike: Any, weights: Any) -> Any:
     """(K - sum_i w_i S_i(T))^+ on len(weights) assets.
 
     Parameters
@@ -194,7 +197,7 @@ def basket_put(strike, weights):
                      lambda s: -(s @ w < strike)[:, None] * w)
 
 
-def geometric_basket_call(strike, weights):
+def geometric_basket_call(strike: Any, weights: Any) -> Any:
     """(prod_i S_i(T)^{w_i} - K)^+ (weights summing to 1 make it lognormal).
 
     Parameters
@@ -228,14 +231,14 @@ def geometric_basket_call(strike, weights):
     strike = V.finite_real("strike", strike)
     w = _weights(weights, "geometric_basket_call")
 
-    def g(s):
+    def g(s: Any) -> Any:
         return np.exp(np.log(s) @ w)
 
     return _terminal("geometric_basket_call", w.size, lambda s: np.maximum(g(s) - strike, 0.0),
                      lambda s: ((g(s) > strike) * g(s))[:, None] * w / s)
 
 
-def spread_call(strike, *, name="spread_call"):
+def spread_call(strike: Any, *, name: Any = "spread_call") -> Any:
     """(S_1(T) - S_2(T) - K)^+ on two assets.
 
     Parameters
@@ -268,7 +271,7 @@ def spread_call(strike, *, name="spread_call"):
                      lambda s: (s[:, 0] - s[:, 1] > strike)[:, None] * np.array([1.0, -1.0]))
 
 
-def exchange():
+def exchange() -> Any:
     """(S_1(T) - S_2(T))^+: Margrabe's option to exchange asset 2 for asset 1.
 
     Returns
@@ -313,11 +316,11 @@ _EXTREME_DOC = """{summary}
     """
 
 
-def _extreme_call(name, pick):
-    def make(strike):
+def _extreme_call(name: Any, pick: Any) -> Any:
+    def make(strike: Any) -> Any:
         strike = V.finite_real("strike", strike)
 
-        def slope(s):
+        def slope(s: Any) -> Any:
             g = np.zeros(s.shape)
             i = pick(s)
             r = np.arange(len(s))
@@ -337,7 +340,7 @@ worst_of_call.__doc__ = _EXTREME_DOC.format(summary="(min_i S_i(T) - K)^+.",
                                             name="worst_of_call", out="array([0.])")
 
 
-def _builtin(name, strike, barrier, ksteps=None):
+def _builtin(name: Any, strike: Any, barrier: Any, ksteps: Any = None) -> Any:
     """The built-in single-asset payoffs as Payoff objects (for dividends,
     strike grids and expiry grids).  ``strike`` a scalar or a 1-D array of
     strikes; ``ksteps`` None (expiry at the end of the grid) or a 1-D array
@@ -367,7 +370,7 @@ def _builtin(name, strike, barrier, ksteps=None):
     grid = (() if ksteps is None else (len(ksteps),)) + (() if np.ndim(strike) == 0
                                                          else (K.size,))
 
-    def under(p):
+    def under(p: Any) -> Any:
         """(m, E) the underlying value at each expiry."""
         ks = [p.shape[1] - 1] if ksteps is None else ksteps
         x = p[:, :, 0]
@@ -381,7 +384,7 @@ def _builtin(name, strike, barrier, ksteps=None):
             u = np.where(np.stack([top[:, k - 1] for k in ks], axis=1) < H, u, 0.0)
         return u
 
-    def value(u):
+    def value(u: Any) -> Any:
         if name in ("put", "digital_put"):
             x = K - u[:, :, None]
         else:
@@ -392,10 +395,10 @@ def _builtin(name, strike, barrier, ksteps=None):
             return np.where(u[:, :, None] > 0, np.maximum(x, 0.0), 0.0)
         return np.maximum(x, 0.0)
 
-    def fn(p):
+    def fn(p: Any) -> Any:
         return value(under(p)).reshape((len(p),) + grid)
 
-    def grad(p):
+    def grad(p: Any) -> Any:
         m, n1 = p.shape[0], p.shape[1]
         ks = [n1 - 1] if ksteps is None else ksteps
         u = under(p)
@@ -416,7 +419,7 @@ def _builtin(name, strike, barrier, ksteps=None):
                   terminal=name in ("call", "put", "digital_call", "digital_put"))
 
 
-def _builtin_one(name, K):
+def _builtin_one(name: Any, K: Any) -> Any:
     """One built-in payoff at one strike, expiring at the end of the grid."""
     one = np.ones(1)
     if name == "call":
@@ -428,11 +431,11 @@ def _builtin_one(name, K):
         return Payoff(lambda p: (sign * (p[:, -1, 0] - K) > 0).astype(float), name=name,
                       terminal=True)
 
-    def avg(p):
+    def avg(p: Any) -> Any:
         x = p[:, 1:, 0]
         return x.mean(1) if name == "asian_call" else np.exp(np.log(x).mean(1))
 
-    def grad(p):
+    def grad(p: Any) -> Any:
         a = avg(p)
         g = np.zeros(p.shape)
         steps = p.shape[1] - 1
