@@ -3,7 +3,9 @@ the kernel description from the score terms, sample / log_prob / score, the
 optional capabilities) and the helpers the families share."""
 from __future__ import annotations
 
+import inspect
 import math
+import re
 import threading
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -1022,6 +1024,9 @@ class Distribution:
 
         Raises
         ------
+        ValueError
+            ``value`` that does not convert to float64 numbers or does not
+            broadcast against the batch shape.
         NotImplementedError
             For a family without a cdf.
 
@@ -1085,3 +1090,43 @@ class Distribution:
         """Draws (kernel representation, shape (m, *draw_shape)) from
         uniforms u of shape (m, _qmc_dim()) in (0, 1)."""
         return np.asarray(self.icdf(u.reshape((len(u),) + self.draw_shape)), dtype=np.float64)
+
+
+# -- docstrings ----------------------------------------------------------------
+_SECTION = re.compile(r"^([A-Z][A-Za-z ]+)\n-{3,}$", re.M)
+_INHERITED_SECTIONS = ("Parameters", "Returns", "Raises")
+
+
+def _sections(doc: str) -> tuple[str, dict[str, str]]:
+    """(summary, {title: body}) of a numpydoc docstring, the sections in order."""
+    text = inspect.cleandoc(doc)
+    heads = list(_SECTION.finditer(text))
+    summary = text[:heads[0].start()] if heads else text
+    out = {}
+    for h, nxt in zip(heads, heads[1:] + [None]):
+        out[h.group(1)] = text[h.end():nxt.start() if nxt else len(text)].strip("\n")
+    return summary.rstrip(), out
+
+
+def inherit_sections(cls: type, base: type = Distribution) -> None:
+    """Complete the docstrings of ``cls``'s overrides of ``base``'s public
+    methods with the sections of ``base``'s docstring they leave out
+    (Parameters, Returns, Raises: the same for every family); an override
+    keeps its own summary, notes and Examples."""
+    for name, member in list(vars(cls).items()):
+        parent = getattr(base, name, None)
+        if (name.startswith("_") or not inspect.isfunction(member) or not member.__doc__
+                or not inspect.isfunction(parent) or not parent.__doc__):
+            continue
+        summary, own = _sections(member.__doc__)
+        inherited = _sections(parent.__doc__)[1]
+        if not any(t in inherited and t not in own for t in _INHERITED_SECTIONS):
+            continue
+        parts = [summary]
+        for title in _INHERITED_SECTIONS:
+            body = own.get(title, inherited.get(title))
+            if body is not None:
+                parts.append(f"{title}\n{'-' * len(title)}\n{body}")
+        parts += [f"{t}\n{'-' * len(t)}\n{b}" for t, b in own.items()
+                  if t not in _INHERITED_SECTIONS]
+        member.__doc__ = "\n\n".join(parts) + "\n"

@@ -194,11 +194,6 @@ class Categorical(_CategoricalBase):
     def relaxed_shape(self) -> Any:
         """Shape of one relaxed draw (a point of the simplex per unit).
 
-        Returns
-        -------
-        tuple of int
-            The shape of one relaxed draw.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -216,22 +211,6 @@ class Categorical(_CategoricalBase):
 
     def cdf(self, value: Any) -> Any:
         """P(X <= value), value broadcast against the batch shape.
-
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
 
         Examples
         --------
@@ -251,22 +230,6 @@ class Categorical(_CategoricalBase):
     def icdf(self, value: Any) -> Any:
         """The smallest category k with cdf(k) >= value: the number of
         entries of the cumulative table below value.
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the
-            batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -305,13 +268,13 @@ class Multinomial(_CategoricalBase):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
         Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or
-        non-finite probabilities, or a ``total_count`` that is not a non-negative integer, or
-        parameters whose shapes do not broadcast; the message
-        names the parameter and the first offending index.
+        non-finite probabilities, or a ``total_count`` that is not a non-negative integer (the
+        message names the parameter and the first offending index), or shapes that do not
+        broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -417,12 +380,11 @@ class Dirichlet(Distribution):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A concentration that is not positive and finite, or fewer than 2 categories, or parameters
-        whose shapes do not broadcast; the message
-        names the parameter and the first offending index.
+        A concentration that is not positive and finite, or fewer than 2 categories (the message
+        names the parameter and the first offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -527,13 +489,12 @@ class OneHotCategorical(_CategoricalBase):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
         Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or
-        non-finite probabilities, or non-finite logits, or parameters whose shapes do not
-        broadcast; the message
-        names the parameter and the first offending index.
+        non-finite probabilities, or non-finite logits (the message names the parameter and the
+        first offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------

@@ -140,22 +140,6 @@ class Normal(_LocScale):
     def cdf(self, value: Any) -> Any:
         """P(X <= value), value broadcast against the batch shape.
 
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -173,21 +157,6 @@ class Normal(_LocScale):
     def icdf(self, value: Any) -> Any:
         """The quantile function loc + scale ndtri(value) (exp of it for
         LogNormal), value in [0, 1].
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The quantiles, the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -213,12 +182,11 @@ class LogNormal(Normal):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose
-        shapes do not broadcast; the message
-        names the parameter and the first offending index.
+        A non-finite ``loc`` or a ``scale`` that is not positive and finite (the message names the
+        parameter and the first offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -272,12 +240,11 @@ class Exponential(Distribution):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A ``rate`` that is not positive and finite, or parameters whose shapes do not broadcast;
-        the message
-        names the parameter and the first offending index.
+        A ``rate`` that is not positive and finite (the message names the parameter and the first
+        offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -322,22 +289,6 @@ class Exponential(Distribution):
     def cdf(self, value: Any) -> Any:
         """P(X <= value) = 1 - exp(-rate value) for value >= 0.
 
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -350,21 +301,6 @@ class Exponential(Distribution):
 
     def icdf(self, value: Any) -> Any:
         """The quantile function -log(1 - value) / rate.
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The quantiles, the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -389,12 +325,11 @@ class Gamma(Distribution):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A parameter that is not positive and finite, or parameters whose shapes do not broadcast;
-        the message
-        names the parameter and the first offending index.
+        A parameter that is not positive and finite (the message names the parameter and the first
+        offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -450,22 +385,6 @@ class Gamma(Distribution):
     def cdf(self, value: Any) -> Any:
         """P(X <= value): the regularised lower incomplete gamma function.
 
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -478,21 +397,6 @@ class Gamma(Distribution):
 
     def icdf(self, value: Any) -> Any:
         """The quantile function, by scipy.special.gammaincinv.
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The quantiles, the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -517,12 +421,11 @@ class Beta(Distribution):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A parameter that is not positive and finite, or parameters whose shapes do not broadcast;
-        the message
-        names the parameter and the first offending index.
+        A parameter that is not positive and finite (the message names the parameter and the first
+        offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -583,22 +486,6 @@ class Beta(Distribution):
     def cdf(self, value: Any) -> Any:
         """P(X <= value): the regularised incomplete beta function.
 
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -611,21 +498,6 @@ class Beta(Distribution):
 
     def icdf(self, value: Any) -> Any:
         """The quantile function, by scipy.special.betaincinv.
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The quantiles, the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -660,12 +532,11 @@ class Laplace(_LocScale):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose
-        shapes do not broadcast; the message
-        names the parameter and the first offending index.
+        A non-finite ``loc`` or a ``scale`` that is not positive and finite (the message names the
+        parameter and the first offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -716,22 +587,6 @@ class Laplace(_LocScale):
     def cdf(self, value: Any) -> Any:
         """P(X <= value), broadcasting value against the batch shape.
 
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -744,21 +599,6 @@ class Laplace(_LocScale):
 
     def icdf(self, value: Any) -> Any:
         """The quantile function (value in [0, 1]); the inverse of cdf.
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The quantiles, the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -779,11 +619,6 @@ class Laplace(_LocScale):
     def mean_tangents(self) -> Any:
         """{param: d E[x_c] / d param, arrays of draw_shape}: E[x] = loc.
 
-        Returns
-        -------
-        dict of str to numpy.ndarray
-            ``{param: d E[x_c] / d param, an array of draw_shape}``.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -796,21 +631,6 @@ class Laplace(_LocScale):
     def mirror(self, x: Any) -> Any:
         """Antithetic partner: the reflection 2 loc - x (Laplace is symmetric).
 
-        Parameters
-        ----------
-        x : array_like, shape ``(m, *draw_shape)``
-            Draws of this distribution.
-
-        Returns
-        -------
-        numpy.ndarray
-            The antithetic partners, same shape, with the same distribution.
-
-        Raises
-        ------
-        ValueError
-            ``x`` that does not broadcast against the parameters.
-
         Examples
         --------
         >>> import numpy as np
@@ -822,11 +642,6 @@ class Laplace(_LocScale):
 
     def vi_transforms(self) -> Any:
         """The unconstrained coordinates vi.fit optimises: loc as is, log scale.
-
-        Returns
-        -------
-        dict of str to {"identity", "log", "logit"}
-            The unconstrained coordinate of each parameter.
 
         Examples
         --------
@@ -887,12 +702,11 @@ class HalfNormal(_HalfScale):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast;
-        the message
-        names the parameter and the first offending index.
+        A ``scale`` that is not positive and finite (the message names the parameter and the first
+        offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -932,11 +746,6 @@ class HalfNormal(_HalfScale):
     def mean_tangents(self) -> Any:
         """d E[x] / d scale = sqrt(2 / pi).
 
-        Returns
-        -------
-        dict of str to numpy.ndarray
-            ``{param: d E[x_c] / d param, an array of draw_shape}``.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -947,11 +756,6 @@ class HalfNormal(_HalfScale):
 
     def pathwise_spec(self) -> Any:
         """``x = scale |eps|``: dx/dscale = x / scale (the Normal scale tangent at loc 0).
-
-        Returns
-        -------
-        list of tuple
-            ``[(param name, tangent kind, a, b)]``, the rows of the reparameterisation table.
 
         Examples
         --------
@@ -964,22 +768,6 @@ class HalfNormal(_HalfScale):
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     def cdf(self, value: Any) -> Any:
         """P(X <= value) = erf(value / (scale sqrt 2)) for value >= 0.
-
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
 
         Examples
         --------
@@ -994,21 +782,6 @@ class HalfNormal(_HalfScale):
     def icdf(self, value: Any) -> Any:
         """The quantile function scale sqrt(2) erfinv(value) (erfcinv(1 -
         value) above the median: exact in the upper tail).
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The quantiles, the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -1037,12 +810,11 @@ class Chi2(Distribution):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A ``df`` that is not positive and finite, or parameters whose shapes do not broadcast; the
-        message
-        names the parameter and the first offending index.
+        A ``df`` that is not positive and finite (the message names the parameter and the first
+        offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -1088,11 +860,6 @@ class Chi2(Distribution):
     def mean_tangents(self) -> Any:
         """d E[x] / d df = 1.
 
-        Returns
-        -------
-        dict of str to numpy.ndarray
-            ``{param: d E[x_c] / d param, an array of draw_shape}``.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -1104,11 +871,6 @@ class Chi2(Distribution):
     def pathwise_spec(self) -> Any:
         """x = 2 g, g ~ Gamma(df / 2, 1): dx/ddf = dg/dalpha at alpha = df / 2
         (implicit reparameterisation of the Gamma draw).
-
-        Returns
-        -------
-        list of tuple
-            ``[(param name, tangent kind, a, b)]``, the rows of the reparameterisation table.
 
         Examples
         --------
@@ -1125,22 +887,6 @@ class Chi2(Distribution):
     def cdf(self, value: Any) -> Any:
         """P(X <= value): Gamma(df / 2, rate 1/2)'s cdf.
 
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -1153,21 +899,6 @@ class Chi2(Distribution):
 
     def icdf(self, value: Any) -> Any:
         """The quantile function 2 gammaincinv(df / 2, value).
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The quantiles, the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -1198,12 +929,11 @@ class InverseGamma(Distribution):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A parameter that is not positive and finite, or parameters whose shapes do not broadcast;
-        the message
-        names the parameter and the first offending index.
+        A parameter that is not positive and finite (the message names the parameter and the first
+        offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -1231,11 +961,6 @@ class InverseGamma(Distribution):
     def pathwise_spec(self) -> Any:
         """x = rate / g, g ~ Gamma(a, 1): dx/drate = x / rate and dx/da =
         -(x^2 / rate) dg/da at g = rate / x (implicit reparameterisation).
-
-        Returns
-        -------
-        list of tuple
-            ``[(param name, tangent kind, a, b)]``, the rows of the reparameterisation table.
 
         Examples
         --------
@@ -1280,22 +1005,6 @@ class InverseGamma(Distribution):
     def cdf(self, value: Any) -> Any:
         """P(X <= value) = Q(concentration, rate / value) for value > 0.
 
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -1310,21 +1019,6 @@ class InverseGamma(Distribution):
 
     def icdf(self, value: Any) -> Any:
         """The quantile function rate / gammainccinv(concentration, value).
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The quantiles, the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -1356,12 +1050,11 @@ class Gumbel(_LocScale):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose
-        shapes do not broadcast; the message
-        names the parameter and the first offending index.
+        A non-finite ``loc`` or a ``scale`` that is not positive and finite (the message names the
+        parameter and the first offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -1408,11 +1101,6 @@ class Gumbel(_LocScale):
     def mean_tangents(self) -> Any:
         """E[x] = loc + gamma scale (gamma: Euler's constant).
 
-        Returns
-        -------
-        dict of str to numpy.ndarray
-            ``{param: d E[x_c] / d param, an array of draw_shape}``.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -1429,22 +1117,6 @@ class Gumbel(_LocScale):
     def cdf(self, value: Any) -> Any:
         """P(X <= value) = exp(-exp(-(value - loc) / scale)).
 
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -1458,21 +1130,6 @@ class Gumbel(_LocScale):
 
     def icdf(self, value: Any) -> Any:
         """The quantile function loc - scale log(-log(value)).
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The quantiles, the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -1505,12 +1162,11 @@ class Weibull(Distribution):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A parameter that is not positive and finite, or parameters whose shapes do not broadcast;
-        the message
-        names the parameter and the first offending index.
+        A parameter that is not positive and finite (the message names the parameter and the first
+        offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -1568,11 +1224,6 @@ class Weibull(Distribution):
         dx/dk = -(x / k) log(x / scale) (the LogNormal scale tangent
         x (log x - a) / b with a = log scale, b = -k).
 
-        Returns
-        -------
-        list of tuple
-            ``[(param name, tangent kind, a, b)]``, the rows of the reparameterisation table.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -1585,11 +1236,6 @@ class Weibull(Distribution):
 
     def mean_tangents(self) -> Any:
         """E[x] = scale Gamma(1 + 1/k).
-
-        Returns
-        -------
-        dict of str to numpy.ndarray
-            ``{param: d E[x_c] / d param, an array of draw_shape}``.
 
         Examples
         --------
@@ -1610,22 +1256,6 @@ class Weibull(Distribution):
     def cdf(self, value: Any) -> Any:
         """P(X <= value) = 1 - exp(-(value / scale)^concentration), value >= 0.
 
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -1638,21 +1268,6 @@ class Weibull(Distribution):
 
     def icdf(self, value: Any) -> Any:
         """The quantile function scale (-log(1 - value))^(1 / concentration).
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The quantiles, the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -1687,12 +1302,11 @@ class Uniform(Distribution):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        Non-finite bounds or ``high <= low``, or parameters whose shapes do not broadcast; the
-        message
-        names the parameter and the first offending index.
+        Non-finite bounds or ``high <= low`` (the message names the parameter and the first
+        offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -1764,21 +1378,6 @@ class Uniform(Distribution):
     def mirror(self, x: Any) -> Any:
         """Antithetic partner: the reflection low + high - x.
 
-        Parameters
-        ----------
-        x : array_like, shape ``(m, *draw_shape)``
-            Draws of this distribution.
-
-        Returns
-        -------
-        numpy.ndarray
-            The antithetic partners, same shape, with the same distribution.
-
-        Raises
-        ------
-        ValueError
-            ``x`` that does not broadcast against the parameters.
-
         Examples
         --------
         >>> import numpy as np
@@ -1792,11 +1391,6 @@ class Uniform(Distribution):
         """x = low + (high - low) u: dx/dlow = (high - x) / (high - low) and
         dx/dhigh = (x - low) / (high - low), both the scale tangent
         (x - a) / b.
-
-        Returns
-        -------
-        list of tuple
-            ``[(param name, tangent kind, a, b)]``, the rows of the reparameterisation table.
 
         Examples
         --------
@@ -1927,12 +1521,11 @@ class Cauchy(_Rational):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A non-finite ``loc`` or a ``scale`` that is not positive and finite, or parameters whose
-        shapes do not broadcast; the message
-        names the parameter and the first offending index.
+        A non-finite ``loc`` or a ``scale`` that is not positive and finite (the message names the
+        parameter and the first offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -1987,12 +1580,11 @@ class StudentT(_Rational):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A non-finite ``loc``, or a ``df`` or ``scale`` that is not positive and finite, or
-        parameters whose shapes do not broadcast; the message
-        names the parameter and the first offending index.
+        A non-finite ``loc``, or a ``df`` or ``scale`` that is not positive and finite (the message
+        names the parameter and the first offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -2082,12 +1674,11 @@ class HalfCauchy(_HalfScale):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A ``scale`` that is not positive and finite, or parameters whose shapes do not broadcast;
-        the message
-        names the parameter and the first offending index.
+        A ``scale`` that is not positive and finite (the message names the parameter and the first
+        offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -2125,11 +1716,6 @@ class HalfCauchy(_HalfScale):
 
     def pathwise_spec(self) -> Any:
         """``x = scale |c|``: dx/dscale = x / scale.
-
-        Returns
-        -------
-        list of tuple
-            ``[(param name, tangent kind, a, b)]``, the rows of the reparameterisation table.
 
         Examples
         --------
@@ -2175,12 +1761,11 @@ class VonMises(Distribution):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A non-finite ``loc`` or a negative or non-finite concentration, or parameters whose shapes
-        do not broadcast; the message
-        names the parameter and the first offending index.
+        A non-finite ``loc`` or a negative or non-finite concentration (the message names the
+        parameter and the first offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -2229,21 +1814,6 @@ class VonMises(Distribution):
 
     def mirror(self, x: Any) -> Any:
         """Antithetic partner: the reflection 2 loc - x about loc, wrapped onto [-pi, pi).
-
-        Parameters
-        ----------
-        x : array_like, shape ``(m, *draw_shape)``
-            Draws of this distribution.
-
-        Returns
-        -------
-        numpy.ndarray
-            The antithetic partners, same shape, with the same distribution.
-
-        Raises
-        ------
-        ValueError
-            ``x`` that does not broadcast against the parameters.
 
         Examples
         --------

@@ -215,12 +215,11 @@ class Poisson(Distribution):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        A ``rate`` that is not positive and finite, or parameters whose shapes do not broadcast;
-        the message
-        names the parameter and the first offending index.
+        A ``rate`` that is not positive and finite (the message names the parameter and the first
+        offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -283,22 +282,6 @@ class Poisson(Distribution):
     def cdf(self, value: Any) -> Any:
         """P(X <= value), value broadcast against the batch shape.
 
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -312,22 +295,6 @@ class Poisson(Distribution):
 
     def icdf(self, value: Any) -> Any:
         """The smallest count k with cdf(k) >= value (scipy.stats.poisson.ppf).
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the
-            batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -434,22 +401,6 @@ class Bernoulli(_BinaryFamily):
     def cdf(self, value: Any) -> Any:
         """P(X <= value): 0 below 0, 1 - probs on [0, 1), 1 from 1 on.
 
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -463,22 +414,6 @@ class Bernoulli(_BinaryFamily):
 
     def icdf(self, value: Any) -> Any:
         """1 where value > 1 - probs, else 0.
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the
-            batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -506,13 +441,12 @@ class Binomial(_BinaryFamily):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
         Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not a non-negative
-        integer, or a probability outside [0, 1], or parameters whose shapes do not broadcast; the
-        message
-        names the parameter and the first offending index.
+        integer, or a probability outside [0, 1] (the message names the parameter and the first
+        offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -566,22 +500,6 @@ class Binomial(_BinaryFamily):
     def cdf(self, value: Any) -> Any:
         """P(X <= value), value broadcast against the batch shape.
 
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -595,22 +513,6 @@ class Binomial(_BinaryFamily):
 
     def icdf(self, value: Any) -> Any:
         """The smallest count k with cdf(k) >= value (scipy.stats.binom.ppf).
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the
-            batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -640,12 +542,11 @@ class Geometric(_BinaryFamily):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
-        Both or neither of ``probs`` and ``logits``, or a probability outside (0, 1], or parameters
-        whose shapes do not broadcast; the message
-        names the parameter and the first offending index.
+        Both or neither of ``probs`` and ``logits``, or a probability outside (0, 1] (the message
+        names the parameter and the first offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -700,22 +601,6 @@ class Geometric(_BinaryFamily):
     def cdf(self, value: Any) -> Any:
         """P(X <= value) = 1 - (1 - probs)^(floor(value) + 1) for value >= 0.
 
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -730,22 +615,6 @@ class Geometric(_BinaryFamily):
     def icdf(self, value: Any) -> Any:
         """The smallest count k with cdf(k) >= value (scipy.stats.geom.ppf,
         whose support starts at 1, less one).
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the
-            batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------
@@ -775,12 +644,12 @@ class NegativeBinomial(_BinaryFamily):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
         Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not positive, or a
-        probability outside its range, or parameters whose shapes do not broadcast; the message
-        names the parameter and the first offending index.
+        probability outside its range (the message names the parameter and the first offending
+        index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
@@ -851,22 +720,6 @@ class NegativeBinomial(_BinaryFamily):
         """P(X <= value); scipy's nbinom counts the failures (probability
         1 - probs there) before total_count successes: our successes.
 
-        Parameters
-        ----------
-        value : array_like
-            Points, broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            P(X <= value), the broadcast shape of ``value`` and the batch.
-
-        Raises
-        ------
-        ValueError
-            ``value`` that does not convert to float64 numbers or does not
-            broadcast against the batch shape.
-
         Examples
         --------
         >>> import mcscore as mc
@@ -880,22 +733,6 @@ class NegativeBinomial(_BinaryFamily):
 
     def icdf(self, value: Any) -> Any:
         """The smallest count k with cdf(k) >= value (scipy.stats.nbinom.ppf).
-
-        Parameters
-        ----------
-        value : array_like
-            Probabilities in [0, 1], broadcast against ``batch_shape``.
-
-        Returns
-        -------
-        numpy.ndarray
-            The smallest count k with ``cdf(k) >= value``, the broadcast shape of ``value`` and the
-            batch.
-
-        Raises
-        ------
-        ValueError
-            A value outside [0, 1] or NaN (the message names ``value``).
 
         Examples
         --------

@@ -347,12 +347,6 @@ class MultivariateNormal(_Gaussian):
         (TK_MVN_NOISE, an explicit term list: a = j, b = the unit's first
         column; parameters in pathwise_params).
 
-        Returns
-        -------
-        list of tuple
-            The rows of the reparameterisation table, ``(param name, tangent
-            kind, a, b)``.
-
         Raises
         ------
         ValueError
@@ -414,12 +408,12 @@ class LowRankMultivariateNormal(_Gaussian):
 
     Raises
     ------
-    TypeError
-        A parameter that is not real numbers (booleans, strings, None).
     ValueError
         A ``cov_factor`` or ``cov_diag`` of the wrong shape, non-finite values or a non-positive
-        ``cov_diag``, or parameters whose shapes do not broadcast; the message
-        names the parameter and the first offending index.
+        ``cov_diag`` (the message names the parameter and the first offending index), or shapes
+        that do not broadcast.
+    TypeError
+        Values that are not real numbers.
 
     Examples
     --------
