@@ -55,6 +55,32 @@ def effective_n_threads(n_threads: int | None = None, *, work_items: int | None 
     any OpenMP thread; a child of a parent that ran mcscore's parallel
     kernels stays serial regardless.  Results do not depend on the thread
     count.
+
+    Parameters
+    ----------
+    n_threads : int or None, default None
+        None: all available threads; a positive count; a negative count from
+        the end (-1 = all, -2 = all but one).
+    work_items : int or None, optional
+        The number of parallel work items (streams): the result is at most this.
+
+    Returns
+    -------
+    int
+        The thread count (>= 1).
+
+    Raises
+    ------
+    ValueError
+        ``n_threads`` 0 or not an integer.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> mc.effective_n_threads(1)
+    1
+    >>> mc.effective_n_threads(-1, work_items=1)
+    1
     """
     max_threads = _kernels.omp_max_threads()
     if n_threads is None:
@@ -77,7 +103,31 @@ def effective_n_threads(n_threads: int | None = None, *, work_items: int | None 
 
 def show_config(file: IO[str] | None = None) -> dict[str, Any]:
     """Print (and return as a dict) how this mcscore was built and how many
-    threads it will use."""
+    threads it will use.
+
+    Parameters
+    ----------
+    file : text stream or None, default None
+        Where to print (None: ``sys.stdout``).
+
+    Returns
+    -------
+    dict
+        The printed keys and values (``"mcscore"``, ``"openmp"``, ``"threads"``, ...).
+
+    Raises
+    ------
+    OSError
+        When ``file`` cannot be written.
+
+    Examples
+    --------
+    >>> import io
+    >>> import mcscore as mc
+    >>> cfg = mc.show_config(file=io.StringIO())
+    >>> cfg["mcscore"] == mc.__version__, cfg["threads"] >= 1
+    (True, True)
+    """
     cfg = {
         "mcscore": __version__,
         "openmp": bool(_kernels.HAVE_OPENMP),

@@ -62,7 +62,18 @@ _WARNINGS_LOCK = threading.Lock()
 
 
 class QMCWarning(UserWarning):
-    """A quasi-Monte Carlo call whose point count loses the Sobol' balance."""
+    """A quasi-Monte Carlo call whose point count loses the Sobol' balance.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import mcscore as mc
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     res = mc.score_grad(lambda x: x, mc.Normal(0.0, 1.0), 1000, rng=0, sampler="sobol")
+    >>> any(issubclass(w.category, mc.QMCWarning) for w in caught)     # 1000 is not a power of 2
+    True
+    """
 
 
 def check_sampler(sampler):

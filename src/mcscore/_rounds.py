@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,32 @@ def default_block_size(n, draw_size, n_streams=DEFAULT_STREAMS):
     Large enough to amortise per-block work, small enough that the streams
     share the draws (parallelism, cross-fitting) and a block's buffer stays
     in cache.  It never depends on the thread count.
+
+    Parameters
+    ----------
+    n : int
+        The number of draws of the call.
+    draw_size : int
+        The number of coordinates of one draw.
+    n_streams : int, default 64
+        The number of random streams the draws are shared among.
+
+    Returns
+    -------
+    int
+        B, a power of two.
+
+    Raises
+    ------
+    ValueError
+        ``n``, ``draw_size`` or ``n_streams`` that is not a number.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> b = mc.default_block_size(10**6, 1)
+    >>> b & (b - 1) == 0, b == mc.default_block_size(10**6, 1)
+    (True, True)
     """
     cap = max(64, MAX_BLOCK_VALUES // max(1, int(draw_size)))
     cap = 1 << (cap.bit_length() - 1)
@@ -497,7 +524,7 @@ class Job:
             out = cache[region] = np.empty((len(rd.blocks) * rd.B, W))
         return rd.gather(buf, W, region, out)
 
-    def new_stats(self, streams):
+    def new_stats(self, streams: int) -> Any:
         return (np.zeros((streams, _vr.gram_width(self.P, self.L))),
                 np.zeros((streams, 1 + self.P * self.L)))
 

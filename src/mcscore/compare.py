@@ -39,6 +39,28 @@ class Comparison:
     work_variance (variance x seconds per sample = stderr^2 x time: lower
     is better at equal cost), z (``max |estimate - exact| / stderr`` when exact
     was given), unbiased (bool) and result (the GradientEstimate).
+
+    Parameters
+    ----------
+    rows : list of dict
+        One dict per estimator (the keys above).
+    exact : dict of str to array_like, optional
+        The exact gradient the rows were compared with.
+
+    Raises
+    ------
+    KeyError
+        ``cmp[name]`` for a name that is not a row.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> cmp = mc.compare_estimators(lambda x: x ** 2, mc.Normal(1.0, 1.0), 2000, rng=0,
+    ...                             estimators=["score", "score+loo"])
+    >>> cmp.names
+    ['score', 'score+loo']
+    >>> cmp["score+loo"]["unbiased"]
+    True
     """
 
     def __init__(self, rows, exact=None):
@@ -56,7 +78,26 @@ class Comparison:
         return [r["name"] for r in self.rows]
 
     def best(self):
-        """Name of the unbiased estimator with the lowest work-normalised variance."""
+        """Name of the unbiased estimator with the lowest work-normalised variance.
+
+        Returns
+        -------
+        str
+            The row's name.
+
+        Raises
+        ------
+        ValueError
+            When no row is unbiased.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> cmp = mc.compare_estimators(lambda x: x ** 2, mc.Normal(1.0, 1.0), 2000, rng=0,
+        ...                             estimators=["score", "score+loo"])
+        >>> cmp.best() in cmp.names
+        True
+        """
         ok = [r for r in self.rows if r["unbiased"]]
         if not ok:
             raise ValueError(
@@ -66,6 +107,21 @@ class Comparison:
         return min(ok, key=lambda r: r["work_variance"])["name"]
 
     def table(self):
+        """The comparison as a text table (also the ``repr``), one line per
+        estimator, columns aligned.
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> cmp = mc.compare_estimators(lambda x: x ** 2, mc.Normal(1.0, 1.0), 2000, rng=0,
+        ...                             estimators=["score", "score+loo"])
+        >>> cmp.table().splitlines()[0].split()[:3]
+        ['estimator', 'grad[0]', 'stderr[0]']
+        """
         head = ["estimator", "grad[0]", "stderr[0]", "variance", "f/sample", "var x f/sample",
                 "time s", "var x time"]
         if self.exact is not None:
@@ -92,7 +148,33 @@ class Comparison:
 
     def plot(self, ax=None):
         """Bar chart of the per-sample and work-normalised variances (log
-        scale); needs matplotlib.  Returns the axes."""
+        scale); needs matplotlib.  Returns the axes.
+
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes, optional
+            Where to draw (default: a new figure).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+
+        Raises
+        ------
+        ImportError
+            Without matplotlib.
+
+        Examples
+        --------
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import mcscore as mc
+        >>> cmp = mc.compare_estimators(lambda x: x ** 2, mc.Normal(1.0, 1.0), 2000, rng=0,
+        ...                             estimators=["score", "score+loo"])
+        >>> ax = cmp.plot()
+        >>> len(ax.get_xticklabels()) >= 2
+        True
+        """
         import matplotlib.pyplot as plt
 
         if ax is None:

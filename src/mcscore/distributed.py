@@ -43,7 +43,34 @@ __all__ = ["run_on_dask", "run_job_on_dask", "map_streams", "default_tasks"]
 
 def default_tasks(client, n_streams_used):
     """Tasks a call is cut into: about four per worker thread (so that the
-    cluster balances and a lost task costs little), at most one per stream."""
+    cluster balances and a lost task costs little), at most one per stream.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client or similar
+        Its ``nthreads()`` gives the worker threads (1 when it cannot).
+    n_streams_used : int
+        The streams holding draws.
+
+    Returns
+    -------
+    int
+        Between 1 and ``n_streams_used``.
+
+    Raises
+    ------
+    TypeError
+        ``n_streams_used`` not a number.
+
+    Examples
+    --------
+    >>> from mcscore.distributed import default_tasks
+    >>> class TwoWorkers:
+    ...     def nthreads(self):
+    ...         return {"w1": 2, "w2": 2}
+    >>> default_tasks(TwoWorkers(), 64), default_tasks(TwoWorkers(), 5)
+    (16, 5)
+    """
     try:
         threads = sum(client.nthreads().values())
     except Exception:  # noqa: BLE001 - any client-like object
@@ -53,7 +80,55 @@ def default_tasks(client, n_streams_used):
 
 def map_streams(client, plan, task, head, tail, *, n_threads, n_tasks, kind, on_result):
     """Submit ``task(*head, group, *tail)`` for groups of the plan's streams and
-    call ``on_result(result)`` for each as it completes."""
+    call ``on_result(result)`` for each as it completes.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+        The cluster.
+    plan : Plan
+        The call's streams and blocks.
+    task : callable
+        Run on the workers for each group of streams.
+    head, tail : tuple
+        The task's arguments before and after the group.
+    n_threads : int or None
+        Threads per task on the workers.
+    n_tasks : int or None
+        The number of tasks (default :func:`default_tasks`).
+    kind : str
+        How f is lowered (a C callback cannot be sent to other processes).
+    on_result : callable
+        Called with each task's result, as it completes.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    TypeError
+        ``client`` that is not a Dask client.
+    ImportError
+        Without Dask.
+
+    Examples
+    --------
+    It runs under ``score_grad(..., client=client)``: the result is bit for bit
+    the local one.
+
+    >>> import pytest
+    >>> distributed = pytest.importorskip("distributed")
+    >>> import mcscore as mc
+    >>> client = distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+    ...                             dashboard_address=None)
+    >>> q = mc.Normal(loc=1.0, scale=1.0)
+    >>> a = mc.score_grad(lambda x: x ** 2, q, 20_000, rng=0, client=client)
+    >>> b = mc.score_grad(lambda x: x ** 2, q, 20_000, rng=0)
+    >>> bool(a.grad["loc"] == b.grad["loc"])
+    True
+    >>> client.close()
+    """
     if not (hasattr(client, "submit") and hasattr(client, "nthreads")):
         raise TypeError(f"client must be a dask.distributed.Client, got {type(client).__name__}")
     try:
@@ -95,7 +170,50 @@ def _reject_callback(fkind):
 def run_on_dask(client, f, fkind, dist, kd, plan, *, n_threads=None, chunk_size=None,
                 progress=None, n_tasks=None):
     """Run a planned score_grad call's streams on Dask; returns (stats,
-    shifts) in stream order, exactly as the local drivers do."""
+    shifts) in stream order, exactly as the local drivers do.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+        The cluster.
+    f : callable or Integrand
+        The integrand (not a C callback).
+    fkind : str
+        How f is lowered.
+    dist : Distribution
+    kd : KernelDist
+    plan : Plan
+    n_threads, chunk_size : int, optional
+        As in :func:`mcscore.score_grad`.
+    progress : object, optional
+        Told of each finished stream.
+    n_tasks : int, optional
+        The number of tasks.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(stats (streams, stats_len), shifts (streams,))``.
+
+    Raises
+    ------
+    ValueError
+        A C callback (``LowLevelCallable``), which cannot leave the process,
+        or the error the kernels report for the first failing draw.
+
+    Examples
+    --------
+    >>> import pytest
+    >>> distributed = pytest.importorskip("distributed")
+    >>> import mcscore as mc
+    >>> client = distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+    ...                             dashboard_address=None)
+    >>> q = mc.Normal(loc=0.0, scale=1.0)
+    >>> res = mc.score_grad(mc.integrands.power(2), q, 20_000, rng=0, client=client)
+    >>> bool(abs(res.grad["scale"] - 2.0) < 5 * res.stderr["scale"])     # d E[x^2] / d scale = 2
+    True
+    >>> client.close()
+    """
     _reject_callback(fkind)
     if chunk_size is not None:
         chunk_size = V.integer("chunk_size", chunk_size, minimum=1)
@@ -129,7 +247,40 @@ def run_on_dask(client, f, fkind, dist, kd, plan, *, n_threads=None, chunk_size=
 def run_job_on_dask(client, job, plan, *, chunk_size=None, n_threads=None, n_tasks=None):
     """Run an estimator's job (see mcscore._rounds.Job) on the plan's streams
     on Dask; returns (stats, shifts, Offsets, Mag) in stream order, exactly
-    as mcscore._rounds.run_job does locally."""
+    as mcscore._rounds.run_job does locally.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+    job : Job
+        The estimator's job.
+    plan : Plan
+    chunk_size, n_threads, n_tasks : int, optional
+
+    Returns
+    -------
+    tuple
+        ``(stats, shifts, Offsets, Mag)`` in stream order.
+
+    Raises
+    ------
+    ValueError
+        A C callback, which cannot leave the process.
+
+    Examples
+    --------
+    >>> import pytest
+    >>> distributed = pytest.importorskip("distributed")
+    >>> import mcscore as mc
+    >>> client = distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+    ...                             dashboard_address=None)
+    >>> q = mc.Normal(loc=1.0, scale=1.0)
+    >>> res = mc.pathwise_grad(lambda x: x ** 2, q, 20_000, grad_f=lambda x: 2 * x, rng=0,
+    ...                        client=client)
+    >>> bool(abs(res.grad["loc"] - 2.0) < 5 * res.stderr["loc"])
+    True
+    >>> client.close()
+    """
     _reject_callback(getattr(job, "fkind", "python"))
     if chunk_size is not None:
         chunk_size = V.integer("chunk_size", chunk_size, minimum=1)

@@ -31,6 +31,8 @@ for the callback signatures.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import os
 
 import numpy as np
@@ -40,22 +42,57 @@ from . import _engine as E
 __all__ = ["get_include", "kernel_dist", "plan", "estimate", "StreamPlan"]
 
 
-def get_include():
+def get_include() -> Any:
     """The directory to put on Cython's include path so that
-    ``from mcscore._kernels cimport ...`` finds ``mcscore/_kernels.pxd``."""
+    ``from mcscore._kernels cimport ...`` finds ``mcscore/_kernels.pxd``.
+
+    Returns
+    -------
+    str
+        The directory holding the ``mcscore`` package.
+
+    Examples
+    --------
+    >>> import os
+    >>> import mcscore.embed
+    >>> os.path.isfile(os.path.join(mcscore.embed.get_include(), "mcscore", "_kernels.pxd"))
+    True
+    """
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _check_dist(dist):
+def _check_dist(dist: Any) -> Any:
     E.check_distribution(dist)
 
 
-def kernel_dist(dist):
+def kernel_dist(dist: Any) -> Any:
     """The prepared kernel description of ``dist`` (a ``KernelDist``).
 
     Pass it to ``mc_kernel_dist_ptr`` in Cython to get a ``const mc_dist *``.
     Its ``draw_size``, ``stats_len``, ``n_coords``, ``per_category`` say how
     to size buffers.
+
+    Parameters
+    ----------
+    dist : Distribution
+        An mcscore distribution (not a Joint).
+
+    Returns
+    -------
+    KernelDist
+
+    Raises
+    ------
+    TypeError
+        ``dist`` that is not an mcscore distribution.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> kd = mc.embed.kernel_dist(mc.Normal(loc=np.zeros(3), scale=1.0))
+    >>> kd.draw_size, kd.n_coords
+    (3, 4)
     """
     _check_dist(dist)
     return dist._kernel_dist()
@@ -73,9 +110,28 @@ class StreamPlan:
         its first block is block ``s``.
     threads : int
         The thread count ``score_grad`` would use (``n_threads`` resolved).
+
+    Made by :func:`plan`, not by hand.
+
+    Parameters
+    ----------
+    _plan : object
+        The engine's plan.
+
+    Raises
+    ------
+    AttributeError
+        An object that is not the engine's plan.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> p = mc.embed.plan(mc.Normal(0.0, 1.0), 100_000, rng=0)
+    >>> p.used <= p.n_streams, p.n_blocks * p.block_size >= p.n
+    (True, True)
     """
 
-    def __init__(self, _plan):
+    def __init__(self, _plan: Any) -> None:
         self._plan = _plan
         self.n = _plan.n
         self.n_streams = _plan.n_streams
@@ -84,30 +140,105 @@ class StreamPlan:
         self.used = _plan.used
         self.threads = _plan.threads
 
-    def bit_generators(self, streams=None):
+    def bit_generators(self, streams: Any = None) -> Any:
         """PCG64 bit generators of the given streams (default: all used
         streams), seeded exactly as in ``score_grad``.  Get the ``bitgen_t *``
         of one with ``PyCapsule_GetPointer(bg.capsule, "BitGenerator")``; use
-        each from one thread at a time."""
+        each from one thread at a time.
+
+        Parameters
+        ----------
+        streams : iterable of int, optional
+            Stream indices in ``range(used)`` (default all).
+
+        Returns
+        -------
+        list of numpy.random.PCG64
+
+        Raises
+        ------
+        IndexError
+            A stream index out of range.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> p = mc.embed.plan(mc.Normal(0.0, 1.0), 100_000, rng=0)
+        >>> bgs = p.bit_generators([0, 1])
+        >>> type(bgs[0]).__name__, len(bgs)
+        ('PCG64', 2)
+        """
         if streams is None:
             streams = range(self.used)
         return self._plan.bitgens([int(s) for s in streams])
 
-    def block_rows(self, b):
-        """Draws in block b (block_size, or fewer for the last block)."""
+    def block_rows(self, b: Any) -> Any:
+        """Draws in block b (block_size, or fewer for the last block).
+
+        Parameters
+        ----------
+        b : int
+            The block index, in ``range(n_blocks)``.
+
+        Returns
+        -------
+        int
+
+        Raises
+        ------
+        ValueError
+            ``b`` out of range.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> p = mc.embed.plan(mc.Normal(0.0, 1.0), 1000, rng=0, block_size=300)
+        >>> [p.block_rows(b) for b in range(p.n_blocks)]
+        [300, 300, 300, 100]
+        """
         return self._plan.block_rows(int(b))
 
-    def __repr__(self):
+    def __repr__(self) -> Any:
         return (f"StreamPlan(n={self.n}, n_streams={self.n_streams}, "
                 f"block_size={self.block_size}, used={self.used})")
 
 
-def plan(dist, n, *, rng=None, n_streams=None, block_size=None, n_threads=None):
+def plan(dist: Any, n: Any, *, rng: Any = None, n_streams: Any = None, block_size: Any = None,
+         n_threads: Any = None) -> Any:
     """The :class:`StreamPlan` of ``score_grad(f, dist, n, rng=rng, ...)``.
 
     With an int or SeedSequence ``rng``, statistics accumulated with these
     bit generators and blocks give, through :func:`estimate`, bit for bit
     the estimate ``score_grad`` returns for the same f.
+
+    Parameters
+    ----------
+    dist : Distribution
+        The distribution.
+    n : int
+        Draws (>= 2).
+    rng : None, int, SeedSequence or Generator
+        As in :func:`mcscore.score_grad`.
+    n_streams, block_size, n_threads : int, optional
+        As in :func:`mcscore.score_grad`.
+
+    Returns
+    -------
+    StreamPlan
+
+    Raises
+    ------
+    TypeError
+        ``dist`` that is not an mcscore distribution.
+    ValueError
+        ``n``, ``n_streams`` or ``block_size`` out of range.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> p = mc.embed.plan(mc.Normal(0.0, 1.0), 10_000, rng=0, n_streams=8)
+    >>> p.n, p.n_streams
+    (10000, 8)
     """
     _check_dist(dist)
     kd = dist._kernel_dist()
@@ -115,7 +246,7 @@ def plan(dist, n, *, rng=None, n_streams=None, block_size=None, n_threads=None):
                              else n_streams, block_size, n_threads))
 
 
-def estimate(dist, stats, shifts, *, baseline=None, plan=None):
+def estimate(dist: Any, stats: Any, shifts: Any, *, baseline: Any = None, plan: Any = None) -> Any:
     """A :class:`~mcscore.GradientEstimate` from per-stream statistics.
 
     Parameters
@@ -133,6 +264,31 @@ def estimate(dist, stats, shifts, *, baseline=None, plan=None):
         As in :func:`mcscore.score_grad`.
     plan : StreamPlan, optional
         Only recorded in the result's ``info``.
+
+    Returns
+    -------
+    GradientEstimate
+
+    Raises
+    ------
+    ValueError
+        ``stats`` or ``shifts`` of the wrong shape or not finite, fewer than
+        2 draws in all, an unknown baseline.
+    TypeError
+        ``dist`` that is not an mcscore distribution.
+
+    Examples
+    --------
+    The shapes a kernel loop fills (here left empty, so the call refuses):
+
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Normal(0.0, 1.0)
+    >>> kd = mc.embed.kernel_dist(q)
+    >>> mc.embed.estimate(q, np.zeros((4, kd.stats_len)), np.zeros(4))
+    Traceback (most recent call last):
+    ...
+    ValueError: stats[:, 0] (draw counts) must be >= 0 and add up to at least 2
     """
     _check_dist(dist)
     kd = dist._kernel_dist()

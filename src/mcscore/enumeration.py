@@ -41,7 +41,7 @@ _FINITE = (Bernoulli, Categorical, Binomial)
 _COUNTABLE = (Poisson, Geometric)
 
 
-def _check_family(dist, what):
+def _check_family(dist: Any, what: Any) -> Any:
     E.check_distribution(dist)
     if type(dist) not in _FINITE + _COUNTABLE:
         raise ValueError(f"{what} supports Bernoulli, Categorical, Binomial (finite supports) and "
@@ -49,7 +49,7 @@ def _check_family(dist, what):
                          f"{type(dist).__name__}")
 
 
-def _finite_support(dist):
+def _finite_support(dist: Any) -> Any:
     """Per draw coordinate, its support values (a list of arrays)."""
     D = dist.draw_size
     if isinstance(dist, Categorical):
@@ -60,10 +60,37 @@ def _finite_support(dist):
     return [np.arange(int(k) + 1, dtype=float) for k in n]
 
 
-def support_size(dist, limit=MAX_SUPPORT):
+def support_size(dist: Any, limit: Any = MAX_SUPPORT) -> Any:
     """Number of support points of a finite-support distribution (the
     product over its coordinates); a number above `limit` is returned as
-    limit + 1."""
+    limit + 1.
+
+    Parameters
+    ----------
+    dist : Bernoulli, Categorical or Binomial
+        A finite-support distribution.
+    limit : int, default 2**20
+        The cap.
+
+    Returns
+    -------
+    int
+        The number of support points, or ``limit + 1`` when above ``limit``.
+
+    Raises
+    ------
+    AttributeError
+        For a family without a finite support (no ``total_count``).
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> from mcscore.enumeration import support_size
+    >>> support_size(mc.Binomial(total_count=[3, 4], probs=0.5))
+    20
+    >>> support_size(mc.Bernoulli(probs=[0.5] * 30), limit=1000)
+    1001
+    """
     size = 1
     for s in _finite_support(dist):
         size *= len(s)
@@ -72,7 +99,7 @@ def support_size(dist, limit=MAX_SUPPORT):
     return size
 
 
-def _grid(supports):
+def _grid(supports: Any) -> Any:
     """(N, D) array of every combination of the coordinates' supports,
     the last coordinate varying fastest."""
     if len(supports) <= 32:  # numpy's limit on the dimensions of an array
@@ -88,7 +115,7 @@ def _grid(supports):
     return out
 
 
-def _coord_probs(dist, supports):
+def _coord_probs(dist: Any, supports: Any) -> Any:
     """Per coordinate, the probabilities of its support values (marginals of
     the product)."""
     out = []
@@ -100,7 +127,7 @@ def _coord_probs(dist, supports):
     return out
 
 
-def _truncate(dist, f_bound, tol, limit):
+def _truncate(dist: Any, f_bound: Any, tol: Any, limit: Any) -> Any:
     """Supports [0..K_c] of a Poisson / Geometric product with the exact
     error bound below tol; returns (supports, bound per coordinate)."""
     if f_bound is None or tol is None:
@@ -146,8 +173,9 @@ def _truncate(dist, f_bound, tol, limit):
         Kc = np.ceil(Kc * 1.5 + 1).astype(np.int64)
 
 
-def enumerate_grad(f, dist, *, f_bound=None, tol=None, max_support=MAX_SUPPORT,
-                   chunk_size=1 << 16) -> GradientEstimate:
+def enumerate_grad(f: Any, dist: Any, *, f_bound: Any = None, tol: Any = None,
+                   max_support: Any = MAX_SUPPORT,
+                   chunk_size: Any = 1 << 16) -> GradientEstimate:
     """The exact gradient of E_{x ~ dist}[f(x)] by enumerating the support.
 
     Parameters
@@ -223,7 +251,8 @@ def enumerate_grad(f, dist, *, f_bound=None, tol=None, max_support=MAX_SUPPORT,
                             value_variance=0.0, info=info)
 
 
-def enumeration_advice(f, dist, target_se, *, pilot=2000, rng=None, max_support=MAX_SUPPORT):
+def enumeration_advice(f: Any, dist: Any, target_se: Any, *, pilot: Any = 2000, rng: Any = None,
+                       max_support: Any = MAX_SUPPORT) -> Any:
     """Whether enumerating the support is cheaper than sampling to a
     standard error ``target_se`` (on every gradient coordinate).
 
@@ -234,6 +263,41 @@ def enumeration_advice(f, dist, target_se, *, pilot=2000, rng=None, max_support=
     (``rng`` seeds it).  Returns a dict: ``support_size``, ``sample_evals``
     (estimated), ``pilot_variance`` and ``cheaper`` ("enumerate" or
     "sample").
+
+    Parameters
+    ----------
+    f : callable
+        The integrand, as in :func:`~mcscore.score_grad`.
+    dist : Bernoulli, Categorical or Binomial
+        The distribution.
+    target_se : float
+        The standard error wanted on every gradient coordinate (> 0).
+    pilot : int, default 2000
+        Draws of the pilot run (>= 4).
+    rng : None, int, SeedSequence or Generator
+        Seeds the pilot run.
+    max_support : int, default 2**20
+        Support sizes above it are reported as ``max_support + 1``.
+
+    Returns
+    -------
+    dict
+        ``support_size``, ``sample_evals``, ``pilot_variance`` and ``cheaper``.
+
+    Raises
+    ------
+    ValueError
+        Another family (Poisson and Geometric included: their enumeration is
+        truncated), a ``target_se`` that is not positive, or a ``pilot`` below 4.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Bernoulli(probs=np.full(3, 0.3))
+    >>> adv = mc.enumeration_advice(lambda x: x.sum(axis=-1), q, target_se=1e-3, rng=0)
+    >>> adv["support_size"], adv["cheaper"]
+    (8, 'enumerate')
     """
     _check_family(dist, "enumeration_advice")
     target = V.positive_real("target_se", target_se)

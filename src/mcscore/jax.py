@@ -76,15 +76,41 @@ def expectation(f, family, n, *, rng=None, baseline=None, batch_ndims=0, return_
                 cov=False, options=None, **params):
     """Differentiable Monte Carlo estimate of ``E_{x ~ family(**params)}[f(x)]``.
 
-    Parameters are those of :func:`mcscore.torch.expectation`, with JAX
-    arrays (or tracers) for the differentiated parameters (numbers and
-    NumPy arrays are constants) and ``rng`` a JAX PRNG key (see the module
-    docstring), an int, a NumPy Generator or None.  ``cov=True`` adds the
-    gradient's covariance matrix to the ``aux`` of ``return_result``.
+    Parameters
+    ----------
+    f : callable
+        Vectorised on NumPy arrays, as in :func:`mcscore.score_grad`
+        (never differentiated).
+    family : mcscore family class or its name
+        Built as ``family(**params)`` on float64 NumPy copies.
+    n : int
+        Draws for the estimate.
+    rng : JAX PRNG key, int, numpy Generator or None
+        A key (see the module docstring) gives fresh, reproducible draws
+        inside ``jit`` and ``grad``.
+    baseline : None, float, "loo" or "optimal"
+        As in ``score_grad``.
+    batch_ndims : int, default 0
+        Batched expectations, as in :func:`mcscore.torch.expectation`.
+    return_result : bool, default False
+        Also return the call's statistics (``aux``).
+    cov : bool, default False
+        Add the gradient's covariance matrix to ``aux``.
+    options : dict, optional
+        Further keyword arguments of ``score_grad``.
+    **params
+        The family's parameters: JAX arrays or tracers (differentiated),
+        numbers and NumPy arrays (constants).
 
-    Returns the value, shape () (the batch's with ``batch_ndims``), dtype
-    the promotion of the differentiated parameters' dtypes (float32 unless
-    JAX's x64 mode is on); ``(value, aux)`` with ``return_result=True``.
+    Returns
+    -------
+    value : jax.Array
+        Shape () (the batch's with ``batch_ndims``), dtype the promotion of
+        the differentiated parameters' dtypes (float32 unless JAX's x64
+        mode is on).
+    aux : dict
+        Only with ``return_result=True``, which returns ``(value, aux)``:
+        ``value_stderr``, ``grad`` and ``stderr`` (and ``cov``) as arrays.
 
     Raises
     ------

@@ -7,6 +7,8 @@ A family that can be reparameterised declares it (``has_rsample`` and
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from . import _engine as E
@@ -14,13 +16,13 @@ from . import _qmc
 from . import _vr
 from . import variance_reduction as VR
 from ._features import FeatureJob, run_features
-from .distributions import index_map
+from .distributions import Distribution, index_map
 from .result import GradientEstimate
 
 __all__ = ["pathwise_grad", "pathwise_cv_grad"]
 
 
-def _pathwise_table(dist):
+def _pathwise_table(dist: Any) -> Any:
     """The reparameterisation table (t_start, kind, col, a, b) of the
     family's pathwise_spec, ordered by gradient coordinate (a Joint: its
     components' tables side by side)."""
@@ -55,9 +57,11 @@ def _pathwise_table(dist):
             np.ascontiguousarray(np.concatenate(tb)[order]))
 
 
-def pathwise_grad(f, dist, n, *, grad_f, rng=None, n_threads=None, chunk_size=None,
-                  n_streams=E.DEFAULT_STREAMS, block_size=None, client=None, sampler="mc",
-                  n_randomizations=None) -> GradientEstimate:
+def pathwise_grad(f: Any, dist: Distribution, n: int, *, grad_f: Callable[..., Any],
+                  rng: Any = None, n_threads: int | None = None, chunk_size: int | None = None,
+                  n_streams: int = E.DEFAULT_STREAMS, block_size: int | None = None,
+                  client: Any = None, sampler: str = "mc",
+                  n_randomizations: int | None = None) -> GradientEstimate:
     """Pathwise (reparameterisation) estimate of grad_theta E_{x ~ dist}[f(x)].
 
     x = g(theta, eps) with base noise eps, and the estimate averages
@@ -137,7 +141,7 @@ class PathwiseJob(E.Job):
 
     what = "pathwise_grad"
 
-    def __init__(self, f, grad_f, dist):
+    def __init__(self, f: Any, grad_f: Any, dist: Any) -> None:
         self.f, self.grad_f, self.dist = f, grad_f, dist
         self.width = dist.draw_size
         self.table = _pathwise_table(dist)
@@ -146,14 +150,14 @@ class PathwiseJob(E.Job):
         # the parameters of tangent kinds that read them (MultivariateNormal)
         self.prm = getattr(dist, "pathwise_params", lambda: None)()
 
-    def buffers(self, R, B):
+    def buffers(self, R: int, B: int) -> Any:
         return np.empty((R, (3 if self.has_aux else 1) * self.width * B))
 
-    def draw(self, rd, bitgens, threads, buf, shared=False):
+    def draw(self, rd: Any, bitgens: Any, threads: Any, buf: Any, shared: bool = False) -> Any:
         self.prepare(rd, bitgens, threads, buf,
                      _vr.PREP_GAMMAS if self.has_aux else _vr.PREP_DRAW, np.zeros(1))
 
-    def evaluate(self, rd, buf, chunk, mag):
+    def evaluate(self, rd: Any, buf: Any, chunk: Any, mag: Any) -> Any:
         dist = self.dist
         x = self.gathered(rd, buf, self.width).reshape((rd.total,) + dist.draw_shape)
         if self.has_aux and not np.isfinite(x).all():
@@ -169,7 +173,8 @@ class PathwiseJob(E.Job):
         G = rd.scatter(mag.see(E.call_grad(self.grad_f, x, rd, chunk), "grad_f"))
         return (fv, G), ()
 
-    def accumulate(self, rd, buf, values, threads, stats, shifts):
+    def accumulate(self, rd: Any, buf: Any, values: Any, threads: Any, stats: Any,
+                   shifts: Any) -> None:
         fv, G = values
         _vr.acc_pathwise(*self.table, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
                          self.width, self.has_aux, buf[:len(rd.blocks)], G, fv, stats, shifts,
@@ -180,7 +185,7 @@ class PathwiseJob(E.Job):
 # control variates for the pathwise estimator
 # ---------------------------------------------------------------------------
 
-def _tangents(table, x):
+def _tangents(table: Any, x: Any) -> Any:
     """dx_col / dtheta of every term of the reparameterisation table at the
     draws x (m, D), by the kernels' tangent formulas (families drawn
     without auxiliary Gamma variates)."""
@@ -208,7 +213,7 @@ def _tangents(table, x):
     return out
 
 
-def _parse_pathwise_cvs(dist, control_variates, grad_f):
+def _parse_pathwise_cvs(dist: Any, control_variates: Any, grad_f: Any) -> Any:
     """[(grad_h, flat d E[h] / d theta, fixed coefficient or None)]: 'delta'
     (h = grad_f(mu) . (x - mu), grad_h constant), or pairs / triples
     (grad_h, grad_mean[, coefficient])."""
@@ -250,7 +255,7 @@ class PathwiseCVJob(PathwiseJob):
     what = None
     accumulate = FeatureJob.accumulate
 
-    def __init__(self, f, grad_f, dist, cvs):
+    def __init__(self, f: Any, grad_f: Any, dist: Any, cvs: Any) -> None:
         super().__init__(f, grad_f, dist)
         if self.has_aux:
             raise ValueError("pathwise_grad's control variates support the families "
@@ -259,7 +264,7 @@ class PathwiseCVJob(PathwiseJob):
         self.cvs = cvs
         self.L = 1 + len(cvs)
 
-    def evaluate(self, rd, buf, chunk, mag):
+    def evaluate(self, rd: Any, buf: Any, chunk: Any, mag: Any) -> Any:
         dist = self.dist
         x = self.gathered(rd, buf, self.width).reshape((rd.total,) + dist.draw_shape)
         m = rd.total
@@ -276,9 +281,10 @@ class PathwiseCVJob(PathwiseJob):
         return (v, Z), ()
 
 
-def pathwise_cv_grad(f, dist, n, *, grad_f, control_variates, rng=None, n_threads=None,
-                     chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
-                     client=None) -> GradientEstimate:
+def pathwise_cv_grad(f: Any, dist: Distribution, n: int, *, grad_f: Callable[..., Any],
+                     control_variates: Any, rng: Any = None, n_threads: int | None = None,
+                     chunk_size: int | None = None, n_streams: int = E.DEFAULT_STREAMS,
+                     block_size: int | None = None, client: Any = None) -> GradientEstimate:
     """The pathwise estimator with control variates: averages
 
         grad_f(x) . dx/dtheta - sum_j beta_j (grad_h_j(x) . dx/dtheta - grad E[h_j])

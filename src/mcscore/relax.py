@@ -36,6 +36,8 @@ for Bernoulli, d/dv_j = d/dl_j / v_j for unnormalised Categorical probs).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import copy
 
 import numpy as np
@@ -58,7 +60,7 @@ __all__ = ["relax_grad", "NumpySurrogate", "RebarSurrogate", "TorchSurrogate",
 class _Relax:
     """The logit-space relaxation of a Bernoulli / Categorical."""
 
-    def __init__(self, dist):
+    def __init__(self, dist: Any) -> None:
         E.check_distribution(dist)
         if type(dist) not in (Bernoulli, Categorical):
             raise ValueError(f"relax_grad supports Bernoulli and Categorical; got "
@@ -85,7 +87,7 @@ class _Relax:
             self.conv = 1.0 / (self.p * self.q) if dist._which == "probs" else None
         self.P = self.U * self.K
 
-    def sample(self, gen, m):
+    def sample(self, gen: Any, m: Any) -> Any:
         """z, z~, the discrete points, the score (m, P) in logit space and
         the Jacobian weights of z~."""
         U, K = self.U, self.K
@@ -112,7 +114,7 @@ class _Relax:
         w = 1.0 + dup * p * q / (up * (1.0 - up))
         return {"z": z, "zt": zt, "b": b, "score": b - p, "w": w}
 
-    def terms(self, mat, fb, ct, gz, gzt, sumk):
+    def terms(self, mat: Any, fb: Any, ct: Any, gz: Any, gzt: Any, sumk: Any) -> Any:
         """The RELAX terms (m, P) in logit space from f(b), c(z~) and the
         surrogate's input gradients at z and z~ (NumPy or torch arrays;
         sumk sums the last axis keeping it)."""
@@ -128,20 +130,20 @@ class _Relax:
             d = gz.reshape(m, self.P) - gzt.reshape(m, self.P) * mat["w"]
         return (fb - ct).reshape(m, 1) * score + d
 
-    def to_params(self, g):
+    def to_params(self, g: Any) -> Any:
         """Logit-space terms -> the distribution's parameterisation."""
         if self.conv is None:
             return g
         return g * self.conv.reshape(1, -1)
 
-    def points(self, mat):
+    def points(self, mat: Any) -> Any:
         """The discrete points in the form f takes: 0/1 (m, *batch) for
         Bernoulli, one-hot (m, *batch, K) for Categorical."""
         m = len(mat["b"])
         return mat["b"].reshape((m,) + self.zshape)
 
 
-def _npsum(a):
+def _npsum(a: Any) -> Any:
     return a.sum(-1, keepdims=True)
 
 
@@ -150,10 +152,10 @@ def _npsum(a):
 # ---------------------------------------------------------------------------
 
 class _Adam:
-    def __init__(self, lr):
+    def __init__(self, lr: Any) -> None:
         self.lr, self.t, self.m, self.v = lr, 0, 0.0, 0.0
 
-    def step(self, phi, g):
+    def step(self, phi: Any, g: Any) -> Any:
         self.t += 1
         # an overflow here is reported by the caller's finiteness check
         with np.errstate(over="ignore", invalid="ignore"):
@@ -178,9 +180,29 @@ class NumpySurrogate:
     fd_step : relative step of the central differences of grad_z in phi
         (the mixed derivative d^2 c / dz dphi that the variance's gradient
         needs; the estimator stays unbiased whatever they give).
+
+    Raises
+    ------
+    TypeError
+        A callable argument that is not callable.
+    ValueError
+        ``phi`` not 1-d or not finite, ``lr`` or ``fd_step`` not positive.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
+    ...                       lambda z, phi: np.full(z.shape, phi[0]),
+    ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
+    >>> q = mc.Bernoulli(probs=np.full(3, 0.3))
+    >>> res = mc.relax_grad(lambda b: b.sum(axis=-1), q, 2000, surrogate=s, rng=0)
+    >>> bool(np.all(np.abs(res.grad["probs"] - 1.0) < 5 * res.stderr["probs"]))
+    True
     """
 
-    def __init__(self, value, grad_z, grad_phi, phi, *, lr=0.01, fd_step=1e-5):
+    def __init__(self, value: Any, grad_z: Any, grad_phi: Any, phi: Any, *, lr: Any = 0.01,
+                 fd_step: Any = 1e-5) -> None:
         self.value_fn = E.check_callable("value", value)
         self.grad_z_fn = E.check_callable("grad_z", grad_z)
         self.grad_phi_fn = E.check_callable("grad_phi", grad_phi)
@@ -192,21 +214,107 @@ class NumpySurrogate:
         self.fd_step = V.positive_real("fd_step", fd_step)
         self._opt = _Adam(self.lr)
 
-    def value(self, z):
+    def value(self, z: Any) -> Any:
+        """The surrogate c_phi(z) at the current phi.
+
+        Parameters
+        ----------
+        z : array_like
+            Logit-space points ``(m, *batch_shape)`` (or with the category axis).
+
+        Returns
+        -------
+        numpy.ndarray, shape (m,)
+
+        Raises
+        ------
+        TypeError
+            From the user's ``value`` for inputs it does not accept.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
+        ...                       lambda z, phi: np.full(z.shape, phi[0]),
+        ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
+        >>> s.value(np.ones((2, 3)))
+        array([1.5, 1.5])
+        """
         return np.asarray(self.value_fn(z, self.phi), float)
 
-    def grad(self, z):
+    def grad(self, z: Any) -> Any:
+        """d c_phi / d z at the current phi.
+
+        Parameters
+        ----------
+        z : array_like
+            Logit-space points.
+
+        Returns
+        -------
+        numpy.ndarray, the shape of z
+
+        Raises
+        ------
+        TypeError
+            From the user's ``grad_z`` for inputs it does not accept.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
+        ...                       lambda z, phi: np.full(z.shape, phi[0]),
+        ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
+        >>> s.grad(np.ones((1, 3)))
+        array([[0.5, 0.5, 0.5]])
+        """
         return np.asarray(self.grad_z_fn(z, self.phi), float)
 
-    def _value_at(self, z, phi):
+    def _value_at(self, z: Any, phi: Any) -> Any:
         return E.call_values(lambda zz: self.value_fn(zz, phi), z, None, len(z), name="value")
 
-    def _grad_at(self, z, phi):
+    def _grad_at(self, z: Any, phi: Any) -> Any:
         g = E.call_grad(lambda zz: self.grad_z_fn(zz, phi), z, None, len(z), name="grad_z")
         return g.reshape(np.shape(z))
 
-    def step(self, rx, mat, fb):
-        """One Adam step on mean ``|g|^2`` over the batch; returns that loss."""
+    def step(self, rx: Any, mat: Any, fb: Any) -> Any:
+        """One Adam step on mean ``|g|^2`` over the batch; returns that loss.
+
+        Parameters
+        ----------
+        rx : object
+            The estimator's relaxation (internal: :func:`train_surrogate` passes it).
+        mat : dict of str to numpy.ndarray
+            The batch's draws z, z~ and scores.
+        fb : numpy.ndarray, shape (m,)
+            f at the batch's discrete draws.
+
+        Returns
+        -------
+        float
+            The batch's mean ``|g|^2`` before the step.
+
+        Raises
+        ------
+        ValueError
+            ``grad_phi`` returning the wrong shape.
+        FloatingPointError
+            A step that overflows (scale f down or lower ``lr``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
+        ...                       lambda z, phi: np.full(z.shape, phi[0]),
+        ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
+        >>> q = mc.Bernoulli(probs=np.full(3, 0.3))
+        >>> losses = mc.relax.train_surrogate(lambda b: b.sum(axis=-1), q, s, steps=3, batch=64, rng=0)
+        >>> losses.shape
+        (3,)
+        """
         z, zt = mat["z"], mat["zt"]
         m = len(fb)
         ct = self._value_at(zt, self.phi)
@@ -241,14 +349,32 @@ class NumpySurrogate:
         self.phi = phi
         return loss
 
-    def frozen(self):
-        """A copy with the current phi, for an estimate."""
+    def frozen(self) -> Any:
+        """A copy with the current phi, for an estimate.
+
+        Returns
+        -------
+        NumpySurrogate
+            A shallow copy with its own ``phi`` (training the original leaves it unchanged).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
+        ...                       lambda z, phi: np.full(z.shape, phi[0]),
+        ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
+        >>> c = s.frozen()
+        >>> s.phi[0] = 2.0
+        >>> float(c.phi[0])
+        0.5
+        """
         c = copy.copy(self)
         c.phi = self.phi.copy()
         return c
 
 
-def _sig(t):
+def _sig(t: Any) -> Any:
     return special.expit(t)
 
 
@@ -256,9 +382,38 @@ class RebarSurrogate(NumpySurrogate):
     """REBAR's control variate c(z) = eta f(sigma(z / temperature))
     (Bernoulli) or eta f(softmax(z / temperature)) (Categorical), with
     phi = (log temperature, eta) trained on the variance by gradient (as in
-    the REBAR paper).  f and grad_f take relaxed points (see rebar_grad)."""
+    the REBAR paper).  f and grad_f take relaxed points (see rebar_grad).
 
-    def __init__(self, f, grad_f, *, temperature=0.5, eta=1.0, categorical=None, lr=0.02):
+    Parameters
+    ----------
+    f, grad_f : callable
+        f at relaxed points and its gradient.
+    temperature : float, default 0.5
+        The initial temperature (> 0).
+    eta : float, default 1.0
+        The initial scale (finite).
+    categorical : bool, optional
+        True for a Categorical (softmax relaxation), else Bernoulli.
+    lr : float, default 0.02
+        Adam's step size (> 0).
+
+    Raises
+    ------
+    TypeError
+        ``f`` or ``grad_f`` not callable.
+    ValueError
+        A temperature that is not positive, a non-finite eta.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> s = mc.RebarSurrogate(lambda y: y.sum(axis=-1), lambda y: 0 * y + 1.0, temperature=0.25)
+    >>> s.temperature, s.eta
+    (0.25, 1.0)
+    """
+
+    def __init__(self, f: Any, grad_f: Any, *, temperature: Any = 0.5, eta: Any = 1.0,
+                 categorical: Any = None, lr: Any = 0.02) -> None:
         self.f = E.check_callable("f", f)
         self.grad_f = E.check_callable("grad_f", grad_f)
         self.categorical = categorical
@@ -267,42 +422,42 @@ class RebarSurrogate(NumpySurrogate):
         super().__init__(self._value, self._grad_z, self._grad_phi, phi, lr=lr)
 
     @property
-    def temperature(self):
+    def temperature(self) -> Any:
         return float(np.exp(self.phi[0]))
 
     @property
-    def eta(self):
+    def eta(self) -> Any:
         return float(self.phi[1])
 
-    def _relaxed(self, z, phi):
+    def _relaxed(self, z: Any, phi: Any) -> Any:
         t = z / np.exp(phi[0])
         if self.categorical:
             return special.softmax(t, axis=-1), t
         return _sig(t), t
 
-    def _f(self, y):
+    def _f(self, y: Any) -> Any:
         return E.call_values(self.f, y, None, len(y))
 
-    def _grad_f(self, y):
+    def _grad_f(self, y: Any) -> Any:
         return E.call_grad(self.grad_f, y, None, len(y)).reshape(y.shape)
 
-    def _value(self, z, phi):
+    def _value(self, z: Any, phi: Any) -> Any:
         y, _ = self._relaxed(z, phi)
         return phi[1] * self._f(y)
 
-    def _dy(self, y, t, g):
+    def _dy(self, y: Any, t: Any, g: Any) -> Any:
         """(d c / d t) for c = f(y(t)): the Jacobian of sigmoid / softmax
         applied to grad_f."""
         if self.categorical:
             return y * (g - (y * g).sum(-1, keepdims=True))
         return y * (1 - y) * g
 
-    def _grad_z(self, z, phi):
+    def _grad_z(self, z: Any, phi: Any) -> Any:
         y, t = self._relaxed(z, phi)
         g = self._grad_f(y)
         return phi[1] * self._dy(y, t, g) / np.exp(phi[0])
 
-    def _grad_phi(self, z, phi):
+    def _grad_phi(self, z: Any, phi: Any) -> Any:
         y, t = self._relaxed(z, phi)
         m = len(z)
         fy = self._f(y)
@@ -322,9 +477,29 @@ class TorchSurrogate:
         hidden -> 1 with tanh, its last layer zeroed (c = 0 at the start).
     hidden : int; lr : Adam's step size; seed : torch's seed for the
         default module's initialisation.
+
+    Raises
+    ------
+    ImportError
+        Without PyTorch.
+    TypeError
+        ``module`` not a ``torch.nn.Module``.
+    ValueError
+        ``input_size`` or ``hidden`` below 1, ``lr`` not positive.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pytest
+    >>> torch = pytest.importorskip("torch")
+    >>> import mcscore as mc
+    >>> s = mc.TorchSurrogate(input_size=3)
+    >>> s.value(np.zeros((4, 3))).tolist()              # the last layer starts at 0
+    [0.0, 0.0, 0.0, 0.0]
     """
 
-    def __init__(self, input_size, *, module=None, hidden=32, lr=0.01, seed=0):
+    def __init__(self, input_size: Any, *, module: Any = None, hidden: Any = 32, lr: Any = 0.01,
+                 seed: Any = 0) -> None:
         import torch
 
         self.input_size = V.integer("input_size", input_size, minimum=1)
@@ -348,23 +523,108 @@ class TorchSurrogate:
         self.lr = V.positive_real("lr", lr)
         self._opt = torch.optim.Adam(self.module.parameters(), lr=self.lr)
 
-    def _c(self, zt):
+    def _c(self, zt: Any) -> Any:
         return self.module(zt.reshape(len(zt), -1)).reshape(-1)
 
-    def value(self, z):
+    def value(self, z: Any) -> Any:
+        """The network's c(z), without gradient.
+
+        Parameters
+        ----------
+        z : array_like
+            Logit-space points ``(m, ...)`` with ``input_size`` values per point.
+
+        Returns
+        -------
+        numpy.ndarray, shape (m,)
+
+        Raises
+        ------
+        RuntimeError
+            From torch, for points of another size.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc
+        >>> s = mc.TorchSurrogate(input_size=3)
+        >>> s.value(np.ones((2, 3))).shape
+        (2,)
+        """
         import torch
 
         with torch.no_grad():
             return self._c(torch.as_tensor(np.asarray(z, float))).numpy().copy()
 
-    def grad(self, z):
+    def grad(self, z: Any) -> Any:
+        """d c / d z by autograd.
+
+        Parameters
+        ----------
+        z : array_like
+            Logit-space points.
+
+        Returns
+        -------
+        numpy.ndarray, the shape of z
+
+        Raises
+        ------
+        RuntimeError
+            From torch, for points of another size.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc
+        >>> s = mc.TorchSurrogate(input_size=3)
+        >>> s.grad(np.ones((2, 3))).shape
+        (2, 3)
+        """
         import torch
 
         zt = torch.as_tensor(np.asarray(z, float)).clone().requires_grad_(True)
         (g,) = torch.autograd.grad(self._c(zt).sum(), zt)
         return g.numpy().copy()
 
-    def step(self, rx, mat, fb):
+    def step(self, rx: Any, mat: Any, fb: Any) -> Any:
+        """One Adam step of the module on the batch's mean ``|g|^2``.
+
+        Parameters
+        ----------
+        rx : object
+            The estimator's relaxation (internal: :func:`train_surrogate` passes it).
+        mat : dict of str to numpy.ndarray
+            The batch's draws z, z~ and scores.
+        fb : numpy.ndarray, shape (m,)
+            f at the batch's discrete draws.
+
+        Returns
+        -------
+        float
+            The batch's mean ``|g|^2`` before the step.
+
+        Raises
+        ------
+        RuntimeError
+            From torch, for a module that does not accept the batch's shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc
+        >>> s = mc.TorchSurrogate(input_size=3)
+        >>> q = mc.Bernoulli(probs=np.full(3, 0.3))
+        >>> losses = mc.relax.train_surrogate(lambda b: b.sum(axis=-1), q, s, steps=3, batch=64, rng=0)
+        >>> losses.shape
+        (3,)
+        """
         import torch
 
         T = {k: torch.as_tensor(np.array(v, float)) for k, v in mat.items()}
@@ -380,7 +640,23 @@ class TorchSurrogate:
         self._opt.step()
         return float(loss.detach())
 
-    def frozen(self):
+    def frozen(self) -> Any:
+        """A deep copy (module included) for an estimate.
+
+        Returns
+        -------
+        TorchSurrogate
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc
+        >>> s = mc.TorchSurrogate(input_size=3)
+        >>> s.frozen() is not s
+        True
+        """
         return copy.deepcopy(self)
 
 
@@ -394,19 +670,19 @@ class RelaxJob(FeatureJob):
 
     L = 1
 
-    def __init__(self, f, dist, surrogate):
+    def __init__(self, f: Any, dist: Any, surrogate: Any) -> None:
         self.f, self.dist, self.surrogate = f, dist, surrogate
         self.rx = _Relax(dist)
         self.P = self.rx.P
         self.width = self.rx.P
 
-    def sample(self, gen, m):
+    def sample(self, gen: Any, m: Any) -> Any:
         mat = self.rx.sample(gen, m)
         if self.rx.cat:
             mat["pi"] = np.broadcast_to(self.rx.pi, (m,) + self.rx.pi.shape)
         return mat
 
-    def features(self, mat, rd, chunk, mag):
+    def features(self, mat: Any, rd: Any, chunk: Any, mag: Any) -> Any:
         rx, s = self.rx, self.surrogate
         m = len(mat["z"])
         zs = (m,) + rx.zshape
@@ -419,7 +695,7 @@ class RelaxJob(FeatureJob):
         return fb, g[:, :, None]
 
 
-def _train_batch(rx, f, gen, m):
+def _train_batch(rx: Any, f: Any, gen: Any, m: Any) -> Any:
     mat = rx.sample(gen, m)
     if rx.cat:
         mat["pi"] = np.broadcast_to(rx.pi, (m,) + rx.pi.shape)
@@ -429,16 +705,55 @@ def _train_batch(rx, f, gen, m):
     return mat, fb
 
 
-def _child_seed(rng, key):
+def _child_seed(rng: Any, key: Any) -> Any:
     root = V.root_seed_sequence(rng)
     return np.random.SeedSequence(root.entropy, pool_size=root.pool_size,
                                   spawn_key=tuple(root.spawn_key) + (key,))
 
 
-def train_surrogate(f, dist, surrogate, *, steps=100, batch=256, rng=None):
+def train_surrogate(f: Any, dist: Any, surrogate: Any, *, steps: Any = 100, batch: Any = 256,
+                    rng: Any = None) -> Any:
     """``steps`` gradient steps of the surrogate on the RELAX estimator's
     mean ``|g|^2`` (the variance plus a constant), each on a fresh batch of
-    ``batch`` draws from ``rng``; returns the losses."""
+    ``batch`` draws from ``rng``; returns the losses.
+
+    Parameters
+    ----------
+    f : callable
+        f of the discrete draws, as in :func:`relax_grad`.
+    dist : Bernoulli or Categorical
+        The distribution.
+    surrogate : NumpySurrogate, RebarSurrogate or TorchSurrogate
+        Trained in place.
+    steps : int, default 100
+        Gradient steps (>= 1).
+    batch : int, default 256
+        Draws per step (>= 2).
+    rng : None, int, SeedSequence or Generator
+        The randomness.
+
+    Returns
+    -------
+    numpy.ndarray, shape (steps,)
+        The loss of each step.
+
+    Raises
+    ------
+    TypeError
+        ``f`` not callable.
+    ValueError
+        Another family, ``steps`` or ``batch`` out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> f = lambda b: ((b - 0.45) ** 2).sum(axis=-1)
+    >>> s = mc.RebarSurrogate(f, lambda y: 2 * (y - 0.45))
+    >>> losses = mc.relax.train_surrogate(f, mc.Bernoulli(probs=np.full(2, 0.3)), s, steps=5, rng=0)
+    >>> losses.shape, bool(np.isfinite(losses).all())
+    ((5,), True)
+    """
     E.check_distribution(dist)
     rx = _Relax(dist)
     f = E.check_callable("f", f)
@@ -452,7 +767,7 @@ def train_surrogate(f, dist, surrogate, *, steps=100, batch=256, rng=None):
     return np.array(losses)
 
 
-def _check_surrogate(s):
+def _check_surrogate(s: Any) -> Any:
     for name in ("value", "grad", "step", "frozen"):
         if not callable(getattr(s, name, None)):
             raise TypeError("surrogate must be a NumpySurrogate, RebarSurrogate or "
@@ -460,9 +775,11 @@ def _check_surrogate(s):
                             f"{type(s).__name__}")
 
 
-def relax_grad(f, dist, n, *, surrogate, train_steps=1, train_batch=256, rng=None,
-               n_threads=None, chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
-               client=None) -> GradientEstimate:
+def relax_grad(f: Any, dist: Any, n: Any, *, surrogate: Any, train_steps: Any = 1,
+               train_batch: Any = 256, rng: Any = None,
+               n_threads: Any = None, chunk_size: Any = None, n_streams: Any = E.DEFAULT_STREAMS,
+               block_size: Any = None,
+               client: Any = None) -> GradientEstimate:
     """RELAX estimate of grad_theta E[f(b)], b ~ Bernoulli / Categorical.
 
     Parameters
@@ -525,12 +842,55 @@ def relax_grad(f, dist, n, *, surrogate, train_steps=1, train_batch=256, rng=Non
                                batch=est.batch)
 
 
-def tune_rebar(f, dist, *, grad_f, temperature=0.5, eta=1.0, steps=200, batch=256, lr=0.02,
-               rng=None):
+def tune_rebar(f: Any, dist: Any, *, grad_f: Any, temperature: Any = 0.5, eta: Any = 1.0,
+               steps: Any = 200, batch: Any = 256, lr: Any = 0.02,
+               rng: Any = None) -> Any:
     """REBAR's temperature and scale (eta) tuned by gradient descent on the
     estimator's variance (as in the REBAR paper): the RELAX training of a
     RebarSurrogate.  Returns {"temperature", "eta", "loss"} (the loss per
-    step: mean ``|g|^2`` over the batch)."""
+    step: mean ``|g|^2`` over the batch).
+
+    Parameters
+    ----------
+    f : callable
+        f of the (relaxed) draws, as in :func:`~mcscore.rebar_grad`.
+    dist : Bernoulli or Categorical
+        The distribution.
+    grad_f : callable
+        The gradient of f at relaxed points.
+    temperature, eta : float
+        The starting point (temperature > 0).
+    steps : int, default 200
+        Gradient steps (>= 1).
+    batch : int, default 256
+        Draws per step (>= 2).
+    lr : float, default 0.02
+        Adam's step size (> 0).
+    rng : None, int, SeedSequence or Generator
+        The randomness.
+
+    Returns
+    -------
+    dict
+        ``{"temperature": float, "eta": float, "loss": numpy.ndarray (steps,)}``.
+
+    Raises
+    ------
+    TypeError
+        ``f`` or ``grad_f`` not callable.
+    ValueError
+        Another family, or an argument outside its range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> f = lambda b: ((b - 0.45) ** 2).sum(axis=-1)
+    >>> tuned = mc.tune_rebar(f, mc.Bernoulli(probs=np.full(2, 0.3)), grad_f=lambda y: 2 * (y - 0.45),
+    ...                       steps=20, rng=0)
+    >>> sorted(tuned), tuned["loss"].shape
+    (['eta', 'loss', 'temperature'], (20,))
+    """
     rx = _Relax(dist)
     s = RebarSurrogate(f, grad_f, temperature=temperature, eta=eta, categorical=rx.cat, lr=lr)
     losses = train_surrogate(f, dist, s, steps=steps, batch=batch, rng=rng)

@@ -89,7 +89,32 @@ class _Relaxed:
 class RelaxedBernoulli(_Relaxed):
     """RelaxedBernoulli(temperature, probs=None, logits=None): the binary
     Concrete distribution on (0, 1),
-    z = sigmoid((logits + logistic noise) / temperature)."""
+    z = sigmoid((logits + logistic noise) / temperature).
+
+    Parameters
+    ----------
+    temperature : float
+        The relaxation's temperature (> 0, a scalar); draws approach the
+        discrete ones as it goes to 0.
+    probs : float or array_like, optional
+        P(1) of the underlying Bernoulli, in [0, 1].
+    logits : float or array_like, optional
+        The logits; give exactly one of ``probs`` and ``logits``.
+
+    Raises
+    ------
+    ValueError
+        A temperature that is not a positive scalar, both or neither of
+        ``probs`` and ``logits``, or a value outside its range.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.RelaxedBernoulli(0.5, probs=[0.2, 0.9])
+    >>> z = q.sample(4, rng=0)
+    >>> z.shape, bool(((z > 0) & (z < 1)).all())
+    ((4, 2), True)
+    """
 
     _base_cls = Bernoulli
     _mode = _vr.PREP_RELAXED_BERN
@@ -103,7 +128,33 @@ class RelaxedBernoulli(_Relaxed):
         return np.ravel(np.log(p) - np.log(q))
 
     def log_prob(self, x):
-        """Log density of each coordinate, shape ``(m, *batch_shape)``."""
+        """Log density of each coordinate, shape ``(m, *batch_shape)``.
+
+        Parameters
+        ----------
+        x : array_like, shape ``(m, *draw_shape)``
+            Relaxed draws (one draw without the leading axis is accepted).
+
+        Returns
+        -------
+        numpy.ndarray, shape ``(m, *batch_shape)``
+            -inf outside the support.
+
+        Raises
+        ------
+        ValueError
+            ``x`` of the wrong shape.
+        TypeError
+            ``x`` that is not real numbers.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.RelaxedBernoulli(1.0, probs=0.5)      # temperature 1, p = 1/2: the uniform density
+        >>> np.allclose(q.log_prob(np.array([0.3, 0.7])), 0.0)
+        True
+        """
         x = self._check(x)
         t = self.temperature
         p, q = self.base._pq()
@@ -120,7 +171,33 @@ class RelaxedBernoulli(_Relaxed):
 class RelaxedOneHotCategorical(_Relaxed):
     """RelaxedOneHotCategorical(temperature, probs=None, logits=None): the
     Concrete distribution on the simplex,
-    z = softmax((log pi + Gumbel noise) / temperature)."""
+    z = softmax((log pi + Gumbel noise) / temperature).
+
+    Parameters
+    ----------
+    temperature : float
+        The relaxation's temperature (> 0, a scalar); draws approach the
+        discrete ones as it goes to 0.
+    probs : float or array_like, optional
+        Non-negative weights of the K categories on the last axis.
+    logits : float or array_like, optional
+        The logits; give exactly one of ``probs`` and ``logits``.
+
+    Raises
+    ------
+    ValueError
+        A temperature that is not a positive scalar, both or neither of
+        ``probs`` and ``logits``, or a value outside its range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.RelaxedOneHotCategorical(0.5, probs=[0.2, 0.3, 0.5])
+    >>> z = q.sample(4, rng=0)
+    >>> z.shape, bool(np.allclose(z.sum(axis=-1), 1.0))
+    ((4, 3), True)
+    """
 
     _base_cls = Categorical
     _mode = _vr.PREP_RELAXED_CAT
@@ -134,7 +211,33 @@ class RelaxedOneHotCategorical(_Relaxed):
 
     def log_prob(self, x):
         """Log density on the simplex (w.r.t. Lebesgue measure on the first
-        K - 1 coordinates), shape ``(m, *batch_shape)``."""
+        K - 1 coordinates), shape ``(m, *batch_shape)``.
+
+        Parameters
+        ----------
+        x : array_like, shape ``(m, *draw_shape)``
+            Relaxed draws (one draw without the leading axis is accepted).
+
+        Returns
+        -------
+        numpy.ndarray, shape ``(m, *batch_shape)``
+            -inf outside the support.
+
+        Raises
+        ------
+        ValueError
+            ``x`` of the wrong shape.
+        TypeError
+            ``x`` that is not real numbers.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.RelaxedOneHotCategorical(1.0, probs=[0.5, 0.5])
+        >>> np.allclose(q.log_prob(np.array([[0.3, 0.7]])), 0.0)   # K = 2, t = 1: uniform on (0, 1)
+        True
+        """
         x = self._check(x)
         t = self.temperature
         kk = self.base.n_categories

@@ -24,6 +24,36 @@ def _fmt(a: ArrayLike) -> str:
 class GradientEstimate:
     """The result of a gradient estimator.
 
+    Built by the estimators (:func:`~mcscore.score_grad`,
+    :func:`~mcscore.pathwise_grad`, ...), not by hand.
+
+    Parameters
+    ----------
+    grad, stderr, variance : dict of str to array_like
+        The estimate, its standard errors and the per-draw variances, one
+        entry per parameter (see the attributes).
+    value, value_stderr : float or array_like
+        The estimate of E[f] and its standard error.
+    n : int
+        The draws used.
+    baseline : None, float, "loo" or "optimal", optional
+        The baseline the estimator used.
+    method : str, default "score"
+        The estimator's name.
+    value_variance : float or array_like, optional
+        The per-draw variance of f (default ``value_stderr**2 * n``).
+    info : mapping, optional
+        Diagnostics (streams, block size, thread count, ...).
+    cov : array_like or None, optional
+        The (P, P) covariance, when the estimator computed it directly.
+    batch : object, optional
+        The engine's per-stream means, from which ``cov`` is computed on demand.
+
+    Raises
+    ------
+    TypeError
+        ``value`` or ``n`` that is not a number.
+
     Attributes
     ----------
     grad : dict[str, ndarray]
@@ -143,7 +173,21 @@ class GradientEstimate:
         """Names of the P coordinates of the flattened gradient, in the
         order of ``cov``'s rows: each parameter of ``grad`` in key order,
         raveled in C order (``"loc"`` for a scalar, ``"scale[2]"``,
-        ``"logits[1, 0]"``)."""
+        ``"logits[1, 0]"``).
+
+        Returns
+        -------
+        list of str
+            P names.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> res = mc.score_grad(lambda x: x.sum(axis=-1), mc.Normal(np.zeros(2), 1.0), 1000, rng=0)
+        >>> res.coordinates()
+        ['loc[0]', 'loc[1]', 'scale']
+        """
         out: list[str] = []
         for k, g in self.grad.items():
             g = np.asarray(g)
@@ -311,6 +355,25 @@ class GradientEstimate:
     def z_scores(self, exact: Mapping[str, ArrayLike]) -> dict[str, Any]:
         """(estimate - exact) / stderr for each parameter in ``exact``.
 
+        Parameters
+        ----------
+        exact : mapping of str to array_like
+            Exact gradients for some or all parameters, each broadcastable to
+            the parameter's shape.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray or float
+            The z-score of each parameter given (an absolute value above 5
+            is a red flag).
+
+        Raises
+        ------
+        KeyError
+            A name in ``exact`` that is not a parameter of ``grad``.
+        ValueError
+            An exact value that does not broadcast to the parameter's shape.
+
         Examples
         --------
         >>> import mcscore as mc
@@ -324,6 +387,21 @@ class GradientEstimate:
     def confidence_interval(self, level: float = 0.95) -> dict[str, tuple[Any, Any]]:
         """Normal-approximation intervals {name: (low, high)}; ``level`` in
         (0, 1).
+
+        Parameters
+        ----------
+        level : float, default 0.95
+            The coverage, in (0, 1).
+
+        Returns
+        -------
+        dict of str to tuple
+            ``{name: (low, high)}``, each shaped like the parameter.
+
+        Raises
+        ------
+        ValueError
+            ``level`` not a number in (0, 1).
 
         Examples
         --------
@@ -366,7 +444,32 @@ def terms_cov(y: ArrayLike) -> NDArray[np.float64]:
 class LinearEstimate:
     """A linear map ``J @ grad`` of a gradient estimate: ``estimate``,
     ``stderr`` (scalars for one functional, (k,) arrays otherwise) and
-    ``cov`` ((k, k), always 2-d)."""
+    ``cov`` ((k, k), always 2-d).
+
+    Parameters
+    ----------
+    estimate : float or numpy.ndarray
+        ``J @ grad``.
+    stderr : float or numpy.ndarray
+        Its standard error(s).
+    cov : numpy.ndarray, shape (k, k)
+        The estimated covariance of ``J @ grad``.
+
+    Raises
+    ------
+    TypeError
+        A missing argument (the values are not checked: estimators and
+        :meth:`GradientEstimate.linear` build it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> res = mc.score_grad(lambda x: x.sum(axis=-1), mc.Normal(np.zeros(2), np.ones(2)), 10_000, rng=0)
+    >>> est, se = res.linear({"loc": [1.0, 1.0]})          # d E / d loc0 + d E / d loc1 = 2
+    >>> bool(abs(est - 2.0) < 5 * se)
+    True
+    """
 
     def __init__(self, estimate: Real, stderr: Real, cov: NDArray[np.float64]) -> None:
         self.estimate = estimate

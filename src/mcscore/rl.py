@@ -115,6 +115,20 @@ def returns_to_go(rewards, gamma=1.0, mask=None):
     Returns
     -------
     ndarray like rewards (float64)
+
+    Raises
+    ------
+    ValueError
+        Rewards without a time axis or not finite, ``gamma`` outside [0, 1],
+        a mask of another shape.
+    FloatingPointError
+        Returns beyond the range of a double.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> mc.rl.returns_to_go([[1.0, 1.0, 1.0]], gamma=0.5)
+    array([[1.75, 1.5 , 1.  ]])
     """
     r = V.as_real_array("rewards", rewards)
     if r.ndim < 1:
@@ -187,6 +201,20 @@ class SoftmaxPolicy:
     >>> a = pol.sample(s, np.random.default_rng(0))
     >>> a.shape, pol.score(s, a)["theta"].shape
     ((5,), (5, 4, 2))
+
+    Parameters
+    ----------
+    n_features : int
+        F, the length of a state's feature vector (>= 1).
+    n_actions : int
+        The number of actions (>= 2).
+    theta : array_like, shape (n_features, n_actions), optional
+        The initial parameters (finite; default zeros).
+
+    Raises
+    ------
+    ValueError
+        Counts out of range, or ``theta`` of the wrong shape or not finite.
     """
 
     def __init__(self, n_features, n_actions, theta=None):
@@ -199,12 +227,65 @@ class SoftmaxPolicy:
         self.params = {"theta": V.check("theta", theta, "real").copy()}
 
     def with_params(self, params):
-        """A copy with new parameters."""
+        """A copy with new parameters.
+
+        Parameters
+        ----------
+        params : dict
+            ``{"theta": array (n_features, n_actions)}``.
+
+        Returns
+        -------
+        SoftmaxPolicy
+            A new policy; this one is unchanged.
+
+        Raises
+        ------
+        ValueError
+            ``theta`` of the wrong shape or not finite.
+        KeyError
+            ``params`` without ``"theta"``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> pol = mc.rl.SoftmaxPolicy(n_features=3, n_actions=2)
+        >>> s = np.ones((4, 3))
+        >>> pol2 = pol.with_params({"theta": np.ones((3, 2))})
+        >>> float(pol.params["theta"].sum()), float(pol2.params["theta"].sum())
+        (0.0, 6.0)
+        """
         return SoftmaxPolicy(self.n_features, self.n_actions, params["theta"])
 
     def distribution(self, features):
         """The action distribution: an mcscore Categorical with batch shape
-        features.shape[:-1]."""
+        features.shape[:-1].
+
+        Parameters
+        ----------
+        features : array_like, shape ``(*batch, n_features)``
+            The states' features.
+
+        Returns
+        -------
+        Categorical
+            With batch shape ``features.shape[:-1]``.
+
+        Raises
+        ------
+        ValueError
+            Features of the wrong length or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> pol = mc.rl.SoftmaxPolicy(n_features=3, n_actions=2)
+        >>> s = np.ones((4, 3))
+        >>> pol.distribution(s).probs[0].tolist()            # theta = 0: uniform
+        [0.5, 0.5]
+        """
         phi = _features(features, self.n_features)
         return Categorical(logits=phi @ self.params["theta"])
 
@@ -212,7 +293,33 @@ class SoftmaxPolicy:
         """Actions, shape features.shape[:-1]: the draws of
         ``self.distribution(features).sample(1, rng)[0]``, bit for bit (one
         uniform per state, in order, through the same alias tables), by
-        NumPy on every state at once."""
+        NumPy on every state at once.
+
+        Parameters
+        ----------
+        features : array_like, shape ``(*batch, n_features)``
+            The states' features.
+        rng : None, int, SeedSequence or Generator
+            The randomness (SPEC 7).
+
+        Returns
+        -------
+        numpy.ndarray of int64, shape ``features.shape[:-1]``
+
+        Raises
+        ------
+        ValueError
+            Features of the wrong length or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> pol = mc.rl.SoftmaxPolicy(n_features=3, n_actions=2)
+        >>> s = np.ones((4, 3))
+        >>> pol.sample(s, rng=0).shape
+        (4,)
+        """
         phi = _features(features, self.n_features)
         probs = _softmax_probs(phi @ self.params["theta"])
         return _alias_draw(probs, V.as_generator(rng))
@@ -221,7 +328,35 @@ class SoftmaxPolicy:
         """Per-step scores ``{"theta": (*batch, n_features, n_actions)}``: the
         Categorical score w.r.t. the logits (one-hot action minus the
         probabilities, as the core's ``Categorical.score``), times the
-        features."""
+        features.
+
+        Parameters
+        ----------
+        features : array_like, shape ``(*batch, n_features)``
+            The states' features.
+        actions : array_like of int, shape ``features.shape[:-1]``
+            Actions in ``0..n_actions-1``.
+
+        Returns
+        -------
+        dict
+            ``{"theta": array (*batch, n_features, n_actions)}``.
+
+        Raises
+        ------
+        ValueError
+            Actions of the wrong shape or not integers in range.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> pol = mc.rl.SoftmaxPolicy(n_features=3, n_actions=2)
+        >>> s = np.ones((4, 3))
+        >>> g = pol.score(s, np.zeros(4, dtype=int))["theta"]
+        >>> g[0].tolist()                                    # phi (onehot(a) - p)
+        [[0.5, -0.5], [0.5, -0.5], [0.5, -0.5]]
+        """
         phi = _features(features, self.n_features)
         V.reject_masked("actions", actions)
         a = np.asarray(actions)
@@ -243,7 +378,34 @@ class SoftmaxPolicy:
     def entropy(self, features):
         """(H, dH): the entropy of the action distribution at each state,
         shape features.shape[:-1], and its gradient ``{"theta": (*batch,
-        n_features, n_actions)}`` (dH/dlogit_k = -p_k (log p_k + H))."""
+        n_features, n_actions)}`` (dH/dlogit_k = -p_k (log p_k + H)).
+
+        Parameters
+        ----------
+        features : array_like, shape ``(*batch, n_features)``
+            The states' features.
+
+        Returns
+        -------
+        tuple
+            ``(H, dH)``: H of shape ``features.shape[:-1]``, dH a dict like
+            :meth:`score`'s.
+
+        Raises
+        ------
+        ValueError
+            Features of the wrong length or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> pol = mc.rl.SoftmaxPolicy(n_features=3, n_actions=2)
+        >>> s = np.ones((4, 3))
+        >>> H, dH = pol.entropy(s)
+        >>> bool(np.allclose(H, np.log(2))), dH["theta"].shape
+        (True, (4, 3, 2))
+        """
         phi = _features(features, self.n_features)
         z = phi @ self.params["theta"]
         lp = z - np.logaddexp.reduce(z, axis=-1, keepdims=True)
@@ -298,6 +460,32 @@ class GaussianPolicy:
     """a ~ Normal(phi(s) @ w, exp(log_std)), actions of dimension n_actions.
 
     ``params = {"w": (n_features, n_actions), "log_std": (n_actions,)}``.
+
+    Parameters
+    ----------
+    n_features : int
+        F (>= 1).
+    n_actions : int, default 1
+        The action dimension (>= 1).
+    w : array_like, shape (n_features, n_actions), optional
+        The mean's weights (finite; default zeros).
+    log_std : float or array_like, shape (n_actions,), optional
+        log standard deviations in [-230, 230] (default 0).
+
+    Raises
+    ------
+    ValueError
+        Counts out of range, ``w`` or ``log_std`` of the wrong shape, not
+        finite or out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> pol = mc.rl.GaussianPolicy(n_features=3, n_actions=2, log_std=-1.0)
+    >>> s = np.ones((4, 3))
+    >>> pol.sample(s, rng=0).shape, pol.score(s, np.zeros((4, 2)))["w"].shape
+    ((4, 2), (4, 3, 2))
     """
 
     def __init__(self, n_features, n_actions=1, w=None, log_std=None):
@@ -320,10 +508,64 @@ class GaussianPolicy:
                        "log_std": V.check("log_std", ls, "real").copy()}
 
     def with_params(self, params):
+        """A new policy with the given parameters.
+
+        Parameters
+        ----------
+        params : dict
+            ``{"w": (n_features, n_actions), "log_std": (n_actions,)}``.
+
+        Returns
+        -------
+        GaussianPolicy
+            A new policy; this one is unchanged.
+
+        Raises
+        ------
+        ValueError
+            Arrays of the wrong shape, not finite or out of range.
+        KeyError
+            A missing key.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> pol = mc.rl.GaussianPolicy(n_features=3, n_actions=2, log_std=-1.0)
+        >>> s = np.ones((4, 3))
+        >>> pol.with_params({"w": np.ones((3, 2)), "log_std": [0.0, 0.0]}).params["w"].sum()
+        np.float64(6.0)
+        """
         return GaussianPolicy(self.n_features, self.n_actions, params["w"], params["log_std"])
 
     def distribution(self, features):
-        """An mcscore Normal with batch shape features.shape[:-1] + (n_actions,)."""
+        """An mcscore Normal with batch shape features.shape[:-1] + (n_actions,).
+
+        Parameters
+        ----------
+        features : array_like, shape ``(*batch, n_features)``
+            The states' features.
+
+        Returns
+        -------
+        Normal
+            With batch shape ``features.shape[:-1] + (n_actions,)``.
+
+        Raises
+        ------
+        ValueError
+            Features of the wrong length or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> pol = mc.rl.GaussianPolicy(n_features=3, n_actions=2, log_std=-1.0)
+        >>> s = np.ones((4, 3))
+        >>> d = pol.distribution(s)
+        >>> d.batch_shape, bool(np.allclose(d.scale, np.exp(-1.0)))
+        ((4, 2), True)
+        """
         phi = _features(features, self.n_features)
         mean = phi @ self.params["w"]
         return Normal(mean, np.broadcast_to(np.exp(self.params["log_std"]), mean.shape))
@@ -332,12 +574,66 @@ class GaussianPolicy:
         """Actions, shape features.shape[:-1] + (n_actions,): the draws of
         ``self.distribution(features).sample(1, rng)[0]``, bit for bit (a
         standard normal z per state and action, in order, and mean + std *
-        z), without building the distribution's kernel."""
+        z), without building the distribution's kernel.
+
+        Parameters
+        ----------
+        features : array_like, shape ``(*batch, n_features)``
+            The states' features.
+        rng : None, int, SeedSequence or Generator
+            The randomness (SPEC 7).
+
+        Returns
+        -------
+        numpy.ndarray, shape ``features.shape[:-1] + (n_actions,)``
+
+        Raises
+        ------
+        ValueError
+            Features of the wrong length or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> pol = mc.rl.GaussianPolicy(n_features=3, n_actions=2, log_std=-1.0)
+        >>> s = np.ones((4, 3))
+        >>> pol.sample(s, rng=0).shape
+        (4, 2)
+        """
         return _normal_draw(self.distribution(features), V.as_generator(rng))
 
     def score(self, features, actions):
         """Per-step scores ``{"w": (*batch, n_features, n_actions),
-        "log_std": (*batch, n_actions)}`` from the core's Normal score."""
+        "log_std": (*batch, n_actions)}`` from the core's Normal score.
+
+        Parameters
+        ----------
+        features : array_like, shape ``(*batch, n_features)``
+            The states' features.
+        actions : array_like, shape ``features.shape[:-1] + (n_actions,)``
+            Finite actions.
+
+        Returns
+        -------
+        dict
+            ``{"w": (*batch, n_features, n_actions), "log_std": (*batch, n_actions)}``.
+
+        Raises
+        ------
+        ValueError
+            Actions of the wrong shape or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> pol = mc.rl.GaussianPolicy(n_features=3, n_actions=2, log_std=-1.0)
+        >>> s = np.ones((4, 3))
+        >>> sc = pol.score(s, np.zeros((4, 2)))              # actions at the mean
+        >>> bool(np.allclose(sc["w"], 0.0)), bool(np.allclose(sc["log_std"], -1.0))
+        (True, True)
+        """
         phi = _features(features, self.n_features)
         d = self.distribution(phi)
         a = V.as_real_array("actions", actions)
@@ -351,7 +647,34 @@ class GaussianPolicy:
 
     def entropy(self, features):
         """(H, dH): the entropy sum_k (log_std_k + log(2 pi e) / 2) at each
-        state, and its gradient (w: 0, log_std: 1)."""
+        state, and its gradient (w: 0, log_std: 1).
+
+        Parameters
+        ----------
+        features : array_like, shape ``(*batch, n_features)``
+            The states' features.
+
+        Returns
+        -------
+        tuple
+            ``(H, dH)``: H of shape ``features.shape[:-1]``, dH a dict like
+            :meth:`score`'s.
+
+        Raises
+        ------
+        ValueError
+            Features of the wrong length.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> pol = mc.rl.GaussianPolicy(n_features=3, n_actions=2, log_std=-1.0)
+        >>> s = np.ones((4, 3))
+        >>> H, dH = pol.entropy(s)
+        >>> bool(np.allclose(H, 2 * (-1.0 + 0.5 * np.log(2 * np.pi * np.e)))), dH["log_std"].shape
+        (True, (4, 2))
+        """
         phi = _features(features, self.n_features)
         batch = phi.shape[:-1]
         ls = self.params["log_std"]
@@ -404,6 +727,22 @@ def value_baseline(features, returns, mask=None, *, ridge=1e-10, history=None):
     Returns
     -------
     ndarray (E, T): the baselines (0 after an episode ended).
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not match, or non-finite values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> rng = np.random.default_rng(0)
+    >>> features = rng.normal(size=(8, 5, 2))
+    >>> G = features[..., 0] + 1.0                       # a value linear in the state
+    >>> b = mc.rl.value_baseline(features, G)
+    >>> b.shape, bool(np.allclose(b, G, atol=1e-6))
+    ((8, 5), True)
     """
     phi = V.check("features", V.as_real_array("features", features), "real")
     G = V.check("returns", V.as_real_array("returns", returns), "real")
@@ -442,6 +781,26 @@ class LinearValue:
     regression accumulated over batches, each earlier batch's weight
     multiplied by ``decay`` per batch (so the fit follows a changing
     policy).  :func:`reinforce` keeps one for ``baseline="value"`` and GAE.
+
+    Parameters
+    ----------
+    decay : float, default 0.8
+        The weight of the past per batch, in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        ``decay`` outside [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> h = mc.rl.LinearValue(decay=0.5)
+    >>> h.update(np.eye(2), np.ones(2))
+    >>> h.update(np.eye(2), np.ones(2))
+    >>> h.sums(2)[0].tolist()
+    [[1.5, 0.0], [0.0, 1.5]]
     """
 
     def __init__(self, decay=0.8):
@@ -449,11 +808,62 @@ class LinearValue:
         self.A = self.c = None
 
     def sums(self, P):
+        """The accumulated normal equations ``(A, c)`` for P regressors (zeros
+        when none, or when the number of regressors changed).
+
+        Parameters
+        ----------
+        P : int
+            The number of regressors.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(A (P, P), c (P,))``.
+
+        Raises
+        ------
+        TypeError
+            ``P`` not an integer.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> A, c = mc.rl.LinearValue().sums(2)
+        >>> A.tolist(), c.tolist()
+        ([[0.0, 0.0], [0.0, 0.0]], [0.0, 0.0])
+        """
         if self.A is None or self.A.shape[0] != P:
             return np.zeros((P, P)), np.zeros(P)
         return self.A, self.c
 
     def update(self, A, c):
+        """Fold one batch's normal equations in (the earlier ones weighted by
+        ``decay``).
+
+        Parameters
+        ----------
+        A : numpy.ndarray, shape (P, P)
+        c : numpy.ndarray, shape (P,)
+
+        Returns
+        -------
+        None
+
+        Raises
+        ------
+        AttributeError
+            Arguments that are not arrays.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> h = mc.rl.LinearValue(decay=0.0)
+        >>> h.update(np.eye(1), np.ones(1))
+        >>> h.sums(1)[1].tolist()
+        [1.0]
+        """
         if self.A is None or self.A.shape != A.shape:
             self.A, self.c = A.copy(), c.copy()
         else:
@@ -481,6 +891,22 @@ def gae(rewards, values, mask=None, *, gamma=1.0, lam=0.95):
     Returns
     -------
     ndarray (E, T)
+
+    Raises
+    ------
+    ValueError
+        Arrays of different shapes or not 2-d, ``gamma`` or ``lam`` outside
+        [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> r = np.array([[1.0, 1.0, 1.0]])
+    >>> v = np.array([[0.5, 0.5, 0.5]])
+    >>> A = mc.rl.gae(r, v, lam=1.0)                     # lam = 1: G_t - V_t
+    >>> bool(np.allclose(A, mc.rl.returns_to_go(r) - v))
+    True
     """
     r = V.as_real_array("rewards", rewards)
     v = V.as_real_array("values", values)
@@ -601,6 +1027,23 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo", features=None
     GradientEstimate
         ``grad`` / ``stderr`` per parameter (episodes are the independent
         draws: ``n`` = E); ``value`` = mean return of the episodes.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 episodes, shapes that do not match, non-finite returns,
+        or a baseline that does not fit the returns' shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> env, pol = mc.rl.Reach1D(max_steps=5), mc.rl.GaussianPolicy(n_features=2)
+    >>> tr = mc.rl.rollout(env, pol, 50, rng=0)
+    >>> G = mc.rl.returns_to_go(tr.rewards, mask=tr.mask)
+    >>> res = mc.rl.policy_gradient(pol.score(tr.features, tr.actions), G, mask=tr.mask)
+    >>> sorted(res.grad), res.n
+    (['log_std', 'w'], 50)
     """
     if not (_is_array_baseline(baseline) or (isinstance(baseline, str) and baseline == "value")):
         baseline = check_baseline(baseline)
@@ -709,6 +1152,41 @@ class TorchPolicy:
       ``with_params`` writes new values into the module *in place* (no
       grad) and returns this adapter, so :func:`reinforce` trains the
       module itself with mcscore's Adam.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Features ``(M, F)`` -> ``(M, n_actions)`` (logits or means).
+    kind : {"categorical", "gaussian"}, default "categorical"
+        The action distribution.
+    n_actions : int, optional
+        Checked against the module's outputs (>= 1); for ``"gaussian"`` the
+        action dimension (default 1).
+    log_std : float or array_like, default 0.0
+        The initial log standard deviation (``"gaussian"``).
+    chunk : int, default 4096
+        Steps per vectorised autograd call (>= 1).
+
+    Raises
+    ------
+    ImportError
+        Without PyTorch (``pip install "mcscore[torch]"``).
+    TypeError
+        ``module`` not a ``torch.nn.Module``.
+    ValueError
+        An unknown ``kind``, a module without parameters, counts out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pytest
+    >>> torch = pytest.importorskip("torch")
+    >>> import mcscore as mc
+    >>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))
+    >>> sorted(pol.params)
+    ['bias', 'weight']
+    >>> pol.score(np.ones((3, 5)), np.array([0, 1, 0]))["weight"].shape
+    (3, 2, 5)
     """
 
     def __init__(self, module, kind="categorical", *, n_actions=None, log_std=0.0, chunk=4096):
@@ -756,6 +1234,37 @@ class TorchPolicy:
         return out
 
     def with_params(self, params):
+        """Write new parameter values into the module in place (no grad).
+
+        Parameters
+        ----------
+        params : dict of str to array_like
+            A value per name of ``params`` (the module's named parameters, and
+            ``"log_std"`` for ``"gaussian"``).
+
+        Returns
+        -------
+        TorchPolicy
+            This adapter (the module is updated).
+
+        Raises
+        ------
+        ValueError
+            A value of the wrong shape.
+        KeyError
+            A missing name.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc
+        >>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))
+        >>> p = {k: np.zeros_like(v) for k, v in pol.params.items()}
+        >>> float(abs(pol.with_params(p).params["weight"]).sum())
+        0.0
+        """
         torch = self._torch
         with torch.no_grad():
             for k, p in self.module.named_parameters():
@@ -771,7 +1280,35 @@ class TorchPolicy:
 
     def distribution(self, features):
         """The action distribution at each state (an mcscore Categorical or
-        Normal with batch shape features.shape[:-1])."""
+        Normal with batch shape features.shape[:-1]).
+
+        Parameters
+        ----------
+        features : array_like, shape ``(*batch, F)``
+            The states' features.
+
+        Returns
+        -------
+        Categorical or Normal
+            With batch shape ``features.shape[:-1]`` (and the action axis for
+            ``"gaussian"``).
+
+        Raises
+        ------
+        ValueError
+            Non-finite features, or a module returning another number of outputs
+            than ``n_actions``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc
+        >>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 3, dtype=torch.float64))
+        >>> pol.distribution(np.ones((4, 5))).batch_shape
+        (4,)
+        """
         _, out = self._outputs(features)
         if self.kind == "categorical":
             return Categorical(logits=out)
@@ -780,7 +1317,33 @@ class TorchPolicy:
 
     def sample(self, features, rng=None):
         """The draws of ``self.distribution(features).sample(1, rng)[0]``,
-        bit for bit, without building the distribution's kernel."""
+        bit for bit, without building the distribution's kernel.
+
+        Parameters
+        ----------
+        features : array_like, shape ``(*batch, F)``
+        rng : None, int, SeedSequence or Generator
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``features.shape[:-1]`` (categorical) or with the action axis.
+
+        Raises
+        ------
+        ValueError
+            Non-finite features.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc
+        >>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))
+        >>> pol.sample(np.ones((4, 5)), rng=0).shape
+        (4,)
+        """
         d, gen = self.distribution(features), V.as_generator(rng)
         return _alias_draw(d.probs, gen) if self.kind == "categorical" else _normal_draw(d, gen)
 
@@ -855,12 +1418,67 @@ class TorchPolicy:
         return batch, self._tensor(flat), self._tensor(a)
 
     def score(self, features, actions):
+        """Per-step scores by torch autograd.
+
+        Parameters
+        ----------
+        features : array_like, shape ``(*batch, F)``
+        actions : array_like
+            Shape ``features.shape[:-1]`` (categorical) or with the action axis.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{name: (*batch, *param_shape)}``.
+
+        Raises
+        ------
+        ValueError
+            Shapes that do not match, or actions out of range.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc
+        >>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))
+        >>> pol.score(np.ones((4, 5)), np.zeros(4, dtype=int))["bias"].shape
+        (4, 2)
+        """
         batch, phi, a = self._rows(features, actions)
         theta, logp, _ = self._functional()
         return self._vmapped(lambda th, p, x: logp(th, p[None], x[None])[0], theta, batch,
                              phi, a)
 
     def entropy(self, features):
+        """The entropy at each state and its gradient.
+
+        Parameters
+        ----------
+        features : array_like, shape ``(*batch, F)``
+
+        Returns
+        -------
+        tuple
+            ``(H (*batch,), {name: (*batch, *param_shape)})``.
+
+        Raises
+        ------
+        ValueError
+            Non-finite features.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc
+        >>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))
+        >>> H, dH = pol.entropy(np.ones((4, 5)))
+        >>> H.shape, dH["weight"].shape
+        ((4,), (4, 2, 5))
+        """
         phi = V.check("features", V.as_real_array("features", features), "real")
         batch = phi.shape[:-1]
         h = _entropy_of(self.distribution(phi))
@@ -875,7 +1493,39 @@ class TorchPolicy:
         pi(a_t | s_t) (+ entropy_weights[e, t] H(pi(. | s_t))): one
         vectorised autograd pass over the episodes instead of a score per
         step.  features (E, T, F), actions (E, T[, n_actions]), weights
-        (E, T); returns ``{name: (E, *param_shape)}``."""
+        (E, T); returns ``{name: (E, *param_shape)}``.
+
+        Parameters
+        ----------
+        features : array_like, shape (E, T, F)
+        actions : array_like, shape (E, T) or (E, T, n_actions)
+        weights : array_like, shape (E, T)
+            The weight of each step's log-probability (returns-to-go or
+            advantages, 0 after an episode ended).
+        entropy_weights : array_like, shape (E, T), optional
+            The weight of each step's entropy (an entropy bonus).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{name: (E, *param_shape)}``.
+
+        Raises
+        ------
+        ValueError
+            Arrays whose shapes do not match.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc
+        >>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))
+        >>> g = pol.episode_grads(np.ones((3, 4, 5)), np.zeros((3, 4), dtype=int), np.ones((3, 4)))
+        >>> g["weight"].shape
+        (3, 2, 5)
+        """
         torch = self._torch
         phi = V.as_real_array("features", features)
         E, T = phi.shape[:2]
@@ -906,7 +1556,29 @@ def _entropy_of(d):
 # ---------------------------------------------------------------------------
 
 def _state_and_one(states):
-    """Policy features of the built-in environments: the state and a constant 1."""
+    """Policy features of the built-in environments: the state and a constant 1.
+
+    Parameters
+    ----------
+    states : numpy.ndarray, shape (n, d)
+        States.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, d + 1)
+
+    Raises
+    ------
+    ValueError
+        A scalar ``states``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> mc.rl.CartPole.features(np.zeros((1, 4)))
+    array([[0., 0., 0., 0., 1.]])
+    """
     out = np.ones(states.shape[:-1] + (states.shape[-1] + 1,))
     out[..., :-1] = states
     return out
@@ -926,6 +1598,25 @@ class CartPole:
     makes it stochastic: the applied force is ``force * (1 + force_noise *
     N(0, 1))``, drawn from the ``rng`` that :func:`rollout` passes to
     ``step`` (0, the default, is the deterministic classic task).
+
+    Parameters
+    ----------
+    max_steps : int, default 200
+        The horizon (>= 1).
+    force_noise : float, default 0.0
+        The relative standard deviation of the applied force (>= 0).
+
+    Raises
+    ------
+    ValueError
+        ``max_steps`` < 1 or a negative ``force_noise``.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> tr = mc.rl.rollout(mc.rl.CartPole(), mc.rl.SoftmaxPolicy(5, 2), 10, rng=0)
+    >>> tr.features.shape, bool((tr.lengths >= 1).all())
+    ((10, 200, 5), True)
     """
 
     n_actions = 2
@@ -939,14 +1630,66 @@ class CartPole:
         self.x_limit, self.theta_limit = 2.4, 12 * 2 * math.pi / 360
 
     def reset(self, n, rng=None):
-        """Initial states of n episodes, uniform in [-0.05, 0.05]^4."""
+        """Initial states of n episodes, uniform in [-0.05, 0.05]^4.
+
+        Parameters
+        ----------
+        n : int
+            The number of episodes (>= 1).
+        rng : None, int, SeedSequence or Generator
+            The randomness.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, 4)
+
+        Raises
+        ------
+        ValueError
+            ``n`` < 1.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.rl.CartPole().reset(3, rng=0).shape
+        (3, 4)
+        """
         return V.as_generator(rng).uniform(-0.05, 0.05, size=(V.integer("n", n, minimum=1), 4))
 
     features = staticmethod(_state_and_one)
 
     def step(self, states, actions, rng=None):
         """(next states, rewards, done) for a batch; ``rng`` draws the force
-        noise (needed only when ``force_noise`` > 0)."""
+        noise (needed only when ``force_noise`` > 0).
+
+        Parameters
+        ----------
+        states : numpy.ndarray, shape (n, 4)
+            The current states.
+        actions : array_like of int, shape (n,)
+            0 or 1.
+        rng : None, int, SeedSequence or Generator
+            Draws the force noise.
+
+        Returns
+        -------
+        tuple
+            ``(states (n, 4), rewards (n,), done (n,) bool)``.
+
+        Raises
+        ------
+        ValueError
+            ``states`` not of shape (n, 4).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> env = mc.rl.CartPole()
+        >>> s, r, done = env.step(env.reset(2, rng=0), np.array([0, 1]))
+        >>> s.shape, r.tolist(), done.tolist()
+        ((2, 4), [1.0, 1.0], [False, False])
+        """
         x, xd, th, thd = states.T
         f = np.where(np.asarray(actions) == 1, self.force, -self.force)
         if self.force_noise > 0:
@@ -980,6 +1723,31 @@ class Reach1D:
     [-max_action, max_action]); x <- x + dt * a (+ noise * sqrt(dt) * N(0, 1)
     when ``noise`` > 0, from the rng passed to ``step``); reward -(x^2 + c
     a^2) per step; ``max_steps`` steps, no early end.  Features (x, 1).
+
+    Parameters
+    ----------
+    max_steps : int, default 20
+        The horizon (>= 1).
+    dt : float, default 0.2
+        The time step (> 0).
+    action_cost : float, default 0.01
+        c, the weight of a^2 in the cost (>= 0).
+    max_action : float, default 5.0
+        The clip of the actions (> 0).
+    noise : float, default 0.0
+        The diffusion coefficient (>= 0).
+
+    Raises
+    ------
+    ValueError
+        An argument outside its range.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> tr = mc.rl.rollout(mc.rl.Reach1D(max_steps=5), mc.rl.GaussianPolicy(2), 4, rng=0)
+    >>> tr.rewards.shape, bool((tr.rewards <= 0).all())
+    ((4, 5), True)
     """
 
     n_features = 2
@@ -992,12 +1760,64 @@ class Reach1D:
         self.noise = V.scalar("noise", noise, "nonnegative")
 
     def reset(self, n, rng=None):
-        """Initial positions of n episodes, shape (n, 1)."""
+        """Initial positions of n episodes, shape (n, 1).
+
+        Parameters
+        ----------
+        n : int
+            The number of episodes (>= 1).
+        rng : None, int, SeedSequence or Generator
+            The randomness.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, 1)
+
+        Raises
+        ------
+        ValueError
+            ``n`` < 1.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> x = mc.rl.Reach1D().reset(3, rng=0)
+        >>> x.shape, bool((abs(x) <= 1).all())
+        ((3, 1), True)
+        """
         return V.as_generator(rng).uniform(-1.0, 1.0, size=(V.integer("n", n, minimum=1), 1))
 
     features = staticmethod(_state_and_one)
 
     def step(self, states, actions, rng=None):
+        """Advance a batch of states by one step.
+
+        Parameters
+        ----------
+        states : numpy.ndarray, shape (n, 1)
+        actions : array_like, n actions
+            Clipped to [-max_action, max_action].
+        rng : None, int, SeedSequence or Generator
+            Draws the noise (when ``noise`` > 0).
+
+        Returns
+        -------
+        tuple
+            ``(states (n, 1), rewards (n,), done (n,) bool)``; done is always False.
+
+        Raises
+        ------
+        ValueError
+            Actions that do not reshape to the states' shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> s, r, done = mc.rl.Reach1D(dt=0.5).step(np.array([[1.0]]), np.array([-2.0]))
+        >>> s.tolist(), r.tolist()
+        ([[0.0]], [-0.04])
+        """
         a = np.clip(np.asarray(actions, dtype=float).reshape(states.shape), -self.max_action,
                     self.max_action)
         new = states + self.dt * a
@@ -1031,6 +1851,32 @@ class GymEnv:
     features : callable, optional
         ``features(observations (n, ...))`` -> (n, F); default the flattened
         observation and a constant 1.
+
+    Raises
+    ------
+    TypeError
+        ``make`` not callable (nor a str), an environment without ``reset``
+        and ``step``, or ``features`` not callable.
+    ImportError
+        A Gymnasium id without gymnasium installed.
+    ValueError
+        No ``max_steps`` and no ``spec.max_episode_steps``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> class Coin:                                       # the Gymnasium API, without gymnasium
+    ...     def reset(self, seed=None):
+    ...         self.t = 0
+    ...         return np.zeros(1), {}
+    ...     def step(self, action):
+    ...         self.t += 1
+    ...         return np.zeros(1), float(action), self.t >= 3, False, {}
+    >>> env = mc.rl.GymEnv(Coin, max_steps=3)
+    >>> tr = mc.rl.rollout(env, mc.rl.SoftmaxPolicy(env.n_features, 2), 4, rng=0)
+    >>> tr.rewards.shape, tr.lengths.tolist()
+    ((4, 3), [3, 3, 3, 3])
     """
 
     def __init__(self, make, *, max_steps=None, features=None):
@@ -1068,12 +1914,70 @@ class GymEnv:
         self._done = np.zeros(0, dtype=bool)
 
     def features(self, states):
+        """The policy features of a batch of observations.
+
+        Parameters
+        ----------
+        states : array_like, shape ``(n, *observation_shape)``
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, F)
+            ``features(states)``, default the flattened observation and a 1.
+
+        Raises
+        ------
+        ValueError
+            Observations that do not convert to floats.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> class Still:
+        ...     def reset(self, seed=None):
+        ...         return np.zeros(2), {}
+        ...     def step(self, action):
+        ...         return np.zeros(2), 0.0, True, False, {}
+        >>> mc.rl.GymEnv(Still, max_steps=1).features(np.ones((1, 2)))
+        array([[1., 1., 1.]])
+        """
         s = np.asarray(states, dtype=float)
         if self._features is not None:
             return np.asarray(self._features(s), dtype=float)
         return _state_and_one(s.reshape(len(s), -1))
 
     def reset(self, n, rng=None):
+        """Reset n copies of the environment, each seeded from ``rng``.
+
+        Parameters
+        ----------
+        n : int
+            The number of episodes (>= 1).
+        rng : None, int, SeedSequence or Generator
+            The randomness.
+
+        Returns
+        -------
+        numpy.ndarray, shape ``(n, *observation_shape)``
+
+        Raises
+        ------
+        ValueError
+            ``n`` < 1, or observations of another shape or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> class Still:
+        ...     def reset(self, seed=None):
+        ...         return np.zeros(2), {}
+        ...     def step(self, action):
+        ...         return np.zeros(2), 0.0, True, False, {}
+        >>> mc.rl.GymEnv(Still, max_steps=1).reset(3, rng=0).shape
+        (3, 2)
+        """
         n = V.integer("n", n, minimum=1)
         gen = V.as_generator(rng)
         while len(self._envs) < n:
@@ -1093,6 +1997,41 @@ class GymEnv:
             f"GymEnv: the environment returned a non-finite observation {o}")
 
     def step(self, states, actions, rng=None):
+        """Step every copy whose episode still runs.
+
+        Parameters
+        ----------
+        states : numpy.ndarray, shape ``(n, *observation_shape)``
+        actions : array_like, n actions
+        rng : None, optional
+            Unused (the copies were seeded at reset).
+
+        Returns
+        -------
+        tuple
+            ``(states, rewards (n,), done (n,) bool)``.
+
+        Raises
+        ------
+        ValueError
+            A number of states other than at the reset, or invalid observations.
+        TypeError
+            A reward that is not a number.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> class Still:
+        ...     def reset(self, seed=None):
+        ...         return np.zeros(2), {}
+        ...     def step(self, action):
+        ...         return np.zeros(2), 1.0, True, False, {}
+        >>> env = mc.rl.GymEnv(Still, max_steps=1)
+        >>> s, r, done = env.step(env.reset(2, rng=0), np.array([0, 1]))
+        >>> r.tolist(), done.tolist()
+        ([1.0, 1.0], [True, True])
+        """
         n = len(states)
         if n != len(self._done):
             raise ValueError(f"GymEnv.step got {n} states after reset({len(self._done)})")
@@ -1130,7 +2069,27 @@ class Trajectories:
     """A batch of episodes padded to T steps: ``features`` (E, T, F),
     ``actions`` (E, T) for discrete actions or ``(E, T, *action_shape)``,
     ``rewards`` (E, T), ``mask`` (E, T) (True while running), ``lengths``
-    (E,)."""
+    (E,).
+
+    Parameters
+    ----------
+    features : numpy.ndarray, shape (E, T, F)
+    actions : numpy.ndarray, shape (E, T) or ``(E, T, *action_shape)``
+    rewards : numpy.ndarray, shape (E, T)
+    mask : numpy.ndarray of bool, shape (E, T)
+
+    Raises
+    ------
+    AttributeError
+        ``mask`` that is not an array (no ``sum``).
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> tr = mc.rl.rollout(mc.rl.Reach1D(max_steps=3), mc.rl.GaussianPolicy(2), 2, rng=0)
+    >>> tr.lengths.tolist(), tr.total_returns.shape
+    ([3, 3], (2,))
+    """
 
     def __init__(self, features, actions, rewards, mask):
         self.features, self.actions, self.rewards, self.mask = features, actions, rewards, mask
@@ -1164,7 +2123,40 @@ def rollout(env, policy, n_episodes, rng=None):
     (one vectorised policy call per time step).  ``env.step`` receives the
     same Generator when it takes an ``rng``.  Actions are stored as the
     policy returns them: (E, T) for one discrete action per step (its
-    integer dtype), ``(E, T, *action_shape)`` otherwise."""
+    integer dtype), ``(E, T, *action_shape)`` otherwise.
+
+    Parameters
+    ----------
+    env : environment
+        ``CartPole()``, ``Reach1D()``, ``GymEnv(...)`` or an object with
+        ``max_steps``, ``n_features``, ``reset``, ``features`` and ``step``.
+    policy : policy
+        ``SoftmaxPolicy``, ``GaussianPolicy``, ``TorchPolicy`` or an object
+        with ``sample``, ``score``, ``params`` and ``with_params``.
+    n_episodes : int
+        E (>= 1).
+    rng : None, int, SeedSequence or Generator
+        The randomness of the policy and the environment.
+
+    Returns
+    -------
+    Trajectories
+
+    Raises
+    ------
+    TypeError
+        A policy or environment without the protocol (e.g. a class instead
+        of an instance).
+    ValueError
+        ``n_episodes`` < 1, or a policy returning actions of the wrong shape.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> tr = mc.rl.rollout(mc.rl.CartPole(max_steps=50), mc.rl.SoftmaxPolicy(5, 2), 8, rng=0)
+    >>> tr.actions.shape, tr.actions.dtype
+    ((8, 50), dtype('int64'))
+    """
     _check_policy(policy)
     gen = V.as_generator(rng)
     E = V.integer("n_episodes", n_episodes, minimum=1)
@@ -1205,7 +2197,29 @@ def rollout(env, policy, n_episodes, rng=None):
 
 class ReinforceResult:
     """The result of :func:`reinforce`: ``policy`` (trained), ``returns``
-    (mean episode return per iteration), ``returns_stderr``, ``grad_norm``."""
+    (mean episode return per iteration), ``returns_stderr``, ``grad_norm``.
+
+    Parameters
+    ----------
+    policy : policy
+        The trained policy.
+    returns, returns_stderr, grad_norm : numpy.ndarray, shape (iterations,)
+        Per iteration: the mean episode return, its standard error and the
+        norm of the gradient estimate.
+
+    Raises
+    ------
+    TypeError
+        ``returns`` without a length (the ``repr`` needs one).
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> res = mc.rl.reinforce(mc.rl.Reach1D(max_steps=5), mc.rl.GaussianPolicy(2),
+    ...                       iterations=3, episodes=8, rng=0)
+    >>> type(res).__name__, res.returns.shape
+    ('ReinforceResult', (3,))
+    """
 
     def __init__(self, policy, returns, returns_stderr, grad_norm):
         self.policy = policy

@@ -5,6 +5,7 @@ caller's draws, and :func:`rloo_grad` (k draws per sample)."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from . import _vr
 from .result import GradientEstimate, terms_cov
 from .variance_reduction import score_vr
 
+if TYPE_CHECKING:
+    from .distributions import Distribution
+
 __all__ = ["score_grad", "score_grad_from_samples", "rloo_grad", "GradientEstimate",
            "default_block_size", "CALLBACK_SIGNATURES"]
 
@@ -25,10 +29,13 @@ CALLBACK_SIGNATURES = E.CALLBACK_SIGNATURES
 DEFAULT_STREAMS = E.DEFAULT_STREAMS
 
 
-def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_size=None,
-               n_streams=DEFAULT_STREAMS, block_size=None, control_variates=None,
-               antithetic=False, grad_f=None, client=None, progress=False, batch_ndims=0,
-               sampler="mc", n_randomizations=None):
+def score_grad(f: Any, dist: Distribution, n: int, *, rng: Any = None, baseline: Any = None,
+               n_threads: int | None = None, chunk_size: int | None = None,
+               n_streams: int = DEFAULT_STREAMS, block_size: int | None = None,
+               control_variates: Any = None, antithetic: bool = False,
+               grad_f: Callable[..., Any] | None = None, client: Any = None,
+               progress: Any = False, batch_ndims: int = 0, sampler: str = "mc",
+               n_randomizations: int | None = None) -> GradientEstimate:
     """Score-function estimate of grad_theta E_{x ~ dist}[f(x)].
 
     Parameters
@@ -238,15 +245,16 @@ def score_grad(f, dist, n, *, rng=None, baseline=None, n_threads=None, chunk_siz
     return E.finish_score(dist, kd, stats, shifts, baseline, {**plan.info(), "f": fkind})
 
 
-def _refuse_batched(what, k):
+def _refuse_batched(what: str, k: int) -> NoReturn:
     raise ValueError(
         f"batch_ndims={k} needs a Python f returning one value per batch element, shape "
         f"(m, *batch_shape); {what} compute one value per draw: use a Python f, or "
         "batch_ndims=0")
 
 
-def _score_batched(f, dist, n, k, *, rng, baseline, n_threads, chunk_size, n_streams,
-                   block_size, client, progress):
+def _score_batched(f: Any, dist: Any, n: int, k: int, *, rng: Any, baseline: Any,
+                   n_threads: Any, chunk_size: Any, n_streams: Any, block_size: Any,
+                   client: Any, progress: Any) -> GradientEstimate:
     """score_grad with batch_ndims=k > 0 (see score_grad)."""
     fkind, _ = E.lower_f(f, dist)
     E.check_differentiable(dist)
@@ -262,7 +270,8 @@ def _score_batched(f, dist, n, k, *, rng, baseline, n_threads, chunk_size, n_str
                             {**plan.info(), "f": fkind, "batch_ndims": k})
 
 
-def _run_local_or_dask(job, plan, chunk_size, client, n_threads, progress):
+def _run_local_or_dask(job: Any, plan: Any, chunk_size: Any, client: Any, n_threads: Any,
+                       progress: Any) -> Any:
     """(stats, shifts) of a job run locally (with a progress bar) or on Dask."""
     bar = E.progress_bar(progress, plan)
     try:
@@ -275,8 +284,9 @@ def _run_local_or_dask(job, plan, chunk_size, client, n_threads, progress):
             bar.close()
 
 
-def _score_joint(f, dist, n, k, *, rng, baseline, n_threads, chunk_size, n_streams,
-                 block_size, client, progress):
+def _score_joint(f: Any, dist: Any, n: int, k: int, *, rng: Any, baseline: Any,
+                 n_threads: Any, chunk_size: Any, n_streams: Any, block_size: Any,
+                 client: Any, progress: Any) -> GradientEstimate:
     """score_grad on a Joint (see distributions.Joint): f on the dict of
     component draws (or a fused integrand / C callback on the flat draw),
     every component's score sums with the same f values."""
@@ -293,7 +303,7 @@ def _score_joint(f, dist, n, k, *, rng, baseline, n_threads, chunk_size, n_strea
     return E.finish_joint(dist, parts, stats, shifts, baseline, info, job.bshape if k else None)
 
 
-def _samples_rare_floor(dist, x, fx, S, baseline):
+def _samples_rare_floor(dist: Any, x: Any, fx: Any, S: Any, baseline: Any) -> Any:
     """rare_floor for score_grad_from_samples: the per-category sums of m
     Categorical draws x with values fx laid out as one stream of kernel
     statistics; the floor of each coordinate's per-draw variance of the
@@ -324,7 +334,8 @@ def _samples_rare_floor(dist, x, fx, S, baseline):
     return floor(fx[0] - b, g.mean(), (g @ g) / m) * factor**2
 
 
-def score_grad_from_samples(dist, x, fx, *, baseline=None, batch_ndims=0):
+def score_grad_from_samples(dist: Distribution, x: Any, fx: Any, *, baseline: Any = None,
+                            batch_ndims: int = 0) -> GradientEstimate:
     """The estimator algebra on draws the caller made.
 
     Parameters
@@ -375,7 +386,8 @@ def score_grad_from_samples(dist, x, fx, *, baseline=None, batch_ndims=0):
     return samples_estimate(dist, x, fx, baseline, in_support=False, batch_ndims=batch_ndims)
 
 
-def samples_estimate(dist, x, fx, baseline, in_support, batch_ndims=0):
+def samples_estimate(dist: Any, x: Any, fx: Any, baseline: Any, in_support: bool,
+                     batch_ndims: int = 0) -> GradientEstimate:
     """score_grad_from_samples; ``in_support=True`` when the caller has
     already found every log_prob of x finite (vi.elbo_grad: log q at q's own
     draws), which skips computing it a second time."""
@@ -439,7 +451,7 @@ def samples_estimate(dist, x, fx, baseline, in_support, batch_ndims=0):
                             info={"f": "samples"}, cov=terms_cov(y))
 
 
-def _samples_batched(dist, F, S, baseline, k):
+def _samples_batched(dist: Any, F: Any, S: Any, baseline: Any, k: int) -> GradientEstimate:
     """score_grad_from_samples with batch_ndims=k: F (m, nf) one column
     per batch element, S (m, P) the scores; coordinate q uses its batch
     element's column."""
@@ -464,8 +476,10 @@ def _samples_batched(dist, F, S, baseline, k):
 
 
 
-def rloo_grad(f, dist, n, *, k=4, rng=None, n_threads=None, chunk_size=None,
-              n_streams=E.DEFAULT_STREAMS, client=None, batch_ndims=0):
+def rloo_grad(f: Callable[..., Any], dist: Distribution, n: int, *, k: int = 4, rng: Any = None,
+              n_threads: int | None = None, chunk_size: int | None = None,
+              n_streams: int = E.DEFAULT_STREAMS, client: Any = None,
+              batch_ndims: int = 0) -> GradientEstimate:
     """Leave-one-out score estimator with ``k`` draws per sample (RLOO):
 
         g = 1/k sum_i (f(x_i) - 1/(k-1) sum_{j != i} f(x_j)) s(x_i)
@@ -543,20 +557,20 @@ class RlooJob(E.Job):
 
     offset_rows = 1
 
-    def __init__(self, f, dist, k):
+    def __init__(self, f: Any, dist: Any, k: int) -> None:
         self.f, self.dist, self.k = f, dist, k
         self.what = f"rloo_grad(k={k})"
         self.width = dist.draw_size
         self.table = E.score_table(dist)
         self.P = len(self.table[0]) - 1
 
-    def buffers(self, R, B):
+    def buffers(self, R: int, B: int) -> np.ndarray:
         return np.empty((R, self.width * B))
 
-    def draw(self, rd, bitgens, threads, xt, shared=False):
+    def draw(self, rd: Any, bitgens: Any, threads: Any, xt: Any, shared: bool = False) -> Any:
         self.prepare(rd, bitgens, threads, xt, _vr.PREP_DRAW, np.zeros(1))
 
-    def evaluate(self, rd, xt, chunk, mag):
+    def evaluate(self, rd: Any, xt: Any, chunk: Any, mag: Any) -> Any:
         dist = self.dist
         xu = dist._to_user_dtype(self.gathered(rd, xt, self.width).reshape((rd.total,) +
                                                                   dist.draw_shape))
@@ -567,7 +581,8 @@ class RlooJob(E.Job):
             F[0, rd.index] = mag.see(E.call_values(self.f, xu, rd, chunk))
         return F, [F]
 
-    def accumulate(self, rd, xt, F, threads, stats, shifts):
+    def accumulate(self, rd: Any, xt: Any, F: Any, threads: Any, stats: Any,
+                   shifts: Any) -> None:
         R = len(rd.blocks)
         _vr.acc_score(*self.table, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
                       self.width, xt[:R], xt[:R], F, F, False, False, self.k, stats, shifts,
@@ -582,31 +597,32 @@ class BatchedRlooJob(RlooJob):
 
     offset_rows = 0  # leave-one-out differences do not depend on a constant
 
-    def __init__(self, f, dist, k, bk):
+    def __init__(self, f: Any, dist: Any, k: int, bk: int) -> None:
         super().__init__(f, dist, k)
         self.bshape = tuple(dist.batch_shape[:bk])
         self.nf = int(np.prod(self.bshape, dtype=np.int64))
         self.qcol = E.coord_columns(dist, bk)
         self.gw = _vr.gram_width(self.P, 1)
 
-    def new_stats(self, streams):
+    def new_stats(self, streams: int) -> Any:
         stats, shifts = super().new_stats(streams)
         return np.concatenate([stats, np.zeros((streams, 3 * self.nf))], axis=1), shifts
 
-    def evaluate(self, rd, xt, chunk, mag):
+    def evaluate(self, rd: Any, xt: Any, chunk: Any, mag: Any) -> Any:
         dist = self.dist
         xu = dist._to_user_dtype(self.gathered(rd, xt, self.width).reshape((rd.total,) +
                                                                   dist.draw_shape))
         F = self.padded("F", self.nf, rd)
         index = rd.index
 
-        def sink(c0, v):
+        def sink(c0: Any, v: Any) -> None:
             F[:, index[c0:c0 + len(v)]] = mag.see(v).T
 
         E.call_batched(self.f, xu, rd, chunk, self.bshape, sink)
         return F, ()
 
-    def accumulate(self, rd, xt, F, threads, stats, shifts):
+    def accumulate(self, rd: Any, xt: Any, F: Any, threads: Any, stats: Any,
+                   shifts: Any) -> None:
         R, gw, nf, B = len(rd.blocks), self.gw, self.nf, rd.B
         dist = self.dist
         gram = np.ascontiguousarray(stats[:, :gw])
@@ -622,7 +638,8 @@ class BatchedRlooJob(RlooJob):
             row[nf:2 * nf] += g.sum(1)
             row[2 * nf:] += (g * g).sum(1)
 
-    def finish(self, stats, shifts, offsets, mag, info):
+    def finish(self, stats: Any, shifts: Any, offsets: Any, mag: Any,
+               info: Any) -> GradientEstimate:
         gw, nf = self.gw, self.nf
         dist = self.dist
         grand, se, var, _, _, _, nn, _ = E.estimate(

@@ -27,6 +27,8 @@ variable (batch shape ()): the domain is its K categories.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import itertools
 
 import numpy as np
@@ -40,7 +42,7 @@ from .result import GradientEstimate
 __all__ = ["unordered_set_grad", "sum_and_sample_grad"]
 
 
-def _set_prob(p, removed):
+def _set_prob(p: Any, removed: Any) -> Any:
     """Probability of drawing the unordered set of categories with
     probabilities p[..., i] (i < j, all orders summed) without replacement
     from the domain with mass `removed` taken out; p (m, j), removed (m,)."""
@@ -58,7 +60,7 @@ def _set_prob(p, removed):
     return total
 
 
-def _setup(dist, k, what):
+def _setup(dist: Any, k: Any, what: Any) -> Any:
     E.check_distribution(dist)
     if type(dist) is not Categorical or dist.batch_shape != ():
         raise ValueError(f"{what} supports one Categorical variable (batch shape ()); got "
@@ -75,13 +77,14 @@ def _setup(dist, k, what):
 class _SetJob(FeatureJob):
     L = 1
 
-    def __init__(self, f, dist, k, pi, conv, baseline, method):
+    def __init__(self, f: Any, dist: Any, k: Any, pi: Any, conv: Any, baseline: Any,
+                 method: Any) -> None:
         self.f, self.dist, self.k, self.pi, self.conv = f, dist, k, pi, conv
         self.baseline, self.method = baseline, method
         self.P = self.width = len(pi)
         self.top = np.argsort(-pi, kind="stable")[:k - 1]  # sum-and-sample's C
 
-    def sample(self, gen, m):
+    def sample(self, gen: Any, m: Any) -> Any:
         K, k = len(self.pi), self.k
         if self.method == "unordered":
             g = np.log(self.pi) - np.log(-np.log(gen.random((m, K))))
@@ -93,7 +96,7 @@ class _SetJob(FeatureJob):
         x = np.minimum((u[:, None] >= cum).sum(1), K - 1)
         return {"s": np.concatenate([np.broadcast_to(self.top, (m, k - 1)), x[:, None]], 1)}
 
-    def features(self, mat, rd, chunk, mag):
+    def features(self, mat: Any, rd: Any, chunk: Any, mag: Any) -> Any:
         s = mat["s"]
         m, k = s.shape
         F = np.stack([mag.see(E.call_values(self.f, s[:, i].copy(), rd, chunk))
@@ -111,7 +114,7 @@ class _SetJob(FeatureJob):
         g = np.einsum("mi,mik->mk", w, hot) - w.sum(1, keepdims=True) * self.pi
         return v, (g * self.conv)[:, :, None]
 
-    def _weights(self, p, F):
+    def _weights(self, p: Any, F: Any) -> Any:
         """p(s) R(S, s) (f(s) - B(S, s)) per element s of each set, and the
         estimate of E[f], sum_s p(s) R(S, s) f(s)."""
         m, k = p.shape
@@ -139,8 +142,9 @@ class _SetJob(FeatureJob):
         return w, v
 
 
-def _run(f, dist, n, k, baseline, method, what, rng, n_threads, chunk_size, n_streams,
-         block_size, client):
+def _run(f: Any, dist: Any, n: Any, k: Any, baseline: Any, method: Any, what: Any, rng: Any,
+         n_threads: Any, chunk_size: Any, n_streams: Any,
+         block_size: Any, client: Any) -> Any:
     f = E.check_callable("f", f)
     K, k, pi, conv = _setup(dist, k, what)
     if not isinstance(baseline, (bool, np.bool_)):
@@ -157,9 +161,11 @@ def _run(f, dist, n, k, baseline, method, what, rng, n_threads, chunk_size, n_st
                                batch=est.batch)
 
 
-def unordered_set_grad(f, dist, n, *, k=2, baseline=True, rng=None, n_threads=None,
-                       chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
-                       client=None) -> GradientEstimate:
+def unordered_set_grad(f: Any, dist: Any, n: Any, *, k: Any = 2, baseline: Any = True,
+                       rng: Any = None, n_threads: Any = None,
+                       chunk_size: Any = None, n_streams: Any = E.DEFAULT_STREAMS, block_size: Any
+                       = None,
+                       client: Any = None) -> GradientEstimate:
     """The unordered set estimator (Kool et al. 2020) for one Categorical:
     k distinct categories per sample drawn without replacement.
 
@@ -198,8 +204,10 @@ def unordered_set_grad(f, dist, n, *, k=2, baseline=True, rng=None, n_threads=No
                 chunk_size, n_streams, block_size, client)
 
 
-def sum_and_sample_grad(f, dist, n, *, k=2, rng=None, n_threads=None, chunk_size=None,
-                        n_streams=E.DEFAULT_STREAMS, block_size=None, client=None) -> GradientEstimate:
+def sum_and_sample_grad(f: Any, dist: Any, n: Any, *, k: Any = 2, rng: Any = None,
+                        n_threads: Any = None, chunk_size: Any = None,
+                        n_streams: Any = E.DEFAULT_STREAMS, block_size: Any = None, client: Any =
+                        None) -> GradientEstimate:
     """Stochastic sum-and-sample for one Categorical: the k - 1 most
     probable categories summed exactly and one draw from the rest per
     sample (k f evaluations).

@@ -104,7 +104,31 @@ def transforms(q):
     parameters (the family's ``vi_transforms``).  "tril_log_diag" is a
     Cholesky factor (MultivariateNormal's scale_tril): its entries below the
     diagonal as they are, the log of its diagonal, the zeros above the
-    diagonal fixed (their gradient is 0)."""
+    diagonal fixed (their gradient is 0).
+
+    Parameters
+    ----------
+    q : Distribution or Joint
+        The variational distribution.
+
+    Returns
+    -------
+    dict of str to str
+
+    Raises
+    ------
+    TypeError
+        ``q`` that is not an mcscore distribution.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> mc.vi.transforms(mc.Normal(0.0, 1.0))
+    {'loc': 'identity', 'scale': 'log'}
+    >>> mc.vi.transforms(mc.MultivariateNormal(np.zeros(2), scale_tril=np.eye(2)))["scale_tril"]
+    'tril_log_diag'
+    """
     if not callable(getattr(q, "vi_transforms", None)):
         raise TypeError(f"q must be an mcscore distribution, got {type(q).__name__}")
     return q.vi_transforms()
@@ -650,6 +674,24 @@ def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo", estimator="score",
         ``value`` / ``value_stderr``: the ELBO estimate E_q[log p - log q]
         and its standard error; ``grad[name]`` / ``stderr[name]``: its
         gradient with respect to each parameter q was given.
+
+    Raises
+    ------
+    TypeError
+        ``q`` not a distribution, or ``log_joint`` not callable.
+    ValueError
+        ``n`` below 2, an unknown ``estimator`` or ``sampler``, a missing
+        ``grad_log_joint`` for ``"pathwise"`` / ``"mixed"``, a ``log_joint``
+        returning values of the wrong shape or not finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> log_joint = lambda x: -0.5 * (x - 1.0) ** 2          # posterior Normal(1, 1)
+    >>> res = mc.vi.elbo_grad(log_joint, mc.Normal(loc=0.0, scale=1.0), 10_000, rng=0)
+    >>> bool(abs(res.grad["loc"] - 1.0) < 5 * res.stderr["loc"])    # d ELBO / d loc = 1 - loc
+    True
     """
     q = _check_q(q)
     obj = _Objective(log_joint, grad_log_joint, data_size, batch_size, log_prior,
@@ -669,7 +711,29 @@ def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo", estimator="score",
 
 class inverse_time:
     """The step size ``lr / (1 + t / scale) ** power`` at step t = 1, 2, ...
-    (Robbins-Monro for 0.5 < power <= 1)."""
+    (Robbins-Monro for 0.5 < power <= 1).
+
+    Parameters
+    ----------
+    lr : float
+        The step size at t = 0 (> 0).
+    scale : float, default 100.0
+        The steps over which it halves (power 1) (> 0).
+    power : float, default 1.0
+        The decay exponent (> 0).
+
+    Raises
+    ------
+    ValueError
+        An argument that is not positive and finite.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> sched = mc.vi.inverse_time(0.1, scale=10.0)
+    >>> sched(10)                                            # 0.1 / (1 + 10 / 10)
+    0.05
+    """
 
     def __init__(self, lr, scale=100.0, power=1.0):
         self.lr = V.scalar("lr", lr, "positive")
@@ -685,7 +749,29 @@ class inverse_time:
 
 class cosine:
     """Cosine annealing from ``lr`` at step 1 to ``final`` at step ``steps``
-    (``final`` afterwards)."""
+    (``final`` afterwards).
+
+    Parameters
+    ----------
+    lr : float
+        The step size at step 1 (> 0).
+    steps : int
+        The step at which it reaches ``final`` (>= 1).
+    final : float, default 0.0
+        The last step size (>= 0).
+
+    Raises
+    ------
+    ValueError
+        An argument outside its range.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> sched = mc.vi.cosine(0.1, steps=101)
+    >>> sched(1), round(sched(51), 12), sched(101)
+    (0.1, 0.05, 0.0)
+    """
 
     def __init__(self, lr, steps, final=0.0):
         self.lr = V.scalar("lr", lr, "positive")
@@ -746,6 +832,28 @@ class VIResult:
     estimator : str
     lr : ndarray, shape (steps,)
         The step size of each step.
+
+    Parameters
+    ----------
+    q, q_last : Distribution
+        The averaged and the last iterate.
+    elbo, elbo_stderr : numpy.ndarray, shape (steps,)
+    steps, n : int
+    transforms : dict of str to str
+    estimator : str, default "score"
+    lr : numpy.ndarray, optional
+
+    Raises
+    ------
+    TypeError
+        ``elbo`` without a length (the ``repr`` needs one).
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> res = mc.vi.fit(lambda x: -0.5 * (x - 1.0) ** 2, mc.Normal(0.0, 1.0), steps=50, n=50, rng=0)
+    >>> type(res).__name__, res.elbo.shape, res.steps
+    ('VIResult', (50,), 50)
     """
 
     def __init__(self, q, q_last, elbo, elbo_stderr, steps, n, transforms, estimator="score",
@@ -783,6 +891,25 @@ class Adam:
     array along its bias-corrected first moment over the root of its second
     moment; ``opt.step(grads, lr=...)`` overrides the step size for that step
     (a schedule).  Used by :func:`fit` and :func:`mcscore.rl.reinforce`.
+
+    Parameters
+    ----------
+    params : dict of str to array_like
+        The starting point (finite arrays).
+    lr : float, default 0.05
+        The step size (> 0).
+    betas : pair of float, default (0.9, 0.999)
+        The moments' decays, each in [0, 1).
+    eps : float, default 1e-8
+        Added to the root of the second moment (> 0).
+
+    Raises
+    ------
+    TypeError
+        ``params`` not a dict, ``betas`` not a pair.
+    ValueError
+        Non-finite parameters, a non-positive ``lr`` or ``eps``, ``betas``
+        outside [0, 1).
 
     Examples
     --------
@@ -828,7 +955,32 @@ class Adam:
 
     def step(self, grads, lr=None):
         """One ascent step with the gradients ``grads`` (same keys/shapes);
-        returns the updated parameters (new arrays)."""
+        returns the updated parameters (new arrays).
+
+        Parameters
+        ----------
+        grads : dict of str to array_like
+            A finite gradient per parameter, same shapes.
+        lr : float, optional
+            The step size of this step (default the optimizer's ``lr``).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+
+        Raises
+        ------
+        ValueError
+            A missing key, a gradient of another shape or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> opt = mc.vi.Adam({"x": np.zeros(2)}, lr=0.1)
+        >>> opt.step({"x": np.array([1.0, -3.0])})["x"]            # the first step has size lr
+        array([ 0.1, -0.1])
+        """
         self.t += 1
         checked = []
         for k, shape in self._layout.shapes.items():

@@ -37,7 +37,8 @@ InverseGamma, Gumbel, Weibull, Uniform, StudentT, Cauchy, HalfCauchy, VonMises),
 is imported from here (``mcscore.distributions.Normal``), and the classes
 say they live here, so that pickles and reprs name this module.
 """
-from ._base import Distribution, Support, index_map, register_families
+from ._base import Distribution, Support, inherit_sections, register_families
+from ._base import index_map as index_map  # re-exported for the estimators
 from ._categorical import Categorical, Dirichlet, Multinomial, OneHotCategorical
 from ._continuous import (
     Beta, Cauchy, Chi2, Exponential, Gamma, Gumbel, HalfCauchy, HalfNormal, InverseGamma,
@@ -96,5 +97,8 @@ register_families(FAMILIES)
 
 for _cls in (Distribution,) + FAMILIES:
     _cls.__module__ = __name__
+    # the families' cdf, icdf, mirror, ... show Distribution's Parameters,
+    # Returns and Raises next to their own summary and Examples
+    inherit_sections(_cls)
 del _cls
 Joint.__module__ = JointDraws.__module__ = __name__

@@ -2,6 +2,8 @@
 Categorical, Multinomial and Dirichlet."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import special, stats
 
@@ -21,7 +23,7 @@ class _CategoricalBase(Distribution):
     _probs_transform = "log"
     _param_event_ndim = 1  # probs / logits: the last axis holds the categories
 
-    def _init_probs(self, owner, probs, logits):
+    def _init_probs(self, owner: Any, probs: Any, logits: Any) -> Any:
         self._which, v = _probs_or_logits(owner, probs, logits, min_ndim=1, simplex=True)
         if v.shape[-1] < 1:
             raise ValueError(f"{owner}: {self._which} needs at least one category (last axis)")
@@ -29,7 +31,7 @@ class _CategoricalBase(Distribution):
         return v
 
     @property
-    def probs(self):
+    def probs(self) -> Any:
         """Normalised probabilities, shape ``(*batch_shape, K)``."""
         v = self._params[self._which]
         if self._which == "logits":
@@ -37,7 +39,7 @@ class _CategoricalBase(Distribution):
         return v / v.sum(axis=-1, keepdims=True)
 
     @property
-    def logits(self):
+    def logits(self) -> Any:
         if self._which == "logits":
             v = self._params["logits"]
             return v - special.logsumexp(v, axis=-1, keepdims=True)
@@ -45,13 +47,13 @@ class _CategoricalBase(Distribution):
             return np.log(self.probs)
 
     @property
-    def n_categories(self):
+    def n_categories(self) -> Any:
         return self._params[self._which].shape[-1]
 
-    def _n_cat(self):
+    def _n_cat(self) -> Any:
         return self.n_categories
 
-    def _check_differentiable(self):
+    def _check_differentiable(self) -> Any:
         if self._which == "probs" and not (self._params["probs"] > 0).all():
             raise ValueError(
                 f"{type(self).__name__}: probs must be > 0 to estimate gradients w.r.t. probs "
@@ -61,7 +63,7 @@ class _CategoricalBase(Distribution):
         if self._which == "probs":
             _check_probs_score(type(self).__name__, self._params["probs"], rescalable=True)
 
-    def _category_ab(self, scale):
+    def _category_ab(self, scale: Any) -> Any:
         """(a, b) of s = a * [count or indicator] + b per (unit, category);
         `scale` multiplies b (total_count for Multinomial)."""
         v = self._params[self._which]
@@ -101,17 +103,17 @@ class Categorical(_CategoricalBase):
     """
 
     @property
-    def support(self):
+    def support(self) -> Any:
         return Support("x an integer in 0..K-1", "integer_interval", 0, self.n_categories - 1)
 
     family = K.MC_CATEGORICAL
 
-    def __init__(self, probs=None, logits=None):
+    def __init__(self, probs: Any = None, logits: Any = None) -> None:
         super().__init__()
         v = self._init_probs("Categorical", probs, logits)
         self.batch_shape = v.shape[:-1]
 
-    def _build_kernel(self):
+    def _build_kernel(self) -> Any:
         kk = self.n_categories
         units = int(np.prod(self.batch_shape, dtype=np.int64))
         pr = np.ascontiguousarray(self.probs.reshape(units, kk))
@@ -130,13 +132,13 @@ class Categorical(_CategoricalBase):
             (qq % kk).astype(float),
         )
 
-    def _to_user_dtype(self, x):
+    def _to_user_dtype(self, x: Any) -> Any:
         return x.astype(np.int64)
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return _is_count(x, self.n_categories - 1)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         kk = self.n_categories
         ok = _is_count(x, kk - 1)
         idx = np.where(ok, x, 0).astype(np.int64)
@@ -144,23 +146,39 @@ class Categorical(_CategoricalBase):
         out = np.take_along_axis(lp, idx[..., None], axis=-1)[..., 0]
         return np.where(ok, out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         """sum_k k p_k (torch gives NaN: kept from before, an index's mean)."""
         return (self.probs * np.arange(self.n_categories)).sum(-1)
 
-    def _variance(self):
+    def _variance(self) -> Any:
         k = np.arange(self.n_categories)
         return (self.probs * k * k).sum(-1) - self._mean() ** 2
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         return special.entr(self.probs).sum(-1)
 
     has_relaxation = True
 
-    def relaxation(self):
+    def relaxation(self) -> Any:
         """As Bernoulli.relaxation, K categories per unit; conversion 2 maps
         a logit gradient to (unnormalised) probs with cv = 1 / v and
-        cvs = 1 / sum v."""
+        cvs = 1 / sum v.
+
+        Returns
+        -------
+        tuple
+            ``(W, K, theta, probs, conversion, cv, cvs)``: the sizes W and K
+            of the kernels' layout (K = 1: binary), the logit-space parameters and the
+            normalised probabilities, then the code and factors that convert
+            a logit gradient to the parameter as passed.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> W, K, theta, probs = mc.Categorical(probs=[0.2, 0.3, 0.5]).relaxation()[:4]
+        >>> K, probs.tolist()
+        (3, [0.2, 0.3, 0.5])
+        """
         kk = self.n_categories
         lp = np.ascontiguousarray(self.logits.ravel(), float)
         pr = np.ascontiguousarray(self.probs.ravel(), float)
@@ -173,19 +191,34 @@ class Categorical(_CategoricalBase):
             cv, cvs, conv = np.ones(1), np.ones(1), 0
         return lp.size, kk, lp, pr, conv, np.ascontiguousarray(cv), np.ascontiguousarray(cvs)
 
-    def relaxed_shape(self):
-        """Shape of one relaxed draw (a point of the simplex per unit)."""
+    def relaxed_shape(self) -> Any:
+        """Shape of one relaxed draw (a point of the simplex per unit).
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> mc.Categorical(probs=[0.2, 0.3, 0.5]).relaxed_shape()
+        (3,)
+        """
         return self.draw_shape + (self.n_categories,)
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def _cumulative(self):
+    def _cumulative(self) -> Any:
         """The cumulative table of the probabilities, last entry exactly 1."""
         c = np.cumsum(self.probs, axis=-1)
         c[..., -1] = 1.0
         return c
 
-    def cdf(self, value):
-        """P(X <= value), value broadcast against the batch shape."""
+    def cdf(self, value: Any) -> Any:
+        """P(X <= value), value broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Categorical(probs=[0.2, 0.3, 0.5])
+        >>> round(float(q.cdf(1)), 6)
+        0.5
+        """
         x = np.floor(np.asarray(value, dtype=np.float64))
         c = self._cumulative()
         k = np.clip(x, 0, self.n_categories - 1).astype(np.int64)
@@ -194,9 +227,18 @@ class Categorical(_CategoricalBase):
                                  np.broadcast_to(k, shape)[..., None], axis=-1)[..., 0]
         return np.where(x < 0, 0.0, out)
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The smallest category k with cdf(k) >= value: the number of
-        entries of the cumulative table below value."""
+        entries of the cumulative table below value.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Categorical(probs=[0.2, 0.3, 0.5])
+        >>> k = q.icdf(0.5)
+        >>> bool(q.cdf(k) >= 0.5), bool(q.cdf(k - 1) < 0.5)
+        (True, True)
+        """
         u = self._unit_value(value)
         c = self._cumulative()
         shape = np.broadcast_shapes(u.shape, c.shape[:-1])
@@ -213,10 +255,38 @@ class Categorical(_CategoricalBase):
 
 class Multinomial(_CategoricalBase):
     """Multinomial(total_count, probs=None, logits=None): category counts of
-    total_count draws (total_count fixed, may broadcast with the batch)."""
+    total_count draws (total_count fixed, may broadcast with the batch).
+
+    Parameters
+    ----------
+    total_count : int or array_like of int, default 1
+        The number of draws (>= 0; fixed, may broadcast with the batch).
+    probs : array_like, optional
+        Non-negative weights of the K categories on the last axis (need not sum to 1).
+    logits : array_like, optional
+        Unnormalised log-probabilities; give exactly one of ``probs`` and ``logits``.
+
+    Raises
+    ------
+    ValueError
+        Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or
+        non-finite probabilities, or a ``total_count`` that is not a non-negative integer (the
+        message names the parameter and the first offending index), or shapes that do not
+        broadcast.
+    TypeError
+        Values that are not real numbers.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Multinomial(total_count=5, probs=[0.2, 0.8])
+    >>> x = q.sample(3, rng=0)
+    >>> x.shape, x.sum(axis=-1).tolist()
+    ((3, 2), [5.0, 5.0, 5.0])
+    """
 
     @property
-    def support(self):
+    def support(self) -> Any:
         return Support("x non-negative integer counts summing to total_count", "multinomial",
                        0, self.total_count, event_dim=1)
 
@@ -224,7 +294,7 @@ class Multinomial(_CategoricalBase):
     fixed_params = {"total_count": "nonnegative_integer"}
     event_ndim = 1
 
-    def __init__(self, total_count=1, probs=None, logits=None):
+    def __init__(self, total_count: Any = 1, probs: Any = None, logits: Any = None) -> None:
         super().__init__()
         owner = "Multinomial"
         v = self._init_probs(owner, probs, logits)
@@ -239,19 +309,19 @@ class Multinomial(_CategoricalBase):
             ) from None
 
     @property
-    def event_shape(self):
+    def event_shape(self) -> Any:
         return (self.n_categories,)
 
-    def _draw_params(self):
+    def _draw_params(self) -> Any:
         pr = np.broadcast_to(self.probs, self.draw_shape)
         return pr, np.broadcast_to(self.total_count, self.batch_shape)
 
-    def _terms(self):
+    def _terms(self) -> Any:
         n = self.total_count[..., None]
         a, b = self._category_ab(n)
         return [(self._which, K.SK_AFFINE, a, b, 0.0)]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         n = self.total_count
         ok = _is_count(x).all(-1) & (x.sum(-1) == n)
         lp = np.broadcast_to(self.logits, x.shape)
@@ -259,14 +329,14 @@ class Multinomial(_CategoricalBase):
         out = special.gammaln(n + 1) - special.gammaln(x + 1).sum(-1) + terms
         return np.where(ok, out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.total_count[..., None] * self.probs
 
-    def _variance(self):
+    def _variance(self) -> Any:
         p = self.probs
         return self.total_count[..., None] * p * (1.0 - p)
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         n = np.broadcast_to(self.total_count, self.batch_shape)
         p = np.broadcast_to(self.probs, self.draw_shape)
         out = np.empty(self.batch_shape)
@@ -279,10 +349,10 @@ class Multinomial(_CategoricalBase):
     # categories, K - 1 uniforms per unit; count k is the Binomial(remaining
     # trials, p_k / (p_k + ... + p_{K-1})) quantile of its uniform and the
     # last category takes the remaining trials.
-    def _qmc_dim(self):
+    def _qmc_dim(self) -> Any:
         return int(np.prod(self.batch_shape, dtype=np.int64)) * (self.n_categories - 1)
 
-    def _qmc_draws(self, u):
+    def _qmc_draws(self, u: Any) -> Any:
         from scipy import stats
         kk, m = self.n_categories, len(u)
         u = u.reshape((m,) + tuple(self.batch_shape) + (kk - 1,))
@@ -301,7 +371,30 @@ class Multinomial(_CategoricalBase):
 
 class Dirichlet(Distribution):
     """Dirichlet(concentration): a point of the simplex, the last axis of
-    concentration holding the K categories."""
+    concentration holding the K categories.
+
+    Parameters
+    ----------
+    concentration : array_like
+        Positive concentrations, the last axis holding the K categories (K >= 2).
+
+    Raises
+    ------
+    ValueError
+        A concentration that is not positive and finite, or fewer than 2 categories (the message
+        names the parameter and the first offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Dirichlet(concentration=[1.0, 2.0, 5.0])
+    >>> x = q.sample(4, rng=0)
+    >>> x.shape, bool(np.allclose(x.sum(axis=-1), 1.0))
+    ((4, 3), True)
+    """
 
     support = Support("x in [0, 1]^K summing to 1", "simplex", 0.0, 1.0, event_dim=1)
 
@@ -309,21 +402,21 @@ class Dirichlet(Distribution):
     event_ndim = 1
     arg_constraints = {"concentration": "positive"}
 
-    def __init__(self, concentration):
+    def __init__(self, concentration: Any) -> None:
         super().__init__(concentration=concentration)
 
-    def _check_params(self, concentration):
+    def _check_params(self, concentration: Any) -> Any:
         if concentration.shape[-1] < 2:
             raise ValueError("Dirichlet: concentration needs at least 2 categories (last axis)")
 
     @property
-    def event_shape(self):
+    def event_shape(self) -> Any:
         return (self.concentration.shape[-1],)
 
-    def _n_cat(self):
+    def _n_cat(self) -> Any:
         return self.concentration.shape[-1]
 
-    def _check_draws(self, x):
+    def _check_draws(self, x: Any) -> Any:
         if np.isnan(x).any():
             raise FloatingPointError(
                 f"{self!r}: some draws are NaN: for tiny concentrations all K gamma variates of "
@@ -331,28 +424,28 @@ class Dirichlet(Distribution):
                 "concentrations"
             )
 
-    def _terms(self):
+    def _terms(self) -> Any:
         a = self.concentration
         b = special.digamma(a.sum(-1, keepdims=True)) - special.digamma(a)
         return [("concentration", K.SK_LOG_AFFINE, 1.0, b, 0.0)]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         a = self.concentration
         ok = ((x >= 0) & (x <= 1)).all(-1) & (np.abs(x.sum(-1) - 1) < 1e-8)
         out = (special.xlogy(a - 1, x).sum(-1) + special.gammaln(a.sum(-1))
                - special.gammaln(a).sum(-1))
         return np.where(ok, out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         a = self.concentration
         return a / a.sum(-1, keepdims=True)
 
-    def _variance(self):
+    def _variance(self) -> Any:
         a = self.concentration
         a0 = a.sum(-1, keepdims=True)
         return a * (a0 - a) / (a0 * a0 * (a0 + 1.0))
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         a = self.concentration
         a0 = a.sum(-1)
         kk = a.shape[-1]
@@ -362,7 +455,7 @@ class Dirichlet(Distribution):
     has_rsample = True
     rsample_through_gammas = True
 
-    def pathwise_spec(self):
+    def pathwise_spec(self) -> Any:
         kk = self.event_shape[0]
         cols = np.arange(self.draw_size).reshape(self.draw_shape)
         return [("concentration", _vr.TK_DIRICHLET, (cols // kk) * kk, float(kk))]
@@ -370,7 +463,7 @@ class Dirichlet(Distribution):
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
     # Dirichlet draws from uniforms: K Gamma(concentration_k, 1) quantiles
     # per unit (scipy.special.gammaincinv), normalised by their sum.
-    def _qmc_draws(self, u):
+    def _qmc_draws(self, u: Any) -> Any:
         m = len(u)
         g = special.gammaincinv(self.concentration, u.reshape((m,) + self.draw_shape))
         with np.errstate(invalid="ignore"):
@@ -385,44 +478,68 @@ class OneHotCategorical(_CategoricalBase):
     Drawn by inverting the cumulative probabilities at one uniform per draw
     (O(K)).  The score is ``x_k - p_k`` w.r.t. logits_k and ``x_k / v_k -
     1 / sum v`` w.r.t. unnormalised probs v (the Multinomial's with one
-    trial)."""
+    trial).
+
+    Parameters
+    ----------
+    probs : array_like, optional
+        Non-negative weights of the K categories on the last axis (need not sum to 1).
+    logits : array_like, optional
+        Unnormalised log-probabilities; give exactly one of ``probs`` and ``logits``.
+
+    Raises
+    ------
+    ValueError
+        Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or
+        non-finite probabilities, or non-finite logits (the message names the parameter and the
+        first offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> x = mc.OneHotCategorical(probs=[0.1, 0.9]).sample(3, rng=0)
+    >>> x.shape, x.sum(axis=-1).tolist()
+    ((3, 2), [1.0, 1.0, 1.0])
+    """
 
     support = Support("x a one-hot vector of length K", "one_hot", 0, 1, event_dim=1)
 
     family = K.MC_ONE_HOT_CATEGORICAL
     event_ndim = 1
 
-    def __init__(self, probs=None, logits=None):
+    def __init__(self, probs: Any = None, logits: Any = None) -> None:
         super().__init__()
         v = self._init_probs("OneHotCategorical", probs, logits)
         self.batch_shape = v.shape[:-1]
 
     @property
-    def event_shape(self):
+    def event_shape(self) -> Any:
         return (self.n_categories,)
 
-    def _draw_params(self):
+    def _draw_params(self) -> Any:
         return np.broadcast_to(self.probs, self.draw_shape), np.zeros(self.batch_shape)
 
-    def _terms(self):
+    def _terms(self) -> Any:
         a, b = self._category_ab(1.0)
         return [(self._which, K.SK_AFFINE, a, b, 0.0)]
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return ((x == 0) | (x == 1)).all(-1) & (x.sum(-1) == 1)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         ok = self._in_support(x)
         lp = np.broadcast_to(self.logits, x.shape)
         out = np.where(x == 1, lp, 0.0).sum(-1)
         return np.where(ok, out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.probs
 
-    def _variance(self):
+    def _variance(self) -> Any:
         p = self.probs
         return p * (1.0 - p)
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         return special.entr(self.probs).sum(-1)

@@ -3,6 +3,8 @@ families (Bernoulli, Binomial, Geometric, NegativeBinomial), with the
 helpers for probs / logits parameters and the accurate log-pmfs."""
 from __future__ import annotations
 
+from typing import Any
+
 import math
 
 import numpy as np
@@ -23,7 +25,8 @@ GEOMETRIC_PROBS_MIN = 1e-16
 # helpers for probs / logits families
 # ---------------------------------------------------------------------------
 
-def _probs_or_logits(owner, probs, logits, *, min_ndim=0, simplex=False):
+def _probs_or_logits(owner: Any, probs: Any, logits: Any, *, min_ndim: Any = 0,
+                     simplex: Any = False) -> Any:
     if (probs is None) == (logits is None):
         raise ValueError(f"{owner}: pass exactly one of probs or logits")
     if probs is not None:
@@ -48,7 +51,7 @@ _DBL_MAX = float(np.finfo(np.float64).max)
 _PROBS_SCORE_MIN = 1.0 / _DBL_MAX
 
 
-def _check_probs_score(owner, p, rescalable=False):
+def _check_probs_score(owner: Any, p: Any, rescalable: Any = False) -> Any:
     """Raise unless 1 / p is finite for every p (the scores w.r.t. probs)."""
     if not (p >= _PROBS_SCORE_MIN).all():
         raise ValueError(
@@ -59,7 +62,7 @@ def _check_probs_score(owner, p, rescalable=False):
                 else ""))
 
 
-def _expit_pair(logits):
+def _expit_pair(logits: Any) -> Any:
     """(p, 1 - p) from logits, each accurate in its own tail."""
     return special.expit(logits), special.expit(-logits)
 
@@ -72,7 +75,7 @@ class _BinaryFamily(Distribution):
     continuous = False
     probs_constraint: str | None = None  # a narrower constraint on probs than [0, 1]
 
-    def __init__(self, probs=None, logits=None, **fixed):
+    def __init__(self, probs: Any = None, logits: Any = None, **fixed: Any) -> None:
         super().__init__()
         owner = type(self).__name__
         self._which, v = _probs_or_logits(owner, probs, logits)
@@ -85,27 +88,27 @@ class _BinaryFamily(Distribution):
         self._params = {self._which: v}
         self._check_params()
 
-    def _draw_params(self):
+    def _draw_params(self) -> Any:
         """[probs of the unit, total_count of the unit (0 without one)]."""
         return (np.broadcast_to(self.probs, self.batch_shape),
                 np.broadcast_to(getattr(self, "total_count", 0.0), self.batch_shape))
 
-    def _pq(self):
+    def _pq(self) -> Any:
         name, v = self._which, self._params[self._which]
         if name == "logits":
             return _expit_pair(v)
         return v, 1.0 - v
 
     @property
-    def probs(self):
+    def probs(self) -> Any:
         return self._pq()[0]
 
     @property
-    def logits(self):
+    def logits(self) -> Any:
         p, q = self._pq()
         return np.log(p) - np.log(q)
 
-    def _check_differentiable(self):
+    def _check_differentiable(self) -> Any:
         if self._which == "probs":
             p = self._params["probs"]
             if not ((p > 0) & (p < 1)).all():
@@ -123,7 +126,7 @@ class _BinaryFamily(Distribution):
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def _stirlerr(n):
+def _stirlerr(n: Any) -> Any:
     """log(n!) - [(n + 1/2) log n - n + log(2 pi)/2] for n > 0: the error of
     Stirling's formula, accurate for every n (series for n > 15)."""
     n = np.asarray(n, dtype=np.float64)
@@ -134,7 +137,7 @@ def _stirlerr(n):
     return np.where(n > 15, big, small)
 
 
-def _bd0(x, m):
+def _bd0(x: Any, m: Any) -> Any:
     """x log(x / m) + m - x, without cancellation when x is close to m
     (the deviance term of the saddle-point log-pmfs)."""
     x, m = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(m, np.float64))
@@ -158,7 +161,7 @@ def _bd0(x, m):
     return out
 
 
-def _binomial_log_pmf(x, n, p, q):
+def _binomial_log_pmf(x: Any, n: Any, p: Any, q: Any) -> Any:
     """log C(n, x) p^x q^(n-x) for real 0 <= x <= n by the saddle-point form
     (accurate for n up to 2**62; x = 0 and x = n exactly)."""
     x, n, p, q = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (x, n, p, q)))
@@ -174,7 +177,7 @@ def _binomial_log_pmf(x, n, p, q):
 _ENTROPY_TERMS_MAX = 1 << 23
 
 
-def _sum_entropy(owner, frozen, mean, var):
+def _sum_entropy(owner: Any, frozen: Any, mean: Any, var: Any) -> Any:
     """The entropy -sum p log p of a count distribution (a frozen scipy
     distribution of the batch shape), summed over mean +- (12 sd + 50),
     the upper end moved out until the mass beyond is below 1e-18."""
@@ -195,7 +198,7 @@ def _sum_entropy(owner, frozen, mean, var):
     return -np.where(np.isfinite(lp), np.exp(lp) * lp, 0.0).sum(0)
 
 
-def _is_count(x, upper=None):
+def _is_count(x: Any, upper: Any = None) -> Any:
     ok = (x >= 0) & (x == np.floor(x))
     if upper is not None:
         ok &= x <= upper
@@ -203,7 +206,29 @@ def _is_count(x, upper=None):
 
 
 class Poisson(Distribution):
-    """Poisson(rate): P(k) = rate^k e^(-rate) / k!."""
+    """Poisson(rate): P(k) = rate^k e^(-rate) / k!.
+
+    Parameters
+    ----------
+    rate : float or array_like
+        The mean (> 0).
+
+    Raises
+    ------
+    ValueError
+        A ``rate`` that is not positive and finite (the message names the parameter and the first
+        offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.Poisson(rate=3.0)
+    >>> bool(np.isclose(q.log_prob(np.array([0.0]))[0], -3.0))
+    True
+    """
 
     support = NONNEGATIVE_INTEGER
 
@@ -211,33 +236,33 @@ class Poisson(Distribution):
     continuous = False
     arg_constraints = {"rate": "positive"}
 
-    def __init__(self, rate):
+    def __init__(self, rate: Any) -> None:
         super().__init__(rate=rate)
 
-    def _check_params(self, rate):
+    def _check_params(self, rate: Any) -> Any:
         if not (rate <= POISSON_RATE_MAX).all():
             raise ValueError(f"Poisson: rate must be <= {POISSON_RATE_MAX:.6g} (larger rates "
                              f"overflow the int64 draws), got {float(rate.max())!r}")
 
-    def _terms(self):
+    def _terms(self) -> Any:
         return [("rate", K.SK_AFFINE, 1.0 / self.rate, -1.0, 0.0)]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         lam = self.rate
         inner = -_stirlerr(x) - _bd0(x, lam) - 0.5 * np.log(2 * math.pi * x)
         out = np.where(x == 0, -lam, inner)
         return np.where(_is_count(x), out, -np.inf)
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return _is_count(x)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.rate
 
-    def _variance(self):
+    def _variance(self) -> Any:
         return self.rate
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         lam = np.asarray(self.rate, dtype=np.float64)
         big = lam > 1e4
         # above 1e4 the asymptotic series (next term O(rate**-4)): the log-pmfs
@@ -250,18 +275,35 @@ class Poisson(Distribution):
 
     has_mean_tangents = True
 
-    def mean_tangents(self):
+    def mean_tangents(self) -> Any:
         return {"rate": self._draw_broadcast(1.0)}
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
-        """P(X <= value), value broadcast against the batch shape."""
+    def cdf(self, value: Any) -> Any:
+        """P(X <= value), value broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Poisson(rate=2.0)
+        >>> round(float(q.cdf(2)), 6)
+        0.676676
+        """
         from scipy import stats
         x = np.floor(np.asarray(value, dtype=np.float64))
         return stats.poisson.cdf(x, self.rate)
 
-    def icdf(self, value):
-        """The smallest count k with cdf(k) >= value (scipy.stats.poisson.ppf)."""
+    def icdf(self, value: Any) -> Any:
+        """The smallest count k with cdf(k) >= value (scipy.stats.poisson.ppf).
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Poisson(rate=2.0)
+        >>> k = q.icdf(0.5)
+        >>> bool(q.cdf(k) >= 0.5), bool(q.cdf(k - 1) < 0.5)
+        (True, True)
+        """
         from scipy import stats
         return np.maximum(stats.poisson.ppf(self._unit_value(value), self.rate), 0.0)
 
@@ -296,41 +338,57 @@ class Bernoulli(_BinaryFamily):
 
     family = K.MC_BERNOULLI
 
-    def _terms(self):
+    def _terms(self) -> Any:
         p, q = self._pq()
         if self._which == "logits":
             return [("logits", K.SK_AFFINE, 1.0, -p, 0.0)]
         return [("probs", K.SK_AFFINE, 1.0 / p + 1.0 / q, -1.0 / q, 0.0)]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         p, q = self._pq()
         out = np.where(x == 1, np.log(p), np.log(q))
         return np.where((x == 0) | (x == 1), out, -np.inf)
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return (x == 0) | (x == 1)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.probs
 
-    def _variance(self):
+    def _variance(self) -> Any:
         p, q = self._pq()
         return p * q
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         p, q = self._pq()
         return special.entr(p) + special.entr(q)
 
     has_mean_tangents = has_relaxation = has_binary_relaxation = True
 
-    def mean_tangents(self):
+    def mean_tangents(self) -> Any:
         p, q = self._pq()
         return {self._which: self._draw_broadcast(p * q if self._which == "logits" else 1.0)}
 
-    def relaxation(self):
+    def relaxation(self) -> Any:
         """(units W, categories K (1: binary), logit-space parameters, probs,
         conversion code, cv, cvs) for the relaxed / REBAR / DisARM kernels:
-        conversion 1 maps a logit gradient to probs with cv = 1 / (p q)."""
+        conversion 1 maps a logit gradient to probs with cv = 1 / (p q).
+
+        Returns
+        -------
+        tuple
+            ``(W, K, theta, probs, conversion, cv, cvs)``: the sizes W and K
+            of the kernels' layout (K = 1: binary), the logit-space parameters and the
+            normalised probabilities, then the code and factors that convert
+            a logit gradient to the parameter as passed.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> W, K, theta, probs = mc.Bernoulli(probs=0.3).relaxation()[:4]
+        >>> K, probs.tolist()
+        (1, [0.3])
+        """
         p, q = self._pq()
         th = np.ravel(np.log(p) - np.log(q)) if self._which == "probs" else \
             np.ravel(np.broadcast_to(self._params["logits"], self.batch_shape))
@@ -340,70 +398,130 @@ class Bernoulli(_BinaryFamily):
         return th.size, 1, np.ascontiguousarray(th, float), pr, conv, cv, np.ones(1)
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
-        """P(X <= value): 0 below 0, 1 - probs on [0, 1), 1 from 1 on."""
+    def cdf(self, value: Any) -> Any:
+        """P(X <= value): 0 below 0, 1 - probs on [0, 1), 1 from 1 on.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Bernoulli(probs=0.3)
+        >>> round(float(q.cdf(0)), 6)
+        0.7
+        """
         x = np.asarray(value, dtype=np.float64)
         q = self._pq()[1]
         return np.where(x < 0, 0.0, np.where(x < 1, q, 1.0))
 
-    def icdf(self, value):
-        """1 where value > 1 - probs, else 0."""
+    def icdf(self, value: Any) -> Any:
+        """1 where value > 1 - probs, else 0.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Bernoulli(probs=0.3)
+        >>> k = q.icdf(0.5)
+        >>> bool(q.cdf(k) >= 0.5), bool(q.cdf(k - 1) < 0.5)
+        (True, True)
+        """
         return (self._unit_value(value) > self._pq()[1]).astype(np.float64)
 
 
 class Binomial(_BinaryFamily):
     """Binomial(total_count, probs=None, logits=None): successes in
-    total_count trials (total_count is fixed, not differentiated)."""
+    total_count trials (total_count is fixed, not differentiated).
+
+    Parameters
+    ----------
+    total_count : int or array_like of int, default 1
+        The number of trials (>= 0; fixed, not differentiated).
+    probs : float or array_like, optional
+        The success probability, in [0, 1].
+    logits : float or array_like, optional
+        ``log(p / (1 - p))``; give exactly one of ``probs`` and ``logits``.
+
+    Raises
+    ------
+    ValueError
+        Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not a non-negative
+        integer, or a probability outside [0, 1] (the message names the parameter and the first
+        offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Binomial(total_count=10, probs=0.3)
+    >>> float(q.mean), round(float(q.variance), 12)
+    (3.0, 2.1)
+    """
 
     @property
-    def support(self):
+    def support(self) -> Any:
         return Support("x an integer in 0..total_count", "integer_interval", 0,
                        self.total_count)
 
     family = K.MC_BINOMIAL
     fixed_params = {"total_count": "nonnegative_integer"}
 
-    def __init__(self, total_count=1, probs=None, logits=None):
+    def __init__(self, total_count: Any = 1, probs: Any = None, logits: Any = None) -> None:
         super().__init__(probs, logits, total_count=total_count)
 
-    def _terms(self):
+    def _terms(self) -> Any:
         p, q = self._pq()
         n = self.total_count
         if self._which == "logits":
             return [("logits", K.SK_AFFINE, 1.0, -n * p, 0.0)]
         return [("probs", K.SK_AFFINE, 1.0 / p + 1.0 / q, -n / q, 0.0)]
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         p, q = self._pq()
         n = self.total_count
         ok = _is_count(x, n)
         out = _binomial_log_pmf(np.where(ok, x, 0.0), n, p, q)
         return np.where(ok, out, -np.inf)
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return _is_count(x, self.total_count)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.total_count * self.probs
 
-    def _variance(self):
+    def _variance(self) -> Any:
         p, q = self._pq()
         return self.total_count * p * q
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         p, q = self._pq()
         n = np.broadcast_to(self.total_count, self.batch_shape)
         return _sum_entropy("Binomial", stats.binom(n, p), n * p, n * p * q)
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
-        """P(X <= value), value broadcast against the batch shape."""
+    def cdf(self, value: Any) -> Any:
+        """P(X <= value), value broadcast against the batch shape.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Binomial(total_count=5, probs=0.4)
+        >>> round(float(q.cdf(2)), 6)
+        0.68256
+        """
         from scipy import stats
         x = np.floor(np.asarray(value, dtype=np.float64))
         return stats.binom.cdf(x, self.total_count, self.probs)
 
-    def icdf(self, value):
-        """The smallest count k with cdf(k) >= value (scipy.stats.binom.ppf)."""
+    def icdf(self, value: Any) -> Any:
+        """The smallest count k with cdf(k) >= value (scipy.stats.binom.ppf).
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Binomial(total_count=5, probs=0.4)
+        >>> k = q.icdf(0.5)
+        >>> bool(q.cdf(k) >= 0.5), bool(q.cdf(k - 1) < 0.5)
+        (True, True)
+        """
         from scipy import stats
         u = self._unit_value(value)
         return np.maximum(stats.binom.ppf(u, self.total_count, self.probs), 0.0)
@@ -411,14 +529,39 @@ class Binomial(_BinaryFamily):
 
 class Geometric(_BinaryFamily):
     """Geometric(probs=None, logits=None): failures before the first success,
-    P(k) = (1 - p)^k p, k = 0, 1, ..."""
+    P(k) = (1 - p)^k p, k = 0, 1, ...
+
+    Parameters
+    ----------
+    probs : float or array_like, optional
+        The success probability p, in (0, 1].
+    logits : float or array_like, optional
+        ``log(p / (1 - p))``; give exactly one of ``probs`` and ``logits``.
+    **fixed :
+        Reserved for :meth:`expand` (no further parameters are accepted).
+
+    Raises
+    ------
+    ValueError
+        Both or neither of ``probs`` and ``logits``, or a probability outside (0, 1] (the message
+        names the parameter and the first offending index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.Geometric(probs=0.25)
+    >>> float(q.mean)
+    3.0
+    """
 
     support = NONNEGATIVE_INTEGER
 
     family = K.MC_GEOMETRIC
     probs_constraint = "unit_interval_gt0"
 
-    def _check_params(self):
+    def _check_params(self) -> Any:
         v = self._params[self._which]
         p = self._pq()[0]
         if not (p >= GEOMETRIC_PROBS_MIN).all():
@@ -428,42 +571,59 @@ class Geometric(_BinaryFamily):
                              f"(about 1/probs failures) overflow int64, got {self._which} "
                              f"{float(v[p < GEOMETRIC_PROBS_MIN].flat[0])!r}")
 
-    def _terms(self):
+    def _terms(self) -> Any:
         p, q = self._pq()
         if self._which == "logits":
             return [("logits", K.SK_AFFINE, -p, q, 0.0)]
         return [("probs", K.SK_AFFINE, -1.0 / q, 1.0 / p, 0.0)]
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return _is_count(x)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         p, q = self._pq()
         out = special.xlogy(x, q) + np.log(p)
         return np.where(_is_count(x), out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         p, q = self._pq()
         return q / p
 
-    def _variance(self):
+    def _variance(self) -> Any:
         p, q = self._pq()
         return q / (p * p)
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         p, q = self._pq()
         return (special.entr(p) + special.entr(q)) / p
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
-        """P(X <= value) = 1 - (1 - probs)^(floor(value) + 1) for value >= 0."""
+    def cdf(self, value: Any) -> Any:
+        """P(X <= value) = 1 - (1 - probs)^(floor(value) + 1) for value >= 0.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Geometric(probs=0.5)
+        >>> round(float(q.cdf(1)), 6)
+        0.75
+        """
         from scipy import stats
         x = np.floor(np.asarray(value, dtype=np.float64))
         return stats.geom.cdf(x + 1.0, self.probs)
 
-    def icdf(self, value):
+    def icdf(self, value: Any) -> Any:
         """The smallest count k with cdf(k) >= value (scipy.stats.geom.ppf,
-        whose support starts at 1, less one)."""
+        whose support starts at 1, less one).
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.Geometric(probs=0.5)
+        >>> k = q.icdf(0.5)
+        >>> bool(q.cdf(k) >= 0.5), bool(q.cdf(k - 1) < 0.5)
+        (True, True)
+        """
         from scipy import stats
         return np.maximum(stats.geom.ppf(self._unit_value(value), self.probs) - 1.0, 0.0)
 
@@ -471,7 +631,33 @@ class Geometric(_BinaryFamily):
 class NegativeBinomial(_BinaryFamily):
     """NegativeBinomial(total_count, probs=None, logits=None): successes
     (probability probs) before total_count failures,
-    P(k) = C(k + r - 1, k) (1 - p)^r p^k."""
+    P(k) = C(k + r - 1, k) (1 - p)^r p^k.
+
+    Parameters
+    ----------
+    total_count : float or array_like
+        r, the number of failures (> 0, real; fixed, not differentiated).
+    probs : float or array_like, optional
+        The success probability p, in [0, 1).
+    logits : float or array_like, optional
+        ``log(p / (1 - p))``; give exactly one of ``probs`` and ``logits``.
+
+    Raises
+    ------
+    ValueError
+        Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not positive, or a
+        probability outside its range (the message names the parameter and the first offending
+        index), or shapes that do not broadcast.
+    TypeError
+        Values that are not real numbers.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> q = mc.NegativeBinomial(total_count=4.0, probs=0.5)
+    >>> float(q.mean)
+    4.0
+    """
 
     support = NONNEGATIVE_INTEGER
 
@@ -479,10 +665,10 @@ class NegativeBinomial(_BinaryFamily):
     fixed_params = {"total_count": "positive"}
     probs_constraint = "unit_interval_lt1"
 
-    def __init__(self, total_count, probs=None, logits=None):
+    def __init__(self, total_count: Any, probs: Any = None, logits: Any = None) -> None:
         super().__init__(probs, logits, total_count=total_count)
 
-    def _check_params(self):
+    def _check_params(self) -> Any:
         owner, r = "NegativeBinomial", self.total_count
         p, q = self._pq()
         with np.errstate(divide="ignore", over="ignore"):
@@ -497,17 +683,17 @@ class NegativeBinomial(_BinaryFamily):
                 "probs / (1 - probs) * (total_count + 12 sqrt(total_count) + 50) <= 2**62"
             )
 
-    def _terms(self):
+    def _terms(self) -> Any:
         p, q = self._pq()
         r = self.total_count
         if self._which == "logits":
             return [("logits", K.SK_AFFINE, q, -r * p, 0.0)]
         return [("probs", K.SK_AFFINE, 1.0 / p, -r / q, 0.0)]
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return _is_count(x)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         p, q = self._pq()
         r = self.total_count
         ok = _is_count(x)
@@ -517,30 +703,47 @@ class NegativeBinomial(_BinaryFamily):
         out = np.where(k == 0, special.xlogy(r, q), out)
         return np.where(ok, out, -np.inf)
 
-    def _mean(self):
+    def _mean(self) -> Any:
         p, q = self._pq()
         return self.total_count * p / q
 
-    def _variance(self):
+    def _variance(self) -> Any:
         p, q = self._pq()
         return self.total_count * p / (q * q)
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         p, q = self._pq()
         r = np.broadcast_to(self.total_count, self.batch_shape)
         m = r * p / q
         return _sum_entropy("NegativeBinomial", stats.nbinom(r, q), m, m / q)
 
     # -- cdf / icdf (draws by inversion, sampler="sobol") -------------------
-    def cdf(self, value):
+    def cdf(self, value: Any) -> Any:
         """P(X <= value); scipy's nbinom counts the failures (probability
-        1 - probs there) before total_count successes: our successes."""
+        1 - probs there) before total_count successes: our successes.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.NegativeBinomial(total_count=3.0, probs=0.5)
+        >>> round(float(q.cdf(2)), 6)
+        0.5
+        """
         from scipy import stats
         x = np.floor(np.asarray(value, dtype=np.float64))
         return stats.nbinom.cdf(x, self.total_count, self._pq()[1])
 
-    def icdf(self, value):
-        """The smallest count k with cdf(k) >= value (scipy.stats.nbinom.ppf)."""
+    def icdf(self, value: Any) -> Any:
+        """The smallest count k with cdf(k) >= value (scipy.stats.nbinom.ppf).
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> q = mc.NegativeBinomial(total_count=3.0, probs=0.5)
+        >>> k = q.icdf(0.5)
+        >>> bool(q.cdf(k) >= 0.5), bool(q.cdf(k - 1) < 0.5)
+        (True, True)
+        """
         from scipy import stats
         u = self._unit_value(value)
         return np.maximum(stats.nbinom.ppf(u, self.total_count, self._pq()[1]), 0.0)

@@ -30,6 +30,8 @@ Gradient layouts (``GradientEstimate.grad`` and ``score``):
 """
 from __future__ import annotations
 
+from typing import Any
+
 import math
 
 import numpy as np
@@ -46,13 +48,13 @@ _MV_LOC, _MV_TRIL, _MV_COV, _MV_PREC, _MV_FACTOR, _MV_DIAG = range(6)
 _MATRICES = ("covariance_matrix", "precision_matrix", "scale_tril")
 
 
-def _readonly(a):
+def _readonly(a: Any) -> Any:
     a = np.array(a, dtype=np.float64)
     a.setflags(write=False)
     return a
 
 
-def _loc(owner, loc):
+def _loc(owner: Any, loc: Any) -> Any:
     loc = V.param("loc", loc, "real", owner=owner)
     if loc.ndim < 1:
         raise ValueError(f"{owner}: loc must be a vector (shape (..., d)), got a scalar")
@@ -62,7 +64,7 @@ def _loc(owner, loc):
     return loc
 
 
-def _square(owner, name, value, d):
+def _square(owner: Any, name: Any, value: Any, d: Any) -> Any:
     arr = V.as_real_array(name, value, owner=owner)
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
         raise ValueError(f"{owner}: {name} must be a square (d, d) matrix, got shape "
@@ -75,7 +77,7 @@ def _square(owner, name, value, d):
     return np.array(arr, dtype=np.float64)
 
 
-def _cholesky(owner, name, a):
+def _cholesky(owner: Any, name: Any, a: Any) -> Any:
     """The lower Cholesky factor of the symmetric positive-definite a."""
     scale = float(np.max(np.abs(a))) if a.size else 0.0
     asym = float(np.max(np.abs(a - a.T))) if a.size else 0.0
@@ -95,7 +97,7 @@ def _cholesky(owner, name, a):
     return L
 
 
-def _check_tril(owner, L):
+def _check_tril(owner: Any, L: Any) -> Any:
     upper = np.triu(L, 1)
     if (upper != 0).any():
         i, j = np.argwhere(upper != 0)[0]
@@ -109,7 +111,7 @@ def _check_tril(owner, L):
     return L
 
 
-def _tril_inverse(L):
+def _tril_inverse(L: Any) -> Any:
     # LAPACK's triangular inverse (scipy.linalg.solve_triangular costs ~1 ms
     # of overhead per call, too much for a VI loop that builds q every step)
     Li, info = lapack.dtrtri(L, lower=1)
@@ -124,7 +126,7 @@ class _Gaussian(Distribution):
     event_ndim = 1
     support = Support("x any real vector", "real_vector", event_dim=1)
 
-    def expand(self, batch_shape):
+    def expand(self, batch_shape: Any) -> Any:
         """A new distribution with batch shape ``batch_shape``: loc broadcast
         to ``batch_shape + (d,)``; the matrix (or factor and diagonal), shared
         by the batch, is kept."""
@@ -135,18 +137,18 @@ class _Gaussian(Distribution):
     has_mirror = True
 
     @property
-    def event_shape(self):
+    def event_shape(self) -> Any:
         return (self._d,)
 
-    def _n_units(self):
+    def _n_units(self) -> Any:
         return int(np.prod(self.batch_shape, dtype=np.int64))
 
-    def _loc_terms(self):
+    def _loc_terms(self) -> Any:
         U, d = self._n_units(), self._d
         idx = np.arange(U * d, dtype=np.int64)
         return ("loc", K.SK_FAMILY, float(_MV_LOC), (idx % d).astype(float), 0.0, idx, idx)
 
-    def _matrix_terms(self, name, typ, elem, ii, jj):
+    def _matrix_terms(self, name: Any, typ: Any, elem: Any, ii: Any, jj: Any) -> Any:
         """Terms of a matrix parameter shared by every unit: element elem
         (flat index into the parameter) with indices (ii, jj), one term per
         unit reading the unit's coordinate ii."""
@@ -155,25 +157,25 @@ class _Gaussian(Distribution):
         return (name, K.SK_FAMILY, float(typ), np.tile(ii, U).astype(float),
                 np.tile(jj, U).astype(float), np.tile(elem, U), units * d + np.tile(ii, U))
 
-    def _in_support(self, x):
+    def _in_support(self, x: Any) -> Any:
         return np.ones(x.shape[:-1], dtype=bool)
 
-    def _draw_broadcast_loc(self):
+    def _draw_broadcast_loc(self) -> Any:
         return np.broadcast_to(self.loc, self.batch_shape + (self._d,)).reshape(-1, self._d)
 
     # moments for the base class's mean / variance / stddev properties
-    def _mean(self):
+    def _mean(self) -> Any:
         return self.loc
 
-    def _variance(self):
+    def _variance(self) -> Any:
         """Var[x_c]: the covariance's diagonal."""
         return np.diag(self.covariance_matrix)
 
-    def mirror(self, x):
+    def mirror(self, x: Any) -> Any:
         """The antithetic partner 2 loc - x (the family is symmetric about loc)."""
         return 2.0 * np.asarray(self.loc) - x
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: Any) -> Any:
         """log N(x; loc, Sigma) from the squared Mahalanobis distances and
         log det(Sigma) / 2."""
         d = self._d
@@ -181,10 +183,10 @@ class _Gaussian(Distribution):
         lp = -0.5 * self._mahalanobis2(r) - self._logdet_half() - 0.5 * d * math.log(2 * math.pi)
         return lp.reshape(x.shape[:-1])
 
-    def _logdet_half(self):
+    def _logdet_half(self) -> Any:
         return float(np.sum(np.log(np.diag(self._L))))
 
-    def _entropy(self):
+    def _entropy(self) -> Any:
         """Differential entropy (the same for every batch element)."""
         return 0.5 * self._d * (1.0 + math.log(2 * math.pi)) + self._logdet_half()
 
@@ -202,6 +204,18 @@ class MultivariateNormal(_Gaussian):
     diagonal; for ``covariance_matrix`` / ``precision_matrix`` the symmetric
     gradient (see the module docstring of ``distributions._multivariate``:
     the convention of torch's autograd).
+
+    Parameters
+    ----------
+    loc : array_like, shape (..., d)
+        The mean (finite), d >= 1.
+    covariance_matrix : array_like, shape (d, d), optional
+        Sigma, symmetric positive definite.
+    precision_matrix : array_like, shape (d, d), optional
+        Sigma^-1, symmetric positive definite.
+    scale_tril : array_like, shape (d, d), optional
+        L, lower triangular with a positive diagonal.  Give exactly one of
+        the three matrices.
 
     Raises
     ------
@@ -230,7 +244,8 @@ class MultivariateNormal(_Gaussian):
                        "precision_matrix": "positive_definite",
                        "scale_tril": "lower_cholesky"}
     has_rsample = True  # through scale_tril (pathwise_spec)
-    def __init__(self, loc, covariance_matrix=None, precision_matrix=None, scale_tril=None):
+    def __init__(self, loc: Any, covariance_matrix: Any = None, precision_matrix: Any = None,
+                 scale_tril: Any = None) -> None:
         self._kernel = None
         owner = type(self).__name__
         given = {k: v for k, v in zip(_MATRICES, (covariance_matrix, precision_matrix,
@@ -270,28 +285,28 @@ class MultivariateNormal(_Gaussian):
         self._params = {"loc": loc, name: _readonly(a)}
 
     @property
-    def loc(self):
+    def loc(self) -> Any:
         return self._params["loc"]
 
     @property
-    def scale_tril(self):
+    def scale_tril(self) -> Any:
         """The lower Cholesky factor L of the covariance (Sigma = L L^T)."""
         return self._L
 
     @property
-    def covariance_matrix(self):
+    def covariance_matrix(self) -> Any:
         return self._S
 
     @property
-    def precision_matrix(self):
+    def precision_matrix(self) -> Any:
         return self._P
 
-    def _mahalanobis2(self, r):
+    def _mahalanobis2(self, r: Any) -> Any:
         # rows z = L^-1 r by one triangular solve (BLAS dtrsm: Z L^T = R), |z|^2
         z = blas.dtrsm(1.0, self._Lf, np.ascontiguousarray(r), side=1, lower=1, trans_a=1)
         return np.einsum("ij,ij->i", z, z)
 
-    def _draw_params(self):
+    def _draw_params(self) -> Any:
         d = self._d
         loc = self._draw_broadcast_loc()
         mats = np.concatenate([m.ravel() for m in (self._L, self._P, self._Li, self._S)])
@@ -300,7 +315,7 @@ class MultivariateNormal(_Gaussian):
                             axis=1)
         return p0, np.zeros((U, 0))
 
-    def _terms(self):
+    def _terms(self) -> Any:
         d = self._d
         ii, jj = np.indices((d, d))
         if self._given == "scale_tril":
@@ -313,24 +328,39 @@ class MultivariateNormal(_Gaussian):
         return [self._loc_terms(),
                 self._matrix_terms(self._given, typ, elem, ii.ravel()[elem], jj.ravel()[elem])]
 
-    def vi_transforms(self):
+    def vi_transforms(self) -> Any:
         if self._given != "scale_tril":
             raise ValueError("vi.fit optimises a MultivariateNormal through its Cholesky "
                              "factor (unconstrained: the lower triangle with a log diagonal); "
                              f"build q with scale_tril= instead of {self._given}=")
         return {"loc": "identity", "scale_tril": "tril_log_diag"}
 
-    def _require_tril(self, what):
+    def _require_tril(self, what: Any) -> Any:
         if self._given != "scale_tril":
             raise ValueError(f"{what} differentiates a MultivariateNormal through its Cholesky "
                              f"factor; build it with scale_tril= instead of {self._given}= "
                              "(or use score_grad, which supports every parameterisation)")
 
-    def pathwise_spec(self):
+    def pathwise_spec(self) -> Any:
         """x = loc + L eps: dx_c/dloc_c = 1 (TK_ONE) and dx_i/dL_ij = eps_j,
         the draw's own noise recovered from x by row j of L^-1
         (TK_MVN_NOISE, an explicit term list: a = j, b = the unit's first
-        column; parameters in pathwise_params)."""
+        column; parameters in pathwise_params).
+
+        Raises
+        ------
+        ValueError
+            When the matrix was not given as ``scale_tril`` (pathwise_grad
+            differentiates through L).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.MultivariateNormal(np.zeros(2), scale_tril=np.eye(2))
+        >>> [row[0] for row in q.pathwise_spec()][:1]
+        ['loc']
+        """
         self._require_tril("pathwise_grad")
         U, d = self._n_units(), self._d
         ii, jj = np.tril_indices(d)
@@ -339,8 +369,23 @@ class MultivariateNormal(_Gaussian):
                 ("scale_tril", _vr.TK_MVN_NOISE, np.tile(jj, U).astype(float),
                  (units * d).astype(float), np.tile(ii * d + jj, U), units * d + np.tile(ii, U))]
 
-    def pathwise_params(self):
-        """[d, L^-1 (row-major), loc of every unit] for TK_MVN_NOISE."""
+    def pathwise_params(self) -> Any:
+        """[d, L^-1 (row-major), loc of every unit] for TK_MVN_NOISE.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[d, L^-1 (row-major), loc of every unit]``, float64.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> q = mc.MultivariateNormal(np.zeros(2), scale_tril=2 * np.eye(2))
+        >>> p = q.pathwise_params()
+        >>> int(p[0]), p[1:5].reshape(2, 2).tolist() == [[0.5, 0.0], [0.0, 0.5]]
+        (2, True)
+        """
         return np.concatenate([[float(self._d)], self._Li.ravel(),
                                self._draw_broadcast_loc().ravel()])
 
@@ -350,12 +395,39 @@ class LowRankMultivariateNormal(_Gaussian):
     mean loc and covariance W W^T + diag(D), W = cov_factor of shape (d, r),
     D = cov_diag of shape (d,), positive.  Draws cost O(d r): x = loc + W u +
     sqrt(D) e.  Gradients w.r.t. loc, cov_factor ((d, r)) and cov_diag ((d,)),
-    plain partial derivatives."""
+    plain partial derivatives.
+
+    Parameters
+    ----------
+    loc : array_like, shape (d,)
+        The mean (finite).
+    cov_factor : array_like, shape (d, r)
+        W of the covariance W W^T + diag(D) (finite).
+    cov_diag : array_like, shape (d,)
+        D, positive.
+
+    Raises
+    ------
+    ValueError
+        A ``cov_factor`` or ``cov_diag`` of the wrong shape, non-finite values or a non-positive
+        ``cov_diag`` (the message names the parameter and the first offending index), or shapes
+        that do not broadcast.
+    TypeError
+        Values that are not real numbers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> q = mc.LowRankMultivariateNormal(np.zeros(3), np.ones((3, 1)), np.ones(3))
+    >>> q.sample(2, rng=0).shape, bool(np.allclose(q.variance, 2.0))
+    ((2, 3), True)
+    """
 
     family = K.MC_LOWRANK_MULTIVARIATE_NORMAL
     arg_constraints = {"loc": "real_vector", "cov_factor": "real", "cov_diag": "positive"}
 
-    def __init__(self, loc, cov_factor, cov_diag):
+    def __init__(self, loc: Any, cov_factor: Any, cov_diag: Any) -> None:
         self._kernel = None
         owner = type(self).__name__
         loc = _loc(owner, loc)
@@ -390,38 +462,38 @@ class LowRankMultivariateNormal(_Gaussian):
         self._params = {"loc": loc, "cov_factor": _readonly(W), "cov_diag": _readonly(D)}
 
     @property
-    def loc(self):
+    def loc(self) -> Any:
         return self._params["loc"]
 
     @property
-    def cov_factor(self):
+    def cov_factor(self) -> Any:
         return self._params["cov_factor"]
 
     @property
-    def cov_diag(self):
+    def cov_diag(self) -> Any:
         return self._params["cov_diag"]
 
     @property
-    def covariance_matrix(self):
+    def covariance_matrix(self) -> Any:
         return _readonly(self._W @ self._W.T + np.diag(self._D))
 
     @property
-    def precision_matrix(self):
+    def precision_matrix(self) -> Any:
         return self._P
 
     @property
-    def scale_tril(self):
+    def scale_tril(self) -> Any:
         return _readonly(np.linalg.cholesky(self.covariance_matrix))
 
-    def _logdet_half(self):
+    def _logdet_half(self) -> Any:
         return 0.5 * self._logdet
 
-    def _mahalanobis2(self, r):
+    def _mahalanobis2(self, r: Any) -> Any:
         # r^T Sigma^-1 r by Woodbury: |r|^2_D - |T r|^2 (T = Lc^-1 W^T D^-1)
         return np.einsum("ij,ij->i", r, r / self._D) - np.einsum("ij,ij->i", r @ self._T.T,
                                                                  r @ self._T.T)
 
-    def _draw_params(self):
+    def _draw_params(self) -> Any:
         d, r = self._d, self._r
         loc = self._draw_broadcast_loc()
         M = self._P @ self._W
@@ -432,7 +504,7 @@ class LowRankMultivariateNormal(_Gaussian):
                              np.broadcast_to(mats, (U, mats.size))], axis=1)
         return p0, np.zeros((U, 0))
 
-    def _terms(self):
+    def _terms(self) -> Any:
         d, r = self._d, self._r
         ii, kk = np.indices((d, r))
         ar = np.arange(d, dtype=np.int64)
@@ -441,5 +513,5 @@ class LowRankMultivariateNormal(_Gaussian):
                                    ii.ravel(), kk.ravel()),
                 self._matrix_terms("cov_diag", _MV_DIAG, ar, ar, np.zeros(d, np.int64))]
 
-    def vi_transforms(self):
+    def vi_transforms(self) -> Any:
         return {"loc": "identity", "cov_factor": "identity", "cov_diag": "log"}

@@ -43,6 +43,38 @@ class Greeks:
         Paths simulated.
     info : dict
         The plan (streams, block size, threads, seed) and the inputs.
+
+    Built by :func:`greeks`, not by hand.
+
+    Parameters
+    ----------
+    values : mapping of str to float
+        The estimate of each Greek.
+    stderr, variance : mapping of str to float
+        Their standard errors and per-path variances.
+    method : str
+        "lr" or "pathwise".
+    estimators : mapping of str to str
+        The estimator of each Greek.
+    alternatives : dict
+        Every estimator the run formed.
+    n : int
+        Paths simulated.
+    info : mapping
+        The plan and the inputs.
+
+    Raises
+    ------
+    KeyError
+        ``values`` without one of the Greeks.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> g = mc.finance.greeks("call", spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=1.0,
+    ...                       n=10_000, rng=0)
+    >>> type(g).__name__, sorted(g.as_dict())
+    ('Greeks', ['delta', 'gamma', 'price', 'rho', 'vega'])
     """
 
     _names: tuple[str, ...] = GREEKS
@@ -65,11 +97,51 @@ class Greeks:
         self.info = dict(info)
 
     def as_dict(self):
-        """{greek: estimate}."""
+        """{greek: estimate}.
+
+        Returns
+        -------
+        dict of str to float
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> g = mc.finance.greeks("call", spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=1.0,
+        ...                       n=10_000, rng=0)
+        >>> g.as_dict()["price"] == g.price
+        True
+        """
         return {k: getattr(self, k) for k in self._names}
 
     def z_scores(self, exact):
-        """(estimate - exact) / stderr for each greek in ``exact``."""
+        """(estimate - exact) / stderr for each greek in ``exact``.
+
+        Parameters
+        ----------
+        exact : mapping of str to float
+            Exact values of some of the Greeks (e.g. :func:`black_scholes`).
+
+        Returns
+        -------
+        dict of str to float
+
+        Raises
+        ------
+        KeyError
+            A name that is not a Greek of this result.
+        TypeError
+            A value that is not a number.
+
+        Examples
+        --------
+        >>> import mcscore as mc
+        >>> g = mc.finance.greeks("call", spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=1.0,
+        ...                       n=10_000, rng=0)
+        >>> exact = mc.finance.black_scholes("call", spot=100.0, strike=100.0, rate=0.05, vol=0.2,
+        ...                                  maturity=1.0)
+        >>> all(abs(z) < 5 for z in g.z_scores(exact).values())
+        True
+        """
         return {k: (getattr(self, k) - float(v)) / self.stderr[k] for k, v in exact.items()}
 
     def __repr__(self):

@@ -32,6 +32,40 @@ class PathGreeks(Greeks):
         Standard error and per-path variance of each, same shapes.
     method, estimators, alternatives, n, info : as in :class:`Greeks`
         (theta is -dV/dT).
+
+    Built by :func:`greeks` for path payoffs, not by hand.
+
+    Parameters
+    ----------
+    values : mapping of str to float
+        The estimate of each Greek.
+    stderr, variance : mapping of str to float
+        Their standard errors and per-path variances.
+    method : str
+        "lr" or "pathwise".
+    estimators : mapping of str to str
+        The estimator of each Greek.
+    alternatives : dict
+        Every estimator the run formed.
+    n : int
+        Paths simulated.
+    info : mapping
+        The plan and the inputs.
+
+    Raises
+    ------
+    KeyError
+        ``values`` without one of the Greeks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> pay = mc.finance.basket_call(100.0, [0.5, 0.5])
+    >>> g = mc.finance.greeks(pay, spot=[100.0, 100.0], rate=0.03, vol=[0.2, 0.3], maturity=1.0,
+    ...                       n=10_000, rng=0)
+    >>> type(g).__name__, g.delta.shape, g.gamma.shape
+    ('PathGreeks', (2,), (2, 2))
     """
 
     _names: tuple[str, ...] = PATH_GREEKS
@@ -42,7 +76,35 @@ class PathGreeks(Greeks):
 
     def z_scores(self, exact):
         """(estimate - exact) / stderr for each greek in ``exact`` (arrays
-        for per-asset Greeks)."""
+        for per-asset Greeks).
+
+        Parameters
+        ----------
+        exact : mapping of str to float or array_like
+            Exact values of some Greeks, shaped like the estimates.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+
+        Raises
+        ------
+        KeyError
+            A name that is not a Greek of this result.
+        ValueError
+            A value that does not broadcast to the estimate's shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> pay = mc.finance.basket_call(100.0, [0.5, 0.5])
+        >>> g = mc.finance.greeks(pay, spot=[100.0, 100.0], rate=0.03, vol=[0.2, 0.3], maturity=1.0,
+        ...                       n=10_000, rng=0)
+        >>> z = g.z_scores({"price": g.price})
+        >>> float(z["price"])
+        0.0
+        """
         return {k: (np.asarray(getattr(self, k)) - np.asarray(v, float)) / self.stderr[k]
                 for k, v in exact.items()}
 
@@ -213,6 +275,39 @@ class Heston:
     of its score plus the state's score times dv_k/dparameter.  Their
     variance is finite when 2 kappa theta / xi^2 > 2 (the 1/v+ terms).
     Estimates carry the scheme's discretisation bias, O(dt).
+
+    Parameters
+    ----------
+    v0 : float
+        The initial variance (> 0).
+    kappa : float
+        The mean-reversion speed (> 0).
+    theta : float
+        The long-run variance (> 0).
+    xi : float
+        The volatility of variance (> 0).
+    rho : float
+        The correlation of the two Brownian motions, in (-1, 1).
+    param_greeks : bool, default False
+        Also estimate the sensitivities to v0, kappa, theta, xi and rho.
+
+    Raises
+    ------
+    TypeError
+        A parameter that is not a scalar, ``param_greeks`` not a bool.
+    ValueError
+        A parameter outside its range.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> model = mc.finance.Heston(v0=0.04, kappa=2.0, theta=0.04, xi=0.3, rho=-0.7)
+    >>> exact = mc.finance.heston_call(spot=100.0, strike=100.0, rate=0.03, maturity=1.0,
+    ...                                model=model)
+    >>> g = mc.finance.greeks("call", spot=100.0, strike=100.0, rate=0.03, vol=None, maturity=1.0,
+    ...                       model=model, steps=100, n=20_000, rng=0)
+    >>> bool(abs(g.price - exact["price"]) < 5 * g.stderr["price"] + 0.05)   # + the scheme's bias
+    True
     """
 
     PARAMS = ("v0", "kappa", "theta", "xi", "rho")
@@ -263,6 +358,44 @@ class Diffusion:
     relative, is far below Monte Carlo's.  A path whose diffusion is not
     > 0 or not finite is an error (use log=True, or truncate in the
     functions as Heston's full truncation does).
+
+    Parameters
+    ----------
+    drift, diffusion : callable
+        ``fn(t, x, **params)`` -> an (m,) array or a scalar.
+    params : dict of str to float, optional
+        The model's parameters (identifiers, not the Greeks' names); each gets
+        a likelihood-ratio sensitivity.
+    log : bool, default False
+        Simulate log S instead of S.
+
+    Raises
+    ------
+    TypeError
+        ``drift`` or ``diffusion`` not callable, ``params`` not a dict or a
+        parameter not a scalar.
+    ValueError
+        A reserved or invalid parameter name, a non-finite value; at
+        simulation, a drift or diffusion that is not finite (or diffusion <= 0).
+
+    Examples
+    --------
+    GBM written as a diffusion of log S (Euler in log S is exact), against
+    Black-Scholes:
+
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> gbm = mc.finance.Diffusion(lambda t, x, r, s: r - 0.5 * s * s, lambda t, x, r, s: s,
+    ...                            {"r": 0.05, "s": 0.2}, log=True)
+    >>> call = mc.finance.Payoff(lambda p: np.maximum(p[:, -1, 0] - 100.0, 0.0))
+    >>> g = mc.finance.greeks(call, spot=100.0, rate=0.05, maturity=1.0, model=gbm, steps=4,
+    ...                       n=20_000, rng=0)
+    >>> bs = mc.finance.black_scholes("call", spot=100.0, strike=100.0, rate=0.05, vol=0.2,
+    ...                               maturity=1.0)
+    >>> bool(abs(g.price - bs["price"]) < 5 * g.stderr["price"])
+    True
+    >>> sorted(g.as_dict())                       # the model's parameters' sensitivities too
+    ['delta', 'gamma', 'price', 'r', 's']
     """
 
     _RESERVED = frozenset(PATH_GREEKS) | {"n", "info", "method", "stderr", "variance",
@@ -318,7 +451,46 @@ class Diffusion:
 
     def simulate(self, z, m, steps, maturity, s0, paths, wts):
         """Euler paths from the normals z (m, steps) into paths[:m, :, 0]
-        and the weights [delta, gamma, params...] into wts[:m]."""
+        and the weights [delta, gamma, params...] into wts[:m].
+
+        Called by :func:`greeks` block by block.
+
+        Parameters
+        ----------
+        z : numpy.ndarray, shape (m, steps)
+            Standard normals.
+        m : int
+            The paths of the block.
+        steps : int
+            Time steps.
+        maturity : float
+            T.
+        s0 : float
+            The initial spot.
+        paths : numpy.ndarray, shape (>= m, steps + 1, 1)
+            Filled with the paths.
+        wts : numpy.ndarray, shape (>= m, 2 + len(params))
+            Filled with the likelihood-ratio weights.
+
+        Returns
+        -------
+        None
+
+        Raises
+        ------
+        ValueError
+            A drift or diffusion that is not finite, or a diffusion <= 0.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> model = mc.finance.Diffusion(lambda t, x: 0.0, lambda t, x: 1.0)   # Brownian motion
+        >>> paths, wts = np.zeros((2, 3, 1)), np.zeros((2, 2))
+        >>> model.simulate(np.ones((2, 2)), 2, 2, 2.0, 10.0, paths, wts)
+        >>> paths[0, :, 0].tolist()
+        [10.0, 11.0, 12.0]
+        """
         dt = maturity / steps
         sq = math.sqrt(dt)
         x0 = math.log(s0) if self.log else s0
@@ -359,7 +531,31 @@ class Diffusion:
 
 class SpotGreeks(PathGreeks):
     """Price, delta and gamma of a payoff under a model other than GBM (see
-    :class:`PathGreeks`; floats)."""
+    :class:`PathGreeks`; floats).
+
+    Built by :func:`greeks` with ``model=``, not by hand.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As :class:`PathGreeks`.
+    names : sequence of str, optional
+        The Greeks it holds (a Diffusion's parameters added).
+
+    Raises
+    ------
+    KeyError
+        ``values`` without one of the names.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> model = mc.finance.Heston(v0=0.04, kappa=2.0, theta=0.04, xi=0.3, rho=-0.7)
+    >>> g = mc.finance.greeks("call", spot=100.0, strike=100.0, rate=0.03, vol=None, maturity=1.0,
+    ...                       model=model, steps=50, n=10_000, rng=0)
+    >>> type(g).__name__, sorted(g.as_dict())
+    ('SpotGreeks', ['delta', 'gamma', 'price'])
+    """
 
     _names = ("price", "delta", "gamma")
 

@@ -89,6 +89,22 @@ def black_scholes(payoff, *, spot, strike, rate, vol, maturity) -> dict[str, flo
         An unknown payoff, or an input outside its range (``vol`` <= 0,
         ...).
 
+    Parameters
+    ----------
+    payoff : {"call", "put", "digital_call", "digital_put"}
+    spot, strike : float
+        S0 and K (> 0).
+    rate : float
+        The continuously compounded rate (finite).
+    vol : float
+        The volatility (> 0).
+    maturity : float
+        T in years (> 0).
+
+    Returns
+    -------
+    dict of str to float
+
     Examples
     --------
     >>> import mcscore as mc
@@ -141,7 +157,42 @@ def geometric_asian_call(*, spot, strike, rate, vol, maturity, steps, greeks=Fal
 
     ``greeks=True``: a dict of the price and its exact derivatives (delta,
     vega, rho, gamma) instead of the price, evaluated in logarithms like
-    :func:`black_scholes`."""
+    :func:`black_scholes`.
+
+    Parameters
+    ----------
+    spot, strike : float
+        S0 and K (> 0).
+    rate : float
+        The rate (finite).
+    vol : float
+        The volatility (> 0).
+    maturity : float
+        T (> 0).
+    steps : int
+        The number of averaging dates (>= 1).
+    greeks : bool, default False
+        Return the Greeks too.
+
+    Returns
+    -------
+    float or dict of str to float
+        The price, or ``{"price", "delta", "vega", "rho", "gamma"}``.
+
+    Raises
+    ------
+    ValueError
+        An input outside its range.
+    TypeError
+        ``greeks`` not a bool.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> round(mc.finance.geometric_asian_call(spot=100.0, strike=100.0, rate=0.05, vol=0.2,
+    ...                                       maturity=1.0, steps=12), 6)
+    5.9402
+    """
     spot, strike, rate, vol, maturity, steps, _ = _check_inputs(
         "geometric_asian_call", spot, strike, rate, vol, maturity, steps, None)
     greeks = V.flag("greeks", greeks)
@@ -219,6 +270,39 @@ def heston_call(*, spot, strike, rate, maturity, model, dividend=0.0):
     "little trap" form (Albrecher et al. 2007, no branch-cut jumps); gamma by
     a central difference of delta.  The continuous-time model: a Monte Carlo
     estimate adds its scheme's discretisation bias.
+
+    Parameters
+    ----------
+    spot, strike : float
+        S0 and K (> 0).
+    rate : float
+        The rate (finite).
+    maturity : float
+        T (> 0).
+    model : Heston
+        The model.
+    dividend : float, default 0.0
+        q, the continuous dividend yield (finite).
+
+    Returns
+    -------
+    dict of str to float
+        ``{"price", "delta", "gamma"}``.
+
+    Raises
+    ------
+    TypeError
+        ``model`` not a :class:`Heston`.
+    ValueError
+        An input outside its range.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> model = mc.finance.Heston(v0=0.04, kappa=2.0, theta=0.04, xi=0.3, rho=-0.7)
+    >>> h = mc.finance.heston_call(spot=100.0, strike=100.0, rate=0.03, maturity=1.0, model=model)
+    >>> round(h["price"], 4), round(h["delta"], 4)
+    (9.2425, 0.6557)
     """
     if not isinstance(model, Heston):
         raise TypeError(f"model must be a finance.Heston, got {type(model).__name__}")
@@ -330,6 +414,37 @@ def reference(payoff, *, spot, strike, rate, vol, maturity, steps=1, barrier=Non
 
     Raises NotImplementedError otherwise (arithmetic Asian, barrier with
     more than 2 dates).
+
+    Parameters
+    ----------
+    payoff : str
+        One of ``PAYOFFS``.
+    spot, strike, rate, vol, maturity : float
+        As in :func:`black_scholes`.
+    steps : int, default 1
+        The monitoring dates (Asian, barrier).
+    barrier : float, optional
+        The up-and-out barrier (> spot).
+
+    Returns
+    -------
+    dict of str to float
+        ``{"price", "delta", "vega", "rho", "gamma"}``.
+
+    Raises
+    ------
+    NotImplementedError
+        Where no exact value is known (see above).
+    ValueError
+        An unknown payoff or an input outside its range.
+
+    Examples
+    --------
+    >>> import mcscore as mc
+    >>> ref = mc.finance.reference("call", spot=100.0, strike=100.0, rate=0.05, vol=0.2,
+    ...                            maturity=1.0)
+    >>> round(ref["price"], 4)
+    10.4506
     """
     spot, strike, rate, vol, maturity, steps, barrier = _check_inputs(
         payoff, spot, strike, rate, vol, maturity, steps, barrier)

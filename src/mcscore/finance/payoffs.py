@@ -4,6 +4,8 @@ derivative) and factories for baskets, spreads, exchange, best-of and
 worst-of options."""
 from __future__ import annotations
 
+from typing import Any
+
 import operator
 
 import numpy as np
@@ -36,6 +38,29 @@ class Payoff:
     does not form S at the other dates (they hold NaN), which saves most
     of the work of a European payoff on a fine time grid.
 
+    Parameters
+    ----------
+    fn : callable
+        ``fn(paths) -> (m,)`` (or ``(m,) + grid``).
+    grad : callable, optional
+        ``grad(paths) -> dh/dS`` (pathwise Greeks need it).
+    name : str, optional
+        The label (default ``fn.__name__``).
+    assets : int, optional
+        The number of assets it needs (>= 1).
+    grid : tuple of int, optional
+        The shape of a grid of payoffs per path.
+    terminal : bool, default False
+        fn and grad read the paths only at the last date (or the expiries).
+
+    Raises
+    ------
+    TypeError
+        ``fn`` not callable, ``grad`` neither callable nor None, ``terminal``
+        not a bool.
+    ValueError
+        A grid that is not a tuple of positive ints, ``assets`` < 1.
+
     Examples
     --------
     A European call written as a path payoff (``terminal=True``: it reads
@@ -52,7 +77,8 @@ class Payoff:
     True
     """
 
-    def __init__(self, fn, grad=None, *, name=None, assets=None, grid=None, terminal=False):
+    def __init__(self, fn: Any, grad: Any = None, *, name: Any = None, assets: Any = None,
+                 grid: Any = None, terminal: Any = False) -> None:
         if not callable(fn):
             raise TypeError(f"Payoff: fn must be callable, got {type(fn).__name__}")
         if grad is not None and not callable(grad):
@@ -71,20 +97,20 @@ class Payoff:
         self.terminal = V.flag("terminal", terminal)
         self.name = name or getattr(fn, "__name__", "payoff")
 
-    def __call__(self, paths):
+    def __call__(self, paths: Any) -> Any:
         return self.fn(paths)
 
-    def __repr__(self):
+    def __repr__(self) -> Any:
         return f"Payoff({self.name!r})"
 
 
-def _terminal(name, assets, value, slope):
+def _terminal(name: Any, assets: Any, value: Any, slope: Any) -> Any:
     """A Payoff of the terminal values S(T) only: value(ST) -> (m,),
     slope(ST) -> (m, assets) its gradient."""
-    def fn(paths):
+    def fn(paths: Any) -> Any:
         return value(paths[:, -1, :])
 
-    def grad(paths):
+    def grad(paths: Any) -> Any:
         g = np.zeros(paths.shape)
         g[:, -1, :] = slope(paths[:, -1, :])
         return g
@@ -92,7 +118,7 @@ def _terminal(name, assets, value, slope):
     return Payoff(fn, grad, name=name, assets=assets, terminal=True)
 
 
-def _weights(weights, what):
+def _weights(weights: Any, what: Any) -> Any:
     w = V.as_real_array("weights", weights)
     if w.ndim != 1 or w.size < 1 or not np.isfinite(w).all():
         raise ValueError(f"weights of {what} must be a non-empty 1-D array of finite numbers, "
@@ -100,8 +126,25 @@ def _weights(weights, what):
     return w
 
 
-def basket_call(strike, weights):
+def basket_call(strike: Any, weights: Any) -> Any:
     """(sum_i w_i S_i(T) - K)^+ on len(weights) assets.
+
+    Parameters
+    ----------
+    strike : float
+        K (finite).
+    weights : array_like, shape (assets,)
+        Finite weights, one per asset.
+
+    Returns
+    -------
+    Payoff
+        A terminal payoff with its derivative.
+
+    Raises
+    ------
+    ValueError
+        A non-finite strike, or weights that are empty, not 1-d or not finite.
 
     Examples
     --------
@@ -118,43 +161,166 @@ def basket_call(strike, weights):
                      lambda s: (s @ w > strike)[:, None] * w)
 
 
-def basket_put(strike, weights):
-    """(K - sum_i w_i S_i(T))^+ on len(weights) assets."""
+def basket_put(strike: Any, weights: Any) -> Any:
+    """(K - sum_i w_i S_i(T))^+ on len(weights) assets.
+
+    Parameters
+    ----------
+    strike : float
+        K (finite).
+    weights : array_like, shape (assets,)
+        Finite weights, one per asset.
+
+    Returns
+    -------
+    Payoff
+        A terminal payoff with its derivative (``grad``).
+
+    Raises
+    ------
+    ValueError
+        A non-finite strike, or weights that are empty, not 1-d or not finite.
+    TypeError
+        A strike that is not a real number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> paths = np.array([[[100.0, 100.0], [110.0, 90.0]]])      # one path, 1 step, 2 assets
+    >>> mc.finance.basket_put(105.0, [0.5, 0.5])(paths)
+    array([5.])
+    """
     strike = V.finite_real("strike", strike)
     w = _weights(weights, "basket_put")
     return _terminal("basket_put", w.size, lambda s: np.maximum(strike - s @ w, 0.0),
                      lambda s: -(s @ w < strike)[:, None] * w)
 
 
-def geometric_basket_call(strike, weights):
-    """(prod_i S_i(T)^{w_i} - K)^+ (weights summing to 1 make it lognormal)."""
+def geometric_basket_call(strike: Any, weights: Any) -> Any:
+    """(prod_i S_i(T)^{w_i} - K)^+ (weights summing to 1 make it lognormal).
+
+    Parameters
+    ----------
+    strike : float
+        K (finite).
+    weights : array_like, shape (assets,)
+        Finite weights, one per asset.
+
+    Returns
+    -------
+    Payoff
+        A terminal payoff with its derivative (``grad``).
+
+    Raises
+    ------
+    ValueError
+        A non-finite strike, or weights that are empty, not 1-d or not finite.
+    TypeError
+        A strike that is not a real number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> paths = np.array([[[100.0, 100.0], [110.0, 90.0]]])      # one path, 1 step, 2 assets
+    >>> pay = mc.finance.geometric_basket_call(90.0, [0.5, 0.5])
+    >>> bool(np.isclose(pay(paths)[0], np.sqrt(110.0 * 90.0) - 90.0))
+    True
+    """
     strike = V.finite_real("strike", strike)
     w = _weights(weights, "geometric_basket_call")
 
-    def g(s):
+    def g(s: Any) -> Any:
         return np.exp(np.log(s) @ w)
 
     return _terminal("geometric_basket_call", w.size, lambda s: np.maximum(g(s) - strike, 0.0),
                      lambda s: ((g(s) > strike) * g(s))[:, None] * w / s)
 
 
-def spread_call(strike, *, name="spread_call"):
-    """(S_1(T) - S_2(T) - K)^+ on two assets."""
+def spread_call(strike: Any, *, name: Any = "spread_call") -> Any:
+    """(S_1(T) - S_2(T) - K)^+ on two assets.
+
+    Parameters
+    ----------
+    strike : float
+        K (finite; 0 is the exchange option).
+    name : str, default "spread_call"
+        The payoff's label.
+
+    Returns
+    -------
+    Payoff
+        A terminal payoff with its derivative (``grad``).
+
+    Raises
+    ------
+    ValueError
+        A non-finite strike.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> paths = np.array([[[100.0, 100.0], [110.0, 90.0]]])      # one path, 1 step, 2 assets
+    >>> mc.finance.spread_call(5.0)(paths)
+    array([15.])
+    """
     strike = V.finite_real("strike", strike)
     return _terminal(name, 2, lambda s: np.maximum(s[:, 0] - s[:, 1] - strike, 0.0),
                      lambda s: (s[:, 0] - s[:, 1] > strike)[:, None] * np.array([1.0, -1.0]))
 
 
-def exchange():
-    """(S_1(T) - S_2(T))^+: Margrabe's option to exchange asset 2 for asset 1."""
+def exchange() -> Any:
+    """(S_1(T) - S_2(T))^+: Margrabe's option to exchange asset 2 for asset 1.
+
+    Returns
+    -------
+    Payoff
+        ``spread_call(0.0)`` named ``"exchange"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> mc.finance.exchange()(np.array([[[100.0, 100.0], [90.0, 95.0]]]))
+    array([0.])
+    """
     return spread_call(0.0, name="exchange")
 
 
-def _extreme_call(name, pick):
-    def make(strike):
+_EXTREME_DOC = """{summary}
+
+    Parameters
+    ----------
+    strike : float
+        K (finite).
+
+    Returns
+    -------
+    Payoff
+        A terminal payoff with its derivative, on any number of assets.
+
+    Raises
+    ------
+    ValueError
+        A non-finite strike.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mcscore as mc
+    >>> paths = np.array([[[100.0, 100.0], [110.0, 90.0]]])      # one path, 1 step, 2 assets
+    >>> mc.finance.{name}(95.0)(paths)
+    {out}
+    """
+
+
+def _extreme_call(name: Any, pick: Any) -> Any:
+    def make(strike: Any) -> Any:
         strike = V.finite_real("strike", strike)
 
-        def slope(s):
+        def slope(s: Any) -> Any:
             g = np.zeros(s.shape)
             i = pick(s)
             r = np.arange(len(s))
@@ -167,12 +333,14 @@ def _extreme_call(name, pick):
 
 
 best_of_call = _extreme_call("best_of_call", lambda s: np.argmax(s, axis=1))
-best_of_call.__doc__ = "(max_i S_i(T) - K)^+."
+best_of_call.__doc__ = _EXTREME_DOC.format(summary="(max_i S_i(T) - K)^+.", name="best_of_call",
+                                           out="array([15.])")
 worst_of_call = _extreme_call("worst_of_call", lambda s: np.argmin(s, axis=1))
-worst_of_call.__doc__ = "(min_i S_i(T) - K)^+."
+worst_of_call.__doc__ = _EXTREME_DOC.format(summary="(min_i S_i(T) - K)^+.",
+                                            name="worst_of_call", out="array([0.])")
 
 
-def _builtin(name, strike, barrier, ksteps=None):
+def _builtin(name: Any, strike: Any, barrier: Any, ksteps: Any = None) -> Any:
     """The built-in single-asset payoffs as Payoff objects (for dividends,
     strike grids and expiry grids).  ``strike`` a scalar or a 1-D array of
     strikes; ``ksteps`` None (expiry at the end of the grid) or a 1-D array
@@ -202,7 +370,7 @@ def _builtin(name, strike, barrier, ksteps=None):
     grid = (() if ksteps is None else (len(ksteps),)) + (() if np.ndim(strike) == 0
                                                          else (K.size,))
 
-    def under(p):
+    def under(p: Any) -> Any:
         """(m, E) the underlying value at each expiry."""
         ks = [p.shape[1] - 1] if ksteps is None else ksteps
         x = p[:, :, 0]
@@ -216,7 +384,7 @@ def _builtin(name, strike, barrier, ksteps=None):
             u = np.where(np.stack([top[:, k - 1] for k in ks], axis=1) < H, u, 0.0)
         return u
 
-    def value(u):
+    def value(u: Any) -> Any:
         if name in ("put", "digital_put"):
             x = K - u[:, :, None]
         else:
@@ -227,10 +395,10 @@ def _builtin(name, strike, barrier, ksteps=None):
             return np.where(u[:, :, None] > 0, np.maximum(x, 0.0), 0.0)
         return np.maximum(x, 0.0)
 
-    def fn(p):
+    def fn(p: Any) -> Any:
         return value(under(p)).reshape((len(p),) + grid)
 
-    def grad(p):
+    def grad(p: Any) -> Any:
         m, n1 = p.shape[0], p.shape[1]
         ks = [n1 - 1] if ksteps is None else ksteps
         u = under(p)
@@ -251,7 +419,7 @@ def _builtin(name, strike, barrier, ksteps=None):
                   terminal=name in ("call", "put", "digital_call", "digital_put"))
 
 
-def _builtin_one(name, K):
+def _builtin_one(name: Any, K: Any) -> Any:
     """One built-in payoff at one strike, expiring at the end of the grid."""
     one = np.ones(1)
     if name == "call":
@@ -263,11 +431,11 @@ def _builtin_one(name, K):
         return Payoff(lambda p: (sign * (p[:, -1, 0] - K) > 0).astype(float), name=name,
                       terminal=True)
 
-    def avg(p):
+    def avg(p: Any) -> Any:
         x = p[:, 1:, 0]
         return x.mean(1) if name == "asian_call" else np.exp(np.log(x).mean(1))
 
-    def grad(p):
+    def grad(p: Any) -> Any:
         a = avg(p)
         g = np.zeros(p.shape)
         steps = p.shape[1] - 1
