@@ -365,7 +365,7 @@ def batched_category_totals(double[:, ::1] stats, double[:, ::1] shifts, int64_t
     return c0_a, d_a, G, H, Ck, Gk, Hk
 
 
-cdef int _cb_draw_rows(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssize_t m,
+cdef int _cb_draw_categorical_rows(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssize_t m,
                        int tid) noexcept nogil:
     """Block b of a Categorical (row r of the round) drawn exactly as
     mc_draw_block_polled draws it (chunk by chunk, unit by unit: the
@@ -429,7 +429,7 @@ def draw_categorical_rows(KernelDist dist, list bitgens, int64_t[::1] blocks,
     nt = mc_round_threads(&rd)
     try:
         c.tmp = mc_alloc_doubles(nt * c.tmp_len, "the draw buffers")
-        mc_drive(&rd, _cb_draw_rows, &c)
+        mc_drive(&rd, _cb_draw_categorical_rows, &c)
     finally:
         free(c.tmp)
         mc_round_free(&rd)
