@@ -114,12 +114,12 @@ class Estimator:
         self._fkind = None
         self._kernels = KernelTemplates(8)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Estimator({self.family.__name__}, n={self.n}, baseline={self.baseline!r}, "
                 f"f={self._fkind or 'not yet lowered'})")
 
     # -- per-shape preparation ------------------------------------------
-    def _prepare(self, dist, kd):
+    def _prepare(self, dist: Any, kd: Any) -> Any:
         """Everything that depends on the draw shape only: the lowered f, the
         plan's shape, the streams (their bit generators' states when the rng
         gives the same streams at every call), the coordinates' split and,
@@ -166,7 +166,7 @@ class Estimator:
     _prep = None
 
 
-def shape_key(dist, kd):
+def shape_key(dist: Any, kd: Any) -> Any:
     """What a Prepared depends on besides f and the options: the draw's
     size and shape, the statistics' length and the kernel's log column."""
     return (kd.draw_size, tuple(dist.draw_shape), kd.stats_len, kd.has_log_column)
@@ -182,7 +182,8 @@ class Prepared:
     distribution of this shape (dist checked, kd its kernel), bit for bit:
     the same streams, kernels, checks and result."""
 
-    def __init__(self, f, dist, kd, n, n_streams, block_size, n_threads, chunk_size):
+    def __init__(self, f: Any, dist: Any, kd: Any, n: Any, n_streams: Any, block_size: Any,
+                 n_threads: Any, chunk_size: Any) -> None:
         self.fkind, self.kf = E.lower_f(f, dist)
         self.f = f
         self.key = shape_key(dist, kd)
@@ -217,7 +218,7 @@ class Prepared:
                 self.xshape = (rd.total,) + tuple(dist.draw_shape)
                 self.held_values = self.xbuf.size
 
-    def fix_streams(self, plan):
+    def fix_streams(self, plan: Any) -> Any:
         """Keep the states of the plan's stream bit generators: the same at
         every call of an rng that is an int or a SeedSequence."""
         self.bitgens = plan.bitgens(self.stream_list)
@@ -225,7 +226,7 @@ class Prepared:
         info = plan.info()
         self.seed_info = {"entropy": info["entropy"], "spawn_key": info["spawn_key"]}
 
-    def run(self, dist, kd, rng, baseline):
+    def run(self, dist: Any, kd: Any, rng: Any, baseline: Any) -> Any:
         if self.states is not None:
             work = min(self.used, max(1, self.values // R.SERIAL_VALUES))
             threads = effective_n_threads(self.n_threads, work_items=work)
@@ -252,7 +253,7 @@ class Prepared:
         info["f"] = self.fkind
         return A.finish_score_owned(dist, kd, stats, shifts, baseline, info, self._splitter(dist))
 
-    def _splitter(self, dist):
+    def _splitter(self, dist: Any) -> Any:
         """dist._split_coords, as a precomputed list of (name, slice, shape)
         while dist shares its coordinate slices with the previous call's
         (a kernel renewed from the same template)."""
@@ -262,17 +263,18 @@ class Prepared:
             self._coords = [(name, sl, tuple(shape)) for name, (sl, shape) in cs.items()]
         coords = self._coords
 
-        def split(arr):
+        def split(arr: Any) -> Any:
             return {name: arr[sl].reshape(shape) for name, sl, shape in coords}
         return split
 
     _slices = None
 
-    def _plan(self, rng):
+    def _plan(self, rng: Any) -> Any:
         return E.Plan(self.shape[0], self.shape[1], rng, self.shape[2], self.shape[3],
                       self.n_threads)
 
-    def _fused(self, dist, kd, bitgens, threads, stats, shifts, plan, rng):
+    def _fused(self, dist: Any, kd: Any, bitgens: Any, threads: Any, stats: Any, shifts: Any,
+               plan: Any, rng: Any) -> Any:
         """run_fused on these streams."""
         n, S, B = self.shape[0], self.shape[2], self.info0["block_size"]
         next_block = self.streams.copy()
@@ -288,7 +290,8 @@ class Prepared:
             raise_kernel_error(code, idx, plan if plan is not None else self._plan(rng), dist,
                                kd)
 
-    def _one_round(self, dist, kd, bitgens, threads, stats, shifts):
+    def _one_round(self, dist: Any, kd: Any, bitgens: Any, threads: Any, stats: Any,
+                   shifts: Any) -> Any:
         """run_job for a plan whose blocks all fit in one round (no helper
         threads: there is no next round to draw while f runs)."""
         rd = self.round
@@ -316,11 +319,11 @@ class KernelTemplates:
     distribution gets the table and coordinate slices _build_kernel would
     set.  Holds at most `size` structures (cleared when full)."""
 
-    def __init__(self, size):
+    def __init__(self, size: Any) -> None:
         self.size = size
-        self.templates = {}  # structure -> (kernel, table, coordinate slices)
+        self.templates: dict[Any, Any] = {}  # structure -> (kernel, table, coordinate slices)
 
-    def kernel(self, dist):
+    def kernel(self, dist: Any) -> Any:
         if (dist._kernel is not None or not self.templates
                 or type(dist)._build_kernel is not Distribution._build_kernel):
             return self._remember(dist, dist._kernel_dist())
@@ -338,7 +341,7 @@ class KernelTemplates:
         dist._kernel = kd
         return kd
 
-    def _remember(self, dist, kd):
+    def _remember(self, dist: Any, kd: Any) -> Any:
         """Keep dist's kernel as the template of its structure when the
         family builds it with the shared, cached term structure."""
         if (type(dist)._build_kernel is Distribution._build_kernel and not kd.per_category
@@ -358,12 +361,13 @@ class KernelTemplates:
 # skips.  A Prepared in use is taken out of the cache (threads calling at
 # once each get their own buffers).
 _TEMPLATES = KernelTemplates(64)
-_PREPARED = {}
+_PREPARED: dict[Any, Any] = {}
 _PREPARED_MAX = 32
 _HELD_VALUES_MAX = 1 << 16  # doubles per buffer of a cached Prepared (512 KiB)
 
 
-def score_small(f, dist, n, rng, baseline, n_threads, chunk_size, n_streams, block_size):
+def score_small(f: Any, dist: Any, n: Any, rng: Any, baseline: Any, n_threads: Any,
+                chunk_size: Any, n_streams: Any, block_size: Any) -> Any:
     """score_grad's plain local estimate (no progress bar, no Dask) of a
     checked, differentiable distribution with a lowered f: the same result,
     bit for bit, through the caches above."""
