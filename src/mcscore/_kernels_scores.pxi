@@ -538,6 +538,10 @@ _FAMILY_TABLE[MC_WEIBULL].accum = mc_accum_shared_expm1
 # recomputed from the rounded x.
 # ---------------------------------------------------------------------------
 
+cdef enum:
+    _EXP_LOG_BLOCK = 256    # logs of the kept column per call of NumPy's log loop
+
+
 cdef bint mc_exp_column_ok(const mc_dist *dist) noexcept nogil:
     """True when every exp-kind term of the table is its unit's own
     (Gumbel: a = -1 / scale, c = loc; Weibull: a = k, c = log scale), so
@@ -572,10 +576,11 @@ cdef void mc_exp_column_acc5(const mc_dist *dist, Py_ssize_t q, Py_ssize_t m,
     """Add the five score sums of coordinate q on a chunk to stats (its
     five slots), the exp-kind terms computed from the kept column lt
     (mc_exp_column_ok must hold); tmp: m doubles."""
-    cdef Py_ssize_t t, i, t0 = dist.t_start[q], t1 = dist.t_start[q + 1]
+    cdef Py_ssize_t t, i, i0, nb, t0 = dist.t_start[q], t1 = dist.t_start[q + 1]
     cdef int kind
     cdef double a, b, c
     cdef double abc[3]
+    cdef double lb[_EXP_LOG_BLOCK]
     cdef const double *xc
     cdef const double *e
     cdef const double *y
@@ -599,9 +604,14 @@ cdef void mc_exp_column_acc5(const mc_dist *dist, Py_ssize_t q, Py_ssize_t m,
             for i in range(m):
                 tmp[i] += b * (xc[i] - c) * (e[i] - 1.0)
         elif kind == SK_LOG_XEXPM1:
-            # log(x / scale) = log(E) / k
-            for i in range(m):
-                tmp[i] += b * (log(e[i]) / a) * (e[i] - 1.0)
+            # log(x / scale) = log(E) / k, the logs by NumPy's log loop
+            i0 = 0
+            while i0 < m:
+                nb = m - i0 if m - i0 < _EXP_LOG_BLOCK else _EXP_LOG_BLOCK
+                mc_vlog(e + i0, lb, nb)
+                for i in range(nb):
+                    tmp[i0 + i] += b * (lb[i] / a) * (e[i0 + i] - 1.0)
+                i0 += nb
         else:
             _score_term(kind, xc, NULL, m, a, b, c, tmp)
     mc_c_acc5(MC_SKIND_IDENT, tmp, fx, m, shift, 0.0, 0.0, 0.0, stats)
