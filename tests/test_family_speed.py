@@ -188,13 +188,21 @@ def test_gumbel_weibull_fused_statistics_are_the_evaluators(case):
 @pytest.mark.parametrize("name", ["Gumbel", "Weibull"])
 def test_gumbel_weibull_fused_bit_identical_across_threads_and_chunks(name):
     d = _dist(name, np.array([1.5, 0.5, 2.0]), np.array([2.5, 0.9, 1.0]))
-    f = I.linear([1.0, 0.5, -0.3])
-    runs = [mc.score_grad(f, d, 40_003, rng=13, n_threads=t, chunk_size=c, baseline="loo")
-            for t, c in ((1, None), (2, None), (2, 777))]
-    for r in runs[1:]:
-        for k in r.grad:
-            np.testing.assert_array_equal(r.grad[k], runs[0].grad[k])
-            np.testing.assert_array_equal(r.stderr[k], runs[0].stderr[k])
+    w = np.array([1.0, 0.5, -0.3])
+    for f in (I.linear(w), lambda x: x @ w):   # fused, and a Python f (its chunks)
+        runs = [mc.score_grad(f, d, 40_003, rng=13, n_threads=t, chunk_size=c, baseline="loo")
+                for t, c in ((1, None), (2, None), (2, 777), (1, 4096))]
+        for r in runs[1:]:
+            for k in r.grad:
+                np.testing.assert_array_equal(r.grad[k], runs[0].grad[k])
+                np.testing.assert_array_equal(r.stderr[k], runs[0].stderr[k])
+
+
+def _scipy_logpdf(name, x):
+    """scipy's log density at x as a function of the two parameters."""
+    if name == "Gumbel":
+        return lambda p, q: stats.gumbel_r.logpdf(x, loc=p, scale=q)
+    return lambda p, q: stats.weibull_min.logpdf(x, q, scale=p)
 
 
 @pytest.mark.parametrize("name,a,b", [("Gumbel", 0.5, 1.5), ("Weibull", 1.5, 2.5)])
@@ -204,12 +212,7 @@ def test_gumbel_weibull_scores_are_the_log_density_derivatives(name, a, b):
     d = _dist(name, a, b)
     x = d.sample(50, rng=14)
     s = d.score(x)
-    if name == "Gumbel":
-        def lp(p, q):
-            return stats.gumbel_r.logpdf(x, loc=p, scale=q)
-    else:
-        def lp(p, q):
-            return stats.weibull_min.logpdf(x, q, scale=p)
+    lp = _scipy_logpdf(name, x)
     h = 1e-6
     fd = {list(s)[0]: (lp(a + h, b) - lp(a - h, b)) / (2 * h),
           list(s)[1]: (lp(a, b + h) - lp(a, b - h)) / (2 * h)}
@@ -283,12 +286,7 @@ def test_gumbel_weibull_e_scores_are_the_log_density_derivatives(name, p, q):
     zeros)."""
     E, x = _stream_draws(name, p, q, 400, 14)
     s = _e_scores(name, p, q, E, x)
-    if name == "Gumbel":
-        def lp(a, b):
-            return stats.gumbel_r.logpdf(x, loc=a, scale=b)
-    else:
-        def lp(a, b):
-            return stats.weibull_min.logpdf(x, b, scale=a)
+    lp = _scipy_logpdf(name, x)
     ha, hb = 1e-5 * max(abs(p), q), 1e-5 * q
     keys = list(s)
     fd = {keys[0]: (lp(p + ha, q) - lp(p - ha, q)) / (2 * ha),

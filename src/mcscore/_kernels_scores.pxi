@@ -430,6 +430,8 @@ cdef Py_ssize_t mc_run_block(const mc_dist *dist, const mc_func *func, bitgen_t 
 # the same order, by the same functions) and summed by mc_c_acc5, so the
 # statistics are the same bits, with each shared d = x - c (or log x - c)
 # and expm1(a d) computed once per draw instead of once per coordinate.
+# It runs where the draws' standard exponentials are not kept (an
+# accumulation without the lt column); with them, mc_exp_column_acc5 below.
 # ---------------------------------------------------------------------------
 
 cdef enum:
