@@ -2,10 +2,11 @@
 still exact: the column fills of HalfNormal, Chi2, InverseGamma, Weibull,
 StudentT, Cauchy, HalfCauchy and OneHotCategorical give NumPy's draws bit
 for bit (a one-coordinate distribution sampled from a Generator consumes its
-bit generator as NumPy's own method does), and the fused score accumulator
-of Gumbel and Weibull (each shared expm1 computed once) gives the
-statistics of the coordinate-by-coordinate evaluator and the exact
-gradient."""
+bit generator as NumPy's own method does), and the kernels' Gumbel and
+Weibull scores, computed from each draw's standard exponential E kept by the
+fill (exp(-(x - loc) / scale) = E, (x / scale)^k = E), are the derivatives
+of the log density, at least as accurate as the x-based evaluator against a
+long-double reference, and give the exact gradient."""
 import math
 
 import numpy as np
@@ -163,10 +164,9 @@ def test_gumbel_weibull_fused_gradient_within_5se(case, baseline):
 
 @pytest.mark.parametrize("case", CASES)
 def test_gumbel_weibull_fused_statistics_are_the_evaluators(case):
-    """One batch element (batch_ndims=1) is accumulated by the general
-    coordinate-by-coordinate evaluator, the unbatched call by the fused
-    accumulator: the same draws, the same scores, the sums in a different
-    order only."""
+    """One batch element (batch_ndims=1) is accumulated by the batched
+    accumulator, the unbatched call by the fused one: the same draws, the
+    same scores (both from the kept E), the sums in a different order only."""
     name, a, b = case
     a, b = np.broadcast_arrays(np.asarray(a, float), np.asarray(b, float))
     d = _dist(name, a.reshape(1, -1), b.reshape(1, -1))
@@ -188,31 +188,153 @@ def test_gumbel_weibull_fused_statistics_are_the_evaluators(case):
 @pytest.mark.parametrize("name", ["Gumbel", "Weibull"])
 def test_gumbel_weibull_fused_bit_identical_across_threads_and_chunks(name):
     d = _dist(name, np.array([1.5, 0.5, 2.0]), np.array([2.5, 0.9, 1.0]))
-    f = I.linear([1.0, 0.5, -0.3])
-    runs = [mc.score_grad(f, d, 40_003, rng=13, n_threads=t, chunk_size=c, baseline="loo")
-            for t, c in ((1, None), (2, None), (2, 777))]
-    for r in runs[1:]:
-        for k in r.grad:
-            np.testing.assert_array_equal(r.grad[k], runs[0].grad[k])
-            np.testing.assert_array_equal(r.stderr[k], runs[0].stderr[k])
+    w = np.array([1.0, 0.5, -0.3])
+    for f in (I.linear(w), lambda x: x @ w):   # fused, and a Python f (its chunks)
+        runs = [mc.score_grad(f, d, 40_003, rng=13, n_threads=t, chunk_size=c, baseline="loo")
+                for t, c in ((1, None), (2, None), (2, 777), (1, 4096))]
+        for r in runs[1:]:
+            for k in r.grad:
+                np.testing.assert_array_equal(r.grad[k], runs[0].grad[k])
+                np.testing.assert_array_equal(r.stderr[k], runs[0].stderr[k])
+
+
+def _scipy_logpdf(name, x):
+    """scipy's log density at x as a function of the two parameters."""
+    if name == "Gumbel":
+        return lambda p, q: stats.gumbel_r.logpdf(x, loc=p, scale=q)
+    return lambda p, q: stats.weibull_min.logpdf(x, q, scale=p)
 
 
 @pytest.mark.parametrize("name,a,b", [("Gumbel", 0.5, 1.5), ("Weibull", 1.5, 2.5)])
 def test_gumbel_weibull_scores_are_the_log_density_derivatives(name, a, b):
-    """The per-draw scores (the evaluator the fused accumulator reproduces)
-    against central differences of scipy's log density."""
+    """The per-draw scores of Distribution.score (the table evaluator, from
+    x) against central differences of scipy's log density."""
     d = _dist(name, a, b)
     x = d.sample(50, rng=14)
     s = d.score(x)
-    if name == "Gumbel":
-        def lp(p, q):
-            return stats.gumbel_r.logpdf(x, loc=p, scale=q)
-    else:
-        def lp(p, q):
-            return stats.weibull_min.logpdf(x, q, scale=p)
+    lp = _scipy_logpdf(name, x)
     h = 1e-6
     fd = {list(s)[0]: (lp(a + h, b) - lp(a - h, b)) / (2 * h),
           list(s)[1]: (lp(a, b + h) - lp(a, b - h)) / (2 * h)}
     for k in s:
         np.testing.assert_allclose(s[k], fd[k], rtol=1e-6, atol=1e-6)
     assert math.isfinite(float(np.sum(s[list(s)[0]])))
+
+
+# --- Gumbel and Weibull: the kernels' scores from the kept exponential E -----
+
+_LD = np.finfo(np.longdouble).eps < 1e-18   # an extended long double (x86)
+_glog = np.frompyfunc(math.log, 1, 1)       # the C library's log, as the fill's
+_gpow = np.frompyfunc(math.pow, 2, 1)
+
+
+def _e_scores(name, p, q, E, x):
+    """The kernels' per-draw scores from the draws' E: their arithmetic in
+    their order (mc_exp_column_acc5 on the family's score table)."""
+    if name == "Gumbel":
+        r = -1.0 / q
+        return {"loc": r * (E - 1.0), "scale": ((r / q) * (x - p)) * (E - 1.0) + (x * 0.0 + r)}
+    return {"scale": (q / p) * (E - 1.0),
+            "concentration": (-1.0 * (np.log(E) / q)) * (E - 1.0) + (x * 0.0 + 1.0 / q)}
+
+
+def _stream_draws(name, p, q, n, seed):
+    """E and x of the first n draws of stream 0 of a call seeded by `seed`
+    (the root PCG64: NumPy's default_rng(seed)), as the kernels' fills make
+    them: Gumbel E = -log(1 - u), Weibull NumPy's standard exponentials."""
+    g = np.random.default_rng(seed)
+    if name == "Gumbel":
+        E = -_glog(1.0 - g.random(n)).astype(float)   # no u = 0 among these
+        return E, p - q * _glog(E).astype(float)
+    E = g.standard_exponential(n)
+    return E, p * _gpow(E, 1.0 / q).astype(float)
+
+
+@pytest.mark.parametrize("name,p,q", [("Gumbel", 0.5, 1.5), ("Gumbel", 1e3, 0.01),
+                                      ("Weibull", 1.5, 2.5), ("Weibull", 1.0, 0.3)])
+@pytest.mark.parametrize("fused", [True, False])
+def test_gumbel_weibull_kernel_scores_come_from_the_kept_exponential(name, p, q, fused):
+    """The mean score a call accumulates (f = 1, one stream) is that of the
+    scores from E at the stream's own draws; at loc / scale = 1e5 the
+    x-based scores are off by more (z recomputed from the rounded x)."""
+    n = 20_011
+    d = _dist(name, p, q)
+    seen = []
+
+    def f(x):
+        seen.append(x.copy())
+        return np.ones(len(x))
+    r = mc.score_grad(I.constant(1.0) if fused else f, d, n, rng=11, n_streams=1,
+                      n_threads=1)
+    E, x = _stream_draws(name, p, q, n, 11)
+    if not fused:
+        np.testing.assert_array_equal(np.concatenate(seen), x)
+    new = _e_scores(name, p, q, E, x)
+    old = d.score(x)
+    for k in new:
+        unit = np.sqrt(np.mean(new[k] ** 2))
+        assert abs(float(r.grad[k]) - math.fsum(new[k]) / n) <= 1e-15 * unit, k
+        if name == "Gumbel" and p / q > 1e4:
+            assert abs(float(r.grad[k]) - math.fsum(old[k]) / n) > 1e-14 * unit, k
+
+
+@pytest.mark.parametrize("name,p,q", [("Gumbel", 0.5, 1.5), ("Gumbel", -3.0, 0.2),
+                                      ("Weibull", 1.5, 2.5), ("Weibull", 1.0, 0.3)])
+def test_gumbel_weibull_e_scores_are_the_log_density_derivatives(name, p, q):
+    """The scores from E against central differences of scipy's log density
+    at the draw x, at 1e-7 relative (1e-7 of the score's scale near its
+    zeros)."""
+    E, x = _stream_draws(name, p, q, 400, 14)
+    s = _e_scores(name, p, q, E, x)
+    lp = _scipy_logpdf(name, x)
+    ha, hb = 1e-5 * max(abs(p), q), 1e-5 * q
+    keys = list(s)
+    fd = {keys[0]: (lp(p + ha, q) - lp(p - ha, q)) / (2 * ha),
+          keys[1]: (lp(p, q + hb) - lp(p, q - hb)) / (2 * hb)}
+    for k in keys:
+        unit = np.sqrt(np.mean(fd[k] ** 2))
+        np.testing.assert_allclose(s[k], fd[k], rtol=1e-7, atol=1e-7 * unit, err_msg=k)
+
+
+@pytest.mark.skipif(not _LD, reason="needs an extended long double for the reference")
+@pytest.mark.parametrize("name,p,q", [("Gumbel", 0.5, 1.5), ("Gumbel", 1e3, 0.01),
+                                      ("Weibull", 1.5, 2.5), ("Weibull", 1.0, 0.3),
+                                      ("Weibull", 2.0, 10.0)])
+def test_gumbel_weibull_e_scores_at_least_as_accurate(name, p, q):
+    """Scores from E against the exact score of the draw (long double, from
+    its uniform U or its E), over 2e5 draws and the tails (E tiny and huge,
+    E near 1): the largest error, in units of the score's scale, is no
+    larger than the x-based evaluator's, and within 64 roundings of the
+    largest score (Gumbel: of z = (x - loc) / scale from the rounded x, the
+    one input not taken from E)."""
+    L = np.longdouble
+    ulp = 2.0 ** -53
+    k = np.arange(1, 1001, dtype=float)
+    if name == "Gumbel":
+        u = np.concatenate([np.random.default_rng(5).random(200_000), k * ulp, 1.0 - k * ulp,
+                            1.0 - math.exp(-1.0) + np.linspace(-1e-6, 1e-6, 1001)])
+        U = 1.0 - u
+        E = -_glog(U).astype(float)
+        x = p - q * _glog(E).astype(float)
+        El = -np.log(U.astype(L))
+        zl = -np.log(El)
+        ref = {"loc": (1 - El) / L(q), "scale": (zl * (1 - El) - 1) / L(q)}
+        units = {"loc": 1.0 / q, "scale": 1.0 / q}
+    else:
+        E = np.concatenate([np.random.default_rng(6).standard_exponential(200_000), k * ulp,
+                            np.geomspace(1e-300, 1e-17, 300), np.linspace(30.0, 40.0, 300),
+                            1.0 + np.linspace(-1e-6, 1e-6, 1001)])
+        x = p * _gpow(E, 1.0 / q).astype(float)
+        E, x = E[x > 0], x[x > 0]   # x underflowed to 0: outside the support
+        El = E.astype(L)
+        ref = {"scale": L(q) / L(p) * (El - 1),
+               "concentration": 1 / L(q) + np.log(El) / L(q) * (1 - El)}
+        units = {"scale": q / p, "concentration": 1.0 / q}
+    new = _e_scores(name, p, q, E, x)
+    old = _dist(name, p, q).score(x)
+    for key in ref:
+        e_new = float(np.max(np.abs(new[key].astype(L) - ref[key]))) / units[key]
+        e_old = float(np.max(np.abs(old[key].astype(L) - ref[key]))) / units[key]
+        big = float(np.max(np.abs(ref[key]))) / units[key]
+        tol = 64 * np.finfo(float).eps * max(1.0, big) * (1 + (abs(p) / q if name == "Gumbel" else 0))
+        assert e_new <= e_old and e_new < tol, (key, e_new, e_old, tol)

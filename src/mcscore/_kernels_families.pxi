@@ -26,8 +26,6 @@ cdef extern from *:
        successes with success probability 1 - p[0] */
     /* Laplace: p = [loc, scale]; NumPy inverts one uniform per draw */
     MC_COLUMN_FILL(mc_fill_laplace, random_laplace(bg, p[0], p[1]))
-    /* Gumbel: p = [loc, scale]; NumPy inverts one uniform per draw */
-    MC_COLUMN_FILL(mc_fill_gumbel, random_gumbel(bg, p[0], p[1]))
     /* Uniform: p = [low, high]; low + (high - low) u, one uniform per draw */
     MC_COLUMN_FILL(mc_fill_uniform, p[0] + (p[1] - p[0]) * random_standard_uniform(bg))
     /* VonMises: p = [loc, concentration]; NumPy's Best-Fisher rejection
@@ -43,7 +41,6 @@ cdef extern from *:
     MC_COLUMN_FILL(mc_fill_von_mises, mc_von_mises_draw(bg, p[0], p[1]))
     """
     void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
-    void mc_fill_gumbel(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_uniform(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_von_mises(const double *p, bitgen_t *bg, Py_ssize_t m,
                            double *col) noexcept nogil
@@ -351,18 +348,43 @@ cdef extern from *:
         for (i = 0; i < m; i++) col[i] = rate / mc_gamma_draw(bg, &g);
     }
 
+    /* Gumbel and Weibull keep each draw's standard exponential E in ecol
+       (or not: ecol NULL), the column their scores are computed from
+       (mc_exp_column_score): exp(-(x - loc) / scale) = E, (x / scale)^k = E.
+
+       Gumbel: p = [loc, scale]; NumPy's random_gumbel, bit for bit:
+       U = 1 - u of one uniform u per draw (u = 0 rejected: the next one),
+       E = -log(U), x = loc - scale log(E). */
+    static void mc_gumbel_column(const double *p, bitgen_t *bg, Py_ssize_t m, double *col,
+                                 double *ecol) {
+        Py_ssize_t i;
+        const double loc = p[0], scale = p[1];
+        double u, e;
+        for (i = 0; i < m; i++) {
+            do {
+                u = 1.0 - mc_next_double(bg);
+            } while (!(u < 1.0));
+            e = -log(u);
+            col[i] = loc - scale * log(e);
+            if (ecol != NULL) ecol[i] = e;
+        }
+    }
+
     /* Weibull: p = [scale, concentration]; scale * NumPy's random_weibull,
-       pow(E, 1 / k) of one standard exponential E (0, drawing nothing, at
-       k = 0) */
-    static void mc_fill_weibull(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+       pow(E, 1 / k) of one standard exponential E from NumPy's fill loop
+       (0, drawing nothing, at k = 0; E is 0 then) */
+    static void mc_weibull_column(const double *p, bitgen_t *bg, Py_ssize_t m, double *col,
+                                  double *ecol) {
         Py_ssize_t i;
         const double lam = p[0], k = p[1], ik = 1. / k;
+        double *e = ecol != NULL ? ecol : col;
         if (k == 0.0) {
             for (i = 0; i < m; i++) col[i] = lam * 0.0;
+            if (ecol != NULL) memset(ecol, 0, sizeof(double) * m);
             return;
         }
-        random_standard_exponential_fill(bg, m, col);
-        for (i = 0; i < m; i++) col[i] = lam * pow(col[i], ik);
+        random_standard_exponential_fill(bg, m, e);
+        for (i = 0; i < m; i++) col[i] = lam * pow(e[i], ik);
     }
 
     /* StudentT: p = [df, loc, scale]; NumPy's random_standard_t, a normal
@@ -413,7 +435,10 @@ cdef extern from *:
     void mc_fill_chi2(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_inverse_gamma(const double *p, bitgen_t *bg, Py_ssize_t m,
                                double *col) noexcept nogil
-    void mc_fill_weibull(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
+    void mc_gumbel_column(const double *p, bitgen_t *bg, Py_ssize_t m, double *col,
+                          double *ecol) noexcept nogil
+    void mc_weibull_column(const double *p, bitgen_t *bg, Py_ssize_t m, double *col,
+                           double *ecol) noexcept nogil
     void mc_fill_student_t(const double *p, bitgen_t *bg, Py_ssize_t m,
                            double *col) noexcept nogil
     void mc_fill_cauchy(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
@@ -434,6 +459,8 @@ cdef extern from *:
 
 
 cdef mc_family _FAMILY_TABLE[MC_N_FAMILIES]
+# the families whose kept column (lt) is each draw's standard exponential E
+cdef bint _EXP_COLUMN[MC_N_FAMILIES]
 
 
 cdef inline const double *mc_unit_params(const mc_dist *dist, Py_ssize_t j) noexcept nogil:
@@ -466,6 +493,7 @@ cdef void _register_column(int code, const char *name, mc_column_fill_fn fill_co
 
 
 memset(_FAMILY_TABLE, 0, sizeof(_FAMILY_TABLE))
+memset(_EXP_COLUMN, 0, sizeof(_EXP_COLUMN))
 
 
 cdef void _fill_normal(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil:
@@ -512,6 +540,21 @@ cdef void _fill_exponential(const double *p, bitgen_t *bg, Py_ssize_t m,
     random_standard_exponential_fill(bg, m, col)
     for i in range(m):
         col[i] = col[i] * scale
+
+
+
+cdef void _fill_gumbel(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                       double *xt, Py_ssize_t ld, double *lt, mc_workspace *ws) noexcept nogil:
+    # p = [loc, scale]; lt (or NULL) receives each draw's standard exponential
+    mc_gumbel_column(mc_unit_params(dist, j), bg, m, xt + j * ld,
+                     (lt + j * ld) if lt != NULL else NULL)
+
+
+cdef void _fill_weibull(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
+                        double *xt, Py_ssize_t ld, double *lt, mc_workspace *ws) noexcept nogil:
+    # p = [scale, concentration]; lt (or NULL) as in _fill_gumbel
+    mc_weibull_column(mc_unit_params(dist, j), bg, m, xt + j * ld,
+                      (lt + j * ld) if lt != NULL else NULL)
 
 
 
@@ -635,8 +678,6 @@ _register_column(MC_LAPLACE, b"Laplace", mc_fill_laplace)
 _register_column(MC_HALF_NORMAL, b"HalfNormal", mc_fill_half_normal)
 _register_column(MC_CHI2, b"Chi2", mc_fill_chi2)
 _register_column(MC_INVERSE_GAMMA, b"InverseGamma", mc_fill_inverse_gamma)
-_register_column(MC_GUMBEL, b"Gumbel", mc_fill_gumbel)
-_register_column(MC_WEIBULL, b"Weibull", mc_fill_weibull)
 _register_column(MC_UNIFORM, b"Uniform", mc_fill_uniform)
 _register_column(MC_STUDENT_T, b"StudentT", mc_fill_student_t)
 _register_column(MC_CAUCHY, b"Cauchy", mc_fill_cauchy)
@@ -645,6 +686,10 @@ _register_column(MC_VON_MISES, b"VonMises", mc_fill_von_mises)
 # ... and fills of the general form (mc_fill_fn: several columns per unit,
 # log columns, workspace state):
 _register(MC_LOGNORMAL, b"LogNormal", _fill_lognormal, True)
+_register(MC_GUMBEL, b"Gumbel", _fill_gumbel, True)
+_register(MC_WEIBULL, b"Weibull", _fill_weibull, True)
+_EXP_COLUMN[MC_GUMBEL] = True
+_EXP_COLUMN[MC_WEIBULL] = True
 _register(MC_BINOMIAL, b"Binomial", _fill_binomial)
 _register(MC_CATEGORICAL, b"Categorical", _fill_categorical)
 _register(MC_MULTINOMIAL, b"Multinomial", _fill_multinomial)
@@ -653,10 +698,18 @@ _register(MC_ONE_HOT_CATEGORICAL, b"OneHotCategorical", _fill_one_hot_categorica
 
 
 cdef bint mc_has_log_column(const mc_dist *dist) noexcept nogil:
-    """True when the draws come with log x for free (LogNormal): the score
-    then reads it from the log column instead of recomputing log(exp(y))."""
+    """True when the fill keeps a column per draw column in lt (the log
+    column buffer): log x for LogNormal (the score then reads it instead of
+    recomputing log(exp(y))), the draw's standard exponential E for Gumbel
+    and Weibull (mc_has_exp_column: their scores are computed from it)."""
     cdef const mc_family *fam = mc_family_of(dist.family)
     return fam != NULL and fam.log_column
+
+
+cdef inline bint mc_has_exp_column(const mc_dist *dist) noexcept nogil:
+    """True when lt holds the draws' standard exponentials, not log x: the
+    table evaluator must not read it as log x (mc_accum_chunk)."""
+    return 0 <= dist.family < MC_N_FAMILIES and _EXP_COLUMN[dist.family]
 
 
 cdef void mc_draw_chunk(const mc_dist *dist, bitgen_t *bg, Py_ssize_t m, double *xt,

@@ -274,6 +274,13 @@ cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py
                 acc[3 * q + 1] += g
                 acc[3 * q + 2] += g * g
         return
+    if mc_has_exp_column(dist):
+        # Gumbel, Weibull: lt holds the draws' standard exponentials
+        if lt != NULL and mc_exp_column_ok(dist):
+            for q in range(dist.n_coords):
+                mc_exp_column_acc5(dist, q, m, xt, ld, lt, fx, shift, stats + 3 + 5 * q, tmp)
+            return
+        lt = NULL
     fam = mc_family_of(dist.family)
     if fam != NULL and fam.accum != NULL and fam.accum(dist, m, xt, ld, fx, shift, stats + 3):
         return  # a vector family's statistics of every coordinate at once
@@ -315,6 +322,14 @@ cdef void mc_accum_chunk_batched(const mc_dist *dist, Py_ssize_t m, const double
                 acc[3 * q + 1] += g
                 acc[3 * q + 2] += g * g
         return
+    if mc_has_exp_column(dist):
+        # Gumbel, Weibull: lt holds the draws' standard exponentials
+        if lt != NULL and mc_exp_column_ok(dist):
+            for q in range(dist.n_coords):
+                mc_exp_column_acc5(dist, q, m, xt, ld, lt, fx + fcol[q] * fld, shift[fcol[q]],
+                                   base + 5 * q, tmp)
+            return
+        lt = NULL
     for q in range(dist.n_coords):
         xc = mc_score_col(dist, q, xt, ld, lt, m, tmp, &kind, abc)
         mc_c_acc5(kind, xc, fx + fcol[q] * fld, m, shift[fcol[q]], abc[0], abc[1], abc[2],
@@ -415,6 +430,8 @@ cdef Py_ssize_t mc_run_block(const mc_dist *dist, const mc_func *func, bitgen_t 
 # the same order, by the same functions) and summed by mc_c_acc5, so the
 # statistics are the same bits, with each shared d = x - c (or log x - c)
 # and expm1(a d) computed once per draw instead of once per coordinate.
+# It runs where the draws' standard exponentials are not kept (an
+# accumulation without the lt column); with them, mc_exp_column_acc5 below.
 # ---------------------------------------------------------------------------
 
 cdef enum:
@@ -509,3 +526,94 @@ cdef bint mc_accum_shared_expm1(const mc_dist *dist, Py_ssize_t m, const double 
 
 _FAMILY_TABLE[MC_GUMBEL].accum = mc_accum_shared_expm1
 _FAMILY_TABLE[MC_WEIBULL].accum = mc_accum_shared_expm1
+
+
+# ---------------------------------------------------------------------------
+# Gumbel and Weibull scores from each draw's standard exponential E, kept by
+# the fill in the log column buffer lt (mc_has_exp_column), as LogNormal
+# keeps log x: with z = (x - loc) / scale a Gumbel draw has exp(-z) = E, a
+# Weibull draw (x / scale)^k = E and log(x / scale) = log(E) / k, so the
+# table's expm1(a (x - c)) and expm1(a (log x - c)) are E - 1, and the
+# scores need no transcendental call (Weibull's concentration: one log).
+# The values are those of the table's terms (the same b, d and expm1), up
+# to the last bits: E - 1 is taken from the exact draw instead of being
+# recomputed from the rounded x.
+# ---------------------------------------------------------------------------
+
+cdef enum:
+    _EXP_LOG_BLOCK = 256    # logs of the kept column per call of NumPy's log loop
+
+
+cdef bint mc_exp_column_ok(const mc_dist *dist) noexcept nogil:
+    """True when every exp-kind term of the table is its unit's own
+    (Gumbel: a = -1 / scale, c = loc; Weibull: a = k, c = log scale), so
+    its expm1 is E - 1 of the kept column."""
+    cdef Py_ssize_t t
+    cdef int kind
+    cdef const double *p
+    cdef double lc
+    for t in range(dist.t_start[dist.n_coords]):
+        kind = dist.t_kind[t]
+        if not _sh_kind(kind):
+            continue
+        if dist.t_col[t] < 0 or dist.t_col[t] >= dist.n_units:
+            return False
+        p = mc_unit_params(dist, dist.t_col[t])
+        if dist.family == MC_GUMBEL:
+            if not ((kind == SK_EXPM1 or kind == SK_XEXPM1)
+                    and dist.t_a[t] == -1.0 / p[1] and dist.t_c[t] == p[0]):
+                return False
+        else:
+            lc = log(p[0])
+            if not ((kind == SK_LOG_EXPM1 or kind == SK_LOG_XEXPM1) and dist.t_a[t] == p[1]
+                    and p[1] != 0.0 and fabs(dist.t_c[t] - lc) <= 4.5e-16 * fabs(lc)):
+                return False
+    return True
+
+
+cdef void mc_exp_column_acc5(const mc_dist *dist, Py_ssize_t q, Py_ssize_t m,
+                             const double *xt, Py_ssize_t ld, const double *lt,
+                             const double *fx, double shift, double *stats,
+                             double *tmp) noexcept nogil:
+    """Add the five score sums of coordinate q on a chunk to stats (its
+    five slots), the exp-kind terms computed from the kept column lt
+    (mc_exp_column_ok must hold); tmp: m doubles."""
+    cdef Py_ssize_t t, i, i0, nb, t0 = dist.t_start[q], t1 = dist.t_start[q + 1]
+    cdef int kind
+    cdef double a, b, c
+    cdef double abc[3]
+    cdef double lb[_EXP_LOG_BLOCK]
+    cdef const double *xc
+    cdef const double *e
+    cdef const double *y
+    if t1 == t0 + 1 and not _sh_kind(dist.t_kind[t0]):
+        # one term of another kind: mc_accum_chunk's own path
+        y = mc_score_col(dist, q, xt, ld, NULL, m, tmp, &kind, abc)
+        mc_c_acc5(kind, y, fx, m, shift, abc[0], abc[1], abc[2], stats)
+        return
+    memset(tmp, 0, sizeof(double) * m)
+    for t in range(t0, t1):
+        kind = dist.t_kind[t]
+        xc = xt + dist.t_col[t] * ld
+        e = lt + dist.t_col[t] * ld
+        a = dist.t_a[t]
+        b = dist.t_b[t]
+        c = dist.t_c[t]
+        if kind == SK_EXPM1 or kind == SK_LOG_EXPM1:
+            for i in range(m):
+                tmp[i] += b * (e[i] - 1.0)
+        elif kind == SK_XEXPM1:
+            for i in range(m):
+                tmp[i] += b * (xc[i] - c) * (e[i] - 1.0)
+        elif kind == SK_LOG_XEXPM1:
+            # log(x / scale) = log(E) / k, the logs by NumPy's log loop
+            i0 = 0
+            while i0 < m:
+                nb = m - i0 if m - i0 < _EXP_LOG_BLOCK else _EXP_LOG_BLOCK
+                mc_vlog(e + i0, lb, nb)
+                for i in range(nb):
+                    tmp[i0 + i] += b * (lb[i] / a) * (e[i0 + i] - 1.0)
+                i0 += nb
+        else:
+            _score_term(kind, xc, NULL, m, a, b, c, tmp)
+    mc_c_acc5(MC_SKIND_IDENT, tmp, fx, m, shift, 0.0, 0.0, 0.0, stats)

@@ -1039,7 +1039,10 @@ class Gumbel(_LocScale):
     Drawn by NumPy's C sampler (``random_gumbel``: inversion of one uniform).
     The score is ``-expm1(-z) / scale`` w.r.t. loc and
     ``(-z expm1(-z) - 1) / scale`` w.r.t. scale (the exponential term kinds
-    ``SK_EXPM1``, ``SK_XEXPM1``).
+    ``SK_EXPM1``, ``SK_XEXPM1``).  The kernels keep each draw's standard
+    exponential E = exp(-z) and take expm1(-z) = E - 1 from it (no
+    transcendental per draw; the last bits can differ from ``score(x)``,
+    which recomputes it from x).
 
     Parameters
     ----------
@@ -1151,7 +1154,9 @@ class Weibull(Distribution):
     Drawn as scale times NumPy's standard Weibull variate (``random_weibull``).
     With L = log(x / scale) the score is ``(k / scale) expm1(k L)`` w.r.t. the
     scale and ``1/k - L expm1(k L)`` w.r.t. k (the term kinds ``SK_LOG_EXPM1``,
-    ``SK_LOG_XEXPM1``).
+    ``SK_LOG_XEXPM1``).  The kernels keep each draw's standard exponential
+    E = (x / scale)^k and take expm1(k L) = E - 1 and L = log(E) / k from it
+    (the last bits can differ from ``score(x)``, which recomputes them from x).
 
     Parameters
     ----------
