@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from scipy import special, stats
 
+from .. import _docs
 from .. import _kernels as K
 from .. import _validation as V
 from .. import _vr
@@ -253,6 +254,8 @@ class Categorical(_CategoricalBase):
         return np.minimum(k, self.n_categories - 1).astype(np.float64)
 
 
+@_docs.raises_bad_parameters(
+    "Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or non-finite probabilities, or a ``total_count`` that is not a non-negative integer")
 class Multinomial(_CategoricalBase):
     """Multinomial(total_count, probs=None, logits=None): category counts of
     total_count draws (total_count fixed, may broadcast with the batch).
@@ -265,16 +268,6 @@ class Multinomial(_CategoricalBase):
         Non-negative weights of the K categories on the last axis (need not sum to 1).
     logits : array_like, optional
         Unnormalised log-probabilities; give exactly one of ``probs`` and ``logits``.
-
-    Raises
-    ------
-    ValueError
-        Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or
-        non-finite probabilities, or a ``total_count`` that is not a non-negative integer (the
-        message names the parameter and the first offending index), or shapes that do not
-        broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -369,6 +362,8 @@ class Multinomial(_CategoricalBase):
         return out
 
 
+@_docs.raises_bad_parameters(
+    "A concentration that is not positive and finite, or fewer than 2 categories")
 class Dirichlet(Distribution):
     """Dirichlet(concentration): a point of the simplex, the last axis of
     concentration holding the K categories.
@@ -377,14 +372,6 @@ class Dirichlet(Distribution):
     ----------
     concentration : array_like
         Positive concentrations, the last axis holding the K categories (K >= 2).
-
-    Raises
-    ------
-    ValueError
-        A concentration that is not positive and finite, or fewer than 2 categories (the message
-        names the parameter and the first offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -469,6 +456,8 @@ class Dirichlet(Distribution):
         with np.errstate(invalid="ignore"):
             return g / g.sum(axis=-1, keepdims=True)
 
+@_docs.raises_bad_parameters(
+    "Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or non-finite probabilities, or non-finite logits")
 class OneHotCategorical(_CategoricalBase):
     """OneHotCategorical(probs=None, logits=None): as torch, a one-hot
     vector of event_shape (K,) per draw (the Categorical index as an
@@ -486,15 +475,6 @@ class OneHotCategorical(_CategoricalBase):
         Non-negative weights of the K categories on the last axis (need not sum to 1).
     logits : array_like, optional
         Unnormalised log-probabilities; give exactly one of ``probs`` and ``logits``.
-
-    Raises
-    ------
-    ValueError
-        Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or
-        non-finite probabilities, or non-finite logits (the message names the parameter and the
-        first offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------

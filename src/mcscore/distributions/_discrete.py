@@ -10,6 +10,7 @@ import math
 import numpy as np
 from scipy import special, stats
 
+from .. import _docs
 from .. import _kernels as K
 from .. import _validation as V
 from ._base import NONNEGATIVE_INTEGER, Distribution, Support
@@ -205,6 +206,7 @@ def _is_count(x: Any, upper: Any = None) -> Any:
     return ok
 
 
+@_docs.raises_bad_parameters("A ``rate`` that is not positive and finite")
 class Poisson(Distribution):
     """Poisson(rate): P(k) = rate^k e^(-rate) / k!.
 
@@ -212,14 +214,6 @@ class Poisson(Distribution):
     ----------
     rate : float or array_like
         The mean (> 0).
-
-    Raises
-    ------
-    ValueError
-        A ``rate`` that is not positive and finite (the message names the parameter and the first
-        offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -426,6 +420,8 @@ class Bernoulli(_BinaryFamily):
         return (self._unit_value(value) > self._pq()[1]).astype(np.float64)
 
 
+@_docs.raises_bad_parameters(
+    "Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not a non-negative integer, or a probability outside [0, 1]")
 class Binomial(_BinaryFamily):
     """Binomial(total_count, probs=None, logits=None): successes in
     total_count trials (total_count is fixed, not differentiated).
@@ -438,15 +434,6 @@ class Binomial(_BinaryFamily):
         The success probability, in [0, 1].
     logits : float or array_like, optional
         ``log(p / (1 - p))``; give exactly one of ``probs`` and ``logits``.
-
-    Raises
-    ------
-    ValueError
-        Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not a non-negative
-        integer, or a probability outside [0, 1] (the message names the parameter and the first
-        offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -527,6 +514,8 @@ class Binomial(_BinaryFamily):
         return np.maximum(stats.binom.ppf(u, self.total_count, self.probs), 0.0)
 
 
+@_docs.raises_bad_parameters(
+    "Both or neither of ``probs`` and ``logits``, or a probability outside (0, 1]")
 class Geometric(_BinaryFamily):
     """Geometric(probs=None, logits=None): failures before the first success,
     P(k) = (1 - p)^k p, k = 0, 1, ...
@@ -539,14 +528,6 @@ class Geometric(_BinaryFamily):
         ``log(p / (1 - p))``; give exactly one of ``probs`` and ``logits``.
     **fixed :
         Reserved for :meth:`expand` (no further parameters are accepted).
-
-    Raises
-    ------
-    ValueError
-        Both or neither of ``probs`` and ``logits``, or a probability outside (0, 1] (the message
-        names the parameter and the first offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -628,6 +609,8 @@ class Geometric(_BinaryFamily):
         return np.maximum(stats.geom.ppf(self._unit_value(value), self.probs) - 1.0, 0.0)
 
 
+@_docs.raises_bad_parameters(
+    "Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not positive, or a probability outside its range")
 class NegativeBinomial(_BinaryFamily):
     """NegativeBinomial(total_count, probs=None, logits=None): successes
     (probability probs) before total_count failures,
@@ -641,15 +624,6 @@ class NegativeBinomial(_BinaryFamily):
         The success probability p, in [0, 1).
     logits : float or array_like, optional
         ``log(p / (1 - p))``; give exactly one of ``probs`` and ``logits``.
-
-    Raises
-    ------
-    ValueError
-        Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not positive, or a
-        probability outside its range (the message names the parameter and the first offending
-        index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------

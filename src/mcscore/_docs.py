@@ -1,0 +1,106 @@
+"""Docstring fragments shared by many public names, written once.
+
+A docstring names a fragment by a slot ``%(name)s``.  A slot alone on its
+line is replaced by the fragment with every line indented as the slot is
+(so a fragment may hold whole numpydoc entries or sections); a slot inside
+a line is replaced by the fragment's text as is.  The filling happens once,
+when the object is defined (:func:`filldoc`), so ``obj.__doc__`` -- what
+``help``, Sphinx and the doctests read -- holds the full text.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+import textwrap
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+_SLOT = re.compile(r"^(?P<indent>[ ]*)%\((?P<line>\w+)\)s[ ]*$|%\((?P<inline>\w+)\)s", re.M)
+
+#: Fragments every docstring may name.
+FRAGMENTS: dict[str, str] = {
+    "rng": """
+        rng : None, int, SeedSequence or Generator
+            The randomness.""",
+    "n_episodes_param": """
+        n : int
+            The number of episodes (>= 1).""",
+    "bad_values": """
+        (the message names the parameter and the first offending index), or
+        shapes that do not broadcast.""",
+    "not_real": """
+        TypeError
+            Values that are not real numbers.""",
+}
+
+
+def fill(doc: str | None, **fragments: str) -> str | None:
+    """``doc`` with its slots filled from ``fragments`` and :data:`FRAGMENTS`.
+
+    Raises ``KeyError`` naming a slot that has no fragment."""
+    if doc is None:
+        return None
+    table = {**FRAGMENTS, **fragments}
+
+    def text(name: str) -> str:
+        if name not in table:
+            raise KeyError(f"docstring slot %({name})s has no fragment")
+        return inspect.cleandoc(table[name])
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group("inline"):
+            return " ".join(text(m.group("inline")).splitlines())
+        pad = m.group("indent")
+        return "\n".join(pad + ln if ln else ln for ln in text(m.group("line")).splitlines())
+
+    return _SLOT.sub(sub, doc)
+
+
+def filldoc(**fragments: str) -> Callable[[T], T]:
+    """Decorator: fill the slots of a function's or class's docstring."""
+    def deco(obj: T) -> T:
+        target: Any = obj.__func__ if isinstance(obj, (staticmethod, classmethod)) else obj
+        target.__doc__ = fill(target.__doc__, **fragments)
+        return obj
+    return deco
+
+
+_EXAMPLES = re.compile(r"^(?P<indent>[ ]*)Examples\n(?P=indent)-{3,}[ ]*$", re.M)
+
+
+def insert_section(doc: str | None, title: str, body: str) -> str | None:
+    """``doc`` with the numpydoc section ``title`` (``body`` below its rule)
+    put in before its Examples section (at the end when it has none)."""
+    if doc is None:
+        return None
+    m = _EXAMPLES.search(doc)
+    pad = m.group("indent") if m else ""
+    block = "\n".join(pad + ln if ln else ln
+                      for ln in [title, "-" * len(title), *inspect.cleandoc(body).splitlines()])
+    if m is None:
+        return doc.rstrip() + "\n\n" + block + "\n"
+    return doc[:m.start()] + block + "\n\n" + doc[m.start():]
+
+
+def section(title: str, body: str) -> Callable[[T], T]:
+    """Decorator: put the section ``title`` into a docstring before its Examples."""
+    def deco(obj: T) -> T:
+        target: Any = obj
+        target.__doc__ = insert_section(target.__doc__, title, body)
+        return obj
+    return deco
+
+
+def bad_parameters(what: str) -> str:
+    """The Raises body of a family whose constructor checks its parameters:
+    ``what`` (the ValueError's cases) and the cases every family shares."""
+    first = textwrap.fill(f"{what} (the message names the parameter and the first offending "
+                          "index), or shapes that do not broadcast.", 88,
+                          initial_indent="    ", subsequent_indent="    ")
+    return f"ValueError\n{first}\nTypeError\n    Values that are not real numbers."
+
+
+def raises_bad_parameters(what: str) -> Callable[[T], T]:
+    """Decorator: the Raises section :func:`bad_parameters` of ``what``."""
+    return section("Raises", bad_parameters(what))
