@@ -46,7 +46,7 @@ def fill(doc: str | None, **fragments: str) -> str | None:
     def text(name: str) -> str:
         if name not in table:
             raise KeyError(f"docstring slot %({name})s has no fragment")
-        return inspect.cleandoc(table[name])
+        return fill(textwrap.dedent(table[name]).strip("\n"), **fragments) or ""
 
     def sub(m: re.Match[str]) -> str:
         if m.group("inline"):
@@ -77,7 +77,7 @@ def insert_section(doc: str | None, title: str, body: str) -> str | None:
     m = _EXAMPLES.search(doc)
     pad = m.group("indent") if m else ""
     block = "\n".join(pad + ln if ln else ln
-                      for ln in [title, "-" * len(title), *inspect.cleandoc(body).splitlines()])
+                      for ln in [title, "-" * len(title), *textwrap.dedent(body).strip("\n").splitlines()])
     if m is None:
         return doc.rstrip() + "\n\n" + block + "\n"
     return doc[:m.start()] + block + "\n\n" + doc[m.start():]
@@ -104,3 +104,27 @@ def bad_parameters(what: str) -> str:
 def raises_bad_parameters(what: str) -> Callable[[T], T]:
     """Decorator: the Raises section :func:`bad_parameters` of ``what``."""
     return section("Raises", bad_parameters(what))
+
+
+def fill_members(cls: type, **fragments: str) -> None:
+    """Fill the slots of ``cls``'s docstring and of its own methods' (a
+    family of methods sharing, say, the set-up lines of their Examples)."""
+    cls.__doc__ = fill(cls.__doc__, **fragments)
+    for member in vars(cls).values():
+        func = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
+        if inspect.isfunction(func) and func.__doc__:
+            func.__doc__ = fill(func.__doc__, **fragments)
+
+
+def fill_module(namespace: dict[str, Any], **fragments: str) -> None:
+    """Fill the slots of every function and class a module defines (and of
+    the classes' own methods); call it at the end of the module with
+    ``globals()``."""
+    module = namespace["__name__"]
+    for obj in list(namespace.values()):
+        if getattr(obj, "__module__", None) != module:
+            continue
+        if inspect.isclass(obj):
+            fill_members(obj, **fragments)
+        elif inspect.isfunction(obj) and obj.__doc__:
+            obj.__doc__ = fill(obj.__doc__, **fragments)
