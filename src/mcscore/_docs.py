@@ -26,12 +26,11 @@ FRAGMENTS: dict[str, str] = {
     "n_episodes_param": """
         n : int
             The number of episodes (>= 1).""",
-    "bad_values": """
-        (the message names the parameter and the first offending index), or
-        shapes that do not broadcast.""",
-    "not_real": """
-        TypeError
-            Values that are not real numbers.""",
+    "torch_import": """
+        >>> import numpy as np
+        >>> import pytest
+        >>> torch = pytest.importorskip("torch")
+        >>> import mcscore as mc""",
 }
 
 

@@ -2253,10 +2253,7 @@ tuple
 >>> pol = mc.rl.GaussianPolicy(n_features=3, n_actions=2, log_std=-1.0)
 >>> s = np.ones((4, 3))""",
     "torch_setup": """\
->>> import numpy as np
->>> import pytest
->>> torch = pytest.importorskip("torch")
->>> import mcscore as mc
+%(torch_import)s
 >>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))""",
     "nonfinite_features": """\
 ValueError

@@ -995,7 +995,7 @@ class Gumbel(_LocScale):
     loc : float or array_like
         The location (mode; any finite real).
     scale : float or array_like
-        The scale (> 0).
+        The scale (> 0); the variance is pi^2 scale^2 / 6.
 
     Examples
     --------
@@ -1446,7 +1446,7 @@ class Cauchy(_Rational):
     loc : float or array_like
         The location (median; finite).
     scale : float or array_like
-        The scale (> 0).
+        The scale (> 0; the half-width at half-maximum).
 
     Examples
     --------
