@@ -31,6 +31,20 @@ FRAGMENTS: dict[str, str] = {
         >>> import pytest
         >>> torch = pytest.importorskip("torch")
         >>> import mcscore as mc""",
+    # the categorical families
+    "probs_logits": """
+        probs : array_like, optional
+            Non-negative weights of the K categories on the last axis (need not sum to 1).
+        logits : array_like, optional
+            Unnormalised log-probabilities; give exactly one of ``probs`` and ``logits``.""",
+    "relaxation_returns": """
+        Returns
+        -------
+        tuple
+            ``(W, K, theta, probs, conversion, cv, cvs)``: the sizes W and K
+            of the kernels' layout (K = 1: binary), the logit-space parameters and the
+            normalised probabilities, then the code and factors that convert
+            a logit gradient to the parameter as passed.""",
 }
 
 

@@ -165,13 +165,7 @@ class Categorical(_CategoricalBase):
         a logit gradient to (unnormalised) probs with cv = 1 / v and
         cvs = 1 / sum v.
 
-        Returns
-        -------
-        tuple
-            ``(W, K, theta, probs, conversion, cv, cvs)``: the sizes W and K
-            of the kernels' layout (K = 1: binary), the logit-space parameters and the
-            normalised probabilities, then the code and factors that convert
-            a logit gradient to the parameter as passed.
+        %(relaxation_returns)s
 
         Examples
         --------
@@ -264,10 +258,7 @@ class Multinomial(_CategoricalBase):
     ----------
     total_count : int or array_like of int, default 1
         The number of draws (>= 0; fixed, may broadcast with the batch).
-    probs : array_like, optional
-        Non-negative weights of the K categories on the last axis (need not sum to 1).
-    logits : array_like, optional
-        Unnormalised log-probabilities; give exactly one of ``probs`` and ``logits``.
+    %(probs_logits)s
 
     Examples
     --------
@@ -471,10 +462,7 @@ class OneHotCategorical(_CategoricalBase):
 
     Parameters
     ----------
-    probs : array_like, optional
-        Non-negative weights of the K categories on the last axis (need not sum to 1).
-    logits : array_like, optional
-        Unnormalised log-probabilities; give exactly one of ``probs`` and ``logits``.
+    %(probs_logits)s
 
     Examples
     --------
@@ -523,3 +511,7 @@ class OneHotCategorical(_CategoricalBase):
 
     def _entropy(self) -> Any:
         return special.entr(self.probs).sum(-1)
+
+
+# fill the docstrings' %(name)s slots (see mcscore._docs)
+_docs.fill_module(globals())

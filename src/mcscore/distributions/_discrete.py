@@ -368,13 +368,7 @@ class Bernoulli(_BinaryFamily):
         conversion code, cv, cvs) for the relaxed / REBAR / DisARM kernels:
         conversion 1 maps a logit gradient to probs with cv = 1 / (p q).
 
-        Returns
-        -------
-        tuple
-            ``(W, K, theta, probs, conversion, cv, cvs)``: the sizes W and K
-            of the kernels' layout (K = 1: binary), the logit-space parameters and the
-            normalised probabilities, then the code and factors that convert
-            a logit gradient to the parameter as passed.
+        %(relaxation_returns)s
 
         Examples
         --------
@@ -721,3 +715,7 @@ class NegativeBinomial(_BinaryFamily):
         from scipy import stats
         u = self._unit_value(value)
         return np.maximum(stats.nbinom.ppf(u, self.total_count, self._pq()[1]), 0.0)
+
+
+# fill the docstrings' %(name)s slots (see mcscore._docs)
+_docs.fill_module(globals())
