@@ -287,8 +287,7 @@ class SoftmaxPolicy:
 
         Parameters
         ----------
-        %(features)s
-        %(rng_spec7)s
+        %(features_rng)s
 
         Returns
         -------
@@ -528,12 +527,12 @@ class GaussianPolicy:
 
         Parameters
         ----------
-        %(features)s
-        %(rng_spec7)s
+        %(features_rng)s
 
         Returns
         -------
-        numpy.ndarray, shape ``features.shape[:-1] + (n_actions,)``
+        numpy.ndarray
+            Shape ``features.shape[:-1] + (n_actions,)``.
 
         %(raises_bad_features)s
 
@@ -1247,9 +1246,7 @@ class TorchPolicy:
         numpy.ndarray
             Shape ``features.shape[:-1]`` (categorical) or with the action axis.
 
-        Raises
-        ------
-        %(nonfinite_features)s
+        %(raises_nonfinite)s
 
         Examples
         --------
@@ -1372,9 +1369,7 @@ class TorchPolicy:
         tuple
             ``(H (*batch,), {name: (*batch, *param_shape)})``.
 
-        Raises
-        ------
-        %(nonfinite_features)s
+        %(raises_nonfinite)s
 
         Examples
         --------
@@ -1626,7 +1621,8 @@ class Reach1D:
     Raises
     ------
     ValueError
-        An argument outside its range.
+        ``max_steps`` below 1, ``dt`` or ``max_action`` not positive, or
+        ``action_cost`` or ``noise`` negative.
 
     Examples
     --------
@@ -2294,5 +2290,12 @@ Returns
 Raises
 ------
 %(bad_features)s""",
+    "features_rng": """\
+%(features)s
+%(rng_spec7)s""",
+    "raises_nonfinite": """\
+Raises
+------
+%(nonfinite_features)s""",
 }
 _docs.fill_module(globals(), **_DOC_FRAGMENTS)
