@@ -372,8 +372,8 @@ def sum_of_squares(center: npt.ArrayLike = 0.0, weights: npt.ArrayLike = 1.0) ->
     Raises
     ------
     ValueError
-        Non-finite centres or weights, or (at evaluation) ones that do not
-        broadcast to the draw shape.
+        Non-finite centres or weights, or (at evaluation) ones that do not broadcast
+        to the draw shape ``draw_shape``.
 
     Examples
     --------
