@@ -110,7 +110,8 @@ def bad_parameters(what: str) -> str:
     ``what`` (the ValueError's cases) and the cases every family shares."""
     first = textwrap.fill(f"{what} (the message names the parameter and the first offending "
                           "index), or shapes that do not broadcast.", 88,
-                          initial_indent="    ", subsequent_indent="    ")
+                          initial_indent="    ", subsequent_indent="    ",
+                          break_on_hyphens=False)
     return f"ValueError\n{first}\nTypeError\n    Values that are not real numbers."
 
 
