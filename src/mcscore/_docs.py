@@ -3,9 +3,14 @@
 A docstring names a fragment by a slot ``%(name)s``.  A slot alone on its
 line is replaced by the fragment with every line indented as the slot is
 (so a fragment may hold whole numpydoc entries or sections); a slot inside
-a line is replaced by the fragment's text as is.  The filling happens once,
-when the object is defined (:func:`filldoc`), so ``obj.__doc__`` -- what
-``help``, Sphinx and the doctests read -- holds the full text.
+a line is replaced by the fragment's text on one line.  Fragments may name
+other fragments.  The filling happens once, when the object is defined
+(:func:`filldoc`) or at the end of its module (:func:`fill_module`, with
+the module's own fragments and :data:`FRAGMENTS`), so ``obj.__doc__`` --
+what ``help``, Sphinx and the doctests read -- holds the full text.
+
+:func:`raises_bad_parameters` writes a family's Raises section: its own
+ValueError cases and the text every family's constructor check shares.
 """
 from __future__ import annotations
 
@@ -89,8 +94,8 @@ def insert_section(doc: str | None, title: str, body: str) -> str | None:
         return None
     m = _EXAMPLES.search(doc)
     pad = m.group("indent") if m else ""
-    block = "\n".join(pad + ln if ln else ln
-                      for ln in [title, "-" * len(title), *textwrap.dedent(body).strip("\n").splitlines()])
+    lines = [title, "-" * len(title), *textwrap.dedent(body).strip("\n").splitlines()]
+    block = "\n".join(pad + ln if ln else ln for ln in lines)
     if m is None:
         return doc.rstrip() + "\n\n" + block + "\n"
     return doc[:m.start()] + block + "\n\n" + doc[m.start():]

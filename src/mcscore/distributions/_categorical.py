@@ -249,7 +249,8 @@ class Categorical(_CategoricalBase):
 
 
 @_docs.raises_bad_parameters(
-    "Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or non-finite probabilities, or a ``total_count`` that is not a non-negative integer")
+    "Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or "
+    "non-finite probabilities, or a ``total_count`` that is not a non-negative integer")
 class Multinomial(_CategoricalBase):
     """Multinomial(total_count, probs=None, logits=None): category counts of
     total_count draws (total_count fixed, may broadcast with the batch).
@@ -448,7 +449,8 @@ class Dirichlet(Distribution):
             return g / g.sum(axis=-1, keepdims=True)
 
 @_docs.raises_bad_parameters(
-    "Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or non-finite probabilities, or non-finite logits")
+    "Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or "
+    "non-finite probabilities, or non-finite logits")
 class OneHotCategorical(_CategoricalBase):
     """OneHotCategorical(probs=None, logits=None): as torch, a one-hot
     vector of event_shape (K,) per draw (the Categorical index as an

@@ -415,7 +415,8 @@ class Bernoulli(_BinaryFamily):
 
 
 @_docs.raises_bad_parameters(
-    "Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not a non-negative integer, or a probability outside [0, 1]")
+    "Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not a "
+    "non-negative integer, or a probability outside [0, 1]")
 class Binomial(_BinaryFamily):
     """Binomial(total_count, probs=None, logits=None): successes in
     total_count trials (total_count is fixed, not differentiated).
@@ -604,7 +605,8 @@ class Geometric(_BinaryFamily):
 
 
 @_docs.raises_bad_parameters(
-    "Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not positive, or a probability outside its range")
+    "Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not positive, or "
+    "a probability outside its range")
 class NegativeBinomial(_BinaryFamily):
     """NegativeBinomial(total_count, probs=None, logits=None): successes
     (probability probs) before total_count failures,

@@ -392,7 +392,8 @@ class MultivariateNormal(_Gaussian):
 
 
 @_docs.raises_bad_parameters(
-    "A ``cov_factor`` or ``cov_diag`` of the wrong shape, non-finite values or a non-positive ``cov_diag``")
+    "A ``cov_factor`` or ``cov_diag`` of the wrong shape, non-finite values or a non-positive"
+    " ``cov_diag``")
 class LowRankMultivariateNormal(_Gaussian):
     """LowRankMultivariateNormal(loc, cov_factor, cov_diag): the normal with
     mean loc and covariance W W^T + diag(D), W = cov_factor of shape (d, r),
