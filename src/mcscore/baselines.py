@@ -112,7 +112,7 @@ class MovingAverageBaseline:
         Raises
         ------
         ValueError
-            A value that is not a finite number.
+            A value that is not a finite number (NaN, infinite or not a scalar).
 
         Examples
         --------

@@ -33,6 +33,7 @@ import uuid
 
 import numpy as np
 
+from . import _docs
 from . import _validation as V
 from ._algebra import Mag, Offsets
 from ._config import effective_n_threads
@@ -117,11 +118,7 @@ def map_streams(client, plan, task, head, tail, *, n_threads, n_tasks, kind, on_
     It runs under ``score_grad(..., client=client)``: the result is bit for bit
     the local one.
 
-    >>> import pytest
-    >>> distributed = pytest.importorskip("distributed")
-    >>> import mcscore as mc
-    >>> client = distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
-    ...                             dashboard_address=None)
+    %(dask_client)s
     >>> q = mc.Normal(loc=1.0, scale=1.0)
     >>> a = mc.score_grad(lambda x: x ** 2, q, 20_000, rng=0, client=client)
     >>> b = mc.score_grad(lambda x: x ** 2, q, 20_000, rng=0)
@@ -203,11 +200,7 @@ def run_on_dask(client, f, fkind, dist, kd, plan, *, n_threads=None, chunk_size=
 
     Examples
     --------
-    >>> import pytest
-    >>> distributed = pytest.importorskip("distributed")
-    >>> import mcscore as mc
-    >>> client = distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
-    ...                             dashboard_address=None)
+    %(dask_client)s
     >>> q = mc.Normal(loc=0.0, scale=1.0)
     >>> res = mc.score_grad(mc.integrands.power(2), q, 20_000, rng=0, client=client)
     >>> bool(abs(res.grad["scale"] - 2.0) < 5 * res.stderr["scale"])     # d E[x^2] / d scale = 2
@@ -269,11 +262,7 @@ def run_job_on_dask(client, job, plan, *, chunk_size=None, n_threads=None, n_tas
 
     Examples
     --------
-    >>> import pytest
-    >>> distributed = pytest.importorskip("distributed")
-    >>> import mcscore as mc
-    >>> client = distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
-    ...                             dashboard_address=None)
+    %(dask_client)s
     >>> q = mc.Normal(loc=1.0, scale=1.0)
     >>> res = mc.pathwise_grad(lambda x: x ** 2, q, 20_000, grad_f=lambda x: 2 * x, rng=0,
     ...                        client=client)
@@ -299,3 +288,16 @@ def run_job_on_dask(client, job, plan, *, chunk_size=None, n_threads=None, n_tas
     map_streams(client, plan, task_job, (job, plan), (chunk_size, n_threads), n_threads=n_threads,
             n_tasks=n_tasks, kind="job", on_result=on_result)
     return stats, shifts, offsets, mag
+
+
+# The fragments the docstrings above name by %(name)s (see mcscore._docs), filled in
+# once, when the module is imported.
+_DOC_FRAGMENTS = {
+    "dask_client": """\
+>>> import pytest
+>>> distributed = pytest.importorskip("distributed")
+>>> import mcscore as mc
+>>> client = distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+...                             dashboard_address=None)""",
+}
+_docs.fill_module(globals(), **_DOC_FRAGMENTS)

@@ -268,6 +268,7 @@ def estimate(dist: Any, stats: Any, shifts: Any, *, baseline: Any = None, plan: 
     Returns
     -------
     GradientEstimate
+        The estimate from the streams' statistics, as ``score_grad`` reports it.
 
     Raises
     ------

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import numpy.typing as npt
 
+from . import _docs
 from . import _kernels as K
 from . import _validation as V
 
@@ -247,9 +248,7 @@ def constant(c: float) -> Integrand:
     c : float
         The value (finite).
 
-    Returns
-    -------
-    Integrand
+    %(returns_integrand)s
 
     Raises
     ------
@@ -278,9 +277,7 @@ def polynomial(coeffs: npt.ArrayLike, coord: int = 0) -> Integrand:
     coord : int, default 0
         The flat draw coordinate (C order of ``draw_shape``) it reads.
 
-    Returns
-    -------
-    Integrand
+    %(returns_integrand)s
 
     Raises
     ------
@@ -310,12 +307,9 @@ def power(p: int, coord: int = 0) -> Integrand:
     ----------
     p : int
         The power, 0 <= p <= 64.
-    coord : int, default 0
-        The flat draw coordinate it reads.
+    %(coord)s
 
-    Returns
-    -------
-    Integrand
+    %(returns_integrand)s
 
     Raises
     ------
@@ -339,14 +333,11 @@ def linear(weights: npt.ArrayLike = 1.0, c: float = 0.0) -> Integrand:
 
     Parameters
     ----------
-    weights : float or array_like, default 1.0
-        Finite weights, broadcast to ``draw_shape`` at evaluation.
+    %(weights)s
     c : float, default 0.0
         The constant (finite).
 
-    Returns
-    -------
-    Integrand
+    %(returns_integrand)s
 
     Raises
     ------
@@ -372,20 +363,17 @@ def sum_of_squares(center: npt.ArrayLike = 0.0, weights: npt.ArrayLike = 1.0) ->
 
     Parameters
     ----------
-    center : float or array_like, default 0.0
-        Finite centres, broadcast to ``draw_shape``.
+    %(center)s
     weights : float or array_like, default 1.0
         Finite weights, broadcast to ``draw_shape``.
 
-    Returns
-    -------
-    Integrand
+    %(returns_integrand)s
 
     Raises
     ------
     ValueError
-        Non-finite centres or weights, or (at evaluation) ones that do not
-        broadcast to the draw shape.
+        Non-finite centres or weights, or (at evaluation) ones that do not broadcast
+        to the draw shape ``draw_shape``.
 
     Examples
     --------
@@ -410,12 +398,9 @@ def quadratic(A: npt.ArrayLike, center: npt.ArrayLike = 0.0) -> Integrand:
     ----------
     A : array_like, shape (d, d)
         A finite square matrix (d the draw size; need not be symmetric).
-    center : float or array_like, default 0.0
-        Finite centres, broadcast to ``draw_shape``.
+    %(center)s
 
-    Returns
-    -------
-    Integrand
+    %(returns_integrand)s
 
     Raises
     ------
@@ -454,12 +439,9 @@ _ELEMENTWISE_DOC = """sum_j weights_j * {label}(x_j) (weights broadcast to the d
 
     Parameters
     ----------
-    weights : float or array_like, default 1.0
-        Finite weights, broadcast to ``draw_shape`` at evaluation.
+    %(weights)s
 
-    Returns
-    -------
-    Integrand
+    %(returns_integrand)s
 
     Raises
     ------
@@ -491,12 +473,9 @@ def indicator(low: float = -np.inf, high: float = np.inf, coord: int = 0) -> Int
     ----------
     low, high : float, default -inf and inf
         The bounds (low <= high, not NaN).
-    coord : int, default 0
-        The flat draw coordinate it reads.
+    %(coord)s
 
-    Returns
-    -------
-    Integrand
+    %(returns_integrand)s
 
     Raises
     ------
@@ -534,12 +513,9 @@ _STRIKE_DOC = """{what}
     ----------
     strike : float
         The strike (finite).
-    coord : int, default 0
-        The flat draw coordinate it reads.
+    %(coord)s
 
-    Returns
-    -------
-    Integrand
+    %(returns_integrand)s
 
     Raises
     ------
@@ -566,3 +542,22 @@ digital_put.__doc__ = "1 when x[coord] < strike, else 0."
 for _f, _out in ((call, "array([0. , 0.5])"), (put, "array([0.5, 0. ])"),
                  (digital_call, "array([0., 1.])"), (digital_put, "array([1., 0.])")):
     _f.__doc__ = _STRIKE_DOC.format(what=_f.__doc__, label=_f.__name__, out=_out)
+
+# The fragments the docstrings above name by %(name)s (see mcscore._docs), filled in
+# once, when the module is imported.
+_DOC_FRAGMENTS = {
+    "coord": """\
+coord : int, default 0
+    The flat draw coordinate it reads.""",
+    "weights": """\
+weights : float or array_like, default 1.0
+    Finite weights, broadcast to ``draw_shape`` at evaluation.""",
+    "center": """\
+center : float or array_like, default 0.0
+    Finite centres, broadcast to ``draw_shape``.""",
+    "returns_integrand": """\
+Returns
+-------
+Integrand""",
+}
+_docs.fill_module(globals(), **_DOC_FRAGMENTS)

@@ -43,6 +43,7 @@ import copy
 import numpy as np
 from scipy import special
 
+from . import _docs
 from . import _engine as E
 from . import _validation as V
 from ._features import FeatureJob, run_features
@@ -190,11 +191,7 @@ class NumpySurrogate:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import mcscore as mc
-    >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
-    ...                       lambda z, phi: np.full(z.shape, phi[0]),
-    ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
+    %(numpy_surrogate)s
     >>> q = mc.Bernoulli(probs=np.full(3, 0.3))
     >>> res = mc.relax_grad(lambda b: b.sum(axis=-1), q, 2000, surrogate=s, rng=0)
     >>> bool(np.all(np.abs(res.grad["probs"] - 1.0) < 5 * res.stderr["probs"]))
@@ -233,11 +230,7 @@ class NumpySurrogate:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
-        ...                       lambda z, phi: np.full(z.shape, phi[0]),
-        ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
+        %(numpy_surrogate)s
         >>> s.value(np.ones((2, 3)))
         array([1.5, 1.5])
         """
@@ -246,14 +239,7 @@ class NumpySurrogate:
     def grad(self, z: Any) -> Any:
         """d c_phi / d z at the current phi.
 
-        Parameters
-        ----------
-        z : array_like
-            Logit-space points.
-
-        Returns
-        -------
-        numpy.ndarray, the shape of z
+        %(grad_io)s
 
         Raises
         ------
@@ -262,11 +248,7 @@ class NumpySurrogate:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
-        ...                       lambda z, phi: np.full(z.shape, phi[0]),
-        ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
+        %(numpy_surrogate)s
         >>> s.grad(np.ones((1, 3)))
         array([[0.5, 0.5, 0.5]])
         """
@@ -282,19 +264,7 @@ class NumpySurrogate:
     def step(self, rx: Any, mat: Any, fb: Any) -> Any:
         """One Adam step on mean ``|g|^2`` over the batch; returns that loss.
 
-        Parameters
-        ----------
-        rx : object
-            The estimator's relaxation (internal: :func:`train_surrogate` passes it).
-        mat : dict of str to numpy.ndarray
-            The batch's draws z, z~ and scores.
-        fb : numpy.ndarray, shape (m,)
-            f at the batch's discrete draws.
-
-        Returns
-        -------
-        float
-            The batch's mean ``|g|^2`` before the step.
+        %(step_io)s
 
         Raises
         ------
@@ -305,14 +275,8 @@ class NumpySurrogate:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
-        ...                       lambda z, phi: np.full(z.shape, phi[0]),
-        ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
-        >>> q = mc.Bernoulli(probs=np.full(3, 0.3))
-        >>> losses = mc.relax.train_surrogate(lambda b: b.sum(axis=-1), q, s, steps=3, batch=64, rng=0)
-        >>> losses.shape
+        %(numpy_surrogate)s
+        %(train_example)s
         (3,)
         """
         z, zt = mat["z"], mat["zt"]
@@ -359,11 +323,7 @@ class NumpySurrogate:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
-        ...                       lambda z, phi: np.full(z.shape, phi[0]),
-        ...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])
+        %(numpy_surrogate)s
         >>> c = s.frozen()
         >>> s.phi[0] = 2.0
         >>> float(c.phi[0])
@@ -489,11 +449,7 @@ class TorchSurrogate:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import pytest
-    >>> torch = pytest.importorskip("torch")
-    >>> import mcscore as mc
-    >>> s = mc.TorchSurrogate(input_size=3)
+    %(torch_surrogate)s
     >>> s.value(np.zeros((4, 3))).tolist()              # the last layer starts at 0
     [0.0, 0.0, 0.0, 0.0]
     """
@@ -538,18 +494,11 @@ class TorchSurrogate:
         -------
         numpy.ndarray, shape (m,)
 
-        Raises
-        ------
-        RuntimeError
-            From torch, for points of another size.
+        %(raises_torch_size)s
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import pytest
-        >>> torch = pytest.importorskip("torch")
-        >>> import mcscore as mc
-        >>> s = mc.TorchSurrogate(input_size=3)
+        %(torch_surrogate)s
         >>> s.value(np.ones((2, 3))).shape
         (2,)
         """
@@ -561,27 +510,13 @@ class TorchSurrogate:
     def grad(self, z: Any) -> Any:
         """d c / d z by autograd.
 
-        Parameters
-        ----------
-        z : array_like
-            Logit-space points.
+        %(grad_io)s
 
-        Returns
-        -------
-        numpy.ndarray, the shape of z
-
-        Raises
-        ------
-        RuntimeError
-            From torch, for points of another size.
+        %(raises_torch_size)s
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import pytest
-        >>> torch = pytest.importorskip("torch")
-        >>> import mcscore as mc
-        >>> s = mc.TorchSurrogate(input_size=3)
+        %(torch_surrogate)s
         >>> s.grad(np.ones((2, 3))).shape
         (2, 3)
         """
@@ -594,19 +529,7 @@ class TorchSurrogate:
     def step(self, rx: Any, mat: Any, fb: Any) -> Any:
         """One Adam step of the module on the batch's mean ``|g|^2``.
 
-        Parameters
-        ----------
-        rx : object
-            The estimator's relaxation (internal: :func:`train_surrogate` passes it).
-        mat : dict of str to numpy.ndarray
-            The batch's draws z, z~ and scores.
-        fb : numpy.ndarray, shape (m,)
-            f at the batch's discrete draws.
-
-        Returns
-        -------
-        float
-            The batch's mean ``|g|^2`` before the step.
+        %(step_io)s
 
         Raises
         ------
@@ -615,14 +538,8 @@ class TorchSurrogate:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import pytest
-        >>> torch = pytest.importorskip("torch")
-        >>> import mcscore as mc
-        >>> s = mc.TorchSurrogate(input_size=3)
-        >>> q = mc.Bernoulli(probs=np.full(3, 0.3))
-        >>> losses = mc.relax.train_surrogate(lambda b: b.sum(axis=-1), q, s, steps=3, batch=64, rng=0)
-        >>> losses.shape
+        %(torch_surrogate)s
+        %(train_example)s
         (3,)
         """
         import torch
@@ -649,11 +566,7 @@ class TorchSurrogate:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import pytest
-        >>> torch = pytest.importorskip("torch")
-        >>> import mcscore as mc
-        >>> s = mc.TorchSurrogate(input_size=3)
+        %(torch_surrogate)s
         >>> s.frozen() is not s
         True
         """
@@ -895,3 +808,50 @@ def tune_rebar(f: Any, dist: Any, *, grad_f: Any, temperature: Any = 0.5, eta: A
     s = RebarSurrogate(f, grad_f, temperature=temperature, eta=eta, categorical=rx.cat, lr=lr)
     losses = train_surrogate(f, dist, s, steps=steps, batch=batch, rng=rng)
     return {"temperature": s.temperature, "eta": s.eta, "loss": losses}
+
+# The fragments the docstrings above name by %(name)s (see mcscore._docs), filled in
+# once, when the module is imported.
+_DOC_FRAGMENTS = {
+    "numpy_surrogate": """\
+>>> import numpy as np
+>>> import mcscore as mc
+>>> s = mc.NumpySurrogate(lambda z, phi: phi[0] * z.sum(axis=-1),       # c(z) = phi0 sum z
+...                       lambda z, phi: np.full(z.shape, phi[0]),
+...                       lambda z, phi: z.sum(axis=-1)[:, None], phi=[0.5])""",
+    "torch_surrogate": """\
+%(torch_import)s
+>>> s = mc.TorchSurrogate(input_size=3)""",
+    "step_io": """\
+Parameters
+----------
+rx : object
+    The estimator's relaxation (internal: :func:`train_surrogate` passes it).
+mat : dict of str to numpy.ndarray
+    The batch's draws z, z~ and scores.
+fb : numpy.ndarray, shape (m,)
+    f at the batch's discrete draws.
+
+Returns
+-------
+float
+    The batch's mean ``|g|^2`` before the step.""",
+    "train_example": """\
+>>> q = mc.Bernoulli(probs=np.full(3, 0.3))
+>>> losses = mc.relax.train_surrogate(lambda b: b.sum(axis=-1), q, s, steps=3, batch=64, rng=0)
+>>> losses.shape""",
+    "grad_io": """\
+Parameters
+----------
+z : array_like
+    Logit-space points.
+
+Returns
+-------
+numpy.ndarray, the shape of z""",
+    "raises_torch_size": """\
+Raises
+------
+RuntimeError
+    From torch, for points of another size.""",
+}
+_docs.fill_module(globals(), **_DOC_FRAGMENTS)

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from scipy import special
 
-from . import _vr
+from . import _docs, _vr
 from . import _validation as V
 from ._engine import vr_dist
 from .distributions import Bernoulli, Categorical
@@ -93,19 +93,10 @@ class RelaxedBernoulli(_Relaxed):
 
     Parameters
     ----------
-    temperature : float
-        The relaxation's temperature (> 0, a scalar); draws approach the
-        discrete ones as it goes to 0.
+    %(temperature)s
     probs : float or array_like, optional
         P(1) of the underlying Bernoulli, in [0, 1].
-    logits : float or array_like, optional
-        The logits; give exactly one of ``probs`` and ``logits``.
-
-    Raises
-    ------
-    ValueError
-        A temperature that is not a positive scalar, both or neither of
-        ``probs`` and ``logits``, or a value outside its range.
+    %(logits_and_raises)s
 
     Examples
     --------
@@ -130,22 +121,7 @@ class RelaxedBernoulli(_Relaxed):
     def log_prob(self, x):
         """Log density of each coordinate, shape ``(m, *batch_shape)``.
 
-        Parameters
-        ----------
-        x : array_like, shape ``(m, *draw_shape)``
-            Relaxed draws (one draw without the leading axis is accepted).
-
-        Returns
-        -------
-        numpy.ndarray, shape ``(m, *batch_shape)``
-            -inf outside the support.
-
-        Raises
-        ------
-        ValueError
-            ``x`` of the wrong shape.
-        TypeError
-            ``x`` that is not real numbers.
+        %(log_prob_sections)s
 
         Examples
         --------
@@ -175,19 +151,10 @@ class RelaxedOneHotCategorical(_Relaxed):
 
     Parameters
     ----------
-    temperature : float
-        The relaxation's temperature (> 0, a scalar); draws approach the
-        discrete ones as it goes to 0.
+    %(temperature)s
     probs : float or array_like, optional
         Non-negative weights of the K categories on the last axis.
-    logits : float or array_like, optional
-        The logits; give exactly one of ``probs`` and ``logits``.
-
-    Raises
-    ------
-    ValueError
-        A temperature that is not a positive scalar, both or neither of
-        ``probs`` and ``logits``, or a value outside its range.
+    %(logits_and_raises)s
 
     Examples
     --------
@@ -213,22 +180,7 @@ class RelaxedOneHotCategorical(_Relaxed):
         """Log density on the simplex (w.r.t. Lebesgue measure on the first
         K - 1 coordinates), shape ``(m, *batch_shape)``.
 
-        Parameters
-        ----------
-        x : array_like, shape ``(m, *draw_shape)``
-            Relaxed draws (one draw without the leading axis is accepted).
-
-        Returns
-        -------
-        numpy.ndarray, shape ``(m, *batch_shape)``
-            -inf outside the support.
-
-        Raises
-        ------
-        ValueError
-            ``x`` of the wrong shape.
-        TypeError
-            ``x`` that is not real numbers.
+        %(log_prob_sections)s
 
         Examples
         --------
@@ -249,3 +201,39 @@ class RelaxedOneHotCategorical(_Relaxed):
                    - kk * special.logsumexp(lp - t * lx, axis=-1))
         ok = (x > 0).all(-1) & (np.abs(x.sum(-1) - 1) < 1e-8)
         return np.where(ok, out, -np.inf)
+
+# The fragments the docstrings above name by %(name)s (see mcscore._docs), filled in
+# once, when the module is imported.
+_DOC_FRAGMENTS = {
+    "temperature": """\
+temperature : float
+    The relaxation's temperature (> 0, a scalar); draws approach the
+    discrete ones as it goes to 0.""",
+    "logits_and_raises": """\
+logits : float or array_like, optional
+    The logits; give exactly one of ``probs`` and ``logits``.
+
+Raises
+------
+ValueError
+    A temperature that is not a positive scalar, both or neither of
+    ``probs`` and ``logits``, or a value outside its range.""",
+    "log_prob_sections": """\
+Parameters
+----------
+x : array_like, shape ``(m, *draw_shape)``
+    Relaxed draws (one draw without the leading axis is accepted).
+
+Returns
+-------
+numpy.ndarray, shape ``(m, *batch_shape)``
+    -inf outside the support.
+
+Raises
+------
+ValueError
+    ``x`` of the wrong shape.
+TypeError
+    ``x`` that is not real numbers.""",
+}
+_docs.fill_module(globals(), **_DOC_FRAGMENTS)

@@ -84,7 +84,7 @@ import math
 import numpy as np
 from scipy import special
 
-from . import _kernels
+from . import _docs, _kernels
 from . import _validation as V
 from .distributions import Categorical, Normal
 from ._algebra import baselined_terms, check_baseline
@@ -248,10 +248,7 @@ class SoftmaxPolicy:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> pol = mc.rl.SoftmaxPolicy(n_features=3, n_actions=2)
-        >>> s = np.ones((4, 3))
+        %(softmax_setup)s
         >>> pol2 = pol.with_params({"theta": np.ones((3, 2))})
         >>> float(pol.params["theta"].sum()), float(pol2.params["theta"].sum())
         (0.0, 6.0)
@@ -264,25 +261,18 @@ class SoftmaxPolicy:
 
         Parameters
         ----------
-        features : array_like, shape ``(*batch, n_features)``
-            The states' features.
+        %(features)s
 
         Returns
         -------
         Categorical
             With batch shape ``features.shape[:-1]``.
 
-        Raises
-        ------
-        ValueError
-            Features of the wrong length or not finite.
+        %(raises_bad_features)s
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> pol = mc.rl.SoftmaxPolicy(n_features=3, n_actions=2)
-        >>> s = np.ones((4, 3))
+        %(softmax_setup)s
         >>> pol.distribution(s).probs[0].tolist()            # theta = 0: uniform
         [0.5, 0.5]
         """
@@ -297,26 +287,17 @@ class SoftmaxPolicy:
 
         Parameters
         ----------
-        features : array_like, shape ``(*batch, n_features)``
-            The states' features.
-        rng : None, int, SeedSequence or Generator
-            The randomness (SPEC 7).
+        %(features_rng)s
 
         Returns
         -------
         numpy.ndarray of int64, shape ``features.shape[:-1]``
 
-        Raises
-        ------
-        ValueError
-            Features of the wrong length or not finite.
+        %(raises_bad_features)s
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> pol = mc.rl.SoftmaxPolicy(n_features=3, n_actions=2)
-        >>> s = np.ones((4, 3))
+        %(softmax_setup)s
         >>> pol.sample(s, rng=0).shape
         (4,)
         """
@@ -332,8 +313,7 @@ class SoftmaxPolicy:
 
         Parameters
         ----------
-        features : array_like, shape ``(*batch, n_features)``
-            The states' features.
+        %(features)s
         actions : array_like of int, shape ``features.shape[:-1]``
             Actions in ``0..n_actions-1``.
 
@@ -349,10 +329,7 @@ class SoftmaxPolicy:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> pol = mc.rl.SoftmaxPolicy(n_features=3, n_actions=2)
-        >>> s = np.ones((4, 3))
+        %(softmax_setup)s
         >>> g = pol.score(s, np.zeros(4, dtype=int))["theta"]
         >>> g[0].tolist()                                    # phi (onehot(a) - p)
         [[0.5, -0.5], [0.5, -0.5], [0.5, -0.5]]
@@ -380,28 +357,13 @@ class SoftmaxPolicy:
         shape features.shape[:-1], and its gradient ``{"theta": (*batch,
         n_features, n_actions)}`` (dH/dlogit_k = -p_k (log p_k + H)).
 
-        Parameters
-        ----------
-        features : array_like, shape ``(*batch, n_features)``
-            The states' features.
+        %(entropy_io)s
 
-        Returns
-        -------
-        tuple
-            ``(H, dH)``: H of shape ``features.shape[:-1]``, dH a dict like
-            :meth:`score`'s.
-
-        Raises
-        ------
-        ValueError
-            Features of the wrong length or not finite.
+        %(raises_bad_features)s
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> pol = mc.rl.SoftmaxPolicy(n_features=3, n_actions=2)
-        >>> s = np.ones((4, 3))
+        %(softmax_setup)s
         >>> H, dH = pol.entropy(s)
         >>> bool(np.allclose(H, np.log(2))), dH["theta"].shape
         (True, (4, 3, 2))
@@ -480,10 +442,7 @@ class GaussianPolicy:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import mcscore as mc
-    >>> pol = mc.rl.GaussianPolicy(n_features=3, n_actions=2, log_std=-1.0)
-    >>> s = np.ones((4, 3))
+    %(gaussian_setup)s
     >>> pol.sample(s, rng=0).shape, pol.score(s, np.zeros((4, 2)))["w"].shape
     ((4, 2), (4, 3, 2))
     """
@@ -529,10 +488,7 @@ class GaussianPolicy:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> pol = mc.rl.GaussianPolicy(n_features=3, n_actions=2, log_std=-1.0)
-        >>> s = np.ones((4, 3))
+        %(gaussian_setup)s
         >>> pol.with_params({"w": np.ones((3, 2)), "log_std": [0.0, 0.0]}).params["w"].sum()
         np.float64(6.0)
         """
@@ -543,25 +499,18 @@ class GaussianPolicy:
 
         Parameters
         ----------
-        features : array_like, shape ``(*batch, n_features)``
-            The states' features.
+        %(features)s
 
         Returns
         -------
         Normal
             With batch shape ``features.shape[:-1] + (n_actions,)``.
 
-        Raises
-        ------
-        ValueError
-            Features of the wrong length or not finite.
+        %(raises_bad_features)s
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> pol = mc.rl.GaussianPolicy(n_features=3, n_actions=2, log_std=-1.0)
-        >>> s = np.ones((4, 3))
+        %(gaussian_setup)s
         >>> d = pol.distribution(s)
         >>> d.batch_shape, bool(np.allclose(d.scale, np.exp(-1.0)))
         ((4, 2), True)
@@ -578,26 +527,18 @@ class GaussianPolicy:
 
         Parameters
         ----------
-        features : array_like, shape ``(*batch, n_features)``
-            The states' features.
-        rng : None, int, SeedSequence or Generator
-            The randomness (SPEC 7).
+        %(features_rng)s
 
         Returns
         -------
-        numpy.ndarray, shape ``features.shape[:-1] + (n_actions,)``
+        numpy.ndarray
+            Shape ``features.shape[:-1] + (n_actions,)``.
 
-        Raises
-        ------
-        ValueError
-            Features of the wrong length or not finite.
+        %(raises_bad_features)s
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> pol = mc.rl.GaussianPolicy(n_features=3, n_actions=2, log_std=-1.0)
-        >>> s = np.ones((4, 3))
+        %(gaussian_setup)s
         >>> pol.sample(s, rng=0).shape
         (4, 2)
         """
@@ -609,8 +550,7 @@ class GaussianPolicy:
 
         Parameters
         ----------
-        features : array_like, shape ``(*batch, n_features)``
-            The states' features.
+        %(features)s
         actions : array_like, shape ``features.shape[:-1] + (n_actions,)``
             Finite actions.
 
@@ -626,10 +566,7 @@ class GaussianPolicy:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> pol = mc.rl.GaussianPolicy(n_features=3, n_actions=2, log_std=-1.0)
-        >>> s = np.ones((4, 3))
+        %(gaussian_setup)s
         >>> sc = pol.score(s, np.zeros((4, 2)))              # actions at the mean
         >>> bool(np.allclose(sc["w"], 0.0)), bool(np.allclose(sc["log_std"], -1.0))
         (True, True)
@@ -649,16 +586,7 @@ class GaussianPolicy:
         """(H, dH): the entropy sum_k (log_std_k + log(2 pi e) / 2) at each
         state, and its gradient (w: 0, log_std: 1).
 
-        Parameters
-        ----------
-        features : array_like, shape ``(*batch, n_features)``
-            The states' features.
-
-        Returns
-        -------
-        tuple
-            ``(H, dH)``: H of shape ``features.shape[:-1]``, dH a dict like
-            :meth:`score`'s.
+        %(entropy_io)s
 
         Raises
         ------
@@ -667,10 +595,7 @@ class GaussianPolicy:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> pol = mc.rl.GaussianPolicy(n_features=3, n_actions=2, log_std=-1.0)
-        >>> s = np.ones((4, 3))
+        %(gaussian_setup)s
         >>> H, dH = pol.entropy(s)
         >>> bool(np.allclose(H, 2 * (-1.0 + 0.5 * np.log(2 * np.pi * np.e)))), dH["log_std"].shape
         (True, (4, 2))
@@ -1178,11 +1103,7 @@ class TorchPolicy:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import pytest
-    >>> torch = pytest.importorskip("torch")
-    >>> import mcscore as mc
-    >>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))
+    %(torch_setup)s
     >>> sorted(pol.params)
     ['bias', 'weight']
     >>> pol.score(np.ones((3, 5)), np.array([0, 1, 0]))["weight"].shape
@@ -1256,11 +1177,7 @@ class TorchPolicy:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import pytest
-        >>> torch = pytest.importorskip("torch")
-        >>> import mcscore as mc
-        >>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))
+        %(torch_setup)s
         >>> p = {k: np.zeros_like(v) for k, v in pol.params.items()}
         >>> float(abs(pol.with_params(p).params["weight"]).sum())
         0.0
@@ -1329,18 +1246,11 @@ class TorchPolicy:
         numpy.ndarray
             Shape ``features.shape[:-1]`` (categorical) or with the action axis.
 
-        Raises
-        ------
-        ValueError
-            Non-finite features.
+        %(raises_nonfinite)s
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import pytest
-        >>> torch = pytest.importorskip("torch")
-        >>> import mcscore as mc
-        >>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))
+        %(torch_setup)s
         >>> pol.sample(np.ones((4, 5)), rng=0).shape
         (4,)
         """
@@ -1438,11 +1348,7 @@ class TorchPolicy:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import pytest
-        >>> torch = pytest.importorskip("torch")
-        >>> import mcscore as mc
-        >>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))
+        %(torch_setup)s
         >>> pol.score(np.ones((4, 5)), np.zeros(4, dtype=int))["bias"].shape
         (4, 2)
         """
@@ -1463,18 +1369,11 @@ class TorchPolicy:
         tuple
             ``(H (*batch,), {name: (*batch, *param_shape)})``.
 
-        Raises
-        ------
-        ValueError
-            Non-finite features.
+        %(raises_nonfinite)s
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import pytest
-        >>> torch = pytest.importorskip("torch")
-        >>> import mcscore as mc
-        >>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))
+        %(torch_setup)s
         >>> H, dH = pol.entropy(np.ones((4, 5)))
         >>> H.shape, dH["weight"].shape
         ((4,), (4, 2, 5))
@@ -1517,11 +1416,7 @@ class TorchPolicy:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import pytest
-        >>> torch = pytest.importorskip("torch")
-        >>> import mcscore as mc
-        >>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))
+        %(torch_setup)s
         >>> g = pol.episode_grads(np.ones((3, 4, 5)), np.zeros((3, 4), dtype=int), np.ones((3, 4)))
         >>> g["weight"].shape
         (3, 2, 5)
@@ -1630,23 +1525,9 @@ class CartPole:
         self.x_limit, self.theta_limit = 2.4, 12 * 2 * math.pi / 360
 
     def reset(self, n, rng=None):
-        """Initial states of n episodes, uniform in [-0.05, 0.05]^4.
+        """Initial states of n episodes, shape (n, 4), uniform in [-0.05, 0.05]^4.
 
-        Parameters
-        ----------
-        n : int
-            The number of episodes (>= 1).
-        rng : None, int, SeedSequence or Generator
-            The randomness.
-
-        Returns
-        -------
-        numpy.ndarray, shape (n, 4)
-
-        Raises
-        ------
-        ValueError
-            ``n`` < 1.
+        %(env_reset)s
 
         Examples
         --------
@@ -1740,7 +1621,8 @@ class Reach1D:
     Raises
     ------
     ValueError
-        An argument outside its range.
+        ``max_steps`` below 1, ``dt`` or ``max_action`` not positive, or
+        ``action_cost`` or ``noise`` negative.
 
     Examples
     --------
@@ -1762,21 +1644,7 @@ class Reach1D:
     def reset(self, n, rng=None):
         """Initial positions of n episodes, shape (n, 1).
 
-        Parameters
-        ----------
-        n : int
-            The number of episodes (>= 1).
-        rng : None, int, SeedSequence or Generator
-            The randomness.
-
-        Returns
-        -------
-        numpy.ndarray, shape (n, 1)
-
-        Raises
-        ------
-        ValueError
-            ``n`` < 1.
+        %(env_reset)s
 
         Examples
         --------
@@ -1932,12 +1800,7 @@ class GymEnv:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> class Still:
-        ...     def reset(self, seed=None):
-        ...         return np.zeros(2), {}
-        ...     def step(self, action):
+        %(gym_setup)s
         ...         return np.zeros(2), 0.0, True, False, {}
         >>> mc.rl.GymEnv(Still, max_steps=1).features(np.ones((1, 2)))
         array([[1., 1., 1.]])
@@ -1952,10 +1815,8 @@ class GymEnv:
 
         Parameters
         ----------
-        n : int
-            The number of episodes (>= 1).
-        rng : None, int, SeedSequence or Generator
-            The randomness.
+        %(n_episodes_param)s
+        %(rng)s
 
         Returns
         -------
@@ -1968,12 +1829,7 @@ class GymEnv:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> class Still:
-        ...     def reset(self, seed=None):
-        ...         return np.zeros(2), {}
-        ...     def step(self, action):
+        %(gym_setup)s
         ...         return np.zeros(2), 0.0, True, False, {}
         >>> mc.rl.GymEnv(Still, max_steps=1).reset(3, rng=0).shape
         (3, 2)
@@ -2020,12 +1876,7 @@ class GymEnv:
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> class Still:
-        ...     def reset(self, seed=None):
-        ...         return np.zeros(2), {}
-        ...     def step(self, action):
+        %(gym_setup)s
         ...         return np.zeros(2), 1.0, True, False, {}
         >>> env = mc.rl.GymEnv(Still, max_steps=1)
         >>> s, r, done = env.step(env.reset(2, rng=0), np.array([0, 1]))
@@ -2369,3 +2220,82 @@ def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, b
     finally:
         bar.close()
     return ReinforceResult(policy, curve, curve_se, gnorm)
+
+
+# The fragments the docstrings above name by %(name)s (see mcscore._docs), filled in
+# once, when the module is imported.
+_DOC_FRAGMENTS = {
+    "features": """\
+features : array_like, shape ``(*batch, n_features)``
+    The states' features.""",
+    "bad_features": """\
+ValueError
+    Features of the wrong length or not finite.""",
+    "rng_spec7": """\
+rng : None, int, SeedSequence or Generator
+    The randomness (SPEC 7).""",
+    "h_dh": """\
+tuple
+    ``(H, dH)``: H of shape ``features.shape[:-1]``, dH a dict like
+    :meth:`score`'s.""",
+    "softmax_setup": """\
+>>> import numpy as np
+>>> import mcscore as mc
+>>> pol = mc.rl.SoftmaxPolicy(n_features=3, n_actions=2)
+>>> s = np.ones((4, 3))""",
+    "gaussian_setup": """\
+>>> import numpy as np
+>>> import mcscore as mc
+>>> pol = mc.rl.GaussianPolicy(n_features=3, n_actions=2, log_std=-1.0)
+>>> s = np.ones((4, 3))""",
+    "torch_setup": """\
+%(torch_import)s
+>>> pol = mc.rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))""",
+    "nonfinite_features": """\
+ValueError
+    Non-finite features.""",
+    "gym_setup": """\
+>>> import numpy as np
+>>> import mcscore as mc
+>>> class Still:
+...     def reset(self, seed=None):
+...         return np.zeros(2), {}
+...     def step(self, action):""",
+    "env_reset": """\
+Parameters
+----------
+n : int
+    The number of episodes (>= 1).
+rng : None, int, SeedSequence or Generator
+    The randomness.
+
+Returns
+-------
+numpy.ndarray
+    The initial states, one row an episode (the shape above).
+
+Raises
+------
+ValueError
+    ``n`` < 1.""",
+    "entropy_io": """\
+Parameters
+----------
+%(features)s
+
+Returns
+-------
+%(h_dh)s""",
+    "raises_bad_features": """\
+Raises
+------
+%(bad_features)s""",
+    "features_rng": """\
+%(features)s
+%(rng_spec7)s""",
+    "raises_nonfinite": """\
+Raises
+------
+%(nonfinite_features)s""",
+}
+_docs.fill_module(globals(), **_DOC_FRAGMENTS)

@@ -302,6 +302,7 @@ def score_vr(f, dist, n, *, rng, baseline, control_variates, antithetic, grad_f,
     Returns
     -------
     GradientEstimate
+        The variance-reduced estimate.
 
     Raises
     ------

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from scipy import special, stats
 
+from .. import _docs
 from .. import _kernels as K
 from .. import _validation as V
 from .. import _vr
@@ -164,13 +165,7 @@ class Categorical(_CategoricalBase):
         a logit gradient to (unnormalised) probs with cv = 1 / v and
         cvs = 1 / sum v.
 
-        Returns
-        -------
-        tuple
-            ``(W, K, theta, probs, conversion, cv, cvs)``: the sizes W and K
-            of the kernels' layout (K = 1: binary), the logit-space parameters and the
-            normalised probabilities, then the code and factors that convert
-            a logit gradient to the parameter as passed.
+        %(relaxation_returns)s
 
         Examples
         --------
@@ -253,6 +248,9 @@ class Categorical(_CategoricalBase):
         return np.minimum(k, self.n_categories - 1).astype(np.float64)
 
 
+@_docs.raises_bad_parameters(
+    "Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or "
+    "non-finite probabilities, or a ``total_count`` that is not a non-negative integer")
 class Multinomial(_CategoricalBase):
     """Multinomial(total_count, probs=None, logits=None): category counts of
     total_count draws (total_count fixed, may broadcast with the batch).
@@ -261,20 +259,7 @@ class Multinomial(_CategoricalBase):
     ----------
     total_count : int or array_like of int, default 1
         The number of draws (>= 0; fixed, may broadcast with the batch).
-    probs : array_like, optional
-        Non-negative weights of the K categories on the last axis (need not sum to 1).
-    logits : array_like, optional
-        Unnormalised log-probabilities; give exactly one of ``probs`` and ``logits``.
-
-    Raises
-    ------
-    ValueError
-        Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or
-        non-finite probabilities, or a ``total_count`` that is not a non-negative integer (the
-        message names the parameter and the first offending index), or shapes that do not
-        broadcast.
-    TypeError
-        Values that are not real numbers.
+    %(probs_logits)s
 
     Examples
     --------
@@ -369,6 +354,8 @@ class Multinomial(_CategoricalBase):
         return out
 
 
+@_docs.raises_bad_parameters(
+    "A concentration that is not positive and finite, or fewer than 2 categories")
 class Dirichlet(Distribution):
     """Dirichlet(concentration): a point of the simplex, the last axis of
     concentration holding the K categories.
@@ -377,14 +364,6 @@ class Dirichlet(Distribution):
     ----------
     concentration : array_like
         Positive concentrations, the last axis holding the K categories (K >= 2).
-
-    Raises
-    ------
-    ValueError
-        A concentration that is not positive and finite, or fewer than 2 categories (the message
-        names the parameter and the first offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -469,6 +448,9 @@ class Dirichlet(Distribution):
         with np.errstate(invalid="ignore"):
             return g / g.sum(axis=-1, keepdims=True)
 
+@_docs.raises_bad_parameters(
+    "Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or "
+    "non-finite probabilities, or non-finite logits")
 class OneHotCategorical(_CategoricalBase):
     """OneHotCategorical(probs=None, logits=None): as torch, a one-hot
     vector of event_shape (K,) per draw (the Categorical index as an
@@ -482,19 +464,7 @@ class OneHotCategorical(_CategoricalBase):
 
     Parameters
     ----------
-    probs : array_like, optional
-        Non-negative weights of the K categories on the last axis (need not sum to 1).
-    logits : array_like, optional
-        Unnormalised log-probabilities; give exactly one of ``probs`` and ``logits``.
-
-    Raises
-    ------
-    ValueError
-        Both or neither of ``probs`` and ``logits``, fewer than 2 categories, negative or
-        non-finite probabilities, or non-finite logits (the message names the parameter and the
-        first offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
+    %(probs_logits)s
 
     Examples
     --------
@@ -543,3 +513,7 @@ class OneHotCategorical(_CategoricalBase):
 
     def _entropy(self) -> Any:
         return special.entr(self.probs).sum(-1)
+
+
+# fill the docstrings' %(name)s slots (see mcscore._docs)
+_docs.fill_module(globals())

@@ -9,6 +9,7 @@ import math
 import numpy as np
 from scipy import special
 
+from .. import _docs
 from .. import _kernels as K
 from .. import _validation as V
 from .. import _vr
@@ -170,6 +171,8 @@ class Normal(_LocScale):
         return np.exp(z) if self._log else z
 
 
+@_docs.raises_bad_parameters(
+    "A non-finite ``loc`` or a ``scale`` that is not positive and finite")
 class LogNormal(Normal):
     """LogNormal(loc, scale): log x ~ Normal(loc, scale).
 
@@ -179,14 +182,6 @@ class LogNormal(Normal):
         Mean of log x (any finite real).
     scale : float or array_like
         Standard deviation of log x (> 0); broadcast with ``loc``.
-
-    Raises
-    ------
-    ValueError
-        A non-finite ``loc`` or a ``scale`` that is not positive and finite (the message names the
-        parameter and the first offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -230,6 +225,7 @@ class LogNormal(Normal):
         return np.exp(2 * self.loc - np.log(x))
 
 
+@_docs.raises_bad_parameters("A ``rate`` that is not positive and finite")
 class Exponential(Distribution):
     """Exponential(rate): density rate * exp(-rate x) on x > 0.
 
@@ -237,14 +233,6 @@ class Exponential(Distribution):
     ----------
     rate : float or array_like
         The rate (> 0); the mean is 1 / rate.
-
-    Raises
-    ------
-    ValueError
-        A ``rate`` that is not positive and finite (the message names the parameter and the first
-        offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -313,6 +301,7 @@ class Exponential(Distribution):
         return -np.log1p(-self._unit_value(value)) / self.rate
 
 
+@_docs.raises_bad_parameters("A parameter that is not positive and finite")
 class Gamma(Distribution):
     """Gamma(concentration, rate): density rate^a x^(a-1) e^(-rate x) / Gamma(a).
 
@@ -322,14 +311,6 @@ class Gamma(Distribution):
         The shape a (> 0).
     rate : float or array_like
         The rate (> 0; the scale is 1 / rate); broadcast with the concentration.
-
-    Raises
-    ------
-    ValueError
-        A parameter that is not positive and finite (the message names the parameter and the first
-        offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -409,6 +390,7 @@ class Gamma(Distribution):
         return special.gammaincinv(self.concentration, self._unit_value(value)) / self.rate
 
 
+@_docs.raises_bad_parameters("A parameter that is not positive and finite")
 class Beta(Distribution):
     """Beta(concentration1, concentration0): density x^(c1-1) (1-x)^(c0-1) / B(c1, c0).
 
@@ -418,14 +400,6 @@ class Beta(Distribution):
         c1 (> 0), the exponent of x.
     concentration0 : float or array_like
         c0 (> 0), the exponent of 1 - x.
-
-    Raises
-    ------
-    ValueError
-        A parameter that is not positive and finite (the message names the parameter and the first
-        offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -515,6 +489,8 @@ class Beta(Distribution):
 # added by the recipe of docs/design.md ("Adding a family")
 # ---------------------------------------------------------------------------
 
+@_docs.raises_bad_parameters(
+    "A non-finite ``loc`` or a ``scale`` that is not positive and finite")
 class Laplace(_LocScale):
     """Laplace(loc, scale): density ``exp(-|x - loc| / scale) / (2 scale)``.
 
@@ -529,14 +505,6 @@ class Laplace(_LocScale):
         The location (median; any finite real).
     scale : float or array_like
         The scale (> 0); the variance is 2 scale^2.
-
-    Raises
-    ------
-    ValueError
-        A non-finite ``loc`` or a ``scale`` that is not positive and finite (the message names the
-        parameter and the first offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -688,6 +656,7 @@ class _HalfScale(Distribution):
         return {"scale": "log"}
 
 
+@_docs.raises_bad_parameters("A ``scale`` that is not positive and finite")
 class HalfNormal(_HalfScale):
     """HalfNormal(scale): ``|z|`` for z ~ Normal(0, scale); density
     ``sqrt(2 / pi) / scale * exp(-x^2 / (2 scale^2))`` on x >= 0.
@@ -699,14 +668,6 @@ class HalfNormal(_HalfScale):
     ----------
     scale : float or array_like
         The scale of the underlying normal (> 0).
-
-    Raises
-    ------
-    ValueError
-        A ``scale`` that is not positive and finite (the message names the parameter and the first
-        offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -796,6 +757,7 @@ class HalfNormal(_HalfScale):
         return self.scale * math.sqrt(2.0) * z
 
 
+@_docs.raises_bad_parameters("A ``df`` that is not positive and finite")
 class Chi2(Distribution):
     """Chi2(df): Gamma(df / 2, rate 1/2), as in torch; density
     x^(df/2 - 1) e^(-x/2) / (2^(df/2) Gamma(df/2)) on x > 0.
@@ -807,14 +769,6 @@ class Chi2(Distribution):
     ----------
     df : float or array_like
         The degrees of freedom (> 0, need not be an integer).
-
-    Raises
-    ------
-    ValueError
-        A ``df`` that is not positive and finite (the message names the parameter and the first
-        offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -911,6 +865,7 @@ class Chi2(Distribution):
         return 2.0 * special.gammaincinv(0.5 * self.df, self._unit_value(value))
 
 
+@_docs.raises_bad_parameters("A parameter that is not positive and finite")
 class InverseGamma(Distribution):
     """InverseGamma(concentration, rate): 1 / x ~ Gamma(concentration, rate),
     as in torch; density rate^a x^(-a-1) e^(-rate/x) / Gamma(a) on x > 0.
@@ -926,14 +881,6 @@ class InverseGamma(Distribution):
         The shape a (> 0).
     rate : float or array_like
         The rate of the Gamma of 1 / x (> 0).
-
-    Raises
-    ------
-    ValueError
-        A parameter that is not positive and finite (the message names the parameter and the first
-        offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -1032,6 +979,8 @@ class InverseGamma(Distribution):
             return self.rate / special.gammainccinv(self.concentration, self._unit_value(value))
 
 
+@_docs.raises_bad_parameters(
+    "A non-finite ``loc`` or a ``scale`` that is not positive and finite")
 class Gumbel(_LocScale):
     """Gumbel(loc, scale): density exp(-(z + exp(-z))) / scale with
     z = (x - loc) / scale.
@@ -1049,15 +998,7 @@ class Gumbel(_LocScale):
     loc : float or array_like
         The location (mode; any finite real).
     scale : float or array_like
-        The scale (> 0).
-
-    Raises
-    ------
-    ValueError
-        A non-finite ``loc`` or a ``scale`` that is not positive and finite (the message names the
-        parameter and the first offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
+        The scale (> 0); the variance is pi^2 scale^2 / 6.
 
     Examples
     --------
@@ -1146,6 +1087,7 @@ class Gumbel(_LocScale):
             return self.loc - self.scale * np.log(-np.log(self._unit_value(value)))
 
 
+@_docs.raises_bad_parameters("A parameter that is not positive and finite")
 class Weibull(Distribution):
     """Weibull(scale, concentration), as in torch: density
     (k / scale) (x / scale)^(k-1) exp(-(x / scale)^k) on x > 0, k the
@@ -1164,14 +1106,6 @@ class Weibull(Distribution):
         The scale (> 0).
     concentration : float or array_like
         The shape k (> 0).
-
-    Raises
-    ------
-    ValueError
-        A parameter that is not positive and finite (the message names the parameter and the first
-        offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -1288,6 +1222,7 @@ class Weibull(Distribution):
 # issue 13: Uniform, StudentT, Cauchy, HalfCauchy, VonMises
 # ---------------------------------------------------------------------------
 
+@_docs.raises_bad_parameters("Non-finite bounds or ``high <= low``")
 class Uniform(Distribution):
     """Uniform(low, high): density 1 / (high - low) on [low, high), as in torch.
 
@@ -1304,14 +1239,6 @@ class Uniform(Distribution):
         The lower bound (finite).
     high : float or array_like
         The upper bound (finite, > low); broadcast with ``low``.
-
-    Raises
-    ------
-    ValueError
-        Non-finite bounds or ``high <= low`` (the message names the parameter and the first
-        offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -1509,6 +1436,8 @@ class _Rational(_LocScale):
         return {"loc": "identity", "scale": "log"}
 
 
+@_docs.raises_bad_parameters(
+    "A non-finite ``loc`` or a ``scale`` that is not positive and finite")
 class Cauchy(_Rational):
     """Cauchy(loc, scale): density 1 / (pi scale (1 + z^2)), z = (x - loc) / scale.
 
@@ -1522,15 +1451,7 @@ class Cauchy(_Rational):
     loc : float or array_like
         The location (median; finite).
     scale : float or array_like
-        The scale (> 0).
-
-    Raises
-    ------
-    ValueError
-        A non-finite ``loc`` or a ``scale`` that is not positive and finite (the message names the
-        parameter and the first offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
+        The scale (> 0; the half-width at half-maximum).
 
     Examples
     --------
@@ -1560,6 +1481,8 @@ class Cauchy(_Rational):
         return np.log(4.0 * math.pi * self.scale)
 
 
+@_docs.raises_bad_parameters(
+    "A non-finite ``loc``, or a ``df`` or ``scale`` that is not positive and finite")
 class StudentT(_Rational):
     """StudentT(df, loc=0, scale=1): density
     Gamma((df+1)/2) / (Gamma(df/2) sqrt(df pi) scale) (1 + z^2/df)^(-(df+1)/2).
@@ -1582,14 +1505,6 @@ class StudentT(_Rational):
         The location (finite).
     scale : float or array_like, default 1.0
         The scale (> 0).
-
-    Raises
-    ------
-    ValueError
-        A non-finite ``loc``, or a ``df`` or ``scale`` that is not positive and finite (the message
-        names the parameter and the first offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -1664,6 +1579,7 @@ class StudentT(_Rational):
         return {"df": "log", "loc": "identity", "scale": "log"}
 
 
+@_docs.raises_bad_parameters("A ``scale`` that is not positive and finite")
 class HalfCauchy(_HalfScale):
     """HalfCauchy(scale): ``|c|`` for c ~ Cauchy(0, scale); density
     ``2 / (pi scale (1 + (x/scale)^2))`` on x >= 0.
@@ -1676,14 +1592,6 @@ class HalfCauchy(_HalfScale):
     ----------
     scale : float or array_like
         The scale (> 0).
-
-    Raises
-    ------
-    ValueError
-        A ``scale`` that is not positive and finite (the message names the parameter and the first
-        offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -1744,6 +1652,8 @@ def _wrap_angle(x: Any) -> Any:
     return np.mod(x + math.pi, 2.0 * math.pi) - math.pi
 
 
+@_docs.raises_bad_parameters(
+    "A non-finite ``loc`` or a negative or non-finite concentration")
 class VonMises(Distribution):
     """VonMises(loc, concentration): the circular normal on [-pi, pi),
     density exp(kappa cos(x - loc)) / (2 pi I0(kappa)), kappa the
@@ -1763,14 +1673,6 @@ class VonMises(Distribution):
         The mean direction (finite; any real, taken modulo 2 pi).
     concentration : float or array_like
         kappa (>= 0; 0 is the uniform angle).
-
-    Raises
-    ------
-    ValueError
-        A non-finite ``loc`` or a negative or non-finite concentration (the message names the
-        parameter and the first offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------

@@ -10,6 +10,7 @@ import math
 import numpy as np
 from scipy import special, stats
 
+from .. import _docs
 from .. import _kernels as K
 from .. import _validation as V
 from ._base import NONNEGATIVE_INTEGER, Distribution, Support
@@ -205,6 +206,7 @@ def _is_count(x: Any, upper: Any = None) -> Any:
     return ok
 
 
+@_docs.raises_bad_parameters("A ``rate`` that is not positive and finite")
 class Poisson(Distribution):
     """Poisson(rate): P(k) = rate^k e^(-rate) / k!.
 
@@ -212,14 +214,6 @@ class Poisson(Distribution):
     ----------
     rate : float or array_like
         The mean (> 0).
-
-    Raises
-    ------
-    ValueError
-        A ``rate`` that is not positive and finite (the message names the parameter and the first
-        offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -374,13 +368,7 @@ class Bernoulli(_BinaryFamily):
         conversion code, cv, cvs) for the relaxed / REBAR / DisARM kernels:
         conversion 1 maps a logit gradient to probs with cv = 1 / (p q).
 
-        Returns
-        -------
-        tuple
-            ``(W, K, theta, probs, conversion, cv, cvs)``: the sizes W and K
-            of the kernels' layout (K = 1: binary), the logit-space parameters and the
-            normalised probabilities, then the code and factors that convert
-            a logit gradient to the parameter as passed.
+        %(relaxation_returns)s
 
         Examples
         --------
@@ -426,6 +414,9 @@ class Bernoulli(_BinaryFamily):
         return (self._unit_value(value) > self._pq()[1]).astype(np.float64)
 
 
+@_docs.raises_bad_parameters(
+    "Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not a "
+    "non-negative integer, or a probability outside [0, 1]")
 class Binomial(_BinaryFamily):
     """Binomial(total_count, probs=None, logits=None): successes in
     total_count trials (total_count is fixed, not differentiated).
@@ -438,15 +429,6 @@ class Binomial(_BinaryFamily):
         The success probability, in [0, 1].
     logits : float or array_like, optional
         ``log(p / (1 - p))``; give exactly one of ``probs`` and ``logits``.
-
-    Raises
-    ------
-    ValueError
-        Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not a non-negative
-        integer, or a probability outside [0, 1] (the message names the parameter and the first
-        offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -527,6 +509,8 @@ class Binomial(_BinaryFamily):
         return np.maximum(stats.binom.ppf(u, self.total_count, self.probs), 0.0)
 
 
+@_docs.raises_bad_parameters(
+    "Both or neither of ``probs`` and ``logits``, or a probability outside (0, 1]")
 class Geometric(_BinaryFamily):
     """Geometric(probs=None, logits=None): failures before the first success,
     P(k) = (1 - p)^k p, k = 0, 1, ...
@@ -539,14 +523,6 @@ class Geometric(_BinaryFamily):
         ``log(p / (1 - p))``; give exactly one of ``probs`` and ``logits``.
     **fixed :
         Reserved for :meth:`expand` (no further parameters are accepted).
-
-    Raises
-    ------
-    ValueError
-        Both or neither of ``probs`` and ``logits``, or a probability outside (0, 1] (the message
-        names the parameter and the first offending index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -628,6 +604,9 @@ class Geometric(_BinaryFamily):
         return np.maximum(stats.geom.ppf(self._unit_value(value), self.probs) - 1.0, 0.0)
 
 
+@_docs.raises_bad_parameters(
+    "Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not positive, or "
+    "a probability outside its range")
 class NegativeBinomial(_BinaryFamily):
     """NegativeBinomial(total_count, probs=None, logits=None): successes
     (probability probs) before total_count failures,
@@ -641,15 +620,6 @@ class NegativeBinomial(_BinaryFamily):
         The success probability p, in [0, 1).
     logits : float or array_like, optional
         ``log(p / (1 - p))``; give exactly one of ``probs`` and ``logits``.
-
-    Raises
-    ------
-    ValueError
-        Both or neither of ``probs`` and ``logits``, a ``total_count`` that is not positive, or a
-        probability outside its range (the message names the parameter and the first offending
-        index), or shapes that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------
@@ -747,3 +717,7 @@ class NegativeBinomial(_BinaryFamily):
         from scipy import stats
         u = self._unit_value(value)
         return np.maximum(stats.nbinom.ppf(u, self.total_count, self._pq()[1]), 0.0)
+
+
+# fill the docstrings' %(name)s slots (see mcscore._docs)
+_docs.fill_module(globals())

@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 
+from .. import _docs
 from ._base import Distribution
 
 __all__ = ["Joint", "JointDraws"]
@@ -98,9 +99,7 @@ class Joint(Distribution):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import mcscore as mc
-    >>> q = mc.Joint(z=mc.Bernoulli(probs=0.3), w=mc.Normal(loc=np.zeros(2), scale=1.0))
+    %(joint_example)s
     >>> x = q.sample(4, rng=0)
     >>> sorted(x), x["z"].shape, x["w"].shape
     (['w', 'z'], (4,), (4, 2))
@@ -238,9 +237,7 @@ class Joint(Distribution):
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> q = mc.Joint(z=mc.Bernoulli(probs=0.3), w=mc.Normal(loc=np.zeros(2), scale=1.0))
+        %(joint_example)s
         >>> d = q.unflatten(np.array([[1.0, 0.5, -0.5]]))
         >>> d["z"].tolist(), d["w"].tolist()
         ([1.0], [[0.5, -0.5]])
@@ -272,9 +269,7 @@ class Joint(Distribution):
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> q = mc.Joint(z=mc.Bernoulli(probs=0.3), w=mc.Normal(loc=np.zeros(2), scale=1.0))
+        %(joint_example)s
         >>> q.flatten({"z": np.array([1.0]), "w": np.array([[0.5, -0.5]])})
         array([[ 1. ,  0.5, -0.5]])
         """
@@ -304,9 +299,7 @@ class Joint(Distribution):
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> q = mc.Joint(z=mc.Bernoulli(probs=0.3), w=mc.Normal(loc=np.zeros(2), scale=1.0))
+        %(joint_example)s
         >>> x = q.sample(3, rng=0)
         >>> x["z"].shape, x["w"].shape
         ((3,), (3, 2))
@@ -364,9 +357,7 @@ class Joint(Distribution):
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> q = mc.Joint(z=mc.Bernoulli(probs=0.3), w=mc.Normal(loc=np.zeros(2), scale=1.0))
+        %(joint_example)s
         >>> x = q.sample(4, rng=0)
         >>> lp = q.log_prob(x)
         >>> bool(np.allclose(lp, mc.Bernoulli(probs=0.3).log_prob(x["z"])
@@ -385,8 +376,7 @@ class Joint(Distribution):
 
         Parameters
         ----------
-        x : dict of str to array_like, or array_like of shape ``(m, draw_size)``
-            Joint draws.
+        %(joint_draws)s
 
         Returns
         -------
@@ -402,9 +392,7 @@ class Joint(Distribution):
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> q = mc.Joint(z=mc.Bernoulli(probs=0.3), w=mc.Normal(loc=np.zeros(2), scale=1.0))
+        %(joint_example)s
         >>> sorted(q.score(q.sample(4, rng=0)))
         ['w.loc', 'w.scale', 'z.probs']
         """
@@ -485,8 +473,7 @@ class Joint(Distribution):
 
         Parameters
         ----------
-        x : dict of str to array_like, or array_like of shape ``(m, draw_size)``
-            Joint draws.
+        %(joint_draws)s
 
         Returns
         -------
@@ -528,3 +515,16 @@ class Joint(Distribution):
                                      f"{exc}") from None
         if not getattr(self, "has_" + capability):
             super().require(capability)
+
+# The fragments the docstrings above name by %(name)s (see mcscore._docs), filled in
+# once, when the module is imported.
+_DOC_FRAGMENTS = {
+    "joint_example": """\
+>>> import numpy as np
+>>> import mcscore as mc
+>>> q = mc.Joint(z=mc.Bernoulli(probs=0.3), w=mc.Normal(loc=np.zeros(2), scale=1.0))""",
+    "joint_draws": """\
+x : dict of str to array_like, or array_like of shape ``(m, draw_size)``
+    Joint draws.""",
+}
+_docs.fill_module(globals(), **_DOC_FRAGMENTS)

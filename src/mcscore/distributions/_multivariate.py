@@ -37,6 +37,7 @@ import math
 import numpy as np
 from scipy.linalg import blas, lapack
 
+from .. import _docs
 from .. import _kernels as K
 from .. import _validation as V
 from .. import _vr
@@ -390,6 +391,9 @@ class MultivariateNormal(_Gaussian):
                                self._draw_broadcast_loc().ravel()])
 
 
+@_docs.raises_bad_parameters(
+    "A ``cov_factor`` or ``cov_diag`` of the wrong shape, non-finite values or a non-positive"
+    " ``cov_diag``")
 class LowRankMultivariateNormal(_Gaussian):
     """LowRankMultivariateNormal(loc, cov_factor, cov_diag): the normal with
     mean loc and covariance W W^T + diag(D), W = cov_factor of shape (d, r),
@@ -405,15 +409,6 @@ class LowRankMultivariateNormal(_Gaussian):
         W of the covariance W W^T + diag(D) (finite).
     cov_diag : array_like, shape (d,)
         D, positive.
-
-    Raises
-    ------
-    ValueError
-        A ``cov_factor`` or ``cov_diag`` of the wrong shape, non-finite values or a non-positive
-        ``cov_diag`` (the message names the parameter and the first offending index), or shapes
-        that do not broadcast.
-    TypeError
-        Values that are not real numbers.
 
     Examples
     --------

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from .. import _docs
 from .. import _validation as V
 from .._algebra import common_shift, shift_sums
 
@@ -46,33 +47,11 @@ class Greeks:
 
     Built by :func:`greeks`, not by hand.
 
-    Parameters
-    ----------
-    values : mapping of str to float
-        The estimate of each Greek.
-    stderr, variance : mapping of str to float
-        Their standard errors and per-path variances.
-    method : str
-        "lr" or "pathwise".
-    estimators : mapping of str to str
-        The estimator of each Greek.
-    alternatives : dict
-        Every estimator the run formed.
-    n : int
-        Paths simulated.
-    info : mapping
-        The plan and the inputs.
-
-    Raises
-    ------
-    KeyError
-        ``values`` without one of the Greeks.
+    %(greeks_init)s
 
     Examples
     --------
-    >>> import mcscore as mc
-    >>> g = mc.finance.greeks("call", spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=1.0,
-    ...                       n=10_000, rng=0)
+    %(call_greeks)s
     >>> type(g).__name__, sorted(g.as_dict())
     ('Greeks', ['delta', 'gamma', 'price', 'rho', 'vega'])
     """
@@ -105,9 +84,7 @@ class Greeks:
 
         Examples
         --------
-        >>> import mcscore as mc
-        >>> g = mc.finance.greeks("call", spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=1.0,
-        ...                       n=10_000, rng=0)
+        %(call_greeks)s
         >>> g.as_dict()["price"] == g.price
         True
         """
@@ -134,9 +111,7 @@ class Greeks:
 
         Examples
         --------
-        >>> import mcscore as mc
-        >>> g = mc.finance.greeks("call", spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=1.0,
-        ...                       n=10_000, rng=0)
+        %(call_greeks)s
         >>> exact = mc.finance.black_scholes("call", spot=100.0, strike=100.0, rate=0.05, vol=0.2,
         ...                                  maturity=1.0)
         >>> all(abs(z) < 5 for z in g.z_scores(exact).values())
@@ -198,3 +173,38 @@ def _merge(stats, shifts):
     mean = c0 + G / n
     var = np.maximum(H - G * G / n, 0.0) / (n - 1)
     return mean, var, n
+
+# The fragments the docstrings above name by %(name)s (see mcscore._docs), filled in
+# once, when the module is imported.
+_DOC_FRAGMENTS = {
+    "greeks_init": """\
+Parameters
+----------
+values : mapping of str to float
+    The estimate of each Greek.
+stderr, variance : mapping of str to float
+    Their standard errors and per-path variances.
+method : str
+    "lr" or "pathwise".
+estimators : mapping of str to str
+    The estimator of each Greek.
+alternatives : dict
+    Every estimator the run formed.
+n : int
+    Paths simulated.
+info : mapping
+    The plan and the inputs.
+
+Raises
+------
+KeyError
+    ``values`` without one of the Greeks.""",
+    "call_greeks": """\
+>>> import mcscore as mc
+>>> g = mc.finance.greeks("call", spot=100.0, strike=100.0, rate=0.05, vol=0.2, maturity=1.0,
+...                       n=10_000, rng=0)""",
+    "heston_model": """\
+>>> import mcscore as mc
+>>> model = mc.finance.Heston(v0=0.04, kappa=2.0, theta=0.04, xi=0.3, rho=-0.7)""",
+}
+_docs.fill_module(globals(), **_DOC_FRAGMENTS)

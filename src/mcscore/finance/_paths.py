@@ -10,12 +10,14 @@ import math
 import numpy as np
 
 from .. import _callables as C
+from .. import _docs
 from .. import _engine as E
 from .. import _finance as F
 from .. import _validation as V
 from .._config import effective_n_threads
 from .._progress import advance
 from ..distributed import map_streams
+from ._common import _DOC_FRAGMENTS as _COMMON_DOC_FRAGMENTS
 from ._common import Greeks, METHODS, PAYOFFS, _merge, _positive
 from .payoffs import PATH_GREEKS, Payoff, _builtin
 
@@ -35,35 +37,11 @@ class PathGreeks(Greeks):
 
     Built by :func:`greeks` for path payoffs, not by hand.
 
-    Parameters
-    ----------
-    values : mapping of str to float
-        The estimate of each Greek.
-    stderr, variance : mapping of str to float
-        Their standard errors and per-path variances.
-    method : str
-        "lr" or "pathwise".
-    estimators : mapping of str to str
-        The estimator of each Greek.
-    alternatives : dict
-        Every estimator the run formed.
-    n : int
-        Paths simulated.
-    info : mapping
-        The plan and the inputs.
-
-    Raises
-    ------
-    KeyError
-        ``values`` without one of the Greeks.
+    %(greeks_init)s
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import mcscore as mc
-    >>> pay = mc.finance.basket_call(100.0, [0.5, 0.5])
-    >>> g = mc.finance.greeks(pay, spot=[100.0, 100.0], rate=0.03, vol=[0.2, 0.3], maturity=1.0,
-    ...                       n=10_000, rng=0)
+    %(basket_greeks)s
     >>> type(g).__name__, g.delta.shape, g.gamma.shape
     ('PathGreeks', (2,), (2, 2))
     """
@@ -96,11 +74,7 @@ class PathGreeks(Greeks):
 
         Examples
         --------
-        >>> import numpy as np
-        >>> import mcscore as mc
-        >>> pay = mc.finance.basket_call(100.0, [0.5, 0.5])
-        >>> g = mc.finance.greeks(pay, spot=[100.0, 100.0], rate=0.03, vol=[0.2, 0.3], maturity=1.0,
-        ...                       n=10_000, rng=0)
+        %(basket_greeks)s
         >>> z = g.z_scores({"price": g.price})
         >>> float(z["price"])
         0.0
@@ -300,8 +274,7 @@ class Heston:
 
     Examples
     --------
-    >>> import mcscore as mc
-    >>> model = mc.finance.Heston(v0=0.04, kappa=2.0, theta=0.04, xi=0.3, rho=-0.7)
+    %(heston_model)s
     >>> exact = mc.finance.heston_call(spot=100.0, strike=100.0, rate=0.03, maturity=1.0,
     ...                                model=model)
     >>> g = mc.finance.greeks("call", spot=100.0, strike=100.0, rate=0.03, vol=None, maturity=1.0,
@@ -549,8 +522,7 @@ class SpotGreeks(PathGreeks):
 
     Examples
     --------
-    >>> import mcscore as mc
-    >>> model = mc.finance.Heston(v0=0.04, kappa=2.0, theta=0.04, xi=0.3, rho=-0.7)
+    %(heston_model)s
     >>> g = mc.finance.greeks("call", spot=100.0, strike=100.0, rate=0.03, vol=None, maturity=1.0,
     ...                       model=model, steps=50, n=10_000, rng=0)
     >>> type(g).__name__, sorted(g.as_dict())
@@ -881,3 +853,15 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
         return PathGreeks(values, stderr, variance, method, est, alternatives, int(nn), info)
     return SpotGreeks(values, stderr, variance, method, est, alternatives, int(nn), info,
                       names=names)
+
+# The fragments the docstrings above name by %(name)s (see mcscore._docs), filled in
+# once, when the module is imported.
+_DOC_FRAGMENTS = {
+    "basket_greeks": """\
+>>> import numpy as np
+>>> import mcscore as mc
+>>> pay = mc.finance.basket_call(100.0, [0.5, 0.5])
+>>> g = mc.finance.greeks(pay, spot=[100.0, 100.0], rate=0.03, vol=[0.2, 0.3], maturity=1.0,
+...                       n=10_000, rng=0)""",
+}
+_docs.fill_module(globals(), **_COMMON_DOC_FRAGMENTS, **_DOC_FRAGMENTS)

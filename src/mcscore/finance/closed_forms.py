@@ -8,7 +8,9 @@ import math
 import numpy as np
 from scipy import integrate, special
 
+from .. import _docs
 from .. import _validation as V
+from ._common import _DOC_FRAGMENTS as _COMMON_DOC_FRAGMENTS
 from ._common import _check_inputs, _positive
 from ._paths import Heston
 
@@ -161,10 +163,7 @@ def geometric_asian_call(*, spot, strike, rate, vol, maturity, steps, greeks=Fal
 
     Parameters
     ----------
-    spot, strike : float
-        S0 and K (> 0).
-    rate : float
-        The rate (finite).
+    %(spot_strike_rate)s
     vol : float
         The volatility (> 0).
     maturity : float
@@ -273,10 +272,7 @@ def heston_call(*, spot, strike, rate, maturity, model, dividend=0.0):
 
     Parameters
     ----------
-    spot, strike : float
-        S0 and K (> 0).
-    rate : float
-        The rate (finite).
+    %(spot_strike_rate)s
     maturity : float
         T (> 0).
     model : Heston
@@ -298,8 +294,7 @@ def heston_call(*, spot, strike, rate, maturity, model, dividend=0.0):
 
     Examples
     --------
-    >>> import mcscore as mc
-    >>> model = mc.finance.Heston(v0=0.04, kappa=2.0, theta=0.04, xi=0.3, rho=-0.7)
+    %(heston_model)s
     >>> h = mc.finance.heston_call(spot=100.0, strike=100.0, rate=0.03, maturity=1.0, model=model)
     >>> round(h["price"], 4), round(h["delta"], 4)
     (9.2425, 0.6557)
@@ -465,3 +460,14 @@ def reference(payoff, *, spot, strike, rate, vol, maturity, steps=1, barrier=Non
                                                             barrier), spot, vol, rate, maturity,
                           "'up_and_out_call'")
     raise NotImplementedError(f"no exact reference for {payoff!r} with steps={steps}")
+
+# The fragments the docstrings above name by %(name)s (see mcscore._docs), filled in
+# once, when the module is imported.
+_DOC_FRAGMENTS = {
+    "spot_strike_rate": """\
+spot, strike : float
+    S0 and K (> 0).
+rate : float
+    The rate (finite).""",
+}
+_docs.fill_module(globals(), **_COMMON_DOC_FRAGMENTS, **_DOC_FRAGMENTS)

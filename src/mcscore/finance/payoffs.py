@@ -10,6 +10,7 @@ import operator
 
 import numpy as np
 
+from .. import _docs
 from .. import _validation as V
 from ._common import PAYOFFS, _positive
 
@@ -129,22 +130,7 @@ def _weights(weights: Any, what: Any) -> Any:
 def basket_call(strike: Any, weights: Any) -> Any:
     """(sum_i w_i S_i(T) - K)^+ on len(weights) assets.
 
-    Parameters
-    ----------
-    strike : float
-        K (finite).
-    weights : array_like, shape (assets,)
-        Finite weights, one per asset.
-
-    Returns
-    -------
-    Payoff
-        A terminal payoff with its derivative.
-
-    Raises
-    ------
-    ValueError
-        A non-finite strike, or weights that are empty, not 1-d or not finite.
+    %(basket_sections)s
 
     Examples
     --------
@@ -164,30 +150,11 @@ def basket_call(strike: Any, weights: Any) -> Any:
 def basket_put(strike: Any, weights: Any) -> Any:
     """(K - sum_i w_i S_i(T))^+ on len(weights) assets.
 
-    Parameters
-    ----------
-    strike : float
-        K (finite).
-    weights : array_like, shape (assets,)
-        Finite weights, one per asset.
-
-    Returns
-    -------
-    Payoff
-        A terminal payoff with its derivative (``grad``).
-
-    Raises
-    ------
-    ValueError
-        A non-finite strike, or weights that are empty, not 1-d or not finite.
-    TypeError
-        A strike that is not a real number.
+    %(basket_sections)s
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import mcscore as mc
-    >>> paths = np.array([[[100.0, 100.0], [110.0, 90.0]]])      # one path, 1 step, 2 assets
+    %(two_asset_path)s
     >>> mc.finance.basket_put(105.0, [0.5, 0.5])(paths)
     array([5.])
     """
@@ -200,30 +167,11 @@ def basket_put(strike: Any, weights: Any) -> Any:
 def geometric_basket_call(strike: Any, weights: Any) -> Any:
     """(prod_i S_i(T)^{w_i} - K)^+ (weights summing to 1 make it lognormal).
 
-    Parameters
-    ----------
-    strike : float
-        K (finite).
-    weights : array_like, shape (assets,)
-        Finite weights, one per asset.
-
-    Returns
-    -------
-    Payoff
-        A terminal payoff with its derivative (``grad``).
-
-    Raises
-    ------
-    ValueError
-        A non-finite strike, or weights that are empty, not 1-d or not finite.
-    TypeError
-        A strike that is not a real number.
+    %(basket_sections)s
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import mcscore as mc
-    >>> paths = np.array([[[100.0, 100.0], [110.0, 90.0]]])      # one path, 1 step, 2 assets
+    %(two_asset_path)s
     >>> pay = mc.finance.geometric_basket_call(90.0, [0.5, 0.5])
     >>> bool(np.isclose(pay(paths)[0], np.sqrt(110.0 * 90.0) - 90.0))
     True
@@ -248,21 +196,13 @@ def spread_call(strike: Any, *, name: Any = "spread_call") -> Any:
     name : str, default "spread_call"
         The payoff's label.
 
-    Returns
-    -------
-    Payoff
-        A terminal payoff with its derivative (``grad``).
+    %(terminal_returns)s
 
-    Raises
-    ------
-    ValueError
-        A non-finite strike.
+    %(raises_strike)s
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import mcscore as mc
-    >>> paths = np.array([[[100.0, 100.0], [110.0, 90.0]]])      # one path, 1 step, 2 assets
+    %(two_asset_path)s
     >>> mc.finance.spread_call(5.0)(paths)
     array([15.])
     """
@@ -301,16 +241,11 @@ _EXTREME_DOC = """{summary}
     Payoff
         A terminal payoff with its derivative, on any number of assets.
 
-    Raises
-    ------
-    ValueError
-        A non-finite strike.
+    %(raises_strike)s
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import mcscore as mc
-    >>> paths = np.array([[[100.0, 100.0], [110.0, 90.0]]])      # one path, 1 step, 2 assets
+    %(two_asset_path)s
     >>> mc.finance.{name}(95.0)(paths)
     {out}
     """
@@ -444,3 +379,39 @@ def _builtin_one(name: Any, K: Any) -> Any:
         return g
 
     return Payoff(lambda p: np.maximum(avg(p) - K, 0.0), grad, name=name, assets=1)
+
+# The fragments the docstrings above name by %(name)s (see mcscore._docs), filled in
+# once, when the module is imported.
+_DOC_FRAGMENTS = {
+    "basket_sections": """\
+Parameters
+----------
+strike : float
+    K (finite).
+weights : array_like, shape (assets,)
+    Finite weights, one per asset.
+
+%(terminal_returns)s
+
+Raises
+------
+ValueError
+    A non-finite strike, or weights that are empty, not 1-d or not finite.
+TypeError
+    A strike that is not a real number.""",
+    "two_asset_path": """\
+>>> import numpy as np
+>>> import mcscore as mc
+>>> paths = np.array([[[100.0, 100.0], [110.0, 90.0]]])      # one path, 1 step, 2 assets""",
+    "terminal_returns": """\
+Returns
+-------
+Payoff
+    A terminal payoff with its derivative (``grad``).""",
+    "raises_strike": """\
+Raises
+------
+ValueError
+    A non-finite strike.""",
+}
+_docs.fill_module(globals(), **_DOC_FRAGMENTS)
