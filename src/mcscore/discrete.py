@@ -66,7 +66,8 @@ class _DiscreteJob(E.Job):
 
 
 def relaxed_grad(f: Callable[..., Any],
-                 dist: Distribution | RelaxedBernoulli | RelaxedOneHotCategorical, n: int, *, grad_f: Callable[..., Any], temperature: float | None = None,
+                 dist: Distribution | RelaxedBernoulli | RelaxedOneHotCategorical, n: int, *,
+                 grad_f: Callable[..., Any], temperature: float | None = None,
                  straight_through: bool = False, rng: Any = None, n_threads: int | None = None,
                  chunk_size: int | None = None, n_streams: int = E.DEFAULT_STREAMS,
                  block_size: int | None = None, client: Any = None) -> GradientEstimate:
@@ -230,7 +231,8 @@ TEMPERATURE_GRID = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
 def rebar_grad(f: Callable[..., Any],
-               dist: Distribution | RelaxedBernoulli | RelaxedOneHotCategorical, n: int, *, grad_f: Callable[..., Any], temperature: float | str = 0.5,
+               dist: Distribution | RelaxedBernoulli | RelaxedOneHotCategorical, n: int, *,
+               grad_f: Callable[..., Any], temperature: float | str = 0.5,
                eta: float | str = "optimal", baseline: str | None = None, rng: Any = None,
                n_pilot: int | None = None, n_threads: int | None = None,
                chunk_size: int | None = None, n_streams: int = E.DEFAULT_STREAMS,
