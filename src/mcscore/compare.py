@@ -5,8 +5,10 @@ relaxation)."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _engine as E
 from . import _validation as V
@@ -19,12 +21,16 @@ from .pathwise import pathwise_cv_grad, pathwise_grad
 from .relax import NumpySurrogate, RebarSurrogate, relax_grad, train_surrogate
 from .score import rloo_grad, score_grad
 from .unordered_set import sum_and_sample_grad, unordered_set_grad
+from .result import GradientEstimate
 from .variance_reduction import variance_tangents
+
+if TYPE_CHECKING:
+    from .distributions import Distribution
 
 __all__ = ["compare_estimators", "Comparison"]
 
 
-def _one_hot(idx, kk):
+def _one_hot(idx: Any, kk: int) -> NDArray[np.float64]:
     return (np.asarray(idx)[..., None] == np.arange(kk)).astype(np.float64)
 
 
@@ -63,21 +69,22 @@ class Comparison:
     True
     """
 
-    def __init__(self, rows, exact=None):
+    def __init__(self, rows: list[dict[str, Any]],
+                 exact: Mapping[str, Any] | None = None) -> None:
         self.rows = rows
         self.exact = exact
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> dict[str, Any]:
         for r in self.rows:
             if r["name"] == name:
                 return r
         raise KeyError(name)
 
     @property
-    def names(self):
+    def names(self) -> list[str]:
         return [r["name"] for r in self.rows]
 
-    def best(self):
+    def best(self) -> str:
         """Name of the unbiased estimator with the lowest work-normalised variance.
 
         Returns
@@ -106,7 +113,7 @@ class Comparison:
                 "or run compare_estimators with an unbiased one")
         return min(ok, key=lambda r: r["work_variance"])["name"]
 
-    def table(self):
+    def table(self) -> str:
         """The comparison as a text table (also the ``repr``), one line per
         estimator, columns aligned.
 
@@ -143,10 +150,10 @@ class Comparison:
         out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]
         return "\n".join(out)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self.table()
 
-    def plot(self, ax=None):
+    def plot(self, ax: Any = None) -> Any:
         """Bar chart of the per-sample and work-normalised variances (log
         scale); needs matplotlib.  Returns the axes.
 
@@ -190,8 +197,11 @@ class Comparison:
         return ax
 
 
-def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, temperature=0.5,
-                       rloo_k=4, estimators=None, n_threads=None) -> Comparison:
+def compare_estimators(f: Callable[..., Any], dist: Distribution, n: int, *,
+                       grad_f: Callable[..., Any] | None = None, rng: Any = None,
+                       exact: Mapping[str, ArrayLike] | None = None, temperature: float = 0.5,
+                       rloo_k: int = 4, estimators: Sequence[str] | None = None,
+                       n_threads: int | None = None) -> Comparison:
     """Run every applicable estimator on the same problem and compare them.
 
     Score function (plain, "loo" and "optimal" baselines, delta control
@@ -284,7 +294,7 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
     fitted = {"score+optimal": (n, ds), "score+delta": (n, ds), "antithetic": (n, ds),
               "rebar": (n, int(np.size(dist.logits))) if is_cat else (n, ds)}
     fitted["rebar+optimal"] = fitted["rebar"]
-    runs = [("score", True, 1, lambda: score_grad(fs, dist, n, **kw)),
+    runs: list[_Run] = [("score", True, 1, lambda: score_grad(fs, dist, n, **kw)),
             ("score+loo", True, 1, lambda: score_grad(fs, dist, n, baseline="loo", **kw)),
             ("score+optimal", True, 1,
              lambda: score_grad(fs, dist, n, baseline="optimal", **kw))]
@@ -363,10 +373,13 @@ def compare_estimators(f, dist, n, *, grad_f=None, rng=None, exact=None, tempera
 
 ENUMERATION_LIMIT = 4096
 
+# (name, unbiased, f evaluations per sample, the call)
+_Run = tuple[str, bool, int, Callable[[], GradientEstimate]]
 
-def _linear_surrogate(D):
+
+def _linear_surrogate(D: int) -> NumpySurrogate:
     """c(z) = phi_0 + sum_c phi_c sigmoid(z_c), phi = 0 at the start."""
-    def sig(z):
+    def sig(z: Any) -> Any:
         return 1.0 / (1.0 + np.exp(-z.reshape(len(z), -1)))
 
     return NumpySurrogate(
@@ -376,7 +389,8 @@ def _linear_surrogate(D):
         np.zeros(D + 1), lr=0.05)
 
 
-def _relax_run(f, grad_f, dist, n, is_cat, kw):
+def _relax_run(f: Any, grad_f: Any, dist: Any, n: int, is_cat: bool,
+               kw: dict[str, Any]) -> GradientEstimate:
     """RELAX with its surrogate trained first on independent draws (a child
     of the seed): REBAR's (with grad_f) or a linear one."""
     K = dist.n_categories if is_cat else 1
@@ -389,7 +403,8 @@ def _relax_run(f, grad_f, dist, n, is_cat, kw):
     return relax_grad(f, dist, n, surrogate=s, train_steps=0, **kw)
 
 
-def _new_runs(f, fs, dist, n, grad_f, is_cat, kw, fitted):
+def _new_runs(f: Any, fs: Any, dist: Any, n: int, grad_f: Any, is_cat: bool, kw: dict[str, Any],
+              fitted: dict[str, tuple[int, int]]) -> list[_Run]:
     """The rows of the measure-valued, second-order delta, pathwise control
     variate, context baseline, RELAX, set and enumeration estimators that
     apply to dist."""

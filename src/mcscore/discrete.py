@@ -11,6 +11,8 @@ estimator's per-draw terms.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Callable
+
 import numpy as np
 
 from . import _engine as E
@@ -21,10 +23,13 @@ from .relax import tune_rebar
 from .relaxed import RelaxedBernoulli, RelaxedOneHotCategorical
 from .result import GradientEstimate
 
+if TYPE_CHECKING:
+    from .distributions import Distribution
+
 __all__ = ["relaxed_grad", "rebar_grad", "disarm_grad", "TEMPERATURE_GRID"]
 
 
-def _discrete_setup(dist, what, capability="has_relaxation"):
+def _discrete_setup(dist: Any, what: str, capability: str = "has_relaxation") -> Any:
     """(the discrete family, W, K, logit-space parameters, normalised
     probs, conv, cv, cvs): the family's relaxation (a relaxed distribution
     stands for its discrete base)."""
@@ -43,25 +48,29 @@ class _DiscreteJob(E.Job):
     """The draws of the discrete estimators: the _vr kernels' `mode` with
     parameters `prm` into `regions` regions of W values per draw."""
 
-    def __init__(self, f, grad_f, base, W, mode, prm, regions):
+    def __init__(self, f: Any, grad_f: Any, base: Any, W: int, mode: int, prm: Any,
+                 regions: int) -> None:
         self.f, self.grad_f, self.dist = f, grad_f, base
         self.width = self.P = W
         self.mode, self.prm, self.regions = mode, prm, regions
         self.shape = base.relaxed_shape()
 
-    def buffers(self, R, B):
+    def buffers(self, R: int, B: int) -> Any:
         return np.empty((R, self.regions * self.width * B))
 
-    def draw(self, rd, bitgens, threads, buf, shared=False):
+    def draw(self, rd: Any, bitgens: Any, threads: Any, buf: Any, shared: bool = False) -> None:
         self.prepare(rd, bitgens, threads, buf, self.mode, self.prm)
 
-    def points(self, rd, buf, region):
+    def points(self, rd: Any, buf: Any, region: int) -> Any:
         return self.gathered(rd, buf, self.width, region).reshape((rd.total,) + self.shape)
 
 
-def relaxed_grad(f, dist, n, *, grad_f, temperature=None, straight_through=False, rng=None,
-                 n_threads=None, chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
-                 client=None) -> GradientEstimate:
+def relaxed_grad(f: Callable[..., Any],
+                 dist: Distribution | RelaxedBernoulli | RelaxedOneHotCategorical, n: int, *,
+                 grad_f: Callable[..., Any], temperature: float | None = None,
+                 straight_through: bool = False, rng: Any = None, n_threads: int | None = None,
+                 chunk_size: int | None = None, n_streams: int = E.DEFAULT_STREAMS,
+                 block_size: int | None = None, client: Any = None) -> GradientEstimate:
     """Gumbel-softmax / Concrete estimate for Bernoulli and Categorical.
 
     The discrete draw is replaced by a continuous relaxation at
@@ -142,26 +151,28 @@ class RelaxedJob(_DiscreteJob):
 
     what = "relaxed_grad"
 
-    def __init__(self, f, grad_f, base, W, kk, tau, th, conv, cv, cvs, straight_through):
+    def __init__(self, f: Any, grad_f: Any, base: Any, W: int, kk: int, tau: float, th: Any,
+                 conv: Any, cv: Any, cvs: Any, straight_through: bool) -> None:
         mode = _vr.PREP_RELAXED_BERN if kk == 1 else _vr.PREP_RELAXED_CAT
         super().__init__(f, grad_f, base, W, mode, np.concatenate([[tau], th]), 2)
         self.kk, self.tau, self.conv, self.cv, self.cvs = kk, tau, conv, cv, cvs
         self.straight_through = straight_through
 
-    def evaluate(self, rd, buf, chunk, mag):
+    def evaluate(self, rd: Any, buf: Any, chunk: Any, mag: Any) -> Any:
         x = self.points(rd, buf, 1 if self.straight_through else 0)
         fv = rd.scatter(mag.see(E.call_values(self.f, x, rd, chunk)))
         G = rd.scatter(mag.see(E.call_grad(self.grad_f, x, rd, chunk), "grad_f"))
         return (fv, G), ()
 
-    def accumulate(self, rd, buf, values, threads, stats, shifts):
+    def accumulate(self, rd: Any, buf: Any, values: Any, threads: Any, stats: Any,
+                   shifts: Any) -> None:
         fv, G = values
         _vr.acc_relaxed(rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads, self.width,
                         self.kk, self.tau, self.conv, self.cv, self.cvs, buf[:len(rd.blocks)],
                         G, fv, stats, shifts)
 
 
-def _check_eta(eta):
+def _check_eta(eta: Any) -> float:
     if isinstance(eta, str):
         if eta != "optimal":
             raise ValueError(f"eta must be a number or 'optimal', got {eta!r}")
@@ -183,12 +194,13 @@ class RebarJob(_DiscreteJob):
     carrier = 2
     mult = ((1.0,), (-1.0,), (0.0,))
 
-    def __init__(self, f, grad_f, base, W, kk, lam, th, pr, conv, cv, cvs):
+    def __init__(self, f: Any, grad_f: Any, base: Any, W: int, kk: int, lam: float, th: Any,
+                 pr: Any, conv: Any, cv: Any, cvs: Any) -> None:
         mode = _vr.PREP_REBAR_BERN if kk == 1 else _vr.PREP_REBAR_CAT
         super().__init__(f, grad_f, base, W, mode, np.concatenate([[lam], th]), 4)
         self.kk, self.lam, self.pr, self.conv, self.cv, self.cvs = kk, lam, pr, conv, cv, cvs
 
-    def evaluate(self, rd, buf, chunk, mag):
+    def evaluate(self, rd: Any, buf: Any, chunk: Any, mag: Any) -> Any:
         F = self.padded("F", 3, rd)
         pts = [self.points(rd, buf, k) for k in range(3)]
         for k in range(3):
@@ -197,15 +209,17 @@ class RebarJob(_DiscreteJob):
         Gzt = rd.scatter(E.call_grad(self.grad_f, pts[2], rd, chunk))
         return (F, Gz, Gzt), [F[0:1], F[1:2], F[2:3]]
 
-    def accumulate(self, rd, buf, values, threads, stats, shifts):
+    def accumulate(self, rd: Any, buf: Any, values: Any, threads: Any, stats: Any,
+                   shifts: Any) -> None:
         F, Gz, Gzt = values
         _vr.acc_rebar(rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads, self.width,
                       self.kk, self.lam, self.pr, self.conv, self.cv, self.cvs, True,
                       buf[:len(rd.blocks)], F, Gz, Gzt, stats, shifts)
 
 
-def _rebar_run(f, grad_f, base, W, kk, th, pr, conv, cv, cvs, lam, eta, plan, chunk_size,
-               add_score, client, n_threads):
+def _rebar_run(f: Any, grad_f: Any, base: Any, W: int, kk: int, th: Any, pr: Any, conv: Any,
+               cv: Any, cvs: Any, lam: float, eta: float, plan: Any, chunk_size: Any,
+               add_score: bool, client: Any, n_threads: Any) -> Any:
     job = RebarJob(f, grad_f, base, W, kk, lam, th, pr, conv, cv, cvs)
     stats, shifts, offsets, mag = E.run(job, plan, chunk_size=chunk_size, client=client,
                                         n_threads=n_threads)
@@ -216,9 +230,13 @@ def _rebar_run(f, grad_f, base, W, kk, th, pr, conv, cv, cvs, lam, eta, plan, ch
 TEMPERATURE_GRID = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
-def rebar_grad(f, dist, n, *, grad_f, temperature=0.5, eta="optimal", baseline=None, rng=None,
-               n_pilot=None, n_threads=None, chunk_size=None, n_streams=E.DEFAULT_STREAMS,
-               block_size=None, client=None):
+def rebar_grad(f: Callable[..., Any],
+               dist: Distribution | RelaxedBernoulli | RelaxedOneHotCategorical, n: int, *,
+               grad_f: Callable[..., Any], temperature: float | str = 0.5,
+               eta: float | str = "optimal", baseline: str | None = None, rng: Any = None,
+               n_pilot: int | None = None, n_threads: int | None = None,
+               chunk_size: int | None = None, n_streams: int = E.DEFAULT_STREAMS,
+               block_size: int | None = None, client: Any = None) -> GradientEstimate:
     """REBAR (Tucker et al. 2017): unbiased, low-variance gradients for
     Bernoulli (any batch of independent coordinates) and Categorical.
 
@@ -306,6 +324,7 @@ def rebar_grad(f, dist, n, *, grad_f, temperature=0.5, eta="optimal", baseline=N
     if isinstance(temperature, str) and temperature == "gradient":
         # gradient descent on the variance (REBAR paper): n_pilot draws in
         # batches of 256 on the independent pilot seed
+        assert n_pilot is not None
         steps = max(1, n_pilot // 256)
         tuned = tune_rebar(f, base, grad_f=grad_f, steps=steps, batch=min(256, n_pilot),
                            rng=pilot_seed)
@@ -320,6 +339,7 @@ def rebar_grad(f, dist, n, *, grad_f, temperature=0.5, eta="optimal", baseline=N
             score = float(r[2].sum())
             if best is None or score < best[0]:
                 best = (score, lam)
+        assert best is not None
         lam = best[1]
     else:
         lam = V.positive_real("temperature", temperature)
@@ -331,8 +351,10 @@ def rebar_grad(f, dist, n, *, grad_f, temperature=0.5, eta="optimal", baseline=N
                                {**plan.info(), **info}, batch=est.batch)
 
 
-def disarm_grad(f, dist, n, *, rng=None, n_threads=None, chunk_size=None,
-                n_streams=E.DEFAULT_STREAMS, block_size=None, client=None) -> GradientEstimate:
+def disarm_grad(f: Callable[..., Any], dist: Distribution | RelaxedBernoulli, n: int, *,
+                rng: Any = None, n_threads: int | None = None, chunk_size: int | None = None,
+                n_streams: int = E.DEFAULT_STREAMS, block_size: int | None = None,
+                client: Any = None) -> GradientEstimate:
     """DisARM (Dong, Mnih & Tucker 2020) for Bernoulli: unbiased, needs only
     f (no gradient, no relaxation).
 
@@ -393,16 +415,17 @@ class DisarmJob(_DiscreteJob):
 
     what = "disarm_grad"
 
-    def __init__(self, f, base, W, th, conv, cv):
+    def __init__(self, f: Any, base: Any, W: int, th: Any, conv: Any, cv: Any) -> None:
         super().__init__(f, None, base, W, _vr.PREP_DISARM, th, 2)
         self.th, self.conv, self.cv = th, conv, cv
 
-    def evaluate(self, rd, buf, chunk, mag):
+    def evaluate(self, rd: Any, buf: Any, chunk: Any, mag: Any) -> Any:
         F = self.padded("F", 2, rd)
         for k in range(2):
             F[k, rd.index] = mag.see(E.call_values(self.f, self.points(rd, buf, k), rd, chunk))
         return F, ()
 
-    def accumulate(self, rd, buf, F, threads, stats, shifts):
+    def accumulate(self, rd: Any, buf: Any, F: Any, threads: Any, stats: Any,
+                   shifts: Any) -> None:
         _vr.acc_disarm(rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads, self.width,
                        self.th, self.conv, self.cv, buf[:len(rd.blocks)], F, stats, shifts)

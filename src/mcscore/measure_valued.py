@@ -60,6 +60,7 @@ engine's (``mcscore._features``).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -69,6 +70,9 @@ from ._features import FeatureJob, run_features
 from .distributions import (Bernoulli, Categorical, Exponential, Gamma, LogNormal, Normal,
                             Poisson, index_map)
 from .result import GradientEstimate
+
+if TYPE_CHECKING:
+    from .distributions import Distribution
 
 __all__ = ["mvd_grad", "MVD_FAMILIES"]
 
@@ -80,7 +84,7 @@ _CANCEL = "c (|f(x+)| + |f(x-)|)"
 _ROUNDING = 4 * np.finfo(float).eps
 
 
-def _b(dist, v):
+def _b(dist: Any, v: Any) -> Any:
     """A parameter broadcast to the draw coordinates, flat."""
     return np.broadcast_to(np.asarray(v, float), dist.draw_shape).ravel()
 
@@ -94,11 +98,14 @@ class _Family:
     """The measure-valued decomposition of a univariate family: every
     parameter element reaches the draw coordinates it broadcasts onto."""
 
-    def __init__(self, dist):
+    def __init__(self, dist: Any) -> None:
         self.dist = dist
         self.D = dist.draw_size
 
-    def terms(self, wrt):
+    def weight(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def terms(self, wrt: Any) -> Any:
         """(coordinate q, draw column col, c) of every term, and the
         parameter of each, for the parameters in wrt."""
         dist = self.dist
@@ -114,21 +121,21 @@ class _Family:
 
 
 class _Normal(_Family):
-    def __init__(self, dist):
+    def __init__(self, dist: Any) -> None:
         super().__init__(dist)
         self.mu, self.s = _b(dist, dist.loc), _b(dist, dist.scale)
         self.log = isinstance(dist, LogNormal)
 
-    def weight(self, name):
+    def weight(self, name: str) -> Any:
         return 1.0 / (self.s * math.sqrt(2 * math.pi)) if name == "loc" else 1.0 / self.s
 
-    def out(self, z):
+    def out(self, z: Any) -> Any:
         return np.exp(z) if self.log else z
 
-    def base(self, gen, m):
+    def base(self, gen: Any, m: int) -> Any:
         return self.out(self.mu + self.s * gen.standard_normal((m, self.D)))
 
-    def pair(self, gen, m, name, coupling):
+    def pair(self, gen: Any, m: int, name: str, coupling: bool) -> Any:
         mu, s = self.mu, self.s
         if name == "loc":
             r = gen.weibull(2.0, (m, self.D)) * _SQRT2
@@ -141,17 +148,17 @@ class _Normal(_Family):
 
 
 class _Exponential(_Family):
-    def __init__(self, dist):
+    def __init__(self, dist: Any) -> None:
         super().__init__(dist)
         self.rate = _b(dist, dist.rate)
 
-    def weight(self, name):
+    def weight(self, name: str) -> Any:
         return 1.0 / self.rate
 
-    def base(self, gen, m):
+    def base(self, gen: Any, m: int) -> Any:
         return gen.standard_exponential((m, self.D)) / self.rate
 
-    def pair(self, gen, m, name, coupling):
+    def pair(self, gen: Any, m: int, name: str, coupling: bool) -> Any:
         e1 = gen.standard_exponential((m, self.D))
         minus = (e1 + gen.standard_exponential((m, self.D)) if coupling
                  else gen.standard_gamma(2.0, (m, self.D)))
@@ -159,11 +166,11 @@ class _Exponential(_Family):
 
 
 class _Gamma(_Family):
-    def __init__(self, dist):
+    def __init__(self, dist: Any) -> None:
         super().__init__(dist)
         self.a, self.rate = _b(dist, dist.concentration), _b(dist, dist.rate)
 
-    def weight(self, name):
+    def weight(self, name: str) -> Any:
         if name != "rate":
             raise ValueError(
                 "mvd_grad: Gamma's concentration has no measure-valued decomposition here (only "
@@ -171,10 +178,10 @@ class _Gamma(_Family):
                 "score_grad / pathwise_grad for the concentration")
         return self.a / self.rate
 
-    def base(self, gen, m):
+    def base(self, gen: Any, m: int) -> Any:
         return gen.standard_gamma(self.a, (m, self.D)) / self.rate
 
-    def pair(self, gen, m, name, coupling):
+    def pair(self, gen: Any, m: int, name: str, coupling: bool) -> Any:
         g = gen.standard_gamma(self.a, (m, self.D))
         minus = (g + gen.standard_exponential((m, self.D)) if coupling
                  else gen.standard_gamma(self.a + 1.0, (m, self.D)))
@@ -182,35 +189,35 @@ class _Gamma(_Family):
 
 
 class _Poisson(_Family):
-    def __init__(self, dist):
+    def __init__(self, dist: Any) -> None:
         super().__init__(dist)
         self.rate = _b(dist, dist.rate)
 
-    def weight(self, name):
+    def weight(self, name: str) -> Any:
         return np.ones(self.D)
 
-    def base(self, gen, m):
+    def base(self, gen: Any, m: int) -> Any:
         return gen.poisson(self.rate, (m, self.D)).astype(float)
 
-    def pair(self, gen, m, name, coupling):
+    def pair(self, gen: Any, m: int, name: str, coupling: bool) -> Any:
         k = gen.poisson(self.rate, (m, self.D)).astype(float)
         minus = k if coupling else gen.poisson(self.rate, (m, self.D)).astype(float)
         return k + 1.0, minus
 
 
 class _Bernoulli(_Family):
-    def __init__(self, dist):
+    def __init__(self, dist: Any) -> None:
         super().__init__(dist)
         p, q = dist._pq()
         self.p, self.q = _b(dist, p), _b(dist, q)
 
-    def weight(self, name):
+    def weight(self, name: str) -> Any:
         return self.p * self.q if name == "logits" else np.ones(self.D)
 
-    def base(self, gen, m):
+    def base(self, gen: Any, m: int) -> Any:
         return (gen.random((m, self.D)) < self.p).astype(float)
 
-    def pair(self, gen, m, name, coupling):
+    def pair(self, gen: Any, m: int, name: str, coupling: bool) -> Any:
         return np.ones((m, self.D)), np.zeros((m, self.D))
 
 
@@ -218,7 +225,7 @@ class _Categorical(_Family):
     """Categorical: the terms are (unit u, category j): x_u+ = j and x_u- a
     draw of pi_u conditioned on != j (by inversion of one uniform)."""
 
-    def __init__(self, dist):
+    def __init__(self, dist: Any) -> None:
         self.dist = dist
         self.K = K = dist.n_categories
         self.D = dist.draw_size
@@ -227,7 +234,7 @@ class _Categorical(_Family):
         drop = self.pi[:, None, :] * (1 - np.eye(K))[None]  # (u, j, k): pi_k [k != j]
         self.cum_drop = np.cumsum(drop, -1)
 
-    def terms(self, wrt):
+    def terms(self, wrt: Any) -> Any:
         name = self.dist._which
         K, D = self.K, self.D
         pj = self.pi.ravel()
@@ -239,11 +246,11 @@ class _Categorical(_Family):
         qq = np.arange(D * K)
         return qq, qq // K, c, [name] * (D * K)
 
-    def base(self, gen, m):
+    def base(self, gen: Any, m: int) -> Any:
         u = gen.random((m, self.D))
         return np.minimum((u[..., None] >= self.cum).sum(-1), self.K - 1).astype(float)
 
-    def pair(self, gen, m, name, coupling):
+    def pair(self, gen: Any, m: int, name: str, coupling: bool) -> Any:
         D, K = self.D, self.K
         plus = np.broadcast_to(np.tile(np.arange(K, dtype=float), D), (m, D * K))
         u = gen.random((m, D, K)) * self.cum_drop[None, :, :, -1]
@@ -259,7 +266,7 @@ _FAMILY_OF = ((LogNormal, _Normal), (Normal, _Normal), (Exponential, _Exponentia
               (Categorical, _Categorical))
 
 
-def _family(dist):
+def _family(dist: Any) -> Any:
     for cls, fam in _FAMILY_OF:
         if type(dist) is cls:
             return fam(dist)
@@ -276,7 +283,7 @@ class MvdJob(FeatureJob):
     column col) a pair (x+, x-) of replacement values; features
     c (f(x with x_col = x+) - f(x with x_col = x-)) summed into coordinate q."""
 
-    def __init__(self, f, dist, wrt, coupling, value):
+    def __init__(self, f: Any, dist: Any, wrt: Any, coupling: bool, value: bool) -> None:
         self.f, self.dist, self.coupling, self.value = f, dist, coupling, value
         self.fam = _family(dist)
         self.q, self.col, self.c, which = self.fam.terms(wrt)
@@ -287,7 +294,7 @@ class MvdJob(FeatureJob):
         self.L = 1
         self.width = max(1, len(self.q))
 
-    def sample(self, gen, m):
+    def sample(self, gen: Any, m: int) -> dict[str, Any]:
         fam = self.fam
         mat = {"x": fam.base(gen, m)}
         if not self.coupling:
@@ -301,12 +308,12 @@ class MvdJob(FeatureJob):
         mat["minus"] = np.concatenate(minus, 1)
         return mat
 
-    def _f(self, x, rd, chunk, mag):
+    def _f(self, x: Any, rd: Any, chunk: Any, mag: Any) -> Any:
         dist = self.dist
         xu = dist._to_user_dtype(x.reshape((len(x),) + dist.draw_shape))
         return mag.see(E.call_values(self.f, xu, rd, chunk))
 
-    def features(self, mat, rd, chunk, mag):
+    def features(self, mat: Any, rd: Any, chunk: Any, mag: Any) -> Any:
         x = mat["x"]
         x2 = mat.get("x2", x)
         m = len(x)
@@ -326,8 +333,11 @@ class MvdJob(FeatureJob):
         return v, Z
 
 
-def mvd_grad(f, dist, n, *, coupling=True, wrt=None, value=False, rng=None, n_threads=None,
-             chunk_size=None, n_streams=E.DEFAULT_STREAMS, block_size=None, client=None) -> GradientEstimate:
+def mvd_grad(f: Callable[..., Any], dist: Distribution, n: int, *, coupling: bool = True,
+             wrt: Sequence[str] | None = None, value: bool = False, rng: Any = None,
+             n_threads: int | None = None, chunk_size: int | None = None,
+             n_streams: int = E.DEFAULT_STREAMS, block_size: int | None = None,
+             client: Any = None) -> GradientEstimate:
     """Measure-valued (weak-derivative) estimate of grad_theta E_{x ~ dist}[f(x)].
 
     Parameters

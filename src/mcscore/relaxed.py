@@ -15,8 +15,10 @@ the kernels of ``mcscore._vr``; :func:`mcscore.relaxed_grad` and
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
 from . import _docs, _vr
@@ -27,7 +29,7 @@ from .distributions import Bernoulli, Categorical
 __all__ = ["RelaxedBernoulli", "RelaxedOneHotCategorical"]
 
 
-def _temperature(owner, t):
+def _temperature(owner: str, t: Any) -> float:
     arr = V.param("temperature", t, "positive", owner=owner)
     if arr.ndim != 0:
         raise ValueError(f"{owner}: temperature must be a scalar, got shape {arr.shape}")
@@ -35,30 +37,39 @@ def _temperature(owner, t):
 
 
 class _Relaxed:
-    _base_cls: type | None = None
+    _base_cls: type[Any] | None = None
     _mode: int | None = None
 
-    def __init__(self, temperature, probs=None, logits=None):
+    def __init__(self, temperature: float, probs: ArrayLike | None = None,
+                 logits: ArrayLike | None = None) -> None:
         owner = type(self).__name__
+        assert self._base_cls is not None
         self.temperature = _temperature(owner, temperature)
         self.base = self._base_cls(probs=probs, logits=logits)
 
     @property
-    def probs(self):
+    def probs(self) -> Any:
         return self.base.probs
 
     @property
-    def logits(self):
+    def logits(self) -> Any:
         return self.base.logits
 
     @property
-    def batch_shape(self):
+    def batch_shape(self) -> tuple[int, ...]:
         return self.base.batch_shape
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}(temperature={self.temperature!r}, base={self.base!r})"
 
-    def sample(self, n, rng=None, *, hard=False):
+    @property
+    def draw_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _noise_params(self) -> NDArray[np.float64]:
+        raise NotImplementedError
+
+    def sample(self, n: int, rng: Any = None, *, hard: bool = False) -> NDArray[np.float64]:
         """``n`` relaxed draws, shape ``(n, *draw_shape)``; ``hard=True``
         returns the discrete draws H(z) of the same noise instead.
 
@@ -75,7 +86,7 @@ class _Relaxed:
         z = out[0, k * W * n: (k + 1) * W * n].reshape(W, n).T
         return np.ascontiguousarray(z).reshape((n,) + self.draw_shape)
 
-    def _check(self, x):
+    def _check(self, x: Any) -> NDArray[np.float64]:
         x = V.as_real_array("x", x)
         ds = self.draw_shape
         if x.shape == ds:
@@ -111,14 +122,14 @@ class RelaxedBernoulli(_Relaxed):
     _mode = _vr.PREP_RELAXED_BERN
 
     @property
-    def draw_shape(self):
+    def draw_shape(self) -> tuple[int, ...]:
         return tuple(self.base.batch_shape)
 
-    def _noise_params(self):
+    def _noise_params(self) -> NDArray[np.float64]:
         p, q = self.base._pq()
         return np.ravel(np.log(p) - np.log(q))
 
-    def log_prob(self, x):
+    def log_prob(self, x: ArrayLike) -> NDArray[np.float64]:
         """Log density of each coordinate, shape ``(m, *batch_shape)``.
 
         %(log_prob_sections)s
@@ -170,13 +181,13 @@ class RelaxedOneHotCategorical(_Relaxed):
     _mode = _vr.PREP_RELAXED_CAT
 
     @property
-    def draw_shape(self):
+    def draw_shape(self) -> tuple[int, ...]:
         return tuple(self.base.batch_shape) + (self.base.n_categories,)
 
-    def _noise_params(self):
+    def _noise_params(self) -> NDArray[np.float64]:
         return np.ravel(self.base.logits)
 
-    def log_prob(self, x):
+    def log_prob(self, x: ArrayLike) -> NDArray[np.float64]:
         """Log density on the simplex (w.r.t. Lebesgue measure on the first
         K - 1 coordinates), shape ``(m, *batch_shape)``.
 

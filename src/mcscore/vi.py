@@ -79,8 +79,10 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any, Callable, Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _qmc
 from . import _validation as V
@@ -98,7 +100,7 @@ __all__ = ["elbo_grad", "fit", "VIResult", "transforms", "Adam", "inverse_time",
 
 ESTIMATORS = ("score", "pathwise", "mixed")
 
-def transforms(q):
+def transforms(q: Any) -> dict[str, str]:
     """{param name: "identity" | "log" | "logit" | "tril_log_diag"}: the
     unconstrained coordinates :func:`fit` optimises for each of q's
     parameters (the family's ``vi_transforms``).  "tril_log_diag" is a
@@ -134,12 +136,12 @@ def transforms(q):
     return q.vi_transforms()
 
 
-def _diag_mask(v):
+def _diag_mask(v: Any) -> Any:
     """True on the diagonal of the last two axes of v."""
     return np.eye(v.shape[-1], dtype=bool)
 
 
-def _to_unconstrained(kind, v):
+def _to_unconstrained(kind: Any, v: Any) -> Any:
     if kind == "log":
         return np.log(v)
     if kind == "logit":
@@ -149,7 +151,7 @@ def _to_unconstrained(kind, v):
     return np.array(v, dtype=float)
 
 
-def _from_unconstrained(kind, u):
+def _from_unconstrained(kind: Any, u: Any) -> Any:
     if kind == "log":
         return np.exp(u)
     if kind == "logit":
@@ -159,7 +161,7 @@ def _from_unconstrained(kind, u):
     return np.array(u, dtype=float)
 
 
-def _jacobian(kind, v):
+def _jacobian(kind: Any, v: Any) -> Any:
     """d(param)/d(unconstrained) at the parameter value v (elementwise: each
     transform maps every entry by itself)."""
     if kind == "log":
@@ -171,14 +173,14 @@ def _jacobian(kind, v):
     return np.ones_like(v)
 
 
-def _rebuild(q, params):
+def _rebuild(q: Any, params: Any) -> Any:
     """A distribution of q's family with some parameters replaced."""
     kwargs = dict(q._all_params())
     kwargs.update(params)
     return type(q)(**kwargs)
 
 
-def _log_q(q, x):
+def _log_q(q: Any, x: Any) -> Any:
     """log q(x) per draw; raises when q's own density is not finite at one of
     its draws (the ELBO's integrand would be infinite there)."""
     lp = q.log_prob(x)
@@ -201,7 +203,7 @@ def _log_q(q, x):
 _Q_CAPABILITIES = ("sample", "log_prob", "score", "params", "vi_transforms", "with_params")
 
 
-def _check_q(q):
+def _check_q(q: Any) -> Any:
     if isinstance(q, Distribution):
         return q
     if isinstance(q, type) or not all(hasattr(q, a) for a in _Q_CAPABILITIES):
@@ -211,7 +213,7 @@ def _check_q(q):
     return q
 
 
-def _replace(q, params):
+def _replace(q: Any, params: Any) -> Any:
     """q with some parameters replaced: the object's own ``with_params`` when
     it has one (a Joint), else the family's rebuild."""
     with_params = getattr(q, "with_params", None)
@@ -220,25 +222,25 @@ def _replace(q, params):
     return _rebuild(q, params)
 
 
-def _n_draws(x):
+def _n_draws(x: Any) -> Any:
     if isinstance(x, dict):
         return len(next(iter(x.values())))
     return x.shape[0]
 
 
-def _draw(x, i):
+def _draw(x: Any, i: Any) -> Any:
     if isinstance(x, dict):
         return {k: v[i] for k, v in x.items()}
     return x[i]
 
 
-def _shape_of(x):
+def _shape_of(x: Any) -> Any:
     if isinstance(x, dict):
         return "{" + ", ".join(f"{k!r}: {np.shape(v)}" for k, v in x.items()) + "}"
     return str(x.shape)
 
 
-def _call_user(fn, x, args, name):
+def _call_user(fn: Any, x: Any, args: Any, name: Any) -> Any:
     """fn(x, *args), with a note naming it on any exception it raises."""
     try:
         return fn(x, *args)
@@ -248,7 +250,7 @@ def _call_user(fn, x, args, name):
         raise
 
 
-def _call_log_joint(log_joint, x, *args, name="log_joint"):
+def _call_log_joint(log_joint: Any, x: Any, *args: Any, name: Any = "log_joint") -> Any:
     out = _call_user(log_joint, x, args, name)
     V.reject_masked(f"{name}'s output", out)
     out = np.asarray(out)
@@ -267,7 +269,7 @@ def _call_log_joint(log_joint, x, *args, name="log_joint"):
     return out
 
 
-def _check_grad(out, x, name):
+def _check_grad(out: Any, x: Any, name: Any) -> Any:
     out = V.as_real_array(f"{name}'s output", out)
     return V.shaped_finite(
         out, x.shape,
@@ -276,7 +278,7 @@ def _check_grad(out, x, name):
         f"{name} returned a value that is not finite")
 
 
-def _call_grad(grad, x, *args, name="grad_log_joint"):
+def _call_grad(grad: Any, x: Any, *args: Any, name: Any = "grad_log_joint") -> Any:
     """The gradient in x: an array like x, or for dict draws (a Joint) a dict
     of arrays keyed and shaped like them."""
     out = _call_user(grad, x, args, name)
@@ -288,7 +290,7 @@ def _call_grad(grad, x, *args, name="grad_log_joint"):
     return {k: _check_grad(out[k], x[k], f"{name}[{k!r}]") for k in x}
 
 
-def _scaled_sum(c, a, b=None):
+def _scaled_sum(c: Any, a: Any, b: Any = None) -> Any:
     """c * a (+ b), for arrays or dicts of arrays (a Joint's gradients)."""
     if isinstance(a, dict):
         return {k: c * a[k] + (0.0 if b is None else b[k]) for k in a}
@@ -300,8 +302,8 @@ class _Objective:
     log_prior(x) + N/B * log_lik(x, idx) for a minibatch idx; and its
     gradient in x for the pathwise estimator."""
 
-    def __init__(self, log_joint, grad_log_joint, data_size, batch_size, log_prior,
-                 grad_log_prior):
+    def __init__(self, log_joint: Any, grad_log_joint: Any, data_size: Any, batch_size: Any,
+                 log_prior: Any, grad_log_prior: Any) -> None:
         if not callable(log_joint):
             raise TypeError(f"log_joint must be callable, got {type(log_joint).__name__}")
         for name, g in (("grad_log_joint", grad_log_joint), ("log_prior", log_prior),
@@ -323,34 +325,36 @@ class _Objective:
             raise TypeError("grad_log_prior is needed with log_prior for the pathwise "
                             "estimator (the gradient of log_prior with respect to x)")
 
-    def minibatch(self, gen):
+    def minibatch(self, gen: Any) -> Any:
         if self.N is None:
             return None
         if self.B == self.N:
             return np.arange(self.N)
         return np.sort(gen.choice(self.N, self.B, replace=False))
 
-    def value(self, x, idx):
+    def value(self, x: Any, idx: Any) -> Any:
         if idx is None:
             return _call_log_joint(self.log_joint, x)
+        assert self.N is not None and self.B is not None
         out = (self.N / self.B) * _call_log_joint(self.log_joint, x, idx)
         if self.log_prior is not None:
             out = out + _call_log_joint(self.log_prior, x, name="log_prior")
         return out
 
-    def gradient(self, x, idx):
+    def gradient(self, x: Any, idx: Any) -> Any:
         if idx is None:
             return _call_grad(self.grad, x)
+        assert self.N is not None and self.B is not None
         prior = None if self.grad_prior is None else _call_grad(self.grad_prior, x,
                                                                   name="grad_log_prior")
         return _scaled_sum(self.N / self.B, _call_grad(self.grad, x, idx), prior)
 
 
-def _split(vec, shapes):
+def _split(vec: Any, shapes: Any) -> Any:
     return _Layout(shapes).split(vec)
 
 
-def _estimate_from_scores(q, x, fx, baseline, method):
+def _estimate_from_scores(q: Any, x: Any, fx: Any, baseline: Any, method: Any) -> Any:
     """The score-function estimate from q's own ``score`` (any q with the
     capabilities, e.g. a Joint whose draws are a dict)."""
     m = len(fx)
@@ -371,7 +375,7 @@ def _estimate_from_scores(q, x, fx, baseline, method):
                             cov=terms_cov(y))
 
 
-def _score_part(obj, idx, q, n, gen, baseline):
+def _score_part(obj: Any, idx: Any, q: Any, n: Any, gen: Any, baseline: Any) -> Any:
     x = q.sample(n, gen)
     lq = _log_q(q, x)  # first: an edge draw of q is q's fault, not log_joint's
     fx = obj.value(x, idx) - lq
@@ -394,7 +398,7 @@ class _ScoreStep:
     log_joint's output, overflow and underflow of the sums) stays, by a
     cheap test that falls back to the full path when it does not pass."""
 
-    def __init__(self, q, obj, n, baseline):
+    def __init__(self, q: Any, obj: Any, n: Any, baseline: Any) -> None:
         self.obj, self.n, self.baseline = obj, n, baseline
         self.draw_size = q.draw_size
         self.shape = (n,) + tuple(q.draw_shape)
@@ -407,7 +411,7 @@ class _ScoreStep:
                 self.structure = _structure(q, q._terms())
             self.kernel, self.table = q._kernel, dict(q._table)
 
-    def _kernel(self, q):
+    def _kernel(self, q: Any) -> Any:
         """q's kernel: KernelDist.renewed of the first q's with q's unit
         parameters and score coefficients (the numbers the full build gives)
         when q's terms have the first q's structure, else the full build."""
@@ -426,7 +430,7 @@ class _ScoreStep:
         return q._kernel
 
     @classmethod
-    def for_fit(cls, q, obj, n, baseline, estimator, sampler):
+    def for_fit(cls, q: Any, obj: Any, n: Any, baseline: Any, estimator: Any, sampler: Any) -> Any:
         """The prepared step for q's family, or None where fit takes the
         full path at every step (another estimator or sampler, a Joint, a
         family that overrides the base class's sampling, density or score,
@@ -441,7 +445,7 @@ class _ScoreStep:
             return None
         return cls(q, obj, n, baseline)
 
-    def __call__(self, q, gen):
+    def __call__(self, q: Any, gen: Any) -> Any:
         obj, n, add = self.obj, self.n, np.add.reduce
         idx = obj.minibatch(gen)
         kd = self._kernel(q)
@@ -485,7 +489,7 @@ class _ScoreStep:
                                              for k, (sl, shp) in self.names.items()}
 
 
-def _has_entropy(q):
+def _has_entropy(q: Any) -> Any:
     try:
         h = q.entropy()
     except (AttributeError, NotImplementedError, TypeError, ValueError):
@@ -493,7 +497,7 @@ def _has_entropy(q):
     return np.isfinite(np.asarray(h, dtype=float)).all()
 
 
-def _entropy_part(q, n, gen):
+def _entropy_part(q: Any, n: Any, gen: Any) -> Any:
     """H(q) and its gradient (value, grad, variance of the gradient's terms
     per draw, value variance): closed form when q has ``entropy()``, else the
     score-function estimate E[-log q grad log q] on n draws."""
@@ -526,7 +530,7 @@ def _entropy_part(q, n, gen):
     return res.value, res.grad, res.variance, res.value_variance, res.cov
 
 
-def _pathwise_part(obj, idx, q, n, gen):
+def _pathwise_part(obj: Any, idx: Any, q: Any, n: Any, gen: Any) -> Any:
     from .pathwise import pathwise_grad
 
     if not (isinstance(q, Distribution) and q.has_rsample):
@@ -550,7 +554,7 @@ def _pathwise_part(obj, idx, q, n, gen):
                             cov=_sum_cov(_cov_or_none(pw), cH))
 
 
-def _cov_or_none(res):
+def _cov_or_none(res: Any) -> Any:
     """res.cov, or None when it cannot be taken (a pathwise estimate whose
     n fills a single stream block: its covariance is by batch means)."""
     try:
@@ -559,11 +563,11 @@ def _cov_or_none(res):
         return None
 
 
-def _sum_cov(a, b):
+def _sum_cov(a: Any, b: Any) -> Any:
     return None if a is None or b is None else a + b
 
 
-def _mixed(sf, pw, weights):
+def _mixed(sf: Any, pw: Any, weights: Any) -> Any:
     """w * score + (1 - w) * pathwise per coordinate (independent draws)."""
     own = _mix_weights(sf, pw)
     if weights is None:
@@ -587,7 +591,7 @@ def _mixed(sf, pw, weights):
                             info={"weights": weights, "plugin_weights": own}, cov=cov)
 
 
-def _mix_weights(sf, pw):
+def _mix_weights(sf: Any, pw: Any) -> Any:
     """Inverse-variance weights of the score estimate, per coordinate."""
     out = {}
     for k in sf.grad:
@@ -597,7 +601,7 @@ def _mix_weights(sf, pw):
     return out
 
 
-def _check_sampler(sampler, n_randomizations, estimator, obj):
+def _check_sampler(sampler: Any, n_randomizations: Any, estimator: Any, obj: Any) -> Any:
     """sampler="sobol" (randomised quasi-Monte Carlo) goes with the score
     estimator on the full log joint."""
     if _qmc.check_sampler(sampler) == "mc":
@@ -609,8 +613,8 @@ def _check_sampler(sampler, n_randomizations, estimator, obj):
     return sampler
 
 
-def _elbo_grad(obj, q, n, gen, baseline, estimator, weights=None, sampler="mc",
-               n_randomizations=None):
+def _elbo_grad(obj: Any, q: Any, n: Any, gen: Any, baseline: Any, estimator: Any,
+               weights: Any = None, sampler: Any = "mc", n_randomizations: Any = None) -> Any:
     if sampler == "sobol":
         return _qmc.elbo_grad(obj.log_joint, q, n, rng=gen, baseline=baseline,
                               n_randomizations=n_randomizations, log_q=_log_q,
@@ -625,16 +629,19 @@ def _elbo_grad(obj, q, n, gen, baseline, estimator, weights=None, sampler="mc",
     return _mixed(sf, pw, weights)
 
 
-def _check_estimator(estimator):
+def _check_estimator(estimator: Any) -> Any:
     if not isinstance(estimator, str) or estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got "
                          f"{estimator!r}")
     return estimator
 
 
-def elbo_grad(log_joint, q, n, *, rng=None, baseline="loo", estimator="score",
-              grad_log_joint=None, data_size=None, batch_size=None, log_prior=None,
-              grad_log_prior=None, sampler="mc", n_randomizations=None) -> GradientEstimate:
+def elbo_grad(log_joint: Callable[..., Any], q: Any, n: int, *, rng: Any = None,
+              baseline: float | str | None = "loo", estimator: str = "score",
+              grad_log_joint: Callable[..., Any] | None = None, data_size: int | None = None,
+              batch_size: int | None = None, log_prior: Callable[..., Any] | None = None,
+              grad_log_prior: Callable[..., Any] | None = None, sampler: str = "mc",
+              n_randomizations: int | None = None) -> GradientEstimate:
     """Estimate of the ELBO and of its gradient w.r.t. q's parameters.
 
     Parameters
@@ -735,15 +742,15 @@ class inverse_time:
     0.05
     """
 
-    def __init__(self, lr, scale=100.0, power=1.0):
+    def __init__(self, lr: float, scale: float = 100.0, power: float = 1.0) -> None:
         self.lr = V.scalar("lr", lr, "positive")
         self.scale = V.scalar("scale", scale, "positive")
         self.power = V.scalar("power", power, "positive")
 
-    def __call__(self, t):
+    def __call__(self, t: int) -> float:
         return self.lr / (1.0 + t / self.scale) ** self.power
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"inverse_time(lr={self.lr:g}, scale={self.scale:g}, power={self.power:g})"
 
 
@@ -773,27 +780,27 @@ class cosine:
     (0.1, 0.05, 0.0)
     """
 
-    def __init__(self, lr, steps, final=0.0):
+    def __init__(self, lr: float, steps: int, final: float = 0.0) -> None:
         self.lr = V.scalar("lr", lr, "positive")
         self.steps = V.integer("steps", steps, minimum=1)
         self.final = V.scalar("final", final, "nonnegative")
 
-    def __call__(self, t):
+    def __call__(self, t: int) -> float:
         frac = min(max(t - 1, 0), self.steps - 1) / max(self.steps - 1, 1)
         return self.final + 0.5 * (self.lr - self.final) * (1.0 + math.cos(math.pi * frac))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"cosine(lr={self.lr:g}, steps={self.steps}, final={self.final:g})"
 
 
-def _check_lr(lr):
+def _check_lr(lr: Any) -> Any:
     """A positive number, or a schedule (a callable of the step)."""
     if callable(lr) and not isinstance(lr, numbers.Real):
         return lr
     return V.scalar("lr", lr, "positive")
 
 
-def _lr_at(lr, t):
+def _lr_at(lr: Any, t: Any) -> Any:
     if not callable(lr):
         return lr
     try:
@@ -856,8 +863,9 @@ class VIResult:
     ('VIResult', (50,), 50)
     """
 
-    def __init__(self, q, q_last, elbo, elbo_stderr, steps, n, transforms, estimator="score",
-                 lr=None):
+    def __init__(self, q: Any, q_last: Any, elbo: NDArray[np.float64],
+                 elbo_stderr: NDArray[np.float64], steps: int, n: int, transforms: dict[str, str],
+                 estimator: str = "score", lr: NDArray[np.float64] | None = None) -> None:
         self.q = q
         self.q_last = q_last
         self.elbo = elbo
@@ -868,13 +876,13 @@ class VIResult:
         self.estimator = estimator
         self.lr = lr
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         tail = self.elbo[-max(1, len(self.elbo) // 10):]
         return (f"VIResult(q={self.q!r}, steps={self.steps}, n={self.n}, "
                 f"final ELBO ~ {tail.mean():.6g})")
 
 
-def _check_betas(betas):
+def _check_betas(betas: Any) -> Any:
     """Adam's moment decays (beta1, beta2), each in [0, 1)."""
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
@@ -923,7 +931,8 @@ class Adam:
     True
     """
 
-    def __init__(self, params, *, lr=0.05, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, params: dict[str, Any], *, lr: float = 0.05,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         if not isinstance(params, dict):
             raise TypeError(f"params must be a dict {{name: array}}, got {type(params).__name__}")
         params = {k: np.array(V.check(f"params[{k!r}]", V.as_real_array(
@@ -941,19 +950,20 @@ class Adam:
         self.t = 0
 
     @property
-    def params(self):
+    def params(self) -> dict[str, NDArray[np.float64]]:
         """The current parameters {name: array}."""
         return self._layout.split(self._p)
 
     @property
-    def m1(self):
+    def m1(self) -> dict[str, NDArray[np.float64]]:
         return self._layout.split(self._m1)
 
     @property
-    def m2(self):
+    def m2(self) -> dict[str, NDArray[np.float64]]:
         return self._layout.split(self._m2)
 
-    def step(self, grads, lr=None):
+    def step(self, grads: Mapping[str, ArrayLike],
+             lr: float | None = None) -> dict[str, NDArray[np.float64]]:
         """One ascent step with the gradients ``grads`` (same keys/shapes);
         returns the updated parameters (new arrays).
 
@@ -994,14 +1004,14 @@ class Adam:
         self._update(np.concatenate(checked) if checked else np.zeros(0), lr)
         return self._layout.split(self._p)
 
-    def _step_flat(self, g, lr):
+    def _step_flat(self, g: Any, lr: Any) -> Any:
         """step() with the gradient as one flat vector in the parameters'
         order, already checked finite; returns the new flat parameters."""
         self.t += 1
         self._update(g, lr)
         return self._p
 
-    def _update(self, g, lr):
+    def _update(self, g: Any, lr: Any) -> None:
         lr = self.lr if lr is None else float(lr)
         b1, b2 = self.b1, self.b2
         self._m1 = b1 * self._m1 + (1 - b1) * g
@@ -1015,7 +1025,7 @@ class _Layout:
     """Arrays of the shapes {name: shape} as one flat float vector (in the
     dict's order) and back."""
 
-    def __init__(self, shapes):
+    def __init__(self, shapes: Any) -> None:
         self.shapes = {k: tuple(shp) for k, shp in shapes.items()}
         self.slices, o = {}, 0
         for k, shp in self.shapes.items():
@@ -1024,15 +1034,15 @@ class _Layout:
             o += size
         self.size = o
 
-    def flat(self, arrays):
+    def flat(self, arrays: Any) -> Any:
         return np.concatenate([np.ravel(np.asarray(arrays[k], dtype=float))
                                for k in self.shapes]) if self.shapes else np.zeros(0)
 
-    def split(self, vec):
+    def split(self, vec: Any) -> Any:
         return {k: vec[self.slices[k]].reshape(shp) for k, shp in self.shapes.items()}
 
 
-def _step_too_large(t, lr, exc):
+def _step_too_large(t: Any, lr: Any, exc: Any) -> Any:
     # the family's own reason, without its advice (which is for other callers)
     reason = str(exc).split("; ")[0]
     return ValueError(
@@ -1041,10 +1051,14 @@ def _step_too_large(t, lr, exc):
         "schedule (vi.inverse_time, vi.cosine)")
 
 
-def fit(log_joint, q, *, steps=2000, n=100, lr=0.05, rng=None, progress=False,
-        baseline="loo", betas=(0.9, 0.999), eps=1e-8, average=0.5, estimator="score",
-        grad_log_joint=None, data_size=None, batch_size=None, log_prior=None,
-        grad_log_prior=None, sampler="mc", n_randomizations=None) -> VIResult:
+def fit(log_joint: Callable[..., Any], q: Any, *, steps: int = 2000, n: int = 100,
+        lr: float | Callable[[int], float] = 0.05, rng: Any = None, progress: Any = False,
+        baseline: float | str | None = "loo", betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8, average: float = 0.5, estimator: str = "score",
+        grad_log_joint: Callable[..., Any] | None = None, data_size: int | None = None,
+        batch_size: int | None = None, log_prior: Callable[..., Any] | None = None,
+        grad_log_prior: Callable[..., Any] | None = None, sampler: str = "mc",
+        n_randomizations: int | None = None) -> VIResult:
     """Fit q to the posterior by maximising the ELBO (black-box VI).
 
     Each step draws ``n`` points from the current q, forms the ELBO

@@ -4,6 +4,7 @@ function), and :func:`reference`, which picks the right one for a payoff."""
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, Literal, overload
 
 import numpy as np
 from scipy import integrate, special
@@ -22,7 +23,7 @@ from ._paths import Heston
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def _e(*logs):
+def _e(*logs: float) -> float:
     """exp(sum of logs) where a factor 0 (a log of -inf) wins over any
     infinite factor (in every use below a Gaussian tail beats the
     exponential it multiplies), and an overflow is inf (the correctly
@@ -33,14 +34,14 @@ def _e(*logs):
     return math.inf if t > 709.78 else math.exp(t)
 
 
-def _phi_times(logc, d, mult=1.0):
+def _phi_times(logc: float, d: float, mult: float = 1.0) -> float:
     """phi(d) * mult * exp(logc), 0 when d is infinite (phi(d) |d|^k -> 0)."""
     if not math.isfinite(d) or mult == 0.0:
         return 0.0
     return math.copysign(_e(logc, -0.5 * d * d - _LOG_SQRT_2PI, math.log(abs(mult))), mult)
 
 
-def _d12(x, lv):
+def _d12(x: float, lv: float) -> tuple[float, float]:
     """Black's d1, d2 for log-moneyness x = log(F/K) and log total standard
     deviation lv, without overflow or 0 * inf: x / v is formed in logs."""
     v = _e(lv)
@@ -53,17 +54,17 @@ def _d12(x, lv):
     return xv + 0.5 * v, xv - 0.5 * v
 
 
-def _log_ratio(a, b):
+def _log_ratio(a: float, b: float) -> float:
     """log(a / b) for a, b > 0, exact to rounding when a / b is in range."""
     r = a / b
     return math.log(r) if 0.0 < r < math.inf else math.log(a) - math.log(b)
 
 
-def _logN(d):
+def _logN(d: float) -> float:
     return float(special.log_ndtr(d))
 
 
-def _disc(K, lD, d):
+def _disc(K: float, lD: float, d: float) -> float:
     """K e^{lD} N(d): directly where e^{lD} is in range (full precision),
     in logarithms where it is not."""
     if lD < 700.0:
@@ -71,7 +72,8 @@ def _disc(K, lD, d):
     return _e(math.log(K), lD, _logN(d))
 
 
-def black_scholes(payoff, *, spot, strike, rate, vol, maturity) -> dict[str, float]:
+def black_scholes(payoff: str, *, spot: float, strike: float, rate: float, vol: float,
+                  maturity: float) -> dict[str, float]:
     """Black-Scholes price and Greeks in closed form.
 
     ``payoff``: "call", "put", "digital_call" or "digital_put" (cash-or-
@@ -129,7 +131,7 @@ def black_scholes(payoff, *, spot, strike, rate, vol, maturity) -> dict[str, flo
     if math.isnan(x):                          # log(S/K) + r T = inf - inf: r T dominates
         x = rT
     d1, d2 = _d12(x, lv)
-    N = lambda d: float(special.ndtr(d))       # noqa: E731
+    N: Callable[[float], float] = lambda d: float(special.ndtr(d))  # noqa: E731
     if payoff in ("call", "put"):
         gamma = _phi_times(-lS - lv, d1)
         vega = _phi_times(lS + 0.5 * lT, d1)
@@ -151,7 +153,22 @@ def black_scholes(payoff, *, spot, strike, rate, vol, maturity) -> dict[str, flo
                 gamma=sign * gamma)
 
 
-def geometric_asian_call(*, spot, strike, rate, vol, maturity, steps, greeks=False):
+@overload
+def geometric_asian_call(*, spot: float, strike: float, rate: float, vol: float,
+                         maturity: float, steps: int, greeks: Literal[False] = ...) -> float: ...
+@overload
+def geometric_asian_call(*, spot: float, strike: float, rate: float, vol: float,
+                         maturity: float, steps: int,
+                         greeks: Literal[True]) -> dict[str, float]: ...
+@overload
+def geometric_asian_call(*, spot: float, strike: float, rate: float, vol: float,
+                         maturity: float, steps: int,
+                         greeks: bool) -> float | dict[str, float]: ...
+
+
+def geometric_asian_call(*, spot: float, strike: float, rate: float, vol: float,
+                         maturity: float, steps: int,
+                         greeks: bool = False) -> float | dict[str, float]:
     """Closed-form price of a discretely monitored geometric-average Asian
     call (average over the ``steps`` dates T/steps, ..., T): the geometric
     average is lognormal with log-mean log S0 + (r - sigma^2/2) dt (m+1)/2 and
@@ -220,7 +237,8 @@ def geometric_asian_call(*, spot, strike, rate, vol, maturity, steps, greeks=Fal
     return dict(price=price, delta=delta, vega=vega, rho=rho, gamma=gamma)
 
 
-def _up_and_out_price(spot, strike, rate, vol, maturity, steps, barrier):
+def _up_and_out_price(spot: float, strike: float, rate: float, vol: float, maturity: float,
+                      steps: int, barrier: float) -> float:
     """Discretely monitored up-and-out call for steps in (1, 2), by exact
     conditional expectations and one adaptive quadrature."""
     dt = maturity / steps
@@ -228,7 +246,7 @@ def _up_and_out_price(spot, strike, rate, vol, maturity, steps, barrier):
     mu = (rate - 0.5 * vol * vol) * dt
     K, H = strike, barrier
 
-    def last_step(s):
+    def last_step(s: float) -> float:
         # E[(S' - K) 1{K < S' < H} | S = s], S' = s exp(mu + a Z)
         # (a knock-out at the first date is the quadrature's upper limit;
         # the spot itself is not monitored)
@@ -244,7 +262,7 @@ def _up_and_out_price(spot, strike, rate, vol, maturity, steps, barrier):
         return D * last_step(spot)
     zmax = (math.log(H / spot) - mu) / a
 
-    def integrand(z):
+    def integrand(z: float) -> float:
         return math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) * last_step(
             spot * math.exp(mu + a * z))
 
@@ -261,7 +279,8 @@ def _up_and_out_price(spot, strike, rate, vol, maturity, steps, barrier):
     return D * val
 
 
-def heston_call(*, spot, strike, rate, maturity, model, dividend=0.0):
+def heston_call(*, spot: float, strike: float, rate: float, maturity: float, model: Heston,
+                dividend: float = 0.0) -> dict[str, float]:
     """Semi-analytic Heston (1993) call: price, delta and gamma.
 
     price = S0 e^{-qT} P1 - K e^{-rT} P2, delta = e^{-qT} P1, with P1, P2
@@ -306,7 +325,7 @@ def heston_call(*, spot, strike, rate, maturity, model, dividend=0.0):
     q = float(V.check("dividend", V.as_real_array("dividend", dividend), "real"))
     kap, th, xi, rho, v0 = model.kappa, model.theta, model.xi, model.rho, model.v0
 
-    def cf(u, s):
+    def cf(u: Any, s: float) -> Any:
         """E[exp(i u log S_T)] for complex u."""
         b = kap - rho * xi * 1j * u
         d = np.sqrt(b * b + xi * xi * (1j * u + u * u))
@@ -316,14 +335,14 @@ def heston_call(*, spot, strike, rate, maturity, model, dividend=0.0):
         D = (b - d) / xi ** 2 * (1.0 - e) / (1.0 - g * e)
         return np.exp(1j * u * (math.log(s) + (r - q) * T) + C + D * v0)
 
-    def probs(s):
+    def probs(s: float) -> tuple[float, float]:
         lk = math.log(K)
         fwd = s * math.exp((r - q) * T)
 
-        def f1(u):
+        def f1(u: float) -> float:
             return (np.exp(-1j * u * lk) * cf(u - 1j, s) / (1j * u * fwd)).real
 
-        def f2(u):
+        def f2(u: float) -> float:
             return (np.exp(-1j * u * lk) * cf(u, s) / (1j * u)).real
 
         # the characteristic function decays exponentially: integrate up to
@@ -346,7 +365,8 @@ def heston_call(*, spot, strike, rate, maturity, model, dividend=0.0):
                 delta=math.exp(-q * T) * p1, gamma=gamma)
 
 
-def _fd_greeks(price, spot, vol, rate, maturity=1.0, what="the price"):
+def _fd_greeks(price: Callable[[float, float, float], float], spot: float, vol: float,
+               rate: float, maturity: float = 1.0, what: str = "the price") -> dict[str, float]:
     """Central finite differences of an exact price function price(S, sigma,
     r), with steps on each input's own scale (S sigma sqrt(T) for the spot,
     sigma for the vol, the smaller of 1/T and sigma/sqrt(T) for the rate),
@@ -358,10 +378,10 @@ def _fd_greeks(price, spot, vol, rate, maturity=1.0, what="the price"):
     hg = 1e-2 * ss
     p0 = price(spot, vol, rate)
 
-    def d1(f, h):
+    def d1(f: Callable[[float], float], h: float) -> float:
         return (f(h) - f(-h)) / (2 * h)
 
-    def d2(f, h):
+    def d2(f: Callable[[float], float], h: float) -> float:
         return (f(h) - 2 * p0 + f(-h)) / (h * h)
 
     out = dict(price=p0)
@@ -391,7 +411,8 @@ def _fd_greeks(price, spot, vol, rate, maturity=1.0, what="the price"):
     return out
 
 
-def reference(payoff, *, spot, strike, rate, vol, maturity, steps=1, barrier=None):
+def reference(payoff: str, *, spot: float, strike: float, rate: float, vol: float,
+              maturity: float, steps: int = 1, barrier: float | None = None) -> dict[str, float]:
     """Exact (or quadrature-accurate) price and Greeks where they are known.
 
     * call, put, digitals: Black-Scholes in closed form (any ``steps``: the
