@@ -318,15 +318,18 @@ cdef extern from *:
     }
     /* The families drawn from standard normals, gammas or exponentials,
        bit for bit as NumPy's samplers (the same variates in the same order,
-       the same arithmetic on them): the normals and exponentials come from
-       NumPy's fill loops, the gammas from mc_gamma_draw (constants once per
-       column), the rest elementwise. */
+       the same arithmetic on them): the columns of standard normals come
+       from mc_std_normal_fill (_kernels_normal.pxi: NumPy's fill loop's
+       values and stream consumption, inline for PCG64), the exponentials
+       from NumPy's fill loop, the gammas from mc_gamma_draw (constants once
+       per column), the rest elementwise. */
+    static void mc_std_normal_fill(bitgen_t *bg, Py_ssize_t m, double *out);
 
     /* HalfNormal: p = [scale]; |scale * z| of one standard normal per draw */
     static void mc_fill_half_normal(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
         Py_ssize_t i;
         const double s = p[0];
-        random_standard_normal_fill(bg, m, col);
+        mc_std_normal_fill(bg, m, col);
         for (i = 0; i < m; i++) col[i] = fabs(s * col[i]);
     }
 
@@ -404,7 +407,7 @@ cdef extern from *:
 
     /* Cauchy and HalfCauchy: NumPy's random_standard_cauchy, the ratio
        z0 / z1 of two standard normals drawn in that order: pairs of
-       normals made by NumPy's fill loop, MC_CAUCHY_BLOCK at a time */
+       normals made by the standard normal fill, MC_CAUCHY_BLOCK at a time */
     #define MC_CAUCHY_BLOCK 256
     static void mc_standard_cauchy_fill(bitgen_t *bg, Py_ssize_t m, double *col, double loc,
                                         double s, int half) {
@@ -412,7 +415,7 @@ cdef extern from *:
         Py_ssize_t i0, i, b;
         for (i0 = 0; i0 < m; i0 += MC_CAUCHY_BLOCK) {
             b = m - i0 < MC_CAUCHY_BLOCK ? m - i0 : MC_CAUCHY_BLOCK;
-            random_standard_normal_fill(bg, 2 * b, z);
+            mc_std_normal_fill(bg, 2 * b, z);
             if (half)
                 for (i = 0; i < b; i++) col[i0 + i] = fabs(s * (z[2 * i] / z[2 * i + 1]));
             else
@@ -512,7 +515,7 @@ cdef void _fill_lognormal(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ss
     cdef double *lcol
     cdef double a = p[0], b = p[1]
     cdef Py_ssize_t i, k
-    random_standard_normal_fill(bg, m, col)
+    mc_std_normal_fill(bg, m, col)
     if lt == NULL:
         mc_c_affine(col, m, a, b)
         mc_vexp(col, col, m)

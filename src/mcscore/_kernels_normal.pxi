@@ -1,6 +1,9 @@
 # Included by _kernels.pyx after the family table: standard normal columns
 # from a PCG64 stream, the same values as NumPy's random_standard_normal_fill
-# bit for bit, about three times faster.
+# bit for bit, about three times faster.  The Normal family's column fill
+# (re-registered below) and the other families drawn from columns of
+# standard normals (LogNormal, HalfNormal, Cauchy, HalfCauchy in
+# _kernels_families.pxi, which declares mc_std_normal_fill ahead) use it.
 #
 # NumPy draws a standard normal by the ziggurat method: one 64-bit word r of
 # the bit generator gives a layer idx (its low 8 bits), a sign and a 52-bit
