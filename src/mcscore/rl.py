@@ -2204,10 +2204,13 @@ def rollout(env, policy, n_episodes, rng=None):
     _check_policy(policy)
     gen = V.as_generator(rng)
     E = V.integer("n_episodes", n_episodes, minimum=1)
-    if (type(env) is CartPole and type(policy) is SoftmaxPolicy and policy.n_actions == 2
-            and policy.n_features == CartPole.n_features
-            and policy.params["theta"].dtype == np.float64):
-        return _cartpole_softmax_rollout(env, policy.params["theta"], E, gen)
+    params = getattr(policy, "params", None) if type(policy) is SoftmaxPolicy else None
+    theta = params.get("theta") if isinstance(params, dict) else None
+    if (type(env) is CartPole and isinstance(theta, np.ndarray) and theta.dtype == np.float64
+            and theta.shape == (CartPole.n_features, 2) and policy.n_features == theta.shape[0]
+            and not ({"reset", "features", "step", "n_features"} & vars(env).keys())
+            and not ({"sample"} & vars(policy).keys())):
+        return _cartpole_softmax_rollout(env, theta, E, gen)
     T = env.max_steps
     with_rng = _step_takes_rng(env)
     state = env.reset(E, gen)
