@@ -368,9 +368,10 @@ class SoftmaxPolicy:
         if a.shape != phi.shape[:-1]:
             raise ValueError(f"actions must have shape {phi.shape[:-1]} (features without their "
                              f"last axis), got {a.shape}")
+        whole = a.dtype.kind in "iu"  # integers: finite and whole, only the range to check
         if a.dtype.kind not in "iuf" or (a.size and not (
-                np.isfinite(a).all() and (a == np.round(a)).all() and a.min() >= 0
-                and a.max() < self.n_actions)):
+                (whole or (np.isfinite(a).all() and (a == np.round(a)).all()))
+                and a.min() >= 0 and a.max() < self.n_actions)):
             raise ValueError(f"actions must be integers in [0, {self.n_actions}), got "
                              f"{a.dtype} values {a.ravel()[:5]!r}...")
         probs = _softmax_probs(phi @ self.params["theta"])
@@ -2267,9 +2268,12 @@ def _cartpole_softmax_rollout(env, theta, E, gen):
     lim2[:, 0], lim2[:, 1] = env.x_limit, env.theta_limit
     noise = env.force_noise
     exact_pm = math.isfinite(env.force) and env.force != 0
+    pml, total, grav, mpole, fourthirds, hl, twoforce, force = full.values()
     c, sn, f, temp, b1, b2, b3 = (np.empty(E) for _ in range(7))
     rate = np.empty((E, 4))
+    xacc, thacc, rate_even = rate[:, 1], rate[:, 3], rate[:, 0::2]  # (xd, xacc, thd, thacc)
     dist, far = np.empty((E, 2)), np.empty((E, 2), dtype=bool)
+    far_x, far_th = far[:, 0], far[:, 1]
     done = np.empty(E, dtype=bool)
     buf = _draw_buffers(E)
     t_end = T
@@ -2287,8 +2291,8 @@ def _cartpole_softmax_rollout(env, theta, E, gen):
         acts[t] = a
         # CartPole.step: f = +-force, then the Euler step of the state
         if exact_pm:  # 2 force a - force: +-force exactly
-            np.multiply(a, full["twoforce"], f)
-            np.subtract(f, full["force"], f)
+            np.multiply(a, twoforce, f)
+            np.subtract(f, force, f)
         else:  # a zero (-0.0 for action 0) or non-finite force: as step has it
             f = np.where(a, env.force, -env.force)
         if noise > 0:
@@ -2296,31 +2300,31 @@ def _cartpole_softmax_rollout(env, theta, E, gen):
         th, thd = phi[:, 2], phi[:, 3]
         np.cos(th, c)
         np.sin(th, sn)
-        np.multiply(full["pml"], thd, b1)  # temp = (f + pml thd thd s) / total
+        np.multiply(pml, thd, b1)  # temp = (f + pml thd thd s) / total
         np.multiply(b1, thd, b1)
         np.multiply(b1, sn, b1)
         np.add(f, b1, b1)
-        np.divide(b1, full["total"], temp)
-        np.multiply(full["grav"], sn, b2)  # thacc = (g s - c temp) / (hl (4/3 - mp c c / total))
+        np.divide(b1, total, temp)
+        np.multiply(grav, sn, b2)  # thacc = (g s - c temp) / (hl (4/3 - mp c c / total))
         np.multiply(c, temp, b1)
         np.subtract(b2, b1, b2)
-        np.multiply(full["mpole"], c, b3)
+        np.multiply(mpole, c, b3)
         np.multiply(b3, c, b3)
-        np.divide(b3, full["total"], b3)
-        np.subtract(full["fourthirds"], b3, b3)
-        np.multiply(full["hl"], b3, b3)
-        np.divide(b2, b3, rate[:, 3])
-        np.multiply(full["pml"], rate[:, 3], b1)  # xacc = temp - pml thacc c / total
+        np.divide(b3, total, b3)
+        np.subtract(fourthirds, b3, b3)
+        np.multiply(hl, b3, b3)
+        np.divide(b2, b3, thacc)
+        np.multiply(pml, thacc, b1)  # xacc = temp - pml thacc c / total
         np.multiply(b1, c, b1)
-        np.divide(b1, full["total"], b1)
-        np.subtract(temp, b1, rate[:, 1])
-        rate[:, 0::2] = phi[:, 1::2]
+        np.divide(b1, total, b1)
+        np.subtract(temp, b1, xacc)
+        rate_even[...] = phi[:, 1::2]
         np.multiply(tau4, rate, rate)
         new = FT[t + 1, :, :4]
         np.add(phi[:, :4], rate, new)
         np.abs(new[:, ::2], dist)
         np.greater(dist, lim2, far)
-        np.logical_or(far[:, 0], far[:, 1], done)
+        np.logical_or(far_x, far_th, done)
         np.greater(M[t], done, M[t + 1])  # alive and not done
     FT[t_end:] = 0.0
     M[t_end:] = False
