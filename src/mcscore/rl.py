@@ -475,8 +475,7 @@ def _two_action_draw(z, gen, buf=None):
     d, gt, ps, s, u, w, a, a2 = b["d"], b["gt"], b["ps"], b["s"], b["u"], b["w"], b["a"], b["a2"]
     np.subtract(z[:, 1], z[:, 0], d)
     np.greater(d, b["zero"], gt)
-    np.abs(d, ps)
-    np.negative(ps, ps)
+    np.copysign(d, b["mone"], ps)  # -|d|
     np.exp(ps, ps)
     np.add(b["one"], ps, s)
     np.divide(ps, s, ps)
@@ -494,7 +493,7 @@ def _draw_buffers(n):
     """Work arrays of _two_action_draw for n rows."""
     b = {k: np.empty(n) for k in ("d", "ps", "s", "u", "w")}
     b.update({k: np.empty(n, dtype=bool) for k in ("gt", "a", "a2", "a3")})
-    b.update(zero=np.zeros(n), one=np.ones(n), half=np.full(n, 0.5))
+    b.update(zero=np.zeros(n), one=np.ones(n), half=np.full(n, 0.5), mone=np.full(n, -1.0))
     return b
 
 
@@ -2276,6 +2275,7 @@ def _cartpole_softmax_rollout(env, theta, E, gen):
     far_x, far_th = far[:, 0], far[:, 1]
     done = np.empty(E, dtype=bool)
     buf = _draw_buffers(E)
+    zbuf = np.empty((E, 2))
     t_end = T
     for t in range(T):
         if not np.count_nonzero(M[t]):
@@ -2283,7 +2283,7 @@ def _cartpole_softmax_rollout(env, theta, E, gen):
             break
         phi = FT[t]
         # SoftmaxPolicy.sample
-        z = phi @ theta
+        z = np.matmul(phi, theta, zbuf)
         if math.isfinite(np.add.reduce(z, axis=None)):
             a = _two_action_draw(z, gen, buf)
         else:  # the general path: its error (or draws)
