@@ -313,3 +313,141 @@ def test_torch_policy_draws_the_core_draws(kind):
         mine = pol.sample(phi, g2)
         assert mine.dtype == core.dtype and np.array_equal(mine, core)
     assert g1.random() == g2.random()
+
+
+# ---------------------------------------------------------------------------
+# the fused two-action draw and the CartPole roll-out in place
+# ---------------------------------------------------------------------------
+
+class _Uniforms:
+    """A stand-in Generator whose uniforms are given (random(n) and
+    random(out=...) both hand out the next ones in order)."""
+
+    def __init__(self, u):
+        self.u, self.i = np.asarray(u, dtype=float), 0
+
+    def random(self, size=None, out=None):
+        n = len(out) if out is not None else size
+        v = self.u[self.i:self.i + n]
+        self.i += n
+        if out is not None:
+            out[...] = v
+            return out
+        return v.copy()
+
+
+def _boundary_case():
+    """Logits with ties, signed zeros, differences below an ulp and beyond
+    exp's range, and for each row uniforms at the edges of its decision
+    (0, 1/2, each probability and their neighbours, 1/2 + p1, 1 - 2^-53)."""
+    rng = np.random.default_rng(12)
+    d = np.concatenate([[0.0, -0.0, 1e-17, -1e-17, 5e-324, 800.0, -800.0, 1e300, -1e300],
+                        rng.normal(size=60) * 10.0 ** rng.integers(-8, 3, size=60)])
+    z0 = rng.normal(size=d.size) * 10.0 ** rng.integers(-3, 3, size=d.size)
+    z = np.stack([z0, z0 + d], axis=1)
+    z[1] = [0.0, -0.0]
+    probs = rl._softmax_probs(z)
+    rows, us = [], []
+    for i, (p0, p1) in enumerate(probs):
+        for u in (0.0, 0.5, np.nextafter(0.5, 0), 1 - 2.0 ** -53, p0, p1, 0.5 + p1, 0.5 + p0):
+            for v in (u, np.nextafter(u, 0), np.nextafter(u, 1)):
+                if 0.0 <= v < 1.0:
+                    rows.append(i)
+                    us.append(v)
+    return z[rows], np.array(us)
+
+
+def test_two_action_draw_is_the_alias_draw_bit_for_bit():
+    z, u = _boundary_case()
+    ref = rl._alias_draw(rl._softmax_probs(z), _Uniforms(u))
+    got = rl._two_action_draw(z, _Uniforms(u))
+    assert got.dtype == ref.dtype and np.array_equal(got, ref)
+    assert 0 < ref.mean() < 1  # both actions drawn
+    rng = np.random.default_rng(13)  # and at random logits and uniforms
+    z = rng.normal(size=(100_000, 2)) * 10.0 ** rng.integers(-12, 3, size=(100_000, 1))
+    g1, g2 = np.random.default_rng(4), np.random.default_rng(4)
+    assert np.array_equal(rl._two_action_draw(z, g1), rl._alias_draw(rl._softmax_probs(z), g2))
+
+
+def test_two_action_sample_keeps_the_general_checks():
+    pol = rl.SoftmaxPolicy(2, 2, np.array([[1e308, 0.0], [1e308, 0.0]]))
+    with pytest.raises(ValueError, match="logits"):
+        pol.sample(np.ones((3, 2)), 0)
+    with pytest.raises(ValueError, match="features"):
+        pol.sample(np.ones((3, 3)), 0)
+
+
+class _GeneralCartPole(rl.CartPole):
+    """A CartPole subclass: rollout takes the general per-step path."""
+
+
+def _same_trajectories(a, b):
+    for k in ("features", "actions", "rewards", "mask", "lengths"):
+        x, y = getattr(a, k), getattr(b, k)
+        assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), k
+
+
+@pytest.mark.parametrize("scale, E, kw", [(0.0, 20, {}), (0.3, 20, {}), (3.0, 7, {}),
+                                          (30.0, 1, {}), (0.3, 33, {"force_noise": 0.4}),
+                                          (1.0, 5, {"max_steps": 3}),
+                                          (1.0, 4, {"max_steps": 1})])
+def test_cartpole_rollout_in_place_is_the_general_rollout(scale, E, kw):
+    """The same states (also after an episode ended), draws, actions,
+    rewards and padding, bit for bit; the generator advanced alike."""
+    theta = np.random.default_rng(E).normal(size=(5, 2)) * scale
+    pol = rl.SoftmaxPolicy(5, 2, theta)
+    g1, g2 = np.random.default_rng(E + 1), np.random.default_rng(E + 1)
+    for _ in range(3):
+        fast = rl.rollout(rl.CartPole(**kw), pol, E, g1)
+        slow = rl.rollout(_GeneralCartPole(**kw), pol, E, g2)
+        _same_trajectories(fast, slow)
+    assert g1.random() == g2.random()
+
+
+def test_cartpole_rollout_in_place_with_changed_constants():
+    """Constants set on the instance (a zero force: -0.0 for action 0)."""
+    for attrs in ({"force": 0.0}, {"force": -3.0, "gravity": 20.0, "tau": 0.05},
+                  {"m_pole": 0.5, "half_len": 1.5, "x_limit": 0.1}):
+        envs = [rl.CartPole(), _GeneralCartPole()]
+        for env in envs:
+            env.__dict__.update(attrs)
+        pol = rl.SoftmaxPolicy(5, 2, np.random.default_rng(0).normal(size=(5, 2)))
+        _same_trajectories(rl.rollout(envs[0], pol, 9, rng=3), rl.rollout(envs[1], pol, 9, rng=3))
+
+
+def test_cartpole_rollout_in_place_raises_as_the_general_path():
+    """Logits that overflow: the policy's error; logits whose sum overflows:
+    the general softmax path's draws."""
+    theta = np.zeros((5, 2))
+    theta[[0, 4], 0] = 1.79e308
+    pol = rl.SoftmaxPolicy(5, 2, theta)
+    for env in (rl.CartPole(), _GeneralCartPole()):
+        with pytest.raises(ValueError, match="logits"), np.errstate(over="ignore"):
+            rl.rollout(env, pol, 20, rng=0)
+    theta = np.zeros((5, 2))
+    theta[4] = 1e308
+    pol = rl.SoftmaxPolicy(5, 2, theta)
+    with np.errstate(over="ignore"):
+        _same_trajectories(rl.rollout(rl.CartPole(), pol, 8, rng=1),
+                           rl.rollout(_GeneralCartPole(), pol, 8, rng=1))
+
+
+def test_cartpole_rollout_uses_an_instance_step():
+    env = rl.CartPole(max_steps=5)
+    calls = []
+    step = env.step
+    env.step = lambda s, a, rng=None: calls.append(1) or step(s, a, rng)
+    rl.rollout(env, rl.SoftmaxPolicy(5, 2), 3, rng=0)
+    assert calls
+
+
+@pytest.mark.parametrize("kw", [{}, {"baseline": None}, {"baseline": "value"},
+                                {"gae_lambda": 0.9, "gamma": 0.99}, {"entropy_coef": 0.05},
+                                {"lr": vi.cosine(0.1, 6)}])
+def test_reinforce_on_cartpole_is_the_general_path_bit_for_bit(kw):
+    runs = [rl.reinforce(env, rl.SoftmaxPolicy(5, 2), iterations=6, episodes=12, rng=5, **kw)
+            for env in (rl.CartPole(force_noise=0.1), _GeneralCartPole(force_noise=0.1))]
+    a, b = runs
+    for k in ("returns", "returns_stderr", "grad_norm"):
+        assert getattr(a, k).tobytes() == getattr(b, k).tobytes(), k
+    assert a.policy.params["theta"].tobytes() == b.policy.params["theta"].tobytes()

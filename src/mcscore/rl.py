@@ -302,8 +302,13 @@ class SoftmaxPolicy:
         (4,)
         """
         phi = _features(features, self.n_features)
-        probs = _softmax_probs(phi @ self.params["theta"])
-        return _alias_draw(probs, V.as_generator(rng))
+        z = phi @ self.params["theta"]
+        if self.n_actions == 2:
+            z = np.asarray(z, dtype=np.float64)  # as _softmax_probs takes them
+            if math.isfinite(np.add.reduce(z, axis=None)):  # else its checks and path
+                return _two_action_draw(z.reshape(-1, 2), V.as_generator(rng)).reshape(
+                    z.shape[:-1])
+        return _alias_draw(_softmax_probs(z), V.as_generator(rng))
 
     def score(self, features, actions):
         """Per-step scores ``{"theta": (*batch, n_features, n_actions)}``: the
@@ -340,9 +345,10 @@ class SoftmaxPolicy:
         if a.shape != phi.shape[:-1]:
             raise ValueError(f"actions must have shape {phi.shape[:-1]} (features without their "
                              f"last axis), got {a.shape}")
+        whole = a.dtype.kind in "iu"  # integers: finite and whole, only the range to check
         if a.dtype.kind not in "iuf" or (a.size and not (
-                np.isfinite(a).all() and (a == np.round(a)).all() and a.min() >= 0
-                and a.max() < self.n_actions)):
+                (whole or (np.isfinite(a).all() and (a == np.round(a)).all()))
+                and a.min() >= 0 and a.max() < self.n_actions)):
             raise ValueError(f"actions must be integers in [0, {self.n_actions}), got "
                              f"{a.dtype} values {a.ravel()[:5]!r}...")
         probs = _softmax_probs(phi @ self.params["theta"])
@@ -413,6 +419,44 @@ def _alias_draw(probs, gen):
     at = k + np.arange(0, k.size * K_, K_)  # flat index of (row, k)
     out = np.where(uk - k < q.take(at), k, alias.take(at))
     return out.reshape(probs.shape[:-1])
+
+
+def _two_action_draw(z, gen, buf=None):
+    """_alias_draw(_softmax_probs(z), gen) for logits z (E, 2), fused.
+
+    With d = z1 - z0, the smaller probability is ps = e / (1 + e), e =
+    exp(-|d|) (the softmax's own numbers: the larger logit's exp is exp(0)
+    = 1), and the alias table of (p0, p1) keeps the larger action's half.
+    The kernel's draw for a uniform u is then: when z1 > z0, action 1 iff
+    u >= ps (= p0 < 1/2: 2u < 2 p0 is u < p0); otherwise action 1 iff u >=
+    1/2 and u - 1/2 < ps (= p1: 2u - 1 < 2 p1, all exact).  The caller
+    has checked that the logits sum to a finite number (else the general
+    path's checks apply).  buf: optional work arrays (from _draw_buffers)
+    reused across calls."""
+    b = _draw_buffers(len(z)) if buf is None else buf
+    d, gt, ps, s, u, w, a, a2 = b["d"], b["gt"], b["ps"], b["s"], b["u"], b["w"], b["a"], b["a2"]
+    np.subtract(z[:, 1], z[:, 0], d)
+    np.greater(d, b["zero"], gt)
+    np.copysign(d, b["mone"], ps)  # -|d|
+    np.exp(ps, ps)
+    np.add(b["one"], ps, s)
+    np.divide(ps, s, ps)
+    gen.random(out=u)
+    np.greater_equal(u, ps, a)          # z1 > z0
+    np.subtract(u, b["half"], w)
+    np.less(w, ps, a2)                  # otherwise
+    np.greater_equal(w, b["zero"], b["a3"])
+    np.logical_and(a2, b["a3"], a2)
+    np.copyto(a2, a, where=gt)
+    return a2.astype(np.int64) if buf is None else a2
+
+
+def _draw_buffers(n):
+    """Work arrays of _two_action_draw for n rows."""
+    b = {k: np.empty(n) for k in ("d", "ps", "s", "u", "w")}
+    b.update({k: np.empty(n, dtype=bool) for k in ("gt", "a", "a2", "a3")})
+    b.update(zero=np.zeros(n), one=np.ones(n), half=np.full(n, 0.5), mone=np.full(n, -1.0))
+    return b
 
 
 LOG_STD_MAX = 230.0  # exp(230) ~ 8e99: the Normal's scale range
@@ -2011,6 +2055,13 @@ def rollout(env, policy, n_episodes, rng=None):
     _check_policy(policy)
     gen = V.as_generator(rng)
     E = V.integer("n_episodes", n_episodes, minimum=1)
+    params = getattr(policy, "params", None) if type(policy) is SoftmaxPolicy else None
+    theta = params.get("theta") if isinstance(params, dict) else None
+    if (type(env) is CartPole and isinstance(theta, np.ndarray) and theta.dtype == np.float64
+            and theta.shape == (CartPole.n_features, 2) and policy.n_features == theta.shape[0]
+            and not ({"reset", "features", "step", "n_features"} & vars(env).keys())
+            and not ({"sample"} & vars(policy).keys())):
+        return _cartpole_softmax_rollout(env, theta, E, gen)
     T = env.max_steps
     with_rng = _step_takes_rng(env)
     state = env.reset(E, gen)
@@ -2044,6 +2095,93 @@ def rollout(env, policy, n_episodes, rng=None):
     if acts is None:
         acts = np.zeros((E, T), dtype=np.int64)
     return Trajectories(feats, acts, np.where(mask, rews, 0.0), mask)
+
+
+def _cartpole_softmax_rollout(env, theta, E, gen):
+    """rollout(env, SoftmaxPolicy(5, 2, theta), E, gen) for a CartPole env:
+    the same draws, states, actions and padding, bit for bit (CartPole.step
+    and SoftmaxPolicy.sample's arithmetic, operation by operation), with
+    time-major buffers written in place and no allocation per step."""
+    T = env.max_steps
+    FT = np.zeros((T + 1, E, 5))  # row t: the features of the states at step t
+    FT[:, :, 4] = 1.0
+    FT[0, :, :4] = env.reset(E, gen)
+    acts = np.zeros((T, E), dtype=np.int64)
+    M = np.zeros((T + 1, E), dtype=bool)
+    M[0] = True
+    full = {k: np.full(E, float(v)) for k, v in (
+        ("pml", env.m_pole * env.half_len), ("total", env.m_cart + env.m_pole),
+        ("grav", env.gravity), ("mpole", env.m_pole), ("fourthirds", 4.0 / 3.0),
+        ("hl", env.half_len), ("twoforce", 2.0 * env.force), ("force", env.force))}
+    tau4 = np.full((E, 4), float(env.tau))
+    lim2 = np.empty((E, 2))
+    lim2[:, 0], lim2[:, 1] = env.x_limit, env.theta_limit
+    noise = env.force_noise
+    exact_pm = math.isfinite(env.force) and env.force != 0
+    pml, total, grav, mpole, fourthirds, hl, twoforce, force = full.values()
+    c, sn, f, temp, b1, b2, b3 = (np.empty(E) for _ in range(7))
+    rate = np.empty((E, 4))
+    xacc, thacc, rate_even = rate[:, 1], rate[:, 3], rate[:, 0::2]  # (xd, xacc, thd, thacc)
+    dist, far = np.empty((E, 2)), np.empty((E, 2), dtype=bool)
+    far_x, far_th = far[:, 0], far[:, 1]
+    done = np.empty(E, dtype=bool)
+    buf = _draw_buffers(E)
+    zbuf = np.empty((E, 2))
+    t_end = T
+    for t in range(T):
+        if not np.count_nonzero(M[t]):
+            t_end = t
+            break
+        phi = FT[t]
+        # SoftmaxPolicy.sample
+        z = np.matmul(phi, theta, zbuf)
+        if math.isfinite(np.add.reduce(z, axis=None)):
+            a = _two_action_draw(z, gen, buf)
+        else:  # the general path: its error (or draws)
+            a = _alias_draw(_softmax_probs(z), gen) == 1
+        acts[t] = a
+        # CartPole.step: f = +-force, then the Euler step of the state
+        if exact_pm:  # 2 force a - force: +-force exactly
+            np.multiply(a, twoforce, f)
+            np.subtract(f, force, f)
+        else:  # a zero (-0.0 for action 0) or non-finite force: as step has it
+            f = np.where(a, env.force, -env.force)
+        if noise > 0:
+            f = f * (1.0 + noise * gen.standard_normal(E))
+        th, thd = phi[:, 2], phi[:, 3]
+        np.cos(th, c)
+        np.sin(th, sn)
+        np.multiply(pml, thd, b1)  # temp = (f + pml thd thd s) / total
+        np.multiply(b1, thd, b1)
+        np.multiply(b1, sn, b1)
+        np.add(f, b1, b1)
+        np.divide(b1, total, temp)
+        np.multiply(grav, sn, b2)  # thacc = (g s - c temp) / (hl (4/3 - mp c c / total))
+        np.multiply(c, temp, b1)
+        np.subtract(b2, b1, b2)
+        np.multiply(mpole, c, b3)
+        np.multiply(b3, c, b3)
+        np.divide(b3, total, b3)
+        np.subtract(fourthirds, b3, b3)
+        np.multiply(hl, b3, b3)
+        np.divide(b2, b3, thacc)
+        np.multiply(pml, thacc, b1)  # xacc = temp - pml thacc c / total
+        np.multiply(b1, c, b1)
+        np.divide(b1, total, b1)
+        np.subtract(temp, b1, xacc)
+        rate_even[...] = phi[:, 1::2]
+        np.multiply(tau4, rate, rate)
+        new = FT[t + 1, :, :4]
+        np.add(phi[:, :4], rate, new)
+        np.abs(new[:, ::2], dist)
+        np.greater(dist, lim2, far)
+        np.logical_or(far_x, far_th, done)
+        np.greater(M[t], done, M[t + 1])  # alive and not done
+    FT[t_end:] = 0.0
+    M[t_end:] = False
+    mask = np.ascontiguousarray(M[:T].T)
+    return Trajectories(np.ascontiguousarray(FT[:T].transpose(1, 0, 2)),
+                        np.ascontiguousarray(acts.T), mask.astype(np.float64), mask)
 
 
 class ReinforceResult:
