@@ -287,3 +287,12 @@ def check_callable(name, fn, required=True):
     if not callable(fn):
         raise TypeError(f"{name} must be a vectorised Python callable, got {type(fn).__name__}")
     return fn
+
+
+def values_and_grads(f, grad_f, x, rd, chunk, mag):
+    """f's values and grad_f's gradients at the round's points x, checked
+    (shape, finiteness), seen by the magnitude guard and scattered to the
+    round's blocks: (fv, G), for the reparameterised estimators' jobs."""
+    fv = rd.scatter(mag.see(call_values(f, x, rd, chunk)))
+    G = rd.scatter(mag.see(call_grad(grad_f, x, rd, chunk), "grad_f"))
+    return fv, G

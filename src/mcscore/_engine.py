@@ -21,7 +21,7 @@ from ._algebra import (  # noqa: F401 - the engine's API
     estimate, finish_batched, finish_joint, finish_score, gradient_estimate, rare_floor,
 )
 from ._callables import (  # noqa: F401 - the engine's API
-    CALLBACK_SIGNATURES, call_grad, call_values, check_callable, lower_f,
+    CALLBACK_SIGNATURES, call_grad, call_values, check_callable, lower_f, values_and_grads,
 )
 from ._rounds import (  # noqa: F401 - the engine's API
     DEFAULT_STREAMS, BatchedScoreJob, Job, JointF, JointGrad, JointScoreJob, Plan, ScoreJob,

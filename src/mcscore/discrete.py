@@ -160,9 +160,7 @@ class RelaxedJob(_DiscreteJob):
 
     def evaluate(self, rd: Any, buf: Any, chunk: Any, mag: Any) -> Any:
         x = self.points(rd, buf, 1 if self.straight_through else 0)
-        fv = rd.scatter(mag.see(E.call_values(self.f, x, rd, chunk)))
-        G = rd.scatter(mag.see(E.call_grad(self.grad_f, x, rd, chunk), "grad_f"))
-        return (fv, G), ()
+        return E.values_and_grads(self.f, self.grad_f, x, rd, chunk, mag), ()
 
     def accumulate(self, rd: Any, buf: Any, values: Any, threads: Any, stats: Any,
                    shifts: Any) -> None:

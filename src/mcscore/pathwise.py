@@ -169,9 +169,7 @@ class PathwiseJob(E.Job):
                 f"concentrations as small as {smallest:.3g}: the draw is 0/0 and its "
                 "reparameterisation gradient undefined; use larger concentrations or a "
                 "score-function estimator")
-        fv = rd.scatter(mag.see(E.call_values(self.f, x, rd, chunk)))
-        G = rd.scatter(mag.see(E.call_grad(self.grad_f, x, rd, chunk), "grad_f"))
-        return (fv, G), ()
+        return E.values_and_grads(self.f, self.grad_f, x, rd, chunk, mag), ()
 
     def accumulate(self, rd: Any, buf: Any, values: Any, threads: Any, stats: Any,
                    shifts: Any) -> None:
