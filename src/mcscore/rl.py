@@ -80,8 +80,10 @@ from __future__ import annotations
 
 import inspect
 import math
+from typing import Any, Callable, Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
 from . import _docs, _kernels
@@ -101,7 +103,7 @@ __all__ = ["returns_to_go", "SoftmaxPolicy", "GaussianPolicy", "TorchPolicy", "p
 # returns
 # ---------------------------------------------------------------------------
 
-def returns_to_go(rewards, gamma=1.0, mask=None):
+def returns_to_go(rewards: ArrayLike, gamma: float = 1.0, mask: ArrayLike | None = None) -> NDArray[np.float64]:
     """Discounted returns-to-go G_t = sum_{k >= t} gamma^(k-t) r_k.
 
     Parameters
@@ -145,7 +147,7 @@ def returns_to_go(rewards, gamma=1.0, mask=None):
     T = r.shape[-1]
     # the returns of the steps after the last non-zero reward are 0 (the
     # padding after every episode ended): the recursion starts there
-    nz = np.flatnonzero(r.reshape(-1, T).any(0)) if r.size else ()
+    nz: Any = np.flatnonzero(r.reshape(-1, T).any(0)) if r.size else ()
     last = int(nz[-1]) + 1 if len(nz) else 0
     with np.errstate(over="ignore"):
         if gamma == 1.0 and r.dtype == np.float64:
@@ -163,7 +165,7 @@ def returns_to_go(rewards, gamma=1.0, mask=None):
     return out
 
 
-def _mask(mask, name="mask"):
+def _mask(mask: Any, name: str = "mask") -> NDArray[np.bool_]:
     """A boolean mask: booleans, or integers 0/1."""
     V.reject_masked(name, mask)
     m = np.asarray(mask)
@@ -179,7 +181,7 @@ def _mask(mask, name="mask"):
 # policies
 # ---------------------------------------------------------------------------
 
-def _features(phi, n_features):
+def _features(phi: Any, n_features: Any) -> Any:
     phi = V.as_real_array("features", phi)
     if phi.ndim < 1 or phi.shape[-1] != n_features:
         raise ValueError(f"features must have a last axis of {n_features}, got shape {phi.shape}")
@@ -217,7 +219,7 @@ class SoftmaxPolicy:
         Counts out of range, or ``theta`` of the wrong shape or not finite.
     """
 
-    def __init__(self, n_features, n_actions, theta=None):
+    def __init__(self, n_features: int, n_actions: int, theta: ArrayLike | None = None) -> None:
         self.n_features = V.integer("n_features", n_features, minimum=1)
         self.n_actions = V.integer("n_actions", n_actions, minimum=2)
         shape = (self.n_features, self.n_actions)
@@ -226,7 +228,7 @@ class SoftmaxPolicy:
             raise ValueError(f"theta must have shape {shape}, got {theta.shape}")
         self.params = {"theta": V.check("theta", theta, "real").copy()}
 
-    def with_params(self, params):
+    def with_params(self, params: Mapping[str, ArrayLike]) -> SoftmaxPolicy:
         """A copy with new parameters.
 
         Parameters
@@ -255,7 +257,7 @@ class SoftmaxPolicy:
         """
         return SoftmaxPolicy(self.n_features, self.n_actions, params["theta"])
 
-    def distribution(self, features):
+    def distribution(self, features: ArrayLike) -> Categorical:
         """The action distribution: an mcscore Categorical with batch shape
         features.shape[:-1].
 
@@ -279,7 +281,7 @@ class SoftmaxPolicy:
         phi = _features(features, self.n_features)
         return Categorical(logits=phi @ self.params["theta"])
 
-    def sample(self, features, rng=None):
+    def sample(self, features: ArrayLike, rng: np.random.Generator | int | None = None) -> NDArray[Any]:
         """Actions, shape features.shape[:-1]: the draws of
         ``self.distribution(features).sample(1, rng)[0]``, bit for bit (one
         uniform per state, in order, through the same alias tables), by
@@ -310,7 +312,7 @@ class SoftmaxPolicy:
                     z.shape[:-1])
         return _alias_draw(_softmax_probs(z), V.as_generator(rng))
 
-    def score(self, features, actions):
+    def score(self, features: ArrayLike, actions: ArrayLike) -> dict[str, NDArray[np.float64]]:
         """Per-step scores ``{"theta": (*batch, n_features, n_actions)}``: the
         Categorical score w.r.t. the logits (one-hot action minus the
         probabilities, as the core's ``Categorical.score``), times the
@@ -358,7 +360,7 @@ class SoftmaxPolicy:
             np.multiply(phi, s[..., k:k + 1], out=out[..., k])
         return {"theta": out}
 
-    def entropy(self, features):
+    def entropy(self, features: ArrayLike) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
         """(H, dH): the entropy of the action distribution at each state,
         shape features.shape[:-1], and its gradient ``{"theta": (*batch,
         n_features, n_actions)}`` (dH/dlogit_k = -p_k (log p_k + H)).
@@ -383,14 +385,14 @@ class SoftmaxPolicy:
         return H, {"theta": phi[..., :, None] * dz[..., None, :]}
 
 
-def _normal_draw(d, gen):
+def _normal_draw(d: Any, gen: Any) -> Any:
     """One draw of the Normal d, as its kernel draws it: a standard normal z
     per unit of the batch, in order, and loc + scale * z (the kernels build
     with -ffp-contract=off: no fused multiply-add)."""
     return d.loc + d.scale * gen.standard_normal(d.batch_shape)
 
 
-def _softmax_probs(z):
+def _softmax_probs(z: Any) -> Any:
     """``Categorical(logits=z).probs`` (its checks and numbers): the softmax
     of z over the last axis, by SciPy's arithmetic (shift by the maximum,
     exp, divide by the sum), for two actions in NumPy column by column
@@ -404,7 +406,7 @@ def _softmax_probs(z):
     return e / (e[..., 0] + e[..., 1])[..., None]
 
 
-def _alias_draw(probs, gen):
+def _alias_draw(probs: Any, gen: Any) -> Any:
     """One draw of each Categorical of probabilities ``probs`` (*batch, K)
     (normalised rows), as the core's kernel draws it: per row, in C order,
     one uniform u of the generator, k = floor(u K), kept when u K - k is
@@ -421,7 +423,7 @@ def _alias_draw(probs, gen):
     return out.reshape(probs.shape[:-1])
 
 
-def _two_action_draw(z, gen, buf=None):
+def _two_action_draw(z: Any, gen: Any, buf: Any = None) -> Any:
     """_alias_draw(_softmax_probs(z), gen) for logits z (E, 2), fused.
 
     With d = z1 - z0, the smaller probability is ps = e / (1 + e), e =
@@ -451,7 +453,7 @@ def _two_action_draw(z, gen, buf=None):
     return a2.astype(np.int64) if buf is None else a2
 
 
-def _draw_buffers(n):
+def _draw_buffers(n: Any) -> Any:
     """Work arrays of _two_action_draw for n rows."""
     b = {k: np.empty(n) for k in ("d", "ps", "s", "u", "w")}
     b.update({k: np.empty(n, dtype=bool) for k in ("gt", "a", "a2", "a3")})
@@ -491,7 +493,8 @@ class GaussianPolicy:
     ((4, 2), (4, 3, 2))
     """
 
-    def __init__(self, n_features, n_actions=1, w=None, log_std=None):
+    def __init__(self, n_features: int, n_actions: int = 1, w: ArrayLike | None = None,
+                 log_std: ArrayLike | None = None) -> None:
         self.n_features = V.integer("n_features", n_features, minimum=1)
         self.n_actions = V.integer("n_actions", n_actions, minimum=1)
         shape = (self.n_features, self.n_actions)
@@ -510,7 +513,7 @@ class GaussianPolicy:
         self.params = {"w": V.check("w", w, "real").copy(),
                        "log_std": V.check("log_std", ls, "real").copy()}
 
-    def with_params(self, params):
+    def with_params(self, params: Mapping[str, ArrayLike]) -> GaussianPolicy:
         """A new policy with the given parameters.
 
         Parameters
@@ -538,7 +541,7 @@ class GaussianPolicy:
         """
         return GaussianPolicy(self.n_features, self.n_actions, params["w"], params["log_std"])
 
-    def distribution(self, features):
+    def distribution(self, features: ArrayLike) -> Normal:
         """An mcscore Normal with batch shape features.shape[:-1] + (n_actions,).
 
         Parameters
@@ -563,7 +566,7 @@ class GaussianPolicy:
         mean = phi @ self.params["w"]
         return Normal(mean, np.broadcast_to(np.exp(self.params["log_std"]), mean.shape))
 
-    def sample(self, features, rng=None):
+    def sample(self, features: ArrayLike, rng: np.random.Generator | int | None = None) -> NDArray[Any]:
         """Actions, shape features.shape[:-1] + (n_actions,): the draws of
         ``self.distribution(features).sample(1, rng)[0]``, bit for bit (a
         standard normal z per state and action, in order, and mean + std *
@@ -588,7 +591,7 @@ class GaussianPolicy:
         """
         return _normal_draw(self.distribution(features), V.as_generator(rng))
 
-    def score(self, features, actions):
+    def score(self, features: ArrayLike, actions: ArrayLike) -> dict[str, NDArray[np.float64]]:
         """Per-step scores ``{"w": (*batch, n_features, n_actions),
         "log_std": (*batch, n_actions)}`` from the core's Normal score.
 
@@ -626,7 +629,7 @@ class GaussianPolicy:
         return {"w": phi[..., :, None] * s_loc[..., None, :],
                 "log_std": s_scale * np.exp(self.params["log_std"])}
 
-    def entropy(self, features):
+    def entropy(self, features: ArrayLike) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
         """(H, dH): the entropy sum_k (log_std_k + log(2 pi e) / 2) at each
         state, and its gradient (w: 0, log_std: 1).
 
@@ -656,7 +659,7 @@ class GaussianPolicy:
 # value functions and advantages
 # ---------------------------------------------------------------------------
 
-def _value_design(features, mask):
+def _value_design(features: Any, mask: Any) -> Any:
     """The regressors of the linear value function: the step features, their
     squares, a constant, and powers of the fraction of the horizon left."""
     E, T = mask.shape
@@ -667,7 +670,8 @@ def _value_design(features, mask):
                           axis=2)
 
 
-def value_baseline(features, returns, mask=None, *, ridge=1e-10, history=None):
+def value_baseline(features: ArrayLike, returns: ArrayLike, mask: ArrayLike | None = None, *,
+                   ridge: float = 1e-10, history: LinearValue | None = None) -> NDArray[np.float64]:
     """Per-state baselines b_{i,t} = V_{-i}(s_{i,t}, t) from a linear value
     function fitted by least squares on the *other* episodes.
 
@@ -772,11 +776,11 @@ class LinearValue:
     [[1.5, 0.0], [0.0, 1.5]]
     """
 
-    def __init__(self, decay=0.8):
+    def __init__(self, decay: float = 0.8) -> None:
         self.decay = V.scalar("decay", decay, "unit_interval")
         self.A = self.c = None
 
-    def sums(self, P):
+    def sums(self, P: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """The accumulated normal equations ``(A, c)`` for P regressors (zeros
         when none, or when the number of regressors changed).
 
@@ -806,7 +810,7 @@ class LinearValue:
             return np.zeros((P, P)), np.zeros(P)
         return self.A, self.c
 
-    def update(self, A, c):
+    def update(self, A: NDArray[np.float64], c: NDArray[np.float64]) -> None:
         """Fold one batch's normal equations in (the earlier ones weighted by
         ``decay``).
 
@@ -843,7 +847,8 @@ class LinearValue:
 
 
 
-def gae(rewards, values, mask=None, *, gamma=1.0, lam=0.95):
+def gae(rewards: ArrayLike, values: ArrayLike, mask: ArrayLike | None = None, *, gamma: float = 1.0,
+        lam: float = 0.95) -> NDArray[np.float64]:
     """Generalised advantage estimates (Schulman et al. 2016):
 
         delta_t = r_t + gamma V_{t+1} - V_t,   A_t = sum_k (gamma lam)^k delta_{t+k},
@@ -904,11 +909,11 @@ def gae(rewards, values, mask=None, *, gamma=1.0, lam=0.95):
 # the estimator
 # ---------------------------------------------------------------------------
 
-def _is_array_baseline(baseline):
+def _is_array_baseline(baseline: Any) -> bool:
     return isinstance(baseline, (np.ndarray, list, tuple))
 
 
-def _per_step_baseline(baseline, G, mask, features):
+def _per_step_baseline(baseline: Any, G: Any, mask: Any, features: Any) -> Any:
     """The (E, T) baselines b of returns-to-go G: None, a number, "loo",
     "value" or an array of per-step baselines ((E, T) or (T,))."""
     E, T = G.shape
@@ -935,7 +940,7 @@ def _per_step_baseline(baseline, G, mask, features):
     return np.full_like(Gm, baseline)
 
 
-def _check_scores(scores, E, what="scores"):
+def _check_scores(scores: Any, E: Any, what: str = "scores") -> Any:
     if not isinstance(scores, dict):
         raise TypeError(f"{what} must be a dict {{parameter name: array (E, T, ...)}}, got "
                         f"{type(scores).__name__}")
@@ -955,13 +960,15 @@ def _check_scores(scores, E, what="scores"):
     return S, T
 
 
-def _flat(S, mask, E, T):
+def _flat(S: Any, mask: Any, E: Any, T: Any) -> Any:
     parts = [(S[k] * mask.reshape(E, T, *([1] * (S[k].ndim - 2)))).reshape(E, T, -1) for k in S]
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)  # (E, T, P)
 
 
 @np.errstate(over="ignore", invalid="ignore")  # an overflow is reported below, clearly
-def policy_gradient(scores, returns, *, mask=None, baseline="loo", features=None, bonus=None) -> GradientEstimate:
+def policy_gradient(scores: Mapping[str, ArrayLike], returns: ArrayLike, *, mask: ArrayLike | None = None,
+                    baseline: Any = "loo", features: ArrayLike | None = None,
+                    bonus: Mapping[str, ArrayLike] | None = None) -> GradientEstimate:
     """REINFORCE estimate of grad E[return] and its standard error.
 
     Parameters
@@ -1063,7 +1070,7 @@ def policy_gradient(scores, returns, *, mask=None, baseline="loo", features=None
     return _estimate(y, {k: S[k].shape[2:] for k in names}, value_per_episode, baseline, T)
 
 
-def _estimate(y, shapes, value_per_episode, baseline, T):
+def _estimate(y: Any, shapes: Any, value_per_episode: Any, baseline: Any, T: Any) -> Any:
     """The GradientEstimate from the per-episode terms y (E, P)."""
     E = y.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):
@@ -1091,7 +1098,7 @@ def _estimate(y, shapes, value_per_episode, baseline, T):
 # a PyTorch policy
 # ---------------------------------------------------------------------------
 
-def _import_torch():
+def _import_torch() -> Any:
     try:
         import torch
         import torch.func  # noqa: F401
@@ -1154,7 +1161,8 @@ class TorchPolicy:
     (3, 2, 5)
     """
 
-    def __init__(self, module, kind="categorical", *, n_actions=None, log_std=0.0, chunk=4096):
+    def __init__(self, module: Any, kind: str = "categorical", *, n_actions: int | None = None,
+                 log_std: float | ArrayLike = 0.0, chunk: int = 4096) -> None:
         torch = _import_torch()
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
@@ -1170,7 +1178,7 @@ class TorchPolicy:
         if n_actions is not None:
             n_actions = V.integer("n_actions", n_actions, minimum=1)
         if kind == "gaussian":
-            self.n_actions = 1 if n_actions is None else n_actions
+            self.n_actions: int | None = 1 if n_actions is None else n_actions
             ls = np.broadcast_to(V.check("log_std", V.as_real_array("log_std", log_std), "real"),
                                  (self.n_actions,))
             self.log_std = torch.tensor(ls, dtype=self.dtype)
@@ -1178,10 +1186,10 @@ class TorchPolicy:
             self.n_actions = n_actions
             self.log_std = None
 
-    def _tensor(self, a):
+    def _tensor(self, a: Any) -> Any:
         return self._torch.as_tensor(np.require(a, requirements=["C", "W"]), dtype=self.dtype)
 
-    def _outputs(self, features):
+    def _outputs(self, features: Any) -> Any:
         phi = V.check("features", V.as_real_array("features", features), "real")
         with self._torch.no_grad():
             out = self.module(self._tensor(phi.reshape(-1, phi.shape[-1])))
@@ -1191,14 +1199,14 @@ class TorchPolicy:
         return phi, out.double().numpy().reshape(phi.shape[:-1] + (-1,))
 
     @property
-    def params(self):
+    def params(self) -> dict[str, NDArray[np.float64]]:
         out = {k: p.detach().cpu().double().numpy().copy()
                for k, p in self.module.named_parameters()}
         if self.log_std is not None:
             out["log_std"] = self.log_std.double().numpy().copy()
         return out
 
-    def with_params(self, params):
+    def with_params(self, params: Mapping[str, ArrayLike]) -> TorchPolicy:
         """Write new parameter values into the module in place (no grad).
 
         Parameters
@@ -1239,7 +1247,7 @@ class TorchPolicy:
                     np.asarray(params["log_std"], dtype=float), dtype=self.dtype).clone()
         return self
 
-    def distribution(self, features):
+    def distribution(self, features: ArrayLike) -> Categorical | Normal:
         """The action distribution at each state (an mcscore Categorical or
         Normal with batch shape features.shape[:-1]).
 
@@ -1276,7 +1284,7 @@ class TorchPolicy:
         std = np.exp(self.log_std.double().numpy())
         return Normal(out, np.broadcast_to(std, out.shape))
 
-    def sample(self, features, rng=None):
+    def sample(self, features: ArrayLike, rng: np.random.Generator | int | None = None) -> NDArray[Any]:
         """The draws of ``self.distribution(features).sample(1, rng)[0]``,
         bit for bit, without building the distribution's kernel.
 
@@ -1301,7 +1309,7 @@ class TorchPolicy:
         d, gen = self.distribution(features), V.as_generator(rng)
         return _alias_draw(d.probs, gen) if self.kind == "categorical" else _normal_draw(d, gen)
 
-    def _functional(self):
+    def _functional(self) -> Any:
         """(parameter dict, log pi(a | s) and entropy of a batch of rows as
         functions of it: phi (M, F), actions (M, K) one-hot or (M, K) real)."""
         torch = self._torch
@@ -1311,37 +1319,37 @@ class TorchPolicy:
         if self.log_std is not None:
             theta["log_std"] = self.log_std.detach()
 
-        def head(th, phi):
+        def head(th: Any, phi: Any) -> Any:
             return torch.func.functional_call(module, {k: th[k] for k in names}, (phi,))
 
         if self.kind == "categorical":
-            def logp(th, phi, onehot):
+            def logp(th: Any, phi: Any, onehot: Any, /) -> Any:
                 return (torch.log_softmax(head(th, phi), -1) * onehot).sum(-1)
 
-            def ent(th, phi):
+            def ent(th: Any, phi: Any) -> Any:
                 lp = torch.log_softmax(head(th, phi), -1)
                 return -(lp.exp() * lp).sum(-1)
         else:
             half_log_2pi = 0.5 * math.log(2 * math.pi)
 
-            def logp(th, phi, a):
+            def logp(th: Any, phi: Any, a: Any, /) -> Any:
                 ls = th["log_std"]
                 z = (a - head(th, phi)) / ls.exp()
                 return (-0.5 * z * z - ls - half_log_2pi).sum(-1)
 
-            def ent(th, phi):
+            def ent(th: Any, phi: Any) -> Any:
                 h = (th["log_std"] + 0.5 * math.log(2 * math.pi * math.e)).sum()
                 return h.expand(phi.shape[0])
         return theta, logp, ent
 
-    def _vmapped(self, fn, theta, batch, *tensors):
+    def _vmapped(self, fn: Any, theta: Any, batch: Any, *tensors: Any) -> Any:
         """torch.func.vmap of torch.func.grad of fn(theta, *rows) over the
         first axis of tensors, in chunks; NumPy float64 of shape batch + the
         parameter's shape."""
         torch = self._torch
         g = torch.func.vmap(torch.func.grad(fn), in_dims=(None,) + (0,) * len(tensors))
         M = tensors[0].shape[0]
-        parts = {k: [] for k in theta}
+        parts: dict[str, list[Any]] = {k: [] for k in theta}
         for lo in range(0, M, self.chunk):
             out = g(theta, *(t[lo:lo + self.chunk] for t in tensors))
             for k in theta:
@@ -1349,7 +1357,7 @@ class TorchPolicy:
         return {k: (np.concatenate(v) if v else np.zeros((0,) + tuple(theta[k].shape)))
                 .reshape(batch + tuple(theta[k].shape)) for k, v in parts.items()}
 
-    def _rows(self, features, actions):
+    def _rows(self, features: Any, actions: Any) -> Any:
         """Checked features and actions as tensors (M, F) and (M, K)."""
         phi = V.check("features", V.as_real_array("features", features), "real")
         batch = phi.shape[:-1]
@@ -1371,7 +1379,7 @@ class TorchPolicy:
                 -1, self.n_actions)
         return batch, self._tensor(flat), self._tensor(a)
 
-    def score(self, features, actions):
+    def score(self, features: ArrayLike, actions: ArrayLike) -> dict[str, NDArray[np.float64]]:
         """Per-step scores by torch autograd.
 
         Parameters
@@ -1401,7 +1409,7 @@ class TorchPolicy:
         return self._vmapped(lambda th, p, x: logp(th, p[None], x[None])[0], theta, batch,
                              phi, a)
 
-    def entropy(self, features):
+    def entropy(self, features: ArrayLike) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
         """The entropy at each state and its gradient.
 
         Parameters
@@ -1431,7 +1439,8 @@ class TorchPolicy:
         return h, self._vmapped(lambda th, p: ent(th, p[None])[0], theta, batch,
                                 self._tensor(phi.reshape(-1, phi.shape[-1])))
 
-    def episode_grads(self, features, actions, weights, entropy_weights=None):
+    def episode_grads(self, features: ArrayLike, actions: ArrayLike, weights: ArrayLike,
+                      entropy_weights: ArrayLike | None = None) -> dict[str, NDArray[np.float64]]:
         """Per episode, the gradient of the surrogate sum_t weights[e, t] log
         pi(a_t | s_t) (+ entropy_weights[e, t] H(pi(. | s_t))): one
         vectorised autograd pass over the episodes instead of a score per
@@ -1474,7 +1483,7 @@ class TorchPolicy:
                           else np.asarray(entropy_weights, dtype=float).reshape(E, T))
         theta, logp, ent = self._functional()
 
-        def surrogate(th, p, x, we, ewe):
+        def surrogate(th: Any, p: Any, x: Any, we: Any, ewe: Any) -> Any:
             out = (we * logp(th, p, x)).sum()
             return out + (ewe * ent(th, p)).sum() if entropy_weights is not None else out
 
@@ -1482,7 +1491,7 @@ class TorchPolicy:
                              a.reshape(E, T, -1), w, ew)
 
 
-def _entropy_of(d):
+def _entropy_of(d: Any) -> Any:
     """Entropy of an mcscore Categorical or Normal, per batch element."""
     if isinstance(d, Categorical):
         lp = d.logits - np.logaddexp.reduce(d.logits, axis=-1, keepdims=True)
@@ -1494,7 +1503,7 @@ def _entropy_of(d):
 # an environment, roll-outs and training
 # ---------------------------------------------------------------------------
 
-def _state_and_one(states):
+def _state_and_one(states: Any) -> Any:
     """Policy features of the built-in environments: the state and a constant 1.
 
     Parameters
@@ -1561,14 +1570,14 @@ class CartPole:
     n_actions = 2
     n_features = 5  # the state and a constant
 
-    def __init__(self, max_steps=200, force_noise=0.0):
+    def __init__(self, max_steps: int = 200, force_noise: float = 0.0) -> None:
         self.max_steps = V.integer("max_steps", max_steps, minimum=1)
         self.force_noise = V.scalar("force_noise", force_noise, "nonnegative")
         self.gravity, self.m_cart, self.m_pole, self.half_len = 9.8, 1.0, 0.1, 0.5
         self.force, self.tau = 10.0, 0.02
         self.x_limit, self.theta_limit = 2.4, 12 * 2 * math.pi / 360
 
-    def reset(self, n, rng=None):
+    def reset(self, n: int, rng: np.random.Generator | int | None = None) -> NDArray[Any]:
         """Initial states of n episodes, shape (n, 4), uniform in [-0.05, 0.05]^4.
 
         %(env_reset)s
@@ -1583,7 +1592,8 @@ class CartPole:
 
     features = staticmethod(_state_and_one)
 
-    def step(self, states, actions, rng=None):
+    def step(self, states: NDArray[Any], actions: ArrayLike, rng: np.random.Generator | int | None = None
+             ) -> tuple[NDArray[Any], NDArray[np.float64], NDArray[Any]]:
         """(next states, rewards, done) for a batch; ``rng`` draws the force
         noise (needed only when ``force_noise`` > 0).
 
@@ -1678,14 +1688,15 @@ class Reach1D:
 
     n_features = 2
 
-    def __init__(self, max_steps=20, dt=0.2, action_cost=0.01, max_action=5.0, noise=0.0):
+    def __init__(self, max_steps: int = 20, dt: float = 0.2, action_cost: float = 0.01,
+                 max_action: float = 5.0, noise: float = 0.0) -> None:
         self.max_steps = V.integer("max_steps", max_steps, minimum=1)
         self.dt = V.scalar("dt", dt, "positive")
         self.action_cost = V.scalar("action_cost", action_cost, "nonnegative")
         self.max_action = V.scalar("max_action", max_action, "positive")
         self.noise = V.scalar("noise", noise, "nonnegative")
 
-    def reset(self, n, rng=None):
+    def reset(self, n: int, rng: np.random.Generator | int | None = None) -> NDArray[Any]:
         """Initial positions of n episodes, shape (n, 1).
 
         %(env_reset)s
@@ -1701,7 +1712,8 @@ class Reach1D:
 
     features = staticmethod(_state_and_one)
 
-    def step(self, states, actions, rng=None):
+    def step(self, states: NDArray[Any], actions: ArrayLike, rng: np.random.Generator | int | None = None
+             ) -> tuple[NDArray[Any], NDArray[np.float64], NDArray[Any]]:
         """Advance a batch of states by one step.
 
         Parameters
@@ -1791,7 +1803,8 @@ class GymEnv:
     ((4, 3), [3, 3, 3, 3])
     """
 
-    def __init__(self, make, *, max_steps=None, features=None):
+    def __init__(self, make: Callable[[], Any], *, max_steps: int | None = None,
+                 features: Callable[[Any], ArrayLike] | None = None) -> None:
         if isinstance(make, str):
             try:
                 import gymnasium
@@ -1825,7 +1838,7 @@ class GymEnv:
         self._envs = [probe]
         self._done = np.zeros(0, dtype=bool)
 
-    def features(self, states):
+    def features(self, states: ArrayLike) -> NDArray[np.float64]:
         """The policy features of a batch of observations.
 
         Parameters
@@ -1854,7 +1867,7 @@ class GymEnv:
             return np.asarray(self._features(s), dtype=float)
         return _state_and_one(s.reshape(len(s), -1))
 
-    def reset(self, n, rng=None):
+    def reset(self, n: int, rng: np.random.Generator | int | None = None) -> NDArray[Any]:
         """Reset n copies of the environment, each seeded from ``rng``.
 
         Parameters
@@ -1887,7 +1900,7 @@ class GymEnv:
         self._done = np.zeros(n, dtype=bool)
         return np.stack([self._observation(o) for o in obs])
 
-    def _observation(self, obs):
+    def _observation(self, obs: Any) -> Any:
         """An observation as floats, checked: the shape of the first one, finite."""
         o = np.asarray(obs, dtype=float)
         return V.shaped_finite(
@@ -1896,7 +1909,8 @@ class GymEnv:
             f"had shape {self.obs_shape}",
             f"GymEnv: the environment returned a non-finite observation {o}")
 
-    def step(self, states, actions, rng=None):
+    def step(self, states: NDArray[Any], actions: ArrayLike, rng: np.random.Generator | int | None = None
+             ) -> tuple[NDArray[Any], NDArray[np.float64], NDArray[Any]]:
         """Step every copy whose episode still runs.
 
         Parameters
@@ -1946,7 +1960,7 @@ class GymEnv:
         return new, rewards, self._done.copy()
 
 
-def _step_takes_rng(env):
+def _step_takes_rng(env: Any) -> bool:
     """Whether env.step accepts the roll-out's Generator (a parameter named
     rng, or a third positional parameter)."""
     try:
@@ -1986,19 +2000,20 @@ class Trajectories:
     ([3, 3], (2,))
     """
 
-    def __init__(self, features, actions, rewards, mask):
+    def __init__(self, features: NDArray[np.float64], actions: NDArray[Any], rewards: NDArray[np.float64],
+                 mask: NDArray[np.bool_]) -> None:
         self.features, self.actions, self.rewards, self.mask = features, actions, rewards, mask
         self.lengths = mask.sum(1)
 
     @property
-    def total_returns(self):
+    def total_returns(self) -> NDArray[np.float64]:
         return np.where(self.mask, self.rewards, 0.0).sum(1)
 
 
 _POLICY_PROTOCOL = ("sample", "score", "params", "with_params")
 
 
-def _check_policy(policy):
+def _check_policy(policy: Any) -> None:
     if isinstance(policy, type) or not all(hasattr(policy, a) for a in _POLICY_PROTOCOL):
         raise TypeError(f"policy must provide the policy protocol ({', '.join(_POLICY_PROTOCOL)}"
                         f"; e.g. SoftmaxPolicy, GaussianPolicy, TorchPolicy), got "
@@ -2006,14 +2021,14 @@ def _check_policy(policy):
     return policy
 
 
-def _check_env(env):
+def _check_env(env: Any) -> None:
     for name in ("max_steps", "n_features", "reset", "features", "step"):
         if isinstance(env, type) or not hasattr(env, name):
             raise TypeError(f"env must be an environment instance (CartPole(), Reach1D(), "
                             f"GymEnv(...), or an object with {name}), got {env!r}")
 
 
-def rollout(env, policy, n_episodes, rng=None):
+def rollout(env: Any, policy: Any, n_episodes: int, rng: np.random.Generator | int | None = None) -> Trajectories:
     """Run ``n_episodes`` episodes of ``env`` with ``policy`` in lock-step
     (one vectorised policy call per time step).  ``env.step`` receives the
     same Generator when it takes an ``rng``.  Actions are stored as the
@@ -2097,7 +2112,7 @@ def rollout(env, policy, n_episodes, rng=None):
     return Trajectories(feats, acts, np.where(mask, rews, 0.0), mask)
 
 
-def _cartpole_softmax_rollout(env, theta, E, gen):
+def _cartpole_softmax_rollout(env: Any, theta: Any, E: Any, gen: Any) -> Any:
     """rollout(env, SoftmaxPolicy(5, 2, theta), E, gen) for a CartPole env:
     the same draws, states, actions and padding, bit for bit (CartPole.step
     and SoftmaxPolicy.sample's arithmetic, operation by operation), with
@@ -2210,19 +2225,19 @@ class ReinforceResult:
     ('ReinforceResult', (3,))
     """
 
-    def __init__(self, policy, returns, returns_stderr, grad_norm):
+    def __init__(self, policy: Any, returns: NDArray[np.float64], returns_stderr: NDArray[np.float64], grad_norm: NDArray[np.float64]) -> None:
         self.policy = policy
         self.returns = returns
         self.returns_stderr = returns_stderr
         self.grad_norm = grad_norm
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         k = max(1, len(self.returns) // 10)
         return (f"ReinforceResult(iterations={len(self.returns)}, first {k}: "
                 f"{self.returns[:k].mean():.4g}, last {k}: {self.returns[-k:].mean():.4g})")
 
 
-def _reinforce_baseline(baseline):
+def _reinforce_baseline(baseline: Any) -> Any:
     if isinstance(baseline, str) and baseline == "value":
         return baseline
     baseline = check_baseline(baseline)
@@ -2232,7 +2247,8 @@ def _reinforce_baseline(baseline):
     return baseline
 
 
-def _iteration_gradient(policy, tr, G, gamma, baseline, gae_lambda, entropy_coef, history):
+def _iteration_gradient(policy: Any, tr: Any, G: Any, gamma: Any, baseline: Any, gae_lambda: Any,
+                        entropy_coef: Any, history: Any) -> Any:
     """One iteration's policy gradient: baselined returns-to-go (or GAE
     advantages), the entropy bonus, and the policy's ``episode_grads`` when
     it has one (one autograd pass), else its per-step scores."""
@@ -2262,8 +2278,9 @@ def _iteration_gradient(policy, tr, G, gamma, baseline, gae_lambda, entropy_coef
                      np.where(mask, G, 0.0)[:, 0], baseline, T)
 
 
-def reinforce(env, policy, *, iterations=100, episodes=20, lr=0.05, gamma=1.0, baseline="loo",
-              gae_lambda=None, entropy_coef=0.0, rng=None, progress=False) -> ReinforceResult:
+def reinforce(env: Any, policy: Any, *, iterations: int = 100, episodes: int = 20, lr: Any = 0.05,
+              gamma: float = 1.0, baseline: Any = "loo", gae_lambda: float | None = None,
+              entropy_coef: float = 0.0, rng: np.random.Generator | int | None = None, progress: bool = False) -> ReinforceResult:
     """Train ``policy`` on ``env`` with REINFORCE and Adam.
 
     Each iteration rolls out ``episodes`` episodes, forms the returns-to-go
