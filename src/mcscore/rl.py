@@ -103,7 +103,8 @@ __all__ = ["returns_to_go", "SoftmaxPolicy", "GaussianPolicy", "TorchPolicy", "p
 # returns
 # ---------------------------------------------------------------------------
 
-def returns_to_go(rewards: ArrayLike, gamma: float = 1.0, mask: ArrayLike | None = None) -> NDArray[np.float64]:
+def returns_to_go(rewards: ArrayLike, gamma: float = 1.0,
+                  mask: ArrayLike | None = None) -> NDArray[np.float64]:
     """Discounted returns-to-go G_t = sum_{k >= t} gamma^(k-t) r_k.
 
     Parameters
@@ -281,7 +282,8 @@ class SoftmaxPolicy:
         phi = _features(features, self.n_features)
         return Categorical(logits=phi @ self.params["theta"])
 
-    def sample(self, features: ArrayLike, rng: np.random.Generator | int | None = None) -> NDArray[Any]:
+    def sample(self, features: ArrayLike,
+               rng: np.random.Generator | int | None = None) -> NDArray[Any]:
         """Actions, shape features.shape[:-1]: the draws of
         ``self.distribution(features).sample(1, rng)[0]``, bit for bit (one
         uniform per state, in order, through the same alias tables), by
@@ -360,7 +362,8 @@ class SoftmaxPolicy:
             np.multiply(phi, s[..., k:k + 1], out=out[..., k])
         return {"theta": out}
 
-    def entropy(self, features: ArrayLike) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
+    def entropy(self, features: ArrayLike
+                ) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
         """(H, dH): the entropy of the action distribution at each state,
         shape features.shape[:-1], and its gradient ``{"theta": (*batch,
         n_features, n_actions)}`` (dH/dlogit_k = -p_k (log p_k + H)).
@@ -566,7 +569,8 @@ class GaussianPolicy:
         mean = phi @ self.params["w"]
         return Normal(mean, np.broadcast_to(np.exp(self.params["log_std"]), mean.shape))
 
-    def sample(self, features: ArrayLike, rng: np.random.Generator | int | None = None) -> NDArray[Any]:
+    def sample(self, features: ArrayLike,
+               rng: np.random.Generator | int | None = None) -> NDArray[Any]:
         """Actions, shape features.shape[:-1] + (n_actions,): the draws of
         ``self.distribution(features).sample(1, rng)[0]``, bit for bit (a
         standard normal z per state and action, in order, and mean + std *
@@ -629,7 +633,8 @@ class GaussianPolicy:
         return {"w": phi[..., :, None] * s_loc[..., None, :],
                 "log_std": s_scale * np.exp(self.params["log_std"])}
 
-    def entropy(self, features: ArrayLike) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
+    def entropy(self, features: ArrayLike
+                ) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
         """(H, dH): the entropy sum_k (log_std_k + log(2 pi e) / 2) at each
         state, and its gradient (w: 0, log_std: 1).
 
@@ -671,7 +676,8 @@ def _value_design(features: Any, mask: Any) -> Any:
 
 
 def value_baseline(features: ArrayLike, returns: ArrayLike, mask: ArrayLike | None = None, *,
-                   ridge: float = 1e-10, history: LinearValue | None = None) -> NDArray[np.float64]:
+                   ridge: float = 1e-10,
+                   history: LinearValue | None = None) -> NDArray[np.float64]:
     """Per-state baselines b_{i,t} = V_{-i}(s_{i,t}, t) from a linear value
     function fitted by least squares on the *other* episodes.
 
@@ -847,8 +853,8 @@ class LinearValue:
 
 
 
-def gae(rewards: ArrayLike, values: ArrayLike, mask: ArrayLike | None = None, *, gamma: float = 1.0,
-        lam: float = 0.95) -> NDArray[np.float64]:
+def gae(rewards: ArrayLike, values: ArrayLike, mask: ArrayLike | None = None, *,
+        gamma: float = 1.0, lam: float = 0.95) -> NDArray[np.float64]:
     """Generalised advantage estimates (Schulman et al. 2016):
 
         delta_t = r_t + gamma V_{t+1} - V_t,   A_t = sum_k (gamma lam)^k delta_{t+k},
@@ -966,8 +972,9 @@ def _flat(S: Any, mask: Any, E: Any, T: Any) -> Any:
 
 
 @np.errstate(over="ignore", invalid="ignore")  # an overflow is reported below, clearly
-def policy_gradient(scores: Mapping[str, ArrayLike], returns: ArrayLike, *, mask: ArrayLike | None = None,
-                    baseline: Any = "loo", features: ArrayLike | None = None,
+def policy_gradient(scores: Mapping[str, ArrayLike], returns: ArrayLike, *,
+                    mask: ArrayLike | None = None, baseline: Any = "loo",
+                    features: ArrayLike | None = None,
                     bonus: Mapping[str, ArrayLike] | None = None) -> GradientEstimate:
     """REINFORCE estimate of grad E[return] and its standard error.
 
@@ -1284,7 +1291,8 @@ class TorchPolicy:
         std = np.exp(self.log_std.double().numpy())
         return Normal(out, np.broadcast_to(std, out.shape))
 
-    def sample(self, features: ArrayLike, rng: np.random.Generator | int | None = None) -> NDArray[Any]:
+    def sample(self, features: ArrayLike,
+               rng: np.random.Generator | int | None = None) -> NDArray[Any]:
         """The draws of ``self.distribution(features).sample(1, rng)[0]``,
         bit for bit, without building the distribution's kernel.
 
@@ -1409,7 +1417,8 @@ class TorchPolicy:
         return self._vmapped(lambda th, p, x: logp(th, p[None], x[None])[0], theta, batch,
                              phi, a)
 
-    def entropy(self, features: ArrayLike) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
+    def entropy(self, features: ArrayLike
+                ) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
         """The entropy at each state and its gradient.
 
         Parameters
@@ -1592,7 +1601,8 @@ class CartPole:
 
     features = staticmethod(_state_and_one)
 
-    def step(self, states: NDArray[Any], actions: ArrayLike, rng: np.random.Generator | int | None = None
+    def step(self, states: NDArray[Any], actions: ArrayLike,
+             rng: np.random.Generator | int | None = None
              ) -> tuple[NDArray[Any], NDArray[np.float64], NDArray[Any]]:
         """(next states, rewards, done) for a batch; ``rng`` draws the force
         noise (needed only when ``force_noise`` > 0).
@@ -1712,7 +1722,8 @@ class Reach1D:
 
     features = staticmethod(_state_and_one)
 
-    def step(self, states: NDArray[Any], actions: ArrayLike, rng: np.random.Generator | int | None = None
+    def step(self, states: NDArray[Any], actions: ArrayLike,
+             rng: np.random.Generator | int | None = None
              ) -> tuple[NDArray[Any], NDArray[np.float64], NDArray[Any]]:
         """Advance a batch of states by one step.
 
@@ -1909,7 +1920,8 @@ class GymEnv:
             f"had shape {self.obs_shape}",
             f"GymEnv: the environment returned a non-finite observation {o}")
 
-    def step(self, states: NDArray[Any], actions: ArrayLike, rng: np.random.Generator | int | None = None
+    def step(self, states: NDArray[Any], actions: ArrayLike,
+             rng: np.random.Generator | int | None = None
              ) -> tuple[NDArray[Any], NDArray[np.float64], NDArray[Any]]:
         """Step every copy whose episode still runs.
 
@@ -2000,8 +2012,8 @@ class Trajectories:
     ([3, 3], (2,))
     """
 
-    def __init__(self, features: NDArray[np.float64], actions: NDArray[Any], rewards: NDArray[np.float64],
-                 mask: NDArray[np.bool_]) -> None:
+    def __init__(self, features: NDArray[np.float64], actions: NDArray[Any],
+                 rewards: NDArray[np.float64], mask: NDArray[np.bool_]) -> None:
         self.features, self.actions, self.rewards, self.mask = features, actions, rewards, mask
         self.lengths = mask.sum(1)
 
@@ -2028,7 +2040,8 @@ def _check_env(env: Any) -> None:
                             f"GymEnv(...), or an object with {name}), got {env!r}")
 
 
-def rollout(env: Any, policy: Any, n_episodes: int, rng: np.random.Generator | int | None = None) -> Trajectories:
+def rollout(env: Any, policy: Any, n_episodes: int,
+            rng: np.random.Generator | int | None = None) -> Trajectories:
     """Run ``n_episodes`` episodes of ``env`` with ``policy`` in lock-step
     (one vectorised policy call per time step).  ``env.step`` receives the
     same Generator when it takes an ``rng``.  Actions are stored as the
@@ -2225,7 +2238,8 @@ class ReinforceResult:
     ('ReinforceResult', (3,))
     """
 
-    def __init__(self, policy: Any, returns: NDArray[np.float64], returns_stderr: NDArray[np.float64], grad_norm: NDArray[np.float64]) -> None:
+    def __init__(self, policy: Any, returns: NDArray[np.float64],
+                 returns_stderr: NDArray[np.float64], grad_norm: NDArray[np.float64]) -> None:
         self.policy = policy
         self.returns = returns
         self.returns_stderr = returns_stderr
@@ -2280,7 +2294,8 @@ def _iteration_gradient(policy: Any, tr: Any, G: Any, gamma: Any, baseline: Any,
 
 def reinforce(env: Any, policy: Any, *, iterations: int = 100, episodes: int = 20, lr: Any = 0.05,
               gamma: float = 1.0, baseline: Any = "loo", gae_lambda: float | None = None,
-              entropy_coef: float = 0.0, rng: np.random.Generator | int | None = None, progress: bool = False) -> ReinforceResult:
+              entropy_coef: float = 0.0, rng: np.random.Generator | int | None = None,
+              progress: bool = False) -> ReinforceResult:
     """Train ``policy`` on ``env`` with REINFORCE and Adam.
 
     Each iteration rolls out ``episodes`` episodes, forms the returns-to-go

@@ -4,21 +4,25 @@ entry point that sends any other payoff to the path engine."""
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .. import _engine as E
+from .. import _qmc as Q
 from .. import _finance as F
 from .. import _validation as V
 from .._config import effective_n_threads
 from .._progress import current, done, simple_bar
 from ..distributed import map_streams
 from ._common import GREEKS, Greeks, METHODS, PAYOFFS, _PATHWISE_OK, _ROWS, _check_inputs, _merge
-from ._paths import _greeks_paths
+from ._paths import Diffusion, Heston, _greeks_paths
+from .payoffs import Payoff
 from . import _qmc
 
 
-def _paths(inputs, plan, streams, threads):
+def _paths(inputs: Any, plan: Any, streams: Any, threads: Any) -> Any:
     """Simulate the paths of the given streams in the fused kernel; returns
     (streams, stats rows, shifts, error code)."""
     streams = np.ascontiguousarray(streams, dtype=np.int64)
@@ -29,18 +33,26 @@ def _paths(inputs, plan, streams, threads):
     return streams, stats, shifts, code
 
 
-def _paths_task(inputs, plan, streams, n_threads):
+def _paths_task(inputs: Any, plan: Any, streams: Any, n_threads: Any) -> Any:
     """_paths on a Dask worker (threads resolved there)."""
     return _paths(inputs, plan, streams,
                   effective_n_threads(n_threads, work_items=len(streams)))
 
 
-def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=None, steps=1,
-           barrier=None,
-           rng=None, method="lr", n_threads=None, n_streams=E.DEFAULT_STREAMS, block_size=None,
-           client=None, dividend=None, correlation=None, payoff_grad=None, model=None,
-           expiries=None, strikes=None, sampler="mc", n_randomizations=None, progress=False,
-           preintegrate=False):
+def greeks(payoff: str | Payoff | Callable[..., Any], *,
+           spot: float | Sequence[float] | NDArray[Any],
+           strike: float | Sequence[float] | NDArray[Any] | None = None, rate: float | None = None,
+           vol: float | Sequence[float] | NDArray[Any] | None = None,
+           maturity: float | None = None, n: int | None = None, steps: int = 1,
+           barrier: float | None = None,
+           rng: int | np.random.SeedSequence | np.random.Generator | None = None,
+           method: str = "lr", n_threads: int | None = None, n_streams: int = E.DEFAULT_STREAMS,
+           block_size: int | None = None, client: Any = None, dividend: ArrayLike | None = None,
+           correlation: ArrayLike | None = None, payoff_grad: Callable[..., Any] | None = None,
+           model: Heston | Diffusion | None = None, expiries: ArrayLike | None = None,
+           strikes: Sequence[float] | NDArray[Any] | None = None, sampler: str = "mc",
+           n_randomizations: int | None = None, progress: bool = False,
+           preintegrate: bool = False) -> Greeks:
     """Monte Carlo price, delta, vega, rho and gamma of an option under GBM.
 
     ``payoff`` may also be a function of the simulated paths (or a C
@@ -261,7 +273,7 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
     if missing:
         raise TypeError("greeks() missing required keyword argument(s): "
                         + ", ".join(map(repr, missing)))
-    if _qmc.Q.check_sampler(sampler) == "sobol":
+    if Q.check_sampler(sampler) == "sobol":
         if strikes is not None or expiries is not None:
             raise ValueError("sampler='sobol' prices one strike at one maturity; use "
                              "sampler='mc' for a grid of strikes or expiries in one pass")
@@ -272,7 +284,7 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
                            n_randomizations=n_randomizations, path=path, dividend=dividend,
                            correlation=correlation, payoff_grad=payoff_grad, model=model,
                            preintegrate=preintegrate)
-    _qmc.Q.check_mc_only(sampler, n_randomizations)
+    Q.check_mc_only(sampler, n_randomizations)
     if V.flag("preintegrate", preintegrate):
         raise ValueError("preintegrate=True applies only to sampler='sobol'")
     if path:
@@ -300,7 +312,7 @@ def greeks(payoff, *, spot, strike=None, rate=None, vol=None, maturity=None, n=N
         shifts = np.zeros((plan.used, F.N_QUANTITIES))
         codes = []
 
-        def on_result(res):
+        def on_result(res: Any) -> Any:
             streams, rows, sh, c = res
             stats[streams], shifts[streams] = rows, sh
             codes.append(c)

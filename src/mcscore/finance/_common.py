@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -61,10 +62,13 @@ class Greeks:
     n_randomizations = None
 
     @staticmethod
-    def _value(v):
+    def _value(v: Any) -> Any:
         return float(v)
 
-    def __init__(self, values, stderr, variance, method, estimators, alternatives, n, info):
+    def __init__(self, values: dict[str, Any], stderr: dict[str, Any], variance: dict[str, Any],
+                 method: str, estimators: dict[str, str],
+                 alternatives: dict[str, dict[str, tuple[float, float]]], n: int,
+                 info: dict[str, Any]) -> None:
         for k in self._names:
             setattr(self, k, self._value(values[k]))
         self.stderr = dict(stderr)
@@ -75,7 +79,7 @@ class Greeks:
         self.n = int(n)
         self.info = dict(info)
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         """{greek: estimate}.
 
         Returns
@@ -90,7 +94,7 @@ class Greeks:
         """
         return {k: getattr(self, k) for k in self._names}
 
-    def z_scores(self, exact):
+    def z_scores(self, exact: Mapping[str, float]) -> dict[str, Any]:
         """(estimate - exact) / stderr for each greek in ``exact``.
 
         Parameters
@@ -119,7 +123,7 @@ class Greeks:
         """
         return {k: (getattr(self, k) - float(v)) / self.stderr[k] for k, v in exact.items()}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"Greeks(payoff={self.info.get('payoff')!r}, method={self.method!r}, "
                  f"n={self.n})"]
         for k in GREEKS:
@@ -128,11 +132,12 @@ class Greeks:
         return "\n".join(lines)
 
 
-def _positive(name, v):
+def _positive(name: Any, v: Any) -> Any:
     return float(V.check(name, V.as_real_array(name, v), "positive"))
 
 
-def _check_inputs(payoff, spot, strike, rate, vol, maturity, steps, barrier):
+def _check_inputs(payoff: Any, spot: Any, strike: Any, rate: Any, vol: Any, maturity: Any,
+                  steps: Any, barrier: Any) -> Any:
     if not isinstance(payoff, str) or payoff not in PAYOFFS:
         raise ValueError(f"payoff must be one of {', '.join(map(repr, PAYOFFS))}, got {payoff!r}")
     for name, v in (("spot", spot), ("strike", strike), ("vol", vol), ("maturity", maturity)):
@@ -162,7 +167,7 @@ def _check_inputs(payoff, spot, strike, rate, vol, maturity, steps, barrier):
     return spot, strike, rate, vol, maturity, steps, barrier
 
 
-def _merge(stats, shifts):
+def _merge(stats: Any, shifts: Any) -> Any:
     """Per-quantity mean, per-draw variance and n from per-stream sums
     relative to per-stream shifts."""
     count = stats[:, 0]

@@ -6,8 +6,10 @@ blocks of paths."""
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import _callables as C
 from .. import _docs
@@ -49,10 +51,10 @@ class PathGreeks(Greeks):
     _names: tuple[str, ...] = PATH_GREEKS
 
     @staticmethod
-    def _value(v):
+    def _value(v: Any) -> Any:
         return v
 
-    def z_scores(self, exact):
+    def z_scores(self, exact: Mapping[str, ArrayLike]) -> dict[str, Any]:
         """(estimate - exact) / stderr for each greek in ``exact`` (arrays
         for per-asset Greeks).
 
@@ -82,10 +84,10 @@ class PathGreeks(Greeks):
         return {k: (np.asarray(getattr(self, k)) - np.asarray(v, float)) / self.stderr[k]
                 for k, v in exact.items()}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"{type(self).__name__}(payoff={self.info.get('payoff')!r}, method={self.method!r}, "
                  f"n={self.n})"]
-        def fmt(v, digits):
+        def fmt(v: Any, digits: Any) -> Any:
             return np.array2string(np.asarray(v), formatter={
                 "float_kind": lambda x: f"{x:.{digits}g}"})
 
@@ -95,7 +97,7 @@ class PathGreeks(Greeks):
         return "\n".join(lines)
 
 
-def _per_asset(name, v, d, positive=True, default=None):
+def _per_asset(name: Any, v: Any, d: Any, positive: Any = True, default: Any = None) -> Any:
     if v is None:
         v = default
     a = V.as_real_array(name, v)
@@ -106,7 +108,7 @@ def _per_asset(name, v, d, positive=True, default=None):
     return a
 
 
-def _correlation(correlation, d):
+def _correlation(correlation: Any, d: Any) -> Any:
     if correlation is None:
         return np.eye(d)
     c = np.array(V.as_real_array("correlation", correlation), dtype=float)
@@ -131,7 +133,7 @@ def _correlation(correlation, d):
     return c
 
 
-def _expiries(expiries, maturity, steps):
+def _expiries(expiries: Any, maturity: Any, steps: Any) -> Any:
     """Expiry times on the time grid t_k = k T / steps -> (sorted distinct
     steps k, the step of each given expiry, same shape)."""
     t = np.asarray(V.as_real_array("expiries", expiries), dtype=float)
@@ -148,12 +150,12 @@ def _expiries(expiries, maturity, steps):
     return np.unique(k), k
 
 
-def _path_index(first, row):
+def _path_index(first: Any, row: Any) -> Any:
     """The call's index of the buffer's row: first + row, or first(row)."""
     return first(int(row)) if callable(first) else first + int(row)
 
 
-def _check_array(out, what, shape, first):
+def _check_array(out: Any, what: Any, shape: Any, first: Any) -> Any:
     if isinstance(out, np.ma.MaskedArray):
         raise TypeError(f"{what} returned a masked array; return a plain array of reals")
     try:
@@ -176,7 +178,7 @@ def _check_array(out, what, shape, first):
     return a
 
 
-def _lower_payoff(payoff, strike, barrier, d, ksteps=None):
+def _lower_payoff(payoff: Any, strike: Any, barrier: Any, d: Any, ksteps: Any = None) -> Any:
     """(kind, payoff callable or callback tuple, grad or None, name, grid,
     terminal)."""
     if isinstance(payoff, str):
@@ -285,7 +287,8 @@ class Heston:
 
     PARAMS = ("v0", "kappa", "theta", "xi", "rho")
 
-    def __init__(self, *, v0, kappa, theta, xi, rho, param_greeks=False):
+    def __init__(self, *, v0: float, kappa: float, theta: float, xi: float, rho: float,
+                 param_greeks: bool = False) -> None:
         for name, v in (("v0", v0), ("kappa", kappa), ("theta", theta), ("xi", xi)):
             if np.ndim(v) != 0:
                 raise TypeError(f"Heston: {name} must be a scalar, got shape {np.shape(v)}")
@@ -301,7 +304,7 @@ class Heston:
         self.rho = rho
         self.param_greeks = V.flag("param_greeks", param_greeks)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Heston(v0={self.v0}, kappa={self.kappa}, theta={self.theta}, xi={self.xi}, "
                 f"rho={self.rho}" + (", param_greeks=True)" if self.param_greeks else ")"))
 
@@ -374,7 +377,8 @@ class Diffusion:
     _RESERVED = frozenset(PATH_GREEKS) | {"n", "info", "method", "stderr", "variance",
                                           "estimators", "alternatives"}
 
-    def __init__(self, drift, diffusion, params=None, *, log=False):
+    def __init__(self, drift: Callable[..., Any], diffusion: Callable[..., Any],
+                 params: dict[str, float] | None = None, *, log: bool = False) -> None:
         if not callable(drift):
             raise TypeError(f"Diffusion: drift must be callable, got {type(drift).__name__}")
         if not callable(diffusion):
@@ -394,10 +398,10 @@ class Diffusion:
             params[k] = float(V.check(k, V.as_real_array(k, v), "real"))
         self.drift, self.diffusion, self.params, self.log = drift, diffusion, params, bool(log)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Diffusion(params={self.params}, log={self.log})"
 
-    def _eval(self, fn, what, t, x, params):
+    def _eval(self, fn: Any, what: Any, t: Any, x: Any, params: Any) -> Any:
         m = len(x)
         out = np.asarray(fn(t, x, **params), dtype=np.float64)
         if out.shape not in ((), (m,)):
@@ -409,12 +413,12 @@ class Diffusion:
                              + (" and > 0" if what == "diffusion" else ""))
         return out
 
-    def _ab(self, t, x, params=None):
+    def _ab(self, t: Any, x: Any, params: Any = None) -> Any:
         params = self.params if params is None else params
         return (self._eval(self.drift, "drift", t, x, params),
                 self._eval(self.diffusion, "diffusion", t, x, params))
 
-    def _dtheta(self, t, x, name):
+    def _dtheta(self, t: Any, x: Any, name: Any) -> Any:
         v = self.params[name]
         h = 1e-5 * max(1.0, abs(v))
         up = dict(self.params, **{name: v + h})
@@ -422,7 +426,8 @@ class Diffusion:
         (au, bu), (ad, bd) = self._ab(t, x, up), self._ab(t, x, dn)
         return (au - ad) / (2 * h), (bu - bd) / (2 * h)
 
-    def simulate(self, z, m, steps, maturity, s0, paths, wts):
+    def simulate(self, z: Any, m: Any, steps: Any, maturity: Any, s0: Any, paths: Any,
+                 wts: Any) -> Any:
         """Euler paths from the normals z (m, steps) into paths[:m, :, 0]
         and the weights [delta, gamma, params...] into wts[:m].
 
@@ -531,13 +536,14 @@ class SpotGreeks(PathGreeks):
 
     _names = ("price", "delta", "gamma")
 
-    def __init__(self, *args, names=None, **kwargs):
+    def __init__(self, *args: Any, names: Any = None, **kwargs: Any) -> None:
         if names is not None:
             self._names = tuple(names)     # with a Diffusion's parameters
         super().__init__(*args, **kwargs)
 
 
-def _evaluate(kind, fn, grad, paths, m, grid, shape, at, h, dates=-1):
+def _evaluate(kind: Any, fn: Any, grad: Any, paths: Any, m: Any, grid: Any, shape: Any, at: Any,
+              h: Any, dates: Any = -1) -> Any:
     """The payoff (and its gradient) on the first m paths of the buffer
     paths: (hv (m,) + grid, gv or None), checked (S finite at `dates`)."""
     if not np.isfinite(paths[:m, dates]).all():
@@ -558,7 +564,7 @@ def _evaluate(kind, fn, grad, paths, m, grid, shape, at, h, dates=-1):
     return hv, gv
 
 
-def _finish(stats, shifts):
+def _finish(stats: Any, shifts: Any) -> Any:
     """(mean, var, n) per column from per-stream sums (streams, columns, .)."""
     with np.errstate(over="ignore", invalid="ignore"):
         out = [_merge(stats[:, c], shifts[:, c]) for c in range(stats.shape[1])]
@@ -570,7 +576,8 @@ def _finish(stats, shifts):
     return mean, var, out[0][2]
 
 
-def _run_blocks(plan, chunk, shape, normals, nq, grid, simulate, payoff, grad, accumulate):
+def _run_blocks(plan: Any, chunk: Any, shape: Any, normals: Any, nq: Any, grid: Any, simulate: Any,
+                payoff: Any, grad: Any, accumulate: Any) -> Any:
     """A model's paths (serial): stream by stream, block by block, chunk by
     chunk: simulate paths, evaluate the payoff (and its gradient) on the
     whole chunk, accumulate each of its grid's columns; returns (mean, var,
@@ -608,7 +615,8 @@ def _run_blocks(plan, chunk, shape, normals, nq, grid, simulate, payoff, grad, a
 _ROUND_VALUES = 1 << 21
 
 
-def _run_gbm(plan, model, cols, nq, grid, payoff, grad, terminal, streams=None, threads=None):
+def _run_gbm(plan: Any, model: Any, cols: Any, nq: Any, grid: Any, payoff: Any, grad: Any,
+             terminal: Any, streams: Any = None, threads: Any = None) -> Any:
     """Correlated GBM (or Heston) paths in the parallel engine
     (_finance.GbmEngine), in rounds of consecutive blocks of the given
     streams (default: all): simulate (parallel), the payoff on the round's
@@ -644,7 +652,8 @@ def _run_gbm(plan, model, cols, nq, grid, payoff, grad, terminal, streams=None, 
     return eng.stats[streams], eng.shifts[streams]
 
 
-def _gbm_task(plan, model, cols, nq, grid, payoff, grad, terminal, streams, n_threads):
+def _gbm_task(plan: Any, model: Any, cols: Any, nq: Any, grid: Any, payoff: Any, grad: Any,
+              terminal: Any, streams: Any, n_threads: Any) -> Any:
     """_run_gbm for a group of streams on a Dask worker (threads resolved
     there): (streams, stats, shifts)."""
     stats, shifts = _run_gbm(plan, model, cols, nq, grid, payoff, grad, terminal, streams,
@@ -652,7 +661,7 @@ def _gbm_task(plan, model, cols, nq, grid, payoff, grad, terminal, streams, n_th
     return streams, stats, shifts
 
 
-def _run_gbm_dask(client, n_threads, plan, *head):
+def _run_gbm_dask(client: Any, n_threads: Any, plan: Any, *head: Any) -> Any:
     """The streams in groups on Dask workers (mcscore.distributed), merged
     into the same per-stream sums as a local run: the same estimates to the
     bit."""
@@ -661,7 +670,7 @@ def _run_gbm_dask(client, n_threads, plan, *head):
     stats = np.zeros((plan.used, ncols, 1 + 2 * nq))
     shifts = np.zeros((plan.used, ncols, nq))
 
-    def on_result(res):
+    def on_result(res: Any) -> Any:
         st, rows, sh = res
         stats[st], shifts[st] = rows, sh
 
@@ -670,7 +679,7 @@ def _run_gbm_dask(client, n_threads, plan, *head):
     return stats, shifts
 
 
-def _estimators(method, names):
+def _estimators(method: Any, names: Any) -> Any:
     if method == "lr":
         est = dict.fromkeys(names[1:], "likelihood ratio")
         est["gamma"] = "second-order likelihood ratio"
@@ -681,9 +690,10 @@ def _estimators(method, names):
     return est
 
 
-def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng, method,
-                  n_streams, block_size, client, dividend, correlation, payoff_grad,
-                  model=None, expiries=None, n_threads=None):
+def _greeks_paths(payoff: Any, *, spot: Any, strike: Any, rate: Any, vol: Any, maturity: Any,
+                  n: Any, steps: Any, barrier: Any, rng: Any, method: Any, n_streams: Any,
+                  block_size: Any, client: Any, dividend: Any, correlation: Any, payoff_grad: Any,
+                  model: Any = None, expiries: Any = None, n_threads: Any = None) -> Any:
     """greeks() for a payoff of paths (see its docstring)."""
     if client is not None and not (hasattr(client, "submit") and hasattr(client, "nthreads")):
         raise ValueError(f"client must be a dask.distributed.Client, got "
@@ -715,7 +725,7 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
     rate = float(V.check("rate", V.as_real_array("rate", rate), "real"))
     maturity = _positive("maturity", maturity)
     steps = V.integer("steps", steps, minimum=1, maximum=10**6)
-    corr = _correlation(correlation, d) if model is None else None
+    corr: Any = _correlation(correlation, d) if model is None else None
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be 'lr' or 'pathwise', got {method!r}")
     ksteps, kgiven = None, None
@@ -780,8 +790,9 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
         cinv = 0.5 * (cinv + cinv.T)
         drift = rate - q - 0.5 * sig * sig
         nw = F.n_weights(d)
-        names = PATH_GREEKS
-        engine = (steps, maturity, rate, s0, drift, sig, chol, cinv, uniq, None, nw)
+        names: tuple[str, ...] = PATH_GREEKS
+        engine: tuple[Any, ...] = (steps, maturity, rate, s0, drift, sig, chol, cinv, uniq, None,
+                                   nw)
     elif isinstance(model, Heston):
         names = SpotGreeks._names + (Heston.PARAMS if model.param_greeks else ())
         nw = len(names) - 1
@@ -804,11 +815,12 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
         chunk = max(1, min(plan.block_size, (1 << 18) // per_path))
         wts = np.empty((chunk, nw))
 
-        def simulate(stream, m, paths):
+        def simulate(stream: Any, m: Any, paths: Any) -> Any:
             z = F.normals(stream, m * steps).reshape(m, steps)
             model.simulate(z, m, steps, maturity, sp, paths, wts)
 
-        def accumulate(m, hv, paths, gv, st, sh, first, c):
+        def accumulate(m: Any, hv: Any, paths: Any, gv: Any, st: Any, sh: Any, first: Any,
+                       c: Any) -> Any:
             F.accumulate_block(m, hv, wts, col_disc[c], st, sh, first)
         nq = 1 + nw * (2 if grad is not None else 1)
         mean, var, nn = _run_blocks(plan, chunk, (steps + 1, d), normals, nq, grid, simulate,
@@ -817,7 +829,7 @@ def _greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrie
     iu = np.triu_indices(d)
     G = d * (d + 1) // 2
 
-    def unpack(x, off):
+    def unpack(x: Any, off: Any) -> Any:
         """{greek: estimate} from the (columns, nq) array x, grid axes first."""
         if model is not None:
             out = {k: x[:, 0 if k == "price" else off + i - 1] for i, k in enumerate(names)}

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 from scipy import special
@@ -42,7 +43,7 @@ from ._paths import _check_array
 from ._common import GREEKS, METHODS, PAYOFFS, Greeks, _PATHWISE_OK, _ROWS, _check_inputs
 
 
-def bridge_order(steps):
+def bridge_order(steps: Any) -> Any:
     """The Brownian bridge of dates 1..steps (date 0 is W = 0): a list of
     (k, left, right) in Sobol' dimension order, W(t_k) drawn given W at the
     dates left and right (right None: k = steps, drawn from W(0) = 0)."""
@@ -60,7 +61,7 @@ def bridge_order(steps):
     return out
 
 
-def bridge(z, dt, order):
+def bridge(z: Any, dt: Any, order: Any) -> Any:
     """Brownian paths W (m, steps + 1) at the dates k dt from standard
     normals z (m, steps) by the bridge `order`."""
     m, steps = z.shape
@@ -75,7 +76,8 @@ def bridge(z, dt, order):
     return W
 
 
-def path_quantities(payoff, z, s0, strike, rate, sigma, T, barrier, order):
+def path_quantities(payoff: Any, z: Any, s0: Any, strike: Any, rate: Any, sigma: Any, T: Any,
+                    barrier: Any, order: Any) -> Any:
     """The nine discounted quantities of the fused kernel (price, the four
     likelihood-ratio Greeks, the four pathwise ones), per path: (m, 9)."""
     m, K = z.shape
@@ -132,7 +134,7 @@ def path_quantities(payoff, z, s0, strike, rate, sigma, T, barrier, order):
     return y
 
 
-def _normal_moments(lo, hi, b):
+def _normal_moments(lo: Any, hi: Any, b: Any) -> Any:
     """(I0, I1, I2): int_lo^hi z^j e^{b z - b^2/2} phi(z) dz, j = 0, 1, 2, i.e.
     the moments of N(b, 1) over [lo, hi] (bounds may be infinite)."""
     c, d = lo - b, hi - b
@@ -150,7 +152,7 @@ def _normal_moments(lo, hi, b):
 _SQRT2PI = math.sqrt(2 * math.pi)
 
 
-def _asian_root(logc, b, log_k):
+def _asian_root(logc: Any, b: Any, log_k: Any) -> Any:
     """The z where the average of exp(logc_k + b_k z) equals exp(log_k)
     (m,): Newton's method on the convex, increasing log-sum-exp, started at
     the geometric average's root (to the right of it, the arithmetic average
@@ -169,7 +171,8 @@ def _asian_root(logc, b, log_k):
     return z
 
 
-def preintegrated_quantities(payoff, z, s0, strike, rate, sigma, T, barrier, order):
+def preintegrated_quantities(payoff: Any, z: Any, s0: Any, strike: Any, rate: Any, sigma: Any,
+                             T: Any, barrier: Any, order: Any) -> Any:
     """The nine quantities of path_quantities, each integrated exactly over
     W(T) given the other Brownian bridge coordinates (preintegration).
 
@@ -253,10 +256,10 @@ def preintegrated_quantities(payoff, z, s0, strike, rate, sigma, T, barrier, ord
 class _GreeksWork:
     """One randomisation: the sums of the nine quantities over its paths."""
 
-    def __init__(self, inputs, m, seeds):
+    def __init__(self, inputs: Any, m: Any, seeds: Any) -> None:
         self.inputs, self.m, self.seeds = inputs, m, seeds
 
-    def __call__(self, r):
+    def __call__(self, r: Any) -> Any:
         payoff, s0, strike, rate, sigma, T, barrier, steps = self.inputs
         order = bridge_order(steps)
         acc = np.zeros(9)
@@ -277,7 +280,7 @@ _U64 = np.uint64
 
 
 @functools.lru_cache(maxsize=64)
-def _direction_numbers(d):
+def _direction_numbers(d: Any) -> Any:
     """scipy's (Joe-Kuo) Sobol' direction numbers of d dimensions, 52 bits,
     (d, 52) integers, v_j's leading bit at 2^(51 - j)."""
     from scipy.stats import qmc
@@ -299,7 +302,7 @@ def _direction_numbers(d):
     return sv
 
 
-def _gray_points(v, m):
+def _gray_points(v: Any, m: Any) -> Any:
     """The first m unscrambled points (m, d) of direction numbers v (d, J),
     2^J >= m, in scipy's Gray-code order."""
     out = np.zeros((m, v.shape[0]), dtype=_U64)
@@ -309,11 +312,11 @@ def _gray_points(v, m):
     return out
 
 
-def _parity(x):
+def _parity(x: Any) -> Any:
     return np.bitwise_count(x).astype(_U64) & _U64(1)
 
 
-def scrambled_directions(d, m, gens):
+def scrambled_directions(d: Any, m: Any, gens: Any) -> Any:
     """The first ceil(log2 m) direction numbers of each of d dimensions under
     a random linear matrix scrambling (a lower-triangular bit matrix with a
     unit diagonal, most significant bit first: each bit of a coordinate is
@@ -333,7 +336,7 @@ def scrambled_directions(d, m, gens):
     return np.bitwise_or.reduce(out, axis=2), shift
 
 
-def sobol_block(dirs, shift, start, count):
+def sobol_block(dirs: Any, shift: Any, start: Any, count: Any) -> Any:
     """Points start..start + count - 1 (Gray-code order, as scipy's) of the
     G scrambled sequences of scrambled_directions: (G * count, d), sequence
     by sequence, in (0, 1), each on the grid (k + 1/2) 2^-52."""
@@ -356,10 +359,10 @@ class _PreintegratedWork:
     paths computed together, chunk by chunk, and summed per randomisation
     (each randomisation's sums do not depend on the group it is in)."""
 
-    def __init__(self, inputs, m, seeds, group):
+    def __init__(self, inputs: Any, m: Any, seeds: Any, group: Any) -> None:
         self.inputs, self.m, self.seeds, self.group = inputs, m, seeds, group
 
-    def __call__(self, gi):
+    def __call__(self, gi: Any) -> Any:
         payoff, s0, strike, rate, sigma, T, barrier, steps = self.inputs
         order = bridge_order(steps)
         rs = range(gi * self.group, min(len(self.seeds), (gi + 1) * self.group))
@@ -381,7 +384,7 @@ class _PreintegratedWork:
         return acc
 
 
-def _run_preintegrated(inputs, R, m, sd, n_threads, client):
+def _run_preintegrated(inputs: Any, R: Any, m: Any, sd: Any, n_threads: Any, client: Any) -> Any:
     """(R, 9) sums of the preintegrated quantities per randomisation."""
     group = max(1, min(R, _PREINT_POINTS // m))
     n_groups = -(-R // group)
@@ -397,8 +400,9 @@ _ESTIMATORS = {
 }
 
 
-def greeks(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng, method,
-           n_threads, client, n_randomizations, path, preintegrate=False, **path_args):
+def greeks(payoff: Any, *, spot: Any, strike: Any, rate: Any, vol: Any, maturity: Any, n: Any,
+           steps: Any, barrier: Any, rng: Any, method: Any, n_threads: Any, client: Any,
+           n_randomizations: Any, path: Any, preintegrate: Any = False, **path_args: Any) -> Any:
     """greeks(..., sampler="sobol"): a built-in payoff of one asset, or (path
     True) a payoff of paths."""
     preintegrate = V.flag("preintegrate", preintegrate)
@@ -461,10 +465,10 @@ class _PathWork:
     gradient) over its paths, each asset's Brownian motion built by the
     bridge (bridge level by level, all assets at each level)."""
 
-    def __init__(self, fn, grad, model, m, seeds):
+    def __init__(self, fn: Any, grad: Any, model: Any, m: Any, seeds: Any) -> None:
         self.fn, self.grad, self.model, self.m, self.seeds = fn, grad, model, m, seeds
 
-    def __call__(self, r):
+    def __call__(self, r: Any) -> Any:
         s0, sig, q, rate, T, steps, corr = self.model
         d = s0.size
         dt = T / steps
@@ -522,8 +526,9 @@ class _PathWork:
         return acc
 
 
-def greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier, rng, method,
-                 n_randomizations, dividend, correlation, payoff_grad, model):
+def greeks_paths(payoff: Any, *, spot: Any, strike: Any, rate: Any, vol: Any, maturity: Any,
+                 n: Any, steps: Any, barrier: Any, rng: Any, method: Any, n_randomizations: Any,
+                 dividend: Any, correlation: Any, payoff_grad: Any, model: Any) -> Any:
     """greeks(..., sampler="sobol") for a payoff of the paths of one or
     several correlated geometric Brownian motions (see greeks)."""
     from ._paths import (SobolPathGreeks, _correlation, _estimators, _lower_payoff,
@@ -572,7 +577,7 @@ def greeks_paths(payoff, *, spot, strike, rate, vol, maturity, n, steps, barrier
     iu = np.triu_indices(d)
     scalar = np.ndim(spot) == 0
 
-    def unpack(x, off):
+    def unpack(x: Any, off: Any) -> Any:
         g = np.empty((d, d))
         g[iu] = x[off + 2 * d + 2:off + nw]
         g.T[iu] = g[iu]
