@@ -173,7 +173,8 @@ class Comparison:
 
         Examples
         --------
-        >>> import matplotlib
+        >>> import pytest
+        >>> matplotlib = pytest.importorskip("matplotlib")   # the "demo" extra
         >>> matplotlib.use("Agg")
         >>> import mcscore as mc
         >>> cmp = mc.compare_estimators(lambda x: x ** 2, mc.Normal(1.0, 1.0), 2000, rng=0,
