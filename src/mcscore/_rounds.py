@@ -659,6 +659,32 @@ class ScoreJob(Job):
             raise ValueError(f"f returned a non-finite value at draw {bad}")
 
 
+OVERLAP_ROUNDS = 4  # rounds of a call whose f overlaps the next round's draws (default chunk)
+_POOL_LOCK = threading.Lock()
+_DRAW_POOL = None
+
+
+def _draw_pool():
+    """The helper threads that draw a round while f runs on the previous
+    one, kept from one call to the next (starting and joining a thread per
+    call cost about 0.1 ms); a forked child starts its own."""
+    global _DRAW_POOL
+    with _POOL_LOCK:
+        if _DRAW_POOL is None:
+            _DRAW_POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
+                                            thread_name_prefix="mcscore-draw")
+        return _DRAW_POOL
+
+
+def _forget_draw_pool():
+    global _DRAW_POOL, _POOL_LOCK
+    _DRAW_POOL, _POOL_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_draw_pool)
+
+
 def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=None):
     """The loop over rounds of blocks under every estimator.
 
@@ -678,7 +704,14 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
     chunk = chunk_size_for(chunk_size, B, job.width)
     if local:
         R = min(S, nb, max(threads, -(-chunk // B)))
+        if chunk_size is None and threads >= 2 and type(job) is ScoreJob:
+            # f runs on a round while the helpers draw the next: rounds of
+            # about a quarter of the draws keep the helpers busy but for the
+            # last round's f (two rounds left them idle half of f's time)
+            R = min(R, max(threads, -(-nb // OVERLAP_ROUNDS)))
         n_rounds = -(-nb // R)
+        if chunk_size is None:  # one f call per round, not a chunk and a tail of B - 1 rows at most
+            chunk = max(chunk, R * B)
     else:
         R = ns
         n_rounds = -(-(nb - int(streams.min())) // S)
@@ -699,8 +732,7 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
     offsets = Offsets(ns, S, job.offset_rows, job.carrier, job.mult)
     mag = Mag()
     bitgens = plan.bitgens(streams.tolist())
-    pool = (ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="mcscore-draw")
-            if overlap else None)
+    pool = _draw_pool() if overlap else None
 
     def start(rd, buf):
         """Start drawing round rd in the helpers (None when there is none)."""
@@ -725,7 +757,9 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
             if len(shifted):
                 offsets.shift(rd, shifted)
             with blas_single_threaded(getattr(job, "dist", None)):
-                job.accumulate(rd, buf, values, acc_threads, stats, shifts)
+                # the last round: nothing left to draw, every thread accumulates
+                job.accumulate(rd, buf, values, acc_threads if nxt is not None else threads,
+                               stats, shifts)
             if progress is not None:
                 progress.update(len(rd.blocks), rd.total)
             if nxt is not None:  # f is done: (help) draw the next round
@@ -734,8 +768,6 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
                     fut.result()
             rd = nxt
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
         if hasattr(job, "release"):  # its buffers may serve the next call
             job.release(bufs)
     return stats, shifts, offsets, mag
