@@ -659,6 +659,7 @@ class ScoreJob(Job):
             raise ValueError(f"f returned a non-finite value at draw {bad}")
 
 
+ACC_VALUES = 1 << 17  # draw values of a round worth accumulating on every thread
 OVERLAP_ROUNDS = 4  # rounds of a call whose f overlaps the next round's draws (default chunk)
 _POOL_LOCK = threading.Lock()
 _DRAW_POOL = None
@@ -685,7 +686,8 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_draw_pool)
 
 
-def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=None):
+def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=None,
+            bitgens=None):
     """The loop over rounds of blocks under every estimator.
 
     Locally (``streams`` None) a round is R consecutive blocks (enough for
@@ -728,10 +730,15 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
     overlap = job.shared_draw and local and threads >= 2 and n_rounds >= 2
     bufs = [job.buffers(R, B) for _ in range(2 if overlap else 1)]
     acc_threads = 1 if overlap else threads
+    # the last round: nothing left to draw, every thread accumulates it when
+    # it is large enough to repay waking them (a team woken for a few
+    # microseconds of sums costs more than it saves)
+    last_threads = threads if (nb - (n_rounds - 1) * R) * B * job.width >= ACC_VALUES else acc_threads
     stats, shifts = job.new_stats(ns)
     offsets = Offsets(ns, S, job.offset_rows, job.carrier, job.mult)
     mag = Mag()
-    bitgens = plan.bitgens(streams.tolist())
+    if bitgens is None:  # else the caller's, of these streams, at their starts
+        bitgens = plan.bitgens(streams.tolist())
     pool = _draw_pool() if overlap else None
 
     def start(rd, buf):
@@ -757,8 +764,7 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
             if len(shifted):
                 offsets.shift(rd, shifted)
             with blas_single_threaded(getattr(job, "dist", None)):
-                # the last round: nothing left to draw, every thread accumulates
-                job.accumulate(rd, buf, values, acc_threads if nxt is not None else threads,
+                job.accumulate(rd, buf, values, acc_threads if nxt is not None else last_threads,
                                stats, shifts)
             if progress is not None:
                 progress.update(len(rd.blocks), rd.total)
