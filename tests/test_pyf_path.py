@@ -133,3 +133,22 @@ def test_forked_child_draws_with_its_own_helpers():
         if p.is_alive():
             p.kill()
     np.testing.assert_array_equal(got, ref)
+
+
+def test_helpers_and_caller_share_the_rows_buffer(monkeypatch):
+    """The helper and the calling thread ask for a round's rows buffer at
+    the same time: both must draw into the one that f then receives (two
+    buffers, each half drawn, gave f garbage rows)."""
+    import time
+
+    ref = _run(100_000, 5, n_threads=2)
+    take = R._POOL.take
+
+    def slow_take(shape):
+        time.sleep(0.005)  # a thread switch inside the allocation
+        return take(shape)
+
+    monkeypatch.setattr(R._POOL, "take", slow_take)
+    for _ in range(3):
+        R._POOL._free.clear()
+        np.testing.assert_array_equal(_run(100_000, 5, n_threads=2), ref)

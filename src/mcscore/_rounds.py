@@ -575,6 +575,7 @@ class _BufferPool:
 
 
 _POOL = _BufferPool()
+_ROWS_LOCK = threading.Lock()
 
 
 class ScoreJob(Job):
@@ -626,10 +627,11 @@ class ScoreJob(Job):
         one draw per row (K.draw_round_rows), and each block's first row:
         one per round buffer xt (the next round is drawn while f runs on
         this one), allocated once per call (see Job.gathered)."""
-        cache = self.__dict__.setdefault("_rows", {})
-        rows = cache.get(id(xt))
-        if rows is None or rows[0].shape[0] < rd.total:
-            rows = cache[id(xt)] = (_POOL.take((len(rd.blocks) * rd.B, self.width)), xt)
+        with _ROWS_LOCK:  # the helpers and the calling thread ask for it at once
+            cache = self.__dict__.setdefault("_rows", {})
+            rows = cache.get(id(xt))
+            if rows is None or rows[0].shape[0] < rd.total:
+                rows = cache[id(xt)] = (_POOL.take((len(rd.blocks) * rd.B, self.width)), xt)
         off = np.zeros(len(rd.rows), dtype=np.int64)
         np.cumsum(rd.rows[:-1], out=off[1:])
         return rows[0], off
@@ -678,8 +680,8 @@ def _draw_pool():
 
 
 def _forget_draw_pool():
-    global _DRAW_POOL, _POOL_LOCK
-    _DRAW_POOL, _POOL_LOCK = None, threading.Lock()
+    global _DRAW_POOL, _POOL_LOCK, _ROWS_LOCK
+    _DRAW_POOL, _POOL_LOCK, _ROWS_LOCK = None, threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
