@@ -575,6 +575,7 @@ class _BufferPool:
 
 
 _POOL = _BufferPool()
+_ROWS_LOCK = threading.Lock()
 
 
 class ScoreJob(Job):
@@ -626,10 +627,11 @@ class ScoreJob(Job):
         one draw per row (K.draw_round_rows), and each block's first row:
         one per round buffer xt (the next round is drawn while f runs on
         this one), allocated once per call (see Job.gathered)."""
-        cache = self.__dict__.setdefault("_rows", {})
-        rows = cache.get(id(xt))
-        if rows is None or rows[0].shape[0] < rd.total:
-            rows = cache[id(xt)] = (_POOL.take((len(rd.blocks) * rd.B, self.width)), xt)
+        with _ROWS_LOCK:  # the helpers and the calling thread ask for it at once
+            cache = self.__dict__.setdefault("_rows", {})
+            rows = cache.get(id(xt))
+            if rows is None or rows[0].shape[0] < rd.total:
+                rows = cache[id(xt)] = (_POOL.take((len(rd.blocks) * rd.B, self.width)), xt)
         off = np.zeros(len(rd.rows), dtype=np.int64)
         np.cumsum(rd.rows[:-1], out=off[1:])
         return rows[0], off
@@ -659,7 +661,35 @@ class ScoreJob(Job):
             raise ValueError(f"f returned a non-finite value at draw {bad}")
 
 
-def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=None):
+ACC_VALUES = 1 << 17  # draw values of a round worth accumulating on every thread
+OVERLAP_ROUNDS = 4  # rounds of a call whose f overlaps the next round's draws (default chunk)
+_POOL_LOCK = threading.Lock()
+_DRAW_POOL = None
+
+
+def _draw_pool():
+    """The helper threads that draw a round while f runs on the previous
+    one, kept from one call to the next (starting and joining a thread per
+    call cost about 0.1 ms); a forked child starts its own."""
+    global _DRAW_POOL
+    with _POOL_LOCK:
+        if _DRAW_POOL is None:
+            _DRAW_POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
+                                            thread_name_prefix="mcscore-draw")
+        return _DRAW_POOL
+
+
+def _forget_draw_pool():
+    global _DRAW_POOL, _POOL_LOCK, _ROWS_LOCK
+    _DRAW_POOL, _POOL_LOCK, _ROWS_LOCK = None, threading.Lock(), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_draw_pool)
+
+
+def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=None,
+            bitgens=None):
     """The loop over rounds of blocks under every estimator.
 
     Locally (``streams`` None) a round is R consecutive blocks (enough for
@@ -678,7 +708,14 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
     chunk = chunk_size_for(chunk_size, B, job.width)
     if local:
         R = min(S, nb, max(threads, -(-chunk // B)))
+        if chunk_size is None and threads >= 2 and type(job) is ScoreJob:
+            # f runs on a round while the helpers draw the next: rounds of
+            # about a quarter of the draws keep the helpers busy but for the
+            # last round's f (two rounds left them idle half of f's time)
+            R = min(R, max(threads, -(-nb // OVERLAP_ROUNDS)))
         n_rounds = -(-nb // R)
+        if chunk_size is None:  # one f call per round, not a chunk and a tail of B - 1 rows at most
+            chunk = max(chunk, R * B)
     else:
         R = ns
         n_rounds = -(-(nb - int(streams.min())) // S)
@@ -695,12 +732,16 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
     overlap = job.shared_draw and local and threads >= 2 and n_rounds >= 2
     bufs = [job.buffers(R, B) for _ in range(2 if overlap else 1)]
     acc_threads = 1 if overlap else threads
+    # the last round: nothing left to draw, every thread accumulates it when
+    # it is large enough to repay waking them (a team woken for a few
+    # microseconds of sums costs more than it saves)
+    last_threads = threads if (nb - (n_rounds - 1) * R) * B * job.width >= ACC_VALUES else acc_threads
     stats, shifts = job.new_stats(ns)
     offsets = Offsets(ns, S, job.offset_rows, job.carrier, job.mult)
     mag = Mag()
-    bitgens = plan.bitgens(streams.tolist())
-    pool = (ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="mcscore-draw")
-            if overlap else None)
+    if bitgens is None:  # else the caller's, of these streams, at their starts
+        bitgens = plan.bitgens(streams.tolist())
+    pool = _draw_pool() if overlap else None
 
     def start(rd, buf):
         """Start drawing round rd in the helpers (None when there is none)."""
@@ -725,7 +766,8 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
             if len(shifted):
                 offsets.shift(rd, shifted)
             with blas_single_threaded(getattr(job, "dist", None)):
-                job.accumulate(rd, buf, values, acc_threads, stats, shifts)
+                job.accumulate(rd, buf, values, acc_threads if nxt is not None else last_threads,
+                               stats, shifts)
             if progress is not None:
                 progress.update(len(rd.blocks), rd.total)
             if nxt is not None:  # f is done: (help) draw the next round
@@ -734,8 +776,6 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
                     fut.result()
             rd = nxt
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
         if hasattr(job, "release"):  # its buffers may serve the next call
             job.release(bufs)
     return stats, shifts, offsets, mag

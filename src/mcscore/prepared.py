@@ -249,7 +249,8 @@ class Prepared:
         else:
             if plan is None:
                 plan = self._plan(rng)
-            stats, shifts = E.run_job(E.ScoreJob(self.f, dist), plan, self.chunk_size)[:2]
+            stats, shifts = E.run_job(E.ScoreJob(self.f, dist), plan, self.chunk_size,
+                                      bitgens=bitgens)[:2]
         info["f"] = self.fkind
         return A.finish_score_owned(dist, kd, stats, shifts, baseline, info, self._splitter(dist))
 
