@@ -244,42 +244,16 @@ cdef extern from *:
         free(pj); free(ts); free(tabs);
     }
 
-    /* Gamma(shape, 1) draws as NumPy's random_standard_gamma makes them,
-       bit for bit, with the constants of its shape > 1 method (Marsaglia
-       and Tsang's, one normal and one uniform per try) computed once per
-       column: b = shape - 1/3, c = 1 / sqrt(9 b).  Other shapes go to
-       NumPy's function. */
-    typedef struct { double shape, b, c; int mt; } mc_gamma_t;
-
-    static inline void mc_gamma_init(mc_gamma_t *g, double shape) {
-        g->shape = shape;
-        g->mt = shape > 1.0;
-        g->b = shape - 1. / 3.;
-        g->c = g->mt ? 1. / sqrt(9 * g->b) : 0.0;
-    }
-
-    static inline double mc_gamma_draw(bitgen_t *bg, const mc_gamma_t *g) {
-        double x, v, u;
-        if (!g->mt) return random_standard_gamma(bg, g->shape);
-        for (;;) {
-            do {
-                x = random_standard_normal(bg);
-                v = 1.0 + g->c * x;
-            } while (v <= 0.0);
-            v = v * v * v;
-            u = mc_next_double(bg);
-            if (u < 1.0 - 0.0331 * (x * x) * (x * x)) return g->b * v;
-            if (log(u) < 0.5 * x * x + g->b * (1. - v + log(v))) return g->b * v;
-        }
-    }
-
     /* Gamma: p = [concentration, rate] */
     static void mc_fill_gamma(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
         Py_ssize_t i;
         const double scale = 1.0 / p[1];
         mc_gamma_t g;
+        mc_rng_t r;
         mc_gamma_init(&g, p[0]);
-        for (i = 0; i < m; i++) col[i] = mc_gamma_draw(bg, &g) * scale;
+        mc_rng_begin(&r, bg);
+        for (i = 0; i < m; i++) col[i] = mc_gamma_draw(&r, &g) * scale;
+        mc_rng_end(&r);
     }
 
     /* Beta: p = [concentration1, concentration0]; NumPy's random_beta:
@@ -289,17 +263,20 @@ cdef extern from *:
         Py_ssize_t i;
         double ga, gb;
         mc_gamma_t a, b;
+        mc_rng_t r;
         if (p[0] <= 1.0 && p[1] <= 1.0) {
             for (i = 0; i < m; i++) col[i] = random_beta(bg, p[0], p[1]);
             return;
         }
         mc_gamma_init(&a, p[0]);
         mc_gamma_init(&b, p[1]);
+        mc_rng_begin(&r, bg);
         for (i = 0; i < m; i++) {
-            ga = mc_gamma_draw(bg, &a);
-            gb = mc_gamma_draw(bg, &b);
+            ga = mc_gamma_draw(&r, &a);
+            gb = mc_gamma_draw(&r, &b);
             col[i] = ga / (ga + gb);
         }
+        mc_rng_end(&r);
     }
 
     /* NegativeBinomial: p = [probs, total_count]; successes (prob p[0])
@@ -311,18 +288,26 @@ cdef extern from *:
                                           double *col) {
         Py_ssize_t i;
         const double q = 1.0 - p[0], scale = (1 - q) / q;
+        double lam;
         mc_gamma_t g;
+        mc_rng_t r;
         mc_gamma_init(&g, p[1]);
-        for (i = 0; i < m; i++)
-            col[i] = (double)random_poisson(bg, scale * mc_gamma_draw(bg, &g));
+        mc_rng_begin(&r, bg);
+        for (i = 0; i < m; i++) {
+            lam = scale * mc_gamma_draw(&r, &g);
+            mc_rng_end(&r);          /* NumPy's Poisson draws from bg */
+            col[i] = (double)random_poisson(bg, lam);
+            mc_rng_resume(&r);
+        }
     }
     /* The families drawn from standard normals, gammas or exponentials,
        bit for bit as NumPy's samplers (the same variates in the same order,
        the same arithmetic on them): the columns of standard normals come
        from mc_std_normal_fill (_kernels_normal.pxi: NumPy's fill loop's
        values and stream consumption, inline for PCG64), the exponentials
-       from NumPy's fill loop, the gammas from mc_gamma_draw (constants once
-       per column), the rest elementwise. */
+       inline (mc_std_exponential_fill), the gammas from mc_gamma_draw
+       (_kernels_inline.pxi: constants once per column, variates inline),
+       the rest elementwise. */
     static void mc_std_normal_fill(bitgen_t *bg, Py_ssize_t m, double *out);
 
     /* HalfNormal: p = [scale]; |scale * z| of one standard normal per draw */
@@ -337,8 +322,11 @@ cdef extern from *:
     static void mc_fill_chi2(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
         Py_ssize_t i;
         mc_gamma_t g;
+        mc_rng_t r;
         mc_gamma_init(&g, p[0] / 2.0);
-        for (i = 0; i < m; i++) col[i] = 2.0 * mc_gamma_draw(bg, &g);
+        mc_rng_begin(&r, bg);
+        for (i = 0; i < m; i++) col[i] = 2.0 * mc_gamma_draw(&r, &g);
+        mc_rng_end(&r);
     }
 
     /* InverseGamma: p = [concentration, rate]; rate / Gamma(concentration, 1) */
@@ -347,8 +335,11 @@ cdef extern from *:
         Py_ssize_t i;
         const double rate = p[1];
         mc_gamma_t g;
+        mc_rng_t r;
         mc_gamma_init(&g, p[0]);
-        for (i = 0; i < m; i++) col[i] = rate / mc_gamma_draw(bg, &g);
+        mc_rng_begin(&r, bg);
+        for (i = 0; i < m; i++) col[i] = rate / mc_gamma_draw(&r, &g);
+        mc_rng_end(&r);
     }
 
     /* Gumbel and Weibull keep each draw's standard exponential E in ecol
@@ -397,12 +388,15 @@ cdef extern from *:
         const double df = p[0], loc = p[1], s = p[2], r = sqrt(df / 2);
         double num, denom;
         mc_gamma_t g;
+        mc_rng_t st;
         mc_gamma_init(&g, df / 2);
+        mc_rng_begin(&st, bg);
         for (i = 0; i < m; i++) {
-            num = random_standard_normal(bg);
-            denom = mc_gamma_draw(bg, &g);
+            num = mc_rng_normal(&st);
+            denom = mc_gamma_draw(&st, &g);
             col[i] = loc + s * (r * num / sqrt(denom));
         }
+        mc_rng_end(&st);
     }
 
     /* Cauchy and HalfCauchy: NumPy's random_standard_cauchy, the ratio
