@@ -24,10 +24,29 @@ cdef extern from *:
     /* NegativeBinomial: p = [probs, total_count]; successes (prob p[0])
        before total_count failures == numpy's failures before total_count
        successes with success probability 1 - p[0] */
-    /* Laplace: p = [loc, scale]; NumPy inverts one uniform per draw */
-    MC_COLUMN_FILL(mc_fill_laplace, random_laplace(bg, p[0], p[1]))
+    /* Laplace: p = [loc, scale]; NumPy's random_laplace inverts one
+       uniform u per draw (u = 0 rejected: the next one): loc - scale
+       log(2 - u - u) for u >= 1/2, else loc + scale log(u + u) */
+    static void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        const double loc = p[0], scale = p[1];
+        double u;
+        mc_rng_t r;
+        mc_rng_begin(&r, bg);
+        for (i = 0; i < m; i++) {
+            do {
+                u = mc_rng_double(&r);
+            } while (u == 0.0);
+            col[i] = u >= 0.5 ? loc - scale * log(2.0 - u - u) : loc + scale * log(u + u);
+        }
+        mc_rng_end(&r);
+    }
     /* Uniform: p = [low, high]; low + (high - low) u, one uniform per draw */
-    MC_COLUMN_FILL(mc_fill_uniform, p[0] + (p[1] - p[0]) * random_standard_uniform(bg))
+    static void mc_fill_uniform(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        mc_std_uniform_fill(bg, m, col);
+        for (i = 0; i < m; i++) col[i] = p[0] + (p[1] - p[0]) * col[i];
+    }
     /* VonMises: p = [loc, concentration]; NumPy's Best-Fisher rejection
        sampler (a uniform angle below concentration 1e-8, a wrapped normal
        above 1e6), its result in [-pi, pi] mapped onto [-pi, pi) */
@@ -62,7 +81,7 @@ cdef extern from *:
     static void mc_fill_bernoulli(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
         Py_ssize_t i;
         const double pr = p[0];
-        random_standard_uniform_fill(bg, m, col);
+        mc_std_uniform_fill(bg, m, col);
         for (i = 0; i < m; i++) col[i] = (double)(col[i] < pr);
     }
 
@@ -74,21 +93,24 @@ cdef extern from *:
         const double lam = p[0];
         double enlam, prod;
         int64_t x;
+        mc_rng_t r;
         if (lam >= 10 || lam == 0) {
             for (i = 0; i < m; i++) col[i] = (double)random_poisson(bg, lam);
             return;
         }
         enlam = exp(-lam);
+        mc_rng_begin(&r, bg);
         for (i = 0; i < m; i++) {
             x = 0;
             prod = 1.0;
             for (;;) {
-                prod *= mc_next_double(bg);
+                prod *= mc_rng_double(&r);
                 if (!(prod > enlam)) break;
                 x += 1;
             }
             col[i] = (double)x;
         }
+        mc_rng_end(&r);
     }
 
     /* Geometric: p = [probs]; numpy counts the trials up to and including
@@ -102,7 +124,7 @@ cdef extern from *:
         double u, sum, prod, z, l;
         int64_t x;
         if (pr >= 0.333333333333333333333333) {
-            random_standard_uniform_fill(bg, m, col);
+            mc_std_uniform_fill(bg, m, col);
             for (i = 0; i < m; i++) {
                 u = col[i];
                 x = 1;
@@ -117,7 +139,7 @@ cdef extern from *:
             return;
         }
         l = log1p(-pr);
-        random_standard_exponential_fill(bg, m, col);
+        mc_std_exponential_fill(bg, m, col);
         for (i = 0; i < m; i++) {
             z = ceil(-col[i] / l);
             x = z >= 9.223372036854776e+18 ? INT64_MAX : (int64_t)z;
@@ -354,14 +376,17 @@ cdef extern from *:
         Py_ssize_t i;
         const double loc = p[0], scale = p[1];
         double u, e;
+        mc_rng_t r;
+        mc_rng_begin(&r, bg);
         for (i = 0; i < m; i++) {
             do {
-                u = 1.0 - mc_next_double(bg);
+                u = 1.0 - mc_rng_double(&r);
             } while (!(u < 1.0));
             e = -log(u);
             col[i] = loc - scale * log(e);
             if (ecol != NULL) ecol[i] = e;
         }
+        mc_rng_end(&r);
     }
 
     /* Weibull: p = [scale, concentration]; scale * NumPy's random_weibull,
@@ -377,7 +402,7 @@ cdef extern from *:
             if (ecol != NULL) memset(ecol, 0, sizeof(double) * m);
             return;
         }
-        random_standard_exponential_fill(bg, m, e);
+        mc_std_exponential_fill(bg, m, e);
         for (i = 0; i < m; i++) col[i] = lam * pow(e[i], ik);
     }
 
@@ -534,7 +559,7 @@ cdef void _fill_exponential(const double *p, bitgen_t *bg, Py_ssize_t m,
     # p = [rate]
     cdef double scale = 1.0 / p[0]
     cdef Py_ssize_t i
-    random_standard_exponential_fill(bg, m, col)
+    mc_std_exponential_fill(bg, m, col)
     for i in range(m):
         col[i] = col[i] * scale
 
@@ -570,7 +595,7 @@ cdef void _fill_categorical(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_
     # the unit's alias table (dist.alias_q / alias_i); one uniform per draw
     cdef Py_ssize_t K = dist.n_cat
     cdef double *col = xt + j * ld
-    random_standard_uniform_fill(bg, m, col)
+    mc_std_uniform_fill(bg, m, col)
     mc_c_alias(col, m, K, dist.alias_q + j * K, dist.alias_i + j * K)
 
 
@@ -585,6 +610,12 @@ cdef void _fill_multinomial(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_
 
 
 
+# the Dirichlet fill keeps the gamma constants of up to this many
+# concentrations (the later ones' are computed per draw, as NumPy does)
+cdef enum:
+    MC_DIRICHLET_SHAPES = 16
+
+
 cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
                           double *xt, Py_ssize_t ld, double *lt,
                           mc_workspace *ws) noexcept nogil:
@@ -593,12 +624,22 @@ cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ss
     cdef Py_ssize_t i, k, K = dist.n_cat
     cdef double a, b, u = 0.0, scale, v
     cdef double *x = xt + j * K * ld
+    cdef mc_rng_t r
+    cdef mc_gamma_t g[MC_DIRICHLET_SHAPES]    # the first shapes' constants
+    cdef mc_gamma_t gk                        # and those of a later one
     for k in range(K):
         u = u + p[k]
+        if k < MC_DIRICHLET_SHAPES:
+            mc_gamma_init(&g[k], p[k])
+    mc_rng_begin(&r, bg)
     for i in range(m):
         a = 0.0
         for k in range(K):
-            scale = random_standard_gamma(bg, p[k])
+            if k >= MC_DIRICHLET_SHAPES:
+                mc_gamma_init(&gk, p[k])
+                scale = mc_gamma_draw(&r, &gk)
+            else:
+                scale = mc_gamma_draw(&r, &g[k])
             x[k * ld + i] = scale
             a = a + scale
         if a > 0.0:
@@ -608,6 +649,7 @@ cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ss
         # Every gamma variate underflowed (tiny concentrations): break the
         # stick with beta draws instead, as NumPy does for small
         # concentrations, so the draw is a point of the simplex.
+        mc_rng_end(&r)                   # NumPy's beta draws from bg
         b = u           # concentration left after category k
         scale = 1.0     # length of stick left
         for k in range(K - 1):
@@ -618,6 +660,8 @@ cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ss
             x[k * ld + i] = scale * v
             scale = scale * (1.0 - v)
         x[(K - 1) * ld + i] = scale
+        mc_rng_resume(&r)
+    mc_rng_end(&r)
 
 
 
@@ -640,8 +684,8 @@ cdef void _fill_one_hot_categorical(const mc_dist *dist, Py_ssize_t j, bitgen_t 
     for k in range(K):
         if p[k] > 0.0:
             last = k
-    # one uniform per draw, in draw order, by NumPy's fill loop
-    random_standard_uniform_fill(bg, m, u)
+    # one uniform per draw, in draw order (NumPy's fill loop's values)
+    mc_std_uniform_fill(bg, m, u)
     if K == 1:
         for i in range(m):
             u[i] = 1.0
