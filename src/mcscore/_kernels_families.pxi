@@ -85,14 +85,34 @@ cdef extern from *:
         for (i = 0; i < m; i++) col[i] = (double)(col[i] < pr);
     }
 
-    /* Poisson: p = [rate]; NumPy's random_poisson: rate >= 10 by its
-       PTRS, 0 at rate 0, below by multiplying uniforms until the product
-       falls to exp(-rate) (computed here once per column, not per draw). */
+    /* NumPy's random_poisson below rate 10 (and not 0): the count of
+       uniforms multiplied into a product before it falls to exp(-rate) */
+    static inline int64_t mc_poisson_mult(mc_rng_t *r, double enlam) {
+        int64_t x = 0;
+        double prod = 1.0;
+        for (;;) {
+            prod *= mc_rng_double(r);
+            if (!(prod > enlam)) return x;
+            x += 1;
+        }
+    }
+
+    /* NumPy's random_poisson: rate >= 10 by its PTRS (NumPy's function,
+       drawing from bg), 0 at rate 0, else mc_poisson_mult */
+    static inline int64_t mc_poisson_draw(mc_rng_t *r, double lam) {
+        int64_t x;
+        if (lam < 10 && lam != 0) return mc_poisson_mult(r, exp(-lam));
+        mc_rng_end(r);
+        x = random_poisson(r->bg, lam);
+        mc_rng_resume(r);
+        return x;
+    }
+
+    /* Poisson: p = [rate]; exp(-rate) once per column below rate 10 */
     static void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
         Py_ssize_t i;
         const double lam = p[0];
-        double enlam, prod;
-        int64_t x;
+        double enlam;
         mc_rng_t r;
         if (lam >= 10 || lam == 0) {
             for (i = 0; i < m; i++) col[i] = (double)random_poisson(bg, lam);
@@ -100,16 +120,7 @@ cdef extern from *:
         }
         enlam = exp(-lam);
         mc_rng_begin(&r, bg);
-        for (i = 0; i < m; i++) {
-            x = 0;
-            prod = 1.0;
-            for (;;) {
-                prod *= mc_rng_double(&r);
-                if (!(prod > enlam)) break;
-                x += 1;
-            }
-            col[i] = (double)x;
-        }
+        for (i = 0; i < m; i++) col[i] = (double)mc_poisson_mult(&r, enlam);
         mc_rng_end(&r);
     }
 
@@ -310,17 +321,13 @@ cdef extern from *:
                                           double *col) {
         Py_ssize_t i;
         const double q = 1.0 - p[0], scale = (1 - q) / q;
-        double lam;
         mc_gamma_t g;
         mc_rng_t r;
         mc_gamma_init(&g, p[1]);
         mc_rng_begin(&r, bg);
-        for (i = 0; i < m; i++) {
-            lam = scale * mc_gamma_draw(&r, &g);
-            mc_rng_end(&r);          /* NumPy's Poisson draws from bg */
-            col[i] = (double)random_poisson(bg, lam);
-            mc_rng_resume(&r);
-        }
+        for (i = 0; i < m; i++)
+            col[i] = (double)mc_poisson_draw(&r, scale * mc_gamma_draw(&r, &g));
+        mc_rng_end(&r);
     }
     /* The families drawn from standard normals, gammas or exponentials,
        bit for bit as NumPy's samplers (the same variates in the same order,
