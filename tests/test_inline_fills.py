@@ -82,6 +82,10 @@ CASES = {
     "Beta": (lambda: mc.Beta(2.0, 3.0), lambda g, n: g.beta(2.0, 3.0, n)),
     "Beta-small": (lambda: mc.Beta(0.5, 2.5), lambda g, n: g.beta(0.5, 2.5, n)),
     "Beta-johnk": (lambda: mc.Beta(0.5, 0.7), lambda g, n: g.beta(0.5, 0.7, n)),
+    # Johnk's method with powers that underflow (the logarithms' ratio)
+    "Beta-tiny": (lambda: mc.Beta(0.002, 0.001), lambda g, n: g.beta(0.002, 0.001, n)),
+    "Beta-tiny-one": (lambda: mc.Beta(0.5, 0.001), lambda g, n: g.beta(0.5, 0.001, n)),
+    "Beta-one-tiny": (lambda: mc.Beta(0.001, 1.0), lambda g, n: g.beta(0.001, 1.0, n)),
     "Chi2": (lambda: mc.Chi2(3.5), lambda g, n: g.chisquare(3.5, n)),
     "Chi2-1": (lambda: mc.Chi2(1.0), lambda g, n: g.chisquare(1.0, n)),
     "InverseGamma": (lambda: mc.InverseGamma(4.5, 1.5),

@@ -289,6 +289,31 @@ cdef extern from *:
         mc_rng_end(&r);
     }
 
+    /* NumPy's random_beta when both concentrations are <= 1 (Johnk's
+       method): tries of two uniforms u, v, with x = u^(1/a), y = v^(1/b),
+       until x + y <= 1 (and not u = v = 0); x / (x + y), or when a power
+       underflowed to 0 the same ratio from the logarithms: with
+       lx = log u / a, ly = log v / b less their maximum (one of them 0),
+       exp(lx - log1p(exp(min(lx, ly)))) */
+    static inline double mc_beta_johnk(mc_rng_t *r, double a, double b) {
+        double u, v, x, y, s, lx, ly, lm;
+        for (;;) {
+            u = mc_rng_double(r);
+            v = mc_rng_double(r);
+            x = pow(u, 1.0 / a);
+            y = pow(v, 1.0 / b);
+            s = x + y;
+            if (s <= 1.0 && u + v > 0.0) break;
+        }
+        if (x > 0 && y > 0) return x / s;
+        lx = log(u) / a;
+        ly = log(v) / b;
+        lm = lx > ly ? lx : ly;
+        lx -= lm;
+        ly -= lm;
+        return exp(lx - log1p(exp(lx < ly ? lx : ly)));
+    }
+
     /* Beta: p = [concentration1, concentration0]; NumPy's random_beta:
        Johnk's method when both are <= 1, else Ga / (Ga + Gb) of two
        gammas drawn in that order */
@@ -297,13 +322,14 @@ cdef extern from *:
         double ga, gb;
         mc_gamma_t a, b;
         mc_rng_t r;
+        mc_rng_begin(&r, bg);
         if (p[0] <= 1.0 && p[1] <= 1.0) {
-            for (i = 0; i < m; i++) col[i] = random_beta(bg, p[0], p[1]);
+            for (i = 0; i < m; i++) col[i] = mc_beta_johnk(&r, p[0], p[1]);
+            mc_rng_end(&r);
             return;
         }
         mc_gamma_init(&a, p[0]);
         mc_gamma_init(&b, p[1]);
-        mc_rng_begin(&r, bg);
         for (i = 0; i < m; i++) {
             ga = mc_gamma_draw(&r, &a);
             gb = mc_gamma_draw(&r, &b);
@@ -332,12 +358,11 @@ cdef extern from *:
     /* The families drawn from standard normals, gammas or exponentials,
        bit for bit as NumPy's samplers (the same variates in the same order,
        the same arithmetic on them): the columns of standard normals come
-       from mc_std_normal_fill (_kernels_normal.pxi: NumPy's fill loop's
+       from mc_std_normal_fill (_kernels_inline.pxi: NumPy's fill loop's
        values and stream consumption, inline for PCG64), the exponentials
        inline (mc_std_exponential_fill), the gammas from mc_gamma_draw
        (_kernels_inline.pxi: constants once per column, variates inline),
        the rest elementwise. */
-    static void mc_std_normal_fill(bitgen_t *bg, Py_ssize_t m, double *out);
 
     /* HalfNormal: p = [scale]; |scale * z| of one standard normal per draw */
     static void mc_fill_half_normal(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {

@@ -1,9 +1,11 @@
 # Included by _kernels.pyx after the family table: standard normal columns
 # from a PCG64 stream, the same values as NumPy's random_standard_normal_fill
-# bit for bit, about three times faster.  The Normal family's column fill
-# (re-registered below) and the other families drawn from columns of
-# standard normals (LogNormal, HalfNormal, Cauchy, HalfCauchy in
-# _kernels_families.pxi, which declares mc_std_normal_fill ahead) use it.
+# bit for bit, about three times faster (mc_std_normal_fill, whose C code is
+# in _kernels_inline.pxi, included ahead of the family table; here its
+# constants, its import checks and those of the other inline draws, and its
+# registration).  The Normal family's column fill (re-registered below) and
+# the other families drawn from columns of standard normals (LogNormal,
+# HalfNormal, Cauchy, HalfCauchy in _kernels_families.pxi) use it.
 #
 # NumPy draws a standard normal by the ziggurat method: one 64-bit word r of
 # the bit generator gives a layer idx (its low 8 bits), a sign and a 52-bit
@@ -24,8 +26,6 @@
 # state layout and step are checked against NumPy's PCG64 (state dict and
 # random_raw) and the fill against random_standard_normal_fill; if any check
 # fails (another NumPy build, no 128-bit integers), every fill is NumPy's.
-
-# (the C core, the PCG64 step and the fill, is in _kernels_inline.pxi)
 
 
 cdef bint _zig_leaves(bitgen_t *probe, int idx, uint64_t rabs) noexcept:
