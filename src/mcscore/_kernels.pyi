@@ -11,6 +11,7 @@ from typing_extensions import disjoint_base
 
 HAVE_OPENMP: Final[bool]
 NORMAL_FILL_INLINE: Final[bool]
+INLINE_DRAWS: Final[bool]
 
 # families (mcscore.distributions.FAMILIES order)
 MC_NORMAL: Final[int]
@@ -173,6 +174,8 @@ def draw_round_rows(
     counter: NDArray[np.longlong] | None = ...,
 ) -> None: ...
 def std_normal_fill(bit_generator: np.random.BitGenerator, m: int) -> _F64: ...
+def inline_sample(bit_generator: np.random.BitGenerator, kind: str, m: int,
+                  shape: float = ...) -> _F64: ...
 def draw_round_shared(
     dist: KernelDist, bitgens: _BitGens, blocks: _I64, slots: _I64,
     n: int, block_size: int,

@@ -127,6 +127,7 @@ cdef inline Py_ssize_t mc_chunk_len(Py_ssize_t draw_size) noexcept nogil:
     return c
 
 
+include "_kernels_inline.pxi"
 include "_kernels_families.pxi"
 
 include "_kernels_multivariate.pxi"

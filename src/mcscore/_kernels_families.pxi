@@ -24,10 +24,29 @@ cdef extern from *:
     /* NegativeBinomial: p = [probs, total_count]; successes (prob p[0])
        before total_count failures == numpy's failures before total_count
        successes with success probability 1 - p[0] */
-    /* Laplace: p = [loc, scale]; NumPy inverts one uniform per draw */
-    MC_COLUMN_FILL(mc_fill_laplace, random_laplace(bg, p[0], p[1]))
+    /* Laplace: p = [loc, scale]; NumPy's random_laplace inverts one
+       uniform u per draw (u = 0 rejected: the next one): loc - scale
+       log(2 - u - u) for u >= 1/2, else loc + scale log(u + u) */
+    static void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        const double loc = p[0], scale = p[1];
+        double u;
+        mc_rng_t r;
+        mc_rng_begin(&r, bg);
+        for (i = 0; i < m; i++) {
+            do {
+                u = mc_rng_double(&r);
+            } while (u == 0.0);
+            col[i] = u >= 0.5 ? loc - scale * log(2.0 - u - u) : loc + scale * log(u + u);
+        }
+        mc_rng_end(&r);
+    }
     /* Uniform: p = [low, high]; low + (high - low) u, one uniform per draw */
-    MC_COLUMN_FILL(mc_fill_uniform, p[0] + (p[1] - p[0]) * random_standard_uniform(bg))
+    static void mc_fill_uniform(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
+        Py_ssize_t i;
+        mc_std_uniform_fill(bg, m, col);
+        for (i = 0; i < m; i++) col[i] = p[0] + (p[1] - p[0]) * col[i];
+    }
     /* VonMises: p = [loc, concentration]; NumPy's Best-Fisher rejection
        sampler (a uniform angle below concentration 1e-8, a wrapped normal
        above 1e6), its result in [-pi, pi] mapped onto [-pi, pi) */
@@ -62,33 +81,47 @@ cdef extern from *:
     static void mc_fill_bernoulli(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
         Py_ssize_t i;
         const double pr = p[0];
-        random_standard_uniform_fill(bg, m, col);
+        mc_std_uniform_fill(bg, m, col);
         for (i = 0; i < m; i++) col[i] = (double)(col[i] < pr);
     }
 
-    /* Poisson: p = [rate]; NumPy's random_poisson: rate >= 10 by its
-       PTRS, 0 at rate 0, below by multiplying uniforms until the product
-       falls to exp(-rate) (computed here once per column, not per draw). */
+    /* NumPy's random_poisson below rate 10 (and not 0): the count of
+       uniforms multiplied into a product before it falls to exp(-rate) */
+    static inline int64_t mc_poisson_mult(mc_rng_t *r, double enlam) {
+        int64_t x = 0;
+        double prod = 1.0;
+        for (;;) {
+            prod *= mc_rng_double(r);
+            if (!(prod > enlam)) return x;
+            x += 1;
+        }
+    }
+
+    /* NumPy's random_poisson: rate >= 10 by its PTRS (NumPy's function,
+       drawing from bg), 0 at rate 0, else mc_poisson_mult */
+    static inline int64_t mc_poisson_draw(mc_rng_t *r, double lam) {
+        int64_t x;
+        if (lam < 10 && lam != 0) return mc_poisson_mult(r, exp(-lam));
+        mc_rng_end(r);
+        x = random_poisson(r->bg, lam);
+        mc_rng_resume(r);
+        return x;
+    }
+
+    /* Poisson: p = [rate]; exp(-rate) once per column below rate 10 */
     static void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
         Py_ssize_t i;
         const double lam = p[0];
-        double enlam, prod;
-        int64_t x;
+        double enlam;
+        mc_rng_t r;
         if (lam >= 10 || lam == 0) {
             for (i = 0; i < m; i++) col[i] = (double)random_poisson(bg, lam);
             return;
         }
         enlam = exp(-lam);
-        for (i = 0; i < m; i++) {
-            x = 0;
-            prod = 1.0;
-            for (;;) {
-                prod *= mc_next_double(bg);
-                if (!(prod > enlam)) break;
-                x += 1;
-            }
-            col[i] = (double)x;
-        }
+        mc_rng_begin(&r, bg);
+        for (i = 0; i < m; i++) col[i] = (double)mc_poisson_mult(&r, enlam);
+        mc_rng_end(&r);
     }
 
     /* Geometric: p = [probs]; numpy counts the trials up to and including
@@ -102,7 +135,7 @@ cdef extern from *:
         double u, sum, prod, z, l;
         int64_t x;
         if (pr >= 0.333333333333333333333333) {
-            random_standard_uniform_fill(bg, m, col);
+            mc_std_uniform_fill(bg, m, col);
             for (i = 0; i < m; i++) {
                 u = col[i];
                 x = 1;
@@ -117,7 +150,7 @@ cdef extern from *:
             return;
         }
         l = log1p(-pr);
-        random_standard_exponential_fill(bg, m, col);
+        mc_std_exponential_fill(bg, m, col);
         for (i = 0; i < m; i++) {
             z = ceil(-col[i] / l);
             x = z >= 9.223372036854776e+18 ? INT64_MAX : (int64_t)z;
@@ -244,42 +277,41 @@ cdef extern from *:
         free(pj); free(ts); free(tabs);
     }
 
-    /* Gamma(shape, 1) draws as NumPy's random_standard_gamma makes them,
-       bit for bit, with the constants of its shape > 1 method (Marsaglia
-       and Tsang's, one normal and one uniform per try) computed once per
-       column: b = shape - 1/3, c = 1 / sqrt(9 b).  Other shapes go to
-       NumPy's function. */
-    typedef struct { double shape, b, c; int mt; } mc_gamma_t;
-
-    static inline void mc_gamma_init(mc_gamma_t *g, double shape) {
-        g->shape = shape;
-        g->mt = shape > 1.0;
-        g->b = shape - 1. / 3.;
-        g->c = g->mt ? 1. / sqrt(9 * g->b) : 0.0;
-    }
-
-    static inline double mc_gamma_draw(bitgen_t *bg, const mc_gamma_t *g) {
-        double x, v, u;
-        if (!g->mt) return random_standard_gamma(bg, g->shape);
-        for (;;) {
-            do {
-                x = random_standard_normal(bg);
-                v = 1.0 + g->c * x;
-            } while (v <= 0.0);
-            v = v * v * v;
-            u = mc_next_double(bg);
-            if (u < 1.0 - 0.0331 * (x * x) * (x * x)) return g->b * v;
-            if (log(u) < 0.5 * x * x + g->b * (1. - v + log(v))) return g->b * v;
-        }
-    }
-
     /* Gamma: p = [concentration, rate] */
     static void mc_fill_gamma(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
         Py_ssize_t i;
         const double scale = 1.0 / p[1];
         mc_gamma_t g;
+        mc_rng_t r;
         mc_gamma_init(&g, p[0]);
-        for (i = 0; i < m; i++) col[i] = mc_gamma_draw(bg, &g) * scale;
+        mc_rng_begin(&r, bg);
+        for (i = 0; i < m; i++) col[i] = mc_gamma_draw(&r, &g) * scale;
+        mc_rng_end(&r);
+    }
+
+    /* NumPy's random_beta when both concentrations are <= 1 (Johnk's
+       method): tries of two uniforms u, v, with x = u^(1/a), y = v^(1/b),
+       until x + y <= 1 (and not u = v = 0); x / (x + y), or when a power
+       underflowed to 0 the same ratio from the logarithms: with
+       lx = log u / a, ly = log v / b less their maximum (one of them 0),
+       exp(lx - log1p(exp(min(lx, ly)))) */
+    static inline double mc_beta_johnk(mc_rng_t *r, double a, double b) {
+        double u, v, x, y, s, lx, ly, lm;
+        for (;;) {
+            u = mc_rng_double(r);
+            v = mc_rng_double(r);
+            x = pow(u, 1.0 / a);
+            y = pow(v, 1.0 / b);
+            s = x + y;
+            if (s <= 1.0 && u + v > 0.0) break;
+        }
+        if (x > 0 && y > 0) return x / s;
+        lx = log(u) / a;
+        ly = log(v) / b;
+        lm = lx > ly ? lx : ly;
+        lx -= lm;
+        ly -= lm;
+        return exp(lx - log1p(exp(lx < ly ? lx : ly)));
     }
 
     /* Beta: p = [concentration1, concentration0]; NumPy's random_beta:
@@ -289,17 +321,21 @@ cdef extern from *:
         Py_ssize_t i;
         double ga, gb;
         mc_gamma_t a, b;
+        mc_rng_t r;
+        mc_rng_begin(&r, bg);
         if (p[0] <= 1.0 && p[1] <= 1.0) {
-            for (i = 0; i < m; i++) col[i] = random_beta(bg, p[0], p[1]);
+            for (i = 0; i < m; i++) col[i] = mc_beta_johnk(&r, p[0], p[1]);
+            mc_rng_end(&r);
             return;
         }
         mc_gamma_init(&a, p[0]);
         mc_gamma_init(&b, p[1]);
         for (i = 0; i < m; i++) {
-            ga = mc_gamma_draw(bg, &a);
-            gb = mc_gamma_draw(bg, &b);
+            ga = mc_gamma_draw(&r, &a);
+            gb = mc_gamma_draw(&r, &b);
             col[i] = ga / (ga + gb);
         }
+        mc_rng_end(&r);
     }
 
     /* NegativeBinomial: p = [probs, total_count]; successes (prob p[0])
@@ -312,18 +348,21 @@ cdef extern from *:
         Py_ssize_t i;
         const double q = 1.0 - p[0], scale = (1 - q) / q;
         mc_gamma_t g;
+        mc_rng_t r;
         mc_gamma_init(&g, p[1]);
+        mc_rng_begin(&r, bg);
         for (i = 0; i < m; i++)
-            col[i] = (double)random_poisson(bg, scale * mc_gamma_draw(bg, &g));
+            col[i] = (double)mc_poisson_draw(&r, scale * mc_gamma_draw(&r, &g));
+        mc_rng_end(&r);
     }
     /* The families drawn from standard normals, gammas or exponentials,
        bit for bit as NumPy's samplers (the same variates in the same order,
        the same arithmetic on them): the columns of standard normals come
-       from mc_std_normal_fill (_kernels_normal.pxi: NumPy's fill loop's
+       from mc_std_normal_fill (_kernels_inline.pxi: NumPy's fill loop's
        values and stream consumption, inline for PCG64), the exponentials
-       from NumPy's fill loop, the gammas from mc_gamma_draw (constants once
-       per column), the rest elementwise. */
-    static void mc_std_normal_fill(bitgen_t *bg, Py_ssize_t m, double *out);
+       inline (mc_std_exponential_fill), the gammas from mc_gamma_draw
+       (_kernels_inline.pxi: constants once per column, variates inline),
+       the rest elementwise. */
 
     /* HalfNormal: p = [scale]; |scale * z| of one standard normal per draw */
     static void mc_fill_half_normal(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
@@ -337,8 +376,11 @@ cdef extern from *:
     static void mc_fill_chi2(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
         Py_ssize_t i;
         mc_gamma_t g;
+        mc_rng_t r;
         mc_gamma_init(&g, p[0] / 2.0);
-        for (i = 0; i < m; i++) col[i] = 2.0 * mc_gamma_draw(bg, &g);
+        mc_rng_begin(&r, bg);
+        for (i = 0; i < m; i++) col[i] = 2.0 * mc_gamma_draw(&r, &g);
+        mc_rng_end(&r);
     }
 
     /* InverseGamma: p = [concentration, rate]; rate / Gamma(concentration, 1) */
@@ -347,8 +389,11 @@ cdef extern from *:
         Py_ssize_t i;
         const double rate = p[1];
         mc_gamma_t g;
+        mc_rng_t r;
         mc_gamma_init(&g, p[0]);
-        for (i = 0; i < m; i++) col[i] = rate / mc_gamma_draw(bg, &g);
+        mc_rng_begin(&r, bg);
+        for (i = 0; i < m; i++) col[i] = rate / mc_gamma_draw(&r, &g);
+        mc_rng_end(&r);
     }
 
     /* Gumbel and Weibull keep each draw's standard exponential E in ecol
@@ -363,14 +408,17 @@ cdef extern from *:
         Py_ssize_t i;
         const double loc = p[0], scale = p[1];
         double u, e;
+        mc_rng_t r;
+        mc_rng_begin(&r, bg);
         for (i = 0; i < m; i++) {
             do {
-                u = 1.0 - mc_next_double(bg);
+                u = 1.0 - mc_rng_double(&r);
             } while (!(u < 1.0));
             e = -log(u);
             col[i] = loc - scale * log(e);
             if (ecol != NULL) ecol[i] = e;
         }
+        mc_rng_end(&r);
     }
 
     /* Weibull: p = [scale, concentration]; scale * NumPy's random_weibull,
@@ -386,7 +434,7 @@ cdef extern from *:
             if (ecol != NULL) memset(ecol, 0, sizeof(double) * m);
             return;
         }
-        random_standard_exponential_fill(bg, m, e);
+        mc_std_exponential_fill(bg, m, e);
         for (i = 0; i < m; i++) col[i] = lam * pow(e[i], ik);
     }
 
@@ -397,12 +445,15 @@ cdef extern from *:
         const double df = p[0], loc = p[1], s = p[2], r = sqrt(df / 2);
         double num, denom;
         mc_gamma_t g;
+        mc_rng_t st;
         mc_gamma_init(&g, df / 2);
+        mc_rng_begin(&st, bg);
         for (i = 0; i < m; i++) {
-            num = random_standard_normal(bg);
-            denom = mc_gamma_draw(bg, &g);
+            num = mc_rng_normal(&st);
+            denom = mc_gamma_draw(&st, &g);
             col[i] = loc + s * (r * num / sqrt(denom));
         }
+        mc_rng_end(&st);
     }
 
     /* Cauchy and HalfCauchy: NumPy's random_standard_cauchy, the ratio
@@ -540,7 +591,7 @@ cdef void _fill_exponential(const double *p, bitgen_t *bg, Py_ssize_t m,
     # p = [rate]
     cdef double scale = 1.0 / p[0]
     cdef Py_ssize_t i
-    random_standard_exponential_fill(bg, m, col)
+    mc_std_exponential_fill(bg, m, col)
     for i in range(m):
         col[i] = col[i] * scale
 
@@ -576,7 +627,7 @@ cdef void _fill_categorical(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_
     # the unit's alias table (dist.alias_q / alias_i); one uniform per draw
     cdef Py_ssize_t K = dist.n_cat
     cdef double *col = xt + j * ld
-    random_standard_uniform_fill(bg, m, col)
+    mc_std_uniform_fill(bg, m, col)
     mc_c_alias(col, m, K, dist.alias_q + j * K, dist.alias_i + j * K)
 
 
@@ -591,6 +642,12 @@ cdef void _fill_multinomial(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_
 
 
 
+# the Dirichlet fill keeps the gamma constants of up to this many
+# concentrations (the later ones' are computed per draw, as NumPy does)
+cdef enum:
+    MC_DIRICHLET_SHAPES = 16
+
+
 cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ssize_t m,
                           double *xt, Py_ssize_t ld, double *lt,
                           mc_workspace *ws) noexcept nogil:
@@ -599,12 +656,22 @@ cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ss
     cdef Py_ssize_t i, k, K = dist.n_cat
     cdef double a, b, u = 0.0, scale, v
     cdef double *x = xt + j * K * ld
+    cdef mc_rng_t r
+    cdef mc_gamma_t g[MC_DIRICHLET_SHAPES]    # the first shapes' constants
+    cdef mc_gamma_t gk                        # and those of a later one
     for k in range(K):
         u = u + p[k]
+        if k < MC_DIRICHLET_SHAPES:
+            mc_gamma_init(&g[k], p[k])
+    mc_rng_begin(&r, bg)
     for i in range(m):
         a = 0.0
         for k in range(K):
-            scale = random_standard_gamma(bg, p[k])
+            if k >= MC_DIRICHLET_SHAPES:
+                mc_gamma_init(&gk, p[k])
+                scale = mc_gamma_draw(&r, &gk)
+            else:
+                scale = mc_gamma_draw(&r, &g[k])
             x[k * ld + i] = scale
             a = a + scale
         if a > 0.0:
@@ -614,6 +681,7 @@ cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ss
         # Every gamma variate underflowed (tiny concentrations): break the
         # stick with beta draws instead, as NumPy does for small
         # concentrations, so the draw is a point of the simplex.
+        mc_rng_end(&r)                   # NumPy's beta draws from bg
         b = u           # concentration left after category k
         scale = 1.0     # length of stick left
         for k in range(K - 1):
@@ -624,6 +692,8 @@ cdef void _fill_dirichlet(const mc_dist *dist, Py_ssize_t j, bitgen_t *bg, Py_ss
             x[k * ld + i] = scale * v
             scale = scale * (1.0 - v)
         x[(K - 1) * ld + i] = scale
+        mc_rng_resume(&r)
+    mc_rng_end(&r)
 
 
 
@@ -646,8 +716,8 @@ cdef void _fill_one_hot_categorical(const mc_dist *dist, Py_ssize_t j, bitgen_t 
     for k in range(K):
         if p[k] > 0.0:
             last = k
-    # one uniform per draw, in draw order, by NumPy's fill loop
-    random_standard_uniform_fill(bg, m, u)
+    # one uniform per draw, in draw order (NumPy's fill loop's values)
+    mc_std_uniform_fill(bg, m, u)
     if K == 1:
         for i in range(m):
             u[i] = 1.0

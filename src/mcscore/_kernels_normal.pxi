@@ -1,9 +1,11 @@
 # Included by _kernels.pyx after the family table: standard normal columns
 # from a PCG64 stream, the same values as NumPy's random_standard_normal_fill
-# bit for bit, about three times faster.  The Normal family's column fill
-# (re-registered below) and the other families drawn from columns of
-# standard normals (LogNormal, HalfNormal, Cauchy, HalfCauchy in
-# _kernels_families.pxi, which declares mc_std_normal_fill ahead) use it.
+# bit for bit, about three times faster (mc_std_normal_fill, whose C code is
+# in _kernels_inline.pxi, included ahead of the family table; here its
+# constants, its import checks and those of the other inline draws, and its
+# registration).  The Normal family's column fill (re-registered below) and
+# the other families drawn from columns of standard normals (LogNormal,
+# HalfNormal, Cauchy, HalfCauchy in _kernels_families.pxi) use it.
 #
 # NumPy draws a standard normal by the ziggurat method: one 64-bit word r of
 # the bit generator gives a layer idx (its low 8 bits), a sign and a 52-bit
@@ -24,171 +26,6 @@
 # state layout and step are checked against NumPy's PCG64 (state dict and
 # random_raw) and the fill against random_standard_normal_fill; if any check
 # fails (another NumPy build, no 128-bit integers), every fill is NumPy's.
-
-from numpy.random.c_distributions cimport random_standard_normal
-from cpython.pycapsule cimport PyCapsule_GetPointer
-
-cdef extern from *:
-    """
-    #if defined(__SIZEOF_INT128__)
-    #define MC_HAVE_U128 1
-    typedef unsigned __int128 mc_u128;
-    #else
-    #define MC_HAVE_U128 0
-    typedef struct { uint64_t hi, lo; } mc_u128;
-    #endif
-
-    #include <string.h>
-    #if defined(__GNUC__) || defined(__clang__)
-    #define MC_UNLIKELY(c) __builtin_expect(!!(c), 0)
-    #define MC_LIKELY(c) __builtin_expect(!!(c), 1)
-    #else
-    #define MC_UNLIKELY(c) (c)
-    #define MC_LIKELY(c) (c)
-    #endif
-
-    /* the layer constants read off NumPy (_zig_probe) */
-    static uint64_t mc_zig_k[256];
-    static double mc_zig_w[256];
-
-    /* a probing bitgen_t: the first word is the one under test, the later
-       ones end any further draw at once (rabs = 0 in layer 0, 1, ...), and
-       next_double gives 0.5 (which ends a tail draw at once) */
-    static uint64_t mc_probe_word;
-    static long mc_probe_calls;
-    static uint64_t mc_probe_u64(void *st) {
-        (void)st;
-        mc_probe_calls++;
-        return mc_probe_calls == 1 ? mc_probe_word : (uint64_t)((mc_probe_calls - 2) & 0xff);
-    }
-    static uint32_t mc_probe_u32(void *st) { return (uint32_t)mc_probe_u64(st); }
-    static double mc_probe_dbl(void *st) { (void)st; mc_probe_calls++; return 0.5; }
-    static uint64_t mc_probe_raw(void *st) { return mc_probe_u64(st); }
-
-    /* PCG64: state <- state * MULT + inc, output XSL-RR of the new state */
-    #if MC_HAVE_U128
-    #define MC_PCG_MULT (((mc_u128)0x2360ED051FC65DA4ULL << 64) | 0x4385DF649FCCF645ULL)
-    static inline uint64_t mc_pcg_out(mc_u128 s) {
-        uint64_t v = (uint64_t)(s >> 64) ^ (uint64_t)s;
-        unsigned rot = (unsigned)(s >> 122);
-        return (v >> rot) | (v << ((-rot) & 63));
-    }
-    /* NumPy's PCG64 state: a pointer to {state, inc} (two 128-bit words)
-       first in the struct bitgen_t.state points to */
-    static inline mc_u128 *mc_pcg_words(bitgen_t *bg) {
-        return *(mc_u128 **)bg->state;
-    }
-    static uint64_t mc_pcg_next(bitgen_t *bg) {
-        mc_u128 *w = mc_pcg_words(bg);
-        w[0] = w[0] * MC_PCG_MULT + w[1];
-        return mc_pcg_out(w[0]);
-    }
-    #endif
-
-    /* the next_uint64 of NumPy's PCG64 (set once the checks passed) */
-    static void *mc_pcg_fn = NULL;
-
-    /* out[i * d + k] = xt[k * m + i]: a drawn block (column-major, m draws
-       of d values) laid out one draw per row, in tiles that stay in cache */
-    static void mc_c_to_rows(const double *xt, Py_ssize_t m, Py_ssize_t d, double *out) {
-        Py_ssize_t i0, k0, i, k, i1, k1;
-        for (i0 = 0; i0 < m; i0 += 64) {
-            i1 = m - i0 < 64 ? m : i0 + 64;
-            for (k0 = 0; k0 < d; k0 += 16) {
-                k1 = d - k0 < 16 ? d : k0 + 16;
-                for (i = i0; i < i1; i++)
-                    for (k = k0; k < k1; k++)
-                        out[i * d + k] = xt[k * m + i];
-            }
-        }
-    }
-
-    #if MC_HAVE_U128
-    /* The common case of NumPy's ziggurat on the word of PCG64 state t:
-       stores +-rabs * w[idx] in *x; false when the draw leaves it. */
-    static inline int mc_zig_common(mc_u128 t, double *x) {
-        uint64_t r = mc_pcg_out(t), rabs, bits;
-        unsigned idx = (unsigned)(r & 0xff);
-        double v;
-        r >>= 8;
-        rabs = (r >> 1) & 0x000fffffffffffffULL;
-        v = (double)rabs * mc_zig_w[idx];
-        /* v = -v when the sign bit is set, without a branch (IEEE negation
-           flips the sign bit only) */
-        memcpy(&bits, &v, sizeof bits);
-        bits ^= (r & 1) << 63;
-        memcpy(x, &bits, sizeof bits);
-        return rabs < mc_zig_k[idx];
-    }
-
-    /* One draw from the stream at state *s (the words w of bg): the common
-       case inline, else NumPy's own draw from *s; *s is the state after. */
-    static inline double mc_zig_one(bitgen_t *bg, mc_u128 *w, mc_u128 *s) {
-        double x;
-        mc_u128 t = *s * MC_PCG_MULT + w[1];
-        if (MC_UNLIKELY(!mc_zig_common(t, &x))) {
-            w[0] = *s;
-            x = random_standard_normal(bg);
-            t = w[0];
-        }
-        *s = t;
-        return x;
-    }
-    #endif
-
-    /* m standard normals into out from bg: NumPy's values bit for bit.  The
-       words are made two at a time by two interleaved LCG chains (states
-       i + 1 and i + 2 advance by the two-step multiplier and increment), so
-       that the two 128-bit products of a pair do not wait on each other;
-       a pair in which a draw leaves the common case is redone one draw at a
-       time. */
-    static void mc_std_normal_fill(bitgen_t *bg, Py_ssize_t m, double *out) {
-    #if MC_HAVE_U128
-        if (mc_pcg_fn != NULL && (void *)bg->next_uint64 == mc_pcg_fn) {
-            mc_u128 *w = mc_pcg_words(bg);
-            mc_u128 s = w[0], inc = w[1];
-            mc_u128 a2 = MC_PCG_MULT * MC_PCG_MULT, c2 = (MC_PCG_MULT + 1) * inc;
-            mc_u128 t1 = s * MC_PCG_MULT + inc, t2 = t1 * MC_PCG_MULT + inc;
-            Py_ssize_t i = 0;
-            double x1, x2;
-            while (i + 2 <= m) {
-                int ok1 = mc_zig_common(t1, &x1), ok2 = mc_zig_common(t2, &x2);
-                if (MC_LIKELY(ok1 & ok2)) {
-                    out[i] = x1;
-                    out[i + 1] = x2;
-                    s = t2;
-                    t1 = t1 * a2 + c2;
-                    t2 = t2 * a2 + c2;
-                } else {  /* this pair one draw at a time, then the chains anew */
-                    out[i] = mc_zig_one(bg, w, &s);
-                    out[i + 1] = mc_zig_one(bg, w, &s);
-                    t1 = s * MC_PCG_MULT + inc;
-                    t2 = t1 * MC_PCG_MULT + inc;
-                }
-                i += 2;
-            }
-            if (i < m)
-                out[i] = mc_zig_one(bg, w, &s);
-            w[0] = s;
-            return;
-        }
-    #endif
-        random_standard_normal_fill(bg, m, out);
-    }
-    """
-    int MC_HAVE_U128
-    uint64_t mc_zig_k[256]
-    double mc_zig_w[256]
-    uint64_t mc_probe_word
-    long mc_probe_calls
-    uint64_t mc_probe_u64(void *st) noexcept nogil
-    uint32_t mc_probe_u32(void *st) noexcept nogil
-    double mc_probe_dbl(void *st) noexcept nogil
-    uint64_t mc_probe_raw(void *st) noexcept nogil
-    uint64_t mc_pcg_next(bitgen_t *bg) noexcept nogil
-    void *mc_pcg_fn
-    void mc_std_normal_fill(bitgen_t *bg, Py_ssize_t m, double *out) noexcept nogil
-    void mc_c_to_rows(const double *xt, Py_ssize_t m, Py_ssize_t d, double *out) noexcept nogil
 
 
 cdef bint _zig_leaves(bitgen_t *probe, int idx, uint64_t rabs) noexcept:
@@ -274,6 +111,106 @@ def _normal_fill_setup(bint on=True):
 
 
 NORMAL_FILL_INLINE = _normal_fill_setup(True)
+
+
+cdef bint _zexp_leaves(bitgen_t *probe, int idx, uint64_t ri) noexcept:
+    """True when NumPy's exponential from the word (layer idx, magnitude ri)
+    leaves the common case."""
+    global mc_probe_word, mc_probe_calls
+    mc_probe_word = (<uint64_t> idx << 3) | (ri << 11)
+    mc_probe_calls = 0
+    random_standard_exponential(probe)
+    return mc_probe_calls > 1
+
+
+cdef void _zexp_probe() noexcept:
+    """Read the exponential ziggurat's layer constants off NumPy's
+    random_standard_exponential, as _zig_probe does the normal's."""
+    global mc_probe_word, mc_probe_calls
+    cdef bitgen_t probe
+    cdef int idx
+    cdef uint64_t lo, hi, mid, top = (<uint64_t> 1) << 53
+    probe.state = NULL
+    probe.next_uint64 = mc_probe_u64
+    probe.next_uint32 = mc_probe_u32
+    probe.next_double = mc_probe_dbl
+    probe.next_raw = mc_probe_raw
+    for idx in range(256):
+        if not _zexp_leaves(&probe, idx, top - 1):
+            mc_zexp_k[idx] = top
+        else:
+            lo, hi = 0, top - 1
+            while lo < hi:
+                mid = lo + (hi - lo) // 2
+                if _zexp_leaves(&probe, idx, mid):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            mc_zexp_k[idx] = lo
+        if mc_zexp_k[idx] > 1:
+            mc_probe_word = (<uint64_t> idx << 3) | ((<uint64_t> 1) << 11)
+            mc_probe_calls = 0
+            mc_zexp_w[idx] = random_standard_exponential(&probe)   # 1 * w[idx]
+        else:
+            mc_zexp_k[idx] = 0
+            mc_zexp_w[idx] = 0.0
+
+
+def inline_sample(bit_generator, str kind, Py_ssize_t m, double shape=1.0):
+    """m draws from bit_generator by the inline draws (NumPy's per-draw
+    functions for another bit generator or when they are off): kind
+    "uniform" (Generator.random), "exponential" (.standard_exponential) or
+    "gamma" (.standard_gamma(shape)), NumPy's values bit for bit."""
+    cdef bitgen_t *bg = <bitgen_t *> PyCapsule_GetPointer(bit_generator.capsule, "BitGenerator")
+    cdef int k = {"uniform": 0, "exponential": 1, "gamma": 2}[kind]
+    cdef Py_ssize_t i
+    cdef mc_rng_t r
+    cdef mc_gamma_t g
+    out = np.empty(max(m, 0))
+    cdef double[::1] o = out
+    mc_gamma_init(&g, shape)
+    if m > 0:
+        with bit_generator.lock, nogil:
+            if k == 0:
+                mc_std_uniform_fill(bg, m, &o[0])
+            elif k == 1:
+                mc_std_exponential_fill(bg, m, &o[0])
+            else:
+                mc_rng_begin(&r, bg)
+                for i in range(m):
+                    o[i] = mc_gamma_draw(&r, &g)
+                mc_rng_end(&r)
+    return out
+
+
+def _inline_draws_setup(bint on=True):
+    """Use the inline uniform, exponential and gamma draws (True, when the
+    inline normal fill is in use and they pass the checks against NumPy's
+    Generator) or NumPy's per-draw functions (False).  Returns whether they
+    are in use."""
+    global mc_inline_draws
+    mc_inline_draws = 0
+    if not on or not NORMAL_FILL_INLINE or mc_pcg_fn == NULL:
+        return False
+    _zexp_probe()
+    mc_inline_draws = 1
+    for seed in (7, 2**64 + 3):
+        checks = [("uniform", 1.0, lambda g, m, a: g.random(m)),
+                  ("exponential", 1.0, lambda g, m, a: g.standard_exponential(m))]
+        checks += [("gamma", a, lambda g, m, a: g.standard_gamma(a, m))
+                   for a in (0.0, 0.3, 1.0, 1.5, 7.25)]
+        for kind, a, ref in checks:
+            mine, theirs = np.random.PCG64(seed), np.random.PCG64(seed)
+            x = inline_sample(mine, kind, 20000, a)
+            y = ref(np.random.Generator(theirs), 20000, a)
+            if not np.array_equal(x.view(np.uint64), y.view(np.uint64)) \
+                    or mine.state != theirs.state:
+                mc_inline_draws = 0
+                return False
+    return True
+
+
+INLINE_DRAWS = _inline_draws_setup(True)
 
 
 cdef void _fill_normal_inline(const double *p, bitgen_t *bg, Py_ssize_t m,
