@@ -152,3 +152,24 @@ def test_helpers_and_caller_share_the_rows_buffer(monkeypatch):
     for _ in range(3):
         R._POOL._free.clear()
         np.testing.assert_array_equal(_run(100_000, 5, n_threads=2), ref)
+
+
+def test_buffer_pool_keeps_float64_draw_buffers_only():
+    """A batched Categorical's round buffers are int64 rows; returned to the
+    shared pool they came back as another call's float64 draws (a dtype
+    error in the next call of the same shape)."""
+    from mcscore import _rounds
+
+    _rounds._POOL._free.clear()
+    _rounds._POOL._bytes = 0
+    S, K = 24, 3
+    d = mc.Categorical(logits=np.random.default_rng(0).normal(size=(S, K)))
+    R = np.random.default_rng(1).normal(size=(S, K))
+    mc.score_grad(lambda a: R[np.arange(S), a], d, 20_000, rng=0, batch_ndims=1, n_threads=2)
+    assert all(a.dtype == np.float64 for _, a in _rounds._POOL._free)
+    a = np.empty((4, 5), np.int64)
+    _rounds._POOL.give(a)
+    assert _rounds._POOL.take((4, 5)).dtype == np.float64
+    # and the plain call after the batched one runs (the torch bridge's sequence)
+    res = mc.score_grad(lambda a: R[np.arange(S), a].mean(-1), d, 20_000, rng=0, n_threads=2)
+    assert np.all(np.isfinite(res.grad["logits"]))

@@ -565,7 +565,10 @@ class _BufferPool:
     def give(self, a, owners=0):
         """Keep a for a later take(); `owners`: references to a that the
         caller holds besides its argument (a held anywhere else is left)."""
-        if sys.getrefcount(a) > 2 + owners or a.nbytes > self.max_bytes:
+        # float64 only: take() hands out float64 draw buffers (a batched
+        # Categorical's int64 rows must not come back as another call's draws)
+        if (a.dtype != np.float64 or sys.getrefcount(a) > 2 + owners
+                or a.nbytes > self.max_bytes):
             return
         with self._lock:
             self._free.append((a.shape, a))
