@@ -664,11 +664,6 @@ class ScoreJob(Job):
             raise ValueError(f"f returned a non-finite value at draw {bad}")
 
 
-# draw values of a last round worth accumulating on every thread: off (measured on
-# the 2-core machine, waking the team for the last round's sums made a Python-f
-# call at n = 1e6 slower, 7.3 ms against 4.7 ms median, and gained nothing at
-# d = 5, n = 1e5 or d = 50, n = 1e4); a lower value turns it on
-ACC_VALUES = 1 << 62
 OVERLAP_ROUNDS = 4  # rounds of a call whose f overlaps the next round's draws (default chunk)
 _POOL_LOCK = threading.Lock()
 _DRAW_POOL = None
@@ -739,10 +734,6 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
     overlap = job.shared_draw and local and threads >= 2 and n_rounds >= 2
     bufs = [job.buffers(R, B) for _ in range(2 if overlap else 1)]
     acc_threads = 1 if overlap else threads
-    # the last round: nothing left to draw, every thread accumulates it when
-    # it is large enough to repay waking them (a team woken for a few
-    # microseconds of sums costs more than it saves)
-    last_threads = threads if (nb - (n_rounds - 1) * R) * B * job.width >= ACC_VALUES else acc_threads
     stats, shifts = job.new_stats(ns)
     offsets = Offsets(ns, S, job.offset_rows, job.carrier, job.mult)
     mag = Mag()
@@ -773,8 +764,7 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
             if len(shifted):
                 offsets.shift(rd, shifted)
             with blas_single_threaded(getattr(job, "dist", None)):
-                job.accumulate(rd, buf, values, acc_threads if nxt is not None else last_threads,
-                               stats, shifts)
+                job.accumulate(rd, buf, values, acc_threads, stats, shifts)
             if progress is not None:
                 progress.update(len(rd.blocks), rd.total)
             if nxt is not None:  # f is done: (help) draw the next round
