@@ -8,6 +8,7 @@ import pytest
 import mcscore as mc
 from mcscore import _kernels as K
 from mcscore import integrands as I
+from _fills import assert_same_without_inline, result_bits
 
 SEEDS = [0, 1, 20240601, 2**63 + 5]
 SIZES = [1, 7, 255, 256, 257, 1_000_000]
@@ -156,13 +157,6 @@ def _pyf(x):
     return np.abs(x).reshape(len(x), -1).sum(axis=1)
 
 
-def _result_bits(r):
-    parts = [np.atleast_1d(np.asarray(r.grad[k], dtype=np.float64)).ravel() for k in sorted(r.grad)]
-    parts += [np.atleast_1d(np.asarray(r.stderr[k], dtype=np.float64)).ravel()
-              for k in sorted(r.stderr)]
-    return _bits(np.concatenate(parts))
-
-
 @pytest.mark.parametrize("family", sorted(MULTI))
 def test_estimates_match_numpys_per_draw_functions(family):
     dist = MULTI[family]()
@@ -170,18 +164,10 @@ def test_estimates_match_numpys_per_draw_functions(family):
              for t in (1, 2)]
 
     def run_all():
-        return [_result_bits(mc.score_grad(f, dist, 10_001, rng=11, baseline=bl, n_threads=t))
+        return [result_bits(mc.score_grad(f, dist, 10_001, rng=11, baseline=bl, n_threads=t))
                 for f, bl, t in calls]
-    inline = run_all()
-    K._inline_draws_setup(False)   # every draw by NumPy's functions
-    try:
-        numpy = run_all()
-    finally:
-        assert K._inline_draws_setup(True)
-    for a, b in zip(inline, numpy):
-        assert np.array_equal(a, b)
-    for i in range(0, len(inline), 2):   # one and two threads agree
-        assert np.array_equal(inline[i], inline[i + 1])
+    # with the inline draws and with NumPy's (the same bits); one and two threads agree
+    assert_same_without_inline(K._inline_draws_setup, run_all)
 
 
 @pytest.mark.parametrize("a", [0.6, 1.0, 2.5])

@@ -8,6 +8,7 @@ import pytest
 import mcscore as mc
 from mcscore import _kernels as K
 from mcscore import integrands as I
+from _fills import assert_same_without_inline, result_bits
 
 SEEDS = [0, 1, 20240601, 2**63 + 5]
 SIZES = [1, 7, 255, 256, 257, 1_000_000]
@@ -77,11 +78,6 @@ def test_other_bit_generators_draw_numpys_values(family):
         assert np.array_equal(g.bit_generator.random_raw(8), g_ref.bit_generator.random_raw(8))
 
 
-def _result_bits(r):
-    return np.concatenate([_bits(np.ravel(a)) for k in sorted(r.grad)
-                           for a in (r.grad[k], r.stderr[k])])
-
-
 MULTI = {
     "LogNormal": lambda d: mc.LogNormal(np.linspace(-0.5, 0.5, d), np.linspace(0.2, 0.6, d)),
     "HalfNormal": lambda d: mc.HalfNormal(np.linspace(0.5, 2.0, d)),
@@ -102,18 +98,10 @@ def test_estimates_match_numpys_fill_bit_for_bit(family, d, n):
              for t in (1, 2)]
 
     def run_all():
-        return [_result_bits(mc.score_grad(f, dist, n, rng=11, baseline=bl, n_threads=t))
+        return [result_bits(mc.score_grad(f, dist, n, rng=11, baseline=bl, n_threads=t))
                 for f, bl, t in calls]
-    inline = run_all()
-    K._normal_fill_setup(False)   # every normal column from NumPy's fill
-    try:
-        numpy = run_all()
-    finally:
-        assert K._normal_fill_setup(True)
-    for a, b in zip(inline, numpy):
-        assert np.array_equal(a, b)
-    for i in range(0, len(inline), 2):   # one and two threads agree
-        assert np.array_equal(inline[i], inline[i + 1])
+    # with the inline draws and with NumPy's (the same bits); one and two threads agree
+    assert_same_without_inline(K._normal_fill_setup, run_all)
 
 
 @pytest.mark.parametrize("f", [I.sum_of_squares(), lambda x: (x * x).sum(axis=1)],
