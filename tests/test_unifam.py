@@ -15,7 +15,7 @@ from scipy import integrate, special, stats
 
 import mcscore as mc
 from mcscore import integrands as I
-from mcscore.distributions._continuous import bessel_ratio
+from mcscore.distributions._bounded import bessel_ratio
 
 from _exact import assert_same_estimate
 

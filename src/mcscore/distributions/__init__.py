@@ -28,10 +28,10 @@ A family also declares its optional capabilities (the ``has_*`` flags and
 naming the families that have it.
 
 Each family is one class holding all it knows; the package holds them by
-group: ``_base`` (Distribution, the shared machinery), ``_continuous``
-(Normal, LogNormal, Exponential, Gamma, Beta, Laplace, HalfNormal, Chi2,
-InverseGamma, Gumbel, Weibull, Uniform, StudentT, Cauchy, HalfCauchy, VonMises),
-``_discrete``
+group: ``_base`` (Distribution, the shared machinery), ``_location_scale``
+(Normal, LogNormal, Laplace, Gumbel, Cauchy, StudentT, HalfNormal,
+HalfCauchy), ``_gamma`` (Exponential, Gamma, Chi2, InverseGamma, Weibull,
+Beta), ``_bounded`` (Uniform, VonMises), ``_discrete``
 (Poisson, Bernoulli, Binomial, Geometric, NegativeBinomial) and
 ``_categorical`` (Categorical, Multinomial, Dirichlet, OneHotCategorical).  Every public name
 is imported from here (``mcscore.distributions.Normal``), and the classes
@@ -40,10 +40,11 @@ say they live here, so that pickles and reprs name this module.
 from ._base import Distribution, Support, inherit_sections, register_families
 from ._base import index_map as index_map  # re-exported for the estimators
 from ._categorical import Categorical, Dirichlet, Multinomial, OneHotCategorical
-from ._continuous import (
-    Beta, Cauchy, Chi2, Exponential, Gamma, Gumbel, HalfCauchy, HalfNormal, InverseGamma,
-    Laplace, LogNormal, Normal, StudentT, Uniform, VonMises, Weibull,
+from ._location_scale import (
+    Cauchy, Gumbel, HalfCauchy, HalfNormal, Laplace, LogNormal, Normal, StudentT,
 )
+from ._gamma import Beta, Chi2, Exponential, Gamma, InverseGamma, Weibull
+from ._bounded import Uniform, VonMises
 from ._joint import Joint, JointDraws
 from ._multivariate import LowRankMultivariateNormal, MultivariateNormal
 from ._discrete import (
