@@ -57,6 +57,22 @@ that takes an ``rng`` argument receives the roll-out's Generator (the same
 one the policy samples with), so a stochastic environment is reproducible
 from the seed; a ``step(states, actions)`` without it keeps working.
 
+**Stepping in place.**  An environment may also offer ``stepper(states)``
+-> ``None`` or ``step_into(features, actions, out, rng)`` -> (rewards (n,),
+done (n,) bool), given the reset states of a roll-out: one step on the
+*features* of the current states (n, n_features), writing the features of
+the next states into ``out`` (a row of :func:`rollout`'s buffer, filled
+beforehand with the reset states' features, so columns that do not depend
+on the state need not be written), the numbers of ``step`` bit for bit.
+The returned arrays may be work arrays that the next call overwrites.
+:func:`rollout` then keeps every step's features in one buffer and
+allocates nothing per step; :class:`CartPole` has one.  A policy may
+likewise offer ``sampler(n)`` -> ``None`` or ``draw(features, rng, out)``:
+``sample(features, rng)``'s actions for n states, written into ``out`` (the
+int64 row of the actions) and returned (:class:`SoftmaxPolicy` with two
+actions).  ``None`` (e.g. from a subclass that replaces ``step`` or
+``sample``) means the per-step path.
+
 **Baselines and advantages.**  Any baseline that does not use episode i's
 own actions leaves the estimate unbiased: "loo" uses the other episodes'
 returns at the same step; "value" a linear least-squares regression of the
@@ -306,13 +322,59 @@ class SoftmaxPolicy:
         (4,)
         """
         phi = _features(features, self.n_features)
-        z = phi @ self.params["theta"]
-        if self.n_actions == 2:
-            z = np.asarray(z, dtype=np.float64)  # as _softmax_probs takes them
-            if math.isfinite(np.add.reduce(z, axis=None)):  # else its checks and path
-                return _two_action_draw(z.reshape(-1, 2), V.as_generator(rng)).reshape(
-                    z.shape[:-1])
-        return _alias_draw(_softmax_probs(z), V.as_generator(rng))
+        return _draw_actions(phi @ self.params["theta"], V.as_generator(rng))
+
+    def sampler(self, n: int) -> Callable[..., NDArray[Any]] | None:
+        """The in-place form of :meth:`sample` for :func:`rollout` (the
+        optional ``sampler`` of the policy protocol): ``draw(features, rng,
+        out)`` writes the actions of n states' features (n, n_features) into
+        ``out`` (int64, shape (n,)) and returns them (as ``out`` or an array
+        equal to it), the numbers of ``sample(features, rng)`` bit for bit,
+        with its work arrays allocated once here.  None when the in-place
+        draw does not apply (not two actions, float64 weights, or a
+        ``sample`` replaced on a subclass or the instance).
+
+        Parameters
+        ----------
+        n : int
+            The number of states per call (>= 1).
+
+        Returns
+        -------
+        callable or None
+
+        Raises
+        ------
+        ValueError
+            ``n`` < 1.
+
+        Examples
+        --------
+        %(softmax_setup)s
+        >>> draw = pol.sampler(4)
+        >>> out = np.zeros(4, dtype=np.int64)
+        >>> bool((draw(s, np.random.default_rng(0), out) == pol.sample(s, 0)).all())
+        True
+        """
+        n = V.integer("n", n, minimum=1)
+        theta = self.params["theta"]
+        if (self.n_actions != 2 or theta.dtype != np.float64 or "sample" in vars(self)
+                or type(self).sample is not SoftmaxPolicy.sample):
+            return None
+        buf, zbuf, shape = _draw_buffers(n), np.empty((n, 2)), (n, self.n_features)
+
+        def draw(features: Any, rng: Any, out: Any) -> Any:
+            if features.shape != shape or features.dtype != np.float64:
+                a = self.sample(features, rng)  # its checks (and errors)
+            else:
+                z = np.matmul(features, theta, zbuf)
+                if math.isfinite(np.add.reduce(z, axis=None)):
+                    a = _two_action_draw(z, rng, buf)
+                else:
+                    a = _draw_actions(z, rng)  # the softmax's checks and draws
+            out[...] = a
+            return a
+        return draw
 
     def score(self, features: ArrayLike, actions: ArrayLike) -> dict[str, NDArray[np.float64]]:
         """Per-step scores ``{"theta": (*batch, n_features, n_actions)}``: the
@@ -454,6 +516,18 @@ def _two_action_draw(z: Any, gen: Any, buf: Any = None) -> Any:
     np.logical_and(a2, b["a3"], a2)
     np.copyto(a2, a, where=gt)
     return a2.astype(np.int64) if buf is None else a2
+
+
+def _draw_actions(z: Any, gen: Any) -> Any:
+    """One action per row of the logits z (*batch, A), as the core's
+    Categorical kernel draws them: for two actions with a finite logit sum
+    the fused draw (_two_action_draw), else the softmax's checks and alias
+    draw."""
+    if z.shape[-1] == 2:
+        z = np.asarray(z, dtype=np.float64)  # as _softmax_probs takes them
+        if math.isfinite(np.add.reduce(z, axis=None)):  # else its checks and path
+            return _two_action_draw(z.reshape(-1, 2), gen).reshape(z.shape[:-1])
+    return _alias_draw(_softmax_probs(z), gen)
 
 
 def _draw_buffers(n: Any) -> Any:
@@ -1541,9 +1615,6 @@ def _state_and_one(states: Any) -> Any:
     return out
 
 
-_CARTPOLE_RATES = np.array([1, 1, 3, 3])  # the state's columns xd, xd, thd, thd
-
-
 class CartPole:
     """The classic cart-pole balancing task (Barto, Sutton & Anderson 1983)
     with the usual constants (pole half-length 0.5 m, force 10 N, 50 Hz Euler
@@ -1602,7 +1673,8 @@ class CartPole:
     features = staticmethod(_state_and_one)
 
     def step(self, states: NDArray[Any], actions: ArrayLike,
-             rng: np.random.Generator | int | None = None
+             rng: np.random.Generator | int | None = None, *,
+             out: NDArray[Any] | None = None
              ) -> tuple[NDArray[Any], NDArray[np.float64], NDArray[Any]]:
         """(next states, rewards, done) for a batch; ``rng`` draws the force
         noise (needed only when ``force_noise`` > 0).
@@ -1615,6 +1687,9 @@ class CartPole:
             0 or 1.
         rng : None, int, SeedSequence or Generator
             Draws the force noise.
+        out : numpy.ndarray, shape (n, 4), optional
+            Where to write the next states (not overlapping ``states``); it
+            is returned as the first item.
 
         Returns
         -------
@@ -1636,6 +1711,13 @@ class CartPole:
         ((2, 4), [1.0, 1.0], [False, False])
         """
         x, xd, th, thd = states.T
+        n = len(states)
+        if (states.dtype == np.float64 and states.shape == (n, 4)
+                and np.shape(actions) == (n,)):
+            new = np.empty((n, 4)) if out is None else out
+            return new, np.ones(n), _cartpole_kernel(self, n, 4)(states, np.asarray(actions),
+                                                                 new, rng)
+        # other dtypes and shapes
         f = np.where(np.asarray(actions) == 1, self.force, -self.force)
         if self.force_noise > 0:
             f = f * (1.0 + self.force_noise * V.as_generator(rng).standard_normal(len(states)))
@@ -1646,9 +1728,8 @@ class CartPole:
         thacc = (self.gravity * s - c * temp) / (
             self.half_len * (4.0 / 3.0 - self.m_pole * c * c / total))
         xacc = temp - pml * thacc * c / total
-        if states.dtype == np.float64:
-            # (x, xd, th, thd) + tau * (xd, xacc, thd, thacc), every column at once
-            rate = states[:, _CARTPOLE_RATES]
+        if states.dtype == np.float64:  # (x, xd, th, thd) + tau (xd, xacc, thd, thacc)
+            rate = states[:, [1, 1, 3, 3]]
             rate[:, 1] = xacc
             rate[:, 3] = thacc
             new = states + self.tau * rate
@@ -1657,7 +1738,140 @@ class CartPole:
                             th + self.tau * thd, thd + self.tau * thacc], axis=1)
         dist = np.abs(new[:, ::2])
         done = (dist[:, 0] > self.x_limit) | (dist[:, 1] > self.theta_limit)
+        if out is not None:
+            out[...] = new
+            new = out
         return new, np.ones(len(states)), done
+
+    def stepper(self, states: NDArray[Any]) -> Callable[..., Any] | None:
+        """The in-place form of :meth:`step` for :func:`rollout` (the
+        optional ``stepper`` of the environment protocol), for a batch that
+        starts at ``states`` (the states of :meth:`reset`).
+
+        ``step_into(features, actions, out, rng)`` takes the *features* of
+        the current states (n, 5), writes the features of the next states
+        into ``out`` (n, 5) and returns ``(rewards, done)``: the numbers of
+        ``step`` bit for bit, with every work array (and the returned
+        ``rewards`` and ``done``, overwritten by the next call) allocated
+        once here.  Only the state's columns of ``out`` are written: the
+        constant column must hold 1 already (:func:`rollout` fills its
+        feature rows with the reset states' features first).  None when it
+        does not apply: states that are not float64 (n, 4), or ``step``,
+        ``features`` or ``n_features`` replaced on a subclass or the
+        instance.
+
+        Parameters
+        ----------
+        states : numpy.ndarray, shape (n, 4)
+            The reset states.
+
+        Returns
+        -------
+        callable or None
+
+        Raises
+        ------
+        Nothing itself
+            States it cannot step in place give None (the per-step path).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import mcscore as mc
+        >>> env = mc.rl.CartPole()
+        >>> s0 = env.reset(3, rng=0)
+        >>> phi = env.features(s0)
+        >>> nxt = phi.copy()
+        >>> r, done = env.stepper(s0)(phi, np.array([0, 1, 1]), nxt, None)
+        >>> bool((nxt[:, :4] == env.step(s0, np.array([0, 1, 1]))[0]).all())
+        True
+        """
+        cls = type(self)
+        if (not isinstance(states, np.ndarray) or states.dtype != np.float64
+                or states.ndim != 2 or states.shape[1:] != (4,)
+                or {"step", "features", "n_features"} & vars(self).keys()
+                or cls.step is not CartPole.step or cls.features is not _state_and_one
+                or self.n_features != CartPole.n_features):
+            return None
+        n = len(states)
+        kernel, ones, shape = _cartpole_kernel(self, n, 5), np.ones(n), (n,)
+
+        def step_into(features: Any, actions: Any, out: Any, rng: Any) -> Any:
+            if type(actions) is not np.ndarray or actions.shape != shape:
+                new, r, done = self.step(features[:, :4], actions, rng)  # its path and errors
+                out[:, :4] = new
+                return r, done
+            return ones, kernel(features, actions, out, rng)
+        return step_into
+
+
+def _cartpole_kernel(env: Any, n: Any, width: Any) -> Any:
+    """CartPole.step's arithmetic for n float64 states, operation by
+    operation, on work arrays allocated once: ``kernel(states, actions, out,
+    rng)`` for states (n, width) (width 4: the states; 5: their features,
+    whose last column is carried over unchanged, plus 0.0) and actions an
+    array (n,), writes the next states into ``out`` (same shape, not
+    overlapping ``states``) and returns ``done`` (a work array).  f = +-force (for a
+    zero or non-finite force as step's np.where has it: -0.0 for action
+    0), times (1 + force_noise N(0, 1)) when force_noise > 0; then the
+    Euler step of the state."""
+    full = {k: np.full(n, float(v)) for k, v in (
+        ("pml", env.m_pole * env.half_len), ("total", env.m_cart + env.m_pole),
+        ("grav", env.gravity), ("mpole", env.m_pole), ("fourthirds", 4.0 / 3.0),
+        ("hl", env.half_len), ("twoforce", 2.0 * env.force), ("force", env.force))}
+    tau4 = np.zeros((n, width))  # the state's columns tau, the feature's constant 0
+    tau4[:, :4] = float(env.tau)
+    lim2 = np.empty((n, 2))
+    lim2[:, 0], lim2[:, 1] = env.x_limit, env.theta_limit
+    noise = env.force_noise
+    exact_pm = math.isfinite(2.0 * env.force) and env.force != 0
+    pml, total, grav, mpole, fourthirds, hl, twoforce, force = full.values()
+    c, sn, f, temp, b1, b2, b3 = (np.empty(n) for _ in range(7))
+    rate = np.zeros((n, width))
+    xacc, thacc, rate_even = rate[:, 1], rate[:, 3], rate[:, 0:4:2]  # (xd, xacc, thd, thacc)
+    dist, far = np.empty((n, 2)), np.empty((n, 2), dtype=bool)
+    far_x, far_th = far[:, 0], far[:, 1]
+    done, one = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+
+    def kernel(states: Any, actions: Any, out: Any, rng: Any) -> Any:
+        a = actions if actions.dtype == np.bool_ else np.equal(actions, 1, one)
+        if exact_pm:  # 2 force a - force: +-force exactly
+            np.multiply(a, twoforce, f)
+            np.subtract(f, force, f)
+            g = f
+        else:  # a zero (-0.0 for action 0) or non-finite force: as step has it
+            g = np.where(a, env.force, -env.force)
+        if noise > 0:
+            g = g * (1.0 + noise * V.as_generator(rng).standard_normal(n))
+        th, thd = states[:, 2], states[:, 3]
+        np.cos(th, c)
+        np.sin(th, sn)
+        np.multiply(pml, thd, b1)  # temp = (f + pml thd thd s) / total
+        np.multiply(b1, thd, b1)
+        np.multiply(b1, sn, b1)
+        np.add(g, b1, b1)
+        np.divide(b1, total, temp)
+        np.multiply(grav, sn, b2)  # thacc = (g s - c temp) / (hl (4/3 - mp c c / total))
+        np.multiply(c, temp, b1)
+        np.subtract(b2, b1, b2)
+        np.multiply(mpole, c, b3)
+        np.multiply(b3, c, b3)
+        np.divide(b3, total, b3)
+        np.subtract(fourthirds, b3, b3)
+        np.multiply(hl, b3, b3)
+        np.divide(b2, b3, thacc)
+        np.multiply(pml, thacc, b1)  # xacc = temp - pml thacc c / total
+        np.multiply(b1, c, b1)
+        np.divide(b1, total, b1)
+        np.subtract(temp, b1, xacc)
+        rate_even[...] = states[:, 1:4:2]  # (x, xd, th, thd) + tau (xd, xacc, thd, thacc)
+        np.multiply(tau4, rate, rate)
+        np.add(states, rate, out)
+        np.abs(out[:, 0:4:2], dist)
+        np.greater(dist, lim2, far)
+        np.logical_or(far_x, far_th, done)
+        return done
+    return kernel
 
 
 class Reach1D:
@@ -2083,16 +2297,13 @@ def rollout(env: Any, policy: Any, n_episodes: int,
     _check_policy(policy)
     gen = V.as_generator(rng)
     E = V.integer("n_episodes", n_episodes, minimum=1)
-    params = getattr(policy, "params", None) if type(policy) is SoftmaxPolicy else None
-    theta = params.get("theta") if isinstance(params, dict) else None
-    if (type(env) is CartPole and isinstance(theta, np.ndarray) and theta.dtype == np.float64
-            and theta.shape == (CartPole.n_features, 2) and policy.n_features == theta.shape[0]
-            and not ({"reset", "features", "step", "n_features"} & vars(env).keys())
-            and not ({"sample"} & vars(policy).keys())):
-        return _cartpole_softmax_rollout(env, theta, E, gen)
     T = env.max_steps
-    with_rng = _step_takes_rng(env)
     state = env.reset(E, gen)
+    stepper = getattr(env, "stepper", None)
+    step_into = stepper(state) if callable(stepper) else None
+    if step_into is not None:
+        return _rollout_in_place(env, policy, step_into, state, E, T, gen)
+    with_rng = _step_takes_rng(env)
     F = env.n_features
     feats = np.zeros((E, T, F))
     acts = None
@@ -2103,16 +2314,9 @@ def rollout(env: Any, policy: Any, n_episodes: int,
         if not alive.any():
             break
         phi = env.features(state)
-        a = np.asarray(policy.sample(phi, gen))
-        if a.ndim < 1 or a.shape[0] != E:
-            raise ValueError(f"policy.sample returned shape {a.shape} for features of shape "
-                             f"{np.shape(phi)}; it must return one action per episode (first "
-                             f"axis {E})")
+        a = _sampled(policy, phi, gen, E, acts, t)
         if acts is None:
             acts = np.zeros((E, T) + a.shape[1:], dtype=a.dtype)
-        elif a.shape[1:] != acts.shape[2:]:
-            raise ValueError(f"policy.sample returned actions of shape {a.shape[1:]} at step "
-                             f"{t}, {acts.shape[2:]} before")
         nxt, r, done = env.step(state, a, gen) if with_rng else env.step(state, a)
         feats[:, t] = phi
         acts[:, t] = a
@@ -2125,91 +2329,58 @@ def rollout(env: Any, policy: Any, n_episodes: int,
     return Trajectories(feats, acts, np.where(mask, rews, 0.0), mask)
 
 
-def _cartpole_softmax_rollout(env: Any, theta: Any, E: Any, gen: Any) -> Any:
-    """rollout(env, SoftmaxPolicy(5, 2, theta), E, gen) for a CartPole env:
-    the same draws, states, actions and padding, bit for bit (CartPole.step
-    and SoftmaxPolicy.sample's arithmetic, operation by operation), with
-    time-major buffers written in place and no allocation per step."""
-    T = env.max_steps
-    FT = np.zeros((T + 1, E, 5))  # row t: the features of the states at step t
-    FT[:, :, 4] = 1.0
-    FT[0, :, :4] = env.reset(E, gen)
-    acts = np.zeros((T, E), dtype=np.int64)
+def _sampled(policy: Any, phi: Any, gen: Any, E: Any, acts: Any, t: Any) -> Any:
+    """policy.sample(phi, gen) as an array, checked against the episodes and
+    the actions so far (acts: None, or (E, T, *shape) or (T, E, *shape))."""
+    a = np.asarray(policy.sample(phi, gen))
+    if a.ndim < 1 or a.shape[0] != E:
+        raise ValueError(f"policy.sample returned shape {a.shape} for features of shape "
+                         f"{np.shape(phi)}; it must return one action per episode (first "
+                         f"axis {E})")
+    if acts is not None and a.shape[1:] != acts.shape[2:]:
+        raise ValueError(f"policy.sample returned actions of shape {a.shape[1:]} at step "
+                         f"{t}, {acts.shape[2:]} before")
+    return a
+
+
+def _rollout_in_place(env: Any, policy: Any, step_into: Any, state: Any, E: Any, T: Any,
+                      gen: Any) -> Trajectories:
+    """rollout for an environment with a stepper: the features of every step
+    in one time-major buffer (T + 1, E, F), each row filled first with the
+    reset states' features and then stepped into by step_into; the policy's
+    sampler, when it has one, draws into the actions' rows.  The numbers of
+    the per-step path bit for bit."""
+    phi0 = np.asarray(env.features(state), dtype=np.float64)
+    FT = np.empty((T + 1,) + phi0.shape)
+    FT[...] = phi0
+    R = np.zeros((T, E))
     M = np.zeros((T + 1, E), dtype=bool)
     M[0] = True
-    full = {k: np.full(E, float(v)) for k, v in (
-        ("pml", env.m_pole * env.half_len), ("total", env.m_cart + env.m_pole),
-        ("grav", env.gravity), ("mpole", env.m_pole), ("fourthirds", 4.0 / 3.0),
-        ("hl", env.half_len), ("twoforce", 2.0 * env.force), ("force", env.force))}
-    tau4 = np.full((E, 4), float(env.tau))
-    lim2 = np.empty((E, 2))
-    lim2[:, 0], lim2[:, 1] = env.x_limit, env.theta_limit
-    noise = env.force_noise
-    exact_pm = math.isfinite(env.force) and env.force != 0
-    pml, total, grav, mpole, fourthirds, hl, twoforce, force = full.values()
-    c, sn, f, temp, b1, b2, b3 = (np.empty(E) for _ in range(7))
-    rate = np.empty((E, 4))
-    xacc, thacc, rate_even = rate[:, 1], rate[:, 3], rate[:, 0::2]  # (xd, xacc, thd, thacc)
-    dist, far = np.empty((E, 2)), np.empty((E, 2), dtype=bool)
-    far_x, far_th = far[:, 0], far[:, 1]
-    done = np.empty(E, dtype=bool)
-    buf = _draw_buffers(E)
-    zbuf = np.empty((E, 2))
+    sampler = getattr(policy, "sampler", None)
+    draw = sampler(E) if callable(sampler) else None
+    acts: Any = np.zeros((T, E), dtype=np.int64) if draw is not None else None
     t_end = T
     for t in range(T):
         if not np.count_nonzero(M[t]):
             t_end = t
             break
         phi = FT[t]
-        # SoftmaxPolicy.sample
-        z = np.matmul(phi, theta, zbuf)
-        if math.isfinite(np.add.reduce(z, axis=None)):
-            a = _two_action_draw(z, gen, buf)
-        else:  # the general path: its error (or draws)
-            a = _alias_draw(_softmax_probs(z), gen) == 1
-        acts[t] = a
-        # CartPole.step: f = +-force, then the Euler step of the state
-        if exact_pm:  # 2 force a - force: +-force exactly
-            np.multiply(a, twoforce, f)
-            np.subtract(f, force, f)
-        else:  # a zero (-0.0 for action 0) or non-finite force: as step has it
-            f = np.where(a, env.force, -env.force)
-        if noise > 0:
-            f = f * (1.0 + noise * gen.standard_normal(E))
-        th, thd = phi[:, 2], phi[:, 3]
-        np.cos(th, c)
-        np.sin(th, sn)
-        np.multiply(pml, thd, b1)  # temp = (f + pml thd thd s) / total
-        np.multiply(b1, thd, b1)
-        np.multiply(b1, sn, b1)
-        np.add(f, b1, b1)
-        np.divide(b1, total, temp)
-        np.multiply(grav, sn, b2)  # thacc = (g s - c temp) / (hl (4/3 - mp c c / total))
-        np.multiply(c, temp, b1)
-        np.subtract(b2, b1, b2)
-        np.multiply(mpole, c, b3)
-        np.multiply(b3, c, b3)
-        np.divide(b3, total, b3)
-        np.subtract(fourthirds, b3, b3)
-        np.multiply(hl, b3, b3)
-        np.divide(b2, b3, thacc)
-        np.multiply(pml, thacc, b1)  # xacc = temp - pml thacc c / total
-        np.multiply(b1, c, b1)
-        np.divide(b1, total, b1)
-        np.subtract(temp, b1, xacc)
-        rate_even[...] = phi[:, 1::2]
-        np.multiply(tau4, rate, rate)
-        new = FT[t + 1, :, :4]
-        np.add(phi[:, :4], rate, new)
-        np.abs(new[:, ::2], dist)
-        np.greater(dist, lim2, far)
-        np.logical_or(far_x, far_th, done)
+        if draw is not None:
+            a = draw(phi, gen, acts[t])
+        else:
+            a = _sampled(policy, phi, gen, E, None if acts is None else acts.swapaxes(0, 1), t)
+            if acts is None:
+                acts = np.zeros((T,) + a.shape, dtype=a.dtype)
+            acts[t] = a
+        r, done = step_into(phi, a, FT[t + 1], gen)
+        R[t] = r
         np.greater(M[t], done, M[t + 1])  # alive and not done
     FT[t_end:] = 0.0
     M[t_end:] = False
-    mask = np.ascontiguousarray(M[:T].T)
     return Trajectories(np.ascontiguousarray(FT[:T].transpose(1, 0, 2)),
-                        np.ascontiguousarray(acts.T), mask.astype(np.float64), mask)
+                        np.ascontiguousarray(acts.swapaxes(0, 1)),
+                        np.ascontiguousarray(np.where(M[:T], R, 0.0).T),
+                        np.ascontiguousarray(M[:T].T))
 
 
 class ReinforceResult:
