@@ -229,3 +229,27 @@ def test_rollout_keeps_no_work_arrays_on_the_env_or_policy():
     before = pickle.dumps(env), pickle.dumps(pol)
     rl.rollout(env, pol, 5, rng=0)
     assert (pickle.dumps(env), pickle.dumps(pol)) == before
+
+
+def test_torch_policy_in_place_is_the_per_step_rollout():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    pol = rl.TorchPolicy(torch.nn.Linear(5, 2, dtype=torch.float64))
+    _same(rl.rollout(rl.CartPole(), pol, 9, rng=1), rl.rollout(PerStep(), pol, 9, rng=1))
+
+
+def test_public_objects_pickle_under_mcscore_rl():
+    """The package's modules are private: pickles name mcscore.rl.<class>
+    and give back the same objects' numbers."""
+    objs = [rl.CartPole(force_noise=0.1), rl.Reach1D(), rl.SoftmaxPolicy(5, 2, np.ones((5, 2))),
+            rl.GaussianPolicy(2), rl.LinearValue(),
+            rl.rollout(rl.CartPole(max_steps=5), rl.SoftmaxPolicy(5, 2), 3, rng=0),
+            rl.reinforce(rl.Reach1D(max_steps=3), rl.GaussianPolicy(2), iterations=2, episodes=4,
+                         rng=0)]
+    for obj in objs:
+        blob = pickle.dumps(obj)
+        assert b"mcscore.rl\x94" in blob and b"mcscore.rl._" not in blob
+        back = pickle.loads(blob)
+        assert type(back) is type(obj) and pickle.dumps(back) == blob
+    env, pol = pickle.loads(pickle.dumps(objs[0])), pickle.loads(pickle.dumps(objs[2]))
+    _same(rl.rollout(env, pol, 6, rng=2), rl.rollout(objs[0], objs[2], 6, rng=2))
