@@ -30,14 +30,20 @@ cdef extern from *:
     static void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
         Py_ssize_t i;
         const double loc = p[0], scale = p[1];
-        double u;
+        double u, v, s;
+        int hi;
         mc_rng_t r;
         mc_rng_begin(&r, bg);
         for (i = 0; i < m; i++) {
             do {
                 u = mc_rng_double(&r);
-            } while (u == 0.0);
-            col[i] = u >= 0.5 ? loc - scale * log(2.0 - u - u) : loc + scale * log(u + u);
+            } while (MC_UNLIKELY(u == 0.0));
+            /* the two halves by selects, not a branch (its direction is a
+               coin toss): loc - scale l == loc + (-scale) l exactly */
+            hi = u >= 0.5;
+            v = hi ? 2.0 - u - u : u + u;
+            s = hi ? -scale : scale;
+            col[i] = loc + s * log(v);
         }
         mc_rng_end(&r);
     }
