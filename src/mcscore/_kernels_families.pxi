@@ -34,18 +34,24 @@ cdef extern from *:
         int hi;
         mc_rng_t r;
         mc_rng_begin(&r, bg);
+        /* the uniforms first, then the logs: a loop of independent log
+           calls, off the generator's chain of states */
         for (i = 0; i < m; i++) {
             do {
                 u = mc_rng_double(&r);
             } while (MC_UNLIKELY(u == 0.0));
+            col[i] = u;
+        }
+        mc_rng_end(&r);
+        for (i = 0; i < m; i++) {
             /* the two halves by selects, not a branch (its direction is a
                coin toss): loc - scale l == loc + (-scale) l exactly */
+            u = col[i];
             hi = u >= 0.5;
             v = hi ? 2.0 - u - u : u + u;
             s = hi ? -scale : scale;
             col[i] = loc + s * log(v);
         }
-        mc_rng_end(&r);
     }
     /* Uniform: p = [low, high]; low + (high - low) u, one uniform per draw */
     static void mc_fill_uniform(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
@@ -416,15 +422,20 @@ cdef extern from *:
         double u, e;
         mc_rng_t r;
         mc_rng_begin(&r, bg);
+        /* the uniforms first, then the logs: a loop of independent log
+           calls, off the generator's chain of states */
         for (i = 0; i < m; i++) {
             do {
                 u = 1.0 - mc_rng_double(&r);
-            } while (!(u < 1.0));
-            e = -log(u);
+            } while (MC_UNLIKELY(!(u < 1.0)));
+            col[i] = u;
+        }
+        mc_rng_end(&r);
+        for (i = 0; i < m; i++) {
+            e = -log(col[i]);
             col[i] = loc - scale * log(e);
             if (ecol != NULL) ecol[i] = e;
         }
-        mc_rng_end(&r);
     }
 
     /* Weibull: p = [scale, concentration]; scale * NumPy's random_weibull,

@@ -617,3 +617,76 @@ cdef void mc_exp_column_acc5(const mc_dist *dist, Py_ssize_t q, Py_ssize_t m,
         else:
             _score_term(kind, xc, NULL, m, a, b, c, tmp)
     mc_c_acc5(MC_SKIND_IDENT, tmp, fx, m, shift, 0.0, 0.0, 0.0, stats)
+
+
+# ---------------------------------------------------------------------------
+# Laplace's two scores of a column in one pass: loc's a1 sign(x - c) + b1
+# and scale's a2 |x - c| + b2 (the same c) are computed from the one read
+# of x and f and summed together, by the same expressions as _score_term
+# (added to a zeroed buffer) and the same lanes as mc_c_acc5 (IDENT), so
+# the statistics are the same bits as the coordinate-by-coordinate path's.
+# ---------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    MC_CLONES
+    static void mc_c_acc5_sign_abs(const double *x, const double *fx, Py_ssize_t cs,
+                                   double shift, double a1, double b1, double a2, double b2,
+                                   double c, double *acc1, double *acc2) {
+        double r[10][8], s[2][8], g[8];
+        Py_ssize_t i0, i, l, k, nb;
+        memset(r, 0, sizeof r);
+        for (i0 = 0; i0 < cs; i0 += 8) {
+            nb = cs - i0 < 8 ? cs - i0 : 8;
+            for (l = 0; l < nb; l++) {
+                double d = x[i0 + l] - c;
+                s[0][l] = 0.0 + (((double)((d > 0.0) - (d < 0.0)) + (d - d)) * a1 + b1);
+                s[1][l] = 0.0 + (fabs(x[i0 + l] - c) * a2 + b2);
+                g[l] = fx[i0 + l] - shift;
+            }
+            for (l = 0; l < nb; l++)
+                for (k = 0; k < 2; k++) {
+                    double v = s[k][l], ss = v * v, gss = g[l] * ss;
+                    r[5 * k][l] += v; r[5 * k + 1][l] += ss; r[5 * k + 2][l] += g[l] * v;
+                    r[5 * k + 3][l] += gss; r[5 * k + 4][l] += g[l] * gss;
+                }
+        }
+        for (k = 0; k < 5; k++) {
+            acc1[k] += mc_red8(r[k]);
+            acc2[k] += mc_red8(r[5 + k]);
+        }
+        (void)i;
+    }
+    """
+    void mc_c_acc5_sign_abs(const double *x, const double *fx, Py_ssize_t cs, double shift,
+                            double a1, double b1, double a2, double b2, double c,
+                            double *acc1, double *acc2) noexcept nogil
+
+
+cdef bint mc_accum_laplace(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                           Py_ssize_t ld, const double *fx, double shift,
+                           double *stats) noexcept nogil:
+    """mc_family.accum of Laplace: coordinates q < h = n_coords / 2 (loc's
+    elements, one SK_SIGN term each) with their partners q + h (scale's, one
+    SK_ABS term on the same column and c) summed in one pass; False (the
+    per-coordinate path) for any other table."""
+    cdef Py_ssize_t q, t1, t2, h = dist.n_coords // 2
+    if dist.n_coords != 2 * h:
+        return False
+    for q in range(h):
+        t1 = dist.t_start[q]
+        t2 = dist.t_start[q + h]
+        if (dist.t_start[q + 1] != t1 + 1 or dist.t_start[q + h + 1] != t2 + 1
+                or dist.t_kind[t1] != SK_SIGN or dist.t_kind[t2] != SK_ABS
+                or dist.t_col[t1] != dist.t_col[t2] or not (dist.t_c[t1] == dist.t_c[t2])):
+            return False
+    for q in range(h):
+        t1 = dist.t_start[q]
+        t2 = dist.t_start[q + h]
+        mc_c_acc5_sign_abs(xt + dist.t_col[t1] * ld, fx, m, shift, dist.t_a[t1], dist.t_b[t1],
+                           dist.t_a[t2], dist.t_b[t2], dist.t_c[t1], stats + 5 * q,
+                           stats + 5 * (q + h))
+    return True
+
+
+_FAMILY_TABLE[MC_LAPLACE].accum = mc_accum_laplace
