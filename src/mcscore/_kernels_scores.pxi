@@ -244,6 +244,31 @@ def eval_scores(KernelDist dist, x):
     return np.ascontiguousarray(out_arr.T)
 
 
+# Two IDENT score columns summed at once: the lanes of mc_c_acc5 for nb <= 8
+# draws of a group of 8 (s[k][l]: score k at lane l, g[l]: f - shift), then
+# the five sums of each into acc1 and acc2 in mc_c_acc5's order.
+cdef extern from *:
+    """
+    static inline void mc_acc5x2_lanes(double r[10][8], double s[2][8], const double *g,
+                                       Py_ssize_t nb) {
+        Py_ssize_t l, k;
+        for (l = 0; l < nb; l++)
+            for (k = 0; k < 2; k++) {
+                double v = s[k][l], ss = v * v, gss = g[l] * ss;
+                r[5 * k][l] += v; r[5 * k + 1][l] += ss; r[5 * k + 2][l] += g[l] * v;
+                r[5 * k + 3][l] += gss; r[5 * k + 4][l] += g[l] * gss;
+            }
+    }
+    static inline void mc_acc5x2_end(double r[10][8], double *acc1, double *acc2) {
+        int k;
+        for (k = 0; k < 5; k++) {
+            acc1[k] += mc_red8(r[k]);
+            acc2[k] += mc_red8(r[5 + k]);
+        }
+    }
+    """
+
+
 # ---------------------------------------------------------------------------
 # Gumbel's two scores from the kept exponentials in one pass (the exp-column
 # path of mc_accum_chunk): loc's b1 (E - 1) and scale's b2 (x - c) (E - 1)
@@ -260,7 +285,7 @@ cdef extern from *:
                                  double b2, double c, double a3, double b3, double *acc1,
                                  double *acc2) {
         double r[10][8], s[2][8], g[8];
-        Py_ssize_t i0, l, k, nb;
+        Py_ssize_t i0, l, nb;
         memset(r, 0, sizeof r);
         for (i0 = 0; i0 < cs; i0 += 8) {
             nb = cs - i0 < 8 ? cs - i0 : 8;
@@ -270,17 +295,9 @@ cdef extern from *:
                 s[1][l] = (0.0 + b2 * (x[i0 + l] - c) * em) + (xa[i0 + l] * a3 + b3);
                 g[l] = fx[i0 + l] - shift;
             }
-            for (l = 0; l < nb; l++)
-                for (k = 0; k < 2; k++) {
-                    double v = s[k][l], ss = v * v, gss = g[l] * ss;
-                    r[5 * k][l] += v; r[5 * k + 1][l] += ss; r[5 * k + 2][l] += g[l] * v;
-                    r[5 * k + 3][l] += gss; r[5 * k + 4][l] += g[l] * gss;
-                }
+            mc_acc5x2_lanes(r, s, g, nb);
         }
-        for (k = 0; k < 5; k++) {
-            acc1[k] += mc_red8(r[k]);
-            acc2[k] += mc_red8(r[5 + k]);
-        }
+        mc_acc5x2_end(r, acc1, acc2);
     }
     """
     void mc_c_acc5_gumbel(const double *x, const double *xa, const double *e, const double *fx,
@@ -709,7 +726,7 @@ cdef extern from *:
                                    double shift, double a1, double b1, double a2, double b2,
                                    double c, double *acc1, double *acc2) {
         double r[10][8], s[2][8], g[8];
-        Py_ssize_t i0, i, l, k, nb;
+        Py_ssize_t i0, l, nb;
         memset(r, 0, sizeof r);
         for (i0 = 0; i0 < cs; i0 += 8) {
             nb = cs - i0 < 8 ? cs - i0 : 8;
@@ -719,18 +736,9 @@ cdef extern from *:
                 s[1][l] = 0.0 + (fabs(x[i0 + l] - c) * a2 + b2);
                 g[l] = fx[i0 + l] - shift;
             }
-            for (l = 0; l < nb; l++)
-                for (k = 0; k < 2; k++) {
-                    double v = s[k][l], ss = v * v, gss = g[l] * ss;
-                    r[5 * k][l] += v; r[5 * k + 1][l] += ss; r[5 * k + 2][l] += g[l] * v;
-                    r[5 * k + 3][l] += gss; r[5 * k + 4][l] += g[l] * gss;
-                }
+            mc_acc5x2_lanes(r, s, g, nb);
         }
-        for (k = 0; k < 5; k++) {
-            acc1[k] += mc_red8(r[k]);
-            acc2[k] += mc_red8(r[5 + k]);
-        }
-        (void)i;
+        mc_acc5x2_end(r, acc1, acc2);
     }
     """
     void mc_c_acc5_sign_abs(const double *x, const double *fx, Py_ssize_t cs, double shift,
