@@ -174,3 +174,33 @@ def test_laplace_pairs_gradient_against_exact(threads):
                       n_threads=threads)
     assert np.all(np.abs(r.grad["loc"] - 2 * loc) < 5 * r.stderr["loc"])
     assert np.all(np.abs(r.grad["scale"] - 4 * scale) < 5 * r.stderr["scale"])
+
+
+# the rare u = 0 that NumPy's Laplace and Gumbel samplers reject: a PCG64
+# state placed so that word k of the stream is 0 (a state whose two halves
+# are equal outputs 0), at even and odd k (the fills' pairs of words)
+_PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645
+_MASK = (1 << 128) - 1
+
+
+def _generator_with_zero_word(k, inc=0xDA3E39CB94B95BDB * 2 + 1, half=0x9E3779B97F4A7C15):
+    inv = pow(_PCG_MULT, -1, 1 << 128)
+    s = (half << 64) | half      # the state after word k's step: output 0
+    for _ in range(k + 1):
+        s = ((s - inc) * inv) & _MASK
+    bg = np.random.PCG64(0)
+    bg.state = {"bit_generator": "PCG64", "state": {"state": s, "inc": inc},
+                "has_uint32": 0, "uinteger": 0}
+    return np.random.Generator(bg)
+
+
+@pytest.mark.parametrize("name", sorted(DRAWS))
+@pytest.mark.parametrize("k", [0, 1, 6, 7, 1000])
+def test_draws_skip_a_zero_word_as_numpy_does(name, k):
+    g = _generator_with_zero_word(k)
+    assert g.bit_generator.random_raw(k + 1)[-1] == 0
+    make, ref = DRAWS[name]
+    n = 2001
+    got = np.asarray(make().sample(n, rng=_generator_with_zero_word(k)))
+    want = ref(_generator_with_zero_word(k), n)
+    assert np.array_equal(got.view(np.uint64), np.asarray(want).view(np.uint64))

@@ -36,12 +36,7 @@ cdef extern from *:
         mc_rng_begin(&r, bg);
         /* the uniforms first, then the logs: a loop of independent log
            calls, off the generator's chain of states */
-        for (i = 0; i < m; i++) {
-            do {
-                u = mc_rng_double(&r);
-            } while (MC_UNLIKELY(u == 0.0));
-            col[i] = u;
-        }
+        mc_rng_nonzero_doubles(&r, m, col);
         mc_rng_end(&r);
         for (i = 0; i < m; i++) {
             /* the two halves by selects, not a branch (its direction is a
@@ -419,20 +414,16 @@ cdef extern from *:
                                  double *ecol) {
         Py_ssize_t i;
         const double loc = p[0], scale = p[1];
-        double u, e;
+        double e;
         mc_rng_t r;
         mc_rng_begin(&r, bg);
         /* the uniforms first, then the logs: a loop of independent log
            calls, off the generator's chain of states */
-        for (i = 0; i < m; i++) {
-            do {
-                u = 1.0 - mc_rng_double(&r);
-            } while (MC_UNLIKELY(!(u < 1.0)));
-            col[i] = u;
-        }
+        /* U = 1 - u < 1 exactly when u != 0 */
+        mc_rng_nonzero_doubles(&r, m, col);
         mc_rng_end(&r);
         for (i = 0; i < m; i++) {
-            e = -log(col[i]);
+            e = -log(1.0 - col[i]);
             col[i] = loc - scale * log(e);
             if (ecol != NULL) ecol[i] = e;
         }
