@@ -504,7 +504,9 @@ def test_uniform_refusals_name_pathwise_grad():
     x = d.sample(10, rng=1)
     for call in (lambda: mc.score_grad_from_samples(d, x, x),
                  lambda: mc.rloo_grad(lambda x: x, d, 100),
-                 lambda: mc.score_grad(I.sin(1.0), d, 100),
+                 # a fused f where pinned draws depend on the other coordinates
+                 lambda: mc.score_grad(I.sin(1.0), mc.Uniform([0.0, 0.0], [1.0, 1.0]), 100),
+                 lambda: mc.score_grad(I.sin(1.0), d, 100, antithetic=True),
                  lambda: mc.score_grad(lambda x: x, d, 100,
                                        control_variates=[(lambda x: x, {"low": 0.5,
                                                                         "high": 0.5})])):

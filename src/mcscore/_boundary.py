@@ -8,15 +8,20 @@ its own draws, f evaluated at the draw with a coordinate pinned to its
 bound (``dist.boundary_terms(f, x)``).  The engine adds it to f s draw by
 draw, so the estimate and its standard error come from the same per-draw
 terms (the Gram statistics of the pathwise kernel, one unit tangent per
-coordinate).  Estimators that cannot evaluate f at pinned draws (fused
-integrands and C callbacks, draws without f, RLOO, control variates) refuse
-such a family through :func:`refuse`, naming ``pathwise_grad``.
+coordinate).  Where the draw is one number (a scalar Uniform) the pinned
+draw is the bound itself, so a fused integrand or C callback is taken too:
+the fused score estimate plus f(bound) times the family's constant
+(:func:`_fused_scalar`).  Estimators that cannot evaluate f at pinned draws
+(fused integrands and C callbacks on draws of several coordinates, draws
+without f, RLOO, control variates) refuse such a family through
+:func:`refuse`, naming ``pathwise_grad``.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import _engine as E
+from . import _kernels as K
 from . import _validation as V
 from . import _vr
 
@@ -50,9 +55,16 @@ def boundary_score_grad(f, dist, n, *, rng, baseline, antithetic, n_threads, chu
                         n_streams, block_size, client, progress):
     """score_grad for a family with a boundary term (every baseline: see
     the family's boundary_terms; antithetic pairs when it has a mirror)."""
-    fkind, _ = E.lower_f(f, dist)
+    fkind, kf = E.lower_f(f, dist)
     if fkind != "python":
-        refuse(dist, "score_grad with a fused integrand or C callback",
+        if dist._kernel_dist().draw_size == 1 and antithetic is False:
+            return _fused_scalar(f, kf, fkind, dist, n, rng=rng, baseline=baseline,
+                                 n_threads=n_threads, chunk_size=chunk_size,
+                                 n_streams=n_streams, block_size=block_size, client=client,
+                                 progress=progress)
+        refuse(dist, "score_grad with a fused integrand or C callback"
+               + (" and antithetic pairs" if antithetic is not False else " on draws of "
+                  "more than one coordinate"),
                "f is evaluated inside the kernels, which cannot pin draws")
     if not isinstance(antithetic, (bool, np.bool_)):
         raise TypeError(f"antithetic must be True or False, got {antithetic!r}")
@@ -86,6 +98,53 @@ def boundary_score_grad(f, dist, n, *, rng, baseline, antithetic, n_threads, chu
                               "score+boundary" + ("+antithetic" if antithetic else ""), info,
                               variance=se**2 * n_draws, **extra)
     est.value_variance = est.value_stderr**2 * n_draws
+    return est
+
+
+def _fused_scalar(f, kf, fkind, dist, n, *, rng, baseline, n_threads, chunk_size, n_streams,
+                  block_size, client, progress):
+    """score_grad with a fused integrand (or C callback) f for a family with a
+    boundary term whose draw is one number (a scalar Uniform).  Pinning the
+    draw's one coordinate to a bound gives the bound itself, so the pinned
+    parts of boundary_terms are constants, f(bound) times the family's
+    coefficient (-1 / (high - low) at low, +1 / (high - low) at high): the
+    fused score estimate without a baseline plus those constants.  The
+    per-draw terms f s + constant have the score estimate's variance, and a
+    baseline cancels from them (see boundary_terms), so every baseline gives
+    this estimate."""
+    E.check_differentiable(dist)
+    kd = dist._kernel_dist()
+    n = V.integer("n", n, minimum=2, maximum=2**62)
+    # the pinned draws: the draw at each bound, and f there
+    pinned = {}
+    for name, sign in (("low", -1.0), ("high", 1.0)):
+        bound = np.asarray(getattr(dist, name), dtype=np.float64).reshape(1, 1)
+        fb = float(K.eval_integrand(kf, kd, bound)[0])
+        if not np.isfinite(fb):
+            raise ValueError(
+                f"f is not finite at the draw pinned to {name} = {float(bound[0, 0])!r} "
+                f"(got {fb!r}): the boundary term of {type(dist).__name__} needs f at the "
+                "support's bounds")
+        pinned[name] = sign * fb / np.asarray(dist._width(), dtype=np.float64)
+    plan = E.Plan(n, kd.draw_size, rng, n_streams, block_size, n_threads)
+    bar = E.progress_bar(progress, plan)
+    try:
+        if client is not None:
+            stats, shifts = E.run_on_dask(client, f, fkind, dist, kd, plan,
+                                          n_threads=n_threads, chunk_size=chunk_size,
+                                          progress=bar)
+        else:
+            stats, shifts = E.run_fused(kf, fkind, dist, kd, plan, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    info = {**plan.info(), "f": fkind, "baseline": baseline, "antithetic": False,
+            "boundary_term": True, "f_evals_per_draw": 1}
+    est = E.finish_score(dist, kd, stats, shifts, None, info)
+    est.grad = {k: np.asarray(g + np.reshape(pinned[k], np.shape(g)), dtype=np.float64)
+                for k, g in est.grad.items()}
+    est.method = "score+boundary"
+    est.baseline = baseline
     return est
 
 

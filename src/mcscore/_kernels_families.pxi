@@ -30,16 +30,23 @@ cdef extern from *:
     static void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
         Py_ssize_t i;
         const double loc = p[0], scale = p[1];
-        double u;
+        double u, v, s;
+        int hi;
         mc_rng_t r;
         mc_rng_begin(&r, bg);
-        for (i = 0; i < m; i++) {
-            do {
-                u = mc_rng_double(&r);
-            } while (u == 0.0);
-            col[i] = u >= 0.5 ? loc - scale * log(2.0 - u - u) : loc + scale * log(u + u);
-        }
+        /* the uniforms first, then the logs: a loop of independent log
+           calls, off the generator's chain of states */
+        mc_rng_nonzero_doubles(&r, m, col);
         mc_rng_end(&r);
+        for (i = 0; i < m; i++) {
+            /* the two halves by selects, not a branch (its direction is a
+               coin toss): loc - scale l == loc + (-scale) l exactly */
+            u = col[i];
+            hi = u >= 0.5;
+            v = hi ? 2.0 - u - u : u + u;
+            s = hi ? -scale : scale;
+            col[i] = loc + s * log(v);
+        }
     }
     /* Uniform: p = [low, high]; low + (high - low) u, one uniform per draw */
     static void mc_fill_uniform(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
@@ -407,18 +414,19 @@ cdef extern from *:
                                  double *ecol) {
         Py_ssize_t i;
         const double loc = p[0], scale = p[1];
-        double u, e;
+        double e;
         mc_rng_t r;
         mc_rng_begin(&r, bg);
+        /* the uniforms first, then the logs: a loop of independent log
+           calls, off the generator's chain of states */
+        /* U = 1 - u < 1 exactly when u != 0 */
+        mc_rng_nonzero_doubles(&r, m, col);
+        mc_rng_end(&r);
         for (i = 0; i < m; i++) {
-            do {
-                u = 1.0 - mc_rng_double(&r);
-            } while (!(u < 1.0));
-            e = -log(u);
+            e = -log(1.0 - col[i]);
             col[i] = loc - scale * log(e);
             if (ecol != NULL) ecol[i] = e;
         }
-        mc_rng_end(&r);
     }
 
     /* Weibull: p = [scale, concentration]; scale * NumPy's random_weibull,

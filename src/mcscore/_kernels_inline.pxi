@@ -252,6 +252,41 @@ cdef extern from *:
         return random_standard_exponential(r->bg);
     }
 
+    /* m uniforms of the stream r into out, each a NumPy next_double with
+       the draws equal to 0 skipped (each still takes its word: NumPy's
+       samplers that reject u = 0, Laplace and Gumbel).  Inline, the words
+       come two at a time from two interleaved LCG chains, as in
+       mc_std_normal_fill; a pair with a 0 ends them (the rest one by one). */
+    static void mc_rng_nonzero_doubles(mc_rng_t *r, Py_ssize_t m, double *out) {
+        Py_ssize_t i = 0;
+        double u;
+    #if MC_HAVE_U128
+        if (r->inl) {
+            const mc_u128 inc = r->inc, a2 = MC_PCG_MULT * MC_PCG_MULT,
+                          c2 = (MC_PCG_MULT + 1) * inc;
+            mc_u128 t1 = r->s * MC_PCG_MULT + inc, t2 = t1 * MC_PCG_MULT + inc;
+            uint64_t w1, w2;
+            while (i + 2 <= m) {
+                w1 = mc_pcg_out(t1) >> 11;
+                w2 = mc_pcg_out(t2) >> 11;
+                if (MC_UNLIKELY(w1 == 0 || w2 == 0)) break;
+                out[i] = (double)w1 * (1.0 / 9007199254740992.0);
+                out[i + 1] = (double)w2 * (1.0 / 9007199254740992.0);
+                r->s = t2;
+                t1 = t1 * a2 + c2;
+                t2 = t2 * a2 + c2;
+                i += 2;
+            }
+        }
+    #endif
+        for (; i < m; i++) {
+            do {
+                u = mc_rng_double(r);
+            } while (MC_UNLIKELY(u == 0.0));
+            out[i] = u;
+        }
+    }
+
     /* m uniforms / standard exponentials into out: NumPy's fill loops'
        values and stream consumption */
     static void mc_std_uniform_fill(bitgen_t *bg, Py_ssize_t m, double *out) {
@@ -356,6 +391,7 @@ cdef extern from *:
     double mc_rng_double(mc_rng_t *r) noexcept nogil
     double mc_rng_normal(mc_rng_t *r) noexcept nogil
     double mc_rng_exponential(mc_rng_t *r) noexcept nogil
+    void mc_rng_nonzero_doubles(mc_rng_t *r, Py_ssize_t m, double *out) noexcept nogil
     void mc_std_uniform_fill(bitgen_t *bg, Py_ssize_t m, double *out) noexcept nogil
     void mc_std_exponential_fill(bitgen_t *bg, Py_ssize_t m, double *out) noexcept nogil
     ctypedef struct mc_gamma_t:

@@ -244,6 +244,96 @@ def eval_scores(KernelDist dist, x):
     return np.ascontiguousarray(out_arr.T)
 
 
+# Two IDENT score columns summed at once: the lanes of mc_c_acc5 for nb <= 8
+# draws of a group of 8 (s[k][l]: score k at lane l, g[l]: f - shift), then
+# the five sums of each into acc1 and acc2 in mc_c_acc5's order.
+cdef extern from *:
+    """
+    static inline void mc_acc5x2_lanes(double r[10][8], double s[2][8], const double *g,
+                                       Py_ssize_t nb) {
+        Py_ssize_t l, k;
+        for (l = 0; l < nb; l++)
+            for (k = 0; k < 2; k++) {
+                double v = s[k][l], ss = v * v, gss = g[l] * ss;
+                r[5 * k][l] += v; r[5 * k + 1][l] += ss; r[5 * k + 2][l] += g[l] * v;
+                r[5 * k + 3][l] += gss; r[5 * k + 4][l] += g[l] * gss;
+            }
+    }
+    static inline void mc_acc5x2_end(double r[10][8], double *acc1, double *acc2) {
+        int k;
+        for (k = 0; k < 5; k++) {
+            acc1[k] += mc_red8(r[k]);
+            acc2[k] += mc_red8(r[5 + k]);
+        }
+    }
+    """
+
+
+# ---------------------------------------------------------------------------
+# Gumbel's two scores from the kept exponentials in one pass (the exp-column
+# path of mc_accum_chunk): loc's b1 (E - 1) and scale's b2 (x - c) (E - 1)
+# plus its constant row a3 x' + b3 (x' its own column), by the same
+# expressions as mc_exp_column_acc5 and _score_term and the same lanes as
+# mc_c_acc5 (IDENT): the same bits, one read of x, E and f instead of two.
+# ---------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    MC_CLONES
+    static void mc_c_acc5_gumbel(const double *x, const double *xa, const double *e,
+                                 const double *fx, Py_ssize_t cs, double shift, double b1,
+                                 double b2, double c, double a3, double b3, double *acc1,
+                                 double *acc2) {
+        double r[10][8], s[2][8], g[8];
+        Py_ssize_t i0, l, nb;
+        memset(r, 0, sizeof r);
+        for (i0 = 0; i0 < cs; i0 += 8) {
+            nb = cs - i0 < 8 ? cs - i0 : 8;
+            for (l = 0; l < nb; l++) {
+                double em = e[i0 + l] - 1.0;
+                s[0][l] = 0.0 + b1 * em;
+                s[1][l] = (0.0 + b2 * (x[i0 + l] - c) * em) + (xa[i0 + l] * a3 + b3);
+                g[l] = fx[i0 + l] - shift;
+            }
+            mc_acc5x2_lanes(r, s, g, nb);
+        }
+        mc_acc5x2_end(r, acc1, acc2);
+    }
+    """
+    void mc_c_acc5_gumbel(const double *x, const double *xa, const double *e, const double *fx,
+                          Py_ssize_t cs, double shift, double b1, double b2, double c,
+                          double a3, double b3, double *acc1, double *acc2) noexcept nogil
+
+
+cdef bint mc_gumbel_exp_pairs(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                              Py_ssize_t ld, const double *lt, const double *fx, double shift,
+                              double *stats) noexcept nogil:
+    """The exp-column statistics of a Gumbel table whose coordinates q < h
+    (loc's elements: one SK_EXPM1 term) pair with q + h (scale's: SK_XEXPM1
+    on the same column with the same a and c, then SK_AFFINE), each pair in
+    one pass; False (mc_exp_column_acc5 coordinate by coordinate) for any
+    other table.  mc_exp_column_ok must hold."""
+    cdef Py_ssize_t q, t1, t2, h = dist.n_coords // 2
+    if dist.family != MC_GUMBEL or dist.n_coords != 2 * h:
+        return False
+    for q in range(h):
+        t1 = dist.t_start[q]
+        t2 = dist.t_start[q + h]
+        if (dist.t_start[q + 1] != t1 + 1 or dist.t_start[q + h + 1] != t2 + 2
+                or dist.t_kind[t1] != SK_EXPM1 or dist.t_kind[t2] != SK_XEXPM1
+                or dist.t_kind[t2 + 1] != SK_AFFINE or dist.t_col[t1] != dist.t_col[t2]
+                or not (dist.t_c[t1] == dist.t_c[t2] and dist.t_a[t1] == dist.t_a[t2])):
+            return False
+    for q in range(h):
+        t1 = dist.t_start[q]
+        t2 = dist.t_start[q + h]
+        mc_c_acc5_gumbel(xt + dist.t_col[t2] * ld, xt + dist.t_col[t2 + 1] * ld,
+                         lt + dist.t_col[t1] * ld, fx, m, shift, dist.t_b[t1], dist.t_b[t2],
+                         dist.t_c[t2], dist.t_a[t2 + 1], dist.t_b[t2 + 1], stats + 5 * q,
+                         stats + 5 * (q + h))
+    return True
+
+
 cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py_ssize_t ld,
                          const double *lt, const double *fx, double shift, double *stats,
                          double *tmp) noexcept nogil:
@@ -277,6 +367,8 @@ cdef void mc_accum_chunk(const mc_dist *dist, Py_ssize_t m, const double *xt, Py
     if mc_has_exp_column(dist):
         # Gumbel, Weibull: lt holds the draws' standard exponentials
         if lt != NULL and mc_exp_column_ok(dist):
+            if mc_gumbel_exp_pairs(dist, m, xt, ld, lt, fx, shift, stats + 3):
+                return
             for q in range(dist.n_coords):
                 mc_exp_column_acc5(dist, q, m, xt, ld, lt, fx, shift, stats + 3 + 5 * q, tmp)
             return
@@ -617,3 +709,68 @@ cdef void mc_exp_column_acc5(const mc_dist *dist, Py_ssize_t q, Py_ssize_t m,
         else:
             _score_term(kind, xc, NULL, m, a, b, c, tmp)
     mc_c_acc5(MC_SKIND_IDENT, tmp, fx, m, shift, 0.0, 0.0, 0.0, stats)
+
+
+# ---------------------------------------------------------------------------
+# Laplace's two scores of a column in one pass: loc's a1 sign(x - c) + b1
+# and scale's a2 |x - c| + b2 (the same c) are computed from the one read
+# of x and f and summed together, by the same expressions as _score_term
+# (added to a zeroed buffer) and the same lanes as mc_c_acc5 (IDENT), so
+# the statistics are the same bits as the coordinate-by-coordinate path's.
+# ---------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    MC_CLONES
+    static void mc_c_acc5_sign_abs(const double *x, const double *fx, Py_ssize_t cs,
+                                   double shift, double a1, double b1, double a2, double b2,
+                                   double c, double *acc1, double *acc2) {
+        double r[10][8], s[2][8], g[8];
+        Py_ssize_t i0, l, nb;
+        memset(r, 0, sizeof r);
+        for (i0 = 0; i0 < cs; i0 += 8) {
+            nb = cs - i0 < 8 ? cs - i0 : 8;
+            for (l = 0; l < nb; l++) {
+                double d = x[i0 + l] - c;
+                s[0][l] = 0.0 + (((double)((d > 0.0) - (d < 0.0)) + (d - d)) * a1 + b1);
+                s[1][l] = 0.0 + (fabs(x[i0 + l] - c) * a2 + b2);
+                g[l] = fx[i0 + l] - shift;
+            }
+            mc_acc5x2_lanes(r, s, g, nb);
+        }
+        mc_acc5x2_end(r, acc1, acc2);
+    }
+    """
+    void mc_c_acc5_sign_abs(const double *x, const double *fx, Py_ssize_t cs, double shift,
+                            double a1, double b1, double a2, double b2, double c,
+                            double *acc1, double *acc2) noexcept nogil
+
+
+cdef bint mc_accum_laplace(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                           Py_ssize_t ld, const double *fx, double shift,
+                           double *stats) noexcept nogil:
+    """mc_family.accum of Laplace: coordinates q < h = n_coords / 2 (loc's
+    elements, one SK_SIGN term each) with their partners q + h (scale's, one
+    SK_ABS term on the same column and c) summed in one pass; False (the
+    per-coordinate path) for any other table."""
+    cdef Py_ssize_t q, t1, t2, h = dist.n_coords // 2
+    if dist.n_coords != 2 * h:
+        return False
+    for q in range(h):
+        t1 = dist.t_start[q]
+        t2 = dist.t_start[q + h]
+        if (dist.t_start[q + 1] != t1 + 1 or dist.t_start[q + h + 1] != t2 + 1
+                or dist.t_kind[t1] != SK_SIGN or dist.t_kind[t2] != SK_ABS
+                or dist.t_col[t1] != dist.t_col[t2] or not (dist.t_c[t1] == dist.t_c[t2])):
+            return False
+    for q in range(h):
+        t1 = dist.t_start[q]
+        t2 = dist.t_start[q + h]
+        mc_c_acc5_sign_abs(xt + dist.t_col[t1] * ld, fx, m, shift, dist.t_a[t1], dist.t_b[t1],
+                           dist.t_a[t2], dist.t_b[t2], dist.t_c[t1], stats + 5 * q,
+                           stats + 5 * (q + h))
+    return True
+
+
+_FAMILY_TABLE[MC_LAPLACE].accum = mc_accum_laplace
+

@@ -59,7 +59,8 @@ def score_grad(f: Any, dist: Distribution, n: int, *, rng: Any = None, baseline:
         A family whose support moves with its parameters (Uniform) gets the
         boundary term added draw by draw (f at the draw with one coordinate
         pinned to low or high: 2 extra evaluations of f per draw coordinate
-        per draw); it needs a Python f and refuses control variates.
+        per draw); it needs a Python f (or, for a scalar Uniform, whose
+        pinned draw is the bound itself, any f) and refuses control variates.
     n : int >= 2
         Number of draws.
     rng : None, int, SeedSequence or Generator (SPEC 7)
