@@ -24,6 +24,7 @@ streams at every call, seeded from the generator, exactly as successive
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Any
 
 import numpy as np
@@ -185,7 +186,11 @@ class Prepared:
     def __init__(self, f: Any, dist: Any, kd: Any, n: Any, n_streams: Any, block_size: Any,
                  n_threads: Any, chunk_size: Any) -> None:
         self.fkind, self.kf = E.lower_f(f, dist)
-        self.f = f
+        try:  # f by weak reference: score_grad's cache must not keep it alive
+            self._fref: Any = weakref.ref(f, _forget_dead)
+            self._fstrong = None
+        except TypeError:  # f without weak references (a builtin, a LowLevelCallable)
+            self._fref, self._fstrong = None, f
         self.key = shape_key(dist, kd)
         self.n_threads, self.chunk_size = n_threads, chunk_size
         plan = E.Plan(n, kd.draw_size, 0, n_streams, block_size, 1)  # threads: at each call
@@ -217,6 +222,11 @@ class Prepared:
                 self.fx = self.bufs[2].reshape(-1)[:rd.total]
                 self.xshape = (rd.total,) + tuple(dist.draw_shape)
                 self.held_values = self.xbuf.size
+
+    @property
+    def f(self) -> Any:
+        """The f this was prepared for (None once it is gone)."""
+        return self._fstrong if self._fref is None else self._fref()
 
     def fix_streams(self, plan: Any) -> Any:
         """Keep the states of the plan's stream bit generators: the same at
@@ -360,7 +370,10 @@ class KernelTemplates:
 # last few (f, shape, options), so that a loop calling score_grad with a new
 # distribution at every step skips the same per-shape work an Estimator
 # skips.  A Prepared in use is taken out of the cache (threads calling at
-# once each get their own buffers).
+# once each get their own buffers).  The cache never keeps f alive: a
+# Prepared holds f by weak reference (an f without weak references is not
+# cached), its entry is dropped when f dies, and an entry whose f is gone
+# (or is another object that reused the id) is never used.
 _TEMPLATES = KernelTemplates(64)
 _PREPARED: dict[Any, Any] = {}
 _PREPARED_MAX = 32
@@ -379,8 +392,16 @@ def score_small(f: Any, dist: Any, n: Any, rng: Any, baseline: Any, n_threads: A
     if prep is None or prep.f is not f:
         prep = Prepared(f, dist, kd, n, n_streams, block_size, n_threads, chunk_size)
     out = prep.run(dist, kd, rng, baseline)
-    if prep.held_values <= _HELD_VALUES_MAX:  # small buffers only: the cache stays small
+    # small buffers only (the cache stays small), and f held weakly only
+    if prep.held_values <= _HELD_VALUES_MAX and prep._fref is not None:
         if len(_PREPARED) >= _PREPARED_MAX:
             _PREPARED.clear()
         _PREPARED[key] = prep
     return out
+
+
+def _forget_dead(ref: Any) -> None:
+    """A Prepared's f has died: drop the cache's entries prepared for it."""
+    for key, prep in list(_PREPARED.items()):
+        if prep._fref is ref:
+            _PREPARED.pop(key, None)
