@@ -37,7 +37,7 @@ from ._callables import call_f, call_values
 from ._config import blas_single_threaded, effective_n_threads
 from . import _rounds as R
 from ._rounds import Round, chunk_size_for, raise_kernel_error
-from .distributions import Distribution
+from .distributions import Distribution, Normal
 from .distributions._base import _structure
 from .result import GradientEstimate
 from . import score as _score
@@ -114,6 +114,10 @@ class Estimator:
             self._rng = V.root_seed_sequence(rng)
         self._fkind = None
         self._kernels = KernelTemplates(8)
+        # calls est(loc=..., scale=...) of a Normal-like family may take the
+        # lean renewal (lean_dist) once a call has shown the shape
+        self._lean = (family if not fixed and type(batch_ndims) is int and batch_ndims == 0
+                      and lean_family(family) else None)
 
     def __repr__(self) -> str:
         return (f"Estimator({self.family.__name__}, n={self.n}, baseline={self.baseline!r}, "
@@ -137,6 +141,11 @@ class Estimator:
 
     # -- a call -------------------------------------------------------------
     def __call__(self, *dist: Any, **params: Any) -> GradientEstimate:
+        if self._lean is not None and not dist and len(params) == 2:
+            got = lean_dist(self._lean, params.get("loc"), params.get("scale"))
+            prep = self._prep
+            if got is not None and prep is not None and prep.key == got[2]:
+                return prep.run(got[0], got[1], self._rng, self.baseline)
         if dist:
             if len(dist) != 1 or params:
                 raise TypeError("call the estimator with the family's parameters as keywords "
@@ -159,6 +168,7 @@ class Estimator:
         else:
             E.check_differentiable(dist)
         kd = self._kernels.kernel(dist)
+        remember_lean(dist, kd)
         prep = self._prep
         if prep is None or prep.key != shape_key(dist, kd):
             prep = self._prepare(dist, kd)
@@ -383,9 +393,14 @@ _HELD_VALUES_MAX = 1 << 16  # doubles per buffer of a cached Prepared (512 KiB)
 def score_small(f: Any, dist: Any, n: Any, rng: Any, baseline: Any, n_threads: Any,
                 chunk_size: Any, n_streams: Any, block_size: Any) -> Any:
     """score_grad's plain local estimate (no progress bar, no Dask) of a
-    checked, differentiable distribution with a lowered f: the same result,
-    bit for bit, through the caches above."""
-    kd = _TEMPLATES.kernel(dist)
+    checked distribution with a lowered f: the same result, bit for bit,
+    through the caches above.  Checks that dist is differentiable
+    (E.check_differentiable, or the same checks in lean_kernel)."""
+    kd = lean_kernel(dist)
+    if kd is None:
+        E.check_differentiable(dist)
+        kd = _TEMPLATES.kernel(dist)
+        remember_lean(dist, kd)
     key = (id(f), type(dist), shape_key(dist, kd), n, n_streams, block_size, n_threads,
            chunk_size)
     prep = _PREPARED.pop(key, None)
@@ -405,3 +420,112 @@ def _forget_dead(ref: Any) -> None:
     for key, prep in list(_PREPARED.items()):
         if prep._fref is ref:
             _PREPARED.pop(key, None)
+
+
+# ---------------------------------------------------------------------------
+# Lean renewal of Normal / LogNormal kernels (K.locscale_renewed)
+# ---------------------------------------------------------------------------
+#
+# For a family that builds its parameters, checks and score terms as Normal
+# does, a distribution whose parameters are float64 arrays of a shape seen
+# before gets its kernel from one C pass (the checks, the score terms, the
+# table and the renewed kernel: the same bits as Distribution.__init__,
+# _check_differentiable and KernelTemplates.kernel).  When a check fails, or
+# the input is anything else, the general path runs and raises its error.
+
+_LEAN: dict[Any, Any] = {}  # (family, batch shape) -> (kernel, table, coordinate slices, key)
+_LEAN_MAX = 64
+_LEAN_FAMILIES: dict[Any, bool] = {}
+
+
+def lean_family(family: Any) -> bool:
+    """True when `family` computes its parameters, checks, draw parameters
+    and score terms with Normal's code (what locscale_renewed repeats)."""
+    ok = _LEAN_FAMILIES.get(family)
+    if ok is None:
+        ok = _LEAN_FAMILIES[family] = bool(
+            isinstance(family, type) and issubclass(family, Normal)
+            and family.family in (K.MC_NORMAL, K.MC_LOGNORMAL)
+            and family.__init__ is Normal.__init__
+            and family._check_params is Distribution._check_params
+            and family._terms is Normal._terms
+            and family._check_differentiable is Normal._check_differentiable
+            and family._draw_params is Distribution._draw_params
+            and family._build_kernel is Distribution._build_kernel
+            and list(family.arg_constraints.items()) == [("loc", "real"),
+                                                         ("scale", "positive")])
+    return ok
+
+
+def _renew(family: Any, entry: Any, loc: Any, scale: Any, copy: bool) -> Any:
+    return K.locscale_renewed(entry[0], loc, scale, entry[4], bool(family._log),
+                              float(family.SCALE_RANGE[0]), float(family.SCALE_RANGE[1]),
+                              float(family.RESOLUTION), copy)
+
+
+def lean_dist(family: Any, loc: Any, scale: Any) -> Any:
+    """(family(loc=loc, scale=scale) with its kernel, the kernel, its
+    shape_key), or None: the general path is needed."""
+    entry = _LEAN.get((family, getattr(loc, "shape", None)))
+    if entry is None:
+        return None
+    got = _renew(family, entry, loc, scale, True)
+    if got is None:
+        return None
+    kd, lo, sc, a, b, c = got
+    dist = family.__new__(family)  # what Distribution.__init__ and the kernel set
+    dist._kernel = kd
+    dist.batch_shape = entry[4]
+    dist._params = {"loc": lo, "scale": sc}
+    dist._table = dict(entry[1], a=a, b=b, c=c)
+    dist._coord_slices = entry[2]
+    return dist, kd, entry[3]
+
+
+def lean_kernel(dist: Any) -> Any:
+    """The kernel of a distribution without one, renewed by lean renewal
+    (its differentiability checked on the way), or None."""
+    family = type(dist)
+    if dist._kernel is not None or not lean_family(family):
+        return None
+    entry = _LEAN.get((family, dist.batch_shape))
+    if entry is None:
+        return None
+    got = _renew(family, entry, dist._params["loc"], dist._params["scale"], False)
+    if got is None:
+        return None
+    kd, _, _, a, b, c = got
+    dist._table = dict(entry[1], a=a, b=b, c=c)
+    dist._coord_slices = entry[2]
+    dist._kernel = kd
+    return kd
+
+
+def remember_lean(dist: Any, kd: Any) -> None:
+    """Keep dist's kernel as the lean template of its family and shape when
+    the family qualifies (lean_family), its parameters have the batch shape
+    and its table has the layout locscale_renewed writes, whose
+    coefficients it reproduces bit for bit."""
+    family = type(dist)
+    if not lean_family(family) or kd.per_category:
+        return
+    shape = dist.batch_shape
+    if type(shape) is not tuple or (family, shape) in _LEAN:
+        return
+    lo, sc = dist._params["loc"], dist._params["scale"]
+    t = getattr(dist, "_table", None)
+    if t is None or lo.shape != shape or sc.shape != shape or not lo.size:
+        return
+    u = np.arange(lo.size)
+    if not (np.array_equal(t["coord"], np.arange(2 * lo.size))
+            and np.array_equal(t["col"], np.concatenate([u, u]))
+            and np.array_equal(t["t_start"], np.arange(2 * lo.size + 1))):
+        return
+    entry = (kd, dict(t), dict(dist._coord_slices), shape_key(dist, kd), shape)
+    got = _renew(family, entry, lo, sc, False)
+    if got is None or any(np.asarray(t[k], dtype=np.float64).tobytes() != v.tobytes()
+                          for k, v in zip("abc", got[3:])):
+        return
+    if len(_LEAN) >= _LEAN_MAX:
+        _LEAN.clear()
+    _LEAN[(family, shape)] = entry
