@@ -215,6 +215,7 @@ class Prepared:
         self.per_block = plan.block_size * max(1, kd.draw_size)
         self.n_blocks = plan.n_blocks
         self.states = None  # the streams' bit generator states, when fixed
+        self.last_seed: Any = None  # score_small: the int seed of the previous call
         self.round = None
         self.held_values = 0  # the largest buffer's doubles
         if self.fkind == "python":
@@ -229,6 +230,8 @@ class Prepared:
                 self.chunk = chunk
                 self.bufs = E.ScoreJob(f, dist).buffers(nb, plan.block_size)
                 self.xbuf = np.empty((nb * plan.block_size, kd.draw_size))
+                self.row_off = np.zeros(nb, dtype=np.int64)  # each block's first row
+                np.cumsum(rd.rows[:-1], out=self.row_off[1:])
                 self.fx = self.bufs[2].reshape(-1)[:rd.total]
                 self.xshape = (rd.total,) + tuple(dist.draw_shape)
                 self.held_values = self.xbuf.size
@@ -317,9 +320,10 @@ class Prepared:
         threads: there is no next round to draw while f runs)."""
         rd = self.round
         xt, lt, fx, _ = self.bufs
-        K.draw_round(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt)
-        x = rd.gather(xt, kd.draw_size, 0, self.xbuf)
-        x = dist._to_user_dtype(x.reshape(self.xshape))
+        # the draws laid out one per row by the drawing threads (as run_job's)
+        K.draw_round_rows(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt,
+                          self.xbuf, self.row_off)
+        x = dist._to_user_dtype(self.xbuf[:rd.total].reshape(self.xshape))
         if rd.total <= self.chunk:  # call_values' one chunk
             self.fx[:] = call_f(self.f, x, rd.first)
         else:
@@ -406,6 +410,14 @@ def score_small(f: Any, dist: Any, n: Any, rng: Any, baseline: Any, n_threads: A
     prep = _PREPARED.pop(key, None)
     if prep is None or prep.f is not f:
         prep = Prepared(f, dist, kd, n, n_streams, block_size, n_threads, chunk_size)
+    if type(rng) is int and rng >= 0 and rng == prep.last_seed:
+        # the int seed of the previous call again (a loop with common random
+        # numbers): its streams' states, kept, as an Estimator keeps them
+        if prep.states is None:
+            prep.fix_streams(prep._plan(rng))
+    else:
+        prep.states = None
+        prep.last_seed = rng if type(rng) is int else None
     out = prep.run(dist, kd, rng, baseline)
     # small buffers only (the cache stays small), and f held weakly only
     if prep.held_values <= _HELD_VALUES_MAX and prep._fref is not None:
