@@ -16,6 +16,8 @@
 # input is not a plain float64 array: the caller then runs the general
 # path, which raises its usual error.
 
+from libc.string cimport memcpy
+
 
 def locscale_renewed(KernelDist tpl, loc, scale, tuple shape, bint log_ref, double lo_s,
                      double hi_s, double resolution, bint copy=True):
@@ -33,72 +35,80 @@ def locscale_renewed(KernelDist tpl, loc, scale, tuple shape, bint log_ref, doub
     in [lo_s, hi_s], the family's SCALE_RANGE; scale >= resolution * |loc|,
     or resolution * max(1, |loc|) with ``log_ref``).
     """
-    cdef cnp.ndarray lo, sc
+    cdef cnp.ndarray lo, sc, out_lo, out_sc, prm, tab, tabd
     cdef Py_ssize_t U = tpl.d.n_units, i
     cdef double mu, s, s2, ref
-    cdef const double[::1] vl, vs
-    cdef double[::1] pl, ps
-    cdef double[:, ::1] prm, tab, tabd
+    cdef const double *vl
+    cdef const double *vs
+    cdef double *pl = NULL
+    cdef double *ps = NULL
+    cdef double *pp
+    cdef double *ta
+    cdef cnp.npy_intp dims[2]
     if type(loc) is not np.ndarray or type(scale) is not np.ndarray:
         return None
     lo, sc = loc, scale
     if (U == 0 or lo.dtype is not _F64 or sc.dtype is not _F64 or loc.shape != shape
             or scale.shape != shape or tpl.d.prm_len != 2 or tpl.d.n_coords != 2 * U
-            or tpl.d.t_start[tpl.d.n_coords] != 2 * U or tpl.d.per_category):
+            or tpl.d.t_start[tpl.d.n_coords] != 2 * U or tpl.d.per_category
+            or not cnp.PyArray_IS_C_CONTIGUOUS(lo) or not cnp.PyArray_IS_C_CONTIGUOUS(sc)):
         return None
-    if not (cnp.PyArray_IS_C_CONTIGUOUS(lo) and cnp.PyArray_IS_C_CONTIGUOUS(sc)):
-        return None
-    vl = lo.reshape(-1)
-    vs = sc.reshape(-1)
+    vl = <const double *> cnp.PyArray_DATA(lo)
+    vs = <const double *> cnp.PyArray_DATA(sc)
     for i in range(U):
         mu = vl[i]
         s = vs[i]
         ref = fabs(mu)
         if log_ref and not (ref >= 1.0):
             ref = 1.0
-        # the constraints ("real", "positive"), Normal.SCALE_RANGE and
-        # Normal.RESOLUTION, each failing on NaN
+        # the constraints ("real", "positive"), the family's SCALE_RANGE and
+        # RESOLUTION, each failing on NaN
         if not (isfinite(mu) and s > 0 and isfinite(s) and s >= lo_s and s <= hi_s
                 and not (s < resolution * ref)):
             return None
     out_lo = out_sc = None
     if copy:
-        out_lo = np.empty(shape)
-        out_sc = np.empty(shape)
-        pl = out_lo.reshape(-1)
-        ps = out_sc.reshape(-1)
-    prm = np.empty((U, 2))
-    tab = np.empty((3, 2 * U))   # the kernel's coefficients
-    tabd = np.empty((3, 2 * U))  # the distribution's table (its own copy)
+        out_lo = cnp.PyArray_EMPTY(lo.ndim, cnp.PyArray_DIMS(lo), cnp.NPY_DOUBLE, 0)
+        out_sc = cnp.PyArray_EMPTY(lo.ndim, cnp.PyArray_DIMS(lo), cnp.NPY_DOUBLE, 0)
+        pl = <double *> cnp.PyArray_DATA(out_lo)
+        ps = <double *> cnp.PyArray_DATA(out_sc)
+    dims[0] = U
+    dims[1] = 2
+    prm = cnp.PyArray_EMPTY(2, dims, cnp.NPY_DOUBLE, 0)
+    dims[0] = 3
+    dims[1] = 2 * U
+    tab = cnp.PyArray_EMPTY(2, dims, cnp.NPY_DOUBLE, 0)   # the kernel's coefficients
+    tabd = cnp.PyArray_EMPTY(2, dims, cnp.NPY_DOUBLE, 0)  # the distribution's table
+    pp = <double *> cnp.PyArray_DATA(prm)
+    ta = <double *> cnp.PyArray_DATA(tab)
     for i in range(U):
         mu = vl[i]
         s = vs[i]
         if copy:
             pl[i] = mu
             ps[i] = s
-        prm[i, 0] = mu
-        prm[i, 1] = s
+        pp[2 * i] = mu
+        pp[2 * i + 1] = s
         s2 = s * s  # Normal._terms, operation for operation
-        tab[0, i] = 1.0 / s2
-        tab[1, i] = -mu / s2
-        tab[2, i] = 0.0
-        tab[0, U + i] = 1.0 / (s2 * s)
-        tab[1, U + i] = -1.0 / s
-        tab[2, U + i] = mu
-    tabd[...] = tab
+        ta[i] = 1.0 / s2                   # a
+        ta[U + i] = 1.0 / (s2 * s)
+        ta[2 * U + i] = -mu / s2           # b
+        ta[3 * U + i] = -1.0 / s
+        ta[4 * U + i] = 0.0                # c
+        ta[5 * U + i] = mu
+    memcpy(cnp.PyArray_DATA(tabd), ta, 6 * U * sizeof(double))
     if copy:
-        out_lo.setflags(write=False)
-        out_sc.setflags(write=False)
+        cnp.PyArray_CLEARFLAGS(out_lo, cnp.NPY_ARRAY_WRITEABLE)  # as V.check leaves them
+        cnp.PyArray_CLEARFLAGS(out_sc, cnp.NPY_ARRAY_WRITEABLE)
     cdef KernelDist out = KernelDist.__new__(KernelDist)
     out.d = tpl.d
-    out.d.prm = &prm[0, 0] if U else NULL
-    out.d.t_a = &tab[0, 0] if U else NULL
-    out.d.t_b = &tab[1, 0] if U else NULL
-    out.d.t_c = &tab[2, 0] if U else NULL
+    out.d.prm = pp
+    out.d.t_a = ta
+    out.d.t_b = ta + 2 * U
+    out.d.t_c = ta + 4 * U
     out._keep = (tpl._keep, prm, tab)
     out._set_views()
-    ta = np.asarray(tabd)
-    return out, out_lo, out_sc, ta[0], ta[1], ta[2]
+    return out, out_lo, out_sc, tabd[0], tabd[1], tabd[2]
 
 
 _F64 = np.dtype(np.float64)
