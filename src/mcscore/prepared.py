@@ -252,7 +252,9 @@ class Prepared:
     def run(self, dist: Any, kd: Any, rng: Any, baseline: Any) -> Any:
         if self.states is not None:
             work = min(self.used, max(1, self.values // R.SERIAL_VALUES))
-            threads = effective_n_threads(self.n_threads, work_items=work)
+            # one work item and no thread count: effective_n_threads is 1
+            threads = (1 if work == 1 and self.n_threads is None
+                       else effective_n_threads(self.n_threads, work_items=work))
             bitgens = self.bitgens
             for bg, st in zip(bitgens, self.states):  # rewound to the streams' starts
                 bg.state = st
@@ -284,11 +286,14 @@ class Prepared:
         cs = dist._coord_slices
         if cs is not self._slices:
             self._slices = cs
-            self._coords = [(name, sl, tuple(shape)) for name, (sl, shape) in cs.items()]
+            # the shape, or None where the slice has it already (a 1-d parameter)
+            self._coords = [(name, sl, None if tuple(shape) == (sl.stop - sl.start,)
+                             else tuple(shape)) for name, (sl, shape) in cs.items()]
         coords = self._coords
 
         def split(arr: Any) -> Any:
-            return {name: arr[sl].reshape(shape) for name, sl, shape in coords}
+            return {name: arr[sl] if shape is None else arr[sl].reshape(shape)
+                    for name, sl, shape in coords}
         return split
 
     _slices = None
@@ -328,7 +333,11 @@ class Prepared:
             self.fx[:] = call_f(self.f, x, rd.first)
         else:
             call_values(self.f, x, rd, self.chunk, out=self.fx)
-        with blas_single_threaded(dist) if self.blas else contextlib.nullcontext():
+        if self.blas:
+            with blas_single_threaded(dist):
+                bad = K.accumulate_round(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams,
+                                         threads, xt, fx, stats, shifts, lt)
+        else:
             bad = K.accumulate_round(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
                                      xt, fx, stats, shifts, lt)
         if bad >= 0:  # cannot happen after check_fx, kept as a guard
