@@ -259,3 +259,29 @@ def test_lean_estimate_is_accurate():
     res = est(loc=loc, scale=scale)
     for name, exact in (("loc", 2 * loc), ("scale", 2 * scale)):
         assert np.all(np.abs(res.grad[name] - exact) < 5 * res.stderr[name]), name
+
+
+def test_one_round_refuses_buffers_of_the_wrong_kind():
+    """K.one_round (draw, evaluate, accumulate of a prepared one-round call)
+    checks its buffers before it touches them."""
+    from mcscore import _kernels as K
+    d = _normal(3)
+    kd = d._kernel_dist()
+    bg = [np.random.PCG64(0)]
+    blocks = np.zeros(1, np.int64)
+    xt, rows = np.empty((1, 3 * 8)), np.empty((8, 3))
+    fx, stats, shifts = np.empty((1, 8)), np.zeros((1, kd.stats_len)), np.zeros(1)
+    calls = []
+    good = (xt, None, rows, blocks, fx, stats, shifts)
+    assert K.one_round(kd, bg, blocks, blocks, 8, 8, 64, 1, *good[:3], blocks, *good[4:],
+                       lambda: calls.append(fx.fill(1.0))) == -1
+    assert len(calls) == 1 and stats[0, 0] == 8
+    for bad in (dict(xt=np.empty((1, 3 * 4))), dict(rows=np.empty((4, 3))),
+                dict(xt=np.empty((1, 3 * 8), np.float32)), dict(stats=np.zeros((1, 2))),
+                dict(blocks=np.ones(1, np.int64)), dict(blocks=np.zeros(1, np.int32)),
+                dict(fx=np.empty((1, 4)))):
+        a = dict(xt=xt, rows=rows, blocks=blocks, fx=fx, stats=stats)
+        a.update(bad)
+        with pytest.raises(ValueError, match="one_round"):
+            K.one_round(kd, bg, a["blocks"], blocks, 8, 8, 64, 1, a["xt"], None, a["rows"],
+                        blocks, a["fx"], a["stats"], shifts, lambda: None)

@@ -112,3 +112,94 @@ def locscale_renewed(KernelDist tpl, loc, scale, tuple shape, bint log_ref, doub
 
 
 _F64 = np.dtype(np.float64)
+
+
+cdef void *_f64_data(cnp.ndarray a, int ndim, str name) except NULL:
+    """The data of a C-contiguous float64 array of ndim dimensions (ValueError otherwise)."""
+    if (cnp.PyArray_TYPE(a) != cnp.NPY_DOUBLE or cnp.PyArray_NDIM(a) != ndim
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISWRITEABLE(a)
+            or cnp.PyArray_SIZE(a) == 0):
+        raise ValueError(f"one_round: {name} must be a non-empty, writable, C-contiguous "
+                         f"float64 array of {ndim} dimensions")
+    return cnp.PyArray_DATA(a)
+
+
+def one_round(KernelDist dist, list bitgens, cnp.ndarray blocks, cnp.ndarray slots, int64_t n,
+              int64_t block_size, int64_t n_streams, int n_threads, cnp.ndarray xt, lt,
+              cnp.ndarray rows, cnp.ndarray row_off, cnp.ndarray fx, cnp.ndarray stats,
+              cnp.ndarray shifts, evaluate):
+    """draw_round_rows, then ``evaluate()`` (which fills fx with f's values
+    at rows' draws), then accumulate_round, for a round whose blocks are
+    blocks[0..R) of streams slots (int64, C-contiguous): the same calls to
+    the same block functions, with the arrays' pointers read once instead
+    of as typed memoryviews at each call (a small call's fixed cost).
+    Returns the global index of a non-finite f value (accumulate_round's),
+    or -1."""
+    cdef Py_ssize_t R = cnp.PyArray_SIZE(blocks), r, total = 0
+    cdef const int64_t *pb
+    cdef const int64_t *ps
+    cdef const int64_t *po
+    cdef mc_round rd
+    cdef _ctx_t c
+    cdef int nt, code
+    if (cnp.PyArray_TYPE(blocks) != cnp.NPY_INT64 or cnp.PyArray_TYPE(slots) != cnp.NPY_INT64
+            or cnp.PyArray_TYPE(row_off) != cnp.NPY_INT64 or cnp.PyArray_SIZE(slots) != R
+            or cnp.PyArray_SIZE(row_off) != R or R == 0
+            or not (cnp.PyArray_IS_C_CONTIGUOUS(blocks) and cnp.PyArray_IS_C_CONTIGUOUS(slots)
+                    and cnp.PyArray_IS_C_CONTIGUOUS(row_off))):
+        raise ValueError("one_round: blocks, slots and row_off must be R > 0 contiguous int64")
+    pb = <const int64_t *> cnp.PyArray_DATA(blocks)
+    ps = <const int64_t *> cnp.PyArray_DATA(slots)
+    po = <const int64_t *> cnp.PyArray_DATA(row_off)
+    memset(&c, 0, sizeof(_ctx_t))
+    c.dist = &dist.d
+    c.xt = <double *> _f64_data(xt, 2, "xt")
+    c.ld = cnp.PyArray_DIMS(xt)[1]
+    if mc_has_log_column(&dist.d):
+        if not isinstance(lt, np.ndarray):
+            raise ValueError("one_round: a log-column kernel needs lt")
+        c.lt = <double *> _f64_data(lt, 2, "lt")
+        if (cnp.PyArray_DIMS(lt)[0] != cnp.PyArray_DIMS(xt)[0]
+                or cnp.PyArray_DIMS(lt)[1] != c.ld):
+            raise ValueError("one_round: lt must have xt's shape")
+    c.rows = <double *> _f64_data(rows, 2, "rows")
+    c.row_off = po
+    c.fx = <double *> _f64_data(fx, 2, "fx")
+    c.fld = cnp.PyArray_DIMS(fx)[1]
+    c.stats = <double *> _f64_data(stats, 2, "stats")
+    c.sld = cnp.PyArray_DIMS(stats)[1]
+    c.shifts = <double *> _f64_data(shifts, 1, "shifts")
+    if (cnp.PyArray_DIMS(xt)[0] < R or cnp.PyArray_DIMS(fx)[0] < R
+            or c.ld < dist.d.draw_size * block_size or c.fld < block_size
+            or cnp.PyArray_DIMS(rows)[1] != dist.d.draw_size
+            or cnp.PyArray_DIMS(stats)[1] != dist.stats_len
+            or cnp.PyArray_DIMS(shifts)[0] != cnp.PyArray_DIMS(stats)[0]):
+        raise ValueError("one_round: buffers of the wrong shape for the round")
+    for r in range(R):
+        if pb[r] < 0 or pb[r] * block_size >= n or ps[r] < 0 or ps[r] >= cnp.PyArray_DIMS(stats)[0]:
+            raise ValueError("one_round: a block or stream slot out of range")
+        if po[r] < 0:
+            raise ValueError("one_round: negative row offset")
+        total = max(total, po[r] + min(block_size, n - pb[r] * block_size))
+    if total > cnp.PyArray_DIMS(rows)[0]:
+        raise ValueError(f"one_round: rows holds {rows.shape[0]} draws, the round {total}")
+    # the draws (draw_round_rows)
+    mc_round_init(&rd, n, 0, block_size, n_threads, R, pb, ps, bitgens)
+    nt = mc_round_threads(&rd)
+    try:
+        c.wss = mc_workspaces(&dist.d, nt, 1)
+        mc_drive(&rd, _cb_draw_rows, &c)
+    finally:
+        mc_workspaces_free(c.wss, nt)
+        c.wss = NULL
+        mc_round_free(&rd)
+    evaluate()
+    # the accumulation (accumulate_round)
+    mc_round_init(&rd, n, n_streams, block_size, n_threads, R, pb, ps, None)
+    c.tmp_len = min(block_size, mc_chunk_len(dist.d.draw_size))
+    try:
+        c.tmp = mc_alloc_doubles(mc_round_threads(&rd) * c.tmp_len, "the accumulation buffers")
+        code = mc_drive(&rd, _cb_accumulate, &c)
+        return int(rd.ctl.err[1]) if code == ERR_F_NONFINITE else -1
+    finally:
+        free(c.tmp)

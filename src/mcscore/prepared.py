@@ -325,21 +325,28 @@ class Prepared:
         threads: there is no next round to draw while f runs)."""
         rd = self.round
         xt, lt, fx, _ = self.bufs
-        # the draws laid out one per row by the drawing threads (as run_job's)
-        K.draw_round_rows(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt,
-                          self.xbuf, self.row_off)
-        x = dist._to_user_dtype(self.xbuf[:rd.total].reshape(self.xshape))
-        if rd.total <= self.chunk:  # call_values' one chunk
-            self.fx[:] = call_f(self.f, x, rd.first)
+        f = self.f
+
+        def evaluate() -> None:
+            """f at the round's draws (laid out one per row by the drawing
+            threads, as run_job's), checked, into fx."""
+            x = dist._to_user_dtype(self.xbuf[:rd.total].reshape(self.xshape))
+            if rd.total <= self.chunk:  # call_values' one chunk
+                self.fx[:] = call_f(f, x, rd.first)
+            else:
+                call_values(f, x, rd, self.chunk, out=self.fx)
+
+        if not self.blas:  # draw, evaluate, accumulate in one kernel call
+            bad = K.one_round(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams,
+                              threads, xt, lt, self.xbuf, self.row_off, fx, stats, shifts,
+                              evaluate)
         else:
-            call_values(self.f, x, rd, self.chunk, out=self.fx)
-        if self.blas:
+            K.draw_round_rows(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt,
+                              self.xbuf, self.row_off)
+            evaluate()
             with blas_single_threaded(dist):
                 bad = K.accumulate_round(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams,
                                          threads, xt, fx, stats, shifts, lt)
-        else:
-            bad = K.accumulate_round(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
-                                     xt, fx, stats, shifts, lt)
         if bad >= 0:  # cannot happen after check_fx, kept as a guard
             raise ValueError(f"f returned a non-finite value at draw {bad}")
 
