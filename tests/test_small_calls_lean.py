@@ -10,6 +10,7 @@ import mcscore as mc
 from mcscore import prepared as PR
 from mcscore import integrands as I
 from _exact import assert_same_estimate
+from test_small_calls import _engine_reference  # the general pieces, no cache
 
 
 def _normal(d=3):
@@ -77,21 +78,6 @@ def test_f_without_weak_references_still_works():
 # ---------------------------------------------------------------------------
 # the lean renewal of Normal / LogNormal kernels (prepared.lean_dist)
 # ---------------------------------------------------------------------------
-
-def _engine_reference(f, dist, n, rng, baseline):
-    """score_grad's estimate by the engine's general pieces (a kernel built
-    from scratch by the distribution, run_job / run_fused, finish_score)."""
-    from mcscore import _engine as E
-    fkind, kf = E.lower_f(f, dist)
-    dist._check_differentiable()
-    kd = dist._kernel_dist()
-    plan = E.Plan(n, kd.draw_size, rng, E.DEFAULT_STREAMS, None, 1)
-    if fkind == "python":
-        stats, shifts = E.run_job(E.ScoreJob(f, dist), plan)[:2]
-    else:
-        stats, shifts = E.run_fused(kf, fkind, dist, kd, plan)
-    return E.finish_score(dist, kd, stats, shifts, baseline, {**plan.info(), "f": fkind})
-
 
 def _counting(monkeypatch):
     """Count the calls that the lean renewal served."""
