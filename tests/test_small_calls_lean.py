@@ -207,11 +207,21 @@ def test_lean_path_keeps_every_guard(monkeypatch, family):
               dict(loc=np.zeros(4)[::2], scale=np.ones(4)[::2]),
               dict(loc=np.zeros(2).astype(">f8"), scale=np.ones(2)),
               dict(loc=np.zeros((2, 1)), scale=np.ones((2, 1))),
-              dict(loc=0.3, scale=1.5)]
+              dict(loc=0.3, scale=1.5),
+              dict(loc=_ListShaped(), scale=np.ones(2))]
     for p in others:
         got = est(**p)
         assert_same_estimate(got, _engine_reference(_sq_any, family(**p), 100, 1, None))
     assert hits["dist"] + hits["kernel"] == served  # none of those took the lean path
+
+
+class _ListShaped:
+    """An array-like whose shape attribute is a list (not hashable)."""
+
+    shape = [2]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.array([0.25, -0.5])
 
 
 def test_lean_renewal_needs_normals_own_code():

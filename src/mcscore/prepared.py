@@ -494,7 +494,9 @@ def _renew(family: Any, entry: Any, loc: Any, scale: Any, copy: bool) -> Any:
 def lean_dist(family: Any, loc: Any, scale: Any) -> Any:
     """(family(loc=loc, scale=scale) with its kernel, the kernel, its
     shape_key), or None: the general path is needed."""
-    entry = _LEAN.get((family, getattr(loc, "shape", None)))
+    if type(loc) is not np.ndarray:
+        return None
+    entry = _LEAN.get((family, loc.shape))
     if entry is None:
         return None
     got = _renew(family, entry, loc, scale, True)
