@@ -114,14 +114,14 @@ def locscale_renewed(KernelDist tpl, loc, scale, tuple shape, bint log_ref, doub
 _F64 = np.dtype(np.float64)
 
 
-cdef void *_f64_data(cnp.ndarray a, int ndim, str name) except NULL:
-    """The data of a C-contiguous float64 array of ndim dimensions (ValueError otherwise)."""
+cdef double *_f64_data(cnp.ndarray a, int ndim, str name) except? NULL:
+    """The data of a writable, C-contiguous float64 array of ndim dimensions
+    (NULL when it is empty, as _rows_ptr; ValueError for another array)."""
     if (cnp.PyArray_TYPE(a) != cnp.NPY_DOUBLE or cnp.PyArray_NDIM(a) != ndim
-            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISWRITEABLE(a)
-            or cnp.PyArray_SIZE(a) == 0):
-        raise ValueError(f"one_round: {name} must be a non-empty, writable, C-contiguous "
-                         f"float64 array of {ndim} dimensions")
-    return cnp.PyArray_DATA(a)
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISWRITEABLE(a)):
+        raise ValueError(f"one_round: {name} must be a writable, C-contiguous float64 array "
+                         f"of {ndim} dimensions")
+    return <double *> cnp.PyArray_DATA(a) if cnp.PyArray_SIZE(a) else NULL
 
 
 def one_round(KernelDist dist, list bitgens, cnp.ndarray blocks, cnp.ndarray slots, int64_t n,
@@ -153,22 +153,22 @@ def one_round(KernelDist dist, list bitgens, cnp.ndarray blocks, cnp.ndarray slo
     po = <const int64_t *> cnp.PyArray_DATA(row_off)
     memset(&c, 0, sizeof(_ctx_t))
     c.dist = &dist.d
-    c.xt = <double *> _f64_data(xt, 2, "xt")
+    c.xt = _f64_data(xt, 2, "xt")
     c.ld = cnp.PyArray_DIMS(xt)[1]
     if mc_has_log_column(&dist.d):
         if not isinstance(lt, np.ndarray):
             raise ValueError("one_round: a log-column kernel needs lt")
-        c.lt = <double *> _f64_data(lt, 2, "lt")
+        c.lt = _f64_data(lt, 2, "lt")
         if (cnp.PyArray_DIMS(lt)[0] != cnp.PyArray_DIMS(xt)[0]
                 or cnp.PyArray_DIMS(lt)[1] != c.ld):
             raise ValueError("one_round: lt must have xt's shape")
-    c.rows = <double *> _f64_data(rows, 2, "rows")
+    c.rows = _f64_data(rows, 2, "rows")
     c.row_off = po
-    c.fx = <double *> _f64_data(fx, 2, "fx")
+    c.fx = _f64_data(fx, 2, "fx")
     c.fld = cnp.PyArray_DIMS(fx)[1]
-    c.stats = <double *> _f64_data(stats, 2, "stats")
+    c.stats = _f64_data(stats, 2, "stats")
     c.sld = cnp.PyArray_DIMS(stats)[1]
-    c.shifts = <double *> _f64_data(shifts, 1, "shifts")
+    c.shifts = _f64_data(shifts, 1, "shifts")
     if (cnp.PyArray_DIMS(xt)[0] < R or cnp.PyArray_DIMS(fx)[0] < R
             or c.ld < dist.d.draw_size * block_size or c.fld < block_size
             or cnp.PyArray_DIMS(rows)[1] != dist.d.draw_size
