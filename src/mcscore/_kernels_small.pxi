@@ -1,6 +1,7 @@
 # ---------------------------------------------------------------------------
 # Lean small calls (included from _kernels.pyx): a Normal / LogNormal kernel
-# renewed from new parameter arrays in one C pass
+# renewed from new parameter arrays in one C pass (locscale_renewed), and a
+# prepared one-round call's draw, f and accumulation in one entry (one_round)
 # ---------------------------------------------------------------------------
 #
 # A training loop builds Normal(loc, scale) anew at every step.  The general
