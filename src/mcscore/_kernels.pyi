@@ -167,6 +167,18 @@ def draw_round(
     n: int, block_size: int, n_threads: int,
     xt: _F64, lt: _F64 | None = ...,
 ) -> None: ...
+def locscale_renewed(
+    tpl: KernelDist, loc: Any, scale: Any, shape: tuple[int, ...], log_ref: bool, lo_s: float,
+    hi_s: float, resolution: float, copy: bool = ...,
+) -> tuple[KernelDist, Any, Any, NDArray[np.float64], NDArray[np.float64],
+           NDArray[np.float64]] | None: ...
+def one_round(
+    dist: KernelDist, bitgens: list[Any], blocks: NDArray[np.int64], slots: NDArray[np.int64],
+    n: int, block_size: int, n_streams: int, n_threads: int, xt: NDArray[np.float64],
+    lt: NDArray[np.float64] | None, rows: NDArray[np.float64], row_off: NDArray[np.int64],
+    fx: NDArray[np.float64], stats: NDArray[np.float64], shifts: NDArray[np.float64],
+    evaluate: Any,
+) -> int: ...
 def draw_round_rows(
     dist: KernelDist, bitgens: _BitGens, blocks: _I64, slots: _I64,
     n: int, block_size: int, n_threads: int,

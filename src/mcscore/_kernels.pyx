@@ -939,3 +939,5 @@ def pcg64_seed_state(entropy):
     state = (state * _PCG_MULT + inc) & _M128        # and a second step
     return {"bit_generator": "PCG64", "state": {"state": state, "inc": inc},
             "has_uint32": 0, "uinteger": 0}
+
+include "_kernels_small.pxi"

@@ -24,6 +24,7 @@ streams at every call, seeded from the generator, exactly as successive
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from ._callables import call_f, call_values
 from ._config import blas_single_threaded, effective_n_threads
 from . import _rounds as R
 from ._rounds import Round, chunk_size_for, raise_kernel_error
-from .distributions import Distribution
+from .distributions import Distribution, Normal
 from .distributions._base import _structure
 from .result import GradientEstimate
 from . import score as _score
@@ -113,6 +114,10 @@ class Estimator:
             self._rng = V.root_seed_sequence(rng)
         self._fkind = None
         self._kernels = KernelTemplates(8)
+        # calls est(loc=..., scale=...) of a Normal-like family may take the
+        # lean renewal (lean_dist) once a call has shown the shape
+        self._lean = (family if not fixed and type(batch_ndims) is int and batch_ndims == 0
+                      and lean_family(family) else None)
 
     def __repr__(self) -> str:
         return (f"Estimator({self.family.__name__}, n={self.n}, baseline={self.baseline!r}, "
@@ -136,6 +141,11 @@ class Estimator:
 
     # -- a call -------------------------------------------------------------
     def __call__(self, *dist: Any, **params: Any) -> GradientEstimate:
+        if self._lean is not None and not dist and len(params) == 2:
+            got = lean_dist(self._lean, params.get("loc"), params.get("scale"))
+            prep = self._prep
+            if got is not None and prep is not None and prep.key == got[2]:
+                return prep.run(got[0], got[1], self._rng, self.baseline)
         if dist:
             if len(dist) != 1 or params:
                 raise TypeError("call the estimator with the family's parameters as keywords "
@@ -158,6 +168,7 @@ class Estimator:
         else:
             E.check_differentiable(dist)
         kd = self._kernels.kernel(dist)
+        remember_lean(dist, kd)
         prep = self._prep
         if prep is None or prep.key != shape_key(dist, kd):
             prep = self._prepare(dist, kd)
@@ -185,7 +196,11 @@ class Prepared:
     def __init__(self, f: Any, dist: Any, kd: Any, n: Any, n_streams: Any, block_size: Any,
                  n_threads: Any, chunk_size: Any) -> None:
         self.fkind, self.kf = E.lower_f(f, dist)
-        self.f = f
+        try:  # f by weak reference: score_grad's cache must not keep it alive
+            self._fref: Any = weakref.ref(f, _forget_dead)
+            self._fstrong = None
+        except TypeError:  # f without weak references (a builtin, a LowLevelCallable)
+            self._fref, self._fstrong = None, f
         self.key = shape_key(dist, kd)
         self.n_threads, self.chunk_size = n_threads, chunk_size
         plan = E.Plan(n, kd.draw_size, 0, n_streams, block_size, 1)  # threads: at each call
@@ -200,6 +215,7 @@ class Prepared:
         self.per_block = plan.block_size * max(1, kd.draw_size)
         self.n_blocks = plan.n_blocks
         self.states = None  # the streams' bit generator states, when fixed
+        self.last_seed: Any = None  # score_small: the int seed of the previous call
         self.round = None
         self.held_values = 0  # the largest buffer's doubles
         if self.fkind == "python":
@@ -214,9 +230,16 @@ class Prepared:
                 self.chunk = chunk
                 self.bufs = E.ScoreJob(f, dist).buffers(nb, plan.block_size)
                 self.xbuf = np.empty((nb * plan.block_size, kd.draw_size))
+                self.row_off = np.zeros(nb, dtype=np.int64)  # each block's first row
+                np.cumsum(rd.rows[:-1], out=self.row_off[1:])
                 self.fx = self.bufs[2].reshape(-1)[:rd.total]
                 self.xshape = (rd.total,) + tuple(dist.draw_shape)
                 self.held_values = self.xbuf.size
+
+    @property
+    def f(self) -> Any:
+        """The f this was prepared for (None once it is gone)."""
+        return self._fstrong if self._fref is None else self._fref()
 
     def fix_streams(self, plan: Any) -> Any:
         """Keep the states of the plan's stream bit generators: the same at
@@ -229,7 +252,9 @@ class Prepared:
     def run(self, dist: Any, kd: Any, rng: Any, baseline: Any) -> Any:
         if self.states is not None:
             work = min(self.used, max(1, self.values // R.SERIAL_VALUES))
-            threads = effective_n_threads(self.n_threads, work_items=work)
+            # one work item and no thread count: effective_n_threads is 1
+            threads = (1 if work == 1 and self.n_threads is None
+                       else effective_n_threads(self.n_threads, work_items=work))
             bitgens = self.bitgens
             for bg, st in zip(bitgens, self.states):  # rewound to the streams' starts
                 bg.state = st
@@ -261,11 +286,14 @@ class Prepared:
         cs = dist._coord_slices
         if cs is not self._slices:
             self._slices = cs
-            self._coords = [(name, sl, tuple(shape)) for name, (sl, shape) in cs.items()]
+            # the shape, or None where the slice has it already (a 1-d parameter)
+            self._coords = [(name, sl, None if tuple(shape) == (sl.stop - sl.start,)
+                             else tuple(shape)) for name, (sl, shape) in cs.items()]
         coords = self._coords
 
         def split(arr: Any) -> Any:
-            return {name: arr[sl].reshape(shape) for name, sl, shape in coords}
+            return {name: arr[sl] if shape is None else arr[sl].reshape(shape)
+                    for name, sl, shape in coords}
         return split
 
     _slices = None
@@ -297,16 +325,28 @@ class Prepared:
         threads: there is no next round to draw while f runs)."""
         rd = self.round
         xt, lt, fx, _ = self.bufs
-        K.draw_round(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt)
-        x = rd.gather(xt, kd.draw_size, 0, self.xbuf)
-        x = dist._to_user_dtype(x.reshape(self.xshape))
-        if rd.total <= self.chunk:  # call_values' one chunk
-            self.fx[:] = call_f(self.f, x, rd.first)
+        f = self.f
+
+        def evaluate() -> None:
+            """f at the round's draws (laid out one per row by the drawing
+            threads, as run_job's), checked, into fx."""
+            x = dist._to_user_dtype(self.xbuf[:rd.total].reshape(self.xshape))
+            if rd.total <= self.chunk:  # call_values' one chunk
+                self.fx[:] = call_f(f, x, rd.first)
+            else:
+                call_values(f, x, rd, self.chunk, out=self.fx)
+
+        if not self.blas:  # draw, evaluate, accumulate in one kernel call
+            bad = K.one_round(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams,
+                              threads, xt, lt, self.xbuf, self.row_off, fx, stats, shifts,
+                              evaluate)
         else:
-            call_values(self.f, x, rd, self.chunk, out=self.fx)
-        with blas_single_threaded(dist) if self.blas else contextlib.nullcontext():
-            bad = K.accumulate_round(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams, threads,
-                                     xt, fx, stats, shifts, lt)
+            K.draw_round_rows(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt,
+                              self.xbuf, self.row_off)
+            evaluate()
+            with blas_single_threaded(dist):
+                bad = K.accumulate_round(kd, rd.blocks, rd.slots, rd.n, rd.B, rd.n_streams,
+                                         threads, xt, fx, stats, shifts, lt)
         if bad >= 0:  # cannot happen after check_fx, kept as a guard
             raise ValueError(f"f returned a non-finite value at draw {bad}")
 
@@ -360,7 +400,10 @@ class KernelTemplates:
 # last few (f, shape, options), so that a loop calling score_grad with a new
 # distribution at every step skips the same per-shape work an Estimator
 # skips.  A Prepared in use is taken out of the cache (threads calling at
-# once each get their own buffers).
+# once each get their own buffers).  The cache never keeps f alive: a
+# Prepared holds f by weak reference (an f without weak references is not
+# cached), its entry is dropped when f dies, and an entry whose f is gone
+# (or is another object that reused the id) is never used.
 _TEMPLATES = KernelTemplates(64)
 _PREPARED: dict[Any, Any] = {}
 _PREPARED_MAX = 32
@@ -370,17 +413,149 @@ _HELD_VALUES_MAX = 1 << 16  # doubles per buffer of a cached Prepared (512 KiB)
 def score_small(f: Any, dist: Any, n: Any, rng: Any, baseline: Any, n_threads: Any,
                 chunk_size: Any, n_streams: Any, block_size: Any) -> Any:
     """score_grad's plain local estimate (no progress bar, no Dask) of a
-    checked, differentiable distribution with a lowered f: the same result,
-    bit for bit, through the caches above."""
-    kd = _TEMPLATES.kernel(dist)
+    checked distribution with a lowered f: the same result, bit for bit,
+    through the caches above.  Checks that dist is differentiable
+    (E.check_differentiable, or the same checks in lean_kernel)."""
+    kd = lean_kernel(dist)
+    if kd is None:
+        E.check_differentiable(dist)
+        kd = _TEMPLATES.kernel(dist)
+        remember_lean(dist, kd)
     key = (id(f), type(dist), shape_key(dist, kd), n, n_streams, block_size, n_threads,
            chunk_size)
     prep = _PREPARED.pop(key, None)
     if prep is None or prep.f is not f:
         prep = Prepared(f, dist, kd, n, n_streams, block_size, n_threads, chunk_size)
+    if type(rng) is int and rng >= 0 and rng == prep.last_seed:
+        # the int seed of the previous call again (a loop with common random
+        # numbers): its streams' states, kept, as an Estimator keeps them
+        if prep.states is None:
+            prep.fix_streams(prep._plan(rng))
+    else:
+        prep.states = None
+        prep.last_seed = rng if type(rng) is int else None
     out = prep.run(dist, kd, rng, baseline)
-    if prep.held_values <= _HELD_VALUES_MAX:  # small buffers only: the cache stays small
+    # small buffers only (the cache stays small), and f held weakly only
+    if prep.held_values <= _HELD_VALUES_MAX and prep._fref is not None:
         if len(_PREPARED) >= _PREPARED_MAX:
             _PREPARED.clear()
         _PREPARED[key] = prep
     return out
+
+
+def _forget_dead(ref: Any) -> None:
+    """A Prepared's f has died: drop the cache's entries prepared for it."""
+    for key, prep in list(_PREPARED.items()):
+        if prep._fref is ref:
+            _PREPARED.pop(key, None)
+
+
+# ---------------------------------------------------------------------------
+# Lean renewal of Normal / LogNormal kernels (K.locscale_renewed)
+# ---------------------------------------------------------------------------
+#
+# For a family that builds its parameters, checks and score terms as Normal
+# does, a distribution whose parameters are float64 arrays of a shape seen
+# before gets its kernel from one C pass (the checks, the score terms, the
+# table and the renewed kernel: the same bits as Distribution.__init__,
+# _check_differentiable and KernelTemplates.kernel).  When a check fails, or
+# the input is anything else, the general path runs and raises its error.
+
+_LEAN: dict[Any, Any] = {}  # (family, batch shape) -> (kernel, table, coordinate slices, key)
+_LEAN_MAX = 64
+_LEAN_FAMILIES: dict[Any, bool] = {}
+
+
+def lean_family(family: Any) -> bool:
+    """True when `family` computes its parameters, checks, draw parameters
+    and score terms with Normal's code (what locscale_renewed repeats)."""
+    ok = _LEAN_FAMILIES.get(family)
+    if ok is None:
+        ok = _LEAN_FAMILIES[family] = bool(
+            isinstance(family, type) and issubclass(family, Normal)
+            and family.family in (K.MC_NORMAL, K.MC_LOGNORMAL)
+            and family.__init__ is Normal.__init__
+            and family._check_params is Distribution._check_params
+            and family._terms is Normal._terms
+            and family._check_differentiable is Normal._check_differentiable
+            and family._draw_params is Distribution._draw_params
+            and family._build_kernel is Distribution._build_kernel
+            and list(family.arg_constraints.items()) == [("loc", "real"),
+                                                         ("scale", "positive")])
+    return ok
+
+
+def _renew(family: Any, entry: Any, loc: Any, scale: Any, copy: bool) -> Any:
+    return K.locscale_renewed(entry[0], loc, scale, entry[4], bool(family._log),
+                              float(family.SCALE_RANGE[0]), float(family.SCALE_RANGE[1]),
+                              float(family.RESOLUTION), copy)
+
+
+def lean_dist(family: Any, loc: Any, scale: Any) -> Any:
+    """(family(loc=loc, scale=scale) with its kernel, the kernel, its
+    shape_key), or None: the general path is needed."""
+    if type(loc) is not np.ndarray:
+        return None
+    entry = _LEAN.get((family, loc.shape))
+    if entry is None:
+        return None
+    got = _renew(family, entry, loc, scale, True)
+    if got is None:
+        return None
+    kd, lo, sc, a, b, c = got
+    dist = family.__new__(family)  # what Distribution.__init__ and the kernel set
+    dist._kernel = kd
+    dist.batch_shape = entry[4]
+    dist._params = {"loc": lo, "scale": sc}
+    dist._table = dict(entry[1], a=a, b=b, c=c)
+    dist._coord_slices = entry[2]
+    return dist, kd, entry[3]
+
+
+def lean_kernel(dist: Any) -> Any:
+    """The kernel of a distribution without one, renewed by lean renewal
+    (its differentiability checked on the way), or None."""
+    family = type(dist)
+    if dist._kernel is not None or not lean_family(family):
+        return None
+    entry = _LEAN.get((family, dist.batch_shape))
+    if entry is None:
+        return None
+    got = _renew(family, entry, dist._params["loc"], dist._params["scale"], False)
+    if got is None:
+        return None
+    kd, _, _, a, b, c = got
+    dist._table = dict(entry[1], a=a, b=b, c=c)
+    dist._coord_slices = entry[2]
+    dist._kernel = kd
+    return kd
+
+
+def remember_lean(dist: Any, kd: Any) -> None:
+    """Keep dist's kernel as the lean template of its family and shape when
+    the family qualifies (lean_family), its parameters have the batch shape
+    and its table has the layout locscale_renewed writes, whose
+    coefficients it reproduces bit for bit."""
+    family = type(dist)
+    if not lean_family(family) or kd.per_category:
+        return
+    shape = dist.batch_shape
+    if type(shape) is not tuple or (family, shape) in _LEAN:
+        return
+    lo, sc = dist._params["loc"], dist._params["scale"]
+    t = getattr(dist, "_table", None)
+    if t is None or lo.shape != shape or sc.shape != shape or not lo.size:
+        return
+    u = np.arange(lo.size)
+    if not (np.array_equal(t["coord"], np.arange(2 * lo.size))
+            and np.array_equal(t["col"], np.concatenate([u, u]))
+            and np.array_equal(t["t_start"], np.arange(2 * lo.size + 1))):
+        return
+    entry = (kd, dict(t), dict(dist._coord_slices), shape_key(dist, kd), shape)
+    got = _renew(family, entry, lo, sc, False)
+    if got is None or any(np.asarray(t[k], dtype=np.float64).tobytes() != v.tobytes()
+                          for k, v in zip("abc", got[3:])):
+        return
+    if len(_LEAN) >= _LEAN_MAX:
+        _LEAN.clear()
+    _LEAN[(family, shape)] = entry

@@ -221,14 +221,15 @@ def score_grad(f: Any, dist: Distribution, n: int, *, rng: Any = None, baseline:
                         grad_f=grad_f, n_threads=n_threads, chunk_size=chunk_size,
                         n_streams=n_streams, block_size=block_size, client=client)
     fkind, kf = E.lower_f(f, dist)
-    E.check_differentiable(dist)
     if (client is None and progress is False and type(n) is int and type(n_streams) is int
             and (block_size is None or type(block_size) is int)
             and (n_threads is None or type(n_threads) is int)
             and (chunk_size is None or (type(chunk_size) is int and chunk_size >= 1))):
-        # the common small call, through the caches of a prepared one (the same bits)
+        # the common small call, through the caches of a prepared one (the same
+        # bits); dist's differentiability is checked there
         return _prepared.score_small(f, dist, n, rng, baseline, n_threads, chunk_size,
                                      n_streams, block_size)
+    E.check_differentiable(dist)
     kd = dist._kernel_dist()
     plan = E.Plan(n, kd.draw_size, rng, n_streams, block_size, n_threads)
     bar = E.progress_bar(progress, plan)
