@@ -179,3 +179,28 @@ def test_gradient_matches_exact_with_helper_accumulation():
     for name, exact in (("loc", 2 * np.asarray(dist.loc)), ("scale", 2 * np.asarray(dist.scale))):
         z = np.abs(r.grad[name] - exact) / r.stderr[name]
         assert np.all(z < 5), (name, z.max())
+
+
+def test_f_that_runs_a_call_itself_on_the_same_helpers():
+    """f may itself call score_grad with threads (the helpers are shared by
+    the process): no helper task ever waits for f, so the inner call's draws
+    are not queued behind a helper blocked on the outer f."""
+    d, n = 5, 100_000
+    ref_outer = _bits(mc.score_grad(_sumsq, _normal(d), n, rng=6, n_threads=1))
+    ref_inner = _bits(mc.score_grad(_sumsq, _normal(3), n, rng=7, n_threads=1))
+    inner = []
+
+    def f(x):
+        if len(inner) < 2:
+            inner.append(_bits(mc.score_grad(_sumsq, _normal(3), n, rng=7, n_threads=2)))
+        return (x * x).sum(axis=1)
+
+    done = []
+    t = threading.Thread(target=lambda: done.append(
+        _bits(mc.score_grad(f, _normal(d), n, rng=6, n_threads=2))), daemon=True)
+    t.start()
+    t.join(120)
+    assert not t.is_alive(), "the nested call hung"
+    np.testing.assert_array_equal(done[0], ref_outer)
+    for b in inner:
+        np.testing.assert_array_equal(b, ref_inner)

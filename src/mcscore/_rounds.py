@@ -819,39 +819,21 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
         bitgens = plan.bitgens(streams.tolist())
     pool = _draw_pool() if overlap else None
     pending = []  # the helpers' futures not yet waited for
-    aborted = threading.Event()  # set when the calling thread stops (an error)
 
-    def draw_then_accumulate(nxt, nbuf, acc):
-        """A helper's share of drawing round nxt, then (acc: the previous
-        round, its buffer, the event set when f is done with it, the future
-        of the accumulation before it and the [event, error] the helper
-        sets when its draw is done) that round's accumulation, in round
-        order (each stream's sums in block order)."""
-        if acc is None:
-            job.draw(nxt, bitgens, threads, nbuf, True)
-            return
-        ard, abuf, f_done, before, drawn = acc
-        try:
-            job.draw(nxt, bitgens, threads, nbuf, True)
-        except BaseException as exc:
-            drawn.append(exc)
-            raise
-        finally:
-            drawn[0].set()
+    def accumulate_after(ard, abuf, before):
+        """A helper's task: accumulate round ard once the round before it
+        is (future `before`): each stream's sums in block order."""
         if before is not None:
             before.result()
-        f_done.wait()
-        if not aborted.is_set():
-            job.accumulate(ard, abuf, None, 1, stats, shifts)
+        job.accumulate(ard, abuf, None, 1, stats, shifts)
 
-    def start(rd, buf, acc=None):
-        """Start drawing round rd in the helpers (None when there is none);
-        the first helper then accumulates acc (see draw_then_accumulate)."""
+    def start(rd, buf):
+        """Start drawing round rd in the helpers (None when there is none)."""
         if rd is None or pool is None:
             return None
         buf[-1][0] = 0
-        futs = [pool.submit(draw_then_accumulate, rd, buf, acc if k == 0 else None)
-                for k in range(threads - 1)]
+        futs = [pool.submit(job.draw, rd, bitgens, threads, buf, True)
+                for _ in range(threads - 1)]
         pending.extend(futs)
         return futs
 
@@ -870,46 +852,30 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
             buf = bufs[i % len(bufs)]
             nxt = round_(i + 1) if i + 1 < n_rounds else None
             nbuf = bufs[(i + 1) % len(bufs)]
-            f_done = None
-            if late and nxt is not None:
-                # round i + 1 is drawn into round i - 2's buffer: accumulated?
-                if prev_acc is not None:
-                    wait([prev_acc])
-                f_done, drawn = threading.Event(), [threading.Event()]
-                futs = start(nxt, nbuf, (rd, buf, f_done, acc_fut, drawn))
-                prev_acc, acc_fut = acc_fut, futs[0]
-            else:
-                futs = start(nxt, nbuf)
-            try:
-                values, shifted = job.evaluate(rd, buf, chunk, mag)
-            except BaseException:
-                aborted.set()  # before f_done: the helper must not accumulate
-                raise
-            finally:
-                if f_done is not None:
-                    f_done.set()
+            if prev_acc is not None:  # round i + 1 goes to round i - 2's buffer
+                wait([prev_acc])
+                prev_acc = None
+            futs = start(nxt, nbuf)
+            values, shifted = job.evaluate(rd, buf, chunk, mag)
             if len(shifted):
                 offsets.shift(rd, shifted)
-            if f_done is None:
+            if late and nxt is not None:
+                # a task queued behind the helpers' draws (never one that
+                # waits for f: f may itself run a call on the same helpers)
+                prev_acc, acc_fut = acc_fut, pool.submit(accumulate_after, rd, buf, acc_fut)
+                pending.append(acc_fut)
+            else:
                 if late:  # the last round: the earlier ones accumulated first
                     wait([f for f in (prev_acc, acc_fut) if f is not None])
-                    acc_fut = prev_acc = None
                 with blas_single_threaded(getattr(job, "dist", None)):
                     job.accumulate(rd, buf, values, acc_threads, stats, shifts)
             if progress is not None:
                 progress.update(len(rd.blocks), rd.total)
             if nxt is not None:  # f is done: (help) draw the next round
                 job.draw(nxt, bitgens, threads, nbuf, overlap)
-                if f_done is not None:
-                    wait(futs[1:])  # futs[0] goes on to accumulate round i
-                    drawn[0].wait()
-                    if len(drawn) > 1:
-                        raise drawn[1]
-                else:
-                    wait(futs)
+                wait(futs)
             rd = nxt
     finally:
-        aborted.set()
         for fut in list(pending):  # no helper may still use the buffers
             try:
                 fut.result()
