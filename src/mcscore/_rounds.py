@@ -123,20 +123,18 @@ _ROOT_STATES_MAX = 256
 _POOL_SIZE = np.random.SeedSequence(0).pool_size  # of SeedSequence(int)
 
 
-def _root_generator(root, seed=None):
-    """PCG64(root), from the cached state when root's entropy is an int.
-    With root None, the root is SeedSequence(seed) (an int seed, or the list
-    of words a Generator drew), never built: its PCG64 state is computed by
-    K.pcg64_seed_state (cached for int seeds)."""
+def _root_state(root, seed=None):
+    """The state of PCG64(root), from the cached state when root's entropy
+    is an int.  With root None, the root is SeedSequence(seed) (an int seed,
+    or the list of words a Generator drew), never built: its PCG64 state is
+    computed by K.pcg64_seed_state (cached for int seeds)."""
     if root is not None and type(root.entropy) is not int:
-        return np.random.PCG64(root)
+        return np.random.PCG64(root).state
     if root is None and type(seed) is not int:
         # the entropy a Generator drew (a list of words): a new root every
         # call, seeded in C (K.pcg64_seed_state: the state PCG64(
         # SeedSequence(seed)) has, without building the SeedSequence)
-        bg = np.random.PCG64(_NO_SEED)
-        bg.state = K.pcg64_seed_state(seed)
-        return bg
+        return K.pcg64_seed_state(seed)
     key = ((seed, (), _POOL_SIZE) if root is None
            else (root.entropy, tuple(root.spawn_key), root.pool_size))
     state = _ROOT_STATES.get(key)
@@ -148,9 +146,65 @@ def _root_generator(root, seed=None):
         if len(_ROOT_STATES) >= _ROOT_STATES_MAX:
             _ROOT_STATES.clear()
         _ROOT_STATES[key] = state
-    bg = np.random.PCG64(_NO_SEED)
-    bg.state = state
-    return bg
+    return state
+
+
+# PCG64's LCG (NumPy's multiplier): a step is state -> MULT * state + inc
+_PCG64_MULT = (2549297995355413924 << 64) + 4865540595714422341
+
+
+def _lcg_advance(delta):
+    """(A, G) such that advancing PCG64's LCG by delta steps maps a state s
+    of increment inc to (A s + G inc) mod 2**128 (the jump-ahead of NumPy's
+    pcg_advance_lcg_128, with the increment factored out)."""
+    acc_mult, acc_plus, cur_mult, cur_plus = 1, 0, _PCG64_MULT, 1
+    delta &= _MASK128
+    while delta:
+        if delta & 1:
+            acc_mult = (acc_mult * cur_mult) & _MASK128
+            acc_plus = (acc_plus * cur_mult + cur_plus) & _MASK128
+        cur_plus = ((cur_mult + 1) * cur_plus) & _MASK128
+        cur_mult = (cur_mult * cur_mult) & _MASK128
+        delta >>= 1
+    return acc_mult, acc_plus
+
+
+_JUMP_A, _JUMP_G = _lcg_advance(_PCG64_JUMP)  # one stream's jump
+
+# PCG64 objects handed out by stream_bit_generators, reused by a later call
+# once nothing else holds them (constructing one costs a few microseconds, a
+# call uses up to n_streams of them).  At most _BG_POOL_MAX are kept.
+_BG_POOL = []
+_BG_POOL_MAX = 256
+_BG_LOCK = threading.Lock()
+
+
+def _free_refs():
+    """getrefcount of a pooled object that nothing else holds, as seen in
+    _bitgen_objects' loop (the list's reference, the loop variable's and
+    getrefcount's argument)."""
+    for bg in [np.random.PCG64(_NO_SEED)]:
+        return sys.getrefcount(bg)
+
+
+_BG_FREE_REFS = _free_refs()
+
+
+def _bitgen_objects(k):
+    """k PCG64 objects that nothing else holds (their states are to be set)."""
+    out = []
+    with _BG_LOCK:
+        for bg in _BG_POOL:
+            if sys.getrefcount(bg) == _BG_FREE_REFS:  # held by the pool only
+                out.append(bg)
+                if len(out) == k:
+                    return out
+        while len(out) < k:
+            bg = np.random.PCG64(_NO_SEED)
+            if len(_BG_POOL) < _BG_POOL_MAX:
+                _BG_POOL.append(bg)
+            out.append(bg)
+    return out
 
 
 def stream_bit_generators(root, streams, seed=None):
@@ -162,22 +216,39 @@ def stream_bit_generators(root, streams, seed=None):
     non-overlapping pieces of one PCG64 sequence, and stream s does not
     depend on how many streams a call uses (a Dask worker rebuilds its
     streams alone).  root None stands for SeedSequence(seed), seed an int
-    or a list of ints (the entropy a Generator drew)."""
-    first = _root_generator(root, seed)
-    state = None
-    out = []
-    for s in streams:
-        if not s and first is not None:  # stream 0 is the root generator itself
-            out.append(first)
-            first = None
-            continue
-        if state is None:
-            state = (first if first is not None else out[0]).state
-        bg = np.random.PCG64(_NO_SEED)  # cheap: its state is overwritten
-        bg.state = state
-        if s:
-            bg.advance((int(s) * _PCG64_JUMP) & _MASK128)
-        out.append(bg)
+    or a list of ints (the entropy a Generator drew).
+
+    The jumps are computed on Python ints (stream s + 1 is stream s advanced
+    by one jump: two 128-bit products) when the streams are dense, and the
+    PCG64 objects of an earlier call are reused once nothing holds them;
+    the states are those of ``PCG64.advance``, bit for bit."""
+    streams = [int(s) for s in streams]
+    root_state = _root_state(root, seed)
+    if not streams:
+        return []
+    st0 = root_state["state"]
+    state0, inc = st0["state"], st0["inc"]
+    top = max(streams)
+    if top > 4 * len(streams) + 64:  # sparse (a Dask task's streams): one jump each
+        states = {}
+        for s in set(streams):
+            a, g = _lcg_advance(s * _PCG64_JUMP)
+            states[s] = (a * state0 + g * inc) & _MASK128
+    else:  # stream s + 1 is stream s jumped once
+        want = set(streams)
+        states = {}
+        x = state0
+        for s in range(top + 1):
+            if s in want:
+                states[s] = x
+            x = (_JUMP_A * x + _JUMP_G * inc) & _MASK128
+    out = _bitgen_objects(len(streams))
+    for s, bg in zip(streams, out):
+        if s:  # PCG64.advance's state: the jumped LCG state, no cached 32-bit word
+            bg.state = {"bit_generator": "PCG64", "state": {"state": states[s], "inc": inc},
+                        "has_uint32": 0, "uinteger": 0}
+        else:  # stream 0 is the root generator itself
+            bg.state = root_state
     return out
 
 
@@ -732,7 +803,14 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
                      np.flatnonzero(keep).astype(np.int64), False)
 
     overlap = job.shared_draw and local and threads >= 2 and n_rounds >= 2
-    bufs = [job.buffers(R, B) for _ in range(2 if overlap else 1)]
+    # A plain ScoreJob's round is accumulated by a helper while f runs on the
+    # next round (its values are in the round's own buffer fx, not in an
+    # array f may reuse): the calling thread runs f, and little else.  Three
+    # buffers: the round f runs on, the next one being drawn, the previous
+    # one being accumulated.
+    late = (overlap and type(job) is ScoreJob
+            and not getattr(job.dist, "kernel_blas", False))
+    bufs = [job.buffers(R, B) for _ in range(3 if late else 2 if overlap else 1)]
     acc_threads = 1 if overlap else threads
     stats, shifts = job.new_stats(ns)
     offsets = Offsets(ns, S, job.offset_rows, job.carrier, job.mult)
@@ -740,39 +818,69 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
     if bitgens is None:  # else the caller's, of these streams, at their starts
         bitgens = plan.bitgens(streams.tolist())
     pool = _draw_pool() if overlap else None
+    pending = []  # the helpers' futures not yet waited for
+
+    def accumulate_after(ard, abuf, before):
+        """A helper's task: accumulate round ard once the round before it
+        is (future `before`): each stream's sums in block order."""
+        if before is not None:
+            before.result()
+        job.accumulate(ard, abuf, None, 1, stats, shifts)
 
     def start(rd, buf):
         """Start drawing round rd in the helpers (None when there is none)."""
         if rd is None or pool is None:
             return None
         buf[-1][0] = 0
-        return [pool.submit(job.draw, rd, bitgens, threads, buf, True)
+        futs = [pool.submit(job.draw, rd, bitgens, threads, buf, True)
                 for _ in range(threads - 1)]
+        pending.extend(futs)
+        return futs
+
+    def wait(futs):
+        for fut in futs or ():
+            fut.result()
+            pending.remove(fut)
 
     try:
         rd = round_(0)
         futs = start(rd, bufs[0])
         job.draw(rd, bitgens, threads, bufs[0], overlap)
-        for fut in futs or ():
-            fut.result()
+        wait(futs)
+        acc_fut = prev_acc = None  # the helpers accumulating rounds i - 1 and i - 2
         for i in range(n_rounds):
             buf = bufs[i % len(bufs)]
             nxt = round_(i + 1) if i + 1 < n_rounds else None
             nbuf = bufs[(i + 1) % len(bufs)]
+            if prev_acc is not None:  # round i + 1 goes to round i - 2's buffer
+                wait([prev_acc])
+                prev_acc = None
             futs = start(nxt, nbuf)
             values, shifted = job.evaluate(rd, buf, chunk, mag)
             if len(shifted):
                 offsets.shift(rd, shifted)
-            with blas_single_threaded(getattr(job, "dist", None)):
-                job.accumulate(rd, buf, values, acc_threads, stats, shifts)
+            if late and nxt is not None:
+                # a task queued behind the helpers' draws (never one that
+                # waits for f: f may itself run a call on the same helpers)
+                prev_acc, acc_fut = acc_fut, pool.submit(accumulate_after, rd, buf, acc_fut)
+                pending.append(acc_fut)
+            else:
+                if late:  # the last round: the earlier ones accumulated first
+                    wait([f for f in (prev_acc, acc_fut) if f is not None])
+                with blas_single_threaded(getattr(job, "dist", None)):
+                    job.accumulate(rd, buf, values, acc_threads, stats, shifts)
             if progress is not None:
                 progress.update(len(rd.blocks), rd.total)
             if nxt is not None:  # f is done: (help) draw the next round
                 job.draw(nxt, bitgens, threads, nbuf, overlap)
-                for fut in futs or ():
-                    fut.result()
+                wait(futs)
             rd = nxt
     finally:
+        for fut in list(pending):  # no helper may still use the buffers
+            try:
+                fut.result()
+            except BaseException:
+                pass
         if hasattr(job, "release"):  # its buffers may serve the next call
             job.release(bufs)
     return stats, shifts, offsets, mag
