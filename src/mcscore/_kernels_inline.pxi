@@ -716,3 +716,15 @@ def _inline_samplers_setup(bint on=True):
                     or mine.state != theirs.state:
                 mc_inline_vonmises = 0
     return (bool(mc_inline_poisson), bool(mc_inline_vonmises))
+
+
+def loggam_pair(xs):
+    """(mc_loggam(x), NumPy's random_loggam(x)) for each x of xs (x >= 1)."""
+    x = np.ascontiguousarray(xs, dtype=np.float64).ravel()
+    a, b = np.empty_like(x), np.empty_like(x)
+    cdef double[::1] xv = x, av = a, bv = b
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        av[i] = mc_loggam(xv[i])
+        bv[i] = random_loggam(xv[i])
+    return a, b
