@@ -14,6 +14,9 @@ import mcscore as mc
 from mcscore import _kernels as K
 from mcscore import integrands as I
 from _fills import assert_same_without_inline, result_bits
+# the draws' bits, a pair of generators on one seed, and the check of the
+# same values and the same words consumed, as for the other inline draws
+from test_inline_fills import _bits, _pair, _pyf, _same
 
 SEEDS = [0, 3, 20240601, 2**63 + 5]
 SIZES = [1, 2, 255, 256, 257, 10_000, 1_000_000]
@@ -22,21 +25,6 @@ SMALL_RATES = [1e-300, 1e-12, 1e-3, 0.5, 1.0, 2.7, 6.0, 9.999999999999998]
 KAPPAS = [1e-10, 9.9e-9, 1e-8, 5e-7, 9.99e-6, 1e-5, 0.01, 0.5, 2.0, 40.0, 1e3, 1e5, 1e6,
           1.0000001e6, 1e7, 1e8]
 LOCS = [0.0, 0.5, -2.0, math.pi, -math.pi, 3.1, -3.1, 9.0, -20.0]
-
-
-def _bits(a):
-    return np.ascontiguousarray(a, dtype=np.float64).view(np.uint64)
-
-
-def _pair(seed, bitgen=np.random.PCG64):
-    return np.random.Generator(bitgen(seed)), np.random.Generator(bitgen(seed))
-
-
-def _same(got, want, g, g_ref):
-    assert np.array_equal(_bits(got), _bits(want))
-    if isinstance(g.bit_generator, np.random.PCG64):
-        assert g.bit_generator.state == g_ref.bit_generator.state
-    assert np.array_equal(g.bit_generator.random_raw(4), g_ref.bit_generator.random_raw(4))
 
 
 def _wrapped(x):
@@ -158,15 +146,11 @@ MULTI = {
 }
 
 
-def _pyf(x):
-    x = np.asarray(x, dtype=np.float64)
-    return np.abs(x).reshape(len(x), -1).sum(axis=1)
-
-
 @pytest.mark.parametrize("family", sorted(MULTI))
-def test_estimates_match_numpys_per_draw_functions(family):
+def test_estimates_with_the_samplers_off_are_the_same(family):
     dist = MULTI[family]()
-    calls = [(f, bl, t) for f in (I.sum_of_squares(), _pyf) for bl in (None, "loo")
+    fused = I.cos() if family.startswith("VonMises") else I.sum_of_squares()
+    calls = [(f, bl, t) for f in (fused, _pyf) for bl in (None, "loo", "optimal")
              for t in (1, 2)]
 
     def run_all():
