@@ -145,7 +145,7 @@ cdef extern from *:
         mc_rng_t r;
         mc_ptrs_t t;
         if (lam >= 10 && mc_inline_poisson) {   /* PTRS inline, its constants once */
-            mc_ptrs_init(&t, lam);
+            mc_ptrs_init(&t, lam, 1);
             mc_rng_begin(&r, bg);
             for (i = 0; i < m; i++) col[i] = (double)mc_ptrs_draw(&r, &t);
             mc_rng_end(&r);

@@ -428,15 +428,19 @@ cdef extern from *:
        us >= 0.07 and v <= v_r, the try is lost when k < 0 or (us < 0.013
        and v > us), else k is taken when
        log v + log(1 / alpha) - log(a / us^2 + b) <= -lam + k log lam - log k!. */
-    typedef struct { double lam, loglam, a, b, lia, vr; } mc_ptrs_t;
+    typedef struct { double lam, loglam, a, b, ia, lia, vr; int has_lia; } mc_ptrs_t;
 
-    static inline void mc_ptrs_init(mc_ptrs_t *t, double lam) {
+    /* the constants; log(1 / alpha) too when column (many draws at this
+       rate), else only when a draw reaches the test that needs it */
+    static inline void mc_ptrs_init(mc_ptrs_t *t, double lam, int column) {
         double slam = sqrt(lam);
         t->lam = lam;
         t->loglam = log(lam);
         t->b = 0.931 + 2.53 * slam;
         t->a = -0.059 + 0.02483 * t->b;
-        t->lia = log(1.1239 + 1.1328 / (t->b - 3.4));
+        t->ia = 1.1239 + 1.1328 / (t->b - 3.4);
+        t->has_lia = column;
+        t->lia = column ? log(t->ia) : 0.0;
         t->vr = 0.9277 - 3.6224 / (t->b - 2);
     }
 
@@ -450,7 +454,7 @@ cdef extern from *:
             k = (int64_t)floor((2 * t->a / us + t->b) * u + t->lam + 0.43);
             if (us >= 0.07 && v <= t->vr) return k;
             if (k < 0 || (us < 0.013 && v > us)) continue;
-            if (log(v) + t->lia - log(t->a / (us * us) + t->b)
+            if (log(v) + (t->has_lia ? t->lia : log(t->ia)) - log(t->a / (us * us) + t->b)
                     <= -t->lam + k * t->loglam - mc_loggam((double)(k + 1)))
                 return k;
         }
@@ -515,7 +519,7 @@ cdef extern from *:
         int64_t x = 0;
         double prod = 1.0, enlam;
         if (lam >= 10) {
-            mc_ptrs_init(&t, lam);
+            mc_ptrs_init(&t, lam, 0);
             return mc_ptrs_draw(r, &t);
         }
         if (lam == 0) return 0;
@@ -610,7 +614,7 @@ cdef extern from *:
     double mc_loggam(double x) noexcept nogil
     ctypedef struct mc_ptrs_t:
         double lam
-    void mc_ptrs_init(mc_ptrs_t *t, double lam) noexcept nogil
+    void mc_ptrs_init(mc_ptrs_t *t, double lam, int column) noexcept nogil
     int64_t mc_ptrs_draw(mc_rng_t *r, const mc_ptrs_t *t) noexcept nogil
     int64_t mc_poisson_any(mc_rng_t *r, double lam) noexcept nogil
     void mc_expb_init() noexcept nogil
@@ -644,7 +648,7 @@ def inline_poisson(bit_generator, lam, Py_ssize_t m, bint per_call=False):
                     for i in range(m):
                         o[i] = mc_poisson_any(&r, rate)
                 else:
-                    mc_ptrs_init(&t, rate)
+                    mc_ptrs_init(&t, rate, 1)
                     for i in range(m):
                         o[i] = mc_ptrs_draw(&r, &t)
                 mc_rng_end(&r)
