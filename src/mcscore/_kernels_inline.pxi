@@ -488,8 +488,8 @@ cdef extern from *:
     /* NumPy's random_poisson below rate 10 (not 0): the count of uniforms
        multiplied into a product before it falls to exp(-lam) or below.
        Each product is compared with the bounds of mc_expb, and exp(-lam)
-       itself is computed only when a product falls between them (about
-       one draw in a hundred): the same counts and stream consumption. */
+       itself is computed only when a product falls between them (a few
+       draws in a thousand): the same counts and stream consumption. */
     static inline int64_t mc_poisson_mult_lazy(mc_rng_t *r, double lam) {
         double lo, hi, e, prod = 1.0;
         int64_t x = 0;
