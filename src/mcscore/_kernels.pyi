@@ -12,6 +12,8 @@ from typing_extensions import disjoint_base
 HAVE_OPENMP: Final[bool]
 NORMAL_FILL_INLINE: Final[bool]
 INLINE_DRAWS: Final[bool]
+INLINE_SAMPLERS: Final[tuple[bool, bool]]
+VM_PAIRED_SCORES: Final[bool]
 
 # families (mcscore.distributions.FAMILIES order)
 MC_NORMAL: Final[int]
@@ -188,6 +190,11 @@ def draw_round_rows(
 def std_normal_fill(bit_generator: np.random.BitGenerator, m: int) -> _F64: ...
 def inline_sample(bit_generator: np.random.BitGenerator, kind: str, m: int,
                   shape: float = ...) -> _F64: ...
+def inline_poisson(bit_generator: np.random.BitGenerator, lam: float, m: int,
+                   per_call: bool = ...) -> _I64: ...
+def inline_vonmises(bit_generator: np.random.BitGenerator, mu: float, kappa: float,
+                    m: int) -> tuple[_F64, _F64]: ...
+def loggam_pair(xs: ArrayLike) -> tuple[_F64, _F64]: ...
 def draw_round_shared(
     dist: KernelDist, bitgens: _BitGens, blocks: _I64, slots: _I64,
     n: int, block_size: int,

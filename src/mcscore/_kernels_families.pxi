@@ -65,11 +65,37 @@ cdef extern from *:
         return r;
     }
     MC_COLUMN_FILL(mc_fill_von_mises, mc_von_mises_draw(bg, p[0], p[1]))
+
+    /* VonMises drawn by the inline sampler (mc_vm_draw, NumPy's values;
+       when it is off, mc_fill_von_mises), each draw mapped onto [-pi, pi)
+       as above */
+    static void mc_fill_von_mises_inline(const double *p, bitgen_t *bg, Py_ssize_t m,
+                                         double *col) {
+        Py_ssize_t i;
+        double x, w = 0.0;
+        mc_vm_t v;
+        mc_rng_t r;
+        if (!mc_inline_vonmises) {
+            mc_fill_von_mises(p, bg, m, col);
+            return;
+        }
+        mc_vm_init(&v, p[0], p[1]);
+        mc_rng_begin(&r, bg);
+        for (i = 0; i < m; i++) {
+            x = mc_vm_draw(&r, &v, &w);
+            if (x >= MC_PI) x -= 2.0 * MC_PI;
+            if (x < -MC_PI) x += 2.0 * MC_PI;
+            col[i] = x;
+        }
+        mc_rng_end(&r);
+    }
     """
     void mc_fill_laplace(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_uniform(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) noexcept nogil
     void mc_fill_von_mises(const double *p, bitgen_t *bg, Py_ssize_t m,
                            double *col) noexcept nogil
+    void mc_fill_von_mises_inline(const double *p, bitgen_t *bg, Py_ssize_t m,
+                                  double *col) noexcept nogil
 
 
 cdef extern from *:
@@ -104,10 +130,12 @@ cdef extern from *:
         }
     }
 
-    /* NumPy's random_poisson: rate >= 10 by its PTRS (NumPy's function,
-       drawing from bg), 0 at rate 0, else mc_poisson_mult */
+    /* NumPy's random_poisson: inline at every rate when the inline
+       sampler is in use (mc_poisson_any); else below rate 10 (not 0)
+       mc_poisson_mult, 0 at rate 0, above NumPy's function drawing from bg */
     static inline int64_t mc_poisson_draw(mc_rng_t *r, double lam) {
         int64_t x;
+        if (mc_inline_poisson) return mc_poisson_any(r, lam);
         if (lam < 10 && lam != 0) return mc_poisson_mult(r, exp(-lam));
         mc_rng_end(r);
         x = random_poisson(r->bg, lam);
@@ -115,12 +143,21 @@ cdef extern from *:
         return x;
     }
 
-    /* Poisson: p = [rate]; exp(-rate) once per column below rate 10 */
+    /* Poisson: p = [rate]; exp(-rate) once per column below rate 10, the
+       PTRS constants once per column above */
     static void mc_fill_poisson(const double *p, bitgen_t *bg, Py_ssize_t m, double *col) {
         Py_ssize_t i;
         const double lam = p[0];
         double enlam;
         mc_rng_t r;
+        mc_ptrs_t t;
+        if (lam >= 10 && mc_inline_poisson) {   /* PTRS inline, its constants once */
+            mc_ptrs_init(&t, lam, 1);
+            mc_rng_begin(&r, bg);
+            for (i = 0; i < m; i++) col[i] = (double)mc_ptrs_draw(&r, &t);
+            mc_rng_end(&r);
+            return;
+        }
         if (lam >= 10 || lam == 0) {
             for (i = 0; i < m; i++) col[i] = (double)random_poisson(bg, lam);
             return;
@@ -763,7 +800,7 @@ _register_column(MC_UNIFORM, b"Uniform", mc_fill_uniform)
 _register_column(MC_STUDENT_T, b"StudentT", mc_fill_student_t)
 _register_column(MC_CAUCHY, b"Cauchy", mc_fill_cauchy)
 _register_column(MC_HALF_CAUCHY, b"HalfCauchy", mc_fill_half_cauchy)
-_register_column(MC_VON_MISES, b"VonMises", mc_fill_von_mises)
+_register_column(MC_VON_MISES, b"VonMises", mc_fill_von_mises_inline)
 # ... and fills of the general form (mc_fill_fn: several columns per unit,
 # log columns, workspace state):
 _register(MC_LOGNORMAL, b"LogNormal", _fill_lognormal, True)

@@ -234,3 +234,5 @@ def std_normal_fill(bit_generator, Py_ssize_t m):
         with bit_generator.lock, nogil:
             mc_std_normal_fill(bg, m, &o[0])
     return out
+
+INLINE_SAMPLERS = _inline_samplers_setup(True)

@@ -774,3 +774,92 @@ cdef bint mc_accum_laplace(const mc_dist *dist, Py_ssize_t m, const double *xt,
 
 _FAMILY_TABLE[MC_LAPLACE].accum = mc_accum_laplace
 
+
+# ---------------------------------------------------------------------------
+# VonMises: the loc score a sin(x - c) + b and the concentration score
+# a' cos(x - c) + b' of a unit read the same d = x - c.  Its accumulator
+# (mc_family.accum) takes both in one pass, sin(d) and cos(d) side by side
+# (one sincos call where the compiler pairs them), each term as
+# mc_score_col's (0 + (a sin(d) + b), then mc_c_acc5), so the statistics
+# are the same bits.  It is used when the pairing gives sin's and cos's own
+# values (checked at import, _vm_pair_check).  (The draw's w, cos(d) before
+# the rounding of acos and of the wrapping, would spare both calls, but it
+# and sqrt(1 - w^2) are then the score of the unrounded angle: up to 25
+# times the error of sin(x - c), cos(x - c) at the draw x itself, measured
+# against a long-double reference; not used.)
+# ---------------------------------------------------------------------------
+
+cdef bint _vm_pair_ok = False
+
+
+cdef inline void _vm_pair(const double *x, Py_ssize_t m, double c, double a1, double b1,
+                          double a2, double b2, double *s, double *co) noexcept nogil:
+    """s[i] = 0 + (a1 sin(d) + b1), co[i] = 0 + (a2 cos(d) + b2), d = x[i] - c."""
+    cdef Py_ssize_t i
+    cdef double d
+    for i in range(m):
+        d = x[i] - c
+        s[i] = 0.0 + (a1 * sin(d) + b1)
+        co[i] = 0.0 + (a2 * cos(d) + b2)
+
+
+cdef bint mc_accum_von_mises(const mc_dist *dist, Py_ssize_t m, const double *xt,
+                             Py_ssize_t ld, const double *fx, double shift,
+                             double *stats) noexcept nogil:
+    """Add the five score sums of every coordinate of a chunk to stats when
+    the table is the family's own (2 B coordinates: q < B one SK_SIN term,
+    q + B one SK_COS term on the same column and c); False (nothing done)
+    otherwise, or for a chunk above MC_CHUNK_MAX draws."""
+    cdef Py_ssize_t nq = dist.n_coords, B = dist.n_coords // 2, q, t1, t2
+    cdef double sb[MC_CHUNK_MAX]
+    cdef double cb[MC_CHUNK_MAX]
+    if not _vm_pair_ok or m > MC_CHUNK_MAX or m <= 0 or nq == 0 or nq != 2 * B:
+        return False
+    for q in range(B):
+        t1 = dist.t_start[q]
+        t2 = dist.t_start[q + B]
+        if (dist.t_start[q + 1] != t1 + 1 or dist.t_start[q + B + 1] != t2 + 1
+                or dist.t_kind[t1] != SK_SIN or dist.t_kind[t2] != SK_COS
+                or dist.t_col[t1] != dist.t_col[t2] or dist.t_c[t1] != dist.t_c[t2]):
+            return False
+    for q in range(B):
+        t1 = dist.t_start[q]
+        t2 = dist.t_start[q + B]
+        _vm_pair(xt + dist.t_col[t1] * ld, m, dist.t_c[t1], dist.t_a[t1], dist.t_b[t1],
+                 dist.t_a[t2], dist.t_b[t2], sb, cb)
+        mc_c_acc5(MC_SKIND_IDENT, sb, fx, m, shift, 0.0, 0.0, 0.0, stats + 5 * q)
+        mc_c_acc5(MC_SKIND_IDENT, cb, fx, m, shift, 0.0, 0.0, 0.0, stats + 5 * (q + B))
+    return True
+
+
+def _vm_pair_check(bint on=True):
+    """Use the paired VonMises score pass (True when, on angles over the
+    whole of [-2 pi, 2 pi] and beyond, it gives the bits of the terms'
+    own sin and cos, _score_term) or the terms one by one."""
+    global _vm_pair_ok
+    _vm_pair_ok = False
+    if not on:
+        return False
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.uniform(-7.0, 7.0, 4000), rng.normal(0.0, 1e-3, 1000),
+                        np.linspace(-3.2, 3.2, 1001), [0.0, -0.0, 1e-300, 40.0, -1e3]])
+    cdef double[::1] xv = x
+    cdef Py_ssize_t m = x.shape[0]
+    cdef double[::1] s1 = np.empty(m), c1 = np.empty(m), s2 = np.zeros(m), c2 = np.zeros(m)
+    for c, a1, b1, a2, b2 in ((0.0, 1.0, 0.0, 1.0, 0.0), (0.75, 2.5, 0.0, 1.0, -0.6),
+                              (-3.0, 1e4, 0.0, 1.0, -0.99995)):
+        _vm_pair(&xv[0], m, c, a1, b1, a2, b2, &s1[0], &c1[0])
+        s2[:] = 0.0
+        c2[:] = 0.0
+        _score_term(SK_SIN, &xv[0], NULL, m, a1, b1, c, &s2[0])
+        _score_term(SK_COS, &xv[0], NULL, m, a2, b2, c, &c2[0])
+        if not (np.array_equal(np.asarray(s1).view(np.uint64), np.asarray(s2).view(np.uint64))
+                and np.array_equal(np.asarray(c1).view(np.uint64),
+                                   np.asarray(c2).view(np.uint64))):
+            return False
+    _vm_pair_ok = True
+    return True
+
+
+VM_PAIRED_SCORES = _vm_pair_check(True)
+_FAMILY_TABLE[MC_VON_MISES].accum = mc_accum_von_mises
