@@ -226,10 +226,15 @@ def stream_bit_generators(root, streams, seed=None):
     root_state = _root_state(root, seed)
     if not streams:
         return []
+    top = max(streams)
+    dense = top <= 4 * len(streams) + 64
+    out = _bitgen_objects(len(streams))
+    # the states written from C (the same states as below, bit for bit)
+    if K.pcg64_set_streams(out, np.array(streams, np.int64), root_state, _PCG64_JUMP, dense):
+        return out
     st0 = root_state["state"]
     state0, inc = st0["state"], st0["inc"]
-    top = max(streams)
-    if top > 4 * len(streams) + 64:  # sparse (a Dask task's streams): one jump each
+    if not dense:  # sparse (a Dask task's streams): one jump each
         states = {}
         for s in set(streams):
             a, g = _lcg_advance(s * _PCG64_JUMP)
@@ -242,7 +247,6 @@ def stream_bit_generators(root, streams, seed=None):
             if s in want:
                 states[s] = x
             x = (_JUMP_A * x + _JUMP_G * inc) & _MASK128
-    out = _bitgen_objects(len(streams))
     for s, bg in zip(streams, out):
         if s:  # PCG64.advance's state: the jumped LCG state, no cached 32-bit word
             bg.state = {"bit_generator": "PCG64", "state": {"state": states[s], "inc": inc},
