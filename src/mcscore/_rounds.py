@@ -221,7 +221,10 @@ def stream_bit_generators(root, streams, seed=None):
     The jumps are computed on Python ints (stream s + 1 is stream s advanced
     by one jump: two 128-bit products) when the streams are dense, and the
     PCG64 objects of an earlier call are reused once nothing holds them;
-    the states are those of ``PCG64.advance``, bit for bit."""
+    the states are those of ``PCG64.advance``, bit for bit.  Where NumPy's
+    PCG64 state layout passed the import check (K.PCG64_STATES_IN_C), the
+    jumps are computed and the states written in C (K.pcg64_set_streams),
+    not through a state dict per stream."""
     streams = [int(s) for s in streams]
     root_state = _root_state(root, seed)
     if not streams:
