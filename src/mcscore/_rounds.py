@@ -759,17 +759,111 @@ def _draw_pool():
         return _DRAW_POOL
 
 
+_F_POOL = None
+
+
+def _f_pool():
+    """The threads that run rounds of a thread-safe f (f_threadsafe=True)
+    besides the calling thread: a pool of their own, so that an f running
+    there that calls score_grad again never waits for the draw helpers it
+    occupies (the draw helpers never run f)."""
+    global _F_POOL
+    with _POOL_LOCK:
+        if _F_POOL is None:
+            _F_POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
+                                         thread_name_prefix="mcscore-f")
+        return _F_POOL
+
+
 def _forget_draw_pool():
-    global _DRAW_POOL, _POOL_LOCK, _ROWS_LOCK
-    _DRAW_POOL, _POOL_LOCK, _ROWS_LOCK = None, threading.Lock(), threading.Lock()
+    global _DRAW_POOL, _F_POOL, _POOL_LOCK, _ROWS_LOCK
+    _DRAW_POOL, _F_POOL = None, None
+    _POOL_LOCK, _ROWS_LOCK = threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_draw_pool)
 
 
+def run_rounds_threadsafe(job, plan, round_, n_rounds, R, chunk, threads, stats, shifts,
+                          bitgens, progress):
+    """run_job's rounds of a plain ScoreJob whose f is thread safe
+    (f_threadsafe=True): the calling thread and threads - 1 workers of
+    _f_pool each take the next round, draw it (after the earlier rounds
+    that share a stream with it), call f on it (several rounds' f at once)
+    and accumulate it once the round before it is accumulated.  The rounds,
+    f's calls and each stream's sums in block order are those of run_job,
+    so the result is the same bits.  A worker that starts after every round
+    was taken does nothing, and the calling thread never waits for a worker
+    that has not taken a round (no hang when f itself calls score_grad).
+    f's first error, in round order, is raised once no round is in flight."""
+    S = plan.n_streams
+    lock = threading.Lock()
+    drawn = [threading.Event() for _ in range(n_rounds)]
+    summed = [threading.Event() for _ in range(n_rounds)]
+    errors = {}  # round -> the exception its f (or draw) raised
+    taken = [0, False]  # the next round to take; closed
+
+    def claim():
+        with lock:
+            i = taken[0]
+            if taken[1] or errors or i >= n_rounds:
+                return None
+            taken[0] = i + 1
+            return i
+
+    def run_round(i, buf):
+        rd = round_(i)
+        try:
+            try:
+                # stream s's draws continue where its previous block's ended:
+                # wait for the earlier rounds that may hold a block of rd's streams
+                for k in range(i):
+                    if (i - k + 1) * R - 1 >= S:
+                        drawn[k].wait()
+                job.draw(rd, bitgens, 1, buf, False)
+            finally:
+                drawn[i].set()
+            values, _ = job.evaluate(rd, buf, chunk, None)
+            if i:
+                summed[i - 1].wait()
+            with lock:
+                failed = bool(errors)
+            if not failed:
+                job.accumulate(rd, buf, values, 1, stats, shifts)
+                if progress is not None:
+                    progress.update(len(rd.blocks), rd.total)
+        except BaseException as exc:  # f's error (or an interrupt): raised by the caller
+            with lock:
+                errors[i] = exc
+        finally:
+            summed[i].set()
+
+    def worker(buf):
+        i = claim()
+        while i is not None:
+            run_round(i, buf)
+            i = claim()
+
+    bufs = [job.buffers(R, plan.block_size) for _ in range(threads)]
+    pool = _f_pool()
+    for t in range(1, threads):
+        pool.submit(worker, bufs[t])
+    try:
+        worker(bufs[0])
+    finally:
+        with lock:
+            taken[1] = True  # a worker not yet started takes nothing
+            last = taken[0]
+        for i in range(last):  # the rounds taken, all done
+            summed[i].wait()
+        job.release(bufs)
+    if errors:
+        raise errors[min(errors)]
+
+
 def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=None,
-            bitgens=None):
+            bitgens=None, f_threadsafe=False):
     """The loop over rounds of blocks under every estimator.
 
     Locally (``streams`` None) a round is R consecutive blocks (enough for
@@ -777,8 +871,10 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
     given streams, one per stream (each stream still walks its blocks in
     order, so the sums, and the result, are the same).  With two or more
     threads and a job whose rounds can be shared, threads - 1 helper
-    threads draw the next round while f runs on the current one.  Returns
-    (stats, shifts, Offsets, Mag) of the streams."""
+    threads draw the next round while f runs on the current one; with
+    ``f_threadsafe`` (a plain ScoreJob), they also run f on other rounds at
+    the same time (run_rounds_threadsafe).  Returns (stats, shifts,
+    Offsets, Mag) of the streams."""
     local = streams is None
     if local:
         streams = np.arange(plan.used, dtype=np.int64)
@@ -810,6 +906,14 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
                      np.flatnonzero(keep).astype(np.int64), False)
 
     overlap = job.shared_draw and local and threads >= 2 and n_rounds >= 2
+    if (f_threadsafe and overlap and type(job) is ScoreJob
+            and not getattr(job.dist, "kernel_blas", False)):
+        stats, shifts = job.new_stats(ns)
+        if bitgens is None:
+            bitgens = plan.bitgens(streams.tolist())
+        run_rounds_threadsafe(job, plan, round_, n_rounds, R, chunk, threads, stats, shifts,
+                              bitgens, progress)
+        return stats, shifts, Offsets(ns, S, job.offset_rows, job.carrier, job.mult), Mag()
     # A plain ScoreJob's round is accumulated by a helper while f runs on the
     # next round (its values are in the round's own buffer fx, not in an
     # array f may reuse): the calling thread runs f, and little else.  Three
