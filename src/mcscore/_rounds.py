@@ -697,7 +697,7 @@ class ScoreJob(Job):
         if type(self) is ScoreJob:  # f's rows laid out by the drawing threads
             rows, off = self.row_buffer(rd, xt)
             K.draw_round_rows(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt,
-                              rows, off, counter if shared else None)
+                              rows, off, counter if shared else None, self.rows_only)
         elif shared:  # helpers and the calling thread claim the round's blocks one by one
             K.draw_round_shared(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, xt, lt, counter)
         else:
@@ -716,6 +716,16 @@ class ScoreJob(Job):
         off = np.zeros(len(rd.rows), dtype=np.int64)
         np.cumsum(rd.rows[:-1], out=off[1:])
         return rows[0], off
+
+    @property
+    def rows_only(self):
+        """True when the round's draws are made straight into f's rows and
+        accumulated from them (K.rows_direct: a family drawn column by
+        column), without the column-major block buffer."""
+        flag = self.__dict__.get("_rows_only")
+        if flag is None:
+            flag = self._rows_only = K.rows_direct(self.dist._kernel_dist())
+        return flag
 
     def drawn_rows(self, rd, xt):
         """Round rd's draws (total, width), as draw() laid them out."""
@@ -736,8 +746,14 @@ class ScoreJob(Job):
 
     def accumulate(self, rd, buf, values, threads, stats, shifts):
         xt, lt, fx, _ = buf
-        bad = K.accumulate_round(self.dist._kernel_dist(), rd.blocks, rd.slots, rd.n, rd.B,
-                                 rd.n_streams, threads, xt, fx, stats, shifts, lt)
+        if type(self) is ScoreJob and self.rows_only:
+            rows, off = self.row_buffer(rd, xt)
+            bad = K.accumulate_round_rows(self.dist._kernel_dist(), rd.blocks, rd.slots, rd.n,
+                                          rd.B, rd.n_streams, threads, rows, off, fx, stats,
+                                          shifts)
+        else:
+            bad = K.accumulate_round(self.dist._kernel_dist(), rd.blocks, rd.slots, rd.n,
+                                     rd.B, rd.n_streams, threads, xt, fx, stats, shifts, lt)
         if bad >= 0:  # cannot happen after check_fx, kept as a guard
             raise ValueError(f"f returned a non-finite value at draw {bad}")
 
