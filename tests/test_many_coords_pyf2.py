@@ -237,3 +237,84 @@ def test_threadsafe_numpy_bool_and_other_paths():
         a = mc.score_grad(sumsq, dist, 5000, rng=0, n_threads=2, f_threadsafe=True, **kw)
         b = mc.score_grad(sumsq, dist, 5000, rng=0, n_threads=2, **kw)
         assert np.array_equal(bits(a), bits(b))
+
+
+# ---------------------------------------------------------------------------
+# draws straight into f's row layout, accumulated from it
+# ---------------------------------------------------------------------------
+
+def _round_both_ways(dist, n, B, threads=1):
+    """(rows, stats) of one round drawn and accumulated through the
+    column-major blocks and through the row layout only."""
+    kd = dist._kernel_dist()
+    nb = -(-n // B)
+    blocks = np.arange(nb, dtype=np.int64)
+    slots = blocks.copy()
+    rows_m = [min(B, n - b * B) for b in range(nb)]
+    off = np.zeros(nb, np.int64)
+    np.cumsum(rows_m[:-1], out=off[1:])
+    fxs = np.random.default_rng(0).normal(size=(nb, B))
+    out = []
+    for only in (False, True):
+        bgs = R.stream_bit_generators(np.random.SeedSequence(5), list(range(nb)))
+        xt = np.full((nb, kd.draw_size * B), np.nan)
+        rows = np.empty((n, kd.draw_size))
+        K.draw_round_rows(kd, bgs, blocks, slots, n, B, threads, xt, None, rows, off, None, only)
+        stats = np.zeros((nb, kd.stats_len))
+        shifts = np.zeros(nb)
+        if only:
+            assert np.isnan(xt).all()  # the column-major buffer is not written
+            bad = K.accumulate_round_rows(kd, blocks, slots, n, B, nb, threads, rows, off, fxs,
+                                          stats, shifts)
+        else:
+            bad = K.accumulate_round(kd, blocks, slots, n, B, nb, threads, xt, fxs, stats,
+                                     shifts)
+        assert bad == -1
+        out.append((rows, stats, shifts))
+    return out
+
+
+@pytest.mark.parametrize("make", [
+    lambda d: normal(d),
+    lambda d: mc.Normal(0.5, np.linspace(0.5, 2, d)),  # a broadcast loc: several terms
+    lambda d: mc.Poisson(np.linspace(0.5, 4, d)),
+    lambda d: mc.Exponential(np.linspace(0.5, 4, d)),
+    lambda d: mc.Gamma(np.linspace(0.5, 4, d), np.ones(d)),
+])
+@pytest.mark.parametrize("d,n,B", [(1, 1000, 256), (7, 1500, 256), (300, 100, 32)])
+def test_row_layout_same_draws_and_sums(make, d, n, B):
+    dist = make(d)
+    assert K.rows_direct(dist._kernel_dist())
+    (r0, s0, h0), (r1, s1, h1) = _round_both_ways(dist, n, B)
+    assert np.array_equal(r0.view(np.uint64), r1.view(np.uint64))
+    assert np.array_equal(s0.view(np.uint64), s1.view(np.uint64))
+    assert np.array_equal(h0, h1)
+    # two threads: the same
+    (_, s2, _), (_, s3, _) = _round_both_ways(dist, n, B, threads=2)
+    assert np.array_equal(s0.view(np.uint64), s3.view(np.uint64))
+
+
+def test_row_layout_families_and_errors():
+    assert not K.rows_direct(mc.LogNormal(np.zeros(2), np.ones(2))._kernel_dist())
+    assert not K.rows_direct(mc.Categorical(probs=np.full((2, 3), 1 / 3))._kernel_dist())
+    kd = mc.LogNormal(np.zeros(2), np.ones(2))._kernel_dist()
+    z = np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match="column by column"):
+        K.draw_round_rows(kd, [np.random.PCG64(0)], z, z, 10, 16, 1, np.zeros((1, 32)), None,
+                          np.zeros((10, 2)), z, None, True)
+    with pytest.raises(ValueError, match="column by column"):
+        K.accumulate_round_rows(kd, z, z, 10, 16, 1, 1, np.zeros((10, 2)), z,
+                                np.zeros((1, 16)), np.zeros((1, kd.stats_len)), np.zeros(1))
+
+
+def test_row_layout_nonfinite_f_index():
+    dist = normal(3)
+    kd = dist._kernel_dist()
+    blocks = np.array([0, 1], np.int64)
+    off = np.array([0, 64], np.int64)
+    rows = np.random.default_rng(1).normal(size=(100, 3))
+    fx = np.ones((2, 64))
+    fx[1, 5] = np.inf
+    bad = K.accumulate_round_rows(kd, blocks, blocks, 100, 64, 2, 1, rows, off, fx,
+                                  np.zeros((2, kd.stats_len)), np.zeros(2))
+    assert bad == 64 + 5
