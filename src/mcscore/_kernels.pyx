@@ -695,13 +695,8 @@ def accumulate_round_rows(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slo
     _check_row_offsets(dist, blocks, n, block_size, rows, row_off)
     c.rows = _rows_ptr(rows)
     c.row_off = &row_off[0] if R else NULL
-    c.fx = _rows_ptr(fx)
-    c.fld = fx.shape[1]
-    c.stats = _rows_ptr(stats)
-    c.sld = stats.shape[1]
-    c.shifts = &shifts[0] if shifts.shape[0] else NULL
-    mc_round_init(&rd, n, n_streams, block_size, n_threads, R, &blocks[0] if R else NULL,
-                  &slots[0] if R else NULL, None)
+    _accumulate_setup(&c, &rd, blocks, slots, n, block_size, n_streams, n_threads, fx, stats,
+                      shifts)
     c.tmp_len = ch + ch * dist.draw_size  # the score buffer and a chunk, column-major
     try:
         c.tmp = mc_alloc_doubles(mc_round_threads(&rd) * c.tmp_len,
@@ -740,6 +735,20 @@ def draw_round_shared(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_
     _draw_blocks(dist, bitgens, blocks, slots, n, block_size, 1, xt, lt, &counter[0])
 
 
+cdef void _accumulate_setup(_ctx_t *c, mc_round *rd, int64_t[::1] blocks, int64_t[::1] slots,
+                            int64_t n, int64_t block_size, int64_t n_streams, int n_threads,
+                            double[:, ::1] fx, double[:, ::1] stats, double[::1] shifts):
+    """An accumulation round's context (f values, stream rows, shifts) and round."""
+    cdef Py_ssize_t R = blocks.shape[0]
+    c.fx = _rows_ptr(fx)
+    c.fld = fx.shape[1]
+    c.stats = _rows_ptr(stats)
+    c.sld = stats.shape[1]
+    c.shifts = &shifts[0] if shifts.shape[0] else NULL
+    mc_round_init(rd, n, n_streams, block_size, n_threads, R, &blocks[0] if R else NULL,
+                  &slots[0] if R else NULL, None)
+
+
 def accumulate_round(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots, int64_t n,
                      int64_t block_size, int64_t n_streams, int n_threads,
                      double[:, ::1] xt, double[:, ::1] fx, double[:, ::1] stats,
@@ -750,13 +759,8 @@ def accumulate_round(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots, i
     cdef mc_round rd
     cdef _ctx_t c = _context(dist, xt, lt)
     cdef int code
-    c.fx = _rows_ptr(fx)
-    c.fld = fx.shape[1]
-    c.stats = _rows_ptr(stats)
-    c.sld = stats.shape[1]
-    c.shifts = &shifts[0] if shifts.shape[0] else NULL
-    mc_round_init(&rd, n, n_streams, block_size, n_threads, R, &blocks[0] if R else NULL,
-                  &slots[0] if R else NULL, None)
+    _accumulate_setup(&c, &rd, blocks, slots, n, block_size, n_streams, n_threads, fx, stats,
+                      shifts)
     c.tmp_len = min(block_size, mc_chunk_len(dist.d.draw_size))
     try:
         c.tmp = mc_alloc_doubles(mc_round_threads(&rd) * c.tmp_len,

@@ -760,22 +760,24 @@ class ScoreJob(Job):
 
 OVERLAP_ROUNDS = 4  # rounds of a call whose f overlaps the next round's draws (default chunk)
 _POOL_LOCK = threading.Lock()
-_DRAW_POOL = None
+_POOLS = {}  # thread-name prefix -> ThreadPoolExecutor
+
+
+def _pool(prefix):
+    """The process's thread pool of that name (cpu_count - 1 threads), kept
+    from one call to the next (starting and joining a thread per call cost
+    about 0.1 ms); a forked child starts its own."""
+    with _POOL_LOCK:
+        pool = _POOLS.get(prefix)
+        if pool is None:
+            pool = _POOLS[prefix] = ThreadPoolExecutor(
+                max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix=prefix)
+        return pool
 
 
 def _draw_pool():
-    """The helper threads that draw a round while f runs on the previous
-    one, kept from one call to the next (starting and joining a thread per
-    call cost about 0.1 ms); a forked child starts its own."""
-    global _DRAW_POOL
-    with _POOL_LOCK:
-        if _DRAW_POOL is None:
-            _DRAW_POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
-                                            thread_name_prefix="mcscore-draw")
-        return _DRAW_POOL
-
-
-_F_POOL = None
+    """The helper threads that draw a round while f runs on the previous one."""
+    return _pool("mcscore-draw")
 
 
 def _f_pool():
@@ -783,17 +785,12 @@ def _f_pool():
     besides the calling thread: a pool of their own, so that an f running
     there that calls score_grad again never waits for the draw helpers it
     occupies (the draw helpers never run f)."""
-    global _F_POOL
-    with _POOL_LOCK:
-        if _F_POOL is None:
-            _F_POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
-                                         thread_name_prefix="mcscore-f")
-        return _F_POOL
+    return _pool("mcscore-f")
 
 
 def _forget_draw_pool():
-    global _DRAW_POOL, _F_POOL, _POOL_LOCK, _ROWS_LOCK
-    _DRAW_POOL, _F_POOL = None, None
+    global _POOL_LOCK, _ROWS_LOCK
+    _POOLS.clear()
     _POOL_LOCK, _ROWS_LOCK = threading.Lock(), threading.Lock()
 
 
