@@ -5,7 +5,9 @@ coordinates, f = sum of squares, at n = 1e4, 1e5 (and 1e6 with --full).
                                      [--ds 5,50,1000] [--ns 1e4,1e5]
 
 Implementations: mcscore fused (``I.sum_of_squares()``) and with the Python f
-``(x * x).sum(1)``, the hand-written NumPy estimator (one thread), PyTorch's
+``(x * x).sum(1)`` (by default, f called from the calling thread only; and,
+in its own column, with the ``f_threadsafe=True`` opt-in, f called from
+several threads at once: the same bits), the hand-written NumPy estimator (one thread), PyTorch's
 surrogate-loss step in float64 and float32 (its own thread pool over all
 cores, and one thread), JAX ``jit(grad(surrogate))`` in float64 and float32.
 Every gradient is checked against the exact one (2 loc, 2 scale) with the
@@ -68,9 +70,10 @@ def main(argv=None):
     C.announce_skipped()
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    L = ["| d | n | mcscore fused | mcscore Python f | NumPy | best PyTorch | best JAX | "
-         "fused / best peer | Python f / best peer | max abs z (all) |",
-         "|---:|---:|---:|---:|---:|---|---|---:|---:|---:|"]
+    L = ["| d | n | mcscore fused | mcscore Python f | mcscore Python f, thread-safe opt-in | "
+         "NumPy | best PyTorch | best JAX | fused / best peer | Python f / best peer | "
+         "Python f, thread-safe opt-in / best peer | max abs z (all) |",
+         "|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
     bad = []
     for d in ds:
         exact, sd = C.normal_sumsq_exact(d)
@@ -81,6 +84,8 @@ def main(argv=None):
                 C.log(f"  d={d} n={n:g}: n d = {n * d:.0e} > {cap:.0e}: mcscore fused only")
             else:
                 factories["pyf"] = lambda: C.mc_normal_sumsq(n, d, _pyf, SEED)
+                factories["pyf_ts"] = lambda: C.mc_normal_sumsq(n, d, _pyf, SEED,
+                                                                f_threadsafe=True)
                 factories["numpy"] = lambda: C.numpy_normal_sumsq(n, d, SEED)
                 factories.update(C.peer_impls(n, d, SEED))
             impls = {k: f() for k, f in factories.items()}
@@ -102,14 +107,16 @@ def main(argv=None):
 
             def vs(k):
                 return f"{t[k] / t[bp]:.2f}" if k in t and bp else "-"
-            L.append(f"| {d} | {n:,} | {cell('fused')} | {cell('pyf')} | {cell('numpy')} | "
-                     f"{f'{cell(bt)} ({bt})' if bt else '-'} | "
+            L.append(f"| {d} | {n:,} | {cell('fused')} | {cell('pyf')} | {cell('pyf_ts')} | "
+                     f"{cell('numpy')} | {f'{cell(bt)} ({bt})' if bt else '-'} | "
                      f"{f'{cell(bj)} ({bj})' if bj else '-'} | {vs('fused')} | {vs('pyf')} | "
-                     f"{max(zs.values()):.2f} |")
+                     f"{vs('pyf_ts')} | {max(zs.values()):.2f} |")
     head = (C.header(repeats, load0) + "  Normal(linspace(-1, 1, d), linspace(0.5, 1.5, d)), "
             "f = sum_j x_j^2; the PyTorch and JAX steps return the gradient only (surrogate "
             "loss), mcscore and NumPy also the standard error.  A ratio < 1 means mcscore is "
-            "faster than the best peer of the row; '-': not run at that size.  mcscore's Normal "
+            "faster than the best peer of the row; '-': not run at that size.  The thread-safe "
+            "opt-in column is score_grad(..., f_threadsafe=True): f called from several "
+            "threads at once (the same bits as the default column).  mcscore's Normal "
             f"draws: {'inline PCG64 fill' if _inline_fill() else 'NumPy fill'} (the same "
             "values bit for bit).")
     md = head + "\n\n" + "\n".join(L) + f"\n\n({time.perf_counter() - t0:.0f} s in all.)"

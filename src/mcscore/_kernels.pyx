@@ -555,18 +555,163 @@ cdef int _cb_draw_rows(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssiz
 def draw_round_rows(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
                     int64_t n, int64_t block_size, int n_threads, double[:, ::1] xt,
                     double[:, ::1] lt, double[:, ::1] rows, int64_t[::1] row_off,
-                    long long[::1] counter=None):
+                    long long[::1] counter=None, bint rows_only=False):
     """draw_round (or, with counter, draw_round_shared: one thread claiming
     blocks from counter[0]) that also writes each drawn block, row-major,
     into rows[row_off[r]: row_off[r] + m] (rows: (total, draw_size)): the
     round's draws as a Python f receives them, laid out by the threads that
     draw, from the block just drawn, instead of a transposing copy of the
     whole round afterwards.  xt and lt receive the block as draw_round
-    writes it (the accumulation reads them)."""
-    cdef Py_ssize_t R = blocks.shape[0], r, total = 0
+    writes it (the accumulation reads them).  rows_only (a family that
+    rows_direct serves): the draws go to rows only, straight from the fill
+    (xt and lt are not written; accumulate_round_rows reads the rows)."""
+    cdef Py_ssize_t R = blocks.shape[0]
     cdef mc_round rd
     cdef _ctx_t c = _context(dist, xt, lt)
     cdef int nt
+    cdef Py_ssize_t ch = mc_chunk_len(dist.draw_size)
+    if rows_only and not _rows_direct(&dist.d):
+        raise ValueError("draw_round_rows: rows_only for a family drawn column by column only")
+    _check_row_offsets(dist, blocks, n, block_size, rows, row_off)
+    c.rows = _rows_ptr(rows)
+    c.row_off = &row_off[0] if R else NULL
+    mc_round_init(&rd, n, 0, block_size, 1 if counter is not None else n_threads, R,
+                  &blocks[0] if R else NULL, &slots[0] if R else NULL, bitgens)
+    rd.ctl.claim = &counter[0] if counter is not None else NULL
+    nt = mc_round_threads(&rd)
+    try:
+        if rows_only:
+            c.tmp_len = ch
+            c.tmp = mc_alloc_doubles(nt * ch, "the draw buffers")
+            mc_drive(&rd, _cb_draw_rows_only, &c)
+        else:
+            c.wss = mc_workspaces(&dist.d, nt, 1)
+            mc_drive(&rd, _cb_draw_rows, &c)
+    finally:
+        free(c.tmp)
+        if c.wss != NULL:
+            mc_workspaces_free(c.wss, nt)
+        mc_round_free(&rd)
+
+
+cdef bint _rows_direct(const mc_dist *dist) noexcept nogil:
+    """True when dist's draws can be made straight into f's row layout
+    (draw_round_rows(rows_only=True)): a family drawn column by column, one
+    column per unit (mc_family.fill_column), without a log column."""
+    cdef const mc_family *fam = mc_family_of(dist.family)
+    return (fam != NULL and fam.fill == NULL and fam.fill_column != NULL
+            and not fam.log_column and not dist.per_category
+            and dist.n_units == dist.draw_size)
+
+
+def rows_direct(KernelDist dist):
+    """Whether draw_round_rows(..., rows_only=True) and accumulate_round_rows
+    serve dist (see _rows_direct)."""
+    return bool(_rows_direct(&dist.d))
+
+
+cdef int _cb_draw_rows_only(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssize_t m,
+                            int tid) noexcept nogil:
+    """A round: draw block b (item r) straight into its rows of c.rows (one
+    draw per row), chunk by chunk and unit by unit as mc_draw_block_polled
+    draws it (the same stream, the same values): each unit's column of a
+    chunk is filled in the thread's buffer (cache-resident) and written to
+    its column of the rows.  A Normal's column is the standard normal fill
+    and loc + scale z written in one pass (the expression of the family's
+    fill, mc_c_affine)."""
+    cdef _ctx_t *c = <_ctx_t *> ctx
+    cdef const mc_dist *dist = c.dist
+    cdef const mc_family *fam = mc_family_of(dist.family)
+    cdef Py_ssize_t ds = dist.draw_size, ch = mc_chunk_len(ds), i0, cs, j, k
+    cdef double *col = c.tmp + tid * c.tmp_len
+    cdef double *out
+    cdef const double *p
+    cdef bint normal = dist.family == MC_NORMAL
+    i0 = 0
+    while i0 < m:
+        cs = ch if m - i0 > ch else m - i0
+        for j in range(dist.n_units):
+            p = mc_unit_params(dist, j)
+            out = c.rows + (c.row_off[r] + i0) * ds + j
+            if normal:
+                mc_std_normal_fill(rd.bitgens[r], cs, col)
+                for k in range(cs):
+                    out[k * ds] = p[0] + p[1] * col[k]
+            else:
+                fam.fill_column(p, rd.bitgens[r], cs, col)
+                for k in range(cs):
+                    out[k * ds] = col[k]
+        i0 += cs
+        if i0 < m and mc_poll(rd, tid):
+            return 1
+    return 0
+
+
+cdef int _cb_accumulate_row_layout(void *ctx, mc_round *rd, Py_ssize_t r, int64_t b, Py_ssize_t m,
+                             int tid) noexcept nogil:
+    """_cb_accumulate on a block held in f's row layout (c.rows from row
+    c.row_off[r]): each chunk of rows is laid out column-major in the
+    thread's buffer (in cache) and accumulated by mc_accum_chunk, as
+    _accumulate_block accumulates the same chunk of a column-major block
+    (the same values, the same sums)."""
+    cdef _ctx_t *c = <_ctx_t *> ctx
+    cdef const mc_dist *dist = c.dist
+    cdef Py_ssize_t s = rd.slots[r], ds = dist.draw_size, ch = mc_chunk_len(ds), i0, cs, bad
+    cdef const double *fx = c.fx + r * c.fld
+    cdef const double *x = c.rows + c.row_off[r] * ds
+    cdef double *tmp = c.tmp + tid * c.tmp_len
+    cdef double *xt = tmp + ch
+    if b < rd.n_streams:
+        c.shifts[s] = fx[0]
+    bad = mc_c_first_nonfinite(fx, m)
+    if bad >= 0:
+        mc_fail(rd, ERR_F_NONFINITE, b * rd.block_size + bad)
+        return 1
+    i0 = 0
+    while i0 < m:
+        cs = ch if m - i0 > ch else m - i0
+        mc_c_to_rows(x + i0 * ds, ds, cs, xt)  # xt[k * cs + i] = x[(i0 + i) * ds + k]
+        mc_accum_chunk(dist, cs, xt, cs, NULL, fx + i0, c.shifts[s], c.stats + s * c.sld, tmp)
+        i0 += cs
+        if i0 < m and mc_poll(rd, tid):
+            return 1
+    return 0
+
+
+def accumulate_round_rows(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots, int64_t n,
+                          int64_t block_size, int64_t n_streams, int n_threads,
+                          double[:, ::1] rows, int64_t[::1] row_off, double[:, ::1] fx,
+                          double[:, ::1] stats, double[::1] shifts):
+    """accumulate_round for a round drawn by draw_round_rows(rows_only=True):
+    block r's draws are rows[row_off[r]: row_off[r] + m] (one draw per
+    row).  The same sums as accumulate_round on the column-major blocks.
+    Returns the global index of a non-finite f value, or -1."""
+    cdef Py_ssize_t R = blocks.shape[0], r, ch = mc_chunk_len(dist.draw_size)
+    cdef mc_round rd
+    cdef _ctx_t c = _context(dist)
+    cdef int code
+    if not _rows_direct(&dist.d):
+        raise ValueError("accumulate_round_rows: a family drawn column by column only")
+    _check_row_offsets(dist, blocks, n, block_size, rows, row_off)
+    c.rows = _rows_ptr(rows)
+    c.row_off = &row_off[0] if R else NULL
+    _accumulate_setup(&c, &rd, blocks, slots, n, block_size, n_streams, n_threads, fx, stats,
+                      shifts)
+    c.tmp_len = ch + ch * dist.draw_size  # the score buffer and a chunk, column-major
+    try:
+        c.tmp = mc_alloc_doubles(mc_round_threads(&rd) * c.tmp_len,
+                                 "the accumulation buffers")
+        code = mc_drive(&rd, _cb_accumulate_row_layout, &c)
+        return int(rd.ctl.err[1]) if code == ERR_F_NONFINITE else -1
+    finally:
+        free(c.tmp)
+
+
+cdef int _check_row_offsets(KernelDist dist, int64_t[::1] blocks, int64_t n, int64_t block_size,
+                            double[:, ::1] rows, int64_t[::1] row_off) except -1:
+    """row_off: one non-negative first row per block, the blocks within rows
+    (rows: (total, draw_size))."""
+    cdef Py_ssize_t R = blocks.shape[0], r, total = 0
     if row_off.shape[0] != R or rows.shape[1] != dist.draw_size:
         raise ValueError("draw_round_rows: one row offset per block and rows of draw_size")
     for r in range(R):
@@ -575,18 +720,7 @@ def draw_round_rows(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[
             raise ValueError("draw_round_rows: negative row offset")
     if total > rows.shape[0]:
         raise ValueError(f"draw_round_rows: rows holds {rows.shape[0]} draws, the round {total}")
-    c.rows = _rows_ptr(rows)
-    c.row_off = &row_off[0] if R else NULL
-    mc_round_init(&rd, n, 0, block_size, 1 if counter is not None else n_threads, R,
-                  &blocks[0] if R else NULL, &slots[0] if R else NULL, bitgens)
-    rd.ctl.claim = &counter[0] if counter is not None else NULL
-    nt = mc_round_threads(&rd)
-    try:
-        c.wss = mc_workspaces(&dist.d, nt, 1)
-        mc_drive(&rd, _cb_draw_rows, &c)
-    finally:
-        mc_workspaces_free(c.wss, nt)
-        mc_round_free(&rd)
+    return 0
 
 
 def draw_round_shared(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_t[::1] slots,
@@ -601,6 +735,20 @@ def draw_round_shared(KernelDist dist, list bitgens, int64_t[::1] blocks, int64_
     _draw_blocks(dist, bitgens, blocks, slots, n, block_size, 1, xt, lt, &counter[0])
 
 
+cdef void _accumulate_setup(_ctx_t *c, mc_round *rd, int64_t[::1] blocks, int64_t[::1] slots,
+                            int64_t n, int64_t block_size, int64_t n_streams, int n_threads,
+                            double[:, ::1] fx, double[:, ::1] stats, double[::1] shifts):
+    """An accumulation round's context (f values, stream rows, shifts) and round."""
+    cdef Py_ssize_t R = blocks.shape[0]
+    c.fx = _rows_ptr(fx)
+    c.fld = fx.shape[1]
+    c.stats = _rows_ptr(stats)
+    c.sld = stats.shape[1]
+    c.shifts = &shifts[0] if shifts.shape[0] else NULL
+    mc_round_init(rd, n, n_streams, block_size, n_threads, R, &blocks[0] if R else NULL,
+                  &slots[0] if R else NULL, None)
+
+
 def accumulate_round(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots, int64_t n,
                      int64_t block_size, int64_t n_streams, int n_threads,
                      double[:, ::1] xt, double[:, ::1] fx, double[:, ::1] stats,
@@ -611,13 +759,8 @@ def accumulate_round(KernelDist dist, int64_t[::1] blocks, int64_t[::1] slots, i
     cdef mc_round rd
     cdef _ctx_t c = _context(dist, xt, lt)
     cdef int code
-    c.fx = _rows_ptr(fx)
-    c.fld = fx.shape[1]
-    c.stats = _rows_ptr(stats)
-    c.sld = stats.shape[1]
-    c.shifts = &shifts[0] if shifts.shape[0] else NULL
-    mc_round_init(&rd, n, n_streams, block_size, n_threads, R, &blocks[0] if R else NULL,
-                  &slots[0] if R else NULL, None)
+    _accumulate_setup(&c, &rd, blocks, slots, n, block_size, n_streams, n_threads, fx, stats,
+                      shifts)
     c.tmp_len = min(block_size, mc_chunk_len(dist.d.draw_size))
     try:
         c.tmp = mc_alloc_doubles(mc_round_threads(&rd) * c.tmp_len,
@@ -941,3 +1084,143 @@ def pcg64_seed_state(entropy):
             "has_uint32": 0, "uinteger": 0}
 
 include "_kernels_small.pxi"
+
+
+# ---------------------------------------------------------------------------
+# Stream states set from C: PCG64(root).jumped(s) for each stream s, written
+# into pooled PCG64 objects' state structs through their bitgen capsules
+# (instead of a state dict per stream through PCG64.state, about 1 us each).
+# NumPy's PCG64 keeps, behind bitgen_t.state, a struct {pointer to the
+# {state, inc} words, has_uint32, uinteger}; the layout is checked at import
+# against PCG64.state (PCG64_STATES_IN_C).
+# ---------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    #if MC_HAVE_U128
+    typedef struct { mc_u128 *words; int has_uint32; uint32_t uinteger; } mc_pcg64_struct;
+    #define MC_U128(hi, lo) (((mc_u128)(hi) << 64) | (mc_u128)(lo))
+    /* (A, G) of advancing PCG64's LCG by delta steps: s -> A s + G inc */
+    static void mc_lcg_advance(mc_u128 delta, mc_u128 *A, mc_u128 *G) {
+        mc_u128 am = 1, ap = 0, cm = MC_PCG_MULT, cp = 1;
+        while (delta) {
+            if (delta & 1) { am *= cm; ap = ap * cm + cp; }
+            cp = (cm + 1) * cp;
+            cm *= cm;
+            delta >>= 1;
+        }
+        *A = am; *G = ap;
+    }
+    static void mc_pcg_write(bitgen_t *bg, mc_u128 s, mc_u128 inc, int has32, uint32_t u32) {
+        mc_pcg64_struct *p = (mc_pcg64_struct *)bg->state;
+        p->words[0] = s;
+        p->words[1] = inc;
+        p->has_uint32 = has32;
+        p->uinteger = u32;
+    }
+    /* bgs[k] <- stream streams[k] of the root state (s0, inc): the root
+       jumped streams[k] times by the jump J (stream s + 1 = stream s
+       advanced by (A, G) when dense, one advance by s J each when sparse);
+       stream 0 keeps the root's cached 32-bit word. */
+    static int mc_pcg_set_streams(bitgen_t **bgs, const int64_t *streams, Py_ssize_t k,
+                                  const uint64_t *w, int has32, uint32_t u32, int dense) {
+        Py_ssize_t i;
+        int64_t top = 0, s;
+        mc_u128 A, G, x, *tab;
+        mc_u128 s0 = MC_U128(w[0], w[1]), inc = MC_U128(w[2], w[3]), J = MC_U128(w[4], w[5]);
+        for (i = 0; i < k; i++) if (streams[i] > top) top = streams[i];
+        if (dense) {
+            tab = (mc_u128 *)malloc(sizeof(mc_u128) * (size_t)(top + 1));
+            if (tab == NULL) return -1;
+            mc_lcg_advance(J, &A, &G);
+            x = s0;
+            for (s = 0; s <= top; s++) { tab[s] = x; x = A * x + G * inc; }
+            for (i = 0; i < k; i++)
+                mc_pcg_write(bgs[i], tab[streams[i]], inc, streams[i] ? 0 : has32,
+                             streams[i] ? 0U : u32);
+            free(tab);
+            return 0;
+        }
+        for (i = 0; i < k; i++) {
+            s = streams[i];
+            mc_lcg_advance((mc_u128)(uint64_t)s * J, &A, &G);
+            mc_pcg_write(bgs[i], A * s0 + G * inc, inc, s ? 0 : has32, s ? 0U : u32);
+        }
+        return 0;
+    }
+    #else
+    static int mc_pcg_set_streams(bitgen_t **bgs, const int64_t *streams, Py_ssize_t k,
+                                  const uint64_t *w, int has32, uint32_t u32, int dense) {
+        return -1;
+    }
+    #endif
+    """
+    int mc_pcg_set_streams(bitgen_t **bgs, const int64_t *streams, Py_ssize_t k,
+                           const uint64_t *w, int has32, uint32_t u32, int dense) noexcept nogil
+
+
+_M64 = (1 << 64) - 1
+
+
+def pcg64_set_streams(list bitgens, int64_t[::1] streams, dict root_state, jump, bint dense):
+    """Set PCG64 object bitgens[k] (numpy.random.PCG64, held by nobody else)
+    to stream streams[k] of root_state (a PCG64 state dict): the root LCG
+    state advanced by streams[k] * jump steps, no cached 32-bit word but for
+    stream 0 (the root state itself), as PCG64.state = {...} would set it.
+    Returns False (nothing set) when the states cannot be set from C (no
+    128-bit integers, or NumPy's state layout failed the import check)."""
+    cdef Py_ssize_t k = len(bitgens), i
+    cdef bitgen_t **bgs
+    cdef int rc
+    cdef uint64_t w[6]
+    if not PCG64_STATES_IN_C or streams.shape[0] != k:
+        return False
+    if k == 0:
+        return True
+    st = root_state["state"]
+    for i, v in enumerate((int(st["state"]), int(st["inc"]), int(jump))):
+        w[2 * i] = (v >> 64) & _M64
+        w[2 * i + 1] = v & _M64
+    bgs = <bitgen_t **> malloc(sizeof(bitgen_t *) * k)
+    if bgs == NULL:
+        raise MemoryError("pcg64_set_streams")
+    try:
+        for i in range(k):
+            bgs[i] = <bitgen_t *> PyCapsule_GetPointer(bitgens[i].capsule, "BitGenerator")
+        rc = mc_pcg_set_streams(bgs, &streams[0], k, w, int(root_state["has_uint32"]),
+                                int(root_state["uinteger"]), dense)
+    finally:
+        free(bgs)
+    return rc == 0
+
+
+PCG64_STATES_IN_C = bool(MC_HAVE_U128)
+
+
+def _check_pcg64_states():
+    """PCG64_STATES_IN_C: pcg64_set_streams gives PCG64.state's states
+    (both paths, with and without a cached 32-bit word)."""
+    ref = np.random.PCG64(2024)
+    ref.random_raw(3)
+    g = np.random.Generator(ref)
+    g.integers(0, 2**31, dtype=np.uint32)  # leaves a cached 32-bit word
+    root = ref.state
+    jump = 0x9E3779B97F4A7C15F39CC0605CEDC835
+    for dense in (True, False):
+        mine = [np.random.PCG64(1) for _ in range(3)]
+        if not pcg64_set_streams(mine, np.array([0, 2, 5], np.int64), root, jump, dense):
+            return False
+        for s, bg in zip((0, 2, 5), mine):
+            want = np.random.PCG64(1)
+            want.state = root
+            if s:
+                want = want.jumped(s)
+                want.state = dict(want.state, has_uint32=0, uinteger=0)
+            if bg.state != want.state or \
+                    not np.array_equal(bg.random_raw(4), want.random_raw(4)):
+                return False
+    return True
+
+
+if PCG64_STATES_IN_C:
+    PCG64_STATES_IN_C = _check_pcg64_states()

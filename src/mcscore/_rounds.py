@@ -221,15 +221,23 @@ def stream_bit_generators(root, streams, seed=None):
     The jumps are computed on Python ints (stream s + 1 is stream s advanced
     by one jump: two 128-bit products) when the streams are dense, and the
     PCG64 objects of an earlier call are reused once nothing holds them;
-    the states are those of ``PCG64.advance``, bit for bit."""
+    the states are those of ``PCG64.advance``, bit for bit.  Where NumPy's
+    PCG64 state layout passed the import check (K.PCG64_STATES_IN_C), the
+    jumps are computed and the states written in C (K.pcg64_set_streams),
+    not through a state dict per stream."""
     streams = [int(s) for s in streams]
     root_state = _root_state(root, seed)
     if not streams:
         return []
+    top = max(streams)
+    dense = top <= 4 * len(streams) + 64
+    out = _bitgen_objects(len(streams))
+    # the states written from C (the same states as below, bit for bit)
+    if K.pcg64_set_streams(out, np.array(streams, np.int64), root_state, _PCG64_JUMP, dense):
+        return out
     st0 = root_state["state"]
     state0, inc = st0["state"], st0["inc"]
-    top = max(streams)
-    if top > 4 * len(streams) + 64:  # sparse (a Dask task's streams): one jump each
+    if not dense:  # sparse (a Dask task's streams): one jump each
         states = {}
         for s in set(streams):
             a, g = _lcg_advance(s * _PCG64_JUMP)
@@ -242,7 +250,6 @@ def stream_bit_generators(root, streams, seed=None):
             if s in want:
                 states[s] = x
             x = (_JUMP_A * x + _JUMP_G * inc) & _MASK128
-    out = _bitgen_objects(len(streams))
     for s, bg in zip(streams, out):
         if s:  # PCG64.advance's state: the jumped LCG state, no cached 32-bit word
             bg.state = {"bit_generator": "PCG64", "state": {"state": states[s], "inc": inc},
@@ -690,7 +697,7 @@ class ScoreJob(Job):
         if type(self) is ScoreJob:  # f's rows laid out by the drawing threads
             rows, off = self.row_buffer(rd, xt)
             K.draw_round_rows(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, threads, xt, lt,
-                              rows, off, counter if shared else None)
+                              rows, off, counter if shared else None, self.rows_only)
         elif shared:  # helpers and the calling thread claim the round's blocks one by one
             K.draw_round_shared(kd, bitgens, rd.blocks, rd.slots, rd.n, rd.B, xt, lt, counter)
         else:
@@ -709,6 +716,16 @@ class ScoreJob(Job):
         off = np.zeros(len(rd.rows), dtype=np.int64)
         np.cumsum(rd.rows[:-1], out=off[1:])
         return rows[0], off
+
+    @property
+    def rows_only(self):
+        """True when the round's draws are made straight into f's rows and
+        accumulated from them (K.rows_direct: a family drawn column by
+        column), without the column-major block buffer."""
+        flag = self.__dict__.get("_rows_only")
+        if flag is None:
+            flag = self._rows_only = K.rows_direct(self.dist._kernel_dist())
+        return flag
 
     def drawn_rows(self, rd, xt):
         """Round rd's draws (total, width), as draw() laid them out."""
@@ -729,40 +746,137 @@ class ScoreJob(Job):
 
     def accumulate(self, rd, buf, values, threads, stats, shifts):
         xt, lt, fx, _ = buf
-        bad = K.accumulate_round(self.dist._kernel_dist(), rd.blocks, rd.slots, rd.n, rd.B,
-                                 rd.n_streams, threads, xt, fx, stats, shifts, lt)
+        if type(self) is ScoreJob and self.rows_only:
+            rows, off = self.row_buffer(rd, xt)
+            bad = K.accumulate_round_rows(self.dist._kernel_dist(), rd.blocks, rd.slots, rd.n,
+                                          rd.B, rd.n_streams, threads, rows, off, fx, stats,
+                                          shifts)
+        else:
+            bad = K.accumulate_round(self.dist._kernel_dist(), rd.blocks, rd.slots, rd.n,
+                                     rd.B, rd.n_streams, threads, xt, fx, stats, shifts, lt)
         if bad >= 0:  # cannot happen after check_fx, kept as a guard
             raise ValueError(f"f returned a non-finite value at draw {bad}")
 
 
 OVERLAP_ROUNDS = 4  # rounds of a call whose f overlaps the next round's draws (default chunk)
 _POOL_LOCK = threading.Lock()
-_DRAW_POOL = None
+_POOLS = {}  # thread-name prefix -> ThreadPoolExecutor
+
+
+def _pool(prefix):
+    """The process's thread pool of that name (cpu_count - 1 threads), kept
+    from one call to the next (starting and joining a thread per call cost
+    about 0.1 ms); a forked child starts its own."""
+    with _POOL_LOCK:
+        pool = _POOLS.get(prefix)
+        if pool is None:
+            pool = _POOLS[prefix] = ThreadPoolExecutor(
+                max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix=prefix)
+        return pool
 
 
 def _draw_pool():
-    """The helper threads that draw a round while f runs on the previous
-    one, kept from one call to the next (starting and joining a thread per
-    call cost about 0.1 ms); a forked child starts its own."""
-    global _DRAW_POOL
-    with _POOL_LOCK:
-        if _DRAW_POOL is None:
-            _DRAW_POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
-                                            thread_name_prefix="mcscore-draw")
-        return _DRAW_POOL
+    """The helper threads that draw a round while f runs on the previous one."""
+    return _pool("mcscore-draw")
+
+
+def _f_pool():
+    """The threads that run rounds of a thread-safe f (f_threadsafe=True)
+    besides the calling thread: a pool of their own, so that an f running
+    there that calls score_grad again never waits for the draw helpers it
+    occupies (the draw helpers never run f)."""
+    return _pool("mcscore-f")
 
 
 def _forget_draw_pool():
-    global _DRAW_POOL, _POOL_LOCK, _ROWS_LOCK
-    _DRAW_POOL, _POOL_LOCK, _ROWS_LOCK = None, threading.Lock(), threading.Lock()
+    global _POOL_LOCK, _ROWS_LOCK
+    _POOLS.clear()
+    _POOL_LOCK, _ROWS_LOCK = threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_draw_pool)
 
 
+def run_rounds_threadsafe(job, plan, round_, n_rounds, R, chunk, threads, stats, shifts,
+                          bitgens, progress):
+    """run_job's rounds of a plain ScoreJob whose f is thread safe
+    (f_threadsafe=True): the calling thread and threads - 1 workers of
+    _f_pool each take the next round, draw it (after the earlier rounds
+    that share a stream with it), call f on it (several rounds' f at once)
+    and accumulate it once the round before it is accumulated.  The rounds,
+    f's calls and each stream's sums in block order are those of run_job,
+    so the result is the same bits.  A worker that starts after every round
+    was taken does nothing, and the calling thread never waits for a worker
+    that has not taken a round (no hang when f itself calls score_grad).
+    f's first error, in round order, is raised once no round is in flight."""
+    S = plan.n_streams
+    lock = threading.Lock()
+    drawn = [threading.Event() for _ in range(n_rounds)]
+    summed = [threading.Event() for _ in range(n_rounds)]
+    errors = {}  # round -> the exception its f (or draw) raised
+    taken = [0, False]  # the next round to take; closed
+
+    def claim():
+        with lock:
+            i = taken[0]
+            if taken[1] or errors or i >= n_rounds:
+                return None
+            taken[0] = i + 1
+            return i
+
+    def run_round(i, buf):
+        rd = round_(i)
+        try:
+            try:
+                # stream s's draws continue where its previous block's ended:
+                # wait for the earlier rounds that may hold a block of rd's streams
+                for k in range(i):
+                    if (i - k + 1) * R - 1 >= S:
+                        drawn[k].wait()
+                job.draw(rd, bitgens, 1, buf, False)
+            finally:
+                drawn[i].set()
+            values, _ = job.evaluate(rd, buf, chunk, None)
+            if i:
+                summed[i - 1].wait()
+            with lock:
+                failed = bool(errors)
+            if not failed:
+                job.accumulate(rd, buf, values, 1, stats, shifts)
+                if progress is not None:
+                    progress.update(len(rd.blocks), rd.total)
+        except BaseException as exc:  # f's error (or an interrupt): raised by the caller
+            with lock:
+                errors[i] = exc
+        finally:
+            summed[i].set()
+
+    def worker(buf):
+        i = claim()
+        while i is not None:
+            run_round(i, buf)
+            i = claim()
+
+    bufs = [job.buffers(R, plan.block_size) for _ in range(threads)]
+    pool = _f_pool()
+    for t in range(1, threads):
+        pool.submit(worker, bufs[t])
+    try:
+        worker(bufs[0])
+    finally:
+        with lock:
+            taken[1] = True  # a worker not yet started takes nothing
+            last = taken[0]
+        for i in range(last):  # the rounds taken, all done
+            summed[i].wait()
+        job.release(bufs)
+    if errors:
+        raise errors[min(errors)]
+
+
 def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=None,
-            bitgens=None):
+            bitgens=None, f_threadsafe=False):
     """The loop over rounds of blocks under every estimator.
 
     Locally (``streams`` None) a round is R consecutive blocks (enough for
@@ -770,8 +884,10 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
     given streams, one per stream (each stream still walks its blocks in
     order, so the sums, and the result, are the same).  With two or more
     threads and a job whose rounds can be shared, threads - 1 helper
-    threads draw the next round while f runs on the current one.  Returns
-    (stats, shifts, Offsets, Mag) of the streams."""
+    threads draw the next round while f runs on the current one; with
+    ``f_threadsafe`` (a plain ScoreJob), they also run f on other rounds at
+    the same time (run_rounds_threadsafe).  Returns (stats, shifts,
+    Offsets, Mag) of the streams."""
     local = streams is None
     if local:
         streams = np.arange(plan.used, dtype=np.int64)
@@ -803,6 +919,14 @@ def run_job(job, plan, chunk_size=None, streams=None, threads=None, progress=Non
                      np.flatnonzero(keep).astype(np.int64), False)
 
     overlap = job.shared_draw and local and threads >= 2 and n_rounds >= 2
+    if (f_threadsafe and overlap and type(job) is ScoreJob
+            and not getattr(job.dist, "kernel_blas", False)):
+        stats, shifts = job.new_stats(ns)
+        if bitgens is None:
+            bitgens = plan.bitgens(streams.tolist())
+        run_rounds_threadsafe(job, plan, round_, n_rounds, R, chunk, threads, stats, shifts,
+                              bitgens, progress)
+        return stats, shifts, Offsets(ns, S, job.offset_rows, job.carrier, job.mult), Mag()
     # A plain ScoreJob's round is accumulated by a helper while f runs on the
     # next round (its values are in the round's own buffer fx, not in an
     # array f may reuse): the calling thread runs f, and little else.  Three

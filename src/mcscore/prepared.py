@@ -53,7 +53,7 @@ class Estimator:
     family : a Distribution subclass (``mc.Normal``, ``mc.Bernoulli``, ...)
     f : Python callable, Integrand or LowLevelCallable, as in ``score_grad``
     n : int >= 2
-    baseline, rng, n_threads, chunk_size, n_streams, block_size :
+    baseline, rng, n_threads, chunk_size, n_streams, block_size, f_threadsafe :
         as in ``score_grad`` (fixed for the estimator's lifetime).
     batch_ndims : int
         As in ``score_grad``; batched calls (and Joint distributions) run
@@ -87,7 +87,7 @@ class Estimator:
     def __init__(self, family: type[Distribution], f: Any, n: int, *, baseline: Any = None,
                  rng: Any = None, n_threads: int | None = None, chunk_size: int | None = None,
                  n_streams: int = E.DEFAULT_STREAMS, block_size: int | None = None,
-                 batch_ndims: int = 0, **fixed: Any) -> None:
+                 batch_ndims: int = 0, f_threadsafe: bool = False, **fixed: Any) -> None:
         if not (isinstance(family, type) and issubclass(family, Distribution)):
             raise TypeError(f"family must be an mcscore distribution class (e.g. mc.Normal), "
                             f"got {family!r}")
@@ -103,6 +103,7 @@ class Estimator:
                                                                      minimum=1)
         self.fixed = dict(fixed)
         self.batch_ndims = batch_ndims
+        self.f_threadsafe = V.flag("f_threadsafe", f_threadsafe)
         self._rng_arg = rng
         # rng: an int or SeedSequence seeds every call alike (its SeedSequence
         # is built once); a Generator is read at every call
@@ -130,7 +131,7 @@ class Estimator:
         gives the same streams at every call), the coordinates' split and,
         for a Python f run in one round, the round and its buffers."""
         self._prep = prep = Prepared(self.f, dist, kd, self.n, self.n_streams, self.block_size,
-                                     self.n_threads, self.chunk_size)
+                                     self.n_threads, self.chunk_size, self.f_threadsafe)
         self._fkind = prep.fkind
         if self._rng is not None and not isinstance(
                 self._rng, (np.random.Generator, np.random.BitGenerator)):
@@ -162,7 +163,7 @@ class Estimator:
             return _score.score_grad(self.f, dist, self.n, rng=self._rng_arg, baseline=self.baseline,
                               n_threads=self.n_threads, chunk_size=self.chunk_size,
                               n_streams=self.n_streams, block_size=self.block_size,
-                              batch_ndims=self.batch_ndims)
+                              batch_ndims=self.batch_ndims, f_threadsafe=self.f_threadsafe)
         if fresh:  # a new object: checked once here, never seen again
             dist._check_differentiable()
         else:
@@ -194,8 +195,9 @@ class Prepared:
     the same streams, kernels, checks and result."""
 
     def __init__(self, f: Any, dist: Any, kd: Any, n: Any, n_streams: Any, block_size: Any,
-                 n_threads: Any, chunk_size: Any) -> None:
+                 n_threads: Any, chunk_size: Any, f_threadsafe: bool = False) -> None:
         self.fkind, self.kf = E.lower_f(f, dist)
+        self.f_threadsafe = f_threadsafe  # run_job's opt-in (see score_grad)
         try:  # f by weak reference: score_grad's cache must not keep it alive
             self._fref: Any = weakref.ref(f, _forget_dead)
             self._fstrong = None
@@ -275,7 +277,7 @@ class Prepared:
             if plan is None:
                 plan = self._plan(rng)
             stats, shifts = E.run_job(E.ScoreJob(self.f, dist), plan, self.chunk_size,
-                                      bitgens=bitgens)[:2]
+                                      bitgens=bitgens, f_threadsafe=self.f_threadsafe)[:2]
         info["f"] = self.fkind
         return A.finish_score_owned(dist, kd, stats, shifts, baseline, info, self._splitter(dist))
 
@@ -411,7 +413,8 @@ _HELD_VALUES_MAX = 1 << 16  # doubles per buffer of a cached Prepared (512 KiB)
 
 
 def score_small(f: Any, dist: Any, n: Any, rng: Any, baseline: Any, n_threads: Any,
-                chunk_size: Any, n_streams: Any, block_size: Any) -> Any:
+                chunk_size: Any, n_streams: Any, block_size: Any,
+                f_threadsafe: bool = False) -> Any:
     """score_grad's plain local estimate (no progress bar, no Dask) of a
     checked distribution with a lowered f: the same result, bit for bit,
     through the caches above.  Checks that dist is differentiable
@@ -422,10 +425,11 @@ def score_small(f: Any, dist: Any, n: Any, rng: Any, baseline: Any, n_threads: A
         kd = _TEMPLATES.kernel(dist)
         remember_lean(dist, kd)
     key = (id(f), type(dist), shape_key(dist, kd), n, n_streams, block_size, n_threads,
-           chunk_size)
+           chunk_size, f_threadsafe)
     prep = _PREPARED.pop(key, None)
     if prep is None or prep.f is not f:
-        prep = Prepared(f, dist, kd, n, n_streams, block_size, n_threads, chunk_size)
+        prep = Prepared(f, dist, kd, n, n_streams, block_size, n_threads, chunk_size,
+                        f_threadsafe)
     if type(rng) is int and rng >= 0 and rng == prep.last_seed:
         # the int seed of the previous call again (a loop with common random
         # numbers): its streams' states, kept, as an Estimator keeps them

@@ -35,7 +35,8 @@ def score_grad(f: Any, dist: Distribution, n: int, *, rng: Any = None, baseline:
                control_variates: Any = None, antithetic: bool = False,
                grad_f: Callable[..., Any] | None = None, client: Any = None,
                progress: Any = False, batch_ndims: int = 0, sampler: str = "mc",
-               n_randomizations: int | None = None) -> GradientEstimate:
+               n_randomizations: int | None = None,
+               f_threadsafe: bool = False) -> GradientEstimate:
     """Score-function estimate of grad_theta E_{x ~ dist}[f(x)].
 
     Parameters
@@ -79,6 +80,20 @@ def score_grad(f: Any, dist: Distribution, n: int, *, rng: Any = None, baseline:
         are honoured), -1 = all, -2 = all but one, 0 is an error.
     chunk_size : int, optional
         Draws per call of a Python f (default about 2**18 values).
+    f_threadsafe : bool, default False
+        Opt in to calling a Python f from several threads at once: with
+        ``n_threads`` >= 2, f runs on different rounds of draws at the same
+        time (NumPy releases the GIL inside its loops, so the calls
+        overlap).  f must then be thread safe and reentrant (no shared
+        state it changes, no reuse of one output buffer across calls).
+        The result is the same bits either way (f is called on the same
+        draws and the per-stream sums are added in a fixed order); an
+        error in f is raised as it would be without the opt-in.  False
+        (the default): f is only ever called from the calling thread, one
+        call at a time.  It applies to the plain Python-f estimate (no
+        ``batch_ndims``, control variates, antithetic pairs, Joint, Dask
+        client or QMC sampler; those call f as by default) of a call with
+        several rounds of draws.
     n_streams, block_size : int, optional
         The draws are cut into blocks of ``block_size`` draws; block b belongs
         to stream ``b % n_streams``.  The result is a function of (f, dist, n,
@@ -170,6 +185,8 @@ def score_grad(f: Any, dist: Distribution, n: int, *, rng: Any = None, baseline:
     True
     """
     E.check_distribution(dist)
+    if f_threadsafe is not False:
+        f_threadsafe = V.flag("f_threadsafe", f_threadsafe)
     if hasattr(baseline, "score_grad"):  # a baseline object (mcscore.baselines)
         return baseline.score_grad(f, dist, n, rng=rng, n_threads=n_threads,
                                    chunk_size=chunk_size, n_streams=n_streams,
@@ -228,7 +245,7 @@ def score_grad(f: Any, dist: Distribution, n: int, *, rng: Any = None, baseline:
         # the common small call, through the caches of a prepared one (the same
         # bits); dist's differentiability is checked there
         return _prepared.score_small(f, dist, n, rng, baseline, n_threads, chunk_size,
-                                     n_streams, block_size)
+                                     n_streams, block_size, f_threadsafe)
     E.check_differentiable(dist)
     kd = dist._kernel_dist()
     plan = E.Plan(n, kd.draw_size, rng, n_streams, block_size, n_threads)
@@ -238,7 +255,8 @@ def score_grad(f: Any, dist: Distribution, n: int, *, rng: Any = None, baseline:
             stats, shifts = E.run_on_dask(client, f, fkind, dist, kd, plan, n_threads=n_threads,
                                           chunk_size=chunk_size, progress=bar)
         elif fkind == "python":
-            stats, shifts = E.run_job(E.ScoreJob(f, dist), plan, chunk_size, progress=bar)[:2]
+            stats, shifts = E.run_job(E.ScoreJob(f, dist), plan, chunk_size, progress=bar,
+                                      f_threadsafe=f_threadsafe)[:2]
         else:
             stats, shifts = E.run_fused(kf, fkind, dist, kd, plan, progress=bar)
     finally:
