@@ -44,12 +44,12 @@ _SCALAR_CONSTRAINTS = {
 }
 # Arrays up to this size are checked element by element as Python floats
 # (fewer calls than NumPy's predicates); larger ones by the array predicates.
-_FAST_SIZE = 64
+_FAST_SIZE = 32
 
 
 def _all_satisfy(arr, pred):
-    """True when every element of the float64 array arr (at most _FAST_SIZE
-    elements) satisfies pred, one pass over its values as Python floats."""
+    """True when every element of the float64 array arr satisfies pred (one
+    of _SCALAR_CONSTRAINTS), one pass over its values as Python floats."""
     if arr.ndim == 1:
         return all(map(pred, arr.tolist()))
     if arr.ndim == 0:
@@ -70,7 +70,9 @@ def fast_param(value, constraint):
             return None
         arr = np.array(v)
     elif tv is np.ndarray and value.dtype is _F64 and value.size <= _FAST_SIZE:
-        if not _all_satisfy(value, _SCALAR_CONSTRAINTS[constraint]):
+        pred = _SCALAR_CONSTRAINTS[constraint]
+        if not (all(map(pred, value.tolist())) if value.ndim == 1
+                else _all_satisfy(value, pred)):
             return None
         arr = value.copy("K")  # np.array(value, dtype=np.float64, copy=True)
     else:
