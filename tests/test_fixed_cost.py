@@ -161,3 +161,19 @@ def test_small_call_result_matches_the_general_finish():
         ref.value, ref.value_stderr, ref.value_variance, ref.n)
     assert got.cov.tobytes() == ref.cov.tobytes()
     assert repr(got) == repr(ref)
+
+
+@pytest.mark.parametrize("family", [mc.Categorical, mc.OneHotCategorical])
+def test_simplex_sums_refused_as_before(family):
+    name = family.__name__
+    with pytest.raises(ValueError, match=f"^{name}: probs must have a positive sum"):
+        family(probs=np.zeros(3))
+    with pytest.raises(ValueError, match=f"^{name}: probs must have a finite sum"):
+        family(probs=np.array([1.7e308, 1.7e308]))
+    with pytest.raises(ValueError, match=f"^{name}: probs must have a positive sum"):
+        family(probs=np.array([[0.5, 0.5], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match=f"^{name}: probs must have a positive sum"):
+        family(probs=np.zeros(0))
+    q = family(probs=np.full(3, 1e300))  # a large but finite sum
+    assert np.allclose(q.probs, 1.0 / 3.0)
+    assert family(probs=np.array([0.0, 0.0, 5e-324])).probs[-1] == 1.0

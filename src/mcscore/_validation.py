@@ -154,8 +154,11 @@ def param(name, value, constraint, *, owner=None, min_ndim=0):
 
 
 def broadcast_shapes(owner, **arrays):
+    shapes = [a.shape for a in arrays.values()]
+    if shapes and shapes.count(shapes[0]) == len(shapes):
+        return shapes[0]  # equal shapes (the common case) broadcast to themselves
     try:
-        return np.broadcast_shapes(*(a.shape for a in arrays.values()))
+        return np.broadcast_shapes(*shapes)
     except ValueError:
         shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
         raise ValueError(f"{owner}: parameter shapes do not broadcast: {shapes}") from None
