@@ -391,9 +391,11 @@ def _finish_totals(dist, kd, stats, shifts, baseline, info, split=None, owned=Fa
     moments_total and baseline_algebra, operation for operation, on 1-d
     arrays and scalars (the totals' length-1 stream axis dropped: its sums
     are exact copies, since the kernels' totals start from +0.0), with the
-    range checks done by one cheap test first.  Small calls spend most of
-    their time in array overhead here.  Returns None when a sum is not
-    finite (finish_score then raises the error naming the cause).
+    range checks done by one cheap test first: the sums, the algebra and
+    the tests' reductions in one C call (K.score_totals), as small calls
+    would otherwise spend their time in array overhead here.  Returns None
+    when a sum is not finite (finish_score then raises the error naming the
+    cause).
 
     split: dist._split_coords, or an equivalent precomputed for the shape
     (a prepared call); owned: stats and shifts are the caller's to give
