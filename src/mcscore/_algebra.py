@@ -391,29 +391,31 @@ def _finish_totals(dist, kd, stats, shifts, baseline, info, split=None, owned=Fa
     moments_total and baseline_algebra, operation for operation, on 1-d
     arrays and scalars (the totals' length-1 stream axis dropped: its sums
     are exact copies, since the kernels' totals start from +0.0), with the
-    range checks done by one cheap test first.  Small calls spend most of
-    their time in array overhead here.  Returns None when a sum is not
-    finite (finish_score then raises the error naming the cause).
+    range checks done by one cheap test first: the sums, the algebra and
+    the tests' reductions in one C call (K.score_totals), as small calls
+    would otherwise spend their time in array overhead here.  Returns None
+    when a sum is not finite (finish_score then raises the error naming the
+    cause).
 
     split: dist._split_coords, or an equivalent precomputed for the shape
     (a prepared call); owned: stats and shifts are the caller's to give
     away (fresh arrays no one writes again), kept by the result's
     covariance without a copy, and info a dict of the caller's own."""
-    c0, n, Gt, Ht, M = K.stream_totals(stats, shifts, kd.n_coords)
-    big = float(np.maximum.reduce(np.abs(M), axis=None)) if M.size else 0.0
+    # stream_totals and baseline_algebra on the totals, operation for
+    # operation, with the range tests' reductions: one C call
+    mode, b = ((0, 0.0) if baseline is None else (1, 0.0) if baseline == "loo"
+               else (2, baseline))
+    P = kd.n_coords
+    c0, n, Gt, Ht, big, grad, se, var, value, vvar, qmin, qmax = K.score_totals(
+        stats, shifts, P, mode, b)
     if not (math.isfinite(Gt) and math.isfinite(Ht) and math.isfinite(big)):
         return None
     safe = max(big, abs(c0), abs(Gt), abs(Ht), abs(c0 - baseline) if isinstance(baseline, float)
                else 0.0) <= _SAFE_MAGNITUDE
-    # baseline_algebra on the totals, operation for operation, in one C pass
-    mode, b = ((0, 0.0) if baseline is None else (1, 0.0) if baseline == "loo"
-               else (2, baseline))
-    grad, se, var, value, vvar, q = K.totals_algebra(M, c0, n, Gt, Ht, mode, b)
     n_all = max(1.0, n)
     f_underflow = Ht / n_all < TINY_MEAN_SQUARE and abs(Gt) / n_all > RESOLUTION
-    if f_underflow or not q.size or not (np.minimum.reduce(q) >= TINY_MEAN_SQUARE and (
-            safe or (math.isfinite(value) and math.isfinite(vvar)
-                     and np.maximum.reduce(q) < math.inf))):
+    if f_underflow or not P or not (qmin >= TINY_MEAN_SQUARE and (
+            safe or (math.isfinite(value) and math.isfinite(vvar) and qmax < math.inf))):
         check_range(dist, grad, var, value, vvar, f_underflow)
     if owned:
         batch = _ScoreBatch.__new__(_ScoreBatch)

@@ -905,18 +905,12 @@ cdef const mc_func *mc_kernel_func_ptr(object kernel_func) except NULL:
         raise TypeError(f"expected a KernelFunc, got {type(kernel_func).__name__}")
     return &(<KernelFunc> kernel_func).f
 
-def stream_totals(double[:, ::1] stats, double[::1] shifts, Py_ssize_t n_coords):
-    """Sum per-stream statistics (non-categorical layout) over the streams,
-    re-centred on one common shift c0 (the first non-empty stream's).
-
-    Returns (c0, n, G, H, M) with G = sum (f - c0), H = sum (f - c0)^2 and
-    M of shape (5, n_coords): sums of s, s^2, g s, g s^2, g^2 s^2 with
-    g = f - c0.  One pass in C instead of a dozen small array operations.
-    """
-    cdef Py_ssize_t S = stats.shape[0], s, q, k
+cdef void _stream_totals(double[:, ::1] stats, double[::1] shifts, Py_ssize_t n_coords,
+                         double *M, double *tot) noexcept:
+    """stream_totals into M (5 * n_coords, row-major, zeroed by the caller)
+    and tot = (c0, n, G, H)."""
+    cdef Py_ssize_t S = stats.shape[0], s, q, k, P = n_coords
     cdef double c0 = 0.0, d, d2, n = 0.0, G = 0.0, H = 0.0
-    out = np.zeros((5, n_coords))
-    cdef double[:, ::1] M = out
     cdef double *row
     for s in range(S):
         if stats[s, 0] > 0:
@@ -933,12 +927,27 @@ def stream_totals(double[:, ::1] stats, double[::1] shifts, Py_ssize_t n_coords)
         H += row[2] + 2.0 * d * row[1] + d2 * row[0]
         for q in range(n_coords):
             k = 3 + 5 * q
-            M[0, q] += row[k]
-            M[1, q] += row[k + 1]
-            M[2, q] += row[k + 2] + d * row[k]
-            M[3, q] += row[k + 3] + d * row[k + 1]
-            M[4, q] += row[k + 4] + 2.0 * d * row[k + 3] + d2 * row[k + 1]
-    return c0, n, G, H, out
+            M[q] += row[k]
+            M[P + q] += row[k + 1]
+            M[2 * P + q] += row[k + 2] + d * row[k]
+            M[3 * P + q] += row[k + 3] + d * row[k + 1]
+            M[4 * P + q] += row[k + 4] + 2.0 * d * row[k + 3] + d2 * row[k + 1]
+    tot[0], tot[1], tot[2], tot[3] = c0, n, G, H
+
+
+def stream_totals(double[:, ::1] stats, double[::1] shifts, Py_ssize_t n_coords):
+    """Sum per-stream statistics (non-categorical layout) over the streams,
+    re-centred on one common shift c0 (the first non-empty stream's).
+
+    Returns (c0, n, G, H, M) with G = sum (f - c0), H = sum (f - c0)^2 and
+    M of shape (5, n_coords): sums of s, s^2, g s, g s^2, g^2 s^2 with
+    g = f - c0.  One pass in C instead of a dozen small array operations.
+    """
+    out = np.zeros((5, n_coords))
+    cdef double[:, ::1] M = out
+    cdef double tot[4]
+    _stream_totals(stats, shifts, n_coords, &M[0, 0] if n_coords else NULL, tot)
+    return tot[0], tot[1], tot[2], tot[3], out
 
 
 cdef extern from *:
@@ -953,24 +962,13 @@ cdef extern from *:
     double mc_square_libm(double x) noexcept nogil
 
 
-def totals_algebra(double[:, ::1] M, double c0, double n, double G, double H, int mode,
-                   double b=0.0):
-    """The score estimate from stream_totals' sums (M of shape (5, P): sums
-    of s, s^2, g s, g s^2, g^2 s^2 with g = f - c0; n draws, G = sum g,
-    H = sum g^2) with the baseline `mode`: 0 none, 1 leave-one-out, 2 the
-    constant b.  Returns (grad, se, var, value, vvar, var + grad**2): the
-    arithmetic of mcscore._algebra.baseline_algebra on one row of totals,
-    operation for operation in IEEE double (the same bits), in one pass
-    instead of a dozen small array operations."""
-    cdef Py_ssize_t P = M.shape[1], k
+cdef double _totals_algebra(const double *M, Py_ssize_t P, double c0, double n, double G,
+                           double H, int mode, double b, double *grad, double *se,
+                           double *var, double *q, double *value) noexcept:
+    """totals_algebra's arithmetic into grad, se, var, q (P each), value;
+    returns vvar."""
+    cdef Py_ssize_t k
     cdef double e, factor = 1.0, f2, mean, v
-    grad_a = np.empty(P)
-    se_a = np.empty(P)
-    var_a = np.empty(P)
-    q_a = np.empty(P)
-    cdef double[::1] grad = grad_a, se = se_a, var = var_a, q = q_a
-    if M.shape[0] != 5:
-        raise ValueError("totals_algebra: M must have 5 rows")
     if mode == 0:
         e = c0
     elif mode == 1:
@@ -980,8 +978,8 @@ def totals_algebra(double[:, ::1] M, double c0, double n, double G, double H, in
         e = c0 - b
     f2 = mc_square_libm(factor)  # factor**2 of a Python float
     for k in range(P):
-        mean = (M[2, k] + e * M[0, k]) / n
-        v = ((M[4, k] + (2 * e) * M[3, k]) + (e * e) * M[1, k]) - (n * mean) * mean
+        mean = (M[2 * P + k] + e * M[k]) / n
+        v = ((M[4 * P + k] + (2 * e) * M[3 * P + k]) + (e * e) * M[P + k]) - (n * mean) * mean
         if not (v > 0.0 or v != v):  # np.maximum(v, 0.0): NaN stays NaN
             v = 0.0
         v = v / (n - 1)
@@ -997,7 +995,83 @@ def totals_algebra(double[:, ::1] M, double c0, double n, double G, double H, in
     v = H - mc_square_libm(G) / n  # G ** 2 of a NumPy float64
     if 0.0 > v:  # max(v, 0.0) keeps v unless 0.0 is larger (NaN stays NaN)
         v = 0.0
-    return grad_a, se_a, var_a, c0 + G / n, v / (n - 1), q_a
+    value[0] = c0 + G / n
+    return v / (n - 1)
+
+
+def totals_algebra(double[:, ::1] M, double c0, double n, double G, double H, int mode,
+                   double b=0.0):
+    """The score estimate from stream_totals' sums (M of shape (5, P): sums
+    of s, s^2, g s, g s^2, g^2 s^2 with g = f - c0; n draws, G = sum g,
+    H = sum g^2) with the baseline `mode`: 0 none, 1 leave-one-out, 2 the
+    constant b.  Returns (grad, se, var, value, vvar, var + grad**2): the
+    arithmetic of mcscore._algebra.baseline_algebra on one row of totals,
+    operation for operation in IEEE double (the same bits), in one pass
+    instead of a dozen small array operations."""
+    cdef Py_ssize_t P = M.shape[1]
+    if M.shape[0] != 5:
+        raise ValueError("totals_algebra: M must have 5 rows")
+    out = np.empty((4, P))
+    cdef double[:, ::1] o = out
+    cdef double value, vvar
+    if P:
+        vvar = _totals_algebra(&M[0, 0], P, c0, n, G, H, mode, b, &o[0, 0], &o[1, 0],
+                               &o[2, 0], &o[3, 0], &value)
+    else:
+        vvar = _totals_algebra(NULL, 0, c0, n, G, H, mode, b, NULL, NULL, NULL, NULL, &value)
+    return out[0], out[1], out[2], value, vvar, out[3]
+
+
+cdef bint _extremes(const double *x, Py_ssize_t m, bint absolute, double *lo,
+                    double *hi) noexcept:
+    """lo, hi = min and max of the m values x (of |x| when absolute; +inf,
+    -inf for no values); False (lo, hi NaN) when one is NaN: np.minimum.reduce's
+    and np.maximum.reduce's values."""
+    cdef double a
+    cdef Py_ssize_t i
+    lo[0], hi[0] = INFINITY, -INFINITY
+    for i in range(m):
+        a = fabs(x[i]) if absolute else x[i]
+        if a != a:
+            lo[0], hi[0] = a, a
+            return False
+        if a < lo[0]:
+            lo[0] = a
+        if a > hi[0]:
+            hi[0] = a
+    return True
+
+
+def score_totals(double[:, ::1] stats, double[::1] shifts, Py_ssize_t n_coords, int mode,
+                 double b=0.0):
+    """stream_totals then totals_algebra, with the reductions the range
+    tests of the finish take, in one call: (c0, n, G, H, big, grad, se, var,
+    value, vvar, qmin, qmax) with big = max |M| (0 without coordinates) and
+    qmin, qmax the least and largest of var + grad**2 (+inf, -inf without
+    coordinates; NaN when one is NaN): the same values, bit for bit, as the
+    separate calls and NumPy's reductions."""
+    cdef Py_ssize_t P = n_coords
+    out = np.empty((3, P))
+    cdef double[:, ::1] o = out
+    cdef double *M = <double *> calloc(5 * P + P + 1, sizeof(double))
+    cdef double tot[4]
+    cdef double lo, big = 0.0, qmin, qmax, value, vvar
+    if M == NULL:
+        raise MemoryError()
+    try:
+        _stream_totals(stats, shifts, P, M, tot)
+        if P:
+            vvar = _totals_algebra(M, P, tot[0], tot[1], tot[2], tot[3], mode, b, &o[0, 0],
+                                   &o[1, 0], &o[2, 0], M + 5 * P, &value)
+            _extremes(M, 5 * P, True, &lo, &big)
+        else:
+            vvar = _totals_algebra(M, 0, tot[0], tot[1], tot[2], tot[3], mode, b, NULL, NULL,
+                                   NULL, NULL, &value)
+        _extremes(M + 5 * P, P, False, &qmin, &qmax)
+    finally:
+        free(M)
+    return (tot[0], tot[1], tot[2], tot[3], big, out[0], out[1], out[2], value, vvar,
+            qmin, qmax)
 
 
 cdef extern from *:

@@ -5,6 +5,7 @@ message starts with the argument's name.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 
@@ -24,6 +25,60 @@ _CONSTRAINTS = {
         "a non-negative integer (< 2**62)",
     ),
 }
+
+
+_INF = math.inf
+_F64 = np.dtype(np.float64)
+# The constraints as predicates on one Python float, True exactly where the
+# array predicate above is (NaN fails them all): the fast path of param()
+# and check() for Python floats and small float64 arrays.
+_SCALAR_CONSTRAINTS = {
+    "real": lambda v: -_INF < v < _INF,
+    "positive": lambda v: 0.0 < v < _INF,
+    "nonnegative": lambda v: 0.0 <= v < _INF,
+    "unit_interval": lambda v: 0.0 <= v <= 1.0,
+    "open_unit_interval": lambda v: 0.0 < v < 1.0,
+    "unit_interval_lt1": lambda v: 0.0 <= v < 1.0,
+    "unit_interval_gt0": lambda v: 0.0 < v <= 1.0,
+    "nonnegative_integer": lambda v: 0.0 <= v < 2.0**62 and v.is_integer(),
+}
+# Arrays up to this size are checked element by element as Python floats
+# (fewer calls than NumPy's predicates); larger ones by the array predicates.
+_FAST_SIZE = 32
+
+
+def _all_satisfy(arr, pred):
+    """True when every element of the float64 array arr satisfies pred (one
+    of _SCALAR_CONSTRAINTS), one pass over its values as Python floats."""
+    if arr.ndim == 1:
+        return all(map(pred, arr.tolist()))
+    if arr.ndim == 0:
+        return pred(arr.tolist())
+    return all(map(pred, arr.ravel().tolist()))
+
+
+def fast_param(value, constraint):
+    """What ``check(as_real_array(value), constraint)`` returns, for a
+    Python float (or an int of at most 2**53 in magnitude, exactly a float)
+    or a float64 ndarray of at most _FAST_SIZE elements whose values all
+    satisfy the constraint; None otherwise (the general path then converts,
+    checks and raises its error)."""
+    tv = type(value)
+    if tv is float or tv is np.float64 or (tv is int and -2**53 <= value <= 2**53):
+        v = float(value)
+        if not _SCALAR_CONSTRAINTS[constraint](v):
+            return None
+        arr = np.array(v)
+    elif tv is np.ndarray and value.dtype is _F64 and value.size <= _FAST_SIZE:
+        pred = _SCALAR_CONSTRAINTS[constraint]
+        if not (all(map(pred, value.tolist())) if value.ndim == 1
+                else _all_satisfy(value, pred)):
+            return None
+        arr = value.copy("K")  # np.array(value, dtype=np.float64, copy=True)
+    else:
+        return None
+    arr.setflags(write=False)
+    return arr
 
 
 def reject_masked(name, value, *, owner=None):
@@ -62,6 +117,10 @@ def as_real_array(name, value, *, owner=None):
 def check(name, arr, constraint, *, owner=None):
     """Raise ValueError naming `name` unless every element of arr satisfies
     `constraint`. Returns arr."""
+    if (type(arr) is np.ndarray and arr.dtype is _F64 and arr.size <= _FAST_SIZE
+            and _all_satisfy(arr, _SCALAR_CONSTRAINTS[constraint])):
+        arr.setflags(write=False)
+        return arr
     pred, desc = _CONSTRAINTS[constraint]
     # the predicates (comparisons, isfinite, floor) raise no floating-point
     # flags, NaN included: the common, passing case needs no errstate
@@ -79,6 +138,11 @@ def check(name, arr, constraint, *, owner=None):
 
 
 def param(name, value, constraint, *, owner=None, min_ndim=0):
+    """value as a read-only float64 array (a copy) satisfying constraint,
+    with at least min_ndim dimensions (TypeError / ValueError naming it)."""
+    arr = fast_param(value, constraint)
+    if arr is not None and arr.ndim >= min_ndim:
+        return arr
     arr = check(name, as_real_array(name, value, owner=owner), constraint, owner=owner)
     if arr.ndim < min_ndim:
         prefix = f"{owner}: " if owner else ""
@@ -90,8 +154,11 @@ def param(name, value, constraint, *, owner=None, min_ndim=0):
 
 
 def broadcast_shapes(owner, **arrays):
+    shapes = [a.shape for a in arrays.values()]
+    if shapes and shapes.count(shapes[0]) == len(shapes):
+        return shapes[0]  # equal shapes (the common case) broadcast to themselves
     try:
-        return np.broadcast_shapes(*(a.shape for a in arrays.values()))
+        return np.broadcast_shapes(*shapes)
     except ValueError:
         shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
         raise ValueError(f"{owner}: parameter shapes do not broadcast: {shapes}") from None

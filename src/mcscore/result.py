@@ -134,7 +134,8 @@ class GradientEstimate:
         self.variance = variance
         # batched expectations (batch_ndims > 0): arrays of the batch shape
         real: Callable[[Any], Real] = (
-            float if np.ndim(value) == 0 else (lambda v: np.asarray(v, dtype=np.float64)))
+            float if type(value) is float or np.ndim(value) == 0
+            else (lambda v: np.asarray(v, dtype=np.float64)))
         self.value = real(value)
         self.value_stderr = real(value_stderr)
         self.value_variance = (real(value_variance) if value_variance is not None

@@ -372,17 +372,32 @@ class Distribution:
         self._kernel = None
         if not params:
             return  # the family sets its parameters itself
-        owner = type(self).__name__
-        checked = {name: V.param(name, params[name], constraint, owner=owner,
-                                 min_ndim=self.event_ndim)
-                   for name, constraint in self.arg_constraints.items()}
-        self._check_params(**checked)
-        shapes = {k: v[..., 0] if self.event_ndim else v for k, v in checked.items()}
-        first = next(iter(shapes.values())).shape if shapes else ()
-        if all(v.shape == first for v in shapes.values()):
-            self.batch_shape = first  # equal shapes (the common case) broadcast to themselves
+        cls = type(self)
+        ndim = self.event_ndim
+        checked = {}
+        first: Any = None  # the common shape of the parameters (their batch axes), if any
+        same = True
+        for name, constraint in self.arg_constraints.items():
+            value = params[name]
+            # Python floats and small float64 arrays that pass: one pass, no
+            # conversions; anything else (and every refusal) by V.param
+            arr = V.fast_param(value, constraint)
+            if arr is None or arr.ndim < ndim:
+                arr = V.param(name, value, constraint, owner=cls.__name__, min_ndim=ndim)
+            checked[name] = arr
+            shape = arr.shape[:-1] if ndim else arr.shape
+            if first is None:
+                first = shape
+            elif shape != first:
+                same = False
+        if cls._check_params is not Distribution._check_params:
+            self._check_params(**checked)
+        if same:
+            # equal shapes (the common case) broadcast to themselves
+            self.batch_shape = () if first is None else first
         else:
-            self.batch_shape = V.broadcast_shapes(owner, **shapes)
+            self.batch_shape = V.broadcast_shapes(
+                cls.__name__, **{k: v[..., 0] if ndim else v for k, v in checked.items()})
         self._params = checked
 
     def _check_params(self, **params: Any) -> Any:

@@ -33,7 +33,9 @@ def _probs_or_logits(owner: Any, probs: Any, logits: Any, *, min_ndim: Any = 0,
     if probs is not None:
         p = V.param("probs", probs, "nonnegative" if simplex else "unit_interval",
                     owner=owner, min_ndim=min_ndim)
-        if simplex:
+        if simplex and p.ndim == 1 and 0 < p.size <= 32 and 0.0 < max(p.tolist()) <= 1e300:
+            pass  # validated values: their sum is > 0 and finite (32 values <= 1e300)
+        elif simplex:
             with np.errstate(over="ignore"):
                 tot = p.sum(axis=-1)
             if not (tot > 0).all():
