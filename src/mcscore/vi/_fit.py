@@ -20,7 +20,8 @@ from ..score import samples_estimate
 from ._objective import _check_estimator, _check_sampler, _elbo_grad
 from ._optim import Adam, _check_betas, _check_lr, _lr_at
 from ._q import (
-    _check_q, _from_unconstrained, _jacobian, _log_q, _replace, _to_unconstrained, transforms,
+    _check_q, _from_unconstrained, _jacobian, _log_q, _replace, _replacer, _to_unconstrained,
+    transforms,
 )
 from ._target import _Objective
 
@@ -120,7 +121,7 @@ class _ScoreStep:
             grad = add(y, 0) / n
             z = y - grad
             var = add(z * z, 0) / (n - 1)
-            value = add(fx) / n
+            value = total / n
             zf = fx - value
             vvar = float(add(zf * zf) / (n - 1))
             g = fx - fx[0]
@@ -322,6 +323,7 @@ def fit(log_joint: Callable[..., Any], q: Any, *, steps: int = 2000, n: int = 10
     weights = None  # "mixed": the previous step's inverse-variance weights
     bar = simple_bar(steps, progress, "VI (Adam)")
     cur = q
+    replace = _replacer(q)
     prepared = None  # the score step prepared by the first step
     # its flat gradient times d(param)/d(unconstrained) as one vector: the
     # entries of the identity coordinates are 1 for good, the others are
@@ -366,8 +368,8 @@ def fit(log_joint: Callable[..., Any], q: Any, *, steps: int = 2000, n: int = 10
                 uf = opt._p
             try:
                 with np.errstate(over="ignore", under="ignore"):
-                    cur = _replace(q, {k: _from_unconstrained(kinds[k], v)
-                                       for k, v in layout.split(uf).items()})
+                    cur = replace({k: _from_unconstrained(kinds[k], v)
+                                   for k, v in layout.split(uf).items()})
                     check = getattr(cur, "_check_differentiable", None)
                     if check is not None:
                         check()
