@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 
 from .. import _kernels as K
 from .. import _validation as V
+from .. import prepared as PR
 from .._algebra import RESOLUTION, TINY_MEAN_SQUARE, baselined_terms, check_baseline, check_range
 from .._config import blas_single_threaded
 from .._progress import simple_bar
@@ -147,6 +148,21 @@ class _ScoreStep:
     def as_dict(self, grad: Any) -> Any:
         """The flat gradient of a call as {param: grad}."""
         return {k: grad[sl].reshape(shp) for k, (sl, shp) in self.names.items()}
+
+
+def _lean(q: Any, kinds: Any) -> bool:
+    """Whether the next qs of a prepared fit from q may be built by
+    prepared.lean_dist: a family that builds, checks and scores its
+    parameters as Normal does (lean_family), q's loc and scale of its
+    batch shape and optimised as identity and log, q's kernel kept as the
+    template of that family and shape."""
+    params = q._params
+    if not (PR.lean_family(type(q)) and kinds == {"loc": "identity", "scale": "log"}
+            and list(params) == ["loc", "scale"] and q._kernel is not None
+            and all(v.shape == q.batch_shape for v in params.values())):
+        return False
+    PR.remember_lean(q, q._kernel)
+    return (type(q), q.batch_shape) in PR._LEAN
 
 
 class VIResult:
@@ -324,6 +340,7 @@ def fit(log_joint: Callable[..., Any], q: Any, *, steps: int = 2000, n: int = 10
     bar = simple_bar(steps, progress, "VI (Adam)")
     cur = q
     replace = _replacer(q)
+    family, lean = type(q), False
     prepared = None  # the score step prepared by the first step
     # its flat gradient times d(param)/d(unconstrained) as one vector: the
     # entries of the identity coordinates are 1 for good, the others are
@@ -352,6 +369,7 @@ def fit(log_joint: Callable[..., Any], q: Any, *, steps: int = 2000, n: int = 10
                     prepared = _ScoreStep.for_fit(q, obj, n, baseline, estimator, sampler)
                     if prepared is not None and not prepared.in_order(layout):
                         prepared = None
+                    lean = prepared is not None and _lean(q, kinds)
                 params = cur.params
                 gf = layout.flat({k: grad[k] * _jacobian(kinds[k], params[k])
                                   for k in layout.shapes})
@@ -368,11 +386,18 @@ def fit(log_joint: Callable[..., Any], q: Any, *, steps: int = 2000, n: int = 10
                 uf = opt._p
             try:
                 with np.errstate(over="ignore", under="ignore"):
-                    cur = replace({k: _from_unconstrained(kinds[k], v)
-                                   for k, v in layout.split(uf).items()})
-                    check = getattr(cur, "_check_differentiable", None)
-                    if check is not None:
-                        check()
+                    new = {k: _from_unconstrained(kinds[k], v)
+                           for k, v in layout.split(uf).items()}
+                    # a Normal / LogNormal with its checks and kernel in one
+                    # C pass; where it declines, the general build and checks
+                    got = PR.lean_dist(family, new["loc"], new["scale"]) if lean else None
+                    if got is not None:
+                        cur = got[0]
+                    else:
+                        cur = replace(new)
+                        check = getattr(cur, "_check_differentiable", None)
+                        if check is not None:
+                            check()
             except ValueError as exc:
                 raise _step_too_large(t, lr_t, exc) from None
             if t - 1 >= start_avg:
