@@ -125,12 +125,21 @@ class _ScoreStep:
             value = total / n
             zf = fx - value
             vvar = float(add(zf * zf) / (n - 1))
-            g = fx - fx[0]
-            f_underflow = (float(add(g * g)) / n < TINY_MEAN_SQUARE
-                           and abs(float(add(g)) / n) > RESOLUTION)
-            # the common case of check_range's tests, in two reductions
-            fine = (math.isfinite(add(grad) + add(var) + value + vvar) and not f_underflow
-                    and (not var.size or np.minimum.reduce(var + grad * grad) >= TINY_MEAN_SQUARE))
+            # f_underflow (the mean square of fx - fx[0] below TINY_MEAN_SQUARE)
+            # cannot hold once vvar >= RESOLUTION: sum (fx - fx[0])**2 >=
+            # sum (fx - mean)**2 = (n - 1) vvar, far above it; below, its test
+            f_underflow = False
+            if not vvar >= RESOLUTION:
+                g = fx - fx[0]
+                f_underflow = (float(add(g * g)) / n < TINY_MEAN_SQUARE
+                               and abs(float(add(g)) / n) > RESOLUTION)
+            # a sufficient condition for check_range to pass, in two
+            # reductions: every var + grad**2 finite (so are var and grad) and
+            # at least TINY_MEAN_SQUARE, value and vvar finite, f_underflow
+            # False; where it fails, check_range runs and decides
+            h = var + grad * grad
+            fine = (math.isfinite(add(h) + value + vvar) and not f_underflow
+                    and (not h.size or np.minimum.reduce(h) >= TINY_MEAN_SQUARE))
         if not fine:
             check_range(q, grad, var, float(value), vvar, f_underflow)
         return value, math.sqrt(vvar / n), grad
