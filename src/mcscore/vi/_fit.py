@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 
 from .. import _kernels as K
 from .. import _validation as V
+from .. import prepared as PR
 from .._algebra import RESOLUTION, TINY_MEAN_SQUARE, baselined_terms, check_baseline, check_range
 from .._config import blas_single_threaded
 from .._progress import simple_bar
@@ -20,7 +21,8 @@ from ..score import samples_estimate
 from ._objective import _check_estimator, _check_sampler, _elbo_grad
 from ._optim import Adam, _check_betas, _check_lr, _lr_at
 from ._q import (
-    _check_q, _from_unconstrained, _jacobian, _log_q, _replace, _to_unconstrained, transforms,
+    _check_q, _from_unconstrained, _jacobian, _log_q, _replace, _replacer, _to_unconstrained,
+    transforms,
 )
 from ._target import _Objective
 
@@ -31,7 +33,8 @@ class _ScoreStep:
     between steps (the family, its support, the baseline, the shapes) is
     not checked again.  A call gives (value, value stderr, {param: grad}),
     the numbers ``_score_part`` gives for the same q and generator, bit for
-    bit; every guard a step can fail (q's density at its own draws,
+    bit (the gradient as one vector in the order of q's score columns,
+    :meth:`as_dict` gives the dict); every guard a step can fail (q's density at its own draws,
     log_joint's output, overflow and underflow of the sums) stays, by a
     cheap test that falls back to the full path when it does not pass."""
 
@@ -97,10 +100,18 @@ class _ScoreStep:
             ok = math.isfinite(add(lq) + add(xf, None))
         if not ok:  # an infinite draw or density: the full check and its message
             lq = _log_q(q, x)
-        fx = obj.value(x, idx) - lq
-        if not math.isfinite(add(fx)):  # fx not finite (or its sum beyond the doubles)
+        # without subsampling, log_joint's output unchecked when it is a plain
+        # float64 vector: the test of fx's sum below catches a value that is
+        # not finite, and the full check then raises its error
+        lj = obj.raw_value(x) if idx is None else None
+        fx = (obj.value(x, idx) if lj is None else lj) - lq
+        with np.errstate(invalid="ignore"):  # inf - inf: only with a non-finite log_joint
+            total = add(fx)
+        if not math.isfinite(total):  # fx not finite (or its sum beyond the doubles)
+            if lj is not None:
+                obj.checked(lj, x)
             res = samples_estimate(q, x, fx, self.baseline, in_support=True)
-            return res.value, res.value_stderr, res.grad
+            return res.value, res.value_stderr, self._flat(res.grad)
         with np.errstate(divide="ignore", invalid="ignore"):
             with blas_single_threaded(q):
                 S = K.eval_scores(kd, xf.reshape(n, self.draw_size))
@@ -111,19 +122,56 @@ class _ScoreStep:
             grad = add(y, 0) / n
             z = y - grad
             var = add(z * z, 0) / (n - 1)
-            value = add(fx) / n
+            value = total / n
             zf = fx - value
             vvar = float(add(zf * zf) / (n - 1))
-            g = fx - fx[0]
-            f_underflow = (float(add(g * g)) / n < TINY_MEAN_SQUARE
-                           and abs(float(add(g)) / n) > RESOLUTION)
-            # the common case of check_range's tests, in two reductions
-            fine = (math.isfinite(add(grad) + add(var) + value + vvar) and not f_underflow
-                    and (not var.size or np.minimum.reduce(var + grad * grad) >= TINY_MEAN_SQUARE))
+            # f_underflow (the mean square of fx - fx[0] below TINY_MEAN_SQUARE)
+            # cannot hold once vvar >= RESOLUTION: sum (fx - fx[0])**2 >=
+            # sum (fx - mean)**2 = (n - 1) vvar, far above it; below, its test
+            f_underflow = False
+            if not vvar >= RESOLUTION:
+                g = fx - fx[0]
+                f_underflow = (float(add(g * g)) / n < TINY_MEAN_SQUARE
+                               and abs(float(add(g)) / n) > RESOLUTION)
+            # a sufficient condition for check_range to pass, in two
+            # reductions: every var + grad**2 finite (so are var and grad) and
+            # at least TINY_MEAN_SQUARE, value and vvar finite, f_underflow
+            # False; where it fails, check_range runs and decides
+            h = var + grad * grad
+            fine = (math.isfinite(add(h) + value + vvar) and not f_underflow
+                    and (not h.size or np.minimum.reduce(h) >= TINY_MEAN_SQUARE))
         if not fine:
             check_range(q, grad, var, float(value), vvar, f_underflow)
-        return value, math.sqrt(vvar / n), {k: grad[sl].reshape(shp)
-                                             for k, (sl, shp) in self.names.items()}
+        return value, math.sqrt(vvar / n), grad
+
+    def in_order(self, layout: Any) -> bool:
+        """Whether the score columns are the parameters of the optimiser's
+        flat vector, in its order and shapes (as every family has them)."""
+        return [(k, sl, tuple(shp)) for k, (sl, shp) in self.names.items()] == [
+            (k, layout.slices[k], layout.shapes[k]) for k in layout.shapes]
+
+    def _flat(self, grad: Any) -> Any:
+        """A {param: grad} as one vector in the score columns' order."""
+        return np.concatenate([np.ravel(np.asarray(grad[k], dtype=float)) for k in self.names])
+
+    def as_dict(self, grad: Any) -> Any:
+        """The flat gradient of a call as {param: grad}."""
+        return {k: grad[sl].reshape(shp) for k, (sl, shp) in self.names.items()}
+
+
+def _lean(q: Any, kinds: Any) -> bool:
+    """Whether the next qs of a prepared fit from q may be built by
+    prepared.lean_dist: a family that builds, checks and scores its
+    parameters as Normal does (lean_family), q's loc and scale of its
+    batch shape and optimised as identity and log, q's kernel kept as the
+    template of that family and shape."""
+    params = q._params
+    if not (PR.lean_family(type(q)) and kinds == {"loc": "identity", "scale": "log"}
+            and list(params) == ["loc", "scale"] and q._kernel is not None
+            and all(v.shape == q.batch_shape for v in params.values())):
+        return False
+    PR.remember_lean(q, q._kernel)
+    return (type(q), q.batch_shape) in PR._LEAN
 
 
 class VIResult:
@@ -300,11 +348,26 @@ def fit(log_joint: Callable[..., Any], q: Any, *, steps: int = 2000, n: int = 10
     weights = None  # "mixed": the previous step's inverse-variance weights
     bar = simple_bar(steps, progress, "VI (Adam)")
     cur = q
+    replace = _replacer(q)
+    family, lean = type(q), False
     prepared = None  # the score step prepared by the first step
+    # its flat gradient times d(param)/d(unconstrained) as one vector: the
+    # entries of the identity coordinates are 1 for good, the others are
+    # renewed at each step from q's parameters (the same products, entry by
+    # entry, as the per-parameter chain rule)
+    jac = np.ones(layout.size)
+    curved = [(k, layout.slices[k]) for k in layout.shapes if kinds[k] != "identity"]
     try:
         for t in range(1, steps + 1):
             if prepared is not None:
                 value, value_se, grad = prepared(cur, gen)
+                params = cur.params
+                for k, sl in curved:
+                    jac[sl] = np.ravel(_jacobian(kinds[k], params[k]))
+                gf = grad * jac
+                if not math.isfinite(gf.sum()):
+                    grad = prepared.as_dict(grad)
+                    gf = None
             else:
                 res = _elbo_grad(obj, cur, n, gen, baseline, estimator, weights, sampler,
                                  n_randomizations)
@@ -313,24 +376,37 @@ def fit(log_joint: Callable[..., Any], q: Any, *, steps: int = 2000, n: int = 10
                 value, value_se, grad = res.value, res.value_stderr, res.grad
                 if t == 1:
                     prepared = _ScoreStep.for_fit(q, obj, n, baseline, estimator, sampler)
+                    if prepared is not None and not prepared.in_order(layout):
+                        prepared = None
+                    lean = prepared is not None and _lean(q, kinds)
+                params = cur.params
+                gf = layout.flat({k: grad[k] * _jacobian(kinds[k], params[k])
+                                  for k in layout.shapes})
+                if not math.isfinite(gf.sum()):
+                    gf = None
             elbo[t - 1] = value
             elbo_se[t - 1] = value_se
             lrs[t - 1] = lr_t = _lr_at(lr, t)
-            params = cur.params
-            g = {k: grad[k] * _jacobian(kinds[k], params[k]) for k in layout.shapes}
-            gf = layout.flat(g)
-            if math.isfinite(gf.sum()):
+            if gf is not None:
                 uf = opt._step_flat(gf, lr_t)
             else:  # the optimiser's own check names the gradient that is not finite
-                opt.step(g, lr_t)
+                opt.step({k: grad[k] * _jacobian(kinds[k], params[k]) for k in layout.shapes},
+                         lr_t)
                 uf = opt._p
             try:
                 with np.errstate(over="ignore", under="ignore"):
-                    cur = _replace(q, {k: _from_unconstrained(kinds[k], v)
-                                       for k, v in layout.split(uf).items()})
-                    check = getattr(cur, "_check_differentiable", None)
-                    if check is not None:
-                        check()
+                    new = {k: _from_unconstrained(kinds[k], v)
+                           for k, v in layout.split(uf).items()}
+                    # a Normal / LogNormal with its checks and kernel in one
+                    # C pass; where it declines, the general build and checks
+                    got = PR.lean_dist(family, new["loc"], new["scale"]) if lean else None
+                    if got is not None:
+                        cur = got[0]
+                    else:
+                        cur = replace(new)
+                        check = getattr(cur, "_check_differentiable", None)
+                        if check is not None:
+                            check()
             except ValueError as exc:
                 raise _step_too_large(t, lr_t, exc) from None
             if t - 1 >= start_avg:

@@ -252,11 +252,25 @@ class Adam:
     def _update(self, g: Any, lr: Any) -> None:
         lr = self.lr if lr is None else float(lr)
         b1, b2 = self.b1, self.b2
-        self._m1 = b1 * self._m1 + (1 - b1) * g
-        self._m2 = b2 * self._m2 + (1 - b2) * g * g
-        mh = self._m1 / (1 - b1**self.t)
-        vh = self._m2 / (1 - b2**self.t)
-        self._p = self._p + lr * mh / (np.sqrt(vh) + self.eps)
+        # the operations of m1 = b1 m1 + (1 - b1) g, m2 = b2 m2 + (1 - b2) g g,
+        # p = p + lr (m1 / c1) / (sqrt(m2 / c2) + eps) in their order; the
+        # intermediates in one scratch buffer, the new m1, m2, p new arrays
+        tmp = self.__dict__.get("_tmp")
+        if tmp is None or tmp.shape != g.shape:
+            tmp = self._tmp = np.empty(g.shape)
+        m1 = b1 * self._m1
+        m1 += np.multiply(1 - b1, g, out=tmp)
+        m2 = b2 * self._m2
+        np.multiply(1 - b2, g, out=tmp)
+        m2 += np.multiply(tmp, g, out=tmp)
+        self._m1, self._m2 = m1, m2
+        step = np.divide(m2, 1 - b2**self.t, out=tmp)
+        np.sqrt(step, out=step)
+        step += self.eps
+        mh = m1 / (1 - b1**self.t)
+        mh *= lr
+        mh /= step
+        self._p = self._p + mh
 
 
 class _Layout:

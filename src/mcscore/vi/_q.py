@@ -127,7 +127,14 @@ def _check_q(q: Any) -> Any:
 def _replace(q: Any, params: Any) -> Any:
     """q with some parameters replaced: the object's own ``with_params`` when
     it has one (a Joint), else the family's rebuild."""
+    return _replacer(q)(params)
+
+
+def _replacer(q: Any) -> Any:
+    """The function ``params -> _replace(q, params)`` for a q that does not
+    change, its lookups made once (a loop's many calls)."""
     with_params = getattr(q, "with_params", None)
     if callable(with_params):
-        return with_params(params)
-    return _rebuild(q, params)
+        return with_params
+    cls, fixed = type(q), dict(q._all_params())
+    return lambda params: cls(**{**fixed, **params})

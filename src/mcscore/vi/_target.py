@@ -39,7 +39,12 @@ def _call_user(fn: Any, x: Any, args: Any, name: Any) -> Any:
 
 
 def _call_log_joint(log_joint: Any, x: Any, *args: Any, name: Any = "log_joint") -> Any:
-    out = _call_user(log_joint, x, args, name)
+    return _checked_output(_call_user(log_joint, x, args, name), x, name)
+
+
+def _checked_output(out: Any, x: Any, name: Any = "log_joint") -> Any:
+    """The output of log_joint on the draws x as float64 of shape (n,),
+    checked: a plain array of real numbers, of that shape, finite."""
     V.reject_masked(f"{name}'s output", out)
     out = np.asarray(out)
     m = _n_draws(x)
@@ -128,6 +133,22 @@ class _Objective:
         if self.log_prior is not None:
             out = out + _call_log_joint(self.log_prior, x, name="log_prior")
         return out
+
+    def raw_value(self, x: Any) -> Any:
+        """log_joint(x) without data subsampling, for a caller that tests
+        the sum of what it computes from it for finiteness and, when that
+        fails, passes it to :meth:`checked`: a plain float64 array of
+        shape (n,) as log_joint returned it (its finiteness not checked),
+        anything else checked (and converted) at once."""
+        out = _call_user(self.log_joint, x, (), "log_joint")
+        if type(out) is np.ndarray and out.dtype == np.float64 and out.shape == (x.shape[0],):
+            return out
+        return _checked_output(out, x)
+
+    @staticmethod
+    def checked(out: Any, x: Any) -> Any:
+        """The full check of a :meth:`raw_value` (raises when it is not finite)."""
+        return _checked_output(out, x)
 
     def gradient(self, x: Any, idx: Any) -> Any:
         if idx is None:
