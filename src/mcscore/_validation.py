@@ -70,9 +70,7 @@ def fast_param(value, constraint):
             return None
         arr = np.array(v)
     elif tv is np.ndarray and value.dtype is _F64 and value.size <= _FAST_SIZE:
-        pred = _SCALAR_CONSTRAINTS[constraint]
-        if not (all(map(pred, value.tolist())) if value.ndim == 1
-                else _all_satisfy(value, pred)):
+        if not _all_satisfy(value, _SCALAR_CONSTRAINTS[constraint]):
             return None
         arr = value.copy("K")  # np.array(value, dtype=np.float64, copy=True)
     else:

@@ -378,12 +378,9 @@ class Distribution:
         first: Any = None  # the common shape of the parameters (their batch axes), if any
         same = True
         for name, constraint in self.arg_constraints.items():
-            value = params[name]
-            # Python floats and small float64 arrays that pass: one pass, no
-            # conversions; anything else (and every refusal) by V.param
-            arr = V.fast_param(value, constraint)
-            if arr is None or arr.ndim < ndim:
-                arr = V.param(name, value, constraint, owner=cls.__name__, min_ndim=ndim)
+            # (V.param takes Python floats and small float64 arrays that pass
+            # in one pass, V.fast_param; anything else the general way)
+            arr = V.param(name, params[name], constraint, owner=cls.__name__, min_ndim=ndim)
             checked[name] = arr
             shape = arr.shape[:-1] if ndim else arr.shape
             if first is None:
